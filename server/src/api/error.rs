@@ -1,0 +1,61 @@
+//! `ApiError`: every REST refusal, mapped to its status in one place. Bodies are short plain
+//! text in Pusher's style; internals never leak.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::RestAuthError;
+
+/// A refused REST request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed or breaks a limit other than the payload size.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: authentication failed.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the app is disabled (or over quota, with the tenancy issue).
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such app.
+    #[error("{0}")]
+    NotFound(String),
+    /// 413: an event's data is too large.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 500: something failed inside Herald; the detail goes to the log, not to the client.
+    #[error("Internal server error")]
+    Internal,
+}
+
+impl From<RestAuthError> for ApiError {
+    fn from(error: RestAuthError) -> Self {
+        ApiError::Unauthorized(error.to_string())
+    }
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{self}\n"),
+        )
+            .into_response()
+    }
+}

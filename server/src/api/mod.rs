@@ -1,0 +1,453 @@
+//! The REST API under `/apps/{app_id}/`: trigger, batch, channel queries and user termination,
+//! plus pusher-http-python's `/users/{id}/terminate_connections` path. Every route verifies the
+//! request signature first (`signed.rs`); apps come from the in-memory cache, never from SQL.
+
+mod error;
+mod signed;
+
+pub use error::ApiError;
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{Method, Uri};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::hub::AppHub;
+use crate::node::SharedNode;
+use crate::protocol::{BatchBody, ChannelKind, ChannelName, EventData, SocketId, TriggerBody};
+use crate::tenants::AppRef;
+use signed::{authenticate, query_params};
+
+/// The largest REST body accepted (ten 10 KB events with their envelopes fit easily).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The REST routes, with CORS.
+pub fn router() -> Router<SharedNode> {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers(Any)
+        .max_age(std::time::Duration::from_secs(3600));
+    Router::new()
+        .route("/apps/{app_id}/events", post(trigger))
+        .route("/apps/{app_id}/batch_events", post(trigger_batch))
+        .route("/apps/{app_id}/channels", get(channels))
+        .route("/apps/{app_id}/channels/{channel}", get(channel))
+        .route(
+            "/apps/{app_id}/channels/{channel}/users",
+            get(channel_users),
+        )
+        .route(
+            "/apps/{app_id}/users/{user_id}/terminate_connections",
+            post(terminate_connections),
+        )
+        .route(
+            "/users/{user_id}/terminate_connections",
+            post(terminate_connections_python),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(cors)
+}
+
+/// One event, validated against the app's limits and ready to publish.
+struct Publish {
+    name: String,
+    data: String,
+    channels: Vec<ChannelName>,
+    except: Option<SocketId>,
+    info: Vec<Attribute>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attribute {
+    UserCount,
+    SubscriptionCount,
+    Cache,
+}
+
+fn parse_attributes(info: Option<&str>, allow_cache: bool) -> Result<Vec<Attribute>, ApiError> {
+    let mut attributes = Vec::new();
+    for part in info
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let attribute = match part {
+            "user_count" => Attribute::UserCount,
+            "subscription_count" => Attribute::SubscriptionCount,
+            "cache" if allow_cache => Attribute::Cache,
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "Unsupported info attribute: {other}"
+                )))
+            }
+        };
+        if !attributes.contains(&attribute) {
+            attributes.push(attribute);
+        }
+    }
+    Ok(attributes)
+}
+
+fn parse_channel(app: &AppRef, name: &str) -> Result<ChannelName, ApiError> {
+    ChannelName::parse(name, app.limits.channel_name_length())
+        .map_err(|e| ApiError::BadRequest(format!("{e}: {name:?}")))
+}
+
+fn validate_event(
+    app: &AppRef,
+    name: Option<String>,
+    data: Option<EventData>,
+    channel_names: Vec<String>,
+    socket_id: Option<String>,
+    info: Option<String>,
+) -> Result<Publish, ApiError> {
+    let name = name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("Missing event name: \"name\" is required".into()))?;
+    if let Some(max) = app.limits.event_name_length() {
+        if name.chars().count() > max {
+            return Err(ApiError::BadRequest(format!(
+                "Event name is too long (at most {max} characters)"
+            )));
+        }
+    }
+    let EventData(data) = data
+        .ok_or_else(|| ApiError::BadRequest("Missing event data: \"data\" is required".into()))?;
+    if let Some(max) = app.limits.event_payload_bytes() {
+        if data.len() > max {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "Event data is too large: {} bytes, at most {max}",
+                data.len()
+            )));
+        }
+    }
+    if channel_names.is_empty() {
+        return Err(ApiError::BadRequest(
+            "Missing channels: give \"channels\" (a list) or \"channel\"".into(),
+        ));
+    }
+    if let Some(max) = app.limits.channels_per_trigger() {
+        if channel_names.len() > max {
+            return Err(ApiError::BadRequest(format!(
+                "Too many channels: {} given, at most {max}",
+                channel_names.len()
+            )));
+        }
+    }
+    let mut channels: Vec<ChannelName> = Vec::with_capacity(channel_names.len());
+    for channel in &channel_names {
+        let parsed = parse_channel(app, channel)?;
+        if !channels.contains(&parsed) {
+            channels.push(parsed);
+        }
+    }
+    if channels.len() > 1 {
+        if channels.iter().any(|c| c.kind() == ChannelKind::Encrypted) {
+            return Err(ApiError::BadRequest(
+                "Cannot trigger on several channels when one of them is encrypted".into(),
+            ));
+        }
+        if channels
+            .iter()
+            .any(|c| c.kind() == ChannelKind::ServerToUser)
+        {
+            return Err(ApiError::BadRequest(
+                "A #server-to-user channel must be the only channel of a trigger".into(),
+            ));
+        }
+    }
+    let except = match socket_id {
+        None => None,
+        Some(id) => Some(
+            id.parse::<SocketId>()
+                .map_err(|_| ApiError::BadRequest(format!("Invalid socket_id: {id:?}")))?,
+        ),
+    };
+    let info = parse_attributes(info.as_deref(), false)?;
+    Ok(Publish {
+        name,
+        data,
+        channels,
+        except,
+        info,
+    })
+}
+
+fn channel_attributes(app_hub: &AppHub, channel: &ChannelName, attributes: &[Attribute]) -> Value {
+    let info = app_hub.channel_info(channel.as_str());
+    let mut out = Map::new();
+    for attribute in attributes {
+        match attribute {
+            Attribute::UserCount if channel.kind() == ChannelKind::Presence => {
+                out.insert("user_count".into(), json!(info.user_count));
+            }
+            Attribute::SubscriptionCount => {
+                out.insert("subscription_count".into(), json!(info.subscription_count));
+            }
+            _ => {}
+        }
+    }
+    Value::Object(out)
+}
+
+fn publish(node: &SharedNode, app: &AppRef, event: &Publish) -> Option<Value> {
+    let app_hub = node.hub.app(&app.id);
+    for channel in &event.channels {
+        app_hub.publish(channel, &event.name, &event.data, event.except);
+    }
+    if event.info.is_empty() {
+        return None;
+    }
+    let mut channels = Map::new();
+    for channel in &event.channels {
+        channels.insert(
+            channel.as_str().to_owned(),
+            channel_attributes(&app_hub, channel, &event.info),
+        );
+    }
+    Some(Value::Object(channels))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
+}
+
+/// `POST /apps/{app_id}/events`.
+async fn trigger(
+    State(node): State<SharedNode>,
+    Path(app_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let app = authenticate(&node, &method, &uri, Some(&app_id), &body)?;
+    let request: TriggerBody = parse_json(&body)?;
+    let channels = match (request.channels, request.channel) {
+        (Some(list), _) => list,
+        (None, Some(one)) => vec![one],
+        (None, None) => Vec::new(),
+    };
+    let event = validate_event(
+        &app,
+        request.name,
+        request.data,
+        channels,
+        request.socket_id,
+        request.info,
+    )?;
+    Ok(Json(match publish(&node, &app, &event) {
+        Some(channels) => json!({ "channels": channels }),
+        None => json!({}),
+    }))
+}
+
+/// `POST /apps/{app_id}/batch_events`.
+async fn trigger_batch(
+    State(node): State<SharedNode>,
+    Path(app_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let app = authenticate(&node, &method, &uri, Some(&app_id), &body)?;
+    let request: BatchBody = parse_json(&body)?;
+    if let Some(max) = app.limits.batch_size() {
+        if request.batch.len() > max {
+            return Err(ApiError::BadRequest(format!(
+                "Batch too large: {} events, at most {max}",
+                request.batch.len()
+            )));
+        }
+    }
+    // Validate every event before publishing any, so a bad batch publishes nothing.
+    let events = request
+        .batch
+        .into_iter()
+        .map(|e| {
+            let channels = e.channel.into_iter().collect();
+            validate_event(&app, e.name, e.data, channels, e.socket_id, e.info)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let wants_info = events.iter().any(|e| !e.info.is_empty());
+    let mut results = Vec::with_capacity(events.len());
+    for event in &events {
+        let info = publish(&node, &app, event);
+        // Each batch entry names one channel; its attributes go flat in the entry.
+        let entry = info
+            .and_then(|channels| {
+                channels
+                    .as_object()
+                    .and_then(|m| m.values().next().cloned())
+            })
+            .unwrap_or_else(|| json!({}));
+        results.push(entry);
+    }
+    Ok(Json(if wants_info {
+        json!({ "batch": results })
+    } else {
+        json!({})
+    }))
+}
+
+/// `GET /apps/{app_id}/channels`.
+async fn channels(
+    State(node): State<SharedNode>,
+    Path(app_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let app = authenticate(&node, &method, &uri, Some(&app_id), &body)?;
+    let params = query_params(uri.query());
+    let param = |name: &str| {
+        params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let prefix = param("filter_by_prefix").unwrap_or("");
+    let attributes = parse_attributes(param("info"), false)?;
+    if attributes.contains(&Attribute::UserCount) && !prefix.starts_with("presence-") {
+        return Err(ApiError::BadRequest(
+            "user_count may only be requested with filter_by_prefix=presence-".into(),
+        ));
+    }
+    let mut list = Map::new();
+    if let Some(app_hub) = node.hub.existing_app(&app.id) {
+        for (name, subscriptions, users) in app_hub.channels(prefix) {
+            let mut attrs = Map::new();
+            for attribute in &attributes {
+                match attribute {
+                    Attribute::UserCount => {
+                        attrs.insert("user_count".into(), json!(users));
+                    }
+                    Attribute::SubscriptionCount => {
+                        attrs.insert("subscription_count".into(), json!(subscriptions));
+                    }
+                    Attribute::Cache => {}
+                }
+            }
+            list.insert(name, Value::Object(attrs));
+        }
+    }
+    Ok(Json(json!({ "channels": list })))
+}
+
+/// `GET /apps/{app_id}/channels/{channel}`.
+async fn channel(
+    State(node): State<SharedNode>,
+    Path((app_id, channel)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let app = authenticate(&node, &method, &uri, Some(&app_id), &body)?;
+    let name = parse_channel(&app, &channel)?;
+    let params = query_params(uri.query());
+    let info = params
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "info")
+        .map(|(_, v)| v.as_str());
+    let attributes = parse_attributes(info, true)?;
+    if attributes.contains(&Attribute::UserCount) && name.kind() != ChannelKind::Presence {
+        return Err(ApiError::BadRequest(
+            "user_count is only available on presence channels".into(),
+        ));
+    }
+    if attributes.contains(&Attribute::Cache) && !name.is_cache() {
+        return Err(ApiError::BadRequest(
+            "cache is only available on cache channels".into(),
+        ));
+    }
+    let state = node
+        .hub
+        .existing_app(&app.id)
+        .map(|h| h.channel_info(name.as_str()));
+    let (subscriptions, users, cache) = state
+        .map(|s| (s.subscription_count, s.user_count, s.cache))
+        .unwrap_or((0, 0, None));
+    let mut out = BTreeMap::new();
+    out.insert("occupied", json!(subscriptions > 0));
+    for attribute in &attributes {
+        match attribute {
+            Attribute::UserCount => out.insert("user_count", json!(users)),
+            Attribute::SubscriptionCount => out.insert("subscription_count", json!(subscriptions)),
+            Attribute::Cache => out.insert(
+                "cache",
+                cache
+                    .as_ref()
+                    .map_or(Value::Null, |(data, ttl)| json!({"data": data, "ttl": ttl})),
+            ),
+        };
+    }
+    Ok(Json(json!(out)))
+}
+
+/// `GET /apps/{app_id}/channels/{channel}/users`.
+async fn channel_users(
+    State(node): State<SharedNode>,
+    Path((app_id, channel)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let app = authenticate(&node, &method, &uri, Some(&app_id), &body)?;
+    let name = parse_channel(&app, &channel)?;
+    if name.kind() != ChannelKind::Presence {
+        return Err(ApiError::BadRequest(
+            "Users can only be listed on presence channels".into(),
+        ));
+    }
+    let users: Vec<Value> = node
+        .hub
+        .existing_app(&app.id)
+        .map(|h| h.presence_users(name.as_str()))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|id| json!({ "id": id }))
+        .collect();
+    Ok(Json(json!({ "users": users })))
+}
+
+fn terminate(node: &SharedNode, app: &AppRef, user_id: &str) -> Json<Value> {
+    if let Some(app_hub) = node.hub.existing_app(&app.id) {
+        let closed = app_hub.terminate_user(user_id);
+        tracing::info!(app_id = %app.id, closed, "terminated a user's connections");
+    }
+    Json(json!({}))
+}
+
+/// `POST /apps/{app_id}/users/{user_id}/terminate_connections`.
+async fn terminate_connections(
+    State(node): State<SharedNode>,
+    Path((app_id, user_id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let app = authenticate(&node, &method, &uri, Some(&app_id), &body)?;
+    Ok(terminate(&node, &app, &user_id))
+}
+
+/// `POST /users/{user_id}/terminate_connections`, the path pusher-http-python uses; the app is
+/// the one `auth_key` belongs to.
+async fn terminate_connections_python(
+    State(node): State<SharedNode>,
+    Path(user_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let app = authenticate(&node, &method, &uri, None, &body)?;
+    Ok(terminate(&node, &app, &user_id))
+}

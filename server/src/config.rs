@@ -1,0 +1,137 @@
+//! Settings, read from `HERALD_*` environment variables. The only module that reads the
+//! environment or configuration files.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::tenants::Secret;
+
+/// The default app created on the first start of an empty store.
+#[derive(Debug, Clone, Default)]
+pub struct DefaultApp {
+    /// `HERALD_DEFAULT_APP_ID`.
+    pub id: Option<String>,
+    /// `HERALD_DEFAULT_APP_KEY`.
+    pub key: Option<String>,
+    /// `HERALD_DEFAULT_APP_SECRET`.
+    pub secret: Option<Secret>,
+}
+
+/// Everything a node needs to start. Tests build it directly with [`Settings::for_tests`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address for WebSocket, REST and health (`HERALD_BIND`).
+    pub bind: String,
+    /// Where the SQLite file and the first-run file live (`HERALD_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// The store (`HERALD_DATABASE_URL`, default SQLite in the data dir).
+    pub database_url: String,
+    /// The first-start app.
+    pub default_app: DefaultApp,
+    /// Node capacity (`HERALD_MAX_CONNECTIONS`); past it handshakes get 4100.
+    pub max_connections: Option<usize>,
+    /// Silence after which the server pings a client.
+    pub activity_timeout: Duration,
+    /// How long the server waits for any message after its ping before closing with 4201.
+    pub pong_timeout: Duration,
+    /// Largest inbound WebSocket message (`HERALD_MAX_FRAME_BYTES`); larger ones close with 1009.
+    pub max_frame_bytes: usize,
+    /// Frames queued per connection before it counts as a slow consumer (4100).
+    pub outbox_capacity: usize,
+    /// WebSocket read buffer per connection.
+    pub ws_read_buffer: usize,
+    /// WebSocket write buffer target per connection.
+    pub ws_write_buffer: usize,
+    /// How often the store's revision is polled.
+    pub revision_poll: Duration,
+    /// How long shutdown waits for connections to close.
+    pub shutdown_grace: Duration,
+}
+
+/// A malformed environment variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {problem}")]
+pub struct ConfigError {
+    name: &'static str,
+    problem: String,
+}
+
+fn var(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn number<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, ConfigError> {
+    match var(name) {
+        None => Ok(None),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| ConfigError {
+            name,
+            problem: format!("expected a number, got {v:?}"),
+        }),
+    }
+}
+
+/// The SQLite URL of a data dir, creating the file when missing.
+pub fn sqlite_url(data_dir: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", data_dir.join("herald.db").display())
+}
+
+impl Settings {
+    /// Reads the environment.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        let data_dir =
+            PathBuf::from(var("HERALD_DATA_DIR").unwrap_or_else(|| "./herald-data".into()));
+        let database_url = match var("HERALD_DATABASE_URL") {
+            Some(url) if url.starts_with("sqlite:") && !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            Some(url) => url,
+            None => sqlite_url(&data_dir),
+        };
+        let max_connections = match number::<usize>("HERALD_MAX_CONNECTIONS")? {
+            Some(0) => None,
+            other => other,
+        };
+        Ok(Settings {
+            bind: var("HERALD_BIND").unwrap_or_else(|| "127.0.0.1:6001".into()),
+            data_dir,
+            database_url,
+            default_app: DefaultApp {
+                id: var("HERALD_DEFAULT_APP_ID"),
+                key: var("HERALD_DEFAULT_APP_KEY"),
+                secret: var("HERALD_DEFAULT_APP_SECRET").map(Secret::new),
+            },
+            max_connections,
+            max_frame_bytes: number("HERALD_MAX_FRAME_BYTES")?.unwrap_or(64 * 1024),
+            ..Settings::defaults()
+        })
+    }
+
+    fn defaults() -> Settings {
+        Settings {
+            bind: "127.0.0.1:6001".into(),
+            data_dir: PathBuf::from("./herald-data"),
+            database_url: sqlite_url(std::path::Path::new("./herald-data")),
+            default_app: DefaultApp::default(),
+            max_connections: None,
+            activity_timeout: Duration::from_secs(crate::protocol::ACTIVITY_TIMEOUT_SECS),
+            pong_timeout: Duration::from_secs(30),
+            max_frame_bytes: 64 * 1024,
+            outbox_capacity: 512,
+            ws_read_buffer: 4 * 1024,
+            ws_write_buffer: 0,
+            revision_poll: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+
+    /// Settings for a node on `127.0.0.1:0` with its store in `data_dir`.
+    pub fn for_tests(data_dir: PathBuf) -> Settings {
+        Settings {
+            bind: "127.0.0.1:0".into(),
+            database_url: sqlite_url(&data_dir),
+            data_dir,
+            ..Settings::defaults()
+        }
+    }
+}

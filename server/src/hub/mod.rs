@@ -1,0 +1,563 @@
+//! The in-memory engine: channels, presence (refcounted per user), cache-channel last events,
+//! signed-in users and watchlists, and fan-out into bounded per-connection outboxes.
+//!
+//! The hub moves pre-serialized `Bytes` and knows nothing of HTTP, WebSocket framing or SQL.
+//! Each app has its own state behind one lock, held only for in-memory work (never across an
+//! await), so apps never contend with each other.
+
+mod connection;
+
+pub use connection::{CloseRequest, Connection, Outbox};
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use crate::protocol::{server, ChannelKind, ChannelName, CloseCode, SocketId};
+
+/// A shared handle on a connection.
+pub type ConnHandle = Arc<Connection>;
+
+/// How long a cache channel keeps its last event.
+pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// Above this many subscribers, `subscription_count` events are sent at most every 5 seconds.
+const SUBSCRIPTION_COUNT_THROTTLE_ABOVE: usize = 100;
+const SUBSCRIPTION_COUNT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Every app's live state, and the node-wide connection count.
+#[derive(Debug)]
+pub struct Hub {
+    // A std mutex: held for a map lookup only.
+    apps: Mutex<HashMap<Box<str>, Arc<AppHub>>>,
+    connections: AtomicUsize,
+    next_socket: AtomicU64,
+    node_tag: u64,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new()
+    }
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Hub {
+        Hub {
+            apps: Mutex::new(HashMap::new()),
+            connections: AtomicUsize::new(0),
+            next_socket: AtomicU64::new(1),
+            node_tag: u64::from(rand::random::<u32>()),
+        }
+    }
+
+    /// A fresh socket id, unique on this node.
+    pub fn next_socket_id(&self) -> SocketId {
+        SocketId::new(
+            self.next_socket.fetch_add(1, Ordering::Relaxed),
+            self.node_tag,
+        )
+    }
+
+    /// The state of app `app_id`, created on first use.
+    pub fn app(&self, app_id: &str) -> Arc<AppHub> {
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        apps.entry(app_id.into())
+            .or_insert_with(|| Arc::new(AppHub::default()))
+            .clone()
+    }
+
+    /// The state of app `app_id` if it has ever been used on this node.
+    pub fn existing_app(&self, app_id: &str) -> Option<Arc<AppHub>> {
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        apps.get(app_id).cloned()
+    }
+
+    /// Every app's state.
+    pub fn all_apps(&self) -> Vec<Arc<AppHub>> {
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        apps.values().cloned().collect()
+    }
+
+    /// Reserves a node-wide connection slot, refusing past `max` (if any).
+    pub fn reserve_connection(&self, max: Option<usize>) -> bool {
+        let previous = self.connections.fetch_add(1, Ordering::AcqRel);
+        if max.is_some_and(|max| previous >= max) {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back a slot taken by [`Hub::reserve_connection`].
+    pub fn release_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Connections open on this node.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// Asks every connection of every app to close with `code`.
+    pub fn close_all(&self, code: CloseCode) {
+        for app in self.all_apps() {
+            app.close_all(code);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Member {
+    info: Option<Box<RawValue>>,
+    sockets: u32,
+}
+
+#[derive(Debug, Default)]
+struct Channel {
+    subscribers: HashMap<SocketId, ConnHandle>,
+    members: HashMap<Box<str>, Member>,
+    last_count_sent: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct CachedEvent {
+    data: Box<str>,
+    frame: Bytes,
+    expires: Instant,
+}
+
+#[derive(Debug, Default)]
+struct AppState {
+    connections: HashMap<SocketId, ConnHandle>,
+    channels: HashMap<Box<str>, Channel>,
+    cache: HashMap<Box<str>, CachedEvent>,
+    users: HashMap<Box<str>, Vec<ConnHandle>>,
+    watchers: HashMap<Box<str>, Vec<ConnHandle>>,
+}
+
+/// One app's channels, members, users and connections.
+#[derive(Debug, Default)]
+pub struct AppHub {
+    // A std mutex: held for in-memory bookkeeping and non-blocking pushes only.
+    state: Mutex<AppState>,
+}
+
+/// A presence member joining a channel.
+#[derive(Debug, Clone)]
+pub struct PresenceMember {
+    /// The user id (numbers already turned into strings).
+    pub user_id: String,
+    /// The `user_info` JSON, if any.
+    pub user_info: Option<Box<RawValue>>,
+}
+
+/// Options of a subscribe that come from the app's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscribeOptions {
+    /// Members allowed in one presence channel.
+    pub max_presence_members: Option<usize>,
+    /// Whether `subscription_count` events are sent.
+    pub subscription_count: bool,
+}
+
+/// A refused subscribe.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeRefusal {
+    /// The presence channel is full.
+    #[error("The maximum members per presence channel limit ({0}) was reached")]
+    PresenceFull(usize),
+}
+
+/// What a successful subscribe did. The subscriber's own frames (`subscription_succeeded`,
+/// then the cache replay or `pusher:cache_miss`) are queued in its outbox under the channel lock,
+/// so no event published meanwhile can overtake them.
+#[derive(Debug)]
+pub struct Subscribed {
+    /// Whether a cache channel had nothing cached.
+    pub cache_miss: bool,
+    /// How many member events were delivered to others (they count toward usage).
+    pub member_events_delivered: usize,
+}
+
+/// What a channel looks like from the REST API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// Connections subscribed.
+    pub subscription_count: usize,
+    /// Distinct presence users.
+    pub user_count: usize,
+    /// The cached event's data and remaining TTL in seconds.
+    pub cache: Option<(String, u64)>,
+}
+
+fn lock(state: &Mutex<AppState>) -> MutexGuard<'_, AppState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn broadcast(channel: &Channel, frame: &Bytes, except: Option<SocketId>) -> usize {
+    let mut delivered = 0;
+    for (id, conn) in &channel.subscribers {
+        if Some(*id) != except && conn.push(frame.clone()) {
+            delivered += 1;
+        }
+    }
+    delivered
+}
+
+fn maybe_send_count(name: &str, channel: &mut Channel, force: bool) {
+    let count = channel.subscribers.len();
+    if count == 0 {
+        return;
+    }
+    if count > SUBSCRIPTION_COUNT_THROTTLE_ABOVE && !force {
+        if let Some(last) = channel.last_count_sent {
+            if last.elapsed() < SUBSCRIPTION_COUNT_INTERVAL {
+                return;
+            }
+        }
+    }
+    channel.last_count_sent = Some(Instant::now());
+    broadcast(channel, &server::subscription_count(name, count), None);
+}
+
+impl AppState {
+    /// Removes `socket_id` from `channel`; returns member events delivered.
+    fn leave(
+        &mut self,
+        socket_id: SocketId,
+        channel: &str,
+        presence_user: Option<&str>,
+        subscription_count: bool,
+    ) -> usize {
+        let Some(state) = self.channels.get_mut(channel) else {
+            return 0;
+        };
+        if state.subscribers.remove(&socket_id).is_none() {
+            return 0;
+        }
+        let mut delivered = 0;
+        if let Some(user_id) = presence_user {
+            if let Entry::Occupied(mut member) = state.members.entry(user_id.into()) {
+                member.get_mut().sockets -= 1;
+                if member.get().sockets == 0 {
+                    member.remove();
+                    delivered = broadcast(state, &server::member_removed(channel, user_id), None);
+                }
+            }
+        }
+        if state.subscribers.is_empty() {
+            self.channels.remove(channel);
+        } else if subscription_count && !channel.starts_with("presence-") {
+            maybe_send_count(channel, state, false);
+        }
+        delivered
+    }
+
+    fn notify_watchers(&self, user_id: &str, online: bool) {
+        if let Some(watchers) = self.watchers.get(user_id) {
+            let frame = if online {
+                server::watchlist_events(&[user_id], &[])
+            } else {
+                server::watchlist_events(&[], &[user_id])
+            };
+            for watcher in watchers {
+                watcher.push(frame.clone());
+            }
+        }
+    }
+}
+
+impl AppHub {
+    /// Registers a connection, refusing it past `quota` connections for this app.
+    pub fn connect(&self, conn: &ConnHandle, quota: Option<usize>) -> bool {
+        let mut state = lock(&self.state);
+        if quota.is_some_and(|q| state.connections.len() >= q) {
+            return false;
+        }
+        state.connections.insert(conn.socket_id(), conn.clone());
+        true
+    }
+
+    /// Removes a connection from everything: its channels (with member events), its signin
+    /// and its watchlist. `channels` lists `(channel, presence user id)`.
+    pub fn disconnect(
+        &self,
+        conn: &ConnHandle,
+        channels: &[(Box<str>, Option<Box<str>>)],
+        signed_in: Option<&str>,
+        watchlist: &[String],
+        subscription_count: bool,
+    ) -> usize {
+        let socket_id = conn.socket_id();
+        let mut state = lock(&self.state);
+        state.connections.remove(&socket_id);
+        let mut delivered = 0;
+        for (channel, user) in channels {
+            delivered += state.leave(socket_id, channel, user.as_deref(), subscription_count);
+        }
+        if let Some(user_id) = signed_in {
+            let mut last = false;
+            if let Some(sockets) = state.users.get_mut(user_id) {
+                sockets.retain(|c| c.socket_id() != socket_id);
+                last = sockets.is_empty();
+            }
+            if last {
+                state.users.remove(user_id);
+                state.notify_watchers(user_id, false);
+            }
+        }
+        for watched in watchlist {
+            if let Some(watchers) = state.watchers.get_mut(watched.as_str()) {
+                watchers.retain(|c| c.socket_id() != socket_id);
+                if watchers.is_empty() {
+                    state.watchers.remove(watched.as_str());
+                }
+            }
+        }
+        delivered
+    }
+
+    /// Subscribes `conn` to `channel`.
+    pub fn subscribe(
+        &self,
+        conn: &ConnHandle,
+        channel: &ChannelName,
+        member: Option<PresenceMember>,
+        options: SubscribeOptions,
+    ) -> Result<Subscribed, SubscribeRefusal> {
+        let name = channel.as_str();
+        let mut state = lock(&self.state);
+        let mut result = Subscribed {
+            cache_miss: false,
+            member_events_delivered: 0,
+        };
+        if let (Some(member), Some(max)) = (&member, options.max_presence_members) {
+            if let Some(existing) = state.channels.get(name) {
+                let known = existing.members.contains_key(member.user_id.as_str());
+                if !known && existing.members.len() >= max {
+                    return Err(SubscribeRefusal::PresenceFull(max));
+                }
+            }
+        }
+        let entry = state.channels.entry(name.into()).or_default();
+        if let Some(member) = member {
+            let known = entry.members.contains_key(member.user_id.as_str());
+            if !known {
+                let added =
+                    server::member_added(name, &member.user_id, member.user_info.as_deref());
+                result.member_events_delivered = broadcast(entry, &added, None);
+                entry.members.insert(
+                    member.user_id.as_str().into(),
+                    Member {
+                        info: member.user_info,
+                        sockets: 1,
+                    },
+                );
+            } else if let Some(existing) = entry.members.get_mut(member.user_id.as_str()) {
+                existing.sockets += 1;
+            }
+            entry.subscribers.insert(conn.socket_id(), conn.clone());
+            conn.push(server::presence_subscription_succeeded(
+                name,
+                entry
+                    .members
+                    .iter()
+                    .map(|(id, m)| (id.as_ref(), m.info.as_deref())),
+            ));
+        } else {
+            entry.subscribers.insert(conn.socket_id(), conn.clone());
+            conn.push(server::subscription_succeeded(name));
+        }
+        if options.subscription_count
+            && !matches!(
+                channel.kind(),
+                ChannelKind::Presence | ChannelKind::ServerToUser
+            )
+        {
+            // The subscriber's own count goes through its outbox, after subscription_succeeded.
+            let first = entry.subscribers.len() <= 1;
+            maybe_send_count(name, entry, first);
+        }
+        if channel.is_cache() {
+            let now = Instant::now();
+            match state.cache.get(name) {
+                Some(cached) if cached.expires > now => {
+                    conn.push(cached.frame.clone());
+                }
+                _ => {
+                    state.cache.remove(name);
+                    result.cache_miss = true;
+                    conn.push(server::cache_miss(name));
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    /// Unsubscribes `socket_id` from `channel`; returns member events delivered.
+    pub fn unsubscribe(
+        &self,
+        socket_id: SocketId,
+        channel: &str,
+        presence_user: Option<&str>,
+        subscription_count: bool,
+    ) -> usize {
+        lock(&self.state).leave(socket_id, channel, presence_user, subscription_count)
+    }
+
+    /// Publishes an event with string `data` to `channel`, skipping `except`. Cache channels
+    /// remember it. Returns the number of copies delivered.
+    pub fn publish(
+        &self,
+        channel: &ChannelName,
+        event: &str,
+        data: &str,
+        except: Option<SocketId>,
+    ) -> usize {
+        let frame = server::channel_event(event, channel.as_str(), data);
+        let mut state = lock(&self.state);
+        if channel.is_cache() {
+            state.cache.insert(
+                channel.as_str().into(),
+                CachedEvent {
+                    data: data.into(),
+                    frame: frame.clone(),
+                    expires: Instant::now() + CACHE_TTL,
+                },
+            );
+        }
+        state
+            .channels
+            .get(channel.as_str())
+            .map_or(0, |c| broadcast(c, &frame, except))
+    }
+
+    /// Relays an already-encoded client event to everyone on `channel` but the sender.
+    pub fn relay(&self, channel: &str, frame: Bytes, sender: SocketId) -> usize {
+        let state = lock(&self.state);
+        state
+            .channels
+            .get(channel)
+            .map_or(0, |c| broadcast(c, &frame, Some(sender)))
+    }
+
+    /// Records a signin and registers the watchlist. Returns the initial watchlist frame
+    /// (statuses of the watched ids), if the watchlist is not empty.
+    pub fn sign_in(&self, conn: &ConnHandle, user_id: &str, watchlist: &[String]) -> Option<Bytes> {
+        let mut state = lock(&self.state);
+        let sockets = state.users.entry(user_id.into()).or_default();
+        let first = sockets.is_empty();
+        sockets.push(conn.clone());
+        if first {
+            state.notify_watchers(user_id, true);
+        }
+        for watched in watchlist {
+            state
+                .watchers
+                .entry(watched.as_str().into())
+                .or_default()
+                .push(conn.clone());
+        }
+        if watchlist.is_empty() {
+            return None;
+        }
+        let (online, offline): (Vec<&str>, Vec<&str>) = watchlist
+            .iter()
+            .map(String::as_str)
+            .partition(|id| state.users.contains_key(*id));
+        Some(server::watchlist_events(&online, &offline))
+    }
+
+    /// Closes every signed-in connection of `user_id` with 4009. Returns how many.
+    pub fn terminate_user(&self, user_id: &str) -> usize {
+        let state = lock(&self.state);
+        let Some(sockets) = state.users.get(user_id) else {
+            return 0;
+        };
+        let code = CloseCode::Unauthorized;
+        let frame = server::error(
+            Some(code.code()),
+            "Connection terminated by the application",
+        );
+        for conn in sockets {
+            conn.push(frame.clone());
+            conn.request_close(code, true);
+        }
+        sockets.len()
+    }
+
+    /// Asks every connection of the app to close with `code` (after a `pusher:error` where the
+    /// code is announced that way).
+    pub fn close_all(&self, code: CloseCode) {
+        let state = lock(&self.state);
+        let frame = code
+            .announced_with_error_frame()
+            .then(|| server::error(Some(code.code()), code.reason()));
+        for conn in state.connections.values() {
+            if let Some(frame) = &frame {
+                conn.push(frame.clone());
+            }
+            conn.request_close(code, true);
+        }
+    }
+
+    /// Connections open for this app on this node.
+    pub fn connection_count(&self) -> usize {
+        lock(&self.state).connections.len()
+    }
+
+    /// The live state of one channel.
+    pub fn channel_info(&self, channel: &str) -> ChannelInfo {
+        let state = lock(&self.state);
+        let (subscription_count, user_count) = state
+            .channels
+            .get(channel)
+            .map_or((0, 0), |c| (c.subscribers.len(), c.members.len()));
+        let now = Instant::now();
+        let cache = state
+            .cache
+            .get(channel)
+            .filter(|c| c.expires > now)
+            .map(|c| (c.data.to_string(), (c.expires - now).as_secs()));
+        ChannelInfo {
+            subscription_count,
+            user_count,
+            cache,
+        }
+    }
+
+    /// Occupied channels whose name starts with `prefix`, with their subscriber and user counts.
+    /// Internal `#` channels are left out.
+    pub fn channels(&self, prefix: &str) -> Vec<(String, usize, usize)> {
+        let state = lock(&self.state);
+        let mut list: Vec<_> = state
+            .channels
+            .iter()
+            .filter(|(name, c)| {
+                name.starts_with(prefix) && !name.starts_with('#') && !c.subscribers.is_empty()
+            })
+            .map(|(name, c)| (name.to_string(), c.subscribers.len(), c.members.len()))
+            .collect();
+        list.sort();
+        list
+    }
+
+    /// The user ids present on a presence channel.
+    pub fn presence_users(&self, channel: &str) -> Vec<String> {
+        let state = lock(&self.state);
+        let mut ids: Vec<String> = state
+            .channels
+            .get(channel)
+            .map(|c| c.members.keys().map(|k| k.to_string()).collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+}

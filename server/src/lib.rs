@@ -1,0 +1,16 @@
+//! Herald: a self-hostable, multi-tenant server for the Pusher Channels protocol.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the map of modules and their invariants.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod hub;
+pub mod node;
+pub mod protocol;
+pub mod shutdown;
+pub mod startup;
+pub mod telemetry;
+pub mod tenants;
+pub mod transport;

@@ -1,0 +1,44 @@
+//! The `herald` binary: parses the command line and hands over to the library.
+
+use clap::Parser;
+use herald::cli::{Cli, Command};
+use herald::config::Settings;
+use herald::startup::Application;
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve().await,
+        Command::Apps(command) => herald::cli::run_apps(command).await,
+    };
+    std::process::exit(code);
+}
+
+async fn serve() -> i32 {
+    herald::telemetry::init();
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(error) => {
+            tracing::error!(%error, "invalid configuration");
+            return 2;
+        }
+    };
+    let application = match Application::build(settings).await {
+        Ok(application) => application,
+        Err(error) => {
+            tracing::error!(%error, "cannot start");
+            return 1;
+        }
+    };
+    match application
+        .run_until_stopped(herald::shutdown::signal())
+        .await
+    {
+        Ok(()) => 0,
+        Err(error) => {
+            tracing::error!(%error, "server error");
+            1
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Per-app limits. Zero means "unlimited" (bounded by the protocol's own ceiling where it has one).
+
+use serde::{Deserialize, Serialize};
+
+/// The longest channel name Herald accepts, whatever an app's setting says.
+pub const PROTOCOL_CHANNEL_NAME_CEILING: usize = 200;
+
+/// An app's limits as stored; `0` means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Concurrent connections for the app.
+    pub max_connections: u64,
+    /// Messages per UTC day (enforced by the tenancy issue).
+    pub max_daily_messages: u64,
+    /// Client events per second per connection (burst equals the rate).
+    pub max_client_events_per_second: u64,
+    /// REST events per second for the app (enforced by the tenancy issue).
+    pub max_backend_events_per_second: u64,
+    /// REST reads per second for the app (enforced by the tenancy issue).
+    pub max_read_requests_per_second: u64,
+    /// Members of one presence channel.
+    pub max_presence_members: u64,
+    /// Bytes of one presence member's `user_info`.
+    pub max_presence_member_bytes: u64,
+    /// Characters of a channel name (at most 200).
+    pub max_channel_name_length: u64,
+    /// Characters of an event name.
+    pub max_event_name_length: u64,
+    /// Bytes of one event's `data`.
+    pub max_event_payload_bytes: u64,
+    /// Channels named by one trigger.
+    pub max_channels_per_trigger: u64,
+    /// Events in one batch.
+    pub max_batch_size: u64,
+}
+
+impl Default for Limits {
+    /// Pusher's own limits, and no quota.
+    fn default() -> Self {
+        Limits {
+            max_connections: 0,
+            max_daily_messages: 0,
+            max_client_events_per_second: 10,
+            max_backend_events_per_second: 0,
+            max_read_requests_per_second: 0,
+            max_presence_members: 100,
+            max_presence_member_bytes: 1024,
+            max_channel_name_length: 200,
+            max_event_name_length: 200,
+            max_event_payload_bytes: 10 * 1024,
+            max_channels_per_trigger: 100,
+            max_batch_size: 10,
+        }
+    }
+}
+
+fn effective(value: u64) -> Option<usize> {
+    (value != 0).then(|| usize::try_from(value).unwrap_or(usize::MAX))
+}
+
+impl Limits {
+    /// The channel-name length in force (never above 200).
+    pub fn channel_name_length(&self) -> usize {
+        effective(self.max_channel_name_length)
+            .unwrap_or(PROTOCOL_CHANNEL_NAME_CEILING)
+            .min(PROTOCOL_CHANNEL_NAME_CEILING)
+    }
+
+    /// The event-name length in force, if any.
+    pub fn event_name_length(&self) -> Option<usize> {
+        effective(self.max_event_name_length)
+    }
+
+    /// The per-event payload size in force, if any.
+    pub fn event_payload_bytes(&self) -> Option<usize> {
+        effective(self.max_event_payload_bytes)
+    }
+
+    /// The number of channels one trigger may name, if limited.
+    pub fn channels_per_trigger(&self) -> Option<usize> {
+        effective(self.max_channels_per_trigger)
+    }
+
+    /// The batch size in force, if any.
+    pub fn batch_size(&self) -> Option<usize> {
+        effective(self.max_batch_size)
+    }
+
+    /// The presence member count in force, if any.
+    pub fn presence_members(&self) -> Option<usize> {
+        effective(self.max_presence_members)
+    }
+
+    /// The presence member size in force, if any.
+    pub fn presence_member_bytes(&self) -> Option<usize> {
+        effective(self.max_presence_member_bytes)
+    }
+
+    /// The concurrent connection quota, if any.
+    pub fn connections(&self) -> Option<usize> {
+        effective(self.max_connections)
+    }
+
+    /// Client events per second per connection, if limited.
+    pub fn client_events_per_second(&self) -> Option<u32> {
+        (self.max_client_events_per_second != 0)
+            .then(|| u32::try_from(self.max_client_events_per_second).unwrap_or(u32::MAX))
+    }
+}

@@ -1,0 +1,291 @@
+//! `Application::build(settings)` opens the store, creates the default app on first start,
+//! binds the listener and assembles the routes; `run_until_stopped` serves until shutdown.
+
+use std::future::Future;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::Layer;
+
+use crate::config::Settings;
+use crate::hub::Hub;
+use crate::node::{Node, SharedNode};
+use crate::protocol::CloseCode;
+use crate::tenants::{AppCache, AppChange, NewApp, Store, StoreError};
+use crate::{api, transport};
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The store could not be opened or migrated.
+    #[error("tenant store: {0}")]
+    Store(#[from] StoreError),
+    /// The address could not be bound, or the data dir written.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// A built node, bound to its address, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    node: SharedNode,
+    router: Router,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The first-run file: where generated secrets go instead of the log.
+pub fn first_run_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("first-run.txt")
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartupError {
+    let context = context.into();
+    move |source| StartupError::Io { context, source }
+}
+
+/// Opens the store named by `settings` (creating the data dir for SQLite).
+pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
+    if settings.database_url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&settings.data_dir).map_err(io_error(format!(
+            "cannot create data dir {}",
+            settings.data_dir.display()
+        )))?;
+    }
+    Ok(Store::open(&settings.database_url).await?)
+}
+
+async fn ensure_default_app(settings: &Settings, store: &Store) -> Result<(), StartupError> {
+    if !store.is_empty().await? {
+        return Ok(());
+    }
+    let defaults = &settings.default_app;
+    let app = store
+        .create_app(NewApp {
+            name: "Demo app".into(),
+            id: defaults.id.clone(),
+            key: defaults.key.clone(),
+            secret: defaults.secret.clone(),
+            client_events: Some(true),
+            ..NewApp::default()
+        })
+        .await?;
+    tracing::info!(app_id = %app.id, key = %app.key, "created the default app");
+    if defaults.secret.is_none() {
+        let path = first_run_path(&settings.data_dir);
+        let text = format!(
+            "Herald first run\n\nDefault app\n  id:     {}\n  key:    {}\n  secret: {}\n",
+            app.id,
+            app.key,
+            app.secret.expose()
+        );
+        write_private(&path, &text)
+            .map_err(io_error(format!("cannot write {}", path.display())))?;
+        tracing::info!(path = %path.display(), "the default app's secret was written to the first-run file");
+        if std::io::stdout().is_terminal() {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+        }
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// Reloads the app cache when the store's revision moved, and closes the sockets of apps that
+/// were disabled or deleted.
+pub async fn refresh_apps(node: &Node) -> Result<(), StoreError> {
+    let revision = node.store.revision().await?;
+    if node.apps.revision() == Some(revision) {
+        return Ok(());
+    }
+    let (revision, apps) = node.store.snapshot().await?;
+    for change in node.apps.replace(revision, apps) {
+        let (app_id, code) = match &change {
+            AppChange::Disabled(id) => (id, CloseCode::AppDisabled),
+            AppChange::Deleted(id) => (id, CloseCode::AppDoesNotExist),
+        };
+        tracing::info!(app_id = %app_id, ?change, "closing the app's connections");
+        if let Some(app_hub) = node.hub.existing_app(app_id) {
+            app_hub.close_all(code);
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites `/prefix/apps/...` to `/apps/...` and `/prefix/app/{key}` to `/app/{key}`, so the
+/// API and the socket work behind a proxy path or pusher-http-php's `path` option. The signed path
+/// is the path from `/apps/` on, which is what the rewritten request carries.
+fn strip_mount_prefix(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if path.starts_with("/apps/") || path.starts_with("/app/") {
+        return request;
+    }
+    let start = path.find("/apps/").or_else(|| path.find("/app/"));
+    if let Some(start) = start {
+        let mut rewritten = path[start..].to_owned();
+        if let Some(query) = request.uri().query() {
+            rewritten.push('?');
+            rewritten.push_str(query);
+        }
+        if let Ok(uri) = rewritten.parse::<Uri>() {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+async fn ready(State(node): State<SharedNode>) -> impl IntoResponse {
+    if node.store.ping().await {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n")
+    }
+}
+
+impl Application {
+    /// Opens the store, creates the default app if the store is empty, loads the app cache and
+    /// binds `settings.bind`.
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        let store = open_store(&settings).await?;
+        ensure_default_app(&settings, &store).await?;
+        let listener = TcpListener::bind(&settings.bind)
+            .await
+            .map_err(io_error(format!("cannot bind {}", settings.bind)))?;
+        let address = listener
+            .local_addr()
+            .map_err(io_error("cannot read the bound address"))?;
+        let node = Arc::new(Node {
+            settings,
+            apps: AppCache::default(),
+            hub: Hub::new(),
+            store,
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        });
+        refresh_apps(&node).await?;
+        let router = Router::new()
+            .route("/app/{key}", get(transport::ws::app_socket))
+            .route("/health", get(health))
+            .route("/ready", get(ready))
+            .merge(api::router())
+            .fallback(transport::ws::not_found)
+            .with_state(node.clone());
+        Ok(Application {
+            listener,
+            address,
+            node,
+            router,
+        })
+    }
+
+    /// The bound address (the real port when bound to port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// The shared node, for tests that inspect it.
+    pub fn node(&self) -> SharedNode {
+        self.node.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then closes every socket with 4200 and waits for the
+    /// connection tasks (up to the grace period) before closing the store.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Application {
+            listener,
+            address,
+            node,
+            router,
+        } = self;
+        let poller = tokio::spawn(poll_revision(node.clone()));
+        let service = tower::util::MapRequestLayer::new(strip_mount_prefix).layer(router);
+        tracing::info!("listening on http://{address}");
+        let token = node.shutdown.clone();
+        let served = axum::serve(
+            listener,
+            axum::ServiceExt::<Request>::into_make_service(service),
+        )
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = token.cancelled() => {}
+            }
+            tracing::info!("shutting down: closing every socket with 4200");
+            token.cancel();
+        })
+        .await;
+        node.shutdown.cancel();
+        node.connections.close();
+        if tokio::time::timeout(node.settings.shutdown_grace, node.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within the grace period");
+        }
+        poller.abort();
+        node.store.close().await;
+        tracing::info!("stopped");
+        served
+    }
+}
+
+async fn poll_revision(node: SharedNode) {
+    let mut interval = tokio::time::interval(node.settings.revision_poll);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = node.shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        if let Err(error) = refresh_apps(&node).await {
+            tracing::warn!(%error, "could not refresh the app cache");
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The in-memory app cache: lookups by key and by id without SQL, refreshed when the store's
+//! revision moves.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use super::{App, AppRef};
+
+/// A change that running connections must react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppChange {
+    /// The app was disabled: close its sockets with 4003.
+    Disabled(String),
+    /// The app was deleted: close its sockets with 4001.
+    Deleted(String),
+}
+
+#[derive(Default)]
+struct Snapshot {
+    revision: Option<i64>,
+    by_key: HashMap<String, AppRef>,
+    by_id: HashMap<String, AppRef>,
+}
+
+/// Apps by key and by id. Readers take a short read lock and clone an `Arc`.
+#[derive(Default)]
+pub struct AppCache {
+    // A std lock: it is held for a hash lookup only and never across an await.
+    snapshot: RwLock<Arc<Snapshot>>,
+}
+
+impl std::fmt::Debug for AppCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppCache").finish_non_exhaustive()
+    }
+}
+
+impl AppCache {
+    fn current(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The app whose key is `key`.
+    pub fn by_key(&self, key: &str) -> Option<AppRef> {
+        self.current().by_key.get(key).cloned()
+    }
+
+    /// The app whose id is `id`.
+    pub fn by_id(&self, id: &str) -> Option<AppRef> {
+        self.current().by_id.get(id).cloned()
+    }
+
+    /// The revision the cache was loaded at.
+    pub fn revision(&self) -> Option<i64> {
+        self.current().revision
+    }
+
+    /// Replaces the cache with `apps` read at `revision`, and says which apps went away or were
+    /// disabled since the previous load.
+    pub fn replace(&self, revision: i64, apps: Vec<App>) -> Vec<AppChange> {
+        let mut next = Snapshot {
+            revision: Some(revision),
+            ..Snapshot::default()
+        };
+        for app in apps {
+            let app = Arc::new(app);
+            next.by_key.insert(app.key.clone(), app.clone());
+            next.by_id.insert(app.id.clone(), app);
+        }
+        let previous = self.current();
+        let mut changes = Vec::new();
+        for (id, old) in &previous.by_id {
+            match next.by_id.get(id) {
+                None => changes.push(AppChange::Deleted(id.clone())),
+                Some(new) if old.enabled && !new.enabled => {
+                    changes.push(AppChange::Disabled(id.clone()))
+                }
+                Some(_) => {}
+            }
+        }
+        *self
+            .snapshot
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
+        changes
+    }
+}

@@ -1,0 +1,427 @@
+//! The session: what one connection may do, independent of the transport that carries it.
+//!
+//! A transport feeds it decoded text frames; every answer goes to the connection's own outbox,
+//! which the transport writes out. Keeping answers in the outbox (rather than writing them
+//! directly) keeps them in order with events published to the connection meanwhile.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::auth::{self, SocketAuthError};
+use crate::hub::{AppHub, ConnHandle, PresenceMember, SubscribeOptions, SubscribeRefusal};
+use crate::node::Node;
+use crate::protocol::{error_code, server, ChannelKind, ChannelName, ClientFrame, FrameError};
+use crate::tenants::AppRef;
+
+/// The longest user id accepted in presence `channel_data` and in signin `user_data`.
+pub const MAX_USER_ID_CHARS: usize = 128;
+/// The largest watchlist; extra ids are dropped and a 4302 error is sent.
+pub const MAX_WATCHLIST: usize = 100;
+
+#[derive(Debug)]
+struct SignedIn {
+    id: String,
+    info: Option<Box<RawValue>>,
+    watchlist: Vec<String>,
+}
+
+/// One connection's protocol state.
+pub struct Session {
+    node: Arc<Node>,
+    app_id: String,
+    app_hub: Arc<AppHub>,
+    conn: ConnHandle,
+    socket_id: String,
+    /// Subscribed channels, with the presence user id this socket joined as.
+    subscriptions: HashMap<Box<str>, Option<Box<str>>>,
+    user: Option<SignedIn>,
+    client_event_limiter: Option<(u32, DefaultDirectRateLimiter)>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("app_id", &self.app_id)
+            .field("socket_id", &self.socket_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Presence `channel_data` as sent by an auth endpoint.
+#[derive(Deserialize)]
+struct ChannelData {
+    user_id: Option<Box<RawValue>>,
+    user_info: Option<Box<RawValue>>,
+}
+
+/// Signin `user_data`.
+#[derive(Deserialize)]
+struct UserData {
+    id: Option<Box<RawValue>>,
+    user_info: Option<Box<RawValue>>,
+    watchlist: Option<Vec<Box<RawValue>>>,
+}
+
+/// A user id given as a JSON string or number, as a string.
+fn user_id_of(raw: &RawValue) -> Option<String> {
+    let text = raw.get();
+    if text.starts_with('"') {
+        serde_json::from_str::<String>(text).ok()
+    } else if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') && !text.is_empty() {
+        Some(text.to_owned())
+    } else {
+        None
+    }
+}
+
+/// A subscription refusal: `pusher:error` (code null) then `pusher:subscription_error`.
+struct Refusal {
+    message: String,
+    kind: &'static str,
+    status: u16,
+}
+
+impl Refusal {
+    fn auth(message: impl Into<String>) -> Refusal {
+        Refusal {
+            message: message.into(),
+            kind: "AuthError",
+            status: 401,
+        }
+    }
+
+    fn limit(message: impl Into<String>) -> Refusal {
+        Refusal {
+            message: message.into(),
+            kind: "LimitReached",
+            status: 403,
+        }
+    }
+}
+
+impl Session {
+    /// A session for a connection already registered with the app's hub.
+    pub fn new(node: Arc<Node>, app_id: String, app_hub: Arc<AppHub>, conn: ConnHandle) -> Session {
+        let socket_id = conn.socket_id().to_string();
+        Session {
+            node,
+            app_id,
+            app_hub,
+            conn,
+            socket_id,
+            subscriptions: HashMap::new(),
+            user: None,
+            client_event_limiter: None,
+        }
+    }
+
+    fn app(&self) -> Option<AppRef> {
+        self.node.apps.by_id(&self.app_id)
+    }
+
+    fn send_error(&self, code: Option<u16>, message: &str) {
+        self.conn.push(server::error(code, message));
+    }
+
+    /// Handles one inbound text frame.
+    pub fn on_text(&mut self, text: &str) {
+        match ClientFrame::decode(text) {
+            Ok(ClientFrame::Ping) => {
+                self.conn.push(server::pong());
+            }
+            Ok(ClientFrame::Pong) => {}
+            Ok(ClientFrame::Subscribe {
+                channel,
+                auth,
+                channel_data,
+            }) => self.subscribe(&channel, auth.as_deref(), channel_data.as_deref()),
+            Ok(ClientFrame::Unsubscribe { channel }) => self.unsubscribe(&channel),
+            Ok(ClientFrame::Signin { auth, user_data }) => self.sign_in(&auth, &user_data),
+            Ok(ClientFrame::ClientEvent {
+                event,
+                channel,
+                data,
+            }) => self.client_event(&event, &channel, &data),
+            Err(error) => self.send_error(None, &error.to_string()),
+        }
+    }
+
+    /// Handles a binary frame (never supported).
+    pub fn on_binary(&mut self) {
+        self.send_error(None, &FrameError::Binary.to_string());
+    }
+
+    fn refuse(&self, channel: &str, refusal: Refusal) {
+        self.send_error(None, &refusal.message);
+        self.conn.push(server::subscription_error(
+            channel,
+            refusal.kind,
+            &refusal.message,
+            refusal.status,
+        ));
+    }
+
+    fn subscribe(&mut self, channel: &str, auth: Option<&str>, channel_data: Option<&str>) {
+        let Some(app) = self.app() else { return };
+        let name = match ChannelName::parse(channel, app.limits.channel_name_length()) {
+            Ok(name) => name,
+            Err(error) => return self.refuse(channel, Refusal::auth(error.to_string())),
+        };
+        if self.subscriptions.contains_key(channel) {
+            return self.send_error(None, &format!("Existing subscription to channel {channel}"));
+        }
+        let member = match self.authorize(&app, &name, auth, channel_data) {
+            Ok(member) => member,
+            Err(refusal) => return self.refuse(channel, refusal),
+        };
+        let presence_user = member.as_ref().map(|m| m.user_id.clone());
+        let options = SubscribeOptions {
+            max_presence_members: app.limits.presence_members(),
+            subscription_count: app.subscription_count,
+        };
+        match self.app_hub.subscribe(&self.conn, &name, member, options) {
+            Ok(_) => {
+                self.subscriptions
+                    .insert(channel.into(), presence_user.map(Into::into));
+            }
+            Err(refusal @ SubscribeRefusal::PresenceFull(_)) => {
+                self.refuse(channel, Refusal::limit(refusal.to_string()))
+            }
+        }
+    }
+
+    /// Checks the right to subscribe and, for presence, works out the member.
+    fn authorize(
+        &self,
+        app: &AppRef,
+        name: &ChannelName,
+        auth: Option<&str>,
+        channel_data: Option<&str>,
+    ) -> Result<Option<PresenceMember>, Refusal> {
+        let socket_id = self.socket_id.as_str();
+        let verify = |data: Option<&str>| {
+            let to_sign = auth::channel_string_to_sign(socket_id, name.as_str(), data);
+            auth::verify_socket_auth(app.credentials(), auth, &to_sign)
+                .map_err(|e: SocketAuthError| Refusal::auth(e.to_string()))
+        };
+        match name.kind() {
+            ChannelKind::Public => Ok(None),
+            ChannelKind::ServerToUser => match (&self.user, name.server_to_user_id()) {
+                (Some(user), Some(id)) if user.id == id => Ok(None),
+                _ => Err(Refusal::auth(
+                    "Only the connection signed in as this user may subscribe to its #server-to-user channel",
+                )),
+            },
+            ChannelKind::Private | ChannelKind::Encrypted => verify(None).map(|()| None),
+            ChannelKind::Presence => match channel_data {
+                Some(data) => {
+                    verify(Some(data))?;
+                    self.member_from_channel_data(app, data).map(Some)
+                }
+                None => {
+                    let Some(user) = &self.user else {
+                        return Err(Refusal::auth(
+                            "Presence subscriptions need channel_data, or a signed-in connection",
+                        ));
+                    };
+                    verify(None)?;
+                    let member = PresenceMember {
+                        user_id: user.id.clone(),
+                        user_info: user.info.clone(),
+                    };
+                    check_member_size(app, &member)?;
+                    Ok(Some(member))
+                }
+            },
+        }
+    }
+
+    fn member_from_channel_data(
+        &self,
+        app: &AppRef,
+        data: &str,
+    ) -> Result<PresenceMember, Refusal> {
+        let parsed: ChannelData = serde_json::from_str(data).map_err(|_| {
+            Refusal::auth("Invalid channel_data: expected a JSON object with user_id")
+        })?;
+        let user_id = parsed
+            .user_id
+            .as_deref()
+            .and_then(user_id_of)
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| {
+                Refusal::auth("Invalid channel_data: user_id must be a non-empty string or number")
+            })?;
+        if user_id.chars().count() > MAX_USER_ID_CHARS {
+            return Err(Refusal::limit(format!(
+                "Presence user id is longer than {MAX_USER_ID_CHARS} characters"
+            )));
+        }
+        let member = PresenceMember {
+            user_id,
+            user_info: parsed.user_info,
+        };
+        check_member_size(app, &member)?;
+        Ok(member)
+    }
+
+    fn unsubscribe(&mut self, channel: &str) {
+        if let Some((name, user)) = self.subscriptions.remove_entry(channel) {
+            let counts = self.app().is_some_and(|a| a.subscription_count);
+            self.app_hub
+                .unsubscribe(self.conn.socket_id(), &name, user.as_deref(), counts);
+        }
+    }
+
+    fn sign_in(&mut self, auth: &str, user_data: &str) {
+        let Some(app) = self.app() else { return };
+        let to_sign = auth::signin_string_to_sign(&self.socket_id, user_data);
+        if let Err(error) = auth::verify_socket_auth(app.credentials(), Some(auth), &to_sign) {
+            return self.send_error(None, &format!("Signin failed: {error}"));
+        }
+        let Ok(parsed) = serde_json::from_str::<UserData>(user_data) else {
+            return self.send_error(None, "Signin failed: user_data must be a JSON object");
+        };
+        let id = parsed.id.as_deref().and_then(|raw| {
+            raw.get()
+                .starts_with('"')
+                .then(|| serde_json::from_str::<String>(raw.get()).ok())
+                .flatten()
+        });
+        let Some(id) = id.filter(|id| !id.is_empty()) else {
+            return self.send_error(
+                None,
+                "Signin failed: user_data.id must be a non-empty string",
+            );
+        };
+        if id.chars().count() > MAX_USER_ID_CHARS {
+            return self.send_error(
+                None,
+                &format!("Signin failed: user id is longer than {MAX_USER_ID_CHARS} characters"),
+            );
+        }
+        if let Some(current) = &self.user {
+            if current.id != id {
+                return self.send_error(
+                    None,
+                    "Signin failed: this connection is already signed in as another user",
+                );
+            }
+            // Signing in again as the same user refreshes nothing on the hub side.
+            self.conn.push(server::signin_success(user_data));
+            return;
+        }
+        let mut watchlist: Vec<String> = parsed
+            .watchlist
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|raw| user_id_of(raw))
+            .collect();
+        let truncated = watchlist.len() > MAX_WATCHLIST;
+        watchlist.truncate(MAX_WATCHLIST);
+        self.conn.push(server::signin_success(user_data));
+        if truncated {
+            self.send_error(
+                Some(error_code::WATCHLIST_LIMIT),
+                "Watchlist limit exceeded. Only the first 100 user IDs are accepted.",
+            );
+        }
+        if let Some(frame) = self.app_hub.sign_in(&self.conn, &id, &watchlist) {
+            self.conn.push(frame);
+        }
+        self.user = Some(SignedIn {
+            id,
+            info: parsed.user_info,
+            watchlist,
+        });
+    }
+
+    fn client_event(&mut self, event: &str, channel: &str, data: &RawValue) {
+        let Some(app) = self.app() else { return };
+        if !app.client_events {
+            return self.send_error(
+                None,
+                "Client events are not enabled for this app (enable them in the app's settings)",
+            );
+        }
+        if let Some(max) = app.limits.event_name_length() {
+            if event.chars().count() > max {
+                return self.send_error(
+                    None,
+                    &format!("Client event name is longer than {max} characters"),
+                );
+            }
+        }
+        let is_private = channel.starts_with("private-") || channel.starts_with("presence-");
+        if !is_private {
+            return self.send_error(
+                None,
+                &format!(
+                    "Client events are only supported on private and presence channels, not on {channel}"
+                ),
+            );
+        }
+        let Some(presence_user) = self.subscriptions.get(channel) else {
+            return self.send_error(
+                None,
+                &format!(
+                    "Cannot broadcast client event (connection not subscribed to channel {channel})"
+                ),
+            );
+        };
+        if let Some(max) = app.limits.event_payload_bytes() {
+            if data.get().len() > max {
+                return self.send_error(
+                    None,
+                    &format!("Client event data is larger than {max} bytes"),
+                );
+            }
+        }
+        if let Some(rate) = app.limits.client_events_per_second() {
+            let limiter = match &self.client_event_limiter {
+                Some((current, limiter)) if *current == rate => limiter,
+                _ => {
+                    let per_second = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
+                    let limiter = RateLimiter::direct(Quota::per_second(per_second));
+                    &self.client_event_limiter.insert((rate, limiter)).1
+                }
+            };
+            if limiter.check().is_err() {
+                return self.send_error(
+                    Some(error_code::CLIENT_EVENT_RATE_LIMIT),
+                    &format!("Client event rejected due to rate limit ({rate} per second)"),
+                );
+            }
+        }
+        let frame = server::client_event(event, channel, data, presence_user.as_deref());
+        self.app_hub.relay(channel, frame, self.conn.socket_id());
+    }
+
+    /// Leaves every channel and the signin; called once when the connection ends.
+    pub fn finish(self) {
+        let counts = self.app().is_some_and(|a| a.subscription_count);
+        let channels: Vec<(Box<str>, Option<Box<str>>)> = self.subscriptions.into_iter().collect();
+        let (signed_in, watchlist) = match &self.user {
+            Some(user) => (Some(user.id.as_str()), user.watchlist.as_slice()),
+            None => (None, &[][..]),
+        };
+        self.app_hub
+            .disconnect(&self.conn, &channels, signed_in, watchlist, counts);
+    }
+}
+
+fn check_member_size(app: &AppRef, member: &PresenceMember) -> Result<(), Refusal> {
+    if let (Some(max), Some(info)) = (app.limits.presence_member_bytes(), &member.user_info) {
+        if info.get().len() > max {
+            return Err(Refusal::limit(format!(
+                "Presence user_info is larger than {max} bytes"
+            )));
+        }
+    }
+    Ok(())
+}

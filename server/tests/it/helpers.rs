@@ -1,0 +1,383 @@
+//! Helpers that read as sentences: `spawn_app()`, `app.connect()`, `client.expect_event(...)`.
+#![allow(dead_code)] // Shared helpers: each test module uses a different subset.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
+use md5::{Digest, Md5};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use herald::config::Settings;
+use herald::node::SharedNode;
+use herald::startup::Application;
+
+pub const APP_ID: &str = "4242";
+pub const KEY: &str = "test-key-0123456789abc";
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+
+/// How long any single expectation waits.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub struct TestApp {
+    pub address: std::net::SocketAddr,
+    pub node: SharedNode,
+    pub data_dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    pub server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    pub http: reqwest::Client,
+}
+
+pub fn test_settings(dir: PathBuf) -> Settings {
+    let mut settings = Settings::for_tests(dir);
+    settings.default_app.id = Some(APP_ID.into());
+    settings.default_app.key = Some(KEY.into());
+    settings.default_app.secret = Some(herald::tenants::Secret::new(SECRET.into()));
+    settings.revision_poll = Duration::from_millis(200);
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = test_settings(data_dir.path().to_path_buf());
+    configure(&mut settings);
+    spawn_in(data_dir, settings).await
+}
+
+pub async fn spawn_in(data_dir: tempfile::TempDir, settings: Settings) -> TestApp {
+    let application = Application::build(settings).await.expect("server builds");
+    let address = application.address();
+    let node = application.node();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(application.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        node,
+        data_dir,
+        stop: Some(stop),
+        server: Some(server),
+        http: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    /// Stops the server the way SIGTERM does and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(15), server)
+                .await
+                .expect("server stops in time")
+                .expect("server task")
+                .expect("server result");
+        }
+    }
+
+    pub async fn connect_raw(&self, path_and_query: &str) -> Client {
+        let url = format!("ws://{}{}", self.address, path_and_query);
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        Client {
+            socket,
+            socket_id: String::new(),
+        }
+    }
+
+    /// Connects to the default app and reads `pusher:connection_established`.
+    pub async fn connect(&self) -> Client {
+        self.connect_key(KEY).await
+    }
+
+    pub async fn connect_key(&self, key: &str) -> Client {
+        let mut client = self
+            .connect_raw(&format!(
+                "/app/{key}?protocol=7&client=js&version=8.6.0&flash=false"
+            ))
+            .await;
+        let established = client.expect_event("pusher:connection_established").await;
+        let data: Value =
+            serde_json::from_str(established["data"].as_str().expect("data is a string"))
+                .expect("data is JSON");
+        client.socket_id = data["socket_id"].as_str().expect("socket_id").to_owned();
+        client
+    }
+
+    /// A signed REST request with the default app's credentials.
+    pub async fn rest(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> (u16, String) {
+        self.rest_signed(method, path, path, query, body, KEY, SECRET, now())
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, String) {
+        self.rest("POST", path, &[], Some(&body.to_string())).await
+    }
+
+    pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> (u16, String) {
+        self.rest("GET", path, query, None).await
+    }
+
+    /// A REST request signed over `signed_path`, sent to `request_path`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn rest_signed(
+        &self,
+        method: &str,
+        request_path: &str,
+        signed_path: &str,
+        query: &[(&str, &str)],
+        body: Option<&str>,
+        key: &str,
+        secret: &str,
+        timestamp: i64,
+    ) -> (u16, String) {
+        let mut params: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        params.push(("auth_key".into(), key.into()));
+        params.push(("auth_timestamp".into(), timestamp.to_string()));
+        params.push(("auth_version".into(), "1.0".into()));
+        if let Some(body) = body {
+            params.push(("body_md5".into(), md5_hex(body.as_bytes())));
+        }
+        let signature = sign_request(secret, method, signed_path, &params);
+        params.push(("auth_signature".into(), signature));
+        self.send(method, request_path, &params, body).await
+    }
+
+    /// Sends exactly these parameters, unencoded, as pusher-http-node does.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        params: &[(String, String)],
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let url = format!("{}?{}", self.url(path), query.join("&"));
+        let mut request = self.http.request(method.parse().expect("method"), url);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_owned());
+        }
+        let response = request.send().await.expect("request is sent");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub fn md5_hex(body: &[u8]) -> String {
+    hex::encode(Md5::digest(body))
+}
+
+pub fn hmac_hex(secret: &str, message: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(message.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+pub fn sign_request(secret: &str, method: &str, path: &str, params: &[(String, String)]) -> String {
+    let mut sorted: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k != "auth_signature")
+        .map(|(k, v)| format!("{}={}", k.to_lowercase(), v))
+        .collect();
+    sorted.sort();
+    hmac_hex(secret, &format!("{method}\n{path}\n{}", sorted.join("&")))
+}
+
+/// `key:signature` for a private or presence channel.
+pub fn channel_auth(socket_id: &str, channel: &str, channel_data: Option<&str>) -> String {
+    let to_sign = match channel_data {
+        Some(data) => format!("{socket_id}:{channel}:{data}"),
+        None => format!("{socket_id}:{channel}"),
+    };
+    format!("{KEY}:{}", hmac_hex(SECRET, &to_sign))
+}
+
+pub fn signin_auth(socket_id: &str, user_data: &str) -> String {
+    format!(
+        "{KEY}:{}",
+        hmac_hex(SECRET, &format!("{socket_id}::user::{user_data}"))
+    )
+}
+
+pub struct Client {
+    pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub socket_id: String,
+}
+
+/// What came off the socket.
+#[derive(Debug)]
+pub enum Received {
+    Json(Value),
+    Closed(Option<u16>),
+}
+
+impl Client {
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket
+            .send(Message::Text(text.into()))
+            .await
+            .expect("frame is sent");
+    }
+
+    /// The next JSON frame or the close, skipping WebSocket control frames.
+    pub async fn next(&mut self) -> Received {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a frame arrives in time");
+            match next {
+                None => return Received::Closed(None),
+                Some(Err(_)) => return Received::Closed(None),
+                Some(Ok(Message::Text(text))) => {
+                    return Received::Json(serde_json::from_str(&text).expect("frames are JSON"))
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Received::Closed(frame.map(|f| u16::from(f.code)))
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    pub async fn next_json(&mut self) -> Value {
+        match self.next().await {
+            Received::Json(value) => value,
+            Received::Closed(code) => panic!("socket closed ({code:?}) while a frame was expected"),
+        }
+    }
+
+    /// Reads frames until one named `event` arrives (others are skipped).
+    pub async fn expect_event(&mut self, event: &str) -> Value {
+        loop {
+            let frame = self.next_json().await;
+            if frame["event"] == event {
+                return frame;
+            }
+        }
+    }
+
+    /// The next frame must be `event`.
+    pub async fn expect_next(&mut self, event: &str) -> Value {
+        let frame = self.next_json().await;
+        assert_eq!(frame["event"], event, "unexpected frame {frame}");
+        frame
+    }
+
+    /// Asserts nothing arrives for a short while.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(Some(Ok(message))) = tokio::time::timeout(wait, self.socket.next()).await {
+            if matches!(message, Message::Text(_)) {
+                panic!("expected silence, got {message:?}");
+            }
+        }
+    }
+
+    /// Reads until the close frame and returns its code.
+    pub async fn expect_close(&mut self) -> Option<u16> {
+        loop {
+            if let Received::Closed(code) = self.next().await {
+                return code;
+            }
+        }
+    }
+
+    /// A `pusher:error` frame's `(code, message)`.
+    pub async fn expect_error(&mut self) -> (Value, String) {
+        let frame = self.expect_event("pusher:error").await;
+        (
+            frame["data"]["code"].clone(),
+            frame["data"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    }
+
+    pub async fn subscribe(&mut self, channel: &str) -> Value {
+        let auth = if channel.starts_with("private-") {
+            channel_auth(&self.socket_id, channel, None)
+        } else {
+            String::new()
+        };
+        self.send_json(json!({"event":"pusher:subscribe","data":{"channel":channel,"auth":auth}}))
+            .await;
+        self.expect_event("pusher_internal:subscription_succeeded")
+            .await
+    }
+
+    pub async fn subscribe_presence(&mut self, channel: &str, user_id: &str, info: Value) -> Value {
+        let channel_data = json!({"user_id": user_id, "user_info": info}).to_string();
+        let auth = channel_auth(&self.socket_id, channel, Some(&channel_data));
+        self.send_json(json!({"event":"pusher:subscribe","data":{"channel":channel,"auth":auth,"channel_data":channel_data}}))
+            .await;
+        let frame = self
+            .expect_event("pusher_internal:subscription_succeeded")
+            .await;
+        serde_json::from_str(frame["data"].as_str().expect("string data")).expect("JSON data")
+    }
+
+    pub async fn sign_in(&mut self, user_data: &str) -> Value {
+        let auth = signin_auth(&self.socket_id, user_data);
+        self.send_json(json!({"event":"pusher:signin","data":{"auth":auth,"user_data":user_data}}))
+            .await;
+        self.expect_event("pusher:signin_success").await
+    }
+
+    pub async fn close(mut self) {
+        let _ = self
+            .socket
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: WsCloseCode::Normal,
+                reason: "".into(),
+            }))
+            .await;
+    }
+}
+
+/// Decodes a frame's string `data`.
+pub fn data_of(frame: &Value) -> Value {
+    match &frame["data"] {
+        Value::String(s) => serde_json::from_str(s).unwrap_or(Value::String(s.clone())),
+        other => other.clone(),
+    }
+}
