@@ -381,3 +381,17 @@ pub fn data_of(frame: &Value) -> Value {
         other => other.clone(),
     }
 }
+
+impl TestApp {
+    /// Changes the default app in the store and reloads the server's cache at once.
+    pub async fn update_app(&self, patch: herald::tenants::AppPatch) {
+        self.node
+            .store
+            .update_app(APP_ID, patch)
+            .await
+            .expect("app updates");
+        herald::startup::refresh_apps(&self.node)
+            .await
+            .expect("cache refreshes");
+    }
+}
