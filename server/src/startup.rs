@@ -276,9 +276,13 @@ impl Application {
     }
 }
 
+/// How often expired cache-channel events are dropped.
+const CACHE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn poll_revision(node: SharedNode) {
     let mut interval = tokio::time::interval(node.settings.revision_poll);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sweep = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = node.shutdown.cancelled() => return,
@@ -286,6 +290,10 @@ async fn poll_revision(node: SharedNode) {
         }
         if let Err(error) = refresh_apps(&node).await {
             tracing::warn!(%error, "could not refresh the app cache");
+        }
+        if last_sweep.elapsed() >= CACHE_SWEEP_INTERVAL {
+            last_sweep = tokio::time::Instant::now();
+            node.hub.sweep_caches();
         }
     }
 }

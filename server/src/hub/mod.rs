@@ -105,6 +105,11 @@ impl Hub {
         self.connections.load(Ordering::Acquire)
     }
 
+    /// Drops expired cache-channel events in every app.
+    pub fn sweep_caches(&self) -> usize {
+        self.all_apps().iter().map(|app| app.sweep_cache()).sum()
+    }
+
     /// Asks every connection of every app to close with `code`.
     pub fn close_all(&self, code: CloseCode) {
         for app in self.all_apps() {
@@ -506,6 +511,16 @@ impl AppHub {
             }
             conn.request_close(code, true);
         }
+    }
+
+    /// Drops cached events whose TTL has passed, so channels nobody reads again do not keep
+    /// memory. Returns how many were dropped.
+    pub fn sweep_cache(&self) -> usize {
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        let before = state.cache.len();
+        state.cache.retain(|_, cached| cached.expires > now);
+        before - state.cache.len()
     }
 
     /// Connections open for this app on this node.
