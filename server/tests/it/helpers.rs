@@ -395,3 +395,43 @@ impl TestApp {
             .expect("cache refreshes");
     }
 }
+
+/// Polls `check` every 20 ms until it holds; panics naming `what` after `WAIT`. Used to wait for
+/// the app cache to follow a store write (the test poll interval is 200 ms).
+pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The query parameters of a signed REST request, `auth_signature` last, with `body_md5` exactly
+/// as given (pusher-http-python sends the MD5 of the empty body on GET; the others send none).
+#[allow(clippy::too_many_arguments)]
+pub fn signed_params(
+    method: &str,
+    signed_path: &str,
+    query: &[(&str, &str)],
+    body_md5: Option<&str>,
+    key: &str,
+    secret: &str,
+    timestamp: i64,
+) -> Vec<(String, String)> {
+    let mut params: Vec<(String, String)> = query
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    params.push(("auth_key".into(), key.into()));
+    params.push(("auth_timestamp".into(), timestamp.to_string()));
+    params.push(("auth_version".into(), "1.0".into()));
+    if let Some(md5) = body_md5 {
+        params.push(("body_md5".into(), md5.into()));
+    }
+    let signature = sign_request(secret, method, signed_path, &params);
+    params.push(("auth_signature".into(), signature));
+    params
+}
