@@ -38,7 +38,8 @@ pub struct Settings {
     pub max_frame_bytes: usize,
     /// Frames queued per connection before it counts as a slow consumer (4100).
     pub outbox_capacity: usize,
-    /// WebSocket read buffer per connection.
+    /// WebSocket read buffer per connection (`HERALD_WS_READ_BUFFER_BYTES`, 4 KiB; tungstenite's
+    /// default is 128 KiB, which is what makes idle connections expensive).
     pub ws_read_buffer: usize,
     /// WebSocket write buffer target per connection.
     pub ws_write_buffer: usize,
@@ -103,6 +104,7 @@ impl Settings {
             },
             max_connections,
             max_frame_bytes: number("HERALD_MAX_FRAME_BYTES")?.unwrap_or(64 * 1024),
+            ws_read_buffer: number("HERALD_WS_READ_BUFFER_BYTES")?.unwrap_or(4 * 1024),
             ..Settings::defaults()
         })
     }
