@@ -1,1 +1,438 @@
-//! Placeholder.
+//! The `herald apps ...` commands, run as the real binary on a temporary data dir, and their
+//! effect on a server running on the same store.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// Runs `herald ARGS` with `HERALD_DATA_DIR=dir` and nothing else of Herald's environment.
+async fn herald(dir: &Path, args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    command.args(args).env("HERALD_DATA_DIR", dir);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("HERALD_") && name != "HERALD_DATA_DIR" {
+            command.env_remove(name);
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .expect("the CLI finishes in time")
+        .expect("the CLI runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs a command that must succeed and print JSON.
+async fn herald_json(dir: &Path, args: &[&str]) -> Value {
+    let output = herald(dir, args).await;
+    assert!(
+        output.status.success(),
+        "herald {args:?} failed: {}",
+        stderr(&output)
+    );
+    serde_json::from_str(&stdout(&output))
+        .unwrap_or_else(|e| panic!("herald {args:?} printed no JSON ({e}): {}", stdout(&output)))
+}
+
+/// Runs a `--json` command that must fail, and returns its `{"error":...}` message.
+async fn herald_json_error(dir: &Path, args: &[&str]) -> String {
+    let output = herald(dir, args).await;
+    assert!(
+        !output.status.success(),
+        "herald {args:?} succeeded: {}",
+        stdout(&output)
+    );
+    let error: Value = serde_json::from_str(stderr(&output).trim()).unwrap_or_else(|e| {
+        panic!(
+            "herald {args:?} printed no JSON error ({e}): {}",
+            stderr(&output)
+        )
+    });
+    let message = error["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no \"error\" string in {error}"));
+    assert!(!message.is_empty());
+    message.to_owned()
+}
+
+fn assert_is_app(app: &Value) {
+    let id = app["id"].as_str().expect("id is a string");
+    assert!(
+        !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
+        "id {id:?} is all digits"
+    );
+    let key = app["key"].as_str().expect("key is a string");
+    assert!(key.len() >= 20, "key {key:?}");
+    let secret = app["secret"].as_str().expect("secret is a string");
+    assert!(secret.len() >= 20, "secret of {} characters", secret.len());
+    assert_ne!(key, secret);
+    for credential in [key, secret] {
+        assert!(
+            credential
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "URL-safe credential {credential:?}"
+        );
+    }
+    assert!(app["name"].is_string());
+    assert!(app["tenant_id"].is_string());
+    assert!(app["enabled"].is_boolean());
+    assert!(app["client_events"].is_boolean());
+    assert!(app["limits"].is_object());
+}
+
+#[tokio::test]
+async fn apps_create_json_prints_the_new_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = herald_json(dir.path(), &["apps", "create", "--name", "Chat", "--json"]).await;
+    assert_is_app(&app);
+    assert_eq!(app["name"], "Chat");
+    assert_eq!(app["enabled"], true);
+    assert_eq!(app["client_events"], false);
+    assert_eq!(app["tenant_id"], "1");
+    let limits = &app["limits"];
+    assert_eq!(limits["max_channel_name_length"], 200);
+    assert_eq!(limits["max_event_payload_bytes"], 10 * 1024);
+    assert_eq!(limits["max_batch_size"], 10);
+    assert_eq!(limits["max_channels_per_trigger"], 100);
+}
+
+#[tokio::test]
+async fn apps_create_takes_switches_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = herald_json(
+        dir.path(),
+        &[
+            "apps",
+            "create",
+            "--name",
+            "Tuned",
+            "--client-events",
+            "true",
+            "--enabled",
+            "false",
+            "--max-connections",
+            "7",
+            "--max-batch-size",
+            "3",
+            "--json",
+        ],
+    )
+    .await;
+    assert_is_app(&app);
+    assert_eq!(app["client_events"], true);
+    assert_eq!(app["enabled"], false);
+    assert_eq!(app["limits"]["max_connections"], 7);
+    assert_eq!(app["limits"]["max_batch_size"], 3);
+}
+
+#[tokio::test]
+async fn two_created_apps_get_distinct_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = herald_json(dir.path(), &["apps", "create", "--name", "One", "--json"]).await;
+    let two = herald_json(dir.path(), &["apps", "create", "--name", "Two", "--json"]).await;
+    for field in ["id", "key", "secret"] {
+        assert_ne!(one[field], two[field], "{field}");
+    }
+}
+
+#[tokio::test]
+async fn apps_list_json_is_an_array_of_every_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = herald_json(dir.path(), &["apps", "list", "--json"]).await;
+    assert_eq!(empty, Value::Array(vec![]));
+    let one = herald_json(dir.path(), &["apps", "create", "--name", "One", "--json"]).await;
+    let two = herald_json(dir.path(), &["apps", "create", "--name", "Two", "--json"]).await;
+    let list = herald_json(dir.path(), &["apps", "list", "--json"]).await;
+    let apps = list.as_array().expect("a JSON array");
+    assert_eq!(apps.len(), 2);
+    for app in apps {
+        assert_is_app(app);
+    }
+    let mut ids: Vec<&Value> = apps.iter().map(|a| &a["id"]).collect();
+    ids.sort_by_key(|v| v.as_str().unwrap_or_default().to_owned());
+    let mut expected = vec![&one["id"], &two["id"]];
+    expected.sort_by_key(|v| v.as_str().unwrap_or_default().to_owned());
+    assert_eq!(ids, expected);
+    let tenant = herald_json(dir.path(), &["apps", "list", "--tenant", "1", "--json"]).await;
+    assert_eq!(tenant.as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn apps_show_json_prints_the_app_with_its_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = herald_json(dir.path(), &["apps", "create", "--name", "Shown", "--json"]).await;
+    let id = created["id"].as_str().unwrap();
+    let shown = herald_json(dir.path(), &["apps", "show", id, "--json"]).await;
+    assert_is_app(&shown);
+    assert_eq!(shown, created);
+}
+
+#[tokio::test]
+async fn apps_show_without_json_prints_the_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = herald_json(dir.path(), &["apps", "create", "--name", "Text", "--json"]).await;
+    let id = created["id"].as_str().unwrap();
+    let output = herald(dir.path(), &["apps", "show", id]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for field in ["id", "key", "secret"] {
+        assert!(
+            text.contains(created[field].as_str().unwrap()),
+            "{field} missing from {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn apps_update_changes_switches_and_limits_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = herald_json(
+        dir.path(),
+        &["apps", "create", "--name", "Before", "--json"],
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    let updated = herald_json(
+        dir.path(),
+        &[
+            "apps",
+            "update",
+            id,
+            "--client-events",
+            "true",
+            "--max-connections",
+            "5",
+            "--json",
+        ],
+    )
+    .await;
+    assert_is_app(&updated);
+    assert_eq!(updated["client_events"], true);
+    assert_eq!(updated["limits"]["max_connections"], 5);
+    for field in ["id", "key", "secret", "name", "tenant_id", "enabled"] {
+        assert_eq!(updated[field], created[field], "{field}");
+    }
+    assert_eq!(
+        updated["limits"]["max_batch_size"],
+        created["limits"]["max_batch_size"]
+    );
+    let shown = herald_json(dir.path(), &["apps", "show", id, "--json"]).await;
+    assert_eq!(shown, updated);
+    let renamed = herald_json(
+        dir.path(),
+        &["apps", "update", id, "--name", "After", "--json"],
+    )
+    .await;
+    assert_eq!(renamed["name"], "After");
+    assert_eq!(renamed["client_events"], true);
+}
+
+#[tokio::test]
+async fn apps_delete_removes_the_app_and_show_then_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = herald_json(
+        dir.path(),
+        &["apps", "create", "--name", "Doomed", "--json"],
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    let output = herald(dir.path(), &["apps", "delete", id]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = herald(dir.path(), &["apps", "show", id]).await;
+    assert!(!output.status.success(), "show of a deleted app succeeded");
+    assert!(!stderr(&output).trim().is_empty());
+    let message = herald_json_error(dir.path(), &["apps", "show", id, "--json"]).await;
+    assert!(message.contains(id), "{message}");
+    herald_json_error(dir.path(), &["apps", "delete", id, "--json"]).await;
+    let list = herald_json(dir.path(), &["apps", "list", "--json"]).await;
+    assert_eq!(list, Value::Array(vec![]));
+}
+
+#[tokio::test]
+async fn a_channel_name_length_over_200_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    herald_json_error(
+        dir.path(),
+        &[
+            "apps",
+            "create",
+            "--name",
+            "Long",
+            "--max-channel-name-length",
+            "201",
+            "--json",
+        ],
+    )
+    .await;
+    let list = herald_json(dir.path(), &["apps", "list", "--json"]).await;
+    assert_eq!(list, Value::Array(vec![]), "nothing was created");
+    let created = herald_json(
+        dir.path(),
+        &[
+            "apps",
+            "create",
+            "--name",
+            "Exact",
+            "--max-channel-name-length",
+            "200",
+            "--json",
+        ],
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    herald_json_error(
+        dir.path(),
+        &[
+            "apps",
+            "update",
+            id,
+            "--max-channel-name-length",
+            "201",
+            "--json",
+        ],
+    )
+    .await;
+    let shown = herald_json(dir.path(), &["apps", "show", id, "--json"]).await;
+    assert_eq!(shown["limits"]["max_channel_name_length"], 200);
+}
+
+#[tokio::test]
+async fn unknown_apps_and_bad_arguments_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    herald_json_error(dir.path(), &["apps", "show", "123", "--json"]).await;
+    herald_json_error(
+        dir.path(),
+        &["apps", "update", "123", "--enabled", "false", "--json"],
+    )
+    .await;
+    herald_json_error(
+        dir.path(),
+        &[
+            "apps", "create", "--name", "X", "--tenant", "nope", "--json",
+        ],
+    )
+    .await;
+    let output = herald(
+        dir.path(),
+        &["apps", "create", "--name", "X", "--enabled", "maybe"],
+    )
+    .await;
+    assert!(!output.status.success(), "--enabled maybe was accepted");
+    let output = herald(dir.path(), &["apps", "create", "--json"]).await;
+    assert!(!output.status.success(), "create without --name succeeded");
+}
+
+/// A server on the default (1 s) revision poll, so the 2 s promise is tested as shipped.
+async fn spawn_app_with_production_poll() -> TestApp {
+    spawn_app_with(|settings| settings.revision_poll = Duration::from_secs(1)).await
+}
+
+#[tokio::test]
+async fn disabling_an_app_with_the_cli_closes_its_sockets_with_4003_within_2_seconds() {
+    let app = spawn_app_with_production_poll().await;
+    let mut client = app.connect().await;
+    client.subscribe("news").await;
+    let output = herald(
+        app.data_dir.path(),
+        &["apps", "update", APP_ID, "--enabled", "false"],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let changed = Instant::now();
+    let (code, _) = tokio::time::timeout(Duration::from_secs(3), client.expect_error())
+        .await
+        .expect("pusher:error arrives within 3 s");
+    assert_eq!(code, 4003);
+    assert_eq!(client.expect_close().await, Some(4003));
+    let elapsed = changed.elapsed();
+    assert!(elapsed <= Duration::from_secs(2), "took {elapsed:?}");
+    // New connections are refused too, and REST calls get 403.
+    let mut late = app
+        .connect_raw(&format!("/app/{KEY}?protocol=7&client=js&version=8.6.0"))
+        .await;
+    let (code, _) = late.expect_error().await;
+    assert_eq!(code, 4003);
+    assert_eq!(late.expect_close().await, Some(4003));
+    let (status, _) = app.get("/apps/4242/channels", &[]).await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn deleting_an_app_with_the_cli_closes_its_sockets_with_4001_within_2_seconds() {
+    let app = spawn_app_with_production_poll().await;
+    let created = herald_json(
+        app.data_dir.path(),
+        &["apps", "create", "--name", "Second", "--json"],
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let known = Instant::now();
+    wait_until("the server knows the new app", || {
+        app.node.apps.by_key(&key).is_some()
+    })
+    .await;
+    assert!(
+        known.elapsed() <= Duration::from_secs(2),
+        "a created app took {:?} to reach the server",
+        known.elapsed()
+    );
+    let mut doomed = app.connect_key(&key).await;
+    doomed.subscribe("news").await;
+    let mut survivor = app.connect().await;
+    survivor.subscribe("news").await;
+    let output = herald(app.data_dir.path(), &["apps", "delete", &id]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let changed = Instant::now();
+    let (code, _) = tokio::time::timeout(Duration::from_secs(3), doomed.expect_error())
+        .await
+        .expect("pusher:error arrives within 3 s");
+    assert_eq!(code, 4001);
+    assert_eq!(doomed.expect_close().await, Some(4001));
+    let elapsed = changed.elapsed();
+    assert!(elapsed <= Duration::from_secs(2), "took {elapsed:?}");
+    // The default app's socket is untouched.
+    survivor
+        .send_json(serde_json::json!({"event":"pusher:ping","data":{}}))
+        .await;
+    survivor.expect_next("pusher:pong").await;
+}
+
+#[tokio::test]
+async fn a_limit_changed_with_the_cli_applies_to_the_running_server() {
+    let app = spawn_app().await;
+    let output = herald(
+        app.data_dir.path(),
+        &["apps", "update", APP_ID, "--max-batch-size", "2"],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    wait_until("the server sees the new batch size", || {
+        app.node
+            .apps
+            .by_id(APP_ID)
+            .is_some_and(|a| a.limits.max_batch_size == 2)
+    })
+    .await;
+    let three: Vec<Value> = (0..3)
+        .map(|i| serde_json::json!({"name":"e","channel":"news","data":i.to_string()}))
+        .collect();
+    let (status, body) = app
+        .post(
+            "/apps/4242/batch_events",
+            serde_json::json!({ "batch": three }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}

@@ -83,7 +83,10 @@ async fn publish_marker(app: &TestApp, channel: &str) {
 
 #[test]
 fn the_test_signer_reproduces_the_contracts_golden_vectors() {
-    assert_eq!(md5_hex(DOC_BODY.as_bytes()), "ec365a775a4cd0599faeb73354201b6f");
+    assert_eq!(
+        md5_hex(DOC_BODY.as_bytes()),
+        "ec365a775a4cd0599faeb73354201b6f"
+    );
     assert_eq!(md5_hex(b""), EMPTY_MD5);
     let post = signed_params(
         "POST",
@@ -384,11 +387,7 @@ async fn trigger_data_of_exactly_10_kb_is_delivered() {
     let mut client = app.connect().await;
     client.subscribe("news").await;
     let data = "x".repeat(10 * 1024);
-    let (status, body) = trigger(
-        &app,
-        json!({"name":"big","channels":["news"],"data":data}),
-    )
-    .await;
+    let (status, body) = trigger(&app, json!({"name":"big","channels":["news"],"data":data})).await;
     assert_eq!((status, body.as_str()), (200, "{}"));
     let event = client.expect_next("big").await;
     assert_eq!(event["data"].as_str().unwrap().len(), 10 * 1024);
@@ -400,11 +399,7 @@ async fn trigger_data_over_10_kb_is_413_and_not_delivered() {
     let mut client = app.connect().await;
     client.subscribe("news").await;
     let data = "x".repeat(10 * 1024 + 1);
-    let (status, body) = trigger(
-        &app,
-        json!({"name":"big","channels":["news"],"data":data}),
-    )
-    .await;
+    let (status, body) = trigger(&app, json!({"name":"big","channels":["news"],"data":data})).await;
     assert_eq!(status, 413, "{body}");
     publish_marker(&app, "news").await;
     client.expect_next("marker").await;
@@ -460,10 +455,13 @@ async fn trigger_with_an_event_name_over_200_characters_is_400() {
 #[tokio::test]
 async fn trigger_with_invalid_json_is_400() {
     let app = spawn_app().await;
-    for bad in ["{not json", "", "[]", r#"{"name":"e","channels":"news","data":"x"}"#] {
-        let (status, body) = app
-            .rest("POST", "/apps/4242/events", &[], Some(bad))
-            .await;
+    for bad in [
+        "{not json",
+        "",
+        "[]",
+        r#"{"name":"e","channels":"news","data":"x"}"#,
+    ] {
+        let (status, body) = app.rest("POST", "/apps/4242/events", &[], Some(bad)).await;
         assert_eq!(status, 400, "body {bad:?}: {body}");
     }
 }
@@ -533,7 +531,10 @@ async fn batch_events_answers_an_empty_object_and_delivers_in_order() {
     .await;
     assert_eq!((status, body.as_str()), (200, "{}"));
     let first = client.expect_next("one").await;
-    assert_eq!((first["channel"].clone(), first["data"].clone()), (json!("news"), json!("1")));
+    assert_eq!(
+        (first["channel"].clone(), first["data"].clone()),
+        (json!("news"), json!("1"))
+    );
     assert_eq!(client.expect_next("two").await["channel"], "sport");
     assert_eq!(client.expect_next("three").await["data"], "3");
 }
@@ -745,7 +746,12 @@ async fn a_request_missing_an_auth_parameter_is_401() {
         SECRET,
         now(),
     );
-    for missing in ["auth_key", "auth_timestamp", "auth_version", "auth_signature"] {
+    for missing in [
+        "auth_key",
+        "auth_timestamp",
+        "auth_version",
+        "auth_signature",
+    ] {
         let params: Vec<(String, String)> =
             full.iter().filter(|(k, _)| k != missing).cloned().collect();
         let (status, text) = app
@@ -862,7 +868,11 @@ async fn a_disabled_app_gets_403() {
 #[tokio::test]
 async fn error_bodies_are_short_text_not_internals() {
     let app = spawn_app().await;
-    let (status, body) = trigger(&app, json!({"name":"e","channels":["bad name"],"data":"{}"})).await;
+    let (status, body) = trigger(
+        &app,
+        json!({"name":"e","channels":["bad name"],"data":"{}"}),
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(!body.trim().is_empty() && body.len() < 500, "{body:?}");
 }
@@ -878,7 +888,9 @@ async fn get_channels_with_nothing_occupied_is_exactly_an_empty_object() {
     // Still an object once a socket came and went.
     let mut client = app.connect().await;
     client.subscribe("news").await;
-    client.send_json(json!({"event":"pusher:unsubscribe","data":{"channel":"news"}})).await;
+    client
+        .send_json(json!({"event":"pusher:unsubscribe","data":{"channel":"news"}}))
+        .await;
     let mut empty = false;
     for _ in 0..50 {
         let (status, body) = app.get("/apps/4242/channels", &[]).await;
@@ -979,7 +991,10 @@ async fn get_channel_always_says_whether_it_is_occupied() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(parse(&body), json!({"occupied": true}));
     let (status, body) = app
-        .get("/apps/4242/channels/news", &[("info", "subscription_count")])
+        .get(
+            "/apps/4242/channels/news",
+            &[("info", "subscription_count")],
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -1020,9 +1035,7 @@ async fn get_channel_with_user_count_is_400_unless_presence() {
 async fn get_channel_with_a_bad_name_is_400() {
     let app = spawn_app().await;
     let long = "a".repeat(201);
-    let (status, body) = app
-        .get(&format!("/apps/4242/channels/{long}"), &[])
-        .await;
+    let (status, body) = app.get(&format!("/apps/4242/channels/{long}"), &[]).await;
     assert_eq!(status, 400, "{body}");
 }
 
@@ -1131,7 +1144,9 @@ async fn terminate_connections_closes_the_users_signed_in_sockets_with_4009() {
     }
     publish_marker(&app, "news").await;
     bystander.expect_next("marker").await;
-    presence_only.send_json(json!({"event":"pusher:ping","data":{}})).await;
+    presence_only
+        .send_json(json!({"event":"pusher:ping","data":{}}))
+        .await;
     presence_only.expect_next("pusher:pong").await;
 }
 
@@ -1152,14 +1167,14 @@ async fn terminate_connections_on_pythons_path_without_the_apps_prefix_works() {
     let mut bystander = app.connect().await;
     bystander.sign_in(r#"{"id":"u2"}"#).await;
     // pusher-http-python signs `/users/u1/terminate_connections` and posts there.
-    let (status, body) = app
-        .post("/users/u1/terminate_connections", json!({}))
-        .await;
+    let (status, body) = app.post("/users/u1/terminate_connections", json!({})).await;
     assert_eq!((status, body.as_str()), (200, "{}"));
     let (code, _) = target.expect_error().await;
     assert_eq!(code, 4009);
     assert_eq!(target.expect_close().await, Some(4009));
-    bystander.send_json(json!({"event":"pusher:ping","data":{}})).await;
+    bystander
+        .send_json(json!({"event":"pusher:ping","data":{}}))
+        .await;
     bystander.expect_next("pusher:pong").await;
 }
 
@@ -1195,7 +1210,9 @@ async fn terminate_connections_on_pythons_path_with_a_bad_signature_is_401() {
         )
         .await;
     assert_eq!(status, 401, "{text}");
-    target.send_json(json!({"event":"pusher:ping","data":{}})).await;
+    target
+        .send_json(json!({"event":"pusher:ping","data":{}}))
+        .await;
     target.expect_next("pusher:pong").await;
 }
 
@@ -1227,7 +1244,7 @@ async fn a_request_under_a_mount_prefix_signed_over_the_apps_path_is_accepted() 
             "GET",
             "/some/prefix/apps/4242/channels",
             "/apps/4242/channels",
-            &[],
+            &[("filter_by_prefix", "ne")],
             None,
             KEY,
             SECRET,
@@ -1283,7 +1300,11 @@ async fn a_cross_origin_trigger_carries_allow_origin() {
     let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let response = app
         .http
-        .post(format!("{}?{}", app.url("/apps/4242/events"), query.join("&")))
+        .post(format!(
+            "{}?{}",
+            app.url("/apps/4242/events"),
+            query.join("&")
+        ))
         .header("Origin", "https://example.com")
         .header("content-type", "application/json")
         .body(body)
@@ -1308,4 +1329,49 @@ async fn health_and_ready_answer_200() {
             .expect("request is sent");
         assert_eq!(response.status().as_u16(), 200, "{path}");
     }
+}
+
+#[tokio::test]
+async fn channel_names_with_every_allowed_punctuation_work_in_paths() {
+    let app = spawn_app().await;
+    let name = "a-b_c=d@e,f.g;h";
+    let mut client = app.connect().await;
+    client.subscribe(name).await;
+    let (status, body) = trigger(&app, json!({"name":"e","channels":[name],"data":"{}"})).await;
+    assert_eq!((status, body.as_str()), (200, "{}"));
+    assert_eq!(client.expect_next("e").await["channel"], name);
+    let path = format!("/apps/4242/channels/{name}");
+    let (status, body) = app.get(&path, &[("info", "subscription_count")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        parse(&body),
+        json!({"occupied": true, "subscription_count": 1})
+    );
+    // A client whose HTTP stack percent-encodes the path but signed it decoded.
+    let encoded = path
+        .replace('@', "%40")
+        .replace(';', "%3B")
+        .replace(',', "%2C");
+    let (status, body) = app
+        .rest_signed("GET", &encoded, &path, &[], None, KEY, SECRET, now())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(parse(&body), json!({"occupied": true}));
+}
+
+#[tokio::test]
+async fn a_server_to_user_channel_must_be_the_only_channel_of_a_trigger() {
+    let app = spawn_app().await;
+    let (status, body) = trigger(
+        &app,
+        json!({"name":"e","channels":["#server-to-user-u1","news"],"data":"{}"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = trigger(
+        &app,
+        json!({"name":"e","channels":["#server-to-user-u1"],"data":"{}"}),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "{}"));
 }

@@ -1,1 +1,361 @@
-//! Placeholder.
+//! The tenant store on its own: the same body runs on SQLite and, when
+//! `HERALD_TEST_DATABASE_URL` names a PostgreSQL server, on a fresh database there.
+
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
+use sqlx::{Connection, Executor};
+
+use herald::tenants::{AppPatch, LimitsPatch, NewApp, Secret, Store, StoreError};
+
+/// Creates, reads, updates, lists and deletes apps on the store at `url`, checking the revision
+/// after every write (and that a refused write leaves it alone).
+async fn exercise_store(url: &str) {
+    let store = Store::open(url)
+        .await
+        .expect("the store opens and migrates");
+    assert!(store.ping().await);
+    assert!(store.is_empty().await.unwrap());
+    assert_eq!(store.list_apps(None).await.unwrap(), vec![]);
+    let mut revision = store.revision().await.unwrap();
+
+    // Create with chosen credentials.
+    let chosen = store
+        .create_app(NewApp {
+            name: "  Chosen  ".into(),
+            id: Some("4242".into()),
+            key: Some("chosen-key-0123456789".into()),
+            secret: Some(Secret::new("chosen-secret-0123456789".into())),
+            client_events: Some(true),
+            limits: LimitsPatch {
+                max_connections: Some(50),
+                ..LimitsPatch::default()
+            },
+            ..NewApp::default()
+        })
+        .await
+        .expect("an app with chosen credentials is created");
+    assert_eq!(chosen.id, "4242");
+    assert_eq!(chosen.key, "chosen-key-0123456789");
+    assert_eq!(chosen.secret.expose(), "chosen-secret-0123456789");
+    assert_eq!(chosen.name, "Chosen");
+    assert_eq!(chosen.tenant_id, "1");
+    assert!(chosen.enabled);
+    assert!(chosen.client_events);
+    assert!(!chosen.subscription_count);
+    assert_eq!(chosen.limits.max_connections, 50);
+    assert_eq!(chosen.limits.max_event_payload_bytes, 10 * 1024);
+    assert_eq!(store.revision().await.unwrap(), revision + 1);
+    revision += 1;
+    assert!(!store.is_empty().await.unwrap());
+
+    // Create with generated credentials.
+    let generated = store
+        .create_app(NewApp {
+            name: "Generated".into(),
+            ..NewApp::default()
+        })
+        .await
+        .expect("an app with generated credentials is created");
+    assert!(generated.id.bytes().all(|b| b.is_ascii_digit()) && !generated.id.is_empty());
+    assert!(generated.key.len() >= 20);
+    assert!(generated.secret.expose().len() >= 20);
+    assert!(!generated.client_events, "client events are off by default");
+    assert_eq!(store.revision().await.unwrap(), revision + 1);
+    revision += 1;
+
+    // Reads return exactly what was written.
+    assert_eq!(store.get_app("4242").await.unwrap(), chosen);
+    assert_eq!(store.get_app(&generated.id).await.unwrap(), generated);
+    assert!(matches!(
+        store.get_app("999999999").await,
+        Err(StoreError::AppNotFound(_))
+    ));
+
+    // Duplicates and invalid values are refused and leave the revision alone.
+    let duplicate_key = store
+        .create_app(NewApp {
+            name: "Clash".into(),
+            key: Some("chosen-key-0123456789".into()),
+            ..NewApp::default()
+        })
+        .await;
+    assert!(
+        matches!(duplicate_key, Err(StoreError::Conflict(_))),
+        "{duplicate_key:?}"
+    );
+    let duplicate_id = store
+        .create_app(NewApp {
+            name: "Clash".into(),
+            id: Some("4242".into()),
+            ..NewApp::default()
+        })
+        .await;
+    assert!(
+        matches!(duplicate_id, Err(StoreError::Conflict(_))),
+        "{duplicate_id:?}"
+    );
+    for bad in [
+        NewApp {
+            name: "Bad id".into(),
+            id: Some("12a".into()),
+            ..NewApp::default()
+        },
+        NewApp {
+            name: "  ".into(),
+            ..NewApp::default()
+        },
+        NewApp {
+            name: "Bad key".into(),
+            key: Some("has space".into()),
+            ..NewApp::default()
+        },
+        NewApp {
+            name: "Too long names".into(),
+            limits: LimitsPatch {
+                max_channel_name_length: Some(201),
+                ..LimitsPatch::default()
+            },
+            ..NewApp::default()
+        },
+    ] {
+        let name = bad.name.clone();
+        let refused = store.create_app(bad).await;
+        assert!(
+            matches!(refused, Err(StoreError::Invalid(_))),
+            "{name}: {refused:?}"
+        );
+    }
+    let no_tenant = store
+        .create_app(NewApp {
+            name: "Orphan".into(),
+            tenant_id: Some("404".into()),
+            ..NewApp::default()
+        })
+        .await;
+    assert!(
+        matches!(no_tenant, Err(StoreError::TenantNotFound(_))),
+        "{no_tenant:?}"
+    );
+    assert_eq!(store.revision().await.unwrap(), revision);
+    assert_eq!(store.list_apps(None).await.unwrap().len(), 2);
+
+    // Update.
+    let updated = store
+        .update_app(
+            "4242",
+            AppPatch {
+                name: Some("Renamed".into()),
+                enabled: Some(false),
+                subscription_count: Some(true),
+                limits: LimitsPatch {
+                    max_batch_size: Some(3),
+                    max_channel_name_length: Some(200),
+                    ..LimitsPatch::default()
+                },
+                ..AppPatch::default()
+            },
+        )
+        .await
+        .expect("the app is updated");
+    assert_eq!(updated.name, "Renamed");
+    assert!(!updated.enabled);
+    assert!(updated.subscription_count);
+    assert!(updated.client_events, "an unpatched switch is kept");
+    assert_eq!(updated.limits.max_batch_size, 3);
+    assert_eq!(
+        updated.limits.max_connections, 50,
+        "an unpatched limit is kept"
+    );
+    assert_eq!(
+        (updated.key.as_str(), updated.secret.expose()),
+        (chosen.key.as_str(), chosen.secret.expose())
+    );
+    assert_eq!(store.get_app("4242").await.unwrap(), updated);
+    assert_eq!(store.revision().await.unwrap(), revision + 1);
+    revision += 1;
+    let too_long = store
+        .update_app(
+            "4242",
+            AppPatch {
+                limits: LimitsPatch {
+                    max_channel_name_length: Some(201),
+                    ..LimitsPatch::default()
+                },
+                ..AppPatch::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(too_long, Err(StoreError::Invalid(_))),
+        "{too_long:?}"
+    );
+    let missing = store.update_app("999999999", AppPatch::default()).await;
+    assert!(
+        matches!(missing, Err(StoreError::AppNotFound(_))),
+        "{missing:?}"
+    );
+    assert_eq!(store.revision().await.unwrap(), revision);
+
+    // Lists and the snapshot agree with the reads.
+    let all = store.list_apps(None).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all.contains(&updated) && all.contains(&generated));
+    assert_eq!(store.list_apps(Some("1")).await.unwrap().len(), 2);
+    assert_eq!(store.list_apps(Some("404")).await.unwrap(), vec![]);
+    let (snapshot_revision, mut snapshot) = store.snapshot().await.unwrap();
+    assert_eq!(snapshot_revision, revision);
+    snapshot.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut sorted = all.clone();
+    sorted.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(snapshot, sorted);
+
+    // Large limits survive the BIGINT round trip.
+    let big = store
+        .update_app(
+            &generated.id,
+            AppPatch {
+                limits: LimitsPatch {
+                    max_daily_messages: Some(i64::MAX as u64),
+                    ..LimitsPatch::default()
+                },
+                ..AppPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    revision += 1;
+    assert_eq!(
+        store
+            .get_app(&generated.id)
+            .await
+            .unwrap()
+            .limits
+            .max_daily_messages,
+        i64::MAX as u64
+    );
+    assert_eq!(store.revision().await.unwrap(), revision);
+
+    // Delete.
+    store.delete_app("4242").await.expect("the app is deleted");
+    assert_eq!(store.revision().await.unwrap(), revision + 1);
+    revision += 1;
+    assert!(matches!(
+        store.get_app("4242").await,
+        Err(StoreError::AppNotFound(_))
+    ));
+    assert!(matches!(
+        store.delete_app("4242").await,
+        Err(StoreError::AppNotFound(_))
+    ));
+    assert_eq!(store.revision().await.unwrap(), revision);
+    assert_eq!(store.list_apps(None).await.unwrap(), vec![big.clone()]);
+    // The freed key can be used again.
+    store
+        .create_app(NewApp {
+            name: "Reborn".into(),
+            key: Some("chosen-key-0123456789".into()),
+            ..NewApp::default()
+        })
+        .await
+        .expect("a deleted app's key is free again");
+    revision += 1;
+    store.close().await;
+
+    // A second open (another process, a restart) migrates nothing and sees the same data.
+    let reopened = Store::open(url).await.expect("the store opens again");
+    assert_eq!(reopened.revision().await.unwrap(), revision);
+    assert_eq!(reopened.list_apps(None).await.unwrap().len(), 2);
+    assert_eq!(reopened.get_app(&generated.id).await.unwrap(), big);
+    reopened.close().await;
+}
+
+#[tokio::test]
+async fn the_store_creates_reads_updates_and_deletes_apps_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    exercise_store(&herald::config::sqlite_url(dir.path())).await;
+}
+
+#[tokio::test]
+async fn two_handles_on_one_sqlite_file_see_each_others_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = herald::config::sqlite_url(dir.path());
+    let server = Store::open(&url).await.unwrap();
+    let cli = Store::open(&url).await.unwrap();
+    let before = server.revision().await.unwrap();
+    let app = cli
+        .create_app(NewApp {
+            name: "From the CLI".into(),
+            ..NewApp::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(server.revision().await.unwrap(), before + 1);
+    assert_eq!(server.get_app(&app.id).await.unwrap(), app);
+    cli.close().await;
+    server.close().await;
+}
+
+/// `url` with its database name replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{database}", &base[..path_start]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+#[test]
+fn with_database_replaces_only_the_database_name() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h/test?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(
+        with_database("postgres://h:5432", "x"),
+        "postgres://h:5432/x"
+    );
+}
+
+#[tokio::test]
+async fn the_store_creates_reads_updates_and_deletes_apps_on_postgres() {
+    let Some(admin_url) = std::env::var("HERALD_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    else {
+        println!("skipped PostgreSQL: HERALD_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let database = format!("herald_test_{:016x}", rand::random::<u64>());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connects to HERALD_TEST_DATABASE_URL");
+    admin
+        .execute(format!("CREATE DATABASE {database}").as_str())
+        .await
+        .expect("creates a scratch database");
+    let outcome = AssertUnwindSafe(exercise_store(&with_database(&admin_url, &database)))
+        .catch_unwind()
+        .await;
+    let dropped = admin
+        .execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str())
+        .await;
+    let _ = admin.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    dropped.expect("drops the scratch database");
+}
