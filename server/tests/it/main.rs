@@ -7,6 +7,7 @@
 mod helpers;
 
 mod cli;
+mod process;
 mod rest;
 mod socket;
 mod store;
