@@ -1,0 +1,137 @@
+// The scenario runner: registration, one line per scenario, the closing `N passed, M failed`.
+// Scenarios talk to Herald only through official client libraries; nothing here knows Herald.
+
+export const STEP_TIMEOUT_MS = 10_000;
+
+const registered = [];
+
+/**
+ * Registers a scenario.
+ * @param {string} name  one line, unique
+ * @param {(ctx) => Promise<void>} run  throws to fail
+ * @param {{needs?: string[]}} [options]  `needs: ['restart']` for scenarios that restart the server
+ */
+export function scenario(name, run, options = {}) {
+  if (registered.some((s) => s.name === name)) throw new Error(`duplicate scenario name: ${name}`);
+  registered.push({ name, run, needs: options.needs ?? [] });
+}
+
+export function scenarios() {
+  return registered;
+}
+
+export class AssertionError extends Error {}
+
+export function assert(condition, message) {
+  if (!condition) throw new AssertionError(message);
+}
+
+export function assertEqual(actual, expected, what = 'value') {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  if (a !== e) throw new AssertionError(`${what}: expected ${e}, got ${a}`);
+}
+
+/** Deep equality that ignores object key order. */
+export function assertDeepEqual(actual, expected, what = 'value') {
+  const canon = (v) =>
+    Array.isArray(v)
+      ? v.map(canon)
+      : v && typeof v === 'object'
+        ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, canon(v[k])]))
+        : v;
+  assertEqual(canon(actual), canon(expected), what);
+}
+
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export function withTimeout(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms / 1000} s waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Resolves with `{data, metadata}` of the first emission of `event` on a pusher-js emitter. */
+export function onceWithMetadata(emitter, event, what = event, ms = STEP_TIMEOUT_MS) {
+  return withTimeout(
+    new Promise((resolve) => {
+      const handler = (data, metadata) => {
+        emitter.unbind(event, handler);
+        resolve({ data, metadata });
+      };
+      emitter.bind(event, handler);
+    }),
+    ms,
+    what,
+  );
+}
+
+/** Resolves with the data of the first emission of `event` on a pusher-js emitter (`bind`). */
+export async function once(emitter, event, what = event, ms = STEP_TIMEOUT_MS) {
+  return (await onceWithMetadata(emitter, event, what, ms)).data;
+}
+
+/** Collects the data of every emission of `event` into an array, for later assertions. */
+export function collect(emitter, event) {
+  const seen = [];
+  emitter.bind(event, (data) => seen.push(data));
+  return seen;
+}
+
+/** Polls `check` until it returns a truthy value. */
+export async function eventually(check, what, ms = STEP_TIMEOUT_MS) {
+  const deadline = Date.now() + ms;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      last = await check();
+      if (last) return last;
+    } catch (error) {
+      last = error;
+    }
+    await sleep(50);
+  }
+  throw new Error(`timed out after ${ms / 1000} s waiting for ${what} (last: ${last})`);
+}
+
+/** Asserts that `promise` rejects, and returns the error. */
+export async function rejects(promise, what) {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new AssertionError(`${what}: expected a rejection, got success`);
+}
+
+/** Runs the scenarios in order; returns `{passed, failed}` (the caller prints the summary). */
+export async function runAll(ctx, { only, log }) {
+  let passed = 0;
+  let failed = 0;
+  for (const s of registered) {
+    if (only && !s.name.includes(only)) continue;
+    if (s.needs.includes('restart') && !ctx.target.canRestart) {
+      // Against a server we did not start, a restart is not ours to do: say so, count nothing.
+      console.log(`skip - ${s.name}: needs a server this suite started (it restarts it)`);
+      continue;
+    }
+    const started = Date.now();
+    try {
+      await withTimeout(s.run(ctx), 45_000, `scenario "${s.name}"`);
+      passed += 1;
+      console.log(`ok - ${s.name} (${Date.now() - started} ms)`);
+    } catch (error) {
+      failed += 1;
+      const message = (error && (error.stack || error.message)) || String(error);
+      console.log(`not ok - ${s.name}: ${String(message).split('\n')[0]}`);
+      if (log) log(message);
+    } finally {
+      await ctx.cleanup();
+    }
+  }
+  return { passed, failed };
+}

@@ -1,0 +1,125 @@
+// Starting, stopping and restarting the `herald` binary, or describing a server already running.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+import { withTimeout } from './harness.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+export const DEFAULT_APP = {
+  appId: '424242',
+  key: 'compat-key-0123456789',
+  secret: 'compat-secret-0123456789',
+};
+
+export async function findBinary() {
+  const candidate = process.env.HERALD_BIN
+    ? path.resolve(process.env.HERALD_BIN)
+    : path.resolve(here, '..', '..', 'target', 'release', 'herald');
+  try {
+    await fs.access(candidate, fsConstants.X_OK);
+  } catch {
+    throw new Error(
+      `herald binary not found at ${candidate}; run \`cargo build --release\` or set HERALD_BIN`,
+    );
+  }
+  return candidate;
+}
+
+function splitHostPort(address) {
+  const match = /^\[?([^\]]+?)\]?:(\d+)$/.exec(address);
+  if (!match) throw new Error(`cannot parse host:port from ${JSON.stringify(address)}`);
+  return { host: match[1], port: Number(match[2]) };
+}
+
+/** A herald process this suite owns: started on a free port, restartable on the same port. */
+export class OwnedServer {
+  constructor(binary) {
+    this.binary = binary;
+    this.log = [];
+    this.child = null;
+    this.canRestart = true;
+    Object.assign(this, DEFAULT_APP);
+  }
+
+  async start() {
+    this.dataDir ??= await fs.mkdtemp(path.join(os.tmpdir(), 'herald-compat-'));
+    const env = {};
+    for (const [name, value] of Object.entries(process.env)) {
+      if (name.startsWith('HERALD_') || name === 'RUST_LOG') continue;
+      env[name] = value;
+    }
+    Object.assign(env, {
+      HERALD_BIND: this.port ? `127.0.0.1:${this.port}` : '127.0.0.1:0',
+      HERALD_DATA_DIR: this.dataDir,
+      HERALD_DEFAULT_APP_ID: this.appId,
+      HERALD_DEFAULT_APP_KEY: this.key,
+      HERALD_DEFAULT_APP_SECRET: this.secret,
+      RUST_LOG: process.env.RUST_LOG ?? 'info',
+    });
+    const child = spawn(this.binary, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    this.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    const listening = new Promise((resolve, reject) => {
+      readline.createInterface({ input: child.stdout }).on('line', (line) => {
+        this.log.push(line);
+        const match = /listening on http:\/\/([^\s]+)/.exec(line);
+        if (match) resolve(match[1]);
+      });
+      readline.createInterface({ input: child.stderr }).on('line', (line) => this.log.push(`[stderr] ${line}`));
+      this.exited.then(({ code, signal }) =>
+        reject(new Error(`herald exited before listening (code ${code}, signal ${signal})`)),
+      );
+    });
+    const address = await withTimeout(listening, 30_000, 'herald to print its listening address');
+    const { host, port } = splitHostPort(address);
+    this.host = host;
+    this.port = port;
+  }
+
+  /** SIGTERM, then SIGKILL after 10 s. Returns the exit status. */
+  async stop() {
+    if (!this.child) return null;
+    const child = this.child;
+    this.child = null;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    const status = await this.exited;
+    clearTimeout(timer);
+    return status;
+  }
+
+  /** Stops and starts again on the same port with the same store. */
+  async restart() {
+    await this.stop();
+    await this.start();
+  }
+
+  async dispose() {
+    await this.stop();
+    if (this.dataDir) await fs.rm(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+/** A server someone else runs: `--url http://host:port --app-id --key --secret`. */
+export class ExternalServer {
+  constructor({ url, appId, key, secret }) {
+    const parsed = new URL(url);
+    this.host = parsed.hostname;
+    this.port = Number(parsed.port || (parsed.protocol === 'https:' ? 443 : 80));
+    this.tls = parsed.protocol === 'https:';
+    Object.assign(this, { appId, key, secret });
+    this.canRestart = false;
+    this.log = [];
+  }
+
+  async start() {}
+  async stop() {}
+  async dispose() {}
+}

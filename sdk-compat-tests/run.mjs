@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+// Herald's SDK compatibility suite. Black box: it never imports Herald code; it starts the
+// `herald` binary (or targets a server already running) and drives it only through the official
+// client libraries.
+//
+//   node run.mjs                          start target/release/herald (or $HERALD_BIN) and test it
+//   node run.mjs --url http://HOST:PORT --app-id ID --key KEY --secret SECRET
+//                                         test a server already running (another Herald node, or
+//                                         any Pusher-compatible server, for comparison)
+//   node run.mjs --only presence          run the scenarios whose name contains "presence"
+//
+// Output: `ok - NAME`, `not ok - NAME: WHY` or `skip - NAME: WHY` per scenario, then
+// `N passed, M failed`. Exit status 0 only when nothing failed.
+
+import { parseArgs } from 'node:util';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+import { runAll, withTimeout } from './lib/harness.mjs';
+import { ExternalServer, OwnedServer, findBinary } from './lib/server.mjs';
+import { makeContext } from './lib/clients.mjs';
+
+const { values } = parseArgs({
+  options: {
+    url: { type: 'string' },
+    'app-id': { type: 'string' },
+    key: { type: 'string' },
+    secret: { type: 'string' },
+    only: { type: 'string' },
+    verbose: { type: 'boolean', default: false },
+  },
+});
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const scenarioDir = path.join(here, 'scenarios');
+for (const file of fs.readdirSync(scenarioDir).filter((f) => f.endsWith('.mjs')).sort()) {
+  await import(pathToFileURL(path.join(scenarioDir, file)).href);
+}
+
+let target;
+if (values.url) {
+  for (const required of ['app-id', 'key', 'secret']) {
+    if (!values[required]) {
+      console.error(`--url needs --${required}`);
+      process.exit(2);
+    }
+  }
+  target = new ExternalServer({
+    url: values.url,
+    appId: values['app-id'],
+    key: values.key,
+    secret: values.secret,
+  });
+} else {
+  target = new OwnedServer(await findBinary());
+}
+
+const overall = setTimeout(() => {
+  console.log('not ok - the suite finished in time: overall timeout of 20 minutes');
+  process.exit(1);
+}, 20 * 60_000);
+
+let passed = 0;
+let failures = 0;
+try {
+  await target.start();
+  const ctx = makeContext(target);
+  ({ passed, failed: failures } = await runAll(ctx, {
+    only: values.only,
+    log: values.verbose ? (message) => console.error(`# ${message.replace(/\n/g, '\n# ')}`) : null,
+  }));
+  if (target.canRestart) {
+    // The last scenario is the process itself: SIGTERM must end it cleanly.
+    const status = await withTimeout(target.stop(), 15_000, 'herald to stop');
+    if (status && status.code === 0) {
+      passed += 1;
+      console.log('ok - herald exits with status 0 on SIGTERM');
+    } else {
+      failures += 1;
+      console.log(`not ok - herald exits with status 0 on SIGTERM: ${JSON.stringify(status)}`);
+    }
+  }
+} catch (error) {
+  failures += 1;
+  console.log(`not ok - the suite could start: ${error.message}`);
+} finally {
+  if (failures > 0 && target.log.length > 0) {
+    console.error('# --- herald output (last 40 lines) ---');
+    for (const line of target.log.slice(-40)) console.error(`# ${line}`);
+  }
+  await withTimeout(target.dispose(), 15_000, 'herald to stop').catch((e) => console.error(`# ${e.message}`));
+  clearTimeout(overall);
+}
+console.log(`${passed} passed, ${failures} failed`);
+process.exit(failures > 0 ? 1 : 0);
