@@ -123,6 +123,12 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         options.mode(0o600);
     }
     let mut file = options.open(path)?;
+    // `mode` applies only when the file is created: tighten a file that was already there.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     file.write_all(text.as_bytes())
 }
 
@@ -152,7 +158,7 @@ pub async fn refresh_apps(node: &Node) -> Result<(), StoreError> {
 /// is the path from `/apps/` on, which is what the rewritten request carries.
 fn strip_mount_prefix(mut request: Request) -> Request {
     let path = request.uri().path();
-    if path.starts_with("/apps/") || path.starts_with("/app/") {
+    if path.starts_with("/apps/") || path.starts_with("/app/") || path.starts_with("/dashboard") {
         return request;
     }
     let start = path.find("/apps/").or_else(|| path.find("/app/"));
@@ -291,6 +297,7 @@ async fn poll_revision(node: SharedNode) {
         if let Err(error) = refresh_apps(&node).await {
             tracing::warn!(%error, "could not refresh the app cache");
         }
+        node.hub.flush_subscription_counts();
         if last_sweep.elapsed() >= CACHE_SWEEP_INTERVAL {
             last_sweep = tokio::time::Instant::now();
             node.hub.sweep_caches();

@@ -133,6 +133,9 @@ pub enum RestAuthError {
     /// The signature does not match.
     #[error("Invalid signature: you should have sent HmacSHA256Hex({0:?}, your_secret_key)")]
     BadSignature(String),
+    /// A query parameter appears twice, which would make the signed string ambiguous.
+    #[error("Invalid query: parameter {0} appears more than once")]
+    DuplicateParam(String),
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -152,7 +155,6 @@ pub fn rest_string_to_sign(method: &str, path: &str, params: &[(String, String)]
         .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
         .collect();
     pairs.sort();
-    pairs.dedup_by(|a, b| a.0 == b.0);
     let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!(
         "{}\n{}\n{}",
@@ -170,6 +172,13 @@ pub fn rest_auth_key(params: &[(String, String)]) -> Option<&str> {
 /// Verifies a REST request signed with `secret`, at time `now` (Unix seconds).
 pub fn verify_rest(request: &RestRequest<'_>, secret: &str, now: i64) -> Result<(), RestAuthError> {
     let params = request.params;
+    // Every check below must judge exactly the values that were signed: a repeated key would let
+    // one copy pass the timestamp or body_md5 check while the signature covers the other.
+    let mut keys: Vec<String> = params.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
+    keys.sort();
+    if let Some(pair) = keys.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(RestAuthError::DuplicateParam(pair[0].clone()));
+    }
     param(params, "auth_key").ok_or(RestAuthError::MissingParam("auth_key"))?;
     let signature =
         param(params, "auth_signature").ok_or(RestAuthError::MissingParam("auth_signature"))?;
@@ -183,7 +192,7 @@ pub fn verify_rest(request: &RestRequest<'_>, secret: &str, now: i64) -> Result<
         .trim()
         .parse()
         .map_err(|_| RestAuthError::BadTimestamp)?;
-    if (now - timestamp).abs() > TIMESTAMP_WINDOW_SECS {
+    if now.abs_diff(timestamp) > TIMESTAMP_WINDOW_SECS.unsigned_abs() {
         return Err(RestAuthError::TimestampExpired {
             given: timestamp,
             now,
@@ -345,6 +354,52 @@ mod tests {
             body: b"",
         };
         assert_eq!(verify_rest(&request, SECRET, 1353088179), Ok(()));
+    }
+
+    #[test]
+    fn repeated_parameters_are_refused_so_checks_and_signature_see_the_same_values() {
+        let body = br#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
+        let params = pairs(&[
+            ("auth_key", KEY),
+            ("auth_timestamp", "1353088179"),
+            ("auth_version", "1.0"),
+            ("body_md5", "ec365a775a4cd0599faeb73354201b6f"),
+            (
+                "auth_signature",
+                "da454824c97ba181a32ccc17a72625ba02771f50b50e1e7430e47a1f3f457e6c",
+            ),
+            ("auth_timestamp", "1999999999"),
+        ]);
+        let request = RestRequest {
+            method: "POST",
+            path: "/apps/3/events",
+            params: &params,
+            body,
+        };
+        assert_eq!(
+            verify_rest(&request, SECRET, 1999999999),
+            Err(RestAuthError::DuplicateParam("auth_timestamp".into()))
+        );
+    }
+
+    #[test]
+    fn extreme_timestamps_are_expired_not_a_panic() {
+        let params = pairs(&[
+            ("auth_key", KEY),
+            ("auth_timestamp", "-9223372036854775808"),
+            ("auth_version", "1.0"),
+            ("auth_signature", "00"),
+        ]);
+        let request = RestRequest {
+            method: "GET",
+            path: "/apps/3/channels",
+            params: &params,
+            body: b"",
+        };
+        assert!(matches!(
+            verify_rest(&request, SECRET, i64::MAX),
+            Err(RestAuthError::TimestampExpired { .. })
+        ));
     }
 
     #[test]

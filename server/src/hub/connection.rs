@@ -8,12 +8,16 @@ use tokio::sync::{mpsc, Notify};
 use crate::protocol::{CloseCode, SocketId};
 
 /// How a close was requested.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseRequest {
     /// The close code to send.
     pub code: CloseCode,
-    /// Whether frames already in the outbox (such as a `pusher:error`) go out first.
+    /// Whether frames already in the outbox go out first.
     pub drain: bool,
+    /// A last frame (a `pusher:error`) sent just before the close frame. It travels with the
+    /// request rather than through the outbox, so a full outbox cannot lose it or turn the close
+    /// into a 4100.
+    pub farewell: Option<Bytes>,
 }
 
 /// The hub's handle on one connection. Publishing never waits on it: a full outbox asks the
@@ -80,9 +84,27 @@ impl Connection {
 
     /// Asks the session to close the socket. The first request wins.
     pub fn request_close(&self, code: CloseCode, drain: bool) {
+        self.request(CloseRequest {
+            code,
+            drain,
+            farewell: None,
+        });
+    }
+
+    /// Asks the session to send `pusher:error` with `code`, then close with it, after the frames
+    /// already queued.
+    pub fn close_with_error(&self, code: CloseCode, message: &str) {
+        self.request(CloseRequest {
+            code,
+            drain: true,
+            farewell: Some(crate::protocol::server::error(Some(code.code()), message)),
+        });
+    }
+
+    fn request(&self, request: CloseRequest) {
         let mut close = self.close.lock().unwrap_or_else(|p| p.into_inner());
         if close.is_none() {
-            *close = Some(CloseRequest { code, drain });
+            *close = Some(request);
             self.close_notify.notify_one();
         }
     }
@@ -90,7 +112,7 @@ impl Connection {
     /// Resolves once a close has been requested.
     pub async fn close_requested(&self) -> CloseRequest {
         loop {
-            if let Some(request) = *self.close.lock().unwrap_or_else(|p| p.into_inner()) {
+            if let Some(request) = self.close.lock().unwrap_or_else(|p| p.into_inner()).clone() {
                 return request;
             }
             self.close_notify.notified().await;

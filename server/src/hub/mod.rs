@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use crate::protocol::{server, ChannelKind, ChannelName, CloseCode, SocketId};
+use crate::protocol::{server, ChannelName, CloseCode, SocketId};
 
 /// A shared handle on a connection.
 pub type ConnHandle = Arc<Connection>;
@@ -105,6 +105,13 @@ impl Hub {
         self.connections.load(Ordering::Acquire)
     }
 
+    /// Sends held-back `subscription_count` updates in every app.
+    pub fn flush_subscription_counts(&self) {
+        for app in self.all_apps() {
+            app.flush_subscription_counts();
+        }
+    }
+
     /// Drops expired cache-channel events in every app.
     pub fn sweep_caches(&self) -> usize {
         self.all_apps().iter().map(|app| app.sweep_cache()).sum()
@@ -129,6 +136,8 @@ struct Channel {
     subscribers: HashMap<SocketId, ConnHandle>,
     members: HashMap<Box<str>, Member>,
     last_count_sent: Option<Instant>,
+    /// A count change held back by the 5-second throttle, sent by the next flush.
+    count_pending: bool,
 }
 
 #[derive(Debug)]
@@ -224,12 +233,20 @@ fn maybe_send_count(name: &str, channel: &mut Channel, force: bool) {
     if count > SUBSCRIPTION_COUNT_THROTTLE_ABOVE && !force {
         if let Some(last) = channel.last_count_sent {
             if last.elapsed() < SUBSCRIPTION_COUNT_INTERVAL {
+                channel.count_pending = true;
                 return;
             }
         }
     }
     channel.last_count_sent = Some(Instant::now());
+    channel.count_pending = false;
     broadcast(channel, &server::subscription_count(name, count), None);
+}
+
+/// `subscription_count` events apply to every channel kind but presence and the internal
+/// `#server-to-user-` channels.
+fn counts_subscriptions(channel: &str) -> bool {
+    !channel.starts_with("presence-") && !channel.starts_with('#')
 }
 
 impl AppState {
@@ -259,7 +276,7 @@ impl AppState {
         }
         if state.subscribers.is_empty() {
             self.channels.remove(channel);
-        } else if subscription_count && !channel.starts_with("presence-") {
+        } else if subscription_count && counts_subscriptions(channel) {
             maybe_send_count(channel, state, false);
         }
         delivered
@@ -380,12 +397,7 @@ impl AppHub {
             entry.subscribers.insert(conn.socket_id(), conn.clone());
             conn.push(server::subscription_succeeded(name));
         }
-        if options.subscription_count
-            && !matches!(
-                channel.kind(),
-                ChannelKind::Presence | ChannelKind::ServerToUser
-            )
-        {
+        if options.subscription_count && counts_subscriptions(name) {
             // The subscriber's own count goes through its outbox, after subscription_succeeded.
             let first = entry.subscribers.len() <= 1;
             maybe_send_count(name, entry, first);
@@ -453,9 +465,9 @@ impl AppHub {
             .map_or(0, |c| broadcast(c, &frame, Some(sender)))
     }
 
-    /// Records a signin and registers the watchlist. Returns the initial watchlist frame
-    /// (statuses of the watched ids), if the watchlist is not empty.
-    pub fn sign_in(&self, conn: &ConnHandle, user_id: &str, watchlist: &[String]) -> Option<Bytes> {
+    /// Records a signin and registers the watchlist. The initial statuses of the watched ids are
+    /// queued to `conn` under the lock, so no later online/offline change can overtake them.
+    pub fn sign_in(&self, conn: &ConnHandle, user_id: &str, watchlist: &[String]) {
         let mut state = lock(&self.state);
         let sockets = state.users.entry(user_id.into()).or_default();
         let first = sockets.is_empty();
@@ -470,14 +482,13 @@ impl AppHub {
                 .or_default()
                 .push(conn.clone());
         }
-        if watchlist.is_empty() {
-            return None;
+        if !watchlist.is_empty() {
+            let (online, offline): (Vec<&str>, Vec<&str>) = watchlist
+                .iter()
+                .map(String::as_str)
+                .partition(|id| state.users.contains_key(*id));
+            conn.push(server::watchlist_events(&online, &offline));
         }
-        let (online, offline): (Vec<&str>, Vec<&str>) = watchlist
-            .iter()
-            .map(String::as_str)
-            .partition(|id| state.users.contains_key(*id));
-        Some(server::watchlist_events(&online, &offline))
     }
 
     /// Closes every signed-in connection of `user_id` with 4009. Returns how many.
@@ -502,14 +513,22 @@ impl AppHub {
     /// code is announced that way).
     pub fn close_all(&self, code: CloseCode) {
         let state = lock(&self.state);
-        let frame = code
-            .announced_with_error_frame()
-            .then(|| server::error(Some(code.code()), code.reason()));
         for conn in state.connections.values() {
-            if let Some(frame) = &frame {
-                conn.push(frame.clone());
+            if code.announced_with_error_frame() {
+                conn.close_with_error(code, code.reason());
+            } else {
+                conn.request_close(code, true);
             }
-            conn.request_close(code, true);
+        }
+    }
+
+    /// Sends the `subscription_count` updates that the 5-second throttle held back.
+    pub fn flush_subscription_counts(&self) {
+        let mut state = lock(&self.state);
+        for (name, channel) in state.channels.iter_mut() {
+            if channel.count_pending {
+                maybe_send_count(name, channel, false);
+            }
         }
     }
 

@@ -15,13 +15,18 @@ use serde_json::value::RawValue;
 use crate::auth::{self, SocketAuthError};
 use crate::hub::{AppHub, ConnHandle, PresenceMember, SubscribeOptions, SubscribeRefusal};
 use crate::node::Node;
-use crate::protocol::{error_code, server, ChannelKind, ChannelName, ClientFrame, FrameError};
+use crate::protocol::{
+    error_code, server, ChannelKind, ChannelName, ClientFrame, FrameError, SERVER_TO_USER_PREFIX,
+};
 use crate::tenants::AppRef;
 
 /// The longest user id accepted in presence `channel_data` and in signin `user_data`.
 pub const MAX_USER_ID_CHARS: usize = 128;
 /// The largest watchlist; extra ids are dropped and a 4302 error is sent.
 pub const MAX_WATCHLIST: usize = 100;
+/// Channels one connection may be subscribed to at once. Pusher documents no such limit; this
+/// one is far above what any app needs and keeps one socket from filling the node's memory.
+pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1000;
 
 #[derive(Debug)]
 struct SignedIn {
@@ -120,8 +125,10 @@ impl Session {
         }
     }
 
+    /// The app as it is now; `None` once it was disabled or deleted (the socket is about to be
+    /// closed with 4003 or 4001, and nothing it sends meanwhile takes effect).
     fn app(&self) -> Option<AppRef> {
-        self.node.apps.by_id(&self.app_id)
+        self.node.apps.by_id(&self.app_id).filter(|app| app.enabled)
     }
 
     fn send_error(&self, code: Option<u16>, message: &str) {
@@ -174,6 +181,14 @@ impl Session {
         };
         if self.subscriptions.contains_key(channel) {
             return self.send_error(None, &format!("Existing subscription to channel {channel}"));
+        }
+        if self.subscriptions.len() >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
+            return self.refuse(
+                channel,
+                Refusal::limit(format!(
+                    "A connection may subscribe to at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} channels"
+                )),
+            );
         }
         let member = match self.authorize(&app, &name, auth, channel_data) {
             Ok(member) => member,
@@ -305,6 +320,13 @@ impl Session {
                 &format!("Signin failed: user id is longer than {MAX_USER_ID_CHARS} characters"),
             );
         }
+        // The id names the user's `#server-to-user-{id}` channel, so it takes the same characters.
+        if ChannelName::parse(&format!("{SERVER_TO_USER_PREFIX}{id}"), usize::MAX).is_err() {
+            return self.send_error(
+                None,
+                "Signin failed: user ids may only contain A-Z, a-z, 0-9 and _-=@,.;",
+            );
+        }
         if let Some(current) = &self.user {
             if current.id != id {
                 return self.send_error(
@@ -316,12 +338,14 @@ impl Session {
             self.conn.push(server::signin_success(user_data));
             return;
         }
-        let mut watchlist: Vec<String> = parsed
-            .watchlist
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|raw| user_id_of(raw))
-            .collect();
+        let mut watchlist: Vec<String> = Vec::new();
+        for raw in parsed.watchlist.unwrap_or_default() {
+            if let Some(watched) = user_id_of(&raw) {
+                if !watchlist.contains(&watched) {
+                    watchlist.push(watched);
+                }
+            }
+        }
         let truncated = watchlist.len() > MAX_WATCHLIST;
         watchlist.truncate(MAX_WATCHLIST);
         self.conn.push(server::signin_success(user_data));
@@ -331,9 +355,7 @@ impl Session {
                 "Watchlist limit exceeded. Only the first 100 user IDs are accepted.",
             );
         }
-        if let Some(frame) = self.app_hub.sign_in(&self.conn, &id, &watchlist) {
-            self.conn.push(frame);
-        }
+        self.app_hub.sign_in(&self.conn, &id, &watchlist);
         self.user = Some(SignedIn {
             id,
             info: parsed.user_info,

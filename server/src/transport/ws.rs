@@ -9,11 +9,14 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use std::time::Duration;
+
+use futures_util::SinkExt;
 use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite;
 
 use crate::hub::{Connection, Outbox};
-use crate::node::SharedNode;
+use crate::node::{Node, SharedNode};
 use crate::protocol::{check_handshake_version, server, CloseCode, ACTIVITY_TIMEOUT_SECS};
 use crate::transport::session::Session;
 
@@ -102,6 +105,18 @@ pub async fn app_socket(
                 let _ = socket.send(close_message(code)).await;
                 return;
             }
+            // The app may have been disabled or deleted while this socket upgraded; the cache
+            // refresh that closes its sockets may already have run, so look again.
+            match node.apps.by_id(&app.id) {
+                None => conn.close_with_error(
+                    CloseCode::AppDoesNotExist,
+                    CloseCode::AppDoesNotExist.reason(),
+                ),
+                Some(current) if !current.enabled => {
+                    conn.close_with_error(CloseCode::AppDisabled, CloseCode::AppDisabled.reason())
+                }
+                Some(_) => {}
+            }
             conn.push(server::connection_established(
                 conn.socket_id(),
                 ACTIVITY_TIMEOUT_SECS,
@@ -115,11 +130,71 @@ pub async fn app_socket(
     })
 }
 
-async fn send_frame(socket: &mut WebSocket, frame: Bytes) -> bool {
-    match Utf8Bytes::try_from(frame) {
-        Ok(text) => socket.send(Message::Text(text)).await.is_ok(),
-        Err(_) => true,
+/// How long the closing handshake (queued frames, the farewell error, the close frame) may take
+/// before the TCP connection is simply dropped.
+const CLOSE_BUDGET: Duration = Duration::from_secs(1);
+
+/// How a connection's loop ended.
+struct Exit {
+    code: Option<CloseCode>,
+    drain: bool,
+    farewell: Option<Bytes>,
+}
+
+impl Exit {
+    fn quietly() -> Exit {
+        Exit {
+            code: None,
+            drain: false,
+            farewell: None,
+        }
     }
+
+    fn with(code: CloseCode) -> Exit {
+        Exit {
+            code: Some(code),
+            drain: false,
+            farewell: None,
+        }
+    }
+}
+
+/// Writes one frame, giving up when the peer stops reading: a close request (4100 for a full
+/// outbox, 4003, 4009...), node shutdown or `write_timeout` interrupts a blocked write, so a
+/// stalled peer can never keep its connection (and its presence, its quota slot) alive.
+async fn write(
+    socket: &mut WebSocket,
+    frame: Bytes,
+    conn: &Connection,
+    node: &Node,
+) -> Result<(), Option<Exit>> {
+    let Ok(text) = Utf8Bytes::try_from(frame) else {
+        return Ok(());
+    };
+    tokio::select! {
+        sent = socket.send(Message::Text(text)) => sent.map_err(|_| None),
+        request = conn.close_requested() => Err(Some(Exit {
+            code: Some(request.code),
+            drain: false,
+            farewell: request.farewell,
+        })),
+        () = node.shutdown.cancelled() => Err(Some(Exit::with(CloseCode::ReconnectNow))),
+        () = tokio::time::sleep(node.settings.pong_timeout) => Err(Some(Exit::with(CloseCode::OverCapacity))),
+    }
+}
+
+/// Writes the frames queued right now (not those published while it writes).
+async fn flush(
+    socket: &mut WebSocket,
+    outbox: &mut Outbox,
+    conn: &Connection,
+    node: &Node,
+) -> Result<(), Option<Exit>> {
+    for _ in 0..node.settings.outbox_capacity {
+        let Some(frame) = outbox.try_recv() else { break };
+        write(socket, frame, conn, node).await?;
+    }
+    Ok(())
 }
 
 /// The per-connection loop.
@@ -135,57 +210,98 @@ async fn run(
     let deadline = sleep_until(Instant::now() + activity_timeout);
     tokio::pin!(deadline);
     let mut awaiting_pong = false;
-    let close: Option<CloseCode> = loop {
+    let exit: Exit = loop {
         tokio::select! {
             biased;
-            () = node.shutdown.cancelled() => break Some(CloseCode::ReconnectNow),
-            request = conn.close_requested() => {
-                if request.drain {
-                    while let Some(frame) = outbox.try_recv() {
-                        if !send_frame(&mut socket, frame).await {
-                            break;
-                        }
-                    }
-                }
-                break Some(request.code);
-            }
+            () = node.shutdown.cancelled() => break Exit::with(CloseCode::ReconnectNow),
+            request = conn.close_requested() => break Exit {
+                code: Some(request.code),
+                drain: request.drain,
+                farewell: request.farewell,
+            },
             inbound = socket.recv() => {
                 let message = match inbound {
-                    None => break None,
+                    None => break Exit::quietly(),
                     Some(Ok(message)) => message,
-                    Some(Err(error)) => break is_too_big(error).then_some(CloseCode::MessageTooBig),
+                    Some(Err(error)) => {
+                        break if is_too_big(error) {
+                            Exit::with(CloseCode::MessageTooBig)
+                        } else {
+                            Exit::quietly()
+                        };
+                    }
                 };
                 deadline.as_mut().reset(Instant::now() + activity_timeout);
                 awaiting_pong = false;
                 match message {
-                    Message::Text(text) => session.on_text(text.as_str()),
+                    Message::Text(text) => {
+                        session.on_text(text.as_str());
+                        // Write the answers before reading more: a client that pipelines
+                        // requests (pusher-js resubscribing hundreds of channels after a
+                        // reconnect) must not overflow its own outbox, and one that does not
+                        // read its answers is slowed down by TCP instead.
+                        if let Err(exit) = flush(&mut socket, &mut outbox, &conn, &node).await {
+                            break exit.unwrap_or_else(Exit::quietly);
+                        }
+                    }
                     Message::Binary(_) => session.on_binary(),
-                    Message::Close(_) => break None,
+                    Message::Close(_) => {
+                        // tungstenite has queued the reply to the peer's close: send it.
+                        let _ = tokio::time::timeout(CLOSE_BUDGET, SinkExt::flush(&mut socket)).await;
+                        break Exit::quietly();
+                    }
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
             }
             frame = outbox.recv() => {
-                let Some(frame) = frame else { break None };
-                if !send_frame(&mut socket, frame).await {
-                    break None;
+                let Some(frame) = frame else { break Exit::quietly() };
+                if let Err(exit) = write(&mut socket, frame, &conn, &node).await {
+                    break exit.unwrap_or_else(Exit::quietly);
                 }
             }
             () = &mut deadline => {
                 if awaiting_pong {
-                    break Some(CloseCode::PongNotReceived);
+                    break Exit::with(CloseCode::PongNotReceived);
                 }
                 awaiting_pong = true;
-                if !send_frame(&mut socket, server::ping()).await {
-                    break None;
+                if let Err(exit) = write(&mut socket, server::ping(), &conn, &node).await {
+                    break exit.unwrap_or_else(Exit::quietly);
                 }
                 deadline.as_mut().reset(Instant::now() + pong_timeout);
             }
         }
     };
-    if let Some(code) = close {
-        let _ = socket.send(close_message(code)).await;
+    if let Some(code) = exit.code {
+        let capacity = node.settings.outbox_capacity;
+        let _ = tokio::time::timeout(CLOSE_BUDGET, async {
+            if exit.drain {
+                // Only what was queued before the close: publishers may keep adding.
+                for _ in 0..capacity {
+                    let Some(frame) = outbox.try_recv() else {
+                        break;
+                    };
+                    if send_text(&mut socket, frame).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if let Some(farewell) = exit.farewell {
+                if send_text(&mut socket, farewell).await.is_err() {
+                    return;
+                }
+            }
+            let _ = socket.send(close_message(code)).await;
+        })
+        .await;
     }
     session.finish();
+}
+
+async fn send_text(socket: &mut WebSocket, frame: Bytes) -> Result<(), axum::Error> {
+    match Utf8Bytes::try_from(frame) {
+        Ok(text) => socket.send(Message::Text(text)).await,
+        Err(_) => Ok(()),
+    }
 }
 
 /// Whether a read failed because the peer sent more than the inbound limit.

@@ -735,33 +735,79 @@ async fn oversized_frames_close_with_1009() {
     assert_eq!(client.expect_close().await, Some(1009));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_closed_with_4100_without_slowing_others() {
-    let app = spawn_app_with(|s| s.outbox_capacity = 8).await;
+    let app = spawn_app_with(|s| s.outbox_capacity = 64).await;
     let mut slow = app.connect().await;
     slow.subscribe("firehose").await;
     let mut fast = app.connect().await;
     fast.subscribe("firehose").await;
+    // The slow client reads, but far slower than events are published.
+    let slow_reader = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if let Received::Closed(code) = slow.next().await {
+                return code;
+            }
+        }
+    });
+    let fast_reader = tokio::spawn(async move {
+        let mut received = 0;
+        while received < 2000 {
+            match fast.next().await {
+                Received::Json(frame) if frame["event"] == "big" => received += 1,
+                Received::Json(_) => {}
+                Received::Closed(code) => panic!("the fast reader was closed ({code:?})"),
+            }
+        }
+        received
+    });
     let channel = herald::protocol::ChannelName::parse("firehose", 200).unwrap();
     let data = "x".repeat(10 * 1024);
     let hub = app.node.hub.app(APP_ID);
-    // The slow client reads nothing while 4000 events of 10 KB are published without waiting.
+    // Publishing never waits on a subscriber: about 20 MB/s, far above what the slow reader takes.
+    for i in 0..2000 {
+        hub.publish(&channel, "big", &data, None);
+        if i % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    assert_eq!(slow_reader.await.unwrap(), Some(4100));
+    assert_eq!(
+        fast_reader.await.unwrap(),
+        2000,
+        "the fast reader got every event"
+    );
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_dropped_and_leaves_its_channels() {
+    let app = spawn_app_with(|s| s.outbox_capacity = 8).await;
+    let mut stalled = app.connect().await;
+    stalled
+        .subscribe_presence("presence-stall", "ghost", json!({}))
+        .await;
+    let channel = herald::protocol::ChannelName::parse("presence-stall", 200).unwrap();
+    let data = "x".repeat(10 * 1024);
+    let hub = app.node.hub.app(APP_ID);
     for _ in 0..4000 {
         hub.publish(&channel, "big", &data, None);
         tokio::task::yield_now().await;
     }
-    let mut saw_close = None;
-    for _ in 0..5000 {
-        match slow.next().await {
-            Received::Closed(code) => {
-                saw_close = code;
-                break;
-            }
-            Received::Json(_) => {}
+    // The stalled peer never reads: within the close budget it is gone, with its presence.
+    let mut gone = false;
+    for _ in 0..50 {
+        if hub.presence_users("presence-stall").is_empty() {
+            gone = true;
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(saw_close, Some(4100));
-    drop(fast);
+    assert!(
+        gone,
+        "the stalled connection still holds its presence member"
+    );
+    drop(stalled);
 }
 
 #[tokio::test]
@@ -777,4 +823,69 @@ async fn shutdown_closes_every_socket_with_4200() {
     assert_eq!(a.expect_close().await, Some(4200));
     assert_eq!(b.expect_close().await, Some(4200));
     stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_may_hold_at_most_1000_subscriptions() {
+    let app = spawn_app().await;
+    let mut client = app.connect().await;
+    for i in 0..1000 {
+        client
+            .send_json(json!({"event":"pusher:subscribe","data":{"channel":format!("many-{i}"),"auth":""}}))
+            .await;
+    }
+    for _ in 0..1000 {
+        client
+            .expect_next("pusher_internal:subscription_succeeded")
+            .await;
+    }
+    client
+        .send_json(json!({"event":"pusher:subscribe","data":{"channel":"one-too-many","auth":""}}))
+        .await;
+    client.expect_next("pusher:error").await;
+    let refused = client.expect_next("pusher:subscription_error").await;
+    assert_eq!(refused["data"]["type"], "LimitReached");
+}
+
+#[tokio::test]
+async fn signin_refuses_ids_that_cannot_name_a_user_channel_and_dedupes_the_watchlist() {
+    let app = spawn_app().await;
+    let mut client = app.connect().await;
+    let user_data = r#"{"id":"auth0|abc"}"#;
+    let auth = signin_auth(&client.socket_id, user_data);
+    client
+        .send_json(json!({"event":"pusher:signin","data":{"auth":auth,"user_data":user_data}}))
+        .await;
+    let (_, message) = client.expect_error().await;
+    assert!(message.contains("user ids may only contain"), "{message}");
+
+    client
+        .sign_in(r#"{"id":"watcher","watchlist":["pal","pal"]}"#)
+        .await;
+    let initial = client.expect_next("pusher_internal:watchlist_events").await;
+    assert_eq!(
+        data_of(&initial),
+        json!({"events":[{"name":"offline","user_ids":["pal"]}]})
+    );
+    let mut pal = app.connect().await;
+    pal.sign_in(r#"{"id":"pal"}"#).await;
+    client.expect_next("pusher_internal:watchlist_events").await;
+    client.expect_silence(QUIET).await;
+}
+
+#[tokio::test]
+async fn a_client_close_frame_is_answered() {
+    let app = spawn_app().await;
+    let mut client = app.connect().await;
+    client
+        .socket
+        .send(Message::Close(Some(
+            tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+                reason: "bye".into(),
+            },
+        )))
+        .await
+        .unwrap();
+    assert_eq!(client.expect_close().await, Some(1000));
 }
