@@ -56,9 +56,21 @@ if (values.url) {
   target = new OwnedServer(await findBinary());
 }
 
+// Interrupted (Ctrl-C, `timeout`, CI cancelling): stop the herald we started before leaving.
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(signal, () => {
+    console.log(`not ok - the suite ran to its end: interrupted by ${signal}`);
+    withTimeout(target.dispose(), 12_000, 'herald to stop')
+      .catch(() => {})
+      .finally(() => process.exit(1));
+  });
+}
+
 const overall = setTimeout(() => {
   console.log('not ok - the suite finished in time: overall timeout of 20 minutes');
-  process.exit(1);
+  withTimeout(target.dispose(), 12_000, 'herald to stop')
+    .catch(() => {})
+    .finally(() => process.exit(1));
 }, 20 * 60_000);
 
 let passed = 0;

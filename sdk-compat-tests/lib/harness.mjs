@@ -135,3 +135,30 @@ export async function runAll(ctx, { only, log }) {
   }
   return { passed, failed };
 }
+
+// --- Generic helpers used by the Node and Echo scenarios ---
+
+let uniqueCounter = 0;
+
+/** A name no other scenario of this run uses: `PREFIX-<base36 time>-<n>` (valid channel/user id). */
+export function unique(prefix) {
+  uniqueCounter += 1;
+  return `${prefix}-${Date.now().toString(36)}-${uniqueCounter}`;
+}
+
+/** Resolves when a pusher-js connection is in `state` (at once if it already is). */
+export function reachState(connection, state, ms = STEP_TIMEOUT_MS) {
+  if (connection.state === state) return Promise.resolve();
+  return withTimeout(
+    new Promise((resolve) => {
+      const handler = ({ current }) => {
+        if (current !== state) return;
+        connection.unbind('state_change', handler);
+        resolve();
+      };
+      connection.bind('state_change', handler);
+    }),
+    ms,
+    `the connection to become ${state} (it is ${connection.state})`,
+  );
+}

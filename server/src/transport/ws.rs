@@ -191,7 +191,9 @@ async fn flush(
     node: &Node,
 ) -> Result<(), Option<Exit>> {
     for _ in 0..node.settings.outbox_capacity {
-        let Some(frame) = outbox.try_recv() else { break };
+        let Some(frame) = outbox.try_recv() else {
+            break;
+        };
         write(socket, frame, conn, node).await?;
     }
     Ok(())

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod cli;
+mod php;
 mod process;
 mod rest;
 mod socket;
