@@ -13,7 +13,7 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 import { SUITE_DIR } from './clients.mjs';
-import { AssertionError, STEP_TIMEOUT_MS, sleep, withTimeout } from './harness.mjs';
+import { AssertionError, STEP_TIMEOUT_MS, eventually, withTimeout } from './harness.mjs';
 
 export const CHROMIUM = process.env.HERALD_COMPAT_CHROMIUM ?? '/usr/bin/chromium';
 
@@ -346,19 +346,11 @@ export class BrowserPage {
 
   /** Polls `check` in node (which may evaluate in the page); failures carry the page's log. */
   async until(check, what, ms = STEP_TIMEOUT_MS) {
-    const deadline = Date.now() + ms;
-    let last;
-    while (Date.now() < deadline) {
-      try {
-        last = await check();
-        if (last) return last;
-      } catch (error) {
-        if (error instanceof AssertionError) throw this.withLog(error);
-        last = error;
-      }
-      await sleep(50);
+    try {
+      return await eventually(check, what, ms);
+    } catch (error) {
+      throw this.withLog(error);
     }
-    throw this.withLog(new Error(`timed out after ${ms / 1000} s waiting for ${what} (last: ${last})`));
   }
 
   withLog(error) {

@@ -82,7 +82,10 @@ export function collect(emitter, event) {
   return seen;
 }
 
-/** Polls `check` until it returns a truthy value. */
+/**
+ * Polls `check` until it returns a truthy value. An `AssertionError` thrown by `check` is final
+ * and fails at once; other errors count as "not yet".
+ */
 export async function eventually(check, what, ms = STEP_TIMEOUT_MS) {
   const deadline = Date.now() + ms;
   let last;
@@ -91,6 +94,7 @@ export async function eventually(check, what, ms = STEP_TIMEOUT_MS) {
       last = await check();
       if (last) return last;
     } catch (error) {
+      if (error instanceof AssertionError) throw error;
       last = error;
     }
     await sleep(50);
