@@ -1,6 +1,6 @@
 // Starting, stopping and restarting the `herald` binary, or describing a server already running.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
 import os from 'node:os';
@@ -18,18 +18,31 @@ export const DEFAULT_APP = {
   secret: 'compat-secret-0123456789',
 };
 
+/** `$HERALD_BIN`, else the repository's release build, built first when it is missing. */
 export async function findBinary() {
-  const candidate = process.env.HERALD_BIN
-    ? path.resolve(process.env.HERALD_BIN)
-    : path.resolve(here, '..', '..', 'target', 'release', 'herald');
-  try {
-    await fs.access(candidate, fsConstants.X_OK);
-  } catch {
-    throw new Error(
-      `herald binary not found at ${candidate}; run \`cargo build --release\` or set HERALD_BIN`,
-    );
+  if (process.env.HERALD_BIN) {
+    const given = path.resolve(process.env.HERALD_BIN);
+    await fs.access(given, fsConstants.X_OK).catch(() => {
+      throw new Error(`HERALD_BIN=${given} is not an executable file`);
+    });
+    return given;
   }
-  return candidate;
+  const repo = path.resolve(here, '..', '..');
+  const built = path.join(repo, 'target', 'release', 'herald');
+  try {
+    await fs.access(built, fsConstants.X_OK);
+    return built;
+  } catch {
+    console.log(`# ${built} is missing: running cargo build --release --bin herald`);
+  }
+  const status = spawnSync('cargo', ['build', '--release', '--bin', 'herald'], {
+    cwd: repo,
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  if (status.status !== 0) {
+    throw new Error('cargo build --release failed; build herald yourself or set HERALD_BIN');
+  }
+  return built;
 }
 
 function splitHostPort(address) {
