@@ -1,0 +1,106 @@
+//! Hot-path micro-benchmarks: `cargo bench -p herald-server --bench hot_paths`.
+//!
+//! The fan-out benchmark carries its own baseline in the same run: serializing the event once and
+//! sharing the bytes (what the hub does) against serializing it again for every subscriber.
+
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+use herald::auth::{self, RestRequest};
+use herald::hub::{AppHub, Connection, SubscribeOptions};
+use herald::protocol::{server, ChannelName, ClientFrame, SocketId};
+
+fn decode(c: &mut Criterion) {
+    let subscribe = r#"{"event":"pusher:subscribe","data":{"auth":"278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4","channel":"private-foobar"}}"#;
+    c.bench_function("decode pusher:subscribe", |b| {
+        b.iter(|| ClientFrame::decode(std::hint::black_box(subscribe)))
+    });
+}
+
+fn verify(c: &mut Criterion) {
+    let body = br#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
+    let params: Vec<(String, String)> = [
+        ("auth_key", "278d425bdf160c739803"),
+        ("auth_timestamp", "1353088179"),
+        ("auth_version", "1.0"),
+        ("body_md5", "ec365a775a4cd0599faeb73354201b6f"),
+        (
+            "auth_signature",
+            "da454824c97ba181a32ccc17a72625ba02771f50b50e1e7430e47a1f3f457e6c",
+        ),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    c.bench_function("verify a signed REST trigger", |b| {
+        b.iter(|| {
+            let request = RestRequest {
+                method: "POST",
+                path: "/apps/3/events",
+                params: &params,
+                body,
+            };
+            auth::verify_rest(&request, "7ad3773142a6692b25b8", 1353088179)
+        })
+    });
+}
+
+fn fan_out(c: &mut Criterion) {
+    let data = r#"{"message":"hello","user":{"id":42,"name":"someone"},"items":[1,2,3,4,5]}"#;
+    let mut group = c.benchmark_group("fan-out to N subscribers");
+    for subscribers in [100usize, 1000] {
+        let hub = AppHub::default();
+        let channel = ChannelName::parse("news", 200).unwrap();
+        let mut outboxes = Vec::new();
+        for i in 0..subscribers {
+            let (conn, outbox) = Connection::new(SocketId::new(i as u64, 1), 4);
+            let conn = Arc::new(conn);
+            hub.connect(&conn, None);
+            hub.subscribe(
+                &conn,
+                &channel,
+                None,
+                SubscribeOptions {
+                    max_presence_members: None,
+                    subscription_count: false,
+                },
+            )
+            .unwrap();
+            outboxes.push((conn, outbox));
+        }
+        let drain = |outboxes: &mut Vec<(Arc<Connection>, herald::hub::Outbox)>| {
+            for (_, outbox) in outboxes.iter_mut() {
+                while outbox.try_recv().is_some() {}
+            }
+        };
+        drain(&mut outboxes);
+        group.throughput(Throughput::Elements(subscribers as u64));
+        group.bench_with_input(
+            BenchmarkId::new("hub: serialized once, bytes shared", subscribers),
+            &subscribers,
+            |b, _| {
+                b.iter(|| {
+                    hub.publish(&channel, "update", data, None);
+                    drain(&mut outboxes);
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("baseline: serialized per subscriber", subscribers),
+            &subscribers,
+            |b, _| {
+                b.iter(|| {
+                    for (conn, _) in &outboxes {
+                        conn.push(server::channel_event("update", "news", data));
+                    }
+                    drain(&mut outboxes);
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decode, verify, fan_out);
+criterion_main!(benches);
