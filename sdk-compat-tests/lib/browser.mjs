@@ -64,7 +64,7 @@ function readBody(request) {
  *   POST /pusher/auth         form `socket_id`, `channel_name` -> authorizeChannel(...); presence
  *                             channel_data from the `presence` query parameter (JSON)
  *   POST /pusher/user-auth    form `socket_id` -> authenticateUser(socket_id, `user` query param)
- * Every auth request is logged in `requests` ({path, socketId, channel, status, body}).
+ * Every auth request is logged in `requests` ({path, socketId, channel, userId, status, body}).
  */
 export class WebApp {
   constructor(backend) {
@@ -91,9 +91,16 @@ export class WebApp {
     await new Promise((resolve) => this.server.close(() => resolve()));
   }
 
-  /** Auth requests seen for a channel (or `user-auth` requests when channel is null). */
-  requestsFor(channel) {
-    return this.requests.filter((r) => (channel === null ? r.path === '/pusher/user-auth' : r.channel === channel));
+  /**
+   * Auth requests seen for a channel, or `user-auth` requests when channel is null (only those
+   * signing in `userId` when given: the web app serves every page of the run).
+   */
+  requestsFor(channel, userId) {
+    return this.requests.filter((r) =>
+      channel === null
+        ? r.path === '/pusher/user-auth' && (userId === undefined || r.userId === userId)
+        : r.channel === channel,
+    );
   }
 
   async handle(request, response) {
@@ -119,6 +126,13 @@ export class WebApp {
       const socketId = form.get('socket_id');
       const channel = form.get('channel_name');
       const entry = { path: url.pathname, socketId, channel, contentType: request.headers['content-type'] };
+      if (url.pathname === '/pusher/user-auth') {
+        try {
+          entry.userId = parseJsonParam(url.searchParams.get('user'), 'user')?.id ?? null;
+        } catch {
+          entry.userId = null;
+        }
+      }
       this.requests.push(entry);
       const reply = (status, value) => {
         entry.status = status;
@@ -230,7 +244,7 @@ export async function openPage(ctx, { build = 'pusher.min.js', echo = false } = 
   await page.goto(`${app.url}/?${query}`, { waitUntil: 'load', timeout: STEP_TIMEOUT_MS });
   const loaded = await page.evaluate(() => (window.harness ? window.harness.loaded() : { error: 'no window.harness' }));
   if (loaded.error) throw new Error(`the page could not load ${build}: ${loaded.error}`);
-  return new BrowserPage(page, app, ctx.target, log, sockets, wire);
+  return new BrowserPage(page, app, ctx, log, sockets, wire);
 }
 
 /**
@@ -238,10 +252,11 @@ export async function openPage(ctx, { build = 'pusher.min.js', echo = false } = 
  * is what pusher-js in the page observed (recorded by browser/index.html).
  */
 export class BrowserPage {
-  constructor(page, app, target, log, sockets, wire) {
+  constructor(page, app, ctx, log, sockets, wire) {
     this.page = page;
     this.app = app;
-    this.target = target;
+    this.ctx = ctx;
+    this.target = ctx.target;
     this.log = log;
     /** URLs of the WebSockets the page opened, in order (seen by Chromium, not by pusher-js). */
     this.sockets = sockets;
@@ -254,6 +269,77 @@ export class BrowserPage {
     return this.wire
       .filter((f) => f.direction === 'in' && (socket === undefined || f.socket === socket))
       .map((f) => JSON.parse(f.payload));
+  }
+
+  /**
+   * The index (in `sockets` / `wire`) of the WebSocket that carries client `id`'s current
+   * connection, found by the socket id in its pusher:connection_established frame.
+   */
+  async socketOf(id) {
+    const socketId = await this.call('socketId', id);
+    const index = this.wire.findIndex((f) => {
+      if (f.direction !== 'in' || !f.payload.includes('pusher:connection_established')) return false;
+      const frame = JSON.parse(f.payload);
+      const data = typeof frame.data === 'string' ? JSON.parse(frame.data) : frame.data;
+      return data.socket_id === socketId;
+    });
+    if (index < 0) throw new Error(`no WebSocket frame established socket ${socketId} of client ${id}`);
+    return this.wire[index].socket;
+  }
+
+  /** How the page's WebSockets opened and closed, as the page recorded them (close code, reason). */
+  socketLog() {
+    return this.call('socketLog');
+  }
+
+  /**
+   * A fence on client `id`'s connection: triggers a fresh event on `channel` with pusher-http-node
+   * and waits until pusher-js in the page emitted it and Chromium recorded its frame. Whatever the
+   * server sent that connection before (an echo, a stray event, a member_removed) has then
+   * arrived too, so an absence can be asserted without a fixed wait. The event is named
+   * `fence-...` (the name, unlike the data, stays readable on encrypted channels); returns it.
+   */
+  fence(id, channel, ms = STEP_TIMEOUT_MS) {
+    return this.fenceWith(id, channel, (backend, event) => backend.trigger(channel, event, { fence: true }), ms);
+  }
+
+  /** The same through the server-to-user channel: sendToUser(userId, 'fence-...') to a signed-in client. */
+  fenceUser(id, userId, ms = STEP_TIMEOUT_MS) {
+    return this.fenceWith(id, '#user', (backend, event) => backend.sendToUser(userId, event, { fence: true }), ms);
+  }
+
+  async fenceWith(id, recordedOn, send, ms) {
+    const marker = uniqueName('fence');
+    const socket = await this.socketOf(id);
+    const response = await send(this.ctx.backend(), marker);
+    if (response.status !== 200) throw new Error(`fence for client ${id}: status ${response.status}`);
+    await this.until(
+      async () => (await this.events(id, recordedOn, marker)).length > 0,
+      `client ${id} to receive the fence event on ${recordedOn}`,
+      ms,
+    );
+    // Chromium reports frames to playwright on its own path: wait for this one too, so that every
+    // earlier frame of the socket is in `wire`.
+    await this.until(
+      () => this.wire.some((f) => f.socket === socket && f.direction === 'in' && f.payload.includes(`"${marker}"`)),
+      `the fence frame on WebSocket ${socket}`,
+      ms,
+    );
+    return marker;
+  }
+
+  /**
+   * Checks `check` repeatedly for `ms` and fails as soon as it returns false: for what must stay
+   * true over a while (a terminated connection that must not come back).
+   */
+  async holds(check, what, ms) {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const ok = await check();
+      if (!ok) throw this.withLog(new AssertionError(`${what} (after ${ms - (deadline - Date.now())} ms)`));
+      if (Date.now() >= deadline) return;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   }
 
   evaluate(fn, arg) {
@@ -361,6 +447,30 @@ export class BrowserPage {
 
   async close() {
     await this.page.close().catch(() => {});
+  }
+}
+
+/**
+ * GET /channels/NAME?info=subscription_count with pusher-http-node: how many connections the
+ * server counts on the channel (0 when it is vacant).
+ */
+export async function subscriptionCount(ctx, channel) {
+  const response = await ctx.backend().get({ path: `/channels/${channel}`, params: { info: 'subscription_count' } });
+  if (response.status !== 200) throw new Error(`GET /channels/${channel}: status ${response.status}`);
+  const body = await response.json();
+  return body.occupied === false ? 0 : body.subscription_count;
+}
+
+/** Polls the REST API until the server counts `count` connections on `channel`. */
+export async function waitForSubscriptionCount(ctx, channel, count, ms = STEP_TIMEOUT_MS) {
+  let last;
+  try {
+    await eventually(async () => {
+      last = await subscriptionCount(ctx, channel);
+      return last === count;
+    }, 'the subscription count', ms);
+  } catch {
+    throw new Error(`timed out after ${ms / 1000} s waiting for the server to count ${count} subscriptions on ${channel} (REST; last: ${last})`);
   }
 }
 

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import PusherClient from 'pusher-js';
 import PusherServer from 'pusher';
 
-import { once, withTimeout, STEP_TIMEOUT_MS } from './harness.mjs';
+import { once, eventually, unique, withTimeout, STEP_TIMEOUT_MS } from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const SUITE_DIR = path.resolve(here, '..');
@@ -18,9 +18,14 @@ export const SUITE_DIR = path.resolve(here, '..');
 /** A 32-byte master key for encrypted channels, base64 (any value works: only the SDK uses it). */
 export const ENCRYPTION_MASTER_KEY = Buffer.alloc(32, 7).toString('base64');
 
+/** How long cleanup waits for the scenario's clients to report `disconnected`. */
+const CLEANUP_WAIT_MS = 3_000;
+
 export function makeContext(target) {
   const clients = [];
   const disposers = [];
+  // The public channel each client uses for `ctx.flush`, subscribed on first use.
+  const flushChannels = new WeakMap();
 
   const ctx = {
     target,
@@ -78,6 +83,15 @@ export function makeContext(target) {
       return client;
     },
 
+    /**
+     * Registers a pusher-js instance the suite did not create (laravel-echo building its own) so
+     * that cleanup disconnects it and waits for it like the others. Returns it.
+     */
+    adopt(client) {
+      if (!clients.includes(client)) clients.push(client);
+      return client;
+    },
+
     /** A client that has reached the `connected` state. */
     async connected(options) {
       const client = ctx.client(options);
@@ -94,6 +108,61 @@ export function makeContext(target) {
         await once(channel, 'pusher:subscription_succeeded', `subscription to ${name}`);
       }
       return channel;
+    },
+
+    /** GET /channels/NAME?info=subscription_count through pusher-http-node: the count. */
+    async subscriptionCount(name) {
+      const response = await ctx.backend().get({ path: `/channels/${name}`, params: { info: 'subscription_count' } });
+      const body = await response.json();
+      if (!Number.isInteger(body.subscription_count)) {
+        throw new Error(`no subscription_count for ${name}: ${JSON.stringify(body)}`);
+      }
+      return body.subscription_count;
+    },
+
+    /**
+     * Waits until GET /channels/NAME reports `occupied: false` for every name: for a scenario that
+     * depends on earlier subscribers (disconnected, unsubscribed) being gone from the server.
+     */
+    async vacated(names, ms = STEP_TIMEOUT_MS) {
+      const backend = ctx.backend();
+      for (const name of [names].flat()) {
+        await eventually(async () => {
+          const body = await (await backend.get({ path: `/channels/${name}` })).json();
+          return body.occupied === false;
+        }, `${name} to be vacated (GET /channels/${name} occupied: false)`, ms);
+      }
+    },
+
+    /**
+     * Returns once every frame the server queued for `client`'s socket before this call has been
+     * received: the client is subscribed (on first use) to a public channel of its own, an event
+     * carrying a fresh marker is triggered there with pusher-http-node, and the call resolves when
+     * that frame arrives. Frames on one WebSocket arrive in the order the server sent them, so a
+     * "nothing else arrived" assertion made after this, about something the server did before
+     * the trigger, needs no fixed sleep.
+     */
+    async flush(client, what = 'the marker event') {
+      let name = flushChannels.get(client);
+      if (!name) {
+        name = unique('compat-flush');
+        flushChannels.set(client, name);
+        await ctx.subscribed(client, name);
+      }
+      const marker = unique('marker');
+      let handler;
+      const arrived = new Promise((resolve) => {
+        handler = (frame) => {
+          if (frame.channel === name && frame.event === 'flush' && frame.data?.marker === marker) resolve();
+        };
+        client.connection.bind('message', handler);
+      });
+      try {
+        await ctx.backend().trigger(name, 'flush', { marker });
+        await withTimeout(arrived, STEP_TIMEOUT_MS, `${what} on ${name}`);
+      } finally {
+        client.connection.unbind('message', handler);
+      }
     },
 
     /** Runs pusher-http-python (in the suite's venv): `python py/ops.py OP ARGS_JSON`. */
@@ -134,12 +203,25 @@ export function makeContext(target) {
     },
 
     async cleanup() {
-      for (const client of clients.splice(0)) {
+      const closing = clients.splice(0);
+      for (const client of closing) {
         try {
           client.disconnect();
         } catch {
           // Already gone.
         }
+      }
+      // pusher-js reports `disconnected` once it has closed its socket; wait (bounded) for every
+      // client so that none is still talking to the server when the next scenario starts.
+      try {
+        await eventually(
+          () => closing.every((client) => client.connection.state === 'disconnected'),
+          'the clients to be disconnected',
+          CLEANUP_WAIT_MS,
+        );
+      } catch (error) {
+        const states = closing.map((client) => client.connection.state).filter((s) => s !== 'disconnected');
+        console.error(`# cleanup: ${error.message}; states still open: ${JSON.stringify(states)}`);
       }
       for (const dispose of disposers.splice(0).reverse()) {
         try {

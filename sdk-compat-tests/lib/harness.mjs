@@ -3,17 +3,21 @@
 
 export const STEP_TIMEOUT_MS = 10_000;
 
+/** The default limit for one scenario. */
+export const SCENARIO_TIMEOUT_MS = 45_000;
+
 const registered = [];
 
 /**
  * Registers a scenario.
  * @param {string} name  one line, unique
  * @param {(ctx) => Promise<void>} run  throws to fail
- * @param {{needs?: string[]}} [options]  `needs: ['restart']` for scenarios that restart the server
+ * @param {{needs?: string[], timeoutMs?: number}} [options]  `needs: ['restart']` for scenarios that
+ *   restart the server; `timeoutMs` replaces the default limit of SCENARIO_TIMEOUT_MS
  */
 export function scenario(name, run, options = {}) {
   if (registered.some((s) => s.name === name)) throw new Error(`duplicate scenario name: ${name}`);
-  registered.push({ name, run, needs: options.needs ?? [] });
+  registered.push({ name, run, needs: options.needs ?? [], timeoutMs: options.timeoutMs ?? SCENARIO_TIMEOUT_MS });
 }
 
 export function scenarios() {
@@ -125,7 +129,7 @@ export async function runAll(ctx, { only, log }) {
     }
     const started = Date.now();
     try {
-      await withTimeout(s.run(ctx), 45_000, `scenario "${s.name}"`);
+      await withTimeout(s.run(ctx), s.timeoutMs, `scenario "${s.name}"`);
       passed += 1;
       console.log(`ok - ${s.name} (${Date.now() - started} ms)`);
     } catch (error) {
@@ -148,6 +152,21 @@ let uniqueCounter = 0;
 export function unique(prefix) {
   uniqueCounter += 1;
   return `${prefix}-${Date.now().toString(36)}-${uniqueCounter}`;
+}
+
+/**
+ * Collects the raw protocol frames a pusher-js connection receives (`{event, channel, data,
+ * user_id}`, data already JSON-decoded by pusher-js), optionally only those `keep` accepts.
+ * Unlike a channel binding, this also sees frames for channels pusher-js does not know (or no
+ * longer knows: after `unsubscribe` it drops the channel and ignores its frames), so it is what
+ * "nothing arrived" assertions must look at.
+ */
+export function rawFrames(connection, keep = () => true) {
+  const seen = [];
+  connection.bind('message', (frame) => {
+    if (keep(frame)) seen.push(frame);
+  });
+  return seen;
 }
 
 /** Resolves when a pusher-js connection is in `state` (at once if it already is). */

@@ -1,6 +1,6 @@
 // pusher-js (Node build) and pusher-http-node: connecting, public and private channels.
 
-import { scenario, assert, assertEqual, once } from '../lib/harness.mjs';
+import { scenario, assert, assertEqual, once, unique } from '../lib/harness.mjs';
 
 scenario('node: pusher-js connects and gets a socket id of the form 123.456', async (ctx) => {
   const client = await ctx.connected();
@@ -8,19 +8,21 @@ scenario('node: pusher-js connects and gets a socket id of the form 123.456', as
 });
 
 scenario('node: public channel receives an event triggered with pusher-http-node', async (ctx) => {
+  const name = unique('compat-public');
   const client = await ctx.connected();
-  const channel = await ctx.subscribed(client, 'compat-public');
+  const channel = await ctx.subscribed(client, name);
   const received = once(channel, 'greeting');
-  const response = await ctx.backend().trigger('compat-public', 'greeting', { hello: 'world' });
+  const response = await ctx.backend().trigger(name, 'greeting', { hello: 'world' });
   assertEqual(response.status, 200, 'trigger status');
   assertEqual(await response.json(), {}, 'trigger body');
   assertEqual(await received, { hello: 'world' }, 'event data');
 });
 
 scenario('node: private channel authorized by the SDK receives events', async (ctx) => {
+  const name = unique('private-compat');
   const client = await ctx.connected();
-  const channel = await ctx.subscribed(client, 'private-compat');
+  const channel = await ctx.subscribed(client, name);
   const received = once(channel, 'secret-news');
-  await ctx.backend().trigger('private-compat', 'secret-news', 'plain string');
+  await ctx.backend().trigger(name, 'secret-news', 'plain string');
   assertEqual(await received, 'plain string', 'event data');
 });

@@ -9,13 +9,13 @@ import {
   once,
   collect,
   eventually,
-  sleep,
   unique,
-  reachState,
+  rawFrames,
 } from '../lib/harness.mjs';
 
-/** How long "nothing else arrives" is watched for, after the frames that should have come did. */
-const QUIET_MS = 400;
+// "Nothing else arrived" is asserted on raw frames (pusher-js drops frames for channels it does
+// not know), after a positive control received what the server did and after `ctx.flush` on the
+// socket that must have got nothing: no fixed sleep decides it.
 
 /** Member ids as the SDK lists them, sorted. */
 function memberIds(channel) {
@@ -32,6 +32,8 @@ scenario('node: public channel: every subscriber receives the event, an unsubscr
   const chB = await ctx.subscribed(b, name);
   const seenA = collect(chA, 'news');
   const seenB = collect(chB, 'news');
+  // After `unsubscribe` pusher-js forgets the channel, so B's raw frames are what can show a leak.
+  const framesB = rawFrames(b.connection, (f) => f.channel === name && f.event === 'news');
 
   const payload = { text: 'héllo ☃', n: 1, list: [1, 2, 3], nested: { ok: true } };
   await ctx.backend().trigger(name, 'news', payload);
@@ -44,12 +46,14 @@ scenario('node: public channel: every subscriber receives the event, an unsubscr
   await eventually(() => seenA.length === 2 && seenB.length === 2, 'the string event');
   assertEqual(seenA[1], 'just text, not JSON {', 'string data');
 
+  // The unsubscribe frame has no reply: the server has processed it once the REST count drops.
   b.unsubscribe(name);
-  await sleep(200); // the unsubscribe frame has no reply: give it time to arrive
+  await eventually(async () => (await ctx.subscriptionCount(name)) === 1, 'subscription_count 1 once B unsubscribed');
   await ctx.backend().trigger(name, 'news', { n: 2 });
   await eventually(() => seenA.length === 3, 'A to get the event after B left');
-  await sleep(QUIET_MS);
+  await ctx.flush(b);
   assertEqual(seenB.length, 2, 'events seen by B after it unsubscribed');
+  assertEqual(framesB.length, 2, 'frames of the channel at B after it unsubscribed');
 });
 
 scenario('node: one trigger to a public, a private and a presence channel reaches each subscriber', async (ctx) => {
@@ -127,12 +131,15 @@ scenario('node: presence user on two sockets is added once and removed only when
   const second = await ctx.connected({ presence: dup });
   const chSecond = await ctx.subscribed(second, name);
   assertEqual(chSecond.members.count, 2, 'members seen by the second socket (the user counts once)');
-  await sleep(QUIET_MS);
+  await ctx.flush(watcher);
   assertEqual(added.length, 1, 'member_added events after the second socket joined');
   assertEqual(chW.members.count, 2, 'member count after the second socket joined');
 
+  // Once the REST count drops, the server has processed the disconnect (a member_removed, if it
+  // sent one, was queued then); the flush makes sure the watcher has read that far.
   first.disconnect();
-  await sleep(QUIET_MS + 200);
+  await eventually(async () => (await ctx.subscriptionCount(name)) === 2, 'subscription_count 2 once the first socket left');
+  await ctx.flush(watcher);
   assertEqual(removed.length, 0, 'member_removed events while one socket is still there');
   assertEqual(chW.members.count, 2, 'member count while one socket is still there');
 
@@ -166,6 +173,20 @@ scenario('node: private-encrypted channel: pusher-js decrypts what pusher-http-n
     threw = error;
   }
   assert(threw, 'pusher-js refuses client events on an encrypted channel');
+
+  // Herald itself allows them (private-encrypted- is a private channel): a client event sent by
+  // hand is relayed verbatim to the other subscriber, not echoed, and raises no error. pusher-js
+  // at B cannot decrypt the plain payload and drops it, so B's raw frames are what is asserted.
+  const framesA = rawFrames(a.connection, (f) => f.channel === name && f.event === 'client-x');
+  const framesB = rawFrames(b.connection, (f) => f.channel === name && f.event === 'client-x');
+  const errorsA = collect(a.connection, 'error');
+  a.send_event('client-x', { plain: 'not encrypted' }, name);
+  await eventually(() => framesB.length === 1, 'the client event relayed to B');
+  assertDeepEqual(framesB[0].data, { plain: 'not encrypted' }, 'client event data at B');
+  await ctx.flush(a);
+  assertEqual(framesA.length, 0, 'client events echoed to the sender');
+  assertEqual(errorsA.length, 0, `errors at the sender: ${JSON.stringify(errorsA)}`);
+  assertEqual(gotB.length, 2, 'events pusher-js at B delivered after the undecryptable client event');
 });
 
 // ---------------------------------------------------------------- cache channels
@@ -203,7 +224,8 @@ for (const { prefix, label } of CACHE_KINDS) {
     const replay = once(chB, 'second', 'the cached event replayed to the late subscriber');
     assertDeepEqual(await replay, { n: 2, text: 'last one' }, 'replayed data');
     assert(chB.subscribed, 'the late subscriber is subscribed when the replay arrives');
-    await sleep(QUIET_MS);
+    await ctx.flush(b);
+    await ctx.flush(a);
     assertEqual(missesB.length, 0, 'cache_miss events seen by the late subscriber');
     assertEqual(firstB.length, 0, 'older events replayed to the late subscriber');
     assertEqual(missesA.length, 1, 'cache_miss events seen by the first subscriber');
@@ -227,27 +249,35 @@ scenario('node: a client event is not cached on a private-cache- channel', async
   const chC = c.subscribe(name);
   const clientC = collect(chC, 'client-typing');
   assertDeepEqual(await once(chC, 'from-server', 'the cached server event'), { n: 1 }, 'replayed data');
-  await sleep(QUIET_MS);
+  await ctx.flush(c);
   assertEqual(clientC.length, 0, 'client events replayed');
 });
 
 // ---------------------------------------------------------------- refused subscriptions
 
-scenario('node: a private subscription refused by the auth endpoint fires pusher:subscription_error', async (ctx) => {
+scenario('node: a private subscription with a wrong signature, sent by hand: pusher:error, no events, socket stays open', async (ctx) => {
   const name = unique('private-compat-refused');
-  // The test backend refuses synchronously, so subscribe before the connection is up (pusher-js
-  // sends the subscription once connected) to have the handler bound in time.
-  const client = ctx.client({ authorize: false });
-  const channel = client.subscribe(name);
-  const refused = once(channel, 'pusher:subscription_error', 'pusher:subscription_error');
-  await reachState(client.connection, 'connected');
-  const error = await refused;
-  assertEqual(error.type, 'AuthError', 'subscription_error type');
-  assert(!channel.subscribed, 'the channel is not subscribed');
-  const seen = collect(channel, 'news');
+  const client = await ctx.connected();
+  const errors = collect(client.connection, 'error');
+  // Anything on that channel but the refusal itself would be a leak (a subscription_succeeded
+  // included); pusher-js does not know the channel, so only raw frames can show it.
+  const leaked = rawFrames(client.connection, (f) => f.channel === name && f.event !== 'pusher:subscription_error');
+
+  // The frame pusher-js would send, with the app key and an all-zero HMAC: no auth endpoint involved.
+  client.send_event('pusher:subscribe', { channel: name, auth: `${ctx.target.key}:${'0'.repeat(64)}` });
+  await eventually(() => errors.length >= 1, 'a pusher:error for the refused subscription');
+  assertEqual(errors[0].type, 'PusherError', 'connection error type');
+  assertEqual(errors[0].data?.code, null, 'pusher:error code');
+  assert(typeof errors[0].data?.message === 'string' && errors[0].data.message.length > 0, 'the error has a message');
+
+  // Positive control: a properly authorized subscriber gets the event; the refused socket does not.
+  const control = await ctx.connected();
+  const delivered = once(await ctx.subscribed(control, name), 'news', 'the event at the authorized subscriber');
   await ctx.backend().trigger(name, 'news', { leaked: true });
-  await sleep(QUIET_MS);
-  assertEqual(seen.length, 0, 'events delivered on the refused channel');
+  assertDeepEqual(await delivered, { leaked: true }, 'event data at the authorized subscriber');
+  await ctx.flush(client);
+  assertDeepEqual(leaked, [], 'frames of the refused channel at the refused socket');
+  assertEqual(errors.length, 1, `connection errors: ${JSON.stringify(errors)}`);
   assertEqual(client.connection.state, 'connected', 'connection state');
 });
 
@@ -282,12 +312,12 @@ scenario('node: bad private and presence signatures are refused by the server: s
   }
 
   // The socket is still usable: a properly signed subscription works, and nothing leaks.
-  const leaked = collect(client.channel(badPrivate), 'news');
+  const leaked = rawFrames(client.connection, (f) => f.channel === badPrivate && f.event === 'news');
   const channel = await ctx.subscribed(client, good);
   const received = once(channel, 'news');
   await ctx.backend().trigger([badPrivate, good], 'news', { ok: 1 });
   assertDeepEqual(await received, { ok: 1 }, 'event on the good channel');
-  await sleep(QUIET_MS);
+  await ctx.flush(client);
   assertEqual(leaked.length, 0, 'events delivered on the refused channel');
   assertEqual(client.connection.state, 'connected', 'connection state');
 });
@@ -334,8 +364,9 @@ scenario('node: trigger with socket_id excludes that connection only', async (ct
   ]);
   await eventually(() => seenA.length === 1, 'A to get the batch event');
   assertDeepEqual(seenA[0], { n: 2 }, 'data seen by A');
-  await sleep(QUIET_MS);
+  await ctx.flush(a);
+  await ctx.flush(b);
   assertEqual(seenB.length, 1, 'events seen by B (the batch event excluded it)');
   assertEqual(seenA.length, 1, 'events seen by A (the first trigger excluded it)');
-  await reachState(a.connection, 'connected');
+  assertEqual(a.connection.state, 'connected', 'connection state of A');
 });

@@ -6,14 +6,21 @@ import {
   assert,
   assertEqual,
   assertDeepEqual,
+  once,
   onceWithMetadata,
   collect,
   eventually,
   sleep,
   unique,
+  rawFrames,
 } from '../lib/harness.mjs';
 
-const QUIET_MS = 400;
+// Herald's refusals of a client event are a `pusher:error` with `code: null` (pusher-js emits a
+// connection `error` event `{type: 'PusherError', data: {code: null, message}}`), except the rate
+// limit, which is code 4301. Neither closes the socket.
+//
+// Not covered here: the refusal when client events are disabled for the app. The default app has
+// them enabled, and turning them off needs Herald's admin API, which this suite does not drive.
 
 scenario('node: client event on a private channel reaches the other subscribers, not the sender', async (ctx) => {
   const name = unique('private-compat-chat');
@@ -33,7 +40,8 @@ scenario('node: client event on a private channel reaches the other subscribers,
   // The other direction works too, and nobody gets their own event back.
   chB.trigger('client-typing', { who: 'b' });
   await eventually(() => seen[0].length === 1 && seen[2].length === 2, 'A and C to get B\'s event');
-  await sleep(QUIET_MS);
+  await ctx.flush(a);
+  await ctx.flush(b);
   assertDeepEqual(seen[0], [{ who: 'b' }], 'events seen by A');
   assertEqual(seen[1].length, 1, 'events seen by B (its own is not echoed)');
   assertEqual(errors.length, 0, `connection errors on the sender: ${JSON.stringify(errors)}`);
@@ -58,20 +66,24 @@ scenario('node: client event on a presence channel carries metadata.user_id and 
   const atA = onceWithMetadata(chA, 'client-move', 'the reply at A');
   chB.trigger('client-move', { x: 3 });
   assertEqual((await atA).metadata?.user_id, bob, 'metadata.user_id of the reply');
-  await sleep(QUIET_MS);
+  await ctx.flush(a);
   assertEqual(echoed.length, 1, 'events seen by A (its own not echoed)');
 });
 
-scenario('node: refused client events surface as connection errors and the socket stays connected', async (ctx) => {
+scenario('node: refused client events surface as pusher:error with code null and the socket stays connected', async (ctx) => {
   const pub = unique('compat-public-client');
   const priv = unique('private-compat-not-subscribed');
+  const shared = unique('private-compat-shared');
   const a = await ctx.connected();
   const b = await ctx.connected();
   const chA = await ctx.subscribed(a, pub);
-  const chB = await ctx.subscribed(b, pub);
-  const privB = await ctx.subscribed(b, priv);
-  const seenPublic = collect(chB, 'client-hello');
-  const seenPrivate = collect(privB, 'client-hello');
+  await ctx.subscribed(b, pub);
+  await ctx.subscribed(b, priv);
+  const sharedA = await ctx.subscribed(a, shared);
+  const sharedB = await ctx.subscribed(b, shared);
+  // Anything client-sent that reaches B: pusher-js would drop some of it (it never relays a
+  // frame for a channel it does not know), the raw frames do not.
+  const leaked = rawFrames(b.connection, (f) => f.event === 'client-hello' || f.event === 'client-big');
   const errors = collect(a.connection, 'error');
 
   // Client events are not allowed on public channels.
@@ -80,16 +92,23 @@ scenario('node: refused client events surface as connection errors and the socke
   // Nor on a channel the sender has not subscribed to.
   a.send_event('client-hello', { from: 'a' }, priv);
   await eventually(() => errors.length === 2, 'an error for the client event on a channel not subscribed');
+  // Nor with more than 10 KB of data (pusher-js does not check the size itself).
+  a.send_event('client-big', 'x'.repeat(11 * 1024), shared);
+  await eventually(() => errors.length === 3, 'an error for the client event over 10 KB');
 
-  for (const error of errors) {
-    assertEqual(error.type, 'PusherError', 'error type');
-    assert(typeof error.data?.message === 'string' && error.data.message.length > 0, 'error message');
-    assert(error.data.code === null || error.data.code === undefined || error.data.code < 4000 || error.data.code >= 4300,
-      `error code ${error.data.code} must not be a closing code`);
+  for (const [i, what] of ['public channel', 'channel not subscribed', 'data over 10 KB'].entries()) {
+    assertEqual(errors[i].type, 'PusherError', `error type (${what})`);
+    assertEqual(errors[i].data?.code, null, `error code (${what})`);
+    assert(typeof errors[i].data?.message === 'string' && errors[i].data.message.length > 0, `error message (${what})`);
   }
-  await sleep(QUIET_MS);
-  assertEqual(seenPublic.length, 0, 'client events delivered on the public channel');
-  assertEqual(seenPrivate.length, 0, 'client events delivered on the channel A did not subscribe to');
+
+  // Positive control: a client event A may send reaches B after all of the refused ones did not.
+  const accepted = once(sharedB, 'client-ok', 'the accepted client event at B');
+  sharedA.trigger('client-ok', { after: 'refusals' });
+  assertDeepEqual(await accepted, { after: 'refusals' }, 'data of the accepted client event');
+  await ctx.flush(b);
+  assertDeepEqual(leaked, [], 'refused client events delivered to B');
+  assertEqual(errors.length, 3, `connection errors at A: ${JSON.stringify(errors)}`);
   assertEqual(a.connection.state, 'connected', 'sender connection state');
 });
 
@@ -104,19 +123,19 @@ scenario('node: 11 client events at once: 10 delivered, then error 4301, connect
   const states = collect(a.connection, 'state_change');
 
   for (let i = 0; i < 11; i += 1) chA.trigger('client-flood', { i });
-  await eventually(() => errors.some((e) => e.data?.code === 4301), 'a pusher:error with code 4301');
+  await eventually(() => errors.length >= 1, 'a pusher:error for the 11th event');
   await eventually(() => seen.length >= 10, 'the first 10 events at B');
-  await sleep(QUIET_MS);
-  assertEqual(seen.length, 10, 'events delivered to B');
-  assertDeepEqual(seen.map((d) => d.i), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 'delivered events, in order');
-  const flood = errors.find((e) => e.data?.code === 4301);
-  assertEqual(flood.type, 'PusherError', 'error type');
+  assertEqual(errors[0].type, 'PusherError', 'error type');
+  assertEqual(errors[0].data?.code, 4301, 'error code');
   assertEqual(a.connection.state, 'connected', 'sender state after the rate limit');
-  assertEqual(states.length, 0, `sender state changes: ${JSON.stringify(states)}`);
 
-  // After a second the budget is back.
+  // After a second the budget is back (counted from the refusal, which the server sent after
+  // the 11th event). The event sent then is the positive control: once B has it, the 11th
+  // would have arrived before it had it been relayed.
   await sleep(1100);
   chA.trigger('client-flood', { i: 'later' });
-  await eventually(() => seen.length === 11, 'the event sent after the pause');
-  assertDeepEqual(seen[10], { i: 'later' }, 'data of the event sent after the pause');
+  await eventually(() => seen.length >= 11, 'the event sent after the pause');
+  assertDeepEqual(seen.map((d) => d.i), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 'later'], 'events delivered to B, in order');
+  assertEqual(errors.length, 1, `errors at the sender: ${JSON.stringify(errors)}`);
+  assertEqual(states.length, 0, `sender state changes: ${JSON.stringify(states)}`);
 });

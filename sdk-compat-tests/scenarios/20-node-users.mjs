@@ -12,9 +12,17 @@ import {
   sleep,
   unique,
   reachState,
+  rawFrames,
 } from '../lib/harness.mjs';
 
-const QUIET_MS = 400;
+// pusher-js ignores frames for channels it does not know, so whether a message for a user reached
+// another connection is asserted on raw frames, after the right recipient got it (positive
+// control) and after `ctx.flush` on the connection that must have got nothing.
+
+/** Raw frames of `#server-to-user-ID` at a connection. */
+function userFrames(client, id) {
+  return rawFrames(client.connection, (f) => f.channel === `#server-to-user-${id}`);
+}
 
 /** `client.signin()`, then waits until pusher-js has the user and its #server-to-user channel. */
 async function signIn(client) {
@@ -34,13 +42,16 @@ scenario('node: signin, then sendToUser from pusher-http-node reaches that user 
   assertDeepEqual(a.user.user_data, alice, 'user_data pusher-js holds after signin');
 
   const seenA = collect(a.user, 'notice');
-  const seenB = collect(b.user, 'notice');
+  const aliceAtB = userFrames(b, alice.id);
+  const noticesAtB = rawFrames(b.connection, (f) => f.event === 'notice');
   const response = await ctx.backend().sendToUser(alice.id, 'notice', { text: 'for Alice' });
   assertEqual(response.status, 200, 'sendToUser status');
   await eventually(() => seenA.length === 1, 'Alice to get the message');
   assertDeepEqual(seenA[0], { text: 'for Alice' }, 'data');
-  await sleep(QUIET_MS);
-  assertEqual(seenB.length, 0, 'messages seen by Bob');
+  await ctx.flush(b);
+  assertDeepEqual(aliceAtB, [], "frames of Alice's #server-to-user channel at Bob");
+  assertDeepEqual(noticesAtB, [], 'the notice at Bob, on any channel');
+  await ctx.flush(a);
   assertEqual(seenA.length, 1, 'messages seen by Alice');
 });
 
@@ -60,7 +71,7 @@ scenario('node: sendToUser reaches every signed-in connection of the user, not a
   await ctx.backend().sendToUser(user.id, 'ping-user', 'hi');
   assertEqual(await atPhone, 'hi', 'data on the phone');
   assertEqual(await atLaptop, 'hi', 'data on the laptop');
-  await sleep(QUIET_MS);
+  await ctx.flush(anonymous);
   assertEqual(seenAnon.length, 0, 'frames for the user on a connection that did not sign in');
 });
 
@@ -86,7 +97,7 @@ scenario('node: watchlist: online when a watched user signs in, offline when it 
   const offline = collect(watcher.user.watchlist, 'offline');
   await signIn(watcher);
   const includes = (events, id) => events.some((e) => Array.isArray(e.user_ids) && e.user_ids.includes(id));
-  await sleep(200);
+  await ctx.flush(watcher);
   assert(!includes(online, watched), `the watched user is reported online before signing in: ${JSON.stringify(online)}`);
 
   // Someone not on the watchlist signs in: no event about them.
@@ -103,7 +114,7 @@ scenario('node: watchlist: online when a watched user signs in, offline when it 
     () => offline.filter((e) => e.user_ids?.includes(watched)).length > offlineBefore,
     'an offline event for the watched user',
   );
-  await sleep(QUIET_MS);
+  await ctx.flush(watcher);
   assert(!includes(online, other) && !includes(offline, other), 'events about a user not on the watchlist');
 });
 
@@ -117,13 +128,18 @@ scenario('node: watchlist: a user stays online until its last connection disconn
   const offlineAtStart = about(offline);
 
   const first = await signIn(await ctx.connected({ user: { id: watched } }));
+  // A channel only the first connection is on: once the server reports it vacated, it has
+  // processed that connection's disconnect, signin and watchlist included.
+  const firstOnly = unique('compat-first-only');
+  await ctx.subscribed(first, firstOnly);
   await eventually(() => about(online) === 1, 'online after the first connection signed in');
   const second = await signIn(await ctx.connected({ user: { id: watched } }));
-  await sleep(QUIET_MS);
+  await ctx.flush(watcher);
   assertEqual(about(online), 1, 'online events after the second connection signed in');
 
   first.disconnect();
-  await sleep(QUIET_MS + 200);
+  await ctx.vacated(firstOnly);
+  await ctx.flush(watcher);
   assertEqual(about(offline), offlineAtStart, 'offline events while a connection remains');
   second.disconnect();
   await eventually(() => about(offline) === offlineAtStart + 1, 'offline after the last connection left');
@@ -138,6 +154,7 @@ scenario('node: terminateUserConnections disconnects that user (4009, no auto-re
   const name = unique('compat-after-terminate');
   const chB = await ctx.subscribed(b, name);
   const errorsA = collect(a.connection, 'error');
+  const errorsA2 = collect(a2.connection, 'error');
   const statesA = collect(a.connection, 'state_change');
 
   const response = await ctx.backend().terminateUserConnections(victim);
@@ -145,10 +162,13 @@ scenario('node: terminateUserConnections disconnects that user (4009, no auto-re
   assertDeepEqual(await response.json(), {}, 'terminate body');
   await reachState(a.connection, 'disconnected');
   await reachState(a2.connection, 'disconnected');
-  assert(
-    errorsA.some((e) => (e.data?.code ?? e.error?.data?.code) === 4009),
-    `an error with code 4009 on the terminated connection: ${JSON.stringify(errorsA)}`,
-  );
+  // pusher-js reports the close code as a connection error {type: 'PusherError', data: {code}}.
+  for (const [label, errors] of [['first', errorsA], ['second', errorsA2]]) {
+    assert(
+      errors.some((e) => e.type === 'PusherError' && e.data?.code === 4009),
+      `an error with code 4009 on the ${label} terminated connection: ${JSON.stringify(errors)}`,
+    );
+  }
 
   // pusher-js does not come back by itself, and the other user is untouched.
   await sleep(1500);
@@ -176,11 +196,11 @@ scenario('node: terminateUserConnections leaves a presence-only member of that i
 
   await ctx.backend().terminateUserConnections(id);
   await reachState(signedIn.connection, 'disconnected');
-  await sleep(QUIET_MS);
-  assertEqual(member.connection.state, 'connected', 'the presence-only connection state');
+  // Had the server closed this one too, its close would have come before this event.
   const received = once(channel, 'still-here');
   await ctx.backend().trigger(name, 'still-here', {});
   await received;
+  assertEqual(member.connection.state, 'connected', 'the presence-only connection state');
 });
 
 scenario('node: a signin with a forged signature is refused: no user, no server-to-user messages', async (ctx) => {
@@ -192,14 +212,23 @@ scenario('node: a signin with a forged signature is refused: no user, no server-
     },
   });
   const errors = collect(client.connection, 'error');
-  const messages = collect(client.user, 'secret-note');
+  const leaked = userFrames(client, id);
+  const notes = rawFrames(client.connection, (f) => f.event === 'secret-note');
   client.signin();
   await eventually(() => errors.length > 0, 'an error for the forged signin');
   assertEqual(errors[0].type, 'PusherError', 'error type');
+  assertEqual(errors[0].data?.code, null, 'pusher:error code');
   assertEqual(client.user.user_data, null, 'user_data after a refused signin');
+
+  // Positive control: the same id, honestly signed in elsewhere, does get the message.
+  const honest = await signIn(await ctx.connected({ user: { id } }));
+  const delivered = once(honest.user, 'secret-note', 'the message at the honestly signed-in connection');
   await ctx.backend().sendToUser(id, 'secret-note', { leaked: true });
-  await sleep(QUIET_MS);
-  assertEqual(messages.length, 0, 'server-to-user messages after a refused signin');
+  assertDeepEqual(await delivered, { leaked: true }, 'data at the honest connection');
+  await ctx.flush(client);
+  assertDeepEqual(leaked, [], `frames of #server-to-user-${id} at the refused connection`);
+  assertDeepEqual(notes, [], 'the message at the refused connection, on any channel');
+  assertEqual(client.connection.state, 'connected', 'connection state');
 });
 
 scenario('node: another connection cannot subscribe to #server-to-user-ID and read that user\'s messages', async (ctx) => {
@@ -221,7 +250,8 @@ scenario('node: another connection cannot subscribe to #server-to-user-ID and re
   const delivered = once(target.user, 'private-note', 'the message at the real user');
   await ctx.backend().sendToUser(victim.id, 'private-note', { for: 'victim' });
   assertDeepEqual(await delivered, { for: 'victim' }, 'data at the real user');
-  await sleep(QUIET_MS);
+  await ctx.flush(spy);
+  await ctx.flush(anonymous);
   assertDeepEqual(
     intercepted.filter((m) => m.event !== 'pusher:subscription_error'),
     [],
@@ -235,7 +265,7 @@ scenario('node: a watchlist over 100 ids: signin succeeds, then error 4302, conn
   const errors = collect(client.connection, 'error');
   await signIn(client);
   await eventually(() => errors.some((e) => e.data?.code === 4302), 'a pusher:error with code 4302');
-  await sleep(QUIET_MS);
+  await ctx.flush(client);
   assertEqual(client.connection.state, 'connected', 'connection state');
   assert(client.user.user_data, 'still signed in');
 });
@@ -249,7 +279,7 @@ scenario('node: watchlist: a user already online is reported online right after 
   const offline = collect(watcher.user.watchlist, 'offline');
   await signIn(watcher);
   await eventually(() => online.some((e) => e.user_ids?.includes(present)), 'the initial online event');
-  await sleep(QUIET_MS);
+  await ctx.flush(watcher);
   assert(!online.some((e) => e.user_ids?.includes(absent)), `online events: ${JSON.stringify(online)}`);
   assert(!offline.some((e) => e.user_ids?.includes(present)), `offline events: ${JSON.stringify(offline)}`);
 });

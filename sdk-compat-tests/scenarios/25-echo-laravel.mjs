@@ -17,14 +17,16 @@ import {
   assertDeepEqual,
   collect,
   eventually,
-  sleep,
   unique,
   reachState,
+  rawFrames,
   withTimeout,
   STEP_TIMEOUT_MS,
 } from '../lib/harness.mjs';
 
-const QUIET_MS = 400;
+// "Nothing arrived" is asserted after a positive control (another listener got the event) and
+// after `ctx.flush` on the pusher-js instance under Echo, on raw frames where pusher-js could have
+// dropped a leak itself (a channel it left or never subscribed to).
 
 /** Echo building its own pusher-js from the class, with an auth handler signing as a backend would. */
 async function echoFromClass(ctx, { presence } = {}) {
@@ -52,6 +54,7 @@ async function echoFromClass(ctx, { presence } = {}) {
     },
   });
   ctx.defer(() => echo.disconnect());
+  ctx.adopt(echo.connector.pusher);
   await reachState(echo.connector.pusher.connection, 'connected');
   return echo;
 }
@@ -118,8 +121,9 @@ scenario('echo: listenToAll reports names without the namespace; stopListening s
 
   channel.stopListening('OrderShipped', onShipped);
   await backend.trigger(name, 'App\\Events\\OrderShipped', { n: 3 });
+  // listenToAll and listen are bound to the same pusher-js channel: by the time the first saw the
+  // third event, the second would have too.
   await eventually(() => all.length === 3, 'the third event through listenToAll');
-  await sleep(QUIET_MS);
   assertEqual(shipped.length, 1, 'events after stopListening');
 });
 
@@ -186,7 +190,7 @@ scenario('echo: whisper and listenForWhisper between two Echo instances, private
     assertDeepEqual(await atB, { name: 'Alice', typing: true }, `${label} whisper payload`);
     chB.whisper('typing', { name: 'Bob', typing: false });
     await eventually(() => atA.length === 1, `the ${label} reply at A`);
-    await sleep(QUIET_MS);
+    await ctx.flush(echoA.connector.pusher);
     assertDeepEqual(atA, [{ name: 'Bob', typing: false }], `${label} whispers seen by A (its own not echoed)`);
   }
 });
@@ -215,9 +219,18 @@ scenario('echo: a private channel refused by the server calls error()', async (c
   assertEqual(error?.type, 'AuthError', 'error type');
   const seen = [];
   channel.listen('.leak', (data) => seen.push(data));
-  await ctx.backend().trigger(`private-${name}`, 'leak', {});
-  await sleep(QUIET_MS);
+  const leaked = rawFrames(echo.connector.pusher.connection, (f) => f.channel === `private-${name}` && f.event === 'leak');
+
+  // Positive control: an Echo whose backend signs honestly joins the same channel and gets it.
+  const honest = await echoFromClient(ctx);
+  const control = honest.private(name);
+  await subscribed(control);
+  const atControl = first((cb) => control.listen('.leak', cb), 'the event at the authorized Echo');
+  await ctx.backend().trigger(`private-${name}`, 'leak', { n: 1 });
+  assertDeepEqual(await atControl, { n: 1 }, 'payload at the authorized Echo');
+  await ctx.flush(echo.connector.pusher);
   assertEqual(seen.length, 0, 'events on the refused channel');
+  assertEqual(leaked.length, 0, 'frames of the refused channel');
   assertEqual(echo.connectionStatus(), 'connected', 'connection status');
 });
 
@@ -233,7 +246,7 @@ scenario('echo: toOthers: trigger with socket_id = Echo.socketId() skips that Ec
 
   await ctx.backend().trigger(`private-${name}`, 'App\\Events\\DocSaved', { v: 2 }, { socket_id: author.socketId() });
   assertDeepEqual(await atReader, { v: 2 }, 'payload at the reader');
-  await sleep(QUIET_MS);
+  await ctx.flush(author.connector.pusher);
   assertEqual(atAuthor.length, 0, 'events at the author');
 });
 
@@ -244,14 +257,27 @@ scenario('echo: leave() unsubscribes: no more events on that channel', async (ct
   await subscribed(channel);
   const seen = [];
   channel.listen('.tick', (data) => seen.push(data));
+  // pusher-js forgets the channel on leave(), so a leak would only show in the raw frames.
+  const ticks = rawFrames(echo.connector.pusher.connection, (f) => f.channel === name && f.event === 'tick');
+  // Positive control: a second Echo that stays on the channel.
+  const stayer = await echoFromClient(ctx);
+  const kept = stayer.channel(name);
+  await subscribed(kept);
+  const atStayer = [];
+  kept.listen('.tick', (data) => atStayer.push(data));
+
   await ctx.backend().trigger(name, 'tick', 1);
-  await eventually(() => seen.length === 1, 'the first tick');
+  await eventually(() => seen.length === 1 && atStayer.length === 1, 'the first tick at both');
 
   echo.leave(name);
-  await sleep(200);
-  const occupied = await (await ctx.backend().get({ path: `/channels/${name}` })).json();
-  assertEqual(occupied.occupied, false, 'channel occupied after leave()');
+  await eventually(async () => (await ctx.subscriptionCount(name)) === 1, 'subscription_count 1 once leave() is processed');
   await ctx.backend().trigger(name, 'tick', 2);
-  await sleep(QUIET_MS);
-  assertDeepEqual(seen, [1], 'ticks seen');
+  await eventually(() => atStayer.length === 2, 'the second tick at the Echo that stayed');
+  await ctx.flush(echo.connector.pusher);
+  assertDeepEqual(seen, [1], 'ticks seen after leave()');
+  assertDeepEqual(ticks.map((f) => f.data), [1], 'tick frames received after leave()');
+
+  // Once the other one leaves too, the channel is vacated.
+  stayer.leave(name);
+  await ctx.vacated(name);
 });

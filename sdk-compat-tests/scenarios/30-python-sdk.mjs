@@ -19,10 +19,23 @@ import { ENCRYPTION_MASTER_KEY } from '../lib/clients.mjs';
 
 const EMPTY_MD5 = 'd41d8cd98f00b204e9800998ecf8427e';
 
-// Channel names unique to this run, so leftovers of other scenarios never count.
-const RUN = Date.now().toString(36);
+// Names unique to this run (time plus a random suffix) and to each call, so neither leftovers of
+// other scenarios nor another run against the same server ever count.
+const RUN = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
 let serial = 0;
 const fresh = (prefix) => `${prefix}py-${RUN}-${(serial += 1)}`;
+/** A user id unique to this run and call: `py-LABEL-RUN-N`. */
+const uid = (label) => `py-${label}-${RUN}-${(serial += 1)}`;
+
+/** The close code carried by a pusher-js connection 'error' event, if any. */
+const closeCode = (error) => error?.data?.code ?? error?.error?.data?.code;
+
+/** Records every frame pusher-js decoded on a connection, including channels it does not know. */
+function rawFrames(client) {
+  const frames = [];
+  client.connection.bind('message', (message) => frames.push(message));
+  return frames;
+}
 
 /** Runs a Python op that must succeed; returns its result. */
 async function pyOk(ctx, op, args) {
@@ -125,13 +138,17 @@ scenario('python: one trigger to several channels reaches each of them once', as
   const names = [fresh(''), fresh('private-'), fresh('')];
   const client = await ctx.connected();
   const seen = [];
+  const ends = [];
   for (const name of names) {
     const channel = await ctx.subscribed(client, name);
     channel.bind('multi', (data) => seen.push([name, data]));
+    channel.bind('end', () => ends.push(name));
   }
   await pyOk(ctx, 'trigger', { channels: names, event: 'multi', data: { all: true } });
-  await eventually(() => seen.length >= 3, 'three deliveries');
-  await sleep(300);
+  // Markers on the same connection, published after: once they are in, a duplicate of the first
+  // trigger would have arrived before them.
+  await pyOk(ctx, 'trigger', { channels: names, event: 'end', data: 'end' });
+  await eventually(() => ends.length >= 3, 'the three markers');
   assertDeepEqual(
     seen.map(([name]) => name).sort(),
     [...names].sort(),
@@ -174,9 +191,64 @@ scenario('python: trigger_batch of 10 events reaches clients in order', async (c
   }
   const expected = batch.map((event) => [event.channel, event.data]);
   assertDeepEqual(await pyOk(ctx, 'trigger_batch', { batch }), {}, 'trigger_batch result');
-  await eventually(() => order.length >= 10, 'ten events');
-  await sleep(200);
-  assertDeepEqual(order, expected, 'deliveries in batch order');
+  // A marker on the same connection, published after: once it is in, every batch event (and any
+  // duplicate) has arrived.
+  await pyOk(ctx, 'trigger', { channels: a, event: 'seq', data: 'end' });
+  await eventually(() => order.some(([, data]) => data === 'end'), 'the marker');
+  assertDeepEqual(order, [...expected, [a, 'end']], 'deliveries in batch order, then the marker');
+});
+
+scenario('python: trigger_batch with per-event info returns {"batch": [...]} aligned with the events', async (ctx) => {
+  const pub = fresh('');
+  const room = fresh('presence-');
+  const nobody = fresh('');
+  const [u1, u2] = [uid('batch-u1'), uid('batch-u2')];
+  const listener = await ctx.connected();
+  const pubChannel = await ctx.subscribed(listener, pub);
+  await ctx.subscribed(await ctx.connected(), pub);
+  const roomSeen = [];
+  for (const user_id of [u1, u1, u2]) {
+    const channel = await ctx.subscribed(await ctx.connected({ presence: { user_id } }), room);
+    roomSeen.push(collect(channel, 'b'));
+  }
+  const pubSeen = collect(pubChannel, 'a');
+
+  const batch = [
+    { channel: pub, name: 'a', data: { n: 1 }, info: 'subscription_count' },
+    { channel: room, name: 'b', data: 'no info asked' },
+    { channel: room, name: 'b', data: 'both', info: 'user_count,subscription_count' },
+    { channel: nobody, name: 'c', data: 'nobody', info: 'subscription_count' },
+  ];
+  // The SDK passes each event dict through as-is: `info` goes in the body next to the event.
+  const request = await pyOk(ctx, 'describe_request', { call: 'trigger_batch', args: { batch } });
+  assertEqual([request.method, request.path.replace(/^\/apps\/[^/]+/, '')], ['POST', '/batch_events'], 'SDK request line');
+  assertDeepEqual(
+    JSON.parse(request.body).batch.map((event) => event.info ?? null),
+    ['subscription_count', null, 'user_count,subscription_count', 'subscription_count'],
+    'info of each event in the SDK body',
+  );
+
+  assertDeepEqual(
+    await pyOk(ctx, 'trigger_batch', { batch }),
+    {
+      batch: [
+        { subscription_count: 2 },
+        {},
+        { user_count: 2, subscription_count: 3 },
+        { subscription_count: 0 },
+      ],
+    },
+    'trigger_batch result: one entry per event, index-aligned',
+  );
+  // Markers published after the batch: once each connection has its own, the batch is all in.
+  await pyOk(ctx, 'trigger_batch', {
+    batch: [{ channel: pub, name: 'a', data: 'end' }, { channel: room, name: 'b', data: 'end' }],
+  });
+  await eventually(() => [pubSeen, ...roomSeen].every((seen) => seen.includes('end')), 'the markers');
+  assertDeepEqual(pubSeen, [{ n: 1 }, 'end'], 'public channel deliveries');
+  for (const [i, seen] of roomSeen.entries()) {
+    assertDeepEqual(seen, ['no info asked', 'both', 'end'], `presence deliveries on socket ${i + 1}`);
+  }
 });
 
 scenario('python: encrypted channel: SDK-encrypted trigger is decrypted by pusher-js', async (ctx) => {
@@ -191,21 +263,41 @@ scenario('python: encrypted channel: SDK-encrypted trigger is decrypted by pushe
 
 // --- queries (GET with body_md5 of the empty body) -------------------------------------------------
 
+/**
+ * Asserts that a `describe_request` result is a GET of `/apps/{id}{path}` with an empty body, the
+ * SDK's `body_md5` of that empty body among the signed query parameters, and `params`.
+ */
+function assertGetWithBodyMd5(request, path, params = {}) {
+  assertEqual(request.method, 'GET', `${path}: method`);
+  assert(/^\/apps\/[^/]+\//.test(request.path), `${path}: path under /apps/{id}: ${request.path}`);
+  assertEqual(request.path.replace(/^\/apps\/[^/]+/, ''), path, 'path');
+  assertEqual(request.body, '', `${path}: body`);
+  assertEqual(request.query_params.body_md5, EMPTY_MD5, `${path}: the SDK signs body_md5 of the empty body on GET`);
+  assert(request.query_params.auth_signature, `${path}: signed: ${JSON.stringify(request.query_params)}`);
+  for (const [key, value] of Object.entries(params)) {
+    assertEqual(request.query_params[key], value, `${path}: query ${key}`);
+  }
+}
+
 scenario('python: channels_info with prefix filter and user_count (GET signed with body_md5)', async (ctx) => {
-  const room = fresh('presence-');
-  const prefix = room.slice(0, room.lastIndexOf('-') + 1); // presence-py-RUN-
-  const publicName = fresh('');
+  // Prefixes only this scenario's channels have (the trailing '-' keeps `...-3-` from matching
+  // `...-30-`): exact equality on the lists cannot be disturbed by other scenarios' channels.
+  const scope = fresh('list-');
+  const prefix = `presence-${scope}-`;
+  const publicPrefix = `${scope}-`;
+  const room = `${prefix}room`;
+  const publicName = `${publicPrefix}pub`;
+  const [aliceId, bobId] = [uid('list-alice'), uid('list-bob')];
 
   const request = await pyOk(ctx, 'describe_request', {
     call: 'channels_info',
     args: { prefix_filter: 'presence-', attributes: ['user_count'] },
   });
-  assertEqual(request.method, 'GET', 'method');
-  assertEqual(request.query_params.body_md5, EMPTY_MD5, 'the SDK signs body_md5 of the empty body on GET');
+  assertGetWithBodyMd5(request, '/channels', { info: 'user_count', filter_by_prefix: 'presence-' });
 
-  const alice = await ctx.connected({ presence: { user_id: 'alice', user_info: { name: 'Alice' } } });
-  const bob = await ctx.connected({ presence: { user_id: 'bob' } });
-  const alice2 = await ctx.connected({ presence: { user_id: 'alice', user_info: { name: 'Alice' } } });
+  const alice = await ctx.connected({ presence: { user_id: aliceId, user_info: { name: 'Alice' } } });
+  const bob = await ctx.connected({ presence: { user_id: bobId } });
+  const alice2 = await ctx.connected({ presence: { user_id: aliceId, user_info: { name: 'Alice' } } });
   for (const client of [alice, bob, alice2]) await ctx.subscribed(client, room);
   await ctx.subscribed(alice, publicName);
 
@@ -219,7 +311,6 @@ scenario('python: channels_info with prefix filter and user_count (GET signed wi
     { channels: { [room]: {} } },
     'presence channels without info',
   );
-  const publicPrefix = publicName.slice(0, publicName.lastIndexOf('-') + 1); // py-RUN-
   assertDeepEqual(
     await pyOk(ctx, 'channels_info', { prefix_filter: publicPrefix }),
     { channels: { [publicName]: {} } },
@@ -237,9 +328,18 @@ scenario('python: channels_info with prefix filter and user_count (GET signed wi
 scenario('python: channel_info reports occupied, subscription_count and user_count', async (ctx) => {
   const publicName = fresh('');
   const room = fresh('presence-');
-  const one = await ctx.connected({ presence: { user_id: 'u1' } });
-  const two = await ctx.connected({ presence: { user_id: 'u2' } });
-  const twoAgain = await ctx.connected({ presence: { user_id: 'u2' } });
+  assertGetWithBodyMd5(
+    await pyOk(ctx, 'describe_request', {
+      call: 'channel_info',
+      args: { channel: publicName, attributes: ['subscription_count'] },
+    }),
+    `/channels/${publicName}`,
+    { info: 'subscription_count' },
+  );
+  const [u1, u2] = [uid('info-u1'), uid('info-u2')];
+  const one = await ctx.connected({ presence: { user_id: u1 } });
+  const two = await ctx.connected({ presence: { user_id: u2 } });
+  const twoAgain = await ctx.connected({ presence: { user_id: u2 } });
   for (const client of [one, two]) await ctx.subscribed(client, publicName);
   for (const client of [one, two, twoAgain]) await ctx.subscribed(client, room);
 
@@ -254,16 +354,19 @@ scenario('python: channel_info reports occupied, subscription_count and user_cou
     { occupied: true, user_count: 2 },
     'presence channel',
   );
-  const empty = await pyOk(ctx, 'channel_info', { channel: fresh(''), attributes: ['subscription_count'] });
-  assertEqual(empty.occupied, false, `unoccupied channel ${JSON.stringify(empty)}`);
-  assert(!empty.subscription_count, `unoccupied channel subscription_count: ${JSON.stringify(empty)}`);
+  // Unoccupied: the attribute asked for is present, with the count 0.
+  assertDeepEqual(
+    await pyOk(ctx, 'channel_info', { channel: fresh(''), attributes: ['subscription_count'] }),
+    { occupied: false, subscription_count: 0 },
+    'unoccupied channel',
+  );
 
   twoAgain.disconnect();
   two.disconnect();
   await eventually(async () => {
     const info = await pyOk(ctx, 'channel_info', { channel: room, attributes: ['user_count'] });
     return info.user_count === 1 ? info : null;
-  }, 'user_count to drop to 1 after u2 left');
+  }, 'user_count to drop to 1 after the second user left');
   await eventually(async () => {
     const info = await pyOk(ctx, 'channel_info', { channel: publicName, attributes: ['subscription_count'] });
     return info.subscription_count === 1 ? info : null;
@@ -272,18 +375,21 @@ scenario('python: channel_info reports occupied, subscription_count and user_cou
 
 scenario('python: users_info lists the presence user ids', async (ctx) => {
   const room = fresh('presence-');
-  const clients = [];
-  for (const id of ['ann', 'ben', 'ann', 'cy']) {
+  assertGetWithBodyMd5(
+    await pyOk(ctx, 'describe_request', { call: 'users_info', args: { channel: room } }),
+    `/channels/${room}/users`,
+  );
+  const [ann, ben, cy] = [uid('users-ann'), uid('users-ben'), uid('users-cy')];
+  for (const id of [ann, ben, ann, cy]) {
     const client = await ctx.connected({ presence: { user_id: id, user_info: { id } } });
     await ctx.subscribed(client, room);
-    clients.push(client);
   }
   const result = await pyOk(ctx, 'users_info', { channel: room });
   assert(Array.isArray(result.users), `users: ${JSON.stringify(result)}`);
   assertDeepEqual(
     [...result.users].sort((a, b) => (a.id < b.id ? -1 : 1)),
-    [{ id: 'ann' }, { id: 'ben' }, { id: 'cy' }],
-    'users',
+    [{ id: ann }, { id: ben }, { id: cy }].sort((a, b) => (a.id < b.id ? -1 : 1)),
+    'users (one entry per user, not per socket)',
   );
   assertDeepEqual(
     await pyOk(ctx, 'users_info', { channel: fresh('presence-') }),
@@ -294,117 +400,166 @@ scenario('python: users_info lists the presence user ids', async (ctx) => {
 
 // --- users: signin, terminate, send_to_user --------------------------------------------------------
 
-scenario('python: terminate_user_connections (path without /apps) disconnects only that signed-in user', async (ctx) => {
+scenario('python: terminate_user_connections (path without /apps) disconnects only that signed-in user (4009, stays off)', async (ctx) => {
+  const victim = uid('terminated');
+  const bystander = uid('bystander');
   const request = await pyOk(ctx, 'describe_request', {
     call: 'terminate_user_connections',
-    args: { user_id: 'py-user' },
+    args: { user_id: victim },
   });
-  assertEqual([request.method, request.path], ['POST', '/users/py-user/terminate_connections'], 'SDK request line');
+  assertEqual([request.method, request.path], ['POST', `/users/${victim}/terminate_connections`], 'SDK request line');
 
   const room = fresh('presence-');
-  const target = await signedIn(ctx, { user: { id: 'py-user' } });
-  const targetTwo = await signedIn(ctx, { user: { id: 'py-user' } });
-  const other = await signedIn(ctx, { user: { id: 'py-other' } });
+  const target = await signedIn(ctx, { user: { id: victim } });
+  const targetTwo = await signedIn(ctx, { user: { id: victim } });
+  const other = await signedIn(ctx, { user: { id: bystander } });
   // Presence membership under the same id, but never signed in: not a "user connection".
-  const presenceOnly = await ctx.connected({ presence: { user_id: 'py-user' } });
+  const presenceOnly = await ctx.connected({ presence: { user_id: victim } });
   await ctx.subscribed(presenceOnly, room);
   const anonymous = await ctx.connected();
 
-  const states = [];
-  target.connection.bind('state_change', ({ current }) => states.push(current));
-  const errors = [];
-  target.connection.bind('error', (error) => errors.push(error));
+  const terminated = [target, targetTwo].map((client) => ({
+    client,
+    states: collect(client.connection, 'state_change'),
+    errors: collect(client.connection, 'error'),
+  }));
+  const survivors = [['other user', other], ['presence-only', presenceOnly], ['anonymous', anonymous]].map(
+    ([label, client]) => ({ label, client, states: collect(client.connection, 'state_change') }),
+  );
+  const report = (t) => `states ${JSON.stringify(t.states.map((s) => s.current))}, errors ${JSON.stringify(t.errors)}`;
 
-  assertDeepEqual(await pyOk(ctx, 'terminate_user_connections', { user_id: 'py-user' }), {}, 'terminate result');
+  assertDeepEqual(await pyOk(ctx, 'terminate_user_connections', { user_id: victim }), {}, 'terminate result');
   await eventually(
-    () => target.connection.state !== 'connected' && targetTwo.connection.state !== 'connected',
-    'both py-user connections to be closed',
+    () => terminated.every(({ client }) => client.connection.state === 'disconnected'),
+    `both connections of ${victim} to end 'disconnected'`,
+    20_000,
   );
-  // "Stays off": give pusher-js time to reconnect if the close told it to.
-  await sleep(3000);
-  assert(
-    target.connection.state !== 'connected',
-    `terminated client reconnected: states ${JSON.stringify(states)}, errors ${JSON.stringify(errors)}`,
-  );
-  assert(targetTwo.connection.state !== 'connected', `second terminated client: ${targetTwo.connection.state}`);
-
-  for (const [label, client] of [['other user', other], ['presence-only', presenceOnly], ['anonymous', anonymous]]) {
-    assertEqual(client.connection.state, 'connected', `${label} connection state`);
+  const closedAt = Date.now();
+  for (const [i, t] of terminated.entries()) {
+    assert(t.errors.some((e) => closeCode(e) === 4009), `terminated connection ${i + 1}: an error with close code 4009: ${report(t)}`);
   }
-  // The survivors are still served.
-  const received = once(other.user, 'still-there');
-  await pyOk(ctx, 'send_to_user', { user_id: 'py-other', event: 'still-there', data: { ok: 1 } });
+
+  // The survivors are still served (each REST round trip is also time for a wrongful reconnect).
+  const received = once(other.user, 'still-there', 'send_to_user to the other user', 20_000);
+  await pyOk(ctx, 'send_to_user', { user_id: bystander, event: 'still-there', data: { ok: 1 } });
   assertDeepEqual(await received, { ok: 1 }, 'event to the other user after terminate');
   assertDeepEqual(
     await pyOk(ctx, 'users_info', { channel: room }),
-    { users: [{ id: 'py-user' }] },
+    { users: [{ id: victim }] },
     'presence-only member still present',
   );
   // Unknown user: nothing to do, still success.
-  assertDeepEqual(await pyOk(ctx, 'terminate_user_connections', { user_id: `nobody-${RUN}` }), {}, 'unknown user');
+  assertDeepEqual(await pyOk(ctx, 'terminate_user_connections', { user_id: uid('nobody') }), {}, 'unknown user');
+
+  // "Stays off": 4009 is a refusal to pusher-js, which reconnects at once if it reconnects at all;
+  // give it at least 1.5 s since the close (a slow machine only lengthens the window).
+  await sleep(Math.max(0, 1500 - (Date.now() - closedAt)));
+  for (const [i, t] of terminated.entries()) {
+    assertEqual(t.client.connection.state, 'disconnected', `terminated connection ${i + 1} state (${report(t)})`);
+    assert(
+      !t.states.some((s) => s.previous === 'disconnected' && s.current === 'connecting'),
+      `terminated connection ${i + 1} reconnected by itself: ${report(t)}`,
+    );
+  }
+  for (const { label, client, states } of survivors) {
+    assertEqual(client.connection.state, 'connected', `${label} connection state`);
+    assertDeepEqual(states, [], `${label} state changes since the terminate`);
+  }
 });
 
-scenario('python: send_to_user reaches client.user.bind on that user only', async (ctx) => {
-  const alice = await signedIn(ctx, { user: { id: 'py-s2u-alice' } });
-  const bob = await signedIn(ctx, { user: { id: 'py-s2u-bob' } });
+scenario('python: send_to_user reaches client.user.bind on that user only (no frame to others)', async (ctx) => {
+  const [aliceId, bobId] = [uid('s2u-alice'), uid('s2u-bob')];
+  const alice = await signedIn(ctx, { user: { id: aliceId } });
+  const bob = await signedIn(ctx, { user: { id: bobId } });
   const aliceSeen = collect(alice.user, 'direct');
   const bobSeen = collect(bob.user, 'direct');
+  // pusher-js silently drops frames for channels it does not know, so `user.bind` alone cannot see
+  // a message delivered to the wrong connection: record every decoded frame as well.
+  const aliceFrames = rawFrames(alice);
+  const bobFrames = rawFrames(bob);
 
   assertDeepEqual(
-    await pyOk(ctx, 'send_to_user', { user_id: 'py-s2u-alice', event: 'direct', data: { to: 'alice' } }),
+    await pyOk(ctx, 'send_to_user', { user_id: aliceId, event: 'direct', data: { to: 'alice' } }),
     {},
     'send_to_user result',
   );
-  await pyOk(ctx, 'send_to_user', { user_id: 'py-s2u-alice', event: 'direct', data: 'plain' });
-  await pyOk(ctx, 'send_to_user', { user_id: 'py-s2u-bob', event: 'direct', data: 'for bob' });
-  await eventually(() => aliceSeen.length >= 2 && bobSeen.length >= 1, 'direct messages');
-  await sleep(200);
-  assertDeepEqual(aliceSeen, [{ to: 'alice' }, 'plain'], 'alice');
-  assertDeepEqual(bobSeen, ['for bob'], 'bob');
+  await pyOk(ctx, 'send_to_user', { user_id: aliceId, event: 'direct', data: 'plain' });
+  await pyOk(ctx, 'send_to_user', { user_id: bobId, event: 'direct', data: 'for bob' });
+  await pyOk(ctx, 'send_to_user', { user_id: aliceId, event: 'direct', data: 'after bob' });
+  // Positive controls, published after the messages each one must not have received: a misrouted
+  // frame would have been queued on that connection before them.
+  await eventually(
+    () => aliceSeen.includes('after bob') && bobSeen.includes('for bob'),
+    'the last message of each user',
+  );
+  assertDeepEqual(aliceSeen, [{ to: 'alice' }, 'plain', 'after bob'], 'alice (user.bind)');
+  assertDeepEqual(bobSeen, ['for bob'], 'bob (user.bind)');
+
+  const framesOn = (frames, id) => frames.filter((f) => f.channel === `#server-to-user-${id}`);
+  assertDeepEqual(
+    framesOn(aliceFrames, aliceId).map((f) => [f.event, f.data]),
+    [['direct', { to: 'alice' }], ['direct', 'plain'], ['direct', 'after bob']],
+    `raw frames for #server-to-user-${aliceId} on alice's connection`,
+  );
+  assertDeepEqual(framesOn(bobFrames, aliceId), [], `raw frames for #server-to-user-${aliceId} on bob's connection`);
+  assertDeepEqual(framesOn(aliceFrames, bobId), [], `raw frames for #server-to-user-${bobId} on alice's connection`);
+  assertDeepEqual(
+    framesOn(bobFrames, bobId).map((f) => [f.event, f.data]),
+    [['direct', 'for bob']],
+    `raw frames for #server-to-user-${bobId} on bob's connection`,
+  );
 });
 
 scenario('python: signin signed by authenticate_user (json.dumps ", " separators) is accepted', async (ctx) => {
-  const userData = { id: 'py-signed', user_info: { name: 'Zoë', roles: ['a', 'b'] }, watchlist: [] };
+  const id = uid('signed');
+  const userData = { id, user_info: { name: 'Zoë', roles: ['a', 'b'] }, watchlist: [] };
   const client = await signedIn(ctx, { userAuthentication: pythonUserAuth(ctx, userData) });
   assertDeepEqual(client.user.user_data, userData, 'user_data echoed in signin_success');
   const received = once(client.user, 'hi');
-  await pyOk(ctx, 'send_to_user', { user_id: 'py-signed', event: 'hi', data: { n: 1 } });
+  await pyOk(ctx, 'send_to_user', { user_id: id, event: 'hi', data: { n: 1 } });
   assertDeepEqual(await received, { n: 1 }, 'send_to_user after a Python-signed signin');
 });
 
 // --- channel authorization by the Python SDK -------------------------------------------------------
 
-scenario('python: presence auth from authenticate(custom_data) is accepted; members carry user_info', async (ctx) => {
+scenario('python: presence auth from authenticate(custom_data) is accepted; members carry user_info ({} when absent)', async (ctx) => {
   const room = fresh('presence-');
+  const [annId, bobId] = [uid('ann'), uid('bob')];
   const annInfo = { name: 'Ann Zoë', tags: ['x', 'y'], level: 3, nested: { a: null } };
   const ann = await ctx.connected({
-    channelAuthorization: pythonChannelAuth(ctx, { user_id: 'py-ann', user_info: annInfo }),
+    channelAuthorization: pythonChannelAuth(ctx, { user_id: annId, user_info: annInfo }),
   });
   const annChannel = await ctx.subscribed(ann, room);
-  const added = once(annChannel, 'pusher:member_added', 'member_added for py-bob');
+  const annFrames = rawFrames(ann);
+  const added = once(annChannel, 'pusher:member_added', `member_added for ${bobId}`);
 
-  const bob = await ctx.connected({ channelAuthorization: pythonChannelAuth(ctx, { user_id: 'py-bob' }) });
+  // custom_data without user_info.
+  const bob = await ctx.connected({ channelAuthorization: pythonChannelAuth(ctx, { user_id: bobId }) });
   const bobChannel = await ctx.subscribed(bob, room);
 
   const member = await added;
-  assertEqual(member.id, 'py-bob', 'member_added id');
-  // A member without user_info: the contract's example hash shows `{}` (absent/null also fine).
-  const noInfo = (info) => (info && Object.keys(info).length === 0 ? null : info ?? null);
+  assertEqual(member.id, bobId, 'member_added id');
+  // Herald's member list (subscription_succeeded's presence.hash) gives a member without
+  // user_info the info `{}`, whoever asks.
   assertDeepEqual(
-    memberList(bobChannel).map((m) => ({ id: m.id, info: noInfo(m.info) })),
-    [{ id: 'py-ann', info: annInfo }, { id: 'py-bob', info: null }],
-    "bob's member list",
+    memberList(bobChannel).map((m) => ({ id: m.id, info: m.info })),
+    [{ id: annId, info: annInfo }, { id: bobId, info: {} }].sort((a, b) => (a.id < b.id ? -1 : 1)),
+    "bob's member list (from subscription_succeeded)",
   );
+  assertDeepEqual(bobChannel.members.me, { id: bobId, info: {} }, 'members.me without user_info');
+  // member_added carries no user_info key when the member has none; pusher-js then stores
+  // `undefined` for it, so the member learned that way has no info at all in ann's list.
+  const addedFrames = annFrames.filter((f) => f.channel === room && f.event === 'pusher_internal:member_added');
+  assertDeepEqual(addedFrames.map((f) => f.data), [{ user_id: bobId }], 'raw member_added data on ann\'s connection');
   assertDeepEqual(
-    memberList(annChannel).map((m) => ({ id: m.id, info: noInfo(m.info) })),
-    [{ id: 'py-ann', info: annInfo }, { id: 'py-bob', info: null }],
-    "ann's member list",
+    memberList(annChannel).map((m) => ({ id: m.id, info: m.info === undefined ? 'undefined' : m.info })),
+    [{ id: annId, info: annInfo }, { id: bobId, info: 'undefined' }].sort((a, b) => (a.id < b.id ? -1 : 1)),
+    "ann's member list (bob from member_added)",
   );
-  assertEqual(bobChannel.members.me.id, 'py-bob', 'members.me');
   assertEqual(annChannel.members.count, 2, "ann's member count");
   assertDeepEqual(
     (await pyOk(ctx, 'users_info', { channel: room })).users.map((u) => u.id).sort(),
-    ['py-ann', 'py-bob'],
+    [annId, bobId].sort(),
     'users_info',
   );
 });
@@ -422,61 +577,106 @@ scenario('python: a presence signature over other channel_data is refused', asyn
   // The Python signature covers json.dumps' exact text; a client sending a re-serialized
   // channel_data (no spaces) must not pass.
   const room = fresh('presence-');
-  const client = await ctx.connected({
-    channelAuthorization: {
-      customHandler: ({ socketId, channelName }, callback) => {
-        ctx
-          .python('authenticate', {
-            channel: channelName,
-            socket_id: socketId,
-            custom_data: { user_id: 'py-mallory', user_info: { admin: false } },
-          })
-          .then((out) => {
-            const tampered = JSON.stringify({ user_id: 'py-mallory', user_info: { admin: true } });
-            callback(null, { auth: out.result.auth, channel_data: tampered });
-          }, (error) => callback(error, null));
-      },
+  const mallory = uid('mallory');
+  const handler = (tamper) => ({
+    customHandler: ({ socketId, channelName }, callback) => {
+      ctx
+        .python('authenticate', {
+          channel: channelName,
+          socket_id: socketId,
+          custom_data: { user_id: mallory, user_info: { admin: false } },
+        })
+        .then((out) => {
+          if (!out.ok) return callback(new Error(JSON.stringify(out)), null);
+          if (!tamper) return callback(null, out.result);
+          const tampered = JSON.stringify({ user_id: mallory, user_info: { admin: true } });
+          return callback(null, { auth: out.result.auth, channel_data: tampered });
+        }, (error) => callback(error, null));
     },
   });
-  const channel = client.subscribe(room);
-  const failure = await withTimeout(
+  const outcome = (channel) => withTimeout(
     new Promise((resolve) => {
       channel.bind('pusher:subscription_error', (error) => resolve(['subscription_error', error]));
       channel.bind('pusher:subscription_succeeded', () => resolve(['subscription_succeeded']));
     }),
-    STEP_TIMEOUT_MS,
+    20_000,
     'subscription outcome',
   );
-  assertEqual(failure[0], 'subscription_error', 'outcome');
+
+  // Positive control: the same signature with the channel_data it covers is accepted.
+  const honest = await ctx.connected({ channelAuthorization: handler(false) });
+  assertEqual((await outcome(honest.subscribe(room)))[0], 'subscription_succeeded', 'untampered outcome');
+
+  const client = await ctx.connected({ channelAuthorization: handler(true) });
+  const failure = await outcome(client.subscribe(room));
+  assertEqual(failure[0], 'subscription_error', 'tampered outcome');
+  assertEqual(client.connection.state, 'connected', 'the refused client stays connected');
 });
 
 // --- refusals surfaced as Python exceptions --------------------------------------------------------
 
-scenario('python: wrong secret or unknown key → PusherBadAuth (401), also on GET and terminate', async (ctx) => {
+scenario('python: wrong secret or unknown key → PusherBadAuth (401), also on GET and terminate; nothing delivered', async (ctx) => {
   const wrongSecret = { config_overrides: { secret: 'not-the-secret' } };
   const unknownKey = { config_overrides: { key: `unknown-key-${RUN}` } };
   const refused = { error: 'PusherBadAuth', status: 401, sent: true };
-  await pyFails(ctx, 'trigger', { ...wrongSecret, channels: 'py-x', event: 'e', data: 'd' }, refused);
-  await pyFails(ctx, 'trigger_batch', { ...wrongSecret, batch: [{ channel: 'py-x', name: 'e', data: 'd' }] }, refused);
+  // A live channel and a signed-in user, so a refused call that took effect anyway would show.
+  const name = fresh('');
+  const room = fresh('presence-');
+  const userId = uid('refused');
+  const client = await signedIn(ctx, { user: { id: userId }, presence: { user_id: userId } });
+  const channel = await ctx.subscribed(client, name);
+  await ctx.subscribed(client, room);
+  const seen = collect(channel, 'e');
+  const direct = collect(client.user, 'e');
+  const states = collect(client.connection, 'state_change');
+
+  await pyFails(ctx, 'trigger', { ...wrongSecret, channels: name, event: 'e', data: 'refused-1' }, refused);
+  await pyFails(ctx, 'trigger_batch', { ...wrongSecret, batch: [{ channel: name, name: 'e', data: 'refused-2' }] }, refused);
   await pyFails(ctx, 'channels_info', { ...wrongSecret, prefix_filter: 'presence-', attributes: ['user_count'] }, refused);
-  await pyFails(ctx, 'channel_info', { ...wrongSecret, channel: 'py-x' }, refused);
-  await pyFails(ctx, 'users_info', { ...wrongSecret, channel: 'presence-x' }, refused);
-  await pyFails(ctx, 'terminate_user_connections', { ...wrongSecret, user_id: 'py-user' }, refused);
-  await pyFails(ctx, 'send_to_user', { ...wrongSecret, user_id: 'py-user', event: 'e', data: 'd' }, refused);
-  await pyFails(ctx, 'trigger', { ...unknownKey, channels: 'py-x', event: 'e', data: 'd' }, refused);
-  await pyFails(ctx, 'terminate_user_connections', { ...unknownKey, user_id: 'py-user' }, refused);
+  await pyFails(ctx, 'channel_info', { ...wrongSecret, channel: name }, refused);
+  await pyFails(ctx, 'users_info', { ...wrongSecret, channel: room }, refused);
+  await pyFails(ctx, 'terminate_user_connections', { ...wrongSecret, user_id: userId }, refused);
+  await pyFails(ctx, 'send_to_user', { ...wrongSecret, user_id: userId, event: 'e', data: 'refused-3' }, refused);
+  await pyFails(ctx, 'trigger', { ...unknownKey, channels: name, event: 'e', data: 'refused-4' }, refused);
+  await pyFails(ctx, 'send_to_user', { ...unknownKey, user_id: userId, event: 'e', data: 'refused-5' }, refused);
+  await pyFails(ctx, 'terminate_user_connections', { ...unknownKey, user_id: userId }, refused);
+
+  // Positive controls with the right credentials, published after every refused call.
+  await pyOk(ctx, 'trigger', { channels: name, event: 'e', data: 'accepted' });
+  await pyOk(ctx, 'send_to_user', { user_id: userId, event: 'e', data: 'accepted' });
+  await eventually(() => seen.includes('accepted') && direct.includes('accepted'), 'the accepted events');
+  assertDeepEqual(seen, ['accepted'], 'channel deliveries');
+  assertDeepEqual(direct, ['accepted'], 'user deliveries');
+  assertDeepEqual(states, [], 'state changes (a refused terminate closes nothing)');
 });
 
 scenario('python: a wrong-secret terminate does not disconnect anyone', async (ctx) => {
-  const client = await signedIn(ctx, { user: { id: 'py-guarded' } });
+  const guarded = uid('guarded');
+  const victim = uid('control');
+  const client = await signedIn(ctx, { user: { id: guarded } });
+  const control = await signedIn(ctx, { user: { id: victim } });
+  const states = collect(client.connection, 'state_change');
+  const errors = collect(client.connection, 'error');
+  const controlErrors = collect(control.connection, 'error');
+
   await pyFails(
     ctx,
     'terminate_user_connections',
-    { config_overrides: { secret: 'not-the-secret' }, user_id: 'py-guarded' },
+    { config_overrides: { secret: 'not-the-secret' }, user_id: guarded },
     { error: 'PusherBadAuth', status: 401, sent: true },
   );
-  await sleep(500);
+  // Positive control, sent after the refused call: the right secret terminates the other user,
+  // so a terminate that took effect would have closed the guarded connection by then.
+  assertDeepEqual(await pyOk(ctx, 'terminate_user_connections', { user_id: victim }), {}, 'control terminate');
+  await eventually(() => control.connection.state === 'disconnected', 'the control user to be disconnected', 20_000);
+  assert(controlErrors.some((e) => closeCode(e) === 4009), `control close code 4009: ${JSON.stringify(controlErrors)}`);
+  // And the guarded user is still served on the same connection.
+  const received = once(client.user, 'still-here', 'send_to_user to the guarded user', 20_000);
+  await pyOk(ctx, 'send_to_user', { user_id: guarded, event: 'still-here', data: { ok: true } });
+  assertDeepEqual(await received, { ok: true }, 'event to the guarded user');
+
   assertEqual(client.connection.state, 'connected', 'state after a refused terminate');
+  assertDeepEqual(states, [], `state changes of the guarded connection (errors ${JSON.stringify(errors)})`);
 });
 
 scenario('python: unknown app id → 404 as PusherBadStatus', async (ctx) => {

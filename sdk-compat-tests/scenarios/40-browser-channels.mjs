@@ -1,9 +1,14 @@
 // pusher-js's browser build (pusher.min.js, unmodified) in headless Chromium: connecting, public,
 // private and presence channels through the page's own auth endpoint, refusals, client events,
-// cache channels. Every assertion is on what pusher-js in the page observed.
+// the four cache-channel kinds. Every assertion is on what pusher-js in the page observed.
+//
+// No fixed waits before asserting that something did not arrive: a fence (`page.fence`: a fresh
+// event triggered afterwards that the same connection must receive) proves everything sent before
+// it has arrived, and the server's REST view (`subscription_count`) shows that it processed an
+// unsubscribe or a disconnect before the test relies on it.
 
-import { scenario, assert, assertEqual, assertDeepEqual, sleep } from '../lib/harness.mjs';
-import { openPage, uniqueName } from '../lib/browser.mjs';
+import { scenario, assert, assertEqual, assertDeepEqual } from '../lib/harness.mjs';
+import { openPage, uniqueName, waitForSubscriptionCount } from '../lib/browser.mjs';
 
 async function trigger(ctx, channel, event, data, params) {
   const response = await ctx.backend().trigger(channel, event, data, params);
@@ -69,13 +74,14 @@ scenario('browser: a 403 from /pusher/auth gives pusher:subscription_error with 
   assertEqual(error.data.status, 403, 'subscription_error status');
   assert(/received status: 403/.test(error.data.error), `subscription_error message: ${error.data.error}`);
   assertEqual(page.app.requestsFor(refused).map((r) => r.status), [403], 'auth endpoint replies');
-  // Nothing was sent to the server for that channel, and the connection is unharmed.
-  await sleep(200);
+  // The connection is unharmed: a later subscription completes its round trip (and fences the
+  // connection), and nothing was sent to the server for the refused channel.
+  await page.subscribed('a', allowed);
+  await page.fence('a', allowed);
   assertEqual(await page.call('isSubscribed', 'a', refused), false, 'refused channel subscribed');
   assertEqual(await page.frames('a', { channel: refused }), [], 'frames for the refused channel');
   assertEqual(page.wire.filter((f) => f.payload.includes(refused)), [], 'WebSocket frames naming the refused channel');
   assertEqual(await page.state('a'), 'connected', 'connection state');
-  await page.subscribed('a', allowed);
 });
 
 scenario('browser: a subscription signed with the wrong secret is refused by the server, connection stays up', async (ctx) => {
@@ -100,14 +106,16 @@ scenario('browser: a subscription signed with the wrong secret is refused by the
     errors.some((e) => e.error.type === 'PusherError' && e.error.data.message === frames[0].data.message),
     `connection error events: ${JSON.stringify(errors)}`,
   );
-  await sleep(300);
-  assertEqual(await page.events('a', channel, 'pusher:subscription_succeeded'), [], 'subscription_succeeded');
-  assertEqual(await page.call('isSubscribed', 'a', channel), false, 'channel subscribed');
-  assertEqual(await page.state('a'), 'connected', 'connection state');
+  // The connection stays up and serves another channel; once that one's event has arrived, a
+  // late subscription_succeeded for the refused channel would have arrived too.
   const other = uniqueName('browser-after-refusal');
   await page.subscribed('a', other);
   await trigger(ctx, other, 'still-here', { ok: 1 });
   await page.waitForEvent('a', other, 'still-here');
+  await page.fence('a', other);
+  assertEqual(await page.events('a', channel, 'pusher:subscription_succeeded'), [], 'subscription_succeeded');
+  assertEqual(await page.call('isSubscribed', 'a', channel), false, 'channel subscribed');
+  assertEqual(await page.state('a'), 'connected', 'connection state');
 });
 
 scenario('browser: presence channel lists members; others see member_added and member_removed', async (ctx) => {
@@ -169,7 +177,9 @@ scenario('browser: client events between two browser clients on a private channe
   assertEqual(await pageB.call('trigger', 'b', channel, 'client-reply', { who: 'b' }), true, 'b: trigger result');
   assertDeepEqual((await pageA.waitForEvent('a', channel, 'client-reply')).data, { who: 'b' }, 'client event at a');
 
-  await sleep(300);
+  // An echo to a sender would precede these fences on its own connection.
+  await pageA.fence('a', channel);
+  await pageB.fence('b', channel);
   assertEqual(await pageA.frames('a', { event: 'client-typing' }), [], 'client-typing echoed to its sender');
   assertEqual(await pageB.frames('b', { event: 'client-reply' }), [], 'client-reply echoed to its sender');
   assertEqual((await pageB.events('b', channel, 'client-typing')).length, 1, 'client-typing deliveries at b');
@@ -193,43 +203,105 @@ scenario("browser: client events on a presence channel carry the sender's user_i
   assertDeepEqual(received.metadata, { user_id: 'writer-1' }, 'client event metadata');
 });
 
-scenario('browser: cache channel replays the last event to a late subscriber; empty cache gives pusher:cache_miss', async (ctx) => {
-  const cached = uniqueName('cache-browser-scores');
-  const empty = uniqueName('cache-browser-empty');
-  await trigger(ctx, cached, 'score', { home: 1, away: 0 });
-  await trigger(ctx, cached, 'score', { home: 2, away: 0 });
-  const page = await openPage(ctx);
-  await page.connected('a');
-  await page.subscribed('a', cached);
-  const [replayed] = await page.waitForEvents('a', cached, 'score');
-  assertDeepEqual(replayed.data, { home: 2, away: 0 }, 'replayed event data (the last one)');
-  const order = (await page.events('a', cached)).map((e) => e.event);
-  assertEqual(order, ['pusher:subscription_succeeded', 'score'], 'events on the cache channel, in order');
+// ---------------------------------------------------------------- cache channels
 
-  await page.subscribed('a', empty);
-  await page.waitForEvent('a', empty, 'pusher:cache_miss');
-  await trigger(ctx, empty, 'first', { n: 1 });
-  assertDeepEqual((await page.waitForEvent('a', empty, 'first')).data, { n: 1 }, 'live event after the miss');
-  await sleep(200);
-  assertEqual((await page.events('a', cached, 'score')).length, 1, 'score events on the cache channel');
-});
+const CACHE_KINDS = [
+  { prefix: 'cache-', build: 'pusher.min.js' },
+  { prefix: 'private-cache-', build: 'pusher.min.js' },
+  { prefix: 'presence-cache-', build: 'pusher.min.js' },
+  // pusher.min.js refuses encrypted channels; the page needs the encryption build for this one.
+  { prefix: 'private-encrypted-cache-', build: 'pusher-with-encryption.min.js' },
+];
+
+for (const { prefix, build } of CACHE_KINDS) {
+  scenario(`browser: ${prefix} channel: pusher:cache_miss when empty, the last event replayed to a late subscriber`, async (ctx) => {
+    const channel = uniqueName(`${prefix}browser`);
+    const vacant = uniqueName(`${prefix}browser-vacant`);
+    const encrypted = prefix.startsWith('private-encrypted-');
+    const presence = (id) => ({ user_id: id, user_info: { name: id } });
+
+    // An event triggered while nobody is subscribed is cached all the same.
+    await trigger(ctx, vacant, 'stored', { kept: true });
+
+    // The first subscriber finds the cache empty.
+    const pageA = await openPage(ctx, { build });
+    await pageA.connected('first', { presence: presence('first') });
+    await pageA.subscribed('first', channel);
+    await pageA.waitForEvent('first', channel, 'pusher:cache_miss');
+    await trigger(ctx, channel, 'goal', { n: 1 });
+    await trigger(ctx, channel, 'final', { n: 2, text: 'last one' });
+    assertDeepEqual((await pageA.waitForEvent('first', channel, 'final')).data, { n: 2, text: 'last one' }, 'live event data');
+
+    // A late subscriber, in another page, gets the last event replayed right after subscribing.
+    const pageB = await openPage(ctx, { build });
+    await pageB.connected('late', { presence: presence('late') });
+    await pageB.subscribed('late', channel);
+    const replayed = await pageB.waitForEvent('late', channel, 'final');
+    assertDeepEqual(replayed.data, { n: 2, text: 'last one' }, 'replayed event data (the last one)');
+    if (prefix.startsWith('presence-')) {
+      assertEqual((await pageB.call('members', 'late', channel)).count, 2, "the late subscriber's member count");
+    }
+    if (encrypted) {
+      // Replayed as the ciphertext the server relayed, decrypted by pusher-js with the shared
+      // secret of its own authorization (one auth request per client: no retry after a failure).
+      const [frame] = await pageB.frames('late', { channel, event: 'final' });
+      const wire = typeof frame.data === 'string' ? JSON.parse(frame.data) : frame.data;
+      assert(typeof wire.nonce === 'string' && typeof wire.ciphertext === 'string', `replayed frame data ${JSON.stringify(frame.data)}`);
+      assertEqual(pageB.app.requestsFor(channel).length, 2, 'auth requests for the channel (both clients)');
+    }
+
+    await pageB.subscribed('late', vacant);
+    assertDeepEqual((await pageB.waitForEvent('late', vacant, 'stored')).data, { kept: true }, 'event cached on a vacant channel');
+
+    // Nothing else: neither a cache_miss nor the older event for the late subscriber, one
+    // cache_miss for the first. The fences prove every earlier frame has arrived.
+    await pageB.fence('late', channel);
+    await pageA.fence('first', channel);
+    const lateEvents = (await pageB.events('late', channel)).map((e) => e.event).filter((e) => !e.startsWith('fence-'));
+    assertEqual(lateEvents, ['pusher:subscription_succeeded', 'final'], "the late subscriber's events, in order");
+    const vacantEvents = (await pageB.events('late', vacant)).map((e) => e.event);
+    assertEqual(vacantEvents, ['pusher:subscription_succeeded', 'stored'], 'events on the channel cached while vacant');
+    const firstEvents = (await pageA.events('first', channel))
+      .map((e) => e.event)
+      .filter((e) => !e.startsWith('fence-') && e !== 'pusher:member_added');
+    assertEqual(
+      firstEvents,
+      ['pusher:subscription_succeeded', 'pusher:cache_miss', 'goal', 'final'],
+      "the first subscriber's events, in order",
+    );
+  });
+}
 
 scenario('browser: after unsubscribe the page receives nothing more on that channel', async (ctx) => {
   const channel = uniqueName('browser-unsubscribe');
+  const elsewhere = uniqueName('browser-unsubscribe-fence');
   const page = await openPage(ctx);
   await page.connected('a');
+  // The positive control: another connection that stays subscribed and must get every event.
+  await page.connected('control');
   await page.subscribed('a', channel);
+  await page.subscribed('a', elsewhere);
+  await page.subscribed('control', channel);
   await trigger(ctx, channel, 'tick', { n: 1 });
   await page.waitForEvent('a', channel, 'tick');
+  await page.waitForEvent('control', channel, 'tick');
+
   await page.call('unsubscribe', 'a', channel);
   await page.until(
     () => page.wire.some((f) => f.direction === 'out' && f.payload.includes('pusher:unsubscribe') && f.payload.includes(channel)),
     'the page to send pusher:unsubscribe',
   );
-  await sleep(200);
+  // The server has processed the unsubscribe once it counts only the control.
+  await waitForSubscriptionCount(ctx, channel, 1);
   await trigger(ctx, channel, 'tick', { n: 2 });
-  await sleep(500);
+  const control = await page.waitForEvents('control', channel, 'tick', { count: 2 });
+  assertDeepEqual(control.map((e) => e.data), [{ n: 1 }, { n: 2 }], 'ticks at the control');
+  // Anything sent to `a` before this fence (on its own connection) has arrived.
+  await page.fence('a', elsewhere);
   assertEqual((await page.frames('a', { channel, event: 'tick' })).map((f) => f.data), [{ n: 1 }], 'tick frames received');
+  const socket = await page.socketOf('a');
+  const ticks = page.received(socket).filter((f) => f.channel === channel && f.event === 'tick');
+  assertEqual(ticks.length, 1, "tick frames on a's WebSocket");
 });
 
 scenario('browser: a user connected twice is one presence member (one member_added, one member_removed)', async (ctx) => {
@@ -247,13 +319,18 @@ scenario('browser: a user connected twice is one presence member (one member_add
   await tab2.subscribed('t2', channel);
   assertEqual((await tab2.call('members', 't2', channel)).count, 2, 'members seen by the second tab');
   await watcher.waitForEvent('w', channel, 'pusher:member_added');
-  await sleep(300);
+  await waitForSubscriptionCount(ctx, channel, 3);
+  await watcher.fence('w', channel);
   assertEqual((await watcher.events('w', channel, 'pusher:member_added')).length, 1, 'member_added for two tabs of one user');
   assertEqual((await watcher.call('members', 'w', channel)).count, 2, "watcher's member count");
 
   await tab1.call('disconnect', 't1');
-  await sleep(500);
+  // The server has processed the disconnect once it counts two connections on the channel; a
+  // member_removed it sent the watcher then would precede the fence.
+  await waitForSubscriptionCount(ctx, channel, 2);
+  await watcher.fence('w', channel);
   assertEqual(await watcher.events('w', channel, 'pusher:member_removed'), [], 'member_removed while a tab is still open');
+  assertEqual((await watcher.call('members', 'w', channel)).count, 2, "watcher's member count with one tab left");
   await tab2.call('disconnect', 't2');
   const removed = await watcher.waitForEvent('w', channel, 'pusher:member_removed');
   assertDeepEqual(removed.data, { id: 'dana', info: { name: 'Dana' } }, 'member_removed after the last tab');
@@ -275,7 +352,8 @@ scenario('browser: a client event on a public channel is refused with pusher:err
     return seen.length > 0 ? seen : null;
   }, 'a pusher:error frame at the sender');
   assert(typeof error.data.message === 'string', `pusher:error ${JSON.stringify(error.data)}`);
-  await sleep(500);
+  // The server answered the client event; had it also relayed it, it would precede this fence.
+  await pageB.fence('b', channel);
   assertEqual(await pageB.frames('b', { event: 'client-shout' }), [], 'client-shout frames at the other subscriber');
   assertEqual(await pageA.state('a'), 'connected', "sender's connection state");
 });
@@ -292,9 +370,11 @@ scenario("browser: pusher-js's pusher:ping gets a pusher:pong and the connection
     return pong < 0 ? null : { ping, pong };
   }, 'a pusher:ping answered with pusher:pong');
   assert(exchange.pong > exchange.ping, 'pong after ping');
-  await sleep(2500);
+  // Three pings, each answered, on the one WebSocket, with no state change in between.
+  const count = (event, direction) =>
+    page.wire.filter((f) => f.direction === direction && JSON.parse(f.payload).event === event).length;
+  await page.until(() => count('pusher:ping', 'out') >= 3 && count('pusher:pong', 'in') >= 3, 'three pings answered', 20_000);
   assertEqual(await page.call('statesOf', 'a'), ['connecting', 'connected'], 'connection states over several pings');
   assertEqual(page.sockets.length, 1, 'WebSockets opened');
-  const pings = page.wire.filter((f) => f.direction === 'out' && JSON.parse(f.payload).event === 'pusher:ping').length;
-  assert(pings >= 2, `pings sent: ${pings}`);
+  assertEqual(await page.call('errorsFor', 'a'), [], 'connection errors');
 });
