@@ -155,18 +155,16 @@ impl TestApp {
         secret: &str,
         timestamp: i64,
     ) -> (u16, String) {
-        let mut params: Vec<(String, String)> = query
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        params.push(("auth_key".into(), key.into()));
-        params.push(("auth_timestamp".into(), timestamp.to_string()));
-        params.push(("auth_version".into(), "1.0".into()));
-        if let Some(body) = body {
-            params.push(("body_md5".into(), md5_hex(body.as_bytes())));
-        }
-        let signature = sign_request(secret, method, signed_path, &params);
-        params.push(("auth_signature".into(), signature));
+        let md5 = body.map(|body| md5_hex(body.as_bytes()));
+        let params = signed_params(
+            method,
+            signed_path,
+            query,
+            md5.as_deref(),
+            key,
+            secret,
+            timestamp,
+        );
         self.send(method, request_path, &params, body).await
     }
 

@@ -36,19 +36,11 @@ async fn php_request(
     query: &[(&str, &str)],
     body: Option<&str>,
 ) -> (u16, Option<String>, String) {
-    let mut params: Vec<(String, String)> = query
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    params.push(("auth_key".into(), KEY.into()));
-    params.push(("auth_timestamp".into(), now().to_string()));
-    params.push(("auth_version".into(), "1.0".into()));
-    if let Some(body) = body {
-        params.push(("body_md5".into(), md5_hex(body.as_bytes())));
-    }
-    params.sort();
-    let signature = sign_request(SECRET, method, path, &params);
-    params.push(("auth_signature".into(), signature));
+    let md5 = body.map(|body| md5_hex(body.as_bytes()));
+    let mut params = signed_params(method, path, query, md5.as_deref(), KEY, SECRET, now());
+    // PHP `ksort`s the signed parameters and appends auth_signature after them.
+    let signed = params.len() - 1;
+    params[..signed].sort();
     let query: Vec<String> = params
         .iter()
         .map(|(k, v)| format!("{k}={}", guzzle_encode(v)))
