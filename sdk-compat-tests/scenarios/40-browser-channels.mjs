@@ -15,6 +15,17 @@ async function trigger(ctx, channel, event, data, params) {
   assertEqual(response.status, 200, `trigger ${event} on ${channel}: status`);
 }
 
+/** Two pages, client 'a' in the first and 'b' in the second, both subscribed to `channel`. */
+async function twoPagesOn(ctx, channel) {
+  const pageA = await openPage(ctx);
+  const pageB = await openPage(ctx);
+  await pageA.connected('a');
+  await pageB.connected('b');
+  await pageA.subscribed('a', channel);
+  await pageB.subscribed('b', channel);
+  return [pageA, pageB];
+}
+
 scenario('browser: pusher.min.js 8.6.0 connects over ws and gets a socket id of the form 123.456', async (ctx) => {
   const page = await openPage(ctx);
   const socketId = await page.connected('a');
@@ -163,12 +174,7 @@ scenario('browser: presence channel lists members; others see member_added and m
 
 scenario('browser: client events between two browser clients on a private channel, not echoed', async (ctx) => {
   const channel = uniqueName('private-browser-chat');
-  const pageA = await openPage(ctx);
-  const pageB = await openPage(ctx);
-  await pageA.connected('a');
-  await pageB.connected('b');
-  await pageA.subscribed('a', channel);
-  await pageB.subscribed('b', channel);
+  const [pageA, pageB] = await twoPagesOn(ctx, channel);
 
   assertEqual(await pageA.call('trigger', 'a', channel, 'client-typing', { who: 'a', n: 1 }), true, 'a: trigger result');
   const atB = await pageB.waitForEvent('b', channel, 'client-typing');
@@ -339,12 +345,7 @@ scenario('browser: a user connected twice is one presence member (one member_add
 
 scenario('browser: a client event on a public channel is refused with pusher:error and not delivered', async (ctx) => {
   const channel = uniqueName('browser-public-chat');
-  const pageA = await openPage(ctx);
-  const pageB = await openPage(ctx);
-  await pageA.connected('a');
-  await pageB.connected('b');
-  await pageA.subscribed('a', channel);
-  await pageB.subscribed('b', channel);
+  const [pageA, pageB] = await twoPagesOn(ctx, channel);
   // pusher-js sends it (it does not know the channel type rules); the server must refuse it.
   await pageA.call('trigger', 'a', channel, 'client-shout', { loud: true });
   const [error] = await pageA.until(async () => {

@@ -19,9 +19,11 @@ use tower_http::cors::{Any, CorsLayer};
 
 use crate::hub::AppHub;
 use crate::node::SharedNode;
-use crate::protocol::{BatchBody, ChannelKind, ChannelName, EventData, SocketId, TriggerBody};
+use crate::protocol::{
+    query_pairs, query_value, BatchBody, ChannelKind, ChannelName, EventData, SocketId, TriggerBody,
+};
 use crate::tenants::AppRef;
-use signed::{authenticate, query_params};
+use signed::authenticate;
 
 /// The largest REST body accepted (ten 10 KB events with their envelopes fit easily).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -306,16 +308,9 @@ async fn channels(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let app = authenticate(&node, &method, &uri, Some(&app_id), &body)?;
-    let params = query_params(uri.query());
-    let param = |name: &str| {
-        params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let prefix = param("filter_by_prefix").unwrap_or("");
-    let attributes = parse_attributes(param("info"), false)?;
+    let params = query_pairs(uri.query());
+    let prefix = query_value(&params, "filter_by_prefix").unwrap_or("");
+    let attributes = parse_attributes(query_value(&params, "info"), false)?;
     if attributes.contains(&Attribute::UserCount) && !prefix.starts_with("presence-") {
         return Err(ApiError::BadRequest(
             "user_count may only be requested with filter_by_prefix=presence-".into(),
@@ -352,13 +347,8 @@ async fn channel(
 ) -> Result<Json<Value>, ApiError> {
     let app = authenticate(&node, &method, &uri, Some(&app_id), &body)?;
     let name = parse_channel(&app, &channel)?;
-    let params = query_params(uri.query());
-    let info = params
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "info")
-        .map(|(_, v)| v.as_str());
-    let attributes = parse_attributes(info, true)?;
+    let params = query_pairs(uri.query());
+    let attributes = parse_attributes(query_value(&params, "info"), true)?;
     if attributes.contains(&Attribute::UserCount) && name.kind() != ChannelKind::Presence {
         return Err(ApiError::BadRequest(
             "user_count is only available on presence channels".into(),

@@ -1,38 +1,12 @@
 //! The signed-request check shared by every REST route.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::http::{Method, Uri};
 
 use crate::api::ApiError;
 use crate::auth::{self, RestRequest};
 use crate::node::SharedNode;
+use crate::protocol::query_pairs;
 use crate::tenants::AppRef;
-
-/// Query parameters, percent-decoded (`+` is kept: the SDKs send values unencoded).
-pub(super) fn query_params(query: Option<&str>) -> Vec<(String, String)> {
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    query
-        .unwrap_or("")
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(key), decode(value))
-        })
-        .collect()
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 /// Finds the app and verifies the request's signature. With `app_id`, the app is the one in the
 /// path and `auth_key` must be one of its keys; without, the app is `auth_key`'s.
@@ -43,7 +17,7 @@ pub(super) fn authenticate(
     app_id: Option<&str>,
     body: &[u8],
 ) -> Result<AppRef, ApiError> {
-    let params = query_params(uri.query());
+    let params = query_pairs(uri.query());
     let key = auth::rest_auth_key(&params)
         .ok_or_else(|| ApiError::Unauthorized("Missing parameter: auth_key".into()))?;
     let app = match app_id {
@@ -72,7 +46,7 @@ pub(super) fn authenticate(
         params: &params,
         body,
     };
-    let now = now_secs();
+    let now = crate::clock::unix_seconds();
     if let Err(error) = auth::verify_rest(&request, secret, now) {
         // A client may have signed the decoded path while its HTTP stack encoded it.
         let decoded = percent_encoding::percent_decode_str(raw_path).decode_utf8_lossy();

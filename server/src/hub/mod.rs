@@ -10,7 +10,7 @@ mod connection;
 pub use connection::{CloseRequest, Connection, Outbox};
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -136,8 +136,6 @@ struct Channel {
     subscribers: HashMap<SocketId, ConnHandle>,
     members: HashMap<Box<str>, Member>,
     last_count_sent: Option<Instant>,
-    /// A count change held back by the 5-second throttle, sent by the next flush.
-    count_pending: bool,
 }
 
 #[derive(Debug)]
@@ -154,6 +152,9 @@ struct AppState {
     cache: HashMap<Box<str>, CachedEvent>,
     users: HashMap<Box<str>, Vec<ConnHandle>>,
     watchers: HashMap<Box<str>, Vec<ConnHandle>>,
+    /// Channels whose `subscription_count` update the throttle held back; the periodic flush
+    /// visits only these.
+    pending_counts: HashSet<Box<str>>,
 }
 
 /// One app's channels, members, users and connections.
@@ -225,22 +226,24 @@ fn broadcast(channel: &Channel, frame: &Bytes, except: Option<SocketId>) -> usiz
     delivered
 }
 
-fn maybe_send_count(name: &str, channel: &mut Channel, force: bool) {
+/// Sends the channel's `subscription_count` to its subscribers, unless the 5-second throttle
+/// holds it back; returns whether it was held back (the caller records it for the next flush).
+#[must_use]
+fn maybe_send_count(name: &str, channel: &mut Channel, force: bool) -> bool {
     let count = channel.subscribers.len();
     if count == 0 {
-        return;
+        return false;
     }
     if count > SUBSCRIPTION_COUNT_THROTTLE_ABOVE && !force {
         if let Some(last) = channel.last_count_sent {
             if last.elapsed() < SUBSCRIPTION_COUNT_INTERVAL {
-                channel.count_pending = true;
-                return;
+                return true;
             }
         }
     }
     channel.last_count_sent = Some(Instant::now());
-    channel.count_pending = false;
     broadcast(channel, &server::subscription_count(name, count), None);
+    false
 }
 
 /// `subscription_count` events apply to every channel kind but presence and the internal
@@ -276,8 +279,11 @@ impl AppState {
         }
         if state.subscribers.is_empty() {
             self.channels.remove(channel);
-        } else if subscription_count && counts_subscriptions(channel) {
-            maybe_send_count(channel, state, false);
+        } else if subscription_count
+            && counts_subscriptions(channel)
+            && maybe_send_count(channel, state, false)
+        {
+            self.pending_counts.insert(channel.into());
         }
         delivered
     }
@@ -355,7 +361,9 @@ impl AppHub {
         options: SubscribeOptions,
     ) -> Result<Subscribed, SubscribeRefusal> {
         let name = channel.as_str();
-        let mut state = lock(&self.state);
+        let mut guard = lock(&self.state);
+        // Borrow the fields separately: the channel entry and the pending set at once.
+        let state = &mut *guard;
         let mut result = Subscribed {
             cache_miss: false,
             member_events_delivered: 0,
@@ -400,7 +408,9 @@ impl AppHub {
         if options.subscription_count && counts_subscriptions(name) {
             // The subscriber's own count goes through its outbox, after subscription_succeeded.
             let first = entry.subscribers.len() <= 1;
-            maybe_send_count(name, entry, first);
+            if maybe_send_count(name, entry, first) {
+                state.pending_counts.insert(name.into());
+            }
         }
         if channel.is_cache() {
             let now = Instant::now();
@@ -524,10 +534,13 @@ impl AppHub {
 
     /// Sends the `subscription_count` updates that the 5-second throttle held back.
     pub fn flush_subscription_counts(&self) {
-        let mut state = lock(&self.state);
-        for (name, channel) in state.channels.iter_mut() {
-            if channel.count_pending {
-                maybe_send_count(name, channel, false);
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        for name in std::mem::take(&mut state.pending_counts) {
+            if let Some(channel) = state.channels.get_mut(&name) {
+                if maybe_send_count(&name, channel, false) {
+                    state.pending_counts.insert(name);
+                }
             }
         }
     }

@@ -7,12 +7,14 @@
 mod channel;
 mod frames;
 mod limits;
+mod query;
 mod rest;
 mod socket_id;
 
 pub use channel::{ChannelKind, ChannelName, ChannelNameError, SERVER_TO_USER_PREFIX};
 pub use frames::{server, ClientFrame, FrameError};
 pub use limits::{Limits, PROTOCOL_CHANNEL_NAME_CEILING};
+pub use query::{query_pairs, query_value};
 pub use rest::{BatchBody, BatchEvent, EventData, TriggerBody};
 pub use socket_id::SocketId;
 

@@ -11,7 +11,6 @@ pub use cache::{AppCache, AppChange};
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::distr::{Alphanumeric, SampleString};
 use rand::Rng;
@@ -237,13 +236,6 @@ fn app_from_row(row: &AnyRow) -> Result<App, sqlx::Error> {
     })
 }
 
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// A random URL-safe token of `len` lowercase letters and digits.
 fn random_token(len: usize) -> String {
     Alphanumeric
@@ -446,7 +438,7 @@ impl Store {
             client_events: new.client_events.unwrap_or(false),
             subscription_count: new.subscription_count.unwrap_or(false),
             limits,
-            created_at: now_secs(),
+            created_at: crate::clock::unix_seconds(),
         };
         let clash = sqlx::query("SELECT id FROM apps WHERE id = $1 OR app_key = $2")
             .bind(app.id.clone())

@@ -17,19 +17,10 @@ use tokio_tungstenite::tungstenite;
 
 use crate::hub::{Connection, Outbox};
 use crate::node::{Node, SharedNode};
-use crate::protocol::{check_handshake_version, server, CloseCode, ACTIVITY_TIMEOUT_SECS};
+use crate::protocol::{
+    check_handshake_version, query_pairs, query_value, server, CloseCode, ACTIVITY_TIMEOUT_SECS,
+};
 use crate::transport::session::Session;
-
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then(|| {
-            percent_encoding::percent_decode_str(value)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-    })
-}
 
 fn configure(node: &SharedNode, upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
     let max = node.settings.max_frame_bytes;
@@ -43,12 +34,21 @@ fn configure(node: &SharedNode, upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
 /// Accepts the upgrade only to send `pusher:error` and close with `code`, as pusher-js expects.
 fn refuse(node: &SharedNode, upgrade: WebSocketUpgrade, code: CloseCode) -> Response {
     configure(node, upgrade).on_upgrade(move |mut socket| async move {
-        let frame = server::error(Some(code.code()), code.reason());
-        if let Ok(text) = Utf8Bytes::try_from(frame) {
-            let _ = socket.send(Message::Text(text)).await;
-        }
-        let _ = socket.send(close_message(code)).await;
+        send_refusal(&mut socket, code).await;
     })
+}
+
+/// `pusher:error` with `code`, then the close frame with it (bounded by the close budget).
+async fn send_refusal(socket: &mut WebSocket, code: CloseCode) {
+    let _ = tokio::time::timeout(CLOSE_BUDGET, async {
+        if send_text(socket, server::error(Some(code.code()), code.reason()))
+            .await
+            .is_ok()
+        {
+            let _ = socket.send(close_message(code)).await;
+        }
+    })
+    .await;
 }
 
 fn close_message(code: CloseCode) -> Message {
@@ -65,9 +65,10 @@ pub async fn app_socket(
     RawQuery(query): RawQuery,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let protocol = query_param(query.as_deref(), "protocol");
-    let version = query_param(query.as_deref(), "version");
-    if let Err(code) = check_handshake_version(protocol.as_deref(), version.as_deref()) {
+    let params = query_pairs(query.as_deref());
+    let protocol = query_value(&params, "protocol");
+    let version = query_value(&params, "version");
+    if let Err(code) = check_handshake_version(protocol, version) {
         return refuse(&node, upgrade, code);
     }
     let Some(app) = node.apps.by_key(&key) else {
@@ -96,13 +97,7 @@ pub async fn app_socket(
             if !app_hub.connect(&conn, app.limits.connections()) {
                 node.hub.release_connection();
                 let mut socket = socket;
-                let code = CloseCode::OverConnectionQuota;
-                if let Ok(text) =
-                    Utf8Bytes::try_from(server::error(Some(code.code()), code.reason()))
-                {
-                    let _ = socket.send(Message::Text(text)).await;
-                }
-                let _ = socket.send(close_message(code)).await;
+                send_refusal(&mut socket, CloseCode::OverConnectionQuota).await;
                 return;
             }
             // The app may have been disabled or deleted while this socket upgraded; the cache
@@ -168,11 +163,8 @@ async fn write(
     conn: &Connection,
     node: &Node,
 ) -> Result<(), Option<Exit>> {
-    let Ok(text) = Utf8Bytes::try_from(frame) else {
-        return Ok(());
-    };
     tokio::select! {
-        sent = socket.send(Message::Text(text)) => sent.map_err(|_| None),
+        sent = send_text(socket, frame) => sent.map_err(|_| None),
         request = conn.close_requested() => Err(Some(Exit {
             code: Some(request.code),
             drain: false,
