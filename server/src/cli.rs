@@ -5,9 +5,12 @@
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::startup::open_store;
-use crate::tenants::{App, AppPatch, LimitsPatch, NewApp};
+use crate::tenants::{
+    App, AppPatch, LimitsPatch, NewApp, Store, StoreError, UsageReport, User, UserRole,
+};
 
 /// Herald, a Pusher Channels compatible server.
 #[derive(Debug, Parser)]
@@ -26,6 +29,73 @@ pub enum Command {
     /// Manage apps.
     #[command(subcommand)]
     Apps(Box<AppsCommand>),
+    /// Manage tenants (organisations that own apps).
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// Manage dashboard users (the operator and tenant admins).
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+/// `herald tenants ...`.
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Create a tenant.
+    Create {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tenants.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `herald users ...`.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user: the operator (`--operator`) or an admin of one tenant (`--tenant`).
+    Create {
+        /// Sign-in email.
+        #[arg(long)]
+        email: String,
+        /// Password (at least 8 characters).
+        #[arg(long)]
+        password: String,
+        /// A platform operator (every tenant).
+        #[arg(long, conflicts_with = "tenant", required_unless_present = "tenant")]
+        operator: bool,
+        /// The tenant this admin manages.
+        #[arg(long = "tenant")]
+        tenant: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users (never their password hashes).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a user's password.
+    SetPassword {
+        /// The user's email.
+        #[arg(long)]
+        email: String,
+        /// The new password (at least 8 characters).
+        #[arg(long)]
+        password: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `herald apps ...`.
@@ -39,8 +109,16 @@ pub enum AppsCommand {
         /// Owning tenant (default: the default tenant, "1").
         #[arg(long = "tenant")]
         tenant: Option<String>,
+        /// A plan preset for the limits (sandbox, startup, pro, business, unlimited); limit
+        /// flags override it.
+        #[arg(long)]
+        plan: Option<String>,
         #[command(flatten)]
         limits: LimitArgs,
+        /// Origins allowed to open WebSockets, comma-separated (`https://example.com`,
+        /// `https://*.example.com`); empty allows any origin.
+        #[arg(long, value_name = "ORIGINS")]
+        allowed_origins: Option<String>,
         #[command(flatten)]
         switches: SwitchArgs,
         /// Print JSON.
@@ -56,6 +134,9 @@ pub enum AppsCommand {
         name: Option<String>,
         #[command(flatten)]
         limits: LimitArgs,
+        /// Origins allowed to open WebSockets, comma-separated; an empty value allows any.
+        #[arg(long, value_name = "ORIGINS")]
+        allowed_origins: Option<String>,
         #[command(flatten)]
         switches: SwitchArgs,
         /// Print JSON.
@@ -83,6 +164,36 @@ pub enum AppsCommand {
     Delete {
         /// The app's id.
         app_id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an app's stored usage: today, the last 30 days, the last 24 hours per minute.
+    Usage {
+        /// The app's id.
+        app_id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a new key pair; the current one keeps working for the grace period.
+    RotateSecret {
+        /// The app's id.
+        app_id: String,
+        /// Seconds the old pair keeps working (0: until revoked).
+        #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
+        grace_period: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one of an app's key pairs (the other one must still work).
+    RevokeKey {
+        /// The app's id.
+        app_id: String,
+        /// The key to revoke.
+        #[arg(long)]
+        key: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -166,16 +277,34 @@ impl LimitArgs {
 fn describe(app: &App) -> String {
     let limits = serde_json::to_value(app.limits).unwrap_or_default();
     let mut text = format!(
-        "id:                 {}\nname:               {}\nkey:                {}\nsecret:             {}\ntenant_id:          {}\nenabled:            {}\nclient_events:      {}\nsubscription_count: {}\n",
+        "id:                 {}\nname:               {}\nkey:                {}\nsecret:             {}\ntenant_id:          {}\nplan:               {}\nenabled:            {}\nclient_events:      {}\nsubscription_count: {}\nallowed_origins:    {}\n",
         app.id,
         app.name,
         app.key,
         app.secret.expose(),
         app.tenant_id,
+        app.plan,
         app.enabled,
         app.client_events,
-        app.subscription_count
+        app.subscription_count,
+        if app.allowed_origins.is_empty() {
+            "any".to_owned()
+        } else {
+            app.allowed_origins.join(", ")
+        }
     );
+    if let Some(previous) = &app.previous_key {
+        text.push_str(&format!(
+            "previous key:       {} (secret {}, {})\n",
+            previous.key,
+            previous.secret.expose(),
+            if previous.expires_at == 0 {
+                "until revoked".to_owned()
+            } else {
+                format!("until unix time {}", previous.expires_at)
+            }
+        ));
+    }
     if let Some(map) = limits.as_object() {
         for (name, value) in map {
             text.push_str(&format!("{name}: {value}\n"));
@@ -195,17 +324,23 @@ fn print_app(app: &App, json: bool) -> Outcome {
     }
 }
 
-/// Runs an `apps` command and returns the process exit code.
-pub async fn run_apps(command: Box<AppsCommand>) -> i32 {
-    let command = *command;
-    let json = match &command {
-        AppsCommand::Create { json, .. }
-        | AppsCommand::Update { json, .. }
-        | AppsCommand::Show { json, .. }
-        | AppsCommand::List { json, .. }
-        | AppsCommand::Delete { json, .. } => *json,
-    };
-    match apps(command).await {
+fn split_origins(list: Option<String>) -> Option<Vec<String>> {
+    list.map(|l| {
+        l.split([',', '\n', ' '])
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Outcome {
+    serde_json::to_string_pretty(value).map_err(|e| e.to_string())
+}
+
+/// Prints a command's outcome and returns the process exit code.
+fn finish(outcome: Outcome, json: bool) -> i32 {
+    match outcome {
         Ok(text) => {
             println!("{}", text.trim_end());
             0
@@ -221,35 +356,200 @@ pub async fn run_apps(command: Box<AppsCommand>) -> i32 {
     }
 }
 
-async fn apps(command: AppsCommand) -> Outcome {
+async fn with_store<F, Fut>(work: F) -> Outcome
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
     let settings = Settings::from_env().map_err(|e| e.to_string())?;
     let store = open_store(&settings).await.map_err(|e| e.to_string())?;
-    let result = match command {
+    let outcome = work(store.clone()).await;
+    store.close().await;
+    outcome
+}
+
+/// Runs an `apps` command and returns the process exit code.
+pub async fn run_apps(command: Box<AppsCommand>) -> i32 {
+    let command = *command;
+    let json = match &command {
+        AppsCommand::Create { json, .. }
+        | AppsCommand::Update { json, .. }
+        | AppsCommand::Show { json, .. }
+        | AppsCommand::List { json, .. }
+        | AppsCommand::Delete { json, .. }
+        | AppsCommand::Usage { json, .. }
+        | AppsCommand::RotateSecret { json, .. }
+        | AppsCommand::RevokeKey { json, .. } => *json,
+    };
+    finish(with_store(|store| apps(store, command)).await, json)
+}
+
+/// Runs a `tenants` command and returns the process exit code.
+pub async fn run_tenants(command: TenantsCommand) -> i32 {
+    let json = match &command {
+        TenantsCommand::Create { json, .. } | TenantsCommand::List { json } => *json,
+    };
+    finish(
+        with_store(|store| async move {
+            match command {
+                TenantsCommand::Create { name, json } => {
+                    let tenant = store
+                        .create_tenant(&name)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if json {
+                        to_json(&tenant)
+                    } else {
+                        Ok(format!("created tenant {} ({})", tenant.id, tenant.name))
+                    }
+                }
+                TenantsCommand::List { json } => {
+                    let tenants = store.list_tenants().await.map_err(|e| e.to_string())?;
+                    if json {
+                        to_json(&tenants)
+                    } else {
+                        Ok(tenants
+                            .iter()
+                            .map(|t| format!("{}\t{}", t.id, t.name))
+                            .collect::<Vec<_>>()
+                            .join("\n"))
+                    }
+                }
+            }
+        })
+        .await,
+        json,
+    )
+}
+
+/// Runs a `users` command and returns the process exit code.
+pub async fn run_users(command: UsersCommand) -> i32 {
+    let json = match &command {
+        UsersCommand::Create { json, .. }
+        | UsersCommand::List { json }
+        | UsersCommand::SetPassword { json, .. } => *json,
+    };
+    finish(
+        with_store(|store| async move {
+            match command {
+                UsersCommand::Create {
+                    email,
+                    password,
+                    operator,
+                    tenant,
+                    json,
+                } => {
+                    let role = if operator {
+                        UserRole::Operator
+                    } else {
+                        UserRole::Admin
+                    };
+                    let user = store
+                        .create_user(&email, &password, role, tenant.as_deref())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if json {
+                        to_json(&user)
+                    } else {
+                        Ok(format!("created user {} ({})", user.email, describe_role(&user)))
+                    }
+                }
+                UsersCommand::List { json } => {
+                    let users = store.list_users().await.map_err(|e| e.to_string())?;
+                    if json {
+                        to_json(&users)
+                    } else {
+                        Ok(users
+                            .iter()
+                            .map(|u| format!("{}\t{}\t{}", u.id, u.email, describe_role(u)))
+                            .collect::<Vec<_>>()
+                            .join("\n"))
+                    }
+                }
+                UsersCommand::SetPassword {
+                    email,
+                    password,
+                    json,
+                } => {
+                    store
+                        .set_password(&email, &password)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if json {
+                        Ok(json!({ "email": email.trim().to_ascii_lowercase(), "password_changed": true }).to_string())
+                    } else {
+                        Ok(format!("password changed for {}", email.trim()))
+                    }
+                }
+            }
+        })
+        .await,
+        json,
+    )
+}
+
+fn describe_role(user: &User) -> String {
+    match (&user.role, &user.tenant_id) {
+        (UserRole::Operator, _) => "operator".into(),
+        (UserRole::Admin, Some(tenant)) => format!("admin of tenant {tenant}"),
+        (UserRole::Admin, None) => "admin".into(),
+    }
+}
+
+fn describe_usage(report: &UsageReport) -> String {
+    let mut text = format!(
+        "app {}\ntoday ({}): {} messages, peak {} connections\n\nlast 30 days:\n",
+        report.app_id, report.today.date, report.today.messages, report.today.peak_connections
+    );
+    for day in &report.days {
+        text.push_str(&format!(
+            "  {}  {:>12} messages  {:>8} peak connections\n",
+            day.date, day.messages, day.peak_connections
+        ));
+    }
+    let active: Vec<_> = report
+        .minutes
+        .iter()
+        .filter(|m| m.messages > 0 || m.peak_connections > 0)
+        .collect();
+    text.push_str(&format!(
+        "\nlast 24 hours: {} active minutes, {} messages\n",
+        active.len(),
+        report.minutes.iter().map(|m| m.messages).sum::<u64>()
+    ));
+    text
+}
+
+async fn apps(store: Store, command: AppsCommand) -> Outcome {
+    let err = |e: StoreError| e.to_string();
+    match command {
         AppsCommand::Create {
             name,
             tenant,
+            plan,
             limits,
+            allowed_origins,
             switches,
             json,
         } => {
             let new = NewApp {
                 name,
                 tenant_id: tenant,
+                plan,
                 enabled: switches.enabled,
                 client_events: switches.client_events,
                 subscription_count: switches.subscription_count,
                 limits: limits.patch(),
+                allowed_origins: split_origins(allowed_origins),
                 ..NewApp::default()
             };
-            match store.create_app(new).await {
-                Ok(app) => print_app(&app, json),
-                Err(e) => Err(e.to_string()),
-            }
+            print_app(&store.create_app(new).await.map_err(err)?, json)
         }
         AppsCommand::Update {
             app_id,
             name,
             limits,
+            allowed_origins,
             switches,
             json,
         } => {
@@ -259,39 +559,64 @@ async fn apps(command: AppsCommand) -> Outcome {
                 client_events: switches.client_events,
                 subscription_count: switches.subscription_count,
                 limits: limits.patch(),
+                allowed_origins: split_origins(allowed_origins),
             };
-            match store.update_app(&app_id, patch).await {
-                Ok(app) => print_app(&app, json),
-                Err(e) => Err(e.to_string()),
-            }
+            print_app(&store.update_app(&app_id, patch).await.map_err(err)?, json)
         }
-        AppsCommand::Show { app_id, json } => match store.get_app(&app_id).await {
-            Ok(app) => print_app(&app, json),
-            Err(e) => Err(e.to_string()),
-        },
-        AppsCommand::List { tenant, json } => match store.list_apps(tenant.as_deref()).await {
-            Ok(apps) if json => serde_json::to_string_pretty(&apps).map_err(|e| e.to_string()),
-            Ok(apps) => Ok(apps
+        AppsCommand::Show { app_id, json } => {
+            print_app(&store.get_app(&app_id).await.map_err(err)?, json)
+        }
+        AppsCommand::List { tenant, json } => {
+            let apps = store.list_apps(tenant.as_deref()).await.map_err(err)?;
+            if json {
+                return to_json(&apps);
+            }
+            Ok(apps
                 .iter()
                 .map(|a| {
                     format!(
-                        "{}\t{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}\t{}",
                         a.id,
                         a.key,
+                        a.tenant_id,
                         if a.enabled { "enabled" } else { "disabled" },
                         a.name
                     )
                 })
                 .collect::<Vec<_>>()
-                .join("\n")),
-            Err(e) => Err(e.to_string()),
-        },
-        AppsCommand::Delete { app_id, json } => match store.delete_app(&app_id).await {
-            Ok(()) if json => Ok(json!({ "deleted": app_id }).to_string()),
-            Ok(()) => Ok(format!("deleted app {app_id}")),
-            Err(e) => Err(e.to_string()),
-        },
-    };
-    store.close().await;
-    result
+                .join("\n"))
+        }
+        AppsCommand::Delete { app_id, json } => {
+            store.delete_app(&app_id).await.map_err(err)?;
+            if json {
+                Ok(json!({ "deleted": app_id }).to_string())
+            } else {
+                Ok(format!("deleted app {app_id}"))
+            }
+        }
+        AppsCommand::Usage { app_id, json } => {
+            store.get_app(&app_id).await.map_err(err)?;
+            let clock = Clock::system();
+            let report = store
+                .usage_report(&app_id, clock.day(), clock.minute())
+                .await
+                .map_err(err)?;
+            if json {
+                to_json(&report)
+            } else {
+                Ok(describe_usage(&report))
+            }
+        }
+        AppsCommand::RotateSecret {
+            app_id,
+            grace_period,
+            json,
+        } => print_app(
+            &store.rotate_key(&app_id, grace_period).await.map_err(err)?,
+            json,
+        ),
+        AppsCommand::RevokeKey { app_id, key, json } => {
+            print_app(&store.revoke_key(&app_id, &key).await.map_err(err)?, json)
+        }
+    }
 }

@@ -17,6 +17,15 @@ pub struct DefaultApp {
     pub secret: Option<Secret>,
 }
 
+/// The operator created on the first start of a store without users.
+#[derive(Debug, Clone, Default)]
+pub struct AdminAccount {
+    /// `HERALD_ADMIN_EMAIL` (default `admin@localhost`).
+    pub email: Option<String>,
+    /// `HERALD_ADMIN_PASSWORD` (random when unset, written to the first-run file).
+    pub password: Option<Secret>,
+}
+
 /// Everything a node needs to start. Tests build it directly with [`Settings::for_tests`].
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -28,6 +37,12 @@ pub struct Settings {
     pub database_url: String,
     /// The first-start app.
     pub default_app: DefaultApp,
+    /// The first-start operator.
+    pub admin: AdminAccount,
+    /// The clock usage is counted by (UTC days, minutes); tests inject a manual one.
+    pub clock: crate::clock::Clock,
+    /// How often usage counters are written to the store (at most 5 s, see `interfaces.md`).
+    pub usage_flush: Duration,
     /// Node capacity (`HERALD_MAX_CONNECTIONS`); past it handshakes get 4100.
     pub max_connections: Option<usize>,
     /// Silence after which the server pings a client.
@@ -102,6 +117,10 @@ impl Settings {
                 key: var("HERALD_DEFAULT_APP_KEY"),
                 secret: var("HERALD_DEFAULT_APP_SECRET").map(Secret::new),
             },
+            admin: AdminAccount {
+                email: var("HERALD_ADMIN_EMAIL"),
+                password: var("HERALD_ADMIN_PASSWORD").map(Secret::new),
+            },
             max_connections,
             max_frame_bytes: number("HERALD_MAX_FRAME_BYTES")?.unwrap_or(64 * 1024),
             ws_read_buffer: number("HERALD_WS_READ_BUFFER_BYTES")?.unwrap_or(4 * 1024),
@@ -115,6 +134,9 @@ impl Settings {
             data_dir: PathBuf::from("./herald-data"),
             database_url: sqlite_url(std::path::Path::new("./herald-data")),
             default_app: DefaultApp::default(),
+            admin: AdminAccount::default(),
+            clock: crate::clock::Clock::system(),
+            usage_flush: Duration::from_secs(5),
             max_connections: None,
             activity_timeout: Duration::from_secs(crate::protocol::ACTIVITY_TIMEOUT_SECS),
             pong_timeout: Duration::from_secs(30),

@@ -11,6 +11,8 @@ async fn main() {
     let code = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve().await,
         Command::Apps(command) => herald::cli::run_apps(command).await,
+        Command::Tenants(command) => herald::cli::run_tenants(command).await,
+        Command::Users(command) => herald::cli::run_users(command).await,
     };
     std::process::exit(code);
 }

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::RateLimits;
 use crate::config::Settings;
 use crate::hub::Hub;
-use crate::tenants::{AppCache, Store};
+use crate::tenants::{AppCache, Store, Usage};
 
 /// One Herald process: settings, the app cache, the hub, the store and the shutdown signal.
 #[derive(Debug)]
@@ -20,6 +21,10 @@ pub struct Node {
     pub hub: Hub,
     /// The tenant store (never used on the handshake, subscribe or trigger path).
     pub store: Store,
+    /// Message counts and connection peaks, in memory, flushed to the store in the background.
+    pub usage: Usage,
+    /// Per-app REST rate limiters.
+    pub rates: RateLimits,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for their close frames.

@@ -21,7 +21,7 @@ use crate::config::Settings;
 use crate::hub::Hub;
 use crate::node::{Node, SharedNode};
 use crate::protocol::CloseCode;
-use crate::tenants::{AppCache, AppChange, NewApp, Store, StoreError};
+use crate::tenants::{AppCache, AppChange, NewApp, Store, StoreError, Usage, UserRole};
 use crate::{api, transport};
 
 /// Why the node could not start.
@@ -77,36 +77,63 @@ pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
     Ok(Store::open(&settings.database_url).await?)
 }
 
-async fn ensure_default_app(settings: &Settings, store: &Store) -> Result<(), StartupError> {
-    if !store.is_empty().await? {
+/// The first start of a store: the demo app when there is no app, the operator when there is no
+/// user. Generated secrets go to the first-run file (and to a terminal), never to the log.
+async fn first_start(settings: &Settings, store: &Store) -> Result<(), StartupError> {
+    let mut generated = String::new();
+    if store.is_empty().await? {
+        let defaults = &settings.default_app;
+        let app = store
+            .create_app(NewApp {
+                name: "Demo app".into(),
+                id: defaults.id.clone(),
+                key: defaults.key.clone(),
+                secret: defaults.secret.clone(),
+                client_events: Some(true),
+                ..NewApp::default()
+            })
+            .await?;
+        tracing::info!(app_id = %app.id, key = %app.key, tenant_id = %app.tenant_id, "created the default app");
+        if defaults.secret.is_none() {
+            generated.push_str(&format!(
+                "Default app (tenant {})\n  id:     {}\n  key:    {}\n  secret: {}\n\n",
+                app.tenant_id,
+                app.id,
+                app.key,
+                app.secret.expose()
+            ));
+        }
+    }
+    if !store.has_users().await? {
+        let email = settings
+            .admin
+            .email
+            .clone()
+            .unwrap_or_else(|| "admin@localhost".into());
+        let (password, random) = match &settings.admin.password {
+            Some(password) => (password.expose().to_owned(), false),
+            None => (crate::tenants::random_password(), true),
+        };
+        let user = store
+            .create_user(&email, &password, UserRole::Operator, None)
+            .await?;
+        tracing::info!(email = %user.email, "created the platform operator");
+        if random {
+            generated.push_str(&format!(
+                "Operator (dashboard sign-in)\n  email:    {}\n  password: {}\n\n",
+                user.email, password
+            ));
+        }
+    }
+    if generated.is_empty() {
         return Ok(());
     }
-    let defaults = &settings.default_app;
-    let app = store
-        .create_app(NewApp {
-            name: "Demo app".into(),
-            id: defaults.id.clone(),
-            key: defaults.key.clone(),
-            secret: defaults.secret.clone(),
-            client_events: Some(true),
-            ..NewApp::default()
-        })
-        .await?;
-    tracing::info!(app_id = %app.id, key = %app.key, "created the default app");
-    if defaults.secret.is_none() {
-        let path = first_run_path(&settings.data_dir);
-        let text = format!(
-            "Herald first run\n\nDefault app\n  id:     {}\n  key:    {}\n  secret: {}\n",
-            app.id,
-            app.key,
-            app.secret.expose()
-        );
-        write_private(&path, &text)
-            .map_err(io_error(format!("cannot write {}", path.display())))?;
-        tracing::info!(path = %path.display(), "the default app's secret was written to the first-run file");
-        if std::io::stdout().is_terminal() {
-            let _ = std::io::stdout().write_all(text.as_bytes());
-        }
+    let path = first_run_path(&settings.data_dir);
+    let text = format!("Herald first run\n\n{generated}");
+    write_private(&path, &text).map_err(io_error(format!("cannot write {}", path.display())))?;
+    tracing::info!(path = %path.display(), "generated credentials were written to the first-run file");
+    if std::io::stdout().is_terminal() {
+        let _ = std::io::stdout().write_all(text.as_bytes());
     }
     Ok(())
 }
@@ -146,6 +173,10 @@ pub async fn refresh_apps(node: &Node) -> Result<(), StoreError> {
             AppChange::Deleted(id) => (id, CloseCode::AppDoesNotExist),
         };
         tracing::info!(app_id = %app_id, ?change, "closing the app's connections");
+        if matches!(change, AppChange::Deleted(_)) {
+            node.usage.forget(app_id);
+            node.rates.retain(|id| id != app_id.as_str());
+        }
         if let Some(app_hub) = node.hub.existing_app(app_id) {
             app_hub.close_all(code);
         }
@@ -192,7 +223,8 @@ impl Application {
     /// binds `settings.bind`.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         let store = open_store(&settings).await?;
-        ensure_default_app(&settings, &store).await?;
+        first_start(&settings, &store).await?;
+        let usage = Usage::load(&store, settings.clock.clone()).await?;
         let listener = TcpListener::bind(&settings.bind)
             .await
             .map_err(io_error(format!("cannot bind {}", settings.bind)))?;
@@ -204,6 +236,8 @@ impl Application {
             apps: AppCache::default(),
             hub: Hub::new(),
             store,
+            usage,
+            rates: api::RateLimits::default(),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
         });
@@ -251,6 +285,7 @@ impl Application {
             router,
         } = self;
         let poller = tokio::spawn(poll_revision(node.clone()));
+        let flusher = tokio::spawn(flush_usage(node.clone()));
         let service = tower::util::MapRequestLayer::new(strip_mount_prefix).layer(router);
         tracing::info!("listening on http://{address}");
         let token = node.shutdown.clone();
@@ -276,9 +311,32 @@ impl Application {
             tracing::warn!("some connections did not close within the grace period");
         }
         poller.abort();
+        // The flusher stops between flushes (never mid-write, which would lose the counts it took).
+        let _ = flusher.await;
+        // Every connection is closed: the counts are final. Write them before the store closes.
+        match node.usage.flush(&node.store).await {
+            Ok(apps) => tracing::info!(apps, "usage counters flushed"),
+            Err(error) => tracing::error!(%error, "could not flush usage counters at shutdown"),
+        }
         node.store.close().await;
         tracing::info!("stopped");
         served
+    }
+}
+
+/// Writes usage counters to the store every `usage_flush`.
+async fn flush_usage(node: SharedNode) {
+    let mut interval = tokio::time::interval(node.settings.usage_flush);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            () = node.shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        if let Err(error) = node.usage.flush(&node.store).await {
+            tracing::warn!(%error, "could not flush usage counters; they are kept for the next flush");
+        }
     }
 }
 

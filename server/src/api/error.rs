@@ -15,7 +15,7 @@ pub enum ApiError {
     /// 401: authentication failed.
     #[error("{0}")]
     Unauthorized(String),
-    /// 403: the app is disabled (or over quota, with the tenancy issue).
+    /// 403: the app is disabled, or over its daily message quota.
     #[error("{0}")]
     Forbidden(String),
     /// 404: no such app.
@@ -24,6 +24,14 @@ pub enum ApiError {
     /// 413: an event's data is too large.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 429: over the app's REST rate limit; `Retry-After` says when to come back.
+    #[error("{message}")]
+    TooManyRequests {
+        /// What was exceeded.
+        message: String,
+        /// Whole seconds to wait (at least 1).
+        retry_after: u64,
+    },
     /// 500: something failed inside Herald; the detail goes to the log, not to the client.
     #[error("Internal server error")]
     Internal,
@@ -43,6 +51,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -51,11 +60,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             format!("{self}\n"),
         )
-            .into_response()
+            .into_response();
+        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(*retry_after));
+        }
+        response
     }
 }

@@ -3,9 +3,11 @@
 //! request signature first (`signed.rs`); apps come from the in-memory cache, never from SQL.
 
 mod error;
+mod rate;
 mod signed;
 
 pub use error::ApiError;
+pub use rate::{Budget, RateLimits};
 
 use std::collections::BTreeMap;
 
@@ -199,11 +201,54 @@ fn channel_attributes(app_hub: &AppHub, channel: &ChannelName, attributes: &[Att
     Value::Object(out)
 }
 
+/// Takes `cost` from the app's `budget`, or answers 429 with `Retry-After`.
+fn rate_limit(
+    node: &SharedNode,
+    app: &AppRef,
+    budget: Budget,
+    cost: usize,
+) -> Result<(), ApiError> {
+    let (rate, what) = match budget {
+        Budget::BackendEvents => (app.limits.backend_events_per_second(), "events"),
+        Budget::Reads => (app.limits.read_requests_per_second(), "read requests"),
+    };
+    let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+    node.rates
+        .check(&app.id, budget, rate, cost)
+        .map_err(|wait| ApiError::TooManyRequests {
+            message: format!(
+                "Rate limit exceeded: at most {} {what} per second for this app",
+                rate.unwrap_or_default()
+            ),
+            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+        })
+}
+
+/// The message the REST API answers once the app's daily quota is used up.
+pub const OVER_DAILY_QUOTA: &str = "Over daily message quota";
+
+/// Refuses a publish when the day's count is already at the app's quota.
+fn check_quota(node: &SharedNode, app: &AppRef) -> Result<(), ApiError> {
+    if node
+        .usage
+        .app(&app.id)
+        .allows_publish(app.limits.daily_messages())
+    {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(OVER_DAILY_QUOTA.into()))
+    }
+}
+
 fn publish(node: &SharedNode, app: &AppRef, event: &Publish) -> Option<Value> {
     let app_hub = node.hub.app(&app.id);
+    let mut messages = 0u64;
     for channel in &event.channels {
-        app_hub.publish(channel, &event.name, &event.data, event.except);
+        let delivered = app_hub.publish(channel, &event.name, &event.data, event.except);
+        // One per target channel, one per copy delivered.
+        messages += 1 + delivered as u64;
     }
+    node.usage.app(&app.id).count(messages);
     if event.info.is_empty() {
         return None;
     }
@@ -245,6 +290,8 @@ async fn trigger(
         request.socket_id,
         request.info,
     )?;
+    rate_limit(&node, &app, Budget::BackendEvents, 1)?;
+    check_quota(&node, &app)?;
     Ok(Json(match publish(&node, &app, &event) {
         Some(channels) => json!({ "channels": channels }),
         None => json!({}),
@@ -278,6 +325,8 @@ async fn trigger_batch(
             validate_event(&app, e.name, e.data, channels, e.socket_id, e.info)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    rate_limit(&node, &app, Budget::BackendEvents, events.len())?;
+    check_quota(&node, &app)?;
     let wants_info = events.iter().any(|e| !e.info.is_empty());
     let mut results = Vec::with_capacity(events.len());
     for event in &events {
@@ -308,6 +357,7 @@ async fn channels(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let app = authenticate(&node, &method, &uri, Some(&app_id), &body)?;
+    rate_limit(&node, &app, Budget::Reads, 1)?;
     let params = query_pairs(uri.query());
     let prefix = query_value(&params, "filter_by_prefix").unwrap_or("");
     let attributes = parse_attributes(query_value(&params, "info"), false)?;
@@ -346,6 +396,7 @@ async fn channel(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let app = authenticate(&node, &method, &uri, Some(&app_id), &body)?;
+    rate_limit(&node, &app, Budget::Reads, 1)?;
     let name = parse_channel(&app, &channel)?;
     let params = query_pairs(uri.query());
     let attributes = parse_attributes(query_value(&params, "info"), true)?;
@@ -392,6 +443,7 @@ async fn channel_users(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let app = authenticate(&node, &method, &uri, Some(&app_id), &body)?;
+    rate_limit(&node, &app, Budget::Reads, 1)?;
     let name = parse_channel(&app, &channel)?;
     if name.kind() != ChannelKind::Presence {
         return Err(ApiError::BadRequest(

@@ -197,6 +197,8 @@ pub enum SubscribeRefusal {
 pub struct Subscribed {
     /// Whether a cache channel had nothing cached.
     pub cache_miss: bool,
+    /// Whether a cache channel replayed its last event to the subscriber (a delivery).
+    pub cache_replayed: bool,
     /// How many member events were delivered to others (they count toward usage).
     pub member_events_delivered: usize,
 }
@@ -304,6 +306,8 @@ impl AppState {
 
 impl AppHub {
     /// Registers a connection, refusing it past `quota` connections for this app.
+    /// The check and the insert happen under the app's lock, so parallel handshakes can never
+    /// take the app past its quota.
     pub fn connect(&self, conn: &ConnHandle, quota: Option<usize>) -> bool {
         let mut state = lock(&self.state);
         if quota.is_some_and(|q| state.connections.len() >= q) {
@@ -366,6 +370,7 @@ impl AppHub {
         let state = &mut *guard;
         let mut result = Subscribed {
             cache_miss: false,
+            cache_replayed: false,
             member_events_delivered: 0,
         };
         if let (Some(member), Some(max)) = (&member, options.max_presence_members) {
@@ -416,7 +421,7 @@ impl AppHub {
             let now = Instant::now();
             match state.cache.get(name) {
                 Some(cached) if cached.expires > now => {
-                    conn.push(cached.frame.clone());
+                    result.cache_replayed = conn.push(cached.frame.clone());
                 }
                 _ => {
                     state.cache.remove(name);

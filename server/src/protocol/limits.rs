@@ -10,13 +10,13 @@ pub const PROTOCOL_CHANNEL_NAME_CEILING: usize = 200;
 pub struct Limits {
     /// Concurrent connections for the app.
     pub max_connections: u64,
-    /// Messages per UTC day (enforced by the tenancy issue).
+    /// Messages per UTC day; counted as in `interfaces.md`.
     pub max_daily_messages: u64,
     /// Client events per second per connection (burst equals the rate).
     pub max_client_events_per_second: u64,
-    /// REST events per second for the app (enforced by the tenancy issue).
+    /// REST events per second for the app; counted as in `interfaces.md`.
     pub max_backend_events_per_second: u64,
-    /// REST reads per second for the app (enforced by the tenancy issue).
+    /// REST reads per second for the app; counted as in `interfaces.md`.
     pub max_read_requests_per_second: u64,
     /// Members of one presence channel.
     pub max_presence_members: u64,
@@ -37,6 +37,13 @@ pub struct Limits {
 impl Default for Limits {
     /// Pusher's own limits, and no quota.
     fn default() -> Self {
+        Limits::pusher_defaults()
+    }
+}
+
+impl Limits {
+    /// Pusher's own limits, and no quota (usable in constants).
+    pub const fn pusher_defaults() -> Self {
         Limits {
             max_connections: 0,
             max_daily_messages: 0,
@@ -99,6 +106,23 @@ impl Limits {
     /// The concurrent connection quota, if any.
     pub fn connections(&self) -> Option<usize> {
         effective(self.max_connections)
+    }
+
+    /// Messages per UTC day, if limited.
+    pub fn daily_messages(&self) -> Option<u64> {
+        (self.max_daily_messages != 0).then_some(self.max_daily_messages)
+    }
+
+    /// REST events per second for the app, if limited.
+    pub fn backend_events_per_second(&self) -> Option<u32> {
+        (self.max_backend_events_per_second != 0)
+            .then(|| u32::try_from(self.max_backend_events_per_second).unwrap_or(u32::MAX))
+    }
+
+    /// REST reads per second for the app, if limited.
+    pub fn read_requests_per_second(&self) -> Option<u32> {
+        (self.max_read_requests_per_second != 0)
+            .then(|| u32::try_from(self.max_read_requests_per_second).unwrap_or(u32::MAX))
     }
 
     /// Client events per second per connection, if limited.

@@ -43,9 +43,13 @@ impl AppCache {
             .clone()
     }
 
-    /// The app whose key is `key`.
+    /// The app whose key is `key` (its current key, or its previous key while that works).
     pub fn by_key(&self, key: &str) -> Option<AppRef> {
-        self.current().by_key.get(key).cloned()
+        self.current()
+            .by_key
+            .get(key)
+            .filter(|app| app.secret_for(key).is_some())
+            .cloned()
     }
 
     /// The app whose id is `id`.
@@ -68,6 +72,9 @@ impl AppCache {
         for app in apps {
             let app = Arc::new(app);
             next.by_key.insert(app.key.clone(), app.clone());
+            if let Some(previous) = &app.previous_key {
+                next.by_key.insert(previous.key.clone(), app.clone());
+            }
             next.by_id.insert(app.id.clone(), app);
         }
         let previous = self.current();

@@ -6,8 +6,14 @@
 //! is how a change made by the CLI (another process) reaches a running server.
 
 mod cache;
+mod plans;
+mod usage;
+mod users;
 
 pub use cache::{AppCache, AppChange};
+pub use plans::{Plan, PLANS};
+pub use usage::{AppUsage, DayUsage, MinuteUsage, Usage, UsageReport, DAYS_REPORTED, MINUTES_KEPT};
+pub use users::{Actor, Scoped, Tenant, User, UserRole, MIN_PASSWORD_CHARS};
 
 use std::fmt;
 use std::sync::Arc;
@@ -73,20 +79,110 @@ pub struct App {
     pub subscription_count: bool,
     /// Limits; zero means unlimited.
     pub limits: Limits,
+    /// The plan the app was created from (`custom` when none); the limits are what applies.
+    pub plan: String,
+    /// The previous key pair, still accepted during a rotation.
+    pub previous_key: Option<PreviousKey>,
+    /// Origins allowed to open WebSockets (`https://example.com`, `https://*.example.com`);
+    /// empty means any origin.
+    pub allowed_origins: Vec<String>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
 }
 
+/// The key pair a rotation replaced: it keeps working until revoked or until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PreviousKey {
+    /// The old key.
+    pub key: String,
+    /// The old secret.
+    pub secret: Secret,
+    /// Unix seconds after which the pair stops working; 0 means "until revoked".
+    pub expires_at: i64,
+}
+
+impl PreviousKey {
+    /// Whether the pair still works at `now` (Unix seconds).
+    pub fn active_at(&self, now: i64) -> bool {
+        self.expires_at == 0 || now < self.expires_at
+    }
+}
+
 impl App {
-    /// The app's active key/secret pairs.
+    /// The app's active key/secret pairs: the current one, then the previous one while it works.
     pub fn credentials(&self) -> impl Iterator<Item = (&str, &str)> {
-        std::iter::once((self.key.as_str(), self.secret.expose()))
+        let now = crate::clock::unix_seconds();
+        let previous = self
+            .previous_key
+            .as_ref()
+            .filter(|p| p.active_at(now))
+            .map(|p| (p.key.as_str(), p.secret.expose()));
+        std::iter::once((self.key.as_str(), self.secret.expose())).chain(previous)
+    }
+
+    /// Whether a WebSocket from `origin` (the `Origin` header, if any) may connect.
+    pub fn allows_origin(&self, origin: Option<&str>) -> bool {
+        if self.allowed_origins.is_empty() {
+            return true;
+        }
+        let Some(origin) = origin else { return false };
+        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+        self.allowed_origins
+            .iter()
+            .any(|allowed| origin_matches(allowed, &origin))
     }
 
     /// The secret that signs for `key`, if `key` is one of the app's keys.
     pub fn secret_for(&self, key: &str) -> Option<&str> {
         self.credentials().find(|(k, _)| *k == key).map(|(_, s)| s)
     }
+}
+
+/// Whether `origin` (lowercase, no trailing slash) matches the pattern `allowed`: `*` matches
+/// everything, `https://*.example.com` any subdomain of example.com (not example.com itself),
+/// anything else must be equal (scheme, host and port).
+fn origin_matches(allowed: &str, origin: &str) -> bool {
+    let allowed = allowed.trim().trim_end_matches('/').to_ascii_lowercase();
+    if allowed == "*" || allowed == origin {
+        return true;
+    }
+    match allowed.split_once("://*.") {
+        Some((scheme, domain)) => origin
+            .strip_prefix(scheme)
+            .and_then(|rest| rest.strip_prefix("://"))
+            .and_then(|host| host.strip_suffix(domain))
+            .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.') && !sub.contains('/')),
+        None => false,
+    }
+}
+
+/// Checks and normalises a list of allowed origins.
+pub fn parse_origins(list: &[String]) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    for raw in list {
+        let origin = raw.trim().trim_end_matches('/').to_ascii_lowercase();
+        if origin.is_empty() {
+            continue;
+        }
+        let valid = origin == "*"
+            || origin.split_once("://").is_some_and(|(scheme, host)| {
+                !scheme.is_empty()
+                    && scheme
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
+                    && !host.is_empty()
+                    && !host.contains(['/', ' ', ',', '?', '#'])
+            });
+        if !valid {
+            return Err(StoreError::Invalid(format!(
+                "invalid origin {raw:?}: expected scheme://host[:port], scheme://*.domain or *"
+            )));
+        }
+        if !out.contains(&origin) {
+            out.push(origin);
+        }
+    }
+    Ok(out)
 }
 
 /// What to create.
@@ -108,8 +204,12 @@ pub struct NewApp {
     pub client_events: Option<bool>,
     /// See [`App::subscription_count`].
     pub subscription_count: Option<bool>,
+    /// A plan preset whose limits apply first (`limits` then override them).
+    pub plan: Option<String>,
     /// Limits to override.
     pub limits: LimitsPatch,
+    /// Allowed origins (`None` or empty: any).
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 /// Changes to an app; `None` leaves a field as it is.
@@ -125,6 +225,8 @@ pub struct AppPatch {
     pub subscription_count: Option<bool>,
     /// Limits to change.
     pub limits: LimitsPatch,
+    /// New allowed origins (an empty list allows any origin).
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 macro_rules! limits_patch {
@@ -195,6 +297,9 @@ pub enum StoreError {
     /// No tenant has this id.
     #[error("no tenant with id {0}")]
     TenantNotFound(String),
+    /// No user has this email.
+    #[error("no user with email {0}")]
+    UserNotFound(String),
     /// The id or key is taken.
     #[error("{0}")]
     Conflict(String),
@@ -219,7 +324,8 @@ const APP_COLUMNS: &str = "id, app_key, secret, name, tenant_id, enabled, client
      subscription_count, max_connections, max_daily_messages, max_client_events_per_second, \
      max_backend_events_per_second, max_read_requests_per_second, max_presence_members, \
      max_presence_member_bytes, max_channel_name_length, max_event_name_length, \
-     max_event_payload_bytes, max_channels_per_trigger, max_batch_size, created_at";
+     max_event_payload_bytes, max_channels_per_trigger, max_batch_size, created_at, \
+     prev_key, prev_secret, prev_expires_at, allowed_origins, plan";
 
 fn app_from_row(row: &AnyRow) -> Result<App, sqlx::Error> {
     Ok(App {
@@ -232,6 +338,24 @@ fn app_from_row(row: &AnyRow) -> Result<App, sqlx::Error> {
         client_events: row.try_get::<i64, _>("client_events")? != 0,
         subscription_count: row.try_get::<i64, _>("subscription_count")? != 0,
         limits: limits_from_row(row)?,
+        plan: row.try_get("plan")?,
+        previous_key: match (
+            row.try_get::<Option<String>, _>("prev_key")?,
+            row.try_get::<Option<String>, _>("prev_secret")?,
+        ) {
+            (Some(key), Some(secret)) => Some(PreviousKey {
+                key,
+                secret: Secret(secret),
+                expires_at: row.try_get("prev_expires_at")?,
+            }),
+            _ => None,
+        },
+        allowed_origins: row
+            .try_get::<String, _>("allowed_origins")?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect(),
         created_at: row.try_get("created_at")?,
     })
 }
@@ -241,6 +365,11 @@ fn random_token(len: usize) -> String {
     Alphanumeric
         .sample_string(&mut rand::rng(), len)
         .to_ascii_lowercase()
+}
+
+/// A random password for the first-start operator.
+pub fn random_password() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), 24)
 }
 
 fn validate_limits(limits: &Limits) -> Result<(), StoreError> {
@@ -384,8 +513,17 @@ impl Store {
     pub async fn create_app(&self, new: NewApp) -> Result<App, StoreError> {
         validate_name(&new.name)?;
         let mut limits = Limits::default();
+        let plan = match &new.plan {
+            Some(name) => {
+                let plan = Plan::named(name)?;
+                limits = plan.limits;
+                plan.name.to_owned()
+            }
+            None => "custom".to_owned(),
+        };
         new.limits.apply(&mut limits);
         validate_limits(&limits)?;
+        let allowed_origins = parse_origins(new.allowed_origins.as_deref().unwrap_or_default())?;
         if let Some(id) = &new.id {
             if id.is_empty() || id.len() > 18 || !id.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(StoreError::Invalid(
@@ -438,19 +576,21 @@ impl Store {
             client_events: new.client_events.unwrap_or(false),
             subscription_count: new.subscription_count.unwrap_or(false),
             limits,
+            plan,
+            previous_key: None,
+            allowed_origins,
             created_at: crate::clock::unix_seconds(),
         };
-        let clash = sqlx::query("SELECT id FROM apps WHERE id = $1 OR app_key = $2")
+        let clash = sqlx::query("SELECT id FROM apps WHERE id = $1")
             .bind(app.id.clone())
-            .bind(app.key.clone())
             .fetch_optional(&mut *tx)
             .await?;
-        if clash.is_some() {
+        if clash.is_some() || key_taken(&mut tx, &app.key).await? {
             return Err(StoreError::Conflict(
                 "an app with this id or key already exists".into(),
             ));
         }
-        let placeholders: Vec<String> = (1..=21).map(|i| format!("${i}")).collect();
+        let placeholders: Vec<String> = (1..=26).map(|i| format!("${i}")).collect();
         let sql = format!(
             "INSERT INTO apps ({APP_COLUMNS}) VALUES ({})",
             placeholders.join(", ")
@@ -467,7 +607,15 @@ impl Store {
         for value in limits_values(&app.limits) {
             query = query.bind(value);
         }
-        query.bind(app.created_at).execute(&mut *tx).await?;
+        query
+            .bind(app.created_at)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(0i64)
+            .bind(app.allowed_origins.join("\n"))
+            .bind(app.plan.clone())
+            .execute(&mut *tx)
+            .await?;
         bump_revision(&mut tx).await?;
         tx.commit().await?;
         Ok(app)
@@ -489,14 +637,23 @@ impl Store {
         if let Some(v) = patch.subscription_count {
             app.subscription_count = v;
         }
+        if let Some(origins) = &patch.allowed_origins {
+            app.allowed_origins = parse_origins(origins)?;
+        }
         patch.limits.apply(&mut app.limits);
         validate_limits(&app.limits)?;
-        let sets: Vec<String> = ["name", "enabled", "client_events", "subscription_count"]
-            .iter()
-            .chain(LIMIT_COLUMNS.iter())
-            .enumerate()
-            .map(|(i, column)| format!("{column} = ${}", i + 1))
-            .collect();
+        let sets: Vec<String> = [
+            "name",
+            "enabled",
+            "client_events",
+            "subscription_count",
+            "allowed_origins",
+        ]
+        .iter()
+        .chain(LIMIT_COLUMNS.iter())
+        .enumerate()
+        .map(|(i, column)| format!("{column} = ${}", i + 1))
+        .collect();
         let sql = format!(
             "UPDATE apps SET {} WHERE id = ${}",
             sets.join(", "),
@@ -507,7 +664,8 @@ impl Store {
             .bind(app.name.clone())
             .bind(i64::from(app.enabled))
             .bind(i64::from(app.client_events))
-            .bind(i64::from(app.subscription_count));
+            .bind(i64::from(app.subscription_count))
+            .bind(app.allowed_origins.join("\n"));
         for value in limits_values(&app.limits) {
             query = query.bind(value);
         }
@@ -520,7 +678,90 @@ impl Store {
         Ok(app)
     }
 
-    /// Deletes app `id`.
+    /// Adds a new key pair to app `id`; the current pair becomes the previous one and keeps
+    /// working for `grace_seconds` (0: until revoked). Refused while a previous pair still works:
+    /// an app has at most two active pairs.
+    pub async fn rotate_key(&self, id: &str, grace_seconds: u64) -> Result<App, StoreError> {
+        let mut app = self.get_app(id).await?;
+        let now = crate::clock::unix_seconds();
+        if let Some(previous) = app.previous_key.as_ref().filter(|p| p.active_at(now)) {
+            return Err(StoreError::Conflict(format!(
+                "app {id} already has two active key pairs: revoke key {} first",
+                previous.key
+            )));
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut key = random_token(20);
+        while key_taken(&mut tx, &key).await? {
+            key = random_token(20);
+        }
+        let expires_at = if grace_seconds == 0 {
+            0
+        } else {
+            now.saturating_add(i64::try_from(grace_seconds).unwrap_or(i64::MAX))
+        };
+        app.previous_key = Some(PreviousKey {
+            key: std::mem::replace(&mut app.key, key),
+            secret: std::mem::replace(&mut app.secret, Secret(random_token(40))),
+            expires_at,
+        });
+        let previous = app
+            .previous_key
+            .as_ref()
+            .map(|p| (p.key.clone(), p.secret.expose().to_owned()));
+        let (prev_key, prev_secret) = previous.unwrap_or_default();
+        sqlx::query(
+            "UPDATE apps SET app_key = $1, secret = $2, prev_key = $3, prev_secret = $4, \
+             prev_expires_at = $5 WHERE id = $6",
+        )
+        .bind(app.key.clone())
+        .bind(app.secret.expose().to_owned())
+        .bind(prev_key)
+        .bind(prev_secret)
+        .bind(expires_at)
+        .bind(id.to_owned())
+        .execute(&mut *tx)
+        .await?;
+        bump_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(app)
+    }
+
+    /// Revokes one of app `id`'s key pairs. Revoking the current pair promotes the previous one;
+    /// the last working pair cannot be revoked.
+    pub async fn revoke_key(&self, id: &str, key: &str) -> Result<App, StoreError> {
+        let mut app = self.get_app(id).await?;
+        let now = crate::clock::unix_seconds();
+        let previous_active = app.previous_key.as_ref().is_some_and(|p| p.active_at(now));
+        if app.previous_key.as_ref().is_some_and(|p| p.key == key) {
+            app.previous_key = None;
+        } else if app.key == key {
+            let Some(previous) = app.previous_key.take().filter(|_| previous_active) else {
+                return Err(StoreError::Invalid(format!(
+                    "key {key} is app {id}'s only working key: rotate first (herald apps rotate-secret)"
+                )));
+            };
+            app.key = previous.key;
+            app.secret = previous.secret;
+        } else {
+            return Err(StoreError::Invalid(format!("app {id} has no key {key}")));
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE apps SET app_key = $1, secret = $2, prev_key = NULL, prev_secret = NULL, \
+             prev_expires_at = 0 WHERE id = $3",
+        )
+        .bind(app.key.clone())
+        .bind(app.secret.expose().to_owned())
+        .bind(id.to_owned())
+        .execute(&mut *tx)
+        .await?;
+        bump_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(app)
+    }
+
+    /// Deletes app `id` and its usage history.
     pub async fn delete_app(&self, id: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM apps WHERE id = $1")
@@ -529,6 +770,12 @@ impl Store {
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::AppNotFound(id.to_owned()));
+        }
+        for table in ["usage_daily", "usage_minutely"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE app_id = $1"))
+                .bind(id.to_owned())
+                .execute(&mut *tx)
+                .await?;
         }
         bump_revision(&mut tx).await?;
         tx.commit().await?;
@@ -539,6 +786,18 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Whether `key` is any app's current or previous key.
+async fn key_taken(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    key: &str,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query("SELECT id FROM apps WHERE app_key = $1 OR prev_key = $1")
+        .bind(key.to_owned())
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row.is_some())
 }
 
 async fn bump_revision(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), StoreError> {

@@ -18,7 +18,7 @@ use crate::node::Node;
 use crate::protocol::{
     error_code, server, ChannelKind, ChannelName, ClientFrame, FrameError, SERVER_TO_USER_PREFIX,
 };
-use crate::tenants::AppRef;
+use crate::tenants::{AppRef, AppUsage};
 
 /// The longest user id accepted in presence `channel_data` and in signin `user_data`.
 pub const MAX_USER_ID_CHARS: usize = 128;
@@ -40,6 +40,7 @@ pub struct Session {
     node: Arc<Node>,
     app_id: String,
     app_hub: Arc<AppHub>,
+    usage: Arc<AppUsage>,
     conn: ConnHandle,
     socket_id: String,
     /// Subscribed channels, with the presence user id this socket joined as.
@@ -113,10 +114,12 @@ impl Session {
     /// A session for a connection already registered with the app's hub.
     pub fn new(node: Arc<Node>, app_id: String, app_hub: Arc<AppHub>, conn: ConnHandle) -> Session {
         let socket_id = conn.socket_id().to_string();
+        let usage = node.usage.app(&app_id);
         Session {
             node,
             app_id,
             app_hub,
+            usage,
             conn,
             socket_id,
             subscriptions: HashMap::new(),
@@ -200,7 +203,10 @@ impl Session {
             subscription_count: app.subscription_count,
         };
         match self.app_hub.subscribe(&self.conn, &name, member, options) {
-            Ok(_) => {
+            Ok(done) => {
+                // Member events delivered to the others and a cache replay are deliveries.
+                self.usage
+                    .count(done.member_events_delivered as u64 + u64::from(done.cache_replayed));
                 self.subscriptions
                     .insert(channel.into(), presence_user.map(Into::into));
             }
@@ -288,8 +294,10 @@ impl Session {
     fn unsubscribe(&mut self, channel: &str) {
         if let Some((name, user)) = self.subscriptions.remove_entry(channel) {
             let counts = self.app().is_some_and(|a| a.subscription_count);
-            self.app_hub
-                .unsubscribe(self.conn.socket_id(), &name, user.as_deref(), counts);
+            let delivered =
+                self.app_hub
+                    .unsubscribe(self.conn.socket_id(), &name, user.as_deref(), counts);
+            self.usage.count(delivered as u64);
         }
     }
 
@@ -420,8 +428,15 @@ impl Session {
                 );
             }
         }
+        if !self.usage.allows_publish(app.limits.daily_messages()) {
+            return self.send_error(
+                None,
+                "Over daily message quota: client event rejected (usage resets at 00:00 UTC)",
+            );
+        }
         let frame = server::client_event(event, channel, data, presence_user.as_deref());
-        self.app_hub.relay(channel, frame, self.conn.socket_id());
+        let delivered = self.app_hub.relay(channel, frame, self.conn.socket_id());
+        self.usage.count(1 + delivered as u64);
     }
 
     /// Leaves every channel and the signin; called once when the connection ends.
@@ -432,8 +447,10 @@ impl Session {
             Some(user) => (Some(user.id.as_str()), user.watchlist.as_slice()),
             None => (None, &[][..]),
         };
-        self.app_hub
+        let delivered = self
+            .app_hub
             .disconnect(&self.conn, &channels, signed_in, watchlist, counts);
+        self.usage.count(delivered as u64);
     }
 }
 

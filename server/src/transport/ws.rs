@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use std::time::Duration;
@@ -33,15 +33,25 @@ fn configure(node: &SharedNode, upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
 
 /// Accepts the upgrade only to send `pusher:error` and close with `code`, as pusher-js expects.
 fn refuse(node: &SharedNode, upgrade: WebSocketUpgrade, code: CloseCode) -> Response {
+    refuse_with(node, upgrade, code, code.reason())
+}
+
+/// [`refuse`] with a more specific message.
+fn refuse_with(
+    node: &SharedNode,
+    upgrade: WebSocketUpgrade,
+    code: CloseCode,
+    message: &'static str,
+) -> Response {
     configure(node, upgrade).on_upgrade(move |mut socket| async move {
-        send_refusal(&mut socket, code).await;
+        send_refusal(&mut socket, code, message).await;
     })
 }
 
 /// `pusher:error` with `code`, then the close frame with it (bounded by the close budget).
-async fn send_refusal(socket: &mut WebSocket, code: CloseCode) {
+async fn send_refusal(socket: &mut WebSocket, code: CloseCode, message: &str) {
     let _ = tokio::time::timeout(CLOSE_BUDGET, async {
-        if send_text(socket, server::error(Some(code.code()), code.reason()))
+        if send_text(socket, server::error(Some(code.code()), message))
             .await
             .is_ok()
         {
@@ -63,6 +73,7 @@ pub async fn app_socket(
     State(node): State<SharedNode>,
     Path(key): Path<String>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let params = query_pairs(query.as_deref());
@@ -76,6 +87,15 @@ pub async fn app_socket(
     };
     if !app.enabled {
         return refuse(&node, upgrade, CloseCode::AppDisabled);
+    }
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !app.allows_origin(origin) {
+        return refuse_with(
+            &node,
+            upgrade,
+            CloseCode::Unauthorized,
+            "Origin not allowed: add it to the app's allowed origins",
+        );
     }
     if node.shutdown.is_cancelled() {
         return refuse(&node, upgrade, CloseCode::ReconnectNow);
@@ -97,9 +117,16 @@ pub async fn app_socket(
             if !app_hub.connect(&conn, app.limits.connections()) {
                 node.hub.release_connection();
                 let mut socket = socket;
-                send_refusal(&mut socket, CloseCode::OverConnectionQuota).await;
+                send_refusal(
+                    &mut socket,
+                    CloseCode::OverConnectionQuota,
+                    CloseCode::OverConnectionQuota.reason(),
+                )
+                .await;
                 return;
             }
+            let usage = node.usage.app(&app.id);
+            usage.connected();
             // The app may have been disabled or deleted while this socket upgraded; the cache
             // refresh that closes its sockets may already have run, so look again.
             match node.apps.by_id(&app.id) {
@@ -120,6 +147,7 @@ pub async fn app_socket(
             tracing::debug!(app_id = %app.id, socket_id = %conn.socket_id(), "connection opened");
             run(node.clone(), socket, session, conn.clone(), outbox).await;
             tracing::debug!(app_id = %app.id, socket_id = %conn.socket_id(), "connection closed");
+            usage.disconnected();
             node.hub.release_connection();
         })
     })

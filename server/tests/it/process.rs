@@ -93,6 +93,14 @@ async fn first_start_writes_the_generated_secret_to_a_private_file_and_never_to_
         .trim()
         .to_owned();
     assert!(secret.len() >= 20);
+    let password = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password:"))
+        .expect("operator password line")
+        .trim()
+        .to_owned();
+    assert!(password.len() >= 20, "{text}");
+    assert!(text.contains("admin@localhost"), "{text}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -130,6 +138,11 @@ async fn first_start_writes_the_generated_secret_to_a_private_file_and_never_to_
     assert!(log.contains("created the default app"), "{log}");
     assert!(log.contains("stopped"), "the whole log was read: {log}");
     assert!(!log.contains(&secret), "the secret appeared in the log");
+    assert!(log.contains("created the platform operator"), "{log}");
+    assert!(
+        !log.contains(&password),
+        "the operator password appeared in the log"
+    );
 }
 
 #[tokio::test]
@@ -141,6 +154,8 @@ async fn a_given_default_app_secret_is_used_and_no_first_run_file_is_written() {
             ("HERALD_DEFAULT_APP_ID", "777"),
             ("HERALD_DEFAULT_APP_KEY", "given-key-0123456789"),
             ("HERALD_DEFAULT_APP_SECRET", "given-secret-0123456789"),
+            ("HERALD_ADMIN_EMAIL", "Ops@Example.com"),
+            ("HERALD_ADMIN_PASSWORD", "given-password-123"),
         ],
     )
     .await;
@@ -152,6 +167,25 @@ async fn a_given_default_app_secret_is_used_and_no_first_run_file_is_written() {
         .iter()
         .any(|l| l.contains("777") && l.contains("given-key-0123456789")));
     assert!(!log.iter().any(|l| l.contains("given-secret-0123456789")));
+    assert!(!log.iter().any(|l| l.contains("given-password-123")));
+    assert!(log.iter().any(|l| l.contains("ops@example.com")));
+    // The operator signs in with the given password; the default app is in the default tenant.
+    let store = herald::tenants::Store::open(&herald::config::sqlite_url(dir.path()))
+        .await
+        .unwrap();
+    let operator = store
+        .authenticate("ops@example.com", "given-password-123")
+        .await
+        .unwrap()
+        .expect("the operator signs in");
+    assert_eq!(operator.role, herald::tenants::UserRole::Operator);
+    assert!(store
+        .authenticate("ops@example.com", "wrong-password")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.get_app("777").await.unwrap().tenant_id, "1");
+    store.close().await;
 }
 
 #[tokio::test]

@@ -1,0 +1,539 @@
+//! Usage accounting: per-app message counts and connection peaks, per UTC day and per minute.
+//!
+//! The hot paths only touch memory: [`AppUsage`] is a small mutex-guarded counter per app. A
+//! background task ([`Usage::flush`], every few seconds and at shutdown) writes what was counted
+//! since the last flush to the store as increments, then reads back the day's stored total, so
+//! counts from other processes sharing the store are taken into account and a restart continues
+//! from the stored count. A flush that fails keeps its counts for the next one: nothing counted
+//! is dropped unless the process dies, which loses at most one flush interval.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+use crate::clock::{day_to_date, Clock};
+
+/// How long per-minute rows are kept (25 hours, so the last 24 hours are always complete).
+pub const MINUTES_KEPT: i64 = 25 * 60;
+/// How many days the usage report covers.
+pub const DAYS_REPORTED: i64 = 30;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Delta {
+    /// Day number or minute number.
+    at: i64,
+    messages: u64,
+    peak: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counter {
+    day: i64,
+    /// The day's total in the store as of the last load or flush.
+    stored: u64,
+    /// Counted here and taken by a flush that has not finished.
+    in_flight: u64,
+    /// Counted here, not yet taken by a flush.
+    pending: u64,
+    day_peak: u64,
+    written_day_peak: u64,
+    connections: u64,
+    minute: i64,
+    minute_messages: u64,
+    minute_peak: u64,
+    written_minute_peak: u64,
+    /// Finished days and minutes not yet written.
+    closed_days: Vec<Delta>,
+    closed_minutes: Vec<Delta>,
+}
+
+impl Counter {
+    fn roll(&mut self, day: i64, minute: i64) {
+        if minute != self.minute {
+            if self.minute_messages > 0 || self.minute_peak > self.written_minute_peak {
+                self.closed_minutes.push(Delta {
+                    at: self.minute,
+                    messages: self.minute_messages,
+                    peak: self.minute_peak,
+                });
+            }
+            self.minute = minute;
+            self.minute_messages = 0;
+            self.minute_peak = self.connections;
+            self.written_minute_peak = 0;
+        }
+        if day != self.day {
+            if self.pending > 0 || self.day_peak > self.written_day_peak {
+                self.closed_days.push(Delta {
+                    at: self.day,
+                    messages: self.pending,
+                    peak: self.day_peak,
+                });
+            }
+            // A flush in flight for the old day finishes on its own; it no longer counts here.
+            self.day = day;
+            self.stored = 0;
+            self.in_flight = 0;
+            self.pending = 0;
+            self.day_peak = self.connections;
+            self.written_day_peak = 0;
+        }
+    }
+
+    fn today(&self) -> u64 {
+        self.stored
+            .saturating_add(self.in_flight)
+            .saturating_add(self.pending)
+    }
+}
+
+/// One app's live counters.
+#[derive(Debug)]
+pub struct AppUsage {
+    clock: Clock,
+    state: Mutex<Counter>,
+}
+
+impl AppUsage {
+    fn new(clock: Clock, stored_today: u64) -> AppUsage {
+        let counter = Counter {
+            day: clock.day(),
+            minute: clock.minute(),
+            stored: stored_today,
+            ..Counter::default()
+        };
+        AppUsage {
+            clock,
+            state: Mutex::new(counter),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Counter> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.roll(self.clock.day(), self.clock.minute());
+        state
+    }
+
+    /// Messages counted today (UTC), across every process sharing the store as of the last flush.
+    pub fn messages_today(&self) -> u64 {
+        self.lock().today()
+    }
+
+    /// Whether a publish may go ahead under a daily quota (`None`: unlimited): the day's count
+    /// before it must be below the quota.
+    pub fn allows_publish(&self, quota: Option<u64>) -> bool {
+        quota.is_none_or(|quota| self.messages_today() < quota)
+    }
+
+    /// Counts `messages` toward today's total.
+    pub fn count(&self, messages: u64) {
+        if messages == 0 {
+            return;
+        }
+        let mut state = self.lock();
+        state.pending = state.pending.saturating_add(messages);
+        state.minute_messages = state.minute_messages.saturating_add(messages);
+    }
+
+    /// A connection opened.
+    pub fn connected(&self) {
+        let mut state = self.lock();
+        state.connections += 1;
+        state.day_peak = state.day_peak.max(state.connections);
+        state.minute_peak = state.minute_peak.max(state.connections);
+    }
+
+    /// A connection closed.
+    pub fn disconnected(&self) {
+        let mut state = self.lock();
+        state.connections = state.connections.saturating_sub(1);
+    }
+
+    /// Connections open on this node.
+    pub fn connections(&self) -> u64 {
+        self.lock().connections
+    }
+
+    /// Takes what a flush must write.
+    fn take(&self) -> Batch {
+        let mut state = self.lock();
+        let day_messages = std::mem::take(&mut state.pending);
+        state.in_flight += day_messages;
+        let mut days = std::mem::take(&mut state.closed_days);
+        if day_messages > 0 || state.day_peak > state.written_day_peak {
+            days.push(Delta {
+                at: state.day,
+                messages: day_messages,
+                peak: state.day_peak,
+            });
+        }
+        let mut minutes = std::mem::take(&mut state.closed_minutes);
+        let minute_messages = std::mem::take(&mut state.minute_messages);
+        if minute_messages > 0 || state.minute_peak > state.written_minute_peak {
+            minutes.push(Delta {
+                at: state.minute,
+                messages: minute_messages,
+                peak: state.minute_peak,
+            });
+        }
+        Batch {
+            day: state.day,
+            day_messages,
+            days,
+            minutes,
+        }
+    }
+
+    /// A flush wrote `batch`; the day's stored total is now `stored`.
+    fn confirm(&self, batch: &Batch, stored: u64) {
+        let mut state = self.lock();
+        if state.day == batch.day {
+            state.in_flight = state.in_flight.saturating_sub(batch.day_messages);
+            state.stored = stored;
+            if let Some(today) = batch.days.iter().find(|d| d.at == batch.day) {
+                state.written_day_peak = state.written_day_peak.max(today.peak);
+            }
+        }
+        if let Some(minute) = batch.minutes.iter().find(|m| m.at == state.minute) {
+            state.written_minute_peak = state.written_minute_peak.max(minute.peak);
+        }
+    }
+
+    /// A flush failed: its counts go back, to be written by the next one.
+    fn restore(&self, batch: Batch) {
+        let mut state = self.lock();
+        let current_day = state.day;
+        let current_minute = state.minute;
+        for day in batch.days {
+            if day.at == current_day {
+                state.in_flight = state.in_flight.saturating_sub(day.messages);
+                state.pending += day.messages;
+            } else {
+                state.closed_days.push(day);
+            }
+        }
+        for minute in batch.minutes {
+            if minute.at == current_minute {
+                state.minute_messages += minute.messages;
+            } else {
+                state.closed_minutes.push(minute);
+            }
+        }
+    }
+}
+
+/// What one flush writes for one app.
+#[derive(Debug)]
+struct Batch {
+    day: i64,
+    day_messages: u64,
+    days: Vec<Delta>,
+    minutes: Vec<Delta>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.days.is_empty() && self.minutes.is_empty()
+    }
+}
+
+/// Every app's counters on this node.
+#[derive(Debug)]
+pub struct Usage {
+    clock: Clock,
+    apps: Mutex<HashMap<Box<str>, Arc<AppUsage>>>,
+}
+
+impl Usage {
+    /// Loads today's stored totals so a restart continues from them.
+    pub async fn load(store: &Store, clock: Clock) -> Result<Usage, StoreError> {
+        let today = clock.day();
+        let rows = sqlx::query("SELECT app_id, messages FROM usage_daily WHERE day = $1")
+            .bind(today)
+            .fetch_all(&store.pool)
+            .await?;
+        let mut apps = HashMap::new();
+        for row in rows {
+            let app_id: String = row.try_get("app_id")?;
+            let messages = u64::try_from(row.try_get::<i64, _>("messages")?).unwrap_or(0);
+            apps.insert(
+                app_id.into_boxed_str(),
+                Arc::new(AppUsage::new(clock.clone(), messages)),
+            );
+        }
+        Ok(Usage {
+            clock,
+            apps: Mutex::new(apps),
+        })
+    }
+
+    /// The clock usage is counted by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// App `app_id`'s counters (created empty on first use: a new app has no stored count).
+    pub fn app(&self, app_id: &str) -> Arc<AppUsage> {
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        apps.entry(app_id.into())
+            .or_insert_with(|| Arc::new(AppUsage::new(self.clock.clone(), 0)))
+            .clone()
+    }
+
+    /// Writes every app's new counts to the store. Counts that could not be written stay in
+    /// memory for the next flush. Returns the number of apps written.
+    pub async fn flush(&self, store: &Store) -> Result<usize, StoreError> {
+        let apps: Vec<(Box<str>, Arc<AppUsage>)> = {
+            let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+            apps.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let mut written = 0;
+        let mut failure = None;
+        for (app_id, usage) in apps {
+            let batch = usage.take();
+            if batch.is_empty() {
+                continue;
+            }
+            match store.add_usage(&app_id, &batch).await {
+                Ok(stored) => {
+                    usage.confirm(&batch, stored);
+                    written += 1;
+                }
+                Err(error) => {
+                    usage.restore(batch);
+                    failure = Some(error);
+                }
+            }
+        }
+        let oldest = self.clock.minute() - MINUTES_KEPT;
+        if let Err(error) = store.prune_minutes(oldest).await {
+            failure.get_or_insert(error);
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(written),
+        }
+    }
+
+    /// Forgets a deleted app's counters.
+    pub fn forget(&self, app_id: &str) {
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        apps.remove(app_id);
+    }
+}
+
+/// One UTC day of an app's usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DayUsage {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// Day number (days since 1970-01-01).
+    pub day: i64,
+    /// Messages counted.
+    pub messages: u64,
+    /// Most connections open at once (per node; the sum over nodes in cluster mode).
+    pub peak_connections: u64,
+}
+
+/// One minute of an app's usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MinuteUsage {
+    /// Unix seconds at the start of the minute.
+    pub minute_start: i64,
+    /// Messages counted in the minute.
+    pub messages: u64,
+    /// Most connections open at once in the minute.
+    pub peak_connections: u64,
+}
+
+/// An app's stored usage history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageReport {
+    /// The app.
+    pub app_id: String,
+    /// Today as stored (up to one flush interval behind the live count).
+    pub today: DayUsage,
+    /// The last 30 days, oldest first, today included, days without traffic as zeros.
+    pub days: Vec<DayUsage>,
+    /// The last 24 hours per minute, oldest first, the current minute included, idle minutes
+    /// as zeros.
+    pub minutes: Vec<MinuteUsage>,
+}
+
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+impl Store {
+    /// Adds one flush's counts; returns the stored total for the batch's day.
+    async fn add_usage(&self, app_id: &str, batch: &Batch) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (table, unit, deltas) in [
+            ("usage_daily", "day", &batch.days),
+            ("usage_minutely", "minute", &batch.minutes),
+        ] {
+            let sql = format!(
+                "INSERT INTO {table} (app_id, {unit}, messages, peak_connections) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (app_id, {unit}) DO UPDATE SET \
+                 messages = {table}.messages + excluded.messages, \
+                 peak_connections = CASE WHEN excluded.peak_connections > {table}.peak_connections \
+                 THEN excluded.peak_connections ELSE {table}.peak_connections END"
+            );
+            for delta in deltas.iter() {
+                sqlx::query(&sql)
+                    .bind(app_id.to_owned())
+                    .bind(delta.at)
+                    .bind(i64::try_from(delta.messages).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(delta.peak).unwrap_or(i64::MAX))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let stored = sqlx::query("SELECT messages FROM usage_daily WHERE app_id = $1 AND day = $2")
+            .bind(app_id.to_owned())
+            .bind(batch.day)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| row.try_get::<i64, _>("messages"))
+            .transpose()?
+            .map_or(0, count);
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn prune_minutes(&self, before_minute: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM usage_minutely WHERE minute < $1")
+            .bind(before_minute)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// App `app_id`'s stored usage: the 30 days up to `today` and the 24 hours up to
+    /// `this_minute`, with idle days and minutes filled in as zeros.
+    pub async fn usage_report(
+        &self,
+        app_id: &str,
+        today: i64,
+        this_minute: i64,
+    ) -> Result<UsageReport, StoreError> {
+        let first_day = today - (DAYS_REPORTED - 1);
+        let rows = sqlx::query(
+            "SELECT day, messages, peak_connections FROM usage_daily \
+             WHERE app_id = $1 AND day >= $2 AND day <= $3",
+        )
+        .bind(app_id.to_owned())
+        .bind(first_day)
+        .bind(today)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_day = HashMap::new();
+        for row in rows {
+            let day: i64 = row.try_get("day")?;
+            by_day.insert(
+                day,
+                (
+                    count(row.try_get("messages")?),
+                    count(row.try_get("peak_connections")?),
+                ),
+            );
+        }
+        let days: Vec<DayUsage> = (first_day..=today)
+            .map(|day| {
+                let (messages, peak_connections) = by_day.get(&day).copied().unwrap_or((0, 0));
+                DayUsage {
+                    date: day_to_date(day),
+                    day,
+                    messages,
+                    peak_connections,
+                }
+            })
+            .collect();
+        let first_minute = this_minute - (24 * 60 - 1);
+        let rows = sqlx::query(
+            "SELECT minute, messages, peak_connections FROM usage_minutely \
+             WHERE app_id = $1 AND minute >= $2 AND minute <= $3",
+        )
+        .bind(app_id.to_owned())
+        .bind(first_minute)
+        .bind(this_minute)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_minute = HashMap::new();
+        for row in rows {
+            let minute: i64 = row.try_get("minute")?;
+            by_minute.insert(
+                minute,
+                (
+                    count(row.try_get("messages")?),
+                    count(row.try_get("peak_connections")?),
+                ),
+            );
+        }
+        let minutes = (first_minute..=this_minute)
+            .map(|minute| {
+                let (messages, peak_connections) =
+                    by_minute.get(&minute).copied().unwrap_or((0, 0));
+                MinuteUsage {
+                    minute_start: minute * 60,
+                    messages,
+                    peak_connections,
+                }
+            })
+            .collect();
+        let today_usage = days.last().cloned().unwrap_or(DayUsage {
+            date: day_to_date(today),
+            day: today,
+            messages: 0,
+            peak_connections: 0,
+        });
+        Ok(UsageReport {
+            app_id: app_id.to_owned(),
+            today: today_usage,
+            days,
+            minutes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY_MS: i64 = 86_400_000;
+
+    #[test]
+    fn counts_roll_over_at_midnight_utc() {
+        let clock = Clock::manual(10 * DAY_MS - 1_000);
+        let usage = AppUsage::new(clock.clone(), 7);
+        usage.count(3);
+        assert_eq!(usage.messages_today(), 10);
+        assert!(usage.allows_publish(Some(11)));
+        assert!(!usage.allows_publish(Some(10)));
+        clock.set_millis(10 * DAY_MS);
+        assert_eq!(usage.messages_today(), 0);
+        assert!(usage.allows_publish(Some(1)));
+        let batch = usage.take();
+        // Yesterday's unflushed 3 messages are still written, to yesterday.
+        assert!(batch.days.iter().any(|d| d.at == 9 && d.messages == 3));
+    }
+
+    #[test]
+    fn a_failed_flush_keeps_its_counts() {
+        let clock = Clock::manual(5 * DAY_MS);
+        let usage = AppUsage::new(clock, 0);
+        usage.count(4);
+        let batch = usage.take();
+        assert_eq!(usage.messages_today(), 4, "in flight still counts");
+        usage.restore(batch);
+        assert_eq!(usage.messages_today(), 4);
+        let batch = usage.take();
+        assert_eq!(batch.day_messages, 4);
+        usage.confirm(&batch, 4);
+        assert_eq!(usage.messages_today(), 4);
+        assert!(usage.take().is_empty());
+    }
+}

@@ -1,0 +1,482 @@
+//! Tenants, admin users (argon2id password hashes) and the access scope every admin surface
+//! goes through: a tenant admin sees and changes only its own tenant's apps; another tenant's
+//! app answers "not found", exactly like an app that does not exist.
+
+use std::sync::OnceLock;
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Argon2, PasswordVerifier};
+use rand::Rng;
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{bump_revision, App, AppPatch, NewApp, Store, StoreError, UsageReport};
+
+/// An organisation: it owns apps and has admin users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tenant {
+    /// Id (digits; the default tenant is `"1"`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+}
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserRole {
+    /// The platform operator: every tenant and app.
+    Operator,
+    /// An admin of one tenant.
+    Admin,
+}
+
+impl UserRole {
+    fn as_str(self) -> &'static str {
+        match self {
+            UserRole::Operator => "operator",
+            UserRole::Admin => "admin",
+        }
+    }
+}
+
+/// An admin user (the password hash never leaves the store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    /// Id (digits).
+    pub id: String,
+    /// Sign-in email, lowercase.
+    pub email: String,
+    /// Operator or tenant admin.
+    pub role: UserRole,
+    /// The tenant of an admin; `None` for the operator.
+    pub tenant_id: Option<String>,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+}
+
+/// Who is acting, for access checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// The platform operator (also the CLI, which has the store's credentials anyway).
+    Operator,
+    /// An admin of this tenant.
+    TenantAdmin(String),
+}
+
+impl Actor {
+    /// The actor a signed-in user is.
+    pub fn of(user: &User) -> Actor {
+        match (user.role, &user.tenant_id) {
+            (UserRole::Admin, Some(tenant)) => Actor::TenantAdmin(tenant.clone()),
+            (UserRole::Admin, None) => Actor::TenantAdmin(String::new()),
+            (UserRole::Operator, _) => Actor::Operator,
+        }
+    }
+
+    /// Whether the actor may see and change `tenant_id`'s apps.
+    pub fn can_access(&self, tenant_id: &str) -> bool {
+        match self {
+            Actor::Operator => true,
+            Actor::TenantAdmin(own) => !own.is_empty() && own == tenant_id,
+        }
+    }
+}
+
+fn tenant_from_row(row: &AnyRow) -> Result<Tenant, sqlx::Error> {
+    Ok(Tenant {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
+    let role: String = row.try_get("role")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        role: if role == "operator" {
+            UserRole::Operator
+        } else {
+            UserRole::Admin
+        },
+        tenant_id: row.try_get("tenant_id")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+const USER_COLUMNS: &str = "id, email, role, tenant_id, created_at";
+
+/// The shortest password accepted.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+fn normalise_email(email: &str) -> Result<String, StoreError> {
+    let email = email.trim().to_ascii_lowercase();
+    let valid = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+        && !email.contains(char::is_whitespace);
+    if valid {
+        Ok(email)
+    } else {
+        Err(StoreError::Invalid(format!(
+            "invalid email address {email:?}"
+        )))
+    }
+}
+
+fn check_password(password: &str) -> Result<(), StoreError> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_CHARS || chars > 1024 {
+        return Err(StoreError::Invalid(format!(
+            "passwords must be {MIN_PASSWORD_CHARS} to 1024 characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Hashes `password` with argon2id (default parameters), off the async runtime.
+async fn hash_password(password: &str) -> Result<String, StoreError> {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| StoreError::Invalid(format!("cannot hash the password: {e}")))
+    })
+    .await
+    .map_err(|_| StoreError::Invalid("password hashing was interrupted".into()))?
+}
+
+/// Verifies `password` against `hash` off the async runtime.
+async fn verify_password(password: &str, hash: String) -> bool {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A hash to verify against when the email is unknown, so a sign-in takes as long either way.
+fn decoy_hash() -> String {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY
+        .get_or_init(|| {
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::default()
+                .hash_password(b"herald decoy password", &salt)
+                .map(|h| h.to_string())
+                .unwrap_or_default()
+        })
+        .clone()
+}
+
+impl Store {
+    /// Creates a tenant.
+    pub async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(StoreError::Invalid(
+                "tenant name must be 1 to 100 characters".into(),
+            ));
+        }
+        let mut tx = self.pool.begin().await?;
+        let id = loop {
+            let candidate = rand::rng().random_range(10_000u32..100_000_000).to_string();
+            let taken = sqlx::query("SELECT id FROM tenants WHERE id = $1")
+                .bind(candidate.clone())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if taken.is_none() {
+                break candidate;
+            }
+        };
+        let tenant = Tenant {
+            id,
+            name: name.to_owned(),
+            created_at: crate::clock::unix_seconds(),
+        };
+        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(tenant.id.clone())
+            .bind(tenant.name.clone())
+            .bind(tenant.created_at)
+            .execute(&mut *tx)
+            .await?;
+        bump_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    /// Every tenant, oldest first.
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, created_at FROM tenants ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(tenant_from_row)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// One tenant.
+    pub async fn get_tenant(&self, id: &str) -> Result<Tenant, StoreError> {
+        let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE id = $1")
+            .bind(id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::TenantNotFound(id.to_owned()))?;
+        Ok(tenant_from_row(&row)?)
+    }
+
+    /// Creates a user: the operator (`tenant_id` `None`) or an admin of `tenant_id`.
+    pub async fn create_user(
+        &self,
+        email: &str,
+        password: &str,
+        role: UserRole,
+        tenant_id: Option<&str>,
+    ) -> Result<User, StoreError> {
+        let email = normalise_email(email)?;
+        check_password(password)?;
+        let tenant_id = match (role, tenant_id) {
+            (UserRole::Operator, _) => None,
+            (UserRole::Admin, Some(tenant)) => Some(self.get_tenant(tenant).await?.id),
+            (UserRole::Admin, None) => {
+                return Err(StoreError::Invalid(
+                    "a tenant admin needs a tenant (--tenant ID)".into(),
+                ))
+            }
+        };
+        let hash = hash_password(password).await?;
+        let mut tx = self.pool.begin().await?;
+        let taken = sqlx::query("SELECT id FROM users WHERE email = $1")
+            .bind(email.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "a user with email {email} already exists"
+            )));
+        }
+        let id = loop {
+            let candidate = rand::rng().random_range(10_000u32..100_000_000).to_string();
+            let taken = sqlx::query("SELECT id FROM users WHERE id = $1")
+                .bind(candidate.clone())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if taken.is_none() {
+                break candidate;
+            }
+        };
+        let user = User {
+            id,
+            email,
+            role,
+            tenant_id,
+            created_at: crate::clock::unix_seconds(),
+        };
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, role, tenant_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(user.id.clone())
+        .bind(user.email.clone())
+        .bind(hash)
+        .bind(role.as_str())
+        .bind(user.tenant_id.clone())
+        .bind(user.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Every user, oldest first.
+    pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(user_from_row)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// One user by id.
+    pub async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    /// Whether any user exists (the first start creates the operator when none does).
+    pub async fn has_users(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    /// Replaces the password of the user with `email`.
+    pub async fn set_password(&self, email: &str, password: &str) -> Result<(), StoreError> {
+        let email = normalise_email(email)?;
+        check_password(password)?;
+        let hash = hash_password(password).await?;
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE email = $2")
+            .bind(hash)
+            .bind(email.clone())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::UserNotFound(email));
+        }
+        Ok(())
+    }
+
+    /// The user with `email` if `password` is theirs. Unknown emails cost the same argon2 work.
+    pub async fn authenticate(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<Option<User>, StoreError> {
+        let Ok(email) = normalise_email(email) else {
+            verify_password(password, decoy_hash()).await;
+            return Ok(None);
+        };
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = $1"
+        ))
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            verify_password(password, decoy_hash()).await;
+            return Ok(None);
+        };
+        let hash: String = row.try_get("password_hash")?;
+        if verify_password(password, hash).await {
+            Ok(Some(user_from_row(&row)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The store as seen by `actor`.
+    pub fn scoped(&self, actor: Actor) -> Scoped<'_> {
+        Scoped { store: self, actor }
+    }
+}
+
+/// The store seen through an [`Actor`]: every app operation checks the app's tenant, and an app
+/// of another tenant answers [`StoreError::AppNotFound`], as if it did not exist.
+#[derive(Debug, Clone)]
+pub struct Scoped<'a> {
+    store: &'a Store,
+    actor: Actor,
+}
+
+impl Scoped<'_> {
+    /// Who is acting.
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// The apps the actor may see.
+    pub async fn list_apps(&self) -> Result<Vec<App>, StoreError> {
+        match &self.actor {
+            Actor::Operator => self.store.list_apps(None).await,
+            Actor::TenantAdmin(tenant) => self.store.list_apps(Some(tenant)).await,
+        }
+    }
+
+    /// The tenants the actor may see.
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let tenants = self.store.list_tenants().await?;
+        Ok(tenants
+            .into_iter()
+            .filter(|t| self.actor.can_access(&t.id))
+            .collect())
+    }
+
+    /// One app, if the actor may see it.
+    pub async fn get_app(&self, id: &str) -> Result<App, StoreError> {
+        let app = self.store.get_app(id).await?;
+        if self.actor.can_access(&app.tenant_id) {
+            Ok(app)
+        } else {
+            Err(StoreError::AppNotFound(id.to_owned()))
+        }
+    }
+
+    /// Creates an app; a tenant admin always creates in its own tenant.
+    pub async fn create_app(&self, mut new: NewApp) -> Result<App, StoreError> {
+        match &self.actor {
+            Actor::Operator => {}
+            Actor::TenantAdmin(tenant) => {
+                if new.tenant_id.as_deref().is_some_and(|t| t != tenant) {
+                    return Err(StoreError::TenantNotFound(
+                        new.tenant_id.unwrap_or_default(),
+                    ));
+                }
+                new.tenant_id = Some(tenant.clone());
+                // Chosen ids, keys and secrets are for the operator (the default app).
+                new.id = None;
+                new.key = None;
+                new.secret = None;
+            }
+        }
+        self.store.create_app(new).await
+    }
+
+    /// Changes an app the actor may see.
+    pub async fn update_app(&self, id: &str, patch: AppPatch) -> Result<App, StoreError> {
+        self.get_app(id).await?;
+        self.store.update_app(id, patch).await
+    }
+
+    /// Deletes an app the actor may see.
+    pub async fn delete_app(&self, id: &str) -> Result<(), StoreError> {
+        self.get_app(id).await?;
+        self.store.delete_app(id).await
+    }
+
+    /// Rotates the key pair of an app the actor may see.
+    pub async fn rotate_key(&self, id: &str, grace_seconds: u64) -> Result<App, StoreError> {
+        self.get_app(id).await?;
+        self.store.rotate_key(id, grace_seconds).await
+    }
+
+    /// Revokes a key pair of an app the actor may see.
+    pub async fn revoke_key(&self, id: &str, key: &str) -> Result<App, StoreError> {
+        self.get_app(id).await?;
+        self.store.revoke_key(id, key).await
+    }
+
+    /// The stored usage history of an app the actor may see.
+    pub async fn usage(
+        &self,
+        id: &str,
+        today: i64,
+        this_minute: i64,
+    ) -> Result<UsageReport, StoreError> {
+        self.get_app(id).await?;
+        self.store.usage_report(id, today, this_minute).await
+    }
+}
