@@ -132,7 +132,7 @@ fn normalise_email(email: &str) -> Result<String, StoreError> {
 
 fn check_password(password: &str) -> Result<(), StoreError> {
     let chars = password.chars().count();
-    if chars < MIN_PASSWORD_CHARS || chars > 1024 {
+    if !(MIN_PASSWORD_CHARS..=1024).contains(&chars) {
         return Err(StoreError::Invalid(format!(
             "passwords must be {MIN_PASSWORD_CHARS} to 1024 characters"
         )));

@@ -436,3 +436,339 @@ async fn a_limit_changed_with_the_cli_applies_to_the_running_server() {
         .await;
     assert_eq!(status, 400, "{body}");
 }
+
+#[tokio::test]
+async fn tenants_and_users_are_managed_with_json_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = herald_json(
+        dir.path(),
+        &["tenants", "create", "--name", "Acme", "--json"],
+    )
+    .await;
+    let tenant_id = tenant["id"].as_str().expect("tenant id string").to_owned();
+    assert!(tenant_id.bytes().all(|b| b.is_ascii_digit()));
+    assert_eq!(tenant["name"], "Acme");
+    let tenants = herald_json(dir.path(), &["tenants", "list", "--json"]).await;
+    let names: Vec<&str> = tenants
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["Default", "Acme"]);
+
+    let admin = herald_json(
+        dir.path(),
+        &[
+            "users",
+            "create",
+            "--email",
+            "Ann@Acme.test",
+            "--password",
+            "ann's password",
+            "--tenant",
+            &tenant_id,
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(admin["email"], "ann@acme.test");
+    assert_eq!(admin["role"], "admin");
+    assert_eq!(admin["tenant_id"], tenant_id.as_str());
+    let operator = herald_json(
+        dir.path(),
+        &[
+            "users",
+            "create",
+            "--email",
+            "ops@example.test",
+            "--password",
+            "operator password",
+            "--operator",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(operator["role"], "operator");
+    assert_eq!(operator["tenant_id"], Value::Null);
+    let users = herald_json(dir.path(), &["users", "list", "--json"]).await;
+    assert_eq!(users.as_array().map(Vec::len), Some(2));
+    let printed = users.to_string();
+    assert!(
+        !printed.contains("argon2") && !printed.contains("password"),
+        "{printed}"
+    );
+
+    let changed = herald_json(
+        dir.path(),
+        &[
+            "users",
+            "set-password",
+            "--email",
+            "ann@acme.test",
+            "--password",
+            "a brand new one",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(changed["password_changed"], true);
+    let store = herald::tenants::Store::open(&herald::config::sqlite_url(dir.path()))
+        .await
+        .unwrap();
+    assert!(store
+        .authenticate("ann@acme.test", "a brand new one")
+        .await
+        .unwrap()
+        .is_some());
+    store.close().await;
+
+    // Refusals: a duplicate email, a short password, an admin without a tenant, an unknown
+    // tenant, --operator with --tenant.
+    let duplicate = herald_json_error(
+        dir.path(),
+        &[
+            "users",
+            "create",
+            "--email",
+            "ann@acme.test",
+            "--password",
+            "long enough",
+            "--operator",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(duplicate.contains("already exists"), "{duplicate}");
+    let short = herald_json_error(
+        dir.path(),
+        &[
+            "users",
+            "create",
+            "--email",
+            "x@acme.test",
+            "--password",
+            "short",
+            "--operator",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(short.contains("8"), "{short}");
+    let unknown = herald_json_error(
+        dir.path(),
+        &[
+            "users",
+            "create",
+            "--email",
+            "x@acme.test",
+            "--password",
+            "long enough",
+            "--tenant",
+            "424242",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(unknown.contains("424242"), "{unknown}");
+    let both = herald(
+        dir.path(),
+        &[
+            "users",
+            "create",
+            "--email",
+            "x@acme.test",
+            "--password",
+            "long enough",
+            "--tenant",
+            &tenant_id,
+            "--operator",
+        ],
+    )
+    .await;
+    assert!(!both.status.success());
+    let neither = herald(
+        dir.path(),
+        &[
+            "users",
+            "create",
+            "--email",
+            "x@acme.test",
+            "--password",
+            "long enough",
+        ],
+    )
+    .await;
+    assert!(!neither.status.success());
+    let missing = herald_json_error(
+        dir.path(),
+        &[
+            "users",
+            "set-password",
+            "--email",
+            "nobody@acme.test",
+            "--password",
+            "long enough",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(missing.contains("nobody@acme.test"), "{missing}");
+}
+
+#[tokio::test]
+async fn apps_create_takes_a_tenant_and_a_plan_and_flags_override_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = herald_json(
+        dir.path(),
+        &["tenants", "create", "--name", "Acme", "--json"],
+    )
+    .await;
+    let tenant_id = tenant["id"].as_str().unwrap();
+    let app = herald_json(
+        dir.path(),
+        &[
+            "apps",
+            "create",
+            "--name",
+            "Sandboxed",
+            "--tenant",
+            tenant_id,
+            "--plan",
+            "sandbox",
+            "--max-connections",
+            "5",
+            "--allowed-origins",
+            "https://a.example, https://*.b.example",
+            "--json",
+        ],
+    )
+    .await;
+    assert_is_app(&app);
+    assert_eq!(app["tenant_id"], tenant_id);
+    assert_eq!(app["plan"], "sandbox");
+    assert_eq!(
+        app["limits"]["max_connections"], 5,
+        "the flag overrides the plan"
+    );
+    assert_eq!(app["limits"]["max_daily_messages"], 200_000);
+    assert_eq!(
+        app["allowed_origins"],
+        serde_json::json!(["https://a.example", "https://*.b.example"])
+    );
+    let listed = herald_json(
+        dir.path(),
+        &["apps", "list", "--tenant", tenant_id, "--json"],
+    )
+    .await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    let error = herald_json_error(
+        dir.path(),
+        &[
+            "apps", "create", "--name", "X", "--plan", "platinum", "--json",
+        ],
+    )
+    .await;
+    assert!(error.contains("sandbox"), "lists the plans: {error}");
+    let error = herald_json_error(
+        dir.path(),
+        &[
+            "apps", "create", "--name", "X", "--tenant", "999999", "--json",
+        ],
+    )
+    .await;
+    assert!(error.contains("999999"), "{error}");
+    let error = herald_json_error(
+        dir.path(),
+        &[
+            "apps",
+            "create",
+            "--name",
+            "X",
+            "--allowed-origins",
+            "not an origin",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(error.contains("origin"), "{error}");
+    // Clearing the origins allows any origin again.
+    let id = app["id"].as_str().unwrap();
+    let cleared = herald_json(
+        dir.path(),
+        &["apps", "update", id, "--allowed-origins", "", "--json"],
+    )
+    .await;
+    assert_eq!(cleared["allowed_origins"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn apps_rotate_secret_keeps_two_pairs_and_revoke_key_drops_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = herald_json(
+        dir.path(),
+        &["apps", "create", "--name", "Rotating", "--json"],
+    )
+    .await;
+    let id = app["id"].as_str().unwrap();
+    let rotated = herald_json(
+        dir.path(),
+        &["apps", "rotate-secret", id, "--grace-period", "0", "--json"],
+    )
+    .await;
+    assert_ne!(rotated["key"], app["key"]);
+    assert_ne!(rotated["secret"], app["secret"]);
+    assert_eq!(rotated["previous_key"]["key"], app["key"]);
+    assert_eq!(rotated["previous_key"]["secret"], app["secret"]);
+    assert_eq!(rotated["previous_key"]["expires_at"], 0);
+    let again = herald_json_error(dir.path(), &["apps", "rotate-secret", id, "--json"]).await;
+    assert!(again.contains("two active key pairs"), "{again}");
+    let old_key = app["key"].as_str().unwrap();
+    let revoked = herald_json(
+        dir.path(),
+        &["apps", "revoke-key", id, "--key", old_key, "--json"],
+    )
+    .await;
+    assert_eq!(revoked["previous_key"], Value::Null);
+    assert_eq!(revoked["key"], rotated["key"]);
+    let new_key = rotated["key"].as_str().unwrap();
+    let last = herald_json_error(
+        dir.path(),
+        &["apps", "revoke-key", id, "--key", new_key, "--json"],
+    )
+    .await;
+    assert!(last.contains("only working key"), "{last}");
+    // The default grace period is a day.
+    let graced = herald_json(dir.path(), &["apps", "rotate-secret", id, "--json"]).await;
+    let expires = graced["previous_key"]["expires_at"].as_i64().unwrap();
+    assert!((expires - now() - 86_400).abs() < 60, "{graced}");
+}
+
+#[tokio::test]
+async fn apps_usage_json_reports_today_30_days_and_24_hours_of_minutes() {
+    let mut app = spawn_app().await;
+    for _ in 0..3 {
+        let (status, _) = app
+            .post(
+                &format!("/apps/{APP_ID}/events"),
+                serde_json::json!({"name":"e","channel":"usage","data":"x"}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let _client = app.connect().await;
+    app.stop().await;
+    let report = herald_json(app.data_dir.path(), &["apps", "usage", APP_ID, "--json"]).await;
+    assert_eq!(report["app_id"], APP_ID);
+    assert_eq!(report["today"]["messages"], 3);
+    assert_eq!(report["today"]["peak_connections"], 1);
+    assert_eq!(report["days"].as_array().map(Vec::len), Some(30));
+    assert_eq!(report["minutes"].as_array().map(Vec::len), Some(24 * 60));
+    let today = report["days"].as_array().unwrap().last().unwrap();
+    assert_eq!(today["messages"], 3);
+    assert!(today["date"].as_str().unwrap().len() == 10);
+    let text = herald(app.data_dir.path(), &["apps", "usage", APP_ID]).await;
+    assert!(stdout(&text).contains("3 messages"), "{}", stdout(&text));
+    let missing = herald_json_error(app.data_dir.path(), &["apps", "usage", "999", "--json"]).await;
+    assert!(missing.contains("999"), "{missing}");
+}

@@ -6,7 +6,10 @@ use std::panic::AssertUnwindSafe;
 use futures_util::FutureExt;
 use sqlx::{Connection, Executor};
 
-use herald::tenants::{AppPatch, LimitsPatch, NewApp, Secret, Store, StoreError};
+use herald::clock::Clock;
+use herald::tenants::{
+    Actor, AppPatch, LimitsPatch, NewApp, Secret, Store, StoreError, Usage, UserRole,
+};
 
 /// Creates, reads, updates, lists and deletes apps on the store at `url`, checking the revision
 /// after every write (and that a refused write leaves it alone).
@@ -270,10 +273,132 @@ async fn exercise_store(url: &str) {
     reopened.close().await;
 }
 
+/// Tenants, users, key rotation, origins and usage flushes on the store at `url` (which may
+/// already hold apps).
+async fn exercise_tenancy(url: &str) {
+    let store = Store::open(url).await.expect("the store opens");
+    let tenant = store.create_tenant("Acme").await.unwrap();
+    assert!(store.list_tenants().await.unwrap().contains(&tenant));
+    let admin = store
+        .create_user(
+            "a@acme.test",
+            "password one",
+            UserRole::Admin,
+            Some(&tenant.id),
+        )
+        .await
+        .unwrap();
+    assert!(store.has_users().await.unwrap());
+    assert_eq!(
+        store
+            .authenticate("a@acme.test", "password one")
+            .await
+            .unwrap(),
+        Some(admin.clone())
+    );
+    assert_eq!(
+        store.get_user(&admin.id).await.unwrap(),
+        Some(admin.clone())
+    );
+
+    // Origins and plans round-trip; rotation keeps two working pairs.
+    let app = store
+        .scoped(Actor::of(&admin))
+        .create_app(NewApp {
+            name: "Tenant app".into(),
+            plan: Some("startup".into()),
+            allowed_origins: Some(vec![
+                "https://Chat.Example/".into(),
+                "https://*.acme.test".into(),
+            ]),
+            ..NewApp::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(app.tenant_id, tenant.id);
+    assert_eq!(
+        app.allowed_origins,
+        vec!["https://chat.example", "https://*.acme.test"]
+    );
+    assert!(app.allows_origin(Some("https://chat.example")));
+    assert!(app.allows_origin(Some("https://eu.acme.test")));
+    assert!(!app.allows_origin(Some("https://acme.test")));
+    assert!(!app.allows_origin(None));
+    assert_eq!(store.get_app(&app.id).await.unwrap(), app);
+    let rotated = store.rotate_key(&app.id, 0).await.unwrap();
+    assert_eq!(store.get_app(&app.id).await.unwrap(), rotated);
+    let keys: Vec<&str> = rotated.credentials().map(|(k, _)| k).collect();
+    assert_eq!(keys, vec![rotated.key.as_str(), app.key.as_str()]);
+    assert!(matches!(
+        store.rotate_key(&app.id, 0).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let revoked = store.revoke_key(&app.id, &app.key).await.unwrap();
+    assert_eq!(revoked.previous_key, None);
+    assert_eq!(store.get_app(&app.id).await.unwrap(), revoked);
+    // The revoked key is free for nobody else to collide with, and a new app never reuses a key.
+    let clash = store
+        .create_app(NewApp {
+            name: "Clash".into(),
+            key: Some(rotated.key.clone()),
+            ..NewApp::default()
+        })
+        .await;
+    assert!(matches!(clash, Err(StoreError::Conflict(_))));
+
+    // Usage: flushes add up as increments, peaks keep the maximum, the report fills the gaps.
+    let day = 20_100;
+    let clock = Clock::manual(day * 86_400_000 + 3_600_000);
+    let usage = Usage::load(&store, clock.clone()).await.unwrap();
+    let counters = usage.app(&app.id);
+    counters.count(5);
+    counters.connected();
+    counters.connected();
+    counters.disconnected();
+    assert_eq!(usage.flush(&store).await.unwrap(), 1);
+    counters.count(2);
+    assert_eq!(usage.flush(&store).await.unwrap(), 1);
+    assert_eq!(
+        usage.flush(&store).await.unwrap(),
+        0,
+        "nothing new to write"
+    );
+    // Another process sharing the store adds its own counts.
+    let other = Usage::load(&store, clock.clone()).await.unwrap();
+    assert_eq!(other.app(&app.id).messages_today(), 7);
+    other.app(&app.id).count(10);
+    other.flush(&store).await.unwrap();
+    counters.count(1);
+    usage.flush(&store).await.unwrap();
+    assert_eq!(
+        counters.messages_today(),
+        18,
+        "a flush reads back the shared total"
+    );
+    let report = store
+        .usage_report(&app.id, day, clock.minute())
+        .await
+        .unwrap();
+    assert_eq!(report.today.messages, 18);
+    assert_eq!(report.today.peak_connections, 2);
+    assert_eq!(report.days.len(), 30);
+    assert_eq!(report.minutes.len(), 1440);
+    assert_eq!(report.minutes.last().unwrap().messages, 18);
+    store.delete_app(&app.id).await.unwrap();
+    let gone = store
+        .usage_report(&app.id, day, clock.minute())
+        .await
+        .unwrap();
+    assert_eq!(gone.today.messages, 0, "deleting an app deletes its usage");
+    store.close().await;
+}
+
 #[tokio::test]
 async fn the_store_creates_reads_updates_and_deletes_apps_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    exercise_store(&herald::config::sqlite_url(dir.path())).await;
+    let url = herald::config::sqlite_url(dir.path());
+    exercise_store(&url).await;
+    exercise_tenancy(&url).await;
 }
 
 #[tokio::test]
@@ -347,9 +472,13 @@ async fn the_store_creates_reads_updates_and_deletes_apps_on_postgres() {
         .execute(format!("CREATE DATABASE {database}").as_str())
         .await
         .expect("creates a scratch database");
-    let outcome = AssertUnwindSafe(exercise_store(&with_database(&admin_url, &database)))
-        .catch_unwind()
-        .await;
+    let url = with_database(&admin_url, &database);
+    let outcome = AssertUnwindSafe(async {
+        exercise_store(&url).await;
+        exercise_tenancy(&url).await;
+    })
+    .catch_unwind()
+    .await;
     let dropped = admin
         .execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str())
         .await;
