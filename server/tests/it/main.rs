@@ -7,8 +7,10 @@
 mod helpers;
 
 mod cli;
+mod limits;
 mod php;
 mod process;
+mod quota;
 mod rest;
 mod socket;
 mod store;

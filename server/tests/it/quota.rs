@@ -68,7 +68,9 @@ async fn n_parallel_connects_against_a_quota_of_n_minus_one_admit_exactly_n_minu
     let attempts = (0..N).map(|_| {
         let url = format!("ws://{}{}", app.address, path);
         tokio::spawn(async move {
-            let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("upgrade");
+            let (socket, _) = tokio_tungstenite::connect_async(url)
+                .await
+                .expect("upgrade");
             let mut client = Client {
                 socket,
                 socket_id: String::new(),
@@ -157,7 +159,9 @@ async fn the_daily_quota_is_consumed_exactly_by_the_counting_rules_then_publishe
     let (code, message) = talker.expect_error().await;
     assert_eq!(code, Value::Null);
     assert!(message.contains("Over daily message quota"), "{message}");
-    talker.send_json(json!({"event":"pusher:ping","data":{}})).await;
+    talker
+        .send_json(json!({"event":"pusher:ping","data":{}}))
+        .await;
     talker.expect_next("pusher:pong").await;
 
     // Nothing refused was delivered: the next thing each subscriber sees is a marker published
@@ -236,9 +240,11 @@ async fn every_counting_rule_of_the_interface() {
     // Presence: joining alone is free; a second member's member_added reaches the first (1);
     // its leaving sends member_removed to the first (1).
     let mut p1 = app.connect().await;
-    p1.subscribe_presence("presence-count", "u1", json!({})).await;
+    p1.subscribe_presence("presence-count", "u1", json!({}))
+        .await;
     let mut p2 = app.connect().await;
-    p2.subscribe_presence("presence-count", "u2", json!({})).await;
+    p2.subscribe_presence("presence-count", "u2", json!({}))
+        .await;
     p1.expect_event("pusher_internal:member_added").await;
     wait_until("member_added is counted", || messages_today(&app) == 17).await;
     p2.send_json(json!({"event":"pusher:unsubscribe","data":{"channel":"presence-count"}}))
@@ -270,7 +276,10 @@ async fn counts_reach_the_store_within_the_flush_interval_and_survive_a_crash() 
     }
     let deadline = tokio::time::Instant::now() + WAIT;
     while stored_today(&app).await != 3 {
-        assert!(tokio::time::Instant::now() < deadline, "the flush never came");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the flush never came"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A crash: the server task is dropped without its shutdown path.
@@ -278,7 +287,11 @@ async fn counts_reach_the_store_within_the_flush_interval_and_survive_a_crash() 
     let dir = std::mem::replace(&mut app.data_dir, tempfile::tempdir().unwrap());
     let settings = test_settings(dir.path().to_path_buf());
     let again = spawn_in(dir, settings).await;
-    assert_eq!(messages_today(&again), 3, "the restart continues from the stored count");
+    assert_eq!(
+        messages_today(&again),
+        3,
+        "the restart continues from the stored count"
+    );
 }
 
 #[tokio::test]
@@ -412,9 +425,7 @@ async fn a_tenant_admin_cannot_read_or_change_another_tenants_app_through_the_st
     let scope = store.scoped(Actor::of(&admin));
     assert_eq!(scope.actor(), &Actor::TenantAdmin(acme.id.clone()));
 
-    let not_found = |result: Result<_, StoreError>| {
-        matches!(result, Err(StoreError::AppNotFound(id)) if id == theirs.id)
-    };
+    let not_found = |result: Result<_, StoreError>| matches!(result, Err(StoreError::AppNotFound(id)) if id == theirs.id);
     assert!(not_found(scope.get_app(&theirs.id).await.map(|_| ())));
     assert!(not_found(
         scope
@@ -510,16 +521,25 @@ async fn users_have_argon2id_hashes_unique_emails_and_changeable_passwords() {
     assert_eq!(user.tenant_id.as_deref(), Some(tenant.id.as_str()));
     assert!(matches!(
         store
-            .create_user("bob@initech.test", "another password", UserRole::Operator, None)
+            .create_user(
+                "bob@initech.test",
+                "another password",
+                UserRole::Operator,
+                None
+            )
             .await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        store.create_user("x@y.z", "short", UserRole::Operator, None).await,
+        store
+            .create_user("x@y.z", "short", UserRole::Operator, None)
+            .await,
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
-        store.create_user("x@y.z", "long enough", UserRole::Admin, None).await,
+        store
+            .create_user("x@y.z", "long enough", UserRole::Admin, None)
+            .await,
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
@@ -532,7 +552,10 @@ async fn users_have_argon2id_hashes_unique_emails_and_changeable_passwords() {
         .authenticate("BOB@initech.test", "first password")
         .await
         .unwrap();
-    assert_eq!(signed_in.as_ref().map(|u| u.id.as_str()), Some(user.id.as_str()));
+    assert_eq!(
+        signed_in.as_ref().map(|u| u.id.as_str()),
+        Some(user.id.as_str())
+    );
     store
         .set_password("bob@initech.test", "second password")
         .await
@@ -553,7 +576,9 @@ async fn users_have_argon2id_hashes_unique_emails_and_changeable_passwords() {
         .unwrap()
         .is_none());
     assert!(matches!(
-        store.set_password("nobody@initech.test", "whatever123").await,
+        store
+            .set_password("nobody@initech.test", "whatever123")
+            .await,
         Err(StoreError::UserNotFound(_))
     ));
     // The first start created the operator (random password: only in the first-run file).
