@@ -9,7 +9,8 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::startup::open_store;
 use crate::tenants::{
-    App, AppPatch, LimitsPatch, NewApp, Store, StoreError, UsageReport, User, UserRole,
+    App, AppPatch, DeliveryStatus, LimitsPatch, NewApp, NewWebhook, Store, StoreError, UsageReport,
+    User, UserRole, Webhook,
 };
 
 /// Herald, a Pusher Channels compatible server.
@@ -35,6 +36,80 @@ pub enum Command {
     /// Manage dashboard users (the operator and tenant admins).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage webhook endpoints and failed deliveries.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+/// `herald webhooks ...`.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Add an endpoint to an app.
+    Add {
+        /// The app.
+        #[arg(long = "app")]
+        app: String,
+        /// Where requests are POSTed.
+        #[arg(long)]
+        url: String,
+        /// Event types, comma-separated: channel_occupied, channel_vacated, member_added,
+        /// member_removed, client_event, cache_miss, subscription_count.
+        #[arg(long)]
+        events: String,
+        /// Only channels whose names start with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// An extra request header, 'Name: value' (repeatable).
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List an app's endpoints.
+    List {
+        /// The app.
+        #[arg(long = "app")]
+        app: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an endpoint (its pending deliveries go with it).
+    Remove {
+        /// The app.
+        #[arg(long = "app")]
+        app: String,
+        /// The endpoint's id.
+        webhook_id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List deliveries that failed for the whole retry window.
+    Failed {
+        /// The app.
+        #[arg(long = "app")]
+        app: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue failed deliveries again (a running server sends them within 2 seconds).
+    Retry {
+        /// The app.
+        #[arg(long = "app")]
+        app: String,
+        /// One failed delivery's id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        delivery_id: Option<i64>,
+        /// Every failed delivery of the app.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `herald tenants ...`.
@@ -486,6 +561,127 @@ pub async fn run_users(command: UsersCommand) -> i32 {
         .await,
         json,
     )
+}
+
+/// Runs a `webhooks` command and returns the process exit code.
+pub async fn run_webhooks(command: WebhooksCommand) -> i32 {
+    let json = match &command {
+        WebhooksCommand::Add { json, .. }
+        | WebhooksCommand::List { json, .. }
+        | WebhooksCommand::Remove { json, .. }
+        | WebhooksCommand::Failed { json, .. }
+        | WebhooksCommand::Retry { json, .. } => *json,
+    };
+    finish(with_store(|store| webhooks(store, command)).await, json)
+}
+
+fn describe_webhook(hook: &Webhook) -> String {
+    let events: Vec<&str> = hook.events.iter().map(|k| k.as_str()).collect();
+    let mut line = format!("{}\t{}\t{}", hook.id, hook.url, events.join(","));
+    if !hook.channel_prefix.is_empty() {
+        line.push_str(&format!("\tprefix={}", hook.channel_prefix));
+    }
+    line
+}
+
+async fn webhooks(store: Store, command: WebhooksCommand) -> Outcome {
+    let err = |e: StoreError| e.to_string();
+    match command {
+        WebhooksCommand::Add {
+            app,
+            url,
+            events,
+            prefix,
+            headers,
+            json,
+        } => {
+            let hook = store
+                .create_webhook(NewWebhook {
+                    app_id: app,
+                    url,
+                    events: vec![events],
+                    channel_prefix: prefix,
+                    headers,
+                })
+                .await
+                .map_err(err)?;
+            if json {
+                to_json(&hook)
+            } else {
+                Ok(format!("added webhook {}", describe_webhook(&hook)))
+            }
+        }
+        WebhooksCommand::List { app, json } => {
+            store.get_app(&app).await.map_err(err)?;
+            let hooks = store.list_webhooks(Some(&app)).await.map_err(err)?;
+            if json {
+                to_json(&hooks)
+            } else {
+                Ok(hooks
+                    .iter()
+                    .map(describe_webhook)
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            }
+        }
+        WebhooksCommand::Remove {
+            app,
+            webhook_id,
+            json,
+        } => {
+            store.delete_webhook(&app, &webhook_id).await.map_err(err)?;
+            if json {
+                Ok(json!({ "removed": webhook_id }).to_string())
+            } else {
+                Ok(format!("removed webhook {webhook_id}"))
+            }
+        }
+        WebhooksCommand::Failed { app, json } => {
+            store.get_app(&app).await.map_err(err)?;
+            let failed = store
+                .deliveries(&app, Some(DeliveryStatus::Failed), 1000)
+                .await
+                .map_err(err)?;
+            if json {
+                return to_json(&failed);
+            }
+            Ok(failed
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{}\twebhook {}\t{} attempts\tlast: {}\t{}",
+                        d.id,
+                        d.webhook_id,
+                        d.attempts,
+                        if d.last_error.is_empty() {
+                            "-"
+                        } else {
+                            d.last_error.as_str()
+                        },
+                        d.channels.join(",")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"))
+        }
+        WebhooksCommand::Retry {
+            app,
+            delivery_id,
+            all: _,
+            json,
+        } => {
+            store.get_app(&app).await.map_err(err)?;
+            let queued = store
+                .retry_failed(&app, delivery_id, Clock::system().now_millis())
+                .await
+                .map_err(err)?;
+            if json {
+                Ok(json!({ "queued": queued }).to_string())
+            } else {
+                Ok(format!("queued {queued} failed deliveries again"))
+            }
+        }
+    }
 }
 
 fn describe_role(user: &User) -> String {

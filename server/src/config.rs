@@ -17,6 +17,43 @@ pub struct DefaultApp {
     pub secret: Option<Secret>,
 }
 
+/// How webhooks are batched, delayed and delivered.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Events occurring within this window go into one request per endpoint
+    /// (`HERALD_WEBHOOK_BATCH_MS`, at most 100 ms: the outbox durability window).
+    pub batch_window: Duration,
+    /// Most events in one request.
+    pub max_events_per_request: usize,
+    /// How long `channel_vacated` and `member_removed` wait for the channel or member to come back.
+    pub vacate_delay: Duration,
+    /// Timeout of one request (`HERALD_WEBHOOK_TIMEOUT_SECS`).
+    pub request_timeout: Duration,
+    /// Requests in flight per endpoint (`HERALD_WEBHOOK_CONCURRENCY`).
+    pub concurrency: usize,
+    /// How long a delivery is retried before it is kept as failed.
+    pub retry_window: Duration,
+    /// The first retry delay; each further retry doubles it, up to `backoff_cap`.
+    pub backoff_base: Duration,
+    /// The longest delay between two retries.
+    pub backoff_cap: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            batch_window: Duration::from_millis(50),
+            max_events_per_request: 100,
+            vacate_delay: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(5),
+            concurrency: 4,
+            retry_window: Duration::from_secs(5 * 60),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(30),
+        }
+    }
+}
+
 /// The operator created on the first start of a store without users.
 #[derive(Debug, Clone, Default)]
 pub struct AdminAccount {
@@ -43,6 +80,8 @@ pub struct Settings {
     pub clock: crate::clock::Clock,
     /// How often usage counters are written to the store (at most 5 s, see `interfaces.md`).
     pub usage_flush: Duration,
+    /// Webhook batching and delivery.
+    pub webhooks: WebhookSettings,
     /// Node capacity (`HERALD_MAX_CONNECTIONS`); past it handshakes get 4100.
     pub max_connections: Option<usize>,
     /// Silence after which the server pings a client.
@@ -86,6 +125,26 @@ fn number<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, ConfigE
     }
 }
 
+fn webhook_settings() -> Result<WebhookSettings, ConfigError> {
+    let mut settings = WebhookSettings::default();
+    if let Some(ms) = number::<u64>("HERALD_WEBHOOK_BATCH_MS")? {
+        if ms > 100 {
+            return Err(ConfigError {
+                name: "HERALD_WEBHOOK_BATCH_MS",
+                problem: format!("at most 100 (the webhook outbox durability window), got {ms}"),
+            });
+        }
+        settings.batch_window = Duration::from_millis(ms.max(1));
+    }
+    if let Some(secs) = number::<u64>("HERALD_WEBHOOK_TIMEOUT_SECS")? {
+        settings.request_timeout = Duration::from_secs(secs.clamp(1, 60));
+    }
+    if let Some(n) = number::<usize>("HERALD_WEBHOOK_CONCURRENCY")? {
+        settings.concurrency = n.clamp(1, 64);
+    }
+    Ok(settings)
+}
+
 /// The SQLite URL of a data dir, creating the file when missing.
 pub fn sqlite_url(data_dir: &std::path::Path) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join("herald.db").display())
@@ -123,6 +182,7 @@ impl Settings {
             },
             max_connections,
             max_frame_bytes: number("HERALD_MAX_FRAME_BYTES")?.unwrap_or(64 * 1024),
+            webhooks: webhook_settings()?,
             ws_read_buffer: number("HERALD_WS_READ_BUFFER_BYTES")?.unwrap_or(4 * 1024),
             ..Settings::defaults()
         })
@@ -137,6 +197,7 @@ impl Settings {
             admin: AdminAccount::default(),
             clock: crate::clock::Clock::system(),
             usage_flush: Duration::from_secs(5),
+            webhooks: WebhookSettings::default(),
             max_connections: None,
             activity_timeout: Duration::from_secs(crate::protocol::ACTIVITY_TIMEOUT_SECS),
             pong_timeout: Duration::from_secs(30),

@@ -15,3 +15,4 @@ pub mod startup;
 pub mod telemetry;
 pub mod tenants;
 pub mod transport;
+pub mod webhooks;

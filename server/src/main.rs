@@ -13,6 +13,7 @@ async fn main() {
         Command::Apps(command) => herald::cli::run_apps(command).await,
         Command::Tenants(command) => herald::cli::run_tenants(command).await,
         Command::Users(command) => herald::cli::run_users(command).await,
+        Command::Webhooks(command) => herald::cli::run_webhooks(command).await,
     };
     std::process::exit(code);
 }

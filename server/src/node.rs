@@ -9,6 +9,7 @@ use crate::api::RateLimits;
 use crate::config::Settings;
 use crate::hub::Hub;
 use crate::tenants::{AppCache, Store, Usage};
+use crate::webhooks::Webhooks;
 
 /// One Herald process: settings, the app cache, the hub, the store and the shutdown signal.
 #[derive(Debug)]
@@ -25,6 +26,8 @@ pub struct Node {
     pub usage: Usage,
     /// Per-app REST rate limiters.
     pub rates: RateLimits,
+    /// Webhook endpoints in force and the delivery pipeline's shared state.
+    pub webhooks: Webhooks,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for their close frames.

@@ -46,6 +46,7 @@ pub struct Application {
     address: SocketAddr,
     node: SharedNode,
     router: Router,
+    hub_events: tokio::sync::mpsc::UnboundedReceiver<crate::hub::HubEvent>,
 }
 
 impl std::fmt::Debug for Application {
@@ -167,6 +168,11 @@ pub async fn refresh_apps(node: &Node) -> Result<(), StoreError> {
         return Ok(());
     }
     let (revision, apps) = node.store.snapshot().await?;
+    let webhooks = node.store.list_webhooks(None).await?;
+    for (app_id, mask) in node.webhooks.replace(webhooks) {
+        node.hub.set_interest(&app_id, mask);
+    }
+    node.webhooks.rescan();
     for change in node.apps.replace(revision, apps) {
         let (app_id, code) = match &change {
             AppChange::Disabled(id) => (id, CloseCode::AppDisabled),
@@ -231,10 +237,14 @@ impl Application {
         let address = listener
             .local_addr()
             .map_err(io_error("cannot read the bound address"))?;
+        let (events, hub_events) = tokio::sync::mpsc::unbounded_channel();
+        let webhooks = crate::webhooks::Webhooks::default();
+        webhooks.seed_ids(store.max_delivery_id().await?);
         let node = Arc::new(Node {
             settings,
             apps: AppCache::default(),
-            hub: Hub::new(),
+            hub: Hub::with_events(events),
+            webhooks,
             store,
             usage,
             rates: api::RateLimits::default(),
@@ -254,6 +264,7 @@ impl Application {
             address,
             node,
             router,
+            hub_events,
         })
     }
 
@@ -283,7 +294,9 @@ impl Application {
             address,
             node,
             router,
+            hub_events,
         } = self;
+        let webhooks = crate::webhooks::start(node.clone(), hub_events);
         let poller = tokio::spawn(poll_revision(node.clone()));
         let flusher = tokio::spawn(flush_usage(node.clone()));
         let service = tower::util::MapRequestLayer::new(strip_mount_prefix).layer(router);
@@ -311,6 +324,9 @@ impl Application {
             tracing::warn!("some connections did not close within the grace period");
         }
         poller.abort();
+        // Every socket is closed, so every vacate and member_removed has happened: release the
+        // delayed ones, write everything to the outbox, stop the worker.
+        webhooks.drain().await;
         // The flusher stops between flushes (never mid-write, which would lose the counts it took).
         let _ = flusher.await;
         // Every connection is closed: the counts are final. Write them before the store closes.

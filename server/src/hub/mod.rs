@@ -11,14 +11,29 @@ pub use connection::{CloseRequest, Connection, Outbox};
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use crate::protocol::{server, ChannelName, CloseCode, SocketId};
+use tokio::sync::mpsc;
+
+use crate::protocol::{server, ChannelName, CloseCode, SocketId, WebhookEvent, WebhookKind};
+
+/// Something that happened in an app's channels, for webhooks (and later the live console).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubEvent {
+    /// The app.
+    pub app_id: Arc<str>,
+    /// What happened, in webhook form.
+    pub event: WebhookEvent,
+}
+
+/// Where the hub sends its events. Unbounded: the hub never waits on it; the webhook writer
+/// drains it every few milliseconds.
+pub type EventSender = mpsc::UnboundedSender<HubEvent>;
 
 /// A shared handle on a connection.
 pub type ConnHandle = Arc<Connection>;
@@ -38,6 +53,7 @@ pub struct Hub {
     connections: AtomicUsize,
     next_socket: AtomicU64,
     node_tag: u64,
+    events: Option<EventSender>,
 }
 
 impl Default for Hub {
@@ -54,6 +70,29 @@ impl Hub {
             connections: AtomicUsize::new(0),
             next_socket: AtomicU64::new(1),
             node_tag: u64::from(rand::random::<u32>()),
+            events: None,
+        }
+    }
+
+    /// A hub that reports channel events (for the kinds each app is interested in) to `events`.
+    pub fn with_events(events: EventSender) -> Hub {
+        Hub {
+            events: Some(events),
+            ..Hub::new()
+        }
+    }
+
+    /// Sets which event kinds app `app_id` wants reported (a mask of [`WebhookKind::bit`]s).
+    pub fn set_interest(&self, app_id: &str, mask: u8) {
+        let current = self.existing_app(app_id);
+        match current {
+            Some(app) => app.hooks.interest.store(mask, Ordering::Relaxed),
+            None if mask != 0 => self
+                .app(app_id)
+                .hooks
+                .interest
+                .store(mask, Ordering::Relaxed),
+            None => {}
         }
     }
 
@@ -69,7 +108,7 @@ impl Hub {
     pub fn app(&self, app_id: &str) -> Arc<AppHub> {
         let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
         apps.entry(app_id.into())
-            .or_insert_with(|| Arc::new(AppHub::default()))
+            .or_insert_with(|| Arc::new(AppHub::new(app_id, self.events.clone())))
             .clone()
     }
 
@@ -152,9 +191,37 @@ struct AppState {
     cache: HashMap<Box<str>, CachedEvent>,
     users: HashMap<Box<str>, Vec<ConnHandle>>,
     watchers: HashMap<Box<str>, Vec<ConnHandle>>,
-    /// Channels whose `subscription_count` update the throttle held back; the periodic flush
-    /// visits only these.
-    pending_counts: HashSet<Box<str>>,
+    /// Channels whose `subscription_count` update the throttle held back (and whether clients
+    /// get it, or only webhooks); the periodic flush visits only these.
+    pending_counts: HashMap<Box<str>, bool>,
+    /// Cache channels whose miss was already reported (until something is cached again).
+    reported_misses: HashSet<Box<str>>,
+}
+
+/// Where an app's events go, and which kinds it wants.
+#[derive(Debug, Default)]
+struct Hooks {
+    app_id: Arc<str>,
+    events: Option<EventSender>,
+    interest: AtomicU8,
+}
+
+impl Hooks {
+    fn wants(&self, kind: WebhookKind) -> bool {
+        self.events.is_some() && self.interest.load(Ordering::Relaxed) & kind.bit() != 0
+    }
+
+    fn emit(&self, kind: WebhookKind, make: impl FnOnce() -> WebhookEvent) {
+        if !self.wants(kind) {
+            return;
+        }
+        if let Some(events) = &self.events {
+            let _ = events.send(HubEvent {
+                app_id: self.app_id.clone(),
+                event: make(),
+            });
+        }
+    }
 }
 
 /// One app's channels, members, users and connections.
@@ -162,6 +229,7 @@ struct AppState {
 pub struct AppHub {
     // A std mutex: held for in-memory bookkeeping and non-blocking pushes only.
     state: Mutex<AppState>,
+    hooks: Hooks,
 }
 
 /// A presence member joining a channel.
@@ -228,10 +296,17 @@ fn broadcast(channel: &Channel, frame: &Bytes, except: Option<SocketId>) -> usiz
     delivered
 }
 
-/// Sends the channel's `subscription_count` to its subscribers, unless the 5-second throttle
-/// holds it back; returns whether it was held back (the caller records it for the next flush).
+/// Sends the channel's `subscription_count` to its subscribers (when `clients`) and as a webhook
+/// event (when wanted), unless the 5-second throttle holds it back; returns whether it was held
+/// back (the caller records it for the next flush).
 #[must_use]
-fn maybe_send_count(name: &str, channel: &mut Channel, force: bool) -> bool {
+fn maybe_send_count(
+    name: &str,
+    channel: &mut Channel,
+    force: bool,
+    clients: bool,
+    hooks: &Hooks,
+) -> bool {
     let count = channel.subscribers.len();
     if count == 0 {
         return false;
@@ -244,7 +319,12 @@ fn maybe_send_count(name: &str, channel: &mut Channel, force: bool) -> bool {
         }
     }
     channel.last_count_sent = Some(Instant::now());
-    broadcast(channel, &server::subscription_count(name, count), None);
+    if clients {
+        broadcast(channel, &server::subscription_count(name, count), None);
+    }
+    hooks.emit(WebhookKind::SubscriptionCount, || {
+        WebhookEvent::count(name, count)
+    });
     false
 }
 
@@ -262,6 +342,7 @@ impl AppState {
         channel: &str,
         presence_user: Option<&str>,
         subscription_count: bool,
+        hooks: &Hooks,
     ) -> usize {
         let Some(state) = self.channels.get_mut(channel) else {
             return 0;
@@ -276,16 +357,25 @@ impl AppState {
                 if member.get().sockets == 0 {
                     member.remove();
                     delivered = broadcast(state, &server::member_removed(channel, user_id), None);
+                    hooks.emit(WebhookKind::MemberRemoved, || {
+                        WebhookEvent::member(WebhookKind::MemberRemoved, channel, user_id)
+                    });
                 }
             }
         }
+        let hook_counts = hooks.wants(WebhookKind::SubscriptionCount);
         if state.subscribers.is_empty() {
             self.channels.remove(channel);
-        } else if subscription_count
+            self.pending_counts.remove(channel);
+            hooks.emit(WebhookKind::ChannelVacated, || {
+                WebhookEvent::channel(WebhookKind::ChannelVacated, channel)
+            });
+        } else if (subscription_count || hook_counts)
             && counts_subscriptions(channel)
-            && maybe_send_count(channel, state, false)
+            && maybe_send_count(channel, state, false, subscription_count, hooks)
         {
-            self.pending_counts.insert(channel.into());
+            self.pending_counts
+                .insert(channel.into(), subscription_count);
         }
         delivered
     }
@@ -305,6 +395,28 @@ impl AppState {
 }
 
 impl AppHub {
+    /// An app's state, reporting to `events` (if any) the kinds set with [`Hub::set_interest`].
+    pub fn new(app_id: &str, events: Option<EventSender>) -> AppHub {
+        AppHub {
+            state: Mutex::default(),
+            hooks: Hooks {
+                app_id: app_id.into(),
+                events,
+                interest: AtomicU8::new(0),
+            },
+        }
+    }
+
+    /// Whether `kind` events are wanted for this app.
+    pub fn wants(&self, kind: WebhookKind) -> bool {
+        self.hooks.wants(kind)
+    }
+
+    /// Reports an event that happened outside the hub (a client event) when it is wanted.
+    pub fn emit(&self, kind: WebhookKind, make: impl FnOnce() -> WebhookEvent) {
+        self.hooks.emit(kind, make);
+    }
+
     /// Registers a connection, refusing it past `quota` connections for this app.
     /// The check and the insert happen under the app's lock, so parallel handshakes can never
     /// take the app past its quota.
@@ -332,7 +444,13 @@ impl AppHub {
         state.connections.remove(&socket_id);
         let mut delivered = 0;
         for (channel, user) in channels {
-            delivered += state.leave(socket_id, channel, user.as_deref(), subscription_count);
+            delivered += state.leave(
+                socket_id,
+                channel,
+                user.as_deref(),
+                subscription_count,
+                &self.hooks,
+            );
         }
         if let Some(user_id) = signed_in {
             let mut last = false;
@@ -381,13 +499,22 @@ impl AppHub {
                 }
             }
         }
+        let hooks = &self.hooks;
         let entry = state.channels.entry(name.into()).or_default();
+        if entry.subscribers.is_empty() {
+            hooks.emit(WebhookKind::ChannelOccupied, || {
+                WebhookEvent::channel(WebhookKind::ChannelOccupied, name)
+            });
+        }
         if let Some(member) = member {
             let known = entry.members.contains_key(member.user_id.as_str());
             if !known {
                 let added =
                     server::member_added(name, &member.user_id, member.user_info.as_deref());
                 result.member_events_delivered = broadcast(entry, &added, None);
+                hooks.emit(WebhookKind::MemberAdded, || {
+                    WebhookEvent::member(WebhookKind::MemberAdded, name, &member.user_id)
+                });
                 entry.members.insert(
                     member.user_id.as_str().into(),
                     Member {
@@ -410,11 +537,14 @@ impl AppHub {
             entry.subscribers.insert(conn.socket_id(), conn.clone());
             conn.push(server::subscription_succeeded(name));
         }
-        if options.subscription_count && counts_subscriptions(name) {
+        let hook_counts = hooks.wants(WebhookKind::SubscriptionCount);
+        if (options.subscription_count || hook_counts) && counts_subscriptions(name) {
             // The subscriber's own count goes through its outbox, after subscription_succeeded.
             let first = entry.subscribers.len() <= 1;
-            if maybe_send_count(name, entry, first) {
-                state.pending_counts.insert(name.into());
+            if maybe_send_count(name, entry, first, options.subscription_count, hooks) {
+                state
+                    .pending_counts
+                    .insert(name.into(), options.subscription_count);
             }
         }
         if channel.is_cache() {
@@ -427,6 +557,14 @@ impl AppHub {
                     state.cache.remove(name);
                     result.cache_miss = true;
                     conn.push(server::cache_miss(name));
+                    // One webhook per miss, however many clients hit the empty cache.
+                    if hooks.wants(WebhookKind::CacheMiss)
+                        && state.reported_misses.insert(name.into())
+                    {
+                        hooks.emit(WebhookKind::CacheMiss, || {
+                            WebhookEvent::channel(WebhookKind::CacheMiss, name)
+                        });
+                    }
                 }
             }
         }
@@ -441,7 +579,13 @@ impl AppHub {
         presence_user: Option<&str>,
         subscription_count: bool,
     ) -> usize {
-        lock(&self.state).leave(socket_id, channel, presence_user, subscription_count)
+        lock(&self.state).leave(
+            socket_id,
+            channel,
+            presence_user,
+            subscription_count,
+            &self.hooks,
+        )
     }
 
     /// Publishes an event with string `data` to `channel`, skipping `except`. Cache channels
@@ -456,6 +600,7 @@ impl AppHub {
         let frame = server::channel_event(event, channel.as_str(), data);
         let mut state = lock(&self.state);
         if channel.is_cache() {
+            state.reported_misses.remove(channel.as_str());
             state.cache.insert(
                 channel.as_str().into(),
                 CachedEvent {
@@ -541,10 +686,10 @@ impl AppHub {
     pub fn flush_subscription_counts(&self) {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
-        for name in std::mem::take(&mut state.pending_counts) {
+        for (name, clients) in std::mem::take(&mut state.pending_counts) {
             if let Some(channel) = state.channels.get_mut(&name) {
-                if maybe_send_count(&name, channel, false) {
-                    state.pending_counts.insert(name);
+                if maybe_send_count(&name, channel, false, clients, &self.hooks) {
+                    state.pending_counts.insert(name, clients);
                 }
             }
         }

@@ -10,6 +10,7 @@ mod limits;
 mod query;
 mod rest;
 mod socket_id;
+mod webhook;
 
 pub use channel::{ChannelKind, ChannelName, ChannelNameError, SERVER_TO_USER_PREFIX};
 pub use frames::{server, ClientFrame, FrameError};
@@ -17,6 +18,7 @@ pub use limits::{Limits, PROTOCOL_CHANNEL_NAME_CEILING};
 pub use query::{query_pairs, query_value};
 pub use rest::{BatchBody, BatchEvent, EventData, TriggerBody};
 pub use socket_id::SocketId;
+pub use webhook::{webhook_body, WebhookEvent, WebhookKind, WEBHOOK_KINDS};
 
 /// The `activity_timeout` (seconds) announced in `pusher:connection_established`.
 pub const ACTIVITY_TIMEOUT_SECS: u64 = 120;

@@ -9,11 +9,13 @@ mod cache;
 mod plans;
 mod usage;
 mod users;
+mod webhooks;
 
 pub use cache::{AppCache, AppChange};
 pub use plans::{Plan, PLANS};
 pub use usage::{AppUsage, DayUsage, MinuteUsage, Usage, UsageReport, DAYS_REPORTED, MINUTES_KEPT};
 pub use users::{Actor, Scoped, Tenant, User, UserRole, MIN_PASSWORD_CHARS};
+pub use webhooks::{Attempt, Delivery, DeliveryStatus, NewDelivery, NewWebhook, Webhook};
 
 use std::fmt;
 use std::sync::Arc;
@@ -771,7 +773,12 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::AppNotFound(id.to_owned()));
         }
-        for table in ["usage_daily", "usage_minutely"] {
+        for table in [
+            "usage_daily",
+            "usage_minutely",
+            "webhooks",
+            "webhook_deliveries",
+        ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE app_id = $1"))
                 .bind(id.to_owned())
                 .execute(&mut *tx)

@@ -16,7 +16,8 @@ use crate::auth::{self, SocketAuthError};
 use crate::hub::{AppHub, ConnHandle, PresenceMember, SubscribeOptions, SubscribeRefusal};
 use crate::node::Node;
 use crate::protocol::{
-    error_code, server, ChannelKind, ChannelName, ClientFrame, FrameError, SERVER_TO_USER_PREFIX,
+    error_code, server, ChannelKind, ChannelName, ClientFrame, FrameError, WebhookEvent,
+    WebhookKind, SERVER_TO_USER_PREFIX,
 };
 use crate::tenants::{AppRef, AppUsage};
 
@@ -437,6 +438,15 @@ impl Session {
         let frame = server::client_event(event, channel, data, presence_user.as_deref());
         let delivered = self.app_hub.relay(channel, frame, self.conn.socket_id());
         self.usage.count(1 + delivered as u64);
+        self.app_hub.emit(WebhookKind::ClientEvent, || {
+            WebhookEvent::client(
+                channel,
+                event,
+                data,
+                &self.socket_id,
+                presence_user.as_deref(),
+            )
+        });
     }
 
     /// Leaves every channel and the signin; called once when the connection ends.

@@ -14,3 +14,4 @@ mod quota;
 mod rest;
 mod socket;
 mod store;
+mod webhooks;

@@ -1,0 +1,365 @@
+//! The delivery worker: per-endpoint queues in id order, at most `concurrency` requests in flight
+//! per endpoint, and never two deliveries touching the same channel out of order (a delivery
+//! waits while an earlier one about one of its channels is pending, in flight or backing off).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use axum::http::header;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::webhook_signature;
+use crate::clock::Clock;
+use crate::node::SharedNode;
+use crate::protocol::webhook_body;
+use crate::tenants::{Attempt, Delivery, DeliveryStatus};
+
+/// The delay before retry number `attempts` (1 = the first retry): `base` doubled each time, at
+/// most `cap`.
+pub fn backoff(attempts: i64, base: Duration, cap: Duration) -> Duration {
+    let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
+    base.saturating_mul(2u32.saturating_pow(exponent)).min(cap)
+}
+
+#[derive(Debug)]
+struct Entry {
+    delivery: Delivery,
+    in_flight: bool,
+}
+
+#[derive(Debug)]
+enum Outcome {
+    Delivered {
+        status: u16,
+    },
+    Failed {
+        status: u16,
+        error: String,
+    },
+    /// The app or the endpoint is gone: drop the delivery.
+    Gone,
+}
+
+#[derive(Debug)]
+struct Done {
+    webhook_id: String,
+    id: i64,
+    at: i64,
+    latency_ms: i64,
+    outcome: Outcome,
+}
+
+struct Worker {
+    node: SharedNode,
+    queues: HashMap<String, VecDeque<Entry>>,
+    known: HashSet<i64>,
+    client: reqwest::Client,
+    tasks: JoinSet<Done>,
+    clock: Clock,
+}
+
+impl Worker {
+    fn insert(&mut self, delivery: Delivery) {
+        if !self.known.insert(delivery.id) {
+            return;
+        }
+        let queue = self.queues.entry(delivery.webhook_id.clone()).or_default();
+        let at = queue
+            .iter()
+            .position(|e| e.delivery.id > delivery.id)
+            .unwrap_or(queue.len());
+        queue.insert(
+            at,
+            Entry {
+                delivery,
+                in_flight: false,
+            },
+        );
+    }
+
+    async fn load_pending(&mut self) {
+        match self.node.store.pending_deliveries().await {
+            Ok(pending) => {
+                for delivery in pending {
+                    self.insert(delivery);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not read pending webhook deliveries"),
+        }
+    }
+
+    /// Starts every attempt that may start now; returns when the next waiting one is due.
+    fn pump(&mut self) -> Option<i64> {
+        let now = self.clock.now_millis();
+        let concurrency = self.node.settings.webhooks.concurrency.max(1);
+        let mut next_due: Option<i64> = None;
+        let mut starts = Vec::new();
+        for (webhook_id, queue) in &mut self.queues {
+            let mut busy: HashSet<&str> = HashSet::new();
+            let mut in_flight = queue.iter().filter(|e| e.in_flight).count();
+            for entry in queue.iter_mut() {
+                let blocked = entry
+                    .delivery
+                    .channels
+                    .iter()
+                    .any(|c| busy.contains(c.as_str()));
+                if !blocked && !entry.in_flight {
+                    if entry.delivery.next_attempt_at <= now {
+                        if in_flight < concurrency {
+                            entry.in_flight = true;
+                            in_flight += 1;
+                            starts.push((webhook_id.clone(), entry.delivery.clone()));
+                        }
+                    } else {
+                        let due = entry.delivery.next_attempt_at;
+                        next_due = Some(next_due.map_or(due, |d: i64| d.min(due)));
+                    }
+                }
+                busy.extend(entry.delivery.channels.iter().map(String::as_str));
+            }
+        }
+        for (webhook_id, delivery) in starts {
+            self.start(webhook_id, delivery);
+        }
+        next_due
+    }
+
+    fn start(&mut self, webhook_id: String, delivery: Delivery) {
+        let node = self.node.clone();
+        let client = self.client.clone();
+        let clock = self.clock.clone();
+        if delivery.attempts == 0 {
+            // Each webhook request counts toward the daily quota once; retries are free.
+            node.usage.app(&delivery.app_id).count(1);
+        }
+        self.tasks.spawn(async move {
+            let at = clock.now_millis();
+            let started = tokio::time::Instant::now();
+            let outcome = attempt(&node, &client, &delivery, at).await;
+            Done {
+                webhook_id,
+                id: delivery.id,
+                at,
+                latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+                outcome,
+            }
+        });
+    }
+
+    async fn complete(&mut self, done: Done) {
+        let settings = &self.node.settings.webhooks;
+        let Some(queue) = self.queues.get_mut(&done.webhook_id) else {
+            return;
+        };
+        let Some(position) = queue.iter().position(|e| e.delivery.id == done.id) else {
+            return;
+        };
+        let entry = &mut queue[position];
+        entry.in_flight = false;
+        let delivery = &mut entry.delivery;
+        let attempts = delivery.attempts + 1;
+        let record = match &done.outcome {
+            Outcome::Gone => None,
+            Outcome::Delivered { status } => Some(Attempt {
+                status: DeliveryStatus::Delivered,
+                attempts,
+                at: done.at,
+                next_attempt_at: 0,
+                http_status: i64::from(*status),
+                error: String::new(),
+                latency_ms: done.latency_ms,
+            }),
+            Outcome::Failed { status, error } => {
+                let now = self.clock.now_millis();
+                let window_end = delivery.created_at
+                    + i64::try_from(settings.retry_window.as_millis()).unwrap_or(i64::MAX);
+                let wait = backoff(attempts, settings.backoff_base, settings.backoff_cap);
+                let next =
+                    (now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)).min(window_end);
+                let status_now = if now >= window_end {
+                    tracing::warn!(webhook_id = %done.webhook_id, delivery = done.id, attempts, %error, "webhook delivery failed for the whole retry window; kept as failed");
+                    DeliveryStatus::Failed
+                } else {
+                    tracing::debug!(webhook_id = %done.webhook_id, delivery = done.id, attempts, %error, "webhook delivery failed; will retry");
+                    DeliveryStatus::Pending
+                };
+                Some(Attempt {
+                    status: status_now,
+                    attempts,
+                    at: done.at,
+                    next_attempt_at: next,
+                    http_status: i64::from(*status),
+                    error: error.clone(),
+                    latency_ms: done.latency_ms,
+                })
+            }
+        };
+        let finished = match &record {
+            None => true,
+            Some(attempt) => attempt.status != DeliveryStatus::Pending,
+        };
+        if let Some(attempt) = &record {
+            delivery.attempts = attempt.attempts;
+            delivery.next_attempt_at = attempt.next_attempt_at;
+            delivery.status = attempt.status;
+        }
+        if finished {
+            queue.remove(position);
+            // Recorded below before anything else runs, so a rescan cannot see it pending.
+            self.known.remove(&done.id);
+            if queue.is_empty() {
+                self.queues.remove(&done.webhook_id);
+            }
+        }
+        if let Some(attempt) = record {
+            if let Err(error) = self.node.store.record_attempt(done.id, &attempt).await {
+                tracing::warn!(%error, delivery = done.id, "could not record a webhook attempt");
+            }
+        }
+    }
+}
+
+/// One HTTP attempt, signed with the app's current key pair.
+async fn attempt(
+    node: &SharedNode,
+    client: &reqwest::Client,
+    delivery: &Delivery,
+    now_ms: i64,
+) -> Outcome {
+    let Some(app) = node.apps.by_id(&delivery.app_id) else {
+        return Outcome::Gone;
+    };
+    let Some(webhook) = node
+        .webhooks
+        .endpoint(&delivery.app_id, &delivery.webhook_id)
+    else {
+        return Outcome::Gone;
+    };
+    // `time_ms` is the time of sending: receivers check it is recent (pusher-http-python allows
+    // 5 minutes), and a delivery retried later must still validate.
+    let body = webhook_body(now_ms, &delivery.events);
+    let signature = webhook_signature(app.secret.expose(), body.as_bytes());
+    let mut request = client
+        .post(&webhook.url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("X-Pusher-Key", app.key.as_str())
+        .header("X-Pusher-Signature", signature);
+    for (name, value) in &webhook.headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    match request.body(body).send().await {
+        Ok(response) if response.status().is_success() => Outcome::Delivered {
+            status: response.status().as_u16(),
+        },
+        Ok(response) => Outcome::Failed {
+            status: response.status().as_u16(),
+            error: format!("HTTP {}", response.status()),
+        },
+        Err(error) => Outcome::Failed {
+            status: 0,
+            error: if error.is_timeout() {
+                "timed out".to_owned()
+            } else if error.is_connect() {
+                "connection failed".to_owned()
+            } else {
+                "request failed".to_owned()
+            },
+        },
+    }
+}
+
+/// How long delivered requests stay listed.
+const DELIVERED_KEPT_MS: i64 = 24 * 3600 * 1000;
+
+/// Runs until `stop`: delivers what the writer hands over and what the store holds as pending.
+pub(super) async fn run(
+    node: SharedNode,
+    mut written: UnboundedReceiver<Delivery>,
+    stop: CancellationToken,
+) {
+    let client = match reqwest::Client::builder()
+        .timeout(node.settings.webhooks.request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .http1_title_case_headers()
+        .user_agent(concat!("Herald/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "cannot build the webhook HTTP client; webhooks stay in the outbox");
+            return;
+        }
+    };
+    let mut worker = Worker {
+        clock: Clock::system(),
+        node,
+        queues: HashMap::new(),
+        known: HashSet::new(),
+        client,
+        tasks: JoinSet::new(),
+    };
+    worker.load_pending().await;
+    let mut writer_open = true;
+    let mut last_prune = tokio::time::Instant::now() - Duration::from_secs(3600);
+    loop {
+        if last_prune.elapsed() >= Duration::from_secs(600) {
+            last_prune = tokio::time::Instant::now();
+            let before = worker.clock.now_millis() - DELIVERED_KEPT_MS;
+            if let Err(error) = worker.node.store.prune_deliveries(before).await {
+                tracing::warn!(%error, "could not prune delivered webhooks");
+            }
+        }
+        let next_due = worker.pump();
+        let wait = next_due.map(|due| {
+            Duration::from_millis(u64::try_from(due - worker.clock.now_millis()).unwrap_or(0))
+        });
+        tokio::select! {
+            () = stop.cancelled() => break,
+            delivery = written.recv(), if writer_open => match delivery {
+                Some(delivery) => worker.insert(delivery),
+                None => writer_open = false,
+            },
+            Some(done) = worker.tasks.join_next() => {
+                if let Ok(done) = done {
+                    worker.complete(done).await;
+                }
+            }
+            () = worker.node.webhooks.rescan.notified() => worker.load_pending().await,
+            () = async {
+                match wait {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    }
+    // Requests in flight may finish (and be recorded) within a short grace; the rest stay pending.
+    let grace = tokio::time::sleep(Duration::from_secs(2));
+    tokio::pin!(grace);
+    while !worker.tasks.is_empty() {
+        tokio::select! {
+            () = &mut grace => break,
+            Some(done) = worker.tasks.join_next() => {
+                if let Ok(done) = done {
+                    worker.complete(done).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let base = Duration::from_secs(1);
+        let cap = Duration::from_secs(30);
+        let waits: Vec<u64> = (1..=7).map(|n| backoff(n, base, cap).as_secs()).collect();
+        assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(backoff(1000, base, cap), cap);
+    }
+}
