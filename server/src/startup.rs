@@ -82,6 +82,21 @@ pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
 /// user. Generated secrets go to the first-run file (and to a terminal), never to the log.
 async fn first_start(settings: &Settings, store: &Store) -> Result<(), StartupError> {
     let mut generated = String::new();
+    let needs_operator = !store.has_users().await?;
+    let admin_email = settings
+        .admin
+        .email
+        .clone()
+        .unwrap_or_else(|| "admin@localhost".into());
+    if needs_operator {
+        // Refuse a bad HERALD_ADMIN_EMAIL / _PASSWORD before anything is created, so a failed
+        // first start never leaves generated credentials that nobody recorded.
+        if let Some(password) = &settings.admin.password {
+            crate::tenants::check_new_user(&admin_email, password.expose())?;
+        } else {
+            crate::tenants::check_new_user(&admin_email, "long enough")?;
+        }
+    }
     if store.is_empty().await? {
         let defaults = &settings.default_app;
         let app = store
@@ -105,12 +120,8 @@ async fn first_start(settings: &Settings, store: &Store) -> Result<(), StartupEr
             ));
         }
     }
-    if !store.has_users().await? {
-        let email = settings
-            .admin
-            .email
-            .clone()
-            .unwrap_or_else(|| "admin@localhost".into());
+    if needs_operator {
+        let email = admin_email;
         let (password, random) = match &settings.admin.password {
             Some(password) => (password.expose().to_owned(), false),
             None => (crate::tenants::random_password(), true),
@@ -130,11 +141,15 @@ async fn first_start(settings: &Settings, store: &Store) -> Result<(), StartupEr
         return Ok(());
     }
     let path = first_run_path(&settings.data_dir);
-    let text = format!("Herald first run\n\n{generated}");
+    // Appended: an upgrade that adds the operator keeps the app secret written before.
+    let text = match std::fs::read_to_string(&path) {
+        Ok(earlier) if !earlier.is_empty() => format!("{earlier}\n{generated}"),
+        _ => format!("Herald first run\n\n{generated}"),
+    };
     write_private(&path, &text).map_err(io_error(format!("cannot write {}", path.display())))?;
     tracing::info!(path = %path.display(), "generated credentials were written to the first-run file");
     if std::io::stdout().is_terminal() {
-        let _ = std::io::stdout().write_all(text.as_bytes());
+        let _ = std::io::stdout().write_all(format!("Herald first run\n\n{generated}").as_bytes());
     }
     Ok(())
 }
@@ -177,6 +192,13 @@ pub async fn refresh_apps(node: &Node) -> Result<(), StoreError> {
         let (app_id, code) = match &change {
             AppChange::Disabled(id) => (id, CloseCode::AppDisabled),
             AppChange::Deleted(id) => (id, CloseCode::AppDoesNotExist),
+            AppChange::KeysRevoked(id, keys) => {
+                if let Some(app_hub) = node.hub.existing_app(id) {
+                    let closed: usize = keys.iter().map(|k| app_hub.close_key(k)).sum();
+                    tracing::info!(app_id = %id, closed, "closed the connections of revoked keys");
+                }
+                continue;
+            }
         };
         tracing::info!(app_id = %app_id, ?change, "closing the app's connections");
         if matches!(change, AppChange::Deleted(_)) {
@@ -230,6 +252,7 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         let store = open_store(&settings).await?;
         first_start(&settings, &store).await?;
+        crate::tenants::warm_up_password_checks().await;
         let usage = Usage::load(&store, settings.clock.clone()).await?;
         let listener = TcpListener::bind(&settings.bind)
             .await
@@ -356,6 +379,26 @@ async fn flush_usage(node: SharedNode) {
     }
 }
 
+/// Closes the connections opened with a previous key whose grace period has just ended (once
+/// per key: `handled` remembers them).
+fn close_expired_keys(node: &Node, handled: &mut std::collections::HashSet<(String, String)>) {
+    let now = crate::clock::unix_seconds();
+    for app in node.apps.all() {
+        let Some(previous) = &app.previous_key else {
+            continue;
+        };
+        if previous.active_at(now) {
+            continue;
+        }
+        if handled.insert((app.id.clone(), previous.key.clone())) {
+            if let Some(app_hub) = node.hub.existing_app(&app.id) {
+                let closed = app_hub.close_key(&previous.key);
+                tracing::info!(app_id = %app.id, closed, "a previous key's grace period ended");
+            }
+        }
+    }
+}
+
 /// How often expired cache-channel events are dropped.
 const CACHE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -363,6 +406,7 @@ async fn poll_revision(node: SharedNode) {
     let mut interval = tokio::time::interval(node.settings.revision_poll);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sweep = tokio::time::Instant::now();
+    let mut expired_keys = std::collections::HashSet::new();
     loop {
         tokio::select! {
             () = node.shutdown.cancelled() => return,
@@ -371,6 +415,7 @@ async fn poll_revision(node: SharedNode) {
         if let Err(error) = refresh_apps(&node).await {
             tracing::warn!(%error, "could not refresh the app cache");
         }
+        close_expired_keys(&node, &mut expired_keys);
         node.hub.flush_subscription_counts();
         if last_sweep.elapsed() >= CACHE_SWEEP_INTERVAL {
             last_sweep = tokio::time::Instant::now();

@@ -215,24 +215,37 @@ fn rate_limit(
     let cost = u32::try_from(cost).unwrap_or(u32::MAX);
     node.rates
         .check(&app.id, budget, rate, cost)
-        .map_err(|wait| ApiError::TooManyRequests {
-            message: format!(
-                "Rate limit exceeded: at most {} {what} per second for this app",
-                rate.unwrap_or_default()
-            ),
-            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+        .map_err(|wait| {
+            let rate = rate.unwrap_or_default();
+            match wait {
+                Some(wait) => ApiError::TooManyRequests {
+                    message: format!(
+                        "Rate limit exceeded: at most {rate} {what} per second for this app"
+                    ),
+                    retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+                },
+                None => ApiError::TooManyRequests {
+                    message: format!(
+                        "Rate limit exceeded: this request carries {cost} {what}, more than the \
+                         app's {rate} per second; send smaller batches"
+                    ),
+                    retry_after: 1,
+                },
+            }
         })
 }
 
 /// The message the REST API answers once the app's daily quota is used up.
 pub const OVER_DAILY_QUOTA: &str = "Over daily message quota";
 
-/// Refuses a publish when the day's count is already at the app's quota.
-fn check_quota(node: &SharedNode, app: &AppRef) -> Result<(), ApiError> {
+/// Admits a publish of `events` under the app's daily quota, counting its target channels
+/// (one message each) in the same step; refuses it when the day's count is at the quota.
+fn admit(node: &SharedNode, app: &AppRef, events: &[Publish]) -> Result<(), ApiError> {
+    let channels: u64 = events.iter().map(|e| e.channels.len() as u64).sum();
     if node
         .usage
         .app(&app.id)
-        .allows_publish(app.limits.daily_messages())
+        .try_publish(app.limits.daily_messages(), channels)
     {
         Ok(())
     } else {
@@ -240,15 +253,15 @@ fn check_quota(node: &SharedNode, app: &AppRef) -> Result<(), ApiError> {
     }
 }
 
+/// Publishes an admitted event (its channels are already counted) and counts the copies
+/// delivered.
 fn publish(node: &SharedNode, app: &AppRef, event: &Publish) -> Option<Value> {
     let app_hub = node.hub.app(&app.id);
-    let mut messages = 0u64;
+    let mut delivered = 0u64;
     for channel in &event.channels {
-        let delivered = app_hub.publish(channel, &event.name, &event.data, event.except);
-        // One per target channel, one per copy delivered.
-        messages += 1 + delivered as u64;
+        delivered += app_hub.publish(channel, &event.name, &event.data, event.except) as u64;
     }
-    node.usage.app(&app.id).count(messages);
+    node.usage.app(&app.id).count(delivered);
     if event.info.is_empty() {
         return None;
     }
@@ -291,7 +304,7 @@ async fn trigger(
         request.info,
     )?;
     rate_limit(&node, &app, Budget::BackendEvents, 1)?;
-    check_quota(&node, &app)?;
+    admit(&node, &app, std::slice::from_ref(&event))?;
     Ok(Json(match publish(&node, &app, &event) {
         Some(channels) => json!({ "channels": channels }),
         None => json!({}),
@@ -326,7 +339,7 @@ async fn trigger_batch(
         })
         .collect::<Result<Vec<_>, _>>()?;
     rate_limit(&node, &app, Budget::BackendEvents, events.len())?;
-    check_quota(&node, &app)?;
+    admit(&node, &app, &events)?;
     let wants_info = events.iter().any(|e| !e.info.is_empty());
     let mut results = Vec::with_capacity(events.len());
     for event in &events {

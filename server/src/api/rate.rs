@@ -29,14 +29,15 @@ pub struct RateLimits {
 
 impl RateLimits {
     /// Takes `cost` units from app `app_id`'s `budget` at `rate` per second (`None`: unlimited).
-    /// When refused, says how long to wait before retrying.
+    /// When refused, says how long to wait before retrying; `None` when `cost` is more than a
+    /// second's worth and can never pass.
     pub fn check(
         &self,
         app_id: &str,
         budget: Budget,
         rate: Option<u32>,
         cost: u32,
-    ) -> Result<(), Duration> {
+    ) -> Result<(), Option<Duration>> {
         let Some(rate) = rate.and_then(NonZeroU32::new) else {
             return Ok(());
         };
@@ -55,9 +56,10 @@ impl RateLimits {
         };
         match limiter.1.check_n(cost) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(not_until.wait_time_from(DefaultClock::default().now())),
-            // More than the burst at once: never allowed; a second is the honest retry hint.
-            Err(_) => Err(Duration::from_secs(1)),
+            Ok(Err(not_until)) => Err(Some(
+                not_until.wait_time_from(DefaultClock::default().now()),
+            )),
+            Err(_) => Err(None),
         }
     }
 

@@ -25,6 +25,8 @@ pub struct CloseRequest {
 #[derive(Debug)]
 pub struct Connection {
     socket_id: SocketId,
+    /// The app key the connection was opened with (closed when that key is revoked).
+    key: Box<str>,
     outbox: mpsc::Sender<Bytes>,
     // A std mutex: held only to read or set one small value, never across an await.
     close: Mutex<Option<CloseRequest>>,
@@ -56,12 +58,24 @@ impl Connection {
         (
             Connection {
                 socket_id,
+                key: Box::default(),
                 outbox,
                 close: Mutex::new(None),
                 close_notify: Notify::new(),
             },
             Outbox { receiver },
         )
+    }
+
+    /// The same connection, opened with app key `key`.
+    pub fn with_key(mut self, key: &str) -> Connection {
+        self.key = key.into();
+        self
+    }
+
+    /// The app key the connection was opened with.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// The connection's socket id.

@@ -669,6 +669,21 @@ impl AppHub {
         sockets.len()
     }
 
+    /// Closes the connections opened with app key `key` (revoked, or past its grace period)
+    /// with `pusher:error` 4009; returns how many.
+    pub fn close_key(&self, key: &str) -> usize {
+        let state = lock(&self.state);
+        let mut closed = 0;
+        for conn in state.connections.values().filter(|c| c.key() == key) {
+            conn.close_with_error(
+                CloseCode::Unauthorized,
+                "The app key this connection was opened with was revoked",
+            );
+            closed += 1;
+        }
+        closed
+    }
+
     /// Asks every connection of the app to close with `code` (after a `pusher:error` where the
     /// code is announced that way).
     pub fn close_all(&self, code: CloseCode) {

@@ -13,6 +13,8 @@ pub enum AppChange {
     Disabled(String),
     /// The app was deleted: close its sockets with 4001.
     Deleted(String),
+    /// Keys of the app were revoked: close the sockets opened with them (4009).
+    KeysRevoked(String, Vec<String>),
 }
 
 #[derive(Default)]
@@ -57,6 +59,11 @@ impl AppCache {
         self.current().by_id.get(id).cloned()
     }
 
+    /// Every app.
+    pub fn all(&self) -> Vec<AppRef> {
+        self.current().by_id.values().cloned().collect()
+    }
+
     /// The revision the cache was loaded at.
     pub fn revision(&self) -> Option<i64> {
         self.current().revision
@@ -85,7 +92,18 @@ impl AppCache {
                 Some(new) if old.enabled && !new.enabled => {
                     changes.push(AppChange::Disabled(id.clone()))
                 }
-                Some(_) => {}
+                Some(new) => {
+                    let kept: Vec<&str> = new.credentials().map(|(k, _)| k).collect();
+                    let revoked: Vec<String> = old
+                        .credentials()
+                        .map(|(k, _)| k)
+                        .filter(|k| !kept.contains(k))
+                        .map(str::to_owned)
+                        .collect();
+                    if !revoked.is_empty() {
+                        changes.push(AppChange::KeysRevoked(id.clone(), revoked));
+                    }
+                }
             }
         }
         *self

@@ -14,7 +14,10 @@ mod webhooks;
 pub use cache::{AppCache, AppChange};
 pub use plans::{Plan, PLANS};
 pub use usage::{AppUsage, DayUsage, MinuteUsage, Usage, UsageReport, DAYS_REPORTED, MINUTES_KEPT};
-pub use users::{Actor, Scoped, Tenant, User, UserRole, MIN_PASSWORD_CHARS};
+pub use users::{
+    check_new_user, warm_up_password_checks, Actor, Scoped, Tenant, User, UserRole,
+    MIN_PASSWORD_CHARS, TENANT_DEFAULT_PLAN,
+};
 pub use webhooks::{Attempt, Delivery, DeliveryStatus, NewDelivery, NewWebhook, Webhook};
 
 use std::fmt;
@@ -128,7 +131,7 @@ impl App {
             return true;
         }
         let Some(origin) = origin else { return false };
-        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+        let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
         self.allowed_origins
             .iter()
             .any(|allowed| origin_matches(allowed, &origin))
@@ -140,25 +143,49 @@ impl App {
     }
 }
 
+/// Whether `host` is one or more dot-separated DNS labels of `a-z0-9-` (lowercase), optionally
+/// followed by `:port`.
+fn is_host(host: &str) -> bool {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let labels_ok = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    port_ok && labels_ok
+}
+
 /// Whether `origin` (lowercase, no trailing slash) matches the pattern `allowed`: `*` matches
 /// everything, `https://*.example.com` any subdomain of example.com (not example.com itself),
 /// anything else must be equal (scheme, host and port).
 fn origin_matches(allowed: &str, origin: &str) -> bool {
-    let allowed = allowed.trim().trim_end_matches('/').to_ascii_lowercase();
     if allowed == "*" || allowed == origin {
         return true;
     }
-    match allowed.split_once("://*.") {
-        Some((scheme, domain)) => origin
-            .strip_prefix(scheme)
-            .and_then(|rest| rest.strip_prefix("://"))
-            .and_then(|host| host.strip_suffix(domain))
-            .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.') && !sub.contains('/')),
-        None => false,
+    let Some((scheme, domain)) = allowed.split_once("://*.") else {
+        return false;
+    };
+    let Some((origin_scheme, host)) = origin.split_once("://") else {
+        return false;
+    };
+    if origin_scheme != scheme || !is_host(host) {
+        return false;
     }
+    host.strip_suffix(domain)
+        .and_then(|sub| sub.strip_suffix('.'))
+        .is_some_and(|sub| !sub.is_empty() && !sub.contains(':'))
 }
 
-/// Checks and normalises a list of allowed origins.
+/// Checks and normalises a list of allowed origins: `*`, `scheme://host[:port]` or
+/// `scheme://*.domain[:port]`, lowercased, without a trailing slash.
 pub fn parse_origins(list: &[String]) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
     for raw in list {
@@ -168,12 +195,16 @@ pub fn parse_origins(list: &[String]) -> Result<Vec<String>, StoreError> {
         }
         let valid = origin == "*"
             || origin.split_once("://").is_some_and(|(scheme, host)| {
-                !scheme.is_empty()
-                    && scheme
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
-                    && !host.is_empty()
-                    && !host.contains(['/', ' ', ',', '?', '#'])
+                let scheme_ok = !scheme.is_empty()
+                    && scheme.bytes().all(|b| {
+                        b.is_ascii_lowercase()
+                            || b.is_ascii_digit()
+                            || b == b'+'
+                            || b == b'-'
+                            || b == b'.'
+                    });
+                let host = host.strip_prefix("*.").unwrap_or(host);
+                scheme_ok && is_host(host)
             });
         if !valid {
             return Err(StoreError::Invalid(format!(
@@ -247,6 +278,20 @@ macro_rules! limits_patch {
             pub fn apply(&self, limits: &mut Limits) {
                 $( if let Some(v) = self.$field { limits.$field = v; } )*
             }
+
+            /// The first limit this patch would raise above `limits` (0 counts as unlimited,
+            /// so it raises any nonzero limit).
+            pub fn loosens(&self, limits: &Limits) -> Option<&'static str> {
+                $(
+                    if let Some(v) = self.$field {
+                        let current = limits.$field;
+                        if current != 0 && (v == 0 || v > current) {
+                            return Some(stringify!($field));
+                        }
+                    }
+                )*
+                None
+            }
         }
 
         const LIMIT_COLUMNS: &[&str] = &[$(stringify!($field)),*];
@@ -308,6 +353,9 @@ pub enum StoreError {
     /// A value is not acceptable.
     #[error("{0}")]
     Invalid(String),
+    /// The actor may not do this (a tenant admin raising a limit the operator set).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// The tenant store.
@@ -712,18 +760,25 @@ impl Store {
             .as_ref()
             .map(|p| (p.key.clone(), p.secret.expose().to_owned()));
         let (prev_key, prev_secret) = previous.unwrap_or_default();
-        sqlx::query(
+        // Only if the keys are still those read above: two rotations at once cannot both win.
+        let done = sqlx::query(
             "UPDATE apps SET app_key = $1, secret = $2, prev_key = $3, prev_secret = $4, \
-             prev_expires_at = $5 WHERE id = $6",
+             prev_expires_at = $5 WHERE id = $6 AND app_key = $7",
         )
         .bind(app.key.clone())
         .bind(app.secret.expose().to_owned())
-        .bind(prev_key)
+        .bind(prev_key.clone())
         .bind(prev_secret)
         .bind(expires_at)
         .bind(id.to_owned())
+        .bind(prev_key)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "app {id}'s keys changed meanwhile; try again"
+            )));
+        }
         bump_revision(&mut tx).await?;
         tx.commit().await?;
         Ok(app)
@@ -733,6 +788,7 @@ impl Store {
     /// the last working pair cannot be revoked.
     pub async fn revoke_key(&self, id: &str, key: &str) -> Result<App, StoreError> {
         let mut app = self.get_app(id).await?;
+        let current_key = app.key.clone();
         let now = crate::clock::unix_seconds();
         let previous_active = app.previous_key.as_ref().is_some_and(|p| p.active_at(now));
         if app.previous_key.as_ref().is_some_and(|p| p.key == key) {
@@ -749,15 +805,21 @@ impl Store {
             return Err(StoreError::Invalid(format!("app {id} has no key {key}")));
         }
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE apps SET app_key = $1, secret = $2, prev_key = NULL, prev_secret = NULL, \
-             prev_expires_at = 0 WHERE id = $3",
+             prev_expires_at = 0 WHERE id = $3 AND app_key = $4",
         )
         .bind(app.key.clone())
         .bind(app.secret.expose().to_owned())
         .bind(id.to_owned())
+        .bind(current_key)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "app {id}'s keys changed meanwhile; try again"
+            )));
+        }
         bump_revision(&mut tx).await?;
         tx.commit().await?;
         Ok(app)
@@ -816,3 +878,53 @@ async fn bump_revision(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), 
 
 /// Shared handle to an app.
 pub type AppRef = Arc<App>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_exactly_or_by_subdomain_wildcard() {
+        let allowed = parse_origins(&[
+            "https://App.Example.com/".into(),
+            "https://*.example.org".into(),
+            "http://localhost:8080".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            allowed,
+            vec![
+                "https://app.example.com",
+                "https://*.example.org",
+                "http://localhost:8080"
+            ]
+        );
+        let ok = |o: &str| allowed.iter().any(|a| origin_matches(a, o));
+        assert!(ok("https://app.example.com"));
+        assert!(ok("https://a.example.org"));
+        assert!(ok("https://a.b.example.org"));
+        assert!(ok("http://localhost:8080"));
+        for bad in [
+            "https://example.org",
+            "http://a.example.org",
+            "https://evil.com#.example.org",
+            "https://a@.example.org",
+            "https://a.example.org.evil.net",
+            "https://xexample.org",
+            "https://a.example.org:8443",
+            "http://localhost:8081",
+            "null",
+        ] {
+            assert!(!ok(bad), "{bad}");
+        }
+        for invalid in [
+            "https://*example.com",
+            "https://*",
+            "example.com",
+            "https://a b.com",
+            "https://x.com/path",
+        ] {
+            assert!(parse_origins(&[invalid.into()]).is_err(), "{invalid}");
+        }
+    }
+}

@@ -51,8 +51,10 @@ struct Counter {
 }
 
 impl Counter {
+    /// Moves to `day` and `minute` when they are later than the current ones (a clock stepped
+    /// back keeps counting into the current day rather than starting it over).
     fn roll(&mut self, day: i64, minute: i64) {
-        if minute != self.minute {
+        if minute > self.minute {
             if self.minute_messages > 0 || self.minute_peak > self.written_minute_peak {
                 self.closed_minutes.push(Delta {
                     at: self.minute,
@@ -65,7 +67,7 @@ impl Counter {
             self.minute_peak = self.connections;
             self.written_minute_peak = 0;
         }
-        if day != self.day {
+        if day > self.day {
             if self.pending > 0 || self.day_peak > self.written_day_peak {
                 self.closed_days.push(Delta {
                     at: self.day,
@@ -126,6 +128,19 @@ impl AppUsage {
     /// before it must be below the quota.
     pub fn allows_publish(&self, quota: Option<u64>) -> bool {
         quota.is_none_or(|quota| self.messages_today() < quota)
+    }
+
+    /// Admits a publish to `channels` channels under a daily quota (`None`: unlimited) and counts
+    /// those channels at once, in one critical section, so parallel publishes cannot all pass
+    /// on the same count. The copies delivered are counted afterwards with [`AppUsage::count`].
+    pub fn try_publish(&self, quota: Option<u64>, channels: u64) -> bool {
+        let mut state = self.lock();
+        if quota.is_some_and(|quota| state.today() >= quota) {
+            return false;
+        }
+        state.pending = state.pending.saturating_add(channels);
+        state.minute_messages = state.minute_messages.saturating_add(channels);
+        true
     }
 
     /// Counts `messages` toward today's total.
@@ -245,6 +260,8 @@ impl Batch {
 pub struct Usage {
     clock: Clock,
     apps: Mutex<HashMap<Box<str>, Arc<AppUsage>>>,
+    /// The minute of the last pruning of old per-minute rows (at most once a minute).
+    last_prune: std::sync::atomic::AtomicI64,
 }
 
 impl Usage {
@@ -267,6 +284,7 @@ impl Usage {
         Ok(Usage {
             clock,
             apps: Mutex::new(apps),
+            last_prune: std::sync::atomic::AtomicI64::new(i64::MIN),
         })
     }
 
@@ -290,27 +308,41 @@ impl Usage {
             let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
             apps.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
-        let mut written = 0;
-        let mut failure = None;
+        let mut taken = Vec::new();
         for (app_id, usage) in apps {
             let batch = usage.take();
-            if batch.is_empty() {
-                continue;
+            if !batch.is_empty() {
+                taken.push((app_id, usage, batch));
             }
-            match store.add_usage(&app_id, &batch).await {
+        }
+        let mut failure = None;
+        let written = taken.len();
+        if !taken.is_empty() {
+            let batches: Vec<(&str, &Batch)> =
+                taken.iter().map(|(id, _, b)| (id.as_ref(), b)).collect();
+            // One transaction for every app: one commit per flush, however many apps are busy.
+            match store.add_usage(&batches).await {
                 Ok(stored) => {
-                    usage.confirm(&batch, stored);
-                    written += 1;
+                    for ((_, usage, batch), stored) in taken.iter().zip(stored) {
+                        usage.confirm(batch, stored);
+                    }
                 }
                 Err(error) => {
-                    usage.restore(batch);
+                    for (_, usage, batch) in taken {
+                        usage.restore(batch);
+                    }
                     failure = Some(error);
                 }
             }
         }
-        let oldest = self.clock.minute() - MINUTES_KEPT;
-        if let Err(error) = store.prune_minutes(oldest).await {
-            failure.get_or_insert(error);
+        let minute = self.clock.minute();
+        let last = self
+            .last_prune
+            .swap(minute, std::sync::atomic::Ordering::Relaxed);
+        if last != minute {
+            if let Err(error) = store.prune_minutes(minute - MINUTES_KEPT).await {
+                failure.get_or_insert(error);
+            }
         }
         match failure {
             Some(error) => Err(error),
@@ -368,40 +400,46 @@ fn count(value: i64) -> u64 {
 }
 
 impl Store {
-    /// Adds one flush's counts; returns the stored total for the batch's day.
-    async fn add_usage(&self, app_id: &str, batch: &Batch) -> Result<u64, StoreError> {
+    /// Adds one flush's counts for several apps in one transaction; returns each app's stored
+    /// total for its batch's day.
+    async fn add_usage(&self, batches: &[(&str, &Batch)]) -> Result<Vec<u64>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        for (table, unit, deltas) in [
-            ("usage_daily", "day", &batch.days),
-            ("usage_minutely", "minute", &batch.minutes),
-        ] {
-            let sql = format!(
-                "INSERT INTO {table} (app_id, {unit}, messages, peak_connections) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (app_id, {unit}) DO UPDATE SET \
-                 messages = {table}.messages + excluded.messages, \
-                 peak_connections = CASE WHEN excluded.peak_connections > {table}.peak_connections \
-                 THEN excluded.peak_connections ELSE {table}.peak_connections END"
-            );
-            for delta in deltas.iter() {
-                sqlx::query(&sql)
-                    .bind(app_id.to_owned())
-                    .bind(delta.at)
-                    .bind(i64::try_from(delta.messages).unwrap_or(i64::MAX))
-                    .bind(i64::try_from(delta.peak).unwrap_or(i64::MAX))
-                    .execute(&mut *tx)
-                    .await?;
+        let mut totals = Vec::with_capacity(batches.len());
+        for (app_id, batch) in batches {
+            for (table, unit, deltas) in [
+                ("usage_daily", "day", &batch.days),
+                ("usage_minutely", "minute", &batch.minutes),
+            ] {
+                let sql = format!(
+                    "INSERT INTO {table} (app_id, {unit}, messages, peak_connections) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (app_id, {unit}) DO UPDATE SET \
+                     messages = {table}.messages + excluded.messages, \
+                     peak_connections = CASE WHEN excluded.peak_connections > {table}.peak_connections \
+                     THEN excluded.peak_connections ELSE {table}.peak_connections END"
+                );
+                for delta in deltas.iter() {
+                    sqlx::query(&sql)
+                        .bind((*app_id).to_owned())
+                        .bind(delta.at)
+                        .bind(i64::try_from(delta.messages).unwrap_or(i64::MAX))
+                        .bind(i64::try_from(delta.peak).unwrap_or(i64::MAX))
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
+            let stored =
+                sqlx::query("SELECT messages FROM usage_daily WHERE app_id = $1 AND day = $2")
+                    .bind((*app_id).to_owned())
+                    .bind(batch.day)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| row.try_get::<i64, _>("messages"))
+                    .transpose()?
+                    .map_or(0, count);
+            totals.push(stored);
         }
-        let stored = sqlx::query("SELECT messages FROM usage_daily WHERE app_id = $1 AND day = $2")
-            .bind(app_id.to_owned())
-            .bind(batch.day)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| row.try_get::<i64, _>("messages"))
-            .transpose()?
-            .map_or(0, count);
         tx.commit().await?;
-        Ok(stored)
+        Ok(totals)
     }
 
     async fn prune_minutes(&self, before_minute: i64) -> Result<(), StoreError> {
@@ -519,6 +557,27 @@ mod tests {
         let batch = usage.take();
         // Yesterday's unflushed 3 messages are still written, to yesterday.
         assert!(batch.days.iter().any(|d| d.at == 9 && d.messages == 3));
+    }
+
+    #[test]
+    fn a_clock_stepped_back_keeps_the_current_day() {
+        let clock = Clock::manual(10 * DAY_MS + 1_000);
+        let usage = AppUsage::new(clock.clone(), 0);
+        usage.count(5);
+        clock.set_millis(10 * DAY_MS - 1_000);
+        assert_eq!(usage.messages_today(), 5);
+        assert!(!usage.allows_publish(Some(5)));
+    }
+
+    #[test]
+    fn try_publish_checks_and_counts_at_once() {
+        let clock = Clock::manual(3 * DAY_MS);
+        let usage = AppUsage::new(clock, 0);
+        assert!(usage.try_publish(Some(3), 2));
+        assert!(usage.try_publish(Some(3), 2), "2 < 3: accepted, now 4");
+        assert!(!usage.try_publish(Some(3), 1));
+        assert_eq!(usage.messages_today(), 4);
+        assert!(usage.try_publish(None, 1));
     }
 
     #[test]

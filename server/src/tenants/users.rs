@@ -11,7 +11,10 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{bump_revision, App, AppPatch, NewApp, Store, StoreError, UsageReport};
+use super::{bump_revision, App, AppPatch, NewApp, Plan, Store, StoreError, UsageReport};
+
+/// The plan of an app a tenant admin creates without naming one.
+pub const TENANT_DEFAULT_PLAN: &str = "sandbox";
 
 /// An organisation: it owns apps and has admin users.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -140,6 +143,12 @@ fn check_password(password: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Checks an email and password as [`Store::create_user`] would, without writing anything.
+pub fn check_new_user(email: &str, password: &str) -> Result<(), StoreError> {
+    normalise_email(email)?;
+    check_password(password)
+}
+
 /// Hashes `password` with argon2id (default parameters), off the async runtime.
 async fn hash_password(password: &str) -> Result<String, StoreError> {
     let password = password.to_owned();
@@ -168,6 +177,11 @@ async fn verify_password(password: &str, hash: String) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+/// Computes the decoy hash ahead of the first sign-in (call once at startup, off the runtime).
+pub async fn warm_up_password_checks() {
+    let _ = tokio::task::spawn_blocking(decoy_hash).await;
 }
 
 /// A hash to verify against when the email is unknown, so a sign-in takes as long either way.
@@ -440,14 +454,37 @@ impl Scoped<'_> {
                 new.id = None;
                 new.key = None;
                 new.secret = None;
+                // Quotas are the operator's: a tenant admin picks a plan (sandbox by default,
+                // never unlimited) and may only tighten its limits.
+                let plan = Plan::named(new.plan.as_deref().unwrap_or(TENANT_DEFAULT_PLAN))?;
+                if plan.name == "unlimited" {
+                    return Err(StoreError::Forbidden(
+                        "only the platform operator can create apps on the unlimited plan".into(),
+                    ));
+                }
+                if let Some(limit) = new.limits.loosens(&plan.limits) {
+                    return Err(StoreError::Forbidden(format!(
+                        "{limit} may not exceed the {} plan's value",
+                        plan.name
+                    )));
+                }
+                new.plan = Some(plan.name.to_owned());
             }
         }
         self.store.create_app(new).await
     }
 
     /// Changes an app the actor may see.
+    /// A tenant admin may lower limits but not raise them (nor lift one with 0).
     pub async fn update_app(&self, id: &str, patch: AppPatch) -> Result<App, StoreError> {
-        self.get_app(id).await?;
+        let app = self.get_app(id).await?;
+        if let Actor::TenantAdmin(_) = &self.actor {
+            if let Some(limit) = patch.limits.loosens(&app.limits) {
+                return Err(StoreError::Forbidden(format!(
+                    "{limit} can only be raised by the platform operator"
+                )));
+            }
+        }
         self.store.update_app(id, patch).await
     }
 

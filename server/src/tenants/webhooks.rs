@@ -341,12 +341,14 @@ impl Store {
     /// The endpoints of `app_id`, or of every app.
     pub async fn list_webhooks(&self, app_id: Option<&str>) -> Result<Vec<Webhook>, StoreError> {
         let rows = match app_id {
-            Some(app) => sqlx::query(&format!(
+            Some(app) => {
+                sqlx::query(&format!(
                 "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE app_id = $1 ORDER BY created_at, id"
             ))
-            .bind(app.to_owned())
-            .fetch_all(&self.pool)
-            .await?,
+                .bind(app.to_owned())
+                .fetch_all(&self.pool)
+                .await?
+            }
             None => {
                 sqlx::query(&format!(
                     "SELECT {WEBHOOK_COLUMNS} FROM webhooks ORDER BY created_at, id"

@@ -429,7 +429,7 @@ impl Session {
                 );
             }
         }
-        if !self.usage.allows_publish(app.limits.daily_messages()) {
+        if !self.usage.try_publish(app.limits.daily_messages(), 1) {
             return self.send_error(
                 None,
                 "Over daily message quota: client event rejected (usage resets at 00:00 UTC)",
@@ -437,7 +437,7 @@ impl Session {
         }
         let frame = server::client_event(event, channel, data, presence_user.as_deref());
         let delivered = self.app_hub.relay(channel, frame, self.conn.socket_id());
-        self.usage.count(1 + delivered as u64);
+        self.usage.count(delivered as u64);
         self.app_hub.emit(WebhookKind::ClientEvent, || {
             WebhookEvent::client(
                 channel,

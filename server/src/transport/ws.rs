@@ -113,7 +113,7 @@ pub async fn app_socket(
             let app_hub = node.hub.app(&app.id);
             let (conn, outbox) =
                 Connection::new(node.hub.next_socket_id(), node.settings.outbox_capacity);
-            let conn = Arc::new(conn);
+            let conn = Arc::new(conn.with_key(&key));
             if !app_hub.connect(&conn, app.limits.connections()) {
                 node.hub.release_connection();
                 let mut socket = socket;

@@ -642,3 +642,220 @@ async fn plans_preset_the_limits_and_flags_override_them() {
         Err(StoreError::Invalid(message)) if message.contains("sandbox")
     ));
 }
+
+#[tokio::test]
+async fn parallel_publishes_cannot_overshoot_the_quota() {
+    let app = spawn_app().await;
+    set_limits(
+        &app,
+        LimitsPatch {
+            max_daily_messages: Some(5),
+            ..LimitsPatch::default()
+        },
+    )
+    .await;
+    // 20 triggers at once to a channel nobody is on: each costs exactly 1.
+    let attempts = (0..20).map(|i| {
+        let app = &app;
+        async move { trigger(app, "race", &format!("{i}")).await.0 }
+    });
+    let statuses = futures_util::future::join_all(attempts).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 403).count(), 15);
+    assert_eq!(messages_today(&app), 5);
+}
+
+#[tokio::test]
+async fn what_is_not_counted_stays_uncounted_and_a_closing_member_is_counted() {
+    let app = spawn_app().await;
+    app.update_app(AppPatch {
+        subscription_count: Some(true),
+        ..AppPatch::default()
+    })
+    .await;
+    let mut a = app.connect().await;
+    let mut b = app.connect().await;
+    // subscription_count events (to both) are free.
+    a.subscribe("counts").await;
+    b.subscribe("counts").await;
+    a.expect_event("pusher_internal:subscription_count").await;
+    // Signin and watchlist events are free.
+    a.sign_in(r#"{"id":"ann","watchlist":["bob"]}"#).await;
+    a.expect_event("pusher_internal:watchlist_events").await;
+    b.sign_in(r#"{"id":"bob"}"#).await;
+    let online = a.expect_event("pusher_internal:watchlist_events").await;
+    assert!(online.to_string().contains("online"), "{online}");
+    // Errors are free.
+    a.send_text("not json").await;
+    a.expect_error().await;
+    assert_eq!(messages_today(&app), 0);
+
+    // A presence member whose socket closes: member_removed to the one left is counted.
+    let mut p1 = app.connect().await;
+    p1.subscribe_presence("presence-close", "u1", json!({}))
+        .await;
+    let p2 = {
+        let mut p2 = app.connect().await;
+        p2.subscribe_presence("presence-close", "u2", json!({}))
+            .await;
+        p2
+    };
+    p1.expect_event("pusher_internal:member_added").await;
+    wait_until("member_added counted", || messages_today(&app) == 1).await;
+    p2.close().await;
+    p1.expect_event("pusher_internal:member_removed").await;
+    wait_until("member_removed counted", || messages_today(&app) == 2).await;
+}
+
+#[tokio::test]
+async fn a_tenant_admin_may_tighten_limits_but_not_lift_quotas() {
+    let app = spawn_app().await;
+    let store = &app.node.store;
+    let tenant = store.create_tenant("Tight").await.unwrap();
+    let admin = store
+        .create_user(
+            "t@tight.test",
+            "tight password",
+            UserRole::Admin,
+            Some(&tenant.id),
+        )
+        .await
+        .unwrap();
+    let scope = store.scoped(Actor::of(&admin));
+    let created = scope
+        .create_app(NewApp {
+            name: "mine".into(),
+            ..NewApp::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.plan, "sandbox", "a tenant admin's default plan");
+    assert_eq!(created.limits.max_daily_messages, 200_000);
+    assert!(matches!(
+        scope
+            .create_app(NewApp {
+                name: "free".into(),
+                plan: Some("unlimited".into()),
+                ..NewApp::default()
+            })
+            .await,
+        Err(StoreError::Forbidden(_))
+    ));
+    assert!(matches!(
+        scope
+            .create_app(NewApp {
+                name: "bigger".into(),
+                limits: LimitsPatch {
+                    max_connections: Some(1_000),
+                    ..LimitsPatch::default()
+                },
+                ..NewApp::default()
+            })
+            .await,
+        Err(StoreError::Forbidden(_))
+    ));
+    for loosen in [Some(0), Some(300_000)] {
+        let refused = scope
+            .update_app(
+                &created.id,
+                AppPatch {
+                    limits: LimitsPatch {
+                        max_daily_messages: loosen,
+                        ..LimitsPatch::default()
+                    },
+                    ..AppPatch::default()
+                },
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Forbidden(_))),
+            "{loosen:?}"
+        );
+    }
+    let tightened = scope
+        .update_app(
+            &created.id,
+            AppPatch {
+                limits: LimitsPatch {
+                    max_daily_messages: Some(1_000),
+                    ..LimitsPatch::default()
+                },
+                client_events: Some(true),
+                ..AppPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(tightened.limits.max_daily_messages, 1_000);
+    assert!(tightened.client_events);
+    // The operator may raise it again.
+    let raised = store
+        .scoped(Actor::Operator)
+        .update_app(
+            &created.id,
+            AppPatch {
+                limits: LimitsPatch {
+                    max_daily_messages: Some(0),
+                    ..LimitsPatch::default()
+                },
+                ..AppPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(raised.limits.max_daily_messages, 0);
+}
+
+#[tokio::test]
+async fn sockets_opened_with_a_revoked_or_expired_key_are_closed_with_4009() {
+    let app = spawn_app().await;
+    let mut old_socket = app.connect().await;
+    let rotated = app.node.store.rotate_key(APP_ID, 0).await.unwrap();
+    herald::startup::refresh_apps(&app.node).await.unwrap();
+    let mut new_socket = app.connect_key(&rotated.key).await;
+    old_socket
+        .send_json(json!({"event":"pusher:ping","data":{}}))
+        .await;
+    old_socket.expect_next("pusher:pong").await;
+    app.node.store.revoke_key(APP_ID, KEY).await.unwrap();
+    herald::startup::refresh_apps(&app.node).await.unwrap();
+    let (code, message) = old_socket.expect_error().await;
+    assert_eq!(code, 4009);
+    assert!(message.contains("revoked"), "{message}");
+    assert_eq!(old_socket.expect_close().await, Some(4009));
+    new_socket
+        .send_json(json!({"event":"pusher:ping","data":{}}))
+        .await;
+    new_socket.expect_next("pusher:pong").await;
+
+    // A pair past its grace period: sockets opened with it are closed by the periodic check.
+    let again = app.node.store.rotate_key(APP_ID, 1).await.unwrap();
+    herald::startup::refresh_apps(&app.node).await.unwrap();
+    let mut graced = app.connect_key(&rotated.key).await;
+    let _newest = app.connect_key(&again.key).await;
+    let (code, _) = tokio::time::timeout(Duration::from_secs(5), graced.expect_error())
+        .await
+        .expect("closed after the grace period");
+    assert_eq!(code, 4009);
+    assert_eq!(graced.expect_close().await, Some(4009));
+}
+
+#[tokio::test]
+async fn a_bad_admin_password_stops_the_first_start_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path().to_path_buf());
+    settings.admin.password = Some(herald::tenants::Secret::new("short".into()));
+    let error = herald::startup::Application::build(settings)
+        .await
+        .expect_err("a 5-character password is refused");
+    assert!(error.to_string().contains("8"), "{error}");
+    let store = herald::tenants::Store::open(&herald::config::sqlite_url(dir.path()))
+        .await
+        .unwrap();
+    assert!(store.is_empty().await.unwrap(), "no app was created");
+    assert!(!store.has_users().await.unwrap());
+}
