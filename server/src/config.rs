@@ -68,6 +68,8 @@ pub struct AdminAccount {
 pub struct Settings {
     /// Address for WebSocket, REST and health (`HERALD_BIND`).
     pub bind: String,
+    /// Serve the dashboard on this address instead of `bind` (`HERALD_ADMIN_BIND`).
+    pub admin_bind: Option<String>,
     /// Where the SQLite file and the first-run file live (`HERALD_DATA_DIR`).
     pub data_dir: PathBuf,
     /// The store (`HERALD_DATABASE_URL`, default SQLite in the data dir).
@@ -169,6 +171,7 @@ impl Settings {
         };
         Ok(Settings {
             bind: var("HERALD_BIND").unwrap_or_else(|| "127.0.0.1:6001".into()),
+            admin_bind: var("HERALD_ADMIN_BIND"),
             data_dir,
             database_url,
             default_app: DefaultApp {
@@ -191,6 +194,7 @@ impl Settings {
     fn defaults() -> Settings {
         Settings {
             bind: "127.0.0.1:6001".into(),
+            admin_bind: None,
             data_dir: PathBuf::from("./herald-data"),
             database_url: sqlite_url(std::path::Path::new("./herald-data")),
             default_app: DefaultApp::default(),

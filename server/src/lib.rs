@@ -2,6 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the map of modules and their invariants.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod cli;

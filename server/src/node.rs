@@ -28,6 +28,8 @@ pub struct Node {
     pub rates: RateLimits,
     /// Webhook endpoints in force and the delivery pipeline's shared state.
     pub webhooks: Webhooks,
+    /// The dashboard's live console streams.
+    pub taps: crate::admin::Taps,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for their close frames.

@@ -47,6 +47,8 @@ pub struct Application {
     node: SharedNode,
     router: Router,
     hub_events: tokio::sync::mpsc::UnboundedReceiver<crate::hub::HubEvent>,
+    /// The dashboard's own listener, when `HERALD_ADMIN_BIND` is set.
+    admin: Option<(TcpListener, Router)>,
 }
 
 impl std::fmt::Debug for Application {
@@ -271,23 +273,39 @@ impl Application {
             store,
             usage,
             rates: api::RateLimits::default(),
+            taps: crate::admin::Taps::default(),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
         });
         refresh_apps(&node).await?;
-        let router = Router::new()
+        let dashboard =
+            herald_dashboard::router(Arc::new(crate::admin::AdminApi::new(node.clone())));
+        let mut router = Router::new()
             .route("/app/{key}", get(transport::ws::app_socket))
             .route("/health", get(health))
             .route("/ready", get(ready))
             .merge(api::router())
             .fallback(transport::ws::not_found)
             .with_state(node.clone());
+        let admin = match &node.settings.admin_bind {
+            None => {
+                router = router.merge(dashboard);
+                None
+            }
+            Some(bind) => {
+                let listener = TcpListener::bind(bind)
+                    .await
+                    .map_err(io_error(format!("cannot bind HERALD_ADMIN_BIND {bind}")))?;
+                Some((listener, dashboard))
+            }
+        };
         Ok(Application {
             listener,
             address,
             node,
             router,
             hub_events,
+            admin,
         })
     }
 
@@ -318,7 +336,25 @@ impl Application {
             node,
             router,
             hub_events,
+            admin,
         } = self;
+        let admin_server = admin.map(|(listener, dashboard)| {
+            let token = node.shutdown.clone();
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!("dashboard listening on http://{address}/dashboard");
+            }
+            tokio::spawn(async move {
+                let served = axum::serve(
+                    listener,
+                    dashboard.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "the dashboard listener failed");
+                }
+            })
+        });
         let webhooks = crate::webhooks::start(node.clone(), hub_events);
         let poller = tokio::spawn(poll_revision(node.clone()));
         let flusher = tokio::spawn(flush_usage(node.clone()));
@@ -327,7 +363,7 @@ impl Application {
         let token = node.shutdown.clone();
         let served = axum::serve(
             listener,
-            axum::ServiceExt::<Request>::into_make_service(service),
+            axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(service),
         )
         .with_graceful_shutdown(async move {
             tokio::select! {
@@ -339,6 +375,9 @@ impl Application {
         })
         .await;
         node.shutdown.cancel();
+        if let Some(admin_server) = admin_server {
+            let _ = admin_server.await;
+        }
         node.connections.close();
         if tokio::time::timeout(node.settings.shutdown_grace, node.connections.wait())
             .await

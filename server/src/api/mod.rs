@@ -216,6 +216,9 @@ fn rate_limit(
     node.rates
         .check(&app.id, budget, rate, cost)
         .map_err(|wait| {
+            node.taps.emit(&app.id, "error", None, None, || {
+                format!("REST request refused: over {what} rate limit (429)")
+            });
             let rate = rate.unwrap_or_default();
             match wait {
                 Some(wait) => ApiError::TooManyRequests {
@@ -249,6 +252,9 @@ fn admit(node: &SharedNode, app: &AppRef, events: &[Publish]) -> Result<(), ApiE
     {
         Ok(())
     } else {
+        node.taps.emit(&app.id, "error", None, None, || {
+            format!("REST publish refused: {OVER_DAILY_QUOTA}")
+        });
         Err(ApiError::Forbidden(OVER_DAILY_QUOTA.into()))
     }
 }
@@ -259,7 +265,12 @@ fn publish(node: &SharedNode, app: &AppRef, event: &Publish) -> Option<Value> {
     let app_hub = node.hub.app(&app.id);
     let mut delivered = 0u64;
     for channel in &event.channels {
-        delivered += app_hub.publish(channel, &event.name, &event.data, event.except) as u64;
+        let copies = app_hub.publish(channel, &event.name, &event.data, event.except);
+        delivered += copies as u64;
+        node.taps
+            .emit(&app.id, "publish", Some(channel.as_str()), None, || {
+                format!("{} {} (to {copies})", event.name, event.data)
+            });
     }
     node.usage.app(&app.id).count(delivered);
     if event.info.is_empty() {

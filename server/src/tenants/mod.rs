@@ -13,6 +13,7 @@ mod webhooks;
 
 pub use cache::{AppCache, AppChange};
 pub use plans::{Plan, PLANS};
+
 pub use usage::{AppUsage, DayUsage, MinuteUsage, Usage, UsageReport, DAYS_REPORTED, MINUTES_KEPT};
 pub use users::{
     check_new_user, warm_up_password_checks, Actor, Scoped, Tenant, User, UserRole,
@@ -279,6 +280,14 @@ macro_rules! limits_patch {
                 $( if let Some(v) = self.$field { limits.$field = v; } )*
             }
 
+            /// Sets the limit called `name`; false when there is no such limit.
+            pub fn set(&mut self, name: &str, value: u64) -> bool {
+                match name {
+                    $( stringify!($field) => { self.$field = Some(value); true } )*
+                    _ => false,
+                }
+            }
+
             /// The first limit this patch would raise above `limits` (0 counts as unlimited,
             /// so it raises any nonzero limit).
             pub fn loosens(&self, limits: &Limits) -> Option<&'static str> {
@@ -295,6 +304,11 @@ macro_rules! limits_patch {
         }
 
         const LIMIT_COLUMNS: &[&str] = &[$(stringify!($field)),*];
+
+        /// Every limit's name and value.
+        pub fn limit_values(limits: &Limits) -> Vec<(&'static str, u64)> {
+            vec![$((stringify!($field), limits.$field)),*]
+        }
 
         fn limits_values(limits: &Limits) -> Vec<i64> {
             vec![$(to_db(limits.$field)),*]

@@ -203,6 +203,54 @@ fn validate_url(url: &str) -> Result<String, StoreError> {
     Ok(url.to_owned())
 }
 
+/// Validates an endpoint's settings.
+fn check_webhook(new: &NewWebhook) -> Result<Webhook, StoreError> {
+    let url = validate_url(&new.url)?;
+    let mut events = Vec::new();
+    for name in new.events.iter().flat_map(|e| e.split(',')) {
+        let name = name.trim();
+        if name.is_empty() {
+            continue;
+        }
+        let kind = WebhookKind::parse(name).ok_or_else(|| {
+            let all: Vec<&str> = WEBHOOK_KINDS.iter().map(|k| k.as_str()).collect();
+            StoreError::Invalid(format!(
+                "unknown webhook event {name:?}: expected some of {}",
+                all.join(", ")
+            ))
+        })?;
+        if !events.contains(&kind) {
+            events.push(kind);
+        }
+    }
+    if events.is_empty() {
+        return Err(StoreError::Invalid(
+            "a webhook needs at least one event type (--events)".into(),
+        ));
+    }
+    events.sort();
+    let headers = new
+        .headers
+        .iter()
+        .map(|h| parse_header(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let prefix = new.channel_prefix.clone().unwrap_or_default();
+    if prefix.len() > 200 {
+        return Err(StoreError::Invalid(
+            "the channel prefix is longer than 200 characters".into(),
+        ));
+    }
+    Ok(Webhook {
+        id: String::new(),
+        app_id: new.app_id.clone(),
+        url,
+        events,
+        channel_prefix: prefix,
+        headers,
+        created_at: 0,
+    })
+}
+
 /// What a store write of new deliveries needs.
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
@@ -264,41 +312,7 @@ impl Store {
     /// Adds a webhook endpoint to an existing app.
     pub async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook, StoreError> {
         self.get_app(&new.app_id).await?;
-        let url = validate_url(&new.url)?;
-        let mut events = Vec::new();
-        for name in new.events.iter().flat_map(|e| e.split(',')) {
-            let name = name.trim();
-            if name.is_empty() {
-                continue;
-            }
-            let kind = WebhookKind::parse(name).ok_or_else(|| {
-                let all: Vec<&str> = WEBHOOK_KINDS.iter().map(|k| k.as_str()).collect();
-                StoreError::Invalid(format!(
-                    "unknown webhook event {name:?}: expected some of {}",
-                    all.join(", ")
-                ))
-            })?;
-            if !events.contains(&kind) {
-                events.push(kind);
-            }
-        }
-        if events.is_empty() {
-            return Err(StoreError::Invalid(
-                "a webhook needs at least one event type (--events)".into(),
-            ));
-        }
-        events.sort();
-        let headers = new
-            .headers
-            .iter()
-            .map(|h| parse_header(h))
-            .collect::<Result<Vec<_>, _>>()?;
-        let prefix = new.channel_prefix.clone().unwrap_or_default();
-        if prefix.len() > 200 {
-            return Err(StoreError::Invalid(
-                "the channel prefix is longer than 200 characters".into(),
-            ));
-        }
+        let checked = check_webhook(&new)?;
         let mut tx = self.pool.begin().await?;
         let id = loop {
             let candidate =
@@ -313,12 +327,8 @@ impl Store {
         };
         let webhook = Webhook {
             id,
-            app_id: new.app_id.clone(),
-            url,
-            events,
-            channel_prefix: prefix,
-            headers,
             created_at: crate::clock::unix_seconds(),
+            ..checked
         };
         let names: Vec<&str> = webhook.events.iter().map(|k| k.as_str()).collect();
         sqlx::query(&format!(
@@ -336,6 +346,41 @@ impl Store {
         bump_revision(&mut tx).await?;
         tx.commit().await?;
         Ok(webhook)
+    }
+
+    /// Replaces the settings of endpoint `id` of `new.app_id`.
+    pub async fn update_webhook(&self, id: &str, new: NewWebhook) -> Result<Webhook, StoreError> {
+        let existing = self
+            .list_webhooks(Some(&new.app_id))
+            .await?
+            .into_iter()
+            .find(|h| h.id == id)
+            .ok_or_else(|| {
+                StoreError::Invalid(format!("app {} has no webhook {id}", new.app_id))
+            })?;
+        let checked = check_webhook(&new)?;
+        let mut tx = self.pool.begin().await?;
+        let names: Vec<&str> = checked.events.iter().map(|k| k.as_str()).collect();
+        sqlx::query(
+            "UPDATE webhooks SET url = $1, events = $2, channel_prefix = $3, headers = $4 \
+             WHERE id = $5 AND app_id = $6",
+        )
+        .bind(checked.url.clone())
+        .bind(names.join(","))
+        .bind(checked.channel_prefix.clone())
+        .bind(serde_json::to_string(&checked.headers).unwrap_or_else(|_| "[]".into()))
+        .bind(id.to_owned())
+        .bind(new.app_id.clone())
+        .execute(&mut *tx)
+        .await?;
+        bump_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Webhook {
+            id: existing.id,
+            app_id: existing.app_id,
+            created_at: existing.created_at,
+            ..checked
+        })
     }
 
     /// The endpoints of `app_id`, or of every app.

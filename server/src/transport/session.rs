@@ -137,6 +137,16 @@ impl Session {
 
     fn send_error(&self, code: Option<u16>, message: &str) {
         self.conn.push(server::error(code, message));
+        self.node.taps.emit(
+            &self.app_id,
+            "error",
+            None,
+            Some(&self.socket_id),
+            || match code {
+                Some(code) => format!("{code}: {message}"),
+                None => message.to_owned(),
+            },
+        );
     }
 
     /// Handles one inbound text frame.
@@ -205,6 +215,17 @@ impl Session {
         };
         match self.app_hub.subscribe(&self.conn, &name, member, options) {
             Ok(done) => {
+                self.node.taps.emit(
+                    &self.app_id,
+                    "subscribed",
+                    Some(channel),
+                    Some(&self.socket_id),
+                    || match &presence_user {
+                        Some(user) => format!("subscribed as user {user}"),
+                        None if done.cache_miss => "subscribed (cache miss)".to_owned(),
+                        None => "subscribed".to_owned(),
+                    },
+                );
                 // Member events delivered to the others and a cache replay are deliveries.
                 self.usage
                     .count(done.member_events_delivered as u64 + u64::from(done.cache_replayed));
@@ -299,6 +320,13 @@ impl Session {
                 self.app_hub
                     .unsubscribe(self.conn.socket_id(), &name, user.as_deref(), counts);
             self.usage.count(delivered as u64);
+            self.node.taps.emit(
+                &self.app_id,
+                "unsubscribed",
+                Some(channel),
+                Some(&self.socket_id),
+                || "unsubscribed".to_owned(),
+            );
         }
     }
 
@@ -438,6 +466,13 @@ impl Session {
         let frame = server::client_event(event, channel, data, presence_user.as_deref());
         let delivered = self.app_hub.relay(channel, frame, self.conn.socket_id());
         self.usage.count(delivered as u64);
+        self.node.taps.emit(
+            &self.app_id,
+            "client_event",
+            Some(channel),
+            Some(&self.socket_id),
+            || format!("{event} {} (to {delivered})", data.get()),
+        );
         self.app_hub.emit(WebhookKind::ClientEvent, || {
             WebhookEvent::client(
                 channel,

@@ -100,6 +100,7 @@ pub async fn app_socket(
     if node.shutdown.is_cancelled() {
         return refuse(&node, upgrade, CloseCode::ReconnectNow);
     }
+    let origin = origin.map(str::to_owned);
     if !node.hub.reserve_connection(node.settings.max_connections) {
         return refuse(&node, upgrade, CloseCode::OverCapacity);
     }
@@ -127,6 +128,17 @@ pub async fn app_socket(
             }
             let usage = node.usage.app(&app.id);
             usage.connected();
+            let socket_id = conn.socket_id().to_string();
+            node.taps.emit(
+                &app.id,
+                "connection",
+                None,
+                Some(&socket_id),
+                || match &origin {
+                    Some(origin) => format!("connected from origin {origin}"),
+                    None => "connected (no Origin header)".to_owned(),
+                },
+            );
             // The app may have been disabled or deleted while this socket upgraded; the cache
             // refresh that closes its sockets may already have run, so look again.
             match node.apps.by_id(&app.id) {
@@ -148,6 +160,10 @@ pub async fn app_socket(
             run(node.clone(), socket, session, conn.clone(), outbox).await;
             tracing::debug!(app_id = %app.id, socket_id = %conn.socket_id(), "connection closed");
             usage.disconnected();
+            node.taps
+                .emit(&app.id, "disconnection", None, Some(&socket_id), || {
+                    "disconnected".to_owned()
+                });
             node.hub.release_connection();
         })
     })

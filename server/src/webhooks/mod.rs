@@ -103,7 +103,7 @@ impl Webhooks {
 
     /// A fresh delivery id: growing, and near `now_ms * 1000` so ids keep growing across
     /// restarts.
-    fn next_id(&self, now_ms: i64) -> i64 {
+    pub fn next_id(&self, now_ms: i64) -> i64 {
         let floor = now_ms.saturating_mul(1000);
         let mut last = self.last_id.load(Ordering::SeqCst);
         loop {

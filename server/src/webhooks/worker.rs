@@ -158,6 +158,27 @@ impl Worker {
         };
         let entry = &mut queue[position];
         entry.in_flight = false;
+        let url = self
+            .node
+            .webhooks
+            .endpoint(&entry.delivery.app_id, &done.webhook_id)
+            .map(|w| w.url)
+            .unwrap_or_default();
+        self.node
+            .taps
+            .emit(&entry.delivery.app_id, "webhook", None, None, || {
+                let what = match &done.outcome {
+                    Outcome::Delivered { status } => format!("delivered: HTTP {status}"),
+                    Outcome::Failed { error, .. } => format!("failed ({error}), will retry"),
+                    Outcome::Gone => "dropped: the endpoint or app is gone".to_owned(),
+                };
+                format!(
+                    "request {} to {url} {what} in {} ms (attempt {})",
+                    done.id,
+                    done.latency_ms,
+                    entry.delivery.attempts + 1
+                )
+            });
         let delivery = &mut entry.delivery;
         let attempts = delivery.attempts + 1;
         let record = match &done.outcome {

@@ -1,0 +1,443 @@
+//! The admin port: everything the dashboard needs from the server, as plain data. The server
+//! implements [`AdminPort`]; the dashboard never sees its internals. Every method that takes an
+//! [`Admin`] applies that admin's scope: an app of another tenant is [`PortError::NotFound`],
+//! exactly like an app that does not exist.
+
+use std::future::Future;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// Why a port call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortError {
+    /// No such thing in the admin's scope (404).
+    NotFound,
+    /// The admin may not do this (403), with the reason.
+    Forbidden(String),
+    /// The input is not acceptable (shown on the form).
+    Invalid(String),
+    /// The server failed (500; the detail is logged by the server).
+    Internal,
+}
+
+/// The result of a port call.
+pub type PortResult<T> = Result<T, PortError>;
+
+/// A signed-in admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// User id.
+    pub id: String,
+    /// Email.
+    pub email: String,
+    /// The platform operator (every tenant) or a tenant admin.
+    pub operator: bool,
+    /// The tenant of a tenant admin.
+    pub tenant_id: Option<String>,
+}
+
+/// A tenant in a list.
+#[derive(Debug, Clone)]
+pub struct TenantRow {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Apps it owns.
+    pub apps: usize,
+}
+
+/// A user in a list.
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    /// Id.
+    pub id: String,
+    /// Email.
+    pub email: String,
+    /// "operator" or "admin of {tenant}".
+    pub role: String,
+}
+
+/// A user to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewUser {
+    /// Email.
+    pub email: String,
+    /// Initial password.
+    pub password: String,
+    /// The tenant of an admin; `None` creates an operator.
+    pub tenant_id: Option<String>,
+}
+
+/// A plan preset.
+#[derive(Debug, Clone)]
+pub struct PlanRow {
+    /// Name (`sandbox`...).
+    pub name: String,
+    /// One line.
+    pub summary: String,
+}
+
+/// One limit of an app.
+#[derive(Debug, Clone)]
+pub struct LimitRow {
+    /// Field name (`max_connections`...), also the form field.
+    pub name: String,
+    /// What it limits, for the label.
+    pub label: String,
+    /// Current value; 0 means unlimited.
+    pub value: u64,
+}
+
+/// An app in the list.
+#[derive(Debug, Clone)]
+pub struct AppSummary {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Tenant id.
+    pub tenant_id: String,
+    /// Enabled.
+    pub enabled: bool,
+    /// Connections open now.
+    pub connections: u64,
+    /// Connection quota (0: unlimited).
+    pub max_connections: u64,
+    /// Messages counted today (UTC).
+    pub messages_today: u64,
+    /// Daily quota (0: unlimited).
+    pub max_daily_messages: u64,
+}
+
+/// A key pair of an app.
+#[derive(Debug, Clone)]
+pub struct KeyPair {
+    /// The key.
+    pub key: String,
+    /// The secret.
+    pub secret: String,
+    /// Whether it is the current pair (the other is the previous one, during a rotation).
+    pub current: bool,
+    /// When the previous pair stops working: Unix seconds, 0 for "until revoked".
+    pub expires_at: i64,
+}
+
+/// Everything about one app.
+#[derive(Debug, Clone)]
+pub struct AppDetail {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Tenant id.
+    pub tenant_id: String,
+    /// Plan it was created from.
+    pub plan: String,
+    /// Enabled.
+    pub enabled: bool,
+    /// Client events allowed.
+    pub client_events: bool,
+    /// `subscription_count` events sent.
+    pub subscription_count: bool,
+    /// Allowed origins (empty: any).
+    pub allowed_origins: Vec<String>,
+    /// Working key pairs, current first.
+    pub keys: Vec<KeyPair>,
+    /// Every limit.
+    pub limits: Vec<LimitRow>,
+    /// Connections open now.
+    pub connections: u64,
+    /// Messages counted today.
+    pub messages_today: u64,
+}
+
+/// A new app.
+#[derive(Debug, Clone, Default)]
+pub struct CreateApp {
+    /// Name.
+    pub name: String,
+    /// Plan preset.
+    pub plan: Option<String>,
+    /// Tenant (operator only; a tenant admin creates in its own tenant).
+    pub tenant_id: Option<String>,
+}
+
+/// Changes to an app; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct AppChanges {
+    /// New name.
+    pub name: Option<String>,
+    /// Enabled switch.
+    pub enabled: Option<bool>,
+    /// Client events switch.
+    pub client_events: Option<bool>,
+    /// `subscription_count` switch.
+    pub subscription_count: Option<bool>,
+    /// New allowed origins.
+    pub allowed_origins: Option<Vec<String>>,
+    /// New limit values by field name.
+    pub limits: Vec<(String, u64)>,
+}
+
+/// One day of usage.
+#[derive(Debug, Clone)]
+pub struct DayPoint {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// Messages.
+    pub messages: u64,
+    /// Peak connections.
+    pub peak_connections: u64,
+}
+
+/// One minute of usage.
+#[derive(Debug, Clone)]
+pub struct MinutePoint {
+    /// Unix seconds at the start of the minute.
+    pub minute_start: i64,
+    /// Messages.
+    pub messages: u64,
+    /// Peak connections.
+    pub peak_connections: u64,
+}
+
+/// An app's usage.
+#[derive(Debug, Clone)]
+pub struct UsageView {
+    /// Messages counted today (live).
+    pub messages_today: u64,
+    /// Daily quota (0: unlimited).
+    pub max_daily_messages: u64,
+    /// Connections open now.
+    pub connections: u64,
+    /// The last 30 days, oldest first.
+    pub days: Vec<DayPoint>,
+    /// The last 24 hours per minute, oldest first.
+    pub minutes: Vec<MinutePoint>,
+}
+
+/// An occupied channel.
+#[derive(Debug, Clone)]
+pub struct ChannelRow {
+    /// Name.
+    pub name: String,
+    /// Connections subscribed.
+    pub subscriptions: usize,
+    /// Distinct presence users (presence channels).
+    pub users: usize,
+}
+
+/// A webhook endpoint.
+#[derive(Debug, Clone)]
+pub struct WebhookRow {
+    /// Id.
+    pub id: String,
+    /// URL.
+    pub url: String,
+    /// Event types it wants.
+    pub events: Vec<String>,
+    /// Channel prefix ('' = all).
+    pub prefix: String,
+    /// Extra headers as `Name: value` lines.
+    pub headers: Vec<String>,
+}
+
+/// A webhook endpoint to create or change.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookForm {
+    /// URL.
+    pub url: String,
+    /// Event types.
+    pub events: Vec<String>,
+    /// Channel prefix.
+    pub prefix: String,
+    /// `Name: value` headers.
+    pub headers: Vec<String>,
+}
+
+/// One delivery (a webhook request).
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    /// Id.
+    pub id: i64,
+    /// Endpoint id.
+    pub webhook_id: String,
+    /// pending, delivered or failed.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// HTTP status of the last attempt (0: none).
+    pub last_status: i64,
+    /// Why the last attempt failed.
+    pub last_error: String,
+    /// Last attempt duration, ms.
+    pub latency_ms: i64,
+    /// Event names in the request.
+    pub events: String,
+    /// When the events occurred, Unix ms.
+    pub created_at_ms: i64,
+}
+
+/// An app's webhooks.
+#[derive(Debug, Clone, Default)]
+pub struct WebhooksView {
+    /// Endpoints.
+    pub endpoints: Vec<WebhookRow>,
+    /// Every event type the server supports.
+    pub event_types: Vec<String>,
+    /// The most recent deliveries, newest first.
+    pub recent: Vec<DeliveryRow>,
+    /// Failed deliveries, newest first.
+    pub failed: Vec<DeliveryRow>,
+}
+
+/// Something that happened in an app, for the live debug console.
+#[derive(Debug, Clone, Serialize)]
+pub struct DebugEvent {
+    /// Unix ms.
+    pub at_ms: i64,
+    /// `connection`, `disconnection`, `subscribed`, `unsubscribed`, `publish`, `client_event`,
+    /// `webhook`, `error`.
+    pub kind: &'static str,
+    /// The channel, when there is one.
+    pub channel: Option<String>,
+    /// The socket id, when there is one.
+    pub socket_id: Option<String>,
+    /// A short description (event name and data, error text, webhook outcome).
+    pub detail: String,
+}
+
+/// What the dashboard needs from the server.
+pub trait AdminPort: Send + Sync + 'static {
+    /// The admin with this email and password, if they match.
+    fn authenticate(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> impl Future<Output = PortResult<Option<Admin>>> + Send;
+    /// The admin with this user id (a session's user), if it still exists.
+    fn admin(&self, user_id: &str) -> impl Future<Output = PortResult<Option<Admin>>> + Send;
+    /// Changes the admin's own password after checking the current one.
+    fn change_password(
+        &self,
+        admin: &Admin,
+        current: &str,
+        new: &str,
+    ) -> impl Future<Output = PortResult<()>> + Send;
+    /// Tenants the admin may see.
+    fn tenants(&self, admin: &Admin) -> impl Future<Output = PortResult<Vec<TenantRow>>> + Send;
+    /// Creates a tenant (operator only).
+    fn create_tenant(
+        &self,
+        admin: &Admin,
+        name: &str,
+    ) -> impl Future<Output = PortResult<TenantRow>> + Send;
+    /// Every user (operator only).
+    fn users(&self, admin: &Admin) -> impl Future<Output = PortResult<Vec<UserRow>>> + Send;
+    /// Creates a user (operator only).
+    fn create_user(
+        &self,
+        admin: &Admin,
+        user: NewUser,
+    ) -> impl Future<Output = PortResult<UserRow>> + Send;
+    /// Sets a user's password (operator only).
+    fn reset_password(
+        &self,
+        admin: &Admin,
+        email: &str,
+        password: &str,
+    ) -> impl Future<Output = PortResult<()>> + Send;
+    /// The plan presets.
+    fn plans(&self) -> Vec<PlanRow>;
+    /// Apps in the admin's scope, with live figures.
+    fn apps(&self, admin: &Admin) -> impl Future<Output = PortResult<Vec<AppSummary>>> + Send;
+    /// One app in the admin's scope.
+    fn app(&self, admin: &Admin, id: &str) -> impl Future<Output = PortResult<AppDetail>> + Send;
+    /// Creates an app.
+    fn create_app(
+        &self,
+        admin: &Admin,
+        app: CreateApp,
+    ) -> impl Future<Output = PortResult<AppDetail>> + Send;
+    /// Changes an app.
+    fn update_app(
+        &self,
+        admin: &Admin,
+        id: &str,
+        changes: AppChanges,
+    ) -> impl Future<Output = PortResult<AppDetail>> + Send;
+    /// Deletes an app.
+    fn delete_app(&self, admin: &Admin, id: &str) -> impl Future<Output = PortResult<()>> + Send;
+    /// Adds a key pair; the current one keeps working for `grace_seconds` (0: until revoked).
+    fn rotate_key(
+        &self,
+        admin: &Admin,
+        id: &str,
+        grace_seconds: u64,
+    ) -> impl Future<Output = PortResult<AppDetail>> + Send;
+    /// Revokes one key pair.
+    fn revoke_key(
+        &self,
+        admin: &Admin,
+        id: &str,
+        key: &str,
+    ) -> impl Future<Output = PortResult<AppDetail>> + Send;
+    /// The app's usage history and live figures.
+    fn usage(&self, admin: &Admin, id: &str) -> impl Future<Output = PortResult<UsageView>> + Send;
+    /// The app's occupied channels.
+    fn channels(
+        &self,
+        admin: &Admin,
+        id: &str,
+    ) -> impl Future<Output = PortResult<Vec<ChannelRow>>> + Send;
+    /// The app's webhook endpoints and deliveries.
+    fn webhooks(
+        &self,
+        admin: &Admin,
+        id: &str,
+    ) -> impl Future<Output = PortResult<WebhooksView>> + Send;
+    /// Adds an endpoint.
+    fn add_webhook(
+        &self,
+        admin: &Admin,
+        id: &str,
+        form: WebhookForm,
+    ) -> impl Future<Output = PortResult<()>> + Send;
+    /// Replaces an endpoint's settings.
+    fn update_webhook(
+        &self,
+        admin: &Admin,
+        id: &str,
+        webhook_id: &str,
+        form: WebhookForm,
+    ) -> impl Future<Output = PortResult<()>> + Send;
+    /// Removes an endpoint.
+    fn remove_webhook(
+        &self,
+        admin: &Admin,
+        id: &str,
+        webhook_id: &str,
+    ) -> impl Future<Output = PortResult<()>> + Send;
+    /// Queues a test request to an endpoint.
+    fn test_webhook(
+        &self,
+        admin: &Admin,
+        id: &str,
+        webhook_id: &str,
+    ) -> impl Future<Output = PortResult<()>> + Send;
+    /// Queues failed deliveries again (one, or all when `None`); returns how many.
+    fn retry_deliveries(
+        &self,
+        admin: &Admin,
+        id: &str,
+        delivery_id: Option<i64>,
+    ) -> impl Future<Output = PortResult<u64>> + Send;
+    /// The app's live events.
+    fn tap(
+        &self,
+        admin: &Admin,
+        id: &str,
+    ) -> impl Future<Output = PortResult<broadcast::Receiver<DebugEvent>>> + Send;
+}

@@ -1,0 +1,697 @@
+//! The server side of the dashboard: [`AdminApi`] implements the dashboard's `AdminPort` over the
+//! store (always through [`Scoped`], so tenant isolation is the store's, not the page's), the
+//! hub's live figures and usage counters; [`Taps`] carries the live debug console's events.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::RwLock;
+
+use herald_dashboard::{
+    Admin, AdminPort, AppChanges, AppDetail, AppSummary, ChannelRow, CreateApp, DayPoint,
+    DebugEvent, DeliveryRow, KeyPair, LimitRow, MinutePoint, NewUser, PlanRow, PortError,
+    PortResult, TenantRow, UsageView, UserRow, WebhookForm, WebhookRow, WebhooksView,
+};
+use tokio::sync::broadcast;
+
+use crate::clock::Clock;
+use crate::node::SharedNode;
+use crate::protocol::WEBHOOK_KINDS;
+use crate::tenants::{
+    limit_values, Actor, App, AppPatch, Delivery, DeliveryStatus, LimitsPatch, NewApp, NewDelivery,
+    NewWebhook, StoreError, User, UserRole, PLANS,
+};
+
+/// The live console's event streams, one per watched app. Emitting costs one atomic load while
+/// nobody watches.
+#[derive(Debug, Default)]
+pub struct Taps {
+    watched: AtomicUsize,
+    // A std lock: held for a map lookup or insert only.
+    by_app: RwLock<HashMap<String, broadcast::Sender<DebugEvent>>>,
+}
+
+/// Longest detail text in a console event.
+const DETAIL_CHARS: usize = 300;
+
+/// `text` cut to the console's width.
+pub fn clip(text: &str) -> String {
+    if text.chars().count() <= DETAIL_CHARS {
+        text.to_owned()
+    } else {
+        let mut clipped: String = text.chars().take(DETAIL_CHARS).collect();
+        clipped.push('…');
+        clipped
+    }
+}
+
+impl Taps {
+    /// Sends an event to app `app_id`'s console, if someone watches it.
+    pub fn emit(
+        &self,
+        app_id: &str,
+        kind: &'static str,
+        channel: Option<&str>,
+        socket_id: Option<&str>,
+        detail: impl FnOnce() -> String,
+    ) {
+        if self.watched.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let taps = self.by_app.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = taps.get(app_id).filter(|s| s.receiver_count() > 0) {
+            let _ = sender.send(DebugEvent {
+                at_ms: Clock::system().now_millis(),
+                kind,
+                channel: channel.map(str::to_owned),
+                socket_id: socket_id.map(str::to_owned),
+                detail: clip(&detail()),
+            });
+        }
+    }
+
+    /// A new watcher of app `app_id`.
+    pub fn subscribe(&self, app_id: &str) -> broadcast::Receiver<DebugEvent> {
+        let mut taps = self.by_app.write().unwrap_or_else(|p| p.into_inner());
+        taps.retain(|_, sender| sender.receiver_count() > 0);
+        let receiver = taps
+            .entry(app_id.to_owned())
+            .or_insert_with(|| broadcast::channel(1024).0)
+            .subscribe();
+        self.watched.store(taps.len(), Ordering::Relaxed);
+        receiver
+    }
+}
+
+/// The dashboard's view of the server.
+#[derive(Debug)]
+pub struct AdminApi {
+    node: SharedNode,
+}
+
+impl AdminApi {
+    /// The port over `node`.
+    pub fn new(node: SharedNode) -> AdminApi {
+        AdminApi { node }
+    }
+
+    fn actor(admin: &Admin) -> Actor {
+        if admin.operator {
+            Actor::Operator
+        } else {
+            Actor::TenantAdmin(admin.tenant_id.clone().unwrap_or_default())
+        }
+    }
+
+    fn operator_only(admin: &Admin) -> PortResult<()> {
+        if admin.operator {
+            Ok(())
+        } else {
+            Err(PortError::NotFound)
+        }
+    }
+
+    fn connections(&self, app_id: &str) -> u64 {
+        self.node
+            .hub
+            .existing_app(app_id)
+            .map_or(0, |h| h.connection_count() as u64)
+    }
+
+    fn detail(&self, app: App) -> AppDetail {
+        let mut keys = vec![KeyPair {
+            key: app.key.clone(),
+            secret: app.secret.expose().to_owned(),
+            current: true,
+            expires_at: 0,
+        }];
+        let now = crate::clock::unix_seconds();
+        if let Some(previous) = app.previous_key.as_ref().filter(|p| p.active_at(now)) {
+            keys.push(KeyPair {
+                key: previous.key.clone(),
+                secret: previous.secret.expose().to_owned(),
+                current: false,
+                expires_at: previous.expires_at,
+            });
+        }
+        AppDetail {
+            connections: self.connections(&app.id),
+            messages_today: self.node.usage.app(&app.id).messages_today(),
+            limits: limit_values(&app.limits)
+                .into_iter()
+                .map(|(name, value)| LimitRow {
+                    name: name.to_owned(),
+                    label: limit_label(name).to_owned(),
+                    value,
+                })
+                .collect(),
+            keys,
+            id: app.id,
+            name: app.name,
+            tenant_id: app.tenant_id,
+            plan: app.plan,
+            enabled: app.enabled,
+            client_events: app.client_events,
+            subscription_count: app.subscription_count,
+            allowed_origins: app.allowed_origins,
+        }
+    }
+
+    async fn scoped_app(&self, admin: &Admin, id: &str) -> PortResult<App> {
+        self.node
+            .store
+            .scoped(Self::actor(admin))
+            .get_app(id)
+            .await
+            .map_err(port_error)
+    }
+}
+
+fn limit_label(name: &str) -> &'static str {
+    match name {
+        "max_connections" => "Concurrent connections",
+        "max_daily_messages" => "Messages per UTC day",
+        "max_client_events_per_second" => "Client events per second per connection",
+        "max_backend_events_per_second" => "REST events per second",
+        "max_read_requests_per_second" => "REST reads per second",
+        "max_presence_members" => "Members per presence channel",
+        "max_presence_member_bytes" => "Bytes of presence user_info",
+        "max_channel_name_length" => "Channel name length (at most 200)",
+        "max_event_name_length" => "Event name length",
+        "max_event_payload_bytes" => "Bytes of event data",
+        "max_channels_per_trigger" => "Channels per trigger",
+        "max_batch_size" => "Events per batch",
+        _ => "Limit",
+    }
+}
+
+fn port_error(error: StoreError) -> PortError {
+    match error {
+        StoreError::AppNotFound(_) => PortError::NotFound,
+        StoreError::Forbidden(message) => PortError::Forbidden(message),
+        StoreError::Invalid(message) | StoreError::Conflict(message) => PortError::Invalid(message),
+        StoreError::TenantNotFound(id) => PortError::Invalid(format!("no tenant with id {id}")),
+        StoreError::UserNotFound(email) => {
+            PortError::Invalid(format!("no user with email {email}"))
+        }
+        other => {
+            tracing::error!(error = %other, "a dashboard request failed in the store");
+            PortError::Internal
+        }
+    }
+}
+
+fn admin_of(user: User) -> Admin {
+    Admin {
+        operator: user.role == UserRole::Operator,
+        id: user.id,
+        email: user.email,
+        tenant_id: user.tenant_id,
+    }
+}
+
+fn delivery_row(d: Delivery) -> DeliveryRow {
+    let names: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&d.events)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e["name"].as_str().map(str::to_owned))
+        .collect();
+    let events = if names.is_empty() {
+        "test request".to_owned()
+    } else {
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for name in names {
+            match counts.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, c)) => *c += 1,
+                None => counts.push((name, 1)),
+            }
+        }
+        counts
+            .iter()
+            .map(|(n, c)| {
+                if *c > 1 {
+                    format!("{n} ×{c}")
+                } else {
+                    n.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    DeliveryRow {
+        id: d.id,
+        webhook_id: d.webhook_id,
+        status: match d.status {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+        }
+        .to_owned(),
+        attempts: d.attempts,
+        last_status: d.last_status,
+        last_error: d.last_error,
+        latency_ms: d.latency_ms,
+        events,
+        created_at_ms: d.created_at,
+    }
+}
+
+fn webhook_input(app_id: &str, form: WebhookForm) -> NewWebhook {
+    NewWebhook {
+        app_id: app_id.to_owned(),
+        url: form.url,
+        events: form.events,
+        channel_prefix: Some(form.prefix),
+        headers: form.headers,
+    }
+}
+
+impl AdminPort for AdminApi {
+    async fn authenticate(&self, email: &str, password: &str) -> PortResult<Option<Admin>> {
+        let user = self
+            .node
+            .store
+            .authenticate(email, password)
+            .await
+            .map_err(port_error)?;
+        if user.is_none() {
+            tracing::info!("a dashboard sign-in failed");
+        }
+        Ok(user.map(admin_of))
+    }
+
+    async fn admin(&self, user_id: &str) -> PortResult<Option<Admin>> {
+        Ok(self
+            .node
+            .store
+            .get_user(user_id)
+            .await
+            .map_err(port_error)?
+            .map(admin_of))
+    }
+
+    async fn change_password(&self, admin: &Admin, current: &str, new: &str) -> PortResult<()> {
+        let store = &self.node.store;
+        let ok = store
+            .authenticate(&admin.email, current)
+            .await
+            .map_err(port_error)?;
+        if ok.is_none() {
+            return Err(PortError::Invalid("The current password is wrong.".into()));
+        }
+        store
+            .set_password(&admin.email, new)
+            .await
+            .map_err(port_error)
+    }
+
+    async fn tenants(&self, admin: &Admin) -> PortResult<Vec<TenantRow>> {
+        let scoped = self.node.store.scoped(Self::actor(admin));
+        let tenants = scoped.list_tenants().await.map_err(port_error)?;
+        let apps = scoped.list_apps().await.map_err(port_error)?;
+        Ok(tenants
+            .into_iter()
+            .map(|t| TenantRow {
+                apps: apps.iter().filter(|a| a.tenant_id == t.id).count(),
+                id: t.id,
+                name: t.name,
+            })
+            .collect())
+    }
+
+    async fn create_tenant(&self, admin: &Admin, name: &str) -> PortResult<TenantRow> {
+        Self::operator_only(admin)?;
+        let tenant = self
+            .node
+            .store
+            .create_tenant(name)
+            .await
+            .map_err(port_error)?;
+        Ok(TenantRow {
+            id: tenant.id,
+            name: tenant.name,
+            apps: 0,
+        })
+    }
+
+    async fn users(&self, admin: &Admin) -> PortResult<Vec<UserRow>> {
+        Self::operator_only(admin)?;
+        let users = self.node.store.list_users().await.map_err(port_error)?;
+        Ok(users
+            .into_iter()
+            .map(|u| UserRow {
+                role: match (&u.role, &u.tenant_id) {
+                    (UserRole::Operator, _) => "platform operator".to_owned(),
+                    (UserRole::Admin, Some(t)) => format!("admin of tenant {t}"),
+                    (UserRole::Admin, None) => "admin".to_owned(),
+                },
+                id: u.id,
+                email: u.email,
+            })
+            .collect())
+    }
+
+    async fn create_user(&self, admin: &Admin, user: NewUser) -> PortResult<UserRow> {
+        Self::operator_only(admin)?;
+        let role = if user.tenant_id.is_some() {
+            UserRole::Admin
+        } else {
+            UserRole::Operator
+        };
+        let created = self
+            .node
+            .store
+            .create_user(&user.email, &user.password, role, user.tenant_id.as_deref())
+            .await
+            .map_err(port_error)?;
+        Ok(UserRow {
+            role: match &created.tenant_id {
+                Some(t) => format!("admin of tenant {t}"),
+                None => "platform operator".to_owned(),
+            },
+            id: created.id,
+            email: created.email,
+        })
+    }
+
+    async fn reset_password(&self, admin: &Admin, email: &str, password: &str) -> PortResult<()> {
+        Self::operator_only(admin)?;
+        self.node
+            .store
+            .set_password(email, password)
+            .await
+            .map_err(port_error)
+    }
+
+    fn plans(&self) -> Vec<PlanRow> {
+        PLANS
+            .iter()
+            .map(|p| PlanRow {
+                name: p.name.to_owned(),
+                summary: p.summary.to_owned(),
+            })
+            .collect()
+    }
+
+    async fn apps(&self, admin: &Admin) -> PortResult<Vec<AppSummary>> {
+        let apps = self
+            .node
+            .store
+            .scoped(Self::actor(admin))
+            .list_apps()
+            .await
+            .map_err(port_error)?;
+        Ok(apps
+            .into_iter()
+            .map(|app| AppSummary {
+                connections: self.connections(&app.id),
+                messages_today: self.node.usage.app(&app.id).messages_today(),
+                max_connections: app.limits.max_connections,
+                max_daily_messages: app.limits.max_daily_messages,
+                id: app.id,
+                name: app.name,
+                tenant_id: app.tenant_id,
+                enabled: app.enabled,
+            })
+            .collect())
+    }
+
+    async fn app(&self, admin: &Admin, id: &str) -> PortResult<AppDetail> {
+        let app = self.scoped_app(admin, id).await?;
+        Ok(self.detail(app))
+    }
+
+    async fn create_app(&self, admin: &Admin, app: CreateApp) -> PortResult<AppDetail> {
+        let created = self
+            .node
+            .store
+            .scoped(Self::actor(admin))
+            .create_app(NewApp {
+                name: app.name,
+                plan: app.plan,
+                tenant_id: app.tenant_id,
+                ..NewApp::default()
+            })
+            .await
+            .map_err(port_error)?;
+        crate::startup::refresh_apps(&self.node)
+            .await
+            .map_err(port_error)?;
+        Ok(self.detail(created))
+    }
+
+    async fn update_app(
+        &self,
+        admin: &Admin,
+        id: &str,
+        changes: AppChanges,
+    ) -> PortResult<AppDetail> {
+        let mut limits = LimitsPatch::default();
+        for (name, value) in &changes.limits {
+            if !limits.set(name, *value) {
+                return Err(PortError::Invalid(format!("unknown limit {name}")));
+            }
+        }
+        let updated = self
+            .node
+            .store
+            .scoped(Self::actor(admin))
+            .update_app(
+                id,
+                AppPatch {
+                    name: changes.name,
+                    enabled: changes.enabled,
+                    client_events: changes.client_events,
+                    subscription_count: changes.subscription_count,
+                    limits,
+                    allowed_origins: changes.allowed_origins,
+                },
+            )
+            .await
+            .map_err(port_error)?;
+        crate::startup::refresh_apps(&self.node)
+            .await
+            .map_err(port_error)?;
+        Ok(self.detail(updated))
+    }
+
+    async fn delete_app(&self, admin: &Admin, id: &str) -> PortResult<()> {
+        self.node
+            .store
+            .scoped(Self::actor(admin))
+            .delete_app(id)
+            .await
+            .map_err(port_error)?;
+        crate::startup::refresh_apps(&self.node)
+            .await
+            .map_err(port_error)
+    }
+
+    async fn rotate_key(
+        &self,
+        admin: &Admin,
+        id: &str,
+        grace_seconds: u64,
+    ) -> PortResult<AppDetail> {
+        let app = self
+            .node
+            .store
+            .scoped(Self::actor(admin))
+            .rotate_key(id, grace_seconds)
+            .await
+            .map_err(port_error)?;
+        crate::startup::refresh_apps(&self.node)
+            .await
+            .map_err(port_error)?;
+        Ok(self.detail(app))
+    }
+
+    async fn revoke_key(&self, admin: &Admin, id: &str, key: &str) -> PortResult<AppDetail> {
+        let app = self
+            .node
+            .store
+            .scoped(Self::actor(admin))
+            .revoke_key(id, key)
+            .await
+            .map_err(port_error)?;
+        crate::startup::refresh_apps(&self.node)
+            .await
+            .map_err(port_error)?;
+        Ok(self.detail(app))
+    }
+
+    async fn usage(&self, admin: &Admin, id: &str) -> PortResult<UsageView> {
+        let clock = self.node.usage.clock().clone();
+        let app = self.scoped_app(admin, id).await?;
+        let report = self
+            .node
+            .store
+            .usage_report(id, clock.day(), clock.minute())
+            .await
+            .map_err(port_error)?;
+        let live = self.node.usage.app(id).messages_today();
+        let days = report
+            .days
+            .into_iter()
+            .map(|d| DayPoint {
+                // Today's bar shows the live count (the stored one lags by up to 5 s).
+                messages: if d.day == clock.day() {
+                    d.messages.max(live)
+                } else {
+                    d.messages
+                },
+                date: d.date,
+                peak_connections: d.peak_connections,
+            })
+            .collect();
+        Ok(UsageView {
+            messages_today: live,
+            max_daily_messages: app.limits.max_daily_messages,
+            connections: self.connections(id),
+            days,
+            minutes: report
+                .minutes
+                .into_iter()
+                .map(|m| MinutePoint {
+                    minute_start: m.minute_start,
+                    messages: m.messages,
+                    peak_connections: m.peak_connections,
+                })
+                .collect(),
+        })
+    }
+
+    async fn channels(&self, admin: &Admin, id: &str) -> PortResult<Vec<ChannelRow>> {
+        self.scoped_app(admin, id).await?;
+        let mut rows: Vec<ChannelRow> = self
+            .node
+            .hub
+            .existing_app(id)
+            .map(|h| h.channels(""))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, subscriptions, users)| ChannelRow {
+                name,
+                subscriptions,
+                users,
+            })
+            .collect();
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(rows)
+    }
+
+    async fn webhooks(&self, admin: &Admin, id: &str) -> PortResult<WebhooksView> {
+        self.scoped_app(admin, id).await?;
+        let store = &self.node.store;
+        let endpoints = store.list_webhooks(Some(id)).await.map_err(port_error)?;
+        let recent = store.deliveries(id, None, 50).await.map_err(port_error)?;
+        let failed = store
+            .deliveries(id, Some(DeliveryStatus::Failed), 100)
+            .await
+            .map_err(port_error)?;
+        Ok(WebhooksView {
+            endpoints: endpoints
+                .into_iter()
+                .map(|h| WebhookRow {
+                    events: h.events.iter().map(|k| k.as_str().to_owned()).collect(),
+                    headers: h.headers.iter().map(|(n, v)| format!("{n}: {v}")).collect(),
+                    id: h.id,
+                    url: h.url,
+                    prefix: h.channel_prefix,
+                })
+                .collect(),
+            event_types: WEBHOOK_KINDS
+                .iter()
+                .map(|k| k.as_str().to_owned())
+                .collect(),
+            recent: recent.into_iter().map(delivery_row).collect(),
+            failed: failed.into_iter().map(delivery_row).collect(),
+        })
+    }
+
+    async fn add_webhook(&self, admin: &Admin, id: &str, form: WebhookForm) -> PortResult<()> {
+        self.scoped_app(admin, id).await?;
+        self.node
+            .store
+            .create_webhook(webhook_input(id, form))
+            .await
+            .map_err(port_error)?;
+        crate::startup::refresh_apps(&self.node)
+            .await
+            .map_err(port_error)
+    }
+
+    async fn update_webhook(
+        &self,
+        admin: &Admin,
+        id: &str,
+        webhook_id: &str,
+        form: WebhookForm,
+    ) -> PortResult<()> {
+        self.scoped_app(admin, id).await?;
+        self.node
+            .store
+            .update_webhook(webhook_id, webhook_input(id, form))
+            .await
+            .map_err(port_error)?;
+        crate::startup::refresh_apps(&self.node)
+            .await
+            .map_err(port_error)
+    }
+
+    async fn remove_webhook(&self, admin: &Admin, id: &str, webhook_id: &str) -> PortResult<()> {
+        self.scoped_app(admin, id).await?;
+        self.node
+            .store
+            .delete_webhook(id, webhook_id)
+            .await
+            .map_err(port_error)?;
+        crate::startup::refresh_apps(&self.node)
+            .await
+            .map_err(port_error)
+    }
+
+    async fn test_webhook(&self, admin: &Admin, id: &str, webhook_id: &str) -> PortResult<()> {
+        self.scoped_app(admin, id).await?;
+        if self.node.webhooks.endpoint(id, webhook_id).is_none() {
+            return Err(PortError::NotFound);
+        }
+        let now = Clock::system().now_millis();
+        let delivery = NewDelivery {
+            id: self.node.webhooks.next_id(now),
+            webhook_id: webhook_id.to_owned(),
+            app_id: id.to_owned(),
+            events: "[]".to_owned(),
+            channels: Vec::new(),
+            created_at: now,
+        };
+        self.node
+            .store
+            .insert_deliveries(&[delivery])
+            .await
+            .map_err(port_error)?;
+        self.node.webhooks.rescan();
+        Ok(())
+    }
+
+    async fn retry_deliveries(
+        &self,
+        admin: &Admin,
+        id: &str,
+        delivery_id: Option<i64>,
+    ) -> PortResult<u64> {
+        self.scoped_app(admin, id).await?;
+        let queued = self
+            .node
+            .store
+            .retry_failed(id, delivery_id, Clock::system().now_millis())
+            .await
+            .map_err(port_error)?;
+        self.node.webhooks.rescan();
+        Ok(queued)
+    }
+
+    async fn tap(&self, admin: &Admin, id: &str) -> PortResult<broadcast::Receiver<DebugEvent>> {
+        self.scoped_app(admin, id).await?;
+        Ok(self.node.taps.subscribe(id))
+    }
+}
