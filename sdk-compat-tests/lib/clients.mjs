@@ -21,6 +21,23 @@ export const ENCRYPTION_MASTER_KEY = Buffer.alloc(32, 7).toString('base64');
 /** How long cleanup waits for the scenario's clients to report `disconnected`. */
 const CLEANUP_WAIT_MS = 3_000;
 
+/** The suite's Python (the venv with pusher-http-python), or $HERALD_COMPAT_PYTHON. */
+export function pythonBinary() {
+  return process.env.HERALD_COMPAT_PYTHON ?? path.join(SUITE_DIR, '.venv', 'bin', 'python');
+}
+
+/** `py/ops.py`'s `config`: pusher-http-python configured for the target. */
+export function pythonConfig(target) {
+  return {
+    app_id: target.appId,
+    key: target.key,
+    secret: target.secret,
+    host: target.host,
+    port: target.port,
+    ssl: Boolean(target.tls),
+  };
+}
+
 export function makeContext(target) {
   const clients = [];
   const disposers = [];
@@ -167,15 +184,8 @@ export function makeContext(target) {
 
     /** Runs pusher-http-python (in the suite's venv): `python py/ops.py OP ARGS_JSON`. */
     python(op, args = {}) {
-      const python = process.env.HERALD_COMPAT_PYTHON ?? path.join(SUITE_DIR, '.venv', 'bin', 'python');
-      const config = {
-        app_id: target.appId,
-        key: target.key,
-        secret: target.secret,
-        host: target.host,
-        port: target.port,
-        ssl: Boolean(target.tls),
-      };
+      const python = pythonBinary();
+      const config = pythonConfig(target);
       return withTimeout(
         new Promise((resolve, reject) => {
           execFile(

@@ -9,14 +9,33 @@ export const SCENARIO_TIMEOUT_MS = 45_000;
 const registered = [];
 
 /**
+ * What a scenario may need from the target beyond the network, and why it is skipped without it.
+ * Against a server the suite did not start, neither a restart nor the CLI on its store is ours.
+ */
+const NEEDS = {
+  restart: {
+    available: (target) => Boolean(target.canRestart),
+    why: 'needs a server this suite started (it restarts it)',
+  },
+  cli: {
+    available: (target) => Boolean(target.canAdminister),
+    why: "needs a server this suite started (it configures webhooks with the herald CLI on the server's store)",
+  },
+};
+
+/**
  * Registers a scenario.
  * @param {string} name  one line, unique
  * @param {(ctx) => Promise<void>} run  throws to fail
- * @param {{needs?: string[], timeoutMs?: number}} [options]  `needs: ['restart']` for scenarios that
- *   restart the server; `timeoutMs` replaces the default limit of SCENARIO_TIMEOUT_MS
+ * @param {{needs?: string[], timeoutMs?: number}} [options]  `needs`: what the target must allow
+ *   (see NEEDS: `restart` for scenarios that restart the server, `cli` for those that configure it
+ *   with the herald CLI); `timeoutMs` replaces the default limit of SCENARIO_TIMEOUT_MS
  */
 export function scenario(name, run, options = {}) {
   if (registered.some((s) => s.name === name)) throw new Error(`duplicate scenario name: ${name}`);
+  for (const need of options.needs ?? []) {
+    if (!NEEDS[need]) throw new Error(`scenario ${name}: unknown need ${JSON.stringify(need)}`);
+  }
   registered.push({ name, run, needs: options.needs ?? [], timeoutMs: options.timeoutMs ?? SCENARIO_TIMEOUT_MS });
 }
 
@@ -122,9 +141,10 @@ export async function runAll(ctx, { only, log }) {
   let failed = 0;
   for (const s of registered) {
     if (only && !s.name.includes(only)) continue;
-    if (s.needs.includes('restart') && !ctx.target.canRestart) {
-      // Against a server we did not start, a restart is not ours to do: say so, count nothing.
-      console.log(`skip - ${s.name}: needs a server this suite started (it restarts it)`);
+    const missing = s.needs.find((need) => !NEEDS[need].available(ctx.target));
+    if (missing) {
+      // Against a server we did not start, a restart or its store is not ours: say so, count nothing.
+      console.log(`skip - ${s.name}: ${NEEDS[missing].why}`);
       continue;
     }
     const started = Date.now();

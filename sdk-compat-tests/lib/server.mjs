@@ -1,6 +1,6 @@
 // Starting, stopping and restarting the `herald` binary, or describing a server already running.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
 import os from 'node:os';
@@ -58,19 +58,31 @@ export class OwnedServer {
     this.log = [];
     this.child = null;
     this.canRestart = true;
+    // The suite owns the store: it can run `herald` subcommands (webhooks) on it.
+    this.canAdminister = true;
     Object.assign(this, DEFAULT_APP);
   }
 
-  async start() {
-    this.dataDir ??= await fs.mkdtemp(path.join(os.tmpdir(), 'herald-compat-'));
+  /**
+   * The environment of every `herald` process of this server (the server and its CLI): the
+   * caller's environment without any HERALD_* setting, plus the store. Server and CLI must see
+   * the same store (HERALD_DATA_DIR; no HERALD_DATABASE_URL, so both use the data dir's SQLite).
+   */
+  storeEnv() {
     const env = {};
     for (const [name, value] of Object.entries(process.env)) {
       if (name.startsWith('HERALD_') || name === 'RUST_LOG') continue;
       env[name] = value;
     }
+    env.HERALD_DATA_DIR = this.dataDir;
+    return env;
+  }
+
+  async start() {
+    this.dataDir ??= await fs.mkdtemp(path.join(os.tmpdir(), 'herald-compat-'));
+    const env = this.storeEnv();
     Object.assign(env, {
       HERALD_BIND: this.port ? `127.0.0.1:${this.port}` : '127.0.0.1:0',
-      HERALD_DATA_DIR: this.dataDir,
       HERALD_DEFAULT_APP_ID: this.appId,
       HERALD_DEFAULT_APP_KEY: this.key,
       HERALD_DEFAULT_APP_SECRET: this.secret,
@@ -118,6 +130,27 @@ export class OwnedServer {
     await this.stop();
     if (this.dataDir) await fs.rm(this.dataDir, { recursive: true, force: true });
   }
+
+  /**
+   * Runs `herald ARGS...` (a CLI subcommand) on this server's store, as an operator would; the
+   * running server picks changes up by itself. Resolves with stdout, JSON-decoded when `--json`
+   * is among the arguments; rejects with stderr when the command fails.
+   */
+  cli(args) {
+    if (!this.dataDir) return Promise.reject(new Error('the server has no store yet (not started)'));
+    return new Promise((resolve, reject) => {
+      execFile(this.binary, args, { env: this.storeEnv(), timeout: 15_000 }, (error, stdout, stderr) => {
+        const command = `herald ${args.join(' ')}`;
+        if (error) return reject(new Error(`${command} failed (${error.code ?? error.signal}): ${stderr.trim() || error.message}`));
+        if (!args.includes('--json')) return resolve(stdout);
+        try {
+          resolve(JSON.parse(stdout));
+        } catch {
+          reject(new Error(`${command} printed no JSON: ${stdout} ${stderr}`));
+        }
+      });
+    });
+  }
 }
 
 /** A server someone else runs: `--url http://host:port --app-id --key --secret`. */
@@ -129,7 +162,13 @@ export class ExternalServer {
     this.tls = parsed.protocol === 'https:';
     Object.assign(this, { appId, key, secret });
     this.canRestart = false;
+    // Its store is not ours: no `herald` CLI here (webhook endpoints cannot be configured).
+    this.canAdminister = false;
     this.log = [];
+  }
+
+  cli() {
+    return Promise.reject(new Error('the herald CLI needs a server this suite started'));
   }
 
   async start() {}

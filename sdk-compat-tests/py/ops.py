@@ -1,6 +1,13 @@
 """pusher-http-python operations for the compat suite.
 
 Usage: python ops.py OP '{"config": {...}, ...args}'
+       python ops.py serve '{"config": {...}}'
+
+`serve` keeps one process for many calls (the webhook receiver validates every request it gets
+this way instead of starting Python per request): it reads one JSON object per line on stdin,
+`{"id": ANY, "op": OP, "args": {...}}` (`config` is taken from the serve argument unless `args`
+has its own), and answers each with one line, the object described below plus the same `id`. It
+ends at the end of stdin.
 
 `config` is {app_id, key, secret, host, port, ssl}; `config_overrides` (optional) is merged over it,
 e.g. {"secret": "wrong"} or {"app_id": "999"} or {"encryption_master_key_base64": "..."}.
@@ -192,13 +199,8 @@ def error_status(error, observed):
     return None
 
 
-def main():
-    if len(sys.argv) != 3 or sys.argv[1] not in OPS:
-        print(json.dumps({"ok": False, "error": "UsageError", "status": None,
-                          "message": "usage: ops.py {%s} ARGS_JSON" % "|".join(sorted(OPS))}))
-        return
-    op, raw = sys.argv[1], sys.argv[2]
-    args = json.loads(raw)
+def run_op(op, args):
+    """Runs one op; returns the JSON-ready object described at the top of this file."""
     observed = Observed()
     try:
         c = make_client(args, observed)
@@ -213,7 +215,42 @@ def main():
         }
     out["sent"] = observed.sent
     out["http_status"] = observed.http_status
-    print(to_json(out))
+    return out
+
+
+def serve(base):
+    """One JSON request per stdin line, one JSON answer per stdout line, in order."""
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request_id = None
+        try:
+            request = json.loads(line)
+            request_id = request.get("id")
+            op = request.get("op")
+            if op not in OPS:
+                raise ValueError("unknown op %r" % (op,))
+            args = dict(request.get("args") or {})
+            args.setdefault("config", base["config"])
+            out = run_op(op, args)
+        except Exception as error:  # a malformed request line: answer it, keep serving
+            out = {"ok": False, "error": type(error).__name__, "status": None,
+                   "message": str(error), "sent": False, "http_status": None}
+        out["id"] = request_id
+        sys.stdout.write(to_json(out) + "\n")
+        sys.stdout.flush()
+
+
+def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "serve":
+        serve(json.loads(sys.argv[2]))
+        return
+    if len(sys.argv) != 3 or sys.argv[1] not in OPS:
+        print(json.dumps({"ok": False, "error": "UsageError", "status": None,
+                          "message": "usage: ops.py {%s|serve} ARGS_JSON" % "|".join(sorted(OPS))}))
+        return
+    op, raw = sys.argv[1], sys.argv[2]
+    print(to_json(run_op(op, json.loads(raw))))
 
 
 if __name__ == "__main__":
