@@ -133,7 +133,7 @@ pub(crate) struct Ctx {
 
 /// Why a request cannot go on.
 pub(crate) enum Refusal {
-    /// No valid session: to the sign-in page (or 401 for the event stream).
+    /// No valid session: to the sign-in page (the event stream too: EventSource then stops).
     SignIn(String),
     /// Missing or forged CSRF token.
     Csrf,

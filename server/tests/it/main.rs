@@ -7,6 +7,7 @@
 mod helpers;
 
 mod cli;
+mod dashboard;
 mod limits;
 mod php;
 mod process;
