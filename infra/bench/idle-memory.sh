@@ -24,7 +24,7 @@ run() {
     sleep 0.1
   done
   [ -n "$addr" ] || { cat "$log"; kill "$pid"; exit 1; }
-  target/release/herald-loadgen idle --url "ws://$addr/app/bench-key-0123456789" \
+  target/release/herald-loadgen idle --addr "$addr" --key bench-key-0123456789 \
     --connections "$connections" --hold 1 --server-pid "$pid" --label "$label"
   kill -TERM "$pid"
   wait "$pid" || true

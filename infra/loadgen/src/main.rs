@@ -1,13 +1,30 @@
-//! `herald-loadgen`: opens many idle Pusher connections (and reports the server's memory per
-//! connection when given its pid). Any Pusher-compatible server works as a target, so the same
-//! run can measure a baseline. Loopback only by intent; every mode stops by itself.
+//! `herald-loadgen`: load against any Pusher-protocol server (Herald, or a baseline such as
+//! sockudo) on loopback. Every mode stops by itself and prints one JSON line:
+//!
+//! - `idle`: N subscribed connections; the server's RSS per connection (from `/proc/PID/status`)
+//!   and connections opened per second;
+//! - `fanout`: N subscribers on one channel, events of a fixed payload size published at a steady
+//!   rate through the signed REST API; deliveries per second and per second of server CPU time
+//!   (from `/proc/PID/stat`), messages lost, trigger-to-delivery latency p50/p99/max;
+//! - `rest`: signed REST triggers as fast as C workers can send them; triggers per second and per
+//!   second of server CPU time.
+//!
+//! Source addresses are spread over 127.0.0.0/8 (20,000 connections per address) so the
+//! ephemeral-port range never limits the connection count.
 
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
+use md5::{Digest, Md5};
 use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -18,28 +35,72 @@ struct Cli {
     mode: Mode,
 }
 
+/// Where the server is and which app to use.
+#[derive(Debug, Clone, Args)]
+struct Target {
+    /// host:port of the server (WebSocket and REST on the same address).
+    #[arg(long)]
+    addr: String,
+    /// App id.
+    #[arg(long, default_value = "1")]
+    app_id: String,
+    /// App key.
+    #[arg(long)]
+    key: String,
+    /// App secret (for the REST modes).
+    #[arg(long, default_value = "")]
+    secret: String,
+    /// The server's pid, for its memory and CPU time.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// A label printed in the result line.
+    #[arg(long, default_value = "server")]
+    label: String,
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+}
+
 #[derive(Debug, Subcommand)]
 enum Mode {
-    /// Open N connections, subscribe each to a public channel, hold them, report.
+    /// Open N connections, subscribe each to a public channel, hold them, report memory.
     Idle {
-        /// WebSocket URL up to the key, e.g. ws://127.0.0.1:6001/app/KEY
-        #[arg(long)]
-        url: String,
+        #[command(flatten)]
+        target: Target,
         /// How many connections.
         #[arg(long, default_value_t = 1000)]
         connections: usize,
         /// Seconds to hold the connections once all are up.
         #[arg(long, default_value_t = 3)]
         hold: u64,
-        /// The server's pid: its resident memory is read before and after.
-        #[arg(long)]
-        server_pid: Option<u32>,
-        /// Connections opened at once.
+    },
+    /// N subscribers on one channel; publish events at a steady rate; count and time deliveries.
+    Fanout {
+        #[command(flatten)]
+        target: Target,
+        /// Subscribers.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Events per second.
+        #[arg(long, default_value_t = 10)]
+        rate: u64,
+        /// Seconds of publishing.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Bytes of each event's data.
         #[arg(long, default_value_t = 100)]
-        concurrency: usize,
-        /// A label printed in the result line.
-        #[arg(long, default_value = "server")]
-        label: String,
+        payload: usize,
+    },
+    /// Signed REST triggers to an empty channel from C workers, for a duration.
+    Rest {
+        #[command(flatten)]
+        target: Target,
+        /// Seconds.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 32)]
+        workers: usize,
     },
 }
 
@@ -59,12 +120,32 @@ fn rss_kib(pid: u32) -> Result<u64> {
     Ok(kib)
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// User plus system CPU time of `pid` (all its threads), in seconds, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').context("malformed stat")? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: f64 = fields.get(12).context("no stime")?.parse()?;
+    Ok((utime + stime) / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 async fn next_json(socket: &mut Socket) -> Result<Value> {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+        match tokio::time::timeout(Duration::from_secs(20), socket.next()).await {
             Err(_) => bail!("timed out waiting for a frame"),
             Ok(None) => bail!("socket closed"),
             Ok(Some(Err(e))) => bail!("socket error: {e}"),
@@ -74,13 +155,33 @@ async fn next_json(socket: &mut Socket) -> Result<Value> {
     }
 }
 
-async fn open_idle(url: String, index: usize) -> Result<Socket> {
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
+/// Connects from a source address chosen by `index` (20,000 connections per address across
+/// 127.0.0.0/8), so the ephemeral port range never runs out.
+async fn connect(target: &Target, index: usize) -> Result<Socket> {
+    let server: SocketAddr = tokio::net::lookup_host(&target.addr)
+        .await?
+        .next()
+        .context("the address does not resolve")?;
+    let block = u32::try_from(index / 20_000).unwrap_or(0);
+    let source = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 1, 1)) + block);
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source.into(), 0))?;
+    let stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    let url = format!(
+        "ws://{}/app/{}?protocol=7&client=js&version=8.6.0&flash=false",
+        target.addr, target.key
+    );
+    let (socket, _) = tokio_tungstenite::client_async(url, stream).await?;
+    Ok(socket)
+}
+
+async fn open_subscribed(target: &Target, index: usize, channel: &str) -> Result<Socket> {
+    let mut socket = connect(target, index).await?;
     let first = next_json(&mut socket).await?;
     if first["event"] != "pusher:connection_established" {
         bail!("handshake refused: {first}");
     }
-    let channel = format!("idle-{}", index % 100);
     let subscribe = json!({"event":"pusher:subscribe","data":{"channel":channel,"auth":""}});
     socket
         .send(Message::Text(subscribe.to_string().into()))
@@ -91,6 +192,43 @@ async fn open_idle(url: String, index: usize) -> Result<Socket> {
             return Ok(socket);
         }
     }
+}
+
+/// Opens `count` subscribed sockets, `concurrency` at a time; channel chosen by index.
+async fn open_many(
+    target: &Target,
+    count: usize,
+    channel: impl Fn(usize) -> String,
+) -> (Vec<Socket>, usize, Option<String>, Duration) {
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(target.concurrency.max(1)));
+    let mut opening = Vec::with_capacity(count);
+    for index in 0..count {
+        let gate = gate.clone();
+        let target = target.clone();
+        let channel = channel(index);
+        opening.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await;
+            open_subscribed(&target, index, &channel).await
+        }));
+    }
+    let mut sockets = Vec::with_capacity(count);
+    let mut failures = 0;
+    let mut first_error = None;
+    for task in opening {
+        match task.await {
+            Ok(Ok(socket)) => sockets.push(socket),
+            Ok(Err(error)) => {
+                failures += 1;
+                first_error.get_or_insert(error.to_string());
+            }
+            Err(error) => {
+                failures += 1;
+                first_error.get_or_insert(error.to_string());
+            }
+        }
+    }
+    (sockets, failures, first_error, started.elapsed())
 }
 
 /// Keeps a connection alive: answers the server's pings, ignores everything else.
@@ -107,47 +245,14 @@ async fn hold(mut socket: Socket) {
     }
 }
 
-async fn idle(
-    url: String,
-    connections: usize,
-    hold_secs: u64,
-    server_pid: Option<u32>,
-    concurrency: usize,
-    label: String,
-) -> Result<()> {
-    let url = if url.contains('?') {
-        url
-    } else {
-        format!("{url}?protocol=7&client=js&version=8.6.0&flash=false")
-    };
-    let before = server_pid.map(rss_kib).transpose()?;
-    let started = Instant::now();
-    let gate = std::sync::Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut opening = Vec::with_capacity(connections);
-    for index in 0..connections {
-        let gate = gate.clone();
-        let url = url.clone();
-        opening.push(tokio::spawn(async move {
-            let _permit = gate.acquire().await;
-            open_idle(url, index).await
-        }));
-    }
-    let mut holders = Vec::with_capacity(connections);
-    let mut failures = 0usize;
-    let mut first_error = None;
-    for task in opening {
-        match task.await? {
-            Ok(socket) => holders.push(tokio::spawn(hold(socket))),
-            Err(error) => {
-                failures += 1;
-                first_error.get_or_insert(error.to_string());
-            }
-        }
-    }
-    let elapsed = started.elapsed();
+async fn idle(target: Target, connections: usize, hold_secs: u64) -> Result<()> {
+    let before = target.server_pid.map(rss_kib).transpose()?;
+    let (sockets, failures, first_error, elapsed) =
+        open_many(&target, connections, |i| format!("idle-{}", i % 100)).await;
+    let holders: Vec<_> = sockets.into_iter().map(|s| tokio::spawn(hold(s))).collect();
     // Let the server settle before reading its memory.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = server_pid.map(rss_kib).transpose()?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after = target.server_pid.map(rss_kib).transpose()?;
     let opened = holders.len();
     let per_connection = match (before, after) {
         (Some(b), Some(a)) if opened > 0 => Some((a.saturating_sub(b)) as f64 / opened as f64),
@@ -156,12 +261,13 @@ async fn idle(
     println!(
         "{}",
         json!({
-            "label": label,
+            "label": target.label,
             "mode": "idle",
             "connections": opened,
             "failures": failures,
             "first_error": first_error,
             "connect_seconds": elapsed.as_secs_f64(),
+            "connections_per_second": opened as f64 / elapsed.as_secs_f64().max(1e-9),
             "rss_before_kib": before,
             "rss_after_kib": after,
             "kib_per_connection": per_connection,
@@ -177,16 +283,286 @@ async fn idle(
     Ok(())
 }
 
+/// Signs and sends one trigger.
+struct Publisher {
+    client: reqwest::Client,
+    target: Target,
+}
+
+impl Publisher {
+    fn new(target: &Target) -> Result<Publisher> {
+        Ok(Publisher {
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .tcp_nodelay(true)
+                .build()?,
+            target: target.clone(),
+        })
+    }
+
+    async fn trigger(&self, channel: &str, data: &str) -> Result<u16> {
+        let body = json!({"name":"bench","channel":channel,"data":data}).to_string();
+        let path = format!("/apps/{}/events", self.target.app_id);
+        let md5 = hex::encode(Md5::digest(body.as_bytes()));
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let query = format!(
+            "auth_key={}&auth_timestamp={timestamp}&auth_version=1.0&body_md5={md5}",
+            self.target.key
+        );
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.target.secret.as_bytes())?;
+        mac.update(format!("POST\n{path}\n{query}").as_bytes());
+        let signature = hex::encode(mac.finalize().into_bytes());
+        let url = format!(
+            "http://{}{path}?{query}&auth_signature={signature}",
+            self.target.addr
+        );
+        let response = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let _ = response.bytes().await;
+        Ok(status)
+    }
+}
+
+fn micros_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Reads the `"t":N` sent-at stamp out of a delivered event frame (the data is double-encoded).
+fn sent_at(text: &str) -> Option<u64> {
+    let at = text.find("t\\\":")? + 4;
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+async fn fanout(
+    target: Target,
+    subscribers: usize,
+    rate: u64,
+    duration: u64,
+    payload: usize,
+) -> Result<()> {
+    let channel = "fanout-bench";
+    let (sockets, failures, first_error, open_time) =
+        open_many(&target, subscribers, |_| channel.to_owned()).await;
+    if failures > 0 {
+        bail!("{failures} subscribers failed: {first_error:?}");
+    }
+    let start = Instant::now();
+    let received = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let mut readers = Vec::new();
+    for mut socket in sockets {
+        let received = received.clone();
+        let latencies = latencies.clone();
+        readers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(Ok(message)) = socket.next().await {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                if text.contains("\"pusher:ping\"") {
+                    let pong = r#"{"event":"pusher:pong","data":{}}"#;
+                    let _ = socket.send(Message::Text(pong.into())).await;
+                    continue;
+                }
+                if let Some(sent) = sent_at(&text) {
+                    mine.push(micros_since(start).saturating_sub(sent));
+                    received.fetch_add(1, Ordering::Relaxed);
+                    if mine.len() >= 256 {
+                        latencies
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .append(&mut mine);
+                    }
+                }
+            }
+            latencies
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append(&mut mine);
+        }));
+    }
+    let publisher = Arc::new(Publisher::new(&target)?);
+    let cpu_before = target.server_pid.map(cpu_seconds).transpose()?;
+    let total = rate * duration;
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sends = Vec::new();
+    let refused = Arc::new(AtomicU64::new(0));
+    let publish_started = Instant::now();
+    for seq in 0..total {
+        ticker.tick().await;
+        let publisher = publisher.clone();
+        let refused = refused.clone();
+        let pad = payload.saturating_sub(40);
+        sends.push(tokio::spawn(async move {
+            let data = format!(
+                "{{\"seq\":{seq},\"t\":{},\"p\":\"{}\"}}",
+                micros_since(start),
+                "x".repeat(pad)
+            );
+            match publisher.trigger(channel, &data).await {
+                Ok(200) => {}
+                _ => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for send in sends {
+        let _ = send.await;
+    }
+    let publish_time = publish_started.elapsed();
+    let expected = (total - refused.load(Ordering::Relaxed)) * subscribers as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivery_time = publish_started.elapsed();
+    let cpu_after = target.server_pid.map(cpu_seconds).transpose()?;
+    for reader in &readers {
+        reader.abort();
+    }
+    for reader in readers {
+        let _ = reader.await;
+    }
+    let got = received.load(Ordering::Relaxed);
+    let mut sorted = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
+    sorted.sort_unstable();
+    let cpu = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) => Some(a - b),
+        _ => None,
+    };
+    println!(
+        "{}",
+        json!({
+            "label": target.label,
+            "mode": "fanout",
+            "subscribers": subscribers,
+            "connect_seconds": open_time.as_secs_f64(),
+            "events_published": total,
+            "events_refused": refused.load(Ordering::Relaxed),
+            "rate": rate,
+            "payload_bytes": payload,
+            "deliveries_expected": expected,
+            "deliveries_received": got,
+            "lost": expected.saturating_sub(got),
+            "publish_seconds": publish_time.as_secs_f64(),
+            "deliveries_per_second": got as f64 / delivery_time.as_secs_f64().max(1e-9),
+            "server_cpu_seconds": cpu,
+            "deliveries_per_cpu_second": cpu.map(|c| got as f64 / c.max(1e-9)),
+            "latency_ms_p50": percentile(&sorted, 50.0),
+            "latency_ms_p99": percentile(&sorted, 99.0),
+            "latency_ms_max": percentile(&sorted, 100.0),
+        })
+    );
+    Ok(())
+}
+
+async fn rest(target: Target, duration: u64, workers: usize) -> Result<()> {
+    let publisher = Arc::new(Publisher::new(&target)?);
+    // Warm the connection pool and check the credentials.
+    let status = publisher.trigger("rest-bench", "{}").await?;
+    if status != 200 {
+        bail!("a signed trigger was refused with {status}");
+    }
+    let ok = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let cpu_before = target.server_pid.map(cpu_seconds).transpose()?;
+    let started = Instant::now();
+    let end = started + Duration::from_secs(duration);
+    let mut tasks = Vec::new();
+    for _ in 0..workers.max(1) {
+        let publisher = publisher.clone();
+        let ok = ok.clone();
+        let refused = refused.clone();
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < end {
+                match publisher.trigger("rest-bench", "{\"n\":1}").await {
+                    Ok(200) => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => refused.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let elapsed = started.elapsed();
+    let cpu = match (cpu_before, target.server_pid.map(cpu_seconds).transpose()?) {
+        (Some(b), Some(a)) => Some(a - b),
+        _ => None,
+    };
+    let done = ok.load(Ordering::Relaxed);
+    println!(
+        "{}",
+        json!({
+            "label": target.label,
+            "mode": "rest",
+            "workers": workers,
+            "triggers": done,
+            "refused": refused.load(Ordering::Relaxed),
+            "seconds": elapsed.as_secs_f64(),
+            "triggers_per_second": done as f64 / elapsed.as_secs_f64().max(1e-9),
+            "server_cpu_seconds": cpu,
+            "triggers_per_cpu_second": cpu.map(|c| done as f64 / c.max(1e-9)),
+        })
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().mode {
         Mode::Idle {
-            url,
+            target,
             connections,
             hold,
-            server_pid,
-            concurrency,
-            label,
-        } => idle(url, connections, hold, server_pid, concurrency, label).await,
+        } => idle(target, connections, hold).await,
+        Mode::Fanout {
+            target,
+            subscribers,
+            rate,
+            duration,
+            payload,
+        } => fanout(target, subscribers, rate, duration, payload).await,
+        Mode::Rest {
+            target,
+            duration,
+            workers,
+        } => rest(target, duration, workers).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sent_stamp_is_read_from_a_double_encoded_frame() {
+        let frame =
+            r#"{"event":"bench","channel":"c","data":"{\"seq\":3,\"t\":12345,\"p\":\"xx\"}"}"#;
+        assert_eq!(sent_at(frame), Some(12345));
+        assert_eq!(percentile(&[1000, 2000, 3000], 50.0), 2.0);
     }
 }
