@@ -17,8 +17,9 @@ fn escape(text: &str) -> String {
 }
 
 fn nice_max(max: u64) -> u64 {
-    if max == 0 {
-        return 1;
+    if max <= 4 {
+        // Small axes count 0 to 4, so every tick is a whole number.
+        return 4;
     }
     let magnitude = 10u64.pow((max as f64).log10().floor() as u32);
     for step in [1, 2, 5, 10] {
@@ -40,7 +41,12 @@ fn frame(title: &str, max: u64, first: &str, last: &str, body: &str) -> String {
     let _ = write!(svg, "<title>{}</title>", escape(title));
     for i in 0..=4u32 {
         let y = TOP + plot_h - plot_h * f64::from(i) / 4.0;
-        let value = max * u64::from(i) / 4;
+        let value = max as f64 * f64::from(i) / 4.0;
+        let value = if value.fract() == 0.0 {
+            format!("{value:.0}")
+        } else {
+            format!("{value:.1}")
+        };
         let _ = write!(
             svg,
             r#"<line x1="{LEFT}" y1="{y:.1}" x2="{WIDTH}" y2="{y:.1}" class="grid"/><text x="{x:.1}" y="{ty:.1}" class="axis" text-anchor="end">{value}</text>"#,
@@ -116,7 +122,9 @@ mod tests {
         assert!(!svg.contains("a<b"));
         assert_eq!(nice_max(7), 10);
         assert_eq!(nice_max(130), 200);
-        assert_eq!(nice_max(0), 1);
+        assert_eq!(nice_max(0), 4);
+        assert_eq!(nice_max(3), 4);
+        assert!(bars("x", &["a".into()], &[1]).contains(">3</text>"));
         let svg = line("x", "start", "end", &[0, 5, 2]);
         assert!(svg.contains("<polyline"));
     }

@@ -1072,7 +1072,7 @@ async fn usage<P: AdminPort>(
         hours.push(UsageDay {
             date: chunk
                 .first()
-                .map_or(String::new(), |m| clock_label(m.minute_start)),
+                .map_or(String::new(), |m| when(m.minute_start * 1000)),
             messages: grouped(messages),
             peak: grouped(peak),
         });

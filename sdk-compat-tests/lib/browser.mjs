@@ -248,6 +248,32 @@ export async function openPage(ctx, { build = 'pusher.min.js', echo = false } = 
 }
 
 /**
+ * A blank tab in a fresh browser context (own cookies), closed after the scenario: for pages the
+ * target serves itself (the dashboard). Returns the playwright `page` and what it reported:
+ * `log` (console messages, page errors, failed requests) and `failures` (page errors and HTTP
+ * answers of 400 or more, with their URL), for scenarios to assert on.
+ */
+export async function openTab(ctx, { viewport = { width: 1280, height: 800 } } = {}) {
+  const { browser } = await sharedBrowser(ctx);
+  const context = await browser.newContext({ viewport });
+  ctx.defer(() => context.close());
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT_MS);
+  const log = [];
+  const failures = [];
+  page.on('console', (message) => log.push(`[console.${message.type()}] ${message.text()}`));
+  page.on('pageerror', (error) => {
+    log.push(`[pageerror] ${error.message}`);
+    failures.push(`JavaScript error on ${page.url()}: ${error.message}`);
+  });
+  page.on('requestfailed', (request) => log.push(`[requestfailed] ${request.url()} ${request.failure()?.errorText}`));
+  page.on('response', (response) => {
+    if (response.status() >= 400) failures.push(`HTTP ${response.status()} for ${response.request().method()} ${response.url()}`);
+  });
+  return { page, log, failures };
+}
+
+/**
  * A page holding one or more pusher-js clients, each under a test-chosen id. Everything read back
  * is what pusher-js in the page observed (recorded by browser/index.html).
  */

@@ -21,6 +21,10 @@ const NEEDS = {
     available: (target) => Boolean(target.canAdminister),
     why: "needs a server this suite started (it configures webhooks with the herald CLI on the server's store)",
   },
+  dashboard: {
+    available: (target) => Boolean(target.operator),
+    why: "needs a server this suite started (it signs in to the dashboard as the operator, whose password only that server's environment sets)",
+  },
 };
 
 /**
@@ -29,7 +33,7 @@ const NEEDS = {
  * @param {(ctx) => Promise<void>} run  throws to fail
  * @param {{needs?: string[], timeoutMs?: number}} [options]  `needs`: what the target must allow
  *   (see NEEDS: `restart` for scenarios that restart the server, `cli` for those that configure it
- *   with the herald CLI); `timeoutMs` replaces the default limit of SCENARIO_TIMEOUT_MS
+ *   with the herald CLI, `dashboard` for those that sign in as the operator); `timeoutMs` replaces the default limit of SCENARIO_TIMEOUT_MS
  */
 export function scenario(name, run, options = {}) {
   if (registered.some((s) => s.name === name)) throw new Error(`duplicate scenario name: ${name}`);

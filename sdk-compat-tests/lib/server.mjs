@@ -18,6 +18,16 @@ export const DEFAULT_APP = {
   secret: 'compat-secret-0123456789',
 };
 
+/**
+ * The platform operator Herald creates on the first start of the suite's empty store: the default
+ * email, and the password given in HERALD_ADMIN_PASSWORD (so no first-run file has to be read).
+ * Only a server the suite starts has it: the dashboard scenario needs it to sign in.
+ */
+export const OPERATOR = {
+  email: 'admin@localhost',
+  password: 'compat-operator-password-0123',
+};
+
 /** `$HERALD_BIN`, else the repository's release build, built first when it is missing. */
 export async function findBinary() {
   if (process.env.HERALD_BIN) {
@@ -60,6 +70,8 @@ export class OwnedServer {
     this.canRestart = true;
     // The suite owns the store: it can run `herald` subcommands (webhooks) on it.
     this.canAdminister = true;
+    // The suite chooses the operator's password: it can sign in to the dashboard.
+    this.operator = { ...OPERATOR };
     Object.assign(this, DEFAULT_APP);
   }
 
@@ -86,6 +98,7 @@ export class OwnedServer {
       HERALD_DEFAULT_APP_ID: this.appId,
       HERALD_DEFAULT_APP_KEY: this.key,
       HERALD_DEFAULT_APP_SECRET: this.secret,
+      HERALD_ADMIN_PASSWORD: this.operator.password,
       RUST_LOG: process.env.RUST_LOG ?? 'info',
     });
     const child = spawn(this.binary, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -164,6 +177,8 @@ export class ExternalServer {
     this.canRestart = false;
     // Its store is not ours: no `herald` CLI here (webhook endpoints cannot be configured).
     this.canAdminister = false;
+    // Nor is its operator: the dashboard's sign-in password is unknown here.
+    this.operator = null;
     this.log = [];
   }
 

@@ -529,24 +529,29 @@ impl AdminPort for AdminApi {
             .await
             .map_err(port_error)?;
         let live = self.node.usage.app(id).messages_today();
+        let connections = self.connections(id);
         let days = report
             .days
             .into_iter()
             .map(|d| DayPoint {
-                // Today's bar shows the live count (the stored one lags by up to 5 s).
+                // Today's bar shows the live figures (the stored ones lag by up to 5 s).
                 messages: if d.day == clock.day() {
                     d.messages.max(live)
                 } else {
                     d.messages
                 },
+                peak_connections: if d.day == clock.day() {
+                    d.peak_connections.max(connections)
+                } else {
+                    d.peak_connections
+                },
                 date: d.date,
-                peak_connections: d.peak_connections,
             })
             .collect();
         Ok(UsageView {
             messages_today: live,
             max_daily_messages: app.limits.max_daily_messages,
-            connections: self.connections(id),
+            connections,
             days,
             minutes: report
                 .minutes

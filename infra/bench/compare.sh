@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Herald against sockudo 5.2.0, one after the other, same machine, same load generator, same
+# settings; prints a markdown table with the ratios (and writes it to infra/benchmarks.md with
+# --write). Not part of the test command: it takes minutes and installs sockudo.
+#
+#   infra/bench/compare.sh [--quick] [--write]
+#
+# sockudo is installed once into $HERALD_BENCH_CACHE (default ~/.cache/herald-bench) with
+# `cargo install sockudo --version 5.2.0 --locked` (Debian's protobuf-compiler is installed first
+# when protoc is missing). Load targets loopback only and stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+quick=0; write=0
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    --write) write=1 ;;
+    *) echo "usage: $0 [--quick] [--write]" >&2; exit 2 ;;
+  esac
+done
+
+IDLE=10000; FANOUT=5000; FANOUT_RATE=10; LATENCY_SUBS=1000; LATENCY_RATE=10; SECONDS_EACH=10
+if [ "$quick" = 1 ]; then IDLE=2000; FANOUT=1000; LATENCY_SUBS=200; SECONDS_EACH=4; fi
+
+cache="${HERALD_BENCH_CACHE:-$HOME/.cache/herald-bench}"
+sockudo="$cache/sockudo-5.2.0/bin/sockudo"
+if [ ! -x "$sockudo" ]; then
+  command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
+  echo "installing sockudo 5.2.0 into $cache (once; this takes a while)" >&2
+  cargo install sockudo --version 5.2.0 --locked --root "$cache/sockudo-5.2.0" >&2
+fi
+
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+cargo build --release -q -p herald-server -p herald-loadgen
+loadgen=target/release/herald-loadgen
+KEY=bench-key-0123456789; SECRET=bench-secret-0123456789; APP=1
+results="$(mktemp)"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() {
+  for _ in $(seq 200); do
+    python3 - "$1" <<'PY' 2>/dev/null && return 0
+import socket, sys
+socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=0.2).close()
+PY
+    sleep 0.1
+  done
+  return 1
+}
+
+start_herald() {
+  local dir; dir="$(mktemp -d)"; port="$(free_port)"
+  HERALD_BIND="127.0.0.1:$port" HERALD_DATA_DIR="$dir" HERALD_DEFAULT_APP_ID=$APP \
+    HERALD_DEFAULT_APP_KEY=$KEY HERALD_DEFAULT_APP_SECRET=$SECRET HERALD_ADMIN_PASSWORD=bench-admin-pass \
+    RUST_LOG=warn target/release/herald >"$dir/log" 2>&1 &
+  pid=$!
+  wait_port "$port" || { cat "$dir/log"; exit 1; }
+}
+
+start_sockudo() {
+  local dir; dir="$(mktemp -d)"; port="$(free_port)"
+  cat >"$dir/config.json" <<JSON
+{
+  "host": "127.0.0.1", "port": $port, "debug": false,
+  "adapter": { "driver": "local" },
+  "cache": { "driver": "memory" },
+  "queue": { "driver": "memory" },
+  "rate_limiter": { "enabled": false, "driver": "memory" },
+  "metrics": { "enabled": false },
+  "app_manager": { "driver": "memory", "array": { "apps": [ {
+    "id": "$APP", "key": "$KEY", "secret": "$SECRET", "enabled": true,
+    "enable_client_messages": true, "max_connections": 1000000,
+    "max_backend_events_per_second": 1000000, "max_client_events_per_second": 1000000,
+    "max_read_requests_per_second": 1000000 } ] } }
+}
+JSON
+  (cd "$dir" && HOST=127.0.0.1 PORT="$port" RATE_LIMITER_ENABLED=false ADAPTER_DRIVER=local \
+    CACHE_DRIVER=memory QUEUE_DRIVER=memory APP_MANAGER_DRIVER=memory METRICS_ENABLED=false \
+    SOCKUDO_DEFAULT_APP_ID=$APP SOCKUDO_DEFAULT_APP_KEY=$KEY SOCKUDO_DEFAULT_APP_SECRET=$SECRET \
+    "$sockudo" --config "$dir/config.json" >"$dir/log" 2>&1) &
+  pid=$!
+  wait_port "$port" || { cat "$dir/log"; exit 1; }
+  sleep 1
+}
+
+measure() {
+  local label="$1" common
+  common=(--addr "127.0.0.1:$port" --app-id $APP --key $KEY --secret $SECRET --server-pid "$pid" --label "$label")
+  $loadgen idle "${common[@]}" --connections "$IDLE" --hold 1 | tee -a "$results"
+  $loadgen fanout "${common[@]}" --subscribers "$FANOUT" --rate "$FANOUT_RATE" --duration "$SECONDS_EACH" --payload 100 | tee -a "$results"
+  $loadgen fanout "${common[@]}" --subscribers "$LATENCY_SUBS" --rate "$LATENCY_RATE" --duration "$SECONDS_EACH" --payload 100 | sed 's/"mode":"fanout"/"mode":"latency"/' | tee -a "$results"
+  $loadgen rest "${common[@]}" --duration "$SECONDS_EACH" --workers 32 | tee -a "$results"
+}
+
+stop() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+
+start_herald;  measure herald;  stop
+start_sockudo; measure sockudo; stop
+
+table="$(python3 - "$results" "$IDLE" "$FANOUT" "$LATENCY_SUBS" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+def get(label, mode, key):
+    for r in rows:
+        if r.get("label") == label and r.get("mode") == mode:
+            return r.get(key)
+def fmt(v, digits=1):
+    return "n/a" if v is None else (f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}")
+lines = ["| measure | Herald | sockudo 5.2.0 | Herald vs sockudo | target |", "|---|---|---|---|---|"]
+def row(name, mode, key, target, lower_is_better=False, digits=1):
+    h, s = get("herald", mode, key), get("sockudo", mode, key)
+    ratio = "n/a"
+    if h and s:
+        ratio = f"{(s / h if lower_is_better else h / s):.1f}x {'less' if lower_is_better else 'more'}"
+    lines.append(f"| {name} | {fmt(h, digits)} | {fmt(s, digits)} | {ratio} | {target} |")
+row(f"RSS per idle subscribed connection at {int(sys.argv[2]):,} (KiB)", "idle", "kib_per_connection", "<= 4 KiB", True, 2)
+row("connections opened per second", "idle", "connections_per_second", "")
+row(f"fan-out deliveries per second ({int(sys.argv[3]):,} subscribers)", "fanout", "deliveries_per_second", "")
+row("fan-out deliveries per server CPU second", "fanout", "deliveries_per_cpu_second", ">= 5x sockudo")
+row("fan-out messages lost", "fanout", "lost", "0", digits=0)
+row(f"latency p50 ms ({int(sys.argv[4]):,} subscribers, 10 events/s)", "latency", "latency_ms_p50", "", True, 2)
+row("latency p99 ms", "latency", "latency_ms_p99", "< 5 ms", True, 2)
+row("latency max ms", "latency", "latency_ms_max", "", True, 2)
+row("signed REST triggers per second", "rest", "triggers_per_second", "")
+row("signed REST triggers per server CPU second", "rest", "triggers_per_cpu_second", ">= 3x sockudo")
+print("\n".join(lines))
+PY
+)"
+echo
+echo "$table"
+if [ "$write" = 1 ]; then
+  {
+    echo "# Benchmarks"
+    echo
+    echo "Herald and sockudo 5.2.0 measured one after the other by \`infra/bench/compare.sh\` with the"
+    echo "same load generator (\`infra/loadgen\`) and settings, on loopback."
+    echo
+    echo "- Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); $(date -u +%Y-%m-%d)."
+    echo "- Command: \`infra/bench/compare.sh --write\`."
+    echo
+    echo "$table"
+    echo
+    echo "Raw results (one JSON line per run):"
+    echo
+    echo '```'
+    cat "$results"
+    echo '```'
+  } > infra/benchmarks.md
+  echo "wrote infra/benchmarks.md"
+fi
+rm -f "$results"
