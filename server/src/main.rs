@@ -20,6 +20,8 @@ async fn main() {
 
 async fn serve() -> i32 {
     herald::telemetry::init();
+    // Handlers first: a SIGTERM during start-up stops the node cleanly instead of killing it.
+    let stop = herald::shutdown::signal();
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(error) => {
@@ -34,10 +36,7 @@ async fn serve() -> i32 {
             return 1;
         }
     };
-    match application
-        .run_until_stopped(herald::shutdown::signal())
-        .await
-    {
+    match application.run_until_stopped(stop).await {
         Ok(()) => 0,
         Err(error) => {
             tracing::error!(%error, "server error");

@@ -376,6 +376,8 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// SQLite takes write transactions with `BEGIN IMMEDIATE` (see [`Store::write_tx`]).
+    sqlite: bool,
 }
 
 impl fmt::Debug for Store {
@@ -496,7 +498,19 @@ impl Store {
             .connect(url)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store { pool, sqlite })
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock at `BEGIN IMMEDIATE`, so
+    /// it waits (busy timeout) for another writer instead of failing with "database is locked"
+    /// when a read-then-write transaction would have to upgrade after a concurrent commit (the
+    /// server's background writers, the CLI and the dashboard all write the same file).
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(if self.sqlite {
+            self.pool.begin_with("BEGIN IMMEDIATE").await?
+        } else {
+            self.pool.begin().await?
+        })
     }
 
     /// Whether the database answers.
@@ -602,7 +616,7 @@ impl Store {
             validate_credential("app secret", secret.expose())?;
         }
         let tenant_id = new.tenant_id.clone().unwrap_or_else(|| "1".to_owned());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let tenant = sqlx::query("SELECT id FROM tenants WHERE id = $1")
             .bind(tenant_id.clone())
             .fetch_optional(&mut *tx)
@@ -612,20 +626,7 @@ impl Store {
         }
         let id = match new.id.clone() {
             Some(id) => id,
-            None => {
-                let mut candidate;
-                loop {
-                    candidate = rand::rng().random_range(100_000u32..10_000_000).to_string();
-                    let taken = sqlx::query("SELECT id FROM apps WHERE id = $1")
-                        .bind(candidate.clone())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if taken.is_none() {
-                        break;
-                    }
-                }
-                candidate
-            }
+            None => fresh_id(&mut tx, "apps", 100_000..10_000_000).await?,
         };
         let app = App {
             id,
@@ -723,7 +724,7 @@ impl Store {
             sets.join(", "),
             sets.len() + 1
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut query = sqlx::query(&sql)
             .bind(app.name.clone())
             .bind(i64::from(app.enabled))
@@ -754,7 +755,7 @@ impl Store {
                 previous.key
             )));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut key = random_token(20);
         while key_taken(&mut tx, &key).await? {
             key = random_token(20);
@@ -818,7 +819,7 @@ impl Store {
         } else {
             return Err(StoreError::Invalid(format!("app {id} has no key {key}")));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE apps SET app_key = $1, secret = $2, prev_key = NULL, prev_secret = NULL, \
              prev_expires_at = 0 WHERE id = $3 AND app_key = $4",
@@ -841,7 +842,7 @@ impl Store {
 
     /// Deletes app `id` and its usage history.
     pub async fn delete_app(&self, id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("DELETE FROM apps WHERE id = $1")
             .bind(id.to_owned())
             .execute(&mut *tx)
@@ -868,6 +869,25 @@ impl Store {
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// A random id of digits in `range` that no row of `table` has yet (`table` is one of the
+/// store's own table names, never input).
+async fn fresh_id(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    table: &'static str,
+    range: std::ops::Range<u32>,
+) -> Result<String, StoreError> {
+    loop {
+        let candidate = rand::rng().random_range(range.clone()).to_string();
+        let taken = sqlx::query(&format!("SELECT id FROM {table} WHERE id = $1"))
+            .bind(candidate.clone())
+            .fetch_optional(&mut **tx)
+            .await?;
+        if taken.is_none() {
+            return Ok(candidate);
+        }
     }
 }
 

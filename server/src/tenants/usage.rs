@@ -403,7 +403,7 @@ impl Store {
     /// Adds one flush's counts for several apps in one transaction; returns each app's stored
     /// total for its batch's day.
     async fn add_usage(&self, batches: &[(&str, &Batch)]) -> Result<Vec<u64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut totals = Vec::with_capacity(batches.len());
         for (app_id, batch) in batches {
             for (table, unit, deltas) in [

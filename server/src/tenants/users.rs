@@ -6,12 +6,11 @@ use std::sync::OnceLock;
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
 use argon2::{Argon2, PasswordVerifier};
-use rand::Rng;
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{bump_revision, App, AppPatch, NewApp, Plan, Store, StoreError, UsageReport};
+use super::{bump_revision, fresh_id, App, AppPatch, NewApp, Plan, Store, StoreError, UsageReport};
 
 /// The plan of an app a tenant admin creates without naming one.
 pub const TENANT_DEFAULT_PLAN: &str = "sandbox";
@@ -207,17 +206,8 @@ impl Store {
                 "tenant name must be 1 to 100 characters".into(),
             ));
         }
-        let mut tx = self.pool.begin().await?;
-        let id = loop {
-            let candidate = rand::rng().random_range(10_000u32..100_000_000).to_string();
-            let taken = sqlx::query("SELECT id FROM tenants WHERE id = $1")
-                .bind(candidate.clone())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if taken.is_none() {
-                break candidate;
-            }
-        };
+        let mut tx = self.write_tx().await?;
+        let id = fresh_id(&mut tx, "tenants", 10_000..100_000_000).await?;
         let tenant = Tenant {
             id,
             name: name.to_owned(),
@@ -275,7 +265,7 @@ impl Store {
             }
         };
         let hash = hash_password(password).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let taken = sqlx::query("SELECT id FROM users WHERE email = $1")
             .bind(email.clone())
             .fetch_optional(&mut *tx)
@@ -285,16 +275,7 @@ impl Store {
                 "a user with email {email} already exists"
             )));
         }
-        let id = loop {
-            let candidate = rand::rng().random_range(10_000u32..100_000_000).to_string();
-            let taken = sqlx::query("SELECT id FROM users WHERE id = $1")
-                .bind(candidate.clone())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if taken.is_none() {
-                break candidate;
-            }
-        };
+        let id = fresh_id(&mut tx, "users", 10_000..100_000_000).await?;
         let user = User {
             id,
             email,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{bump_revision, Store, StoreError};
+use super::{bump_revision, fresh_id, Store, StoreError};
 use crate::protocol::{WebhookKind, WEBHOOK_KINDS};
 
 /// A webhook endpoint of an app.
@@ -313,18 +313,8 @@ impl Store {
     pub async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook, StoreError> {
         self.get_app(&new.app_id).await?;
         let checked = check_webhook(&new)?;
-        let mut tx = self.pool.begin().await?;
-        let id = loop {
-            let candidate =
-                rand::Rng::random_range(&mut rand::rng(), 10_000u32..100_000_000).to_string();
-            let taken = sqlx::query("SELECT id FROM webhooks WHERE id = $1")
-                .bind(candidate.clone())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if taken.is_none() {
-                break candidate;
-            }
-        };
+        let mut tx = self.write_tx().await?;
+        let id = fresh_id(&mut tx, "webhooks", 10_000..100_000_000).await?;
         let webhook = Webhook {
             id,
             created_at: crate::clock::unix_seconds(),
@@ -359,7 +349,7 @@ impl Store {
                 StoreError::Invalid(format!("app {} has no webhook {id}", new.app_id))
             })?;
         let checked = check_webhook(&new)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let names: Vec<&str> = checked.events.iter().map(|k| k.as_str()).collect();
         sqlx::query(
             "UPDATE webhooks SET url = $1, events = $2, channel_prefix = $3, headers = $4 \
@@ -410,7 +400,7 @@ impl Store {
 
     /// Removes endpoint `id` of `app_id` (its pending deliveries are dropped with it).
     pub async fn delete_webhook(&self, app_id: &str, id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("DELETE FROM webhooks WHERE id = $1 AND app_id = $2")
             .bind(id.to_owned())
             .bind(app_id.to_owned())
@@ -435,7 +425,7 @@ impl Store {
         if deliveries.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for d in deliveries {
             sqlx::query(&format!(
                 "INSERT INTO webhook_deliveries ({DELIVERY_COLUMNS}) VALUES \
@@ -538,7 +528,7 @@ impl Store {
         id: Option<i64>,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = match id {
             Some(id) => {
                 sqlx::query(
