@@ -369,13 +369,20 @@ async fn fanout(
     let start = Instant::now();
     let received = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut readers = Vec::new();
     for mut socket in sockets {
         let received = received.clone();
         let latencies = latencies.clone();
+        let mut stop = stop_rx.clone();
         readers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
-            while let Some(Ok(message)) = socket.next().await {
+            loop {
+                let message = tokio::select! {
+                    message = socket.next() => message,
+                    _ = stop.changed() => break,
+                };
+                let Some(Ok(message)) = message else { break };
                 let Message::Text(text) = message else {
                     continue;
                 };
@@ -440,9 +447,8 @@ async fn fanout(
     }
     let delivery_time = publish_started.elapsed();
     let cpu_after = target.server_pid.map(cpu_seconds).transpose()?;
-    for reader in &readers {
-        reader.abort();
-    }
+    // Readers stop and hand over the latencies they still hold.
+    let _ = stop_tx.send(true);
     for reader in readers {
         let _ = reader.await;
     }
