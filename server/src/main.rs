@@ -1,6 +1,11 @@
 //! The `herald` binary: parses the command line and hands over to the library.
 
 use clap::Parser;
+
+// mimalloc: less memory per idle connection and fewer cycles per allocation than glibc's malloc
+// (see infra/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use herald::cli::{Cli, Command};
 use herald::config::Settings;
 use herald::startup::Application;
