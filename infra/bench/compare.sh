@@ -5,6 +5,8 @@
 #
 #   infra/bench/compare.sh [--quick] [--write]
 #
+# The SOCKUDO_DEFAULT_APP_* variables replace the config file's inline apps (sockudo 5.2.0's
+# env/apps.rs), so the raised limits are given there too (its default connection limit is 100).
 # sockudo is installed once into $HERALD_BENCH_CACHE (default ~/.cache/herald-bench) with
 # `cargo install sockudo --version 5.2.0 --locked` (Debian's protobuf-compiler is installed first
 # when protoc is missing). Load targets loopback only and stops by itself.
@@ -76,9 +78,12 @@ start_sockudo() {
     "max_read_requests_per_second": 1000000 } ] } }
 }
 JSON
-  (cd "$dir" && HOST=127.0.0.1 PORT="$port" RATE_LIMITER_ENABLED=false ADAPTER_DRIVER=local \
+  # exec: $! must be sockudo itself, whose memory and CPU time are read from /proc.
+  (cd "$dir" && exec env HOST=127.0.0.1 PORT="$port" RATE_LIMITER_ENABLED=false ADAPTER_DRIVER=local \
     CACHE_DRIVER=memory QUEUE_DRIVER=memory APP_MANAGER_DRIVER=memory METRICS_ENABLED=false \
     SOCKUDO_DEFAULT_APP_ID=$APP SOCKUDO_DEFAULT_APP_KEY=$KEY SOCKUDO_DEFAULT_APP_SECRET=$SECRET \
+    SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS=1000000 SOCKUDO_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SECOND=1000000 \
+    SOCKUDO_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SECOND=1000000 SOCKUDO_DEFAULT_APP_MAX_READ_REQUESTS_PER_SECOND=1000000 \
     "$sockudo" --config "$dir/config.json" >"$dir/log" 2>&1) &
   pid=$!
   wait_port "$port" || { cat "$dir/log"; exit 1; }
@@ -95,6 +100,8 @@ measure() {
 }
 
 stop() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+# Never leave a server behind, whatever fails.
+trap 'kill -TERM "${pid:-0}" 2>/dev/null || true' EXIT
 
 start_herald;  measure herald;  stop
 start_sockudo; measure sockudo; stop
