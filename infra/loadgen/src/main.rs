@@ -156,14 +156,18 @@ async fn next_json(socket: &mut Socket) -> Result<Value> {
 }
 
 /// Connects from a source address chosen by `index` (20,000 connections per address across
-/// 127.0.0.0/8), so the ephemeral port range never runs out.
+/// 127.16.0.0 and up), so the ephemeral port range never runs out.
 async fn connect(target: &Target, index: usize) -> Result<Socket> {
     let server: SocketAddr = tokio::net::lookup_host(&target.addr)
         .await?
         .next()
         .context("the address does not resolve")?;
+    // Each run starts at its own address (from the pid), so the ports a previous run left in
+    // TIME_WAIT on its addresses cannot make this run's binds fail.
+    let run = std::process::id() % 16_384;
     let block = u32::try_from(index / 20_000).unwrap_or(0);
-    let source = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 1, 1)) + block);
+    let source =
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 16, 0, 1)) + run.saturating_mul(64) + block);
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source.into(), 0))?;
     let stream = socket.connect(server).await?;
