@@ -156,6 +156,21 @@ impl AdminApi {
         }
     }
 
+    /// The store as `admin` may see it.
+    fn scope(&self, admin: &Admin) -> crate::tenants::Scoped<'_> {
+        self.node.store.scoped(Self::actor(admin))
+    }
+
+    /// The outcome of a store write, after the app cache has caught up with it (so a key, a
+    /// switch or an endpoint changed from the dashboard applies at once, not at the next poll).
+    async fn changed<T>(&self, result: Result<T, StoreError>) -> PortResult<T> {
+        let value = result.map_err(port_error)?;
+        crate::startup::refresh_apps(&self.node)
+            .await
+            .map_err(port_error)?;
+        Ok(value)
+    }
+
     async fn scoped_app(&self, admin: &Admin, id: &str) -> PortResult<App> {
         self.node
             .store
@@ -305,7 +320,7 @@ impl AdminPort for AdminApi {
     }
 
     async fn tenants(&self, admin: &Admin) -> PortResult<Vec<TenantRow>> {
-        let scoped = self.node.store.scoped(Self::actor(admin));
+        let scoped = self.scope(admin);
         let tenants = scoped.list_tenants().await.map_err(port_error)?;
         let apps = scoped.list_apps().await.map_err(port_error)?;
         Ok(tenants
@@ -393,13 +408,7 @@ impl AdminPort for AdminApi {
     }
 
     async fn apps(&self, admin: &Admin) -> PortResult<Vec<AppSummary>> {
-        let apps = self
-            .node
-            .store
-            .scoped(Self::actor(admin))
-            .list_apps()
-            .await
-            .map_err(port_error)?;
+        let apps = self.scope(admin).list_apps().await.map_err(port_error)?;
         Ok(apps
             .into_iter()
             .map(|app| AppSummary {
@@ -422,20 +431,17 @@ impl AdminPort for AdminApi {
 
     async fn create_app(&self, admin: &Admin, app: CreateApp) -> PortResult<AppDetail> {
         let created = self
-            .node
-            .store
-            .scoped(Self::actor(admin))
-            .create_app(NewApp {
-                name: app.name,
-                plan: app.plan,
-                tenant_id: app.tenant_id,
-                ..NewApp::default()
-            })
-            .await
-            .map_err(port_error)?;
-        crate::startup::refresh_apps(&self.node)
-            .await
-            .map_err(port_error)?;
+            .changed(
+                self.scope(admin)
+                    .create_app(NewApp {
+                        name: app.name,
+                        plan: app.plan,
+                        tenant_id: app.tenant_id,
+                        ..NewApp::default()
+                    })
+                    .await,
+            )
+            .await?;
         Ok(self.detail(created))
     }
 
@@ -452,38 +458,27 @@ impl AdminPort for AdminApi {
             }
         }
         let updated = self
-            .node
-            .store
-            .scoped(Self::actor(admin))
-            .update_app(
-                id,
-                AppPatch {
-                    name: changes.name,
-                    enabled: changes.enabled,
-                    client_events: changes.client_events,
-                    subscription_count: changes.subscription_count,
-                    limits,
-                    allowed_origins: changes.allowed_origins,
-                },
+            .changed(
+                self.scope(admin)
+                    .update_app(
+                        id,
+                        AppPatch {
+                            name: changes.name,
+                            enabled: changes.enabled,
+                            client_events: changes.client_events,
+                            subscription_count: changes.subscription_count,
+                            limits,
+                            allowed_origins: changes.allowed_origins,
+                        },
+                    )
+                    .await,
             )
-            .await
-            .map_err(port_error)?;
-        crate::startup::refresh_apps(&self.node)
-            .await
-            .map_err(port_error)?;
+            .await?;
         Ok(self.detail(updated))
     }
 
     async fn delete_app(&self, admin: &Admin, id: &str) -> PortResult<()> {
-        self.node
-            .store
-            .scoped(Self::actor(admin))
-            .delete_app(id)
-            .await
-            .map_err(port_error)?;
-        crate::startup::refresh_apps(&self.node)
-            .await
-            .map_err(port_error)
+        self.changed(self.scope(admin).delete_app(id).await).await
     }
 
     async fn rotate_key(
@@ -493,29 +488,15 @@ impl AdminPort for AdminApi {
         grace_seconds: u64,
     ) -> PortResult<AppDetail> {
         let app = self
-            .node
-            .store
-            .scoped(Self::actor(admin))
-            .rotate_key(id, grace_seconds)
-            .await
-            .map_err(port_error)?;
-        crate::startup::refresh_apps(&self.node)
-            .await
-            .map_err(port_error)?;
+            .changed(self.scope(admin).rotate_key(id, grace_seconds).await)
+            .await?;
         Ok(self.detail(app))
     }
 
     async fn revoke_key(&self, admin: &Admin, id: &str, key: &str) -> PortResult<AppDetail> {
         let app = self
-            .node
-            .store
-            .scoped(Self::actor(admin))
-            .revoke_key(id, key)
-            .await
-            .map_err(port_error)?;
-        crate::startup::refresh_apps(&self.node)
-            .await
-            .map_err(port_error)?;
+            .changed(self.scope(admin).revoke_key(id, key).await)
+            .await?;
         Ok(self.detail(app))
     }
 
@@ -615,14 +596,14 @@ impl AdminPort for AdminApi {
 
     async fn add_webhook(&self, admin: &Admin, id: &str, form: WebhookForm) -> PortResult<()> {
         self.scoped_app(admin, id).await?;
-        self.node
-            .store
-            .create_webhook(webhook_input(id, form))
-            .await
-            .map_err(port_error)?;
-        crate::startup::refresh_apps(&self.node)
-            .await
-            .map_err(port_error)
+        self.changed(
+            self.node
+                .store
+                .create_webhook(webhook_input(id, form))
+                .await
+                .map(drop),
+        )
+        .await
     }
 
     async fn update_webhook(
@@ -633,26 +614,26 @@ impl AdminPort for AdminApi {
         form: WebhookForm,
     ) -> PortResult<()> {
         self.scoped_app(admin, id).await?;
-        self.node
-            .store
-            .update_webhook(webhook_id, webhook_input(id, form))
-            .await
-            .map_err(port_error)?;
-        crate::startup::refresh_apps(&self.node)
-            .await
-            .map_err(port_error)
+        self.changed(
+            self.node
+                .store
+                .update_webhook(webhook_id, webhook_input(id, form))
+                .await
+                .map(drop),
+        )
+        .await
     }
 
     async fn remove_webhook(&self, admin: &Admin, id: &str, webhook_id: &str) -> PortResult<()> {
         self.scoped_app(admin, id).await?;
-        self.node
-            .store
-            .delete_webhook(id, webhook_id)
-            .await
-            .map_err(port_error)?;
-        crate::startup::refresh_apps(&self.node)
-            .await
-            .map_err(port_error)
+        self.changed(
+            self.node
+                .store
+                .delete_webhook(id, webhook_id)
+                .await
+                .map(drop),
+        )
+        .await
     }
 
     async fn test_webhook(&self, admin: &Admin, id: &str, webhook_id: &str) -> PortResult<()> {
