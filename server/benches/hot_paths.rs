@@ -55,7 +55,6 @@ fn fan_out(c: &mut Criterion) {
         let mut outboxes = Vec::new();
         for i in 0..subscribers {
             let (conn, outbox) = Connection::new(SocketId::new(i as u64, 1), 4);
-            let conn = Arc::new(conn);
             hub.connect(&conn, None);
             hub.subscribe(
                 &conn,

@@ -94,11 +94,6 @@ pub struct Settings {
     pub max_frame_bytes: usize,
     /// Frames queued per connection before it counts as a slow consumer (4100).
     pub outbox_capacity: usize,
-    /// WebSocket read buffer per connection (`HERALD_WS_READ_BUFFER_BYTES`, 4 KiB; tungstenite's
-    /// default is 128 KiB, which is what makes idle connections expensive).
-    pub ws_read_buffer: usize,
-    /// WebSocket write buffer target per connection.
-    pub ws_write_buffer: usize,
     /// How often the store's revision is polled.
     pub revision_poll: Duration,
     /// How long shutdown waits for connections to close.
@@ -186,7 +181,6 @@ impl Settings {
             max_connections,
             max_frame_bytes: number("HERALD_MAX_FRAME_BYTES")?.unwrap_or(64 * 1024),
             webhooks: webhook_settings()?,
-            ws_read_buffer: number("HERALD_WS_READ_BUFFER_BYTES")?.unwrap_or(4 * 1024),
             ..Settings::defaults()
         })
     }
@@ -207,8 +201,6 @@ impl Settings {
             pong_timeout: Duration::from_secs(30),
             max_frame_bytes: 64 * 1024,
             outbox_capacity: 512,
-            ws_read_buffer: 4 * 1024,
-            ws_write_buffer: 0,
             revision_poll: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
         }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod hub;
 pub mod node;
 pub mod protocol;
+pub mod serve;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

@@ -361,17 +361,16 @@ impl Application {
         let service = tower::util::MapRequestLayer::new(strip_mount_prefix).layer(router);
         tracing::info!("listening on http://{address}");
         let token = node.shutdown.clone();
-        let served = axum::serve(
-            listener,
-            axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(service),
-        )
-        .with_graceful_shutdown(async move {
+        let shutdown_hub = node.clone();
+        crate::serve::serve(listener, service, async move {
             tokio::select! {
                 () = shutdown => {}
                 () = token.cancelled() => {}
             }
             tracing::info!("shutting down: closing every socket with 4200");
             token.cancel();
+            // Sockets that register after this see the cancelled token themselves.
+            shutdown_hub.hub.close_all(CloseCode::ReconnectNow);
         })
         .await;
         node.shutdown.cancel();
@@ -398,7 +397,7 @@ impl Application {
         }
         node.store.close().await;
         tracing::info!("stopped");
-        served
+        Ok(())
     }
 }
 

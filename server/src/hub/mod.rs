@@ -7,7 +7,7 @@
 
 mod connection;
 
-pub use connection::{CloseRequest, Connection, Outbox};
+pub use connection::{CloseRequest, Connection, Outbox, Queued};
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -284,6 +284,40 @@ pub struct ChannelInfo {
 
 fn lock(state: &Mutex<AppState>) -> MutexGuard<'_, AppState> {
     state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Queues `frame` for every subscriber but `except` under the app's lock, collecting the
+/// connections whose outbox was empty: the caller writes those with [`flush_all`] once the lock
+/// is released, so no socket write ever happens under the app's lock.
+fn enqueue_all(
+    channel: &Channel,
+    frame: &Bytes,
+    except: Option<SocketId>,
+    to_flush: &mut Vec<ConnHandle>,
+) -> usize {
+    let mut delivered = 0;
+    to_flush.reserve(channel.subscribers.len());
+    for (id, conn) in &channel.subscribers {
+        if Some(*id) == except {
+            continue;
+        }
+        match conn.enqueue(frame) {
+            Queued::No => {}
+            Queued::Behind => delivered += 1,
+            Queued::First => {
+                delivered += 1;
+                to_flush.push(conn.clone());
+            }
+        }
+    }
+    delivered
+}
+
+/// Writes the outboxes [`enqueue_all`] filled.
+fn flush_all(to_flush: Vec<ConnHandle>) {
+    for conn in to_flush {
+        conn.flush();
+    }
 }
 
 fn broadcast(channel: &Channel, frame: &Bytes, except: Option<SocketId>) -> usize {
@@ -598,6 +632,7 @@ impl AppHub {
         except: Option<SocketId>,
     ) -> usize {
         let frame = server::channel_event(event, channel.as_str(), data);
+        let mut to_flush = Vec::new();
         let mut state = lock(&self.state);
         if channel.is_cache() {
             state.reported_misses.remove(channel.as_str());
@@ -610,19 +645,26 @@ impl AppHub {
                 },
             );
         }
-        state
+        let delivered = state
             .channels
             .get(channel.as_str())
-            .map_or(0, |c| broadcast(c, &frame, except))
+            .map_or(0, |c| enqueue_all(c, &frame, except, &mut to_flush));
+        drop(state);
+        flush_all(to_flush);
+        delivered
     }
 
     /// Relays an already-encoded client event to everyone on `channel` but the sender.
     pub fn relay(&self, channel: &str, frame: Bytes, sender: SocketId) -> usize {
+        let mut to_flush = Vec::new();
         let state = lock(&self.state);
-        state
+        let delivered = state
             .channels
             .get(channel)
-            .map_or(0, |c| broadcast(c, &frame, Some(sender)))
+            .map_or(0, |c| enqueue_all(c, &frame, Some(sender), &mut to_flush));
+        drop(state);
+        flush_all(to_flush);
+        delivered
     }
 
     /// Records a signin and registers the watchlist. The initial statuses of the watched ids are

@@ -11,6 +11,7 @@ mod query;
 mod rest;
 mod socket_id;
 mod webhook;
+pub mod ws;
 
 pub use channel::{ChannelKind, ChannelName, ChannelNameError, SERVER_TO_USER_PREFIX};
 pub use frames::{server, ClientFrame, FrameError};
