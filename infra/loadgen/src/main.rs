@@ -340,13 +340,99 @@ fn micros_since(start: Instant) -> u64 {
 }
 
 /// Reads the `"t":N` sent-at stamp out of a delivered event frame (the data is double-encoded).
-fn sent_at(text: &str) -> Option<u64> {
-    let at = text.find("t\\\":")? + 4;
-    let digits: String = text[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
+/// The send stamp (`"t":MICROS` inside the event's JSON-encoded data) of a delivery.
+fn sent_at(text: &[u8]) -> Option<u64> {
+    let pattern = b"t\\\":";
+    let at = text.windows(pattern.len()).position(|w| w == pattern)? + pattern.len();
+    let digits = text[at..].iter().take_while(|b| b.is_ascii_digit());
+    let mut value: u64 = 0;
+    let mut any = false;
+    for digit in digits {
+        value = value
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+        any = true;
+    }
+    any.then_some(value)
+}
+
+/// Reads one subscriber's frames off the raw socket (server frames are unmasked), recording the
+/// latency of every stamped delivery and answering `pusher:ping`, until `stop`.
+async fn read_deliveries(
+    stream: tokio::net::TcpStream,
+    start: Instant,
+    received: Arc<AtomicU64>,
+    latencies: Arc<Mutex<Vec<u64>>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut filled = 0;
+    let mut mine = Vec::new();
+    'read: loop {
+        tokio::select! {
+            ready = stream.readable() => if ready.is_err() { break },
+            _ = stop.changed() => break,
+        }
+        match stream.try_read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => break,
+        }
+        let now = micros_since(start);
+        let mut at = 0;
+        while filled - at >= 2 {
+            let op = buf[at] & 0x0F;
+            let (len, header) = match buf[at + 1] & 0x7F {
+                126 if filled - at >= 4 => (
+                    usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]])),
+                    4,
+                ),
+                127 if filled - at >= 10 => {
+                    let mut b = [0; 8];
+                    b.copy_from_slice(&buf[at + 2..at + 10]);
+                    (u64::from_be_bytes(b) as usize, 10)
+                }
+                126 | 127 => break,
+                n => (usize::from(n), 2),
+            };
+            if filled - at < header + len {
+                if header + len > buf.len() {
+                    buf.resize(header + len, 0);
+                }
+                break;
+            }
+            let payload = &buf[at + header..at + header + len];
+            if op == 0x8 {
+                break 'read;
+            }
+            if op == 0x1 {
+                if let Some(sent) = sent_at(payload) {
+                    mine.push(now.saturating_sub(sent));
+                    received.fetch_add(1, Ordering::Relaxed);
+                } else if payload.windows(13).any(|w| w == b"\"pusher:ping\"") {
+                    // A masked client frame; a zero mask leaves the payload as it is.
+                    let pong = br#"{"event":"pusher:pong","data":{}}"#;
+                    let mut frame = vec![0x81, 0x80 | pong.len() as u8, 0, 0, 0, 0];
+                    frame.extend_from_slice(pong);
+                    let _ = stream.try_write(&frame);
+                }
+            }
+            at += header + len;
+        }
+        buf.copy_within(at..filled, 0);
+        filled -= at;
+        if mine.len() >= 256 {
+            latencies
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append(&mut mine);
+        }
+    }
+    latencies
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .append(&mut mine);
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -375,42 +461,16 @@ async fn fanout(
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut readers = Vec::new();
-    for mut socket in sockets {
+    for socket in sockets {
         let received = received.clone();
         let latencies = latencies.clone();
-        let mut stop = stop_rx.clone();
-        readers.push(tokio::spawn(async move {
-            let mut mine = Vec::new();
-            loop {
-                let message = tokio::select! {
-                    message = socket.next() => message,
-                    _ = stop.changed() => break,
-                };
-                let Some(Ok(message)) = message else { break };
-                let Message::Text(text) = message else {
-                    continue;
-                };
-                if text.contains("\"pusher:ping\"") {
-                    let pong = r#"{"event":"pusher:pong","data":{}}"#;
-                    let _ = socket.send(Message::Text(pong.into())).await;
-                    continue;
-                }
-                if let Some(sent) = sent_at(&text) {
-                    mine.push(micros_since(start).saturating_sub(sent));
-                    received.fetch_add(1, Ordering::Relaxed);
-                    if mine.len() >= 256 {
-                        latencies
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .append(&mut mine);
-                    }
-                }
-            }
-            latencies
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .append(&mut mine);
-        }));
+        let stop = stop_rx.clone();
+        // Past the handshake, frames are read straight off the socket: the reader must cost
+        // far less than the server it measures, or the latencies are its own.
+        let stream = socket.into_inner();
+        readers.push(tokio::spawn(read_deliveries(
+            stream, start, received, latencies, stop,
+        )));
     }
     let publisher = Arc::new(Publisher::new(&target)?);
     let cpu_before = target.server_pid.map(cpu_seconds).transpose()?;
@@ -572,7 +632,8 @@ mod tests {
     fn the_sent_stamp_is_read_from_a_double_encoded_frame() {
         let frame =
             r#"{"event":"bench","channel":"c","data":"{\"seq\":3,\"t\":12345,\"p\":\"xx\"}"}"#;
-        assert_eq!(sent_at(frame), Some(12345));
+        assert_eq!(sent_at(frame.as_bytes()), Some(12345));
+        assert_eq!(sent_at(b"no stamp"), None);
         assert_eq!(percentile(&[1000, 2000, 3000], 50.0), 2.0);
     }
 }

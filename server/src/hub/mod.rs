@@ -313,8 +313,26 @@ fn enqueue_all(
     delivered
 }
 
-/// Writes the outboxes [`enqueue_all`] filled.
-fn flush_all(to_flush: Vec<ConnHandle>) {
+/// Sockets one task writes to in a fan-out; a larger fan-out is shared with idle workers.
+const FLUSH_CHUNK: usize = 128;
+
+/// Writes the outboxes [`enqueue_all`] filled. A large fan-out is cut into chunks: the caller
+/// writes the first and the others become tasks that idle worker threads take, so the last
+/// subscriber of a big channel does not wait for one thread to make every system call. Order
+/// per connection does not depend on who writes: each writes its connection's queue in order.
+fn flush_all(mut to_flush: Vec<ConnHandle>) {
+    if to_flush.len() > FLUSH_CHUNK {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            while to_flush.len() > FLUSH_CHUNK {
+                let chunk = to_flush.split_off(to_flush.len() - FLUSH_CHUNK);
+                runtime.spawn(async move {
+                    for conn in chunk {
+                        conn.flush();
+                    }
+                });
+            }
+        }
+    }
     for conn in to_flush {
         conn.flush();
     }

@@ -16,3 +16,4 @@ mod rest;
 mod socket;
 mod store;
 mod webhooks;
+mod wire;
