@@ -238,8 +238,10 @@ scenario('node: a client event is not cached on a private-cache- channel', async
   const chA = await ctx.subscribed(a, name);
   const b = await ctx.connected();
   const chB = await ctx.subscribed(b, name);
+  // Listen before triggering: the event may reach the socket before the trigger's answer.
+  const fromServer = once(chB, 'from-server');
   await ctx.backend().trigger(name, 'from-server', { n: 1 });
-  await once(chB, 'from-server');
+  await fromServer;
   const clientSeen = once(chB, 'client-typing', 'the client event');
   chA.trigger('client-typing', { who: 'a' });
   await clientSeen;
