@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 
 use herald::auth::{self, RestRequest};
 use herald::hub::{AppHub, Connection, SubscribeOptions};
-use herald::protocol::{server, ChannelName, ClientFrame, SocketId};
+use herald::protocol::{server, ws, ChannelName, ClientFrame, SocketId};
 
 fn decode(c: &mut Criterion) {
     let subscribe = r#"{"event":"pusher:subscribe","data":{"auth":"278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4","channel":"private-foobar"}}"#;
@@ -101,5 +101,42 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, verify, fan_out);
+fn encode(c: &mut Criterion) {
+    let data = r#"{"message":"hello","user":{"id":42,"name":"someone"},"items":[1,2,3,4,5]}"#;
+    c.bench_function(
+        "encode a channel event (JSON frame and WebSocket header)",
+        |b| {
+            b.iter(|| {
+                let frame = server::channel_event("update", "news", std::hint::black_box(data));
+                let mut header = [0u8; ws::MAX_SERVER_HEADER];
+                let used = ws::server_header(ws::opcode::TEXT, frame.len(), &mut header);
+                (frame, header, used)
+            })
+        },
+    );
+    let mut masked = Vec::new();
+    let text = br#"{"event":"pusher:subscribe","data":{"channel":"private-foobar","auth":"278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"}}"#;
+    masked.extend_from_slice(&[0x81, 0x80 | 126]);
+    masked.extend_from_slice(&(text.len() as u16).to_be_bytes());
+    masked.extend_from_slice(&[1, 2, 3, 4]);
+    let mut payload = text.to_vec();
+    ws::unmask(&mut payload, [1, 2, 3, 4]);
+    masked.extend_from_slice(&payload);
+    c.bench_function("read a masked client frame (parse, unmask, UTF-8)", |b| {
+        let mut reader = ws::Reader::default();
+        b.iter(|| {
+            let mut input = masked.clone();
+            let mut seen = 0;
+            reader
+                .feed(&mut input, 64 * 1024, |_| {
+                    seen += 1;
+                    true
+                })
+                .unwrap();
+            seen
+        })
+    });
+}
+
+criterion_group!(benches, decode, encode, verify, fan_out);
 criterion_main!(benches);

@@ -149,19 +149,41 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 /// The canonical string of a REST request: method, path and every parameter but
 /// `auth_signature`, lowercased keys sorted, values unescaped.
 pub fn rest_string_to_sign(method: &str, path: &str, params: &[(String, String)]) -> String {
-    let mut pairs: Vec<(String, &str)> = params
+    let mut pairs: Vec<(&str, &str)> = params
         .iter()
         .filter(|(k, _)| !k.eq_ignore_ascii_case("auth_signature"))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    pairs.sort();
-    let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!(
-        "{}\n{}\n{}",
-        method.to_ascii_uppercase(),
-        path,
-        query.join("&")
-    )
+    pairs.sort_by(|a, b| cmp_lowercase(a.0, b.0).then_with(|| a.1.cmp(b.1)));
+    let length = method.len()
+        + path.len()
+        + 2
+        + pairs
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>();
+    let mut out = String::with_capacity(length);
+    out.push_str(method);
+    out.make_ascii_uppercase();
+    out.push('\n');
+    out.push_str(path);
+    out.push('\n');
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.extend(k.chars().map(|c| c.to_ascii_lowercase()));
+        out.push('=');
+        out.push_str(v);
+    }
+    out
+}
+
+/// Compares two parameter names as their ASCII-lowercased forms, without allocating them.
+fn cmp_lowercase(a: &str, b: &str) -> std::cmp::Ordering {
+    a.bytes()
+        .map(|c| c.to_ascii_lowercase())
+        .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
 }
 
 /// The `auth_key` of a request, used to find its app before verifying.
@@ -174,10 +196,13 @@ pub fn verify_rest(request: &RestRequest<'_>, secret: &str, now: i64) -> Result<
     let params = request.params;
     // Every check below must judge exactly the values that were signed: a repeated key would let
     // one copy pass the timestamp or body_md5 check while the signature covers the other.
-    let mut keys: Vec<String> = params.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
-    keys.sort();
-    if let Some(pair) = keys.windows(2).find(|pair| pair[0] == pair[1]) {
-        return Err(RestAuthError::DuplicateParam(pair[0].clone()));
+    let mut keys: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort_by(|a, b| cmp_lowercase(a, b));
+    if let Some(pair) = keys
+        .windows(2)
+        .find(|pair| pair[0].eq_ignore_ascii_case(pair[1]))
+    {
+        return Err(RestAuthError::DuplicateParam(pair[0].to_ascii_lowercase()));
     }
     param(params, "auth_key").ok_or(RestAuthError::MissingParam("auth_key"))?;
     let signature =
