@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +23,8 @@ use tower::{Service, ServiceExt};
 
 /// Serves `service` until `shutdown` resolves; then stops accepting, lets requests in flight
 /// finish (idle keep-alive connections are closed) and returns once every HTTP connection is
-/// done. Upgraded sockets are not HTTP connections any more: they are not waited for here.
+/// done, or after 10 s. Upgraded sockets are not HTTP connections any more: they are not waited
+/// for here.
 pub async fn serve<S>(listener: TcpListener, service: S, shutdown: impl Future<Output = ()>)
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
@@ -57,6 +58,9 @@ where
                 request
             });
         let connection = hyper::server::conn::http1::Builder::new()
+            // A client gets this long to send a request's headers (slow-loris protection).
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .with_upgrades();
         let stopping = stopping.clone();
@@ -78,8 +82,18 @@ where
     drop(listener);
     stopping.cancel();
     connections.close();
-    connections.wait().await;
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some HTTP requests were still in flight when shutdown went on");
+    }
 }
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for HTTP requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The client's address, as handlers see it.
 pub type Remote = ConnectInfo<SocketAddr>;

@@ -50,6 +50,8 @@ struct State {
     finished: bool,
     /// Set on a write error: nothing more will be written.
     broken: bool,
+    /// The close frame is queued (or about to be): nothing may follow it.
+    sealed: bool,
 }
 
 /// The outcome of [`Connection::enqueue`].
@@ -175,7 +177,7 @@ impl Connection {
 
     fn enqueue_op(&self, op: u8, payload: Bytes) -> Queued {
         let mut state = self.lock();
-        if state.finished || state.broken || state.close.is_some() {
+        if state.finished || state.broken || state.sealed || state.close.is_some() {
             return Queued::No;
         }
         if state.frames.len() >= self.capacity {
@@ -223,27 +225,38 @@ impl Connection {
         let mut state = self.lock();
         if !state.finished && !state.broken {
             state.frames.push_back(Frame { op, payload });
+            if op == opcode::CLOSE {
+                state.sealed = true;
+            }
         }
     }
 
-    /// Writes what is queued, without waiting. If the socket cannot take it all, the
-    /// connection's task is woken to wait until it can.
-    pub fn flush(&self) {
+    /// Refuses every later frame but those of the closing handshake ([`Connection::force_push`]):
+    /// called once the connection has decided to close, so no event can follow the close frame.
+    pub fn seal(&self) {
+        self.lock().sealed = true;
+    }
+
+    /// Writes what is queued, without waiting; returns whether the outbox is now empty. If the
+    /// socket cannot take it all, the connection's task is woken to wait until it can.
+    pub fn flush(&self) -> bool {
         let Some(socket) = &self.socket else {
             self.waker.wake();
-            return;
+            return true;
         };
         let mut state = self.lock();
         match write_queued(socket, &mut state) {
-            Ok(true) => {}
+            Ok(true) => true,
             Ok(false) => {
                 drop(state);
                 self.waker.wake();
+                false
             }
             Err(_) => {
                 state.broken = true;
                 drop(state);
                 self.waker.wake();
+                false
             }
         }
     }
@@ -415,4 +428,102 @@ fn write_queued(socket: &TcpStream, state: &mut State) -> io::Result<bool> {
         state.frames.shrink_to(KEEP_SLOTS);
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(text: &str) -> Bytes {
+        Bytes::copy_from_slice(text.as_bytes())
+    }
+
+    #[test]
+    fn nothing_is_queued_after_the_close_frame() {
+        let (conn, mut outbox) = Connection::new(SocketId::new(1, 1), 8);
+        assert_eq!(conn.enqueue(&bytes("a")), Queued::First);
+        assert_eq!(conn.enqueue(&bytes("b")), Queued::Behind);
+        conn.force_push(opcode::CLOSE, Bytes::new());
+        assert_eq!(conn.enqueue(&bytes("late")), Queued::No);
+        assert!(!conn.push(bytes("late")));
+        let mut seen = Vec::new();
+        while let Some(frame) = outbox.try_recv() {
+            seen.push(frame);
+        }
+        assert_eq!(seen, vec![bytes("a"), bytes("b"), Bytes::new()]);
+    }
+
+    #[test]
+    fn a_sealed_or_closing_connection_takes_only_closing_frames() {
+        let (conn, _outbox) = Connection::new(SocketId::new(1, 2), 8);
+        conn.seal();
+        assert_eq!(conn.enqueue(&bytes("x")), Queued::No);
+        let (conn, _outbox) = Connection::new(SocketId::new(1, 3), 8);
+        conn.request_close(CloseCode::ReconnectNow, true);
+        assert_eq!(conn.enqueue(&bytes("x")), Queued::No);
+        conn.force_push(opcode::TEXT, bytes("farewell"));
+        assert_eq!(conn.backlog(), 1);
+    }
+
+    #[test]
+    fn a_full_outbox_refuses_and_asks_for_4100() {
+        let (conn, _outbox) = Connection::new(SocketId::new(1, 4), 2);
+        assert_eq!(conn.enqueue(&bytes("1")), Queued::First);
+        assert_eq!(conn.enqueue(&bytes("2")), Queued::Behind);
+        assert_eq!(conn.enqueue(&bytes("3")), Queued::No);
+        let request = conn.close_request().expect("a close request");
+        assert_eq!(request.code, CloseCode::OverCapacity);
+        assert!(!request.drain);
+    }
+
+    /// Frames of every size, written through a socket too small to take them at once: the bytes
+    /// that arrive are exactly the frames, in order, whatever the partial writes.
+    #[tokio::test]
+    async fn partial_writes_resume_exactly_where_they_stopped() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        // As the transport sets it; without it, Nagle and delayed ACKs make this test crawl.
+        server.set_nodelay(true).unwrap();
+        let _ = socket2::SockRef::from(&server).set_send_buffer_size(8192);
+        let conn = Connection::attached(SocketId::new(2, 1), "key", Arc::new(server), 100_000);
+        let payloads: Vec<Bytes> = (0..140)
+            .map(|i| {
+                let size = [3, 125, 126, 1000, 65_535, 65_536, 70_001][i % 7];
+                Bytes::from(vec![b'a' + (i % 26) as u8; size])
+            })
+            .collect();
+        let reader = tokio::spawn(async move {
+            let mut received = Vec::new();
+            client.read_to_end(&mut received).await.unwrap();
+            received
+        });
+        let mut blocked = 0;
+        for payload in &payloads {
+            if conn.enqueue(payload) == Queued::First && !conn.flush() {
+                blocked += 1;
+            }
+        }
+        std::future::poll_fn(|cx| conn.poll_flush(cx))
+            .await
+            .unwrap();
+        assert!(
+            blocked > 0,
+            "the socket never filled up: the test proves nothing"
+        );
+        drop(conn);
+        let received = reader.await.unwrap();
+        let mut expected = Vec::new();
+        for payload in &payloads {
+            expected.extend(crate::protocol::ws::server_frame(opcode::TEXT, payload));
+        }
+        assert_eq!(received.len(), expected.len());
+        assert!(
+            received == expected,
+            "the byte stream differs from the frames"
+        );
+    }
 }

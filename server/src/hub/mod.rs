@@ -327,14 +327,14 @@ fn flush_all(mut to_flush: Vec<ConnHandle>) {
                 let chunk = to_flush.split_off(to_flush.len() - FLUSH_CHUNK);
                 runtime.spawn(async move {
                     for conn in chunk {
-                        conn.flush();
+                        let _ = conn.flush();
                     }
                 });
             }
         }
     }
     for conn in to_flush {
-        conn.flush();
+        let _ = conn.flush();
     }
 }
 

@@ -237,6 +237,9 @@ impl Reader {
                 buffered.drain(..used);
                 if buffered.is_empty() {
                     buffered = Vec::new();
+                } else if buffered.capacity() > 2 * buffered.len() + 1024 {
+                    // Keep what the unfinished frame needs, not the whole last read.
+                    buffered.shrink_to_fit();
                 }
                 self.partial = buffered;
                 Ok(())
@@ -280,6 +283,12 @@ impl Reader {
                         1 => return Err(WsError::Protocol),
                         _ => Some(u16::from_be_bytes([payload[0], payload[1]])),
                     };
+                    if code.is_some_and(|code| !valid_close_code(code)) {
+                        return Err(WsError::Protocol);
+                    }
+                    if payload.len() > 2 && std::str::from_utf8(&payload[2..]).is_err() {
+                        return Err(WsError::InvalidUtf8);
+                    }
                     on_message(Message::Close(code));
                     return Ok(at);
                 }
@@ -323,6 +332,12 @@ impl Reader {
             }
         }
     }
+}
+
+/// Whether a peer may send `code` in a close frame (RFC 6455 §7.4): the defined codes that may
+/// appear on the wire, and the ranges for libraries (3000-3999) and applications (4000-4999).
+fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 fn deliver(
@@ -514,6 +529,25 @@ mod tests {
                 10
             ),
             Ok(vec!["close:Some(1000)".to_owned()])
+        );
+        // 1005 and 1006 never go on the wire; a close reason is UTF-8.
+        for code in [999u16, 1005, 1006, 1015, 2000, 5000] {
+            let close = client_frame(true, opcode::CLOSE, &code.to_be_bytes(), mask);
+            assert_eq!(
+                collect(&mut Reader::default(), &close, 10),
+                Err(WsError::Protocol),
+                "{code}"
+            );
+        }
+        let bad_reason = client_frame(true, opcode::CLOSE, &[3, 232, 0xFF], mask);
+        assert_eq!(
+            collect(&mut Reader::default(), &bad_reason, 10),
+            Err(WsError::InvalidUtf8)
+        );
+        let app_code = client_frame(true, opcode::CLOSE, &4000u16.to_be_bytes(), mask);
+        assert_eq!(
+            collect(&mut Reader::default(), &app_code, 10),
+            Ok(vec!["close:Some(4000)".to_owned()])
         );
     }
 

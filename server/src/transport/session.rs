@@ -48,6 +48,8 @@ pub struct Session {
     subscriptions: HashMap<Box<str>, Option<Box<str>>>,
     user: Option<SignedIn>,
     client_event_limiter: Option<(u32, DefaultDirectRateLimiter)>,
+    /// Whether the session has left everything.
+    finished: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -126,6 +128,7 @@ impl Session {
             subscriptions: HashMap::new(),
             user: None,
             client_event_limiter: None,
+            finished: false,
         }
     }
 
@@ -484,10 +487,21 @@ impl Session {
         });
     }
 
-    /// Leaves every channel and the signin; called once when the connection ends.
-    pub fn finish(self) {
+    /// Leaves every channel and the signin; called once when the connection ends (also when
+    /// the session is dropped without it, as when its task panics).
+    pub fn finish(mut self) {
+        self.leave();
+    }
+
+    fn leave(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
         let counts = self.app().is_some_and(|a| a.subscription_count);
-        let channels: Vec<(Box<str>, Option<Box<str>>)> = self.subscriptions.into_iter().collect();
+        let channels: Vec<(Box<str>, Option<Box<str>>)> = std::mem::take(&mut self.subscriptions)
+            .into_iter()
+            .collect();
         let (signed_in, watchlist) = match &self.user {
             Some(user) => (Some(user.id.as_str()), user.watchlist.as_slice()),
             None => (None, &[][..]),
@@ -496,6 +510,12 @@ impl Session {
             .app_hub
             .disconnect(&self.conn, &channels, signed_in, watchlist, counts);
         self.usage.count(delivered as u64);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 

@@ -22,6 +22,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures_util::FutureExt;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -347,10 +348,12 @@ async fn open(
         },
     );
     drop(origin);
-    conn.push(server::connection_established(
-        conn.socket_id(),
-        ACTIVITY_TIMEOUT_SECS,
-    ));
+    // Past any close requested meanwhile: pusher-js hears of its socket first, then why it
+    // closes.
+    conn.force_push(
+        opcode::TEXT,
+        server::connection_established(conn.socket_id(), ACTIVITY_TIMEOUT_SECS),
+    );
     // The app may have been disabled or deleted, or the node may have begun shutting down, while
     // this socket upgraded; the sweep that closes sockets may already have run, so look again.
     match node.apps.by_id(&app.id) {
@@ -368,7 +371,15 @@ async fn open(
     }
     let session = Session::new(node.clone(), app.id.clone(), app_hub, conn.clone());
     tracing::debug!(app_id = %app.id, socket_id = %conn.socket_id(), "connection opened");
-    Box::pin(run(&node, socket, session, &conn)).await;
+    // A panic in the session must not leave the connection registered: the session leaves its
+    // channels when dropped, and the slot and counters are given back below either way.
+    let ran = std::panic::AssertUnwindSafe(Box::pin(run(&node, socket, session, &conn)))
+        .catch_unwind()
+        .await;
+    if ran.is_err() {
+        tracing::error!(app_id = %app.id, socket_id = %conn.socket_id(), "connection task panicked");
+        conn.finish();
+    }
     tracing::debug!(app_id = %app.id, socket_id = %conn.socket_id(), "connection closed");
     usage.disconnected();
     node.taps
@@ -431,7 +442,10 @@ async fn run(node: &Node, socket: Socket, mut session: Session, conn: &Arc<Conne
     let settings = &node.settings;
     let mut reader = Reader::default();
     let mut last_activity = Instant::now();
-    let mut awaiting_pong = false;
+    // When the pong to our ping is due (any frame counts as one).
+    let mut pong_due: Option<Instant> = None;
+    // Since when the socket has refused our writes (the peer stopped reading).
+    let mut blocked_since: Option<Instant> = None;
     let timer = tokio::time::sleep_until(last_activity + settings.activity_timeout);
     tokio::pin!(timer);
     let mut exit = None;
@@ -462,6 +476,19 @@ async fn run(node: &Node, socket: Socket, mut session: Session, conn: &Arc<Conne
                 Poll::Ready(Err(_)) => return Poll::Ready(Wake::Broken),
                 Poll::Pending => true,
             };
+            match (blocked, blocked_since) {
+                (true, None) => {
+                    // A peer that reads nothing for the pong timeout is closed with 4100.
+                    let now = Instant::now();
+                    blocked_since = Some(now);
+                    let limit = now + settings.pong_timeout;
+                    if limit < timer.deadline() {
+                        timer.as_mut().reset(limit);
+                    }
+                }
+                (false, Some(_)) => blocked_since = None,
+                _ => {}
+            }
             if !blocked {
                 match stream.poll_read_ready(cx) {
                     Poll::Ready(Ok(())) => return Poll::Ready(Wake::Readable),
@@ -502,7 +529,8 @@ async fn run(node: &Node, socket: Socket, mut session: Session, conn: &Arc<Conne
                                 if exit.is_some() {
                                     return exit;
                                 }
-                                if n < scratch.len() {
+                                // Answers the peer does not take: stop reading until it does.
+                                if n < scratch.len() || !conn.flush() {
                                     break;
                                 }
                             }
@@ -514,29 +542,38 @@ async fn run(node: &Node, socket: Socket, mut session: Session, conn: &Arc<Conne
                     None
                 });
                 last_activity = Instant::now();
-                awaiting_pong = false;
-                conn.flush();
+                pong_due = None;
+                let _ = conn.flush();
                 exit = result;
                 // Let the other tasks of this worker run between busy sockets.
                 tokio::task::consume_budget().await;
             }
             Wake::Timer => {
                 let now = Instant::now();
-                if awaiting_pong {
-                    break Exit::with(CloseCode::PongNotReceived);
+                let blocked_limit = blocked_since.map(|since| since + settings.pong_timeout);
+                if blocked_limit.is_some_and(|limit| now >= limit) {
+                    break Exit::with(CloseCode::OverCapacity);
                 }
-                if now < last_activity + settings.activity_timeout {
-                    timer
-                        .as_mut()
-                        .reset(last_activity + settings.activity_timeout);
-                } else {
-                    awaiting_pong = true;
-                    conn.push(server::ping());
-                    timer.as_mut().reset(now + settings.pong_timeout);
-                }
+                let next = match pong_due {
+                    Some(due) if now >= due => break Exit::with(CloseCode::PongNotReceived),
+                    Some(due) => due,
+                    None if now < last_activity + settings.activity_timeout => {
+                        last_activity + settings.activity_timeout
+                    }
+                    None => {
+                        conn.push(server::ping());
+                        pong_due = Some(now + settings.pong_timeout);
+                        now + settings.pong_timeout
+                    }
+                };
+                timer
+                    .as_mut()
+                    .reset(blocked_limit.map_or(next, |limit| limit.min(next)));
             }
         }
     };
+    // Nothing published from now on may follow the close frame.
+    conn.seal();
     let deadline = Instant::now() + CLOSE_BUDGET;
     if let Some((code, reason)) = exit.close {
         if !exit.drain {

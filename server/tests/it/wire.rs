@@ -340,3 +340,81 @@ async fn requests_that_are_not_websocket_handshakes_are_refused() {
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_follows_the_close_frame_even_on_a_busy_channel() {
+    let app = spawn_app().await;
+    let mut socket = raw(&app, &[]).await;
+    socket.expect_event("pusher:connection_established").await;
+    socket
+        .send(&text(
+            &json!({"event":"pusher:subscribe","data":{"channel":"busy"}}),
+        ))
+        .await;
+    socket
+        .expect_event("pusher_internal:subscription_succeeded")
+        .await;
+    let hub = app.node.hub.app(APP_ID);
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flood = tokio::spawn({
+        let hub = hub.clone();
+        let flooding = flooding.clone();
+        async move {
+            let channel = herald::protocol::ChannelName::parse("busy", 200).unwrap();
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                for _ in 0..20 {
+                    hub.publish(&channel, "tick", "x", None);
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // An unmasked frame: the server closes with 1002 while events keep coming.
+    socket.send(&[0x81, 0x02, b'{', b'}']).await;
+    let mut close = None;
+    while let Some((op, payload)) = socket.next().await {
+        if op == 0x8 {
+            close = Some(u16::from_be_bytes([payload[0], payload[1]]));
+            break;
+        }
+    }
+    assert_eq!(close, Some(1002));
+    // After the close frame: only the end of the TCP connection.
+    let after = socket.next().await;
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    flood.await.unwrap();
+    assert_eq!(after, None, "a frame followed the close frame");
+}
+
+#[tokio::test]
+async fn a_peer_that_reads_nothing_for_the_pong_timeout_is_closed() {
+    // The activity timeout (and its ping) is far away: only the blocked writes can end it.
+    let app = spawn_app_with(|s| s.pong_timeout = Duration::from_millis(300)).await;
+    let mut socket = raw(&app, &[]).await;
+    socket.expect_event("pusher:connection_established").await;
+    socket
+        .send(&text(
+            &json!({"event":"pusher:subscribe","data":{"channel":"stuck"}}),
+        ))
+        .await;
+    socket
+        .expect_event("pusher_internal:subscription_succeeded")
+        .await;
+    let hub = app.node.hub.app(APP_ID);
+    let channel = herald::protocol::ChannelName::parse("stuck", 200).unwrap();
+    // About 40 MB in 200 frames: more than the socket buffers take, fewer frames than the
+    // outbox holds, so only the stalled writes can close it.
+    let data = "x".repeat(200 * 1024);
+    for _ in 0..200 {
+        hub.publish(&channel, "big", &data, None);
+        tokio::task::yield_now().await;
+    }
+    let started = std::time::Instant::now();
+    wait_until("the stalled connection is closed", || {
+        hub.connection_count() == 0
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(socket);
+}
