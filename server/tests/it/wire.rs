@@ -63,6 +63,21 @@ async fn raw(app: &TestApp, extra: &[u8]) -> Raw {
     raw
 }
 
+/// A raw socket subscribed to `channel`.
+async fn subscribed(app: &TestApp, channel: &str) -> Raw {
+    let mut socket = raw(app, &[]).await;
+    socket.expect_event("pusher:connection_established").await;
+    socket
+        .send(&text(
+            &json!({"event":"pusher:subscribe","data":{"channel":channel}}),
+        ))
+        .await;
+    socket
+        .expect_event("pusher_internal:subscription_succeeded")
+        .await;
+    socket
+}
+
 struct Raw {
     stream: TcpStream,
     buf: Vec<u8>,
@@ -276,16 +291,7 @@ async fn an_oversized_frame_is_refused_from_its_header() {
 #[tokio::test]
 async fn server_frames_of_every_length_encoding_arrive_whole() {
     let app = spawn_app().await;
-    let mut socket = raw(&app, &[]).await;
-    socket.expect_event("pusher:connection_established").await;
-    socket
-        .send(&text(
-            &json!({"event":"pusher:subscribe","data":{"channel":"sizes"}}),
-        ))
-        .await;
-    socket
-        .expect_event("pusher_internal:subscription_succeeded")
-        .await;
+    let mut socket = subscribed(&app, "sizes").await;
     let channel = herald::protocol::ChannelName::parse("sizes", 200).unwrap();
     let hub = app.node.hub.app(APP_ID);
     // 7-bit, 16-bit and 64-bit payload lengths, published back to back.
@@ -344,16 +350,7 @@ async fn requests_that_are_not_websocket_handshakes_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_follows_the_close_frame_even_on_a_busy_channel() {
     let app = spawn_app().await;
-    let mut socket = raw(&app, &[]).await;
-    socket.expect_event("pusher:connection_established").await;
-    socket
-        .send(&text(
-            &json!({"event":"pusher:subscribe","data":{"channel":"busy"}}),
-        ))
-        .await;
-    socket
-        .expect_event("pusher_internal:subscription_succeeded")
-        .await;
+    let mut socket = subscribed(&app, "busy").await;
     let hub = app.node.hub.app(APP_ID);
     let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let flood = tokio::spawn({
@@ -391,16 +388,7 @@ async fn nothing_follows_the_close_frame_even_on_a_busy_channel() {
 async fn a_peer_that_reads_nothing_for_the_pong_timeout_is_closed() {
     // The activity timeout (and its ping) is far away: only the blocked writes can end it.
     let app = spawn_app_with(|s| s.pong_timeout = Duration::from_millis(300)).await;
-    let mut socket = raw(&app, &[]).await;
-    socket.expect_event("pusher:connection_established").await;
-    socket
-        .send(&text(
-            &json!({"event":"pusher:subscribe","data":{"channel":"stuck"}}),
-        ))
-        .await;
-    socket
-        .expect_event("pusher_internal:subscription_succeeded")
-        .await;
+    let mut socket = subscribed(&app, "stuck").await;
     let hub = app.node.hub.app(APP_ID);
     let channel = herald::protocol::ChannelName::parse("stuck", 200).unwrap();
     // About 40 MB in 200 frames: more than the socket buffers take, fewer frames than the
