@@ -388,7 +388,7 @@ async fn nothing_follows_the_close_frame_even_on_a_busy_channel() {
 async fn a_peer_that_reads_nothing_for_the_pong_timeout_is_closed() {
     // The activity timeout (and its ping) is far away: only the blocked writes can end it.
     let app = spawn_app_with(|s| s.pong_timeout = Duration::from_millis(300)).await;
-    let mut socket = subscribed(&app, "stuck").await;
+    let socket = subscribed(&app, "stuck").await;
     let hub = app.node.hub.app(APP_ID);
     let channel = herald::protocol::ChannelName::parse("stuck", 200).unwrap();
     // About 40 MB in 200 frames: more than the socket buffers take, fewer frames than the
