@@ -52,6 +52,8 @@ struct State {
     broken: bool,
     /// The close frame is queued (or about to be): nothing may follow it.
     sealed: bool,
+    /// Bytes written to the socket so far (progress of a slow reader).
+    sent: u64,
 }
 
 /// The outcome of [`Connection::enqueue`].
@@ -297,6 +299,12 @@ impl Connection {
         !state.frames.is_empty() && !state.broken
     }
 
+    /// Bytes written to the socket so far: a connection whose backlog does not move this is
+    /// stalled, one that moves it is merely slow.
+    pub fn bytes_sent(&self) -> u64 {
+        self.lock().sent
+    }
+
     /// Frames waiting to be written.
     pub fn backlog(&self) -> usize {
         self.lock().frames.len()
@@ -406,6 +414,7 @@ fn write_queued(socket: &TcpStream, state: &mut State) -> io::Result<bool> {
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(error),
         };
+        state.sent += wrote as u64;
         // Drop the frames written in full; remember how far into the next one we got.
         while let Some(front) = state.frames.front() {
             let total = server_header_len(front.payload.len()) + front.payload.len();

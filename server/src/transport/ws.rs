@@ -444,8 +444,10 @@ async fn run(node: &Node, socket: Socket, mut session: Session, conn: &Arc<Conne
     let mut last_activity = Instant::now();
     // When the pong to our ping is due (any frame counts as one).
     let mut pong_due: Option<Instant> = None;
-    // Since when the socket has refused our writes (the peer stopped reading).
+    // Since when the socket has taken none of our bytes (the peer stopped reading), and how
+    // many it had taken then.
     let mut blocked_since: Option<Instant> = None;
+    let mut sent_then = 0;
     let timer = tokio::time::sleep_until(last_activity + settings.activity_timeout);
     tokio::pin!(timer);
     let mut exit = None;
@@ -481,6 +483,7 @@ async fn run(node: &Node, socket: Socket, mut session: Session, conn: &Arc<Conne
                     // A peer that reads nothing for the pong timeout is closed with 4100.
                     let now = Instant::now();
                     blocked_since = Some(now);
+                    sent_then = conn.bytes_sent();
                     let limit = now + settings.pong_timeout;
                     if limit < timer.deadline() {
                         timer.as_mut().reset(limit);
@@ -550,6 +553,11 @@ async fn run(node: &Node, socket: Socket, mut session: Session, conn: &Arc<Conne
             }
             Wake::Timer => {
                 let now = Instant::now();
+                if blocked_since.is_some() && conn.bytes_sent() != sent_then {
+                    // Slow, not stalled: the wait starts again.
+                    blocked_since = Some(now);
+                    sent_then = conn.bytes_sent();
+                }
                 let blocked_limit = blocked_since.map(|since| since + settings.pong_timeout);
                 if blocked_limit.is_some_and(|limit| now >= limit) {
                     break Exit::with(CloseCode::OverCapacity);

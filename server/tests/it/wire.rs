@@ -406,3 +406,37 @@ async fn a_peer_that_reads_nothing_for_the_pong_timeout_is_closed() {
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(socket);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_that_keeps_reading_is_not_closed() {
+    // Always behind, never stalled: its outbox never empties for the whole test, but the socket
+    // keeps taking bytes, so it is slow, not stalled.
+    let app = spawn_app_with(|s| s.pong_timeout = Duration::from_secs(1)).await;
+    let socket = subscribed(&app, "slow").await;
+    let hub = app.node.hub.app(APP_ID);
+    let mut stream = socket.stream;
+    let reader = tokio::spawn(async move {
+        let mut chunk = vec![0u8; 256 * 1024];
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+                .await
+                .expect("the server keeps sending")
+                .unwrap();
+            if n == 0 {
+                return false;
+            }
+        }
+        true
+    });
+    // 80 MB queued at once (one encoding, shared), far more than the reader takes in its 2 s.
+    let frame = herald::protocol::server::channel_event("big", "slow", &"x".repeat(200 * 1024));
+    let nobody = herald::protocol::SocketId::new(0, 0);
+    for _ in 0..400 {
+        hub.relay("slow", frame.clone(), nobody);
+    }
+    assert!(
+        reader.await.unwrap(),
+        "the server closed a slow but reading peer"
+    );
+}
