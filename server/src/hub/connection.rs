@@ -293,12 +293,6 @@ impl Connection {
         }
     }
 
-    /// Whether frames are waiting to be written.
-    pub fn has_backlog(&self) -> bool {
-        let state = self.lock();
-        !state.frames.is_empty() && !state.broken
-    }
-
     /// Bytes written to the socket so far: a connection whose backlog does not move this is
     /// stalled, one that moves it is merely slow.
     pub fn bytes_sent(&self) -> u64 {
@@ -363,22 +357,10 @@ impl Connection {
             self.waker.wake();
         }
     }
-
-    /// Resolves once a close has been requested.
-    pub async fn close_requested(&self) -> CloseRequest {
-        std::future::poll_fn(|cx| {
-            self.register(cx);
-            match self.close_request() {
-                Some(request) => Poll::Ready(request),
-                None => Poll::Pending,
-            }
-        })
-        .await
-    }
 }
 
-/// Writes queued frames with one `sendmsg` per batch until the queue is empty (`Ok(true)`) or the socket is
-/// full (`Ok(false)`).
+/// Writes queued frames with one `sendmsg` per batch until the queue is empty (`Ok(true)`) or
+/// the socket is full (`Ok(false)`).
 fn write_queued(socket: &TcpStream, state: &mut State) -> io::Result<bool> {
     if state.broken {
         return Ok(true);

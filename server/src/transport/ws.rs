@@ -28,7 +28,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::hub::Connection;
+use crate::hub::{CloseRequest, Connection};
 use crate::node::{Node, SharedNode};
 use crate::protocol::ws::{self, opcode, Message, Reader};
 use crate::protocol::{
@@ -430,7 +430,7 @@ impl Exit {
 
 /// What woke the connection's task.
 enum Wake {
-    Close,
+    Close(CloseRequest),
     Broken,
     Readable,
     Timer,
@@ -469,8 +469,8 @@ async fn run(node: &Node, socket: Socket, mut session: Session, conn: &Arc<Conne
         }
         let wake = poll_fn(|cx| {
             conn.register(cx);
-            if conn.close_request().is_some() {
-                return Poll::Ready(Wake::Close);
+            if let Some(request) = conn.close_request() {
+                return Poll::Ready(Wake::Close(request));
             }
             // A peer that does not read its answers is not read from either.
             let blocked = match conn.poll_flush(cx) {
@@ -506,8 +506,7 @@ async fn run(node: &Node, socket: Socket, mut session: Session, conn: &Arc<Conne
         })
         .await;
         match wake {
-            Wake::Close => {
-                let request = conn.close_request().unwrap_or_else(|| unreachable!());
+            Wake::Close(request) => {
                 break Exit {
                     close: Some((request.code.code(), request.code.reason())),
                     drain: request.drain,
