@@ -98,6 +98,9 @@ pub struct Settings {
     pub revision_poll: Duration,
     /// How long shutdown waits for connections to close.
     pub shutdown_grace: Duration,
+    /// Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed
+    /// (`HERALD_TRUSTED_PROXIES`, a CIDR list); empty: nobody's.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// A malformed environment variable.
@@ -120,6 +123,25 @@ fn number<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, ConfigE
             problem: format!("expected a number, got {v:?}"),
         }),
     }
+}
+
+/// A list of CIDR blocks separated by commas or spaces (a bare address is its /32 or /128).
+fn cidr_list(name: &'static str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let Some(list) = var(name) else {
+        return Ok(Vec::new());
+    };
+    list.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| ConfigError {
+                    name,
+                    problem: format!("expected CIDR blocks like 10.0.0.0/8, got {item:?}"),
+                })
+        })
+        .collect()
 }
 
 fn webhook_settings() -> Result<WebhookSettings, ConfigError> {
@@ -181,6 +203,7 @@ impl Settings {
             max_connections,
             max_frame_bytes: number("HERALD_MAX_FRAME_BYTES")?.unwrap_or(64 * 1024),
             webhooks: webhook_settings()?,
+            trusted_proxies: cidr_list("HERALD_TRUSTED_PROXIES")?,
             ..Settings::defaults()
         })
     }
@@ -203,6 +226,7 @@ impl Settings {
             outbox_capacity: 512,
             revision_poll: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
         }
     }
 
