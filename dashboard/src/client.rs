@@ -115,12 +115,21 @@ mod tests {
 
     #[test]
     fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
-        let h = headers(&[("x-forwarded-for", "203.0.113.9"), ("x-forwarded-proto", "https")]);
+        let h = headers(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+        ]);
         let none = proxies(&[]);
-        assert_eq!(none.client(Some(ip("198.51.100.1")), &h), Some(ip("198.51.100.1")));
+        assert_eq!(
+            none.client(Some(ip("198.51.100.1")), &h),
+            Some(ip("198.51.100.1"))
+        );
         assert!(!none.over_tls(Some(ip("198.51.100.1")), &h));
         let other = proxies(&["10.0.0.0/8"]);
-        assert_eq!(other.client(Some(ip("198.51.100.1")), &h), Some(ip("198.51.100.1")));
+        assert_eq!(
+            other.client(Some(ip("198.51.100.1")), &h),
+            Some(ip("198.51.100.1"))
+        );
         assert!(!other.over_tls(Some(ip("198.51.100.1")), &h));
     }
 
@@ -132,15 +141,30 @@ mod tests {
             ("x-forwarded-for", "1.2.3.4, 203.0.113.9"),
             ("x-forwarded-for", "10.1.1.1"),
         ]);
-        assert_eq!(trusted.client(Some(ip("10.0.0.1")), &h), Some(ip("203.0.113.9")));
+        assert_eq!(
+            trusted.client(Some(ip("10.0.0.1")), &h),
+            Some(ip("203.0.113.9"))
+        );
         let h = headers(&[("x-forwarded-for", "[2001:db8::5]:443, fd00::1")]);
-        assert_eq!(trusted.client(Some(ip("fd00::2")), &h), Some(ip("2001:db8::5")));
+        assert_eq!(
+            trusted.client(Some(ip("fd00::2")), &h),
+            Some(ip("2001:db8::5"))
+        );
         let h = headers(&[("x-forwarded-for", "203.0.113.9:5555")]);
-        assert_eq!(trusted.client(Some(ip("::ffff:10.0.0.1")), &h), Some(ip("203.0.113.9")));
+        assert_eq!(
+            trusted.client(Some(ip("::ffff:10.0.0.1")), &h),
+            Some(ip("203.0.113.9"))
+        );
         // Without the header, or with garbage, the proxy itself is the client.
-        assert_eq!(trusted.client(Some(ip("10.0.0.1")), &HeaderMap::new()), Some(ip("10.0.0.1")));
+        assert_eq!(
+            trusted.client(Some(ip("10.0.0.1")), &HeaderMap::new()),
+            Some(ip("10.0.0.1"))
+        );
         let h = headers(&[("x-forwarded-for", "nonsense")]);
-        assert_eq!(trusted.client(Some(ip("10.0.0.1")), &h), Some(ip("10.0.0.1")));
+        assert_eq!(
+            trusted.client(Some(ip("10.0.0.1")), &h),
+            Some(ip("10.0.0.1"))
+        );
     }
 
     #[test]

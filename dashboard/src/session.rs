@@ -243,7 +243,11 @@ mod tests {
         assert_eq!(address_key(v4), v4);
         assert_ne!(address_key(v4), address_key("192.0.2.8".parse().unwrap()));
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        assert_eq!(address_key(mapped), v4, "an IPv4-mapped address is its IPv4 address");
+        assert_eq!(
+            address_key(mapped),
+            v4,
+            "an IPv4-mapped address is its IPv4 address"
+        );
     }
 
     #[test]
@@ -259,7 +263,9 @@ mod tests {
         let refused = limits.allow_email(Some(same_64), "admin@example.test ");
         assert!(refused.is_err(), "the sixth attempt from the /64");
         assert!((1..=60).contains(&refused.unwrap_err().retry_after));
-        assert!(limits.allow_email(Some(elsewhere), "admin@example.test").is_ok());
+        assert!(limits
+            .allow_email(Some(elsewhere), "admin@example.test")
+            .is_ok());
     }
 
     #[test]
@@ -270,9 +276,13 @@ mod tests {
             assert!(limits.allow_email(Some(ip), "admin@example.test").is_ok());
         }
         let fresh = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1));
-        let refused = limits.allow_email(Some(fresh), "admin@example.test").unwrap_err();
+        let refused = limits
+            .allow_email(Some(fresh), "admin@example.test")
+            .unwrap_err();
         assert!(refused.retry_after > 1, "{refused:?}");
-        assert!(limits.allow_email(Some(fresh), "other@example.test").is_ok());
+        assert!(limits
+            .allow_email(Some(fresh), "other@example.test")
+            .is_ok());
     }
 
     #[test]
@@ -285,7 +295,10 @@ mod tests {
                 refused += 1;
             }
         }
-        assert_eq!(refused, 10, "keys past the cap are refused while the others are recent");
+        assert_eq!(
+            refused, 10,
+            "keys past the cap are refused while the others are recent"
+        );
         assert!(limits.keys() <= MAX_KEYS);
     }
 
@@ -300,9 +313,7 @@ mod tests {
             now += Duration::from_secs(11 * 3600);
             assert!(sessions.get_at(&token, now).is_some(), "alive at {now:?}");
         }
-        assert!(sessions
-            .get_at(&token, start + ABSOLUTE_LIFETIME)
-            .is_none());
+        assert!(sessions.get_at(&token, start + ABSOLUTE_LIFETIME).is_none());
         assert!(sessions.get_at(&token, now).is_none(), "ended for good");
     }
 

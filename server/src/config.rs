@@ -125,11 +125,13 @@ fn number<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, ConfigE
     }
 }
 
-/// A list of CIDR blocks separated by commas or spaces (a bare address is its /32 or /128).
+/// Environment variable `name` as a list of CIDR blocks (see [`parse_cidr_list`]).
 fn cidr_list(name: &'static str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
-    let Some(list) = var(name) else {
-        return Ok(Vec::new());
-    };
+    var(name).map_or(Ok(Vec::new()), |list| parse_cidr_list(name, &list))
+}
+
+/// A list of CIDR blocks separated by commas or spaces (a bare address is its /32 or /128).
+fn parse_cidr_list(name: &'static str, list: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     list.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|item| !item.is_empty())
         .map(|item| {
@@ -238,5 +240,29 @@ impl Settings {
             data_dir,
             ..Settings::defaults()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cidr_list_takes_blocks_and_bare_addresses_and_names_a_bad_item() {
+        let list = parse_cidr_list("HERALD_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1 fd00::/8,")
+            .expect("a valid list");
+        let expected: Vec<ipnet::IpNet> = ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(list, expected);
+        // Host bits are dropped, so 10.1.2.3/8 means 10.0.0.0/8.
+        let list = parse_cidr_list("X", "10.1.2.3/8").unwrap();
+        assert_eq!(list[0].to_string(), "10.0.0.0/8");
+        let error = parse_cidr_list("HERALD_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("HERALD_TRUSTED_PROXIES"), "{error}");
+        assert!(error.contains("proxy.internal"), "{error}");
     }
 }

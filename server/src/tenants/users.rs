@@ -376,10 +376,10 @@ impl Store {
             "UPDATE users SET password_hash = $1, \
              credential_generation = credential_generation + 1 WHERE email = $2",
         )
-            .bind(hash)
-            .bind(email.clone())
-            .execute(&self.pool)
-            .await?;
+        .bind(hash)
+        .bind(email.clone())
+        .execute(&self.pool)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::UserNotFound(email));
         }
