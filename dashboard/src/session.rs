@@ -172,13 +172,12 @@ fn check<K>(limiter: &DefaultKeyedRateLimiter<K>, key: &K, full_wait: u64) -> Re
 where
     K: Clone + Eq + std::hash::Hash,
 {
+    // Full: refuse until the periodic sweep drops idle keys (sweeping here, on every attempt,
+    // would let a full limiter cost a pass over every key per request).
     if limiter.len() >= MAX_KEYS {
-        limiter.retain_recent();
-        if limiter.len() >= MAX_KEYS {
-            return Err(TooMany {
-                retry_after: full_wait,
-            });
-        }
+        return Err(TooMany {
+            retry_after: full_wait,
+        });
     }
     limiter.check_key(key).map_err(|not_until| TooMany {
         retry_after: not_until
