@@ -7,28 +7,77 @@
 //! uses it (Server-Sent Events).
 
 mod charts;
+mod client;
 mod pages;
 pub mod port;
 mod session;
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
 use axum::Router;
 
 pub use port::*;
+
+/// The dashboard's settings, from the server's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Peers whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed
+    /// (`HERALD_TRUSTED_PROXIES`); from anyone else they are ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// Largest request body a dashboard form may send; larger ones get 413 before they are read.
+pub const MAX_FORM_BYTES: usize = 64 * 1024;
 
 /// Shared state of the dashboard routes.
 struct Dash<P> {
     port: Arc<P>,
     sessions: session::Sessions,
     sign_in: session::SignInLimits,
+    proxies: client::TrustedProxies,
+}
+
+/// The content security policy of every dashboard response: only the dashboard's own stylesheet
+/// and script (no inline script or style attribute anywhere), forms post back to it, and no
+/// other site may frame it.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// Hardening headers on every response; anything without its own caching rule (every page but
+/// the static assets: they show secrets, webhook headers, usage) is never stored.
+async fn hardening_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 /// The dashboard's routes, under `/dashboard`.
-pub fn router<P: AdminPort>(port: Arc<P>) -> Router {
+pub fn router<P: AdminPort>(port: Arc<P>, config: Config) -> Router {
     pages::routes(Arc::new(Dash {
         port,
         sessions: session::Sessions::default(),
         sign_in: session::SignInLimits::default(),
+        proxies: client::TrustedProxies::new(config.trusted_proxies),
     }))
+    .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+    .layer(axum::middleware::map_response(hardening_headers))
 }

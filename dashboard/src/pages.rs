@@ -1,12 +1,12 @@
 //! Page handlers: one function per route, each rendering a typed askama page.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use askama::Template;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -19,7 +19,10 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::charts;
 use crate::port::*;
-use crate::session::{random_token, same_token, Session, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
+use crate::session::{
+    random_token, same_token, Session, LOGIN_CSRF_COOKIE, MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES,
+    SESSION_COOKIE,
+};
 use crate::Dash;
 
 type Shared<P> = Arc<Dash<P>>;
@@ -31,7 +34,7 @@ pub(crate) fn routes<P: AdminPort>(dash: Shared<P>) -> Router {
         .route("/dashboard/", get(home))
         .route("/dashboard/static/dashboard.css", get(stylesheet))
         .route("/dashboard/static/live.js", get(live_script))
-        .route("/dashboard/login", get(login_page).post(login::<P>))
+        .route("/dashboard/login", get(login_page::<P>).post(login::<P>))
         .route("/dashboard/logout", post(logout::<P>))
         .route("/dashboard/account", get(account))
         .route("/dashboard/account/password", post(change_password::<P>))
@@ -99,17 +102,12 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Whether the browser reached us over TLS (directly or through a proxy that says so).
-fn over_tls(headers: &HeaderMap) -> bool {
-    let forwarded_proto = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
-    let forwarded = headers
-        .get(header::FORWARDED)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("proto=https"));
-    forwarded_proto || forwarded
+/// The direct peer's address, when the server recorded it (`ConnectInfo`).
+fn peer(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 fn set_cookie(name: &str, value: &str, max_age: Option<u64>, secure: bool) -> HeaderValue {
@@ -129,6 +127,8 @@ pub(crate) struct Ctx {
     session: Session,
     token: String,
     secure: bool,
+    /// The direct peer is a trusted proxy (its `X-Forwarded-Host` is believed).
+    proxied: bool,
 }
 
 /// Why a request cannot go on.
@@ -143,6 +143,8 @@ pub(crate) enum Refusal {
     Forbidden(String),
     /// Something failed in the server.
     Internal,
+    /// Too many password checks at once: try again in a moment.
+    Busy,
 }
 
 impl IntoResponse for Refusal {
@@ -170,6 +172,17 @@ impl IntoResponse for Refusal {
                 "Something went wrong",
                 "The server could not complete this request; the details are in its log.",
             ),
+            Refusal::Busy => {
+                let mut response = error_page(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Busy",
+                    "Too many passwords are being checked right now. Try again in a moment.",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+            }
         }
     }
 }
@@ -182,6 +195,7 @@ impl From<PortError> for Refusal {
                 Refusal::Forbidden(message)
             }
             PortError::Internal => Refusal::Internal,
+            PortError::Busy => Refusal::Busy,
         }
     }
 }
@@ -220,13 +234,20 @@ impl<P: AdminPort> FromRequestParts<Shared<P>> for Ctx {
             .map_err(|_| Refusal::Internal)?
             .ok_or_else(|| {
                 dash.sessions.end(&token);
-                Refusal::SignIn(next)
+                Refusal::SignIn(next.clone())
             })?;
+        if admin.generation != session.generation {
+            // The password changed since this session began (here, elsewhere or in the CLI).
+            dash.sessions.end(&token);
+            return Err(Refusal::SignIn(next));
+        }
+        let peer = peer(parts);
         Ok(Ctx {
             admin,
             session,
             token,
-            secure: over_tls(&parts.headers),
+            secure: dash.proxies.over_tls(peer, &parts.headers),
+            proxied: dash.proxies.trusts_peer(peer),
         })
     }
 }
@@ -384,7 +405,23 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-async fn login_page(headers: HeaderMap, Query(query): Query<LoginQuery>) -> Response {
+/// The direct peer's address (`ConnectInfo`).
+pub(crate) struct Peer(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Peer(peer(parts)))
+    }
+}
+
+async fn login_page<P: AdminPort>(
+    State(dash): State<Shared<P>>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    Query(query): Query<LoginQuery>,
+) -> Response {
     let csrf = random_token();
     let mut response = render(&LoginPage {
         csrf: csrf.clone(),
@@ -394,70 +431,73 @@ async fn login_page(headers: HeaderMap, Query(query): Query<LoginQuery>) -> Resp
     });
     response.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(LOGIN_CSRF_COOKIE, &csrf, Some(3600), over_tls(&headers)),
+        set_cookie(
+            LOGIN_CSRF_COOKIE,
+            &csrf,
+            Some(3600),
+            dash.proxies.over_tls(peer, &headers),
+        ),
     );
     response
 }
 
-/// The client's address, when the server recorded it (`ConnectInfo`).
-pub(crate) struct ClientIp(Option<std::net::IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
-    }
-}
-
+/// A sign-in attempt. Its cost is bounded before anything is kept or hashed: the client
+/// address's budget is checked before the form is read (which is at most
+/// [`crate::MAX_FORM_BYTES`]), oversized emails and passwords are refused with 400, and only
+/// then do the (email, address) and email budgets take a key and argon2 run (itself capped by
+/// the server, which answers [`PortError::Busy`] past its capacity).
 async fn login<P: AdminPort>(
     State(dash): State<Shared<P>>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    Form(form): Form<FormData>,
+    Peer(peer): Peer,
+    request: Request,
 ) -> Response {
-    let secure = over_tls(&headers);
+    let headers = request.headers().clone();
+    let secure = dash.proxies.over_tls(peer, &headers);
+    let client = dash.proxies.client(peer, &headers);
+    let too_many = |retry_after: u64, form: Option<(&str, &str)>| {
+        let (next, email) = form.unwrap_or(("/dashboard/apps", ""));
+        let mut response = login_retry(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-in attempts. Wait a minute and try again.",
+            next,
+            email,
+            secure,
+        );
+        if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    };
+    if let Err(refused) = dash.sign_in.allow_address(client) {
+        return too_many(refused.retry_after, None);
+    }
+    let form = match Form::<FormData>::from_request(request, &()).await {
+        Ok(Form(form)) => form,
+        Err(rejection) => return rejection.into_response(),
+    };
     let cookie_token = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or("");
     let form_token = field(&form, "csrf").unwrap_or("");
     if cookie_token.is_empty() || !same_token(cookie_token, form_token) {
         return Refusal::Csrf.into_response();
     }
-    let email = field(&form, "email").unwrap_or("").trim().to_owned();
+    let email = field(&form, "email").unwrap_or("").trim();
     let password = field(&form, "password").unwrap_or("");
     let next = safe_next(field(&form, "next"));
-    let retry = |status: StatusCode, error: &str| {
-        let csrf = random_token();
-        let mut response = render(&LoginPage {
-            csrf: csrf.clone(),
-            next: next.clone(),
-            error: error.to_owned(),
-            email: email.clone(),
-        });
-        *response.status_mut() = status;
-        response.headers_mut().append(
-            header::SET_COOKIE,
-            set_cookie(LOGIN_CSRF_COOKIE, &csrf, Some(3600), secure),
+    if email.len() > MAX_EMAIL_BYTES || password.len() > MAX_PASSWORD_BYTES {
+        return login_retry(
+            StatusCode::BAD_REQUEST,
+            "That email or password is too long.",
+            &next,
+            "",
+            secure,
         );
-        response
-    };
-    if !dash.sign_in.allow(ip, &email) {
-        let mut response = retry(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many sign-in attempts. Wait a minute and try again.",
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        return response;
     }
-    match dash.port.authenticate(&email, password).await {
+    if let Err(refused) = dash.sign_in.allow_email(client, email) {
+        return too_many(refused.retry_after, Some((&next, email)));
+    }
+    match dash.port.authenticate(email, password).await {
         Ok(Some(admin)) => {
-            let token = dash.sessions.start(&admin.id);
+            let token = dash.sessions.start(&admin.id, admin.generation);
             let mut response = Redirect::to(&next).into_response();
             let headers = response.headers_mut();
             headers.append(
@@ -470,12 +510,51 @@ async fn login<P: AdminPort>(
             );
             response
         }
-        Ok(None) => retry(StatusCode::UNAUTHORIZED, "Wrong email or password."),
-        Err(_) => retry(
+        Ok(None) => login_retry(
+            StatusCode::UNAUTHORIZED,
+            "Wrong email or password.",
+            &next,
+            email,
+            secure,
+        ),
+        Err(PortError::Busy) => {
+            let mut response = login_retry(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many sign-ins are being checked right now. Try again in a moment.",
+                &next,
+                email,
+                secure,
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+        Err(_) => login_retry(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Sign-in is unavailable right now; the details are in the server log.",
+            &next,
+            email,
+            secure,
         ),
     }
+}
+
+/// The sign-in form again, with `error` and a fresh CSRF token.
+fn login_retry(status: StatusCode, error: &str, next: &str, email: &str, secure: bool) -> Response {
+    let csrf = random_token();
+    let mut response = render(&LoginPage {
+        csrf: csrf.clone(),
+        next: next.to_owned(),
+        error: error.to_owned(),
+        email: email.to_owned(),
+    });
+    *response.status_mut() = status;
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(LOGIN_CSRF_COOKIE, &csrf, Some(3600), secure),
+    );
+    response
 }
 
 async fn logout<P: AdminPort>(
@@ -531,7 +610,7 @@ async fn change_password<P: AdminPort>(
     }
     let result = dash.port.change_password(&ctx.admin, current, new).await;
     if result.is_ok() {
-        dash.sessions.end_others(&ctx.admin.id, &ctx.token);
+        keep_own_session(&dash, &ctx).await?;
     }
     Ok(back(
         "/dashboard/account",
@@ -539,6 +618,18 @@ async fn change_password<P: AdminPort>(
             "Password changed; your other sessions were signed out.".into()
         })?,
     ))
+}
+
+/// After the admin's own password changed: their other sessions end, this one carries on at the
+/// new credential generation.
+async fn keep_own_session<P: AdminPort>(dash: &Shared<P>, ctx: &Ctx) -> Result<(), Refusal> {
+    let generation = match dash.port.admin(&ctx.admin.id).await? {
+        Some(admin) => admin.generation,
+        None => return Err(Refusal::SignIn("/dashboard/account".into())),
+    };
+    dash.sessions
+        .end_others(&ctx.admin.id, &ctx.token, generation);
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -650,6 +741,10 @@ async fn reset_password<P: AdminPort>(
         .port
         .reset_password(&ctx.admin, email, field(&form, "password").unwrap_or(""))
         .await;
+    if result.is_ok() && email.trim().eq_ignore_ascii_case(&ctx.admin.email) {
+        // The operator reset their own password: this browser stays signed in.
+        keep_own_session(&dash, &ctx).await?;
+    }
     Ok(back(
         "/dashboard/users",
         outcome(result, |()| format!("Password reset for {email}."))?,
@@ -1377,9 +1472,10 @@ async fn getting_started<P: AdminPort>(
     Query(flash): Query<Flash>,
 ) -> Result<Response, Refusal> {
     let app = dash.port.app(&ctx.admin, &id).await?;
-    let tls = over_tls(&headers);
+    let tls = ctx.secure;
     let authority = headers
         .get("x-forwarded-host")
+        .filter(|_| ctx.proxied)
         .or_else(|| headers.get(header::HOST))
         .and_then(|v| v.to_str().ok())
         .unwrap_or("127.0.0.1:6001");

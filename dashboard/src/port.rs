@@ -19,6 +19,8 @@ pub enum PortError {
     Invalid(String),
     /// The server failed (500; the detail is logged by the server).
     Internal,
+    /// The server is at capacity for this work (password checks): try again shortly (429).
+    Busy,
 }
 
 /// The result of a port call.
@@ -35,6 +37,9 @@ pub struct Admin {
     pub operator: bool,
     /// The tenant of a tenant admin.
     pub tenant_id: Option<String>,
+    /// The user's credential generation: it changes with the password, and a session begun at
+    /// another generation is over.
+    pub generation: i64,
 }
 
 /// A tenant in a list.

@@ -2,11 +2,12 @@
 //! limiting.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rand::RngCore;
 
@@ -16,6 +17,8 @@ pub(crate) const SESSION_COOKIE: &str = "herald_session";
 pub(crate) const LOGIN_CSRF_COOKIE: &str = "herald_login_csrf";
 /// How long a session lives without use.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
+/// How long a session lives at most, however busy.
+pub(crate) const ABSOLUTE_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// 32 random bytes, hex.
 pub(crate) fn random_token() -> String {
@@ -37,7 +40,17 @@ pub(crate) struct Session {
     pub(crate) user_id: String,
     /// The token every form of this session carries.
     pub(crate) csrf: String,
+    /// The user's credential generation when the session began: a password change since ends it.
+    pub(crate) generation: i64,
+    started: Instant,
     last_seen: Instant,
+}
+
+impl Session {
+    fn live_at(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_seen) < IDLE_TIMEOUT
+            && now.saturating_duration_since(self.started) < ABSOLUTE_LIFETIME
+    }
 }
 
 /// Every session, by cookie token.
@@ -48,29 +61,39 @@ pub(crate) struct Sessions {
 }
 
 impl Sessions {
-    /// Starts a session for `user_id`; returns its cookie token.
-    pub(crate) fn start(&self, user_id: &str) -> String {
+    /// Starts a session for `user_id` at credential `generation`; returns its cookie token.
+    pub(crate) fn start(&self, user_id: &str, generation: i64) -> String {
+        self.start_at(user_id, generation, Instant::now())
+    }
+
+    fn start_at(&self, user_id: &str, generation: i64, now: Instant) -> String {
         let token = random_token();
         let session = Session {
             user_id: user_id.to_owned(),
             csrf: random_token(),
-            last_seen: Instant::now(),
+            generation,
+            started: now,
+            last_seen: now,
         };
         let mut sessions = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.retain(|_, s| s.last_seen.elapsed() < IDLE_TIMEOUT);
+        sessions.retain(|_, s| s.live_at(now));
         sessions.insert(token.clone(), session);
         token
     }
 
     /// The live session of `token`, refreshed.
     pub(crate) fn get(&self, token: &str) -> Option<Session> {
+        self.get_at(token, Instant::now())
+    }
+
+    fn get_at(&self, token: &str, now: Instant) -> Option<Session> {
         let mut sessions = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
         let session = sessions.get_mut(token)?;
-        if session.last_seen.elapsed() >= IDLE_TIMEOUT {
+        if !session.live_at(now) {
             sessions.remove(token);
             return None;
         }
-        session.last_seen = Instant::now();
+        session.last_seen = now;
         Some(session.clone())
     }
 
@@ -80,39 +103,228 @@ impl Sessions {
         sessions.remove(token);
     }
 
-    /// Ends every session of `user_id` but `keep` (after a password change).
-    pub(crate) fn end_others(&self, user_id: &str, keep: &str) {
+    /// Ends every session of `user_id` but `keep`, which moves to credential `generation` (after
+    /// the user changed their own password).
+    pub(crate) fn end_others(&self, user_id: &str, keep: &str, generation: i64) {
         let mut sessions = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
         sessions.retain(|token, s| s.user_id != user_id || token == keep);
-    }
-}
-
-/// Sign-in attempts: 10 per minute per client address and 5 per minute per email.
-#[derive(Debug)]
-pub(crate) struct SignInLimits {
-    by_ip: DefaultKeyedRateLimiter<IpAddr>,
-    by_email: DefaultKeyedRateLimiter<String>,
-}
-
-impl Default for SignInLimits {
-    fn default() -> Self {
-        let per_ip = Quota::per_minute(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
-        let per_email = Quota::per_minute(NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN));
-        SignInLimits {
-            by_ip: RateLimiter::keyed(per_ip),
-            by_email: RateLimiter::keyed(per_email),
+        if let Some(kept) = sessions.get_mut(keep) {
+            kept.generation = generation;
         }
     }
 }
 
+/// Longest email accepted by the sign-in form (RFC 5321's path limit), in bytes.
+pub(crate) const MAX_EMAIL_BYTES: usize = 254;
+/// Longest password accepted by the sign-in form: the store's 1024 characters, in UTF-8 bytes.
+pub(crate) const MAX_PASSWORD_BYTES: usize = 4 * 1024;
+/// Most keys one sign-in limiter holds; past it (after dropping the idle ones) new keys are
+/// refused, so memory stays bounded whatever the number of addresses or emails tried.
+const MAX_KEYS: usize = 100_000;
+/// How often idle limiter keys are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// The limiter key of a client address: an IPv4 address (also written IPv4-mapped) counts on
+/// its own, an IPv6 address by its /64 (what one subscriber usually holds).
+pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+    }
+}
+
+/// Why a sign-in attempt may not be checked now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooMany {
+    /// Seconds until the refusing budget allows another attempt.
+    pub(crate) retry_after: u64,
+}
+
+/// Sign-in budgets: 10 attempts per minute per client address (checked first, before the form
+/// is read), 5 per minute per (email, address), and 50 per hour per email from anywhere (a slow
+/// backoff against guessing from many addresses that a stranger cannot turn into a lockout of
+/// the real admin: from another address, the admin still has that hour's remaining budget).
+/// Idle keys are dropped every few seconds and each limiter holds at most [`MAX_KEYS`].
+#[derive(Debug)]
+pub(crate) struct SignInLimits {
+    by_address: DefaultKeyedRateLimiter<IpAddr>,
+    by_email_address: DefaultKeyedRateLimiter<(String, IpAddr)>,
+    by_email: DefaultKeyedRateLimiter<String>,
+    last_sweep: Mutex<Instant>,
+}
+
+impl Default for SignInLimits {
+    fn default() -> Self {
+        let per_address = Quota::per_minute(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
+        let per_email_address = Quota::per_minute(NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN));
+        let per_email = Quota::per_hour(NonZeroU32::new(50).unwrap_or(NonZeroU32::MIN));
+        SignInLimits {
+            by_address: RateLimiter::keyed(per_address),
+            by_email_address: RateLimiter::keyed(per_email_address),
+            by_email: RateLimiter::keyed(per_email),
+            last_sweep: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+/// One check of a keyed limiter that holds at most [`MAX_KEYS`] keys.
+fn check<K>(limiter: &DefaultKeyedRateLimiter<K>, key: &K, full_wait: u64) -> Result<(), TooMany>
+where
+    K: Clone + Eq + std::hash::Hash,
+{
+    // Full: refuse until the periodic sweep drops idle keys (sweeping here, on every attempt,
+    // would let a full limiter cost a pass over every key per request).
+    if limiter.len() >= MAX_KEYS {
+        return Err(TooMany {
+            retry_after: full_wait,
+        });
+    }
+    limiter.check_key(key).map_err(|not_until| TooMany {
+        retry_after: not_until
+            .wait_time_from(limiter.clock().now())
+            .as_secs()
+            .max(1),
+    })
+}
+
 impl SignInLimits {
-    /// Whether one more attempt from `ip` for `email` may be checked.
-    pub(crate) fn allow(&self, ip: Option<IpAddr>, email: &str) -> bool {
-        let ip_ok = ip.is_none_or(|ip| self.by_ip.check_key(&ip).is_ok());
-        let email_ok = self
-            .by_email
-            .check_key(&email.trim().to_ascii_lowercase())
-            .is_ok();
-        ip_ok && email_ok
+    fn sweep(&self) {
+        let Ok(mut last) = self.last_sweep.try_lock() else {
+            return;
+        };
+        if last.elapsed() < SWEEP_EVERY {
+            return;
+        }
+        *last = Instant::now();
+        self.by_address.retain_recent();
+        self.by_address.shrink_to_fit();
+        self.by_email_address.retain_recent();
+        self.by_email_address.shrink_to_fit();
+        self.by_email.retain_recent();
+        self.by_email.shrink_to_fit();
+    }
+
+    /// Whether one more attempt may come from `ip` (`None`: one shared key).
+    pub(crate) fn allow_address(&self, ip: Option<IpAddr>) -> Result<(), TooMany> {
+        self.sweep();
+        let key = address_key(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+        check(&self.by_address, &key, 60)
+    }
+
+    /// Whether an attempt from `ip` (already let through by [`Self::allow_address`]) for
+    /// `email` (at most [`MAX_EMAIL_BYTES`]) may be checked.
+    pub(crate) fn allow_email(&self, ip: Option<IpAddr>, email: &str) -> Result<(), TooMany> {
+        let address = address_key(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+        let email = email.trim().to_ascii_lowercase();
+        check(&self.by_email_address, &(email.clone(), address), 60)?;
+        check(&self.by_email, &email, 60)
+    }
+
+    #[cfg(test)]
+    fn keys(&self) -> usize {
+        self.by_address.len() + self.by_email_address.len() + self.by_email.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64_and_an_ipv4_client_by_its_address() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(other));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(address_key(v4), v4);
+        assert_ne!(address_key(v4), address_key("192.0.2.8".parse().unwrap()));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(
+            address_key(mapped),
+            v4,
+            "an IPv4-mapped address is its IPv4 address"
+        );
+    }
+
+    #[test]
+    fn the_sixth_attempt_from_one_64_is_refused_but_another_64_still_signs_in() {
+        let limits = SignInLimits::default();
+        let first: IpAddr = "2001:db8::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        let elsewhere: IpAddr = "2001:db8:0:1::1".parse().unwrap();
+        for n in 0..5 {
+            let ip = if n % 2 == 0 { first } else { same_64 };
+            assert!(limits.allow_email(Some(ip), "Admin@Example.test").is_ok());
+        }
+        let refused = limits.allow_email(Some(same_64), "admin@example.test ");
+        assert!(refused.is_err(), "the sixth attempt from the /64");
+        assert!((1..=60).contains(&refused.unwrap_err().retry_after));
+        assert!(limits
+            .allow_email(Some(elsewhere), "admin@example.test")
+            .is_ok());
+    }
+
+    #[test]
+    fn one_email_has_a_slower_budget_across_every_address() {
+        let limits = SignInLimits::default();
+        for n in 0..50u32 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
+            assert!(limits.allow_email(Some(ip), "admin@example.test").is_ok());
+        }
+        let fresh = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1));
+        let refused = limits
+            .allow_email(Some(fresh), "admin@example.test")
+            .unwrap_err();
+        assert!(refused.retry_after > 1, "{refused:?}");
+        assert!(limits
+            .allow_email(Some(fresh), "other@example.test")
+            .is_ok());
+    }
+
+    #[test]
+    fn limiter_keys_are_capped() {
+        let limits = SignInLimits::default();
+        let mut refused = 0;
+        for n in 0..(MAX_KEYS as u32 + 10) {
+            let ip = IpAddr::V4(Ipv4Addr::from(n));
+            if limits.allow_address(Some(ip)).is_err() {
+                refused += 1;
+            }
+        }
+        assert_eq!(
+            refused, 10,
+            "keys past the cap are refused while the others are recent"
+        );
+        assert!(limits.keys() <= MAX_KEYS);
+    }
+
+    #[test]
+    fn a_session_ends_after_its_absolute_lifetime_even_when_used_all_along() {
+        let sessions = Sessions::default();
+        let start = Instant::now();
+        let token = sessions.start_at("7", 0, start);
+        let mut now = start;
+        // Used every 11 hours: never idle for 12, yet over after 7 days.
+        while now + Duration::from_secs(11 * 3600) < start + ABSOLUTE_LIFETIME {
+            now += Duration::from_secs(11 * 3600);
+            assert!(sessions.get_at(&token, now).is_some(), "alive at {now:?}");
+        }
+        assert!(sessions.get_at(&token, start + ABSOLUTE_LIFETIME).is_none());
+        assert!(sessions.get_at(&token, now).is_none(), "ended for good");
+    }
+
+    #[test]
+    fn a_session_ends_after_twelve_idle_hours() {
+        let sessions = Sessions::default();
+        let start = Instant::now();
+        let token = sessions.start_at("7", 0, start);
+        assert!(sessions
+            .get_at(&token, start + IDLE_TIMEOUT - Duration::from_secs(1))
+            .is_some());
+        let later = start + IDLE_TIMEOUT - Duration::from_secs(1) + IDLE_TIMEOUT;
+        assert!(sessions.get_at(&token, later).is_none());
     }
 }

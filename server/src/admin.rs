@@ -208,6 +208,7 @@ fn port_error(error: StoreError) -> PortError {
         StoreError::UserNotFound(email) => {
             PortError::Invalid(format!("no user with email {email}"))
         }
+        StoreError::Busy => PortError::Busy,
         other => {
             tracing::error!(error = %other, "a dashboard request failed in the store");
             PortError::Internal
@@ -221,6 +222,7 @@ fn admin_of(user: User) -> Admin {
         id: user.id,
         email: user.email,
         tenant_id: user.tenant_id,
+        generation: user.credential_generation,
     }
 }
 

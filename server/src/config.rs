@@ -98,6 +98,9 @@ pub struct Settings {
     pub revision_poll: Duration,
     /// How long shutdown waits for connections to close.
     pub shutdown_grace: Duration,
+    /// Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed
+    /// (`HERALD_TRUSTED_PROXIES`, a CIDR list); empty: nobody's.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// A malformed environment variable.
@@ -120,6 +123,27 @@ fn number<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, ConfigE
             problem: format!("expected a number, got {v:?}"),
         }),
     }
+}
+
+/// Environment variable `name` as a list of CIDR blocks (see [`parse_cidr_list`]).
+fn cidr_list(name: &'static str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    var(name).map_or(Ok(Vec::new()), |list| parse_cidr_list(name, &list))
+}
+
+/// A list of CIDR blocks separated by commas or spaces (a bare address is its /32 or /128).
+fn parse_cidr_list(name: &'static str, list: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    list.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| ConfigError {
+                    name,
+                    problem: format!("expected CIDR blocks like 10.0.0.0/8, got {item:?}"),
+                })
+        })
+        .collect()
 }
 
 fn webhook_settings() -> Result<WebhookSettings, ConfigError> {
@@ -181,6 +205,7 @@ impl Settings {
             max_connections,
             max_frame_bytes: number("HERALD_MAX_FRAME_BYTES")?.unwrap_or(64 * 1024),
             webhooks: webhook_settings()?,
+            trusted_proxies: cidr_list("HERALD_TRUSTED_PROXIES")?,
             ..Settings::defaults()
         })
     }
@@ -203,6 +228,7 @@ impl Settings {
             outbox_capacity: 512,
             revision_poll: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -214,5 +240,29 @@ impl Settings {
             data_dir,
             ..Settings::defaults()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cidr_list_takes_blocks_and_bare_addresses_and_names_a_bad_item() {
+        let list = parse_cidr_list("HERALD_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1 fd00::/8,")
+            .expect("a valid list");
+        let expected: Vec<ipnet::IpNet> = ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(list, expected);
+        // Host bits are dropped, so 10.1.2.3/8 means 10.0.0.0/8.
+        let list = parse_cidr_list("X", "10.1.2.3/8").unwrap();
+        assert_eq!(list[0].to_string(), "10.0.0.0/8");
+        let error = parse_cidr_list("HERALD_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("HERALD_TRUSTED_PROXIES"), "{error}");
+        assert!(error.contains("proxy.internal"), "{error}");
     }
 }

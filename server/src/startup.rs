@@ -278,8 +278,12 @@ impl Application {
             connections: TaskTracker::new(),
         });
         refresh_apps(&node).await?;
-        let dashboard =
-            herald_dashboard::router(Arc::new(crate::admin::AdminApi::new(node.clone())));
+        let dashboard = herald_dashboard::router(
+            Arc::new(crate::admin::AdminApi::new(node.clone())),
+            herald_dashboard::Config {
+                trusted_proxies: node.settings.trusted_proxies.clone(),
+            },
+        );
         let mut router = Router::new()
             .route("/app/{key}", get(transport::ws::app_socket))
             .route("/health", get(health))

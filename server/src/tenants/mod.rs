@@ -370,6 +370,9 @@ pub enum StoreError {
     /// The actor may not do this (a tenant admin raising a limit the operator set).
     #[error("{0}")]
     Forbidden(String),
+    /// Too many password checks at once (argon2 is capped per core): try again shortly.
+    #[error("too many password checks at once; try again shortly")]
+    Busy,
 }
 
 /// The tenant store.

@@ -2,13 +2,15 @@
 //! goes through: a tenant admin sees and changes only its own tenant's apps; another tenant's
 //! app answers "not found", exactly like an app that does not exist.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
 use argon2::{Argon2, PasswordVerifier};
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
+use tokio::sync::Semaphore;
 
 use super::{bump_revision, fresh_id, App, AppPatch, NewApp, Plan, Store, StoreError, UsageReport};
 
@@ -58,6 +60,9 @@ pub struct User {
     pub tenant_id: Option<String>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
+    /// Bumped by every password change; dashboard sessions of an older generation are over.
+    #[serde(skip)]
+    pub credential_generation: i64,
 }
 
 /// Who is acting, for access checks.
@@ -108,10 +113,11 @@ fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
         },
         tenant_id: row.try_get("tenant_id")?,
         created_at: row.try_get("created_at")?,
+        credential_generation: row.try_get("credential_generation")?,
     })
 }
 
-const USER_COLUMNS: &str = "id, email, role, tenant_id, created_at";
+const USER_COLUMNS: &str = "id, email, role, tenant_id, created_at, credential_generation";
 
 /// The shortest password accepted.
 pub const MIN_PASSWORD_CHARS: usize = 8;
@@ -148,10 +154,32 @@ pub fn check_new_user(email: &str, password: &str) -> Result<(), StoreError> {
     check_password(password)
 }
 
-/// Hashes `password` with argon2id (default parameters), off the async runtime.
+/// How long a password check waits for one of the [`argon2_permits`] before it is shed.
+const ARGON2_WAIT: Duration = Duration::from_millis(500);
+
+/// Argon2 runs at once in this process: one per core. Each takes about 19 MiB and a core for
+/// tens of milliseconds, so running more at once only adds memory and latency. A permit moves
+/// into the blocking task, so a request dropped mid-check still holds it until argon2 is done.
+fn argon2_permits() -> Arc<Semaphore> {
+    static PERMITS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    PERMITS
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Arc::new(Semaphore::new(cores))
+        })
+        .clone()
+}
+
+/// Hashes `password` with argon2id (default parameters), off the async runtime. Waits for an
+/// argon2 permit as long as it takes: hashing is for authenticated admins and the CLI only.
 async fn hash_password(password: &str) -> Result<String, StoreError> {
     let password = password.to_owned();
+    let permit = argon2_permits()
+        .acquire_owned()
+        .await
+        .map_err(|_| StoreError::Busy)?;
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -162,10 +190,16 @@ async fn hash_password(password: &str) -> Result<String, StoreError> {
     .map_err(|_| StoreError::Invalid("password hashing was interrupted".into()))?
 }
 
-/// Verifies `password` against `hash` off the async runtime.
-async fn verify_password(password: &str, hash: String) -> bool {
+/// Verifies `password` against `hash` off the async runtime, holding an argon2 permit; when
+/// none frees up within [`ARGON2_WAIT`], the check is shed with [`StoreError::Busy`] (429).
+async fn verify_password(password: &str, hash: String) -> Result<bool, StoreError> {
+    let permit = tokio::time::timeout(ARGON2_WAIT, argon2_permits().acquire_owned())
+        .await
+        .map_err(|_| StoreError::Busy)?
+        .map_err(|_| StoreError::Busy)?;
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || {
+    let verified = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         PasswordHash::new(&hash)
             .map(|parsed| {
                 Argon2::default()
@@ -175,7 +209,8 @@ async fn verify_password(password: &str, hash: String) -> bool {
             .unwrap_or(false)
     })
     .await
-    .unwrap_or(false)
+    .unwrap_or(false);
+    Ok(verified)
 }
 
 /// Computes the decoy hash ahead of the first sign-in (call once at startup, off the runtime).
@@ -282,6 +317,7 @@ impl Store {
             role,
             tenant_id,
             created_at: crate::clock::unix_seconds(),
+            credential_generation: 0,
         };
         sqlx::query(
             "INSERT INTO users (id, email, password_hash, role, tenant_id, created_at) \
@@ -329,16 +365,21 @@ impl Store {
         Ok(row.try_get::<i64, _>("n")? > 0)
     }
 
-    /// Replaces the password of the user with `email`.
+    /// Replaces the password of the user with `email` and bumps their credential generation,
+    /// which ends their dashboard sessions on every node (the dashboard compares it on each
+    /// request), whoever changed it: the dashboard or `herald users set-password`.
     pub async fn set_password(&self, email: &str, password: &str) -> Result<(), StoreError> {
         let email = normalise_email(email)?;
         check_password(password)?;
         let hash = hash_password(password).await?;
-        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE email = $2")
-            .bind(hash)
-            .bind(email.clone())
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $1, \
+             credential_generation = credential_generation + 1 WHERE email = $2",
+        )
+        .bind(hash)
+        .bind(email.clone())
+        .execute(&self.pool)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::UserNotFound(email));
         }
@@ -352,7 +393,7 @@ impl Store {
         password: &str,
     ) -> Result<Option<User>, StoreError> {
         let Ok(email) = normalise_email(email) else {
-            verify_password(password, decoy_hash()).await;
+            verify_password(password, decoy_hash()).await?;
             return Ok(None);
         };
         let row = sqlx::query(&format!(
@@ -362,11 +403,11 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else {
-            verify_password(password, decoy_hash()).await;
+            verify_password(password, decoy_hash()).await?;
             return Ok(None);
         };
         let hash: String = row.try_get("password_hash")?;
-        if verify_password(password, hash).await {
+        if verify_password(password, hash).await? {
             Ok(Some(user_from_row(&row)?))
         } else {
             Ok(None)

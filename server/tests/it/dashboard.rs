@@ -977,7 +977,13 @@ fn attributes(line: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn the_session_cookie_is_httponly_samesite_lax_and_secure_only_behind_tls() {
-    let app = spawn_dashboard().await;
+    // The test client plays the TLS-terminating proxy (see hardening_signin.rs for the same
+    // header from an untrusted peer).
+    let app = spawn_app_with(|settings| {
+        settings.admin.password = Some(Secret::new(OPERATOR_PASSWORD.into()));
+        settings.trusted_proxies = vec!["127.0.0.1/32".parse().expect("CIDR")];
+    })
+    .await;
     let browser = Browser::new(&app);
 
     let plain = browser
