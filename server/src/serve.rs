@@ -79,6 +79,9 @@ pub async fn serve<S>(
             // A client gets this long to send a request's headers (slow-loris protection).
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
+            // hyper's read buffer grows to this (default about 400 KiB): it bounds a request
+            // head, and what each connection holds besides the body it is reading.
+            .max_buf_size(READ_BUFFER_BYTES)
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .with_upgrades();
         let stopping = stopping.clone();
@@ -108,6 +111,8 @@ pub async fn serve<S>(
     }
 }
 
+/// The largest read buffer of one HTTP connection, so also the largest request head.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for HTTP requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -79,8 +79,8 @@ impl IntoResponse for ApiError {
             format!("{self}\n"),
         )
             .into_response();
-        if let ApiError::TooManyRequests { retry_after, .. } | ApiError::Unavailable { retry_after, .. } =
-            &self
+        if let ApiError::TooManyRequests { retry_after, .. }
+        | ApiError::Unavailable { retry_after, .. } = &self
         {
             response
                 .headers_mut()

@@ -127,7 +127,10 @@ fn reserve<'a>(
         return Ok(());
     }
     let bytes = u32::try_from(bytes).map_err(|_| busy())?;
-    let permit = node.body_budget.try_acquire_many(bytes).map_err(|_| busy())?;
+    let permit = node
+        .body_budget
+        .try_acquire_many(bytes)
+        .map_err(|_| busy())?;
     match held {
         Some(held) => held.merge(permit),
         None => *held = Some(permit),
@@ -172,15 +175,17 @@ async fn read_body<'a>(
         if declared.is_none() {
             reserve(node, &mut held, data.len())?;
         }
-        match (&mut first, &mut rest) {
-            (None, _) => first = Some(data),
-            (Some(start), None) => {
-                let mut joined = BytesMut::with_capacity(declared.unwrap_or(total).max(total));
-                joined.extend_from_slice(start);
-                joined.extend_from_slice(&data);
-                rest = Some(joined);
-            }
-            (Some(_), Some(joined)) => joined.extend_from_slice(&data),
+        if let Some(joined) = rest.as_mut() {
+            joined.extend_from_slice(&data);
+        } else if let Some(start) = first.take() {
+            // A second chunk: copy both out of hyper's read buffer (holding on to a chunk
+            // would keep that whole buffer alive).
+            let mut joined = BytesMut::with_capacity(declared.unwrap_or(total).max(total));
+            joined.extend_from_slice(&start);
+            joined.extend_from_slice(&data);
+            rest = Some(joined);
+        } else {
+            first = Some(data);
         }
     }
     let body = match rest {
