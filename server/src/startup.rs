@@ -265,7 +265,7 @@ impl Application {
         let (events, hub_events) = tokio::sync::mpsc::unbounded_channel();
         let webhooks = crate::webhooks::Webhooks::default();
         webhooks.seed_ids(store.max_delivery_id().await?);
-        let body_budget = tokio::sync::Semaphore::new(settings.body_buffer_bytes);
+        let body_budget = api::BodyBudget::new(settings.body_buffer_bytes);
         let node = Arc::new(Node {
             settings,
             apps: AppCache::default(),

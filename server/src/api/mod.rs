@@ -8,6 +8,7 @@ mod signed;
 
 pub use error::ApiError;
 pub use rate::{Budget, RateLimits};
+pub use signed::BodyBudget;
 
 use std::collections::BTreeMap;
 

@@ -12,7 +12,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, request::Parts};
 use bytes::BytesMut;
 use hyper::body::Body as _;
-use tokio::sync::SemaphorePermit;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::api::{ApiError, MAX_BODY_BYTES};
 use crate::auth::{self, RestRequest};
@@ -60,7 +60,7 @@ pub(super) async fn authenticate(
     if !app.enabled {
         return Err(ApiError::Forbidden("Application disabled".into()));
     }
-    let (body, permit) = read_body(node, declared, body).await?;
+    let (body, held) = read_body(node, declared, body).await?;
     let secret = app.secret_for(key).unwrap_or_default();
     let raw_path = parts.uri.path();
     let request = RestRequest {
@@ -87,7 +87,7 @@ pub(super) async fn authenticate(
             return Err(error.into());
         }
     }
-    drop(permit);
+    drop(held);
     Ok((app, body))
 }
 
@@ -117,40 +117,77 @@ fn busy() -> ApiError {
     }
 }
 
-/// Takes `bytes` from the node-wide budget into `held`.
-fn reserve<'a>(
-    node: &'a SharedNode,
-    held: &mut Option<SemaphorePermit<'a>>,
+/// The node-wide budget of bytes for REST bodies not yet authenticated. Taken without waiting
+/// (a lock-free counter: no mutex on the REST path), given back when a [`Held`] share drops.
+#[derive(Debug)]
+pub struct BodyBudget {
+    available: AtomicUsize,
+}
+
+impl BodyBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> BodyBudget {
+        BodyBudget {
+            available: AtomicUsize::new(bytes),
+        }
+    }
+
+    /// The bytes not taken right now.
+    pub fn available(&self) -> usize {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    fn try_take(&self, bytes: usize) -> bool {
+        self.available
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |available| {
+                available.checked_sub(bytes)
+            })
+            .is_ok()
+    }
+}
+
+/// A share of the [`BodyBudget`], given back on drop.
+struct Held<'a> {
+    budget: &'a BodyBudget,
     bytes: usize,
-) -> Result<(), ApiError> {
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.budget
+            .available
+            .fetch_add(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Takes `bytes` more from the node-wide budget into `held`.
+fn reserve(held: &mut Held<'_>, bytes: usize) -> Result<(), ApiError> {
     if bytes == 0 {
         return Ok(());
     }
-    let bytes = u32::try_from(bytes).map_err(|_| busy())?;
-    let permit = node
-        .body_budget
-        .try_acquire_many(bytes)
-        .map_err(|_| busy())?;
-    match held {
-        Some(held) => held.merge(permit),
-        None => *held = Some(permit),
+    if !held.budget.try_take(bytes) {
+        return Err(busy());
     }
+    held.bytes += bytes;
     Ok(())
 }
 
 /// Reads the body within the node-wide budget: a declared length is reserved up front, a
 /// chunked body as its chunks arrive. Returns the body with the budget it holds.
-async fn read_body<'a>(
-    node: &'a SharedNode,
+async fn read_body(
+    node: &SharedNode,
     declared: Option<usize>,
     mut body: Body,
-) -> Result<(Bytes, Option<SemaphorePermit<'a>>), ApiError> {
-    let mut held = None;
+) -> Result<(Bytes, Held<'_>), ApiError> {
+    let mut held = Held {
+        budget: &node.body_budget,
+        bytes: 0,
+    };
     if body.is_end_stream() {
         return Ok((Bytes::new(), held));
     }
     if let Some(length) = declared {
-        reserve(node, &mut held, length)?;
+        reserve(&mut held, length)?;
     }
     let mut first: Option<Bytes> = None;
     let mut rest: Option<BytesMut> = None;
@@ -173,7 +210,7 @@ async fn read_body<'a>(
             return Err(ApiError::PayloadTooLarge(TOO_LARGE.into()));
         }
         if declared.is_none() {
-            reserve(node, &mut held, data.len())?;
+            reserve(&mut held, data.len())?;
         }
         if let Some(joined) = rest.as_mut() {
             joined.extend_from_slice(&data);

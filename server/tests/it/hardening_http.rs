@@ -162,7 +162,7 @@ async fn the_node_wide_budget_for_unauthenticated_bodies_refuses_beyond_its_boun
         held.push(stream);
     }
     wait_until("the budget is taken", || {
-        app.node.body_budget.available_permits() == 0
+        app.node.body_budget.available() == 0
     })
     .await;
     // A third request, however small, waits for nothing: 503 with Retry-After.
@@ -181,7 +181,7 @@ async fn the_node_wide_budget_for_unauthenticated_bodies_refuses_beyond_its_boun
     // A client that goes away gives its share back, and normal traffic flows again.
     held.pop();
     wait_until("half the budget is back", || {
-        app.node.body_budget.available_permits() == MIB
+        app.node.body_budget.available() == MIB
     })
     .await;
     let (status, body) = app
@@ -193,7 +193,7 @@ async fn the_node_wide_budget_for_unauthenticated_bodies_refuses_beyond_its_boun
     assert_eq!(status, 200, "{body}");
     drop(held);
     wait_until("the whole budget is back", || {
-        app.node.body_budget.available_permits() == 2 * MIB
+        app.node.body_budget.available() == 2 * MIB
     })
     .await;
 }
@@ -213,7 +213,7 @@ async fn a_stalled_rest_body_is_answered_408_and_closed_at_the_body_timeout() {
     assert!(start.elapsed() >= Duration::from_millis(900));
     closed_within(&mut stream, Duration::from_secs(2)).await;
     wait_until("the budget is back", || {
-        app.node.body_budget.available_permits() == 32 * MIB
+        app.node.body_budget.available() == 32 * MIB
     })
     .await;
 }
