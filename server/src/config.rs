@@ -101,6 +101,14 @@ pub struct Settings {
     /// Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed
     /// (`HERALD_TRUSTED_PROXIES`, a CIDR list); empty: nobody's.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long a client may take to send a request's headers (30 s; tests shorten it).
+    pub header_timeout: Duration,
+    /// How long a client may take to send a whole request body (`HERALD_BODY_TIMEOUT_SECS`,
+    /// default 10); past a 2 s grace it must also keep up 16 KiB/s (see `serve.rs`).
+    pub body_timeout: Duration,
+    /// Bytes of REST bodies buffered node-wide before their signature is verified
+    /// (`HERALD_BODY_BUFFER_MIB`, default 32); a request beyond it gets 503 with `Retry-After`.
+    pub body_buffer_bytes: usize,
 }
 
 /// A malformed environment variable.
@@ -206,6 +214,14 @@ impl Settings {
             max_frame_bytes: number("HERALD_MAX_FRAME_BYTES")?.unwrap_or(64 * 1024),
             webhooks: webhook_settings()?,
             trusted_proxies: cidr_list("HERALD_TRUSTED_PROXIES")?,
+            body_timeout: match number::<u64>("HERALD_BODY_TIMEOUT_SECS")? {
+                Some(secs) => Duration::from_secs(secs.clamp(1, 300)),
+                None => Settings::defaults().body_timeout,
+            },
+            body_buffer_bytes: match number::<usize>("HERALD_BODY_BUFFER_MIB")? {
+                Some(mib) => mib.clamp(1, 64 * 1024) * 1024 * 1024,
+                None => Settings::defaults().body_buffer_bytes,
+            },
             ..Settings::defaults()
         })
     }
@@ -229,6 +245,9 @@ impl Settings {
             revision_poll: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(10),
+            body_buffer_bytes: 32 * 1024 * 1024,
         }
     }
 

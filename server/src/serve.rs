@@ -4,19 +4,26 @@
 //! protocol detection wraps every socket in a private type: after a WebSocket upgrade, the
 //! transport needs the plain `TcpStream` back (see [`crate::transport::ws`]) to write frames
 //! without a per-connection buffer.
+//!
+//! Both listeners (the public one and `HERALD_ADMIN_BIND`'s) run this loop, so both get the same
+//! slow-client protections: a header read timeout, and a [`GuardedBody`] around every request
+//! body that fails the body (and so ends the connection) when it does not arrive in time.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
@@ -25,8 +32,12 @@ use tower::{Service, ServiceExt};
 /// finish (idle keep-alive connections are closed) and returns once every HTTP connection is
 /// done, or after 10 s. Upgraded sockets are not HTTP connections any more: they are not waited
 /// for here.
-pub async fn serve<S>(listener: TcpListener, service: S, shutdown: impl Future<Output = ()>)
-where
+pub async fn serve<S>(
+    listener: TcpListener,
+    service: S,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
         + Clone
         + Send
@@ -53,14 +64,24 @@ where
         let service = service
             .clone()
             .map_request(move |request: Request<Incoming>| {
-                let mut request = request.map(Body::new);
+                let mut request = request.map(|body| {
+                    if body.is_end_stream() {
+                        // No body (GET, upgrades): nothing to guard, nothing to box.
+                        Body::empty()
+                    } else {
+                        Body::new(GuardedBody::new(body, limits.body))
+                    }
+                });
                 request.extensions_mut().insert(ConnectInfo(remote));
                 request
             });
         let connection = hyper::server::conn::http1::Builder::new()
             // A client gets this long to send a request's headers (slow-loris protection).
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(limits.header_timeout)
+            // hyper's read buffer grows to this (default about 400 KiB): it bounds a request
+            // head, and what each connection holds besides the body it is reading.
+            .max_buf_size(READ_BUFFER_BYTES)
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .with_upgrades();
         let stopping = stopping.clone();
@@ -90,10 +111,147 @@ where
     }
 }
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest read buffer of one HTTP connection, so also the largest request head.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for HTTP requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The client's address, as handlers see it.
 pub type Remote = ConnectInfo<SocketAddr>;
+
+/// How long a client may take over its requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// To send a request's headers (slow-loris protection).
+    pub header_timeout: Duration,
+    /// To send a request's body.
+    pub body: BodyLimits,
+}
+
+impl Limits {
+    /// The limits `settings` asks for.
+    pub fn from_settings(settings: &crate::config::Settings) -> Limits {
+        Limits {
+            header_timeout: settings.header_timeout,
+            body: BodyLimits {
+                timeout: settings.body_timeout,
+                grace: BODY_RATE_GRACE,
+                min_bytes_per_second: BODY_MIN_BYTES_PER_SECOND,
+            },
+        }
+    }
+}
+
+/// How long a client may take to send a request body: the whole body within `timeout` of the
+/// headers, and, past the first `grace`, at least `min_bytes_per_second` on average (a stalled
+/// body is cut off long before `timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// The whole body's deadline, from the end of the headers.
+    pub timeout: Duration,
+    /// How long a body may take before the minimum rate applies.
+    pub grace: Duration,
+    /// The slowest average rate accepted after `grace`.
+    pub min_bytes_per_second: u64,
+}
+
+/// The grace before the minimum body rate applies.
+pub const BODY_RATE_GRACE: Duration = Duration::from_secs(2);
+/// The minimum body rate after the grace: 16 KiB/s.
+pub const BODY_MIN_BYTES_PER_SECOND: u64 = 16 * 1024;
+
+impl BodyLimits {
+    /// When a body that started at `start` and has delivered `received` bytes is late.
+    fn due(&self, start: Instant, received: u64) -> Instant {
+        let by_rate = self.grace
+            + Duration::from_secs_f64(received as f64 / self.min_bytes_per_second.max(1) as f64);
+        start + by_rate.min(self.timeout)
+    }
+}
+
+/// The error a [`GuardedBody`] ends with when its client is too slow.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("request body not received in time")]
+pub struct BodyTooSlow;
+
+pin_project_lite::pin_project! {
+    /// A request body that fails with [`BodyTooSlow`] when the client does not send it within
+    /// its [`BodyLimits`]. hyper then closes the connection, since the body was not read to its
+    /// end. The timer is armed only once the client keeps the reader waiting.
+    pub struct GuardedBody {
+        #[pin]
+        inner: Incoming,
+        #[pin]
+        timer: Option<Sleep>,
+        start: Instant,
+        received: u64,
+        limits: BodyLimits,
+        late: bool,
+    }
+}
+
+impl GuardedBody {
+    fn new(inner: Incoming, limits: BodyLimits) -> GuardedBody {
+        GuardedBody {
+            inner,
+            timer: None,
+            start: Instant::now(),
+            received: 0,
+            limits,
+            late: false,
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl hyper::body::Body for GuardedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        if *this.late {
+            return Poll::Ready(Some(Err(BodyTooSlow.into())));
+        }
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            return Poll::Ready(frame.map(|frame| {
+                let frame = frame?;
+                if let Some(data) = frame.data_ref() {
+                    *this.received += data.len() as u64;
+                }
+                Ok(frame)
+            }));
+        }
+        // The client keeps us waiting: check (and arm) the deadline.
+        loop {
+            let due = this.limits.due(*this.start, *this.received);
+            let Some(timer) = this.timer.as_mut().as_pin_mut() else {
+                this.timer.set(Some(tokio::time::sleep_until(due)));
+                continue;
+            };
+            ready!(timer.poll(cx));
+            if Instant::now() >= due {
+                *this.late = true;
+                return Poll::Ready(Some(Err(BodyTooSlow.into())));
+            }
+            // Bytes came since the timer was set: the body is due later.
+            this.timer
+                .as_mut()
+                .as_pin_mut()
+                .expect("armed above")
+                .reset(due);
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

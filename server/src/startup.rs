@@ -265,6 +265,7 @@ impl Application {
         let (events, hub_events) = tokio::sync::mpsc::unbounded_channel();
         let webhooks = crate::webhooks::Webhooks::default();
         webhooks.seed_ids(store.max_delivery_id().await?);
+        let body_budget = api::BodyBudget::new(settings.body_buffer_bytes);
         let node = Arc::new(Node {
             settings,
             apps: AppCache::default(),
@@ -273,6 +274,7 @@ impl Application {
             store,
             usage,
             rates: api::RateLimits::default(),
+            body_budget,
             taps: crate::admin::Taps::default(),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
@@ -318,6 +320,11 @@ impl Application {
         self.address
     }
 
+    /// The dashboard listener's bound address, when `HERALD_ADMIN_BIND` is set.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.address.port()
@@ -347,16 +354,13 @@ impl Application {
             if let Ok(address) = listener.local_addr() {
                 tracing::info!("dashboard listening on http://{address}/dashboard");
             }
+            // The same accept loop as the public listener: header and body timeouts.
+            let limits = crate::serve::Limits::from_settings(&node.settings);
             tokio::spawn(async move {
-                let served = axum::serve(
-                    listener,
-                    dashboard.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(async move { token.cancelled().await })
+                crate::serve::serve(listener, dashboard, limits, async move {
+                    token.cancelled().await
+                })
                 .await;
-                if let Err(error) = served {
-                    tracing::error!(%error, "the dashboard listener failed");
-                }
             })
         });
         let webhooks = crate::webhooks::start(node.clone(), hub_events);
@@ -366,7 +370,8 @@ impl Application {
         tracing::info!("listening on http://{address}");
         let token = node.shutdown.clone();
         let shutdown_hub = node.clone();
-        crate::serve::serve(listener, service, async move {
+        let limits = crate::serve::Limits::from_settings(&node.settings);
+        crate::serve::serve(listener, service, limits, async move {
             tokio::select! {
                 () = shutdown => {}
                 () = token.cancelled() => {}

@@ -32,6 +32,17 @@ pub enum ApiError {
         /// Whole seconds to wait (at least 1).
         retry_after: u64,
     },
+    /// 408: the request body did not arrive in time (the connection is closed after it).
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// 503: the node cannot take this request now; `Retry-After` says when to come back.
+    #[error("{message}")]
+    Unavailable {
+        /// Why.
+        message: String,
+        /// Whole seconds to wait (at least 1).
+        retry_after: u64,
+    },
     /// 500: something failed inside Herald; the detail goes to the log, not to the client.
     #[error("Internal server error")]
     Internal,
@@ -52,6 +63,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -66,7 +79,9 @@ impl IntoResponse for ApiError {
             format!("{self}\n"),
         )
             .into_response();
-        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+        if let ApiError::TooManyRequests { retry_after, .. }
+        | ApiError::Unavailable { retry_after, .. } = &self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(*retry_after));

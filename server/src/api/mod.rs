@@ -8,12 +8,12 @@ mod signed;
 
 pub use error::ApiError;
 pub use rate::{Budget, RateLimits};
+pub use signed::BodyBudget;
 
 use std::collections::BTreeMap;
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{Method, Uri};
+use axum::extract::{Path, Request, State};
+use axum::http::Method;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
@@ -54,7 +54,6 @@ pub fn router() -> Router<SharedNode> {
             "/users/{user_id}/terminate_connections",
             post(terminate_connections_python),
         )
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(cors)
 }
 
@@ -295,11 +294,10 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 async fn trigger(
     State(node): State<SharedNode>,
     Path(app_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let app = authenticate(&node, &method, &uri, Some(&app_id), &body)?;
+    let (parts, body) = request.into_parts();
+    let (app, body) = authenticate(&node, &parts, Some(&app_id), body).await?;
     let request: TriggerBody = parse_json(&body)?;
     let channels = match (request.channels, request.channel) {
         (Some(list), _) => list,
@@ -326,11 +324,10 @@ async fn trigger(
 async fn trigger_batch(
     State(node): State<SharedNode>,
     Path(app_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let app = authenticate(&node, &method, &uri, Some(&app_id), &body)?;
+    let (parts, body) = request.into_parts();
+    let (app, body) = authenticate(&node, &parts, Some(&app_id), body).await?;
     let request: BatchBody = parse_json(&body)?;
     if let Some(max) = app.limits.batch_size() {
         if request.batch.len() > max {
@@ -376,13 +373,12 @@ async fn trigger_batch(
 async fn channels(
     State(node): State<SharedNode>,
     Path(app_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let app = authenticate(&node, &method, &uri, Some(&app_id), &body)?;
+    let (parts, body) = request.into_parts();
+    let (app, _) = authenticate(&node, &parts, Some(&app_id), body).await?;
     rate_limit(&node, &app, Budget::Reads, 1)?;
-    let params = query_pairs(uri.query());
+    let params = query_pairs(parts.uri.query());
     let prefix = query_value(&params, "filter_by_prefix").unwrap_or("");
     let attributes = parse_attributes(query_value(&params, "info"), false)?;
     if attributes.contains(&Attribute::UserCount) && !prefix.starts_with("presence-") {
@@ -415,14 +411,13 @@ async fn channels(
 async fn channel(
     State(node): State<SharedNode>,
     Path((app_id, channel)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let app = authenticate(&node, &method, &uri, Some(&app_id), &body)?;
+    let (parts, body) = request.into_parts();
+    let (app, _) = authenticate(&node, &parts, Some(&app_id), body).await?;
     rate_limit(&node, &app, Budget::Reads, 1)?;
     let name = parse_channel(&app, &channel)?;
-    let params = query_pairs(uri.query());
+    let params = query_pairs(parts.uri.query());
     let attributes = parse_attributes(query_value(&params, "info"), true)?;
     if attributes.contains(&Attribute::UserCount) && name.kind() != ChannelKind::Presence {
         return Err(ApiError::BadRequest(
@@ -462,11 +457,10 @@ async fn channel(
 async fn channel_users(
     State(node): State<SharedNode>,
     Path((app_id, channel)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let app = authenticate(&node, &method, &uri, Some(&app_id), &body)?;
+    let (parts, body) = request.into_parts();
+    let (app, _) = authenticate(&node, &parts, Some(&app_id), body).await?;
     rate_limit(&node, &app, Budget::Reads, 1)?;
     let name = parse_channel(&app, &channel)?;
     if name.kind() != ChannelKind::Presence {
@@ -497,11 +491,10 @@ fn terminate(node: &SharedNode, app: &AppRef, user_id: &str) -> Json<Value> {
 async fn terminate_connections(
     State(node): State<SharedNode>,
     Path((app_id, user_id)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let app = authenticate(&node, &method, &uri, Some(&app_id), &body)?;
+    let (parts, body) = request.into_parts();
+    let (app, _) = authenticate(&node, &parts, Some(&app_id), body).await?;
     Ok(terminate(&node, &app, &user_id))
 }
 
@@ -510,10 +503,9 @@ async fn terminate_connections(
 async fn terminate_connections_python(
     State(node): State<SharedNode>,
     Path(user_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let app = authenticate(&node, &method, &uri, None, &body)?;
+    let (parts, body) = request.into_parts();
+    let (app, _) = authenticate(&node, &parts, None, body).await?;
     Ok(terminate(&node, &app, &user_id))
 }

@@ -9,6 +9,7 @@ mod helpers;
 mod cli;
 mod dashboard;
 mod hardening_signin;
+mod hardening_http;
 mod limits;
 mod php;
 mod process;
