@@ -15,6 +15,7 @@
 //! failed. Pending rows are picked up again after a restart.
 
 mod delay;
+mod target;
 mod worker;
 
 use std::collections::{HashMap, HashSet};
@@ -32,7 +33,8 @@ use crate::node::SharedNode;
 use crate::protocol::WebhookKind;
 use crate::tenants::{Delivery, NewDelivery, Webhook};
 
-pub use worker::backoff;
+pub use target::{parse_cidr_list, Destinations};
+pub use worker::{backoff, coarse_outcome};
 
 type Registry = HashMap<String, Vec<Webhook>>;
 
@@ -117,6 +119,18 @@ impl Webhooks {
             }
         }
     }
+}
+
+/// Refuses a webhook URL whose destination requests may not reach (checked again at every
+/// request): for the dashboard and the CLI, before an endpoint is created or changed.
+pub async fn check_destination(
+    settings: &crate::config::WebhookSettings,
+    url: &str,
+) -> Result<(), crate::tenants::StoreError> {
+    Destinations::new(settings.allow_private.clone())
+        .check_url(url.trim())
+        .await
+        .map_err(crate::tenants::StoreError::Invalid)
 }
 
 /// The running pipeline.

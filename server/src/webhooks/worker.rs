@@ -14,6 +14,7 @@ use crate::auth::webhook_signature;
 use crate::clock::Clock;
 use crate::node::SharedNode;
 use crate::protocol::webhook_body;
+use super::target::Destinations;
 use crate::tenants::{Attempt, Delivery, DeliveryStatus};
 
 /// The delay before retry number `attempts` (1 = the first retry): `base` doubled each time, at
@@ -34,12 +35,30 @@ enum Outcome {
     Delivered {
         status: u16,
     },
+    /// `detail` goes to the operator's log only; tenants see [`coarse_outcome`].
     Failed {
         status: u16,
-        error: String,
+        detail: String,
     },
     /// The app or the endpoint is gone: drop the delivery.
     Gone,
+}
+
+impl Outcome {
+    fn failed(status: u16, detail: String) -> Outcome {
+        Outcome::Failed { status, detail }
+    }
+}
+
+/// What a tenant is told about a failed attempt: the HTTP status class, or only that it failed.
+/// Connection refused, timeouts, DNS failures and refused destinations read the same, so the
+/// outcome is no port scanner.
+pub fn coarse_outcome(http_status: i64) -> String {
+    if (100..600).contains(&http_status) {
+        format!("failed (HTTP {}xx)", http_status / 100)
+    } else {
+        "failed".to_owned()
+    }
 }
 
 #[derive(Debug)]
@@ -56,6 +75,7 @@ struct Worker {
     queues: HashMap<String, VecDeque<Entry>>,
     known: HashSet<i64>,
     client: reqwest::Client,
+    destinations: Destinations,
     tasks: JoinSet<Done>,
     clock: Clock,
 }
@@ -129,6 +149,7 @@ impl Worker {
     fn start(&mut self, webhook_id: String, delivery: Delivery) {
         let node = self.node.clone();
         let client = self.client.clone();
+        let destinations = self.destinations.clone();
         let clock = self.clock.clone();
         if delivery.attempts == 0 {
             // Each webhook request counts toward the daily quota once; retries are free.
@@ -137,7 +158,7 @@ impl Worker {
         self.tasks.spawn(async move {
             let at = clock.now_millis();
             let started = tokio::time::Instant::now();
-            let outcome = attempt(&node, &client, &delivery, at).await;
+            let outcome = attempt(&node, &client, &destinations, &delivery, at).await;
             Done {
                 webhook_id,
                 id: delivery.id,
@@ -167,17 +188,23 @@ impl Worker {
         self.node
             .taps
             .emit(&entry.delivery.app_id, "webhook", None, None, || {
-                let what = match &done.outcome {
-                    Outcome::Delivered { status } => format!("delivered: HTTP {status}"),
-                    Outcome::Failed { error, .. } => format!("failed ({error}), will retry"),
-                    Outcome::Gone => "dropped: the endpoint or app is gone".to_owned(),
-                };
-                format!(
-                    "request {} to {url} {what} in {} ms (attempt {})",
-                    done.id,
-                    done.latency_ms,
-                    entry.delivery.attempts + 1
-                )
+                let attempt = entry.delivery.attempts + 1;
+                match &done.outcome {
+                    Outcome::Delivered { status } => format!(
+                        "request {} to {url} delivered: HTTP {status} in {} ms (attempt {attempt})",
+                        done.id, done.latency_ms
+                    ),
+                    // Coarse, without the time taken: the console is tenant-facing.
+                    Outcome::Failed { status, .. } => format!(
+                        "request {} to {url} {}, will retry (attempt {attempt})",
+                        done.id,
+                        coarse_outcome(i64::from(*status))
+                    ),
+                    Outcome::Gone => format!(
+                        "request {} to {url} dropped: the endpoint or app is gone",
+                        done.id
+                    ),
+                }
             });
         let delivery = &mut entry.delivery;
         let attempts = delivery.attempts + 1;
@@ -192,7 +219,7 @@ impl Worker {
                 error: String::new(),
                 latency_ms: done.latency_ms,
             }),
-            Outcome::Failed { status, error } => {
+            Outcome::Failed { status, detail } => {
                 let now = self.clock.now_millis();
                 let window_end = delivery.created_at
                     + i64::try_from(settings.retry_window.as_millis()).unwrap_or(i64::MAX);
@@ -200,10 +227,10 @@ impl Worker {
                 let next =
                     (now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)).min(window_end);
                 let status_now = if now >= window_end {
-                    tracing::warn!(webhook_id = %done.webhook_id, delivery = done.id, attempts, %error, "webhook delivery failed for the whole retry window; kept as failed");
+                    tracing::warn!(webhook_id = %done.webhook_id, delivery = done.id, attempts, %detail, "webhook delivery failed for the whole retry window; kept as failed");
                     DeliveryStatus::Failed
                 } else {
-                    tracing::debug!(webhook_id = %done.webhook_id, delivery = done.id, attempts, %error, "webhook delivery failed; will retry");
+                    tracing::debug!(webhook_id = %done.webhook_id, delivery = done.id, attempts, %detail, "webhook delivery failed; will retry");
                     DeliveryStatus::Pending
                 };
                 Some(Attempt {
@@ -212,7 +239,8 @@ impl Worker {
                     at: done.at,
                     next_attempt_at: next,
                     http_status: i64::from(*status),
-                    error: error.clone(),
+                    // The store keeps the coarse outcome only: tenants read it.
+                    error: coarse_outcome(i64::from(*status)),
                     latency_ms: done.latency_ms,
                 })
             }
@@ -246,6 +274,7 @@ impl Worker {
 async fn attempt(
     node: &SharedNode,
     client: &reqwest::Client,
+    destinations: &Destinations,
     delivery: &Delivery,
     now_ms: i64,
 ) -> Outcome {
@@ -258,12 +287,23 @@ async fn attempt(
     else {
         return Outcome::Gone;
     };
+    // Checked here for IP-literal hosts; names are checked by the client's resolver. Userinfo is
+    // never sent (registration refuses it; older rows may carry it).
+    let Ok(mut url) = reqwest::Url::parse(&webhook.url) else {
+        return Outcome::failed(0, "the URL does not parse".into());
+    };
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    if !destinations.literal_permitted(&url) {
+        tracing::warn!(webhook_id = %webhook.id, host = url.host_str().unwrap_or(""), "webhook request refused: a private or reserved address (HERALD_WEBHOOK_ALLOW_PRIVATE)");
+        return Outcome::failed(0, "refused: private or reserved destination".into());
+    }
     // `time_ms` is the time of sending: receivers check it is recent (pusher-http-python allows
     // 5 minutes), and a delivery retried later must still validate.
     let body = webhook_body(now_ms, &delivery.events);
     let signature = webhook_signature(app.secret.expose(), body.as_bytes());
     let mut request = client
-        .post(&webhook.url)
+        .post(url)
         .header(header::CONTENT_TYPE, "application/json")
         .header("X-Pusher-Key", app.key.as_str())
         .header("X-Pusher-Signature", signature);
@@ -274,20 +314,21 @@ async fn attempt(
         Ok(response) if response.status().is_success() => Outcome::Delivered {
             status: response.status().as_u16(),
         },
-        Ok(response) => Outcome::Failed {
-            status: response.status().as_u16(),
-            error: format!("HTTP {}", response.status()),
-        },
-        Err(error) => Outcome::Failed {
-            status: 0,
-            error: if error.is_timeout() {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            Outcome::failed(status, format!("HTTP {status}"))
+        }
+        Err(error) => Outcome::failed(
+            0,
+            if error.is_timeout() {
                 "timed out".to_owned()
             } else if error.is_connect() {
-                "connection failed".to_owned()
+                // The resolver's refusal is a connect error too; it logged itself.
+                "connection failed or refused".to_owned()
             } else {
                 "request failed".to_owned()
             },
-        },
+        ),
     }
 }
 
@@ -300,9 +341,14 @@ pub(super) async fn run(
     mut written: UnboundedReceiver<Delivery>,
     stop: CancellationToken,
 ) {
+    let destinations = Destinations::new(node.settings.webhooks.allow_private.clone());
     let client = match reqwest::Client::builder()
         .timeout(node.settings.webhooks.request_timeout)
         .redirect(reqwest::redirect::Policy::none())
+        // No proxy from the environment (it would resolve names itself, past the check), and
+        // names resolve through the guard that refuses private addresses.
+        .no_proxy()
+        .dns_resolver(destinations.resolver())
         .http1_title_case_headers()
         .user_agent(concat!("Herald/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -319,6 +365,7 @@ pub(super) async fn run(
         queues: HashMap::new(),
         known: HashSet::new(),
         client,
+        destinations,
         tasks: JoinSet::new(),
     };
     worker.load_pending().await;
@@ -327,9 +374,18 @@ pub(super) async fn run(
     loop {
         if last_prune.elapsed() >= Duration::from_secs(600) {
             last_prune = tokio::time::Instant::now();
-            let before = worker.clock.now_millis() - DELIVERED_KEPT_MS;
-            if let Err(error) = worker.node.store.prune_deliveries(before).await {
-                tracing::warn!(%error, "could not prune delivered webhooks");
+            let now = worker.clock.now_millis();
+            let retention = i64::try_from(worker.node.settings.webhooks.failed_retention.as_millis())
+                .unwrap_or(i64::MAX);
+            match worker
+                .node
+                .store
+                .prune_deliveries(now - DELIVERED_KEPT_MS, now.saturating_sub(retention))
+                .await
+            {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "pruned old delivered and failed webhook deliveries"),
+                Err(error) => tracing::warn!(%error, "could not prune old webhook deliveries"),
             }
         }
         let next_due = worker.pump();
