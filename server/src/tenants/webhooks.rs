@@ -474,16 +474,28 @@ impl Store {
         Ok(())
     }
 
-    /// Appends deliveries in one transaction.
+    /// Appends deliveries in one transaction, due at once.
     pub async fn insert_deliveries(&self, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
+        let rows: Vec<(NewDelivery, i64)> = deliveries
+            .iter()
+            .map(|d| (d.clone(), d.created_at))
+            .collect();
+        self.insert_deliveries_due(&rows).await
+    }
+
+    /// Appends deliveries in one transaction, each due at the time given with it (Unix ms).
+    pub async fn insert_deliveries_due(
+        &self,
+        deliveries: &[(NewDelivery, i64)],
+    ) -> Result<(), StoreError> {
         if deliveries.is_empty() {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
-        for d in deliveries {
+        for (d, due) in deliveries {
             sqlx::query(&format!(
                 "INSERT INTO webhook_deliveries ({DELIVERY_COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, 0, 0, '', 0)"
+                 ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, 0, 0, '', 0)"
             ))
             .bind(d.id)
             .bind(d.webhook_id.clone())
@@ -491,6 +503,23 @@ impl Store {
             .bind(d.events.clone())
             .bind(d.channels.join("\n"))
             .bind(d.created_at)
+            .bind(*due)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes pending deliveries that were never attempted (held rows cancelled by a comeback).
+    pub async fn cancel_deliveries(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        for id in ids {
+            sqlx::query(
+                "DELETE FROM webhook_deliveries WHERE id = $1 AND status = 'pending' \
+                 AND attempts = 0",
+            )
+            .bind(*id)
             .execute(&mut *tx)
             .await?;
         }

@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::node::SharedNode;
 use crate::protocol::webhook_body;
 use super::target::Destinations;
+use super::ToWorker;
 use crate::tenants::{Attempt, Delivery, DeliveryStatus};
 
 /// The delay before retry number `attempts` (1 = the first retry): `base` doubled each time, at
@@ -99,6 +100,33 @@ impl Worker {
         );
     }
 
+    /// Removes held rows `ids` (queue and store) if every one is queued and none has started;
+    /// says whether they were removed.
+    async fn cancel(&mut self, ids: &[i64]) -> bool {
+        let idle = ids.iter().all(|id| {
+            self.queues
+                .values()
+                .flat_map(|q| q.iter())
+                .any(|e| e.delivery.id == *id && !e.in_flight && e.delivery.attempts == 0)
+        });
+        if !idle {
+            return false;
+        }
+        // Nothing starts while this waits: `pump` runs in this same loop.
+        if let Err(error) = self.node.store.cancel_deliveries(ids).await {
+            tracing::warn!(%error, "could not cancel held webhook rows; they will be delivered");
+            return false;
+        }
+        for queue in self.queues.values_mut() {
+            queue.retain(|e| !ids.contains(&e.delivery.id));
+        }
+        self.queues.retain(|_, q| !q.is_empty());
+        for id in ids {
+            self.known.remove(id);
+        }
+        true
+    }
+
     async fn load_pending(&mut self) {
         match self.node.store.pending_deliveries().await {
             Ok(pending) => {
@@ -125,6 +153,11 @@ impl Worker {
                     .channels
                     .iter()
                     .any(|c| busy.contains(c.as_str()));
+                // A held row (a vacate waiting for its delay) does not hold back later events
+                // on its channel until it is due: it is reported when due, after them.
+                let held = entry.delivery.attempts == 0
+                    && entry.delivery.next_attempt_at > entry.delivery.created_at
+                    && entry.delivery.next_attempt_at > now;
                 if !blocked && !entry.in_flight {
                     if entry.delivery.next_attempt_at <= now {
                         if in_flight < concurrency {
@@ -137,7 +170,9 @@ impl Worker {
                         next_due = Some(next_due.map_or(due, |d: i64| d.min(due)));
                     }
                 }
-                busy.extend(entry.delivery.channels.iter().map(String::as_str));
+                if !held {
+                    busy.extend(entry.delivery.channels.iter().map(String::as_str));
+                }
             }
         }
         for (webhook_id, delivery) in starts {
@@ -338,7 +373,7 @@ const DELIVERED_KEPT_MS: i64 = 24 * 3600 * 1000;
 /// Runs until `stop`: delivers what the writer hands over and what the store holds as pending.
 pub(super) async fn run(
     node: SharedNode,
-    mut written: UnboundedReceiver<Delivery>,
+    mut written: UnboundedReceiver<ToWorker>,
     stop: CancellationToken,
 ) {
     let destinations = Destinations::new(node.settings.webhooks.allow_private.clone());
@@ -395,7 +430,11 @@ pub(super) async fn run(
         tokio::select! {
             () = stop.cancelled() => break,
             delivery = written.recv(), if writer_open => match delivery {
-                Some(delivery) => worker.insert(delivery),
+                Some(ToWorker::Written(delivery)) => worker.insert(delivery),
+                Some(ToWorker::Cancel(ids, reply)) => {
+                    let removed = worker.cancel(&ids).await;
+                    let _ = reply.send(removed);
+                }
                 None => writer_open = false,
             },
             Some(done) = worker.tasks.join_next() => {
