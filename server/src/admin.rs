@@ -608,7 +608,12 @@ impl AdminPort for AdminApi {
     async fn add_webhook(&self, admin: &Admin, id: &str, form: WebhookForm) -> PortResult<()> {
         self.scoped_app(admin, id).await?;
         let input = webhook_input(id, form);
-        let checked = match crate::webhooks::check_destination(&self.node.settings.webhooks, &input.url).await {
+        let checked = match crate::webhooks::check_destination(
+            &self.node.settings.webhooks,
+            &input.url,
+        )
+        .await
+        {
             Ok(()) => self.node.store.create_webhook(input).await.map(drop),
             Err(refused) => Err(refused),
         };
@@ -624,8 +629,18 @@ impl AdminPort for AdminApi {
     ) -> PortResult<()> {
         self.scoped_app(admin, id).await?;
         let input = webhook_input(id, form);
-        let checked = match crate::webhooks::check_destination(&self.node.settings.webhooks, &input.url).await {
-            Ok(()) => self.node.store.update_webhook(webhook_id, input).await.map(drop),
+        let checked = match crate::webhooks::check_destination(
+            &self.node.settings.webhooks,
+            &input.url,
+        )
+        .await
+        {
+            Ok(()) => self
+                .node
+                .store
+                .update_webhook(webhook_id, input)
+                .await
+                .map(drop),
             Err(refused) => Err(refused),
         };
         self.changed(checked).await

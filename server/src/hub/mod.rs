@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-
 use crate::protocol::{server, ChannelName, CloseCode, SocketId, WebhookEvent, WebhookKind};
 
 /// Something that happened in an app's channels, for webhooks (and later the live console).

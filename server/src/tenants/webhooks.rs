@@ -200,10 +200,7 @@ fn parse_header(raw: &str) -> Result<(String, String), StoreError> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !token
-        || value.len() > 4000
-        || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
-    {
+    if !token || value.len() > 4000 || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
         return Err(StoreError::Invalid(format!("invalid header {raw:?}")));
     }
     let lower = name.to_ascii_lowercase();
@@ -231,9 +228,7 @@ fn validate_url(url: &str) -> Result<String, StoreError> {
         return Err(invalid());
     }
     let parsed = reqwest::Url::parse(url).map_err(|_| invalid())?;
-    if !matches!(parsed.scheme(), "http" | "https")
-        || parsed.host_str().is_none_or(str::is_empty)
-    {
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
         return Err(invalid());
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {

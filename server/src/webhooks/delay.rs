@@ -103,7 +103,11 @@ mod tests {
             Some(vec![1, 2])
         );
         assert_eq!(rows.take(&occupy, start), None, "taken once");
-        assert_eq!(rows.take(&removed, start + Duration::from_secs(3)), None, "due: too late");
+        assert_eq!(
+            rows.take(&removed, start + Duration::from_secs(3)),
+            None,
+            "due: too late"
+        );
         rows.hold(vacate, start + Duration::from_secs(3), vec![4]);
         rows.expire(start + Duration::from_secs(4));
         assert_eq!(rows.len(), 0);

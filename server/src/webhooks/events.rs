@@ -60,14 +60,8 @@ impl EventSender {
             Err(TrySendError::Closed(_)) => Err(NotSent::Closed),
             Err(TrySendError::Full(_)) => {
                 let total = self.drops.total.fetch_add(1, Ordering::Relaxed) + 1;
-                let mut logged = self
-                    .drops
-                    .logged
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                let due = logged
-                    .0
-                    .is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL);
+                let mut logged = self.drops.logged.lock().unwrap_or_else(|p| p.into_inner());
+                let due = logged.0.is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL);
                 if due {
                     let since = total - logged.1;
                     *logged = (Some(Instant::now()), total);

@@ -353,7 +353,11 @@ impl Writer {
         });
         let dropped = self.misses.dropped() - before;
         if dropped > 0 {
-            tracing::debug!(dropped, total = self.misses.dropped(), "cache_miss webhooks over the per-channel or per-app bound were not reported");
+            tracing::debug!(
+                dropped,
+                total = self.misses.dropped(),
+                "cache_miss webhooks over the per-channel or per-app bound were not reported"
+            );
         }
     }
 

@@ -60,7 +60,9 @@ fn canonical(ip: IpAddr) -> IpAddr {
                 return IpAddr::V4(v4);
             }
             let s = v6.segments();
-            if s[..6] == [0, 0, 0, 0, 0, 0] && v6 != Ipv6Addr::UNSPECIFIED && v6 != Ipv6Addr::LOCALHOST
+            if s[..6] == [0, 0, 0, 0, 0, 0]
+                && v6 != Ipv6Addr::UNSPECIFIED
+                && v6 != Ipv6Addr::LOCALHOST
             {
                 let [a, b] = s[6].to_be_bytes();
                 let [c, d] = s[7].to_be_bytes();
@@ -268,8 +270,16 @@ mod tests {
         ] {
             assert!(!strict.permits(ip(refused)), "{refused} must be refused");
         }
-        for permitted in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8"] {
-            assert!(strict.permits(ip(permitted)), "{permitted} must be permitted");
+        for permitted in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(
+                strict.permits(ip(permitted)),
+                "{permitted} must be permitted"
+            );
         }
         let allowing = Destinations::new(parse_cidr_list("127.0.0.0/8, ::1").unwrap());
         assert!(allowing.permits(ip("127.0.0.1")));

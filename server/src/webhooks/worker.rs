@@ -10,12 +10,12 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::target::Destinations;
+use super::ToWorker;
 use crate::auth::webhook_signature;
 use crate::clock::Clock;
 use crate::node::SharedNode;
 use crate::protocol::webhook_body;
-use super::target::Destinations;
-use super::ToWorker;
 use crate::tenants::{Attempt, Delivery, DeliveryStatus};
 
 /// The delay before retry number `attempts` (1 = the first retry): `base` doubled each time, at
@@ -410,8 +410,9 @@ pub(super) async fn run(
         if last_prune.elapsed() >= Duration::from_secs(600) {
             last_prune = tokio::time::Instant::now();
             let now = worker.clock.now_millis();
-            let retention = i64::try_from(worker.node.settings.webhooks.failed_retention.as_millis())
-                .unwrap_or(i64::MAX);
+            let retention =
+                i64::try_from(worker.node.settings.webhooks.failed_retention.as_millis())
+                    .unwrap_or(i64::MAX);
             match worker
                 .node
                 .store
@@ -419,7 +420,9 @@ pub(super) async fn run(
                 .await
             {
                 Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "pruned old delivered and failed webhook deliveries"),
+                Ok(pruned) => {
+                    tracing::info!(pruned, "pruned old delivered and failed webhook deliveries")
+                }
                 Err(error) => tracing::warn!(%error, "could not prune old webhook deliveries"),
             }
         }

@@ -258,8 +258,8 @@ async fn add(dir: &Path, env: &[(&str, &str)], url: &str, header: Option<&str>) 
 }
 
 #[tokio::test]
-async fn registering_private_targets_userinfo_identity_headers_or_an_eleventh_endpoint_is_refused(
-) {
+async fn registering_private_targets_userinfo_identity_headers_or_an_eleventh_endpoint_is_refused()
+{
     let mut app = spawn_app().await;
     app.stop().await;
     let dir = app.data_dir.path().to_path_buf();
@@ -300,7 +300,11 @@ async fn registering_private_targets_userinfo_identity_headers_or_an_eleventh_en
         Some("X-Webhook-Token: t0ken"),
     )
     .await;
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let allowed = add(
         &dir,
         &[("HERALD_WEBHOOK_ALLOW_PRIVATE", LOOPBACK)],
@@ -319,7 +323,10 @@ async fn registering_private_targets_userinfo_identity_headers_or_an_eleventh_en
         assert!(out.status.success(), "endpoint {n}");
     }
     let eleventh = add(&dir, &[], "https://h11.example.invalid/", None).await;
-    assert!(!eleventh.status.success(), "the eleventh endpoint is refused");
+    assert!(
+        !eleventh.status.success(),
+        "the eleventh endpoint is refused"
+    );
     assert!(String::from_utf8_lossy(&eleventh.stderr).contains("10 webhooks"));
 }
 
@@ -400,12 +407,7 @@ async fn anonymous_cache_misses_on_fresh_channels_add_a_bounded_number_of_outbox
     let elapsed = started.elapsed().as_secs_f64();
     // Let the writer write what it admitted.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rows = app
-        .node
-        .store
-        .deliveries(APP_ID, None, 500)
-        .await
-        .unwrap();
+    let rows = app.node.store.deliveries(APP_ID, None, 500).await.unwrap();
     let reported: usize = rows
         .iter()
         .map(|d| serde_json::from_str::<Vec<Value>>(&d.events).unwrap().len())
@@ -488,7 +490,11 @@ async fn member_removed_and_channel_vacated_held_for_the_delay_survive_a_kill_9(
         ],
     )
     .await;
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
     // The running server loads the endpoint within 2 s: wait until it reports an occupied room.
     let mut probe = connect_to(&address).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -503,7 +509,10 @@ async fn member_removed_and_channel_vacated_held_for_the_delay_survive_a_kill_9(
         {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the endpoint is loaded");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the endpoint is loaded"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut member = connect_to(&address).await;
@@ -522,18 +531,24 @@ async fn member_removed_and_channel_vacated_held_for_the_delay_survive_a_kill_9(
     server.wait().await.unwrap();
     let before = receiver.accepted_events();
     assert!(
-        !before.iter().any(|e| e["name"] == "member_removed" || e["name"] == "channel_vacated"),
+        !before
+            .iter()
+            .any(|e| e["name"] == "member_removed" || e["name"] == "channel_vacated"),
         "nothing held was sent before the kill: {before:?}"
     );
     drop(probe);
 
     let (_again, _) = start_binary(dir.path()).await;
     let events = receiver
-        .wait_for("member_removed and channel_vacated after the restart", |e| {
-            e.iter().any(|e| e["name"] == "member_removed" && e["user_id"] == "u1")
-                && e.iter()
-                    .any(|e| e["name"] == "channel_vacated" && e["channel"] == "presence-room")
-        })
+        .wait_for(
+            "member_removed and channel_vacated after the restart",
+            |e| {
+                e.iter()
+                    .any(|e| e["name"] == "member_removed" && e["user_id"] == "u1")
+                    && e.iter()
+                        .any(|e| e["name"] == "channel_vacated" && e["channel"] == "presence-room")
+            },
+        )
         .await;
     let removed = events
         .iter()
