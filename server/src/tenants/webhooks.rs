@@ -158,34 +158,6 @@ fn delivery_from_row(row: &AnyRow) -> Result<Delivery, sqlx::Error> {
     })
 }
 
-/// Header names Herald sets itself, hop-by-hop headers, and headers that carry an identity or
-/// change how the request is routed or framed: an endpoint may not set them. Authentication for
-/// the receiver goes in a custom header (`X-Webhook-Token: ...`).
-const FORBIDDEN_HEADERS: [&str; 19] = [
-    "content-type",
-    "content-length",
-    "content-encoding",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "expect",
-    "host",
-    "cookie",
-    "set-cookie",
-    "authorization",
-    "forwarded",
-    "x-real-ip",
-    "user-agent",
-    "via",
-    "max-forwards",
-];
-
-/// Forbidden prefixes: Herald's own `X-Pusher-*`, `Proxy-*`, `X-Forwarded-*`.
-const FORBIDDEN_HEADER_PREFIXES: [&str; 3] = ["x-pusher-", "proxy-", "x-forwarded-"];
-
 /// Most endpoints one app may have.
 const MAX_WEBHOOKS_PER_APP: i64 = 10;
 
@@ -203,12 +175,7 @@ fn parse_header(raw: &str) -> Result<(String, String), StoreError> {
     if !token || value.len() > 4000 || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
         return Err(StoreError::Invalid(format!("invalid header {raw:?}")));
     }
-    let lower = name.to_ascii_lowercase();
-    if FORBIDDEN_HEADERS.contains(&lower.as_str())
-        || FORBIDDEN_HEADER_PREFIXES
-            .iter()
-            .any(|p| lower.starts_with(p))
-    {
+    if !crate::webhooks::header_allowed(name) {
         return Err(StoreError::Invalid(format!(
             "header {name} cannot be set on a webhook (Herald sets it, or it is a hop-by-hop, \
              routing or identity header); use a custom header such as X-Webhook-Token"

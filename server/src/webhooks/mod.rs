@@ -43,7 +43,7 @@ use crate::tenants::{Delivery, NewDelivery, Webhook};
 use delay::HeldKey;
 
 pub use events::{event_channel, EventReceiver, EventSender, NotSent};
-pub use target::{parse_cidr_list, Destinations};
+pub use target::{header_allowed, parse_cidr_list, Destinations};
 pub use worker::{backoff, coarse_outcome};
 
 type Registry = HashMap<String, Vec<Webhook>>;

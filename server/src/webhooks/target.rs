@@ -74,6 +74,9 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// How long registration waits for DNS before accepting a name (it is checked at every request).
+const REGISTRATION_LOOKUP: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Which destinations webhook requests may reach.
 #[derive(Debug, Clone, Default)]
 pub struct Destinations {
@@ -124,10 +127,13 @@ impl Destinations {
         match host_of(&parsed) {
             None => Err("invalid webhook URL: no host".into()),
             Some(UrlHost::Ip(ip)) => self.check_ip(ip),
-            Some(UrlHost::Name(name)) => match self.resolve(&name, port).await {
-                Err(Refused::Private(ip)) => Err(refusal(ip)),
-                Err(Refused::Unresolved) | Ok(_) => Ok(()),
-            },
+            // A slow resolver does not hold the form up: the request is checked anyway.
+            Some(UrlHost::Name(name)) => {
+                match tokio::time::timeout(REGISTRATION_LOOKUP, self.resolve(&name, port)).await {
+                    Ok(Err(Refused::Private(ip))) => Err(refusal(ip)),
+                    _ => Ok(()),
+                }
+            }
         }
     }
 
@@ -218,6 +224,44 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
+/// Header names Herald sets itself, hop-by-hop headers, and headers that carry an identity or
+/// change how the request is routed or framed: an endpoint may not set them. Authentication for
+/// the receiver goes in a custom header (`X-Webhook-Token: ...`).
+const FORBIDDEN_HEADERS: [&str; 19] = [
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "expect",
+    "host",
+    "cookie",
+    "set-cookie",
+    "authorization",
+    "forwarded",
+    "x-real-ip",
+    "user-agent",
+    "via",
+    "max-forwards",
+];
+
+/// Forbidden prefixes: Herald's own `X-Pusher-*`, `Proxy-*`, `X-Forwarded-*`.
+const FORBIDDEN_HEADER_PREFIXES: [&str; 3] = ["x-pusher-", "proxy-", "x-forwarded-"];
+
+/// Whether an endpoint may set header `name` (checked at registration, and again when sending,
+/// for rows stored before the rule).
+pub fn header_allowed(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !(FORBIDDEN_HEADERS.contains(&lower.as_str())
+        || FORBIDDEN_HEADER_PREFIXES
+            .iter()
+            .any(|p| lower.starts_with(p)))
+}
+
 /// Parses a CIDR list (`10.0.0.0/8, ::1/128`; a bare address is a single host).
 pub fn parse_cidr_list(text: &str) -> Result<Vec<IpNet>, String> {
     text.split([',', ' '])
@@ -288,6 +332,26 @@ mod tests {
         assert!(!allowing.permits(ip("10.0.0.1")));
         assert!(parse_cidr_list("10.0.0.0/33").is_err());
         assert!(parse_cidr_list("nonsense").is_err());
+    }
+
+    #[test]
+    fn identity_routing_and_hop_by_hop_headers_are_not_allowed() {
+        for name in [
+            "Host",
+            "cookie",
+            "AUTHORIZATION",
+            "Transfer-Encoding",
+            "Proxy-Foo",
+            "X-Forwarded-Host",
+            "x-pusher-key",
+            "Content-Length",
+            "Upgrade",
+        ] {
+            assert!(!header_allowed(name), "{name}");
+        }
+        for name in ["X-Webhook-Token", "X-Api-Key", "X-Extra"] {
+            assert!(header_allowed(name), "{name}");
+        }
     }
 
     #[test]

@@ -343,6 +343,9 @@ async fn attempt(
         .header("X-Pusher-Key", app.key.as_str())
         .header("X-Pusher-Signature", signature);
     for (name, value) in &webhook.headers {
+        if !super::header_allowed(name) {
+            continue;
+        }
         request = request.header(name.as_str(), value.as_str());
     }
     match request.body(body).send().await {
