@@ -87,6 +87,8 @@ export class OwnedServer {
       env[name] = value;
     }
     env.HERALD_DATA_DIR = this.dataDir;
+    // The webhook receivers of the scenarios listen on loopback, which Herald refuses otherwise.
+    env.HERALD_WEBHOOK_ALLOW_PRIVATE = '127.0.0.0/8,::1/128';
     return env;
   }
 

@@ -264,9 +264,20 @@ fn delivery_row(d: Delivery) -> DeliveryRow {
         }
         .to_owned(),
         attempts: d.attempts,
-        last_status: d.last_status,
-        last_error: d.last_error,
-        latency_ms: d.latency_ms,
+        // Tenants see a coarse outcome only (no status code, no kind of connection failure):
+        // the operator's log has the detail.
+        last_status: 0,
+        last_error: match d.status {
+            DeliveryStatus::Delivered => "delivered".to_owned(),
+            _ if d.attempts == 0 => String::new(),
+            _ => crate::webhooks::coarse_outcome(d.last_status),
+        },
+        // How long a failure took tells a closed port from a filtered one: delivered only.
+        latency_ms: if d.status == DeliveryStatus::Delivered {
+            d.latency_ms
+        } else {
+            0
+        },
         events,
         created_at_ms: d.created_at,
     }
@@ -598,14 +609,17 @@ impl AdminPort for AdminApi {
 
     async fn add_webhook(&self, admin: &Admin, id: &str, form: WebhookForm) -> PortResult<()> {
         self.scoped_app(admin, id).await?;
-        self.changed(
-            self.node
-                .store
-                .create_webhook(webhook_input(id, form))
-                .await
-                .map(drop),
+        let input = webhook_input(id, form);
+        let checked = match crate::webhooks::check_destination(
+            &self.node.settings.webhooks,
+            &input.url,
         )
         .await
+        {
+            Ok(()) => self.node.store.create_webhook(input).await.map(drop),
+            Err(refused) => Err(refused),
+        };
+        self.changed(checked).await
     }
 
     async fn update_webhook(
@@ -616,14 +630,22 @@ impl AdminPort for AdminApi {
         form: WebhookForm,
     ) -> PortResult<()> {
         self.scoped_app(admin, id).await?;
-        self.changed(
-            self.node
-                .store
-                .update_webhook(webhook_id, webhook_input(id, form))
-                .await
-                .map(drop),
+        let input = webhook_input(id, form);
+        let checked = match crate::webhooks::check_destination(
+            &self.node.settings.webhooks,
+            &input.url,
         )
         .await
+        {
+            Ok(()) => self
+                .node
+                .store
+                .update_webhook(webhook_id, input)
+                .await
+                .map(drop),
+            Err(refused) => Err(refused),
+        };
+        self.changed(checked).await
     }
 
     async fn remove_webhook(&self, admin: &Admin, id: &str, webhook_id: &str) -> PortResult<()> {

@@ -595,6 +595,11 @@ async fn webhooks(store: Store, command: WebhooksCommand) -> Outcome {
             headers,
             json,
         } => {
+            // The server would refuse the destination at every request: say so now.
+            let settings = Settings::from_env().map_err(|e| e.to_string())?;
+            crate::webhooks::check_destination(&settings.webhooks, &url)
+                .await
+                .map_err(err)?;
             let hook = store
                 .create_webhook(NewWebhook {
                     app_id: app,

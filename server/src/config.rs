@@ -37,6 +37,18 @@ pub struct WebhookSettings {
     pub backoff_base: Duration,
     /// The longest delay between two retries.
     pub backoff_cap: Duration,
+    /// Private ranges webhooks may reach anyway (`HERALD_WEBHOOK_ALLOW_PRIVATE`, a CIDR list;
+    /// empty: public addresses only).
+    pub allow_private: Vec<ipnet::IpNet>,
+    /// How long failed deliveries are kept (and retryable) before they are pruned
+    /// (`HERALD_WEBHOOK_FAILED_RETENTION_DAYS`, default 30).
+    pub failed_retention: Duration,
+    /// Events the hub may queue for the outbox writer; beyond it events are dropped and counted.
+    pub event_queue: usize,
+    /// `cache_miss` events: at most one per channel in this interval.
+    pub cache_miss_interval: Duration,
+    /// `cache_miss` events: at most this many per app per second (burst the same).
+    pub cache_miss_per_second: u32,
 }
 
 impl Default for WebhookSettings {
@@ -50,6 +62,11 @@ impl Default for WebhookSettings {
             retry_window: Duration::from_secs(5 * 60),
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(30),
+            allow_private: Vec::new(),
+            failed_retention: Duration::from_secs(30 * 24 * 3600),
+            event_queue: 65_536,
+            cache_miss_interval: Duration::from_secs(60),
+            cache_miss_per_second: 10,
         }
     }
 }
@@ -171,6 +188,16 @@ fn webhook_settings() -> Result<WebhookSettings, ConfigError> {
     if let Some(n) = number::<usize>("HERALD_WEBHOOK_CONCURRENCY")? {
         settings.concurrency = n.clamp(1, 64);
     }
+    if let Some(list) = var("HERALD_WEBHOOK_ALLOW_PRIVATE") {
+        settings.allow_private =
+            crate::webhooks::parse_cidr_list(&list).map_err(|problem| ConfigError {
+                name: "HERALD_WEBHOOK_ALLOW_PRIVATE",
+                problem,
+            })?;
+    }
+    if let Some(days) = number::<u64>("HERALD_WEBHOOK_FAILED_RETENTION_DAYS")? {
+        settings.failed_retention = Duration::from_secs(days.clamp(1, 3650) * 24 * 3600);
+    }
     Ok(settings)
 }
 
@@ -257,6 +284,12 @@ impl Settings {
             bind: "127.0.0.1:0".into(),
             database_url: sqlite_url(&data_dir),
             data_dir,
+            webhooks: WebhookSettings {
+                // Tests deliver to receivers on loopback.
+                allow_private: crate::webhooks::parse_cidr_list("127.0.0.0/8, ::1/128")
+                    .unwrap_or_default(),
+                ..WebhookSettings::default()
+            },
             ..Settings::defaults()
         }
     }

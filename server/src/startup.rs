@@ -46,7 +46,7 @@ pub struct Application {
     address: SocketAddr,
     node: SharedNode,
     router: Router,
-    hub_events: tokio::sync::mpsc::UnboundedReceiver<crate::hub::HubEvent>,
+    hub_events: crate::webhooks::EventReceiver,
     /// The dashboard's own listener, when `HERALD_ADMIN_BIND` is set.
     admin: Option<(TcpListener, Router)>,
 }
@@ -262,7 +262,7 @@ impl Application {
         let address = listener
             .local_addr()
             .map_err(io_error("cannot read the bound address"))?;
-        let (events, hub_events) = tokio::sync::mpsc::unbounded_channel();
+        let (events, hub_events) = crate::webhooks::event_channel(settings.webhooks.event_queue);
         let webhooks = crate::webhooks::Webhooks::default();
         webhooks.seed_ids(store.max_delivery_id().await?);
         let body_budget = api::BodyBudget::new(settings.body_buffer_bytes);

@@ -18,8 +18,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use tokio::sync::mpsc;
-
 use crate::protocol::{server, ChannelName, CloseCode, SocketId, WebhookEvent, WebhookKind};
 
 /// Something that happened in an app's channels, for webhooks (and later the live console).
@@ -31,9 +29,9 @@ pub struct HubEvent {
     pub event: WebhookEvent,
 }
 
-/// Where the hub sends its events. Unbounded: the hub never waits on it; the webhook writer
-/// drains it every few milliseconds.
-pub type EventSender = mpsc::UnboundedSender<HubEvent>;
+/// Where the hub sends its events. Bounded, and the hub never waits on it: when the webhook
+/// writer is behind, events are dropped and counted (see `webhooks::events`).
+pub type EventSender = crate::webhooks::EventSender;
 
 /// A shared handle on a connection.
 pub type ConnHandle = Arc<Connection>;

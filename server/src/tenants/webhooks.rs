@@ -60,7 +60,8 @@ pub enum DeliveryStatus {
     Pending,
     /// Answered 2xx.
     Delivered,
-    /// Retried for the whole retry window without success; kept until retried by hand.
+    /// Retried for the whole retry window without success; kept (and retryable by hand) for
+    /// `HERALD_WEBHOOK_FAILED_RETENTION_DAYS`, then pruned.
     Failed,
 }
 
@@ -157,13 +158,8 @@ fn delivery_from_row(row: &AnyRow) -> Result<Delivery, sqlx::Error> {
     })
 }
 
-/// Header names Herald sets itself; an endpoint may not override them.
-const RESERVED_HEADERS: [&str; 4] = [
-    "content-type",
-    "x-pusher-key",
-    "x-pusher-signature",
-    "content-length",
-];
+/// Most endpoints one app may have.
+const MAX_WEBHOOKS_PER_APP: i64 = 10;
 
 fn parse_header(raw: &str) -> Result<(String, String), StoreError> {
     let (name, value) = raw.split_once(':').ok_or_else(|| {
@@ -172,15 +168,17 @@ fn parse_header(raw: &str) -> Result<(String, String), StoreError> {
     let name = name.trim();
     let value = value.trim();
     let token = !name.is_empty()
+        && name.len() <= 100
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !token || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+    if !token || value.len() > 4000 || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
         return Err(StoreError::Invalid(format!("invalid header {raw:?}")));
     }
-    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+    if !crate::webhooks::header_allowed(name) {
         return Err(StoreError::Invalid(format!(
-            "header {name} is set by Herald and cannot be overridden"
+            "header {name} cannot be set on a webhook (Herald sets it, or it is a hop-by-hop, \
+             routing or identity header); use a custom header such as X-Webhook-Token"
         )));
     }
     Ok((name.to_owned(), value.to_owned()))
@@ -188,17 +186,24 @@ fn parse_header(raw: &str) -> Result<(String, String), StoreError> {
 
 fn validate_url(url: &str) -> Result<String, StoreError> {
     let url = url.trim();
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"));
-    let host_ok = rest.is_some_and(|r| {
-        let host = r.split(['/', '?', '#']).next().unwrap_or("");
-        !host.is_empty() && !host.contains(char::is_whitespace)
-    });
-    if !host_ok || url.len() > 2000 || url.contains(char::is_whitespace) {
-        return Err(StoreError::Invalid(format!(
+    let invalid = || {
+        StoreError::Invalid(format!(
             "invalid webhook URL {url:?}: expected http://host/... or https://host/..."
-        )));
+        ))
+    };
+    if url.len() > 2000 || url.contains(char::is_whitespace) {
+        return Err(invalid());
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|_| invalid())?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(StoreError::Invalid(
+            "a webhook URL may not carry credentials (user:password@); \
+             send them in a custom header such as X-Webhook-Token"
+                .into(),
+        ));
     }
     Ok(url.to_owned())
 }
@@ -314,6 +319,17 @@ impl Store {
         self.get_app(&new.app_id).await?;
         let checked = check_webhook(&new)?;
         let mut tx = self.write_tx().await?;
+        let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM webhooks WHERE app_id = $1")
+            .bind(new.app_id.clone())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if count >= MAX_WEBHOOKS_PER_APP {
+            return Err(StoreError::Invalid(format!(
+                "app {} already has {count} webhooks, the most an app may have",
+                new.app_id
+            )));
+        }
         let id = fresh_id(&mut tx, "webhooks", 10_000..100_000_000).await?;
         let webhook = Webhook {
             id,
@@ -420,16 +436,28 @@ impl Store {
         Ok(())
     }
 
-    /// Appends deliveries in one transaction.
+    /// Appends deliveries in one transaction, due at once.
     pub async fn insert_deliveries(&self, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
+        let rows: Vec<(NewDelivery, i64)> = deliveries
+            .iter()
+            .map(|d| (d.clone(), d.created_at))
+            .collect();
+        self.insert_deliveries_due(&rows).await
+    }
+
+    /// Appends deliveries in one transaction, each due at the time given with it (Unix ms).
+    pub async fn insert_deliveries_due(
+        &self,
+        deliveries: &[(NewDelivery, i64)],
+    ) -> Result<(), StoreError> {
         if deliveries.is_empty() {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
-        for d in deliveries {
+        for (d, due) in deliveries {
             sqlx::query(&format!(
                 "INSERT INTO webhook_deliveries ({DELIVERY_COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, 0, 0, '', 0)"
+                 ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, 0, 0, '', 0)"
             ))
             .bind(d.id)
             .bind(d.webhook_id.clone())
@@ -437,6 +465,23 @@ impl Store {
             .bind(d.events.clone())
             .bind(d.channels.join("\n"))
             .bind(d.created_at)
+            .bind(*due)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes pending deliveries that were never attempted (held rows cancelled by a comeback).
+    pub async fn cancel_deliveries(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        for id in ids {
+            sqlx::query(
+                "DELETE FROM webhook_deliveries WHERE id = $1 AND status = 'pending' \
+                 AND attempts = 0",
+            )
+            .bind(*id)
             .execute(&mut *tx)
             .await?;
         }
@@ -565,15 +610,23 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Forgets delivered requests older than `before_ms` (the history the dashboard shows).
-    pub async fn prune_deliveries(&self, before_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "DELETE FROM webhook_deliveries WHERE status = 'delivered' AND created_at < $1",
+    /// Forgets delivered requests created before `delivered_before_ms` (the history the
+    /// dashboard shows) and failed ones whose last attempt was before `failed_before_ms` (kept
+    /// for the retention); returns how many rows went.
+    pub async fn prune_deliveries(
+        &self,
+        delivered_before_ms: i64,
+        failed_before_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE (status = 'delivered' AND created_at < $1) \
+             OR (status = 'failed' AND last_attempt_at < $2)",
         )
-        .bind(before_ms)
+        .bind(delivered_before_ms)
+        .bind(failed_before_ms)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected())
     }
 }
 
@@ -588,6 +641,19 @@ mod tests {
             ("X-Token".into(), "abc".into())
         );
         assert!(parse_header("X-Pusher-Signature: forged").is_err());
+        for forbidden in [
+            "Host: internal",
+            "cookie: a=b",
+            "Authorization: Bearer x",
+            "Transfer-Encoding: chunked",
+            "Proxy-Authorization: x",
+            "X-Forwarded-For: 1.2.3.4",
+            "Connection: close",
+        ] {
+            assert!(parse_header(forbidden).is_err(), "{forbidden}");
+        }
+        assert!(validate_url("http://user:pass@example.com/").is_err());
+        assert!(validate_url("http://user@example.com/").is_err());
         assert!(parse_header("Bad Header: x").is_err());
         assert!(parse_header("no colon").is_err());
         assert!(validate_url("https://example.com/hook").is_ok());

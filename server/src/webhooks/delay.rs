@@ -1,23 +1,22 @@
-//! The first stage of the webhook pipeline: `channel_vacated` and `member_removed` wait
-//! `vacate_delay` (3 s) and are dropped, together with the `channel_occupied` / `member_added`
-//! that cancels them, when the channel or the member comes back within it. Everything else passes
-//! straight through, in order.
+//! The vacate delay: `channel_vacated` and `member_removed` are written to the outbox at once,
+//! due `vacate_delay` (3 s) later, so a crash inside the delay loses none of them. When the
+//! channel or the member comes back within the delay, the comeback (`channel_occupied` /
+//! `member_added`) cancels the held rows (the worker removes them if none has started) and is
+//! not reported either. This module keeps the bookkeeping: which rows are held for which key.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::hub::HubEvent;
 use crate::protocol::{WebhookEvent, WebhookKind};
 
-/// What a held-back event is about: the channel, and the member for `member_removed`.
-type HeldKey = (Arc<str>, String, Option<String>);
+/// What a held-back event is about: the app, the channel, and the member for `member_removed`.
+pub(super) type HeldKey = (Arc<str>, String, Option<String>);
 
-fn held_key(event: &HubEvent) -> Option<(HeldKey, bool)> {
+/// Whether an event is held (`true`), a possible comeback (`false`), or neither (`None`).
+pub(super) fn held_key(event: &HubEvent) -> Option<(HeldKey, bool)> {
     let channel = event.event.channel_name().to_owned();
     match &event.event {
         WebhookEvent::Channel { .. } => match event.event.kind() {
@@ -33,110 +32,42 @@ fn held_key(event: &HubEvent) -> Option<(HeldKey, bool)> {
     }
 }
 
-/// Events held back, in the order they are due (the delay is constant).
+/// The rows written for held events whose delay has not passed yet.
 #[derive(Debug, Default)]
-struct Held {
-    queue: VecDeque<(u64, Instant, HubEvent)>,
-    by_key: HashMap<HeldKey, u64>,
-    next_seq: u64,
+pub(super) struct Held {
+    by_key: HashMap<HeldKey, (Instant, Vec<i64>)>,
 }
 
 impl Held {
-    fn hold(&mut self, key: HeldKey, due: Instant, event: HubEvent) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.by_key.insert(key, seq);
-        self.queue.push_back((seq, due, event));
+    /// Records the rows written for a held event due at `due`.
+    pub(super) fn hold(&mut self, key: HeldKey, due: Instant, ids: Vec<i64>) {
+        self.by_key.insert(key, (due, ids));
     }
 
-    /// Cancels the held event for `key`; says whether there was one.
-    fn cancel(&mut self, key: &HeldKey) -> bool {
+    /// The rows held for `key` whose delay has not passed at `now`.
+    pub(super) fn take(&mut self, key: &HeldKey, now: Instant) -> Option<Vec<i64>> {
         match self.by_key.remove(key) {
-            Some(seq) => {
-                self.queue.retain(|(s, _, _)| *s != seq);
-                true
-            }
-            None => false,
+            Some((due, ids)) if due > now => Some(ids),
+            _ => None,
         }
     }
 
-    fn next_due(&self) -> Option<Instant> {
-        self.queue.front().map(|(_, due, _)| *due)
+    /// Forgets keys whose delay has passed (their rows are due; a comeback is a new event).
+    pub(super) fn expire(&mut self, now: Instant) {
+        self.by_key.retain(|_, (due, _)| *due > now);
     }
 
-    /// Releases the events due at `now` (all of them when `now` is `None`).
-    fn release(&mut self, now: Option<Instant>, out: &UnboundedSender<HubEvent>) {
-        while let Some((_, due, _)) = self.queue.front() {
-            if now.is_some_and(|now| *due > now) {
-                break;
-            }
-            if let Some((_, _, event)) = self.queue.pop_front() {
-                if let Some((key, _)) = held_key(&event) {
-                    self.by_key.remove(&key);
-                }
-                let _ = out.send(event);
-            }
-        }
+    /// Keys held.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.by_key.len()
     }
-}
-
-fn accept(event: HubEvent, held: &mut Held, delay: Duration, out: &UnboundedSender<HubEvent>) {
-    match held_key(&event) {
-        Some((key, true)) => {
-            // A second vacate for the same key cannot happen without an occupy in between,
-            // which cancelled the first; replace defensively all the same.
-            held.cancel(&key);
-            held.hold(key, Instant::now() + delay, event);
-        }
-        Some((key, false)) => {
-            if !held.cancel(&key) {
-                let _ = out.send(event);
-            }
-        }
-        None => {
-            let _ = out.send(event);
-        }
-    }
-}
-
-/// Runs the stage until `stop` is cancelled and `input` is drained; then releases every held
-/// event at once (nothing is lost at shutdown) and returns, closing `out`.
-pub(super) async fn run(
-    mut input: UnboundedReceiver<HubEvent>,
-    out: UnboundedSender<HubEvent>,
-    delay: Duration,
-    stop: CancellationToken,
-) {
-    let mut held = Held::default();
-    loop {
-        let due = held.next_due();
-        tokio::select! {
-            biased;
-            event = input.recv() => match event {
-                Some(event) => accept(event, &mut held, delay, &out),
-                None => break,
-            },
-            () = async {
-                match due {
-                    Some(due) => tokio::time::sleep_until(due).await,
-                    None => std::future::pending().await,
-                }
-            } => held.release(Some(Instant::now()), &out),
-            () = stop.cancelled() => {
-                while let Ok(event) = input.try_recv() {
-                    accept(event, &mut held, delay, &out);
-                }
-                break;
-            }
-        }
-    }
-    held.release(None, &out);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::mpsc;
+    use std::time::Duration;
 
     fn event(kind: WebhookKind, channel: &str, user: Option<&str>) -> HubEvent {
         HubEvent {
@@ -148,76 +79,37 @@ mod tests {
         }
     }
 
-    fn names(rx: &mut mpsc::UnboundedReceiver<HubEvent>) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Ok(e) = rx.try_recv() {
-            out.push(format!(
-                "{}:{}",
-                e.event.kind().as_str(),
-                e.event.channel_name()
-            ));
-        }
-        out
-    }
+    #[test]
+    fn vacates_are_held_until_due_and_a_comeback_finds_them_only_before() {
+        let start = Instant::now();
+        let (vacate, held) = held_key(&event(WebhookKind::ChannelVacated, "a", None)).unwrap();
+        assert!(held);
+        let (occupy, held) = held_key(&event(WebhookKind::ChannelOccupied, "a", None)).unwrap();
+        assert!(!held);
+        assert_eq!(vacate, occupy);
+        let (removed, _) =
+            held_key(&event(WebhookKind::MemberRemoved, "presence-a", Some("u1"))).unwrap();
+        let (other, _) =
+            held_key(&event(WebhookKind::MemberAdded, "presence-a", Some("u2"))).unwrap();
+        assert_ne!(removed, other, "another member is another key");
+        assert!(held_key(&event(WebhookKind::CacheMiss, "cache-a", None)).is_none());
 
-    async fn settle() {
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn vacate_waits_three_seconds_and_a_comeback_cancels_it() {
-        let (tx, input) = mpsc::unbounded_channel();
-        let (out, mut rx) = mpsc::unbounded_channel();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(run(input, out, Duration::from_secs(3), stop.clone()));
-
-        tx.send(event(WebhookKind::ChannelOccupied, "a", None))
-            .unwrap();
-        tx.send(event(WebhookKind::ChannelVacated, "a", None))
-            .unwrap();
-        settle().await;
-        assert_eq!(names(&mut rx), vec!["channel_occupied:a"]);
-        tokio::time::advance(Duration::from_millis(2_999)).await;
-        settle().await;
-        assert!(names(&mut rx).is_empty(), "still held at 2.999 s");
-        tokio::time::advance(Duration::from_millis(1)).await;
-        settle().await;
-        assert_eq!(names(&mut rx), vec!["channel_vacated:a"]);
-
-        // Vacated, then occupied again 1 s later: neither is reported.
-        tx.send(event(WebhookKind::ChannelVacated, "b", None))
-            .unwrap();
-        settle().await;
-        tokio::time::advance(Duration::from_secs(1)).await;
-        tx.send(event(WebhookKind::ChannelOccupied, "b", None))
-            .unwrap();
-        settle().await;
-        tokio::time::advance(Duration::from_secs(10)).await;
-        settle().await;
-        assert!(names(&mut rx).is_empty());
-
-        // The same for a member; another member's events are not affected.
-        tx.send(event(WebhookKind::MemberRemoved, "presence-c", Some("u1")))
-            .unwrap();
-        tx.send(event(WebhookKind::MemberAdded, "presence-c", Some("u2")))
-            .unwrap();
-        settle().await;
-        tokio::time::advance(Duration::from_secs(2)).await;
-        tx.send(event(WebhookKind::MemberAdded, "presence-c", Some("u1")))
-            .unwrap();
-        settle().await;
-        tokio::time::advance(Duration::from_secs(5)).await;
-        settle().await;
-        assert_eq!(names(&mut rx), vec!["member_added:presence-c"]);
-
-        // At shutdown, held events are released at once.
-        tx.send(event(WebhookKind::ChannelVacated, "d", None))
-            .unwrap();
-        settle().await;
-        stop.cancel();
-        task.await.unwrap();
-        assert_eq!(names(&mut rx), vec!["channel_vacated:d"]);
+        let mut rows = Held::default();
+        rows.hold(vacate.clone(), start + Duration::from_secs(3), vec![1, 2]);
+        rows.hold(removed.clone(), start + Duration::from_secs(3), vec![3]);
+        assert_eq!(rows.take(&other, start), None);
+        assert_eq!(
+            rows.take(&occupy, start + Duration::from_millis(2_999)),
+            Some(vec![1, 2])
+        );
+        assert_eq!(rows.take(&occupy, start), None, "taken once");
+        assert_eq!(
+            rows.take(&removed, start + Duration::from_secs(3)),
+            None,
+            "due: too late"
+        );
+        rows.hold(vacate, start + Duration::from_secs(3), vec![4]);
+        rows.expire(start + Duration::from_secs(4));
+        assert_eq!(rows.len(), 0);
     }
 }

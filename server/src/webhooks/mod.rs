@@ -1,28 +1,36 @@
 //! Webhooks: durable, signed, batched and retried.
 //!
 //! ```text
-//! hub / session ──HubEvent──▶ delay (3 s for vacate / member_removed) ──▶ writer ──▶ store outbox
-//!                                                                          │ (every batch window)
-//!                                                                          ▼
-//!                                                     worker (per-endpoint queues, HTTP, retries)
+//! hub / session ──HubEvent──▶ bounded channel ──▶ writer ──▶ store outbox
+//!               (full: dropped, counted)          │ (every batch window)
+//!                                                 ▼
+//!                                  worker (per-endpoint queues, HTTP, retries)
 //! ```
 //!
 //! The hub only reports the kinds some endpoint of the app wants (an interest mask per app, set
 //! when endpoints are loaded). Nothing on the handshake or subscribe path waits: the hub sends to
-//! an unbounded channel. The writer appends one delivery row per endpoint per batch window
-//! (at most 100 ms) before any attempt is made; the worker delivers pending rows in id order per
+//! a bounded channel without waiting, and a full channel drops the event and counts it (a writer
+//! stuck on a failing store cannot grow memory). The writer appends one delivery row per
+//! endpoint per batch window (at most 100 ms) before any attempt is made. `channel_vacated` and
+//! `member_removed` get rows of their own, due after the vacate delay, so a crash loses none;
+//! their comeback within the delay cancels them (see `delay`). `cache_miss` reports are bounded
+//! per channel and per app (see `misses`). The worker delivers pending rows in id order per
 //! channel, retries with exponential backoff for the retry window (5 minutes), then marks them
-//! failed. Pending rows are picked up again after a restart.
+//! failed; failed rows are kept for the retention, then pruned. Pending rows are picked up again
+//! after a restart. Requests only reach permitted destinations (see `target`).
 
 mod delay;
+mod events;
+mod misses;
+mod target;
 mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
-use tokio::sync::Notify;
+use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +40,11 @@ use crate::node::SharedNode;
 use crate::protocol::WebhookKind;
 use crate::tenants::{Delivery, NewDelivery, Webhook};
 
-pub use worker::backoff;
+use delay::HeldKey;
+
+pub use events::{event_channel, EventReceiver, EventSender, NotSent};
+pub use target::{header_allowed, parse_cidr_list, Destinations};
+pub use worker::{backoff, coarse_outcome};
 
 type Registry = HashMap<String, Vec<Webhook>>;
 
@@ -119,49 +131,67 @@ impl Webhooks {
     }
 }
 
+/// Refuses a webhook URL whose destination requests may not reach (checked again at every
+/// request): for the dashboard and the CLI, before an endpoint is created or changed.
+pub async fn check_destination(
+    settings: &crate::config::WebhookSettings,
+    url: &str,
+) -> Result<(), crate::tenants::StoreError> {
+    Destinations::new(settings.allow_private.clone())
+        .check_url(url.trim())
+        .await
+        .map_err(crate::tenants::StoreError::Invalid)
+}
+
 /// The running pipeline.
 #[derive(Debug)]
 pub struct Pipeline {
-    stop_delay: CancellationToken,
+    stop_writer: CancellationToken,
     stop_worker: CancellationToken,
-    delay: JoinHandle<()>,
     writer: JoinHandle<()>,
     worker: JoinHandle<()>,
 }
 
-/// Starts the delay stage, the writer and the worker for `node`, reading the hub's `events`.
-pub fn start(node: SharedNode, events: UnboundedReceiver<HubEvent>) -> Pipeline {
-    let stop_delay = CancellationToken::new();
+/// Starts the writer and the worker for `node`, reading the hub's `events`.
+pub fn start(node: SharedNode, events: EventReceiver) -> Pipeline {
+    let stop_writer = CancellationToken::new();
     let stop_worker = CancellationToken::new();
-    let (delayed_tx, delayed_rx) = mpsc::unbounded_channel();
     let (written_tx, written_rx) = mpsc::unbounded_channel();
-    let delay = tokio::spawn(delay::run(
+    let writer = tokio::spawn(write_loop(
+        node.clone(),
         events,
-        delayed_tx,
-        node.settings.webhooks.vacate_delay,
-        stop_delay.clone(),
+        written_tx,
+        stop_writer.clone(),
     ));
-    let writer = tokio::spawn(write_loop(node.clone(), delayed_rx, written_tx));
     let worker = tokio::spawn(worker::run(node, written_rx, stop_worker.clone()));
     Pipeline {
-        stop_delay,
+        stop_writer,
         stop_worker,
-        delay,
         writer,
         worker,
     }
 }
 
 impl Pipeline {
-    /// Shutdown: releases held events, writes everything to the outbox, then stops the worker
-    /// (requests in flight get a short grace; what is not delivered stays pending in the store).
+    /// Shutdown: writes every queued event to the outbox (held ones with their due time), then
+    /// stops the worker (requests in flight get a short grace; what is not delivered stays
+    /// pending in the store).
     pub async fn drain(self) {
-        self.stop_delay.cancel();
-        let _ = self.delay.await;
+        self.stop_writer.cancel();
         let _ = self.writer.await;
         self.stop_worker.cancel();
         let _ = self.worker.await;
     }
+}
+
+/// What the writer tells the worker.
+#[derive(Debug)]
+pub(crate) enum ToWorker {
+    /// Rows just written.
+    Written(Delivery),
+    /// Cancel these held rows if none of them has started; answers whether they were removed
+    /// (from the queue and the store).
+    Cancel(Vec<i64>, oneshot::Sender<bool>),
 }
 
 /// One endpoint's share of a batch window.
@@ -171,11 +201,67 @@ struct Batch {
     channels: Vec<String>,
 }
 
-/// Turns a window's events into one delivery per endpoint (split at the per-request maximum).
-fn build(node: &SharedNode, events: Vec<HubEvent>, now_ms: i64) -> Vec<NewDelivery> {
+/// A window's rows: batched ones (due at once) and held ones (due after the vacate delay).
+#[derive(Default)]
+struct Window {
+    now: Vec<NewDelivery>,
+    held: Vec<(HeldKey, Vec<NewDelivery>)>,
+}
+
+/// One delivery per endpoint that wants `event`, for a held event.
+fn held_rows(node: &SharedNode, event: &HubEvent, now_ms: i64) -> Vec<NewDelivery> {
+    let kind = event.event.kind();
+    let channel = event.event.channel_name();
+    let Ok(json) = serde_json::to_string(&event.event) else {
+        return Vec::new();
+    };
+    node.webhooks
+        .endpoints(&event.app_id)
+        .into_iter()
+        .filter(|w| w.wants(kind, channel))
+        .map(|w| NewDelivery {
+            id: node.webhooks.next_id(now_ms),
+            webhook_id: w.id,
+            app_id: w.app_id,
+            events: format!("[{json}]"),
+            channels: vec![channel.to_owned()],
+            created_at: now_ms,
+        })
+        .collect()
+}
+
+/// Turns a window's events into rows: held events get a row of their own per endpoint; a
+/// comeback in `cancelled` (its held rows were removed) or for an event held in this same
+/// window is dropped with it; the rest go into one delivery per endpoint (split at the
+/// per-request maximum).
+fn build(
+    node: &SharedNode,
+    events: Vec<HubEvent>,
+    cancelled: &mut HashSet<HeldKey>,
+    now_ms: i64,
+) -> Window {
+    let mut window = Window::default();
     let mut batches: Vec<Batch> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for hub_event in events {
+        match delay::held_key(&hub_event) {
+            Some((key, true)) => {
+                window.held.retain(|(k, _)| *k != key);
+                let rows = held_rows(node, &hub_event, now_ms);
+                window.held.push((key, rows));
+                continue;
+            }
+            Some((key, false)) => {
+                if cancelled.remove(&key) {
+                    continue;
+                }
+                if let Some(at) = window.held.iter().position(|(k, _)| *k == key) {
+                    window.held.remove(at);
+                    continue;
+                }
+            }
+            None => {}
+        }
         let kind: WebhookKind = hub_event.event.kind();
         let channel = hub_event.event.channel_name().to_owned();
         let endpoints = node.webhooks.endpoints(&hub_event.app_id);
@@ -203,7 +289,6 @@ fn build(node: &SharedNode, events: Vec<HubEvent>, now_ms: i64) -> Vec<NewDelive
         }
     }
     let max = node.settings.webhooks.max_events_per_request.max(1);
-    let mut deliveries = Vec::new();
     for batch in batches {
         for (events, channels) in batch.events.chunks(max).zip(batch.channels.chunks(max)) {
             let mut unique: Vec<String> = Vec::new();
@@ -212,7 +297,7 @@ fn build(node: &SharedNode, events: Vec<HubEvent>, now_ms: i64) -> Vec<NewDelive
                     unique.push(channel.clone());
                 }
             }
-            deliveries.push(NewDelivery {
+            window.now.push(NewDelivery {
                 id: node.webhooks.next_id(now_ms),
                 webhook_id: batch.webhook.id.clone(),
                 app_id: batch.webhook.app_id.clone(),
@@ -222,58 +307,164 @@ fn build(node: &SharedNode, events: Vec<HubEvent>, now_ms: i64) -> Vec<NewDelive
             });
         }
     }
-    deliveries
+    window
 }
 
-/// Collects events for one batch window at a time and appends them to the outbox, then hands
-/// the written deliveries to the worker. Ends when its input closes (after a final write).
-async fn write_loop(
+/// The writer's state across windows.
+struct Writer {
     node: SharedNode,
-    mut input: UnboundedReceiver<HubEvent>,
-    worker: UnboundedSender<Delivery>,
-) {
-    let window = node.settings.webhooks.batch_window;
-    let mut closed = false;
-    while !closed {
-        let Some(first) = input.recv().await else {
-            break;
-        };
-        let mut events = vec![first];
-        let deadline = Instant::now() + window;
-        loop {
-            tokio::select! {
-                next = input.recv() => match next {
-                    Some(event) => events.push(event),
-                    None => {
-                        closed = true;
-                        break;
-                    }
-                },
-                () = tokio::time::sleep_until(deadline) => break,
+    worker: UnboundedSender<ToWorker>,
+    held: delay::Held,
+    misses: misses::MissLimiter,
+}
+
+impl Writer {
+    /// Asks the worker to cancel the held rows of every comeback in `events`; returns the keys
+    /// whose rows are gone (those comebacks are not reported).
+    async fn cancel_comebacks(&mut self, events: &[HubEvent], now: Instant) -> HashSet<HeldKey> {
+        let mut cancelled = HashSet::new();
+        for event in events {
+            let Some((key, false)) = delay::held_key(event) else {
+                continue;
+            };
+            let Some(ids) = self.held.take(&key, now) else {
+                continue;
+            };
+            let removed = if ids.is_empty() {
+                true
+            } else {
+                let (reply, answer) = oneshot::channel();
+                self.worker.send(ToWorker::Cancel(ids, reply)).is_ok()
+                    && answer.await.unwrap_or(false)
+            };
+            if removed {
+                cancelled.insert(key);
             }
         }
+        cancelled
+    }
+
+    /// Drops the `cache_miss` reports beyond the bound.
+    fn bound_misses(&mut self, events: &mut Vec<HubEvent>, now: Instant) {
+        let before = self.misses.dropped();
+        events.retain(|e| {
+            e.event.kind() != WebhookKind::CacheMiss
+                || self.misses.admit(&e.app_id, e.event.channel_name(), now)
+        });
+        let dropped = self.misses.dropped() - before;
+        if dropped > 0 {
+            tracing::debug!(
+                dropped,
+                total = self.misses.dropped(),
+                "cache_miss webhooks over the per-channel or per-app bound were not reported"
+            );
+        }
+    }
+
+    /// Writes one window; `stopping` gives up after a few failures instead of retrying forever.
+    async fn write(&mut self, mut events: Vec<HubEvent>, stopping: bool) {
+        let now = Instant::now();
         let now_ms = crate::clock::Clock::system().now_millis();
-        let deliveries = build(&node, events, now_ms);
-        if deliveries.is_empty() {
-            continue;
+        self.held.expire(now);
+        self.bound_misses(&mut events, now);
+        let mut cancelled = self.cancel_comebacks(&events, now).await;
+        let window = build(&self.node, events, &mut cancelled, now_ms);
+        let delay = self.node.settings.webhooks.vacate_delay;
+        let due_ms = now_ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        let mut rows: Vec<(NewDelivery, i64)> =
+            window.now.into_iter().map(|d| (d, now_ms)).collect();
+        rows.extend(
+            window
+                .held
+                .iter()
+                .flat_map(|(_, held)| held.iter().map(|d| (d.clone(), due_ms))),
+        );
+        if rows.is_empty() {
+            return;
         }
         let mut failures = 0u32;
         loop {
-            match node.store.insert_deliveries(&deliveries).await {
+            match self.node.store.insert_deliveries_due(&rows).await {
                 Ok(()) => break,
                 Err(error) => {
                     failures += 1;
-                    if closed && failures >= 5 {
-                        tracing::error!(%error, requests = deliveries.len(), "could not write webhooks to the outbox at shutdown; they are lost");
+                    if stopping && failures >= 5 {
+                        tracing::error!(%error, requests = rows.len(), "could not write webhooks to the outbox at shutdown; they are lost");
                         return;
                     }
-                    tracing::warn!(%error, requests = deliveries.len(), "could not write webhooks to the outbox; retrying");
+                    tracing::warn!(%error, requests = rows.len(), "could not write webhooks to the outbox; retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 }
             }
         }
-        for delivery in deliveries {
-            let _ = worker.send(delivery.into_delivery());
+        for (key, held) in window.held {
+            self.held
+                .hold(key, now + delay, held.iter().map(|d| d.id).collect());
         }
+        for (delivery, due) in rows {
+            let mut delivery = delivery.into_delivery();
+            delivery.next_attempt_at = due;
+            let _ = self.worker.send(ToWorker::Written(delivery));
+        }
+    }
+}
+
+/// Collects events for one batch window at a time and appends them to the outbox, then hands
+/// the written deliveries to the worker. At `stop`, writes what is queued and ends.
+async fn write_loop(
+    node: SharedNode,
+    mut input: EventReceiver,
+    worker: UnboundedSender<ToWorker>,
+    stop: CancellationToken,
+) {
+    let window = node.settings.webhooks.batch_window;
+    let misses = misses::MissLimiter::new(
+        node.settings.webhooks.cache_miss_interval,
+        node.settings.webhooks.cache_miss_per_second,
+    );
+    let mut writer = Writer {
+        node,
+        worker,
+        held: delay::Held::default(),
+        misses,
+    };
+    loop {
+        let first = tokio::select! {
+            biased;
+            event = input.recv() => event,
+            () = stop.cancelled() => None,
+        };
+        let Some(first) = first else {
+            break;
+        };
+        let mut events = vec![first];
+        let deadline = Instant::now() + window;
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                biased;
+                next = input.recv() => match next {
+                    Some(event) => events.push(event),
+                    None => break,
+                },
+                () = stop.cancelled() => {
+                    stopping = true;
+                    break;
+                }
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        writer.write(events, stopping).await;
+        if stopping {
+            break;
+        }
+    }
+    // Shutdown: what the hub queued is written too.
+    let mut rest = Vec::new();
+    while let Ok(event) = input.try_recv() {
+        rest.push(event);
+    }
+    if !rest.is_empty() {
+        writer.write(rest, true).await;
     }
 }

@@ -10,6 +10,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::target::Destinations;
+use super::ToWorker;
 use crate::auth::webhook_signature;
 use crate::clock::Clock;
 use crate::node::SharedNode;
@@ -34,12 +36,30 @@ enum Outcome {
     Delivered {
         status: u16,
     },
+    /// `detail` goes to the operator's log only; tenants see [`coarse_outcome`].
     Failed {
         status: u16,
-        error: String,
+        detail: String,
     },
     /// The app or the endpoint is gone: drop the delivery.
     Gone,
+}
+
+impl Outcome {
+    fn failed(status: u16, detail: String) -> Outcome {
+        Outcome::Failed { status, detail }
+    }
+}
+
+/// What a tenant is told about a failed attempt: the HTTP status class, or only that it failed.
+/// Connection refused, timeouts, DNS failures and refused destinations read the same, so the
+/// outcome is no port scanner.
+pub fn coarse_outcome(http_status: i64) -> String {
+    if (100..600).contains(&http_status) {
+        format!("failed (HTTP {}xx)", http_status / 100)
+    } else {
+        "failed".to_owned()
+    }
 }
 
 #[derive(Debug)]
@@ -56,6 +76,7 @@ struct Worker {
     queues: HashMap<String, VecDeque<Entry>>,
     known: HashSet<i64>,
     client: reqwest::Client,
+    destinations: Destinations,
     tasks: JoinSet<Done>,
     clock: Clock,
 }
@@ -77,6 +98,33 @@ impl Worker {
                 in_flight: false,
             },
         );
+    }
+
+    /// Removes held rows `ids` (queue and store) if every one is queued and none has started;
+    /// says whether they were removed.
+    async fn cancel(&mut self, ids: &[i64]) -> bool {
+        let idle = ids.iter().all(|id| {
+            self.queues
+                .values()
+                .flat_map(|q| q.iter())
+                .any(|e| e.delivery.id == *id && !e.in_flight && e.delivery.attempts == 0)
+        });
+        if !idle {
+            return false;
+        }
+        // Nothing starts while this waits: `pump` runs in this same loop.
+        if let Err(error) = self.node.store.cancel_deliveries(ids).await {
+            tracing::warn!(%error, "could not cancel held webhook rows; they will be delivered");
+            return false;
+        }
+        for queue in self.queues.values_mut() {
+            queue.retain(|e| !ids.contains(&e.delivery.id));
+        }
+        self.queues.retain(|_, q| !q.is_empty());
+        for id in ids {
+            self.known.remove(id);
+        }
+        true
     }
 
     async fn load_pending(&mut self) {
@@ -105,6 +153,11 @@ impl Worker {
                     .channels
                     .iter()
                     .any(|c| busy.contains(c.as_str()));
+                // A held row (a vacate waiting for its delay) does not hold back later events
+                // on its channel until it is due: it is reported when due, after them.
+                let held = entry.delivery.attempts == 0
+                    && entry.delivery.next_attempt_at > entry.delivery.created_at
+                    && entry.delivery.next_attempt_at > now;
                 if !blocked && !entry.in_flight {
                     if entry.delivery.next_attempt_at <= now {
                         if in_flight < concurrency {
@@ -117,7 +170,9 @@ impl Worker {
                         next_due = Some(next_due.map_or(due, |d: i64| d.min(due)));
                     }
                 }
-                busy.extend(entry.delivery.channels.iter().map(String::as_str));
+                if !held {
+                    busy.extend(entry.delivery.channels.iter().map(String::as_str));
+                }
             }
         }
         for (webhook_id, delivery) in starts {
@@ -129,6 +184,7 @@ impl Worker {
     fn start(&mut self, webhook_id: String, delivery: Delivery) {
         let node = self.node.clone();
         let client = self.client.clone();
+        let destinations = self.destinations.clone();
         let clock = self.clock.clone();
         if delivery.attempts == 0 {
             // Each webhook request counts toward the daily quota once; retries are free.
@@ -137,7 +193,7 @@ impl Worker {
         self.tasks.spawn(async move {
             let at = clock.now_millis();
             let started = tokio::time::Instant::now();
-            let outcome = attempt(&node, &client, &delivery, at).await;
+            let outcome = attempt(&node, &client, &destinations, &delivery, at).await;
             Done {
                 webhook_id,
                 id: delivery.id,
@@ -167,17 +223,23 @@ impl Worker {
         self.node
             .taps
             .emit(&entry.delivery.app_id, "webhook", None, None, || {
-                let what = match &done.outcome {
-                    Outcome::Delivered { status } => format!("delivered: HTTP {status}"),
-                    Outcome::Failed { error, .. } => format!("failed ({error}), will retry"),
-                    Outcome::Gone => "dropped: the endpoint or app is gone".to_owned(),
-                };
-                format!(
-                    "request {} to {url} {what} in {} ms (attempt {})",
-                    done.id,
-                    done.latency_ms,
-                    entry.delivery.attempts + 1
-                )
+                let attempt = entry.delivery.attempts + 1;
+                match &done.outcome {
+                    Outcome::Delivered { status } => format!(
+                        "request {} to {url} delivered: HTTP {status} in {} ms (attempt {attempt})",
+                        done.id, done.latency_ms
+                    ),
+                    // Coarse, without the time taken: the console is tenant-facing.
+                    Outcome::Failed { status, .. } => format!(
+                        "request {} to {url} {}, will retry (attempt {attempt})",
+                        done.id,
+                        coarse_outcome(i64::from(*status))
+                    ),
+                    Outcome::Gone => format!(
+                        "request {} to {url} dropped: the endpoint or app is gone",
+                        done.id
+                    ),
+                }
             });
         let delivery = &mut entry.delivery;
         let attempts = delivery.attempts + 1;
@@ -192,7 +254,7 @@ impl Worker {
                 error: String::new(),
                 latency_ms: done.latency_ms,
             }),
-            Outcome::Failed { status, error } => {
+            Outcome::Failed { status, detail } => {
                 let now = self.clock.now_millis();
                 let window_end = delivery.created_at
                     + i64::try_from(settings.retry_window.as_millis()).unwrap_or(i64::MAX);
@@ -200,10 +262,10 @@ impl Worker {
                 let next =
                     (now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)).min(window_end);
                 let status_now = if now >= window_end {
-                    tracing::warn!(webhook_id = %done.webhook_id, delivery = done.id, attempts, %error, "webhook delivery failed for the whole retry window; kept as failed");
+                    tracing::warn!(webhook_id = %done.webhook_id, delivery = done.id, attempts, %detail, "webhook delivery failed for the whole retry window; kept as failed");
                     DeliveryStatus::Failed
                 } else {
-                    tracing::debug!(webhook_id = %done.webhook_id, delivery = done.id, attempts, %error, "webhook delivery failed; will retry");
+                    tracing::debug!(webhook_id = %done.webhook_id, delivery = done.id, attempts, %detail, "webhook delivery failed; will retry");
                     DeliveryStatus::Pending
                 };
                 Some(Attempt {
@@ -212,7 +274,8 @@ impl Worker {
                     at: done.at,
                     next_attempt_at: next,
                     http_status: i64::from(*status),
-                    error: error.clone(),
+                    // The store keeps the coarse outcome only: tenants read it.
+                    error: coarse_outcome(i64::from(*status)),
                     latency_ms: done.latency_ms,
                 })
             }
@@ -246,6 +309,7 @@ impl Worker {
 async fn attempt(
     node: &SharedNode,
     client: &reqwest::Client,
+    destinations: &Destinations,
     delivery: &Delivery,
     now_ms: i64,
 ) -> Outcome {
@@ -258,36 +322,51 @@ async fn attempt(
     else {
         return Outcome::Gone;
     };
+    // Checked here for IP-literal hosts; names are checked by the client's resolver. Userinfo is
+    // never sent (registration refuses it; older rows may carry it).
+    let Ok(mut url) = reqwest::Url::parse(&webhook.url) else {
+        return Outcome::failed(0, "the URL does not parse".into());
+    };
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    if !destinations.literal_permitted(&url) {
+        tracing::warn!(webhook_id = %webhook.id, host = url.host_str().unwrap_or(""), "webhook request refused: a private or reserved address (HERALD_WEBHOOK_ALLOW_PRIVATE)");
+        return Outcome::failed(0, "refused: private or reserved destination".into());
+    }
     // `time_ms` is the time of sending: receivers check it is recent (pusher-http-python allows
     // 5 minutes), and a delivery retried later must still validate.
     let body = webhook_body(now_ms, &delivery.events);
     let signature = webhook_signature(app.secret.expose(), body.as_bytes());
     let mut request = client
-        .post(&webhook.url)
+        .post(url)
         .header(header::CONTENT_TYPE, "application/json")
         .header("X-Pusher-Key", app.key.as_str())
         .header("X-Pusher-Signature", signature);
     for (name, value) in &webhook.headers {
+        if !super::header_allowed(name) {
+            continue;
+        }
         request = request.header(name.as_str(), value.as_str());
     }
     match request.body(body).send().await {
         Ok(response) if response.status().is_success() => Outcome::Delivered {
             status: response.status().as_u16(),
         },
-        Ok(response) => Outcome::Failed {
-            status: response.status().as_u16(),
-            error: format!("HTTP {}", response.status()),
-        },
-        Err(error) => Outcome::Failed {
-            status: 0,
-            error: if error.is_timeout() {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            Outcome::failed(status, format!("HTTP {status}"))
+        }
+        Err(error) => Outcome::failed(
+            0,
+            if error.is_timeout() {
                 "timed out".to_owned()
             } else if error.is_connect() {
-                "connection failed".to_owned()
+                // The resolver's refusal is a connect error too; it logged itself.
+                "connection failed or refused".to_owned()
             } else {
                 "request failed".to_owned()
             },
-        },
+        ),
     }
 }
 
@@ -297,12 +376,17 @@ const DELIVERED_KEPT_MS: i64 = 24 * 3600 * 1000;
 /// Runs until `stop`: delivers what the writer hands over and what the store holds as pending.
 pub(super) async fn run(
     node: SharedNode,
-    mut written: UnboundedReceiver<Delivery>,
+    mut written: UnboundedReceiver<ToWorker>,
     stop: CancellationToken,
 ) {
+    let destinations = Destinations::new(node.settings.webhooks.allow_private.clone());
     let client = match reqwest::Client::builder()
         .timeout(node.settings.webhooks.request_timeout)
         .redirect(reqwest::redirect::Policy::none())
+        // No proxy from the environment (it would resolve names itself, past the check), and
+        // names resolve through the guard that refuses private addresses.
+        .no_proxy()
+        .dns_resolver(destinations.resolver())
         .http1_title_case_headers()
         .user_agent(concat!("Herald/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -319,6 +403,7 @@ pub(super) async fn run(
         queues: HashMap::new(),
         known: HashSet::new(),
         client,
+        destinations,
         tasks: JoinSet::new(),
     };
     worker.load_pending().await;
@@ -327,9 +412,21 @@ pub(super) async fn run(
     loop {
         if last_prune.elapsed() >= Duration::from_secs(600) {
             last_prune = tokio::time::Instant::now();
-            let before = worker.clock.now_millis() - DELIVERED_KEPT_MS;
-            if let Err(error) = worker.node.store.prune_deliveries(before).await {
-                tracing::warn!(%error, "could not prune delivered webhooks");
+            let now = worker.clock.now_millis();
+            let retention =
+                i64::try_from(worker.node.settings.webhooks.failed_retention.as_millis())
+                    .unwrap_or(i64::MAX);
+            match worker
+                .node
+                .store
+                .prune_deliveries(now - DELIVERED_KEPT_MS, now.saturating_sub(retention))
+                .await
+            {
+                Ok(0) => {}
+                Ok(pruned) => {
+                    tracing::info!(pruned, "pruned old delivered and failed webhook deliveries")
+                }
+                Err(error) => tracing::warn!(%error, "could not prune old webhook deliveries"),
             }
         }
         let next_due = worker.pump();
@@ -339,7 +436,11 @@ pub(super) async fn run(
         tokio::select! {
             () = stop.cancelled() => break,
             delivery = written.recv(), if writer_open => match delivery {
-                Some(delivery) => worker.insert(delivery),
+                Some(ToWorker::Written(delivery)) => worker.insert(delivery),
+                Some(ToWorker::Cancel(ids, reply)) => {
+                    let removed = worker.cancel(&ids).await;
+                    let _ = reply.send(removed);
+                }
                 None => writer_open = false,
             },
             Some(done) = worker.tasks.join_next() => {

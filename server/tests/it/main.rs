@@ -10,6 +10,7 @@ mod cli;
 mod dashboard;
 mod hardening_signin;
 mod hardening_http;
+mod hardening_webhooks;
 mod limits;
 mod php;
 mod process;

@@ -1,0 +1,120 @@
+//! The channel from the hub to the outbox writer: bounded, so a writer stuck on a failing store
+//! cannot grow memory without bound. The hub never waits: when the channel is full the event is
+//! dropped, counted, and logged at warn level (at most once per [`DROP_LOG_INTERVAL`], with the
+//! count since the last line).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use crate::hub::HubEvent;
+
+/// At most one warning about dropped events per this interval.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Default)]
+struct Drops {
+    total: AtomicU64,
+    // A std lock: held to compare and set an instant.
+    logged: Mutex<(Option<Instant>, u64)>,
+}
+
+/// The hub's end: never waits.
+#[derive(Debug, Clone)]
+pub struct EventSender {
+    tx: mpsc::Sender<HubEvent>,
+    drops: Arc<Drops>,
+}
+
+/// The writer's end.
+pub type EventReceiver = mpsc::Receiver<HubEvent>;
+
+/// A channel holding at most `capacity` events.
+pub fn event_channel(capacity: usize) -> (EventSender, EventReceiver) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (
+        EventSender {
+            tx,
+            drops: Arc::new(Drops::default()),
+        },
+        rx,
+    )
+}
+
+/// Why an event was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotSent {
+    /// The channel is full: dropped and counted.
+    Dropped,
+    /// The writer is gone (shutdown).
+    Closed,
+}
+
+impl EventSender {
+    /// Queues `event`, or drops and counts it when the channel is full.
+    pub fn send(&self, event: HubEvent) -> Result<(), NotSent> {
+        match self.tx.try_send(event) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Closed(_)) => Err(NotSent::Closed),
+            Err(TrySendError::Full(_)) => {
+                let total = self.drops.total.fetch_add(1, Ordering::Relaxed) + 1;
+                let mut logged = self.drops.logged.lock().unwrap_or_else(|p| p.into_inner());
+                let due = logged.0.is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL);
+                if due {
+                    let since = total - logged.1;
+                    *logged = (Some(Instant::now()), total);
+                    drop(logged);
+                    tracing::warn!(
+                        dropped = since,
+                        dropped_total = total,
+                        capacity = self.tx.max_capacity(),
+                        "webhook events dropped: the outbox writer is behind (is the store failing?)"
+                    );
+                }
+                Err(NotSent::Dropped)
+            }
+        }
+    }
+
+    /// Events dropped since the start.
+    pub fn dropped(&self) -> u64 {
+        self.drops.total.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{WebhookEvent, WebhookKind};
+
+    fn event(n: usize) -> HubEvent {
+        HubEvent {
+            app_id: "1".into(),
+            event: WebhookEvent::channel(WebhookKind::ChannelOccupied, &format!("c{n}")),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stuck_writer_holds_at_most_the_capacity_and_the_rest_is_counted_as_dropped() {
+        let (tx, mut rx) = event_channel(100);
+        // Nobody reads: the writer is stuck.
+        for n in 0..130 {
+            let _ = tx.send(event(n));
+        }
+        assert_eq!(tx.dropped(), 30);
+        assert_eq!(tx.send(event(999)), Err(NotSent::Dropped));
+        assert_eq!(tx.dropped(), 31);
+        // The first 100 are kept, in order.
+        for n in 0..100 {
+            let got = rx.try_recv().expect("queued");
+            assert_eq!(got.event.channel_name(), format!("c{n}"));
+        }
+        assert!(rx.try_recv().is_err());
+        // Room again once the writer reads.
+        assert_eq!(tx.send(event(1000)), Ok(()));
+        drop(rx);
+        assert_eq!(tx.send(event(1001)), Err(NotSent::Closed));
+    }
+}
