@@ -364,7 +364,10 @@ impl AdminPort for AdminApi {
             )
             .await
             .map_err(port_error)?;
-        let apps = store.list_apps(Some(&tenant.id)).await.map_err(port_error)?;
+        let apps = store
+            .list_apps(Some(&tenant.id))
+            .await
+            .map_err(port_error)?;
         Ok(TenantRow {
             apps: apps.len(),
             id: tenant.id,

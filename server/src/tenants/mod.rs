@@ -32,7 +32,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use crate::protocol::{Limits, PROTOCOL_CHANNEL_NAME_CEILING, SUBSCRIPTIONS_PER_CONNECTION_CEILING};
+use crate::protocol::{
+    Limits, PROTOCOL_CHANNEL_NAME_CEILING, SUBSCRIPTIONS_PER_CONNECTION_CEILING,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -610,11 +612,7 @@ impl Store {
     }
 
     /// Creates an app, within tenant `capped`'s `max_apps` when given.
-    async fn create_app_with(
-        &self,
-        new: NewApp,
-        capped: Option<&str>,
-    ) -> Result<App, StoreError> {
+    async fn create_app_with(&self, new: NewApp, capped: Option<&str>) -> Result<App, StoreError> {
         validate_name(&new.name)?;
         let mut limits = Limits::default();
         let plan = match &new.plan {

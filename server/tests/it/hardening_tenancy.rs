@@ -53,7 +53,9 @@ async fn trigger_as(
 
 /// Sends `pusher:ping` and reads every frame up to the `pusher:pong`.
 async fn drain_to_pong(client: &mut Client) -> Vec<Value> {
-    client.send_json(json!({"event":"pusher:ping","data":{}})).await;
+    client
+        .send_json(json!({"event":"pusher:ping","data":{}}))
+        .await;
     let mut frames = Vec::new();
     loop {
         let frame = client.next_json().await;
@@ -136,7 +138,10 @@ async fn the_cache_resubscribe_attack_is_rate_limited_and_counts_one_replay() {
         "{succeeded} subscribes went through in {elapsed:.1}s (at most {allowed})"
     );
     assert!(succeeded >= 100, "the burst lets a reconnect resubscribe");
-    assert_eq!(replays, succeeded, "each accepted subscribe replays the event");
+    assert_eq!(
+        replays, succeeded,
+        "each accepted subscribe replays the event"
+    );
     assert_eq!(refused_4301, CYCLES - succeeded);
     assert_eq!(refused_429, CYCLES - succeeded);
     // The socket is still open and usable.
@@ -145,7 +150,10 @@ async fn the_cache_resubscribe_attack_is_rate_limited_and_counts_one_replay() {
     // However often it re-subscribed, the connection was counted one replay of that event.
     assert_eq!(usage.messages_today(), 2, "publish + one replay");
     let (status, body) = trigger_as(&app, ID, K, S, "cache-ticker", "new price").await;
-    assert_eq!(status, 200, "the tenant's own trigger is still accepted: {body}");
+    assert_eq!(
+        status, 200,
+        "the tenant's own trigger is still accepted: {body}"
+    );
 }
 
 #[tokio::test]
@@ -174,7 +182,11 @@ async fn a_new_cached_event_is_replayed_and_counted_again() {
     reader.send_json(sub("cache-news")).await;
     let frames = drain_to_pong(&mut reader).await;
     assert!(frames.iter().any(|f| f["data"] == "two"), "{frames:?}");
-    assert_eq!(usage.messages_today(), 4, "+ the publish and one replay of 'two'");
+    assert_eq!(
+        usage.messages_today(),
+        4,
+        "+ the publish and one replay of 'two'"
+    );
 }
 
 #[tokio::test]
@@ -241,7 +253,10 @@ async fn a_connection_holds_at_most_its_subscriptions_cap() {
             },
         )
         .await;
-    assert!(matches!(refused, Err(StoreError::Invalid(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]
@@ -257,7 +272,9 @@ async fn an_app_holds_at_most_its_channels_and_cache_channels() {
     )
     .await;
     let mut a = app.connect().await;
-    for channel in ["cache-1", "cache-2", "cache-3", "plain-1", "plain-2", "plain-3"] {
+    for channel in [
+        "cache-1", "cache-2", "cache-3", "plain-1", "plain-2", "plain-3",
+    ] {
         a.send_json(sub(channel)).await;
     }
     let frames = drain_to_pong(&mut a).await;
@@ -447,7 +464,10 @@ async fn a_tenant_admin_creates_only_what_the_operator_allows() {
             },
         )
         .await;
-    assert!(matches!(raised, Err(StoreError::Forbidden(_))), "{raised:?}");
+    assert!(
+        matches!(raised, Err(StoreError::Forbidden(_))),
+        "{raised:?}"
+    );
 }
 
 /// Runs `herald ARGS` on `dir`'s store, without the rest of Herald's environment.
@@ -468,34 +488,68 @@ async fn herald(dir: &Path, args: &[&str]) -> std::process::Output {
 #[tokio::test]
 async fn tenants_update_sets_max_apps_and_plans_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let out = herald(dir.path(), &["tenants", "create", "--name", "Acme", "--json"]).await;
+    let out = herald(
+        dir.path(),
+        &["tenants", "create", "--name", "Acme", "--json"],
+    )
+    .await;
     assert!(out.status.success(), "{out:?}");
     let tenant: Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = tenant["id"].as_str().unwrap();
     assert_eq!(tenant["max_apps"], 0);
     let out = herald(
         dir.path(),
-        &["tenants", "update", id, "--max-apps", "2", "--plans", "sandbox,startup", "--json"],
+        &[
+            "tenants",
+            "update",
+            id,
+            "--max-apps",
+            "2",
+            "--plans",
+            "sandbox,startup",
+            "--json",
+        ],
     )
     .await;
     assert!(out.status.success(), "{out:?}");
     let tenant: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(tenant["max_apps"], 2);
     assert_eq!(tenant["plans"], json!(["sandbox", "startup"]));
-    let out = herald(dir.path(), &["tenants", "update", id, "--plans", "gold", "--json"]).await;
+    let out = herald(
+        dir.path(),
+        &["tenants", "update", id, "--plans", "gold", "--json"],
+    )
+    .await;
     assert!(!out.status.success());
     let error: Value = serde_json::from_slice(&out.stderr).unwrap();
-    assert!(error["error"].as_str().unwrap().contains("unknown plan"), "{error}");
+    assert!(
+        error["error"].as_str().unwrap().contains("unknown plan"),
+        "{error}"
+    );
     let out = herald(dir.path(), &["tenants", "list", "--json"]).await;
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let listed = list.as_array().unwrap().iter().find(|t| t["id"] == id).unwrap();
+    let listed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap();
     assert_eq!(listed["max_apps"], 2);
     // The new limit flags on apps.
     let out = herald(
         dir.path(),
         &[
-            "apps", "create", "--name", "capped", "--plan", "sandbox",
-            "--max-channels", "7", "--max-subscriptions-per-connection", "20", "--json",
+            "apps",
+            "create",
+            "--name",
+            "capped",
+            "--plan",
+            "sandbox",
+            "--max-channels",
+            "7",
+            "--max-subscriptions-per-connection",
+            "20",
+            "--json",
         ],
     )
     .await;
@@ -505,4 +559,82 @@ async fn tenants_update_sets_max_apps_and_plans_from_the_cli() {
     assert_eq!(created["limits"]["max_cache_channels"], 50);
     assert_eq!(created["limits"]["max_subscriptions_per_connection"], 20);
     assert_eq!(created["limits"]["max_subscribes_per_second"], 10);
+}
+
+/// The tenant policy and the new limit columns on the store at `url` (migration included).
+async fn exercise_policy(url: &str) {
+    let store = herald::tenants::Store::open(url)
+        .await
+        .expect("store opens");
+    let tenant = store.create_tenant("Policy").await.unwrap();
+    store
+        .update_tenant(
+            &tenant.id,
+            TenantPatch {
+                max_apps: Some(1),
+                plans: Some(vec!["pro".into()]),
+            },
+        )
+        .await
+        .unwrap();
+    let read = store.get_tenant(&tenant.id).await.unwrap();
+    assert_eq!(
+        (read.max_apps, read.plans.clone()),
+        (1, vec!["pro".to_owned()])
+    );
+    let admin = store.scoped(Actor::TenantAdmin(tenant.id.clone()));
+    let app = admin
+        .create_app(NewApp {
+            name: "one".into(),
+            ..NewApp::default()
+        })
+        .await
+        .unwrap();
+    let stored = store.get_app(&app.id).await.unwrap();
+    assert_eq!(stored.limits.max_channels, 10_000);
+    assert_eq!(stored.limits.max_subscriptions_per_connection, 200);
+    let second = admin
+        .create_app(NewApp {
+            name: "two".into(),
+            ..NewApp::default()
+        })
+        .await;
+    assert!(
+        matches!(second, Err(StoreError::Forbidden(_))),
+        "{second:?}"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn the_tenant_policy_is_stored_on_sqlite_and_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    exercise_policy(&herald::config::sqlite_url(dir.path())).await;
+    let Some(admin_url) = std::env::var("HERALD_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    else {
+        println!("PostgreSQL part not run: HERALD_TEST_DATABASE_URL is not set");
+        return;
+    };
+    use sqlx::{Connection, Executor};
+    let database = format!("herald_tenancy_{:016x}", rand::random::<u64>());
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    admin
+        .execute(format!("CREATE DATABASE {database}").as_str())
+        .await
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').expect("a database in the URL");
+    let outcome = tokio::spawn({
+        let url = format!("{base}/{database}");
+        async move { exercise_policy(&url).await }
+    })
+    .await;
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str())
+        .await
+        .unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic.into_panic());
+    }
 }
