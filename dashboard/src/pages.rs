@@ -42,6 +42,7 @@ pub(crate) fn routes<P: AdminPort>(dash: Shared<P>) -> Router {
             "/dashboard/tenants",
             get(tenants::<P>).post(create_tenant::<P>),
         )
+        .route("/dashboard/tenants/{id}", post(update_tenant::<P>))
         .route("/dashboard/users", get(users::<P>).post(create_user::<P>))
         .route("/dashboard/users/password", post(reset_password::<P>))
         .route("/dashboard/apps", get(apps::<P>).post(create_app::<P>))
@@ -675,6 +676,38 @@ async fn create_tenant<P: AdminPort>(
         outcome(result, |t| {
             format!("Tenant {} created (id {}).", t.name, t.id)
         })?,
+    ))
+}
+
+async fn update_tenant<P: AdminPort>(
+    State(dash): State<Shared<P>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Form<FormData>,
+) -> Result<Response, Refusal> {
+    check_csrf(&ctx, &form)?;
+    if !ctx.admin.operator {
+        return Err(Refusal::NotFound);
+    }
+    let raw = field(&form, "max_apps").unwrap_or("0").trim();
+    let result = match raw.parse::<u64>() {
+        Ok(max_apps) => {
+            dash.port
+                .update_tenant(
+                    &ctx.admin,
+                    &id,
+                    max_apps,
+                    field(&form, "plans").unwrap_or(""),
+                )
+                .await
+        }
+        Err(_) => Err(PortError::Invalid(
+            "Apps allowed: expected a whole number (0 = no cap)".into(),
+        )),
+    };
+    Ok(back(
+        "/dashboard/tenants",
+        outcome(result, |t| format!("Tenant {} updated.", t.name))?,
     ))
 }
 

@@ -51,6 +51,11 @@ pub struct TenantRow {
     pub name: String,
     /// Apps it owns.
     pub apps: usize,
+    /// Apps its admins may have (0: no cap; the operator is not bound).
+    pub max_apps: u64,
+    /// Plans its admins may create apps from, comma-separated (empty: every plan but
+    /// unlimited).
+    pub plans: String,
 }
 
 /// A user in a list.
@@ -338,6 +343,15 @@ pub trait AdminPort: Send + Sync + 'static {
         &self,
         admin: &Admin,
         name: &str,
+    ) -> impl Future<Output = PortResult<TenantRow>> + Send;
+    /// Changes what a tenant's admins may create (operator only): `max_apps` (0: no cap) and
+    /// `plans` (comma-separated plan names; empty: every plan but unlimited).
+    fn update_tenant(
+        &self,
+        admin: &Admin,
+        id: &str,
+        max_apps: u64,
+        plans: &str,
     ) -> impl Future<Output = PortResult<TenantRow>> + Send;
     /// Every user (operator only).
     fn users(&self, admin: &Admin) -> impl Future<Output = PortResult<Vec<UserRow>>> + Send;

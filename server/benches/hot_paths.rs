@@ -56,16 +56,8 @@ fn fan_out(c: &mut Criterion) {
         for i in 0..subscribers {
             let (conn, outbox) = Connection::new(SocketId::new(i as u64, 1), 4);
             hub.connect(&conn, None);
-            hub.subscribe(
-                &conn,
-                &channel,
-                None,
-                SubscribeOptions {
-                    max_presence_members: None,
-                    subscription_count: false,
-                },
-            )
-            .unwrap();
+            hub.subscribe(&conn, &channel, None, SubscribeOptions::default())
+                .unwrap();
             outboxes.push((conn, outbox));
         }
         let drain = |outboxes: &mut Vec<(Arc<Connection>, herald::hub::Outbox)>| {

@@ -18,7 +18,7 @@ use crate::node::SharedNode;
 use crate::protocol::WEBHOOK_KINDS;
 use crate::tenants::{
     limit_values, Actor, App, AppPatch, Delivery, DeliveryStatus, LimitsPatch, NewApp, NewDelivery,
-    NewWebhook, StoreError, User, UserRole, PLANS,
+    NewWebhook, StoreError, TenantPatch, User, UserRole, PLANS,
 };
 
 /// The live console's event streams, one per watched app. Emitting costs one atomic load while
@@ -195,6 +195,10 @@ fn limit_label(name: &str) -> &'static str {
         "max_event_payload_bytes" => "Bytes of event data",
         "max_channels_per_trigger" => "Channels per trigger",
         "max_batch_size" => "Events per batch",
+        "max_channels" => "Occupied channels (per node)",
+        "max_cache_channels" => "Cache channels (per node)",
+        "max_subscriptions_per_connection" => "Subscriptions per connection (at most 1000)",
+        "max_subscribes_per_second" => "Subscribes per second per connection",
         _ => "Limit",
     }
 }
@@ -342,8 +346,48 @@ impl AdminPort for AdminApi {
                 apps: apps.iter().filter(|a| a.tenant_id == t.id).count(),
                 id: t.id,
                 name: t.name,
+                max_apps: t.max_apps,
+                plans: t.plans.join(","),
             })
             .collect())
+    }
+
+    async fn update_tenant(
+        &self,
+        admin: &Admin,
+        id: &str,
+        max_apps: u64,
+        plans: &str,
+    ) -> PortResult<TenantRow> {
+        Self::operator_only(admin)?;
+        let plans = plans
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let store = &self.node.store;
+        let tenant = store
+            .update_tenant(
+                id,
+                TenantPatch {
+                    max_apps: Some(max_apps),
+                    plans: Some(plans),
+                },
+            )
+            .await
+            .map_err(port_error)?;
+        let apps = store
+            .list_apps(Some(&tenant.id))
+            .await
+            .map_err(port_error)?;
+        Ok(TenantRow {
+            apps: apps.len(),
+            id: tenant.id,
+            name: tenant.name,
+            max_apps: tenant.max_apps,
+            plans: tenant.plans.join(","),
+        })
     }
 
     async fn create_tenant(&self, admin: &Admin, name: &str) -> PortResult<TenantRow> {
@@ -358,6 +402,8 @@ impl AdminPort for AdminApi {
             id: tenant.id,
             name: tenant.name,
             apps: 0,
+            max_apps: tenant.max_apps,
+            plans: tenant.plans.join(","),
         })
     }
 

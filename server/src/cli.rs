@@ -9,8 +9,8 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::startup::open_store;
 use crate::tenants::{
-    App, AppPatch, DeliveryStatus, LimitsPatch, NewApp, NewWebhook, Store, StoreError, UsageReport,
-    User, UserRole, Webhook,
+    App, AppPatch, DeliveryStatus, LimitsPatch, NewApp, NewWebhook, Store, StoreError, Tenant,
+    TenantPatch, UsageReport, User, UserRole, Webhook,
 };
 
 /// Herald, a Pusher Channels compatible server.
@@ -126,6 +126,21 @@ pub enum TenantsCommand {
     },
     /// List tenants.
     List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change what the tenant's admins may create (the operator is not bound by it).
+    Update {
+        /// The tenant.
+        tenant_id: String,
+        /// Apps the tenant may have (0: no cap).
+        #[arg(long, value_name = "N")]
+        max_apps: Option<u64>,
+        /// Plans its admins may create apps from, comma-separated (empty: every plan but
+        /// unlimited).
+        #[arg(long, value_name = "PLAN,...")]
+        plans: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -328,6 +343,18 @@ pub struct LimitArgs {
     /// Events per batch.
     #[arg(long, value_name = "N")]
     max_batch_size: Option<u64>,
+    /// Occupied channels of the app (per node).
+    #[arg(long, value_name = "N")]
+    max_channels: Option<u64>,
+    /// Cache channels of the app (per node), occupied or holding a cached event.
+    #[arg(long, value_name = "N")]
+    max_cache_channels: Option<u64>,
+    /// Channels one connection may subscribe to (default 100, at most 1000).
+    #[arg(long, value_name = "N")]
+    max_subscriptions_per_connection: Option<u64>,
+    /// Subscribes per second per connection (burst: the subscriptions cap).
+    #[arg(long, value_name = "N")]
+    max_subscribes_per_second: Option<u64>,
 }
 
 impl LimitArgs {
@@ -345,8 +372,25 @@ impl LimitArgs {
             max_event_payload_bytes: self.max_event_payload_bytes,
             max_channels_per_trigger: self.max_channels_per_trigger,
             max_batch_size: self.max_batch_size,
+            max_channels: self.max_channels,
+            max_cache_channels: self.max_cache_channels,
+            max_subscriptions_per_connection: self.max_subscriptions_per_connection,
+            max_subscribes_per_second: self.max_subscribes_per_second,
         }
     }
+}
+
+fn describe_policy(tenant: &Tenant) -> String {
+    let apps = match tenant.max_apps {
+        0 => "any number of apps".to_owned(),
+        n => format!("at most {n} apps"),
+    };
+    let plans = if tenant.plans.is_empty() {
+        "every plan but unlimited".to_owned()
+    } else {
+        format!("plans {}", tenant.plans.join(","))
+    };
+    format!("{apps}, {plans}")
 }
 
 fn describe(app: &App) -> String {
@@ -462,7 +506,9 @@ pub async fn run_apps(command: Box<AppsCommand>) -> i32 {
 /// Runs a `tenants` command and returns the process exit code.
 pub async fn run_tenants(command: TenantsCommand) -> i32 {
     let json = match &command {
-        TenantsCommand::Create { json, .. } | TenantsCommand::List { json } => *json,
+        TenantsCommand::Create { json, .. }
+        | TenantsCommand::List { json }
+        | TenantsCommand::Update { json, .. } => *json,
     };
     finish(
         with_store(|store| async move {
@@ -485,9 +531,37 @@ pub async fn run_tenants(command: TenantsCommand) -> i32 {
                     } else {
                         Ok(tenants
                             .iter()
-                            .map(|t| format!("{}\t{}", t.id, t.name))
+                            .map(|t| format!("{}\t{}\t{}", t.id, t.name, describe_policy(t)))
                             .collect::<Vec<_>>()
                             .join("\n"))
+                    }
+                }
+                TenantsCommand::Update {
+                    tenant_id,
+                    max_apps,
+                    plans,
+                    json,
+                } => {
+                    let plans = plans.map(|list| {
+                        list.split(',')
+                            .map(str::trim)
+                            .filter(|p| !p.is_empty())
+                            .map(str::to_owned)
+                            .collect::<Vec<_>>()
+                    });
+                    let tenant = store
+                        .update_tenant(&tenant_id, TenantPatch { max_apps, plans })
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if json {
+                        to_json(&tenant)
+                    } else {
+                        Ok(format!(
+                            "updated tenant {} ({}): {}",
+                            tenant.id,
+                            tenant.name,
+                            describe_policy(&tenant)
+                        ))
                     }
                 }
             }

@@ -103,6 +103,9 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     /// Node capacity (`HERALD_MAX_CONNECTIONS`); past it handshakes get 4100.
     pub max_connections: Option<usize>,
+    /// Percent of `max_connections` one app may hold (`HERALD_MAX_APP_SHARE`, default 50);
+    /// past it the app's handshakes get 4100.
+    pub max_app_share: u8,
     /// Silence after which the server pings a client.
     pub activity_timeout: Duration,
     /// How long the server waits for any message after its ping before closing with 4201.
@@ -223,7 +226,18 @@ impl Settings {
             Some(0) => None,
             other => other,
         };
+        let max_app_share = match number::<u8>("HERALD_MAX_APP_SHARE")? {
+            None => 50,
+            Some(percent @ 1..=100) => percent,
+            Some(other) => {
+                return Err(ConfigError {
+                    name: "HERALD_MAX_APP_SHARE",
+                    problem: format!("a percentage from 1 to 100, got {other}"),
+                })
+            }
+        };
         Ok(Settings {
+            max_app_share,
             bind: var("HERALD_BIND").unwrap_or_else(|| "127.0.0.1:6001".into()),
             admin_bind: var("HERALD_ADMIN_BIND"),
             data_dir,
@@ -265,6 +279,7 @@ impl Settings {
             usage_flush: Duration::from_secs(5),
             webhooks: WebhookSettings::default(),
             max_connections: None,
+            max_app_share: 50,
             activity_timeout: Duration::from_secs(crate::protocol::ACTIVITY_TIMEOUT_SECS),
             pong_timeout: Duration::from_secs(30),
             max_frame_bytes: 64 * 1024,
@@ -276,6 +291,13 @@ impl Settings {
             body_timeout: Duration::from_secs(10),
             body_buffer_bytes: 32 * 1024 * 1024,
         }
+    }
+
+    /// How many connections one app may hold on this node: its share of the node's capacity
+    /// (at least one), or `None` when the node has no capacity set.
+    pub fn app_share_of_node(&self) -> Option<usize> {
+        self.max_connections
+            .map(|max| (max.saturating_mul(usize::from(self.max_app_share)) / 100).max(1))
     }
 
     /// Settings for a node on `127.0.0.1:0` with its store in `data_dir`.

@@ -190,6 +190,10 @@ pub async fn refresh_apps(node: &Node) -> Result<(), StoreError> {
         node.hub.set_interest(&app_id, mask);
     }
     node.webhooks.rescan();
+    // The caps on what each app's publishes keep in memory (cache channels and bytes).
+    for app in &apps {
+        node.hub.set_limits(&app.id, &app.limits);
+    }
     for change in node.apps.replace(revision, apps) {
         let (app_id, code) = match &change {
             AppChange::Disabled(id) => (id, CloseCode::AppDisabled),

@@ -122,6 +122,17 @@ impl Hub {
         apps.values().cloned().collect()
     }
 
+    /// Sets app `app_id`'s caps on what its publishes keep (see [`AppHub::set_limits`]).
+    pub fn set_limits(&self, app_id: &str, limits: &crate::protocol::Limits) {
+        match self.existing_app(app_id) {
+            Some(app) => app.set_limits(limits),
+            None if limits.cache_channels().is_some() || limits.cache_bytes().is_some() => {
+                self.app(app_id).set_limits(limits)
+            }
+            None => {}
+        }
+    }
+
     /// Reserves a node-wide connection slot, refusing past `max` (if any).
     pub fn reserve_connection(&self, max: Option<usize>) -> bool {
         let previous = self.connections.fetch_add(1, Ordering::AcqRel);
@@ -173,6 +184,8 @@ struct Channel {
     subscribers: HashMap<SocketId, ConnHandle>,
     members: HashMap<Box<str>, Member>,
     last_count_sent: Option<Instant>,
+    /// A cache channel (counted against the app's cache-channel cap while occupied).
+    cache: bool,
 }
 
 #[derive(Debug)]
@@ -180,6 +193,16 @@ struct CachedEvent {
     data: Box<str>,
     frame: Bytes,
     expires: Instant,
+    /// Which event this is (unique in the app), so a connection replays each one at most once
+    /// toward the quota.
+    seq: u64,
+}
+
+impl CachedEvent {
+    /// The bytes it holds, as accounted against the app's cache budget.
+    fn cost(&self) -> usize {
+        self.data.len() + self.frame.len()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -194,6 +217,12 @@ struct AppState {
     pending_counts: HashMap<Box<str>, bool>,
     /// Cache channels whose miss was already reported (until something is cached again).
     reported_misses: HashSet<Box<str>>,
+    /// Occupied cache channels (part of `channels`).
+    occupied_cache: usize,
+    /// Bytes held by `cache` (see [`CachedEvent::cost`]).
+    cache_bytes: usize,
+    /// The last [`CachedEvent::seq`] handed out.
+    cache_seq: u64,
 }
 
 /// Where an app's events go, and which kinds it wants.
@@ -228,6 +257,34 @@ pub struct AppHub {
     // A std mutex: held for in-memory bookkeeping and non-blocking pushes only.
     state: Mutex<AppState>,
     hooks: Hooks,
+    /// The app's caps on what publishes keep (set from its limits by [`Hub::set_limits`]).
+    caps: CacheCaps,
+    /// Publishes to a cache channel that were delivered but not kept (the app was at a cap).
+    cache_refused: AtomicU64,
+}
+
+/// An app's caps on its cached events; 0 means unlimited.
+#[derive(Debug, Default)]
+struct CacheCaps {
+    channels: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+/// What one app holds in memory on this node, as accounted against its caps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppMemory {
+    /// Open connections.
+    pub connections: usize,
+    /// Occupied channels.
+    pub channels: usize,
+    /// Occupied cache channels.
+    pub cache_channels: usize,
+    /// Cache channels holding an event.
+    pub cached_events: usize,
+    /// Bytes of those events.
+    pub cache_bytes: usize,
+    /// Publishes whose event was delivered but not kept because the app was at a cache cap.
+    pub cache_refused: u64,
 }
 
 /// A presence member joining a channel.
@@ -240,12 +297,16 @@ pub struct PresenceMember {
 }
 
 /// Options of a subscribe that come from the app's settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct SubscribeOptions {
     /// Members allowed in one presence channel.
     pub max_presence_members: Option<usize>,
     /// Whether `subscription_count` events are sent.
     pub subscription_count: bool,
+    /// Occupied channels the app may have on this node.
+    pub max_channels: Option<usize>,
+    /// Occupied cache channels the app may have on this node.
+    pub max_cache_channels: Option<usize>,
 }
 
 /// A refused subscribe.
@@ -254,6 +315,21 @@ pub enum SubscribeRefusal {
     /// The presence channel is full.
     #[error("The maximum members per presence channel limit ({0}) was reached")]
     PresenceFull(usize),
+    /// The app has as many occupied channels as it may.
+    #[error("The app's limit of {0} occupied channels was reached")]
+    ChannelsFull(usize),
+    /// The app has as many occupied cache channels as it may.
+    #[error("The app's limit of {0} cache channels was reached")]
+    CacheChannelsFull(usize),
+}
+
+/// Why a connection was not registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectRefusal {
+    /// The app's own connection quota (4004).
+    Quota,
+    /// The app's share of this node's capacity (`HERALD_MAX_APP_SHARE`, 4100).
+    NodeShare,
 }
 
 /// What a successful subscribe did. The subscriber's own frames (`subscription_succeeded`,
@@ -263,8 +339,9 @@ pub enum SubscribeRefusal {
 pub struct Subscribed {
     /// Whether a cache channel had nothing cached.
     pub cache_miss: bool,
-    /// Whether a cache channel replayed its last event to the subscriber (a delivery).
-    pub cache_replayed: bool,
+    /// The cached event a cache channel replayed to the subscriber (a delivery), by its
+    /// sequence number in the app: the session counts each one once per connection.
+    pub cache_replayed: Option<u64>,
     /// How many member events were delivered to others (they count toward usage).
     pub member_events_delivered: usize,
 }
@@ -415,6 +492,9 @@ impl AppState {
         }
         let hook_counts = hooks.wants(WebhookKind::SubscriptionCount);
         if state.subscribers.is_empty() {
+            if state.cache {
+                self.occupied_cache -= 1;
+            }
             self.channels.remove(channel);
             self.pending_counts.remove(channel);
             hooks.emit(WebhookKind::ChannelVacated, || {
@@ -454,6 +534,8 @@ impl AppHub {
                 events,
                 interest: AtomicU8::new(0),
             },
+            caps: CacheCaps::default(),
+            cache_refused: AtomicU64::new(0),
         }
     }
 
@@ -471,12 +553,28 @@ impl AppHub {
     /// The check and the insert happen under the app's lock, so parallel handshakes can never
     /// take the app past its quota.
     pub fn connect(&self, conn: &ConnHandle, quota: Option<usize>) -> bool {
+        self.connect_within(conn, quota, None).is_ok()
+    }
+
+    /// Registers a connection, refusing it past `quota` connections for this app (the app's
+    /// own limit, 4004) or past `share` (its share of the node's capacity, 4100), under the
+    /// app's lock like [`AppHub::connect`].
+    pub fn connect_within(
+        &self,
+        conn: &ConnHandle,
+        quota: Option<usize>,
+        share: Option<usize>,
+    ) -> Result<(), ConnectRefusal> {
         let mut state = lock(&self.state);
-        if quota.is_some_and(|q| state.connections.len() >= q) {
-            return false;
+        let open = state.connections.len();
+        if quota.is_some_and(|q| open >= q) {
+            return Err(ConnectRefusal::Quota);
+        }
+        if share.is_some_and(|s| open >= s) {
+            return Err(ConnectRefusal::NodeShare);
         }
         state.connections.insert(conn.socket_id(), conn.clone());
-        true
+        Ok(())
     }
 
     /// Removes a connection from everything: its channels (with member events), its signin
@@ -538,9 +636,23 @@ impl AppHub {
         let state = &mut *guard;
         let mut result = Subscribed {
             cache_miss: false,
-            cache_replayed: false,
+            cache_replayed: None,
             member_events_delivered: 0,
         };
+        if !state.channels.contains_key(name) {
+            if let Some(max) = options.max_channels {
+                if state.channels.len() >= max {
+                    return Err(SubscribeRefusal::ChannelsFull(max));
+                }
+            }
+            if channel.is_cache() {
+                if let Some(max) = options.max_cache_channels {
+                    if state.occupied_cache >= max {
+                        return Err(SubscribeRefusal::CacheChannelsFull(max));
+                    }
+                }
+            }
+        }
         if let (Some(member), Some(max)) = (&member, options.max_presence_members) {
             if let Some(existing) = state.channels.get(name) {
                 let known = existing.members.contains_key(member.user_id.as_str());
@@ -550,7 +662,18 @@ impl AppHub {
             }
         }
         let hooks = &self.hooks;
-        let entry = state.channels.entry(name.into()).or_default();
+        let entry = match state.channels.entry(name.into()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(vacant) => {
+                if channel.is_cache() {
+                    state.occupied_cache += 1;
+                }
+                vacant.insert(Channel {
+                    cache: channel.is_cache(),
+                    ..Channel::default()
+                })
+            }
+        };
         if entry.subscribers.is_empty() {
             hooks.emit(WebhookKind::ChannelOccupied, || {
                 WebhookEvent::channel(WebhookKind::ChannelOccupied, name)
@@ -601,10 +724,14 @@ impl AppHub {
             let now = Instant::now();
             match state.cache.get(name) {
                 Some(cached) if cached.expires > now => {
-                    result.cache_replayed = conn.push(cached.frame.clone());
+                    if conn.push(cached.frame.clone()) {
+                        result.cache_replayed = Some(cached.seq);
+                    }
                 }
                 _ => {
-                    state.cache.remove(name);
+                    if let Some(expired) = state.cache.remove(name) {
+                        state.cache_bytes -= expired.cost();
+                    }
                     result.cache_miss = true;
                     conn.push(server::cache_miss(name));
                     // One webhook per miss, however many clients hit the empty cache.
@@ -651,15 +778,7 @@ impl AppHub {
         let mut to_flush = Vec::new();
         let mut state = lock(&self.state);
         if channel.is_cache() {
-            state.reported_misses.remove(channel.as_str());
-            state.cache.insert(
-                channel.as_str().into(),
-                CachedEvent {
-                    data: data.into(),
-                    frame: frame.clone(),
-                    expires: Instant::now() + CACHE_TTL,
-                },
-            );
+            self.keep(&mut state, channel.as_str(), data, &frame);
         }
         let delivered = state
             .channels
@@ -668,6 +787,73 @@ impl AppHub {
         drop(state);
         flush_all(to_flush);
         delivered
+    }
+
+    /// Keeps `frame` as `channel`'s cached event, within the app's caps: past them the event is
+    /// still delivered but not kept (later subscribers get `pusher:cache_miss`), and counted in
+    /// [`AppMemory::cache_refused`].
+    fn keep(&self, state: &mut AppState, channel: &str, data: &str, frame: &Bytes) {
+        let max_channels = self.caps.channels.load(Ordering::Relaxed);
+        let max_bytes = self.caps.bytes.load(Ordering::Relaxed);
+        let replaced = state.cache.remove(channel);
+        if let Some(old) = &replaced {
+            state.cache_bytes -= old.cost();
+        }
+        state.cache_seq += 1;
+        let cached = CachedEvent {
+            data: data.into(),
+            frame: frame.clone(),
+            expires: Instant::now() + CACHE_TTL,
+            seq: state.cache_seq,
+        };
+        let over = |state: &AppState| {
+            (max_channels != 0 && state.cache.len() >= max_channels)
+                || (max_bytes != 0 && state.cache_bytes + cached.cost() > max_bytes)
+        };
+        if over(state) {
+            // Expired events still count until the sweep: drop them first.
+            let now = Instant::now();
+            let mut freed = 0;
+            state.cache.retain(|_, c| {
+                let keep = c.expires > now;
+                if !keep {
+                    freed += c.cost();
+                }
+                keep
+            });
+            state.cache_bytes -= freed;
+        }
+        if over(state) {
+            self.cache_refused.fetch_add(1, Ordering::Relaxed);
+            // Nothing is cached for the channel now: the next subscriber hears of a miss.
+            return;
+        }
+        state.reported_misses.remove(channel);
+        state.cache_bytes += cached.cost();
+        state.cache.insert(channel.into(), cached);
+    }
+
+    /// Sets the caps on what the app's publishes keep (from its limits).
+    pub fn set_limits(&self, limits: &crate::protocol::Limits) {
+        self.caps
+            .channels
+            .store(limits.cache_channels().unwrap_or(0), Ordering::Relaxed);
+        self.caps
+            .bytes
+            .store(limits.cache_bytes().unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// What the app holds in memory on this node.
+    pub fn memory(&self) -> AppMemory {
+        let state = lock(&self.state);
+        AppMemory {
+            connections: state.connections.len(),
+            channels: state.channels.len(),
+            cache_channels: state.occupied_cache,
+            cached_events: state.cache.len(),
+            cache_bytes: state.cache_bytes,
+            cache_refused: self.cache_refused.load(Ordering::Relaxed),
+        }
     }
 
     /// Relays an already-encoded client event to everyone on `channel` but the sender.
@@ -771,10 +957,19 @@ impl AppHub {
     /// Drops cached events whose TTL has passed, so channels nobody reads again do not keep
     /// memory. Returns how many were dropped.
     pub fn sweep_cache(&self) -> usize {
-        let mut state = lock(&self.state);
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
         let now = Instant::now();
         let before = state.cache.len();
-        state.cache.retain(|_, cached| cached.expires > now);
+        let mut freed = 0;
+        state.cache.retain(|_, cached| {
+            let keep = cached.expires > now;
+            if !keep {
+                freed += cached.cost();
+            }
+            keep
+        });
+        state.cache_bytes -= freed;
         before - state.cache.len()
     }
 

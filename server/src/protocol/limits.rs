@@ -5,6 +5,17 @@ use serde::{Deserialize, Serialize};
 /// The longest channel name Herald accepts, whatever an app's setting says.
 pub const PROTOCOL_CHANNEL_NAME_CEILING: usize = 200;
 
+/// The most channels one connection may be subscribed to at once, whatever an app's setting
+/// says. Pusher documents no such limit; this one is far above what any app needs and keeps one
+/// socket from filling the node's memory.
+pub const SUBSCRIPTIONS_PER_CONNECTION_CEILING: usize = 1000;
+
+/// The default of [`Limits::max_subscribes_per_second`] (burst: the subscriptions cap).
+pub const DEFAULT_SUBSCRIBES_PER_SECOND: u64 = 10;
+
+/// The default of [`Limits::max_subscriptions_per_connection`].
+pub const DEFAULT_SUBSCRIPTIONS_PER_CONNECTION: u64 = 100;
+
 /// An app's limits as stored; `0` means unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
@@ -32,6 +43,15 @@ pub struct Limits {
     pub max_channels_per_trigger: u64,
     /// Events in one batch.
     pub max_batch_size: u64,
+    /// Occupied channels of the app on a node.
+    pub max_channels: u64,
+    /// Cache channels of the app on a node: occupied ones, and (separately) cached events.
+    pub max_cache_channels: u64,
+    /// Channels one connection may be subscribed to at once (never above 1000; 0 means 1000).
+    pub max_subscriptions_per_connection: u64,
+    /// Subscribes per second per connection; the burst is the subscriptions cap, so a client can
+    /// resubscribe everything at once after a reconnect.
+    pub max_subscribes_per_second: u64,
 }
 
 impl Default for Limits {
@@ -57,6 +77,10 @@ impl Limits {
             max_event_payload_bytes: 10 * 1024,
             max_channels_per_trigger: 100,
             max_batch_size: 10,
+            max_channels: 0,
+            max_cache_channels: 0,
+            max_subscriptions_per_connection: DEFAULT_SUBSCRIPTIONS_PER_CONNECTION,
+            max_subscribes_per_second: DEFAULT_SUBSCRIBES_PER_SECOND,
         }
     }
 }
@@ -129,5 +153,36 @@ impl Limits {
     pub fn client_events_per_second(&self) -> Option<u32> {
         (self.max_client_events_per_second != 0)
             .then(|| u32::try_from(self.max_client_events_per_second).unwrap_or(u32::MAX))
+    }
+
+    /// Occupied channels per app, if limited.
+    pub fn channels(&self) -> Option<usize> {
+        effective(self.max_channels)
+    }
+
+    /// Cache channels per app, if limited.
+    pub fn cache_channels(&self) -> Option<usize> {
+        effective(self.max_cache_channels)
+    }
+
+    /// Bytes of cached event data the app may hold on a node, if limited: one full payload per
+    /// cache channel allowed (derived from the two limits, so a plan's values bound it).
+    pub fn cache_bytes(&self) -> Option<usize> {
+        let channels = effective(self.max_cache_channels)?;
+        let payload = effective(self.max_event_payload_bytes)?;
+        Some(channels.saturating_mul(payload))
+    }
+
+    /// Subscriptions per connection in force (never above 1000).
+    pub fn subscriptions_per_connection(&self) -> usize {
+        effective(self.max_subscriptions_per_connection)
+            .unwrap_or(SUBSCRIPTIONS_PER_CONNECTION_CEILING)
+            .min(SUBSCRIPTIONS_PER_CONNECTION_CEILING)
+    }
+
+    /// Subscribes per second per connection, if limited.
+    pub fn subscribes_per_second(&self) -> Option<u32> {
+        (self.max_subscribes_per_second != 0)
+            .then(|| u32::try_from(self.max_subscribes_per_second).unwrap_or(u32::MAX))
     }
 }

@@ -15,7 +15,10 @@ pub mod ws;
 
 pub use channel::{ChannelKind, ChannelName, ChannelNameError, SERVER_TO_USER_PREFIX};
 pub use frames::{server, ClientFrame, FrameError};
-pub use limits::{Limits, PROTOCOL_CHANNEL_NAME_CEILING};
+pub use limits::{
+    Limits, DEFAULT_SUBSCRIBES_PER_SECOND, DEFAULT_SUBSCRIPTIONS_PER_CONNECTION,
+    PROTOCOL_CHANNEL_NAME_CEILING, SUBSCRIPTIONS_PER_CONNECTION_CEILING,
+};
 pub use query::{query_pairs, query_value};
 pub use rest::{BatchBody, BatchEvent, EventData, TriggerBody};
 pub use socket_id::SocketId;

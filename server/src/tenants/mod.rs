@@ -7,12 +7,14 @@
 
 mod cache;
 mod plans;
+mod policy;
 mod usage;
 mod users;
 mod webhooks;
 
 pub use cache::{AppCache, AppChange};
 pub use plans::{Plan, PLANS};
+pub use policy::TenantPatch;
 
 pub use usage::{AppUsage, DayUsage, MinuteUsage, Usage, UsageReport, DAYS_REPORTED, MINUTES_KEPT};
 pub use users::{
@@ -30,7 +32,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use crate::protocol::{Limits, PROTOCOL_CHANNEL_NAME_CEILING};
+use crate::protocol::{
+    Limits, PROTOCOL_CHANNEL_NAME_CEILING, SUBSCRIPTIONS_PER_CONNECTION_CEILING,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -333,7 +337,15 @@ limits_patch!(
     max_event_payload_bytes,
     max_channels_per_trigger,
     max_batch_size,
+    max_channels,
+    max_cache_channels,
+    max_subscriptions_per_connection,
+    max_subscribes_per_second,
 );
+
+/// How many limit columns come before `created_at` in [`APP_COLUMNS`] (the initial migration's);
+/// the later ones follow `plan`.
+const FIRST_LIMIT_COLUMNS: usize = 12;
 
 fn to_db(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -394,7 +406,8 @@ const APP_COLUMNS: &str = "id, app_key, secret, name, tenant_id, enabled, client
      max_backend_events_per_second, max_read_requests_per_second, max_presence_members, \
      max_presence_member_bytes, max_channel_name_length, max_event_name_length, \
      max_event_payload_bytes, max_channels_per_trigger, max_batch_size, created_at, \
-     prev_key, prev_secret, prev_expires_at, allowed_origins, plan";
+     prev_key, prev_secret, prev_expires_at, allowed_origins, plan, max_channels, \
+     max_cache_channels, max_subscriptions_per_connection, max_subscribes_per_second";
 
 fn app_from_row(row: &AnyRow) -> Result<App, sqlx::Error> {
     Ok(App {
@@ -445,6 +458,12 @@ fn validate_limits(limits: &Limits) -> Result<(), StoreError> {
     if limits.max_channel_name_length as usize > PROTOCOL_CHANNEL_NAME_CEILING {
         return Err(StoreError::Invalid(format!(
             "max_channel_name_length must be at most {PROTOCOL_CHANNEL_NAME_CEILING}"
+        )));
+    }
+    if limits.max_subscriptions_per_connection > SUBSCRIPTIONS_PER_CONNECTION_CEILING as u64 {
+        return Err(StoreError::Invalid(format!(
+            "max_subscriptions_per_connection must be at most \
+             {SUBSCRIPTIONS_PER_CONNECTION_CEILING}"
         )));
     }
     if limits.max_connections > i64::MAX as u64 || limits.max_daily_messages > i64::MAX as u64 {
@@ -592,6 +611,11 @@ impl Store {
 
     /// Creates an app.
     pub async fn create_app(&self, new: NewApp) -> Result<App, StoreError> {
+        self.create_app_with(new, None).await
+    }
+
+    /// Creates an app, within tenant `capped`'s `max_apps` when given.
+    async fn create_app_with(&self, new: NewApp, capped: Option<&str>) -> Result<App, StoreError> {
         validate_name(&new.name)?;
         let mut limits = Limits::default();
         let plan = match &new.plan {
@@ -627,6 +651,9 @@ impl Store {
         if tenant.is_none() {
             return Err(StoreError::TenantNotFound(tenant_id));
         }
+        if let Some(capped) = capped {
+            policy::check_app_cap(&mut tx, capped).await?;
+        }
         let id = match new.id.clone() {
             Some(id) => id,
             None => fresh_id(&mut tx, "apps", 100_000..10_000_000).await?,
@@ -658,7 +685,7 @@ impl Store {
                 "an app with this id or key already exists".into(),
             ));
         }
-        let placeholders: Vec<String> = (1..=26).map(|i| format!("${i}")).collect();
+        let placeholders: Vec<String> = (1..=30).map(|i| format!("${i}")).collect();
         let sql = format!(
             "INSERT INTO apps ({APP_COLUMNS}) VALUES ({})",
             placeholders.join(", ")
@@ -672,18 +699,23 @@ impl Store {
             .bind(i64::from(app.enabled))
             .bind(i64::from(app.client_events))
             .bind(i64::from(app.subscription_count));
-        for value in limits_values(&app.limits) {
-            query = query.bind(value);
+        // APP_COLUMNS lists the first limits before `created_at` and the later ones at the end.
+        let values = limits_values(&app.limits);
+        let (first, later) = values.split_at(FIRST_LIMIT_COLUMNS);
+        for value in first {
+            query = query.bind(*value);
         }
-        query
+        query = query
             .bind(app.created_at)
             .bind(None::<String>)
             .bind(None::<String>)
             .bind(0i64)
             .bind(app.allowed_origins.join("\n"))
-            .bind(app.plan.clone())
-            .execute(&mut *tx)
-            .await?;
+            .bind(app.plan.clone());
+        for value in later {
+            query = query.bind(*value);
+        }
+        query.execute(&mut *tx).await?;
         bump_revision(&mut tx).await?;
         tx.commit().await?;
         Ok(app)

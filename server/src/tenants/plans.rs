@@ -22,6 +22,7 @@ const fn plan(
     daily_messages: u64,
     backend_per_second: u64,
     reads_per_second: u64,
+    [channels, cache_channels, subscriptions, subscribes]: [u64; 4],
 ) -> Plan {
     let d = Limits::pusher_defaults();
     Plan {
@@ -32,6 +33,10 @@ const fn plan(
             max_daily_messages: daily_messages,
             max_backend_events_per_second: backend_per_second,
             max_read_requests_per_second: reads_per_second,
+            max_channels: channels,
+            max_cache_channels: cache_channels,
+            max_subscriptions_per_connection: subscriptions,
+            max_subscribes_per_second: subscribes,
             ..d
         },
     }
@@ -46,6 +51,7 @@ pub const PLANS: &[Plan] = &[
         200_000,
         10,
         10,
+        [500, 50, 100, 10],
     ),
     plan(
         "startup",
@@ -54,6 +60,7 @@ pub const PLANS: &[Plan] = &[
         1_000_000,
         100,
         50,
+        [2_000, 200, 100, 10],
     ),
     plan(
         "pro",
@@ -62,6 +69,7 @@ pub const PLANS: &[Plan] = &[
         4_000_000,
         500,
         100,
+        [10_000, 1_000, 200, 20],
     ),
     plan(
         "business",
@@ -70,14 +78,16 @@ pub const PLANS: &[Plan] = &[
         20_000_000,
         2_000,
         500,
+        [50_000, 5_000, 500, 50],
     ),
     plan(
         "unlimited",
-        "no connection or message quota, no REST rate limit",
+        "no connection, message, channel or rate limit (1,000 subscriptions per connection)",
         0,
         0,
         0,
         0,
+        [0, 0, 1_000, 0],
     ),
 ];
 

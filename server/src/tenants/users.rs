@@ -12,7 +12,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use tokio::sync::Semaphore;
 
-use super::{bump_revision, fresh_id, App, AppPatch, NewApp, Plan, Store, StoreError, UsageReport};
+use super::{bump_revision, fresh_id, App, AppPatch, NewApp, Store, StoreError, UsageReport};
 
 /// The plan of an app a tenant admin creates without naming one.
 pub const TENANT_DEFAULT_PLAN: &str = "sandbox";
@@ -26,6 +26,10 @@ pub struct Tenant {
     pub name: String,
     /// Creation time, Unix seconds.
     pub created_at: i64,
+    /// Apps the tenant's admins may have (0: no cap); the operator is not bound by it.
+    pub max_apps: u64,
+    /// Plans the tenant's admins may create apps from (empty: every plan but `unlimited`).
+    pub plans: Vec<String>,
 }
 
 /// What a user may do.
@@ -98,8 +102,12 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant, sqlx::Error> {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         created_at: row.try_get("created_at")?,
+        max_apps: u64::try_from(row.try_get::<i64, _>("max_apps")?).unwrap_or(0),
+        plans: super::policy::plans_from_db(&row.try_get::<String, _>("plans")?),
     })
 }
+
+const TENANT_COLUMNS: &str = "id, name, created_at, max_apps, plans";
 
 fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
     let role: String = row.try_get("role")?;
@@ -247,6 +255,8 @@ impl Store {
             id,
             name: name.to_owned(),
             created_at: crate::clock::unix_seconds(),
+            max_apps: 0,
+            plans: Vec::new(),
         };
         sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(tenant.id.clone())
@@ -261,9 +271,11 @@ impl Store {
 
     /// Every tenant, oldest first.
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        let rows = sqlx::query("SELECT id, name, created_at FROM tenants ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .iter()
             .map(tenant_from_row)
@@ -272,11 +284,13 @@ impl Store {
 
     /// One tenant.
     pub async fn get_tenant(&self, id: &str) -> Result<Tenant, StoreError> {
-        let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE id = $1")
-            .bind(id.to_owned())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::TenantNotFound(id.to_owned()))?;
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"
+        ))
+        .bind(id.to_owned())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::TenantNotFound(id.to_owned()))?;
         Ok(tenant_from_row(&row)?)
     }
 
@@ -476,14 +490,11 @@ impl Scoped<'_> {
                 new.id = None;
                 new.key = None;
                 new.secret = None;
-                // Quotas are the operator's: a tenant admin picks a plan (sandbox by default,
-                // never unlimited) and may only tighten its limits.
-                let plan = Plan::named(new.plan.as_deref().unwrap_or(TENANT_DEFAULT_PLAN))?;
-                if plan.name == "unlimited" {
-                    return Err(StoreError::Forbidden(
-                        "only the platform operator can create apps on the unlimited plan".into(),
-                    ));
-                }
+                // Quotas are the operator's: a tenant admin picks a plan the tenant may use
+                // (sandbox by default, never unlimited unless the operator allows it), within
+                // the tenant's app cap, and may only tighten its limits.
+                let policy = self.store.get_tenant(tenant).await?;
+                let plan = policy.plan_for_admin(new.plan.as_deref())?;
                 if let Some(limit) = new.limits.loosens(&plan.limits) {
                     return Err(StoreError::Forbidden(format!(
                         "{limit} may not exceed the {} plan's value",
@@ -493,7 +504,10 @@ impl Scoped<'_> {
                 new.plan = Some(plan.name.to_owned());
             }
         }
-        self.store.create_app(new).await
+        match &self.actor {
+            Actor::Operator => self.store.create_app(new).await,
+            Actor::TenantAdmin(tenant) => self.store.create_app_capped(new, tenant).await,
+        }
     }
 
     /// Changes an app the actor may see.

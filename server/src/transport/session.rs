@@ -25,9 +25,9 @@ use crate::tenants::{AppRef, AppUsage};
 pub const MAX_USER_ID_CHARS: usize = 128;
 /// The largest watchlist; extra ids are dropped and a 4302 error is sent.
 pub const MAX_WATCHLIST: usize = 100;
-/// Channels one connection may be subscribed to at once. Pusher documents no such limit; this
-/// one is far above what any app needs and keeps one socket from filling the node's memory.
-pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1000;
+/// The cache replays a connection remembers having counted (at least its subscriptions cap);
+/// past it, entries of channels it no longer holds are forgotten.
+const REPLAYS_REMEMBERED_MIN: usize = 16;
 
 #[derive(Debug)]
 struct SignedIn {
@@ -48,6 +48,12 @@ pub struct Session {
     subscriptions: HashMap<Box<str>, Option<Box<str>>>,
     user: Option<SignedIn>,
     client_event_limiter: Option<(u32, DefaultDirectRateLimiter)>,
+    /// Subscribes per second, keyed by the (rate, burst) it was built for.
+    subscribe_limiter: Option<((u32, u32), DefaultDirectRateLimiter)>,
+    /// Per cache channel, the last cached event replayed to this connection and counted: a
+    /// replay counts once per connection, channel and cached event (`interfaces.md`), so
+    /// re-subscribing in a loop costs the app's quota nothing.
+    replayed: HashMap<Box<str>, u64>,
     /// Whether the session has left everything.
     finished: bool,
 }
@@ -88,9 +94,11 @@ fn user_id_of(raw: &RawValue) -> Option<String> {
     }
 }
 
-/// A subscription refusal: `pusher:error` (code null) then `pusher:subscription_error`.
+/// A subscription refusal: `pusher:error` (code null, or 4301 for the rate limit) then
+/// `pusher:subscription_error`.
 struct Refusal {
     message: String,
+    code: Option<u16>,
     kind: &'static str,
     status: u16,
 }
@@ -99,6 +107,7 @@ impl Refusal {
     fn auth(message: impl Into<String>) -> Refusal {
         Refusal {
             message: message.into(),
+            code: None,
             kind: "AuthError",
             status: 401,
         }
@@ -107,8 +116,18 @@ impl Refusal {
     fn limit(message: impl Into<String>) -> Refusal {
         Refusal {
             message: message.into(),
+            code: None,
             kind: "LimitReached",
             status: 403,
+        }
+    }
+
+    fn rate(message: impl Into<String>) -> Refusal {
+        Refusal {
+            message: message.into(),
+            code: Some(error_code::CLIENT_EVENT_RATE_LIMIT),
+            kind: "LimitReached",
+            status: 429,
         }
     }
 }
@@ -128,6 +147,8 @@ impl Session {
             subscriptions: HashMap::new(),
             user: None,
             client_event_limiter: None,
+            subscribe_limiter: None,
+            replayed: HashMap::new(),
             finished: false,
         }
     }
@@ -181,7 +202,7 @@ impl Session {
     }
 
     fn refuse(&self, channel: &str, refusal: Refusal) {
-        self.send_error(None, &refusal.message);
+        self.send_error(refusal.code, &refusal.message);
         self.conn.push(server::subscription_error(
             channel,
             refusal.kind,
@@ -190,8 +211,37 @@ impl Session {
         ));
     }
 
+    /// Takes one subscribe from the connection's budget: `rate` per second, with a burst of
+    /// the subscriptions cap so a reconnecting client resubscribes everything at once.
+    fn subscribe_allowed(&mut self, app: &AppRef) -> Result<(), Refusal> {
+        let Some(rate) = app.limits.subscribes_per_second() else {
+            return Ok(());
+        };
+        let cap = app.limits.subscriptions_per_connection();
+        let burst = u32::try_from(cap).unwrap_or(u32::MAX).max(rate);
+        let limiter = match &self.subscribe_limiter {
+            Some((current, limiter)) if *current == (rate, burst) => limiter,
+            _ => {
+                let quota = Quota::per_second(NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN))
+                    .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+                &self
+                    .subscribe_limiter
+                    .insert(((rate, burst), RateLimiter::direct(quota)))
+                    .1
+            }
+        };
+        limiter.check().map_err(|_| {
+            Refusal::rate(format!(
+                "Subscription rejected due to rate limit ({rate} per second after a burst of {burst})"
+            ))
+        })
+    }
+
     fn subscribe(&mut self, channel: &str, auth: Option<&str>, channel_data: Option<&str>) {
         let Some(app) = self.app() else { return };
+        if let Err(refusal) = self.subscribe_allowed(&app) {
+            return self.refuse(channel, refusal);
+        }
         let name = match ChannelName::parse(channel, app.limits.channel_name_length()) {
             Ok(name) => name,
             Err(error) => return self.refuse(channel, Refusal::auth(error.to_string())),
@@ -199,11 +249,12 @@ impl Session {
         if self.subscriptions.contains_key(channel) {
             return self.send_error(None, &format!("Existing subscription to channel {channel}"));
         }
-        if self.subscriptions.len() >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
+        let max_subscriptions = app.limits.subscriptions_per_connection();
+        if self.subscriptions.len() >= max_subscriptions {
             return self.refuse(
                 channel,
                 Refusal::limit(format!(
-                    "A connection may subscribe to at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} channels"
+                    "A connection may subscribe to at most {max_subscriptions} channels"
                 )),
             );
         }
@@ -215,6 +266,8 @@ impl Session {
         let options = SubscribeOptions {
             max_presence_members: app.limits.presence_members(),
             subscription_count: app.subscription_count,
+            max_channels: app.limits.channels(),
+            max_cache_channels: app.limits.cache_channels(),
         };
         match self.app_hub.subscribe(&self.conn, &name, member, options) {
             Ok(done) => {
@@ -229,16 +282,43 @@ impl Session {
                         None => "subscribed".to_owned(),
                     },
                 );
-                // Member events delivered to the others and a cache replay are deliveries.
+                // Member events delivered to the others and a cache replay are deliveries; a
+                // replay counts once per connection, channel and cached event.
+                let replay = done
+                    .cache_replayed
+                    .is_some_and(|seq| self.first_replay(channel, seq, max_subscriptions));
                 self.usage
-                    .count(done.member_events_delivered as u64 + u64::from(done.cache_replayed));
+                    .count(done.member_events_delivered as u64 + u64::from(replay));
                 self.subscriptions
                     .insert(channel.into(), presence_user.map(Into::into));
             }
-            Err(refusal @ SubscribeRefusal::PresenceFull(_)) => {
-                self.refuse(channel, Refusal::limit(refusal.to_string()))
+            Err(
+                refusal @ (SubscribeRefusal::PresenceFull(_)
+                | SubscribeRefusal::ChannelsFull(_)
+                | SubscribeRefusal::CacheChannelsFull(_)),
+            ) => self.refuse(channel, Refusal::limit(refusal.to_string())),
+        }
+    }
+
+    /// Records that cached event `seq` of `channel` was replayed to this connection; false when
+    /// it already was (the replay is then not counted again). The memory stays small: past
+    /// `cap` entries, those of channels the connection no longer holds are forgotten (a replay
+    /// after that counts again, at most at the subscribe rate).
+    fn first_replay(&mut self, channel: &str, seq: u64, cap: usize) -> bool {
+        if self.replayed.get(channel) == Some(&seq) {
+            return false;
+        }
+        if !self.replayed.contains_key(channel)
+            && self.replayed.len() >= cap.max(REPLAYS_REMEMBERED_MIN)
+        {
+            let held = &self.subscriptions;
+            self.replayed.retain(|name, _| held.contains_key(name));
+            if self.replayed.len() >= cap.max(REPLAYS_REMEMBERED_MIN) {
+                return true;
             }
         }
+        self.replayed.insert(channel.into(), seq);
+        true
     }
 
     /// Checks the right to subscribe and, for presence, works out the member.
@@ -418,6 +498,14 @@ impl Session {
                     &format!("Client event name is longer than {max} characters"),
                 );
             }
+        }
+        if channel.starts_with("private-encrypted-") {
+            // As on Pusher: the server cannot check or encrypt the payload for the others
+            // (pusher-js refuses to send them too).
+            return self.send_error(
+                None,
+                &format!("Client events are not supported on encrypted channels ({channel})"),
+            );
         }
         let is_private = channel.starts_with("private-") || channel.starts_with("presence-");
         if !is_private {

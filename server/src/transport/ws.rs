@@ -28,7 +28,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::hub::{CloseRequest, Connection};
+use crate::hub::{CloseRequest, ConnectRefusal, Connection};
 use crate::node::{Node, SharedNode};
 use crate::protocol::ws::{self, opcode, Message, Reader};
 use crate::protocol::{
@@ -324,14 +324,16 @@ async fn open(
         node.settings.outbox_capacity,
     ));
     drop(key);
-    if !app_hub.connect(&conn, app.limits.connections()) {
+    let share = node.settings.app_share_of_node();
+    if let Err(refusal) = app_hub.connect_within(&conn, app.limits.connections(), share) {
         node.hub.release_connection();
-        send_refusal(
-            &socket.stream,
-            CloseCode::OverConnectionQuota,
-            CloseCode::OverConnectionQuota.reason(),
-        )
-        .await;
+        // Over the app's own quota: 4004. Over its share of the node (so one app's public key
+        // cannot take every slot from the other tenants): 4100, as for a full node.
+        let code = match refusal {
+            ConnectRefusal::Quota => CloseCode::OverConnectionQuota,
+            ConnectRefusal::NodeShare => CloseCode::OverCapacity,
+        };
+        send_refusal(&socket.stream, code, code.reason()).await;
         return;
     }
     let usage = node.usage.app(&app.id);

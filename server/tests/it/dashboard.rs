@@ -359,6 +359,10 @@ fn operator_forms() -> Vec<(String, Form)> {
             vec![("name", "Sneaky tenant".into())],
         ),
         (
+            "/dashboard/tenants/1".into(),
+            vec![("max_apps", "1".into()), ("plans", "unlimited".into())],
+        ),
+        (
             "/dashboard/users".into(),
             vec![
                 ("email", "sneaky@example.test".into()),
@@ -1387,4 +1391,85 @@ async fn the_live_console_streams_a_debug_event_for_a_rest_publish() {
         publish["at_ms"].as_i64().is_some_and(|ms| ms > 0),
         "{publish}"
     );
+}
+
+#[tokio::test]
+async fn the_operator_sets_a_tenants_app_cap_and_plans_on_the_tenants_page() {
+    let app = spawn_dashboard().await;
+    let browser = Browser::new(&app);
+    let store = &app.node.store;
+    let tenant = store.create_tenant("Acme").await.unwrap();
+    store
+        .create_user(
+            TENANT_ADMIN,
+            TENANT_ADMIN_PASSWORD,
+            UserRole::Admin,
+            Some(&tenant.id),
+        )
+        .await
+        .unwrap();
+    let op = browser.sign_in(OPERATOR, OPERATOR_PASSWORD).await;
+    let path = format!("/dashboard/tenants/{}", tenant.id);
+    let form: Form = vec![("max_apps", "1".into()), ("plans", "startup".into())];
+    browser
+        .post(Some(&op.cookie), &path, &with_csrf(&form, &op.csrf))
+        .await
+        .assert_done("update the tenant");
+    let stored = store.get_tenant(&tenant.id).await.unwrap();
+    assert_eq!(
+        (stored.max_apps, stored.plans),
+        (1, vec!["startup".to_owned()])
+    );
+    let page = browser.get(Some(&op.cookie), "/dashboard/tenants").await;
+    assert!(page.body.contains(r#"value="startup""#), "{}", page.body);
+    let bad: Form = vec![("max_apps", "many".into()), ("plans", "".into())];
+    let refused = browser
+        .post(Some(&op.cookie), &path, &with_csrf(&bad, &op.csrf))
+        .await;
+    assert!(
+        refused.location().contains("error="),
+        "{}",
+        refused.location()
+    );
+
+    // The tenant admin is bound by it on create: sandbox is not allowed, then one app only.
+    let s = browser.sign_in(TENANT_ADMIN, TENANT_ADMIN_PASSWORD).await;
+    let create = |plan: &str| -> Form { vec![("name", "Acme app".into()), ("plan", plan.into())] };
+    let sandbox = browser
+        .post(
+            Some(&s.cookie),
+            "/dashboard/apps",
+            &with_csrf(&create("sandbox"), &s.csrf),
+        )
+        .await;
+    assert!(
+        !sandbox.location().contains("getting-started"),
+        "{}",
+        sandbox.location()
+    );
+    let first = browser
+        .post(
+            Some(&s.cookie),
+            "/dashboard/apps",
+            &with_csrf(&create("startup"), &s.csrf),
+        )
+        .await;
+    assert!(
+        first.location().contains("getting-started"),
+        "{}",
+        first.location()
+    );
+    let second = browser
+        .post(
+            Some(&s.cookie),
+            "/dashboard/apps",
+            &with_csrf(&create("startup"), &s.csrf),
+        )
+        .await;
+    assert!(
+        !second.location().contains("getting-started"),
+        "{}",
+        second.location()
+    );
+    assert_eq!(store.list_apps(Some(&tenant.id)).await.unwrap().len(), 1);
 }

@@ -11,6 +11,7 @@ mod dashboard;
 mod hardening_signin;
 mod hardening_http;
 mod hardening_webhooks;
+mod hardening_tenancy;
 mod limits;
 mod php;
 mod process;

@@ -828,6 +828,16 @@ async fn shutdown_closes_every_socket_with_4200() {
 #[tokio::test]
 async fn a_connection_may_hold_at_most_1000_subscriptions() {
     let app = spawn_app().await;
+    // 1000 is the ceiling of the per-app setting (default 100), with no subscribe rate limit.
+    app.update_app(herald::tenants::AppPatch {
+        limits: herald::tenants::LimitsPatch {
+            max_subscriptions_per_connection: Some(1000),
+            max_subscribes_per_second: Some(0),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
     let mut client = app.connect().await;
     for i in 0..1000 {
         client

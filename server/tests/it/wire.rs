@@ -236,6 +236,16 @@ async fn hundreds_of_pipelined_subscribes_are_all_answered() {
     // pusher-js resubscribes every channel at once after a reconnect; the answers must not count
     // as a slow consumer even with a small outbox.
     let app = spawn_app_with(|s| s.outbox_capacity = 64).await;
+    // 600 subscriptions need a cap above the default 100; the subscribe rate limit's burst is
+    // that cap, so they all go through at once.
+    app.update_app(herald::tenants::AppPatch {
+        limits: herald::tenants::LimitsPatch {
+            max_subscriptions_per_connection: Some(1000),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
     let mut socket = raw(&app, &[]).await;
     socket.expect_event("pusher:connection_established").await;
     let mut bytes = Vec::new();
