@@ -215,7 +215,8 @@ struct AppState {
     /// Channels whose `subscription_count` update the throttle held back (and whether clients
     /// get it, or only webhooks); the periodic flush visits only these.
     pending_counts: HashMap<Box<str>, bool>,
-    /// Cache channels whose miss was already reported (until something is cached again).
+    /// Cache channels whose miss was already reported (until something is cached again or the
+    /// channel is vacated).
     reported_misses: HashSet<Box<str>>,
     /// Occupied cache channels (part of `channels`).
     occupied_cache: usize,
@@ -494,6 +495,10 @@ impl AppState {
         if state.subscribers.is_empty() {
             if state.cache {
                 self.occupied_cache -= 1;
+                // A miss is remembered only while its channel is occupied, so the set is bounded
+                // by the occupied cache channels (an anonymous client cycling through fresh cache
+                // channel names cannot grow it); a later subscriber reports a new miss.
+                self.reported_misses.remove(channel);
             }
             self.channels.remove(channel);
             self.pending_counts.remove(channel);
