@@ -143,6 +143,8 @@ pub(crate) enum Refusal {
     Forbidden(String),
     /// Something failed in the server.
     Internal,
+    /// The store cannot be reached.
+    Unavailable(String),
 }
 
 impl IntoResponse for Refusal {
@@ -170,6 +172,11 @@ impl IntoResponse for Refusal {
                 "Something went wrong",
                 "The server could not complete this request; the details are in its log.",
             ),
+            Refusal::Unavailable(reason) => error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Store unreachable",
+                &format!("The server cannot reach its store right now ({reason}). Try again in a moment."),
+            ),
         }
     }
 }
@@ -182,6 +189,7 @@ impl From<PortError> for Refusal {
                 Refusal::Forbidden(message)
             }
             PortError::Internal => Refusal::Internal,
+            PortError::Unavailable(reason) => Refusal::Unavailable(reason),
         }
     }
 }
@@ -217,7 +225,7 @@ impl<P: AdminPort> FromRequestParts<Shared<P>> for Ctx {
             .port
             .admin(&session.user_id)
             .await
-            .map_err(|_| Refusal::Internal)?
+            .map_err(Refusal::from)?
             .ok_or_else(|| {
                 dash.sessions.end(&token);
                 Refusal::SignIn(next)

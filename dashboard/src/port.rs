@@ -19,6 +19,8 @@ pub enum PortError {
     Invalid(String),
     /// The server failed (500; the detail is logged by the server).
     Internal,
+    /// The store cannot be reached (503, with the reason; nothing secret in it).
+    Unavailable(String),
 }
 
 /// The result of a port call.

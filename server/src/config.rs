@@ -96,7 +96,8 @@ pub struct Settings {
     pub outbox_capacity: usize,
     /// How often the store's revision is polled.
     pub revision_poll: Duration,
-    /// How long shutdown waits for connections to close.
+    /// The bound on the shutdown drain of sockets, counters and the webhook outbox
+    /// (`HERALD_SHUTDOWN_GRACE_SECS`, default 10).
     pub shutdown_grace: Duration,
 }
 
@@ -181,6 +182,11 @@ impl Settings {
             max_connections,
             max_frame_bytes: number("HERALD_MAX_FRAME_BYTES")?.unwrap_or(64 * 1024),
             webhooks: webhook_settings()?,
+            shutdown_grace: Duration::from_secs(
+                number::<u64>("HERALD_SHUTDOWN_GRACE_SECS")?
+                    .unwrap_or(10)
+                    .clamp(1, 600),
+            ),
             ..Settings::defaults()
         })
     }

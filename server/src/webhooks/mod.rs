@@ -124,6 +124,10 @@ impl Webhooks {
 pub struct Pipeline {
     stop_delay: CancellationToken,
     stop_worker: CancellationToken,
+    /// Shutdown's deadline passed: the writer stops retrying and counts what it drops.
+    give_up: CancellationToken,
+    /// Events the writer dropped after `give_up`.
+    lost: Arc<std::sync::atomic::AtomicUsize>,
     delay: JoinHandle<()>,
     writer: JoinHandle<()>,
     worker: JoinHandle<()>,
@@ -141,11 +145,23 @@ pub fn start(node: SharedNode, events: UnboundedReceiver<HubEvent>) -> Pipeline 
         node.settings.webhooks.vacate_delay,
         stop_delay.clone(),
     ));
-    let writer = tokio::spawn(write_loop(node.clone(), delayed_rx, written_tx));
+    let give_up = CancellationToken::new();
+    let lost = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = tokio::spawn(write_loop(
+        node.clone(),
+        delayed_rx,
+        written_tx,
+        Abandon {
+            token: give_up.clone(),
+            lost: lost.clone(),
+        },
+    ));
     let worker = tokio::spawn(worker::run(node, written_rx, stop_worker.clone()));
     Pipeline {
         stop_delay,
         stop_worker,
+        give_up,
+        lost,
         delay,
         writer,
         worker,
@@ -153,14 +169,36 @@ pub fn start(node: SharedNode, events: UnboundedReceiver<HubEvent>) -> Pipeline 
 }
 
 impl Pipeline {
-    /// Shutdown: releases held events, writes everything to the outbox, then stops the worker
-    /// (requests in flight get a short grace; what is not delivered stays pending in the store).
-    pub async fn drain(self) {
+    /// Shutdown: releases held events, writes everything to the outbox until `deadline`, then
+    /// stops the worker (requests in flight get a short grace; what is not delivered stays
+    /// pending in the store). Returns how many events could not be written to the outbox (the
+    /// store refused writes until the deadline).
+    pub async fn drain(self, deadline: Instant) -> usize {
         self.stop_delay.cancel();
-        let _ = self.delay.await;
-        let _ = self.writer.await;
-        self.stop_worker.cancel();
-        let _ = self.worker.await;
+        let Pipeline {
+            give_up,
+            lost,
+            delay,
+            writer,
+            worker,
+            stop_worker,
+            ..
+        } = self;
+        let mut written = tokio::spawn(async move {
+            let _ = delay.await;
+            let _ = writer.await;
+        });
+        if tokio::time::timeout_at(deadline, &mut written)
+            .await
+            .is_err()
+        {
+            // The writer drops what it holds and what is still queued, counting it.
+            give_up.cancel();
+            let _ = written.await;
+        }
+        stop_worker.cancel();
+        let _ = worker.await;
+        lost.load(Ordering::SeqCst)
     }
 }
 
@@ -225,12 +263,20 @@ fn build(node: &SharedNode, events: Vec<HubEvent>, now_ms: i64) -> Vec<NewDelive
     deliveries
 }
 
+/// Shutdown's "stop retrying" signal for the writer and its count of dropped events.
+struct Abandon {
+    token: CancellationToken,
+    lost: Arc<std::sync::atomic::AtomicUsize>,
+}
+
 /// Collects events for one batch window at a time and appends them to the outbox, then hands
-/// the written deliveries to the worker. Ends when its input closes (after a final write).
+/// the written deliveries to the worker. Ends when its input closes (after a final write), or
+/// when shutdown abandons it (counting the events it could not write).
 async fn write_loop(
     node: SharedNode,
     mut input: UnboundedReceiver<HubEvent>,
     worker: UnboundedSender<Delivery>,
+    abandon: Abandon,
 ) {
     let window = node.settings.webhooks.batch_window;
     let mut closed = false;
@@ -253,22 +299,43 @@ async fn write_loop(
             }
         }
         let now_ms = crate::clock::Clock::system().now_millis();
+        let count = events.len();
         let deliveries = build(&node, events, now_ms);
         if deliveries.is_empty() {
             continue;
         }
-        let mut failures = 0u32;
         loop {
-            match node.store.insert_deliveries(&deliveries).await {
-                Ok(()) => break,
+            let outcome = tokio::select! {
+                outcome = node.store.insert_deliveries(&deliveries) => outcome,
+                () = abandon.token.cancelled() => Err(crate::tenants::StoreError::Invalid("shutdown deadline".into())),
+            };
+            match outcome {
+                Ok(()) => {
+                    node.store
+                        .health()
+                        .record(crate::tenants::Dependency::Writes, Ok(()));
+                    break;
+                }
                 Err(error) => {
-                    failures += 1;
-                    if closed && failures >= 5 {
-                        tracing::error!(%error, requests = deliveries.len(), "could not write webhooks to the outbox at shutdown; they are lost");
+                    if abandon.token.is_cancelled() {
+                        // Shutdown's deadline: this batch and everything still queued is lost.
+                        let mut dropped = count;
+                        input.close();
+                        while let Ok(_event) = input.try_recv() {
+                            dropped += 1;
+                        }
+                        abandon.lost.fetch_add(dropped, Ordering::SeqCst);
                         return;
                     }
-                    tracing::warn!(%error, requests = deliveries.len(), "could not write webhooks to the outbox; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    node.store.health().record(
+                        crate::tenants::Dependency::Writes,
+                        Err(format!("webhook outbox: {error}")),
+                    );
+                    tracing::debug!(%error, requests = deliveries.len(), "could not write webhooks to the outbox; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                        () = abandon.token.cancelled() => {}
+                    }
                 }
             }
         }

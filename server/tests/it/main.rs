@@ -8,6 +8,7 @@ mod helpers;
 
 mod cli;
 mod dashboard;
+mod hardening_store;
 mod limits;
 mod php;
 mod process;
