@@ -477,6 +477,45 @@ async fn subscribe(socket: &mut Socket, channel: &str) {
         .expect("the subscribe is sent");
 }
 
+/// Signs in to the dashboard of the node at `base` and returns the session's `Cookie` header.
+async fn dashboard_session(base: &str, email: &str, password: &str) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie_value = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix(&format!("{name}=")))
+            .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+    };
+    let login = http
+        .get(format!("{base}/dashboard/login"))
+        .send()
+        .await
+        .unwrap();
+    let csrf =
+        cookie_value(&login, "herald_login_csrf").expect("the sign-in page sets its CSRF cookie");
+    let signed_in = http
+        .post(format!("{base}/dashboard/login"))
+        .header(reqwest::header::COOKIE, format!("herald_login_csrf={csrf}"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("email", email),
+            ("password", password),
+            ("next", "/dashboard/apps"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303, "the operator signs in");
+    let session = cookie_value(&signed_in, "herald_session").expect("a session cookie");
+    format!("herald_session={session}")
+}
+
 /// The machine's PostgreSQL (never stopped by these tests).
 const POSTGRES: &str = "127.0.0.1:5432";
 
@@ -566,6 +605,29 @@ async fn postgres_cut_ready_degrades_in_1s_the_cli_fails_in_5s_and_sigterm_exits
         );
     }
 
+    let session = dashboard_session(&base, "admin@localhost", "store-test-password").await;
+    let apps_page = |session: String| {
+        let base = base.clone();
+        async move {
+            let started = Instant::now();
+            let response = reqwest::Client::new()
+                .get(format!("{base}/dashboard/apps"))
+                .header(reqwest::header::COOKIE, session)
+                .timeout(Duration::from_secs(40))
+                .send()
+                .await
+                .expect("the dashboard answers");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.text().await.unwrap_or_default(),
+                started.elapsed(),
+            )
+        }
+    };
+    let (status, page, _) = apps_page(session.clone()).await;
+    assert_eq!(status, 200, "{page}");
+
     // PostgreSQL goes away.
     proxy.cut.cancel();
     // Traffic the store cannot take: counts and a webhook event.
@@ -608,6 +670,12 @@ async fn postgres_cut_ready_degrades_in_1s_the_cli_fails_in_5s_and_sigterm_exits
     assert!(!output.status.success(), "{stderr}");
     assert!(took < Duration::from_secs(5), "the CLI took {took:?}");
     assert!(stderr.contains("store unreachable"), "{stderr}");
+
+    // The dashboard answers 503 within 5 s, saying why.
+    let (status, page, took) = apps_page(session).await;
+    assert_eq!(status, 503, "{page}");
+    assert!(took < Duration::from_secs(5), "the dashboard took {took:?}");
+    assert!(page.contains("Store unreachable"), "{page}");
 
     // SIGTERM: bounded by the grace period, exit 1, the loss in the log at error level.
     let (code, took, log) = terminate(child, log).await;
