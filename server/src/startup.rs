@@ -87,12 +87,14 @@ pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
                     .map_err(io_error(format!("cannot create {}", parent.display())))?;
             }
         }
-        private_files(file).map_err(io_error(format!("cannot create {}", file.display())))?;
+        private_files(file, true).map_err(io_error(format!("cannot create {}", file.display())))?;
     }
     let store = Store::open(&settings.database_url).await?;
     if let Some(file) = &sqlite_file {
-        // SQLite creates `-wal` and `-shm` with the database file's mode; check anyway.
-        private_files(file).map_err(io_error(format!("cannot secure {}", file.display())))?;
+        // SQLite creates `-wal` and `-shm` with the database file's mode; check anyway (by
+        // path only: closing a descriptor of the open database would drop SQLite's locks).
+        private_files(file, false)
+            .map_err(io_error(format!("cannot secure {}", file.display())))?;
     }
     Ok(store)
 }
@@ -121,18 +123,22 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
     tighten(dir, 0o700)
 }
 
-/// Creates the database file 0600 when missing, and tightens it, its `-wal` and its `-shm` to
-/// 0600 when they exist with a looser mode.
-fn private_files(file: &Path) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+/// Creates the database file 0600 when missing (`create`, before SQLite opens it), and tightens
+/// it, its `-wal` and its `-shm` to 0600 when they exist with a looser mode.
+fn private_files(file: &Path, create: bool) -> std::io::Result<()> {
+    if create && !file.exists() {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        drop(options.open(file)?);
     }
-    drop(options.open(file)?);
-    tighten(file, 0o600)?;
+    if file.exists() {
+        tighten(file, 0o600)?;
+    }
     for suffix in ["-wal", "-shm"] {
         let mut name = file.as_os_str().to_owned();
         name.push(suffix);
