@@ -146,6 +146,8 @@ pub(crate) enum Refusal {
     Internal,
     /// Too many password checks at once: try again in a moment.
     Busy,
+    /// The store cannot be reached.
+    Unavailable(String),
 }
 
 impl IntoResponse for Refusal {
@@ -184,6 +186,11 @@ impl IntoResponse for Refusal {
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 response
             }
+            Refusal::Unavailable(reason) => error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Store unreachable",
+                &format!("The server cannot reach its store right now ({reason}). Try again in a moment."),
+            ),
         }
     }
 }
@@ -197,6 +204,7 @@ impl From<PortError> for Refusal {
             }
             PortError::Internal => Refusal::Internal,
             PortError::Busy => Refusal::Busy,
+            PortError::Unavailable(reason) => Refusal::Unavailable(reason),
         }
     }
 }
@@ -232,7 +240,7 @@ impl<P: AdminPort> FromRequestParts<Shared<P>> for Ctx {
             .port
             .admin(&session.user_id)
             .await
-            .map_err(|_| Refusal::Internal)?
+            .map_err(Refusal::from)?
             .ok_or_else(|| {
                 dash.sessions.end(&token);
                 Refusal::SignIn(next.clone())

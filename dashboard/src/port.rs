@@ -21,6 +21,8 @@ pub enum PortError {
     Internal,
     /// The server is at capacity for this work (password checks): try again shortly (429).
     Busy,
+    /// The store cannot be reached (503, with the reason; nothing secret in it).
+    Unavailable(String),
 }
 
 /// The result of a port call.

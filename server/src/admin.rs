@@ -213,6 +213,10 @@ fn port_error(error: StoreError) -> PortError {
             PortError::Invalid(format!("no user with email {email}"))
         }
         StoreError::Busy => PortError::Busy,
+        other if other.is_unreachable() => {
+            tracing::warn!(error = %other, "a dashboard request found the store unreachable");
+            PortError::Unavailable("no connection within a few seconds".into())
+        }
         other => {
             tracing::error!(error = %other, "a dashboard request failed in the store");
             PortError::Internal

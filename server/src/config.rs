@@ -116,7 +116,8 @@ pub struct Settings {
     pub outbox_capacity: usize,
     /// How often the store's revision is polled.
     pub revision_poll: Duration,
-    /// How long shutdown waits for connections to close.
+    /// The bound on the shutdown drain of sockets, counters and the webhook outbox
+    /// (`HERALD_SHUTDOWN_GRACE_SECS`, default 10).
     pub shutdown_grace: Duration,
     /// Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed
     /// (`HERALD_TRUSTED_PROXIES`, a CIDR list); empty: nobody's.
@@ -263,6 +264,11 @@ impl Settings {
                 Some(mib) => mib.clamp(1, 64 * 1024) * 1024 * 1024,
                 None => Settings::defaults().body_buffer_bytes,
             },
+            shutdown_grace: Duration::from_secs(
+                number::<u64>("HERALD_SHUTDOWN_GRACE_SECS")?
+                    .unwrap_or(10)
+                    .clamp(1, 600),
+            ),
             ..Settings::defaults()
         })
     }

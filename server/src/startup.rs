@@ -21,7 +21,7 @@ use crate::config::Settings;
 use crate::hub::Hub;
 use crate::node::{Node, SharedNode};
 use crate::protocol::CloseCode;
-use crate::tenants::{AppCache, AppChange, NewApp, Store, StoreError, Usage, UserRole};
+use crate::tenants::{AppCache, AppChange, Dependency, NewApp, Store, StoreError, Usage, UserRole};
 use crate::{api, transport};
 
 /// Why the node could not start.
@@ -69,15 +69,107 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Startu
     move |source| StartupError::Io { context, source }
 }
 
-/// Opens the store named by `settings` (creating the data dir for SQLite).
+/// Opens the store named by `settings`. For SQLite the data dir is created 0700 and the
+/// database file with its `-wal` and `-shm` 0600 (they hold every app secret and password hash),
+/// whatever the umask; looser modes found on existing ones are tightened (and logged).
 pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
+    let sqlite_file = sqlite_path(&settings.database_url);
     if settings.database_url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&settings.data_dir).map_err(io_error(format!(
+        private_dir(&settings.data_dir).map_err(io_error(format!(
             "cannot create data dir {}",
             settings.data_dir.display()
         )))?;
     }
-    Ok(Store::open(&settings.database_url).await?)
+    if let Some(file) = &sqlite_file {
+        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if parent != settings.data_dir {
+                private_dir(parent)
+                    .map_err(io_error(format!("cannot create {}", parent.display())))?;
+            }
+        }
+        private_files(file, true).map_err(io_error(format!("cannot create {}", file.display())))?;
+    }
+    let store = Store::open(&settings.database_url).await?;
+    if let Some(file) = &sqlite_file {
+        // SQLite creates `-wal` and `-shm` with the database file's mode; check anyway (by
+        // path only: closing a descriptor of the open database would drop SQLite's locks).
+        private_files(file, false)
+            .map_err(io_error(format!("cannot secure {}", file.display())))?;
+    }
+    Ok(store)
+}
+
+/// The file behind a `sqlite:` URL (`None` for other stores and in-memory databases).
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+        return None;
+    }
+    Some(PathBuf::from(path))
+}
+
+/// Creates `dir` (and its missing parents) with mode 0700, or tightens it to 0700.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)?;
+    tighten(dir, 0o700)
+}
+
+/// Creates the database file 0600 when missing (`create`, before SQLite opens it), and tightens
+/// it, its `-wal` and its `-shm` to 0600 when they exist with a looser mode.
+fn private_files(file: &Path, create: bool) -> std::io::Result<()> {
+    if create && !file.exists() {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        drop(options.open(file)?);
+    }
+    if file.exists() {
+        tighten(file, 0o600)?;
+    }
+    for suffix in ["-wal", "-shm"] {
+        let mut name = file.as_os_str().to_owned();
+        name.push(suffix);
+        let companion = PathBuf::from(name);
+        if companion.exists() {
+            tighten(&companion, 0o600)?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets `path`'s permission bits to `mode` when it grants more (group or other bits).
+#[cfg(unix)]
+fn tighten(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let current = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if current & !mode != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        tracing::warn!(
+            path = %path.display(),
+            was = %format!("{current:o}"),
+            now = %format!("{mode:o}"),
+            "tightened the permissions of the store"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn tighten(_path: &Path, _mode: u32) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// The first start of a store: the demo app when there is no app, the operator when there is no
@@ -244,12 +336,36 @@ async fn health() -> &'static str {
     "ok\n"
 }
 
+/// How long `/ready` waits for the store's answer before reporting it degraded (the whole
+/// answer comes within 1 s, see `interfaces.md`).
+const READY_PROBE: std::time::Duration = std::time::Duration::from_millis(700);
+
+/// `GET /ready`: 200 while the node takes traffic, 503 once it shuts down; the body names each
+/// dependency as `ok` or `degraded` (with the reason and since when). A degraded store does not
+/// make the node unready: its hot paths run from memory.
 async fn ready(State(node): State<SharedNode>) -> impl IntoResponse {
-    if node.store.ping().await {
-        (StatusCode::OK, "ready\n")
+    let probe = tokio::time::timeout(READY_PROBE, node.store.ping()).await;
+    let outcome = match probe {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("the store refused a read".to_owned()),
+        Err(_) => Err(format!(
+            "no answer to a read within {} ms",
+            READY_PROBE.as_millis()
+        )),
+    };
+    node.store.health().record(Dependency::Reads, outcome);
+    let shutting_down = node.shutdown.is_cancelled();
+    let body = serde_json::json!({
+        "status": if shutting_down { "shutting_down" } else { "ready" },
+        "store": node.store.health().state(Dependency::Reads),
+        "store_writes": node.store.health().state(Dependency::Writes),
+    });
+    let status = if shutting_down {
+        StatusCode::SERVICE_UNAVAILABLE
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n")
-    }
+        StatusCode::OK
+    };
+    (status, axum::Json(body))
 }
 
 impl Application {
@@ -387,11 +503,15 @@ impl Application {
         })
         .await;
         node.shutdown.cancel();
+        // One bound for the whole drain (HERALD_SHUTDOWN_GRACE_SECS): sockets get half of it
+        // (they close in milliseconds unless a peer stalls), the outbox and the counters the rest.
+        let grace = node.settings.shutdown_grace;
+        let deadline = tokio::time::Instant::now() + grace;
         if let Some(admin_server) = admin_server {
-            let _ = admin_server.await;
+            let _ = tokio::time::timeout_at(deadline, admin_server).await;
         }
         node.connections.close();
-        if tokio::time::timeout(node.settings.shutdown_grace, node.connections.wait())
+        if tokio::time::timeout(grace / 2, node.connections.wait())
             .await
             .is_err()
         {
@@ -399,18 +519,68 @@ impl Application {
         }
         poller.abort();
         // Every socket is closed, so every vacate and member_removed has happened: release the
-        // delayed ones, write everything to the outbox, stop the worker.
-        webhooks.drain().await;
-        // The flusher stops between flushes (never mid-write, which would lose the counts it took).
-        let _ = flusher.await;
-        // Every connection is closed: the counts are final. Write them before the store closes.
-        match node.usage.flush(&node.store).await {
-            Ok(apps) => tracing::info!(apps, "usage counters flushed"),
-            Err(error) => tracing::error!(%error, "could not flush usage counters at shutdown"),
+        // delayed ones, write everything to the outbox (until the deadline), stop the worker.
+        let lost_events = webhooks.drain(deadline).await;
+        // The flusher stops between flushes (never mid-write, which would lose the counts it
+        // took); a flush stuck on an unreachable store is cut at the deadline (its counts stay
+        // counted as unsaved).
+        if tokio::time::timeout_at(deadline, &mut { flusher })
+            .await
+            .is_err()
+        {
+            tracing::debug!("the usage flusher was cut at the shutdown deadline");
         }
-        node.store.close().await;
+        // Every connection is closed: the counts are final. Write them before the store closes,
+        // retrying until the deadline.
+        let flushed = final_flush(&node, deadline).await;
+        let (apps, messages) = node.usage.unsaved();
+        let saved = flushed && apps == 0 && lost_events == 0;
+        if !saved {
+            tracing::error!(
+                unsaved_apps = apps,
+                unsaved_messages = messages,
+                lost_webhook_events = lost_events,
+                grace_secs = grace.as_secs(),
+                "shutdown could not save everything within the grace period: these counts and webhook events are lost"
+            );
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), node.store.close()).await;
         tracing::info!("stopped");
-        Ok(())
+        if saved {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "not everything was saved at shutdown: usage counts of {apps} apps ({messages} messages), {lost_events} webhook events"
+            )))
+        }
+    }
+}
+
+/// The shutdown flush: writes the final counts, retrying until `deadline`. Returns whether
+/// they were all written.
+async fn final_flush(node: &Node, deadline: tokio::time::Instant) -> bool {
+    loop {
+        match tokio::time::timeout_at(deadline, node.usage.flush(&node.store)).await {
+            Ok(Ok(apps)) => {
+                tracing::info!(apps, "usage counters flushed");
+                return true;
+            }
+            Ok(Err(error)) => {
+                node.store
+                    .health()
+                    .record(Dependency::Writes, Err(format!("usage flush: {error}")));
+                let retry = tokio::time::Instant::now() + std::time::Duration::from_millis(250);
+                if retry >= deadline {
+                    tracing::error!(%error, "could not flush usage counters at shutdown");
+                    return false;
+                }
+                tokio::time::sleep_until(retry).await;
+            }
+            Err(_) => {
+                tracing::error!("the usage flush did not finish within the shutdown grace period");
+                return false;
+            }
+        }
     }
 }
 
@@ -424,9 +594,16 @@ async fn flush_usage(node: SharedNode) {
             () = node.shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        if let Err(error) = node.usage.flush(&node.store).await {
-            tracing::warn!(%error, "could not flush usage counters; they are kept for the next flush");
+        let outcome = node.usage.flush(&node.store).await;
+        if let Err(error) = &outcome {
+            tracing::debug!(%error, "could not flush usage counters; they are kept for the next flush");
         }
+        node.store.health().record(
+            Dependency::Writes,
+            outcome
+                .map(|_| ())
+                .map_err(|error| format!("usage flush: {error}")),
+        );
     }
 }
 
@@ -463,9 +640,14 @@ async fn poll_revision(node: SharedNode) {
             () = node.shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        if let Err(error) = refresh_apps(&node).await {
-            tracing::warn!(%error, "could not refresh the app cache");
+        let outcome = refresh_apps(&node).await;
+        if let Err(error) = &outcome {
+            tracing::debug!(%error, "could not refresh the app cache");
         }
+        node.store.health().record(
+            Dependency::Reads,
+            outcome.map_err(|error| format!("app cache refresh: {error}")),
+        );
         close_expired_keys(&node, &mut expired_keys);
         node.hub.flush_subscription_counts();
         if last_sweep.elapsed() >= CACHE_SWEEP_INTERVAL {

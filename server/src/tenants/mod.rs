@@ -6,6 +6,7 @@
 //! is how a change made by the CLI (another process) reaches a running server.
 
 mod cache;
+mod health;
 mod plans;
 mod policy;
 mod usage;
@@ -13,6 +14,7 @@ mod users;
 mod webhooks;
 
 pub use cache::{AppCache, AppChange};
+pub use health::{Dependency, DependencyState, StoreHealth};
 pub use plans::{Plan, PLANS};
 pub use policy::TenantPatch;
 
@@ -358,9 +360,13 @@ fn from_db(value: i64) -> u64 {
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database refused or could not be reached.
+    /// The database refused.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// The database could not be reached within [`ACQUIRE_TIMEOUT`] (down, or every connection
+    /// broken).
+    #[error("store unreachable: {0}")]
+    Unreachable(sqlx::Error),
     /// A migration failed.
     #[error("migration error: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
@@ -387,10 +393,35 @@ pub enum StoreError {
     Busy,
 }
 
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                StoreError::Unreachable(error)
+            }
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the store could not be reached at all (as opposed to refusing one statement).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, StoreError::Unreachable(_))
+    }
+}
+
+/// How long a store call waits for a connection before failing with
+/// [`StoreError::Unreachable`] (sqlx's default is 30 s, which made every store-backed endpoint
+/// hang while PostgreSQL was down): the CLI and the dashboard fail within 5 s.
+pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The tenant store.
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Reads and writes seen failing or recovering (shared by every clone).
+    health: Arc<StoreHealth>,
     /// SQLite takes write transactions with `BEGIN IMMEDIATE` (see [`Store::write_tx`]).
     sqlite: bool,
 }
@@ -503,6 +534,18 @@ impl Store {
         let sqlite = url.starts_with("sqlite:");
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 4 } else { 8 })
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A connection still inside a transaction when it comes back is one whose write
+            // failed (a COMMIT refused on a full disk leaves SQLite's transaction depth at 1 and
+            // its ROLLBACK then fails too): every later `begin` on it would fail with "non-zero
+            // transaction depth" until the pool recycled it. Close it instead; the pool opens a
+            // fresh one.
+            .after_release(|conn, _meta| {
+                Box::pin(async move {
+                    use sqlx::Connection;
+                    Ok(!conn.is_in_transaction())
+                })
+            })
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if sqlite {
@@ -520,7 +563,11 @@ impl Store {
             .connect(url)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool, sqlite })
+        Ok(Store {
+            pool,
+            sqlite,
+            health: Arc::default(),
+        })
     }
 
     /// A transaction that will write. On SQLite it takes the write lock at `BEGIN IMMEDIATE`, so
@@ -533,6 +580,11 @@ impl Store {
         } else {
             self.pool.begin().await?
         })
+    }
+
+    /// The store's health as this process saw it.
+    pub fn health(&self) -> &StoreHealth {
+        &self.health
     }
 
     /// Whether the database answers.

@@ -350,6 +350,29 @@ impl Usage {
         }
     }
 
+    /// What is counted in memory and not yet written: (apps, messages). Counts of a flush that
+    /// was cut off mid-write are included (they are neither confirmed nor restored).
+    pub fn unsaved(&self) -> (usize, u64) {
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut count = 0;
+        let mut messages = 0u64;
+        for usage in apps.values() {
+            let state = usage.lock();
+            let closed: u64 = state.closed_days.iter().map(|d| d.messages).sum();
+            let held = state
+                .pending
+                .saturating_add(state.in_flight)
+                .saturating_add(closed);
+            let peaks = state.day_peak > state.written_day_peak
+                || state.closed_days.iter().any(|d| d.peak > 0);
+            if held > 0 || peaks {
+                count += 1;
+                messages = messages.saturating_add(held);
+            }
+        }
+        (count, messages)
+    }
+
     /// Forgets a deleted app's counters.
     pub fn forget(&self, app_id: &str) {
         let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());

@@ -26,7 +26,7 @@ mod target;
 mod worker;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::mpsc::{self, UnboundedSender};
@@ -148,6 +148,10 @@ pub async fn check_destination(
 pub struct Pipeline {
     stop_writer: CancellationToken,
     stop_worker: CancellationToken,
+    /// Shutdown's deadline passed: the writer stops retrying and counts what it drops.
+    give_up: CancellationToken,
+    /// Events the writer dropped after `give_up`.
+    lost: Arc<AtomicUsize>,
     writer: JoinHandle<()>,
     worker: JoinHandle<()>,
 }
@@ -156,31 +160,56 @@ pub struct Pipeline {
 pub fn start(node: SharedNode, events: EventReceiver) -> Pipeline {
     let stop_writer = CancellationToken::new();
     let stop_worker = CancellationToken::new();
+    let give_up = CancellationToken::new();
+    let lost = Arc::new(AtomicUsize::new(0));
     let (written_tx, written_rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_loop(
         node.clone(),
         events,
         written_tx,
         stop_writer.clone(),
+        Abandon {
+            token: give_up.clone(),
+            lost: lost.clone(),
+        },
     ));
     let worker = tokio::spawn(worker::run(node, written_rx, stop_worker.clone()));
     Pipeline {
         stop_writer,
         stop_worker,
+        give_up,
+        lost,
         writer,
         worker,
     }
 }
 
 impl Pipeline {
-    /// Shutdown: writes every queued event to the outbox (held ones with their due time), then
-    /// stops the worker (requests in flight get a short grace; what is not delivered stays
-    /// pending in the store).
-    pub async fn drain(self) {
-        self.stop_writer.cancel();
-        let _ = self.writer.await;
-        self.stop_worker.cancel();
-        let _ = self.worker.await;
+    /// Shutdown: writes every queued event to the outbox (held ones with their due time) until
+    /// `deadline`, then stops the worker (requests in flight get a short grace; what is not
+    /// delivered stays pending in the store). Returns how many events could not be written to
+    /// the outbox (the store refused writes until the deadline).
+    pub async fn drain(self, deadline: Instant) -> usize {
+        let Pipeline {
+            stop_writer,
+            stop_worker,
+            give_up,
+            lost,
+            mut writer,
+            worker,
+        } = self;
+        stop_writer.cancel();
+        if tokio::time::timeout_at(deadline, &mut writer)
+            .await
+            .is_err()
+        {
+            // The writer drops what it holds and what is still queued, counting it.
+            give_up.cancel();
+            let _ = writer.await;
+        }
+        stop_worker.cancel();
+        let _ = worker.await;
+        lost.load(Ordering::SeqCst)
     }
 }
 
@@ -310,12 +339,19 @@ fn build(
     window
 }
 
+/// Shutdown's "stop retrying" signal for the writer and its count of dropped events.
+struct Abandon {
+    token: CancellationToken,
+    lost: Arc<AtomicUsize>,
+}
+
 /// The writer's state across windows.
 struct Writer {
     node: SharedNode,
     worker: UnboundedSender<ToWorker>,
     held: delay::Held,
     misses: misses::MissLimiter,
+    abandon: Abandon,
 }
 
 impl Writer {
@@ -361,8 +397,14 @@ impl Writer {
         }
     }
 
-    /// Writes one window; `stopping` gives up after a few failures instead of retrying forever.
-    async fn write(&mut self, mut events: Vec<HubEvent>, stopping: bool) {
+    /// Writes one window, retrying until it is written or shutdown's deadline abandons it;
+    /// returns false when abandoned (its events are counted as lost).
+    async fn write(&mut self, mut events: Vec<HubEvent>) -> bool {
+        let count = events.len();
+        if self.abandon.token.is_cancelled() {
+            self.abandon.lost.fetch_add(count, Ordering::SeqCst);
+            return false;
+        }
         let now = Instant::now();
         let now_ms = crate::clock::Clock::system().now_millis();
         self.held.expire(now);
@@ -380,20 +422,34 @@ impl Writer {
                 .flat_map(|(_, held)| held.iter().map(|d| (d.clone(), due_ms))),
         );
         if rows.is_empty() {
-            return;
+            return true;
         }
-        let mut failures = 0u32;
+        let health = || self.node.store.health();
         loop {
-            match self.node.store.insert_deliveries_due(&rows).await {
-                Ok(()) => break,
-                Err(error) => {
-                    failures += 1;
-                    if stopping && failures >= 5 {
-                        tracing::error!(%error, requests = rows.len(), "could not write webhooks to the outbox at shutdown; they are lost");
-                        return;
+            let outcome = tokio::select! {
+                outcome = self.node.store.insert_deliveries_due(&rows) => Some(outcome),
+                () = self.abandon.token.cancelled() => None,
+            };
+            match outcome {
+                Some(Ok(())) => {
+                    health().record(crate::tenants::Dependency::Writes, Ok(()));
+                    break;
+                }
+                Some(Err(error)) => {
+                    health().record(
+                        crate::tenants::Dependency::Writes,
+                        Err(format!("webhook outbox: {error}")),
+                    );
+                    tracing::debug!(%error, requests = rows.len(), "could not write webhooks to the outbox; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                        () = self.abandon.token.cancelled() => {}
                     }
-                    tracing::warn!(%error, requests = rows.len(), "could not write webhooks to the outbox; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                None => {
+                    // Shutdown's deadline: this window is lost (startup logs the count).
+                    self.abandon.lost.fetch_add(count, Ordering::SeqCst);
+                    return false;
                 }
             }
         }
@@ -406,6 +462,7 @@ impl Writer {
             delivery.next_attempt_at = due;
             let _ = self.worker.send(ToWorker::Written(delivery));
         }
+        true
     }
 }
 
@@ -416,6 +473,7 @@ async fn write_loop(
     mut input: EventReceiver,
     worker: UnboundedSender<ToWorker>,
     stop: CancellationToken,
+    abandon: Abandon,
 ) {
     let window = node.settings.webhooks.batch_window;
     let misses = misses::MissLimiter::new(
@@ -427,6 +485,7 @@ async fn write_loop(
         worker,
         held: delay::Held::default(),
         misses,
+        abandon,
     };
     loop {
         let first = tokio::select! {
@@ -454,7 +513,9 @@ async fn write_loop(
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
-        writer.write(events, stopping).await;
+        if !writer.write(events).await {
+            break;
+        }
         if stopping {
             break;
         }
@@ -465,6 +526,6 @@ async fn write_loop(
         rest.push(event);
     }
     if !rest.is_empty() {
-        writer.write(rest, true).await;
+        writer.write(rest).await;
     }
 }

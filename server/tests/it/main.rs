@@ -8,10 +8,11 @@ mod helpers;
 
 mod cli;
 mod dashboard;
-mod hardening_signin;
 mod hardening_http;
-mod hardening_webhooks;
+mod hardening_signin;
+mod hardening_store;
 mod hardening_tenancy;
+mod hardening_webhooks;
 mod limits;
 mod php;
 mod process;
