@@ -286,6 +286,8 @@ pub struct AppMemory {
     pub cache_bytes: usize,
     /// Publishes whose event was delivered but not kept because the app was at a cache cap.
     pub cache_refused: u64,
+    /// Occupied cache channels whose miss was already reported to webhooks.
+    pub reported_misses: usize,
 }
 
 /// A presence member joining a channel.
@@ -858,6 +860,7 @@ impl AppHub {
             cached_events: state.cache.len(),
             cache_bytes: state.cache_bytes,
             cache_refused: self.cache_refused.load(Ordering::Relaxed),
+            reported_misses: state.reported_misses.len(),
         }
     }
 
