@@ -142,14 +142,18 @@ pub(crate) struct TooMany {
 
 /// Sign-in budgets: 10 attempts per minute per client address (checked first, before the form
 /// is read), 5 per minute per (email, address), and 50 per hour per email from anywhere (a slow
-/// backoff against guessing from many addresses that a stranger cannot turn into a lockout of
-/// the real admin: from another address, the admin still has that hour's remaining budget).
+/// backoff against guessing from many addresses). A stranger can spend an email's hourly budget
+/// from one address and keep it spent, so the per-email budget is not the last word: an
+/// address it refuses still gets one attempt per 10 minutes for that email of its own
+/// (`slow_lane`), so the real admin is never locked out by someone else's failures, while
+/// guessing from many addresses stays at one try per address per 10 minutes.
 /// Idle keys are dropped every few seconds and each limiter holds at most [`MAX_KEYS`].
 #[derive(Debug)]
 pub(crate) struct SignInLimits {
     by_address: DefaultKeyedRateLimiter<IpAddr>,
     by_email_address: DefaultKeyedRateLimiter<(String, IpAddr)>,
     by_email: DefaultKeyedRateLimiter<String>,
+    slow_lane: DefaultKeyedRateLimiter<(String, IpAddr)>,
     last_sweep: Mutex<Instant>,
 }
 
@@ -158,10 +162,13 @@ impl Default for SignInLimits {
         let per_address = Quota::per_minute(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
         let per_email_address = Quota::per_minute(NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN));
         let per_email = Quota::per_hour(NonZeroU32::new(50).unwrap_or(NonZeroU32::MIN));
+        let slow_lane = Quota::with_period(Duration::from_secs(600))
+            .unwrap_or_else(|| Quota::per_hour(NonZeroU32::MIN));
         SignInLimits {
             by_address: RateLimiter::keyed(per_address),
             by_email_address: RateLimiter::keyed(per_email_address),
             by_email: RateLimiter::keyed(per_email),
+            slow_lane: RateLimiter::keyed(slow_lane),
             last_sweep: Mutex::new(Instant::now()),
         }
     }
@@ -202,6 +209,8 @@ impl SignInLimits {
         self.by_email_address.shrink_to_fit();
         self.by_email.retain_recent();
         self.by_email.shrink_to_fit();
+        self.slow_lane.retain_recent();
+        self.slow_lane.shrink_to_fit();
     }
 
     /// Whether one more attempt may come from `ip` (`None`: one shared key).
@@ -216,13 +225,25 @@ impl SignInLimits {
     pub(crate) fn allow_email(&self, ip: Option<IpAddr>, email: &str) -> Result<(), TooMany> {
         let address = address_key(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
         let email = email.trim().to_ascii_lowercase();
-        check(&self.by_email_address, &(email.clone(), address), 60)?;
-        check(&self.by_email, &email, 60)
+        let pair = (email, address);
+        check(&self.by_email_address, &pair, 60)?;
+        match check(&self.by_email, &pair.0, 60) {
+            Ok(()) => Ok(()),
+            // The email is throttled everywhere: this address still has its own slow lane.
+            Err(refused) => {
+                check(&self.slow_lane, &pair, refused.retry_after).map_err(|slow| TooMany {
+                    retry_after: slow.retry_after.min(refused.retry_after),
+                })
+            }
+        }
     }
 
     #[cfg(test)]
     fn keys(&self) -> usize {
-        self.by_address.len() + self.by_email_address.len() + self.by_email.len()
+        self.by_address.len()
+            + self.by_email_address.len()
+            + self.by_email.len()
+            + self.slow_lane.len()
     }
 }
 
@@ -274,7 +295,12 @@ mod tests {
             let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
             assert!(limits.allow_email(Some(ip), "admin@example.test").is_ok());
         }
+        // Past the email's budget (a stranger can keep it spent from one address), each address
+        // still has one attempt of its own per 10 minutes: the real admin is not locked out.
         let fresh = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1));
+        assert!(limits
+            .allow_email(Some(fresh), "admin@example.test")
+            .is_ok());
         let refused = limits
             .allow_email(Some(fresh), "admin@example.test")
             .unwrap_err();

@@ -501,6 +501,48 @@ async fn a_stranger_failing_from_elsewhere_does_not_lock_the_operator_out() {
     }
     let page = sign_in_at(&http, &base, OPERATOR, "a guessed password", &stranger).await;
     assert_eq!(page.status, 429, "the stranger's sixth: {}", page.body);
+    // From nine more addresses, the stranger spends the email's whole hourly budget (50): the
+    // email is throttled everywhere now, and the stranger can keep it so.
+    for n in 1..=9 {
+        let address = format!("203.0.113.{n}");
+        for attempt in 1..=5 {
+            let page = sign_in_at(
+                &http,
+                &base,
+                OPERATOR,
+                "a guessed password",
+                &[("x-forwarded-for", address.as_str())],
+            )
+            .await;
+            assert_eq!(
+                page.status, 401,
+                "{address} attempt {attempt}: {}",
+                page.body
+            );
+        }
+    }
+    let page = sign_in_at(
+        &http,
+        &base,
+        OPERATOR,
+        "a guessed password",
+        &[("x-forwarded-for", "203.0.113.200")],
+    )
+    .await;
+    assert_eq!(
+        page.status, 401,
+        "a new address still gets its own slow lane"
+    );
+    let page = sign_in_at(
+        &http,
+        &base,
+        OPERATOR,
+        "a guessed password",
+        &[("x-forwarded-for", "203.0.113.200")],
+    )
+    .await;
+    assert_eq!(page.status, 429, "but only one attempt per 10 minutes");
+    // The operator, from their own address, is not locked out by the stranger's failures.
     let page = sign_in_at(
         &http,
         &base,
