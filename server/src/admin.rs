@@ -26,6 +26,8 @@ use crate::tenants::{
 #[derive(Debug, Default)]
 pub struct Taps {
     watched: AtomicUsize,
+    /// Shutdown began: no new watcher, and every open console stream has ended.
+    closed: std::sync::atomic::AtomicBool,
     // A std lock: held for a map lookup or insert only.
     by_app: RwLock<HashMap<String, broadcast::Sender<DebugEvent>>>,
 }
@@ -69,9 +71,21 @@ impl Taps {
         }
     }
 
-    /// A new watcher of app `app_id`.
+    /// Ends every console stream (their senders are dropped) and refuses new ones: shutdown must
+    /// not wait for an open dashboard tab.
+    pub fn close_all(&self) {
+        let mut taps = self.by_app.write().unwrap_or_else(|p| p.into_inner());
+        self.closed.store(true, Ordering::SeqCst);
+        taps.clear();
+        self.watched.store(0, Ordering::Relaxed);
+    }
+
+    /// A new watcher of app `app_id` (after [`Taps::close_all`], a stream that ends at once).
     pub fn subscribe(&self, app_id: &str) -> broadcast::Receiver<DebugEvent> {
         let mut taps = self.by_app.write().unwrap_or_else(|p| p.into_inner());
+        if self.closed.load(Ordering::SeqCst) {
+            return broadcast::channel(1).1;
+        }
         taps.retain(|_, sender| sender.receiver_count() > 0);
         let receiver = taps
             .entry(app_id.to_owned())

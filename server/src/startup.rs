@@ -490,6 +490,10 @@ impl Application {
         tracing::info!("listening on http://{address}");
         let token = node.shutdown.clone();
         let shutdown_hub = node.clone();
+        // Webhook events the hub could not queue from the start of shutdown on (a full queue in
+        // the close burst, or sockets still closing after the writer stopped) are lost too.
+        let lost_before = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let lost_before_shutdown = lost_before.clone();
         let limits = crate::serve::Limits::from_settings(&node.settings);
         crate::serve::serve(listener, service, limits, async move {
             tokio::select! {
@@ -497,9 +501,15 @@ impl Application {
                 () = token.cancelled() => {}
             }
             tracing::info!("shutting down: closing every socket with 4200");
+            lost_before_shutdown.store(
+                shutdown_hub.hub.lost_webhook_events(),
+                std::sync::atomic::Ordering::SeqCst,
+            );
             token.cancel();
             // Sockets that register after this see the cancelled token themselves.
             shutdown_hub.hub.close_all(CloseCode::ReconnectNow);
+            // Open live-console streams end too, so neither listener's drain waits for them.
+            shutdown_hub.taps.close_all();
         })
         .await;
         node.shutdown.cancel();
@@ -534,6 +544,11 @@ impl Application {
         // retrying until the deadline.
         let flushed = final_flush(&node, deadline).await;
         let (apps, messages) = node.usage.unsaved();
+        let not_queued = node
+            .hub
+            .lost_webhook_events()
+            .saturating_sub(lost_before.load(std::sync::atomic::Ordering::SeqCst));
+        let lost_events = lost_events + usize::try_from(not_queued).unwrap_or(usize::MAX);
         let saved = flushed && apps == 0 && lost_events == 0;
         if !saved {
             tracing::error!(

@@ -72,6 +72,12 @@ impl Hub {
         }
     }
 
+    /// Webhook events this hub could not hand to the outbox writer since the start (its queue
+    /// was full, or the writer had stopped).
+    pub fn lost_webhook_events(&self) -> u64 {
+        self.events.as_ref().map_or(0, EventSender::lost)
+    }
+
     /// A hub that reports channel events (for the kinds each app is interested in) to `events`.
     pub fn with_events(events: EventSender) -> Hub {
         Hub {

@@ -17,6 +17,8 @@ const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 struct Drops {
     total: AtomicU64,
+    /// Events sent after the writer had stopped (late in a shutdown).
+    after_close: AtomicU64,
     // A std lock: held to compare and set an instant.
     logged: Mutex<(Option<Instant>, u64)>,
 }
@@ -57,7 +59,10 @@ impl EventSender {
     pub fn send(&self, event: HubEvent) -> Result<(), NotSent> {
         match self.tx.try_send(event) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Closed(_)) => Err(NotSent::Closed),
+            Err(TrySendError::Closed(_)) => {
+                self.drops.after_close.fetch_add(1, Ordering::Relaxed);
+                Err(NotSent::Closed)
+            }
             Err(TrySendError::Full(_)) => {
                 let total = self.drops.total.fetch_add(1, Ordering::Relaxed) + 1;
                 let mut logged = self.drops.logged.lock().unwrap_or_else(|p| p.into_inner());
@@ -81,6 +86,11 @@ impl EventSender {
     /// Events dropped since the start.
     pub fn dropped(&self) -> u64 {
         self.drops.total.load(Ordering::Relaxed)
+    }
+
+    /// Events lost since the start: dropped on a full channel, or sent after the writer stopped.
+    pub fn lost(&self) -> u64 {
+        self.dropped() + self.drops.after_close.load(Ordering::Relaxed)
     }
 }
 
@@ -116,5 +126,7 @@ mod tests {
         assert_eq!(tx.send(event(1000)), Ok(()));
         drop(rx);
         assert_eq!(tx.send(event(1001)), Err(NotSent::Closed));
+        // Both kinds count as lost (shutdown's exit status reads this).
+        assert_eq!(tx.lost(), 32);
     }
 }

@@ -1473,3 +1473,34 @@ async fn the_operator_sets_a_tenants_app_cap_and_plans_on_the_tenants_page() {
     );
     assert_eq!(store.list_apps(Some(&tenant.id)).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn an_open_live_console_does_not_hold_up_shutdown() {
+    let mut app = spawn_dashboard().await;
+    let browser = Browser::new(&app);
+    let s = browser.sign_in(OPERATOR, OPERATOR_PASSWORD).await;
+    let mut stream = browser
+        .http
+        .get(app.url(&format!("/dashboard/apps/{APP_ID}/live/events")))
+        .header(COOKIE, &s.cookie)
+        .send()
+        .await
+        .expect("the stream opens");
+    assert_eq!(stream.status().as_u16(), 200);
+    drop(browser);
+    let started = tokio::time::Instant::now();
+    // The server's own drain of HTTP requests allows 10 s: an open tab must not use it up.
+    app.stop().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.chunk().await {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the console stream ended with the server");
+}
