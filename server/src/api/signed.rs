@@ -33,6 +33,7 @@ pub(super) async fn authenticate(
     app_id: Option<&str>,
     body: Body,
 ) -> Result<(AppRef, Bytes), ApiError> {
+    // Refused from its headers when its declared size is over the limit (413).
     let declared = declared_length(parts)?;
     let params = query_pairs(parts.uri.query());
     let key = auth::rest_auth_key(&params)
@@ -172,8 +173,11 @@ fn reserve(held: &mut Held<'_>, bytes: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Reads the body within the node-wide budget: a declared length is reserved up front, a
-/// chunked body as its chunks arrive. Returns the body with the budget it holds.
+/// Reads the body within the node-wide budget. Nothing is reserved for headers alone: the first
+/// chunk reserves its own bytes (it stays in hyper's read buffer), and a second chunk reserves
+/// the buffer the body is gathered in, sized to the declared length (or what arrived, when
+/// chunked). So a client makes the node hold only what it has started to send, and the minimum
+/// rate makes it keep sending. Returns the body with the budget it holds.
 async fn read_body(
     node: &SharedNode,
     declared: Option<usize>,
@@ -185,9 +189,6 @@ async fn read_body(
     };
     if body.is_end_stream() {
         return Ok((Bytes::new(), held));
-    }
-    if let Some(length) = declared {
-        reserve(&mut held, length)?;
     }
     let mut first: Option<Bytes> = None;
     let mut rest: Option<BytesMut> = None;
@@ -209,19 +210,23 @@ async fn read_body(
         if total > MAX_BODY_BYTES {
             return Err(ApiError::PayloadTooLarge(TOO_LARGE.into()));
         }
-        if declared.is_none() {
-            reserve(&mut held, data.len())?;
-        }
         if let Some(joined) = rest.as_mut() {
+            if declared.is_none() {
+                reserve(&mut held, data.len())?;
+            }
             joined.extend_from_slice(&data);
         } else if let Some(start) = first.take() {
             // A second chunk: copy both out of hyper's read buffer (holding on to a chunk
-            // would keep that whole buffer alive).
-            let mut joined = BytesMut::with_capacity(declared.unwrap_or(total).max(total));
+            // would keep that whole buffer alive), into a buffer of the declared size.
+            let capacity = declared.unwrap_or(total).max(total);
+            let more = capacity.saturating_sub(held.bytes);
+            reserve(&mut held, more)?;
+            let mut joined = BytesMut::with_capacity(capacity);
             joined.extend_from_slice(&start);
             joined.extend_from_slice(&data);
             rest = Some(joined);
         } else {
+            reserve(&mut held, data.len())?;
             first = Some(data);
         }
     }

@@ -150,7 +150,22 @@ async fn requests_refused_by_their_headers_are_answered_before_the_body_is_sent(
 #[tokio::test]
 async fn the_node_wide_budget_for_unauthenticated_bodies_refuses_beyond_its_bound() {
     let app = spawn_app_with(|s| s.body_buffer_bytes = 2 * MIB).await;
-    // Two bodies of 1 MiB announced and barely started hold the whole budget.
+    // Announcing a body costs the node nothing: headers alone (which need only the public key
+    // and a fresh timestamp) reserve no budget.
+    let mut announced = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(app.address).await.unwrap();
+        stream
+            .write_all(trigger_head(APP_ID, KEY, now(), MIB, false).as_bytes())
+            .await
+            .unwrap();
+        announced.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.node.body_budget.available(), 2 * MIB);
+    drop(announced);
+    // Two bodies of 1 MiB that really started (two chunks: the body is gathered in a buffer of
+    // its declared size) hold the whole budget.
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut stream = TcpStream::connect(app.address).await.unwrap();
@@ -159,6 +174,8 @@ async fn the_node_wide_budget_for_unauthenticated_bodies_refuses_beyond_its_boun
             .await
             .unwrap();
         stream.write_all(b"{").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stream.write_all(b"\"").await.unwrap();
         held.push(stream);
     }
     wait_until("the budget is taken", || {
@@ -167,10 +184,8 @@ async fn the_node_wide_budget_for_unauthenticated_bodies_refuses_beyond_its_boun
     .await;
     // A third request, however small, waits for nothing: 503 with Retry-After.
     let mut stream = TcpStream::connect(app.address).await.unwrap();
-    stream
-        .write_all(trigger_head(APP_ID, KEY, now(), 10, false).as_bytes())
-        .await
-        .unwrap();
+    let request = format!("{}0123456789", trigger_head(APP_ID, KEY, now(), 10, false));
+    stream.write_all(request.as_bytes()).await.unwrap();
     let (status, head) = read_head(&mut stream, WAIT).await;
     assert_eq!(status, 503, "{head}");
     assert!(
