@@ -29,6 +29,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
+use std::time::Duration;
+
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
@@ -203,12 +205,30 @@ impl Pipeline {
             .await
             .is_err()
         {
-            // The writer drops what it holds and what is still queued, counting it.
+            // The writer drops what it holds and what is still queued, counting it. A store
+            // call that hangs (a blackholed connection) must not hold shutdown past its bound
+            // either: the writer is aborted after a short while.
             give_up.cancel();
-            let _ = writer.await;
+            if tokio::time::timeout(Duration::from_secs(1), &mut writer)
+                .await
+                .is_err()
+            {
+                writer.abort();
+                // It held a window it could not write: at least one event is lost, so the exit
+                // status must say so (the exact count died with the task).
+                lost.fetch_add(1, Ordering::SeqCst);
+                tracing::error!("the webhook outbox writer did not stop; aborted");
+            }
         }
         stop_worker.cancel();
-        let _ = worker.await;
+        let mut worker = worker;
+        if tokio::time::timeout(Duration::from_secs(2), &mut worker)
+            .await
+            .is_err()
+        {
+            // Undelivered rows stay pending in the store; nothing is lost by stopping it.
+            worker.abort();
+        }
         lost.load(Ordering::SeqCst)
     }
 }
