@@ -16,6 +16,11 @@ use super::{bump_revision, fresh_id, App, AppPatch, NewApp, Store, StoreError, U
 
 /// The plan of an app a tenant admin creates without naming one.
 pub const TENANT_DEFAULT_PLAN: &str = "sandbox";
+/// How many apps a new tenant's admins may create until the operator says otherwise.
+pub(crate) const NEW_TENANT_MAX_APPS: u64 = 10;
+/// The plans a new tenant's admins may create apps from until the operator says otherwise (the
+/// larger plans hold a node's worth of connections: the operator hands them out).
+pub(crate) const NEW_TENANT_PLANS: &[&str] = &["sandbox", "startup"];
 
 /// An organisation: it owns apps and has admin users.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -242,6 +247,9 @@ fn decoy_hash() -> String {
 
 impl Store {
     /// Creates a tenant.
+    /// Creates a tenant with the policy every new tenant starts with ([`NEW_TENANT_MAX_APPS`]
+    /// apps from [`NEW_TENANT_PLANS`]): what more it may have is the operator's decision
+    /// (`herald tenants update`).
     pub async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 {
@@ -255,13 +263,17 @@ impl Store {
             id,
             name: name.to_owned(),
             created_at: crate::clock::unix_seconds(),
-            max_apps: 0,
-            plans: Vec::new(),
+            max_apps: NEW_TENANT_MAX_APPS,
+            plans: NEW_TENANT_PLANS.iter().map(|p| (*p).to_owned()).collect(),
         };
-        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
-            .bind(tenant.id.clone())
-            .bind(tenant.name.clone())
-            .bind(tenant.created_at)
+        sqlx::query(
+            "INSERT INTO tenants (id, name, created_at, max_apps, plans) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(tenant.id.clone())
+        .bind(tenant.name.clone())
+        .bind(tenant.created_at)
+        .bind(i64::try_from(tenant.max_apps).unwrap_or(i64::MAX))
+        .bind(tenant.plans.join(","))
             .execute(&mut *tx)
             .await?;
         bump_revision(&mut tx).await?;

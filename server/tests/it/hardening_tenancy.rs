@@ -501,7 +501,9 @@ async fn tenants_update_sets_max_apps_and_plans_from_the_cli() {
     assert!(out.status.success(), "{out:?}");
     let tenant: Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = tenant["id"].as_str().unwrap();
-    assert_eq!(tenant["max_apps"], 0);
+    // A new tenant starts small: the larger plans and more apps are the operator's to give.
+    assert_eq!(tenant["max_apps"], 10);
+    assert_eq!(tenant["plans"], json!(["sandbox", "startup"]));
     let out = herald(
         dir.path(),
         &[
@@ -511,7 +513,7 @@ async fn tenants_update_sets_max_apps_and_plans_from_the_cli() {
             "--max-apps",
             "2",
             "--plans",
-            "sandbox,startup",
+            "sandbox,pro",
             "--json",
         ],
     )
@@ -519,7 +521,7 @@ async fn tenants_update_sets_max_apps_and_plans_from_the_cli() {
     assert!(out.status.success(), "{out:?}");
     let tenant: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(tenant["max_apps"], 2);
-    assert_eq!(tenant["plans"], json!(["sandbox", "startup"]));
+    assert_eq!(tenant["plans"], json!(["sandbox", "pro"]));
     let out = herald(
         dir.path(),
         &["tenants", "update", id, "--plans", "gold", "--json"],
