@@ -634,7 +634,16 @@ async fn subscribe_unsubscribe_churn_costs_rows_per_window_and_other_apps_webhoo
     herald::startup::refresh_apps(&app.node).await.unwrap();
 
     // 500 subscribe/unsubscribe pairs, cycling over 50 channels, sent as fast as the socket
-    // takes them: every vacate is held, and every later subscribe is a comeback.
+    // takes them (no subscribe rate limit): every vacate is held, and every later subscribe is
+    // a comeback.
+    app.update_app(herald::tenants::AppPatch {
+        limits: herald::tenants::LimitsPatch {
+            max_subscribes_per_second: Some(0),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
     let mut churner = app.connect().await;
     let started = tokio::time::Instant::now();
     for n in 0..500 {
