@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::hub::HubEvent;
 use crate::protocol::{WebhookEvent, WebhookKind};
+use crate::tenants::HeldEdit;
 
 /// What a held-back event is about: the app, the channel, and the member for `member_removed`.
 pub(super) type HeldKey = (Arc<str>, String, Option<String>);
@@ -49,14 +50,21 @@ pub(crate) struct Cancel {
     pub(super) rows: HashMap<i64, Vec<(String, String, Option<usize>)>>,
 }
 
+/// What a [`Cancel`] does once the worker knows which rows have started.
+#[derive(Debug)]
+pub(super) struct Plan {
+    /// Per comeback: whether it is taken out of its rows.
+    pub(super) taken: Vec<bool>,
+    /// The rows left with events, and those events.
+    pub(super) rewrite: Vec<HeldEdit>,
+    /// The rows left empty.
+    pub(super) remove: Vec<i64>,
+}
+
 impl Cancel {
     /// Which comebacks succeed when `idle` says which rows may still change (none started): a
-    /// comeback succeeds only if every row it is in may change. Returns that, with the rows to
-    /// rewrite (id, events left as a JSON array, their channels) and the rows left empty.
-    pub(super) fn plan(
-        &self,
-        idle: impl Fn(i64) -> bool,
-    ) -> (Vec<bool>, Vec<(i64, String, Vec<String>)>, Vec<i64>) {
+    /// comeback succeeds only if every row it is in may change. Says which rows change how.
+    pub(super) fn plan(&self, idle: impl Fn(i64) -> bool) -> Plan {
         let ok: Vec<bool> = self
             .rows_of
             .iter()
@@ -79,14 +87,18 @@ impl Cancel {
                 remove.push(*id);
             } else {
                 let json: Vec<&str> = left.iter().map(|(j, _, _)| j.as_str()).collect();
-                rewrite.push((
-                    *id,
-                    format!("[{}]", json.join(",")),
-                    super::distinct(left.iter().map(|(_, c, _)| c)),
-                ));
+                rewrite.push(HeldEdit {
+                    id: *id,
+                    events: format!("[{}]", json.join(",")),
+                    channels: super::distinct(left.iter().map(|(_, c, _)| c)),
+                });
             }
         }
-        (ok, rewrite, remove)
+        Plan {
+            taken: ok,
+            rewrite,
+            remove,
+        }
     }
 }
 
@@ -276,19 +288,23 @@ mod tests {
         assert_eq!(comebacks[0].1, vec![1, 2]);
         let request = rows.cancel(&comebacks);
         // Everything idle: a and b leave row 1, row 2 and row 3 are left empty.
-        let (ok, rewrite, remove) = request.plan(|_| true);
-        assert_eq!(ok, vec![true, true, true]);
+        let plan = request.plan(|_| true);
+        assert_eq!(plan.taken, vec![true, true, true]);
         assert_eq!(
-            rewrite,
-            vec![(1, "[\"c\"]".to_owned(), vec!["c".to_owned()])]
+            plan.rewrite,
+            vec![HeldEdit {
+                id: 1,
+                events: "[\"c\"]".into(),
+                channels: vec!["c".into()]
+            }]
         );
-        assert_eq!(remove, vec![2, 3]);
+        assert_eq!(plan.remove, vec![2, 3]);
         // Row 2 started: a and b stay everywhere (all or nothing), d still goes.
-        let (ok, rewrite, remove) = request.plan(|id| id != 2);
-        assert_eq!(ok, vec![false, false, true]);
-        assert!(rewrite.is_empty());
-        assert_eq!(remove, vec![3]);
-        rows.cancelled(&comebacks, &ok);
+        let plan = request.plan(|id| id != 2);
+        assert_eq!(plan.taken, vec![false, false, true]);
+        assert!(plan.rewrite.is_empty());
+        assert_eq!(plan.remove, vec![3]);
+        rows.cancelled(&comebacks, &plan.taken);
         assert_eq!(rows.len(), (1, 2), "c is held; rows 1 and 2 are kept");
         let left = rows.cancel(&[(key("c"), vec![1])]);
         assert_eq!(

@@ -10,14 +10,14 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::delay::Cancel;
+use super::delay::{Cancel, Plan};
 use super::target::Destinations;
 use super::ToWorker;
 use crate::auth::webhook_signature;
 use crate::clock::Clock;
 use crate::node::SharedNode;
 use crate::protocol::webhook_body;
-use crate::tenants::{Attempt, Delivery, DeliveryStatus, HeldEdit};
+use crate::tenants::{Attempt, Delivery, DeliveryStatus};
 
 /// The delay before retry number `attempts` (1 = the first retry): `base` doubled each time, at
 /// most `cap`.
@@ -120,18 +120,14 @@ impl Worker {
     /// Takes a window's comebacks out of their held rows, in the store (one transaction) and in
     /// the queues; says which comebacks were taken out (all of whose rows had not started).
     async fn cancel(&mut self, request: &Cancel) -> Vec<bool> {
-        let (ok, rewrite, remove) = request.plan(|id| self.idle(id));
-        if rewrite.is_empty() && remove.is_empty() {
+        let Plan {
+            taken: ok,
+            rewrite: edits,
+            remove,
+        } = request.plan(|id| self.idle(id));
+        if edits.is_empty() && remove.is_empty() {
             return ok;
         }
-        let edits: Vec<HeldEdit> = rewrite
-            .into_iter()
-            .map(|(id, events, channels)| HeldEdit {
-                id,
-                events,
-                channels,
-            })
-            .collect();
         // Nothing starts while this waits: `pump` runs in this same loop.
         if let Err(error) = self.node.store.edit_held_deliveries(&edits, &remove).await {
             tracing::warn!(%error, "could not cancel held webhook events; they will be delivered");
