@@ -23,7 +23,7 @@ pub use users::{
     check_new_user, warm_up_password_checks, Actor, Scoped, Tenant, User, UserRole,
     MIN_PASSWORD_CHARS, TENANT_DEFAULT_PLAN,
 };
-pub use webhooks::{Attempt, Delivery, DeliveryStatus, NewDelivery, NewWebhook, Webhook};
+pub use webhooks::{Attempt, Delivery, DeliveryStatus, HeldEdit, NewDelivery, NewWebhook, Webhook};
 
 use std::fmt;
 use std::sync::Arc;

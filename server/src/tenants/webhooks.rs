@@ -294,6 +294,17 @@ impl NewDelivery {
     }
 }
 
+/// A held row's new content once comebacks took their events out of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldEdit {
+    /// The row.
+    pub id: i64,
+    /// The events left, a JSON array.
+    pub events: String,
+    /// Their channels.
+    pub channels: Vec<String>,
+}
+
 /// The outcome of one attempt, to record.
 #[derive(Debug, Clone)]
 pub struct Attempt {
@@ -473,15 +484,37 @@ impl Store {
         Ok(())
     }
 
-    /// Removes pending deliveries that were never attempted (held rows cancelled by a comeback).
-    pub async fn cancel_deliveries(&self, ids: &[i64]) -> Result<(), StoreError> {
+    /// Edits held rows in one transaction (comebacks within the vacate delay): rewrites the
+    /// events and channels of `rewrite` and removes `remove`, each only while it is pending and
+    /// never attempted.
+    pub async fn edit_held_deliveries(
+        &self,
+        rewrite: &[HeldEdit],
+        remove: &[i64],
+    ) -> Result<(), StoreError> {
+        if rewrite.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.write_tx().await?;
-        for id in ids {
+        for edit in rewrite {
             sqlx::query(
-                "DELETE FROM webhook_deliveries WHERE id = $1 AND status = 'pending' \
-                 AND attempts = 0",
+                "UPDATE webhook_deliveries SET events = $1, channels = $2 \
+                 WHERE id = $3 AND status = 'pending' AND attempts = 0",
             )
-            .bind(*id)
+            .bind(edit.events.clone())
+            .bind(edit.channels.join("\n"))
+            .bind(edit.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Ids are integers the process made, so the list is written inline, in chunks.
+        for ids in remove.chunks(500) {
+            let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+            sqlx::query(&format!(
+                "DELETE FROM webhook_deliveries WHERE id IN ({}) AND status = 'pending' \
+                 AND attempts = 0",
+                list.join(",")
+            ))
             .execute(&mut *tx)
             .await?;
         }

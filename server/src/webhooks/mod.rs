@@ -12,8 +12,10 @@
 //! a bounded channel without waiting, and a full channel drops the event and counts it (a writer
 //! stuck on a failing store cannot grow memory). The writer appends one delivery row per
 //! endpoint per batch window (at most 100 ms) before any attempt is made. `channel_vacated` and
-//! `member_removed` get rows of their own, due after the vacate delay, so a crash loses none;
-//! their comeback within the delay cancels them (see `delay`). `cache_miss` reports are bounded
+//! `member_removed` go into one more row per endpoint per window, due after the vacate delay, so
+//! a crash loses none; a comeback within the delay takes its event out of that row (the row is
+//! rewritten, or deleted once empty), a window's comebacks in one store transaction (see
+//! `delay`). `cache_miss` reports are bounded
 //! per channel and per app (see `misses`). The worker delivers pending rows in id order per
 //! channel, retries with exponential backoff for the retry window (5 minutes), then marks them
 //! failed; failed rows are kept for the retention, then pruned. Pending rows are picked up again
@@ -42,7 +44,7 @@ use crate::node::SharedNode;
 use crate::protocol::WebhookKind;
 use crate::tenants::{Delivery, NewDelivery, Webhook};
 
-use delay::HeldKey;
+use delay::{HeldEvent, HeldKey};
 
 pub use events::{event_channel, EventReceiver, EventSender, NotSent};
 pub use target::{header_allowed, parse_cidr_list, Destinations};
@@ -238,9 +240,9 @@ impl Pipeline {
 pub(crate) enum ToWorker {
     /// Rows just written.
     Written(Delivery),
-    /// Cancel these held rows if none of them has started; answers whether they were removed
-    /// (from the queue and the store).
-    Cancel(Vec<i64>, oneshot::Sender<bool>),
+    /// Take a window's comebacks out of their held rows (queue and store, one transaction),
+    /// each only if none of its rows has started; answers which comebacks were taken out.
+    Cancel(delay::Cancel, oneshot::Sender<Vec<bool>>),
 }
 
 /// One endpoint's share of a batch window.
@@ -254,35 +256,28 @@ struct Batch {
 #[derive(Default)]
 struct Window {
     now: Vec<NewDelivery>,
-    held: Vec<(HeldKey, Vec<NewDelivery>)>,
+    /// The keys held in this window (some may have no row: no endpoint wants them).
+    held_keys: Vec<HeldKey>,
+    /// One row per endpoint (split at the per-request maximum) with its held events.
+    held: Vec<(NewDelivery, Vec<HeldEvent>)>,
 }
 
-/// One delivery per endpoint that wants `event`, for a held event.
-fn held_rows(node: &SharedNode, event: &HubEvent, now_ms: i64) -> Vec<NewDelivery> {
-    let kind = event.event.kind();
-    let channel = event.event.channel_name();
-    let Ok(json) = serde_json::to_string(&event.event) else {
-        return Vec::new();
-    };
-    node.webhooks
-        .endpoints(&event.app_id)
-        .into_iter()
-        .filter(|w| w.wants(kind, channel))
-        .map(|w| NewDelivery {
-            id: node.webhooks.next_id(now_ms),
-            webhook_id: w.id,
-            app_id: w.app_id,
-            events: format!("[{json}]"),
-            channels: vec![channel.to_owned()],
-            created_at: now_ms,
-        })
-        .collect()
+/// Each channel once, in order of first appearance.
+fn distinct<'a>(channels: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut unique = Vec::new();
+    for channel in channels {
+        if seen.insert(channel.as_str()) {
+            unique.push(channel.clone());
+        }
+    }
+    unique
 }
 
-/// Turns a window's events into rows: held events get a row of their own per endpoint; a
-/// comeback in `cancelled` (its held rows were removed) or for an event held in this same
-/// window is dropped with it; the rest go into one delivery per endpoint (split at the
-/// per-request maximum).
+/// Turns a window's events into rows: held events go into one row per endpoint (due later); a
+/// comeback in `cancelled` (its held event was taken out of its rows) or for an event held in
+/// this same window is dropped with it; the rest go into one delivery per endpoint. Both kinds
+/// are split at the per-request maximum.
 fn build(
     node: &SharedNode,
     events: Vec<HubEvent>,
@@ -292,20 +287,23 @@ fn build(
     let mut window = Window::default();
     let mut batches: Vec<Batch> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
+    let mut held: Vec<Option<(HeldKey, HubEvent)>> = Vec::new();
+    let mut held_at: HashMap<HeldKey, usize> = HashMap::new();
     for hub_event in events {
         match delay::held_key(&hub_event) {
             Some((key, true)) => {
-                window.held.retain(|(k, _)| *k != key);
-                let rows = held_rows(node, &hub_event, now_ms);
-                window.held.push((key, rows));
+                if let Some(at) = held_at.insert(key.clone(), held.len()) {
+                    held[at] = None;
+                }
+                held.push(Some((key, hub_event)));
                 continue;
             }
             Some((key, false)) => {
                 if cancelled.remove(&key) {
                     continue;
                 }
-                if let Some(at) = window.held.iter().position(|(k, _)| *k == key) {
-                    window.held.remove(at);
+                if let Some(at) = held_at.remove(&key) {
+                    held[at] = None;
                     continue;
                 }
             }
@@ -340,20 +338,56 @@ fn build(
     let max = node.settings.webhooks.max_events_per_request.max(1);
     for batch in batches {
         for (events, channels) in batch.events.chunks(max).zip(batch.channels.chunks(max)) {
-            let mut unique: Vec<String> = Vec::new();
-            for channel in channels {
-                if !unique.contains(channel) {
-                    unique.push(channel.clone());
-                }
-            }
             window.now.push(NewDelivery {
                 id: node.webhooks.next_id(now_ms),
                 webhook_id: batch.webhook.id.clone(),
                 app_id: batch.webhook.app_id.clone(),
                 events: format!("[{}]", events.join(",")),
-                channels: unique,
+                channels: distinct(channels.iter()),
                 created_at: now_ms,
             });
+        }
+    }
+    // The held events, per endpoint in order of occurrence.
+    let mut per_endpoint: Vec<(Webhook, Vec<HeldEvent>)> = Vec::new();
+    let mut slots: HashMap<String, usize> = HashMap::new();
+    for (key, hub_event) in held.into_iter().flatten() {
+        let kind = hub_event.event.kind();
+        let channel = hub_event.event.channel_name().to_owned();
+        let json = serde_json::to_string(&hub_event.event).ok();
+        window.held_keys.push(key.clone());
+        let Some(json) = json else {
+            continue;
+        };
+        for webhook in node.webhooks.endpoints(&hub_event.app_id) {
+            if !webhook.wants(kind, &channel) {
+                continue;
+            }
+            let slot = *slots.entry(webhook.id.clone()).or_insert_with(|| {
+                per_endpoint.push((webhook.clone(), Vec::new()));
+                per_endpoint.len() - 1
+            });
+            per_endpoint[slot].1.push(HeldEvent {
+                key: key.clone(),
+                json: json.clone(),
+                channel: channel.clone(),
+            });
+        }
+    }
+    for (webhook, events) in per_endpoint {
+        for chunk in events.chunks(max) {
+            let json: Vec<&str> = chunk.iter().map(|e| e.json.as_str()).collect();
+            window.held.push((
+                NewDelivery {
+                    id: node.webhooks.next_id(now_ms),
+                    webhook_id: webhook.id.clone(),
+                    app_id: webhook.app_id.clone(),
+                    events: format!("[{}]", json.join(",")),
+                    channels: distinct(chunk.iter().map(|e| &e.channel)),
+                    created_at: now_ms,
+                },
+                chunk.to_vec(),
+            ));
         }
     }
     window
@@ -375,10 +409,12 @@ struct Writer {
 }
 
 impl Writer {
-    /// Asks the worker to cancel the held rows of every comeback in `events`; returns the keys
-    /// whose rows are gone (those comebacks are not reported).
+    /// Asks the worker to take every comeback in `events` out of its held rows, all of this
+    /// window's in one request (one store transaction); returns the keys taken out (those
+    /// comebacks are not reported).
     async fn cancel_comebacks(&mut self, events: &[HubEvent], now: Instant) -> HashSet<HeldKey> {
         let mut cancelled = HashSet::new();
+        let mut comebacks: Vec<(HeldKey, Vec<i64>)> = Vec::new();
         for event in events {
             let Some((key, false)) = delay::held_key(event) else {
                 continue;
@@ -386,14 +422,25 @@ impl Writer {
             let Some(ids) = self.held.take(&key, now) else {
                 continue;
             };
-            let removed = if ids.is_empty() {
-                true
+            if ids.is_empty() {
+                cancelled.insert(key);
             } else {
-                let (reply, answer) = oneshot::channel();
-                self.worker.send(ToWorker::Cancel(ids, reply)).is_ok()
-                    && answer.await.unwrap_or(false)
-            };
-            if removed {
+                comebacks.push((key, ids));
+            }
+        }
+        if comebacks.is_empty() {
+            return cancelled;
+        }
+        let request = self.held.cancel(&comebacks);
+        let (reply, answer) = oneshot::channel();
+        let removed = if self.worker.send(ToWorker::Cancel(request, reply)).is_ok() {
+            answer.await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        self.held.cancelled(&comebacks, &removed);
+        for ((key, _), ok) in comebacks.into_iter().zip(removed) {
+            if ok {
                 cancelled.insert(key);
             }
         }
@@ -435,12 +482,7 @@ impl Writer {
         let due_ms = now_ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         let mut rows: Vec<(NewDelivery, i64)> =
             window.now.into_iter().map(|d| (d, now_ms)).collect();
-        rows.extend(
-            window
-                .held
-                .iter()
-                .flat_map(|(_, held)| held.iter().map(|d| (d.clone(), due_ms))),
-        );
+        rows.extend(window.held.iter().map(|(d, _)| (d.clone(), due_ms)));
         if rows.is_empty() {
             return true;
         }
@@ -473,10 +515,11 @@ impl Writer {
                 }
             }
         }
-        for (key, held) in window.held {
-            self.held
-                .hold(key, now + delay, held.iter().map(|d| d.id).collect());
-        }
+        self.held.hold(
+            window.held_keys,
+            window.held.into_iter().map(|(d, events)| (d.id, events)),
+            now + delay,
+        );
         for (delivery, due) in rows {
             let mut delivery = delivery.into_delivery();
             delivery.next_attempt_at = due;

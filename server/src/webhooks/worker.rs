@@ -10,6 +10,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::delay::{Cancel, Plan};
 use super::target::Destinations;
 use super::ToWorker;
 use crate::auth::webhook_signature;
@@ -73,8 +74,10 @@ struct Done {
 
 struct Worker {
     node: SharedNode,
+    /// Per endpoint, in id order.
     queues: HashMap<String, VecDeque<Entry>>,
-    known: HashSet<i64>,
+    /// Every queued id, with its endpoint (its queue).
+    known: HashMap<i64, String>,
     client: reqwest::Client,
     destinations: Destinations,
     tasks: JoinSet<Done>,
@@ -83,14 +86,12 @@ struct Worker {
 
 impl Worker {
     fn insert(&mut self, delivery: Delivery) {
-        if !self.known.insert(delivery.id) {
+        if self.known.contains_key(&delivery.id) {
             return;
         }
+        self.known.insert(delivery.id, delivery.webhook_id.clone());
         let queue = self.queues.entry(delivery.webhook_id.clone()).or_default();
-        let at = queue
-            .iter()
-            .position(|e| e.delivery.id > delivery.id)
-            .unwrap_or(queue.len());
+        let at = queue.partition_point(|e| e.delivery.id < delivery.id);
         queue.insert(
             at,
             Entry {
@@ -100,31 +101,60 @@ impl Worker {
         );
     }
 
-    /// Removes held rows `ids` (queue and store) if every one is queued and none has started;
-    /// says whether they were removed.
-    async fn cancel(&mut self, ids: &[i64]) -> bool {
-        let idle = ids.iter().all(|id| {
-            self.queues
-                .values()
-                .flat_map(|q| q.iter())
-                .any(|e| e.delivery.id == *id && !e.in_flight && e.delivery.attempts == 0)
-        });
-        if !idle {
-            return false;
+    /// Where queued delivery `id` is: its endpoint and its position in that queue.
+    fn locate(&self, id: i64) -> Option<(&str, usize)> {
+        let webhook_id = self.known.get(&id)?;
+        let queue = self.queues.get(webhook_id)?;
+        let at = queue.binary_search_by_key(&id, |e| e.delivery.id).ok()?;
+        Some((webhook_id.as_str(), at))
+    }
+
+    /// Whether queued delivery `id` has not started (never attempted, not in flight).
+    fn idle(&self, id: i64) -> bool {
+        self.locate(id).is_some_and(|(webhook_id, at)| {
+            let entry = &self.queues[webhook_id][at];
+            !entry.in_flight && entry.delivery.attempts == 0
+        })
+    }
+
+    /// Takes a window's comebacks out of their held rows, in the store (one transaction) and in
+    /// the queues; says which comebacks were taken out (all of whose rows had not started).
+    async fn cancel(&mut self, request: &Cancel) -> Vec<bool> {
+        let Plan {
+            taken: ok,
+            rewrite: edits,
+            remove,
+        } = request.plan(|id| self.idle(id));
+        if edits.is_empty() && remove.is_empty() {
+            return ok;
         }
         // Nothing starts while this waits: `pump` runs in this same loop.
-        if let Err(error) = self.node.store.cancel_deliveries(ids).await {
-            tracing::warn!(%error, "could not cancel held webhook rows; they will be delivered");
-            return false;
+        if let Err(error) = self.node.store.edit_held_deliveries(&edits, &remove).await {
+            tracing::warn!(%error, "could not cancel held webhook events; they will be delivered");
+            return vec![false; ok.len()];
         }
-        for queue in self.queues.values_mut() {
-            queue.retain(|e| !ids.contains(&e.delivery.id));
+        for edit in edits {
+            if let Some((webhook_id, at)) = self.locate(edit.id) {
+                let webhook_id = webhook_id.to_owned();
+                if let Some(entry) = self.queues.get_mut(&webhook_id).and_then(|q| q.get_mut(at)) {
+                    entry.delivery.events = edit.events;
+                    entry.delivery.channels = edit.channels;
+                }
+            }
         }
-        self.queues.retain(|_, q| !q.is_empty());
-        for id in ids {
-            self.known.remove(id);
+        for id in remove {
+            if let Some((webhook_id, at)) = self.locate(id) {
+                let webhook_id = webhook_id.to_owned();
+                if let Some(queue) = self.queues.get_mut(&webhook_id) {
+                    queue.remove(at);
+                    if queue.is_empty() {
+                        self.queues.remove(&webhook_id);
+                    }
+                }
+            }
+            self.known.remove(&id);
         }
-        true
+        ok
     }
 
     async fn load_pending(&mut self) {
@@ -209,7 +239,7 @@ impl Worker {
         let Some(queue) = self.queues.get_mut(&done.webhook_id) else {
             return;
         };
-        let Some(position) = queue.iter().position(|e| e.delivery.id == done.id) else {
+        let Ok(position) = queue.binary_search_by_key(&done.id, |e| e.delivery.id) else {
             return;
         };
         let entry = &mut queue[position];
@@ -401,7 +431,7 @@ pub(super) async fn run(
         clock: Clock::system(),
         node,
         queues: HashMap::new(),
-        known: HashSet::new(),
+        known: HashMap::new(),
         client,
         destinations,
         tasks: JoinSet::new(),
@@ -437,8 +467,8 @@ pub(super) async fn run(
             () = stop.cancelled() => break,
             delivery = written.recv(), if writer_open => match delivery {
                 Some(ToWorker::Written(delivery)) => worker.insert(delivery),
-                Some(ToWorker::Cancel(ids, reply)) => {
-                    let removed = worker.cancel(&ids).await;
+                Some(ToWorker::Cancel(request, reply)) => {
+                    let removed = worker.cancel(&request).await;
                     let _ = reply.send(removed);
                 }
                 None => writer_open = false,

@@ -569,3 +569,151 @@ async fn member_removed_and_channel_vacated_held_for_the_delay_survive_a_kill_9(
         .count();
     assert_eq!(removed, 1, "delivered once: {events:?}");
 }
+
+#[tokio::test]
+async fn a_socket_leaving_30_channels_sends_their_vacates_in_one_or_two_counted_requests() {
+    let app = spawn_app_with(|s| s.webhooks.vacate_delay = Duration::from_millis(300)).await;
+    let receiver = Receiver::start().await;
+    stored_endpoint(&app, &receiver.url, &["channel_vacated"]).await;
+    let mut client = app.connect().await;
+    for n in 0..30 {
+        client.subscribe(&format!("room-{n}")).await;
+    }
+    client.close().await;
+    let events = receiver
+        .wait_for("30 vacates", |e| {
+            e.iter().filter(|e| e["name"] == "channel_vacated").count() >= 30
+        })
+        .await;
+    // Nothing else arrives after the delay.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.accepted_events().len(), 30, "{events:?}");
+    let requests = receiver.requests().len();
+    assert!(
+        (1..=2).contains(&requests),
+        "30 vacates came in {requests} requests"
+    );
+    let usage = app.node.usage.app(APP_ID);
+    wait_until("the requests are counted", || {
+        usage.messages_today() == requests as u64
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn subscribe_unsubscribe_churn_costs_rows_per_window_and_other_apps_webhooks_stay_prompt() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    stored_endpoint(
+        &app,
+        &receiver.url,
+        &["channel_occupied", "channel_vacated"],
+    )
+    .await;
+    let other = app
+        .node
+        .store
+        .create_app(herald::tenants::NewApp {
+            name: "Other".into(),
+            ..herald::tenants::NewApp::default()
+        })
+        .await
+        .unwrap();
+    let other_receiver = Receiver::start().await;
+    app.node
+        .store
+        .create_webhook(NewWebhook {
+            app_id: other.id.clone(),
+            url: other_receiver.url.clone(),
+            events: vec!["channel_occupied".into()],
+            channel_prefix: None,
+            headers: Vec::new(),
+        })
+        .await
+        .unwrap();
+    herald::startup::refresh_apps(&app.node).await.unwrap();
+
+    // 5000 subscribe/unsubscribe pairs, cycling over 500 channels, sent as fast as the socket
+    // takes them (no subscribe rate limit): every vacate is held, and every later subscribe is
+    // a comeback. (Churning one channel makes at most one comeback per window whatever the
+    // pipeline; many channels make hundreds, which used to cost one commit each.)
+    app.update_app(herald::tenants::AppPatch {
+        limits: herald::tenants::LimitsPatch {
+            max_subscribes_per_second: Some(0),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut churner = app.connect().await;
+    let started = tokio::time::Instant::now();
+    for n in 0..5000 {
+        let channel = format!("churn-{}", n % 500);
+        churner
+            .send_json(json!({"event":"pusher:subscribe","data":{"channel":channel}}))
+            .await;
+        churner
+            .send_json(json!({"event":"pusher:unsubscribe","data":{"channel":channel}}))
+            .await;
+    }
+    let sent = started.elapsed();
+    // Another app's event while the writer handles the churn.
+    let mut bystander = app.connect_key(&other.key).await;
+    let asked = tokio::time::Instant::now();
+    bystander.subscribe("elsewhere").await;
+    let deadline = asked + Duration::from_secs(2);
+    while !other_receiver
+        .accepted_events()
+        .iter()
+        .any(|e| e["name"] == "channel_occupied" && e["channel"] == "elsewhere")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other app's channel_occupied came late"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    receiver
+        .wait_for("every churned channel vacated", |e| {
+            (0..500).all(|n| {
+                e.iter()
+                    .any(|e| e["name"] == "channel_vacated" && e["channel"] == format!("churn-{n}"))
+            })
+        })
+        .await;
+    // The rows kept for the churned channels (emptied held rows are deleted) and the requests
+    // they made: a few per batch window (held, batched), not one per held event.
+    let rows = app.node.store.deliveries(APP_ID, None, 1000).await.unwrap();
+    let churned = rows
+        .iter()
+        .filter(|d| d.channels.iter().any(|c| c.starts_with("churn-")))
+        .count();
+    // Windows the churn spanned, plus the first and last rounds' 500 events split at 100 a row.
+    let windows = (sent.as_millis() / 50) as usize + 2;
+    let bound = 2 * windows + 10;
+    assert!(
+        churned <= bound,
+        "{churned} outbox rows for 10000 churn events sent in {sent:?}"
+    );
+    assert!(
+        receiver.requests().len() <= bound,
+        "{} requests for the churned channels",
+        receiver.requests().len()
+    );
+    // Comebacks within the delay sent nothing: each channel was occupied once, vacated once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = receiver.accepted_events();
+    for n in 0..500 {
+        let channel = format!("churn-{n}");
+        let names: Vec<&str> = events
+            .iter()
+            .filter(|e| e["channel"] == channel.as_str())
+            .map(|e| e["name"].as_str().unwrap_or("?"))
+            .collect();
+        assert_eq!(
+            names,
+            vec!["channel_occupied", "channel_vacated"],
+            "{channel}: {events:?}"
+        );
+    }
+}
