@@ -320,41 +320,14 @@ async fn start_binary(
     dir: &std::path::Path,
     env: &[(&str, &str)],
 ) -> (tokio::process::Child, std::net::SocketAddr) {
-    use tokio::io::AsyncBufReadExt;
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("HERALD_") || name == "RUST_LOG" {
-            command.env_remove(name);
-        }
-    }
+    let mut command = herald_binary(dir);
     command
-        .env("HERALD_BIND", "127.0.0.1:0")
-        .env("HERALD_DATA_DIR", dir)
         .env("HERALD_DEFAULT_APP_ID", APP_ID)
         .env("HERALD_DEFAULT_APP_KEY", KEY)
         .env("HERALD_DEFAULT_APP_SECRET", SECRET)
         .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let mut child = command.spawn().expect("herald starts");
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let address = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.expect("log line") {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                return rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-            }
-        }
-        panic!("herald exited before listening");
-    })
-    .await
-    .expect("herald listens in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        .envs(env.iter().copied());
+    let (child, address) = start_listening(command).await;
     (child, address.parse().expect("address"))
 }
 

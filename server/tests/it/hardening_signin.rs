@@ -6,13 +6,11 @@
 //! the cookie and the field), so no page load is needed. The memory tests run the real binary as
 //! a child process and read its `/proc/PID/status`.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use reqwest::header::{CACHE_CONTROL, COOKIE, LOCATION, RETRY_AFTER, SET_COOKIE};
 use reqwest::redirect::Policy;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use herald::tenants::{Secret, UserRole};
@@ -171,38 +169,12 @@ struct Server {
 impl Server {
     async fn start(extra_env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-        for (name, _) in std::env::vars() {
-            if name.starts_with("HERALD_") || name == "RUST_LOG" {
-                command.env_remove(name);
-            }
-        }
+        let mut command = herald_binary(dir.path());
         command
-            .env("HERALD_BIND", "127.0.0.1:0")
-            .env("HERALD_DATA_DIR", dir.path())
             .env("HERALD_ADMIN_PASSWORD", OPERATOR_PASSWORD)
             .env("RUST_LOG", "warn,herald=info")
-            .envs(extra_env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("herald starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let address = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.expect("log line") {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    return rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                }
-            }
-            panic!("herald exited before listening");
-        })
-        .await
-        .expect("herald listens in time");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            .envs(extra_env.iter().copied());
+        let (child, address) = start_listening(command).await;
         Server {
             child,
             base: format!("http://{address}"),

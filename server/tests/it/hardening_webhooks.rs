@@ -5,12 +5,11 @@
 //! vacate delay survive a kill -9.
 
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
@@ -437,36 +436,14 @@ async fn anonymous_cache_misses_on_fresh_channels_add_a_bounded_number_of_outbox
 
 /// Starts the binary in `dir`; returns it with its address.
 async fn start_binary(dir: &Path) -> (Child, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("HERALD_") || name == "RUST_LOG" {
-            command.env_remove(name);
-        }
-    }
+    let mut command = herald_binary(dir);
     command
-        .env("HERALD_BIND", "127.0.0.1:0")
-        .env("HERALD_DATA_DIR", dir)
         .env("HERALD_DEFAULT_APP_ID", APP_ID)
         .env("HERALD_DEFAULT_APP_KEY", KEY)
         .env("HERALD_DEFAULT_APP_SECRET", SECRET)
         .env("HERALD_WEBHOOK_ALLOW_PRIVATE", LOOPBACK)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let mut child = command.spawn().expect("herald starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let address = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                return rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-        panic!("herald exited before listening");
-    })
-    .await
-    .expect("herald listens in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        .env("RUST_LOG", "info");
+    let (child, address) = start_listening(command).await;
     (child, address)
 }
 

@@ -433,3 +433,49 @@ pub fn signed_params(
     params.push(("auth_signature".into(), signature));
     params
 }
+
+/// The `herald` binary as a command: none of this process's `HERALD_*` or `RUST_LOG` settings,
+/// port 0, its store in `data_dir`, stdout piped (see [`start_listening`]), stderr dropped,
+/// killed when dropped. Callers add their own environment.
+pub fn herald_binary(data_dir: &std::path::Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("HERALD_") || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("HERALD_BIND", "127.0.0.1:0")
+        .env("HERALD_DATA_DIR", data_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// Starts `command` (from [`herald_binary`]) and waits for its `listening on http://ADDR` line;
+/// returns the child and ADDR. The rest of its stdout is read in the background.
+pub async fn start_listening(
+    mut command: tokio::process::Command,
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = command.spawn().expect("herald starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let address = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("log line") {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                return rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+        }
+        panic!("herald exited before listening");
+    })
+    .await
+    .expect("herald listens in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, address)
+}
