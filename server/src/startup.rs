@@ -82,7 +82,9 @@ pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
     }
     if let Some(file) = &sqlite_file {
         if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if parent != settings.data_dir {
+            // A directory of the operator's choosing outside the data dir is created private
+            // when missing, never changed when it exists (it may be shared, like /tmp).
+            if parent != settings.data_dir && !parent.exists() {
                 private_dir(parent)
                     .map_err(io_error(format!("cannot create {}", parent.display())))?;
             }
@@ -110,7 +112,8 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
     Some(PathBuf::from(path))
 }
 
-/// Creates `dir` (and its missing parents) with mode 0700, or tightens it to 0700.
+/// Creates `dir` (and its missing parents) with mode 0700, or tightens it to 0700 (except a
+/// shared directory with the sticky bit, such as /tmp, which is left as it is, with a warning).
 fn private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -120,6 +123,17 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
         builder.mode(0o700);
     }
     builder.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if std::fs::metadata(dir)?.permissions().mode() & 0o1000 != 0 {
+            tracing::warn!(
+                path = %dir.display(),
+                "the data dir is a shared directory (sticky bit): its mode is left as it is; use a directory of Herald's own"
+            );
+            return Ok(());
+        }
+    }
     tighten(dir, 0o700)
 }
 

@@ -69,6 +69,39 @@ async fn the_data_dir_is_0700_and_the_store_files_0600_and_looser_ones_are_tight
     app.stop().await;
 }
 
+#[tokio::test]
+async fn shared_directories_holding_the_store_keep_their_mode() {
+    // An operator may point the store at a shared directory (sticky, world-writable like /tmp):
+    // Herald keeps its own files private but must not lock everyone else out of it.
+    let shared_data = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared_data.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut app = spawn_in(
+        tempfile::tempdir().unwrap(),
+        test_settings(shared_data.path().to_path_buf()),
+    )
+    .await;
+    assert_eq!(
+        mode(shared_data.path()),
+        0o1777 & 0o777,
+        "a sticky data dir is left as it is"
+    );
+    assert_eq!(mode(&shared_data.path().join("herald.db")), 0o600);
+    app.stop().await;
+
+    // A database URL outside the data dir, in an existing directory: that directory is not
+    // changed either.
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(elsewhere.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(data.path().to_path_buf());
+    let db = elsewhere.path().join("other.db");
+    settings.database_url = format!("sqlite://{}?mode=rwc", db.display());
+    let mut app = spawn_in(tempfile::tempdir().unwrap(), settings).await;
+    assert_eq!(mode(elsewhere.path()), 0o755);
+    assert_eq!(mode(&db), 0o600);
+    app.stop().await;
+}
+
 /// A tmpfs mounted for one test, unmounted when dropped.
 struct Tmpfs {
     path: PathBuf,
