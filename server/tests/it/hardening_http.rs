@@ -410,24 +410,13 @@ async fn three_hundred_one_mib_bodies_held_one_byte_short_are_closed_in_time_and
 
     // The node still serves signed REST traffic afterwards.
     let body = serde_json::json!({"name": "e", "channel": "c", "data": "{}"}).to_string();
-    let path = "/apps/4242/events";
-    let params = signed_params(
-        "POST",
-        path,
-        &[],
-        Some(&md5_hex(body.as_bytes())),
-        KEY,
-        SECRET,
-        now(),
-    );
-    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let response = http
-        .post(format!("http://{address}{path}?{}", query.join("&")))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = post_signed(
+        &http,
+        &format!("http://{address}"),
+        "/apps/4242/events",
+        body,
+    )
+    .await;
     assert_eq!(response.status(), 200);
 }
 

@@ -22,7 +22,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{md5_hex, now, signed_params, spawn_in, test_settings, APP_ID, KEY, SECRET};
+use crate::helpers::{post_signed, spawn_in, test_settings, APP_ID, KEY, SECRET};
 use crate::webhooks::Receiver;
 
 fn mode(path: &Path) -> u32 {
@@ -191,23 +191,7 @@ async fn trigger(http: &reqwest::Client, base: &str, channel: &str, n: usize) {
     let path = format!("/apps/{APP_ID}/events");
     for i in 0..n {
         let body = json!({"name": "e", "channel": channel, "data": format!("{i}")}).to_string();
-        let params = signed_params(
-            "POST",
-            &path,
-            &[],
-            Some(&md5_hex(body.as_bytes())),
-            KEY,
-            SECRET,
-            now(),
-        );
-        let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let response = http
-            .post(format!("{base}{path}?{}", query.join("&")))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("the trigger is answered");
+        let response = post_signed(http, base, &path, body).await;
         assert_eq!(
             response.status(),
             200,

@@ -479,3 +479,29 @@ pub async fn start_listening(
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, address)
 }
+
+/// A signed REST `POST` of the JSON `body` to `path` on the server at `base` (`http://ADDR`),
+/// for tests that run the binary rather than a [`TestApp`].
+pub async fn post_signed(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: String,
+) -> reqwest::Response {
+    let params = signed_params(
+        "POST",
+        path,
+        &[],
+        Some(&md5_hex(body.as_bytes())),
+        KEY,
+        SECRET,
+        now(),
+    );
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    http.post(format!("{base}{path}?{}", query.join("&")))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("the request is answered")
+}
