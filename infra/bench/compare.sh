@@ -3,7 +3,11 @@
 # settings; prints a markdown table with the ratios (and writes it to infra/benchmarks.md with
 # --write). Not part of the test command: it takes minutes and installs sockudo.
 #
-#   infra/bench/compare.sh [--quick] [--write]
+#   infra/bench/compare.sh [--quick] [--write] [--runs N] [--baseline BIN] [--no-sockudo]
+#
+# --runs N measures each server N times (interleaved: herald, baseline, sockudo, herald, ...) and
+# reports the median of each figure. --baseline BIN also measures a previous Herald binary (for
+# an A/B of a change, "no figure more than 5% worse"); --no-sockudo leaves sockudo out.
 #
 # The SOCKUDO_DEFAULT_APP_* variables replace the config file's inline apps (sockudo 5.2.0's
 # env/apps.rs), so the raised limits are given there too (its default connection limit is 100).
@@ -13,21 +17,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-quick=0; write=0
-for arg in "$@"; do
-  case "$arg" in
+quick=0; write=0; runs=1; baseline=""; with_sockudo=1
+usage() { echo "usage: $0 [--quick] [--write] [--runs N] [--baseline BIN] [--no-sockudo]" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case "$1" in
     --quick) quick=1 ;;
     --write) write=1 ;;
-    *) echo "usage: $0 [--quick] [--write]" >&2; exit 2 ;;
+    --runs) shift; runs="${1:-}"; [[ "$runs" =~ ^[1-9][0-9]*$ ]] || usage ;;
+    --baseline) shift; baseline="${1:-}"; [ -x "$baseline" ] || { echo "--baseline: $baseline is not an executable" >&2; exit 2; } ;;
+    --no-sockudo) with_sockudo=0 ;;
+    *) usage ;;
   esac
+  shift
 done
+if [ "$write" = 1 ] && [ "$with_sockudo" = 0 ]; then echo "--write keeps the sockudo table: drop --no-sockudo" >&2; exit 2; fi
+[ -n "$baseline" ] && baseline="$(cd "$(dirname "$baseline")" && pwd)/$(basename "$baseline")"
 
 IDLE=10000; FANOUT=5000; FANOUT_RATE=10; LATENCY_SUBS=1000; LATENCY_RATE=10; SECONDS_EACH=10
 if [ "$quick" = 1 ]; then IDLE=2000; FANOUT=1000; LATENCY_SUBS=200; SECONDS_EACH=4; fi
 
 cache="${HERALD_BENCH_CACHE:-$HOME/.cache/herald-bench}"
 sockudo="$cache/sockudo-5.2.0/bin/sockudo"
-if [ ! -x "$sockudo" ]; then
+if [ "$with_sockudo" = 1 ] && [ ! -x "$sockudo" ]; then
   command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
   echo "installing sockudo 5.2.0 into $cache (once; this takes a while)" >&2
   cargo install sockudo --version 5.2.0 --locked --root "$cache/sockudo-5.2.0" >&2
@@ -53,10 +64,10 @@ PY
 }
 
 start_herald() {
-  local dir; dir="$(mktemp -d)"; port="$(free_port)"
+  local bin="${1:-target/release/herald}" dir; dir="$(mktemp -d)"; port="$(free_port)"
   HERALD_BIND="127.0.0.1:$port" HERALD_DATA_DIR="$dir" HERALD_DEFAULT_APP_ID=$APP \
     HERALD_DEFAULT_APP_KEY=$KEY HERALD_DEFAULT_APP_SECRET=$SECRET HERALD_ADMIN_PASSWORD=bench-admin-pass \
-    RUST_LOG=warn target/release/herald >"$dir/log" 2>&1 &
+    RUST_LOG=warn "$bin" >"$dir/log" 2>&1 &
   pid=$!
   wait_port "$port" || { cat "$dir/log"; exit 1; }
 }
@@ -103,25 +114,43 @@ stop() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true;
 # Never leave a server behind, whatever fails.
 trap 'kill -TERM "${pid:-0}" 2>/dev/null || true' EXIT
 
-start_herald;  measure herald;  stop
-start_sockudo; measure sockudo; stop
+for run in $(seq "$runs"); do
+  [ "$runs" -gt 1 ] && echo "run $run of $runs" >&2
+  start_herald; measure herald; stop
+  if [ -n "$baseline" ]; then start_herald "$baseline"; measure baseline; stop; fi
+  if [ "$with_sockudo" = 1 ]; then start_sockudo; measure sockudo; stop; fi
+done
 
-table="$(python3 - "$results" "$IDLE" "$FANOUT" "$LATENCY_SUBS" <<'PY'
-import json, sys
+table="$(python3 - "$results" "$IDLE" "$FANOUT" "$LATENCY_SUBS" "$runs" <<'PY'
+import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+labels = [l for l in ("herald", "baseline", "sockudo") if any(r.get("label") == l for r in rows)]
 def get(label, mode, key):
-    for r in rows:
-        if r.get("label") == label and r.get("mode") == mode:
-            return r.get(key)
+    values = [r.get(key) for r in rows if r.get("label") == label and r.get("mode") == mode]
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 def fmt(v, digits=1):
     return "n/a" if v is None else (f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}")
-lines = ["| measure | Herald | sockudo 5.2.0 | Herald vs sockudo | target |", "|---|---|---|---|---|"]
+names = {"herald": "Herald", "baseline": "previous Herald", "sockudo": "sockudo 5.2.0"}
+others = [l for l in labels if l != "herald"]
+median = " (median of %s runs)" % sys.argv[5] if int(sys.argv[5]) > 1 else ""
+lines = ["| measure%s | %s | %s | target |" % (median, " | ".join(names[l] for l in labels),
+         " | ".join(f"Herald vs {names[l]}" for l in others)),
+         "|---|" + "---|" * (len(labels) + len(others) + 1)]
 def row(name, mode, key, target, lower_is_better=False, digits=1):
-    h, s = get("herald", mode, key), get("sockudo", mode, key)
-    ratio = "n/a"
-    if h and s:
-        ratio = f"{(s / h if lower_is_better else h / s):.1f}x {'less' if lower_is_better else 'more'}"
-    lines.append(f"| {name} | {fmt(h, digits)} | {fmt(s, digits)} | {ratio} | {target} |")
+    h = get("herald", mode, key)
+    cells = [fmt(get(l, mode, key), digits) for l in labels]
+    for l in others:
+        o, ratio = get(l, mode, key), "n/a"
+        if h and o:
+            if l == "baseline":
+                change = (h - o) / o * 100
+                worse = change > 5 if lower_is_better else change < -5
+                ratio = f"{change:+.1f}%" + (" (worse)" if worse else "")
+            else:
+                ratio = f"{(o / h if lower_is_better else h / o):.1f}x {'less' if lower_is_better else 'more'}"
+        cells.append(ratio)
+    lines.append(f"| {name} | {' | '.join(cells)} | {target} |")
 row(f"RSS per idle subscribed connection at {int(sys.argv[2]):,} (KiB)", "idle", "kib_per_connection", "<= 4 KiB", True, 2)
 row("connections opened per second", "idle", "connections_per_second", "")
 row(f"fan-out deliveries per second ({int(sys.argv[3]):,} subscribers)", "fanout", "deliveries_per_second", "")
