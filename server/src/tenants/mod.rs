@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use rand::distr::{Alphanumeric, SampleString};
 use rand::Rng;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
@@ -40,35 +40,8 @@ use crate::protocol::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// A secret that never prints: its `Debug` and `Display` are redacted. It serializes in full,
-/// because the CLI's `--json` output is how an operator learns it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: String) -> Self {
-        Secret(value)
-    }
-
-    /// The secret itself, for signing and for deliberate display.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
-    }
-}
+/// The redacting secret string lives in `auth`; re-exported so `herald::tenants::Secret` works.
+pub use crate::auth::Secret;
 
 /// An app: one set of credentials, switches and limits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -444,7 +417,7 @@ fn app_from_row(row: &AnyRow) -> Result<App, sqlx::Error> {
     Ok(App {
         id: row.try_get("id")?,
         key: row.try_get("app_key")?,
-        secret: Secret(row.try_get("secret")?),
+        secret: Secret::new(row.try_get("secret")?),
         name: row.try_get("name")?,
         tenant_id: row.try_get("tenant_id")?,
         enabled: row.try_get::<i64, _>("enabled")? != 0,
@@ -458,7 +431,7 @@ fn app_from_row(row: &AnyRow) -> Result<App, sqlx::Error> {
         ) {
             (Some(key), Some(secret)) => Some(PreviousKey {
                 key,
-                secret: Secret(secret),
+                secret: Secret::new(secret),
                 expires_at: row.try_get("prev_expires_at")?,
             }),
             _ => None,
@@ -716,7 +689,7 @@ impl Store {
             secret: new
                 .secret
                 .clone()
-                .unwrap_or_else(|| Secret(random_token(40))),
+                .unwrap_or_else(|| Secret::new(random_token(40))),
             name: new.name.trim().to_owned(),
             tenant_id,
             enabled: new.enabled.unwrap_or(true),
@@ -854,7 +827,7 @@ impl Store {
         };
         app.previous_key = Some(PreviousKey {
             key: std::mem::replace(&mut app.key, key),
-            secret: std::mem::replace(&mut app.secret, Secret(random_token(40))),
+            secret: std::mem::replace(&mut app.secret, Secret::new(random_token(40))),
             expires_at,
         });
         let previous = app
