@@ -221,7 +221,10 @@ fn port_error(error: StoreError) -> PortError {
     match error {
         StoreError::AppNotFound(_) => PortError::NotFound,
         StoreError::Forbidden(message) => PortError::Forbidden(message),
-        StoreError::Invalid(message) | StoreError::Conflict(message) => PortError::Invalid(message),
+        StoreError::Invalid(message) => PortError::Invalid(message),
+        error @ (StoreError::Conflict(_) | StoreError::NotInApp { .. }) => {
+            PortError::Invalid(error.to_string())
+        }
         StoreError::TenantNotFound(id) => PortError::Invalid(format!("no tenant with id {id}")),
         StoreError::UserNotFound(email) => {
             PortError::Invalid(format!("no user with email {email}"))

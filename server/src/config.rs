@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::tenants::Secret;
+use crate::auth::Secret;
 
 /// The default app created on the first start of an empty store.
 #[derive(Debug, Clone, Default)]

@@ -91,7 +91,7 @@ pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
         }
         private_files(file, true).map_err(io_error(format!("cannot create {}", file.display())))?;
     }
-    let store = Store::open(&settings.database_url).await?;
+    let store = Store::open(&settings.database_url, settings.clock.clone()).await?;
     if let Some(file) = &sqlite_file {
         // SQLite creates `-wal` and `-shm` with the database file's mode; check anyway (by
         // path only: closing a descriptor of the open database would drop SQLite's locks).
@@ -300,7 +300,10 @@ pub async fn refresh_apps(node: &Node) -> Result<(), StoreError> {
     for app in &apps {
         node.hub.set_limits(&app.id, &app.limits);
     }
-    for change in node.apps.replace(revision, apps) {
+    for change in node
+        .apps
+        .replace(revision, apps, node.settings.clock.now_seconds())
+    {
         let (app_id, code) = match &change {
             AppChange::Disabled(id) => (id, CloseCode::AppDisabled),
             AppChange::Deleted(id) => (id, CloseCode::AppDoesNotExist),

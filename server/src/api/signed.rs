@@ -44,7 +44,10 @@ pub(super) async fn authenticate(
                 .apps
                 .by_id(id)
                 .ok_or_else(|| ApiError::NotFound(format!("Unknown app: {id}")))?;
-            if app.secret_for(key).is_none() {
+            if app
+                .secret_for(key, node.settings.clock.now_seconds())
+                .is_none()
+            {
                 return Err(ApiError::Unauthorized(format!(
                     "Invalid auth_key: {key} is not a key of app {id}"
                 )));
@@ -53,7 +56,7 @@ pub(super) async fn authenticate(
         }
         None => node
             .apps
-            .by_key(key)
+            .by_key(key, node.settings.clock.now_seconds())
             .ok_or_else(|| ApiError::Unauthorized(format!("Unknown auth_key: {key}")))?,
     };
     let now = crate::clock::unix_seconds();
@@ -62,7 +65,7 @@ pub(super) async fn authenticate(
         return Err(ApiError::Forbidden("Application disabled".into()));
     }
     let (body, held) = read_body(node, declared, body).await?;
-    let secret = app.secret_for(key).unwrap_or_default();
+    let secret = app.secret_for(key, now).unwrap_or_default();
     let raw_path = parts.uri.path();
     let request = RestRequest {
         method: parts.method.as_str(),

@@ -3,6 +3,10 @@
 //! Pure functions. The current time is always an argument and every comparison of a signature is
 //! constant-time (through `Hmac::verify_slice`).
 
+mod secret;
+
+pub use secret::Secret;
+
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use sha2::Sha256;

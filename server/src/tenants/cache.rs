@@ -45,12 +45,13 @@ impl AppCache {
             .clone()
     }
 
-    /// The app whose key is `key` (its current key, or its previous key while that works).
-    pub fn by_key(&self, key: &str) -> Option<AppRef> {
+    /// The app whose key is `key` at `now` (Unix seconds): its current key, or its previous key
+    /// while that works.
+    pub fn by_key(&self, key: &str, now: i64) -> Option<AppRef> {
         self.current()
             .by_key
             .get(key)
-            .filter(|app| app.secret_for(key).is_some())
+            .filter(|app| app.secret_for(key, now).is_some())
             .cloned()
     }
 
@@ -70,8 +71,8 @@ impl AppCache {
     }
 
     /// Replaces the cache with `apps` read at `revision`, and says which apps went away or were
-    /// disabled since the previous load.
-    pub fn replace(&self, revision: i64, apps: Vec<App>) -> Vec<AppChange> {
+    /// disabled, or lost a key, since the previous load (keys are judged at `now`, Unix seconds).
+    pub fn replace(&self, revision: i64, apps: Vec<App>, now: i64) -> Vec<AppChange> {
         let mut next = Snapshot {
             revision: Some(revision),
             ..Snapshot::default()
@@ -93,9 +94,9 @@ impl AppCache {
                     changes.push(AppChange::Disabled(id.clone()))
                 }
                 Some(new) => {
-                    let kept: Vec<&str> = new.credentials().map(|(k, _)| k).collect();
+                    let kept: Vec<&str> = new.credentials(now).map(|(k, _)| k).collect();
                     let revoked: Vec<String> = old
-                        .credentials()
+                        .credentials(now)
                         .map(|(k, _)| k)
                         .filter(|k| !kept.contains(k))
                         .map(str::to_owned)

@@ -7,6 +7,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::clock::Clock;
+
 /// One side of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dependency {
@@ -45,12 +47,22 @@ struct Degraded {
 }
 
 /// The store's health as seen by this process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StoreHealth {
     state: Mutex<Degraded>,
+    /// Stamps when a dependency degraded.
+    clock: Clock,
 }
 
 impl StoreHealth {
+    /// Every dependency ok; transitions are stamped by `clock`.
+    pub fn new(clock: Clock) -> StoreHealth {
+        StoreHealth {
+            state: Mutex::default(),
+            clock,
+        }
+    }
+
     /// Records the outcome of a read or a write: `Err(reason)` degrades, `Ok` recovers.
     pub fn record(&self, dependency: Dependency, outcome: Result<(), String>) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -61,7 +73,7 @@ impl StoreHealth {
         match (outcome, slot.as_mut()) {
             (Ok(()), None) => {}
             (Ok(()), Some((_, since))) => {
-                let seconds = (crate::clock::Clock::system().now_millis() - *since) / 1000;
+                let seconds = (self.clock.now_millis() - *since) / 1000;
                 tracing::info!(
                     dependency = dependency.name(),
                     degraded_for_secs = seconds,
@@ -72,7 +84,7 @@ impl StoreHealth {
             (Err(reason), Some((last, _))) => *last = reason,
             (Err(reason), None) => {
                 tracing::warn!(dependency = dependency.name(), %reason, "the store is degraded");
-                *slot = Some((reason, crate::clock::Clock::system().now_millis()));
+                *slot = Some((reason, self.clock.now_millis()));
             }
         }
     }
@@ -105,11 +117,14 @@ mod tests {
 
     #[test]
     fn degrades_and_recovers_keeping_the_first_failure_time() {
-        let health = StoreHealth::default();
+        let clock = Clock::manual(1_000_000);
+        let health = StoreHealth::new(clock.clone());
         assert_eq!(health.state(Dependency::Writes).status, "ok");
         health.record(Dependency::Writes, Err("disk full".into()));
         let first = health.state(Dependency::Writes);
         assert_eq!(first.status, "degraded");
+        assert_eq!(first.since, Some(1_000_000));
+        clock.set_millis(2_000_000);
         health.record(Dependency::Writes, Err("still full".into()));
         let second = health.state(Dependency::Writes);
         assert_eq!(second.since, first.since);

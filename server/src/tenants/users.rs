@@ -12,7 +12,9 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use tokio::sync::Semaphore;
 
-use super::{bump_revision, fresh_id, App, AppPatch, NewApp, Store, StoreError, UsageReport};
+use super::{
+    bump_revision, fresh_id, App, AppPatch, Conflict, NewApp, Store, StoreError, UsageReport,
+};
 
 /// The plan of an app a tenant admin creates without naming one.
 pub const TENANT_DEFAULT_PLAN: &str = "sandbox";
@@ -262,7 +264,7 @@ impl Store {
         let tenant = Tenant {
             id,
             name: name.to_owned(),
-            created_at: crate::clock::unix_seconds(),
+            created_at: self.clock.now_seconds(),
             max_apps: NEW_TENANT_MAX_APPS,
             plans: NEW_TENANT_PLANS.iter().map(|p| (*p).to_owned()).collect(),
         };
@@ -332,9 +334,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         if taken.is_some() {
-            return Err(StoreError::Conflict(format!(
-                "a user with email {email} already exists"
-            )));
+            return Err(Conflict::EmailTaken(email).into());
         }
         let id = fresh_id(&mut tx, "users", 10_000..100_000_000).await?;
         let user = User {
@@ -342,7 +342,7 @@ impl Store {
             email,
             role,
             tenant_id,
-            created_at: crate::clock::unix_seconds(),
+            created_at: self.clock.now_seconds(),
             credential_generation: 0,
         };
         sqlx::query(

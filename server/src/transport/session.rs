@@ -332,8 +332,12 @@ impl Session {
         let socket_id = self.socket_id.as_str();
         let verify = |data: Option<&str>| {
             let to_sign = auth::channel_string_to_sign(socket_id, name.as_str(), data);
-            auth::verify_socket_auth(app.credentials(), auth, &to_sign)
-                .map_err(|e: SocketAuthError| Refusal::auth(e.to_string()))
+            auth::verify_socket_auth(
+                app.credentials(self.node.settings.clock.now_seconds()),
+                auth,
+                &to_sign,
+            )
+            .map_err(|e: SocketAuthError| Refusal::auth(e.to_string()))
         };
         match name.kind() {
             ChannelKind::Public => Ok(None),
@@ -416,7 +420,11 @@ impl Session {
     fn sign_in(&mut self, auth: &str, user_data: &str) {
         let Some(app) = self.app() else { return };
         let to_sign = auth::signin_string_to_sign(&self.socket_id, user_data);
-        if let Err(error) = auth::verify_socket_auth(app.credentials(), Some(auth), &to_sign) {
+        if let Err(error) = auth::verify_socket_auth(
+            app.credentials(self.node.settings.clock.now_seconds()),
+            Some(auth),
+            &to_sign,
+        ) {
             return self.send_error(None, &format!("Signin failed: {error}"));
         }
         let Ok(parsed) = serde_json::from_str::<UserData>(user_data) else {

@@ -277,7 +277,7 @@ pub async fn app_socket(
     if let Err(code) = check_handshake_version(protocol, version) {
         return refuse(&node, upgrade, code);
     }
-    let Some(app) = node.apps.by_key(&key) else {
+    let Some(app) = node.apps.by_key(&key, node.settings.clock.now_seconds()) else {
         return refuse(&node, upgrade, CloseCode::AppDoesNotExist);
     };
     if !app.enabled {

@@ -224,43 +224,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
-/// Header names Herald sets itself, hop-by-hop headers, and headers that carry an identity or
-/// change how the request is routed or framed: an endpoint may not set them. Authentication for
-/// the receiver goes in a custom header (`X-Webhook-Token: ...`).
-const FORBIDDEN_HEADERS: [&str; 19] = [
-    "content-type",
-    "content-length",
-    "content-encoding",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "expect",
-    "host",
-    "cookie",
-    "set-cookie",
-    "authorization",
-    "forwarded",
-    "x-real-ip",
-    "user-agent",
-    "via",
-    "max-forwards",
-];
-
-/// Forbidden prefixes: Herald's own `X-Pusher-*`, `Proxy-*`, `X-Forwarded-*`.
-const FORBIDDEN_HEADER_PREFIXES: [&str; 3] = ["x-pusher-", "proxy-", "x-forwarded-"];
-
-/// Whether an endpoint may set header `name` (checked at registration, and again when sending,
-/// for rows stored before the rule).
-pub fn header_allowed(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    !(FORBIDDEN_HEADERS.contains(&lower.as_str())
-        || FORBIDDEN_HEADER_PREFIXES
-            .iter()
-            .any(|p| lower.starts_with(p)))
-}
+/// The header rule lives with the endpoints it guards (`tenants`, below this module).
+pub use crate::tenants::header_allowed;
 
 /// Parses a CIDR list (`10.0.0.0/8, ::1/128`; a bare address is a single host).
 pub fn parse_cidr_list(text: &str) -> Result<Vec<IpNet>, String> {

@@ -387,7 +387,10 @@ async fn deleting_an_app_with_the_cli_closes_its_sockets_with_4001_within_2_seco
     let key = created["key"].as_str().unwrap().to_owned();
     let known = Instant::now();
     wait_until("the server knows the new app", || {
-        app.node.apps.by_key(&key).is_some()
+        app.node
+            .apps
+            .by_key(&key, app.node.settings.clock.now_seconds())
+            .is_some()
     })
     .await;
     assert!(
@@ -520,9 +523,12 @@ async fn tenants_and_users_are_managed_with_json_output() {
     )
     .await;
     assert_eq!(changed["password_changed"], true);
-    let store = herald::tenants::Store::open(&herald::config::sqlite_url(dir.path()))
-        .await
-        .unwrap();
+    let store = herald::tenants::Store::open(
+        &herald::config::sqlite_url(dir.path()),
+        herald::clock::Clock::system(),
+    )
+    .await
+    .unwrap();
     assert!(store
         .authenticate("ann@acme.test", "a brand new one")
         .await

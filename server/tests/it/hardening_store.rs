@@ -593,9 +593,12 @@ async fn postgres_cut_ready_degrades_in_1s_the_cli_fails_in_5s_and_sigterm_exits
 
     // A webhook endpoint, added by another process (as the CLI does).
     let receiver = Receiver::start().await;
-    let store = herald::tenants::Store::open(&format!("postgres://postgres@{POSTGRES}/{name}"))
-        .await
-        .unwrap();
+    let store = herald::tenants::Store::open(
+        &format!("postgres://postgres@{POSTGRES}/{name}"),
+        herald::clock::Clock::system(),
+    )
+    .await
+    .unwrap();
     store
         .create_webhook(herald::tenants::NewWebhook {
             app_id: APP_ID.into(),

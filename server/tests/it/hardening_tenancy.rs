@@ -570,7 +570,7 @@ async fn tenants_update_sets_max_apps_and_plans_from_the_cli() {
 
 /// The tenant policy and the new limit columns on the store at `url` (migration included).
 async fn exercise_policy(url: &str) {
-    let store = herald::tenants::Store::open(url)
+    let store = herald::tenants::Store::open(url, herald::clock::Clock::system())
         .await
         .expect("store opens");
     let tenant = store.create_tenant("Policy").await.unwrap();

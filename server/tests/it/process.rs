@@ -170,9 +170,12 @@ async fn a_given_default_app_secret_is_used_and_no_first_run_file_is_written() {
     assert!(!log.iter().any(|l| l.contains("given-password-123")));
     assert!(log.iter().any(|l| l.contains("ops@example.com")));
     // The operator signs in with the given password; the default app is in the default tenant.
-    let store = herald::tenants::Store::open(&herald::config::sqlite_url(dir.path()))
-        .await
-        .unwrap();
+    let store = herald::tenants::Store::open(
+        &herald::config::sqlite_url(dir.path()),
+        herald::clock::Clock::system(),
+    )
+    .await
+    .unwrap();
     let operator = store
         .authenticate("ops@example.com", "given-password-123")
         .await

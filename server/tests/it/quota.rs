@@ -35,9 +35,12 @@ async fn trigger(app: &TestApp, channel: &str, data: &str) -> (u16, String) {
 
 /// The store of a stopped server, opened again.
 async fn reopen_store(app: &TestApp) -> herald::tenants::Store {
-    herald::tenants::Store::open(&herald::config::sqlite_url(app.data_dir.path()))
-        .await
-        .expect("the store opens again")
+    herald::tenants::Store::open(
+        &herald::config::sqlite_url(app.data_dir.path()),
+        Clock::system(),
+    )
+    .await
+    .expect("the store opens again")
 }
 
 /// The stored total for today (what a restart continues from).
@@ -853,9 +856,10 @@ async fn a_bad_admin_password_stops_the_first_start_before_anything_is_created()
         .await
         .expect_err("a 5-character password is refused");
     assert!(error.to_string().contains("8"), "{error}");
-    let store = herald::tenants::Store::open(&herald::config::sqlite_url(dir.path()))
-        .await
-        .unwrap();
+    let store =
+        herald::tenants::Store::open(&herald::config::sqlite_url(dir.path()), Clock::system())
+            .await
+            .unwrap();
     assert!(store.is_empty().await.unwrap(), "no app was created");
     assert!(!store.has_users().await.unwrap());
 }

@@ -14,7 +14,7 @@ use herald::tenants::{
 /// Creates, reads, updates, lists and deletes apps on the store at `url`, checking the revision
 /// after every write (and that a refused write leaves it alone).
 async fn exercise_store(url: &str) {
-    let store = Store::open(url)
+    let store = Store::open(url, Clock::system())
         .await
         .expect("the store opens and migrates");
     assert!(store.ping().await);
@@ -266,7 +266,9 @@ async fn exercise_store(url: &str) {
     store.close().await;
 
     // A second open (another process, a restart) migrates nothing and sees the same data.
-    let reopened = Store::open(url).await.expect("the store opens again");
+    let reopened = Store::open(url, Clock::system())
+        .await
+        .expect("the store opens again");
     assert_eq!(reopened.revision().await.unwrap(), revision);
     assert_eq!(reopened.list_apps(None).await.unwrap().len(), 2);
     assert_eq!(reopened.get_app(&generated.id).await.unwrap(), big);
@@ -276,7 +278,9 @@ async fn exercise_store(url: &str) {
 /// Tenants, users, key rotation, origins and usage flushes on the store at `url` (which may
 /// already hold apps).
 async fn exercise_tenancy(url: &str) {
-    let store = Store::open(url).await.expect("the store opens");
+    let store = Store::open(url, Clock::system())
+        .await
+        .expect("the store opens");
     let tenant = store.create_tenant("Acme").await.unwrap();
     assert!(store.list_tenants().await.unwrap().contains(&tenant));
     let admin = store
@@ -327,7 +331,10 @@ async fn exercise_tenancy(url: &str) {
     assert_eq!(store.get_app(&app.id).await.unwrap(), app);
     let rotated = store.rotate_key(&app.id, 0).await.unwrap();
     assert_eq!(store.get_app(&app.id).await.unwrap(), rotated);
-    let keys: Vec<&str> = rotated.credentials().map(|(k, _)| k).collect();
+    let keys: Vec<&str> = rotated
+        .credentials(store.clock().now_seconds())
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(keys, vec![rotated.key.as_str(), app.key.as_str()]);
     assert!(matches!(
         store.rotate_key(&app.id, 0).await,
@@ -405,8 +412,8 @@ async fn the_store_creates_reads_updates_and_deletes_apps_on_sqlite() {
 async fn two_handles_on_one_sqlite_file_see_each_others_writes() {
     let dir = tempfile::tempdir().unwrap();
     let url = herald::config::sqlite_url(dir.path());
-    let server = Store::open(&url).await.unwrap();
-    let cli = Store::open(&url).await.unwrap();
+    let server = Store::open(&url, Clock::system()).await.unwrap();
+    let cli = Store::open(&url, Clock::system()).await.unwrap();
     let before = server.revision().await.unwrap();
     let app = cli
         .create_app(NewApp {

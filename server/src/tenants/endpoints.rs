@@ -3,12 +3,14 @@
 //! Endpoint changes bump the revision (a running server reloads them like apps). Delivery rows are
 //! written by the server's background writer and updated by its delivery worker; they do not bump
 //! the revision, except a retry requested from outside (the CLI), which a running server must see.
+//! The header rule (which request headers an endpoint may set) is here too: the delivery worker
+//! checks it again when sending.
 
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{bump_revision, fresh_id, Store, StoreError};
+use super::{bump_revision, fresh_id, AppPart, Store, StoreError};
 use crate::protocol::{WebhookKind, WEBHOOK_KINDS};
 
 /// A webhook endpoint of an app.
@@ -158,6 +160,44 @@ fn delivery_from_row(row: &AnyRow) -> Result<Delivery, sqlx::Error> {
     })
 }
 
+/// Header names Herald sets itself, hop-by-hop headers, and headers that carry an identity or
+/// change how the request is routed or framed: an endpoint may not set them. Authentication for
+/// the receiver goes in a custom header (`X-Webhook-Token: ...`).
+const FORBIDDEN_HEADERS: [&str; 19] = [
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "expect",
+    "host",
+    "cookie",
+    "set-cookie",
+    "authorization",
+    "forwarded",
+    "x-real-ip",
+    "user-agent",
+    "via",
+    "max-forwards",
+];
+
+/// Forbidden prefixes: Herald's own `X-Pusher-*`, `Proxy-*`, `X-Forwarded-*`.
+const FORBIDDEN_HEADER_PREFIXES: [&str; 3] = ["x-pusher-", "proxy-", "x-forwarded-"];
+
+/// Whether an endpoint may set header `name` (checked at registration, and again when sending,
+/// for rows stored before the rule).
+pub fn header_allowed(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !(FORBIDDEN_HEADERS.contains(&lower.as_str())
+        || FORBIDDEN_HEADER_PREFIXES
+            .iter()
+            .any(|p| lower.starts_with(p)))
+}
+
 /// Most endpoints one app may have.
 const MAX_WEBHOOKS_PER_APP: i64 = 10;
 
@@ -175,7 +215,7 @@ fn parse_header(raw: &str) -> Result<(String, String), StoreError> {
     if !token || value.len() > 4000 || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
         return Err(StoreError::Invalid(format!("invalid header {raw:?}")));
     }
-    if !crate::webhooks::header_allowed(name) {
+    if !header_allowed(name) {
         return Err(StoreError::Invalid(format!(
             "header {name} cannot be set on a webhook (Herald sets it, or it is a hop-by-hop, \
              routing or identity header); use a custom header such as X-Webhook-Token"
@@ -344,7 +384,7 @@ impl Store {
         let id = fresh_id(&mut tx, "webhooks", 10_000..100_000_000).await?;
         let webhook = Webhook {
             id,
-            created_at: crate::clock::unix_seconds(),
+            created_at: self.clock.now_seconds(),
             ..checked
         };
         let names: Vec<&str> = webhook.events.iter().map(|k| k.as_str()).collect();
@@ -372,8 +412,9 @@ impl Store {
             .await?
             .into_iter()
             .find(|h| h.id == id)
-            .ok_or_else(|| {
-                StoreError::Invalid(format!("app {} has no webhook {id}", new.app_id))
+            .ok_or_else(|| StoreError::NotInApp {
+                app_id: new.app_id.clone(),
+                what: AppPart::Webhook(id.to_owned()),
             })?;
         let checked = check_webhook(&new)?;
         let mut tx = self.write_tx().await?;
@@ -434,9 +475,10 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::Invalid(format!(
-                "app {app_id} has no webhook {id}"
-            )));
+            return Err(StoreError::NotInApp {
+                app_id: app_id.to_owned(),
+                what: AppPart::Webhook(id.to_owned()),
+            });
         }
         sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1 AND status = 'pending'")
             .bind(id.to_owned())
@@ -633,10 +675,10 @@ impl Store {
             }
         };
         if done.rows_affected() == 0 {
-            return Err(StoreError::Invalid(match id {
-                Some(id) => format!("app {app_id} has no failed delivery {id}"),
-                None => format!("app {app_id} has no failed deliveries"),
-            }));
+            return Err(StoreError::NotInApp {
+                app_id: app_id.to_owned(),
+                what: id.map_or(AppPart::FailedDeliveries, AppPart::FailedDelivery),
+            });
         }
         bump_revision(&mut tx).await?;
         tx.commit().await?;
