@@ -7,6 +7,10 @@
 mod error;
 mod rate;
 mod signed;
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod tests;
 
 pub use crate::budget::BodyBudget;
 pub use error::ApiError;
