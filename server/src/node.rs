@@ -28,7 +28,7 @@ pub struct Node {
     pub rates: RateLimits,
     /// Bytes of REST bodies buffered before their signature is verified, node-wide
     /// (`Settings::body_buffer_bytes`).
-    pub body_budget: crate::api::BodyBudget,
+    pub body_budget: crate::budget::BodyBudget,
     /// Webhook endpoints in force and the delivery pipeline's shared state.
     pub webhooks: Webhooks,
     /// The dashboard's live console streams.

@@ -170,9 +170,7 @@ impl BodyLimits {
 }
 
 /// The error a [`GuardedBody`] ends with when its client is too slow.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("request body not received in time")]
-pub struct BodyTooSlow;
+pub use crate::budget::BodyTooSlow;
 
 pin_project_lite::pin_project! {
     /// A request body that fails with [`BodyTooSlow`] when the client does not send it within

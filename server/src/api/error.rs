@@ -1,6 +1,7 @@
 //! `ApiError`: every REST refusal, mapped to its status in one place. Bodies are short plain
 //! text in Pusher's style; internals never leak.
 
+use axum::extract::rejection::PathRejection;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -46,6 +47,10 @@ pub enum ApiError {
     /// 500: something failed inside Herald; the detail goes to the log, not to the client.
     #[error("Internal server error")]
     Internal,
+    /// The path's parameters could not be read (not UTF-8 once decoded): answered as axum's
+    /// `Path` extractor answers it (400, its own text).
+    #[error("{0}")]
+    Path(PathRejection),
 }
 
 impl From<RestAuthError> for ApiError {
@@ -66,12 +71,16 @@ impl ApiError {
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Path(rejection) => rejection.status(),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::Path(rejection) = self {
+            return rejection.into_response();
+        }
         let status = self.status();
         let mut response = (
             status,

@@ -1,31 +1,38 @@
 //! The REST API under `/apps/{app_id}/`: trigger, batch, channel queries and user termination,
-//! plus pusher-http-python's `/users/{id}/terminate_connections` path. Every route verifies the
-//! request signature first (`signed.rs`); apps come from the in-memory cache, never from SQL.
+//! plus pusher-http-python's `/users/{id}/terminate_connections` path. Every route takes a
+//! signed-request extractor (`signed.rs`), which verifies the signature before the handler runs;
+//! apps come from the in-memory cache, never from SQL. Answers are the types of
+//! `protocol::rest`.
 
 mod error;
 mod rate;
 mod signed;
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod tests;
 
+pub use crate::budget::BodyBudget;
 pub use error::ApiError;
 pub use rate::{Budget, RateLimits};
-pub use signed::BodyBudget;
+pub use signed::{Signed, SignedJson};
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::Method;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Map, Value};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::hub::AppHub;
 use crate::node::SharedNode;
 use crate::protocol::{
-    query_pairs, query_value, BatchBody, ChannelKind, ChannelName, EventData, SocketId, TriggerBody,
+    BatchBody, BatchResponse, CachedEvent, ChannelAttributes, ChannelKind, ChannelName,
+    ChannelResponse, ChannelsResponse, EventData, PresenceUser, SocketId, TerminateResponse,
+    TriggerBody, TriggerResponse, UsersResponse,
 };
 use crate::tenants::AppRef;
-use signed::authenticate;
 
 /// The largest REST body accepted (ten 10 KB events with their envelopes fit easily).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -183,21 +190,25 @@ fn validate_event(
     })
 }
 
-fn channel_attributes(app_hub: &AppHub, channel: &ChannelName, attributes: &[Attribute]) -> Value {
+fn channel_attributes(
+    app_hub: &AppHub,
+    channel: &ChannelName,
+    attributes: &[Attribute],
+) -> ChannelAttributes {
     let info = app_hub.channel_info(channel.as_str());
-    let mut out = Map::new();
+    let mut out = ChannelAttributes::default();
     for attribute in attributes {
         match attribute {
             Attribute::UserCount if channel.kind() == ChannelKind::Presence => {
-                out.insert("user_count".into(), json!(info.user_count));
+                out.user_count = Some(info.user_count);
             }
             Attribute::SubscriptionCount => {
-                out.insert("subscription_count".into(), json!(info.subscription_count));
+                out.subscription_count = Some(info.subscription_count);
             }
             _ => {}
         }
     }
-    Value::Object(out)
+    out
 }
 
 /// Takes `cost` from the app's `budget`, or answers 429 with `Retry-After`.
@@ -259,8 +270,12 @@ fn admit(node: &SharedNode, app: &AppRef, events: &[Publish]) -> Result<(), ApiE
 }
 
 /// Publishes an admitted event (its channels are already counted) and counts the copies
-/// delivered.
-fn publish(node: &SharedNode, app: &AppRef, event: &Publish) -> Option<Value> {
+/// delivered. Returns its channels' attributes when the event asked for some.
+fn publish(
+    node: &SharedNode,
+    app: &AppRef,
+    event: &Publish,
+) -> Option<BTreeMap<String, ChannelAttributes>> {
     let app_hub = node.hub.app(&app.id);
     let mut delivered = 0u64;
     for channel in &event.channels {
@@ -275,30 +290,24 @@ fn publish(node: &SharedNode, app: &AppRef, event: &Publish) -> Option<Value> {
     if event.info.is_empty() {
         return None;
     }
-    let mut channels = Map::new();
-    for channel in &event.channels {
-        channels.insert(
-            channel.as_str().to_owned(),
-            channel_attributes(&app_hub, channel, &event.info),
-        );
-    }
-    Some(Value::Object(channels))
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
+    let channels = event
+        .channels
+        .iter()
+        .map(|channel| {
+            (
+                channel.as_str().to_owned(),
+                channel_attributes(&app_hub, channel, &event.info),
+            )
+        })
+        .collect();
+    Some(channels)
 }
 
 /// `POST /apps/{app_id}/events`.
 async fn trigger(
     State(node): State<SharedNode>,
-    Path(app_id): Path<String>,
-    request: Request,
-) -> Result<Json<Value>, ApiError> {
-    let (parts, body) = request.into_parts();
-    let (app, body) = authenticate(&node, &parts, Some(&app_id), body).await?;
-    let request: TriggerBody = parse_json(&body)?;
+    SignedJson { app, body: request }: SignedJson<TriggerBody>,
+) -> Result<Json<TriggerResponse>, ApiError> {
     let channels = match (request.channels, request.channel) {
         (Some(list), _) => list,
         (None, Some(one)) => vec![one],
@@ -314,21 +323,16 @@ async fn trigger(
     )?;
     rate_limit(&node, &app, Budget::BackendEvents, 1)?;
     admit(&node, &app, std::slice::from_ref(&event))?;
-    Ok(Json(match publish(&node, &app, &event) {
-        Some(channels) => json!({ "channels": channels }),
-        None => json!({}),
+    Ok(Json(TriggerResponse {
+        channels: publish(&node, &app, &event),
     }))
 }
 
 /// `POST /apps/{app_id}/batch_events`.
 async fn trigger_batch(
     State(node): State<SharedNode>,
-    Path(app_id): Path<String>,
-    request: Request,
-) -> Result<Json<Value>, ApiError> {
-    let (parts, body) = request.into_parts();
-    let (app, body) = authenticate(&node, &parts, Some(&app_id), body).await?;
-    let request: BatchBody = parse_json(&body)?;
+    SignedJson { app, body: request }: SignedJson<BatchBody>,
+) -> Result<Json<BatchResponse>, ApiError> {
     if let Some(max) = app.limits.batch_size() {
         if request.batch.len() > max {
             return Err(ApiError::BadRequest(format!(
@@ -354,71 +358,56 @@ async fn trigger_batch(
         let info = publish(&node, &app, event);
         // Each batch entry names one channel; its attributes go flat in the entry.
         let entry = info
-            .and_then(|channels| {
-                channels
-                    .as_object()
-                    .and_then(|m| m.values().next().cloned())
-            })
-            .unwrap_or_else(|| json!({}));
+            .and_then(|channels| channels.into_values().next())
+            .unwrap_or_default();
         results.push(entry);
     }
-    Ok(Json(if wants_info {
-        json!({ "batch": results })
-    } else {
-        json!({})
+    Ok(Json(BatchResponse {
+        batch: wants_info.then_some(results),
     }))
 }
 
 /// `GET /apps/{app_id}/channels`.
 async fn channels(
     State(node): State<SharedNode>,
-    Path(app_id): Path<String>,
-    request: Request,
-) -> Result<Json<Value>, ApiError> {
-    let (parts, body) = request.into_parts();
-    let (app, _) = authenticate(&node, &parts, Some(&app_id), body).await?;
-    rate_limit(&node, &app, Budget::Reads, 1)?;
-    let params = query_pairs(parts.uri.query());
-    let prefix = query_value(&params, "filter_by_prefix").unwrap_or("");
-    let attributes = parse_attributes(query_value(&params, "info"), false)?;
+    request: Signed,
+) -> Result<Json<ChannelsResponse>, ApiError> {
+    let app = &request.app;
+    rate_limit(&node, app, Budget::Reads, 1)?;
+    let prefix = request.param("filter_by_prefix").unwrap_or("");
+    let attributes = parse_attributes(request.param("info"), false)?;
     if attributes.contains(&Attribute::UserCount) && !prefix.starts_with("presence-") {
         return Err(ApiError::BadRequest(
             "user_count may only be requested with filter_by_prefix=presence-".into(),
         ));
     }
-    let mut list = Map::new();
+    let mut list = BTreeMap::new();
     if let Some(app_hub) = node.hub.existing_app(&app.id) {
         for (name, subscriptions, users) in app_hub.channels(prefix) {
-            let mut attrs = Map::new();
+            let mut attrs = ChannelAttributes::default();
             for attribute in &attributes {
                 match attribute {
-                    Attribute::UserCount => {
-                        attrs.insert("user_count".into(), json!(users));
-                    }
-                    Attribute::SubscriptionCount => {
-                        attrs.insert("subscription_count".into(), json!(subscriptions));
-                    }
+                    Attribute::UserCount => attrs.user_count = Some(users),
+                    Attribute::SubscriptionCount => attrs.subscription_count = Some(subscriptions),
                     Attribute::Cache => {}
                 }
             }
-            list.insert(name, Value::Object(attrs));
+            list.insert(name, attrs);
         }
     }
-    Ok(Json(json!({ "channels": list })))
+    Ok(Json(ChannelsResponse { channels: list }))
 }
 
 /// `GET /apps/{app_id}/channels/{channel}`.
 async fn channel(
     State(node): State<SharedNode>,
-    Path((app_id, channel)): Path<(String, String)>,
-    request: Request,
-) -> Result<Json<Value>, ApiError> {
-    let (parts, body) = request.into_parts();
-    let (app, _) = authenticate(&node, &parts, Some(&app_id), body).await?;
-    rate_limit(&node, &app, Budget::Reads, 1)?;
-    let name = parse_channel(&app, &channel)?;
-    let params = query_pairs(parts.uri.query());
-    let attributes = parse_attributes(query_value(&params, "info"), true)?;
+    Path((_app_id, channel)): Path<(String, String)>,
+    request: Signed,
+) -> Result<Json<ChannelResponse>, ApiError> {
+    let app = &request.app;
+    rate_limit(&node, app, Budget::Reads, 1)?;
+    let name = parse_channel(app, &channel)?;
+    let attributes = parse_attributes(request.param("info"), true)?;
     if attributes.contains(&Attribute::UserCount) && name.kind() != ChannelKind::Presence {
         return Err(ApiError::BadRequest(
             "user_count is only available on presence channels".into(),
@@ -433,34 +422,31 @@ async fn channel(
         .hub
         .existing_app(&app.id)
         .map(|h| h.channel_info(name.as_str()));
-    let (subscriptions, users, cache) = state
+    let (subscriptions, users, mut cache) = state
         .map(|s| (s.subscription_count, s.user_count, s.cache))
         .unwrap_or((0, 0, None));
-    let mut out = BTreeMap::new();
-    out.insert("occupied", json!(subscriptions > 0));
+    let mut out = ChannelResponse {
+        occupied: subscriptions > 0,
+        ..ChannelResponse::default()
+    };
     for attribute in &attributes {
         match attribute {
-            Attribute::UserCount => out.insert("user_count", json!(users)),
-            Attribute::SubscriptionCount => out.insert("subscription_count", json!(subscriptions)),
-            Attribute::Cache => out.insert(
-                "cache",
-                cache
-                    .as_ref()
-                    .map_or(Value::Null, |(data, ttl)| json!({"data": data, "ttl": ttl})),
-            ),
-        };
+            Attribute::UserCount => out.user_count = Some(users),
+            Attribute::SubscriptionCount => out.subscription_count = Some(subscriptions),
+            Attribute::Cache => {
+                out.cache = Some(cache.take().map(|(data, ttl)| CachedEvent { data, ttl }));
+            }
+        }
     }
-    Ok(Json(json!(out)))
+    Ok(Json(out))
 }
 
 /// `GET /apps/{app_id}/channels/{channel}/users`.
 async fn channel_users(
     State(node): State<SharedNode>,
-    Path((app_id, channel)): Path<(String, String)>,
-    request: Request,
-) -> Result<Json<Value>, ApiError> {
-    let (parts, body) = request.into_parts();
-    let (app, _) = authenticate(&node, &parts, Some(&app_id), body).await?;
+    Path((_app_id, channel)): Path<(String, String)>,
+    Signed { app, .. }: Signed,
+) -> Result<Json<UsersResponse>, ApiError> {
     rate_limit(&node, &app, Budget::Reads, 1)?;
     let name = parse_channel(&app, &channel)?;
     if name.kind() != ChannelKind::Presence {
@@ -468,34 +454,32 @@ async fn channel_users(
             "Users can only be listed on presence channels".into(),
         ));
     }
-    let users: Vec<Value> = node
+    let users = node
         .hub
         .existing_app(&app.id)
         .map(|h| h.presence_users(name.as_str()))
         .unwrap_or_default()
         .into_iter()
-        .map(|id| json!({ "id": id }))
+        .map(|id| PresenceUser { id })
         .collect();
-    Ok(Json(json!({ "users": users })))
+    Ok(Json(UsersResponse { users }))
 }
 
-fn terminate(node: &SharedNode, app: &AppRef, user_id: &str) -> Json<Value> {
+fn terminate(node: &SharedNode, app: &AppRef, user_id: &str) -> Json<TerminateResponse> {
     if let Some(app_hub) = node.hub.existing_app(&app.id) {
         let closed = app_hub.terminate_user(user_id);
         tracing::info!(app_id = %app.id, closed, "terminated a user's connections");
     }
-    Json(json!({}))
+    Json(TerminateResponse {})
 }
 
 /// `POST /apps/{app_id}/users/{user_id}/terminate_connections`.
 async fn terminate_connections(
     State(node): State<SharedNode>,
-    Path((app_id, user_id)): Path<(String, String)>,
-    request: Request,
-) -> Result<Json<Value>, ApiError> {
-    let (parts, body) = request.into_parts();
-    let (app, _) = authenticate(&node, &parts, Some(&app_id), body).await?;
-    Ok(terminate(&node, &app, &user_id))
+    Path((_app_id, user_id)): Path<(String, String)>,
+    Signed { app, .. }: Signed,
+) -> Json<TerminateResponse> {
+    terminate(&node, &app, &user_id)
 }
 
 /// `POST /users/{user_id}/terminate_connections`, the path pusher-http-python uses; the app is
@@ -503,9 +487,7 @@ async fn terminate_connections(
 async fn terminate_connections_python(
     State(node): State<SharedNode>,
     Path(user_id): Path<String>,
-    request: Request,
-) -> Result<Json<Value>, ApiError> {
-    let (parts, body) = request.into_parts();
-    let (app, _) = authenticate(&node, &parts, None, body).await?;
-    Ok(terminate(&node, &app, &user_id))
+    Signed { app, .. }: Signed,
+) -> Json<TerminateResponse> {
+    terminate(&node, &app, &user_id)
 }

@@ -1,4 +1,5 @@
-//! The signed-request check shared by every REST route.
+//! The signed-request extractors every REST route takes: [`Signed`] (the app, the query
+//! parameters and the raw body) and [`SignedJson`] (the same with the body parsed).
 //!
 //! Everything that can be judged from the request line and headers is judged before the body is
 //! read: the body's declared size, the app, `auth_key`, the `auth_*` parameters and timestamp,
@@ -9,30 +10,88 @@
 use std::pin::Pin;
 
 use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::{header, request::Parts};
 use bytes::BytesMut;
 use hyper::body::Body as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use serde::de::DeserializeOwned;
 
 use crate::api::{ApiError, MAX_BODY_BYTES};
 use crate::auth::{self, RestRequest};
+use crate::budget::{BodyTooSlow, Share};
 use crate::node::SharedNode;
-use crate::protocol::query_pairs;
-use crate::serve::BodyTooSlow;
+use crate::protocol::{query_pairs, query_value};
 use crate::tenants::AppRef;
 
 /// The refusal of a body over [`MAX_BODY_BYTES`] (the text axum's body limit answered with).
 const TOO_LARGE: &str = "Failed to buffer the request body: length limit exceeded";
 
+/// A REST request whose signature is verified. The app is the one the `{app_id}` path parameter
+/// names (`auth_key` must be one of its keys) or, on a route without one, the app `auth_key`
+/// belongs to.
+#[derive(Debug)]
+pub struct Signed {
+    /// The app the request is for.
+    pub app: AppRef,
+    /// The query parameters, percent-decoded, in order (the `auth_*` ones included).
+    pub query: Vec<(String, String)>,
+    /// The body, as signed.
+    pub body: Bytes,
+}
+
+impl Signed {
+    /// The value of query parameter `name` (the last one when repeated).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        query_value(&self.query, name)
+    }
+}
+
+impl FromRequest<SharedNode> for Signed {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, node: &SharedNode) -> Result<Self, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        let Path(path) = Path::<Vec<(String, String)>>::from_request_parts(&mut parts, node)
+            .await
+            .map_err(ApiError::Path)?;
+        let app_id = path
+            .iter()
+            .find(|(name, _)| name == "app_id")
+            .map(|(_, id)| id.as_str());
+        authenticate(node, &parts, app_id, body).await
+    }
+}
+
+/// A [`Signed`] request whose body is JSON, parsed into `T` once the signature is verified
+/// (400 when it does not parse).
+#[derive(Debug)]
+pub struct SignedJson<T> {
+    /// The app the request is for.
+    pub app: AppRef,
+    /// The parsed body.
+    pub body: T,
+}
+
+impl<T: DeserializeOwned> FromRequest<SharedNode> for SignedJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, node: &SharedNode) -> Result<Self, ApiError> {
+        let Signed { app, body, .. } = Signed::from_request(request, node).await?;
+        let body = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))?;
+        Ok(SignedJson { app, body })
+    }
+}
+
 /// Finds the app, checks the request, reads the body and verifies the signature. With `app_id`,
 /// the app is the one in the path and `auth_key` must be one of its keys; without, the app is
 /// `auth_key`'s.
-pub(super) async fn authenticate(
+async fn authenticate(
     node: &SharedNode,
     parts: &Parts,
     app_id: Option<&str>,
     body: Body,
-) -> Result<(AppRef, Bytes), ApiError> {
+) -> Result<Signed, ApiError> {
     // Refused from its headers when its declared size is over the limit (413).
     let declared = declared_length(parts)?;
     let params = query_pairs(parts.uri.query());
@@ -59,7 +118,7 @@ pub(super) async fn authenticate(
             .by_key(key, node.settings.clock.now_seconds())
             .ok_or_else(|| ApiError::Unauthorized(format!("Unknown auth_key: {key}")))?,
     };
-    let now = crate::clock::unix_seconds();
+    let now = node.settings.clock.now_seconds();
     let signature = auth::check_rest_params(&params, now)?;
     if !app.enabled {
         return Err(ApiError::Forbidden("Application disabled".into()));
@@ -92,7 +151,11 @@ pub(super) async fn authenticate(
         }
     }
     drop(held);
-    Ok((app, body))
+    Ok(Signed {
+        app,
+        query: params,
+        body,
+    })
 }
 
 /// The body size the headers announce: `Some(n)` for `Content-Length: n` (refused when over the
@@ -121,59 +184,13 @@ fn busy() -> ApiError {
     }
 }
 
-/// The node-wide budget of bytes for REST bodies not yet authenticated. Taken without waiting
-/// (a lock-free counter: no mutex on the REST path), given back when a [`Held`] share drops.
-#[derive(Debug)]
-pub struct BodyBudget {
-    available: AtomicUsize,
-}
-
-impl BodyBudget {
-    /// A budget of `bytes`.
-    pub fn new(bytes: usize) -> BodyBudget {
-        BodyBudget {
-            available: AtomicUsize::new(bytes),
-        }
-    }
-
-    /// The bytes not taken right now.
-    pub fn available(&self) -> usize {
-        self.available.load(Ordering::Relaxed)
-    }
-
-    fn try_take(&self, bytes: usize) -> bool {
-        self.available
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |available| {
-                available.checked_sub(bytes)
-            })
-            .is_ok()
-    }
-}
-
-/// A share of the [`BodyBudget`], given back on drop.
-struct Held<'a> {
-    budget: &'a BodyBudget,
-    bytes: usize,
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.budget
-            .available
-            .fetch_add(self.bytes, Ordering::AcqRel);
-    }
-}
-
 /// Takes `bytes` more from the node-wide budget into `held`.
-fn reserve(held: &mut Held<'_>, bytes: usize) -> Result<(), ApiError> {
-    if bytes == 0 {
-        return Ok(());
+fn reserve(held: &mut Share<'_>, bytes: usize) -> Result<(), ApiError> {
+    if held.take(bytes) {
+        Ok(())
+    } else {
+        Err(busy())
     }
-    if !held.budget.try_take(bytes) {
-        return Err(busy());
-    }
-    held.bytes += bytes;
-    Ok(())
 }
 
 /// Reads the body within the node-wide budget. Nothing is reserved for headers alone: the first
@@ -185,11 +202,8 @@ async fn read_body(
     node: &SharedNode,
     declared: Option<usize>,
     mut body: Body,
-) -> Result<(Bytes, Held<'_>), ApiError> {
-    let mut held = Held {
-        budget: &node.body_budget,
-        bytes: 0,
-    };
+) -> Result<(Bytes, Share<'_>), ApiError> {
+    let mut held = node.body_budget.share();
     if body.is_end_stream() {
         return Ok((Bytes::new(), held));
     }
@@ -222,7 +236,7 @@ async fn read_body(
             // A second chunk: copy both out of hyper's read buffer (holding on to a chunk
             // would keep that whole buffer alive), into a buffer of the declared size.
             let capacity = declared.unwrap_or(total).max(total);
-            let more = capacity.saturating_sub(held.bytes);
+            let more = capacity.saturating_sub(held.bytes());
             reserve(&mut held, more)?;
             let mut joined = BytesMut::with_capacity(capacity);
             joined.extend_from_slice(&start);

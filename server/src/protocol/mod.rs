@@ -20,7 +20,11 @@ pub use limits::{
     PROTOCOL_CHANNEL_NAME_CEILING, SUBSCRIPTIONS_PER_CONNECTION_CEILING,
 };
 pub use query::{query_pairs, query_value};
-pub use rest::{BatchBody, BatchEvent, EventData, TriggerBody};
+pub use rest::{
+    BatchBody, BatchEvent, BatchResponse, CachedEvent, ChannelAttributes, ChannelResponse,
+    ChannelsResponse, EventData, PresenceUser, TerminateResponse, TriggerBody, TriggerResponse,
+    UsersResponse,
+};
 pub use socket_id::SocketId;
 pub use webhook::{webhook_body, WebhookEvent, WebhookKind, WEBHOOK_KINDS};
 

@@ -122,7 +122,7 @@ impl TestApp {
         client
     }
 
-    /// A signed REST request with the default app's credentials.
+    /// A signed REST request with the default app's credentials, at the server's time.
     pub async fn rest(
         &self,
         method: &str,
@@ -130,7 +130,8 @@ impl TestApp {
         query: &[(&str, &str)],
         body: Option<&str>,
     ) -> (u16, String) {
-        self.rest_signed(method, path, path, query, body, KEY, SECRET, now())
+        let now = self.node.settings.clock.now_seconds();
+        self.rest_signed(method, path, path, query, body, KEY, SECRET, now)
             .await
     }
 
