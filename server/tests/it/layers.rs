@@ -1,7 +1,9 @@
 //! The layering check (design invariant 10): scans `server/src` for `crate::` paths and fails on
-//! an import cycle between top-level modules, on an import that points up the declared layer
-//! order, and on any source file over 1,000 lines. A small scanner rather than cargo-modules,
-//! which would build rust-analyzer.
+//! an import cycle between top-level modules and on an import that points up the declared layer
+//! order, naming each import (file:line). It also fails when the hub names a socket or a
+//! WebSocket frame header (the socket writer lives below it, in the outbox), and on any `.rs` file
+//! in `server/src`, `server/tests` or `dashboard/src` over 1,000 lines. A small scanner rather
+//! than cargo-modules, which would build rust-analyzer.
 //!
 //! What counts as an import: every `crate::<module>` path outside comments and string literals
 //! (in `use` declarations and inline, `use crate::{a, b::c}` groups included), `herald::<module>`
