@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rand::RngCore;
+use tokio::time::Instant;
 
 /// The session cookie's name.
 pub(crate) const SESSION_COOKIE: &str = "herald_session";

@@ -13,6 +13,7 @@ mod hardening_signin;
 mod hardening_store;
 mod hardening_tenancy;
 mod hardening_webhooks;
+mod layers;
 mod limits;
 mod php;
 mod process;

@@ -1,0 +1,59 @@
+//! An app's live console: the page and its Server-Sent Events stream.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::Response;
+use futures_util::{Stream, StreamExt};
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::{grouped, nav, render, AppNav, Chrome, Ctx, Flash, Refusal, Shared};
+use crate::port::*;
+
+#[derive(Template)]
+#[template(path = "live.html")]
+struct LivePage {
+    chrome: Chrome,
+    nav: AppNav,
+    channels: Vec<ChannelRow>,
+    connections: String,
+}
+
+pub(super) async fn live<P: AdminPort>(
+    State(dash): State<Shared<P>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Query(flash): Query<Flash>,
+) -> Result<Response, Refusal> {
+    let app = dash.port.app(&ctx.admin, &id).await?;
+    let channels = dash.port.channels(&ctx.admin, &id).await?;
+    Ok(render(&LivePage {
+        chrome: Chrome::new(&ctx, flash, "apps"),
+        nav: nav(&app, "live"),
+        connections: grouped(app.connections),
+        channels,
+    }))
+}
+
+pub(super) async fn live_events<P: AdminPort>(
+    State(dash): State<Shared<P>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Refusal> {
+    let receiver = dash.port.tap(&ctx.admin, &id).await?;
+    let stream = BroadcastStream::new(receiver).filter_map(|item| async move {
+        match item {
+            Ok(event) => serde_json::to_string(&event)
+                .ok()
+                .map(|json| Ok(Event::default().event("debug").data(json))),
+            // The console fell behind: say so rather than stall the app.
+            Err(_) => Some(Ok(Event::default().event("lagged").data(
+                "{\"detail\":\"some events were skipped: the console fell behind\"}",
+            ))),
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
