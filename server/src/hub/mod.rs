@@ -695,3 +695,5 @@ impl AppHub {
     }
 }
 
+#[cfg(test)]
+mod tests;

@@ -6,3 +6,7 @@ pub mod session;
 pub mod upgrade;
 pub mod ws;
 
+#[cfg(test)]
+mod session_tests;
+#[cfg(test)]
+pub(crate) mod testing;
