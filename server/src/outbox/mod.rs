@@ -1,10 +1,12 @@
 //! The outbox: one connection's bounded queue of outgoing frames, its close request, and the
-//! sink that takes them (below the hub, which reaches it only through [`Outbox::enqueue`],
-//! [`Outbox::flush`], [`Outbox::push`] and [`Outbox::request_close`]).
+//! sink that takes them. It sits below the hub, which only queues frames ([`Outbox::enqueue`],
+//! [`Outbox::push`]), writes them once its lock is released ([`Outbox::flush`]) and asks for a
+//! close ([`Outbox::request_close`], [`Outbox::close_with_error`]); the rest (waiting on a full
+//! socket, the closing handshake's frames, sealing) is for the connection's own task.
 //!
 //! The outbox is written by whoever fills it. A publish queues its frame for every subscriber
 //! under the app's lock, then (lock released) writes each subscriber's queued frames straight to
-//! its sink; for a socket that is one non-blocking `sendmsg` (see [`socket`]), and the
+//! its sink; for a socket that is one non-blocking `sendmsg` (see `socket.rs`), and the
 //! connection's own task is not woken at all unless the socket is full. Frames queued by several
 //! publishers meanwhile go out together in that one write. Every write happens under the
 //! outbox's small mutex, so frames are never interleaved and always leave in the order they
