@@ -226,3 +226,67 @@ pub async fn not_found(
         Err(_) => (StatusCode::NOT_FOUND, "Not found\n").into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the extractor says of a request with `method` and `headers`.
+    async fn judge(method: &str, headers: &[(&str, &str)]) -> Result<(), (StatusCode, String)> {
+        let mut request = axum::http::Request::builder().method(method).uri("/app/k");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let (mut parts, ()) = request.body(()).unwrap().into_parts();
+        match WsUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(_) => Ok(()),
+            Err(NotAnUpgrade(status, message)) => Err((status, message.to_owned())),
+        }
+    }
+
+    const HANDSHAKE: [(&str, &str); 4] = [
+        ("connection", "keep-alive, Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    #[tokio::test]
+    async fn a_websocket_handshake_is_recognised_header_by_header() {
+        assert_eq!(
+            judge("POST", &HANDSHAKE).await.unwrap_err().0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        for missing in 0..HANDSHAKE.len() {
+            let headers: Vec<_> = HANDSHAKE
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != missing)
+                .map(|(_, h)| *h)
+                .collect();
+            let (status, message) = judge("GET", &headers).await.unwrap_err();
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
+        }
+        let mut old = HANDSHAKE;
+        old[2] = ("sec-websocket-version", "8");
+        assert_eq!(
+            judge("GET", &old).await.unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
+        // Every header right, but no connection to take over (not served by hyper).
+        assert_eq!(
+            judge("GET", &HANDSHAKE).await.unwrap_err().0,
+            StatusCode::UPGRADE_REQUIRED
+        );
+    }
+
+    #[test]
+    fn header_tokens_are_comma_separated_and_case_insensitive() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        headers.append(header::CONNECTION, HeaderValue::from_static(" UPGRADE ,x"));
+        assert!(header_has_token(&headers, header::CONNECTION, "upgrade"));
+        assert!(!header_has_token(&headers, header::CONNECTION, "close"));
+        assert!(!header_has_token(&headers, header::UPGRADE, "websocket"));
+    }
+}
