@@ -8,7 +8,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use herald::auth::{self, RestRequest};
-use herald::hub::{AppHub, Connection, SubscribeOptions};
+use herald::hub::{AppHub, Connection, DetachedOutbox, SubscribeOptions};
 use herald::protocol::{server, ws, ChannelName, ClientFrame, SocketId};
 
 fn decode(c: &mut Criterion) {
@@ -60,7 +60,7 @@ fn fan_out(c: &mut Criterion) {
                 .unwrap();
             outboxes.push((conn, outbox));
         }
-        let drain = |outboxes: &mut Vec<(Arc<Connection>, herald::hub::Outbox)>| {
+        let drain = |outboxes: &mut Vec<(Arc<Connection>, DetachedOutbox)>| {
             for (_, outbox) in outboxes.iter_mut() {
                 while outbox.try_recv().is_some() {}
             }
@@ -83,7 +83,8 @@ fn fan_out(c: &mut Criterion) {
             |b, _| {
                 b.iter(|| {
                     for (conn, _) in &outboxes {
-                        conn.push(server::channel_event("update", "news", data));
+                        conn.outbox()
+                            .push(server::channel_event("update", "news", data));
                     }
                     drain(&mut outboxes);
                 })

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod hub;
 pub mod node;
+pub mod outbox;
 pub mod protocol;
 pub mod serve;
 pub mod shutdown;

@@ -1,47 +1,43 @@
 //! The in-memory engine: channels, presence (refcounted per user), cache-channel last events,
 //! signed-in users and watchlists, and fan-out into bounded per-connection outboxes.
 //!
-//! The hub moves pre-serialized `Bytes` and knows nothing of HTTP, WebSocket framing or SQL.
-//! Each app has its own state behind one lock, held only for in-memory work (never across an
-//! await), so apps never contend with each other.
+//! The hub moves pre-serialized `Bytes` and knows nothing of HTTP, WebSocket framing, sockets
+//! or SQL: it queues frames in each connection's [`crate::outbox::Outbox`] and asks it to write
+//! them once the app's lock is released. Each app has its own state behind one lock, held only
+//! for in-memory work (never across an await), so apps never contend with each other.
 
+mod cache;
 mod connection;
+mod counts;
+mod events;
+mod presence;
+mod stats;
 
-pub use connection::{CloseRequest, Connection, Outbox, Queued};
+pub use cache::CACHE_TTL;
+pub use connection::{Connection, DetachedOutbox};
+pub use events::{event_channel, EventReceiver, EventSender, HubEvent, NotSent};
+pub use presence::PresenceMember;
+pub use stats::{AppMemory, ChannelInfo};
+
+/// Kept at their old paths: the outbox moved below the hub.
+pub use crate::outbox::{CloseRequest, Queued};
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde_json::value::RawValue;
+use tokio::time::Instant;
 
 use crate::protocol::{server, ChannelName, CloseCode, SocketId, WebhookEvent, WebhookKind};
 
-/// Something that happened in an app's channels, for webhooks (and later the live console).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HubEvent {
-    /// The app.
-    pub app_id: Arc<str>,
-    /// What happened, in webhook form.
-    pub event: WebhookEvent,
-}
-
-/// Where the hub sends its events. Bounded, and the hub never waits on it: when the webhook
-/// writer is behind, events are dropped and counted (see `webhooks::events`).
-pub type EventSender = crate::webhooks::EventSender;
+use cache::{CacheCaps, CachedEvent};
+use events::Hooks;
+use presence::Member;
 
 /// A shared handle on a connection.
 pub type ConnHandle = Arc<Connection>;
-
-/// How long a cache channel keeps its last event.
-pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
-
-/// Above this many subscribers, `subscription_count` events are sent at most every 5 seconds.
-const SUBSCRIPTION_COUNT_THROTTLE_ABOVE: usize = 100;
-const SUBSCRIPTION_COUNT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Every app's live state, and the node-wide connection count.
 #[derive(Debug)]
@@ -179,12 +175,6 @@ impl Hub {
     }
 }
 
-#[derive(Debug)]
-struct Member {
-    info: Option<Box<RawValue>>,
-    sockets: u32,
-}
-
 #[derive(Debug, Default)]
 struct Channel {
     subscribers: HashMap<SocketId, ConnHandle>,
@@ -192,23 +182,6 @@ struct Channel {
     last_count_sent: Option<Instant>,
     /// A cache channel (counted against the app's cache-channel cap while occupied).
     cache: bool,
-}
-
-#[derive(Debug)]
-struct CachedEvent {
-    data: Box<str>,
-    frame: Bytes,
-    expires: Instant,
-    /// Which event this is (unique in the app), so a connection replays each one at most once
-    /// toward the quota.
-    seq: u64,
-}
-
-impl CachedEvent {
-    /// The bytes it holds, as accounted against the app's cache budget.
-    fn cost(&self) -> usize {
-        self.data.len() + self.frame.len()
-    }
 }
 
 #[derive(Debug, Default)]
@@ -232,32 +205,6 @@ struct AppState {
     cache_seq: u64,
 }
 
-/// Where an app's events go, and which kinds it wants.
-#[derive(Debug, Default)]
-struct Hooks {
-    app_id: Arc<str>,
-    events: Option<EventSender>,
-    interest: AtomicU8,
-}
-
-impl Hooks {
-    fn wants(&self, kind: WebhookKind) -> bool {
-        self.events.is_some() && self.interest.load(Ordering::Relaxed) & kind.bit() != 0
-    }
-
-    fn emit(&self, kind: WebhookKind, make: impl FnOnce() -> WebhookEvent) {
-        if !self.wants(kind) {
-            return;
-        }
-        if let Some(events) = &self.events {
-            let _ = events.send(HubEvent {
-                app_id: self.app_id.clone(),
-                event: make(),
-            });
-        }
-    }
-}
-
 /// One app's channels, members, users and connections.
 #[derive(Debug, Default)]
 pub struct AppHub {
@@ -268,41 +215,6 @@ pub struct AppHub {
     caps: CacheCaps,
     /// Publishes to a cache channel that were delivered but not kept (the app was at a cap).
     cache_refused: AtomicU64,
-}
-
-/// An app's caps on its cached events; 0 means unlimited.
-#[derive(Debug, Default)]
-struct CacheCaps {
-    channels: AtomicUsize,
-    bytes: AtomicUsize,
-}
-
-/// What one app holds in memory on this node, as accounted against its caps.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AppMemory {
-    /// Open connections.
-    pub connections: usize,
-    /// Occupied channels.
-    pub channels: usize,
-    /// Occupied cache channels.
-    pub cache_channels: usize,
-    /// Cache channels holding an event.
-    pub cached_events: usize,
-    /// Bytes of those events.
-    pub cache_bytes: usize,
-    /// Publishes whose event was delivered but not kept because the app was at a cache cap.
-    pub cache_refused: u64,
-    /// Occupied cache channels whose miss was already reported to webhooks.
-    pub reported_misses: usize,
-}
-
-/// A presence member joining a channel.
-#[derive(Debug, Clone)]
-pub struct PresenceMember {
-    /// The user id (numbers already turned into strings).
-    pub user_id: String,
-    /// The `user_info` JSON, if any.
-    pub user_info: Option<Box<RawValue>>,
 }
 
 /// Options of a subscribe that come from the app's settings.
@@ -355,24 +267,13 @@ pub struct Subscribed {
     pub member_events_delivered: usize,
 }
 
-/// What a channel looks like from the REST API.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelInfo {
-    /// Connections subscribed.
-    pub subscription_count: usize,
-    /// Distinct presence users.
-    pub user_count: usize,
-    /// The cached event's data and remaining TTL in seconds.
-    pub cache: Option<(String, u64)>,
-}
-
 fn lock(state: &Mutex<AppState>) -> MutexGuard<'_, AppState> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Queues `frame` for every subscriber but `except` under the app's lock, collecting the
 /// connections whose outbox was empty: the caller writes those with [`flush_all`] once the lock
-/// is released, so no socket write ever happens under the app's lock.
+/// is released, so no write ever happens under the app's lock.
 fn enqueue_all(
     channel: &Channel,
     frame: &Bytes,
@@ -385,7 +286,7 @@ fn enqueue_all(
         if Some(*id) == except {
             continue;
         }
-        match conn.enqueue(frame) {
+        match conn.outbox().enqueue(frame) {
             Queued::No => {}
             Queued::Behind => delivered += 1,
             Queued::First => {
@@ -397,7 +298,7 @@ fn enqueue_all(
     delivered
 }
 
-/// Sockets one task writes to in a fan-out; a larger fan-out is shared with idle workers.
+/// Outboxes one task writes in a fan-out; a larger fan-out is shared with idle workers.
 const FLUSH_CHUNK: usize = 128;
 
 /// Writes the outboxes [`enqueue_all`] filled. A large fan-out is cut into chunks: the caller
@@ -411,63 +312,27 @@ fn flush_all(mut to_flush: Vec<ConnHandle>) {
                 let chunk = to_flush.split_off(to_flush.len() - FLUSH_CHUNK);
                 runtime.spawn(async move {
                     for conn in chunk {
-                        let _ = conn.flush();
+                        let _ = conn.outbox().flush();
                     }
                 });
             }
         }
     }
     for conn in to_flush {
-        let _ = conn.flush();
+        let _ = conn.outbox().flush();
     }
 }
 
+/// Queues `frame` for every subscriber but `except`, written by their own tasks (safe under the
+/// app's lock); returns how many took it.
 fn broadcast(channel: &Channel, frame: &Bytes, except: Option<SocketId>) -> usize {
     let mut delivered = 0;
     for (id, conn) in &channel.subscribers {
-        if Some(*id) != except && conn.push(frame.clone()) {
+        if Some(*id) != except && conn.outbox().push(frame.clone()) {
             delivered += 1;
         }
     }
     delivered
-}
-
-/// Sends the channel's `subscription_count` to its subscribers (when `clients`) and as a webhook
-/// event (when wanted), unless the 5-second throttle holds it back; returns whether it was held
-/// back (the caller records it for the next flush).
-#[must_use]
-fn maybe_send_count(
-    name: &str,
-    channel: &mut Channel,
-    force: bool,
-    clients: bool,
-    hooks: &Hooks,
-) -> bool {
-    let count = channel.subscribers.len();
-    if count == 0 {
-        return false;
-    }
-    if count > SUBSCRIPTION_COUNT_THROTTLE_ABOVE && !force {
-        if let Some(last) = channel.last_count_sent {
-            if last.elapsed() < SUBSCRIPTION_COUNT_INTERVAL {
-                return true;
-            }
-        }
-    }
-    channel.last_count_sent = Some(Instant::now());
-    if clients {
-        broadcast(channel, &server::subscription_count(name, count), None);
-    }
-    hooks.emit(WebhookKind::SubscriptionCount, || {
-        WebhookEvent::count(name, count)
-    });
-    false
-}
-
-/// `subscription_count` events apply to every channel kind but presence and the internal
-/// `#server-to-user-` channels.
-fn counts_subscriptions(channel: &str) -> bool {
-    !channel.starts_with("presence-") && !channel.starts_with('#')
 }
 
 impl AppState {
@@ -486,19 +351,10 @@ impl AppState {
         if state.subscribers.remove(&socket_id).is_none() {
             return 0;
         }
-        let mut delivered = 0;
-        if let Some(user_id) = presence_user {
-            if let Entry::Occupied(mut member) = state.members.entry(user_id.into()) {
-                member.get_mut().sockets -= 1;
-                if member.get().sockets == 0 {
-                    member.remove();
-                    delivered = broadcast(state, &server::member_removed(channel, user_id), None);
-                    hooks.emit(WebhookKind::MemberRemoved, || {
-                        WebhookEvent::member(WebhookKind::MemberRemoved, channel, user_id)
-                    });
-                }
-            }
-        }
+        let delivered = match presence_user {
+            Some(user_id) => presence::leave(state, channel, user_id, hooks),
+            None => 0,
+        };
         let hook_counts = hooks.wants(WebhookKind::SubscriptionCount);
         if state.subscribers.is_empty() {
             if state.cache {
@@ -514,8 +370,8 @@ impl AppState {
                 WebhookEvent::channel(WebhookKind::ChannelVacated, channel)
             });
         } else if (subscription_count || hook_counts)
-            && counts_subscriptions(channel)
-            && maybe_send_count(channel, state, false, subscription_count, hooks)
+            && counts::counts_subscriptions(channel)
+            && counts::maybe_send_count(channel, state, false, subscription_count, hooks)
         {
             self.pending_counts
                 .insert(channel.into(), subscription_count);
@@ -531,7 +387,7 @@ impl AppState {
                 server::watchlist_events(&[], &[user_id])
             };
             for watcher in watchers {
-                watcher.push(frame.clone());
+                watcher.outbox().push(frame.clone());
             }
         }
     }
@@ -668,10 +524,7 @@ impl AppHub {
         }
         if let (Some(member), Some(max)) = (&member, options.max_presence_members) {
             if let Some(existing) = state.channels.get(name) {
-                let known = existing.members.contains_key(member.user_id.as_str());
-                if !known && existing.members.len() >= max {
-                    return Err(SubscribeRefusal::PresenceFull(max));
-                }
+                presence::check_room(existing, member, max)?;
             }
         }
         let hooks = &self.hooks;
@@ -693,70 +546,23 @@ impl AppHub {
             });
         }
         if let Some(member) = member {
-            let known = entry.members.contains_key(member.user_id.as_str());
-            if !known {
-                let added =
-                    server::member_added(name, &member.user_id, member.user_info.as_deref());
-                result.member_events_delivered = broadcast(entry, &added, None);
-                hooks.emit(WebhookKind::MemberAdded, || {
-                    WebhookEvent::member(WebhookKind::MemberAdded, name, &member.user_id)
-                });
-                entry.members.insert(
-                    member.user_id.as_str().into(),
-                    Member {
-                        info: member.user_info,
-                        sockets: 1,
-                    },
-                );
-            } else if let Some(existing) = entry.members.get_mut(member.user_id.as_str()) {
-                existing.sockets += 1;
-            }
-            entry.subscribers.insert(conn.socket_id(), conn.clone());
-            conn.push(server::presence_subscription_succeeded(
-                name,
-                entry
-                    .members
-                    .iter()
-                    .map(|(id, m)| (id.as_ref(), m.info.as_deref())),
-            ));
+            result.member_events_delivered = presence::join(entry, name, conn, member, hooks);
         } else {
             entry.subscribers.insert(conn.socket_id(), conn.clone());
-            conn.push(server::subscription_succeeded(name));
+            conn.outbox().push(server::subscription_succeeded(name));
         }
         let hook_counts = hooks.wants(WebhookKind::SubscriptionCount);
-        if (options.subscription_count || hook_counts) && counts_subscriptions(name) {
+        if (options.subscription_count || hook_counts) && counts::counts_subscriptions(name) {
             // The subscriber's own count goes through its outbox, after subscription_succeeded.
             let first = entry.subscribers.len() <= 1;
-            if maybe_send_count(name, entry, first, options.subscription_count, hooks) {
+            if counts::maybe_send_count(name, entry, first, options.subscription_count, hooks) {
                 state
                     .pending_counts
                     .insert(name.into(), options.subscription_count);
             }
         }
         if channel.is_cache() {
-            let now = Instant::now();
-            match state.cache.get(name) {
-                Some(cached) if cached.expires > now => {
-                    if conn.push(cached.frame.clone()) {
-                        result.cache_replayed = Some(cached.seq);
-                    }
-                }
-                _ => {
-                    if let Some(expired) = state.cache.remove(name) {
-                        state.cache_bytes -= expired.cost();
-                    }
-                    result.cache_miss = true;
-                    conn.push(server::cache_miss(name));
-                    // One webhook per miss, however many clients hit the empty cache.
-                    if hooks.wants(WebhookKind::CacheMiss)
-                        && state.reported_misses.insert(name.into())
-                    {
-                        hooks.emit(WebhookKind::CacheMiss, || {
-                            WebhookEvent::channel(WebhookKind::CacheMiss, name)
-                        });
-                    }
-                }
-            }
+            state.replay(name, conn, hooks, &mut result);
         }
         Ok(result)
     }
@@ -802,74 +608,6 @@ impl AppHub {
         delivered
     }
 
-    /// Keeps `frame` as `channel`'s cached event, within the app's caps: past them the event is
-    /// still delivered but not kept (later subscribers get `pusher:cache_miss`), and counted in
-    /// [`AppMemory::cache_refused`].
-    fn keep(&self, state: &mut AppState, channel: &str, data: &str, frame: &Bytes) {
-        let max_channels = self.caps.channels.load(Ordering::Relaxed);
-        let max_bytes = self.caps.bytes.load(Ordering::Relaxed);
-        let replaced = state.cache.remove(channel);
-        if let Some(old) = &replaced {
-            state.cache_bytes -= old.cost();
-        }
-        state.cache_seq += 1;
-        let cached = CachedEvent {
-            data: data.into(),
-            frame: frame.clone(),
-            expires: Instant::now() + CACHE_TTL,
-            seq: state.cache_seq,
-        };
-        let over = |state: &AppState| {
-            (max_channels != 0 && state.cache.len() >= max_channels)
-                || (max_bytes != 0 && state.cache_bytes + cached.cost() > max_bytes)
-        };
-        if over(state) {
-            // Expired events still count until the sweep: drop them first.
-            let now = Instant::now();
-            let mut freed = 0;
-            state.cache.retain(|_, c| {
-                let keep = c.expires > now;
-                if !keep {
-                    freed += c.cost();
-                }
-                keep
-            });
-            state.cache_bytes -= freed;
-        }
-        if over(state) {
-            self.cache_refused.fetch_add(1, Ordering::Relaxed);
-            // Nothing is cached for the channel now: the next subscriber hears of a miss.
-            return;
-        }
-        state.reported_misses.remove(channel);
-        state.cache_bytes += cached.cost();
-        state.cache.insert(channel.into(), cached);
-    }
-
-    /// Sets the caps on what the app's publishes keep (from its limits).
-    pub fn set_limits(&self, limits: &crate::protocol::Limits) {
-        self.caps
-            .channels
-            .store(limits.cache_channels().unwrap_or(0), Ordering::Relaxed);
-        self.caps
-            .bytes
-            .store(limits.cache_bytes().unwrap_or(0), Ordering::Relaxed);
-    }
-
-    /// What the app holds in memory on this node.
-    pub fn memory(&self) -> AppMemory {
-        let state = lock(&self.state);
-        AppMemory {
-            connections: state.connections.len(),
-            channels: state.channels.len(),
-            cache_channels: state.occupied_cache,
-            cached_events: state.cache.len(),
-            cache_bytes: state.cache_bytes,
-            cache_refused: self.cache_refused.load(Ordering::Relaxed),
-            reported_misses: state.reported_misses.len(),
-        }
-    }
-
     /// Relays an already-encoded client event to everyone on `channel` but the sender.
     pub fn relay(&self, channel: &str, frame: Bytes, sender: SocketId) -> usize {
         let mut to_flush = Vec::new();
@@ -905,7 +643,8 @@ impl AppHub {
                 .iter()
                 .map(String::as_str)
                 .partition(|id| state.users.contains_key(*id));
-            conn.push(server::watchlist_events(&online, &offline));
+            conn.outbox()
+                .push(server::watchlist_events(&online, &offline));
         }
     }
 
@@ -921,8 +660,8 @@ impl AppHub {
             "Connection terminated by the application",
         );
         for conn in sockets {
-            conn.push(frame.clone());
-            conn.request_close(code, true);
+            conn.outbox().push(frame.clone());
+            conn.outbox().request_close(code, true);
         }
         sockets.len()
     }
@@ -933,7 +672,7 @@ impl AppHub {
         let state = lock(&self.state);
         let mut closed = 0;
         for conn in state.connections.values().filter(|c| c.key() == key) {
-            conn.close_with_error(
+            conn.outbox().close_with_error(
                 CloseCode::Unauthorized,
                 "The app key this connection was opened with was revoked",
             );
@@ -948,95 +687,13 @@ impl AppHub {
         let state = lock(&self.state);
         for conn in state.connections.values() {
             if code.announced_with_error_frame() {
-                conn.close_with_error(code, code.reason());
+                conn.outbox().close_with_error(code, code.reason());
             } else {
-                conn.request_close(code, true);
+                conn.outbox().request_close(code, true);
             }
         }
-    }
-
-    /// Sends the `subscription_count` updates that the 5-second throttle held back.
-    pub fn flush_subscription_counts(&self) {
-        let mut guard = lock(&self.state);
-        let state = &mut *guard;
-        for (name, clients) in std::mem::take(&mut state.pending_counts) {
-            if let Some(channel) = state.channels.get_mut(&name) {
-                if maybe_send_count(&name, channel, false, clients, &self.hooks) {
-                    state.pending_counts.insert(name, clients);
-                }
-            }
-        }
-    }
-
-    /// Drops cached events whose TTL has passed, so channels nobody reads again do not keep
-    /// memory. Returns how many were dropped.
-    pub fn sweep_cache(&self) -> usize {
-        let mut guard = lock(&self.state);
-        let state = &mut *guard;
-        let now = Instant::now();
-        let before = state.cache.len();
-        let mut freed = 0;
-        state.cache.retain(|_, cached| {
-            let keep = cached.expires > now;
-            if !keep {
-                freed += cached.cost();
-            }
-            keep
-        });
-        state.cache_bytes -= freed;
-        before - state.cache.len()
-    }
-
-    /// Connections open for this app on this node.
-    pub fn connection_count(&self) -> usize {
-        lock(&self.state).connections.len()
-    }
-
-    /// The live state of one channel.
-    pub fn channel_info(&self, channel: &str) -> ChannelInfo {
-        let state = lock(&self.state);
-        let (subscription_count, user_count) = state
-            .channels
-            .get(channel)
-            .map_or((0, 0), |c| (c.subscribers.len(), c.members.len()));
-        let now = Instant::now();
-        let cache = state
-            .cache
-            .get(channel)
-            .filter(|c| c.expires > now)
-            .map(|c| (c.data.to_string(), (c.expires - now).as_secs()));
-        ChannelInfo {
-            subscription_count,
-            user_count,
-            cache,
-        }
-    }
-
-    /// Occupied channels whose name starts with `prefix`, with their subscriber and user counts.
-    /// Internal `#` channels are left out.
-    pub fn channels(&self, prefix: &str) -> Vec<(String, usize, usize)> {
-        let state = lock(&self.state);
-        let mut list: Vec<_> = state
-            .channels
-            .iter()
-            .filter(|(name, c)| {
-                name.starts_with(prefix) && !name.starts_with('#') && !c.subscribers.is_empty()
-            })
-            .map(|(name, c)| (name.to_string(), c.subscribers.len(), c.members.len()))
-            .collect();
-        list.sort();
-        list
-    }
-
-    /// The user ids present on a presence channel.
-    pub fn presence_users(&self, channel: &str) -> Vec<String> {
-        let state = lock(&self.state);
-        let mut ids: Vec<String> = state
-            .channels
-            .get(channel)
-            .map(|c| c.members.keys().map(|k| k.to_string()).collect())
-            .unwrap_or_default();
-        ids.sort();
-        ids
     }
 }
+
+#[cfg(test)]
+mod tests;

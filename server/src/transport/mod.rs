@@ -1,5 +1,12 @@
-//! Transports: the WebSocket endpoint (`ws.rs`) and the per-connection loop (`session.rs`).
-//! Later issues add the pusher-js HTTP fallbacks and SSE beside them, reusing the session logic.
+//! Transports: the WebSocket upgrade and its refusals (`upgrade.rs`), the per-connection loop
+//! (`ws.rs`) and the protocol logic it feeds (`session.rs`). Later issues add the pusher-js HTTP
+//! fallbacks and SSE beside them, reusing the session logic.
 
 pub mod session;
+pub mod upgrade;
 pub mod ws;
+
+#[cfg(test)]
+mod session_tests;
+#[cfg(test)]
+pub(crate) mod testing;

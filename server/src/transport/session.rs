@@ -160,7 +160,7 @@ impl Session {
     }
 
     fn send_error(&self, code: Option<u16>, message: &str) {
-        self.conn.push(server::error(code, message));
+        self.conn.outbox().push(server::error(code, message));
         self.node.taps.emit(
             &self.app_id,
             "error",
@@ -177,7 +177,7 @@ impl Session {
     pub fn on_text(&mut self, text: &str) {
         match ClientFrame::decode(text) {
             Ok(ClientFrame::Ping) => {
-                self.conn.push(server::pong());
+                self.conn.outbox().push(server::pong());
             }
             Ok(ClientFrame::Pong) => {}
             Ok(ClientFrame::Subscribe {
@@ -203,7 +203,7 @@ impl Session {
 
     fn refuse(&self, channel: &str, refusal: Refusal) {
         self.send_error(refusal.code, &refusal.message);
-        self.conn.push(server::subscription_error(
+        self.conn.outbox().push(server::subscription_error(
             channel,
             refusal.kind,
             &refusal.message,
@@ -463,7 +463,7 @@ impl Session {
                 );
             }
             // Signing in again as the same user refreshes nothing on the hub side.
-            self.conn.push(server::signin_success(user_data));
+            self.conn.outbox().push(server::signin_success(user_data));
             return;
         }
         let mut watchlist: Vec<String> = Vec::new();
@@ -476,7 +476,7 @@ impl Session {
         }
         let truncated = watchlist.len() > MAX_WATCHLIST;
         watchlist.truncate(MAX_WATCHLIST);
-        self.conn.push(server::signin_success(user_data));
+        self.conn.outbox().push(server::signin_success(user_data));
         if truncated {
             self.send_error(
                 Some(error_code::WATCHLIST_LIMIT),

@@ -22,7 +22,6 @@
 //! after a restart. Requests only reach permitted destinations (see `target`).
 
 mod delay;
-mod events;
 mod misses;
 mod target;
 mod worker;
@@ -46,7 +45,7 @@ use crate::tenants::{Delivery, NewDelivery, Webhook};
 
 use delay::{HeldEvent, HeldKey};
 
-pub use events::{event_channel, EventReceiver, EventSender, NotSent};
+pub use crate::hub::{event_channel, EventReceiver, EventSender, NotSent};
 pub use target::{header_allowed, parse_cidr_list, Destinations};
 pub use worker::{backoff, coarse_outcome};
 

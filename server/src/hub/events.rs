@@ -1,15 +1,54 @@
-//! The channel from the hub to the outbox writer: bounded, so a writer stuck on a failing store
-//! cannot grow memory without bound. The hub never waits: when the channel is full the event is
-//! dropped, counted, and logged at warn level (at most once per [`DROP_LOG_INTERVAL`], with the
-//! count since the last line).
+//! What the hub reports: [`HubEvent`]s (channel occupied or vacated, member added or removed,
+//! cache miss, subscription count, and the session's client events), sent for the kinds an app
+//! wants, into one bounded queue read by the webhook pipeline's outbox writer.
+//!
+//! The queue is bounded, so a writer stuck on a failing store cannot grow memory without bound.
+//! The hub never waits: when the queue is full the event is dropped, counted, and logged at warn
+//! level (at most once per [`DROP_LOG_INTERVAL`], with the count since the last line).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::time::Instant;
 
-use crate::hub::HubEvent;
+use crate::protocol::{WebhookEvent, WebhookKind};
+
+/// Something that happened in an app's channels, for webhooks (and later the live console).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubEvent {
+    /// The app.
+    pub app_id: Arc<str>,
+    /// What happened, in webhook form.
+    pub event: WebhookEvent,
+}
+
+/// Where an app's events go, and which kinds it wants.
+#[derive(Debug, Default)]
+pub(super) struct Hooks {
+    pub(super) app_id: Arc<str>,
+    pub(super) events: Option<EventSender>,
+    pub(super) interest: AtomicU8,
+}
+
+impl Hooks {
+    pub(super) fn wants(&self, kind: WebhookKind) -> bool {
+        self.events.is_some() && self.interest.load(Ordering::Relaxed) & kind.bit() != 0
+    }
+
+    pub(super) fn emit(&self, kind: WebhookKind, make: impl FnOnce() -> WebhookEvent) {
+        if !self.wants(kind) {
+            return;
+        }
+        if let Some(events) = &self.events {
+            let _ = events.send(HubEvent {
+                app_id: self.app_id.clone(),
+                event: make(),
+            });
+        }
+    }
+}
 
 /// At most one warning about dropped events per this interval.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -23,7 +62,8 @@ struct Drops {
     logged: Mutex<(Option<Instant>, u64)>,
 }
 
-/// The hub's end: never waits.
+/// The hub's end: never waits. Bounded, and the hub never waits on it: when the webhook
+/// writer is behind, events are dropped and counted.
 #[derive(Debug, Clone)]
 pub struct EventSender {
     tx: mpsc::Sender<HubEvent>,
@@ -97,7 +137,6 @@ impl EventSender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{WebhookEvent, WebhookKind};
 
     fn event(n: usize) -> HubEvent {
         HubEvent {

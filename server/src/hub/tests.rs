@@ -1,0 +1,425 @@
+//! Unit tests of the engine, on detached connections (their outboxes read directly) and, for
+//! the slow consumer, a real loopback socket that is never read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::*;
+
+/// A detached connection's frames, decoded.
+fn drain(outbox: &mut DetachedOutbox) -> Vec<Value> {
+    let mut frames = Vec::new();
+    while let Some(frame) = outbox.try_recv() {
+        frames.push(serde_json::from_slice(&frame).expect("frames are JSON"));
+    }
+    frames
+}
+
+fn events(frames: &[Value]) -> Vec<&str> {
+    frames
+        .iter()
+        .map(|f| f["event"].as_str().expect("an event name"))
+        .collect()
+}
+
+fn channel(name: &str) -> ChannelName {
+    ChannelName::parse(name, 200).expect("a valid channel name")
+}
+
+fn member(user_id: &str) -> Option<PresenceMember> {
+    Some(PresenceMember {
+        user_id: user_id.to_owned(),
+        user_info: Some(RawValue::from_string(json!({"name": user_id}).to_string()).unwrap()),
+    })
+}
+
+/// A connection registered with `app`, with room for `capacity` frames.
+fn connect(app: &AppHub, n: u64, capacity: usize) -> (ConnHandle, DetachedOutbox) {
+    let (conn, outbox) = Connection::new(SocketId::new(n, 7), capacity);
+    assert!(app.connect(&conn, None));
+    (conn, outbox)
+}
+
+/// An app whose webhook events of every kind are reported to the returned receiver.
+fn app_with_hooks() -> (Hub, Arc<AppHub>, EventReceiver) {
+    let (tx, rx) = event_channel(1000);
+    let hub = Hub::with_events(tx);
+    hub.set_interest("1", u8::MAX);
+    let app = hub.app("1");
+    (hub, app, rx)
+}
+
+fn hook_kinds(rx: &mut EventReceiver) -> Vec<(WebhookKind, String)> {
+    let mut kinds = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        kinds.push((event.event.kind(), event.event.channel_name().to_owned()));
+    }
+    kinds
+}
+
+#[test]
+fn presence_counts_a_user_once_however_many_sockets_it_has() {
+    let (_hub, app, mut hooks) = app_with_hooks();
+    let room = channel("presence-room");
+    let (watcher, mut watcher_out) = connect(&app, 1, 64);
+    let (first, mut first_out) = connect(&app, 2, 64);
+    let (second, mut second_out) = connect(&app, 3, 64);
+    app.subscribe(&watcher, &room, member("w"), SubscribeOptions::default())
+        .unwrap();
+    drain(&mut watcher_out);
+    hook_kinds(&mut hooks);
+
+    // The user's first socket: announced once.
+    let done = app
+        .subscribe(&first, &room, member("alice"), SubscribeOptions::default())
+        .unwrap();
+    assert_eq!(done.member_events_delivered, 1);
+    let seen = drain(&mut watcher_out);
+    assert_eq!(events(&seen), ["pusher_internal:member_added"]);
+    let added: Value = serde_json::from_str(seen[0]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        added,
+        json!({"user_id": "alice", "user_info": {"name": "alice"}})
+    );
+    let own = drain(&mut first_out);
+    assert_eq!(
+        events(&own),
+        ["pusher_internal:subscription_succeeded"],
+        "the joiner hears of itself only through the member list"
+    );
+    let list: Value = serde_json::from_str(own[0]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(list["presence"]["count"], 2);
+
+    // Its second socket: no event, and still two members.
+    let done = app
+        .subscribe(&second, &room, member("alice"), SubscribeOptions::default())
+        .unwrap();
+    assert_eq!(done.member_events_delivered, 0);
+    assert!(drain(&mut watcher_out).is_empty());
+    let list = drain(&mut second_out);
+    let list: Value = serde_json::from_str(list[0]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(list["presence"]["count"], 2);
+    assert_eq!(app.presence_users("presence-room"), ["alice", "w"]);
+    assert_eq!(app.channel_info("presence-room").user_count, 2);
+    assert_eq!(app.channel_info("presence-room").subscription_count, 3);
+
+    // One socket leaves: the user is still there.
+    assert_eq!(
+        app.unsubscribe(first.socket_id(), "presence-room", Some("alice"), false),
+        0
+    );
+    assert!(drain(&mut watcher_out).is_empty());
+    assert_eq!(app.presence_users("presence-room"), ["alice", "w"]);
+
+    // The last one leaves (by disconnecting): member_removed, once.
+    let channels = [(Box::from("presence-room"), Some(Box::from("alice")))];
+    assert_eq!(app.disconnect(&second, &channels, None, &[], false), 1);
+    let seen = drain(&mut watcher_out);
+    assert_eq!(events(&seen), ["pusher_internal:member_removed"]);
+    assert_eq!(app.presence_users("presence-room"), ["w"]);
+
+    let kinds = hook_kinds(&mut hooks);
+    assert_eq!(
+        kinds,
+        [
+            (WebhookKind::MemberAdded, "presence-room".to_owned()),
+            (WebhookKind::MemberRemoved, "presence-room".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn a_full_presence_channel_still_takes_a_known_user_s_other_socket() {
+    let app = AppHub::default();
+    let room = channel("presence-full");
+    let options = SubscribeOptions {
+        max_presence_members: Some(1),
+        ..SubscribeOptions::default()
+    };
+    let (a1, _o1) = connect(&app, 1, 8);
+    let (a2, _o2) = connect(&app, 2, 8);
+    let (b, _o3) = connect(&app, 3, 8);
+    app.subscribe(&a1, &room, member("a"), options).unwrap();
+    app.subscribe(&a2, &room, member("a"), options).unwrap();
+    let refused = app.subscribe(&b, &room, member("b"), options).unwrap_err();
+    assert_eq!(refused, SubscribeRefusal::PresenceFull(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cache_channel_replays_its_last_event_until_the_ttl_passes() {
+    let (_hub, app, mut hooks) = app_with_hooks();
+    let news = channel("cache-news");
+    let (publisher_side, mut early_out) = connect(&app, 1, 16);
+    app.subscribe(&publisher_side, &news, None, SubscribeOptions::default())
+        .unwrap();
+    // Nothing cached yet: a miss, reported once.
+    assert_eq!(
+        events(&drain(&mut early_out)),
+        [
+            "pusher_internal:subscription_succeeded",
+            "pusher:cache_miss"
+        ]
+    );
+    assert_eq!(app.publish(&news, "update", "first", None), 1);
+    assert_eq!(app.publish(&news, "update", "second", None), 1);
+    drain(&mut early_out);
+
+    // A later subscriber gets the last event right after its subscription_succeeded.
+    let (late, mut late_out) = connect(&app, 2, 16);
+    let done = app
+        .subscribe(&late, &news, None, SubscribeOptions::default())
+        .unwrap();
+    assert!(!done.cache_miss);
+    let replayed = done.cache_replayed.expect("a replay");
+    let seen = drain(&mut late_out);
+    assert_eq!(
+        events(&seen),
+        ["pusher_internal:subscription_succeeded", "update"]
+    );
+    assert_eq!(seen[1]["data"], "second");
+    let info = app.channel_info("cache-news");
+    assert_eq!(info.cache, Some(("second".to_owned(), CACHE_TTL.as_secs())));
+
+    // The same event again for another subscribe: the same sequence number.
+    app.unsubscribe(late.socket_id(), "cache-news", None, false);
+    let done = app
+        .subscribe(&late, &news, None, SubscribeOptions::default())
+        .unwrap();
+    assert_eq!(done.cache_replayed, Some(replayed));
+    drain(&mut late_out);
+
+    // Just before the TTL it is still there; at the TTL it is gone.
+    tokio::time::advance(CACHE_TTL - Duration::from_secs(1)).await;
+    assert_eq!(app.channel_info("cache-news").cache.unwrap().1, 1);
+    assert_eq!(app.sweep_cache(), 0);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(app.channel_info("cache-news").cache, None);
+    let (third, mut third_out) = connect(&app, 3, 16);
+    let done = app
+        .subscribe(&third, &news, None, SubscribeOptions::default())
+        .unwrap();
+    assert!(done.cache_miss);
+    assert_eq!(done.cache_replayed, None);
+    assert_eq!(
+        events(&drain(&mut third_out)),
+        [
+            "pusher_internal:subscription_succeeded",
+            "pusher:cache_miss"
+        ]
+    );
+    assert_eq!(app.memory().cached_events, 0);
+    assert_eq!(app.memory().cache_bytes, 0);
+
+    let misses = hook_kinds(&mut hooks)
+        .into_iter()
+        .filter(|(kind, _)| *kind == WebhookKind::CacheMiss)
+        .count();
+    assert_eq!(
+        misses, 2,
+        "one miss before the first publish, one after expiry"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweep_drops_expired_events_and_gives_their_bytes_back() {
+    let hub = Hub::new();
+    let app = hub.app("1");
+    app.publish(&channel("cache-a"), "e", "aaaa", None);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    app.publish(&channel("cache-b"), "e", "bbbb", None);
+    assert_eq!(app.memory().cached_events, 2);
+    tokio::time::advance(CACHE_TTL - Duration::from_secs(30)).await;
+    assert_eq!(hub.sweep_caches(), 1);
+    let memory = app.memory();
+    assert_eq!(memory.cached_events, 1);
+    assert!(memory.cache_bytes > 0);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert_eq!(hub.sweep_caches(), 1);
+    assert_eq!(app.memory().cache_bytes, 0);
+}
+
+/// A subscriber whose socket takes nothing more and whose outbox then fills is asked to close
+/// with 4100; the publish is not held up and the others still get the event.
+#[tokio::test]
+async fn a_subscriber_whose_outbox_fills_is_closed_with_4100() {
+    let (outbox, peer) = crate::outbox::unread_socket(2).await;
+    let app = AppHub::default();
+    let slow = Arc::new(Connection::with_outbox(SocketId::new(1, 1), "key", outbox));
+    assert!(app.connect(&slow, None));
+    let (fast, mut fast_out) = connect(&app, 2, 10_000);
+    let news = channel("news");
+    app.subscribe(&slow, &news, None, SubscribeOptions::default())
+        .unwrap();
+    app.subscribe(&fast, &news, None, SubscribeOptions::default())
+        .unwrap();
+    drain(&mut fast_out);
+    // What the connection's task does with its own answers.
+    assert!(slow.outbox().flush());
+
+    let data = "x".repeat(16 * 1024);
+    let mut published = 0;
+    while slow.outbox().close_request().is_none() {
+        published += 1;
+        assert!(published < 1000, "the slow subscriber was never closed");
+        app.publish(&news, "big", &data, None);
+    }
+    let request = slow.outbox().close_request().unwrap();
+    assert_eq!(request.code, CloseCode::OverCapacity);
+    assert!(!request.drain, "a slow consumer's backlog is dropped");
+    assert!(slow.outbox().backlog() <= 2);
+    assert!(
+        published > 2 && slow.outbox().bytes_sent() > 16 * 1024,
+        "the socket took events until it was full"
+    );
+    // Once closing, it takes nothing more; the others get every event.
+    assert_eq!(app.publish(&news, "big", &data, None), 1);
+    assert_eq!(drain(&mut fast_out).len(), published + 1);
+    drop(peer);
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscription_counts_above_100_subscribers_go_out_at_most_every_5_seconds() {
+    let (_hub, app, mut hooks) = app_with_hooks();
+    let busy = channel("busy");
+    let options = SubscribeOptions {
+        subscription_count: true,
+        ..SubscribeOptions::default()
+    };
+    let mut outboxes = Vec::new();
+    let mut conns = Vec::new();
+    for n in 0..counts::SUBSCRIPTION_COUNT_THROTTLE_ABOVE as u64 {
+        let (conn, outbox) = connect(&app, n, 1000);
+        app.subscribe(&conn, &busy, None, options).unwrap();
+        conns.push(conn);
+        outboxes.push(outbox);
+    }
+    // Up to 100 subscribers, every change is sent at once.
+    let counts_seen = |outbox: &mut DetachedOutbox| -> Vec<u64> {
+        drain(outbox)
+            .iter()
+            .filter(|f| f["event"] == "pusher_internal:subscription_count")
+            .map(|f| {
+                let data: Value = serde_json::from_str(f["data"].as_str().unwrap()).unwrap();
+                data["subscription_count"].as_u64().unwrap()
+            })
+            .collect()
+    };
+    let seen = counts_seen(&mut outboxes[0]);
+    assert_eq!(seen.len(), 100);
+    assert_eq!(seen.last(), Some(&100));
+    hook_kinds(&mut hooks);
+
+    // The 101st and 102nd subscribers: held back, the last count sent just now.
+    for n in 100..102 {
+        let (conn, outbox) = connect(&app, n, 1000);
+        app.subscribe(&conn, &busy, None, options).unwrap();
+        conns.push(conn);
+        outboxes.push(outbox);
+    }
+    assert!(counts_seen(&mut outboxes[0]).is_empty());
+    assert!(hook_kinds(&mut hooks).is_empty());
+    tokio::time::advance(counts::SUBSCRIPTION_COUNT_INTERVAL - Duration::from_millis(1)).await;
+    app.flush_subscription_counts();
+    assert!(counts_seen(&mut outboxes[0]).is_empty());
+
+    // Five seconds on, the flush sends the current count, once, to clients and webhooks.
+    tokio::time::advance(Duration::from_millis(1)).await;
+    app.flush_subscription_counts();
+    assert_eq!(counts_seen(&mut outboxes[0]), [102]);
+    assert_eq!(counts_seen(&mut outboxes[101]), [102]);
+    assert_eq!(
+        hook_kinds(&mut hooks),
+        [(WebhookKind::SubscriptionCount, "busy".to_owned())]
+    );
+    app.flush_subscription_counts();
+    assert!(counts_seen(&mut outboxes[0]).is_empty());
+
+    // A leave is throttled the same way.
+    app.unsubscribe(conns[101].socket_id(), "busy", None, true);
+    assert!(counts_seen(&mut outboxes[0]).is_empty());
+    tokio::time::advance(counts::SUBSCRIPTION_COUNT_INTERVAL).await;
+    app.flush_subscription_counts();
+    assert_eq!(counts_seen(&mut outboxes[0]), [101]);
+}
+
+#[test]
+fn presence_and_internal_channels_get_no_subscription_count() {
+    assert!(counts::counts_subscriptions("private-a"));
+    assert!(counts::counts_subscriptions("cache-a"));
+    assert!(!counts::counts_subscriptions("presence-a"));
+    assert!(!counts::counts_subscriptions("#server-to-user-1"));
+}
+
+#[test]
+fn closing_requests_reach_the_right_connections() {
+    let app = AppHub::default();
+    let old_key = Arc::new(Connection::with_outbox(
+        SocketId::new(1, 1),
+        "old",
+        crate::outbox::Outbox::detached(8),
+    ));
+    assert!(app.connect(&old_key, None));
+    let (other, _o2) = connect(&app, 2, 8);
+    assert_eq!(app.close_key("old"), 1);
+    let request = old_key.outbox().close_request().unwrap();
+    assert_eq!(request.code, CloseCode::Unauthorized);
+    assert!(request.farewell.is_some());
+    assert!(other.outbox().close_request().is_none());
+
+    app.sign_in(&other, "u1", &[]);
+    assert_eq!(app.terminate_user("u1"), 1);
+    assert_eq!(
+        other.outbox().close_request().unwrap().code,
+        CloseCode::Unauthorized
+    );
+    assert_eq!(app.terminate_user("nobody"), 0);
+}
+
+#[test]
+fn the_app_s_connection_quota_and_node_share_are_checked_under_its_lock() {
+    let app = AppHub::default();
+    let (a, _oa) = Connection::new(SocketId::new(1, 1), 4);
+    let (b, _ob) = Connection::new(SocketId::new(2, 1), 4);
+    let (c, _oc) = Connection::new(SocketId::new(3, 1), 4);
+    assert_eq!(app.connect_within(&a, Some(2), Some(1)), Ok(()));
+    assert_eq!(
+        app.connect_within(&b, Some(2), Some(1)),
+        Err(ConnectRefusal::NodeShare)
+    );
+    assert_eq!(app.connect_within(&b, Some(2), None), Ok(()));
+    assert_eq!(
+        app.connect_within(&c, Some(2), None),
+        Err(ConnectRefusal::Quota)
+    );
+    assert_eq!(app.connection_count(), 2);
+}
+
+#[test]
+fn a_publish_reaches_every_subscriber_but_the_excluded_one_in_order() {
+    let app = AppHub::default();
+    let news = channel("news");
+    let (a, mut oa) = connect(&app, 1, 16);
+    let (b, mut ob) = connect(&app, 2, 16);
+    app.subscribe(&a, &news, None, SubscribeOptions::default())
+        .unwrap();
+    app.subscribe(&b, &news, None, SubscribeOptions::default())
+        .unwrap();
+    drain(&mut oa);
+    drain(&mut ob);
+    assert_eq!(app.publish(&news, "one", "1", Some(a.socket_id())), 1);
+    assert_eq!(app.publish(&news, "two", "2", None), 2);
+    assert_eq!(
+        app.relay(
+            "news",
+            Bytes::from_static(b"{\"event\":\"client-x\"}"),
+            b.socket_id()
+        ),
+        1
+    );
+    assert_eq!(events(&drain(&mut oa)), ["two", "client-x"]);
+    assert_eq!(events(&drain(&mut ob)), ["one", "two"]);
+}
