@@ -6,8 +6,12 @@
 //! await), so apps never contend with each other.
 
 mod connection;
+mod rate;
+mod taps;
 
 pub use connection::{CloseRequest, Connection, Outbox, Queued};
+pub use rate::{Budget, RateLimits};
+pub use taps::{clip, Taps};
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
