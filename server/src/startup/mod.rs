@@ -221,8 +221,10 @@ impl Application {
         self.node.clone()
     }
 
-    /// Serves until `shutdown` resolves, then closes every socket with 4200 and waits for the
-    /// connection tasks (up to the grace period) before closing the store.
+    /// Serves until `shutdown` resolves (or the node's shutdown token is cancelled), then closes
+    /// every socket with 4200, drains both listeners and the sockets (half the grace period),
+    /// the webhook outbox and the usage counters (until the grace period ends), and closes the
+    /// store. An error when something could not be saved in time.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -235,59 +237,65 @@ impl Application {
             hub_events,
             admin,
         } = self;
+        let limits = crate::serve::Limits::from_settings(&node.settings);
+        let token = node.shutdown.clone();
+        // Both listeners run the same accept loop (header and body timeouts) until the node's
+        // shutdown token is cancelled.
         let admin_server = admin.map(|(listener, dashboard)| {
-            let token = node.shutdown.clone();
             if let Ok(address) = listener.local_addr() {
                 tracing::info!("dashboard listening on http://{address}/dashboard");
             }
-            // The same accept loop as the public listener: header and body timeouts.
-            let limits = crate::serve::Limits::from_settings(&node.settings);
-            tokio::spawn(async move {
-                crate::serve::serve(listener, dashboard, limits, async move {
-                    token.cancelled().await
-                })
-                .await;
-            })
+            tokio::spawn(crate::serve::serve(
+                listener,
+                dashboard,
+                limits,
+                token.clone().cancelled_owned(),
+            ))
         });
         let webhooks = crate::webhooks::start(node.webhook_context(), hub_events);
         let poller = tokio::spawn(node.clone().poll_revision());
         let flusher = tokio::spawn(node.clone().flush_usage());
         let service = tower::util::MapRequestLayer::new(strip_mount_prefix).layer(router);
         tracing::info!("listening on http://{address}");
-        let token = node.shutdown.clone();
-        let shutdown_hub = node.clone();
+        let public_server = tokio::spawn(crate::serve::serve(
+            listener,
+            service,
+            limits,
+            token.clone().cancelled_owned(),
+        ));
+        tokio::select! {
+            () = shutdown => {}
+            () = token.cancelled() => {}
+        }
+        // One bound for the whole drain (HERALD_SHUTDOWN_GRACE_SECS), from the signal: HTTP
+        // requests in flight on both listeners and the sockets get half of it (they end in
+        // milliseconds unless a peer stalls), the outbox and the counters the rest.
+        let grace = node.settings.shutdown_grace;
+        let started = tokio::time::Instant::now();
+        let deadline = started + grace;
+        let sockets_by = started + grace / 2;
+        tracing::info!("shutting down: closing every socket with 4200");
         // Webhook events the hub could not queue from the start of shutdown on (a full queue in
         // the close burst, or sockets still closing after the writer stopped) are lost too.
-        let lost_before = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let lost_before_shutdown = lost_before.clone();
-        let limits = crate::serve::Limits::from_settings(&node.settings);
-        crate::serve::serve(listener, service, limits, async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = token.cancelled() => {}
+        let lost_before = node.hub.lost_webhook_events();
+        // Both listeners stop accepting; sockets that register after this see the cancelled
+        // token themselves.
+        token.cancel();
+        node.hub.close_all(CloseCode::ReconnectNow);
+        // Open live-console streams end too, so neither listener's drain waits for them.
+        node.taps.close_all();
+        // Each listener's drain ends by `sockets_by` (`Limits::drain`); one that has not
+        // returned by then is stopped, so neither can use up the time the counts need.
+        for mut server in std::iter::once(public_server).chain(admin_server) {
+            if tokio::time::timeout_at(sockets_by, &mut server)
+                .await
+                .is_err()
+            {
+                server.abort();
             }
-            tracing::info!("shutting down: closing every socket with 4200");
-            lost_before_shutdown.store(
-                shutdown_hub.hub.lost_webhook_events(),
-                std::sync::atomic::Ordering::SeqCst,
-            );
-            token.cancel();
-            // Sockets that register after this see the cancelled token themselves.
-            shutdown_hub.hub.close_all(CloseCode::ReconnectNow);
-            // Open live-console streams end too, so neither listener's drain waits for them.
-            shutdown_hub.taps.close_all();
-        })
-        .await;
-        node.shutdown.cancel();
-        // One bound for the whole drain (HERALD_SHUTDOWN_GRACE_SECS): sockets get half of it
-        // (they close in milliseconds unless a peer stalls), the outbox and the counters the rest.
-        let grace = node.settings.shutdown_grace;
-        let deadline = tokio::time::Instant::now() + grace;
-        if let Some(admin_server) = admin_server {
-            let _ = tokio::time::timeout_at(deadline, admin_server).await;
         }
         node.connections.close();
-        if tokio::time::timeout(grace / 2, node.connections.wait())
+        if tokio::time::timeout_at(sockets_by, node.connections.wait())
             .await
             .is_err()
         {
@@ -310,10 +318,7 @@ impl Application {
         // retrying until the deadline.
         let flushed = node.final_flush(deadline).await;
         let (apps, messages) = node.usage.unsaved();
-        let not_queued = node
-            .hub
-            .lost_webhook_events()
-            .saturating_sub(lost_before.load(std::sync::atomic::Ordering::SeqCst));
+        let not_queued = node.hub.lost_webhook_events().saturating_sub(lost_before);
         let lost_events = lost_events + usize::try_from(not_queued).unwrap_or(usize::MAX);
         let saved = flushed && apps == 0 && lost_events == 0;
         if !saved {

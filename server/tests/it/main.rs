@@ -18,6 +18,7 @@ mod php;
 mod process;
 mod quota;
 mod rest;
+mod shutdown;
 mod socket;
 mod store;
 mod webhooks;
