@@ -97,3 +97,39 @@ impl Taps {
         receiver
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::broadcast::error::RecvError;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_watcher_gets_events_stamped_by_the_clock_until_close_all_ends_every_stream() {
+        let clock = Clock::manual(1_700_000_000_000);
+        let taps = Taps::new(clock.clone());
+        // Nobody watches: nothing is built.
+        taps.emit("1", "connection", None, None, || {
+            unreachable!("not watched")
+        });
+        let mut watcher = taps.subscribe("1");
+        clock.set_millis(1_700_000_000_500);
+        taps.emit("1", "connection", None, Some("1.2"), || "x".repeat(400));
+        taps.emit("2", "connection", None, None, || {
+            unreachable!("app 2 is not watched")
+        });
+        let event = watcher.recv().await.expect("the event");
+        assert_eq!(event.at_ms, 1_700_000_000_500);
+        assert_eq!(event.socket_id.as_deref(), Some("1.2"));
+        assert_eq!(
+            event.detail.chars().count(),
+            DETAIL_CHARS + 1,
+            "clipped, with an ellipsis"
+        );
+        taps.close_all();
+        assert!(matches!(watcher.recv().await, Err(RecvError::Closed)));
+        // A watcher arriving during shutdown gets a stream that has already ended.
+        let mut late = taps.subscribe("1");
+        assert!(matches!(late.recv().await, Err(RecvError::Closed)));
+    }
+}
