@@ -1,10 +1,7 @@
 //! The server side of the dashboard: [`AdminApi`] implements the dashboard's `AdminPort` over the
 //! store (always through [`Scoped`], so tenant isolation is the store's, not the page's), the
-//! hub's live figures and usage counters; [`Taps`] carries the live debug console's events.
-
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::RwLock;
+//! hub's live figures and usage counters. The live debug console's events come from the hub's
+//! [`Taps`].
 
 use herald_dashboard::{
     Admin, AdminPort, AppChanges, AppDetail, AppSummary, ChannelRow, CreateApp, DayPoint,
@@ -13,7 +10,6 @@ use herald_dashboard::{
 };
 use tokio::sync::broadcast;
 
-use crate::clock::Clock;
 use crate::node::SharedNode;
 use crate::protocol::WEBHOOK_KINDS;
 use crate::tenants::{
@@ -21,80 +17,8 @@ use crate::tenants::{
     NewWebhook, StoreError, TenantPatch, User, UserRole, PLANS,
 };
 
-/// The live console's event streams, one per watched app. Emitting costs one atomic load while
-/// nobody watches.
-#[derive(Debug, Default)]
-pub struct Taps {
-    watched: AtomicUsize,
-    /// Shutdown began: no new watcher, and every open console stream has ended.
-    closed: std::sync::atomic::AtomicBool,
-    // A std lock: held for a map lookup or insert only.
-    by_app: RwLock<HashMap<String, broadcast::Sender<DebugEvent>>>,
-}
-
-/// Longest detail text in a console event.
-const DETAIL_CHARS: usize = 300;
-
-/// `text` cut to the console's width.
-pub fn clip(text: &str) -> String {
-    if text.chars().count() <= DETAIL_CHARS {
-        text.to_owned()
-    } else {
-        let mut clipped: String = text.chars().take(DETAIL_CHARS).collect();
-        clipped.push('…');
-        clipped
-    }
-}
-
-impl Taps {
-    /// Sends an event to app `app_id`'s console, if someone watches it.
-    pub fn emit(
-        &self,
-        app_id: &str,
-        kind: &'static str,
-        channel: Option<&str>,
-        socket_id: Option<&str>,
-        detail: impl FnOnce() -> String,
-    ) {
-        if self.watched.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let taps = self.by_app.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(sender) = taps.get(app_id).filter(|s| s.receiver_count() > 0) {
-            let _ = sender.send(DebugEvent {
-                at_ms: Clock::system().now_millis(),
-                kind,
-                channel: channel.map(str::to_owned),
-                socket_id: socket_id.map(str::to_owned),
-                detail: clip(&detail()),
-            });
-        }
-    }
-
-    /// Ends every console stream (their senders are dropped) and refuses new ones: shutdown must
-    /// not wait for an open dashboard tab.
-    pub fn close_all(&self) {
-        let mut taps = self.by_app.write().unwrap_or_else(|p| p.into_inner());
-        self.closed.store(true, Ordering::SeqCst);
-        taps.clear();
-        self.watched.store(0, Ordering::Relaxed);
-    }
-
-    /// A new watcher of app `app_id` (after [`Taps::close_all`], a stream that ends at once).
-    pub fn subscribe(&self, app_id: &str) -> broadcast::Receiver<DebugEvent> {
-        let mut taps = self.by_app.write().unwrap_or_else(|p| p.into_inner());
-        if self.closed.load(Ordering::SeqCst) {
-            return broadcast::channel(1).1;
-        }
-        taps.retain(|_, sender| sender.receiver_count() > 0);
-        let receiver = taps
-            .entry(app_id.to_owned())
-            .or_insert_with(|| broadcast::channel(1024).0)
-            .subscribe();
-        self.watched.store(taps.len(), Ordering::Relaxed);
-        receiver
-    }
-}
+/// The taps moved into the hub (below every emitter); kept here for old import paths.
+pub use crate::hub::{clip, Taps};
 
 /// The dashboard's view of the server.
 #[derive(Debug)]
@@ -138,7 +62,7 @@ impl AdminApi {
             current: true,
             expires_at: 0,
         }];
-        let now = crate::clock::unix_seconds();
+        let now = self.node.settings.clock.now_seconds();
         if let Some(previous) = app.previous_key.as_ref().filter(|p| p.active_at(now)) {
             keys.push(KeyPair {
                 key: previous.key.clone(),
@@ -179,9 +103,7 @@ impl AdminApi {
     /// switch or an endpoint changed from the dashboard applies at once, not at the next poll).
     async fn changed<T>(&self, result: Result<T, StoreError>) -> PortResult<T> {
         let value = result.map_err(port_error)?;
-        crate::startup::refresh_apps(&self.node)
-            .await
-            .map_err(port_error)?;
+        self.node.refresh_apps().await.map_err(port_error)?;
         Ok(value)
     }
 
@@ -732,7 +654,7 @@ impl AdminPort for AdminApi {
         if self.node.webhooks.endpoint(id, webhook_id).is_none() {
             return Err(PortError::NotFound);
         }
-        let now = Clock::system().now_millis();
+        let now = self.node.settings.clock.now_millis();
         let delivery = NewDelivery {
             id: self.node.webhooks.next_id(now),
             webhook_id: webhook_id.to_owned(),
@@ -760,7 +682,7 @@ impl AdminPort for AdminApi {
         let queued = self
             .node
             .store
-            .retry_failed(id, delivery_id, Clock::system().now_millis())
+            .retry_failed(id, delivery_id, self.node.settings.clock.now_millis())
             .await
             .map_err(port_error)?;
         self.node.webhooks.rescan();

@@ -154,13 +154,14 @@ fn number<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, ConfigE
     }
 }
 
-/// Environment variable `name` as a list of CIDR blocks (see [`parse_cidr_list`]).
+/// Environment variable `name` as a list of CIDR blocks (see [`parse_named_cidr_list`]).
 fn cidr_list(name: &'static str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
-    var(name).map_or(Ok(Vec::new()), |list| parse_cidr_list(name, &list))
+    var(name).map_or(Ok(Vec::new()), |list| parse_named_cidr_list(name, &list))
 }
 
-/// A list of CIDR blocks separated by commas or spaces (a bare address is its /32 or /128).
-fn parse_cidr_list(name: &'static str, list: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+/// A list of CIDR blocks separated by commas or spaces (a bare address is its /32 or /128,
+/// host bits are dropped); an error names the variable `name`.
+fn parse_named_cidr_list(name: &'static str, list: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     list.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|item| !item.is_empty())
         .map(|item| {
@@ -171,6 +172,25 @@ fn parse_cidr_list(name: &'static str, list: &str) -> Result<Vec<ipnet::IpNet>, 
                     name,
                     problem: format!("expected CIDR blocks like 10.0.0.0/8, got {item:?}"),
                 })
+        })
+        .collect()
+}
+
+/// Parses a CIDR list (`10.0.0.0/8, ::1/128`; a bare address is a single host), such as
+/// `HERALD_WEBHOOK_ALLOW_PRIVATE`.
+pub fn parse_cidr_list(text: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    text.split([',', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| {
+                    item.parse::<std::net::IpAddr>().map(|ip| match ip {
+                        std::net::IpAddr::V4(v4) => ipnet::IpNet::V4(ipnet::Ipv4Net::from(v4)),
+                        std::net::IpAddr::V6(v6) => ipnet::IpNet::V6(ipnet::Ipv6Net::from(v6)),
+                    })
+                })
+                .map_err(|_| format!("{item:?} is not a CIDR range or an IP address"))
         })
         .collect()
 }
@@ -193,11 +213,10 @@ fn webhook_settings() -> Result<WebhookSettings, ConfigError> {
         settings.concurrency = n.clamp(1, 64);
     }
     if let Some(list) = var("HERALD_WEBHOOK_ALLOW_PRIVATE") {
-        settings.allow_private =
-            crate::webhooks::parse_cidr_list(&list).map_err(|problem| ConfigError {
-                name: "HERALD_WEBHOOK_ALLOW_PRIVATE",
-                problem,
-            })?;
+        settings.allow_private = parse_cidr_list(&list).map_err(|problem| ConfigError {
+            name: "HERALD_WEBHOOK_ALLOW_PRIVATE",
+            problem,
+        })?;
     }
     if let Some(days) = number::<u64>("HERALD_WEBHOOK_FAILED_RETENTION_DAYS")? {
         settings.failed_retention = Duration::from_secs(days.clamp(1, 3650) * 24 * 3600);
@@ -314,8 +333,7 @@ impl Settings {
             data_dir,
             webhooks: WebhookSettings {
                 // Tests deliver to receivers on loopback.
-                allow_private: crate::webhooks::parse_cidr_list("127.0.0.0/8, ::1/128")
-                    .unwrap_or_default(),
+                allow_private: parse_cidr_list("127.0.0.0/8, ::1/128").unwrap_or_default(),
                 ..WebhookSettings::default()
             },
             ..Settings::defaults()
@@ -329,17 +347,18 @@ mod tests {
 
     #[test]
     fn a_cidr_list_takes_blocks_and_bare_addresses_and_names_a_bad_item() {
-        let list = parse_cidr_list("HERALD_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1 fd00::/8,")
-            .expect("a valid list");
+        let list =
+            parse_named_cidr_list("HERALD_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1 fd00::/8,")
+                .expect("a valid list");
         let expected: Vec<ipnet::IpNet> = ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]
             .iter()
             .map(|n| n.parse().unwrap())
             .collect();
         assert_eq!(list, expected);
         // Host bits are dropped, so 10.1.2.3/8 means 10.0.0.0/8.
-        let list = parse_cidr_list("X", "10.1.2.3/8").unwrap();
+        let list = parse_named_cidr_list("X", "10.1.2.3/8").unwrap();
         assert_eq!(list[0].to_string(), "10.0.0.0/8");
-        let error = parse_cidr_list("HERALD_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal")
+        let error = parse_named_cidr_list("HERALD_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal")
             .unwrap_err()
             .to_string();
         assert!(error.contains("HERALD_TRUSTED_PROXIES"), "{error}");

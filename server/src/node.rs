@@ -1,13 +1,15 @@
-//! `Node`: what every request handler and session of one Herald process shares.
+//! `Node`: what every request handler and session of one Herald process shares, and the loops
+//! that keep its app cache and usage counters in step with the store (see [`sync`]).
+
+mod sync;
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::RateLimits;
 use crate::config::Settings;
-use crate::hub::Hub;
+use crate::hub::{Hub, RateLimits, Taps};
 use crate::tenants::{AppCache, Store, Usage};
 use crate::webhooks::Webhooks;
 
@@ -17,22 +19,22 @@ pub struct Node {
     /// The settings the node started with.
     pub settings: Settings,
     /// Apps by key and id, following the store's revision.
-    pub apps: AppCache,
+    pub apps: Arc<AppCache>,
     /// Live channels and connections.
     pub hub: Hub,
     /// The tenant store (never used on the handshake, subscribe or trigger path).
     pub store: Store,
     /// Message counts and connection peaks, in memory, flushed to the store in the background.
-    pub usage: Usage,
+    pub usage: Arc<Usage>,
     /// Per-app REST rate limiters.
     pub rates: RateLimits,
     /// Bytes of REST bodies buffered before their signature is verified, node-wide
     /// (`Settings::body_buffer_bytes`).
     pub body_budget: crate::budget::BodyBudget,
     /// Webhook endpoints in force and the delivery pipeline's shared state.
-    pub webhooks: Webhooks,
+    pub webhooks: Arc<Webhooks>,
     /// The dashboard's live console streams.
-    pub taps: crate::admin::Taps,
+    pub taps: Arc<Taps>,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for their close frames.
@@ -41,3 +43,18 @@ pub struct Node {
 
 /// The handle handlers receive.
 pub type SharedNode = Arc<Node>;
+
+impl Node {
+    /// What the webhook pipeline needs of the node, and no more.
+    pub fn webhook_context(&self) -> crate::webhooks::Context {
+        crate::webhooks::Context {
+            store: self.store.clone(),
+            apps: self.apps.clone(),
+            usage: self.usage.clone(),
+            endpoints: self.webhooks.clone(),
+            taps: self.taps.clone(),
+            settings: self.settings.webhooks.clone(),
+            clock: self.settings.clock.clone(),
+        }
+    }
+}

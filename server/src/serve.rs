@@ -30,8 +30,8 @@ use tower::{Service, ServiceExt};
 
 /// Serves `service` until `shutdown` resolves; then stops accepting, lets requests in flight
 /// finish (idle keep-alive connections are closed) and returns once every HTTP connection is
-/// done, or after 10 s. Upgraded sockets are not HTTP connections any more: they are not waited
-/// for here.
+/// done, or after `limits.drain` (what is still open then is left to the process's exit).
+/// Upgraded sockets are not HTTP connections any more: they are not waited for here.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
@@ -103,7 +103,7 @@ pub async fn serve<S>(
     drop(listener);
     stopping.cancel();
     connections.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
+    if tokio::time::timeout(limits.drain, connections.wait())
         .await
         .is_err()
     {
@@ -113,25 +113,27 @@ pub async fn serve<S>(
 
 /// The largest read buffer of one HTTP connection, so also the largest request head.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
-/// How long shutdown waits for HTTP requests in flight.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The client's address, as handlers see it.
 pub type Remote = ConnectInfo<SocketAddr>;
 
-/// How long a client may take over its requests.
+/// How long a client may take over its requests, and how long shutdown waits for them.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// To send a request's headers (slow-loris protection).
     pub header_timeout: Duration,
     /// To send a request's body.
     pub body: BodyLimits,
+    /// How long shutdown waits for requests in flight: half of `HERALD_SHUTDOWN_GRACE_SECS`,
+    /// like the sockets, so the outbox and the usage counters keep the other half.
+    pub drain: Duration,
 }
 
 impl Limits {
     /// The limits `settings` asks for.
     pub fn from_settings(settings: &crate::config::Settings) -> Limits {
         Limits {
+            drain: settings.shutdown_grace / 2,
             header_timeout: settings.header_timeout,
             body: BodyLimits {
                 timeout: settings.body_timeout,

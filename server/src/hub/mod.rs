@@ -11,13 +11,17 @@ mod connection;
 mod counts;
 mod events;
 mod presence;
+mod rate;
 mod stats;
+mod taps;
 
 pub use cache::CACHE_TTL;
 pub use connection::{Connection, DetachedOutbox};
 pub use events::{event_channel, EventReceiver, EventSender, HubEvent, NotSent};
 pub use presence::PresenceMember;
+pub use rate::{Budget, RateLimits};
 pub use stats::{AppMemory, ChannelInfo};
+pub use taps::{clip, Taps};
 
 /// Kept at their old paths: the outbox moved below the hub.
 pub use crate::outbox::{CloseRequest, Queued};

@@ -41,7 +41,9 @@ impl TestNode {
         let mut app = (*self.node.apps.by_id(APP_ID).expect("the default app")).clone();
         change(&mut app);
         let revision = self.node.apps.revision().unwrap_or(0) + 1;
-        self.node.apps.replace(revision, vec![app], self.node.settings.clock.now_seconds());
+        self.node
+            .apps
+            .replace(revision, vec![app], self.node.settings.clock.now_seconds());
     }
 
     /// A session of the default app on a fresh detached connection.

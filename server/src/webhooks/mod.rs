@@ -38,15 +38,17 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::HubEvent;
-use crate::node::SharedNode;
+use crate::clock::Clock;
+use crate::config::WebhookSettings;
+use crate::hub::{HubEvent, Taps};
 use crate::protocol::WebhookKind;
-use crate::tenants::{Delivery, NewDelivery, Webhook};
+use crate::tenants::{AppCache, Delivery, NewDelivery, Store, Usage, Webhook};
 
 use delay::{HeldEvent, HeldKey};
 
+pub use crate::config::parse_cidr_list;
 pub use crate::hub::{event_channel, EventReceiver, EventSender, NotSent};
-pub use target::{header_allowed, parse_cidr_list, Destinations};
+pub use target::{header_allowed, Destinations};
 pub use worker::{backoff, coarse_outcome};
 
 type Registry = HashMap<String, Vec<Webhook>>;
@@ -134,10 +136,35 @@ impl Webhooks {
     }
 }
 
+/// What the pipeline needs of the node: the store (outbox and attempts), the apps (signing
+/// keys), the usage counters (a request counts toward the daily quota), the endpoints in force,
+/// the live console, its settings and the clock. The node builds it
+/// (`Node::webhook_context`); the pipeline never sees the node itself.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The tenant store: the outbox of deliveries.
+    pub store: Store,
+    /// Apps by id, for the key pair each request is signed with.
+    pub apps: Arc<AppCache>,
+    /// Usage counters: each webhook request counts once toward the app's daily quota.
+    pub usage: Arc<Usage>,
+    /// The endpoints in force, the rescan signal and the delivery id sequence.
+    pub endpoints: Arc<Webhooks>,
+    /// The live console, told about each attempt.
+    pub taps: Arc<Taps>,
+    /// Batching, delays, retries and destinations.
+    pub settings: WebhookSettings,
+    /// The wall clock (delivery ids, due times, `time_ms`).
+    pub clock: Clock,
+}
+
+/// The context the writer and the worker share.
+type Shared = Arc<Context>;
+
 /// Refuses a webhook URL whose destination requests may not reach (checked again at every
 /// request): for the dashboard and the CLI, before an endpoint is created or changed.
 pub async fn check_destination(
-    settings: &crate::config::WebhookSettings,
+    settings: &WebhookSettings,
     url: &str,
 ) -> Result<(), crate::tenants::StoreError> {
     Destinations::new(settings.allow_private.clone())
@@ -159,15 +186,16 @@ pub struct Pipeline {
     worker: JoinHandle<()>,
 }
 
-/// Starts the writer and the worker for `node`, reading the hub's `events`.
-pub fn start(node: SharedNode, events: EventReceiver) -> Pipeline {
+/// Starts the writer and the worker over `context`, reading the hub's `events`.
+pub fn start(context: Context, events: EventReceiver) -> Pipeline {
+    let context = Arc::new(context);
     let stop_writer = CancellationToken::new();
     let stop_worker = CancellationToken::new();
     let give_up = CancellationToken::new();
     let lost = Arc::new(AtomicUsize::new(0));
     let (written_tx, written_rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_loop(
-        node.clone(),
+        context.clone(),
         events,
         written_tx,
         stop_writer.clone(),
@@ -176,7 +204,7 @@ pub fn start(node: SharedNode, events: EventReceiver) -> Pipeline {
             lost: lost.clone(),
         },
     ));
-    let worker = tokio::spawn(worker::run(node, written_rx, stop_worker.clone()));
+    let worker = tokio::spawn(worker::run(context, written_rx, stop_worker.clone()));
     Pipeline {
         stop_writer,
         stop_worker,
@@ -278,7 +306,7 @@ fn distinct<'a>(channels: impl Iterator<Item = &'a String>) -> Vec<String> {
 /// this same window is dropped with it; the rest go into one delivery per endpoint. Both kinds
 /// are split at the per-request maximum.
 fn build(
-    node: &SharedNode,
+    context: &Context,
     events: Vec<HubEvent>,
     cancelled: &mut HashSet<HeldKey>,
     now_ms: i64,
@@ -310,7 +338,7 @@ fn build(
         }
         let kind: WebhookKind = hub_event.event.kind();
         let channel = hub_event.event.channel_name().to_owned();
-        let endpoints = node.webhooks.endpoints(&hub_event.app_id);
+        let endpoints = context.endpoints.endpoints(&hub_event.app_id);
         if endpoints.is_empty() {
             continue;
         }
@@ -334,11 +362,11 @@ fn build(
             batch.channels.push(channel.clone());
         }
     }
-    let max = node.settings.webhooks.max_events_per_request.max(1);
+    let max = context.settings.max_events_per_request.max(1);
     for batch in batches {
         for (events, channels) in batch.events.chunks(max).zip(batch.channels.chunks(max)) {
             window.now.push(NewDelivery {
-                id: node.webhooks.next_id(now_ms),
+                id: context.endpoints.next_id(now_ms),
                 webhook_id: batch.webhook.id.clone(),
                 app_id: batch.webhook.app_id.clone(),
                 events: format!("[{}]", events.join(",")),
@@ -358,7 +386,7 @@ fn build(
         let Some(json) = json else {
             continue;
         };
-        for webhook in node.webhooks.endpoints(&hub_event.app_id) {
+        for webhook in context.endpoints.endpoints(&hub_event.app_id) {
             if !webhook.wants(kind, &channel) {
                 continue;
             }
@@ -378,7 +406,7 @@ fn build(
             let json: Vec<&str> = chunk.iter().map(|e| e.json.as_str()).collect();
             window.held.push((
                 NewDelivery {
-                    id: node.webhooks.next_id(now_ms),
+                    id: context.endpoints.next_id(now_ms),
                     webhook_id: webhook.id.clone(),
                     app_id: webhook.app_id.clone(),
                     events: format!("[{}]", json.join(",")),
@@ -400,7 +428,7 @@ struct Abandon {
 
 /// The writer's state across windows.
 struct Writer {
-    node: SharedNode,
+    context: Shared,
     worker: UnboundedSender<ToWorker>,
     held: delay::Held,
     misses: misses::MissLimiter,
@@ -472,12 +500,12 @@ impl Writer {
             return false;
         }
         let now = Instant::now();
-        let now_ms = crate::clock::Clock::system().now_millis();
+        let now_ms = self.context.clock.now_millis();
         self.held.expire(now);
         self.bound_misses(&mut events, now);
         let mut cancelled = self.cancel_comebacks(&events, now).await;
-        let window = build(&self.node, events, &mut cancelled, now_ms);
-        let delay = self.node.settings.webhooks.vacate_delay;
+        let window = build(&self.context, events, &mut cancelled, now_ms);
+        let delay = self.context.settings.vacate_delay;
         let due_ms = now_ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         let mut rows: Vec<(NewDelivery, i64)> =
             window.now.into_iter().map(|d| (d, now_ms)).collect();
@@ -485,10 +513,10 @@ impl Writer {
         if rows.is_empty() {
             return true;
         }
-        let health = || self.node.store.health();
+        let health = || self.context.store.health();
         loop {
             let outcome = tokio::select! {
-                outcome = self.node.store.insert_deliveries_due(&rows) => Some(outcome),
+                outcome = self.context.store.insert_deliveries_due(&rows) => Some(outcome),
                 () = self.abandon.token.cancelled() => None,
             };
             match outcome {
@@ -531,19 +559,19 @@ impl Writer {
 /// Collects events for one batch window at a time and appends them to the outbox, then hands
 /// the written deliveries to the worker. At `stop`, writes what is queued and ends.
 async fn write_loop(
-    node: SharedNode,
+    context: Shared,
     mut input: EventReceiver,
     worker: UnboundedSender<ToWorker>,
     stop: CancellationToken,
     abandon: Abandon,
 ) {
-    let window = node.settings.webhooks.batch_window;
+    let window = context.settings.batch_window;
     let misses = misses::MissLimiter::new(
-        node.settings.webhooks.cache_miss_interval,
-        node.settings.webhooks.cache_miss_per_second,
+        context.settings.cache_miss_interval,
+        context.settings.cache_miss_per_second,
     );
     let mut writer = Writer {
-        node,
+        context,
         worker,
         held: delay::Held::default(),
         misses,

@@ -9,7 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
 use reqwest::Url;
 
 /// Ranges no webhook may reach unless allowed: private, loopback, link-local, multicast,
@@ -227,27 +227,10 @@ impl reqwest::dns::Resolve for GuardedResolver {
 /// The header rule lives with the endpoints it guards (`tenants`, below this module).
 pub use crate::tenants::header_allowed;
 
-/// Parses a CIDR list (`10.0.0.0/8, ::1/128`; a bare address is a single host).
-pub fn parse_cidr_list(text: &str) -> Result<Vec<IpNet>, String> {
-    text.split([',', ' '])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|item| {
-            item.parse::<IpNet>()
-                .or_else(|_| {
-                    item.parse::<IpAddr>().map(|ip| match ip {
-                        IpAddr::V4(v4) => IpNet::V4(Ipv4Net::from(v4)),
-                        IpAddr::V6(v6) => IpNet::V6(Ipv6Net::from(v6)),
-                    })
-                })
-                .map_err(|_| format!("{item:?} is not a CIDR range or an IP address"))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_cidr_list;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()

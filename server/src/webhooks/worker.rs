@@ -12,10 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::delay::{Cancel, Plan};
 use super::target::Destinations;
-use super::ToWorker;
+use super::{Shared, ToWorker};
 use crate::auth::webhook_signature;
 use crate::clock::Clock;
-use crate::node::SharedNode;
 use crate::protocol::webhook_body;
 use crate::tenants::{Attempt, Delivery, DeliveryStatus};
 
@@ -73,7 +72,7 @@ struct Done {
 }
 
 struct Worker {
-    node: SharedNode,
+    context: Shared,
     /// Per endpoint, in id order.
     queues: HashMap<String, VecDeque<Entry>>,
     /// Every queued id, with its endpoint (its queue).
@@ -129,7 +128,12 @@ impl Worker {
             return ok;
         }
         // Nothing starts while this waits: `pump` runs in this same loop.
-        if let Err(error) = self.node.store.edit_held_deliveries(&edits, &remove).await {
+        if let Err(error) = self
+            .context
+            .store
+            .edit_held_deliveries(&edits, &remove)
+            .await
+        {
             tracing::warn!(%error, "could not cancel held webhook events; they will be delivered");
             return vec![false; ok.len()];
         }
@@ -158,7 +162,7 @@ impl Worker {
     }
 
     async fn load_pending(&mut self) {
-        match self.node.store.pending_deliveries().await {
+        match self.context.store.pending_deliveries().await {
             Ok(pending) => {
                 for delivery in pending {
                     self.insert(delivery);
@@ -171,7 +175,7 @@ impl Worker {
     /// Starts every attempt that may start now; returns when the next waiting one is due.
     fn pump(&mut self) -> Option<i64> {
         let now = self.clock.now_millis();
-        let concurrency = self.node.settings.webhooks.concurrency.max(1);
+        let concurrency = self.context.settings.concurrency.max(1);
         let mut next_due: Option<i64> = None;
         let mut starts = Vec::new();
         for (webhook_id, queue) in &mut self.queues {
@@ -212,18 +216,18 @@ impl Worker {
     }
 
     fn start(&mut self, webhook_id: String, delivery: Delivery) {
-        let node = self.node.clone();
+        let context = self.context.clone();
         let client = self.client.clone();
         let destinations = self.destinations.clone();
         let clock = self.clock.clone();
         if delivery.attempts == 0 {
             // Each webhook request counts toward the daily quota once; retries are free.
-            node.usage.app(&delivery.app_id).count(1);
+            context.usage.app(&delivery.app_id).count(1);
         }
         self.tasks.spawn(async move {
             let at = clock.now_millis();
             let started = tokio::time::Instant::now();
-            let outcome = attempt(&node, &client, &destinations, &delivery, at).await;
+            let outcome = attempt(&context, &client, &destinations, &delivery, at).await;
             Done {
                 webhook_id,
                 id: delivery.id,
@@ -235,7 +239,7 @@ impl Worker {
     }
 
     async fn complete(&mut self, done: Done) {
-        let settings = &self.node.settings.webhooks;
+        let settings = &self.context.settings;
         let Some(queue) = self.queues.get_mut(&done.webhook_id) else {
             return;
         };
@@ -245,12 +249,12 @@ impl Worker {
         let entry = &mut queue[position];
         entry.in_flight = false;
         let url = self
-            .node
-            .webhooks
+            .context
+            .endpoints
             .endpoint(&entry.delivery.app_id, &done.webhook_id)
             .map(|w| w.url)
             .unwrap_or_default();
-        self.node
+        self.context
             .taps
             .emit(&entry.delivery.app_id, "webhook", None, None, || {
                 let attempt = entry.delivery.attempts + 1;
@@ -328,7 +332,7 @@ impl Worker {
             }
         }
         if let Some(attempt) = record {
-            if let Err(error) = self.node.store.record_attempt(done.id, &attempt).await {
+            if let Err(error) = self.context.store.record_attempt(done.id, &attempt).await {
                 tracing::warn!(%error, delivery = done.id, "could not record a webhook attempt");
             }
         }
@@ -337,17 +341,17 @@ impl Worker {
 
 /// One HTTP attempt, signed with the app's current key pair.
 async fn attempt(
-    node: &SharedNode,
+    context: &Shared,
     client: &reqwest::Client,
     destinations: &Destinations,
     delivery: &Delivery,
     now_ms: i64,
 ) -> Outcome {
-    let Some(app) = node.apps.by_id(&delivery.app_id) else {
+    let Some(app) = context.apps.by_id(&delivery.app_id) else {
         return Outcome::Gone;
     };
-    let Some(webhook) = node
-        .webhooks
+    let Some(webhook) = context
+        .endpoints
         .endpoint(&delivery.app_id, &delivery.webhook_id)
     else {
         return Outcome::Gone;
@@ -405,13 +409,13 @@ const DELIVERED_KEPT_MS: i64 = 24 * 3600 * 1000;
 
 /// Runs until `stop`: delivers what the writer hands over and what the store holds as pending.
 pub(super) async fn run(
-    node: SharedNode,
+    context: Shared,
     mut written: UnboundedReceiver<ToWorker>,
     stop: CancellationToken,
 ) {
-    let destinations = Destinations::new(node.settings.webhooks.allow_private.clone());
+    let destinations = Destinations::new(context.settings.allow_private.clone());
     let client = match reqwest::Client::builder()
-        .timeout(node.settings.webhooks.request_timeout)
+        .timeout(context.settings.request_timeout)
         .redirect(reqwest::redirect::Policy::none())
         // No proxy from the environment (it would resolve names itself, past the check), and
         // names resolve through the guard that refuses private addresses.
@@ -428,8 +432,8 @@ pub(super) async fn run(
         }
     };
     let mut worker = Worker {
-        clock: Clock::system(),
-        node,
+        clock: context.clock.clone(),
+        context,
         queues: HashMap::new(),
         known: HashMap::new(),
         client,
@@ -443,11 +447,10 @@ pub(super) async fn run(
         if last_prune.elapsed() >= Duration::from_secs(600) {
             last_prune = tokio::time::Instant::now();
             let now = worker.clock.now_millis();
-            let retention =
-                i64::try_from(worker.node.settings.webhooks.failed_retention.as_millis())
-                    .unwrap_or(i64::MAX);
+            let retention = i64::try_from(worker.context.settings.failed_retention.as_millis())
+                .unwrap_or(i64::MAX);
             match worker
-                .node
+                .context
                 .store
                 .prune_deliveries(now - DELIVERED_KEPT_MS, now.saturating_sub(retention))
                 .await
@@ -478,7 +481,7 @@ pub(super) async fn run(
                     worker.complete(done).await;
                 }
             }
-            () = worker.node.webhooks.rescan.notified() => worker.load_pending().await,
+            () = worker.context.endpoints.rescan.notified() => worker.load_pending().await,
             () = async {
                 match wait {
                     Some(wait) => tokio::time::sleep(wait).await,

@@ -19,6 +19,7 @@ mod php;
 mod process;
 mod quota;
 mod rest;
+mod shutdown;
 mod socket;
 mod store;
 mod webhooks;

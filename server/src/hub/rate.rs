@@ -1,0 +1,71 @@
+//! Per-app REST rate limits (governor, burst equal to the rate): backend events per second and
+//! read requests per second. A limiter is rebuilt when the app's limit changes.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+/// Which budget a request draws on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Budget {
+    /// Events published through the REST API (one per event, a batch draws one per entry).
+    BackendEvents,
+    /// Channel and user queries.
+    Reads,
+}
+
+type Limiter = Arc<(u32, DefaultDirectRateLimiter)>;
+
+/// Every app's REST limiters.
+#[derive(Debug, Default)]
+pub struct RateLimits {
+    // A std mutex: held for a map lookup only.
+    limiters: Mutex<HashMap<(Box<str>, Budget), Limiter>>,
+}
+
+impl RateLimits {
+    /// Takes `cost` units from app `app_id`'s `budget` at `rate` per second (`None`: unlimited).
+    /// When refused, says how long to wait before retrying; `None` when `cost` is more than a
+    /// second's worth and can never pass.
+    pub fn check(
+        &self,
+        app_id: &str,
+        budget: Budget,
+        rate: Option<u32>,
+        cost: u32,
+    ) -> Result<(), Option<Duration>> {
+        let Some(rate) = rate.and_then(NonZeroU32::new) else {
+            return Ok(());
+        };
+        let limiter = {
+            let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = limiters.entry((app_id.into(), budget)).or_insert_with(|| {
+                Arc::new((rate.get(), RateLimiter::direct(Quota::per_second(rate))))
+            });
+            if entry.0 != rate.get() {
+                *entry = Arc::new((rate.get(), RateLimiter::direct(Quota::per_second(rate))));
+            }
+            entry.clone()
+        };
+        let Some(cost) = NonZeroU32::new(cost) else {
+            return Ok(());
+        };
+        match limiter.1.check_n(cost) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(Some(
+                not_until.wait_time_from(DefaultClock::default().now()),
+            )),
+            Err(_) => Err(None),
+        }
+    }
+
+    /// Drops the limiters of apps that no longer exist.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        limiters.retain(|(app_id, _), _| keep(app_id));
+    }
+}

@@ -1,0 +1,135 @@
+//! The live console's event taps: the dashboard watches an app's events (connections,
+//! subscriptions, errors, webhook attempts) through a broadcast channel per watched app.
+//! Sessions, the REST API and the webhook worker emit; the dashboard adapter subscribes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::RwLock;
+
+use herald_dashboard::DebugEvent;
+use tokio::sync::broadcast;
+
+use crate::clock::Clock;
+
+/// The live console's event streams, one per watched app. Emitting costs one atomic load while
+/// nobody watches.
+#[derive(Debug)]
+pub struct Taps {
+    watched: AtomicUsize,
+    /// Shutdown began: no new watcher, and every open console stream has ended.
+    closed: AtomicBool,
+    // A std lock: held for a map lookup or insert only.
+    by_app: RwLock<HashMap<String, broadcast::Sender<DebugEvent>>>,
+    /// Stamps each event.
+    clock: Clock,
+}
+
+/// Longest detail text in a console event.
+const DETAIL_CHARS: usize = 300;
+
+/// `text` cut to the console's width.
+pub fn clip(text: &str) -> String {
+    if text.chars().count() <= DETAIL_CHARS {
+        text.to_owned()
+    } else {
+        let mut clipped: String = text.chars().take(DETAIL_CHARS).collect();
+        clipped.push('…');
+        clipped
+    }
+}
+
+impl Taps {
+    /// No watcher yet; events are stamped with `clock`.
+    pub fn new(clock: Clock) -> Taps {
+        Taps {
+            watched: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            by_app: RwLock::default(),
+            clock,
+        }
+    }
+
+    /// Sends an event to app `app_id`'s console, if someone watches it.
+    pub fn emit(
+        &self,
+        app_id: &str,
+        kind: &'static str,
+        channel: Option<&str>,
+        socket_id: Option<&str>,
+        detail: impl FnOnce() -> String,
+    ) {
+        if self.watched.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let taps = self.by_app.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = taps.get(app_id).filter(|s| s.receiver_count() > 0) {
+            let _ = sender.send(DebugEvent {
+                at_ms: self.clock.now_millis(),
+                kind,
+                channel: channel.map(str::to_owned),
+                socket_id: socket_id.map(str::to_owned),
+                detail: clip(&detail()),
+            });
+        }
+    }
+
+    /// Ends every console stream (their senders are dropped) and refuses new ones: shutdown must
+    /// not wait for an open dashboard tab.
+    pub fn close_all(&self) {
+        let mut taps = self.by_app.write().unwrap_or_else(|p| p.into_inner());
+        self.closed.store(true, Ordering::SeqCst);
+        taps.clear();
+        self.watched.store(0, Ordering::Relaxed);
+    }
+
+    /// A new watcher of app `app_id` (after [`Taps::close_all`], a stream that ends at once).
+    pub fn subscribe(&self, app_id: &str) -> broadcast::Receiver<DebugEvent> {
+        let mut taps = self.by_app.write().unwrap_or_else(|p| p.into_inner());
+        if self.closed.load(Ordering::SeqCst) {
+            return broadcast::channel(1).1;
+        }
+        taps.retain(|_, sender| sender.receiver_count() > 0);
+        let receiver = taps
+            .entry(app_id.to_owned())
+            .or_insert_with(|| broadcast::channel(1024).0)
+            .subscribe();
+        self.watched.store(taps.len(), Ordering::Relaxed);
+        receiver
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::broadcast::error::RecvError;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_watcher_gets_events_stamped_by_the_clock_until_close_all_ends_every_stream() {
+        let clock = Clock::manual(1_700_000_000_000);
+        let taps = Taps::new(clock.clone());
+        // Nobody watches: nothing is built.
+        taps.emit("1", "connection", None, None, || {
+            unreachable!("not watched")
+        });
+        let mut watcher = taps.subscribe("1");
+        clock.set_millis(1_700_000_000_500);
+        taps.emit("1", "connection", None, Some("1.2"), || "x".repeat(400));
+        taps.emit("2", "connection", None, None, || {
+            unreachable!("app 2 is not watched")
+        });
+        let event = watcher.recv().await.expect("the event");
+        assert_eq!(event.at_ms, 1_700_000_000_500);
+        assert_eq!(event.socket_id.as_deref(), Some("1.2"));
+        assert_eq!(
+            event.detail.chars().count(),
+            DETAIL_CHARS + 1,
+            "clipped, with an ellipsis"
+        );
+        taps.close_all();
+        assert!(matches!(watcher.recv().await, Err(RecvError::Closed)));
+        // A watcher arriving during shutdown gets a stream that has already ended.
+        let mut late = taps.subscribe("1");
+        assert!(matches!(late.recv().await, Err(RecvError::Closed)));
+    }
+}

@@ -1,0 +1,343 @@
+//! `Application::build(settings)` opens the store, creates the default app on first start,
+//! binds the listener and assembles the routes; `run_until_stopped` serves until shutdown.
+//! Opening the store (private files) is in [`store_files`], the first start in [`first_run`].
+
+mod first_run;
+mod store_files;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::Layer;
+
+use crate::config::Settings;
+use crate::hub::{Hub, RateLimits, Taps};
+use crate::node::{Node, SharedNode};
+use crate::protocol::CloseCode;
+use crate::tenants::{AppCache, Dependency, StoreError, Usage};
+use crate::{api, transport};
+
+pub use first_run::first_run_path;
+pub use store_files::open_store;
+
+/// Reloads the app cache when the store's revision moved (now [`Node::refresh_apps`]; kept for
+/// old call sites).
+pub async fn refresh_apps(node: &Node) -> Result<(), StoreError> {
+    node.refresh_apps().await
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The store could not be opened or migrated.
+    #[error("tenant store: {0}")]
+    Store(#[from] StoreError),
+    /// The address could not be bound, or the data dir written.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// A built node, bound to its address, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    node: SharedNode,
+    router: Router,
+    hub_events: crate::webhooks::EventReceiver,
+    /// The dashboard's own listener, when `HERALD_ADMIN_BIND` is set.
+    admin: Option<(TcpListener, Router)>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartupError {
+    let context = context.into();
+    move |source| StartupError::Io { context, source }
+}
+
+/// Rewrites `/prefix/apps/...` to `/apps/...` and `/prefix/app/{key}` to `/app/{key}`, so the
+/// API and the socket work behind a proxy path or pusher-http-php's `path` option. The signed path
+/// is the path from `/apps/` on, which is what the rewritten request carries.
+fn strip_mount_prefix(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if path.starts_with("/apps/") || path.starts_with("/app/") || path.starts_with("/dashboard") {
+        return request;
+    }
+    let start = path.find("/apps/").or_else(|| path.find("/app/"));
+    if let Some(start) = start {
+        let mut rewritten = path[start..].to_owned();
+        if let Some(query) = request.uri().query() {
+            rewritten.push('?');
+            rewritten.push_str(query);
+        }
+        if let Ok(uri) = rewritten.parse::<Uri>() {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+/// How long `/ready` waits for the store's answer before reporting it degraded (the whole
+/// answer comes within 1 s, see `interfaces.md`).
+const READY_PROBE: std::time::Duration = std::time::Duration::from_millis(700);
+
+/// `GET /ready`: 200 while the node takes traffic, 503 once it shuts down; the body names each
+/// dependency as `ok` or `degraded` (with the reason and since when). A degraded store does not
+/// make the node unready: its hot paths run from memory.
+async fn ready(State(node): State<SharedNode>) -> impl IntoResponse {
+    let probe = tokio::time::timeout(READY_PROBE, node.store.ping()).await;
+    let outcome = match probe {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("the store refused a read".to_owned()),
+        Err(_) => Err(format!(
+            "no answer to a read within {} ms",
+            READY_PROBE.as_millis()
+        )),
+    };
+    node.store.health().record(Dependency::Reads, outcome);
+    let shutting_down = node.shutdown.is_cancelled();
+    let body = serde_json::json!({
+        "status": if shutting_down { "shutting_down" } else { "ready" },
+        "store": node.store.health().state(Dependency::Reads),
+        "store_writes": node.store.health().state(Dependency::Writes),
+    });
+    let status = if shutting_down {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(body))
+}
+
+impl Application {
+    /// Opens the store, creates the default app if the store is empty, loads the app cache and
+    /// binds `settings.bind`.
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        let store = open_store(&settings).await?;
+        first_run::first_start(&settings, &store).await?;
+        crate::tenants::warm_up_password_checks().await;
+        let usage = Usage::load(&store, settings.clock.clone()).await?;
+        let listener = TcpListener::bind(&settings.bind)
+            .await
+            .map_err(io_error(format!("cannot bind {}", settings.bind)))?;
+        let address = listener
+            .local_addr()
+            .map_err(io_error("cannot read the bound address"))?;
+        let (events, hub_events) = crate::webhooks::event_channel(settings.webhooks.event_queue);
+        let webhooks = crate::webhooks::Webhooks::default();
+        webhooks.seed_ids(store.max_delivery_id().await?);
+        let body_budget = api::BodyBudget::new(settings.body_buffer_bytes);
+        let taps = Taps::new(settings.clock.clone());
+        let node = Arc::new(Node {
+            settings,
+            apps: Arc::new(AppCache::default()),
+            hub: Hub::with_events(events),
+            webhooks: Arc::new(webhooks),
+            store,
+            usage: Arc::new(usage),
+            rates: RateLimits::default(),
+            body_budget,
+            taps: Arc::new(taps),
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        });
+        node.refresh_apps().await?;
+        let dashboard = herald_dashboard::router(
+            Arc::new(crate::admin::AdminApi::new(node.clone())),
+            herald_dashboard::Config {
+                trusted_proxies: node.settings.trusted_proxies.clone(),
+            },
+        );
+        let mut router = Router::new()
+            .route("/app/{key}", get(transport::ws::app_socket))
+            .route("/health", get(health))
+            .route("/ready", get(ready))
+            .merge(api::router())
+            .fallback(transport::ws::not_found)
+            .with_state(node.clone());
+        let admin = match &node.settings.admin_bind {
+            None => {
+                router = router.merge(dashboard);
+                None
+            }
+            Some(bind) => {
+                let listener = TcpListener::bind(bind)
+                    .await
+                    .map_err(io_error(format!("cannot bind HERALD_ADMIN_BIND {bind}")))?;
+                Some((listener, dashboard))
+            }
+        };
+        Ok(Application {
+            listener,
+            address,
+            node,
+            router,
+            hub_events,
+            admin,
+        })
+    }
+
+    /// The bound address (the real port when bound to port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The dashboard listener's bound address, when `HERALD_ADMIN_BIND` is set.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// The shared node, for tests that inspect it.
+    pub fn node(&self) -> SharedNode {
+        self.node.clone()
+    }
+
+    /// Serves until `shutdown` resolves (or the node's shutdown token is cancelled), then closes
+    /// every socket with 4200, drains both listeners and the sockets (half the grace period),
+    /// the webhook outbox and the usage counters (until the grace period ends), and closes the
+    /// store. An error when something could not be saved in time.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Application {
+            listener,
+            address,
+            node,
+            router,
+            hub_events,
+            admin,
+        } = self;
+        let limits = crate::serve::Limits::from_settings(&node.settings);
+        let token = node.shutdown.clone();
+        // Both listeners run the same accept loop (header and body timeouts) until the node's
+        // shutdown token is cancelled.
+        let admin_server = admin.map(|(listener, dashboard)| {
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!("dashboard listening on http://{address}/dashboard");
+            }
+            tokio::spawn(crate::serve::serve(
+                listener,
+                dashboard,
+                limits,
+                token.clone().cancelled_owned(),
+            ))
+        });
+        let webhooks = crate::webhooks::start(node.webhook_context(), hub_events);
+        let poller = tokio::spawn(node.clone().poll_revision());
+        let flusher = tokio::spawn(node.clone().flush_usage());
+        let service = tower::util::MapRequestLayer::new(strip_mount_prefix).layer(router);
+        tracing::info!("listening on http://{address}");
+        let public_server = tokio::spawn(crate::serve::serve(
+            listener,
+            service,
+            limits,
+            token.clone().cancelled_owned(),
+        ));
+        tokio::select! {
+            () = shutdown => {}
+            () = token.cancelled() => {}
+        }
+        // One bound for the whole drain (HERALD_SHUTDOWN_GRACE_SECS), from the signal: HTTP
+        // requests in flight on both listeners and the sockets get half of it (they end in
+        // milliseconds unless a peer stalls), the outbox and the counters the rest.
+        let grace = node.settings.shutdown_grace;
+        let started = tokio::time::Instant::now();
+        let deadline = started + grace;
+        let sockets_by = started + grace / 2;
+        tracing::info!("shutting down: closing every socket with 4200");
+        // Webhook events the hub could not queue from the start of shutdown on (a full queue in
+        // the close burst, or sockets still closing after the writer stopped) are lost too.
+        let lost_before = node.hub.lost_webhook_events();
+        // Both listeners stop accepting; sockets that register after this see the cancelled
+        // token themselves.
+        token.cancel();
+        node.hub.close_all(CloseCode::ReconnectNow);
+        // Open live-console streams end too, so neither listener's drain waits for them.
+        node.taps.close_all();
+        // Each listener's drain ends by `sockets_by` (`Limits::drain`); one that has not
+        // returned by then is stopped, so neither can use up the time the counts need.
+        for mut server in std::iter::once(public_server).chain(admin_server) {
+            if tokio::time::timeout_at(sockets_by, &mut server)
+                .await
+                .is_err()
+            {
+                server.abort();
+            }
+        }
+        node.connections.close();
+        if tokio::time::timeout_at(sockets_by, node.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within the grace period");
+        }
+        poller.abort();
+        // Every socket is closed, so every vacate and member_removed has happened: release the
+        // delayed ones, write everything to the outbox (until the deadline), stop the worker.
+        let lost_events = webhooks.drain(deadline).await;
+        // The flusher stops between flushes (never mid-write, which would lose the counts it
+        // took); a flush stuck on an unreachable store is cut at the deadline (its counts stay
+        // counted as unsaved).
+        if tokio::time::timeout_at(deadline, &mut { flusher })
+            .await
+            .is_err()
+        {
+            tracing::debug!("the usage flusher was cut at the shutdown deadline");
+        }
+        // Every connection is closed: the counts are final. Write them before the store closes,
+        // retrying until the deadline.
+        let flushed = node.final_flush(deadline).await;
+        let (apps, messages) = node.usage.unsaved();
+        let not_queued = node.hub.lost_webhook_events().saturating_sub(lost_before);
+        let lost_events = lost_events + usize::try_from(not_queued).unwrap_or(usize::MAX);
+        let saved = flushed && apps == 0 && lost_events == 0;
+        if !saved {
+            tracing::error!(
+                unsaved_apps = apps,
+                unsaved_messages = messages,
+                lost_webhook_events = lost_events,
+                grace_secs = grace.as_secs(),
+                "shutdown could not save everything within the grace period: these counts and webhook events are lost"
+            );
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), node.store.close()).await;
+        tracing::info!("stopped");
+        if saved {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "not everything was saved at shutdown: usage counts of {apps} apps ({messages} messages), {lost_events} webhook events"
+            )))
+        }
+    }
+}
