@@ -76,10 +76,20 @@ impl Sessions {
             started: now,
             last_seen: now,
         };
-        let mut sessions = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = self.sessions();
         sessions.retain(|_, s| s.live_at(now));
         sessions.insert(token.clone(), session);
         token
+    }
+
+    /// The session table. Poisoning follows the server's one policy (`herald::locks`): every
+    /// update here is a single insert, remove or retain, so the table is whole after a panic.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one place the session table is locked"
+    )]
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.by_token.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The live session of `token`, refreshed.
@@ -88,7 +98,7 @@ impl Sessions {
     }
 
     fn get_at(&self, token: &str, now: Instant) -> Option<Session> {
-        let mut sessions = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = self.sessions();
         let session = sessions.get_mut(token)?;
         if !session.live_at(now) {
             sessions.remove(token);
@@ -100,14 +110,14 @@ impl Sessions {
 
     /// Ends the session of `token`.
     pub(crate) fn end(&self, token: &str) {
-        let mut sessions = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = self.sessions();
         sessions.remove(token);
     }
 
     /// Ends every session of `user_id` but `keep`, which moves to credential `generation` (after
     /// the user changed their own password).
     pub(crate) fn end_others(&self, user_id: &str, keep: &str, generation: i64) {
-        let mut sessions = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = self.sessions();
         sessions.retain(|token, s| s.user_id != user_id || token == keep);
         if let Some(kept) = sessions.get_mut(keep) {
             kept.generation = generation;

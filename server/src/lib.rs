@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod hub;
+pub mod locks;
 pub mod node;
 pub mod outbox;
 pub mod protocol;

@@ -6,6 +6,7 @@
 //! The hub never waits: when the queue is full the event is dropped, counted, and logged at warn
 //! level (at most once per [`DROP_LOG_INTERVAL`], with the count since the last line).
 
+use crate::locks::MutexExt;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -105,7 +106,7 @@ impl EventSender {
             }
             Err(TrySendError::Full(_)) => {
                 let total = self.drops.total.fetch_add(1, Ordering::Relaxed) + 1;
-                let mut logged = self.drops.logged.lock().unwrap_or_else(|p| p.into_inner());
+                let mut logged = self.drops.logged.lock_or_recover();
                 let due = logged.0.is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL);
                 if due {
                     let since = total - logged.1;

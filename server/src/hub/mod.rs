@@ -26,6 +26,7 @@ pub use taps::{clip, Taps};
 /// Kept at their old paths: the outbox moved below the hub.
 pub use crate::outbox::{CloseRequest, Queued};
 
+use crate::locks::MutexExt;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -110,7 +111,7 @@ impl Hub {
 
     /// The state of app `app_id`, created on first use.
     pub fn app(&self, app_id: &str) -> Arc<AppHub> {
-        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut apps = self.apps.lock_or_recover();
         apps.entry(app_id.into())
             .or_insert_with(|| Arc::new(AppHub::new(app_id, self.events.clone())))
             .clone()
@@ -118,13 +119,13 @@ impl Hub {
 
     /// The state of app `app_id` if it has ever been used on this node.
     pub fn existing_app(&self, app_id: &str) -> Option<Arc<AppHub>> {
-        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let apps = self.apps.lock_or_recover();
         apps.get(app_id).cloned()
     }
 
     /// Every app's state.
     pub fn all_apps(&self) -> Vec<Arc<AppHub>> {
-        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let apps = self.apps.lock_or_recover();
         apps.values().cloned().collect()
     }
 
@@ -272,7 +273,7 @@ pub struct Subscribed {
 }
 
 fn lock(state: &Mutex<AppState>) -> MutexGuard<'_, AppState> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
+    state.lock_or_recover()
 }
 
 /// Queues `frame` for every subscriber but `except` under the app's lock, collecting the

@@ -1,6 +1,7 @@
 //! Per-app REST rate limits (governor, burst equal to the rate): backend events per second and
 //! read requests per second. A limiter is rebuilt when the app's limit changes.
 
+use crate::locks::MutexExt;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -42,7 +43,7 @@ impl RateLimits {
             return Ok(());
         };
         let limiter = {
-            let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+            let mut limiters = self.limiters.lock_or_recover();
             let entry = limiters.entry((app_id.into(), budget)).or_insert_with(|| {
                 Arc::new((rate.get(), RateLimiter::direct(Quota::per_second(rate))))
             });
@@ -65,7 +66,7 @@ impl RateLimits {
 
     /// Drops the limiters of apps that no longer exist.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut limiters = self.limiters.lock_or_recover();
         limiters.retain(|(app_id, _), _| keep(app_id));
     }
 }

@@ -2,6 +2,7 @@
 //! subscriptions, errors, webhook attempts) through a broadcast channel per watched app.
 //! Sessions, the REST API and the webhook worker emit; the dashboard adapter subscribes.
 
+use crate::locks::RwLockExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::RwLock;
@@ -61,7 +62,7 @@ impl Taps {
         if self.watched.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let taps = self.by_app.read().unwrap_or_else(|p| p.into_inner());
+        let taps = self.by_app.read_or_recover();
         if let Some(sender) = taps.get(app_id).filter(|s| s.receiver_count() > 0) {
             let _ = sender.send(DebugEvent {
                 at_ms: self.clock.now_millis(),
@@ -76,7 +77,7 @@ impl Taps {
     /// Ends every console stream (their senders are dropped) and refuses new ones: shutdown must
     /// not wait for an open dashboard tab.
     pub fn close_all(&self) {
-        let mut taps = self.by_app.write().unwrap_or_else(|p| p.into_inner());
+        let mut taps = self.by_app.write_or_recover();
         self.closed.store(true, Ordering::SeqCst);
         taps.clear();
         self.watched.store(0, Ordering::Relaxed);
@@ -84,7 +85,7 @@ impl Taps {
 
     /// A new watcher of app `app_id` (after [`Taps::close_all`], a stream that ends at once).
     pub fn subscribe(&self, app_id: &str) -> broadcast::Receiver<DebugEvent> {
-        let mut taps = self.by_app.write().unwrap_or_else(|p| p.into_inner());
+        let mut taps = self.by_app.write_or_recover();
         if self.closed.load(Ordering::SeqCst) {
             return broadcast::channel(1).1;
         }

@@ -19,6 +19,7 @@
 
 mod socket;
 
+use crate::locks::MutexExt;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -175,7 +176,7 @@ impl Outbox {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_or_recover()
     }
 
     /// Queues a text frame without writing it. A full outbox marks a slow consumer: the

@@ -1,6 +1,7 @@
 //! The in-memory app cache: lookups by key and by id without SQL, refreshed when the store's
 //! revision moves.
 
+use crate::locks::RwLockExt;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -39,10 +40,7 @@ impl std::fmt::Debug for AppCache {
 
 impl AppCache {
     fn current(&self) -> Arc<Snapshot> {
-        self.snapshot
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.snapshot.read_or_recover().clone()
     }
 
     /// The app whose key is `key` at `now` (Unix seconds): its current key, or its previous key
@@ -107,10 +105,7 @@ impl AppCache {
                 }
             }
         }
-        *self
-            .snapshot
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
+        *self.snapshot.write_or_recover() = Arc::new(next);
         changes
     }
 }

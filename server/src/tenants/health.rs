@@ -3,6 +3,7 @@
 //! the reason and since when. A transition is logged once (warn when it degrades, info when it
 //! recovers), never once per failure.
 
+use crate::locks::MutexExt;
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -65,7 +66,7 @@ impl StoreHealth {
 
     /// Records the outcome of a read or a write: `Err(reason)` degrades, `Ok` recovers.
     pub fn record(&self, dependency: Dependency, outcome: Result<(), String>) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock_or_recover();
         let slot = match dependency {
             Dependency::Reads => &mut state.reads,
             Dependency::Writes => &mut state.writes,
@@ -91,7 +92,7 @@ impl StoreHealth {
 
     /// A dependency's state.
     pub fn state(&self, dependency: Dependency) -> DependencyState {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.state.lock_or_recover();
         let slot = match dependency {
             Dependency::Reads => &state.reads,
             Dependency::Writes => &state.writes,

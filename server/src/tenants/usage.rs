@@ -7,6 +7,7 @@
 //! from the stored count. A flush that fails keeps its counts for the next one: nothing counted
 //! is dropped unless the process dies, which loses at most one flush interval.
 
+use crate::locks::MutexExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -114,7 +115,7 @@ impl AppUsage {
     }
 
     fn lock(&self) -> MutexGuard<'_, Counter> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock_or_recover();
         state.roll(self.clock.day(), self.clock.minute());
         state
     }
@@ -295,7 +296,7 @@ impl Usage {
 
     /// App `app_id`'s counters (created empty on first use: a new app has no stored count).
     pub fn app(&self, app_id: &str) -> Arc<AppUsage> {
-        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut apps = self.apps.lock_or_recover();
         apps.entry(app_id.into())
             .or_insert_with(|| Arc::new(AppUsage::new(self.clock.clone(), 0)))
             .clone()
@@ -305,7 +306,7 @@ impl Usage {
     /// memory for the next flush. Returns the number of apps written.
     pub async fn flush(&self, store: &Store) -> Result<usize, StoreError> {
         let apps: Vec<(Box<str>, Arc<AppUsage>)> = {
-            let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+            let apps = self.apps.lock_or_recover();
             apps.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
         let mut taken = Vec::new();
@@ -353,7 +354,7 @@ impl Usage {
     /// What is counted in memory and not yet written: (apps, messages). Counts of a flush that
     /// was cut off mid-write are included (they are neither confirmed nor restored).
     pub fn unsaved(&self) -> (usize, u64) {
-        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let apps = self.apps.lock_or_recover();
         let mut count = 0;
         let mut messages = 0u64;
         for usage in apps.values() {
@@ -375,7 +376,7 @@ impl Usage {
 
     /// Forgets a deleted app's counters.
     pub fn forget(&self, app_id: &str) {
-        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut apps = self.apps.lock_or_recover();
         apps.remove(app_id);
     }
 }

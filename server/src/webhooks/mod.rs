@@ -26,6 +26,7 @@ mod misses;
 mod target;
 mod worker;
 
+use crate::locks::RwLockExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -65,10 +66,7 @@ pub struct Webhooks {
 
 impl Webhooks {
     fn current(&self) -> Arc<Registry> {
-        self.registry
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.registry.read_or_recover().clone()
     }
 
     /// App `app_id`'s endpoints.
@@ -104,7 +102,7 @@ impl Webhooks {
                 (app.clone(), mask)
             })
             .collect();
-        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        *self.registry.write_or_recover() = Arc::new(next);
         masks
     }
 
