@@ -7,7 +7,10 @@
 mod helpers;
 
 mod cli;
-mod dashboard;
+mod dashboard_access;
+mod dashboard_helpers;
+mod dashboard_pages;
+mod dashboard_signin;
 mod hardening_http;
 mod hardening_signin;
 mod hardening_store;
