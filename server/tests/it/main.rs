@@ -7,7 +7,10 @@
 mod helpers;
 
 mod cli;
-mod dashboard;
+mod dashboard_access;
+mod dashboard_helpers;
+mod dashboard_pages;
+mod dashboard_signin;
 mod hardening_http;
 mod hardening_signin;
 mod hardening_store;
@@ -18,7 +21,11 @@ mod limits;
 mod php;
 mod process;
 mod quota;
-mod rest;
+mod rest_channels;
+mod rest_helpers;
+mod rest_http;
+mod rest_signing;
+mod rest_trigger;
 mod shutdown;
 mod socket;
 mod store;
