@@ -745,7 +745,7 @@ async fn a_slow_consumer_is_closed_with_4100_without_slowing_others() {
     // The slow client reads, but far slower than events are published.
     let slow_reader = tokio::spawn(async move {
         loop {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            pause(Duration::from_millis(2)).await;
             if let Received::Closed(code) = slow.next().await {
                 return code;
             }
@@ -769,7 +769,7 @@ async fn a_slow_consumer_is_closed_with_4100_without_slowing_others() {
     for i in 0..2000 {
         hub.publish(&channel, "big", &data, None);
         if i % 2 == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            pause(Duration::from_millis(1)).await;
         }
     }
     assert_eq!(slow_reader.await.unwrap(), Some(4100));
@@ -801,7 +801,7 @@ async fn a_peer_that_stops_reading_is_dropped_and_leaves_its_channels() {
             gone = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        pause(Duration::from_millis(100)).await;
     }
     assert!(
         gone,
