@@ -19,6 +19,7 @@ mod process;
 mod quota;
 mod rest;
 mod socket;
+mod source_rules;
 mod store;
 mod webhooks;
 mod wire;
