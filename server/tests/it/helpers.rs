@@ -3,8 +3,9 @@
 //! How tests wait: only through the helpers here (`source_rules.rs` fails on a `sleep` anywhere
 //! else). Polling ([`wait_until`], or a loop with its own deadline around [`pause`]) and "nothing
 //! arrives within" checks ([`Client::expect_silence`], [`pause`]) are bounded by [`MAX_PAUSE`];
-//! a server timer a test must see run out is set short through `Settings` (or an environment
-//! variable for the binary) or run on tokio's paused time, never waited for at its real length.
+//! a server timer a test must see run out runs on tokio's paused time ([`pause_time`],
+//! [`advance_past`]) or is set short through `Settings` (or an environment variable for the
+//! binary), never waited for at its real length.
 #![allow(dead_code)] // Shared helpers: each test module uses a different subset.
 
 use std::path::PathBuf;
@@ -444,6 +445,33 @@ pub async fn pause_until_wall_clock(unix_millis: i64) {
         let left = u64::try_from(unix_millis - now_millis()).unwrap_or(0);
         pause(Duration::from_millis(left).min(MAX_PAUSE)).await;
     }
+}
+
+/// Pauses tokio's clock for the rest of the test and holds it still: it moves only by
+/// [`advance_past`], and every server timer and test timeout with it. Without the hold, tokio
+/// skips ahead to the next timer (auto-advance) whenever the runtime waits on a loopback socket
+/// or SQLite's thread, and that is often a test's own timeout. The hold is a blocking task (tokio
+/// does not auto-advance while one runs); after 20 s of real time it lets go, so a stuck
+/// expectation times out instead of hanging. Build the node and connect first. Current-thread
+/// runtimes only (the default `#[tokio::test]`).
+pub fn pause_time() -> PausedTime {
+    tokio::time::pause();
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    tokio::task::spawn_blocking(move || {
+        let _ = held.recv_timeout(Duration::from_secs(20));
+    });
+    PausedTime { _hold: hold }
+}
+
+/// Holds tokio's paused clock still until dropped (see [`pause_time`]).
+pub struct PausedTime {
+    _hold: std::sync::mpsc::Sender<()>,
+}
+
+/// Moves paused time past `duration` from now: 1 ms more, since a timer set between two
+/// milliseconds fires on the later one.
+pub async fn advance_past(duration: Duration) {
+    tokio::time::advance(duration + Duration::from_millis(1)).await;
 }
 
 /// Lets a per-second rate window refill (1.1 s of real time). The per-app rate limiters

@@ -134,20 +134,28 @@ async fn pusher_ping_gets_pusher_pong_and_ws_ping_gets_pong() {
 
 #[tokio::test]
 async fn silent_client_is_pinged_then_closed_with_4201() {
-    let app = spawn_app_with(|s| {
-        s.activity_timeout = Duration::from_millis(300);
-        s.pong_timeout = Duration::from_millis(300);
-    })
-    .await;
+    // The production timers (a ping after 120 s of silence, closed 30 s later without a pong),
+    // on paused time.
+    let app = spawn_app().await;
+    let settings = &app.node.settings;
+    let (activity, pong) = (settings.activity_timeout, settings.pong_timeout);
+    assert_eq!((activity.as_secs(), pong.as_secs()), (120, 30));
     let mut answering = app.connect().await;
     let mut silent = app.connect().await;
+    let _paused = pause_time();
+    advance_past(activity).await;
     silent.expect_next("pusher:ping").await;
     answering.expect_next("pusher:ping").await;
     answering
         .send_json(json!({"event":"pusher:pong","data":{}}))
         .await;
+    // A round trip, so the server has read the pong before the clock moves on.
+    answering.send_json(json!({"event":"pusher:ping"})).await;
+    answering.expect_next("pusher:pong").await;
+    advance_past(pong).await;
     assert_eq!(silent.expect_close().await, Some(4201));
     // The answering client is pinged again later rather than closed.
+    advance_past(activity - pong).await;
     answering.expect_next("pusher:ping").await;
 }
 
