@@ -48,6 +48,9 @@ pub fn test_settings(dir: PathBuf) -> Settings {
     settings.default_app.key = Some(KEY.into());
     settings.default_app.secret = Some(herald::tenants::Secret::new(SECRET.into()));
     settings.revision_poll = Duration::from_millis(200);
+    // The wall clock as tokio's clock moves it: the system clock, except on paused time, where
+    // it moves with `advance` like every timer.
+    settings.clock = herald::clock::Clock::tokio_at(now_millis());
     settings
 }
 
