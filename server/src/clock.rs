@@ -1,16 +1,24 @@
-//! The wall clock, for the modules allowed to read it (`protocol` and `auth` take the time as an
-//! argument instead). Usage accounting reads a [`Clock`], which tests can set (a UTC day rolls
-//! over at midnight, and a test should not wait for one).
+//! The wall clock: the only place Herald reads it (design invariant 11). Everything else takes a
+//! [`Clock`] (cheap to clone; the node has one in `settings.clock`) or a `now` argument, and
+//! `protocol` and `auth` take the time as an argument. `clippy.toml` forbids
+//! `std::time::SystemTime::now` and `std::time::Instant::now` outside this file; monotonic time
+//! elsewhere is `tokio::time::Instant`, which follows tokio's paused time in tests.
+//!
+//! A [`Clock`] is the system clock, a manual one that only moves when told to (a UTC day rolls
+//! over at midnight, and a test should not wait for one), or one that follows tokio's clock from
+//! a given start ([`Clock::tokio_at`]), so a `start_paused` test moves the wall clock with
+//! `tokio::time::advance`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Seconds since the Unix epoch (0 if the clock is before it).
+/// Seconds since the Unix epoch (0 if the clock is before it). Going away: take a [`Clock`].
 pub fn unix_seconds() -> i64 {
     unix_millis() / 1000
 }
 
+#[allow(clippy::disallowed_methods)] // The one read of the system wall clock.
 fn unix_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -18,37 +26,69 @@ fn unix_millis() -> i64 {
         .unwrap_or(0)
 }
 
-/// The system clock, or a manual one that only moves when told to.
+/// The system clock, a manual one that only moves when told to, or tokio's clock from a start.
 #[derive(Debug, Clone, Default)]
 pub struct Clock {
-    manual: Option<Arc<AtomicI64>>,
+    source: Source,
+}
+
+#[derive(Debug, Clone, Default)]
+enum Source {
+    #[default]
+    System,
+    Manual(Arc<AtomicI64>),
+    /// Wall time = `start_millis` + tokio time elapsed since `since`.
+    Tokio {
+        start_millis: i64,
+        since: tokio::time::Instant,
+    },
 }
 
 impl Clock {
     /// The system clock.
     pub fn system() -> Clock {
-        Clock { manual: None }
+        Clock {
+            source: Source::System,
+        }
     }
 
     /// A clock stopped at `unix_millis`; move it with [`Clock::set_millis`].
     pub fn manual(unix_millis: i64) -> Clock {
         Clock {
-            manual: Some(Arc::new(AtomicI64::new(unix_millis))),
+            source: Source::Manual(Arc::new(AtomicI64::new(unix_millis))),
         }
     }
 
-    /// Sets a manual clock (does nothing to the system clock).
+    /// A clock that reads `unix_millis` now and then moves with `tokio::time::Instant`: in a
+    /// `start_paused` test, `tokio::time::advance` moves it too. Call it inside a tokio runtime.
+    pub fn tokio_at(unix_millis: i64) -> Clock {
+        Clock {
+            source: Source::Tokio {
+                start_millis: unix_millis,
+                since: tokio::time::Instant::now(),
+            },
+        }
+    }
+
+    /// Sets a manual clock (does nothing to the other kinds).
     pub fn set_millis(&self, unix_millis: i64) {
-        if let Some(manual) = &self.manual {
+        if let Source::Manual(manual) = &self.source {
             manual.store(unix_millis, Ordering::SeqCst);
         }
     }
 
     /// Milliseconds since the Unix epoch.
     pub fn now_millis(&self) -> i64 {
-        match &self.manual {
-            Some(manual) => manual.load(Ordering::SeqCst),
-            None => unix_millis(),
+        match &self.source {
+            Source::System => unix_millis(),
+            Source::Manual(manual) => manual.load(Ordering::SeqCst),
+            Source::Tokio {
+                start_millis,
+                since,
+            } => {
+                let elapsed = i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX);
+                start_millis.saturating_add(elapsed)
+            }
         }
     }
 
@@ -102,5 +142,19 @@ mod tests {
         clock.set_millis(86_400_000);
         assert_eq!(clock.day(), 1);
         assert_eq!(clock.now_seconds(), 86_400);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tokio_clock_follows_paused_time() {
+        let clock = Clock::tokio_at(86_400_000 - 1_000);
+        assert_eq!(clock.now_millis(), 86_399_000);
+        assert_eq!(clock.day(), 0);
+        tokio::time::advance(std::time::Duration::from_millis(1_500)).await;
+        assert_eq!(clock.now_millis(), 86_400_500);
+        assert_eq!(clock.day(), 1);
+        // Clones share the start.
+        let copy = clock.clone();
+        clock.set_millis(0);
+        assert_eq!(copy.now_millis(), 86_400_500);
     }
 }

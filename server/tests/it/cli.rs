@@ -3,7 +3,9 @@
 
 use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::Value;
 
@@ -921,7 +923,7 @@ async fn a_webhook_added_with_the_cli_reaches_a_running_server_within_2_seconds(
     loop {
         n += 1;
         client.subscribe(&format!("cli-hook-{n}")).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        pause(Duration::from_millis(100)).await;
         if !receiver.accepted_events().is_empty() {
             break;
         }
@@ -976,7 +978,7 @@ async fn failed_deliveries_are_listed_and_retried_with_the_cli() {
             break failed;
         }
         assert!(Instant::now() < deadline, "never failed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        pause(Duration::from_millis(100)).await;
     };
     let delivery = &failed[0];
     assert_eq!(delivery["status"], "failed");

@@ -1,7 +1,9 @@
 //! Issue 12 item 3: slow and oversized request bodies, checks made before a body is read, the
 //! node-wide budget for unauthenticated bodies, and the dashboard listener's timeouts.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -161,7 +163,7 @@ async fn the_node_wide_budget_for_unauthenticated_bodies_refuses_beyond_its_boun
             .unwrap();
         announced.push(stream);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    pause(Duration::from_millis(300)).await;
     assert_eq!(app.node.body_budget.available(), 2 * MIB);
     drop(announced);
     // Two bodies of 1 MiB that really started (two chunks: the body is gathered in a buffer of
@@ -174,7 +176,7 @@ async fn the_node_wide_budget_for_unauthenticated_bodies_refuses_beyond_its_boun
             .await
             .unwrap();
         stream.write_all(b"{").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        pause(Duration::from_millis(50)).await;
         stream.write_all(b"\"").await.unwrap();
         held.push(stream);
     }
@@ -356,7 +358,7 @@ async fn three_hundred_one_mib_bodies_held_one_byte_short_are_closed_in_time_and
         async move {
             while sampling.load(std::sync::atomic::Ordering::Relaxed) {
                 peak.fetch_max(rss(pid), std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                pause(Duration::from_millis(20)).await;
             }
         }
     });

@@ -6,7 +6,9 @@
 //! the cookie and the field), so no page load is needed. The memory tests run the real binary as
 //! a child process and read its `/proc/PID/status`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::StreamExt;
 use reqwest::header::{CACHE_CONTROL, COOKIE, LOCATION, RETRY_AFTER, SET_COOKIE};
@@ -290,7 +292,7 @@ async fn two_hundred_parallel_sign_ins_from_20_addresses_peak_under_256_mib_and_
         }
     }));
     let operator = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        pause(Duration::from_millis(100)).await;
         let started = Instant::now();
         let page = sign_in_at(
             &http,

@@ -11,7 +11,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -22,7 +24,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{post_signed, spawn_in, test_settings, APP_ID, KEY, SECRET};
+use crate::helpers::{pause, post_signed, spawn_in, test_settings, APP_ID, KEY, SECRET};
 use crate::webhooks::Receiver;
 
 fn mode(path: &Path) -> u32 {
@@ -242,7 +244,7 @@ async fn a_full_disk_wedges_nothing_and_every_count_and_webhook_is_written_once_
     let deadline = Instant::now() + Duration::from_secs(10);
     while stored(app.node.clone()).await.unwrap() != live.messages_today() {
         assert!(Instant::now() < deadline, "the first counts are flushed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        pause(Duration::from_millis(50)).await;
     }
 
     // The disk fills up.
@@ -259,7 +261,7 @@ async fn a_full_disk_wedges_nothing_and_every_count_and_webhook_is_written_once_
         let mut client = app.connect().await;
         client.subscribe(&format!("occupied-{round}")).await;
         sockets.push(client);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        pause(Duration::from_millis(250)).await;
     }
     let counted = live.messages_today();
     // The writes fail cleanly: /ready still answers 200 (the node serves from memory) and
@@ -278,7 +280,7 @@ async fn a_full_disk_wedges_nothing_and_every_count_and_webhook_is_written_once_
             Instant::now() < deadline,
             "writes never showed degraded: {body}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        pause(Duration::from_millis(100)).await;
     }
     assert!(
         stored(app.node.clone()).await.unwrap() < counted,
@@ -305,7 +307,7 @@ async fn a_full_disk_wedges_nothing_and_every_count_and_webhook_is_written_once_
             "counts not written after space returned: stored {stored_now:?}, counted {counted} \
              before, {live_now} now"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        pause(Duration::from_millis(100)).await;
     }
     let events = receiver
         .wait_for(
@@ -334,7 +336,7 @@ async fn a_full_disk_wedges_nothing_and_every_count_and_webhook_is_written_once_
             break;
         }
         assert!(Instant::now() < deadline, "writes stay degraded: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        pause(Duration::from_millis(100)).await;
     }
     for client in sockets {
         client.close().await;
@@ -435,7 +437,7 @@ async fn sigterm_with_a_full_disk_and_unsaved_counts_exits_1_and_says_what_was_l
     let base = format!("http://{address}");
     let http = reqwest::Client::new();
     // Let the start-up writes settle, then fill the disk and count 7 messages nobody can save.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    pause(Duration::from_millis(300)).await;
     truncate_wal(&data.join("herald.db")).await;
     tmpfs.fill(&mount.join("filler"));
     trigger(&http, &base, "unsaved", 7).await;
@@ -575,7 +577,8 @@ async fn postgres_cut_ready_degrades_in_1s_the_cli_fails_in_5s_and_sigterm_exits
     let proxy = Proxy::start(POSTGRES.to_owned()).await;
     let database_url = format!("postgres://postgres@127.0.0.1:{}/{name}", proxy.port);
     let dir = tempfile::tempdir().unwrap();
-    let grace = 3u64;
+    // The shortest grace (whole seconds): SIGTERM is still bounded by it, and the test waits less.
+    let grace = 1u64;
     let (child, address, log) = start_binary(&[
         ("HERALD_DATA_DIR", dir.path().display().to_string()),
         ("HERALD_DATABASE_URL", database_url.clone()),
@@ -618,7 +621,7 @@ async fn postgres_cut_ready_degrades_in_1s_the_cli_fails_in_5s_and_sigterm_exits
     for probe in 0.. {
         let channel = format!("probe-{probe}");
         subscribe(&mut socket, &channel).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        pause(Duration::from_millis(300)).await;
         if receiver.accepted_events().iter().any(|e| {
             e["channel"]
                 .as_str()
@@ -680,7 +683,7 @@ async fn postgres_cut_ready_degrades_in_1s_the_cli_fails_in_5s_and_sigterm_exits
             break;
         }
         assert!(Instant::now() < deadline, "writes never degraded: {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        pause(Duration::from_millis(200)).await;
     }
 
     // The CLI fails within 5 s with a clear message.

@@ -2,7 +2,9 @@
 //! others. Each test performs the attack against the real server and asserts the bound.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::{json, Value};
 

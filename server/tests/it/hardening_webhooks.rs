@@ -155,7 +155,7 @@ async fn webhook_requests_to_loopback_link_local_and_names_resolving_to_them_are
             tokio::time::Instant::now() < deadline,
             "every endpoint is attempted: {rows:?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        pause(Duration::from_millis(50)).await;
     };
     assert!(
         receiver.requests().is_empty(),
@@ -388,7 +388,7 @@ async fn failed_deliveries_are_pruned_after_the_retention_and_recent_ones_kept()
             tokio::time::Instant::now() < deadline,
             "only the 29-day-old row is left: {left:?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        pause(Duration::from_millis(50)).await;
     }
 }
 
@@ -405,7 +405,7 @@ async fn anonymous_cache_misses_on_fresh_channels_add_a_bounded_number_of_outbox
     }
     let elapsed = started.elapsed().as_secs_f64();
     // Let the writer write what it admitted.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    pause(Duration::from_millis(300)).await;
     let rows = app.node.store.deliveries(APP_ID, None, 500).await.unwrap();
     let reported: usize = rows
         .iter()
@@ -430,7 +430,7 @@ async fn anonymous_cache_misses_on_fresh_channels_add_a_bounded_number_of_outbox
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{memory:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        pause(Duration::from_millis(20)).await;
     }
 }
 
@@ -503,7 +503,7 @@ async fn member_removed_and_channel_vacated_held_for_the_delay_survive_a_kill_9(
             tokio::time::Instant::now() < deadline,
             "the endpoint is loaded"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        pause(Duration::from_millis(200)).await;
     }
     let mut member = connect_to(&address).await;
     member
@@ -516,7 +516,7 @@ async fn member_removed_and_channel_vacated_held_for_the_delay_survive_a_kill_9(
         .await;
     member.close().await;
     // The writer's window is 50 ms; the delay is 3 s: kill -9 well inside it.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    pause(Duration::from_millis(600)).await;
     server.start_kill().unwrap();
     server.wait().await.unwrap();
     let before = receiver.accepted_events();
@@ -563,7 +563,7 @@ async fn a_socket_leaving_30_channels_sends_their_vacates_in_one_or_two_counted_
         })
         .await;
     // Nothing else arrives after the delay.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    pause(Duration::from_millis(500)).await;
     assert_eq!(receiver.accepted_events().len(), 30, "{events:?}");
     let requests = receiver.requests().len();
     assert!(
@@ -648,7 +648,7 @@ async fn subscribe_unsubscribe_churn_costs_rows_per_window_and_other_apps_webhoo
             tokio::time::Instant::now() < deadline,
             "the other app's channel_occupied came late"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        pause(Duration::from_millis(20)).await;
     }
     receiver
         .wait_for("every churned channel vacated", |e| {
@@ -678,7 +678,7 @@ async fn subscribe_unsubscribe_churn_costs_rows_per_window_and_other_apps_webhoo
         receiver.requests().len()
     );
     // Comebacks within the delay sent nothing: each channel was occupied once, vacated once.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    pause(Duration::from_millis(300)).await;
     let events = receiver.accepted_events();
     for n in 0..500 {
         let channel = format!("churn-{n}");

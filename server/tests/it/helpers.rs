@@ -1,8 +1,15 @@
 //! Helpers that read as sentences: `spawn_app()`, `app.connect()`, `client.expect_event(...)`.
+//!
+//! How tests wait: only through the helpers here (`source_rules.rs` fails on a `sleep` anywhere
+//! else). Polling ([`wait_until`], or a loop with its own deadline around [`pause`]) and "nothing
+//! arrives within" checks ([`Client::expect_silence`], [`pause`]) are bounded by [`MAX_PAUSE`];
+//! a server timer a test must see run out runs on tokio's paused time ([`pause_time`],
+//! [`advance_past`]) or is set short through `Settings` (or an environment variable for the
+//! binary), never waited for at its real length.
 #![allow(dead_code)] // Shared helpers: each test module uses a different subset.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
@@ -41,6 +48,9 @@ pub fn test_settings(dir: PathBuf) -> Settings {
     settings.default_app.key = Some(KEY.into());
     settings.default_app.secret = Some(herald::tenants::Secret::new(SECRET.into()));
     settings.revision_poll = Duration::from_millis(200);
+    // The wall clock as tokio's clock moves it: the system clock, except on paused time, where
+    // it moves with `advance` like every timer.
+    settings.clock = herald::clock::Clock::tokio_at(now_millis());
     settings
 }
 
@@ -191,11 +201,14 @@ impl TestApp {
     }
 }
 
+/// The wall clock in Unix seconds, to sign requests with a fresh timestamp.
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    herald::clock::Clock::system().now_seconds()
+}
+
+/// The wall clock in Unix milliseconds.
+pub fn now_millis() -> i64 {
+    herald::clock::Clock::system().now_millis()
 }
 
 pub fn md5_hex(body: &[u8]) -> String {
@@ -302,8 +315,12 @@ impl Client {
         frame
     }
 
-    /// Asserts nothing arrives for a short while.
+    /// Asserts nothing arrives for a short while (at most [`MAX_PAUSE`]).
     pub async fn expect_silence(&mut self, wait: Duration) {
+        assert!(
+            wait <= MAX_PAUSE,
+            "a silence of {wait:?} is over {MAX_PAUSE:?}"
+        );
         if let Ok(Some(Ok(message))) = tokio::time::timeout(wait, self.socket.next()).await {
             if matches!(message, Message::Text(_)) {
                 panic!("expected silence, got {message:?}");
@@ -404,8 +421,69 @@ pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
             tokio::time::Instant::now() < deadline,
             "timed out waiting until {what}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        pause(Duration::from_millis(20)).await;
     }
+}
+
+/// The longest real-time wait a test takes in one step through [`pause`].
+pub const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// Lets `wait` (at most [`MAX_PAUSE`]) pass: a polling loop's interval, a "nothing more
+/// arrives within" window, a short test-only server timer (a vacate delay set in `Settings`)
+/// running out, or a client pacing itself on purpose. On paused time it is virtual.
+pub async fn pause(wait: Duration) {
+    assert!(
+        wait <= MAX_PAUSE,
+        "a test pause of {wait:?} is over {MAX_PAUSE:?}: set the server timer short or use paused time"
+    );
+    tokio::time::sleep(wait).await;
+}
+
+/// Waits, in steps of at most [`MAX_PAUSE`], until the wall clock reads `unix_millis` (at most
+/// 2 s ahead). For the one timer whose expiry is a wall-clock time stored in the database and
+/// checked against the system clock (a rotated key's grace period, whole seconds).
+pub async fn pause_until_wall_clock(unix_millis: i64) {
+    let ahead = unix_millis - now_millis();
+    assert!(ahead <= 2_000, "{ahead} ms is too far ahead to wait for");
+    while now_millis() < unix_millis {
+        let left = u64::try_from(unix_millis - now_millis()).unwrap_or(0);
+        pause(Duration::from_millis(left).min(MAX_PAUSE)).await;
+    }
+}
+
+/// Pauses tokio's clock for the rest of the test and holds it still: it moves only by
+/// [`advance_past`], and every server timer and test timeout with it. Without the hold, tokio
+/// skips ahead to the next timer (auto-advance) whenever the runtime waits on a loopback socket
+/// or SQLite's thread, and that is often a test's own timeout. The hold is a blocking task (tokio
+/// does not auto-advance while one runs); after 20 s of real time it lets go, so a stuck
+/// expectation times out instead of hanging. Build the node and connect first. Current-thread
+/// runtimes only (the default `#[tokio::test]`).
+pub fn pause_time() -> PausedTime {
+    tokio::time::pause();
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    tokio::task::spawn_blocking(move || {
+        let _ = held.recv_timeout(Duration::from_secs(20));
+    });
+    PausedTime { _hold: hold }
+}
+
+/// Holds tokio's paused clock still until dropped (see [`pause_time`]).
+pub struct PausedTime {
+    _hold: std::sync::mpsc::Sender<()>,
+}
+
+/// Moves paused time past `duration` from now: 1 ms more, since a timer set between two
+/// milliseconds fires on the later one.
+pub async fn advance_past(duration: Duration) {
+    tokio::time::advance(duration + Duration::from_millis(1)).await;
+}
+
+/// Lets a per-second rate window refill (1.1 s of real time). The per-app rate limiters
+/// (governor) read their own clock (quanta), which neither paused time nor `Settings` can move,
+/// and their window is the second of the contract's `*_per_second` limits.
+pub async fn rate_window_passes() {
+    pause(Duration::from_millis(550)).await;
+    pause(Duration::from_millis(550)).await;
 }
 
 /// The query parameters of a signed REST request, `auth_signature` last, with `body_md5` exactly

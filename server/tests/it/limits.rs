@@ -3,7 +3,7 @@
 //! frame code or close code, and every "nothing was delivered" is followed by a marker that must be
 //! the very next frame, so an absence cannot pass just because nothing was ever sent.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -226,7 +226,7 @@ async fn max_connections_refuses_the_next_handshake_with_4004_and_frees_a_slot_o
             tokio::time::Instant::now() < deadline,
             "the closed connection's slot was never released"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        pause(Duration::from_millis(50)).await;
     }
 }
 
@@ -254,7 +254,7 @@ async fn client_events_over_the_configured_rate_get_4301_and_the_socket_stays_op
     assert_open(&mut sender).await;
 
     // After the bucket refills, the same socket may send again.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    rate_window_passes().await;
     send_client_event(&mut sender, "client-n", "private-chat", json!({"n": 4})).await;
     // The receiver saw 1, 2 and then 4: the refused third never arrived.
     for n in [1, 2, 4] {
@@ -303,7 +303,7 @@ async fn backend_events_over_the_configured_rate_get_429_with_retry_after_and_pu
     batch.assert_too_many("a batch of three with a rate of two");
 
     // Once the bucket has refilled, a batch of two goes through.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    rate_window_passes().await;
     let refilled = post(
         &app,
         BATCH,
@@ -359,7 +359,7 @@ async fn read_requests_over_the_configured_rate_get_429_and_triggers_are_not_aff
     }
 
     // A rate, not a ban: after a second, reading works again.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    rate_window_passes().await;
     let later = get(&app, "/apps/4242/channels/news").await;
     assert_eq!(later.status, 200, "{later:?}");
 }
@@ -929,22 +929,13 @@ async fn a_third_key_pair_is_refused_while_two_are_active() {
         .expect("a rotation after the revocation succeeds");
 }
 
-fn unix_millis() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis()
-}
-
 #[tokio::test]
 async fn the_old_key_stops_working_when_the_rotation_grace_period_ends() {
     let app = spawn_app().await;
     // Start just after a second boundary, so the one-second grace leaves time to check the old
     // key still works.
-    tokio::time::sleep(Duration::from_millis(
-        1000 - (unix_millis() % 1000) as u64 + 20,
-    ))
-    .await;
+    let second = now_millis().div_euclid(1000);
+    pause_until_wall_clock((second + 1) * 1000 + 20).await;
     let rotated = app
         .node
         .store
@@ -969,11 +960,8 @@ async fn the_old_key_stops_working_when_the_rotation_grace_period_ends() {
     expect_on(&mut watcher, "in-grace", "keys").await;
 
     // Wait out the grace period (> 1 s), then the old key is refused everywhere.
-    let expiry_millis = u128::try_from(expires_at).expect("positive") * 1000;
-    let now = unix_millis();
-    if now < expiry_millis + 100 {
-        tokio::time::sleep(Duration::from_millis((expiry_millis + 100 - now) as u64)).await;
-    }
+    let expiry_millis = expires_at * 1000;
+    pause_until_wall_clock(expiry_millis + 100).await;
     assert_key_refused(&app, KEY, SECRET, "expired key").await;
     let secret = rotated.secret.expose().to_owned();
     assert_key_works(&app, &rotated.key, &secret, "current", &mut watcher).await;

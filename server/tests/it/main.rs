@@ -28,6 +28,7 @@ mod rest_signing;
 mod rest_trigger;
 mod shutdown;
 mod socket;
+mod source_rules;
 mod store;
 mod webhooks;
 mod wire;

@@ -267,7 +267,7 @@ async fn every_counting_rule_of_the_interface() {
     let replay = d.expect_event("quota-event").await;
     assert_eq!(replay["data"], "cached");
     wait_until("the replay is counted", || messages_today(&app) == 20).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    pause(Duration::from_millis(200)).await;
     assert_eq!(messages_today(&app), 20, "nothing else counted");
 }
 
@@ -283,7 +283,7 @@ async fn counts_reach_the_store_within_the_flush_interval_and_survive_a_crash() 
             tokio::time::Instant::now() < deadline,
             "the flush never came"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        pause(Duration::from_millis(50)).await;
     }
     // A crash: the server task is dropped without its shutdown path.
     app.server.take().unwrap().abort();

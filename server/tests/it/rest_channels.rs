@@ -29,7 +29,7 @@ async fn get_channels_with_nothing_occupied_is_exactly_an_empty_object() {
             empty = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        pause(Duration::from_millis(20)).await;
     }
     assert!(empty, "an unsubscribed channel stays listed");
 }

@@ -134,20 +134,28 @@ async fn pusher_ping_gets_pusher_pong_and_ws_ping_gets_pong() {
 
 #[tokio::test]
 async fn silent_client_is_pinged_then_closed_with_4201() {
-    let app = spawn_app_with(|s| {
-        s.activity_timeout = Duration::from_millis(300);
-        s.pong_timeout = Duration::from_millis(300);
-    })
-    .await;
+    // The production timers (a ping after 120 s of silence, closed 30 s later without a pong),
+    // on paused time.
+    let app = spawn_app().await;
+    let settings = &app.node.settings;
+    let (activity, pong) = (settings.activity_timeout, settings.pong_timeout);
+    assert_eq!((activity.as_secs(), pong.as_secs()), (120, 30));
     let mut answering = app.connect().await;
     let mut silent = app.connect().await;
+    let _paused = pause_time();
+    advance_past(activity).await;
     silent.expect_next("pusher:ping").await;
     answering.expect_next("pusher:ping").await;
     answering
         .send_json(json!({"event":"pusher:pong","data":{}}))
         .await;
+    // A round trip, so the server has read the pong before the clock moves on.
+    answering.send_json(json!({"event":"pusher:ping"})).await;
+    answering.expect_next("pusher:pong").await;
+    advance_past(pong).await;
     assert_eq!(silent.expect_close().await, Some(4201));
     // The answering client is pinged again later rather than closed.
+    advance_past(activity - pong).await;
     answering.expect_next("pusher:ping").await;
 }
 
@@ -365,6 +373,29 @@ async fn presence_without_channel_data_uses_the_signin_user() {
         data_of(&ok),
         json!({"presence":{"ids":["42"],"hash":{"42":{"name":"Ann"}},"count":1}})
     );
+}
+
+#[tokio::test]
+async fn a_cached_event_is_replayed_for_30_minutes_then_missed() {
+    let app = spawn_app().await;
+    let mut early = app.connect().await;
+    let mut late = app.connect().await;
+    let _paused = pause_time();
+    let (status, _) = app
+        .post(
+            "/apps/4242/events",
+            json!({"name":"last","channel":"cache-ttl","data":"one"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(herald::hub::CACHE_TTL, Duration::from_secs(30 * 60));
+    tokio::time::advance(herald::hub::CACHE_TTL - Duration::from_secs(1)).await;
+    early.subscribe("cache-ttl").await;
+    assert_eq!(early.expect_next("last").await["data"], "one");
+    advance_past(Duration::from_secs(1)).await;
+    late.subscribe("cache-ttl").await;
+    let miss = late.expect_next("pusher:cache_miss").await;
+    assert_eq!(miss["channel"], "cache-ttl");
 }
 
 #[tokio::test]
@@ -745,7 +776,7 @@ async fn a_slow_consumer_is_closed_with_4100_without_slowing_others() {
     // The slow client reads, but far slower than events are published.
     let slow_reader = tokio::spawn(async move {
         loop {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            pause(Duration::from_millis(2)).await;
             if let Received::Closed(code) = slow.next().await {
                 return code;
             }
@@ -769,7 +800,7 @@ async fn a_slow_consumer_is_closed_with_4100_without_slowing_others() {
     for i in 0..2000 {
         hub.publish(&channel, "big", &data, None);
         if i % 2 == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            pause(Duration::from_millis(1)).await;
         }
     }
     assert_eq!(slow_reader.await.unwrap(), Some(4100));
@@ -801,7 +832,7 @@ async fn a_peer_that_stops_reading_is_dropped_and_leaves_its_channels() {
             gone = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        pause(Duration::from_millis(100)).await;
     }
     assert!(
         gone,

@@ -142,7 +142,7 @@ impl Receiver {
                 tokio::time::Instant::now() < deadline,
                 "timed out waiting for {what}; got {events:?}"
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            pause(Duration::from_millis(20)).await;
         }
     }
 }
@@ -334,7 +334,7 @@ async fn a_channel_back_within_the_delay_reports_neither_vacated_nor_occupied_ag
         .await;
     client.subscribe("flappy").await;
     // A marker after the delay has passed proves the pipeline ran.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    pause(Duration::from_millis(600)).await;
     client.subscribe("marker").await;
     let events = receiver
         .wait_for("the marker", |e| e.iter().any(|e| e["channel"] == "marker"))
@@ -363,7 +363,7 @@ async fn endpoints_get_only_their_event_types_and_channel_prefix() {
     client.subscribe("private-one").await;
     all.wait_for("two", |e| e.len() == 2).await;
     let events = private_only.wait_for("one", |e| !e.is_empty()).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    pause(Duration::from_millis(200)).await;
     assert_eq!(
         names(&private_only.accepted_events()),
         vec!["channel_occupied:private-one"]
@@ -385,9 +385,12 @@ async fn each_webhook_request_counts_toward_the_daily_quota() {
 
 #[tokio::test]
 async fn the_receiver_down_for_30_seconds_gets_every_event_once_in_order_per_channel() {
+    // The outage at a thirtieth of its length, backoff included: 1 s down with retries from
+    // 7 ms up to 67 ms makes as many attempts as 30 s with retries from 200 ms up to 2 s.
+    let outage = Duration::from_secs(1);
     let app = spawn_app_with(|s| {
-        s.webhooks.backoff_base = Duration::from_millis(200);
-        s.webhooks.backoff_cap = Duration::from_secs(2);
+        s.webhooks.backoff_base = Duration::from_millis(7);
+        s.webhooks.backoff_cap = Duration::from_millis(67);
     })
     .await;
     let receiver = Receiver::start().await;
@@ -412,9 +415,9 @@ async fn the_receiver_down_for_30_seconds_gets_every_event_once_in_order_per_cha
         for _ in channels {
             listener.expect_event("client-n").await;
         }
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        pause(Duration::from_millis(5)).await;
     }
-    tokio::time::sleep_until(started + Duration::from_secs(30)).await;
+    pause(outage.saturating_sub(started.elapsed())).await;
     assert!(
         !receiver.requests().is_empty(),
         "attempts were made while down"
@@ -422,7 +425,8 @@ async fn the_receiver_down_for_30_seconds_gets_every_event_once_in_order_per_cha
     assert!(receiver.accepted_events().is_empty());
     receiver.status.store(200, Ordering::SeqCst);
     let events = receiver.wait_for("all 24 events", |e| e.len() >= 24).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Longer than a few retries at the cap: a duplicate would have come by now.
+    pause(Duration::from_millis(300)).await;
     let events_after = receiver.accepted_events();
     assert_eq!(events_after.len(), 24, "exactly once: {}", events.len());
     let mut per_channel: HashMap<String, Vec<i64>> = HashMap::new();
@@ -465,7 +469,7 @@ async fn undelivered_webhooks_are_delivered_after_a_restart() {
             tokio::time::Instant::now() < deadline,
             "no attempt was made"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        pause(Duration::from_millis(20)).await;
     }
     drop(client);
     app.stop().await;
@@ -524,12 +528,12 @@ async fn deliveries_failing_for_the_retry_window_are_kept_as_failed_and_can_be_r
             tokio::time::Instant::now() < deadline,
             "never marked failed"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        pause(Duration::from_millis(50)).await;
     };
     assert_eq!(failed[0].last_status, 502);
     assert!(failed[0].attempts >= 2, "{:?}", failed[0]);
     let attempts = receiver.requests().len();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    pause(Duration::from_millis(500)).await;
     assert_eq!(
         receiver.requests().len(),
         attempts,

@@ -225,7 +225,7 @@ async fn a_frame_arriving_one_byte_at_a_time_is_reassembled() {
     let bytes = text(&json!({"event":"pusher:subscribe","data":{"channel":"slow-bytes"}}));
     for byte in bytes {
         socket.send(&[byte]).await;
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        pause(Duration::from_millis(2)).await;
     }
     let ok = socket.next_json().await;
     assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
@@ -376,7 +376,7 @@ async fn nothing_follows_the_close_frame_even_on_a_busy_channel() {
             }
         }
     });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    pause(Duration::from_millis(20)).await;
     // An unmasked frame: the server closes with 1002 while events keep coming.
     socket.send(&[0x81, 0x02, b'{', b'}']).await;
     let mut close = None;
@@ -408,7 +408,7 @@ async fn a_peer_that_reads_nothing_for_the_pong_timeout_is_closed() {
         hub.publish(&channel, "big", &data, None);
         tokio::task::yield_now().await;
     }
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     wait_until("the stalled connection is closed", || {
         hub.connection_count() == 0
     })
@@ -428,7 +428,7 @@ async fn a_slow_reader_that_keeps_reading_is_not_closed() {
     let reader = tokio::spawn(async move {
         let mut chunk = vec![0u8; 256 * 1024];
         for _ in 0..200 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            pause(Duration::from_millis(10)).await;
             let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
                 .await
                 .expect("the server keeps sending")
