@@ -13,11 +13,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Seconds since the Unix epoch (0 if the clock is before it). Going away: take a [`Clock`].
-pub fn unix_seconds() -> i64 {
-    unix_millis() / 1000
-}
-
 #[allow(clippy::disallowed_methods)] // The one read of the system wall clock.
 fn unix_millis() -> i64 {
     SystemTime::now()

@@ -11,9 +11,6 @@
 //!
 //! Source addresses are spread over 127.0.0.0/8 (20,000 connections per address) so the
 //! ephemeral-port range never limits the connection count.
-// A load generator measures real time: clippy.toml's clock rule is the server's.
-#![allow(clippy::disallowed_methods)]
-
 #![allow(
     clippy::disallowed_methods,
     reason = "a benchmark measures real time, so it reads the system clocks directly"

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::helpers::*;
 
 /// Runs `herald ARGS` with `HERALD_DATA_DIR=dir` and nothing else of Herald's environment.
-async fn herald(dir: &Path, args: &[&str]) -> Output {
+pub(crate) async fn herald(dir: &Path, args: &[&str]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
     command
         .args(args)
@@ -33,16 +33,16 @@ async fn herald(dir: &Path, args: &[&str]) -> Output {
         .expect("the CLI runs")
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Runs a command that must succeed and print JSON.
-async fn herald_json(dir: &Path, args: &[&str]) -> Value {
+pub(crate) async fn herald_json(dir: &Path, args: &[&str]) -> Value {
     let output = herald(dir, args).await;
     assert!(
         output.status.success(),
@@ -54,7 +54,7 @@ async fn herald_json(dir: &Path, args: &[&str]) -> Value {
 }
 
 /// Runs a `--json` command that must fail, and returns its `{"error":...}` message.
-async fn herald_json_error(dir: &Path, args: &[&str]) -> String {
+pub(crate) async fn herald_json_error(dir: &Path, args: &[&str]) -> String {
     let output = herald(dir, args).await;
     assert!(
         !output.status.success(),
@@ -343,7 +343,7 @@ async fn unknown_apps_and_bad_arguments_fail() {
 }
 
 /// A server on the default (1 s) revision poll, so the 2 s promise is tested as shipped.
-async fn spawn_app_with_production_poll() -> TestApp {
+pub(crate) async fn spawn_app_with_production_poll() -> TestApp {
     spawn_app_with(|settings| settings.revision_poll = Duration::from_secs(1)).await
 }
 
@@ -786,221 +786,4 @@ async fn apps_usage_json_reports_today_30_days_and_24_hours_of_minutes() {
     assert!(stdout(&text).contains("3 messages"), "{}", stdout(&text));
     let missing = herald_json_error(app.data_dir.path(), &["apps", "usage", "999", "--json"]).await;
     assert!(missing.contains("999"), "{missing}");
-}
-
-#[tokio::test]
-async fn webhooks_are_added_listed_and_removed_with_json_output() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = herald_json(
-        dir.path(),
-        &["apps", "create", "--name", "Hooked", "--json"],
-    )
-    .await;
-    let app_id = app["id"].as_str().unwrap();
-    let hook = herald_json(
-        dir.path(),
-        &[
-            "webhooks",
-            "add",
-            "--app",
-            app_id,
-            "--url",
-            "https://example.com/hook",
-            "--events",
-            "channel_occupied, member_added,client_event",
-            "--prefix",
-            "private-",
-            "--header",
-            "X-Webhook-Token: t0ken",
-            "--json",
-        ],
-    )
-    .await;
-    let hook_id = hook["id"].as_str().expect("id string").to_owned();
-    assert_eq!(hook["app_id"], app_id);
-    assert_eq!(hook["url"], "https://example.com/hook");
-    assert_eq!(
-        hook["events"],
-        serde_json::json!(["channel_occupied", "member_added", "client_event"])
-    );
-    assert_eq!(hook["channel_prefix"], "private-");
-    assert_eq!(
-        hook["headers"],
-        serde_json::json!([["X-Webhook-Token", "t0ken"]])
-    );
-    let listed = herald_json(dir.path(), &["webhooks", "list", "--app", app_id, "--json"]).await;
-    assert_eq!(listed, serde_json::json!([hook]));
-    for (args, needle) in [
-        (
-            vec!["--url", "ftp://x", "--events", "channel_occupied"],
-            "URL",
-        ),
-        (
-            vec!["--url", "https://x.test", "--events", "channel_exploded"],
-            "channel_exploded",
-        ),
-        (
-            vec!["--url", "https://x.test", "--events", ""],
-            "at least one",
-        ),
-    ] {
-        let mut full = vec!["webhooks", "add", "--app", app_id];
-        full.extend(args);
-        full.push("--json");
-        let error = herald_json_error(dir.path(), &full).await;
-        assert!(error.contains(needle), "{error}");
-    }
-    let error = herald_json_error(
-        dir.path(),
-        &[
-            "webhooks",
-            "add",
-            "--app",
-            "999",
-            "--url",
-            "https://x.test",
-            "--events",
-            "cache_miss",
-            "--json",
-        ],
-    )
-    .await;
-    assert!(error.contains("999"), "{error}");
-    let removed = herald_json(
-        dir.path(),
-        &["webhooks", "remove", "--app", app_id, &hook_id, "--json"],
-    )
-    .await;
-    assert_eq!(removed["removed"], hook_id.as_str());
-    let listed = herald_json(dir.path(), &["webhooks", "list", "--app", app_id, "--json"]).await;
-    assert_eq!(listed, serde_json::json!([]));
-    let error = herald_json_error(
-        dir.path(),
-        &["webhooks", "remove", "--app", app_id, &hook_id, "--json"],
-    )
-    .await;
-    assert!(error.contains(&hook_id), "{error}");
-    let failed = herald_json(
-        dir.path(),
-        &["webhooks", "failed", "--app", app_id, "--json"],
-    )
-    .await;
-    assert_eq!(failed, serde_json::json!([]));
-    let error = herald_json_error(
-        dir.path(),
-        &["webhooks", "retry", "--app", app_id, "--all", "--json"],
-    )
-    .await;
-    assert!(error.contains("no failed"), "{error}");
-    let neither = herald(dir.path(), &["webhooks", "retry", "--app", app_id]).await;
-    assert!(!neither.status.success(), "retry needs an id or --all");
-}
-
-#[tokio::test]
-async fn a_webhook_added_with_the_cli_reaches_a_running_server_within_2_seconds() {
-    let app = spawn_app_with_production_poll().await;
-    let receiver = crate::webhooks::Receiver::start().await;
-    let started = Instant::now();
-    herald_json(
-        app.data_dir.path(),
-        &[
-            "webhooks",
-            "add",
-            "--app",
-            APP_ID,
-            "--url",
-            &receiver.url,
-            "--events",
-            "channel_occupied",
-            "--json",
-        ],
-    )
-    .await;
-    // Subscribe until the hook fires: the first occupied channel after the reload is reported.
-    let mut client = app.connect().await;
-    let mut n = 0;
-    let deadline = started + Duration::from_secs(2);
-    loop {
-        n += 1;
-        client.subscribe(&format!("cli-hook-{n}")).await;
-        pause(Duration::from_millis(100)).await;
-        if !receiver.accepted_events().is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline + Duration::from_millis(500),
-            "no webhook within 2 s"
-        );
-    }
-    let events = receiver.accepted_events();
-    assert_eq!(events[0]["name"], "channel_occupied");
-}
-
-#[tokio::test]
-async fn failed_deliveries_are_listed_and_retried_with_the_cli() {
-    let app = spawn_app_with(|s| {
-        s.revision_poll = Duration::from_secs(1);
-        s.webhooks.retry_window = Duration::from_millis(500);
-        s.webhooks.backoff_base = Duration::from_millis(100);
-        s.webhooks.backoff_cap = Duration::from_millis(200);
-    })
-    .await;
-    let receiver = crate::webhooks::Receiver::start().await;
-    receiver
-        .status
-        .store(503, std::sync::atomic::Ordering::SeqCst);
-    herald_json(
-        app.data_dir.path(),
-        &[
-            "webhooks",
-            "add",
-            "--app",
-            APP_ID,
-            "--url",
-            &receiver.url,
-            "--events",
-            "channel_occupied",
-            "--json",
-        ],
-    )
-    .await;
-    herald::startup::refresh_apps(&app.node).await.unwrap();
-    let mut client = app.connect().await;
-    client.subscribe("will-fail").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let failed = loop {
-        let failed = herald_json(
-            app.data_dir.path(),
-            &["webhooks", "failed", "--app", APP_ID, "--json"],
-        )
-        .await;
-        if failed.as_array().is_some_and(|f| !f.is_empty()) {
-            break failed;
-        }
-        assert!(Instant::now() < deadline, "never failed");
-        pause(Duration::from_millis(100)).await;
-    };
-    let delivery = &failed[0];
-    assert_eq!(delivery["status"], "failed");
-    assert_eq!(delivery["last_status"], 503);
-    assert!(delivery["attempts"].as_i64().unwrap() >= 2);
-    let id = delivery["id"].as_i64().unwrap().to_string();
-    receiver
-        .status
-        .store(200, std::sync::atomic::Ordering::SeqCst);
-    let queued = herald_json(
-        app.data_dir.path(),
-        &["webhooks", "retry", "--app", APP_ID, &id, "--json"],
-    )
-    .await;
-    assert_eq!(queued["queued"], 1);
-    receiver
-        .wait_for("the retried delivery", |e| e.len() == 1)
-        .await;
-    let failed = herald_json(
-        app.data_dir.path(),
-        &["webhooks", "failed", "--app", APP_ID, "--json"],
-    )
-    .await;
-    assert_eq!(failed, serde_json::json!([]));
 }

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod cli;
+mod cli_webhooks;
 mod dashboard_access;
 mod dashboard_helpers;
 mod dashboard_pages;

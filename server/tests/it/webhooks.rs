@@ -1,6 +1,7 @@
 //! Webhooks end to end: a local receiver (raw HTTP/1.1, so header casing is visible) records
 //! every request; the server's pipeline batches, signs, delays, retries and persists them.
 
+use herald::locks::MutexExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
@@ -100,7 +101,7 @@ impl Receiver {
                             return;
                         }
                         let status = shared.status.load(Ordering::SeqCst);
-                        shared.log.lock().unwrap().push(Received {
+                        shared.log.lock_or_recover().push(Received {
                             headers,
                             body: String::from_utf8_lossy(&body).into_owned(),
                             answered: status,
@@ -119,7 +120,7 @@ impl Receiver {
     }
 
     pub fn requests(&self) -> Vec<Received> {
-        self.log.lock().unwrap().clone()
+        self.log.lock_or_recover().clone()
     }
 
     /// The events of the requests answered 2xx, in arrival order.
