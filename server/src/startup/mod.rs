@@ -291,6 +291,7 @@ impl Application {
                 .await
                 .is_err()
             {
+                tracing::warn!("a listener's HTTP connections did not drain in time; closing them");
                 server.abort();
             }
         }

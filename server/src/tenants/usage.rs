@@ -125,12 +125,6 @@ impl AppUsage {
         self.lock().today()
     }
 
-    /// Whether a publish may go ahead under a daily quota (`None`: unlimited): the day's count
-    /// before it must be below the quota.
-    pub fn allows_publish(&self, quota: Option<u64>) -> bool {
-        quota.is_none_or(|quota| self.messages_today() < quota)
-    }
-
     /// Admits a publish to `channels` channels under a daily quota (`None`: unlimited) and counts
     /// those channels at once, in one critical section, so parallel publishes cannot all pass
     /// on the same count. The copies delivered are counted afterwards with [`AppUsage::count`].
@@ -573,11 +567,11 @@ mod tests {
         let usage = AppUsage::new(clock.clone(), 7);
         usage.count(3);
         assert_eq!(usage.messages_today(), 10);
-        assert!(usage.allows_publish(Some(11)));
-        assert!(!usage.allows_publish(Some(10)));
+        assert!(usage.messages_today() < 11);
+        assert!(usage.messages_today() >= 10);
         clock.set_millis(10 * DAY_MS);
         assert_eq!(usage.messages_today(), 0);
-        assert!(usage.allows_publish(Some(1)));
+        assert!(usage.messages_today() < 1);
         let batch = usage.take();
         // Yesterday's unflushed 3 messages are still written, to yesterday.
         assert!(batch.days.iter().any(|d| d.at == 9 && d.messages == 3));
@@ -590,7 +584,7 @@ mod tests {
         usage.count(5);
         clock.set_millis(10 * DAY_MS - 1_000);
         assert_eq!(usage.messages_today(), 5);
-        assert!(!usage.allows_publish(Some(5)));
+        assert!(usage.messages_today() >= 5);
     }
 
     #[test]

@@ -385,7 +385,8 @@ async fn each_webhook_request_counts_toward_the_daily_quota() {
 }
 
 #[tokio::test]
-async fn the_receiver_down_for_30_seconds_gets_every_event_once_in_order_per_channel() {
+async fn the_receiver_down_for_a_scaled_30_second_outage_gets_every_event_once_in_order_per_channel(
+) {
     // The outage at a thirtieth of its length, backoff included: 1 s down with retries from
     // 7 ms up to 67 ms makes as many attempts as 30 s with retries from 200 ms up to 2 s.
     let outage = Duration::from_secs(1);
