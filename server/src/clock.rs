@@ -8,10 +8,20 @@
 //! over at midnight, and a test should not wait for one), or one that follows tokio's clock from
 //! a given start ([`Clock::tokio_at`]), so a `start_paused` test moves the wall clock with
 //! `tokio::time::advance`.
+//!
+//! The rate limiters (governor) read [`TokioClock`], tokio's monotonic clock: the real one in
+//! production, paused time in tests. Build them with [`rate_limiter`].
 
+use std::ops::Add;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use governor::clock::Reference;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::Quota;
 
 #[allow(clippy::disallowed_methods)] // The one read of the system wall clock.
 fn unix_millis() -> i64 {
@@ -103,6 +113,53 @@ impl Clock {
     }
 }
 
+/// A governor clock that reads `tokio::time::Instant`, so a rate limiter built on it refills with
+/// tokio's paused time in tests (and with the monotonic clock otherwise), unlike governor's
+/// default clock (quanta), which nothing in a test can move.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+/// A [`TokioClock`] reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TokioInstant(pub tokio::time::Instant);
+
+impl Add<Nanos> for TokioInstant {
+    type Output = TokioInstant;
+
+    fn add(self, other: Nanos) -> TokioInstant {
+        TokioInstant(self.0 + Duration::from(other))
+    }
+}
+
+impl Reference for TokioInstant {
+    fn duration_since(&self, earlier: Self) -> Nanos {
+        self.0.saturating_duration_since(earlier.0).into()
+    }
+
+    fn saturating_sub(&self, duration: Nanos) -> Self {
+        self.0
+            .checked_sub(duration.into())
+            .map_or(*self, TokioInstant)
+    }
+}
+
+impl governor::clock::Clock for TokioClock {
+    type Instant = TokioInstant;
+
+    fn now(&self) -> TokioInstant {
+        TokioInstant(tokio::time::Instant::now())
+    }
+}
+
+/// An in-memory rate limiter on [`TokioClock`]: what every Herald rate limit is.
+pub type RateLimiter =
+    governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
+
+/// A rate limiter for `quota` on [`TokioClock`].
+pub fn rate_limiter(quota: Quota) -> RateLimiter {
+    governor::RateLimiter::direct_with_clock(quota, TokioClock)
+}
+
 /// `YYYY-MM-DD` of a UTC day number (civil-from-days, proleptic Gregorian).
 pub fn day_to_date(day: i64) -> String {
     let z = day + 719_468;
@@ -151,5 +208,23 @@ mod tests {
         let copy = clock.clone();
         clock.set_millis(0);
         assert_eq!(copy.now_millis(), 86_400_500);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limiter_refills_with_paused_time() {
+        use std::num::NonZeroU32;
+        let limiter = rate_limiter(Quota::per_second(NonZeroU32::new(2).unwrap()));
+        assert!(limiter.check().is_ok());
+        assert!(limiter.check().is_ok());
+        let refused = limiter
+            .check()
+            .expect_err("the third within the second is refused");
+        let wait = refused.wait_time_from(governor::clock::Clock::now(&TokioClock));
+        assert_eq!(wait, Duration::from_millis(500));
+        tokio::time::advance(Duration::from_millis(499)).await;
+        assert!(limiter.check().is_err());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(limiter.check().is_ok());
+        assert!(limiter.check().is_err());
     }
 }

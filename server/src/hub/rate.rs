@@ -7,8 +7,10 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::Clock as _;
+use governor::Quota;
+
+use crate::clock::{rate_limiter, RateLimiter, TokioClock};
 
 /// Which budget a request draws on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,7 +21,7 @@ pub enum Budget {
     Reads,
 }
 
-type Limiter = Arc<(u32, DefaultDirectRateLimiter)>;
+type Limiter = Arc<(u32, RateLimiter)>;
 
 /// Every app's REST limiters.
 #[derive(Debug, Default)]
@@ -44,11 +46,11 @@ impl RateLimits {
         };
         let limiter = {
             let mut limiters = self.limiters.lock_or_recover();
-            let entry = limiters.entry((app_id.into(), budget)).or_insert_with(|| {
-                Arc::new((rate.get(), RateLimiter::direct(Quota::per_second(rate))))
-            });
+            let entry = limiters
+                .entry((app_id.into(), budget))
+                .or_insert_with(|| Arc::new((rate.get(), rate_limiter(Quota::per_second(rate)))));
             if entry.0 != rate.get() {
-                *entry = Arc::new((rate.get(), RateLimiter::direct(Quota::per_second(rate))));
+                *entry = Arc::new((rate.get(), rate_limiter(Quota::per_second(rate))));
             }
             entry.clone()
         };
@@ -57,9 +59,7 @@ impl RateLimits {
         };
         match limiter.1.check_n(cost) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(Some(
-                not_until.wait_time_from(DefaultClock::default().now()),
-            )),
+            Ok(Err(not_until)) => Err(Some(not_until.wait_time_from(TokioClock.now()))),
             Err(_) => Err(None),
         }
     }
