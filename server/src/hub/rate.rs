@@ -10,7 +10,7 @@ use std::time::Duration;
 use governor::clock::Clock as _;
 use governor::Quota;
 
-use crate::clock::{rate_limiter, RateLimiter, TokioClock};
+use crate::clock::{Clock, RateLimiter};
 
 /// Which budget a request draws on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,11 +26,21 @@ type Limiter = Arc<(u32, RateLimiter)>;
 /// Every app's REST limiters.
 #[derive(Debug, Default)]
 pub struct RateLimits {
+    /// Makes the limiters (the system clock's by default).
+    clock: Clock,
     // A std mutex: held for a map lookup only.
     limiters: Mutex<HashMap<(Box<str>, Budget), Limiter>>,
 }
 
 impl RateLimits {
+    /// Limits whose limiters read `clock`'s rate clock ([`Clock::rate_limiter`]).
+    pub fn new(clock: Clock) -> RateLimits {
+        RateLimits {
+            clock,
+            limiters: Mutex::default(),
+        }
+    }
+
     /// Takes `cost` units from app `app_id`'s `budget` at `rate` per second (`None`: unlimited).
     /// When refused, says how long to wait before retrying; `None` when `cost` is more than a
     /// second's worth and can never pass.
@@ -46,11 +56,11 @@ impl RateLimits {
         };
         let limiter = {
             let mut limiters = self.limiters.lock_or_recover();
-            let entry = limiters
-                .entry((app_id.into(), budget))
-                .or_insert_with(|| Arc::new((rate.get(), rate_limiter(Quota::per_second(rate)))));
+            let entry = limiters.entry((app_id.into(), budget)).or_insert_with(|| {
+                Arc::new((rate.get(), self.clock.rate_limiter(Quota::per_second(rate))))
+            });
             if entry.0 != rate.get() {
-                *entry = Arc::new((rate.get(), rate_limiter(Quota::per_second(rate))));
+                *entry = Arc::new((rate.get(), self.clock.rate_limiter(Quota::per_second(rate))));
             }
             entry.clone()
         };
@@ -59,7 +69,7 @@ impl RateLimits {
         };
         match limiter.1.check_n(cost) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(Some(not_until.wait_time_from(TokioClock.now()))),
+            Ok(Err(not_until)) => Err(Some(not_until.wait_time_from(limiter.1.clock().now()))),
             Err(_) => Err(None),
         }
     }

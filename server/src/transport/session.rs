@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::auth::{self, SocketAuthError};
-use crate::clock::{rate_limiter, RateLimiter};
+use crate::clock::RateLimiter;
 use crate::hub::{AppHub, ConnHandle, PresenceMember, SubscribeOptions, SubscribeRefusal};
 use crate::node::Node;
 use crate::protocol::{
@@ -227,7 +227,7 @@ impl Session {
                     .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
                 &self
                     .subscribe_limiter
-                    .insert(((rate, burst), rate_limiter(quota)))
+                    .insert(((rate, burst), self.node.settings.clock.rate_limiter(quota)))
                     .1
             }
         };
@@ -546,7 +546,11 @@ impl Session {
                 Some((current, limiter)) if *current == rate => limiter,
                 _ => {
                     let per_second = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
-                    let limiter = rate_limiter(Quota::per_second(per_second));
+                    let limiter = self
+                        .node
+                        .settings
+                        .clock
+                        .rate_limiter(Quota::per_second(per_second));
                     &self.client_event_limiter.insert((rate, limiter)).1
                 }
             };
