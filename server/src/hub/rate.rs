@@ -7,8 +7,10 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::Clock as _;
+use governor::Quota;
+
+use crate::clock::{Clock, RateLimiter};
 
 /// Which budget a request draws on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,16 +21,26 @@ pub enum Budget {
     Reads,
 }
 
-type Limiter = Arc<(u32, DefaultDirectRateLimiter)>;
+type Limiter = Arc<(u32, RateLimiter)>;
 
 /// Every app's REST limiters.
 #[derive(Debug, Default)]
 pub struct RateLimits {
+    /// Makes the limiters (the system clock's by default).
+    clock: Clock,
     // A std mutex: held for a map lookup only.
     limiters: Mutex<HashMap<(Box<str>, Budget), Limiter>>,
 }
 
 impl RateLimits {
+    /// Limits whose limiters read `clock`'s rate clock ([`Clock::rate_limiter`]).
+    pub fn new(clock: Clock) -> RateLimits {
+        RateLimits {
+            clock,
+            limiters: Mutex::default(),
+        }
+    }
+
     /// Takes `cost` units from app `app_id`'s `budget` at `rate` per second (`None`: unlimited).
     /// When refused, says how long to wait before retrying; `None` when `cost` is more than a
     /// second's worth and can never pass.
@@ -45,10 +57,10 @@ impl RateLimits {
         let limiter = {
             let mut limiters = self.limiters.lock_or_recover();
             let entry = limiters.entry((app_id.into(), budget)).or_insert_with(|| {
-                Arc::new((rate.get(), RateLimiter::direct(Quota::per_second(rate))))
+                Arc::new((rate.get(), self.clock.rate_limiter(Quota::per_second(rate))))
             });
             if entry.0 != rate.get() {
-                *entry = Arc::new((rate.get(), RateLimiter::direct(Quota::per_second(rate))));
+                *entry = Arc::new((rate.get(), self.clock.rate_limiter(Quota::per_second(rate))));
             }
             entry.clone()
         };
@@ -57,9 +69,7 @@ impl RateLimits {
         };
         match limiter.1.check_n(cost) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(Some(
-                not_until.wait_time_from(DefaultClock::default().now()),
-            )),
+            Ok(Err(not_until)) => Err(Some(not_until.wait_time_from(limiter.1.clock().now()))),
             Err(_) => Err(None),
         }
     }

@@ -152,6 +152,7 @@ impl Application {
         webhooks.seed_ids(store.max_delivery_id().await?);
         let body_budget = api::BodyBudget::new(settings.body_buffer_bytes);
         let taps = Taps::new(settings.clock.clone());
+        let rates = RateLimits::new(settings.clock.clone());
         let node = Arc::new(Node {
             settings,
             apps: Arc::new(AppCache::default()),
@@ -159,7 +160,7 @@ impl Application {
             webhooks: Arc::new(webhooks),
             store,
             usage: Arc::new(usage),
-            rates: RateLimits::default(),
+            rates,
             body_budget,
             taps: Arc::new(taps),
             shutdown: CancellationToken::new(),

@@ -8,11 +8,12 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::Quota;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::auth::{self, SocketAuthError};
+use crate::clock::RateLimiter;
 use crate::hub::{AppHub, ConnHandle, PresenceMember, SubscribeOptions, SubscribeRefusal};
 use crate::node::Node;
 use crate::protocol::{
@@ -47,9 +48,9 @@ pub struct Session {
     /// Subscribed channels, with the presence user id this socket joined as.
     subscriptions: HashMap<Box<str>, Option<Box<str>>>,
     user: Option<SignedIn>,
-    client_event_limiter: Option<(u32, DefaultDirectRateLimiter)>,
+    client_event_limiter: Option<(u32, RateLimiter)>,
     /// Subscribes per second, keyed by the (rate, burst) it was built for.
-    subscribe_limiter: Option<((u32, u32), DefaultDirectRateLimiter)>,
+    subscribe_limiter: Option<((u32, u32), RateLimiter)>,
     /// Per cache channel, the last cached event replayed to this connection and counted: a
     /// replay counts once per connection, channel and cached event (`interfaces.md`), so
     /// re-subscribing in a loop costs the app's quota nothing.
@@ -226,7 +227,7 @@ impl Session {
                     .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
                 &self
                     .subscribe_limiter
-                    .insert(((rate, burst), RateLimiter::direct(quota)))
+                    .insert(((rate, burst), self.node.settings.clock.rate_limiter(quota)))
                     .1
             }
         };
@@ -545,7 +546,11 @@ impl Session {
                 Some((current, limiter)) if *current == rate => limiter,
                 _ => {
                     let per_second = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
-                    let limiter = RateLimiter::direct(Quota::per_second(per_second));
+                    let limiter = self
+                        .node
+                        .settings
+                        .clock
+                        .rate_limiter(Quota::per_second(per_second));
                     &self.client_event_limiter.insert((rate, limiter)).1
                 }
             };

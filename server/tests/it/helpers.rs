@@ -439,18 +439,6 @@ pub async fn pause(wait: Duration) {
     tokio::time::sleep(wait).await;
 }
 
-/// Waits, in steps of at most [`MAX_PAUSE`], until the wall clock reads `unix_millis` (at most
-/// 2 s ahead). For the one timer whose expiry is a wall-clock time stored in the database and
-/// checked against the system clock (a rotated key's grace period, whole seconds).
-pub async fn pause_until_wall_clock(unix_millis: i64) {
-    let ahead = unix_millis - now_millis();
-    assert!(ahead <= 2_000, "{ahead} ms is too far ahead to wait for");
-    while now_millis() < unix_millis {
-        let left = u64::try_from(unix_millis - now_millis()).unwrap_or(0);
-        pause(Duration::from_millis(left).min(MAX_PAUSE)).await;
-    }
-}
-
 /// Pauses tokio's clock for the rest of the test and holds it still: it moves only by
 /// [`advance_past`], and every server timer and test timeout with it. Without the hold, tokio
 /// skips ahead to the next timer (auto-advance) whenever the runtime waits on a loopback socket
@@ -472,18 +460,20 @@ pub struct PausedTime {
     _hold: std::sync::mpsc::Sender<()>,
 }
 
+impl PausedTime {
+    /// Lets go of the clock: from here it runs in real time again (on from where paused time
+    /// left it), for a check that needs real time to pass, such as [`Client::expect_silence`]
+    /// (on held paused time its window would never end).
+    pub fn resume(self) {
+        drop(self);
+        tokio::time::resume();
+    }
+}
+
 /// Moves paused time past `duration` from now: 1 ms more, since a timer set between two
 /// milliseconds fires on the later one.
 pub async fn advance_past(duration: Duration) {
     tokio::time::advance(duration + Duration::from_millis(1)).await;
-}
-
-/// Lets a per-second rate window refill (1.1 s of real time). The per-app rate limiters
-/// (governor) read their own clock (quanta), which neither paused time nor `Settings` can move,
-/// and their window is the second of the contract's `*_per_second` limits.
-pub async fn rate_window_passes() {
-    pause(Duration::from_millis(550)).await;
-    pause(Duration::from_millis(550)).await;
 }
 
 /// The query parameters of a signed REST request, `auth_signature` last, with `body_md5` exactly

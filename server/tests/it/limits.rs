@@ -246,6 +246,7 @@ async fn client_events_over_the_configured_rate_get_4301_and_the_socket_stays_op
     })
     .await;
     let (mut sender, mut receiver) = two_on_private(&app, "private-chat").await;
+    let paused = pause_time();
     for n in 1..=3 {
         send_client_event(&mut sender, "client-n", "private-chat", json!({"n": n})).await;
     }
@@ -254,13 +255,14 @@ async fn client_events_over_the_configured_rate_get_4301_and_the_socket_stays_op
     assert_open(&mut sender).await;
 
     // After the bucket refills, the same socket may send again.
-    rate_window_passes().await;
+    advance_past(Duration::from_secs(1)).await;
     send_client_event(&mut sender, "client-n", "private-chat", json!({"n": 4})).await;
     // The receiver saw 1, 2 and then 4: the refused third never arrived.
     for n in [1, 2, 4] {
         let frame = expect_on(&mut receiver, "client-n", "private-chat").await;
         assert_eq!(data_of(&frame), json!({"n": n}), "{frame}");
     }
+    paused.resume();
     sender.expect_silence(QUIET).await;
 }
 
@@ -277,6 +279,7 @@ async fn backend_events_over_the_configured_rate_get_429_with_retry_after_and_pu
         },
     )
     .await;
+    let paused = pause_time();
 
     for name in ["e1", "e2"] {
         assert_eq!(trigger(&app, name, "news", "{}").await, 200, "{name}");
@@ -303,7 +306,7 @@ async fn backend_events_over_the_configured_rate_get_429_with_retry_after_and_pu
     batch.assert_too_many("a batch of three with a rate of two");
 
     // Once the bucket has refilled, a batch of two goes through.
-    rate_window_passes().await;
+    advance_past(Duration::from_secs(1)).await;
     let refilled = post(
         &app,
         BATCH,
@@ -318,6 +321,7 @@ async fn backend_events_over_the_configured_rate_get_429_with_retry_after_and_pu
     for name in ["e1", "e2", "m1", "m2"] {
         expect_on(&mut subscriber, name, "news").await;
     }
+    paused.resume();
     subscriber.expect_silence(QUIET).await;
 }
 
@@ -334,6 +338,7 @@ async fn read_requests_over_the_configured_rate_get_429_and_triggers_are_not_aff
         },
     )
     .await;
+    let _paused = pause_time();
 
     let first = get(&app, "/apps/4242/channels").await;
     assert_eq!(first.status, 200, "{first:?}");
@@ -359,7 +364,7 @@ async fn read_requests_over_the_configured_rate_get_429_and_triggers_are_not_aff
     }
 
     // A rate, not a ban: after a second, reading works again.
-    rate_window_passes().await;
+    advance_past(Duration::from_secs(1)).await;
     let later = get(&app, "/apps/4242/channels/news").await;
     assert_eq!(later.status, 200, "{later:?}");
 }
@@ -932,10 +937,9 @@ async fn a_third_key_pair_is_refused_while_two_are_active() {
 #[tokio::test]
 async fn the_old_key_stops_working_when_the_rotation_grace_period_ends() {
     let app = spawn_app().await;
-    // Start just after a second boundary, so the one-second grace leaves time to check the old
-    // key still works.
-    let second = now_millis().div_euclid(1000);
-    pause_until_wall_clock((second + 1) * 1000 + 20).await;
+    // On paused time (the node's clock with it), so the one-second grace lasts until the test
+    // moves the clock past it, however long checking the old key takes.
+    let _paused = pause_time();
     let rotated = app
         .node
         .store
@@ -961,7 +965,11 @@ async fn the_old_key_stops_working_when_the_rotation_grace_period_ends() {
 
     // Wait out the grace period (> 1 s), then the old key is refused everywhere.
     let expiry_millis = expires_at * 1000;
-    pause_until_wall_clock(expiry_millis + 100).await;
+    let left = expiry_millis + 100 - app.node.settings.clock.now_millis();
+    advance_past(Duration::from_millis(
+        u64::try_from(left).expect("expiry ahead"),
+    ))
+    .await;
     assert_key_refused(&app, KEY, SECRET, "expired key").await;
     let secret = rotated.secret.expose().to_owned();
     assert_key_works(&app, &rotated.key, &secret, "current", &mut watcher).await;
