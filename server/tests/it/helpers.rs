@@ -443,14 +443,14 @@ pub async fn pause(wait: Duration) {
 /// [`advance_past`], and every server timer and test timeout with it. Without the hold, tokio
 /// skips ahead to the next timer (auto-advance) whenever the runtime waits on a loopback socket
 /// or SQLite's thread, and that is often a test's own timeout. The hold is a blocking task (tokio
-/// does not auto-advance while one runs); after 20 s of real time it lets go, so a stuck
+/// does not auto-advance while one runs); after 60 s of real time it lets go, so a stuck
 /// expectation times out instead of hanging. Build the node and connect first. Current-thread
 /// runtimes only (the default `#[tokio::test]`).
 pub fn pause_time() -> PausedTime {
     tokio::time::pause();
     let (hold, held) = std::sync::mpsc::channel::<()>();
     tokio::task::spawn_blocking(move || {
-        let _ = held.recv_timeout(Duration::from_secs(20));
+        let _ = held.recv_timeout(Duration::from_secs(60));
     });
     PausedTime { _hold: hold }
 }
