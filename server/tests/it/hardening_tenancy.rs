@@ -619,13 +619,7 @@ async fn exercise_policy(url: &str) {
 async fn the_tenant_policy_is_stored_on_sqlite_and_postgres() {
     let dir = tempfile::tempdir().unwrap();
     exercise_policy(&herald::config::sqlite_url(dir.path())).await;
-    let Some(admin_url) = std::env::var("HERALD_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-    else {
-        println!("PostgreSQL part not run: HERALD_TEST_DATABASE_URL is not set");
-        return;
-    };
+    let admin_url = postgres_admin_url();
     use sqlx::{Connection, Executor};
     let database = format!("herald_tenancy_{:016x}", rand::random::<u64>());
     let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();

@@ -574,3 +574,13 @@ pub async fn post_signed(
         .await
         .expect("the request is answered")
 }
+
+/// The PostgreSQL server the store tests create their scratch databases on:
+/// `HERALD_TEST_DATABASE_URL`, or the machine's own (`postgres://postgres@127.0.0.1:5432/test`).
+/// A test that needs it fails when it cannot connect; none skips.
+pub fn postgres_admin_url() -> String {
+    std::env::var("HERALD_TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into())
+}

@@ -464,13 +464,7 @@ fn with_database_replaces_only_the_database_name() {
 
 #[tokio::test]
 async fn the_store_creates_reads_updates_and_deletes_apps_on_postgres() {
-    let Some(admin_url) = std::env::var("HERALD_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-    else {
-        println!("skipped PostgreSQL: HERALD_TEST_DATABASE_URL is not set");
-        return;
-    };
+    let admin_url = crate::helpers::postgres_admin_url();
     let database = format!("herald_test_{:016x}", rand::random::<u64>());
     let mut admin = sqlx::PgConnection::connect(&admin_url)
         .await
