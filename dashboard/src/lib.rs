@@ -35,7 +35,6 @@ pub const MAX_FORM_BYTES: usize = 64 * 1024;
 /// Shared state of the dashboard routes.
 struct Dash<P> {
     port: Arc<P>,
-    sessions: session::Sessions,
     sign_in: session::SignInLimits,
     proxies: client::TrustedProxies,
 }
@@ -74,7 +73,6 @@ async fn hardening_headers(mut response: Response) -> Response {
 pub fn router<P: AdminPort>(port: Arc<P>, config: Config) -> Router {
     pages::routes(Arc::new(Dash {
         port,
-        sessions: session::Sessions::default(),
         sign_in: session::SignInLimits::default(),
         proxies: client::TrustedProxies::new(config.trusted_proxies),
     }))

@@ -4,6 +4,7 @@
 //! exactly like an app that does not exist.
 
 use std::future::Future;
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -41,6 +42,35 @@ pub struct Admin {
     pub tenant_id: Option<String>,
     /// The user's credential generation: it changes with the password, and a session begun at
     /// another generation is over.
+    pub generation: i64,
+}
+
+/// A session to start for a signed-in admin: the cookie's token and the CSRF token (chosen by
+/// the dashboard, at random) and its terms. The server keeps it where every node sharing the
+/// store finds it, under a hash of the token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// The cookie's token.
+    pub token: String,
+    /// The token every form of the session carries.
+    pub csrf: String,
+    /// How long it lives unused.
+    pub idle: Duration,
+    /// How long it lives at most, however busy.
+    pub lifetime: Duration,
+    /// Most live sessions one admin may have: starting one more ends their oldest.
+    pub per_user: usize,
+}
+
+/// A live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The admin's user id.
+    pub user_id: String,
+    /// The token every form of this session carries.
+    pub csrf: String,
+    /// The admin's credential generation the session belongs to: once the admin's generation
+    /// moves on (a password change), the session is over.
     pub generation: i64,
 }
 
@@ -337,6 +367,24 @@ pub trait AdminPort: Send + Sync + 'static {
         admin: &Admin,
         current: &str,
         new: &str,
+    ) -> impl Future<Output = PortResult<()>> + Send;
+    /// Starts `session` for `admin` (just authenticated) at the admin's credential generation.
+    fn start_session(
+        &self,
+        admin: &Admin,
+        session: NewSession,
+    ) -> impl Future<Output = PortResult<()>> + Send;
+    /// The live session of cookie `token`, on whichever node it began (its use is recorded).
+    fn session(&self, token: &str) -> impl Future<Output = PortResult<Option<SessionInfo>>> + Send;
+    /// Ends the session of cookie `token` everywhere.
+    fn end_session(&self, token: &str) -> impl Future<Output = PortResult<()>> + Send;
+    /// Ends every session of `admin` but `keep`, which moves to credential `generation` (after
+    /// the admin changed their own password).
+    fn end_other_sessions(
+        &self,
+        admin: &Admin,
+        keep: &str,
+        generation: i64,
     ) -> impl Future<Output = PortResult<()>> + Send;
     /// Tenants the admin may see.
     fn tenants(&self, admin: &Admin) -> impl Future<Output = PortResult<Vec<TenantRow>>> + Send;

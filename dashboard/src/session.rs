@@ -1,7 +1,7 @@
-//! Admin sessions (in memory: a restart signs everyone out), CSRF tokens and sign-in rate
-//! limiting.
+//! Admin sessions (kept by the server in its store through the [`crate::AdminPort`], so every
+//! node sharing the store accepts them and a restart signs nobody out), CSRF tokens and sign-in
+//! rate limiting (in this process's memory: each node has its own budgets).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -34,94 +34,20 @@ pub(crate) fn same_token(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// One signed-in browser.
-#[derive(Debug, Clone)]
-pub(crate) struct Session {
-    /// The admin's user id.
-    pub(crate) user_id: String,
-    /// The token every form of this session carries.
-    pub(crate) csrf: String,
-    /// The user's credential generation when the session began: a password change since ends it.
-    pub(crate) generation: i64,
-    started: Instant,
-    last_seen: Instant,
-}
+/// Most live sessions one admin may have; signing in once more ends their oldest session.
+pub(crate) const MAX_SESSIONS_PER_USER: usize = 20;
 
-impl Session {
-    fn live_at(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.last_seen) < IDLE_TIMEOUT
-            && now.saturating_duration_since(self.started) < ABSOLUTE_LIFETIME
-    }
-}
+/// One signed-in browser, as the server's store keeps it (shared by every node on that store).
+pub(crate) type Session = crate::port::SessionInfo;
 
-/// Every session, by cookie token.
-#[derive(Debug, Default)]
-pub(crate) struct Sessions {
-    // A std mutex: held for a map operation only.
-    by_token: Mutex<HashMap<String, Session>>,
-}
-
-impl Sessions {
-    /// Starts a session for `user_id` at credential `generation`; returns its cookie token.
-    pub(crate) fn start(&self, user_id: &str, generation: i64) -> String {
-        self.start_at(user_id, generation, Instant::now())
-    }
-
-    fn start_at(&self, user_id: &str, generation: i64, now: Instant) -> String {
-        let token = random_token();
-        let session = Session {
-            user_id: user_id.to_owned(),
-            csrf: random_token(),
-            generation,
-            started: now,
-            last_seen: now,
-        };
-        let mut sessions = self.sessions();
-        sessions.retain(|_, s| s.live_at(now));
-        sessions.insert(token.clone(), session);
-        token
-    }
-
-    /// The session table. Poisoning follows the server's one policy (`herald::locks`): every
-    /// update here is a single insert, remove or retain, so the table is whole after a panic.
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "the one place the session table is locked"
-    )]
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.by_token.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The live session of `token`, refreshed.
-    pub(crate) fn get(&self, token: &str) -> Option<Session> {
-        self.get_at(token, Instant::now())
-    }
-
-    fn get_at(&self, token: &str, now: Instant) -> Option<Session> {
-        let mut sessions = self.sessions();
-        let session = sessions.get_mut(token)?;
-        if !session.live_at(now) {
-            sessions.remove(token);
-            return None;
-        }
-        session.last_seen = now;
-        Some(session.clone())
-    }
-
-    /// Ends the session of `token`.
-    pub(crate) fn end(&self, token: &str) {
-        let mut sessions = self.sessions();
-        sessions.remove(token);
-    }
-
-    /// Ends every session of `user_id` but `keep`, which moves to credential `generation` (after
-    /// the user changed their own password).
-    pub(crate) fn end_others(&self, user_id: &str, keep: &str, generation: i64) {
-        let mut sessions = self.sessions();
-        sessions.retain(|token, s| s.user_id != user_id || token == keep);
-        if let Some(kept) = sessions.get_mut(keep) {
-            kept.generation = generation;
-        }
+/// A fresh session's tokens and terms, ready for [`crate::AdminPort::start_session`].
+pub(crate) fn new_session() -> crate::port::NewSession {
+    crate::port::NewSession {
+        token: random_token(),
+        csrf: random_token(),
+        idle: IDLE_TIMEOUT,
+        lifetime: ABSOLUTE_LIFETIME,
+        per_user: MAX_SESSIONS_PER_USER,
     }
 }
 
@@ -336,32 +262,5 @@ mod tests {
             "keys past the cap are refused while the others are recent"
         );
         assert!(limits.keys() <= MAX_KEYS);
-    }
-
-    #[test]
-    fn a_session_ends_after_its_absolute_lifetime_even_when_used_all_along() {
-        let sessions = Sessions::default();
-        let start = Instant::now();
-        let token = sessions.start_at("7", 0, start);
-        let mut now = start;
-        // Used every 11 hours: never idle for 12, yet over after 7 days.
-        while now + Duration::from_secs(11 * 3600) < start + ABSOLUTE_LIFETIME {
-            now += Duration::from_secs(11 * 3600);
-            assert!(sessions.get_at(&token, now).is_some(), "alive at {now:?}");
-        }
-        assert!(sessions.get_at(&token, start + ABSOLUTE_LIFETIME).is_none());
-        assert!(sessions.get_at(&token, now).is_none(), "ended for good");
-    }
-
-    #[test]
-    fn a_session_ends_after_twelve_idle_hours() {
-        let sessions = Sessions::default();
-        let start = Instant::now();
-        let token = sessions.start_at("7", 0, start);
-        assert!(sessions
-            .get_at(&token, start + IDLE_TIMEOUT - Duration::from_secs(1))
-            .is_some());
-        let later = start + IDLE_TIMEOUT - Duration::from_secs(1) + IDLE_TIMEOUT;
-        assert!(sessions.get_at(&token, later).is_none());
     }
 }

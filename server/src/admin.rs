@@ -5,8 +5,9 @@
 
 use herald_dashboard::{
     Admin, AdminPort, AppChanges, AppDetail, AppSummary, ChannelRow, CreateApp, DayPoint,
-    DebugEvent, DeliveryRow, KeyPair, LimitRow, MinutePoint, NewUser, PlanRow, PortError,
-    PortResult, TenantRow, UsageView, UserRow, WebhookForm, WebhookRow, WebhooksView,
+    DebugEvent, DeliveryRow, KeyPair, LimitRow, MinutePoint, NewSession, NewUser, PlanRow,
+    PortError, PortResult, SessionInfo, TenantRow, UsageView, UserRow, WebhookForm, WebhookRow,
+    WebhooksView,
 };
 use tokio::sync::broadcast;
 
@@ -14,7 +15,7 @@ use crate::node::SharedNode;
 use crate::protocol::WEBHOOK_KINDS;
 use crate::tenants::{
     limit_values, Actor, App, AppPatch, Delivery, DeliveryStatus, LimitsPatch, NewApp, NewDelivery,
-    NewWebhook, StoreError, TenantPatch, User, UserRole, PLANS,
+    NewWebhook, SessionTerms, StoreError, TenantPatch, User, UserRole, PLANS,
 };
 
 /// The taps moved into the hub (below every emitter); kept here for old import paths.
@@ -252,6 +253,52 @@ impl AdminPort for AdminApi {
             tracing::info!("a dashboard sign-in failed");
         }
         Ok(user.map(admin_of))
+    }
+
+    async fn start_session(&self, admin: &Admin, session: NewSession) -> PortResult<()> {
+        let terms = SessionTerms {
+            idle: session.idle,
+            lifetime: session.lifetime,
+            per_user: session.per_user,
+        };
+        self.node
+            .store
+            .start_session(
+                &session.token,
+                &session.csrf,
+                &admin.id,
+                admin.generation,
+                terms,
+            )
+            .await
+            .map_err(port_error)
+    }
+
+    async fn session(&self, token: &str) -> PortResult<Option<SessionInfo>> {
+        let session = self.node.store.session(token).await.map_err(port_error)?;
+        Ok(session.map(|s| SessionInfo {
+            user_id: s.user_id,
+            csrf: s.csrf,
+            generation: s.generation,
+        }))
+    }
+
+    async fn end_session(&self, token: &str) -> PortResult<()> {
+        self.node.store.end_session(token).await.map_err(port_error)
+    }
+
+    async fn end_other_sessions(
+        &self,
+        admin: &Admin,
+        keep: &str,
+        generation: i64,
+    ) -> PortResult<()> {
+        self.node
+            .store
+            .end_other_sessions(&admin.id, keep, generation)
+            .await
+            .map(|_| ())
+            .map_err(port_error)
     }
 
     async fn admin(&self, user_id: &str) -> PortResult<Option<Admin>> {

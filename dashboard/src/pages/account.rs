@@ -17,7 +17,7 @@ use super::{
 };
 use crate::port::*;
 use crate::session::{
-    random_token, same_token, LOGIN_CSRF_COOKIE, MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES,
+    new_session, random_token, same_token, LOGIN_CSRF_COOKIE, MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES,
     SESSION_COOKIE,
 };
 
@@ -137,7 +137,11 @@ pub(super) async fn login<P: AdminPort>(
     }
     match dash.port.authenticate(email, password).await {
         Ok(Some(admin)) => {
-            let token = dash.sessions.start(&admin.id, admin.generation);
+            let session = new_session();
+            let token = session.token.clone();
+            if let Err(error) = dash.port.start_session(&admin, session).await {
+                return Refusal::from(error).into_response();
+            }
             let mut response = Redirect::to(&next).into_response();
             let headers = response.headers_mut();
             headers.append(
@@ -203,7 +207,7 @@ pub(super) async fn logout<P: AdminPort>(
     Form(form): Form<FormData>,
 ) -> Result<Response, Refusal> {
     check_csrf(&ctx, &form)?;
-    dash.sessions.end(&ctx.token);
+    dash.port.end_session(&ctx.token).await?;
     let mut response = Redirect::to("/dashboard/login").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
@@ -270,7 +274,8 @@ pub(super) async fn keep_own_session<P: AdminPort>(
         Some(admin) => admin.generation,
         None => return Err(Refusal::SignIn("/dashboard/account".into())),
     };
-    dash.sessions
-        .end_others(&ctx.admin.id, &ctx.token, generation);
+    dash.port
+        .end_other_sessions(&ctx.admin, &ctx.token, generation)
+        .await?;
     Ok(())
 }

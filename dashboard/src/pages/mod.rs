@@ -245,23 +245,20 @@ impl<P: AdminPort> FromRequestParts<Shared<P>> for Ctx {
             .ok_or_else(|| Refusal::SignIn(next.clone()))?
             .to_owned();
         let session = dash
-            .sessions
-            .get(&token)
-            .ok_or_else(|| Refusal::SignIn(next.clone()))?;
-        let admin = dash
             .port
-            .admin(&session.user_id)
+            .session(&token)
             .await
             .map_err(Refusal::from)?
-            .ok_or_else(|| {
-                dash.sessions.end(&token);
-                Refusal::SignIn(next.clone())
-            })?;
-        if admin.generation != session.generation {
-            // The password changed since this session began (here, elsewhere or in the CLI).
-            dash.sessions.end(&token);
-            return Err(Refusal::SignIn(next));
-        }
+            .ok_or_else(|| Refusal::SignIn(next.clone()))?;
+        let admin = match dash.port.admin(&session.user_id).await? {
+            // The password changed since this session began (here, on another node or in the
+            // CLI): the session is over.
+            Some(admin) if admin.generation == session.generation => admin,
+            _ => {
+                dash.port.end_session(&token).await?;
+                return Err(Refusal::SignIn(next));
+            }
+        };
         let peer = peer(parts);
         Ok(Ctx {
             admin,

@@ -13,6 +13,9 @@ use crate::tenants::{AppChange, Dependency, StoreError};
 
 /// How often expired cache-channel events are dropped.
 const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often expired dashboard sessions are deleted from the store (every node does it; starting
+/// a session and finding an expired one delete them too).
+const SESSION_SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
 /// How long the shutdown flush waits before trying again after the store refused it.
 const FINAL_FLUSH_RETRY: Duration = Duration::from_millis(250);
@@ -64,11 +67,13 @@ impl Node {
 
     /// Follows the store until shutdown, every `revision_poll`: refreshes the app cache (and
     /// records the store's read health), closes the connections of keys whose grace ended,
-    /// sends throttled subscription counts and drops expired cache-channel events.
+    /// sends throttled subscription counts, drops expired cache-channel events and (every
+    /// [`SESSION_SWEEP_INTERVAL`]) expired dashboard sessions.
     pub async fn poll_revision(self: SharedNode) {
         let mut interval = tokio::time::interval(self.settings.revision_poll);
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_sweep = Instant::now();
+        let mut last_session_sweep = Instant::now();
         let mut expired_keys = HashSet::new();
         loop {
             tokio::select! {
@@ -88,6 +93,12 @@ impl Node {
             if last_sweep.elapsed() >= CACHE_SWEEP_INTERVAL {
                 last_sweep = Instant::now();
                 self.hub.sweep_caches();
+            }
+            if last_session_sweep.elapsed() >= SESSION_SWEEP_INTERVAL {
+                last_session_sweep = Instant::now();
+                if let Err(error) = self.store.sweep_sessions().await {
+                    tracing::debug!(%error, "could not sweep expired dashboard sessions");
+                }
             }
         }
     }

@@ -10,7 +10,8 @@
 //! validation), `apps_sql.rs` the store's app queries, `users.rs` tenants, users and the scoped
 //! view, `policy.rs` what a tenant's admins may create, `endpoints.rs` webhook endpoints and the
 //! delivery outbox, `usage.rs` the usage counters and history, `cache.rs` the app cache,
-//! `health.rs` the store's health, `error.rs` [`StoreError`]. This file holds the [`Store`]
+//! `health.rs` the store's health, `error.rs` [`StoreError`], `sessions.rs` the dashboard's
+//! sessions (shared by every node on the store). This file holds the [`Store`]
 //! itself: the pool, its clock, transactions and the revision.
 
 mod app;
@@ -21,6 +22,7 @@ mod error;
 mod health;
 mod plans;
 mod policy;
+mod sessions;
 mod usage;
 mod users;
 
@@ -36,6 +38,7 @@ pub use error::{AppPart, Conflict, StoreError};
 pub use health::{Dependency, DependencyState, StoreHealth};
 pub use plans::{Plan, PLANS};
 pub use policy::TenantPatch;
+pub use sessions::{session_key, SessionTerms, StoredSession, SESSION_TOUCH_EVERY};
 pub use usage::{AppUsage, DayUsage, MinuteUsage, Usage, UsageReport, DAYS_REPORTED, MINUTES_KEPT};
 pub use users::{
     check_new_user, warm_up_password_checks, Actor, Scoped, Tenant, User, UserRole,
