@@ -36,6 +36,7 @@ pub const MAX_FORM_BYTES: usize = 64 * 1024;
 struct Dash<P> {
     port: Arc<P>,
     sign_in: session::SignInLimits,
+    session_misses: session::SessionMisses,
     proxies: client::TrustedProxies,
 }
 
@@ -74,6 +75,7 @@ pub fn router<P: AdminPort>(port: Arc<P>, config: Config) -> Router {
     pages::routes(Arc::new(Dash {
         port,
         sign_in: session::SignInLimits::default(),
+        session_misses: session::SessionMisses::default(),
         proxies: client::TrustedProxies::new(config.trusted_proxies),
     }))
     .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))

@@ -184,6 +184,84 @@ impl SignInLimits {
     }
 }
 
+/// Whether `token` has the shape of a token this dashboard hands out (64 lowercase hex
+/// characters): anything else is no session, without asking the store.
+pub(crate) fn well_formed_token(token: &str) -> bool {
+    token.len() == 64
+        && token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Session cookies that name no session cost a store read each, so an address may present at
+/// most 30 unknown ones a minute; past that, its cookies are not looked up for a minute (it is
+/// treated as signed out, and the sign-in form has its own budgets). A browser holding an
+/// expired cookie misses once, then signs in again. Keys are bounded like the sign-in limiters'.
+#[derive(Debug)]
+pub(crate) struct SessionMisses {
+    misses: DefaultKeyedRateLimiter<IpAddr>,
+    blocked: Mutex<std::collections::HashMap<IpAddr, Instant>>,
+    last_sweep: Mutex<Instant>,
+}
+
+/// How long an address that used up its unknown-cookie budget is not looked up.
+const MISS_BLOCK: Duration = Duration::from_secs(60);
+
+impl Default for SessionMisses {
+    fn default() -> Self {
+        let per_minute = Quota::per_minute(NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN));
+        SessionMisses {
+            misses: RateLimiter::keyed(per_minute),
+            blocked: Mutex::new(std::collections::HashMap::new()),
+            last_sweep: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl SessionMisses {
+    /// The blocked addresses. Poisoning follows the server's one policy (`herald::locks`): each
+    /// update is a single insert, remove or retain.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one place the blocked table is locked"
+    )]
+    fn blocked(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<IpAddr, Instant>> {
+        self.blocked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sweep(&self, now: Instant) {
+        let Ok(mut last) = self.last_sweep.try_lock() else {
+            return;
+        };
+        if now.duration_since(*last) < SWEEP_EVERY {
+            return;
+        }
+        *last = now;
+        self.misses.retain_recent();
+        self.misses.shrink_to_fit();
+        self.blocked().retain(|_, until| *until > now);
+    }
+
+    /// Whether a session cookie from `ip` may be looked up in the store.
+    pub(crate) fn may_look_up(&self, ip: Option<IpAddr>) -> bool {
+        let now = Instant::now();
+        self.sweep(now);
+        let key = address_key(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+        self.blocked().get(&key).is_none_or(|until| *until <= now)
+    }
+
+    /// A cookie from `ip` named no session: counts against the address's budget.
+    pub(crate) fn missed(&self, ip: Option<IpAddr>) {
+        let key = address_key(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+        if check(&self.misses, &key, 60).is_err() {
+            let mut blocked = self.blocked();
+            if blocked.len() < MAX_KEYS {
+                blocked.insert(key, Instant::now() + MISS_BLOCK);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +340,37 @@ mod tests {
             "keys past the cap are refused while the others are recent"
         );
         assert!(limits.keys() <= MAX_KEYS);
+    }
+
+    #[test]
+    fn only_tokens_of_the_handed_out_shape_are_looked_up() {
+        assert!(well_formed_token(&random_token()));
+        assert!(!well_formed_token("short"));
+        assert!(!well_formed_token(&"A".repeat(64)));
+        assert!(!well_formed_token(&format!("{}x", "a".repeat(63))));
+    }
+
+    #[tokio::test]
+    async fn an_address_presenting_unknown_cookies_is_not_looked_up_past_its_budget() {
+        let misses = SessionMisses::default();
+        let attacker: IpAddr = "192.0.2.9".parse().unwrap();
+        let other: IpAddr = "192.0.2.10".parse().unwrap();
+        for _ in 0..30 {
+            assert!(misses.may_look_up(Some(attacker)));
+            misses.missed(Some(attacker));
+        }
+        assert!(
+            misses.may_look_up(Some(attacker)),
+            "30 misses are within the budget"
+        );
+        misses.missed(Some(attacker));
+        assert!(
+            !misses.may_look_up(Some(attacker)),
+            "the 31st miss blocks lookups"
+        );
+        assert!(
+            misses.may_look_up(Some(other)),
+            "other addresses are not affected"
+        );
     }
 }
