@@ -41,6 +41,9 @@ pub enum StartupError {
     /// The store could not be opened or migrated.
     #[error("tenant store: {0}")]
     Store(#[from] StoreError),
+    /// Cluster mode on a store other nodes cannot share, or a Redis URL that cannot be used.
+    #[error("{0}")]
+    Cluster(String),
     /// The address could not be bound, or the data dir written.
     #[error("{context}: {source}")]
     Io {
@@ -58,6 +61,8 @@ pub struct Application {
     node: SharedNode,
     router: Router,
     hub_events: crate::webhooks::EventReceiver,
+    /// Apps whose first channel was occupied or last vacated (cluster mode).
+    occupancy: Option<crate::hub::OccupancyReceiver>,
     /// The dashboard's own listener, when `HERALD_ADMIN_BIND` is set.
     admin: Option<(TcpListener, Router)>,
 }
@@ -120,11 +125,15 @@ async fn ready(State(node): State<SharedNode>) -> impl IntoResponse {
     };
     node.store.health().record(Dependency::Reads, outcome);
     let shutting_down = node.shutdown.is_cancelled();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": if shutting_down { "shutting_down" } else { "ready" },
         "store": node.store.health().state(Dependency::Reads),
         "store_writes": node.store.health().state(Dependency::Writes),
     });
+    if let Some(cluster) = &node.cluster {
+        body["redis"] = serde_json::json!(cluster.health());
+        body["node_id"] = serde_json::json!(cluster.node_id());
+    }
     let status = if shutting_down {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -137,6 +146,7 @@ impl Application {
     /// Opens the store, creates the default app if the store is empty, loads the app cache and
     /// binds `settings.bind`.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        settings.check_cluster().map_err(StartupError::Cluster)?;
         let store = open_store(&settings).await?;
         first_run::first_start(&settings, &store).await?;
         crate::tenants::warm_up_password_checks().await;
@@ -153,10 +163,28 @@ impl Application {
         let body_budget = api::BodyBudget::new(settings.body_buffer_bytes);
         let taps = Taps::new(settings.clock.clone());
         let rates = RateLimits::new(settings.clock.clone());
+        let mut hub = Hub::with_events(events);
+        let mut occupancy = None;
+        let cluster = match &settings.cluster {
+            None => None,
+            Some(cluster_settings) => {
+                let cluster = crate::cluster::Cluster::connect(
+                    cluster_settings.clone(),
+                    settings.clock.clone(),
+                )
+                .await
+                .map_err(|e| StartupError::Cluster(e.to_string()))?;
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                hub = hub.with_node_tag(cluster.socket_tag()).with_occupancy(tx);
+                occupancy = Some(rx);
+                Some(cluster)
+            }
+        };
         let node = Arc::new(Node {
+            cluster,
             settings,
             apps: Arc::new(AppCache::default()),
-            hub: Hub::with_events(events),
+            hub,
             webhooks: Arc::new(webhooks),
             store,
             usage: Arc::new(usage),
@@ -198,6 +226,7 @@ impl Application {
             node,
             router,
             hub_events,
+            occupancy,
             admin,
         })
     }
@@ -236,6 +265,7 @@ impl Application {
             node,
             router,
             hub_events,
+            occupancy,
             admin,
         } = self;
         let limits = crate::serve::Limits::from_settings(&node.settings);
@@ -256,6 +286,12 @@ impl Application {
         let webhooks = crate::webhooks::start(node.webhook_context(), hub_events);
         let poller = tokio::spawn(node.clone().poll_revision());
         let flusher = tokio::spawn(node.clone().flush_usage());
+        let cluster = match (&node.cluster, occupancy) {
+            (Some(cluster), Some(occupancy)) => {
+                Some(cluster.start(node.clone(), occupancy, token.clone()))
+            }
+            _ => None,
+        };
         let service = tower::util::MapRequestLayer::new(strip_mount_prefix).layer(router);
         tracing::info!("listening on http://{address}");
         let public_server = tokio::spawn(crate::serve::serve(
@@ -304,6 +340,12 @@ impl Application {
             tracing::warn!("some connections did not close within the grace period");
         }
         poller.abort();
+        // Publishes still queued for the other nodes go out; the heartbeat key goes away.
+        if let Some(cluster) = cluster {
+            cluster
+                .stop(sockets_by.max(tokio::time::Instant::now()))
+                .await;
+        }
         // Every socket is closed, so every vacate and member_removed has happened: release the
         // delayed ones, write everything to the outbox (until the deadline), stop the worker.
         let lost_events = webhooks.drain(deadline).await;
