@@ -111,8 +111,10 @@ async fn health() -> &'static str {
 const READY_PROBE: std::time::Duration = std::time::Duration::from_millis(700);
 
 /// `GET /ready`: 200 while the node takes traffic, 503 once it shuts down; the body names each
-/// dependency as `ok` or `degraded` (with the reason and since when). A degraded store does not
-/// make the node unready: its hot paths run from memory.
+/// dependency as `ok` or `degraded` (with the reason and since when). A degraded store (or Redis,
+/// in cluster mode) does not make the node unready: its hot paths run from memory. In cluster
+/// mode the body also names the node and counts the publishes it could not forward and the
+/// ones it received from other nodes.
 async fn ready(State(node): State<SharedNode>) -> impl IntoResponse {
     let probe = tokio::time::timeout(READY_PROBE, node.store.ping()).await;
     let outcome = match probe {
@@ -132,7 +134,12 @@ async fn ready(State(node): State<SharedNode>) -> impl IntoResponse {
     });
     if let Some(cluster) = &node.cluster {
         body["redis"] = serde_json::json!(cluster.health());
-        body["node_id"] = serde_json::json!(cluster.node_id());
+        body["cluster"] = serde_json::json!({
+            "name": cluster.name(),
+            "node_id": cluster.node_id(),
+            "forwards_dropped": cluster.dropped(),
+            "received": cluster.received(),
+        });
     }
     let status = if shutting_down {
         StatusCode::SERVICE_UNAVAILABLE

@@ -168,7 +168,8 @@ async fn the_heartbeat_key_lives_with_the_node_and_goes_with_it() {
     let (status, body) = cluster.nodes[0].ready().await;
     assert_eq!(status, 200);
     assert_eq!(body["redis"]["status"], "ok", "{body}");
-    assert_eq!(body["node_id"], "a");
+    assert_eq!(body["cluster"]["node_id"], "a");
+    assert_eq!(body["cluster"]["name"], "herald");
 
     // A graceful shutdown removes the key at once.
     let exit = cluster.nodes[2].terminate().await;
@@ -226,6 +227,12 @@ async fn redis_down_keeps_local_delivery_and_readiness_and_forwarding_resumes_af
         },
     )
     .await;
+
+    let (_, body) = a.ready().await;
+    assert!(
+        body["cluster"]["forwards_dropped"].as_u64() >= Some(1),
+        "publishes during the outage are counted as dropped: {body}"
+    );
 
     cluster.redis.restart().await;
     cluster.redis.wait_for_listeners(2).await;
