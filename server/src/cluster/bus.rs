@@ -30,12 +30,12 @@ const PING_EVERY: Duration = Duration::from_secs(3);
 /// The longest wait between two attempts to re-make the pub/sub connection.
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
-/// Sends queued publishes in order, a pipeline at a time, until `shutdown`; then sends what
-/// is still queued once.
+/// Sends queued publishes in order, a pipeline at a time, until `stop`; then sends what is
+/// still queued once.
 pub(super) async fn publish_loop(
     inner: Arc<Inner>,
     mut rx: mpsc::Receiver<Outgoing>,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) {
     let mut conn = inner.manager.clone();
     let mut batch = Vec::with_capacity(BATCH);
@@ -48,7 +48,7 @@ pub(super) async fn publish_loop(
                 }
                 false
             }
-            () = shutdown.cancelled() => true,
+            () = stop.cancelled() => true,
         };
         if stopping {
             rx.close();
@@ -174,12 +174,18 @@ async fn serve(
                 .is_some_and(|app| app.is_occupied());
             let channel = Cluster::app_channel(cluster, &app_id);
             let change = match (wanted, subscribed.contains(&app_id)) {
-                (true, false) => sink.subscribe(&channel).await,
-                (false, true) => sink.unsubscribe(&channel).await,
+                (true, false) => {
+                    tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channel)).await
+                }
+                (false, true) => {
+                    tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(&channel)).await
+                }
                 _ => continue,
             };
-            if let Err(error) = change {
-                return Served::Lost(error.to_string());
+            match change {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Served::Lost(error.to_string()),
+                Err(_) => return Served::Lost("no answer to a (un)subscribe".to_owned()),
             }
             if wanted {
                 subscribed.insert(app_id);

@@ -227,15 +227,22 @@ impl Cluster {
             redis_channel: Cluster::app_channel(&inner.settings.name, app_id),
             payload: message::encode(&inner.settings.node_id, channel, except, keep, frame),
         };
-        if inner.outgoing.try_send(outgoing).is_err() {
-            inner.dropped.add(1, "the publishing queue is full");
+        match inner.outgoing.try_send(outgoing) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                inner.dropped.add(1, "the publishing queue is full");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                inner.dropped.add(1, "the node has stopped publishing");
+            }
         }
     }
 
     /// Starts the heartbeat, the publishing connection's task and the pub/sub task, which
-    /// deliver other nodes' publishes through `local`'s hub and follow `occupancy` (from
-    /// [`Hub::with_occupancy`]). They run until `shutdown` is cancelled; then
-    /// [`Running::stop`] sends what is queued and removes the heartbeat key.
+    /// delivers other nodes' publishes through `local`'s hub and follows `occupancy` (from
+    /// [`Hub::with_occupancy`]). The heartbeat and the pub/sub task run until `shutdown` is
+    /// cancelled; the publishing task until [`Running::stop`] (requests still in flight during
+    /// the drain forward their publishes), which then removes the heartbeat key.
     pub fn start(
         &self,
         local: Arc<dyn Local>,
@@ -243,8 +250,14 @@ impl Cluster {
         shutdown: CancellationToken,
     ) -> Running {
         let outgoing = self.inner.outgoing_rx.lock_or_recover().take();
-        let publisher = outgoing
-            .map(|rx| tokio::spawn(bus::publish_loop(self.inner.clone(), rx, shutdown.clone())));
+        let stop_publishing = CancellationToken::new();
+        let publisher = outgoing.map(|rx| {
+            tokio::spawn(bus::publish_loop(
+                self.inner.clone(),
+                rx,
+                stop_publishing.clone(),
+            ))
+        });
         let subscriber = tokio::spawn(bus::subscribe_loop(
             self.inner.clone(),
             local,
@@ -254,6 +267,7 @@ impl Cluster {
         let heartbeat = tokio::spawn(registry::heartbeat_loop(self.inner.clone(), shutdown));
         Running {
             inner: self.inner.clone(),
+            stop_publishing,
             publisher,
             subscriber,
             heartbeat,
@@ -265,17 +279,19 @@ impl Cluster {
 #[derive(Debug)]
 pub struct Running {
     inner: Arc<Inner>,
+    stop_publishing: CancellationToken,
     publisher: Option<tokio::task::JoinHandle<()>>,
     subscriber: tokio::task::JoinHandle<()>,
     heartbeat: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
-    /// After the shutdown token is cancelled: waits (until `deadline`) for the queued publishes
-    /// to go out, and removes this node's heartbeat key.
+    /// Once every socket and request has ended: sends the queued publishes (until `deadline`),
+    /// stops the tasks and removes this node's heartbeat key.
     pub async fn stop(self, deadline: Instant) {
         self.subscriber.abort();
         self.heartbeat.abort();
+        self.stop_publishing.cancel();
         if let Some(publisher) = self.publisher {
             if tokio::time::timeout_at(deadline, publisher).await.is_err() {
                 tracing::warn!("publishes still queued for the other nodes at the deadline");

@@ -347,11 +347,10 @@ impl Application {
             tracing::warn!("some connections did not close within the grace period");
         }
         poller.abort();
-        // Publishes still queued for the other nodes go out; the heartbeat key goes away.
+        // Every socket and request has ended: publishes still queued for the other nodes go
+        // out, and the heartbeat key goes away.
         if let Some(cluster) = cluster {
-            cluster
-                .stop(sockets_by.max(tokio::time::Instant::now()))
-                .await;
+            cluster.stop(deadline).await;
         }
         // Every socket is closed, so every vacate and member_removed has happened: release the
         // delayed ones, write everything to the outbox (until the deadline), stop the worker.
