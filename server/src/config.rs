@@ -434,6 +434,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cluster_mode_is_refused_on_sqlite_and_taken_on_postgres() {
+        let mut settings = Settings::for_tests(PathBuf::from("/tmp/unused"));
+        assert_eq!(settings.check_cluster(), Ok(()), "single node on SQLite");
+        settings.cluster = Some(ClusterSettings::new("redis://127.0.0.1/", "herald"));
+        let refusal = settings.check_cluster().unwrap_err();
+        assert!(refusal.contains("HERALD_REDIS_URL"), "{refusal}");
+        assert!(!refusal.contains('\n'), "one line: {refusal}");
+        settings.database_url = "postgres://herald@db/herald".into();
+        assert_eq!(settings.check_cluster(), Ok(()));
+        let id = settings
+            .cluster
+            .as_ref()
+            .map(|c| c.node_id.clone())
+            .unwrap();
+        assert_eq!(id.len(), 12);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    }
+
+    #[test]
     fn a_cidr_list_takes_blocks_and_bare_addresses_and_names_a_bad_item() {
         let list =
             parse_named_cidr_list("HERALD_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1 fd00::/8,")
