@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::cluster_helpers::{eventually, TestCluster};
+use crate::cluster_helpers::{eventually, start_node, Database, Redis, TestCluster};
 use crate::helpers::{channel_auth, herald_binary, post_signed, Client, APP_ID};
 
 fn events_path() -> String {
@@ -318,4 +318,42 @@ async fn cluster_mode_on_sqlite_is_refused_at_start() {
         !log.contains("listening on"),
         "nothing is served on SQLite in cluster mode: {log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_while_redis_is_down_serves_and_joins_when_it_comes_up() {
+    let database = Database::create().await;
+    let mut redis = Redis::start().await;
+    redis.kill().await;
+    let a = start_node("a", &redis, &database).await;
+    let b = start_node("b", &redis, &database).await;
+    let (status, body) = a.ready().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["redis"]["status"], "degraded", "{body}");
+    let mut on_a = a.connect().await;
+    let mut on_b = b.connect().await;
+    on_a.subscribe("up").await;
+    on_b.subscribe("up").await;
+
+    redis.restart().await;
+    redis.wait_for_listeners(2).await;
+    let redis = &redis;
+    eventually("both nodes register", Duration::from_secs(10), || async {
+        redis.exists("herald:node:a").await && redis.exists("herald:node:b").await
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let mut heard = false;
+    for attempt in 0..20 {
+        trigger(&http, &a.base(), "up", "probe", &attempt.to_string()).await;
+        assert_eq!(
+            expect_channel_event(&mut on_a, "probe").await,
+            attempt.to_string()
+        );
+        if heard_probe(&mut on_b, Duration::from_millis(500)).await {
+            heard = true;
+            break;
+        }
+    }
+    assert!(heard, "forwarding works once Redis is up");
 }
