@@ -80,6 +80,39 @@ pub struct AdminAccount {
     pub password: Option<Secret>,
 }
 
+/// Cluster mode (`HERALD_REDIS_URL` set): the Redis server, the cluster's name and this node's id.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// `HERALD_REDIS_URL` (may carry a password, so it is a [`Secret`]).
+    pub redis_url: Secret,
+    /// `HERALD_CLUSTER` (default `herald`): the prefix of every key and Redis channel, so several
+    /// clusters may share one Redis.
+    pub name: String,
+    /// `HERALD_NODE_ID` (default: 12 random hex characters).
+    pub node_id: String,
+}
+
+impl ClusterSettings {
+    /// A cluster setting with a random node id.
+    pub fn new(redis_url: &str, name: &str) -> ClusterSettings {
+        ClusterSettings {
+            redis_url: Secret::new(redis_url.to_owned()),
+            name: name.to_owned(),
+            node_id: random_node_id(),
+        }
+    }
+}
+
+/// 12 random hex characters.
+pub fn random_node_id() -> String {
+    format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// The one-line refusal of cluster mode on a store other nodes cannot share.
+pub const CLUSTER_NEEDS_POSTGRES: &str =
+    "cluster mode (HERALD_REDIS_URL) needs a PostgreSQL store \
+     shared by every node: set HERALD_DATABASE_URL=postgres://...; SQLite is single-node only";
+
 /// Everything a node needs to start. Tests build it directly with [`Settings::for_tests`].
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -130,6 +163,8 @@ pub struct Settings {
     /// Bytes of REST bodies buffered node-wide before their signature is verified
     /// (`HERALD_BODY_BUFFER_MIB`, default 32); a request beyond it gets 503 with `Retry-After`.
     pub body_buffer_bytes: usize,
+    /// Cluster mode, when `HERALD_REDIS_URL` is set.
+    pub cluster: Option<ClusterSettings>,
 }
 
 /// A malformed environment variable.
@@ -195,6 +230,41 @@ pub fn parse_cidr_list(text: &str) -> Result<Vec<ipnet::IpNet>, String> {
         .collect()
 }
 
+fn cluster_settings() -> Result<Option<ClusterSettings>, ConfigError> {
+    let Some(url) = var("HERALD_REDIS_URL") else {
+        return Ok(None);
+    };
+    let url = url.trim();
+    if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix:")) {
+        return Err(ConfigError {
+            name: "HERALD_REDIS_URL",
+            problem: "expected a redis:// (or rediss://, unix:) URL".into(),
+        });
+    }
+    let name = var("HERALD_CLUSTER").unwrap_or_else(|| "herald".into());
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(ConfigError {
+            name: "HERALD_CLUSTER",
+            problem: format!("letters, digits, '-', '_' and '.' only, got {name:?}"),
+        });
+    }
+    let node_id = var("HERALD_NODE_ID").unwrap_or_else(random_node_id);
+    if node_id.len() > 64 || !node_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError {
+            name: "HERALD_NODE_ID",
+            problem: format!("at most 64 printable characters without spaces, got {node_id:?}"),
+        });
+    }
+    Ok(Some(ClusterSettings {
+        redis_url: Secret::new(url.to_owned()),
+        name,
+        node_id,
+    }))
+}
+
 fn webhook_settings() -> Result<WebhookSettings, ConfigError> {
     let mut settings = WebhookSettings::default();
     if let Some(ms) = number::<u64>("HERALD_WEBHOOK_BATCH_MS")? {
@@ -256,7 +326,9 @@ impl Settings {
                 })
             }
         };
-        Ok(Settings {
+        let cluster = cluster_settings()?;
+        let settings = Settings {
+            cluster,
             max_app_share,
             bind: var("HERALD_BIND").unwrap_or_else(|| "127.0.0.1:6001".into()),
             admin_bind: var("HERALD_ADMIN_BIND"),
@@ -289,7 +361,22 @@ impl Settings {
                     .clamp(1, 600),
             ),
             ..Settings::defaults()
-        })
+        };
+        settings.check_cluster().map_err(|problem| ConfigError {
+            name: "HERALD_REDIS_URL",
+            problem,
+        })?;
+        Ok(settings)
+    }
+
+    /// Refuses cluster mode on a store that is not PostgreSQL ([`CLUSTER_NEEDS_POSTGRES`]).
+    pub fn check_cluster(&self) -> Result<(), String> {
+        let postgres = self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://");
+        if self.cluster.is_some() && !postgres {
+            return Err(CLUSTER_NEEDS_POSTGRES.to_owned());
+        }
+        Ok(())
     }
 
     fn defaults() -> Settings {
@@ -315,6 +402,7 @@ impl Settings {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(10),
             body_buffer_bytes: 32 * 1024 * 1024,
+            cluster: None,
         }
     }
 
@@ -344,6 +432,25 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_mode_is_refused_on_sqlite_and_taken_on_postgres() {
+        let mut settings = Settings::for_tests(PathBuf::from("/tmp/unused"));
+        assert_eq!(settings.check_cluster(), Ok(()), "single node on SQLite");
+        settings.cluster = Some(ClusterSettings::new("redis://127.0.0.1/", "herald"));
+        let refusal = settings.check_cluster().unwrap_err();
+        assert!(refusal.contains("HERALD_REDIS_URL"), "{refusal}");
+        assert!(!refusal.contains('\n'), "one line: {refusal}");
+        settings.database_url = "postgres://herald@db/herald".into();
+        assert_eq!(settings.check_cluster(), Ok(()));
+        let id = settings
+            .cluster
+            .as_ref()
+            .map(|c| c.node_id.clone())
+            .unwrap();
+        assert_eq!(id.len(), 12);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    }
 
     #[test]
     fn a_cidr_list_takes_blocks_and_bare_addresses_and_names_a_bad_item() {

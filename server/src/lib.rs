@@ -8,6 +8,7 @@ pub mod auth;
 pub mod budget;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod hub;
 pub mod locks;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::hub::{Hub, RateLimits, Taps};
 use crate::tenants::{AppCache, Store, Usage};
@@ -39,6 +40,18 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for their close frames.
     pub connections: TaskTracker,
+    /// This node's membership in a cluster (`HERALD_REDIS_URL`); `None` on a single node.
+    pub cluster: Option<Cluster>,
+}
+
+impl crate::cluster::Local for Node {
+    fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    fn usage(&self) -> &Usage {
+        &self.usage
+    }
 }
 
 /// The handle handlers receive.

@@ -279,7 +279,20 @@ fn publish(
     let app_hub = node.hub.app(&app.id);
     let mut delivered = 0u64;
     for channel in &event.channels {
-        let copies = app_hub.publish(channel, &event.name, &event.data, event.except);
+        let copies = match &node.cluster {
+            None => app_hub.publish(channel, &event.name, &event.data, event.except),
+            // Serialized once: delivered here, and the same bytes to the other nodes.
+            Some(cluster) => {
+                let frame = crate::protocol::server::channel_event(
+                    &event.name,
+                    channel.as_str(),
+                    &event.data,
+                );
+                let copies = app_hub.publish_frame(channel, &frame, &event.data, event.except);
+                cluster.forward(&app.id, channel.as_str(), &frame, event.except, true);
+                copies
+            }
+        };
         delivered += copies as u64;
         node.taps
             .emit(&app.id, "publish", Some(channel.as_str()), None, || {

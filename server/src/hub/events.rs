@@ -31,11 +31,28 @@ pub(super) struct Hooks {
     pub(super) app_id: Arc<str>,
     pub(super) events: Option<EventSender>,
     pub(super) interest: AtomicU8,
+    /// Told when the app's first channel is occupied or its last one vacated (cluster mode).
+    pub(super) occupancy: Option<OccupancySender>,
 }
+
+/// Where an app's occupancy changes go: the app's id, each time its first channel is occupied
+/// or its last one vacated (the receiver reads the app's state itself). Only set in cluster
+/// mode, so a single node pays one `None` check per such transition.
+pub type OccupancySender = mpsc::UnboundedSender<Arc<str>>;
+
+/// The cluster's end of [`OccupancySender`].
+pub type OccupancyReceiver = mpsc::UnboundedReceiver<Arc<str>>;
 
 impl Hooks {
     pub(super) fn wants(&self, kind: WebhookKind) -> bool {
         self.events.is_some() && self.interest.load(Ordering::Relaxed) & kind.bit() != 0
+    }
+
+    /// Reports that the app went from no occupied channel to one, or back.
+    pub(super) fn occupancy_changed(&self) {
+        if let Some(occupancy) = &self.occupancy {
+            let _ = occupancy.send(self.app_id.clone());
+        }
     }
 
     pub(super) fn emit(&self, kind: WebhookKind, make: impl FnOnce() -> WebhookEvent) {

@@ -12,12 +12,16 @@ mod counts;
 mod events;
 mod presence;
 mod rate;
+mod remote;
 mod stats;
 mod taps;
 
 pub use cache::CACHE_TTL;
 pub use connection::{Connection, DetachedOutbox};
-pub use events::{event_channel, EventReceiver, EventSender, HubEvent, NotSent};
+pub use events::{
+    event_channel, EventReceiver, EventSender, HubEvent, NotSent, OccupancyReceiver,
+    OccupancySender,
+};
 pub use presence::PresenceMember;
 pub use rate::{Budget, RateLimits};
 pub use stats::{AppMemory, ChannelInfo};
@@ -53,6 +57,7 @@ pub struct Hub {
     next_socket: AtomicU64,
     node_tag: u64,
     events: Option<EventSender>,
+    occupancy: Option<OccupancySender>,
 }
 
 impl Default for Hub {
@@ -70,7 +75,32 @@ impl Hub {
             next_socket: AtomicU64::new(1),
             node_tag: u64::from(rand::random::<u32>()),
             events: None,
+            occupancy: None,
         }
+    }
+
+    /// This hub with `tag` as the node-specific part of its socket ids (cluster mode claims a
+    /// tag no other live node holds, so socket ids are unique cluster-wide).
+    pub fn with_node_tag(self, tag: u64) -> Hub {
+        Hub {
+            node_tag: tag,
+            ..self
+        }
+    }
+
+    /// This hub reporting to `occupancy` each app whose first channel is occupied or whose last
+    /// channel is vacated (cluster mode: the node listens to an app's Redis channel only while
+    /// it has subscribers of that app).
+    pub fn with_occupancy(self, occupancy: OccupancySender) -> Hub {
+        Hub {
+            occupancy: Some(occupancy),
+            ..self
+        }
+    }
+
+    /// The node-specific part of this hub's socket ids.
+    pub fn node_tag(&self) -> u64 {
+        self.node_tag
     }
 
     /// Webhook events this hub could not hand to the outbox writer since the start (its queue
@@ -113,7 +143,11 @@ impl Hub {
     pub fn app(&self, app_id: &str) -> Arc<AppHub> {
         let mut apps = self.apps.lock_or_recover();
         apps.entry(app_id.into())
-            .or_insert_with(|| Arc::new(AppHub::new(app_id, self.events.clone())))
+            .or_insert_with(|| {
+                let mut app = AppHub::new(app_id, self.events.clone());
+                app.hooks.occupancy = self.occupancy.clone();
+                Arc::new(app)
+            })
             .clone()
     }
 
@@ -374,6 +408,9 @@ impl AppState {
             hooks.emit(WebhookKind::ChannelVacated, || {
                 WebhookEvent::channel(WebhookKind::ChannelVacated, channel)
             });
+            if self.channels.is_empty() {
+                hooks.occupancy_changed();
+            }
         } else if (subscription_count || hook_counts)
             && counts::counts_subscriptions(channel)
             && counts::maybe_send_count(channel, state, false, subscription_count, hooks)
@@ -407,6 +444,7 @@ impl AppHub {
                 app_id: app_id.into(),
                 events,
                 interest: AtomicU8::new(0),
+                occupancy: None,
             },
             caps: CacheCaps::default(),
             cache_refused: AtomicU64::new(0),
@@ -533,6 +571,9 @@ impl AppHub {
             }
         }
         let hooks = &self.hooks;
+        if state.channels.is_empty() {
+            hooks.occupancy_changed();
+        }
         let entry = match state.channels.entry(name.into()) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(vacant) => {
@@ -599,15 +640,28 @@ impl AppHub {
         except: Option<SocketId>,
     ) -> usize {
         let frame = server::channel_event(event, channel.as_str(), data);
+        self.publish_frame(channel, &frame, data, except)
+    }
+
+    /// Publishes `frame`, already serialized from an event with string `data`, to `channel`,
+    /// skipping `except`, like [`AppHub::publish`] (cluster mode serializes the frame first, to
+    /// send the same bytes to the other nodes).
+    pub fn publish_frame(
+        &self,
+        channel: &ChannelName,
+        frame: &Bytes,
+        data: &str,
+        except: Option<SocketId>,
+    ) -> usize {
         let mut to_flush = Vec::new();
         let mut state = lock(&self.state);
         if channel.is_cache() {
-            self.keep(&mut state, channel.as_str(), data, &frame);
+            self.keep(&mut state, channel.as_str(), data, frame);
         }
         let delivered = state
             .channels
             .get(channel.as_str())
-            .map_or(0, |c| enqueue_all(c, &frame, except, &mut to_flush));
+            .map_or(0, |c| enqueue_all(c, frame, except, &mut to_flush));
         drop(state);
         flush_all(to_flush);
         delivered

@@ -423,3 +423,58 @@ fn a_publish_reaches_every_subscriber_but_the_excluded_one_in_order() {
     assert_eq!(events(&drain(&mut oa)), ["two", "client-x"]);
     assert_eq!(events(&drain(&mut ob)), ["one", "two"]);
 }
+
+#[tokio::test]
+async fn a_frame_from_another_node_is_delivered_as_is_and_a_cache_channel_keeps_it() {
+    let (tx, mut occupancy) = tokio::sync::mpsc::unbounded_channel();
+    let hub = Hub::new().with_node_tag(42).with_occupancy(tx);
+    assert_eq!(hub.next_socket_id().to_string(), "1.42");
+    let app = hub.app("1");
+    assert!(!app.is_occupied());
+    let (a, mut a_out) = connect(&app, 1, 16);
+    let (b, mut b_out) = connect(&app, 2, 16);
+    let cache = channel("cache-prices");
+    app.subscribe(&a, &cache, None, SubscribeOptions::default())
+        .unwrap();
+    app.subscribe(&b, &cache, None, SubscribeOptions::default())
+        .unwrap();
+    // The first occupied channel is reported once; the second subscriber changes nothing.
+    assert_eq!(occupancy.try_recv().ok().as_deref(), Some("1"));
+    assert!(occupancy.try_recv().is_err());
+    assert!(app.is_occupied());
+    drain(&mut a_out);
+    drain(&mut b_out);
+
+    let frame = server::channel_event("tick", "cache-prices", "{\"p\":1}");
+    let delivered = app.deliver_serialized("cache-prices", &frame, Some(b.socket_id()), true);
+    assert_eq!(delivered, 1);
+    let got = a_out.try_recv().expect("a frame");
+    assert_eq!(got, frame, "the same bytes");
+    assert!(
+        b_out.try_recv().is_none(),
+        "the excluded socket gets nothing"
+    );
+    assert_eq!(
+        app.channel_info("cache-prices").cache.map(|c| c.0),
+        Some("{\"p\":1}".to_owned()),
+        "the cache channel keeps the event"
+    );
+    // A client event (not kept) leaves the cache alone.
+    let client =
+        Bytes::from_static(b"{\"event\":\"client-x\",\"channel\":\"cache-prices\",\"data\":{}}");
+    assert_eq!(
+        app.deliver_serialized("cache-prices", &client, None, false),
+        2
+    );
+    assert_eq!(
+        app.channel_info("cache-prices").cache.map(|c| c.0),
+        Some("{\"p\":1}".to_owned())
+    );
+
+    // The last channel vacated is reported once more.
+    app.unsubscribe(a.socket_id(), "cache-prices", None, false);
+    assert!(occupancy.try_recv().is_err());
+    app.unsubscribe(b.socket_id(), "cache-prices", None, false);
+    assert_eq!(occupancy.try_recv().ok().as_deref(), Some("1"));
+    assert!(!app.is_occupied());
+}

@@ -292,6 +292,16 @@ pub mod server {
         })
     }
 
+    /// The string `data` of a frame made by [`channel_event`] (a node that receives another
+    /// node's publish to a cache channel keeps the event, and the data with it).
+    pub fn channel_event_data(frame: &[u8]) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Frame {
+            data: String,
+        }
+        serde_json::from_slice::<Frame>(frame).ok().map(|f| f.data)
+    }
+
     /// A client event relayed to the other subscribers, `data` exactly as the sender sent it.
     pub fn client_event(
         event: &str,
@@ -411,6 +421,16 @@ mod tests {
             ClientFrame::decode(r#"{"event":"pusher:subscribe","data":{}}"#),
             Err(FrameError::BadData { .. })
         ));
+    }
+
+    #[test]
+    fn a_channel_event_gives_back_its_data() {
+        let frame = server::channel_event("e", "cache-x", "{\"a\":\"\u{e9}\"}");
+        assert_eq!(
+            server::channel_event_data(&frame).as_deref(),
+            Some("{\"a\":\"\u{e9}\"}")
+        );
+        assert_eq!(server::channel_event_data(b"not json"), None);
     }
 
     #[test]

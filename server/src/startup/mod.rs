@@ -41,6 +41,9 @@ pub enum StartupError {
     /// The store could not be opened or migrated.
     #[error("tenant store: {0}")]
     Store(#[from] StoreError),
+    /// Cluster mode on a store other nodes cannot share, or a Redis URL that cannot be used.
+    #[error("{0}")]
+    Cluster(String),
     /// The address could not be bound, or the data dir written.
     #[error("{context}: {source}")]
     Io {
@@ -58,6 +61,8 @@ pub struct Application {
     node: SharedNode,
     router: Router,
     hub_events: crate::webhooks::EventReceiver,
+    /// Apps whose first channel was occupied or last vacated (cluster mode).
+    occupancy: Option<crate::hub::OccupancyReceiver>,
     /// The dashboard's own listener, when `HERALD_ADMIN_BIND` is set.
     admin: Option<(TcpListener, Router)>,
 }
@@ -106,8 +111,10 @@ async fn health() -> &'static str {
 const READY_PROBE: std::time::Duration = std::time::Duration::from_millis(700);
 
 /// `GET /ready`: 200 while the node takes traffic, 503 once it shuts down; the body names each
-/// dependency as `ok` or `degraded` (with the reason and since when). A degraded store does not
-/// make the node unready: its hot paths run from memory.
+/// dependency as `ok` or `degraded` (with the reason and since when). A degraded store (or Redis,
+/// in cluster mode) does not make the node unready: its hot paths run from memory. In cluster
+/// mode the body also names the node and counts the publishes it could not forward and the
+/// ones it received from other nodes.
 async fn ready(State(node): State<SharedNode>) -> impl IntoResponse {
     let probe = tokio::time::timeout(READY_PROBE, node.store.ping()).await;
     let outcome = match probe {
@@ -120,11 +127,20 @@ async fn ready(State(node): State<SharedNode>) -> impl IntoResponse {
     };
     node.store.health().record(Dependency::Reads, outcome);
     let shutting_down = node.shutdown.is_cancelled();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": if shutting_down { "shutting_down" } else { "ready" },
         "store": node.store.health().state(Dependency::Reads),
         "store_writes": node.store.health().state(Dependency::Writes),
     });
+    if let Some(cluster) = &node.cluster {
+        body["redis"] = serde_json::json!(cluster.health());
+        body["cluster"] = serde_json::json!({
+            "name": cluster.name(),
+            "node_id": cluster.node_id(),
+            "forwards_dropped": cluster.dropped(),
+            "received": cluster.received(),
+        });
+    }
     let status = if shutting_down {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -137,6 +153,7 @@ impl Application {
     /// Opens the store, creates the default app if the store is empty, loads the app cache and
     /// binds `settings.bind`.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        settings.check_cluster().map_err(StartupError::Cluster)?;
         let store = open_store(&settings).await?;
         first_run::first_start(&settings, &store).await?;
         crate::tenants::warm_up_password_checks().await;
@@ -153,10 +170,28 @@ impl Application {
         let body_budget = api::BodyBudget::new(settings.body_buffer_bytes);
         let taps = Taps::new(settings.clock.clone());
         let rates = RateLimits::new(settings.clock.clone());
+        let mut hub = Hub::with_events(events);
+        let mut occupancy = None;
+        let cluster = match &settings.cluster {
+            None => None,
+            Some(cluster_settings) => {
+                let cluster = crate::cluster::Cluster::connect(
+                    cluster_settings.clone(),
+                    settings.clock.clone(),
+                )
+                .await
+                .map_err(|e| StartupError::Cluster(e.to_string()))?;
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                hub = hub.with_node_tag(cluster.socket_tag()).with_occupancy(tx);
+                occupancy = Some(rx);
+                Some(cluster)
+            }
+        };
         let node = Arc::new(Node {
+            cluster,
             settings,
             apps: Arc::new(AppCache::default()),
-            hub: Hub::with_events(events),
+            hub,
             webhooks: Arc::new(webhooks),
             store,
             usage: Arc::new(usage),
@@ -198,6 +233,7 @@ impl Application {
             node,
             router,
             hub_events,
+            occupancy,
             admin,
         })
     }
@@ -236,6 +272,7 @@ impl Application {
             node,
             router,
             hub_events,
+            occupancy,
             admin,
         } = self;
         let limits = crate::serve::Limits::from_settings(&node.settings);
@@ -256,6 +293,12 @@ impl Application {
         let webhooks = crate::webhooks::start(node.webhook_context(), hub_events);
         let poller = tokio::spawn(node.clone().poll_revision());
         let flusher = tokio::spawn(node.clone().flush_usage());
+        let cluster = match (&node.cluster, occupancy) {
+            (Some(cluster), Some(occupancy)) => {
+                Some(cluster.start(node.clone(), occupancy, token.clone()))
+            }
+            _ => None,
+        };
         let service = tower::util::MapRequestLayer::new(strip_mount_prefix).layer(router);
         tracing::info!("listening on http://{address}");
         let public_server = tokio::spawn(crate::serve::serve(
@@ -304,6 +347,11 @@ impl Application {
             tracing::warn!("some connections did not close within the grace period");
         }
         poller.abort();
+        // Every socket and request has ended: publishes still queued for the other nodes go
+        // out, and the heartbeat key goes away.
+        if let Some(cluster) = cluster {
+            cluster.stop(deadline).await;
+        }
         // Every socket is closed, so every vacate and member_removed has happened: release the
         // delayed ones, write everything to the outbox (until the deadline), stop the worker.
         let lost_events = webhooks.drain(deadline).await;

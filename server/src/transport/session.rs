@@ -568,6 +568,15 @@ impl Session {
             );
         }
         let frame = server::client_event(event, channel, data, presence_user.as_deref());
+        if let Some(cluster) = &self.node.cluster {
+            cluster.forward(
+                &self.app_id,
+                channel,
+                &frame,
+                Some(self.conn.socket_id()),
+                false,
+            );
+        }
         let delivered = self.app_hub.relay(channel, frame, self.conn.socket_id());
         self.usage.count(delivered as u64);
         self.node.taps.emit(

@@ -31,15 +31,17 @@ const LEVELS: &[(&str, u32)] = &[
     ("outbox", 2),
     ("hub", 3),
     ("webhooks", 4),
-    ("node", 5),
-    ("transport", 6),
-    ("api", 6),
-    ("admin", 6),
-    ("serve", 7),
-    ("startup", 7),
-    ("cli", 8),
+    // Cluster mode (Redis): sees the hub, usage and config; the node holds it.
+    ("cluster", 5),
+    ("node", 6),
+    ("transport", 7),
+    ("api", 7),
+    ("admin", 7),
+    ("serve", 8),
+    ("startup", 8),
+    ("cli", 9),
     // The binary's crate root (`herald::...` paths).
-    ("main", 9),
+    ("main", 10),
 ];
 
 /// The largest a `.rs` file may grow.
@@ -704,8 +706,8 @@ fn server_modules_import_only_their_level_or_below() {
     assert!(
         report.is_empty(),
         "imports against the layer order (design invariant 10: protocol, auth, clock, config -> \
-         tenants -> outbox -> hub -> webhooks -> node -> transport, api, admin -> serve, startup -> \
-         cli), {} of them:\n{}",
+         tenants -> outbox -> hub -> webhooks -> cluster -> node -> transport, api, admin -> serve, \
+         startup -> cli), {} of them:\n{}",
         report.len(),
         report.join("\n")
     );

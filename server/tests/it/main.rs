@@ -8,6 +8,8 @@ mod helpers;
 
 mod cli;
 mod cli_webhooks;
+mod cluster;
+mod cluster_helpers;
 mod dashboard_access;
 mod dashboard_cluster;
 mod dashboard_helpers;

@@ -1,0 +1,123 @@
+//! The one message a publish sends over Redis (`PUBLISH {cluster}:app:{app_id} <message>`): the
+//! origin node's id, the channel, the excluded socket id, whether a cache channel keeps it, and
+//! the frame exactly as the origin serialized it. Binary, so the frame is copied, not escaped:
+//!
+//! ```text
+//! b'H' 1 | flags u8 | origin: u8 length + bytes | channel: u16 length (big endian) + bytes
+//!        | except: u8 length + bytes (absent unless flags & EXCEPT) | frame: the rest
+//! ```
+
+use bytes::Bytes;
+
+use crate::protocol::SocketId;
+
+const MAGIC: u8 = b'H';
+const VERSION: u8 = 1;
+const EXCEPT: u8 = 1;
+const KEEP: u8 = 2;
+
+/// A decoded bus message, borrowing from the received bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// The node that published it (it delivered it locally already and ignores its own).
+    pub origin: &'a str,
+    /// The Pusher channel.
+    pub channel: &'a str,
+    /// The socket that must not receive it (`socket_id` on a REST publish, the sender of a
+    /// client event); socket ids are unique cluster-wide.
+    pub except: Option<SocketId>,
+    /// A REST publish: a cache channel keeps it as its last event.
+    pub keep: bool,
+    /// The serialized frame.
+    pub frame: &'a [u8],
+}
+
+/// Encodes a message (one allocation, the frame copied once).
+pub fn encode(
+    origin: &str,
+    channel: &str,
+    except: Option<SocketId>,
+    keep: bool,
+    frame: &[u8],
+) -> Bytes {
+    let except = except.map(|id| id.to_string());
+    let mut out = Vec::with_capacity(
+        6 + origin.len() + channel.len() + except.as_ref().map_or(0, String::len) + frame.len(),
+    );
+    let flags = if except.is_some() { EXCEPT } else { 0 } | if keep { KEEP } else { 0 };
+    out.extend_from_slice(&[MAGIC, VERSION, flags]);
+    // Node ids are at most 64 bytes (config), channel names at most 200.
+    out.push(u8::try_from(origin.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(&origin.as_bytes()[..origin.len().min(255)]);
+    let channel_len = u16::try_from(channel.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&channel_len.to_be_bytes());
+    out.extend_from_slice(&channel.as_bytes()[..usize::from(channel_len)]);
+    if let Some(except) = &except {
+        // "\d+.\d+" of two u64: at most 41 bytes.
+        out.push(u8::try_from(except.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(except.as_bytes());
+    }
+    out.extend_from_slice(frame);
+    Bytes::from(out)
+}
+
+/// Decodes a message; `None` for anything that is not one (another version, garbage).
+pub fn decode(bytes: &[u8]) -> Option<Message<'_>> {
+    let (&[MAGIC, VERSION, flags], rest) = bytes.split_first_chunk::<3>()? else {
+        return None;
+    };
+    let (&origin_len, rest) = rest.split_first()?;
+    let (origin, rest) = rest.split_at_checked(usize::from(origin_len))?;
+    let (channel_len, rest) = rest.split_first_chunk::<2>()?;
+    let (channel, rest) = rest.split_at_checked(usize::from(u16::from_be_bytes(*channel_len)))?;
+    let (except, frame) = if flags & EXCEPT != 0 {
+        let (&except_len, rest) = rest.split_first()?;
+        let (except, rest) = rest.split_at_checked(usize::from(except_len))?;
+        (Some(std::str::from_utf8(except).ok()?.parse().ok()?), rest)
+    } else {
+        (None, rest)
+    };
+    Some(Message {
+        origin: std::str::from_utf8(origin).ok()?,
+        channel: std::str::from_utf8(channel).ok()?,
+        except,
+        keep: flags & KEEP != 0,
+        frame,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_with_and_without_an_excluded_socket() {
+        let frame = br#"{"event":"e","channel":"c","data":"{}"}"#;
+        let except = SocketId::new(12, 345);
+        let bytes = encode("node-a", "cache-c", Some(except), true, frame);
+        assert_eq!(
+            decode(&bytes),
+            Some(Message {
+                origin: "node-a",
+                channel: "cache-c",
+                except: Some(except),
+                keep: true,
+                frame,
+            })
+        );
+        let bytes = encode("b", "c", None, false, frame);
+        let message = decode(&bytes).expect("decodes");
+        assert_eq!((message.except, message.keep), (None, false));
+        assert_eq!(message.frame, frame);
+    }
+
+    #[test]
+    fn garbage_and_truncated_messages_are_refused() {
+        assert_eq!(decode(b""), None);
+        assert_eq!(decode(b"hello world"), None);
+        let bytes = encode("node-a", "channel", Some(SocketId::new(1, 2)), false, b"{}");
+        for cut in 0..bytes.len() - 2 {
+            assert_eq!(decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Cluster mode (`HERALD_REDIS_URL`): nodes on one Redis and one PostgreSQL store.
+//!
+//! This increment: each node registers itself (a heartbeat key with a TTL, [`registry`]) and
+//! claims the node-specific part of its socket ids, so they are unique cluster-wide; a publish
+//! (REST trigger and batch, client events) is serialized once on its node, delivered there, and
+//! sent to the others as one `PUBLISH` on the app's Redis channel `{cluster}:app:{app_id}`
+//! ([`message`]); a node listens to an app's channel only while it has subscribers of that app
+//! ([`bus`]). Redis unreachable: local delivery goes on, forwarding is dropped and counted,
+//! `/ready` shows `redis: degraded` ([`health`]).
+//!
+//! Presence, channel queries, quotas, webhooks and the cache channels' last events are still
+//! per node (later increments keep them in Redis).
+//!
+//! Layer: above `webhooks`, below `node` (it sees the hub, the tenants' usage counters, the
+//! protocol, the config and the clock; the node holds an `Option<Cluster>`).
+
+mod bus;
+pub mod health;
+pub mod message;
+mod registry;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::ClusterSettings;
+use crate::hub::{Hub, OccupancyReceiver};
+use crate::locks::MutexExt;
+use crate::protocol::SocketId;
+use crate::tenants::{DependencyState, Usage};
+
+pub use health::{Part, RedisHealth};
+
+/// How long a node's heartbeat key lives without a refresh.
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
+
+/// How often the heartbeat key is refreshed.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
+
+/// How long one Redis command may take before it counts as failed.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Publishes waiting for the publishing connection; past it they are dropped and counted.
+const OUTGOING_QUEUE: usize = 8_192;
+
+/// At most one warning about dropped forwards per this interval.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What the cluster needs of the node it runs in (implemented by `node::Node`).
+pub trait Local: Send + Sync + 'static {
+    /// The node's hub.
+    fn hub(&self) -> &Hub;
+    /// The node's usage counters.
+    fn usage(&self) -> &Usage;
+}
+
+/// One publish on its way to Redis.
+#[derive(Debug)]
+struct Outgoing {
+    redis_channel: String,
+    payload: Bytes,
+}
+
+#[derive(Debug, Default)]
+struct Drops {
+    total: AtomicU64,
+    // A std lock: taken only when a forward is dropped, to compare and set an instant.
+    logged: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Drops {
+    fn add(&self, count: u64, why: &str) {
+        self.total.fetch_add(count, Ordering::Relaxed);
+        let mut logged = self.logged.lock_or_recover();
+        logged.1 += count;
+        let now = Instant::now();
+        if logged.0.is_none_or(|at| now >= at + DROP_LOG_INTERVAL) {
+            tracing::warn!(
+                dropped = logged.1,
+                total = self.total.load(Ordering::Relaxed),
+                why,
+                "publishes not forwarded to the other nodes"
+            );
+            *logged = (Some(now), 0);
+        }
+    }
+}
+
+struct Inner {
+    settings: ClusterSettings,
+    client: redis::Client,
+    /// The publishing connection (one multiplexed connection: publishes go out in order), also
+    /// used by the heartbeat.
+    manager: ConnectionManager,
+    outgoing: mpsc::Sender<Outgoing>,
+    outgoing_rx: Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    health: RedisHealth,
+    dropped: Drops,
+    /// Publishes received from other nodes and delivered here.
+    received: AtomicU64,
+    /// The node-specific part of this node's socket ids.
+    tag: u64,
+    clock: Clock,
+}
+
+/// This node's membership in the cluster: cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("name", &self.inner.settings.name)
+            .field("node_id", &self.inner.settings.node_id)
+            .field("tag", &self.inner.tag)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why cluster mode could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("HERALD_REDIS_URL: {0}")]
+pub struct ClusterError(String);
+
+impl Cluster {
+    /// Opens the Redis client (connections are made lazily and re-made after a failure) and
+    /// claims a socket id tag no other live node holds (a random one, unclaimed, when Redis
+    /// cannot be reached: the node starts anyway, degraded).
+    pub async fn connect(settings: ClusterSettings, clock: Clock) -> Result<Cluster, ClusterError> {
+        let client = redis::Client::open(settings.redis_url.expose())
+            .map_err(|e| ClusterError(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| ClusterError(e.to_string()))?;
+        let health = RedisHealth::new(clock.clone());
+        let tag = registry::claim_tag(&settings, &manager, &health).await;
+        let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
+        tracing::info!(
+            cluster = %settings.name,
+            node_id = %settings.node_id,
+            socket_tag = tag,
+            "cluster mode"
+        );
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                settings,
+                client,
+                manager,
+                outgoing,
+                outgoing_rx: Mutex::new(Some(outgoing_rx)),
+                health,
+                dropped: Drops::default(),
+                received: AtomicU64::new(0),
+                tag,
+                clock,
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.inner.settings.node_id
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        &self.inner.settings.name
+    }
+
+    /// The node-specific part of this node's socket ids (for [`Hub::with_node_tag`]).
+    pub fn socket_tag(&self) -> u64 {
+        self.inner.tag
+    }
+
+    /// `redis` in `/ready`.
+    pub fn health(&self) -> DependencyState {
+        self.inner.health.state()
+    }
+
+    /// Publishes not forwarded since the start (Redis unreachable, or the queue full).
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.total.load(Ordering::Relaxed)
+    }
+
+    /// Publishes from other nodes delivered here since the start.
+    pub fn received(&self) -> u64 {
+        self.inner.received.load(Ordering::Relaxed)
+    }
+
+    /// The Redis key of node `node_id`'s heartbeat.
+    pub fn node_key(cluster: &str, node_id: &str) -> String {
+        format!("{cluster}:node:{node_id}")
+    }
+
+    /// The Redis channel of app `app_id`'s publishes.
+    pub fn app_channel(cluster: &str, app_id: &str) -> String {
+        format!("{cluster}:app:{app_id}")
+    }
+
+    /// Sends a publish this node delivered locally to the other nodes: `frame` as serialized
+    /// here, `except` excluded everywhere, `keep` for a REST publish (a cache channel keeps it).
+    /// Never waits: the message joins the publishing connection's queue (in order), or is
+    /// dropped and counted when the queue is full.
+    pub fn forward(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: &[u8],
+        except: Option<SocketId>,
+        keep: bool,
+    ) {
+        let inner = &self.inner;
+        let outgoing = Outgoing {
+            redis_channel: Cluster::app_channel(&inner.settings.name, app_id),
+            payload: message::encode(&inner.settings.node_id, channel, except, keep, frame),
+        };
+        match inner.outgoing.try_send(outgoing) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                inner.dropped.add(1, "the publishing queue is full");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                inner.dropped.add(1, "the node has stopped publishing");
+            }
+        }
+    }
+
+    /// Starts the heartbeat, the publishing connection's task and the pub/sub task, which
+    /// delivers other nodes' publishes through `local`'s hub and follows `occupancy` (from
+    /// [`Hub::with_occupancy`]). The heartbeat and the pub/sub task run until `shutdown` is
+    /// cancelled; the publishing task until [`Running::stop`] (requests still in flight during
+    /// the drain forward their publishes), which then removes the heartbeat key.
+    pub fn start(
+        &self,
+        local: Arc<dyn Local>,
+        occupancy: OccupancyReceiver,
+        shutdown: CancellationToken,
+    ) -> Running {
+        let outgoing = self.inner.outgoing_rx.lock_or_recover().take();
+        let stop_publishing = CancellationToken::new();
+        let publisher = outgoing.map(|rx| {
+            tokio::spawn(bus::publish_loop(
+                self.inner.clone(),
+                rx,
+                stop_publishing.clone(),
+            ))
+        });
+        let subscriber = tokio::spawn(bus::subscribe_loop(
+            self.inner.clone(),
+            local,
+            occupancy,
+            shutdown.clone(),
+        ));
+        let heartbeat = tokio::spawn(registry::heartbeat_loop(self.inner.clone(), shutdown));
+        Running {
+            inner: self.inner.clone(),
+            stop_publishing,
+            publisher,
+            subscriber,
+            heartbeat,
+        }
+    }
+}
+
+/// The cluster's running tasks.
+#[derive(Debug)]
+pub struct Running {
+    inner: Arc<Inner>,
+    stop_publishing: CancellationToken,
+    publisher: Option<tokio::task::JoinHandle<()>>,
+    subscriber: tokio::task::JoinHandle<()>,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Once every socket and request has ended: sends the queued publishes (until `deadline`),
+    /// stops the tasks and removes this node's heartbeat key.
+    pub async fn stop(self, deadline: Instant) {
+        self.subscriber.abort();
+        self.heartbeat.abort();
+        self.stop_publishing.cancel();
+        if let Some(publisher) = self.publisher {
+            if tokio::time::timeout_at(deadline, publisher).await.is_err() {
+                tracing::warn!("publishes still queued for the other nodes at the deadline");
+            }
+        }
+        registry::leave(&self.inner, deadline).await;
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("node_id", &self.settings.node_id)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,342 @@
+//! The cluster tests' harness: a `redis-server` of the test's own on a free port (killed on
+//! drop, restartable on the same port), a fresh PostgreSQL database on
+//! `HERALD_TEST_DATABASE_URL` (dropped afterwards), and `herald` node processes on both.
+//! Missing `redis-server` or an unreachable PostgreSQL fail the test; nothing is skipped.
+#![allow(dead_code)] // Each cluster test uses a different subset.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::{Connection, Executor};
+use tokio::process::{Child, Command};
+
+use crate::helpers::{herald_binary, pause, start_listening, Client, APP_ID, KEY, SECRET};
+
+/// Where the PostgreSQL tests create their databases, unless `HERALD_TEST_DATABASE_URL` says.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The Redis channel the default app's publishes cross (cluster name `herald`).
+pub fn app_channel() -> String {
+    format!("herald:app:{APP_ID}")
+}
+
+/// Polls `check` every 50 ms until it holds, for at most `limit`; panics naming `what`.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out ({limit:?}) waiting until {what}"
+        );
+        pause(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `redis-server` of the test's own, killed on drop.
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl Redis {
+    /// Starts `redis-server` (from PATH) on a free port, without persistence.
+    pub async fn start() -> Redis {
+        let mut redis = Redis {
+            port: free_port(),
+            child: None,
+        };
+        redis.restart().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts it again on the same port (after [`Redis::kill`]), and waits until it answers.
+    pub async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("the cluster tests need redis-server on PATH (apt-get install redis-server): {error}")
+            });
+        self.child = Some(child);
+        let url = self.url();
+        eventually("redis-server answers", Duration::from_secs(10), || {
+            let url = url.clone();
+            async move { ping(&url).await }
+        })
+        .await;
+    }
+
+    /// Kills it (SIGKILL) and waits for the process to end.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("redis-server is killed");
+        }
+    }
+
+    /// A connection for the test's own checks.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("a redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connects to the test's redis-server")
+    }
+
+    /// How many connections (nodes) listen to `channel`.
+    pub async fn listeners(&self, channel: &str) -> i64 {
+        let mut conn = self.connection().await;
+        let (_, count): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut conn)
+            .await
+            .expect("PUBSUB NUMSUB");
+        count
+    }
+
+    /// Whether `key` exists.
+    pub async fn exists(&self, key: &str) -> bool {
+        let mut conn = self.connection().await;
+        redis::cmd("EXISTS")
+            .arg(key)
+            .query_async::<i64>(&mut conn)
+            .await
+            .expect("EXISTS")
+            == 1
+    }
+
+    /// Waits until `count` nodes listen to the default app's Redis channel.
+    pub async fn wait_for_listeners(&self, count: i64) {
+        let channel = app_channel();
+        eventually(
+            &format!("{count} nodes listen to {channel}"),
+            Duration::from_secs(10),
+            || async { self.listeners(&channel).await == count },
+        )
+        .await;
+    }
+}
+
+async fn ping(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(Ok(mut conn)) = tokio::time::timeout(
+        Duration::from_secs(1),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    else {
+        return false;
+    };
+    redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .is_ok()
+}
+
+/// A fresh PostgreSQL database, dropped (forcibly) when this is dropped.
+pub struct Database {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+/// `url` with its database name replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{database}", &base[..path_start]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+impl Database {
+    /// Creates `herald_cluster_<random>` on `HERALD_TEST_DATABASE_URL` (default
+    /// [`DEFAULT_DATABASE_URL`]); panics when PostgreSQL cannot be reached.
+    pub async fn create() -> Database {
+        let admin_url = std::env::var("HERALD_TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        let name = format!("herald_cluster_{:016x}", rand::random::<u64>());
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|error| {
+                panic!("the cluster tests need PostgreSQL at {admin_url} (HERALD_TEST_DATABASE_URL): {error}")
+            });
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("creates a scratch database");
+        let _ = admin.close().await;
+        Database {
+            url: with_database(&admin_url, &name),
+            admin_url,
+            name,
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Dropped from async tests: a thread of its own with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = admin
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// One `herald` process of the cluster.
+pub struct Node {
+    pub id: String,
+    pub address: String,
+    pub child: Child,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Node {
+    pub fn base(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Connects a client to the default app on this node.
+    pub async fn connect(&self) -> Client {
+        connect(&self.address).await
+    }
+
+    /// `GET /ready`: the status and the body.
+    pub async fn ready(&self) -> (u16, Value) {
+        let response = reqwest::get(format!("{}/ready", self.base()))
+            .await
+            .expect("/ready answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("/ready is JSON"))
+    }
+
+    /// kill -9.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("the node is killed");
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("pid").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("the node exits in time")
+            .expect("the node's status")
+    }
+}
+
+/// Starts node `id` on `redis` and `database` (the default app from `helpers`).
+pub async fn start_node(id: &str, redis: &Redis, database: &Database) -> Node {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut command = herald_binary(data_dir.path());
+    command
+        .env("HERALD_REDIS_URL", redis.url())
+        .env("HERALD_DATABASE_URL", &database.url)
+        .env("HERALD_NODE_ID", id)
+        .env("HERALD_DEFAULT_APP_ID", APP_ID)
+        .env("HERALD_DEFAULT_APP_KEY", KEY)
+        .env("HERALD_DEFAULT_APP_SECRET", SECRET)
+        .env("HERALD_SHUTDOWN_GRACE_SECS", "4");
+    let (child, address) = start_listening(command).await;
+    Node {
+        id: id.to_owned(),
+        address,
+        child,
+        _data_dir: data_dir,
+    }
+}
+
+/// A Redis, a database and three nodes `a`, `b`, `c` on them. The first node creates the
+/// default app; the other two start after it.
+pub struct TestCluster {
+    pub redis: Redis,
+    pub nodes: Vec<Node>,
+    pub database: Database,
+}
+
+impl TestCluster {
+    pub async fn start() -> TestCluster {
+        let database = Database::create().await;
+        let redis = Redis::start().await;
+        let first = start_node("a", &redis, &database).await;
+        let (b, c) = tokio::join!(
+            start_node("b", &redis, &database),
+            start_node("c", &redis, &database)
+        );
+        TestCluster {
+            redis,
+            nodes: vec![first, b, c],
+            database,
+        }
+    }
+}
+
+/// Connects a client to the default app on the node at `address` and reads
+/// `pusher:connection_established`.
+pub async fn connect(address: &str) -> Client {
+    let url = format!("ws://{address}/app/{KEY}?protocol=7&client=js&version=8.6.0&flash=false");
+    let (socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connects");
+    let mut client = Client {
+        socket,
+        socket_id: String::new(),
+    };
+    let established = client.expect_event("pusher:connection_established").await;
+    let data: Value = serde_json::from_str(established["data"].as_str().expect("string data"))
+        .expect("JSON data");
+    client.socket_id = data["socket_id"].as_str().expect("socket_id").to_owned();
+    client
+}
