@@ -27,6 +27,9 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed
     /// (`HERALD_TRUSTED_PROXIES`); from anyone else they are ignored.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The key session cookies are sealed with (an HMAC key the server keeps in its store, the
+    /// same on every node sharing it).
+    pub session_key: Vec<u8>,
 }
 
 /// Largest request body a dashboard form may send; larger ones get 413 before they are read.
@@ -36,7 +39,7 @@ pub const MAX_FORM_BYTES: usize = 64 * 1024;
 struct Dash<P> {
     port: Arc<P>,
     sign_in: session::SignInLimits,
-    session_misses: session::SessionMisses,
+    cookies: session::CookieSeal,
     proxies: client::TrustedProxies,
 }
 
@@ -75,7 +78,7 @@ pub fn router<P: AdminPort>(port: Arc<P>, config: Config) -> Router {
     pages::routes(Arc::new(Dash {
         port,
         sign_in: session::SignInLimits::default(),
-        session_misses: session::SessionMisses::default(),
+        cookies: session::CookieSeal::new(config.session_key),
         proxies: client::TrustedProxies::new(config.trusted_proxies),
     }))
     .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))

@@ -193,72 +193,53 @@ pub(crate) fn well_formed_token(token: &str) -> bool {
             .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Session cookies that name no session cost a store read each, so an address may present at
-/// most 30 unknown ones a minute; past that, its cookies are not looked up for a minute (it is
-/// treated as signed out, and the sign-in form has its own budgets). A browser holding an
-/// expired cookie misses once, then signs in again. Keys are bounded like the sign-in limiters'.
-#[derive(Debug)]
-pub(crate) struct SessionMisses {
-    misses: DefaultKeyedRateLimiter<IpAddr>,
-    blocked: Mutex<std::collections::HashMap<IpAddr, Instant>>,
-    last_sweep: Mutex<Instant>,
+/// Seals and opens session cookie values: `TOKEN.MAC`, the MAC an HMAC-SHA256 of the token under
+/// the store's cookie key (`Config::session_key`, shared by every node on the store). A cookie
+/// whose MAC is wrong was not made by this dashboard and is no session, without a store read, so
+/// made-up cookies cost nothing and block no one.
+pub(crate) struct CookieSeal {
+    key: Vec<u8>,
 }
 
-/// How long an address that used up its unknown-cookie budget is not looked up.
-const MISS_BLOCK: Duration = Duration::from_secs(60);
-
-impl Default for SessionMisses {
-    fn default() -> Self {
-        let per_minute = Quota::per_minute(NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN));
-        SessionMisses {
-            misses: RateLimiter::keyed(per_minute),
-            blocked: Mutex::new(std::collections::HashMap::new()),
-            last_sweep: Mutex::new(Instant::now()),
-        }
+impl std::fmt::Debug for CookieSeal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CookieSeal(***)")
     }
 }
 
-impl SessionMisses {
-    /// The blocked addresses. Poisoning follows the server's one policy (`herald::locks`): each
-    /// update is a single insert, remove or retain.
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "the one place the blocked table is locked"
-    )]
-    fn blocked(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<IpAddr, Instant>> {
-        self.blocked.lock().unwrap_or_else(|p| p.into_inner())
+type CookieMac = hmac::Hmac<sha2::Sha256>;
+
+impl CookieSeal {
+    pub(crate) fn new(key: Vec<u8>) -> CookieSeal {
+        CookieSeal { key }
     }
 
-    fn sweep(&self, now: Instant) {
-        let Ok(mut last) = self.last_sweep.try_lock() else {
-            return;
-        };
-        if now.duration_since(*last) < SWEEP_EVERY {
-            return;
+    fn mac(&self, token: &str) -> CookieMac {
+        use hmac::Mac;
+        let mut mac = CookieMac::new_from_slice(&self.key).expect("HMAC takes a key of any length");
+        mac.update(token.as_bytes());
+        mac
+    }
+
+    /// The cookie value for session `token`.
+    pub(crate) fn seal(&self, token: &str) -> String {
+        use hmac::Mac;
+        format!(
+            "{token}.{}",
+            hex::encode(self.mac(token).finalize().into_bytes())
+        )
+    }
+
+    /// The session token of cookie `value`, when this dashboard made it (constant-time check).
+    pub(crate) fn open<'a>(&self, value: &'a str) -> Option<&'a str> {
+        use hmac::Mac;
+        let (token, mac) = value.split_once('.')?;
+        if !well_formed_token(token) {
+            return None;
         }
-        *last = now;
-        self.misses.retain_recent();
-        self.misses.shrink_to_fit();
-        self.blocked().retain(|_, until| *until > now);
-    }
-
-    /// Whether a session cookie from `ip` may be looked up in the store.
-    pub(crate) fn may_look_up(&self, ip: Option<IpAddr>) -> bool {
-        let now = Instant::now();
-        self.sweep(now);
-        let key = address_key(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
-        self.blocked().get(&key).is_none_or(|until| *until <= now)
-    }
-
-    /// A cookie from `ip` named no session: counts against the address's budget.
-    pub(crate) fn missed(&self, ip: Option<IpAddr>) {
-        let key = address_key(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
-        if check(&self.misses, &key, 60).is_err() {
-            let mut blocked = self.blocked();
-            if blocked.len() < MAX_KEYS {
-                blocked.insert(key, Instant::now() + MISS_BLOCK);
-            }
-        }
+        let mac = hex::decode(mac).ok()?;
+        self.mac(token).verify_slice(&mac).ok()?;
+        Some(token)
     }
 }
 
@@ -350,27 +331,20 @@ mod tests {
         assert!(!well_formed_token(&format!("{}x", "a".repeat(63))));
     }
 
-    #[tokio::test]
-    async fn an_address_presenting_unknown_cookies_is_not_looked_up_past_its_budget() {
-        let misses = SessionMisses::default();
-        let attacker: IpAddr = "192.0.2.9".parse().unwrap();
-        let other: IpAddr = "192.0.2.10".parse().unwrap();
-        for _ in 0..30 {
-            assert!(misses.may_look_up(Some(attacker)));
-            misses.missed(Some(attacker));
-        }
-        assert!(
-            misses.may_look_up(Some(attacker)),
-            "30 misses are within the budget"
-        );
-        misses.missed(Some(attacker));
-        assert!(
-            !misses.may_look_up(Some(attacker)),
-            "the 31st miss blocks lookups"
-        );
-        assert!(
-            misses.may_look_up(Some(other)),
-            "other addresses are not affected"
-        );
+    #[test]
+    fn only_cookies_sealed_with_the_key_open() {
+        let seal = CookieSeal::new(b"the store's key".to_vec());
+        let token = random_token();
+        let cookie = seal.seal(&token);
+        assert_eq!(seal.open(&cookie), Some(token.as_str()));
+        let other = CookieSeal::new(b"another store's key".to_vec());
+        assert_eq!(other.open(&cookie), None, "another key's cookie");
+        assert_eq!(seal.open(&token), None, "a bare token");
+        let forged = format!("{}.{}", random_token(), "0".repeat(64));
+        assert_eq!(seal.open(&forged), None, "a made-up MAC");
+        let (_, mac) = cookie.split_once('.').unwrap();
+        let swapped = format!("{}.{mac}", random_token());
+        assert_eq!(seal.open(&swapped), None, "a MAC moved to another token");
+        assert_eq!(format!("{seal:?}"), "CookieSeal(***)");
     }
 }

@@ -146,7 +146,7 @@ pub(super) async fn login<P: AdminPort>(
             let headers = response.headers_mut();
             headers.append(
                 header::SET_COOKIE,
-                set_cookie(SESSION_COOKIE, &token, None, secure),
+                set_cookie(SESSION_COOKIE, &dash.cookies.seal(&token), None, secure),
             );
             headers.append(
                 header::SET_COOKIE,

@@ -242,19 +242,15 @@ impl<P: AdminPort> FromRequestParts<Shared<P>> for Ctx {
             .path_and_query()
             .map_or("/dashboard/apps".to_owned(), |p| p.as_str().to_owned());
         let token = cookie(&parts.headers, SESSION_COOKIE)
+            .and_then(|value| dash.cookies.open(value))
             .ok_or_else(|| Refusal::SignIn(next.clone()))?
             .to_owned();
-        // An unknown cookie costs a store read: only well-formed tokens are looked up, and an
-        // address that keeps presenting unknown ones is not looked up for a while.
-        let peer = peer(parts);
-        let client = dash.proxies.client(peer, &parts.headers);
-        if !crate::session::well_formed_token(&token) || !dash.session_misses.may_look_up(client) {
-            return Err(Refusal::SignIn(next));
-        }
-        let Some(session) = dash.port.session(&token).await.map_err(Refusal::from)? else {
-            dash.session_misses.missed(client);
-            return Err(Refusal::SignIn(next));
-        };
+        let session = dash
+            .port
+            .session(&token)
+            .await
+            .map_err(Refusal::from)?
+            .ok_or_else(|| Refusal::SignIn(next.clone()))?;
         let admin = match dash.port.admin(&session.user_id).await? {
             // The password changed since this session began (here, on another node or in the
             // CLI): the session is over.
@@ -264,6 +260,7 @@ impl<P: AdminPort> FromRequestParts<Shared<P>> for Ctx {
                 return Err(Refusal::SignIn(next));
             }
         };
+        let peer = peer(parts);
         Ok(Ctx {
             admin,
             session,

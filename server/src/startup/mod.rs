@@ -206,6 +206,13 @@ impl Application {
             Arc::new(crate::admin::AdminApi::new(node.clone())),
             herald_dashboard::Config {
                 trusted_proxies: node.settings.trusted_proxies.clone(),
+                session_key: node
+                    .store
+                    .cookie_mac_key()
+                    .await?
+                    .expose()
+                    .as_bytes()
+                    .to_vec(),
             },
         );
         let mut router = Router::new()

@@ -17,6 +17,9 @@ use sqlx::Row;
 
 use super::{Store, StoreError};
 
+/// The `server_keys` row of the dashboard's cookie MAC key.
+const COOKIE_MAC_KEY: &str = "dashboard_cookie_mac";
+
 /// How often a session's `last_seen` is written at most: a session used more often than that
 /// costs one read per request and no write. Its idle lifetime therefore counts from up to this
 /// long before its last use.
@@ -182,6 +185,28 @@ impl Store {
             }
         }
         Ok(Some(session))
+    }
+
+    /// The key the dashboard signs its session cookies with (32 random bytes, hex), made by the
+    /// first node that asks and shared by every node on this store, so a cookie made on one node
+    /// is checked on any other without a store read. Idempotent under concurrent first starts.
+    pub async fn cookie_mac_key(&self) -> Result<crate::auth::Secret, StoreError> {
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        sqlx::query(
+            "INSERT INTO server_keys (name, value, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(COOKIE_MAC_KEY)
+        .bind(hex::encode(bytes))
+        .bind(self.clock().now_seconds())
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT value FROM server_keys WHERE name = $1")
+            .bind(COOKIE_MAC_KEY)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(crate::auth::Secret::new(row.try_get("value")?))
     }
 
     /// Ends the session of cookie `token` (on every node). Ending one that does not exist is
