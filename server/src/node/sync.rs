@@ -96,9 +96,13 @@ impl Node {
             }
             if last_session_sweep.elapsed() >= SESSION_SWEEP_INTERVAL {
                 last_session_sweep = Instant::now();
-                if let Err(error) = self.store.sweep_sessions().await {
-                    tracing::debug!(%error, "could not sweep expired dashboard sessions");
-                }
+                // In its own task: a slow store must not hold up the cache refresh above.
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = store.sweep_sessions().await {
+                        tracing::debug!(%error, "could not sweep expired dashboard sessions");
+                    }
+                });
             }
         }
     }
