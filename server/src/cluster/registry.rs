@@ -83,16 +83,17 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>, shutdown: CancellationToke
         .to_string();
         let ttl = HEARTBEAT_TTL.as_secs();
         let mut pipe = redis::pipe();
-        // `GET`: the previous value; none after a first beat means Redis lost this node's state
-        // (restarted, or the key expired): its connection slots are registered again.
-        pipe.cmd("SET")
-            .arg(&node_key)
-            .arg(value)
+        // The tag key's previous value (`GET`): none after a first beat means Redis lost this
+        // node's state (restarted, or the key expired) and its connection slots are registered
+        // again (which sets the tag key first, so this fires once per loss).
+        pipe.set_ex(&node_key, value, ttl)
+            .ignore()
+            .cmd("SET")
+            .arg(&tag_key)
+            .arg(&inner.settings.node_id)
             .arg("EX")
             .arg(ttl)
             .arg("GET")
-            .set_ex(&tag_key, &inner.settings.node_id, ttl)
-            .ignore()
             .sadd(slots::nodes_key(&inner.settings.name), inner.tag)
             .ignore();
         let beat = pipe.query_async::<(Option<String>,)>(&mut conn);

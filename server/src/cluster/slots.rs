@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -164,6 +164,8 @@ pub(super) struct Slots {
     manager: ConnectionManager,
     releases: mpsc::UnboundedSender<Release>,
     releases_rx: Mutex<Option<mpsc::UnboundedReceiver<Release>>>,
+    /// Wakes the slot task at a detachment, to re-register at once.
+    detached: Notify,
 }
 
 impl Slots {
@@ -175,6 +177,7 @@ impl Slots {
             manager,
             releases,
             releases_rx: Mutex::new(Some(releases_rx)),
+            detached: Notify::new(),
         }
     }
 
@@ -185,6 +188,7 @@ impl Slots {
             tracing::warn!("connection quotas: deciding locally until Redis answers");
             state.detached = true;
             state.epoch += 1;
+            self.detached.notify_one();
         }
     }
 
@@ -329,8 +333,8 @@ impl Cluster {
     }
 }
 
-/// The slot task: sends the releases in order and, while detached, re-registers this node's
-/// counts every [`RESYNC_EVERY`], until `shutdown`.
+/// The slot task: sends the releases in order and, once detached, re-registers this node's
+/// counts at once and then every [`RESYNC_EVERY`] until it succeeds; until `shutdown`.
 pub(super) async fn slot_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
     let Some(mut releases) = inner.slots.releases_rx.lock_or_recover().take() else {
         return;
@@ -357,11 +361,8 @@ pub(super) async fn slot_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
                     }
                 }
             }
-            _ = tick.tick() => {
-                if inner.slots.state.lock_or_recover().detached {
-                    reregister(&inner, &mut conn).await;
-                }
-            }
+            () = inner.slots.detached.notified() => reregister(&inner, &mut conn).await,
+            _ = tick.tick() => reregister(&inner, &mut conn).await,
         }
     }
 }
@@ -372,6 +373,11 @@ async fn reregister(inner: &Inner, conn: &mut ConnectionManager) {
     let name = &inner.settings.name;
     let me = inner.tag;
     for _ in 0..8 {
+        // Only while detached: attached, the releases queued are still to be sent, and the
+        // counts below would already include them.
+        if !inner.slots.state.lock_or_recover().detached {
+            return;
+        }
         let (version, counts) = {
             let state = inner.slots.state.lock_or_recover();
             let counts: Vec<(Box<str>, u64)> = state
