@@ -139,6 +139,10 @@ async fn parallel_handshakes_over_three_nodes_at_a_quota_of_n_minus_one_admit_ex
 {
     const N: usize = 10;
     let cluster = TestCluster::start().await;
+    // Without a quota, a handshake never touches Redis.
+    let free = cluster.nodes[0].connect().await;
+    assert!(!cluster.redis.exists(&conns_key()).await);
+    free.close().await;
     set_max_connections(&cluster, N as u64 - 1).await;
     let attempts = (0..N).map(|i| {
         let node = i % 3;
