@@ -8,7 +8,11 @@
 //! ([`bus`]). Redis unreachable: local delivery goes on, forwarding is dropped and counted,
 //! `/ready` shows `redis: degraded` ([`health`]).
 //!
-//! Presence, channel queries, quotas, webhooks and the cache channels' last events are still
+//! An app's connection quota holds cluster-wide: each node's slots are counted in Redis by a
+//! script and expire with its heartbeat ([`slots`]; the rule while Redis is unreachable is
+//! documented there).
+//!
+//! Presence, channel queries, the daily message quota, webhooks and the cache channels' last events are still
 //! per node (later increments keep them in Redis).
 //!
 //! Layer: above `webhooks`, below `node` (it sees the hub, the tenants' usage counters, the
@@ -18,6 +22,7 @@ mod bus;
 pub mod health;
 pub mod message;
 mod registry;
+pub mod slots;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +42,7 @@ use crate::protocol::SocketId;
 use crate::tenants::{DependencyState, Usage};
 
 pub use health::{Part, RedisHealth};
+pub use slots::{OverQuota, Slot};
 
 /// How long a node's heartbeat key lives without a refresh.
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
@@ -108,6 +114,8 @@ struct Inner {
     /// The node-specific part of this node's socket ids.
     tag: u64,
     clock: Clock,
+    /// This node's slots of the apps' connection quotas.
+    slots: slots::Slots,
 }
 
 /// This node's membership in the cluster: cheap to clone.
@@ -143,7 +151,9 @@ impl Cluster {
             .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .map_err(|e| ClusterError(e.to_string()))?;
+        let slots_manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| ClusterError(e.to_string()))?;
         let health = RedisHealth::new(clock.clone());
         let tag = registry::claim_tag(&settings, &manager, &health).await;
@@ -166,6 +176,7 @@ impl Cluster {
                 received: AtomicU64::new(0),
                 tag,
                 clock,
+                slots: slots::Slots::new(slots_manager),
             }),
         })
     }
@@ -264,8 +275,10 @@ impl Cluster {
             occupancy,
             shutdown.clone(),
         ));
+        let slots = tokio::spawn(slots::slot_loop(self.inner.clone(), shutdown.clone()));
         let heartbeat = tokio::spawn(registry::heartbeat_loop(self.inner.clone(), shutdown));
         Running {
+            slots,
             inner: self.inner.clone(),
             stop_publishing,
             publisher,
@@ -283,6 +296,7 @@ pub struct Running {
     publisher: Option<tokio::task::JoinHandle<()>>,
     subscriber: tokio::task::JoinHandle<()>,
     heartbeat: tokio::task::JoinHandle<()>,
+    slots: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -291,6 +305,7 @@ impl Running {
     pub async fn stop(self, deadline: Instant) {
         self.subscriber.abort();
         self.heartbeat.abort();
+        self.slots.abort();
         self.stop_publishing.cancel();
         if let Some(publisher) = self.publisher {
             if tokio::time::timeout_at(deadline, publisher).await.is_err() {

@@ -1,7 +1,9 @@
 //! The node registry: each node keeps `{cluster}:node:{id}` alive (TTL [`HEARTBEAT_TTL`],
 //! refreshed every [`HEARTBEAT_EVERY`]) and removes it at a graceful shutdown; after a kill the
 //! key expires within its TTL. With it, the node holds `{cluster}:socket-tag:{tag}`, the
-//! node-specific part of its socket ids, so no two live nodes hand out the same socket id.
+//! node-specific part of its socket ids, so no two live nodes hand out the same socket id, and
+//! is a member (by its tag) of `{cluster}:nodes` (the live ones are counted by the connection
+//! slots' script).
 
 use std::sync::Arc;
 
@@ -9,10 +11,13 @@ use redis::aio::ConnectionManager;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, Inner, Part, RedisHealth, COMMAND_TIMEOUT, HEARTBEAT_EVERY, HEARTBEAT_TTL};
+use super::{
+    slots, Cluster, Inner, Part, RedisHealth, COMMAND_TIMEOUT, HEARTBEAT_EVERY, HEARTBEAT_TTL,
+};
 use crate::config::ClusterSettings;
 
-fn tag_key(cluster: &str, tag: u64) -> String {
+/// The key that holds socket id tag `tag` (its value: the node's id) while its node runs.
+pub(super) fn tag_key(cluster: &str, tag: u64) -> String {
     format!("{cluster}:socket-tag:{tag}")
 }
 
@@ -63,6 +68,7 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>, shutdown: CancellationToke
     let node_key = Cluster::node_key(&inner.settings.name, &inner.settings.node_id);
     let tag_key = tag_key(&inner.settings.name, inner.tag);
     let started = inner.clock.now_millis();
+    let mut beaten = false;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -77,16 +83,34 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>, shutdown: CancellationToke
         .to_string();
         let ttl = HEARTBEAT_TTL.as_secs();
         let mut pipe = redis::pipe();
+        // The tag key's previous value (`GET`): none after a first beat means Redis lost this
+        // node's state (restarted, or the key expired) and its connection slots are registered
+        // again (which sets the tag key first, so this fires once per loss).
         pipe.set_ex(&node_key, value, ttl)
             .ignore()
-            .set_ex(&tag_key, &inner.settings.node_id, ttl)
+            .cmd("SET")
+            .arg(&tag_key)
+            .arg(&inner.settings.node_id)
+            .arg("EX")
+            .arg(ttl)
+            .arg("GET")
+            .sadd(slots::nodes_key(&inner.settings.name), inner.tag)
             .ignore();
-        let beat = pipe.query_async::<()>(&mut conn);
+        let beat = pipe.query_async::<(Option<String>,)>(&mut conn);
         let outcome = match tokio::time::timeout(COMMAND_TIMEOUT, beat).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok((previous,))) => {
+                if previous.is_none() && beaten {
+                    inner.slots.detach();
+                }
+                beaten = true;
+                Ok(())
+            }
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err("the heartbeat timed out".to_owned()),
         };
+        if outcome.is_err() {
+            inner.slots.detach();
+        }
         inner.health.record(Part::Heartbeat, outcome);
     }
 }
@@ -95,11 +119,14 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>, shutdown: CancellationToke
 pub(super) async fn leave(inner: &Inner, deadline: Instant) {
     let mut conn = inner.manager.clone();
     let node_key = Cluster::node_key(&inner.settings.name, &inner.settings.node_id);
-    let mut command = redis::cmd("DEL");
-    command
-        .arg(&node_key)
-        .arg(tag_key(&inner.settings.name, inner.tag));
-    let remove = command.query_async::<()>(&mut conn);
+    let mut pipe = redis::pipe();
+    pipe.del(&node_key)
+        .ignore()
+        .del(tag_key(&inner.settings.name, inner.tag))
+        .ignore()
+        .srem(slots::nodes_key(&inner.settings.name), inner.tag)
+        .ignore();
+    let remove = pipe.query_async::<()>(&mut conn);
     match tokio::time::timeout_at(deadline.min(Instant::now() + COMMAND_TIMEOUT), remove).await {
         Ok(Ok(())) => tracing::info!(node_key, "left the cluster"),
         Ok(Err(error)) => tracing::warn!(%error, "could not remove the heartbeat key"),

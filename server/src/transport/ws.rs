@@ -124,8 +124,23 @@ pub(super) async fn open(
         Outbox::socket(socket.stream.clone(), node.settings.outbox_capacity),
     ));
     drop(key);
+    // In a cluster the app's quota holds cluster-wide: a slot is taken in Redis first (no
+    // round trip for an app without a quota), and given back when `_slot` drops.
+    let quota = app.limits.connections();
+    let _slot = match &node.cluster {
+        Some(cluster) => match cluster.admit(&app.id, quota).await {
+            Ok(slot) => slot,
+            Err(crate::cluster::OverQuota) => {
+                node.hub.release_connection();
+                let code = CloseCode::OverConnectionQuota;
+                send_refusal(&socket.stream, code, code.reason()).await;
+                return;
+            }
+        },
+        None => None,
+    };
     let share = node.settings.app_share_of_node();
-    if let Err(refusal) = app_hub.connect_within(&conn, app.limits.connections(), share) {
+    if let Err(refusal) = app_hub.connect_within(&conn, quota, share) {
         node.hub.release_connection();
         // Over the app's own quota: 4004. Over its share of the node (so one app's public key
         // cannot take every slot from the other tenants): 4100, as for a full node.
