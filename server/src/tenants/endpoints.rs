@@ -68,7 +68,7 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Pending => "pending",
             DeliveryStatus::Delivered => "delivered",
@@ -117,7 +117,8 @@ pub struct Delivery {
 }
 
 const WEBHOOK_COLUMNS: &str = "id, app_id, url, events, channel_prefix, headers, created_at";
-const DELIVERY_COLUMNS: &str = "id, webhook_id, app_id, events, channels, status, attempts, \
+pub(super) const DELIVERY_COLUMNS: &str =
+    "id, webhook_id, app_id, events, channels, status, attempts, \
      created_at, next_attempt_at, last_attempt_at, last_status, last_error, latency_ms";
 
 fn webhook_from_row(row: &AnyRow) -> Result<Webhook, sqlx::Error> {
@@ -136,7 +137,7 @@ fn webhook_from_row(row: &AnyRow) -> Result<Webhook, sqlx::Error> {
     })
 }
 
-fn delivery_from_row(row: &AnyRow) -> Result<Delivery, sqlx::Error> {
+pub(super) fn delivery_from_row(row: &AnyRow) -> Result<Delivery, sqlx::Error> {
     let channels: String = row.try_get("channels")?;
     let status: String = row.try_get("status")?;
     Ok(Delivery {
@@ -653,7 +654,7 @@ impl Store {
             Some(id) => {
                 sqlx::query(
                     "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, \
-                     created_at = $1, next_attempt_at = $1 \
+                     created_at = $1, next_attempt_at = $1, claimed_by = '', claimed_until = 0 \
                      WHERE app_id = $2 AND id = $3 AND status = 'failed'",
                 )
                 .bind(now_ms)
@@ -665,7 +666,7 @@ impl Store {
             None => {
                 sqlx::query(
                     "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, \
-                     created_at = $1, next_attempt_at = $1 \
+                     created_at = $1, next_attempt_at = $1, claimed_by = '', claimed_until = 0 \
                      WHERE app_id = $2 AND status = 'failed'",
                 )
                 .bind(now_ms)

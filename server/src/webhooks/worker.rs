@@ -1,6 +1,14 @@
 //! The delivery worker: per-endpoint queues in id order, at most `concurrency` requests in flight
 //! per endpoint, and never two deliveries touching the same channel out of order (a delivery
 //! waits while an earlier one about one of its channels is pending, in flight or backing off).
+//!
+//! Several nodes may share the outbox (cluster mode): the worker delivers only rows its process
+//! holds a claim on (see `tenants::claims` for the claim and order rule: an endpoint's pending
+//! rows are held by one node at a time). It claims at start, on a rescan and every quarter of
+//! the lease (at most every 2 s), which also renews its leases and drops from its queues the
+//! rows it no longer holds; it starts no attempt once less than a third of its lease is left
+//! (renewals failing: the store is down), records an attempt only while it still holds the row,
+//! and releases its rows when it stops.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -12,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::delay::{Cancel, Plan};
 use super::target::Destinations;
-use super::{Shared, ToWorker};
+use super::{Owner, Shared, ToWorker};
 use crate::auth::webhook_signature;
 use crate::clock::Clock;
 use crate::protocol::webhook_body;
@@ -81,7 +89,18 @@ struct Worker {
     destinations: Destinations,
     tasks: JoinSet<Done>,
     clock: Clock,
+    /// This process's id on its claims.
+    owner: Owner,
+    /// When the latest lease this worker knows it holds ends, Unix ms.
+    lease_until: i64,
+    /// No claim has succeeded yet since the start.
+    first_claim: bool,
+    /// Rows dropped because their app or endpoint is gone: not queued again by a claim.
+    gone: HashSet<i64>,
 }
+
+/// Most rows one node holds claimed (more are claimed as these are delivered).
+const CLAIM_LIMIT: i64 = 1000;
 
 impl Worker {
     fn insert(&mut self, delivery: Delivery) {
@@ -161,20 +180,70 @@ impl Worker {
         ok
     }
 
-    async fn load_pending(&mut self) {
-        match self.context.store.pending_deliveries().await {
-            Ok(pending) => {
-                for delivery in pending {
-                    self.insert(delivery);
-                }
+    /// Claims rows (renewing the leases held) and makes the queues what this node holds: rows
+    /// it no longer holds leave them (unless in flight: their outcome is not recorded).
+    async fn claim(&mut self) {
+        let lease = super::lease(&self.context, &self.owner);
+        let before: Vec<i64> = self.known.keys().copied().collect();
+        let held = match self
+            .context
+            .store
+            .claim_deliveries(&lease, CLAIM_LIMIT, self.first_claim)
+            .await
+        {
+            Ok(held) => held,
+            Err(error) => {
+                tracing::warn!(%error, "could not claim pending webhook deliveries");
+                return;
             }
-            Err(error) => tracing::warn!(%error, "could not read pending webhook deliveries"),
+        };
+        self.first_claim = false;
+        self.lease_until = self.lease_until.max(lease.until_ms);
+        let ids: HashSet<i64> = held.iter().map(|d| d.id).collect();
+        self.gone.retain(|id| ids.contains(id));
+        for id in before {
+            if !ids.contains(&id) {
+                self.forget(id, false);
+            }
         }
+        for delivery in held {
+            if !self.gone.contains(&delivery.id) {
+                self.insert(delivery);
+            }
+        }
+    }
+
+    /// Takes row `id` out of its queue (one in flight only when `in_flight_too`).
+    fn forget(&mut self, id: i64, in_flight_too: bool) {
+        let Some((webhook_id, at)) = self.locate(id) else {
+            return;
+        };
+        let webhook_id = webhook_id.to_owned();
+        let Some(queue) = self.queues.get_mut(&webhook_id) else {
+            return;
+        };
+        if queue[at].in_flight && !in_flight_too {
+            return;
+        }
+        queue.remove(at);
+        if queue.is_empty() {
+            self.queues.remove(&webhook_id);
+        }
+        self.known.remove(&id);
+    }
+
+    /// The lease margin: no attempt starts with less of the lease left.
+    fn margin(&self) -> i64 {
+        i64::try_from(self.context.settings.claim_lease.as_millis() / 3).unwrap_or(i64::MAX)
     }
 
     /// Starts every attempt that may start now; returns when the next waiting one is due.
     fn pump(&mut self) -> Option<i64> {
         let now = self.clock.now_millis();
+        if now.saturating_add(self.margin()) >= self.lease_until {
+            // The leases may end before an attempt would: wait for a renewal.
+            return None;
+        }
         let concurrency = self.context.settings.concurrency.max(1);
         let mut next_due: Option<i64> = None;
         let mut starts = Vec::new();
@@ -236,6 +305,18 @@ impl Worker {
                 outcome,
             }
         });
+    }
+
+    /// Releases the rows this node holds but those in `keep`.
+    async fn release(&self, keep: &[i64]) {
+        if let Err(error) = self
+            .context
+            .store
+            .release_deliveries(&self.owner, keep)
+            .await
+        {
+            tracing::warn!(%error, "could not release claimed webhook deliveries; other nodes take them when the lease ends");
+        }
     }
 
     async fn complete(&mut self, done: Done) {
@@ -331,9 +412,28 @@ impl Worker {
                 self.queues.remove(&done.webhook_id);
             }
         }
+        if record.is_none() {
+            self.gone.insert(done.id);
+        }
         if let Some(attempt) = record {
-            if let Err(error) = self.context.store.record_attempt(done.id, &attempt).await {
-                tracing::warn!(%error, delivery = done.id, "could not record a webhook attempt");
+            match self
+                .context
+                .store
+                .record_claimed_attempt(&self.owner, done.id, &attempt)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    // The lease ended and another node took the row: it is that node's now.
+                    tracing::debug!(
+                        delivery = done.id,
+                        "webhook row no longer held; not recorded"
+                    );
+                    self.forget(done.id, true);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, delivery = done.id, "could not record a webhook attempt");
+                }
             }
         }
     }
@@ -410,6 +510,7 @@ const DELIVERED_KEPT_MS: i64 = 24 * 3600 * 1000;
 /// Runs until `stop`: delivers what the writer hands over and what the store holds as pending.
 pub(super) async fn run(
     context: Shared,
+    owner: Owner,
     mut written: UnboundedReceiver<ToWorker>,
     stop: CancellationToken,
 ) {
@@ -439,8 +540,15 @@ pub(super) async fn run(
         client,
         destinations,
         tasks: JoinSet::new(),
+        owner,
+        lease_until: 0,
+        first_claim: true,
+        gone: HashSet::new(),
     };
-    worker.load_pending().await;
+    let claim_every = (worker.context.settings.claim_lease / 4)
+        .clamp(Duration::from_millis(10), Duration::from_secs(2));
+    worker.claim().await;
+    let mut next_claim = tokio::time::Instant::now() + claim_every;
     let mut writer_open = true;
     let mut last_prune = tokio::time::Instant::now() - Duration::from_secs(3600);
     loop {
@@ -469,7 +577,10 @@ pub(super) async fn run(
         tokio::select! {
             () = stop.cancelled() => break,
             delivery = written.recv(), if writer_open => match delivery {
-                Some(ToWorker::Written(delivery)) => worker.insert(delivery),
+                Some(ToWorker::Written(delivery, until)) => {
+                    worker.lease_until = worker.lease_until.max(until);
+                    worker.insert(delivery);
+                }
                 Some(ToWorker::Cancel(request, reply)) => {
                     let removed = worker.cancel(&request).await;
                     let _ = reply.send(removed);
@@ -481,7 +592,11 @@ pub(super) async fn run(
                     worker.complete(done).await;
                 }
             }
-            () = worker.context.endpoints.rescan.notified() => worker.load_pending().await,
+            () = worker.context.endpoints.rescan.notified() => worker.claim().await,
+            () = tokio::time::sleep_until(next_claim) => {
+                worker.claim().await;
+                next_claim = tokio::time::Instant::now() + claim_every;
+            }
             () = async {
                 match wait {
                     Some(wait) => tokio::time::sleep(wait).await,
@@ -490,7 +605,14 @@ pub(super) async fn run(
             } => {}
         }
     }
-    // Requests in flight may finish (and be recorded) within a short grace; the rest stay pending.
+    // What is not in flight goes back to the outbox for the other nodes at once; requests in
+    // flight may finish (and be recorded) within a short grace, then the rest are released too.
+    let in_flight: Vec<i64> = worker
+        .queues
+        .values()
+        .flat_map(|q| q.iter().filter(|e| e.in_flight).map(|e| e.delivery.id))
+        .collect();
+    worker.release(&in_flight).await;
     let grace = tokio::time::sleep(Duration::from_secs(2));
     tokio::pin!(grace);
     while !worker.tasks.is_empty() {
@@ -503,6 +625,7 @@ pub(super) async fn run(
             }
         }
     }
+    worker.release(&[]).await;
 }
 
 #[cfg(test)]
