@@ -20,6 +20,11 @@
 //! channel, retries with exponential backoff for the retry window (5 minutes), then marks them
 //! failed; failed rows are kept for the retention, then pruned. Pending rows are picked up again
 //! after a restart. Requests only reach permitted destinations (see `target`).
+//!
+//! Several nodes may share the outbox (cluster mode, PostgreSQL): each process has a random
+//! owner id, made here at `start`; the writer inserts rows claimed by it when its node holds
+//! every pending row of the endpoint, and the worker delivers only what its node holds (see
+//! `worker`, and `tenants::claims` for the claim and order rule).
 
 mod delay;
 mod misses;

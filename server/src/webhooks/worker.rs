@@ -95,12 +95,22 @@ struct Worker {
     lease_until: i64,
     /// No claim has succeeded yet since the start.
     first_claim: bool,
-    /// Rows dropped because their app or endpoint is gone: not queued again by a claim.
-    gone: HashSet<i64>,
+    /// Rows dropped because this node does not know their app or endpoint (deleted, or its
+    /// cache is behind the store's): not queued again by a claim until the time given.
+    gone: HashMap<i64, tokio::time::Instant>,
+    /// The last claim failed (warned once per outage).
+    claim_failing: bool,
 }
+
+/// How long a row whose app or endpoint this node did not know waits before it is tried again
+/// (a row still pending in the store has both: this node's cache was behind).
+const GONE_RETRY: Duration = Duration::from_secs(30);
 
 /// Most rows one node holds claimed (more are claimed as these are delivered).
 const CLAIM_LIMIT: i64 = 1000;
+
+/// How long shutdown waits for the store to release this node's claims.
+const RELEASE_WAIT: Duration = Duration::from_millis(500);
 
 impl Worker {
     fn insert(&mut self, delivery: Delivery) {
@@ -193,21 +203,29 @@ impl Worker {
         {
             Ok(held) => held,
             Err(error) => {
-                tracing::warn!(%error, "could not claim pending webhook deliveries");
+                if self.claim_failing {
+                    tracing::debug!(%error, "could not claim pending webhook deliveries");
+                } else {
+                    tracing::warn!(%error, "could not claim pending webhook deliveries; retrying");
+                }
+                self.claim_failing = true;
                 return;
             }
         };
+        self.claim_failing = false;
         self.first_claim = false;
         self.lease_until = self.lease_until.max(lease.until_ms);
         let ids: HashSet<i64> = held.iter().map(|d| d.id).collect();
-        self.gone.retain(|id| ids.contains(id));
+        let now = tokio::time::Instant::now();
+        self.gone
+            .retain(|id, until| ids.contains(id) && *until > now);
         for id in before {
             if !ids.contains(&id) {
                 self.forget(id, false);
             }
         }
         for delivery in held {
-            if !self.gone.contains(&delivery.id) {
+            if !self.gone.contains_key(&delivery.id) {
                 self.insert(delivery);
             }
         }
@@ -307,15 +325,20 @@ impl Worker {
         });
     }
 
-    /// Releases the rows this node holds but those in `keep`.
-    async fn release(&self, keep: &[i64]) {
-        if let Err(error) = self
-            .context
-            .store
-            .release_deliveries(&self.owner, keep)
-            .await
-        {
-            tracing::warn!(%error, "could not release claimed webhook deliveries; other nodes take them when the lease ends");
+    /// Releases the rows this node holds but those in `keep`; says whether it did. Bounded: a
+    /// store that does not answer must not hold shutdown (the leases end by themselves).
+    async fn release(&self, keep: &[i64]) -> bool {
+        let release = self.context.store.release_deliveries(&self.owner, keep);
+        match tokio::time::timeout(RELEASE_WAIT, release).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not release claimed webhook deliveries; other nodes take them when the lease ends");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("the store did not answer the release of claimed webhook deliveries; other nodes take them when the lease ends");
+                false
+            }
         }
     }
 
@@ -413,7 +436,8 @@ impl Worker {
             }
         }
         if record.is_none() {
-            self.gone.insert(done.id);
+            self.gone
+                .insert(done.id, tokio::time::Instant::now() + GONE_RETRY);
         }
         if let Some(attempt) = record {
             match self
@@ -543,11 +567,15 @@ pub(super) async fn run(
         owner,
         lease_until: 0,
         first_claim: true,
-        gone: HashSet::new(),
+        gone: HashMap::new(),
+        claim_failing: false,
     };
     let claim_every = (worker.context.settings.claim_lease / 4)
         .clamp(Duration::from_millis(10), Duration::from_secs(2));
-    worker.claim().await;
+    tokio::select! {
+        () = worker.claim() => {}
+        () = stop.cancelled() => {}
+    }
     let mut next_claim = tokio::time::Instant::now() + claim_every;
     let mut writer_open = true;
     let mut last_prune = tokio::time::Instant::now() - Duration::from_secs(3600);
@@ -592,9 +620,17 @@ pub(super) async fn run(
                     worker.complete(done).await;
                 }
             }
-            () = worker.context.endpoints.rescan.notified() => worker.claim().await,
+            // A claim on a store that does not answer must not hold shutdown (dropped, its
+            // transaction rolls back).
+            () = worker.context.endpoints.rescan.notified() => tokio::select! {
+                () = worker.claim() => {}
+                () = stop.cancelled() => break,
+            },
             () = tokio::time::sleep_until(next_claim) => {
-                worker.claim().await;
+                tokio::select! {
+                    () = worker.claim() => {}
+                    () = stop.cancelled() => break,
+                }
                 next_claim = tokio::time::Instant::now() + claim_every;
             }
             () = async {
@@ -612,7 +648,7 @@ pub(super) async fn run(
         .values()
         .flat_map(|q| q.iter().filter(|e| e.in_flight).map(|e| e.delivery.id))
         .collect();
-    worker.release(&in_flight).await;
+    let released = worker.release(&in_flight).await;
     let grace = tokio::time::sleep(Duration::from_secs(2));
     tokio::pin!(grace);
     while !worker.tasks.is_empty() {
@@ -625,7 +661,9 @@ pub(super) async fn run(
             }
         }
     }
-    worker.release(&[]).await;
+    if released {
+        worker.release(&[]).await;
+    }
 }
 
 #[cfg(test)]
