@@ -283,8 +283,10 @@ async fn two_nodes_deliver_once(url: String) {
         herald::startup::refresh_apps(&node.node).await.unwrap();
     }
 
-    // Events on both nodes, alternating, about the same channels: each delivered once, in
-    // order per channel.
+    // Events on both nodes, alternating, about the same channels, while the receiver fails (so
+    // they stay pending where every node could see them): each delivered once, in order per
+    // channel.
+    receiver.status.store(503, Ordering::SeqCst);
     let channels = ["private-x", "private-y"];
     let mut senders = Vec::new();
     for node in [&a, &b] {
@@ -309,6 +311,9 @@ async fn two_nodes_deliver_once(url: String) {
         }
     }
     let total = usize::try_from(rounds * 2 * 2).unwrap();
+    // Longer than a claim interval: each node has looked for rows to claim.
+    pause(Duration::from_millis(500)).await;
+    receiver.status.store(200, Ordering::SeqCst);
     receiver.wait_for("every event", |e| e.len() >= total).await;
     // Longer than a lease: a duplicate would have come by now.
     pause(Duration::from_millis(900)).await;
