@@ -541,6 +541,7 @@ impl Writer {
         }
         let health = || self.context.store.health();
         let mut held = window.held;
+        let mut quick_retries = 0;
         let (claimed, until) = loop {
             let lease = lease(&self.context, &self.owner);
             let outcome = tokio::select! {
@@ -553,10 +554,16 @@ impl Writer {
                     break (claimed, lease.until_ms);
                 }
                 Some(Err(error)) => {
-                    if !error.is_unreachable() {
-                        // Another node sharing the store may have used these ids (the same
-                        // millisecond): continue above every id in the store.
-                        self.renumber(&mut rows, &mut held, now_ms).await;
+                    // Another node sharing the store may have used these ids (the same
+                    // millisecond): continue above every id in the store, at once the first
+                    // few times.
+                    if !error.is_unreachable()
+                        && self.renumber(&mut rows, &mut held, now_ms).await
+                        && quick_retries < 3
+                    {
+                        quick_retries += 1;
+                        tracing::debug!(%error, "webhook outbox ids taken meanwhile; renumbered");
+                        continue;
                     }
                     health().record(
                         crate::tenants::Dependency::Writes,
@@ -593,15 +600,15 @@ impl Writer {
     }
 
     /// Gives a window's rows fresh ids above every id in the store (batched rows first, then
-    /// held ones, as `rows` lists them).
+    /// held ones, as `rows` lists them); false when the store could not say its largest.
     async fn renumber(
         &self,
         rows: &mut [(NewDelivery, i64)],
         held: &mut [(NewDelivery, Vec<HeldEvent>)],
         now_ms: i64,
-    ) {
+    ) -> bool {
         let Ok(max) = self.context.store.max_delivery_id().await else {
-            return;
+            return false;
         };
         self.context.endpoints.seed_ids(max);
         let batched = rows.len() - held.len();
@@ -611,6 +618,7 @@ impl Writer {
                 held_row.id = row.id;
             }
         }
+        true
     }
 }
 
