@@ -7,8 +7,8 @@
 //! rows are held by one node at a time). It claims at start, on a rescan and every quarter of
 //! the lease (at most every 2 s), which also renews its leases and drops from its queues the
 //! rows it no longer holds; it starts no attempt once less than a third of its lease is left
-//! (renewals failing: the store is down), records an attempt only while it still holds the row,
-//! and releases its rows when it stops.
+//! (renewals failing: the store is down), records an attempt and edits a held row (comebacks)
+//! only while it still holds the row, and releases its rows when it stops.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -157,14 +157,24 @@ impl Worker {
             return ok;
         }
         // Nothing starts while this waits: `pump` runs in this same loop.
-        if let Err(error) = self
+        match self
             .context
             .store
-            .edit_held_deliveries(&edits, &remove)
+            .edit_held_deliveries(&edits, &remove, &self.owner)
             .await
         {
-            tracing::warn!(%error, "could not cancel held webhook events; they will be delivered");
-            return vec![false; ok.len()];
+            Ok(true) => {}
+            Ok(false) => {
+                // A row started elsewhere, or went to another node (a lease that ended).
+                tracing::debug!(
+                    "held webhook rows changed meanwhile; their events will be delivered"
+                );
+                return vec![false; ok.len()];
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not cancel held webhook events; they will be delivered");
+                return vec![false; ok.len()];
+            }
         }
         for edit in edits {
             if let Some((webhook_id, at)) = self.locate(edit.id) {

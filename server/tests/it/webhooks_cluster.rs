@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 use sqlx::{Connection, Executor};
 
 use herald::clock::Clock;
-use herald::tenants::{Attempt, Delivery, DeliveryStatus, Lease, NewDelivery, NewWebhook, Store};
+use herald::tenants::{
+    Attempt, Delivery, DeliveryStatus, HeldEdit, Lease, NewDelivery, NewWebhook, Store,
+};
 
 use crate::helpers::*;
 use crate::webhooks::Receiver;
@@ -86,6 +88,22 @@ async fn exercise_claims(url: &str) {
         .await
         .unwrap();
     assert_eq!(ids(&a), [1, 2, 3, 4], "A's renewed and the rest of e1");
+
+    // Held rows are edited only by their holder, all or nothing.
+    let edit = HeldEdit {
+        id: 4,
+        events: "[]".into(),
+        channels: vec!["c".into()],
+    };
+    assert!(!two
+        .edit_held_deliveries(std::slice::from_ref(&edit), &[], "B")
+        .await
+        .unwrap());
+    assert!(!one.edit_held_deliveries(&[], &[4, 77], "A").await.unwrap());
+    assert!(one
+        .edit_held_deliveries(std::slice::from_ref(&edit), &[], "A")
+        .await
+        .unwrap());
 
     // A new row is written claimed only when every pending row of its endpoint is the writer's.
     let written = two
