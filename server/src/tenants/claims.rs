@@ -42,6 +42,12 @@ pub struct Lease {
 }
 
 impl Store {
+    /// Whether other nodes may share this store (PostgreSQL; SQLite has one node), so a lease
+    /// that ended may have been taken over.
+    pub fn shared_by_nodes(&self) -> bool {
+        !self.sqlite
+    }
+
     /// On PostgreSQL, serializes claims and claimed inserts across nodes (until the commit).
     async fn lock_outbox(
         &self,

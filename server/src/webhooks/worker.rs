@@ -6,9 +6,10 @@
 //! holds a claim on (see `tenants::claims` for the claim and order rule: an endpoint's pending
 //! rows are held by one node at a time). It claims at start, on a rescan and every quarter of
 //! the lease (at most every 2 s), which also renews its leases and drops from its queues the
-//! rows it no longer holds; it starts no attempt once less than a third of its lease is left
-//! (renewals failing: the store is down), records an attempt and edits a held row (comebacks)
-//! only while it still holds the row, and releases its rows when it stops.
+//! rows it no longer holds; on a store other nodes may share (PostgreSQL) it starts no attempt
+//! once less than a third of its lease is left (renewals failing: the store is down); it
+//! records an attempt and edits a held row (comebacks) only while it still holds the row, and
+//! releases its rows when it stops.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -268,8 +269,11 @@ impl Worker {
     /// Starts every attempt that may start now; returns when the next waiting one is due.
     fn pump(&mut self) -> Option<i64> {
         let now = self.clock.now_millis();
-        if now.saturating_add(self.margin()) >= self.lease_until {
-            // The leases may end before an attempt would: wait for a renewal.
+        if self.context.store.shared_by_nodes()
+            && now.saturating_add(self.margin()) >= self.lease_until
+        {
+            // The leases may end before an attempt would (another node could take the rows
+            // over): wait for a renewal. A single-node store keeps delivering through an outage.
             return None;
         }
         let concurrency = self.context.settings.concurrency.max(1);
