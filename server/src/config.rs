@@ -49,6 +49,9 @@ pub struct WebhookSettings {
     pub cache_miss_interval: Duration,
     /// `cache_miss` events: at most this many per app per second (burst the same).
     pub cache_miss_per_second: u32,
+    /// How long a node's claim on outbox rows lasts unless renewed (renewed every quarter of
+    /// it, at most every 2 s): a dead node's rows are taken over by another node after it.
+    pub claim_lease: Duration,
 }
 
 impl Default for WebhookSettings {
@@ -67,6 +70,7 @@ impl Default for WebhookSettings {
             event_queue: 65_536,
             cache_miss_interval: Duration::from_secs(60),
             cache_miss_per_second: 10,
+            claim_lease: Duration::from_secs(30),
         }
     }
 }

@@ -68,7 +68,7 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Pending => "pending",
             DeliveryStatus::Delivered => "delivered",
@@ -117,7 +117,8 @@ pub struct Delivery {
 }
 
 const WEBHOOK_COLUMNS: &str = "id, app_id, url, events, channel_prefix, headers, created_at";
-const DELIVERY_COLUMNS: &str = "id, webhook_id, app_id, events, channels, status, attempts, \
+pub(super) const DELIVERY_COLUMNS: &str =
+    "id, webhook_id, app_id, events, channels, status, attempts, \
      created_at, next_attempt_at, last_attempt_at, last_status, last_error, latency_ms";
 
 fn webhook_from_row(row: &AnyRow) -> Result<Webhook, sqlx::Error> {
@@ -136,7 +137,7 @@ fn webhook_from_row(row: &AnyRow) -> Result<Webhook, sqlx::Error> {
     })
 }
 
-fn delivery_from_row(row: &AnyRow) -> Result<Delivery, sqlx::Error> {
+pub(super) fn delivery_from_row(row: &AnyRow) -> Result<Delivery, sqlx::Error> {
     let channels: String = row.try_get("channels")?;
     let status: String = row.try_get("status")?;
     Ok(Delivery {
@@ -527,41 +528,53 @@ impl Store {
     }
 
     /// Edits held rows in one transaction (comebacks within the vacate delay): rewrites the
-    /// events and channels of `rewrite` and removes `remove`, each only while it is pending and
-    /// never attempted.
+    /// events and channels of `rewrite` and removes `remove`, each only while it is pending,
+    /// never attempted and held by `owner` (the node's claim, see `claims`). Applies all or
+    /// nothing: false (nothing changed) when a row is not in that state any more.
     pub async fn edit_held_deliveries(
         &self,
         rewrite: &[HeldEdit],
         remove: &[i64],
-    ) -> Result<(), StoreError> {
+        owner: &str,
+    ) -> Result<bool, StoreError> {
         if rewrite.is_empty() && remove.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let mut tx = self.write_tx().await?;
         for edit in rewrite {
-            sqlx::query(
+            let done = sqlx::query(
                 "UPDATE webhook_deliveries SET events = $1, channels = $2 \
-                 WHERE id = $3 AND status = 'pending' AND attempts = 0",
+                 WHERE id = $3 AND status = 'pending' AND attempts = 0 AND claimed_by = $4",
             )
             .bind(edit.events.clone())
             .bind(edit.channels.join("\n"))
             .bind(edit.id)
+            .bind(owner.to_owned())
             .execute(&mut *tx)
             .await?;
+            if done.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
         }
         // Ids are integers the process made, so the list is written inline, in chunks.
         for ids in remove.chunks(500) {
             let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-            sqlx::query(&format!(
+            let done = sqlx::query(&format!(
                 "DELETE FROM webhook_deliveries WHERE id IN ({}) AND status = 'pending' \
-                 AND attempts = 0",
+                 AND attempts = 0 AND claimed_by = $1",
                 list.join(",")
             ))
+            .bind(owner.to_owned())
             .execute(&mut *tx)
             .await?;
+            if done.rows_affected() != u64::try_from(ids.len()).unwrap_or(u64::MAX) {
+                tx.rollback().await?;
+                return Ok(false);
+            }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// The largest delivery id in the store (0 when there is none).
@@ -653,7 +666,7 @@ impl Store {
             Some(id) => {
                 sqlx::query(
                     "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, \
-                     created_at = $1, next_attempt_at = $1 \
+                     created_at = $1, next_attempt_at = $1, claimed_by = '', claimed_until = 0 \
                      WHERE app_id = $2 AND id = $3 AND status = 'failed'",
                 )
                 .bind(now_ms)
@@ -665,7 +678,7 @@ impl Store {
             None => {
                 sqlx::query(
                     "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, \
-                     created_at = $1, next_attempt_at = $1 \
+                     created_at = $1, next_attempt_at = $1, claimed_by = '', claimed_until = 0 \
                      WHERE app_id = $2 AND status = 'failed'",
                 )
                 .bind(now_ms)

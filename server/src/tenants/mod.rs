@@ -17,6 +17,7 @@
 mod app;
 mod apps_sql;
 mod cache;
+mod claims;
 mod endpoints;
 mod error;
 mod health;
@@ -31,6 +32,7 @@ pub use app::{
     PreviousKey,
 };
 pub use cache::{AppCache, AppChange};
+pub use claims::Lease;
 pub use endpoints::{
     header_allowed, Attempt, Delivery, DeliveryStatus, HeldEdit, NewDelivery, NewWebhook, Webhook,
 };

@@ -20,6 +20,11 @@
 //! channel, retries with exponential backoff for the retry window (5 minutes), then marks them
 //! failed; failed rows are kept for the retention, then pruned. Pending rows are picked up again
 //! after a restart. Requests only reach permitted destinations (see `target`).
+//!
+//! Several nodes may share the outbox (cluster mode, PostgreSQL): each process has a random
+//! owner id, made here at `start`; the writer inserts rows claimed by it when its node holds
+//! every pending row of the endpoint, and the worker delivers only what its node holds (see
+//! `worker`, and `tenants::claims` for the claim and order rule).
 
 mod delay;
 mod misses;
@@ -43,7 +48,7 @@ use crate::clock::Clock;
 use crate::config::WebhookSettings;
 use crate::hub::{HubEvent, Taps};
 use crate::protocol::WebhookKind;
-use crate::tenants::{AppCache, Delivery, NewDelivery, Store, Usage, Webhook};
+use crate::tenants::{AppCache, Delivery, Lease, NewDelivery, Store, Usage, Webhook};
 
 use delay::{HeldEvent, HeldKey};
 
@@ -159,6 +164,26 @@ pub struct Context {
 /// The context the writer and the worker share.
 type Shared = Arc<Context>;
 
+/// This process's id as the holder of outbox claims: random, made when the pipeline starts.
+type Owner = Arc<str>;
+
+fn new_owner() -> Owner {
+    use rand::Rng;
+    let id: u64 = rand::rng().random();
+    Arc::from(format!("{id:016x}"))
+}
+
+/// A lease from now for `owner`.
+fn lease(context: &Context, owner: &Owner) -> Lease {
+    let now_ms = context.clock.now_millis();
+    let length = i64::try_from(context.settings.claim_lease.as_millis()).unwrap_or(i64::MAX);
+    Lease {
+        owner: owner.to_string(),
+        now_ms,
+        until_ms: now_ms.saturating_add(length),
+    }
+}
+
 /// Refuses a webhook URL whose destination requests may not reach (checked again at every
 /// request): for the dashboard and the CLI, before an endpoint is created or changed.
 pub async fn check_destination(
@@ -192,8 +217,10 @@ pub fn start(context: Context, events: EventReceiver) -> Pipeline {
     let give_up = CancellationToken::new();
     let lost = Arc::new(AtomicUsize::new(0));
     let (written_tx, written_rx) = mpsc::unbounded_channel();
+    let owner = new_owner();
     let writer = tokio::spawn(write_loop(
         context.clone(),
+        owner.clone(),
         events,
         written_tx,
         stop_writer.clone(),
@@ -202,7 +229,7 @@ pub fn start(context: Context, events: EventReceiver) -> Pipeline {
             lost: lost.clone(),
         },
     ));
-    let worker = tokio::spawn(worker::run(context, written_rx, stop_worker.clone()));
+    let worker = tokio::spawn(worker::run(context, owner, written_rx, stop_worker.clone()));
     Pipeline {
         stop_writer,
         stop_worker,
@@ -263,8 +290,8 @@ impl Pipeline {
 /// What the writer tells the worker.
 #[derive(Debug)]
 pub(crate) enum ToWorker {
-    /// Rows just written.
-    Written(Delivery),
+    /// Rows just written, claimed by this node until the time given (Unix ms).
+    Written(Delivery, i64),
     /// Take a window's comebacks out of their held rows (queue and store, one transaction),
     /// each only if none of its rows has started; answers which comebacks were taken out.
     Cancel(delay::Cancel, oneshot::Sender<Vec<bool>>),
@@ -427,6 +454,7 @@ struct Abandon {
 /// The writer's state across windows.
 struct Writer {
     context: Shared,
+    owner: Owner,
     worker: UnboundedSender<ToWorker>,
     held: delay::Held,
     misses: misses::MissLimiter,
@@ -512,17 +540,31 @@ impl Writer {
             return true;
         }
         let health = || self.context.store.health();
-        loop {
+        let mut held = window.held;
+        let mut quick_retries = 0;
+        let (claimed, until) = loop {
+            let lease = lease(&self.context, &self.owner);
             let outcome = tokio::select! {
-                outcome = self.context.store.insert_deliveries_due(&rows) => Some(outcome),
+                outcome = self.context.store.insert_claimed_deliveries(&rows, &lease) => Some(outcome),
                 () = self.abandon.token.cancelled() => None,
             };
             match outcome {
-                Some(Ok(())) => {
+                Some(Ok(claimed)) => {
                     health().record(crate::tenants::Dependency::Writes, Ok(()));
-                    break;
+                    break (claimed, lease.until_ms);
                 }
                 Some(Err(error)) => {
+                    // Another node sharing the store may have used these ids (the same
+                    // millisecond): continue above every id in the store, at once the first
+                    // few times.
+                    if !error.is_unreachable()
+                        && self.renumber(&mut rows, &mut held, now_ms).await
+                        && quick_retries < 3
+                    {
+                        quick_retries += 1;
+                        tracing::debug!(%error, "webhook outbox ids taken meanwhile; renumbered");
+                        continue;
+                    }
                     health().record(
                         crate::tenants::Dependency::Writes,
                         Err(format!("webhook outbox: {error}")),
@@ -539,16 +581,42 @@ impl Writer {
                     return false;
                 }
             }
-        }
+        };
         self.held.hold(
             window.held_keys,
-            window.held.into_iter().map(|(d, events)| (d.id, events)),
+            held.into_iter().map(|(d, events)| (d.id, events)),
             now + delay,
         );
-        for (delivery, due) in rows {
+        // A row written unclaimed (another node holds its endpoint) is that node's to deliver.
+        for ((delivery, due), claimed) in rows.into_iter().zip(claimed) {
+            if !claimed {
+                continue;
+            }
             let mut delivery = delivery.into_delivery();
             delivery.next_attempt_at = due;
-            let _ = self.worker.send(ToWorker::Written(delivery));
+            let _ = self.worker.send(ToWorker::Written(delivery, until));
+        }
+        true
+    }
+
+    /// Gives a window's rows fresh ids above every id in the store (batched rows first, then
+    /// held ones, as `rows` lists them); false when the store could not say its largest.
+    async fn renumber(
+        &self,
+        rows: &mut [(NewDelivery, i64)],
+        held: &mut [(NewDelivery, Vec<HeldEvent>)],
+        now_ms: i64,
+    ) -> bool {
+        let Ok(max) = self.context.store.max_delivery_id().await else {
+            return false;
+        };
+        self.context.endpoints.seed_ids(max);
+        let batched = rows.len() - held.len();
+        for (at, (row, _)) in rows.iter_mut().enumerate() {
+            row.id = self.context.endpoints.next_id(now_ms);
+            if let Some((held_row, _)) = at.checked_sub(batched).and_then(|j| held.get_mut(j)) {
+                held_row.id = row.id;
+            }
         }
         true
     }
@@ -558,6 +626,7 @@ impl Writer {
 /// the written deliveries to the worker. At `stop`, writes what is queued and ends.
 async fn write_loop(
     context: Shared,
+    owner: Owner,
     mut input: EventReceiver,
     worker: UnboundedSender<ToWorker>,
     stop: CancellationToken,
@@ -570,6 +639,7 @@ async fn write_loop(
     );
     let mut writer = Writer {
         context,
+        owner,
         worker,
         held: delay::Held::default(),
         misses,

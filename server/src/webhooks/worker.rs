@@ -1,6 +1,15 @@
 //! The delivery worker: per-endpoint queues in id order, at most `concurrency` requests in flight
 //! per endpoint, and never two deliveries touching the same channel out of order (a delivery
 //! waits while an earlier one about one of its channels is pending, in flight or backing off).
+//!
+//! Several nodes may share the outbox (cluster mode): the worker delivers only rows its process
+//! holds a claim on (see `tenants::claims` for the claim and order rule: an endpoint's pending
+//! rows are held by one node at a time). It claims at start, on a rescan and every quarter of
+//! the lease (at most every 2 s), which also renews its leases and drops from its queues the
+//! rows it no longer holds; on a store other nodes may share (PostgreSQL) it starts no attempt
+//! once less than a third of its lease is left (renewals failing: the store is down); it
+//! records an attempt and edits a held row (comebacks) only while it still holds the row, and
+//! releases its rows when it stops.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -12,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::delay::{Cancel, Plan};
 use super::target::Destinations;
-use super::{Shared, ToWorker};
+use super::{Owner, Shared, ToWorker};
 use crate::auth::webhook_signature;
 use crate::clock::Clock;
 use crate::protocol::webhook_body;
@@ -81,7 +90,28 @@ struct Worker {
     destinations: Destinations,
     tasks: JoinSet<Done>,
     clock: Clock,
+    /// This process's id on its claims.
+    owner: Owner,
+    /// When the latest lease this worker knows it holds ends, Unix ms.
+    lease_until: i64,
+    /// No claim has succeeded yet since the start.
+    first_claim: bool,
+    /// Rows dropped because this node does not know their app or endpoint (deleted, or its
+    /// cache is behind the store's): not queued again by a claim until the time given.
+    gone: HashMap<i64, tokio::time::Instant>,
+    /// The last claim failed (warned once per outage).
+    claim_failing: bool,
 }
+
+/// How long a row whose app or endpoint this node did not know waits before it is tried again
+/// (a row still pending in the store has both: this node's cache was behind).
+const GONE_RETRY: Duration = Duration::from_secs(30);
+
+/// Most rows one node holds claimed (more are claimed as these are delivered).
+const CLAIM_LIMIT: i64 = 1000;
+
+/// How long shutdown waits for the store to release this node's claims.
+const RELEASE_WAIT: Duration = Duration::from_millis(500);
 
 impl Worker {
     fn insert(&mut self, delivery: Delivery) {
@@ -128,14 +158,24 @@ impl Worker {
             return ok;
         }
         // Nothing starts while this waits: `pump` runs in this same loop.
-        if let Err(error) = self
+        match self
             .context
             .store
-            .edit_held_deliveries(&edits, &remove)
+            .edit_held_deliveries(&edits, &remove, &self.owner)
             .await
         {
-            tracing::warn!(%error, "could not cancel held webhook events; they will be delivered");
-            return vec![false; ok.len()];
+            Ok(true) => {}
+            Ok(false) => {
+                // A row started elsewhere, or went to another node (a lease that ended).
+                tracing::debug!(
+                    "held webhook rows changed meanwhile; their events will be delivered"
+                );
+                return vec![false; ok.len()];
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not cancel held webhook events; they will be delivered");
+                return vec![false; ok.len()];
+            }
         }
         for edit in edits {
             if let Some((webhook_id, at)) = self.locate(edit.id) {
@@ -161,20 +201,81 @@ impl Worker {
         ok
     }
 
-    async fn load_pending(&mut self) {
-        match self.context.store.pending_deliveries().await {
-            Ok(pending) => {
-                for delivery in pending {
-                    self.insert(delivery);
+    /// Claims rows (renewing the leases held) and makes the queues what this node holds: rows
+    /// it no longer holds leave them (unless in flight: their outcome is not recorded).
+    async fn claim(&mut self) {
+        let lease = super::lease(&self.context, &self.owner);
+        let before: Vec<i64> = self.known.keys().copied().collect();
+        let held = match self
+            .context
+            .store
+            .claim_deliveries(&lease, CLAIM_LIMIT, self.first_claim)
+            .await
+        {
+            Ok(held) => held,
+            Err(error) => {
+                if self.claim_failing {
+                    tracing::debug!(%error, "could not claim pending webhook deliveries");
+                } else {
+                    tracing::warn!(%error, "could not claim pending webhook deliveries; retrying");
                 }
+                self.claim_failing = true;
+                return;
             }
-            Err(error) => tracing::warn!(%error, "could not read pending webhook deliveries"),
+        };
+        self.claim_failing = false;
+        self.first_claim = false;
+        self.lease_until = self.lease_until.max(lease.until_ms);
+        let ids: HashSet<i64> = held.iter().map(|d| d.id).collect();
+        let now = tokio::time::Instant::now();
+        self.gone
+            .retain(|id, until| ids.contains(id) && *until > now);
+        for id in before {
+            if !ids.contains(&id) {
+                self.forget(id, false);
+            }
         }
+        for delivery in held {
+            if !self.gone.contains_key(&delivery.id) {
+                self.insert(delivery);
+            }
+        }
+    }
+
+    /// Takes row `id` out of its queue (one in flight only when `in_flight_too`).
+    fn forget(&mut self, id: i64, in_flight_too: bool) {
+        let Some((webhook_id, at)) = self.locate(id) else {
+            return;
+        };
+        let webhook_id = webhook_id.to_owned();
+        let Some(queue) = self.queues.get_mut(&webhook_id) else {
+            return;
+        };
+        if queue[at].in_flight && !in_flight_too {
+            return;
+        }
+        queue.remove(at);
+        if queue.is_empty() {
+            self.queues.remove(&webhook_id);
+        }
+        self.known.remove(&id);
+    }
+
+    /// The lease margin: no attempt starts with less of the lease left.
+    fn margin(&self) -> i64 {
+        i64::try_from(self.context.settings.claim_lease.as_millis() / 3).unwrap_or(i64::MAX)
     }
 
     /// Starts every attempt that may start now; returns when the next waiting one is due.
     fn pump(&mut self) -> Option<i64> {
         let now = self.clock.now_millis();
+        if self.context.store.shared_by_nodes()
+            && now.saturating_add(self.margin()) >= self.lease_until
+        {
+            // The leases may end before an attempt would (another node could take the rows
+            // over): wait for a renewal. A single-node store keeps delivering through an outage.
+            return None;
+        }
         let concurrency = self.context.settings.concurrency.max(1);
         let mut next_due: Option<i64> = None;
         let mut starts = Vec::new();
@@ -236,6 +337,23 @@ impl Worker {
                 outcome,
             }
         });
+    }
+
+    /// Releases the rows this node holds but those in `keep`; says whether it did. Bounded: a
+    /// store that does not answer must not hold shutdown (the leases end by themselves).
+    async fn release(&self, keep: &[i64]) -> bool {
+        let release = self.context.store.release_deliveries(&self.owner, keep);
+        match tokio::time::timeout(RELEASE_WAIT, release).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not release claimed webhook deliveries; other nodes take them when the lease ends");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("the store did not answer the release of claimed webhook deliveries; other nodes take them when the lease ends");
+                false
+            }
+        }
     }
 
     async fn complete(&mut self, done: Done) {
@@ -331,9 +449,29 @@ impl Worker {
                 self.queues.remove(&done.webhook_id);
             }
         }
+        if record.is_none() {
+            self.gone
+                .insert(done.id, tokio::time::Instant::now() + GONE_RETRY);
+        }
         if let Some(attempt) = record {
-            if let Err(error) = self.context.store.record_attempt(done.id, &attempt).await {
-                tracing::warn!(%error, delivery = done.id, "could not record a webhook attempt");
+            match self
+                .context
+                .store
+                .record_claimed_attempt(&self.owner, done.id, &attempt)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    // The lease ended and another node took the row: it is that node's now.
+                    tracing::debug!(
+                        delivery = done.id,
+                        "webhook row no longer held; not recorded"
+                    );
+                    self.forget(done.id, true);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, delivery = done.id, "could not record a webhook attempt");
+                }
             }
         }
     }
@@ -410,6 +548,7 @@ const DELIVERED_KEPT_MS: i64 = 24 * 3600 * 1000;
 /// Runs until `stop`: delivers what the writer hands over and what the store holds as pending.
 pub(super) async fn run(
     context: Shared,
+    owner: Owner,
     mut written: UnboundedReceiver<ToWorker>,
     stop: CancellationToken,
 ) {
@@ -439,8 +578,19 @@ pub(super) async fn run(
         client,
         destinations,
         tasks: JoinSet::new(),
+        owner,
+        lease_until: 0,
+        first_claim: true,
+        gone: HashMap::new(),
+        claim_failing: false,
     };
-    worker.load_pending().await;
+    let claim_every = (worker.context.settings.claim_lease / 4)
+        .clamp(Duration::from_millis(10), Duration::from_secs(2));
+    tokio::select! {
+        () = worker.claim() => {}
+        () = stop.cancelled() => {}
+    }
+    let mut next_claim = tokio::time::Instant::now() + claim_every;
     let mut writer_open = true;
     let mut last_prune = tokio::time::Instant::now() - Duration::from_secs(3600);
     loop {
@@ -469,7 +619,10 @@ pub(super) async fn run(
         tokio::select! {
             () = stop.cancelled() => break,
             delivery = written.recv(), if writer_open => match delivery {
-                Some(ToWorker::Written(delivery)) => worker.insert(delivery),
+                Some(ToWorker::Written(delivery, until)) => {
+                    worker.lease_until = worker.lease_until.max(until);
+                    worker.insert(delivery);
+                }
                 Some(ToWorker::Cancel(request, reply)) => {
                     let removed = worker.cancel(&request).await;
                     let _ = reply.send(removed);
@@ -481,7 +634,19 @@ pub(super) async fn run(
                     worker.complete(done).await;
                 }
             }
-            () = worker.context.endpoints.rescan.notified() => worker.load_pending().await,
+            // A claim on a store that does not answer must not hold shutdown (dropped, its
+            // transaction rolls back).
+            () = worker.context.endpoints.rescan.notified() => tokio::select! {
+                () = worker.claim() => {}
+                () = stop.cancelled() => break,
+            },
+            () = tokio::time::sleep_until(next_claim) => {
+                tokio::select! {
+                    () = worker.claim() => {}
+                    () = stop.cancelled() => break,
+                }
+                next_claim = tokio::time::Instant::now() + claim_every;
+            }
             () = async {
                 match wait {
                     Some(wait) => tokio::time::sleep(wait).await,
@@ -490,7 +655,14 @@ pub(super) async fn run(
             } => {}
         }
     }
-    // Requests in flight may finish (and be recorded) within a short grace; the rest stay pending.
+    // What is not in flight goes back to the outbox for the other nodes at once; requests in
+    // flight may finish (and be recorded) within a short grace, then the rest are released too.
+    let in_flight: Vec<i64> = worker
+        .queues
+        .values()
+        .flat_map(|q| q.iter().filter(|e| e.in_flight).map(|e| e.delivery.id))
+        .collect();
+    let released = worker.release(&in_flight).await;
     let grace = tokio::time::sleep(Duration::from_secs(2));
     tokio::pin!(grace);
     while !worker.tasks.is_empty() {
@@ -502,6 +674,9 @@ pub(super) async fn run(
                 }
             }
         }
+    }
+    if released {
+        worker.release(&[]).await;
     }
 }
 

@@ -37,4 +37,5 @@ mod source_rules;
 mod store;
 mod store_sessions;
 mod webhooks;
+mod webhooks_cluster;
 mod wire;
