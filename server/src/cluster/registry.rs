@@ -2,15 +2,120 @@
 //! refreshed every [`HEARTBEAT_EVERY`]) and removes it at a graceful shutdown; after a kill the
 //! key expires within its TTL. With it, the node holds `{cluster}:socket-tag:{tag}`, the
 //! node-specific part of its socket ids, so no two live nodes hand out the same socket id.
+//!
+//! The node key holds this process's instance id: it is claimed with `SET NX` at start (a
+//! second live process with the same `HERALD_NODE_ID` refuses to start), refreshed and removed
+//! only while it still holds that instance id.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, Inner, Part, RedisHealth, COMMAND_TIMEOUT, HEARTBEAT_EVERY, HEARTBEAT_TTL};
+use super::{
+    Cluster, ClusterError, Inner, Part, RedisHealth, COMMAND_TIMEOUT, HEARTBEAT_EVERY,
+    HEARTBEAT_TTL,
+};
 use crate::config::ClusterSettings;
+
+/// Sets the tag key (`KEYS[2]`) to `ARGV[4]`, and the node key (`KEYS[1]`) to `ARGV[1]`
+/// unless another instance (one whose value does not contain `ARGV[3]`) holds it, both for
+/// `ARGV[2]` seconds: 1 when the node key was set, 0 when another instance holds it.
+const REFRESH: &str = r"
+redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[2])
+local held = redis.call('GET', KEYS[1])
+if held and not string.find(held, ARGV[3], 1, true) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+";
+
+/// Deletes the node key (`KEYS[1]`) if it holds instance `ARGV[1]`, and the tag key
+/// (`KEYS[2]`) if it holds `ARGV[2]`.
+const LEAVE: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held and string.find(held, ARGV[1], 1, true) then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+return 1
+";
+
+/// How `instance` appears in its node key's value (what [`REFRESH`] and [`LEAVE`] look for).
+fn instance_marker(instance: &str) -> String {
+    serde_json::json!({ "instance": instance }).to_string()[1..]
+        .trim_end_matches('}')
+        .to_owned()
+}
+
+/// The node key's value.
+fn node_value(
+    settings: &ClusterSettings,
+    instance: &str,
+    tag: u64,
+    started: i64,
+    seen: i64,
+) -> String {
+    serde_json::json!({
+        "instance": instance,
+        "node_id": settings.node_id,
+        "socket_tag": tag,
+        "started": started,
+        "seen": seen,
+    })
+    .to_string()
+}
+
+/// Claims `{cluster}:node:{id}` for `instance` with `SET NX`. While another instance holds it,
+/// tries again for one heartbeat TTL (a killed node's key expires by then); a key still held
+/// after that is refreshed by a live process with the same `HERALD_NODE_ID`, and the node
+/// refuses to start. Redis unreachable: the node starts (degraded), the heartbeat claims later.
+pub(super) async fn claim_node(
+    settings: &ClusterSettings,
+    instance: &str,
+    manager: &ConnectionManager,
+    health: &RedisHealth,
+) -> Result<(), ClusterError> {
+    let mut conn = manager.clone();
+    let key = Cluster::node_key(&settings.name, &settings.node_id);
+    let give_up = Instant::now() + HEARTBEAT_TTL + Duration::from_secs(1);
+    let mut warned = false;
+    loop {
+        let mut command = redis::cmd("SET");
+        command
+            .arg(&key)
+            .arg(node_value(settings, instance, 0, 0, 0))
+            .arg("NX")
+            .arg("EX")
+            .arg(HEARTBEAT_TTL.as_secs());
+        let claim = command.query_async::<Option<String>>(&mut conn);
+        match tokio::time::timeout(COMMAND_TIMEOUT, claim).await {
+            Ok(Ok(Some(_))) => return Ok(()),
+            Ok(Ok(None)) => {}
+            Ok(Err(error)) => {
+                health.record(Part::Heartbeat, Err(error.to_string()));
+                return Ok(());
+            }
+            Err(_) => {
+                health.record(Part::Heartbeat, Err("timed out".into()));
+                return Ok(());
+            }
+        }
+        if Instant::now() >= give_up {
+            return Err(ClusterError(format!(
+                "another live node holds HERALD_NODE_ID={:?} in cluster {:?} (its key {key} is \
+                 still refreshed); give every node its own HERALD_NODE_ID",
+                settings.node_id, settings.name
+            )));
+        }
+        if !warned {
+            warned = true;
+            tracing::warn!(
+                node_key = key,
+                "another process holds this node id; waiting for its key to expire"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
 
 fn tag_key(cluster: &str, tag: u64) -> String {
     format!("{cluster}:socket-tag:{tag}")
@@ -55,38 +160,46 @@ pub(super) async fn claim_tag(
     tag
 }
 
-/// Refreshes the heartbeat and the tag until `shutdown`, recording Redis's health.
-pub(super) async fn heartbeat_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
+/// Refreshes the heartbeat and the tag until aborted, recording Redis's health (a successful
+/// heartbeat also clears a publishing failure: the same connection works again).
+pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
     let mut conn = inner.manager.clone();
     let mut interval = tokio::time::interval(HEARTBEAT_EVERY);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let node_key = Cluster::node_key(&inner.settings.name, &inner.settings.node_id);
     let tag_key = tag_key(&inner.settings.name, inner.tag);
     let started = inner.clock.now_millis();
+    let marker = instance_marker(&inner.instance);
+    let script = redis::Script::new(REFRESH);
     loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        let value = serde_json::json!({
-            "node_id": inner.settings.node_id,
-            "socket_tag": inner.tag,
-            "started": started,
-            "seen": inner.clock.now_millis(),
-        })
-        .to_string();
+        interval.tick().await;
+        let value = node_value(
+            &inner.settings,
+            &inner.instance,
+            inner.tag,
+            started,
+            inner.clock.now_millis(),
+        );
         let ttl = HEARTBEAT_TTL.as_secs();
-        let mut pipe = redis::pipe();
-        pipe.set_ex(&node_key, value, ttl)
-            .ignore()
-            .set_ex(&tag_key, &inner.settings.node_id, ttl)
-            .ignore();
-        let beat = pipe.query_async::<()>(&mut conn);
+        let mut invocation = script.key(&node_key);
+        invocation
+            .key(&tag_key)
+            .arg(value)
+            .arg(ttl)
+            .arg(&marker)
+            .arg(&inner.settings.node_id);
+        let beat = invocation.invoke_async::<i64>(&mut conn);
         let outcome = match tokio::time::timeout(COMMAND_TIMEOUT, beat).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(1)) => Ok(()),
+            Ok(Ok(_)) => Err(format!(
+                "another process holds this node id ({node_key}); give every node its own HERALD_NODE_ID"
+            )),
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err("the heartbeat timed out".to_owned()),
         };
+        if outcome.is_ok() {
+            inner.health.record(Part::Publish, Ok(()));
+        }
         inner.health.record(Part::Heartbeat, outcome);
     }
 }
@@ -95,13 +208,15 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>, shutdown: CancellationToke
 pub(super) async fn leave(inner: &Inner, deadline: Instant) {
     let mut conn = inner.manager.clone();
     let node_key = Cluster::node_key(&inner.settings.name, &inner.settings.node_id);
-    let mut command = redis::cmd("DEL");
-    command
-        .arg(&node_key)
-        .arg(tag_key(&inner.settings.name, inner.tag));
-    let remove = command.query_async::<()>(&mut conn);
-    match tokio::time::timeout_at(deadline.min(Instant::now() + COMMAND_TIMEOUT), remove).await {
-        Ok(Ok(())) => tracing::info!(node_key, "left the cluster"),
+    let script = redis::Script::new(LEAVE);
+    let mut invocation = script.key(&node_key);
+    invocation
+        .key(tag_key(&inner.settings.name, inner.tag))
+        .arg(instance_marker(&inner.instance))
+        .arg(&inner.settings.node_id);
+    let remove = invocation.invoke_async::<i64>(&mut conn);
+    match tokio::time::timeout_at(deadline, remove).await {
+        Ok(Ok(_)) => tracing::info!(node_key, "left the cluster"),
         Ok(Err(error)) => tracing::warn!(%error, "could not remove the heartbeat key"),
         Err(_) => tracing::warn!("removing the heartbeat key timed out"),
     }
