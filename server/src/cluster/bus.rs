@@ -3,7 +3,7 @@
 //! subscribed to the Redis channel of each app this node has subscribers of, re-made and
 //! resubscribed after a failure).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +30,16 @@ const PING_EVERY: Duration = Duration::from_secs(3);
 /// The longest wait between two attempts to re-make the pub/sub connection.
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
+/// How long an app's Redis channel stays subscribed after its last local subscriber left (a
+/// subscribe/unsubscribe loop costs Redis nothing, and a comeback within it misses nothing).
+pub(super) const LINGER: Duration = Duration::from_secs(30);
+
+/// How often lingering subscriptions are looked at.
+const LINGER_SWEEP: Duration = Duration::from_secs(1);
+
 /// Sends queued publishes in order, a pipeline at a time, until `stop`; then sends what is
-/// still queued once.
+/// still queued once (while paused after a failure, or from the first failure on, the rest is
+/// dropped and counted: a partitioned Redis does not get one timeout per batch).
 pub(super) async fn publish_loop(
     inner: Arc<Inner>,
     mut rx: mpsc::Receiver<Outgoing>,
@@ -52,27 +60,44 @@ pub(super) async fn publish_loop(
         };
         if stopping {
             rx.close();
+            let mut failed = false;
             while rx.recv_many(&mut batch, BATCH).await > 0 {
-                send(&inner, &mut conn, &mut batch, &mut None).await;
+                taken(&inner, &batch);
+                if failed {
+                    inner
+                        .dropped
+                        .add(batch.len() as u64, "redis is unreachable");
+                    batch.clear();
+                } else {
+                    failed = !send(&inner, &mut conn, &mut batch, &mut paused_until).await;
+                }
             }
             return;
         }
+        taken(&inner, &batch);
         send(&inner, &mut conn, &mut batch, &mut paused_until).await;
     }
 }
 
-/// Sends `batch` as one pipeline (or drops it while paused after a failure), and empties it.
+/// Releases `batch`'s bytes from the queue's byte budget.
+fn taken(inner: &Inner, batch: &[Outgoing]) {
+    let bytes = batch.iter().map(|outgoing| outgoing.payload.len()).sum();
+    inner.outgoing_bytes.fetch_sub(bytes, Ordering::Relaxed);
+}
+
+/// Sends `batch` as one pipeline (or drops it while paused after a failure), and empties it;
+/// false when it was dropped.
 async fn send(
     inner: &Inner,
     conn: &mut redis::aio::ConnectionManager,
     batch: &mut Vec<Outgoing>,
     paused_until: &mut Option<Instant>,
-) {
+) -> bool {
     let count = batch.len() as u64;
     if paused_until.is_some_and(|until| Instant::now() < until) {
         inner.dropped.add(count, "redis is unreachable");
         batch.clear();
-        return;
+        return false;
     }
     let mut pipe = redis::pipe();
     for outgoing in batch.iter() {
@@ -85,28 +110,27 @@ async fn send(
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err("publishing timed out".to_owned()),
     };
-    if outcome.is_err() {
+    let sent = outcome.is_ok();
+    if !sent {
         inner.dropped.add(count, "redis is unreachable");
         *paused_until = Some(Instant::now() + PUBLISH_PAUSE);
     }
     inner.health.record(Part::Publish, outcome);
+    sent
 }
 
 /// Keeps one pub/sub connection subscribed to the Redis channel of every app this node has
-/// subscribers of, and delivers what other nodes publish there, until `shutdown`.
+/// subscribers of (and of those vacated less than [`LINGER`] ago), and delivers what other
+/// nodes publish there, until the task is aborted ([`super::Running::stop`]).
 pub(super) async fn subscribe_loop(
     inner: Arc<Inner>,
     local: Arc<dyn Local>,
     mut occupancy: OccupancyReceiver,
-    shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let connect = tokio::time::timeout(COMMAND_TIMEOUT, inner.client.get_async_pubsub());
-        let connected = tokio::select! {
-            () = shutdown.cancelled() => return,
-            connected = connect => connected,
-        };
+        let connected =
+            tokio::time::timeout(COMMAND_TIMEOUT, inner.client.get_async_pubsub()).await;
         let pubsub = match connected {
             Ok(Ok(pubsub)) => pubsub,
             failed => {
@@ -116,46 +140,75 @@ pub(super) async fn subscribe_loop(
                 };
                 inner.health.record(Part::Subscribe, Err(reason));
                 // Changes meanwhile do not matter: every app is looked at after reconnecting.
-                while occupancy.try_recv().is_ok() {}
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
+                occupancy.take();
+                tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RECONNECT_MAX);
                 continue;
             }
         };
         backoff = Duration::from_millis(100);
         inner.health.record(Part::Subscribe, Ok(()));
-        let outcome = serve(&inner, &*local, pubsub, &mut occupancy, &shutdown).await;
-        match outcome {
-            Served::Shutdown => return,
-            Served::Lost(reason) => {
-                inner.health.record(Part::Subscribe, Err(reason));
-            }
-        }
+        let reason = serve(&inner, &*local, pubsub, &mut occupancy).await;
+        inner.health.record(Part::Subscribe, Err(reason));
     }
 }
 
-enum Served {
-    Shutdown,
-    Lost(String),
+/// The (un)subscribes one turn of [`serve`] sends: every app whose state changed, in one
+/// `SUBSCRIBE` and one `UNSUBSCRIBE` at most.
+fn plan(
+    local: &dyn Local,
+    dirty: &mut HashSet<Arc<str>>,
+    subscribed: &HashSet<Arc<str>>,
+    vacated: &mut HashMap<Arc<str>, Instant>,
+    now: Instant,
+) -> (Vec<Arc<str>>, Vec<Arc<str>>) {
+    let mut subscribe = Vec::new();
+    for app_id in dirty.drain() {
+        let wanted = local
+            .hub()
+            .existing_app(&app_id)
+            .is_some_and(|app| app.is_occupied());
+        if wanted {
+            vacated.remove(&app_id);
+            if !subscribed.contains(&app_id) {
+                subscribe.push(app_id);
+            }
+        } else if subscribed.contains(&app_id) {
+            // Kept for a while: a comeback within it costs nothing.
+            vacated.entry(app_id).or_insert(now);
+        }
+    }
+    let mut unsubscribe = Vec::new();
+    vacated.retain(|app_id, since| {
+        if now < *since + LINGER {
+            return true;
+        }
+        let occupied = local
+            .hub()
+            .existing_app(app_id)
+            .is_some_and(|app| app.is_occupied());
+        if !occupied {
+            unsubscribe.push(app_id.clone());
+        }
+        false
+    });
+    (subscribe, unsubscribe)
 }
 
-/// Runs one pub/sub connection until it fails or the node shuts down.
+/// Runs one pub/sub connection until it fails (the reason).
 async fn serve(
     inner: &Inner,
     local: &dyn Local,
     pubsub: redis::aio::PubSub,
     occupancy: &mut OccupancyReceiver,
-    shutdown: &CancellationToken,
-) -> Served {
+) -> String {
     let cluster = inner.settings.name.as_str();
     let prefix = Cluster::app_channel(cluster, "");
     let (mut sink, mut stream) = pubsub.split();
     let mut subscribed: HashSet<Arc<str>> = HashSet::new();
+    let mut vacated: HashMap<Arc<str>, Instant> = HashMap::new();
     // Every app with subscribers now; later changes come through `occupancy`.
-    while occupancy.try_recv().is_ok() {}
+    occupancy.take();
     let mut dirty: HashSet<Arc<str>> = local
         .hub()
         .all_apps()
@@ -166,56 +219,54 @@ async fn serve(
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ping.reset();
+    let mut sweep = tokio::time::interval(LINGER_SWEEP);
+    sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        for app_id in dirty.drain() {
-            let wanted = local
-                .hub()
-                .existing_app(&app_id)
-                .is_some_and(|app| app.is_occupied());
-            let channel = Cluster::app_channel(cluster, &app_id);
-            let change = match (wanted, subscribed.contains(&app_id)) {
-                (true, false) => {
-                    tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channel)).await
-                }
-                (false, true) => {
-                    tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(&channel)).await
-                }
-                _ => continue,
+        let (subscribe, unsubscribe) =
+            plan(local, &mut dirty, &subscribed, &mut vacated, Instant::now());
+        for (on, apps) in [(true, subscribe), (false, unsubscribe)] {
+            if apps.is_empty() {
+                continue;
+            }
+            let channels: Vec<String> = apps
+                .iter()
+                .map(|app_id| Cluster::app_channel(cluster, app_id))
+                .collect();
+            let change = if on {
+                tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channels)).await
+            } else {
+                tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(&channels)).await
             };
             match change {
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => return Served::Lost(error.to_string()),
-                Err(_) => return Served::Lost("no answer to a (un)subscribe".to_owned()),
+                Ok(Err(error)) => return error.to_string(),
+                Err(_) => return "no answer to a (un)subscribe".to_owned(),
             }
-            if wanted {
-                subscribed.insert(app_id);
-            } else {
-                subscribed.remove(&app_id);
+            for app_id in apps {
+                if on {
+                    subscribed.insert(app_id);
+                } else {
+                    subscribed.remove(&app_id);
+                }
             }
         }
         tokio::select! {
-            () = shutdown.cancelled() => return Served::Shutdown,
-            changed = occupancy.recv() => {
-                let Some(app_id) = changed else { return Served::Shutdown };
-                dirty.insert(app_id);
-                while let Ok(app_id) = occupancy.try_recv() {
-                    dirty.insert(app_id);
-                }
-            }
+            changed = occupancy.changed() => dirty.extend(changed),
             received = stream.next() => {
                 let Some(msg) = received else {
-                    return Served::Lost("the pub/sub connection closed".to_owned());
+                    return "the pub/sub connection closed".to_owned();
                 };
                 if let Some(app_id) = msg.get_channel_name().strip_prefix(prefix.as_str()) {
                     deliver(inner, local, app_id, msg.get_payload_bytes());
                 }
             }
+            _ = sweep.tick(), if !vacated.is_empty() => {}
             _ = ping.tick() => {
-                let pong = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<String>()).await;
+                let pong = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await;
                 match pong {
                     Ok(Ok(_)) => {}
-                    Ok(Err(error)) => return Served::Lost(error.to_string()),
-                    Err(_) => return Served::Lost("no answer to a ping".to_owned()),
+                    Ok(Err(error)) => return error.to_string(),
+                    Err(_) => return "no answer to a ping".to_owned(),
                 }
             }
         }
@@ -228,7 +279,7 @@ fn deliver(inner: &Inner, local: &dyn Local, app_id: &str, payload: &[u8]) {
         tracing::debug!(app_id, "an unreadable message on the app's Redis channel");
         return;
     };
-    if message.origin == inner.settings.node_id {
+    if message.origin == inner.instance {
         return;
     }
     let Some(app) = local.hub().existing_app(app_id) else {

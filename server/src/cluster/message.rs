@@ -1,6 +1,7 @@
 //! The one message a publish sends over Redis (`PUBLISH {cluster}:app:{app_id} <message>`): the
-//! origin node's id, the channel, the excluded socket id, whether a cache channel keeps it, and
-//! the frame exactly as the origin serialized it. Binary, so the frame is copied, not escaped:
+//! origin process's instance id (random per process, then the node id), the channel, the
+//! excluded socket id, whether a cache channel keeps it, and the frame exactly as the origin
+//! serialized it. Binary, so the frame is copied, not escaped:
 //!
 //! ```text
 //! b'H' 1 | flags u8 | origin: u8 length + bytes | channel: u16 length (big endian) + bytes

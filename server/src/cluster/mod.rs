@@ -24,7 +24,7 @@ pub mod message;
 mod registry;
 pub mod slots;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,6 +55,14 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Publishes waiting for the publishing connection; past it they are dropped and counted.
 const OUTGOING_QUEUE: usize = 8_192;
+
+/// The bytes of the publishes waiting for the publishing connection (node-wide); past it they
+/// are dropped and counted too (a queue of large frames stays bounded in memory).
+const OUTGOING_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long [`Running::stop`] may send the queued publishes (never past the grace deadline);
+/// removing the heartbeat key has as long again.
+const STOP_BUDGET: Duration = Duration::from_secs(1);
 
 /// At most one warning about dropped forwards per this interval.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -106,6 +114,8 @@ struct Inner {
     /// used by the heartbeat.
     manager: ConnectionManager,
     outgoing: mpsc::Sender<Outgoing>,
+    /// The payload bytes queued in `outgoing`.
+    outgoing_bytes: AtomicUsize,
     outgoing_rx: Mutex<Option<mpsc::Receiver<Outgoing>>>,
     health: RedisHealth,
     dropped: Drops,
@@ -113,6 +123,10 @@ struct Inner {
     received: AtomicU64,
     /// The node-specific part of this node's socket ids.
     tag: u64,
+    /// This process's random instance id: the value of its node key and the origin of its
+    /// messages (two processes started with one `HERALD_NODE_ID` never take each other's
+    /// messages for their own).
+    instance: String,
     clock: Clock,
     /// This node's slots of the apps' connection quotas.
     slots: slots::Slots,
@@ -156,6 +170,8 @@ impl Cluster {
         let slots_manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| ClusterError(e.to_string()))?;
         let health = RedisHealth::new(clock.clone());
+        let instance = format!("{:016x}:{}", rand::random::<u64>(), settings.node_id);
+        registry::claim_node(&settings, &instance, &manager, &health).await?;
         let tag = registry::claim_tag(&settings, &manager, &health).await;
         let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
         tracing::info!(
@@ -170,11 +186,13 @@ impl Cluster {
                 client,
                 manager,
                 outgoing,
+                outgoing_bytes: AtomicUsize::new(0),
                 outgoing_rx: Mutex::new(Some(outgoing_rx)),
                 health,
                 dropped: Drops::default(),
                 received: AtomicU64::new(0),
                 tag,
+                instance,
                 clock,
                 slots: slots::Slots::new(slots_manager),
             }),
@@ -224,7 +242,7 @@ impl Cluster {
     /// Sends a publish this node delivered locally to the other nodes: `frame` as serialized
     /// here, `except` excluded everywhere, `keep` for a REST publish (a cache channel keeps it).
     /// Never waits: the message joins the publishing connection's queue (in order), or is
-    /// dropped and counted when the queue is full.
+    /// dropped and counted when the queue is full (by count or by bytes).
     pub fn forward(
         &self,
         app_id: &str,
@@ -234,32 +252,33 @@ impl Cluster {
         keep: bool,
     ) {
         let inner = &self.inner;
+        let payload = message::encode(&inner.instance, channel, except, keep, frame);
+        let size = payload.len();
+        let queued = inner.outgoing_bytes.fetch_add(size, Ordering::Relaxed);
+        if queued.saturating_add(size) > OUTGOING_BYTES {
+            inner.outgoing_bytes.fetch_sub(size, Ordering::Relaxed);
+            inner.dropped.add(1, "the publishing queue is full (bytes)");
+            return;
+        }
         let outgoing = Outgoing {
             redis_channel: Cluster::app_channel(&inner.settings.name, app_id),
-            payload: message::encode(&inner.settings.node_id, channel, except, keep, frame),
+            payload,
         };
-        match inner.outgoing.try_send(outgoing) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                inner.dropped.add(1, "the publishing queue is full");
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                inner.dropped.add(1, "the node has stopped publishing");
-            }
-        }
+        let refused = match inner.outgoing.try_send(outgoing) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(_)) => "the publishing queue is full",
+            Err(mpsc::error::TrySendError::Closed(_)) => "the node has stopped publishing",
+        };
+        inner.outgoing_bytes.fetch_sub(size, Ordering::Relaxed);
+        inner.dropped.add(1, refused);
     }
 
     /// Starts the heartbeat, the publishing connection's task and the pub/sub task, which
     /// delivers other nodes' publishes through `local`'s hub and follows `occupancy` (from
-    /// [`Hub::with_occupancy`]). The heartbeat and the pub/sub task run until `shutdown` is
-    /// cancelled; the publishing task until [`Running::stop`] (requests still in flight during
-    /// the drain forward their publishes), which then removes the heartbeat key.
-    pub fn start(
-        &self,
-        local: Arc<dyn Local>,
-        occupancy: OccupancyReceiver,
-        shutdown: CancellationToken,
-    ) -> Running {
+    /// [`Hub::with_occupancy`]). All three run until [`Running::stop`] (sockets stay open and
+    /// requests in flight forward their publishes during the drain, so the node and socket-tag
+    /// keys must not expire meanwhile), which then removes the heartbeat key.
+    pub fn start(&self, local: Arc<dyn Local>, occupancy: OccupancyReceiver) -> Running {
         let outgoing = self.inner.outgoing_rx.lock_or_recover().take();
         let stop_publishing = CancellationToken::new();
         let publisher = outgoing.map(|rx| {
@@ -269,14 +288,9 @@ impl Cluster {
                 stop_publishing.clone(),
             ))
         });
-        let subscriber = tokio::spawn(bus::subscribe_loop(
-            self.inner.clone(),
-            local,
-            occupancy,
-            shutdown.clone(),
-        ));
-        let slots = tokio::spawn(slots::slot_loop(self.inner.clone(), shutdown.clone()));
-        let heartbeat = tokio::spawn(registry::heartbeat_loop(self.inner.clone(), shutdown));
+        let subscriber = tokio::spawn(bus::subscribe_loop(self.inner.clone(), local, occupancy));
+        let slots = tokio::spawn(slots::slot_loop(self.inner.clone()));
+        let heartbeat = tokio::spawn(registry::heartbeat_loop(self.inner.clone()));
         Running {
             slots,
             inner: self.inner.clone(),
@@ -300,19 +314,30 @@ pub struct Running {
 }
 
 impl Running {
-    /// Once every socket and request has ended: sends the queued publishes (until `deadline`),
-    /// stops the tasks and removes this node's heartbeat key.
+    /// Once every socket and request has ended: sends the queued publishes (for at most
+    /// [`STOP_BUDGET`], and not past `deadline`; with Redis unreachable the rest is dropped at
+    /// the first failure), stops the tasks and removes this node's heartbeat key (within as
+    /// long again, and not past `deadline`). Meant to run alongside the webhook drain and the
+    /// final usage flush, so a partitioned Redis cannot take their time.
     pub async fn stop(self, deadline: Instant) {
         self.subscriber.abort();
-        self.heartbeat.abort();
-        self.slots.abort();
         self.stop_publishing.cancel();
-        if let Some(publisher) = self.publisher {
-            if tokio::time::timeout_at(deadline, publisher).await.is_err() {
-                tracing::warn!("publishes still queued for the other nodes at the deadline");
+        if let Some(mut publisher) = self.publisher {
+            let budget = deadline.min(Instant::now() + STOP_BUDGET);
+            if tokio::time::timeout_at(budget, &mut publisher)
+                .await
+                .is_err()
+            {
+                publisher.abort();
+                tracing::warn!(
+                    "publishes still queued for the other nodes were dropped at shutdown"
+                );
             }
         }
-        registry::leave(&self.inner, deadline).await;
+        self.heartbeat.abort();
+        self.slots.abort();
+        let _ = self.heartbeat.await;
+        registry::leave(&self.inner, deadline.min(Instant::now() + STOP_BUDGET)).await;
     }
 }
 
@@ -321,5 +346,35 @@ impl std::fmt::Debug for Inner {
         f.debug_struct("Inner")
             .field("node_id", &self.settings.node_id)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_publishing_queue_is_bounded_by_bytes_as_well_as_by_count() {
+        // Nothing listens on port 1: the node starts degraded, and nothing takes from the queue.
+        let settings = ClusterSettings::new("redis://127.0.0.1:1/", "bytes-test");
+        let cluster = Cluster::connect(settings, Clock::manual(0))
+            .await
+            .expect("starts degraded");
+        let frame = vec![b'x'; 1024 * 1024];
+        let fits = OUTGOING_BYTES / (frame.len() + 64);
+        for _ in 0..fits {
+            cluster.forward("1", "big", &frame, None, true);
+        }
+        assert_eq!(cluster.dropped(), 0, "{fits} frames of 1 MiB fit");
+        cluster.forward("1", "big", &frame, None, true);
+        assert_eq!(
+            cluster.dropped(),
+            1,
+            "past the byte budget a forward is dropped"
+        );
+        // Small ones still fit into what is left.
+        cluster.forward("1", "small", b"{}", None, true);
+        assert_eq!(cluster.dropped(), 1);
+        assert!(cluster.inner.outgoing_bytes.load(Ordering::Relaxed) <= OUTGOING_BYTES);
     }
 }

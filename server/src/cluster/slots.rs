@@ -34,7 +34,6 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::MissedTickBehavior;
-use tokio_util::sync::CancellationToken;
 
 use super::registry::tag_key;
 use super::{Cluster, Inner, COMMAND_TIMEOUT, HEARTBEAT_TTL};
@@ -335,7 +334,7 @@ impl Cluster {
 
 /// The slot task: sends the releases in order and, once detached, re-registers this node's
 /// counts at once and then every [`RESYNC_EVERY`] until it succeeds; until `shutdown`.
-pub(super) async fn slot_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
+pub(super) async fn slot_loop(inner: Arc<Inner>) {
     let Some(mut releases) = inner.slots.releases_rx.lock_or_recover().take() else {
         return;
     };
@@ -344,7 +343,6 @@ pub(super) async fn slot_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => return,
             release = releases.recv() => {
                 let Some(release) = release else { return };
                 let current = {

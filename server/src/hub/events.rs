@@ -7,11 +7,13 @@
 //! level (at most once per [`DROP_LOG_INTERVAL`], with the count since the last line).
 
 use crate::locks::MutexExt;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::protocol::{WebhookEvent, WebhookKind};
@@ -38,10 +40,63 @@ pub(super) struct Hooks {
 /// Where an app's occupancy changes go: the app's id, each time its first channel is occupied
 /// or its last one vacated (the receiver reads the app's state itself). Only set in cluster
 /// mode, so a single node pays one `None` check per such transition.
-pub type OccupancySender = mpsc::UnboundedSender<Arc<str>>;
+///
+/// Coalescing, so bounded by the number of apps: a set of changed apps plus a wake-up; an app
+/// that toggles a thousand times before the receiver looks is in the set once.
+#[derive(Debug, Clone)]
+pub struct OccupancySender(Arc<OccupancyShared>);
 
 /// The cluster's end of [`OccupancySender`].
-pub type OccupancyReceiver = mpsc::UnboundedReceiver<Arc<str>>;
+#[derive(Debug)]
+pub struct OccupancyReceiver(Arc<OccupancyShared>);
+
+#[derive(Debug, Default)]
+struct OccupancyShared {
+    changed: Mutex<HashSet<Arc<str>>>,
+    wake: Notify,
+}
+
+/// A connected [`OccupancySender`] and [`OccupancyReceiver`].
+pub fn occupancy_channel() -> (OccupancySender, OccupancyReceiver) {
+    let shared = Arc::new(OccupancyShared::default());
+    (OccupancySender(shared.clone()), OccupancyReceiver(shared))
+}
+
+impl OccupancySender {
+    /// Marks `app_id` as changed (once, however often) and wakes the receiver.
+    pub fn send(&self, app_id: Arc<str>) {
+        let inserted = self.0.changed.lock_or_recover().insert(app_id);
+        if inserted {
+            self.0.wake.notify_one();
+        }
+    }
+}
+
+impl OccupancyReceiver {
+    /// Waits until some app changed, then takes every changed app.
+    pub async fn changed(&mut self) -> HashSet<Arc<str>> {
+        loop {
+            let taken = self.take();
+            if !taken.is_empty() {
+                return taken;
+            }
+            self.0.wake.notified().await;
+        }
+    }
+
+    /// Takes every changed app without waiting.
+    pub fn take(&mut self) -> HashSet<Arc<str>> {
+        std::mem::take(&mut *self.0.changed.lock_or_recover())
+    }
+
+    /// Takes one changed app, if any.
+    pub fn try_recv(&mut self) -> Option<Arc<str>> {
+        let mut changed = self.0.changed.lock_or_recover();
+        let app_id = changed.iter().next().cloned()?;
+        changed.remove(&app_id);
+        Some(app_id)
+    }
+}
 
 impl Hooks {
     pub(super) fn wants(&self, kind: WebhookKind) -> bool {
@@ -51,7 +106,7 @@ impl Hooks {
     /// Reports that the app went from no occupied channel to one, or back.
     pub(super) fn occupancy_changed(&self) {
         if let Some(occupancy) = &self.occupancy {
-            let _ = occupancy.send(self.app_id.clone());
+            occupancy.send(self.app_id.clone());
         }
     }
 

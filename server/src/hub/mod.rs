@@ -19,8 +19,8 @@ mod taps;
 pub use cache::CACHE_TTL;
 pub use connection::{Connection, DetachedOutbox};
 pub use events::{
-    event_channel, EventReceiver, EventSender, HubEvent, NotSent, OccupancyReceiver,
-    OccupancySender,
+    event_channel, occupancy_channel, EventReceiver, EventSender, HubEvent, NotSent,
+    OccupancyReceiver, OccupancySender,
 };
 pub use presence::PresenceMember;
 pub use rate::{Budget, RateLimits};

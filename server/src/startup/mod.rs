@@ -181,7 +181,7 @@ impl Application {
                 )
                 .await
                 .map_err(|e| StartupError::Cluster(e.to_string()))?;
-                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let (tx, rx) = crate::hub::occupancy_channel();
                 hub = hub.with_node_tag(cluster.socket_tag()).with_occupancy(tx);
                 occupancy = Some(rx);
                 Some(cluster)
@@ -301,9 +301,7 @@ impl Application {
         let poller = tokio::spawn(node.clone().poll_revision());
         let flusher = tokio::spawn(node.clone().flush_usage());
         let cluster = match (&node.cluster, occupancy) {
-            (Some(cluster), Some(occupancy)) => {
-                Some(cluster.start(node.clone(), occupancy, token.clone()))
-            }
+            (Some(cluster), Some(occupancy)) => Some(cluster.start(node.clone(), occupancy)),
             _ => None,
         };
         let service = tower::util::MapRequestLayer::new(strip_mount_prefix).layer(router);
@@ -355,25 +353,34 @@ impl Application {
         }
         poller.abort();
         // Every socket and request has ended: publishes still queued for the other nodes go
-        // out, and the heartbeat key goes away.
-        if let Some(cluster) = cluster {
-            cluster.stop(deadline).await;
-        }
-        // Every socket is closed, so every vacate and member_removed has happened: release the
-        // delayed ones, write everything to the outbox (until the deadline), stop the worker.
-        let lost_events = webhooks.drain(deadline).await;
-        // The flusher stops between flushes (never mid-write, which would lose the counts it
-        // took); a flush stuck on an unreachable store is cut at the deadline (its counts stay
-        // counted as unsaved).
-        if tokio::time::timeout_at(deadline, &mut { flusher })
-            .await
-            .is_err()
-        {
-            tracing::debug!("the usage flusher was cut at the shutdown deadline");
-        }
-        // Every connection is closed: the counts are final. Write them before the store closes,
-        // retrying until the deadline.
-        let flushed = node.final_flush(deadline).await;
+        // out and the heartbeat key goes away, alongside the outbox and the counts (the
+        // cluster's stop has a small budget of its own, so an unreachable Redis takes nothing
+        // from them).
+        let cluster_stop = async {
+            if let Some(cluster) = cluster {
+                cluster.stop(deadline).await;
+            }
+        };
+        let save = async {
+            // Every socket is closed, so every vacate and member_removed has happened: release
+            // the delayed ones, write everything to the outbox (until the deadline), stop the
+            // worker.
+            let lost_events = webhooks.drain(deadline).await;
+            // The flusher stops between flushes (never mid-write, which would lose the counts
+            // it took); a flush stuck on an unreachable store is cut at the deadline (its
+            // counts stay counted as unsaved).
+            if tokio::time::timeout_at(deadline, &mut { flusher })
+                .await
+                .is_err()
+            {
+                tracing::debug!("the usage flusher was cut at the shutdown deadline");
+            }
+            // Every connection is closed: the counts are final. Write them before the store
+            // closes, retrying until the deadline.
+            let flushed = node.final_flush(deadline).await;
+            (lost_events, flushed)
+        };
+        let ((), (lost_events, flushed)) = tokio::join!(cluster_stop, save);
         let (apps, messages) = node.usage.unsaved();
         let not_queued = node.hub.lost_webhook_events().saturating_sub(lost_before);
         let lost_events = lost_events + usize::try_from(not_queued).unwrap_or(usize::MAX);

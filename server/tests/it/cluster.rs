@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::cluster_helpers::{eventually, start_node, Database, Redis, TestCluster};
-use crate::helpers::{channel_auth, herald_binary, post_signed, Client, APP_ID};
+use crate::helpers::{channel_auth, herald_binary, pause, post_signed, Client, APP_ID};
 
 fn events_path() -> String {
     format!("/apps/{APP_ID}/events")
@@ -102,8 +102,24 @@ async fn a_publish_on_one_node_reaches_every_node_once_and_in_order() {
         assert_eq!(expect_channel_event(client, "one").await, "1");
         assert_eq!(expect_channel_event(client, "two").await, "2");
     }
+    // The app's Redis channel lingers a while after the node's last subscriber left (a
+    // subscribe/unsubscribe loop costs Redis nothing), then node A leaves it.
     on_a.close().await;
-    cluster.redis.wait_for_listeners(2).await;
+    for _ in 0..4 {
+        pause(Duration::from_millis(500)).await;
+        assert_eq!(
+            cluster.redis.listeners(&cluster.redis.app_channel()).await,
+            3,
+            "the channel lingers"
+        );
+    }
+    let redis = &cluster.redis;
+    eventually(
+        "node a leaves the app's channel after the linger",
+        Duration::from_secs(40),
+        || async { redis.listeners(&redis.app_channel()).await == 2 },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,8 +172,9 @@ async fn client_events_and_socket_id_exclusion_work_across_nodes() {
 async fn the_heartbeat_key_lives_with_the_node_and_goes_with_it() {
     let mut cluster = TestCluster::start().await;
     let redis = &cluster.redis;
-    for id in ["a", "b", "c"] {
-        let key = format!("herald:node:{id}");
+    let ids: Vec<String> = cluster.nodes.iter().map(|node| node.id.clone()).collect();
+    for id in &ids {
+        let key = redis.node_key(id);
         eventually(
             &format!("node {id} registers"),
             Duration::from_secs(5),
@@ -168,25 +185,26 @@ async fn the_heartbeat_key_lives_with_the_node_and_goes_with_it() {
     let (status, body) = cluster.nodes[0].ready().await;
     assert_eq!(status, 200);
     assert_eq!(body["redis"]["status"], "ok", "{body}");
-    assert_eq!(body["cluster"]["node_id"], "a");
-    assert_eq!(body["cluster"]["name"], "herald");
+    assert_eq!(body["cluster"]["node_id"], ids[0]);
+    assert_eq!(body["cluster"]["name"], cluster.redis.cluster);
 
     // A graceful shutdown removes the key at once.
     let exit = cluster.nodes[2].terminate().await;
     assert!(exit.success(), "SIGTERM exits 0: {exit:?}");
-    assert!(!cluster.redis.exists("herald:node:c").await);
+    assert!(!cluster.redis.exists(&cluster.redis.node_key(&ids[2])).await);
 
     // kill -9: the key expires within its TTL (10 s).
     cluster.nodes[1].kill().await;
     let redis = &cluster.redis;
-    assert!(redis.exists("herald:node:b").await);
+    let b_key = redis.node_key(&ids[1]);
+    assert!(redis.exists(&b_key).await);
     eventually(
         "node b's heartbeat key expires",
         Duration::from_secs(12),
-        || async { !redis.exists("herald:node:b").await },
+        || async { !redis.exists(&b_key).await },
     )
     .await;
-    assert!(cluster.redis.exists("herald:node:a").await);
+    assert!(cluster.redis.exists(&cluster.redis.node_key(&ids[0])).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,7 +357,7 @@ async fn a_node_started_while_redis_is_down_serves_and_joins_when_it_comes_up() 
     redis.wait_for_listeners(2).await;
     let redis = &redis;
     eventually("both nodes register", Duration::from_secs(10), || async {
-        redis.exists("herald:node:a").await && redis.exists("herald:node:b").await
+        redis.exists(&redis.node_key(&a.id)).await && redis.exists(&redis.node_key(&b.id)).await
     })
     .await;
     let http = reqwest::Client::new();

@@ -1,5 +1,6 @@
 //! The cluster tests' harness: a `redis-server` of the test's own on a free port (killed on
-//! drop, restartable on the same port), a fresh PostgreSQL database on
+//! drop, restartable on the same port; a random cluster name and random node ids per test, so
+//! nodes of two tests never mix even if their Redis ports did), a fresh PostgreSQL database on
 //! `HERALD_TEST_DATABASE_URL` (dropped afterwards), and `herald` node processes on both.
 //! Missing `redis-server` or an unreachable PostgreSQL fail the test; nothing is skipped.
 #![allow(dead_code)] // Each cluster test uses a different subset.
@@ -15,11 +16,6 @@ use crate::helpers::{herald_binary, pause, start_listening, Client, APP_ID, KEY,
 
 /// Where the PostgreSQL tests create their databases, unless `HERALD_TEST_DATABASE_URL` says.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// The Redis channel the default app's publishes cross (cluster name `herald`).
-pub fn app_channel() -> String {
-    format!("herald:app:{APP_ID}")
-}
 
 /// Polls `check` every 50 ms until it holds, for at most `limit`; panics naming `what`.
 pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
@@ -40,6 +36,8 @@ where
 /// A `redis-server` of the test's own, killed on drop.
 pub struct Redis {
     pub port: u16,
+    /// The test's own cluster name (`HERALD_CLUSTER` of its nodes).
+    pub cluster: String,
     child: Option<Child>,
 }
 
@@ -55,6 +53,7 @@ impl Redis {
     pub async fn start() -> Redis {
         let mut redis = Redis {
             port: free_port(),
+            cluster: format!("herald-test-{:08x}", rand::random::<u32>()),
             child: None,
         };
         redis.restart().await;
@@ -63,6 +62,16 @@ impl Redis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The Redis channel the default app's publishes cross.
+    pub fn app_channel(&self) -> String {
+        format!("{}:app:{APP_ID}", self.cluster)
+    }
+
+    /// The heartbeat key of node `node_id`.
+    pub fn node_key(&self, node_id: &str) -> String {
+        format!("{}:node:{node_id}", self.cluster)
     }
 
     /// Starts it again on the same port (after [`Redis::kill`]), and waits until it answers.
@@ -84,6 +93,37 @@ impl Redis {
             async move { ping(&url).await }
         })
         .await;
+        // The answer came from this test's redis-server, not another one on a reused port.
+        let exited = self.child.as_mut().map(Child::try_wait);
+        assert!(
+            matches!(exited, Some(Ok(None))),
+            "redis-server on port {} exited ({exited:?}): the port was taken",
+            self.port
+        );
+    }
+
+    /// Stops it (SIGSTOP): connections stay open and nothing answers, like a partition.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes it after [`Redis::freeze`].
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("redis-server runs")
+            .to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
     }
 
     /// Kills it (SIGKILL) and waits for the process to end.
@@ -127,7 +167,7 @@ impl Redis {
 
     /// Waits until `count` nodes listen to the default app's Redis channel.
     pub async fn wait_for_listeners(&self, count: i64) {
-        let channel = app_channel();
+        let channel = self.app_channel();
         eventually(
             &format!("{count} nodes listen to {channel}"),
             Duration::from_secs(10),
@@ -277,28 +317,54 @@ impl Node {
     }
 }
 
-/// Starts node `id` on `redis` and `database` (the default app from `helpers`).
+/// Starts a node on `redis` and `database` (the default app from `helpers`), with id `id`
+/// plus a random suffix ([`Node::id`]).
 pub async fn start_node(id: &str, redis: &Redis, database: &Database) -> Node {
-    let data_dir = tempfile::tempdir().expect("temp dir");
-    let mut command = herald_binary(data_dir.path());
-    command
-        .env("HERALD_REDIS_URL", redis.url())
-        .env("HERALD_DATABASE_URL", &database.url)
-        .env("HERALD_NODE_ID", id)
-        .env("HERALD_DEFAULT_APP_ID", APP_ID)
-        .env("HERALD_DEFAULT_APP_KEY", KEY)
-        .env("HERALD_DEFAULT_APP_SECRET", SECRET)
-        .env("HERALD_SHUTDOWN_GRACE_SECS", "4");
-    let (child, address) = start_listening(command).await;
+    let id = format!("{id}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let (child, address, data_dir) = spawn_node(&id, redis, database, &[]).await;
     Node {
-        id: id.to_owned(),
+        id,
         address,
         child,
         _data_dir: data_dir,
     }
 }
 
-/// A Redis, a database and three nodes `a`, `b`, `c` on them. The first node creates the
+/// Starts node `id` (exactly) with `env` on top of the usual settings; waits until it listens.
+pub async fn spawn_node(
+    id: &str,
+    redis: &Redis,
+    database: &Database,
+    env: &[(&str, &str)],
+) -> (Child, String, tempfile::TempDir) {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut command = node_command(id, redis, database, data_dir.path());
+    command.envs(env.iter().copied());
+    let (child, address) = start_listening(command).await;
+    (child, address, data_dir)
+}
+
+/// The command that runs node `id` on `redis` and `database`, with its data in `data_dir`.
+pub fn node_command(
+    id: &str,
+    redis: &Redis,
+    database: &Database,
+    data_dir: &std::path::Path,
+) -> Command {
+    let mut command = herald_binary(data_dir);
+    command
+        .env("HERALD_REDIS_URL", redis.url())
+        .env("HERALD_CLUSTER", &redis.cluster)
+        .env("HERALD_DATABASE_URL", &database.url)
+        .env("HERALD_NODE_ID", id)
+        .env("HERALD_DEFAULT_APP_ID", APP_ID)
+        .env("HERALD_DEFAULT_APP_KEY", KEY)
+        .env("HERALD_DEFAULT_APP_SECRET", SECRET)
+        .env("HERALD_SHUTDOWN_GRACE_SECS", "4");
+    command
+}
+
+/// A Redis, a database and three nodes `a-…`, `b-…`, `c-…` on them. The first node creates the
 /// default app; the other two start after it.
 pub struct TestCluster {
     pub redis: Redis,
