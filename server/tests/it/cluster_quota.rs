@@ -12,8 +12,8 @@ use crate::cluster_helpers::{eventually, Node, Redis, TestCluster};
 use crate::helpers::{herald_binary, pause, Client, APP_ID, KEY};
 
 /// The Redis hash of the default app's connections per node.
-fn conns_key() -> String {
-    format!("herald:conns:{APP_ID}")
+fn conns_key(redis: &Redis) -> String {
+    format!("{}:conns:{APP_ID}", redis.cluster)
 }
 
 /// Sets the default app's `max_connections` with the CLI, on the cluster's database, and waits
@@ -101,7 +101,7 @@ async fn handshake(address: String) -> Result<Client, u64> {
 async fn counted(redis: &Redis) -> u64 {
     let mut conn = redis.connection().await;
     let counts: Vec<u64> = redis::cmd("HVALS")
-        .arg(conns_key())
+        .arg(conns_key(redis))
         .query_async(&mut conn)
         .await
         .expect("HVALS");
@@ -141,7 +141,7 @@ async fn parallel_handshakes_over_three_nodes_at_a_quota_of_n_minus_one_admit_ex
     let cluster = TestCluster::start().await;
     // Without a quota, a handshake never touches Redis.
     let free = cluster.nodes[0].connect().await;
-    assert!(!cluster.redis.exists(&conns_key()).await);
+    assert!(!cluster.redis.exists(&conns_key(&cluster.redis)).await);
     free.close().await;
     set_max_connections(&cluster, N as u64 - 1).await;
     let attempts = (0..N).map(|i| {
@@ -217,7 +217,7 @@ async fn with_redis_down_a_node_admits_its_share_and_re_registers_when_redis_ret
             || async {
                 let mut conn = redis.connection().await;
                 redis::cmd("SCARD")
-                    .arg("herald:nodes")
+                    .arg(format!("{}:nodes", redis.cluster))
                     .query_async::<u64>(&mut conn)
                     .await
                     .expect("SCARD")
