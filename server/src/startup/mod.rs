@@ -155,7 +155,10 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         settings.check_cluster().map_err(StartupError::Cluster)?;
         let store = open_store(&settings).await?;
+        // Nodes starting together on one empty store create the demo app and the operator once.
+        let first_start = store.first_start_lock().await?;
         first_run::first_start(&settings, &store).await?;
+        drop(first_start);
         crate::tenants::warm_up_password_checks().await;
         let usage = Usage::load(&store, settings.clock.clone()).await?;
         let listener = TcpListener::bind(&settings.bind)

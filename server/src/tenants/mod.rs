@@ -78,6 +78,22 @@ pub struct Store {
     clock: Clock,
 }
 
+/// Held while a node performs the store's first start (the demo app, the operator), so nodes
+/// starting together on one empty PostgreSQL store do it once: the others wait, then find it
+/// done. Released when dropped (the transaction holding the advisory lock rolls back).
+pub struct FirstStartLock {
+    _held: Option<sqlx::Transaction<'static, sqlx::Any>>,
+}
+
+impl fmt::Debug for FirstStartLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FirstStartLock").finish_non_exhaustive()
+    }
+}
+
+/// The advisory lock key of the first start on PostgreSQL.
+const FIRST_START_LOCK: i64 = 0x4865_7261_6c01;
+
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store").finish_non_exhaustive()
@@ -139,6 +155,20 @@ impl Store {
         } else {
             self.pool.begin().await?
         })
+    }
+
+    /// Takes the first-start lock (PostgreSQL: a transaction-scoped advisory lock, waited for;
+    /// SQLite, which one process owns: nothing to take).
+    pub async fn first_start_lock(&self) -> Result<FirstStartLock, StoreError> {
+        if self.sqlite {
+            return Ok(FirstStartLock { _held: None });
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
+            .bind(FIRST_START_LOCK)
+            .fetch_all(&mut *tx)
+            .await?;
+        Ok(FirstStartLock { _held: Some(tx) })
     }
 
     /// The clock the store stamps and judges expiry by.

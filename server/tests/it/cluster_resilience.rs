@@ -117,3 +117,31 @@ async fn a_second_live_node_with_the_same_node_id_refuses_to_start() {
     assert_eq!(status, 200);
     assert_eq!(body["redis"]["status"], "ok", "{body}");
 }
+
+#[tokio::test]
+async fn nodes_starting_together_on_an_empty_store_create_the_demo_app_and_operator_once() {
+    use sqlx::Connection;
+    let database = crate::cluster_helpers::Database::create().await;
+    let redis = crate::cluster_helpers::Redis::start().await;
+    // All three at once, on a store nobody has started: each must start (none refused by the
+    // others' first start), and the first start must have happened once.
+    let (a, b, c) = tokio::join!(
+        crate::cluster_helpers::start_node("a", &redis, &database),
+        crate::cluster_helpers::start_node("b", &redis, &database),
+        crate::cluster_helpers::start_node("c", &redis, &database)
+    );
+    let mut conn = sqlx::PgConnection::connect(&database.url)
+        .await
+        .expect("connects to the cluster's database");
+    let apps: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM apps")
+        .fetch_one(&mut conn)
+        .await
+        .expect("counts apps");
+    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(&mut conn)
+        .await
+        .expect("counts users");
+    let _ = conn.close().await;
+    assert_eq!((apps, users), (1, 1), "one demo app and one operator");
+    drop((a, b, c));
+}
