@@ -584,3 +584,32 @@ pub fn postgres_admin_url() -> String {
         .filter(|url| !url.trim().is_empty())
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into())
 }
+
+/// Runs `body` with the URL of a fresh PostgreSQL database on [`postgres_admin_url`], dropped
+/// afterwards (also when `body` panics, whose panic is then carried on). Fails, never skips,
+/// when PostgreSQL cannot be reached.
+pub async fn on_scratch_postgres<F: std::future::Future<Output = ()>>(
+    body: impl FnOnce(String) -> F,
+) {
+    use futures_util::FutureExt;
+    use sqlx::{Connection, Executor};
+    let admin_url = postgres_admin_url();
+    let database = format!("herald_test_{:016x}", rand::random::<u64>());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connects to HERALD_TEST_DATABASE_URL");
+    admin
+        .execute(format!("CREATE DATABASE {database}").as_str())
+        .await
+        .expect("creates a scratch database");
+    let url = crate::store::with_database(&admin_url, &database);
+    let outcome = std::panic::AssertUnwindSafe(body(url)).catch_unwind().await;
+    let dropped = admin
+        .execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str())
+        .await;
+    let _ = admin.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    dropped.expect("drops the scratch database");
+}

@@ -1,11 +1,6 @@
 //! The tenant store on its own: the same body runs on SQLite and, when
 //! `HERALD_TEST_DATABASE_URL` names a PostgreSQL server, on a fresh database there.
 
-use std::panic::AssertUnwindSafe;
-
-use futures_util::FutureExt;
-use sqlx::{Connection, Executor};
-
 use herald::clock::Clock;
 use herald::tenants::{
     Actor, AppPatch, LimitsPatch, NewApp, Secret, Store, StoreError, Usage, UserRole,
@@ -464,28 +459,9 @@ fn with_database_replaces_only_the_database_name() {
 
 #[tokio::test]
 async fn the_store_creates_reads_updates_and_deletes_apps_on_postgres() {
-    let admin_url = crate::helpers::postgres_admin_url();
-    let database = format!("herald_test_{:016x}", rand::random::<u64>());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .expect("connects to HERALD_TEST_DATABASE_URL");
-    admin
-        .execute(format!("CREATE DATABASE {database}").as_str())
-        .await
-        .expect("creates a scratch database");
-    let url = with_database(&admin_url, &database);
-    let outcome = AssertUnwindSafe(async {
+    crate::helpers::on_scratch_postgres(|url| async move {
         exercise_store(&url).await;
         exercise_tenancy(&url).await;
     })
-    .catch_unwind()
     .await;
-    let dropped = admin
-        .execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str())
-        .await;
-    let _ = admin.close().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-    dropped.expect("drops the scratch database");
 }

@@ -2,11 +2,7 @@
 //! the same body runs on SQLite and on a fresh PostgreSQL database (`HERALD_TEST_DATABASE_URL`;
 //! the test fails when PostgreSQL cannot be reached).
 
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
-
-use futures_util::FutureExt;
-use sqlx::{Connection, Executor};
 
 use herald::clock::Clock;
 use herald::tenants::{session_key, SessionTerms, Store};
@@ -129,25 +125,5 @@ async fn dashboard_sessions_are_shared_through_one_sqlite_store() {
 
 #[tokio::test]
 async fn dashboard_sessions_are_shared_through_one_postgres_store() {
-    let admin_url = crate::helpers::postgres_admin_url();
-    let database = format!("herald_test_{:016x}", rand::random::<u64>());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .expect("connects to HERALD_TEST_DATABASE_URL");
-    admin
-        .execute(format!("CREATE DATABASE {database}").as_str())
-        .await
-        .expect("creates a scratch database");
-    let url = crate::store::with_database(&admin_url, &database);
-    let outcome = AssertUnwindSafe(exercise_sessions(&url))
-        .catch_unwind()
-        .await;
-    let dropped = admin
-        .execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str())
-        .await;
-    let _ = admin.close().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-    dropped.expect("drops the scratch database");
+    crate::helpers::on_scratch_postgres(|url| async move { exercise_sessions(&url).await }).await;
 }

@@ -6,14 +6,10 @@
 //! in-process servers share one PostgreSQL database and one receiver.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use serde_json::{json, Value};
-use sqlx::{Connection, Executor};
 
 use herald::clock::Clock;
 use herald::tenants::{
@@ -210,29 +206,6 @@ async fn exercise_claims(url: &str) {
     }
     one.close().await;
     two.close().await;
-}
-
-/// Runs `body` on a fresh PostgreSQL database, dropped afterwards.
-async fn on_scratch_postgres<F: Future<Output = ()>>(body: impl FnOnce(String) -> F) {
-    let admin_url = postgres_admin_url();
-    let database = format!("herald_test_{:016x}", rand::random::<u64>());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .expect("connects to HERALD_TEST_DATABASE_URL");
-    admin
-        .execute(format!("CREATE DATABASE {database}").as_str())
-        .await
-        .expect("creates a scratch database");
-    let url = crate::store::with_database(&admin_url, &database);
-    let outcome = AssertUnwindSafe(body(url)).catch_unwind().await;
-    let dropped = admin
-        .execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str())
-        .await;
-    let _ = admin.close().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-    dropped.expect("drops the scratch database");
 }
 
 #[tokio::test]
