@@ -33,12 +33,13 @@ pub(super) struct Hooks {
     pub(super) app_id: Arc<str>,
     pub(super) events: Option<EventSender>,
     pub(super) interest: AtomicU8,
-    /// Told when the app's first channel is occupied or its last one vacated (cluster mode).
+    /// Told when the app becomes occupied or stops being so ([`super::AppHub::is_occupied`],
+    /// cluster mode).
     pub(super) occupancy: Option<OccupancySender>,
 }
 
-/// Where an app's occupancy changes go: the app's id, each time its first channel is occupied
-/// or its last one vacated (the receiver reads the app's state itself). Only set in cluster
+/// Where an app's occupancy changes go: the app's id, each time it becomes occupied (a first
+/// occupied channel, or a first signed-in socket) or stops being so (the receiver reads the app's state itself). Only set in cluster
 /// mode, so a single node pays one `None` check per such transition.
 ///
 /// Coalescing, so bounded by the number of apps: a set of changed apps plus a wake-up; an app
@@ -103,7 +104,8 @@ impl Hooks {
         self.events.is_some() && self.interest.load(Ordering::Relaxed) & kind.bit() != 0
     }
 
-    /// Reports that the app went from no occupied channel to one, or back.
+    /// Reports that the app went from unoccupied (no occupied channel, no signed-in socket) to
+    /// occupied, or back.
     pub(super) fn occupancy_changed(&self) {
         if let Some(occupancy) = &self.occupancy {
             occupancy.send(self.app_id.clone());

@@ -88,9 +88,10 @@ impl Hub {
         }
     }
 
-    /// This hub reporting to `occupancy` each app whose first channel is occupied or whose last
-    /// channel is vacated (cluster mode: the node listens to an app's Redis channel only while
-    /// it has subscribers of that app).
+    /// This hub reporting to `occupancy` each app that becomes occupied (a first channel with a
+    /// subscriber, or a first signed-in socket) or stops being so (cluster mode: the node
+    /// listens to an app's Redis channel only while it has subscribers or signed-in sockets of
+    /// that app).
     pub fn with_occupancy(self, occupancy: OccupancySender) -> Hub {
         Hub {
             occupancy: Some(occupancy),
@@ -408,7 +409,7 @@ impl AppState {
             hooks.emit(WebhookKind::ChannelVacated, || {
                 WebhookEvent::channel(WebhookKind::ChannelVacated, channel)
             });
-            if self.channels.is_empty() {
+            if self.channels.is_empty() && self.users.is_empty() {
                 hooks.occupancy_changed();
             }
         } else if (subscription_count || hook_counts)
@@ -521,6 +522,9 @@ impl AppHub {
             if last {
                 state.users.remove(user_id);
                 state.notify_watchers(user_id, false);
+                if state.users.is_empty() && state.channels.is_empty() {
+                    self.hooks.occupancy_changed();
+                }
             }
         }
         for watched in watchlist {
@@ -571,7 +575,7 @@ impl AppHub {
             }
         }
         let hooks = &self.hooks;
-        if state.channels.is_empty() {
+        if state.channels.is_empty() && state.users.is_empty() {
             hooks.occupancy_changed();
         }
         let entry = match state.channels.entry(name.into()) {
@@ -684,6 +688,9 @@ impl AppHub {
     /// queued to `conn` under the lock, so no later online/offline change can overtake them.
     pub fn sign_in(&self, conn: &ConnHandle, user_id: &str, watchlist: &[String]) {
         let mut state = lock(&self.state);
+        if state.users.is_empty() && state.channels.is_empty() {
+            self.hooks.occupancy_changed();
+        }
         let sockets = state.users.entry(user_id.into()).or_default();
         let first = sockets.is_empty();
         sockets.push(conn.clone());

@@ -12,9 +12,13 @@ impl AppHub {
         self.hooks.app_id.clone()
     }
 
-    /// Whether any channel of the app has a subscriber on this node.
+    /// Whether any channel of the app has a subscriber on this node, or any connection of it is
+    /// signed in (what the cluster's subscription to the app's Redis channel follows: a
+    /// signed-in socket need not subscribe to anything, and a `terminate_connections` from
+    /// another node must still reach it).
     pub fn is_occupied(&self) -> bool {
-        !lock(&self.state).channels.is_empty()
+        let state = lock(&self.state);
+        !state.channels.is_empty() || !state.users.is_empty()
     }
 
     /// Fans out `frame`, published and serialized on another node, to this node's subscribers

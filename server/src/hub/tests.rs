@@ -478,3 +478,29 @@ async fn a_frame_from_another_node_is_delivered_as_is_and_a_cache_channel_keeps_
     assert_eq!(occupancy.try_recv().as_deref(), Some("1"));
     assert!(!app.is_occupied());
 }
+
+#[tokio::test]
+async fn a_signed_in_socket_keeps_its_app_occupied_for_the_cluster_without_any_channel() {
+    let (tx, mut occupancy) = crate::hub::occupancy_channel();
+    let hub = Hub::new().with_node_tag(42).with_occupancy(tx);
+    let app = hub.app("1");
+    let (a, _a_out) = connect(&app, 1, 16);
+    let (b, _b_out) = connect(&app, 2, 16);
+    assert!(!app.is_occupied(), "a connection alone does not count");
+    app.sign_in(&a, "u1", &[]);
+    assert_eq!(occupancy.try_recv().as_deref(), Some("1"));
+    assert!(app.is_occupied());
+    // A second user, or a channel, while signed in changes nothing.
+    app.sign_in(&b, "u2", &[]);
+    app.subscribe(&b, &channel("news"), None, SubscribeOptions::default())
+        .unwrap();
+    app.unsubscribe(b.socket_id(), "news", None, false);
+    assert!(occupancy.try_recv().is_none());
+    app.disconnect(&b, &[], Some("u2"), &[], false);
+    assert!(occupancy.try_recv().is_none());
+    assert!(app.is_occupied());
+    // The last signed-in socket gone: reported once more.
+    app.disconnect(&a, &[], Some("u1"), &[], false);
+    assert_eq!(occupancy.try_recv().as_deref(), Some("1"));
+    assert!(!app.is_occupied());
+}

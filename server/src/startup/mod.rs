@@ -61,7 +61,7 @@ pub struct Application {
     node: SharedNode,
     router: Router,
     hub_events: crate::webhooks::EventReceiver,
-    /// Apps whose first channel was occupied or last vacated (cluster mode).
+    /// Apps that became occupied or stopped being so (cluster mode).
     occupancy: Option<crate::hub::OccupancyReceiver>,
     /// The dashboard's own listener, when `HERALD_ADMIN_BIND` is set.
     admin: Option<(TcpListener, Router)>,
