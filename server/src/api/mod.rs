@@ -483,6 +483,9 @@ fn terminate(node: &SharedNode, app: &AppRef, user_id: &str) -> Json<TerminateRe
         let closed = app_hub.terminate_user(user_id);
         tracing::info!(app_id = %app.id, closed, "terminated a user's connections");
     }
+    if let Some(cluster) = &node.cluster {
+        cluster.terminate_user(&app.id, user_id);
+    }
     Json(TerminateResponse {})
 }
 

@@ -1,6 +1,8 @@
 //! The two Redis connections of the fan-out: the publishing one (one task, pipelined, in queue
 //! order, so a node's publishes keep their order per channel) and the pub/sub one (one per node,
-//! subscribed to the Redis channel of each app this node has subscribers of, re-made and
+//! subscribed to the Redis channel of each app this node has subscribers or signed-in users of
+//! (a signed-in socket need not subscribe to anything, and a `terminate_connections` must still
+//! reach it), re-made and
 //! resubscribed after a failure).
 
 use std::collections::{HashMap, HashSet};
@@ -120,7 +122,7 @@ async fn send(
 }
 
 /// Keeps one pub/sub connection subscribed to the Redis channel of every app this node has
-/// subscribers of (and of those vacated less than [`LINGER`] ago), and delivers what other
+/// subscribers or signed-in users of (and of those vacated less than [`LINGER`] ago), and delivers what other
 /// nodes publish there, until the task is aborted ([`super::Running::stop`]).
 pub(super) async fn subscribe_loop(
     inner: Arc<Inner>,
@@ -273,8 +275,22 @@ async fn serve(
     }
 }
 
-/// Delivers another node's publish to this node's subscribers, counting the copies.
+/// Delivers another node's publish to this node's subscribers, counting the copies, or closes
+/// the user's sockets another node's `terminate_connections` names.
 fn deliver(inner: &Inner, local: &dyn Local, app_id: &str, payload: &[u8]) {
+    if let Some(terminate) = message::decode_terminate(payload) {
+        if terminate.origin != inner.instance {
+            if let Some(app) = local.hub().existing_app(app_id) {
+                let closed = app.terminate_user(terminate.user_id);
+                tracing::info!(
+                    app_id,
+                    closed,
+                    "terminated a user's connections (another node asked)"
+                );
+            }
+        }
+        return;
+    }
     let Some(message) = message::decode(payload) else {
         tracing::debug!(app_id, "an unreadable message on the app's Redis channel");
         return;

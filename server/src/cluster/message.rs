@@ -7,6 +7,13 @@
 //! b'H' 1 | flags u8 | origin: u8 length + bytes | channel: u16 length (big endian) + bytes
 //!        | except: u8 length + bytes (absent unless flags & EXCEPT) | frame: the rest
 //! ```
+//!
+//! The second byte is the message's kind. Kind 2 is a REST `terminate_connections`: every node
+//! closes the user's signed-in sockets of the app (the origin closed its own already):
+//!
+//! ```text
+//! b'H' 2 | origin: u8 length + bytes | user id: the rest (UTF-8)
+//! ```
 
 use bytes::Bytes;
 
@@ -14,6 +21,7 @@ use crate::protocol::SocketId;
 
 const MAGIC: u8 = b'H';
 const VERSION: u8 = 1;
+const TERMINATE: u8 = 2;
 const EXCEPT: u8 = 1;
 const KEEP: u8 = 2;
 
@@ -87,6 +95,44 @@ pub fn decode(bytes: &[u8]) -> Option<Message<'_>> {
     })
 }
 
+/// A decoded `terminate_connections` message, borrowing from the received bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Terminate<'a> {
+    /// The node that published it (it closed its own sockets of the user already).
+    pub origin: &'a str,
+    /// The user whose signed-in sockets are closed.
+    pub user_id: &'a str,
+}
+
+/// Encodes a `terminate_connections` message.
+pub fn encode_terminate(origin: &str, user_id: &str) -> Bytes {
+    let origin = &origin.as_bytes()[..origin.len().min(255)];
+    let mut out = Vec::with_capacity(3 + origin.len() + user_id.len());
+    out.extend_from_slice(&[MAGIC, TERMINATE]);
+    out.push(u8::try_from(origin.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(origin);
+    out.extend_from_slice(user_id.as_bytes());
+    Bytes::from(out)
+}
+
+/// Decodes a `terminate_connections` message; `None` for anything that is not one (a publish,
+/// garbage).
+pub fn decode_terminate(bytes: &[u8]) -> Option<Terminate<'_>> {
+    let (&[MAGIC, TERMINATE], rest) = bytes.split_first_chunk::<2>()? else {
+        return None;
+    };
+    let (&origin_len, rest) = rest.split_first()?;
+    let (origin, user_id) = rest.split_at_checked(usize::from(origin_len))?;
+    let user_id = std::str::from_utf8(user_id).ok()?;
+    if user_id.is_empty() {
+        return None;
+    }
+    Some(Terminate {
+        origin: std::str::from_utf8(origin).ok()?,
+        user_id,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +166,33 @@ mod tests {
         for cut in 0..bytes.len() - 2 {
             assert_eq!(decode(&bytes[..cut]), None, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn terminate_messages_round_trip_and_are_told_apart_from_publishes() {
+        let bytes = encode_terminate("node-a", "user-1");
+        assert_eq!(
+            decode_terminate(&bytes),
+            Some(Terminate {
+                origin: "node-a",
+                user_id: "user-1",
+            })
+        );
+        assert_eq!(decode(&bytes), None, "not a publish");
+        let publish = encode("node-a", "c", None, false, b"{}");
+        assert_eq!(decode_terminate(&publish), None, "not a terminate");
+        assert!(decode(&publish).is_some(), "publishes decode as before");
+    }
+
+    #[test]
+    fn malformed_terminate_messages_are_refused() {
+        let bytes = encode_terminate("node-a", "u");
+        for cut in 0..bytes.len() {
+            assert_eq!(decode_terminate(&bytes[..cut]), None, "cut at {cut}");
+        }
+        // An origin longer than the rest, a user id that is not UTF-8, another magic byte.
+        assert_eq!(decode_terminate(b"H\x02\x09abc"), None);
+        assert_eq!(decode_terminate(b"H\x02\x01a\xff\xfe"), None);
+        assert_eq!(decode_terminate(b"X\x02\x01au"), None);
     }
 }

@@ -4,8 +4,9 @@
 //! claims the node-specific part of its socket ids, so they are unique cluster-wide; a publish
 //! (REST trigger and batch, client events) is serialized once on its node, delivered there, and
 //! sent to the others as one `PUBLISH` on the app's Redis channel `{cluster}:app:{app_id}`
-//! ([`message`]); a node listens to an app's channel only while it has subscribers of that app
-//! ([`bus`]). Redis unreachable: local delivery goes on, forwarding is dropped and counted,
+//! ([`message`]); so is a REST `terminate_connections` (every node closes the user's signed-in
+//! sockets); a node listens to an app's channel only while it has subscribers or signed-in
+//! users of that app ([`bus`]). Redis unreachable: local delivery goes on, forwarding is dropped and counted,
 //! `/ready` shows `redis: degraded` ([`health`]).
 //!
 //! An app's connection quota holds cluster-wide: each node's slots are counted in Redis by a
@@ -251,8 +252,22 @@ impl Cluster {
         except: Option<SocketId>,
         keep: bool,
     ) {
+        let payload = message::encode(&self.inner.instance, channel, except, keep, frame);
+        self.enqueue(app_id, payload);
+    }
+
+    /// Sends a REST `terminate_connections` to the other nodes (this node closed its own
+    /// sockets of the user already): each closes `user_id`'s signed-in sockets of the app with
+    /// 4009. Queued like [`Cluster::forward`], in order with the publishes.
+    pub fn terminate_user(&self, app_id: &str, user_id: &str) {
+        let payload = message::encode_terminate(&self.inner.instance, user_id);
+        self.enqueue(app_id, payload);
+    }
+
+    /// Queues `payload` for the app's Redis channel without waiting, or drops and counts it when
+    /// the queue is full (by count or by bytes).
+    fn enqueue(&self, app_id: &str, payload: Bytes) {
         let inner = &self.inner;
-        let payload = message::encode(&inner.instance, channel, except, keep, frame);
         let size = payload.len();
         let queued = inner.outgoing_bytes.fetch_add(size, Ordering::Relaxed);
         if queued.saturating_add(size) > OUTGOING_BYTES {

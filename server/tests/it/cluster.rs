@@ -375,3 +375,64 @@ async fn a_node_started_while_redis_is_down_serves_and_joins_when_it_comes_up() 
     }
     assert!(heard, "forwarding works once Redis is up");
 }
+
+/// A REST `terminate_connections` through `base` (`path` names the user); `{}` expected.
+async fn terminate_on(http: &reqwest::Client, base: &str, path: &str) {
+    let response = post_signed(http, base, path, "{}".to_owned()).await;
+    assert_eq!(response.status().as_u16(), 200, "the terminate is accepted");
+    assert_eq!(response.text().await.expect("a body"), "{}");
+}
+
+/// The next frames must be `pusher:error` 4009, then a close with 4009, within two seconds.
+async fn expect_terminated(client: &mut Client) {
+    tokio::time::timeout(Duration::from_secs(2), async {
+        let (code, _) = client.expect_error().await;
+        assert_eq!(code, 4009);
+        assert_eq!(client.expect_close().await, Some(4009));
+    })
+    .await
+    .expect("terminated within two seconds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_connections_on_one_node_closes_the_users_sockets_on_every_node() {
+    let cluster = TestCluster::start().await;
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    // Signed in, subscribed to nothing: the nodes must still hear about the app.
+    let mut u1_on_b = b.connect().await;
+    u1_on_b.sign_in(r#"{"id":"u1"}"#).await;
+    let mut u1_on_c = c.connect().await;
+    u1_on_c.sign_in(r#"{"id":"u1"}"#).await;
+    let mut u2_on_c = c.connect().await;
+    u2_on_c.sign_in(r#"{"id":"u2"}"#).await;
+    let mut u3_on_b = b.connect().await;
+    u3_on_b.sign_in(r#"{"id":"u3"}"#).await;
+    cluster.redis.wait_for_listeners(2).await;
+
+    let http = reqwest::Client::new();
+    terminate_on(
+        &http,
+        &a.base(),
+        &format!("/apps/{APP_ID}/users/u1/terminate_connections"),
+    )
+    .await;
+    expect_terminated(&mut u1_on_b).await;
+    expect_terminated(&mut u1_on_c).await;
+    for client in [&mut u2_on_c, &mut u3_on_b] {
+        client
+            .send_json(json!({"event":"pusher:ping","data":{}}))
+            .await;
+        client.expect_next("pusher:pong").await;
+    }
+
+    // pusher-http-python's path, through node C, reaches node B too.
+    terminate_on(&http, &c.base(), "/users/u3/terminate_connections").await;
+    expect_terminated(&mut u3_on_b).await;
+    u2_on_c
+        .send_json(json!({"event":"pusher:ping","data":{}}))
+        .await;
+    u2_on_c.expect_next("pusher:pong").await;
+    u2_on_c.expect_silence(Duration::from_millis(300)).await;
+}
