@@ -2,8 +2,7 @@
 //! order, so a node's publishes keep their order per channel) and the pub/sub one (one per node,
 //! subscribed to the Redis channel of each app this node has subscribers or signed-in users of
 //! (a signed-in socket need not subscribe to anything, and a `terminate_connections` must still
-//! reach it), re-made and
-//! resubscribed after a failure).
+//! reach it), re-made and resubscribed after a failure).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -122,8 +121,8 @@ async fn send(
 }
 
 /// Keeps one pub/sub connection subscribed to the Redis channel of every app this node has
-/// subscribers or signed-in users of (and of those vacated less than [`LINGER`] ago), and delivers what other
-/// nodes publish there, until the task is aborted ([`super::Running::stop`]).
+/// subscribers or signed-in users of (and of those vacated less than [`LINGER`] ago), and
+/// delivers what other nodes publish there, until the task is aborted ([`super::Running::stop`]).
 pub(super) async fn subscribe_loop(
     inner: Arc<Inner>,
     local: Arc<dyn Local>,
