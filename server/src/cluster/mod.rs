@@ -6,8 +6,8 @@
 //! sent to the others as one `PUBLISH` on the app's Redis channel `{cluster}:app:{app_id}`
 //! ([`message`]); so is a REST `terminate_connections` (every node closes the user's signed-in
 //! sockets); a node listens to an app's channel only while it has subscribers or signed-in
-//! users of that app ([`bus`]). Redis unreachable: local delivery goes on, forwarding is dropped and counted,
-//! `/ready` shows `redis: degraded` ([`health`]).
+//! users of that app ([`bus`]). Redis unreachable: local delivery goes on, forwarding is
+//! dropped and counted, `/ready` shows `redis: degraded` ([`health`]).
 //!
 //! An app's connection quota holds cluster-wide: each node's slots are counted in Redis by a
 //! script and expire with its heartbeat ([`slots`]; the rule while Redis is unreachable is

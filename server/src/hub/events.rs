@@ -39,8 +39,9 @@ pub(super) struct Hooks {
 }
 
 /// Where an app's occupancy changes go: the app's id, each time it becomes occupied (a first
-/// occupied channel, or a first signed-in socket) or stops being so (the receiver reads the app's state itself). Only set in cluster
-/// mode, so a single node pays one `None` check per such transition.
+/// occupied channel, or a first signed-in socket) or stops being so (the receiver reads the
+/// app's state itself). Only set in cluster mode, so a single node pays one `None` check per
+/// such transition.
 ///
 /// Coalescing, so bounded by the number of apps: a set of changed apps plus a wake-up; an app
 /// that toggles a thousand times before the receiver looks is in the set once.
