@@ -202,21 +202,26 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
             .arg(&inner.settings.node_id)
             .arg(inner.tag);
         let beat = invocation.invoke_async::<(i64, i64)>(&mut conn);
-        let outcome = match tokio::time::timeout(COMMAND_TIMEOUT, beat).await {
+        // Redis answering "another process holds this node id" is not Redis unreachable: the
+        // connection slots stay attached (detaching would only make them flap).
+        let (outcome, unreachable) = match tokio::time::timeout(COMMAND_TIMEOUT, beat).await {
             Ok(Ok((1, had_tag))) => {
                 if had_tag == 0 && beaten {
                     inner.slots.detach();
                 }
                 beaten = true;
-                Ok(())
+                (Ok(()), false)
             }
-            Ok(Ok(_)) => Err(format!(
-                "another process holds this node id ({node_key}); give every node its own HERALD_NODE_ID"
-            )),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err("the heartbeat timed out".to_owned()),
+            Ok(Ok(_)) => (
+                Err(format!(
+                    "another process holds this node id ({node_key}); give every node its own HERALD_NODE_ID"
+                )),
+                false,
+            ),
+            Ok(Err(error)) => (Err(error.to_string()), true),
+            Err(_) => (Err("the heartbeat timed out".to_owned()), true),
         };
-        if outcome.is_err() {
+        if unreachable {
             inner.slots.detach();
         }
         if outcome.is_ok() {
@@ -228,7 +233,10 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
 
 /// Removes this node's heartbeat and tag (a graceful shutdown), within `deadline`.
 pub(super) async fn leave(inner: &Inner, deadline: Instant) {
-    let mut conn = inner.manager.clone();
+    // On the slots' connection: one multiplexed connection keeps command order, so a slot
+    // re-registration already sent (it sets the tag key) cannot land after this and bring the
+    // stopped node back to life.
+    let mut conn = inner.slots.manager.clone();
     let node_key = Cluster::node_key(&inner.settings.name, &inner.settings.node_id);
     let script = redis::Script::new(LEAVE);
     let mut invocation = script.key(&node_key);

@@ -160,7 +160,7 @@ pub(super) struct Slots {
     script: redis::Script,
     /// Its own multiplexed connection: handshakes do not queue behind publishes, and a timed
     /// out command runs before anything sent after it, or not at all.
-    manager: ConnectionManager,
+    pub(super) manager: ConnectionManager,
     releases: mpsc::UnboundedSender<Release>,
     releases_rx: Mutex<Option<mpsc::UnboundedReceiver<Release>>>,
     /// Wakes the slot task at a detachment, to re-register at once.
