@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 
 use super::endpoints::{delivery_from_row, DELIVERY_COLUMNS};
-use super::{Attempt, Delivery, DeliveryStatus, NewDelivery, Store, StoreError};
+use super::{Attempt, Delivery, NewDelivery, Store, StoreError};
 
 /// The advisory lock key every claim and claimed insert takes on PostgreSQL.
 const OUTBOX_LOCK: i64 = 0x4865_7261_6c64;
@@ -215,28 +215,7 @@ impl Store {
         id: i64,
         attempt: &Attempt,
     ) -> Result<bool, StoreError> {
-        let release = if attempt.status == DeliveryStatus::Pending {
-            ""
-        } else {
-            ", claimed_by = '', claimed_until = 0"
-        };
-        let done = sqlx::query(&format!(
-            "UPDATE webhook_deliveries SET status = $1, attempts = $2, last_attempt_at = $3, \
-             next_attempt_at = $4, last_status = $5, last_error = $6, latency_ms = $7{release} \
-             WHERE id = $8 AND claimed_by = $9 AND status = 'pending'"
-        ))
-        .bind(attempt.status.as_str())
-        .bind(attempt.attempts)
-        .bind(attempt.at)
-        .bind(attempt.next_attempt_at)
-        .bind(attempt.http_status)
-        .bind(attempt.error.clone())
-        .bind(attempt.latency_ms)
-        .bind(id)
-        .bind(owner.to_owned())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(self.update_attempt(id, attempt, Some(owner)).await? == 1)
     }
 
     /// Releases every pending row `owner` holds but those in `keep` (graceful shutdown: rows

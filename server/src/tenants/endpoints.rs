@@ -598,23 +598,50 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// Records an attempt.
+    /// Records an attempt (whoever holds the row; the worker uses
+    /// [`Store::record_claimed_attempt`]).
     pub async fn record_attempt(&self, id: i64, attempt: &Attempt) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE webhook_deliveries SET status = $1, attempts = $2, last_attempt_at = $3, \
-             next_attempt_at = $4, last_status = $5, last_error = $6, latency_ms = $7 WHERE id = $8",
-        )
-        .bind(attempt.status.as_str())
-        .bind(attempt.attempts)
-        .bind(attempt.at)
-        .bind(attempt.next_attempt_at)
-        .bind(attempt.http_status)
-        .bind(attempt.error.clone())
-        .bind(attempt.latency_ms)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        self.update_attempt(id, attempt, None).await?;
         Ok(())
+    }
+
+    /// Writes `attempt` on row `id`: any row when `holder` is `None`; else only a pending row
+    /// `holder` claimed, which a finished attempt (delivered, failed) releases. Returns the
+    /// rows written (0 or 1).
+    pub(super) async fn update_attempt(
+        &self,
+        id: i64,
+        attempt: &Attempt,
+        holder: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let (release, only_held) = match holder {
+            None => ("", ""),
+            Some(_) if attempt.status == DeliveryStatus::Pending => {
+                ("", " AND claimed_by = $9 AND status = 'pending'")
+            }
+            Some(_) => (
+                ", claimed_by = '', claimed_until = 0",
+                " AND claimed_by = $9 AND status = 'pending'",
+            ),
+        };
+        let sql = format!(
+            "UPDATE webhook_deliveries SET status = $1, attempts = $2, last_attempt_at = $3, \
+             next_attempt_at = $4, last_status = $5, last_error = $6, latency_ms = $7{release} \
+             WHERE id = $8{only_held}"
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(attempt.status.as_str())
+            .bind(attempt.attempts)
+            .bind(attempt.at)
+            .bind(attempt.next_attempt_at)
+            .bind(attempt.http_status)
+            .bind(attempt.error.clone())
+            .bind(attempt.latency_ms)
+            .bind(id);
+        if let Some(holder) = holder {
+            query = query.bind(holder.to_owned());
+        }
+        Ok(query.execute(&self.pool).await?.rows_affected())
     }
 
     /// The most recent deliveries of `app_id` with `status` (any when `None`), newest first.

@@ -14,9 +14,6 @@ use tokio::process::{Child, Command};
 
 use crate::helpers::{herald_binary, pause, start_listening, Client, APP_ID, KEY, SECRET};
 
-/// Where the PostgreSQL tests create their databases, unless `HERALD_TEST_DATABASE_URL` says.
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
 /// Polls `check` every 50 ms until it holds, for at most `limit`; panics naming `what`.
 pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
 where
@@ -202,32 +199,11 @@ pub struct Database {
     name: String,
 }
 
-/// `url` with its database name replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    let mut out = format!("{}/{database}", &base[..path_start]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}
-
 impl Database {
     /// Creates `herald_cluster_<random>` on `HERALD_TEST_DATABASE_URL` (default
-    /// [`DEFAULT_DATABASE_URL`]); panics when PostgreSQL cannot be reached.
+    /// the machine's own: `helpers::postgres_admin_url`); panics when PostgreSQL cannot be reached.
     pub async fn create() -> Database {
-        let admin_url = std::env::var("HERALD_TEST_DATABASE_URL")
-            .ok()
-            .filter(|u| !u.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        let admin_url = crate::helpers::postgres_admin_url();
         let name = format!("herald_cluster_{:016x}", rand::random::<u64>());
         let mut admin = sqlx::PgConnection::connect(&admin_url)
             .await
@@ -240,7 +216,7 @@ impl Database {
             .expect("creates a scratch database");
         let _ = admin.close().await;
         Database {
-            url: with_database(&admin_url, &name),
+            url: crate::store::with_database(&admin_url, &name),
             admin_url,
             name,
         }
