@@ -3,7 +3,13 @@
 # settings; prints a markdown table with the ratios (and writes it to infra/benchmarks.md with
 # --write). Not part of the test command: it takes minutes and installs sockudo.
 #
-#   infra/bench/compare.sh [--quick] [--write] [--runs N] [--baseline BIN] [--no-sockudo]
+#   infra/bench/compare.sh [--quick] [--write] [--runs N] [--baseline BIN] [--no-sockudo] [--cluster]
+#
+# --cluster measures the cluster rows instead: 2 Herald nodes (a scratch PostgreSQL database on
+# 127.0.0.1:5432, their own redis-server on a free port) against 2 sockudo nodes on its Redis
+# adapter (their own redis-server), the same load generator: subscribers on the second node,
+# REST triggers through the first, so every delivery crosses Redis; CPU counts both nodes and
+# Redis; Redis commands per publish come from Redis's own INFO stats (less its idle rate).
 #
 # --runs N measures each server N times (interleaved: herald, baseline, sockudo, herald, ...) and
 # reports the median of each figure. --baseline BIN also measures a previous Herald binary (for
@@ -17,8 +23,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-quick=0; write=0; runs=1; baseline=""; with_sockudo=1
-usage() { echo "usage: $0 [--quick] [--write] [--runs N] [--baseline BIN] [--no-sockudo]" >&2; exit 2; }
+quick=0; write=0; runs=1; baseline=""; with_sockudo=1; cluster=0
+usage() { echo "usage: $0 [--quick] [--write] [--runs N] [--baseline BIN] [--no-sockudo] [--cluster]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -26,6 +32,7 @@ while [ $# -gt 0 ]; do
     --runs) shift; runs="${1:-}"; [[ "$runs" =~ ^[1-9][0-9]*$ ]] || usage ;;
     --baseline) shift; baseline="${1:-}"; [ -x "$baseline" ] || { echo "--baseline: $baseline is not an executable" >&2; exit 2; } ;;
     --no-sockudo) with_sockudo=0 ;;
+    --cluster) cluster=1 ;;
     *) usage ;;
   esac
   shift
@@ -114,15 +121,117 @@ stop() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true;
 # Never leave a server behind, whatever fails.
 trap 'kill -TERM "${pid:-0}" 2>/dev/null || true' EXIT
 
+
+# --- cluster mode -------------------------------------------------------------------------
+pids=()
+redis_pid=""; redis_port=""; bench_db=""
+
+start_redis() {
+  redis_port="$(free_port)"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
+  redis_pid=$!
+  wait_port "$redis_port" || { echo "redis-server did not start" >&2; exit 1; }
+}
+
+start_herald_cluster() {
+  local bin="${1:-target/release/herald}" node dir p
+  start_redis
+  bench_db="herald_bench_$$_$RANDOM"
+  psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $bench_db" >/dev/null
+  pids=(); ports=()
+  for node in a b; do
+    dir="$(mktemp -d)"; p="$(free_port)"
+    HERALD_BIND="127.0.0.1:$p" HERALD_DATA_DIR="$dir" \
+      HERALD_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$bench_db" \
+      HERALD_REDIS_URL="redis://127.0.0.1:$redis_port/" HERALD_CLUSTER=bench HERALD_NODE_ID="bench-$node" \
+      HERALD_DEFAULT_APP_ID=$APP HERALD_DEFAULT_APP_KEY=$KEY HERALD_DEFAULT_APP_SECRET=$SECRET \
+      HERALD_ADMIN_PASSWORD=bench-admin-pass RUST_LOG=warn "$bin" >"$dir/log" 2>&1 &
+    pids+=($!); ports+=("$p")
+    wait_port "$p" || { cat "$dir/log"; exit 1; }
+  done
+}
+
+start_sockudo_cluster() {
+  local node dir p
+  start_redis
+  pids=(); ports=()
+  for node in a b; do
+    dir="$(mktemp -d)"; p="$(free_port)"
+    cat >"$dir/config.json" <<JSON
+{
+  "host": "127.0.0.1", "port": $p, "debug": false,
+  "adapter": { "driver": "redis", "redis": { "prefix": "bench",
+    "redis_pub_options": { "url": "redis://127.0.0.1:$redis_port" },
+    "redis_sub_options": { "url": "redis://127.0.0.1:$redis_port" } } },
+  "cache": { "driver": "memory" },
+  "queue": { "driver": "memory" },
+  "rate_limiter": { "enabled": false, "driver": "memory" },
+  "metrics": { "enabled": false },
+  "app_manager": { "driver": "memory", "array": { "apps": [ {
+    "id": "$APP", "key": "$KEY", "secret": "$SECRET", "enabled": true,
+    "enable_client_messages": true, "max_connections": 1000000,
+    "max_backend_events_per_second": 1000000, "max_client_events_per_second": 1000000,
+    "max_read_requests_per_second": 1000000 } ] } }
+}
+JSON
+    (cd "$dir" && exec env HOST=127.0.0.1 PORT="$p" RATE_LIMITER_ENABLED=false ADAPTER_DRIVER=redis \
+      REDIS_URL="redis://127.0.0.1:$redis_port" CACHE_DRIVER=memory QUEUE_DRIVER=memory \
+      APP_MANAGER_DRIVER=memory METRICS_ENABLED=false \
+      SOCKUDO_DEFAULT_APP_ID=$APP SOCKUDO_DEFAULT_APP_KEY=$KEY SOCKUDO_DEFAULT_APP_SECRET=$SECRET \
+      SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS=1000000 SOCKUDO_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SECOND=1000000 \
+      SOCKUDO_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SECOND=1000000 SOCKUDO_DEFAULT_APP_MAX_READ_REQUESTS_PER_SECOND=1000000 \
+      "$sockudo" --config "$dir/config.json" >"$dir/log" 2>&1) &
+    pids+=($!); ports+=("$p")
+    wait_port "$p" || { cat "$dir/log"; exit 1; }
+  done
+  sleep 1
+}
+
+# Subscribers on node b, triggers through node a: every delivery crosses Redis.
+measure_cluster() {
+  local label="$1" common
+  common=(--addr "127.0.0.1:${ports[1]}" --publish-addr "127.0.0.1:${ports[0]}" --app-id $APP
+    --key $KEY --secret $SECRET --server-pid "${pids[1]}" --extra-pid "${pids[0]}"
+    --extra-pid "$redis_pid" --redis-addr "127.0.0.1:$redis_port" --label "$label")
+  $loadgen fanout "${common[@]}" --subscribers "$FANOUT" --rate "$FANOUT_RATE" --duration "$SECONDS_EACH" --payload 100 | tee -a "$results"
+  $loadgen fanout "${common[@]}" --subscribers "$LATENCY_SUBS" --rate "$LATENCY_RATE" --duration "$SECONDS_EACH" --payload 100 | sed 's/"mode":"fanout"/"mode":"latency"/' | tee -a "$results"
+}
+
+stop_cluster() {
+  local p
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+  kill -TERM "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; redis_pid=""
+  if [ -n "$bench_db" ]; then
+    psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $bench_db WITH (FORCE)" >/dev/null || true
+    bench_db=""
+  fi
+}
+
+if [ "$cluster" = 1 ]; then
+  trap 'stop_cluster' EXIT
+  pg_isready -h 127.0.0.1 -p 5432 -q || { echo "PostgreSQL must answer on 127.0.0.1:5432" >&2; exit 1; }
+  command -v redis-server >/dev/null || { echo "redis-server is needed" >&2; exit 1; }
+  for run in $(seq "$runs"); do
+    [ "$runs" -gt 1 ] && echo "run $run of $runs" >&2
+    start_herald_cluster; measure_cluster herald; stop_cluster
+    if [ -n "$baseline" ]; then start_herald_cluster "$baseline"; measure_cluster baseline; stop_cluster; fi
+    if [ "$with_sockudo" = 1 ]; then start_sockudo_cluster; measure_cluster sockudo; stop_cluster; fi
+  done
+fi
+
 for run in $(seq "$runs"); do
+  [ "$cluster" = 1 ] && break
   [ "$runs" -gt 1 ] && echo "run $run of $runs" >&2
   start_herald; measure herald; stop
   if [ -n "$baseline" ]; then start_herald "$baseline"; measure baseline; stop; fi
   if [ "$with_sockudo" = 1 ]; then start_sockudo; measure sockudo; stop; fi
 done
 
-table="$(python3 - "$results" "$IDLE" "$FANOUT" "$LATENCY_SUBS" "$runs" <<'PY'
+table="$(python3 - "$results" "$IDLE" "$FANOUT" "$LATENCY_SUBS" "$runs" "$cluster" <<'PY'
 import json, statistics, sys
+cluster = sys.argv[6] == "1"
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 labels = [l for l in ("herald", "baseline", "sockudo") if any(r.get("label") == l for r in rows)]
 def get(label, mode, key):
@@ -151,6 +260,17 @@ def row(name, mode, key, target, lower_is_better=False, digits=1):
                 ratio = f"{(o / h if lower_is_better else h / o):.1f}x {'less' if lower_is_better else 'more'}"
         cells.append(ratio)
     lines.append(f"| {name} | {' | '.join(cells)} | {target} |")
+if cluster:
+    lines[0] = lines[0].replace("| measure", "| cluster of 2 nodes, cross-node", 1)
+    row(f"fan-out deliveries per CPU second, both nodes and Redis ({int(sys.argv[3]):,} subscribers)", "fanout", "deliveries_per_cpu_second", ">= 2x sockudo")
+    row("fan-out deliveries per second", "fanout", "deliveries_per_second", "")
+    row("fan-out messages lost", "fanout", "lost", "0", digits=0)
+    row(f"Redis commands per publish ({int(sys.argv[3]):,} subscribers)", "fanout", "redis_commands_per_publish", "independent of subscribers", True, 2)
+    row(f"Redis commands per publish ({int(sys.argv[4]):,} subscribers)", "latency", "redis_commands_per_publish", "independent of subscribers", True, 2)
+    row(f"trigger-to-delivery p50 ms, other node ({int(sys.argv[4]):,} subscribers, 10 events/s)", "latency", "latency_ms_p50", "", True, 2)
+    row("trigger-to-delivery p99 ms, other node", "latency", "latency_ms_p99", "", True, 2)
+    print("\n".join(lines))
+    sys.exit(0)
 row(f"RSS per idle subscribed connection at {int(sys.argv[2]):,} (KiB)", "idle", "kib_per_connection", "<= 4 KiB", True, 2)
 row("connections opened per second", "idle", "connections_per_second", "")
 row(f"fan-out deliveries per second ({int(sys.argv[3]):,} subscribers)", "fanout", "deliveries_per_second", "")
@@ -167,14 +287,16 @@ PY
 echo
 echo "$table"
 if [ "$write" = 1 ]; then
+  # Only the generated block is replaced (the single-node table or the cluster one); the notes
+  # written by hand around them stay.
+  block="$(mktemp)"
   {
-    echo "# Benchmarks"
-    echo
-    echo "Herald and sockudo 5.2.0 measured one after the other by \`infra/bench/compare.sh\` with the"
-    echo "same load generator (\`infra/loadgen\`) and settings, on loopback."
-    echo
     echo "- Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); $(date -u +%Y-%m-%d)."
-    echo "- Command: \`infra/bench/compare.sh --write\`."
+    if [ "$cluster" = 1 ]; then
+      echo "- Command: \`infra/bench/compare.sh --cluster --write$([ "$runs" -gt 1 ] && echo " --runs $runs")\`."
+    else
+      echo "- Command: \`infra/bench/compare.sh --write$([ "$runs" -gt 1 ] && echo " --runs $runs")\`."
+    fi
     echo
     echo "$table"
     echo
@@ -183,7 +305,23 @@ if [ "$write" = 1 ]; then
     echo '```'
     cat "$results"
     echo '```'
-  } > infra/benchmarks.md
-  echo "wrote infra/benchmarks.md"
+  } > "$block"
+  marker=single; [ "$cluster" = 1 ] && marker=cluster
+  python3 - infra/benchmarks.md "$block" "$marker" <<'PY'
+import pathlib, sys
+path, block, marker = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]).read_text(), sys.argv[3]
+begin, end = f"<!-- compare.sh {marker}: begin -->", f"<!-- compare.sh {marker}: end -->"
+text = path.read_text() if path.exists() else "# Benchmarks\n"
+new = f"{begin}\n{block}{end}"
+if begin in text and end in text:
+    head, rest = text.split(begin, 1)
+    text = head + new + rest.split(end, 1)[1]
+else:
+    title = "## Cluster (2 nodes on Redis)" if marker == "cluster" else "## Single node"
+    text = text.rstrip("\n") + f"\n\n{title}\n\n{new}\n"
+path.write_text(text)
+PY
+  rm -f "$block"
+  echo "wrote the $marker table into infra/benchmarks.md"
 fi
 rm -f "$results"

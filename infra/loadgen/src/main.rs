@@ -57,6 +57,18 @@ struct Target {
     /// The server's pid, for its memory and CPU time.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// More processes whose CPU time counts as the server's (a cluster's other nodes and its
+    /// Redis); repeat the flag for each.
+    #[arg(long = "extra-pid")]
+    extra_pids: Vec<u32>,
+    /// host:port the REST triggers go to, when not `addr` (a cluster: subscribers on one node,
+    /// publishes through another, so every delivery crosses Redis).
+    #[arg(long)]
+    publish_addr: Option<String>,
+    /// host:port of the cluster's Redis: the fan-out reports the Redis commands per publish
+    /// (from `INFO stats`, less the background rate measured just before).
+    #[arg(long)]
+    redis_addr: Option<String>,
     /// A label printed in the result line.
     #[arg(long, default_value = "server")]
     label: String,
@@ -133,6 +145,54 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     let utime: f64 = fields.get(11).context("no utime")?.parse()?;
     let stime: f64 = fields.get(12).context("no stime")?.parse()?;
     Ok((utime + stime) / clock_ticks())
+}
+
+/// CPU seconds of the server's process and its extra processes (`None` without a server pid).
+fn server_cpu(target: &Target) -> Result<Option<f64>> {
+    let Some(pid) = target.server_pid else {
+        return Ok(None);
+    };
+    let mut total = cpu_seconds(pid)?;
+    for extra in &target.extra_pids {
+        total += cpu_seconds(*extra)?;
+    }
+    Ok(Some(total))
+}
+
+/// Redis's `total_commands_processed`, read with a raw `INFO stats` (RESP) from `addr`.
+async fn redis_commands(addr: &str) -> Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n")
+        .await?;
+    // The reply is one bulk string: `$LEN\r\n` then LEN bytes and `\r\n`.
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await??;
+        if n == 0 {
+            bail!("redis closed the connection");
+        }
+        reply.extend_from_slice(&buf[..n]);
+        let Some(end) = reply.windows(2).position(|w| w == b"\r\n") else {
+            continue;
+        };
+        let header = std::str::from_utf8(&reply[..end])?;
+        let len: usize = header
+            .strip_prefix('$')
+            .with_context(|| format!("unexpected INFO reply {header}"))?
+            .parse()?;
+        if reply.len() >= end + 2 + len {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&reply);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("total_commands_processed:"))
+        .context("no total_commands_processed in INFO stats")?;
+    Ok(line["total_commands_processed:".len()..].trim().parse()?)
 }
 
 fn clock_ticks() -> f64 {
@@ -324,7 +384,10 @@ impl Publisher {
         let signature = hex::encode(mac.finalize().into_bytes());
         let url = format!(
             "http://{}{path}?{query}&auth_signature={signature}",
-            self.target.addr
+            self.target
+                .publish_addr
+                .as_ref()
+                .unwrap_or(&self.target.addr)
         );
         let response = self
             .client
@@ -477,7 +540,24 @@ async fn fanout(
         )));
     }
     let publisher = Arc::new(Publisher::new(&target)?);
-    let cpu_before = target.server_pid.map(cpu_seconds).transpose()?;
+    // Redis's background rate (heartbeats and the like), measured over a second before the
+    // publishes, is taken off the commands counted during them.
+    let redis_idle = match &target.redis_addr {
+        Some(addr) => {
+            let before = redis_commands(addr).await?;
+            let idle_start = Instant::now();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let after = redis_commands(addr).await?;
+            // Two INFO calls of our own are in the count.
+            Some((after.saturating_sub(before + 1)) as f64 / idle_start.elapsed().as_secs_f64())
+        }
+        None => None,
+    };
+    let redis_before = match &target.redis_addr {
+        Some(addr) => Some(redis_commands(addr).await?),
+        None => None,
+    };
+    let cpu_before = server_cpu(&target)?;
     let total = rate * duration;
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let mut ticker = tokio::time::interval(interval);
@@ -514,7 +594,16 @@ async fn fanout(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let delivery_time = publish_started.elapsed();
-    let cpu_after = target.server_pid.map(cpu_seconds).transpose()?;
+    let cpu_after = server_cpu(&target)?;
+    let redis_per_publish = match (&target.redis_addr, redis_before, redis_idle) {
+        (Some(addr), Some(before), Some(idle)) => {
+            let after = redis_commands(addr).await?;
+            let counted = after.saturating_sub(before + 1) as f64;
+            let background = idle * delivery_time.as_secs_f64();
+            Some(((counted - background).max(0.0)) / total.max(1) as f64)
+        }
+        _ => None,
+    };
     // Readers stop and hand over the latencies they still hold.
     let _ = stop_tx.send(true);
     for reader in readers {
@@ -548,6 +637,7 @@ async fn fanout(
             "latency_ms_p50": percentile(&sorted, 50.0),
             "latency_ms_p99": percentile(&sorted, 99.0),
             "latency_ms_max": percentile(&sorted, 100.0),
+            "redis_commands_per_publish": redis_per_publish,
         })
     );
     Ok(())
@@ -562,7 +652,7 @@ async fn rest(target: Target, duration: u64, workers: usize) -> Result<()> {
     }
     let ok = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
-    let cpu_before = target.server_pid.map(cpu_seconds).transpose()?;
+    let cpu_before = server_cpu(&target)?;
     let started = Instant::now();
     let end = started + Duration::from_secs(duration);
     let mut tasks = Vec::new();
@@ -583,7 +673,7 @@ async fn rest(target: Target, duration: u64, workers: usize) -> Result<()> {
         let _ = task.await;
     }
     let elapsed = started.elapsed();
-    let cpu = match (cpu_before, target.server_pid.map(cpu_seconds).transpose()?) {
+    let cpu = match (cpu_before, server_cpu(&target)?) {
         (Some(b), Some(a)) => Some(a - b),
         _ => None,
     };
