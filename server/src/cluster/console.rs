@@ -214,6 +214,9 @@ pub(super) async fn console_loop(
                         pipe.publish(tap_channel(&cluster, &app_id), json).ignore();
                     }
                 }
+                if pipe.is_empty() {
+                    continue;
+                }
                 let send = pipe.query_async::<()>(&mut conn);
                 let _ = tokio::time::timeout(COMMAND_TIMEOUT, send).await;
             }

@@ -13,6 +13,9 @@
 //! script and expire with its heartbeat ([`slots`]; the rule while Redis is unreachable is
 //! documented there).
 //!
+//! The dashboard's sign-in budgets ([`signin`]), its connection figures ([`stats`]) and its
+//! live console ([`console`]) cover every node.
+//!
 //! Presence, channel queries, the daily message quota, webhooks and the cache channels' last events are still
 //! per node (later increments keep them in Redis).
 //!

@@ -84,6 +84,9 @@ impl Cluster {
                 .arg(super::slots::nodes_key(&inner.settings.name))
                 .query_async(&mut conn)
                 .await?;
+            if tags.is_empty() {
+                return Ok(Vec::new());
+            }
             let mut pipe = redis::pipe();
             for tag in &tags {
                 pipe.cmd("HMGET")

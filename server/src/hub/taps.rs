@@ -203,4 +203,39 @@ mod tests {
         let mut late = taps.subscribe("1");
         assert!(matches!(late.recv().await, Err(RecvError::Closed)));
     }
+
+    #[tokio::test]
+    async fn events_of_apps_watched_on_other_nodes_are_forwarded_without_waiting_and_bounded() {
+        let taps = Taps::new(Clock::manual(1_000));
+        let (tx, mut rx) = mpsc::channel(2);
+        taps.forward_to("node-a", tx);
+        // Nobody watches anywhere: nothing is built.
+        taps.emit("1", "connection", None, None, || {
+            unreachable!("not watched")
+        });
+        taps.set_remote(HashSet::from(["1".to_owned()]));
+        for n in 0..5 {
+            taps.emit("1", "subscribed", Some("c"), None, || format!("{n}"));
+        }
+        taps.emit("2", "connection", None, None, || {
+            unreachable!("app 2 is watched nowhere")
+        });
+        // The queue holds 2; the rest were dropped, and emitting never waited.
+        let (app, first) = rx.recv().await.expect("forwarded");
+        assert_eq!((app.as_str(), first.detail.as_str()), ("1", "0"));
+        assert_eq!(first.node.as_deref(), Some("node-a"));
+        assert_eq!(rx.recv().await.expect("forwarded").1.detail, "1");
+        assert!(rx.try_recv().is_err(), "bounded by the queue");
+        // Another node's event reaches this node's watchers, and is not forwarded again.
+        let mut watcher = taps.subscribe("1");
+        let mut remote = first.clone();
+        remote.node = Some("node-b".into());
+        taps.deliver("1", remote);
+        assert_eq!(
+            watcher.recv().await.unwrap().node.as_deref(),
+            Some("node-b")
+        );
+        assert!(rx.try_recv().is_err());
+        assert_eq!(taps.watched_apps(), vec!["1".to_owned()]);
+    }
 }
