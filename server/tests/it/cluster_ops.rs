@@ -286,6 +286,116 @@ async fn the_live_console_on_one_node_shows_the_other_nodes_events_naming_the_no
     assert!(found, "node A's own events name node A");
 }
 
+/// Every `debug` event `response` streams for `wait`.
+async fn collect_for(
+    response: &mut reqwest::Response,
+    buffer: &mut String,
+    wait: Duration,
+) -> Vec<Value> {
+    let until = Instant::now() + wait;
+    let mut events = Vec::new();
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            if !block.contains("event: debug") {
+                continue;
+            }
+            let data: String = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim)
+                .collect();
+            if let Ok(event) = serde_json::from_str::<Value>(&data) {
+                events.push(event);
+            }
+        }
+        let now = Instant::now();
+        if now >= until {
+            return events;
+        }
+        match tokio::time::timeout(until - now, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(_) => panic!("the console stream ended"),
+            Err(_) => return events,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_forwards_at_most_200_console_events_a_second_however_busy() {
+    let (_redis, _database, a, b) = two_nodes(&[]).await;
+    let cookie = session(&a.base()).await;
+    let mut stream = http()
+        .get(format!("{}/dashboard/apps/{APP_ID}/live/events", a.base()))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    let mut buffer = String::new();
+    // Wait until node B forwards.
+    let mut probe = b.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in 0.. {
+        probe.subscribe(&format!("probe-{n}")).await;
+        let b_id = b.id.clone();
+        if read_until(&mut stream, &mut buffer, |event| {
+            event["node"] == b_id.as_str()
+        })
+        .await
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node B never forwarded");
+    }
+    // 20 sockets on B each ask for 100 subscriptions at once: 2,000 console events.
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(b.connect().await);
+    }
+    for client in &mut clients {
+        for n in 0..100 {
+            client
+                .send_json(
+                    json!({"event": "pusher:subscribe", "data": {"channel": format!("burst-{n}")}}),
+                )
+                .await;
+        }
+    }
+    let events = collect_for(&mut stream, &mut buffer, Duration::from_secs(4)).await;
+    let burst: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["node"] == b.id.as_str()
+                && e["channel"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("burst-"))
+        })
+        .collect();
+    let first = burst
+        .iter()
+        .filter_map(|e| e["at_ms"].as_i64())
+        .min()
+        .unwrap_or(0);
+    let last = burst
+        .iter()
+        .filter_map(|e| e["at_ms"].as_i64())
+        .max()
+        .unwrap_or(0);
+    let seconds = u64::try_from((last - first) / 1000).unwrap_or(0) + 2;
+    assert!(!burst.is_empty(), "some of the burst is forwarded");
+    assert!(
+        burst.len() < 2_000,
+        "past the rate, events are dropped ({} forwarded)",
+        burst.len()
+    );
+    assert!(
+        burst.len() as u64 <= 200 * seconds,
+        "{} events forwarded over {} ms",
+        burst.len(),
+        last - first
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_disabled_with_the_cli_on_one_node_is_enforced_by_the_other_within_2s() {
     let (_redis, database, a, b) = two_nodes(&[]).await;
