@@ -4,16 +4,23 @@
 //! budget's period: an hour for an email), and the dashboard makes a key only after its own
 //! in-memory budgets (which cap their keys) let the attempt through, so the keys a stranger can
 //! make Redis hold are bounded by what every node's memory holds. Redis unreachable (or slow:
-//! [`TAKE_TIMEOUT`]): the in-memory budgets decide alone on each node.
+//! [`TAKE_TIMEOUT`]): the in-memory budgets decide alone on each node, and for [`SKIP_AFTER_FAILURE`]
+//! Redis is not asked again (a sign-in during an outage waits for one timeout, not three).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use tokio::time::Instant;
 
 use super::Cluster;
+use crate::locks::MutexExt;
 
 /// How long a sign-in waits for Redis before deciding on the in-memory budgets alone.
 const TAKE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// After Redis failed to answer, how long the shared budgets are not asked.
+const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(3);
 
 /// GCRA on Redis's own clock (every node sees the same time). `KEYS[1]`: the cell (the
 /// theoretical arrival time, ms); `ARGV[1]`: the emission interval (ms per attempt);
@@ -40,6 +47,9 @@ return 0
 pub struct SharedSignIn {
     cluster: Cluster,
     script: redis::Script,
+    /// Until when Redis is not asked (it failed to answer just before).
+    // A std lock: held to read or set an instant.
+    skip_until: Arc<Mutex<Option<Instant>>>,
 }
 
 impl SharedSignIn {
@@ -48,6 +58,7 @@ impl SharedSignIn {
         SharedSignIn {
             cluster,
             script: redis::Script::new(TAKE),
+            skip_until: Arc::default(),
         }
     }
 
@@ -57,6 +68,13 @@ impl SharedSignIn {
     }
 
     async fn take_now(&self, key: String, burst: u32, period: Duration) -> Option<Result<(), u64>> {
+        if self
+            .skip_until
+            .lock_or_recover()
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return None;
+        }
         let inner = &self.cluster.inner;
         let burst = burst.max(1);
         let interval = (period.as_millis() / u128::from(burst)).max(1);
@@ -71,10 +89,18 @@ impl SharedSignIn {
             Ok(Ok(wait_ms)) => Some(Err(wait_ms.div_ceil(1000))),
             Ok(Err(error)) => {
                 tracing::debug!(%error, "the shared sign-in budget did not answer");
+                self.skip();
                 None
             }
-            Err(_) => None,
+            Err(_) => {
+                self.skip();
+                None
+            }
         }
+    }
+
+    fn skip(&self) {
+        *self.skip_until.lock_or_recover() = Some(Instant::now() + SKIP_AFTER_FAILURE);
     }
 }
 

@@ -166,6 +166,31 @@ async fn sign_in_guesses_spread_over_two_nodes_share_one_budget_and_its_keys_exp
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_unreachable_sign_in_and_the_apps_list_still_answer_from_the_node_alone() {
+    let (redis, _database, a, _b) = two_nodes(&[]).await;
+    let _client = a.connect().await;
+    redis.freeze();
+    let started = Instant::now();
+    let cookie = session(&a.base()).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "the sign-in took {took:?}");
+    let started = Instant::now();
+    let (status, body) = page(&a.base(), &cookie, "/dashboard/apps").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the apps list took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        testid(&body, &format!("nodes-{APP_ID}")).as_deref(),
+        Some(format!("{}: 1", a.id).as_str()),
+        "this node's own connections"
+    );
+    redis.thaw();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_apps_list_shows_the_cluster_total_and_each_nodes_connections() {
     let (_redis, _database, a, b) = two_nodes(&[]).await;
     let _on_a = [a.connect().await, a.connect().await];
