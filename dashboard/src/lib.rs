@@ -30,6 +30,9 @@ pub struct Config {
     /// The key session cookies are sealed with (an HMAC key the server keeps in its store, the
     /// same on every node sharing it).
     pub session_key: Vec<u8>,
+    /// Sign-in budgets shared by every node of a cluster (`None` on a single node: the
+    /// in-memory budgets are all there is).
+    pub shared_budgets: Option<Arc<dyn SharedBudgets>>,
 }
 
 /// Largest request body a dashboard form may send; larger ones get 413 before they are read.
@@ -77,7 +80,7 @@ async fn hardening_headers(mut response: Response) -> Response {
 pub fn router<P: AdminPort>(port: Arc<P>, config: Config) -> Router {
     pages::routes(Arc::new(Dash {
         port,
-        sign_in: session::SignInLimits::default(),
+        sign_in: session::SignInLimits::new(config.shared_budgets),
         cookies: session::CookieSeal::new(config.session_key),
         proxies: client::TrustedProxies::new(config.trusted_proxies),
     }))

@@ -132,6 +132,15 @@ pub struct LimitRow {
     pub value: u64,
 }
 
+/// One node's share of an app's open connections (cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConnections {
+    /// The node's id (`HERALD_NODE_ID`).
+    pub node_id: String,
+    /// The app's connections open on it.
+    pub connections: u64,
+}
+
 /// An app in the list.
 #[derive(Debug, Clone)]
 pub struct AppSummary {
@@ -143,8 +152,10 @@ pub struct AppSummary {
     pub tenant_id: String,
     /// Enabled.
     pub enabled: bool,
-    /// Connections open now.
+    /// Connections open now (in a cluster: on every node).
     pub connections: u64,
+    /// In a cluster, each node's share of `connections` (empty on a single node).
+    pub per_node: Vec<NodeConnections>,
     /// Connection quota (0: unlimited).
     pub max_connections: u64,
     /// Messages counted today (UTC).
@@ -189,8 +200,10 @@ pub struct AppDetail {
     pub keys: Vec<KeyPair>,
     /// Every limit.
     pub limits: Vec<LimitRow>,
-    /// Connections open now.
+    /// Connections open now (in a cluster: on every node).
     pub connections: u64,
+    /// In a cluster, each node's share of `connections` (empty on a single node).
+    pub per_node: Vec<NodeConnections>,
     /// Messages counted today.
     pub messages_today: u64,
 }
@@ -349,6 +362,9 @@ pub struct DebugEvent {
     pub socket_id: Option<String>,
     /// A short description (event name and data, error text, webhook outcome).
     pub detail: String,
+    /// In a cluster, the node it happened on (`HERALD_NODE_ID`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// What the dashboard needs from the server.
@@ -509,4 +525,21 @@ pub trait AdminPort: Send + Sync + 'static {
         admin: &Admin,
         id: &str,
     ) -> impl Future<Output = PortResult<broadcast::Receiver<DebugEvent>>> + Send;
+}
+
+/// Sign-in budgets every node of a cluster shares (the server keeps them in Redis), so an
+/// attacker spreading guesses over N nodes does not get N times the budget. The dashboard checks
+/// its own in-memory budgets first (they also bound the keys a stranger can make the shared
+/// store hold), then these.
+pub trait SharedBudgets: Send + Sync + std::fmt::Debug + 'static {
+    /// Takes one attempt from budget `key` (the dashboard's own name: a client address or a
+    /// hash of an email, never a password): at most `burst` attempts at once, one more every
+    /// `period / burst`. `Some(Ok(()))`: allowed; `Some(Err(seconds))`: refused, retry after
+    /// that long; `None`: the shared store did not answer (the in-memory budgets decide alone).
+    fn take(
+        &self,
+        key: String,
+        burst: u32,
+        period: Duration,
+    ) -> futures_util::future::BoxFuture<'_, Option<Result<(), u64>>>;
 }

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::Clock;
@@ -92,16 +92,45 @@ pub(crate) struct SignInLimits {
     by_email: DefaultKeyedRateLimiter<String>,
     slow_lane: DefaultKeyedRateLimiter<(String, IpAddr)>,
     last_sweep: Mutex<Instant>,
+    /// The cluster's shared budgets (the same rules), checked after the in-memory ones.
+    shared: Option<Arc<dyn crate::SharedBudgets>>,
+}
+
+/// The budgets' rules: (attempts at once, per period).
+const PER_ADDRESS: (u32, Duration) = (10, Duration::from_secs(60));
+const PER_EMAIL_ADDRESS: (u32, Duration) = (5, Duration::from_secs(60));
+const PER_EMAIL: (u32, Duration) = (50, Duration::from_secs(3600));
+const SLOW_LANE: (u32, Duration) = (1, Duration::from_secs(600));
+
+/// The shared budgets' name for an email: a hash, so the shared store never holds the address.
+fn email_key(email: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(email.as_bytes())[..16])
+}
+
+/// A governor quota of `burst` attempts per `period`.
+fn quota((burst, period): (u32, Duration)) -> Quota {
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(period / burst.get())
+        .unwrap_or_else(|| Quota::per_hour(NonZeroU32::MIN))
+        .allow_burst(burst)
 }
 
 impl Default for SignInLimits {
     fn default() -> Self {
-        let per_address = Quota::per_minute(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
-        let per_email_address = Quota::per_minute(NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN));
-        let per_email = Quota::per_hour(NonZeroU32::new(50).unwrap_or(NonZeroU32::MIN));
-        let slow_lane = Quota::with_period(Duration::from_secs(600))
-            .unwrap_or_else(|| Quota::per_hour(NonZeroU32::MIN));
+        SignInLimits::new(None)
+    }
+}
+
+impl SignInLimits {
+    /// The budgets, in memory and, when `shared` is given (a cluster), in the shared store too.
+    pub(crate) fn new(shared: Option<Arc<dyn crate::SharedBudgets>>) -> Self {
+        let per_address = quota(PER_ADDRESS);
+        let per_email_address = quota(PER_EMAIL_ADDRESS);
+        let per_email = quota(PER_EMAIL);
+        let slow_lane = quota(SLOW_LANE);
         SignInLimits {
+            shared,
             by_address: RateLimiter::keyed(per_address),
             by_email_address: RateLimiter::keyed(per_email_address),
             by_email: RateLimiter::keyed(per_email),
@@ -151,27 +180,62 @@ impl SignInLimits {
     }
 
     /// Whether one more attempt may come from `ip` (`None`: one shared key).
-    pub(crate) fn allow_address(&self, ip: Option<IpAddr>) -> Result<(), TooMany> {
+    pub(crate) async fn allow_address(&self, ip: Option<IpAddr>) -> Result<(), TooMany> {
         self.sweep();
         let key = address_key(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
-        check(&self.by_address, &key, 60)
+        check(&self.by_address, &key, 60)?;
+        self.take_shared(format!("a:{key}"), PER_ADDRESS).await
     }
 
     /// Whether an attempt from `ip` (already let through by [`Self::allow_address`]) for
     /// `email` (at most [`MAX_EMAIL_BYTES`]) may be checked.
-    pub(crate) fn allow_email(&self, ip: Option<IpAddr>, email: &str) -> Result<(), TooMany> {
+    pub(crate) async fn allow_email(&self, ip: Option<IpAddr>, email: &str) -> Result<(), TooMany> {
         let address = address_key(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
         let email = email.trim().to_ascii_lowercase();
         let pair = (email, address);
         check(&self.by_email_address, &pair, 60)?;
         match check(&self.by_email, &pair.0, 60) {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             // The email is throttled everywhere: this address still has its own slow lane.
             Err(refused) => {
-                check(&self.slow_lane, &pair, refused.retry_after).map_err(|slow| TooMany {
+                return check(&self.slow_lane, &pair, refused.retry_after).map_err(|slow| TooMany {
                     retry_after: slow.retry_after.min(refused.retry_after),
                 })
             }
+        }
+        if self.shared.is_none() {
+            return Ok(());
+        }
+        // The same rules on the cluster's shared budgets.
+        let email = email_key(&pair.0);
+        self.take_shared(format!("ea:{email}:{address}"), PER_EMAIL_ADDRESS)
+            .await?;
+        match self.take_shared(format!("e:{email}"), PER_EMAIL).await {
+            Ok(()) => Ok(()),
+            Err(refused) => self
+                .take_shared(format!("sl:{email}:{address}"), SLOW_LANE)
+                .await
+                .map_err(|slow| TooMany {
+                    retry_after: slow.retry_after.min(refused.retry_after),
+                }),
+        }
+    }
+
+    /// One attempt from the shared budget `key` (allowed without a shared store, or when it
+    /// does not answer: the in-memory budgets above still hold on this node).
+    async fn take_shared(
+        &self,
+        key: String,
+        (burst, period): (u32, Duration),
+    ) -> Result<(), TooMany> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        match shared.take(key, burst, period).await {
+            Some(Err(retry_after)) => Err(TooMany {
+                retry_after: retry_after.max(1),
+            }),
+            Some(Ok(())) | None => Ok(()),
         }
     }
 
@@ -266,53 +330,65 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_sixth_attempt_from_one_64_is_refused_but_another_64_still_signs_in() {
+    #[tokio::test]
+    async fn the_sixth_attempt_from_one_64_is_refused_but_another_64_still_signs_in() {
         let limits = SignInLimits::default();
         let first: IpAddr = "2001:db8::1".parse().unwrap();
         let same_64: IpAddr = "2001:db8::ffff:2".parse().unwrap();
         let elsewhere: IpAddr = "2001:db8:0:1::1".parse().unwrap();
         for n in 0..5 {
             let ip = if n % 2 == 0 { first } else { same_64 };
-            assert!(limits.allow_email(Some(ip), "Admin@Example.test").is_ok());
+            assert!(limits
+                .allow_email(Some(ip), "Admin@Example.test")
+                .await
+                .is_ok());
         }
-        let refused = limits.allow_email(Some(same_64), "admin@example.test ");
+        let refused = limits
+            .allow_email(Some(same_64), "admin@example.test ")
+            .await;
         assert!(refused.is_err(), "the sixth attempt from the /64");
         assert!((1..=60).contains(&refused.unwrap_err().retry_after));
         assert!(limits
             .allow_email(Some(elsewhere), "admin@example.test")
+            .await
             .is_ok());
     }
 
-    #[test]
-    fn one_email_has_a_slower_budget_across_every_address() {
+    #[tokio::test]
+    async fn one_email_has_a_slower_budget_across_every_address() {
         let limits = SignInLimits::default();
         for n in 0..50u32 {
             let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
-            assert!(limits.allow_email(Some(ip), "admin@example.test").is_ok());
+            assert!(limits
+                .allow_email(Some(ip), "admin@example.test")
+                .await
+                .is_ok());
         }
         // Past the email's budget (a stranger can keep it spent from one address), each address
         // still has one attempt of its own per 10 minutes: the real admin is not locked out.
         let fresh = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1));
         assert!(limits
             .allow_email(Some(fresh), "admin@example.test")
+            .await
             .is_ok());
         let refused = limits
             .allow_email(Some(fresh), "admin@example.test")
+            .await
             .unwrap_err();
         assert!(refused.retry_after > 1, "{refused:?}");
         assert!(limits
             .allow_email(Some(fresh), "other@example.test")
+            .await
             .is_ok());
     }
 
-    #[test]
-    fn limiter_keys_are_capped() {
+    #[tokio::test]
+    async fn limiter_keys_are_capped() {
         let limits = SignInLimits::default();
         let mut refused = 0;
         for n in 0..(MAX_KEYS as u32 + 10) {
             let ip = IpAddr::V4(Ipv4Addr::from(n));
-            if limits.allow_address(Some(ip)).is_err() {
+            if limits.allow_address(Some(ip)).await.is_err() {
                 refused += 1;
             }
         }

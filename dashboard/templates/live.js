@@ -27,7 +27,8 @@
     tr.appendChild(cell(event.kind));
     tr.appendChild(cell(event.channel));
     tr.appendChild(cell(event.socket_id));
-    tr.appendChild(cell(event.detail));
+    // In a cluster, each line says which node it happened on.
+    tr.appendChild(cell(event.node ? "[" + event.node + "] " + event.detail : event.detail));
     tr.hidden = wanted !== "" && tr.dataset.channel.indexOf(wanted) === -1;
     rows.insertBefore(tr, rows.firstChild);
     while (rows.childNodes.length > MAX_ROWS) { rows.removeChild(rows.lastChild); }

@@ -5,9 +5,9 @@
 
 use herald_dashboard::{
     Admin, AdminPort, AppChanges, AppDetail, AppSummary, ChannelRow, CreateApp, DayPoint,
-    DebugEvent, DeliveryRow, KeyPair, LimitRow, MinutePoint, NewSession, NewUser, PlanRow,
-    PortError, PortResult, SessionInfo, TenantRow, UsageView, UserRow, WebhookForm, WebhookRow,
-    WebhooksView,
+    DebugEvent, DeliveryRow, KeyPair, LimitRow, MinutePoint, NewSession, NewUser, NodeConnections,
+    PlanRow, PortError, PortResult, SessionInfo, TenantRow, UsageView, UserRow, WebhookForm,
+    WebhookRow, WebhooksView,
 };
 use tokio::sync::broadcast;
 
@@ -56,6 +56,56 @@ impl AdminApi {
             .map_or(0, |h| h.connection_count() as u64)
     }
 
+    /// Each app's open connections and, in a cluster, every node's share (this node's live,
+    /// the others' as of their last heartbeat; this node's alone when Redis does not answer).
+    async fn cluster_connections(&self, app_ids: &[&str]) -> Vec<(u64, Vec<NodeConnections>)> {
+        let local: Vec<u64> = app_ids.iter().map(|id| self.connections(id)).collect();
+        let Some(cluster) = &self.node.cluster else {
+            return local.into_iter().map(|n| (n, Vec::new())).collect();
+        };
+        let mut by_node = cluster
+            .connections_by_node(app_ids)
+            .await
+            .unwrap_or_else(|| vec![Vec::new(); app_ids.len()]);
+        by_node.resize(app_ids.len(), Vec::new());
+        local
+            .into_iter()
+            .zip(by_node)
+            .map(|(mine, nodes)| {
+                let mut per_node: Vec<NodeConnections> = nodes
+                    .into_iter()
+                    .filter(|n| n.node_id != cluster.node_id() && n.connections > 0)
+                    .map(|n| NodeConnections {
+                        node_id: n.node_id,
+                        connections: n.connections,
+                    })
+                    .collect();
+                if mine > 0 {
+                    per_node.push(NodeConnections {
+                        node_id: cluster.node_id().to_owned(),
+                        connections: mine,
+                    });
+                }
+                per_node.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+                (per_node.iter().map(|n| n.connections).sum(), per_node)
+            })
+            .collect()
+    }
+
+    /// [`Self::detail`] with the cluster's connection figures.
+    async fn detail_live(&self, app: App) -> AppDetail {
+        let mut detail = self.detail(app);
+        if self.node.cluster.is_some() {
+            if let Some((total, per_node)) =
+                self.cluster_connections(&[detail.id.as_str()]).await.pop()
+            {
+                detail.connections = total;
+                detail.per_node = per_node;
+            }
+        }
+        detail
+    }
+
     fn detail(&self, app: App) -> AppDetail {
         let mut keys = vec![KeyPair {
             key: app.key.clone(),
@@ -74,6 +124,7 @@ impl AdminApi {
         }
         AppDetail {
             connections: self.connections(&app.id),
+            per_node: Vec::new(),
             messages_today: self.node.usage.app(&app.id).messages_today(),
             limits: limit_values(&app.limits)
                 .into_iter()
@@ -458,10 +509,14 @@ impl AdminPort for AdminApi {
 
     async fn apps(&self, admin: &Admin) -> PortResult<Vec<AppSummary>> {
         let apps = self.scope(admin).list_apps().await.map_err(port_error)?;
+        let ids: Vec<&str> = apps.iter().map(|app| app.id.as_str()).collect();
+        let connections = self.cluster_connections(&ids).await;
         Ok(apps
             .into_iter()
-            .map(|app| AppSummary {
-                connections: self.connections(&app.id),
+            .zip(connections)
+            .map(|(app, (connections, per_node))| AppSummary {
+                connections,
+                per_node,
                 messages_today: self.node.usage.app(&app.id).messages_today(),
                 max_connections: app.limits.max_connections,
                 max_daily_messages: app.limits.max_daily_messages,
@@ -475,7 +530,7 @@ impl AdminPort for AdminApi {
 
     async fn app(&self, admin: &Admin, id: &str) -> PortResult<AppDetail> {
         let app = self.scoped_app(admin, id).await?;
-        Ok(self.detail(app))
+        Ok(self.detail_live(app).await)
     }
 
     async fn create_app(&self, admin: &Admin, app: CreateApp) -> PortResult<AppDetail> {
@@ -559,7 +614,11 @@ impl AdminPort for AdminApi {
             .await
             .map_err(port_error)?;
         let live = self.node.usage.app(id).messages_today();
-        let connections = self.connections(id);
+        let connections = self
+            .cluster_connections(&[id])
+            .await
+            .pop()
+            .map_or(0, |(total, _)| total);
         let days = report
             .days
             .into_iter()

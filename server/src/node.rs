@@ -52,6 +52,10 @@ impl crate::cluster::Local for Node {
     fn usage(&self) -> &Usage {
         &self.usage
     }
+
+    fn taps(&self) -> &Taps {
+        &self.taps
+    }
 }
 
 /// The handle handlers receive.

@@ -108,7 +108,7 @@ pub(super) async fn login<P: AdminPort>(
         }
         response
     };
-    if let Err(refused) = dash.sign_in.allow_address(client) {
+    if let Err(refused) = dash.sign_in.allow_address(client).await {
         return too_many(refused.retry_after, None);
     }
     let form = match Form::<FormData>::from_request(request, &()).await {
@@ -132,7 +132,7 @@ pub(super) async fn login<P: AdminPort>(
             secure,
         );
     }
-    if let Err(refused) = dash.sign_in.allow_email(client, email) {
+    if let Err(refused) = dash.sign_in.allow_email(client, email).await {
         return too_many(refused.retry_after, Some((&next, email)));
     }
     match dash.port.authenticate(email, password).await {

@@ -13,6 +13,9 @@
 //! script and expire with its heartbeat ([`slots`]; the rule while Redis is unreachable is
 //! documented there).
 //!
+//! The dashboard's sign-in budgets ([`signin`]), its connection figures ([`stats`]) and its
+//! live console ([`console`]) cover every node.
+//!
 //! Presence, channel queries, the daily message quota, webhooks and the cache channels' last events are still
 //! per node (later increments keep them in Redis).
 //!
@@ -20,10 +23,13 @@
 //! protocol, the config and the clock; the node holds an `Option<Cluster>`).
 
 mod bus;
+pub mod console;
 pub mod health;
 pub mod message;
 mod registry;
+pub mod signin;
 pub mod slots;
+pub mod stats;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::ClusterSettings;
-use crate::hub::{Hub, OccupancyReceiver};
+use crate::hub::{Hub, OccupancyReceiver, Taps};
 use crate::locks::MutexExt;
 use crate::protocol::SocketId;
 use crate::tenants::{DependencyState, Usage};
@@ -74,6 +80,8 @@ pub trait Local: Send + Sync + 'static {
     fn hub(&self) -> &Hub;
     /// The node's usage counters.
     fn usage(&self) -> &Usage;
+    /// The node's live console taps.
+    fn taps(&self) -> &Taps;
 }
 
 /// One publish on its way to Redis.
@@ -303,10 +311,23 @@ impl Cluster {
                 stop_publishing.clone(),
             ))
         });
-        let subscriber = tokio::spawn(bus::subscribe_loop(self.inner.clone(), local, occupancy));
+        let subscriber = tokio::spawn(bus::subscribe_loop(
+            self.inner.clone(),
+            local.clone(),
+            occupancy,
+        ));
         let slots = tokio::spawn(slots::slot_loop(self.inner.clone()));
         let heartbeat = tokio::spawn(registry::heartbeat_loop(self.inner.clone()));
+        let stats = tokio::spawn(stats::stats_loop(self.inner.clone(), local.clone()));
+        let console_events = console::attach(&self.inner, &*local);
+        let console = tokio::spawn(console::console_loop(
+            self.inner.clone(),
+            local.clone(),
+            console_events,
+        ));
         Running {
+            stats,
+            console,
             slots,
             inner: self.inner.clone(),
             stop_publishing,
@@ -326,6 +347,10 @@ pub struct Running {
     subscriber: tokio::task::JoinHandle<()>,
     heartbeat: tokio::task::JoinHandle<()>,
     slots: tokio::task::JoinHandle<()>,
+    /// Writes this node's live figures ([`stats`]).
+    stats: tokio::task::JoinHandle<()>,
+    /// The live console across nodes ([`console`]).
+    console: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -351,7 +376,11 @@ impl Running {
         }
         self.heartbeat.abort();
         self.slots.abort();
+        self.stats.abort();
+        self.console.abort();
         let _ = self.heartbeat.await;
+        let _ = self.stats.await;
+        stats::forget(&self.inner, deadline).await;
         registry::leave(&self.inner, deadline.min(Instant::now() + STOP_BUDGET)).await;
     }
 }

@@ -216,6 +216,10 @@ impl Application {
                     .expose()
                     .as_bytes()
                     .to_vec(),
+                shared_budgets: node.cluster.clone().map(|cluster| {
+                    Arc::new(crate::cluster::signin::SharedSignIn::new(cluster))
+                        as Arc<dyn herald_dashboard::SharedBudgets>
+                }),
             },
         );
         let mut router = Router::new()

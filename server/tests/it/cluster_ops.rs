@@ -1,0 +1,717 @@
+//! The dashboard and admin across a cluster (issue 14, "Dashboard and admin"), on real node
+//! processes sharing a Redis and a PostgreSQL database of the test's own: sign-in budgets are
+//! shared by the nodes, the apps list shows the cluster's connections per node, the live
+//! console of one node shows the other nodes' events, a CLI change reaches every node within
+//! 2 s, and a PostgreSQL outage (through a TCP proxy the test cuts and restores) leaves
+//! connections and cross-node publishes working, fails writes cleanly, and loses no count or
+//! webhook once PostgreSQL is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster_helpers::{eventually, start_node_with, Database, Node, Redis};
+use crate::helpers::{pause, post_signed, Received, APP_ID};
+use crate::webhooks::Receiver;
+
+const OPERATOR: &str = "ops@example.test";
+const PASSWORD: &str = "cluster-ops-password";
+
+/// Starts node `name` with the test's operator and `env` on top.
+async fn node(name: &str, redis: &Redis, database: &Database, env: &[(&str, &str)]) -> Node {
+    let mut all = vec![
+        ("HERALD_ADMIN_EMAIL", OPERATOR),
+        ("HERALD_ADMIN_PASSWORD", PASSWORD),
+        ("HERALD_WEBHOOK_ALLOW_PRIVATE", "127.0.0.0/8"),
+    ];
+    all.extend_from_slice(env);
+    start_node_with(name, redis, database, &all).await
+}
+
+/// Two nodes on a fresh Redis and database (the first creates the default app and operator).
+async fn two_nodes(env: &[(&str, &str)]) -> (Redis, Database, Node, Node) {
+    let database = Database::create().await;
+    let redis = Redis::start().await;
+    let a = node("a", &redis, &database, env).await;
+    let b = node("b", &redis, &database, env).await;
+    (redis, database, a, b)
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn cookie_value(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+}
+
+/// The sign-in form's CSRF token (the double-submit cookie works on any node).
+async fn login_csrf(base: &str) -> String {
+    let page = http()
+        .get(format!("{base}/dashboard/login"))
+        .send()
+        .await
+        .unwrap();
+    cookie_value(&page, "herald_login_csrf").expect("the sign-in page sets its CSRF cookie")
+}
+
+/// One sign-in attempt on the node at `base`: the status and the response.
+async fn attempt(base: &str, csrf: &str, email: &str, password: &str) -> reqwest::Response {
+    http()
+        .post(format!("{base}/dashboard/login"))
+        .header(reqwest::header::COOKIE, format!("herald_login_csrf={csrf}"))
+        .form(&[
+            ("csrf", csrf),
+            ("email", email),
+            ("password", password),
+            ("next", "/dashboard/apps"),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Signs the operator in on `base`: the session's `Cookie` header (good on every node).
+async fn session(base: &str) -> String {
+    let csrf = login_csrf(base).await;
+    let signed_in = attempt(base, &csrf, OPERATOR, PASSWORD).await;
+    assert_eq!(signed_in.status(), 303, "the operator signs in");
+    let token = cookie_value(&signed_in, "herald_session").expect("a session cookie");
+    format!("herald_session={token}")
+}
+
+async fn page(base: &str, cookie: &str, path: &str) -> (u16, String) {
+    let response = http()
+        .get(format!("{base}{path}"))
+        .header(reqwest::header::COOKIE, cookie)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// The text of the element with `data-testid="{id}"` (up to its closing tag).
+fn testid(body: &str, id: &str) -> Option<String> {
+    let start = body.find(&format!("data-testid=\"{id}\""))?;
+    let rest = &body[start..];
+    let open = rest.find('>')? + 1;
+    let close = rest[open..].find("</")?;
+    Some(rest[open..open + close].trim().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_guesses_spread_over_two_nodes_share_one_budget_and_its_keys_expire() {
+    let (redis, _database, a, b) = two_nodes(&[]).await;
+    let csrf = login_csrf(&a.base()).await;
+    // 5 attempts per minute per (email, address): alternating nodes, each would allow 5 alone.
+    for n in 0..5 {
+        let base = if n % 2 == 0 { a.base() } else { b.base() };
+        let refused = attempt(&base, &csrf, OPERATOR, "wrong").await;
+        assert_eq!(
+            refused.status(),
+            401,
+            "attempt {n} is checked (wrong password)"
+        );
+    }
+    for (name, node) in [("A", &a), ("B", &b)] {
+        let refused = attempt(&node.base(), &csrf, OPERATOR, PASSWORD).await;
+        assert_eq!(
+            refused.status(),
+            429,
+            "the cluster's budget is spent: even the right password waits, on node {name}"
+        );
+        let retry: u64 = refused.headers()[reqwest::header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    }
+    // Another email from the same address still has its own budget.
+    let other = attempt(&b.base(), &csrf, "someone@example.test", "x").await;
+    assert_eq!(other.status(), 401);
+
+    // Every shared budget key lives at most its period (an hour for an email's).
+    let mut conn = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:stats:signin:*", redis.cluster))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.len() >= 3, "address, email and pair budgets: {keys:?}");
+    for key in &keys {
+        assert!(!key.contains(OPERATOR), "no email in the clear: {key}");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((1..=3_600_000).contains(&ttl), "{key} expires: {ttl} ms");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_unreachable_sign_in_and_the_apps_list_still_answer_from_the_node_alone() {
+    let (redis, _database, a, _b) = two_nodes(&[]).await;
+    let _client = a.connect().await;
+    redis.freeze();
+    let started = Instant::now();
+    let cookie = session(&a.base()).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "the sign-in took {took:?}");
+    let started = Instant::now();
+    let (status, body) = page(&a.base(), &cookie, "/dashboard/apps").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the apps list took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        testid(&body, &format!("nodes-{APP_ID}")).as_deref(),
+        Some(format!("{}: 1", a.id).as_str()),
+        "this node's own connections"
+    );
+    redis.thaw();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_list_shows_the_cluster_total_and_each_nodes_connections() {
+    let (_redis, _database, a, b) = two_nodes(&[]).await;
+    let _on_a = [a.connect().await, a.connect().await];
+    let _on_b = b.connect().await;
+    let cookie = session(&b.base()).await;
+    let expected_nodes = format!("{}: 2, {}: 1", a.id, b.id);
+    for node in [&a, &b] {
+        let base = node.base();
+        eventually(
+            "the apps list shows 3 connections, 2 on A and 1 on B",
+            Duration::from_secs(10),
+            || {
+                let (base, cookie) = (base.clone(), cookie.clone());
+                let expected_nodes = expected_nodes.clone();
+                async move {
+                    let (status, body) = page(&base, &cookie, "/dashboard/apps").await;
+                    assert_eq!(status, 200, "{body}");
+                    let total = testid(&body, &format!("connections-{APP_ID}")).unwrap_or_default();
+                    let nodes = testid(&body, &format!("nodes-{APP_ID}")).unwrap_or_default();
+                    total.starts_with("3 ") && nodes == expected_nodes
+                }
+            },
+        )
+        .await;
+        let (status, body) = page(&base, &cookie, &format!("/dashboard/apps/{APP_ID}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            testid(&body, "nodes").as_deref(),
+            Some(expected_nodes.as_str()),
+            "the app page too"
+        );
+    }
+}
+
+/// Reads Server-Sent Events from `response` until one `debug` event satisfies `wanted`.
+async fn read_until(
+    response: &mut reqwest::Response,
+    buffer: &mut String,
+    wanted: impl Fn(&Value) -> bool,
+) -> bool {
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            if !block.contains("event: debug") {
+                continue;
+            }
+            let data: String = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim)
+                .collect();
+            if let Ok(event) = serde_json::from_str::<Value>(&data) {
+                if wanted(&event) {
+                    return true;
+                }
+            }
+        }
+        match tokio::time::timeout(Duration::from_millis(500), response.chunk()).await {
+            Ok(Ok(Some(chunk))) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(_) => panic!("the console stream ended"),
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_console_on_one_node_shows_the_other_nodes_events_naming_the_node() {
+    let (_redis, _database, a, b) = two_nodes(&[]).await;
+    let cookie = session(&a.base()).await;
+    let mut stream = http()
+        .get(format!("{}/dashboard/apps/{APP_ID}/live/events", a.base()))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut buffer = String::new();
+    // Node B learns within a second or two that A watches the app; until then its events are
+    // not forwarded, so subscribe again until one shows up.
+    let mut client = b.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = false;
+    for probe in 0.. {
+        let channel = format!("probe-{probe}");
+        client.subscribe(&channel).await;
+        let b_id = b.id.clone();
+        seen = read_until(&mut stream, &mut buffer, |event| {
+            event["kind"] == "subscribed"
+                && event["channel"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("probe-"))
+                && event["node"] == b_id.as_str()
+        })
+        .await;
+        if seen || Instant::now() >= deadline {
+            break;
+        }
+    }
+    assert!(
+        seen,
+        "node A's console shows node B's subscribe, naming node B"
+    );
+    // A's own events name A.
+    let mut on_a = a.connect().await;
+    on_a.subscribe("local-one").await;
+    let a_id = a.id.clone();
+    let mut found = false;
+    for _ in 0..10 {
+        if read_until(&mut stream, &mut buffer, |event| {
+            event["channel"] == "local-one" && event["node"] == a_id.as_str()
+        })
+        .await
+        {
+            found = true;
+            break;
+        }
+    }
+    assert!(found, "node A's own events name node A");
+}
+
+/// Every `debug` event `response` streams for `wait`.
+async fn collect_for(
+    response: &mut reqwest::Response,
+    buffer: &mut String,
+    wait: Duration,
+) -> Vec<Value> {
+    let until = Instant::now() + wait;
+    let mut events = Vec::new();
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            if !block.contains("event: debug") {
+                continue;
+            }
+            let data: String = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim)
+                .collect();
+            if let Ok(event) = serde_json::from_str::<Value>(&data) {
+                events.push(event);
+            }
+        }
+        let now = Instant::now();
+        if now >= until {
+            return events;
+        }
+        match tokio::time::timeout(until - now, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(_) => panic!("the console stream ended"),
+            Err(_) => return events,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_forwards_at_most_200_console_events_a_second_however_busy() {
+    let (_redis, _database, a, b) = two_nodes(&[]).await;
+    let cookie = session(&a.base()).await;
+    let mut stream = http()
+        .get(format!("{}/dashboard/apps/{APP_ID}/live/events", a.base()))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    let mut buffer = String::new();
+    // Wait until node B forwards.
+    let mut probe = b.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in 0.. {
+        probe.subscribe(&format!("probe-{n}")).await;
+        let b_id = b.id.clone();
+        if read_until(&mut stream, &mut buffer, |event| {
+            event["node"] == b_id.as_str()
+        })
+        .await
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node B never forwarded");
+    }
+    // 20 sockets on B each ask for 100 subscriptions at once: 2,000 console events.
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(b.connect().await);
+    }
+    for client in &mut clients {
+        for n in 0..100 {
+            client
+                .send_json(
+                    json!({"event": "pusher:subscribe", "data": {"channel": format!("burst-{n}")}}),
+                )
+                .await;
+        }
+    }
+    let events = collect_for(&mut stream, &mut buffer, Duration::from_secs(4)).await;
+    let burst: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["node"] == b.id.as_str()
+                && e["channel"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("burst-"))
+        })
+        .collect();
+    let first = burst
+        .iter()
+        .filter_map(|e| e["at_ms"].as_i64())
+        .min()
+        .unwrap_or(0);
+    let last = burst
+        .iter()
+        .filter_map(|e| e["at_ms"].as_i64())
+        .max()
+        .unwrap_or(0);
+    let seconds = u64::try_from((last - first) / 1000).unwrap_or(0) + 2;
+    assert!(!burst.is_empty(), "some of the burst is forwarded");
+    assert!(
+        burst.len() < 2_000,
+        "past the rate, events are dropped ({} forwarded)",
+        burst.len()
+    );
+    assert!(
+        burst.len() as u64 <= 200 * seconds,
+        "{} events forwarded over {} ms",
+        burst.len(),
+        last - first
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_disabled_with_the_cli_on_one_node_is_enforced_by_the_other_within_2s() {
+    let (_redis, database, a, b) = two_nodes(&[]).await;
+    let mut on_b = b.connect().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut cli = crate::helpers::herald_binary(data_dir.path());
+    cli.args(["apps", "update", APP_ID, "--enabled", "false"])
+        .env("HERALD_DATABASE_URL", &database.url);
+    let output = cli.output().await.unwrap();
+    let changed = Instant::now();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Node B closes its socket of the app with 4003 within 2 s of the change.
+    let (code, _) = on_b.expect_error().await;
+    assert_eq!(code, 4003);
+    let took = changed.elapsed();
+    assert!(took < Duration::from_secs(2), "node B took {took:?}");
+    assert_eq!(on_b.expect_close().await, Some(4003));
+    drop(a);
+}
+
+/// A TCP proxy to PostgreSQL the test cuts (every connection dropped, the port closed, so new
+/// ones are refused) and restores (the same port listens again).
+struct Proxy {
+    port: u16,
+    upstream: String,
+    running: Mutex<Option<CancellationToken>>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Arc<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = Arc::new(Proxy {
+            port: listener.local_addr().unwrap().port(),
+            upstream,
+            running: Mutex::new(None),
+        });
+        proxy.serve(listener).await;
+        proxy
+    }
+
+    async fn serve(&self, listener: TcpListener) {
+        let token = CancellationToken::new();
+        *self.running.lock().await = Some(token.clone());
+        let upstream = self.upstream.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = token.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((mut client, _)) = accepted else {
+                    return;
+                };
+                let upstream = upstream.clone();
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+    }
+
+    async fn cut(&self) {
+        if let Some(token) = self.running.lock().await.take() {
+            token.cancel();
+        }
+    }
+
+    async fn restore(&self) {
+        let address = format!("127.0.0.1:{}", self.port);
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(&address).await {
+                Ok(listener) => break listener,
+                Err(error) => {
+                    tries += 1;
+                    assert!(tries < 50, "the proxy's port is taken: {error}");
+                    pause(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        self.serve(listener).await;
+    }
+}
+
+/// A REST trigger of `event` on `channel` through the node at `base`.
+async fn trigger(base: &str, channel: &str, event: &str) {
+    let body = json!({"name": event, "channels": [channel], "data": "x"});
+    let path = format!("/apps/{APP_ID}/events");
+    let response = post_signed(&http(), base, &path, body.to_string()).await;
+    assert_eq!(response.status().as_u16(), 200, "the trigger is accepted");
+}
+
+/// Reads frames until `event` arrives on `channel` (a close fails the test).
+async fn expect_on(client: &mut crate::helpers::Client, channel: &str, event: &str) {
+    loop {
+        match client.next().await {
+            Received::Json(frame) if frame["event"] == event && frame["channel"] == channel => {
+                return
+            }
+            Received::Json(_) => {}
+            Received::Closed(code) => panic!("closed ({code:?}) while waiting for {event}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_keeps_the_cluster_serving_fails_writes_cleanly_and_loses_nothing() {
+    let database = Database::create().await;
+    let redis = Redis::start().await;
+    let upstream = reqwest::Url::parse(&database.url).unwrap();
+    let upstream_address = format!(
+        "{}:{}",
+        upstream.host_str().unwrap(),
+        upstream.port().unwrap_or(5432)
+    );
+    let proxy = Proxy::start(upstream_address).await;
+    let mut proxied = upstream.clone();
+    proxied.set_host(Some("127.0.0.1")).unwrap();
+    proxied.set_port(Some(proxy.port)).unwrap();
+    let proxied = proxied.to_string();
+    let env = [("HERALD_DATABASE_URL", proxied.as_str())];
+    let a = node("a", &redis, &database, &env).await;
+    let b = node("b", &redis, &database, &env).await;
+
+    // A webhook for channel_occupied, added with the CLI; probe until a node delivers one.
+    let receiver = Receiver::start().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        let mut command = crate::helpers::herald_binary(data_dir.path());
+        command
+            .args(args)
+            .env("HERALD_DATABASE_URL", &proxied)
+            .env("HERALD_WEBHOOK_ALLOW_PRIVATE", "127.0.0.0/8");
+        command
+    };
+    let added = cli(&[
+        "webhooks",
+        "add",
+        "--app",
+        APP_ID,
+        "--url",
+        &receiver.url,
+        "--events",
+        "channel_occupied",
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let mut on_a = a.connect().await;
+    let mut on_b = b.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for probe in 0.. {
+        on_a.subscribe(&format!("probe-{probe}")).await;
+        pause(Duration::from_millis(300)).await;
+        if receiver.accepted_events().iter().any(|e| {
+            e["channel"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("probe-"))
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the webhook was never delivered");
+    }
+    let messages_before = usage_messages(&database.url).await;
+    let cookie = session(&a.base()).await;
+
+    // PostgreSQL goes away.
+    proxy.cut().await;
+
+    // Subscribes, new connections and publishes across nodes go on (apps come from the cache).
+    on_a.subscribe("during-cut").await;
+    on_b.subscribe("during-cut").await;
+    redis.wait_for_listeners(2).await;
+    for n in 0..5 {
+        trigger(&b.base(), "during-cut", &format!("from-b-{n}")).await;
+        expect_on(&mut on_a, "during-cut", &format!("from-b-{n}")).await;
+        expect_on(&mut on_b, "during-cut", &format!("from-b-{n}")).await;
+    }
+    trigger(&a.base(), "during-cut", "from-a").await;
+    expect_on(&mut on_b, "during-cut", "from-a").await;
+    for node in [&a, &b] {
+        let mut fresh = node.connect().await;
+        fresh.subscribe("fresh").await;
+        let (status, body) = node.ready().await;
+        assert_eq!(
+            status, 200,
+            "a degraded store does not make the node unready: {body}"
+        );
+    }
+    eventually(
+        "both nodes report the store degraded",
+        Duration::from_secs(10),
+        || async {
+            let (_, a_body) = a.ready().await;
+            let (_, b_body) = b.ready().await;
+            a_body["store"]["status"] == "degraded" && b_body["store"]["status"] == "degraded"
+        },
+    )
+    .await;
+
+    // Writes fail cleanly: the CLI says the store is unreachable, within 5 s.
+    let started = Instant::now();
+    let update = cli(&["apps", "update", APP_ID, "--max-connections", "5"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&update.stderr);
+    assert!(!update.status.success(), "{stderr}");
+    assert!(stderr.contains("store unreachable"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the CLI took {:?}",
+        started.elapsed()
+    );
+    // The dashboard answers 503 saying why (its session lives in the store).
+    let (status, body) = page(&b.base(), &cookie, "/dashboard/apps").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("Store unreachable"), "{body}");
+
+    // PostgreSQL comes back: the counts of the outage are flushed, the webhook is delivered.
+    proxy.restore().await;
+    receiver
+        .wait_for(
+            "channel_occupied for the channel occupied during the outage",
+            |events| {
+                events
+                    .iter()
+                    .any(|e| e["name"] == "channel_occupied" && e["channel"] == "during-cut")
+            },
+        )
+        .await;
+    // 6 publishes to one channel, each delivered to 2 subscribers: 6 + 12 messages at least.
+    let database_url = database.url.clone();
+    eventually(
+        "the outage's counts reach PostgreSQL",
+        Duration::from_secs(20),
+        || {
+            let database_url = database_url.clone();
+            async move { usage_messages(&database_url).await >= messages_before + 18 }
+        },
+    )
+    .await;
+    eventually(
+        "both nodes report the store ok again",
+        Duration::from_secs(10),
+        || async {
+            let (_, a_body) = a.ready().await;
+            let (_, b_body) = b.ready().await;
+            a_body["store"]["status"] == "ok" && b_body["store"]["status"] == "ok"
+        },
+    )
+    .await;
+    // Writes work again.
+    let update = cli(&["apps", "update", APP_ID, "--max-connections", "50"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        update.status.success(),
+        "{}",
+        String::from_utf8_lossy(&update.stderr)
+    );
+}
+
+/// Today's messages of the default app in `usage_daily` (every node's flushed counts).
+async fn usage_messages(url: &str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let total: Option<i64> = sqlx::query_scalar(
+        "SELECT CAST(SUM(messages) AS BIGINT) FROM usage_daily WHERE app_id = $1",
+    )
+    .bind(APP_ID)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let _ = conn.close().await;
+    total.unwrap_or(0)
+}
