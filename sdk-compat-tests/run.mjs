@@ -7,6 +7,9 @@
 //   node run.mjs --url http://HOST:PORT --app-id ID --key KEY --secret SECRET
 //                                         test a server already running (another Herald node, or
 //                                         any Pusher-compatible server, for comparison)
+//   node run.mjs --cluster                start a 2-node cluster (scratch PostgreSQL database, own
+//                                         redis-server, nginx round robin in front) and test it
+//                                         through the balancer
 //   node run.mjs --only presence          run the scenarios whose name contains "presence"
 //
 // Output: `ok - NAME`, `not ok - NAME: WHY` or `skip - NAME: WHY` per scenario, then
@@ -19,6 +22,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import { runAll, withTimeout } from './lib/harness.mjs';
 import { ExternalServer, OwnedServer, findBinary } from './lib/server.mjs';
+import { ClusterServer } from './lib/cluster.mjs';
 import { makeContext } from './lib/clients.mjs';
 
 const { values } = parseArgs({
@@ -27,6 +31,7 @@ const { values } = parseArgs({
     'app-id': { type: 'string' },
     key: { type: 'string' },
     secret: { type: 'string' },
+    cluster: { type: 'boolean', default: false },
     only: { type: 'string' },
     verbose: { type: 'boolean', default: false },
   },
@@ -39,6 +44,10 @@ for (const file of fs.readdirSync(scenarioDir).filter((f) => f.endsWith('.mjs'))
 }
 
 let target;
+if (values.url && values.cluster) {
+  console.error('--url and --cluster exclude each other');
+  process.exit(2);
+}
 if (values.url) {
   for (const required of ['app-id', 'key', 'secret']) {
     if (!values[required]) {
@@ -52,15 +61,21 @@ if (values.url) {
     key: values.key,
     secret: values.secret,
   });
+} else if (values.cluster) {
+  target = new ClusterServer(await findBinary());
 } else {
   target = new OwnedServer(await findBinary());
 }
+
+// Stopping what the suite started: a node drains for up to 10 s, and a cluster also stops nginx
+// and its redis-server and drops its scratch database.
+const DISPOSE_MS = 30_000;
 
 // Interrupted (Ctrl-C, `timeout`, CI cancelling): stop the herald we started before leaving.
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   process.once(signal, () => {
     console.log(`not ok - the suite ran to its end: interrupted by ${signal}`);
-    withTimeout(target.dispose(), 12_000, 'herald to stop')
+    withTimeout(target.dispose(), DISPOSE_MS, 'herald to stop')
       .catch(() => {})
       .finally(() => process.exit(1));
   });
@@ -68,7 +83,7 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 
 const overall = setTimeout(() => {
   console.log('not ok - the suite finished in time: overall timeout of 20 minutes');
-  withTimeout(target.dispose(), 12_000, 'herald to stop')
+  withTimeout(target.dispose(), DISPOSE_MS, 'herald to stop')
     .catch(() => {})
     .finally(() => process.exit(1));
 }, 20 * 60_000);
@@ -98,10 +113,12 @@ try {
   console.log(`not ok - the suite could start: ${error.message}`);
 } finally {
   if (failures > 0 && target.log.length > 0) {
-    console.error('# --- herald output (last 40 lines) ---');
-    for (const line of target.log.slice(-40)) console.error(`# ${line}`);
+    // A cluster's log interleaves its nodes, nginx and Redis: show more of it.
+    const tail = values.cluster ? 100 : 40;
+    console.error(`# --- herald output (last ${tail} lines) ---`);
+    for (const line of target.log.slice(-tail)) console.error(`# ${line}`);
   }
-  await withTimeout(target.dispose(), 15_000, 'herald to stop').catch((e) => console.error(`# ${e.message}`));
+  await withTimeout(target.dispose(), DISPOSE_MS, 'herald to stop').catch((e) => console.error(`# ${e.message}`));
   clearTimeout(overall);
 }
 console.log(`${passed} passed, ${failures} failed`);
