@@ -11,6 +11,7 @@
 //                                         redis-server, nginx round robin in front) and test it
 //                                         through the balancer
 //   node run.mjs --only presence          run the scenarios whose name contains "presence"
+//                                         (repeatable: those whose name contains any of them)
 //
 // Output: `ok - NAME`, `not ok - NAME: WHY` or `skip - NAME: WHY` per scenario, then
 // `N passed, M failed`. Exit status 0 only when nothing failed.
@@ -20,7 +21,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-import { runAll, withTimeout } from './lib/harness.mjs';
+import { runAll, unmatchedFilters, withTimeout } from './lib/harness.mjs';
 import { ExternalServer, OwnedServer, findBinary } from './lib/server.mjs';
 import { ClusterServer } from './lib/cluster.mjs';
 import { makeContext } from './lib/clients.mjs';
@@ -32,7 +33,7 @@ const { values } = parseArgs({
     key: { type: 'string' },
     secret: { type: 'string' },
     cluster: { type: 'boolean', default: false },
-    only: { type: 'string' },
+    only: { type: 'string', multiple: true, default: [] },
     verbose: { type: 'boolean', default: false },
   },
 });
@@ -41,6 +42,12 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const scenarioDir = path.join(here, 'scenarios');
 for (const file of fs.readdirSync(scenarioDir).filter((f) => f.endsWith('.mjs')).sort()) {
   await import(pathToFileURL(path.join(scenarioDir, file)).href);
+}
+
+const unmatched = unmatchedFilters(values.only);
+if (unmatched.length > 0) {
+  console.error(`--only matches no scenario: ${unmatched.map((part) => JSON.stringify(part)).join(', ')}`);
+  process.exit(2);
 }
 
 let target;
@@ -90,6 +97,19 @@ const overall = setTimeout(() => {
 
 let passed = 0;
 let failures = 0;
+
+// A scenario that failed early can leave a promise it never awaited (an event it was still
+// waiting for) to reject later. Without this, Node would end the whole run there, leaving the
+// servers running; it counts as a failure instead.
+let strayRejections = 0;
+process.on('unhandledRejection', (reason) => {
+  strayRejections += 1;
+  const message = (reason && (reason.stack || reason.message)) || String(reason);
+  console.log(`not ok - a promise left behind by a scenario rejected: ${String(message).split('\n')[0]}`);
+});
+// Whatever ends the process, the servers the suite started must not outlive it.
+process.on('exit', () => target.killNow?.());
+
 try {
   await target.start();
   const ctx = makeContext(target);
@@ -121,5 +141,6 @@ try {
   await withTimeout(target.dispose(), DISPOSE_MS, 'herald to stop').catch((e) => console.error(`# ${e.message}`));
   clearTimeout(overall);
 }
+failures += strayRejections;
 console.log(`${passed} passed, ${failures} failed`);
 process.exit(failures > 0 ? 1 : 0);

@@ -419,6 +419,21 @@ export class ClusterServer {
   }
 
   /**
+   * The last resort when the suite's process exits without dispose (synchronous: kills what is
+   * still running and drops the scratch database).
+   */
+  killNow() {
+    for (const child of [...this.nodes.map((node) => node.child), this.nginx, this.redis]) {
+      if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+    if (this.databaseCreated) {
+      this.databaseCreated = false;
+      spawnSync('psql', ['--no-psqlrc', '--quiet', '--dbname', adminDatabaseUrl(), '--command',
+        `DROP DATABASE IF EXISTS ${this.databaseName} WITH (FORCE)`], { stdio: 'ignore', timeout: 10_000 });
+    }
+  }
+
+  /**
    * Runs `herald ARGS...` (a CLI subcommand) on the cluster's store (HERALD_DATABASE_URL), as an
    * operator would from any machine; the nodes pick changes up by themselves. Resolves with
    * stdout, JSON-decoded when `--json` is among the arguments; rejects with stderr on failure.
