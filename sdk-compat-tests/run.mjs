@@ -7,7 +7,11 @@
 //   node run.mjs --url http://HOST:PORT --app-id ID --key KEY --secret SECRET
 //                                         test a server already running (another Herald node, or
 //                                         any Pusher-compatible server, for comparison)
+//   node run.mjs --cluster                start a 2-node cluster (scratch PostgreSQL database, own
+//                                         redis-server, nginx round robin in front) and test it
+//                                         through the balancer
 //   node run.mjs --only presence          run the scenarios whose name contains "presence"
+//                                         (repeatable: those whose name contains any of them)
 //
 // Output: `ok - NAME`, `not ok - NAME: WHY` or `skip - NAME: WHY` per scenario, then
 // `N passed, M failed`. Exit status 0 only when nothing failed.
@@ -17,8 +21,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-import { runAll, withTimeout } from './lib/harness.mjs';
+import { runAll, unmatchedFilters, withTimeout } from './lib/harness.mjs';
 import { ExternalServer, OwnedServer, findBinary } from './lib/server.mjs';
+import { ClusterServer } from './lib/cluster.mjs';
 import { makeContext } from './lib/clients.mjs';
 
 const { values } = parseArgs({
@@ -27,7 +32,8 @@ const { values } = parseArgs({
     'app-id': { type: 'string' },
     key: { type: 'string' },
     secret: { type: 'string' },
-    only: { type: 'string' },
+    cluster: { type: 'boolean', default: false },
+    only: { type: 'string', multiple: true, default: [] },
     verbose: { type: 'boolean', default: false },
   },
 });
@@ -38,7 +44,17 @@ for (const file of fs.readdirSync(scenarioDir).filter((f) => f.endsWith('.mjs'))
   await import(pathToFileURL(path.join(scenarioDir, file)).href);
 }
 
+const unmatched = unmatchedFilters(values.only);
+if (unmatched.length > 0) {
+  console.error(`--only matches no scenario: ${unmatched.map((part) => JSON.stringify(part)).join(', ')}`);
+  process.exit(2);
+}
+
 let target;
+if (values.url && values.cluster) {
+  console.error('--url and --cluster exclude each other');
+  process.exit(2);
+}
 if (values.url) {
   for (const required of ['app-id', 'key', 'secret']) {
     if (!values[required]) {
@@ -52,15 +68,21 @@ if (values.url) {
     key: values.key,
     secret: values.secret,
   });
+} else if (values.cluster) {
+  target = new ClusterServer(await findBinary());
 } else {
   target = new OwnedServer(await findBinary());
 }
+
+// Stopping what the suite started: a node drains for up to 10 s, and a cluster also stops nginx
+// and its redis-server and drops its scratch database.
+const DISPOSE_MS = 30_000;
 
 // Interrupted (Ctrl-C, `timeout`, CI cancelling): stop the herald we started before leaving.
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   process.once(signal, () => {
     console.log(`not ok - the suite ran to its end: interrupted by ${signal}`);
-    withTimeout(target.dispose(), 12_000, 'herald to stop')
+    withTimeout(target.dispose(), DISPOSE_MS, 'herald to stop')
       .catch(() => {})
       .finally(() => process.exit(1));
   });
@@ -68,13 +90,26 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 
 const overall = setTimeout(() => {
   console.log('not ok - the suite finished in time: overall timeout of 20 minutes');
-  withTimeout(target.dispose(), 12_000, 'herald to stop')
+  withTimeout(target.dispose(), DISPOSE_MS, 'herald to stop')
     .catch(() => {})
     .finally(() => process.exit(1));
 }, 20 * 60_000);
 
 let passed = 0;
 let failures = 0;
+
+// A scenario that failed early can leave a promise it never awaited (an event it was still
+// waiting for) to reject later. Without this, Node would end the whole run there, leaving the
+// servers running; it counts as a failure instead.
+let strayRejections = 0;
+process.on('unhandledRejection', (reason) => {
+  strayRejections += 1;
+  const message = (reason && (reason.stack || reason.message)) || String(reason);
+  console.log(`not ok - a promise left behind by a scenario rejected: ${String(message).split('\n')[0]}`);
+});
+// Whatever ends the process, the servers the suite started must not outlive it.
+process.on('exit', () => target.killNow?.());
+
 try {
   await target.start();
   const ctx = makeContext(target);
@@ -98,11 +133,14 @@ try {
   console.log(`not ok - the suite could start: ${error.message}`);
 } finally {
   if (failures > 0 && target.log.length > 0) {
-    console.error('# --- herald output (last 40 lines) ---');
-    for (const line of target.log.slice(-40)) console.error(`# ${line}`);
+    // A cluster's log interleaves its nodes, nginx and Redis: show more of it.
+    const tail = values.cluster ? 100 : 40;
+    console.error(`# --- herald output (last ${tail} lines) ---`);
+    for (const line of target.log.slice(-tail)) console.error(`# ${line}`);
   }
-  await withTimeout(target.dispose(), 15_000, 'herald to stop').catch((e) => console.error(`# ${e.message}`));
+  await withTimeout(target.dispose(), DISPOSE_MS, 'herald to stop').catch((e) => console.error(`# ${e.message}`));
   clearTimeout(overall);
 }
+failures += strayRejections;
 console.log(`${passed} passed, ${failures} failed`);
 process.exit(failures > 0 ? 1 : 0);

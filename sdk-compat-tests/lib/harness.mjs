@@ -139,12 +139,23 @@ export async function rejects(promise, what) {
   throw new AssertionError(`${what}: expected a rejection, got success`);
 }
 
-/** Runs the scenarios in order; returns `{passed, failed}` (the caller prints the summary). */
-export async function runAll(ctx, { only, log }) {
+/**
+ * The `--only` filters that match no registered scenario (a subset naming a scenario that was
+ * renamed would otherwise shrink silently).
+ */
+export function unmatchedFilters(only = []) {
+  return only.filter((part) => !registered.some((s) => s.name.includes(part)));
+}
+
+/**
+ * Runs the scenarios in order; returns `{passed, failed}` (the caller prints the summary). `only`:
+ * a list of substrings; when not empty, a scenario runs if its name contains any of them.
+ */
+export async function runAll(ctx, { only = [], log }) {
   let passed = 0;
   let failed = 0;
   for (const s of registered) {
-    if (only && !s.name.includes(only)) continue;
+    if (only.length > 0 && !only.some((part) => s.name.includes(part))) continue;
     const missing = s.needs.find((need) => !NEEDS[need].available(ctx.target));
     if (missing) {
       // Against a server we did not start, a restart or its store is not ours: say so, count nothing.

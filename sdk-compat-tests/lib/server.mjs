@@ -146,6 +146,11 @@ export class OwnedServer {
     if (this.dataDir) await fs.rm(this.dataDir, { recursive: true, force: true });
   }
 
+  /** The last resort when the suite's process exits without dispose: SIGKILL the server. */
+  killNow() {
+    if (this.child && this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+  }
+
   /**
    * Runs `herald ARGS...` (a CLI subcommand) on this server's store, as an operator would; the
    * running server picks changes up by itself. Resolves with stdout, JSON-decoded when `--json`

@@ -251,7 +251,8 @@ export class WebhookReceiver {
  * (`herald webhooks add --app ID --url URL --events ... --json`), active when this resolves:
  * fresh public channels are occupied until the receiver gets a `channel_occupied` for one of them
  * (the CLI change reaches the running server within 2 seconds; no fixed sleep decides it). The
- * endpoint is removed and the receiver closed after the scenario. Returns the receiver, with
+ * endpoint is removed and the receiver closed after the scenario. Against a cluster
+ * (`target.nodeCount` > 1) that holds for one probe connection per node. Returns the receiver, with
  * `registration` (the CLI's JSON).
  */
 export async function webhookEndpoint(ctx, { events = WEBHOOK_EVENTS, headers = [] } = {}) {
@@ -265,28 +266,38 @@ export async function webhookEndpoint(ctx, { events = WEBHOOK_EVENTS, headers = 
   // Disposers run in reverse order: the endpoint is removed before the receiver closes.
   ctx.defer(() => ctx.target.cli(['webhooks', 'remove', '--app', ctx.target.appId, String(receiver.registration.id)]));
 
-  const probe = await ctx.connected();
+  // Behind a load balancer (the --cluster target) each node picks the change up on its own: one
+  // probe connection per node, opened one after the other so round robin spreads them over the
+  // nodes, and each must see its own probe channel reported.
+  const probeConnections = [];
+  for (let i = 0; i < (ctx.target.nodeCount ?? 1); i += 1) probeConnections.push(await ctx.connected());
   const probes = new Set();
+  const pending = probeConnections.map((connection) => ({ connection, channels: new Set() }));
   let lastProbe = 0;
-  const active = () => receiver.events.some((e) => e.name === 'channel_occupied' && probes.has(e.channel));
+  const reported = (channels) =>
+    receiver.events.some((e) => e.name === 'channel_occupied' && channels.has(e.channel));
   await eventually(
     async () => {
       // A request the SDKs refuse will not become an event: say why at once.
       receiver.assertNoRejections();
-      if (active()) return true;
+      if (pending.every((p) => reported(p.channels))) return true;
       if (Date.now() - lastProbe >= PROBE_INTERVAL_MS) {
-        const name = unique('compat-wh-probe');
-        probes.add(name);
         lastProbe = Date.now();
-        await ctx.subscribed(probe, name);
+        for (const p of pending.filter((p) => !reported(p.channels))) {
+          const name = unique('compat-wh-probe');
+          probes.add(name);
+          p.channels.add(name);
+          await ctx.subscribed(p.connection, name);
+        }
       }
-      return active();
+      return pending.every((p) => reported(p.channels));
     },
-    `the webhook endpoint to be active (a channel_occupied for a probe channel at ${receiver.url})`,
+    `the webhook endpoint to be active (a channel_occupied for a probe channel of each of ${pending.length} ` +
+      `probe connection(s) at ${receiver.url})`,
     ACTIVATION_MS,
   );
   // Probe channels are not what the scenario is about; their later events are ignored by name.
-  probe.disconnect();
+  for (const connection of probeConnections) connection.disconnect();
   receiver.probeChannels = probes;
   return receiver;
 }
