@@ -289,7 +289,14 @@ fn publish(
                     &event.data,
                 );
                 let copies = app_hub.publish_frame(channel, &frame, &event.data, event.except);
-                cluster.forward(&app.id, channel.as_str(), &frame, event.except, true);
+                cluster.forward_kept(
+                    &app.id,
+                    channel,
+                    &frame,
+                    &event.data,
+                    event.except,
+                    app.limits.cache_bytes(),
+                );
                 copies
             }
         };

@@ -102,6 +102,16 @@ async fn send(
     }
     let mut pipe = redis::pipe();
     for outgoing in batch.iter() {
+        // Before the publish: a node that hears of the event and then misses it locally finds
+        // it in Redis.
+        if let Some((key, at)) = &outgoing.cache {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(&outgoing.payload[*at..])
+                .arg("EX")
+                .arg(crate::hub::CACHE_TTL.as_secs())
+                .ignore();
+        }
         pipe.publish(&outgoing.redis_channel, outgoing.payload.as_ref())
             .ignore();
     }
@@ -210,6 +220,11 @@ async fn serve(
     let mut vacated: HashMap<Arc<str>, Instant> = HashMap::new();
     // Every app with subscribers now; later changes come through `occupancy`.
     occupancy.take();
+    // Publishes may have been missed while not connected: cached events kept here could be
+    // stale (Redis has the cluster's last ones).
+    for app in local.hub().all_apps() {
+        app.forget_cache();
+    }
     let mut dirty: HashSet<Arc<str>> = local
         .hub()
         .all_apps()
@@ -247,6 +262,10 @@ async fn serve(
                 if on {
                     subscribed.insert(app_id);
                 } else {
+                    // No longer hearing the app: its cached events here would go stale.
+                    if let Some(app) = local.hub().existing_app(&app_id) {
+                        app.forget_cache();
+                    }
                     subscribed.remove(&app_id);
                 }
             }
@@ -277,6 +296,14 @@ async fn serve(
 /// Delivers another node's publish to this node's subscribers, counting the copies, or closes
 /// the user's sockets another node's `terminate_connections` names.
 fn deliver(inner: &Inner, local: &dyn Local, app_id: &str, payload: &[u8]) {
+    // Published by the deciding script itself: every node, this one included, tells its
+    // watchers.
+    if let Some(status) = message::decode_user_status(payload) {
+        if let Some(app) = local.hub().existing_app(app_id) {
+            app.user_status_changed(status.user_id, status.online);
+        }
+        return;
+    }
     if let Some(terminate) = message::decode_terminate(payload) {
         if terminate.origin != inner.instance {
             if let Some(app) = local.hub().existing_app(app_id) {

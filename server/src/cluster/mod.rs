@@ -20,10 +20,12 @@
 //! protocol, the config and the clock; the node holds an `Option<Cluster>`).
 
 mod bus;
+pub mod cache;
 pub mod health;
 pub mod message;
 mod registry;
 pub mod slots;
+pub mod users;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,7 +41,7 @@ use crate::clock::Clock;
 use crate::config::ClusterSettings;
 use crate::hub::{Hub, OccupancyReceiver};
 use crate::locks::MutexExt;
-use crate::protocol::SocketId;
+use crate::protocol::{ChannelName, SocketId};
 use crate::tenants::{DependencyState, Usage};
 
 pub use health::{Part, RedisHealth};
@@ -81,6 +83,9 @@ pub trait Local: Send + Sync + 'static {
 struct Outgoing {
     redis_channel: String,
     payload: Bytes,
+    /// A kept publish to a cache channel: its cache key, and where the frame starts in
+    /// `payload` (set in the same pipeline as the publish).
+    cache: Option<(String, usize)>,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +136,8 @@ struct Inner {
     clock: Clock,
     /// This node's slots of the apps' connection quotas.
     slots: slots::Slots,
+    /// This node's signed-in users, cluster-wide.
+    users: users::Users,
 }
 
 /// This node's membership in the cluster: cheap to clone.
@@ -168,7 +175,9 @@ impl Cluster {
             .set_max_delay(Duration::from_millis(500));
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|e| ClusterError(e.to_string()))?;
-        let slots_manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
+        let slots_manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .map_err(|e| ClusterError(e.to_string()))?;
+        let users_manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| ClusterError(e.to_string()))?;
         let health = RedisHealth::new(clock.clone());
         let instance = format!("{:016x}:{}", rand::random::<u64>(), settings.node_id);
@@ -196,6 +205,7 @@ impl Cluster {
                 instance,
                 clock,
                 slots: slots::Slots::new(slots_manager),
+                users: users::Users::new(users_manager),
             }),
         })
     }
@@ -256,6 +266,35 @@ impl Cluster {
         self.enqueue(app_id, payload);
     }
 
+    /// [`Cluster::forward`] for a REST publish (kept): to a cache channel, the frame is also
+    /// stored as the channel's last event cluster-wide (`{cluster}:cache:{app_id}:{channel}`,
+    /// [`crate::hub::CACHE_TTL`]), set in the same pipeline as the publish, unless it is larger
+    /// than the app's cache budget (`cache_bytes`, counted as the local cache counts it: data
+    /// and frame), which the local cache would refuse too.
+    pub fn forward_kept(
+        &self,
+        app_id: &str,
+        channel: &ChannelName,
+        frame: &[u8],
+        data: &str,
+        except: Option<SocketId>,
+        cache_bytes: Option<usize>,
+    ) {
+        let fits = cache_bytes.is_none_or(|max| frame.len() + data.len() <= max);
+        if !channel.is_cache() || !fits {
+            return self.forward(app_id, channel.as_str(), frame, except, true);
+        }
+        let payload = message::encode(&self.inner.instance, channel.as_str(), except, true, frame);
+        let at = payload.len() - frame.len();
+        let key = Cluster::cache_key(&self.inner.settings.name, app_id, channel.as_str());
+        self.enqueue_with(app_id, payload, Some((key, at)));
+    }
+
+    /// The Redis key of cache channel `channel`'s last event cluster-wide.
+    pub fn cache_key(cluster: &str, app_id: &str, channel: &str) -> String {
+        format!("{cluster}:cache:{app_id}:{channel}")
+    }
+
     /// Sends a REST `terminate_connections` to the other nodes (this node closed its own
     /// sockets of the user already): each closes `user_id`'s signed-in sockets of the app with
     /// 4009. Queued like [`Cluster::forward`], in order with the publishes.
@@ -267,6 +306,11 @@ impl Cluster {
     /// Queues `payload` for the app's Redis channel without waiting, or drops and counts it when
     /// the queue is full (by count or by bytes).
     fn enqueue(&self, app_id: &str, payload: Bytes) {
+        self.enqueue_with(app_id, payload, None);
+    }
+
+    /// [`Cluster::enqueue`], with a cache channel's key and frame offset for a kept publish.
+    fn enqueue_with(&self, app_id: &str, payload: Bytes, cache: Option<(String, usize)>) {
         let inner = &self.inner;
         let size = payload.len();
         let queued = inner.outgoing_bytes.fetch_add(size, Ordering::Relaxed);
@@ -278,6 +322,7 @@ impl Cluster {
         let outgoing = Outgoing {
             redis_channel: Cluster::app_channel(&inner.settings.name, app_id),
             payload,
+            cache,
         };
         let refused = match inner.outgoing.try_send(outgoing) {
             Ok(()) => return,
@@ -306,7 +351,12 @@ impl Cluster {
         let subscriber = tokio::spawn(bus::subscribe_loop(self.inner.clone(), local, occupancy));
         let slots = tokio::spawn(slots::slot_loop(self.inner.clone()));
         let heartbeat = tokio::spawn(registry::heartbeat_loop(self.inner.clone()));
+        let users = [
+            tokio::spawn(users::users_loop(self.inner.clone())),
+            tokio::spawn(users::sweep_loop(self.inner.clone())),
+        ];
         Running {
+            users,
             slots,
             inner: self.inner.clone(),
             stop_publishing,
@@ -326,6 +376,8 @@ pub struct Running {
     subscriber: tokio::task::JoinHandle<()>,
     heartbeat: tokio::task::JoinHandle<()>,
     slots: tokio::task::JoinHandle<()>,
+    /// The users task and the dead-node sweep.
+    users: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl Running {
@@ -351,6 +403,9 @@ impl Running {
         }
         self.heartbeat.abort();
         self.slots.abort();
+        for task in &self.users {
+            task.abort();
+        }
         let _ = self.heartbeat.await;
         registry::leave(&self.inner, deadline.min(Instant::now() + STOP_BUDGET)).await;
     }

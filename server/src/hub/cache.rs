@@ -122,6 +122,43 @@ impl AppHub {
         state.cache.insert(channel.into(), cached);
     }
 
+    /// Drops every cached event of the app on this node (cluster mode: the node stopped hearing
+    /// the app's publishes, so its copies could go stale; Redis has the cluster's). Returns how
+    /// many were dropped.
+    pub fn forget_cache(&self) -> usize {
+        let mut state = lock(&self.state);
+        let dropped = state.cache.len();
+        state.cache.clear();
+        state.cache_bytes = 0;
+        dropped
+    }
+
+    /// Whether cache channel `channel` has a live cached event on this node.
+    pub fn has_cached(&self, channel: &str) -> bool {
+        let state = lock(&self.state);
+        state
+            .cache
+            .get(channel)
+            .is_some_and(|cached| cached.expires > Instant::now())
+    }
+
+    /// Keeps `frame`, cache channel `channel`'s last event as another node published it (read
+    /// from the cluster), unless this node has a live one of its own (newer or as new): a
+    /// subscribe right after replays it. Within the app's caps, like a local publish.
+    pub fn keep_from_cluster(&self, channel: &str, frame: &Bytes) {
+        let Some(data) = server::channel_event_data(frame) else {
+            return;
+        };
+        let mut state = lock(&self.state);
+        let live = state
+            .cache
+            .get(channel)
+            .is_some_and(|cached| cached.expires > Instant::now());
+        if !live {
+            self.keep(&mut state, channel, &data, frame);
+        }
+    }
+
     /// Sets the caps on what the app's publishes keep (from its limits).
     pub fn set_limits(&self, limits: &crate::protocol::Limits) {
         self.caps

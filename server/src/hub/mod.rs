@@ -13,6 +13,7 @@ mod events;
 mod presence;
 mod rate;
 mod remote;
+mod shared_users;
 mod stats;
 mod taps;
 
@@ -58,6 +59,10 @@ pub struct Hub {
     node_tag: u64,
     events: Option<EventSender>,
     occupancy: Option<OccupancySender>,
+    /// Cluster mode: online/offline is decided by the cluster (see `shared_users.rs`).
+    shared_users: bool,
+    /// Cluster mode: cache channels' last events are kept in Redis (see `cache.rs`).
+    shared_cache: bool,
 }
 
 impl Default for Hub {
@@ -76,6 +81,8 @@ impl Hub {
             node_tag: u64::from(rand::random::<u32>()),
             events: None,
             occupancy: None,
+            shared_users: false,
+            shared_cache: false,
         }
     }
 
@@ -95,6 +102,28 @@ impl Hub {
     pub fn with_occupancy(self, occupancy: OccupancySender) -> Hub {
         Hub {
             occupancy: Some(occupancy),
+            ..self
+        }
+    }
+
+    /// This hub leaving online/offline decisions to the cluster (cluster mode): a signin or the
+    /// last socket of a user gone no longer notifies this node's watchers by itself, nor does a
+    /// signin answer the watchlist's initial statuses; the cluster does both, cluster-wide
+    /// (through [`AppHub::user_status_changed`] and [`AppHub::send_watchlist_statuses`]).
+    pub fn with_shared_users(self) -> Hub {
+        Hub {
+            shared_users: true,
+            ..self
+        }
+    }
+
+    /// This hub in a cluster whose cache channels' last events are kept in Redis: a publish keeps
+    /// its event locally only while this node has subscribers or signed-in users of the app (so
+    /// it hears the other nodes' publishes; otherwise the copy would go stale and a subscribe
+    /// reads the cluster's).
+    pub fn with_shared_cache(self) -> Hub {
+        Hub {
+            shared_cache: true,
             ..self
         }
     }
@@ -147,6 +176,8 @@ impl Hub {
             .or_insert_with(|| {
                 let mut app = AppHub::new(app_id, self.events.clone());
                 app.hooks.occupancy = self.occupancy.clone();
+                app.shared_users = self.shared_users;
+                app.shared_cache = self.shared_cache;
                 Arc::new(app)
             })
             .clone()
@@ -255,6 +286,10 @@ pub struct AppHub {
     caps: CacheCaps,
     /// Publishes to a cache channel that were delivered but not kept (the app was at a cap).
     cache_refused: AtomicU64,
+    /// Cluster mode: online/offline is decided by the cluster (see `shared_users.rs`).
+    shared_users: bool,
+    /// Cluster mode: cache channels' last events are kept in Redis (see `cache.rs`).
+    shared_cache: bool,
 }
 
 /// Options of a subscribe that come from the app's settings.
@@ -422,17 +457,20 @@ impl AppState {
         delivered
     }
 
-    fn notify_watchers(&self, user_id: &str, online: bool) {
-        if let Some(watchers) = self.watchers.get(user_id) {
-            let frame = if online {
-                server::watchlist_events(&[user_id], &[])
-            } else {
-                server::watchlist_events(&[], &[user_id])
-            };
-            for watcher in watchers {
-                watcher.outbox().push(frame.clone());
-            }
+    /// Tells the watchers of `user_id` it came online or went offline; returns how many.
+    fn notify_watchers(&self, user_id: &str, online: bool) -> usize {
+        let Some(watchers) = self.watchers.get(user_id) else {
+            return 0;
+        };
+        let frame = if online {
+            server::watchlist_events(&[user_id], &[])
+        } else {
+            server::watchlist_events(&[], &[user_id])
+        };
+        for watcher in watchers {
+            watcher.outbox().push(frame.clone());
         }
+        watchers.len()
     }
 }
 
@@ -449,6 +487,8 @@ impl AppHub {
             },
             caps: CacheCaps::default(),
             cache_refused: AtomicU64::new(0),
+            shared_users: false,
+            shared_cache: false,
         }
     }
 
@@ -521,7 +561,9 @@ impl AppHub {
             }
             if last {
                 state.users.remove(user_id);
-                state.notify_watchers(user_id, false);
+                if !self.shared_users {
+                    state.notify_watchers(user_id, false);
+                }
                 if state.users.is_empty() && state.channels.is_empty() {
                     self.hooks.occupancy_changed();
                 }
@@ -659,7 +701,10 @@ impl AppHub {
     ) -> usize {
         let mut to_flush = Vec::new();
         let mut state = lock(&self.state);
-        if channel.is_cache() {
+        // In a cluster, kept here only while this node hears the app's other publishes.
+        if channel.is_cache()
+            && (!self.shared_cache || !state.channels.is_empty() || !state.users.is_empty())
+        {
             self.keep(&mut state, channel.as_str(), data, frame);
         }
         let delivered = state
@@ -694,7 +739,7 @@ impl AppHub {
         let sockets = state.users.entry(user_id.into()).or_default();
         let first = sockets.is_empty();
         sockets.push(conn.clone());
-        if first {
+        if first && !self.shared_users {
             state.notify_watchers(user_id, true);
         }
         for watched in watchlist {
@@ -704,7 +749,8 @@ impl AppHub {
                 .or_default()
                 .push(conn.clone());
         }
-        if !watchlist.is_empty() {
+        // In cluster mode the cluster answers the initial statuses (every node's users).
+        if !watchlist.is_empty() && !self.shared_users {
             let (online, offline): (Vec<&str>, Vec<&str>) = watchlist
                 .iter()
                 .map(String::as_str)

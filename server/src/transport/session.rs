@@ -485,6 +485,10 @@ impl Session {
             );
         }
         self.app_hub.sign_in(&self.conn, &id, &watchlist);
+        // In a cluster, online/offline and the watchlist's initial statuses are cluster-wide.
+        if let Some(cluster) = &self.node.cluster {
+            cluster.sign_in(&self.app_hub, &self.conn, &id, &watchlist);
+        }
         self.user = Some(SignedIn {
             id,
             info: parsed.user_info,
@@ -620,6 +624,10 @@ impl Session {
             .app_hub
             .disconnect(&self.conn, &channels, signed_in, watchlist, counts);
         self.usage.count(delivered as u64);
+        // Queued after the signin, never waited for.
+        if let (Some(cluster), Some(user_id)) = (&self.node.cluster, signed_in) {
+            cluster.sign_out(&self.app_id, user_id);
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod cluster;
 mod cluster_helpers;
 mod cluster_quota;
 mod cluster_resilience;
+mod cluster_users;
 mod dashboard_access;
 mod dashboard_cluster;
 mod dashboard_helpers;

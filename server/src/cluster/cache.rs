@@ -1,0 +1,44 @@
+//! Cache channels' last event, cluster-wide: the node that publishes a kept event to a cache
+//! channel also sets `{cluster}:cache:{app_id}:{channel}` to the serialized frame (TTL
+//! [`crate::hub::CACHE_TTL`]) in the same pipeline as its `PUBLISH` ([`Cluster::forward_kept`],
+//! `bus.rs`); a node whose own cache misses when a client subscribes reads it
+//! ([`Cluster::cached_event`], bounded by [`CACHE_READ_TIMEOUT`]) and replays it (keeping it
+//! locally from then on), so a subscriber on any node gets the last event published on any
+//! node, and `pusher:cache_miss` (and its webhook) only when the cluster has nothing.
+//!
+//! Bounds: a value is one frame, never larger than the app's cache budget (a larger one is not
+//! stored, as the local cache would not keep it); each key expires with the TTL.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{Cluster, Part};
+
+/// How long a subscribe waits for Redis's copy before answering from the local cache alone.
+pub const CACHE_READ_TIMEOUT: Duration = Duration::from_millis(500);
+
+impl Cluster {
+    /// Cache channel `channel`'s last event cluster-wide (the frame as its publisher serialized
+    /// it), `None` when there is none or Redis did not answer within [`CACHE_READ_TIMEOUT`].
+    pub async fn cached_event(&self, app_id: &str, channel: &str) -> Option<Bytes> {
+        let key = Cluster::cache_key(&self.inner.settings.name, app_id, channel);
+        let mut conn = self.inner.users.manager.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(&key);
+        let read = get.query_async::<Option<Vec<u8>>>(&mut conn);
+        match tokio::time::timeout(CACHE_READ_TIMEOUT, read).await {
+            Ok(Ok(value)) => value.map(Bytes::from),
+            Ok(Err(error)) => {
+                self.inner
+                    .health
+                    .record(Part::Publish, Err(error.to_string()));
+                None
+            }
+            Err(_) => {
+                tracing::debug!(app_id, "reading a cache channel's last event timed out");
+                None
+            }
+        }
+    }
+}
