@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::MissedTickBehavior;
 
 use super::registry::tag_key;
@@ -226,6 +226,8 @@ enum Op {
         conn: ConnHandle,
         user: Box<str>,
         watchlist: Vec<String>,
+        /// Told once the socket has its watchlist's initial statuses.
+        answered: oneshot::Sender<()>,
     },
     SignOut {
         app_id: Arc<str>,
@@ -275,20 +277,24 @@ impl Cluster {
     /// Queues the signin of `conn` as `user_id` with `watchlist` (the hub registered it
     /// locally already): the user's count goes up cluster-wide (online on every node's watchers
     /// when it is its first socket anywhere), and `conn` gets its watchlist's initial statuses
-    /// as the whole cluster has them. Never waits.
+    /// as the whole cluster has them. Never waits: the answer tells when `conn` has its
+    /// statuses (the session waits for it before handling the client's next frames).
     pub fn sign_in(
         &self,
         app: &Arc<AppHub>,
         conn: &ConnHandle,
         user_id: &str,
         watchlist: &[String],
-    ) {
+    ) -> oneshot::Receiver<()> {
+        let (answered, answer) = oneshot::channel();
         let _ = self.inner.users.ops.send(Op::SignIn {
             app: app.clone(),
             conn: conn.clone(),
             user: user_id.into(),
             watchlist: watchlist.to_vec(),
+            answered,
         });
+        answer
     }
 
     /// Queues the sign-out of one socket of `user_id` (the socket closed), after its signin.
@@ -378,6 +384,7 @@ async fn run(inner: &Inner, conn: &mut ConnectionManager, local: &mut Local, op:
             conn: socket,
             user,
             watchlist,
+            answered,
         } => {
             let app_id = app.id();
             *local
@@ -387,6 +394,16 @@ async fn run(inner: &Inner, conn: &mut ConnectionManager, local: &mut Local, op:
                 .entry(user.clone())
                 .or_default() += 1;
             if !local.detached {
+                // The app's first signed-in socket on this node: listen to the app's Redis
+                // channel first, so no transition published after the script's answer is missed
+                // here (bounded; usually the app is listened to already).
+                if !inner.listening.ready(&app_id) {
+                    let _ = tokio::time::timeout(
+                        super::slots::ADMIT_TIMEOUT,
+                        inner.listening.wait(&app_id),
+                    )
+                    .await;
+                }
                 let keys = Keys::new(inner, &app_id);
                 let mut call = inner.users.scripts.sign_in.key(&keys.totals);
                 call.key(&keys.mine)
@@ -404,6 +421,7 @@ async fn run(inner: &Inner, conn: &mut ConnectionManager, local: &mut Local, op:
                     Ok(answer) if answer.first() == Some(&1) => {
                         let online: Vec<bool> = answer[1..].iter().map(|n| *n == 1).collect();
                         app.send_watchlist_statuses(&socket, &watchlist, &online);
+                        let _ = answered.send(());
                         return;
                     }
                     Ok(_) => {
@@ -418,6 +436,7 @@ async fn run(inner: &Inner, conn: &mut ConnectionManager, local: &mut Local, op:
             }
             // Redis cannot answer: this node's own users, until it registers again.
             app.send_local_watchlist_statuses(&socket, &watchlist);
+            let _ = answered.send(());
         }
         Op::SignOut { app_id, user } => {
             let Some(users) = local.apps.get_mut(&app_id) else {

@@ -43,7 +43,16 @@ pub enum Pending {
     /// A subscribe that passed every local check (rate, name, cap, signature): the cluster
     /// answers before the hub registers it.
     Subscribe(PendingSubscribe),
+    /// A signin queued to the cluster (cluster mode): the session waits until the cluster has
+    /// sent the socket its watchlist's initial statuses (at most [`SIGNIN_ANSWER_TIMEOUT`]), so
+    /// they come before the answers to the client's later frames.
+    SignIn(tokio::sync::oneshot::Receiver<()>),
 }
+
+/// How long a signin waits for the cluster's watchlist answer (the cluster may first wait for
+/// the app's Redis channel, then for the script) before the session goes on (the statuses then
+/// follow later).
+pub const SIGNIN_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A subscribe waiting for the cluster.
 #[derive(Debug)]

@@ -195,10 +195,28 @@ impl Session {
                     // not go out before this node listens to the app's Redis channel, or a
                     // publish from another node in between would be missed here.
                     cluster.listen(&self.app_id).await;
+                    // A cache channel this node has nothing for: the cluster's last event, if
+                    // any, is kept here and replayed by the subscribe (else a miss).
+                    let name = subscribe.name.as_str();
+                    if subscribe.name.is_cache() && !self.app_hub.has_cached(name) {
+                        if let Some(frame) = cluster.cached_event(&self.app_id, name).await {
+                            self.app_hub.keep_from_cluster(name, &frame);
+                        }
+                    }
                 }
                 self.complete_subscribe(subscribe);
             }
+            Pending::SignIn(answered) => {
+                let _ =
+                    tokio::time::timeout(super::deferral::SIGNIN_ANSWER_TIMEOUT, answered).await;
+            }
         }
+    }
+
+    /// Whether a subscribe to `name` must read the cluster's copy of a cache channel's last
+    /// event first (cluster mode, nothing cached on this node).
+    fn cache_read_waits(&self, name: &ChannelName) -> bool {
+        self.node.cluster.is_some() && name.is_cache() && !self.app_hub.has_cached(name.as_str())
     }
 
     /// Whether a subscribe must wait for the cluster.
@@ -353,7 +371,7 @@ impl Session {
             options,
             max_subscriptions,
         };
-        if self.subscribe_waits() {
+        if self.subscribe_waits() || self.cache_read_waits(&subscribe.name) {
             return self.defer(Pending::Subscribe(subscribe));
         }
         self.complete_subscribe(subscribe);
@@ -587,9 +605,12 @@ impl Session {
             );
         }
         self.app_hub.sign_in(&self.conn, &id, &watchlist);
-        // In a cluster, online/offline and the watchlist's initial statuses are cluster-wide.
+        // In a cluster, online/offline and the watchlist's initial statuses are cluster-wide:
+        // the signin is queued at once (in order with this socket's sign-out), and the client's
+        // later frames wait until the cluster answered its watchlist.
         if let Some(cluster) = &self.node.cluster {
-            cluster.sign_in(&self.app_hub, &self.conn, &id, &watchlist);
+            let answered = cluster.sign_in(&self.app_hub, &self.conn, &id, &watchlist);
+            self.defer(Pending::SignIn(answered));
         }
         self.user = Some(SignedIn {
             id,

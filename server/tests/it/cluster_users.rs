@@ -208,3 +208,44 @@ async fn a_killed_nodes_users_go_offline_within_15_s_and_a_redis_restart_converg
     }
     assert_eq!(total_in_redis(&cluster, "u6").await, None);
 }
+async fn trigger(http: &reqwest::Client, base: &str, channel: &str, data: &str) {
+    let body = json!({"name": "news", "channel": channel, "data": data});
+    let response = post_signed(
+        http,
+        base,
+        &format!("/apps/{APP_ID}/events"),
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_channels_last_event_is_replayed_on_any_node() {
+    let cluster = TestCluster::start().await;
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let http = reqwest::Client::new();
+    // Published through node A while nobody anywhere listens to the app.
+    trigger(&http, &a.base(), "cache-news", "first").await;
+    let mut on_b = b.connect().await;
+    on_b.subscribe("cache-news").await;
+    let replay = on_b.expect_next("news").await;
+    assert_eq!(replay["data"], "first");
+
+    // A newer one through node C reaches node B's subscriber, and a new subscriber on node A
+    // (whose own copy is older) gets the newest.
+    cluster.redis.wait_for_listeners(1).await;
+    trigger(&http, &c.base(), "cache-news", "second").await;
+    assert_eq!(on_b.expect_next("news").await["data"], "second");
+    let mut on_a = a.connect().await;
+    on_a.subscribe("cache-news").await;
+    assert_eq!(on_a.expect_next("news").await["data"], "second");
+
+    // Nothing published anywhere: a miss.
+    let mut empty = c.connect().await;
+    empty.subscribe("cache-empty").await;
+    let miss = empty.expect_next("pusher:cache_miss").await;
+    assert_eq!(miss["channel"], "cache-empty");
+}
