@@ -42,3 +42,64 @@ impl Cluster {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::ClusterSettings;
+    use crate::locks::MutexExt;
+
+    #[tokio::test]
+    async fn only_kept_cache_channel_publishes_within_the_apps_budget_are_stored() {
+        // Nothing listens on port 1: the node starts degraded and nothing takes from the queue.
+        let settings = ClusterSettings::new("redis://127.0.0.1:1/", "cache-test");
+        let cluster = Cluster::connect(settings, Clock::manual(0))
+            .await
+            .expect("starts degraded");
+        let mut queue = cluster
+            .inner
+            .outgoing_rx
+            .lock_or_recover()
+            .take()
+            .expect("the queue");
+        let channel = |name: &str| crate::protocol::ChannelName::parse(name, 200).expect("a name");
+        let frame = br#"{"event":"e","channel":"cache-a","data":"12345"}"#;
+        cluster.forward_kept("1", &channel("cache-a"), frame, "12345", None, None);
+        cluster.forward_kept("1", &channel("plain"), frame, "12345", None, None);
+        // Larger than the app's cache budget (data and frame, as the local cache counts it).
+        cluster.forward_kept(
+            "1",
+            &channel("cache-b"),
+            frame,
+            "12345",
+            None,
+            Some(frame.len()),
+        );
+        cluster.forward_kept(
+            "1",
+            &channel("cache-c"),
+            frame,
+            "12345",
+            None,
+            Some(frame.len() + 5),
+        );
+        let stored: Vec<Option<(String, Vec<u8>)>> = (0..4)
+            .map(|_| {
+                let outgoing = queue.try_recv().expect("queued");
+                outgoing
+                    .cache
+                    .map(|(key, at)| (key, outgoing.payload[at..].to_vec()))
+            })
+            .collect();
+        assert_eq!(
+            stored,
+            vec![
+                Some(("cache-test:cache:1:cache-a".to_owned(), frame.to_vec())),
+                None,
+                None,
+                Some(("cache-test:cache:1:cache-c".to_owned(), frame.to_vec())),
+            ]
+        );
+    }
+}
