@@ -13,8 +13,11 @@
 //! script and expire with its heartbeat ([`slots`]; the rule while Redis is unreachable is
 //! documented there).
 //!
-//! Presence, channel queries, the daily message quota, webhooks and the cache channels' last events are still
-//! per node (later increments keep them in Redis).
+//! Signed-in users and watchlists are cluster-wide ([`users`]: Redis scripts decide online and
+//! offline), and so are cache channels' last events ([`cache`]).
+//!
+//! Presence, channel queries, the daily message quota and webhooks are still per node (later
+//! increments keep them in Redis).
 //!
 //! Layer: above `webhooks`, below `node` (it sees the hub, the tenants' usage counters, the
 //! protocol, the config and the clock; the node holds an `Option<Cluster>`).
