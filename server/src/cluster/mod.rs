@@ -375,7 +375,10 @@ impl Cluster {
         let slots = tokio::spawn(slots::slot_loop(self.inner.clone()));
         let heartbeat = tokio::spawn(registry::heartbeat_loop(self.inner.clone()));
         let users = [
-            tokio::spawn(users::users_loop(self.inner.clone())),
+            tokio::spawn(users::users_loop(
+                self.inner.clone(),
+                stop_publishing.clone(),
+            )),
             tokio::spawn(users::sweep_loop(self.inner.clone())),
         ];
         Running {
@@ -412,23 +415,34 @@ impl Running {
     pub async fn stop(self, deadline: Instant) {
         self.subscriber.abort();
         self.stop_publishing.cancel();
-        if let Some(mut publisher) = self.publisher {
-            let budget = deadline.min(Instant::now() + STOP_BUDGET);
-            if tokio::time::timeout_at(budget, &mut publisher)
-                .await
-                .is_err()
-            {
-                publisher.abort();
-                tracing::warn!(
-                    "publishes still queued for the other nodes were dropped at shutdown"
-                );
+        let budget = deadline.min(Instant::now() + STOP_BUDGET);
+        let publishing = async {
+            if let Some(mut publisher) = self.publisher {
+                if tokio::time::timeout_at(budget, &mut publisher)
+                    .await
+                    .is_err()
+                {
+                    publisher.abort();
+                    tracing::warn!(
+                        "publishes still queued for the other nodes were dropped at shutdown"
+                    );
+                }
             }
-        }
+        };
+        // The sockets have closed: their sign-outs are queued, and the users task sends them
+        // (in the same budget, alongside the publishes); the rest is left to the survivors'
+        // sweep once this node's tag key is gone.
+        let [mut users, sweep] = self.users;
+        sweep.abort();
+        let signing_out = async {
+            if tokio::time::timeout_at(budget, &mut users).await.is_err() {
+                users.abort();
+                tracing::warn!("sign-outs still queued were not sent at shutdown");
+            }
+        };
+        tokio::join!(publishing, signing_out);
         self.heartbeat.abort();
         self.slots.abort();
-        for task in &self.users {
-            task.abort();
-        }
         let _ = self.heartbeat.await;
         registry::leave(&self.inner, deadline.min(Instant::now() + STOP_BUDGET)).await;
     }

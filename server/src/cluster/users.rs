@@ -39,6 +39,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
 
 use super::registry::tag_key;
 use super::{Cluster, Inner, COMMAND_TIMEOUT, HEARTBEAT_EVERY, HEARTBEAT_TTL};
@@ -352,8 +353,9 @@ async fn timed<T>(
 }
 
 /// The users task: runs the queued signins and sign-outs in order and, once detached, registers
-/// this node's users again every [`RESYNC_EVERY`] until it succeeds; until aborted.
-pub(super) async fn users_loop(inner: Arc<Inner>) {
+/// this node's users again every [`RESYNC_EVERY`] until it succeeds; until `stop`, after which
+/// it runs what is still queued (the sockets' last sign-outs) and ends.
+pub(super) async fn users_loop(inner: Arc<Inner>, stop: CancellationToken) {
     let Some(mut ops) = inner.users.ops_rx.lock_or_recover().take() else {
         return;
     };
@@ -372,6 +374,12 @@ pub(super) async fn users_loop(inner: Arc<Inner>) {
                 reregister(&inner, &mut conn, &mut local).await;
             }
             _ = tick.tick(), if local.detached => reregister(&inner, &mut conn, &mut local).await,
+            () = stop.cancelled() => {
+                while let Ok(op) = ops.try_recv() {
+                    run(&inner, &mut conn, &mut local, op).await;
+                }
+                return;
+            }
         }
     }
 }

@@ -66,7 +66,7 @@ async fn signed_in(node: &crate::cluster_helpers::Node, user_data: &str) -> Clie
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchlists_see_users_on_every_node_online_at_the_first_socket_offline_at_the_last() {
-    let cluster = TestCluster::start().await;
+    let mut cluster = TestCluster::start().await;
     let [a, b, c] = &cluster.nodes[..] else {
         unreachable!()
     };
@@ -128,6 +128,15 @@ async fn watchlists_see_users_on_every_node_online_at_the_first_socket_offline_a
     assert_eq!(
         next_watchlist(&mut watcher, Duration::from_secs(5)).await,
         offline(&["u3"])
+    );
+
+    // A graceful shutdown of node B sends its users' sign-outs before it exits: u2 is offline
+    // at once, not after the survivors' sweep.
+    let status = cluster.nodes[1].terminate().await;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        next_watchlist(&mut watcher, Duration::from_secs(1)).await,
+        offline(&["u2"])
     );
 }
 
