@@ -28,6 +28,8 @@ pub mod health;
 pub mod message;
 mod registry;
 pub mod slots;
+mod state;
+mod state_scripts;
 pub mod users;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -49,6 +51,7 @@ use crate::tenants::{DependencyState, Usage};
 
 pub use health::{Part, RedisHealth};
 pub use slots::{OverQuota, Slot};
+pub use state::{JoinAnswer, Members, StateUnavailable};
 
 /// How long a node's heartbeat key lives without a refresh.
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
@@ -143,6 +146,8 @@ struct Inner {
     users: users::Users,
     /// The apps whose Redis channel the pub/sub connection listens to.
     listening: bus::Listening,
+    /// The cluster-wide channel state's task queue and flags.
+    state: state::Shared,
 }
 
 /// This node's membership in the cluster: cheap to clone.
@@ -212,6 +217,7 @@ impl Cluster {
                 slots: slots::Slots::new(slots_manager),
                 users: users::Users::new(users_manager),
                 listening: bus::Listening::default(),
+                state: state::Shared::new(),
             }),
         })
     }
@@ -371,7 +377,11 @@ impl Cluster {
                 stop_publishing.clone(),
             ))
         });
-        let subscriber = tokio::spawn(bus::subscribe_loop(self.inner.clone(), local, occupancy));
+        let subscriber = tokio::spawn(bus::subscribe_loop(
+            self.inner.clone(),
+            local.clone(),
+            occupancy,
+        ));
         let slots = tokio::spawn(slots::slot_loop(self.inner.clone()));
         let heartbeat = tokio::spawn(registry::heartbeat_loop(self.inner.clone()));
         let users = [
@@ -381,8 +391,19 @@ impl Cluster {
             )),
             tokio::spawn(users::sweep_loop(self.inner.clone())),
         ];
+        let stop_state = CancellationToken::new();
+        let state = self.inner.state.take_receiver().map(|rx| {
+            tokio::spawn(state::state_loop(
+                self.inner.clone(),
+                local.clone(),
+                rx,
+                stop_state.clone(),
+            ))
+        });
         Running {
             users,
+            stop_state,
+            state,
             slots,
             inner: self.inner.clone(),
             stop_publishing,
@@ -397,6 +418,8 @@ impl Cluster {
 #[derive(Debug)]
 pub struct Running {
     inner: Arc<Inner>,
+    stop_state: CancellationToken,
+    state: Option<tokio::task::JoinHandle<()>>,
     stop_publishing: CancellationToken,
     publisher: Option<tokio::task::JoinHandle<()>>,
     subscriber: tokio::task::JoinHandle<()>,
@@ -413,6 +436,16 @@ impl Running {
     /// long again, and not past `deadline`). Meant to run alongside the webhook drain and the
     /// final usage flush, so a partitioned Redis cannot take their time.
     pub async fn stop(self, deadline: Instant) {
+        // The leaves the closed sockets queued go out first (they publish member_removed and
+        // count frames, so before the publishing task drains).
+        self.stop_state.cancel();
+        if let Some(mut state) = self.state {
+            let budget = deadline.min(Instant::now() + STOP_BUDGET);
+            if tokio::time::timeout_at(budget, &mut state).await.is_err() {
+                state.abort();
+                tracing::warn!("channel state changes still queued were dropped at shutdown");
+            }
+        }
         self.subscriber.abort();
         self.stop_publishing.cancel();
         let budget = deadline.min(Instant::now() + STOP_BUDGET);

@@ -209,6 +209,7 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
                 if had_tag == 0 && beaten {
                     inner.slots.detach();
                     inner.users.lost();
+                    inner.state.needs_resync();
                 }
                 beaten = true;
                 (Ok(()), false)
@@ -227,6 +228,7 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
             // Redis may come back empty, and the slots' re-registration restores the tag key
             // before the next beat could notice: the users register again too (idempotent).
             inner.users.lost();
+            inner.state.needs_resync();
         }
         if outcome.is_ok() {
             inner.health.record(Part::Publish, Ok(()));

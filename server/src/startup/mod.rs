@@ -189,7 +189,8 @@ impl Application {
                     .with_node_tag(cluster.socket_tag())
                     .with_occupancy(tx)
                     .with_shared_users()
-                    .with_shared_cache();
+                    .with_shared_cache()
+                    .with_cluster_state();
                 occupancy = Some(rx);
                 Some(cluster)
             }

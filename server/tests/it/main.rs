@@ -10,6 +10,7 @@ mod cli;
 mod cli_webhooks;
 mod cluster;
 mod cluster_helpers;
+mod cluster_presence;
 mod cluster_quota;
 mod cluster_resilience;
 mod cluster_users;
