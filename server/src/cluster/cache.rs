@@ -20,15 +20,20 @@ pub const CACHE_READ_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Cluster {
     /// Cache channel `channel`'s last event cluster-wide (the frame as its publisher serialized
-    /// it), `None` when there is none or Redis did not answer within [`CACHE_READ_TIMEOUT`].
-    pub async fn cached_event(&self, app_id: &str, channel: &str) -> Option<Bytes> {
+    /// it) and how long it has left to live, `None` when there is none or Redis did not answer
+    /// within [`CACHE_READ_TIMEOUT`].
+    pub async fn cached_event(&self, app_id: &str, channel: &str) -> Option<(Bytes, Duration)> {
         let key = Cluster::cache_key(&self.inner.settings.name, app_id, channel);
         let mut conn = self.inner.users.manager.clone();
-        let mut get = redis::cmd("GET");
-        get.arg(&key);
-        let read = get.query_async::<Option<Vec<u8>>>(&mut conn);
+        let mut pipe = redis::pipe();
+        pipe.get(&key).pttl(&key);
+        let read = pipe.query_async::<(Option<Vec<u8>>, i64)>(&mut conn);
         match tokio::time::timeout(CACHE_READ_TIMEOUT, read).await {
-            Ok(Ok(value)) => value.map(Bytes::from),
+            Ok(Ok((Some(value), ttl))) if ttl > 0 => Some((
+                Bytes::from(value),
+                Duration::from_millis(ttl.unsigned_abs()),
+            )),
+            Ok(Ok(_)) => None,
             Ok(Err(error)) => {
                 self.inner
                     .health

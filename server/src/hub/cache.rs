@@ -91,6 +91,19 @@ impl AppHub {
     /// still delivered but not kept (later subscribers get `pusher:cache_miss`), and counted in
     /// [`super::AppMemory::cache_refused`].
     pub(super) fn keep(&self, state: &mut AppState, channel: &str, data: &str, frame: &Bytes) {
+        self.keep_until(state, channel, data, frame, Instant::now() + CACHE_TTL);
+    }
+
+    /// [`AppHub::keep`], expiring at `expires` (an event read from the cluster keeps the rest
+    /// of its TTL there).
+    fn keep_until(
+        &self,
+        state: &mut AppState,
+        channel: &str,
+        data: &str,
+        frame: &Bytes,
+        expires: Instant,
+    ) {
         let max_channels = self.caps.channels.load(Ordering::Relaxed);
         let max_bytes = self.caps.bytes.load(Ordering::Relaxed);
         let replaced = state.cache.remove(channel);
@@ -101,7 +114,7 @@ impl AppHub {
         let cached = CachedEvent {
             data: data.into(),
             frame: frame.clone(),
-            expires: Instant::now() + CACHE_TTL,
+            expires,
             seq: state.cache_seq,
         };
         let over = |state: &AppState| {
@@ -144,8 +157,9 @@ impl AppHub {
 
     /// Keeps `frame`, cache channel `channel`'s last event as another node published it (read
     /// from the cluster), unless this node has a live one of its own (newer or as new): a
-    /// subscribe right after replays it. Within the app's caps, like a local publish.
-    pub fn keep_from_cluster(&self, channel: &str, frame: &Bytes) {
+    /// subscribe right after replays it. It expires when the cluster's copy does (`ttl` from
+    /// now, at most [`CACHE_TTL`]). Within the app's caps, like a local publish.
+    pub fn keep_from_cluster(&self, channel: &str, frame: &Bytes, ttl: Duration) {
         let Some(data) = server::channel_event_data(frame) else {
             return;
         };
@@ -155,7 +169,8 @@ impl AppHub {
             .get(channel)
             .is_some_and(|cached| cached.expires > Instant::now());
         if !live {
-            self.keep(&mut state, channel, &data, frame);
+            let expires = Instant::now() + ttl.min(CACHE_TTL);
+            self.keep_until(&mut state, channel, &data, frame, expires);
         }
     }
 

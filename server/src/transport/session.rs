@@ -202,8 +202,8 @@ impl Session {
                 // is kept here and replayed by the subscribe (else a miss).
                 let name = subscribe.name.as_str();
                 if subscribe.name.is_cache() && !self.app_hub.has_cached(name) {
-                    if let Some(frame) = cluster.cached_event(&self.app_id, name).await {
-                        self.app_hub.keep_from_cluster(name, &frame);
+                    if let Some((frame, ttl)) = cluster.cached_event(&self.app_id, name).await {
+                        self.app_hub.keep_from_cluster(name, &frame, ttl);
                     }
                 }
                 // Counted cluster-wide; the member limit too. Without an answer in time, the
