@@ -329,10 +329,10 @@ async fn serve(
     let mut vacated: HashMap<Arc<str>, Instant> = HashMap::new();
     // Every app with subscribers now; later changes come through `occupancy`.
     occupancy.take();
-    // Publishes may have been missed while not connected: cached events kept here could be
-    // stale (Redis has the cluster's last ones).
+    // Publishes may have been missed while not connected: cached events kept here may be stale
+    // (Redis has the cluster's last ones; a subscribe asks it first).
     for app in local.hub().all_apps() {
-        app.forget_cache();
+        app.unconfirm_cache();
     }
     let mut dirty: HashSet<Arc<str>> = local
         .hub()
@@ -379,9 +379,9 @@ async fn serve(
                 if on {
                     subscribed.insert(app_id);
                 } else {
-                    // No longer hearing the app: its cached events here would go stale.
+                    // No longer hearing the app: its cached events here may go stale.
                     if let Some(app) = local.hub().existing_app(&app_id) {
-                        app.forget_cache();
+                        app.unconfirm_cache();
                     }
                     subscribed.remove(&app_id);
                 }

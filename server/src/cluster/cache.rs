@@ -3,7 +3,8 @@
 //! [`crate::hub::CACHE_TTL`]) in the same pipeline as its `PUBLISH` ([`Cluster::forward_kept`],
 //! `bus.rs`); a node whose own cache misses when a client subscribes reads it
 //! ([`Cluster::cached_event`], bounded by [`CACHE_READ_TIMEOUT`]) and replays it (keeping it
-//! locally from then on), so a subscriber on any node gets the last event published on any
+//! locally from then on, for the rest of its TTL in Redis; a local copy not known to be the
+//! newest is replayed only when Redis has none or does not answer), so a subscriber on any node gets the last event published on any
 //! node, and `pusher:cache_miss` (and its webhook) only when the cluster has nothing.
 //!
 //! Bounds: a value is one frame, never larger than the app's cache budget (a larger one is not

@@ -132,10 +132,10 @@ impl Hub {
         }
     }
 
-    /// This hub in a cluster whose cache channels' last events are kept in Redis: a publish keeps
-    /// its event locally only while this node has subscribers or signed-in users of the app (so
-    /// it hears the other nodes' publishes; otherwise the copy would go stale and a subscribe
-    /// reads the cluster's).
+    /// This hub in a cluster whose cache channels' last events are kept in Redis: an event a
+    /// publish keeps here is trusted (a subscribe replays it without asking Redis) only while
+    /// this node has subscribers or signed-in users of the app, so hears the other nodes'
+    /// publishes; otherwise a subscribe asks Redis first.
     pub fn with_shared_cache(self) -> Hub {
         Hub {
             shared_cache: true,
@@ -743,11 +743,12 @@ impl AppHub {
     ) -> usize {
         let mut to_flush = Vec::new();
         let mut state = lock(&self.state);
-        // In a cluster, kept here only while this node hears the app's other publishes.
-        if channel.is_cache()
-            && (!self.shared_cache || !state.channels.is_empty() || !state.users.is_empty())
-        {
-            self.keep(&mut state, channel.as_str(), data, frame);
+        if channel.is_cache() {
+            // In a cluster, known to stay the last event only while this node hears the app's
+            // other publishes.
+            let confirmed =
+                !self.shared_cache || !state.channels.is_empty() || !state.users.is_empty();
+            self.keep(&mut state, channel.as_str(), data, frame, confirmed);
         }
         let delivered = state
             .channels

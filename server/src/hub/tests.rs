@@ -526,9 +526,25 @@ async fn an_event_from_the_cluster_keeps_its_remaining_ttl_and_never_replaces_a_
     // Not a channel event: nothing kept.
     app.keep_from_cluster("cache-y", &Bytes::from_static(b"garbage"), CACHE_TTL);
     assert!(!app.has_cached("cache-y"));
-    // Forgotten when the node stops hearing the app.
+    // Unconfirmed when the node stops hearing the app: the cluster's copy then replaces it.
+    app.keep_from_cluster("cache-z", &older, CACHE_TTL);
+    assert!(app.has_cached("cache-z"));
+    assert!(app.unconfirm_cache() >= 1);
+    assert!(!app.has_cached("cache-z"));
     app.keep_from_cluster("cache-z", &newer, CACHE_TTL);
     assert!(app.has_cached("cache-z"));
-    assert!(app.forget_cache() >= 1);
-    assert!(!app.has_cached("cache-z"));
+    let (conn, mut outbox) = connect(&app, 1, 16);
+    app.subscribe(
+        &conn,
+        &channel("cache-z"),
+        None,
+        SubscribeOptions::default(),
+    )
+    .expect("subscribes");
+    let frames = drain(&mut outbox);
+    assert_eq!(
+        events(&frames),
+        ["pusher_internal:subscription_succeeded", "e"]
+    );
+    assert_eq!(frames[1]["data"], "newer");
 }
