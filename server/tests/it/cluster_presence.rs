@@ -177,26 +177,17 @@ async fn presence_members_counts_and_queries_are_cluster_wide() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_presence_member_limit_holds_cluster_wide() {
     let cluster = TestCluster::start().await;
-    let store = herald::tenants::Store::open(&cluster.database.url, herald::clock::Clock::system())
-        .await
-        .expect("the store opens");
-    store
-        .update_app(
-            APP_ID,
-            herald::tenants::AppPatch {
-                limits: herald::tenants::LimitsPatch {
-                    max_presence_members: Some(2),
-                    ..Default::default()
-                },
+    update_app(
+        &cluster,
+        herald::tenants::AppPatch {
+            limits: herald::tenants::LimitsPatch {
+                max_presence_members: Some(2),
                 ..Default::default()
             },
-        )
-        .await
-        .expect("the app updates");
-    // Every node polls the store's revision every second.
-    crate::helpers::pause(Duration::from_millis(1000)).await;
-    crate::helpers::pause(Duration::from_millis(1000)).await;
-    crate::helpers::pause(Duration::from_millis(500)).await;
+            ..Default::default()
+        },
+    )
+    .await;
     let channel = "presence-small";
     let mut one = cluster.nodes[0].connect().await;
     one.subscribe_presence(channel, "u1", json!({})).await;
@@ -433,4 +424,76 @@ async fn the_state_converges_after_redis_lost_everything() {
     )
     .await;
     assert_eq!(user_of(&removed), "u2");
+}
+
+/// Changes the default app in the store and waits until every node polled it (each polls the
+/// store's revision every second).
+async fn update_app(cluster: &TestCluster, patch: herald::tenants::AppPatch) {
+    let store = herald::tenants::Store::open(&cluster.database.url, herald::clock::Clock::system())
+        .await
+        .expect("the store opens");
+    store
+        .update_app(APP_ID, patch)
+        .await
+        .expect("the app updates");
+    for _ in 0..5 {
+        crate::helpers::pause(Duration::from_millis(500)).await;
+    }
+}
+
+/// The count of the next `subscription_count` frame.
+async fn next_count(client: &mut Client) -> u64 {
+    let frame = wait_for(
+        client,
+        "pusher_internal:subscription_count",
+        Duration::from_secs(5),
+    )
+    .await;
+    data_of(&frame)["subscription_count"]
+        .as_u64()
+        .expect("a count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_counts_are_cluster_wide() {
+    let cluster = TestCluster::start().await;
+    update_app(
+        &cluster,
+        herald::tenants::AppPatch {
+            subscription_count: Some(true),
+            ..Default::default()
+        },
+    )
+    .await;
+    let channel = "counted";
+    let mut on_a = cluster.nodes[0].connect().await;
+    on_a.subscribe(channel).await;
+    assert_eq!(next_count(&mut on_a).await, 1);
+    let mut on_b = cluster.nodes[1].connect().await;
+    on_b.subscribe(channel).await;
+    assert_eq!(
+        next_count(&mut on_b).await,
+        2,
+        "its own count is the cluster's"
+    );
+    assert_eq!(
+        next_count(&mut on_a).await,
+        2,
+        "another node's subscriber is counted"
+    );
+    let mut on_c = cluster.nodes[2].connect().await;
+    on_c.subscribe(channel).await;
+    assert_eq!(next_count(&mut on_c).await, 3);
+    assert_eq!(next_count(&mut on_a).await, 3);
+    assert_eq!(next_count(&mut on_b).await, 3);
+    on_c.close().await;
+    assert_eq!(next_count(&mut on_a).await, 2);
+    assert_eq!(next_count(&mut on_b).await, 2);
+    let info = rest_get(
+        &cluster.nodes[2],
+        &format!("/channels/{channel}"),
+        &[("info", "subscription_count")],
+    )
+    .await;
+    assert_eq!(info["subscription_count"], 2);
 }
