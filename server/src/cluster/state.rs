@@ -357,8 +357,11 @@ struct Task {
     /// Channels above [`COUNT_THROTTLE_ABOVE`]: when this node last sent their count, and the
     /// count held back since (with whether clients get it). Bounded by such channels: an entry
     /// goes when its channel drops to the threshold or is vacated.
-    throttled: HashMap<(Arc<str>, Box<str>), Throttled>,
+    throttled: HashMap<ChannelKey, Throttled>,
 }
+
+/// An app's channel.
+type ChannelKey = (Arc<str>, Box<str>);
 
 #[derive(Debug)]
 struct Throttled {
@@ -706,7 +709,7 @@ impl Task {
     /// Sends the counts the throttle held back whose interval has passed.
     fn flush_counts(&mut self) {
         let now = Instant::now();
-        let due: Vec<((Arc<str>, Box<str>), i64, bool)> = self
+        let due: Vec<(ChannelKey, i64, bool)> = self
             .throttled
             .iter_mut()
             .filter(|(_, entry)| entry.held.is_some() && now >= entry.last + COUNT_INTERVAL)
