@@ -497,3 +497,77 @@ async fn subscription_counts_are_cluster_wide() {
     .await;
     assert_eq!(info["subscription_count"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_frames_behind_a_waiting_subscribe_are_handled_in_order() {
+    let cluster = TestCluster::start().await;
+    let mut client = cluster.nodes[0].connect().await;
+    // One burst: each subscribe waits for Redis, and what follows it waits behind it.
+    let mut burst = Vec::new();
+    for n in 0..50 {
+        burst.push(json!({"event":"pusher:subscribe","data":{"channel":format!("pipe-{n}")}}));
+        burst.push(json!({"event":"pusher:ping","data":{}}));
+    }
+    for frame in &burst {
+        client.send_json(frame.clone()).await;
+    }
+    for n in 0..50 {
+        let frame = client.next_json().await;
+        assert_eq!(
+            frame["event"], "pusher_internal:subscription_succeeded",
+            "{frame}"
+        );
+        assert_eq!(frame["channel"], format!("pipe-{n}"));
+        client.expect_next("pusher:pong").await;
+    }
+    let list = rest_get(
+        &cluster.nodes[1],
+        "/channels",
+        &[("filter_by_prefix", "pipe-")],
+    )
+    .await;
+    assert_eq!(
+        list["channels"].as_object().map(|c| c.len()),
+        Some(50),
+        "{list}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_nodes_members_leave_at_once() {
+    let mut cluster = TestCluster::start().await;
+    let channel = "presence-stop";
+    let mut stays = cluster.nodes[0].connect().await;
+    stays.subscribe_presence(channel, "u1", json!({})).await;
+    let mut leaves = cluster.nodes[2].connect().await;
+    leaves.subscribe_presence(channel, "u2", json!({})).await;
+    wait_for(
+        &mut stays,
+        "pusher_internal:member_added",
+        Duration::from_secs(5),
+    )
+    .await;
+    // A graceful stop sends the node's leaves before it goes: no wait for the dead-node sweep.
+    let stopping = tokio::time::Instant::now();
+    let status = cluster.nodes[2].terminate().await;
+    assert!(status.success(), "{status:?}");
+    let removed = wait_for(
+        &mut stays,
+        "pusher_internal:member_removed",
+        Duration::from_secs(8),
+    )
+    .await;
+    assert_eq!(user_of(&removed), "u2");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let users = rest_get(
+        &cluster.nodes[1],
+        &format!("/channels/{channel}/users"),
+        &[],
+    )
+    .await;
+    assert_eq!(users, json!({"users": [{"id": "u1"}]}));
+}
