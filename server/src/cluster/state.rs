@@ -891,3 +891,36 @@ impl Task {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::ClusterSettings;
+
+    #[tokio::test]
+    async fn the_state_queue_is_bounded_and_an_overflow_asks_for_a_resync() {
+        // Nothing listens on port 1 and no task takes from the queue.
+        let settings = ClusterSettings::new("redis://127.0.0.1:1/", "state-test");
+        let cluster = Cluster::connect(settings, Clock::manual(0))
+            .await
+            .expect("starts degraded");
+        let resync = || cluster.inner.state.resync.load(Ordering::Acquire);
+        for _ in 0..STATE_QUEUE {
+            cluster.leave("1", "c", Some("u"), false);
+        }
+        assert!(!resync(), "{STATE_QUEUE} leaves fit");
+        cluster.leave("1", "c", Some("u"), false);
+        assert!(
+            resync(),
+            "past the bound a change is dropped and the node resyncs later"
+        );
+        // A subscribe does not wait for a full queue: it is decided locally at once.
+        let started = Instant::now();
+        let answer = cluster
+            .join("1", "c", None, None, SocketId::new(1, 1), false)
+            .await;
+        assert!(answer.is_err());
+        assert!(started.elapsed() < slots::ADMIT_TIMEOUT);
+    }
+}

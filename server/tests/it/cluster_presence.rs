@@ -138,6 +138,20 @@ async fn presence_members_counts_and_queries_are_cluster_wide() {
     public_on_c.subscribe("lobby").await;
     let list = rest_get(a, "/channels", &[("info", "subscription_count")]).await;
     assert_eq!(list["channels"]["lobby"]["subscription_count"], 1, "{list}");
+    // A trigger's info too.
+    let body = json!({"name": "e", "channel": "lobby", "data": "{}", "info": "subscription_count"});
+    let response = crate::helpers::post_signed(
+        &reqwest::Client::new(),
+        &b.base(),
+        &format!("/apps/{APP_ID}/events"),
+        body.to_string(),
+    )
+    .await;
+    let answer: Value = response.json().await.expect("JSON");
+    assert_eq!(
+        answer["channels"]["lobby"]["subscription_count"], 1,
+        "{answer}"
+    );
 
     // u1 leaves node A: still a member through node C, so nobody hears of it.
     u1_on_a.close().await;
