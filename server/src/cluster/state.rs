@@ -44,7 +44,10 @@
 //! or leaving on a node are seen by that node only, and the transitions of the difference are
 //! fired at the resync (a user who joined and left during an outage is never announced); a
 //! `member_added` from another node may reach a subscriber whose member list already had the
-//! user (clients treat it as a refresh).
+//! user (clients treat it as a refresh). After Redis lost its data (restarted empty), the
+//! re-registrations cannot tell what was occupied before from what is new: `channel_occupied`
+//! and `member_added` (webhooks and frames) fire again for what every node still holds, and
+//! the subscribers get `member_added` for members they knew (a refresh).
 //!
 //! `subscription_count` comes from the cluster-wide count, sent by the node whose script
 //! changed it; above [`COUNT_THROTTLE_ABOVE`] subscriptions each node sends a channel's count at
