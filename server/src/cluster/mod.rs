@@ -13,11 +13,16 @@
 //! script and expire with its heartbeat ([`slots`]; the rule while Redis is unreachable is
 //! documented there).
 //!
+//! Channel occupancy and presence are kept in Redis and decided there by scripts, so each
+//! transition (occupied, vacated, member added or removed, subscription count) and its webhook
+//! fires once per cluster; REST channel queries read them; a dead node's state is cleaned by one
+//! survivor; a node re-registers its state after Redis lost it ([`state`]). A subscribe waits
+//! for its script through the session's deferral ([`crate::transport::deferral`]).
+//!
 //! Signed-in users and watchlists are cluster-wide ([`users`]: Redis scripts decide online and
 //! offline), and so are cache channels' last events ([`cache`]).
 //!
-//! Presence, channel queries, the daily message quota and webhooks are still per node (later
-//! increments keep them in Redis).
+//! The daily message quota is still per node (a later increment keeps it in Redis).
 //!
 //! Layer: above `webhooks`, below `node` (it sees the hub, the tenants' usage counters, the
 //! protocol, the config and the clock; the node holds an `Option<Cluster>`).

@@ -44,10 +44,16 @@
 //! or leaving on a node are seen by that node only, and the transitions of the difference are
 //! fired at the resync (a user who joined and left during an outage is never announced); a
 //! `member_added` from another node may reach a subscriber whose member list already had the
-//! user (clients treat it as a refresh).
+//! user (clients treat it as a refresh). After Redis lost its data (restarted empty), the
+//! re-registrations cannot tell what was occupied before from what is new: `channel_occupied`
+//! and `member_added` (webhooks and frames) fire again for what every node still holds, and
+//! the subscribers get `member_added` for members they knew (a refresh).
 //!
 //! `subscription_count` comes from the cluster-wide count, sent by the node whose script
-//! changed it, without the single node's 5-second throttle above 100 subscribers (a follow-up).
+//! changed it; above [`COUNT_THROTTLE_ABOVE`] subscriptions each node sends a channel's count at
+//! most every [`COUNT_INTERVAL`] (the throttle is per node: with changes on several nodes a
+//! channel's subscribers may get one update per node per interval), and a held-back count goes
+//! out at the next flush (every second).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -72,6 +78,16 @@ const STATE_QUEUE: usize = 65_536;
 
 /// After a failed script, changes are not sent to Redis for this long (the resync covers them).
 const STATE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Above this many subscriptions cluster-wide, a channel's `subscription_count` is sent at most
+/// every [`COUNT_INTERVAL`] by each node (as on a single node).
+const COUNT_THROTTLE_ABOVE: i64 = 100;
+
+/// See [`COUNT_THROTTLE_ABOVE`].
+const COUNT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often held-back counts are looked at.
+const COUNT_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// At most one warning about answering from local state per this interval.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -341,6 +357,19 @@ struct Task {
     cleanup: redis::Script,
     resync: redis::Script,
     paused_until: Option<Instant>,
+    /// Channels above [`COUNT_THROTTLE_ABOVE`]: when this node last sent their count, and the
+    /// count held back since (with whether clients get it). Bounded by such channels: an entry
+    /// goes when its channel drops to the threshold or is vacated.
+    throttled: HashMap<ChannelKey, Throttled>,
+}
+
+/// An app's channel.
+type ChannelKey = (Arc<str>, Box<str>);
+
+#[derive(Debug)]
+struct Throttled {
+    last: Instant,
+    held: Option<(i64, bool)>,
 }
 
 /// Runs this node's state changes in order, sweeps dead nodes every [`HEARTBEAT_EVERY`] and
@@ -363,9 +392,12 @@ pub(super) async fn state_loop(
         cleanup: redis::Script::new(state_scripts::CLEANUP),
         resync: redis::Script::new(state_scripts::RESYNC),
         paused_until: None,
+        throttled: HashMap::new(),
     };
     let mut sweep = tokio::time::interval(HEARTBEAT_EVERY);
     sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut flush = tokio::time::interval(COUNT_FLUSH_EVERY);
+    flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             op = rx.recv() => {
@@ -377,6 +409,7 @@ pub(super) async fn state_loop(
                 task.resync_if_needed().await;
                 task.sweep().await;
             }
+            _ = flush.tick(), if !task.throttled.is_empty() => task.flush_counts(),
             () = stop.cancelled() => {
                 rx.close();
                 while let Some(op) = rx.recv().await {
@@ -554,6 +587,10 @@ impl Task {
             join.counts,
             Some(join.socket),
         );
+        if occupied {
+            self.throttled
+                .remove(&(join.app.clone(), join.channel.clone()));
+        }
         let _ = join.reply.send(JoinAnswer::Joined {
             members,
             subscriptions: u64::try_from(total).unwrap_or(0),
@@ -588,6 +625,8 @@ impl Task {
             }
         }
         if vacated {
+            self.throttled
+                .remove(&(leave.app.clone(), leave.channel.clone()));
             app.emit(WebhookKind::ChannelVacated, || {
                 WebhookEvent::channel(WebhookKind::ChannelVacated, channel)
             });
@@ -624,9 +663,9 @@ impl Task {
     }
 
     /// The channel's `subscription_count` (cluster-wide) to its subscribers but `except` (when
-    /// `clients`) and as a webhook (when wanted).
+    /// `clients`) and as a webhook (when wanted), unless the throttle holds it back.
     fn count(
-        &self,
+        &mut self,
         app_id: &str,
         app: &AppHub,
         channel: &str,
@@ -637,6 +676,67 @@ impl Task {
         if total <= 0 || channel.starts_with("presence-") || channel.starts_with('#') {
             return;
         }
+        if !clients && !app.wants(WebhookKind::SubscriptionCount) {
+            return;
+        }
+        let key = (Arc::<str>::from(app_id), Box::<str>::from(channel));
+        if total <= COUNT_THROTTLE_ABOVE {
+            self.throttled.remove(&key);
+        } else {
+            let now = Instant::now();
+            match self.throttled.get_mut(&key) {
+                Some(entry) if now < entry.last + COUNT_INTERVAL => {
+                    entry.held = Some((total, clients));
+                    return;
+                }
+                Some(entry) => {
+                    *entry = Throttled {
+                        last: now,
+                        held: None,
+                    }
+                }
+                None => {
+                    self.throttled.insert(
+                        key,
+                        Throttled {
+                            last: now,
+                            held: None,
+                        },
+                    );
+                }
+            }
+        }
+        self.send_count(app_id, app, channel, total, clients, except);
+    }
+
+    /// Sends the counts the throttle held back whose interval has passed.
+    fn flush_counts(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(ChannelKey, i64, bool)> = self
+            .throttled
+            .iter_mut()
+            .filter(|(_, entry)| entry.held.is_some() && now >= entry.last + COUNT_INTERVAL)
+            .filter_map(|(key, entry)| {
+                let (total, clients) = entry.held.take()?;
+                entry.last = now;
+                Some((key.clone(), total, clients))
+            })
+            .collect();
+        for ((app_id, channel), total, clients) in due {
+            let app = self.app(&app_id);
+            self.send_count(&app_id, &app, &channel, total, clients, None);
+        }
+    }
+
+    fn send_count(
+        &self,
+        app_id: &str,
+        app: &AppHub,
+        channel: &str,
+        total: i64,
+        clients: bool,
+        except: Option<SocketId>,
+    ) {
         let total = usize::try_from(total).unwrap_or(0);
         if clients {
             let frame = server::subscription_count(channel, total);
@@ -792,5 +892,38 @@ impl Task {
             transitions = fired,
             "re-registered this node's channels and members in Redis"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::ClusterSettings;
+
+    #[tokio::test]
+    async fn the_state_queue_is_bounded_and_an_overflow_asks_for_a_resync() {
+        // Nothing listens on port 1 and no task takes from the queue.
+        let settings = ClusterSettings::new("redis://127.0.0.1:1/", "state-test");
+        let cluster = Cluster::connect(settings, Clock::manual(0))
+            .await
+            .expect("starts degraded");
+        let resync = || cluster.inner.state.resync.load(Ordering::Acquire);
+        for _ in 0..STATE_QUEUE {
+            cluster.leave("1", "c", Some("u"), false);
+        }
+        assert!(!resync(), "{STATE_QUEUE} leaves fit");
+        cluster.leave("1", "c", Some("u"), false);
+        assert!(
+            resync(),
+            "past the bound a change is dropped and the node resyncs later"
+        );
+        // A subscribe does not wait for a full queue: it is decided locally at once.
+        let started = Instant::now();
+        let answer = cluster
+            .join("1", "c", None, None, SocketId::new(1, 1), false)
+            .await;
+        assert!(answer.is_err());
+        assert!(started.elapsed() < slots::ADMIT_TIMEOUT);
     }
 }

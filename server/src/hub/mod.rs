@@ -645,8 +645,9 @@ impl AppHub {
                 }
             }
         }
-        // In cluster mode the member limit was checked cluster-wide already.
-        let room_checked = self.hooks.clustered;
+        // In cluster mode the member limit was checked cluster-wide already (unless Redis did
+        // not answer: then the cluster's members are unknown and the node checks its own).
+        let room_checked = self.hooks.clustered && members.is_some();
         if let (Some(member), Some(max), false) =
             (&member, options.max_presence_members, room_checked)
         {

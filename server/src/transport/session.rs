@@ -178,6 +178,8 @@ impl Session {
         loop {
             if let Some(work) = self.deferred.take_work() {
                 self.run_pending(work).await;
+                // Its answer goes out now, not after the whole queue (the outbox stays small).
+                let _ = self.conn.outbox().flush();
                 continue;
             }
             let Some(frame) = self.deferred.next_frame() else {

@@ -138,6 +138,20 @@ async fn presence_members_counts_and_queries_are_cluster_wide() {
     public_on_c.subscribe("lobby").await;
     let list = rest_get(a, "/channels", &[("info", "subscription_count")]).await;
     assert_eq!(list["channels"]["lobby"]["subscription_count"], 1, "{list}");
+    // A trigger's info too.
+    let body = json!({"name": "e", "channel": "lobby", "data": "{}", "info": "subscription_count"});
+    let response = crate::helpers::post_signed(
+        &reqwest::Client::new(),
+        &b.base(),
+        &format!("/apps/{APP_ID}/events"),
+        body.to_string(),
+    )
+    .await;
+    let answer: Value = response.json().await.expect("JSON");
+    assert_eq!(
+        answer["channels"]["lobby"]["subscription_count"], 1,
+        "{answer}"
+    );
 
     // u1 leaves node A: still a member through node C, so nobody hears of it.
     u1_on_a.close().await;
@@ -177,26 +191,17 @@ async fn presence_members_counts_and_queries_are_cluster_wide() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_presence_member_limit_holds_cluster_wide() {
     let cluster = TestCluster::start().await;
-    let store = herald::tenants::Store::open(&cluster.database.url, herald::clock::Clock::system())
-        .await
-        .expect("the store opens");
-    store
-        .update_app(
-            APP_ID,
-            herald::tenants::AppPatch {
-                limits: herald::tenants::LimitsPatch {
-                    max_presence_members: Some(2),
-                    ..Default::default()
-                },
+    update_app(
+        &cluster,
+        herald::tenants::AppPatch {
+            limits: herald::tenants::LimitsPatch {
+                max_presence_members: Some(2),
                 ..Default::default()
             },
-        )
-        .await
-        .expect("the app updates");
-    // Every node polls the store's revision every second.
-    crate::helpers::pause(Duration::from_millis(1000)).await;
-    crate::helpers::pause(Duration::from_millis(1000)).await;
-    crate::helpers::pause(Duration::from_millis(500)).await;
+            ..Default::default()
+        },
+    )
+    .await;
     let channel = "presence-small";
     let mut one = cluster.nodes[0].connect().await;
     one.subscribe_presence(channel, "u1", json!({})).await;
@@ -433,4 +438,150 @@ async fn the_state_converges_after_redis_lost_everything() {
     )
     .await;
     assert_eq!(user_of(&removed), "u2");
+}
+
+/// Changes the default app in the store and waits until every node polled it (each polls the
+/// store's revision every second).
+async fn update_app(cluster: &TestCluster, patch: herald::tenants::AppPatch) {
+    let store = herald::tenants::Store::open(&cluster.database.url, herald::clock::Clock::system())
+        .await
+        .expect("the store opens");
+    store
+        .update_app(APP_ID, patch)
+        .await
+        .expect("the app updates");
+    for _ in 0..5 {
+        crate::helpers::pause(Duration::from_millis(500)).await;
+    }
+}
+
+/// The count of the next `subscription_count` frame.
+async fn next_count(client: &mut Client) -> u64 {
+    let frame = wait_for(
+        client,
+        "pusher_internal:subscription_count",
+        Duration::from_secs(5),
+    )
+    .await;
+    data_of(&frame)["subscription_count"]
+        .as_u64()
+        .expect("a count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_counts_are_cluster_wide() {
+    let cluster = TestCluster::start().await;
+    update_app(
+        &cluster,
+        herald::tenants::AppPatch {
+            subscription_count: Some(true),
+            ..Default::default()
+        },
+    )
+    .await;
+    let channel = "counted";
+    let mut on_a = cluster.nodes[0].connect().await;
+    on_a.subscribe(channel).await;
+    assert_eq!(next_count(&mut on_a).await, 1);
+    let mut on_b = cluster.nodes[1].connect().await;
+    on_b.subscribe(channel).await;
+    assert_eq!(
+        next_count(&mut on_b).await,
+        2,
+        "its own count is the cluster's"
+    );
+    assert_eq!(
+        next_count(&mut on_a).await,
+        2,
+        "another node's subscriber is counted"
+    );
+    let mut on_c = cluster.nodes[2].connect().await;
+    on_c.subscribe(channel).await;
+    assert_eq!(next_count(&mut on_c).await, 3);
+    assert_eq!(next_count(&mut on_a).await, 3);
+    assert_eq!(next_count(&mut on_b).await, 3);
+    on_c.close().await;
+    assert_eq!(next_count(&mut on_a).await, 2);
+    assert_eq!(next_count(&mut on_b).await, 2);
+    let info = rest_get(
+        &cluster.nodes[2],
+        &format!("/channels/{channel}"),
+        &[("info", "subscription_count")],
+    )
+    .await;
+    assert_eq!(info["subscription_count"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_frames_behind_a_waiting_subscribe_are_handled_in_order() {
+    let cluster = TestCluster::start().await;
+    let mut client = cluster.nodes[0].connect().await;
+    // One burst: each subscribe waits for Redis, and what follows it waits behind it.
+    let mut burst = Vec::new();
+    for n in 0..50 {
+        burst.push(json!({"event":"pusher:subscribe","data":{"channel":format!("pipe-{n}")}}));
+        burst.push(json!({"event":"pusher:ping","data":{}}));
+    }
+    for frame in &burst {
+        client.send_json(frame.clone()).await;
+    }
+    for n in 0..50 {
+        let frame = client.next_json().await;
+        assert_eq!(
+            frame["event"], "pusher_internal:subscription_succeeded",
+            "{frame}"
+        );
+        assert_eq!(frame["channel"], format!("pipe-{n}"));
+        client.expect_next("pusher:pong").await;
+    }
+    let list = rest_get(
+        &cluster.nodes[1],
+        "/channels",
+        &[("filter_by_prefix", "pipe-")],
+    )
+    .await;
+    assert_eq!(
+        list["channels"].as_object().map(|c| c.len()),
+        Some(50),
+        "{list}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_nodes_members_leave_at_once() {
+    let mut cluster = TestCluster::start().await;
+    let channel = "presence-stop";
+    let mut stays = cluster.nodes[0].connect().await;
+    stays.subscribe_presence(channel, "u1", json!({})).await;
+    let mut leaves = cluster.nodes[2].connect().await;
+    leaves.subscribe_presence(channel, "u2", json!({})).await;
+    wait_for(
+        &mut stays,
+        "pusher_internal:member_added",
+        Duration::from_secs(5),
+    )
+    .await;
+    // A graceful stop sends the node's leaves before it goes: no wait for the dead-node sweep.
+    let stopping = tokio::time::Instant::now();
+    let status = cluster.nodes[2].terminate().await;
+    assert!(status.success(), "{status:?}");
+    let removed = wait_for(
+        &mut stays,
+        "pusher_internal:member_removed",
+        Duration::from_secs(8),
+    )
+    .await;
+    assert_eq!(user_of(&removed), "u2");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let users = rest_get(
+        &cluster.nodes[1],
+        &format!("/channels/{channel}/users"),
+        &[],
+    )
+    .await;
+    assert_eq!(users, json!({"users": [{"id": "u1"}]}));
 }
