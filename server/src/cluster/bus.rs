@@ -5,18 +5,122 @@
 //! reach it), re-made and resubscribed after a failure).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::{message, Cluster, Inner, Local, Outgoing, Part, COMMAND_TIMEOUT};
 use crate::hub::OccupancyReceiver;
+use crate::locks::MutexExt;
+
+/// Which apps' Redis channels the pub/sub connection has acknowledged, so a subscribe can wait
+/// (a little) for its app's channel before answering the client (see [`super::Cluster::listen`]).
+#[derive(Debug, Default)]
+pub(super) struct Listening {
+    // A std lock: set lookups only.
+    state: Mutex<ListenState>,
+    /// Whether a pub/sub connection is up (without one, nobody waits).
+    connected: AtomicBool,
+    /// Woken at each acknowledged SUBSCRIBE.
+    acked: Notify,
+    /// Wakes the pub/sub task when an app is wanted.
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct ListenState {
+    /// Apps whose Redis channel is subscribed and acknowledged.
+    acked: HashSet<Arc<str>>,
+    /// Apps a subscribe waits for (before the hub has their subscriber): each waiting session
+    /// adds its app and removes it when done, so the set is bounded by the sessions waiting.
+    wanted: HashMap<Arc<str>, usize>,
+}
+
+impl Listening {
+    /// Whether app `app_id`'s Redis channel is subscribed, or no pub/sub connection is up (then
+    /// nothing is worth waiting for).
+    pub(super) fn ready(&self, app_id: &str) -> bool {
+        !self.connected.load(Ordering::Acquire)
+            || self.state.lock_or_recover().acked.contains(app_id)
+    }
+
+    /// Waits until app `app_id`'s channel is acknowledged (the caller bounds the wait).
+    pub(super) async fn wait(&self, app_id: &str) {
+        {
+            let mut state = self.state.lock_or_recover();
+            *state.wanted.entry(app_id.into()).or_default() += 1;
+        }
+        self.wake.notify_one();
+        let _unwant = Unwant(self, app_id);
+        loop {
+            let acked = self.acked.notified();
+            tokio::pin!(acked);
+            acked.as_mut().enable();
+            if self.ready(app_id) {
+                return;
+            }
+            acked.await;
+        }
+    }
+
+    fn wanted(&self, app_id: &str) -> bool {
+        self.state.lock_or_recover().wanted.contains_key(app_id)
+    }
+
+    fn all_wanted(&self) -> Vec<Arc<str>> {
+        self.state
+            .lock_or_recover()
+            .wanted
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn set(&self, apps: &[Arc<str>], on: bool) {
+        let mut state = self.state.lock_or_recover();
+        for app_id in apps {
+            if on {
+                state.acked.insert(app_id.clone());
+            } else {
+                state.acked.remove(app_id);
+            }
+        }
+        drop(state);
+        if on {
+            self.acked.notify_waiters();
+        }
+    }
+
+    fn connected(&self, up: bool) {
+        if !up {
+            self.state.lock_or_recover().acked.clear();
+        }
+        self.connected.store(up, Ordering::Release);
+        // Waiters look again: without a connection nobody waits.
+        self.acked.notify_waiters();
+    }
+}
+
+/// Removes a waiting session's want when it is done (or its wait is cut short).
+struct Unwant<'a>(&'a Listening, &'a str);
+
+impl Drop for Unwant<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock_or_recover();
+        if let Some(count) = state.wanted.get_mut(self.1) {
+            *count -= 1;
+            if *count == 0 {
+                state.wanted.remove(self.1);
+            }
+        }
+    }
+}
 
 /// Publishes sent in one pipeline at most.
 const BATCH: usize = 256;
@@ -102,6 +206,16 @@ async fn send(
     }
     let mut pipe = redis::pipe();
     for outgoing in batch.iter() {
+        // Before the publish: a node that hears of the event and then misses it locally finds
+        // it in Redis.
+        if let Some((key, at)) = &outgoing.cache {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(&outgoing.payload[*at..])
+                .arg("EX")
+                .arg(crate::hub::CACHE_TTL.as_secs())
+                .ignore();
+        }
         pipe.publish(&outgoing.redis_channel, outgoing.payload.as_ref())
             .ignore();
     }
@@ -149,7 +263,9 @@ pub(super) async fn subscribe_loop(
         };
         backoff = Duration::from_millis(100);
         inner.health.record(Part::Subscribe, Ok(()));
+        inner.listening.connected(true);
         let reason = serve(&inner, &*local, pubsub, &mut occupancy).await;
+        inner.listening.connected(false);
         inner.health.record(Part::Subscribe, Err(reason));
     }
 }
@@ -158,6 +274,7 @@ pub(super) async fn subscribe_loop(
 /// `SUBSCRIBE` and one `UNSUBSCRIBE` at most.
 fn plan(
     local: &dyn Local,
+    listening: &Listening,
     dirty: &mut HashSet<Arc<str>>,
     subscribed: &HashSet<Arc<str>>,
     vacated: &mut HashMap<Arc<str>, Instant>,
@@ -165,10 +282,11 @@ fn plan(
 ) -> (Vec<Arc<str>>, Vec<Arc<str>>) {
     let mut subscribe = Vec::new();
     for app_id in dirty.drain() {
-        let wanted = local
-            .hub()
-            .existing_app(&app_id)
-            .is_some_and(|app| app.is_occupied());
+        let wanted = listening.wanted(&app_id)
+            || local
+                .hub()
+                .existing_app(&app_id)
+                .is_some_and(|app| app.is_occupied());
         if wanted {
             vacated.remove(&app_id);
             if !subscribed.contains(&app_id) {
@@ -184,10 +302,11 @@ fn plan(
         if now < *since + LINGER {
             return true;
         }
-        let occupied = local
-            .hub()
-            .existing_app(app_id)
-            .is_some_and(|app| app.is_occupied());
+        let occupied = listening.wanted(app_id)
+            || local
+                .hub()
+                .existing_app(app_id)
+                .is_some_and(|app| app.is_occupied());
         if !occupied {
             unsubscribe.push(app_id.clone());
         }
@@ -210,6 +329,11 @@ async fn serve(
     let mut vacated: HashMap<Arc<str>, Instant> = HashMap::new();
     // Every app with subscribers now; later changes come through `occupancy`.
     occupancy.take();
+    // Publishes may have been missed while not connected: cached events kept here may be stale
+    // (Redis has the cluster's last ones; a subscribe asks it first).
+    for app in local.hub().all_apps() {
+        app.unconfirm_cache();
+    }
     let mut dirty: HashSet<Arc<str>> = local
         .hub()
         .all_apps()
@@ -217,14 +341,21 @@ async fn serve(
         .filter(|app| app.is_occupied())
         .map(|app| app.id())
         .collect();
+    dirty.extend(inner.listening.all_wanted());
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ping.reset();
     let mut sweep = tokio::time::interval(LINGER_SWEEP);
     sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        let (subscribe, unsubscribe) =
-            plan(local, &mut dirty, &subscribed, &mut vacated, Instant::now());
+        let (subscribe, unsubscribe) = plan(
+            local,
+            &inner.listening,
+            &mut dirty,
+            &subscribed,
+            &mut vacated,
+            Instant::now(),
+        );
         for (on, apps) in [(true, subscribe), (false, unsubscribe)] {
             if apps.is_empty() {
                 continue;
@@ -243,16 +374,22 @@ async fn serve(
                 Ok(Err(error)) => return error.to_string(),
                 Err(_) => return "no answer to a (un)subscribe".to_owned(),
             }
+            inner.listening.set(&apps, on);
             for app_id in apps {
                 if on {
                     subscribed.insert(app_id);
                 } else {
+                    // No longer hearing the app: its cached events here may go stale.
+                    if let Some(app) = local.hub().existing_app(&app_id) {
+                        app.unconfirm_cache();
+                    }
                     subscribed.remove(&app_id);
                 }
             }
         }
         tokio::select! {
             changed = occupancy.changed() => dirty.extend(changed),
+            () = inner.listening.wake.notified() => dirty.extend(inner.listening.all_wanted()),
             received = stream.next() => {
                 let Some(msg) = received else {
                     return "the pub/sub connection closed".to_owned();
@@ -277,6 +414,14 @@ async fn serve(
 /// Delivers another node's publish to this node's subscribers, counting the copies, or closes
 /// the user's sockets another node's `terminate_connections` names.
 fn deliver(inner: &Inner, local: &dyn Local, app_id: &str, payload: &[u8]) {
+    // Published by the deciding script itself: every node, this one included, tells its
+    // watchers.
+    if let Some(status) = message::decode_user_status(payload) {
+        if let Some(app) = local.hub().existing_app(app_id) {
+            app.user_status_changed(status.user_id, status.online);
+        }
+        return;
+    }
     if let Some(terminate) = message::decode_terminate(payload) {
         if terminate.origin != inner.instance {
             if let Some(app) = local.hub().existing_app(app_id) {

@@ -14,6 +14,14 @@
 //! ```text
 //! b'H' 2 | origin: u8 length + bytes | user id: the rest (UTF-8)
 //! ```
+//!
+//! Kind 5 is a signed-in user coming online or going offline cluster-wide: it is published by
+//! the Redis scripts that decide it ([`super::users`]), so every node, the deciding one
+//! included, hears it once and in Redis's order, and tells its local watchers:
+//!
+//! ```text
+//! b'H' 5 | online: u8 (1 online, 0 offline) | user id: the rest (UTF-8)
+//! ```
 
 use bytes::Bytes;
 
@@ -22,6 +30,8 @@ use crate::protocol::SocketId;
 const MAGIC: u8 = b'H';
 const VERSION: u8 = 1;
 const TERMINATE: u8 = 2;
+/// The kind byte of a user status message (built by the Lua scripts of [`super::users`]).
+pub const USER_STATUS: u8 = 5;
 const EXCEPT: u8 = 1;
 const KEEP: u8 = 2;
 
@@ -133,6 +143,41 @@ pub fn decode_terminate(bytes: &[u8]) -> Option<Terminate<'_>> {
     })
 }
 
+/// A decoded user status message, borrowing from the received bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UserStatus<'a> {
+    /// The user whose status changed cluster-wide.
+    pub user_id: &'a str,
+    /// Online (its first signed-in socket cluster-wide) or offline (its last one gone).
+    pub online: bool,
+}
+
+/// Encodes a user status message (the Lua scripts build the same bytes; this is for tests and
+/// documentation of the format).
+pub fn encode_user_status(user_id: &str, online: bool) -> Bytes {
+    let mut out = Vec::with_capacity(3 + user_id.len());
+    out.extend_from_slice(&[MAGIC, USER_STATUS, u8::from(online)]);
+    out.extend_from_slice(user_id.as_bytes());
+    Bytes::from(out)
+}
+
+/// Decodes a user status message; `None` for anything that is not one.
+pub fn decode_user_status(bytes: &[u8]) -> Option<UserStatus<'_>> {
+    let (&[MAGIC, USER_STATUS, online], user_id) = bytes.split_first_chunk::<3>()? else {
+        return None;
+    };
+    let online = match online {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    let user_id = std::str::from_utf8(user_id).ok()?;
+    if user_id.is_empty() {
+        return None;
+    }
+    Some(UserStatus { user_id, online })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +239,25 @@ mod tests {
         assert_eq!(decode_terminate(b"H\x02\x09abc"), None);
         assert_eq!(decode_terminate(b"H\x02\x01a\xff\xfe"), None);
         assert_eq!(decode_terminate(b"X\x02\x01au"), None);
+    }
+
+    #[test]
+    fn user_status_messages_round_trip_and_are_told_apart() {
+        for online in [true, false] {
+            let bytes = encode_user_status("u-1", online);
+            assert_eq!(
+                decode_user_status(&bytes),
+                Some(UserStatus {
+                    user_id: "u-1",
+                    online
+                })
+            );
+            assert_eq!(decode(&bytes), None, "not a publish");
+            assert_eq!(decode_terminate(&bytes), None, "not a terminate");
+        }
+        assert_eq!(decode_user_status(&encode_terminate("a", "u")), None);
+        assert_eq!(decode_user_status(b"H\x05\x01"), None, "no user id");
+        assert_eq!(decode_user_status(b"H\x05\x02u"), None, "another flag");
+        assert_eq!(decode_user_status(b"H\x05\x01\xff"), None, "not UTF-8");
     }
 }

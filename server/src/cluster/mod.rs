@@ -16,20 +16,32 @@
 //! The dashboard's sign-in budgets ([`signin`]), its connection figures ([`stats`]) and its
 //! live console ([`console`]) cover every node.
 //!
-//! Presence, channel queries, the daily message quota, webhooks and the cache channels' last events are still
-//! per node (later increments keep them in Redis).
+//! Channel occupancy and presence are kept in Redis and decided there by scripts, so each
+//! transition (occupied, vacated, member added or removed, subscription count) and its webhook
+//! fires once per cluster; REST channel queries read them; a dead node's state is cleaned by one
+//! survivor; a node re-registers its state after Redis lost it ([`state`]). A subscribe waits
+//! for its script through the session's deferral ([`crate::transport::deferral`]).
+//!
+//! Signed-in users and watchlists are cluster-wide ([`users`]: Redis scripts decide online and
+//! offline), and so are cache channels' last events ([`cache`]).
+//!
+//! The daily message quota is still per node (a later increment keeps it in Redis).
 //!
 //! Layer: above `webhooks`, below `node` (it sees the hub, the tenants' usage counters, the
 //! protocol, the config and the clock; the node holds an `Option<Cluster>`).
 
 mod bus;
 pub mod console;
+pub mod cache;
 pub mod health;
 pub mod message;
 mod registry;
 pub mod signin;
 pub mod slots;
 pub mod stats;
+mod state;
+mod state_scripts;
+pub mod users;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,11 +57,12 @@ use crate::clock::Clock;
 use crate::config::ClusterSettings;
 use crate::hub::{Hub, OccupancyReceiver, Taps};
 use crate::locks::MutexExt;
-use crate::protocol::SocketId;
+use crate::protocol::{ChannelName, SocketId};
 use crate::tenants::{DependencyState, Usage};
 
 pub use health::{Part, RedisHealth};
 pub use slots::{OverQuota, Slot};
+pub use state::{JoinAnswer, Members, StateUnavailable};
 
 /// How long a node's heartbeat key lives without a refresh.
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
@@ -89,6 +102,9 @@ pub trait Local: Send + Sync + 'static {
 struct Outgoing {
     redis_channel: String,
     payload: Bytes,
+    /// A kept publish to a cache channel: its cache key, and where the frame starts in
+    /// `payload` (set in the same pipeline as the publish).
+    cache: Option<(String, usize)>,
 }
 
 #[derive(Debug, Default)]
@@ -139,6 +155,12 @@ struct Inner {
     clock: Clock,
     /// This node's slots of the apps' connection quotas.
     slots: slots::Slots,
+    /// This node's signed-in users, cluster-wide.
+    users: users::Users,
+    /// The apps whose Redis channel the pub/sub connection listens to.
+    listening: bus::Listening,
+    /// The cluster-wide channel state's task queue and flags.
+    state: state::Shared,
 }
 
 /// This node's membership in the cluster: cheap to clone.
@@ -176,7 +198,9 @@ impl Cluster {
             .set_max_delay(Duration::from_millis(500));
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|e| ClusterError(e.to_string()))?;
-        let slots_manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
+        let slots_manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .map_err(|e| ClusterError(e.to_string()))?;
+        let users_manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| ClusterError(e.to_string()))?;
         let health = RedisHealth::new(clock.clone());
         let instance = format!("{:016x}:{}", rand::random::<u64>(), settings.node_id);
@@ -204,6 +228,9 @@ impl Cluster {
                 instance,
                 clock,
                 slots: slots::Slots::new(slots_manager),
+                users: users::Users::new(users_manager),
+                listening: bus::Listening::default(),
+                state: state::Shared::new(),
             }),
         })
     }
@@ -238,6 +265,23 @@ impl Cluster {
         self.inner.received.load(Ordering::Relaxed)
     }
 
+    /// Whether this node listens to app `app_id`'s Redis channel (or cannot: no pub/sub
+    /// connection is up), so a subscriber may be answered at once.
+    pub fn is_listening(&self, app_id: &str) -> bool {
+        self.inner.listening.ready(app_id)
+    }
+
+    /// Waits until this node listens to app `app_id`'s Redis channel, at most
+    /// [`slots::ADMIT_TIMEOUT`] (then the subscriber is answered anyway; a publish from another
+    /// node in the gap may be missed here, as before). Called for the app's first subscriber on
+    /// this node, so its `subscription_succeeded` promises only what the node will deliver.
+    pub async fn listen(&self, app_id: &str) {
+        if self.is_listening(app_id) {
+            return;
+        }
+        let _ = tokio::time::timeout(slots::ADMIT_TIMEOUT, self.inner.listening.wait(app_id)).await;
+    }
+
     /// The Redis key of node `node_id`'s heartbeat.
     pub fn node_key(cluster: &str, node_id: &str) -> String {
         format!("{cluster}:node:{node_id}")
@@ -264,6 +308,35 @@ impl Cluster {
         self.enqueue(app_id, payload);
     }
 
+    /// [`Cluster::forward`] for a REST publish (kept): to a cache channel, the frame is also
+    /// stored as the channel's last event cluster-wide (`{cluster}:cache:{app_id}:{channel}`,
+    /// [`crate::hub::CACHE_TTL`]), set in the same pipeline as the publish, unless it is larger
+    /// than the app's cache budget (`cache_bytes`, counted as the local cache counts it: data
+    /// and frame), which the local cache would refuse too.
+    pub fn forward_kept(
+        &self,
+        app_id: &str,
+        channel: &ChannelName,
+        frame: &[u8],
+        data: &str,
+        except: Option<SocketId>,
+        cache_bytes: Option<usize>,
+    ) {
+        let fits = cache_bytes.is_none_or(|max| frame.len() + data.len() <= max);
+        if !channel.is_cache() || !fits {
+            return self.forward(app_id, channel.as_str(), frame, except, true);
+        }
+        let payload = message::encode(&self.inner.instance, channel.as_str(), except, true, frame);
+        let at = payload.len() - frame.len();
+        let key = Cluster::cache_key(&self.inner.settings.name, app_id, channel.as_str());
+        self.enqueue_with(app_id, payload, Some((key, at)));
+    }
+
+    /// The Redis key of cache channel `channel`'s last event cluster-wide.
+    pub fn cache_key(cluster: &str, app_id: &str, channel: &str) -> String {
+        format!("{cluster}:cache:{app_id}:{channel}")
+    }
+
     /// Sends a REST `terminate_connections` to the other nodes (this node closed its own
     /// sockets of the user already): each closes `user_id`'s signed-in sockets of the app with
     /// 4009. Queued like [`Cluster::forward`], in order with the publishes.
@@ -275,6 +348,11 @@ impl Cluster {
     /// Queues `payload` for the app's Redis channel without waiting, or drops and counts it when
     /// the queue is full (by count or by bytes).
     fn enqueue(&self, app_id: &str, payload: Bytes) {
+        self.enqueue_with(app_id, payload, None);
+    }
+
+    /// [`Cluster::enqueue`], with a cache channel's key and frame offset for a kept publish.
+    fn enqueue_with(&self, app_id: &str, payload: Bytes, cache: Option<(String, usize)>) {
         let inner = &self.inner;
         let size = payload.len();
         let queued = inner.outgoing_bytes.fetch_add(size, Ordering::Relaxed);
@@ -286,6 +364,7 @@ impl Cluster {
         let outgoing = Outgoing {
             redis_channel: Cluster::app_channel(&inner.settings.name, app_id),
             payload,
+            cache,
         };
         let refused = match inner.outgoing.try_send(outgoing) {
             Ok(()) => return,
@@ -325,9 +404,28 @@ impl Cluster {
             local.clone(),
             console_events,
         ));
+        let users = [
+            tokio::spawn(users::users_loop(
+                self.inner.clone(),
+                stop_publishing.clone(),
+            )),
+            tokio::spawn(users::sweep_loop(self.inner.clone())),
+        ];
+        let stop_state = CancellationToken::new();
+        let state = self.inner.state.take_receiver().map(|rx| {
+            tokio::spawn(state::state_loop(
+                self.inner.clone(),
+                local.clone(),
+                rx,
+                stop_state.clone(),
+            ))
+        });
         Running {
             stats,
             console,
+            users,
+            stop_state,
+            state,
             slots,
             inner: self.inner.clone(),
             stop_publishing,
@@ -342,6 +440,8 @@ impl Cluster {
 #[derive(Debug)]
 pub struct Running {
     inner: Arc<Inner>,
+    stop_state: CancellationToken,
+    state: Option<tokio::task::JoinHandle<()>>,
     stop_publishing: CancellationToken,
     publisher: Option<tokio::task::JoinHandle<()>>,
     subscriber: tokio::task::JoinHandle<()>,
@@ -351,6 +451,8 @@ pub struct Running {
     stats: tokio::task::JoinHandle<()>,
     /// The live console across nodes ([`console`]).
     console: tokio::task::JoinHandle<()>,
+    /// The users task and the dead-node sweep.
+    users: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl Running {
@@ -360,20 +462,44 @@ impl Running {
     /// long again, and not past `deadline`). Meant to run alongside the webhook drain and the
     /// final usage flush, so a partitioned Redis cannot take their time.
     pub async fn stop(self, deadline: Instant) {
-        self.subscriber.abort();
-        self.stop_publishing.cancel();
-        if let Some(mut publisher) = self.publisher {
+        // The leaves the closed sockets queued go out first (they publish member_removed and
+        // count frames, so before the publishing task drains).
+        self.stop_state.cancel();
+        if let Some(mut state) = self.state {
             let budget = deadline.min(Instant::now() + STOP_BUDGET);
-            if tokio::time::timeout_at(budget, &mut publisher)
-                .await
-                .is_err()
-            {
-                publisher.abort();
-                tracing::warn!(
-                    "publishes still queued for the other nodes were dropped at shutdown"
-                );
+            if tokio::time::timeout_at(budget, &mut state).await.is_err() {
+                state.abort();
+                tracing::warn!("channel state changes still queued were dropped at shutdown");
             }
         }
+        self.subscriber.abort();
+        self.stop_publishing.cancel();
+        let budget = deadline.min(Instant::now() + STOP_BUDGET);
+        let publishing = async {
+            if let Some(mut publisher) = self.publisher {
+                if tokio::time::timeout_at(budget, &mut publisher)
+                    .await
+                    .is_err()
+                {
+                    publisher.abort();
+                    tracing::warn!(
+                        "publishes still queued for the other nodes were dropped at shutdown"
+                    );
+                }
+            }
+        };
+        // The sockets have closed: their sign-outs are queued, and the users task sends them
+        // (in the same budget, alongside the publishes); the rest is left to the survivors'
+        // sweep once this node's tag key is gone.
+        let [mut users, sweep] = self.users;
+        sweep.abort();
+        let signing_out = async {
+            if tokio::time::timeout_at(budget, &mut users).await.is_err() {
+                users.abort();
+                tracing::warn!("sign-outs still queued were not sent at shutdown");
+            }
+        };
+        tokio::join!(publishing, signing_out);
         self.heartbeat.abort();
         self.slots.abort();
         self.stats.abort();

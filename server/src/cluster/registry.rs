@@ -208,6 +208,8 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
             Ok(Ok((1, had_tag))) => {
                 if had_tag == 0 && beaten {
                     inner.slots.detach();
+                    inner.users.lost();
+                    inner.state.needs_resync();
                 }
                 beaten = true;
                 (Ok(()), false)
@@ -223,6 +225,10 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
         };
         if unreachable {
             inner.slots.detach();
+            // Redis may come back empty, and the slots' re-registration restores the tag key
+            // before the next beat could notice: the users register again too (idempotent).
+            inner.users.lost();
+            inner.state.needs_resync();
         }
         if outcome.is_ok() {
             inner.health.record(Part::Publish, Ok(()));

@@ -23,6 +23,10 @@ pub(super) struct CachedEvent {
     /// Which event this is (unique in the app), so a connection replays each one at most once
     /// toward the quota.
     pub(super) seq: u64,
+    /// Known to be the cluster's last event (always on a single node). In cluster mode an event
+    /// kept while this node did not hear the app's other publishes is not: a subscribe then
+    /// asks Redis first, and replays this copy only when the cluster has none (Redis down).
+    pub(super) confirmed: bool,
 }
 
 impl CachedEvent {
@@ -90,7 +94,30 @@ impl AppHub {
     /// Keeps `frame` as `channel`'s cached event, within the app's caps: past them the event is
     /// still delivered but not kept (later subscribers get `pusher:cache_miss`), and counted in
     /// [`super::AppMemory::cache_refused`].
-    pub(super) fn keep(&self, state: &mut AppState, channel: &str, data: &str, frame: &Bytes) {
+    /// `confirmed`: see [`CachedEvent::confirmed`].
+    pub(super) fn keep(
+        &self,
+        state: &mut AppState,
+        channel: &str,
+        data: &str,
+        frame: &Bytes,
+        confirmed: bool,
+    ) {
+        let expires = Instant::now() + CACHE_TTL;
+        self.keep_until(state, channel, data, frame, expires, confirmed);
+    }
+
+    /// [`AppHub::keep`], expiring at `expires` (an event read from the cluster keeps the rest
+    /// of its TTL there).
+    fn keep_until(
+        &self,
+        state: &mut AppState,
+        channel: &str,
+        data: &str,
+        frame: &Bytes,
+        expires: Instant,
+        confirmed: bool,
+    ) {
         let max_channels = self.caps.channels.load(Ordering::Relaxed);
         let max_bytes = self.caps.bytes.load(Ordering::Relaxed);
         let replaced = state.cache.remove(channel);
@@ -101,8 +128,9 @@ impl AppHub {
         let cached = CachedEvent {
             data: data.into(),
             frame: frame.clone(),
-            expires: Instant::now() + CACHE_TTL,
+            expires,
             seq: state.cache_seq,
+            confirmed,
         };
         let over = |state: &AppState| {
             (max_channels != 0 && state.cache.len() >= max_channels)
@@ -120,6 +148,48 @@ impl AppHub {
         state.reported_misses.remove(channel);
         state.cache_bytes += cached.cost();
         state.cache.insert(channel.into(), cached);
+    }
+
+    /// Marks every cached event of the app on this node as possibly stale (cluster mode: the
+    /// node stopped hearing the app's publishes; Redis has the cluster's last ones). Returns how
+    /// many were marked.
+    pub fn unconfirm_cache(&self) -> usize {
+        let mut state = lock(&self.state);
+        let mut marked = 0;
+        for cached in state.cache.values_mut() {
+            marked += usize::from(cached.confirmed);
+            cached.confirmed = false;
+        }
+        marked
+    }
+
+    /// Whether cache channel `channel` has a live cached event on this node known to be the
+    /// cluster's last (else a subscribe asks Redis first).
+    pub fn has_cached(&self, channel: &str) -> bool {
+        let state = lock(&self.state);
+        state
+            .cache
+            .get(channel)
+            .is_some_and(|cached| cached.confirmed && cached.expires > Instant::now())
+    }
+
+    /// Keeps `frame`, cache channel `channel`'s last event as another node published it (read
+    /// from the cluster), unless this node has a live confirmed one of its own (newer or as
+    /// new; an unconfirmed one is replaced): a subscribe right after replays it. It expires when the cluster's copy does (`ttl` from
+    /// now, at most [`CACHE_TTL`]). Within the app's caps, like a local publish.
+    pub fn keep_from_cluster(&self, channel: &str, frame: &Bytes, ttl: Duration) {
+        let Some(data) = server::channel_event_data(frame) else {
+            return;
+        };
+        let mut state = lock(&self.state);
+        let live = state
+            .cache
+            .get(channel)
+            .is_some_and(|cached| cached.confirmed && cached.expires > Instant::now());
+        if !live {
+            let expires = Instant::now() + ttl.min(CACHE_TTL);
+            self.keep_until(&mut state, channel, &data, frame, expires, true);
+        }
     }
 
     /// Sets the caps on what the app's publishes keep (from its limits).

@@ -13,6 +13,7 @@ mod events;
 mod presence;
 mod rate;
 mod remote;
+mod shared_users;
 mod stats;
 mod taps;
 
@@ -22,9 +23,9 @@ pub use events::{
     event_channel, occupancy_channel, EventReceiver, EventSender, HubEvent, NotSent,
     OccupancyReceiver, OccupancySender,
 };
-pub use presence::PresenceMember;
+pub use presence::{ListedMember, PresenceMember};
 pub use rate::{Budget, RateLimits};
-pub use stats::{AppMemory, ChannelInfo};
+pub use stats::{AppMemory, ChannelInfo, LocalState};
 pub use taps::{clip, Taps};
 
 /// Kept at their old paths: the outbox moved below the hub.
@@ -58,6 +59,12 @@ pub struct Hub {
     node_tag: u64,
     events: Option<EventSender>,
     occupancy: Option<OccupancySender>,
+    /// Cluster mode: online/offline is decided by the cluster (see `shared_users.rs`).
+    shared_users: bool,
+    /// Cluster mode: cache channels' last events are kept in Redis (see `cache.rs`).
+    shared_cache: bool,
+    /// Cluster mode: channel and presence transitions are decided by the cluster, not here.
+    clustered: bool,
 }
 
 impl Default for Hub {
@@ -76,6 +83,21 @@ impl Hub {
             node_tag: u64::from(rand::random::<u32>()),
             events: None,
             occupancy: None,
+            shared_users: false,
+            shared_cache: false,
+            clustered: false,
+        }
+    }
+
+    /// This hub leaving channel and presence transitions to the cluster (cluster mode): it
+    /// still keeps this node's subscribers and members, but sends no `channel_occupied` /
+    /// `channel_vacated` / `member_added` / `member_removed` / `subscription_count` (webhooks or
+    /// frames) and does not check the presence member limit itself; the cluster decides those
+    /// from the cluster-wide state and fires them once. A single node never sets this.
+    pub fn with_cluster_state(self) -> Hub {
+        Hub {
+            clustered: true,
+            ..self
         }
     }
 
@@ -95,6 +117,28 @@ impl Hub {
     pub fn with_occupancy(self, occupancy: OccupancySender) -> Hub {
         Hub {
             occupancy: Some(occupancy),
+            ..self
+        }
+    }
+
+    /// This hub leaving online/offline decisions to the cluster (cluster mode): a signin or the
+    /// last socket of a user gone no longer notifies this node's watchers by itself, nor does a
+    /// signin answer the watchlist's initial statuses; the cluster does both, cluster-wide
+    /// (through [`AppHub::user_status_changed`] and [`AppHub::send_watchlist_statuses`]).
+    pub fn with_shared_users(self) -> Hub {
+        Hub {
+            shared_users: true,
+            ..self
+        }
+    }
+
+    /// This hub in a cluster whose cache channels' last events are kept in Redis: an event a
+    /// publish keeps here is trusted (a subscribe replays it without asking Redis) only while
+    /// this node has subscribers or signed-in users of the app, so hears the other nodes'
+    /// publishes; otherwise a subscribe asks Redis first.
+    pub fn with_shared_cache(self) -> Hub {
+        Hub {
+            shared_cache: true,
             ..self
         }
     }
@@ -147,6 +191,9 @@ impl Hub {
             .or_insert_with(|| {
                 let mut app = AppHub::new(app_id, self.events.clone());
                 app.hooks.occupancy = self.occupancy.clone();
+                app.shared_users = self.shared_users;
+                app.shared_cache = self.shared_cache;
+                app.hooks.clustered = self.clustered;
                 Arc::new(app)
             })
             .clone()
@@ -255,6 +302,10 @@ pub struct AppHub {
     caps: CacheCaps,
     /// Publishes to a cache channel that were delivered but not kept (the app was at a cap).
     cache_refused: AtomicU64,
+    /// Cluster mode: online/offline is decided by the cluster (see `shared_users.rs`).
+    shared_users: bool,
+    /// Cluster mode: cache channels' last events are kept in Redis (see `cache.rs`).
+    shared_cache: bool,
 }
 
 /// Options of a subscribe that come from the app's settings.
@@ -395,7 +446,8 @@ impl AppState {
             Some(user_id) => presence::leave(state, channel, user_id, hooks),
             None => 0,
         };
-        let hook_counts = hooks.wants(WebhookKind::SubscriptionCount);
+        let hook_counts = hooks.wants(WebhookKind::SubscriptionCount) && !hooks.clustered;
+        let subscription_count = subscription_count && !hooks.clustered;
         if state.subscribers.is_empty() {
             if state.cache {
                 self.occupied_cache -= 1;
@@ -406,9 +458,11 @@ impl AppState {
             }
             self.channels.remove(channel);
             self.pending_counts.remove(channel);
-            hooks.emit(WebhookKind::ChannelVacated, || {
-                WebhookEvent::channel(WebhookKind::ChannelVacated, channel)
-            });
+            if !hooks.clustered {
+                hooks.emit(WebhookKind::ChannelVacated, || {
+                    WebhookEvent::channel(WebhookKind::ChannelVacated, channel)
+                });
+            }
             if self.channels.is_empty() && self.users.is_empty() {
                 hooks.occupancy_changed();
             }
@@ -422,17 +476,20 @@ impl AppState {
         delivered
     }
 
-    fn notify_watchers(&self, user_id: &str, online: bool) {
-        if let Some(watchers) = self.watchers.get(user_id) {
-            let frame = if online {
-                server::watchlist_events(&[user_id], &[])
-            } else {
-                server::watchlist_events(&[], &[user_id])
-            };
-            for watcher in watchers {
-                watcher.outbox().push(frame.clone());
-            }
+    /// Tells the watchers of `user_id` it came online or went offline; returns how many.
+    fn notify_watchers(&self, user_id: &str, online: bool) -> usize {
+        let Some(watchers) = self.watchers.get(user_id) else {
+            return 0;
+        };
+        let frame = if online {
+            server::watchlist_events(&[user_id], &[])
+        } else {
+            server::watchlist_events(&[], &[user_id])
+        };
+        for watcher in watchers {
+            watcher.outbox().push(frame.clone());
         }
+        watchers.len()
     }
 }
 
@@ -446,9 +503,12 @@ impl AppHub {
                 events,
                 interest: AtomicU8::new(0),
                 occupancy: None,
+                clustered: false,
             },
             caps: CacheCaps::default(),
             cache_refused: AtomicU64::new(0),
+            shared_users: false,
+            shared_cache: false,
         }
     }
 
@@ -521,7 +581,9 @@ impl AppHub {
             }
             if last {
                 state.users.remove(user_id);
-                state.notify_watchers(user_id, false);
+                if !self.shared_users {
+                    state.notify_watchers(user_id, false);
+                }
                 if state.users.is_empty() && state.channels.is_empty() {
                     self.hooks.occupancy_changed();
                 }
@@ -546,6 +608,20 @@ impl AppHub {
         member: Option<PresenceMember>,
         options: SubscribeOptions,
     ) -> Result<Subscribed, SubscribeRefusal> {
+        self.subscribe_with_members(conn, channel, member, options, None)
+    }
+
+    /// Subscribes `conn` to `channel` like [`AppHub::subscribe`]; on a presence channel,
+    /// `members` (the cluster-wide member list, cluster mode) is what the subscriber's
+    /// `subscription_succeeded` lists instead of this node's members.
+    pub fn subscribe_with_members(
+        &self,
+        conn: &ConnHandle,
+        channel: &ChannelName,
+        member: Option<PresenceMember>,
+        options: SubscribeOptions,
+        members: Option<&[ListedMember]>,
+    ) -> Result<Subscribed, SubscribeRefusal> {
         let name = channel.as_str();
         let mut guard = lock(&self.state);
         // Borrow the fields separately: the channel entry and the pending set at once.
@@ -569,7 +645,12 @@ impl AppHub {
                 }
             }
         }
-        if let (Some(member), Some(max)) = (&member, options.max_presence_members) {
+        // In cluster mode the member limit was checked cluster-wide already (unless Redis did
+        // not answer: then the cluster's members are unknown and the node checks its own).
+        let room_checked = self.hooks.clustered && members.is_some();
+        if let (Some(member), Some(max), false) =
+            (&member, options.max_presence_members, room_checked)
+        {
             if let Some(existing) = state.channels.get(name) {
                 presence::check_room(existing, member, max)?;
             }
@@ -590,19 +671,23 @@ impl AppHub {
                 })
             }
         };
-        if entry.subscribers.is_empty() {
+        if entry.subscribers.is_empty() && !hooks.clustered {
             hooks.emit(WebhookKind::ChannelOccupied, || {
                 WebhookEvent::channel(WebhookKind::ChannelOccupied, name)
             });
         }
         if let Some(member) = member {
-            result.member_events_delivered = presence::join(entry, name, conn, member, hooks);
+            result.member_events_delivered =
+                presence::join(entry, name, conn, member, hooks, members);
         } else {
             entry.subscribers.insert(conn.socket_id(), conn.clone());
             conn.outbox().push(server::subscription_succeeded(name));
         }
         let hook_counts = hooks.wants(WebhookKind::SubscriptionCount);
-        if (options.subscription_count || hook_counts) && counts::counts_subscriptions(name) {
+        if (options.subscription_count || hook_counts)
+            && counts::counts_subscriptions(name)
+            && !hooks.clustered
+        {
             // The subscriber's own count goes through its outbox, after subscription_succeeded.
             let first = entry.subscribers.len() <= 1;
             if counts::maybe_send_count(name, entry, first, options.subscription_count, hooks) {
@@ -660,7 +745,11 @@ impl AppHub {
         let mut to_flush = Vec::new();
         let mut state = lock(&self.state);
         if channel.is_cache() {
-            self.keep(&mut state, channel.as_str(), data, frame);
+            // In a cluster, known to stay the last event only while this node hears the app's
+            // other publishes.
+            let confirmed =
+                !self.shared_cache || !state.channels.is_empty() || !state.users.is_empty();
+            self.keep(&mut state, channel.as_str(), data, frame, confirmed);
         }
         let delivered = state
             .channels
@@ -694,7 +783,7 @@ impl AppHub {
         let sockets = state.users.entry(user_id.into()).or_default();
         let first = sockets.is_empty();
         sockets.push(conn.clone());
-        if first {
+        if first && !self.shared_users {
             state.notify_watchers(user_id, true);
         }
         for watched in watchlist {
@@ -704,7 +793,8 @@ impl AppHub {
                 .or_default()
                 .push(conn.clone());
         }
-        if !watchlist.is_empty() {
+        // In cluster mode the cluster answers the initial statuses (every node's users).
+        if !watchlist.is_empty() && !self.shared_users {
             let (online, offline): (Vec<&str>, Vec<&str>) = watchlist
                 .iter()
                 .map(String::as_str)

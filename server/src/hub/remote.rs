@@ -41,7 +41,7 @@ impl AppHub {
         let mut to_flush = Vec::new();
         let mut state = lock(&self.state);
         if let Some(data) = &cache {
-            self.keep(&mut state, channel, data, frame);
+            self.keep(&mut state, channel, data, frame, true);
         }
         let delivered = state
             .channels

@@ -504,3 +504,47 @@ async fn a_signed_in_socket_keeps_its_app_occupied_for_the_cluster_without_any_c
     assert_eq!(occupancy.try_recv().as_deref(), Some("1"));
     assert!(!app.is_occupied());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_event_from_the_cluster_keeps_its_remaining_ttl_and_never_replaces_a_live_local_one() {
+    let app = AppHub::new("1", None);
+    let older = server::channel_event("e", "cache-x", "older");
+    let newer = server::channel_event("e", "cache-x", "newer");
+    app.keep_from_cluster("cache-x", &older, Duration::from_secs(60));
+    assert!(app.has_cached("cache-x"));
+    // This node's own (live) copy is never replaced by the cluster's.
+    app.keep_from_cluster("cache-x", &newer, Duration::from_secs(600));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(
+        !app.has_cached("cache-x"),
+        "expired with the cluster's copy"
+    );
+    // Never longer than the cache TTL, whatever Redis says.
+    app.keep_from_cluster("cache-x", &newer, CACHE_TTL * 2);
+    tokio::time::advance(CACHE_TTL + Duration::from_secs(1)).await;
+    assert!(!app.has_cached("cache-x"));
+    // Not a channel event: nothing kept.
+    app.keep_from_cluster("cache-y", &Bytes::from_static(b"garbage"), CACHE_TTL);
+    assert!(!app.has_cached("cache-y"));
+    // Unconfirmed when the node stops hearing the app: the cluster's copy then replaces it.
+    app.keep_from_cluster("cache-z", &older, CACHE_TTL);
+    assert!(app.has_cached("cache-z"));
+    assert!(app.unconfirm_cache() >= 1);
+    assert!(!app.has_cached("cache-z"));
+    app.keep_from_cluster("cache-z", &newer, CACHE_TTL);
+    assert!(app.has_cached("cache-z"));
+    let (conn, mut outbox) = connect(&app, 1, 16);
+    app.subscribe(
+        &conn,
+        &channel("cache-z"),
+        None,
+        SubscribeOptions::default(),
+    )
+    .expect("subscribes");
+    let frames = drain(&mut outbox);
+    assert_eq!(
+        events(&frames),
+        ["pusher_internal:subscription_succeeded", "e"]
+    );
+    assert_eq!(frames[1]["data"], "newer");
+}
