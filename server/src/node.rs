@@ -52,6 +52,10 @@ impl crate::cluster::Local for Node {
     fn usage(&self) -> &Usage {
         &self.usage
     }
+
+    fn rates(&self) -> &RateLimits {
+        &self.rates
+    }
 }
 
 /// The handle handlers receive.

@@ -13,14 +13,19 @@
 //! script and expire with its heartbeat ([`slots`]; the rule while Redis is unreachable is
 //! documented there).
 //!
-//! Presence, channel queries, the daily message quota, webhooks and the cache channels' last events are still
-//! per node (later increments keep them in Redis).
+//! An app's daily message quota holds cluster-wide too: nodes lease blocks of it from Redis and
+//! admit publishes from them without a round trip ([`lease`], which also shares the apps' REST
+//! rate limits between the live nodes).
+//!
+//! Presence, channel queries, webhooks and the cache channels' last events are still per node
+//! (later increments keep them in Redis).
 //!
 //! Layer: above `webhooks`, below `node` (it sees the hub, the tenants' usage counters, the
 //! protocol, the config and the clock; the node holds an `Option<Cluster>`).
 
 mod bus;
 pub mod health;
+pub mod lease;
 pub mod message;
 mod registry;
 pub mod slots;
@@ -37,12 +42,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::ClusterSettings;
-use crate::hub::{Hub, OccupancyReceiver};
+use crate::hub::{Hub, OccupancyReceiver, RateLimits};
 use crate::locks::MutexExt;
 use crate::protocol::SocketId;
 use crate::tenants::{DependencyState, Usage};
 
 pub use health::{Part, RedisHealth};
+pub use lease::Daily;
 pub use slots::{OverQuota, Slot};
 
 /// How long a node's heartbeat key lives without a refresh.
@@ -74,6 +80,8 @@ pub trait Local: Send + Sync + 'static {
     fn hub(&self) -> &Hub;
     /// The node's usage counters.
     fn usage(&self) -> &Usage;
+    /// The node's REST rate limits (shared by the live nodes, [`lease`]).
+    fn rates(&self) -> &RateLimits;
 }
 
 /// One publish on its way to Redis.
@@ -131,6 +139,8 @@ struct Inner {
     clock: Clock,
     /// This node's slots of the apps' connection quotas.
     slots: slots::Slots,
+    /// This node's leases of the apps' daily message quotas.
+    leases: lease::Leases,
 }
 
 /// This node's membership in the cluster: cheap to clone.
@@ -195,6 +205,7 @@ impl Cluster {
                 tag,
                 instance,
                 clock,
+                leases: lease::Leases::new(slots_manager.clone()),
                 slots: slots::Slots::new(slots_manager),
             }),
         })
@@ -303,11 +314,13 @@ impl Cluster {
                 stop_publishing.clone(),
             ))
         });
+        let leases = tokio::spawn(lease::lease_loop(self.inner.clone(), local.clone()));
         let subscriber = tokio::spawn(bus::subscribe_loop(self.inner.clone(), local, occupancy));
         let slots = tokio::spawn(slots::slot_loop(self.inner.clone()));
         let heartbeat = tokio::spawn(registry::heartbeat_loop(self.inner.clone()));
         Running {
             slots,
+            leases,
             inner: self.inner.clone(),
             stop_publishing,
             publisher,
@@ -326,6 +339,7 @@ pub struct Running {
     subscriber: tokio::task::JoinHandle<()>,
     heartbeat: tokio::task::JoinHandle<()>,
     slots: tokio::task::JoinHandle<()>,
+    leases: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -351,6 +365,9 @@ impl Running {
         }
         self.heartbeat.abort();
         self.slots.abort();
+        self.leases.abort();
+        let _ = self.leases.await;
+        lease::give_back_all(&self.inner, deadline.min(Instant::now() + STOP_BUDGET)).await;
         let _ = self.heartbeat.await;
         registry::leave(&self.inner, deadline.min(Instant::now() + STOP_BUDGET)).await;
     }

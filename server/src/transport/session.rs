@@ -561,7 +561,18 @@ impl Session {
                 );
             }
         }
-        if !self.usage.try_publish(app.limits.daily_messages(), 1) {
+        // In a cluster the event needs the node's lease of the quota; when it is empty the
+        // event is refused while a refill starts (the session cannot wait here), and the next
+        // one is admitted from the refill (`cluster::lease`).
+        let quota = app.limits.daily_messages();
+        let admitted = match &self.node.cluster {
+            None => self.usage.try_publish(quota, 1),
+            Some(cluster) => {
+                cluster.daily_now(&self.app_id, &self.usage, quota, 1)
+                    == crate::cluster::Daily::Admitted
+            }
+        };
+        if !admitted {
             return self.send_error(
                 None,
                 "Over daily message quota: client event rejected (usage resets at 00:00 UTC)",
