@@ -98,3 +98,24 @@ impl RateLimits {
         limiters.retain(|(app_id, _), _| keep(app_id));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_nodes_share_each_rate_rounded_up() {
+        let limits = RateLimits::new(Clock::manual(0));
+        assert_eq!(limits.share(10), 10, "alone: the whole rate");
+        limits.set_nodes(3);
+        assert_eq!(limits.share(10), 4);
+        assert_eq!(limits.share(1), 1, "never zero");
+        // A burst of the share on this node, no more.
+        for _ in 0..4 {
+            assert!(limits.check("1", Budget::Reads, Some(10), 1).is_ok());
+        }
+        assert!(limits.check("1", Budget::Reads, Some(10), 1).is_err());
+        limits.set_nodes(0);
+        assert_eq!(limits.share(10), 10, "0 counts as alone");
+    }
+}

@@ -732,6 +732,65 @@ mod tests {
     }
 
     #[test]
+    fn the_allowance_admits_what_it_holds_and_everything_counted_comes_off_it() {
+        let clock = Clock::manual(7 * DAY_MS);
+        let usage = AppUsage::new(clock.clone(), 0);
+        // Nothing granted yet: short, and nothing counted.
+        assert_eq!(usage.try_publish_allowed(1, 0), None);
+        let settled = usage.settle();
+        assert_eq!((settled.day, settled.debt, settled.known), (7, 0, 0));
+        assert_eq!(usage.grant(7, 3), 0);
+        assert_eq!(usage.try_publish_allowed(2, 0), Some(1));
+        // Deliveries after the admission take it below zero: a debt.
+        usage.count(4);
+        assert_eq!(usage.allowance(), -3);
+        assert_eq!(
+            usage.try_publish_allowed(1, 0),
+            None,
+            "no admission on a debt"
+        );
+        assert_eq!(
+            usage.try_publish_allowed(1, 4),
+            Some(-4),
+            "within an overdraft"
+        );
+        let settled = usage.settle();
+        assert_eq!(settled.debt, 4, "the debt is reported");
+        assert_eq!(settled.known, 7, "2 + 4 + 1 counted, nothing held");
+        assert_eq!(usage.allowance(), 0);
+        usage.unsettle(&settled);
+        assert_eq!(usage.allowance(), -4, "a report that failed is owed again");
+        assert_eq!(usage.messages_today(), 7);
+    }
+
+    #[test]
+    fn a_past_days_allowance_is_handed_over_and_a_late_grant_goes_back() {
+        let clock = Clock::manual(7 * DAY_MS);
+        let usage = AppUsage::new(clock.clone(), 0);
+        usage.settle();
+        usage.grant(7, 10);
+        assert_eq!(usage.try_publish_allowed(1, 0), Some(9));
+        clock.set_millis(8 * DAY_MS);
+        assert_eq!(usage.allowance(), 0, "a new day starts empty");
+        usage.count(2);
+        let settled = usage.settle();
+        assert_eq!(settled.day, 8);
+        assert_eq!(settled.debt, 2, "counted today before any grant");
+        assert_eq!(
+            settled.stale,
+            Some(Allowance { day: 7, balance: 9 }),
+            "yesterday's rest, to give back"
+        );
+        assert_eq!(usage.grant(7, 5), 5, "a grant for a past day goes back");
+        assert_eq!(usage.grant(8, 5), 0);
+        assert_eq!(
+            usage.take_allowances(),
+            vec![Allowance { day: 8, balance: 5 }]
+        );
+        assert_eq!(usage.allowance(), 0);
+    }
+
+    #[test]
     fn a_failed_flush_keeps_its_counts() {
         let clock = Clock::manual(5 * DAY_MS);
         let usage = AppUsage::new(clock, 0);
