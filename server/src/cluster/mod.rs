@@ -141,6 +141,8 @@ struct Inner {
     slots: slots::Slots,
     /// This node's leases of the apps' daily message quotas.
     leases: lease::Leases,
+    /// The apps whose Redis channel the pub/sub connection listens to.
+    listening: bus::Listening,
 }
 
 /// This node's membership in the cluster: cheap to clone.
@@ -207,6 +209,7 @@ impl Cluster {
                 clock,
                 leases: lease::Leases::new(slots_manager.clone()),
                 slots: slots::Slots::new(slots_manager),
+                listening: bus::Listening::default(),
             }),
         })
     }
@@ -239,6 +242,23 @@ impl Cluster {
     /// Publishes from other nodes delivered here since the start.
     pub fn received(&self) -> u64 {
         self.inner.received.load(Ordering::Relaxed)
+    }
+
+    /// Whether this node listens to app `app_id`'s Redis channel (or cannot: no pub/sub
+    /// connection is up), so a subscriber may be answered at once.
+    pub fn is_listening(&self, app_id: &str) -> bool {
+        self.inner.listening.ready(app_id)
+    }
+
+    /// Waits until this node listens to app `app_id`'s Redis channel, at most
+    /// [`slots::ADMIT_TIMEOUT`] (then the subscriber is answered anyway; a publish from another
+    /// node in the gap may be missed here, as before). Called for the app's first subscriber on
+    /// this node, so its `subscription_succeeded` promises only what the node will deliver.
+    pub async fn listen(&self, app_id: &str) {
+        if self.is_listening(app_id) {
+            return;
+        }
+        let _ = tokio::time::timeout(slots::ADMIT_TIMEOUT, self.inner.listening.wait(app_id)).await;
     }
 
     /// The Redis key of node `node_id`'s heartbeat.

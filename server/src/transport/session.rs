@@ -12,6 +12,7 @@ use governor::Quota;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::deferral::{Deferred, Pending, PendingSubscribe};
 use crate::auth::{self, SocketAuthError};
 use crate::clock::RateLimiter;
 use crate::hub::{AppHub, ConnHandle, PresenceMember, SubscribeOptions, SubscribeRefusal};
@@ -57,6 +58,11 @@ pub struct Session {
     replayed: HashMap<Box<str>, u64>,
     /// Whether the session has left everything.
     finished: bool,
+    /// Work waiting for Redis and the frames behind it (cluster mode; see [`super::deferral`]).
+    deferred: Deferred,
+    /// Defers subscribes without a cluster (tests of the mechanism).
+    #[cfg(test)]
+    pub(crate) force_defer: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -151,7 +157,65 @@ impl Session {
             subscribe_limiter: None,
             replayed: HashMap::new(),
             finished: false,
+            deferred: Deferred::default(),
+            #[cfg(test)]
+            force_defer: false,
         }
+    }
+
+    /// Whether work waits for Redis (or frames queued behind such work): the transport stops
+    /// reading the socket and awaits [`Session::drive`] before it feeds more.
+    pub fn pending(&self) -> bool {
+        self.deferred.pending()
+    }
+
+    /// Runs the pending work, then the frames queued behind it, in order (a queued frame may
+    /// defer again: the frames after it wait for that). Returns once nothing is pending. Each
+    /// piece of work waits for Redis at most [`super::deferral::REDIS_ANSWER_TIMEOUT`], then
+    /// decides locally.
+    pub async fn drive(&mut self) {
+        loop {
+            if let Some(work) = self.deferred.take_work() {
+                self.run_pending(work).await;
+                continue;
+            }
+            let Some(frame) = self.deferred.next_frame() else {
+                return;
+            };
+            self.handle_text(&frame);
+        }
+    }
+
+    /// Completes one piece of deferred work.
+    async fn run_pending(&mut self, work: Pending) {
+        match work {
+            Pending::Subscribe(subscribe) => {
+                if let Some(cluster) = &self.node.cluster {
+                    // The app's first subscriber on this node: its subscription_succeeded must
+                    // not go out before this node listens to the app's Redis channel, or a
+                    // publish from another node in between would be missed here.
+                    cluster.listen(&self.app_id).await;
+                }
+                self.complete_subscribe(subscribe);
+            }
+        }
+    }
+
+    /// Whether a subscribe must wait for the cluster.
+    fn subscribe_waits(&self) -> bool {
+        #[cfg(test)]
+        if self.force_defer {
+            return true;
+        }
+        self.node
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| !cluster.is_listening(&self.app_id))
+    }
+
+    /// Queues `work`: frames fed from now on wait behind it.
+    fn defer(&mut self, work: Pending) {
+        self.deferred.set_work(work);
     }
 
     /// The app as it is now; `None` once it was disabled or deleted (the socket is about to be
@@ -174,8 +238,22 @@ impl Session {
         );
     }
 
-    /// Handles one inbound text frame.
+    /// Handles one inbound text frame (queued behind pending work, if any: see
+    /// [`Session::pending`]).
     pub fn on_text(&mut self, text: &str) {
+        if self.deferred.pending() {
+            if !self.deferred.push_frame(text) {
+                self.send_error(
+                    None,
+                    "Too many messages sent while an earlier one waits: message dropped",
+                );
+            }
+            return;
+        }
+        self.handle_text(text);
+    }
+
+    fn handle_text(&mut self, text: &str) {
         match ClientFrame::decode(text) {
             Ok(ClientFrame::Ping) => {
                 self.conn.outbox().push(server::pong());
@@ -263,13 +341,37 @@ impl Session {
             Ok(member) => member,
             Err(refusal) => return self.refuse(channel, refusal),
         };
-        let presence_user = member.as_ref().map(|m| m.user_id.clone());
         let options = SubscribeOptions {
             max_presence_members: app.limits.presence_members(),
             subscription_count: app.subscription_count,
             max_channels: app.limits.channels(),
             max_cache_channels: app.limits.cache_channels(),
         };
+        let subscribe = PendingSubscribe {
+            name,
+            member,
+            options,
+            max_subscriptions,
+        };
+        if self.subscribe_waits() {
+            return self.defer(Pending::Subscribe(subscribe));
+        }
+        self.complete_subscribe(subscribe);
+    }
+
+    /// Registers a subscribe that passed every check with the hub.
+    fn complete_subscribe(&mut self, subscribe: PendingSubscribe) {
+        let PendingSubscribe {
+            name,
+            member,
+            options,
+            max_subscriptions,
+        } = subscribe;
+        let channel = name.as_str();
+        if self.finished || self.app().is_none() {
+            return;
+        }
+        let presence_user = member.as_ref().map(|m| m.user_id.clone());
         match self.app_hub.subscribe(&self.conn, &name, member, options) {
             Ok(done) => {
                 self.node.taps.emit(
@@ -619,6 +721,7 @@ impl Session {
             return;
         }
         self.finished = true;
+        self.deferred.clear();
         let counts = self.app().is_some_and(|a| a.subscription_count);
         let channels: Vec<(Box<str>, Option<Box<str>>)> = std::mem::take(&mut self.subscriptions)
             .into_iter()
