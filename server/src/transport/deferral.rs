@@ -43,6 +43,23 @@ pub enum Pending {
     /// A subscribe that passed every local check (rate, name, cap, signature): the cluster
     /// answers before the hub registers it.
     Subscribe(PendingSubscribe),
+    /// A client event that passed every local check but the daily quota: this node's lease of
+    /// it was empty, so it waits for a refill (`cluster::lease`, at most
+    /// [`crate::cluster::lease::REFILL_WAIT`]), then is relayed or refused as over the quota.
+    ClientEvent(PendingClientEvent),
+}
+
+/// A client event waiting for the node's lease of the daily quota.
+#[derive(Debug)]
+pub struct PendingClientEvent {
+    /// The event's name.
+    pub event: Box<str>,
+    /// The channel.
+    pub channel: Box<str>,
+    /// The event's `data`, as received (JSON).
+    pub data: Box<str>,
+    /// The sender's presence user id, on a presence channel.
+    pub presence_user: Option<Box<str>>,
 }
 
 /// A subscribe waiting for the cluster.

@@ -209,7 +209,8 @@ async fn deliveries_pass_the_quota_by_at_most_one_publishs_own_deliveries_per_no
     let cluster = start_cluster_with_limits(&["--max-daily-messages", "120"]).await;
     let http = reqwest::Client::new();
     // Node i has i + 1 subscribers of its own channel (subscribed nowhere else), so each of
-    // its publishes costs 1 + (i + 1) and is delivered on that node only.
+    // its publishes costs 1 + (i + 1) and is delivered on that node only; the bound is the sum
+    // of one publish's deliveries per node, 1 + 2 + 3.
     let mut subscribers = Vec::new();
     let mut own_deliveries = 0;
     for (i, node) in cluster.nodes.iter().enumerate() {
@@ -220,6 +221,17 @@ async fn deliveries_pass_the_quota_by_at_most_one_publishs_own_deliveries_per_no
         }
         own_deliveries += i as u64 + 1;
     }
+    // A client event on a node that holds no lease yet waits for its refill (the session's
+    // deferral), then is relayed: 1 for the event, 1 for the copy delivered.
+    let mut talker = cluster.nodes[1].connect().await;
+    subscribe_private(&mut talker, "private-talk").await;
+    let mut listener = cluster.nodes[1].connect().await;
+    subscribe_private(&mut listener, "private-talk").await;
+    talker
+        .send_json(json!({"event":"client-typing","channel":"private-talk","data":{"n":1}}))
+        .await;
+    listener.expect_event("client-typing").await;
+
     let mut publishers = Vec::new();
     for (i, node) in cluster.nodes.iter().enumerate() {
         let http = http.clone();
@@ -250,8 +262,6 @@ async fn deliveries_pass_the_quota_by_at_most_one_publishs_own_deliveries_per_no
     );
 
     // A client event over the quota gets the single node's refusal, and the socket stays open.
-    let mut talker = cluster.nodes[1].connect().await;
-    subscribe_private(&mut talker, "private-talk").await;
     talker
         .send_json(json!({"event":"client-typing","channel":"private-talk","data":{}}))
         .await;
