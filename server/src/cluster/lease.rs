@@ -14,9 +14,9 @@
 //! - A publish (REST or client event) is admitted only while the allowance covers its target
 //!   channels, without a Redis round trip; when what is left falls under half the last block, a
 //!   refill starts in the background, so the hot path rarely waits. An empty allowance makes a
-//!   REST publish wait for a refill (at most [`REFILL_WAIT`]); a client event cannot wait (the
-//!   session is synchronous): it is refused while a refill starts, and the next one is admitted
-//!   from it. Redis answering that nothing is left makes the node refuse at once for
+//!   REST publish wait for a refill (at most [`REFILL_WAIT`]); a client event waits the same
+//!   way through the session's deferral (`Pending::ClientEvent`: the socket's later frames
+//!   wait behind it). Redis answering that nothing is left makes the node refuse at once for
 //!   [`EXHAUSTED_RECHECK`] before asking again (another node may give quota back).
 //! - Deliveries counted after an admission may take the allowance below zero: a debt, reported
 //!   with the next refill or within a second by the lease task. So the day's count may pass
@@ -27,8 +27,9 @@
 //! - The count starts a day at what the node knows (`Settlement::known`: the store's total as
 //!   of its last flush plus its own unflushed counts and what it holds), and never below it,
 //!   so a node restarted mid-day, an app given a quota mid-day or a Redis that lost its data
-//!   do not start the day again. What is left is given back at shutdown and, for the past day,
-//!   after midnight.
+//!   do not start the day again (the leases outstanding when Redis lost its data are not in
+//!   any node's view: the day may pass the quota by what was leased then). What is left is
+//!   given back at shutdown and, for the past day, after midnight.
 //! - Redis unreachable: the node admits what it holds plus its last known share of the
 //!   remainder (`left / live nodes` as last answered; `(quota - today) / live nodes` for an
 //!   app never asked), and refuses beyond it until Redis answers again; the debts are
