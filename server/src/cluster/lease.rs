@@ -35,7 +35,8 @@
 //!   app never asked), and refuses beyond it until Redis answers again; the debts are
 //!   reported then (the day may pass the quota by what the nodes admitted from their shares
 //!   meanwhile when the last answers were stale).
-//! - Apps without a daily quota never touch Redis. The usage counters reach the usage history
+//! - Apps without a daily quota never touch Redis; an app's lease unused for [`IDLE_FORGET`]
+//!   (its quota lifted, or no publishes) is given back and forgotten. The usage counters reach the usage history
 //!   in PostgreSQL as on one node.
 //!
 //! The same task counts the live nodes every [`TICK`] (the heartbeats' node set) for the REST
@@ -47,7 +48,7 @@
 //! unreachable: the last count stays.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,6 +79,10 @@ pub const TICK: Duration = Duration::from_secs(1);
 
 /// How long a day's key lives (past its day, so late give-backs still find it).
 const DAY_KEY_TTL: Duration = Duration::from_secs(2 * 86_400);
+
+/// An app's lease not used for this long is given back and forgotten (its next publish asks
+/// Redis again): an app whose quota was lifted, or that went quiet, costs Redis nothing.
+pub const IDLE_FORGET: Duration = Duration::from_secs(60);
 
 /// Live nodes assumed by a node that never reached Redis.
 const UNKNOWN_NODES: u64 = 2;
@@ -188,6 +193,8 @@ struct AppLease {
     turn: tokio::sync::Mutex<()>,
     /// A background refill is queued or running.
     refilling: AtomicBool,
+    /// When a publish last used the lease (Unix ms, the node's clock).
+    used_at: AtomicI64,
     state: Mutex<LeaseState>,
 }
 
@@ -197,8 +204,9 @@ pub(super) struct Leases {
     script: redis::Script,
     count_nodes: redis::Script,
     manager: ConnectionManager,
-    /// One entry per app with a daily quota that published through this node; entries of
-    /// apps deleted since are dropped by the lease task, so it is bounded by the store's apps.
+    /// One entry per app with a daily quota that published through this node in the last
+    /// [`IDLE_FORGET`] (the lease task drops the others, and those of deleted apps): bounded
+    /// by the apps publishing, themselves bounded by the store.
     apps: Mutex<HashMap<Box<str>, Arc<AppLease>>>,
     /// Redis did not answer: admissions use the shares until the lease task reaches it.
     detached: AtomicBool,
@@ -235,6 +243,7 @@ impl Leases {
             quota: AtomicU64::new(quota),
             turn: tokio::sync::Mutex::new(()),
             refilling: AtomicBool::new(false),
+            used_at: AtomicI64::new(i64::MAX),
             state: Mutex::default(),
         });
         apps.insert(app_id.into(), lease.clone());
@@ -296,7 +305,9 @@ impl Cluster {
         };
         let leases = &self.inner.leases;
         let lease = leases.app(app_id, usage, quota);
-        let day = self.inner.clock.day();
+        let now = self.inner.clock.now_millis();
+        lease.used_at.store(now, Ordering::Relaxed);
+        let day = now.div_euclid(86_400_000);
         let detached = leases.detached.load(Ordering::SeqCst);
         let overdraft = if detached {
             overdraft(leases, &lease, quota, day)
@@ -539,7 +550,8 @@ async fn count_nodes(inner: &Inner, local: &dyn Local) -> bool {
 }
 
 /// The lease task, every [`TICK`] until aborted: counts the live nodes (REST rate shares),
-/// reports the apps' debts, gives back past days' allowances, forgets deleted apps, and
+/// reports the apps' debts, gives back past days' allowances, forgets deleted apps and gives
+/// back the leases of apps idle for [`IDLE_FORGET`], and
 /// attaches again once Redis answers all of it.
 pub(super) async fn lease_loop(inner: Arc<Inner>, local: Arc<dyn Local>) {
     let mut tick = tokio::time::interval(TICK);
@@ -547,11 +559,26 @@ pub(super) async fn lease_loop(inner: Arc<Inner>, local: Arc<dyn Local>) {
     loop {
         tick.tick().await;
         let mut answered = count_nodes(&inner, local.as_ref()).await;
+        let idle_since =
+            inner.clock.now_millis() - i64::try_from(IDLE_FORGET.as_millis()).unwrap_or(i64::MAX);
+        let mut idle = Vec::new();
         let apps: Vec<Arc<AppLease>> = {
             let mut apps = inner.leases.apps.lock_or_recover();
-            apps.retain(|app_id, _| local.usage().contains(app_id));
+            apps.retain(|app_id, lease| {
+                let keep = local.usage().contains(app_id)
+                    && lease.used_at.load(Ordering::Relaxed) > idle_since;
+                if !keep {
+                    idle.push(lease.clone());
+                }
+                keep
+            });
             apps.values().cloned().collect()
         };
+        for lease in idle {
+            for allowance in lease.usage.end_allowance() {
+                give_back(&inner, &lease.app_id, allowance).await;
+            }
+        }
         let detached = inner.leases.detached.load(Ordering::SeqCst);
         for lease in apps {
             if !answered {

@@ -264,6 +264,16 @@ impl AppUsage {
         }
     }
 
+    /// Cluster mode, for an app no longer published through this node: ends the allowance
+    /// (counts stop coming off it) and hands over what it and an earlier day's held, to give
+    /// back and report.
+    pub fn end_allowance(&self) -> Vec<Allowance> {
+        let mut state = self.lock();
+        let mut taken: Vec<Allowance> = state.stale_allowance.take().into_iter().collect();
+        taken.extend(state.allowance.take());
+        taken
+    }
+
     /// Cluster mode, at shutdown: takes every allowance held (today's and an earlier day's),
     /// to give back what is left and report the debts.
     pub fn take_allowances(&self) -> Vec<Allowance> {
@@ -788,6 +798,17 @@ mod tests {
             vec![Allowance { day: 8, balance: 5 }]
         );
         assert_eq!(usage.allowance(), 0);
+        usage.grant(8, 2);
+        assert_eq!(
+            usage.end_allowance(),
+            vec![Allowance { day: 8, balance: 2 }]
+        );
+        usage.count(3);
+        assert_eq!(
+            usage.settle().debt,
+            0,
+            "an ended allowance collects no debt"
+        );
     }
 
     #[test]
