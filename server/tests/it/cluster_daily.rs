@@ -433,3 +433,24 @@ async fn with_redis_killed_each_node_admits_at_most_its_lease_and_share() {
         assert_eq!(status, 200, "{body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_from_the_quota_publishes_cost_no_redis_round_trip() {
+    let cluster = start_cluster_with_limits(&["--max-daily-messages", "100000"]).await;
+    let http = reqwest::Client::new();
+    // 100 publishes on each node, one node after the other. Each node asks Redis once, for a
+    // block of a quarter of an even part of what is left (3 live nodes): 100,000 / 12 = 8,333,
+    // then 91,667 / 12 = 7,638, then 84,029 / 12 = 7,002. Any further Redis call for these 300
+    // publishes would have granted more.
+    for node in &cluster.nodes {
+        for _ in 0..100 {
+            let (status, body) = publish(&http, &node.base(), "far").await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    assert_eq!(
+        redis_count(&cluster.redis).await,
+        8_333 + 7_638 + 7_002,
+        "one block per node, no other grant"
+    );
+}
