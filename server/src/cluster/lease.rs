@@ -21,9 +21,10 @@
 //! - Deliveries counted after an admission may take the allowance below zero: a debt, reported
 //!   with the next refill or within a second by the lease task. So the day's count may pass
 //!   the quota by at most one publish's own deliveries per node; deliveries a node makes of
-//!   publishes forwarded from another node are counted against its own allowance, and the
-//!   other node goes on admitting from what it holds until the debt is reported (at most one
-//!   second), so those may add up to the origin's last block times the subscribers elsewhere.
+//!   publishes forwarded from another node are counted against its own allowance, while the
+//!   other node goes on admitting from what it holds (it learns nothing of the debt until its
+//!   next refill), so those may add up to the origin's last block (small near the quota) times
+//!   the copies each of its publishes makes elsewhere.
 //! - The count starts a day at what the node knows (`Settlement::known`: the store's total as
 //!   of its last flush plus its own unflushed counts and what it holds), and never below it,
 //!   so a node restarted mid-day, an app given a quota mid-day or a Redis that lost its data
