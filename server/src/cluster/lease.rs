@@ -68,8 +68,9 @@ pub const MAX_BLOCK: u64 = 10_000;
 /// How long a REST publish waits for a refill before it is refused.
 pub const REFILL_WAIT: Duration = Duration::from_secs(2);
 
-/// How long one lease script call may take before Redis counts as unreachable.
-const SCRIPT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long one lease script call may take before Redis counts as unreachable (then the node
+/// admits from its share: a busy Redis should not be taken for a lost one too soon).
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// After Redis answered that nothing is left, publishes are refused without asking it for
 /// this long.
