@@ -434,23 +434,51 @@ async fn with_redis_killed_each_node_admits_at_most_its_lease_and_share() {
     }
 }
 
+/// How many scripts Redis has run (`EVAL` and `EVALSHA` calls, from `INFO commandstats`).
+async fn scripts_run(redis: &Redis) -> u64 {
+    let mut conn = redis.connection().await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .expect("INFO commandstats");
+    info.lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            let calls = line.split("calls=").nth(1)?.split(',').next()?;
+            calls.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn far_from_the_quota_publishes_cost_no_redis_round_trip() {
     let cluster = start_cluster_with_limits(&["--max-daily-messages", "100000"]).await;
     let http = reqwest::Client::new();
     // 100 publishes on each node, one node after the other. Each node asks Redis once, for a
-    // block of a quarter of an even part of what is left (3 live nodes): 100,000 / 12 = 8,333,
-    // then 91,667 / 12 = 7,638, then 84,029 / 12 = 7,002. Any further Redis call for these 300
-    // publishes would have granted more.
+    // block of a quarter of an even part of what is left (at most 100,000 / 4); the scripts
+    // Redis runs meanwhile are those refills and the nodes' own timers (each node's heartbeat
+    // every 3 s and its live-node count every second), never one per publish.
+    let before = scripts_run(&cluster.redis).await;
+    let started = Instant::now();
     for node in &cluster.nodes {
         for _ in 0..100 {
             let (status, body) = publish(&http, &node.base(), "far").await;
             assert_eq!(status, 200, "{body}");
         }
     }
-    assert_eq!(
-        redis_count(&cluster.redis).await,
-        8_333 + 7_638 + 7_002,
-        "one block per node, no other grant"
+    let seconds = started.elapsed().as_secs() + 2;
+    let scripts = scripts_run(&cluster.redis).await - before;
+    let timers = 3 * (seconds + seconds / 3 + 1);
+    assert!(
+        scripts <= 3 + timers,
+        "{scripts} scripts for 300 publishes in {seconds} s: the 3 refills and the timers' {timers} at most"
+    );
+    // Typically exactly 8,333 + 7,638 + 7,002 (3 live nodes, one node after the other); a
+    // refill that timed out on a loaded machine may have been granted without being received.
+    let granted = redis_count(&cluster.redis).await;
+    assert!(
+        (300..=3 * 25_000).contains(&granted),
+        "blocks were granted: {granted}"
     );
 }
