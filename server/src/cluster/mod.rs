@@ -13,12 +13,17 @@
 //! script and expire with its heartbeat ([`slots`]; the rule while Redis is unreachable is
 //! documented there).
 //!
+//! Channel occupancy and presence are kept in Redis and decided there by scripts, so each
+//! transition (occupied, vacated, member added or removed, subscription count) and its webhook
+//! fires once per cluster; REST channel queries read them; a dead node's state is cleaned by one
+//! survivor; a node re-registers its state after Redis lost it ([`state`]). A subscribe waits
+//! for its script through the session's deferral ([`crate::transport::deferral`]).
+//!
 //! An app's daily message quota holds cluster-wide too: nodes lease blocks of it from Redis and
 //! admit publishes from them without a round trip ([`lease`], which also shares the apps' REST
 //! rate limits between the live nodes).
 //!
-//! Presence, channel queries, webhooks and the cache channels' last events are still per node
-//! (later increments keep them in Redis).
+//! The cache channels' last events are still per node (a later increment keeps them in Redis).
 //!
 //! Layer: above `webhooks`, below `node` (it sees the hub, the tenants' usage counters, the
 //! protocol, the config and the clock; the node holds an `Option<Cluster>`).
@@ -29,6 +34,8 @@ pub mod lease;
 pub mod message;
 mod registry;
 pub mod slots;
+mod state;
+mod state_scripts;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,6 +57,7 @@ use crate::tenants::{DependencyState, Usage};
 pub use health::{Part, RedisHealth};
 pub use lease::Daily;
 pub use slots::{OverQuota, Slot};
+pub use state::{JoinAnswer, Members, StateUnavailable};
 
 /// How long a node's heartbeat key lives without a refresh.
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
@@ -143,6 +151,8 @@ struct Inner {
     leases: lease::Leases,
     /// The apps whose Redis channel the pub/sub connection listens to.
     listening: bus::Listening,
+    /// The cluster-wide channel state's task queue and flags.
+    state: state::Shared,
 }
 
 /// This node's membership in the cluster: cheap to clone.
@@ -210,6 +220,7 @@ impl Cluster {
                 leases: lease::Leases::new(slots_manager.clone()),
                 slots: slots::Slots::new(slots_manager),
                 listening: bus::Listening::default(),
+                state: state::Shared::new(),
             }),
         })
     }
@@ -335,10 +346,25 @@ impl Cluster {
             ))
         });
         let leases = tokio::spawn(lease::lease_loop(self.inner.clone(), local.clone()));
-        let subscriber = tokio::spawn(bus::subscribe_loop(self.inner.clone(), local, occupancy));
+        let subscriber = tokio::spawn(bus::subscribe_loop(
+            self.inner.clone(),
+            local.clone(),
+            occupancy,
+        ));
         let slots = tokio::spawn(slots::slot_loop(self.inner.clone()));
         let heartbeat = tokio::spawn(registry::heartbeat_loop(self.inner.clone()));
+        let stop_state = CancellationToken::new();
+        let state = self.inner.state.take_receiver().map(|rx| {
+            tokio::spawn(state::state_loop(
+                self.inner.clone(),
+                local.clone(),
+                rx,
+                stop_state.clone(),
+            ))
+        });
         Running {
+            stop_state,
+            state,
             slots,
             leases,
             inner: self.inner.clone(),
@@ -354,6 +380,8 @@ impl Cluster {
 #[derive(Debug)]
 pub struct Running {
     inner: Arc<Inner>,
+    stop_state: CancellationToken,
+    state: Option<tokio::task::JoinHandle<()>>,
     stop_publishing: CancellationToken,
     publisher: Option<tokio::task::JoinHandle<()>>,
     subscriber: tokio::task::JoinHandle<()>,
@@ -369,6 +397,16 @@ impl Running {
     /// long again, and not past `deadline`). Meant to run alongside the webhook drain and the
     /// final usage flush, so a partitioned Redis cannot take their time.
     pub async fn stop(self, deadline: Instant) {
+        // The leaves the closed sockets queued go out first (they publish member_removed and
+        // count frames, so before the publishing task drains).
+        self.stop_state.cancel();
+        if let Some(mut state) = self.state {
+            let budget = deadline.min(Instant::now() + STOP_BUDGET);
+            if tokio::time::timeout_at(budget, &mut state).await.is_err() {
+                state.abort();
+                tracing::warn!("channel state changes still queued were dropped at shutdown");
+            }
+        }
         self.subscriber.abort();
         self.stop_publishing.cancel();
         if let Some(mut publisher) = self.publisher {

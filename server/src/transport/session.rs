@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use super::deferral::{Deferred, Pending, PendingClientEvent, PendingSubscribe};
 use crate::auth::{self, SocketAuthError};
 use crate::clock::RateLimiter;
+use crate::cluster::{JoinAnswer, Members};
 use crate::hub::{AppHub, ConnHandle, PresenceMember, SubscribeOptions, SubscribeRefusal};
 use crate::node::Node;
 use crate::protocol::{
@@ -177,6 +178,8 @@ impl Session {
         loop {
             if let Some(work) = self.deferred.take_work() {
                 self.run_pending(work).await;
+                // Its answer goes out now, not after the whole queue (the outbox stays small).
+                let _ = self.conn.outbox().flush();
                 continue;
             }
             let Some(frame) = self.deferred.next_frame() else {
@@ -216,13 +219,36 @@ impl Session {
                 );
             }
             Pending::Subscribe(subscribe) => {
-                if let Some(cluster) = &self.node.cluster {
-                    // The app's first subscriber on this node: its subscription_succeeded must
-                    // not go out before this node listens to the app's Redis channel, or a
-                    // publish from another node in between would be missed here.
-                    cluster.listen(&self.app_id).await;
+                let Some(cluster) = self.node.cluster.clone() else {
+                    return self.complete_subscribe(subscribe, None);
+                };
+                // The app's first subscriber on this node: its subscription_succeeded must not
+                // go out before this node listens to the app's Redis channel, or a publish from
+                // another node in between would be missed here.
+                cluster.listen(&self.app_id).await;
+                // Counted cluster-wide; the member limit too. Without an answer in time, the
+                // node decides locally (and re-registers its state in Redis later).
+                let joined = cluster
+                    .join(
+                        &self.app_id,
+                        subscribe.name.as_str(),
+                        subscribe.member.as_ref(),
+                        subscribe.options.max_presence_members,
+                        self.conn.socket_id(),
+                        subscribe.options.subscription_count,
+                    )
+                    .await;
+                match joined {
+                    Ok(JoinAnswer::Joined {
+                        members,
+                        subscriptions,
+                    }) => self.complete_subscribe(subscribe, Some((members, subscriptions))),
+                    Ok(JoinAnswer::PresenceFull(max)) => self.refuse(
+                        subscribe.name.as_str(),
+                        Refusal::limit(SubscribeRefusal::PresenceFull(max).to_string()),
+                    ),
+                    Err(_) => self.complete_subscribe(subscribe, None),
                 }
-                self.complete_subscribe(subscribe);
             }
         }
     }
@@ -233,10 +259,8 @@ impl Session {
         if self.force_defer {
             return true;
         }
-        self.node
-            .cluster
-            .as_ref()
-            .is_some_and(|cluster| !cluster.is_listening(&self.app_id))
+        // Every subscribe is counted cluster-wide by a Redis script.
+        self.node.cluster.is_some()
     }
 
     /// Queues `work`: frames fed from now on wait behind it.
@@ -382,11 +406,17 @@ impl Session {
         if self.subscribe_waits() {
             return self.defer(Pending::Subscribe(subscribe));
         }
-        self.complete_subscribe(subscribe);
+        self.complete_subscribe(subscribe, None);
     }
 
-    /// Registers a subscribe that passed every check with the hub.
-    fn complete_subscribe(&mut self, subscribe: PendingSubscribe) {
+    /// Registers a subscribe that passed every check with the hub. `joined`: the cluster
+    /// counted it (cluster mode), with the presence channel's members cluster-wide and the
+    /// channel's subscriptions.
+    fn complete_subscribe(
+        &mut self,
+        subscribe: PendingSubscribe,
+        joined: Option<(Option<Members>, u64)>,
+    ) {
         let PendingSubscribe {
             name,
             member,
@@ -394,12 +424,44 @@ impl Session {
             max_subscriptions,
         } = subscribe;
         let channel = name.as_str();
-        if self.finished || self.app().is_none() {
-            return;
-        }
+        let (members, subscriptions) = match joined {
+            Some((members, subscriptions)) => (members, Some(subscriptions)),
+            None => (None, None),
+        };
         let presence_user = member.as_ref().map(|m| m.user_id.clone());
-        match self.app_hub.subscribe(&self.conn, &name, member, options) {
+        let undo = |session: &Session| {
+            if let (Some(cluster), Some(_)) = (&session.node.cluster, subscriptions) {
+                cluster.leave(
+                    &session.app_id,
+                    channel,
+                    presence_user.as_deref(),
+                    options.subscription_count,
+                );
+            }
+        };
+        if self.finished || self.app().is_none() {
+            return undo(self);
+        }
+        let subscribed = self.app_hub.subscribe_with_members(
+            &self.conn,
+            &name,
+            member,
+            options,
+            members.as_deref(),
+        );
+        match subscribed {
             Ok(done) => {
+                // The subscriber's own count (the others got it from the cluster).
+                if let Some(count) = subscriptions.filter(|_| {
+                    options.subscription_count
+                        && !channel.starts_with("presence-")
+                        && !channel.starts_with('#')
+                }) {
+                    self.conn.outbox().push(server::subscription_count(
+                        channel,
+                        usize::try_from(count).unwrap_or(usize::MAX),
+                    ));
+                }
                 self.node.taps.emit(
                     &self.app_id,
                     "subscribed",
@@ -425,7 +487,10 @@ impl Session {
                 refusal @ (SubscribeRefusal::PresenceFull(_)
                 | SubscribeRefusal::ChannelsFull(_)
                 | SubscribeRefusal::CacheChannelsFull(_)),
-            ) => self.refuse(channel, Refusal::limit(refusal.to_string())),
+            ) => {
+                undo(self);
+                self.refuse(channel, Refusal::limit(refusal.to_string()));
+            }
         }
     }
 
@@ -536,6 +601,9 @@ impl Session {
                 self.app_hub
                     .unsubscribe(self.conn.socket_id(), &name, user.as_deref(), counts);
             self.usage.count(delivered as u64);
+            if let Some(cluster) = &self.node.cluster {
+                cluster.leave(&self.app_id, &name, user.as_deref(), counts);
+            }
             self.node.taps.emit(
                 &self.app_id,
                 "unsubscribed",
@@ -777,6 +845,11 @@ impl Session {
             .app_hub
             .disconnect(&self.conn, &channels, signed_in, watchlist, counts);
         self.usage.count(delivered as u64);
+        if let Some(cluster) = &self.node.cluster {
+            for (channel, user) in &channels {
+                cluster.leave(&self.app_id, channel, user.as_deref(), counts);
+            }
+        }
     }
 }
 

@@ -306,6 +306,23 @@ pub async fn start_node(id: &str, redis: &Redis, database: &Database) -> Node {
     }
 }
 
+/// Starts a node like [`start_node`], with `env` on top of the usual settings.
+pub async fn start_node_with(
+    id: &str,
+    redis: &Redis,
+    database: &Database,
+    env: &[(&str, &str)],
+) -> Node {
+    let id = format!("{id}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let (child, address, data_dir) = spawn_node(&id, redis, database, env).await;
+    Node {
+        id,
+        address,
+        child,
+        _data_dir: data_dir,
+    }
+}
+
 /// Starts node `id` (exactly) with `env` on top of the usual settings; waits until it listens.
 pub async fn spawn_node(
     id: &str,
