@@ -56,6 +56,10 @@ impl crate::cluster::Local for Node {
     fn taps(&self) -> &Taps {
         &self.taps
     }
+
+    fn rates(&self) -> &RateLimits {
+        &self.rates
+    }
 }
 
 /// The handle handlers receive.

@@ -240,7 +240,13 @@ fn rate_limit(
                 None => ApiError::TooManyRequests {
                     message: format!(
                         "Rate limit exceeded: this request carries {cost} {what}, more than the \
-                         app's {rate} per second; send smaller batches"
+                         app's {} per second{}; send smaller batches",
+                        node.rates.share(rate),
+                        if node.rates.share(rate) == rate {
+                            String::new()
+                        } else {
+                            format!(" on one node (its share of {rate})")
+                        }
                     ),
                     retry_after: 1,
                 },
@@ -253,13 +259,17 @@ pub const OVER_DAILY_QUOTA: &str = "Over daily message quota";
 
 /// Admits a publish of `events` under the app's daily quota, counting its target channels
 /// (one message each) in the same step; refuses it when the day's count is at the quota.
-fn admit(node: &SharedNode, app: &AppRef, events: &[Publish]) -> Result<(), ApiError> {
+/// In cluster mode the quota is the cluster's: the node admits from its lease
+/// (`cluster::lease`), waiting for a refill when it is empty.
+async fn admit(node: &SharedNode, app: &AppRef, events: &[Publish]) -> Result<(), ApiError> {
     let channels: u64 = events.iter().map(|e| e.channels.len() as u64).sum();
-    if node
-        .usage
-        .app(&app.id)
-        .try_publish(app.limits.daily_messages(), channels)
-    {
+    let usage = node.usage.app(&app.id);
+    let quota = app.limits.daily_messages();
+    let admitted = match &node.cluster {
+        None => usage.try_publish(quota, channels),
+        Some(cluster) => cluster.admit_daily(&app.id, &usage, quota, channels).await,
+    };
+    if admitted {
         Ok(())
     } else {
         node.taps.emit(&app.id, "error", None, None, || {
@@ -388,7 +398,7 @@ async fn trigger(
         request.info,
     )?;
     rate_limit(&node, &app, Budget::BackendEvents, 1)?;
-    admit(&node, &app, std::slice::from_ref(&event))?;
+    admit(&node, &app, std::slice::from_ref(&event)).await?;
     let mut channels = publish(&node, &app, &event);
     clustered_info(&node, &app, &event, &mut channels).await;
     Ok(Json(TriggerResponse { channels }))
@@ -417,7 +427,7 @@ async fn trigger_batch(
         })
         .collect::<Result<Vec<_>, _>>()?;
     rate_limit(&node, &app, Budget::BackendEvents, events.len())?;
-    admit(&node, &app, &events)?;
+    admit(&node, &app, &events).await?;
     let wants_info = events.iter().any(|e| !e.info.is_empty());
     let mut results = Vec::with_capacity(events.len());
     for event in &events {

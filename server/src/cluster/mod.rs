@@ -25,7 +25,9 @@
 //! Signed-in users and watchlists are cluster-wide ([`users`]: Redis scripts decide online and
 //! offline), and so are cache channels' last events ([`cache`]).
 //!
-//! The daily message quota is still per node (a later increment keeps it in Redis).
+//! An app's daily message quota holds cluster-wide too: nodes lease blocks of it from Redis and
+//! admit publishes from them without a round trip ([`lease`], which also shares the apps' REST
+//! rate limits between the live nodes).
 //!
 //! Layer: above `webhooks`, below `node` (it sees the hub, the tenants' usage counters, the
 //! protocol, the config and the clock; the node holds an `Option<Cluster>`).
@@ -34,6 +36,7 @@ mod bus;
 pub mod console;
 pub mod cache;
 pub mod health;
+pub mod lease;
 pub mod message;
 mod registry;
 pub mod signin;
@@ -55,12 +58,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::ClusterSettings;
-use crate::hub::{Hub, OccupancyReceiver, Taps};
+use crate::hub::{Hub, OccupancyReceiver, RateLimits, Taps};
 use crate::locks::MutexExt;
 use crate::protocol::{ChannelName, SocketId};
 use crate::tenants::{DependencyState, Usage};
 
 pub use health::{Part, RedisHealth};
+pub use lease::Daily;
 pub use slots::{OverQuota, Slot};
 pub use state::{JoinAnswer, Members, StateUnavailable};
 
@@ -95,6 +99,8 @@ pub trait Local: Send + Sync + 'static {
     fn usage(&self) -> &Usage;
     /// The node's live console taps.
     fn taps(&self) -> &Taps;
+    /// The node's REST rate limits (shared by the live nodes, [`lease`]).
+    fn rates(&self) -> &RateLimits;
 }
 
 /// One publish on its way to Redis.
@@ -157,6 +163,8 @@ struct Inner {
     slots: slots::Slots,
     /// This node's signed-in users, cluster-wide.
     users: users::Users,
+    /// This node's leases of the apps' daily message quotas.
+    leases: lease::Leases,
     /// The apps whose Redis channel the pub/sub connection listens to.
     listening: bus::Listening,
     /// The cluster-wide channel state's task queue and flags.
@@ -227,6 +235,7 @@ impl Cluster {
                 tag,
                 instance,
                 clock,
+                leases: lease::Leases::new(slots_manager.clone()),
                 slots: slots::Slots::new(slots_manager),
                 users: users::Users::new(users_manager),
                 listening: bus::Listening::default(),
@@ -390,6 +399,7 @@ impl Cluster {
                 stop_publishing.clone(),
             ))
         });
+        let leases = tokio::spawn(lease::lease_loop(self.inner.clone(), local.clone()));
         let subscriber = tokio::spawn(bus::subscribe_loop(
             self.inner.clone(),
             local.clone(),
@@ -427,6 +437,7 @@ impl Cluster {
             stop_state,
             state,
             slots,
+            leases,
             inner: self.inner.clone(),
             stop_publishing,
             publisher,
@@ -453,6 +464,7 @@ pub struct Running {
     console: tokio::task::JoinHandle<()>,
     /// The users task and the dead-node sweep.
     users: [tokio::task::JoinHandle<()>; 2],
+    leases: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -504,6 +516,9 @@ impl Running {
         self.slots.abort();
         self.stats.abort();
         self.console.abort();
+        self.leases.abort();
+        let _ = self.leases.await;
+        lease::give_back_all(&self.inner, deadline.min(Instant::now() + STOP_BUDGET)).await;
         let _ = self.heartbeat.await;
         let _ = self.stats.await;
         stats::forget(&self.inner, deadline).await;

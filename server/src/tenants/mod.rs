@@ -41,7 +41,10 @@ pub use health::{Dependency, DependencyState, StoreHealth};
 pub use plans::{Plan, PLANS};
 pub use policy::TenantPatch;
 pub use sessions::{session_key, SessionTerms, StoredSession, SESSION_TOUCH_EVERY};
-pub use usage::{AppUsage, DayUsage, MinuteUsage, Usage, UsageReport, DAYS_REPORTED, MINUTES_KEPT};
+pub use usage::{
+    Allowance, AppUsage, DayUsage, MinuteUsage, Settlement, Usage, UsageReport, DAYS_REPORTED,
+    MINUTES_KEPT,
+};
 pub use users::{
     check_new_user, warm_up_password_checks, Actor, Scoped, Tenant, User, UserRole,
     MIN_PASSWORD_CHARS, TENANT_DEFAULT_PLAN,

@@ -49,6 +49,38 @@ struct Counter {
     /// Finished days and minutes not yet written.
     closed_days: Vec<Delta>,
     closed_minutes: Vec<Delta>,
+    /// Cluster mode, apps with a daily quota: this node's part of the quota (`None` otherwise,
+    /// so a single node only pays an `Option` check per count).
+    allowance: Option<Allowance>,
+    /// An earlier day's allowance, still to be given back (or its debt reported).
+    stale_allowance: Option<Allowance>,
+}
+
+/// Cluster mode: the part of an app's daily quota this node holds (`cluster::lease`): messages
+/// granted to it for `day` and not counted yet. Everything the node counts for the day comes
+/// off it, admissions and the deliveries, member events and webhooks counted after them, so it
+/// goes below zero when those pass what was granted: a debt, reported with the next refill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// The day it was granted for.
+    pub day: i64,
+    /// Granted and not counted yet; negative: counted past the grants.
+    pub balance: i64,
+}
+
+/// What a node reports to Redis before asking for more of the daily quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settlement {
+    /// Today.
+    pub day: i64,
+    /// Counted today past the grants (taken off the allowance: it is reported now).
+    pub debt: u64,
+    /// What this node knows of today's count (the store's total as of the last flush, what is
+    /// counted here and not flushed yet) plus what it still holds: the least the cluster's
+    /// count can be.
+    pub known: u64,
+    /// An earlier day's allowance, to give back (or its debt to report).
+    pub stale: Option<Allowance>,
 }
 
 impl Counter {
@@ -75,6 +107,12 @@ impl Counter {
                     messages: self.pending,
                     peak: self.day_peak,
                 });
+            }
+            // The old day's allowance is given back by the lease task; today's starts empty, so
+            // what is counted before the first grant is a debt reported with it.
+            if let Some(old) = self.allowance.take() {
+                self.stale_allowance = Some(old);
+                self.allowance = Some(Allowance { day, balance: 0 });
             }
             // A flush in flight for the old day finishes on its own; it no longer counts here.
             self.day = day;
@@ -146,6 +184,106 @@ impl AppUsage {
         let mut state = self.lock();
         state.pending = state.pending.saturating_add(messages);
         state.minute_messages = state.minute_messages.saturating_add(messages);
+        if let Some(allowance) = state.allowance.as_mut() {
+            allowance.balance = allowance
+                .balance
+                .saturating_sub(i64::try_from(messages).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Cluster mode: admits a publish to `channels` channels from this node's allowance for
+    /// today and counts them, in one critical section (as [`AppUsage::try_publish`]).
+    /// `overdraft` is how far below zero the allowance may go for it (Redis unreachable: the
+    /// node's last known share of the remainder). Returns the balance left, or `None` when the
+    /// allowance does not cover the publish (nothing is counted).
+    pub fn try_publish_allowed(&self, channels: u64, overdraft: u64) -> Option<i64> {
+        let mut state = self.lock();
+        let day = state.day;
+        let allowance = state.allowance.get_or_insert(Allowance { day, balance: 0 });
+        let channels_signed = i64::try_from(channels).unwrap_or(i64::MAX);
+        let floor = i64::try_from(overdraft).unwrap_or(i64::MAX);
+        if allowance.balance.saturating_add(floor) < channels_signed {
+            return None;
+        }
+        allowance.balance -= channels_signed;
+        let balance = allowance.balance;
+        state.pending = state.pending.saturating_add(channels);
+        state.minute_messages = state.minute_messages.saturating_add(channels);
+        Some(balance)
+    }
+
+    /// Cluster mode: the allowance for today (0 when none was granted).
+    pub fn allowance(&self) -> i64 {
+        let state = self.lock();
+        state
+            .allowance
+            .filter(|a| a.day == state.day)
+            .map_or(0, |a| a.balance)
+    }
+
+    /// Cluster mode, before asking Redis for more: takes today's debt off the allowance (it is
+    /// reported now) and an earlier day's allowance (to give back). See [`Settlement`].
+    pub fn settle(&self) -> Settlement {
+        let mut state = self.lock();
+        let day = state.day;
+        let allowance = state.allowance.get_or_insert(Allowance { day, balance: 0 });
+        let debt = u64::try_from(-allowance.balance.min(0)).unwrap_or(0);
+        allowance.balance = allowance.balance.max(0);
+        let held = u64::try_from(allowance.balance).unwrap_or(0);
+        Settlement {
+            day,
+            debt,
+            known: state.today().saturating_add(held),
+            stale: state.stale_allowance.take(),
+        }
+    }
+
+    /// Cluster mode: Redis did not take the debt of [`AppUsage::settle`]: it goes back.
+    pub fn unsettle(&self, settlement: &Settlement) {
+        let mut state = self.lock();
+        if let Some(allowance) = state.allowance.as_mut().filter(|a| a.day == settlement.day) {
+            allowance.balance = allowance
+                .balance
+                .saturating_sub(i64::try_from(settlement.debt).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Cluster mode: Redis granted `granted` messages for `day`: added to the allowance while
+    /// `day` is still today. Returns what must be given back (all of it once the day is over).
+    pub fn grant(&self, day: i64, granted: u64) -> u64 {
+        let mut state = self.lock();
+        let today = state.day;
+        match state.allowance.as_mut() {
+            Some(allowance) if allowance.day == day && today == day => {
+                allowance.balance = allowance
+                    .balance
+                    .saturating_add(i64::try_from(granted).unwrap_or(i64::MAX));
+                0
+            }
+            _ => granted,
+        }
+    }
+
+    /// Cluster mode, for an app no longer published through this node: ends the allowance
+    /// (counts stop coming off it) and hands over what it and an earlier day's held, to give
+    /// back and report.
+    pub fn end_allowance(&self) -> Vec<Allowance> {
+        let mut state = self.lock();
+        let mut taken: Vec<Allowance> = state.stale_allowance.take().into_iter().collect();
+        taken.extend(state.allowance.take());
+        taken
+    }
+
+    /// Cluster mode, at shutdown: takes every allowance held (today's and an earlier day's),
+    /// to give back what is left and report the debts.
+    pub fn take_allowances(&self) -> Vec<Allowance> {
+        let mut state = self.lock();
+        let mut taken: Vec<Allowance> = state.stale_allowance.take().into_iter().collect();
+        if let Some(allowance) = state.allowance.as_mut() {
+            taken.push(*allowance);
+            allowance.balance = 0;
+        }
+        taken
     }
 
     /// A connection opened.
@@ -366,6 +504,11 @@ impl Usage {
             }
         }
         (count, messages)
+    }
+
+    /// Whether app `app_id` has counters here (a deleted app's are forgotten).
+    pub fn contains(&self, app_id: &str) -> bool {
+        self.apps.lock_or_recover().contains_key(app_id)
     }
 
     /// Forgets a deleted app's counters.
@@ -596,6 +739,76 @@ mod tests {
         assert!(!usage.try_publish(Some(3), 1));
         assert_eq!(usage.messages_today(), 4);
         assert!(usage.try_publish(None, 1));
+    }
+
+    #[test]
+    fn the_allowance_admits_what_it_holds_and_everything_counted_comes_off_it() {
+        let clock = Clock::manual(7 * DAY_MS);
+        let usage = AppUsage::new(clock.clone(), 0);
+        // Nothing granted yet: short, and nothing counted.
+        assert_eq!(usage.try_publish_allowed(1, 0), None);
+        let settled = usage.settle();
+        assert_eq!((settled.day, settled.debt, settled.known), (7, 0, 0));
+        assert_eq!(usage.grant(7, 3), 0);
+        assert_eq!(usage.try_publish_allowed(2, 0), Some(1));
+        // Deliveries after the admission take it below zero: a debt.
+        usage.count(4);
+        assert_eq!(usage.allowance(), -3);
+        assert_eq!(
+            usage.try_publish_allowed(1, 0),
+            None,
+            "no admission on a debt"
+        );
+        assert_eq!(
+            usage.try_publish_allowed(1, 4),
+            Some(-4),
+            "within an overdraft"
+        );
+        let settled = usage.settle();
+        assert_eq!(settled.debt, 4, "the debt is reported");
+        assert_eq!(settled.known, 7, "2 + 4 + 1 counted, nothing held");
+        assert_eq!(usage.allowance(), 0);
+        usage.unsettle(&settled);
+        assert_eq!(usage.allowance(), -4, "a report that failed is owed again");
+        assert_eq!(usage.messages_today(), 7);
+    }
+
+    #[test]
+    fn a_past_days_allowance_is_handed_over_and_a_late_grant_goes_back() {
+        let clock = Clock::manual(7 * DAY_MS);
+        let usage = AppUsage::new(clock.clone(), 0);
+        usage.settle();
+        usage.grant(7, 10);
+        assert_eq!(usage.try_publish_allowed(1, 0), Some(9));
+        clock.set_millis(8 * DAY_MS);
+        assert_eq!(usage.allowance(), 0, "a new day starts empty");
+        usage.count(2);
+        let settled = usage.settle();
+        assert_eq!(settled.day, 8);
+        assert_eq!(settled.debt, 2, "counted today before any grant");
+        assert_eq!(
+            settled.stale,
+            Some(Allowance { day: 7, balance: 9 }),
+            "yesterday's rest, to give back"
+        );
+        assert_eq!(usage.grant(7, 5), 5, "a grant for a past day goes back");
+        assert_eq!(usage.grant(8, 5), 0);
+        assert_eq!(
+            usage.take_allowances(),
+            vec![Allowance { day: 8, balance: 5 }]
+        );
+        assert_eq!(usage.allowance(), 0);
+        usage.grant(8, 2);
+        assert_eq!(
+            usage.end_allowance(),
+            vec![Allowance { day: 8, balance: 2 }]
+        );
+        usage.count(3);
+        assert_eq!(
+            usage.settle().debt,
+            0,
+            "an ended allowance collects no debt"
+        );
     }
 
     #[test]

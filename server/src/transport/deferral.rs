@@ -47,6 +47,23 @@ pub enum Pending {
     /// sent the socket its watchlist's initial statuses (at most [`SIGNIN_ANSWER_TIMEOUT`]), so
     /// they come before the answers to the client's later frames.
     SignIn(tokio::sync::oneshot::Receiver<()>),
+    /// A client event that passed every local check but the daily quota: this node's lease of
+    /// it was empty, so it waits for a refill (`cluster::lease`, at most
+    /// [`crate::cluster::lease::REFILL_WAIT`]), then is relayed or refused as over the quota.
+    ClientEvent(PendingClientEvent),
+}
+
+/// A client event waiting for the node's lease of the daily quota.
+#[derive(Debug)]
+pub struct PendingClientEvent {
+    /// The event's name.
+    pub event: Box<str>,
+    /// The channel.
+    pub channel: Box<str>,
+    /// The event's `data`, as received (JSON).
+    pub data: Box<str>,
+    /// The sender's presence user id, on a presence channel.
+    pub presence_user: Option<Box<str>>,
 }
 
 /// How long a signin waits for the cluster's watchlist answer (the cluster may first wait for

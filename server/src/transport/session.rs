@@ -12,7 +12,7 @@ use governor::Quota;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::deferral::{Deferred, Pending, PendingSubscribe};
+use super::deferral::{Deferred, Pending, PendingClientEvent, PendingSubscribe};
 use crate::auth::{self, SocketAuthError};
 use crate::clock::RateLimiter;
 use crate::cluster::{JoinAnswer, Members};
@@ -192,6 +192,32 @@ impl Session {
     /// Completes one piece of deferred work.
     async fn run_pending(&mut self, work: Pending) {
         match work {
+            Pending::ClientEvent(pending) => {
+                let Some(app) = self.app() else { return };
+                let admitted = match &self.node.cluster {
+                    Some(cluster) => {
+                        let quota = app.limits.daily_messages();
+                        cluster
+                            .admit_daily(&self.app_id, &self.usage, quota, 1)
+                            .await
+                    }
+                    None => self.usage.try_publish(app.limits.daily_messages(), 1),
+                };
+                // Still subscribed (an unsubscribe cannot have run meanwhile: it would be
+                // queued behind this event).
+                if !admitted {
+                    return self.refuse_client_event_over_quota();
+                }
+                let Ok(data) = RawValue::from_string(pending.data.into()) else {
+                    return;
+                };
+                self.relay_client_event(
+                    &pending.event,
+                    &pending.channel,
+                    &data,
+                    pending.presence_user.as_deref(),
+                );
+            }
             Pending::Subscribe(subscribe) => {
                 let Some(cluster) = self.node.cluster.clone() else {
                     return self.complete_subscribe(subscribe, None);
@@ -756,13 +782,47 @@ impl Session {
                 );
             }
         }
-        if !self.usage.try_publish(app.limits.daily_messages(), 1) {
-            return self.send_error(
-                None,
-                "Over daily message quota: client event rejected (usage resets at 00:00 UTC)",
-            );
+        // In a cluster the event needs the node's lease of the quota; when it does not cover
+        // the event, the event waits (deferred) for a refill (`cluster::lease`).
+        let quota = app.limits.daily_messages();
+        let admitted = match &self.node.cluster {
+            None => self.usage.try_publish(quota, 1),
+            Some(cluster) => match cluster.daily_now(&self.app_id, &self.usage, quota, 1) {
+                crate::cluster::Daily::Admitted => true,
+                crate::cluster::Daily::Refused => false,
+                crate::cluster::Daily::Short => {
+                    return self.defer(Pending::ClientEvent(PendingClientEvent {
+                        event: event.into(),
+                        channel: channel.into(),
+                        data: data.get().into(),
+                        presence_user: presence_user.clone(),
+                    }));
+                }
+            },
+        };
+        if !admitted {
+            return self.refuse_client_event_over_quota();
         }
-        let frame = server::client_event(event, channel, data, presence_user.as_deref());
+        self.relay_client_event(event, channel, data, presence_user.as_deref());
+    }
+
+    fn refuse_client_event_over_quota(&mut self) {
+        self.send_error(
+            None,
+            "Over daily message quota: client event rejected (usage resets at 00:00 UTC)",
+        );
+    }
+
+    /// Sends an admitted client event (counted already) to the channel's other subscribers
+    /// here and on the other nodes, and counts the copies delivered here.
+    fn relay_client_event(
+        &self,
+        event: &str,
+        channel: &str,
+        data: &RawValue,
+        presence_user: Option<&str>,
+    ) {
+        let frame = server::client_event(event, channel, data, presence_user);
         if let Some(cluster) = &self.node.cluster {
             cluster.forward(
                 &self.app_id,
@@ -782,13 +842,7 @@ impl Session {
             || format!("{event} {} (to {delivered})", data.get()),
         );
         self.app_hub.emit(WebhookKind::ClientEvent, || {
-            WebhookEvent::client(
-                channel,
-                event,
-                data,
-                &self.socket_id,
-                presence_user.as_deref(),
-            )
+            WebhookEvent::client(channel, event, data, &self.socket_id, presence_user)
         });
     }
 

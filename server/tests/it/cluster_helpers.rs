@@ -399,3 +399,38 @@ pub async fn connect(address: &str) -> Client {
     client.socket_id = data["socket_id"].as_str().expect("socket_id").to_owned();
     client
 }
+
+/// Runs the CLI with `args` on `database`; panics unless it succeeds.
+pub async fn herald_cli(database: &Database, args: &[&str]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = herald_binary(dir.path());
+    command.args(args).env("HERALD_DATABASE_URL", &database.url);
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .expect("the CLI finishes in time")
+        .expect("the CLI runs");
+    assert!(output.status.success(), "{output:?}");
+}
+
+/// Like [`TestCluster::start`], with the default app's limits changed by
+/// `herald apps update APP_ID <limit_args>` before the three nodes start (a first node creates
+/// the app and stops), so every node has them from its first request.
+pub async fn start_cluster_with_limits(limit_args: &[&str]) -> TestCluster {
+    let database = Database::create().await;
+    let redis = Redis::start().await;
+    let mut creator = start_node("creator", &redis, &database).await;
+    assert!(creator.terminate().await.success());
+    let mut args = vec!["apps", "update", APP_ID];
+    args.extend_from_slice(limit_args);
+    herald_cli(&database, &args).await;
+    let (a, b, c) = tokio::join!(
+        start_node("a", &redis, &database),
+        start_node("b", &redis, &database),
+        start_node("c", &redis, &database)
+    );
+    TestCluster {
+        redis,
+        nodes: vec![a, b, c],
+        database,
+    }
+}
