@@ -34,8 +34,10 @@
 //! same `HERALD_NODE_ID` has a new tag, so its previous run is cleaned like a dead node.
 //!
 //! Redis unreachable (a script fails or times out, or the state queue is full): the session
-//! decides locally (the subscriber gets this node's members; no transition is fired meanwhile)
-//! and the node marks its state for a resync. When Redis answers again (or the heartbeat finds
+//! decides locally (the subscriber gets this node's members; no transition is fired meanwhile:
+//! a node alone cannot tell whether a user leaving here is still present on another node, and
+//! a wrong local `member_removed` would never be repaired) and the node marks its state for a
+//! resync. When Redis answers again (or the heartbeat finds
 //! this node's tag key gone: Redis lost its data, or the node was taken for dead), the task
 //! re-registers the node's whole state per app with one idempotent script that replaces the
 //! node's hashes and applies the differences to the totals, and fires the transitions it
