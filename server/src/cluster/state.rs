@@ -34,8 +34,10 @@
 //! same `HERALD_NODE_ID` has a new tag, so its previous run is cleaned like a dead node.
 //!
 //! Redis unreachable (a script fails or times out, or the state queue is full): the session
-//! decides locally (the subscriber gets this node's members; no transition is fired meanwhile)
-//! and the node marks its state for a resync. When Redis answers again (or the heartbeat finds
+//! decides locally (the subscriber gets this node's members; no transition is fired meanwhile:
+//! a node alone cannot tell whether a user leaving here is still present on another node, and
+//! a wrong local `member_removed` would never be repaired) and the node marks its state for a
+//! resync. When Redis answers again (or the heartbeat finds
 //! this node's tag key gone: Redis lost its data, or the node was taken for dead), the task
 //! re-registers the node's whole state per app with one idempotent script that replaces the
 //! node's hashes and applies the differences to the totals, and fires the transitions it
@@ -75,6 +77,9 @@ use crate::protocol::{server, SocketId, WebhookEvent, WebhookKind};
 
 /// State changes waiting for the state task; past it a change is dropped and the node resyncs.
 const STATE_QUEUE: usize = 65_536;
+
+/// State changes sent in one pipeline at most.
+const BATCH: usize = 256;
 
 /// After a failed script, changes are not sent to Redis for this long (the resync covers them).
 const STATE_PAUSE: Duration = Duration::from_secs(1);
@@ -402,8 +407,15 @@ pub(super) async fn state_loop(
         tokio::select! {
             op = rx.recv() => {
                 let Some(op) = op else { return };
+                let mut ops = vec![op];
+                while ops.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(op) => ops.push(op),
+                        Err(_) => break,
+                    }
+                }
                 task.resync_if_needed().await;
-                task.run(op).await;
+                task.run(ops).await;
             }
             _ = sweep.tick() => {
                 task.resync_if_needed().await;
@@ -412,8 +424,9 @@ pub(super) async fn state_loop(
             _ = flush.tick(), if !task.throttled.is_empty() => task.flush_counts(),
             () = stop.cancelled() => {
                 rx.close();
-                while let Some(op) = rx.recv().await {
-                    task.run(op).await;
+                let mut ops = Vec::with_capacity(BATCH);
+                while rx.recv_many(&mut ops, BATCH).await > 0 {
+                    task.run(std::mem::take(&mut ops)).await;
                 }
                 return;
             }
@@ -499,44 +512,110 @@ impl Task {
         self.local.hub().app(app_id)
     }
 
-    async fn run(&mut self, op: Op) {
+    /// Runs `ops` (taken from the queue in order) as one pipeline of scripts: Redis runs them in
+    /// order, and each answer is then fired in order.
+    async fn run(&mut self, ops: Vec<Op>) {
         let epoch = self.inner.state.epoch.load(Ordering::Acquire);
-        match op {
-            Op::Join(join) => {
+        let mut ops: Vec<Op> = ops
+            .into_iter()
+            .filter(|op| match op {
                 // A join from before a resync whose session gave up waiting was registered
                 // locally, and so is in what the resync sent.
-                if join.epoch < epoch && join.reply.is_closed() {
-                    return;
-                }
-                self.join(join).await;
-            }
-            Op::Leave(leave) => {
+                Op::Join(join) => !(join.epoch < epoch && join.reply.is_closed()),
                 // Its socket was already gone from what the resync sent.
-                if leave.epoch < epoch {
-                    return;
-                }
-                self.leave(leave).await;
+                Op::Leave(leave) => leave.epoch >= epoch,
+            })
+            .collect();
+        // Scripts are sent by hash; after Redis lost them (a restart) they are loaded once and
+        // the ops Redis refused for that are sent again, in order.
+        for attempt in 0..2 {
+            if ops.is_empty() {
+                return;
             }
+            if self.paused() {
+                // Dropped (a waiting subscribe decides locally): the resync covers them.
+                self.inner.state.needs_resync();
+                return;
+            }
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for op in &ops {
+                pipe.add_command(self.command(op));
+            }
+            let call = pipe.query_async::<Vec<Value>>(&mut self.conn);
+            let answers = match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
+                Ok(Ok(answers)) if answers.len() == ops.len() => answers,
+                Ok(Ok(_)) | Ok(Err(_)) | Err(_) => return self.failed(),
+            };
+            let mut unloaded = Vec::new();
+            for (op, answer) in ops.into_iter().zip(answers) {
+                match answer {
+                    Value::ServerError(error) if error.code() == "NOSCRIPT" && attempt == 0 => {
+                        unloaded.push(op);
+                    }
+                    Value::ServerError(error) => {
+                        tracing::debug!(code = error.code(), "a cluster state script failed");
+                        self.inner.state.needs_resync();
+                    }
+                    answer => match op {
+                        Op::Join(join) => self.joined(join, answer),
+                        Op::Leave(leave) => self.left(leave, answer),
+                    },
+                }
+            }
+            if !unloaded.is_empty() {
+                for script in [self.join.clone(), self.leave.clone()] {
+                    let load = script.prepare_invoke();
+                    let loaded =
+                        tokio::time::timeout(COMMAND_TIMEOUT, load.load_async(&mut self.conn))
+                            .await;
+                    if !matches!(loaded, Ok(Ok(_))) {
+                        return self.failed();
+                    }
+                }
+            }
+            ops = unloaded;
         }
     }
 
-    async fn join(&mut self, join: Join) {
-        let (user, info) = match &join.user {
-            Some((user, info)) => (user.as_str(), info.as_deref().map_or("", RawValue::get)),
-            None => ("", ""),
-        };
-        let script = self.join.clone();
-        let mut invocation = script.arg(&self.prefix);
-        invocation
-            .arg(&*join.app)
-            .arg(self.inner.tag)
-            .arg(&*join.channel)
-            .arg(user)
-            .arg(info)
-            .arg(join.max_members.unwrap_or(0));
-        let Some(answer) = self.invoke(invocation).await else {
-            return;
-        };
+    /// The `EVALSHA` of an op's script.
+    fn command(&self, op: &Op) -> redis::Cmd {
+        let mut command = redis::cmd("EVALSHA");
+        match op {
+            Op::Join(join) => {
+                let (user, info) = match &join.user {
+                    Some((user, info)) => {
+                        (user.as_str(), info.as_deref().map_or("", RawValue::get))
+                    }
+                    None => ("", ""),
+                };
+                command
+                    .arg(self.join.get_hash())
+                    .arg(0)
+                    .arg(&self.prefix)
+                    .arg(&*join.app)
+                    .arg(self.inner.tag)
+                    .arg(&*join.channel)
+                    .arg(user)
+                    .arg(info)
+                    .arg(join.max_members.unwrap_or(0));
+            }
+            Op::Leave(leave) => {
+                command
+                    .arg(self.leave.get_hash())
+                    .arg(0)
+                    .arg(&self.prefix)
+                    .arg(&*leave.app)
+                    .arg(self.inner.tag)
+                    .arg(&*leave.channel)
+                    .arg(leave.user.as_deref().unwrap_or(""));
+            }
+        }
+        command
+    }
+
+    /// Fires what a join's script answered and answers the session.
+    fn joined(&mut self, join: Join, answer: Value) {
         let mut answer = list(answer).into_iter();
         let first = answer.next().map_or(0, |v| int(&v));
         if first < 0 {
@@ -597,17 +676,8 @@ impl Task {
         });
     }
 
-    async fn leave(&mut self, leave: Leave) {
-        let script = self.leave.clone();
-        let mut invocation = script.arg(&self.prefix);
-        invocation
-            .arg(&*leave.app)
-            .arg(self.inner.tag)
-            .arg(&*leave.channel)
-            .arg(leave.user.as_deref().unwrap_or(""));
-        let Some(answer) = self.invoke(invocation).await else {
-            return;
-        };
+    /// Fires what a leave's script answered.
+    fn left(&mut self, leave: Leave, answer: Value) {
         let answer = list(answer);
         let vacated = answer.first().is_some_and(|v| int(v) == 1);
         let removed = answer.get(1).is_some_and(|v| int(v) == 1);

@@ -73,7 +73,9 @@ return {vacated, removed, total}
 /// The dead-node sweep's claim. ARGV: prefix, the tag key prefix (`{cluster}:socket-tag:`),
 /// this node's tag. Moves every tag of `P:st:nodes` whose tag key is gone (its node died, or
 /// stopped) into `P:st:dead` (atomic: a tag moves once), and answers every tag in `P:st:dead`
-/// (those whose cleanup is not finished, by anyone).
+/// (those whose cleanup is not finished, by anyone). A tag whose key is back (its node was cut
+/// off from Redis for a TTL, not dead) leaves `P:st:dead` uncleaned: that node found its key
+/// gone and re-registers its whole state itself, which settles what was cleaned already.
 pub(super) const CLAIM: &str = r"
 local p, tags, me = ARGV[1], ARGV[2], ARGV[3]
 for _, tag in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
@@ -84,7 +86,11 @@ for _, tag in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
 end
 local dead = redis.call('SMEMBERS', p .. 'dead')
 for i, tag in ipairs(dead) do
-  if redis.call('SCARD', p .. 'apps:' .. tag) == 0 then
+  if redis.call('EXISTS', tags .. tag) == 1 then
+    redis.call('SREM', p .. 'dead', tag)
+    redis.call('SADD', p .. 'nodes', tag)
+    dead[i] = ''
+  elseif redis.call('SCARD', p .. 'apps:' .. tag) == 0 then
     redis.call('SREM', p .. 'dead', tag)
     dead[i] = ''
   end

@@ -548,3 +548,83 @@ async fn an_event_from_the_cluster_keeps_its_remaining_ttl_and_never_replaces_a_
     );
     assert_eq!(frames[1]["data"], "newer");
 }
+
+#[test]
+fn a_hub_in_cluster_mode_decides_no_transition_and_lists_the_clusters_members() {
+    let (tx, mut hooks) = event_channel(1000);
+    let hub = Hub::with_events(tx).with_cluster_state();
+    hub.set_interest("1", u8::MAX);
+    let app = hub.app("1");
+    let room = channel("presence-room");
+    let (first, mut first_out) = connect(&app, 1, 64);
+    let (second, mut second_out) = connect(&app, 2, 64);
+    let options = SubscribeOptions {
+        max_presence_members: Some(1),
+        subscription_count: true,
+        ..SubscribeOptions::default()
+    };
+    let cluster_members: Vec<ListedMember> = vec![
+        ("alice".into(), None),
+        (
+            "remote".into(),
+            Some(RawValue::from_string("{\"x\":1}".into()).unwrap()),
+        ),
+    ];
+    app.subscribe_with_members(
+        &first,
+        &room,
+        member("alice"),
+        options,
+        Some(&cluster_members),
+    )
+    .unwrap();
+    let frames = drain(&mut first_out);
+    assert_eq!(events(&frames), ["pusher_internal:subscription_succeeded"]);
+    let data: Value = serde_json::from_str(frames[0]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        data["presence"]["count"], 2,
+        "the cluster's members: {data}"
+    );
+    assert_eq!(data["presence"]["hash"]["remote"], json!({"x": 1}));
+    // A second user: the cluster checked the member limit, so the node's own does not refuse.
+    let done = app
+        .subscribe_with_members(
+            &second,
+            &room,
+            member("bob"),
+            options,
+            Some(&cluster_members),
+        )
+        .unwrap();
+    assert_eq!(
+        done.member_events_delivered, 0,
+        "the cluster announces members"
+    );
+    assert!(
+        drain(&mut first_out).is_empty(),
+        "no member_added from the hub"
+    );
+    drain(&mut second_out);
+    // Leaving: no member_removed, no count, no vacate from the hub either.
+    app.unsubscribe(second.socket_id(), room.as_str(), Some("bob"), true);
+    app.unsubscribe(first.socket_id(), room.as_str(), Some("alice"), true);
+    assert!(drain(&mut first_out).is_empty());
+    assert!(drain(&mut second_out).is_empty());
+    assert_eq!(
+        hook_kinds(&mut hooks),
+        [],
+        "no webhook transition from the hub"
+    );
+    // It still keeps this node's state (what the cluster re-registers).
+    let (third, _third_out) = connect(&app, 3, 64);
+    app.subscribe_with_members(&third, &channel("news"), None, options, None)
+        .unwrap();
+    assert_eq!(app.local_state().0, [("news".to_owned(), 1)]);
+    assert_eq!(hook_kinds(&mut hooks), []);
+    // Redis did not answer (no member list): the node checks the limit against its own.
+    let room2 = channel("presence-two");
+    app.subscribe_with_members(&first, &room2, member("a"), options, None)
+        .unwrap();
+    let refused = app.subscribe_with_members(&second, &room2, member("b"), options, None);
+    assert_eq!(refused.err(), Some(SubscribeRefusal::PresenceFull(1)));
+}

@@ -457,7 +457,9 @@ impl Session {
                 );
             }
         };
-        if self.finished || self.app().is_none() {
+        // After a wait for the cluster the app may have been disabled meanwhile (its sockets are
+        // being closed): the count is taken back. (A single node never waited: no second look.)
+        if subscriptions.is_some() && (self.finished || self.app().is_none()) {
             return undo(self);
         }
         let subscribed = self.app_hub.subscribe_with_members(
