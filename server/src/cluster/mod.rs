@@ -33,17 +33,17 @@
 //! protocol, the config and the clock; the node holds an `Option<Cluster>`).
 
 mod bus;
-pub mod console;
 pub mod cache;
+pub mod console;
 pub mod health;
 pub mod lease;
 pub mod message;
 mod registry;
 pub mod signin;
 pub mod slots;
-pub mod stats;
 mod state;
 mod state_scripts;
+pub mod stats;
 pub mod users;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
