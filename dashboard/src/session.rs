@@ -194,14 +194,24 @@ impl SignInLimits {
         let email = email.trim().to_ascii_lowercase();
         let pair = (email, address);
         check(&self.by_email_address, &pair, 60)?;
-        match check(&self.by_email, &pair.0, 60) {
-            Ok(()) => {}
-            // The email is throttled everywhere: this address still has its own slow lane.
-            Err(refused) => {
-                return check(&self.slow_lane, &pair, refused.retry_after).map_err(|slow| TooMany {
-                    retry_after: slow.retry_after.min(refused.retry_after),
-                })
+        if let Err(refused) = check(&self.by_email, &pair.0, 60) {
+            // The email is throttled everywhere: this address still has its own slow lane, here
+            // and in the cluster's shared budgets (or N nodes would give it N tries).
+            check(&self.slow_lane, &pair, refused.retry_after).map_err(|slow| TooMany {
+                retry_after: slow.retry_after.min(refused.retry_after),
+            })?;
+            if self.shared.is_none() {
+                return Ok(());
             }
+            let email = email_key(&pair.0);
+            self.take_shared(format!("ea:{email}:{address}"), PER_EMAIL_ADDRESS)
+                .await?;
+            return self
+                .take_shared(format!("sl:{email}:{address}"), SLOW_LANE)
+                .await
+                .map_err(|slow| TooMany {
+                    retry_after: slow.retry_after.min(refused.retry_after),
+                });
         }
         if self.shared.is_none() {
             return Ok(());

@@ -165,6 +165,49 @@ async fn sign_in_guesses_spread_over_two_nodes_share_one_budget_and_its_keys_exp
     }
 }
 
+/// One sign-in attempt on `base` from client address `from` (the test is a trusted proxy).
+async fn attempt_from(base: &str, csrf: &str, from: &str, email: &str) -> reqwest::Response {
+    http()
+        .post(format!("{base}/dashboard/login"))
+        .header(reqwest::header::COOKIE, format!("herald_login_csrf={csrf}"))
+        .header("x-forwarded-for", from)
+        .form(&[
+            ("csrf", csrf),
+            ("email", email),
+            ("password", "wrong"),
+            ("next", "/dashboard/apps"),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_an_emails_budget_an_address_gets_one_slow_lane_try_across_the_cluster_not_per_node() {
+    let (_redis, _database, a, b) = two_nodes(&[("HERALD_TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    let csrf = login_csrf(&a.base()).await;
+    // 50 addresses spend the email's hourly budget through node A (in A's memory and in Redis).
+    for n in 0..50 {
+        let from = format!("10.9.0.{}", n + 1);
+        let checked = attempt_from(&a.base(), &csrf, &from, OPERATOR).await;
+        assert_eq!(checked.status(), 401, "attempt {n} is checked");
+    }
+    // A fresh address's slow-lane try, through node B (the shared budgets let it through).
+    let fresh = "10.9.1.1";
+    let slow = attempt_from(&b.base(), &csrf, fresh, OPERATOR).await;
+    assert_eq!(slow.status(), 401, "the address's one slow-lane try");
+    // Node A's own slow lane for that address is untouched, but the cluster's is spent.
+    let again = attempt_from(&a.base(), &csrf, fresh, OPERATOR).await;
+    assert_eq!(
+        again.status(),
+        429,
+        "one slow-lane try per address across the cluster, not one per node"
+    );
+    // Another address still has its own.
+    let other = attempt_from(&a.base(), &csrf, "10.9.1.2", OPERATOR).await;
+    assert_eq!(other.status(), 401);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_unreachable_sign_in_and_the_apps_list_still_answer_from_the_node_alone() {
     let (redis, _database, a, _b) = two_nodes(&[]).await;
