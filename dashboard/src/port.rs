@@ -542,4 +542,12 @@ pub trait SharedBudgets: Send + Sync + std::fmt::Debug + 'static {
         burst: u32,
         period: Duration,
     ) -> futures_util::future::BoxFuture<'_, Option<Result<(), u64>>>;
+
+    /// How many nodes' in-memory budgets make up the cluster's now: 1 while the shared store
+    /// answers; while it is not asked (it failed just before), the live nodes last known, and
+    /// each in-memory budget allows a 1/N share, so the cluster as a whole stays near one
+    /// budget. Always 1 on a single node.
+    fn local_share(&self) -> u32 {
+        1
+    }
 }

@@ -140,8 +140,15 @@ impl SignInLimits {
     }
 }
 
-/// One check of a keyed limiter that holds at most [`MAX_KEYS`] keys.
-fn check<K>(limiter: &DefaultKeyedRateLimiter<K>, key: &K, full_wait: u64) -> Result<(), TooMany>
+/// One check of a keyed limiter that holds at most [`MAX_KEYS`] keys, taking `cells` of its
+/// budget (1, or more while the cluster's shared budgets are out of reach: see
+/// [`SignInLimits::cells`]; never more than the burst, so an attempt is always possible).
+fn check<K>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+    full_wait: u64,
+    cells: u32,
+) -> Result<(), TooMany>
 where
     K: Clone + Eq + std::hash::Hash,
 {
@@ -152,15 +159,36 @@ where
             retry_after: full_wait,
         });
     }
-    limiter.check_key(key).map_err(|not_until| TooMany {
-        retry_after: not_until
-            .wait_time_from(limiter.clock().now())
-            .as_secs()
-            .max(1),
-    })
+    let cells = NonZeroU32::new(cells).unwrap_or(NonZeroU32::MIN);
+    match limiter.check_key_n(key, cells) {
+        Ok(outcome) => outcome.map_err(|not_until| TooMany {
+            retry_after: not_until
+                .wait_time_from(limiter.clock().now())
+                .as_secs()
+                .max(1),
+        }),
+        // More cells than the burst: the caller caps `cells`, so only a burst of 1 gets here.
+        Err(_) => limiter.check_key(key).map_err(|not_until| TooMany {
+            retry_after: not_until
+                .wait_time_from(limiter.clock().now())
+                .as_secs()
+                .max(1),
+        }),
+    }
 }
 
 impl SignInLimits {
+    /// The cells one attempt takes from an in-memory budget of `burst`: 1, or, while the
+    /// cluster's shared budgets are skipped (Redis did not answer), the live nodes last known,
+    /// so the cluster as a whole still allows about one budget (each node a 1/N share), never
+    /// more than `burst` (an attempt stays possible).
+    fn cells(&self, burst: u32) -> u32 {
+        self.shared
+            .as_ref()
+            .map_or(1, |shared| shared.local_share())
+            .clamp(1, burst.max(1))
+    }
+
     fn sweep(&self) {
         let Ok(mut last) = self.last_sweep.try_lock() else {
             return;
@@ -179,12 +207,13 @@ impl SignInLimits {
         self.slow_lane.shrink_to_fit();
     }
 
-    /// Whether one more attempt may come from `ip` (`None`: one shared key).
-    pub(crate) async fn allow_address(&self, ip: Option<IpAddr>) -> Result<(), TooMany> {
+    /// Whether one more attempt may come from `ip` (`None`: one shared key), in this node's
+    /// memory (the cluster's shared budget of the address is taken by [`Self::allow_email`],
+    /// once the form is known to be genuine).
+    pub(crate) fn allow_address(&self, ip: Option<IpAddr>) -> Result<(), TooMany> {
         self.sweep();
         let key = address_key(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
-        check(&self.by_address, &key, 60)?;
-        self.take_shared(format!("a:{key}"), PER_ADDRESS).await
+        check(&self.by_address, &key, 60, self.cells(PER_ADDRESS.0))
     }
 
     /// Whether an attempt from `ip` (already let through by [`Self::allow_address`]) for
@@ -193,16 +222,26 @@ impl SignInLimits {
         let address = address_key(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
         let email = email.trim().to_ascii_lowercase();
         let pair = (email, address);
-        check(&self.by_email_address, &pair, 60)?;
-        if let Err(refused) = check(&self.by_email, &pair.0, 60) {
+        check(
+            &self.by_email_address,
+            &pair,
+            60,
+            self.cells(PER_EMAIL_ADDRESS.0),
+        )?;
+        let by_email = check(&self.by_email, &pair.0, 60, self.cells(PER_EMAIL.0));
+        if let Err(refused) = by_email {
             // The email is throttled everywhere: this address still has its own slow lane, here
             // and in the cluster's shared budgets (or N nodes would give it N tries).
-            check(&self.slow_lane, &pair, refused.retry_after).map_err(|slow| TooMany {
+            check(&self.slow_lane, &pair, refused.retry_after, 1).map_err(|slow| TooMany {
                 retry_after: slow.retry_after.min(refused.retry_after),
             })?;
             if self.shared.is_none() {
                 return Ok(());
             }
+            // The address's shared budget, only now: a POST without a valid form costs no
+            // Redis call.
+            self.take_shared(format!("a:{address}"), PER_ADDRESS)
+                .await?;
             let email = email_key(&pair.0);
             self.take_shared(format!("ea:{email}:{address}"), PER_EMAIL_ADDRESS)
                 .await?;
@@ -216,7 +255,9 @@ impl SignInLimits {
         if self.shared.is_none() {
             return Ok(());
         }
-        // The same rules on the cluster's shared budgets.
+        // The same rules on the cluster's shared budgets (the address's first: see above).
+        self.take_shared(format!("a:{address}"), PER_ADDRESS)
+            .await?;
         let email = email_key(&pair.0);
         self.take_shared(format!("ea:{email}:{address}"), PER_EMAIL_ADDRESS)
             .await?;
@@ -398,7 +439,7 @@ mod tests {
         let mut refused = 0;
         for n in 0..(MAX_KEYS as u32 + 10) {
             let ip = IpAddr::V4(Ipv4Addr::from(n));
-            if limits.allow_address(Some(ip)).await.is_err() {
+            if limits.allow_address(Some(ip)).is_err() {
                 refused += 1;
             }
         }

@@ -122,6 +122,11 @@ struct Inner {
     /// The publishing connection (one multiplexed connection: publishes go out in order), also
     /// used by the heartbeat.
     manager: ConnectionManager,
+    /// The dashboard's connection (sign-in budgets, live figures): its own, made at first use,
+    /// so a tenant's large publishes queued on `manager` cannot push a sign-in past its timeout.
+    ops: ConnectionManager,
+    /// Live nodes as last counted (at least 1), for the sign-in budgets' local share.
+    live_nodes: AtomicU64,
     outgoing: mpsc::Sender<Outgoing>,
     /// The payload bytes queued in `outgoing`.
     outgoing_bytes: AtomicUsize,
@@ -176,7 +181,9 @@ impl Cluster {
             .set_max_delay(Duration::from_millis(500));
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|e| ClusterError(e.to_string()))?;
-        let slots_manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
+        let slots_manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .map_err(|e| ClusterError(e.to_string()))?;
+        let ops = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| ClusterError(e.to_string()))?;
         let health = RedisHealth::new(clock.clone());
         let instance = format!("{:016x}:{}", rand::random::<u64>(), settings.node_id);
@@ -194,6 +201,8 @@ impl Cluster {
                 settings,
                 client,
                 manager,
+                ops,
+                live_nodes: AtomicU64::new(1),
                 outgoing,
                 outgoing_bytes: AtomicUsize::new(0),
                 outgoing_rx: Mutex::new(Some(outgoing_rx)),

@@ -35,7 +35,7 @@ pub struct NodeCount {
 
 /// Writes this node's counts every heartbeat until aborted.
 pub(super) async fn stats_loop(inner: Arc<Inner>, local: Arc<dyn Local>) {
-    let mut conn = inner.manager.clone();
+    let mut conn = inner.ops.clone();
     let mut interval = tokio::time::interval(HEARTBEAT_EVERY);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let key = stats_key(&inner.settings.name, inner.tag);
@@ -53,9 +53,16 @@ pub(super) async fn stats_loop(inner: Arc<Inner>, local: Arc<dyn Local>) {
         pipe.hset_multiple(&key, &fields).ignore();
         pipe.pexpire(&key, HEARTBEAT_TTL.as_millis() as i64)
             .ignore();
-        let write = pipe.query_async::<()>(&mut conn);
-        if let Ok(Err(error)) = tokio::time::timeout(COMMAND_TIMEOUT, write).await {
-            tracing::debug!(%error, "could not write this node's live figures");
+        // The node set (dead tags are removed by the slots' script): the sign-in budgets'
+        // local share while Redis is skipped.
+        pipe.scard(super::slots::nodes_key(&inner.settings.name));
+        let write = pipe.query_async::<(u64,)>(&mut conn);
+        match tokio::time::timeout(COMMAND_TIMEOUT, write).await {
+            Ok(Ok((nodes,))) => inner
+                .live_nodes
+                .store(nodes.max(1), std::sync::atomic::Ordering::Relaxed),
+            Ok(Err(error)) => tracing::debug!(%error, "could not write this node's live figures"),
+            Err(_) => {}
         }
     }
 }
@@ -78,7 +85,7 @@ impl Cluster {
     /// answer within 500 ms.
     pub async fn connections_by_node(&self, app_ids: &[&str]) -> Option<Vec<Vec<NodeCount>>> {
         let inner = &self.inner;
-        let mut conn = inner.manager.clone();
+        let mut conn = inner.ops.clone();
         let read = async {
             let tags: Vec<u64> = redis::cmd("SMEMBERS")
                 .arg(super::slots::nodes_key(&inner.settings.name))
