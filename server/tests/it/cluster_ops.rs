@@ -6,6 +6,7 @@
 //! connections and cross-node publishes working, fails writes cleanly, and loses no count or
 //! webhook once PostgreSQL is back.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -468,6 +469,171 @@ async fn the_live_console_on_one_node_shows_the_other_nodes_events_naming_the_no
         }
     }
     assert!(found, "node A's own events name node A");
+}
+
+/// A TCP proxy to Redis that can make the console's pub/sub connections go silent: `stall`
+/// stops forwarding on every open connection that subscribed to a console channel (`…:tap:…`)
+/// but keeps it open (a connection that died without a reset); every other connection, and
+/// any made later, is forwarded as before.
+struct SilentProxy {
+    port: u16,
+    /// Per connection: (it subscribed to a console channel, it is silent).
+    connections: Mutex<Vec<Arc<(AtomicBool, AtomicBool)>>>,
+}
+
+impl SilentProxy {
+    async fn start(upstream: String) -> Arc<SilentProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = Arc::new(SilentProxy {
+            port: listener.local_addr().unwrap().port(),
+            connections: Mutex::new(Vec::new()),
+        });
+        let shared = proxy.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let flags = Arc::new((AtomicBool::new(false), AtomicBool::new(false)));
+                shared.connections.lock().await.push(flags.clone());
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(Self::pipe(client_read, server_write, flags.clone(), true));
+                tokio::spawn(Self::pipe(server_read, client_write, flags, false));
+            }
+        });
+        proxy
+    }
+
+    /// Copies `from` to `to` until either closes; silent, it reads and drops everything.
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        flags: Arc<(AtomicBool, AtomicBool)>,
+        from_client: bool,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            let Ok(read) = from.read(&mut buffer).await else {
+                return;
+            };
+            if read == 0 {
+                return;
+            }
+            let chunk = &buffer[..read];
+            if from_client {
+                let text = String::from_utf8_lossy(chunk);
+                if text.contains("SUBSCRIBE") && text.contains(":tap:") {
+                    flags.0.store(true, Ordering::SeqCst);
+                }
+            }
+            if flags.1.load(Ordering::SeqCst) {
+                continue;
+            }
+            if to.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn stall(&self) {
+        for flags in self.connections.lock().await.iter() {
+            if flags.0.load(Ordering::SeqCst) {
+                flags.1.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// Subscribes `client` to fresh `probe-…` channels until `stream` shows one of them from
+/// `node_id`, for at most `limit`.
+async fn probe_until_seen(
+    client: &mut crate::helpers::Client,
+    stream: &mut reqwest::Response,
+    buffer: &mut String,
+    node_id: &str,
+    tag: &str,
+    limit: Duration,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    for probe in 0.. {
+        let channel = format!("{tag}-{probe}");
+        client.subscribe(&channel).await;
+        let prefix = format!("{tag}-");
+        if read_until(stream, buffer, |event| {
+            event["kind"] == "subscribed"
+                && event["channel"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with(&prefix))
+                && event["node"] == node_id
+        })
+        .await
+        {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_console_recovers_from_a_pubsub_connection_that_died_silently() {
+    let database = Database::create().await;
+    let redis = Redis::start().await;
+    let upstream = redis.url();
+    let upstream = upstream
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = SilentProxy::start(upstream).await;
+    let through_proxy = format!("redis://127.0.0.1:{}/", proxy.port);
+    let a = node(
+        "a",
+        &redis,
+        &database,
+        &[("HERALD_REDIS_URL", &through_proxy)],
+    )
+    .await;
+    let b = node("b", &redis, &database, &[]).await;
+    let cookie = session(&a.base()).await;
+    let mut stream = http()
+        .get(format!("{}/dashboard/apps/{APP_ID}/live/events", a.base()))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut buffer = String::new();
+    let mut client = b.connect().await;
+    assert!(
+        probe_until_seen(
+            &mut client,
+            &mut stream,
+            &mut buffer,
+            &b.id,
+            "before",
+            Duration::from_secs(10)
+        )
+        .await,
+        "node A's console shows node B's events"
+    );
+    // Node A's console pub/sub connection goes silent (no reset, no answer).
+    proxy.stall().await;
+    assert!(
+        probe_until_seen(
+            &mut client,
+            &mut stream,
+            &mut buffer,
+            &b.id,
+            "after",
+            Duration::from_secs(15)
+        )
+        .await,
+        "node A's console re-makes its pub/sub connection and shows node B's events again"
+    );
 }
 
 /// Every `debug` event `response` streams for `wait`.
