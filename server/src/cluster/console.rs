@@ -6,8 +6,9 @@
 //! the whole cluster, each line naming its node. Apps nobody watches cost nothing: no event is
 //! even built. Bounded: the set holds at most one member per watched app and node (expired ones
 //! removed on every call); forwarded events go through a queue of [`QUEUE`] (full: dropped) and
-//! at most [`PER_SECOND`] a second leave a node (the rest are dropped, like a lagging local
-//! console); the pub/sub connection exists only while this node has watchers, and is pinged each
+//! at most [`PER_SECOND`] a second leave a node, and at most
+//! [`crate::hub::FORWARD_PER_APP`] of one app (the taps drop the rest before they are
+//! queued, so one busy app cannot use up every tenant's console; like a lagging local console); the pub/sub connection exists only while this node has watchers, and is pinged each
 //! second then (re-made when it does not answer within [`PUBSUB_TIMEOUT`]).
 
 use std::collections::HashSet;

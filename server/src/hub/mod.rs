@@ -25,7 +25,7 @@ pub use events::{
 pub use presence::PresenceMember;
 pub use rate::{Budget, RateLimits};
 pub use stats::{AppMemory, ChannelInfo};
-pub use taps::{clip, Taps};
+pub use taps::{clip, Taps, FORWARD_PER_APP};
 
 /// Kept at their old paths: the outbox moved below the hub.
 pub use crate::outbox::{CloseRequest, Queued};
