@@ -94,6 +94,10 @@ pub(crate) struct SignInLimits {
     last_sweep: Mutex<Instant>,
     /// The cluster's shared budgets (the same rules), checked after the in-memory ones.
     shared: Option<Arc<dyn crate::SharedBudgets>>,
+    /// Names emails and addresses in the shared budgets' keys (an HMAC under the session key,
+    /// the same on every node): the shared store holds neither, nor a hash anyone could match
+    /// against a list of emails.
+    names: CookieSeal,
 }
 
 /// The budgets' rules: (attempts at once, per period).
@@ -101,12 +105,6 @@ const PER_ADDRESS: (u32, Duration) = (10, Duration::from_secs(60));
 const PER_EMAIL_ADDRESS: (u32, Duration) = (5, Duration::from_secs(60));
 const PER_EMAIL: (u32, Duration) = (50, Duration::from_secs(3600));
 const SLOW_LANE: (u32, Duration) = (1, Duration::from_secs(600));
-
-/// The shared budgets' name for an email: a hash, so the shared store never holds the address.
-fn email_key(email: &str) -> String {
-    use sha2::Digest;
-    hex::encode(&sha2::Sha256::digest(email.as_bytes())[..16])
-}
 
 /// A governor quota of `burst` attempts per `period`.
 fn quota((burst, period): (u32, Duration)) -> Quota {
@@ -118,19 +116,21 @@ fn quota((burst, period): (u32, Duration)) -> Quota {
 
 impl Default for SignInLimits {
     fn default() -> Self {
-        SignInLimits::new(None)
+        SignInLimits::new(None, Vec::new())
     }
 }
 
 impl SignInLimits {
-    /// The budgets, in memory and, when `shared` is given (a cluster), in the shared store too.
-    pub(crate) fn new(shared: Option<Arc<dyn crate::SharedBudgets>>) -> Self {
+    /// The budgets, in memory and, when `shared` is given (a cluster), in the shared store too,
+    /// under names keyed with `session_key` (`Config::session_key`).
+    pub(crate) fn new(shared: Option<Arc<dyn crate::SharedBudgets>>, session_key: Vec<u8>) -> Self {
         let per_address = quota(PER_ADDRESS);
         let per_email_address = quota(PER_EMAIL_ADDRESS);
         let per_email = quota(PER_EMAIL);
         let slow_lane = quota(SLOW_LANE);
         SignInLimits {
             shared,
+            names: CookieSeal::new(session_key),
             by_address: RateLimiter::keyed(per_address),
             by_email_address: RateLimiter::keyed(per_email_address),
             by_email: RateLimiter::keyed(per_email),
@@ -240,9 +240,9 @@ impl SignInLimits {
             }
             // The address's shared budget, only now: a POST without a valid form costs no
             // Redis call.
+            let (email, address) = self.shared_names(&pair.0, address);
             self.take_shared(format!("a:{address}"), PER_ADDRESS)
                 .await?;
-            let email = email_key(&pair.0);
             self.take_shared(format!("ea:{email}:{address}"), PER_EMAIL_ADDRESS)
                 .await?;
             return self
@@ -256,9 +256,9 @@ impl SignInLimits {
             return Ok(());
         }
         // The same rules on the cluster's shared budgets (the address's first: see above).
+        let (email, address) = self.shared_names(&pair.0, address);
         self.take_shared(format!("a:{address}"), PER_ADDRESS)
             .await?;
-        let email = email_key(&pair.0);
         self.take_shared(format!("ea:{email}:{address}"), PER_EMAIL_ADDRESS)
             .await?;
         match self.take_shared(format!("e:{email}"), PER_EMAIL).await {
@@ -270,6 +270,15 @@ impl SignInLimits {
                     retry_after: slow.retry_after.min(refused.retry_after),
                 }),
         }
+    }
+
+    /// The shared budgets' names of `email` and `address`: 128 bits of an HMAC-SHA256 under
+    /// the session key each, hex (a separator byte keeps the two kinds apart).
+    fn shared_names(&self, email: &str, address: IpAddr) -> (String, String) {
+        (
+            self.names.name(b'e', email.as_bytes()),
+            self.names.name(b'a', address.to_string().as_bytes()),
+        )
     }
 
     /// One attempt from the shared budget `key` (allowed without a shared store, or when it
@@ -334,6 +343,16 @@ impl CookieSeal {
         let mut mac = CookieMac::new_from_slice(&self.key).expect("HMAC takes a key of any length");
         mac.update(token.as_bytes());
         mac
+    }
+
+    /// A keyed name for `value` of kind `kind` (128 bits of HMAC-SHA256, hex), for data the
+    /// shared store must not hold in the clear.
+    pub(crate) fn name(&self, kind: u8, value: &[u8]) -> String {
+        use hmac::Mac;
+        let mut mac = CookieMac::new_from_slice(&self.key).expect("HMAC takes a key of any length");
+        mac.update(&[kind, 0]);
+        mac.update(value);
+        hex::encode(&mac.finalize().into_bytes()[..16])
     }
 
     /// The cookie value for session `token`.

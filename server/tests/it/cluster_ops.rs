@@ -155,8 +155,16 @@ async fn sign_in_guesses_spread_over_two_nodes_share_one_budget_and_its_keys_exp
         .await
         .unwrap();
     assert!(keys.len() >= 3, "address, email and pair budgets: {keys:?}");
+    // Emails and addresses are named by an HMAC under the session key: neither in the clear,
+    // nor a plain hash anyone could match against a list of emails.
+    let plain_hash = {
+        use sha2::Digest;
+        hex::encode(&sha2::Sha256::digest(OPERATOR.as_bytes())[..16])
+    };
     for key in &keys {
         assert!(!key.contains(OPERATOR), "no email in the clear: {key}");
+        assert!(!key.contains("127.0.0.1"), "no address in the clear: {key}");
+        assert!(!key.contains(&plain_hash), "no unkeyed hash: {key}");
         let ttl: i64 = redis::cmd("PTTL")
             .arg(key)
             .query_async(&mut conn)
