@@ -10,7 +10,9 @@
 use crate::locks::RwLockExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use arc_swap::ArcSwap;
 
 use herald_dashboard::DebugEvent;
 use tokio::sync::{broadcast, mpsc};
@@ -32,11 +34,12 @@ pub struct Taps {
     node: OnceLock<String>,
     /// In a cluster: how many apps are watched on other nodes (0: nothing to forward).
     remote_watched: AtomicUsize,
-    // A std lock: held for a map lookup, or to replace the map once a second.
     /// The apps watched on other nodes, each with the events forwarded since the last
     /// [`Taps::set_remote`] (at most [`FORWARD_PER_APP`]: one busy app cannot fill the queue
     /// every app's console shares).
-    remote: RwLock<HashMap<String, AtomicUsize>>,
+    /// Swapped whole once a second and read without a lock: every emit on every node looks
+    /// here while any app is watched anywhere.
+    remote: ArcSwap<HashMap<String, AtomicUsize>>,
     /// In a cluster: where events of apps watched elsewhere go (the cluster sends them on).
     forward: OnceLock<mpsc::Sender<(String, DebugEvent)>>,
 }
@@ -69,7 +72,7 @@ impl Taps {
             clock,
             node: OnceLock::new(),
             remote_watched: AtomicUsize::new(0),
-            remote: RwLock::default(),
+            remote: ArcSwap::default(),
             forward: OnceLock::new(),
         }
     }
@@ -89,9 +92,8 @@ impl Taps {
             .into_iter()
             .map(|app_id| (app_id, AtomicUsize::new(0)))
             .collect();
-        let mut remote = self.remote.write_or_recover();
         self.remote_watched.store(fresh.len(), Ordering::Relaxed);
-        *remote = fresh;
+        self.remote.store(Arc::new(fresh));
     }
 
     /// The apps someone watches on this node.
@@ -137,7 +139,7 @@ impl Taps {
         let elsewhere = self.remote_watched.load(Ordering::Relaxed) > 0
             && self
                 .remote
-                .read_or_recover()
+                .load()
                 .get(app_id)
                 .is_some_and(|sent| sent.fetch_add(1, Ordering::Relaxed) < FORWARD_PER_APP);
         if sender.is_none() && !elsewhere {
