@@ -525,6 +525,14 @@ pub trait AdminPort: Send + Sync + 'static {
         admin: &Admin,
         id: &str,
     ) -> impl Future<Output = PortResult<broadcast::Receiver<DebugEvent>>> + Send;
+
+    /// How `admin` sees node `node_id` on a console line: internal node ids are the platform
+    /// operator's, a tenant admin sees "node 1", "node 2", … (the server's choice). Default:
+    /// the id.
+    fn node_label(&self, admin: &Admin, node_id: &str) -> String {
+        let _ = admin;
+        node_id.to_owned()
+    }
 }
 
 /// Sign-in budgets every node of a cluster shares (the server keeps them in Redis), so an

@@ -127,6 +127,10 @@ struct Inner {
     ops: ConnectionManager,
     /// Live nodes as last counted (at least 1), for the sign-in budgets' local share.
     live_nodes: AtomicU64,
+    /// The live nodes' ids as last read, sorted: tenant admins see "node 1", "node 2", … in
+    /// this order, not the ids.
+    // A std lock: held to clone or replace an `Arc`.
+    node_ids: Mutex<Arc<Vec<String>>>,
     outgoing: mpsc::Sender<Outgoing>,
     /// The payload bytes queued in `outgoing`.
     outgoing_bytes: AtomicUsize,
@@ -203,6 +207,7 @@ impl Cluster {
                 manager,
                 ops,
                 live_nodes: AtomicU64::new(1),
+                node_ids: Mutex::default(),
                 outgoing,
                 outgoing_bytes: AtomicUsize::new(0),
                 outgoing_rx: Mutex::new(Some(outgoing_rx)),

@@ -393,6 +393,163 @@ async fn the_apps_list_shows_the_cluster_total_and_each_nodes_connections() {
     }
 }
 
+/// Runs the CLI on `database` with `args`: its stdout (it must succeed).
+async fn cli_on(database: &Database, args: &[&str]) -> String {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut command = crate::helpers::herald_binary(data_dir.path());
+    command.args(args).env("HERALD_DATABASE_URL", &database.url);
+    let output = command.output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Signs in `email` (password [`PASSWORD`]) on `base`: the session's `Cookie` header.
+async fn session_of(base: &str, email: &str) -> String {
+    let csrf = login_csrf(base).await;
+    let signed_in = attempt(base, &csrf, email, PASSWORD).await;
+    assert_eq!(signed_in.status(), 303, "{email} signs in");
+    let token = cookie_value(&signed_in, "herald_session").expect("a session cookie");
+    format!("herald_session={token}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_admins_see_node_numbers_not_node_ids_and_only_their_own_apps_figures() {
+    let (_redis, database, a, b) = two_nodes(&[]).await;
+    // An admin of the default app's tenant, and an admin of another tenant.
+    cli_on(
+        &database,
+        &[
+            "users",
+            "create",
+            "--email",
+            "own@example.test",
+            "--password",
+            PASSWORD,
+            "--tenant",
+            "1",
+        ],
+    )
+    .await;
+    let other: Value = serde_json::from_str(
+        &cli_on(
+            &database,
+            &["tenants", "create", "--name", "Other", "--json"],
+        )
+        .await,
+    )
+    .unwrap();
+    let other_id = other["id"].as_str().unwrap().to_owned();
+    cli_on(
+        &database,
+        &[
+            "users",
+            "create",
+            "--email",
+            "other@example.test",
+            "--password",
+            PASSWORD,
+            "--tenant",
+            &other_id,
+        ],
+    )
+    .await;
+    let _on_a = [a.connect().await, a.connect().await];
+    let mut on_b = b.connect().await;
+
+    // The default app's tenant admin: "node 1" (A: its id sorts first) and "node 2", no ids.
+    let own = session_of(&b.base(), "own@example.test").await;
+    let operator = session(&b.base()).await;
+    let base = b.base();
+    eventually(
+        "the operator's apps list shows both nodes' ids",
+        Duration::from_secs(10),
+        || {
+            let (base, operator) = (base.clone(), operator.clone());
+            let expected = format!("{}: 2, {}: 1", a.id, b.id);
+            async move {
+                let (_, body) = page(&base, &operator, "/dashboard/apps").await;
+                testid(&body, &format!("nodes-{APP_ID}")).as_deref() == Some(expected.as_str())
+            }
+        },
+    )
+    .await;
+    let (status, body) = page(&base, &own, "/dashboard/apps").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        testid(&body, &format!("nodes-{APP_ID}")).as_deref(),
+        Some("node 1: 2, node 2: 1")
+    );
+    assert!(!body.contains(&a.id) && !body.contains(&b.id), "no node id");
+    let (status, body) = page(&base, &own, &format!("/dashboard/apps/{APP_ID}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        testid(&body, "nodes").as_deref(),
+        Some("node 1: 2, node 2: 1")
+    );
+    assert!(!body.contains(&a.id) && !body.contains(&b.id), "no node id");
+    // Its console names node B "node 2".
+    let mut stream = http()
+        .get(format!("{base}/dashboard/apps/{APP_ID}/live/events"))
+        .header(reqwest::header::COOKIE, &own)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut buffer = String::new();
+    let mut named = false;
+    for n in 0..10 {
+        on_b.subscribe(&format!("tenant-{n}")).await;
+        if read_until(&mut stream, &mut buffer, |event| {
+            event["kind"] == "subscribed" && event["node"] == "node 2"
+        })
+        .await
+        {
+            named = true;
+            break;
+        }
+    }
+    assert!(named, "the console line names node 2");
+    assert!(!buffer.contains(&b.id), "no node id on the console");
+
+    // Another tenant's admin gets neither the app's console nor its figures, on either node.
+    let stranger = session_of(&a.base(), "other@example.test").await;
+    for node in [&a, &b] {
+        let (status, _) = page(
+            &node.base(),
+            &stranger,
+            &format!("/dashboard/apps/{APP_ID}/live/events"),
+        )
+        .await;
+        assert_eq!(status, 404, "another tenant's console");
+        let (status, body) = page(
+            &node.base(),
+            &stranger,
+            &format!("/dashboard/apps/{APP_ID}"),
+        )
+        .await;
+        assert_eq!(status, 404, "another tenant's app page");
+        assert!(!body.contains(&a.id) && !body.contains(&b.id));
+        let (status, body) = page(&node.base(), &stranger, "/dashboard/apps").await;
+        assert_eq!(status, 200);
+        assert!(
+            testid(&body, &format!("nodes-{APP_ID}")).is_none()
+                && testid(&body, &format!("connections-{APP_ID}")).is_none(),
+            "no figures of another tenant's app"
+        );
+        let (status, _) = page(
+            &node.base(),
+            &stranger,
+            &format!("/dashboard/apps/{APP_ID}/usage"),
+        )
+        .await;
+        assert_eq!(status, 404, "another tenant's usage");
+    }
+}
+
 /// Reads Server-Sent Events from `response` until one `debug` event satisfies `wanted`.
 async fn read_until(
     response: &mut reqwest::Response,
