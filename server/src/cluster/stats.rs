@@ -94,7 +94,8 @@ pub(super) async fn stats_loop(inner: Arc<Inner>, local: Arc<dyn Local>) {
 
 /// Removes this node's figures (a graceful shutdown), within `deadline` (and 500 ms).
 pub(super) async fn forget(inner: &Inner, deadline: tokio::time::Instant) {
-    let mut conn = inner.slots.manager.clone();
+    // On the figures' own connection: it goes out after any write of them already sent.
+    let mut conn = inner.ops.clone();
     let key = stats_key(&inner.settings.name, inner.tag);
     let until = deadline.min(tokio::time::Instant::now() + Duration::from_millis(500));
     let _ = tokio::time::timeout_at(
