@@ -801,12 +801,12 @@ async fn the_live_console_recovers_from_a_pubsub_connection_that_died_silently()
     );
 }
 
-/// Every `debug` event `response` streams for `wait`.
+/// Every `debug` event `response` streams for `wait`, each with when it arrived.
 async fn collect_for(
     response: &mut reqwest::Response,
     buffer: &mut String,
     wait: Duration,
-) -> Vec<Value> {
+) -> Vec<(Instant, Value)> {
     let until = Instant::now() + wait;
     let mut events = Vec::new();
     loop {
@@ -821,7 +821,7 @@ async fn collect_for(
                 .map(str::trim)
                 .collect();
             if let Ok(event) = serde_json::from_str::<Value>(&data) {
-                events.push(event);
+                events.push((Instant::now(), event));
             }
         }
         let now = Instant::now();
@@ -837,7 +837,7 @@ async fn collect_for(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_forwards_at_most_200_console_events_a_second_however_busy() {
+async fn a_node_forwards_at_most_50_console_events_of_one_app_a_second_however_busy() {
     let (_redis, _database, a, b) = two_nodes(&[]).await;
     let cookie = session(&a.base()).await;
     let mut stream = http()
@@ -877,38 +877,38 @@ async fn a_node_forwards_at_most_200_console_events_a_second_however_busy() {
         }
     }
     let events = collect_for(&mut stream, &mut buffer, Duration::from_secs(4)).await;
-    let burst: Vec<&Value> = events
+    let burst: Vec<Instant> = events
         .iter()
-        .filter(|e| {
+        .filter(|(_, e)| {
             e["node"] == b.id.as_str()
                 && e["channel"]
                     .as_str()
                     .is_some_and(|c| c.starts_with("burst-"))
         })
+        .map(|(at, _)| *at)
         .collect();
-    let first = burst
-        .iter()
-        .filter_map(|e| e["at_ms"].as_i64())
-        .min()
-        .unwrap_or(0);
-    let last = burst
-        .iter()
-        .filter_map(|e| e["at_ms"].as_i64())
-        .max()
-        .unwrap_or(0);
-    let seconds = u64::try_from((last - first) / 1000).unwrap_or(0) + 2;
     assert!(!burst.is_empty(), "some of the burst is forwarded");
     assert!(
         burst.len() < 2_000,
         "past the rate, events are dropped ({} forwarded)",
         burst.len()
     );
-    assert!(
-        burst.len() as u64 <= 200 * seconds,
-        "{} events forwarded over {} ms",
-        burst.len(),
-        last - first
-    );
+    // Arrivals on node A per 1 s window: one app gets at most 50 a second, so a window holds
+    // at most 100 (the end of one second's budget and the start of the next), plus a margin
+    // for a stream that stalled and caught up; the node-wide cap alone (200) would fail it.
+    let first = burst[0];
+    let mut windows = std::collections::BTreeMap::<u128, usize>::new();
+    for at in &burst {
+        *windows
+            .entry(at.duration_since(first).as_millis() / 1000)
+            .or_default() += 1;
+    }
+    for (second, count) in &windows {
+        assert!(
+            *count <= 150,
+            "{count} events of one app arrived in second {second}: {windows:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
