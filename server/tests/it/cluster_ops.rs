@@ -6,7 +6,6 @@
 //! connections and cross-node publishes working, fails writes cleanly, and loses no count or
 //! webhook once PostgreSQL is back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,11 +19,16 @@ use crate::cluster_helpers::{eventually, start_node_with, Database, Node, Redis}
 use crate::helpers::{pause, post_signed, Received, APP_ID};
 use crate::webhooks::Receiver;
 
-const OPERATOR: &str = "ops@example.test";
-const PASSWORD: &str = "cluster-ops-password";
+pub(crate) const OPERATOR: &str = "ops@example.test";
+pub(crate) const PASSWORD: &str = "cluster-ops-password";
 
 /// Starts node `name` with the test's operator and `env` on top.
-async fn node(name: &str, redis: &Redis, database: &Database, env: &[(&str, &str)]) -> Node {
+pub(crate) async fn node(
+    name: &str,
+    redis: &Redis,
+    database: &Database,
+    env: &[(&str, &str)],
+) -> Node {
     let mut all = vec![
         ("HERALD_ADMIN_EMAIL", OPERATOR),
         ("HERALD_ADMIN_PASSWORD", PASSWORD),
@@ -35,7 +39,7 @@ async fn node(name: &str, redis: &Redis, database: &Database, env: &[(&str, &str
 }
 
 /// Two nodes on a fresh Redis and database (the first creates the default app and operator).
-async fn two_nodes(env: &[(&str, &str)]) -> (Redis, Database, Node, Node) {
+pub(crate) async fn two_nodes(env: &[(&str, &str)]) -> (Redis, Database, Node, Node) {
     let database = Database::create().await;
     let redis = Redis::start().await;
     let a = node("a", &redis, &database, env).await;
@@ -43,7 +47,7 @@ async fn two_nodes(env: &[(&str, &str)]) -> (Redis, Database, Node, Node) {
     (redis, database, a, b)
 }
 
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -61,7 +65,7 @@ fn cookie_value(response: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 /// The sign-in form's CSRF token (the double-submit cookie works on any node).
-async fn login_csrf(base: &str) -> String {
+pub(crate) async fn login_csrf(base: &str) -> String {
     let page = http()
         .get(format!("{base}/dashboard/login"))
         .send()
@@ -87,7 +91,7 @@ async fn attempt(base: &str, csrf: &str, email: &str, password: &str) -> reqwest
 }
 
 /// Signs the operator in on `base`: the session's `Cookie` header (good on every node).
-async fn session(base: &str) -> String {
+pub(crate) async fn session(base: &str) -> String {
     let csrf = login_csrf(base).await;
     let signed_in = attempt(base, &csrf, OPERATOR, PASSWORD).await;
     assert_eq!(signed_in.status(), 303, "the operator signs in");
@@ -95,7 +99,7 @@ async fn session(base: &str) -> String {
     format!("herald_session={token}")
 }
 
-async fn page(base: &str, cookie: &str, path: &str) -> (u16, String) {
+pub(crate) async fn page(base: &str, cookie: &str, path: &str) -> (u16, String) {
     let response = http()
         .get(format!("{base}{path}"))
         .header(reqwest::header::COOKIE, cookie)
@@ -107,7 +111,7 @@ async fn page(base: &str, cookie: &str, path: &str) -> (u16, String) {
 }
 
 /// The text of the element with `data-testid="{id}"` (up to its closing tag).
-fn testid(body: &str, id: &str) -> Option<String> {
+pub(crate) fn testid(body: &str, id: &str) -> Option<String> {
     let start = body.find(&format!("data-testid=\"{id}\""))?;
     let rest = &body[start..];
     let open = rest.find('>')? + 1;
@@ -172,161 +176,6 @@ async fn sign_in_guesses_spread_over_two_nodes_share_one_budget_and_its_keys_exp
             .unwrap();
         assert!((1..=3_600_000).contains(&ttl), "{key} expires: {ttl} ms");
     }
-}
-
-/// One sign-in attempt on `base` from client address `from` (the test is a trusted proxy).
-async fn attempt_from(base: &str, csrf: &str, from: &str, email: &str) -> reqwest::Response {
-    http()
-        .post(format!("{base}/dashboard/login"))
-        .header(reqwest::header::COOKIE, format!("herald_login_csrf={csrf}"))
-        .header("x-forwarded-for", from)
-        .form(&[
-            ("csrf", csrf),
-            ("email", email),
-            ("password", "wrong"),
-            ("next", "/dashboard/apps"),
-        ])
-        .send()
-        .await
-        .unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn past_an_emails_budget_an_address_gets_one_slow_lane_try_across_the_cluster_not_per_node() {
-    let (_redis, _database, a, b) = two_nodes(&[("HERALD_TRUSTED_PROXIES", "127.0.0.1/32")]).await;
-    let csrf = login_csrf(&a.base()).await;
-    // 50 addresses spend the email's hourly budget through node A (in A's memory and in Redis).
-    for n in 0..50 {
-        let from = format!("10.9.0.{}", n + 1);
-        let checked = attempt_from(&a.base(), &csrf, &from, OPERATOR).await;
-        assert_eq!(checked.status(), 401, "attempt {n} is checked");
-    }
-    // A fresh address's slow-lane try, through node B (the shared budgets let it through).
-    let fresh = "10.9.1.1";
-    let slow = attempt_from(&b.base(), &csrf, fresh, OPERATOR).await;
-    assert_eq!(slow.status(), 401, "the address's one slow-lane try");
-    // Node A's own slow lane for that address is untouched, but the cluster's is spent.
-    let again = attempt_from(&a.base(), &csrf, fresh, OPERATOR).await;
-    assert_eq!(
-        again.status(),
-        429,
-        "one slow-lane try per address across the cluster, not one per node"
-    );
-    // Another address still has its own.
-    let other = attempt_from(&a.base(), &csrf, "10.9.1.2", OPERATOR).await;
-    assert_eq!(other.status(), 401);
-}
-
-/// The shared sign-in budget keys in Redis now.
-async fn signin_keys(redis: &Redis) -> Vec<String> {
-    let mut conn = redis.connection().await;
-    redis::cmd("KEYS")
-        .arg(format!("{}:stats:signin:*", redis.cluster))
-        .query_async(&mut conn)
-        .await
-        .unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn junk_sign_in_posts_cost_no_redis_call_and_with_redis_frozen_a_node_allows_a_half_share() {
-    let (redis, _database, a, b) = two_nodes(&[("HERALD_TRUSTED_PROXIES", "127.0.0.1/32")]).await;
-    let csrf = login_csrf(&a.base()).await;
-    // A POST without the CSRF cookie is refused before any shared budget is asked.
-    for _ in 0..3 {
-        let junk = http()
-            .post(format!("{}/dashboard/login", a.base()))
-            .header("x-forwarded-for", "10.8.0.1")
-            .form(&[("email", OPERATOR), ("password", "x")])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(junk.status(), 403);
-    }
-    assert!(
-        signin_keys(&redis).await.is_empty(),
-        "no shared budget key for junk posts: {:?}",
-        signin_keys(&redis).await
-    );
-    // Node A has counted both nodes: its figures were written after B's.
-    let mut conn = redis.connection().await;
-    let stats_of = |node: String| {
-        let cluster = redis.cluster.clone();
-        let url = redis.url();
-        async move {
-            let mut conn = redis::Client::open(url)
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-                .unwrap();
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{cluster}:stats:[0-9]*"))
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            for key in keys {
-                let id: Option<String> = redis::cmd("HGET")
-                    .arg(&key)
-                    .arg("_node")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                if id.as_deref() == Some(node.as_str()) {
-                    return Some(key);
-                }
-            }
-            None
-        }
-    };
-    eventually("node B writes its figures", Duration::from_secs(10), || {
-        let found = stats_of(b.id.clone());
-        async move { found.await.is_some() }
-    })
-    .await;
-    let a_key = stats_of(a.id.clone()).await.expect("node A's figures");
-    let before: i64 = redis::cmd("PTTL")
-        .arg(&a_key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    eventually(
-        "node A writes its figures again",
-        Duration::from_secs(10),
-        || {
-            let (url, key) = (redis.url(), a_key.clone());
-            async move {
-                let mut conn = redis::Client::open(url)
-                    .unwrap()
-                    .get_multiplexed_async_connection()
-                    .await
-                    .unwrap();
-                let ttl: i64 = redis::cmd("PTTL")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                ttl > before
-            }
-        },
-    )
-    .await;
-    redis.freeze();
-    // 5 attempts per minute per (email, address) across the cluster; Redis out of reach, each
-    // of the 2 nodes allows about half: the first attempt (which finds Redis silent) takes one
-    // share, the next ones two, so 3 are checked where a node alone would check 5.
-    let mut checked = 0;
-    for _ in 0..5 {
-        let response = attempt_from(&a.base(), &csrf, "10.8.0.2", OPERATOR).await;
-        match response.status().as_u16() {
-            401 => checked += 1,
-            429 => break,
-            other => panic!("unexpected {other}"),
-        }
-    }
-    redis.thaw();
-    assert_eq!(
-        checked, 3,
-        "node A alone allows a half share while Redis is silent"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -551,7 +400,7 @@ async fn tenant_admins_see_node_numbers_not_node_ids_and_only_their_own_apps_fig
 }
 
 /// Reads Server-Sent Events from `response` until one `debug` event satisfies `wanted`.
-async fn read_until(
+pub(crate) async fn read_until(
     response: &mut reqwest::Response,
     buffer: &mut String,
     wanted: impl Fn(&Value) -> bool,
@@ -634,281 +483,6 @@ async fn the_live_console_on_one_node_shows_the_other_nodes_events_naming_the_no
         }
     }
     assert!(found, "node A's own events name node A");
-}
-
-/// A TCP proxy to Redis that can make the console's pub/sub connections go silent: `stall`
-/// stops forwarding on every open connection that subscribed to a console channel (`…:tap:…`)
-/// but keeps it open (a connection that died without a reset); every other connection, and
-/// any made later, is forwarded as before.
-struct SilentProxy {
-    port: u16,
-    /// Per connection: (it subscribed to a console channel, it is silent).
-    connections: Mutex<Vec<Arc<(AtomicBool, AtomicBool)>>>,
-}
-
-impl SilentProxy {
-    async fn start(upstream: String) -> Arc<SilentProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy = Arc::new(SilentProxy {
-            port: listener.local_addr().unwrap().port(),
-            connections: Mutex::new(Vec::new()),
-        });
-        let shared = proxy.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let flags = Arc::new((AtomicBool::new(false), AtomicBool::new(false)));
-                shared.connections.lock().await.push(flags.clone());
-                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
-                    continue;
-                };
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = server.into_split();
-                tokio::spawn(Self::pipe(client_read, server_write, flags.clone(), true));
-                tokio::spawn(Self::pipe(server_read, client_write, flags, false));
-            }
-        });
-        proxy
-    }
-
-    /// Copies `from` to `to` until either closes; silent, it reads and drops everything.
-    async fn pipe(
-        mut from: tokio::net::tcp::OwnedReadHalf,
-        mut to: tokio::net::tcp::OwnedWriteHalf,
-        flags: Arc<(AtomicBool, AtomicBool)>,
-        from_client: bool,
-    ) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut buffer = vec![0u8; 16 * 1024];
-        loop {
-            let Ok(read) = from.read(&mut buffer).await else {
-                return;
-            };
-            if read == 0 {
-                return;
-            }
-            let chunk = &buffer[..read];
-            if from_client {
-                let text = String::from_utf8_lossy(chunk);
-                if text.contains("SUBSCRIBE") && text.contains(":tap:") {
-                    flags.0.store(true, Ordering::SeqCst);
-                }
-            }
-            if flags.1.load(Ordering::SeqCst) {
-                continue;
-            }
-            if to.write_all(chunk).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    async fn stall(&self) {
-        for flags in self.connections.lock().await.iter() {
-            if flags.0.load(Ordering::SeqCst) {
-                flags.1.store(true, Ordering::SeqCst);
-            }
-        }
-    }
-}
-
-/// Subscribes `client` to fresh `probe-…` channels until `stream` shows one of them from
-/// `node_id`, for at most `limit`.
-async fn probe_until_seen(
-    client: &mut crate::helpers::Client,
-    stream: &mut reqwest::Response,
-    buffer: &mut String,
-    node_id: &str,
-    tag: &str,
-    limit: Duration,
-) -> bool {
-    let deadline = Instant::now() + limit;
-    for probe in 0.. {
-        let channel = format!("{tag}-{probe}");
-        client.subscribe(&channel).await;
-        let prefix = format!("{tag}-");
-        if read_until(stream, buffer, |event| {
-            event["kind"] == "subscribed"
-                && event["channel"]
-                    .as_str()
-                    .is_some_and(|c| c.starts_with(&prefix))
-                && event["node"] == node_id
-        })
-        .await
-        {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-    }
-    false
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_live_console_recovers_from_a_pubsub_connection_that_died_silently() {
-    let database = Database::create().await;
-    let redis = Redis::start().await;
-    let upstream = redis.url();
-    let upstream = upstream
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_owned();
-    let proxy = SilentProxy::start(upstream).await;
-    let through_proxy = format!("redis://127.0.0.1:{}/", proxy.port);
-    let a = node(
-        "a",
-        &redis,
-        &database,
-        &[("HERALD_REDIS_URL", &through_proxy)],
-    )
-    .await;
-    let b = node("b", &redis, &database, &[]).await;
-    let cookie = session(&a.base()).await;
-    let mut stream = http()
-        .get(format!("{}/dashboard/apps/{APP_ID}/live/events", a.base()))
-        .header(reqwest::header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
-    let mut buffer = String::new();
-    let mut client = b.connect().await;
-    assert!(
-        probe_until_seen(
-            &mut client,
-            &mut stream,
-            &mut buffer,
-            &b.id,
-            "before",
-            Duration::from_secs(10)
-        )
-        .await,
-        "node A's console shows node B's events"
-    );
-    // Node A's console pub/sub connection goes silent (no reset, no answer).
-    proxy.stall().await;
-    assert!(
-        probe_until_seen(
-            &mut client,
-            &mut stream,
-            &mut buffer,
-            &b.id,
-            "after",
-            Duration::from_secs(15)
-        )
-        .await,
-        "node A's console re-makes its pub/sub connection and shows node B's events again"
-    );
-}
-
-/// Every `debug` event `response` streams for `wait`, each with when it arrived.
-async fn collect_for(
-    response: &mut reqwest::Response,
-    buffer: &mut String,
-    wait: Duration,
-) -> Vec<(Instant, Value)> {
-    let until = Instant::now() + wait;
-    let mut events = Vec::new();
-    loop {
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            if !block.contains("event: debug") {
-                continue;
-            }
-            let data: String = block
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim)
-                .collect();
-            if let Ok(event) = serde_json::from_str::<Value>(&data) {
-                events.push((Instant::now(), event));
-            }
-        }
-        let now = Instant::now();
-        if now >= until {
-            return events;
-        }
-        match tokio::time::timeout(until - now, response.chunk()).await {
-            Ok(Ok(Some(chunk))) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
-            Ok(_) => panic!("the console stream ended"),
-            Err(_) => return events,
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_forwards_at_most_50_console_events_of_one_app_a_second_however_busy() {
-    let (_redis, _database, a, b) = two_nodes(&[]).await;
-    let cookie = session(&a.base()).await;
-    let mut stream = http()
-        .get(format!("{}/dashboard/apps/{APP_ID}/live/events", a.base()))
-        .header(reqwest::header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
-    let mut buffer = String::new();
-    // Wait until node B forwards.
-    let mut probe = b.connect().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for n in 0.. {
-        probe.subscribe(&format!("probe-{n}")).await;
-        let b_id = b.id.clone();
-        if read_until(&mut stream, &mut buffer, |event| {
-            event["node"] == b_id.as_str()
-        })
-        .await
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "node B never forwarded");
-    }
-    // 20 sockets on B each ask for 100 subscriptions at once: 2,000 console events.
-    let mut clients = Vec::new();
-    for _ in 0..20 {
-        clients.push(b.connect().await);
-    }
-    for client in &mut clients {
-        for n in 0..100 {
-            client
-                .send_json(
-                    json!({"event": "pusher:subscribe", "data": {"channel": format!("burst-{n}")}}),
-                )
-                .await;
-        }
-    }
-    let events = collect_for(&mut stream, &mut buffer, Duration::from_secs(4)).await;
-    let burst: Vec<Instant> = events
-        .iter()
-        .filter(|(_, e)| {
-            e["node"] == b.id.as_str()
-                && e["channel"]
-                    .as_str()
-                    .is_some_and(|c| c.starts_with("burst-"))
-        })
-        .map(|(at, _)| *at)
-        .collect();
-    assert!(!burst.is_empty(), "some of the burst is forwarded");
-    assert!(
-        burst.len() < 2_000,
-        "past the rate, events are dropped ({} forwarded)",
-        burst.len()
-    );
-    // Arrivals on node A per 1 s window: one app gets at most 50 a second, so a window holds
-    // at most 100 (the end of one second's budget and the start of the next), plus a margin
-    // for a stream that stalled and caught up; the node-wide cap alone (200) would fail it.
-    let first = burst[0];
-    let mut windows = std::collections::BTreeMap::<u128, usize>::new();
-    for at in &burst {
-        *windows
-            .entry(at.duration_since(first).as_millis() / 1000)
-            .or_default() += 1;
-    }
-    for (second, count) in &windows {
-        assert!(
-            *count <= 150,
-            "{count} events of one app arrived in second {second}: {windows:?}"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

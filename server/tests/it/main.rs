@@ -11,6 +11,8 @@ mod cli_webhooks;
 mod cluster;
 mod cluster_helpers;
 mod cluster_ops;
+mod cluster_ops_console;
+mod cluster_ops_signin;
 mod cluster_quota;
 mod cluster_resilience;
 mod dashboard_access;
