@@ -80,7 +80,7 @@ async fn hardening_headers(mut response: Response) -> Response {
 pub fn router<P: AdminPort>(port: Arc<P>, config: Config) -> Router {
     pages::routes(Arc::new(Dash {
         port,
-        sign_in: session::SignInLimits::new(config.shared_budgets),
+        sign_in: session::SignInLimits::new(config.shared_budgets, config.session_key.clone()),
         cookies: session::CookieSeal::new(config.session_key),
         proxies: client::TrustedProxies::new(config.trusted_proxies),
     }))

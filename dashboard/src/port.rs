@@ -525,6 +525,14 @@ pub trait AdminPort: Send + Sync + 'static {
         admin: &Admin,
         id: &str,
     ) -> impl Future<Output = PortResult<broadcast::Receiver<DebugEvent>>> + Send;
+
+    /// How `admin` sees node `node_id` on a console line: internal node ids are the platform
+    /// operator's, a tenant admin sees "node 1", "node 2", … (the server's choice). Default:
+    /// the id.
+    fn node_label(&self, admin: &Admin, node_id: &str) -> String {
+        let _ = admin;
+        node_id.to_owned()
+    }
 }
 
 /// Sign-in budgets every node of a cluster shares (the server keeps them in Redis), so an
@@ -542,4 +550,12 @@ pub trait SharedBudgets: Send + Sync + std::fmt::Debug + 'static {
         burst: u32,
         period: Duration,
     ) -> futures_util::future::BoxFuture<'_, Option<Result<(), u64>>>;
+
+    /// How many nodes' in-memory budgets make up the cluster's now: 1 while the shared store
+    /// answers; while it is not asked (it failed just before), the live nodes last known, and
+    /// each in-memory budget allows a 1/N share, so the cluster as a whole stays near one
+    /// budget. Always 1 on a single node.
+    fn local_share(&self) -> u32 {
+        1
+    }
 }

@@ -94,6 +94,10 @@ pub(crate) struct SignInLimits {
     last_sweep: Mutex<Instant>,
     /// The cluster's shared budgets (the same rules), checked after the in-memory ones.
     shared: Option<Arc<dyn crate::SharedBudgets>>,
+    /// Names emails and addresses in the shared budgets' keys (an HMAC under the session key,
+    /// the same on every node): the shared store holds neither, nor a hash anyone could match
+    /// against a list of emails.
+    names: CookieSeal,
 }
 
 /// The budgets' rules: (attempts at once, per period).
@@ -101,12 +105,6 @@ const PER_ADDRESS: (u32, Duration) = (10, Duration::from_secs(60));
 const PER_EMAIL_ADDRESS: (u32, Duration) = (5, Duration::from_secs(60));
 const PER_EMAIL: (u32, Duration) = (50, Duration::from_secs(3600));
 const SLOW_LANE: (u32, Duration) = (1, Duration::from_secs(600));
-
-/// The shared budgets' name for an email: a hash, so the shared store never holds the address.
-fn email_key(email: &str) -> String {
-    use sha2::Digest;
-    hex::encode(&sha2::Sha256::digest(email.as_bytes())[..16])
-}
 
 /// A governor quota of `burst` attempts per `period`.
 fn quota((burst, period): (u32, Duration)) -> Quota {
@@ -118,19 +116,21 @@ fn quota((burst, period): (u32, Duration)) -> Quota {
 
 impl Default for SignInLimits {
     fn default() -> Self {
-        SignInLimits::new(None)
+        SignInLimits::new(None, Vec::new())
     }
 }
 
 impl SignInLimits {
-    /// The budgets, in memory and, when `shared` is given (a cluster), in the shared store too.
-    pub(crate) fn new(shared: Option<Arc<dyn crate::SharedBudgets>>) -> Self {
+    /// The budgets, in memory and, when `shared` is given (a cluster), in the shared store too,
+    /// under names keyed with `session_key` (`Config::session_key`).
+    pub(crate) fn new(shared: Option<Arc<dyn crate::SharedBudgets>>, session_key: Vec<u8>) -> Self {
         let per_address = quota(PER_ADDRESS);
         let per_email_address = quota(PER_EMAIL_ADDRESS);
         let per_email = quota(PER_EMAIL);
         let slow_lane = quota(SLOW_LANE);
         SignInLimits {
             shared,
+            names: CookieSeal::new(session_key),
             by_address: RateLimiter::keyed(per_address),
             by_email_address: RateLimiter::keyed(per_email_address),
             by_email: RateLimiter::keyed(per_email),
@@ -140,8 +140,15 @@ impl SignInLimits {
     }
 }
 
-/// One check of a keyed limiter that holds at most [`MAX_KEYS`] keys.
-fn check<K>(limiter: &DefaultKeyedRateLimiter<K>, key: &K, full_wait: u64) -> Result<(), TooMany>
+/// One check of a keyed limiter that holds at most [`MAX_KEYS`] keys, taking `cells` of its
+/// budget (1, or more while the cluster's shared budgets are out of reach: see
+/// [`SignInLimits::cells`]; never more than the burst, so an attempt is always possible).
+fn check<K>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+    full_wait: u64,
+    cells: u32,
+) -> Result<(), TooMany>
 where
     K: Clone + Eq + std::hash::Hash,
 {
@@ -152,15 +159,36 @@ where
             retry_after: full_wait,
         });
     }
-    limiter.check_key(key).map_err(|not_until| TooMany {
-        retry_after: not_until
-            .wait_time_from(limiter.clock().now())
-            .as_secs()
-            .max(1),
-    })
+    let cells = NonZeroU32::new(cells).unwrap_or(NonZeroU32::MIN);
+    match limiter.check_key_n(key, cells) {
+        Ok(outcome) => outcome.map_err(|not_until| TooMany {
+            retry_after: not_until
+                .wait_time_from(limiter.clock().now())
+                .as_secs()
+                .max(1),
+        }),
+        // More cells than the burst: the caller caps `cells`, so only a burst of 1 gets here.
+        Err(_) => limiter.check_key(key).map_err(|not_until| TooMany {
+            retry_after: not_until
+                .wait_time_from(limiter.clock().now())
+                .as_secs()
+                .max(1),
+        }),
+    }
 }
 
 impl SignInLimits {
+    /// The cells one attempt takes from an in-memory budget of `burst`: 1, or, while the
+    /// cluster's shared budgets are skipped (Redis did not answer), the live nodes last known,
+    /// so the cluster as a whole still allows about one budget (each node a 1/N share), never
+    /// more than `burst` (an attempt stays possible).
+    fn cells(&self, burst: u32) -> u32 {
+        self.shared
+            .as_ref()
+            .map_or(1, |shared| shared.local_share())
+            .clamp(1, burst.max(1))
+    }
+
     fn sweep(&self) {
         let Ok(mut last) = self.last_sweep.try_lock() else {
             return;
@@ -179,12 +207,13 @@ impl SignInLimits {
         self.slow_lane.shrink_to_fit();
     }
 
-    /// Whether one more attempt may come from `ip` (`None`: one shared key).
-    pub(crate) async fn allow_address(&self, ip: Option<IpAddr>) -> Result<(), TooMany> {
+    /// Whether one more attempt may come from `ip` (`None`: one shared key), in this node's
+    /// memory (the cluster's shared budget of the address is taken by [`Self::allow_email`],
+    /// once the form is known to be genuine).
+    pub(crate) fn allow_address(&self, ip: Option<IpAddr>) -> Result<(), TooMany> {
         self.sweep();
         let key = address_key(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
-        check(&self.by_address, &key, 60)?;
-        self.take_shared(format!("a:{key}"), PER_ADDRESS).await
+        check(&self.by_address, &key, 60, self.cells(PER_ADDRESS.0))
     }
 
     /// Whether an attempt from `ip` (already let through by [`Self::allow_address`]) for
@@ -193,21 +222,43 @@ impl SignInLimits {
         let address = address_key(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
         let email = email.trim().to_ascii_lowercase();
         let pair = (email, address);
-        check(&self.by_email_address, &pair, 60)?;
-        match check(&self.by_email, &pair.0, 60) {
-            Ok(()) => {}
-            // The email is throttled everywhere: this address still has its own slow lane.
-            Err(refused) => {
-                return check(&self.slow_lane, &pair, refused.retry_after).map_err(|slow| TooMany {
-                    retry_after: slow.retry_after.min(refused.retry_after),
-                })
+        check(
+            &self.by_email_address,
+            &pair,
+            60,
+            self.cells(PER_EMAIL_ADDRESS.0),
+        )?;
+        let by_email = check(&self.by_email, &pair.0, 60, self.cells(PER_EMAIL.0));
+        if let Err(refused) = by_email {
+            // The email is throttled everywhere: this address still has its own slow lane, here
+            // and in the cluster's shared budgets (or N nodes would give it N tries).
+            check(&self.slow_lane, &pair, refused.retry_after, 1).map_err(|slow| TooMany {
+                retry_after: slow.retry_after.min(refused.retry_after),
+            })?;
+            if self.shared.is_none() {
+                return Ok(());
             }
+            // The address's shared budget, only now: a POST without a valid form costs no
+            // Redis call.
+            let (email, address) = self.shared_names(&pair.0, address);
+            self.take_shared(format!("a:{address}"), PER_ADDRESS)
+                .await?;
+            self.take_shared(format!("ea:{email}:{address}"), PER_EMAIL_ADDRESS)
+                .await?;
+            return self
+                .take_shared(format!("sl:{email}:{address}"), SLOW_LANE)
+                .await
+                .map_err(|slow| TooMany {
+                    retry_after: slow.retry_after.min(refused.retry_after),
+                });
         }
         if self.shared.is_none() {
             return Ok(());
         }
-        // The same rules on the cluster's shared budgets.
-        let email = email_key(&pair.0);
+        // The same rules on the cluster's shared budgets (the address's first: see above).
+        let (email, address) = self.shared_names(&pair.0, address);
+        self.take_shared(format!("a:{address}"), PER_ADDRESS)
+            .await?;
         self.take_shared(format!("ea:{email}:{address}"), PER_EMAIL_ADDRESS)
             .await?;
         match self.take_shared(format!("e:{email}"), PER_EMAIL).await {
@@ -219,6 +270,15 @@ impl SignInLimits {
                     retry_after: slow.retry_after.min(refused.retry_after),
                 }),
         }
+    }
+
+    /// The shared budgets' names of `email` and `address`: 128 bits of an HMAC-SHA256 under
+    /// the session key each, hex (a separator byte keeps the two kinds apart).
+    fn shared_names(&self, email: &str, address: IpAddr) -> (String, String) {
+        (
+            self.names.name(b'e', email.as_bytes()),
+            self.names.name(b'a', address.to_string().as_bytes()),
+        )
     }
 
     /// One attempt from the shared budget `key` (allowed without a shared store, or when it
@@ -283,6 +343,16 @@ impl CookieSeal {
         let mut mac = CookieMac::new_from_slice(&self.key).expect("HMAC takes a key of any length");
         mac.update(token.as_bytes());
         mac
+    }
+
+    /// A keyed name for `value` of kind `kind` (128 bits of HMAC-SHA256, hex), for data the
+    /// shared store must not hold in the clear.
+    pub(crate) fn name(&self, kind: u8, value: &[u8]) -> String {
+        use hmac::Mac;
+        let mut mac = CookieMac::new_from_slice(&self.key).expect("HMAC takes a key of any length");
+        mac.update(&[kind, 0]);
+        mac.update(value);
+        hex::encode(&mac.finalize().into_bytes()[..16])
     }
 
     /// The cookie value for session `token`.
@@ -388,7 +458,7 @@ mod tests {
         let mut refused = 0;
         for n in 0..(MAX_KEYS as u32 + 10) {
             let ip = IpAddr::V4(Ipv4Addr::from(n));
-            if limits.allow_address(Some(ip)).await.is_err() {
+            if limits.allow_address(Some(ip)).is_err() {
                 refused += 1;
             }
         }

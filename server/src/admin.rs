@@ -58,7 +58,12 @@ impl AdminApi {
 
     /// Each app's open connections and, in a cluster, every node's share (this node's live,
     /// the others' as of their last heartbeat; this node's alone when Redis does not answer).
-    async fn cluster_connections(&self, app_ids: &[&str]) -> Vec<(u64, Vec<NodeConnections>)> {
+    /// Node ids are the operator's: a tenant admin sees "node 1", "node 2", …
+    async fn cluster_connections(
+        &self,
+        admin: &Admin,
+        app_ids: &[&str],
+    ) -> Vec<(u64, Vec<NodeConnections>)> {
         let local: Vec<u64> = app_ids.iter().map(|id| self.connections(id)).collect();
         let Some(cluster) = &self.node.cluster else {
             return local.into_iter().map(|n| (n, Vec::new())).collect();
@@ -87,17 +92,24 @@ impl AdminApi {
                     });
                 }
                 per_node.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+                if !admin.operator {
+                    for node in &mut per_node {
+                        node.node_id = cluster.node_label(&node.node_id);
+                    }
+                }
                 (per_node.iter().map(|n| n.connections).sum(), per_node)
             })
             .collect()
     }
 
     /// [`Self::detail`] with the cluster's connection figures.
-    async fn detail_live(&self, app: App) -> AppDetail {
+    async fn detail_live(&self, admin: &Admin, app: App) -> AppDetail {
         let mut detail = self.detail(app);
         if self.node.cluster.is_some() {
-            if let Some((total, per_node)) =
-                self.cluster_connections(&[detail.id.as_str()]).await.pop()
+            if let Some((total, per_node)) = self
+                .cluster_connections(admin, &[detail.id.as_str()])
+                .await
+                .pop()
             {
                 detail.connections = total;
                 detail.per_node = per_node;
@@ -510,7 +522,7 @@ impl AdminPort for AdminApi {
     async fn apps(&self, admin: &Admin) -> PortResult<Vec<AppSummary>> {
         let apps = self.scope(admin).list_apps().await.map_err(port_error)?;
         let ids: Vec<&str> = apps.iter().map(|app| app.id.as_str()).collect();
-        let connections = self.cluster_connections(&ids).await;
+        let connections = self.cluster_connections(admin, &ids).await;
         Ok(apps
             .into_iter()
             .zip(connections)
@@ -530,7 +542,7 @@ impl AdminPort for AdminApi {
 
     async fn app(&self, admin: &Admin, id: &str) -> PortResult<AppDetail> {
         let app = self.scoped_app(admin, id).await?;
-        Ok(self.detail_live(app).await)
+        Ok(self.detail_live(admin, app).await)
     }
 
     async fn create_app(&self, admin: &Admin, app: CreateApp) -> PortResult<AppDetail> {
@@ -615,7 +627,7 @@ impl AdminPort for AdminApi {
             .map_err(port_error)?;
         let live = self.node.usage.app(id).messages_today();
         let connections = self
-            .cluster_connections(&[id])
+            .cluster_connections(admin, &[id])
             .await
             .pop()
             .map_or(0, |(total, _)| total);
@@ -798,5 +810,12 @@ impl AdminPort for AdminApi {
     async fn tap(&self, admin: &Admin, id: &str) -> PortResult<broadcast::Receiver<DebugEvent>> {
         self.scoped_app(admin, id).await?;
         Ok(self.node.taps.subscribe(id))
+    }
+
+    fn node_label(&self, admin: &Admin, node_id: &str) -> String {
+        match &self.node.cluster {
+            Some(cluster) if !admin.operator => cluster.node_label(node_id),
+            _ => node_id.to_owned(),
+        }
     }
 }

@@ -108,7 +108,7 @@ pub(super) async fn login<P: AdminPort>(
         }
         response
     };
-    if let Err(refused) = dash.sign_in.allow_address(client).await {
+    if let Err(refused) = dash.sign_in.allow_address(client) {
         return too_many(refused.retry_after, None);
     }
     let form = match Form::<FormData>::from_request(request, &()).await {

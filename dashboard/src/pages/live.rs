@@ -44,15 +44,26 @@ pub(super) async fn live_events<P: AdminPort>(
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Refusal> {
     let receiver = dash.port.tap(&ctx.admin, &id).await?;
-    let stream = BroadcastStream::new(receiver).filter_map(|item| async move {
-        match item {
-            Ok(event) => serde_json::to_string(&event)
-                .ok()
-                .map(|json| Ok(Event::default().event("debug").data(json))),
-            // The console fell behind: say so rather than stall the app.
-            Err(_) => Some(Ok(Event::default().event("lagged").data(
-                "{\"detail\":\"some events were skipped: the console fell behind\"}",
-            ))),
+    let port = dash.port.clone();
+    let admin = ctx.admin.clone();
+    let stream = BroadcastStream::new(receiver).filter_map(move |item| {
+        // Each line's node as this admin may see it.
+        let item = item.map(|mut event| {
+            if let Some(node) = event.node.take() {
+                event.node = Some(port.node_label(&admin, &node));
+            }
+            event
+        });
+        async move {
+            match item {
+                Ok(event) => serde_json::to_string(&event)
+                    .ok()
+                    .map(|json| Ok(Event::default().event("debug").data(json))),
+                // The console fell behind: say so rather than stall the app.
+                Err(_) => Some(Ok(Event::default().event("lagged").data(
+                    "{\"detail\":\"some events were skipped: the console fell behind\"}",
+                ))),
+            }
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))

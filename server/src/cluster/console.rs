@@ -6,8 +6,10 @@
 //! the whole cluster, each line naming its node. Apps nobody watches cost nothing: no event is
 //! even built. Bounded: the set holds at most one member per watched app and node (expired ones
 //! removed on every call); forwarded events go through a queue of [`QUEUE`] (full: dropped) and
-//! at most [`PER_SECOND`] a second leave a node (the rest are dropped, like a lagging local
-//! console); the pub/sub connection exists only while this node has watchers.
+//! at most [`PER_SECOND`] a second leave a node, and at most
+//! [`crate::hub::FORWARD_PER_APP`] of one app (the taps drop the rest before they are
+//! queued, so one busy app cannot use up every tenant's console; like a lagging local console); the pub/sub connection exists only while this node has watchers, and is pinged each
+//! second then (re-made when it does not answer within [`PUBSUB_TIMEOUT`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,6 +31,14 @@ pub const PER_SECOND: usize = 200;
 
 /// How often the watched apps are refreshed (and read back).
 const EVERY: Duration = Duration::from_secs(1);
+
+/// How long a ping, subscribe or unsubscribe on the pub/sub connection may take before the
+/// connection is re-made (the loop also forwards this node's events: it must never block for
+/// seconds).
+const PUBSUB_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long making the pub/sub connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a node's claim to watch an app lasts without a refresh.
 const WATCH_TTL_MS: u64 = 3_000;
@@ -155,8 +165,19 @@ pub(super) async fn console_loop(
                     subscribed.clear();
                     continue;
                 }
+                // A connection that died silently (no reset seen) would leave the console blind:
+                // ping it each tick, and re-make it at once when it does not answer.
+                if let Some(s) = sink.as_mut() {
+                    let pong = tokio::time::timeout(PUBSUB_TIMEOUT, s.ping::<redis::Value>()).await;
+                    if !matches!(pong, Ok(Ok(_))) {
+                        tracing::debug!("the console's pub/sub connection did not answer a ping");
+                        sink = None;
+                        stream = None;
+                        subscribed.clear();
+                    }
+                }
                 if sink.is_none() {
-                    match tokio::time::timeout(COMMAND_TIMEOUT, inner.client.get_async_pubsub()).await {
+                    match tokio::time::timeout(CONNECT_TIMEOUT, inner.client.get_async_pubsub()).await {
                         Ok(Ok(pubsub)) => {
                             let (s, r) = pubsub.split();
                             sink = Some(s);
@@ -177,10 +198,10 @@ pub(super) async fn console_loop(
                     .collect();
                 let mut ok = true;
                 if !add.is_empty() {
-                    ok &= matches!(tokio::time::timeout(COMMAND_TIMEOUT, s.subscribe(&add)).await, Ok(Ok(())));
+                    ok &= matches!(tokio::time::timeout(PUBSUB_TIMEOUT, s.subscribe(&add)).await, Ok(Ok(())));
                 }
                 if ok && !remove.is_empty() {
-                    ok &= matches!(tokio::time::timeout(COMMAND_TIMEOUT, s.unsubscribe(&remove)).await, Ok(Ok(())));
+                    ok &= matches!(tokio::time::timeout(PUBSUB_TIMEOUT, s.unsubscribe(&remove)).await, Ok(Ok(())));
                 }
                 if ok {
                     subscribed = wanted;

@@ -144,6 +144,15 @@ struct Inner {
     /// The publishing connection (one multiplexed connection: publishes go out in order), also
     /// used by the heartbeat.
     manager: ConnectionManager,
+    /// The dashboard's connection (sign-in budgets, live figures): its own, made at first use,
+    /// so a tenant's large publishes queued on `manager` cannot push a sign-in past its timeout.
+    ops: ConnectionManager,
+    /// Live nodes as last counted (at least 1), for the sign-in budgets' local share.
+    live_nodes: AtomicU64,
+    /// The live nodes' ids as last read, sorted: tenant admins see "node 1", "node 2", … in
+    /// this order, not the ids.
+    // A std lock: held to clone or replace an `Arc`.
+    node_ids: Mutex<Arc<Vec<String>>>,
     outgoing: mpsc::Sender<Outgoing>,
     /// The payload bytes queued in `outgoing`.
     outgoing_bytes: AtomicUsize,
@@ -208,7 +217,9 @@ impl Cluster {
             .map_err(|e| ClusterError(e.to_string()))?;
         let slots_manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|e| ClusterError(e.to_string()))?;
-        let users_manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
+        let users_manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .map_err(|e| ClusterError(e.to_string()))?;
+        let ops = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| ClusterError(e.to_string()))?;
         let health = RedisHealth::new(clock.clone());
         let instance = format!("{:016x}:{}", rand::random::<u64>(), settings.node_id);
@@ -226,6 +237,9 @@ impl Cluster {
                 settings,
                 client,
                 manager,
+                ops,
+                live_nodes: AtomicU64::new(1),
+                node_ids: Mutex::default(),
                 outgoing,
                 outgoing_bytes: AtomicUsize::new(0),
                 outgoing_rx: Mutex::new(Some(outgoing_rx)),
@@ -521,8 +535,12 @@ impl Running {
         lease::give_back_all(&self.inner, deadline.min(Instant::now() + STOP_BUDGET)).await;
         let _ = self.heartbeat.await;
         let _ = self.stats.await;
-        stats::forget(&self.inner, deadline).await;
-        registry::leave(&self.inner, deadline.min(Instant::now() + STOP_BUDGET)).await;
+        // Side by side: removing the figures must not eat the leave's budget.
+        let leave_by = deadline.min(Instant::now() + STOP_BUDGET);
+        tokio::join!(
+            stats::forget(&self.inner, deadline),
+            registry::leave(&self.inner, leave_by)
+        );
     }
 }
 

@@ -5,7 +5,10 @@
 //! in-memory budgets (which cap their keys) let the attempt through, so the keys a stranger can
 //! make Redis hold are bounded by what every node's memory holds. Redis unreachable (or slow:
 //! [`TAKE_TIMEOUT`]): the in-memory budgets decide alone on each node, and for [`SKIP_AFTER_FAILURE`]
-//! Redis is not asked again (a sign-in during an outage waits for one timeout, not three).
+//! Redis is not asked again (a sign-in during an outage waits for one timeout, not three), and
+//! meanwhile each node's in-memory budgets allow a 1/N share (N: the live nodes last counted),
+//! so N nodes together stay near one budget. The budgets have their own Redis connection
+//! (`Inner::ops`, shared with the live figures only), so publishes cannot delay them.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,17 +71,13 @@ impl SharedSignIn {
     }
 
     async fn take_now(&self, key: String, burst: u32, period: Duration) -> Option<Result<(), u64>> {
-        if self
-            .skip_until
-            .lock_or_recover()
-            .is_some_and(|until| Instant::now() < until)
-        {
+        if self.skipping() {
             return None;
         }
         let inner = &self.cluster.inner;
         let burst = burst.max(1);
         let interval = (period.as_millis() / u128::from(burst)).max(1);
-        let mut conn = inner.manager.clone();
+        let mut conn = inner.ops.clone();
         let mut invocation = self
             .script
             .key(SharedSignIn::key(&inner.settings.name, &key));
@@ -99,6 +98,12 @@ impl SharedSignIn {
         }
     }
 
+    fn skipping(&self) -> bool {
+        self.skip_until
+            .lock_or_recover()
+            .is_some_and(|until| Instant::now() < until)
+    }
+
     fn skip(&self) {
         *self.skip_until.lock_or_recover() = Some(Instant::now() + SKIP_AFTER_FAILURE);
     }
@@ -112,5 +117,17 @@ impl herald_dashboard::SharedBudgets for SharedSignIn {
         period: Duration,
     ) -> BoxFuture<'_, Option<Result<(), u64>>> {
         Box::pin(self.take_now(key, burst, period))
+    }
+
+    fn local_share(&self) -> u32 {
+        if !self.skipping() {
+            return 1;
+        }
+        let nodes = self
+            .cluster
+            .inner
+            .live_nodes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        u32::try_from(nodes).unwrap_or(u32::MAX).max(1)
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 
 use super::{Cluster, Inner, Local, COMMAND_TIMEOUT, HEARTBEAT_EVERY, HEARTBEAT_TTL};
+use crate::locks::MutexExt;
 
 /// The field of a stats hash that names its node.
 const NODE_FIELD: &str = "_node";
@@ -33,9 +34,31 @@ pub struct NodeCount {
     pub connections: u64,
 }
 
+/// The ids (`_node`) of the live nodes' stats hashes: `KEYS[1]` the node set, `ARGV[1]` the
+/// stats keys' prefix.
+const NODE_IDS: &str = r"
+local ids = {}
+for _, tag in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local id = redis.call('HGET', ARGV[1] .. tag, '_node')
+  if id then ids[#ids + 1] = id end
+end
+return ids
+";
+
+/// Remembers the live nodes' ids (this node's always among them).
+fn note_nodes(inner: &Inner, mut ids: Vec<String>) {
+    ids.push(inner.settings.node_id.clone());
+    ids.sort();
+    ids.dedup();
+    inner
+        .live_nodes
+        .store(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    *inner.node_ids.lock_or_recover() = Arc::new(ids);
+}
+
 /// Writes this node's counts every heartbeat until aborted.
 pub(super) async fn stats_loop(inner: Arc<Inner>, local: Arc<dyn Local>) {
-    let mut conn = inner.manager.clone();
+    let mut conn = inner.ops.clone();
     let mut interval = tokio::time::interval(HEARTBEAT_EVERY);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let key = stats_key(&inner.settings.name, inner.tag);
@@ -53,16 +76,26 @@ pub(super) async fn stats_loop(inner: Arc<Inner>, local: Arc<dyn Local>) {
         pipe.hset_multiple(&key, &fields).ignore();
         pipe.pexpire(&key, HEARTBEAT_TTL.as_millis() as i64)
             .ignore();
-        let write = pipe.query_async::<()>(&mut conn);
-        if let Ok(Err(error)) = tokio::time::timeout(COMMAND_TIMEOUT, write).await {
-            tracing::debug!(%error, "could not write this node's live figures");
+        // The live nodes' ids: the sign-in budgets' local share while Redis is skipped, and
+        // the nodes' names for tenant admins.
+        pipe.cmd("EVAL")
+            .arg(NODE_IDS)
+            .arg(1)
+            .arg(super::slots::nodes_key(&inner.settings.name))
+            .arg(format!("{}:stats:", inner.settings.name));
+        let write = pipe.query_async::<(Vec<String>,)>(&mut conn);
+        match tokio::time::timeout(COMMAND_TIMEOUT, write).await {
+            Ok(Ok((ids,))) => note_nodes(&inner, ids),
+            Ok(Err(error)) => tracing::debug!(%error, "could not write this node's live figures"),
+            Err(_) => {}
         }
     }
 }
 
 /// Removes this node's figures (a graceful shutdown), within `deadline` (and 500 ms).
 pub(super) async fn forget(inner: &Inner, deadline: tokio::time::Instant) {
-    let mut conn = inner.slots.manager.clone();
+    // On the figures' own connection: it goes out after any write of them already sent.
+    let mut conn = inner.ops.clone();
     let key = stats_key(&inner.settings.name, inner.tag);
     let until = deadline.min(tokio::time::Instant::now() + Duration::from_millis(500));
     let _ = tokio::time::timeout_at(
@@ -73,12 +106,22 @@ pub(super) async fn forget(inner: &Inner, deadline: tokio::time::Instant) {
 }
 
 impl Cluster {
+    /// How a tenant admin sees node `node_id`: "node N", N its place among the live nodes' ids
+    /// as last read (stable while the nodes are), so internal node ids stay with the operator.
+    pub fn node_label(&self, node_id: &str) -> String {
+        let ids = self.inner.node_ids.lock_or_recover().clone();
+        match ids.binary_search_by(|id| id.as_str().cmp(node_id)) {
+            Ok(place) => format!("node {}", place + 1),
+            Err(_) => "another node".to_owned(),
+        }
+    }
+
     /// The live nodes' connections of each of `app_ids` (in that order), as they wrote them at
     /// their last heartbeat (at most 3 s old), nodes sorted by id; `None` when Redis does not
     /// answer within 500 ms.
     pub async fn connections_by_node(&self, app_ids: &[&str]) -> Option<Vec<Vec<NodeCount>>> {
         let inner = &self.inner;
-        let mut conn = inner.manager.clone();
+        let mut conn = inner.ops.clone();
         let read = async {
             let tags: Vec<u64> = redis::cmd("SMEMBERS")
                 .arg(super::slots::nodes_key(&inner.settings.name))
@@ -106,18 +149,21 @@ impl Cluster {
             Err(_) => return None,
         };
         let mut by_app: Vec<HashMap<String, u64>> = vec![HashMap::new(); app_ids.len()];
+        let mut live = Vec::with_capacity(rows.len());
         for row in rows {
             let mut values = row.into_iter();
             // No `_node`: the node is gone (its hash expired).
             let Some(Some(node_id)) = values.next() else {
                 continue;
             };
+            live.push(node_id.clone());
             for (app, value) in by_app.iter_mut().zip(values) {
                 if let Some(count) = value.and_then(|v| v.parse::<u64>().ok()) {
                     *app.entry(node_id.clone()).or_default() += count;
                 }
             }
         }
+        note_nodes(inner, live);
         Some(
             by_app
                 .into_iter()

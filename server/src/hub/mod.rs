@@ -26,7 +26,7 @@ pub use events::{
 pub use presence::{ListedMember, PresenceMember};
 pub use rate::{Budget, RateLimits};
 pub use stats::{AppMemory, ChannelInfo, LocalState};
-pub use taps::{clip, Taps};
+pub use taps::{clip, Taps, FORWARD_PER_APP};
 
 /// Kept at their old paths: the outbox moved below the hub.
 pub use crate::outbox::{CloseRequest, Queued};

@@ -10,7 +10,9 @@
 use crate::locks::RwLockExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use arc_swap::ArcSwap;
 
 use herald_dashboard::DebugEvent;
 use tokio::sync::{broadcast, mpsc};
@@ -32,11 +34,19 @@ pub struct Taps {
     node: OnceLock<String>,
     /// In a cluster: how many apps are watched on other nodes (0: nothing to forward).
     remote_watched: AtomicUsize,
-    // A std lock: held for a set lookup, or to replace the set once a second.
-    remote: RwLock<HashSet<String>>,
+    /// The apps watched on other nodes, each with the events forwarded since the last
+    /// [`Taps::set_remote`] (at most [`FORWARD_PER_APP`]: one busy app cannot fill the queue
+    /// every app's console shares).
+    /// Swapped whole once a second and read without a lock: every emit on every node looks
+    /// here while any app is watched anywhere.
+    remote: ArcSwap<HashMap<String, AtomicUsize>>,
     /// In a cluster: where events of apps watched elsewhere go (the cluster sends them on).
     forward: OnceLock<mpsc::Sender<(String, DebugEvent)>>,
 }
+
+/// Most events of one app forwarded to other nodes between two [`Taps::set_remote`] calls (the
+/// cluster makes them once a second), beside the cluster's node-wide cap.
+pub const FORWARD_PER_APP: usize = 50;
 
 /// Longest detail text in a console event.
 const DETAIL_CHARS: usize = 300;
@@ -62,7 +72,7 @@ impl Taps {
             clock,
             node: OnceLock::new(),
             remote_watched: AtomicUsize::new(0),
-            remote: RwLock::default(),
+            remote: ArcSwap::default(),
             forward: OnceLock::new(),
         }
     }
@@ -75,11 +85,15 @@ impl Taps {
         let _ = self.forward.set(forward);
     }
 
-    /// Cluster mode: the apps watched on other nodes now.
+    /// Cluster mode: the apps watched on other nodes now; each app's forwarding budget
+    /// ([`FORWARD_PER_APP`]) starts again.
     pub fn set_remote(&self, apps: HashSet<String>) {
-        let mut remote = self.remote.write_or_recover();
-        self.remote_watched.store(apps.len(), Ordering::Relaxed);
-        *remote = apps;
+        let fresh: HashMap<String, AtomicUsize> = apps
+            .into_iter()
+            .map(|app_id| (app_id, AtomicUsize::new(0)))
+            .collect();
+        self.remote_watched.store(fresh.len(), Ordering::Relaxed);
+        self.remote.store(Arc::new(fresh));
     }
 
     /// The apps someone watches on this node.
@@ -121,8 +135,13 @@ impl Taps {
         } else {
             None
         };
+        // Watched elsewhere, and within the app's forwarding budget.
         let elsewhere = self.remote_watched.load(Ordering::Relaxed) > 0
-            && self.remote.read_or_recover().contains(app_id);
+            && self
+                .remote
+                .load()
+                .get(app_id)
+                .is_some_and(|sent| sent.fetch_add(1, Ordering::Relaxed) < FORWARD_PER_APP);
         if sender.is_none() && !elsewhere {
             return;
         }
@@ -237,5 +256,31 @@ mod tests {
         );
         assert!(rx.try_recv().is_err());
         assert_eq!(taps.watched_apps(), vec!["1".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn one_busy_app_cannot_use_up_the_forwarding_queue_of_every_app() {
+        let taps = Taps::new(Clock::manual(1_000));
+        let (tx, mut rx) = mpsc::channel(1024);
+        taps.forward_to("node-a", tx);
+        taps.set_remote(HashSet::from(["busy".to_owned(), "quiet".to_owned()]));
+        for n in 0..1_000 {
+            taps.emit("busy", "subscribed", Some("c"), None, || format!("{n}"));
+        }
+        taps.emit("quiet", "subscribed", Some("q"), None, String::new);
+        let mut forwarded = HashMap::<String, usize>::new();
+        while let Ok((app, _)) = rx.try_recv() {
+            *forwarded.entry(app).or_default() += 1;
+        }
+        assert_eq!(forwarded.get("busy"), Some(&FORWARD_PER_APP));
+        assert_eq!(
+            forwarded.get("quiet"),
+            Some(&1),
+            "the quiet app's event gets through"
+        );
+        // The next second, the busy app has a fresh budget.
+        taps.set_remote(HashSet::from(["busy".to_owned(), "quiet".to_owned()]));
+        taps.emit("busy", "subscribed", Some("c"), None, String::new);
+        assert!(rx.try_recv().is_ok());
     }
 }

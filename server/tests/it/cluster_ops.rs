@@ -19,11 +19,16 @@ use crate::cluster_helpers::{eventually, start_node_with, Database, Node, Redis}
 use crate::helpers::{pause, post_signed, Received, APP_ID};
 use crate::webhooks::Receiver;
 
-const OPERATOR: &str = "ops@example.test";
-const PASSWORD: &str = "cluster-ops-password";
+pub(crate) const OPERATOR: &str = "ops@example.test";
+pub(crate) const PASSWORD: &str = "cluster-ops-password";
 
 /// Starts node `name` with the test's operator and `env` on top.
-async fn node(name: &str, redis: &Redis, database: &Database, env: &[(&str, &str)]) -> Node {
+pub(crate) async fn node(
+    name: &str,
+    redis: &Redis,
+    database: &Database,
+    env: &[(&str, &str)],
+) -> Node {
     let mut all = vec![
         ("HERALD_ADMIN_EMAIL", OPERATOR),
         ("HERALD_ADMIN_PASSWORD", PASSWORD),
@@ -34,7 +39,7 @@ async fn node(name: &str, redis: &Redis, database: &Database, env: &[(&str, &str
 }
 
 /// Two nodes on a fresh Redis and database (the first creates the default app and operator).
-async fn two_nodes(env: &[(&str, &str)]) -> (Redis, Database, Node, Node) {
+pub(crate) async fn two_nodes(env: &[(&str, &str)]) -> (Redis, Database, Node, Node) {
     let database = Database::create().await;
     let redis = Redis::start().await;
     let a = node("a", &redis, &database, env).await;
@@ -42,7 +47,7 @@ async fn two_nodes(env: &[(&str, &str)]) -> (Redis, Database, Node, Node) {
     (redis, database, a, b)
 }
 
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -60,7 +65,7 @@ fn cookie_value(response: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 /// The sign-in form's CSRF token (the double-submit cookie works on any node).
-async fn login_csrf(base: &str) -> String {
+pub(crate) async fn login_csrf(base: &str) -> String {
     let page = http()
         .get(format!("{base}/dashboard/login"))
         .send()
@@ -86,7 +91,7 @@ async fn attempt(base: &str, csrf: &str, email: &str, password: &str) -> reqwest
 }
 
 /// Signs the operator in on `base`: the session's `Cookie` header (good on every node).
-async fn session(base: &str) -> String {
+pub(crate) async fn session(base: &str) -> String {
     let csrf = login_csrf(base).await;
     let signed_in = attempt(base, &csrf, OPERATOR, PASSWORD).await;
     assert_eq!(signed_in.status(), 303, "the operator signs in");
@@ -94,7 +99,7 @@ async fn session(base: &str) -> String {
     format!("herald_session={token}")
 }
 
-async fn page(base: &str, cookie: &str, path: &str) -> (u16, String) {
+pub(crate) async fn page(base: &str, cookie: &str, path: &str) -> (u16, String) {
     let response = http()
         .get(format!("{base}{path}"))
         .header(reqwest::header::COOKIE, cookie)
@@ -106,7 +111,7 @@ async fn page(base: &str, cookie: &str, path: &str) -> (u16, String) {
 }
 
 /// The text of the element with `data-testid="{id}"` (up to its closing tag).
-fn testid(body: &str, id: &str) -> Option<String> {
+pub(crate) fn testid(body: &str, id: &str) -> Option<String> {
     let start = body.find(&format!("data-testid=\"{id}\""))?;
     let rest = &body[start..];
     let open = rest.find('>')? + 1;
@@ -154,8 +159,16 @@ async fn sign_in_guesses_spread_over_two_nodes_share_one_budget_and_its_keys_exp
         .await
         .unwrap();
     assert!(keys.len() >= 3, "address, email and pair budgets: {keys:?}");
+    // Emails and addresses are named by an HMAC under the session key: neither in the clear,
+    // nor a plain hash anyone could match against a list of emails.
+    let plain_hash = {
+        use sha2::Digest;
+        hex::encode(&sha2::Sha256::digest(OPERATOR.as_bytes())[..16])
+    };
     for key in &keys {
         assert!(!key.contains(OPERATOR), "no email in the clear: {key}");
+        assert!(!key.contains("127.0.0.1"), "no address in the clear: {key}");
+        assert!(!key.contains(&plain_hash), "no unkeyed hash: {key}");
         let ttl: i64 = redis::cmd("PTTL")
             .arg(key)
             .query_async(&mut conn)
@@ -173,7 +186,11 @@ async fn with_redis_unreachable_sign_in_and_the_apps_list_still_answer_from_the_
     let started = Instant::now();
     let cookie = session(&a.base()).await;
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(2), "the sign-in took {took:?}");
+    // One Redis timeout (500 ms), then Redis is not asked for 3 s.
+    assert!(
+        took < Duration::from_millis(900),
+        "the sign-in took {took:?}"
+    );
     let started = Instant::now();
     let (status, body) = page(&a.base(), &cookie, "/dashboard/apps").await;
     assert_eq!(status, 200, "{body}");
@@ -225,8 +242,165 @@ async fn the_apps_list_shows_the_cluster_total_and_each_nodes_connections() {
     }
 }
 
+/// Runs the CLI on `database` with `args`: its stdout (it must succeed).
+async fn cli_on(database: &Database, args: &[&str]) -> String {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut command = crate::helpers::herald_binary(data_dir.path());
+    command.args(args).env("HERALD_DATABASE_URL", &database.url);
+    let output = command.output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Signs in `email` (password [`PASSWORD`]) on `base`: the session's `Cookie` header.
+async fn session_of(base: &str, email: &str) -> String {
+    let csrf = login_csrf(base).await;
+    let signed_in = attempt(base, &csrf, email, PASSWORD).await;
+    assert_eq!(signed_in.status(), 303, "{email} signs in");
+    let token = cookie_value(&signed_in, "herald_session").expect("a session cookie");
+    format!("herald_session={token}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_admins_see_node_numbers_not_node_ids_and_only_their_own_apps_figures() {
+    let (_redis, database, a, b) = two_nodes(&[]).await;
+    // An admin of the default app's tenant, and an admin of another tenant.
+    cli_on(
+        &database,
+        &[
+            "users",
+            "create",
+            "--email",
+            "own@example.test",
+            "--password",
+            PASSWORD,
+            "--tenant",
+            "1",
+        ],
+    )
+    .await;
+    let other: Value = serde_json::from_str(
+        &cli_on(
+            &database,
+            &["tenants", "create", "--name", "Other", "--json"],
+        )
+        .await,
+    )
+    .unwrap();
+    let other_id = other["id"].as_str().unwrap().to_owned();
+    cli_on(
+        &database,
+        &[
+            "users",
+            "create",
+            "--email",
+            "other@example.test",
+            "--password",
+            PASSWORD,
+            "--tenant",
+            &other_id,
+        ],
+    )
+    .await;
+    let _on_a = [a.connect().await, a.connect().await];
+    let mut on_b = b.connect().await;
+
+    // The default app's tenant admin: "node 1" (A: its id sorts first) and "node 2", no ids.
+    let own = session_of(&b.base(), "own@example.test").await;
+    let operator = session(&b.base()).await;
+    let base = b.base();
+    eventually(
+        "the operator's apps list shows both nodes' ids",
+        Duration::from_secs(10),
+        || {
+            let (base, operator) = (base.clone(), operator.clone());
+            let expected = format!("{}: 2, {}: 1", a.id, b.id);
+            async move {
+                let (_, body) = page(&base, &operator, "/dashboard/apps").await;
+                testid(&body, &format!("nodes-{APP_ID}")).as_deref() == Some(expected.as_str())
+            }
+        },
+    )
+    .await;
+    let (status, body) = page(&base, &own, "/dashboard/apps").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        testid(&body, &format!("nodes-{APP_ID}")).as_deref(),
+        Some("node 1: 2, node 2: 1")
+    );
+    assert!(!body.contains(&a.id) && !body.contains(&b.id), "no node id");
+    let (status, body) = page(&base, &own, &format!("/dashboard/apps/{APP_ID}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        testid(&body, "nodes").as_deref(),
+        Some("node 1: 2, node 2: 1")
+    );
+    assert!(!body.contains(&a.id) && !body.contains(&b.id), "no node id");
+    // Its console names node B "node 2".
+    let mut stream = http()
+        .get(format!("{base}/dashboard/apps/{APP_ID}/live/events"))
+        .header(reqwest::header::COOKIE, &own)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut buffer = String::new();
+    let mut named = false;
+    for n in 0..10 {
+        on_b.subscribe(&format!("tenant-{n}")).await;
+        if read_until(&mut stream, &mut buffer, |event| {
+            event["kind"] == "subscribed" && event["node"] == "node 2"
+        })
+        .await
+        {
+            named = true;
+            break;
+        }
+    }
+    assert!(named, "the console line names node 2");
+    assert!(!buffer.contains(&b.id), "no node id on the console");
+
+    // Another tenant's admin gets neither the app's console nor its figures, on either node.
+    let stranger = session_of(&a.base(), "other@example.test").await;
+    for node in [&a, &b] {
+        let (status, _) = page(
+            &node.base(),
+            &stranger,
+            &format!("/dashboard/apps/{APP_ID}/live/events"),
+        )
+        .await;
+        assert_eq!(status, 404, "another tenant's console");
+        let (status, body) = page(
+            &node.base(),
+            &stranger,
+            &format!("/dashboard/apps/{APP_ID}"),
+        )
+        .await;
+        assert_eq!(status, 404, "another tenant's app page");
+        assert!(!body.contains(&a.id) && !body.contains(&b.id));
+        let (status, body) = page(&node.base(), &stranger, "/dashboard/apps").await;
+        assert_eq!(status, 200);
+        assert!(
+            testid(&body, &format!("nodes-{APP_ID}")).is_none()
+                && testid(&body, &format!("connections-{APP_ID}")).is_none(),
+            "no figures of another tenant's app"
+        );
+        let (status, _) = page(
+            &node.base(),
+            &stranger,
+            &format!("/dashboard/apps/{APP_ID}/usage"),
+        )
+        .await;
+        assert_eq!(status, 404, "another tenant's usage");
+    }
+}
+
 /// Reads Server-Sent Events from `response` until one `debug` event satisfies `wanted`.
-async fn read_until(
+pub(crate) async fn read_until(
     response: &mut reqwest::Response,
     buffer: &mut String,
     wanted: impl Fn(&Value) -> bool,
@@ -309,116 +483,6 @@ async fn the_live_console_on_one_node_shows_the_other_nodes_events_naming_the_no
         }
     }
     assert!(found, "node A's own events name node A");
-}
-
-/// Every `debug` event `response` streams for `wait`.
-async fn collect_for(
-    response: &mut reqwest::Response,
-    buffer: &mut String,
-    wait: Duration,
-) -> Vec<Value> {
-    let until = Instant::now() + wait;
-    let mut events = Vec::new();
-    loop {
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            if !block.contains("event: debug") {
-                continue;
-            }
-            let data: String = block
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim)
-                .collect();
-            if let Ok(event) = serde_json::from_str::<Value>(&data) {
-                events.push(event);
-            }
-        }
-        let now = Instant::now();
-        if now >= until {
-            return events;
-        }
-        match tokio::time::timeout(until - now, response.chunk()).await {
-            Ok(Ok(Some(chunk))) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
-            Ok(_) => panic!("the console stream ended"),
-            Err(_) => return events,
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_forwards_at_most_200_console_events_a_second_however_busy() {
-    let (_redis, _database, a, b) = two_nodes(&[]).await;
-    let cookie = session(&a.base()).await;
-    let mut stream = http()
-        .get(format!("{}/dashboard/apps/{APP_ID}/live/events", a.base()))
-        .header(reqwest::header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
-    let mut buffer = String::new();
-    // Wait until node B forwards.
-    let mut probe = b.connect().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for n in 0.. {
-        probe.subscribe(&format!("probe-{n}")).await;
-        let b_id = b.id.clone();
-        if read_until(&mut stream, &mut buffer, |event| {
-            event["node"] == b_id.as_str()
-        })
-        .await
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "node B never forwarded");
-    }
-    // 20 sockets on B each ask for 100 subscriptions at once: 2,000 console events.
-    let mut clients = Vec::new();
-    for _ in 0..20 {
-        clients.push(b.connect().await);
-    }
-    for client in &mut clients {
-        for n in 0..100 {
-            client
-                .send_json(
-                    json!({"event": "pusher:subscribe", "data": {"channel": format!("burst-{n}")}}),
-                )
-                .await;
-        }
-    }
-    let events = collect_for(&mut stream, &mut buffer, Duration::from_secs(4)).await;
-    let burst: Vec<&Value> = events
-        .iter()
-        .filter(|e| {
-            e["node"] == b.id.as_str()
-                && e["channel"]
-                    .as_str()
-                    .is_some_and(|c| c.starts_with("burst-"))
-        })
-        .collect();
-    let first = burst
-        .iter()
-        .filter_map(|e| e["at_ms"].as_i64())
-        .min()
-        .unwrap_or(0);
-    let last = burst
-        .iter()
-        .filter_map(|e| e["at_ms"].as_i64())
-        .max()
-        .unwrap_or(0);
-    let seconds = u64::try_from((last - first) / 1000).unwrap_or(0) + 2;
-    assert!(!burst.is_empty(), "some of the burst is forwarded");
-    assert!(
-        burst.len() < 2_000,
-        "past the rate, events are dropped ({} forwarded)",
-        burst.len()
-    );
-    assert!(
-        burst.len() as u64 <= 200 * seconds,
-        "{} events forwarded over {} ms",
-        burst.len(),
-        last - first
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

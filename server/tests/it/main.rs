@@ -12,6 +12,8 @@ mod cluster;
 mod cluster_daily;
 mod cluster_helpers;
 mod cluster_ops;
+mod cluster_ops_console;
+mod cluster_ops_signin;
 mod cluster_presence;
 mod cluster_quota;
 mod cluster_resilience;
