@@ -316,6 +316,52 @@ fn publish(
     Some(channels)
 }
 
+/// In cluster mode, a publish's `info` attributes from the cluster-wide state (this node's
+/// stay when Redis does not answer in time).
+async fn clustered_info(
+    node: &SharedNode,
+    app: &AppRef,
+    event: &Publish,
+    info: &mut Option<BTreeMap<String, ChannelAttributes>>,
+) {
+    let (Some(cluster), Some(map)) = (&node.cluster, info.as_mut()) else {
+        return;
+    };
+    for channel in &event.channels {
+        let Some(attributes) = map.get_mut(channel.as_str()) else {
+            continue;
+        };
+        let Ok((subscriptions, users)) = cluster.channel_counts(&app.id, channel.as_str()).await
+        else {
+            return;
+        };
+        if attributes.user_count.is_some() {
+            attributes.user_count = Some(users);
+        }
+        if attributes.subscription_count.is_some() {
+            attributes.subscription_count = Some(subscriptions);
+        }
+    }
+}
+
+/// The app's occupied channels (cluster-wide in cluster mode, this node's when Redis does not
+/// answer in time).
+async fn channel_list(
+    node: &SharedNode,
+    app_id: &str,
+    prefix: &str,
+) -> Vec<(String, usize, usize)> {
+    if let Some(cluster) = &node.cluster {
+        if let Ok(list) = cluster.channels(app_id, prefix).await {
+            return list;
+        }
+    }
+    node.hub
+        .existing_app(app_id)
+        .map(|h| h.channels(prefix))
+        .unwrap_or_default()
+}
+
 /// `POST /apps/{app_id}/events`.
 async fn trigger(
     State(node): State<SharedNode>,
@@ -336,9 +382,9 @@ async fn trigger(
     )?;
     rate_limit(&node, &app, Budget::BackendEvents, 1)?;
     admit(&node, &app, std::slice::from_ref(&event))?;
-    Ok(Json(TriggerResponse {
-        channels: publish(&node, &app, &event),
-    }))
+    let mut channels = publish(&node, &app, &event);
+    clustered_info(&node, &app, &event, &mut channels).await;
+    Ok(Json(TriggerResponse { channels }))
 }
 
 /// `POST /apps/{app_id}/batch_events`.
@@ -368,7 +414,8 @@ async fn trigger_batch(
     let wants_info = events.iter().any(|e| !e.info.is_empty());
     let mut results = Vec::with_capacity(events.len());
     for event in &events {
-        let info = publish(&node, &app, event);
+        let mut info = publish(&node, &app, event);
+        clustered_info(&node, &app, event, &mut info).await;
         // Each batch entry names one channel; its attributes go flat in the entry.
         let entry = info
             .and_then(|channels| channels.into_values().next())
@@ -395,18 +442,16 @@ async fn channels(
         ));
     }
     let mut list = BTreeMap::new();
-    if let Some(app_hub) = node.hub.existing_app(&app.id) {
-        for (name, subscriptions, users) in app_hub.channels(prefix) {
-            let mut attrs = ChannelAttributes::default();
-            for attribute in &attributes {
-                match attribute {
-                    Attribute::UserCount => attrs.user_count = Some(users),
-                    Attribute::SubscriptionCount => attrs.subscription_count = Some(subscriptions),
-                    Attribute::Cache => {}
-                }
+    for (name, subscriptions, users) in channel_list(&node, &app.id, prefix).await {
+        let mut attrs = ChannelAttributes::default();
+        for attribute in &attributes {
+            match attribute {
+                Attribute::UserCount => attrs.user_count = Some(users),
+                Attribute::SubscriptionCount => attrs.subscription_count = Some(subscriptions),
+                Attribute::Cache => {}
             }
-            list.insert(name, attrs);
         }
+        list.insert(name, attrs);
     }
     Ok(Json(ChannelsResponse { channels: list }))
 }
@@ -435,9 +480,14 @@ async fn channel(
         .hub
         .existing_app(&app.id)
         .map(|h| h.channel_info(name.as_str()));
-    let (subscriptions, users, mut cache) = state
+    let (mut subscriptions, mut users, mut cache) = state
         .map(|s| (s.subscription_count, s.user_count, s.cache))
         .unwrap_or((0, 0, None));
+    if let Some(cluster) = &node.cluster {
+        if let Ok(counts) = cluster.channel_counts(&app.id, name.as_str()).await {
+            (subscriptions, users) = counts;
+        }
+    }
     let mut out = ChannelResponse {
         occupied: subscriptions > 0,
         ..ChannelResponse::default()
@@ -467,14 +517,21 @@ async fn channel_users(
             "Users can only be listed on presence channels".into(),
         ));
     }
-    let users = node
-        .hub
-        .existing_app(&app.id)
-        .map(|h| h.presence_users(name.as_str()))
-        .unwrap_or_default()
-        .into_iter()
-        .map(|id| PresenceUser { id })
-        .collect();
+    let clustered = match &node.cluster {
+        Some(cluster) => cluster.presence_users(&app.id, name.as_str()).await.ok(),
+        None => None,
+    };
+    let users = match clustered {
+        Some(users) => users,
+        None => node
+            .hub
+            .existing_app(&app.id)
+            .map(|h| h.presence_users(name.as_str()))
+            .unwrap_or_default(),
+    }
+    .into_iter()
+    .map(|id| PresenceUser { id })
+    .collect();
     Ok(Json(UsersResponse { users }))
 }
 

@@ -5,18 +5,122 @@
 //! reach it), re-made and resubscribed after a failure).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::{message, Cluster, Inner, Local, Outgoing, Part, COMMAND_TIMEOUT};
 use crate::hub::OccupancyReceiver;
+use crate::locks::MutexExt;
+
+/// Which apps' Redis channels the pub/sub connection has acknowledged, so a subscribe can wait
+/// (a little) for its app's channel before answering the client (see [`super::Cluster::listen`]).
+#[derive(Debug, Default)]
+pub(super) struct Listening {
+    // A std lock: set lookups only.
+    state: Mutex<ListenState>,
+    /// Whether a pub/sub connection is up (without one, nobody waits).
+    connected: AtomicBool,
+    /// Woken at each acknowledged SUBSCRIBE.
+    acked: Notify,
+    /// Wakes the pub/sub task when an app is wanted.
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct ListenState {
+    /// Apps whose Redis channel is subscribed and acknowledged.
+    acked: HashSet<Arc<str>>,
+    /// Apps a subscribe waits for (before the hub has their subscriber): each waiting session
+    /// adds its app and removes it when done, so the set is bounded by the sessions waiting.
+    wanted: HashMap<Arc<str>, usize>,
+}
+
+impl Listening {
+    /// Whether app `app_id`'s Redis channel is subscribed, or no pub/sub connection is up (then
+    /// nothing is worth waiting for).
+    pub(super) fn ready(&self, app_id: &str) -> bool {
+        !self.connected.load(Ordering::Acquire)
+            || self.state.lock_or_recover().acked.contains(app_id)
+    }
+
+    /// Waits until app `app_id`'s channel is acknowledged (the caller bounds the wait).
+    pub(super) async fn wait(&self, app_id: &str) {
+        {
+            let mut state = self.state.lock_or_recover();
+            *state.wanted.entry(app_id.into()).or_default() += 1;
+        }
+        self.wake.notify_one();
+        let _unwant = Unwant(self, app_id);
+        loop {
+            let acked = self.acked.notified();
+            tokio::pin!(acked);
+            acked.as_mut().enable();
+            if self.ready(app_id) {
+                return;
+            }
+            acked.await;
+        }
+    }
+
+    fn wanted(&self, app_id: &str) -> bool {
+        self.state.lock_or_recover().wanted.contains_key(app_id)
+    }
+
+    fn all_wanted(&self) -> Vec<Arc<str>> {
+        self.state
+            .lock_or_recover()
+            .wanted
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn set(&self, apps: &[Arc<str>], on: bool) {
+        let mut state = self.state.lock_or_recover();
+        for app_id in apps {
+            if on {
+                state.acked.insert(app_id.clone());
+            } else {
+                state.acked.remove(app_id);
+            }
+        }
+        drop(state);
+        if on {
+            self.acked.notify_waiters();
+        }
+    }
+
+    fn connected(&self, up: bool) {
+        if !up {
+            self.state.lock_or_recover().acked.clear();
+        }
+        self.connected.store(up, Ordering::Release);
+        // Waiters look again: without a connection nobody waits.
+        self.acked.notify_waiters();
+    }
+}
+
+/// Removes a waiting session's want when it is done (or its wait is cut short).
+struct Unwant<'a>(&'a Listening, &'a str);
+
+impl Drop for Unwant<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock_or_recover();
+        if let Some(count) = state.wanted.get_mut(self.1) {
+            *count -= 1;
+            if *count == 0 {
+                state.wanted.remove(self.1);
+            }
+        }
+    }
+}
 
 /// Publishes sent in one pipeline at most.
 const BATCH: usize = 256;
@@ -149,7 +253,9 @@ pub(super) async fn subscribe_loop(
         };
         backoff = Duration::from_millis(100);
         inner.health.record(Part::Subscribe, Ok(()));
+        inner.listening.connected(true);
         let reason = serve(&inner, &*local, pubsub, &mut occupancy).await;
+        inner.listening.connected(false);
         inner.health.record(Part::Subscribe, Err(reason));
     }
 }
@@ -158,6 +264,7 @@ pub(super) async fn subscribe_loop(
 /// `SUBSCRIBE` and one `UNSUBSCRIBE` at most.
 fn plan(
     local: &dyn Local,
+    listening: &Listening,
     dirty: &mut HashSet<Arc<str>>,
     subscribed: &HashSet<Arc<str>>,
     vacated: &mut HashMap<Arc<str>, Instant>,
@@ -165,10 +272,11 @@ fn plan(
 ) -> (Vec<Arc<str>>, Vec<Arc<str>>) {
     let mut subscribe = Vec::new();
     for app_id in dirty.drain() {
-        let wanted = local
-            .hub()
-            .existing_app(&app_id)
-            .is_some_and(|app| app.is_occupied());
+        let wanted = listening.wanted(&app_id)
+            || local
+                .hub()
+                .existing_app(&app_id)
+                .is_some_and(|app| app.is_occupied());
         if wanted {
             vacated.remove(&app_id);
             if !subscribed.contains(&app_id) {
@@ -184,10 +292,11 @@ fn plan(
         if now < *since + LINGER {
             return true;
         }
-        let occupied = local
-            .hub()
-            .existing_app(app_id)
-            .is_some_and(|app| app.is_occupied());
+        let occupied = listening.wanted(app_id)
+            || local
+                .hub()
+                .existing_app(app_id)
+                .is_some_and(|app| app.is_occupied());
         if !occupied {
             unsubscribe.push(app_id.clone());
         }
@@ -217,14 +326,21 @@ async fn serve(
         .filter(|app| app.is_occupied())
         .map(|app| app.id())
         .collect();
+    dirty.extend(inner.listening.all_wanted());
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ping.reset();
     let mut sweep = tokio::time::interval(LINGER_SWEEP);
     sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        let (subscribe, unsubscribe) =
-            plan(local, &mut dirty, &subscribed, &mut vacated, Instant::now());
+        let (subscribe, unsubscribe) = plan(
+            local,
+            &inner.listening,
+            &mut dirty,
+            &subscribed,
+            &mut vacated,
+            Instant::now(),
+        );
         for (on, apps) in [(true, subscribe), (false, unsubscribe)] {
             if apps.is_empty() {
                 continue;
@@ -243,6 +359,7 @@ async fn serve(
                 Ok(Err(error)) => return error.to_string(),
                 Err(_) => return "no answer to a (un)subscribe".to_owned(),
             }
+            inner.listening.set(&apps, on);
             for app_id in apps {
                 if on {
                     subscribed.insert(app_id);
@@ -253,6 +370,7 @@ async fn serve(
         }
         tokio::select! {
             changed = occupancy.changed() => dirty.extend(changed),
+            () = inner.listening.wake.notified() => dirty.extend(inner.listening.all_wanted()),
             received = stream.next() => {
                 let Some(msg) = received else {
                     return "the pub/sub connection closed".to_owned();

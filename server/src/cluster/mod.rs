@@ -16,8 +16,14 @@
 //! The dashboard's sign-in budgets ([`signin`]), its connection figures ([`stats`]) and its
 //! live console ([`console`]) cover every node.
 //!
-//! Presence, channel queries, the daily message quota, webhooks and the cache channels' last events are still
-//! per node (later increments keep them in Redis).
+//! Channel occupancy and presence are kept in Redis and decided there by scripts, so each
+//! transition (occupied, vacated, member added or removed, subscription count) and its webhook
+//! fires once per cluster; REST channel queries read them; a dead node's state is cleaned by one
+//! survivor; a node re-registers its state after Redis lost it ([`state`]). A subscribe waits
+//! for its script through the session's deferral ([`crate::transport::deferral`]).
+//!
+//! The daily message quota and the cache channels' last events are still per node (later
+//! increments keep them in Redis).
 //!
 //! Layer: above `webhooks`, below `node` (it sees the hub, the tenants' usage counters, the
 //! protocol, the config and the clock; the node holds an `Option<Cluster>`).
@@ -30,6 +36,8 @@ mod registry;
 pub mod signin;
 pub mod slots;
 pub mod stats;
+mod state;
+mod state_scripts;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,6 +58,7 @@ use crate::tenants::{DependencyState, Usage};
 
 pub use health::{Part, RedisHealth};
 pub use slots::{OverQuota, Slot};
+pub use state::{JoinAnswer, Members, StateUnavailable};
 
 /// How long a node's heartbeat key lives without a refresh.
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
@@ -139,6 +148,10 @@ struct Inner {
     clock: Clock,
     /// This node's slots of the apps' connection quotas.
     slots: slots::Slots,
+    /// The apps whose Redis channel the pub/sub connection listens to.
+    listening: bus::Listening,
+    /// The cluster-wide channel state's task queue and flags.
+    state: state::Shared,
 }
 
 /// This node's membership in the cluster: cheap to clone.
@@ -204,6 +217,8 @@ impl Cluster {
                 instance,
                 clock,
                 slots: slots::Slots::new(slots_manager),
+                listening: bus::Listening::default(),
+                state: state::Shared::new(),
             }),
         })
     }
@@ -236,6 +251,23 @@ impl Cluster {
     /// Publishes from other nodes delivered here since the start.
     pub fn received(&self) -> u64 {
         self.inner.received.load(Ordering::Relaxed)
+    }
+
+    /// Whether this node listens to app `app_id`'s Redis channel (or cannot: no pub/sub
+    /// connection is up), so a subscriber may be answered at once.
+    pub fn is_listening(&self, app_id: &str) -> bool {
+        self.inner.listening.ready(app_id)
+    }
+
+    /// Waits until this node listens to app `app_id`'s Redis channel, at most
+    /// [`slots::ADMIT_TIMEOUT`] (then the subscriber is answered anyway; a publish from another
+    /// node in the gap may be missed here, as before). Called for the app's first subscriber on
+    /// this node, so its `subscription_succeeded` promises only what the node will deliver.
+    pub async fn listen(&self, app_id: &str) {
+        if self.is_listening(app_id) {
+            return;
+        }
+        let _ = tokio::time::timeout(slots::ADMIT_TIMEOUT, self.inner.listening.wait(app_id)).await;
     }
 
     /// The Redis key of node `node_id`'s heartbeat.
@@ -325,9 +357,20 @@ impl Cluster {
             local.clone(),
             console_events,
         ));
+        let stop_state = CancellationToken::new();
+        let state = self.inner.state.take_receiver().map(|rx| {
+            tokio::spawn(state::state_loop(
+                self.inner.clone(),
+                local.clone(),
+                rx,
+                stop_state.clone(),
+            ))
+        });
         Running {
             stats,
             console,
+            stop_state,
+            state,
             slots,
             inner: self.inner.clone(),
             stop_publishing,
@@ -342,6 +385,8 @@ impl Cluster {
 #[derive(Debug)]
 pub struct Running {
     inner: Arc<Inner>,
+    stop_state: CancellationToken,
+    state: Option<tokio::task::JoinHandle<()>>,
     stop_publishing: CancellationToken,
     publisher: Option<tokio::task::JoinHandle<()>>,
     subscriber: tokio::task::JoinHandle<()>,
@@ -360,6 +405,16 @@ impl Running {
     /// long again, and not past `deadline`). Meant to run alongside the webhook drain and the
     /// final usage flush, so a partitioned Redis cannot take their time.
     pub async fn stop(self, deadline: Instant) {
+        // The leaves the closed sockets queued go out first (they publish member_removed and
+        // count frames, so before the publishing task drains).
+        self.stop_state.cancel();
+        if let Some(mut state) = self.state {
+            let budget = deadline.min(Instant::now() + STOP_BUDGET);
+            if tokio::time::timeout_at(budget, &mut state).await.is_err() {
+                state.abort();
+                tracing::warn!("channel state changes still queued were dropped at shutdown");
+            }
+        }
         self.subscriber.abort();
         self.stop_publishing.cancel();
         if let Some(mut publisher) = self.publisher {

@@ -208,6 +208,7 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
             Ok(Ok((1, had_tag))) => {
                 if had_tag == 0 && beaten {
                     inner.slots.detach();
+                    inner.state.needs_resync();
                 }
                 beaten = true;
                 (Ok(()), false)
@@ -223,6 +224,7 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
         };
         if unreachable {
             inner.slots.detach();
+            inner.state.needs_resync();
         }
         if outcome.is_ok() {
             inner.health.record(Part::Publish, Ok(()));

@@ -36,6 +36,8 @@ pub(super) struct Hooks {
     /// Told when the app becomes occupied or stops being so ([`super::AppHub::is_occupied`],
     /// cluster mode).
     pub(super) occupancy: Option<OccupancySender>,
+    /// Cluster mode: transitions are the cluster's to fire ([`super::Hub::with_cluster_state`]).
+    pub(super) clustered: bool,
 }
 
 /// Where an app's occupancy changes go: the app's id, each time it becomes occupied (a first

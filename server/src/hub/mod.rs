@@ -22,9 +22,9 @@ pub use events::{
     event_channel, occupancy_channel, EventReceiver, EventSender, HubEvent, NotSent,
     OccupancyReceiver, OccupancySender,
 };
-pub use presence::PresenceMember;
+pub use presence::{ListedMember, PresenceMember};
 pub use rate::{Budget, RateLimits};
-pub use stats::{AppMemory, ChannelInfo};
+pub use stats::{AppMemory, ChannelInfo, LocalState};
 pub use taps::{clip, Taps};
 
 /// Kept at their old paths: the outbox moved below the hub.
@@ -58,6 +58,8 @@ pub struct Hub {
     node_tag: u64,
     events: Option<EventSender>,
     occupancy: Option<OccupancySender>,
+    /// Cluster mode: channel and presence transitions are decided by the cluster, not here.
+    clustered: bool,
 }
 
 impl Default for Hub {
@@ -76,6 +78,19 @@ impl Hub {
             node_tag: u64::from(rand::random::<u32>()),
             events: None,
             occupancy: None,
+            clustered: false,
+        }
+    }
+
+    /// This hub leaving channel and presence transitions to the cluster (cluster mode): it
+    /// still keeps this node's subscribers and members, but sends no `channel_occupied` /
+    /// `channel_vacated` / `member_added` / `member_removed` / `subscription_count` (webhooks or
+    /// frames) and does not check the presence member limit itself; the cluster decides those
+    /// from the cluster-wide state and fires them once. A single node never sets this.
+    pub fn with_cluster_state(self) -> Hub {
+        Hub {
+            clustered: true,
+            ..self
         }
     }
 
@@ -147,6 +162,7 @@ impl Hub {
             .or_insert_with(|| {
                 let mut app = AppHub::new(app_id, self.events.clone());
                 app.hooks.occupancy = self.occupancy.clone();
+                app.hooks.clustered = self.clustered;
                 Arc::new(app)
             })
             .clone()
@@ -395,7 +411,8 @@ impl AppState {
             Some(user_id) => presence::leave(state, channel, user_id, hooks),
             None => 0,
         };
-        let hook_counts = hooks.wants(WebhookKind::SubscriptionCount);
+        let hook_counts = hooks.wants(WebhookKind::SubscriptionCount) && !hooks.clustered;
+        let subscription_count = subscription_count && !hooks.clustered;
         if state.subscribers.is_empty() {
             if state.cache {
                 self.occupied_cache -= 1;
@@ -406,9 +423,11 @@ impl AppState {
             }
             self.channels.remove(channel);
             self.pending_counts.remove(channel);
-            hooks.emit(WebhookKind::ChannelVacated, || {
-                WebhookEvent::channel(WebhookKind::ChannelVacated, channel)
-            });
+            if !hooks.clustered {
+                hooks.emit(WebhookKind::ChannelVacated, || {
+                    WebhookEvent::channel(WebhookKind::ChannelVacated, channel)
+                });
+            }
             if self.channels.is_empty() && self.users.is_empty() {
                 hooks.occupancy_changed();
             }
@@ -446,6 +465,7 @@ impl AppHub {
                 events,
                 interest: AtomicU8::new(0),
                 occupancy: None,
+                clustered: false,
             },
             caps: CacheCaps::default(),
             cache_refused: AtomicU64::new(0),
@@ -546,6 +566,20 @@ impl AppHub {
         member: Option<PresenceMember>,
         options: SubscribeOptions,
     ) -> Result<Subscribed, SubscribeRefusal> {
+        self.subscribe_with_members(conn, channel, member, options, None)
+    }
+
+    /// Subscribes `conn` to `channel` like [`AppHub::subscribe`]; on a presence channel,
+    /// `members` (the cluster-wide member list, cluster mode) is what the subscriber's
+    /// `subscription_succeeded` lists instead of this node's members.
+    pub fn subscribe_with_members(
+        &self,
+        conn: &ConnHandle,
+        channel: &ChannelName,
+        member: Option<PresenceMember>,
+        options: SubscribeOptions,
+        members: Option<&[ListedMember]>,
+    ) -> Result<Subscribed, SubscribeRefusal> {
         let name = channel.as_str();
         let mut guard = lock(&self.state);
         // Borrow the fields separately: the channel entry and the pending set at once.
@@ -569,7 +603,11 @@ impl AppHub {
                 }
             }
         }
-        if let (Some(member), Some(max)) = (&member, options.max_presence_members) {
+        // In cluster mode the member limit was checked cluster-wide already.
+        let room_checked = self.hooks.clustered;
+        if let (Some(member), Some(max), false) =
+            (&member, options.max_presence_members, room_checked)
+        {
             if let Some(existing) = state.channels.get(name) {
                 presence::check_room(existing, member, max)?;
             }
@@ -590,19 +628,23 @@ impl AppHub {
                 })
             }
         };
-        if entry.subscribers.is_empty() {
+        if entry.subscribers.is_empty() && !hooks.clustered {
             hooks.emit(WebhookKind::ChannelOccupied, || {
                 WebhookEvent::channel(WebhookKind::ChannelOccupied, name)
             });
         }
         if let Some(member) = member {
-            result.member_events_delivered = presence::join(entry, name, conn, member, hooks);
+            result.member_events_delivered =
+                presence::join(entry, name, conn, member, hooks, members);
         } else {
             entry.subscribers.insert(conn.socket_id(), conn.clone());
             conn.outbox().push(server::subscription_succeeded(name));
         }
         let hook_counts = hooks.wants(WebhookKind::SubscriptionCount);
-        if (options.subscription_count || hook_counts) && counts::counts_subscriptions(name) {
+        if (options.subscription_count || hook_counts)
+            && counts::counts_subscriptions(name)
+            && !hooks.clustered
+        {
             // The subscriber's own count goes through its outbox, after subscription_succeeded.
             let first = entry.subscribers.len() <= 1;
             if counts::maybe_send_count(name, entry, first, options.subscription_count, hooks) {

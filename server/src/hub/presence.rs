@@ -18,6 +18,9 @@ pub struct PresenceMember {
     pub user_info: Option<Box<RawValue>>,
 }
 
+/// A member as `subscription_succeeded` lists it: user id and `user_info`.
+pub type ListedMember = (String, Option<Box<RawValue>>);
+
 /// A user on one presence channel, with how many of its sockets are subscribed.
 #[derive(Debug)]
 pub(super) struct Member {
@@ -48,10 +51,20 @@ pub(super) fn join(
     conn: &ConnHandle,
     member: PresenceMember,
     hooks: &Hooks,
+    cluster_members: Option<&[ListedMember]>,
 ) -> usize {
     let mut delivered = 0;
     let known = channel.members.contains_key(member.user_id.as_str());
-    if !known {
+    if !known && hooks.clustered {
+        // The cluster announced the user (once, cluster-wide) if it was new.
+        channel.members.insert(
+            member.user_id.as_str().into(),
+            Member {
+                info: member.user_info,
+                sockets: 1,
+            },
+        );
+    } else if !known {
         let added = server::member_added(name, &member.user_id, member.user_info.as_deref());
         delivered = broadcast(channel, &added, None);
         hooks.emit(WebhookKind::MemberAdded, || {
@@ -68,13 +81,22 @@ pub(super) fn join(
         existing.sockets += 1;
     }
     channel.subscribers.insert(conn.socket_id(), conn.clone());
-    conn.outbox().push(server::presence_subscription_succeeded(
-        name,
-        channel
-            .members
-            .iter()
-            .map(|(id, m)| (id.as_ref(), m.info.as_deref())),
-    ));
+    let succeeded = match cluster_members {
+        Some(members) => server::presence_subscription_succeeded(
+            name,
+            members
+                .iter()
+                .map(|(id, info)| (id.as_str(), info.as_deref())),
+        ),
+        None => server::presence_subscription_succeeded(
+            name,
+            channel
+                .members
+                .iter()
+                .map(|(id, m)| (id.as_ref(), m.info.as_deref())),
+        ),
+    };
+    conn.outbox().push(succeeded);
     delivered
 }
 
@@ -87,6 +109,10 @@ pub(super) fn leave(channel: &mut Channel, name: &str, user_id: &str, hooks: &Ho
         member.get_mut().sockets -= 1;
         if member.get().sockets == 0 {
             member.remove();
+            if hooks.clustered {
+                // The cluster announces it, if it was the user's last socket cluster-wide.
+                return 0;
+            }
             delivered = broadcast(channel, &server::member_removed(name, user_id), None);
             hooks.emit(WebhookKind::MemberRemoved, || {
                 WebhookEvent::member(WebhookKind::MemberRemoved, name, user_id)

@@ -105,3 +105,35 @@ impl AppHub {
         ids
     }
 }
+
+/// This node's part of an app's channel state: `(channel, subscriptions)` and
+/// `(channel, user, sockets, user_info)`.
+pub type LocalState = (
+    Vec<(String, usize)>,
+    Vec<(String, String, u32, Option<String>)>,
+);
+
+impl AppHub {
+    /// This node's subscriptions per occupied channel and presence members with their socket
+    /// counts (what cluster mode re-registers in Redis after losing it).
+    pub fn local_state(&self) -> LocalState {
+        let state = lock(&self.state);
+        let mut channels = Vec::with_capacity(state.channels.len());
+        let mut members = Vec::new();
+        for (name, channel) in &state.channels {
+            if channel.subscribers.is_empty() {
+                continue;
+            }
+            channels.push((name.to_string(), channel.subscribers.len()));
+            for (user, member) in &channel.members {
+                members.push((
+                    name.to_string(),
+                    user.to_string(),
+                    member.sockets,
+                    member.info.as_ref().map(|info| info.get().to_owned()),
+                ));
+            }
+        }
+        (channels, members)
+    }
+}

@@ -185,7 +185,10 @@ impl Application {
                 .await
                 .map_err(|e| StartupError::Cluster(e.to_string()))?;
                 let (tx, rx) = crate::hub::occupancy_channel();
-                hub = hub.with_node_tag(cluster.socket_tag()).with_occupancy(tx);
+                hub = hub
+                    .with_node_tag(cluster.socket_tag())
+                    .with_occupancy(tx)
+                    .with_cluster_state();
                 occupancy = Some(rx);
                 Some(cluster)
             }

@@ -2,6 +2,7 @@
 //! (`ws.rs`) and the protocol logic it feeds (`session.rs`). Later issues add the pusher-js HTTP
 //! fallbacks and SSE beside them, reusing the session logic.
 
+pub mod deferral;
 pub mod session;
 pub mod upgrade;
 pub mod ws;

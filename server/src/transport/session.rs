@@ -12,8 +12,10 @@ use governor::Quota;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::deferral::{Deferred, Pending, PendingSubscribe};
 use crate::auth::{self, SocketAuthError};
 use crate::clock::RateLimiter;
+use crate::cluster::{JoinAnswer, Members};
 use crate::hub::{AppHub, ConnHandle, PresenceMember, SubscribeOptions, SubscribeRefusal};
 use crate::node::Node;
 use crate::protocol::{
@@ -57,6 +59,11 @@ pub struct Session {
     replayed: HashMap<Box<str>, u64>,
     /// Whether the session has left everything.
     finished: bool,
+    /// Work waiting for Redis and the frames behind it (cluster mode; see [`super::deferral`]).
+    deferred: Deferred,
+    /// Defers subscribes without a cluster (tests of the mechanism).
+    #[cfg(test)]
+    pub(crate) force_defer: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -151,7 +158,86 @@ impl Session {
             subscribe_limiter: None,
             replayed: HashMap::new(),
             finished: false,
+            deferred: Deferred::default(),
+            #[cfg(test)]
+            force_defer: false,
         }
+    }
+
+    /// Whether work waits for Redis (or frames queued behind such work): the transport stops
+    /// reading the socket and awaits [`Session::drive`] before it feeds more.
+    pub fn pending(&self) -> bool {
+        self.deferred.pending()
+    }
+
+    /// Runs the pending work, then the frames queued behind it, in order (a queued frame may
+    /// defer again: the frames after it wait for that). Returns once nothing is pending. Each
+    /// piece of work waits for Redis at most [`super::deferral::REDIS_ANSWER_TIMEOUT`], then
+    /// decides locally.
+    pub async fn drive(&mut self) {
+        loop {
+            if let Some(work) = self.deferred.take_work() {
+                self.run_pending(work).await;
+                continue;
+            }
+            let Some(frame) = self.deferred.next_frame() else {
+                return;
+            };
+            self.handle_text(&frame);
+        }
+    }
+
+    /// Completes one piece of deferred work.
+    async fn run_pending(&mut self, work: Pending) {
+        match work {
+            Pending::Subscribe(subscribe) => {
+                let Some(cluster) = self.node.cluster.clone() else {
+                    return self.complete_subscribe(subscribe, None);
+                };
+                // The app's first subscriber on this node: its subscription_succeeded must not
+                // go out before this node listens to the app's Redis channel, or a publish from
+                // another node in between would be missed here.
+                cluster.listen(&self.app_id).await;
+                // Counted cluster-wide; the member limit too. Without an answer in time, the
+                // node decides locally (and re-registers its state in Redis later).
+                let joined = cluster
+                    .join(
+                        &self.app_id,
+                        subscribe.name.as_str(),
+                        subscribe.member.as_ref(),
+                        subscribe.options.max_presence_members,
+                        self.conn.socket_id(),
+                        subscribe.options.subscription_count,
+                    )
+                    .await;
+                match joined {
+                    Ok(JoinAnswer::Joined {
+                        members,
+                        subscriptions,
+                    }) => self.complete_subscribe(subscribe, Some((members, subscriptions))),
+                    Ok(JoinAnswer::PresenceFull(max)) => self.refuse(
+                        subscribe.name.as_str(),
+                        Refusal::limit(SubscribeRefusal::PresenceFull(max).to_string()),
+                    ),
+                    Err(_) => self.complete_subscribe(subscribe, None),
+                }
+            }
+        }
+    }
+
+    /// Whether a subscribe must wait for the cluster.
+    fn subscribe_waits(&self) -> bool {
+        #[cfg(test)]
+        if self.force_defer {
+            return true;
+        }
+        // Every subscribe is counted cluster-wide by a Redis script.
+        self.node.cluster.is_some()
+    }
+
+    /// Queues `work`: frames fed from now on wait behind it.
+    fn defer(&mut self, work: Pending) {
+        self.deferred.set_work(work);
     }
 
     /// The app as it is now; `None` once it was disabled or deleted (the socket is about to be
@@ -174,8 +260,22 @@ impl Session {
         );
     }
 
-    /// Handles one inbound text frame.
+    /// Handles one inbound text frame (queued behind pending work, if any: see
+    /// [`Session::pending`]).
     pub fn on_text(&mut self, text: &str) {
+        if self.deferred.pending() {
+            if !self.deferred.push_frame(text) {
+                self.send_error(
+                    None,
+                    "Too many messages sent while an earlier one waits: message dropped",
+                );
+            }
+            return;
+        }
+        self.handle_text(text);
+    }
+
+    fn handle_text(&mut self, text: &str) {
         match ClientFrame::decode(text) {
             Ok(ClientFrame::Ping) => {
                 self.conn.outbox().push(server::pong());
@@ -263,15 +363,77 @@ impl Session {
             Ok(member) => member,
             Err(refusal) => return self.refuse(channel, refusal),
         };
-        let presence_user = member.as_ref().map(|m| m.user_id.clone());
         let options = SubscribeOptions {
             max_presence_members: app.limits.presence_members(),
             subscription_count: app.subscription_count,
             max_channels: app.limits.channels(),
             max_cache_channels: app.limits.cache_channels(),
         };
-        match self.app_hub.subscribe(&self.conn, &name, member, options) {
+        let subscribe = PendingSubscribe {
+            name,
+            member,
+            options,
+            max_subscriptions,
+        };
+        if self.subscribe_waits() {
+            return self.defer(Pending::Subscribe(subscribe));
+        }
+        self.complete_subscribe(subscribe, None);
+    }
+
+    /// Registers a subscribe that passed every check with the hub. `joined`: the cluster
+    /// counted it (cluster mode), with the presence channel's members cluster-wide and the
+    /// channel's subscriptions.
+    fn complete_subscribe(
+        &mut self,
+        subscribe: PendingSubscribe,
+        joined: Option<(Option<Members>, u64)>,
+    ) {
+        let PendingSubscribe {
+            name,
+            member,
+            options,
+            max_subscriptions,
+        } = subscribe;
+        let channel = name.as_str();
+        let (members, subscriptions) = match joined {
+            Some((members, subscriptions)) => (members, Some(subscriptions)),
+            None => (None, None),
+        };
+        let presence_user = member.as_ref().map(|m| m.user_id.clone());
+        let undo = |session: &Session| {
+            if let (Some(cluster), Some(_)) = (&session.node.cluster, subscriptions) {
+                cluster.leave(
+                    &session.app_id,
+                    channel,
+                    presence_user.as_deref(),
+                    options.subscription_count,
+                );
+            }
+        };
+        if self.finished || self.app().is_none() {
+            return undo(self);
+        }
+        let subscribed = self.app_hub.subscribe_with_members(
+            &self.conn,
+            &name,
+            member,
+            options,
+            members.as_deref(),
+        );
+        match subscribed {
             Ok(done) => {
+                // The subscriber's own count (the others got it from the cluster).
+                if let Some(count) = subscriptions.filter(|_| {
+                    options.subscription_count
+                        && !channel.starts_with("presence-")
+                        && !channel.starts_with('#')
+                }) {
+                    self.conn.outbox().push(server::subscription_count(
+                        channel,
+                        usize::try_from(count).unwrap_or(usize::MAX),
+                    ));
+                }
                 self.node.taps.emit(
                     &self.app_id,
                     "subscribed",
@@ -297,7 +459,10 @@ impl Session {
                 refusal @ (SubscribeRefusal::PresenceFull(_)
                 | SubscribeRefusal::ChannelsFull(_)
                 | SubscribeRefusal::CacheChannelsFull(_)),
-            ) => self.refuse(channel, Refusal::limit(refusal.to_string())),
+            ) => {
+                undo(self);
+                self.refuse(channel, Refusal::limit(refusal.to_string()));
+            }
         }
     }
 
@@ -408,6 +573,9 @@ impl Session {
                 self.app_hub
                     .unsubscribe(self.conn.socket_id(), &name, user.as_deref(), counts);
             self.usage.count(delivered as u64);
+            if let Some(cluster) = &self.node.cluster {
+                cluster.leave(&self.app_id, &name, user.as_deref(), counts);
+            }
             self.node.taps.emit(
                 &self.app_id,
                 "unsubscribed",
@@ -608,6 +776,7 @@ impl Session {
             return;
         }
         self.finished = true;
+        self.deferred.clear();
         let counts = self.app().is_some_and(|a| a.subscription_count);
         let channels: Vec<(Box<str>, Option<Box<str>>)> = std::mem::take(&mut self.subscriptions)
             .into_iter()
@@ -620,6 +789,11 @@ impl Session {
             .app_hub
             .disconnect(&self.conn, &channels, signed_in, watchlist, counts);
         self.usage.count(delivered as u64);
+        if let Some(cluster) = &self.node.cluster {
+            for (channel, user) in &channels {
+                cluster.leave(&self.app_id, channel, user.as_deref(), counts);
+            }
+        }
     }
 }
 

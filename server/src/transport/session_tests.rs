@@ -283,3 +283,98 @@ async fn a_session_leaves_its_channels_when_it_ends() {
     assert!(app.presence_users("presence-room").is_empty());
     assert!(app.channels("").is_empty());
 }
+
+#[tokio::test]
+async fn frames_behind_deferred_work_wait_and_then_run_in_order() {
+    let node = TestNode::new().await;
+    let mut client = node.session();
+    client.session.force_defer = true;
+    client.send(subscribe("a", None, None));
+    assert!(client.session.pending(), "the subscribe waits");
+    client.send(json!({ "event": "pusher:ping", "data": {} }));
+    client.send(subscribe("b", None, None));
+    client.send(json!({ "event": "pusher:ping", "data": {} }));
+    assert!(
+        client.frames().is_empty(),
+        "nothing is answered while the subscribe waits"
+    );
+    client.drive().await;
+    assert!(!client.session.pending());
+    let events: Vec<(String, String)> = client
+        .frames()
+        .iter()
+        .map(|f| {
+            (
+                f["event"].as_str().unwrap().to_owned(),
+                f["channel"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("pusher_internal:subscription_succeeded", "a"),
+        ("pusher:pong", ""),
+        ("pusher_internal:subscription_succeeded", "b"),
+        ("pusher:pong", ""),
+    ]
+    .iter()
+    .map(|(e, c)| ((*e).to_owned(), (*c).to_owned()))
+    .collect();
+    assert_eq!(
+        events, expected,
+        "in the order sent, the second subscribe deferred too"
+    );
+    // A duplicate subscribe behind a deferred one sees the first as done.
+    client.send(subscribe("c", None, None));
+    client.send(subscribe("c", None, None));
+    client.drive().await;
+    let frames = client.frames();
+    assert!(subscribed(&frames, "c"));
+    let (_, message) = error_of(&frames);
+    assert!(message.starts_with("Existing subscription"), "{message}");
+}
+
+#[tokio::test]
+async fn the_queue_behind_deferred_work_is_bounded() {
+    let node = TestNode::new().await;
+    let mut client = node.session();
+    client.session.force_defer = true;
+    client.send(subscribe("a", None, None));
+    let ping = json!({ "event": "pusher:ping", "data": {} }).to_string();
+    let fits = super::deferral::MAX_DEFERRED_BYTES / ping.len();
+    for _ in 0..fits + 10 {
+        client.send_text(&ping);
+    }
+    let frames = client.frames();
+    assert_eq!(frames.len(), 10, "past the bound each frame is refused");
+    for frame in &frames {
+        assert_eq!(frame["event"], "pusher:error");
+        assert!(frame["data"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Too many messages"));
+    }
+    client.drive().await;
+    let frames = client.frames();
+    // The test connection's outbox holds 4,096 frames.
+    assert_eq!(
+        frames.len(),
+        (1 + fits).min(4096),
+        "the queued ones all ran"
+    );
+    assert!(subscribed(&frames[..1], "a"));
+    assert!(frames[1..].iter().all(|f| f["event"] == "pusher:pong"));
+    assert!(!client.session.pending());
+}
+
+#[tokio::test]
+async fn a_session_that_ends_with_deferred_work_forgets_it() {
+    let node = TestNode::new().await;
+    let mut client = node.session();
+    client.session.force_defer = true;
+    client.send(subscribe("a", None, None));
+    client.send(subscribe("b", None, None));
+    let TestSession { session, .. } = client;
+    session.finish();
+    let info = node.node.hub.app(super::testing::APP_ID).channel_info("a");
+    assert_eq!(info.subscription_count, 0, "never registered");
+}

@@ -78,6 +78,16 @@ impl TestSession {
         self.session.on_text(&frame.to_string());
     }
 
+    /// Feeds one raw text frame.
+    pub(crate) fn send_text(&mut self, text: &str) {
+        self.session.on_text(text);
+    }
+
+    /// Runs the session's deferred work and the frames queued behind it.
+    pub(crate) async fn drive(&mut self) {
+        self.session.drive().await;
+    }
+
     /// The frames answered so far, decoded.
     pub(crate) fn frames(&mut self) -> Vec<Value> {
         let mut frames = Vec::new();

@@ -279,6 +279,9 @@ async fn run(node: &Node, socket: Socket, mut session: Session, outbox: &Outbox)
         );
     }
     drop(early);
+    if exit.is_none() && session.pending() {
+        session.drive().await;
+    }
     outbox.flush();
     let exit = loop {
         if let Some(exit) = exit.take() {
@@ -348,6 +351,11 @@ async fn run(node: &Node, socket: Socket, mut session: Session, outbox: &Outbox)
                                 if exit.is_some() {
                                     return exit;
                                 }
+                                // Work waits for Redis: read nothing more until it is done
+                                // (this bounds what the session queues behind it).
+                                if session.pending() {
+                                    break;
+                                }
                                 // Answers the peer does not take: stop reading until it does.
                                 if n < scratch.len() || !outbox.flush() {
                                     break;
@@ -360,6 +368,9 @@ async fn run(node: &Node, socket: Socket, mut session: Session, outbox: &Outbox)
                     }
                     None
                 });
+                if result.is_none() && session.pending() {
+                    session.drive().await;
+                }
                 last_activity = Instant::now();
                 pong_due = None;
                 let _ = outbox.flush();

@@ -1,0 +1,893 @@
+//! Cluster-wide channel state and presence, kept in Redis and decided there by scripts
+//! ([`super::state_scripts`]), so each transition happens once per cluster.
+//!
+//! Keys (`P` = the cluster's name, `tag` = a node's socket id tag, new at each start):
+//! - `P:st:ch:{app}:{tag}`: hash channel -> subscriptions held on node `tag`;
+//! - `P:st:occ:{app}`: hash channel -> subscriptions cluster-wide (a channel is present iff
+//!   occupied: `GET /channels` is one `HGETALL`);
+//! - `P:st:pm:{app}:{channel}`: hash user -> the user's sockets cluster-wide (`user_count` is its
+//!   `HLEN`), `P:st:pi:{app}:{channel}`: hash user -> `user_info` JSON (present iff a member);
+//! - `P:st:pn:{app}:{tag}`: hash `"channel\nuser"` -> the user's sockets on node `tag`;
+//! - `P:st:apps:{tag}`: the apps node `tag` has state of; `P:st:nodes`: the tags with state;
+//!   `P:st:dead`: tags whose node is gone and whose state is being cleaned.
+//!
+//! A subscribe (deferred by the session, see [`crate::transport::deferral`]) runs the join
+//! script through this node's state task and waits for its answer (at most
+//! [`super::slots::ADMIT_TIMEOUT`]): the member limit, checked cluster-wide (a known user's
+//! extra socket always gets in), the counts, and whether the channel became occupied and the
+//! user a member; the subscriber gets the cluster-wide member list. An unsubscribe or a
+//! disconnect takes the socket off the local hub at once and queues a leave for the state task
+//! (never awaited by the session). The task fires what the scripts answer, once, on this node:
+//! `channel_occupied` / `channel_vacated` / `member_added` / `member_removed` webhooks through
+//! the hub's event queue, the `member_added` / `member_removed` / `subscription_count` frames to
+//! the local subscribers and, as one publish on the app's Redis channel, to the other nodes.
+//! The hub runs in its cluster mode ([`crate::hub::Hub::with_cluster_state`]) and decides none
+//! of these itself.
+//!
+//! Dead nodes: every [`HEARTBEAT_EVERY`] each node sweeps. A script moves the tags of
+//! `P:st:nodes` whose tag key is gone into `P:st:dead`; then for each (dead tag, app) a cleanup
+//! script subtracts the node's counts and answers the channels vacated and the members removed;
+//! it acts only for the caller that removed the app from the tag's set, so exactly one node
+//! fires them. Bound: a killed node's tag key expires within [`super::HEARTBEAT_TTL`] (10 s),
+//! and a survivor sweeps within [`HEARTBEAT_EVERY`] (3 s) after that: its members are removed
+//! and its channels vacated within 13 s (below the 15 s target). A node restarted under the
+//! same `HERALD_NODE_ID` has a new tag, so its previous run is cleaned like a dead node.
+//!
+//! Redis unreachable (a script fails or times out, or the state queue is full): the session
+//! decides locally (the subscriber gets this node's members; no transition is fired meanwhile)
+//! and the node marks its state for a resync. When Redis answers again (or the heartbeat finds
+//! this node's tag key gone: Redis lost its data, or the node was taken for dead), the task
+//! re-registers the node's whole state per app with one idempotent script that replaces the
+//! node's hashes and applies the differences to the totals, and fires the transitions it
+//! answers; connections admitted meanwhile are kept. What "exact" allows: while Redis answers,
+//! every transition is decided atomically and fired once; while it does not, members joining
+//! or leaving on a node are seen by that node only, and the transitions of the difference are
+//! fired at the resync (a user who joined and left during an outage is never announced); a
+//! `member_added` from another node may reach a subscriber whose member list already had the
+//! user (clients treat it as a refresh).
+//!
+//! `subscription_count` comes from the cluster-wide count, sent by the node whose script
+//! changed it; above [`COUNT_THROTTLE_ABOVE`] subscriptions each node sends a channel's count at
+//! most every [`COUNT_INTERVAL`] (the throttle is per node: with changes on several nodes a
+//! channel's subscribers may get one update per node per interval), and a held-back count goes
+//! out at the next flush (every second).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::Value;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::state_scripts;
+use super::{slots, Cluster, Inner, Local, COMMAND_TIMEOUT, HEARTBEAT_EVERY};
+use crate::hub::{AppHub, PresenceMember};
+use crate::locks::MutexExt;
+use crate::protocol::{server, SocketId, WebhookEvent, WebhookKind};
+
+/// State changes waiting for the state task; past it a change is dropped and the node resyncs.
+const STATE_QUEUE: usize = 65_536;
+
+/// After a failed script, changes are not sent to Redis for this long (the resync covers them).
+const STATE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Above this many subscriptions cluster-wide, a channel's `subscription_count` is sent at most
+/// every [`COUNT_INTERVAL`] by each node (as on a single node).
+const COUNT_THROTTLE_ABOVE: i64 = 100;
+
+/// See [`COUNT_THROTTLE_ABOVE`].
+const COUNT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often held-back counts are looked at.
+const COUNT_FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// At most one warning about answering from local state per this interval.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A presence channel's members: user id and `user_info`.
+pub type Members = Vec<crate::hub::ListedMember>;
+
+/// The cluster's answer to a subscribe.
+#[derive(Debug)]
+pub enum JoinAnswer {
+    /// Counted: the subscriber may be registered. `members`: the cluster-wide member list of a
+    /// presence channel. `subscriptions`: the channel's subscriptions cluster-wide.
+    Joined {
+        /// The presence channel's members (with the subscriber's user).
+        members: Option<Members>,
+        /// Subscriptions of the channel cluster-wide, the new one included.
+        subscriptions: u64,
+    },
+    /// The presence channel has its limit of members cluster-wide.
+    PresenceFull(usize),
+}
+
+/// The cluster state could not be reached in time: decide locally.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the cluster state in Redis did not answer")]
+pub struct StateUnavailable;
+
+pub(super) struct Join {
+    app: Arc<str>,
+    channel: Box<str>,
+    user: Option<(String, Option<Box<RawValue>>)>,
+    max_members: Option<usize>,
+    socket: SocketId,
+    counts: bool,
+    epoch: u64,
+    reply: oneshot::Sender<JoinAnswer>,
+}
+
+pub(super) struct Leave {
+    app: Arc<str>,
+    channel: Box<str>,
+    user: Option<Box<str>>,
+    counts: bool,
+    epoch: u64,
+}
+
+pub(super) enum Op {
+    Join(Join),
+    Leave(Leave),
+}
+
+/// The state task's shared part (in [`Inner`]).
+pub(super) struct Shared {
+    tx: mpsc::Sender<Op>,
+    rx: Mutex<Option<mpsc::Receiver<Op>>>,
+    /// The node's state in Redis may be wrong: re-register it when Redis answers.
+    resync: AtomicBool,
+    /// Bumped at each resync: changes made before it are in the state it registered.
+    epoch: AtomicU64,
+    /// When the REST API last warned it answered from local state.
+    warned: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("resync", &self.resync)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(super) fn new() -> Shared {
+        let (tx, rx) = mpsc::channel(STATE_QUEUE);
+        Shared {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            resync: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            warned: Mutex::new(None),
+        }
+    }
+
+    /// Marks this node's state in Redis for a resync.
+    pub(super) fn needs_resync(&self) {
+        self.resync.store(true, Ordering::Release);
+    }
+
+    pub(super) fn take_receiver(&self) -> Option<mpsc::Receiver<Op>> {
+        self.rx.lock_or_recover().take()
+    }
+}
+
+/// The key prefix of the state.
+fn prefix(cluster: &str) -> String {
+    format!("{cluster}:st:")
+}
+
+impl Cluster {
+    /// Counts a subscribe cluster-wide (the session awaits it, at most
+    /// [`slots::ADMIT_TIMEOUT`]): the presence member limit `max_members` is checked against
+    /// the cluster's members, and the transitions (occupied, member added, subscription count
+    /// to the others but `socket`) are fired by this node.
+    pub async fn join(
+        &self,
+        app_id: &str,
+        channel: &str,
+        member: Option<&PresenceMember>,
+        max_members: Option<usize>,
+        socket: SocketId,
+        counts: bool,
+    ) -> Result<JoinAnswer, StateUnavailable> {
+        let shared = &self.inner.state;
+        let (reply, answer) = oneshot::channel();
+        let op = Op::Join(Join {
+            app: app_id.into(),
+            channel: channel.into(),
+            user: member.map(|m| (m.user_id.clone(), m.user_info.clone())),
+            max_members,
+            socket,
+            counts,
+            epoch: shared.epoch.load(Ordering::Acquire),
+            reply,
+        });
+        if shared.tx.try_send(op).is_err() {
+            shared.needs_resync();
+            return Err(StateUnavailable);
+        }
+        match tokio::time::timeout(slots::ADMIT_TIMEOUT, answer).await {
+            Ok(Ok(answer)) => Ok(answer),
+            _ => {
+                shared.needs_resync();
+                Err(StateUnavailable)
+            }
+        }
+    }
+
+    /// Takes a subscription off the cluster-wide state (the local hub removed it already);
+    /// queued for this node's state task, in order after its earlier changes, never awaited.
+    pub fn leave(&self, app_id: &str, channel: &str, user: Option<&str>, counts: bool) {
+        let shared = &self.inner.state;
+        let op = Op::Leave(Leave {
+            app: app_id.into(),
+            channel: channel.into(),
+            user: user.map(Into::into),
+            counts,
+            epoch: shared.epoch.load(Ordering::Acquire),
+        });
+        if shared.tx.try_send(op).is_err() {
+            shared.needs_resync();
+        }
+    }
+
+    /// The app's occupied channels cluster-wide whose name starts with `prefix` (internal `#`
+    /// channels left out), with their subscriptions and (presence) user counts.
+    pub async fn channels(
+        &self,
+        app_id: &str,
+        prefix_filter: &str,
+    ) -> Result<Vec<(String, usize, usize)>, StateUnavailable> {
+        let p = prefix(&self.inner.settings.name);
+        let mut conn = self.inner.manager.clone();
+        let read = async {
+            let all: HashMap<String, i64> = redis::cmd("HGETALL")
+                .arg(format!("{p}occ:{app_id}"))
+                .query_async(&mut conn)
+                .await?;
+            let mut list: Vec<(String, usize, usize)> = all
+                .into_iter()
+                .filter(|(name, count)| {
+                    *count > 0 && name.starts_with(prefix_filter) && !name.starts_with('#')
+                })
+                .map(|(name, count)| (name, usize::try_from(count).unwrap_or(0), 0))
+                .collect();
+            list.sort();
+            let presence: Vec<usize> = (0..list.len())
+                .filter(|&i| list[i].0.starts_with("presence-"))
+                .collect();
+            if !presence.is_empty() {
+                let mut pipe = redis::pipe();
+                for &i in &presence {
+                    pipe.cmd("HLEN")
+                        .arg(format!("{p}pm:{app_id}:{}", list[i].0));
+                }
+                let counts: Vec<usize> = pipe.query_async(&mut conn).await?;
+                for (&i, users) in presence.iter().zip(counts) {
+                    list[i].2 = users;
+                }
+            }
+            Ok::<_, redis::RedisError>(list)
+        };
+        self.answered(tokio::time::timeout(slots::ADMIT_TIMEOUT, read).await)
+    }
+
+    /// One channel's subscriptions and (presence) user count, cluster-wide.
+    pub async fn channel_counts(
+        &self,
+        app_id: &str,
+        channel: &str,
+    ) -> Result<(usize, usize), StateUnavailable> {
+        let p = prefix(&self.inner.settings.name);
+        let mut conn = self.inner.manager.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGET")
+            .arg(format!("{p}occ:{app_id}"))
+            .arg(channel)
+            .cmd("HLEN")
+            .arg(format!("{p}pm:{app_id}:{channel}"));
+        let read = pipe.query_async::<(Option<i64>, usize)>(&mut conn);
+        let (subscriptions, users) =
+            self.answered(tokio::time::timeout(slots::ADMIT_TIMEOUT, read).await)?;
+        Ok((
+            usize::try_from(subscriptions.unwrap_or(0)).unwrap_or(0),
+            users,
+        ))
+    }
+
+    /// A presence channel's user ids cluster-wide, sorted.
+    pub async fn presence_users(
+        &self,
+        app_id: &str,
+        channel: &str,
+    ) -> Result<Vec<String>, StateUnavailable> {
+        let p = prefix(&self.inner.settings.name);
+        let mut conn = self.inner.manager.clone();
+        let mut command = redis::cmd("HKEYS");
+        command.arg(format!("{p}pm:{app_id}:{channel}"));
+        let read = command.query_async::<Vec<String>>(&mut conn);
+        let mut users = self.answered(tokio::time::timeout(slots::ADMIT_TIMEOUT, read).await)?;
+        users.sort();
+        Ok(users)
+    }
+
+    /// A read's outcome; a failure is logged at warn (at most once per [`WARN_INTERVAL`]): the
+    /// caller answers from this node's state.
+    fn answered<T>(
+        &self,
+        outcome: Result<Result<T, redis::RedisError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StateUnavailable> {
+        let why = match outcome {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        let mut warned = self.inner.state.warned.lock_or_recover();
+        let now = Instant::now();
+        if warned.is_none_or(|at| now >= at + WARN_INTERVAL) {
+            *warned = Some(now);
+            tracing::warn!(
+                why,
+                "the cluster state in Redis did not answer: REST channel queries answer from this node's state"
+            );
+        }
+        Err(StateUnavailable)
+    }
+}
+
+/// The task's scripts and connection.
+struct Task {
+    inner: Arc<Inner>,
+    local: Arc<dyn Local>,
+    conn: ConnectionManager,
+    prefix: String,
+    join: redis::Script,
+    leave: redis::Script,
+    claim: redis::Script,
+    cleanup: redis::Script,
+    resync: redis::Script,
+    paused_until: Option<Instant>,
+    /// Channels above [`COUNT_THROTTLE_ABOVE`]: when this node last sent their count, and the
+    /// count held back since (with whether clients get it). Bounded by such channels: an entry
+    /// goes when its channel drops to the threshold or is vacated.
+    throttled: HashMap<ChannelKey, Throttled>,
+}
+
+/// An app's channel.
+type ChannelKey = (Arc<str>, Box<str>);
+
+#[derive(Debug)]
+struct Throttled {
+    last: Instant,
+    held: Option<(i64, bool)>,
+}
+
+/// Runs this node's state changes in order, sweeps dead nodes every [`HEARTBEAT_EVERY`] and
+/// resyncs when needed, until `stop`; then sends the changes still queued (the caller bounds
+/// how long).
+pub(super) async fn state_loop(
+    inner: Arc<Inner>,
+    local: Arc<dyn Local>,
+    mut rx: mpsc::Receiver<Op>,
+    stop: CancellationToken,
+) {
+    let mut task = Task {
+        conn: inner.manager.clone(),
+        prefix: prefix(&inner.settings.name),
+        inner,
+        local,
+        join: redis::Script::new(state_scripts::JOIN),
+        leave: redis::Script::new(state_scripts::LEAVE),
+        claim: redis::Script::new(state_scripts::CLAIM),
+        cleanup: redis::Script::new(state_scripts::CLEANUP),
+        resync: redis::Script::new(state_scripts::RESYNC),
+        paused_until: None,
+        throttled: HashMap::new(),
+    };
+    let mut sweep = tokio::time::interval(HEARTBEAT_EVERY);
+    sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut flush = tokio::time::interval(COUNT_FLUSH_EVERY);
+    flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            op = rx.recv() => {
+                let Some(op) = op else { return };
+                task.resync_if_needed().await;
+                task.run(op).await;
+            }
+            _ = sweep.tick() => {
+                task.resync_if_needed().await;
+                task.sweep().await;
+            }
+            _ = flush.tick(), if !task.throttled.is_empty() => task.flush_counts(),
+            () = stop.cancelled() => {
+                rx.close();
+                while let Some(op) = rx.recv().await {
+                    task.run(op).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// A script's answer as a list.
+fn list(value: Value) -> Vec<Value> {
+    match value {
+        Value::Array(items) => items,
+        _ => Vec::new(),
+    }
+}
+
+fn int(value: &Value) -> i64 {
+    match value {
+        Value::Int(n) => *n,
+        _ => 0,
+    }
+}
+
+fn text(value: Value) -> String {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes).unwrap_or_default(),
+        Value::SimpleString(s) => s,
+        Value::Int(n) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn texts(value: Value) -> Vec<String> {
+    list(value).into_iter().map(text).collect()
+}
+
+/// Stored `user_info` back as JSON (`""`: none).
+fn info_of(stored: &str) -> Option<Box<RawValue>> {
+    if stored.is_empty() {
+        return None;
+    }
+    serde_json::from_str(stored).ok()
+}
+
+impl Task {
+    fn cluster(&self) -> Cluster {
+        Cluster {
+            inner: self.inner.clone(),
+        }
+    }
+
+    fn paused(&self) -> bool {
+        self.paused_until
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Runs `invocation`; a failure pauses the task and marks the state for a resync.
+    async fn invoke(&mut self, invocation: redis::ScriptInvocation<'_>) -> Option<Value> {
+        if self.paused() {
+            self.inner.state.needs_resync();
+            return None;
+        }
+        let call = invocation.invoke_async::<Value>(&mut self.conn);
+        match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "a cluster state script failed");
+                self.failed();
+                None
+            }
+            Err(_) => {
+                self.failed();
+                None
+            }
+        }
+    }
+
+    fn failed(&mut self) {
+        self.paused_until = Some(Instant::now() + STATE_PAUSE);
+        self.inner.state.needs_resync();
+    }
+
+    fn app(&self, app_id: &str) -> Arc<AppHub> {
+        self.local.hub().app(app_id)
+    }
+
+    async fn run(&mut self, op: Op) {
+        let epoch = self.inner.state.epoch.load(Ordering::Acquire);
+        match op {
+            Op::Join(join) => {
+                // A join from before a resync whose session gave up waiting was registered
+                // locally, and so is in what the resync sent.
+                if join.epoch < epoch && join.reply.is_closed() {
+                    return;
+                }
+                self.join(join).await;
+            }
+            Op::Leave(leave) => {
+                // Its socket was already gone from what the resync sent.
+                if leave.epoch < epoch {
+                    return;
+                }
+                self.leave(leave).await;
+            }
+        }
+    }
+
+    async fn join(&mut self, join: Join) {
+        let (user, info) = match &join.user {
+            Some((user, info)) => (user.as_str(), info.as_deref().map_or("", RawValue::get)),
+            None => ("", ""),
+        };
+        let script = self.join.clone();
+        let mut invocation = script.arg(&self.prefix);
+        invocation
+            .arg(&*join.app)
+            .arg(self.inner.tag)
+            .arg(&*join.channel)
+            .arg(user)
+            .arg(info)
+            .arg(join.max_members.unwrap_or(0));
+        let Some(answer) = self.invoke(invocation).await else {
+            return;
+        };
+        let mut answer = list(answer).into_iter();
+        let first = answer.next().map_or(0, |v| int(&v));
+        if first < 0 {
+            let max = answer.next().map_or(0, |v| int(&v));
+            if join
+                .reply
+                .send(JoinAnswer::PresenceFull(usize::try_from(max).unwrap_or(0)))
+                .is_err()
+            {
+                // The session gave up and registered the socket locally.
+                self.inner.state.needs_resync();
+            }
+            return;
+        }
+        let occupied = first == 1;
+        let added = answer.next().is_some_and(|v| int(&v) == 1);
+        let total = answer.next().map_or(0, |v| int(&v));
+        let members = join.user.as_ref().map(|_| {
+            let flat = texts(answer.next().unwrap_or(Value::Nil));
+            flat.chunks(2)
+                .filter_map(|pair| match pair {
+                    [user, info] => Some((user.clone(), info_of(info))),
+                    _ => None,
+                })
+                .collect::<Members>()
+        });
+        let app = self.app(&join.app);
+        let channel = &*join.channel;
+        if occupied {
+            app.emit(WebhookKind::ChannelOccupied, || {
+                WebhookEvent::channel(WebhookKind::ChannelOccupied, channel)
+            });
+        }
+        if added {
+            if let Some((user, info)) = &join.user {
+                let frame = server::member_added(channel, user, info.as_deref());
+                self.send(&join.app, &app, channel, &frame, Some(join.socket));
+                app.emit(WebhookKind::MemberAdded, || {
+                    WebhookEvent::member(WebhookKind::MemberAdded, channel, user)
+                });
+            }
+        }
+        self.count(
+            &join.app,
+            &app,
+            channel,
+            total,
+            join.counts,
+            Some(join.socket),
+        );
+        if occupied {
+            self.throttled
+                .remove(&(join.app.clone(), join.channel.clone()));
+        }
+        let _ = join.reply.send(JoinAnswer::Joined {
+            members,
+            subscriptions: u64::try_from(total).unwrap_or(0),
+        });
+    }
+
+    async fn leave(&mut self, leave: Leave) {
+        let script = self.leave.clone();
+        let mut invocation = script.arg(&self.prefix);
+        invocation
+            .arg(&*leave.app)
+            .arg(self.inner.tag)
+            .arg(&*leave.channel)
+            .arg(leave.user.as_deref().unwrap_or(""));
+        let Some(answer) = self.invoke(invocation).await else {
+            return;
+        };
+        let answer = list(answer);
+        let vacated = answer.first().is_some_and(|v| int(v) == 1);
+        let removed = answer.get(1).is_some_and(|v| int(v) == 1);
+        let total = answer.get(2).map_or(-1, int);
+        if total < 0 {
+            // This node held no subscription of the channel in Redis (cleaned up, or never
+            // registered while Redis was unreachable): the resync settles it.
+            return;
+        }
+        let app = self.app(&leave.app);
+        let channel = &*leave.channel;
+        if removed {
+            if let Some(user) = &leave.user {
+                self.member_removed(&leave.app, &app, channel, user);
+            }
+        }
+        if vacated {
+            self.throttled
+                .remove(&(leave.app.clone(), leave.channel.clone()));
+            app.emit(WebhookKind::ChannelVacated, || {
+                WebhookEvent::channel(WebhookKind::ChannelVacated, channel)
+            });
+        } else {
+            self.count(&leave.app, &app, channel, total, leave.counts, None);
+        }
+    }
+
+    /// `member_removed` to the local subscribers and the other nodes, and its webhook.
+    fn member_removed(&self, app_id: &str, app: &AppHub, channel: &str, user: &str) {
+        let frame = server::member_removed(channel, user);
+        self.send(app_id, app, channel, &frame, None);
+        app.emit(WebhookKind::MemberRemoved, || {
+            WebhookEvent::member(WebhookKind::MemberRemoved, channel, user)
+        });
+    }
+
+    /// Delivers `frame` to the local subscribers of `channel` but `except` and publishes it to
+    /// the other nodes.
+    fn send(
+        &self,
+        app_id: &str,
+        app: &AppHub,
+        channel: &str,
+        frame: &bytes::Bytes,
+        except: Option<SocketId>,
+    ) {
+        let delivered = app.deliver_serialized(channel, frame, except, false);
+        if delivered > 0 {
+            self.local.usage().app(app_id).count(delivered as u64);
+        }
+        self.cluster()
+            .forward(app_id, channel, frame, except, false);
+    }
+
+    /// The channel's `subscription_count` (cluster-wide) to its subscribers but `except` (when
+    /// `clients`) and as a webhook (when wanted), unless the throttle holds it back.
+    fn count(
+        &mut self,
+        app_id: &str,
+        app: &AppHub,
+        channel: &str,
+        total: i64,
+        clients: bool,
+        except: Option<SocketId>,
+    ) {
+        if total <= 0 || channel.starts_with("presence-") || channel.starts_with('#') {
+            return;
+        }
+        if !clients && !app.wants(WebhookKind::SubscriptionCount) {
+            return;
+        }
+        let key = (Arc::<str>::from(app_id), Box::<str>::from(channel));
+        if total <= COUNT_THROTTLE_ABOVE {
+            self.throttled.remove(&key);
+        } else {
+            let now = Instant::now();
+            match self.throttled.get_mut(&key) {
+                Some(entry) if now < entry.last + COUNT_INTERVAL => {
+                    entry.held = Some((total, clients));
+                    return;
+                }
+                Some(entry) => {
+                    *entry = Throttled {
+                        last: now,
+                        held: None,
+                    }
+                }
+                None => {
+                    self.throttled.insert(
+                        key,
+                        Throttled {
+                            last: now,
+                            held: None,
+                        },
+                    );
+                }
+            }
+        }
+        self.send_count(app_id, app, channel, total, clients, except);
+    }
+
+    /// Sends the counts the throttle held back whose interval has passed.
+    fn flush_counts(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(ChannelKey, i64, bool)> = self
+            .throttled
+            .iter_mut()
+            .filter(|(_, entry)| entry.held.is_some() && now >= entry.last + COUNT_INTERVAL)
+            .filter_map(|(key, entry)| {
+                let (total, clients) = entry.held.take()?;
+                entry.last = now;
+                Some((key.clone(), total, clients))
+            })
+            .collect();
+        for ((app_id, channel), total, clients) in due {
+            let app = self.app(&app_id);
+            self.send_count(&app_id, &app, &channel, total, clients, None);
+        }
+    }
+
+    fn send_count(
+        &self,
+        app_id: &str,
+        app: &AppHub,
+        channel: &str,
+        total: i64,
+        clients: bool,
+        except: Option<SocketId>,
+    ) {
+        let total = usize::try_from(total).unwrap_or(0);
+        if clients {
+            let frame = server::subscription_count(channel, total);
+            self.send(app_id, app, channel, &frame, except);
+        }
+        app.emit(WebhookKind::SubscriptionCount, || {
+            WebhookEvent::count(channel, total)
+        });
+    }
+
+    /// Claims dead nodes' state and cleans it, firing what it removed (once, cluster-wide).
+    async fn sweep(&mut self) {
+        let tags = format!("{}:socket-tag:", self.inner.settings.name);
+        let script = self.claim.clone();
+        let mut invocation = script.arg(&self.prefix);
+        invocation.arg(tags).arg(self.inner.tag);
+        let Some(dead) = self.invoke(invocation).await else {
+            return;
+        };
+        for tag in texts(dead).into_iter().filter(|t| !t.is_empty()) {
+            let mut command = redis::cmd("SMEMBERS");
+            command.arg(format!("{}apps:{tag}", self.prefix));
+            let read = command.query_async::<Vec<String>>(&mut self.conn);
+            let Ok(Ok(apps)) = tokio::time::timeout(COMMAND_TIMEOUT, read).await else {
+                self.failed();
+                return;
+            };
+            for app_id in apps {
+                let script = self.cleanup.clone();
+                let mut invocation = script.arg(&self.prefix);
+                invocation.arg(&app_id).arg(&tag);
+                let Some(cleaned) = self.invoke(invocation).await else {
+                    return;
+                };
+                let mut cleaned = list(cleaned).into_iter();
+                let vacated = texts(cleaned.next().unwrap_or(Value::Nil));
+                let removed = texts(cleaned.next().unwrap_or(Value::Nil));
+                if vacated.is_empty() && removed.is_empty() {
+                    continue;
+                }
+                tracing::info!(
+                    app_id,
+                    dead_tag = tag,
+                    vacated = vacated.len(),
+                    members_removed = removed.len() / 2,
+                    "cleaned a dead node's channels"
+                );
+                let app = self.app(&app_id);
+                for pair in removed.chunks(2) {
+                    if let [channel, user] = pair {
+                        self.member_removed(&app_id, &app, channel, user);
+                    }
+                }
+                for channel in &vacated {
+                    app.emit(WebhookKind::ChannelVacated, || {
+                        WebhookEvent::channel(WebhookKind::ChannelVacated, channel)
+                    });
+                }
+            }
+        }
+    }
+
+    /// Re-registers this node's whole state when it was marked for it and Redis answers.
+    async fn resync_if_needed(&mut self) {
+        if self.paused() || !self.inner.state.resync.load(Ordering::Acquire) {
+            return;
+        }
+        // Not before the heartbeat has this node's tag key back: a sweep elsewhere would take the
+        // state registered now for a dead node's.
+        let tag_key = super::registry::tag_key(&self.inner.settings.name, self.inner.tag);
+        let mut command = redis::cmd("EXISTS");
+        command.arg(tag_key);
+        let exists = command.query_async::<i64>(&mut self.conn);
+        match tokio::time::timeout(COMMAND_TIMEOUT, exists).await {
+            Ok(Ok(1)) => {}
+            Ok(Ok(_)) => return,
+            _ => return self.failed(),
+        }
+        // Bumped first: a change made after it is not in the snapshot below and is sent after.
+        self.inner.state.resync.store(false, Ordering::Release);
+        self.inner.state.epoch.fetch_add(1, Ordering::AcqRel);
+        let mut command = redis::cmd("SMEMBERS");
+        command.arg(format!("{}apps:{}", self.prefix, self.inner.tag));
+        let read = command.query_async::<Vec<String>>(&mut self.conn);
+        let registered = match tokio::time::timeout(COMMAND_TIMEOUT, read).await {
+            Ok(Ok(apps)) => apps,
+            _ => {
+                self.failed();
+                return;
+            }
+        };
+        let mut apps: HashSet<String> = registered.into_iter().collect();
+        for app in self.local.hub().all_apps() {
+            apps.insert(app.id().to_string());
+        }
+        let mut fired = 0;
+        for app_id in apps {
+            let app = self.app(&app_id);
+            let (channels, members) = app.local_state();
+            let script = self.resync.clone();
+            let mut invocation = script.arg(&self.prefix);
+            invocation
+                .arg(&app_id)
+                .arg(self.inner.tag)
+                .arg(channels.len())
+                .arg(members.len());
+            for (channel, count) in &channels {
+                invocation.arg(channel).arg(*count);
+            }
+            for (channel, user, sockets, info) in &members {
+                invocation
+                    .arg(channel)
+                    .arg(user)
+                    .arg(*sockets)
+                    .arg(info.as_deref().unwrap_or(""));
+            }
+            let Some(answer) = self.invoke(invocation).await else {
+                return;
+            };
+            let mut answer = list(answer).into_iter();
+            let occupied = texts(answer.next().unwrap_or(Value::Nil));
+            let vacated = texts(answer.next().unwrap_or(Value::Nil));
+            let added = texts(answer.next().unwrap_or(Value::Nil));
+            let removed = texts(answer.next().unwrap_or(Value::Nil));
+            fired += occupied.len() + vacated.len() + added.len() / 3 + removed.len() / 2;
+            for channel in &occupied {
+                app.emit(WebhookKind::ChannelOccupied, || {
+                    WebhookEvent::channel(WebhookKind::ChannelOccupied, channel)
+                });
+            }
+            for triple in added.chunks(3) {
+                if let [channel, user, info] = triple {
+                    let info = info_of(info);
+                    let frame = server::member_added(channel, user, info.as_deref());
+                    self.send(&app_id, &app, channel, &frame, None);
+                    app.emit(WebhookKind::MemberAdded, || {
+                        WebhookEvent::member(WebhookKind::MemberAdded, channel, user)
+                    });
+                }
+            }
+            for pair in removed.chunks(2) {
+                if let [channel, user] = pair {
+                    self.member_removed(&app_id, &app, channel, user);
+                }
+            }
+            for channel in &vacated {
+                app.emit(WebhookKind::ChannelVacated, || {
+                    WebhookEvent::channel(WebhookKind::ChannelVacated, channel)
+                });
+            }
+        }
+        tracing::info!(
+            transitions = fired,
+            "re-registered this node's channels and members in Redis"
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! The Lua scripts that keep the cluster-wide channel and presence state (see [`super::state`]
+//! for the key layout). Every script takes the key prefix `{cluster}:st:` as `ARGV[1]` and
+//! builds its keys from it (the cluster runs on one Redis, not a Redis Cluster).
+
+/// A subscribe. ARGV: prefix, app, tag, channel, user id (`""`: not presence), user_info JSON
+/// (`""`: none), the member limit (0: none). Answers `{-1, max}` when the presence channel is
+/// full (nothing changed), else `{occupied, added, subscriptions, members}` where `occupied` /
+/// `added` are 1 on the channel's first subscription / the user's first socket cluster-wide,
+/// and `members` is the flat `user, info` list of a presence channel (empty otherwise).
+pub(super) const JOIN: &str = r"
+local p, app, tag, ch, user, info = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local max = tonumber(ARGV[7])
+local added = 0
+local members = {}
+if user ~= '' then
+  local pm = p .. 'pm:' .. app .. ':' .. ch
+  local pi = p .. 'pi:' .. app .. ':' .. ch
+  if redis.call('HEXISTS', pm, user) == 0 and max > 0 and redis.call('HLEN', pm) >= max then
+    return {-1, max}
+  end
+  if redis.call('HINCRBY', pm, user, 1) == 1 then
+    added = 1
+    redis.call('HSET', pi, user, info)
+  end
+  redis.call('HINCRBY', p .. 'pn:' .. app .. ':' .. tag, ch .. '\n' .. user, 1)
+  members = redis.call('HGETALL', pi)
+end
+redis.call('HINCRBY', p .. 'ch:' .. app .. ':' .. tag, ch, 1)
+local total = redis.call('HINCRBY', p .. 'occ:' .. app, ch, 1)
+redis.call('SADD', p .. 'apps:' .. tag, app)
+redis.call('SADD', p .. 'nodes', tag)
+local occupied = 0
+if total == 1 then occupied = 1 end
+return {occupied, added, total, members}
+";
+
+/// An unsubscribe (or a disconnect's). ARGV: prefix, app, tag, channel, user id (`""`: not
+/// presence). Acts only if this node still holds a subscription of the channel (it may have
+/// been cleaned up as a dead node's, or re-registered since). Answers `{vacated, removed,
+/// subscriptions}`.
+pub(super) const LEAVE: &str = r"
+local p, app, tag, ch, user = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local nodech = p .. 'ch:' .. app .. ':' .. tag
+local mine = tonumber(redis.call('HGET', nodech, ch) or '0')
+if mine <= 0 then return {0, 0, -1} end
+if mine == 1 then redis.call('HDEL', nodech, ch) else redis.call('HINCRBY', nodech, ch, -1) end
+local occ = p .. 'occ:' .. app
+local total = redis.call('HINCRBY', occ, ch, -1)
+local vacated = 0
+if total <= 0 then
+  redis.call('HDEL', occ, ch)
+  vacated = 1
+  total = 0
+end
+local removed = 0
+if user ~= '' then
+  local pn = p .. 'pn:' .. app .. ':' .. tag
+  local field = ch .. '\n' .. user
+  local sockets = tonumber(redis.call('HGET', pn, field) or '0')
+  if sockets > 0 then
+    if sockets == 1 then redis.call('HDEL', pn, field) else redis.call('HINCRBY', pn, field, -1) end
+    local pm = p .. 'pm:' .. app .. ':' .. ch
+    if redis.call('HINCRBY', pm, user, -1) <= 0 then
+      redis.call('HDEL', pm, user)
+      redis.call('HDEL', p .. 'pi:' .. app .. ':' .. ch, user)
+      removed = 1
+    end
+  end
+end
+return {vacated, removed, total}
+";
+
+/// The dead-node sweep's claim. ARGV: prefix, the tag key prefix (`{cluster}:socket-tag:`),
+/// this node's tag. Moves every tag of `P:st:nodes` whose tag key is gone (its node died, or
+/// stopped) into `P:st:dead` (atomic: a tag moves once), and answers every tag in `P:st:dead`
+/// (those whose cleanup is not finished, by anyone).
+pub(super) const CLAIM: &str = r"
+local p, tags, me = ARGV[1], ARGV[2], ARGV[3]
+for _, tag in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
+  if tag ~= me and redis.call('EXISTS', tags .. tag) == 0 then
+    redis.call('SREM', p .. 'nodes', tag)
+    redis.call('SADD', p .. 'dead', tag)
+  end
+end
+local dead = redis.call('SMEMBERS', p .. 'dead')
+for i, tag in ipairs(dead) do
+  if redis.call('SCARD', p .. 'apps:' .. tag) == 0 then
+    redis.call('SREM', p .. 'dead', tag)
+    dead[i] = ''
+  end
+end
+return dead
+";
+
+/// Cleans dead node `tag`'s state of one app. ARGV: prefix, app, tag. Idempotent and done
+/// once: it acts only if it removed the app from the node's set (the caller that did fires
+/// what it answers). Answers `{vacated channels, removed members as channel, user pairs}`.
+pub(super) const CLEANUP: &str = r"
+local p, app, tag = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('SREM', p .. 'apps:' .. tag, app) == 0 then return {{}, {}} end
+local vacated, removed = {}, {}
+local occ = p .. 'occ:' .. app
+local nodech = p .. 'ch:' .. app .. ':' .. tag
+local fields = redis.call('HGETALL', nodech)
+for i = 1, #fields, 2 do
+  local ch, n = fields[i], tonumber(fields[i + 1])
+  if redis.call('HINCRBY', occ, ch, -n) <= 0 then
+    redis.call('HDEL', occ, ch)
+    table.insert(vacated, ch)
+  end
+end
+redis.call('DEL', nodech)
+local pn = p .. 'pn:' .. app .. ':' .. tag
+fields = redis.call('HGETALL', pn)
+for i = 1, #fields, 2 do
+  local field, n = fields[i], tonumber(fields[i + 1])
+  local nl = string.find(field, '\n', 1, true)
+  if nl then
+    local ch, user = string.sub(field, 1, nl - 1), string.sub(field, nl + 1)
+    local pm = p .. 'pm:' .. app .. ':' .. ch
+    if redis.call('HINCRBY', pm, user, -n) <= 0 then
+      redis.call('HDEL', pm, user)
+      redis.call('HDEL', p .. 'pi:' .. app .. ':' .. ch, user)
+      table.insert(removed, ch)
+      table.insert(removed, user)
+    end
+  end
+end
+redis.call('DEL', pn)
+return {vacated, removed}
+";
+
+/// Re-registers this node's whole state of one app (after Redis lost it, the node was taken
+/// for dead, or changes were lost while Redis was unreachable). ARGV: prefix, app, tag, the
+/// number `n` of channels, the number `m` of presence entries, then `n` pairs
+/// `channel, subscriptions`, then `m` quadruples `channel, user, sockets, info`. Idempotent:
+/// replaces this node's hashes, applies the differences to the totals, and answers the
+/// transitions `{occupied, vacated, added (channel, user, info triples), removed (channel,
+/// user pairs)}`.
+pub(super) const RESYNC: &str = r"
+local p, app, tag = ARGV[1], ARGV[2], ARGV[3]
+local n, m = tonumber(ARGV[4]), tonumber(ARGV[5])
+local occupied, vacated, added, removed = {}, {}, {}, {}
+local occ = p .. 'occ:' .. app
+local nodech = p .. 'ch:' .. app .. ':' .. tag
+local old, new = {}, {}
+local fields = redis.call('HGETALL', nodech)
+for i = 1, #fields, 2 do old[fields[i]] = tonumber(fields[i + 1]) end
+local i = 6
+for _ = 1, n do
+  new[ARGV[i]] = tonumber(ARGV[i + 1])
+  i = i + 2
+end
+local function apply(ch, d)
+  if d == 0 then return end
+  local total = redis.call('HINCRBY', occ, ch, d)
+  local before = total - d
+  if total <= 0 then
+    redis.call('HDEL', occ, ch)
+    if before > 0 then table.insert(vacated, ch) end
+  elseif before <= 0 then
+    table.insert(occupied, ch)
+  end
+end
+for ch, c in pairs(new) do apply(ch, c - (old[ch] or 0)) end
+for ch, c in pairs(old) do
+  if new[ch] == nil then apply(ch, -c) end
+end
+redis.call('DEL', nodech)
+for ch, c in pairs(new) do redis.call('HSET', nodech, ch, c) end
+local pn = p .. 'pn:' .. app .. ':' .. tag
+local oldp, newp, infos = {}, {}, {}
+fields = redis.call('HGETALL', pn)
+for j = 1, #fields, 2 do oldp[fields[j]] = tonumber(fields[j + 1]) end
+for _ = 1, m do
+  local field = ARGV[i] .. '\n' .. ARGV[i + 1]
+  newp[field] = tonumber(ARGV[i + 2])
+  infos[field] = ARGV[i + 3]
+  i = i + 4
+end
+local function applyp(field, d)
+  if d == 0 then return end
+  local nl = string.find(field, '\n', 1, true)
+  if not nl then return end
+  local ch, user = string.sub(field, 1, nl - 1), string.sub(field, nl + 1)
+  local pm = p .. 'pm:' .. app .. ':' .. ch
+  local pi = p .. 'pi:' .. app .. ':' .. ch
+  local total = redis.call('HINCRBY', pm, user, d)
+  local before = total - d
+  if total <= 0 then
+    redis.call('HDEL', pm, user)
+    redis.call('HDEL', pi, user)
+    if before > 0 then
+      table.insert(removed, ch)
+      table.insert(removed, user)
+    end
+  elseif before <= 0 then
+    local info = infos[field] or ''
+    redis.call('HSET', pi, user, info)
+    table.insert(added, ch)
+    table.insert(added, user)
+    table.insert(added, info)
+  end
+end
+for field, c in pairs(newp) do applyp(field, c - (oldp[field] or 0)) end
+for field, c in pairs(oldp) do
+  if newp[field] == nil then applyp(field, -c) end
+end
+redis.call('DEL', pn)
+for field, c in pairs(newp) do redis.call('HSET', pn, field, c) end
+if n > 0 then
+  redis.call('SADD', p .. 'apps:' .. tag, app)
+else
+  redis.call('SREM', p .. 'apps:' .. tag, app)
+end
+redis.call('SADD', p .. 'nodes', tag)
+return {occupied, vacated, added, removed}
+";
