@@ -69,6 +69,13 @@ impl Listening {
         }
     }
 
+    /// Whether app `app_id`'s Redis channel is subscribed and acknowledged on a live pub/sub
+    /// connection (so a publish there comes back to this node).
+    pub(super) fn acked(&self, app_id: &str) -> bool {
+        self.connected.load(Ordering::Acquire)
+            && self.state.lock_or_recover().acked.contains(app_id)
+    }
+
     fn wanted(&self, app_id: &str) -> bool {
         self.state.lock_or_recover().wanted.contains_key(app_id)
     }
@@ -191,7 +198,7 @@ fn taken(inner: &Inner, batch: &[Outgoing]) {
 }
 
 /// Sends `batch` as one pipeline (or drops it while paused after a failure), and empties it;
-/// false when it was dropped.
+/// false when it was dropped. Each publish's ack is told the outcome.
 async fn send(
     inner: &Inner,
     conn: &mut redis::aio::ConnectionManager,
@@ -209,7 +216,10 @@ async fn send(
         pipe.publish(&outgoing.redis_channel, outgoing.payload.as_ref())
             .ignore();
     }
-    batch.clear();
+    let acks: Vec<_> = batch
+        .drain(..)
+        .filter_map(|outgoing| outgoing.ack)
+        .collect();
     let outcome = match tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(conn)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(error.to_string()),
@@ -221,6 +231,9 @@ async fn send(
         *paused_until = Some(Instant::now() + PUBLISH_PAUSE);
     }
     inner.health.record(Part::Publish, outcome);
+    for ack in acks {
+        let _ = ack.send(sent);
+    }
     sent
 }
 
@@ -412,16 +425,32 @@ fn deliver(inner: &Inner, local: &dyn Local, app_id: &str, payload: &[u8]) {
         tracing::debug!(app_id, "an unreadable message on the app's Redis channel");
         return;
     };
-    if message.origin == inner.instance {
-        return;
-    }
+    let echo = message.origin == inner.instance;
+    // This node's own publish: delivered already, or delivered now on its echo (in Redis's
+    // order) unless the REST handler gave up on it and delivered it itself.
+    let waiting = match message.echo {
+        Some(sequence) if echo => match inner.echoes.take(sequence) {
+            Some(waiting) => Some(waiting),
+            None => return,
+        },
+        _ if echo => return,
+        _ => None,
+    };
     let Some(app) = local.hub().existing_app(app_id) else {
+        if let Some(waiting) = waiting {
+            let _ = waiting.send(0);
+        }
         return;
     };
     let frame = Bytes::copy_from_slice(message.frame);
     let delivered = app.deliver_serialized(message.channel, &frame, message.except, message.keep);
-    inner.received.fetch_add(1, Ordering::Relaxed);
+    if !echo {
+        inner.received.fetch_add(1, Ordering::Relaxed);
+    }
     if delivered > 0 {
         local.usage().app(app_id).count(delivered as u64);
+    }
+    if let Some(waiting) = waiting {
+        let _ = waiting.send(delivered);
     }
 }

@@ -32,12 +32,13 @@ mod bus;
 pub mod console;
 pub mod health;
 pub mod message;
+mod order;
 mod registry;
 pub mod signin;
 pub mod slots;
-pub mod stats;
 mod state;
 mod state_scripts;
+pub mod stats;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,6 +58,7 @@ use crate::protocol::SocketId;
 use crate::tenants::{DependencyState, Usage};
 
 pub use health::{Part, RedisHealth};
+pub use order::{Ordered, ECHO_TIMEOUT};
 pub use slots::{OverQuota, Slot};
 pub use state::{JoinAnswer, Members, StateUnavailable};
 
@@ -98,6 +100,9 @@ pub trait Local: Send + Sync + 'static {
 struct Outgoing {
     redis_channel: String,
     payload: Bytes,
+    /// Told whether Redis took it (dropped unanswered when the publish is dropped): a REST
+    /// publish delivered on its echo waits for it ([`order`]).
+    ack: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
 #[derive(Debug, Default)]
@@ -152,6 +157,8 @@ struct Inner {
     listening: bus::Listening,
     /// The cluster-wide channel state's task queue and flags.
     state: state::Shared,
+    /// This process's REST publishes waiting for their echo ([`order`]).
+    echoes: order::Echoes,
 }
 
 /// This node's membership in the cluster: cheap to clone.
@@ -219,6 +226,7 @@ impl Cluster {
                 slots: slots::Slots::new(slots_manager),
                 listening: bus::Listening::default(),
                 state: state::Shared::new(),
+                echoes: order::Echoes::default(),
             }),
         })
     }
@@ -307,6 +315,17 @@ impl Cluster {
     /// Queues `payload` for the app's Redis channel without waiting, or drops and counts it when
     /// the queue is full (by count or by bytes).
     fn enqueue(&self, app_id: &str, payload: Bytes) {
+        self.enqueue_acked(app_id, payload, None);
+    }
+
+    /// [`Cluster::enqueue`], telling `ack` whether Redis took it (dropping `ack` when it is
+    /// refused here or dropped later).
+    fn enqueue_acked(
+        &self,
+        app_id: &str,
+        payload: Bytes,
+        ack: Option<tokio::sync::oneshot::Sender<bool>>,
+    ) {
         let inner = &self.inner;
         let size = payload.len();
         let queued = inner.outgoing_bytes.fetch_add(size, Ordering::Relaxed);
@@ -318,6 +337,7 @@ impl Cluster {
         let outgoing = Outgoing {
             redis_channel: Cluster::app_channel(&inner.settings.name, app_id),
             payload,
+            ack,
         };
         let refused = match inner.outgoing.try_send(outgoing) {
             Ok(()) => return,

@@ -11,6 +11,7 @@ mod cli_webhooks;
 mod cluster;
 mod cluster_helpers;
 mod cluster_ops;
+mod cluster_order;
 mod cluster_presence;
 mod cluster_quota;
 mod cluster_resilience;
