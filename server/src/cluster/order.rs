@@ -187,3 +187,31 @@ impl Drop for Ordered {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_waiting_set_is_bounded_and_each_number_is_taken_once() {
+        let echoes = Echoes::default();
+        let mut waiting = Vec::with_capacity(MAX_WAITING);
+        for _ in 0..MAX_WAITING {
+            waiting.push(echoes.register().expect("room"));
+        }
+        assert!(
+            echoes.register().is_none(),
+            "past {MAX_WAITING} waiting, a publish is delivered at once instead"
+        );
+        let (first, mut told) = waiting.swap_remove(0);
+        let taken = echoes.take(first).expect("the first taker delivers");
+        assert!(echoes.take(first).is_none(), "the second does not");
+        taken.send(3).expect("the handler still waits");
+        assert_eq!(told.try_recv(), Ok(3));
+        let (again, _) = echoes.register().expect("room again");
+        assert!(
+            waiting.iter().all(|(sequence, _)| *sequence != again),
+            "sequence numbers are not reused"
+        );
+    }
+}

@@ -95,9 +95,14 @@ async fn sequential_triggers_through_alternating_nodes_arrive_in_order_everywher
             .windows(2)
             .filter(|pair| pair[0].parse::<usize>().ok() > pair[1].parse::<usize>().ok())
             .count();
-        assert_eq!(
-            received, expected,
-            "the subscriber on node {name} got them in publish order ({inversions} inversions)"
+        let first = received
+            .iter()
+            .zip(&expected)
+            .position(|(got, want)| got != want);
+        assert!(
+            received == expected,
+            "the subscriber on node {name} got them out of publish order: {inversions} \
+             inversions, the first at #{first:?}"
         );
         // Exactly once: nothing more.
         client.expect_silence(Duration::from_millis(300)).await;
