@@ -7,7 +7,9 @@
 //! ([`message`]); so is a REST `terminate_connections` (every node closes the user's signed-in
 //! sockets); a node listens to an app's channel only while it has subscribers or signed-in
 //! users of that app ([`bus`]). Redis unreachable: local delivery goes on, forwarding is
-//! dropped and counted, `/ready` shows `redis: degraded` ([`health`]).
+//! dropped and counted, `/ready` shows `redis: degraded` ([`health`]). A REST publish on a
+//! node that listens to the app's channel is delivered there on its echo from Redis, so
+//! sequential REST publishes through any node keep their order ([`order`]).
 //!
 //! An app's connection quota holds cluster-wide: each node's slots are counted in Redis by a
 //! script and expire with its heartbeat ([`slots`]; the rule while Redis is unreachable is
