@@ -294,10 +294,9 @@ fn publish(
                     channel.as_str(),
                     &event.data,
                 );
-                let usage = node.usage.app(&app.id);
                 if let Some(waiting) = cluster.publish_ordered(
                     &app_hub,
-                    &usage,
+                    &node.usage,
                     channel.as_str(),
                     &frame,
                     event.except,

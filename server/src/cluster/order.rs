@@ -32,7 +32,7 @@ use super::{message, Cluster, Inner};
 use crate::hub::AppHub;
 use crate::locks::MutexExt;
 use crate::protocol::SocketId;
-use crate::tenants::AppUsage;
+use crate::tenants::{AppUsage, Usage};
 
 /// How long a REST handler waits for its publishes' echoes (a batch's together) before it
 /// delivers them locally itself: one Redis command's timeout.
@@ -105,7 +105,7 @@ impl Cluster {
     pub fn publish_ordered(
         &self,
         app: &Arc<AppHub>,
-        usage: &Arc<AppUsage>,
+        usage: &Usage,
         channel: &str,
         frame: &Bytes,
         except: Option<SocketId>,
@@ -133,7 +133,7 @@ impl Cluster {
             acked: Some(acked),
             echoed,
             app: app.clone(),
-            usage: usage.clone(),
+            usage: usage.app(&app_id),
             channel: channel.into(),
             frame: frame.clone(),
             except,
