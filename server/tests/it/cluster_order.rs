@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::cluster_helpers::{start_node, Database, Node, Redis};
+use crate::cluster_helpers::{eventually, start_node, Database, Node, Redis};
 use crate::helpers::{post_signed, Client, APP_ID};
 
 /// A REST trigger through `node`, `socket_id` excluded; 200 expected.
@@ -65,7 +65,7 @@ async fn two_nodes(channel: &str) -> (Database, Redis, [Node; 2], [Client; 2]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_triggers_through_alternating_nodes_arrive_in_order_everywhere() {
-    let (_database, _redis, nodes, mut clients) = two_nodes("orders").await;
+    let (database, _redis, nodes, mut clients) = two_nodes("orders").await;
     let http = reqwest::Client::new();
     // Each trigger is awaited before the next, through A and B in turn (a backend behind a
     // round-robin balancer): before the fix, the subscriber on the handling node got a publish
@@ -107,6 +107,34 @@ async fn sequential_triggers_through_alternating_nodes_arrive_in_order_everywher
         // Exactly once: nothing more.
         client.expect_silence(Duration::from_millis(300)).await;
     }
+    // Counted once too: a message per publish, plus a copy on each node (whether the node
+    // delivered its copy on the echo or at once), flushed by each node every 5 s.
+    let expected = (COUNT * 3) as i64;
+    let url = database.url.clone();
+    eventually(
+        &format!("the usage counts {expected} messages"),
+        Duration::from_secs(15),
+        || {
+            let url = url.clone();
+            async move { usage_messages(&url).await == expected }
+        },
+    )
+    .await;
+}
+
+/// Today's messages of the default app in `usage_daily` (every node's flushed counts).
+async fn usage_messages(url: &str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connects");
+    let total: Option<i64> = sqlx::query_scalar(
+        "SELECT CAST(SUM(messages) AS BIGINT) FROM usage_daily WHERE app_id = $1",
+    )
+    .bind(APP_ID)
+    .fetch_one(&mut conn)
+    .await
+    .expect("reads usage_daily");
+    let _ = conn.close().await;
+    total.unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
