@@ -5,7 +5,7 @@
 //! reach it), re-made and resubscribed after a failure).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +31,12 @@ pub(super) struct Listening {
     acked: Notify,
     /// Wakes the pub/sub task when an app is wanted.
     wake: Notify,
+    /// Woken when channels stop being listened to (unsubscribed, or the connection lost): a
+    /// REST publish waiting for its echo there stops waiting ([`super::order`]).
+    pub(super) lost: Notify,
+    /// Pub/sub connections lost so far (a waiter that saw another number knows its echo may
+    /// have been lost with one, even if a new connection listens again by the time it looks).
+    losses: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +82,11 @@ impl Listening {
             && self.state.lock_or_recover().acked.contains(app_id)
     }
 
+    /// Pub/sub connections lost so far.
+    pub(super) fn losses(&self) -> u64 {
+        self.losses.load(Ordering::Acquire)
+    }
+
     fn wanted(&self, app_id: &str) -> bool {
         self.state.lock_or_recover().wanted.contains_key(app_id)
     }
@@ -101,6 +112,8 @@ impl Listening {
         drop(state);
         if on {
             self.acked.notify_waiters();
+        } else {
+            self.lost.notify_waiters();
         }
     }
 
@@ -108,9 +121,15 @@ impl Listening {
         if !up {
             self.state.lock_or_recover().acked.clear();
         }
+        if !up {
+            self.losses.fetch_add(1, Ordering::AcqRel);
+        }
         self.connected.store(up, Ordering::Release);
         // Waiters look again: without a connection nobody waits.
         self.acked.notify_waiters();
+        if !up {
+            self.lost.notify_waiters();
+        }
     }
 }
 

@@ -83,6 +83,8 @@ pub struct Ordered {
     channel: Box<str>,
     frame: Bytes,
     except: Option<SocketId>,
+    /// The pub/sub connections lost before it was sent.
+    losses: u64,
     settled: bool,
 }
 
@@ -112,6 +114,8 @@ impl Cluster {
     ) -> Option<Ordered> {
         let inner = &self.inner;
         let app_id = app.id();
+        // Read before looking: a connection lost from here on ends the wait for the echo.
+        let losses = inner.listening.losses();
         if !inner.listening.acked(&app_id) {
             return None;
         }
@@ -137,6 +141,7 @@ impl Cluster {
             channel: channel.into(),
             frame: frame.clone(),
             except,
+            losses,
             settled: false,
         })
     }
@@ -157,12 +162,34 @@ impl Ordered {
             None => false,
         };
         if acked {
-            if let Ok(Ok(copies)) = tokio::time::timeout_at(deadline, &mut self.echoed).await {
+            if let Some(copies) = self.echo(deadline).await {
                 self.settled = true;
                 return copies;
             }
         }
         self.give_up()
+    }
+
+    /// Waits for the echo until `deadline`, or until the node stops listening to the app's
+    /// channel or loses the pub/sub connection it was sent under (the echo may never come
+    /// then, even if a new connection listens again); the copies it delivered, `None` when it
+    /// did not come.
+    async fn echo(&mut self, deadline: Instant) -> Option<usize> {
+        let listening = &self.inner.listening;
+        let app_id = self.app.id();
+        loop {
+            let lost = listening.lost.notified();
+            tokio::pin!(lost);
+            lost.as_mut().enable();
+            if listening.losses() != self.losses || !listening.acked(&app_id) {
+                return None;
+            }
+            tokio::select! {
+                copies = &mut self.echoed => return copies.ok(),
+                () = tokio::time::sleep_until(deadline) => return None,
+                () = lost => {}
+            }
+        }
     }
 
     /// Delivers locally unless the echo did (then its copies).

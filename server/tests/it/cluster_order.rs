@@ -3,7 +3,8 @@
 //! own: a backend awaiting each trigger and alternating nodes must see its events arrive in the
 //! order it published them, on both nodes, exactly once; a batch keeps its order; `socket_id`
 //! exclusion and cache channels still work on a publish delivered on its echo; with Redis frozen
-//! triggers still answer and local subscribers still get them, without a duplicate afterwards.
+//! triggers still answer and local subscribers still get them, without a duplicate afterwards;
+//! a node that loses its pub/sub connection delivers the echoes it awaited itself, at once.
 
 use std::time::Duration;
 
@@ -277,4 +278,43 @@ async fn heard_probe(client: &mut Client) -> bool {
             _ => panic!("unexpected frame {frame}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_stops_waiting_for_its_echoes_when_the_node_loses_its_pub_sub_connection() {
+    let (_database, redis, nodes, mut clients) = two_nodes("alerts").await;
+    let [a, _] = &nodes;
+    let http = reqwest::Client::new();
+    trigger(&http, a, "alerts", "first", "0", None).await;
+    assert_eq!(next_data(&mut clients[0], "first").await, "0");
+    // Redis now cuts a pub/sub connection whose unsent output passes 1 byte beyond its 16 KB
+    // buffer (and sends none of it): a batch of three 9 KB events is taken by Redis, and its
+    // echoes never come back to node A.
+    let mut conn = redis.connection().await;
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg("pubsub 1 1 0")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("CONFIG SET");
+    let big = "x".repeat(9_000);
+    let events: Vec<(&str, String)> = (0..3).map(|n| ("cut", format!("{n}{big}"))).collect();
+    let started = tokio::time::Instant::now();
+    batch(&http, a, "alerts", &events).await;
+    let took = started.elapsed();
+    // Delivered by node A itself, as soon as the connection was found lost (not after the 2 s
+    // the handler would otherwise wait).
+    for (_, data) in &events {
+        assert_eq!(&next_data(&mut clients[0], "cut").await, data);
+    }
+    assert!(took < Duration::from_millis(1500), "answered in {took:?}");
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg("pubsub 32mb 8mb 60")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("CONFIG SET");
+    clients[0].expect_silence(Duration::from_millis(300)).await;
 }
