@@ -25,6 +25,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tower_http::cors::{Any, CorsLayer};
 
+use crate::cluster::{Ordered, ECHO_TIMEOUT};
 use crate::hub::AppHub;
 use crate::node::SharedNode;
 use crate::protocol::{
@@ -280,11 +281,16 @@ async fn admit(node: &SharedNode, app: &AppRef, events: &[Publish]) -> Result<()
 }
 
 /// Publishes an admitted event (its channels are already counted) and counts the copies
-/// delivered. Returns its channels' attributes when the event asked for some.
+/// delivered. Returns its channels' attributes when the event asked for some. In cluster mode, a
+/// channel whose copies on this node are delivered on the echo from Redis (so sequential
+/// publishes through any node keep their order) joins `ordered` with the event's index `at`,
+/// for [`settle`] to await once the whole request is queued.
 fn publish(
     node: &SharedNode,
     app: &AppRef,
     event: &Publish,
+    at: usize,
+    ordered: &mut Vec<(usize, Ordered)>,
 ) -> Option<BTreeMap<String, ChannelAttributes>> {
     let app_hub = node.hub.app(&app.id);
     let mut delivered = 0u64;
@@ -298,6 +304,22 @@ fn publish(
                     channel.as_str(),
                     &event.data,
                 );
+                if let Some(waiting) = cluster.publish_ordered(
+                    &app_hub,
+                    &node.usage,
+                    channel,
+                    &frame,
+                    event.except,
+                    crate::cluster::Cluster::keeps_in_redis(
+                        channel,
+                        frame.len(),
+                        event.data.len(),
+                        app.limits.cache_bytes(),
+                    ),
+                ) {
+                    ordered.push((at, waiting));
+                    continue;
+                }
                 let copies = app_hub.publish_frame(channel, &frame, &event.data, event.except);
                 cluster.forward_kept(
                     &app.id,
@@ -331,6 +353,31 @@ fn publish(
         })
         .collect();
     Some(channels)
+}
+
+/// Waits (at most [`ECHO_TIMEOUT`] for them all) until the request's publishes that wait for
+/// their echo were delivered on this node, in Redis's order (or locally, when Redis did not
+/// take them in time), so the response follows them: a backend's next publish, through any
+/// node, comes after them everywhere.
+async fn settle(
+    node: &SharedNode,
+    app: &AppRef,
+    events: &[Publish],
+    ordered: Vec<(usize, Ordered)>,
+) {
+    if ordered.is_empty() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + ECHO_TIMEOUT;
+    for (at, waiting) in ordered {
+        let channel = waiting.channel().to_owned();
+        let copies = waiting.delivered(deadline).await;
+        let event = &events[at];
+        node.taps
+            .emit(&app.id, "publish", Some(&channel), None, || {
+                format!("{} {} (to {copies})", event.name, event.data)
+            });
+    }
 }
 
 /// In cluster mode, a publish's `info` attributes from the cluster-wide state (this node's
@@ -399,7 +446,9 @@ async fn trigger(
     )?;
     rate_limit(&node, &app, Budget::BackendEvents, 1)?;
     admit(&node, &app, std::slice::from_ref(&event)).await?;
-    let mut channels = publish(&node, &app, &event);
+    let mut ordered = Vec::new();
+    let mut channels = publish(&node, &app, &event, 0, &mut ordered);
+    settle(&node, &app, std::slice::from_ref(&event), ordered).await;
     clustered_info(&node, &app, &event, &mut channels).await;
     Ok(Json(TriggerResponse { channels }))
 }
@@ -429,9 +478,17 @@ async fn trigger_batch(
     rate_limit(&node, &app, Budget::BackendEvents, events.len())?;
     admit(&node, &app, &events).await?;
     let wants_info = events.iter().any(|e| !e.info.is_empty());
+    // Every event is queued first (in order, in the one publishing queue), then the echoes are
+    // awaited together: a batch costs one round trip to Redis, not one per event.
+    let mut ordered = Vec::new();
+    let infos: Vec<_> = events
+        .iter()
+        .enumerate()
+        .map(|(at, event)| publish(&node, &app, event, at, &mut ordered))
+        .collect();
+    settle(&node, &app, &events, ordered).await;
     let mut results = Vec::with_capacity(events.len());
-    for event in &events {
-        let mut info = publish(&node, &app, event);
+    for (event, mut info) in events.iter().zip(infos) {
         clustered_info(&node, &app, event, &mut info).await;
         // Each batch entry names one channel; its attributes go flat in the entry.
         let entry = info

@@ -5,7 +5,7 @@
 //! reach it), re-made and resubscribed after a failure).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +31,12 @@ pub(super) struct Listening {
     acked: Notify,
     /// Wakes the pub/sub task when an app is wanted.
     wake: Notify,
+    /// Woken when channels stop being listened to (unsubscribed, or the connection lost): a
+    /// REST publish waiting for its echo there stops waiting ([`super::order`]).
+    pub(super) lost: Notify,
+    /// Pub/sub connections lost so far (a waiter that saw another number knows its echo may
+    /// have been lost with one, even if a new connection listens again by the time it looks).
+    losses: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +75,18 @@ impl Listening {
         }
     }
 
+    /// Whether app `app_id`'s Redis channel is subscribed and acknowledged on a live pub/sub
+    /// connection (so a publish there comes back to this node).
+    pub(super) fn acked(&self, app_id: &str) -> bool {
+        self.connected.load(Ordering::Acquire)
+            && self.state.lock_or_recover().acked.contains(app_id)
+    }
+
+    /// Pub/sub connections lost so far.
+    pub(super) fn losses(&self) -> u64 {
+        self.losses.load(Ordering::Acquire)
+    }
+
     fn wanted(&self, app_id: &str) -> bool {
         self.state.lock_or_recover().wanted.contains_key(app_id)
     }
@@ -94,6 +112,8 @@ impl Listening {
         drop(state);
         if on {
             self.acked.notify_waiters();
+        } else {
+            self.lost.notify_waiters();
         }
     }
 
@@ -101,9 +121,15 @@ impl Listening {
         if !up {
             self.state.lock_or_recover().acked.clear();
         }
+        if !up {
+            self.losses.fetch_add(1, Ordering::AcqRel);
+        }
         self.connected.store(up, Ordering::Release);
         // Waiters look again: without a connection nobody waits.
         self.acked.notify_waiters();
+        if !up {
+            self.lost.notify_waiters();
+        }
     }
 }
 
@@ -191,7 +217,7 @@ fn taken(inner: &Inner, batch: &[Outgoing]) {
 }
 
 /// Sends `batch` as one pipeline (or drops it while paused after a failure), and empties it;
-/// false when it was dropped.
+/// false when it was dropped. Each publish's ack is told the outcome.
 async fn send(
     inner: &Inner,
     conn: &mut redis::aio::ConnectionManager,
@@ -219,7 +245,10 @@ async fn send(
         pipe.publish(&outgoing.redis_channel, outgoing.payload.as_ref())
             .ignore();
     }
-    batch.clear();
+    let acks: Vec<_> = batch
+        .drain(..)
+        .filter_map(|outgoing| outgoing.ack)
+        .collect();
     let outcome = match tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(conn)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(error.to_string()),
@@ -231,6 +260,9 @@ async fn send(
         *paused_until = Some(Instant::now() + PUBLISH_PAUSE);
     }
     inner.health.record(Part::Publish, outcome);
+    for ack in acks {
+        let _ = ack.send(sent);
+    }
     sent
 }
 
@@ -439,16 +471,32 @@ fn deliver(inner: &Inner, local: &dyn Local, app_id: &str, payload: &[u8]) {
         tracing::debug!(app_id, "an unreadable message on the app's Redis channel");
         return;
     };
-    if message.origin == inner.instance {
-        return;
-    }
+    let echo = message.origin == inner.instance;
+    // This node's own publish: delivered already, or delivered now on its echo (in Redis's
+    // order) unless the REST handler gave up on it and delivered it itself.
+    let waiting = match message.echo {
+        Some(sequence) if echo => match inner.echoes.take(sequence) {
+            Some(waiting) => Some(waiting),
+            None => return,
+        },
+        _ if echo => return,
+        _ => None,
+    };
     let Some(app) = local.hub().existing_app(app_id) else {
+        if let Some(waiting) = waiting {
+            let _ = waiting.send(0);
+        }
         return;
     };
     let frame = Bytes::copy_from_slice(message.frame);
     let delivered = app.deliver_serialized(message.channel, &frame, message.except, message.keep);
-    inner.received.fetch_add(1, Ordering::Relaxed);
+    if !echo {
+        inner.received.fetch_add(1, Ordering::Relaxed);
+    }
     if delivered > 0 {
         local.usage().app(app_id).count(delivered as u64);
+    }
+    if let Some(waiting) = waiting {
+        let _ = waiting.send(delivered);
     }
 }

@@ -5,8 +5,14 @@
 //!
 //! ```text
 //! b'H' 1 | flags u8 | origin: u8 length + bytes | channel: u16 length (big endian) + bytes
-//!        | except: u8 length + bytes (absent unless flags & EXCEPT) | frame: the rest
+//!        | except: u8 length + bytes (absent unless flags & EXCEPT)
+//!        | sequence: u64 big endian (absent unless flags & ECHO) | frame: the rest
 //! ```
+//!
+//! With `ECHO`, the origin did not deliver the publish locally: it delivers it when the message
+//! comes back from Redis (in Redis's order, so sequential REST publishes through different nodes
+//! keep their order everywhere), unless its sequence number (per origin process) was given up on
+//! and delivered locally meanwhile (`cluster/order.rs`). Other nodes ignore the flag.
 //!
 //! The second byte is the message's kind. Kind 2 is a REST `terminate_connections`: every node
 //! closes the user's signed-in sockets of the app (the origin closed its own already):
@@ -34,6 +40,7 @@ const TERMINATE: u8 = 2;
 pub const USER_STATUS: u8 = 5;
 const EXCEPT: u8 = 1;
 const KEEP: u8 = 2;
+const ECHO: u8 = 4;
 
 /// A decoded bus message, borrowing from the received bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,6 +54,9 @@ pub struct Message<'a> {
     pub except: Option<SocketId>,
     /// A REST publish: a cache channel keeps it as its last event.
     pub keep: bool,
+    /// The origin's sequence number when the origin delivers its own copy on the echo (see the
+    /// module doc); `None` when the origin delivered it locally already.
+    pub echo: Option<u64>,
     /// The serialized frame.
     pub frame: &'a [u8],
 }
@@ -59,11 +69,26 @@ pub fn encode(
     keep: bool,
     frame: &[u8],
 ) -> Bytes {
+    encode_echo(origin, channel, except, keep, None, frame)
+}
+
+/// [`encode`] with the origin's sequence number `echo`, when the origin delivers its own copy on
+/// the echo.
+pub fn encode_echo(
+    origin: &str,
+    channel: &str,
+    except: Option<SocketId>,
+    keep: bool,
+    echo: Option<u64>,
+    frame: &[u8],
+) -> Bytes {
     let except = except.map(|id| id.to_string());
     let mut out = Vec::with_capacity(
-        6 + origin.len() + channel.len() + except.as_ref().map_or(0, String::len) + frame.len(),
+        14 + origin.len() + channel.len() + except.as_ref().map_or(0, String::len) + frame.len(),
     );
-    let flags = if except.is_some() { EXCEPT } else { 0 } | if keep { KEEP } else { 0 };
+    let flags = if except.is_some() { EXCEPT } else { 0 }
+        | if keep { KEEP } else { 0 }
+        | if echo.is_some() { ECHO } else { 0 };
     out.extend_from_slice(&[MAGIC, VERSION, flags]);
     // Node ids are at most 64 bytes (config), channel names at most 200.
     out.push(u8::try_from(origin.len()).unwrap_or(u8::MAX));
@@ -75,6 +100,9 @@ pub fn encode(
         // "\d+.\d+" of two u64: at most 41 bytes.
         out.push(u8::try_from(except.len()).unwrap_or(u8::MAX));
         out.extend_from_slice(except.as_bytes());
+    }
+    if let Some(sequence) = echo {
+        out.extend_from_slice(&sequence.to_be_bytes());
     }
     out.extend_from_slice(frame);
     Bytes::from(out)
@@ -96,11 +124,18 @@ pub fn decode(bytes: &[u8]) -> Option<Message<'_>> {
     } else {
         (None, rest)
     };
+    let (echo, frame) = if flags & ECHO != 0 {
+        let (sequence, rest) = frame.split_first_chunk::<8>()?;
+        (Some(u64::from_be_bytes(*sequence)), rest)
+    } else {
+        (None, frame)
+    };
     Some(Message {
         origin: std::str::from_utf8(origin).ok()?,
         channel: std::str::from_utf8(channel).ok()?,
         except,
         keep: flags & KEEP != 0,
+        echo,
         frame,
     })
 }
@@ -194,6 +229,7 @@ mod tests {
                 channel: "cache-c",
                 except: Some(except),
                 keep: true,
+                echo: None,
                 frame,
             })
         );
@@ -201,6 +237,28 @@ mod tests {
         let message = decode(&bytes).expect("decodes");
         assert_eq!((message.except, message.keep), (None, false));
         assert_eq!(message.frame, frame);
+    }
+
+    #[test]
+    fn echoed_messages_carry_their_sequence_number_and_plain_ones_decode_as_before() {
+        let frame = br#"{"event":"e","channel":"c","data":"{}"}"#;
+        let except = SocketId::new(7, 8);
+        for except in [None, Some(except)] {
+            let bytes = encode_echo("node-a", "c", except, true, Some(u64::MAX - 1), frame);
+            let message = decode(&bytes).expect("decodes");
+            assert_eq!(message.echo, Some(u64::MAX - 1));
+            assert_eq!((message.except, message.keep), (except, true));
+            assert_eq!(message.frame, frame);
+        }
+        // A message without the flag (as every node sent before) has no sequence number.
+        let plain = encode("node-a", "c", None, false, frame);
+        assert_eq!(decode(&plain).expect("decodes").echo, None);
+        // Truncated inside the sequence number: refused.
+        let bytes = encode_echo("n", "c", None, false, Some(1), b"");
+        for cut in 0..bytes.len() {
+            assert_eq!(decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        assert!(decode(&bytes).is_some());
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! ([`message`]); so is a REST `terminate_connections` (every node closes the user's signed-in
 //! sockets); a node listens to an app's channel only while it has subscribers or signed-in
 //! users of that app ([`bus`]). Redis unreachable: local delivery goes on, forwarding is
-//! dropped and counted, `/ready` shows `redis: degraded` ([`health`]).
+//! dropped and counted, `/ready` shows `redis: degraded` ([`health`]). A REST publish on a
+//! node that listens to the app's channel is delivered there on its echo from Redis, so
+//! sequential REST publishes through any node keep their order ([`order`]).
 //!
 //! An app's connection quota holds cluster-wide: each node's slots are counted in Redis by a
 //! script and expire with its heartbeat ([`slots`]; the rule while Redis is unreachable is
@@ -38,6 +40,7 @@ pub mod console;
 pub mod health;
 pub mod lease;
 pub mod message;
+mod order;
 mod registry;
 pub mod signin;
 pub mod slots;
@@ -65,6 +68,7 @@ use crate::tenants::{DependencyState, Usage};
 
 pub use health::{Part, RedisHealth};
 pub use lease::Daily;
+pub use order::{Ordered, ECHO_TIMEOUT};
 pub use slots::{OverQuota, Slot};
 pub use state::{JoinAnswer, Members, StateUnavailable};
 
@@ -111,6 +115,9 @@ struct Outgoing {
     /// A kept publish to a cache channel: its cache key, and where the frame starts in
     /// `payload` (set in the same pipeline as the publish).
     cache: Option<(String, usize)>,
+    /// Told whether Redis took it (dropped unanswered when the publish is dropped): a REST
+    /// publish delivered on its echo waits for it ([`order`]).
+    ack: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
 #[derive(Debug, Default)]
@@ -178,6 +185,8 @@ struct Inner {
     listening: bus::Listening,
     /// The cluster-wide channel state's task queue and flags.
     state: state::Shared,
+    /// This process's REST publishes waiting for their echo ([`order`]).
+    echoes: order::Echoes,
 }
 
 /// This node's membership in the cluster: cheap to clone.
@@ -254,6 +263,7 @@ impl Cluster {
                 users: users::Users::new(users_manager),
                 listening: bus::Listening::default(),
                 state: state::Shared::new(),
+                echoes: order::Echoes::default(),
             }),
         })
     }
@@ -345,14 +355,26 @@ impl Cluster {
         except: Option<SocketId>,
         cache_bytes: Option<usize>,
     ) {
-        let fits = cache_bytes.is_none_or(|max| frame.len() + data.len() <= max);
-        if !channel.is_cache() || !fits {
+        if !Cluster::keeps_in_redis(channel, frame.len(), data.len(), cache_bytes) {
             return self.forward(app_id, channel.as_str(), frame, except, true);
         }
         let payload = message::encode(&self.inner.instance, channel.as_str(), except, true, frame);
         let at = payload.len() - frame.len();
         let key = Cluster::cache_key(&self.inner.settings.name, app_id, channel.as_str());
         self.enqueue_with(app_id, payload, Some((key, at)));
+    }
+
+    /// Whether a REST publish to `channel` (its frame and data this long) is stored as the
+    /// channel's last event cluster-wide: a cache channel, within the app's cache budget
+    /// (`cache_bytes`, counted as the local cache counts it), which the local cache would
+    /// refuse too.
+    pub fn keeps_in_redis(
+        channel: &ChannelName,
+        frame_len: usize,
+        data_len: usize,
+        cache_bytes: Option<usize>,
+    ) -> bool {
+        channel.is_cache() && cache_bytes.is_none_or(|max| frame_len + data_len <= max)
     }
 
     /// The Redis key of cache channel `channel`'s last event cluster-wide.
@@ -371,11 +393,22 @@ impl Cluster {
     /// Queues `payload` for the app's Redis channel without waiting, or drops and counts it when
     /// the queue is full (by count or by bytes).
     fn enqueue(&self, app_id: &str, payload: Bytes) {
-        self.enqueue_with(app_id, payload, None);
+        self.enqueue_full(app_id, payload, None, None);
     }
 
     /// [`Cluster::enqueue`], with a cache channel's key and frame offset for a kept publish.
     fn enqueue_with(&self, app_id: &str, payload: Bytes, cache: Option<(String, usize)>) {
+        self.enqueue_full(app_id, payload, cache, None);
+    }
+
+    /// Queues `payload` (with its cache key and its ack, if any) for the app's Redis channel.
+    fn enqueue_full(
+        &self,
+        app_id: &str,
+        payload: Bytes,
+        cache: Option<(String, usize)>,
+        ack: Option<tokio::sync::oneshot::Sender<bool>>,
+    ) {
         let inner = &self.inner;
         let size = payload.len();
         let queued = inner.outgoing_bytes.fetch_add(size, Ordering::Relaxed);
@@ -388,6 +421,7 @@ impl Cluster {
             redis_channel: Cluster::app_channel(&inner.settings.name, app_id),
             payload,
             cache,
+            ack,
         };
         let refused = match inner.outgoing.try_send(outgoing) {
             Ok(()) => return,

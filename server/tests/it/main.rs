@@ -14,6 +14,7 @@ mod cluster_helpers;
 mod cluster_ops;
 mod cluster_ops_console;
 mod cluster_ops_signin;
+mod cluster_order;
 mod cluster_presence;
 mod cluster_quota;
 mod cluster_resilience;

@@ -1,0 +1,255 @@
+//! Sequential REST publishes keep their order cluster-wide.
+//!
+//! A backend that triggers one event after the other through a round-robin balancer expects
+//! its subscribers to see them in that order. Delivering a publish locally at once breaks it: a
+//! later publish handled by the subscriber's own node would overtake an earlier one still on
+//! its way through Redis from the other node. Redis pub/sub hands the messages of one Redis
+//! channel to every listener in the order it executed the `PUBLISH`es, so when this node listens
+//! to the app's Redis channel, a REST publish is not delivered here at once: it goes out marked
+//! "echo" with a sequence number of this process ([`super::message`]), the node delivers it when
+//! it comes back (in Redis's order, `bus.rs`' `deliver`), and the REST handler answers only
+//! after that (so the backend's next trigger is published after it).
+//!
+//! When Redis refuses the publish (the publishing connection failed, or is paused after a
+//! failure, or the queue is full) or it does not come back by the handler's deadline, the
+//! handler delivers locally itself (out of order, as every publish was before) and forgets the
+//! sequence number, so an echo arriving later is skipped: exactly once either way. Whoever takes
+//! the number out of [`Echoes`] first (the echo or the handler giving up) delivers.
+//!
+//! Only REST publishes (trigger and batch) wait. Client events are delivered at once (the
+//! session never waits for them), so the order between client events and REST events is not
+//! defined, as on Pusher.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{message, Cluster, Inner};
+use crate::hub::AppHub;
+use crate::locks::MutexExt;
+use crate::protocol::{ChannelName, SocketId};
+use crate::tenants::{AppUsage, Usage};
+
+/// How long a REST handler waits for its publishes' echoes (a batch's together) before it
+/// delivers them locally itself: one Redis command's timeout.
+pub const ECHO_TIMEOUT: std::time::Duration = super::COMMAND_TIMEOUT;
+
+/// Publishes waiting for their echo at most (node-wide); past it a publish is delivered locally
+/// at once, as when the node does not listen (so the set is bounded whatever the load).
+pub(super) const MAX_WAITING: usize = super::OUTGOING_QUEUE;
+
+/// The sequence numbers of this process's publishes waiting for their echo, each with the
+/// handler to tell how many copies the echo delivered here.
+#[derive(Debug, Default)]
+pub(super) struct Echoes {
+    next: AtomicU64,
+    // A std lock: one insert or remove at a time, never held across an await.
+    waiting: Mutex<HashMap<u64, oneshot::Sender<usize>>>,
+}
+
+impl Echoes {
+    /// A new sequence number waiting for its echo, or `None` when [`MAX_WAITING`] wait already.
+    fn register(&self) -> Option<(u64, oneshot::Receiver<usize>)> {
+        let mut waiting = self.waiting.lock_or_recover();
+        if waiting.len() >= MAX_WAITING {
+            return None;
+        }
+        let sequence = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        waiting.insert(sequence, tx);
+        Some((sequence, rx))
+    }
+
+    /// Takes `sequence` out: `Some` for the first caller (who delivers), `None` after.
+    pub(super) fn take(&self, sequence: u64) -> Option<oneshot::Sender<usize>> {
+        self.waiting.lock_or_recover().remove(&sequence)
+    }
+}
+
+/// A REST publish sent to Redis without a local delivery, to be delivered here when it comes
+/// back. Await [`Ordered::delivered`]; dropped before that (the request was cancelled), it is
+/// delivered locally unless its echo was already.
+pub struct Ordered {
+    inner: Arc<Inner>,
+    sequence: u64,
+    acked: Option<oneshot::Receiver<bool>>,
+    echoed: oneshot::Receiver<usize>,
+    app: Arc<AppHub>,
+    usage: Arc<AppUsage>,
+    channel: Box<str>,
+    frame: Bytes,
+    except: Option<SocketId>,
+    /// The pub/sub connections lost before it was sent.
+    losses: u64,
+    settled: bool,
+}
+
+impl std::fmt::Debug for Ordered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ordered")
+            .field("sequence", &self.sequence)
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Sends a REST publish (`frame` as serialized here, on `channel`, `except` excluded) to
+    /// every node, this one included, when this node listens to the app's Redis channel: the
+    /// local copies are delivered on the echo, in Redis's order ([`Ordered::delivered`]).
+    /// `None` when it does not listen (no local subscriber waits for it, or no pub/sub
+    /// connection is up) or too many publishes wait already: then the caller delivers locally
+    /// and calls [`Cluster::forward`], as before.
+    pub fn publish_ordered(
+        &self,
+        app: &Arc<AppHub>,
+        usage: &Usage,
+        channel: &ChannelName,
+        frame: &Bytes,
+        except: Option<SocketId>,
+        kept: bool,
+    ) -> Option<Ordered> {
+        let channel = channel.as_str();
+        let inner = &self.inner;
+        let app_id = app.id();
+        // Read before looking: a connection lost from here on ends the wait for the echo.
+        let losses = inner.listening.losses();
+        if !inner.listening.acked(&app_id) {
+            return None;
+        }
+        let (sequence, echoed) = inner.echoes.register()?;
+        let payload = message::encode_echo(
+            &inner.instance,
+            channel,
+            except,
+            true,
+            Some(sequence),
+            frame,
+        );
+        let (ack, acked) = oneshot::channel();
+        // Refused (queue full): the ack is dropped, so the wait ends at once, delivering locally.
+        // A cache channel's last event is also stored cluster-wide, in the same pipeline
+        // ([`Cluster::forward_kept`]'s rule).
+        let cache = kept.then(|| {
+            let at = payload.len() - frame.len();
+            (
+                Cluster::cache_key(&inner.settings.name, &app_id, channel),
+                at,
+            )
+        });
+        self.enqueue_full(&app_id, payload, cache, Some(ack));
+        Some(Ordered {
+            inner: inner.clone(),
+            sequence,
+            acked: Some(acked),
+            echoed,
+            app: app.clone(),
+            usage: usage.app(&app_id),
+            channel: channel.into(),
+            frame: frame.clone(),
+            except,
+            losses,
+            settled: false,
+        })
+    }
+}
+
+impl Ordered {
+    /// The Pusher channel it was published on.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Waits until Redis took the publish and its echo was delivered here, at most until
+    /// `deadline`; delivers it locally instead when Redis refused it or did not answer in time.
+    /// Returns the copies delivered on this node (counted in usage already).
+    pub async fn delivered(mut self, deadline: Instant) -> usize {
+        let acked = match self.acked.take() {
+            Some(acked) => matches!(tokio::time::timeout_at(deadline, acked).await, Ok(Ok(true))),
+            None => false,
+        };
+        if acked {
+            if let Some(copies) = self.echo(deadline).await {
+                self.settled = true;
+                return copies;
+            }
+        }
+        self.give_up()
+    }
+
+    /// Waits for the echo until `deadline`, or until the node stops listening to the app's
+    /// channel or loses the pub/sub connection it was sent under (the echo may never come
+    /// then, even if a new connection listens again); the copies it delivered, `None` when it
+    /// did not come.
+    async fn echo(&mut self, deadline: Instant) -> Option<usize> {
+        let listening = &self.inner.listening;
+        let app_id = self.app.id();
+        loop {
+            let lost = listening.lost.notified();
+            tokio::pin!(lost);
+            lost.as_mut().enable();
+            if listening.losses() != self.losses || !listening.acked(&app_id) {
+                return None;
+            }
+            tokio::select! {
+                copies = &mut self.echoed => return copies.ok(),
+                () = tokio::time::sleep_until(deadline) => return None,
+                () = lost => {}
+            }
+        }
+    }
+
+    /// Delivers locally unless the echo did (then its copies).
+    fn give_up(&mut self) -> usize {
+        self.settled = true;
+        if self.inner.echoes.take(self.sequence).is_none() {
+            // The echo came in meanwhile and delivered (and counted) the copies.
+            return self.echoed.try_recv().unwrap_or(0);
+        }
+        let copies = self
+            .app
+            .deliver_serialized(&self.channel, &self.frame, self.except, true);
+        self.usage.count(copies as u64);
+        copies
+    }
+}
+
+impl Drop for Ordered {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.give_up();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_waiting_set_is_bounded_and_each_number_is_taken_once() {
+        let echoes = Echoes::default();
+        let mut waiting = Vec::with_capacity(MAX_WAITING);
+        for _ in 0..MAX_WAITING {
+            waiting.push(echoes.register().expect("room"));
+        }
+        assert!(
+            echoes.register().is_none(),
+            "past {MAX_WAITING} waiting, a publish is delivered at once instead"
+        );
+        let (first, mut told) = waiting.swap_remove(0);
+        let taken = echoes.take(first).expect("the first taker delivers");
+        assert!(echoes.take(first).is_none(), "the second does not");
+        taken.send(3).expect("the handler still waits");
+        assert_eq!(told.try_recv(), Ok(3));
+        let (again, _) = echoes.register().expect("room again");
+        assert!(
+            waiting.iter().all(|(sequence, _)| *sequence != again),
+            "sequence numbers are not reused"
+        );
+    }
+}
