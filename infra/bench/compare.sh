@@ -18,8 +18,8 @@
 # The SOCKUDO_DEFAULT_APP_* variables replace the config file's inline apps (sockudo 5.2.0's
 # env/apps.rs), so the raised limits are given there too (its default connection limit is 100).
 # sockudo is installed once into $HERALD_BENCH_CACHE (default ~/.cache/herald-bench) with
-# `cargo install sockudo --version 5.2.0 --locked` (Debian's protobuf-compiler is installed first
-# when protoc is missing). Load targets loopback only and stops by itself.
+# `cargo install sockudo --version 5.2.0 --locked` (with `--features redis` for --cluster, into a
+# second folder; Debian's protobuf-compiler is installed first when protoc is missing). Load targets loopback only and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -44,11 +44,14 @@ IDLE=10000; FANOUT=5000; FANOUT_RATE=10; LATENCY_SUBS=1000; LATENCY_RATE=10; SEC
 if [ "$quick" = 1 ]; then IDLE=2000; FANOUT=1000; LATENCY_SUBS=200; SECONDS_EACH=4; fi
 
 cache="${HERALD_BENCH_CACHE:-$HOME/.cache/herald-bench}"
-sockudo="$cache/sockudo-5.2.0/bin/sockudo"
+# The cluster rows need sockudo's Redis adapter and cache, which its default features leave out.
+flavour=sockudo-5.2.0; features=()
+if [ "$cluster" = 1 ]; then flavour=sockudo-5.2.0-redis; features=(--features redis); fi
+sockudo="$cache/$flavour/bin/sockudo"
 if [ "$with_sockudo" = 1 ] && [ ! -x "$sockudo" ]; then
   command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
-  echo "installing sockudo 5.2.0 into $cache (once; this takes a while)" >&2
-  cargo install sockudo --version 5.2.0 --locked --root "$cache/sockudo-5.2.0" >&2
+  echo "installing sockudo 5.2.0 ${features[*]} into $cache (once; this takes a while)" >&2
+  cargo install sockudo --version 5.2.0 --locked "${features[@]}" --root "$cache/$flavour" >&2
 fi
 
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -163,7 +166,7 @@ start_sockudo_cluster() {
   "adapter": { "driver": "redis", "redis": { "prefix": "bench",
     "redis_pub_options": { "url": "redis://127.0.0.1:$redis_port" },
     "redis_sub_options": { "url": "redis://127.0.0.1:$redis_port" } } },
-  "cache": { "driver": "memory" },
+  "cache": { "driver": "redis" },
   "queue": { "driver": "memory" },
   "rate_limiter": { "enabled": false, "driver": "memory" },
   "metrics": { "enabled": false },
@@ -175,7 +178,7 @@ start_sockudo_cluster() {
 }
 JSON
     (cd "$dir" && exec env HOST=127.0.0.1 PORT="$p" RATE_LIMITER_ENABLED=false ADAPTER_DRIVER=redis \
-      REDIS_URL="redis://127.0.0.1:$redis_port" CACHE_DRIVER=memory QUEUE_DRIVER=memory \
+      REDIS_URL="redis://127.0.0.1:$redis_port" CACHE_DRIVER=redis QUEUE_DRIVER=memory \
       APP_MANAGER_DRIVER=memory METRICS_ENABLED=false \
       SOCKUDO_DEFAULT_APP_ID=$APP SOCKUDO_DEFAULT_APP_KEY=$KEY SOCKUDO_DEFAULT_APP_SECRET=$SECRET \
       SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS=1000000 SOCKUDO_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SECOND=1000000 \
