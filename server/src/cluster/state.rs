@@ -254,7 +254,7 @@ impl Cluster {
         prefix_filter: &str,
     ) -> Result<Vec<(String, usize, usize)>, StateUnavailable> {
         let p = prefix(&self.inner.settings.name);
-        let mut conn = self.inner.manager.clone();
+        let mut conn = self.inner.manager.get();
         let read = async {
             let all: HashMap<String, i64> = redis::cmd("HGETALL")
                 .arg(format!("{p}occ:{app_id}"))
@@ -294,7 +294,7 @@ impl Cluster {
         channel: &str,
     ) -> Result<(usize, usize), StateUnavailable> {
         let p = prefix(&self.inner.settings.name);
-        let mut conn = self.inner.manager.clone();
+        let mut conn = self.inner.manager.get();
         let mut pipe = redis::pipe();
         pipe.cmd("HGET")
             .arg(format!("{p}occ:{app_id}"))
@@ -317,7 +317,7 @@ impl Cluster {
         channel: &str,
     ) -> Result<Vec<String>, StateUnavailable> {
         let p = prefix(&self.inner.settings.name);
-        let mut conn = self.inner.manager.clone();
+        let mut conn = self.inner.manager.get();
         let mut command = redis::cmd("HKEYS");
         command.arg(format!("{p}pm:{app_id}:{channel}"));
         let read = command.query_async::<Vec<String>>(&mut conn);
@@ -387,7 +387,7 @@ pub(super) async fn state_loop(
     stop: CancellationToken,
 ) {
     let mut task = Task {
-        conn: inner.manager.clone(),
+        conn: inner.manager.get(),
         prefix: prefix(&inner.settings.name),
         inner,
         local,
@@ -414,16 +414,20 @@ pub(super) async fn state_loop(
                         Err(_) => break,
                     }
                 }
+                // The current connection: a timed-out one is replaced ([`super::conn`]).
+                task.conn = task.inner.manager.get();
                 task.resync_if_needed().await;
                 task.run(ops).await;
             }
             _ = sweep.tick() => {
+                task.conn = task.inner.manager.get();
                 task.resync_if_needed().await;
                 task.sweep().await;
             }
             _ = flush.tick(), if !task.throttled.is_empty() => task.flush_counts(),
             () = stop.cancelled() => {
                 rx.close();
+                task.conn = task.inner.manager.get();
                 let mut ops = Vec::with_capacity(BATCH);
                 while rx.recv_many(&mut ops, BATCH).await > 0 {
                     task.run(std::mem::take(&mut ops)).await;
