@@ -181,3 +181,44 @@ pub(super) async fn watch_loop(inner: Arc<Inner>) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreachable() -> Conn {
+        // Nothing listens on port 1; the manager is lazy, so nothing is tried here.
+        let client = redis::Client::open("redis://127.0.0.1:1/").expect("a valid url");
+        Conn::new("test", &client, &ConnectionManagerConfig::new()).expect("a lazy manager")
+    }
+
+    #[tokio::test]
+    async fn two_timeouts_in_a_row_replace_the_manager_once() {
+        let conn = unreachable();
+        conn.timed_out();
+        assert_eq!(conn.replaced(), 0, "one timeout is not enough");
+        conn.timed_out();
+        assert_eq!(conn.replaced(), 1);
+        // The count starts again on the new manager.
+        conn.timed_out();
+        assert_eq!(conn.replaced(), 1);
+        conn.timed_out();
+        assert_eq!(conn.replaced(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_between_two_timeouts_resets_the_count() {
+        let conn = unreachable();
+        conn.timed_out();
+        conn.succeeded();
+        conn.timed_out();
+        assert_eq!(conn.replaced(), 0);
+        // A refused connection is the manager's to handle: it neither counts nor resets.
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        conn.failed(&refused);
+        assert_eq!(conn.replaced(), 0);
+        let timeout = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        conn.failed(&timeout);
+        assert_eq!(conn.replaced(), 1);
+    }
+}
