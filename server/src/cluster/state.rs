@@ -414,20 +414,16 @@ pub(super) async fn state_loop(
                         Err(_) => break,
                     }
                 }
-                // The current connection: a timed-out one is replaced ([`super::conn`]).
-                task.conn = task.inner.manager.get();
                 task.resync_if_needed().await;
                 task.run(ops).await;
             }
             _ = sweep.tick() => {
-                task.conn = task.inner.manager.get();
                 task.resync_if_needed().await;
                 task.sweep().await;
             }
             _ = flush.tick(), if !task.throttled.is_empty() => task.flush_counts(),
             () = stop.cancelled() => {
                 rx.close();
-                task.conn = task.inner.manager.get();
                 let mut ops = Vec::with_capacity(BATCH);
                 while rx.recv_many(&mut ops, BATCH).await > 0 {
                     task.run(std::mem::take(&mut ops)).await;
@@ -875,6 +871,7 @@ impl Task {
 
     /// Re-registers this node's whole state when it was marked for it and Redis answers.
     async fn resync_if_needed(&mut self) {
+        self.conn = self.inner.manager.get(); // Each turn takes the current one ([`super::conn`]).
         if self.paused() || !self.inner.state.resync.load(Ordering::Acquire) {
             return;
         }
