@@ -176,7 +176,7 @@ pub(super) async fn publish_loop(
     mut rx: mpsc::Receiver<Outgoing>,
     stop: CancellationToken,
 ) {
-    let mut conn = inner.manager.clone();
+    let mut conn = inner.manager.get();
     let mut batch = Vec::with_capacity(BATCH);
     let mut paused_until: Option<Instant> = None;
     loop {
@@ -206,6 +206,8 @@ pub(super) async fn publish_loop(
             return;
         }
         taken(&inner, &batch);
+        // The current connection: a timed-out one is replaced ([`super::conn`]).
+        conn = inner.manager.get();
         send(&inner, &mut conn, &mut batch, &mut paused_until).await;
     }
 }

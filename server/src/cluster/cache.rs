@@ -25,7 +25,7 @@ impl Cluster {
     /// within [`CACHE_READ_TIMEOUT`].
     pub async fn cached_event(&self, app_id: &str, channel: &str) -> Option<(Bytes, Duration)> {
         let key = Cluster::cache_key(&self.inner.settings.name, app_id, channel);
-        let mut conn = self.inner.users.manager.clone();
+        let mut conn = self.inner.users.manager.get();
         let mut pipe = redis::pipe();
         pipe.get(&key).pttl(&key);
         let read = pipe.query_async::<(Option<Vec<u8>>, i64)>(&mut conn);

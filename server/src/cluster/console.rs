@@ -121,7 +121,6 @@ pub(super) async fn console_loop(
     mut events: mpsc::Receiver<(String, DebugEvent)>,
 ) {
     let cluster = inner.settings.name.clone();
-    let mut conn = inner.manager.clone();
     let script = redis::Script::new(WATCH);
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -142,6 +141,8 @@ pub(super) async fn console_loop(
                 for app_id in &watched {
                     invocation.arg(format!("{app_id} {}", inner.tag));
                 }
+                // The current connection: a timed-out one is replaced ([`super::conn`]).
+                let mut conn = inner.manager.get();
                 let call = invocation.invoke_async::<Vec<String>>(&mut conn);
                 match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
                     Ok(Ok(members)) => {
@@ -238,6 +239,7 @@ pub(super) async fn console_loop(
                 if pipe.is_empty() {
                     continue;
                 }
+                let mut conn = inner.manager.get();
                 let send = pipe.query_async::<()>(&mut conn);
                 let _ = tokio::time::timeout(COMMAND_TIMEOUT, send).await;
             }

@@ -53,7 +53,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::registry::tag_key;
@@ -205,7 +204,7 @@ struct AppLease {
 pub(super) struct Leases {
     script: redis::Script,
     count_nodes: redis::Script,
-    manager: ConnectionManager,
+    manager: super::conn::Conn,
     /// One entry per app with a daily quota that published through this node in the last
     /// [`IDLE_FORGET`] (the lease task drops the others, and those of deleted apps): bounded
     /// by the apps publishing, themselves bounded by the store.
@@ -219,7 +218,7 @@ pub(super) struct Leases {
 }
 
 impl Leases {
-    pub(super) fn new(manager: ConnectionManager) -> Leases {
+    pub(super) fn new(manager: super::conn::Conn) -> Leases {
         Leases {
             script: redis::Script::new(SCRIPT),
             count_nodes: redis::Script::new(COUNT_NODES),
@@ -417,7 +416,7 @@ async fn call(
     let name = &inner.settings.name;
     let prefix = tag_key(name, 0);
     let prefix = prefix.strip_suffix('0').unwrap_or(&prefix);
-    let mut conn = inner.leases.manager.clone();
+    let mut conn = inner.leases.manager.get();
     let call = async {
         inner
             .leases
@@ -534,7 +533,7 @@ async fn count_nodes(inner: &Inner, local: &dyn Local) -> bool {
     let name = &inner.settings.name;
     let prefix = tag_key(name, 0);
     let prefix = prefix.strip_suffix('0').unwrap_or(&prefix);
-    let mut conn = inner.leases.manager.clone();
+    let mut conn = inner.leases.manager.get();
     let mut invocation = inner.leases.count_nodes.key(nodes_key(name));
     invocation.arg(prefix);
     let call = invocation.invoke_async::<u64>(&mut conn);

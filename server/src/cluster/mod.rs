@@ -36,6 +36,7 @@
 
 mod bus;
 pub mod cache;
+mod conn;
 pub mod console;
 pub mod health;
 pub mod lease;
@@ -54,7 +55,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -150,10 +151,10 @@ struct Inner {
     client: redis::Client,
     /// The publishing connection (one multiplexed connection: publishes go out in order), also
     /// used by the heartbeat.
-    manager: ConnectionManager,
+    manager: conn::Conn,
     /// The dashboard's connection (sign-in budgets, live figures): its own, made at first use,
     /// so a tenant's large publishes queued on `manager` cannot push a sign-in past its timeout.
-    ops: ConnectionManager,
+    ops: conn::Conn,
     /// Live nodes as last counted (at least 1), for the sign-in budgets' local share.
     live_nodes: AtomicU64,
     /// The live nodes' ids as last read, sorted: tenant admins see "node 1", "node 2", … in
@@ -222,14 +223,13 @@ impl Cluster {
             .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-            .map_err(|e| ClusterError(e.to_string()))?;
-        let slots_manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-            .map_err(|e| ClusterError(e.to_string()))?;
-        let users_manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-            .map_err(|e| ClusterError(e.to_string()))?;
-        let ops = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| ClusterError(e.to_string()))?;
+        // Each replaced by a fresh one when it times out ([`conn`]).
+        let made =
+            |name| conn::Conn::new(name, &client, &config).map_err(|e| ClusterError(e.to_string()));
+        let manager = made("publishing")?;
+        let slots_manager = made("slots")?;
+        let users_manager = made("users")?;
+        let ops = made("dashboard")?;
         let health = RedisHealth::new(clock.clone());
         let instance = format!("{:016x}:{}", rand::random::<u64>(), settings.node_id);
         registry::claim_node(&settings, &instance, &manager, &health).await?;
@@ -455,6 +455,7 @@ impl Cluster {
         ));
         let slots = tokio::spawn(slots::slot_loop(self.inner.clone()));
         let heartbeat = tokio::spawn(registry::heartbeat_loop(self.inner.clone()));
+        let watchdog = tokio::spawn(conn::watch_loop(self.inner.clone()));
         let stats = tokio::spawn(stats::stats_loop(self.inner.clone(), local.clone()));
         let console_events = console::attach(&self.inner, &*local);
         let console = tokio::spawn(console::console_loop(
@@ -491,7 +492,22 @@ impl Cluster {
             publisher,
             subscriber,
             heartbeat,
+            watchdog,
         }
+    }
+
+    /// Redis connections replaced after timing out since the start ([`conn`]).
+    pub fn connections_replaced(&self) -> u64 {
+        let inner = &self.inner;
+        [
+            &inner.manager,
+            &inner.ops,
+            &inner.slots.manager,
+            &inner.users.manager,
+        ]
+        .iter()
+        .map(|conn| conn.replaced())
+        .sum()
     }
 }
 
@@ -505,6 +521,8 @@ pub struct Running {
     publisher: Option<tokio::task::JoinHandle<()>>,
     subscriber: tokio::task::JoinHandle<()>,
     heartbeat: tokio::task::JoinHandle<()>,
+    /// Replaces the connections that time out ([`conn`]).
+    watchdog: tokio::task::JoinHandle<()>,
     slots: tokio::task::JoinHandle<()>,
     /// Writes this node's live figures ([`stats`]).
     stats: tokio::task::JoinHandle<()>,
@@ -561,6 +579,7 @@ impl Running {
         };
         tokio::join!(publishing, signing_out);
         self.heartbeat.abort();
+        self.watchdog.abort();
         self.slots.abort();
         self.stats.abort();
         self.console.abort();

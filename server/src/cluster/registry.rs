@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{
@@ -80,10 +79,10 @@ fn node_value(
 pub(super) async fn claim_node(
     settings: &ClusterSettings,
     instance: &str,
-    manager: &ConnectionManager,
+    manager: &super::conn::Conn,
     health: &RedisHealth,
 ) -> Result<(), ClusterError> {
-    let mut conn = manager.clone();
+    let mut conn = manager.get();
     let key = Cluster::node_key(&settings.name, &settings.node_id);
     let give_up = Instant::now() + HEARTBEAT_TTL + Duration::from_secs(1);
     let mut warned = false;
@@ -135,10 +134,10 @@ pub(super) fn tag_key(cluster: &str, tag: u64) -> String {
 /// Redis cannot be reached, the last random one unclaimed (the heartbeat claims it later).
 pub(super) async fn claim_tag(
     settings: &ClusterSettings,
-    manager: &ConnectionManager,
+    manager: &super::conn::Conn,
     health: &RedisHealth,
 ) -> u64 {
-    let mut conn = manager.clone();
+    let mut conn = manager.get();
     let mut tag = 0;
     for _ in 0..8 {
         tag = u64::from(rand::random::<u32>().max(1));
@@ -173,7 +172,6 @@ pub(super) async fn claim_tag(
 /// Refreshes the heartbeat and the tag until aborted, recording Redis's health (a successful
 /// heartbeat also clears a publishing failure: the same connection works again).
 pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
-    let mut conn = inner.manager.clone();
     let mut interval = tokio::time::interval(HEARTBEAT_EVERY);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let node_key = Cluster::node_key(&inner.settings.name, &inner.settings.node_id);
@@ -201,11 +199,14 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
             .arg(&marker)
             .arg(&inner.settings.node_id)
             .arg(inner.tag);
+        // The current connection each time: a timed-out one is replaced ([`super::conn`]).
+        let mut conn = inner.manager.get();
         let beat = invocation.invoke_async::<(i64, i64)>(&mut conn);
         // Redis answering "another process holds this node id" is not Redis unreachable: the
         // connection slots stay attached (detaching would only make them flap).
         let (outcome, unreachable) = match tokio::time::timeout(COMMAND_TIMEOUT, beat).await {
             Ok(Ok((1, had_tag))) => {
+                inner.manager.succeeded();
                 if had_tag == 0 && beaten {
                     inner.slots.detach();
                     inner.users.lost();
@@ -220,8 +221,14 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
                 )),
                 false,
             ),
-            Ok(Err(error)) => (Err(error.to_string()), true),
-            Err(_) => (Err("the heartbeat timed out".to_owned()), true),
+            Ok(Err(error)) => {
+                inner.manager.failed(&error);
+                (Err(error.to_string()), true)
+            }
+            Err(_) => {
+                inner.manager.timed_out();
+                (Err("the heartbeat timed out".to_owned()), true)
+            }
         };
         if unreachable {
             inner.slots.detach();
@@ -242,7 +249,7 @@ pub(super) async fn leave(inner: &Inner, deadline: Instant) {
     // On the slots' connection: one multiplexed connection keeps command order, so a slot
     // re-registration already sent (it sets the tag key) cannot land after this and bring the
     // stopped node back to life.
-    let mut conn = inner.slots.manager.clone();
+    let mut conn = inner.slots.manager.get();
     let node_key = Cluster::node_key(&inner.settings.name, &inner.settings.node_id);
     let script = redis::Script::new(LEAVE);
     let mut invocation = script.key(&node_key);

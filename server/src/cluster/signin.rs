@@ -77,7 +77,7 @@ impl SharedSignIn {
         let inner = &self.cluster.inner;
         let burst = burst.max(1);
         let interval = (period.as_millis() / u128::from(burst)).max(1);
-        let mut conn = inner.ops.clone();
+        let mut conn = inner.ops.get();
         let mut invocation = self
             .script
             .key(SharedSignIn::key(&inner.settings.name, &key));

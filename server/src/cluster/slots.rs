@@ -160,7 +160,7 @@ pub(super) struct Slots {
     script: redis::Script,
     /// Its own multiplexed connection: handshakes do not queue behind publishes, and a timed
     /// out command runs before anything sent after it, or not at all.
-    pub(super) manager: ConnectionManager,
+    pub(super) manager: super::conn::Conn,
     releases: mpsc::UnboundedSender<Release>,
     releases_rx: Mutex<Option<mpsc::UnboundedReceiver<Release>>>,
     /// Wakes the slot task at a detachment, to re-register at once.
@@ -168,7 +168,7 @@ pub(super) struct Slots {
 }
 
 impl Slots {
-    pub(super) fn new(manager: ConnectionManager) -> Slots {
+    pub(super) fn new(manager: super::conn::Conn) -> Slots {
         let (releases, releases_rx) = mpsc::unbounded_channel();
         Slots {
             state: Mutex::new(State::default()),
@@ -302,7 +302,7 @@ impl Cluster {
             }
             state.apps.entry(app_id.into()).or_default();
         }
-        let mut conn = inner.slots.manager.clone();
+        let mut conn = inner.slots.manager.get();
         match run_script(inner, &mut conn, app_id, 1, quota).await {
             Ok(answer) => {
                 let admitted = answer.0 == 1;
@@ -338,7 +338,6 @@ pub(super) async fn slot_loop(inner: Arc<Inner>) {
     let Some(mut releases) = inner.slots.releases_rx.lock_or_recover().take() else {
         return;
     };
-    let mut conn = inner.slots.manager.clone();
     let mut tick = tokio::time::interval(RESYNC_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -350,7 +349,7 @@ pub(super) async fn slot_loop(inner: Arc<Inner>) {
                     !state.detached && state.epoch == release.epoch
                 };
                 if current {
-                    match run_script(&inner, &mut conn, &release.app_id, -1, 0).await {
+                    match run_script(&inner, &mut inner.slots.manager.get(), &release.app_id, -1, 0).await {
                         Ok(answer) => inner.slots.note(&release.app_id, answer),
                         Err(reason) => {
                             tracing::warn!(%reason, "connection quota: a release failed");
@@ -359,8 +358,8 @@ pub(super) async fn slot_loop(inner: Arc<Inner>) {
                     }
                 }
             }
-            () = inner.slots.detached.notified() => reregister(&inner, &mut conn).await,
-            _ = tick.tick() => reregister(&inner, &mut conn).await,
+            () = inner.slots.detached.notified() => reregister(&inner, &mut inner.slots.manager.get()).await,
+            _ = tick.tick() => reregister(&inner, &mut inner.slots.manager.get()).await,
         }
     }
 }

@@ -254,7 +254,7 @@ impl Cluster {
         prefix_filter: &str,
     ) -> Result<Vec<(String, usize, usize)>, StateUnavailable> {
         let p = prefix(&self.inner.settings.name);
-        let mut conn = self.inner.manager.clone();
+        let mut conn = self.inner.manager.get();
         let read = async {
             let all: HashMap<String, i64> = redis::cmd("HGETALL")
                 .arg(format!("{p}occ:{app_id}"))
@@ -294,7 +294,7 @@ impl Cluster {
         channel: &str,
     ) -> Result<(usize, usize), StateUnavailable> {
         let p = prefix(&self.inner.settings.name);
-        let mut conn = self.inner.manager.clone();
+        let mut conn = self.inner.manager.get();
         let mut pipe = redis::pipe();
         pipe.cmd("HGET")
             .arg(format!("{p}occ:{app_id}"))
@@ -317,7 +317,7 @@ impl Cluster {
         channel: &str,
     ) -> Result<Vec<String>, StateUnavailable> {
         let p = prefix(&self.inner.settings.name);
-        let mut conn = self.inner.manager.clone();
+        let mut conn = self.inner.manager.get();
         let mut command = redis::cmd("HKEYS");
         command.arg(format!("{p}pm:{app_id}:{channel}"));
         let read = command.query_async::<Vec<String>>(&mut conn);
@@ -387,7 +387,7 @@ pub(super) async fn state_loop(
     stop: CancellationToken,
 ) {
     let mut task = Task {
-        conn: inner.manager.clone(),
+        conn: inner.manager.get(),
         prefix: prefix(&inner.settings.name),
         inner,
         local,
@@ -871,6 +871,7 @@ impl Task {
 
     /// Re-registers this node's whole state when it was marked for it and Redis answers.
     async fn resync_if_needed(&mut self) {
+        self.conn = self.inner.manager.get(); // Each turn takes the current one ([`super::conn`]).
         if self.paused() || !self.inner.state.resync.load(Ordering::Acquire) {
             return;
         }

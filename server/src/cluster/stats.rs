@@ -58,12 +58,13 @@ fn note_nodes(inner: &Inner, mut ids: Vec<String>) {
 
 /// Writes this node's counts every heartbeat until aborted.
 pub(super) async fn stats_loop(inner: Arc<Inner>, local: Arc<dyn Local>) {
-    let mut conn = inner.ops.clone();
     let mut interval = tokio::time::interval(HEARTBEAT_EVERY);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let key = stats_key(&inner.settings.name, inner.tag);
     loop {
         interval.tick().await;
+        // The current connection: a timed-out one is replaced ([`super::conn`]).
+        let mut conn = inner.ops.get();
         let mut pipe = redis::pipe();
         pipe.atomic().del(&key).ignore();
         let mut fields = vec![(NODE_FIELD.to_owned(), inner.settings.node_id.clone())];
@@ -95,7 +96,7 @@ pub(super) async fn stats_loop(inner: Arc<Inner>, local: Arc<dyn Local>) {
 /// Removes this node's figures (a graceful shutdown), within `deadline` (and 500 ms).
 pub(super) async fn forget(inner: &Inner, deadline: tokio::time::Instant) {
     // On the figures' own connection: it goes out after any write of them already sent.
-    let mut conn = inner.ops.clone();
+    let mut conn = inner.ops.get();
     let key = stats_key(&inner.settings.name, inner.tag);
     let until = deadline.min(tokio::time::Instant::now() + Duration::from_millis(500));
     let _ = tokio::time::timeout_at(
@@ -121,7 +122,7 @@ impl Cluster {
     /// answer within 500 ms.
     pub async fn connections_by_node(&self, app_ids: &[&str]) -> Option<Vec<Vec<NodeCount>>> {
         let inner = &self.inner;
-        let mut conn = inner.ops.clone();
+        let mut conn = inner.ops.get();
         let read = async {
             let tags: Vec<u64> = redis::cmd("SMEMBERS")
                 .arg(super::slots::nodes_key(&inner.settings.name))

@@ -241,7 +241,7 @@ pub(super) struct Users {
     scripts: Scripts,
     /// Its own multiplexed connection: signins do not queue behind publishes or handshakes
     /// (cache channels' reads use it too).
-    pub(super) manager: ConnectionManager,
+    pub(super) manager: super::conn::Conn,
     /// Unbounded, yet bounded by the connections: a session queues at most one signin and one
     /// sign-out.
     ops: mpsc::UnboundedSender<Op>,
@@ -257,7 +257,7 @@ impl std::fmt::Debug for Users {
 }
 
 impl Users {
-    pub(super) fn new(manager: ConnectionManager) -> Users {
+    pub(super) fn new(manager: super::conn::Conn) -> Users {
         let (ops, ops_rx) = mpsc::unbounded_channel();
         Users {
             scripts: Scripts::new(),
@@ -359,7 +359,6 @@ pub(super) async fn users_loop(inner: Arc<Inner>, stop: CancellationToken) {
     let Some(mut ops) = inner.users.ops_rx.lock_or_recover().take() else {
         return;
     };
-    let mut conn = inner.users.manager.clone();
     let mut local = Local::default();
     let mut tick = tokio::time::interval(RESYNC_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -367,16 +366,16 @@ pub(super) async fn users_loop(inner: Arc<Inner>, stop: CancellationToken) {
         tokio::select! {
             op = ops.recv() => {
                 let Some(op) = op else { return };
-                run(&inner, &mut conn, &mut local, op).await;
+                run(&inner, &mut inner.users.manager.get(), &mut local, op).await;
             }
             () = inner.users.lost.notified() => {
                 local.detached = true;
-                reregister(&inner, &mut conn, &mut local).await;
+                reregister(&inner, &mut inner.users.manager.get(), &mut local).await;
             }
-            _ = tick.tick(), if local.detached => reregister(&inner, &mut conn, &mut local).await,
+            _ = tick.tick(), if local.detached => reregister(&inner, &mut inner.users.manager.get(), &mut local).await,
             () = stop.cancelled() => {
                 while let Ok(op) = ops.try_recv() {
-                    run(&inner, &mut conn, &mut local, op).await;
+                    run(&inner, &mut inner.users.manager.get(), &mut local, op).await;
                 }
                 return;
             }
@@ -540,11 +539,12 @@ async fn reregister(inner: &Inner, conn: &mut ConnectionManager, local: &mut Loc
 /// Every [`HEARTBEAT_EVERY`]: finds the nodes whose tag key is gone and removes their users
 /// (the survivor that claims a tag fires its offline transitions); until aborted.
 pub(super) async fn sweep_loop(inner: Arc<Inner>) {
-    let mut conn = inner.users.manager.clone();
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // The current connection: a timed-out one is replaced ([`super::conn`]).
+        let mut conn = inner.users.manager.get();
         if let Err(reason) = sweep(&inner, &mut conn).await {
             tracing::debug!(%reason, "signed-in users: the dead-node sweep failed");
         }

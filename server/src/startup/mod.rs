@@ -139,6 +139,7 @@ async fn ready(State(node): State<SharedNode>) -> impl IntoResponse {
             "node_id": cluster.node_id(),
             "forwards_dropped": cluster.dropped(),
             "received": cluster.received(),
+            "connections_replaced": cluster.connections_replaced(),
         });
     }
     let status = if shutting_down {

@@ -9,6 +9,7 @@ mod helpers;
 mod cli;
 mod cli_webhooks;
 mod cluster;
+mod cluster_conn;
 mod cluster_daily;
 mod cluster_helpers;
 mod cluster_ops;
