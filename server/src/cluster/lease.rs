@@ -5,8 +5,9 @@
 //! counters define it, from the node's [`Clock`](crate::clock::Clock)), the messages granted
 //! to nodes plus the debts they reported. A node asks for a block of quota with [`SCRIPT`],
 //! which never grants past the quota: the block is `remainder / (4 x live nodes)`, at least
-//! what the waiting publish needs, at most [`MAX_BLOCK`] and never more than the remainder, so
-//! it shrinks as the remainder shrinks. The block becomes the app's allowance on this node
+//! what the waiting publish needs, at most [`MAX_BLOCK`], so it shrinks as the remainder
+//! shrinks; all or nothing: a remainder smaller than the waiting publish's need is not
+//! granted (the publish is refused and the remainder stays for smaller publishes, on any node). The block becomes the app's allowance on this node
 //! ([`Allowance`](crate::tenants::Allowance), kept in its usage counter): everything the node
 //! counts for the app comes off it (its admissions, and the deliveries, member events and
 //! webhook requests it counts, of its own publishes and of those forwarded from other nodes).
@@ -16,8 +17,9 @@
 //!   refill starts in the background, so the hot path rarely waits. An empty allowance makes a
 //!   REST publish wait for a refill (at most [`REFILL_WAIT`]); a client event waits the same
 //!   way through the session's deferral (`Pending::ClientEvent`: the socket's later frames
-//!   wait behind it). Redis answering that nothing is left makes the node refuse at once for
-//!   [`EXHAUSTED_RECHECK`] before asking again (another node may give quota back).
+//!   wait behind it). Redis answering that it cannot cover a publish makes the node refuse at
+//!   once, for [`EXHAUSTED_RECHECK`], the publishes needing more than what was left then,
+//!   before asking again (another node may give quota back).
 //! - Deliveries counted after an admission may take the allowance below zero: a debt, reported
 //!   with the next refill or within a second by the lease task. So the day's count may pass
 //!   the quota by at most one publish's own deliveries per node; deliveries a node makes of
@@ -92,7 +94,9 @@ const UNKNOWN_NODES: u64 = 2;
 /// Reports this node's `delta` to the day's count (`ARGV[5]`: a debt when positive, quota given
 /// back when negative), raises the count to what the node knows (`ARGV[3]`), then grants a
 /// block when `ARGV[6]` (what the node needs) is positive: `remainder / (4 x live nodes)`, at
-/// least the need, at most `ARGV[7]` and the remainder. KEYS: the day's key, the node set.
+/// least the need, at most `ARGV[7]`; nothing when the remainder does not cover the need (all
+/// or nothing: a part the waiting publish cannot use would sit on this node, unused, while
+/// the other nodes are refused). KEYS: the day's key, the node set.
 /// ARGV: tag key prefix, this node's tag, known, quota, delta, need, cap, key TTL. Answers
 /// `{granted, left, live nodes}`.
 const SCRIPT: &str = r"
@@ -110,12 +114,11 @@ local used = tonumber(redis.call('GET', KEYS[1]) or '0') + delta
 if used < known then used = known end
 if used < 0 then used = 0 end
 local granted = 0
-if need > 0 and used < quota then
+if need > 0 and used < quota and need <= quota - used then
   local remainder = quota - used
   granted = math.floor(remainder / (4 * nodes))
   if granted > cap then granted = cap end
   if granted < need then granted = need end
-  if granted > remainder then granted = remainder end
   used = used + granted
 end
 redis.call('SET', KEYS[1], used, 'EX', ttl)
@@ -141,10 +144,10 @@ pub fn daily_key(cluster: &str, app_id: &str, day: i64) -> String {
 
 /// The block [`SCRIPT`] grants (the same arithmetic, for the unit tests and the docs).
 pub fn block(remainder: u64, nodes: u64, need: u64, cap: u64) -> u64 {
-    (remainder / (4 * nodes.max(1)))
-        .min(cap)
-        .max(need)
-        .min(remainder)
+    if need > remainder {
+        return 0;
+    }
+    (remainder / (4 * nodes.max(1))).min(cap).max(need)
 }
 
 /// Under this allowance (after an admission) a refill starts in the background: half the
@@ -177,8 +180,10 @@ struct LeaseState {
     /// The last answer that granted something (its block sets the low mark).
     last_block: u64,
     last: Option<Answer>,
-    /// Redis had nothing left for the day at that instant.
-    exhausted: Option<(i64, Instant)>,
+    /// Redis could not cover a publish at that instant: (day, instant, what was left); a
+    /// publish needing more than that is refused without asking again for
+    /// [`EXHAUSTED_RECHECK`].
+    exhausted: Option<(i64, Instant, u64)>,
     /// While detached: (detachment, how far below zero the allowance may go).
     overdraft: Option<(u64, u64)>,
 }
@@ -322,7 +327,11 @@ impl Cluster {
             }
             return Daily::Admitted;
         }
-        if detached || exhausted(&lease, day) {
+        if detached {
+            return Daily::Refused;
+        }
+        let have = u64::try_from(usage.allowance().max(0)).unwrap_or(0);
+        if exhausted(&lease, day, channels.saturating_sub(have)) {
             return Daily::Refused;
         }
         if refill_when_short {
@@ -379,11 +388,12 @@ fn is_low(lease: &AppLease, balance: i64, day: i64) -> bool {
     more && balance < low_mark(state.last_block)
 }
 
-fn exhausted(lease: &AppLease, day: i64) -> bool {
+/// Redis answered lately that it cannot cover `want` more today.
+fn exhausted(lease: &AppLease, day: i64, want: u64) -> bool {
     let state = lease.state.lock_or_recover();
-    state
-        .exhausted
-        .is_some_and(|(at_day, at)| at_day == day && at.elapsed() < EXHAUSTED_RECHECK)
+    state.exhausted.is_some_and(|(at_day, at, left)| {
+        at_day == day && want > left && at.elapsed() < EXHAUSTED_RECHECK
+    })
 }
 
 fn overdraft(leases: &Leases, lease: &AppLease, quota: u64, day: i64) -> u64 {
@@ -492,8 +502,8 @@ async fn settle(inner: &Inner, lease: &AppLease, settlement: Settlement, need: u
                 state.last_block = answer.granted;
             }
             state.last = Some(answer);
-            state.exhausted = (need > 0 && answer.granted < need && answer.left == 0)
-                .then(|| (day, Instant::now()));
+            state.exhausted =
+                (need > 0 && answer.granted < need).then(|| (day, Instant::now(), answer.left));
             true
         }
         Err(reason) => {
@@ -640,8 +650,10 @@ mod tests {
         assert_eq!(block(120, 3, 1, MAX_BLOCK), 10);
         assert_eq!(block(11, 3, 1, MAX_BLOCK), 1);
         assert_eq!(block(11, 3, 5, MAX_BLOCK), 5);
-        // Never past the remainder, even for a publish that needs more.
-        assert_eq!(block(3, 3, 5, MAX_BLOCK), 3);
+        // All or nothing: a remainder that does not cover the publish is not handed out
+        // (the publish is refused, the remainder stays for the others).
+        assert_eq!(block(3, 3, 5, MAX_BLOCK), 0);
+        assert_eq!(block(5, 3, 5, MAX_BLOCK), 5);
         assert_eq!(block(0, 3, 1, MAX_BLOCK), 0);
         // A sequence of grants from one remainder adds up to it exactly, never more.
         let mut remainder = 1_000u64;

@@ -482,3 +482,47 @@ async fn far_from_the_quota_publishes_cost_no_redis_round_trip() {
         "blocks were granted: {granted}"
     );
 }
+
+/// A REST publish of one event on `channels` through `node`: the status and the body.
+async fn publish_to(http: &reqwest::Client, node: &str, channels: &[String]) -> (u16, String) {
+    let body = json!({"name": "daily", "channels": channels, "data": "x"}).to_string();
+    let response = post_signed(http, node, &format!("/apps/{APP_ID}/events"), body).await;
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("a body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_bigger_than_the_remainder_does_not_strand_it_on_its_node() {
+    let cluster = start_cluster_with_limits(&["--max-daily-messages", "10"]).await;
+    let http = reqwest::Client::new();
+    let [a, b, c] = [0, 1, 2].map(|n| cluster.nodes[n].base());
+
+    // 10 over 3 nodes: a block of one, then a top-up of one in the background; 8 left.
+    let (status, body) = publish(&http, &a, "one").await;
+    assert_eq!(status, 200, "{body}");
+    eventually("the top-up", Duration::from_secs(5), || async {
+        redis_count(&cluster.redis).await == 2
+    })
+    .await;
+
+    // A publish to 10 channels needs 10: the 8 left do not cover it, so none is granted.
+    let channels: Vec<String> = (0..10).map(|n| format!("big-{n}")).collect();
+    let (status, body) = publish_to(&http, &b, &channels).await;
+    assert_eq!((status, body.trim()), (403, OVER_QUOTA));
+    assert_eq!(
+        redis_count(&cluster.redis).await,
+        2,
+        "the refused publish's node holds nothing"
+    );
+    // Asked again at once, it is refused without taking anything either.
+    let (status, _) = publish_to(&http, &b, &channels).await;
+    assert_eq!(status, 403);
+
+    // Another node gets the 8 left.
+    let admitted = publish_until_refused(&http, &c, "rest", 8).await;
+    assert_eq!(
+        admitted, 8,
+        "the remainder was not stranded on the big publish's node"
+    );
+    assert_eq!(redis_count(&cluster.redis).await, 10);
+}
