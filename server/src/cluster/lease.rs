@@ -46,7 +46,8 @@
 //! rate limits: each node enforces `ceil(rate / live nodes)` of an app's rate
 //! ([`RateLimits::set_nodes`](crate::hub::RateLimits::set_nodes)). No Redis round trip per
 //! request; the price: a load balancer that spreads an app's requests unevenly gets refusals
-//! before the app's rate is reached cluster-wide, a batch may carry at most one node's share,
+//! before the app's rate is reached cluster-wide, a batch above one node's share (within the
+//! app's rate) passes only on the node's full bucket, once a second (`hub::rate`),
 //! and for a second after a node joins or leaves the shares follow the old count. Redis
 //! unreachable: the last count stays.
 

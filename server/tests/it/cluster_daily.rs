@@ -303,7 +303,8 @@ async fn read(http: &reqwest::Client, node: &str) -> u16 {
 }
 
 /// Waits until `node` shares the backend event rate (15 per second) with three nodes: a batch
-/// of 10 events is more than its share of 5, and the refusal names the share.
+/// of 10 events, more than its share of 5, passes on a full bucket only (once a second), and
+/// the refusal names the share.
 async fn until_sharing_with_three(http: &reqwest::Client, node: &Node) {
     let batch: Vec<_> = (0..10)
         .map(|i| json!({"name": "probe", "channel": format!("probe-{i}"), "data": "x"}))
