@@ -461,23 +461,47 @@ async fn call(
     }
 }
 
-/// Gives back (or reports the debt of) an allowance no longer used: a past day's, or any at
-/// shutdown. Errors are only logged: quota not given back is only quota unused.
-async fn give_back(inner: &Inner, app_id: &str, allowance: Allowance) {
+/// Gives back (or reports the debt of) an allowance no longer used: a past day's, an idle
+/// app's, or any at shutdown, with what the node knows of that day's count (today's; nothing
+/// for a past day, whose count the node no longer keeps), so a Redis that lost its data does
+/// not restart the day's count from the give-back alone. `false` when Redis did not take it:
+/// the caller keeps it (a debt must still be reported).
+async fn give_back(inner: &Inner, lease: &AppLease, allowance: Allowance) -> bool {
     if allowance.balance == 0 {
-        return;
+        return true;
     }
-    if let Err(reason) = call(inner, app_id, allowance.day, 0, 0, -allowance.balance, 0).await {
-        tracing::debug!(app_id, %reason, "daily quota: a give-back failed");
+    let known = if allowance.day == inner.clock.day() {
+        lease.usage.messages_today()
+    } else {
+        0
+    };
+    let delta = -allowance.balance;
+    match call(inner, &lease.app_id, allowance.day, known, 0, delta, 0).await {
+        Ok(_) => true,
+        Err(reason) => {
+            tracing::debug!(app_id = %lease.app_id, %reason, "daily quota: a give-back failed");
+            false
+        }
     }
+}
+
+/// Gives back `allowances`; those Redis did not take are held again by the app's counter.
+/// `false` when one failed.
+async fn give_back_or_keep(inner: &Inner, lease: &AppLease, allowances: Vec<Allowance>) -> bool {
+    let mut all = true;
+    for allowance in allowances {
+        if !give_back(inner, lease, allowance).await {
+            lease.usage.keep_allowance(allowance);
+            all = false;
+        }
+    }
+    all
 }
 
 /// Reports `settlement` and asks for `need` more (0: only report); notes the answer. `false`
 /// when Redis did not answer (the debt goes back to the allowance, the node detaches).
 async fn settle(inner: &Inner, lease: &AppLease, settlement: Settlement, need: u64) -> bool {
-    if let Some(stale) = settlement.stale {
-        give_back(inner, &lease.app_id, stale).await;
-    }
+    give_back_or_keep(inner, lease, settlement.stale.clone()).await;
     let quota = lease.quota.load(Ordering::Relaxed);
     let delta = i64::try_from(settlement.debt).unwrap_or(i64::MAX);
     let day = settlement.day;
@@ -496,7 +520,7 @@ async fn settle(inner: &Inner, lease: &AppLease, settlement: Settlement, need: u
             let back = lease.usage.grant(day, answer.granted);
             if back > 0 {
                 let balance = i64::try_from(back).unwrap_or(i64::MAX);
-                give_back(inner, &lease.app_id, Allowance { day, balance }).await;
+                give_back_or_keep(inner, lease, vec![Allowance { day, balance }]).await;
             }
             let mut state = lease.state.lock_or_recover();
             if answer.granted > 0 {
@@ -575,11 +599,13 @@ pub(super) async fn lease_loop(inner: Arc<Inner>, local: Arc<dyn Local>) {
         let idle_since =
             inner.clock.now_millis() - i64::try_from(IDLE_FORGET.as_millis()).unwrap_or(i64::MAX);
         let mut idle = Vec::new();
+        // While detached nothing is forgotten: its give-back would fail, and the debt with it.
+        let detached = inner.leases.detached.load(Ordering::SeqCst);
         let apps: Vec<Arc<AppLease>> = {
             let mut apps = inner.leases.apps.lock_or_recover();
             apps.retain(|app_id, lease| {
                 let keep = local.usage().contains(app_id)
-                    && lease.used_at.load(Ordering::Relaxed) > idle_since;
+                    && (detached || lease.used_at.load(Ordering::Relaxed) > idle_since);
                 if !keep {
                     idle.push(lease.clone());
                 }
@@ -588,18 +614,24 @@ pub(super) async fn lease_loop(inner: Arc<Inner>, local: Arc<dyn Local>) {
             apps.values().cloned().collect()
         };
         for lease in idle {
-            for allowance in lease.usage.end_allowance() {
-                give_back(&inner, &lease.app_id, allowance).await;
+            let allowances = lease.usage.end_allowance();
+            if !give_back_or_keep(&inner, &lease, allowances).await {
+                // Held again: the lease stays until its give-back goes through (its counter
+                // collects the app's counts meanwhile, a debt reported with the rest).
+                answered = false;
+                if local.usage().contains(&lease.app_id) {
+                    let mut apps = inner.leases.apps.lock_or_recover();
+                    apps.entry(lease.app_id.clone()).or_insert(lease);
+                }
             }
         }
-        let detached = inner.leases.detached.load(Ordering::SeqCst);
         for lease in apps {
             if !answered {
                 break;
             }
             let _turn = lease.turn.lock().await;
             let settlement = lease.usage.settle();
-            if settlement.debt == 0 && settlement.stale.is_none() && !detached {
+            if settlement.debt == 0 && settlement.stale.is_empty() && !detached {
                 continue;
             }
             answered = settle(&inner, &lease, settlement, 0).await;
@@ -629,7 +661,7 @@ pub(super) async fn give_back_all(inner: &Inner, deadline: Instant) {
     let work = async {
         for lease in apps {
             for allowance in lease.usage.take_allowances() {
-                give_back(inner, &lease.app_id, allowance).await;
+                give_back(inner, &lease, allowance).await;
             }
         }
     };
