@@ -449,6 +449,6 @@ fn deliver(inner: &Inner, local: &dyn Local, app_id: &str, payload: &[u8]) {
     let delivered = app.deliver_serialized(message.channel, &frame, message.except, message.keep);
     inner.received.fetch_add(1, Ordering::Relaxed);
     if delivered > 0 {
-        local.usage().app(app_id).count(delivered as u64);
+        super::lease::count_delivered(inner, local, app_id, delivered as u64);
     }
 }

@@ -235,6 +235,14 @@ impl AppUsage {
         Some(balance)
     }
 
+    /// Cluster mode, an app with a daily quota: makes sure the node keeps an allowance for it
+    /// (empty at first), so what it counts comes off it and is reported as a debt.
+    pub fn hold_allowance(&self) {
+        let mut state = self.lock();
+        let day = state.day;
+        state.allowance.get_or_insert(Allowance { day, balance: 0 });
+    }
+
     /// Cluster mode: the allowance for today (0 when none was granted).
     pub fn allowance(&self) -> i64 {
         let state = self.lock();
