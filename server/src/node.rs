@@ -60,6 +60,12 @@ impl crate::cluster::Local for Node {
     fn rates(&self) -> &RateLimits {
         &self.rates
     }
+
+    fn daily_quota(&self, app_id: &str) -> Option<u64> {
+        self.apps
+            .by_id(app_id)
+            .and_then(|app| app.limits.daily_messages())
+    }
 }
 
 /// The handle handlers receive.

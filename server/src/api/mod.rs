@@ -231,23 +231,25 @@ fn rate_limit(
                 format!("REST request refused: over {what} rate limit (429)")
             });
             let rate = rate.unwrap_or_default();
+            // In a cluster, the node's share is what it enforces (see `hub::rate`).
+            let share = node.rates.share(rate);
+            let on_one_node = if share == rate {
+                String::new()
+            } else {
+                format!(" ({share} per second on one node, its share)")
+            };
             match wait {
                 Some(wait) => ApiError::TooManyRequests {
                     message: format!(
-                        "Rate limit exceeded: at most {rate} {what} per second for this app"
+                        "Rate limit exceeded: at most {rate} {what} per second for this \
+                         app{on_one_node}"
                     ),
                     retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
                 },
                 None => ApiError::TooManyRequests {
                     message: format!(
                         "Rate limit exceeded: this request carries {cost} {what}, more than the \
-                         app's {} per second{}; send smaller batches",
-                        node.rates.share(rate),
-                        if node.rates.share(rate) == rate {
-                            String::new()
-                        } else {
-                            format!(" on one node (its share of {rate})")
-                        }
+                         app's {rate} per second; send smaller batches"
                     ),
                     retry_after: 1,
                 },

@@ -496,7 +496,7 @@ fn deliver(inner: &Inner, local: &dyn Local, app_id: &str, payload: &[u8]) {
         inner.received.fetch_add(1, Ordering::Relaxed);
     }
     if delivered > 0 {
-        local.usage().app(app_id).count(delivered as u64);
+        super::lease::count_delivered(inner, local, app_id, delivered as u64);
     }
     if let Some(waiting) = waiting {
         let _ = waiting.send(delivered);

@@ -5,8 +5,9 @@
 //! counters define it, from the node's [`Clock`](crate::clock::Clock)), the messages granted
 //! to nodes plus the debts they reported. A node asks for a block of quota with [`SCRIPT`],
 //! which never grants past the quota: the block is `remainder / (4 x live nodes)`, at least
-//! what the waiting publish needs, at most [`MAX_BLOCK`] and never more than the remainder, so
-//! it shrinks as the remainder shrinks. The block becomes the app's allowance on this node
+//! what the waiting publish needs, at most [`MAX_BLOCK`], so it shrinks as the remainder
+//! shrinks; all or nothing: a remainder smaller than the waiting publish's need is not
+//! granted (the publish is refused and the remainder stays for smaller publishes, on any node). The block becomes the app's allowance on this node
 //! ([`Allowance`](crate::tenants::Allowance), kept in its usage counter): everything the node
 //! counts for the app comes off it (its admissions, and the deliveries, member events and
 //! webhook requests it counts, of its own publishes and of those forwarded from other nodes).
@@ -16,15 +17,29 @@
 //!   refill starts in the background, so the hot path rarely waits. An empty allowance makes a
 //!   REST publish wait for a refill (at most [`REFILL_WAIT`]); a client event waits the same
 //!   way through the session's deferral (`Pending::ClientEvent`: the socket's later frames
-//!   wait behind it). Redis answering that nothing is left makes the node refuse at once for
-//!   [`EXHAUSTED_RECHECK`] before asking again (another node may give quota back).
+//!   wait behind it). Redis answering that it cannot cover a publish makes the node refuse at
+//!   once, for [`EXHAUSTED_RECHECK`], the publishes needing more than what was left then,
+//!   before asking again (another node may give quota back).
 //! - Deliveries counted after an admission may take the allowance below zero: a debt, reported
-//!   with the next refill or within a second by the lease task. So the day's count may pass
-//!   the quota by at most one publish's own deliveries per node; deliveries a node makes of
-//!   publishes forwarded from another node are counted against its own allowance, while the
-//!   other node goes on admitting from what it holds (it learns nothing of the debt until its
-//!   next refill), so those may add up to the origin's last block (small near the quota) times
-//!   the copies each of its publishes makes elsewhere.
+//!   with the next refill or within a [`TICK`] by the lease task. Every node that counts for an
+//!   app with a quota holds a lease for it, a node that only delivers other nodes' publishes
+//!   too ([`count_delivered`]), so every copy reaches the day's count within a second.
+//! - Admissions account for the copies before they are reported: each grant of `b` messages
+//!   also reserves `b x s` for [`RESERVE_HOLD`], where `s` is the most subscriptions any one
+//!   of the app's channels has cluster-wide (`{cluster}:st:occ:{app}`, read at most once a
+//!   second), since a message to one channel makes at most `s` copies, on whatever nodes; the
+//!   block is `remainder / (4 x live nodes x (1 + s))`, the remainder net of the live
+//!   reservations; a reported debt turns reservations into counts. **The bound:** grants
+//!   stop once counts plus reservations reach the quota, and only the last grant may pass it,
+//!   by what the waiting publish needs, so the day's count passes the quota by at most one
+//!   publish's deliveries, cluster-wide (its channels x `(1 + s)`; design.md allows one per
+//!   node), plus the member events and webhooks counted after it (never refused, as on one
+//!   node). It holds while no channel gained subscriptions in the last second (the cached
+//!   `s`) and the delivering nodes report within [`RESERVE_HOLD`] (a later report is counted
+//!   in full, past the bound; while Redis is unreachable the detached bound below applies).
+//!   The price: an app with subscribers gets smaller blocks (more refills), and near the
+//!   quota an app whose publishes make fewer copies than `s` per channel is refused until the
+//!   reports replace the reservations (at most [`RESERVE_HOLD`]), then admitted again.
 //! - The count starts a day at what the node knows (`Settlement::known`: the store's total as
 //!   of its last flush plus its own unflushed counts and what it holds), and never below it,
 //!   so a node restarted mid-day, an app given a quota mid-day or a Redis that lost its data
@@ -44,7 +59,8 @@
 //! rate limits: each node enforces `ceil(rate / live nodes)` of an app's rate
 //! ([`RateLimits::set_nodes`](crate::hub::RateLimits::set_nodes)). No Redis round trip per
 //! request; the price: a load balancer that spreads an app's requests unevenly gets refusals
-//! before the app's rate is reached cluster-wide, a batch may carry at most one node's share,
+//! before the app's rate is reached cluster-wide, a batch above one node's share (within the
+//! app's rate) passes only on the node's full bucket, once a second (`hub::rate`),
 //! and for a second after a node joins or leaves the shares follow the old count. Redis
 //! unreachable: the last count stays.
 
@@ -78,6 +94,10 @@ pub const EXHAUSTED_RECHECK: Duration = Duration::from_secs(1);
 /// How often the lease task reports debts, gives back past days and counts the live nodes.
 pub const TICK: Duration = Duration::from_secs(1);
 
+/// How long a grant's reserved copies count against the remainder: longer than a delivering
+/// node takes to report its debt (every [`TICK`], plus a script call's [`SCRIPT_TIMEOUT`]).
+pub const RESERVE_HOLD: Duration = Duration::from_secs(2);
+
 /// How long a day's key lives (past its day, so late give-backs still find it).
 const DAY_KEY_TTL: Duration = Duration::from_secs(2 * 86_400);
 
@@ -90,36 +110,79 @@ const UNKNOWN_NODES: u64 = 2;
 
 /// Reports this node's `delta` to the day's count (`ARGV[5]`: a debt when positive, quota given
 /// back when negative), raises the count to what the node knows (`ARGV[3]`), then grants a
-/// block when `ARGV[6]` (what the node needs) is positive: `remainder / (4 x live nodes)`, at
-/// least the need, at most `ARGV[7]` and the remainder. KEYS: the day's key, the node set.
-/// ARGV: tag key prefix, this node's tag, known, quota, delta, need, cap, key TTL. Answers
-/// `{granted, left, live nodes}`.
+/// block when `ARGV[6]` (what the node needs) is positive. What is left counts the
+/// reservations of the last [`RESERVE_HOLD`] too: each grant of `b` reserves `b x subs`, the
+/// copies its publishes may make at most (`subs`: the app's subscriptions cluster-wide, summed
+/// from the state's `occ` hash `KEYS[3]` at most once a second, cached in `KEYS[4]`), in a key
+/// per second (`ARGV[9]` prefix) that expires after the hold; a reported debt (the copies
+/// counted, on any node) takes its part off the live reservations, as the reservation has
+/// become a count. The block: `remainder / (4 x live nodes x (1 + subs))`, at least the need,
+/// at most `ARGV[7]`; nothing when the remainder does not cover the need (all or nothing: a
+/// part the waiting publish cannot use would sit on this node, unused, while the other nodes
+/// are refused). KEYS: the day's key, the node set, the app's `occ` hash, the subscriptions
+/// cache. ARGV: tag key prefix, this node's tag, known, quota, delta, need, cap, key TTL,
+/// reservation key prefix, hold (seconds). Answers `{granted, left, live nodes}`.
 const SCRIPT: &str = r"
 local prefix, me = ARGV[1], ARGV[2]
 local known, quota = tonumber(ARGV[3]), tonumber(ARGV[4])
 local delta, need = tonumber(ARGV[5]), tonumber(ARGV[6])
 local cap, ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
+local rprefix, hold = ARGV[9], tonumber(ARGV[10])
 local nodes = 1
 for _, node in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   if node ~= me and redis.call('EXISTS', prefix .. node) == 1 then
     nodes = nodes + 1
   end
 end
+local now = tonumber(redis.call('TIME')[1])
+local reserved = 0
+local live = {}
+for at = now - hold + 1, now do
+  local n = tonumber(redis.call('GET', rprefix .. at) or '0')
+  if n > 0 then
+    reserved = reserved + n
+    table.insert(live, {at, n})
+  end
+end
 local used = tonumber(redis.call('GET', KEYS[1]) or '0') + delta
+if delta > 0 then
+  local rest = delta
+  for _, r in ipairs(live) do
+    if rest > 0 then
+      local take = math.min(rest, r[2])
+      redis.call('DECRBY', rprefix .. r[1], take)
+      reserved = reserved - take
+      rest = rest - take
+    end
+  end
+end
 if used < known then used = known end
 if used < 0 then used = 0 end
 local granted = 0
-if need > 0 and used < quota then
-  local remainder = quota - used
-  granted = math.floor(remainder / (4 * nodes))
+if need > 0 and used + reserved < quota and need <= quota - used - reserved then
+  local subs = tonumber(redis.call('GET', KEYS[4]) or '-1')
+  if subs < 0 then
+    subs = 0
+    for _, n in ipairs(redis.call('HVALS', KEYS[3])) do
+      if tonumber(n) > subs then subs = tonumber(n) end
+    end
+    redis.call('SET', KEYS[4], subs, 'PX', 1000)
+  end
+  local remainder = quota - used - reserved
+  granted = math.floor(remainder / (4 * nodes * (1 + subs)))
   if granted > cap then granted = cap end
   if granted < need then granted = need end
-  if granted > remainder then granted = remainder end
   used = used + granted
+  local copies = granted * subs
+  if copies > 0 then
+    redis.call('INCRBY', rprefix .. now, copies)
+    redis.call('EXPIRE', rprefix .. now, hold + 1)
+    reserved = reserved + copies
+  end
 end
 redis.call('SET', KEYS[1], used, 'EX', ttl)
 local left = 0
-if used < quota then left = quota - used end
+if used + reserved < quota then left = quota - used - reserved end
 return {granted, left, nodes}
 ";
 
@@ -138,12 +201,16 @@ pub fn daily_key(cluster: &str, app_id: &str, day: i64) -> String {
     format!("{cluster}:daily:{app_id}:{day}")
 }
 
-/// The block [`SCRIPT`] grants (the same arithmetic, for the unit tests and the docs).
-pub fn block(remainder: u64, nodes: u64, need: u64, cap: u64) -> u64 {
-    (remainder / (4 * nodes.max(1)))
-        .min(cap)
-        .max(need)
-        .min(remainder)
+/// The block [`SCRIPT`] grants for an app with `subs` subscriptions cluster-wide (the same
+/// arithmetic, for the unit tests and the docs; `remainder` is net of the live reservations).
+pub fn block(remainder: u64, nodes: u64, subs: u64, need: u64, cap: u64) -> u64 {
+    if need > remainder {
+        return 0;
+    }
+    let per = 4u64
+        .saturating_mul(nodes.max(1))
+        .saturating_mul(subs.saturating_add(1));
+    (remainder / per).min(cap).max(need)
 }
 
 /// Under this allowance (after an admission) a refill starts in the background: half the
@@ -176,8 +243,10 @@ struct LeaseState {
     /// The last answer that granted something (its block sets the low mark).
     last_block: u64,
     last: Option<Answer>,
-    /// Redis had nothing left for the day at that instant.
-    exhausted: Option<(i64, Instant)>,
+    /// Redis could not cover a publish at that instant: (day, instant, what was left); a
+    /// publish needing more than that is refused without asking again for
+    /// [`EXHAUSTED_RECHECK`].
+    exhausted: Option<(i64, Instant, u64)>,
     /// While detached: (detachment, how far below zero the allowance may go).
     overdraft: Option<(u64, u64)>,
 }
@@ -321,7 +390,11 @@ impl Cluster {
             }
             return Daily::Admitted;
         }
-        if detached || exhausted(&lease, day) {
+        if detached {
+            return Daily::Refused;
+        }
+        let have = u64::try_from(usage.allowance().max(0)).unwrap_or(0);
+        if exhausted(&lease, day, channels.saturating_sub(have)) {
             return Daily::Refused;
         }
         if refill_when_short {
@@ -372,17 +445,34 @@ impl Cluster {
     }
 }
 
+/// Counts `copies` delivered on this node for app `app_id` (another node's publish, or a
+/// member event decided here). For an app with a daily quota the node holds a lease even if it
+/// never publishes for the app, so the copies come off its allowance and the debt is reported
+/// within a [`TICK`] (the reservations of the publishing node's grants cover them meanwhile).
+pub(super) fn count_delivered(inner: &Inner, local: &dyn Local, app_id: &str, copies: u64) {
+    let usage = local.usage().app(app_id);
+    if let Some(quota) = local.daily_quota(app_id) {
+        let lease = inner.leases.app(app_id, &usage, quota);
+        lease
+            .used_at
+            .store(inner.clock.now_millis(), Ordering::Relaxed);
+        usage.hold_allowance();
+    }
+    usage.count(copies);
+}
+
 fn is_low(lease: &AppLease, balance: i64, day: i64) -> bool {
     let state = lease.state.lock_or_recover();
     let more = state.last.is_some_and(|a| a.day == day && a.left > 0);
     more && balance < low_mark(state.last_block)
 }
 
-fn exhausted(lease: &AppLease, day: i64) -> bool {
+/// Redis answered lately that it cannot cover `want` more today.
+fn exhausted(lease: &AppLease, day: i64, want: u64) -> bool {
     let state = lease.state.lock_or_recover();
-    state
-        .exhausted
-        .is_some_and(|(at_day, at)| at_day == day && at.elapsed() < EXHAUSTED_RECHECK)
+    state.exhausted.is_some_and(|(at_day, at, left)| {
+        at_day == day && want > left && at.elapsed() < EXHAUSTED_RECHECK
+    })
 }
 
 fn overdraft(leases: &Leases, lease: &AppLease, quota: u64, day: i64) -> u64 {
@@ -423,6 +513,8 @@ async fn call(
             .script
             .key(daily_key(name, app_id, day))
             .key(nodes_key(name))
+            .key(format!("{name}:st:occ:{app_id}"))
+            .key(format!("{name}:daily:subs:{app_id}"))
             .arg(prefix)
             .arg(inner.tag)
             .arg(known)
@@ -431,6 +523,8 @@ async fn call(
             .arg(need)
             .arg(MAX_BLOCK)
             .arg(DAY_KEY_TTL.as_secs())
+            .arg(format!("{}:res:", daily_key(name, app_id, day)))
+            .arg(RESERVE_HOLD.as_secs())
             .invoke_async::<(u64, u64, u64)>(&mut conn)
             .await
     };
@@ -449,23 +543,47 @@ async fn call(
     }
 }
 
-/// Gives back (or reports the debt of) an allowance no longer used: a past day's, or any at
-/// shutdown. Errors are only logged: quota not given back is only quota unused.
-async fn give_back(inner: &Inner, app_id: &str, allowance: Allowance) {
+/// Gives back (or reports the debt of) an allowance no longer used: a past day's, an idle
+/// app's, or any at shutdown, with what the node knows of that day's count (today's; nothing
+/// for a past day, whose count the node no longer keeps), so a Redis that lost its data does
+/// not restart the day's count from the give-back alone. `false` when Redis did not take it:
+/// the caller keeps it (a debt must still be reported).
+async fn give_back(inner: &Inner, lease: &AppLease, allowance: Allowance) -> bool {
     if allowance.balance == 0 {
-        return;
+        return true;
     }
-    if let Err(reason) = call(inner, app_id, allowance.day, 0, 0, -allowance.balance, 0).await {
-        tracing::debug!(app_id, %reason, "daily quota: a give-back failed");
+    let known = if allowance.day == inner.clock.day() {
+        lease.usage.messages_today()
+    } else {
+        0
+    };
+    let delta = -allowance.balance;
+    match call(inner, &lease.app_id, allowance.day, known, 0, delta, 0).await {
+        Ok(_) => true,
+        Err(reason) => {
+            tracing::debug!(app_id = %lease.app_id, %reason, "daily quota: a give-back failed");
+            false
+        }
     }
+}
+
+/// Gives back `allowances`; those Redis did not take are held again by the app's counter.
+/// `false` when one failed.
+async fn give_back_or_keep(inner: &Inner, lease: &AppLease, allowances: Vec<Allowance>) -> bool {
+    let mut all = true;
+    for allowance in allowances {
+        if !give_back(inner, lease, allowance).await {
+            lease.usage.keep_allowance(allowance);
+            all = false;
+        }
+    }
+    all
 }
 
 /// Reports `settlement` and asks for `need` more (0: only report); notes the answer. `false`
 /// when Redis did not answer (the debt goes back to the allowance, the node detaches).
 async fn settle(inner: &Inner, lease: &AppLease, settlement: Settlement, need: u64) -> bool {
-    if let Some(stale) = settlement.stale {
-        give_back(inner, &lease.app_id, stale).await;
-    }
+    give_back_or_keep(inner, lease, settlement.stale.clone()).await;
     let quota = lease.quota.load(Ordering::Relaxed);
     let delta = i64::try_from(settlement.debt).unwrap_or(i64::MAX);
     let day = settlement.day;
@@ -484,15 +602,15 @@ async fn settle(inner: &Inner, lease: &AppLease, settlement: Settlement, need: u
             let back = lease.usage.grant(day, answer.granted);
             if back > 0 {
                 let balance = i64::try_from(back).unwrap_or(i64::MAX);
-                give_back(inner, &lease.app_id, Allowance { day, balance }).await;
+                give_back_or_keep(inner, lease, vec![Allowance { day, balance }]).await;
             }
             let mut state = lease.state.lock_or_recover();
             if answer.granted > 0 {
                 state.last_block = answer.granted;
             }
             state.last = Some(answer);
-            state.exhausted = (need > 0 && answer.granted < need && answer.left == 0)
-                .then(|| (day, Instant::now()));
+            state.exhausted =
+                (need > 0 && answer.granted < need).then(|| (day, Instant::now(), answer.left));
             true
         }
         Err(reason) => {
@@ -563,11 +681,13 @@ pub(super) async fn lease_loop(inner: Arc<Inner>, local: Arc<dyn Local>) {
         let idle_since =
             inner.clock.now_millis() - i64::try_from(IDLE_FORGET.as_millis()).unwrap_or(i64::MAX);
         let mut idle = Vec::new();
+        // While detached nothing is forgotten: its give-back would fail, and the debt with it.
+        let detached = inner.leases.detached.load(Ordering::SeqCst);
         let apps: Vec<Arc<AppLease>> = {
             let mut apps = inner.leases.apps.lock_or_recover();
             apps.retain(|app_id, lease| {
                 let keep = local.usage().contains(app_id)
-                    && lease.used_at.load(Ordering::Relaxed) > idle_since;
+                    && (detached || lease.used_at.load(Ordering::Relaxed) > idle_since);
                 if !keep {
                     idle.push(lease.clone());
                 }
@@ -576,18 +696,24 @@ pub(super) async fn lease_loop(inner: Arc<Inner>, local: Arc<dyn Local>) {
             apps.values().cloned().collect()
         };
         for lease in idle {
-            for allowance in lease.usage.end_allowance() {
-                give_back(&inner, &lease.app_id, allowance).await;
+            let allowances = lease.usage.end_allowance();
+            if !give_back_or_keep(&inner, &lease, allowances).await {
+                // Held again: the lease stays until its give-back goes through (its counter
+                // collects the app's counts meanwhile, a debt reported with the rest).
+                answered = false;
+                if local.usage().contains(&lease.app_id) {
+                    let mut apps = inner.leases.apps.lock_or_recover();
+                    apps.entry(lease.app_id.clone()).or_insert(lease);
+                }
             }
         }
-        let detached = inner.leases.detached.load(Ordering::SeqCst);
         for lease in apps {
             if !answered {
                 break;
             }
             let _turn = lease.turn.lock().await;
             let settlement = lease.usage.settle();
-            if settlement.debt == 0 && settlement.stale.is_none() && !detached {
+            if settlement.debt == 0 && settlement.stale.is_empty() && !detached {
                 continue;
             }
             answered = settle(&inner, &lease, settlement, 0).await;
@@ -617,7 +743,7 @@ pub(super) async fn give_back_all(inner: &Inner, deadline: Instant) {
     let work = async {
         for lease in apps {
             for allowance in lease.usage.take_allowances() {
-                give_back(inner, &lease.app_id, allowance).await;
+                give_back(inner, &lease, allowance).await;
             }
         }
     };
@@ -633,20 +759,26 @@ mod tests {
     #[test]
     fn blocks_shrink_with_the_remainder_and_never_pass_it() {
         // Far from the quota: a quarter of an even part, capped.
-        assert_eq!(block(1_200, 3, 1, MAX_BLOCK), 100);
-        assert_eq!(block(10_000_000, 1, 1, MAX_BLOCK), MAX_BLOCK);
+        assert_eq!(block(1_200, 3, 0, 1, MAX_BLOCK), 100);
+        assert_eq!(block(10_000_000, 1, 0, 1, MAX_BLOCK), MAX_BLOCK);
         // Shrinking with the remainder, down to what the publish needs.
-        assert_eq!(block(120, 3, 1, MAX_BLOCK), 10);
-        assert_eq!(block(11, 3, 1, MAX_BLOCK), 1);
-        assert_eq!(block(11, 3, 5, MAX_BLOCK), 5);
-        // Never past the remainder, even for a publish that needs more.
-        assert_eq!(block(3, 3, 5, MAX_BLOCK), 3);
-        assert_eq!(block(0, 3, 1, MAX_BLOCK), 0);
+        assert_eq!(block(120, 3, 0, 1, MAX_BLOCK), 10);
+        assert_eq!(block(11, 3, 0, 1, MAX_BLOCK), 1);
+        assert_eq!(block(11, 3, 0, 5, MAX_BLOCK), 5);
+        // Shrinking with the copies each message may make: quota 1,000,000, 3 nodes, 10,000
+        // subscriptions: 8 messages (80,008 with their copies) where it was 10,000.
+        assert_eq!(block(1_000_000, 3, 10_000, 1, MAX_BLOCK), 8);
+        assert_eq!(block(1_000, 3, 10_000, 1, MAX_BLOCK), 1);
+        // All or nothing: a remainder that does not cover the publish is not handed out
+        // (the publish is refused, the remainder stays for the others).
+        assert_eq!(block(3, 3, 0, 5, MAX_BLOCK), 0);
+        assert_eq!(block(5, 3, 0, 5, MAX_BLOCK), 5);
+        assert_eq!(block(0, 3, 0, 1, MAX_BLOCK), 0);
         // A sequence of grants from one remainder adds up to it exactly, never more.
         let mut remainder = 1_000u64;
         let mut granted = 0;
         while remainder > 0 {
-            let b = block(remainder, 3, 1, MAX_BLOCK);
+            let b = block(remainder, 3, 0, 1, MAX_BLOCK);
             assert!(b >= 1 && b <= remainder);
             granted += b;
             remainder -= b;

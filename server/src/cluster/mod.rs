@@ -106,6 +106,9 @@ pub trait Local: Send + Sync + 'static {
     fn taps(&self) -> &Taps;
     /// The node's REST rate limits (shared by the live nodes, [`lease`]).
     fn rates(&self) -> &RateLimits;
+    /// App `app_id`'s daily message quota, if it has one (its deliveries here are reported to
+    /// the cluster-wide count, [`lease`]).
+    fn daily_quota(&self, app_id: &str) -> Option<u64>;
 }
 
 /// One publish on its way to Redis.

@@ -726,7 +726,8 @@ impl Task {
     ) {
         let delivered = app.deliver_serialized(channel, frame, except, false);
         if delivered > 0 {
-            self.local.usage().app(app_id).count(delivered as u64);
+            let local = self.local.as_ref();
+            super::lease::count_delivered(&self.cluster().inner, local, app_id, delivered as u64);
         }
         self.cluster()
             .forward(app_id, channel, frame, except, false);

@@ -4,6 +4,16 @@
 //! In cluster mode the live nodes share each rate: this node enforces `ceil(rate / nodes)`,
 //! the node count set by the cluster every second ([`RateLimits::set_nodes`]; see
 //! `cluster::lease` for what that allows). On a single node the count stays 1.
+//!
+//! Two cluster-only rules keep the share from refusing what the app's rate allows, or from
+//! allowing more:
+//! - a request costing more than this node's share but no more than the app's rate (a batch
+//!   of 10 events at 15/s over 3 nodes) is admitted when the node's bucket is full, and empties
+//!   it: the node then waits its share's time (a second) before admitting more, so it passes
+//!   its share by at most one such request per second (at most the app's rate);
+//! - a limiter rebuilt because the share changed (a node joined or left) starts full only when
+//!   the old one was full, else empty: a change in the node count never hands every node a
+//!   fresh burst.
 
 use crate::locks::MutexExt;
 use std::collections::HashMap;
@@ -60,8 +70,9 @@ impl RateLimits {
     }
 
     /// Takes `cost` units from app `app_id`'s `budget` at `rate` per second (`None`: unlimited;
-    /// this node's [`RateLimits::share`] of it in a cluster). When refused, says how long to wait before retrying; `None` when `cost` is more than a
-    /// second's worth and can never pass.
+    /// this node's [`RateLimits::share`] of it in a cluster; a cost above the share and within
+    /// the rate takes the whole, full, bucket). When refused, says how long to wait before
+    /// retrying; `None` when `cost` is more than the rate's second's worth and can never pass.
     pub fn check(
         &self,
         app_id: &str,
@@ -69,7 +80,10 @@ impl RateLimits {
         rate: Option<u32>,
         cost: u32,
     ) -> Result<(), Option<Duration>> {
-        let Some(rate) = rate.and_then(|rate| NonZeroU32::new(self.share(rate))) else {
+        let Some(whole) = rate else {
+            return Ok(());
+        };
+        let Some(rate) = NonZeroU32::new(self.share(whole)) else {
             return Ok(());
         };
         let limiter = {
@@ -78,12 +92,26 @@ impl RateLimits {
                 Arc::new((rate.get(), self.clock.rate_limiter(Quota::per_second(rate))))
             });
             if entry.0 != rate.get() {
-                *entry = Arc::new((rate.get(), self.clock.rate_limiter(Quota::per_second(rate))));
+                // The old level is not readable; taking its whole burst tells whether it was
+                // full (it is dropped anyway). Not full: the new one starts empty.
+                let was_full = NonZeroU32::new(entry.0)
+                    .is_some_and(|old| matches!(entry.1.check_n(old), Ok(Ok(()))));
+                let fresh = self.clock.rate_limiter(Quota::per_second(rate));
+                if !was_full {
+                    let _ = fresh.check_n(rate);
+                }
+                *entry = Arc::new((rate.get(), fresh));
             }
             entry.clone()
         };
         let Some(cost) = NonZeroU32::new(cost) else {
             return Ok(());
+        };
+        // Above the share, within the app's rate: the whole bucket, when full.
+        let cost = if cost > rate && cost.get() <= whole {
+            rate
+        } else {
+            cost
         };
         match limiter.1.check_n(cost) {
             Ok(Ok(())) => Ok(()),
@@ -117,5 +145,53 @@ mod tests {
         assert!(limits.check("1", Budget::Reads, Some(10), 1).is_err());
         limits.set_nodes(0);
         assert_eq!(limits.share(10), 10, "0 counts as alone");
+    }
+
+    #[test]
+    fn a_batch_above_the_share_within_the_rate_takes_a_full_bucket() {
+        let limits = RateLimits::new(Clock::manual(0));
+        limits.set_nodes(3);
+        // 15/s over 3 nodes: a share of 5; a batch of 10 passes on a full bucket, once.
+        assert!(limits
+            .check("1", Budget::BackendEvents, Some(15), 10)
+            .is_ok());
+        assert!(matches!(
+            limits.check("1", Budget::BackendEvents, Some(15), 10),
+            Err(Some(_))
+        ));
+        assert!(limits
+            .check("1", Budget::BackendEvents, Some(15), 1)
+            .is_err());
+        // Above the app's whole rate: never.
+        assert_eq!(
+            limits.check("2", Budget::BackendEvents, Some(15), 16),
+            Err(None)
+        );
+        // Alone, the rule changes nothing: above the rate never passes.
+        limits.set_nodes(1);
+        assert_eq!(
+            limits.check("3", Budget::BackendEvents, Some(5), 6),
+            Err(None)
+        );
+    }
+
+    #[test]
+    fn a_change_in_the_node_count_hands_out_no_fresh_burst() {
+        let limits = RateLimits::new(Clock::manual(0));
+        // Emptied at 10/s alone.
+        for _ in 0..10 {
+            assert!(limits.check("1", Budget::Reads, Some(10), 1).is_ok());
+        }
+        assert!(limits.check("1", Budget::Reads, Some(10), 1).is_err());
+        // A second node joins: the share becomes 5, still empty.
+        limits.set_nodes(2);
+        assert!(limits.check("1", Budget::Reads, Some(10), 1).is_err());
+        // A full bucket stays full across the change.
+        assert!(limits.check("2", Budget::Reads, Some(10), 0).is_ok());
+        limits.set_nodes(3);
+        for _ in 0..4 {
+            assert!(limits.check("2", Budget::Reads, Some(10), 1).is_ok());
+        }
+        assert!(limits.check("2", Budget::Reads, Some(10), 1).is_err());
     }
 }

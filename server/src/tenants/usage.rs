@@ -52,9 +52,15 @@ struct Counter {
     /// Cluster mode, apps with a daily quota: this node's part of the quota (`None` otherwise,
     /// so a single node only pays an `Option` check per count).
     allowance: Option<Allowance>,
-    /// An earlier day's allowance, still to be given back (or its debt reported).
-    stale_allowance: Option<Allowance>,
+    /// Earlier days' allowances, still to be given back (or their debts reported), oldest
+    /// first: a day may roll again before Redis took the last one (at most
+    /// [`STALE_ALLOWANCES_KEPT`], past which the oldest is dropped: its day's key in Redis
+    /// expires within two days anyway).
+    stale_allowances: Vec<Allowance>,
 }
+
+/// The most earlier days' allowances an app's counter keeps while they cannot be given back.
+pub(super) const STALE_ALLOWANCES_KEPT: usize = 3;
 
 /// Cluster mode: the part of an app's daily quota this node holds (`cluster::lease`): messages
 /// granted to it for `day` and not counted yet. Everything the node counts for the day comes
@@ -69,7 +75,7 @@ pub struct Allowance {
 }
 
 /// What a node reports to Redis before asking for more of the daily quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settlement {
     /// Today.
     pub day: i64,
@@ -79,8 +85,8 @@ pub struct Settlement {
     /// counted here and not flushed yet) plus what it still holds: the least the cluster's
     /// count can be.
     pub known: u64,
-    /// An earlier day's allowance, to give back (or its debt to report).
-    pub stale: Option<Allowance>,
+    /// Earlier days' allowances, to give back (or their debts to report).
+    pub stale: Vec<Allowance>,
 }
 
 impl Counter {
@@ -110,8 +116,9 @@ impl Counter {
             }
             // The old day's allowance is given back by the lease task; today's starts empty, so
             // what is counted before the first grant is a debt reported with it.
+            // An older one not given back yet is kept too (its debt must still be reported).
             if let Some(old) = self.allowance.take() {
-                self.stale_allowance = Some(old);
+                self.keep_stale(old);
                 self.allowance = Some(Allowance { day, balance: 0 });
             }
             // A flush in flight for the old day finishes on its own; it no longer counts here.
@@ -121,6 +128,22 @@ impl Counter {
             self.pending = 0;
             self.day_peak = self.connections;
             self.written_day_peak = 0;
+        }
+    }
+
+    /// Keeps an earlier day's allowance to give back, merged with one of the same day.
+    fn keep_stale(&mut self, old: Allowance) {
+        if old.balance == 0 {
+            return;
+        }
+        if let Some(same) = self.stale_allowances.iter_mut().find(|a| a.day == old.day) {
+            same.balance = same.balance.saturating_add(old.balance);
+            return;
+        }
+        self.stale_allowances.push(old);
+        self.stale_allowances.sort_by_key(|a| a.day);
+        if self.stale_allowances.len() > STALE_ALLOWANCES_KEPT {
+            self.stale_allowances.remove(0);
         }
     }
 
@@ -212,6 +235,14 @@ impl AppUsage {
         Some(balance)
     }
 
+    /// Cluster mode, an app with a daily quota: makes sure the node keeps an allowance for it
+    /// (empty at first), so what it counts comes off it and is reported as a debt.
+    pub fn hold_allowance(&self) {
+        let mut state = self.lock();
+        let day = state.day;
+        state.allowance.get_or_insert(Allowance { day, balance: 0 });
+    }
+
     /// Cluster mode: the allowance for today (0 when none was granted).
     pub fn allowance(&self) -> i64 {
         let state = self.lock();
@@ -234,7 +265,7 @@ impl AppUsage {
             day,
             debt,
             known: state.today().saturating_add(held),
-            stale: state.stale_allowance.take(),
+            stale: std::mem::take(&mut state.stale_allowances),
         }
     }
 
@@ -269,16 +300,33 @@ impl AppUsage {
     /// back and report.
     pub fn end_allowance(&self) -> Vec<Allowance> {
         let mut state = self.lock();
-        let mut taken: Vec<Allowance> = state.stale_allowance.take().into_iter().collect();
+        let mut taken = std::mem::take(&mut state.stale_allowances);
         taken.extend(state.allowance.take());
         taken
+    }
+
+    /// Cluster mode: Redis did not take a give-back of `allowance`: it is held again (today's
+    /// into today's allowance, an earlier day's with the others to give back), so its debt is
+    /// reported, or its quota given back, by a later call.
+    pub fn keep_allowance(&self, allowance: Allowance) {
+        let mut state = self.lock();
+        let today = state.day;
+        match state.allowance.as_mut() {
+            Some(current) if allowance.day == today && current.day == today => {
+                current.balance = current.balance.saturating_add(allowance.balance);
+            }
+            None if allowance.day == today => state.allowance = Some(allowance),
+            _ if allowance.day < today => state.keep_stale(allowance),
+            // A later day than the counter's (a clock stepped back): nothing to merge into.
+            _ => {}
+        }
     }
 
     /// Cluster mode, at shutdown: takes every allowance held (today's and an earlier day's),
     /// to give back what is left and report the debts.
     pub fn take_allowances(&self) -> Vec<Allowance> {
         let mut state = self.lock();
-        let mut taken: Vec<Allowance> = state.stale_allowance.take().into_iter().collect();
+        let mut taken = std::mem::take(&mut state.stale_allowances);
         if let Some(allowance) = state.allowance.as_mut() {
             taken.push(*allowance);
             allowance.balance = 0;
@@ -788,7 +836,7 @@ mod tests {
         assert_eq!(settled.debt, 2, "counted today before any grant");
         assert_eq!(
             settled.stale,
-            Some(Allowance { day: 7, balance: 9 }),
+            vec![Allowance { day: 7, balance: 9 }],
             "yesterday's rest, to give back"
         );
         assert_eq!(usage.grant(7, 5), 5, "a grant for a past day goes back");
@@ -808,6 +856,64 @@ mod tests {
             usage.settle().debt,
             0,
             "an ended allowance collects no debt"
+        );
+    }
+
+    #[test]
+    fn a_day_roll_keeps_an_unsettled_stale_allowance_and_a_failed_give_back_is_held_again() {
+        let clock = Clock::manual(7 * DAY_MS);
+        let usage = AppUsage::new(clock.clone(), 0);
+        usage.settle();
+        usage.grant(7, 10);
+        usage.count(12);
+        // Day 7 ends owing 2, not settled (Redis unreachable); day 8 ends holding 5.
+        clock.set_millis(8 * DAY_MS);
+        usage.grant(8, 5);
+        clock.set_millis(9 * DAY_MS);
+        let settled = usage.settle();
+        assert_eq!(
+            settled.stale,
+            vec![
+                Allowance {
+                    day: 7,
+                    balance: -2
+                },
+                Allowance { day: 8, balance: 5 }
+            ],
+            "the older debt is not overwritten"
+        );
+        // Giving back day 7 failed: it is held again, and settled by a later call.
+        usage.keep_allowance(Allowance {
+            day: 7,
+            balance: -2,
+        });
+        assert_eq!(
+            usage.settle().stale,
+            vec![Allowance {
+                day: 7,
+                balance: -2
+            }]
+        );
+        // Today's, given back after an idle period, failed: held again.
+        usage.grant(9, 4);
+        let ended = usage.end_allowance();
+        assert_eq!(ended, vec![Allowance { day: 9, balance: 4 }]);
+        usage.keep_allowance(ended[0]);
+        assert_eq!(usage.allowance(), 4);
+        // Bounded: days rolling with allowances never given back keep the last few.
+        for day in 10..20 {
+            clock.set_millis(day * DAY_MS);
+            usage.grant(day, 1);
+        }
+        clock.set_millis(20 * DAY_MS);
+        let stale = usage.settle().stale;
+        assert_eq!(stale.len(), STALE_ALLOWANCES_KEPT);
+        assert_eq!(
+            stale.last(),
+            Some(&Allowance {
+                day: 19,
+                balance: 1
+            })
         );
     }
 
