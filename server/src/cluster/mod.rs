@@ -46,6 +46,7 @@ mod registry;
 pub mod signin;
 pub mod slots;
 mod state;
+mod state_queries;
 mod state_scripts;
 pub mod stats;
 pub mod users;
