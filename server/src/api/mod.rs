@@ -305,7 +305,7 @@ fn publish(
                     &frame,
                     &event.data,
                     event.except,
-                    app.limits.cache_bytes(),
+                    &app.limits,
                 );
                 copies
             }

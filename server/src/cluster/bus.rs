@@ -205,19 +205,20 @@ async fn send(
         return false;
     }
     let mut pipe = redis::pipe();
+    if batch.iter().any(|outgoing| outgoing.cache.is_some()) {
+        // Loaded once per pipeline that needs it (cheap when loaded): a restarted Redis has
+        // forgotten it, and a NOSCRIPT would fail the whole pipeline.
+        pipe.cmd("SCRIPT").arg("LOAD").arg(KEEP.0).ignore();
+    }
     for outgoing in batch.iter() {
-        // Before the publish: a node that hears of the event and then misses it locally finds
-        // it in Redis.
-        if let Some((key, at)) = &outgoing.cache {
-            pipe.cmd("SET")
-                .arg(key)
-                .arg(&outgoing.payload[*at..])
-                .arg("EX")
-                .arg(crate::hub::CACHE_TTL.as_secs())
-                .ignore();
+        match &outgoing.cache {
+            // Stored (within the app's caps) and published in one step.
+            Some(keep) => keep_and_publish(&mut pipe, outgoing, keep),
+            None => {
+                pipe.publish(&outgoing.redis_channel, outgoing.payload.as_ref())
+                    .ignore();
+            }
         }
-        pipe.publish(&outgoing.redis_channel, outgoing.payload.as_ref())
-            .ignore();
     }
     batch.clear();
     let outcome = match tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(conn)).await {
@@ -232,6 +233,32 @@ async fn send(
     }
     inner.health.record(Part::Publish, outcome);
     sent
+}
+
+/// [`super::cache::KEEP_SCRIPT`] and its SHA1.
+static KEEP: std::sync::LazyLock<(&str, String)> = std::sync::LazyLock::new(|| {
+    let script = redis::Script::new(super::cache::KEEP_SCRIPT);
+    (super::cache::KEEP_SCRIPT, script.get_hash().to_owned())
+});
+
+/// Adds a kept publish to a cache channel to `pipe`: one `EVALSHA` of
+/// [`super::cache::KEEP_SCRIPT`].
+fn keep_and_publish(pipe: &mut redis::Pipeline, outgoing: &Outgoing, keep: &super::cache::Keep) {
+    pipe.cmd("EVALSHA")
+        .arg(&KEEP.1)
+        .arg(2)
+        .arg(&keep.key)
+        .arg(&keep.index)
+        .arg(&keep.channel)
+        .arg(crate::hub::CACHE_TTL.as_secs())
+        .arg(keep.cost)
+        .arg(keep.max_channels)
+        .arg(keep.max_bytes)
+        .arg(keep.key.strip_suffix(keep.channel.as_str()).unwrap_or(""))
+        .arg(&outgoing.redis_channel)
+        .arg(outgoing.payload.as_ref())
+        .arg(keep.at)
+        .ignore();
 }
 
 /// Keeps one pub/sub connection subscribed to the Redis channel of every app this node has

@@ -108,9 +108,9 @@ pub trait Local: Send + Sync + 'static {
 struct Outgoing {
     redis_channel: String,
     payload: Bytes,
-    /// A kept publish to a cache channel: its cache key, and where the frame starts in
-    /// `payload` (set in the same pipeline as the publish).
-    cache: Option<(String, usize)>,
+    /// A kept publish to a cache channel: stored (within the app's caps) and published by one
+    /// script call instead of a plain `PUBLISH` ([`cache::KEEP_SCRIPT`]).
+    cache: Option<cache::Keep>,
 }
 
 #[derive(Debug, Default)]
@@ -333,9 +333,10 @@ impl Cluster {
 
     /// [`Cluster::forward`] for a REST publish (kept): to a cache channel, the frame is also
     /// stored as the channel's last event cluster-wide (`{cluster}:cache:{app_id}:{channel}`,
-    /// [`crate::hub::CACHE_TTL`]), set in the same pipeline as the publish, unless it is larger
-    /// than the app's cache budget (`cache_bytes`, counted as the local cache counts it: data
-    /// and frame), which the local cache would refuse too.
+    /// [`crate::hub::CACHE_TTL`]) by the script that publishes it, within the app's cache caps
+    /// (`limits`: cache channels and bytes, counted as the local cache counts them, cluster-wide
+    /// in Redis; past them the event is published but not kept, [`cache::KEEP_SCRIPT`]). A
+    /// frame larger than the whole byte budget is not even offered.
     pub fn forward_kept(
         &self,
         app_id: &str,
@@ -343,21 +344,38 @@ impl Cluster {
         frame: &[u8],
         data: &str,
         except: Option<SocketId>,
-        cache_bytes: Option<usize>,
+        limits: &crate::protocol::Limits,
     ) {
-        let fits = cache_bytes.is_none_or(|max| frame.len() + data.len() <= max);
+        let cost = frame.len() + data.len();
+        let max_bytes = limits.cache_bytes();
+        let fits = max_bytes.is_none_or(|max| cost <= max);
         if !channel.is_cache() || !fits {
             return self.forward(app_id, channel.as_str(), frame, except, true);
         }
         let payload = message::encode(&self.inner.instance, channel.as_str(), except, true, frame);
         let at = payload.len() - frame.len();
-        let key = Cluster::cache_key(&self.inner.settings.name, app_id, channel.as_str());
-        self.enqueue_with(app_id, payload, Some((key, at)));
+        let cluster = &self.inner.settings.name;
+        let keep = cache::Keep {
+            key: Cluster::cache_key(cluster, app_id, channel.as_str()),
+            index: Cluster::cache_index_key(cluster, app_id),
+            channel: channel.as_str().to_owned(),
+            at,
+            cost,
+            max_channels: limits.cache_channels().unwrap_or(0),
+            max_bytes: max_bytes.unwrap_or(0),
+        };
+        self.enqueue_with(app_id, payload, Some(keep));
     }
 
     /// The Redis key of cache channel `channel`'s last event cluster-wide.
     pub fn cache_key(cluster: &str, app_id: &str, channel: &str) -> String {
         format!("{cluster}:cache:{app_id}:{channel}")
+    }
+
+    /// The Redis key of app `app_id`'s index of its cache channels' last events (channel ->
+    /// bytes, and the total), which bounds them cluster-wide ([`cache::KEEP_SCRIPT`]).
+    pub fn cache_index_key(cluster: &str, app_id: &str) -> String {
+        format!("{cluster}:cache:idx:{app_id}")
     }
 
     /// Sends a REST `terminate_connections` to the other nodes (this node closed its own
@@ -374,8 +392,8 @@ impl Cluster {
         self.enqueue_with(app_id, payload, None);
     }
 
-    /// [`Cluster::enqueue`], with a cache channel's key and frame offset for a kept publish.
-    fn enqueue_with(&self, app_id: &str, payload: Bytes, cache: Option<(String, usize)>) {
+    /// [`Cluster::enqueue`], with what a kept publish to a cache channel stores.
+    fn enqueue_with(&self, app_id: &str, payload: Bytes, cache: Option<cache::Keep>) {
         let inner = &self.inner;
         let size = payload.len();
         let queued = inner.outgoing_bytes.fetch_add(size, Ordering::Relaxed);
