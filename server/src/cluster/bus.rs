@@ -31,6 +31,9 @@ pub(super) struct Listening {
     acked: Notify,
     /// Wakes the pub/sub task when an app is wanted.
     wake: Notify,
+    /// The users task registered this node again: re-sync the watchers of every app listened
+    /// to ([`resync_watchers`]).
+    resync: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -67,6 +70,13 @@ impl Listening {
             }
             acked.await;
         }
+    }
+
+    /// Asks the pub/sub task to re-sync the watchers of every app it listens to (after this
+    /// node registered its users again: Redis may have lost transitions meanwhile).
+    pub(super) fn resync_all(&self) {
+        self.resync.store(true, Ordering::Release);
+        self.wake.notify_one();
     }
 
     fn wanted(&self, app_id: &str) -> bool {
@@ -402,6 +412,10 @@ async fn serve(
                 Err(_) => return "no answer to a (un)subscribe".to_owned(),
             }
             inner.listening.set(&apps, on);
+            if on {
+                // Transitions published while this node did not hear the app were missed.
+                resync_watchers(inner, local, &apps).await;
+            }
             for app_id in apps {
                 if on {
                     subscribed.insert(app_id);
@@ -416,7 +430,13 @@ async fn serve(
         }
         tokio::select! {
             changed = occupancy.changed() => dirty.extend(changed),
-            () = inner.listening.wake.notified() => dirty.extend(inner.listening.all_wanted()),
+            () = inner.listening.wake.notified() => {
+                dirty.extend(inner.listening.all_wanted());
+                if inner.listening.resync.swap(false, Ordering::AcqRel) {
+                    let apps: Vec<Arc<str>> = subscribed.iter().cloned().collect();
+                    resync_watchers(inner, local, &apps).await;
+                }
+            }
             received = stream.next() => {
                 let Some(msg) = received else {
                     return "the pub/sub connection closed".to_owned();
@@ -433,6 +453,48 @@ async fn serve(
                     Ok(Err(error)) => return error.to_string(),
                     Err(_) => return "no answer to a ping".to_owned(),
                 }
+            }
+        }
+    }
+}
+
+/// Watched ids read from Redis per command at most.
+const RESYNC_CHUNK: usize = 500;
+
+/// Tells this node's watchers of `apps` the statuses that changed while it may not have heard
+/// them: reads the watched ids' totals (`HMGET`) and pushes the differences. Run by the pub/sub
+/// task between two messages, so the transitions it hears next are newer than what it read.
+/// Best effort: a failure leaves the watchers as they were (the next re-sync corrects them).
+async fn resync_watchers(inner: &Inner, local: &dyn Local, apps: &[Arc<str>]) {
+    let mut conn = inner.users.manager.clone();
+    for app_id in apps {
+        let Some(app) = local.hub().existing_app(app_id) else {
+            continue;
+        };
+        if !app.shared_users() {
+            continue;
+        }
+        let totals = super::users::totals_key(&inner.settings.name, app_id);
+        let ids = app.watched_ids();
+        for chunk in ids.chunks(RESYNC_CHUNK) {
+            let mut read = redis::cmd("HMGET");
+            read.arg(&totals);
+            for id in chunk {
+                read.arg(&**id);
+            }
+            let answer = tokio::time::timeout(
+                COMMAND_TIMEOUT,
+                read.query_async::<Vec<Option<i64>>>(&mut conn),
+            )
+            .await;
+            let Ok(Ok(counts)) = answer else {
+                tracing::debug!(app_id = &**app_id, "re-syncing watchers failed");
+                return;
+            };
+            let online: Vec<bool> = counts.iter().map(|n| n.is_some_and(|n| n > 0)).collect();
+            let changed = app.resync_statuses(chunk, &online);
+            if changed > 0 {
+                tracing::info!(app_id = &**app_id, changed, "watchers re-synced");
             }
         }
     }

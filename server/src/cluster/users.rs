@@ -531,6 +531,9 @@ async fn reregister(inner: &Inner, conn: &mut ConnectionManager, local: &mut Loc
     }
     local.apps.retain(|_, users| !users.is_empty());
     local.detached = false;
+    // Transitions Redis lost (or this node missed) meanwhile: the watchers here learn the
+    // statuses as they are now.
+    inner.listening.resync_all();
     tracing::info!(
         apps = local.apps.len(),
         "signed-in users: registered again in Redis"
