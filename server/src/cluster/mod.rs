@@ -45,6 +45,7 @@ mod state;
 mod state_scripts;
 pub mod stats;
 pub mod users;
+mod users_scripts;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -25,6 +25,11 @@ impl AppHub {
         state.notify_watchers(user_id, online)
     }
 
+    /// Whether socket `socket_id` is still connected to this app here.
+    pub fn is_connected(&self, socket_id: crate::protocol::SocketId) -> bool {
+        lock(&self.state).connections.contains_key(&socket_id)
+    }
+
     /// The ids this node's sockets watch (for a re-sync, [`AppHub::resync_statuses`]).
     pub fn watched_ids(&self) -> Vec<Box<str>> {
         lock(&self.state).watchers.keys().cloned().collect()
