@@ -53,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::registry::tag_key;
 use super::users_scripts::{CHANGE, CLAIM, CLEANUP, FINISH, REREGISTER, SIGN_IN, SIGN_OUT};
-use super::{Cluster, Inner, COMMAND_TIMEOUT, HEARTBEAT_EVERY, HEARTBEAT_TTL};
+use super::{Cluster, Inner, COMMAND_TIMEOUT, HEARTBEAT_EVERY};
 use crate::hub::{AppHub, ConnHandle};
 use crate::locks::MutexExt;
 
@@ -570,15 +570,20 @@ async fn reregister(inner: &Inner, conn: &mut ConnectionManager, local: &mut Loc
             .key(&keys.tag)
             .arg(&keys.channel)
             .arg(&**app_id)
-            .arg(inner.tag)
-            .arg(&inner.settings.node_id)
-            .arg(HEARTBEAT_TTL.as_secs());
+            .arg(inner.tag);
         for (user, count) in users {
             call.arg(&**user).arg(*count);
         }
-        if let Err(reason) = timed(call.invoke_async::<i64>(conn)).await {
-            tracing::debug!(%reason, "signed-in users: registering again failed");
-            return;
+        match timed(call.invoke_async::<i64>(conn)).await {
+            Ok(1) => {}
+            Ok(_) => {
+                tracing::debug!("signed-in users: the tag key is gone; waiting for the heartbeat");
+                return;
+            }
+            Err(reason) => {
+                tracing::debug!(%reason, "signed-in users: registering again failed");
+                return;
+            }
         }
     }
     inner

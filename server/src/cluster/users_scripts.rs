@@ -49,17 +49,18 @@ return 1
 /// Registers this node's users of one app again: its hash becomes exactly the given counts and
 /// the totals move by the difference. KEYS: the app's totals, this node's hash of the app, this
 /// node's app set, the node set, this node's tag key. ARGV: the app's Redis channel, the app
-/// id, this node's tag, its node id, the tag key's TTL, then user, count pairs.
+/// id, this node's tag, then user, count pairs. Answers 1, or 0 when this node's tag key is
+/// gone (nothing is changed): the heartbeat owns that key (it is set on the heartbeat's and
+/// slots' connection, ordered with the graceful leave), so a registration landing after the
+/// node left cannot bring it back to life; the node tries again once the heartbeat set it.
 pub(super) const REREGISTER: &str = r"
-if redis.call('EXISTS', KEYS[5]) == 0 then
-  redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[5])
-end
+if redis.call('EXISTS', KEYS[5]) == 0 then return 0 end
 local before = {}
 local held = redis.call('HGETALL', KEYS[2])
 for i = 1, #held, 2 do before[held[i]] = tonumber(held[i + 1]) end
 redis.call('DEL', KEYS[2])
 local any = false
-for i = 6, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local user, n = ARGV[i], tonumber(ARGV[i + 1])
   if n > 0 then
     redis.call('HSET', KEYS[2], user, n)
