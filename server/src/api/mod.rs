@@ -312,12 +312,7 @@ fn publish(
                     channel,
                     &frame,
                     event.except,
-                    crate::cluster::Cluster::keeps_in_redis(
-                        channel,
-                        frame.len(),
-                        event.data.len(),
-                        app.limits.cache_bytes(),
-                    ),
+                    cluster.keep_for(&app.id, channel, frame.len(), event.data.len(), &app.limits),
                 ) {
                     ordered.push((at, waiting));
                     continue;
@@ -329,7 +324,7 @@ fn publish(
                     &frame,
                     &event.data,
                     event.except,
-                    app.limits.cache_bytes(),
+                    &app.limits,
                 );
                 copies
             }

@@ -37,6 +37,9 @@ pub(super) struct Listening {
     /// Pub/sub connections lost so far (a waiter that saw another number knows its echo may
     /// have been lost with one, even if a new connection listens again by the time it looks).
     losses: AtomicU64,
+    /// The users task registered this node again: re-sync the watchers of every app listened
+    /// to ([`resync_watchers`]).
+    resync: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +88,13 @@ impl Listening {
     /// Pub/sub connections lost so far.
     pub(super) fn losses(&self) -> u64 {
         self.losses.load(Ordering::Acquire)
+    }
+
+    /// Asks the pub/sub task to re-sync the watchers of every app it listens to (after this
+    /// node registered its users again: Redis may have lost transitions meanwhile).
+    pub(super) fn resync_all(&self) {
+        self.resync.store(true, Ordering::Release);
+        self.wake.notify_one();
     }
 
     fn wanted(&self, app_id: &str) -> bool {
@@ -233,19 +243,20 @@ async fn send(
         return false;
     }
     let mut pipe = redis::pipe();
+    if batch.iter().any(|outgoing| outgoing.cache.is_some()) {
+        // Loaded once per pipeline that needs it (cheap when loaded): a restarted Redis has
+        // forgotten it, and a NOSCRIPT would fail the whole pipeline.
+        pipe.cmd("SCRIPT").arg("LOAD").arg(KEEP.0).ignore();
+    }
     for outgoing in batch.iter() {
-        // Before the publish: a node that hears of the event and then misses it locally finds
-        // it in Redis.
-        if let Some((key, at)) = &outgoing.cache {
-            pipe.cmd("SET")
-                .arg(key)
-                .arg(&outgoing.payload[*at..])
-                .arg("EX")
-                .arg(crate::hub::CACHE_TTL.as_secs())
-                .ignore();
+        match &outgoing.cache {
+            // Stored (within the app's caps) and published in one step.
+            Some(keep) => keep_and_publish(&mut pipe, outgoing, keep),
+            None => {
+                pipe.publish(&outgoing.redis_channel, outgoing.payload.as_ref())
+                    .ignore();
+            }
         }
-        pipe.publish(&outgoing.redis_channel, outgoing.payload.as_ref())
-            .ignore();
     }
     let acks: Vec<_> = batch
         .drain(..)
@@ -266,6 +277,32 @@ async fn send(
         let _ = ack.send(sent);
     }
     sent
+}
+
+/// [`super::cache::KEEP_SCRIPT`] and its SHA1.
+static KEEP: std::sync::LazyLock<(&str, String)> = std::sync::LazyLock::new(|| {
+    let script = redis::Script::new(super::cache::KEEP_SCRIPT);
+    (super::cache::KEEP_SCRIPT, script.get_hash().to_owned())
+});
+
+/// Adds a kept publish to a cache channel to `pipe`: one `EVALSHA` of
+/// [`super::cache::KEEP_SCRIPT`].
+fn keep_and_publish(pipe: &mut redis::Pipeline, outgoing: &Outgoing, keep: &super::cache::Keep) {
+    pipe.cmd("EVALSHA")
+        .arg(&KEEP.1)
+        .arg(2)
+        .arg(&keep.key)
+        .arg(&keep.index)
+        .arg(&keep.channel)
+        .arg(crate::hub::CACHE_TTL.as_secs())
+        .arg(keep.cost)
+        .arg(keep.max_channels)
+        .arg(keep.max_bytes)
+        .arg(keep.key.strip_suffix(keep.channel.as_str()).unwrap_or(""))
+        .arg(&outgoing.redis_channel)
+        .arg(outgoing.payload.as_ref())
+        .arg(keep.at)
+        .ignore();
 }
 
 /// Keeps one pub/sub connection subscribed to the Redis channel of every app this node has
@@ -409,6 +446,10 @@ async fn serve(
                 Err(_) => return "no answer to a (un)subscribe".to_owned(),
             }
             inner.listening.set(&apps, on);
+            if on {
+                // Transitions published while this node did not hear the app were missed.
+                resync_watchers(inner, local, &apps).await;
+            }
             for app_id in apps {
                 if on {
                     subscribed.insert(app_id);
@@ -423,7 +464,13 @@ async fn serve(
         }
         tokio::select! {
             changed = occupancy.changed() => dirty.extend(changed),
-            () = inner.listening.wake.notified() => dirty.extend(inner.listening.all_wanted()),
+            () = inner.listening.wake.notified() => {
+                dirty.extend(inner.listening.all_wanted());
+                if inner.listening.resync.swap(false, Ordering::AcqRel) {
+                    let apps: Vec<Arc<str>> = subscribed.iter().cloned().collect();
+                    resync_watchers(inner, local, &apps).await;
+                }
+            }
             received = stream.next() => {
                 let Some(msg) = received else {
                     return "the pub/sub connection closed".to_owned();
@@ -440,6 +487,48 @@ async fn serve(
                     Ok(Err(error)) => return error.to_string(),
                     Err(_) => return "no answer to a ping".to_owned(),
                 }
+            }
+        }
+    }
+}
+
+/// Watched ids read from Redis per command at most.
+const RESYNC_CHUNK: usize = 500;
+
+/// Tells this node's watchers of `apps` the statuses that changed while it may not have heard
+/// them: reads the watched ids' totals (`HMGET`) and pushes the differences. Run by the pub/sub
+/// task between two messages, so the transitions it hears next are newer than what it read.
+/// Best effort: a failure leaves the watchers as they were (the next re-sync corrects them).
+async fn resync_watchers(inner: &Inner, local: &dyn Local, apps: &[Arc<str>]) {
+    let mut conn = inner.users.manager.get();
+    for app_id in apps {
+        let Some(app) = local.hub().existing_app(app_id) else {
+            continue;
+        };
+        if !app.shared_users() {
+            continue;
+        }
+        let totals = super::users::totals_key(&inner.settings.name, app_id);
+        let ids = app.watched_ids();
+        for chunk in ids.chunks(RESYNC_CHUNK) {
+            let mut read = redis::cmd("HMGET");
+            read.arg(&totals);
+            for id in chunk {
+                read.arg(&**id);
+            }
+            let answer = tokio::time::timeout(
+                COMMAND_TIMEOUT,
+                read.query_async::<Vec<Option<i64>>>(&mut conn),
+            )
+            .await;
+            let Ok(Ok(counts)) = answer else {
+                tracing::debug!(app_id = &**app_id, "re-syncing watchers failed");
+                return;
+            };
+            let online: Vec<bool> = counts.iter().map(|n| n.is_some_and(|n| n > 0)).collect();
+            let changed = app.resync_statuses(chunk, &online);
+            if changed > 0 {
+                tracing::info!(app_id = &**app_id, changed, "watchers re-synced");
             }
         }
     }

@@ -50,6 +50,7 @@ mod state_queries;
 mod state_scripts;
 pub mod stats;
 pub mod users;
+mod users_scripts;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -117,9 +118,9 @@ pub trait Local: Send + Sync + 'static {
 struct Outgoing {
     redis_channel: String,
     payload: Bytes,
-    /// A kept publish to a cache channel: its cache key, and where the frame starts in
-    /// `payload` (set in the same pipeline as the publish).
-    cache: Option<(String, usize)>,
+    /// A kept publish to a cache channel: stored (within the app's caps) and published by one
+    /// script call instead of a plain `PUBLISH` ([`cache::KEEP_SCRIPT`]).
+    cache: Option<cache::Keep>,
     /// Told whether Redis took it (dropped unanswered when the publish is dropped): a REST
     /// publish delivered on its echo waits for it ([`order`]).
     ack: Option<tokio::sync::oneshot::Sender<bool>>,
@@ -347,9 +348,10 @@ impl Cluster {
 
     /// [`Cluster::forward`] for a REST publish (kept): to a cache channel, the frame is also
     /// stored as the channel's last event cluster-wide (`{cluster}:cache:{app_id}:{channel}`,
-    /// [`crate::hub::CACHE_TTL`]), set in the same pipeline as the publish, unless it is larger
-    /// than the app's cache budget (`cache_bytes`, counted as the local cache counts it: data
-    /// and frame), which the local cache would refuse too.
+    /// [`crate::hub::CACHE_TTL`]) by the script that publishes it, within the app's cache caps
+    /// (`limits`: cache channels and bytes, counted as the local cache counts them, cluster-wide
+    /// in Redis; past them the event is published but not kept, [`cache::KEEP_SCRIPT`]). A
+    /// frame larger than the whole byte budget is not even offered.
     pub fn forward_kept(
         &self,
         app_id: &str,
@@ -357,33 +359,54 @@ impl Cluster {
         frame: &[u8],
         data: &str,
         except: Option<SocketId>,
-        cache_bytes: Option<usize>,
+        limits: &crate::protocol::Limits,
     ) {
-        if !Cluster::keeps_in_redis(channel, frame.len(), data.len(), cache_bytes) {
+        let Some(mut keep) = self.keep_for(app_id, channel, frame.len(), data.len(), limits) else {
             return self.forward(app_id, channel.as_str(), frame, except, true);
-        }
+        };
         let payload = message::encode(&self.inner.instance, channel.as_str(), except, true, frame);
-        let at = payload.len() - frame.len();
-        let key = Cluster::cache_key(&self.inner.settings.name, app_id, channel.as_str());
-        self.enqueue_with(app_id, payload, Some((key, at)));
+        keep.at = payload.len() - frame.len();
+        self.enqueue_with(app_id, payload, Some(keep));
     }
 
-    /// Whether a REST publish to `channel` (its frame and data this long) is stored as the
-    /// channel's last event cluster-wide: a cache channel, within the app's cache budget
-    /// (`cache_bytes`, counted as the local cache counts it), which the local cache would
-    /// refuse too.
-    pub fn keeps_in_redis(
+    /// What a REST publish to `channel` (its frame and data this long) stores as the channel's
+    /// last event cluster-wide: nothing unless it is a cache channel and fits the app's cache
+    /// budget (counted as the local cache counts it: data and frame), which the local cache would
+    /// refuse too. The frame's offset in the message (`at`) is set by the caller.
+    pub(crate) fn keep_for(
+        &self,
+        app_id: &str,
         channel: &ChannelName,
         frame_len: usize,
         data_len: usize,
-        cache_bytes: Option<usize>,
-    ) -> bool {
-        channel.is_cache() && cache_bytes.is_none_or(|max| frame_len + data_len <= max)
+        limits: &crate::protocol::Limits,
+    ) -> Option<cache::Keep> {
+        let cost = frame_len + data_len;
+        let max_bytes = limits.cache_bytes();
+        if !channel.is_cache() || max_bytes.is_some_and(|max| cost > max) {
+            return None;
+        }
+        let cluster = &self.inner.settings.name;
+        Some(cache::Keep {
+            key: Cluster::cache_key(cluster, app_id, channel.as_str()),
+            index: Cluster::cache_index_key(cluster, app_id),
+            channel: channel.as_str().to_owned(),
+            at: 0,
+            cost,
+            max_channels: limits.cache_channels().unwrap_or(0),
+            max_bytes: max_bytes.unwrap_or(0),
+        })
     }
 
     /// The Redis key of cache channel `channel`'s last event cluster-wide.
     pub fn cache_key(cluster: &str, app_id: &str, channel: &str) -> String {
         format!("{cluster}:cache:{app_id}:{channel}")
+    }
+
+    /// The Redis key of app `app_id`'s index of its cache channels' last events (channel ->
+    /// bytes, and the total), which bounds them cluster-wide ([`cache::KEEP_SCRIPT`]).
+    pub fn cache_index_key(cluster: &str, app_id: &str) -> String {
+        format!("{cluster}:cache:idx:{app_id}")
     }
 
     /// Sends a REST `terminate_connections` to the other nodes (this node closed its own
@@ -400,17 +423,17 @@ impl Cluster {
         self.enqueue_full(app_id, payload, None, None);
     }
 
-    /// [`Cluster::enqueue`], with a cache channel's key and frame offset for a kept publish.
-    fn enqueue_with(&self, app_id: &str, payload: Bytes, cache: Option<(String, usize)>) {
+    /// [`Cluster::enqueue`], with what a kept publish to a cache channel stores.
+    fn enqueue_with(&self, app_id: &str, payload: Bytes, cache: Option<cache::Keep>) {
         self.enqueue_full(app_id, payload, cache, None);
     }
 
-    /// Queues `payload` (with its cache key and its ack, if any) for the app's Redis channel.
+    /// Queues `payload` (with what it keeps and its ack, if any) for the app's Redis channel.
     fn enqueue_full(
         &self,
         app_id: &str,
         payload: Bytes,
-        cache: Option<(String, usize)>,
+        cache: Option<cache::Keep>,
         ack: Option<tokio::sync::oneshot::Sender<bool>>,
     ) {
         let inner = &self.inner;

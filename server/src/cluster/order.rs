@@ -111,7 +111,7 @@ impl Cluster {
         channel: &ChannelName,
         frame: &Bytes,
         except: Option<SocketId>,
-        kept: bool,
+        keep: Option<super::cache::Keep>,
     ) -> Option<Ordered> {
         let channel = channel.as_str();
         let inner = &self.inner;
@@ -134,12 +134,9 @@ impl Cluster {
         // Refused (queue full): the ack is dropped, so the wait ends at once, delivering locally.
         // A cache channel's last event is also stored cluster-wide, in the same pipeline
         // ([`Cluster::forward_kept`]'s rule).
-        let cache = kept.then(|| {
-            let at = payload.len() - frame.len();
-            (
-                Cluster::cache_key(&inner.settings.name, &app_id, channel),
-                at,
-            )
+        let cache = keep.map(|mut keep| {
+            keep.at = payload.len() - frame.len();
+            keep
         });
         self.enqueue_full(&app_id, payload, cache, Some(ack));
         Some(Ordered {

@@ -15,7 +15,13 @@
 //!
 //! The sessions queue signins and sign-outs (never waiting for them) to this node's users task,
 //! which runs them in order on a connection of its own. A sign-out is queued when the socket
-//! closes, after its signin, so the two never cross.
+//! closes, after its signin, so the two never cross. The node's signed-in counts (the truth a
+//! re-registration sends) are kept as the ops are queued, with an epoch: the queue is bounded
+//! ([`USERS_QUEUE`]); past it an op is dropped and the node registers again, and ops queued
+//! before a re-registration are in what it sent, so they skip Redis. A signin whose socket has
+//! already closed skips Redis, and so does its sign-out. An app's first signin waits (bounded)
+//! until this node listens to the app's Redis channel; meanwhile that app's ops are parked
+//! (in order) and the other apps' ops go on.
 //!
 //! A node is alive while its tag key (`registry::tag_key`) exists. Every [`HEARTBEAT_EVERY`]
 //! each node looks for tags in `{cluster}:su:nodes` whose tag key is gone; one survivor claims
@@ -32,9 +38,13 @@
 //! it is idempotent and the cluster converges. The heartbeat also asks for it when it finds the
 //! node's tag key gone (Redis lost its data, or the node was taken for dead and cleaned up).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -42,134 +52,21 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::registry::tag_key;
-use super::{Cluster, Inner, COMMAND_TIMEOUT, HEARTBEAT_EVERY, HEARTBEAT_TTL};
+use super::users_scripts::{CHANGE, CLAIM, CLEANUP, FINISH, REREGISTER, SIGN_IN, SIGN_OUT};
+use super::{Cluster, Inner, COMMAND_TIMEOUT, HEARTBEAT_EVERY};
 use crate::hub::{AppHub, ConnHandle};
 use crate::locks::MutexExt;
 
 /// How often a detached node tries to register its users again.
 const RESYNC_EVERY: Duration = Duration::from_secs(1);
 
-/// Lua shared by the scripts: moves user `user`'s cluster-wide total (hash `total`) by `d` and
-/// publishes the transition, if any, on `channel` (a kind 5 message: `H`, 5, online, user id).
-const CHANGE: &str = r"
-local function change(total, channel, user, d)
-  local t = redis.call('HINCRBY', total, user, d)
-  if t <= 0 then
-    redis.call('HDEL', total, user)
-    if t - d > 0 then
-      redis.call('PUBLISH', channel, string.char(72, 5, 0) .. user)
-    end
-  elseif t - d <= 0 then
-    redis.call('PUBLISH', channel, string.char(72, 5, 1) .. user)
-  end
-end
-";
+/// Signins and sign-outs waiting for the users task (node-wide); past it an op is dropped and
+/// the node registers its users again (a dropped signin gets its statuses from this node).
+pub(super) const USERS_QUEUE: usize = 16_384;
 
-/// A signin. KEYS: the app's totals, this node's hash of the app, this node's app set, the node
-/// set, this node's tag key. ARGV: the app's Redis channel, the app id, this node's tag, the
-/// user, then the watchlist ids. Answers `{1, online...}` (1 or 0 per watchlist id, in order),
-/// or `{0}` when this node's tag key is gone (nothing is changed: the node registers again).
-const SIGN_IN: &str = r"
-if redis.call('EXISTS', KEYS[5]) == 0 then return {0} end
-redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
-redis.call('SADD', KEYS[3], ARGV[2])
-redis.call('SADD', KEYS[4], ARGV[3])
-change(KEYS[1], ARGV[1], ARGV[4], 1)
-local answer = {1}
-for i = 5, #ARGV do
-  answer[#answer + 1] = redis.call('HEXISTS', KEYS[1], ARGV[i])
-end
-return answer
-";
-
-/// A sign-out. KEYS: the app's totals, this node's hash of the app, this node's tag key. ARGV:
-/// the app's Redis channel, the user. Answers 1, or 0 when this node's tag key is gone.
-const SIGN_OUT: &str = r"
-if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
-local n = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
-if n <= 0 then return 1 end
-if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
-  redis.call('HDEL', KEYS[2], ARGV[2])
-end
-change(KEYS[1], ARGV[1], ARGV[2], -1)
-return 1
-";
-
-/// Registers this node's users of one app again: its hash becomes exactly the given counts and
-/// the totals move by the difference. KEYS: the app's totals, this node's hash of the app, this
-/// node's app set, the node set, this node's tag key. ARGV: the app's Redis channel, the app
-/// id, this node's tag, its node id, the tag key's TTL, then user, count pairs.
-const REREGISTER: &str = r"
-if redis.call('EXISTS', KEYS[5]) == 0 then
-  redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[5])
-end
-local before = {}
-local held = redis.call('HGETALL', KEYS[2])
-for i = 1, #held, 2 do before[held[i]] = tonumber(held[i + 1]) end
-redis.call('DEL', KEYS[2])
-local any = false
-for i = 6, #ARGV, 2 do
-  local user, n = ARGV[i], tonumber(ARGV[i + 1])
-  if n > 0 then
-    redis.call('HSET', KEYS[2], user, n)
-    any = true
-  end
-  local d = n - (before[user] or 0)
-  before[user] = nil
-  if d ~= 0 then change(KEYS[1], ARGV[1], user, d) end
-end
-for user, n in pairs(before) do
-  if n ~= 0 then change(KEYS[1], ARGV[1], user, -n) end
-end
-if any then
-  redis.call('SADD', KEYS[3], ARGV[2])
-  redis.call('SADD', KEYS[4], ARGV[3])
-else
-  redis.call('SREM', KEYS[3], ARGV[2])
-end
-return 1
-";
-
-/// Claims the cleanup of dead tag `ARGV[2]`. KEYS: the claims hash. ARGV: the tag key prefix,
-/// the dead tag, this node's tag. Answers 1 when this node holds the claim (taken now, or held
-/// already), 0 when the tag is alive or a live node holds the claim.
-const CLAIM: &str = r"
-if redis.call('EXISTS', ARGV[1] .. ARGV[2]) == 1 then
-  redis.call('HDEL', KEYS[1], ARGV[2])
-  return 0
-end
-local holder = redis.call('HGET', KEYS[1], ARGV[2])
-if holder and holder ~= ARGV[3] and redis.call('EXISTS', ARGV[1] .. holder) == 1 then
-  return 0
-end
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-return 1
-";
-
-/// Removes a dead node's users of one app (idempotent). KEYS: the app's totals, the dead node's
-/// hash of the app, its app set, its tag key. ARGV: the app's Redis channel, the app id.
-/// Answers the users whose count moved, or -1 when the node is alive again (nothing changed).
-const CLEANUP: &str = r"
-if redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
-local held = redis.call('HGETALL', KEYS[2])
-for i = 1, #held, 2 do
-  local n = tonumber(held[i + 1])
-  if n ~= 0 then change(KEYS[1], ARGV[1], held[i], -n) end
-end
-redis.call('DEL', KEYS[2])
-redis.call('SREM', KEYS[3], ARGV[2])
-return #held / 2
-";
-
-/// Forgets a dead node once its users are gone. KEYS: its app set, the node set, the claims
-/// hash, its tag key. ARGV: its tag. Answers 1 when forgotten, 0 when not (yet).
-const FINISH: &str = r"
-if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
-if redis.call('SCARD', KEYS[1]) > 0 then return 0 end
-redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-return 1
-";
+/// Ops parked while their app's Redis channel is being listened to (node-wide); past it an op
+/// is dropped like a full queue's.
+const PARKED_MAX: usize = 4_096;
 
 /// The hash of app `app_id`'s signed-in sockets per user, cluster-wide.
 pub fn totals_key(cluster: &str, app_id: &str) -> String {
@@ -229,11 +126,50 @@ enum Op {
         watchlist: Vec<String>,
         /// Told once the socket has its watchlist's initial statuses.
         answered: oneshot::Sender<()>,
+        /// The [`Ledger::epoch`] it was counted in.
+        epoch: u64,
     },
     SignOut {
         app_id: Arc<str>,
         user: Box<str>,
+        epoch: u64,
     },
+}
+
+impl Op {
+    fn app_id(&self) -> Arc<str> {
+        match self {
+            Op::SignIn { app, .. } => app.id(),
+            Op::SignOut { app_id, .. } => app_id.clone(),
+        }
+    }
+}
+
+/// This node's signed-in sockets per app and user, counted as the ops are queued (the truth a
+/// re-registration sends), and the epoch: bumped by each re-registration, so an op queued
+/// before it (its effect is in what it sent) is not sent again.
+#[derive(Default)]
+struct Ledger {
+    apps: HashMap<Arc<str>, HashMap<Box<str>, u32>>,
+    epoch: u64,
+}
+
+impl Ledger {
+    fn count(&mut self, app_id: &str, user: &str, signed_in: bool) {
+        let users = match self.apps.get_mut(app_id) {
+            Some(users) => users,
+            None => self.apps.entry(app_id.into()).or_default(),
+        };
+        if signed_in {
+            *users.entry(user.into()).or_default() += 1;
+        } else if let Some(count) = users.get_mut(user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                // The app's entry, even empty, tells a re-registration to clear it in Redis.
+                users.remove(user);
+            }
+        }
+    }
 }
 
 /// This node's signed-in users (part of the cluster's state).
@@ -242,11 +178,12 @@ pub(super) struct Users {
     /// Its own multiplexed connection: signins do not queue behind publishes or handshakes
     /// (cache channels' reads use it too).
     pub(super) manager: super::conn::Conn,
-    /// Unbounded, yet bounded by the connections: a session queues at most one signin and one
-    /// sign-out.
-    ops: mpsc::UnboundedSender<Op>,
-    ops_rx: Mutex<Option<mpsc::UnboundedReceiver<Op>>>,
-    /// The heartbeat found this node's tag key gone: register again.
+    /// Bounded ([`USERS_QUEUE`]): past it an op is dropped and the node registers again.
+    ops: mpsc::Sender<Op>,
+    ops_rx: Mutex<Option<mpsc::Receiver<Op>>>,
+    // A std lock: a few map updates per signin or sign-out (cluster mode only).
+    ledger: Mutex<Ledger>,
+    /// The heartbeat found this node's tag key gone, or an op was dropped: register again.
     lost: Notify,
 }
 
@@ -258,12 +195,13 @@ impl std::fmt::Debug for Users {
 
 impl Users {
     pub(super) fn new(manager: super::conn::Conn) -> Users {
-        let (ops, ops_rx) = mpsc::unbounded_channel();
+        let (ops, ops_rx) = mpsc::channel(USERS_QUEUE);
         Users {
             scripts: Scripts::new(),
             manager,
             ops,
             ops_rx: Mutex::new(Some(ops_rx)),
+            ledger: Mutex::default(),
             lost: Notify::new(),
         }
     }
@@ -288,32 +226,69 @@ impl Cluster {
         watchlist: &[String],
     ) -> oneshot::Receiver<()> {
         let (answered, answer) = oneshot::channel();
-        let _ = self.inner.users.ops.send(Op::SignIn {
+        let users = &self.inner.users;
+        let mut ledger = users.ledger.lock_or_recover();
+        ledger.count(&app.id(), user_id, true);
+        let op = Op::SignIn {
             app: app.clone(),
             conn: conn.clone(),
             user: user_id.into(),
             watchlist: watchlist.to_vec(),
             answered,
-        });
+            epoch: ledger.epoch,
+        };
+        // Under the ledger's lock: an op is queued in its epoch's order.
+        let refused = users.ops.try_send(op);
+        drop(ledger);
+        if let Err(refused) = refused {
+            dropped(&self.inner, refused.into_inner());
+        }
         answer
     }
 
     /// Queues the sign-out of one socket of `user_id` (the socket closed), after its signin.
     /// Never waits.
     pub fn sign_out(&self, app_id: &str, user_id: &str) {
-        let _ = self.inner.users.ops.send(Op::SignOut {
+        let users = &self.inner.users;
+        let mut ledger = users.ledger.lock_or_recover();
+        ledger.count(app_id, user_id, false);
+        let op = Op::SignOut {
             app_id: app_id.into(),
             user: user_id.into(),
-        });
+            epoch: ledger.epoch,
+        };
+        let refused = users.ops.try_send(op);
+        drop(ledger);
+        if let Err(refused) = refused {
+            dropped(&self.inner, refused.into_inner());
+        }
     }
 }
 
-/// What the users task keeps: this node's signed-in sockets per app and user, as the ops it ran
-/// left them (the truth a re-registration sends), and whether Redis has them.
+/// An op the users task cannot take (its queue is full, or it has stopped): the node registers
+/// again (the ledger has the op's effect); a signin gets its statuses from this node's users.
+fn dropped(inner: &Inner, op: Op) {
+    tracing::warn!("signed-in users: the queue is full, an op was dropped; registering again");
+    if let Op::SignIn {
+        app,
+        conn,
+        watchlist,
+        answered,
+        ..
+    } = op
+    {
+        app.send_local_watchlist_statuses(&conn, &watchlist);
+        let _ = answered.send(());
+    }
+    inner.users.lost();
+}
+
+/// What the users task keeps: whether Redis has this node's users, and the signins it did not
+/// send because their socket had closed (per app and user: their sign-outs are not sent either).
 #[derive(Default)]
 struct Local {
-    apps: HashMap<Arc<str>, HashMap<Box<str>, u32>>,
     detached: bool,
+    skipped: HashMap<(Arc<str>, Box<str>), u32>,
 }
 
 /// Names of one app's keys for this node.
@@ -352,9 +327,10 @@ async fn timed<T>(
     }
 }
 
-/// The users task: runs the queued signins and sign-outs in order and, once detached, registers
-/// this node's users again every [`RESYNC_EVERY`] until it succeeds; until `stop`, after which
-/// it runs what is still queued (the sockets' last sign-outs) and ends.
+/// The users task: runs the queued signins and sign-outs in order (an app's ops wait, parked,
+/// while the node starts listening to its Redis channel; the other apps' go on) and, once
+/// detached, registers this node's users again every [`RESYNC_EVERY`] until it succeeds; until
+/// `stop`, after which it runs what is still queued (the sockets' last sign-outs) and ends.
 pub(super) async fn users_loop(inner: Arc<Inner>, stop: CancellationToken) {
     let Some(mut ops) = inner.users.ops_rx.lock_or_recover().take() else {
         return;
@@ -362,11 +338,50 @@ pub(super) async fn users_loop(inner: Arc<Inner>, stop: CancellationToken) {
     let mut local = Local::default();
     let mut tick = tokio::time::interval(RESYNC_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut parked: HashMap<Arc<str>, VecDeque<Op>> = HashMap::new();
+    let mut parked_count = 0usize;
+    let mut waits: FuturesUnordered<Pin<Box<dyn Future<Output = Arc<str>> + Send>>> =
+        FuturesUnordered::new();
     loop {
         tokio::select! {
             op = ops.recv() => {
                 let Some(op) = op else { return };
-                run(&inner, &mut inner.users.manager.get(), &mut local, op).await;
+                let app_id = op.app_id();
+                if let Some(queue) = parked.get_mut(&app_id) {
+                    if parked_count >= PARKED_MAX {
+                        dropped(&inner, op);
+                    } else {
+                        queue.push_back(op);
+                        parked_count += 1;
+                    }
+                } else if matches!(op, Op::SignIn { .. })
+                    && !local.detached
+                    && !inner.listening.ready(&app_id)
+                    && parked_count < PARKED_MAX
+                {
+                    // The app's first signed-in socket on this node: listen to the app's Redis
+                    // channel first, so no transition published after the script's answer is
+                    // missed here (bounded; the other apps' ops do not wait for it).
+                    parked.insert(app_id.clone(), VecDeque::from([op]));
+                    parked_count += 1;
+                    let waiting = inner.clone();
+                    waits.push(Box::pin(async move {
+                        let _ = tokio::time::timeout(
+                            super::slots::ADMIT_TIMEOUT,
+                            waiting.listening.wait(&app_id),
+                        )
+                        .await;
+                        app_id
+                    }));
+                } else {
+                    run(&inner, &mut inner.users.manager.get(), &mut local, op).await;
+                }
+            }
+            Some(app_id) = waits.next(), if !waits.is_empty() => {
+                for op in parked.remove(&app_id).unwrap_or_default() {
+                    parked_count -= 1;
+                    run(&inner, &mut inner.users.manager.get(), &mut local, op).await;
+                }
             }
             () = inner.users.lost.notified() => {
                 local.detached = true;
@@ -374,6 +389,11 @@ pub(super) async fn users_loop(inner: Arc<Inner>, stop: CancellationToken) {
             }
             _ = tick.tick(), if local.detached => reregister(&inner, &mut inner.users.manager.get(), &mut local).await,
             () = stop.cancelled() => {
+                for (_, queue) in parked.drain() {
+                    for op in queue {
+                        run(&inner, &mut inner.users.manager.get(), &mut local, op).await;
+                    }
+                }
                 while let Ok(op) = ops.try_recv() {
                     run(&inner, &mut inner.users.manager.get(), &mut local, op).await;
                 }
@@ -383,7 +403,31 @@ pub(super) async fn users_loop(inner: Arc<Inner>, stop: CancellationToken) {
     }
 }
 
-/// Runs one op: locally always, in Redis unless detached (a failure detaches).
+/// Whether an op counted in `epoch` is already in what the last re-registration sent.
+fn stale(inner: &Inner, epoch: u64) -> bool {
+    inner.users.ledger.lock_or_recover().epoch != epoch
+}
+
+/// The statuses of `watchlist` in Redis (a signin a re-registration already sent).
+async fn statuses(
+    inner: &Inner,
+    conn: &mut ConnectionManager,
+    app_id: &str,
+    watchlist: &[String],
+) -> Option<Vec<bool>> {
+    let mut read = redis::cmd("HMGET");
+    read.arg(totals_key(&inner.settings.name, app_id));
+    for watched in watchlist {
+        read.arg(watched);
+    }
+    let counts = timed(read.query_async::<Vec<Option<i64>>>(conn))
+        .await
+        .ok()?;
+    Some(counts.iter().map(|n| n.is_some_and(|n| n > 0)).collect())
+}
+
+/// Runs one op in Redis unless detached, already sent by a re-registration, or its socket had
+/// closed (a failure detaches).
 async fn run(inner: &Inner, conn: &mut ConnectionManager, local: &mut Local, op: Op) {
     match op {
         Op::SignIn {
@@ -392,25 +436,28 @@ async fn run(inner: &Inner, conn: &mut ConnectionManager, local: &mut Local, op:
             user,
             watchlist,
             answered,
+            epoch,
         } => {
             let app_id = app.id();
-            *local
-                .apps
-                .entry(app_id.clone())
-                .or_default()
-                .entry(user.clone())
-                .or_default() += 1;
-            if !local.detached {
-                // The app's first signed-in socket on this node: listen to the app's Redis
-                // channel first, so no transition published after the script's answer is missed
-                // here (bounded; usually the app is listened to already).
-                if !inner.listening.ready(&app_id) {
-                    let _ = tokio::time::timeout(
-                        super::slots::ADMIT_TIMEOUT,
-                        inner.listening.wait(&app_id),
-                    )
-                    .await;
+            if !app.is_connected(socket.socket_id()) {
+                // Closed already: its sign-out is queued; neither goes to Redis.
+                *local.skipped.entry((app_id, user)).or_default() += 1;
+                let _ = answered.send(());
+                return;
+            }
+            if !local.detached && stale(inner, epoch) {
+                if watchlist.is_empty() {
+                    let _ = answered.send(());
+                    return;
                 }
+                if let Some(online) = statuses(inner, conn, &app_id, &watchlist).await {
+                    app.send_watchlist_statuses(&socket, &watchlist, &online);
+                    let _ = answered.send(());
+                    return;
+                }
+                local.detached = true;
+            }
+            if !local.detached {
                 let keys = Keys::new(inner, &app_id);
                 let mut call = inner.users.scripts.sign_in.key(&keys.totals);
                 call.key(&keys.mine)
@@ -445,22 +492,22 @@ async fn run(inner: &Inner, conn: &mut ConnectionManager, local: &mut Local, op:
             app.send_local_watchlist_statuses(&socket, &watchlist);
             let _ = answered.send(());
         }
-        Op::SignOut { app_id, user } => {
-            let Some(users) = local.apps.get_mut(&app_id) else {
+        Op::SignOut {
+            app_id,
+            user,
+            epoch,
+        } => {
+            let skipped = (app_id, user);
+            if let Some(count) = local.skipped.get_mut(&skipped) {
+                *count -= 1;
+                if *count == 0 {
+                    local.skipped.remove(&skipped);
+                }
                 return;
-            };
-            let Some(count) = users.get_mut(&user) else {
-                return;
-            };
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                users.remove(&user);
             }
-            if local.detached {
+            let (app_id, user) = skipped;
+            if local.detached || stale(inner, epoch) {
                 return;
-            }
-            if users.is_empty() {
-                local.apps.remove(&app_id);
             }
             let keys = Keys::new(inner, &app_id);
             let mut call = inner.users.scripts.sign_out.key(&keys.totals);
@@ -478,10 +525,6 @@ async fn run(inner: &Inner, conn: &mut ConnectionManager, local: &mut Local, op:
                     tracing::warn!(%reason, "signed-in users: Redis did not answer a sign-out");
                     local.detached = true;
                 }
-            }
-            if local.detached {
-                // The app's entry, even empty, tells the re-registration to clear it in Redis.
-                local.apps.entry(app_id).or_default();
             }
         }
     }
@@ -505,10 +548,19 @@ async fn reregister(inner: &Inner, conn: &mut ConnectionManager, local: &mut Loc
             return;
         }
     };
-    for app_id in listed {
-        local.apps.entry(app_id.into()).or_default();
-    }
-    for (app_id, users) in &local.apps {
+    // What this node holds now; the ops queued before are in it (they skip Redis from now on,
+    // and so do the signins skipped for a closed socket: their sign-outs are stale too, or in
+    // it). A later op runs after this (same task).
+    let apps = {
+        let mut ledger = inner.users.ledger.lock_or_recover();
+        ledger.epoch += 1;
+        for app_id in listed {
+            ledger.apps.entry(app_id.into()).or_default();
+        }
+        ledger.apps.clone()
+    };
+    local.skipped.clear();
+    for (app_id, users) in &apps {
         let keys = Keys::new(inner, app_id);
         let mut call = inner.users.scripts.reregister.key(&keys.totals);
         call.key(&keys.mine)
@@ -517,21 +569,34 @@ async fn reregister(inner: &Inner, conn: &mut ConnectionManager, local: &mut Loc
             .key(&keys.tag)
             .arg(&keys.channel)
             .arg(&**app_id)
-            .arg(inner.tag)
-            .arg(&inner.settings.node_id)
-            .arg(HEARTBEAT_TTL.as_secs());
+            .arg(inner.tag);
         for (user, count) in users {
             call.arg(&**user).arg(*count);
         }
-        if let Err(reason) = timed(call.invoke_async::<i64>(conn)).await {
-            tracing::debug!(%reason, "signed-in users: registering again failed");
-            return;
+        match timed(call.invoke_async::<i64>(conn)).await {
+            Ok(1) => {}
+            Ok(_) => {
+                tracing::debug!("signed-in users: the tag key is gone; waiting for the heartbeat");
+                return;
+            }
+            Err(reason) => {
+                tracing::debug!(%reason, "signed-in users: registering again failed");
+                return;
+            }
         }
     }
-    local.apps.retain(|_, users| !users.is_empty());
+    inner
+        .users
+        .ledger
+        .lock_or_recover()
+        .apps
+        .retain(|_, users| !users.is_empty());
     local.detached = false;
+    // Transitions Redis lost (or this node missed) meanwhile: the watchers here learn the
+    // statuses as they are now.
+    inner.listening.resync_all();
     tracing::info!(
-        apps = local.apps.len(),
+        apps = apps.len(),
         "signed-in users: registered again in Redis"
     );
 }
@@ -651,278 +716,5 @@ async fn clean_up(inner: &Inner, conn: &mut ConnectionManager, tag: u64) -> Resu
 }
 
 #[cfg(test)]
-mod tests {
-    //! The scripts against a real `redis-server` of the test's own (from PATH; the test fails
-    //! without it).
-
-    use super::*;
-    use futures_util::StreamExt;
-
-    struct Server {
-        child: std::process::Child,
-        url: String,
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    async fn redis_server() -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        // Killed and waited for on drop, even when the test fails.
-        let server = Server {
-            child: std::process::Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("these tests need redis-server on PATH"),
-            url: format!("redis://127.0.0.1:{port}/"),
-        };
-        let client = redis::Client::open(server.url.as_str()).expect("a URL");
-        for _ in 0..100 {
-            if client.get_multiplexed_async_connection().await.is_ok() {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server did not start");
-    }
-
-    const P: &str = "t";
-    const APP: &str = "app1";
-
-    fn channel() -> String {
-        Cluster::app_channel(P, APP)
-    }
-
-    async fn sign_in(
-        conn: &mut redis::aio::MultiplexedConnection,
-        tag: u64,
-        user: &str,
-        watchlist: &[&str],
-    ) -> Vec<i64> {
-        let me = tag.to_string();
-        let scripts = Scripts::new();
-        let mut call = scripts.sign_in.key(totals_key(P, APP));
-        call.key(node_users_key(P, APP, &me))
-            .key(node_apps_key(P, &me))
-            .key(nodes_key(P))
-            .key(tag_key(P, tag))
-            .arg(channel())
-            .arg(APP)
-            .arg(tag)
-            .arg(user);
-        for id in watchlist {
-            call.arg(*id);
-        }
-        call.invoke_async(conn).await.expect("SIGN_IN")
-    }
-
-    async fn sign_out(conn: &mut redis::aio::MultiplexedConnection, tag: u64, user: &str) -> i64 {
-        Scripts::new()
-            .sign_out
-            .key(totals_key(P, APP))
-            .key(node_users_key(P, APP, &tag.to_string()))
-            .key(tag_key(P, tag))
-            .arg(channel())
-            .arg(user)
-            .invoke_async(conn)
-            .await
-            .expect("SIGN_OUT")
-    }
-
-    async fn total(conn: &mut redis::aio::MultiplexedConnection, user: &str) -> Option<i64> {
-        redis::cmd("HGET")
-            .arg(totals_key(P, APP))
-            .arg(user)
-            .query_async(conn)
-            .await
-            .expect("HGET")
-    }
-
-    async fn set_alive(conn: &mut redis::aio::MultiplexedConnection, tag: u64) {
-        redis::cmd("SET")
-            .arg(tag_key(P, tag))
-            .arg("node")
-            .query_async::<()>(conn)
-            .await
-            .expect("SET");
-    }
-
-    #[tokio::test]
-    async fn transitions_are_decided_once_cluster_wide_and_published_by_the_script() {
-        let server = redis_server().await;
-        let client = redis::Client::open(server.url.as_str()).expect("a URL");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("conn");
-        let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
-        pubsub.subscribe(channel()).await.expect("SUBSCRIBE");
-        let mut messages = pubsub.into_on_message();
-        set_alive(&mut conn, 1).await;
-        set_alive(&mut conn, 2).await;
-
-        // A node whose tag key is gone changes nothing and is told so.
-        assert_eq!(sign_in(&mut conn, 3, "u1", &[]).await, vec![0]);
-        assert_eq!(total(&mut conn, "u1").await, None);
-
-        // u1 on node 1 (online), again on node 2 (no transition); the watchlist answer sees both
-        // nodes.
-        assert_eq!(sign_in(&mut conn, 1, "u1", &["u2"]).await, vec![1, 0]);
-        assert_eq!(
-            sign_in(&mut conn, 2, "u2", &["u1", "u3"]).await,
-            vec![1, 1, 0]
-        );
-        assert_eq!(sign_in(&mut conn, 2, "u1", &[]).await, vec![1]);
-        assert_eq!(total(&mut conn, "u1").await, Some(2));
-        assert_eq!(sign_out(&mut conn, 1, "u1").await, 1);
-        // A sign-out of a socket this node never counted moves nothing.
-        assert_eq!(sign_out(&mut conn, 1, "u1").await, 1);
-        assert_eq!(total(&mut conn, "u1").await, Some(1));
-        assert_eq!(sign_out(&mut conn, 2, "u1").await, 1);
-        assert_eq!(total(&mut conn, "u1").await, None);
-
-        let mut heard = Vec::new();
-        for _ in 0..3 {
-            let message = tokio::time::timeout(Duration::from_secs(2), messages.next())
-                .await
-                .expect("a status message")
-                .expect("the stream");
-            let payload: Vec<u8> = message.get_payload_bytes().to_vec();
-            let status = super::super::message::decode_user_status(&payload).expect("kind 5");
-            heard.push((status.user_id.to_owned(), status.online));
-        }
-        assert_eq!(
-            heard,
-            vec![
-                ("u1".to_owned(), true),
-                ("u2".to_owned(), true),
-                ("u1".to_owned(), false)
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn a_dead_nodes_users_are_removed_once_and_registering_again_converges() {
-        let server = redis_server().await;
-        let client = redis::Client::open(server.url.as_str()).expect("a URL");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("conn");
-        set_alive(&mut conn, 1).await;
-        set_alive(&mut conn, 2).await;
-        sign_in(&mut conn, 1, "u1", &[]).await;
-        sign_in(&mut conn, 1, "u1", &[]).await;
-        sign_in(&mut conn, 2, "u1", &[]).await;
-        sign_in(&mut conn, 2, "u2", &[]).await;
-        assert_eq!(total(&mut conn, "u1").await, Some(3));
-
-        let scripts = Scripts::new();
-        let prefix = tag_key(P, 0);
-        let prefix = prefix.strip_suffix('0').expect("ends with the tag");
-        let claim = |tag: u64, me: u64| {
-            let mut call = scripts.claim.key(dead_key(P));
-            call.arg(prefix).arg(tag).arg(me);
-            call
-        };
-        // Alive: nobody claims it.
-        let claimed: i64 = claim(1, 2).invoke_async(&mut conn).await.expect("CLAIM");
-        assert_eq!(claimed, 0);
-        redis::cmd("DEL")
-            .arg(tag_key(P, 1))
-            .query_async::<()>(&mut conn)
-            .await
-            .expect("DEL");
-        // Dead: node 2 claims it, a third live node then may not.
-        set_alive(&mut conn, 3).await;
-        let claimed: i64 = claim(1, 2).invoke_async(&mut conn).await.expect("CLAIM");
-        assert_eq!(claimed, 1);
-        let claimed: i64 = claim(1, 3).invoke_async(&mut conn).await.expect("CLAIM");
-        assert_eq!(claimed, 0);
-        let cleanup = || {
-            let mut call = scripts.cleanup.key(totals_key(P, APP));
-            call.key(node_users_key(P, APP, "1"))
-                .key(node_apps_key(P, "1"))
-                .key(tag_key(P, 1))
-                .arg(channel())
-                .arg(APP);
-            call
-        };
-        let moved: i64 = cleanup().invoke_async(&mut conn).await.expect("CLEANUP");
-        assert_eq!(moved, 1);
-        assert_eq!(
-            total(&mut conn, "u1").await,
-            Some(1),
-            "node 2's socket stays"
-        );
-        // Idempotent: a second run (a claim taken over midway) moves nothing.
-        let moved: i64 = cleanup().invoke_async(&mut conn).await.expect("CLEANUP");
-        assert_eq!(moved, 0);
-        assert_eq!(total(&mut conn, "u1").await, Some(1));
-        let finished: i64 = scripts
-            .finish
-            .key(node_apps_key(P, "1"))
-            .key(nodes_key(P))
-            .key(dead_key(P))
-            .key(tag_key(P, 1))
-            .arg(1)
-            .invoke_async(&mut conn)
-            .await
-            .expect("FINISH");
-        assert_eq!(finished, 1);
-
-        // Node 2 registers again with what it holds now (u1 twice, u2 gone): twice in a row
-        // gives the same totals.
-        for _ in 0..2 {
-            let mut call = scripts.reregister.key(totals_key(P, APP));
-            call.key(node_users_key(P, APP, "2"))
-                .key(node_apps_key(P, "2"))
-                .key(nodes_key(P))
-                .key(tag_key(P, 2))
-                .arg(channel())
-                .arg(APP)
-                .arg(2)
-                .arg("node-2")
-                .arg(10)
-                .arg("u1")
-                .arg(2);
-            let _: i64 = call.invoke_async(&mut conn).await.expect("REREGISTER");
-            assert_eq!(total(&mut conn, "u1").await, Some(2));
-            assert_eq!(total(&mut conn, "u2").await, None);
-        }
-        // After Redis lost everything, the same registration restores the totals and the tag.
-        redis::cmd("FLUSHALL")
-            .query_async::<()>(&mut conn)
-            .await
-            .expect("FLUSHALL");
-        let mut call = scripts.reregister.key(totals_key(P, APP));
-        call.key(node_users_key(P, APP, "2"))
-            .key(node_apps_key(P, "2"))
-            .key(nodes_key(P))
-            .key(tag_key(P, 2))
-            .arg(channel())
-            .arg(APP)
-            .arg(2)
-            .arg("node-2")
-            .arg(10)
-            .arg("u1")
-            .arg(2);
-        let _: i64 = call.invoke_async(&mut conn).await.expect("REREGISTER");
-        assert_eq!(total(&mut conn, "u1").await, Some(2));
-        let alive: bool = redis::cmd("EXISTS")
-            .arg(tag_key(P, 2))
-            .query_async(&mut conn)
-            .await
-            .expect("EXISTS");
-        assert!(alive);
-    }
-}
+#[path = "users_tests.rs"]
+mod tests;

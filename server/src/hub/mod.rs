@@ -278,6 +278,9 @@ struct AppState {
     cache: HashMap<Box<str>, CachedEvent>,
     users: HashMap<Box<str>, Vec<ConnHandle>>,
     watchers: HashMap<Box<str>, Vec<ConnHandle>>,
+    /// Cluster mode only: what this node last told the watchers of each watched id (online or
+    /// not), so a re-sync tells only the differences (a key of `watchers` at most).
+    told: HashMap<Box<str>, bool>,
     /// Channels whose `subscription_count` update the throttle held back (and whether clients
     /// get it, or only webhooks); the periodic flush visits only these.
     pending_counts: HashMap<Box<str>, bool>,
@@ -594,6 +597,7 @@ impl AppHub {
                 watchers.retain(|c| c.socket_id() != socket_id);
                 if watchers.is_empty() {
                     state.watchers.remove(watched.as_str());
+                    state.told.remove(watched.as_str());
                 }
             }
         }

@@ -2,7 +2,8 @@
 //! cluster-wide. Three `herald` processes on a Redis of the test's own: online/offline across
 //! nodes (online at the first socket anywhere, offline at the last), initial watchlist
 //! statuses that see every node, terminate, a killed node's users going offline within 15 s,
-//! Redis restarted mid-test, and a cache channel's last event replayed on another node.
+//! Redis restarted mid-test, a user who left during a Redis outage going offline for watchers
+//! once Redis returns, and a cache channel's last event replayed on another node.
 
 use std::time::Duration;
 
@@ -257,4 +258,32 @@ async fn a_cache_channels_last_event_is_replayed_on_any_node() {
     empty.subscribe("cache-empty").await;
     let miss = empty.expect_next("pusher:cache_miss").await;
     assert_eq!(miss["channel"], "cache-empty");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_left_during_a_redis_outage_goes_offline_for_watchers_once_redis_returns() {
+    let mut cluster = TestCluster::start().await;
+    let mut watcher = cluster.nodes[0].connect().await;
+    watcher.sign_in(r#"{"id":"w","watchlist":["u7"]}"#).await;
+    assert_eq!(
+        data_of(&watcher.expect_next(WATCHLIST).await),
+        offline(&["u7"])
+    );
+    cluster.redis.wait_for_listeners(1).await;
+    let u7 = signed_in(&cluster.nodes[1], r#"{"id":"u7"}"#).await;
+    assert_eq!(
+        next_watchlist(&mut watcher, Duration::from_secs(5)).await,
+        online(&["u7"])
+    );
+
+    // u7's socket closes while Redis is down; Redis comes back empty, so no script ever sees
+    // the transition: the watcher learns it from the re-sync after its node listens again.
+    cluster.redis.kill().await;
+    u7.close().await;
+    crate::helpers::pause(Duration::from_millis(500)).await;
+    cluster.redis.restart().await;
+    assert_eq!(
+        next_watchlist(&mut watcher, Duration::from_secs(15)).await,
+        offline(&["u7"])
+    );
 }

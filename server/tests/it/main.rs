@@ -20,6 +20,7 @@ mod cluster_presence;
 mod cluster_quota;
 mod cluster_resilience;
 mod cluster_users;
+mod cluster_users_bounds;
 mod dashboard_access;
 mod dashboard_cluster;
 mod dashboard_helpers;
