@@ -107,7 +107,27 @@ async fn parallel_publishers_on_every_node_admit_exactly_the_daily_quota_which_s
     let http = reqwest::Client::new();
 
     // A first publish takes a block: 300 left over 3 live nodes, a quarter of an even part,
-    // 25. A graceful shutdown gives back the 24 unused.
+    // 25. A graceful shutdown gives back the 24 unused. The block counts the nodes in the node
+    // set, which each node joins with its first heartbeat: wait for all three.
+    let nodes = format!("{}:nodes", cluster.redis.cluster);
+    eventually(
+        "the three nodes are in the node set",
+        Duration::from_secs(10),
+        || {
+            let redis = &cluster.redis;
+            let nodes = nodes.clone();
+            async move {
+                let mut conn = redis.connection().await;
+                let live: u64 = redis::cmd("SCARD")
+                    .arg(&nodes)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("SCARD");
+                live == 3
+            }
+        },
+    )
+    .await;
     let (status, body) = publish(&http, &cluster.nodes[0].base(), "first").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(redis_count(&cluster.redis).await, 25, "one block granted");
