@@ -540,19 +540,6 @@ async fn fanout(
         )));
     }
     let publisher = Arc::new(Publisher::new(&target)?);
-    // Redis's background rate (heartbeats and the like), measured over a second before the
-    // publishes, is taken off the commands counted during them.
-    let redis_idle = match &target.redis_addr {
-        Some(addr) => {
-            let before = redis_commands(addr).await?;
-            let idle_start = Instant::now();
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let after = redis_commands(addr).await?;
-            // Two INFO calls of our own are in the count.
-            Some((after.saturating_sub(before + 1)) as f64 / idle_start.elapsed().as_secs_f64())
-        }
-        None => None,
-    };
     let redis_before = match &target.redis_addr {
         Some(addr) => Some(redis_commands(addr).await?),
         None => None,
@@ -595,9 +582,19 @@ async fn fanout(
     }
     let delivery_time = publish_started.elapsed();
     let cpu_after = server_cpu(&target)?;
-    let redis_per_publish = match (&target.redis_addr, redis_before, redis_idle) {
-        (Some(addr), Some(before), Some(idle)) => {
+    // Redis's background rate (heartbeats, watchdog pings and the like), measured over 2 s
+    // once the deliveries are in and the subscribers still connected (not before the
+    // publishes: the subscribers' joins may still be going through Redis then), is taken off
+    // the commands counted during the publishes.
+    let redis_per_publish = match (&target.redis_addr, redis_before) {
+        (Some(addr), Some(before)) => {
             let after = redis_commands(addr).await?;
+            let idle_start = Instant::now();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let idle_after = redis_commands(addr).await?;
+            // Each INFO of ours is a command too.
+            let idle =
+                idle_after.saturating_sub(after + 1) as f64 / idle_start.elapsed().as_secs_f64();
             let counted = after.saturating_sub(before + 1) as f64;
             let background = idle * delivery_time.as_secs_f64();
             Some(((counted - background).max(0.0)) / total.max(1) as f64)
