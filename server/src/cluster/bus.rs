@@ -241,6 +241,10 @@ async fn send(
                 .arg("EX")
                 .arg(crate::hub::CACHE_TTL.as_secs())
                 .ignore();
+            // Cached again: the channel's next miss is reported again (`misses.rs`).
+            if let Some(missed) = super::misses::missed_key_of(&inner.settings.name, key) {
+                pipe.del(missed).ignore();
+            }
         }
         pipe.publish(&outgoing.redis_channel, outgoing.payload.as_ref())
             .ignore();

@@ -40,6 +40,7 @@ pub mod console;
 pub mod health;
 pub mod lease;
 pub mod message;
+mod misses;
 mod order;
 mod registry;
 pub mod signin;
@@ -105,6 +106,11 @@ pub trait Local: Send + Sync + 'static {
     fn taps(&self) -> &Taps;
     /// The node's REST rate limits (shared by the live nodes, [`lease`]).
     fn rates(&self) -> &RateLimits;
+    /// How long `channel_vacated` / `member_removed` webhooks wait for a comeback (kept in
+    /// Redis in cluster mode, see [`state`]).
+    fn vacate_delay(&self) -> Duration {
+        crate::config::WebhookSettings::default().vacate_delay
+    }
 }
 
 /// One publish on its way to Redis.
