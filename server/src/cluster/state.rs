@@ -51,6 +51,9 @@
 //! and `member_added` (webhooks and frames) fire again for what every node still holds, and
 //! the subscribers get `member_added` for members they knew (a refresh).
 //!
+//! The vacate delay is kept in Redis too ([`vacate`]): `channel_vacated` / `member_removed`
+//! webhooks wait 3 s for a comeback on any node.
+//!
 //! `subscription_count` comes from the cluster-wide count, sent by the node whose script
 //! changed it; above [`COUNT_THROTTLE_ABOVE`] subscriptions each node sends a channel's count at
 //! most every [`COUNT_INTERVAL`] (the throttle is per node: with changes on several nodes a
