@@ -2,7 +2,8 @@
 //! back on another node within the delay (3 s) sends no `channel_vacated` / `member_removed`
 //! and no second `channel_occupied` / `member_added`; one that leaves for good is reported
 //! once, about 3 s later; the member frames to clients are not delayed; two misses on two
-//! nodes on the same empty cache channel send one `cache_miss`.
+//! nodes on the same empty cache channel send one `cache_miss`; channel churn leaves no
+//! pending vacate behind in Redis.
 
 use std::time::Duration;
 
@@ -210,4 +211,53 @@ async fn comebacks_on_another_node_within_the_delay_send_no_webhooks_and_misses_
     crate::helpers::pause(Duration::from_secs(1)).await;
     assert_eq!(count(&receiver, "channel_vacated", channel, None), 1);
     assert_eq!(count(&receiver, "member_removed", room, Some("u1")), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_vacates_from_channel_churn_are_all_taken_and_redis_is_left_empty() {
+    let database = Database::create().await;
+    let redis = Redis::start().await;
+    let node = start_node_with("a", &redis, &database, &[]).await;
+    // Clients churning channels (within each connection's subscribe rate).
+    let mut clients = Vec::new();
+    for c in 0..30 {
+        let mut client = node.connect().await;
+        for n in 0..8 {
+            let channel = format!("churn-{c}-{n}");
+            client.subscribe(&channel).await;
+            client
+                .send_json(json!({"event": "pusher:unsubscribe", "data": {"channel": channel}}))
+                .await;
+        }
+        clients.push(client);
+    }
+    let pending = format!("{}:st:vacating:{APP_ID}", redis.cluster);
+    let apps = format!("{}:st:vacating-apps", redis.cluster);
+    let mut conn = redis.connection().await;
+    let held: i64 = redis::cmd("ZCARD")
+        .arg(&pending)
+        .query_async(&mut conn)
+        .await
+        .expect("ZCARD");
+    assert!(held > 0, "the last leaves are pending for the delay");
+    eventually(
+        "every pending vacate is taken",
+        Duration::from_secs(15),
+        || {
+            let mut conn = conn.clone();
+            let (pending, apps) = (pending.clone(), apps.clone());
+            async move {
+                let (left, listed): (i64, i64) = redis::pipe()
+                    .cmd("ZCARD")
+                    .arg(&pending)
+                    .cmd("SCARD")
+                    .arg(&apps)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("ZCARD, SCARD");
+                left == 0 && listed == 0
+            }
+        },
+    )
+    .await;
 }
