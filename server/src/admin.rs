@@ -668,12 +668,20 @@ impl AdminPort for AdminApi {
 
     async fn channels(&self, admin: &Admin, id: &str) -> PortResult<Vec<ChannelRow>> {
         self.scoped_app(admin, id).await?;
-        let mut rows: Vec<ChannelRow> = self
-            .node
-            .hub
-            .existing_app(id)
-            .map(|h| h.channels(""))
-            .unwrap_or_default()
+        // Cluster-wide in cluster mode (with round robin a node may hold none of the app's
+        // sockets); this node's when Redis does not answer in time.
+        let cluster_wide = match &self.node.cluster {
+            Some(cluster) => cluster.channels(id, "").await.ok(),
+            None => None,
+        };
+        let list = cluster_wide.unwrap_or_else(|| {
+            self.node
+                .hub
+                .existing_app(id)
+                .map(|h| h.channels(""))
+                .unwrap_or_default()
+        });
+        let mut rows: Vec<ChannelRow> = list
             .into_iter()
             .map(|(name, subscriptions, users)| ChannelRow {
                 name,

@@ -52,6 +52,9 @@ pub struct WebhookSettings {
     /// How long a node's claim on outbox rows lasts unless renewed (renewed every quarter of
     /// it, at most every 2 s): a dead node's rows are taken over by another node after it.
     pub claim_lease: Duration,
+    /// `channel_vacated` / `member_removed` reach the writer already delayed (cluster mode: the
+    /// delay is kept in Redis), so the writer writes them due at once and cancels nothing.
+    pub delayed_upstream: bool,
 }
 
 impl Default for WebhookSettings {
@@ -71,6 +74,7 @@ impl Default for WebhookSettings {
             cache_miss_interval: Duration::from_secs(60),
             cache_miss_per_second: 10,
             claim_lease: Duration::from_secs(30),
+            delayed_upstream: false,
         }
     }
 }

@@ -66,6 +66,10 @@ impl crate::cluster::Local for Node {
             .by_id(app_id)
             .and_then(|app| app.limits.daily_messages())
     }
+
+    fn vacate_delay(&self) -> std::time::Duration {
+        self.settings.webhooks.vacate_delay
+    }
 }
 
 /// The handle handlers receive.
@@ -80,7 +84,11 @@ impl Node {
             usage: self.usage.clone(),
             endpoints: self.webhooks.clone(),
             taps: self.taps.clone(),
-            settings: self.settings.webhooks.clone(),
+            settings: crate::config::WebhookSettings {
+                // The cluster's state scripts delay `channel_vacated` / `member_removed`.
+                delayed_upstream: self.cluster.is_some(),
+                ..self.settings.webhooks.clone()
+            },
             clock: self.settings.clock.clone(),
         }
     }

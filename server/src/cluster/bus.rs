@@ -250,8 +250,15 @@ async fn send(
     }
     for outgoing in batch.iter() {
         match &outgoing.cache {
-            // Stored (within the app's caps) and published in one step.
-            Some(keep) => keep_and_publish(&mut pipe, outgoing, keep),
+            // Stored (within the app's caps) and published in one step; cached again, the
+            // channel's next miss is reported again (`misses.rs`).
+            Some(keep) => {
+                keep_and_publish(&mut pipe, outgoing, keep);
+                if let Some(missed) = super::misses::missed_key_of(&inner.settings.name, &keep.key)
+                {
+                    pipe.del(missed).ignore();
+                }
+            }
             None => {
                 pipe.publish(&outgoing.redis_channel, outgoing.payload.as_ref())
                     .ignore();

@@ -41,6 +41,7 @@ pub mod console;
 pub mod health;
 pub mod lease;
 pub mod message;
+mod misses;
 mod order;
 mod registry;
 pub mod signin;
@@ -111,6 +112,12 @@ pub trait Local: Send + Sync + 'static {
     /// App `app_id`'s daily message quota, if it has one (its deliveries here are reported to
     /// the cluster-wide count, [`lease`]).
     fn daily_quota(&self, app_id: &str) -> Option<u64>;
+
+    /// How long `channel_vacated` / `member_removed` webhooks wait for a comeback (kept in
+    /// Redis in cluster mode, see [`state`]).
+    fn vacate_delay(&self) -> Duration {
+        crate::config::WebhookSettings::default().vacate_delay
+    }
 }
 
 /// One publish on its way to Redis.

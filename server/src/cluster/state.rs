@@ -51,6 +51,9 @@
 //! and `member_added` (webhooks and frames) fire again for what every node still holds, and
 //! the subscribers get `member_added` for members they knew (a refresh).
 //!
+//! The vacate delay is kept in Redis too ([`vacate`]): `channel_vacated` / `member_removed`
+//! webhooks wait 3 s for a comeback on any node.
+//!
 //! `subscription_count` comes from the cluster-wide count, sent by the node whose script
 //! changed it; above [`COUNT_THROTTLE_ABOVE`] subscriptions each node sends a channel's count at
 //! most every [`COUNT_INTERVAL`] (the throttle is per node: with changes on several nodes a
@@ -69,11 +72,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+mod answers;
+mod vacate;
+
 use super::state_scripts;
 use super::{slots, Cluster, Inner, Local, COMMAND_TIMEOUT, HEARTBEAT_EVERY};
 use crate::hub::{AppHub, PresenceMember};
 use crate::locks::MutexExt;
 use crate::protocol::{server, SocketId, WebhookEvent, WebhookKind};
+use answers::{info_of, int, list, texts};
 
 /// State changes waiting for the state task; past it a change is dropped and the node resyncs.
 const STATE_QUEUE: usize = 65_536;
@@ -258,6 +265,9 @@ struct Task {
     claim: redis::Script,
     cleanup: redis::Script,
     resync: redis::Script,
+    vacate_due: redis::Script,
+    /// The vacate delay in ms ([`vacate`]; 0: none).
+    vacate_delay_ms: u64,
     paused_until: Option<Instant>,
     /// Channels above [`COUNT_THROTTLE_ABOVE`]: when this node last sent their count, and the
     /// count held back since (with whether clients get it). Bounded by such channels: an entry
@@ -287,15 +297,19 @@ pub(super) async fn state_loop(
         conn: inner.manager.get(),
         prefix: prefix(&inner.settings.name),
         inner,
-        local,
         join: redis::Script::new(state_scripts::JOIN),
         leave: redis::Script::new(state_scripts::LEAVE),
         claim: redis::Script::new(state_scripts::CLAIM),
         cleanup: redis::Script::new(state_scripts::CLEANUP),
         resync: redis::Script::new(state_scripts::RESYNC),
+        vacate_due: redis::Script::new(state_scripts::VACATE_DUE),
+        vacate_delay_ms: u64::try_from(local.vacate_delay().as_millis()).unwrap_or(u64::MAX),
         paused_until: None,
         throttled: HashMap::new(),
+        local,
     };
+    let mut due = tokio::time::interval(vacate::SWEEP_EVERY);
+    due.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut sweep = tokio::time::interval(HEARTBEAT_EVERY);
     sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut flush = tokio::time::interval(COUNT_FLUSH_EVERY);
@@ -319,6 +333,7 @@ pub(super) async fn state_loop(
                 task.sweep().await;
             }
             _ = flush.tick(), if !task.throttled.is_empty() => task.flush_counts(),
+            _ = due.tick() => task.fire_due().await,
             () = stop.cancelled() => {
                 rx.close();
                 let mut ops = Vec::with_capacity(BATCH);
@@ -329,42 +344,6 @@ pub(super) async fn state_loop(
             }
         }
     }
-}
-
-/// A script's answer as a list.
-fn list(value: Value) -> Vec<Value> {
-    match value {
-        Value::Array(items) => items,
-        _ => Vec::new(),
-    }
-}
-
-fn int(value: &Value) -> i64 {
-    match value {
-        Value::Int(n) => *n,
-        _ => 0,
-    }
-}
-
-fn text(value: Value) -> String {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes).unwrap_or_default(),
-        Value::SimpleString(s) => s,
-        Value::Int(n) => n.to_string(),
-        _ => String::new(),
-    }
-}
-
-fn texts(value: Value) -> Vec<String> {
-    list(value).into_iter().map(text).collect()
-}
-
-/// Stored `user_info` back as JSON (`""`: none).
-fn info_of(stored: &str) -> Option<Box<RawValue>> {
-    if stored.is_empty() {
-        return None;
-    }
-    serde_json::from_str(stored).ok()
 }
 
 impl Task {
@@ -505,7 +484,12 @@ impl Task {
                     .arg(&*leave.app)
                     .arg(self.inner.tag)
                     .arg(&*leave.channel)
-                    .arg(leave.user.as_deref().unwrap_or(""));
+                    .arg(leave.user.as_deref().unwrap_or(""))
+                    .arg(self.vacate_delay_ms)
+                    .arg(super::misses::missed_prefix(
+                        &self.inner.settings.name,
+                        &leave.app,
+                    ));
             }
         }
         command
@@ -527,8 +511,9 @@ impl Task {
             }
             return;
         }
+        // 2: a comeback within the vacate delay, which reports no webhook.
         let occupied = first == 1;
-        let added = answer.next().is_some_and(|v| int(&v) == 1);
+        let added = answer.next().map_or(0, |v| int(&v));
         let total = answer.next().map_or(0, |v| int(&v));
         let members = join.user.as_ref().map(|_| {
             let flat = texts(answer.next().unwrap_or(Value::Nil));
@@ -546,13 +531,15 @@ impl Task {
                 WebhookEvent::channel(WebhookKind::ChannelOccupied, channel)
             });
         }
-        if added {
+        if added > 0 {
             if let Some((user, info)) = &join.user {
                 let frame = server::member_added(channel, user, info.as_deref());
                 self.send(&join.app, &app, channel, &frame, Some(join.socket));
-                app.emit(WebhookKind::MemberAdded, || {
-                    WebhookEvent::member(WebhookKind::MemberAdded, channel, user)
-                });
+                if added == 1 {
+                    app.emit(WebhookKind::MemberAdded, || {
+                        WebhookEvent::member(WebhookKind::MemberAdded, channel, user)
+                    });
+                }
             }
         }
         self.count(
@@ -563,7 +550,7 @@ impl Task {
             join.counts,
             Some(join.socket),
         );
-        if occupied {
+        if first > 0 {
             self.throttled
                 .remove(&(join.app.clone(), join.channel.clone()));
         }
@@ -576,8 +563,9 @@ impl Task {
     /// Fires what a leave's script answered.
     fn left(&mut self, leave: Leave, answer: Value) {
         let answer = list(answer);
-        let vacated = answer.first().is_some_and(|v| int(v) == 1);
-        let removed = answer.get(1).is_some_and(|v| int(v) == 1);
+        // 2: vacated / removed with the webhook pending in Redis ([`vacate`]).
+        let vacated = answer.first().map_or(0, int);
+        let removed = answer.get(1).map_or(0, int);
         let total = answer.get(2).map_or(-1, int);
         if total < 0 {
             // This node held no subscription of the channel in Redis (cleaned up, or never
@@ -586,29 +574,34 @@ impl Task {
         }
         let app = self.app(&leave.app);
         let channel = &*leave.channel;
-        if removed {
+        if removed > 0 {
             if let Some(user) = &leave.user {
-                self.member_removed(&leave.app, &app, channel, user);
+                self.member_removed(&leave.app, &app, channel, user, removed == 1);
             }
         }
-        if vacated {
+        if vacated > 0 {
             self.throttled
                 .remove(&(leave.app.clone(), leave.channel.clone()));
-            app.emit(WebhookKind::ChannelVacated, || {
-                WebhookEvent::channel(WebhookKind::ChannelVacated, channel)
-            });
+            if vacated == 1 {
+                app.emit(WebhookKind::ChannelVacated, || {
+                    WebhookEvent::channel(WebhookKind::ChannelVacated, channel)
+                });
+            }
         } else {
             self.count(&leave.app, &app, channel, total, leave.counts, None);
         }
     }
 
-    /// `member_removed` to the local subscribers and the other nodes, and its webhook.
-    fn member_removed(&self, app_id: &str, app: &AppHub, channel: &str, user: &str) {
+    /// `member_removed` to the local subscribers and the other nodes, and its webhook (unless
+    /// pending).
+    fn member_removed(&self, app_id: &str, app: &AppHub, channel: &str, user: &str, hook: bool) {
         let frame = server::member_removed(channel, user);
         self.send(app_id, app, channel, &frame, None);
-        app.emit(WebhookKind::MemberRemoved, || {
-            WebhookEvent::member(WebhookKind::MemberRemoved, channel, user)
-        });
+        if hook {
+            app.emit(WebhookKind::MemberRemoved, || {
+                WebhookEvent::member(WebhookKind::MemberRemoved, channel, user)
+            });
+        }
     }
 
     /// Delivers `frame` to the local subscribers of `channel` but `except` and publishes it to
@@ -755,7 +748,7 @@ impl Task {
                 let app = self.app(&app_id);
                 for pair in removed.chunks(2) {
                     if let [channel, user] = pair {
-                        self.member_removed(&app_id, &app, channel, user);
+                        self.member_removed(&app_id, &app, channel, user, true);
                     }
                 }
                 for channel in &vacated {
@@ -848,7 +841,7 @@ impl Task {
             }
             for pair in removed.chunks(2) {
                 if let [channel, user] = pair {
-                    self.member_removed(&app_id, &app, channel, user);
+                    self.member_removed(&app_id, &app, channel, user, true);
                 }
             }
             for channel in &vacated {

@@ -7,6 +7,9 @@
 /// full (nothing changed), else `{occupied, added, subscriptions, members}` where `occupied` /
 /// `added` are 1 on the channel's first subscription / the user's first socket cluster-wide,
 /// and `members` is the flat `user, info` list of a presence channel (empty otherwise).
+/// `occupied` / `added` are 2 instead for a comeback: the channel / member was pending in
+/// `P:st:vacating:{app}` (left within the vacate delay); the pending entry is removed and no
+/// webhook is due for either (the frames to clients still go).
 pub(super) const JOIN: &str = r"
 local p, app, tag, ch, user, info = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local max = tonumber(ARGV[7])
@@ -21,6 +24,7 @@ if user ~= '' then
   if redis.call('HINCRBY', pm, user, 1) == 1 then
     added = 1
     redis.call('HSET', pi, user, info)
+    if redis.call('ZREM', p .. 'vacating:' .. app, ch .. '\n' .. user) == 1 then added = 2 end
   end
   redis.call('HINCRBY', p .. 'pn:' .. app .. ':' .. tag, ch .. '\n' .. user, 1)
   members = redis.call('HGETALL', pi)
@@ -30,16 +34,36 @@ local total = redis.call('HINCRBY', p .. 'occ:' .. app, ch, 1)
 redis.call('SADD', p .. 'apps:' .. tag, app)
 redis.call('SADD', p .. 'nodes', tag)
 local occupied = 0
-if total == 1 then occupied = 1 end
+if total == 1 then
+  occupied = 1
+  if redis.call('ZREM', p .. 'vacating:' .. app, ch) == 1 then occupied = 2 end
+end
 return {occupied, added, total, members}
 ";
 
 /// An unsubscribe (or a disconnect's). ARGV: prefix, app, tag, channel, user id (`""`: not
 /// presence). Acts only if this node still holds a subscription of the channel (it may have
-/// been cleaned up as a dead node's, or re-registered since). Answers `{vacated, removed,
-/// subscriptions}`.
+/// been cleaned up as a dead node's, or re-registered since). ARGV[6]: the vacate delay in ms
+/// (0: none). Answers `{vacated, removed, subscriptions}`; with a delay, a vacated channel or
+/// removed member is 2 instead of 1: its webhook is pending in `P:st:vacating:{app}` (member
+/// the channel, or `"channel\nuser"`; score: due time in ms by Redis's clock), and the app is
+/// in `P:st:vacating-apps`; a comeback ([`JOIN`]) cancels it, else [`VACATE_DUE`] fires it.
+/// ARGV[7] (optional): the prefix of the cache-miss report keys; a vacated channel's is removed
+/// (its next miss is reported again).
 pub(super) const LEAVE: &str = r"
 local p, app, tag, ch, user = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local delay = tonumber(ARGV[6] or '0')
+local due = 0
+if delay > 0 then
+  local t = redis.call('TIME')
+  due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + delay
+end
+local function pending(member)
+  if delay <= 0 then return 1 end
+  redis.call('ZADD', p .. 'vacating:' .. app, due, member)
+  redis.call('SADD', p .. 'vacating-apps', app)
+  return 2
+end
 local nodech = p .. 'ch:' .. app .. ':' .. tag
 local mine = tonumber(redis.call('HGET', nodech, ch) or '0')
 if mine <= 0 then return {0, 0, -1} end
@@ -49,7 +73,8 @@ local total = redis.call('HINCRBY', occ, ch, -1)
 local vacated = 0
 if total <= 0 then
   redis.call('HDEL', occ, ch)
-  vacated = 1
+  if ARGV[7] then redis.call('DEL', ARGV[7] .. ch) end
+  vacated = pending(ch)
   total = 0
 end
 local removed = 0
@@ -63,7 +88,7 @@ if user ~= '' then
     if redis.call('HINCRBY', pm, user, -1) <= 0 then
       redis.call('HDEL', pm, user)
       redis.call('HDEL', p .. 'pi:' .. app .. ':' .. ch, user)
-      removed = 1
+      removed = pending(ch .. '\n' .. user)
     end
   end
 end
@@ -221,4 +246,36 @@ else
 end
 redis.call('SADD', p .. 'nodes', tag)
 return {occupied, vacated, added, removed}
+";
+
+/// Takes the due pending vacates (see [`LEAVE`]): atomic, so each is taken by one node. ARGV:
+/// prefix, the most entries to take. Answers the flat list `app, entry` of those still vacant
+/// (a channel nobody subscribes to, a member with no socket: a resync may have brought one back
+/// without a join) for the caller to fire `channel_vacated` / `member_removed`.
+pub(super) const VACATE_DUE: &str = r"
+local p, limit = ARGV[1], tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for _, app in ipairs(redis.call('SMEMBERS', p .. 'vacating-apps')) do
+  local key = p .. 'vacating:' .. app
+  local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, limit)
+  for _, entry in ipairs(due) do
+    redis.call('ZREM', key, entry)
+    local nl = string.find(entry, '\n', 1, true)
+    local vacant
+    if nl then
+      local ch, user = string.sub(entry, 1, nl - 1), string.sub(entry, nl + 1)
+      vacant = redis.call('HEXISTS', p .. 'pm:' .. app .. ':' .. ch, user) == 0
+    else
+      vacant = redis.call('HEXISTS', p .. 'occ:' .. app, entry) == 0
+    end
+    if vacant then
+      table.insert(out, app)
+      table.insert(out, entry)
+    end
+  end
+  if redis.call('ZCARD', key) == 0 then redis.call('SREM', p .. 'vacating-apps', app) end
+end
+return out
 ";

@@ -66,8 +66,12 @@ impl AppState {
                 }
                 result.cache_miss = true;
                 conn.outbox().push(server::cache_miss(name));
-                // One webhook per miss, however many clients hit the empty cache.
-                if hooks.wants(WebhookKind::CacheMiss) && self.reported_misses.insert(name.into()) {
+                // One webhook per miss, however many clients hit the empty cache. In cluster
+                // mode the session reports it, once per cluster (`cluster/misses.rs`).
+                if hooks.wants(WebhookKind::CacheMiss)
+                    && !hooks.clustered
+                    && self.reported_misses.insert(name.into())
+                {
                     hooks.emit(WebhookKind::CacheMiss, || {
                         WebhookEvent::channel(WebhookKind::CacheMiss, name)
                     });

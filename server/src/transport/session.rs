@@ -471,6 +471,10 @@ impl Session {
         );
         match subscribed {
             Ok(done) => {
+                // Reported once per cluster (the hub reports none in cluster mode).
+                if let Some(cluster) = self.node.cluster.as_ref().filter(|_| done.cache_miss) {
+                    cluster.report_cache_miss(self.app_hub.clone(), &self.app_id, channel);
+                }
                 // The subscriber's own count (the others got it from the cluster).
                 if let Some(count) = subscriptions.filter(|_| {
                     options.subscription_count

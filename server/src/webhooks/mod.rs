@@ -342,7 +342,7 @@ fn build(
     let mut held: Vec<Option<(HeldKey, HubEvent)>> = Vec::new();
     let mut held_at: HashMap<HeldKey, usize> = HashMap::new();
     for hub_event in events {
-        match delay::held_key(&hub_event) {
+        match delay::held_key(&hub_event).filter(|_| !context.settings.delayed_upstream) {
             Some((key, true)) => {
                 if let Some(at) = held_at.insert(key.clone(), held.len()) {
                     held[at] = None;
@@ -469,6 +469,9 @@ impl Writer {
         let mut cancelled = HashSet::new();
         let mut comebacks: Vec<(HeldKey, Vec<i64>)> = Vec::new();
         for event in events {
+            if self.context.settings.delayed_upstream {
+                break;
+            }
             let Some((key, false)) = delay::held_key(event) else {
                 continue;
             };

@@ -779,3 +779,21 @@ async fn usage_messages(url: &str) -> i64 {
     let _ = conn.close().await;
     total.unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_pages_occupied_channels_are_cluster_wide() {
+    let (_redis, _database, a, b) = two_nodes(&[]).await;
+    let mut on_a = a.connect().await;
+    on_a.subscribe("live-lobby").await;
+    // Node B holds no socket of the app: its Live page lists A's channel from Redis.
+    let cookie = session(&b.base()).await;
+    let (status, body) = page(
+        &b.base(),
+        &cookie,
+        &format!("/dashboard/apps/{APP_ID}/live"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("live-lobby"), "{body}");
+    assert!(!body.contains("No channel is occupied"), "{body}");
+}

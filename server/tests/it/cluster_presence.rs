@@ -287,11 +287,17 @@ async fn webhooks_fire_once_and_a_killed_nodes_members_and_channels_are_cleaned_
         .expect("webhook is added");
     // Every node has the webhook once a probe channel subscribed there is reported.
     for (n, node) in nodes.iter().enumerate() {
-        let probe = format!("probe-{n}");
+        // A new channel per attempt: subscribing the same one again within the vacate delay
+        // would be a comeback, which reports no channel_occupied.
+        let attempt = std::sync::atomic::AtomicUsize::new(0);
         eventually(
             "the node has the webhook",
             Duration::from_secs(10),
             || async {
+                let probe = format!(
+                    "probe-{n}-{}",
+                    attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
                 let mut client = node.connect().await;
                 client.subscribe(&probe).await;
                 client.close().await;

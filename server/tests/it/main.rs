@@ -21,6 +21,7 @@ mod cluster_quota;
 mod cluster_resilience;
 mod cluster_users;
 mod cluster_users_bounds;
+mod cluster_webhooks_delay;
 mod dashboard_access;
 mod dashboard_cluster;
 mod dashboard_helpers;
