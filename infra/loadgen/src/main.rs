@@ -159,13 +159,12 @@ fn server_cpu(target: &Target) -> Result<Option<f64>> {
     Ok(Some(total))
 }
 
-/// Redis's `total_commands_processed`, read with a raw `INFO stats` (RESP) from `addr`.
-async fn redis_commands(addr: &str) -> Result<u64> {
+/// A raw `INFO SECTION` (RESP) from the Redis at `addr`.
+async fn redis_info(addr: &str, section: &str) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(b"*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n")
-        .await?;
+    let request = format!("*2\r\n$4\r\nINFO\r\n${}\r\n{section}\r\n", section.len());
+    stream.write_all(request.as_bytes()).await?;
     // The reply is one bulk string: `$LEN\r\n` then LEN bytes and `\r\n`.
     let mut reply = Vec::new();
     let mut buf = [0u8; 4096];
@@ -187,12 +186,37 @@ async fn redis_commands(addr: &str) -> Result<u64> {
             break;
         }
     }
-    let text = String::from_utf8_lossy(&reply);
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// Redis's `total_commands_processed`.
+async fn redis_commands(addr: &str) -> Result<u64> {
+    let text = redis_info(addr, "stats").await?;
     let line = text
         .lines()
         .find(|l| l.starts_with("total_commands_processed:"))
         .context("no total_commands_processed in INFO stats")?;
     Ok(line["total_commands_processed:".len()..].trim().parse()?)
+}
+
+/// The `PUBLISH` (and `SPUBLISH`) calls Redis has run, from `INFO commandstats`.
+async fn redis_publishes(addr: &str) -> Result<u64> {
+    let text = redis_info(addr, "commandstats").await?;
+    let mut calls = 0;
+    for line in text.lines() {
+        let Some(rest) = line
+            .strip_prefix("cmdstat_publish:calls=")
+            .or_else(|| line.strip_prefix("cmdstat_spublish:calls="))
+        else {
+            continue;
+        };
+        calls += rest
+            .split(',')
+            .next()
+            .context("malformed commandstats")?
+            .parse::<u64>()?;
+    }
+    Ok(calls)
 }
 
 fn clock_ticks() -> f64 {
@@ -544,6 +568,10 @@ async fn fanout(
         Some(addr) => Some(redis_commands(addr).await?),
         None => None,
     };
+    let publishes_before = match &target.redis_addr {
+        Some(addr) => Some(redis_publishes(addr).await?),
+        None => None,
+    };
     let cpu_before = server_cpu(&target)?;
     let total = rate * duration;
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
@@ -586,6 +614,13 @@ async fn fanout(
     // once the deliveries are in and the subscribers still connected (not before the
     // publishes: the subscribers' joins may still be going through Redis then), is taken off
     // the commands counted during the publishes.
+    let publishes_per_publish = match (&target.redis_addr, publishes_before) {
+        (Some(addr), Some(before)) => {
+            let after = redis_publishes(addr).await?;
+            Some(after.saturating_sub(before) as f64 / total.max(1) as f64)
+        }
+        _ => None,
+    };
     let redis_per_publish = match (&target.redis_addr, redis_before) {
         (Some(addr), Some(before)) => {
             let after = redis_commands(addr).await?;
@@ -635,6 +670,7 @@ async fn fanout(
             "latency_ms_p99": percentile(&sorted, 99.0),
             "latency_ms_max": percentile(&sorted, 100.0),
             "redis_commands_per_publish": redis_per_publish,
+            "redis_publish_commands_per_publish": publishes_per_publish,
         })
     );
     Ok(())

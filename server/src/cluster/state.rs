@@ -24,13 +24,13 @@
 //! The hub runs in its cluster mode ([`crate::hub::Hub::with_cluster_state`]) and decides none
 //! of these itself.
 //!
-//! Dead nodes: every [`HEARTBEAT_EVERY`] each node sweeps. A script moves the tags of
+//! Dead nodes: every [`DEAD_SWEEP_EVERY`] (1 s) each node sweeps. A script moves the tags of
 //! `P:st:nodes` whose tag key is gone into `P:st:dead`; then for each (dead tag, app) a cleanup
 //! script subtracts the node's counts and answers the channels vacated and the members removed;
 //! it acts only for the caller that removed the app from the tag's set, so exactly one node
 //! fires them. Bound: a killed node's tag key expires within [`super::HEARTBEAT_TTL`] (10 s),
-//! and a survivor sweeps within [`HEARTBEAT_EVERY`] (3 s) after that: its members are removed
-//! and its channels vacated within 13 s (below the 15 s target). A node restarted under the
+//! and a survivor sweeps within [`DEAD_SWEEP_EVERY`] (1 s) after that: its members are removed
+//! and its channels vacated within 11 s (below the 15 s target). A node restarted under the
 //! same `HERALD_NODE_ID` has a new tag, so its previous run is cleaned like a dead node.
 //!
 //! Redis unreachable (a script fails or times out, or the state queue is full): the session
@@ -76,7 +76,7 @@ mod answers;
 mod vacate;
 
 use super::state_scripts;
-use super::{slots, Cluster, Inner, Local, COMMAND_TIMEOUT, HEARTBEAT_EVERY};
+use super::{slots, Cluster, Inner, Local, COMMAND_TIMEOUT, DEAD_SWEEP_EVERY};
 use crate::hub::{AppHub, PresenceMember};
 use crate::locks::MutexExt;
 use crate::protocol::{server, SocketId, WebhookEvent, WebhookKind};
@@ -284,7 +284,7 @@ struct Throttled {
     held: Option<(i64, bool)>,
 }
 
-/// Runs this node's state changes in order, sweeps dead nodes every [`HEARTBEAT_EVERY`] and
+/// Runs this node's state changes in order, sweeps dead nodes every [`DEAD_SWEEP_EVERY`] and
 /// resyncs when needed, until `stop`; then sends the changes still queued (the caller bounds
 /// how long).
 pub(super) async fn state_loop(
@@ -310,7 +310,7 @@ pub(super) async fn state_loop(
     };
     let mut due = tokio::time::interval(vacate::SWEEP_EVERY);
     due.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut sweep = tokio::time::interval(HEARTBEAT_EVERY);
+    let mut sweep = tokio::time::interval(DEAD_SWEEP_EVERY);
     sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut flush = tokio::time::interval(COUNT_FLUSH_EVERY);
     flush.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -23,7 +23,7 @@
 //! until this node listens to the app's Redis channel; meanwhile that app's ops are parked
 //! (in order) and the other apps' ops go on.
 //!
-//! A node is alive while its tag key (`registry::tag_key`) exists. Every [`HEARTBEAT_EVERY`]
+//! A node is alive while its tag key (`registry::tag_key`) exists. Every [`DEAD_SWEEP_EVERY`]
 //! each node looks for tags in `{cluster}:su:nodes` whose tag key is gone; one survivor claims
 //! such a tag ([`CLAIM`], recorded in the hash `{cluster}:su:dead`: a claim whose holder died is
 //! taken over), removes the dead node's users app by app ([`CLEANUP`], idempotent: the node's
@@ -53,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::registry::tag_key;
 use super::users_scripts::{CHANGE, CLAIM, CLEANUP, FINISH, REREGISTER, SIGN_IN, SIGN_OUT};
-use super::{Cluster, Inner, COMMAND_TIMEOUT, HEARTBEAT_EVERY};
+use super::{Cluster, Inner, COMMAND_TIMEOUT, DEAD_SWEEP_EVERY};
 use crate::hub::{AppHub, ConnHandle};
 use crate::locks::MutexExt;
 
@@ -601,10 +601,10 @@ async fn reregister(inner: &Inner, conn: &mut ConnectionManager, local: &mut Loc
     );
 }
 
-/// Every [`HEARTBEAT_EVERY`]: finds the nodes whose tag key is gone and removes their users
+/// Every [`DEAD_SWEEP_EVERY`]: finds the nodes whose tag key is gone and removes their users
 /// (the survivor that claims a tag fires its offline transitions); until aborted.
 pub(super) async fn sweep_loop(inner: Arc<Inner>) {
-    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    let mut tick = tokio::time::interval(DEAD_SWEEP_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
