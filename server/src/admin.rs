@@ -817,7 +817,13 @@ impl AdminPort for AdminApi {
 
     async fn tap(&self, admin: &Admin, id: &str) -> PortResult<broadcast::Receiver<DebugEvent>> {
         self.scoped_app(admin, id).await?;
-        Ok(self.node.taps.subscribe(id))
+        let receiver = self.node.taps.subscribe(id);
+        if self.node.cluster.is_some() {
+            // The other nodes start forwarding this app's events once they have read the
+            // watch: the stream opens (the console says "live") only then.
+            tokio::time::sleep(crate::cluster::console::WATCH_PROPAGATION).await;
+        }
+        Ok(receiver)
     }
 
     fn node_label(&self, admin: &Admin, node_id: &str) -> String {

@@ -32,6 +32,11 @@ pub const PER_SECOND: usize = 200;
 /// How often the watched apps are refreshed (and read back).
 const EVERY: Duration = Duration::from_secs(1);
 
+/// How long a new watcher's stream waits before it opens, so that every node forwards to it
+/// by then: this node registers the watch within one [`EVERY`] and the other nodes read it
+/// within one more (a console that said "live" earlier would miss another node's events).
+pub const WATCH_PROPAGATION: Duration = Duration::from_millis(2_200);
+
 /// How long a ping, subscribe or unsubscribe on the pub/sub connection may take before the
 /// connection is re-made (the loop also forwards this node's events: it must never block for
 /// seconds).
