@@ -502,12 +502,19 @@ async fn serve(
 /// Watched ids read from Redis per command at most.
 const RESYNC_CHUNK: usize = 500;
 
+/// How long a watchers' re-sync may hold the pub/sub task (its reads go out as one pipeline).
+const RESYNC_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Tells this node's watchers of `apps` the statuses that changed while it may not have heard
 /// them: reads the watched ids' totals (`HMGET`) and pushes the differences. Run by the pub/sub
 /// task between two messages, so the transitions it hears next are newer than what it read.
 /// Best effort: a failure leaves the watchers as they were (the next re-sync corrects them).
 async fn resync_watchers(inner: &Inner, local: &dyn Local, apps: &[Arc<str>]) {
-    let mut conn = inner.users.manager.get();
+    // Every app's reads go out as one pipeline, answered within RESYNC_TIMEOUT: the pub/sub
+    // task reads no message meanwhile (REST publishes waiting for their echo among them), so
+    // the pause stays short however many apps and watched ids there are.
+    let mut pipe = redis::pipe();
+    let mut reads = Vec::new();
     for app_id in apps {
         let Some(app) = local.hub().existing_app(app_id) else {
             continue;
@@ -518,25 +525,31 @@ async fn resync_watchers(inner: &Inner, local: &dyn Local, apps: &[Arc<str>]) {
         let totals = super::users::totals_key(&inner.settings.name, app_id);
         let ids = app.watched_ids();
         for chunk in ids.chunks(RESYNC_CHUNK) {
-            let mut read = redis::cmd("HMGET");
-            read.arg(&totals);
+            let read = pipe.cmd("HMGET").arg(&totals);
             for id in chunk {
                 read.arg(&**id);
             }
-            let answer = tokio::time::timeout(
-                COMMAND_TIMEOUT,
-                read.query_async::<Vec<Option<i64>>>(&mut conn),
-            )
-            .await;
-            let Ok(Ok(counts)) = answer else {
-                tracing::debug!(app_id = &**app_id, "re-syncing watchers failed");
-                return;
-            };
-            let online: Vec<bool> = counts.iter().map(|n| n.is_some_and(|n| n > 0)).collect();
-            let changed = app.resync_statuses(chunk, &online);
-            if changed > 0 {
-                tracing::info!(app_id = &**app_id, changed, "watchers re-synced");
-            }
+            reads.push((app.clone(), chunk.to_vec()));
+        }
+    }
+    if reads.is_empty() {
+        return;
+    }
+    let mut conn = inner.users.manager.get();
+    let answer = tokio::time::timeout(
+        RESYNC_TIMEOUT,
+        pipe.query_async::<Vec<Vec<Option<i64>>>>(&mut conn),
+    )
+    .await;
+    let Ok(Ok(answers)) = answer else {
+        tracing::debug!("re-syncing watchers failed");
+        return;
+    };
+    for ((app, chunk), counts) in reads.iter().zip(answers) {
+        let online: Vec<bool> = counts.iter().map(|n| n.is_some_and(|n| n > 0)).collect();
+        let changed = app.resync_statuses(chunk, &online);
+        if changed > 0 {
+            tracing::info!(app_id = &*app.id(), changed, "watchers re-synced");
         }
     }
 }

@@ -7,8 +7,8 @@
 //! about 15 minutes: the heartbeat fails on every beat meanwhile and the other nodes clean this
 //! live node up. [`Conn`] holds the current manager; callers take it for each operation
 //! ([`Conn::get`]) and may report timeouts ([`Conn::failed`], [`Conn::timed_out`]); after
-//! [`TIMEOUTS_BEFORE_REPLACING`] timeouts in a row, or a PING timing out in the watchdog
-//! ([`watch_loop`]), the manager is replaced by a fresh one (made lazily). A refused or dropped
+//! [`TIMEOUTS_BEFORE_REPLACING`] timeouts in a row (the heartbeat's and the watchdog's PINGs,
+//! [`watch_loop`], counted together), the manager is replaced by a fresh one (made lazily). A refused or dropped
 //! connection is left to the manager, which reconnects by itself.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -150,17 +150,20 @@ impl Conn {
         }
     }
 
-    /// Pings the current manager; replaces it when the PING times out.
+    /// Pings the current manager; a PING that times out counts as a timeout (two in a row
+    /// replace it).
     async fn check(&self) {
         let mut conn = self.get();
         let command = redis::cmd("PING");
         let ping = command.query_async::<()>(&mut conn);
         match tokio::time::timeout(COMMAND_TIMEOUT, ping).await {
             Ok(Ok(())) => self.shared.timeouts.store(0, Ordering::Relaxed),
-            Ok(Err(error)) if error.is_timeout() => self.replace("a PING timed out"),
+            // Counted with the heartbeat's timeouts: one slow answer (a long script, a fork)
+            // does not replace every connection at once; two in a row do.
+            Ok(Err(error)) if error.is_timeout() => self.timed_out(),
             // Refused or dropped: the manager reconnects by itself.
             Ok(Err(_)) => {}
-            Err(_) => self.replace("a PING timed out"),
+            Err(_) => self.timed_out(),
         }
     }
 }

@@ -42,31 +42,55 @@ pub const ECHO_TIMEOUT: std::time::Duration = super::COMMAND_TIMEOUT;
 /// at once, as when the node does not listen (so the set is bounded whatever the load).
 pub(super) const MAX_WAITING: usize = super::OUTGOING_QUEUE;
 
+/// Publishes of one app waiting for their echo at most: one tenant's burst cannot take every
+/// slot of the node (the others' publishes would lose their order).
+pub(super) const MAX_WAITING_PER_APP: usize = MAX_WAITING / 8;
+
 /// The sequence numbers of this process's publishes waiting for their echo, each with the
 /// handler to tell how many copies the echo delivered here.
 #[derive(Debug, Default)]
 pub(super) struct Echoes {
     next: AtomicU64,
     // A std lock: one insert or remove at a time, never held across an await.
-    waiting: Mutex<HashMap<u64, oneshot::Sender<usize>>>,
+    waiting: Mutex<Waiting>,
+}
+
+#[derive(Debug, Default)]
+struct Waiting {
+    by_sequence: HashMap<u64, (Arc<str>, oneshot::Sender<usize>)>,
+    per_app: HashMap<Arc<str>, usize>,
 }
 
 impl Echoes {
-    /// A new sequence number waiting for its echo, or `None` when [`MAX_WAITING`] wait already.
-    fn register(&self) -> Option<(u64, oneshot::Receiver<usize>)> {
+    /// A new sequence number waiting for its echo, or `None` when [`MAX_WAITING`] wait already,
+    /// or [`MAX_WAITING_PER_APP`] of app `app_id`.
+    fn register(&self, app_id: &Arc<str>) -> Option<(u64, oneshot::Receiver<usize>)> {
         let mut waiting = self.waiting.lock_or_recover();
-        if waiting.len() >= MAX_WAITING {
+        if waiting.by_sequence.len() >= MAX_WAITING {
             return None;
         }
+        let mine = waiting.per_app.get(app_id).copied().unwrap_or(0);
+        if mine >= MAX_WAITING_PER_APP {
+            return None;
+        }
+        waiting.per_app.insert(app_id.clone(), mine + 1);
         let sequence = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        waiting.insert(sequence, tx);
+        waiting.by_sequence.insert(sequence, (app_id.clone(), tx));
         Some((sequence, rx))
     }
 
     /// Takes `sequence` out: `Some` for the first caller (who delivers), `None` after.
     pub(super) fn take(&self, sequence: u64) -> Option<oneshot::Sender<usize>> {
-        self.waiting.lock_or_recover().remove(&sequence)
+        let mut waiting = self.waiting.lock_or_recover();
+        let (app_id, tx) = waiting.by_sequence.remove(&sequence)?;
+        if let Some(count) = waiting.per_app.get_mut(&app_id) {
+            *count -= 1;
+            if *count == 0 {
+                waiting.per_app.remove(&app_id);
+            }
+        }
+        Some(tx)
     }
 }
 
@@ -121,7 +145,7 @@ impl Cluster {
         if !inner.listening.acked(&app_id) {
             return None;
         }
-        let (sequence, echoed) = inner.echoes.register()?;
+        let (sequence, echoed) = inner.echoes.register(&app_id)?;
         let payload = message::encode_echo(
             &inner.instance,
             channel,
@@ -228,22 +252,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_waiting_set_is_bounded_and_each_number_is_taken_once() {
+    fn the_waiting_set_is_bounded_per_app_and_in_all_and_each_number_is_taken_once() {
         let echoes = Echoes::default();
+        let apps: Vec<Arc<str>> = (0..9).map(|n| Arc::from(n.to_string())).collect();
         let mut waiting = Vec::with_capacity(MAX_WAITING);
-        for _ in 0..MAX_WAITING {
-            waiting.push(echoes.register().expect("room"));
+        for _ in 0..MAX_WAITING_PER_APP {
+            waiting.push(echoes.register(&apps[0]).expect("room"));
         }
         assert!(
-            echoes.register().is_none(),
-            "past {MAX_WAITING} waiting, a publish is delivered at once instead"
+            echoes.register(&apps[0]).is_none(),
+            "past {MAX_WAITING_PER_APP} of one app, its publish is delivered at once instead"
+        );
+        for app in &apps[1..8] {
+            for _ in 0..MAX_WAITING_PER_APP {
+                waiting.push(echoes.register(app).expect("room for another app"));
+            }
+        }
+        assert!(
+            echoes.register(&apps[8]).is_none(),
+            "past {MAX_WAITING} in all, a publish is delivered at once instead"
         );
         let (first, mut told) = waiting.swap_remove(0);
         let taken = echoes.take(first).expect("the first taker delivers");
         assert!(echoes.take(first).is_none(), "the second does not");
         taken.send(3).expect("the handler still waits");
         assert_eq!(told.try_recv(), Ok(3));
-        let (again, _) = echoes.register().expect("room again");
+        let (again, _) = echoes.register(&apps[0]).expect("room again for that app");
         assert!(
             waiting.iter().all(|(sequence, _)| *sequence != again),
             "sequence numbers are not reused"

@@ -61,6 +61,9 @@ end
 local function pending(member)
   if delay <= 0 then return 1 end
   redis.call('ZADD', p .. 'vacating:' .. app, due, member)
+  -- Bounded in time: with no node left to sweep it, the set goes 10 minutes after its last
+  -- entry (such late webhooks would mislead more than they tell).
+  redis.call('PEXPIRE', p .. 'vacating:' .. app, delay + 600000)
   redis.call('SADD', p .. 'vacating-apps', app)
   return 2
 end
