@@ -292,7 +292,7 @@ fn publish(
     app: &AppRef,
     event: &Publish,
     at: usize,
-    ordered: &mut Vec<(usize, Ordered)>,
+    ordered: &mut Settling,
 ) -> Option<BTreeMap<String, ChannelAttributes>> {
     let app_hub = node.hub.app(&app.id);
     let mut delivered = 0u64;
@@ -314,18 +314,20 @@ fn publish(
                     event.except,
                     cluster.keep_for(&app.id, channel, frame.len(), event.data.len(), &app.limits),
                 ) {
-                    ordered.push((at, waiting));
+                    ordered.echoes.push((at, waiting));
                     continue;
                 }
                 let copies = app_hub.publish_frame(channel, &frame, &event.data, event.except);
-                cluster.forward_kept(
+                if let Some(stored) = cluster.forward_kept(
                     &app.id,
                     channel,
                     &frame,
                     &event.data,
                     event.except,
                     &app.limits,
-                );
+                ) {
+                    ordered.stored.push(stored);
+                }
                 copies
             }
         };
@@ -352,21 +354,30 @@ fn publish(
     Some(channels)
 }
 
+/// What a REST request waits for before it answers, in cluster mode: its publishes delivered
+/// on their echo ([`Ordered`], by event index) and its cache channels' events stored in Redis.
+#[derive(Default)]
+struct Settling {
+    echoes: Vec<(usize, Ordered)>,
+    stored: Vec<tokio::sync::oneshot::Receiver<bool>>,
+}
+
 /// Waits (at most [`ECHO_TIMEOUT`] for them all) until the request's publishes that wait for
 /// their echo were delivered on this node, in Redis's order (or locally, when Redis did not
 /// take them in time), so the response follows them: a backend's next publish, through any
 /// node, comes after them everywhere.
-async fn settle(
-    node: &SharedNode,
-    app: &AppRef,
-    events: &[Publish],
-    ordered: Vec<(usize, Ordered)>,
-) {
-    if ordered.is_empty() {
+async fn settle(node: &SharedNode, app: &AppRef, events: &[Publish], settling: Settling) {
+    let Settling { echoes, stored } = settling;
+    if echoes.is_empty() && stored.is_empty() {
         return;
     }
     let deadline = tokio::time::Instant::now() + ECHO_TIMEOUT;
-    for (at, waiting) in ordered {
+    // Cache channels' last events stored in Redis before the answer (an outage: given up at
+    // the deadline; the event was delivered anyway).
+    for taken in stored {
+        let _ = tokio::time::timeout_at(deadline, taken).await;
+    }
+    for (at, waiting) in echoes {
         let channel = waiting.channel().to_owned();
         let copies = waiting.delivered(deadline).await;
         let event = &events[at];
@@ -443,7 +454,7 @@ async fn trigger(
     )?;
     rate_limit(&node, &app, Budget::BackendEvents, 1)?;
     admit(&node, &app, std::slice::from_ref(&event)).await?;
-    let mut ordered = Vec::new();
+    let mut ordered = Settling::default();
     let mut channels = publish(&node, &app, &event, 0, &mut ordered);
     settle(&node, &app, std::slice::from_ref(&event), ordered).await;
     clustered_info(&node, &app, &event, &mut channels).await;
@@ -477,7 +488,7 @@ async fn trigger_batch(
     let wants_info = events.iter().any(|e| !e.info.is_empty());
     // Every event is queued first (in order, in the one publishing queue), then the echoes are
     // awaited together: a batch costs one round trip to Redis, not one per event.
-    let mut ordered = Vec::new();
+    let mut ordered = Settling::default();
     let infos: Vec<_> = events
         .iter()
         .enumerate()

@@ -364,6 +364,7 @@ impl Cluster {
     /// (`limits`: cache channels and bytes, counted as the local cache counts them, cluster-wide
     /// in Redis; past them the event is published but not kept, [`cache::KEEP_SCRIPT`]). A
     /// frame larger than the whole byte budget is not even offered.
+    /// Returns, for a stored event, what tells whether Redis took it.
     pub fn forward_kept(
         &self,
         app_id: &str,
@@ -372,13 +373,18 @@ impl Cluster {
         data: &str,
         except: Option<SocketId>,
         limits: &crate::protocol::Limits,
-    ) {
+    ) -> Option<tokio::sync::oneshot::Receiver<bool>> {
         let Some(mut keep) = self.keep_for(app_id, channel, frame.len(), data.len(), limits) else {
-            return self.forward(app_id, channel.as_str(), frame, except, true);
+            self.forward(app_id, channel.as_str(), frame, except, true);
+            return None;
         };
         let payload = message::encode(&self.inner.instance, channel.as_str(), except, true, frame);
         keep.at = payload.len() - frame.len();
-        self.enqueue_with(app_id, payload, Some(keep));
+        // The REST answer waits for it: once a trigger is answered, a subscriber on any node
+        // finds the event in Redis.
+        let (ack, stored) = tokio::sync::oneshot::channel();
+        self.enqueue_full(app_id, payload, Some(keep), Some(ack));
+        Some(stored)
     }
 
     /// What a REST publish to `channel` (its frame and data this long) stores as the channel's
@@ -433,11 +439,6 @@ impl Cluster {
     /// the queue is full (by count or by bytes).
     fn enqueue(&self, app_id: &str, payload: Bytes) {
         self.enqueue_full(app_id, payload, None, None);
-    }
-
-    /// [`Cluster::enqueue`], with what a kept publish to a cache channel stores.
-    fn enqueue_with(&self, app_id: &str, payload: Bytes, cache: Option<cache::Keep>) {
-        self.enqueue_full(app_id, payload, cache, None);
     }
 
     /// Queues `payload` (with what it keeps and its ack, if any) for the app's Redis channel.

@@ -216,7 +216,15 @@ async fn a_killed_nodes_users_go_offline_within_15_s_and_a_redis_restart_converg
         }
         assert!(Instant::now() < deadline, "u6 went offline in time");
     }
-    assert_eq!(total_in_redis(&cluster, "u6").await, None);
+    // The "offline" heard may be the watchers' re-sync reading the emptied Redis before u6's
+    // node registered it again; the cluster still converges on u6 gone once the close's
+    // sign-out is through.
+    eventually(
+        "u6's count leaves Redis",
+        Duration::from_secs(10),
+        || async { total_in_redis(&cluster, "u6").await.is_none() },
+    )
+    .await;
 }
 async fn trigger(http: &reqwest::Client, base: &str, channel: &str, data: &str) {
     let body = json!({"name": "news", "channel": channel, "data": data});
