@@ -6,12 +6,18 @@
 //! host replaced at the same address) therefore stays dead until the kernel gives up on it,
 //! about 15 minutes: the heartbeat fails on every beat meanwhile and the other nodes clean this
 //! live node up. [`Conn`] holds the current manager; callers take it for each operation
-//! ([`Conn::get`]) and may report timeouts ([`Conn::failed`], [`Conn::timed_out`]); after
-//! [`TIMEOUTS_BEFORE_REPLACING`] timeouts in a row (the heartbeat's and the watchdog's PINGs,
-//! [`watch_loop`], counted together), the manager is replaced by a fresh one (made lazily). A refused or dropped
-//! connection is left to the manager, which reconnects by itself.
+//! ([`Conn::get`]) and may report how it went ([`Conn::get_tracked`], then [`Conn::succeeded`],
+//! [`Conn::failed`], [`Conn::timed_out`]); after [`TIMEOUTS_BEFORE_REPLACING`] timeouts in a
+//! row (the heartbeat's and the watchdog's PINGs, [`watch_loop`], counted together), the
+//! manager is replaced by a fresh one (made lazily). A refused or dropped connection is left to
+//! the manager, which reconnects by itself.
+//!
+//! Each manager has a generation, and a report names the generation its operation ran on: an
+//! operation still in flight on a replaced manager (a PING sent just before the replacement)
+//! that ends late says nothing about its successor, so its report is ignored ([`Streak`])
+//! rather than counted against the new manager, resetting its count, or replacing it again.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,13 +49,76 @@ struct Shared {
     name: &'static str,
     client: redis::Client,
     config: ConnectionManagerConfig,
-    current: ArcSwap<ConnectionManager>,
-    /// Timeouts reported in a row on the current manager.
-    timeouts: AtomicU32,
+    current: ArcSwap<Current>,
+    // A std lock: taken for each report, to compare generations and count (never across an
+    // await; a replacement, under it, only makes a lazy manager).
+    streak: Mutex<Streak>,
     /// Managers replaced since the start.
     replaced: AtomicU64,
     // A std lock: taken only when a manager is replaced, to compare and set an instant.
     logged: Mutex<(Option<Instant>, u64)>,
+}
+
+/// The current manager and its generation, swapped together.
+struct Current {
+    manager: ConnectionManager,
+    generation: Generation,
+}
+
+/// Which manager an operation ran on (see [`Conn::get_tracked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Generation(u64);
+
+/// What a report does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Nothing more (counted, reset, or ignored as stale).
+    Keep,
+    /// This report reached [`TIMEOUTS_BEFORE_REPLACING`]: replace the manager.
+    Replace,
+}
+
+/// The timeouts in a row on the current generation; reports of an older one are ignored.
+#[derive(Debug, Default)]
+struct Streak {
+    generation: u64,
+    timeouts: u32,
+}
+
+impl Streak {
+    /// An operation on `on` was answered (or refused by Redis itself): the count starts again.
+    fn answered(&mut self, on: Generation) {
+        if on.0 == self.generation {
+            self.timeouts = 0;
+        }
+    }
+
+    /// An operation on `on` timed out; only the report that reaches the threshold replaces (not
+    /// every one past it, nor one about a manager already replaced).
+    fn timed_out(&mut self, on: Generation) -> Verdict {
+        if on.0 != self.generation {
+            return Verdict::Keep;
+        }
+        self.timeouts = self.timeouts.saturating_add(1);
+        if self.timeouts == TIMEOUTS_BEFORE_REPLACING {
+            Verdict::Replace
+        } else {
+            Verdict::Keep
+        }
+    }
+
+    /// The manager was replaced: the next generation, with no timeout yet.
+    fn replaced(&mut self) -> Generation {
+        self.generation += 1;
+        self.timeouts = 0;
+        Generation(self.generation)
+    }
+
+    /// A replacement could not be made: the count stays below the threshold, so the next
+    /// timeout tries again.
+    fn not_replaced(&mut self) {
+        self.timeouts = TIMEOUTS_BEFORE_REPLACING - 1;
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -74,8 +143,11 @@ impl Conn {
                 name,
                 client: client.clone(),
                 config: config.clone(),
-                current: ArcSwap::from_pointee(manager),
-                timeouts: AtomicU32::new(0),
+                current: ArcSwap::from_pointee(Current {
+                    manager,
+                    generation: Generation(0),
+                }),
+                streak: Mutex::new(Streak::default()),
                 replaced: AtomicU64::new(0),
                 logged: Mutex::new((None, 0)),
             }),
@@ -85,31 +157,40 @@ impl Conn {
     /// The current manager (a cheap clone): take it again for each operation, or after a
     /// failure in a loop that keeps one.
     pub(super) fn get(&self) -> ConnectionManager {
-        ConnectionManager::clone(&self.shared.current.load())
+        self.shared.current.load().manager.clone()
     }
 
-    /// Reports an operation Redis answered.
-    pub(super) fn succeeded(&self) {
-        self.shared.timeouts.store(0, Ordering::Relaxed);
+    /// The current manager and its generation, for an operation whose outcome is reported
+    /// ([`Conn::succeeded`], [`Conn::failed`], [`Conn::timed_out`] with that generation).
+    pub(super) fn get_tracked(&self) -> (ConnectionManager, Generation) {
+        let current = self.shared.current.load();
+        (current.manager.clone(), current.generation)
     }
 
-    /// Reports a failed operation: a timeout counts towards replacing the manager; a refused
-    /// or dropped connection is left to the manager; an error answered by Redis resets the
-    /// count (the connection works).
-    pub(super) fn failed(&self, error: &RedisError) {
+    /// Reports an operation on generation `on` that Redis answered.
+    pub(super) fn succeeded(&self, on: Generation) {
+        self.shared.streak.lock_or_recover().answered(on);
+    }
+
+    /// Reports a failed operation on generation `on`: a timeout counts towards replacing the
+    /// manager; a refused or dropped connection is left to the manager; an error answered by
+    /// Redis resets the count (the connection works).
+    pub(super) fn failed(&self, on: Generation, error: &RedisError) {
         if error.is_timeout() {
-            self.timed_out();
+            self.timed_out(on);
         } else if !error.is_io_error() && !error.is_connection_dropped() {
-            self.shared.timeouts.store(0, Ordering::Relaxed);
+            self.succeeded(on);
         }
     }
 
-    /// Reports an operation that timed out (our own `tokio::time::timeout` elapsed).
-    pub(super) fn timed_out(&self) {
-        let before = self.shared.timeouts.fetch_add(1, Ordering::Relaxed);
-        // Only the report that reaches the threshold replaces (not every one past it).
-        if before + 1 == TIMEOUTS_BEFORE_REPLACING {
-            self.replace("timeouts in a row");
+    /// Reports an operation on generation `on` that timed out (our own `tokio::time::timeout`
+    /// elapsed).
+    pub(super) fn timed_out(&self, on: Generation) {
+        let mut streak = self.shared.streak.lock_or_recover();
+        if streak.timed_out(on) == Verdict::Replace {
+            // Under the lock: a report racing this one sees either the old generation with
+            // the count reached, or the new one.
+            self.replace(&mut streak, "timeouts in a row");
         }
     }
 
@@ -120,7 +201,7 @@ impl Conn {
 
     /// Replaces the manager with a fresh one (made lazily); operations in flight on the old
     /// one end with their own timeout.
-    fn replace(&self, why: &str) {
+    fn replace(&self, streak: &mut Streak, why: &str) {
         let shared = &self.shared;
         let fresh = match ConnectionManager::new_lazy_with_config(
             shared.client.clone(),
@@ -128,12 +209,16 @@ impl Conn {
         ) {
             Ok(fresh) => fresh,
             Err(error) => {
+                streak.not_replaced();
                 tracing::warn!(connection = shared.name, %error, "could not make a new redis connection");
                 return;
             }
         };
-        shared.current.store(Arc::new(fresh));
-        shared.timeouts.store(0, Ordering::Relaxed);
+        let generation = streak.replaced();
+        shared.current.store(Arc::new(Current {
+            manager: fresh,
+            generation,
+        }));
         let total = shared.replaced.fetch_add(1, Ordering::Relaxed) + 1;
         let mut logged = shared.logged.lock_or_recover();
         logged.1 += 1;
@@ -153,17 +238,17 @@ impl Conn {
     /// Pings the current manager; a PING that times out counts as a timeout (two in a row
     /// replace it).
     async fn check(&self) {
-        let mut conn = self.get();
+        let (mut conn, on) = self.get_tracked();
         let command = redis::cmd("PING");
         let ping = command.query_async::<()>(&mut conn);
         match tokio::time::timeout(COMMAND_TIMEOUT, ping).await {
-            Ok(Ok(())) => self.shared.timeouts.store(0, Ordering::Relaxed),
+            Ok(Ok(())) => self.succeeded(on),
             // Counted with the heartbeat's timeouts: one slow answer (a long script, a fork)
             // does not replace every connection at once; two in a row do.
-            Ok(Err(error)) if error.is_timeout() => self.timed_out(),
+            Ok(Err(error)) if error.is_timeout() => self.timed_out(on),
             // Refused or dropped: the manager reconnects by itself.
             Ok(Err(_)) => {}
-            Err(_) => self.timed_out(),
+            Err(_) => self.timed_out(on),
         }
     }
 }
@@ -195,33 +280,97 @@ mod tests {
         Conn::new("test", &client, &ConnectionManagerConfig::new()).expect("a lazy manager")
     }
 
+    /// Reports a timeout on the current manager.
+    fn time_out(conn: &Conn) {
+        conn.timed_out(conn.get_tracked().1);
+    }
+
     #[tokio::test]
     async fn two_timeouts_in_a_row_replace_the_manager_once() {
         let conn = unreachable();
-        conn.timed_out();
+        time_out(&conn);
         assert_eq!(conn.replaced(), 0, "one timeout is not enough");
-        conn.timed_out();
+        time_out(&conn);
         assert_eq!(conn.replaced(), 1);
         // The count starts again on the new manager.
-        conn.timed_out();
+        time_out(&conn);
         assert_eq!(conn.replaced(), 1);
-        conn.timed_out();
+        time_out(&conn);
         assert_eq!(conn.replaced(), 2);
     }
 
     #[tokio::test]
     async fn an_answer_between_two_timeouts_resets_the_count() {
         let conn = unreachable();
-        conn.timed_out();
-        conn.succeeded();
-        conn.timed_out();
+        let (_, on) = conn.get_tracked();
+        conn.timed_out(on);
+        conn.succeeded(on);
+        conn.timed_out(on);
         assert_eq!(conn.replaced(), 0);
         // A refused connection is the manager's to handle: it neither counts nor resets.
         let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        conn.failed(&refused);
+        conn.failed(on, &refused);
         assert_eq!(conn.replaced(), 0);
         let timeout = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
-        conn.failed(&timeout);
+        conn.failed(on, &timeout);
         assert_eq!(conn.replaced(), 1);
+    }
+
+    #[tokio::test]
+    async fn late_reports_about_a_replaced_manager_do_not_act_on_its_successor() {
+        let conn = unreachable();
+        // Three operations in flight on the first manager (a heartbeat and two PINGs).
+        let (_, old) = conn.get_tracked();
+        conn.timed_out(old);
+        conn.timed_out(old);
+        assert_eq!(conn.replaced(), 1);
+        let (_, new) = conn.get_tracked();
+        assert_ne!(old, new, "the successor has its own generation");
+        // The third ends late: its timeout is not counted against the successor...
+        conn.timed_out(old);
+        time_out(&conn);
+        assert_eq!(
+            conn.replaced(),
+            1,
+            "a stale timeout and one real one do not replace the successor"
+        );
+        // ...nor does a late answer from the old manager reset the successor's count.
+        conn.succeeded(old);
+        let answered = RedisError::from((redis::ErrorKind::Client, "an error answered by Redis"));
+        conn.failed(old, &answered);
+        time_out(&conn);
+        assert_eq!(
+            conn.replaced(),
+            2,
+            "the successor's two timeouts in a row replace it, whatever the old one said"
+        );
+    }
+
+    #[test]
+    fn the_streak_counts_only_its_own_generation_and_replaces_once_per_generation() {
+        let mut streak = Streak::default();
+        let first = Generation(0);
+        assert_eq!(streak.timed_out(first), Verdict::Keep);
+        assert_eq!(streak.timed_out(first), Verdict::Replace);
+        assert_eq!(
+            streak.timed_out(first),
+            Verdict::Keep,
+            "past the threshold (the replacement is under way): no second one"
+        );
+        let second = streak.replaced();
+        assert_eq!(second, Generation(1));
+        assert_eq!(streak.timed_out(first), Verdict::Keep);
+        assert_eq!(streak.timed_out(first), Verdict::Keep);
+        assert_eq!(streak.timeouts, 0, "stale timeouts are not counted");
+        assert_eq!(streak.timed_out(second), Verdict::Keep);
+        streak.answered(first);
+        assert_eq!(
+            streak.timeouts, 1,
+            "a stale answer does not reset the count"
+        );
+        assert_eq!(streak.timed_out(second), Verdict::Replace);
+        // A replacement that could not be made: the next timeout tries again.
+        streak.not_replaced();
+        assert_eq!(streak.timed_out(second), Verdict::Replace);
     }
 }

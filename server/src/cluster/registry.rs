@@ -200,13 +200,13 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
             .arg(&inner.settings.node_id)
             .arg(inner.tag);
         // The current connection each time: a timed-out one is replaced ([`super::conn`]).
-        let mut conn = inner.manager.get();
+        let (mut conn, on) = inner.manager.get_tracked();
         let beat = invocation.invoke_async::<(i64, i64)>(&mut conn);
         // Redis answering "another process holds this node id" is not Redis unreachable: the
         // connection slots stay attached (detaching would only make them flap).
         let (outcome, unreachable) = match tokio::time::timeout(COMMAND_TIMEOUT, beat).await {
             Ok(Ok((1, had_tag))) => {
-                inner.manager.succeeded();
+                inner.manager.succeeded(on);
                 if had_tag == 0 && beaten {
                     inner.slots.detach();
                     inner.users.lost();
@@ -222,11 +222,11 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
                 false,
             ),
             Ok(Err(error)) => {
-                inner.manager.failed(&error);
+                inner.manager.failed(on, &error);
                 (Err(error.to_string()), true)
             }
             Err(_) => {
-                inner.manager.timed_out();
+                inner.manager.timed_out(on);
                 (Err("the heartbeat timed out".to_owned()), true)
             }
         };
