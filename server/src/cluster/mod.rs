@@ -205,6 +205,8 @@ struct Inner {
     state: state::Shared,
     /// This process's REST publishes waiting for their echo ([`order`]).
     echoes: order::Echoes,
+    /// The `cache_miss` reports waiting for Redis ([`misses`]).
+    misses: misses::Budget,
 }
 
 /// This node's membership in the cluster: cheap to clone.
@@ -281,6 +283,7 @@ impl Cluster {
                 listening: bus::Listening::default(),
                 state: state::Shared::new(),
                 echoes: order::Echoes::default(),
+                misses: misses::Budget::default(),
             }),
         })
     }
