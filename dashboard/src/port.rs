@@ -540,9 +540,9 @@ pub trait AdminPort: Send + Sync + 'static {
 /// its own in-memory budgets first (they also bound the keys a stranger can make the shared
 /// store hold), then these.
 pub trait SharedBudgets: Send + Sync + std::fmt::Debug + 'static {
-    /// Takes one attempt from budget `key` (the dashboard's own name: a client address or a
-    /// hash of an email, never a password): at most `burst` attempts at once, one more every
-    /// `period / burst`. `Some(Ok(()))`: allowed; `Some(Err(seconds))`: refused, retry after
+    /// Takes one attempt from budget `key` (the dashboard's own name: a client address or
+    /// network, or a hash of an email, never a password): at most `burst` attempts at once, one
+    /// more every `period / burst`. `Some(Ok(()))`: allowed; `Some(Err(seconds))`: refused, retry after
     /// that long; `None`: the shared store did not answer (the in-memory budgets decide alone).
     fn take(
         &self,

@@ -70,6 +70,16 @@ pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The limiter key of an IPv6 client's network, its /48 (what one site is usually given: 65,536
+/// /64s, so per-/64 budgets alone would give one holder 65,536 budgets); `None` for an IPv4
+/// client (also written IPv4-mapped), which has its address's budget only.
+pub(crate) fn network_key(ip: IpAddr) -> Option<IpAddr> {
+    match ip.to_canonical() {
+        IpAddr::V4(_) => None,
+        IpAddr::V6(v6) => Some(IpAddr::V6((u128::from(v6) & !((1u128 << 80) - 1)).into())),
+    }
+}
+
 /// Why a sign-in attempt may not be checked now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TooMany {
@@ -78,7 +88,8 @@ pub(crate) struct TooMany {
 }
 
 /// Sign-in budgets: 10 attempts per minute per client address (checked first, before the form
-/// is read), 5 per minute per (email, address), and 50 per hour per email from anywhere (a slow
+/// is read; an IPv6 address by its /64, and each IPv6 /48 has 80 per minute for all its /64s,
+/// eight addresses' worth), 5 per minute per (email, address), and 50 per hour per email from anywhere (a slow
 /// backoff against guessing from many addresses). A stranger can spend an email's hourly budget
 /// from one address and keep it spent, so the per-email budget is not the last word: an
 /// address it refuses still gets one attempt per 10 minutes for that email of its own
@@ -88,6 +99,8 @@ pub(crate) struct TooMany {
 #[derive(Debug)]
 pub(crate) struct SignInLimits {
     by_address: DefaultKeyedRateLimiter<IpAddr>,
+    /// IPv6 clients' /48s ([`network_key`]).
+    by_network: DefaultKeyedRateLimiter<IpAddr>,
     by_email_address: DefaultKeyedRateLimiter<(String, IpAddr)>,
     by_email: DefaultKeyedRateLimiter<String>,
     slow_lane: DefaultKeyedRateLimiter<(String, IpAddr)>,
@@ -102,6 +115,9 @@ pub(crate) struct SignInLimits {
 
 /// The budgets' rules: (attempts at once, per period).
 const PER_ADDRESS: (u32, Duration) = (10, Duration::from_secs(60));
+/// An IPv6 /48's: eight /64s' worth, so a site's few users never meet it, while a holder of a
+/// /48 gets 80 attempts a minute, not 65,536 times 10.
+const PER_NETWORK: (u32, Duration) = (8 * PER_ADDRESS.0, PER_ADDRESS.1);
 const PER_EMAIL_ADDRESS: (u32, Duration) = (5, Duration::from_secs(60));
 const PER_EMAIL: (u32, Duration) = (50, Duration::from_secs(3600));
 const SLOW_LANE: (u32, Duration) = (1, Duration::from_secs(600));
@@ -125,6 +141,7 @@ impl SignInLimits {
     /// under names keyed with `session_key` (`Config::session_key`).
     pub(crate) fn new(shared: Option<Arc<dyn crate::SharedBudgets>>, session_key: Vec<u8>) -> Self {
         let per_address = quota(PER_ADDRESS);
+        let per_network = quota(PER_NETWORK);
         let per_email_address = quota(PER_EMAIL_ADDRESS);
         let per_email = quota(PER_EMAIL);
         let slow_lane = quota(SLOW_LANE);
@@ -132,6 +149,7 @@ impl SignInLimits {
             shared,
             names: CookieSeal::new(session_key),
             by_address: RateLimiter::keyed(per_address),
+            by_network: RateLimiter::keyed(per_network),
             by_email_address: RateLimiter::keyed(per_email_address),
             by_email: RateLimiter::keyed(per_email),
             slow_lane: RateLimiter::keyed(slow_lane),
@@ -199,6 +217,8 @@ impl SignInLimits {
         *last = Instant::now();
         self.by_address.retain_recent();
         self.by_address.shrink_to_fit();
+        self.by_network.retain_recent();
+        self.by_network.shrink_to_fit();
         self.by_email_address.retain_recent();
         self.by_email_address.shrink_to_fit();
         self.by_email.retain_recent();
@@ -208,18 +228,30 @@ impl SignInLimits {
     }
 
     /// Whether one more attempt may come from `ip` (`None`: one shared key), in this node's
-    /// memory (the cluster's shared budget of the address is taken by [`Self::allow_email`],
-    /// once the form is known to be genuine).
+    /// memory: the address's budget, then, for IPv6, its /48's (an attempt its own /64 refuses
+    /// costs its neighbours nothing). The cluster's shared budgets of the address and network
+    /// are taken by [`Self::allow_email`], once the form is known to be genuine.
     pub(crate) fn allow_address(&self, ip: Option<IpAddr>) -> Result<(), TooMany> {
         self.sweep();
-        let key = address_key(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
-        check(&self.by_address, &key, 60, self.cells(PER_ADDRESS.0))
+        let ip = ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        check(
+            &self.by_address,
+            &address_key(ip),
+            60,
+            self.cells(PER_ADDRESS.0),
+        )?;
+        match network_key(ip) {
+            Some(network) => check(&self.by_network, &network, 60, self.cells(PER_NETWORK.0)),
+            None => Ok(()),
+        }
     }
 
     /// Whether an attempt from `ip` (already let through by [`Self::allow_address`]) for
     /// `email` (at most [`MAX_EMAIL_BYTES`]) may be checked.
     pub(crate) async fn allow_email(&self, ip: Option<IpAddr>, email: &str) -> Result<(), TooMany> {
-        let address = address_key(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+        let ip = ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let address = address_key(ip);
+        let network = network_key(ip);
         let email = email.trim().to_ascii_lowercase();
         let pair = (email, address);
         check(
@@ -243,6 +275,7 @@ impl SignInLimits {
             let (email, address) = self.shared_names(&pair.0, address);
             self.take_shared(format!("a:{address}"), PER_ADDRESS)
                 .await?;
+            self.take_shared_network(network).await?;
             self.take_shared(format!("ea:{email}:{address}"), PER_EMAIL_ADDRESS)
                 .await?;
             return self
@@ -259,6 +292,7 @@ impl SignInLimits {
         let (email, address) = self.shared_names(&pair.0, address);
         self.take_shared(format!("a:{address}"), PER_ADDRESS)
             .await?;
+        self.take_shared_network(network).await?;
         self.take_shared(format!("ea:{email}:{address}"), PER_EMAIL_ADDRESS)
             .await?;
         match self.take_shared(format!("e:{email}"), PER_EMAIL).await {
@@ -279,6 +313,17 @@ impl SignInLimits {
             self.names.name(b'e', email.as_bytes()),
             self.names.name(b'a', address.to_string().as_bytes()),
         )
+    }
+
+    /// One attempt from the shared budget of IPv6 network `network` (its /48, named like an
+    /// address but under its own kind and prefix: a /48 prints like the /64 it starts with);
+    /// nothing for an IPv4 client.
+    async fn take_shared_network(&self, network: Option<IpAddr>) -> Result<(), TooMany> {
+        let Some(network) = network else {
+            return Ok(());
+        };
+        let name = self.names.name(b'n', network.to_string().as_bytes());
+        self.take_shared(format!("n:{name}"), PER_NETWORK).await
     }
 
     /// One attempt from the shared budget `key` (allowed without a shared store, or when it
@@ -302,6 +347,7 @@ impl SignInLimits {
     #[cfg(test)]
     fn keys(&self) -> usize {
         self.by_address.len()
+            + self.by_network.len()
             + self.by_email_address.len()
             + self.by_email.len()
             + self.slow_lane.len()
@@ -450,6 +496,120 @@ mod tests {
             .allow_email(Some(fresh), "other@example.test")
             .await
             .is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_clients_network_is_its_48_and_an_ipv4_client_has_none() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        assert_eq!(network_key(a), Some("2001:db8:1::".parse().unwrap()));
+        assert_eq!(network_key(a), network_key(b));
+        assert_ne!(
+            network_key(a),
+            network_key("2001:db8:2::1".parse().unwrap())
+        );
+        assert_eq!(network_key("192.0.2.7".parse().unwrap()), None);
+        assert_eq!(network_key("::ffff:192.0.2.7".parse().unwrap()), None);
+    }
+
+    /// The `/64` number `n` of the /48 2001:db8:48::/48, address `host` in it.
+    fn in_one_48(n: u16, host: u16) -> IpAddr {
+        format!("2001:db8:48:{n:x}::{host:x}").parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_64s_of_one_48_share_eight_addresses_worth_and_ipv4_is_unchanged() {
+        let limits = SignInLimits::default();
+        let (per_address, _) = PER_ADDRESS;
+        let (per_network, _) = PER_NETWORK;
+        assert_eq!(per_network, 8 * per_address);
+        // Eight /64s spend their own budgets, which together are the /48's; the first one's
+        // attempts past its own budget are refused by it and cost the /48 nothing.
+        for n in 0..8u16 {
+            for host in 0..per_address as u16 {
+                assert!(
+                    limits.allow_address(Some(in_one_48(n, host + 1))).is_ok(),
+                    "/64 {n}, attempt {host}"
+                );
+            }
+            if n == 0 {
+                for _ in 0..5 {
+                    assert!(limits.allow_address(Some(in_one_48(0, 99))).is_err());
+                }
+            }
+        }
+        let refused = limits
+            .allow_address(Some(in_one_48(8, 1)))
+            .expect_err("a ninth /64 of the same /48 has a budget of its own, not the /48's");
+        assert!((1..=60).contains(&refused.retry_after), "{refused:?}");
+        assert!(
+            limits
+                .allow_address(Some("2001:db8:49::1".parse().unwrap()))
+                .is_ok(),
+            "another /48"
+        );
+        // IPv4 addresses have their address's budget only, whatever their neighbours do.
+        for n in 0..(per_network + 1) {
+            let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, n as u8));
+            assert!(limits.allow_address(Some(ip)).is_ok(), "IPv4 address {n}");
+        }
+    }
+
+    /// A shared store counting attempts per key (no refill: the test is quicker than a period).
+    #[derive(Debug, Default)]
+    struct Counting(Mutex<std::collections::HashMap<String, u32>>);
+
+    impl crate::SharedBudgets for Counting {
+        fn take(
+            &self,
+            key: String,
+            burst: u32,
+            _period: Duration,
+        ) -> futures_util::future::BoxFuture<'_, Option<Result<(), u64>>> {
+            let mut taken = self.0.lock().unwrap();
+            let count = taken.entry(key).or_default();
+            let answer = if *count < burst {
+                *count += 1;
+                Ok(())
+            } else {
+                Err(60)
+            };
+            Box::pin(async move { Some(answer) })
+        }
+    }
+
+    #[tokio::test]
+    async fn in_a_cluster_the_48s_budget_is_shared_too_and_ipv4_has_none() {
+        let shared = Arc::new(Counting::default());
+        let limits = SignInLimits::new(Some(shared.clone()), b"key".to_vec());
+        let (per_network, _) = PER_NETWORK;
+        // Every attempt from its own /64 and for its own email: only the /48 can refuse.
+        for n in 0..per_network {
+            let email = format!("guess{n}@example.test");
+            assert!(
+                limits
+                    .allow_email(Some(in_one_48(n as u16, 1)), &email)
+                    .await
+                    .is_ok(),
+                "attempt {n}"
+            );
+        }
+        let refused = limits
+            .allow_email(Some(in_one_48(999, 1)), "another@example.test")
+            .await
+            .expect_err("past the /48's shared budget");
+        assert_eq!(refused.retry_after, 60);
+        let keys: Vec<String> = shared.0.lock().unwrap().keys().cloned().collect();
+        let networks = keys.iter().filter(|key| key.starts_with("n:")).count();
+        assert_eq!(networks, 1, "one shared key for the /48: {keys:?}");
+        // An IPv4 client takes no network budget.
+        let v4 = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+        assert!(limits
+            .allow_email(Some(v4), "v4@example.test")
+            .await
+            .is_ok());
+        let keys = shared.0.lock().unwrap();
+        assert_eq!(keys.keys().filter(|key| key.starts_with("n:")).count(), 1);
     }
 
     #[tokio::test]

@@ -1,8 +1,11 @@
 //! The dashboard's sign-in budgets across a cluster (2 node processes on a Redis and a
-//! PostgreSQL database of the test's own): the slow lane past an email's budget is shared, a
-//! junk POST costs no Redis call, and with Redis silent each node allows a 1/N share.
+//! PostgreSQL database of the test's own): the slow lane past an email's budget is shared, so
+//! is an IPv6 /48's budget, a junk POST costs no Redis call, and with Redis silent each node
+//! allows a 1/N share.
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::cluster_helpers::{eventually, Redis};
 use crate::cluster_ops::{http, login_csrf, two_nodes, OPERATOR};
@@ -48,6 +51,57 @@ async fn past_an_emails_budget_an_address_gets_one_slow_lane_try_across_the_clus
     // Another address still has its own.
     let other = attempt_from(&a.base(), &csrf, "10.9.1.2", OPERATOR).await;
     assert_eq!(other.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_64s_of_one_ipv6_48_share_one_budget_across_the_cluster() {
+    let (_redis, _database, a, b) = two_nodes(&[("HERALD_TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    let csrf = login_csrf(&a.base()).await;
+    // Attempts two at a time, one through each node, each from a /64 of its own and for an
+    // email of its own (no per-/64 or per-email budget bites), until the /48 is refused. Each
+    // is a password check, so the budget (80 at once, one more every 750 ms) refills meanwhile:
+    // the cluster allows at most 80 plus the refill over the time taken; each node alone would
+    // allow that many of its half, about twice as many in all.
+    let started = Instant::now();
+    let mut allowed = 0u32;
+    let mut refused = false;
+    let mut last_sent = started;
+    while !refused && allowed < 400 {
+        last_sent = Instant::now();
+        let n = allowed;
+        let (base_a, base_b) = (a.base(), b.base());
+        let (from_a, from_b) = (
+            format!("2001:db8:4848:{n:x}::1"),
+            format!("2001:db8:4848:{:x}::1", n + 1),
+        );
+        let (email_a, email_b) = (
+            format!("guess{n}@example.test"),
+            format!("guess{}@example.test", n + 1),
+        );
+        let (one, two) = tokio::join!(
+            attempt_from(&base_a, &csrf, &from_a, &email_a),
+            attempt_from(&base_b, &csrf, &from_b, &email_b),
+        );
+        for status in [one.status().as_u16(), two.status().as_u16()] {
+            match status {
+                401 => allowed += 1,
+                429 => refused = true,
+                other => panic!("unexpected {other}"),
+            }
+        }
+    }
+    let refill = last_sent.duration_since(started).as_millis() / 750;
+    assert!(refused, "the /48 was never refused ({allowed} allowed)");
+    assert!(allowed >= 80, "the /48 allows 80 at once: {allowed}");
+    assert!(
+        u128::from(allowed) <= 80 + refill + 1,
+        "one budget for the /48 across the cluster: {allowed} allowed, {refill} refilled"
+    );
+    // Another /48 and an IPv4 address still have theirs.
+    let other = attempt_from(&b.base(), &csrf, "2001:db8:4849::1", OPERATOR).await;
+    assert_eq!(other.status(), 401);
+    let v4 = attempt_from(&a.base(), &csrf, "10.48.0.1", OPERATOR).await;
+    assert_eq!(v4.status(), 401);
 }
 
 /// The shared sign-in budget keys in Redis now.

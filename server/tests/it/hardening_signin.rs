@@ -467,6 +467,57 @@ async fn an_ipv6_client_is_budgeted_by_its_64() {
 }
 
 #[tokio::test]
+async fn the_64s_of_one_ipv6_48_share_eighty_attempts_a_minute() {
+    let app = spawn_with_proxies(&["127.0.0.1/32"]).await;
+    let http = browser();
+    let base = app.url("");
+    // Eight /64s of one /48 spend their ten each: the address budget is checked before the form
+    // is read, so posts without a CSRF token spend it too (and cost no password check).
+    for n in 0..80 {
+        let forwarded = format!("2001:db8:48:{:x}::{:x}", n / 10, n % 10 + 1);
+        let junk = http
+            .post(format!("{base}/dashboard/login"))
+            .header("x-forwarded-for", &forwarded)
+            .form(&[("email", "x@example.test"), ("password", "x")])
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(junk.status().as_u16(), 403, "attempt {n} from {forwarded}");
+    }
+    // A ninth /64 of that /48, with the right password: the /48 is spent.
+    let page = sign_in_at(
+        &http,
+        &base,
+        OPERATOR,
+        OPERATOR_PASSWORD,
+        &[("x-forwarded-for", "2001:db8:48:8::1")],
+    )
+    .await;
+    assert_eq!(page.status, 429, "same /48: {}", page.body);
+    let retry: u64 = page.header("retry-after").parse().expect("Retry-After");
+    assert!((1..=60).contains(&retry), "{retry}");
+    // Another /48, and an IPv4 client, are not affected.
+    let page = sign_in_at(
+        &http,
+        &base,
+        OPERATOR,
+        OPERATOR_PASSWORD,
+        &[("x-forwarded-for", "2001:db8:49::1")],
+    )
+    .await;
+    assert_eq!(page.status, 303, "another /48: {}", page.body);
+    let page = sign_in_at(
+        &http,
+        &base,
+        OPERATOR,
+        OPERATOR_PASSWORD,
+        &[("x-forwarded-for", "203.0.113.48")],
+    )
+    .await;
+    assert_eq!(page.status, 303, "IPv4: {}", page.body);
+}
+
+#[tokio::test]
 async fn a_stranger_failing_from_elsewhere_does_not_lock_the_operator_out() {
     let app = spawn_with_proxies(&["127.0.0.1/32"]).await;
     let http = browser();
