@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::WebhookSettings;
-use crate::hub::{HubEvent, Taps};
+use crate::hub::{HubEvent, Mark, Reported, Taps};
 use crate::protocol::WebhookKind;
 use crate::tenants::{AppCache, Delivery, Lease, NewDelivery, Store, Usage, Webhook};
 
@@ -626,7 +626,8 @@ impl Writer {
 }
 
 /// Collects events for one batch window at a time and appends them to the outbox, then hands
-/// the written deliveries to the worker. At `stop`, writes what is queued and ends.
+/// the written deliveries to the worker; the marks queued among them are done once the window
+/// is written ([`crate::hub::EventSender::mark`]). At `stop`, writes what is queued and ends.
 async fn write_loop(
     context: Shared,
     owner: Owner,
@@ -651,20 +652,22 @@ async fn write_loop(
     loop {
         let first = tokio::select! {
             biased;
-            event = input.recv() => event,
+            queued = input.recv_queued() => queued,
             () = stop.cancelled() => None,
         };
         let Some(first) = first else {
             break;
         };
-        let mut events = vec![first];
+        let mut events = Vec::new();
+        let mut marks = Vec::new();
+        sort(first, &mut events, &mut marks);
         let deadline = Instant::now() + window;
         let mut stopping = false;
         loop {
             tokio::select! {
                 biased;
-                next = input.recv() => match next {
-                    Some(event) => events.push(event),
+                next = input.recv_queued() => match next {
+                    Some(queued) => sort(queued, &mut events, &mut marks),
                     None => break,
                 },
                 () = stop.cancelled() => {
@@ -674,19 +677,29 @@ async fn write_loop(
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
-        if !writer.write(events).await {
+        if !events.is_empty() && !writer.write(events).await {
             break;
         }
+        marks.into_iter().for_each(Mark::done);
         if stopping {
             break;
         }
     }
     // Shutdown: what the hub queued is written too.
     let mut rest = Vec::new();
-    while let Ok(event) = input.try_recv() {
-        rest.push(event);
+    let mut marks = Vec::new();
+    while let Some(queued) = input.try_recv_queued() {
+        sort(queued, &mut rest, &mut marks);
     }
-    if !rest.is_empty() {
-        writer.write(rest).await;
+    if rest.is_empty() || writer.write(rest).await {
+        marks.into_iter().for_each(Mark::done);
+    }
+}
+
+/// Puts a queued item with the window's events or its marks.
+fn sort(queued: Reported, events: &mut Vec<HubEvent>, marks: &mut Vec<Mark>) {
+    match queued {
+        Reported::Event(event) => events.push(event),
+        Reported::Mark(mark) => marks.push(mark),
     }
 }
