@@ -598,18 +598,22 @@ impl Running {
         // confirms what it fired meanwhile (else they would be fired again after their lease).
         self.stop_state.cancel();
         self.stop_vacates.cancel();
-        if let Some(mut state) = self.state {
-            let budget = deadline.min(Instant::now() + STOP_BUDGET);
-            if tokio::time::timeout_at(budget, &mut state).await.is_err() {
-                state.abort();
-                tracing::warn!("channel state changes still queued were dropped at shutdown");
-            }
-        }
-        let mut vacates = self.vacates;
         let budget = deadline.min(Instant::now() + STOP_BUDGET);
-        if tokio::time::timeout_at(budget, &mut vacates).await.is_err() {
-            vacates.abort();
-        }
+        let state = async {
+            if let Some(mut state) = self.state {
+                if tokio::time::timeout_at(budget, &mut state).await.is_err() {
+                    state.abort();
+                    tracing::warn!("channel state changes still queued were dropped at shutdown");
+                }
+            }
+        };
+        let mut vacates = self.vacates;
+        let vacating = async {
+            if tokio::time::timeout_at(budget, &mut vacates).await.is_err() {
+                vacates.abort();
+            }
+        };
+        tokio::join!(state, vacating);
         self.subscriber.abort();
         self.stop_publishing.cancel();
         let budget = deadline.min(Instant::now() + STOP_BUDGET);

@@ -11,7 +11,8 @@
 //! when endpoints are loaded). Nothing on the handshake or subscribe path waits: the hub sends to
 //! a bounded channel without waiting, and a full channel drops the event and counts it (a writer
 //! stuck on a failing store cannot grow memory). The writer appends one delivery row per
-//! endpoint per batch window (at most 100 ms) before any attempt is made. `channel_vacated` and
+//! endpoint per batch window (at most 100 ms) before any attempt is made; a mark queued behind
+//! events ([`crate::hub::EventSender::mark`]) is done once their window is written. `channel_vacated` and
 //! `member_removed` go into one more row per endpoint per window, due after the vacate delay, so
 //! a crash loses none; a comeback within the delay takes its event out of that row (the row is
 //! rewritten, or deleted once empty), a window's comebacks in one store transaction (see
