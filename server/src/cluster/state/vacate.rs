@@ -170,12 +170,11 @@ impl Sweeper {
         let mut confirmed = unwanted;
         if written {
             confirmed.extend(queued);
-        } else {
+        } else if !queued.is_empty() {
             tracing::warn!(
-            vacates = taken.entries.len(),
-            "the webhook writer did not confirm the vacate webhooks in time; they are fired again \
-             after their lease"
-        );
+                vacates = queued.len(),
+                "vacate webhooks not confirmed written in time: fired again after their lease"
+            );
         }
         if confirmed.is_empty() {
             return Ok(0);
