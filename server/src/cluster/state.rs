@@ -49,9 +49,9 @@
 //! re-registers the node's whole state per app with one idempotent script that replaces the
 //! node's hashes and applies the differences to the totals, and fires the transitions it
 //! answers (through the vacate delay like a join and a leave: a channel or member back within
-//! the delay cancels its pending vacate, and a vacate waits); connections admitted meanwhile are kept. What "exact" allows: while Redis answers,
-//! every transition is decided atomically and fired once; while it does not, members joining
-//! or leaving on a node are seen by that node only, and the transitions of the difference are
+//! the delay cancels its pending vacate, and a vacate waits); connections admitted meanwhile
+//! are kept. What "exact" allows: while Redis answers, every transition is decided
+//! atomically and fired once; while it does not, members joining or leaving on a node are seen by that node only, and the transitions of the difference are
 //! fired at the resync (a user who joined and left during an outage is never announced); a
 //! `member_added` from another node may reach a subscriber whose member list already had the
 //! user (clients treat it as a refresh). After Redis lost its data (restarted empty), the

@@ -308,8 +308,9 @@ async fn a_sweep_confirms_only_what_the_webhook_writer_handled_and_creates_no_ap
     let sweeper = Sweeper::new(NAME, Duration::from_millis(300));
     join(&mut conn, 1, "c", "").await;
     leave(&mut conn, 1, "c", "", 1).await;
-    tokio::time::sleep(Duration::from_millis(20)).await; // Due.
-                                                         // A writer that is gone: nothing is confirmed, the vacate stays leased.
+    // Due after 1 ms.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // A writer that is gone: nothing is confirmed, the vacate stays leased.
     let (events, gone) = event_channel(16);
     drop(gone);
     let hub = Hub::with_events(events);
