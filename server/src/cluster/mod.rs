@@ -50,6 +50,8 @@ mod state;
 mod state_queries;
 mod state_scripts;
 pub mod stats;
+#[cfg(test)]
+mod test_redis;
 pub mod users;
 mod users_scripts;
 
@@ -522,7 +524,15 @@ impl Cluster {
                 stop_state.clone(),
             ))
         });
+        let stop_vacates = CancellationToken::new();
+        let vacates = tokio::spawn(state::vacate_loop(
+            self.inner.clone(),
+            local.clone(),
+            stop_vacates.clone(),
+        ));
         Running {
+            stop_vacates,
+            vacates,
             stats,
             console,
             users,
@@ -560,6 +570,9 @@ pub struct Running {
     inner: Arc<Inner>,
     stop_state: CancellationToken,
     state: Option<tokio::task::JoinHandle<()>>,
+    /// The pending vacates' sweep ([`state::vacate_loop`]).
+    stop_vacates: CancellationToken,
+    vacates: tokio::task::JoinHandle<()>,
     stop_publishing: CancellationToken,
     publisher: Option<tokio::task::JoinHandle<()>>,
     subscriber: tokio::task::JoinHandle<()>,
@@ -584,15 +597,26 @@ impl Running {
     /// final usage flush, so a partitioned Redis cannot take their time.
     pub async fn stop(self, deadline: Instant) {
         // The leaves the closed sockets queued go out first (they publish member_removed and
-        // count frames, so before the publishing task drains).
+        // count frames, so before the publishing task drains). A vacates sweep under way
+        // confirms what it fired meanwhile (else they would be fired again after their lease).
         self.stop_state.cancel();
-        if let Some(mut state) = self.state {
-            let budget = deadline.min(Instant::now() + STOP_BUDGET);
-            if tokio::time::timeout_at(budget, &mut state).await.is_err() {
-                state.abort();
-                tracing::warn!("channel state changes still queued were dropped at shutdown");
+        self.stop_vacates.cancel();
+        let budget = deadline.min(Instant::now() + STOP_BUDGET);
+        let state = async {
+            if let Some(mut state) = self.state {
+                if tokio::time::timeout_at(budget, &mut state).await.is_err() {
+                    state.abort();
+                    tracing::warn!("channel state changes still queued were dropped at shutdown");
+                }
             }
-        }
+        };
+        let mut vacates = self.vacates;
+        let vacating = async {
+            if tokio::time::timeout_at(budget, &mut vacates).await.is_err() {
+                vacates.abort();
+            }
+        };
+        tokio::join!(state, vacating);
         self.subscriber.abort();
         self.stop_publishing.cancel();
         let budget = deadline.min(Instant::now() + STOP_BUDGET);

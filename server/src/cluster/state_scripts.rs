@@ -2,6 +2,37 @@
 //! for the key layout). Every script takes the key prefix `{cluster}:st:` as `ARGV[1]` and
 //! builds its keys from it (the cluster runs on one Redis, not a Redis Cluster).
 
+/// Lua defining `pending(member)`, for the scripts that vacate channels or remove members
+/// (needs locals `p`, `app` and `delay`, the vacate delay in ms, 0: none): with a delay,
+/// records `member` (a channel, or `"channel\nuser"`) in `P:st:vacating:{app}` due after the
+/// delay by Redis's clock, lists the app in `P:st:vacating-apps`, and answers 2 (the webhook is
+/// pending: [`VACATE_DUE`] fires it unless a comeback cancels it); without, answers 1 (fire it
+/// now). Also `comeback(member)`: takes a pending entry out, answering whether there was one
+/// (the channel or member came back within the delay: no webhook for either transition).
+macro_rules! pending_lua {
+    () => {
+        r"
+local due = 0
+if delay > 0 then
+  local t = redis.call('TIME')
+  due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + delay
+end
+local function pending(member)
+  if delay <= 0 then return 1 end
+  redis.call('ZADD', p .. 'vacating:' .. app, due, member)
+  -- Bounded in time: with no node left to sweep it, the set goes 10 minutes after its last
+  -- entry (such late webhooks would mislead more than they tell).
+  redis.call('PEXPIRE', p .. 'vacating:' .. app, delay + 600000)
+  redis.call('SADD', p .. 'vacating-apps', app)
+  return 2
+end
+local function comeback(member)
+  return redis.call('ZREM', p .. 'vacating:' .. app, member) == 1
+end
+"
+    };
+}
+
 /// A subscribe. ARGV: prefix, app, tag, channel, user id (`""`: not presence), user_info JSON
 /// (`""`: none), the member limit (0: none). Answers `{-1, max}` when the presence channel is
 /// full (nothing changed), else `{occupied, added, subscriptions, members}` where `occupied` /
@@ -50,23 +81,13 @@ return {occupied, added, total, members}
 /// in `P:st:vacating-apps`; a comeback ([`JOIN`]) cancels it, else [`VACATE_DUE`] fires it.
 /// ARGV[7] (optional): the prefix of the cache-miss report keys; a vacated channel's is removed
 /// (its next miss is reported again).
-pub(super) const LEAVE: &str = r"
+pub(super) const LEAVE: &str = concat!(
+    r"
 local p, app, tag, ch, user = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local delay = tonumber(ARGV[6] or '0')
-local due = 0
-if delay > 0 then
-  local t = redis.call('TIME')
-  due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + delay
-end
-local function pending(member)
-  if delay <= 0 then return 1 end
-  redis.call('ZADD', p .. 'vacating:' .. app, due, member)
-  -- Bounded in time: with no node left to sweep it, the set goes 10 minutes after its last
-  -- entry (such late webhooks would mislead more than they tell).
-  redis.call('PEXPIRE', p .. 'vacating:' .. app, delay + 600000)
-  redis.call('SADD', p .. 'vacating-apps', app)
-  return 2
-end
+",
+    pending_lua!(),
+    r"
 local nodech = p .. 'ch:' .. app .. ':' .. tag
 local mine = tonumber(redis.call('HGET', nodech, ch) or '0')
 if mine <= 0 then return {0, 0, -1} end
@@ -96,7 +117,8 @@ if user ~= '' then
   end
 end
 return {vacated, removed, total}
-";
+"
+);
 
 /// The dead-node sweep's claim. ARGV: prefix, the tag key prefix (`{cluster}:socket-tag:`),
 /// this node's tag. Moves every tag of `P:st:nodes` whose tag key is gone (its node died, or
@@ -126,13 +148,23 @@ end
 return dead
 ";
 
-/// Cleans dead node `tag`'s state of one app. ARGV: prefix, app, tag. Idempotent and done
-/// once: it acts only if it removed the app from the node's set (the caller that did fires
-/// what it answers). Answers `{vacated channels, removed members as channel, user pairs}`.
-pub(super) const CLEANUP: &str = r"
+/// Cleans dead node `tag`'s state of one app. ARGV: prefix, app, tag, the vacate delay in ms
+/// (0: none). Idempotent and done once: it acts only if it removed the app from the node's set
+/// (the caller that did fires what it answers). Answers `{vacated, removed, held}`: the
+/// channels vacated whose webhook is due now, the members removed as `channel, user, hook`
+/// triples (the frames go at once; `hook` 1: the webhook too, 0: it is pending), and how many
+/// vacated channels' webhooks are pending. With a delay, the webhooks wait in
+/// `P:st:vacating:{app}` like a leave's ([`LEAVE`]): a client of the dead node coming back on
+/// another node within the delay cancels them.
+pub(super) const CLEANUP: &str = concat!(
+    r"
 local p, app, tag = ARGV[1], ARGV[2], ARGV[3]
-if redis.call('SREM', p .. 'apps:' .. tag, app) == 0 then return {{}, {}} end
-local vacated, removed = {}, {}
+local delay = tonumber(ARGV[4] or '0')
+if redis.call('SREM', p .. 'apps:' .. tag, app) == 0 then return {{}, {}, 0} end
+",
+    pending_lua!(),
+    r"
+local vacated, removed, held = {}, {}, 0
 local occ = p .. 'occ:' .. app
 local nodech = p .. 'ch:' .. app .. ':' .. tag
 local fields = redis.call('HGETALL', nodech)
@@ -140,7 +172,7 @@ for i = 1, #fields, 2 do
   local ch, n = fields[i], tonumber(fields[i + 1])
   if redis.call('HINCRBY', occ, ch, -n) <= 0 then
     redis.call('HDEL', occ, ch)
-    table.insert(vacated, ch)
+    if pending(ch) == 1 then table.insert(vacated, ch) else held = held + 1 end
   end
 end
 redis.call('DEL', nodech)
@@ -157,30 +189,40 @@ for i = 1, #fields, 2 do
       redis.call('HDEL', p .. 'pi:' .. app .. ':' .. ch, user)
       table.insert(removed, ch)
       table.insert(removed, user)
+      table.insert(removed, pending(field) == 1 and 1 or 0)
     end
   end
 end
 redis.call('DEL', pn)
-return {vacated, removed}
-";
+return {vacated, removed, held}
+"
+);
 
 /// Re-registers this node's whole state of one app (after Redis lost it, the node was taken
 /// for dead, or changes were lost while Redis was unreachable). ARGV: prefix, app, tag, the
-/// number `n` of channels, the number `m` of presence entries, then `n` pairs
-/// `channel, subscriptions`, then `m` quadruples `channel, user, sockets, info`. Idempotent:
-/// replaces this node's hashes, applies the differences to the totals, and answers the
-/// transitions `{occupied, vacated, added (channel, user, info triples), removed (channel,
-/// user pairs)}`.
-pub(super) const RESYNC: &str = r"
+/// number `n` of channels, the number `m` of presence entries, the vacate delay in ms (0:
+/// none), then `n` pairs `channel, subscriptions`, then `m` quadruples `channel, user, sockets,
+/// info`. Idempotent: replaces this node's hashes, applies the differences to the totals, and
+/// answers the transitions `{occupied, vacated, added (channel, user, info, hook quadruples),
+/// removed (channel, user, hook triples)}`. Like a join and a leave: a channel or member back
+/// within the vacate delay cancels its pending entry and is no webhook (`occupied` leaves it
+/// out; `hook` 0: the `member_added` frames still go), and with a delay a vacate or removal is
+/// recorded pending ([`LEAVE`]; `vacated` leaves it out, `hook` 0 for a removed member).
+pub(super) const RESYNC: &str = concat!(
+    r"
 local p, app, tag = ARGV[1], ARGV[2], ARGV[3]
 local n, m = tonumber(ARGV[4]), tonumber(ARGV[5])
+local delay = tonumber(ARGV[6])
+",
+    pending_lua!(),
+    r"
 local occupied, vacated, added, removed = {}, {}, {}, {}
 local occ = p .. 'occ:' .. app
 local nodech = p .. 'ch:' .. app .. ':' .. tag
 local old, new = {}, {}
 local fields = redis.call('HGETALL', nodech)
 for i = 1, #fields, 2 do old[fields[i]] = tonumber(fields[i + 1]) end
-local i = 6
+local i = 7
 for _ = 1, n do
   new[ARGV[i]] = tonumber(ARGV[i + 1])
   i = i + 2
@@ -191,8 +233,8 @@ local function apply(ch, d)
   local before = total - d
   if total <= 0 then
     redis.call('HDEL', occ, ch)
-    if before > 0 then table.insert(vacated, ch) end
-  elseif before <= 0 then
+    if before > 0 and pending(ch) == 1 then table.insert(vacated, ch) end
+  elseif before <= 0 and not comeback(ch) then
     table.insert(occupied, ch)
   end
 end
@@ -227,6 +269,7 @@ local function applyp(field, d)
     if before > 0 then
       table.insert(removed, ch)
       table.insert(removed, user)
+      table.insert(removed, pending(field) == 1 and 1 or 0)
     end
   elseif before <= 0 then
     local info = infos[field] or ''
@@ -234,6 +277,7 @@ local function applyp(field, d)
     table.insert(added, ch)
     table.insert(added, user)
     table.insert(added, info)
+    table.insert(added, comeback(field) and 0 or 1)
   end
 end
 for field, c in pairs(newp) do applyp(field, c - (oldp[field] or 0)) end
@@ -249,36 +293,79 @@ else
 end
 redis.call('SADD', p .. 'nodes', tag)
 return {occupied, vacated, added, removed}
-";
+"
+);
 
-/// Takes the due pending vacates (see [`LEAVE`]): atomic, so each is taken by one node. ARGV:
-/// prefix, the most entries to take. Answers the flat list `app, entry` of those still vacant
-/// (a channel nobody subscribes to, a member with no socket: a resync may have brought one back
-/// without a join) for the caller to fire `channel_vacated` / `member_removed`.
+/// Leases the due pending vacates (see [`LEAVE`]) to the caller: atomic, so each is taken by
+/// one node at a time. ARGV: prefix, the most entries to take, the most apps to look at (picked
+/// at random among `P:st:vacating-apps`, so no app waits on the others for long), the lease in
+/// ms. A due entry moves from `P:st:vacating:{app}` to `P:st:vacate-lease:{app}`, scored with
+/// the lease's end (Redis's clock); a leased entry whose lease ran out (its node did not
+/// confirm: it died, or the answer was lost) is due again, and is taken first. A join does not
+/// see leased entries (the vacate is being fired: a comeback now is a new `channel_occupied` /
+/// `member_added`). Entries no longer vacant (a channel someone subscribes to, a member with a
+/// socket) are dropped. Answers `{lease end, app, entry, app, entry, ...}` for the caller to
+/// fire `channel_vacated` / `member_removed` and then confirm with [`VACATE_ACK`].
 pub(super) const VACATE_DUE: &str = r"
-local p, limit = ARGV[1], tonumber(ARGV[2])
+local p, limit, most, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local out = {}
-for _, app in ipairs(redis.call('SMEMBERS', p .. 'vacating-apps')) do
+local ends = now + lease
+local out = {ends}
+local left = limit
+local function vacant(app, entry)
+  local nl = string.find(entry, '\n', 1, true)
+  if nl then
+    local ch, user = string.sub(entry, 1, nl - 1), string.sub(entry, nl + 1)
+    return redis.call('HEXISTS', p .. 'pm:' .. app .. ':' .. ch, user) == 0
+  end
+  return redis.call('HEXISTS', p .. 'occ:' .. app, entry) == 0
+end
+for _, app in ipairs(redis.call('SRANDMEMBER', p .. 'vacating-apps', most)) do
+  if left <= 0 then break end
   local key = p .. 'vacating:' .. app
-  local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, limit)
-  for _, entry in ipairs(due) do
-    redis.call('ZREM', key, entry)
-    local nl = string.find(entry, '\n', 1, true)
-    local vacant
-    if nl then
-      local ch, user = string.sub(entry, 1, nl - 1), string.sub(entry, nl + 1)
-      vacant = redis.call('HEXISTS', p .. 'pm:' .. app .. ':' .. ch, user) == 0
-    else
-      vacant = redis.call('HEXISTS', p .. 'occ:' .. app, entry) == 0
-    end
-    if vacant then
-      table.insert(out, app)
-      table.insert(out, entry)
+  local leased = p .. 'vacate-lease:' .. app
+  for _, from in ipairs({leased, key}) do
+    local due = {}
+    if left > 0 then due = redis.call('ZRANGEBYSCORE', from, '-inf', now, 'LIMIT', 0, left) end
+    for _, entry in ipairs(due) do
+      left = left - 1
+      redis.call('ZREM', from, entry)
+      -- CH: 0 when this run leased the entry already (a lease ran out and the same channel
+      -- or member was vacated again since): one webhook for both.
+      if vacant(app, entry) and redis.call('ZADD', leased, 'CH', ends, entry) == 1 then
+        table.insert(out, app)
+        table.insert(out, entry)
+      end
     end
   end
-  if redis.call('ZCARD', key) == 0 then redis.call('SREM', p .. 'vacating-apps', app) end
+  if redis.call('ZCARD', leased) > 0 then
+    redis.call('PEXPIRE', leased, lease + 600000)
+  elseif redis.call('ZCARD', key) == 0 then
+    redis.call('SREM', p .. 'vacating-apps', app)
+  end
 end
 return out
+";
+
+/// Confirms leased vacates ([`VACATE_DUE`]) whose webhooks the caller has written. ARGV:
+/// prefix, the lease end it was answered, then `app, entry` pairs. Removes each entry only if
+/// it still holds that lease (after it ran out, another node may have leased it again); an app
+/// left with nothing pending or leased leaves `P:st:vacating-apps`. Answers how many it removed.
+pub(super) const VACATE_ACK: &str = r"
+local p, ends = ARGV[1], tonumber(ARGV[2])
+local removed = 0
+for i = 3, #ARGV - 1, 2 do
+  local app, entry = ARGV[i], ARGV[i + 1]
+  local leased = p .. 'vacate-lease:' .. app
+  local score = redis.call('ZSCORE', leased, entry)
+  if score and tonumber(score) == ends then
+    redis.call('ZREM', leased, entry)
+    removed = removed + 1
+    if redis.call('ZCARD', leased) == 0 and redis.call('ZCARD', p .. 'vacating:' .. app) == 0 then
+      redis.call('SREM', p .. 'vacating-apps', app)
+    end
+  end
+end
+return removed
 ";

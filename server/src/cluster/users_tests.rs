@@ -50,42 +50,7 @@ async fn past_the_bound_an_op_is_dropped_answered_here_and_the_node_registers_ag
     .expect("a re-registration is asked for");
 }
 
-struct Server {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn redis_server() -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    // Killed and waited for on drop, even when the test fails.
-    let server = Server {
-        child: std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("these tests need redis-server on PATH"),
-        url: format!("redis://127.0.0.1:{port}/"),
-    };
-    let client = redis::Client::open(server.url.as_str()).expect("a URL");
-    for _ in 0..100 {
-        if client.get_multiplexed_async_connection().await.is_ok() {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("redis-server did not start");
-}
+use super::super::test_redis::redis_server;
 
 const P: &str = "t";
 const APP: &str = "app1";

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio::sync::Notify;
+use tokio::sync::mpsc::{self, error::TryRecvError, error::TrySendError};
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::protocol::{WebhookEvent, WebhookKind};
@@ -140,16 +140,64 @@ struct Drops {
     logged: Mutex<(Option<Instant>, u64)>,
 }
 
+/// What the queue carries: events, and marks asking to be told once the events queued before
+/// them are handled ([`EventSender::mark`]).
+#[derive(Debug)]
+pub enum Reported {
+    /// An event to write.
+    Event(HubEvent),
+    /// Done once every event before it is handled.
+    Mark(Mark),
+}
+
+/// A mark in the queue ([`EventSender::mark`]): the writer calls [`Mark::done`] once every event
+/// queued before it is written to the outbox (or was not to be written: no endpoint wants it);
+/// dropped undone when they could not be (the waiter then learns nothing was confirmed).
+#[derive(Debug)]
+pub struct Mark(oneshot::Sender<()>);
+
+impl Mark {
+    /// Tells the waiter that every event before the mark is handled.
+    pub fn done(self) {
+        let _ = self.0.send(());
+    }
+}
+
 /// The hub's end: never waits. Bounded, and the hub never waits on it: when the webhook
 /// writer is behind, events are dropped and counted.
 #[derive(Debug, Clone)]
 pub struct EventSender {
-    tx: mpsc::Sender<HubEvent>,
+    tx: mpsc::Sender<Reported>,
     drops: Arc<Drops>,
 }
 
 /// The writer's end.
-pub type EventReceiver = mpsc::Receiver<HubEvent>;
+#[derive(Debug)]
+pub struct EventReceiver {
+    rx: mpsc::Receiver<Reported>,
+}
+
+impl EventReceiver {
+    /// The next event or mark, waiting for one; `None` once every sender is gone.
+    pub async fn recv_queued(&mut self) -> Option<Reported> {
+        self.rx.recv().await
+    }
+
+    /// The next event or mark, if one is queued.
+    pub fn try_recv_queued(&mut self) -> Option<Reported> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The next queued event, without waiting (marks on the way are dropped undone).
+    pub fn try_recv(&mut self) -> Result<HubEvent, TryRecvError> {
+        loop {
+            match self.rx.try_recv()? {
+                Reported::Event(event) => return Ok(event),
+                Reported::Mark(_) => {}
+            }
+        }
+    }
+}
 
 /// A channel holding at most `capacity` events.
 pub fn event_channel(capacity: usize) -> (EventSender, EventReceiver) {
@@ -159,7 +207,7 @@ pub fn event_channel(capacity: usize) -> (EventSender, EventReceiver) {
             tx,
             drops: Arc::new(Drops::default()),
         },
-        rx,
+        EventReceiver { rx },
     )
 }
 
@@ -175,7 +223,7 @@ pub enum NotSent {
 impl EventSender {
     /// Queues `event`, or drops and counts it when the channel is full.
     pub fn send(&self, event: HubEvent) -> Result<(), NotSent> {
-        match self.tx.try_send(event) {
+        match self.tx.try_send(Reported::Event(event)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Closed(_)) => {
                 self.drops.after_close.fetch_add(1, Ordering::Relaxed);
@@ -198,6 +246,20 @@ impl EventSender {
                 }
                 Err(NotSent::Dropped)
             }
+        }
+    }
+
+    /// Queues a mark after every event queued so far (from this task: events other tasks queue
+    /// concurrently may land on either side); the answer comes once the writer has handled all
+    /// of them (written to the outbox, or not to be written), and is dropped unanswered when it
+    /// could not (shutdown's deadline). Takes a place in the queue; refused, not counted as a
+    /// dropped event, when the queue is full.
+    pub fn mark(&self) -> Result<oneshot::Receiver<()>, NotSent> {
+        let (done, answer) = oneshot::channel();
+        match self.tx.try_send(Reported::Mark(Mark(done))) {
+            Ok(()) => Ok(answer),
+            Err(TrySendError::Closed(_)) => Err(NotSent::Closed),
+            Err(TrySendError::Full(_)) => Err(NotSent::Dropped),
         }
     }
 
@@ -245,5 +307,30 @@ mod tests {
         assert_eq!(tx.send(event(1001)), Err(NotSent::Closed));
         // Both kinds count as lost (shutdown's exit status reads this).
         assert_eq!(tx.lost(), 32);
+    }
+
+    #[tokio::test]
+    async fn a_mark_comes_after_the_events_queued_before_it_and_is_told_when_done() {
+        let (tx, mut rx) = event_channel(3);
+        tx.send(event(1)).expect("fits");
+        let mut done = tx.mark().expect("fits");
+        tx.send(event(2)).expect("fits");
+        assert!(tx.mark().is_err(), "a mark takes a place in the queue");
+        assert_eq!(tx.dropped(), 0, "a refused mark is no dropped event");
+        assert!(matches!(rx.recv_queued().await, Some(Reported::Event(_))));
+        let Some(Reported::Mark(mark)) = rx.recv_queued().await else {
+            panic!("the mark comes next");
+        };
+        assert!(done.try_recv().is_err(), "not done yet");
+        mark.done();
+        assert_eq!(done.await, Ok(()));
+        // Dropped undone (the writer gave up): the waiter learns it.
+        let undone = tx.mark();
+        assert_eq!(
+            rx.try_recv().map(|e| e.event.channel_name().to_owned()),
+            Ok("c2".into())
+        );
+        assert!(rx.try_recv().is_err(), "try_recv drops the mark");
+        assert!(undone.expect("fits").await.is_err());
     }
 }

@@ -20,8 +20,8 @@ mod taps;
 pub use cache::CACHE_TTL;
 pub use connection::{Connection, DetachedOutbox};
 pub use events::{
-    event_channel, occupancy_channel, EventReceiver, EventSender, HubEvent, NotSent,
-    OccupancyReceiver, OccupancySender,
+    event_channel, occupancy_channel, EventReceiver, EventSender, HubEvent, Mark, NotSent,
+    OccupancyReceiver, OccupancySender, Reported,
 };
 pub use presence::{ListedMember, PresenceMember};
 pub use rate::{Budget, RateLimits};
@@ -152,6 +152,39 @@ impl Hub {
     /// was full, or the writer had stopped).
     pub fn lost_webhook_events(&self) -> u64 {
         self.events.as_ref().map_or(0, EventSender::lost)
+    }
+
+    /// Reports `make()` for app `app_id` without creating the app's state here (cluster sweeps
+    /// fire webhooks of apps this node may not host): through the app's hooks when it has state
+    /// on this node (its interest decides), else straight to the writer, which looks the app's
+    /// endpoints up itself and writes nothing when none wants it. `Ok(true)`: queued;
+    /// `Ok(false)`: not wanted (or no webhook pipeline).
+    pub fn report(
+        &self,
+        app_id: &str,
+        kind: WebhookKind,
+        make: impl FnOnce() -> WebhookEvent,
+    ) -> Result<bool, NotSent> {
+        let Some(events) = &self.events else {
+            return Ok(false);
+        };
+        if let Some(app) = self.existing_app(app_id) {
+            if !app.wants(kind) {
+                return Ok(false);
+            }
+        }
+        events
+            .send(HubEvent {
+                app_id: app_id.into(),
+                event: make(),
+            })
+            .map(|()| true)
+    }
+
+    /// A mark queued after the events reported so far ([`EventSender::mark`]); `None` without a
+    /// webhook pipeline (nothing is ever written).
+    pub fn mark_reported(&self) -> Option<Result<tokio::sync::oneshot::Receiver<()>, NotSent>> {
+        self.events.as_ref().map(EventSender::mark)
     }
 
     /// A hub that reports channel events (for the kinds each app is interested in) to `events`.

@@ -11,7 +11,8 @@
 //! when endpoints are loaded). Nothing on the handshake or subscribe path waits: the hub sends to
 //! a bounded channel without waiting, and a full channel drops the event and counts it (a writer
 //! stuck on a failing store cannot grow memory). The writer appends one delivery row per
-//! endpoint per batch window (at most 100 ms) before any attempt is made. `channel_vacated` and
+//! endpoint per batch window (at most 100 ms) before any attempt is made; a mark queued behind
+//! events ([`crate::hub::EventSender::mark`]) is done once their window is written. `channel_vacated` and
 //! `member_removed` go into one more row per endpoint per window, due after the vacate delay, so
 //! a crash loses none; a comeback within the delay takes its event out of that row (the row is
 //! rewritten, or deleted once empty), a window's comebacks in one store transaction (see
@@ -46,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::WebhookSettings;
-use crate::hub::{HubEvent, Taps};
+use crate::hub::{HubEvent, Mark, Reported, Taps};
 use crate::protocol::WebhookKind;
 use crate::tenants::{AppCache, Delivery, Lease, NewDelivery, Store, Usage, Webhook};
 
@@ -626,7 +627,8 @@ impl Writer {
 }
 
 /// Collects events for one batch window at a time and appends them to the outbox, then hands
-/// the written deliveries to the worker. At `stop`, writes what is queued and ends.
+/// the written deliveries to the worker; the marks queued among them are done once the window
+/// is written ([`crate::hub::EventSender::mark`]). At `stop`, writes what is queued and ends.
 async fn write_loop(
     context: Shared,
     owner: Owner,
@@ -651,20 +653,22 @@ async fn write_loop(
     loop {
         let first = tokio::select! {
             biased;
-            event = input.recv() => event,
+            queued = input.recv_queued() => queued,
             () = stop.cancelled() => None,
         };
         let Some(first) = first else {
             break;
         };
-        let mut events = vec![first];
+        let mut events = Vec::new();
+        let mut marks = Vec::new();
+        sort(first, &mut events, &mut marks);
         let deadline = Instant::now() + window;
         let mut stopping = false;
         loop {
             tokio::select! {
                 biased;
-                next = input.recv() => match next {
-                    Some(event) => events.push(event),
+                next = input.recv_queued() => match next {
+                    Some(queued) => sort(queued, &mut events, &mut marks),
                     None => break,
                 },
                 () = stop.cancelled() => {
@@ -674,19 +678,29 @@ async fn write_loop(
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
-        if !writer.write(events).await {
+        if !events.is_empty() && !writer.write(events).await {
             break;
         }
+        marks.into_iter().for_each(Mark::done);
         if stopping {
             break;
         }
     }
     // Shutdown: what the hub queued is written too.
     let mut rest = Vec::new();
-    while let Ok(event) = input.try_recv() {
-        rest.push(event);
+    let mut marks = Vec::new();
+    while let Some(queued) = input.try_recv_queued() {
+        sort(queued, &mut rest, &mut marks);
     }
-    if !rest.is_empty() {
-        writer.write(rest).await;
+    if rest.is_empty() || writer.write(rest).await {
+        marks.into_iter().for_each(Mark::done);
+    }
+}
+
+/// Puts a queued item with the window's events or its marks.
+fn sort(queued: Reported, events: &mut Vec<HubEvent>, marks: &mut Vec<Mark>) {
+    match queued {
+        Reported::Event(event) => events.push(event),
+        Reported::Mark(mark) => marks.push(mark),
     }
 }

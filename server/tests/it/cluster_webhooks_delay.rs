@@ -233,6 +233,7 @@ async fn pending_vacates_from_channel_churn_are_all_taken_and_redis_is_left_empt
     }
     let pending = format!("{}:st:vacating:{APP_ID}", redis.cluster);
     let apps = format!("{}:st:vacating-apps", redis.cluster);
+    let leased = format!("{}:st:vacate-lease:{APP_ID}", redis.cluster);
     let mut conn = redis.connection().await;
     let held: i64 = redis::cmd("ZCARD")
         .arg(&pending)
@@ -241,21 +242,23 @@ async fn pending_vacates_from_channel_churn_are_all_taken_and_redis_is_left_empt
         .expect("ZCARD");
     assert!(held > 0, "the last leaves are pending for the delay");
     eventually(
-        "every pending vacate is taken",
+        "every pending vacate is taken and confirmed",
         Duration::from_secs(15),
         || {
             let mut conn = conn.clone();
-            let (pending, apps) = (pending.clone(), apps.clone());
+            let (pending, apps, leased) = (pending.clone(), apps.clone(), leased.clone());
             async move {
-                let (left, listed): (i64, i64) = redis::pipe()
+                let (left, listed, unconfirmed): (i64, i64, i64) = redis::pipe()
                     .cmd("ZCARD")
                     .arg(&pending)
                     .cmd("SCARD")
                     .arg(&apps)
+                    .cmd("ZCARD")
+                    .arg(&leased)
                     .query_async(&mut conn)
                     .await
-                    .expect("ZCARD, SCARD");
-                left == 0 && listed == 0
+                    .expect("ZCARD, SCARD, ZCARD");
+                left == 0 && listed == 0 && unconfirmed == 0
             }
         },
     )
