@@ -424,6 +424,8 @@ impl CookieSeal {
 }
 
 #[cfg(test)]
+// A test's poisoned lock is a failed test: unwrapping is the policy here.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 
