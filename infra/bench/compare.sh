@@ -84,13 +84,17 @@ start_herald() {
   wait_port "$port" || { cat "$dir/log"; exit 1; }
 }
 
-start_sockudo() {
-  local dir; dir="$(mktemp -d)"; port="$(free_port)"
+# Starts sockudo in the background from DIR (its config.json and log there) on PORT, with the
+# adapter ADAPTER (JSON) and the cache driver CACHE; the extra environment NAME=VALUE... after
+# them. The bench app's limits are all out of the way. $! is then sockudo itself (exec), whose
+# memory and CPU time are read from /proc.
+spawn_sockudo() {
+  local dir="$1" p="$2" adapter="$3" cache="$4"; shift 4
   cat >"$dir/config.json" <<JSON
 {
-  "host": "127.0.0.1", "port": $port, "debug": false,
-  "adapter": { "driver": "local" },
-  "cache": { "driver": "memory" },
+  "host": "127.0.0.1", "port": $p, "debug": false,
+  "adapter": $adapter,
+  "cache": { "driver": "$cache" },
   "queue": { "driver": "memory" },
   "rate_limiter": { "enabled": false, "driver": "memory" },
   "metrics": { "enabled": false },
@@ -101,13 +105,17 @@ start_sockudo() {
     "max_read_requests_per_second": 1000000 } ] } }
 }
 JSON
-  # exec: $! must be sockudo itself, whose memory and CPU time are read from /proc.
-  (cd "$dir" && exec env HOST=127.0.0.1 PORT="$port" RATE_LIMITER_ENABLED=false ADAPTER_DRIVER=local \
-    CACHE_DRIVER=memory QUEUE_DRIVER=memory APP_MANAGER_DRIVER=memory METRICS_ENABLED=false \
+  (cd "$dir" && exec env HOST=127.0.0.1 PORT="$p" RATE_LIMITER_ENABLED=false "$@" \
+    CACHE_DRIVER="$cache" QUEUE_DRIVER=memory APP_MANAGER_DRIVER=memory METRICS_ENABLED=false \
     SOCKUDO_DEFAULT_APP_ID=$APP SOCKUDO_DEFAULT_APP_KEY=$KEY SOCKUDO_DEFAULT_APP_SECRET=$SECRET \
     SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS=1000000 SOCKUDO_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SECOND=1000000 \
     SOCKUDO_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SECOND=1000000 SOCKUDO_DEFAULT_APP_MAX_READ_REQUESTS_PER_SECOND=1000000 \
     "$sockudo" --config "$dir/config.json" >"$dir/log" 2>&1) &
+}
+
+start_sockudo() {
+  local dir; dir="$(mktemp -d)"; port="$(free_port)"
+  spawn_sockudo "$dir" "$port" '{ "driver": "local" }' memory ADAPTER_DRIVER=local
   pid=$!
   wait_port "$port" || { cat "$dir/log"; exit 1; }
   sleep 1
@@ -157,35 +165,16 @@ start_herald_cluster() {
 }
 
 start_sockudo_cluster() {
-  local node dir p
+  local node dir p url adapter
   start_redis
+  url="redis://127.0.0.1:$redis_port"
+  adapter="$(printf '{ "driver": "redis", "redis": { "prefix": "bench",
+    "redis_pub_options": { "url": "%s" },
+    "redis_sub_options": { "url": "%s" } } }' "$url" "$url")"
   pids=(); ports=()
   for node in a b; do
     dir="$(mktemp -d)"; p="$(free_port)"
-    cat >"$dir/config.json" <<JSON
-{
-  "host": "127.0.0.1", "port": $p, "debug": false,
-  "adapter": { "driver": "redis", "redis": { "prefix": "bench",
-    "redis_pub_options": { "url": "redis://127.0.0.1:$redis_port" },
-    "redis_sub_options": { "url": "redis://127.0.0.1:$redis_port" } } },
-  "cache": { "driver": "redis" },
-  "queue": { "driver": "memory" },
-  "rate_limiter": { "enabled": false, "driver": "memory" },
-  "metrics": { "enabled": false },
-  "app_manager": { "driver": "memory", "array": { "apps": [ {
-    "id": "$APP", "key": "$KEY", "secret": "$SECRET", "enabled": true,
-    "enable_client_messages": true, "max_connections": 1000000,
-    "max_backend_events_per_second": 1000000, "max_client_events_per_second": 1000000,
-    "max_read_requests_per_second": 1000000 } ] } }
-}
-JSON
-    (cd "$dir" && exec env HOST=127.0.0.1 PORT="$p" RATE_LIMITER_ENABLED=false ADAPTER_DRIVER=redis \
-      REDIS_URL="redis://127.0.0.1:$redis_port" CACHE_DRIVER=redis QUEUE_DRIVER=memory \
-      APP_MANAGER_DRIVER=memory METRICS_ENABLED=false \
-      SOCKUDO_DEFAULT_APP_ID=$APP SOCKUDO_DEFAULT_APP_KEY=$KEY SOCKUDO_DEFAULT_APP_SECRET=$SECRET \
-      SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS=1000000 SOCKUDO_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SECOND=1000000 \
-      SOCKUDO_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SECOND=1000000 SOCKUDO_DEFAULT_APP_MAX_READ_REQUESTS_PER_SECOND=1000000 \
-      "$sockudo" --config "$dir/config.json" >"$dir/log" 2>&1) &
+    spawn_sockudo "$dir" "$p" "$adapter" redis ADAPTER_DRIVER=redis REDIS_URL="$url"
     pids+=($!); ports+=("$p")
     wait_port "$p" || { cat "$dir/log"; exit 1; }
   done

@@ -16,7 +16,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 
 import { sleep, withTimeout } from './harness.mjs';
-import { DEFAULT_APP, OPERATOR } from './server.mjs';
+import { DEFAULT_APP, heraldEnv, OPERATOR, runCli, spawnHerald, stopChild } from './server.mjs';
 
 /** How many Herald nodes stand behind the balancer. */
 export const NODE_COUNT = 2;
@@ -214,35 +214,14 @@ class Node {
       RUST_LOG: process.env.RUST_LOG ?? 'info',
     });
     await fs.mkdir(env.HERALD_DATA_DIR, { recursive: true });
-    const child = spawn(cluster.binary, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child = child;
-    this.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-    const tag = `[${this.id}]`;
-    const listening = new Promise((resolve, reject) => {
-      readline.createInterface({ input: child.stdout }).on('line', (line) => {
-        cluster.log.push(`${tag} ${line}`);
-        if (/listening on http:\/\//.test(line)) resolve();
-      });
-      readline.createInterface({ input: child.stderr }).on('line', (line) => cluster.log.push(`${tag} [stderr] ${line}`));
-      this.exited.then(({ code, signal }) =>
-        reject(new Error(`${this.id} exited before listening (code ${code}, signal ${signal})`)),
-      );
-    });
-    await withTimeout(listening, 30_000, `${this.id} to print its listening address`);
+    await spawnHerald(this, { binary: cluster.binary, env, log: cluster.log, prefix: `[${this.id}] `, name: this.id });
     // Listening is not yet ready (apps loaded, registered in the cluster): wait for /ready.
     await until(async () => (await httpStatus(this.port, '/ready')) === 200, `${this.id} GET /ready 200`, 15_000);
   }
 
   /** SIGTERM, then SIGKILL after 15 s (the drain is bounded by 10 s). Returns the exit status. */
-  async stop() {
-    if (!this.child) return null;
-    const child = this.child;
-    this.child = null;
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    const status = await this.exited;
-    clearTimeout(timer);
-    return status;
+  stop() {
+    return stopChild(this, 15_000);
   }
 }
 
@@ -282,16 +261,7 @@ export class ClusterServer {
    * environment without any HERALD_* setting, plus the shared store.
    */
   storeEnv() {
-    const env = {};
-    for (const [name, value] of Object.entries(process.env)) {
-      if (name.startsWith('HERALD_') || name === 'RUST_LOG') continue;
-      env[name] = value;
-    }
-    env.HERALD_DATA_DIR = path.join(this.dir, 'cli');
-    env.HERALD_DATABASE_URL = this.databaseUrl();
-    // The webhook receivers of the scenarios listen on loopback, which Herald refuses otherwise.
-    env.HERALD_WEBHOOK_ALLOW_PRIVATE = '127.0.0.0/8,::1/128';
-    return env;
+    return heraldEnv({ HERALD_DATA_DIR: path.join(this.dir, 'cli'), HERALD_DATABASE_URL: this.databaseUrl() });
   }
 
   async start() {
@@ -444,17 +414,6 @@ export class ClusterServer {
    */
   cli(args) {
     if (!this.dir) return Promise.reject(new Error('the cluster has no store yet (not started)'));
-    return new Promise((resolve, reject) => {
-      execFile(this.binary, args, { env: this.storeEnv(), timeout: 15_000 }, (error, stdout, stderr) => {
-        const command = `herald ${args.join(' ')}`;
-        if (error) return reject(new Error(`${command} failed (${error.code ?? error.signal}): ${stderr.trim() || error.message}`));
-        if (!args.includes('--json')) return resolve(stdout);
-        try {
-          resolve(JSON.parse(stdout));
-        } catch {
-          reject(new Error(`${command} printed no JSON: ${stdout} ${stderr}`));
-        }
-      });
-    });
+    return runCli(this.binary, this.storeEnv(), args);
   }
 }

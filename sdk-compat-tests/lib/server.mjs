@@ -61,6 +61,80 @@ function splitHostPort(address) {
   return { host: match[1], port: Number(match[2]) };
 }
 
+/**
+ * The environment of a `herald` process the suite starts (a server, a node or the CLI): the
+ * caller's environment without any HERALD_* setting (nor RUST_LOG), plus `store` (where the store
+ * is: server and CLI must see the same one).
+ */
+export function heraldEnv(store) {
+  const env = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (name.startsWith('HERALD_') || name === 'RUST_LOG') continue;
+    env[name] = value;
+  }
+  Object.assign(env, store);
+  // The webhook receivers of the scenarios listen on loopback, which Herald refuses otherwise.
+  env.HERALD_WEBHOOK_ALLOW_PRIVATE = '127.0.0.0/8,::1/128';
+  return env;
+}
+
+/**
+ * Runs `herald ARGS...` (a CLI subcommand) with `env`. Resolves with stdout, JSON-decoded when
+ * `--json` is among the arguments; rejects with stderr when the command fails.
+ */
+export function runCli(binary, env, args) {
+  return new Promise((resolve, reject) => {
+    execFile(binary, args, { env, timeout: 15_000 }, (error, stdout, stderr) => {
+      const command = `herald ${args.join(' ')}`;
+      if (error) return reject(new Error(`${command} failed (${error.code ?? error.signal}): ${stderr.trim() || error.message}`));
+      if (!args.includes('--json')) return resolve(stdout);
+      try {
+        resolve(JSON.parse(stdout));
+      } catch {
+        reject(new Error(`${command} printed no JSON: ${stdout} ${stderr}`));
+      }
+    });
+  });
+}
+
+/**
+ * Spawns `herald` (`binary`, with `env`) as `owner.child`, its exit status promised in
+ * `owner.exited`, each line it prints pushed onto `log` after `prefix`. Resolves with the address
+ * it prints it listens on; rejects when it exits first or prints none within 30 s (`name` says who).
+ */
+export function spawnHerald(owner, { binary, env, log, prefix = '', name = 'herald' }) {
+  const child = spawn(binary, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  owner.child = child;
+  owner.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  const listening = new Promise((resolve, reject) => {
+    readline.createInterface({ input: child.stdout }).on('line', (line) => {
+      log.push(`${prefix}${line}`);
+      const match = /listening on http:\/\/([^\s]+)/.exec(line);
+      if (match) resolve(match[1]);
+    });
+    readline.createInterface({ input: child.stderr }).on('line', (line) => log.push(`${prefix}[stderr] ${line}`));
+    owner.exited.then(({ code, signal }) =>
+      reject(new Error(`${name} exited before listening (code ${code}, signal ${signal})`)),
+    );
+  });
+  return withTimeout(listening, 30_000, `${name} to print its listening address`);
+}
+
+/**
+ * SIGTERM to `owner.child` (then forgotten), SIGKILL after `graceMs`. Resolves with its exit status
+ * from `owner.exited`, or null when none runs.
+ */
+export async function stopChild(owner, graceMs) {
+  if (!owner.child) return null;
+  const child = owner.child;
+  owner.child = null;
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  const status = await owner.exited;
+  clearTimeout(timer);
+  return status;
+}
+
 /** A herald process this suite owns: started on a free port, restartable on the same port. */
 export class OwnedServer {
   constructor(binary) {
@@ -81,15 +155,7 @@ export class OwnedServer {
    * the same store (HERALD_DATA_DIR; no HERALD_DATABASE_URL, so both use the data dir's SQLite).
    */
   storeEnv() {
-    const env = {};
-    for (const [name, value] of Object.entries(process.env)) {
-      if (name.startsWith('HERALD_') || name === 'RUST_LOG') continue;
-      env[name] = value;
-    }
-    env.HERALD_DATA_DIR = this.dataDir;
-    // The webhook receivers of the scenarios listen on loopback, which Herald refuses otherwise.
-    env.HERALD_WEBHOOK_ALLOW_PRIVATE = '127.0.0.0/8,::1/128';
-    return env;
+    return heraldEnv({ HERALD_DATA_DIR: this.dataDir });
   }
 
   async start() {
@@ -103,36 +169,15 @@ export class OwnedServer {
       HERALD_ADMIN_PASSWORD: this.operator.password,
       RUST_LOG: process.env.RUST_LOG ?? 'info',
     });
-    const child = spawn(this.binary, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child = child;
-    this.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-    const listening = new Promise((resolve, reject) => {
-      readline.createInterface({ input: child.stdout }).on('line', (line) => {
-        this.log.push(line);
-        const match = /listening on http:\/\/([^\s]+)/.exec(line);
-        if (match) resolve(match[1]);
-      });
-      readline.createInterface({ input: child.stderr }).on('line', (line) => this.log.push(`[stderr] ${line}`));
-      this.exited.then(({ code, signal }) =>
-        reject(new Error(`herald exited before listening (code ${code}, signal ${signal})`)),
-      );
-    });
-    const address = await withTimeout(listening, 30_000, 'herald to print its listening address');
+    const address = await spawnHerald(this, { binary: this.binary, env, log: this.log });
     const { host, port } = splitHostPort(address);
     this.host = host;
     this.port = port;
   }
 
   /** SIGTERM, then SIGKILL after 10 s. Returns the exit status. */
-  async stop() {
-    if (!this.child) return null;
-    const child = this.child;
-    this.child = null;
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    const status = await this.exited;
-    clearTimeout(timer);
-    return status;
+  stop() {
+    return stopChild(this, 10_000);
   }
 
   /** Stops and starts again on the same port with the same store. */
@@ -158,18 +203,7 @@ export class OwnedServer {
    */
   cli(args) {
     if (!this.dataDir) return Promise.reject(new Error('the server has no store yet (not started)'));
-    return new Promise((resolve, reject) => {
-      execFile(this.binary, args, { env: this.storeEnv(), timeout: 15_000 }, (error, stdout, stderr) => {
-        const command = `herald ${args.join(' ')}`;
-        if (error) return reject(new Error(`${command} failed (${error.code ?? error.signal}): ${stderr.trim() || error.message}`));
-        if (!args.includes('--json')) return resolve(stdout);
-        try {
-          resolve(JSON.parse(stdout));
-        } catch {
-          reject(new Error(`${command} printed no JSON: ${stdout} ${stderr}`));
-        }
-      });
-    });
+    return runCli(this.binary, this.storeEnv(), args);
   }
 }
 

@@ -9,6 +9,20 @@ pub(in crate::cluster) struct Server {
     pub(in crate::cluster) url: String,
 }
 
+impl Server {
+    /// A client of this server and a connection through it.
+    pub(in crate::cluster) async fn connect(
+        &self,
+    ) -> (redis::Client, redis::aio::MultiplexedConnection) {
+        let client = redis::Client::open(self.url.as_str()).expect("a URL");
+        let conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("conn");
+        (client, conn)
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -116,11 +116,7 @@ async fn set_alive(conn: &mut redis::aio::MultiplexedConnection, tag: u64) {
 #[tokio::test]
 async fn transitions_are_decided_once_cluster_wide_and_published_by_the_script() {
     let server = redis_server().await;
-    let client = redis::Client::open(server.url.as_str()).expect("a URL");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn");
+    let (client, mut conn) = server.connect().await;
     let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
     pubsub.subscribe(channel()).await.expect("SUBSCRIBE");
     let mut messages = pubsub.into_on_message();
@@ -170,11 +166,7 @@ async fn transitions_are_decided_once_cluster_wide_and_published_by_the_script()
 #[tokio::test]
 async fn a_dead_nodes_users_are_removed_once_and_registering_again_converges() {
     let server = redis_server().await;
-    let client = redis::Client::open(server.url.as_str()).expect("a URL");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn");
+    let (_client, mut conn) = server.connect().await;
     set_alive(&mut conn, 1).await;
     set_alive(&mut conn, 2).await;
     sign_in(&mut conn, 1, "u1", &[]).await;
@@ -239,29 +231,6 @@ async fn a_dead_nodes_users_are_removed_once_and_registering_again_converges() {
 
     // Node 2 registers again with what it holds now (u1 twice, u2 gone): twice in a row
     // gives the same totals.
-    for _ in 0..2 {
-        let mut call = scripts.reregister.key(totals_key(P, APP));
-        call.key(node_users_key(P, APP, "2"))
-            .key(node_apps_key(P, "2"))
-            .key(nodes_key(P))
-            .key(tag_key(P, 2))
-            .arg(channel())
-            .arg(APP)
-            .arg(2)
-            .arg("u1")
-            .arg(2);
-        let registered: i64 = call.invoke_async(&mut conn).await.expect("REREGISTER");
-        assert_eq!(registered, 1);
-        assert_eq!(total(&mut conn, "u1").await, Some(2));
-        assert_eq!(total(&mut conn, "u2").await, None);
-    }
-    // After Redis lost everything, a registration changes nothing until the heartbeat has set
-    // the tag key again (it never sets it itself: landing after a graceful leave, it would
-    // bring the stopped node back to life); then it restores the totals.
-    redis::cmd("FLUSHALL")
-        .query_async::<()>(&mut conn)
-        .await
-        .expect("FLUSHALL");
     let register = || {
         let mut call = scripts.reregister.key(totals_key(P, APP));
         call.key(node_users_key(P, APP, "2"))
@@ -275,6 +244,22 @@ async fn a_dead_nodes_users_are_removed_once_and_registering_again_converges() {
             .arg(2);
         call
     };
+    for _ in 0..2 {
+        let registered: i64 = register()
+            .invoke_async(&mut conn)
+            .await
+            .expect("REREGISTER");
+        assert_eq!(registered, 1);
+        assert_eq!(total(&mut conn, "u1").await, Some(2));
+        assert_eq!(total(&mut conn, "u2").await, None);
+    }
+    // After Redis lost everything, a registration changes nothing until the heartbeat has set
+    // the tag key again (it never sets it itself: landing after a graceful leave, it would
+    // bring the stopped node back to life); then it restores the totals.
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("FLUSHALL");
     let registered: i64 = register()
         .invoke_async(&mut conn)
         .await

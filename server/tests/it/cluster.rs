@@ -5,50 +5,23 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::cluster_helpers::{eventually, start_node, Database, Redis, TestCluster};
-use crate::helpers::{channel_auth, herald_binary, pause, post_signed, Client, APP_ID};
-
-fn events_path() -> String {
-    format!("/apps/{APP_ID}/events")
-}
+use crate::cluster_helpers::{
+    eventually, heard_probe, start_node, subscribe_private, trigger_except, Database, Redis,
+    TestCluster,
+};
+use crate::helpers::{herald_binary, pause, post_signed, Client, APP_ID};
 
 /// A REST trigger of `event` on `channel` through the node at `base`; 200 expected.
 async fn trigger(http: &reqwest::Client, base: &str, channel: &str, event: &str, data: &str) {
     trigger_except(http, base, channel, event, data, None).await;
 }
 
-async fn trigger_except(
-    http: &reqwest::Client,
-    base: &str,
-    channel: &str,
-    event: &str,
-    data: &str,
-    socket_id: Option<&str>,
-) {
-    let mut body = json!({"name": event, "channel": channel, "data": data});
-    if let Some(socket_id) = socket_id {
-        body["socket_id"] = json!(socket_id);
-    }
-    let response = post_signed(http, base, &events_path(), body.to_string()).await;
-    assert_eq!(response.status().as_u16(), 200, "the trigger is accepted");
-}
-
 /// The next frame must be `event` on `channel`; returns its `data` string.
 async fn expect_channel_event(client: &mut Client, event: &str) -> String {
     let frame = client.expect_next(event).await;
     frame["data"].as_str().expect("string data").to_owned()
-}
-
-async fn subscribe_private(client: &mut Client, channel: &str) {
-    let auth = channel_auth(&client.socket_id, channel, None);
-    client
-        .send_json(json!({"event":"pusher:subscribe","data":{"channel":channel,"auth":auth}}))
-        .await;
-    client
-        .expect_event("pusher_internal:subscription_succeeded")
-        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,28 +252,6 @@ async fn redis_down_keeps_local_delivery_and_readiness_and_forwarding_resumes_af
         a.ready().await.1["redis"]["status"] == "ok"
     })
     .await;
-}
-
-/// Whether a `probe` arrives within `wait` (a `during` from the outage may still arrive first:
-/// what was not dropped keeps its order).
-async fn heard_probe(client: &mut Client, wait: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let next =
-            tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut client.socket));
-        let Ok(Some(Ok(frame))) = next.await else {
-            return false;
-        };
-        let Ok(text) = frame.into_text() else {
-            continue;
-        };
-        let frame: Value = serde_json::from_str(&text).expect("JSON");
-        match frame["event"].as_str() {
-            Some("probe") => return true,
-            Some("during") => continue,
-            _ => panic!("unexpected frame {frame}"),
-        }
-    }
 }
 
 /// The data of the next `event` frame, skipping `probe` frames.

@@ -2,84 +2,14 @@
 //! partition, a lost NAT entry) replaces them within seconds, before its heartbeat key expires:
 //! the other node never takes it for dead, and publishes cross again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::cluster_helpers::{eventually, start_node, start_node_with, Database, Redis};
 use crate::helpers::{pause, post_signed, Client, Received, APP_ID};
-
-/// A TCP proxy to Redis that can blackhole every connection open at a given moment: nothing
-/// is forwarded on them any more, in either direction, but they stay open (no reset, as when
-/// packets are dropped); connections made later are forwarded normally.
-struct BlackholeProxy {
-    port: u16,
-    /// Per connection: whether it is blackholed.
-    connections: Mutex<Vec<Arc<AtomicBool>>>,
-}
-
-impl BlackholeProxy {
-    async fn start(upstream: String) -> Arc<BlackholeProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy = Arc::new(BlackholeProxy {
-            port: listener.local_addr().unwrap().port(),
-            connections: Mutex::new(Vec::new()),
-        });
-        let shared = proxy.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
-                    continue;
-                };
-                let dropped = Arc::new(AtomicBool::new(false));
-                shared.connections.lock().await.push(dropped.clone());
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = server.into_split();
-                tokio::spawn(Self::pipe(client_read, server_write, dropped.clone()));
-                tokio::spawn(Self::pipe(server_read, client_write, dropped));
-            }
-        });
-        proxy
-    }
-
-    /// Copies `from` to `to` until either closes; blackholed, it reads and drops everything.
-    async fn pipe(
-        mut from: tokio::net::tcp::OwnedReadHalf,
-        mut to: tokio::net::tcp::OwnedWriteHalf,
-        dropped: Arc<AtomicBool>,
-    ) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut buffer = vec![0u8; 16 * 1024];
-        loop {
-            let Ok(read) = from.read(&mut buffer).await else {
-                return;
-            };
-            if read == 0 {
-                return;
-            }
-            if dropped.load(Ordering::SeqCst) {
-                continue;
-            }
-            if to.write_all(&buffer[..read]).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Blackholes every connection open now; answers how many.
-    async fn blackhole(&self) -> usize {
-        let connections = self.connections.lock().await;
-        for dropped in connections.iter() {
-            dropped.store(true, Ordering::SeqCst);
-        }
-        connections.len()
-    }
-}
+use crate::proxy::StallProxy;
 
 /// Reads `client`'s frames for `wait`; panics on a `member_removed` of `user_id` (or a close).
 async fn no_member_removed_for(client: &mut Client, user_id: &str, wait: Duration) {
@@ -119,13 +49,8 @@ async fn node_key_exists(redis: &Redis, node_id: &str) -> bool {
 async fn a_node_whose_redis_connections_die_silently_replaces_them_and_stays_alive() {
     let database = Database::create().await;
     let redis = Redis::start().await;
-    let upstream = redis.url();
-    let upstream = upstream
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_owned();
-    let proxy = BlackholeProxy::start(upstream).await;
-    let through_proxy = format!("redis://127.0.0.1:{}/", proxy.port);
+    let proxy = StallProxy::to_redis(&redis, None).await;
+    let through_proxy = proxy.redis_url();
     let a = start_node_with(
         "a",
         &redis,
@@ -159,7 +84,7 @@ async fn a_node_whose_redis_connections_die_silently_replaces_them_and_stays_ali
     .await;
 
     // Every Redis connection node A has open now goes silent.
-    let blackholed = proxy.blackhole().await;
+    let blackholed = proxy.stall_all().await;
     assert!(blackholed >= 2, "node A had {blackholed} connections");
     let at = Instant::now();
 

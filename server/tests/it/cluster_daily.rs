@@ -11,11 +11,10 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::cluster_helpers::{
-    eventually, herald_cli, start_cluster_with_limits, start_node, Node, Redis, TestCluster,
+    eventually, herald_cli, start_cluster_with_limits, start_node, subscribe_private, Node, Redis,
+    TestCluster,
 };
-use crate::helpers::{
-    channel_auth, now, now_millis, pause, post_signed, signed_params, Client, APP_ID, KEY, SECRET,
-};
+use crate::helpers::{now, now_millis, pause, post_signed, signed_params, APP_ID, KEY, SECRET};
 
 /// The refusal body on one node (`api::OVER_DAILY_QUOTA`).
 const OVER_QUOTA: &str = "Over daily message quota";
@@ -97,6 +96,17 @@ async fn until_admitted(http: &reqwest::Client, node: &str, channel: &str) {
         status == 200
     })
     .await;
+}
+
+/// The day's count once the history and Redis agree on it (within 15 s).
+async fn agreed_count(cluster: &TestCluster) -> u64 {
+    eventually(
+        "the history and Redis agree on the day's count",
+        Duration::from_secs(15),
+        || async { history_count(cluster).await == redis_count(&cluster.redis).await },
+    )
+    .await;
+    history_count(cluster).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,17 +237,6 @@ async fn parallel_publishers_on_every_node_admit_exactly_the_daily_quota_which_s
     }
 }
 
-/// Subscribes `client` to private channel `channel`.
-async fn subscribe_private(client: &mut Client, channel: &str) {
-    let auth = channel_auth(&client.socket_id, channel, None);
-    client
-        .send_json(json!({"event":"pusher:subscribe","data":{"channel":channel,"auth":auth}}))
-        .await;
-    client
-        .expect_event("pusher_internal:subscription_succeeded")
-        .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_pass_the_quota_by_at_most_one_publishs_own_deliveries_per_node() {
     const QUOTA: u64 = 120;
@@ -294,13 +293,7 @@ async fn deliveries_pass_the_quota_by_at_most_one_publishs_own_deliveries_per_no
     )
     .await;
     // The debts are reported within a second; then Redis, the nodes and the history agree.
-    eventually(
-        "the history and Redis agree on the day's count",
-        Duration::from_secs(15),
-        || async { history_count(&cluster).await == redis_count(redis).await },
-    )
-    .await;
-    let count = history_count(&cluster).await;
+    let count = agreed_count(&cluster).await;
     assert!(
         (QUOTA..=QUOTA + own_deliveries).contains(&count),
         "the count {count} is within [{QUOTA}, {QUOTA} + {own_deliveries}]"
@@ -598,13 +591,7 @@ async fn deliveries_on_other_nodes_pass_the_quota_by_at_most_one_publishs_copies
     })
     .await;
     // B and C report their copies within a second; then Redis and the history agree.
-    eventually(
-        "the history and Redis agree on the day's count",
-        Duration::from_secs(15),
-        || async { history_count(&cluster).await == redis_count(redis).await },
-    )
-    .await;
-    let count = history_count(&cluster).await;
+    let count = agreed_count(&cluster).await;
     let admitted = admitted.into_inner();
     assert_eq!(count, admitted * (1 + copies), "every copy is counted");
     // The bound (cluster::lease): at most one publish's copies past the quota.

@@ -8,11 +8,13 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use sqlx::{Connection, Executor};
 use tokio::process::{Child, Command};
 
-use crate::helpers::{herald_binary, pause, start_listening, Client, APP_ID, KEY, SECRET};
+use crate::helpers::{
+    channel_auth, herald_binary, pause, post_signed, start_listening, Client, APP_ID, KEY, SECRET,
+};
 
 /// Polls `check` every 50 ms until it holds, for at most `limit`; panics naming `what`.
 pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
@@ -433,4 +435,97 @@ pub async fn start_cluster_with_limits(limit_args: &[&str]) -> TestCluster {
         nodes: vec![a, b, c],
         database,
     }
+}
+
+/// A REST trigger of `event` on `channel` through the node at `base`, `socket_id` excluded when
+/// given; 200 expected.
+pub async fn trigger_except(
+    http: &reqwest::Client,
+    base: &str,
+    channel: &str,
+    event: &str,
+    data: &str,
+    socket_id: Option<&str>,
+) {
+    let mut body = json!({"name": event, "channel": channel, "data": data});
+    if let Some(socket_id) = socket_id {
+        body["socket_id"] = json!(socket_id);
+    }
+    let path = format!("/apps/{APP_ID}/events");
+    let response = post_signed(http, base, &path, body.to_string()).await;
+    assert_eq!(response.status().as_u16(), 200, "the trigger is accepted");
+}
+
+/// A REST trigger of a `news` event with `data` on `channel` through the node at `base`.
+pub async fn trigger_news(http: &reqwest::Client, base: &str, channel: &str, data: &str) {
+    trigger_except(http, base, channel, "news", data, None).await;
+}
+
+/// Subscribes `client` to private channel `channel`.
+pub async fn subscribe_private(client: &mut Client, channel: &str) {
+    let auth = channel_auth(&client.socket_id, channel, None);
+    client
+        .send_json(json!({"event":"pusher:subscribe","data":{"channel":channel,"auth":auth}}))
+        .await;
+    client
+        .expect_event("pusher_internal:subscription_succeeded")
+        .await;
+}
+
+/// Waits (at most `limit`) for a frame named `event`, skipping others.
+pub async fn wait_for(client: &mut Client, event: &str, limit: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let next =
+            tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut client.socket))
+                .await
+                .unwrap_or_else(|_| panic!("no {event} within {limit:?}"));
+        let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) = next else {
+            assert!(
+                !matches!(next, None | Some(Err(_))),
+                "the socket closed while waiting for {event}"
+            );
+            continue;
+        };
+        let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
+        if frame["event"] == event {
+            return frame;
+        }
+    }
+}
+
+/// Whether a `probe` arrives within `wait` (a `during` from an outage may still arrive first:
+/// what was not dropped keeps its order, and a publish Redis executed late may come first).
+pub async fn heard_probe(client: &mut Client, wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let next =
+            tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut client.socket));
+        let Ok(Some(Ok(frame))) = next.await else {
+            return false;
+        };
+        let Ok(text) = frame.into_text() else {
+            continue;
+        };
+        let frame: Value = serde_json::from_str(&text).expect("JSON");
+        match frame["event"].as_str() {
+            Some("probe") => return true,
+            Some("during") => continue,
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+}
+
+/// Today's messages of the default app in `usage_daily` (every node's flushed counts).
+pub async fn usage_messages(url: &str) -> i64 {
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connects");
+    let total: Option<i64> = sqlx::query_scalar(
+        "SELECT CAST(SUM(messages) AS BIGINT) FROM usage_daily WHERE app_id = $1",
+    )
+    .bind(APP_ID)
+    .fetch_one(&mut conn)
+    .await
+    .expect("reads usage_daily");
+    let _ = conn.close().await;
+    total.unwrap_or(0)
 }

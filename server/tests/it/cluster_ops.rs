@@ -6,17 +6,14 @@
 //! connections and cross-node publishes working, fails writes cleanly, and loses no count or
 //! webhook once PostgreSQL is back.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use crate::cluster_helpers::{eventually, start_node_with, Database, Node, Redis};
+use crate::cluster_helpers::{eventually, start_node_with, usage_messages, Database, Node, Redis};
 use crate::helpers::{pause, post_signed, Received, APP_ID};
+use crate::proxy::CutProxy;
 use crate::webhooks::Receiver;
 
 pub(crate) const OPERATOR: &str = "ops@example.test";
@@ -90,13 +87,19 @@ async fn attempt(base: &str, csrf: &str, email: &str, password: &str) -> reqwest
         .unwrap()
 }
 
-/// Signs the operator in on `base`: the session's `Cookie` header (good on every node).
-pub(crate) async fn session(base: &str) -> String {
+/// Signs `email` in with `password` on the node at `base`: the session's `Cookie` header (good
+/// on every node of a cluster).
+pub(crate) async fn session_as(base: &str, email: &str, password: &str) -> String {
     let csrf = login_csrf(base).await;
-    let signed_in = attempt(base, &csrf, OPERATOR, PASSWORD).await;
-    assert_eq!(signed_in.status(), 303, "the operator signs in");
+    let signed_in = attempt(base, &csrf, email, password).await;
+    assert_eq!(signed_in.status(), 303, "{email} signs in");
     let token = cookie_value(&signed_in, "herald_session").expect("a session cookie");
     format!("herald_session={token}")
+}
+
+/// Signs the operator in on `base`: the session's `Cookie` header (good on every node).
+pub(crate) async fn session(base: &str) -> String {
+    session_as(base, OPERATOR, PASSWORD).await
 }
 
 pub(crate) async fn page(base: &str, cookie: &str, path: &str) -> (u16, String) {
@@ -258,11 +261,7 @@ async fn cli_on(database: &Database, args: &[&str]) -> String {
 
 /// Signs in `email` (password [`PASSWORD`]) on `base`: the session's `Cookie` header.
 async fn session_of(base: &str, email: &str) -> String {
-    let csrf = login_csrf(base).await;
-    let signed_in = attempt(base, &csrf, email, PASSWORD).await;
-    assert_eq!(signed_in.status(), 303, "{email} signs in");
-    let token = cookie_value(&signed_in, "herald_session").expect("a session cookie");
-    format!("herald_session={token}")
+    session_as(base, email, PASSWORD).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,12 +340,7 @@ async fn tenant_admins_see_node_numbers_not_node_ids_and_only_their_own_apps_fig
     );
     assert!(!body.contains(&a.id) && !body.contains(&b.id), "no node id");
     // Its console names node B "node 2".
-    let mut stream = http()
-        .get(format!("{base}/dashboard/apps/{APP_ID}/live/events"))
-        .header(reqwest::header::COOKIE, &own)
-        .send()
-        .await
-        .unwrap();
+    let mut stream = console_stream(&base, &own).await;
     assert_eq!(stream.status(), 200);
     let mut buffer = String::new();
     let mut named = false;
@@ -399,6 +393,86 @@ async fn tenant_admins_see_node_numbers_not_node_ids_and_only_their_own_apps_fig
     }
 }
 
+/// Takes the complete Server-Sent Events off the front of `buffer` up to the first `debug` event
+/// that parses: that event (`None` when no complete one is left).
+pub(crate) fn next_debug_event(buffer: &mut String) -> Option<Value> {
+    while let Some(end) = buffer.find("\n\n") {
+        let block: String = buffer.drain(..end + 2).collect();
+        if !block.contains("event: debug") {
+            continue;
+        }
+        let data: String = block
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .collect();
+        if let Ok(event) = serde_json::from_str::<Value>(&data) {
+            return Some(event);
+        }
+    }
+    None
+}
+
+/// Appends the next chunk of `response` to `buffer`: false when none came within `wait` (the
+/// stream ending fails the test).
+pub(crate) async fn next_chunk(
+    response: &mut reqwest::Response,
+    buffer: &mut String,
+    wait: Duration,
+) -> bool {
+    match tokio::time::timeout(wait, response.chunk()).await {
+        Ok(Ok(Some(chunk))) => {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            true
+        }
+        Ok(_) => panic!("the console stream ended"),
+        Err(_) => false,
+    }
+}
+
+/// The live console's event stream of the default app on the node at `base`, as `cookie`.
+pub(crate) async fn console_stream(base: &str, cookie: &str) -> reqwest::Response {
+    http()
+        .get(format!("{base}/dashboard/apps/{APP_ID}/live/events"))
+        .header(reqwest::header::COOKIE, cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Subscribes `client` to fresh `{tag}-…` channels until `stream` shows one of them from
+/// `node_id`, for at most `limit`.
+pub(crate) async fn probe_until_seen(
+    client: &mut crate::helpers::Client,
+    stream: &mut reqwest::Response,
+    buffer: &mut String,
+    node_id: &str,
+    tag: &str,
+    limit: Duration,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    for probe in 0.. {
+        let channel = format!("{tag}-{probe}");
+        client.subscribe(&channel).await;
+        let prefix = format!("{tag}-");
+        if read_until(stream, buffer, |event| {
+            event["kind"] == "subscribed"
+                && event["channel"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with(&prefix))
+                && event["node"] == node_id
+        })
+        .await
+        {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+    }
+    false
+}
+
 /// Reads Server-Sent Events from `response` until one `debug` event satisfies `wanted`.
 pub(crate) async fn read_until(
     response: &mut reqwest::Response,
@@ -406,26 +480,13 @@ pub(crate) async fn read_until(
     wanted: impl Fn(&Value) -> bool,
 ) -> bool {
     loop {
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            if !block.contains("event: debug") {
-                continue;
-            }
-            let data: String = block
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim)
-                .collect();
-            if let Ok(event) = serde_json::from_str::<Value>(&data) {
-                if wanted(&event) {
-                    return true;
-                }
+        while let Some(event) = next_debug_event(buffer) {
+            if wanted(&event) {
+                return true;
             }
         }
-        match tokio::time::timeout(Duration::from_millis(500), response.chunk()).await {
-            Ok(Ok(Some(chunk))) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
-            Ok(_) => panic!("the console stream ended"),
-            Err(_) => return false,
+        if !next_chunk(response, buffer, Duration::from_millis(500)).await {
+            return false;
         }
     }
 }
@@ -434,35 +495,21 @@ pub(crate) async fn read_until(
 async fn the_live_console_on_one_node_shows_the_other_nodes_events_naming_the_node() {
     let (_redis, _database, a, b) = two_nodes(&[]).await;
     let cookie = session(&a.base()).await;
-    let mut stream = http()
-        .get(format!("{}/dashboard/apps/{APP_ID}/live/events", a.base()))
-        .header(reqwest::header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let mut stream = console_stream(&a.base(), &cookie).await;
     assert_eq!(stream.status(), 200);
     let mut buffer = String::new();
     // Node B learns within a second or two that A watches the app; until then its events are
     // not forwarded, so subscribe again until one shows up.
     let mut client = b.connect().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = false;
-    for probe in 0.. {
-        let channel = format!("probe-{probe}");
-        client.subscribe(&channel).await;
-        let b_id = b.id.clone();
-        seen = read_until(&mut stream, &mut buffer, |event| {
-            event["kind"] == "subscribed"
-                && event["channel"]
-                    .as_str()
-                    .is_some_and(|c| c.starts_with("probe-"))
-                && event["node"] == b_id.as_str()
-        })
-        .await;
-        if seen || Instant::now() >= deadline {
-            break;
-        }
-    }
+    let seen = probe_until_seen(
+        &mut client,
+        &mut stream,
+        &mut buffer,
+        &b.id,
+        "probe",
+        Duration::from_secs(10),
+    )
+    .await;
     assert!(
         seen,
         "node A's console shows node B's subscribe, naming node B"
@@ -509,77 +556,6 @@ async fn an_app_disabled_with_the_cli_on_one_node_is_enforced_by_the_other_withi
     drop(a);
 }
 
-/// A TCP proxy to PostgreSQL the test cuts (every connection dropped, the port closed, so new
-/// ones are refused) and restores (the same port listens again).
-struct Proxy {
-    port: u16,
-    upstream: String,
-    running: Mutex<Option<CancellationToken>>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Arc<Proxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy = Arc::new(Proxy {
-            port: listener.local_addr().unwrap().port(),
-            upstream,
-            running: Mutex::new(None),
-        });
-        proxy.serve(listener).await;
-        proxy
-    }
-
-    async fn serve(&self, listener: TcpListener) {
-        let token = CancellationToken::new();
-        *self.running.lock().await = Some(token.clone());
-        let upstream = self.upstream.clone();
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    () = token.cancelled() => return,
-                    accepted = listener.accept() => accepted,
-                };
-                let Ok((mut client, _)) = accepted else {
-                    return;
-                };
-                let upstream = upstream.clone();
-                let token = token.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        () = token.cancelled() => {}
-                    }
-                });
-            }
-        });
-    }
-
-    async fn cut(&self) {
-        if let Some(token) = self.running.lock().await.take() {
-            token.cancel();
-        }
-    }
-
-    async fn restore(&self) {
-        let address = format!("127.0.0.1:{}", self.port);
-        let mut tries = 0;
-        let listener = loop {
-            match TcpListener::bind(&address).await {
-                Ok(listener) => break listener,
-                Err(error) => {
-                    tries += 1;
-                    assert!(tries < 50, "the proxy's port is taken: {error}");
-                    pause(Duration::from_millis(100)).await;
-                }
-            }
-        };
-        self.serve(listener).await;
-    }
-}
-
 /// A REST trigger of `event` on `channel` through the node at `base`.
 async fn trigger(base: &str, channel: &str, event: &str) {
     let body = json!({"name": event, "channels": [channel], "data": "x"});
@@ -601,6 +577,20 @@ async fn expect_on(client: &mut crate::helpers::Client, channel: &str, event: &s
     }
 }
 
+/// Waits (10 s at most) until nodes `a` and `b` both report the store's status as `status`.
+async fn until_both_report_the_store(a: &Node, b: &Node, status: &str) {
+    eventually(
+        &format!("both nodes report the store {status}"),
+        Duration::from_secs(10),
+        || async {
+            let (_, a_body) = a.ready().await;
+            let (_, b_body) = b.ready().await;
+            a_body["store"]["status"] == status && b_body["store"]["status"] == status
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_outage_keeps_the_cluster_serving_fails_writes_cleanly_and_loses_nothing() {
     let database = Database::create().await;
@@ -611,7 +601,7 @@ async fn a_postgres_outage_keeps_the_cluster_serving_fails_writes_cleanly_and_lo
         upstream.host_str().unwrap(),
         upstream.port().unwrap_or(5432)
     );
-    let proxy = Proxy::start(upstream_address).await;
+    let proxy = CutProxy::start(upstream_address).await;
     let mut proxied = upstream.clone();
     proxied.set_host(Some("127.0.0.1")).unwrap();
     proxied.set_port(Some(proxy.port)).unwrap();
@@ -655,11 +645,7 @@ async fn a_postgres_outage_keeps_the_cluster_serving_fails_writes_cleanly_and_lo
     for probe in 0.. {
         on_a.subscribe(&format!("probe-{probe}")).await;
         pause(Duration::from_millis(300)).await;
-        if receiver.accepted_events().iter().any(|e| {
-            e["channel"]
-                .as_str()
-                .is_some_and(|c| c.starts_with("probe-"))
-        }) {
+        if receiver.saw_probe() {
             break;
         }
         assert!(Instant::now() < deadline, "the webhook was never delivered");
@@ -690,16 +676,7 @@ async fn a_postgres_outage_keeps_the_cluster_serving_fails_writes_cleanly_and_lo
             "a degraded store does not make the node unready: {body}"
         );
     }
-    eventually(
-        "both nodes report the store degraded",
-        Duration::from_secs(10),
-        || async {
-            let (_, a_body) = a.ready().await;
-            let (_, b_body) = b.ready().await;
-            a_body["store"]["status"] == "degraded" && b_body["store"]["status"] == "degraded"
-        },
-    )
-    .await;
+    until_both_report_the_store(&a, &b, "degraded").await;
 
     // Writes fail cleanly: the CLI says the store is unreachable, within 5 s.
     let started = Instant::now();
@@ -743,16 +720,7 @@ async fn a_postgres_outage_keeps_the_cluster_serving_fails_writes_cleanly_and_lo
         },
     )
     .await;
-    eventually(
-        "both nodes report the store ok again",
-        Duration::from_secs(10),
-        || async {
-            let (_, a_body) = a.ready().await;
-            let (_, b_body) = b.ready().await;
-            a_body["store"]["status"] == "ok" && b_body["store"]["status"] == "ok"
-        },
-    )
-    .await;
+    until_both_report_the_store(&a, &b, "ok").await;
     // Writes work again.
     let update = cli(&["apps", "update", APP_ID, "--max-connections", "50"])
         .output()
@@ -763,21 +731,6 @@ async fn a_postgres_outage_keeps_the_cluster_serving_fails_writes_cleanly_and_lo
         "{}",
         String::from_utf8_lossy(&update.stderr)
     );
-}
-
-/// Today's messages of the default app in `usage_daily` (every node's flushed counts).
-async fn usage_messages(url: &str) -> i64 {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-    let total: Option<i64> = sqlx::query_scalar(
-        "SELECT CAST(SUM(messages) AS BIGINT) FROM usage_daily WHERE app_id = $1",
-    )
-    .bind(APP_ID)
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
-    let _ = conn.close().await;
-    total.unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

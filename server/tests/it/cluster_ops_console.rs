@@ -2,138 +2,31 @@
 //! the test's own): it recovers from a pub/sub connection that died silently, and one busy app's
 //! events are forwarded at a bounded rate.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::cluster_helpers::{Database, Redis};
-use crate::cluster_ops::{http, node, read_until, session, two_nodes};
-use crate::helpers::APP_ID;
+use crate::cluster_ops::{
+    console_stream, next_chunk, next_debug_event, node, probe_until_seen, read_until, session,
+    two_nodes,
+};
+use crate::proxy::StallProxy;
 
-/// A TCP proxy to Redis that can make the console's pub/sub connections go silent: `stall`
-/// stops forwarding on every open connection that subscribed to a console channel (`…:tap:…`)
-/// but keeps it open (a connection that died without a reset); every other connection, and
-/// any made later, is forwarded as before.
-struct SilentProxy {
-    port: u16,
-    /// Per connection: (it subscribed to a console channel, it is silent).
-    connections: Mutex<Vec<Arc<(AtomicBool, AtomicBool)>>>,
-}
-
-impl SilentProxy {
-    async fn start(upstream: String) -> Arc<SilentProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy = Arc::new(SilentProxy {
-            port: listener.local_addr().unwrap().port(),
-            connections: Mutex::new(Vec::new()),
-        });
-        let shared = proxy.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let flags = Arc::new((AtomicBool::new(false), AtomicBool::new(false)));
-                shared.connections.lock().await.push(flags.clone());
-                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
-                    continue;
-                };
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = server.into_split();
-                tokio::spawn(Self::pipe(client_read, server_write, flags.clone(), true));
-                tokio::spawn(Self::pipe(server_read, client_write, flags, false));
-            }
-        });
-        proxy
-    }
-
-    /// Copies `from` to `to` until either closes; silent, it reads and drops everything.
-    async fn pipe(
-        mut from: tokio::net::tcp::OwnedReadHalf,
-        mut to: tokio::net::tcp::OwnedWriteHalf,
-        flags: Arc<(AtomicBool, AtomicBool)>,
-        from_client: bool,
-    ) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut buffer = vec![0u8; 16 * 1024];
-        loop {
-            let Ok(read) = from.read(&mut buffer).await else {
-                return;
-            };
-            if read == 0 {
-                return;
-            }
-            let chunk = &buffer[..read];
-            if from_client {
-                let text = String::from_utf8_lossy(chunk);
-                if text.contains("SUBSCRIBE") && text.contains(":tap:") {
-                    flags.0.store(true, Ordering::SeqCst);
-                }
-            }
-            if flags.1.load(Ordering::SeqCst) {
-                continue;
-            }
-            if to.write_all(chunk).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    async fn stall(&self) {
-        for flags in self.connections.lock().await.iter() {
-            if flags.0.load(Ordering::SeqCst) {
-                flags.1.store(true, Ordering::SeqCst);
-            }
-        }
-    }
-}
-
-/// Subscribes `client` to fresh `probe-…` channels until `stream` shows one of them from
-/// `node_id`, for at most `limit`.
-async fn probe_until_seen(
-    client: &mut crate::helpers::Client,
-    stream: &mut reqwest::Response,
-    buffer: &mut String,
-    node_id: &str,
-    tag: &str,
-    limit: Duration,
-) -> bool {
-    let deadline = Instant::now() + limit;
-    for probe in 0.. {
-        let channel = format!("{tag}-{probe}");
-        client.subscribe(&channel).await;
-        let prefix = format!("{tag}-");
-        if read_until(stream, buffer, |event| {
-            event["kind"] == "subscribed"
-                && event["channel"]
-                    .as_str()
-                    .is_some_and(|c| c.starts_with(&prefix))
-                && event["node"] == node_id
-        })
-        .await
-        {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-    }
-    false
+/// Whether a chunk a node sent Redis subscribes to a console channel (`…:tap:…`): the proxy
+/// stalls those connections, keeping them open (a connection that died without a reset); every
+/// other connection, and any made later, is forwarded as before.
+fn subscribes_to_a_console_channel(chunk: &str) -> bool {
+    chunk.contains("SUBSCRIBE") && chunk.contains(":tap:")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_console_recovers_from_a_pubsub_connection_that_died_silently() {
     let database = Database::create().await;
     let redis = Redis::start().await;
-    let upstream = redis.url();
-    let upstream = upstream
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_owned();
-    let proxy = SilentProxy::start(upstream).await;
-    let through_proxy = format!("redis://127.0.0.1:{}/", proxy.port);
+    let proxy = StallProxy::to_redis(&redis, Some(subscribes_to_a_console_channel)).await;
+    let through_proxy = proxy.redis_url();
     let a = node(
         "a",
         &redis,
@@ -143,12 +36,7 @@ async fn the_live_console_recovers_from_a_pubsub_connection_that_died_silently()
     .await;
     let b = node("b", &redis, &database, &[]).await;
     let cookie = session(&a.base()).await;
-    let mut stream = http()
-        .get(format!("{}/dashboard/apps/{APP_ID}/live/events", a.base()))
-        .header(reqwest::header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let mut stream = console_stream(&a.base(), &cookie).await;
     assert_eq!(stream.status(), 200);
     let mut buffer = String::new();
     let mut client = b.connect().await;
@@ -165,7 +53,7 @@ async fn the_live_console_recovers_from_a_pubsub_connection_that_died_silently()
         "node A's console shows node B's events"
     );
     // Node A's console pub/sub connection goes silent (no reset, no answer).
-    proxy.stall().await;
+    proxy.stall_marked().await;
     assert!(
         probe_until_seen(
             &mut client,
@@ -189,28 +77,15 @@ async fn collect_for(
     let until = Instant::now() + wait;
     let mut events = Vec::new();
     loop {
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            if !block.contains("event: debug") {
-                continue;
-            }
-            let data: String = block
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim)
-                .collect();
-            if let Ok(event) = serde_json::from_str::<Value>(&data) {
-                events.push((Instant::now(), event));
-            }
+        while let Some(event) = next_debug_event(buffer) {
+            events.push((Instant::now(), event));
         }
         let now = Instant::now();
         if now >= until {
             return events;
         }
-        match tokio::time::timeout(until - now, response.chunk()).await {
-            Ok(Ok(Some(chunk))) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
-            Ok(_) => panic!("the console stream ended"),
-            Err(_) => return events,
+        if !next_chunk(response, buffer, until - now).await {
+            return events;
         }
     }
 }
@@ -219,12 +94,7 @@ async fn collect_for(
 async fn a_node_forwards_at_most_50_console_events_of_one_app_a_second_however_busy() {
     let (_redis, _database, a, b) = two_nodes(&[]).await;
     let cookie = session(&a.base()).await;
-    let mut stream = http()
-        .get(format!("{}/dashboard/apps/{APP_ID}/live/events", a.base()))
-        .header(reqwest::header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let mut stream = console_stream(&a.base(), &cookie).await;
     let mut buffer = String::new();
     // Wait until node B forwards.
     let mut probe = b.connect().await;

@@ -7,8 +7,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::cluster_helpers::{eventually, Redis};
+use crate::cluster_helpers::{eventually, Database, Node, Redis};
 use crate::cluster_ops::{http, login_csrf, two_nodes, OPERATOR};
+
+/// Two nodes that trust the test as a proxy (it names the client's address), and a sign-in
+/// CSRF token from the first.
+async fn two_nodes_trusting_the_test() -> (Redis, Database, Node, Node, String) {
+    let (redis, database, a, b) = two_nodes(&[("HERALD_TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    let csrf = login_csrf(&a.base()).await;
+    (redis, database, a, b, csrf)
+}
 
 /// One sign-in attempt on `base` from client address `from` (the test is a trusted proxy).
 async fn attempt_from(base: &str, csrf: &str, from: &str, email: &str) -> reqwest::Response {
@@ -29,8 +37,7 @@ async fn attempt_from(base: &str, csrf: &str, from: &str, email: &str) -> reqwes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_an_emails_budget_an_address_gets_one_slow_lane_try_across_the_cluster_not_per_node() {
-    let (_redis, _database, a, b) = two_nodes(&[("HERALD_TRUSTED_PROXIES", "127.0.0.1/32")]).await;
-    let csrf = login_csrf(&a.base()).await;
+    let (_redis, _database, a, b, csrf) = two_nodes_trusting_the_test().await;
     // 50 addresses spend the email's hourly budget through node A (in A's memory and in Redis).
     for n in 0..50 {
         let from = format!("10.9.0.{}", n + 1);
@@ -116,8 +123,7 @@ async fn signin_keys(redis: &Redis) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_sign_in_posts_cost_no_redis_call_and_with_redis_frozen_a_node_allows_a_half_share() {
-    let (redis, _database, a, b) = two_nodes(&[("HERALD_TRUSTED_PROXIES", "127.0.0.1/32")]).await;
-    let csrf = login_csrf(&a.base()).await;
+    let (redis, _database, a, b, csrf) = two_nodes_trusting_the_test().await;
     // A POST without the CSRF cookie is refused before any shared budget is asked.
     for _ in 0..3 {
         let junk = http()

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::cluster_helpers::{eventually, start_node, Database, Node, Redis};
+use crate::cluster_helpers::{
+    eventually, heard_probe, start_node, trigger_except, usage_messages, Database, Node, Redis,
+};
 use crate::helpers::{post_signed, Client, APP_ID};
 
 /// A REST trigger through `node`, `socket_id` excluded; 200 expected.
@@ -22,13 +24,7 @@ async fn trigger(
     data: &str,
     socket_id: Option<&str>,
 ) {
-    let mut body = json!({"name": event, "channel": channel, "data": data});
-    if let Some(socket_id) = socket_id {
-        body["socket_id"] = json!(socket_id);
-    }
-    let path = format!("/apps/{APP_ID}/events");
-    let response = post_signed(http, &node.base(), &path, body.to_string()).await;
-    assert_eq!(response.status().as_u16(), 200, "the trigger is accepted");
+    trigger_except(http, &node.base(), channel, event, data, socket_id).await;
 }
 
 /// A REST batch of `(event, data)` on `channel` through `node`; 200 expected.
@@ -123,21 +119,6 @@ async fn sequential_triggers_through_alternating_nodes_arrive_in_order_everywher
     .await;
 }
 
-/// Today's messages of the default app in `usage_daily` (every node's flushed counts).
-async fn usage_messages(url: &str) -> i64 {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(url).await.expect("connects");
-    let total: Option<i64> = sqlx::query_scalar(
-        "SELECT CAST(SUM(messages) AS BIGINT) FROM usage_daily WHERE app_id = $1",
-    )
-    .bind(APP_ID)
-    .fetch_one(&mut conn)
-    .await
-    .expect("reads usage_daily");
-    let _ = conn.close().await;
-    total.unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_exclusion_and_cache_channels_hold_on_the_echo() {
     let (_database, _redis, nodes, mut clients) = two_nodes("private-feed").await;
@@ -228,7 +209,7 @@ async fn with_redis_frozen_triggers_answer_and_deliver_locally_without_duplicate
             next_data(&mut clients[0], "probe").await,
             attempt.to_string()
         );
-        if heard_probe(&mut clients[1]).await {
+        if heard_probe(&mut clients[1], Duration::from_millis(500)).await {
             heard = true;
             break;
         }
@@ -258,26 +239,15 @@ async fn with_redis_frozen_triggers_answer_and_deliver_locally_without_duplicate
     on_b.expect_silence(Duration::from_millis(300)).await;
 }
 
-/// Whether a `probe` reaches `client` within 500 ms (an outage's publish Redis executed late
-/// may come first).
-async fn heard_probe(client: &mut Client) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-    loop {
-        let next =
-            tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut client.socket));
-        let Ok(Some(Ok(frame))) = next.await else {
-            return false;
-        };
-        let Ok(text) = frame.into_text() else {
-            continue;
-        };
-        let frame: Value = serde_json::from_str(&text).expect("JSON");
-        match frame["event"].as_str() {
-            Some("probe") => return true,
-            Some("during") => continue,
-            _ => panic!("unexpected frame {frame}"),
-        }
-    }
+/// Sets Redis's `client-output-buffer-limit` of pub/sub connections to `limit`.
+async fn set_pubsub_buffer_limit(conn: &mut redis::aio::MultiplexedConnection, limit: &str) {
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg(limit)
+        .query_async::<()>(conn)
+        .await
+        .expect("CONFIG SET");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,13 +261,7 @@ async fn a_batch_stops_waiting_for_its_echoes_when_the_node_loses_its_pub_sub_co
     // buffer (and sends none of it): a batch of three 9 KB events is taken by Redis, and its
     // echoes never come back to node A.
     let mut conn = redis.connection().await;
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("client-output-buffer-limit")
-        .arg("pubsub 1 1 0")
-        .query_async::<()>(&mut conn)
-        .await
-        .expect("CONFIG SET");
+    set_pubsub_buffer_limit(&mut conn, "pubsub 1 1 0").await;
     let big = "x".repeat(9_000);
     let events: Vec<(&str, String)> = (0..3).map(|n| ("cut", format!("{n}{big}"))).collect();
     let started = tokio::time::Instant::now();
@@ -309,12 +273,6 @@ async fn a_batch_stops_waiting_for_its_echoes_when_the_node_loses_its_pub_sub_co
         assert_eq!(&next_data(&mut clients[0], "cut").await, data);
     }
     assert!(took < Duration::from_millis(1500), "answered in {took:?}");
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("client-output-buffer-limit")
-        .arg("pubsub 32mb 8mb 60")
-        .query_async::<()>(&mut conn)
-        .await
-        .expect("CONFIG SET");
+    set_pubsub_buffer_limit(&mut conn, "pubsub 32mb 8mb 60").await;
     clients[0].expect_silence(Duration::from_millis(300)).await;
 }

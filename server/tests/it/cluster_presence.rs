@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use herald::locks::MutexExt;
-
-use crate::cluster_helpers::{eventually, start_node_with, Database, Node, Redis, TestCluster};
+use crate::cluster_helpers::{eventually, wait_for, Node, TestCluster};
 use crate::helpers::{data_of, now, signed_params, Client, APP_ID, KEY, SECRET};
+use crate::webhook_receiver::{add_webhook_on_every_node, count, nodes_with_webhooks, received};
 use crate::webhooks::Receiver;
 
 /// A signed REST GET on `node`; the JSON answer.
@@ -40,28 +39,6 @@ fn ids_of(succeeded: &Value) -> BTreeSet<String> {
 
 fn set(ids: &[&str]) -> BTreeSet<String> {
     ids.iter().map(|id| (*id).to_owned()).collect()
-}
-
-/// Waits (at most `limit`) for a frame named `event`, skipping others.
-async fn wait_for(client: &mut Client, event: &str, limit: Duration) -> Value {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let next =
-            tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut client.socket))
-                .await
-                .unwrap_or_else(|_| panic!("no {event} within {limit:?}"));
-        let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) = next else {
-            assert!(
-                !matches!(next, None | Some(Err(_))),
-                "the socket closed while waiting for {event}"
-            );
-            continue;
-        };
-        let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
-        if frame["event"] == event {
-            return frame;
-        }
-    }
 }
 
 /// The user id of a member event.
@@ -222,91 +199,22 @@ async fn the_presence_member_limit_holds_cluster_wide() {
     assert_eq!(ids_of(&members), set(&["u1", "u2"]));
 }
 
-/// Starts three nodes that may deliver webhooks to 127.0.0.1.
-async fn start_cluster_with_webhooks() -> (Redis, Database, Vec<Node>) {
-    let database = Database::create().await;
-    let redis = Redis::start().await;
-    let env = [("HERALD_WEBHOOK_ALLOW_PRIVATE", "127.0.0.0/8")];
-    let mut nodes = Vec::new();
-    for name in ["a", "b", "c"] {
-        nodes.push(start_node_with(name, &redis, &database, &env).await);
-    }
-    (redis, database, nodes)
-}
-
-/// The webhook events received so far, flattened.
-fn received(receiver: &Receiver) -> Vec<Value> {
-    receiver
-        .log
-        .lock_or_recover()
-        .iter()
-        .flat_map(|request| {
-            serde_json::from_str::<Value>(&request.body).expect("JSON")["events"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
-/// How many received events are `name` on `channel` (and for `user`, if given).
-fn count(events: &[Value], name: &str, channel: &str, user: Option<&str>) -> usize {
-    events
-        .iter()
-        .filter(|e| {
-            e["name"] == name
-                && e["channel"] == channel
-                && user.is_none_or(|user| e["user_id"] == user)
-        })
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_fire_once_and_a_killed_nodes_members_and_channels_are_cleaned_up() {
     let receiver = Receiver::start().await;
-    let (_redis, database, mut nodes) = start_cluster_with_webhooks().await;
-    let store = herald::tenants::Store::open(&database.url, herald::clock::Clock::system())
-        .await
-        .expect("the store opens");
-    store
-        .create_webhook(herald::tenants::NewWebhook {
-            app_id: APP_ID.into(),
-            url: receiver.url.clone(),
-            events: [
-                "channel_occupied",
-                "channel_vacated",
-                "member_added",
-                "member_removed",
-            ]
-            .map(String::from)
-            .to_vec(),
-            channel_prefix: None,
-            headers: Vec::new(),
-        })
-        .await
-        .expect("webhook is added");
-    // Every node has the webhook once a probe channel subscribed there is reported.
-    for (n, node) in nodes.iter().enumerate() {
-        // A new channel per attempt: subscribing the same one again within the vacate delay
-        // would be a comeback, which reports no channel_occupied.
-        let attempt = std::sync::atomic::AtomicUsize::new(0);
-        eventually(
-            "the node has the webhook",
-            Duration::from_secs(10),
-            || async {
-                let probe = format!(
-                    "probe-{n}-{}",
-                    attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                );
-                let mut client = node.connect().await;
-                client.subscribe(&probe).await;
-                client.close().await;
-                crate::helpers::pause(Duration::from_millis(300)).await;
-                count(&received(&receiver), "channel_occupied", &probe, None) > 0
-            },
-        )
-        .await;
-    }
+    let (_redis, database, mut nodes) = nodes_with_webhooks(&["a", "b", "c"]).await;
+    add_webhook_on_every_node(
+        &receiver,
+        &database,
+        &nodes,
+        &[
+            "channel_occupied",
+            "channel_vacated",
+            "member_added",
+            "member_removed",
+        ],
+    )
+    .await;
 
     let channel = "presence-hooks";
     let mut u1_on_a = nodes[0].connect().await;

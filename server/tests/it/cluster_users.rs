@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::cluster_helpers::{eventually, TestCluster};
+use crate::cluster_helpers::{eventually, trigger_news as trigger, TestCluster};
 use crate::helpers::{data_of, post_signed, Client, APP_ID};
 
 const WATCHLIST: &str = "pusher_internal:watchlist_events";
@@ -225,17 +225,6 @@ async fn a_killed_nodes_users_go_offline_within_15_s_and_a_redis_restart_converg
         || async { total_in_redis(&cluster, "u6").await.is_none() },
     )
     .await;
-}
-async fn trigger(http: &reqwest::Client, base: &str, channel: &str, data: &str) {
-    let body = json!({"name": "news", "channel": channel, "data": data});
-    let response = post_signed(
-        http,
-        base,
-        &format!("/apps/{APP_ID}/events"),
-        body.to_string(),
-    )
-    .await;
-    assert_eq!(response.status().as_u16(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,22 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::json;
-
-use crate::cluster_helpers::start_cluster_with_limits;
-use crate::helpers::{post_signed, APP_ID};
-
-async fn trigger(http: &reqwest::Client, base: &str, channel: &str, data: &str) {
-    let body = json!({"name": "news", "channel": channel, "data": data});
-    let response = post_signed(
-        http,
-        base,
-        &format!("/apps/{APP_ID}/events"),
-        body.to_string(),
-    )
-    .await;
-    assert_eq!(response.status().as_u16(), 200);
-}
+use crate::cluster_helpers::{start_cluster_with_limits, trigger_news as trigger};
+use crate::helpers::APP_ID;
 
 /// The channels whose last event the default app keeps in Redis.
 async fn kept(redis: &crate::cluster_helpers::Redis) -> BTreeSet<String> {

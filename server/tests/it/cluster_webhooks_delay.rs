@@ -7,115 +7,35 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use herald::locks::MutexExt;
-
-use crate::cluster_helpers::{eventually, start_node_with, Database, Node, Redis};
-use crate::helpers::{data_of, Client, APP_ID};
+use crate::cluster_helpers::{eventually, start_node_with, wait_for, Database, Node, Redis};
+use crate::helpers::{data_of, APP_ID};
+use crate::webhook_receiver::{self, add_webhook_on_every_node, nodes_with_webhooks, received};
 use crate::webhooks::Receiver;
-
-/// The webhook events received so far, flattened.
-fn received(receiver: &Receiver) -> Vec<Value> {
-    receiver
-        .log
-        .lock_or_recover()
-        .iter()
-        .flat_map(|request| {
-            serde_json::from_str::<Value>(&request.body).expect("JSON")["events"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .collect()
-}
 
 /// How many received events are `name` on `channel` (and for `user`, if given).
 fn count(receiver: &Receiver, name: &str, channel: &str, user: Option<&str>) -> usize {
-    received(receiver)
-        .iter()
-        .filter(|e| {
-            e["name"] == name
-                && e["channel"] == channel
-                && user.is_none_or(|user| e["user_id"] == user)
-        })
-        .count()
-}
-
-/// Waits (at most `limit`) for a frame named `event`, skipping others.
-async fn wait_for(client: &mut Client, event: &str, limit: Duration) -> Value {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let next =
-            tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut client.socket))
-                .await
-                .unwrap_or_else(|_| panic!("no {event} within {limit:?}"));
-        let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) = next else {
-            assert!(
-                !matches!(next, None | Some(Err(_))),
-                "the socket closed while waiting for {event}"
-            );
-            continue;
-        };
-        let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
-        if frame["event"] == event {
-            return frame;
-        }
-    }
+    webhook_receiver::count(&received(receiver), name, channel, user)
 }
 
 /// Two nodes delivering every channel, member and cache_miss webhook to `receiver`, each known
 /// to have the endpoint.
 async fn start(receiver: &Receiver) -> (Redis, Database, Vec<Node>) {
-    let database = Database::create().await;
-    let redis = Redis::start().await;
-    let env = [("HERALD_WEBHOOK_ALLOW_PRIVATE", "127.0.0.0/8")];
-    let mut nodes = Vec::new();
-    for name in ["a", "b"] {
-        nodes.push(start_node_with(name, &redis, &database, &env).await);
-    }
-    let store = herald::tenants::Store::open(&database.url, herald::clock::Clock::system())
-        .await
-        .expect("the store opens");
-    store
-        .create_webhook(herald::tenants::NewWebhook {
-            app_id: APP_ID.into(),
-            url: receiver.url.clone(),
-            events: [
-                "channel_occupied",
-                "channel_vacated",
-                "member_added",
-                "member_removed",
-                "cache_miss",
-            ]
-            .map(String::from)
-            .to_vec(),
-            channel_prefix: None,
-            headers: Vec::new(),
-        })
-        .await
-        .expect("webhook is added");
-    for (n, node) in nodes.iter().enumerate() {
-        // A new channel per attempt: subscribing the same one again within the vacate delay
-        // would be a comeback, which reports no channel_occupied.
-        let attempt = std::sync::atomic::AtomicUsize::new(0);
-        eventually(
-            "the node has the webhook",
-            Duration::from_secs(10),
-            || async {
-                let probe = format!(
-                    "probe-{n}-{}",
-                    attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                );
-                let mut client = node.connect().await;
-                client.subscribe(&probe).await;
-                client.close().await;
-                crate::helpers::pause(Duration::from_millis(300)).await;
-                count(receiver, "channel_occupied", &probe, None) > 0
-            },
-        )
-        .await;
-    }
+    let (redis, database, nodes) = nodes_with_webhooks(&["a", "b"]).await;
+    add_webhook_on_every_node(
+        receiver,
+        &database,
+        &nodes,
+        &[
+            "channel_occupied",
+            "channel_vacated",
+            "member_added",
+            "member_removed",
+            "cache_miss",
+        ],
+    )
+    .await;
     (redis, database, nodes)
 }
 

@@ -19,12 +19,12 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio_util::sync::CancellationToken;
 
+use crate::cluster_ops::session_as;
 use crate::helpers::{pause, post_signed, spawn_in, test_settings, APP_ID, KEY, SECRET};
+use crate::proxy::CutProxy;
 use crate::webhooks::Receiver;
 
 fn mode(path: &Path) -> u32 {
@@ -453,45 +453,6 @@ async fn sigterm_with_a_full_disk_and_unsaved_counts_exits_1_and_says_what_was_l
     drop(tmpfs);
 }
 
-/// A TCP proxy to PostgreSQL that the test can cut: every connection dropped, no new one
-/// accepted (the port refuses), as when the database goes away.
-struct Proxy {
-    port: u16,
-    cut: CancellationToken,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut = CancellationToken::new();
-        let token = cut.clone();
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    () = token.cancelled() => return,
-                    accepted = listener.accept() => accepted,
-                };
-                let Ok((mut client, _)) = accepted else {
-                    return;
-                };
-                let upstream = upstream.clone();
-                let token = token.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        () = token.cancelled() => {}
-                    }
-                });
-            }
-        });
-        Proxy { port, cut }
-    }
-}
-
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -501,45 +462,6 @@ async fn subscribe(socket: &mut Socket, channel: &str) {
         .send(tokio_tungstenite::tungstenite::Message::text(frame))
         .await
         .expect("the subscribe is sent");
-}
-
-/// Signs in to the dashboard of the node at `base` and returns the session's `Cookie` header.
-async fn dashboard_session(base: &str, email: &str, password: &str) -> String {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let cookie_value = |response: &reqwest::Response, name: &str| {
-        response
-            .headers()
-            .get_all(reqwest::header::SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|v| v.strip_prefix(&format!("{name}=")))
-            .map(|v| v.split(';').next().unwrap_or_default().to_owned())
-    };
-    let login = http
-        .get(format!("{base}/dashboard/login"))
-        .send()
-        .await
-        .unwrap();
-    let csrf =
-        cookie_value(&login, "herald_login_csrf").expect("the sign-in page sets its CSRF cookie");
-    let signed_in = http
-        .post(format!("{base}/dashboard/login"))
-        .header(reqwest::header::COOKIE, format!("herald_login_csrf={csrf}"))
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("email", email),
-            ("password", password),
-            ("next", "/dashboard/apps"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed_in.status(), 303, "the operator signs in");
-    let session = cookie_value(&signed_in, "herald_session").expect("a session cookie");
-    format!("herald_session={session}")
 }
 
 /// The machine's PostgreSQL (never stopped by these tests).
@@ -574,7 +496,7 @@ async fn drop_database(admin: &str, name: &str) {
 async fn postgres_cut_ready_degrades_in_1s_the_cli_fails_in_5s_and_sigterm_exits_1_within_the_bound(
 ) {
     let (admin, name) = fresh_database().await;
-    let proxy = Proxy::start(POSTGRES.to_owned()).await;
+    let proxy = CutProxy::start(POSTGRES.to_owned()).await;
     let database_url = format!("postgres://postgres@127.0.0.1:{}/{name}", proxy.port);
     let dir = tempfile::tempdir().unwrap();
     // The shortest grace (whole seconds): SIGTERM is still bounded by it, and the test waits less.
@@ -622,11 +544,7 @@ async fn postgres_cut_ready_degrades_in_1s_the_cli_fails_in_5s_and_sigterm_exits
         let channel = format!("probe-{probe}");
         subscribe(&mut socket, &channel).await;
         pause(Duration::from_millis(300)).await;
-        if receiver.accepted_events().iter().any(|e| {
-            e["channel"]
-                .as_str()
-                .is_some_and(|c| c.starts_with("probe-"))
-        }) {
+        if receiver.saw_probe() {
             break;
         }
         assert!(
@@ -635,7 +553,7 @@ async fn postgres_cut_ready_degrades_in_1s_the_cli_fails_in_5s_and_sigterm_exits
         );
     }
 
-    let session = dashboard_session(&base, "admin@localhost", "store-test-password").await;
+    let session = session_as(&base, "admin@localhost", "store-test-password").await;
     let apps_page = |session: String| {
         let base = base.clone();
         async move {
@@ -659,7 +577,7 @@ async fn postgres_cut_ready_degrades_in_1s_the_cli_fails_in_5s_and_sigterm_exits
     assert_eq!(status, 200, "{page}");
 
     // PostgreSQL goes away.
-    proxy.cut.cancel();
+    proxy.cut().await;
     // Traffic the store cannot take: counts and a webhook event.
     trigger(&http, &base, "during-cut", 4).await;
     subscribe(&mut socket, "after-cut").await;

@@ -132,6 +132,15 @@ impl Receiver {
             .collect()
     }
 
+    /// Whether an accepted event is about a `probe-…` channel.
+    pub fn saw_probe(&self) -> bool {
+        self.accepted_events().iter().any(|e| {
+            e["channel"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("probe-"))
+        })
+    }
+
     pub async fn wait_for(&self, what: &str, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
