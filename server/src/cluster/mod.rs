@@ -52,6 +52,7 @@ mod state_scripts;
 pub mod stats;
 #[cfg(test)]
 mod test_redis;
+pub mod unflushed;
 pub mod users;
 mod users_scripts;
 
@@ -209,6 +210,8 @@ struct Inner {
     echoes: order::Echoes,
     /// The `cache_miss` reports waiting for Redis ([`misses`]).
     misses: misses::Budget,
+    /// The writers of this node's unflushed message counts ([`unflushed`]).
+    unflushed: unflushed::Shared,
 }
 
 /// This node's membership in the cluster: cheap to clone.
@@ -286,6 +289,7 @@ impl Cluster {
                 state: state::Shared::new(),
                 echoes: order::Echoes::default(),
                 misses: misses::Budget::default(),
+                unflushed: unflushed::Shared::default(),
             }),
         })
     }
@@ -502,6 +506,7 @@ impl Cluster {
         let heartbeat = tokio::spawn(registry::heartbeat_loop(self.inner.clone()));
         let watchdog = tokio::spawn(conn::watch_loop(self.inner.clone()));
         let stats = tokio::spawn(stats::stats_loop(self.inner.clone(), local.clone()));
+        let unflushed = tokio::spawn(unflushed::unflushed_loop(self.inner.clone(), local.clone()));
         let console_events = console::attach(&self.inner, &*local);
         let console = tokio::spawn(console::console_loop(
             self.inner.clone(),
@@ -534,6 +539,7 @@ impl Cluster {
             stop_vacates,
             vacates,
             stats,
+            unflushed,
             console,
             users,
             stop_state,
@@ -582,6 +588,8 @@ pub struct Running {
     slots: tokio::task::JoinHandle<()>,
     /// Writes this node's live figures ([`stats`]).
     stats: tokio::task::JoinHandle<()>,
+    /// Writes this node's unflushed message counts ([`unflushed`]).
+    unflushed: tokio::task::JoinHandle<()>,
     /// The live console across nodes ([`console`]).
     console: tokio::task::JoinHandle<()>,
     /// The users task and the dead-node sweep.
@@ -649,16 +657,19 @@ impl Running {
         self.watchdog.abort();
         self.slots.abort();
         self.stats.abort();
+        self.unflushed.abort();
         self.console.abort();
         self.leases.abort();
         let _ = self.leases.await;
         lease::give_back_all(&self.inner, deadline.min(Instant::now() + STOP_BUDGET)).await;
         let _ = self.heartbeat.await;
         let _ = self.stats.await;
+        let _ = self.unflushed.await;
         // Side by side: removing the figures must not eat the leave's budget.
         let leave_by = deadline.min(Instant::now() + STOP_BUDGET);
         tokio::join!(
             stats::forget(&self.inner, deadline),
+            unflushed::forget(&self.inner, deadline),
             registry::leave(&self.inner, leave_by)
         );
     }

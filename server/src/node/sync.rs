@@ -138,7 +138,7 @@ impl Node {
                 () = self.shutdown.cancelled() => return,
                 _ = interval.tick() => {}
             }
-            let outcome = self.usage.flush(&self.store).await;
+            let outcome = self.flush_usage_once().await;
             if let Err(error) = &outcome {
                 tracing::debug!(%error, "could not flush usage counters; they are kept for the next flush");
             }
@@ -151,11 +151,25 @@ impl Node {
         }
     }
 
+    /// One usage flush. In cluster mode the counts it takes leave this node's unflushed counts
+    /// in Redis before they are written to the store, so the dashboard's cluster-wide count
+    /// never has them twice ([`crate::cluster::unflushed`]).
+    async fn flush_usage_once(&self) -> Result<usize, StoreError> {
+        match &self.cluster {
+            Some(cluster) => {
+                self.usage
+                    .flush_then(&self.store, || cluster.announce_unflushed(&self.usage))
+                    .await
+            }
+            None => self.usage.flush(&self.store).await,
+        }
+    }
+
     /// The shutdown flush: writes the final counts, retrying until `deadline`. Returns whether
     /// they were all written.
     pub async fn final_flush(&self, deadline: Instant) -> bool {
         loop {
-            match tokio::time::timeout_at(deadline, self.usage.flush(&self.store)).await {
+            match tokio::time::timeout_at(deadline, self.flush_usage_once()).await {
                 Ok(Ok(apps)) => {
                     tracing::info!(apps, "usage counters flushed");
                     return true;

@@ -186,6 +186,14 @@ impl AppUsage {
         self.lock().today()
     }
 
+    /// Today's messages counted here and not yet taken by a flush: what this node adds to the
+    /// store's total in a cluster's count (`cluster::unflushed`). What a flush has taken is left
+    /// out from the moment it is taken: in cluster mode the flush tells Redis so before it writes
+    /// to the store ([`Usage::flush_then`]), so a count is never in both the store and this.
+    pub fn unflushed(&self) -> u64 {
+        self.lock().pending
+    }
+
     /// Admits a publish to `channels` channels under a daily quota (`None`: unlimited) and counts
     /// those channels at once, in one critical section, so parallel publishes cannot all pass
     /// on the same count. The copies delivered are counted afterwards with [`AppUsage::count`].
@@ -482,9 +490,44 @@ impl Usage {
             .clone()
     }
 
+    /// Today (its day number) and every app's [`AppUsage::unflushed`] count above zero, sorted
+    /// by app id.
+    pub fn unflushed_today(&self) -> (i64, Vec<(String, u64)>) {
+        let day = self.clock.day();
+        let apps: Vec<(Box<str>, Arc<AppUsage>)> = {
+            let apps = self.apps.lock_or_recover();
+            apps.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let mut counts: Vec<(String, u64)> = apps
+            .into_iter()
+            .filter_map(|(id, usage)| {
+                let unflushed = usage.unflushed();
+                (unflushed > 0).then(|| (id.into_string(), unflushed))
+            })
+            .collect();
+        counts.sort_unstable();
+        (day, counts)
+    }
+
     /// Writes every app's new counts to the store. Counts that could not be written stay in
     /// memory for the next flush. Returns the number of apps written.
     pub async fn flush(&self, store: &Store) -> Result<usize, StoreError> {
+        self.flush_then(store, || async {}).await
+    }
+
+    /// [`Usage::flush`], awaiting `before_write` after today's counts were taken (they left
+    /// [`AppUsage::unflushed`]) and before they are written, when it took any. Cluster mode
+    /// publishes the node's unflushed counts there, so no reader finds a count both in Redis
+    /// and in the store (`cluster::unflushed`).
+    pub async fn flush_then<F, Fut>(
+        &self,
+        store: &Store,
+        before_write: F,
+    ) -> Result<usize, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let apps: Vec<(Box<str>, Arc<AppUsage>)> = {
             let apps = self.apps.lock_or_recover();
             apps.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
@@ -495,6 +538,9 @@ impl Usage {
             if !batch.is_empty() {
                 taken.push((app_id, usage, batch));
             }
+        }
+        if taken.iter().any(|(_, _, batch)| batch.day_messages > 0) {
+            before_write().await;
         }
         let mut failure = None;
         let written = taken.len();
@@ -651,6 +697,35 @@ impl Store {
         Ok(totals)
     }
 
+    /// The stored count of `day` of each of `app_ids` (in that order; 0 without a row).
+    pub async fn day_messages(&self, day: i64, app_ids: &[&str]) -> Result<Vec<u64>, StoreError> {
+        if app_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = if let [app_id] = app_ids {
+            sqlx::query("SELECT app_id, messages FROM usage_daily WHERE day = $1 AND app_id = $2")
+                .bind(day)
+                .bind((*app_id).to_owned())
+                .fetch_all(&self.pool)
+                .await?
+        } else {
+            // The apps list: one row per app with traffic that day, however many are listed.
+            sqlx::query("SELECT app_id, messages FROM usage_daily WHERE day = $1")
+                .bind(day)
+                .fetch_all(&self.pool)
+                .await?
+        };
+        let mut stored = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let app_id: String = row.try_get("app_id")?;
+            stored.insert(app_id, count(row.try_get("messages")?));
+        }
+        Ok(app_ids
+            .iter()
+            .map(|id| stored.get(*id).copied().unwrap_or(0))
+            .collect())
+    }
+
     async fn prune_minutes(&self, before_minute: i64) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM usage_minutely WHERE minute < $1")
             .bind(before_minute)
@@ -747,189 +822,5 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const DAY_MS: i64 = 86_400_000;
-
-    #[test]
-    fn counts_roll_over_at_midnight_utc() {
-        let clock = Clock::manual(10 * DAY_MS - 1_000);
-        let usage = AppUsage::new(clock.clone(), 7);
-        usage.count(3);
-        assert_eq!(usage.messages_today(), 10);
-        assert!(usage.messages_today() < 11);
-        assert!(usage.messages_today() >= 10);
-        clock.set_millis(10 * DAY_MS);
-        assert_eq!(usage.messages_today(), 0);
-        assert!(usage.messages_today() < 1);
-        let batch = usage.take();
-        // Yesterday's unflushed 3 messages are still written, to yesterday.
-        assert!(batch.days.iter().any(|d| d.at == 9 && d.messages == 3));
-    }
-
-    #[test]
-    fn a_clock_stepped_back_keeps_the_current_day() {
-        let clock = Clock::manual(10 * DAY_MS + 1_000);
-        let usage = AppUsage::new(clock.clone(), 0);
-        usage.count(5);
-        clock.set_millis(10 * DAY_MS - 1_000);
-        assert_eq!(usage.messages_today(), 5);
-        assert!(usage.messages_today() >= 5);
-    }
-
-    #[test]
-    fn try_publish_checks_and_counts_at_once() {
-        let clock = Clock::manual(3 * DAY_MS);
-        let usage = AppUsage::new(clock, 0);
-        assert!(usage.try_publish(Some(3), 2));
-        assert!(usage.try_publish(Some(3), 2), "2 < 3: accepted, now 4");
-        assert!(!usage.try_publish(Some(3), 1));
-        assert_eq!(usage.messages_today(), 4);
-        assert!(usage.try_publish(None, 1));
-    }
-
-    #[test]
-    fn the_allowance_admits_what_it_holds_and_everything_counted_comes_off_it() {
-        let clock = Clock::manual(7 * DAY_MS);
-        let usage = AppUsage::new(clock.clone(), 0);
-        // Nothing granted yet: short, and nothing counted.
-        assert_eq!(usage.try_publish_allowed(1, 0), None);
-        let settled = usage.settle();
-        assert_eq!((settled.day, settled.debt, settled.known), (7, 0, 0));
-        assert_eq!(usage.grant(7, 3), 0);
-        assert_eq!(usage.try_publish_allowed(2, 0), Some(1));
-        // Deliveries after the admission take it below zero: a debt.
-        usage.count(4);
-        assert_eq!(usage.allowance(), -3);
-        assert_eq!(
-            usage.try_publish_allowed(1, 0),
-            None,
-            "no admission on a debt"
-        );
-        assert_eq!(
-            usage.try_publish_allowed(1, 4),
-            Some(-4),
-            "within an overdraft"
-        );
-        let settled = usage.settle();
-        assert_eq!(settled.debt, 4, "the debt is reported");
-        assert_eq!(settled.known, 7, "2 + 4 + 1 counted, nothing held");
-        assert_eq!(usage.allowance(), 0);
-        usage.unsettle(&settled);
-        assert_eq!(usage.allowance(), -4, "a report that failed is owed again");
-        assert_eq!(usage.messages_today(), 7);
-    }
-
-    #[test]
-    fn a_past_days_allowance_is_handed_over_and_a_late_grant_goes_back() {
-        let clock = Clock::manual(7 * DAY_MS);
-        let usage = AppUsage::new(clock.clone(), 0);
-        usage.settle();
-        usage.grant(7, 10);
-        assert_eq!(usage.try_publish_allowed(1, 0), Some(9));
-        clock.set_millis(8 * DAY_MS);
-        assert_eq!(usage.allowance(), 0, "a new day starts empty");
-        usage.count(2);
-        let settled = usage.settle();
-        assert_eq!(settled.day, 8);
-        assert_eq!(settled.debt, 2, "counted today before any grant");
-        assert_eq!(
-            settled.stale,
-            vec![Allowance { day: 7, balance: 9 }],
-            "yesterday's rest, to give back"
-        );
-        assert_eq!(usage.grant(7, 5), 5, "a grant for a past day goes back");
-        assert_eq!(usage.grant(8, 5), 0);
-        assert_eq!(
-            usage.take_allowances(),
-            vec![Allowance { day: 8, balance: 5 }]
-        );
-        assert_eq!(usage.allowance(), 0);
-        usage.grant(8, 2);
-        assert_eq!(
-            usage.end_allowance(),
-            vec![Allowance { day: 8, balance: 2 }]
-        );
-        usage.count(3);
-        assert_eq!(
-            usage.settle().debt,
-            0,
-            "an ended allowance collects no debt"
-        );
-    }
-
-    #[test]
-    fn a_day_roll_keeps_an_unsettled_stale_allowance_and_a_failed_give_back_is_held_again() {
-        let clock = Clock::manual(7 * DAY_MS);
-        let usage = AppUsage::new(clock.clone(), 0);
-        usage.settle();
-        usage.grant(7, 10);
-        usage.count(12);
-        // Day 7 ends owing 2, not settled (Redis unreachable); day 8 ends holding 5.
-        clock.set_millis(8 * DAY_MS);
-        usage.grant(8, 5);
-        clock.set_millis(9 * DAY_MS);
-        let settled = usage.settle();
-        assert_eq!(
-            settled.stale,
-            vec![
-                Allowance {
-                    day: 7,
-                    balance: -2
-                },
-                Allowance { day: 8, balance: 5 }
-            ],
-            "the older debt is not overwritten"
-        );
-        // Giving back day 7 failed: it is held again, and settled by a later call.
-        usage.keep_allowance(Allowance {
-            day: 7,
-            balance: -2,
-        });
-        assert_eq!(
-            usage.settle().stale,
-            vec![Allowance {
-                day: 7,
-                balance: -2
-            }]
-        );
-        // Today's, given back after an idle period, failed: held again.
-        usage.grant(9, 4);
-        let ended = usage.end_allowance();
-        assert_eq!(ended, vec![Allowance { day: 9, balance: 4 }]);
-        usage.keep_allowance(ended[0]);
-        assert_eq!(usage.allowance(), 4);
-        // Bounded: days rolling with allowances never given back keep the last few.
-        for day in 10..20 {
-            clock.set_millis(day * DAY_MS);
-            usage.grant(day, 1);
-        }
-        clock.set_millis(20 * DAY_MS);
-        let stale = usage.settle().stale;
-        assert_eq!(stale.len(), STALE_ALLOWANCES_KEPT);
-        assert_eq!(
-            stale.last(),
-            Some(&Allowance {
-                day: 19,
-                balance: 1
-            })
-        );
-    }
-
-    #[test]
-    fn a_failed_flush_keeps_its_counts() {
-        let clock = Clock::manual(5 * DAY_MS);
-        let usage = AppUsage::new(clock, 0);
-        usage.count(4);
-        let batch = usage.take();
-        assert_eq!(usage.messages_today(), 4, "in flight still counts");
-        usage.restore(batch);
-        assert_eq!(usage.messages_today(), 4);
-        let batch = usage.take();
-        assert_eq!(batch.day_messages, 4);
-        usage.confirm(&batch, 4);
-        assert_eq!(usage.messages_today(), 4);
-        assert!(usage.take().is_empty());
-    }
-}
+#[path = "usage_tests.rs"]
+mod tests;

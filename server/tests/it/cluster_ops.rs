@@ -557,7 +557,7 @@ async fn an_app_disabled_with_the_cli_on_one_node_is_enforced_by_the_other_withi
 }
 
 /// A REST trigger of `event` on `channel` through the node at `base`.
-async fn trigger(base: &str, channel: &str, event: &str) {
+pub(crate) async fn trigger(base: &str, channel: &str, event: &str) {
     let body = json!({"name": event, "channels": [channel], "data": "x"});
     let path = format!("/apps/{APP_ID}/events");
     let response = post_signed(&http(), base, &path, body.to_string()).await;
@@ -565,7 +565,7 @@ async fn trigger(base: &str, channel: &str, event: &str) {
 }
 
 /// Reads frames until `event` arrives on `channel` (a close fails the test).
-async fn expect_on(client: &mut crate::helpers::Client, channel: &str, event: &str) {
+pub(crate) async fn expect_on(client: &mut crate::helpers::Client, channel: &str, event: &str) {
     loop {
         match client.next().await {
             Received::Json(frame) if frame["event"] == event && frame["channel"] == channel => {

@@ -15,6 +15,7 @@ mod cluster_helpers;
 mod cluster_ops;
 mod cluster_ops_console;
 mod cluster_ops_signin;
+mod cluster_ops_usage;
 mod cluster_order;
 mod cluster_presence;
 mod cluster_quota;
