@@ -22,6 +22,10 @@ pub const MINUTES_KEPT: i64 = 25 * 60;
 /// How many days the usage report covers.
 pub const DAYS_REPORTED: i64 = 30;
 
+/// App ids per query of [`Store::day_messages`] (SQLite allows 32,766 parameters; PostgreSQL
+/// 65,535).
+const DAY_MESSAGES_CHUNK: usize = 500;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Delta {
     /// Day number or minute number.
@@ -448,7 +452,9 @@ impl Batch {
 #[derive(Debug)]
 pub struct Usage {
     clock: Clock,
-    apps: Mutex<HashMap<Box<str>, Arc<AppUsage>>>,
+    // Shared ids: the copies the flushes and the cluster's 200 ms writer take are reference counts,
+    // not allocations, however many apps the node has counted.
+    apps: Mutex<HashMap<Arc<str>, Arc<AppUsage>>>,
     /// The minute of the last pruning of old per-minute rows (at most once a minute).
     last_prune: std::sync::atomic::AtomicI64,
 }
@@ -466,7 +472,7 @@ impl Usage {
             let app_id: String = row.try_get("app_id")?;
             let messages = u64::try_from(row.try_get::<i64, _>("messages")?).unwrap_or(0);
             apps.insert(
-                app_id.into_boxed_str(),
+                Arc::from(app_id),
                 Arc::new(AppUsage::new(clock.clone(), messages)),
             );
         }
@@ -494,7 +500,7 @@ impl Usage {
     /// by app id.
     pub fn unflushed_today(&self) -> (i64, Vec<(String, u64)>) {
         let day = self.clock.day();
-        let apps: Vec<(Box<str>, Arc<AppUsage>)> = {
+        let apps: Vec<(Arc<str>, Arc<AppUsage>)> = {
             let apps = self.apps.lock_or_recover();
             apps.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
@@ -502,7 +508,7 @@ impl Usage {
             .into_iter()
             .filter_map(|(id, usage)| {
                 let unflushed = usage.unflushed();
-                (unflushed > 0).then(|| (id.into_string(), unflushed))
+                (unflushed > 0).then(|| (id.to_string(), unflushed))
             })
             .collect();
         counts.sort_unstable();
@@ -528,7 +534,7 @@ impl Usage {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        let apps: Vec<(Box<str>, Arc<AppUsage>)> = {
+        let apps: Vec<(Arc<str>, Arc<AppUsage>)> = {
             let apps = self.apps.lock_or_recover();
             apps.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
@@ -709,11 +715,23 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?
         } else {
-            // The apps list: one row per app with traffic that day, however many are listed.
-            sqlx::query("SELECT app_id, messages FROM usage_daily WHERE day = $1")
-                .bind(day)
-                .fetch_all(&self.pool)
-                .await?
+            // The apps list: the listed apps' rows only (by the table's key), in chunks that stay
+            // under SQLite's bound on parameters; never a scan of every tenant's days.
+            let mut rows = Vec::with_capacity(app_ids.len());
+            for chunk in app_ids.chunks(DAY_MESSAGES_CHUNK) {
+                let placeholders: Vec<String> =
+                    (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+                let sql = format!(
+                    "SELECT app_id, messages FROM usage_daily WHERE day = $1 AND app_id IN ({})",
+                    placeholders.join(", ")
+                );
+                let mut query = sqlx::query(&sql).bind(day);
+                for app_id in chunk {
+                    query = query.bind((*app_id).to_owned());
+                }
+                rows.extend(query.fetch_all(&self.pool).await?);
+            }
+            rows
         };
         let mut stored = HashMap::with_capacity(rows.len());
         for row in rows {

@@ -239,3 +239,25 @@ async fn a_flush_takes_its_counts_out_of_unflushed_before_it_writes_them() {
         .unwrap();
     assert!(!called, "no messages taken, no hook");
 }
+
+#[tokio::test]
+async fn the_apps_lists_stored_counts_are_read_by_id_in_chunks() {
+    let clock = Clock::manual(9 * DAY_MS);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&crate::config::sqlite_url(dir.path()), clock.clone())
+        .await
+        .unwrap();
+    let usage = Usage::load(&store, clock.clone()).await.unwrap();
+    usage.app("7").count(3);
+    usage.app("1100").count(4);
+    usage.app("not-listed").count(9);
+    usage.flush(&store).await.unwrap();
+    // More ids than one query takes: every chunk is read, in the order asked.
+    let ids: Vec<String> = (0..1_200).map(|i| i.to_string()).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let counts = store.day_messages(9, &ids).await.unwrap();
+    assert_eq!(counts.len(), 1_200);
+    assert_eq!(counts[7], 3);
+    assert_eq!(counts[1100], 4);
+    assert_eq!(counts.iter().sum::<u64>(), 7, "only the listed apps' rows");
+}
