@@ -486,6 +486,12 @@ impl Task {
                     .arg(join.max_members.unwrap_or(0));
             }
             Op::Leave(leave) => {
+                // An app that wants neither webhook records no pending vacate.
+                let app = self.local.hub().existing_app(&leave.app);
+                let wanted = app.is_none_or(|app| {
+                    app.wants(WebhookKind::ChannelVacated)
+                        || (leave.user.is_some() && app.wants(WebhookKind::MemberRemoved))
+                });
                 command
                     .arg(self.leave.get_hash())
                     .arg(0)
@@ -494,7 +500,7 @@ impl Task {
                     .arg(self.inner.tag)
                     .arg(&*leave.channel)
                     .arg(leave.user.as_deref().unwrap_or(""))
-                    .arg(self.vacate_delay_ms)
+                    .arg(if wanted { self.vacate_delay_ms } else { 0 })
                     .arg(super::misses::missed_prefix(
                         &self.inner.settings.name,
                         &leave.app,

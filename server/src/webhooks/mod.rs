@@ -650,6 +650,7 @@ async fn write_loop(
         misses,
         abandon,
     };
+    let mut abandoned = false;
     loop {
         let first = tokio::select! {
             biased;
@@ -679,6 +680,8 @@ async fn write_loop(
             }
         }
         if !events.is_empty() && !writer.write(events).await {
+            // Abandoned: no later mark is confirmed (its events come after the lost ones).
+            abandoned = true;
             break;
         }
         marks.into_iter().for_each(Mark::done);
@@ -692,7 +695,7 @@ async fn write_loop(
     while let Some(queued) = input.try_recv_queued() {
         sort(queued, &mut rest, &mut marks);
     }
-    if rest.is_empty() || writer.write(rest).await {
+    if !abandoned && (rest.is_empty() || writer.write(rest).await) {
         marks.into_iter().for_each(Mark::done);
     }
 }
