@@ -10,8 +10,9 @@
 //! - `P:st:pn:{app}:{tag}`: hash `"channel\nuser"` -> the user's sockets on node `tag`;
 //! - `P:st:apps:{tag}`: the apps node `tag` has state of; `P:st:nodes`: the tags with state;
 //!   `P:st:dead`: tags whose node is gone and whose state is being cleaned;
-//! - `P:st:vacating:{app}`, `P:st:vacate-lease:{app}`, `P:st:vacating-apps`: the pending and
-//!   leased vacates ([`vacate`]).
+//! - `P:st:vacating:{app}`, `P:st:vacate-lease:{app}`: the pending and leased vacates (ZSETs
+//!   by due time / lease end); `P:st:vacating-apps`: ZSET of their apps by earliest due
+//!   ([`vacate`]).
 //!
 //! A subscribe (deferred by the session, see [`crate::transport::deferral`]) runs the join
 //! script through this node's state task and waits for its answer (at most
