@@ -135,9 +135,43 @@ async fn comebacks_on_another_node_within_the_delay_send_no_webhooks_and_misses_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_vacates_from_channel_churn_are_all_taken_and_redis_is_left_empty() {
-    // The app wants `channel_vacated` (an app wanting neither vacate webhook records none).
     let receiver = Receiver::start().await;
     let (redis, database, nodes) = nodes_with_webhooks(&["a"]).await;
+    // An app wanting neither vacate webhook (no endpoint yet) records no pending vacate.
+    let pending = format!("{}:st:vacating:{APP_ID}", redis.cluster);
+    let occupied = format!("{}:st:occ:{APP_ID}", redis.cluster);
+    let mut conn = redis.connection().await;
+    let mut quiet = nodes[0].connect().await;
+    quiet.subscribe("quiet").await;
+    quiet.close().await;
+    eventually(
+        "the quiet channel is vacated",
+        Duration::from_secs(5),
+        || {
+            let mut conn = conn.clone();
+            let occupied = occupied.clone();
+            async move {
+                let held: bool = redis::cmd("HEXISTS")
+                    .arg(&occupied)
+                    .arg("quiet")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("HEXISTS");
+                !held
+            }
+        },
+    )
+    .await;
+    let recorded: i64 = redis::cmd("ZCARD")
+        .arg(&pending)
+        .query_async(&mut conn)
+        .await
+        .expect("ZCARD");
+    assert_eq!(
+        recorded, 0,
+        "nothing pending for an app wanting no vacate webhook"
+    );
+    // Now the app wants `channel_vacated`.
     add_webhook_on_every_node(
         &receiver,
         &database,
@@ -159,10 +193,8 @@ async fn pending_vacates_from_channel_churn_are_all_taken_and_redis_is_left_empt
         }
         clients.push(client);
     }
-    let pending = format!("{}:st:vacating:{APP_ID}", redis.cluster);
     let apps = format!("{}:st:vacating-apps", redis.cluster);
     let leased = format!("{}:st:vacate-lease:{APP_ID}", redis.cluster);
-    let mut conn = redis.connection().await;
     let held: i64 = redis::cmd("ZCARD")
         .arg(&pending)
         .query_async(&mut conn)
