@@ -32,7 +32,7 @@ local function pending(member)
   local apps = p .. 'vacating-apps'
   local first = redis.call('ZSCORE', apps, app)
   if not first or tonumber(first) > due then redis.call('ZADD', apps, due, app) end
-  redis.call('PEXPIRE', apps, delay + 600000)
+  if redis.call('PTTL', apps) < delay + 600000 then redis.call('PEXPIRE', apps, delay + 600000) end
   return 2
 end
 local function comeback(member)
@@ -370,7 +370,9 @@ for _, app in ipairs(picked) do
     redis.call('PEXPIRE', leased, lease + 600000)
   end
 end
-if redis.call('EXISTS', apps) == 1 then redis.call('PEXPIRE', apps, lease + 600000) end
+-- Never shortened: it outlives every app key it lists (a pending one's TTL may be longer).
+local ttl = redis.call('PTTL', apps)
+if ttl ~= -2 and ttl < lease + 600000 then redis.call('PEXPIRE', apps, lease + 600000) end
 out[2] = more
 return out
 ";
