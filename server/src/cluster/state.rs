@@ -10,8 +10,9 @@
 //! - `P:st:pn:{app}:{tag}`: hash `"channel\nuser"` -> the user's sockets on node `tag`;
 //! - `P:st:apps:{tag}`: the apps node `tag` has state of; `P:st:nodes`: the tags with state;
 //!   `P:st:dead`: tags whose node is gone and whose state is being cleaned;
-//! - `P:st:vacating:{app}`, `P:st:vacate-lease:{app}`, `P:st:vacating-apps`: the pending and
-//!   leased vacates ([`vacate`]).
+//! - `P:st:vacating:{app}`, `P:st:vacate-lease:{app}`: the pending and leased vacates (ZSETs
+//!   by due time / lease end); `P:st:vacating-apps`: ZSET of their apps by earliest due
+//!   ([`vacate`]).
 //!
 //! A subscribe (deferred by the session, see [`crate::transport::deferral`]) runs the join
 //! script through this node's state task and waits for its answer (at most
@@ -486,6 +487,12 @@ impl Task {
                     .arg(join.max_members.unwrap_or(0));
             }
             Op::Leave(leave) => {
+                // An app that wants neither webhook records no pending vacate.
+                let app = self.local.hub().existing_app(&leave.app);
+                let wanted = app.is_none_or(|app| {
+                    app.wants(WebhookKind::ChannelVacated)
+                        || (leave.user.is_some() && app.wants(WebhookKind::MemberRemoved))
+                });
                 command
                     .arg(self.leave.get_hash())
                     .arg(0)
@@ -494,7 +501,7 @@ impl Task {
                     .arg(self.inner.tag)
                     .arg(&*leave.channel)
                     .arg(leave.user.as_deref().unwrap_or(""))
-                    .arg(self.vacate_delay_ms)
+                    .arg(if wanted { self.vacate_delay_ms } else { 0 })
                     .arg(super::misses::missed_prefix(
                         &self.inner.settings.name,
                         &leave.app,

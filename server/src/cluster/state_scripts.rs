@@ -5,10 +5,12 @@
 /// Lua defining `pending(member)`, for the scripts that vacate channels or remove members
 /// (needs locals `p`, `app` and `delay`, the vacate delay in ms, 0: none): with a delay,
 /// records `member` (a channel, or `"channel\nuser"`) in `P:st:vacating:{app}` due after the
-/// delay by Redis's clock, lists the app in `P:st:vacating-apps`, and answers 2 (the webhook is
-/// pending: [`VACATE_DUE`] fires it unless a comeback cancels it); without, answers 1 (fire it
-/// now). Also `comeback(member)`: takes a pending entry out, answering whether there was one
-/// (the channel or member came back within the delay: no webhook for either transition).
+/// delay by Redis's clock, lists the app in the ZSET `P:st:vacating-apps` scored by its earliest
+/// due time, and answers 2 (the webhook is pending: [`VACATE_DUE`] fires it unless a comeback
+/// cancels it); without, or when the app has [`super::vacate::PENDING_PER_APP`] entries pending
+/// already (10,000: the bound of an app's pending set), answers 1 (fire it now, undelayed).
+/// Also `comeback(member)`: takes a pending entry out, answering whether there was one (the
+/// channel or member came back within the delay: no webhook for either transition).
 macro_rules! pending_lua {
     () => {
         r"
@@ -19,11 +21,18 @@ if delay > 0 then
 end
 local function pending(member)
   if delay <= 0 then return 1 end
-  redis.call('ZADD', p .. 'vacating:' .. app, due, member)
+  local key = p .. 'vacating:' .. app
+  if not redis.call('ZSCORE', key, member) and redis.call('ZCARD', key) >= 10000 then
+    return 1
+  end
+  redis.call('ZADD', key, due, member)
   -- Bounded in time: with no node left to sweep it, the set goes 10 minutes after its last
   -- entry (such late webhooks would mislead more than they tell).
-  redis.call('PEXPIRE', p .. 'vacating:' .. app, delay + 600000)
-  redis.call('SADD', p .. 'vacating-apps', app)
+  redis.call('PEXPIRE', key, delay + 600000)
+  local apps = p .. 'vacating-apps'
+  local first = redis.call('ZSCORE', apps, app)
+  if not first or tonumber(first) > due then redis.call('ZADD', apps, due, app) end
+  if redis.call('PTTL', apps) < delay + 600000 then redis.call('PEXPIRE', apps, delay + 600000) end
   return 2
 end
 local function comeback(member)
@@ -297,22 +306,29 @@ return {occupied, vacated, added, removed}
 );
 
 /// Leases the due pending vacates (see [`LEAVE`]) to the caller: atomic, so each is taken by
-/// one node at a time. ARGV: prefix, the most entries to take, the most apps to look at (picked
-/// at random among `P:st:vacating-apps`, so no app waits on the others for long), the lease in
-/// ms. A due entry moves from `P:st:vacating:{app}` to `P:st:vacate-lease:{app}`, scored with
-/// the lease's end (Redis's clock); a leased entry whose lease ran out (its node did not
-/// confirm: it died, or the answer was lost) is due again, and is taken first. A join does not
-/// see leased entries (the vacate is being fired: a comeback now is a new `channel_occupied` /
-/// `member_added`). Entries no longer vacant (a channel someone subscribes to, a member with a
-/// socket) are dropped. Answers `{lease end, app, entry, app, entry, ...}` for the caller to
-/// fire `channel_vacated` / `member_removed` and then confirm with [`VACATE_ACK`].
+/// one node at a time. ARGV: prefix, the most entries to take per app, the most apps to look
+/// at, the lease in ms. The apps looked at are those of `P:st:vacating-apps` due now, oldest
+/// first (each app takes at most its share, so no app waits on another for long); each is
+/// scored again with its new earliest due time (over its pending and leased entries), or
+/// leaves the set when it has none. A due entry moves from `P:st:vacating:{app}` to
+/// `P:st:vacate-lease:{app}`, scored with the lease's end (Redis's clock); a leased entry whose
+/// lease ran out (its node did not confirm: it died, or the answer was lost) is due again, and
+/// is taken first, unless the same channel or member is pending again (vacated anew since):
+/// the old lease is then dropped, the newer entry fires or is cancelled by a comeback. A join
+/// does not see leased entries (the vacate is being fired: a comeback now is a new
+/// `channel_occupied` / `member_added`). Entries no longer vacant (a channel someone subscribes
+/// to, a member with a socket) are dropped. Answers `{lease end, more, app, entry, app, entry,
+/// ...}` (`more` 1: some app had more due than its share, or more apps were due than looked at:
+/// run again) for the caller to fire `channel_vacated` / `member_removed` and then confirm with
+/// [`VACATE_ACK`].
 pub(super) const VACATE_DUE: &str = r"
-local p, limit, most, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local p, share, most, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ends = now + lease
-local out = {ends}
-local left = limit
+local out = {ends, 0}
+local more = 0
+local apps = p .. 'vacating-apps'
 local function vacant(app, entry)
   local nl = string.find(entry, '\n', 1, true)
   if nl then
@@ -321,28 +337,66 @@ local function vacant(app, entry)
   end
   return redis.call('HEXISTS', p .. 'occ:' .. app, entry) == 0
 end
-for _, app in ipairs(redis.call('SRANDMEMBER', p .. 'vacating-apps', most)) do
-  if left <= 0 then break end
+local picked = redis.call('ZRANGEBYSCORE', apps, '-inf', now, 'LIMIT', 0, most)
+if #picked >= most then more = 1 end
+for _, app in ipairs(picked) do
   local key = p .. 'vacating:' .. app
   local leased = p .. 'vacate-lease:' .. app
+  local left = share
   for _, from in ipairs({leased, key}) do
     local due = {}
     if left > 0 then due = redis.call('ZRANGEBYSCORE', from, '-inf', now, 'LIMIT', 0, left) end
     for _, entry in ipairs(due) do
       left = left - 1
       redis.call('ZREM', from, entry)
-      -- CH: 0 when this run leased the entry already (a lease ran out and the same channel
-      -- or member was vacated again since): one webhook for both.
-      if vacant(app, entry) and redis.call('ZADD', leased, 'CH', ends, entry) == 1 then
+      -- A run-out lease of an entry pending again: dropped (the newer one fires, or its
+      -- comeback cancels it). CH: 0 when this run leased the entry already: one webhook.
+      local again = from == leased and redis.call('ZSCORE', key, entry)
+      if not again and vacant(app, entry)
+        and redis.call('ZADD', leased, 'CH', ends, entry) == 1 then
         table.insert(out, app)
         table.insert(out, entry)
       end
     end
   end
+  if left <= 0 then more = 1 end
+  local first = nil
+  for _, from in ipairs({leased, key}) do
+    local head = redis.call('ZRANGE', from, 0, 0, 'WITHSCORES')
+    if head[2] and (not first or tonumber(head[2]) < first) then first = tonumber(head[2]) end
+  end
+  if first then redis.call('ZADD', apps, first, app) else redis.call('ZREM', apps, app) end
   if redis.call('ZCARD', leased) > 0 then
     redis.call('PEXPIRE', leased, lease + 600000)
-  elseif redis.call('ZCARD', key) == 0 then
-    redis.call('SREM', p .. 'vacating-apps', app)
+  end
+end
+-- Never shortened: it outlives every app key it lists (a pending one's TTL may be longer).
+local ttl = redis.call('PTTL', apps)
+if ttl ~= -2 and ttl < lease + 600000 then redis.call('PEXPIRE', apps, lease + 600000) end
+out[2] = more
+return out
+";
+
+/// Renews leased vacates ([`VACATE_DUE`]) whose webhooks the caller is still waiting to see
+/// written (their writer is behind): ARGV: prefix, the lease end it holds them with, the lease
+/// in ms, then `app, entry` pairs. Moves each entry's lease end to now + the lease only if it
+/// still holds that lease. Answers `{new end, app, entry, ...}`: the entries it renewed (the
+/// others were taken by another node after the lease ran out).
+pub(super) const VACATE_RENEW: &str = r"
+local p, ends, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local renewed = now + lease
+local out = {renewed}
+for i = 4, #ARGV - 1, 2 do
+  local app, entry = ARGV[i], ARGV[i + 1]
+  local leased = p .. 'vacate-lease:' .. app
+  local score = redis.call('ZSCORE', leased, entry)
+  if score and tonumber(score) == ends then
+    redis.call('ZADD', leased, renewed, entry)
+    redis.call('PEXPIRE', leased, lease + 600000)
+    table.insert(out, app)
+    table.insert(out, entry)
   end
 end
 return out
@@ -363,7 +417,7 @@ for i = 3, #ARGV - 1, 2 do
     redis.call('ZREM', leased, entry)
     removed = removed + 1
     if redis.call('ZCARD', leased) == 0 and redis.call('ZCARD', p .. 'vacating:' .. app) == 0 then
-      redis.call('SREM', p .. 'vacating-apps', app)
+      redis.call('ZREM', p .. 'vacating-apps', app)
     end
   end
 end

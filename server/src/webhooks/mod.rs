@@ -650,6 +650,7 @@ async fn write_loop(
         misses,
         abandon,
     };
+    let mut confirms = Confirms::default();
     loop {
         let first = tokio::select! {
             biased;
@@ -678,11 +679,9 @@ async fn write_loop(
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
-        if !events.is_empty() && !writer.write(events).await {
-            break;
-        }
-        marks.into_iter().for_each(Mark::done);
-        if stopping {
+        let written = events.is_empty() || writer.write(events).await;
+        confirms.settle(marks, written);
+        if !written || stopping {
             break;
         }
     }
@@ -692,8 +691,24 @@ async fn write_loop(
     while let Some(queued) = input.try_recv_queued() {
         sort(queued, &mut rest, &mut marks);
     }
-    if rest.is_empty() || writer.write(rest).await {
-        marks.into_iter().for_each(Mark::done);
+    let written = rest.is_empty() || writer.write(rest).await;
+    confirms.settle(marks, written);
+}
+
+/// Confirms the marks of the windows written, until one is abandoned: from then on none (a
+/// mark says every event before it is written, and some were lost).
+#[derive(Debug, Default)]
+struct Confirms {
+    abandoned: bool,
+}
+
+impl Confirms {
+    /// Settles a window's marks: done if it was `written` and no window was abandoned before.
+    fn settle(&mut self, marks: Vec<Mark>, written: bool) {
+        self.abandoned |= !written;
+        if !self.abandoned {
+            marks.into_iter().for_each(Mark::done);
+        }
     }
 }
 
@@ -702,5 +717,43 @@ fn sort(queued: Reported, events: &mut Vec<HubEvent>, marks: &mut Vec<Mark>) {
     match queued {
         Reported::Event(event) => events.push(event),
         Reported::Mark(mark) => marks.push(mark),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::event_channel;
+
+    /// A mark queued on a fresh channel, and its waiter.
+    fn mark() -> (Mark, tokio::sync::oneshot::Receiver<()>) {
+        let (events, mut queued) = event_channel(4);
+        let waiter = events.mark().expect("queued");
+        match queued.try_recv_queued() {
+            Some(Reported::Mark(mark)) => (mark, waiter),
+            _ => panic!("a mark"),
+        }
+    }
+
+    #[test]
+    fn no_mark_is_confirmed_after_an_abandoned_window() {
+        let mut confirms = Confirms::default();
+        let (first, mut first_waiter) = mark();
+        confirms.settle(vec![first], true);
+        assert_eq!(
+            first_waiter.try_recv(),
+            Ok(()),
+            "a written window's mark is done"
+        );
+        let (lost, mut lost_waiter) = mark();
+        confirms.settle(vec![lost], false);
+        assert!(
+            lost_waiter.try_recv().is_err(),
+            "an abandoned window's is not"
+        );
+        // Shutdown's rest: nothing left to write, but events before the mark were lost.
+        let (after, mut after_waiter) = mark();
+        confirms.settle(vec![after], true);
+        assert!(after_waiter.try_recv().is_err(), "nor any later one");
     }
 }

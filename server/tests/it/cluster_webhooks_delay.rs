@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::cluster_helpers::{eventually, start_node_with, wait_for, Database, Node, Redis};
+use crate::cluster_helpers::{eventually, wait_for, Database, Node, Redis};
 use crate::helpers::{data_of, APP_ID};
 use crate::webhook_receiver::{self, add_webhook_on_every_node, nodes_with_webhooks, received};
 use crate::webhooks::Receiver;
@@ -135,9 +135,51 @@ async fn comebacks_on_another_node_within_the_delay_send_no_webhooks_and_misses_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_vacates_from_channel_churn_are_all_taken_and_redis_is_left_empty() {
-    let database = Database::create().await;
-    let redis = Redis::start().await;
-    let node = start_node_with("a", &redis, &database, &[]).await;
+    let receiver = Receiver::start().await;
+    let (redis, database, nodes) = nodes_with_webhooks(&["a"]).await;
+    // An app wanting neither vacate webhook (no endpoint yet) records no pending vacate.
+    let pending = format!("{}:st:vacating:{APP_ID}", redis.cluster);
+    let occupied = format!("{}:st:occ:{APP_ID}", redis.cluster);
+    let mut conn = redis.connection().await;
+    let mut quiet = nodes[0].connect().await;
+    quiet.subscribe("quiet").await;
+    quiet.close().await;
+    eventually(
+        "the quiet channel is vacated",
+        Duration::from_secs(5),
+        || {
+            let mut conn = conn.clone();
+            let occupied = occupied.clone();
+            async move {
+                let held: bool = redis::cmd("HEXISTS")
+                    .arg(&occupied)
+                    .arg("quiet")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("HEXISTS");
+                !held
+            }
+        },
+    )
+    .await;
+    let recorded: i64 = redis::cmd("ZCARD")
+        .arg(&pending)
+        .query_async(&mut conn)
+        .await
+        .expect("ZCARD");
+    assert_eq!(
+        recorded, 0,
+        "nothing pending for an app wanting no vacate webhook"
+    );
+    // Now the app wants `channel_vacated`.
+    add_webhook_on_every_node(
+        &receiver,
+        &database,
+        &nodes,
+        &["channel_occupied", "channel_vacated"],
+    )
+    .await;
+    let node = &nodes[0];
     // Clients churning channels (within each connection's subscribe rate).
     let mut clients = Vec::new();
     for c in 0..30 {
@@ -151,10 +193,8 @@ async fn pending_vacates_from_channel_churn_are_all_taken_and_redis_is_left_empt
         }
         clients.push(client);
     }
-    let pending = format!("{}:st:vacating:{APP_ID}", redis.cluster);
     let apps = format!("{}:st:vacating-apps", redis.cluster);
     let leased = format!("{}:st:vacate-lease:{APP_ID}", redis.cluster);
-    let mut conn = redis.connection().await;
     let held: i64 = redis::cmd("ZCARD")
         .arg(&pending)
         .query_async(&mut conn)
@@ -171,13 +211,13 @@ async fn pending_vacates_from_channel_churn_are_all_taken_and_redis_is_left_empt
                 let (left, listed, unconfirmed): (i64, i64, i64) = redis::pipe()
                     .cmd("ZCARD")
                     .arg(&pending)
-                    .cmd("SCARD")
+                    .cmd("ZCARD")
                     .arg(&apps)
                     .cmd("ZCARD")
                     .arg(&leased)
                     .query_async(&mut conn)
                     .await
-                    .expect("ZCARD, SCARD, ZCARD");
+                    .expect("ZCARD, ZCARD, ZCARD");
                 left == 0 && listed == 0 && unconfirmed == 0
             }
         },

@@ -8,7 +8,7 @@ use redis::Value;
 
 use super::answers::{int, list, texts};
 use super::state_scripts;
-use super::vacate::{leased, Leased, Sweeper};
+use super::vacate::{leased, Leased, Sweeper, PENDING_PER_APP};
 use crate::cluster::test_redis::{redis_server, Server};
 use crate::hub::{event_channel, Hub, Reported};
 
@@ -154,7 +154,7 @@ async fn a_leased_vacate_not_confirmed_is_taken_again_once_its_lease_runs_out() 
         0
     );
     assert_eq!(
-        count(&mut conn, "SCARD", &format!("{P}vacating-apps")).await,
+        count(&mut conn, "ZCARD", &format!("{P}vacating-apps")).await,
         0
     );
 }
@@ -200,9 +200,16 @@ async fn one_sweep_takes_at_most_its_limits_across_all_apps() {
     let one = due(&mut conn, 1_000, 1, 10_000).await;
     assert_eq!(one.entries.len(), 2, "one app's: {:?}", one.entries);
     assert_eq!(one.entries[0].0, one.entries[1].0);
-    // Four are left, over two apps.
-    let some = due(&mut conn, 3, 100, 10_000).await;
-    assert_eq!(some.entries.len(), 3, "three entries: {:?}", some.entries);
+    // Four are left, over two apps: a share of one each.
+    let some = due(&mut conn, 1, 100, 10_000).await;
+    assert_eq!(
+        some.entries.len(),
+        2,
+        "one entry per app: {:?}",
+        some.entries
+    );
+    assert_ne!(some.entries[0].0, some.entries[1].0);
+    assert!(some.more, "more are due");
 }
 
 /// RESYNC on node `tag` registering `channels` (one subscription each) and `members`
@@ -305,7 +312,7 @@ async fn a_sweep_confirms_only_what_the_webhook_writer_handled_and_creates_no_ap
     let cluster = crate::cluster::Cluster::connect(settings, crate::clock::Clock::manual(0))
         .await
         .expect("connects");
-    let sweeper = Sweeper::new(NAME, Duration::from_millis(300));
+    let mut sweeper = Sweeper::new(NAME, Duration::from_millis(300), Duration::from_secs(5));
     join(&mut conn, 1, "c", "").await;
     leave(&mut conn, 1, "c", "", 1).await;
     // Due after 1 ms.
@@ -353,7 +360,175 @@ async fn a_sweep_confirms_only_what_the_webhook_writer_handled_and_creates_no_ap
         0
     );
     assert_eq!(
-        count(&mut conn, "SCARD", &format!("{P}vacating-apps")).await,
+        count(&mut conn, "ZCARD", &format!("{P}vacating-apps")).await,
+        0
+    );
+}
+
+/// Leaves `channel` of `app` on node 1 after joining it, with a vacate delay of `delay_ms`.
+async fn vacate_in(conn: &mut MultiplexedConnection, app: &str, channel: &str, delay_ms: u64) {
+    run(
+        conn,
+        state_scripts::JOIN,
+        &args(&[&P, &app, &1, &channel, &"", &"", &0]),
+    )
+    .await;
+    run(
+        conn,
+        state_scripts::LEAVE,
+        &args(&[&P, &app, &1, &channel, &"", &delay_ms]),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_app_with_many_due_vacates_takes_its_share_and_the_others_theirs() {
+    let (_server, mut conn) = connect().await;
+    for at in 0..150 {
+        vacate_in(&mut conn, "big", &format!("c{at}"), 1).await;
+    }
+    vacate_in(&mut conn, "small", "c", 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await; // All are due.
+    let run = due(&mut conn, 100, 100, 10_000).await;
+    let small = run.entries.iter().filter(|(app, _)| app == "small").count();
+    assert_eq!(small, 1, "the small app is not starved");
+    assert_eq!(
+        run.entries.len(),
+        101,
+        "the big app's share and the small one's"
+    );
+    assert!(run.more, "the big app has more due");
+    // The big app is scored with its earliest due (its rest, due now), the small one with its
+    // lease's end.
+    let apps: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{P}vacating-apps"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("a ZSET");
+    assert_eq!(apps, ["big", "small"]);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{P}vacating-apps"))
+        .query_async(&mut conn)
+        .await
+        .expect("a TTL");
+    assert!(ttl > 0, "the app list expires: {ttl}");
+    let rest = due(&mut conn, 100, 100, 10_000).await;
+    assert_eq!(rest.entries.len(), 50);
+    assert!(!rest.more);
+}
+
+#[tokio::test]
+async fn over_the_cap_a_vacate_is_fired_at_once_and_an_app_wanting_none_records_nothing() {
+    assert!(
+        state_scripts::LEAVE.contains(&format!("ZCARD', key) >= {PENDING_PER_APP}")),
+        "the Lua's cap is PENDING_PER_APP"
+    );
+    let (_server, mut conn) = connect().await;
+    let mut fill = redis::cmd("ZADD");
+    fill.arg(format!("{P}vacating:{APP}"));
+    for at in 0..PENDING_PER_APP {
+        fill.arg(i64::MAX / 2).arg(format!("x{at}"));
+    }
+    let _: i64 = fill.query_async(&mut conn).await.expect("filled");
+    join(&mut conn, 1, "c", "").await;
+    assert_eq!(
+        leave(&mut conn, 1, "c", "", 10_000).await,
+        [1, 0],
+        "fired now"
+    );
+    assert_eq!(
+        count(&mut conn, "ZCARD", &format!("{P}vacating:{APP}")).await,
+        i64::try_from(PENDING_PER_APP).expect("small")
+    );
+}
+
+#[tokio::test]
+async fn a_run_out_lease_of_a_vacate_pending_again_is_dropped_not_fired() {
+    let (_server, mut conn) = connect().await;
+    join(&mut conn, 1, "c", "").await;
+    leave(&mut conn, 1, "c", "", 1).await;
+    let taken = take_when_due(&mut conn, 50).await;
+    assert_eq!(entries(&taken), [(APP, "c")]);
+    // Not confirmed; the channel comes back and is vacated again, pending for 10 s.
+    assert_eq!(join(&mut conn, 1, "c", "").await[0], 1);
+    assert_eq!(leave(&mut conn, 1, "c", "", 10_000).await, [2, 0]);
+    tokio::time::sleep(Duration::from_millis(100)).await; // The lease ran out.
+    let again = due(&mut conn, 100, 100, 10_000).await;
+    assert!(again.entries.is_empty(), "{:?}", again.entries);
+    assert_eq!(
+        count(&mut conn, "ZCARD", &format!("{P}vacate-lease:{APP}")).await,
+        0,
+        "the old lease is dropped"
+    );
+    assert_eq!(
+        count(&mut conn, "ZCARD", &format!("{P}vacating:{APP}")).await,
+        1,
+        "the newer vacate is still pending"
+    );
+}
+
+#[tokio::test]
+async fn a_writer_behind_keeps_its_leases_renewed_and_writes_each_webhook_once() {
+    let (server, mut conn) = connect().await;
+    let settings = crate::config::ClusterSettings::new(&server.url, NAME);
+    let cluster = crate::cluster::Cluster::connect(settings, crate::clock::Clock::manual(0))
+        .await
+        .expect("connects");
+    let lease = Duration::from_millis(600);
+    let mut sweeper = Sweeper::new(NAME, lease, Duration::from_millis(100));
+    let mut other = Sweeper::new(NAME, lease, Duration::from_millis(100));
+    join(&mut conn, 1, "c", "").await;
+    leave(&mut conn, 1, "c", "", 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await; // Due.
+                                                         // A writer that holds its first mark until told.
+    let (events, mut writer) = event_channel(16);
+    let hub = Hub::with_events(events);
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let written = tokio::spawn(async move {
+        let mut written = Vec::new();
+        let mut held = Some((held_tx, release_rx));
+        while let Some(queued) = writer.recv_queued().await {
+            match queued {
+                Reported::Event(event) => written.push(event),
+                Reported::Mark(mark) => match held.take() {
+                    Some((held_tx, release_rx)) => {
+                        let _ = held_tx.send(());
+                        let _ = release_rx.await;
+                        mark.done();
+                    }
+                    None => mark.done(),
+                },
+            }
+            if written.len() > 1 {
+                break;
+            }
+        }
+        written
+    });
+    assert_eq!(sweeper.sweep(&cluster.inner, &hub).await, Ok(0));
+    held_rx.await.expect("the mark is held");
+    // Three leases long: this node renews, another node finds nothing due.
+    let until = tokio::time::Instant::now() + lease * 3;
+    while tokio::time::Instant::now() < until {
+        assert_eq!(sweeper.sweep(&cluster.inner, &hub).await, Ok(0));
+        assert_eq!(other.sweep(&cluster.inner, &hub).await, Ok(0));
+    }
+    release_tx.send(()).expect("the writer waits");
+    assert_eq!(
+        sweeper.sweep(&cluster.inner, &hub).await,
+        Ok(1),
+        "confirmed"
+    );
+    drop(hub);
+    drop(sweeper);
+    drop(other);
+    let written = written.await.expect("the writer ends");
+    assert_eq!(written.len(), 1, "written once");
+    assert_eq!(
+        count(&mut conn, "ZCARD", &format!("{P}vacate-lease:{APP}")).await,
         0
     );
 }
