@@ -128,7 +128,9 @@ pub(super) async fn open(
     // round trip for an app without a quota), and given back when `_slot` drops.
     let quota = app.limits.connections();
     let _slot = match &node.cluster {
-        Some(cluster) => match cluster.admit(&app.id, quota).await {
+        // Boxed: this task lives as long as the connection, and an inline Redis call would size
+        // it for that call from the first byte to the last.
+        Some(cluster) => match Box::pin(cluster.admit(&app.id, quota)).await {
             Ok(slot) => slot,
             Err(crate::cluster::OverQuota) => {
                 node.hub.release_connection();
@@ -280,7 +282,9 @@ async fn run(node: &Node, socket: Socket, mut session: Session, outbox: &Outbox)
     }
     drop(early);
     if exit.is_none() && session.pending() {
-        session.drive().await;
+        // Boxed: awaited inline, the deferred work's futures (Redis calls) would size every
+        // connection's task for them, idle or not (2.6 KiB more per idle connection, measured).
+        Box::pin(session.drive()).await;
     }
     outbox.flush();
     let exit = loop {
@@ -369,7 +373,8 @@ async fn run(node: &Node, socket: Socket, mut session: Session, outbox: &Outbox)
                     None
                 });
                 if result.is_none() && session.pending() {
-                    session.drive().await;
+                    // Boxed, as above: only a connection with deferred work pays for its future.
+                    Box::pin(session.drive()).await;
                 }
                 last_activity = Instant::now();
                 pong_due = None;
