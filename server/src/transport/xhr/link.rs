@@ -1,0 +1,503 @@
+//! One fallback session's task and what its requests share with it.
+//!
+//! The task owns the [`Session`] (the protocol, exactly as over WebSocket) and the connection's
+//! detached outbox. Requests reach it through [`Shared`]: `xhr_send` appends the client's
+//! messages to a small bounded inbox; a stream or poll attaches itself as the reader, and the
+//! task writes lines to it (`o` once per session, `a[...]` batches of what the outbox holds, `h`
+//! heartbeats, one `c[code,"reason"]` to close). Between requests, frames wait in the outbox,
+//! which bounds them as for a socket (full: closed as a slow consumer, 4100).
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
+use futures_util::{FutureExt, Stream};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+
+use crate::hub::Connection;
+use crate::locks::MutexExt;
+use crate::node::{Node, SharedNode};
+use crate::outbox::{CloseRequest, Receiver};
+use crate::protocol::CloseCode;
+use crate::transport::admit::Admitted;
+use crate::transport::session::Session;
+
+/// Messages (the elements of `xhr_send` bodies) waiting for the task, and their bytes: past
+/// either, a send waits for room (at most [`SEND_WAIT`]).
+const MAX_INBOX: usize = 128;
+const MAX_INBOX_BYTES: usize = 512 * 1024;
+/// How long an `xhr_send` waits for room in a full inbox before it is answered 503.
+const SEND_WAIT: Duration = Duration::from_secs(5);
+/// Lines handed to a request's response and not yet taken by it.
+const LINES_IN_FLIGHT: usize = 2;
+/// The largest `a[...]` line on a stream, and the most a poll answers with (more waits for the
+/// next poll or line).
+const LINE_BYTES: usize = 64 * 1024;
+const POLL_BYTES: usize = 256 * 1024;
+/// How long a closed session waits for a stream or poll to hear its `c` line.
+const LINGER: Duration = Duration::from_secs(10);
+
+/// Whether a request streams (`xhr_streaming`) or polls (`xhr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Stream,
+    Poll,
+}
+
+/// This node's fallback sessions, by `{key}/{server}/{session}`. Every entry is an admitted
+/// connection (quota and node capacity bound them) or one closing for at most [`LINGER`].
+#[derive(Debug, Default, Clone)]
+pub struct Sessions(Arc<Mutex<HashMap<Box<str>, Arc<Shared>>>>);
+
+impl Sessions {
+    pub(super) fn get(&self, name: &str) -> Option<Arc<Shared>> {
+        self.0.lock_or_recover().get(name).cloned()
+    }
+
+    pub(super) fn insert(&self, name: &str, shared: Arc<Shared>) {
+        self.0.lock_or_recover().insert(name.into(), shared);
+    }
+
+    fn remove(&self, name: &str, shared: &Arc<Shared>) {
+        let mut map = self.0.lock_or_recover();
+        if map.get(name).is_some_and(|s| Arc::ptr_eq(s, shared)) {
+            map.remove(name);
+        }
+    }
+
+    /// Sessions held (tests and the live view).
+    pub fn len(&self) -> usize {
+        self.0.lock_or_recover().len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The request that reads the session's lines.
+struct Reader {
+    kind: Kind,
+    tx: mpsc::Sender<Bytes>,
+}
+
+#[derive(Default)]
+struct Link {
+    inbox: VecDeque<String>,
+    inbox_bytes: usize,
+    /// A stream or poll that arrived, for the task to take.
+    attach: Option<Reader>,
+    /// A request arrived since the task last looked.
+    seen: bool,
+    /// The session is closing: sends are refused, a reader may still hear the close.
+    closing: bool,
+    /// The task is gone.
+    ended: bool,
+}
+
+/// What a session's requests share with its task.
+pub(super) struct Shared {
+    conn: Arc<Connection>,
+    link: Mutex<Link>,
+    /// Wakes the task (a request arrived, or a response took a line or went away).
+    waker: AtomicWaker,
+    /// Wakes sends waiting for room in the inbox.
+    room: Notify,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("socket_id", &self.conn.socket_id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an `xhr_send` was not taken.
+pub(super) enum SendRefused {
+    /// The session is closing or gone (404).
+    Gone,
+    /// Its inbox stayed full (503).
+    Busy,
+}
+
+/// A response body: the lines the task hands to one request.
+pub(super) struct Lines {
+    rx: mpsc::Receiver<Bytes>,
+    shared: Arc<Shared>,
+}
+
+impl Stream for Lines {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(line)) => {
+                // Room for the next line.
+                self.shared.waker.wake();
+                Poll::Ready(Some(Ok(line)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        // The client went away (or the response ended): the task detaches it.
+        self.rx.close();
+        self.shared.waker.wake();
+    }
+}
+
+impl Shared {
+    pub(super) fn new(conn: Arc<Connection>) -> Arc<Shared> {
+        Arc::new(Shared {
+            conn,
+            link: Mutex::new(Link::default()),
+            waker: AtomicWaker::new(),
+            room: Notify::new(),
+        })
+    }
+
+    /// Attaches a stream or poll as the session's reader (a reader already attached is let go:
+    /// its response ends); `None` once the session is gone.
+    pub(super) fn attach(self: &Arc<Self>, kind: Kind) -> Option<Lines> {
+        let (tx, rx) = mpsc::channel(LINES_IN_FLIGHT);
+        let mut link = self.link.lock_or_recover();
+        if link.ended {
+            return None;
+        }
+        link.attach = Some(Reader { kind, tx });
+        link.seen = true;
+        drop(link);
+        self.waker.wake();
+        Some(Lines {
+            rx,
+            shared: self.clone(),
+        })
+    }
+
+    /// Hands the messages of one `xhr_send` to the session, waiting (bounded) for room.
+    pub(super) async fn send(&self, messages: Vec<String>) -> Result<(), SendRefused> {
+        let bytes: usize = messages.iter().map(String::len).sum();
+        let deadline = Instant::now() + SEND_WAIT;
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut link = self.link.lock_or_recover();
+                if link.closing || link.ended {
+                    return Err(SendRefused::Gone);
+                }
+                let fits = link.inbox.len() + messages.len() <= MAX_INBOX
+                    && link.inbox_bytes + bytes <= MAX_INBOX_BYTES;
+                if link.inbox.is_empty() || fits {
+                    link.inbox.extend(messages);
+                    link.inbox_bytes += bytes;
+                    link.seen = true;
+                    drop(link);
+                    self.waker.wake();
+                    return Ok(());
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(SendRefused::Busy);
+            }
+        }
+    }
+
+    /// What the requests brought since the last look.
+    fn take(&self) -> (VecDeque<String>, Option<Reader>, bool) {
+        let mut link = self.link.lock_or_recover();
+        let seen = std::mem::take(&mut link.seen);
+        link.inbox_bytes = 0;
+        (std::mem::take(&mut link.inbox), link.attach.take(), seen)
+    }
+
+    fn has_news(&self) -> bool {
+        let link = self.link.lock_or_recover();
+        link.seen || link.attach.is_some()
+    }
+}
+
+/// How the session ended: the text to give its reader (none when it expired) and the reader
+/// attached then.
+struct Exit {
+    close: Option<Bytes>,
+    reader: Option<Reader>,
+}
+
+/// Runs an admitted session until it closes or expires, then gives everything back and leaves
+/// the registry.
+pub(super) async fn run(
+    node: SharedNode,
+    sessions: Sessions,
+    name: Box<str>,
+    shared: Arc<Shared>,
+    admitted: Admitted,
+) {
+    let session = Session::new(
+        node.clone(),
+        admitted.app_id.clone(),
+        admitted.app_hub.clone(),
+        admitted.conn.clone(),
+    );
+    tracing::debug!(app_id = %admitted.app_id, socket_id = %shared.conn.socket_id(), "fallback session opened");
+    let ran = std::panic::AssertUnwindSafe(Box::pin(serve(&node, &shared, session)))
+        .catch_unwind()
+        .await;
+    let exit = ran.unwrap_or_else(|_| {
+        tracing::error!(app_id = %admitted.app_id, "fallback session task panicked");
+        shared.conn.outbox().finish();
+        Exit {
+            close: None,
+            reader: None,
+        }
+    });
+    tracing::debug!(app_id = %admitted.app_id, socket_id = %shared.conn.socket_id(), "fallback session closed");
+    admitted.end(&node);
+    if let Some(text) = exit.close {
+        deliver_close(&shared, exit.reader, text).await;
+    }
+    shared.link.lock_or_recover().ended = true;
+    shared.room.notify_waiters();
+    sessions.remove(&name, &shared);
+}
+
+/// Gives the close line to the reader attached, or to the next one within [`LINGER`].
+async fn deliver_close(shared: &Shared, mut reader: Option<Reader>, text: Bytes) {
+    let deadline = Instant::now() + LINGER;
+    let sleep = tokio::time::sleep_until(deadline);
+    tokio::pin!(sleep);
+    loop {
+        if let Some(current) = reader.take() {
+            if current.tx.try_send(text.clone()).is_ok() {
+                return;
+            }
+        }
+        let arrived = std::future::poll_fn(|cx| {
+            shared.waker.register(cx.waker());
+            if let Some(next) = shared.link.lock_or_recover().attach.take() {
+                return Poll::Ready(Some(next));
+            }
+            sleep.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        match arrived {
+            Some(next) => reader = Some(next),
+            None => return,
+        }
+    }
+}
+
+/// `a[...]`: the frames as JSON strings.
+fn push_batch(line: &mut BytesMut, frames: &[Bytes]) {
+    line.put_slice(b"a[");
+    for (i, frame) in frames.iter().enumerate() {
+        if i > 0 {
+            line.put_u8(b',');
+        }
+        let text = String::from_utf8_lossy(frame);
+        // A string always serializes.
+        let _ = serde_json::to_writer((&mut *line).writer(), text.as_ref());
+    }
+    line.put_slice(b"]\n");
+}
+
+/// Takes queued frames from the outbox up to `budget` bytes (at least one).
+fn take_frames(frames: &mut Receiver<Connection>, budget: usize) -> Vec<Bytes> {
+    let mut taken = Vec::new();
+    let mut bytes = 0;
+    while bytes < budget {
+        match frames.try_recv() {
+            Some(frame) => {
+                bytes += frame.len();
+                taken.push(frame);
+            }
+            None => break,
+        }
+    }
+    taken
+}
+
+/// `c[code,"reason"]`.
+pub(super) fn close_line(code: u16, reason: &str) -> Bytes {
+    let reason = serde_json::to_string(reason).unwrap_or_else(|_| "\"\"".to_owned());
+    Bytes::from(format!("c[{code},{reason}]\n"))
+}
+
+/// The session's loop: feeds the inbox to the session, hands queued frames to the reader, beats
+/// the heart, and ends on a close request, a silent client or expiry.
+async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
+    let timers = &node.settings.fallback;
+    // A client with a stream or poll open sends `[]` on every `h` and pings after its activity
+    // timeout: silent for the activity and pong timeouts, it is gone (4201, as over WebSocket).
+    let silence = node.settings.activity_timeout + node.settings.pong_timeout;
+    let outbox = shared.conn.outbox();
+    let mut frames = Receiver::new(shared.conn.clone());
+    let mut reader: Option<Reader> = None;
+    let mut opened = false;
+    let mut last_seen = Instant::now();
+    // When the reader was attached or last written to, or when the last one went away.
+    let mut since = Instant::now();
+    let timer = tokio::time::sleep_until(since + timers.expiry);
+    tokio::pin!(timer);
+    let close = loop {
+        let (inbox, attach, seen) = shared.take();
+        let now = Instant::now();
+        if seen {
+            last_seen = now;
+        }
+        if let Some(new) = attach {
+            // A second stream or poll takes over; the earlier one's response ends.
+            reader = Some(new);
+            since = now;
+        }
+        if !inbox.is_empty() {
+            for text in &inbox {
+                session.on_text(text);
+                if session.pending() {
+                    session.drive().await;
+                }
+            }
+            drop(inbox);
+            shared.room.notify_waiters();
+        }
+        if let Some(request) = outbox.close_request() {
+            break request;
+        }
+        if reader.as_ref().is_some_and(|r| r.tx.is_closed()) {
+            reader = None;
+            since = Instant::now();
+        }
+        let mut answered = false;
+        if let Some(current) = &reader {
+            if outbox.backlog() > 0 || !opened {
+                if let Ok(permit) = current.tx.try_reserve() {
+                    let mut line = BytesMut::new();
+                    if !opened {
+                        line.put_slice(b"o\n");
+                        opened = true;
+                    }
+                    match current.kind {
+                        Kind::Stream => {
+                            let batch = take_frames(&mut frames, LINE_BYTES);
+                            if !batch.is_empty() {
+                                push_batch(&mut line, &batch);
+                            }
+                        }
+                        Kind::Poll => {
+                            let mut left = POLL_BYTES;
+                            while left > 0 {
+                                let batch = take_frames(&mut frames, left.min(LINE_BYTES));
+                                if batch.is_empty() {
+                                    break;
+                                }
+                                left = left.saturating_sub(batch.iter().map(Bytes::len).sum());
+                                push_batch(&mut line, &batch);
+                            }
+                        }
+                    }
+                    permit.send(line.freeze());
+                    since = Instant::now();
+                    // A poll answers once; the client polls again at once.
+                    answered = current.kind == Kind::Poll;
+                }
+            }
+        }
+        if answered {
+            reader = None;
+        }
+        let now = Instant::now();
+        let deadline = match &reader {
+            Some(current) => {
+                if now >= last_seen + silence {
+                    break CloseRequest {
+                        code: CloseCode::PongNotReceived,
+                        drain: false,
+                        farewell: None,
+                    };
+                }
+                let interval = match current.kind {
+                    Kind::Stream => timers.heartbeat,
+                    Kind::Poll => timers.poll_wait,
+                };
+                if now >= since + interval {
+                    // A stream whose client reads nothing skips the beat (its outbox fills).
+                    let sent = current.tx.try_send(Bytes::from_static(b"h\n")).is_ok();
+                    since = now;
+                    if sent && current.kind == Kind::Poll {
+                        reader = None;
+                    }
+                }
+                match &reader {
+                    Some(_) => (since + interval).min(last_seen + silence),
+                    None => now + timers.expiry,
+                }
+            }
+            None => {
+                let expires = since.max(last_seen) + timers.expiry;
+                if now >= expires {
+                    outbox.finish();
+                    session.finish();
+                    return Exit {
+                        close: None,
+                        reader: None,
+                    };
+                }
+                expires
+            }
+        };
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        std::future::poll_fn(|cx| {
+            outbox.register(cx);
+            shared.waker.register(cx.waker());
+            if outbox.close_request().is_some() || shared.has_news() {
+                return Poll::Ready(());
+            }
+            if let Some(current) = &reader {
+                if current.tx.is_closed()
+                    || ((outbox.backlog() > 0 || !opened) && current.tx.capacity() > 0)
+                {
+                    return Poll::Ready(());
+                }
+            }
+            timer.as_mut().poll(cx)
+        })
+        .await;
+    };
+    // Nothing published from now on is delivered.
+    outbox.seal();
+    shared.link.lock_or_recover().closing = true;
+    shared.room.notify_waiters();
+    if !close.drain {
+        outbox.discard_backlog();
+    }
+    let mut text = BytesMut::new();
+    let mut last = take_frames(&mut frames, usize::MAX);
+    last.extend(close.farewell);
+    if opened && !last.is_empty() {
+        push_batch(&mut text, &last);
+    }
+    text.put_slice(&close_line(close.code.code(), close.code.reason()));
+    outbox.finish();
+    session.finish();
+    let (_, attach, _) = shared.take();
+    Exit {
+        close: Some(text.freeze()),
+        reader: attach.or(reader),
+    }
+}
