@@ -235,11 +235,9 @@ impl Application {
             .route("/health", get(health))
             .route("/ready", get(ready))
             .merge(api::router())
-            .fallback(
-                move |State(node): State<SharedNode>, request: Request| {
-                    transport::xhr::fallback(node, fallback_sessions.clone(), request)
-                },
-            )
+            .fallback(move |State(node): State<SharedNode>, request: Request| {
+                transport::xhr::fallback(node, fallback_sessions.clone(), request)
+            })
             .with_state(node.clone());
         let admin = match &node.settings.admin_bind {
             None => {

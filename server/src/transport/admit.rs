@@ -66,13 +66,16 @@ pub(super) async fn admit(
     let usage = node.usage.app(&app.id);
     usage.connected();
     let socket_id = conn.socket_id().to_string();
-    node.taps
-        .emit(&app.id, "connection", None, Some(&socket_id), || {
-            match origin {
-                Some(origin) => format!("connected from origin {origin}"),
-                None => "connected (no Origin header)".to_owned(),
-            }
-        });
+    node.taps.emit(
+        &app.id,
+        "connection",
+        None,
+        Some(&socket_id),
+        || match origin {
+            Some(origin) => format!("connected from origin {origin}"),
+            None => "connected (no Origin header)".to_owned(),
+        },
+    );
     // Past any close requested meanwhile: pusher-js hears of its connection first, then why it
     // closes.
     conn.outbox().force_push(
@@ -110,10 +113,13 @@ impl Admitted {
     /// slot (the quota slot goes with `self`).
     pub(super) fn end(self, node: &SharedNode) {
         self.usage.disconnected();
-        node.taps
-            .emit(&self.app_id, "disconnection", None, Some(&self.socket_id), || {
-                "disconnected".to_owned()
-            });
+        node.taps.emit(
+            &self.app_id,
+            "disconnection",
+            None,
+            Some(&self.socket_id),
+            || "disconnected".to_owned(),
+        );
         node.hub.release_connection();
     }
 }

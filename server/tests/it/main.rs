@@ -50,3 +50,4 @@ mod store_sessions;
 mod webhooks;
 mod webhooks_cluster;
 mod wire;
+mod xhr;

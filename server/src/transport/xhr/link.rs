@@ -268,16 +268,22 @@ pub(super) async fn run(
     tracing::debug!(app_id = %admitted.app_id, socket_id = %shared.conn.socket_id(), "fallback session closed");
     admitted.end(&node);
     if let Some(text) = exit.close {
-        deliver_close(&shared, exit.reader, text).await;
+        // Shutting down: only a request already there hears the close (no lingering).
+        let linger = if node.shutdown.is_cancelled() {
+            Duration::ZERO
+        } else {
+            LINGER
+        };
+        deliver_close(&shared, exit.reader, text, linger).await;
     }
     shared.link.lock_or_recover().ended = true;
     shared.room.notify_waiters();
     sessions.remove(&name, &shared);
 }
 
-/// Gives the close line to the reader attached, or to the next one within [`LINGER`].
-async fn deliver_close(shared: &Shared, mut reader: Option<Reader>, text: Bytes) {
-    let deadline = Instant::now() + LINGER;
+/// Gives the close line to the reader attached, or to the next one within `linger`.
+async fn deliver_close(shared: &Shared, mut reader: Option<Reader>, text: Bytes, linger: Duration) {
+    let deadline = Instant::now() + linger;
     let sleep = tokio::time::sleep_until(deadline);
     tokio::pin!(sleep);
     loop {

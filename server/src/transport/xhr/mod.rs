@@ -105,7 +105,9 @@ pub async fn fallback(node: SharedNode, sessions: Sessions, request: Request) ->
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let app = node.apps.by_key(route.key, node.settings.clock.now_seconds());
+    let app = node
+        .apps
+        .by_key(route.key, node.settings.clock.now_seconds());
     // CORS: only an origin the app allows may read the answers.
     let allowed = app
         .as_ref()
