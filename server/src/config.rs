@@ -187,6 +187,9 @@ pub struct FallbackSettings {
     pub poll_wait: Duration,
     /// How long a session with no open stream or poll, and no request, lives on (30 s).
     pub expiry: Duration,
+    /// The same once the client itself dropped its stream or poll (5 s): pusher-js reopens a
+    /// stream at once, and disconnects by aborting it.
+    pub grace: Duration,
 }
 
 impl Default for FallbackSettings {
@@ -195,6 +198,7 @@ impl Default for FallbackSettings {
             heartbeat: Duration::from_secs(20),
             poll_wait: Duration::from_secs(20),
             expiry: Duration::from_secs(30),
+            grace: Duration::from_secs(5),
         }
     }
 }

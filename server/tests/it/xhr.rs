@@ -16,6 +16,7 @@ fn short_timers(settings: &mut herald::config::Settings) {
     settings.fallback.heartbeat = Duration::from_millis(300);
     settings.fallback.poll_wait = Duration::from_millis(300);
     settings.fallback.expiry = Duration::from_millis(400);
+    settings.fallback.grace = Duration::from_millis(400);
 }
 
 fn base(app: &TestApp, key: &str, session: &str) -> String {
@@ -480,4 +481,40 @@ async fn terminating_a_user_closes_their_fallback_session() {
         }
     }
     assert_eq!(stream.next().await, None);
+}
+
+#[tokio::test]
+async fn a_session_whose_client_drops_its_stream_ends_after_the_grace() {
+    let app = spawn_app_with(|settings| {
+        settings.fallback.expiry = Duration::from_secs(60);
+        settings.fallback.grace = Duration::from_millis(300);
+    })
+    .await;
+    let url = base(&app, KEY, "dropped1");
+    let mut stream = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    assert_eq!(stream.line().await, "o");
+    stream.events().await;
+    send_event(
+        &app,
+        &url,
+        json!({"event":"pusher:subscribe","data":{"channel":"news"}}),
+    )
+    .await;
+    stream
+        .expect_event("pusher_internal:subscription_succeeded")
+        .await;
+    // pusher-js disconnects by aborting its stream: the session and its channel go well before
+    // the expiry of a session between polls.
+    drop(stream);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = app.get(&format!("/apps/{APP_ID}/channels"), &[]).await;
+        assert_eq!(status, 200);
+        if serde_json::from_str::<Value>(&body).unwrap()["channels"] == json!({}) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        pause(Duration::from_millis(100)).await;
+    }
+    assert_eq!(xhr_send(&app, &url, "[]").await, 404);
 }

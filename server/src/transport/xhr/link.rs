@@ -33,6 +33,10 @@ use crate::transport::session::Session;
 /// either, a send waits for room (at most [`SEND_WAIT`]).
 const MAX_INBOX: usize = 128;
 const MAX_INBOX_BYTES: usize = 512 * 1024;
+/// How long the task lets a client message wait for others sent at the same time: pusher-js
+/// sends each message in a request of its own, numbered (`n`), and concurrent requests may
+/// arrive out of order; those arriving within this window are handled in their order.
+const SETTLE: Duration = Duration::from_millis(15);
 /// How long an `xhr_send` waits for room in a full inbox before it is answered 503.
 const SEND_WAIT: Duration = Duration::from_secs(5);
 /// Lines handed to a request's response and not yet taken by it.
@@ -91,8 +95,11 @@ struct Reader {
 
 #[derive(Default)]
 struct Link {
-    inbox: VecDeque<String>,
+    /// Client messages with their request's number.
+    inbox: VecDeque<(u64, String)>,
     inbox_bytes: usize,
+    /// When the oldest message of the inbox arrived.
+    first_at: Option<Instant>,
     /// A stream or poll that arrived, for the task to take.
     attach: Option<Reader>,
     /// A request arrived since the task last looked.
@@ -188,7 +195,7 @@ impl Shared {
     }
 
     /// Hands the messages of one `xhr_send` to the session, waiting (bounded) for room.
-    pub(super) async fn send(&self, messages: Vec<String>) -> Result<(), SendRefused> {
+    pub(super) async fn send(&self, number: u64, messages: Vec<String>) -> Result<(), SendRefused> {
         let bytes: usize = messages.iter().map(String::len).sum();
         let deadline = Instant::now() + SEND_WAIT;
         loop {
@@ -203,7 +210,10 @@ impl Shared {
                 let fits = link.inbox.len() + messages.len() <= MAX_INBOX
                     && link.inbox_bytes + bytes <= MAX_INBOX_BYTES;
                 if link.inbox.is_empty() || fits {
-                    link.inbox.extend(messages);
+                    if !messages.is_empty() && link.first_at.is_none() {
+                        link.first_at = Some(Instant::now());
+                    }
+                    link.inbox.extend(messages.into_iter().map(|m| (number, m)));
                     link.inbox_bytes += bytes;
                     link.seen = true;
                     drop(link);
@@ -217,12 +227,32 @@ impl Shared {
         }
     }
 
-    /// What the requests brought since the last look.
-    fn take(&self) -> (VecDeque<String>, Option<Reader>, bool) {
+    /// What the requests brought since the last look: the client messages once the oldest has
+    /// waited [`SETTLE`], in their requests' order (else when to look again).
+    fn take(
+        &self,
+        now: Instant,
+    ) -> (
+        VecDeque<(u64, String)>,
+        Option<Reader>,
+        bool,
+        Option<Instant>,
+    ) {
         let mut link = self.link.lock_or_recover();
         let seen = std::mem::take(&mut link.seen);
-        link.inbox_bytes = 0;
-        (std::mem::take(&mut link.inbox), link.attach.take(), seen)
+        let attach = link.attach.take();
+        match link.first_at {
+            Some(first) if now < first + SETTLE => {
+                (VecDeque::new(), attach, seen, Some(first + SETTLE))
+            }
+            _ => {
+                link.inbox_bytes = 0;
+                link.first_at = None;
+                let mut inbox = std::mem::take(&mut link.inbox);
+                inbox.make_contiguous().sort_by_key(|(number, _)| *number);
+                (inbox, attach, seen, None)
+            }
+        }
     }
 
     fn has_news(&self) -> bool {
@@ -357,11 +387,13 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
     let mut last_seen = Instant::now();
     // When the reader was attached or last written to, or when the last one went away.
     let mut since = Instant::now();
+    // How long the session outlives its last request with no stream or poll open.
+    let mut lifetime = timers.expiry;
     let timer = tokio::time::sleep_until(since + timers.expiry);
     tokio::pin!(timer);
     let close = loop {
-        let (inbox, attach, seen) = shared.take();
         let now = Instant::now();
+        let (inbox, attach, seen, settle) = shared.take(now);
         if seen {
             last_seen = now;
         }
@@ -369,9 +401,10 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
             // A second stream or poll takes over; the earlier one's response ends.
             reader = Some(new);
             since = now;
+            lifetime = timers.expiry;
         }
         if !inbox.is_empty() {
-            for text in &inbox {
+            for (_, text) in &inbox {
                 session.on_text(text);
                 if session.pending() {
                     session.drive().await;
@@ -384,8 +417,11 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
             break request;
         }
         if reader.as_ref().is_some_and(|r| r.tx.is_closed()) {
+            // The client dropped its stream or poll: it comes back at once (a reopened stream)
+            // or has gone (pusher-js disconnects by aborting its request).
             reader = None;
             since = Instant::now();
+            lifetime = timers.grace;
         }
         let mut answered = false;
         if let Some(current) = &reader {
@@ -453,7 +489,7 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
                 }
             }
             None => {
-                let expires = since.max(last_seen) + timers.expiry;
+                let expires = since.max(last_seen) + lifetime;
                 if now >= expires {
                     outbox.finish();
                     session.finish();
@@ -465,6 +501,7 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
                 expires
             }
         };
+        let deadline = settle.map_or(deadline, |settle| settle.min(deadline));
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
         }
@@ -501,7 +538,7 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
     text.put_slice(&close_line(close.code.code(), close.code.reason()));
     outbox.finish();
     session.finish();
-    let (_, attach, _) = shared.take();
+    let attach = shared.link.lock_or_recover().attach.take();
     Exit {
         close: Some(text.freeze()),
         reader: attach.or(reader),

@@ -115,7 +115,15 @@ pub async fn fallback(node: SharedNode, sessions: Sessions, request: Request) ->
     let cors = origin.as_deref().filter(|_| allowed);
     let mut response = match (request.method().clone(), route.op) {
         (Method::OPTIONS, _) => preflight(app.is_some(), cors.is_some()),
-        (Method::POST, Op::Send) => send(&node, &sessions, &route, request.into_body()).await,
+        (Method::POST, Op::Send) => {
+            // pusher-js numbers its requests (`n`): concurrent sends are handled in that order.
+            let number = query_pairs(request.uri().query())
+                .iter()
+                .find(|(name, _)| name == "n")
+                .and_then(|(_, value)| value.parse::<u64>().ok())
+                .unwrap_or(0);
+            send(&node, &sessions, &route, number, request.into_body()).await
+        }
         (Method::POST, Op::Receive(kind)) => {
             let query = request.uri().query().map(str::to_owned);
             let asked = Asked {
@@ -269,7 +277,13 @@ fn max_send_bytes(node: &SharedNode) -> usize {
 }
 
 /// `xhr_send`: the client's messages, for its session.
-async fn send(node: &SharedNode, sessions: &Sessions, route: &Route<'_>, body: Body) -> Response {
+async fn send(
+    node: &SharedNode,
+    sessions: &Sessions,
+    route: &Route<'_>,
+    number: u64,
+    body: Body,
+) -> Response {
     let Some(shared) = sessions.get(&route.name()) else {
         return (StatusCode::NOT_FOUND, "Unknown session\n").into_response();
     };
@@ -296,7 +310,7 @@ async fn send(node: &SharedNode, sessions: &Sessions, route: &Route<'_>, body: B
         )
             .into_response();
     };
-    match shared.send(messages).await {
+    match shared.send(number, messages).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(SendRefused::Gone) => (StatusCode::NOT_FOUND, "Unknown session\n").into_response(),
         Err(SendRefused::Busy) => {
