@@ -229,28 +229,28 @@ impl Shared {
 
     /// What the requests brought since the last look: the client messages once the oldest has
     /// waited [`SETTLE`], in their requests' order (else when to look again).
-    fn take(
-        &self,
-        now: Instant,
-    ) -> (
-        VecDeque<(u64, String)>,
-        Option<Reader>,
-        bool,
-        Option<Instant>,
-    ) {
+    fn take(&self, now: Instant) -> News {
         let mut link = self.link.lock_or_recover();
         let seen = std::mem::take(&mut link.seen);
         let attach = link.attach.take();
         match link.first_at {
-            Some(first) if now < first + SETTLE => {
-                (VecDeque::new(), attach, seen, Some(first + SETTLE))
-            }
+            Some(first) if now < first + SETTLE => News {
+                inbox: VecDeque::new(),
+                attach,
+                seen,
+                settle: Some(first + SETTLE),
+            },
             _ => {
                 link.inbox_bytes = 0;
                 link.first_at = None;
                 let mut inbox = std::mem::take(&mut link.inbox);
                 inbox.make_contiguous().sort_by_key(|(number, _)| *number);
-                (inbox, attach, seen, None)
+                News {
+                    inbox,
+                    attach,
+                    seen,
+                    settle: None,
+                }
             }
         }
     }
@@ -259,6 +259,17 @@ impl Shared {
         let link = self.link.lock_or_recover();
         link.seen || link.attach.is_some()
     }
+}
+
+/// What the requests brought since the task last looked.
+struct News {
+    /// Client messages, in their requests' order.
+    inbox: VecDeque<(u64, String)>,
+    attach: Option<Reader>,
+    /// A request arrived.
+    seen: bool,
+    /// When to look again for messages still settling.
+    settle: Option<Instant>,
 }
 
 /// How the session ended: the text to give its reader (none when it expired) and the reader
@@ -393,7 +404,12 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
     tokio::pin!(timer);
     let close = loop {
         let now = Instant::now();
-        let (inbox, attach, seen, settle) = shared.take(now);
+        let News {
+            inbox,
+            attach,
+            seen,
+            settle,
+        } = shared.take(now);
         if seen {
             last_seen = now;
         }
