@@ -185,11 +185,10 @@ pub struct FallbackSettings {
     pub heartbeat: Duration,
     /// How long a poll with nothing to answer waits before answering `h` (20 s).
     pub poll_wait: Duration,
-    /// How long a session with no open stream or poll, and no request, lives on (30 s).
+    /// How long a session with no open stream or poll, and no request, lives on (5 s): pusher-js
+    /// polls again as soon as a poll is answered and reopens a stream at once, and it disconnects
+    /// by dropping its request, after which the session must go soon.
     pub expiry: Duration,
-    /// The same once the client itself dropped its stream or poll (5 s): pusher-js reopens a
-    /// stream at once, and disconnects by aborting it.
-    pub grace: Duration,
 }
 
 impl Default for FallbackSettings {
@@ -197,8 +196,7 @@ impl Default for FallbackSettings {
         FallbackSettings {
             heartbeat: Duration::from_secs(20),
             poll_wait: Duration::from_secs(20),
-            expiry: Duration::from_secs(30),
-            grace: Duration::from_secs(5),
+            expiry: Duration::from_secs(5),
         }
     }
 }

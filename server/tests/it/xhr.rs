@@ -16,7 +16,6 @@ fn short_timers(settings: &mut herald::config::Settings) {
     settings.fallback.heartbeat = Duration::from_millis(300);
     settings.fallback.poll_wait = Duration::from_millis(300);
     settings.fallback.expiry = Duration::from_millis(400);
-    settings.fallback.grace = Duration::from_millis(400);
 }
 
 fn base(app: &TestApp, key: &str, session: &str) -> String {
@@ -484,10 +483,9 @@ async fn terminating_a_user_closes_their_fallback_session() {
 }
 
 #[tokio::test]
-async fn a_session_whose_client_drops_its_stream_ends_after_the_grace() {
+async fn a_session_whose_client_drops_its_stream_ends_after_the_expiry() {
     let app = spawn_app_with(|settings| {
-        settings.fallback.expiry = Duration::from_secs(60);
-        settings.fallback.grace = Duration::from_millis(300);
+        settings.fallback.expiry = Duration::from_millis(300);
     })
     .await;
     let url = base(&app, KEY, "dropped1");
@@ -503,8 +501,7 @@ async fn a_session_whose_client_drops_its_stream_ends_after_the_grace() {
     stream
         .expect_event("pusher_internal:subscription_succeeded")
         .await;
-    // pusher-js disconnects by aborting its stream: the session and its channel go well before
-    // the expiry of a session between polls.
+    // pusher-js disconnects by aborting its stream: the session and its channel go.
     drop(stream);
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {

@@ -398,8 +398,6 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
     let mut last_seen = Instant::now();
     // When the reader was attached or last written to, or when the last one went away.
     let mut since = Instant::now();
-    // How long the session outlives its last request with no stream or poll open.
-    let mut lifetime = timers.expiry;
     let timer = tokio::time::sleep_until(since + timers.expiry);
     tokio::pin!(timer);
     let close = loop {
@@ -417,7 +415,6 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
             // A second stream or poll takes over; the earlier one's response ends.
             reader = Some(new);
             since = now;
-            lifetime = timers.expiry;
         }
         if !inbox.is_empty() {
             for (_, text) in &inbox {
@@ -437,7 +434,6 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
             // or has gone (pusher-js disconnects by aborting its request).
             reader = None;
             since = Instant::now();
-            lifetime = timers.grace;
         }
         let mut answered = false;
         if let Some(current) = &reader {
@@ -505,7 +501,7 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
                 }
             }
             None => {
-                let expires = since.max(last_seen) + lifetime;
+                let expires = since.max(last_seen) + timers.expiry;
                 if now >= expires {
                     outbox.finish();
                     session.finish();
