@@ -112,6 +112,12 @@ impl Admitted {
     /// Once the connection's session has finished: the counters, the live view and the node
     /// slot (the quota slot goes with `self`).
     pub(super) fn end(self, node: &SharedNode) {
+        self.end_keeping_node_slot(node);
+        node.hub.release_connection();
+    }
+
+    /// [`Admitted::end`] but the node slot, which the caller gives back later.
+    pub(super) fn end_keeping_node_slot(self, node: &SharedNode) {
         self.usage.disconnected();
         node.taps.emit(
             &self.app_id,
@@ -120,6 +126,5 @@ impl Admitted {
             Some(&self.socket_id),
             || "disconnected".to_owned(),
         );
-        node.hub.release_connection();
     }
 }

@@ -10,7 +10,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -45,8 +47,18 @@ const LINES_IN_FLIGHT: usize = 2;
 /// next poll or line).
 const LINE_BYTES: usize = 64 * 1024;
 const POLL_BYTES: usize = 256 * 1024;
-/// How long a closed session waits for a stream or poll to hear its `c` line.
-const LINGER: Duration = Duration::from_secs(10);
+/// How long a closed session waits for a stream or poll to hear its `c` line (its node slot is
+/// held meanwhile).
+const LINGER: Duration = Duration::from_secs(1);
+/// How long a stream or poll waits for the session's live reader to go away (pusher-js reopens a
+/// stream by aborting the old request, then opening a new one) before it is refused 2010.
+const REOPEN_WAIT: Duration = Duration::from_secs(1);
+/// `xhr_send` requests of one session being read or waiting for room; past it, 503 at once.
+pub(super) const MAX_SENDS: usize = 16;
+/// Client messages handled before the task yields.
+const MESSAGES_PER_YIELD: usize = 32;
+/// The most messages one `xhr_send` body may hold.
+pub(super) const MAX_SEND_MESSAGES: usize = MAX_INBOX;
 
 /// Whether a request streams (`xhr_streaming`) or polls (`xhr`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +77,14 @@ impl Sessions {
         self.0.lock_or_recover().get(name).cloned()
     }
 
-    pub(super) fn insert(&self, name: &str, shared: Arc<Shared>) {
-        self.0.lock_or_recover().insert(name.into(), shared);
+    /// Registers a new session, unless one of that name is already there (returned).
+    pub(super) fn insert_new(&self, name: &str, shared: Arc<Shared>) -> Result<(), Arc<Shared>> {
+        let mut map = self.0.lock_or_recover();
+        if let Some(existing) = map.get(name) {
+            return Err(existing.clone());
+        }
+        map.insert(name.into(), shared);
+        Ok(())
     }
 
     fn remove(&self, name: &str, shared: &Arc<Shared>) {
@@ -102,6 +120,9 @@ struct Link {
     first_at: Option<Instant>,
     /// A stream or poll that arrived, for the task to take.
     attach: Option<Reader>,
+    /// The latest reader: live while the task (or `attach`) holds its sender and its request
+    /// has not gone away.
+    live: Option<mpsc::WeakSender<Bytes>>,
     /// A request arrived since the task last looked.
     seen: bool,
     /// The session is closing: sends are refused, a reader may still hear the close.
@@ -113,6 +134,12 @@ struct Link {
 /// What a session's requests share with its task.
 pub(super) struct Shared {
     conn: Arc<Connection>,
+    /// Who opened the session: only requests from there reach it.
+    owner: Owner,
+    /// `xhr_send` requests in flight.
+    sends: AtomicUsize,
+    /// A reader's request went away.
+    released: Notify,
     link: Mutex<Link>,
     /// Wakes the task (a request arrived, or a response took a line or went away).
     waker: AtomicWaker,
@@ -125,6 +152,31 @@ impl std::fmt::Debug for Shared {
         f.debug_struct("Shared")
             .field("socket_id", &self.conn.socket_id())
             .finish_non_exhaustive()
+    }
+}
+
+/// The client that opened a session: its address (after trusted proxies) and `Origin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Owner {
+    pub(super) addr: Option<IpAddr>,
+    pub(super) origin: Option<Box<str>>,
+}
+
+/// Why a stream or poll was not attached.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum AttachRefused {
+    /// The session is gone.
+    Gone,
+    /// Another stream or poll is still open (2010).
+    Open,
+}
+
+/// One `xhr_send` in flight for a session (counted against [`MAX_SENDS`]).
+pub(super) struct SendSlot(Arc<Shared>);
+
+impl Drop for SendSlot {
+    fn drop(&mut self) {
+        self.0.sends.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -163,32 +215,75 @@ impl Drop for Lines {
         // The client went away (or the response ended): the task detaches it.
         self.rx.close();
         self.shared.waker.wake();
+        self.shared.released.notify_waiters();
     }
 }
 
 impl Shared {
-    pub(super) fn new(conn: Arc<Connection>) -> Arc<Shared> {
+    pub(super) fn new(conn: Arc<Connection>, owner: Owner) -> Arc<Shared> {
         Arc::new(Shared {
             conn,
+            owner,
+            sends: AtomicUsize::new(0),
+            released: Notify::new(),
             link: Mutex::new(Link::default()),
             waker: AtomicWaker::new(),
             room: Notify::new(),
         })
     }
 
-    /// Attaches a stream or poll as the session's reader (a reader already attached is let go:
-    /// its response ends); `None` once the session is gone.
-    pub(super) fn attach(self: &Arc<Self>, kind: Kind) -> Option<Lines> {
-        let (tx, rx) = mpsc::channel(LINES_IN_FLIGHT);
+    /// Whether a request from `owner` may reach this session.
+    pub(super) fn owned_by(&self, owner: &Owner) -> bool {
+        self.owner == *owner
+    }
+
+    /// Counts one more `xhr_send` in flight; `None` past [`MAX_SENDS`].
+    pub(super) fn send_slot(self: &Arc<Self>) -> Option<SendSlot> {
+        let before = self.sends.fetch_add(1, Ordering::AcqRel);
+        let slot = SendSlot(self.clone());
+        (before < MAX_SENDS).then_some(slot)
+    }
+
+    /// Attaches a stream or poll as the session's reader, once no other is live (waiting at
+    /// most [`REOPEN_WAIT`] for one to go away).
+    pub(super) async fn attach(self: &Arc<Self>, kind: Kind) -> Result<Lines, AttachRefused> {
+        let deadline = Instant::now() + REOPEN_WAIT;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            match self.try_attach(kind) {
+                Err(AttachRefused::Open) => {}
+                done => return done,
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return self.try_attach(kind);
+            }
+        }
+    }
+
+    /// Attaches a stream or poll unless the session is gone or another reader is live.
+    pub(super) fn try_attach(self: &Arc<Self>, kind: Kind) -> Result<Lines, AttachRefused> {
         let mut link = self.link.lock_or_recover();
         if link.ended {
-            return None;
+            return Err(AttachRefused::Gone);
         }
+        let pending = link.attach.as_ref().is_some_and(|r| !r.tx.is_closed());
+        let held = link
+            .live
+            .as_ref()
+            .and_then(mpsc::WeakSender::upgrade)
+            .is_some_and(|tx| !tx.is_closed());
+        if pending || held {
+            return Err(AttachRefused::Open);
+        }
+        let (tx, rx) = mpsc::channel(LINES_IN_FLIGHT);
+        link.live = Some(tx.downgrade());
         link.attach = Some(Reader { kind, tx });
         link.seen = true;
         drop(link);
         self.waker.wake();
-        Some(Lines {
+        Ok(Lines {
             rx,
             shared: self.clone(),
         })
@@ -307,7 +402,8 @@ pub(super) async fn run(
         }
     });
     tracing::debug!(app_id = %admitted.app_id, socket_id = %shared.conn.socket_id(), "fallback session closed");
-    admitted.end(&node);
+    // The node slot is kept until the session leaves the registry (a closed session lingers).
+    admitted.end_keeping_node_slot(&node);
     if let Some(text) = exit.close {
         // Shutting down: only a request already there hears the close (no lingering).
         let linger = if node.shutdown.is_cancelled() {
@@ -320,6 +416,7 @@ pub(super) async fn run(
     shared.link.lock_or_recover().ended = true;
     shared.room.notify_waiters();
     sessions.remove(&name, &shared);
+    node.hub.release_connection();
 }
 
 /// Gives the close line to the reader attached, or to the next one within `linger`.
@@ -412,15 +509,18 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
             last_seen = now;
         }
         if let Some(new) = attach {
-            // A second stream or poll takes over; the earlier one's response ends.
+            // Attached only once the earlier reader has gone.
             reader = Some(new);
             since = now;
         }
         if !inbox.is_empty() {
-            for (_, text) in &inbox {
+            for (handled, (_, text)) in inbox.iter().enumerate() {
                 session.on_text(text);
                 if session.pending() {
                     session.drive().await;
+                }
+                if (handled + 1) % MESSAGES_PER_YIELD == 0 {
+                    tokio::task::yield_now().await;
                 }
             }
             drop(inbox);

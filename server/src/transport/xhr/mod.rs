@@ -12,16 +12,21 @@
 //!
 //! The first stream or poll of an unknown session opens it: the same refusals as a WebSocket
 //! handshake (each answered 200 with a `c[code,"reason"]` line, which pusher-js maps like a close
-//! frame), the same admission (`super::admit`). Only that request, on a known app with room under
-//! its quotas, creates state; `xhr_send` to an unknown session is a 404. A session's own task
-//! is in [`link`].
+//! frame), the same admission (`super::admit`, run in a task of its own so that a client hanging
+//! up meanwhile leaks no slot). Only that request, on a known app with room under its quotas,
+//! creates state; `xhr_send` to an unknown session is a 404. A session is bound to the address
+//! (after trusted proxies) and `Origin` that opened it: any other is answered as for an unknown
+//! session. One stream or poll reads it at a time: another, while the first is still open, hears
+//! `c[2010,"Another connection still open"]`. A session's own task is in [`link`].
 
 mod link;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
 use futures_util::StreamExt;
 
 use crate::node::SharedNode;
@@ -31,7 +36,7 @@ use crate::transport::admit::admit;
 use crate::transport::upgrade::{not_found, WsUpgrade};
 
 pub use link::Sessions;
-use link::{close_line, Kind, SendRefused, Shared};
+use link::{close_line, AttachRefused, Kind, Owner, SendRefused, Shared};
 
 /// The longest `{server}` and `{session}` path segments (pusher-js sends up to 3 and 8).
 const MAX_ID_CHARS: usize = 32;
@@ -105,6 +110,18 @@ pub async fn fallback(node: SharedNode, sessions: Sessions, request: Request) ->
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let owner = Owner {
+        addr: herald_dashboard::client_address(
+            &node.settings.trusted_proxies,
+            peer,
+            request.headers(),
+        ),
+        origin: origin.as_deref().map(Box::from),
+    };
     let app = node
         .apps
         .by_key(route.key, node.settings.clock.now_seconds());
@@ -115,6 +132,9 @@ pub async fn fallback(node: SharedNode, sessions: Sessions, request: Request) ->
     let cors = origin.as_deref().filter(|_| allowed);
     let mut response = match (request.method().clone(), route.op) {
         (Method::OPTIONS, _) => preflight(app.is_some(), cors.is_some()),
+        (Method::POST, Op::Send) if !allowed => {
+            (StatusCode::FORBIDDEN, "Origin not allowed\n").into_response()
+        }
         (Method::POST, Op::Send) => {
             // pusher-js numbers its requests (`n`): concurrent sends are handled in that order.
             let number = query_pairs(request.uri().query())
@@ -122,7 +142,15 @@ pub async fn fallback(node: SharedNode, sessions: Sessions, request: Request) ->
                 .find(|(name, _)| name == "n")
                 .and_then(|(_, value)| value.parse::<u64>().ok())
                 .unwrap_or(0);
-            send(&node, &sessions, &route, number, request.into_body()).await
+            send(
+                &node,
+                &sessions,
+                &route,
+                &owner,
+                number,
+                request.into_body(),
+            )
+            .await
         }
         (Method::POST, Op::Receive(kind)) => {
             let query = request.uri().query().map(str::to_owned);
@@ -131,6 +159,7 @@ pub async fn fallback(node: SharedNode, sessions: Sessions, request: Request) ->
                 kind,
                 query: query.as_deref(),
                 origin: origin.as_deref(),
+                owner,
             };
             receive(&node, &sessions, asked, app).await
         }
@@ -202,6 +231,7 @@ struct Asked<'a> {
     kind: Kind,
     query: Option<&'a str>,
     origin: Option<&'a str>,
+    owner: Owner,
 }
 
 /// A stream or a poll: attaches to its session, or opens it.
@@ -216,6 +246,7 @@ async fn receive(
         kind,
         query,
         origin,
+        owner,
     } = asked;
     let params = query_pairs(query);
     if let Err(code) = check_handshake_version(
@@ -237,37 +268,115 @@ async fn receive(
         )));
     }
     let name = route.name();
-    if let Some(lines) = sessions.get(&name).and_then(|shared| shared.attach(kind)) {
-        return lines_response(Body::from_stream(lines));
+    if let Some(shared) = sessions.get(&name) {
+        return attach(&shared, &owner, kind).await;
     }
-    if node.shutdown.is_cancelled() {
-        return refusal(CloseCode::ReconnectNow);
-    }
-    if !node.hub.reserve_connection(node.settings.max_connections) {
-        return refusal(CloseCode::OverCapacity);
-    }
-    let outbox = Outbox::detached(node.settings.outbox_capacity);
-    let admitted = match admit(node, &app, route.key, origin, outbox).await {
-        Ok(admitted) => admitted,
-        Err(code) => return refusal(code),
+    // The admission runs in a task of its own: a client hanging up meanwhile drops only the
+    // answer, never a node or quota slot half taken (the session then expires unread).
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let opening = Opening {
+        node: node.clone(),
+        sessions: sessions.clone(),
+        name,
+        key: route.key.to_owned(),
+        origin: origin.map(str::to_owned),
+        owner,
+        kind,
+        app,
     };
-    let shared = Shared::new(admitted.conn.clone());
-    let Some(lines) = shared.attach(kind) else {
-        // A new session is never gone: nothing to serve if it were.
-        return refusal(CloseCode::ReconnectNow);
-    };
-    // A racing first request for the same session replaces the entry; the session it opened
-    // hears from nobody and expires.
-    sessions.insert(&name, shared.clone());
-    let task = link::run(
-        node.clone(),
-        sessions.clone(),
-        name.into_boxed_str(),
-        shared,
-        admitted,
-    );
-    tokio::spawn(node.connections.track_future(task));
-    lines_response(Body::from_stream(lines))
+    tokio::spawn(node.connections.track_future(async move {
+        let _ = answer.send(opening.open().await);
+    }));
+    match answered.await {
+        Ok(response) => response,
+        Err(_) => refusal(CloseCode::ReconnectNow),
+    }
+}
+
+/// A stream or poll for a known session: attached if it comes from the session's owner and no
+/// other reader is live.
+async fn attach(shared: &Arc<Shared>, owner: &Owner, kind: Kind) -> Response {
+    if !shared.owned_by(owner) {
+        return unknown_session();
+    }
+    match shared.attach(kind).await {
+        Ok(lines) => lines_response(Body::from_stream(lines)),
+        Err(AttachRefused::Open) => lines_response(Body::from(close_line(
+            2010,
+            "Another connection still open",
+        ))),
+        Err(AttachRefused::Gone) => refusal(CloseCode::ReconnectNow),
+    }
+}
+
+fn unknown_session() -> Response {
+    (StatusCode::NOT_FOUND, "Unknown session\n").into_response()
+}
+
+/// What the first request of a session hands to the task that admits it.
+struct Opening {
+    node: SharedNode,
+    sessions: Sessions,
+    name: String,
+    key: String,
+    origin: Option<String>,
+    owner: Owner,
+    kind: Kind,
+    app: crate::tenants::AppRef,
+}
+
+impl Opening {
+    async fn open(self) -> Response {
+        let Opening {
+            node,
+            sessions,
+            name,
+            key,
+            origin,
+            owner,
+            kind,
+            app,
+        } = self;
+        if node.shutdown.is_cancelled() {
+            return refusal(CloseCode::ReconnectNow);
+        }
+        if !node.hub.reserve_connection(node.settings.max_connections) {
+            return refusal(CloseCode::OverCapacity);
+        }
+        let outbox = Outbox::detached(node.settings.outbox_capacity);
+        let admitted = match admit(&node, &app, &key, origin.as_deref(), outbox).await {
+            Ok(admitted) => admitted,
+            Err(code) => return refusal(code),
+        };
+        let shared = Shared::new(admitted.conn.clone(), owner.clone());
+        if let Err(existing) = sessions.insert_new(&name, shared.clone()) {
+            // A simultaneous first request opened it: this admission is given back, and the
+            // request joins that session.
+            admitted.conn.outbox().finish();
+            crate::transport::session::Session::new(
+                node.clone(),
+                admitted.app_id.clone(),
+                admitted.app_hub.clone(),
+                admitted.conn.clone(),
+            )
+            .finish();
+            admitted.end(&node);
+            return attach(&existing, &owner, kind).await;
+        }
+        let Ok(lines) = shared.try_attach(kind) else {
+            // A new session is never gone nor read: nothing to serve if it were.
+            return refusal(CloseCode::ReconnectNow);
+        };
+        let task = link::run(
+            node.clone(),
+            sessions,
+            name.into_boxed_str(),
+            shared,
+            admitted,
+        );
+        tokio::spawn(node.connections.track_future(task));
+        lines_response(Body::from_stream(lines))
+    }
 }
 
 /// The largest `xhr_send` body: twice the largest WebSocket message (JSON escaping inside the
@@ -276,18 +385,24 @@ fn max_send_bytes(node: &SharedNode) -> usize {
     node.settings.max_frame_bytes.saturating_mul(2).max(1024)
 }
 
-/// `xhr_send`: the client's messages, for its session.
+/// `xhr_send`: the client's messages, for its session. The body is held within the node-wide
+/// budget for request bodies; a session has at most [`link::MAX_SENDS`] in flight.
 async fn send(
     node: &SharedNode,
     sessions: &Sessions,
     route: &Route<'_>,
+    owner: &Owner,
     number: u64,
     body: Body,
 ) -> Response {
-    let Some(shared) = sessions.get(&route.name()) else {
-        return (StatusCode::NOT_FOUND, "Unknown session\n").into_response();
+    let Some(shared) = sessions.get(&route.name()).filter(|s| s.owned_by(owner)) else {
+        return unknown_session();
+    };
+    let Some(_in_flight) = shared.send_slot() else {
+        return busy("Too many sends in flight for this session\n");
     };
     let limit = max_send_bytes(node);
+    let mut held = node.body_budget.share();
     let mut bytes = Vec::new();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -301,6 +416,9 @@ async fn send(
             )
                 .into_response();
         }
+        if !held.take(chunk.len()) {
+            return busy("Server busy: too many request bodies in flight, retry shortly\n");
+        }
         bytes.extend_from_slice(&chunk);
     }
     let Ok(messages) = serde_json::from_slice::<Vec<String>>(&bytes) else {
@@ -310,13 +428,41 @@ async fn send(
         )
             .into_response();
     };
-    match shared.send(number, messages).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(SendRefused::Gone) => (StatusCode::NOT_FOUND, "Unknown session\n").into_response(),
-        Err(SendRefused::Busy) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "Session busy\n").into_response()
-        }
+    drop(bytes);
+    if messages.len() > link::MAX_SEND_MESSAGES {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "A body holds at most {} messages\n",
+                link::MAX_SEND_MESSAGES
+            ),
+        )
+            .into_response();
     }
+    let frame = node.settings.max_frame_bytes;
+    if messages.iter().any(|m| m.len() > frame) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("A message is larger than {frame} bytes\n"),
+        )
+            .into_response();
+    }
+    // The budget stays held (for the parsed messages) until the session has taken them.
+    let sent = shared.send(number, messages).await;
+    drop(held);
+    match sent {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(SendRefused::Gone) => unknown_session(),
+        Err(SendRefused::Busy) => busy("Session busy\n"),
+    }
+}
+
+fn busy(message: &'static str) -> Response {
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 #[cfg(test)]
