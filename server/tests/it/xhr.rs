@@ -515,3 +515,251 @@ async fn a_session_whose_client_drops_its_stream_ends_after_the_expiry() {
     }
     assert_eq!(xhr_send(&app, &url, "[]").await, 404);
 }
+
+/// An `xhr_send` with extra headers (an `Origin`, an `X-Forwarded-For`).
+async fn send_with(app: &TestApp, url: &str, body: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut request = app
+        .http
+        .post(format!("{url}/xhr_send"))
+        .header("content-type", "text/plain")
+        .body(body.to_owned());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
+        .send()
+        .await
+        .expect("request is sent")
+        .status()
+        .as_u16()
+}
+
+/// The status and first line of a stream request with extra headers.
+async fn stream_with(app: &TestApp, url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut request = app.http.post(format!("{url}/xhr_streaming{Q}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut response = request.send().await.expect("request is sent");
+    let status = response.status().as_u16();
+    let mut text = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, response.chunk())
+        .await
+        .expect("an answer in time")
+        .expect("the body is read")
+    {
+        text.extend_from_slice(&chunk);
+        if text.contains(&b'\n') {
+            break;
+        }
+    }
+    let text = String::from_utf8(text).expect("UTF-8");
+    (status, text.lines().next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn a_second_reader_is_refused_while_the_first_is_open() {
+    let app = spawn_app().await;
+    let url = base(&app, KEY, "second01");
+    let mut first = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    assert_eq!(first.line().await, "o");
+    first.events().await;
+    // A second stream, or a poll, while the first is open: refused as SockJS does, not a
+    // take-over (the first client keeps its session).
+    let mut second = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    assert_eq!(
+        second.line().await,
+        "c[2010,\"Another connection still open\"]"
+    );
+    assert_eq!(second.next().await, None, "the refusal ends its answer");
+    assert_eq!(
+        poll(&app, &url).await,
+        ["c[2010,\"Another connection still open\"]"]
+    );
+    send_event(
+        &app,
+        &url,
+        json!({"event":"pusher:subscribe","data":{"channel":"kept"}}),
+    )
+    .await;
+    first
+        .expect_event("pusher_internal:subscription_succeeded")
+        .await;
+    trigger(&app, "kept", "still mine").await;
+    assert_eq!(first.expect_event("news").await["data"], "still mine");
+}
+
+#[tokio::test]
+async fn a_session_answers_only_the_address_and_origin_that_opened_it() {
+    let app = spawn_app_with(|settings| {
+        settings.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    app.update_app(AppPatch {
+        allowed_origins: Some(vec![
+            "https://a.example.com".into(),
+            "https://b.example.com".into(),
+        ]),
+        ..AppPatch::default()
+    })
+    .await;
+    let url = base(&app, KEY, "owner001");
+    let victim = [
+        ("origin", "https://a.example.com"),
+        ("x-forwarded-for", "10.0.0.1"),
+    ];
+    let mut stream = {
+        let mut request = app.http.post(format!("{url}/xhr_streaming{Q}"));
+        for (name, value) in victim {
+            request = request.header(name, value);
+        }
+        Lines {
+            response: request.send().await.unwrap(),
+            buffer: Vec::new(),
+        }
+    };
+    assert_eq!(stream.line().await, "o");
+    stream.events().await;
+    let other_address = [
+        ("origin", "https://a.example.com"),
+        ("x-forwarded-for", "10.0.0.2"),
+    ];
+    let other_origin = [
+        ("origin", "https://b.example.com"),
+        ("x-forwarded-for", "10.0.0.1"),
+    ];
+    let disallowed = [
+        ("origin", "https://evil.example.com"),
+        ("x-forwarded-for", "10.0.0.1"),
+    ];
+    let subscribe = serde_json::to_string(&[
+        json!({"event":"pusher:subscribe","data":{"channel":"hijack"}}).to_string(),
+    ])
+    .unwrap();
+    // Anyone else knowing the id is answered as for an unknown session.
+    for headers in [&other_address, &other_origin] {
+        assert_eq!(send_with(&app, &url, &subscribe, headers).await, 404);
+        assert_eq!(stream_with(&app, &url, headers).await.0, 404);
+    }
+    // A disallowed origin may not even send (a text/plain POST needs no preflight).
+    assert_eq!(send_with(&app, &url, &subscribe, &disallowed).await, 403);
+    // No Origin at all: refused by the app's allowed origins before the session is looked up.
+    assert_eq!(send_with(&app, &url, "[]", &[]).await, 403, "no Origin");
+    // The opener still can, and nothing the others sent reached the session.
+    let mine = serde_json::to_string(&[
+        json!({"event":"pusher:subscribe","data":{"channel":"mine"}}).to_string(),
+    ])
+    .unwrap();
+    assert_eq!(send_with(&app, &url, &mine, &victim).await, 204);
+    let event = stream
+        .expect_event("pusher_internal:subscription_succeeded")
+        .await;
+    assert_eq!(event["channel"], "mine");
+}
+
+#[tokio::test]
+async fn concurrent_sends_are_handled_in_their_request_order() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let url = base(&app, KEY, "ordered1");
+    let mut stream = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    assert_eq!(stream.line().await, "o");
+    stream.events().await;
+    // Request 2 arrives before request 1 (pipelined on one connection, so both arrive within
+    // the settle window): the session still subscribes in pusher-js's order, `n`.
+    let path = "/pusher/app/".to_owned() + KEY + "/123/ordered1/xhr_send";
+    let mut raw = Vec::new();
+    for (n, channel) in [(2, "second"), (1, "first")] {
+        let body = serde_json::to_string(&[
+            json!({"event":"pusher:subscribe","data":{"channel":channel}}).to_string(),
+        ])
+        .unwrap();
+        raw.extend_from_slice(
+            format!(
+                "POST {path}?n={n} HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+    let mut tcp = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    tcp.write_all(&raw).await.unwrap();
+    let mut answers = Vec::new();
+    while answers.windows(12).filter(|w| w == b"204 No Conte").count() < 2 {
+        let mut chunk = [0u8; 1024];
+        let read = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+            .await
+            .expect("answers in time")
+            .unwrap();
+        assert!(read > 0, "both sends answered");
+        answers.extend_from_slice(&chunk[..read]);
+    }
+    // Both may come in one line: the channels in the order they were subscribed.
+    let mut subscribed = Vec::new();
+    while subscribed.len() < 2 {
+        let line = stream.line().await;
+        if line == "h" {
+            continue;
+        }
+        for event in events_of(&line) {
+            if event["event"] == "pusher_internal:subscription_succeeded" {
+                subscribed.push(event["channel"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert_eq!(subscribed, ["first", "second"]);
+}
+
+#[tokio::test]
+async fn sends_past_the_per_session_bound_are_answered_503_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app().await;
+    let url = base(&app, KEY, "busy0001");
+    let mut stream = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    assert_eq!(stream.line().await, "o");
+    stream.events().await;
+    // Sends whose bodies are still arriving hold their place.
+    let path = "/pusher/app/".to_owned() + KEY + "/123/busy0001/xhr_send";
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut tcp = tokio::net::TcpStream::connect(app.address).await.unwrap();
+        tcp.write_all(
+            format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n[").as_bytes(),
+        )
+        .await
+        .unwrap();
+        held.push(tcp);
+    }
+    let refused = wait_for(|| async { xhr_send(&app, &url, "[]").await == 503 }).await;
+    assert!(refused, "a 17th send is refused");
+    drop(held);
+    let taken = wait_for(|| async { xhr_send(&app, &url, "[]").await == 204 }).await;
+    assert!(taken, "sends are taken again once the others have gone");
+}
+
+/// Retries `check` until it holds, for at most [`WAIT`].
+async fn wait_for<F, Fut>(check: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn simultaneous_first_requests_open_one_session() {
+    let app = spawn_app_with(short_timers).await;
+    let url = base(&app, KEY, "racing01");
+    let polls: Vec<_> = (0..8).map(|_| poll(&app, &url)).collect();
+    let answers = futures_util::future::join_all(polls).await;
+    let opened = answers.iter().filter(|lines| lines[0] == "o").count();
+    assert_eq!(opened, 1, "one session opened: {answers:?}");
+    assert_eq!(app.node.hub.connection_count(), 1);
+}
