@@ -763,3 +763,48 @@ async fn simultaneous_first_requests_open_one_session() {
     assert_eq!(opened, 1, "one session opened: {answers:?}");
     assert_eq!(app.node.hub.connection_count(), 1);
 }
+
+#[tokio::test]
+async fn a_send_holds_at_most_128_messages_each_within_the_frame_limit() {
+    let app = spawn_app().await;
+    let url = base(&app, KEY, "caps0001");
+    assert_eq!(poll(&app, &url).await[0], "o");
+    let many = serde_json::to_string(&vec![""; 129]).unwrap();
+    assert_eq!(xhr_send(&app, &url, &many).await, 413);
+    let enough = serde_json::to_string(&vec![""; 128]).unwrap();
+    assert_eq!(xhr_send(&app, &url, &enough).await, 204);
+    // Within the body limit (twice the frame limit) but over the frame limit, as over WebSocket.
+    let frame = app.node.settings.max_frame_bytes;
+    let big = serde_json::to_string(&["x".repeat(frame + 1)]).unwrap();
+    assert_eq!(xhr_send(&app, &url, &big).await, 413);
+}
+
+#[tokio::test]
+async fn a_closed_session_holds_its_node_slot_while_it_lingers() {
+    let app = spawn_app_with(|settings| {
+        settings.outbox_capacity = 4;
+        settings.max_connections = Some(1);
+    })
+    .await;
+    let url = base(&app, KEY, "linger01");
+    assert_eq!(poll(&app, &url).await[0], "o");
+    send_event(
+        &app,
+        &url,
+        json!({"event":"pusher:subscribe","data":{"channel":"news"}}),
+    )
+    .await;
+    assert!(poll(&app, &url).await[0].contains("subscription_succeeded"));
+    // No poll open: the session closes as a slow consumer and waits for one to hear it.
+    for i in 0..6 {
+        trigger(&app, "news", &i.to_string()).await;
+    }
+    assert!(wait_for(|| async { xhr_send(&app, &url, "[]").await == 404 }).await);
+    let other = base(&app, KEY, "linger02");
+    assert!(
+        poll(&app, &other).await[0].starts_with("c[4100,"),
+        "the lingering session still counts against the node"
+    );
+    // Then it is gone, and its slot with it.
+    assert!(wait_for(|| async { poll(&app, &other).await[0] == "o" }).await);
+}
