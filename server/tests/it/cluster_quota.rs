@@ -1,7 +1,8 @@
 //! Cluster mode (issue 14, "Quotas and limits"): an app's connection quota holds across the
 //! nodes. Parallel handshakes over three nodes, a slot freed on one node taken on another, a
 //! killed node's slots coming back within the heartbeat TTL, and each node's share while Redis
-//! is down (then the counts re-registered when it returns).
+//! is down (then the counts re-registered when it returns), and an HTTP fallback client hanging
+//! up during its admission leaking no slot.
 
 use std::time::Duration;
 
