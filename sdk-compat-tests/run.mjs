@@ -12,6 +12,12 @@
 //                                         through the balancer
 //   node run.mjs --only presence          run the scenarios whose name contains "presence"
 //                                         (repeatable: those whose name contains any of them)
+//   node run.mjs --transport xhr_streaming
+//   node run.mjs --transport xhr_polling  pusher-js in Node limited to that HTTP fallback
+//                                         (`enabledTransports`, with httpHost/httpPort set): by
+//                                         default its channel, presence, client-event, signin and
+//                                         encryption scenarios (the `node:` ones but the restart
+//                                         and the REST ones); single node only for now
 //
 // Output: `ok - NAME`, `not ok - NAME: WHY` or `skip - NAME: WHY` per scenario, then
 // `N passed, M failed`. Exit status 0 only when nothing failed.
@@ -34,6 +40,7 @@ const { values } = parseArgs({
     secret: { type: 'string' },
     cluster: { type: 'boolean', default: false },
     only: { type: 'string', multiple: true, default: [] },
+    transport: { type: 'string' },
     verbose: { type: 'boolean', default: false },
   },
 });
@@ -48,6 +55,33 @@ const unmatched = unmatchedFilters(values.only);
 if (unmatched.length > 0) {
   console.error(`--only matches no scenario: ${unmatched.map((part) => JSON.stringify(part)).join(', ')}`);
   process.exit(2);
+}
+
+// pusher-js's HTTP fallbacks: which scenarios run over them by default, and which never do (a
+// restart, whose reconnect is about WebSocket; the REST ones, which test pusher-http-node).
+const FALLBACKS = ['xhr_streaming', 'xhr_polling'];
+const FALLBACK_SCENARIOS = ['node: '];
+const FALLBACK_EXCEPT = [
+  'restarts',
+  'node: trigger with info',
+  'node: triggerBatch',
+  'node: GET /channels',
+  'node: refusals surface',
+  'node: a channel leaves /channels',
+];
+let only = values.only;
+let except = [];
+if (values.transport) {
+  if (!FALLBACKS.includes(values.transport)) {
+    console.error(`--transport is one of ${FALLBACKS.join(', ')}`);
+    process.exit(2);
+  }
+  if (values.cluster) {
+    console.error('--transport runs on one node for now (cluster forwarding of fallback sessions is not built)');
+    process.exit(2);
+  }
+  if (only.length === 0) only = FALLBACK_SCENARIOS;
+  except = FALLBACK_EXCEPT;
 }
 
 let target;
@@ -112,9 +146,10 @@ process.on('exit', () => target.killNow?.());
 
 try {
   await target.start();
-  const ctx = makeContext(target);
+  const ctx = makeContext(target, { transport: values.transport });
   ({ passed, failed: failures } = await runAll(ctx, {
-    only: values.only,
+    only,
+    except,
     log: values.verbose ? (message) => console.error(`# ${message.replace(/\n/g, '\n# ')}`) : null,
   }));
   if (target.canRestart) {

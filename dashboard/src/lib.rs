@@ -21,6 +21,16 @@ use axum::Router;
 
 pub use port::*;
 
+/// The client's address as the dashboard sees it: the direct peer, or behind a trusted proxy
+/// (one of `trusted_proxies`) the rightmost `X-Forwarded-For` hop that is not itself one.
+pub fn client_address(
+    trusted_proxies: &[ipnet::IpNet],
+    peer: Option<std::net::IpAddr>,
+    headers: &axum::http::HeaderMap,
+) -> Option<std::net::IpAddr> {
+    client::TrustedProxies::new(trusted_proxies.to_vec()).client(peer, headers)
+}
+
 /// The dashboard's settings, from the server's configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Config {

@@ -38,7 +38,19 @@ export function pythonConfig(target) {
   };
 }
 
-export function makeContext(target) {
+/**
+ * `transport`: one of pusher-js's HTTP fallbacks (`xhr_streaming`, `xhr_polling`) to limit every
+ * client to, with `httpHost` / `httpPort` pointing at the target; unset: WebSocket only.
+ */
+export function makeContext(target, { transport } = {}) {
+  const fallback = transport
+    ? {
+        httpHost: target.host,
+        httpPort: target.port,
+        httpsPort: target.port,
+        enabledTransports: [transport],
+      }
+    : {};
   const clients = [];
   const disposers = [];
   // The public channel each client uses for `ctx.flush`, subscribed on first use.
@@ -95,6 +107,7 @@ export function makeContext(target) {
           },
         },
         ...options,
+        ...fallback,
       });
       clients.push(client);
       return client;

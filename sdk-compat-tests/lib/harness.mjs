@@ -150,12 +150,14 @@ export function unmatchedFilters(only = []) {
 /**
  * Runs the scenarios in order; returns `{passed, failed}` (the caller prints the summary). `only`:
  * a list of substrings; when not empty, a scenario runs if its name contains any of them.
+ * `except`: substrings of names that never run (the scenarios a transport does not apply to).
  */
-export async function runAll(ctx, { only = [], log }) {
+export async function runAll(ctx, { only = [], except = [], log }) {
   let passed = 0;
   let failed = 0;
   for (const s of registered) {
     if (only.length > 0 && !only.some((part) => s.name.includes(part))) continue;
+    if (except.some((part) => s.name.includes(part))) continue;
     const missing = s.needs.find((need) => !NEEDS[need].available(ctx.target));
     if (missing) {
       // Against a server we did not start, a restart or its store is not ours: say so, count nothing.

@@ -173,6 +173,32 @@ pub struct Settings {
     pub body_buffer_bytes: usize,
     /// Cluster mode, when `HERALD_REDIS_URL` is set.
     pub cluster: Option<ClusterSettings>,
+    /// The pusher-js HTTP fallback sessions' timers (fixed; tests shorten them).
+    pub fallback: FallbackSettings,
+}
+
+/// The timers of pusher-js's HTTP fallback sessions (`transport::xhr`).
+#[derive(Debug, Clone)]
+pub struct FallbackSettings {
+    /// How often an open stream gets an `h` line (20 s: well inside pusher-js's 30 s pong
+    /// timeout).
+    pub heartbeat: Duration,
+    /// How long a poll with nothing to answer waits before answering `h` (20 s).
+    pub poll_wait: Duration,
+    /// How long a session with no open stream or poll, and no request, lives on (5 s): pusher-js
+    /// polls again as soon as a poll is answered and reopens a stream at once, and it disconnects
+    /// by dropping its request, after which the session must go soon.
+    pub expiry: Duration,
+}
+
+impl Default for FallbackSettings {
+    fn default() -> FallbackSettings {
+        FallbackSettings {
+            heartbeat: Duration::from_secs(20),
+            poll_wait: Duration::from_secs(20),
+            expiry: Duration::from_secs(5),
+        }
+    }
 }
 
 /// A malformed environment variable.
@@ -411,6 +437,7 @@ impl Settings {
             body_timeout: Duration::from_secs(10),
             body_buffer_bytes: 32 * 1024 * 1024,
             cluster: None,
+            fallback: FallbackSettings::default(),
         }
     }
 

@@ -13,9 +13,9 @@
 //! were queued.
 //!
 //! The sink is an enum, not a trait object: a delivery costs no dynamic dispatch. Today there
-//! is the socket and the detached outbox (read through a [`Receiver`]: benchmarks and tests);
-//! the pusher-js HTTP fallback session and the SSE stream of cluster mode plug in here as more
-//! kinds of [`Sink`].
+//! is the socket and the detached outbox (read through a [`Receiver`]: the pusher-js HTTP
+//! fallback sessions, whose task takes the frames for each stream or poll, benchmarks and
+//! tests); the SSE stream may plug in here as another kind of [`Sink`].
 
 mod socket;
 

@@ -228,12 +228,16 @@ impl Application {
                 }),
             },
         );
+        // pusher-js's HTTP fallback sessions, served by the router's fallback (any path prefix).
+        let fallback_sessions = transport::xhr::Sessions::default();
         let mut router = Router::new()
             .route("/app/{key}", get(transport::ws::app_socket))
             .route("/health", get(health))
             .route("/ready", get(ready))
             .merge(api::router())
-            .fallback(transport::ws::not_found)
+            .fallback(move |State(node): State<SharedNode>, request: Request| {
+                transport::xhr::fallback(node, fallback_sessions.clone(), request)
+            })
             .with_state(node.clone());
         let admin = match &node.settings.admin_bind {
             None => {

@@ -1,11 +1,13 @@
 //! Transports: the WebSocket upgrade and its refusals (`upgrade.rs`), the per-connection loop
-//! (`ws.rs`) and the protocol logic it feeds (`session.rs`). Later issues add the pusher-js HTTP
-//! fallbacks and SSE beside them, reusing the session logic.
+//! (`ws.rs`), pusher-js's HTTP fallbacks (`xhr/`), the admission both share (`admit.rs`) and the
+//! protocol logic they feed (`session.rs`). SSE comes later beside them, reusing the session.
 
+mod admit;
 pub mod deferral;
 pub mod session;
 pub mod upgrade;
 pub mod ws;
+pub mod xhr;
 
 #[cfg(test)]
 mod session_tests;

@@ -24,11 +24,11 @@ use futures_util::FutureExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::hub::{ConnectRefusal, Connection};
 use crate::node::{Node, SharedNode};
 use crate::outbox::{CloseRequest, Outbox};
 use crate::protocol::ws::{self, opcode, Message, Reader};
-use crate::protocol::{server, CloseCode, ACTIVITY_TIMEOUT_SECS};
+use crate::protocol::{server, CloseCode};
+use crate::transport::admit::admit;
 use crate::transport::session::Session;
 
 /// The routes, kept at their old paths.
@@ -117,78 +117,24 @@ pub(super) async fn open(
     origin: Option<String>,
     socket: Socket,
 ) {
-    let app_hub = node.hub.app(&app.id);
-    let conn = Arc::new(Connection::with_outbox(
-        node.hub.next_socket_id(),
-        &key,
-        Outbox::socket(socket.stream.clone(), node.settings.outbox_capacity),
-    ));
-    drop(key);
-    // In a cluster the app's quota holds cluster-wide: a slot is taken in Redis first (no
-    // round trip for an app without a quota), and given back when `_slot` drops.
-    let quota = app.limits.connections();
-    let _slot = match &node.cluster {
-        // Boxed: this task lives as long as the connection, and an inline Redis call would size
-        // it for that call from the first byte to the last.
-        Some(cluster) => match Box::pin(cluster.admit(&app.id, quota)).await {
-            Ok(slot) => slot,
-            Err(crate::cluster::OverQuota) => {
-                node.hub.release_connection();
-                let code = CloseCode::OverConnectionQuota;
-                send_refusal(&socket.stream, code, code.reason()).await;
-                return;
-            }
-        },
-        None => None,
-    };
-    let share = node.settings.app_share_of_node();
-    if let Err(refusal) = app_hub.connect_within(&conn, quota, share) {
-        node.hub.release_connection();
-        // Over the app's own quota: 4004. Over its share of the node (so one app's public key
-        // cannot take every slot from the other tenants): 4100, as for a full node.
-        let code = match refusal {
-            ConnectRefusal::Quota => CloseCode::OverConnectionQuota,
-            ConnectRefusal::NodeShare => CloseCode::OverCapacity,
-        };
-        send_refusal(&socket.stream, code, code.reason()).await;
-        return;
-    }
-    let usage = node.usage.app(&app.id);
-    usage.connected();
-    let socket_id = conn.socket_id().to_string();
-    node.taps.emit(
-        &app.id,
-        "connection",
-        None,
-        Some(&socket_id),
-        || match &origin {
-            Some(origin) => format!("connected from origin {origin}"),
-            None => "connected (no Origin header)".to_owned(),
-        },
-    );
-    drop(origin);
-    // Past any close requested meanwhile: pusher-js hears of its socket first, then why it
-    // closes.
-    conn.outbox().force_push(
-        opcode::TEXT,
-        server::connection_established(conn.socket_id(), ACTIVITY_TIMEOUT_SECS),
-    );
-    // The app may have been disabled or deleted, or the node may have begun shutting down, while
-    // this socket upgraded; the sweep that closes sockets may already have run, so look again.
-    match node.apps.by_id(&app.id) {
-        None => conn.outbox().close_with_error(
-            CloseCode::AppDoesNotExist,
-            CloseCode::AppDoesNotExist.reason(),
-        ),
-        Some(current) if !current.enabled => conn
-            .outbox()
-            .close_with_error(CloseCode::AppDisabled, CloseCode::AppDisabled.reason()),
-        Some(_) if node.shutdown.is_cancelled() => {
-            conn.outbox().request_close(CloseCode::ReconnectNow, false)
+    let outbox = Outbox::socket(socket.stream.clone(), node.settings.outbox_capacity);
+    // Boxed: this task lives as long as the connection, and the admission's inline Redis call
+    // would size it for that call from the first byte to the last.
+    let admitted = match Box::pin(admit(&node, &app, &key, origin.as_deref(), outbox)).await {
+        Ok(admitted) => admitted,
+        Err(code) => {
+            send_refusal(&socket.stream, code, code.reason()).await;
+            return;
         }
-        Some(_) => {}
-    }
-    let session = Session::new(node.clone(), app.id.clone(), app_hub, conn.clone());
+    };
+    drop((key, origin));
+    let conn = admitted.conn.clone();
+    let session = Session::new(
+        node.clone(),
+        app.id.clone(),
+        admitted.app_hub.clone(),
+        conn.clone(),
+    );
     tracing::debug!(app_id = %app.id, socket_id = %conn.socket_id(), "connection opened");
     // A panic in the session must not leave the connection registered: the session leaves its
     // channels when dropped, and the slot and counters are given back below either way.
@@ -200,12 +146,7 @@ pub(super) async fn open(
         conn.outbox().finish();
     }
     tracing::debug!(app_id = %app.id, socket_id = %conn.socket_id(), "connection closed");
-    usage.disconnected();
-    node.taps
-        .emit(&app.id, "disconnection", None, Some(&socket_id), || {
-            "disconnected".to_owned()
-        });
-    node.hub.release_connection();
+    admitted.end(&node);
 }
 
 /// How a connection's loop ended.

@@ -1,7 +1,8 @@
 //! Cluster mode (issue 14, "Quotas and limits"): an app's connection quota holds across the
 //! nodes. Parallel handshakes over three nodes, a slot freed on one node taken on another, a
 //! killed node's slots coming back within the heartbeat TTL, and each node's share while Redis
-//! is down (then the counts re-registered when it returns).
+//! is down (then the counts re-registered when it returns), and an HTTP fallback client hanging
+//! up during its admission leaking no slot.
 
 use std::time::Duration;
 
@@ -289,4 +290,36 @@ async fn with_redis_down_a_node_admits_its_share_and_re_registers_when_redis_ret
         }
     }
     assert_eq!(more.len(), 3, "exactly the 3 free slots are taken");
+}
+
+/// An HTTP fallback's first request whose client hangs up while the node waits for Redis's
+/// quota script: the admission goes on in a task of its own, so the slot taken in Redis belongs
+/// to a session (which then expires unread) and is given back, never leaked.
+#[tokio::test]
+async fn a_fallback_client_hanging_up_during_admission_leaks_no_quota_slot() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = TestCluster::start().await;
+    set_max_connections(&cluster, 5).await;
+    let node = &cluster.nodes[0];
+    cluster.redis.freeze();
+    let request = format!(
+        "POST /pusher/app/{KEY}/123/hangup01/xhr?protocol=7&client=js&version=8.4.0 HTTP/1.1\r\n\
+         host: x\r\ncontent-length: 0\r\n\r\n"
+    );
+    let mut tcp = tokio::net::TcpStream::connect(&node.address)
+        .await
+        .expect("connects");
+    tcp.write_all(request.as_bytes()).await.expect("sent");
+    // The script is on its way to a Redis that does not answer; the client gives up.
+    pause(Duration::from_millis(150)).await;
+    drop(tcp);
+    pause(Duration::from_millis(100)).await;
+    cluster.redis.thaw();
+    let redis = &cluster.redis;
+    eventually(
+        "the slot comes back once the unread session expires",
+        Duration::from_secs(20),
+        || async { counted(redis).await == 0 },
+    )
+    .await;
 }

@@ -53,3 +53,4 @@ mod webhook_receiver;
 mod webhooks;
 mod webhooks_cluster;
 mod wire;
+mod xhr;

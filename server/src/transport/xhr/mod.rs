@@ -1,0 +1,508 @@
+//! pusher-js's HTTP fallback transports, `xhr_streaming` and `xhr_polling` (contract 7.2): one
+//! [`Session`](crate::transport::session::Session) per fallback session, as for a WebSocket,
+//! behind a line framing instead of WebSocket frames.
+//!
+//! Routes (any prefix: pusher-js's `httpPath` is `/pusher`, and a proxy may mount Herald under
+//! another path), all `POST`, with `OPTIONS` for the CORS preflight:
+//! - `{prefix}/app/{key}/{server}/{session}/xhr_streaming`: a stream of lines that stays open;
+//! - `{prefix}/app/{key}/{server}/{session}/xhr`: a poll, answered with what is queued or, after
+//!   `Settings::fallback.poll_wait`, with `h`;
+//! - `{prefix}/app/{key}/{server}/{session}/xhr_send`: a JSON array of Pusher messages (each a
+//!   JSON string), answered 204; `[]` is the client's heartbeat.
+//!
+//! The first stream or poll of an unknown session opens it: the same refusals as a WebSocket
+//! handshake (each answered 200 with a `c[code,"reason"]` line, which pusher-js maps like a close
+//! frame), the same admission (`super::admit`, run in a task of its own so that a client hanging
+//! up meanwhile leaks no slot). Only that request, on a known app with room under its quotas,
+//! creates state; `xhr_send` to an unknown session is a 404. A session is bound to the address
+//! (after trusted proxies) and `Origin` that opened it: any other is answered as for an unknown
+//! session. One stream or poll reads it at a time: another, while the first is still open, hears
+//! `c[2010,"Another connection still open"]`. A session's own task is in [`link`].
+
+mod link;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+
+use crate::node::SharedNode;
+use crate::outbox::Outbox;
+use crate::protocol::{check_handshake_version, query_pairs, query_value, CloseCode};
+use crate::transport::admit::admit;
+use crate::transport::upgrade::{not_found, WsUpgrade};
+
+pub use link::Sessions;
+use link::{close_line, AttachRefused, Kind, Owner, SendRefused, Shared};
+
+/// The longest `{server}` and `{session}` path segments (pusher-js sends up to 3 and 8).
+const MAX_ID_CHARS: usize = 32;
+
+/// What a fallback path asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Receive(Kind),
+    Send,
+}
+
+/// `{prefix}/app/{key}/{server}/{session}/{op}`, read from the tail.
+#[derive(Debug, PartialEq, Eq)]
+struct Route<'a> {
+    key: &'a str,
+    server: &'a str,
+    session: &'a str,
+    op: Op,
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_CHARS
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl<'a> Route<'a> {
+    fn parse(path: &'a str) -> Option<Route<'a>> {
+        let mut tail = path.rsplit('/');
+        let op = match tail.next()? {
+            "xhr_streaming" => Op::Receive(Kind::Stream),
+            "xhr" => Op::Receive(Kind::Poll),
+            "xhr_send" => Op::Send,
+            _ => return None,
+        };
+        let session = tail.next()?;
+        let server = tail.next()?;
+        let key = tail.next()?;
+        if tail.next()? != "app" || key.is_empty() || key.len() > 128 {
+            return None;
+        }
+        if !valid_id(server) || !valid_id(session) {
+            return None;
+        }
+        Some(Route {
+            key,
+            server,
+            session,
+            op,
+        })
+    }
+
+    /// The session's name in the registry.
+    fn name(&self) -> String {
+        format!("{}/{}/{}", self.key, self.server, self.session)
+    }
+}
+
+/// The router's fallback: the fallback routes, else the WebSocket 4005 or a 404.
+pub async fn fallback(node: SharedNode, sessions: Sessions, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let Some(route) = Route::parse(&path) else {
+        let (mut parts, _) = request.into_parts();
+        let upgrade = WsUpgrade::from_request_parts(&mut parts, &()).await;
+        return not_found(State(node), upgrade).await;
+    };
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let owner = Owner {
+        addr: herald_dashboard::client_address(
+            &node.settings.trusted_proxies,
+            peer,
+            request.headers(),
+        ),
+        origin: origin.as_deref().map(Box::from),
+    };
+    let app = node
+        .apps
+        .by_key(route.key, node.settings.clock.now_seconds());
+    // CORS: only an origin the app allows may read the answers.
+    let allowed = app
+        .as_ref()
+        .is_some_and(|app| app.allows_origin(origin.as_deref()));
+    let cors = origin.as_deref().filter(|_| allowed);
+    let mut response = match (request.method().clone(), route.op) {
+        (Method::OPTIONS, _) => preflight(app.is_some(), cors.is_some()),
+        (Method::POST, Op::Send) if !allowed => {
+            (StatusCode::FORBIDDEN, "Origin not allowed\n").into_response()
+        }
+        (Method::POST, Op::Send) => {
+            // pusher-js numbers its requests (`n`): concurrent sends are handled in that order.
+            let number = query_pairs(request.uri().query())
+                .iter()
+                .find(|(name, _)| name == "n")
+                .and_then(|(_, value)| value.parse::<u64>().ok())
+                .unwrap_or(0);
+            send(
+                &node,
+                &sessions,
+                &route,
+                &owner,
+                number,
+                request.into_body(),
+            )
+            .await
+        }
+        (Method::POST, Op::Receive(kind)) => {
+            let query = request.uri().query().map(str::to_owned);
+            let asked = Asked {
+                route: &route,
+                kind,
+                query: query.as_deref(),
+                origin: origin.as_deref(),
+                owner,
+            };
+            receive(&node, &sessions, asked, app).await
+        }
+        _ => {
+            let mut response = (StatusCode::METHOD_NOT_ALLOWED, "Use POST\n").into_response();
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+            response
+        }
+    };
+    add_cors(response.headers_mut(), cors);
+    response
+}
+
+fn add_cors(headers: &mut HeaderMap, origin: Option<&str>) {
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(value) = origin.and_then(|o| HeaderValue::from_str(o).ok()) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+    }
+}
+
+/// `OPTIONS`: the preflight of a cross-origin `POST` with `Content-Type: application/json`.
+fn preflight(known_app: bool, allowed: bool) -> Response {
+    if !known_app {
+        return (StatusCode::NOT_FOUND, "Not found\n").into_response();
+    }
+    if !allowed {
+        return (StatusCode::FORBIDDEN, "Origin not allowed\n").into_response();
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    response
+}
+
+/// A 200 answer made of lines.
+fn lines_response(body: Body) -> Response {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/javascript; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Proxies such as nginx pass each line on at once.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+fn refusal(code: CloseCode) -> Response {
+    lines_response(Body::from(close_line(code.code(), code.reason())))
+}
+
+/// A stream or poll request.
+struct Asked<'a> {
+    route: &'a Route<'a>,
+    kind: Kind,
+    query: Option<&'a str>,
+    origin: Option<&'a str>,
+    owner: Owner,
+}
+
+/// A stream or a poll: attaches to its session, or opens it.
+async fn receive(
+    node: &SharedNode,
+    sessions: &Sessions,
+    asked: Asked<'_>,
+    app: Option<crate::tenants::AppRef>,
+) -> Response {
+    let Asked {
+        route,
+        kind,
+        query,
+        origin,
+        owner,
+    } = asked;
+    let params = query_pairs(query);
+    if let Err(code) = check_handshake_version(
+        query_value(&params, "protocol"),
+        query_value(&params, "version"),
+    ) {
+        return refusal(code);
+    }
+    let Some(app) = app else {
+        return refusal(CloseCode::AppDoesNotExist);
+    };
+    if !app.enabled {
+        return refusal(CloseCode::AppDisabled);
+    }
+    if !app.allows_origin(origin) {
+        return lines_response(Body::from(close_line(
+            CloseCode::Unauthorized.code(),
+            "Origin not allowed: add it to the app's allowed origins",
+        )));
+    }
+    let name = route.name();
+    if let Some(shared) = sessions.get(&name) {
+        return attach(&shared, &owner, kind).await;
+    }
+    // The admission runs in a task of its own: a client hanging up meanwhile drops only the
+    // answer, never a node or quota slot half taken (the session then expires unread).
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let opening = Opening {
+        node: node.clone(),
+        sessions: sessions.clone(),
+        name,
+        key: route.key.to_owned(),
+        origin: origin.map(str::to_owned),
+        owner,
+        kind,
+        app,
+    };
+    tokio::spawn(node.connections.track_future(async move {
+        let _ = answer.send(opening.open().await);
+    }));
+    match answered.await {
+        Ok(response) => response,
+        Err(_) => refusal(CloseCode::ReconnectNow),
+    }
+}
+
+/// A stream or poll for a known session: attached if it comes from the session's owner and no
+/// other reader is live.
+async fn attach(shared: &Arc<Shared>, owner: &Owner, kind: Kind) -> Response {
+    if !shared.owned_by(owner) {
+        return unknown_session();
+    }
+    match shared.attach(kind).await {
+        Ok(lines) => lines_response(Body::from_stream(lines)),
+        Err(AttachRefused::Open) => lines_response(Body::from(close_line(
+            2010,
+            "Another connection still open",
+        ))),
+        Err(AttachRefused::Gone) => refusal(CloseCode::ReconnectNow),
+    }
+}
+
+fn unknown_session() -> Response {
+    (StatusCode::NOT_FOUND, "Unknown session\n").into_response()
+}
+
+/// What the first request of a session hands to the task that admits it.
+struct Opening {
+    node: SharedNode,
+    sessions: Sessions,
+    name: String,
+    key: String,
+    origin: Option<String>,
+    owner: Owner,
+    kind: Kind,
+    app: crate::tenants::AppRef,
+}
+
+impl Opening {
+    async fn open(self) -> Response {
+        let Opening {
+            node,
+            sessions,
+            name,
+            key,
+            origin,
+            owner,
+            kind,
+            app,
+        } = self;
+        if node.shutdown.is_cancelled() {
+            return refusal(CloseCode::ReconnectNow);
+        }
+        if !node.hub.reserve_connection(node.settings.max_connections) {
+            return refusal(CloseCode::OverCapacity);
+        }
+        let outbox = Outbox::detached(node.settings.outbox_capacity);
+        let admitted = match admit(&node, &app, &key, origin.as_deref(), outbox).await {
+            Ok(admitted) => admitted,
+            Err(code) => return refusal(code),
+        };
+        let shared = Shared::new(admitted.conn.clone(), owner.clone());
+        if let Err(existing) = sessions.insert_new(&name, shared.clone()) {
+            // A simultaneous first request opened it: this admission is given back, and the
+            // request joins that session.
+            admitted.conn.outbox().finish();
+            crate::transport::session::Session::new(
+                node.clone(),
+                admitted.app_id.clone(),
+                admitted.app_hub.clone(),
+                admitted.conn.clone(),
+            )
+            .finish();
+            admitted.end(&node);
+            return attach(&existing, &owner, kind).await;
+        }
+        let Ok(lines) = shared.try_attach(kind) else {
+            // A new session is never gone nor read: nothing to serve if it were.
+            return refusal(CloseCode::ReconnectNow);
+        };
+        let task = link::run(
+            node.clone(),
+            sessions,
+            name.into_boxed_str(),
+            shared,
+            admitted,
+        );
+        tokio::spawn(node.connections.track_future(task));
+        lines_response(Body::from_stream(lines))
+    }
+}
+
+/// The largest `xhr_send` body: twice the largest WebSocket message (JSON escaping inside the
+/// array may double a message's size).
+fn max_send_bytes(node: &SharedNode) -> usize {
+    node.settings.max_frame_bytes.saturating_mul(2).max(1024)
+}
+
+/// `xhr_send`: the client's messages, for its session. The body is held within the node-wide
+/// budget for request bodies; a session has at most [`link::MAX_SENDS`] in flight.
+async fn send(
+    node: &SharedNode,
+    sessions: &Sessions,
+    route: &Route<'_>,
+    owner: &Owner,
+    number: u64,
+    body: Body,
+) -> Response {
+    let Some(shared) = sessions.get(&route.name()).filter(|s| s.owned_by(owner)) else {
+        return unknown_session();
+    };
+    let Some(_in_flight) = shared.send_slot() else {
+        return busy("Too many sends in flight for this session\n");
+    };
+    let limit = max_send_bytes(node);
+    let mut held = node.body_budget.share();
+    let mut bytes = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return (StatusCode::BAD_REQUEST, "Body not received\n").into_response();
+        };
+        if bytes.len() + chunk.len() > limit {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("The body is larger than {limit} bytes\n"),
+            )
+                .into_response();
+        }
+        if !held.take(chunk.len()) {
+            return busy("Server busy: too many request bodies in flight, retry shortly\n");
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let Ok(messages) = serde_json::from_slice::<Vec<String>>(&bytes) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "The body must be a JSON array of strings\n",
+        )
+            .into_response();
+    };
+    drop(bytes);
+    if messages.len() > link::MAX_SEND_MESSAGES {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "A body holds at most {} messages\n",
+                link::MAX_SEND_MESSAGES
+            ),
+        )
+            .into_response();
+    }
+    let frame = node.settings.max_frame_bytes;
+    if messages.iter().any(|m| m.len() > frame) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("A message is larger than {frame} bytes\n"),
+        )
+            .into_response();
+    }
+    // The budget stays held (for the parsed messages) until the session has taken them.
+    let sent = shared.send(number, messages).await;
+    drop(held);
+    match sent {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(SendRefused::Gone) => unknown_session(),
+        Err(SendRefused::Busy) => busy("Session busy\n"),
+    }
+}
+
+fn busy(message: &'static str) -> Response {
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_read_from_the_tail_under_any_prefix() {
+        let route = Route::parse("/pusher/app/k1/123/abcd0v12/xhr_streaming").unwrap();
+        assert_eq!(route.key, "k1");
+        assert_eq!(route.server, "123");
+        assert_eq!(route.session, "abcd0v12");
+        assert_eq!(route.op, Op::Receive(Kind::Stream));
+        assert_eq!(
+            Route::parse("/app/k/1/s/xhr").unwrap().op,
+            Op::Receive(Kind::Poll)
+        );
+        assert_eq!(
+            Route::parse("/a/b/pusher/app/k/1/s/xhr_send").unwrap().op,
+            Op::Send
+        );
+        for bad in [
+            "/pusher/app/k/1/s/other",
+            "/pusher/apps/k/1/s/xhr",
+            "/pusher/app//1/s/xhr",
+            "/pusher/app/k/1/s.x/xhr",
+            "/app/k/1/xhr",
+            "xhr",
+        ] {
+            assert_eq!(Route::parse(bad), None, "{bad}");
+        }
+        let long = format!("/app/k/1/{}/xhr", "s".repeat(MAX_ID_CHARS + 1));
+        assert_eq!(Route::parse(&long), None);
+    }
+
+    #[test]
+    fn a_close_line_is_a_json_array() {
+        assert_eq!(
+            &close_line(4009, "Origin \"x\" refused")[..],
+            b"c[4009,\"Origin \\\"x\\\" refused\"]\n"
+        );
+    }
+}
