@@ -748,7 +748,7 @@ where
         if check().await {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        crate::helpers::pause(Duration::from_millis(20)).await;
     }
     false
 }
