@@ -55,16 +55,7 @@ impl Task {
                 // Not created here: this node may not host the app.
                 let app = self.local.hub().existing_app(&app_id);
                 let app = app.as_deref();
-                for triple in removed.chunks(3) {
-                    if let [channel, user, hook] = triple {
-                        self.member_removed(&app_id, app, channel, user, hook == "1");
-                    }
-                }
-                for channel in &vacated {
-                    self.report(&app_id, app, WebhookKind::ChannelVacated, || {
-                        WebhookEvent::channel(WebhookKind::ChannelVacated, channel)
-                    });
-                }
+                self.removed_and_vacated(&app_id, app, &removed, &vacated);
             }
         }
     }
@@ -153,20 +144,34 @@ impl Task {
                     }
                 }
             }
-            for triple in removed.chunks(3) {
-                if let [channel, user, hook] = triple {
-                    self.member_removed(&app_id, app, channel, user, hook == "1");
-                }
-            }
-            for channel in &vacated {
-                self.report(&app_id, app, WebhookKind::ChannelVacated, || {
-                    WebhookEvent::channel(WebhookKind::ChannelVacated, channel)
-                });
-            }
+            self.removed_and_vacated(&app_id, app, &removed, &vacated);
         }
         tracing::info!(
             transitions = fired,
             "re-registered this node's channels and members in Redis"
         );
+    }
+}
+
+impl Task {
+    /// Fires what a cleanup or re-registration script reported gone: each removed member
+    /// (`channel, user, hook` triples) and each vacated channel.
+    fn removed_and_vacated(
+        &self,
+        app_id: &str,
+        app: Option<&AppHub>,
+        removed: &[String],
+        vacated: &[String],
+    ) {
+        for triple in removed.chunks(3) {
+            if let [channel, user, hook] = triple {
+                self.member_removed(app_id, app, channel, user, hook == "1");
+            }
+        }
+        for channel in vacated {
+            self.report(app_id, app, WebhookKind::ChannelVacated, || {
+                WebhookEvent::channel(WebhookKind::ChannelVacated, channel)
+            });
+        }
     }
 }
