@@ -657,3 +657,7 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
         reader: attach.or(reader),
     }
 }
+
+#[cfg(test)]
+#[path = "link_tests.rs"]
+mod tests;
