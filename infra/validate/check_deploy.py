@@ -54,8 +54,6 @@ DEFAULT_GRACE_SECS = 10
 SYSTEMD_EXPOSURE_THRESHOLD = 20
 # nginx's read timeout must be well above pusher's 120 s activity timeout.
 MIN_PROXY_READ_TIMEOUT_SECS = 300
-# Directories outside the workspace members that the build reads (sqlx::migrate!).
-BUILD_EXTRA_DIRS = ["migrations"]
 
 
 class Ctx:
@@ -412,6 +410,55 @@ def dockerfile_uid(path: Path) -> int | None:
     return None
 
 
+def host_triple() -> str:
+    out = run(["rustc", "-vV"]).stdout
+    m = re.search(r"^host: (\S+)", out, re.M)
+    return m.group(1) if m else "x86_64-unknown-linux-gnu"
+
+
+def check_build_inputs(path: Path, ctx: Ctx, copied: list[str]) -> list[str]:
+    """The files the members' sources read at compile time (include_str!, include_bytes!,
+    sqlx::migrate!) lie in what the build stage copies, and cargo resolves herald-server from the
+    copied files alone with the committed lockfile (`cargo tree --locked` in a scratch copy)."""
+    errors: list[str] = []
+
+    def is_copied(target: Path) -> bool:
+        try:
+            rel = target.resolve().relative_to(ctx.repo)
+        except ValueError:
+            return False
+        return any(rel == Path(c) or Path(c) in rel.parents for c in copied)
+
+    for member in ctx.members:
+        for rs in sorted((ctx.repo / member / "src").rglob("*.rs")):
+            text = rs.read_text()
+            targets = [rs.parent / m for m in re.findall(r'include_(?:str|bytes)!\(\s*"([^"]+)"', text)]
+            targets += [ctx.repo / member / m for m in re.findall(r'sqlx::migrate!\(\s*"([^"]+)"', text)]
+            for target in targets:
+                if not is_copied(target):
+                    rel = os.path.relpath(target.resolve(), ctx.repo)
+                    errors.append(f"{path}: the build stage does not copy {rel} ({rs.relative_to(ctx.repo)} reads it while compiling)")
+    cargo = shutil.which("cargo")
+    if not cargo:
+        return errors + [f"{path}: cargo is not installed: cannot check the workspace the build stage copies"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for c in copied:
+            src = ctx.repo / c
+            if src.is_dir():
+                shutil.copytree(src, Path(tmp) / c, ignore=shutil.ignore_patterns("target", "node_modules", ".venv"))
+            elif src.is_file():
+                (Path(tmp) / c).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, Path(tmp) / c)
+        # The dependency graph for this machine's target (all targets would need the manifests
+        # of Windows-only crates, which the build never downloads).
+        result = run([cargo, "tree", "--locked", "--target", host_triple(), "-e", "normal",
+                      "-p", "herald-server"], cwd=tmp)
+        if result.returncode != 0:
+            errors.append(f"{path}: cargo cannot read the workspace from what the build stage copies:\n"
+                          f"{result.stderr.strip()}")
+    return errors
+
+
 def check_dockerfile(path: Path, ctx: Ctx) -> list[str]:
     from dockerfile_parse import DockerfileParser
 
@@ -450,9 +497,10 @@ def check_dockerfile(path: Path, ctx: Ctx) -> list[str]:
                     errors.append(f"{path}:{ins['startline'] + 1}: COPY source {src} does not exist")
                 elif ignored(src, patterns):
                     errors.append(f"{path}:{ins['startline'] + 1}: COPY source {src} is excluded by .dockerignore")
-    for need in ["Cargo.toml", "Cargo.lock", *ctx.members, *BUILD_EXTRA_DIRS]:
+    for need in ["Cargo.toml", "Cargo.lock", *ctx.members]:
         if need not in copied:
             errors.append(f"{path}: the build stage does not copy {need} (a workspace member or build input)")
+    errors += check_build_inputs(path, ctx, copied)
     final_ins = {i["instruction"]: i["value"] for i in final}
     for ins in final:
         if ins["instruction"] in ("COPY", "ADD") and "--from=" not in ins["value"]:
@@ -689,6 +737,9 @@ BREAKAGES = [
     ("infra/Dockerfile", "HEALTHCHECK --interval", "# HEALTHCHECK --interval", "no HEALTHCHECK"),
     ("infra/Dockerfile", "EXPOSE 6001\n", "EXPOSE 8080\n", "EXPOSE 8080 is not HERALD_BIND's port"),
     ("infra/Dockerfile", "COPY dashboard dashboard\n", "", "does not copy dashboard"),
+    ("infra/Dockerfile", "COPY dashboard dashboard\n", "", "cargo cannot read the workspace"),
+    ("infra/Dockerfile", "COPY migrations migrations\n", "", "does not copy migrations"),
+    ("infra/Dockerfile", "COPY Cargo.toml Cargo.lock ./\n", "COPY Cargo.toml ./\n", "does not copy Cargo.lock"),
     ("infra/Dockerfile", "FROM debian:bookworm-slim\n", "", "not multi-stage"),
     ("infra/herald.service", "TimeoutStopSec=30\n", "TimeoutStopSec=5\n", "TimeoutStopSec (5) must exceed"),
     ("infra/herald.service", "StateDirectory=herald\n", "", "no StateDirectory=herald"),
