@@ -181,7 +181,10 @@ def check_compose_rules(path: Path, ctx: Ctx) -> list[str]:
         health = svc.get("healthcheck")
         if not health or health.get("disable") or not health.get("test"):
             errors.append(f"{where}: no healthcheck")
-        for dep, spec in (svc.get("depends_on") or {}).items() if isinstance(svc.get("depends_on"), dict) else []:
+        depends = svc.get("depends_on") or {}
+        if isinstance(depends, list):
+            depends = {dep: {} for dep in depends}
+        for dep, spec in depends.items():
             if dep not in services:
                 errors.append(f"{where}: depends on unknown service {dep}")
             elif spec.get("condition") == "service_healthy" and not services[dep].get("healthcheck"):
@@ -192,8 +195,11 @@ def check_compose_rules(path: Path, ctx: Ctx) -> list[str]:
                 errors.append(f"{where}: network {net} is not declared")
         mounts: list[str] = []
         for vol in svc.get("volumes") or []:
-            source, target = (vol.split(":")[0], vol.split(":")[1]) if isinstance(vol, str) else (
-                vol.get("source", ""), vol.get("target", ""))
+            source, target = (
+                (vol.split(":")[0], vol.split(":")[1])
+                if isinstance(vol, str)
+                else (vol.get("source", ""), vol.get("target", ""))
+            )
             mounts.append(target)
             if source.startswith((".", "/")):
                 if not (path.parent / source).exists():
@@ -205,8 +211,11 @@ def check_compose_rules(path: Path, ctx: Ctx) -> list[str]:
         herald_count += 1
         env = compose_env(svc)
         errors += env_errors(where, env.keys(), ctx)
-        test = " ".join(health.get("test", [])) if health and isinstance(health.get("test"), list) else str(
-            (health or {}).get("test", ""))
+        test = (
+            " ".join(health.get("test", []))
+            if health and isinstance(health.get("test"), list)
+            else str((health or {}).get("test", ""))
+        )
         if health and "/ready" not in test:
             errors.append(f"{where}: the healthcheck does not probe /ready")
         grace = grace_of(env)
@@ -214,16 +223,23 @@ def check_compose_rules(path: Path, ctx: Ctx) -> list[str]:
         if stop is None or stop <= grace:
             errors.append(
                 f"{where}: stop_grace_period ({svc.get('stop_grace_period', '10s, the default')}) must exceed "
-                f"HERALD_SHUTDOWN_GRACE_SECS ({grace:g}s)")
+                f"HERALD_SHUTDOWN_GRACE_SECS ({grace:g}s)"
+            )
         db = env.get("HERALD_DATABASE_URL") or "sqlite:"
         data_dir = env.get("HERALD_DATA_DIR")
         if not data_dir:
             errors.append(f"{where}: HERALD_DATA_DIR is not set")
-        elif db.startswith("sqlite:") and not any(data_dir == m or data_dir.startswith(m.rstrip("/") + "/") for m in mounts):
-            errors.append(f"{where}: the SQLite data dir {data_dir} is not on a volume (the store would die with the container)")
+        elif db.startswith("sqlite:") and not any(
+            data_dir == m or data_dir.startswith(m.rstrip("/") + "/") for m in mounts
+        ):
+            errors.append(
+                f"{where}: the SQLite data dir {data_dir} is not on a volume (the store would die with the container)"
+            )
         bind = env.get("HERALD_BIND", "")
         if not bind.startswith("0.0.0.0:") and not bind.startswith("[::]:"):
-            errors.append(f"{where}: HERALD_BIND ({bind or 'unset: 127.0.0.1'}) is not reachable from outside the container")
+            errors.append(
+                f"{where}: HERALD_BIND ({bind or 'unset: 127.0.0.1'}) is not reachable from outside the container"
+            )
     if herald_count == 0:
         errors.append(f"{path}: no Herald service (image herald... or build of infra/Dockerfile)")
     return errors
@@ -266,8 +282,14 @@ def check_k8s_dir(directory: Path, ctx: Ctx, image_uid: int | None) -> list[str]
         if not (directory / res).is_file():
             errors.append(f"{directory}/kustomization.yaml: resource {res} does not exist")
     for path in sorted(directory.glob("*.yaml")):
-        if path.name != "kustomization.yaml" and path.name not in listed and not path.name.endswith(".example.yaml"):
-            errors.append(f"{path}: not in kustomization.yaml's resources (name it *.example.yaml if it is an example)")
+        if (
+            path.name != "kustomization.yaml"
+            and path.name not in listed
+            and not path.name.endswith(".example.yaml")
+        ):
+            errors.append(
+                f"{path}: not in kustomization.yaml's resources (name it *.example.yaml if it is an example)"
+            )
     docs = []
     for path in sorted(directory.glob("*.yaml")):
         if path.name == "kustomization.yaml":
@@ -278,8 +300,10 @@ def check_k8s_dir(directory: Path, ctx: Ctx, image_uid: int | None) -> list[str]
     for path, doc in docs:
         by_kind.setdefault(doc.get("kind"), []).append((path, doc))
     configmaps = {d["metadata"]["name"]: d.get("data") or {} for _, d in by_kind.get("ConfigMap", [])}
-    secrets = {d["metadata"]["name"]: {**(d.get("stringData") or {}), **(d.get("data") or {})}
-               for _, d in by_kind.get("Secret", [])}
+    secrets = {
+        d["metadata"]["name"]: {**(d.get("stringData") or {}), **(d.get("data") or {})}
+        for _, d in by_kind.get("Secret", [])
+    }
     claims = {d["metadata"]["name"] for _, d in by_kind.get("PersistentVolumeClaim", [])}
     for path, cm in by_kind.get("ConfigMap", []) + by_kind.get("Secret", []):
         data = {**(cm.get("data") or {}), **(cm.get("stringData") or {})}
@@ -316,7 +340,9 @@ def check_k8s_dir(directory: Path, ctx: Ctx, image_uid: int | None) -> list[str]
             for e in c.get("env") or []:
                 env[e["name"]] = e.get("value", "")
             errors += env_errors(cw, env.keys(), ctx)
-            ports = {p.get("name") for p in c.get("ports") or []} | {p["containerPort"] for p in c.get("ports") or []}
+            ports = {p.get("name") for p in c.get("ports") or []} | {
+                p["containerPort"] for p in c.get("ports") or []
+            }
             for kind, want in (("readinessProbe", "/ready"), ("livenessProbe", "/health")):
                 probe = c.get(kind)
                 if probe_path(probe) != want:
@@ -332,7 +358,8 @@ def check_k8s_dir(directory: Path, ctx: Ctx, image_uid: int | None) -> list[str]
             if tgps <= grace + pause:
                 errors.append(
                     f"{where}: terminationGracePeriodSeconds ({tgps}) must exceed the preStop pause ({pause:g}) "
-                    f"plus HERALD_SHUTDOWN_GRACE_SECS ({grace:g})")
+                    f"plus HERALD_SHUTDOWN_GRACE_SECS ({grace:g})"
+                )
             non_root = sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot"))
             uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
             if non_root is not True:
@@ -355,19 +382,27 @@ def check_k8s_dir(directory: Path, ctx: Ctx, image_uid: int | None) -> list[str]
             if not data_dir:
                 errors.append(f"{cw}: HERALD_DATA_DIR is not set")
             elif not any(data_dir == m or data_dir.startswith(m.rstrip("/") + "/") for m in mounts):
-                errors.append(f"{cw}: HERALD_DATA_DIR {data_dir} is not on a mounted volume (the root filesystem is read-only)")
+                errors.append(
+                    f"{cw}: HERALD_DATA_DIR {data_dir} is not on a mounted volume (the root filesystem is read-only)"
+                )
             if not str(env.get("HERALD_BIND", "")).startswith(("0.0.0.0:", "[::]:")):
-                errors.append(f"{cw}: HERALD_BIND is not 0.0.0.0:PORT (probes and the Service could not reach it)")
+                errors.append(
+                    f"{cw}: HERALD_BIND is not 0.0.0.0:PORT (probes and the Service could not reach it)"
+                )
     for image in kust.get("images") or []:
         if image.get("name") not in image_names:
-            errors.append(f"{directory}/kustomization.yaml: images entry {image.get('name')} matches no container image")
+            errors.append(
+                f"{directory}/kustomization.yaml: images entry {image.get('name')} matches no container image"
+            )
 
     def selects(selector: dict) -> bool:
         return any(all(labels.get(k) == v for k, v in selector.items()) for labels in pod_label_sets)
 
     for path, svc in by_kind.get("Service", []):
         if not selects(svc["spec"].get("selector") or {}) or not svc["spec"].get("selector"):
-            errors.append(f"{path}: Service {svc['metadata']['name']}'s selector matches no Deployment's pods")
+            errors.append(
+                f"{path}: Service {svc['metadata']['name']}'s selector matches no Deployment's pods"
+            )
     pdbs = by_kind.get("PodDisruptionBudget", [])
     if not pdbs:
         errors.append(f"{directory}: no PodDisruptionBudget")
@@ -386,7 +421,9 @@ def dockerignore_patterns(root: Path) -> list[str]:
     path = root / ".dockerignore"
     if not path.is_file():
         return []
-    return [l.strip().lstrip("/") for l in path.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    return [
+        l.strip().lstrip("/") for l in path.read_text().splitlines() if l.strip() and not l.startswith("#")
+    ]
 
 
 def ignored(path: str, patterns: list[str]) -> bool:
@@ -396,7 +433,9 @@ def ignored(path: str, patterns: list[str]) -> bool:
     for pat in patterns:
         bare = pat.replace("**/", "")
         for i in range(len(parts)):
-            if fnmatch.fnmatch("/".join(parts[: i + 1]), pat) or ("**/" in pat and fnmatch.fnmatch(parts[i], bare)):
+            if fnmatch.fnmatch("/".join(parts[: i + 1]), pat) or (
+                "**/" in pat and fnmatch.fnmatch(parts[i], bare)
+            ):
                 return True
     return False
 
@@ -437,7 +476,9 @@ def check_build_inputs(path: Path, ctx: Ctx, copied: list[str]) -> list[str]:
             for target in targets:
                 if not is_copied(target):
                     rel = os.path.relpath(target.resolve(), ctx.repo)
-                    errors.append(f"{path}: the build stage does not copy {rel} ({rs.relative_to(ctx.repo)} reads it while compiling)")
+                    errors.append(
+                        f"{path}: the build stage does not copy {rel} ({rs.relative_to(ctx.repo)} reads it while compiling)"
+                    )
     cargo = shutil.which("cargo")
     if not cargo:
         return errors + [f"{path}: cargo is not installed: cannot check the workspace the build stage copies"]
@@ -445,17 +486,23 @@ def check_build_inputs(path: Path, ctx: Ctx, copied: list[str]) -> list[str]:
         for c in copied:
             src = ctx.repo / c
             if src.is_dir():
-                shutil.copytree(src, Path(tmp) / c, ignore=shutil.ignore_patterns("target", "node_modules", ".venv"))
+                shutil.copytree(
+                    src, Path(tmp) / c, ignore=shutil.ignore_patterns("target", "node_modules", ".venv")
+                )
             elif src.is_file():
                 (Path(tmp) / c).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, Path(tmp) / c)
         # The dependency graph for this machine's target (all targets would need the manifests
         # of Windows-only crates, which the build never downloads).
-        result = run([cargo, "tree", "--locked", "--target", host_triple(), "-e", "normal",
-                      "-p", "herald-server"], cwd=tmp)
+        result = run(
+            [cargo, "tree", "--locked", "--target", host_triple(), "-e", "normal", "-p", "herald-server"],
+            cwd=tmp,
+        )
         if result.returncode != 0:
-            errors.append(f"{path}: cargo cannot read the workspace from what the build stage copies:\n"
-                          f"{result.stderr.strip()}")
+            errors.append(
+                f"{path}: cargo cannot read the workspace from what the build stage copies:\n"
+                f"{result.stderr.strip()}"
+            )
     return errors
 
 
@@ -477,12 +524,16 @@ def check_dockerfile(path: Path, ctx: Ctx) -> list[str]:
     build, final = stages[0], stages[-1]
     final_base = final[0]["value"].split()[0]
     if not re.search(r"slim|distroless|alpine|scratch|busybox", final_base):
-        errors.append(f"{path}: the runtime stage's base {final_base} is not a small image (slim, distroless, alpine)")
+        errors.append(
+            f"{path}: the runtime stage's base {final_base} is not a small image (slim, distroless, alpine)"
+        )
     if final_base == build[0]["value"].split()[0]:
         errors.append(f"{path}: the runtime stage is built on the build stage's image")
     patterns = dockerignore_patterns(ctx_root := path.parent.parent)
     if not (ctx_root / ".dockerignore").is_file():
-        errors.append(f"{ctx_root}/.dockerignore is missing (the build context would include target/ and .git)")
+        errors.append(
+            f"{ctx_root}/.dockerignore is missing (the build context would include target/ and .git)"
+        )
     else:
         for must in ("target", ".git"):
             if not ignored(must, patterns):
@@ -496,7 +547,9 @@ def check_dockerfile(path: Path, ctx: Ctx) -> list[str]:
                 if not (ctx.repo / src).exists():
                     errors.append(f"{path}:{ins['startline'] + 1}: COPY source {src} does not exist")
                 elif ignored(src, patterns):
-                    errors.append(f"{path}:{ins['startline'] + 1}: COPY source {src} is excluded by .dockerignore")
+                    errors.append(
+                        f"{path}:{ins['startline'] + 1}: COPY source {src} is excluded by .dockerignore"
+                    )
     for need in ["Cargo.toml", "Cargo.lock", *ctx.members]:
         if need not in copied:
             errors.append(f"{path}: the build stage does not copy {need} (a workspace member or build input)")
@@ -504,7 +557,9 @@ def check_dockerfile(path: Path, ctx: Ctx) -> list[str]:
     final_ins = {i["instruction"]: i["value"] for i in final}
     for ins in final:
         if ins["instruction"] in ("COPY", "ADD") and "--from=" not in ins["value"]:
-            errors.append(f"{path}:{ins['startline'] + 1}: the runtime stage copies from the build context, not a stage")
+            errors.append(
+                f"{path}:{ins['startline'] + 1}: the runtime stage copies from the build context, not a stage"
+            )
     user = final_ins.get("USER")
     if user is None:
         errors.append(f"{path}: the runtime stage has no USER (it would run as root)")
@@ -513,7 +568,9 @@ def check_dockerfile(path: Path, ctx: Ctx) -> list[str]:
         if uid in ("root", "0"):
             errors.append(f"{path}: the runtime stage's USER is root")
         elif not uid.isdigit():
-            errors.append(f"{path}: USER {user} is not numeric (Kubernetes' runAsNonRoot cannot check a name)")
+            errors.append(
+                f"{path}: USER {user} is not numeric (Kubernetes' runAsNonRoot cannot check a name)"
+            )
     health = final_ins.get("HEALTHCHECK")
     if not health or health.strip().upper() == "NONE":
         errors.append(f"{path}: the runtime stage has no HEALTHCHECK")
@@ -532,7 +589,9 @@ def check_dockerfile(path: Path, ctx: Ctx) -> list[str]:
     if health and bind_port not in health:
         errors.append(f"{path}: the HEALTHCHECK does not use HERALD_BIND's port {bind_port}")
     if not env.get("HERALD_BIND", "").strip('"').startswith("0.0.0.0:"):
-        errors.append(f"{path}: HERALD_BIND is not 0.0.0.0:PORT (the default 127.0.0.1 is unreachable from outside)")
+        errors.append(
+            f"{path}: HERALD_BIND is not 0.0.0.0:PORT (the default 127.0.0.1 is unreachable from outside)"
+        )
     errors += env_errors(str(path), env.keys(), ctx)
     if "ENTRYPOINT" not in final_ins:
         errors.append(f"{path}: no ENTRYPOINT")
@@ -576,7 +635,9 @@ def check_systemd_unit(path: Path, ctx: Ctx) -> list[str]:
         errors.append(f"{path}: no StateDirectory=herald")
     data_dir = env.get("HERALD_DATA_DIR", "")
     if data_dir not in ("%S/herald", "/var/lib/herald"):
-        errors.append(f"{path}: HERALD_DATA_DIR ({data_dir or 'unset'}) is not the state directory (%S/herald)")
+        errors.append(
+            f"{path}: HERALD_DATA_DIR ({data_dir or 'unset'}) is not the state directory (%S/herald)"
+        )
     if last.get("StateDirectoryMode", "0755") not in ("0700", "700"):
         errors.append(f"{path}: StateDirectoryMode is not 0700 (the store holds every app secret)")
     user = last.get("User")
@@ -585,11 +646,15 @@ def check_systemd_unit(path: Path, ctx: Ctx) -> list[str]:
     grace = grace_of(env)
     stop = duration_secs(last.get("TimeoutStopSec", "90s").replace(" ", ""))
     if stop is None or stop <= grace:
-        errors.append(f"{path}: TimeoutStopSec ({last.get('TimeoutStopSec')}) must exceed HERALD_SHUTDOWN_GRACE_SECS ({grace:g})")
+        errors.append(
+            f"{path}: TimeoutStopSec ({last.get('TimeoutStopSec')}) must exceed HERALD_SHUTDOWN_GRACE_SECS ({grace:g})"
+        )
     if last.get("Restart", "no") not in ("on-failure", "always", "on-abnormal"):
         errors.append(f"{path}: no restart policy (Restart=on-failure)")
     if not shutil.which("systemd-analyze"):
-        errors.append(f"{path}: systemd-analyze is not installed (infra/validate.sh installs Debian's systemd)")
+        errors.append(
+            f"{path}: systemd-analyze is not installed (infra/validate.sh installs Debian's systemd)"
+        )
         return errors
     # verify checks that the ExecStart binary exists: point it at a stub in a scratch copy.
     with tempfile.TemporaryDirectory() as tmp:
@@ -602,12 +667,21 @@ def check_systemd_unit(path: Path, ctx: Ctx) -> list[str]:
         output = (result.stdout + result.stderr).strip()
         if result.returncode != 0 or output:
             errors.append(f"{path}: systemd-analyze verify:\n{output.replace(str(copy), str(path))}")
-        result = run(["systemd-analyze", "security", "--offline=true",
-                      f"--threshold={SYSTEMD_EXPOSURE_THRESHOLD}", str(copy)])
+        result = run(
+            [
+                "systemd-analyze",
+                "security",
+                "--offline=true",
+                f"--threshold={SYSTEMD_EXPOSURE_THRESHOLD}",
+                str(copy),
+            ]
+        )
         if result.returncode != 0:
             summary = [l for l in result.stdout.splitlines() if "Overall exposure" in l]
-            errors.append(f"{path}: systemd-analyze security: exposure above {SYSTEMD_EXPOSURE_THRESHOLD / 10:g} "
-                          f"({summary[-1].strip() if summary else result.stderr.strip()})")
+            errors.append(
+                f"{path}: systemd-analyze security: exposure above {SYSTEMD_EXPOSURE_THRESHOLD / 10:g} "
+                f"({summary[-1].strip() if summary else result.stderr.strip()})"
+            )
     return errors
 
 
@@ -627,22 +701,28 @@ def check_nginx(path: Path) -> list[str]:
     timeout = re.search(r"proxy_read_timeout\s+(\d+)(s|m|h)?\s*;", text)
     secs = int(timeout.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[timeout.group(2)] if timeout else 60
     if secs < MIN_PROXY_READ_TIMEOUT_SECS:
-        errors.append(f"{path}: proxy_read_timeout {secs}s would cut idle sockets (at least {MIN_PROXY_READ_TIMEOUT_SECS}s)")
-    for sticky in ("ip_hash", "sticky", r"\bhash\s"):
-        if re.search(rf"^\s*{sticky}", text, re.M):
-            errors.append(f"{path}: stickiness ({sticky.strip(chr(92) + 'bs')}): Herald needs round robin")
+        errors.append(
+            f"{path}: proxy_read_timeout {secs}s would cut idle sockets (at least {MIN_PROXY_READ_TIMEOUT_SECS}s)"
+        )
+    for directive in ("ip_hash", "sticky", "hash"):
+        if re.search(rf"^\s*{directive}\b", text, re.M):
+            errors.append(f"{path}: stickiness ({directive}): Herald needs round robin")
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if not nginx:
         errors.append(f"{path}: nginx is not installed (infra/validate.sh installs Debian's nginx-light)")
         return errors
     with tempfile.TemporaryDirectory() as tmp:
         port = iter(range(16001, 16100))
-        copy = re.sub(r"(\bserver\s+)[A-Za-z][\w.-]*:\d+", lambda m: f"{m.group(1)}127.0.0.1:{next(port)}", text)
+        copy = re.sub(
+            r"(\bserver\s+)[A-Za-z][\w.-]*:\d+", lambda m: f"{m.group(1)}127.0.0.1:{next(port)}", text
+        )
         conf = Path(tmp) / "nginx.conf"
         conf.write_text(copy)
         result = run([nginx, "-t", "-q", "-e", "stderr", "-p", tmp + "/", "-c", str(conf)])
         if result.returncode != 0:
-            errors.append(f"{path}: nginx -t:\n{(result.stdout + result.stderr).strip().replace(str(conf), str(path))}")
+            errors.append(
+                f"{path}: nginx -t:\n{(result.stdout + result.stderr).strip().replace(str(conf), str(path))}"
+            )
     return errors
 
 
@@ -661,7 +741,9 @@ def kind_of(rel: str) -> str:
     return "docker"
 
 
-def check_all(root: Path, ctx: Ctx, report=print, kinds=("compose", "docker", "k8s", "systemd", "nginx")) -> list[str]:
+def check_all(
+    root: Path, ctx: Ctx, report=print, kinds=("compose", "docker", "k8s", "systemd", "nginx")
+) -> list[str]:
     """Every check of the given kinds of file under root/infra."""
     errors: list[str] = []
 
@@ -674,7 +756,10 @@ def check_all(root: Path, ctx: Ctx, report=print, kinds=("compose", "docker", "k
         errors.append(f"{root}/infra: no compose file")
     for path in composes:
         rel = path.relative_to(root)
-        section(f"{rel}: Compose Specification schema (check-jsonschema vendor.compose-spec)", check_compose_schema(path))
+        section(
+            f"{rel}: Compose Specification schema (check-jsonschema vendor.compose-spec)",
+            check_compose_schema(path),
+        )
         section(f"{rel}: Herald's compose rules", check_compose_rules(path, ctx))
     dockerfile = root / "infra/Dockerfile"
     if "docker" in kinds:
@@ -684,14 +769,19 @@ def check_all(root: Path, ctx: Ctx, report=print, kinds=("compose", "docker", "k
     if "k8s" in kinds and not dirs:
         errors.append(f"{root}/infra/k8s: no kustomization")
     for directory in dirs:
-        section(f"{directory.relative_to(root)}/: kubernetes-validate --strict ({', '.join(K8S_VERSIONS)}) "
-                "and Herald's rules", check_k8s_dir(directory, ctx, uid))
+        section(
+            f"{directory.relative_to(root)}/: kubernetes-validate --strict ({', '.join(K8S_VERSIONS)}) "
+            "and Herald's rules",
+            check_k8s_dir(directory, ctx, uid),
+        )
     units = sorted((root / "infra").glob("*.service")) if "systemd" in kinds else []
     if "systemd" in kinds and not units:
         errors.append(f"{root}/infra: no systemd unit")
     for path in units:
-        section(f"{path.relative_to(root)}: systemd-analyze verify, security --offline, Herald's rules",
-                check_systemd_unit(path, ctx))
+        section(
+            f"{path.relative_to(root)}: systemd-analyze verify, security --offline, Herald's rules",
+            check_systemd_unit(path, ctx),
+        )
     for path in sorted((root / "infra").rglob("nginx*.conf")) if "nginx" in kinds else []:
         section(f"{path.relative_to(root)}: nginx -t and Herald's rules", check_nginx(path))
     return errors
@@ -702,35 +792,97 @@ def check_all(root: Path, ctx: Ctx, report=print, kinds=("compose", "docker", "k
 # (file, old text or "re:" and a regex, new text, a substring the reported error must contain).
 # Each breaks one copy of the files in one way; the checks of that kind of file must report it.
 BREAKAGES = [
-    ("infra/compose.yaml", "    restart: unless-stopped\n", "    restart: unless-stopped\n    restrat: always\n",
-     "Compose Specification schema"),
-    ("infra/compose.yaml", "    stop_grace_period: 30s\n", "    stop_grace_period: 5s\n", "stop_grace_period"),
-    ("infra/compose.yaml", "      RUST_LOG: info\n", "      RUST_LOG: info\n      HERALD_SHUTDOWN_GRACE: \"5\"\n",
-     "HERALD_SHUTDOWN_GRACE is not a variable Herald reads"),
-    ("infra/compose.yaml", "      - heralddata:/var/lib/herald\n", "      - herald-data:/var/lib/herald\n",
-     "volume herald-data is not declared"),
-    ("infra/compose.yaml", "      - heralddata:/var/lib/herald\n", "      - heralddata:/srv/herald\n",
-     "is not on a volume"),
-    ("infra/compose.yaml", "http://127.0.0.1:6001/ready\"]", "http://127.0.0.1:6001/\"]", "does not probe /ready"),
-    ("infra/cluster/compose.yaml", "      test: [\"CMD\", \"redis-cli\", \"ping\"]\n", "      disable: true\n",
-     "service redis: no healthcheck"),
-    ("infra/cluster/compose.yaml", "    dockerfile: infra/Dockerfile\n", "    dockerfile: infra/Dockerfile.missing\n",
-     "build dockerfile"),
-    ("infra/k8s/single/deployment.yaml", "              path: /ready\n", "              path: /readyz\n",
-     "readinessProbe must be an httpGet on /ready"),
-    ("infra/k8s/single/deployment.yaml", "      terminationGracePeriodSeconds: 30\n",
-     "      terminationGracePeriodSeconds: 10\n", "terminationGracePeriodSeconds (10) must exceed"),
-    ("infra/k8s/cluster/configmap.yaml", "HERALD_SHUTDOWN_GRACE_SECS: \"10\"", "HERALD_SHUTDOWN_GRACE_SECS: \"25\"",
-     "plus HERALD_SHUTDOWN_GRACE_SECS (25)"),
-    ("infra/k8s/single/deployment.yaml", "            runAsNonRoot: true\n", "            runAsNonRoot: false\n",
-     "runAsNonRoot is not true"),
+    (
+        "infra/compose.yaml",
+        "    restart: unless-stopped\n",
+        "    restart: unless-stopped\n    restrat: always\n",
+        "Compose Specification schema",
+    ),
+    (
+        "infra/compose.yaml",
+        "    stop_grace_period: 30s\n",
+        "    stop_grace_period: 5s\n",
+        "stop_grace_period",
+    ),
+    (
+        "infra/compose.yaml",
+        "      RUST_LOG: info\n",
+        '      RUST_LOG: info\n      HERALD_SHUTDOWN_GRACE: "5"\n',
+        "HERALD_SHUTDOWN_GRACE is not a variable Herald reads",
+    ),
+    (
+        "infra/compose.yaml",
+        "      - heralddata:/var/lib/herald\n",
+        "      - herald-data:/var/lib/herald\n",
+        "volume herald-data is not declared",
+    ),
+    (
+        "infra/compose.yaml",
+        "      - heralddata:/var/lib/herald\n",
+        "      - heralddata:/srv/herald\n",
+        "is not on a volume",
+    ),
+    (
+        "infra/compose.yaml",
+        'http://127.0.0.1:6001/ready"]',
+        'http://127.0.0.1:6001/"]',
+        "does not probe /ready",
+    ),
+    (
+        "infra/cluster/compose.yaml",
+        '      test: ["CMD", "redis-cli", "ping"]\n',
+        "      disable: true\n",
+        "service redis: no healthcheck",
+    ),
+    (
+        "infra/cluster/compose.yaml",
+        "    dockerfile: infra/Dockerfile\n",
+        "    dockerfile: infra/Dockerfile.missing\n",
+        "build dockerfile",
+    ),
+    (
+        "infra/k8s/single/deployment.yaml",
+        "              path: /ready\n",
+        "              path: /readyz\n",
+        "readinessProbe must be an httpGet on /ready",
+    ),
+    (
+        "infra/k8s/single/deployment.yaml",
+        "      terminationGracePeriodSeconds: 30\n",
+        "      terminationGracePeriodSeconds: 10\n",
+        "terminationGracePeriodSeconds (10) must exceed",
+    ),
+    (
+        "infra/k8s/cluster/configmap.yaml",
+        'HERALD_SHUTDOWN_GRACE_SECS: "10"',
+        'HERALD_SHUTDOWN_GRACE_SECS: "25"',
+        "plus HERALD_SHUTDOWN_GRACE_SECS (25)",
+    ),
+    (
+        "infra/k8s/single/deployment.yaml",
+        "            runAsNonRoot: true\n",
+        "            runAsNonRoot: false\n",
+        "runAsNonRoot is not true",
+    ),
     ("infra/k8s/single/deployment.yaml", "  replicas: 1\n", "  replicas: 1\n  replica: 1\n", "replica"),
-    ("infra/k8s/cluster/deployment.yaml", "            readOnlyRootFilesystem: true\n",
-     "            readOnlyRootFilesystem: yes-please\n", "against Kubernetes"),
-    ("infra/k8s/single/pdb.yaml", "      app.kubernetes.io/name: herald\n", "      app.kubernetes.io/name: heraldd\n",
-     "PodDisruptionBudget's selector matches no"),
-    ("infra/k8s/single/configmap.yaml", "  HERALD_DATA_DIR: /var/lib/herald/data\n", "  HERALD_DATA_DIR: /data\n",
-     "is not on a mounted volume"),
+    (
+        "infra/k8s/cluster/deployment.yaml",
+        "            readOnlyRootFilesystem: true\n",
+        "            readOnlyRootFilesystem: yes-please\n",
+        "against Kubernetes",
+    ),
+    (
+        "infra/k8s/single/pdb.yaml",
+        "      app.kubernetes.io/name: herald\n",
+        "      app.kubernetes.io/name: heraldd\n",
+        "PodDisruptionBudget's selector matches no",
+    ),
+    (
+        "infra/k8s/single/configmap.yaml",
+        "  HERALD_DATA_DIR: /var/lib/herald/data\n",
+        "  HERALD_DATA_DIR: /data\n",
+        "is not on a mounted volume",
+    ),
     ("infra/k8s/single/kustomization.yaml", "  - pdb.yaml\n", "", "pdb.yaml: not in kustomization.yaml"),
     ("infra/Dockerfile", "USER 10001:10001\n", "", "no USER"),
     ("infra/Dockerfile", "USER 10001:10001\n", "USER root\n", "USER is root"),
@@ -739,25 +891,52 @@ BREAKAGES = [
     ("infra/Dockerfile", "COPY dashboard dashboard\n", "", "does not copy dashboard"),
     ("infra/Dockerfile", "COPY dashboard dashboard\n", "", "cargo cannot read the workspace"),
     ("infra/Dockerfile", "COPY migrations migrations\n", "", "does not copy migrations"),
-    ("infra/Dockerfile", "COPY Cargo.toml Cargo.lock ./\n", "COPY Cargo.toml ./\n", "does not copy Cargo.lock"),
+    (
+        "infra/Dockerfile",
+        "COPY Cargo.toml Cargo.lock ./\n",
+        "COPY Cargo.toml ./\n",
+        "does not copy Cargo.lock",
+    ),
     ("infra/Dockerfile", "FROM debian:bookworm-slim\n", "", "not multi-stage"),
     ("infra/herald.service", "TimeoutStopSec=30\n", "TimeoutStopSec=5\n", "TimeoutStopSec (5) must exceed"),
     ("infra/herald.service", "StateDirectory=herald\n", "", "no StateDirectory=herald"),
     ("infra/herald.service", "Restart=on-failure\n", "Restart=sometimes\n", "systemd-analyze verify"),
-    ("infra/herald.service", "KillSignal=SIGTERM\n", "KillSignal=SIGTERM\nKillSignl=SIGTERM\n", "systemd-analyze verify"),
-    ("infra/herald.service", "re:CapabilityBoundingSet=.*SystemCallErrorNumber=EPERM\n", "",
-     "systemd-analyze security"),
+    (
+        "infra/herald.service",
+        "KillSignal=SIGTERM\n",
+        "KillSignal=SIGTERM\nKillSignl=SIGTERM\n",
+        "systemd-analyze verify",
+    ),
+    (
+        "infra/herald.service",
+        "re:CapabilityBoundingSet=.*SystemCallErrorNumber=EPERM\n",
+        "",
+        "systemd-analyze security",
+    ),
     ("infra/cluster/nginx.conf", "        keepalive 32;\n", "        keepalive 32\n", "nginx -t"),
-    ("infra/cluster/nginx.conf", "proxy_read_timeout 3600s;", "proxy_read_timeout 60s;", "proxy_read_timeout 60s"),
-    ("infra/cluster/nginx.conf", "        keepalive 32;\n", "        keepalive 32;\n        ip_hash;\n", "stickiness"),
+    (
+        "infra/cluster/nginx.conf",
+        "proxy_read_timeout 3600s;",
+        "proxy_read_timeout 60s;",
+        "proxy_read_timeout 60s",
+    ),
+    (
+        "infra/cluster/nginx.conf",
+        "        keepalive 32;\n",
+        "        keepalive 32;\n        ip_hash;\n",
+        "stickiness",
+    ),
 ]
 
 
 def copy_tree(root: Path, dest: Path) -> None:
     for name in ("Cargo.toml", ".dockerignore", "README.md"):
         shutil.copy2(root / name, dest / name)
-    shutil.copytree(root / "infra", dest / "infra",
-                    ignore=shutil.ignore_patterns(".venv", "target", "__pycache__", "loadgen", "bench"))
+    shutil.copytree(
+        root / "infra",
+        dest / "infra",
+        ignore=shutil.ignore_patterns(".venv", "target", "__pycache__", "loadgen", "bench"),
+    )
 
 
 def self_test(root: Path, ctx: Ctx) -> int:
@@ -785,7 +964,9 @@ def self_test(root: Path, ctx: Ctx) -> int:
             hit = [e for e in errors if expect is None or expect in e]
             label = f"{rel}: {old.strip()[:40]!r} -> {new.strip()[:40]!r}"
             if hit:
-                print(f"  ok   caught  {label}: {' | '.join(hit[0].splitlines()[:2]).replace(str(work) + '/', '')[:160]}")
+                print(
+                    f"  ok   caught  {label}: {' | '.join(hit[0].splitlines()[:2]).replace(str(work) + '/', '')[:160]}"
+                )
             else:
                 failures += 1
                 print(f"  FAIL missed  {label} (expected {expect!r}; got {errors})")
