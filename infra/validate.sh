@@ -47,5 +47,5 @@ fi
 if [[ $self_test -eq 1 ]]; then
     echo
     echo "self-test: each broken copy must be caught"
-    "$venv/bin/python" infra/validate/check_deploy.py --self-test
+    "$venv/bin/python" infra/validate/self_test.py
 fi
