@@ -386,6 +386,13 @@ def check_k8s_dir(directory: Path, ctx: Ctx, image_uid: int | None) -> list[str]
                 errors.append(
                     f"{cw}: HERALD_DATA_DIR {data_dir} is not on a mounted volume (the root filesystem is read-only)"
                 )
+            elif str(env.get("HERALD_DATABASE_URL") or "sqlite:").startswith("sqlite:") and data_dir.rstrip(
+                "/"
+            ) in [m.rstrip("/") for m in mounts]:
+                errors.append(
+                    f"{cw}: HERALD_DATA_DIR {data_dir} is a volume's root: with SQLite Herald makes its data dir "
+                    "0700, which it cannot do on a directory owned by root (use a directory inside the volume)"
+                )
             if not str(env.get("HERALD_BIND", "")).startswith(("0.0.0.0:", "[::]:")):
                 errors.append(
                     f"{cw}: HERALD_BIND is not 0.0.0.0:PORT (probes and the Service could not reach it)"

@@ -110,6 +110,12 @@ BREAKAGES = [
         "  HERALD_DATA_DIR: /data\n",
         "is not on a mounted volume",
     ),
+    (
+        "infra/k8s/single/configmap.yaml",
+        "  HERALD_DATA_DIR: /var/lib/herald/data\n",
+        "  HERALD_DATA_DIR: /var/lib/herald\n",
+        "is a volume's root",
+    ),
     ("infra/k8s/single/kustomization.yaml", "  - pdb.yaml\n", "", "pdb.yaml: not in kustomization.yaml"),
     ("infra/Dockerfile", "USER 10001:10001\n", "", "no USER"),
     ("infra/Dockerfile", "USER 10001:10001\n", "USER root\n", "USER is root"),
