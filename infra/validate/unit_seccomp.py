@@ -431,9 +431,9 @@ BREAKAGES = [
         "RestrictAddressFamilies=AF_INET6 AF_UNIX\n",
     ),
     (
-        "no epoll",
+        "no file system calls",
         "SystemCallFilter=~@privileged @resources\n",
-        "SystemCallFilter=~@privileged @resources epoll_wait epoll_pwait epoll_pwait2\n",
+        "SystemCallFilter=~@privileged @resources @file-system\n",
     ),
 ]
 
