@@ -132,6 +132,22 @@ requirement('php', async () => {
   }
 });
 
+/**
+ * The `php -S` processes running now. Each leads a process group of its own, so that stopping it
+ * also stops anything it forked; on any exit of the suite's process the groups still here are
+ * killed (the servers must not outlive the run).
+ */
+const running = new Set();
+process.on('exit', () => {
+  for (const child of running) {
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+});
+
 /** A TCP port free on 127.0.0.1 a moment ago (php -S cannot be asked for port 0). */
 async function freePort() {
   const server = net.createServer();
@@ -183,15 +199,22 @@ export class PhpEndpoint {
       env: phpEnv({
         HERALD_COMPAT_PHP_CONFIG: JSON.stringify(config),
         HERALD_COMPAT_PHP_LOG: this.logFile,
-        // Several requests at once (an auth request while a webhook is being validated).
-        PHP_CLI_SERVER_WORKERS: '4',
       }),
       stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group: stop() signals the whole group.
+      detached: true,
     });
     this.child = child;
+    running.add(child);
     this.exited = new Promise((resolve) => {
-      child.on('exit', (code, signal) => resolve({ code, signal }));
-      child.on('error', (error) => resolve({ error: error.message }));
+      child.on('exit', (code, signal) => {
+        running.delete(child);
+        resolve({ code, signal });
+      });
+      child.on('error', (error) => {
+        running.delete(child);
+        resolve({ error: error.message });
+      });
     });
     for (const stream of [child.stdout, child.stderr]) {
       stream.on('data', (chunk) => this.output.push(...chunk.toString('utf8').split('\n').filter(Boolean)));
@@ -239,9 +262,16 @@ export class PhpEndpoint {
   async stop() {
     const child = this.child;
     this.child = null;
-    if (child && child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 3_000);
+    if (child && child.pid && child.exitCode === null && child.signalCode === null) {
+      const signalGroup = (signal) => {
+        try {
+          process.kill(-child.pid, signal);
+        } catch {
+          // The group is gone already.
+        }
+      };
+      signalGroup('SIGTERM');
+      const timer = setTimeout(() => signalGroup('SIGKILL'), 3_000);
       await this.exited;
       clearTimeout(timer);
     }
