@@ -27,7 +27,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-import { runAll, unmatchedFilters, withTimeout } from './lib/harness.mjs';
+import { runAll, unmatchedFilters, unmetRequirements, withTimeout } from './lib/harness.mjs';
 import { ExternalServer, OwnedServer, findBinary } from './lib/server.mjs';
 import { ClusterServer } from './lib/cluster.mjs';
 import { makeContext } from './lib/clients.mjs';
@@ -82,6 +82,17 @@ if (values.transport) {
   }
   if (only.length === 0) only = FALLBACK_SCENARIOS;
   except = FALLBACK_EXCEPT;
+}
+
+// What the selected scenarios need on this machine (PHP and pusher-http-php for the `php:` ones):
+// missing, the run fails here, before any server starts, rather than skipping them.
+const unmet = await unmetRequirements({ only, except });
+if (unmet.length > 0) {
+  for (const { name, why, scenarios } of unmet) {
+    console.log(`not ok - requirement "${name}" of ${scenarios} selected scenario(s): ${why}`);
+  }
+  console.log(`0 passed, ${unmet.length} failed`);
+  process.exit(1);
 }
 
 let target;

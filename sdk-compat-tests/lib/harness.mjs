@@ -9,6 +9,18 @@ export const SCENARIO_TIMEOUT_MS = 45_000;
 const registered = [];
 
 /**
+ * What a scenario cannot run without on the machine running the suite (PHP and pusher-http-php,
+ * say): name -> async check resolving to null when met, else why not. Unlike NEEDS (what the
+ * target allows, skipped when absent), an unmet requirement FAILS the run before it starts.
+ */
+const REQUIREMENTS = new Map();
+
+/** Registers a requirement (see REQUIREMENTS): `check` resolves to null, or to why it is unmet. */
+export function requirement(name, check) {
+  REQUIREMENTS.set(name, check);
+}
+
+/**
  * What a scenario may need from the target beyond the network, and why it is skipped without it.
  * Against a server the suite did not start, neither a restart nor the CLI on its store is ours.
  */
@@ -31,16 +43,48 @@ const NEEDS = {
  * Registers a scenario.
  * @param {string} name  one line, unique
  * @param {(ctx) => Promise<void>} run  throws to fail
- * @param {{needs?: string[], timeoutMs?: number}} [options]  `needs`: what the target must allow
- *   (see NEEDS: `restart` for scenarios that restart the server, `cli` for those that configure it
- *   with the herald CLI, `dashboard` for those that sign in as the operator); `timeoutMs` replaces the default limit of SCENARIO_TIMEOUT_MS
+ * @param {{needs?: string[], requires?: string[], timeoutMs?: number}} [options]  `needs`: what the
+ *   target must allow (see NEEDS: `restart` for scenarios that restart the server, `cli` for those
+ *   that configure it with the herald CLI, `dashboard` for those that sign in as the operator);
+ *   `requires`: what this machine must have (see REQUIREMENTS: `php`), checked before the run;
+ *   `timeoutMs` replaces the default limit of SCENARIO_TIMEOUT_MS
  */
 export function scenario(name, run, options = {}) {
   if (registered.some((s) => s.name === name)) throw new Error(`duplicate scenario name: ${name}`);
   for (const need of options.needs ?? []) {
     if (!NEEDS[need]) throw new Error(`scenario ${name}: unknown need ${JSON.stringify(need)}`);
   }
-  registered.push({ name, run, needs: options.needs ?? [], timeoutMs: options.timeoutMs ?? SCENARIO_TIMEOUT_MS });
+  registered.push({
+    name,
+    run,
+    needs: options.needs ?? [],
+    requires: options.requires ?? [],
+    timeoutMs: options.timeoutMs ?? SCENARIO_TIMEOUT_MS,
+  });
+}
+
+/** Whether the scenario `s` runs with these `only` / `except` filters (see runAll). */
+function selected(s, only, except) {
+  if (only.length > 0 && !only.some((part) => s.name.includes(part))) return false;
+  return !except.some((part) => s.name.includes(part));
+}
+
+/**
+ * The requirements of the selected scenarios that this machine does not meet:
+ * `[{name, why, scenarios}]`, empty when all are met. An unknown requirement name is unmet too.
+ */
+export async function unmetRequirements({ only = [], except = [] } = {}) {
+  const wanted = new Map();
+  for (const s of registered.filter((s) => selected(s, only, except))) {
+    for (const name of s.requires) wanted.set(name, (wanted.get(name) ?? 0) + 1);
+  }
+  const unmet = [];
+  for (const [name, scenarios] of wanted) {
+    const check = REQUIREMENTS.get(name);
+    const why = check ? await check() : `no check is registered for the requirement ${JSON.stringify(name)}`;
+    if (why) unmet.push({ name, why, scenarios });
+  }
+  return unmet;
 }
 
 export function scenarios() {
@@ -156,8 +200,7 @@ export async function runAll(ctx, { only = [], except = [], log }) {
   let passed = 0;
   let failed = 0;
   for (const s of registered) {
-    if (only.length > 0 && !only.some((part) => s.name.includes(part))) continue;
-    if (except.some((part) => s.name.includes(part))) continue;
+    if (!selected(s, only, except)) continue;
     const missing = s.needs.find((need) => !NEEDS[need].available(ctx.target));
     if (missing) {
       // Against a server we did not start, a restart or its store is not ours: say so, count nothing.

@@ -1,6 +1,6 @@
-//! pusher-http-php 7.2.6 cannot be installed on the build machines (its registry is not
-//! reachable), so the request and response shapes it depends on (contract section 8) are pinned
-//! here, with requests built the way `Pusher.php` builds them: `ksort`ed auth parameters,
+//! The request and response shapes pusher-http-php 7.2.6 depends on (contract section 8), pinned
+//! at the server's level (the compat suite's `35-php-sdk` drives the real, unmodified SDK), with
+//! requests built the way `Pusher.php` builds them: `ksort`ed auth parameters,
 //! Guzzle's RFC 3986 percent-encoding of the query, `json_encode` bodies (slashes escaped as
 //! `\/`), `channel` for a single channel, `info` and `socket_id` in the body, no `body_md5` on GET,
 //! the `X-Pusher-Library` header, and the `path` option mounting the API under a prefix while

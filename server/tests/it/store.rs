@@ -1,5 +1,6 @@
-//! The tenant store on its own: the same body runs on SQLite and, when
-//! `HERALD_TEST_DATABASE_URL` names a PostgreSQL server, on a fresh database there.
+//! The tenant store on its own: the same body runs on SQLite and on a fresh PostgreSQL database
+//! (on `HERALD_TEST_DATABASE_URL`, else the machine's own; the tests fail, never skip, when
+//! PostgreSQL cannot be reached).
 
 use herald::clock::Clock;
 use herald::tenants::{
