@@ -27,6 +27,10 @@
 //! Signed-in users and watchlists are cluster-wide ([`users`]: Redis scripts decide online and
 //! offline), and so are cache channels' last events ([`cache`]).
 //!
+//! pusher-js's HTTP fallback sessions are held by the node that opened them, and their
+//! requests landing on other nodes are forwarded there through Redis ([`relay`]: the holds and
+//! a mailbox channel per node).
+//!
 //! An app's daily message quota holds cluster-wide too: nodes lease blocks of it from Redis and
 //! admit publishes from them without a round trip ([`lease`], which also shares the apps' REST
 //! rate limits between the live nodes).

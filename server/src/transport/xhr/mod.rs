@@ -18,6 +18,11 @@
 //! (after trusted proxies) and `Origin` that opened it: any other is answered as for an unknown
 //! session. One stream or poll reads it at a time: another, while the first is still open, hears
 //! `c[2010,"Another connection still open"]`. A session's own task is in [`link`].
+//!
+//! In a cluster, a session lives on the node that opened it, which holds it in Redis; a request
+//! for it that lands on another node (a non-sticky load balancer) is forwarded to the holder
+//! through Redis and answered there by [`handle`], as a local request ([`relay`]). Every line of
+//! a forwarded answer crosses Redis once more than a local one.
 
 mod link;
 mod relay;

@@ -14,8 +14,8 @@
 //! Bounds: [`MAX_FORWARDS`] requests forwarded from a node at once and as many served for other
 //! nodes (503 beyond); [`REPLY_BUFFER`] parts buffered per forwarded request (past it, or on a
 //! gap in the numbering, the answer ends and the holder is told to stop); an answer's head
-//! within [`HEAD_WAIT`]; then no part for the request's own interval (stream heartbeat, poll
-//! wait) plus [`IDLE_MARGIN`] ends it (the holder died). A client that hangs up on the
+//! within [`HEAD_WAIT`]; then [`IDLE`] without a part or a beat (the holder beats every
+//! [`BEAT`] while it serves the request) ends it (the holder died). A client that hangs up on the
 //! forwarding node: the holder is told ([`Wire::Cancel`]) and drops the request as it would a
 //! local hang-up; a holder whose publishes nobody hears (the forwarding node died) does too.
 //! Every line forwarded crosses Redis once more than on the holder.
@@ -222,9 +222,12 @@ impl Drop for Forwarded {
             from: cluster.node_id().to_owned(),
         };
         let holder = std::mem::take(&mut self.holder);
-        tokio::spawn(async move {
-            post(&cluster, &holder, &cancel).await;
-        });
+        // Dropped outside a runtime (it is shutting down): the holder's beat finds nobody.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                post(&cluster, &holder, &cancel).await;
+            });
+        }
     }
 }
 
@@ -271,6 +274,11 @@ pub(super) async fn forward(
         n: asked.number,
         messages,
     };
+    tracing::debug!(
+        op = op_name(route.op),
+        holder,
+        "fallback request forwarded to its session's node"
+    );
     if !post(cluster, holder, &ask).await {
         registration.finish();
         return busy("The session's node cannot be reached, retry shortly\n");
