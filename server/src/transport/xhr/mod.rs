@@ -42,8 +42,8 @@ use crate::transport::admit::admit;
 use crate::transport::upgrade::{not_found, WsUpgrade};
 
 pub use link::Sessions;
-pub use relay::start as start_relay;
 use link::{close_line, AttachRefused, Kind, Owner, SendRefused, Shared};
+pub use relay::start as start_relay;
 
 /// The longest `{server}` and `{session}` path segments (pusher-js sends up to 3 and 8).
 const MAX_ID_CHARS: usize = 32;
@@ -194,9 +194,7 @@ pub(super) async fn handle(
         .apps
         .by_key(route.key, node.settings.clock.now_seconds());
     // CORS: only an origin the app allows may read the answers.
-    let allowed = app
-        .as_ref()
-        .is_some_and(|app| app.allows_origin(origin));
+    let allowed = app.as_ref().is_some_and(|app| app.allows_origin(origin));
     let cors = origin.filter(|_| allowed).map(str::to_owned);
     let mut response = match (asked.method.clone(), route.op) {
         (Method::OPTIONS, _) => preflight(app.is_some(), cors.is_some()),
