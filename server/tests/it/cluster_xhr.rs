@@ -12,12 +12,14 @@ use crate::helpers::*;
 const Q: &str = "?protocol=7&client=js&version=8.4.0";
 const ORIGIN: &str = "https://site.example";
 
-/// Two nodes, A and B.
+/// Two nodes, A and B, that read the client's address from `X-Forwarded-For` (as behind a
+/// proxy on 127.0.0.1).
 async fn two_nodes() -> (Redis, Database, Node, Node) {
     let database = Database::create().await;
     let redis = Redis::start().await;
-    let a = start_node("a", &redis, &database).await;
-    let b = start_node("b", &redis, &database).await;
+    let env = [("HERALD_TRUSTED_PROXIES", "127.0.0.1/32")];
+    let a = start_node_with("a", &redis, &database, &env).await;
+    let b = start_node_with("b", &redis, &database, &env).await;
     (redis, database, a, b)
 }
 
@@ -115,11 +117,17 @@ async fn open_stream(url: &str) -> (String, Lines) {
 }
 
 async fn xhr_send_from(url: &str, origin: &str, events: &[Value]) -> u16 {
+    xhr_send_as(url, origin, "127.0.0.1", events).await
+}
+
+/// `xhr_send` from client address `client` (behind the trusted proxy).
+async fn xhr_send_as(url: &str, origin: &str, client: &str, events: &[Value]) -> u16 {
     let body: Vec<String> = events.iter().map(Value::to_string).collect();
     reqwest::Client::new()
         .post(format!("{url}/xhr_send"))
         .header("content-type", "application/json")
         .header("origin", origin)
+        .header("x-forwarded-for", client)
         .body(serde_json::to_string(&body).unwrap())
         .send()
         .await
@@ -202,9 +210,15 @@ async fn a_stream_on_one_node_takes_sends_and_events_through_the_other() {
     // Another origin through B is refused as on one node (404: not its session).
     let ping = json!({"event":"pusher:ping","data":{}});
     assert_eq!(
-        xhr_send_from(&on_b, "https://other.example", &[ping]).await,
+        xhr_send_from(&on_b, "https://other.example", &[ping.clone()]).await,
         404
     );
+    // So is another client address (the holder checks the address B computed).
+    assert_eq!(
+        xhr_send_as(&on_b, ORIGIN, "203.0.113.9", &[ping.clone()]).await,
+        404
+    );
+    assert_eq!(xhr_send_from(&on_b, ORIGIN, &[ping]).await, 204);
 
     // A second reader through B while A's stream is open hears 2010.
     let mut second = Lines::open(format!("{on_b}/xhr_streaming{Q}"), ORIGIN).await;
@@ -309,4 +323,30 @@ async fn a_forwarded_stream_ends_within_the_bound_when_the_holder_is_killed() {
     })
     .await;
     assert_eq!(xhr_send_from(&on_b, ORIGIN, &[json!({})]).await, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_on_the_forwarding_node_frees_the_session_on_its_holder() {
+    let (redis, _database, a, b) = two_nodes().await;
+    let session = new_session();
+    let (on_a, on_b) = (session_url(&a, &session), session_url(&b, &session));
+    let (socket_id, stream) = open_stream(&on_a).await;
+    wait_for_hold(&redis, &session, &a).await;
+    assert_eq!(
+        xhr_send_from(&on_b, ORIGIN, &[subscribe(&socket_id, "private-room")]).await,
+        204
+    );
+    drop(stream);
+    // The stream reopened through B, then dropped there: A hears of it and lets a new reader in
+    // (else it would wait for the forwarded one and answer 2010).
+    let mut through_b = Lines::open(format!("{on_b}/xhr_streaming{Q}"), ORIGIN).await;
+    through_b
+        .expect_event("pusher_internal:subscription_succeeded")
+        .await;
+    drop(through_b);
+    pause(Duration::from_millis(300)).await;
+    let mut again = Lines::open(format!("{on_a}/xhr_streaming{Q}"), ORIGIN).await;
+    let http = reqwest::Client::new();
+    trigger_news(&http, &a.base(), "private-room", "back").await;
+    assert_eq!(again.expect_event("news").await["data"], "back");
 }

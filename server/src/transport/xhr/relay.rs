@@ -86,8 +86,9 @@ enum Wire {
     Part { id: u64, seq: u64, text: String },
     /// The answer ended after `seq` parts.
     End { id: u64, seq: u64 },
-    /// The answer is still open.
-    Beat { id: u64 },
+    /// The answer is still open (`from`: the holder, told to stop if the forwarding node no
+    /// longer waits for it: a lost [`Wire::Cancel`] is repaired by the next beat).
+    Beat { id: u64, from: String },
 }
 
 /// A forwarded answer, as its forwarding node receives it.
@@ -160,7 +161,21 @@ fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
         } => (id, Reply::Head(status, headers)),
         Wire::Part { id, seq, text } => (id, Reply::Part(seq, text)),
         Wire::End { id, seq } => (id, Reply::End(seq)),
-        Wire::Beat { id } => (id, Reply::Beat),
+        Wire::Beat { id, from } => {
+            let waited = state.forwarded.lock_or_recover().contains_key(&id);
+            if !waited {
+                let Some(cluster) = node.cluster.clone() else {
+                    return;
+                };
+                let cancel = Wire::Cancel {
+                    id,
+                    from: cluster.node_id().to_owned(),
+                };
+                tokio::spawn(async move { post(&cluster, &from, &cancel).await });
+                return;
+            }
+            (id, Reply::Beat)
+        }
     };
     let mut forwarded = state.forwarded.lock_or_recover();
     if let Some(tx) = forwarded.get(&id) {
@@ -428,7 +443,8 @@ async fn serve(node: SharedNode, sessions: Sessions, wire: Wire) {
             chunk = body.next() => chunk,
             () = token.cancelled() => return,
             _ = beat.tick() => {
-                if !post(&cluster, &from, &Wire::Beat { id }).await {
+                let beat = Wire::Beat { id, from: cluster.node_id().to_owned() };
+                if !post(&cluster, &from, &beat).await {
                     return;
                 }
                 continue;
