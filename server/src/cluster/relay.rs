@@ -256,3 +256,72 @@ pub async fn refresh_loop(cluster: Cluster, sessions: impl Fn() -> Vec<String>) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_redis::redis_server;
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::ClusterSettings;
+
+    #[tokio::test]
+    async fn a_hold_names_its_live_node_and_only_its_node_refreshes_or_releases_it() {
+        let server = redis_server().await;
+        let a = Cluster::connect(ClusterSettings::new(&server.url, "relay"), Clock::manual(0))
+            .await
+            .expect("node a");
+        let b = Cluster::connect(ClusterSettings::new(&server.url, "relay"), Clock::manual(0))
+            .await
+            .expect("node b");
+        let (a_id, b_id) = (a.node_id().to_owned(), b.node_id().to_owned());
+        assert_eq!(a.session_holder("k/1/s", false).await.unwrap(), None);
+        assert_eq!(
+            a.session_holder("k/1/s", true).await.unwrap(),
+            Some(a_id.clone()),
+            "nobody held it: a takes it"
+        );
+        for claim in [false, true] {
+            assert_eq!(
+                b.session_holder("k/1/s", claim).await.unwrap(),
+                Some(a_id.clone()),
+                "a lives: b is told a holds it (claim {claim})"
+            );
+        }
+        // b neither refreshes nor releases a's hold.
+        b.refresh_holds(&["k/1/s".to_owned()]).await.unwrap();
+        b.release_hold("k/1/s").await.unwrap();
+        assert_eq!(
+            b.session_holder("k/1/s", false).await.unwrap(),
+            Some(a_id.clone())
+        );
+        // a's heartbeat key gone (killed): its hold names nobody, and b may take it.
+        let (_, mut conn) = server.connect().await;
+        redis::cmd("DEL")
+            .arg(Cluster::node_key("relay", &a_id))
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(b.session_holder("k/1/s", false).await.unwrap(), None);
+        assert_eq!(
+            b.session_holder("k/1/s", true).await.unwrap(),
+            Some(b_id.clone())
+        );
+        // A refresh takes a lapsed hold; a release removes only one's own.
+        a.refresh_holds(&["k/1/t".to_owned()]).await.unwrap();
+        assert_eq!(
+            b.session_holder("k/1/t", false).await.unwrap(),
+            None,
+            "a (dead here) holds it"
+        );
+        b.release_hold("k/1/s").await.unwrap();
+        assert_eq!(b.session_holder("k/1/s", false).await.unwrap(), None);
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(hold_key("relay", "k/1/t"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0 && ttl <= HOLD_TTL.as_secs() as i64, "{ttl}");
+        // Nobody listens to a mailbox yet: a post says so.
+        assert!(!a.post(&b_id, b"x").await.unwrap());
+    }
+}
