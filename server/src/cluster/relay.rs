@@ -35,7 +35,7 @@ pub const HOLD_REFRESH: Duration = Duration::from_secs(20);
 /// Messages received on this node's mailbox and not yet taken by the transport; past it they
 /// are dropped (a forwarded answer that loses a part is ended by its reader, which notices the
 /// gap).
-const MAILBOX_QUEUE: usize = 4_096;
+const MAILBOX_QUEUE: usize = 1_024;
 
 /// How often the mailbox's pub/sub connection is pinged (a silently dead one is re-made).
 const PING_EVERY: Duration = Duration::from_secs(3);

@@ -12,8 +12,9 @@
 //! session's address and origin, one reader at a time, the same limits.
 //!
 //! Bounds: [`MAX_FORWARDS`] requests forwarded from a node at once and as many served for other
-//! nodes (503 beyond); [`REPLY_BUFFER`] parts buffered per forwarded request (past it, or on a
-//! gap in the numbering, the answer ends and the holder is told to stop); an answer's head
+//! nodes (503 beyond); [`REPLY_BUFFER`] parts buffered per forwarded request, and
+//! [`REPLY_BYTES`] for all of a node's (past either, or on a gap in the numbering, the answer
+//! ends and the holder is told to stop); an answer's head
 //! within [`HEAD_WAIT`]; then [`IDLE`] without a part or a beat (the holder beats every
 //! [`BEAT`] while it serves the request) ends it (the holder died). A client that hangs up on the
 //! forwarding node: the holder is told ([`Wire::Cancel`]) and drops the request as it would a
@@ -23,7 +24,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -46,6 +47,9 @@ use crate::node::SharedNode;
 pub(super) const MAX_FORWARDS: usize = 1_024;
 /// Parts of one forwarded answer received and not yet written to its client.
 const REPLY_BUFFER: usize = 64;
+/// The bytes of all forwarded answers' parts received on a node and not yet written to their
+/// clients: past it, the answer that would go over ends (its client reconnects).
+const REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// How long a forwarding node waits for the holder's first answer.
 const HEAD_WAIT: Duration = Duration::from_secs(10);
 /// How often the holder tells a forwarding node that a forwarded request it serves is still
@@ -104,6 +108,8 @@ enum Reply {
 #[derive(Debug, Default)]
 pub(super) struct State {
     next: AtomicU64,
+    /// The bytes of the parts buffered in `forwarded`'s channels.
+    buffered: AtomicUsize,
     // std locks: map lookups only.
     /// Requests forwarded from here, by id: where their answer goes.
     forwarded: Mutex<HashMap<u64, mpsc::Sender<Reply>>>,
@@ -177,12 +183,20 @@ fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
             (id, Reply::Beat)
         }
     };
+    let size = match &reply {
+        Reply::Part(_, text) => text.len(),
+        _ => 0,
+    };
     let mut forwarded = state.forwarded.lock_or_recover();
-    if let Some(tx) = forwarded.get(&id) {
-        if tx.try_send(reply).is_err() {
-            // Its client reads too slowly (or is gone): the answer ends, the holder is told.
-            forwarded.remove(&id);
-        }
+    let Some(tx) = forwarded.get(&id) else {
+        return;
+    };
+    let before = state.buffered.fetch_add(size, Ordering::AcqRel);
+    if before + size > REPLY_BYTES || tx.try_send(reply).is_err() {
+        // Its client reads too slowly (or is gone), or the node holds too much: the answer
+        // ends, the holder is told.
+        state.buffered.fetch_sub(size, Ordering::AcqRel);
+        forwarded.remove(&id);
     }
 }
 
@@ -209,6 +223,8 @@ struct Forwarded {
     sessions: Sessions,
     holder: String,
     id: u64,
+    /// Where the answer arrives.
+    rx: mpsc::Receiver<Reply>,
     done: bool,
 }
 
@@ -217,15 +233,31 @@ impl Forwarded {
     fn finish(&mut self) {
         self.done = true;
     }
+
+    /// The next part of the answer, within `limit`.
+    async fn next(&mut self, limit: Duration) -> Option<Reply> {
+        let reply = tokio::time::timeout(limit, self.rx.recv()).await.ok()??;
+        if let Reply::Part(_, text) = &reply {
+            self.sessions
+                .relay
+                .buffered
+                .fetch_sub(text.len(), Ordering::AcqRel);
+        }
+        Some(reply)
+    }
 }
 
 impl Drop for Forwarded {
     fn drop(&mut self) {
-        self.sessions
-            .relay
-            .forwarded
-            .lock_or_recover()
-            .remove(&self.id);
+        let state = &self.sessions.relay;
+        state.forwarded.lock_or_recover().remove(&self.id);
+        // What arrived and was not taken is no longer held.
+        self.rx.close();
+        while let Ok(reply) = self.rx.try_recv() {
+            if let Reply::Part(_, text) = reply {
+                state.buffered.fetch_sub(text.len(), Ordering::AcqRel);
+            }
+        }
         if self.done {
             return;
         }
@@ -260,7 +292,7 @@ pub(super) async fn forward(
     };
     let state = &sessions.relay;
     let id = state.next.fetch_add(1, Ordering::Relaxed);
-    let (tx, mut rx) = mpsc::channel(REPLY_BUFFER);
+    let (tx, rx) = mpsc::channel(REPLY_BUFFER);
     {
         let mut forwarded = state.forwarded.lock_or_recover();
         if forwarded.len() >= MAX_FORWARDS {
@@ -273,6 +305,7 @@ pub(super) async fn forward(
         sessions: sessions.clone(),
         holder: holder.to_owned(),
         id,
+        rx,
         done: false,
     };
     let route = asked.route;
@@ -298,23 +331,21 @@ pub(super) async fn forward(
         registration.finish();
         return busy("The session's node cannot be reached, retry shortly\n");
     }
-    let Ok(Some(Reply::Head(status, headers))) = tokio::time::timeout(HEAD_WAIT, rx.recv()).await
-    else {
+    let Some(Reply::Head(status, headers)) = registration.next(HEAD_WAIT).await else {
         return busy("The session's node did not answer, retry shortly\n");
     };
-    let body = futures_util::stream::unfold(
-        (rx, registration, 0u64),
-        |(mut rx, mut registration, seq)| async move {
+    let body =
+        futures_util::stream::unfold((registration, 0u64), |(mut registration, seq)| async move {
             loop {
-                match tokio::time::timeout(IDLE, rx.recv()).await {
-                    Ok(Some(Reply::Beat)) => {}
-                    Ok(Some(Reply::Part(got, text))) if got == seq => {
+                match registration.next(IDLE).await {
+                    Some(Reply::Beat) => {}
+                    Some(Reply::Part(got, text)) if got == seq => {
                         return Some((
                             Ok::<_, Infallible>(Bytes::from(text)),
-                            (rx, registration, seq + 1),
+                            (registration, seq + 1),
                         ));
                     }
-                    Ok(Some(Reply::End(got))) if got == seq => {
+                    Some(Reply::End(got)) if got == seq => {
                         registration.finish();
                         return None;
                     }
@@ -322,8 +353,7 @@ pub(super) async fn forward(
                     _ => return None,
                 }
             }
-        },
-    );
+        });
     let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     for (name, value) in headers {
