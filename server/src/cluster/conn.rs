@@ -266,6 +266,7 @@ pub(super) async fn watch_loop(inner: Arc<Inner>) {
             inner.ops.check(),
             inner.slots.manager.check(),
             inner.users.manager.check(),
+            inner.relay.conn.check(),
         );
     }
 }

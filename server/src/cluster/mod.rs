@@ -27,6 +27,10 @@
 //! Signed-in users and watchlists are cluster-wide ([`users`]: Redis scripts decide online and
 //! offline), and so are cache channels' last events ([`cache`]).
 //!
+//! pusher-js's HTTP fallback sessions are held by the node that opened them, and their
+//! requests landing on other nodes are forwarded there through Redis ([`relay`]: the holds and
+//! a mailbox channel per node).
+//!
 //! An app's daily message quota holds cluster-wide too: nodes lease blocks of it from Redis and
 //! admit publishes from them without a round trip ([`lease`], which also shares the apps' REST
 //! rate limits between the live nodes).
@@ -44,6 +48,7 @@ pub mod message;
 mod misses;
 mod order;
 mod registry;
+pub mod relay;
 pub mod signin;
 pub mod slots;
 mod state;
@@ -76,6 +81,7 @@ use crate::tenants::{DependencyState, Usage};
 pub use health::{Part, RedisHealth};
 pub use lease::Daily;
 pub use order::{Ordered, ECHO_TIMEOUT};
+pub use relay::RelayError;
 pub use slots::{OverQuota, Slot};
 pub use state::{JoinAnswer, Members, StateUnavailable};
 
@@ -212,6 +218,8 @@ struct Inner {
     misses: misses::Budget,
     /// The writers of this node's unflushed message counts ([`unflushed`]).
     unflushed: unflushed::Shared,
+    /// The fallback sessions' holds and this node's mailbox ([`relay`]).
+    relay: relay::Shared,
 }
 
 /// This node's membership in the cluster: cheap to clone.
@@ -254,6 +262,7 @@ impl Cluster {
         let slots_manager = made("slots")?;
         let users_manager = made("users")?;
         let ops = made("dashboard")?;
+        let relay_manager = made("fallback relay")?;
         let health = RedisHealth::new(clock.clone());
         let instance = format!("{:016x}:{}", rand::random::<u64>(), settings.node_id);
         registry::claim_node(&settings, &instance, &manager, &health).await?;
@@ -290,6 +299,7 @@ impl Cluster {
                 echoes: order::Echoes::default(),
                 misses: misses::Budget::default(),
                 unflushed: unflushed::Shared::default(),
+                relay: relay::Shared::new(relay_manager),
             }),
         })
     }
@@ -505,6 +515,7 @@ impl Cluster {
         let slots = tokio::spawn(slots::slot_loop(self.inner.clone()));
         let heartbeat = tokio::spawn(registry::heartbeat_loop(self.inner.clone()));
         let watchdog = tokio::spawn(conn::watch_loop(self.inner.clone()));
+        let mailbox = tokio::spawn(relay::mailbox_loop(self.inner.clone()));
         let stats = tokio::spawn(stats::stats_loop(self.inner.clone(), local.clone()));
         let unflushed = tokio::spawn(unflushed::unflushed_loop(self.inner.clone(), local.clone()));
         let console_events = console::attach(&self.inner, &*local);
@@ -552,6 +563,7 @@ impl Cluster {
             subscriber,
             heartbeat,
             watchdog,
+            mailbox,
         }
     }
 
@@ -563,6 +575,7 @@ impl Cluster {
             &inner.ops,
             &inner.slots.manager,
             &inner.users.manager,
+            &inner.relay.conn,
         ]
         .iter()
         .map(|conn| conn.replaced())
@@ -585,6 +598,8 @@ pub struct Running {
     heartbeat: tokio::task::JoinHandle<()>,
     /// Replaces the connections that time out ([`conn`]).
     watchdog: tokio::task::JoinHandle<()>,
+    /// This node's mailbox for forwarded fallback requests ([`relay`]).
+    mailbox: tokio::task::JoinHandle<()>,
     slots: tokio::task::JoinHandle<()>,
     /// Writes this node's live figures ([`stats`]).
     stats: tokio::task::JoinHandle<()>,
@@ -655,6 +670,7 @@ impl Running {
         tokio::join!(publishing, signing_out);
         self.heartbeat.abort();
         self.watchdog.abort();
+        self.mailbox.abort();
         self.slots.abort();
         self.stats.abort();
         self.unflushed.abort();

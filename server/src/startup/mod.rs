@@ -230,6 +230,8 @@ impl Application {
         );
         // pusher-js's HTTP fallback sessions, served by the router's fallback (any path prefix).
         let fallback_sessions = transport::xhr::Sessions::default();
+        // In a cluster: requests for sessions held elsewhere are forwarded through Redis.
+        transport::xhr::start_relay(node.clone(), fallback_sessions.clone());
         let mut router = Router::new()
             .route("/app/{key}", get(transport::ws::app_socket))
             .route("/health", get(health))

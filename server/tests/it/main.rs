@@ -23,6 +23,7 @@ mod cluster_resilience;
 mod cluster_users;
 mod cluster_users_bounds;
 mod cluster_webhooks_delay;
+mod cluster_xhr;
 mod dashboard_access;
 mod dashboard_cluster;
 mod dashboard_helpers;

@@ -69,17 +69,21 @@ pub(super) enum Kind {
 
 /// This node's fallback sessions, by `{key}/{server}/{session}`. Every entry is an admitted
 /// connection (quota and node capacity bound them) or one closing for at most [`LINGER`].
+/// With them, the requests forwarded to and from other nodes ([`super::relay`]).
 #[derive(Debug, Default, Clone)]
-pub struct Sessions(Arc<Mutex<HashMap<Box<str>, Arc<Shared>>>>);
+pub struct Sessions {
+    map: Arc<Mutex<HashMap<Box<str>, Arc<Shared>>>>,
+    pub(super) relay: Arc<super::relay::State>,
+}
 
 impl Sessions {
     pub(super) fn get(&self, name: &str) -> Option<Arc<Shared>> {
-        self.0.lock_or_recover().get(name).cloned()
+        self.map.lock_or_recover().get(name).cloned()
     }
 
     /// Registers a new session, unless one of that name is already there (returned).
     pub(super) fn insert_new(&self, name: &str, shared: Arc<Shared>) -> Result<(), Arc<Shared>> {
-        let mut map = self.0.lock_or_recover();
+        let mut map = self.map.lock_or_recover();
         if let Some(existing) = map.get(name) {
             return Err(existing.clone());
         }
@@ -88,15 +92,24 @@ impl Sessions {
     }
 
     fn remove(&self, name: &str, shared: &Arc<Shared>) {
-        let mut map = self.0.lock_or_recover();
+        let mut map = self.map.lock_or_recover();
         if map.get(name).is_some_and(|s| Arc::ptr_eq(s, shared)) {
             map.remove(name);
         }
     }
 
+    /// The names of the sessions held (their holds are refreshed in the cluster).
+    pub(super) fn names(&self) -> Vec<String> {
+        self.map
+            .lock_or_recover()
+            .keys()
+            .map(|name| name.to_string())
+            .collect()
+    }
+
     /// Sessions held (tests and the live view).
     pub fn len(&self) -> usize {
-        self.0.lock_or_recover().len()
+        self.map.lock_or_recover().len()
     }
 
     /// Whether none is held.
@@ -417,6 +430,12 @@ pub(super) async fn run(
     shared.room.notify_waiters();
     sessions.remove(&name, &shared);
     node.hub.release_connection();
+    if let Some(cluster) = node.cluster.clone() {
+        // Requests to it on other nodes are no longer forwarded here.
+        if let Err(error) = cluster.release_hold(&name).await {
+            tracing::debug!(%error, "fallback session hold not released");
+        }
+    }
 }
 
 /// Gives the close line to the reader attached, or to the next one within `linger`.

@@ -18,8 +18,14 @@
 //! (after trusted proxies) and `Origin` that opened it: any other is answered as for an unknown
 //! session. One stream or poll reads it at a time: another, while the first is still open, hears
 //! `c[2010,"Another connection still open"]`. A session's own task is in [`link`].
+//!
+//! In a cluster, a session lives on the node that opened it, which holds it in Redis; a request
+//! for it that lands on another node (a non-sticky load balancer) is forwarded to the holder
+//! through Redis and answered there by [`handle`], as a local request ([`relay`]). Every line of
+//! a forwarded answer crosses Redis once more than a local one.
 
 mod link;
+mod relay;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
@@ -37,6 +43,7 @@ use crate::transport::upgrade::{not_found, WsUpgrade};
 
 pub use link::Sessions;
 use link::{close_line, AttachRefused, Kind, Owner, SendRefused, Shared};
+pub use relay::start as start_relay;
 
 /// The longest `{server}` and `{session}` path segments (pusher-js sends up to 3 and 8).
 const MAX_ID_CHARS: usize = 32;
@@ -122,47 +129,80 @@ pub async fn fallback(node: SharedNode, sessions: Sessions, request: Request) ->
         ),
         origin: origin.as_deref().map(Box::from),
     };
+    // pusher-js numbers its requests (`n`): concurrent sends are handled in that order.
+    let number = query_pairs(request.uri().query())
+        .iter()
+        .find(|(name, _)| name == "n")
+        .and_then(|(_, value)| value.parse::<u64>().ok())
+        .unwrap_or(0);
+    let asked = Asked {
+        route: &route,
+        method: request.method().clone(),
+        query: request.uri().query().map(str::to_owned),
+        origin,
+        owner,
+        number,
+    };
+    handle(
+        &node,
+        &sessions,
+        asked,
+        Payload::Body(request.into_body()),
+        Via::Client,
+    )
+    .await
+}
+
+/// A fallback request, as its node read it (or as the node that received it forwarded it).
+pub(super) struct Asked<'a> {
+    route: &'a Route<'a>,
+    method: Method,
+    query: Option<String>,
+    origin: Option<String>,
+    /// Who asks: the client's address (after trusted proxies) and `Origin`.
+    owner: Owner,
+    /// `xhr_send`'s request number.
+    number: u64,
+}
+
+/// What an `xhr_send` brings: the client's body, or the messages read from it by the node that
+/// forwarded the request.
+pub(super) enum Payload {
+    Body(Body),
+    Messages(Vec<String>),
+}
+
+/// Where a request comes from: its client (it may be forwarded to the session's holder), or
+/// another node (served here, never forwarded again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Via {
+    Client,
+    Relay,
+}
+
+/// Answers one fallback request (the same path for a client's and a forwarded one).
+pub(super) async fn handle(
+    node: &SharedNode,
+    sessions: &Sessions,
+    asked: Asked<'_>,
+    payload: Payload,
+    via: Via,
+) -> Response {
+    let route = asked.route;
+    let origin = asked.origin.as_deref();
     let app = node
         .apps
         .by_key(route.key, node.settings.clock.now_seconds());
     // CORS: only an origin the app allows may read the answers.
-    let allowed = app
-        .as_ref()
-        .is_some_and(|app| app.allows_origin(origin.as_deref()));
-    let cors = origin.as_deref().filter(|_| allowed);
-    let mut response = match (request.method().clone(), route.op) {
+    let allowed = app.as_ref().is_some_and(|app| app.allows_origin(origin));
+    let cors = origin.filter(|_| allowed).map(str::to_owned);
+    let mut response = match (asked.method.clone(), route.op) {
         (Method::OPTIONS, _) => preflight(app.is_some(), cors.is_some()),
         (Method::POST, Op::Send) if !allowed => {
             (StatusCode::FORBIDDEN, "Origin not allowed\n").into_response()
         }
-        (Method::POST, Op::Send) => {
-            // pusher-js numbers its requests (`n`): concurrent sends are handled in that order.
-            let number = query_pairs(request.uri().query())
-                .iter()
-                .find(|(name, _)| name == "n")
-                .and_then(|(_, value)| value.parse::<u64>().ok())
-                .unwrap_or(0);
-            send(
-                &node,
-                &sessions,
-                &route,
-                &owner,
-                number,
-                request.into_body(),
-            )
-            .await
-        }
-        (Method::POST, Op::Receive(kind)) => {
-            let query = request.uri().query().map(str::to_owned);
-            let asked = Asked {
-                route: &route,
-                kind,
-                query: query.as_deref(),
-                origin: origin.as_deref(),
-                owner,
-            };
-            receive(&node, &sessions, asked, app).await
-        }
+        (Method::POST, Op::Send) => send(node, sessions, &asked, payload, via).await,
+        (Method::POST, Op::Receive(kind)) => receive(node, sessions, &asked, kind, app, via).await,
         _ => {
             let mut response = (StatusCode::METHOD_NOT_ALLOWED, "Use POST\n").into_response();
             response
@@ -171,7 +211,7 @@ pub async fn fallback(node: SharedNode, sessions: Sessions, request: Request) ->
             response
         }
     };
-    add_cors(response.headers_mut(), cors);
+    add_cors(response.headers_mut(), cors.as_deref());
     response
 }
 
@@ -225,30 +265,20 @@ fn refusal(code: CloseCode) -> Response {
     lines_response(Body::from(close_line(code.code(), code.reason())))
 }
 
-/// A stream or poll request.
-struct Asked<'a> {
-    route: &'a Route<'a>,
-    kind: Kind,
-    query: Option<&'a str>,
-    origin: Option<&'a str>,
-    owner: Owner,
-}
-
-/// A stream or a poll: attaches to its session, or opens it.
+/// A stream or a poll: attaches to its session, or opens it (here, or on the node that holds
+/// it: forwarded).
 async fn receive(
     node: &SharedNode,
     sessions: &Sessions,
-    asked: Asked<'_>,
+    asked: &Asked<'_>,
+    kind: Kind,
     app: Option<crate::tenants::AppRef>,
+    via: Via,
 ) -> Response {
-    let Asked {
-        route,
-        kind,
-        query,
-        origin,
-        owner,
-    } = asked;
-    let params = query_pairs(query);
+    let route = asked.route;
+    let origin = asked.origin.as_deref();
+    let owner = asked.owner.clone();
+    let params = query_pairs(asked.query.as_deref());
     if let Err(code) = check_handshake_version(
         query_value(&params, "protocol"),
         query_value(&params, "version"),
@@ -270,6 +300,17 @@ async fn receive(
     let name = route.name();
     if let Some(shared) = sessions.get(&name) {
         return attach(&shared, &owner, kind).await;
+    }
+    if let (Some(cluster), Via::Client) = (&node.cluster, via) {
+        // Held by another live node: forwarded there. Else this node takes the hold and opens
+        // it (Redis unreachable: opened here, as on one node).
+        match cluster.session_holder(&name, true).await {
+            Ok(Some(holder)) if holder != cluster.node_id() => {
+                return relay::forward(node, sessions, &holder, asked, None).await;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "fallback session hold not taken"),
+        }
     }
     // The admission runs in a task of its own: a client hanging up meanwhile drops only the
     // answer, never a node or quota slot half taken (the session then expires unread).
@@ -385,76 +426,127 @@ fn max_send_bytes(node: &SharedNode) -> usize {
     node.settings.max_frame_bytes.saturating_mul(2).max(1024)
 }
 
-/// `xhr_send`: the client's messages, for its session. The body is held within the node-wide
-/// budget for request bodies; a session has at most [`link::MAX_SENDS`] in flight.
+/// `xhr_send`: the client's messages, for its session (here, or forwarded to the node that
+/// holds it). The body is held within the node-wide budget for request bodies; a session has
+/// at most [`link::MAX_SENDS`] in flight.
 async fn send(
     node: &SharedNode,
     sessions: &Sessions,
-    route: &Route<'_>,
-    owner: &Owner,
-    number: u64,
-    body: Body,
+    asked: &Asked<'_>,
+    payload: Payload,
+    via: Via,
 ) -> Response {
-    let Some(shared) = sessions.get(&route.name()).filter(|s| s.owned_by(owner)) else {
-        return unknown_session();
+    let name = asked.route.name();
+    let Some(shared) = sessions.get(&name) else {
+        let Some(cluster) = node.cluster.as_ref().filter(|_| via == Via::Client) else {
+            return unknown_session();
+        };
+        return match cluster.session_holder(&name, false).await {
+            Ok(Some(holder)) if holder != cluster.node_id() => {
+                let mut held = node.body_budget.share();
+                let messages = match read_messages(node, payload, &mut held).await {
+                    Ok(messages) => messages,
+                    Err(response) => return response,
+                };
+                relay::forward(node, sessions, &holder, asked, Some(messages)).await
+            }
+            Ok(_) => unknown_session(),
+            Err(error) => {
+                tracing::debug!(%error, "fallback session holder not read");
+                busy("The cluster cannot be reached, retry shortly\n")
+            }
+        };
     };
+    if !shared.owned_by(&asked.owner) {
+        return unknown_session();
+    }
     let Some(_in_flight) = shared.send_slot() else {
         return busy("Too many sends in flight for this session\n");
     };
-    let limit = max_send_bytes(node);
     let mut held = node.body_budget.share();
-    let mut bytes = Vec::new();
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let Ok(chunk) = chunk else {
-            return (StatusCode::BAD_REQUEST, "Body not received\n").into_response();
-        };
-        if bytes.len() + chunk.len() > limit {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("The body is larger than {limit} bytes\n"),
-            )
-                .into_response();
-        }
-        if !held.take(chunk.len()) {
-            return busy("Server busy: too many request bodies in flight, retry shortly\n");
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    let Ok(messages) = serde_json::from_slice::<Vec<String>>(&bytes) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "The body must be a JSON array of strings\n",
-        )
-            .into_response();
+    let messages = match read_messages(node, payload, &mut held).await {
+        Ok(messages) => messages,
+        Err(response) => return response,
     };
-    drop(bytes);
-    if messages.len() > link::MAX_SEND_MESSAGES {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "A body holds at most {} messages\n",
-                link::MAX_SEND_MESSAGES
-            ),
-        )
-            .into_response();
-    }
-    let frame = node.settings.max_frame_bytes;
-    if messages.iter().any(|m| m.len() > frame) {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("A message is larger than {frame} bytes\n"),
-        )
-            .into_response();
-    }
     // The budget stays held (for the parsed messages) until the session has taken them.
-    let sent = shared.send(number, messages).await;
+    let sent = shared.send(asked.number, messages).await;
     drop(held);
     match sent {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(SendRefused::Gone) => unknown_session(),
         Err(SendRefused::Busy) => busy("Session busy\n"),
     }
+}
+
+/// An `xhr_send`'s messages, within the limits (a body is read within `held`, the node-wide
+/// budget for request bodies; forwarded messages were read so by the node that received them
+/// and are counted against it here too).
+async fn read_messages(
+    node: &SharedNode,
+    payload: Payload,
+    held: &mut crate::budget::Share<'_>,
+) -> Result<Vec<String>, Response> {
+    let frame = node.settings.max_frame_bytes;
+    let messages = match payload {
+        Payload::Messages(messages) => {
+            let bytes = messages.iter().map(String::len).sum();
+            if !held.take(bytes) {
+                return Err(busy(
+                    "Server busy: too many request bodies in flight, retry shortly\n",
+                ));
+            }
+            messages
+        }
+        Payload::Body(body) => {
+            let limit = max_send_bytes(node);
+            let mut bytes = Vec::new();
+            let mut stream = body.into_data_stream();
+            while let Some(chunk) = stream.next().await {
+                let Ok(chunk) = chunk else {
+                    return Err((StatusCode::BAD_REQUEST, "Body not received\n").into_response());
+                };
+                if bytes.len() + chunk.len() > limit {
+                    return Err((
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("The body is larger than {limit} bytes\n"),
+                    )
+                        .into_response());
+                }
+                if !held.take(chunk.len()) {
+                    return Err(busy(
+                        "Server busy: too many request bodies in flight, retry shortly\n",
+                    ));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            let Ok(messages) = serde_json::from_slice::<Vec<String>>(&bytes) else {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "The body must be a JSON array of strings\n",
+                )
+                    .into_response());
+            };
+            messages
+        }
+    };
+    if messages.len() > link::MAX_SEND_MESSAGES {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "A body holds at most {} messages\n",
+                link::MAX_SEND_MESSAGES
+            ),
+        )
+            .into_response());
+    }
+    if messages.iter().any(|m| m.len() > frame) {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("A message is larger than {frame} bytes\n"),
+        )
+            .into_response());
+    }
+    Ok(messages)
 }
 
 fn busy(message: &'static str) -> Response {

@@ -1,0 +1,496 @@
+//! Fallback requests forwarded between nodes through Redis (cluster mode).
+//!
+//! A fallback session lives on one node (its holder, named by a hold in Redis,
+//! [`crate::cluster::relay`]); behind a non-sticky load balancer its next requests land on any
+//! node. A node that receives a request for a session another live node holds forwards it: it
+//! publishes an [`Wire::Ask`] (the request's route, the client address it computed with the
+//! trusted proxies applied, `Origin`, the poll's query, the parsed `xhr_send` messages) to the
+//! holder's mailbox, and streams back to its client the answer the holder publishes to its own
+//! mailbox: a [`Wire::Head`] (status and headers), [`Wire::Part`]s (the lines as the session
+//! writes them, numbered), then [`Wire::End`]. The holder answers through the very handler a
+//! local request takes ([`super::handle`], never forwarding again): the same binding to the
+//! session's address and origin, one reader at a time, the same limits.
+//!
+//! Bounds: [`MAX_FORWARDS`] requests forwarded from a node at once and as many served for other
+//! nodes (503 beyond); [`REPLY_BUFFER`] parts buffered per forwarded request, and
+//! [`REPLY_BYTES`] for all of a node's (past either, or on a gap in the numbering, the answer
+//! ends and the holder is told to stop); an answer's head
+//! within [`HEAD_WAIT`]; then [`IDLE`] without a part or a beat (the holder beats every
+//! [`BEAT`] while it serves the request) ends it (the holder died). A client that hangs up on the
+//! forwarding node: the holder is told ([`Wire::Cancel`]) and drops the request as it would a
+//! local hang-up; a holder whose publishes nobody hears (the forwarding node died) does too.
+//! Every line forwarded crosses Redis once more than on the holder.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::link::{Kind, Owner, Sessions};
+use super::{busy, handle, Asked, Op, Payload, Route, Via};
+use crate::cluster::Cluster;
+use crate::locks::MutexExt;
+use crate::node::SharedNode;
+
+/// Requests a node forwards at once, and requests it serves for other nodes at once.
+pub(super) const MAX_FORWARDS: usize = 1_024;
+/// Parts of one forwarded answer received and not yet written to its client.
+const REPLY_BUFFER: usize = 64;
+/// The bytes of all forwarded answers' parts received on a node and not yet written to their
+/// clients: past it, the answer that would go over ends (its client reconnects).
+const REPLY_BYTES: usize = 64 * 1024 * 1024;
+/// How long a forwarding node waits for the holder's first answer.
+const HEAD_WAIT: Duration = Duration::from_secs(10);
+/// How often the holder tells a forwarding node that a forwarded request it serves is still
+/// open (and learns whether that node still listens).
+const BEAT: Duration = Duration::from_secs(3);
+/// How long a forwarded answer may stay silent (no part, no beat) before it ends: the holder
+/// died or cannot publish.
+const IDLE: Duration = Duration::from_secs(10);
+
+/// What nodes publish to each other's mailboxes.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+enum Wire {
+    /// A request, for the session's holder.
+    Ask {
+        id: u64,
+        /// The forwarding node's id (its mailbox).
+        from: String,
+        op: String,
+        key: String,
+        server: String,
+        session: String,
+        addr: Option<IpAddr>,
+        origin: Option<String>,
+        query: Option<String>,
+        n: u64,
+        messages: Option<Vec<String>>,
+    },
+    /// The forwarding node's client went away.
+    Cancel { id: u64, from: String },
+    /// The answer's status and headers.
+    Head {
+        id: u64,
+        status: u16,
+        headers: Vec<(String, String)>,
+    },
+    /// Part `seq` (from 0) of the answer's body.
+    Part { id: u64, seq: u64, text: String },
+    /// The answer ended after `seq` parts.
+    End { id: u64, seq: u64 },
+    /// The answer is still open (`from`: the holder, told to stop if the forwarding node no
+    /// longer waits for it: a lost [`Wire::Cancel`] is repaired by the next beat).
+    Beat { id: u64, from: String },
+}
+
+/// A forwarded answer, as its forwarding node receives it.
+#[derive(Debug)]
+enum Reply {
+    Head(u16, Vec<(String, String)>),
+    Part(u64, String),
+    End(u64),
+    Beat,
+}
+
+/// The requests in flight between this node and others.
+#[derive(Debug, Default)]
+pub(super) struct State {
+    next: AtomicU64,
+    /// The bytes of the parts buffered in `forwarded`'s channels.
+    buffered: AtomicUsize,
+    // std locks: map lookups only.
+    /// Requests forwarded from here, by id: where their answer goes.
+    forwarded: Mutex<HashMap<u64, mpsc::Sender<Reply>>>,
+    /// Requests served here for other nodes, by (node, id).
+    served: Mutex<HashMap<(String, u64), CancellationToken>>,
+}
+
+/// Starts this node's relay (cluster mode only): reads its mailbox and refreshes its sessions'
+/// holds until the node shuts down.
+pub fn start(node: SharedNode, sessions: Sessions) {
+    let Some(cluster) = node.cluster.clone() else {
+        return;
+    };
+    let Some(mut mailbox) = cluster.take_mailbox() else {
+        return;
+    };
+    let names = sessions.clone();
+    let refresh = crate::cluster::relay::refresh_loop(cluster, move || names.names());
+    let stop = node.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = refresh => {}
+            () = stop.cancelled() => {}
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(payload) = mailbox.recv().await {
+            let Ok(wire) = serde_json::from_slice::<Wire>(&payload) else {
+                tracing::debug!("an unreadable message in the fallback relay's mailbox");
+                continue;
+            };
+            dispatch(&node, &sessions, wire);
+        }
+    });
+}
+
+fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
+    let state = &sessions.relay;
+    let (id, reply) = match wire {
+        Wire::Ask { .. } => {
+            let (node, sessions) = (node.clone(), sessions.clone());
+            tokio::spawn(async move { serve(node, sessions, wire).await });
+            return;
+        }
+        Wire::Cancel { id, from } => {
+            if let Some(token) = state.served.lock_or_recover().get(&(from, id)) {
+                token.cancel();
+            }
+            return;
+        }
+        Wire::Head {
+            id,
+            status,
+            headers,
+        } => (id, Reply::Head(status, headers)),
+        Wire::Part { id, seq, text } => (id, Reply::Part(seq, text)),
+        Wire::End { id, seq } => (id, Reply::End(seq)),
+        Wire::Beat { id, from } => {
+            let waited = state.forwarded.lock_or_recover().contains_key(&id);
+            if !waited {
+                let Some(cluster) = node.cluster.clone() else {
+                    return;
+                };
+                let cancel = Wire::Cancel {
+                    id,
+                    from: cluster.node_id().to_owned(),
+                };
+                tokio::spawn(async move { post(&cluster, &from, &cancel).await });
+                return;
+            }
+            (id, Reply::Beat)
+        }
+    };
+    let size = match &reply {
+        Reply::Part(_, text) => text.len(),
+        _ => 0,
+    };
+    let mut forwarded = state.forwarded.lock_or_recover();
+    let Some(tx) = forwarded.get(&id) else {
+        return;
+    };
+    let before = state.buffered.fetch_add(size, Ordering::AcqRel);
+    if before + size > REPLY_BYTES || tx.try_send(reply).is_err() {
+        // Its client reads too slowly (or is gone), or the node holds too much: the answer
+        // ends, the holder is told.
+        state.buffered.fetch_sub(size, Ordering::AcqRel);
+        forwarded.remove(&id);
+    }
+}
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::Receive(Kind::Stream) => "xhr_streaming",
+        Op::Receive(Kind::Poll) => "xhr",
+        Op::Send => "xhr_send",
+    }
+}
+
+/// Publishes `wire` to node `to`'s mailbox: whether it was heard.
+async fn post(cluster: &Cluster, to: &str, wire: &Wire) -> bool {
+    let Ok(payload) = serde_json::to_vec(wire) else {
+        return false;
+    };
+    matches!(cluster.post(to, &payload).await, Ok(true))
+}
+
+/// A forwarded request's registration on its forwarding node: removed when dropped, and the
+/// holder told to stop unless the answer ended.
+struct Forwarded {
+    node: SharedNode,
+    sessions: Sessions,
+    holder: String,
+    id: u64,
+    /// Where the answer arrives.
+    rx: mpsc::Receiver<Reply>,
+    done: bool,
+}
+
+impl Forwarded {
+    /// The answer ended: nothing to cancel.
+    fn finish(&mut self) {
+        self.done = true;
+    }
+
+    /// The next part of the answer, within `limit`.
+    async fn next(&mut self, limit: Duration) -> Option<Reply> {
+        let reply = tokio::time::timeout(limit, self.rx.recv()).await.ok()??;
+        if let Reply::Part(_, text) = &reply {
+            self.sessions
+                .relay
+                .buffered
+                .fetch_sub(text.len(), Ordering::AcqRel);
+        }
+        Some(reply)
+    }
+}
+
+impl Drop for Forwarded {
+    fn drop(&mut self) {
+        let state = &self.sessions.relay;
+        state.forwarded.lock_or_recover().remove(&self.id);
+        // What arrived and was not taken is no longer held.
+        self.rx.close();
+        while let Ok(reply) = self.rx.try_recv() {
+            if let Reply::Part(_, text) = reply {
+                state.buffered.fetch_sub(text.len(), Ordering::AcqRel);
+            }
+        }
+        if self.done {
+            return;
+        }
+        let Some(cluster) = self.node.cluster.clone() else {
+            return;
+        };
+        let cancel = Wire::Cancel {
+            id: self.id,
+            from: cluster.node_id().to_owned(),
+        };
+        let holder = std::mem::take(&mut self.holder);
+        // Dropped outside a runtime (it is shutting down): the holder's beat finds nobody.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                post(&cluster, &holder, &cancel).await;
+            });
+        }
+    }
+}
+
+/// Forwards a request to `holder` and answers with what it answers (503 when it cannot be
+/// reached or does not answer in time).
+pub(super) async fn forward(
+    node: &SharedNode,
+    sessions: &Sessions,
+    holder: &str,
+    asked: &Asked<'_>,
+    messages: Option<Vec<String>>,
+) -> Response {
+    let Some(cluster) = node.cluster.as_ref() else {
+        return busy("Not in a cluster\n");
+    };
+    let state = &sessions.relay;
+    let id = state.next.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel(REPLY_BUFFER);
+    {
+        let mut forwarded = state.forwarded.lock_or_recover();
+        if forwarded.len() >= MAX_FORWARDS {
+            return busy("Server busy: too many forwarded requests, retry shortly\n");
+        }
+        forwarded.insert(id, tx);
+    }
+    let mut registration = Forwarded {
+        node: node.clone(),
+        sessions: sessions.clone(),
+        holder: holder.to_owned(),
+        id,
+        rx,
+        done: false,
+    };
+    let route = asked.route;
+    let ask = Wire::Ask {
+        id,
+        from: cluster.node_id().to_owned(),
+        op: op_name(route.op).to_owned(),
+        key: route.key.to_owned(),
+        server: route.server.to_owned(),
+        session: route.session.to_owned(),
+        addr: asked.owner.addr,
+        origin: asked.origin.clone(),
+        query: asked.query.clone(),
+        n: asked.number,
+        messages,
+    };
+    tracing::debug!(
+        op = op_name(route.op),
+        holder,
+        "fallback request forwarded to its session's node"
+    );
+    if !post(cluster, holder, &ask).await {
+        registration.finish();
+        return busy("The session's node cannot be reached, retry shortly\n");
+    }
+    let Some(Reply::Head(status, headers)) = registration.next(HEAD_WAIT).await else {
+        return busy("The session's node did not answer, retry shortly\n");
+    };
+    let body =
+        futures_util::stream::unfold((registration, 0u64), |(mut registration, seq)| async move {
+            loop {
+                match registration.next(IDLE).await {
+                    Some(Reply::Beat) => {}
+                    Some(Reply::Part(got, text)) if got == seq => {
+                        return Some((
+                            Ok::<_, Infallible>(Bytes::from(text)),
+                            (registration, seq + 1),
+                        ));
+                    }
+                    Some(Reply::End(got)) if got == seq => {
+                        registration.finish();
+                        return None;
+                    }
+                    // A gap, a second head, silence, or the answer dropped as too slow.
+                    _ => return None,
+                }
+            }
+        });
+    let mut response = Response::new(Body::from_stream(body));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// Whether a header of the holder's answer is passed on (the forwarding node sets CORS itself).
+fn passed_on(name: &HeaderName) -> bool {
+    !matches!(
+        name.as_str(),
+        "vary" | "access-control-allow-origin" | "content-length" | "transfer-encoding"
+    )
+}
+
+/// Removes a request served for another node from the registry when it ends.
+struct Served<'a> {
+    state: &'a super::relay::State,
+    key: (String, u64),
+}
+
+impl Drop for Served<'_> {
+    fn drop(&mut self) {
+        self.state.served.lock_or_recover().remove(&self.key);
+    }
+}
+
+/// Serves a request another node forwarded (`wire` is an [`Wire::Ask`]), publishing the answer
+/// to its mailbox until it ends, the other node cancels it, or nobody hears it.
+async fn serve(node: SharedNode, sessions: Sessions, wire: Wire) {
+    let Wire::Ask {
+        id,
+        from,
+        op,
+        key,
+        server,
+        session,
+        addr,
+        origin,
+        query,
+        n,
+        messages,
+    } = wire
+    else {
+        return;
+    };
+    let Some(cluster) = node.cluster.clone() else {
+        return;
+    };
+    let token = CancellationToken::new();
+    let registered = {
+        let mut served = sessions.relay.served.lock_or_recover();
+        if served.len() >= MAX_FORWARDS {
+            false
+        } else {
+            served.insert((from.clone(), id), token.clone());
+            true
+        }
+    };
+    let _served = registered.then(|| Served {
+        state: &sessions.relay,
+        key: (from.clone(), id),
+    });
+    let path = format!("/app/{key}/{server}/{session}/{op}");
+    let response = match Route::parse(&path) {
+        _ if !registered => busy("Server busy: too many forwarded requests, retry shortly\n"),
+        None => (StatusCode::NOT_FOUND, "Not found\n").into_response(),
+        Some(route) => {
+            let payload = match (route.op, messages) {
+                (Op::Send, Some(messages)) => Payload::Messages(messages),
+                (Op::Send, None) => Payload::Messages(Vec::new()),
+                _ => Payload::Body(Body::empty()),
+            };
+            let asked = Asked {
+                route: &route,
+                method: Method::POST,
+                query,
+                owner: Owner {
+                    addr,
+                    origin: origin.as_deref().map(Box::from),
+                },
+                origin,
+                number: n,
+            };
+            tokio::select! {
+                response = handle(&node, &sessions, asked, payload, Via::Relay) => response,
+                () = token.cancelled() => return,
+            }
+        }
+    };
+    let headers = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| passed_on(name))
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
+        .collect();
+    let head = Wire::Head {
+        id,
+        status: response.status().as_u16(),
+        headers,
+    };
+    if !post(&cluster, &from, &head).await {
+        return;
+    }
+    let mut body = response.into_body().into_data_stream();
+    let mut seq = 0;
+    let mut beat = tokio::time::interval(BEAT);
+    beat.reset();
+    loop {
+        let chunk = tokio::select! {
+            chunk = body.next() => chunk,
+            () = token.cancelled() => return,
+            _ = beat.tick() => {
+                let beat = Wire::Beat { id, from: cluster.node_id().to_owned() };
+                if !post(&cluster, &from, &beat).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Some(Ok(chunk)) = chunk else { break };
+        let part = Wire::Part {
+            id,
+            seq,
+            text: String::from_utf8_lossy(&chunk).into_owned(),
+        };
+        if !post(&cluster, &from, &part).await {
+            // The forwarding node is gone (or Redis is): the request is dropped as a hang-up.
+            return;
+        }
+        seq += 1;
+    }
+    post(&cluster, &from, &Wire::End { id, seq }).await;
+}

@@ -1,0 +1,352 @@
+//! pusher-js's HTTP fallbacks behind a non-sticky load balancer: a session lives on the node
+//! that opened it, and its requests landing on another node are forwarded there through Redis
+//! (`transport::xhr::relay`). Two nodes on a Redis and a database of the test's own.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::cluster_helpers::*;
+use crate::helpers::*;
+
+const Q: &str = "?protocol=7&client=js&version=8.4.0";
+const ORIGIN: &str = "https://site.example";
+
+/// Two nodes, A and B, that read the client's address from `X-Forwarded-For` (as behind a
+/// proxy on 127.0.0.1).
+async fn two_nodes() -> (Redis, Database, Node, Node) {
+    let database = Database::create().await;
+    let redis = Redis::start().await;
+    let env = [("HERALD_TRUSTED_PROXIES", "127.0.0.1/32")];
+    let a = start_node_with("a", &redis, &database, &env).await;
+    let b = start_node_with("b", &redis, &database, &env).await;
+    (redis, database, a, b)
+}
+
+/// A fresh session's path on `node`.
+fn session_url(node: &Node, session: &str) -> String {
+    format!("{}/pusher/app/{KEY}/123/{session}", node.base())
+}
+
+fn new_session() -> String {
+    format!("s{:08x}", rand::random::<u32>())
+}
+
+/// The session's hold in Redis.
+fn hold_key(redis: &Redis, session: &str) -> String {
+    format!("{}:xs:{KEY}/123/{session}", redis.cluster)
+}
+
+/// An open stream (or poll) response, read line by line.
+struct Lines {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl Lines {
+    async fn open(url: String, origin: &str) -> Lines {
+        let response = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .header("origin", origin)
+            .send()
+            .await
+            .expect("request is sent");
+        assert_eq!(response.status(), 200);
+        Lines {
+            response,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next line within `limit`, `None` once the response ended.
+    async fn next_within(&mut self, limit: Duration) -> Option<String> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                return Some(String::from_utf8(line[..end].to_vec()).expect("UTF-8"));
+            }
+            let chunk = tokio::time::timeout(limit, self.response.chunk())
+                .await
+                .expect("a line (or the end) arrives in time");
+            match chunk {
+                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
+                // Ended (cut short counts as ended).
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    async fn line(&mut self) -> String {
+        self.next_within(WAIT).await.expect("a line, not the end")
+    }
+
+    /// Reads lines until an event named `event`; `h` lines are skipped.
+    async fn expect_event(&mut self, event: &str) -> Value {
+        loop {
+            let line = self.line().await;
+            if line == "h" {
+                continue;
+            }
+            if let Some(found) = events_of(&line).into_iter().find(|e| e["event"] == event) {
+                return found;
+            }
+        }
+    }
+}
+
+/// The Pusher events in an `a[...]` line.
+fn events_of(line: &str) -> Vec<Value> {
+    let array = line
+        .strip_prefix('a')
+        .unwrap_or_else(|| panic!("an a line: {line}"));
+    let strings: Vec<String> = serde_json::from_str(array).expect("a JSON array of strings");
+    strings
+        .iter()
+        .map(|s| serde_json::from_str(s).expect("each element is a Pusher event"))
+        .collect()
+}
+
+/// Opens a session with a stream on `url`: its socket id, and the stream.
+async fn open_stream(url: &str) -> (String, Lines) {
+    let mut lines = Lines::open(format!("{url}/xhr_streaming{Q}"), ORIGIN).await;
+    assert_eq!(lines.line().await, "o");
+    let established = lines.expect_event("pusher:connection_established").await;
+    let data: Value = serde_json::from_str(established["data"].as_str().unwrap()).unwrap();
+    (data["socket_id"].as_str().unwrap().to_owned(), lines)
+}
+
+async fn xhr_send_from(url: &str, origin: &str, events: &[Value]) -> u16 {
+    xhr_send_as(url, origin, "127.0.0.1", events).await
+}
+
+/// `xhr_send` from client address `client` (behind the trusted proxy).
+async fn xhr_send_as(url: &str, origin: &str, client: &str, events: &[Value]) -> u16 {
+    let body: Vec<String> = events.iter().map(Value::to_string).collect();
+    reqwest::Client::new()
+        .post(format!("{url}/xhr_send"))
+        .header("content-type", "application/json")
+        .header("origin", origin)
+        .header("x-forwarded-for", client)
+        .body(serde_json::to_string(&body).unwrap())
+        .send()
+        .await
+        .expect("request is sent")
+        .status()
+        .as_u16()
+}
+
+fn subscribe(socket_id: &str, channel: &str) -> Value {
+    let auth = channel_auth(socket_id, channel, None);
+    json!({"event":"pusher:subscribe","data":{"channel":channel,"auth":auth}})
+}
+
+/// Waits until node `node`'s hold of `session` is in Redis.
+async fn wait_for_hold(redis: &Redis, session: &str, node: &Node) {
+    let key = hold_key(redis, session);
+    eventually("the session's hold names its node", WAIT, || async {
+        let mut conn = redis.connection().await;
+        let holder: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("GET");
+        holder.as_deref() == Some(node.id.as_str())
+    })
+    .await;
+}
+
+/// One poll's whole answer, as lines.
+async fn poll(url: &str) -> Vec<String> {
+    let response = tokio::time::timeout(
+        Duration::from_secs(30),
+        reqwest::Client::new()
+            .post(format!("{url}/xhr{Q}"))
+            .header("content-type", "application/json")
+            .header("origin", ORIGIN)
+            .send(),
+    )
+    .await
+    .expect("the poll is answered in time")
+    .expect("request is sent");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("body");
+    text.lines().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_on_one_node_takes_sends_and_events_through_the_other() {
+    let (redis, _database, a, b) = two_nodes().await;
+    let session = new_session();
+    let (on_a, on_b) = (session_url(&a, &session), session_url(&b, &session));
+    let (socket_id, mut stream) = open_stream(&on_a).await;
+    wait_for_hold(&redis, &session, &a).await;
+
+    // A subscribe sent through B reaches the session on A.
+    let status = xhr_send_from(&on_b, ORIGIN, &[subscribe(&socket_id, "private-chat")]).await;
+    assert_eq!(status, 204, "xhr_send through B is forwarded to A");
+    stream
+        .expect_event("pusher_internal:subscription_succeeded")
+        .await;
+
+    // A client event sent through B reaches a WebSocket subscriber on B.
+    let mut watcher = b.connect().await;
+    subscribe_private(&mut watcher, "private-chat").await;
+    redis.wait_for_listeners(2).await;
+    let typing = json!({"event":"client-typing","channel":"private-chat","data":{"who":"x"}});
+    assert_eq!(xhr_send_from(&on_b, ORIGIN, &[typing]).await, 204);
+    let frame = watcher.expect_next("client-typing").await;
+    assert_eq!(frame["data"], json!({"who": "x"}));
+
+    // A trigger through B is read on A's stream.
+    let http = reqwest::Client::new();
+    trigger_news(&http, &b.base(), "private-chat", "hello").await;
+    let news = stream.expect_event("news").await;
+    assert_eq!(news["data"], "hello");
+
+    // An unknown session through B: 404 (no hold in Redis).
+    let unknown = session_url(&b, &new_session());
+    assert_eq!(xhr_send_from(&unknown, ORIGIN, &[json!({})]).await, 404);
+    // Another origin through B is refused as on one node (404: not its session).
+    let ping = json!({"event":"pusher:ping","data":{}});
+    assert_eq!(
+        xhr_send_from(&on_b, "https://other.example", std::slice::from_ref(&ping)).await,
+        404
+    );
+    // So is another client address (the holder checks the address B computed).
+    assert_eq!(
+        xhr_send_as(&on_b, ORIGIN, "203.0.113.9", std::slice::from_ref(&ping)).await,
+        404
+    );
+    assert_eq!(xhr_send_from(&on_b, ORIGIN, &[ping]).await, 204);
+
+    // A second reader through B while A's stream is open hears 2010.
+    let mut second = Lines::open(format!("{on_b}/xhr_streaming{Q}"), ORIGIN).await;
+    let line = second.line().await;
+    assert!(line.starts_with("c[2010,"), "{line}");
+    // A's stream is unharmed.
+    trigger_news(&http, &a.base(), "private-chat", "still").await;
+    assert_eq!(stream.expect_event("news").await["data"], "still");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_alternating_between_nodes_see_every_message_once_in_order() {
+    let (redis, _database, a, b) = two_nodes().await;
+    let session = new_session();
+    let (on_a, on_b) = (session_url(&a, &session), session_url(&b, &session));
+    let first = poll(&on_a).await;
+    assert_eq!(first[0], "o", "{first:?}");
+    let data: Value = serde_json::from_str(
+        events_of(&first[1])[0]["data"]
+            .as_str()
+            .expect("connection_established's data"),
+    )
+    .unwrap();
+    let socket_id = data["socket_id"].as_str().unwrap().to_owned();
+    wait_for_hold(&redis, &session, &a).await;
+
+    assert_eq!(
+        xhr_send_from(&on_b, ORIGIN, &[subscribe(&socket_id, "private-feed")]).await,
+        204
+    );
+    // The subscription's answer, read through B.
+    let answer = poll(&on_b).await;
+    assert!(
+        answer
+            .iter()
+            .filter(|line| line.starts_with('a'))
+            .flat_map(|line| events_of(line))
+            .any(|e| e["event"] == "pusher_internal:subscription_succeeded"),
+        "{answer:?}"
+    );
+
+    let http = reqwest::Client::new();
+    let sent: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
+    for data in &sent {
+        trigger_news(&http, &b.base(), "private-feed", data).await;
+    }
+    let mut heard = Vec::new();
+    let mut through_b = true;
+    for _ in 0..40 {
+        if heard.len() >= sent.len() {
+            break;
+        }
+        let url = if through_b { &on_b } else { &on_a };
+        through_b = !through_b;
+        for line in poll(url).await {
+            assert_ne!(line, "o", "no second open frame");
+            if line.starts_with('a') {
+                for event in events_of(&line) {
+                    if event["event"] == "news" {
+                        heard.push(event["data"].as_str().unwrap().to_owned());
+                    }
+                }
+            } else {
+                assert_eq!(line, "h", "only heartbeats besides the events");
+            }
+        }
+    }
+    assert_eq!(heard, sent, "every message once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_stream_ends_within_the_bound_when_the_holder_is_killed() {
+    let (redis, _database, mut a, b) = two_nodes().await;
+    let session = new_session();
+    let (on_a, on_b) = (session_url(&a, &session), session_url(&b, &session));
+    let (_socket_id, stream) = open_stream(&on_a).await;
+    wait_for_hold(&redis, &session, &a).await;
+    // The client reopens its stream through B (pusher-js aborts the old one first).
+    drop(stream);
+    let mut through_b = Lines::open(format!("{on_b}/xhr_streaming{Q}"), ORIGIN).await;
+    // The holder dies: the forwarded stream ends (its beats stop) within the bound.
+    pause(Duration::from_millis(500)).await;
+    a.kill().await;
+    let started = tokio::time::Instant::now();
+    loop {
+        match through_b.next_within(Duration::from_secs(20)).await {
+            None => break,
+            Some(line) => assert_eq!(line, "h", "no lines but heartbeats"),
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "ended after {:?}",
+        started.elapsed()
+    );
+    // Then the session is gone: a send through B is answered 404 once A's heartbeat key is gone.
+    let node_key = redis.node_key(&a.id);
+    eventually("A's heartbeat key expires", Duration::from_secs(15), || {
+        let key = node_key.clone();
+        let redis = &redis;
+        async move { !redis.exists(&key).await }
+    })
+    .await;
+    assert_eq!(xhr_send_from(&on_b, ORIGIN, &[json!({})]).await, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_on_the_forwarding_node_frees_the_session_on_its_holder() {
+    let (redis, _database, a, b) = two_nodes().await;
+    let session = new_session();
+    let (on_a, on_b) = (session_url(&a, &session), session_url(&b, &session));
+    let (socket_id, stream) = open_stream(&on_a).await;
+    wait_for_hold(&redis, &session, &a).await;
+    assert_eq!(
+        xhr_send_from(&on_b, ORIGIN, &[subscribe(&socket_id, "private-room")]).await,
+        204
+    );
+    drop(stream);
+    // The stream reopened through B, then dropped there: A hears of it and lets a new reader in
+    // (else it would wait for the forwarded one and answer 2010).
+    let mut through_b = Lines::open(format!("{on_b}/xhr_streaming{Q}"), ORIGIN).await;
+    through_b
+        .expect_event("pusher_internal:subscription_succeeded")
+        .await;
+    drop(through_b);
+    pause(Duration::from_millis(300)).await;
+    let mut again = Lines::open(format!("{on_a}/xhr_streaming{Q}"), ORIGIN).await;
+    let http = reqwest::Client::new();
+    trigger_news(&http, &a.base(), "private-room", "back").await;
+    assert_eq!(again.expect_event("news").await["data"], "back");
+}
