@@ -3,7 +3,7 @@
 # settings; prints a markdown table with the ratios (and writes it to infra/benchmarks.md with
 # --write). Not part of the test command: it takes minutes and installs sockudo.
 #
-#   infra/bench/compare.sh [--quick] [--write] [--runs N] [--baseline BIN] [--no-sockudo] [--cluster]
+#   infra/bench/compare.sh [--quick] [--write] [--runs N] [--baseline BIN] [--no-sockudo] [--cluster|--fallback]
 #
 # --cluster measures the cluster rows instead: 2 Herald nodes (a scratch PostgreSQL database on
 # 127.0.0.1:5432, their own redis-server on a free port) against 2 sockudo nodes on its Redis
@@ -12,6 +12,12 @@
 # Redis; Redis PUBLISH commands per publish come from Redis's own INFO commandstats (exact), and
 # all commands per publish from INFO stats less the idle rate measured after the run (noisy: the
 # nodes' heartbeats and pings are of the same order as 10 publishes a second).
+#
+# --fallback measures the HTTP fallback rows instead: Herald over WebSocket against Herald over
+# pusher-js's xhr_streaming (sockudo serves no HTTP fallback: no sockudo column, the ratio is
+# streaming over WebSocket), each measure on a fresh Herald: RSS per idle subscribed session
+# (2,000 sessions opened after 500 held ones; see measure_fallback), and a fan-out of 1,000
+# subscribers x 10 events/s (deliveries per server CPU second, latency p50/p99).
 #
 # --runs N measures each server N times (interleaved: herald, baseline, sockudo, herald, ...) and
 # reports the median of each figure. --baseline BIN also measures a previous Herald binary (for
@@ -25,8 +31,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-quick=0; write=0; runs=1; baseline=""; with_sockudo=1; cluster=0
-usage() { echo "usage: $0 [--quick] [--write] [--runs N] [--baseline BIN] [--no-sockudo] [--cluster]" >&2; exit 2; }
+quick=0; write=0; runs=1; baseline=""; with_sockudo=1; cluster=0; fallback=0
+usage() { echo "usage: $0 [--quick] [--write] [--runs N] [--baseline BIN] [--no-sockudo] [--cluster|--fallback]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -35,15 +41,18 @@ while [ $# -gt 0 ]; do
     --baseline) shift; baseline="${1:-}"; [ -x "$baseline" ] || { echo "--baseline: $baseline is not an executable" >&2; exit 2; } ;;
     --no-sockudo) with_sockudo=0 ;;
     --cluster) cluster=1 ;;
+    --fallback) fallback=1; with_sockudo=0 ;;
     *) usage ;;
   esac
   shift
 done
-if [ "$write" = 1 ] && [ "$with_sockudo" = 0 ]; then echo "--write keeps the sockudo table: drop --no-sockudo" >&2; exit 2; fi
+[ "$cluster" = 1 ] && [ "$fallback" = 1 ] && usage
+if [ "$write" = 1 ] && [ "$with_sockudo" = 0 ] && [ "$fallback" = 0 ]; then echo "--write keeps the sockudo table: drop --no-sockudo" >&2; exit 2; fi
 [ -n "$baseline" ] && baseline="$(cd "$(dirname "$baseline")" && pwd)/$(basename "$baseline")"
 
 IDLE=10000; FANOUT=5000; FANOUT_RATE=10; LATENCY_SUBS=1000; LATENCY_RATE=10; SECONDS_EACH=10
-if [ "$quick" = 1 ]; then IDLE=2000; FANOUT=1000; LATENCY_SUBS=200; SECONDS_EACH=4; fi
+FALLBACK_IDLE=2000; FALLBACK_WARMUP=500; FALLBACK_SUBS=1000; FALLBACK_RATE=10
+if [ "$quick" = 1 ]; then IDLE=2000; FANOUT=1000; LATENCY_SUBS=200; SECONDS_EACH=4; FALLBACK_IDLE=500; FALLBACK_SUBS=200; fi
 
 cache="${HERALD_BENCH_CACHE:-$HOME/.cache/herald-bench}"
 # The cluster rows need sockudo's Redis adapter and cache, which its default features leave out.
@@ -75,9 +84,11 @@ PY
   return 1
 }
 
+# Extra NAME=VALUE settings for the next start_herald.
+server_env=()
 start_herald() {
   local bin="${1:-target/release/herald}" dir; dir="$(mktemp -d)"; port="$(free_port)"
-  HERALD_BIND="127.0.0.1:$port" HERALD_DATA_DIR="$dir" HERALD_DEFAULT_APP_ID=$APP \
+  env "${server_env[@]}" HERALD_BIND="127.0.0.1:$port" HERALD_DATA_DIR="$dir" HERALD_DEFAULT_APP_ID=$APP \
     HERALD_DEFAULT_APP_KEY=$KEY HERALD_DEFAULT_APP_SECRET=$SECRET HERALD_ADMIN_PASSWORD=bench-admin-pass \
     RUST_LOG=warn "$bin" >"$dir/log" 2>&1 &
   pid=$!
@@ -128,6 +139,25 @@ measure() {
   $loadgen fanout "${common[@]}" --subscribers "$FANOUT" --rate "$FANOUT_RATE" --duration "$SECONDS_EACH" --payload 100 | tee -a "$results"
   $loadgen fanout "${common[@]}" --subscribers "$LATENCY_SUBS" --rate "$LATENCY_RATE" --duration "$SECONDS_EACH" --payload 100 | sed 's/"mode":"fanout"/"mode":"latency"/' | tee -a "$results"
   $loadgen rest "${common[@]}" --duration "$SECONDS_EACH" --workers 32 | tee -a "$results"
+}
+
+# The fallback rows of one server binary ($2, default the new one) over one transport ($1),
+# each measure on a fresh server. The memory one runs with MIMALLOC_PURGE_DELAY=0 (mimalloc gives
+# freed pages back at once rather than at its next allocations: else the 15-20 MiB freed after
+# startup leave at an unforeseeable point of the run) and reads its baseline after warm-up
+# sessions, so per-session container growth and lazily built state are not in the figure.
+measure_fallback() {
+  local transport="$1" bin="${2:-}" label=herald common
+  [ -n "$bin" ] && label=baseline
+  common=(--app-id $APP --key $KEY --secret $SECRET --label "$label" --transport "$transport")
+  server_env=(MIMALLOC_PURGE_DELAY=0); start_herald ${bin:+"$bin"}; server_env=()
+  $loadgen idle --addr "127.0.0.1:$port" --server-pid "$pid" "${common[@]}" \
+    --warmup "$FALLBACK_WARMUP" --connections "$FALLBACK_IDLE" --hold 1 | tee -a "$results"
+  stop
+  start_herald ${bin:+"$bin"}
+  $loadgen fanout --addr "127.0.0.1:$port" --server-pid "$pid" "${common[@]}" \
+    --subscribers "$FALLBACK_SUBS" --rate "$FALLBACK_RATE" --duration "$SECONDS_EACH" --payload 100 | tee -a "$results"
+  stop
 }
 
 stop() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
@@ -215,14 +245,74 @@ if [ "$cluster" = 1 ]; then
   done
 fi
 
+loads=(); for _ in $(seq "$runs"); do loads+=(""); done
 for run in $(seq "$runs"); do
-  [ "$cluster" = 1 ] && break
+  [ "$fallback" = 1 ] || break
+  [ "$runs" -gt 1 ] && echo "run $run of $runs" >&2
+  loads[$((run - 1))]="$(cut -d' ' -f1-3 /proc/loadavg)"
+  for transport in websocket xhr_streaming; do
+    measure_fallback "$transport"
+    if [ -n "$baseline" ]; then measure_fallback "$transport" "$baseline"; fi
+  done
+done
+
+for run in $(seq "$runs"); do
+  [ "$cluster" = 1 ] || [ "$fallback" = 1 ] && break
   [ "$runs" -gt 1 ] && echo "run $run of $runs" >&2
   start_herald; measure herald; stop
   if [ -n "$baseline" ]; then start_herald "$baseline"; measure baseline; stop; fi
   if [ "$with_sockudo" = 1 ]; then start_sockudo; measure sockudo; stop; fi
 done
 
+if [ "$fallback" = 1 ]; then
+table="$(python3 - "$results" "$FALLBACK_IDLE" "$FALLBACK_WARMUP" "$FALLBACK_SUBS" "$FALLBACK_RATE" "$runs" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+idle, warmup, subs, rate, runs = (int(a) for a in sys.argv[2:7])
+labels = [l for l in ("herald", "baseline") if any(r.get("label") == l for r in rows)]
+names = {"herald": "Herald", "baseline": "previous Herald"}
+transports = {"websocket": "WebSocket", "xhr_streaming": "xhr_streaming"}
+def get(label, transport, mode, key):
+    values = [r.get(key) for r in rows
+              if r.get("label") == label and r.get("transport") == transport and r.get("mode") == mode]
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+def fmt(v, digits):
+    return "n/a" if v is None else (f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}")
+columns = [(l, t) for l in labels for t in transports]
+median = f" (median of {runs} runs)" if runs > 1 else ""
+header = [f"HTTP fallback{median}"] + [f"{names[l]}, {transports[t]}" for l, t in columns]
+header.append("xhr_streaming / WebSocket")
+if "baseline" in labels:
+    header.append("xhr_streaming, Herald vs previous")
+lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+def row(name, mode, key, digits=1, lower_is_better=False):
+    cells = [fmt(get(l, t, mode, key), digits) for l, t in columns]
+    ws, xhr = get("herald", "websocket", mode, key), get("herald", "xhr_streaming", mode, key)
+    cells.append(f"{xhr / ws:.2f}x" if ws and xhr is not None else "n/a")
+    if "baseline" in labels:
+        old, ratio = get("baseline", "xhr_streaming", mode, key), "n/a"
+        if old and xhr is not None:
+            change = (xhr - old) / old * 100
+            worse = change > 5 if lower_is_better else change < -5
+            ratio = f"{change:+.1f}%" + (" (worse)" if worse else "")
+        cells.append(ratio)
+    lines.append(f"| {name} | {' | '.join(cells)} |")
+row(f"RSS per idle subscribed session at {idle:,}, after {warmup:,} held (KiB)", "idle", "kib_per_connection", 2, True)
+for r in rows:
+    if r.get("mode") == "fanout" and r.get("connect_seconds"):
+        r["opened_per_second"] = r["subscribers"] / r["connect_seconds"]
+row(f"sessions opened per second (the fan-out's {subs:,} subscribers)", "fanout", "opened_per_second")
+row(f"fan-out deliveries per server CPU second ({subs:,} subscribers, {rate} events/s)", "fanout", "deliveries_per_cpu_second")
+row("fan-out deliveries per second", "fanout", "deliveries_per_second")
+row("fan-out messages lost", "fanout", "lost", 0, True)
+row("latency p50 ms", "fanout", "latency_ms_p50", 2, True)
+row("latency p99 ms", "fanout", "latency_ms_p99", 2, True)
+row("latency max ms", "fanout", "latency_ms_max", 2, True)
+print("\n".join(lines))
+PY
+)"
+else
 table="$(python3 - "$results" "$IDLE" "$FANOUT" "$LATENCY_SUBS" "$runs" "$cluster" <<'PY'
 import json, statistics, sys
 cluster = sys.argv[6] == "1"
@@ -279,6 +369,7 @@ row("signed REST triggers per server CPU second", "rest", "triggers_per_cpu_seco
 print("\n".join(lines))
 PY
 )"
+fi
 echo
 echo "$table"
 if [ "$write" = 1 ]; then
@@ -289,6 +380,9 @@ if [ "$write" = 1 ]; then
     echo "- Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); $(date -u +%Y-%m-%d)."
     if [ "$cluster" = 1 ]; then
       echo "- Command: \`infra/bench/compare.sh --cluster --write$([ "$runs" -gt 1 ] && echo " --runs $runs")\`."
+    elif [ "$fallback" = 1 ]; then
+      echo "- Command: \`infra/bench/compare.sh --fallback --write$([ "$runs" -gt 1 ] && echo " --runs $runs")\`."
+      echo "- Load average (1, 5, 15 min) at the start of each run: $(printf '%s; ' "${loads[@]}" | sed 's/; $//')."
     else
       echo "- Command: \`infra/bench/compare.sh --write$([ "$runs" -gt 1 ] && echo " --runs $runs")\`."
     fi
@@ -301,7 +395,7 @@ if [ "$write" = 1 ]; then
     cat "$results"
     echo '```'
   } > "$block"
-  marker=single; [ "$cluster" = 1 ] && marker=cluster
+  marker=single; [ "$cluster" = 1 ] && marker=cluster; [ "$fallback" = 1 ] && marker=fallback
   python3 - infra/benchmarks.md "$block" "$marker" <<'PY'
 import pathlib, sys
 path, block, marker = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]).read_text(), sys.argv[3]
@@ -312,7 +406,8 @@ if begin in text and end in text:
     head, rest = text.split(begin, 1)
     text = head + new + rest.split(end, 1)[1]
 else:
-    title = "## Cluster (2 nodes on Redis)" if marker == "cluster" else "## Single node"
+    title = {"cluster": "## Cluster (2 nodes on Redis)",
+             "fallback": "## HTTP fallbacks (xhr_streaming against WebSocket)"}.get(marker, "## Single node")
     text = text.rstrip("\n") + f"\n\n{title}\n\n{new}\n"
 path.write_text(text)
 PY

@@ -9,6 +9,10 @@
 //! - `rest`: signed REST triggers as fast as C workers can send them; triggers per second and per
 //!   second of server CPU time.
 //!
+//! `idle` and `fanout` speak WebSocket, or with `--transport xhr_streaming` pusher-js's HTTP
+//! streaming fallback (one `xhr_streaming` response per session, `xhr_send` for its messages;
+//! see [`xhr`]); "connection" then means a session.
+//!
 //! Source addresses are spread over 127.0.0.0/8 (20,000 connections per address) so the
 //! ephemeral-port range never limits the connection count.
 #![allow(
@@ -16,21 +20,25 @@
     reason = "a benchmark measures real time, so it reads the system clocks directly"
 )]
 
+mod deliveries;
+mod ws;
+mod xhr;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
-use futures_util::{SinkExt, StreamExt};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::Sha256;
 use tokio::net::TcpSocket;
-use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::Message;
+use tokio::sync::{watch, Semaphore};
+
+use deliveries::{micros_since, read_deliveries, Deliveries};
 
 #[derive(Debug, Parser)]
 #[command(name = "herald-loadgen", about)]
@@ -75,6 +83,28 @@ struct Target {
     /// Connections opened at once.
     #[arg(long, default_value_t = 200)]
     concurrency: usize,
+    /// How the subscribers of `idle` and `fanout` connect.
+    #[arg(long, value_enum, default_value_t = Transport::Websocket)]
+    transport: Transport,
+}
+
+/// A subscriber's transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+enum Transport {
+    /// `ws://{addr}/app/{key}`.
+    Websocket,
+    /// pusher-js's HTTP streaming fallback: `POST /pusher/app/{key}/{server}/{session}/xhr_streaming`.
+    XhrStreaming,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Websocket => "websocket",
+            Transport::XhrStreaming => "xhr_streaming",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +119,11 @@ enum Mode {
         /// Seconds to hold the connections once all are up.
         #[arg(long, default_value_t = 3)]
         hold: u64,
+        /// Connections opened (and held) before the memory baseline is read: the first
+        /// connections of a fresh server make its allocator give back memory left over from
+        /// startup, which would hide what they cost.
+        #[arg(long, default_value_t = 0)]
+        warmup: usize,
     },
     /// N subscribers on one channel; publish events at a steady rate; count and time deliveries.
     Fanout {
@@ -229,23 +264,9 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
-
-async fn next_json(socket: &mut Socket) -> Result<Value> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(20), socket.next()).await {
-            Err(_) => bail!("timed out waiting for a frame"),
-            Ok(None) => bail!("socket closed"),
-            Ok(Some(Err(e))) => bail!("socket error: {e}"),
-            Ok(Some(Ok(Message::Text(text)))) => return Ok(serde_json::from_str(&text)?),
-            Ok(Some(Ok(_))) => continue,
-        }
-    }
-}
-
-/// Connects from a source address chosen by `index` (20,000 connections per address across
-/// 127.16.0.0 and up), so the ephemeral port range never runs out.
-async fn connect(target: &Target, index: usize) -> Result<Socket> {
+/// A TCP connection to the server from a source address chosen by `index` (20,000 connections
+/// per address across 127.16.0.0 and up), so the ephemeral port range never runs out.
+async fn source_stream(target: &Target, index: usize) -> Result<tokio::net::TcpStream> {
     let server: SocketAddr = tokio::net::lookup_host(&target.addr)
         .await?
         .next()
@@ -260,56 +281,77 @@ async fn connect(target: &Target, index: usize) -> Result<Socket> {
     socket.bind(SocketAddr::new(source.into(), 0))?;
     let stream = socket.connect(server).await?;
     stream.set_nodelay(true)?;
-    let url = format!(
-        "ws://{}/app/{}?protocol=7&client=js&version=8.6.0&flash=false",
-        target.addr, target.key
-    );
-    let (socket, _) = tokio_tungstenite::client_async(url, stream).await?;
-    Ok(socket)
+    Ok(stream)
 }
 
-async fn open_subscribed(target: &Target, index: usize, channel: &str) -> Result<Socket> {
-    let mut socket = connect(target, index).await?;
-    let first = next_json(&mut socket).await?;
-    if first["event"] != "pusher:connection_established" {
-        bail!("handshake refused: {first}");
+/// One simulated client, subscribed.
+enum Subscriber {
+    WebSocket(ws::Socket),
+    Stream(xhr::Stream),
+}
+
+impl Subscriber {
+    async fn open(target: &Target, index: usize, channel: &str) -> Result<Subscriber> {
+        Ok(match target.transport {
+            Transport::Websocket => {
+                Subscriber::WebSocket(ws::open_subscribed(target, index, channel).await?)
+            }
+            Transport::XhrStreaming => {
+                Subscriber::Stream(xhr::open_subscribed(target, index, channel).await?)
+            }
+        })
     }
-    let subscribe = json!({"event":"pusher:subscribe","data":{"channel":channel,"auth":""}});
-    socket
-        .send(Message::Text(subscribe.to_string().into()))
-        .await?;
-    loop {
-        let frame = next_json(&mut socket).await?;
-        if frame["event"] == "pusher_internal:subscription_succeeded" {
-            return Ok(socket);
+
+    /// Counts this subscriber's deliveries until `stop`.
+    async fn read(self, deliveries: Deliveries, stop: watch::Receiver<bool>) {
+        match self {
+            Subscriber::WebSocket(socket) => {
+                read_deliveries(socket.into_inner(), ws::Frames, deliveries, stop).await;
+            }
+            Subscriber::Stream(stream) => {
+                let (stream, frames) = stream.into_reader();
+                read_deliveries(stream, frames, deliveries, stop).await;
+            }
+        }
+    }
+
+    /// Keeps the subscriber alive (answering the server's keepalives) until the server closes.
+    async fn hold(self) {
+        match self {
+            Subscriber::WebSocket(socket) => ws::hold(socket).await,
+            stream => {
+                let (_never, stop) = watch::channel(false);
+                stream.read(Deliveries::new(Instant::now()), stop).await;
+            }
         }
     }
 }
 
-/// Opens `count` subscribed sockets, `concurrency` at a time; channel chosen by index.
+/// Opens the subscribers of `indices`, `concurrency` at a time; channel chosen by index.
 async fn open_many(
     target: &Target,
-    count: usize,
+    indices: std::ops::Range<usize>,
     channel: impl Fn(usize) -> String,
-) -> (Vec<Socket>, usize, Option<String>, Duration) {
+) -> (Vec<Subscriber>, usize, Option<String>, Duration) {
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(target.concurrency.max(1)));
+    let count = indices.len();
     let mut opening = Vec::with_capacity(count);
-    for index in 0..count {
+    for index in indices {
         let gate = gate.clone();
         let target = target.clone();
         let channel = channel(index);
         opening.push(tokio::spawn(async move {
             let _permit = gate.acquire().await;
-            open_subscribed(&target, index, &channel).await
+            Subscriber::open(&target, index, &channel).await
         }));
     }
-    let mut sockets = Vec::with_capacity(count);
+    let mut subscribers = Vec::with_capacity(count);
     let mut failures = 0;
     let mut first_error = None;
     for task in opening {
         match task.await {
-            Ok(Ok(socket)) => sockets.push(socket),
+            Ok(Ok(subscriber)) => subscribers.push(subscriber),
             Ok(Err(error)) => {
                 failures += 1;
                 first_error.get_or_insert(error.to_string());
@@ -320,32 +362,28 @@ async fn open_many(
             }
         }
     }
-    (sockets, failures, first_error, started.elapsed())
+    (subscribers, failures, first_error, started.elapsed())
 }
 
-/// Keeps a connection alive: answers the server's pings, ignores everything else.
-async fn hold(mut socket: Socket) {
-    while let Some(Ok(message)) = socket.next().await {
-        if let Message::Text(text) = message {
-            if text.contains("\"pusher:ping\"") {
-                let pong = r#"{"event":"pusher:pong","data":{}}"#;
-                if socket.send(Message::Text(pong.into())).await.is_err() {
-                    return;
-                }
-            }
+async fn idle(target: Target, connections: usize, hold_secs: u64, warmup: usize) -> Result<()> {
+    let channel = |i| format!("idle-{}", i % 100);
+    let mut holders = Vec::new();
+    if warmup > 0 {
+        let (subscribers, failures, first_error, _) = open_many(&target, 0..warmup, channel).await;
+        if failures > 0 {
+            bail!("{failures} warm-up connections failed: {first_error:?}");
         }
+        holders.extend(subscribers.into_iter().map(|s| tokio::spawn(s.hold())));
+        tokio::time::sleep(Duration::from_millis(1000)).await;
     }
-}
-
-async fn idle(target: Target, connections: usize, hold_secs: u64) -> Result<()> {
     let before = target.server_pid.map(rss_kib).transpose()?;
-    let (sockets, failures, first_error, elapsed) =
-        open_many(&target, connections, |i| format!("idle-{}", i % 100)).await;
-    let holders: Vec<_> = sockets.into_iter().map(|s| tokio::spawn(hold(s))).collect();
+    let (subscribers, failures, first_error, elapsed) =
+        open_many(&target, warmup..warmup + connections, channel).await;
+    let opened = subscribers.len();
+    holders.extend(subscribers.into_iter().map(|s| tokio::spawn(s.hold())));
     // Let the server settle before reading its memory.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let after = target.server_pid.map(rss_kib).transpose()?;
-    let opened = holders.len();
     let per_connection = match (before, after) {
         (Some(b), Some(a)) if opened > 0 => Some((a.saturating_sub(b)) as f64 / opened as f64),
         _ => None,
@@ -355,7 +393,9 @@ async fn idle(target: Target, connections: usize, hold_secs: u64) -> Result<()> 
         json!({
             "label": target.label,
             "mode": "idle",
+            "transport": target.transport.name(),
             "connections": opened,
+            "warmup": warmup,
             "failures": failures,
             "first_error": first_error,
             "connect_seconds": elapsed.as_secs_f64(),
@@ -426,106 +466,6 @@ impl Publisher {
     }
 }
 
-fn micros_since(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
-}
-
-/// Reads the `"t":N` sent-at stamp out of a delivered event frame (the data is double-encoded).
-/// The send stamp (`"t":MICROS` inside the event's JSON-encoded data) of a delivery.
-fn sent_at(text: &[u8]) -> Option<u64> {
-    let pattern = b"t\\\":";
-    let at = text.windows(pattern.len()).position(|w| w == pattern)? + pattern.len();
-    let digits = text[at..].iter().take_while(|b| b.is_ascii_digit());
-    let mut value: u64 = 0;
-    let mut any = false;
-    for digit in digits {
-        value = value
-            .checked_mul(10)?
-            .checked_add(u64::from(digit - b'0'))?;
-        any = true;
-    }
-    any.then_some(value)
-}
-
-/// Reads one subscriber's frames off the raw socket (server frames are unmasked), recording the
-/// latency of every stamped delivery and answering `pusher:ping`, until `stop`.
-async fn read_deliveries(
-    stream: tokio::net::TcpStream,
-    start: Instant,
-    received: Arc<AtomicU64>,
-    latencies: Arc<Mutex<Vec<u64>>>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut filled = 0;
-    let mut mine = Vec::new();
-    'read: loop {
-        tokio::select! {
-            ready = stream.readable() => if ready.is_err() { break },
-            _ = stop.changed() => break,
-        }
-        match stream.try_read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => break,
-        }
-        let now = micros_since(start);
-        let mut at = 0;
-        while filled - at >= 2 {
-            let op = buf[at] & 0x0F;
-            let (len, header) = match buf[at + 1] & 0x7F {
-                126 if filled - at >= 4 => (
-                    usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]])),
-                    4,
-                ),
-                127 if filled - at >= 10 => {
-                    let mut b = [0; 8];
-                    b.copy_from_slice(&buf[at + 2..at + 10]);
-                    (u64::from_be_bytes(b) as usize, 10)
-                }
-                126 | 127 => break,
-                n => (usize::from(n), 2),
-            };
-            if filled - at < header + len {
-                if header + len > buf.len() {
-                    buf.resize(header + len, 0);
-                }
-                break;
-            }
-            let payload = &buf[at + header..at + header + len];
-            if op == 0x8 {
-                break 'read;
-            }
-            if op == 0x1 {
-                if let Some(sent) = sent_at(payload) {
-                    mine.push(now.saturating_sub(sent));
-                    received.fetch_add(1, Ordering::Relaxed);
-                } else if payload.windows(13).any(|w| w == b"\"pusher:ping\"") {
-                    // A masked client frame; a zero mask leaves the payload as it is.
-                    let pong = br#"{"event":"pusher:pong","data":{}}"#;
-                    let mut frame = vec![0x81, 0x80 | pong.len() as u8, 0, 0, 0, 0];
-                    frame.extend_from_slice(pong);
-                    let _ = stream.try_write(&frame);
-                }
-            }
-            at += header + len;
-        }
-        buf.copy_within(at..filled, 0);
-        filled -= at;
-        if mine.len() >= 256 {
-            latencies
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .append(&mut mine);
-        }
-    }
-    latencies
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .append(&mut mine);
-}
-
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -542,27 +482,18 @@ async fn fanout(
     payload: usize,
 ) -> Result<()> {
     let channel = "fanout-bench";
-    let (sockets, failures, first_error, open_time) =
-        open_many(&target, subscribers, |_| channel.to_owned()).await;
+    let (opened, failures, first_error, open_time) =
+        open_many(&target, 0..subscribers, |_| channel.to_owned()).await;
     if failures > 0 {
         bail!("{failures} subscribers failed: {first_error:?}");
     }
     let start = Instant::now();
-    let received = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut readers = Vec::new();
-    for socket in sockets {
-        let received = received.clone();
-        let latencies = latencies.clone();
-        let stop = stop_rx.clone();
-        // Past the handshake, frames are read straight off the socket: the reader must cost
-        // far less than the server it measures, or the latencies are its own.
-        let stream = socket.into_inner();
-        readers.push(tokio::spawn(read_deliveries(
-            stream, start, received, latencies, stop,
-        )));
-    }
+    let deliveries = Deliveries::new(start);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let readers: Vec<_> = opened
+        .into_iter()
+        .map(|s| tokio::spawn(s.read(deliveries.clone(), stop_rx.clone())))
+        .collect();
     let publisher = Arc::new(Publisher::new(&target)?);
     let redis_before = match &target.redis_addr {
         Some(addr) => Some(redis_commands(addr).await?),
@@ -605,7 +536,7 @@ async fn fanout(
     let publish_time = publish_started.elapsed();
     let expected = (total - refused.load(Ordering::Relaxed)) * subscribers as u64;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+    while deliveries.received() < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let delivery_time = publish_started.elapsed();
@@ -641,9 +572,8 @@ async fn fanout(
     for reader in readers {
         let _ = reader.await;
     }
-    let got = received.load(Ordering::Relaxed);
-    let mut sorted = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
-    sorted.sort_unstable();
+    let got = deliveries.received();
+    let sorted = deliveries.sorted_latencies();
     let cpu = match (cpu_before, cpu_after) {
         (Some(b), Some(a)) => Some(a - b),
         _ => None,
@@ -653,6 +583,7 @@ async fn fanout(
         json!({
             "label": target.label,
             "mode": "fanout",
+            "transport": target.transport.name(),
             "subscribers": subscribers,
             "connect_seconds": open_time.as_secs_f64(),
             "events_published": total,
@@ -735,7 +666,8 @@ async fn main() -> Result<()> {
             target,
             connections,
             hold,
-        } => idle(target, connections, hold).await,
+            warmup,
+        } => idle(target, connections, hold, warmup).await,
         Mode::Fanout {
             target,
             subscribers,
@@ -756,11 +688,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_sent_stamp_is_read_from_a_double_encoded_frame() {
-        let frame =
-            r#"{"event":"bench","channel":"c","data":"{\"seq\":3,\"t\":12345,\"p\":\"xx\"}"}"#;
-        assert_eq!(sent_at(frame.as_bytes()), Some(12345));
-        assert_eq!(sent_at(b"no stamp"), None);
+    fn percentiles_are_in_milliseconds() {
         assert_eq!(percentile(&[1000, 2000, 3000], 50.0), 2.0);
+        assert_eq!(percentile(&[], 99.0), 0.0);
+    }
+
+    #[test]
+    fn transports_are_named_as_pusher_js_names_them() {
+        let cli = Cli::parse_from([
+            "herald-loadgen",
+            "idle",
+            "--addr",
+            "127.0.0.1:1",
+            "--key",
+            "k",
+            "--transport",
+            "xhr_streaming",
+        ]);
+        let Mode::Idle { target, .. } = cli.mode else {
+            panic!("not idle");
+        };
+        assert_eq!(target.transport, Transport::XhrStreaming);
+        assert_eq!(target.transport.name(), "xhr_streaming");
     }
 }
