@@ -4,6 +4,7 @@
 use super::*;
 use crate::outbox::Outbox;
 use crate::protocol::SocketId;
+use tokio::time::Instant;
 
 fn session() -> Arc<Shared> {
     let conn = Arc::new(Connection::with_outbox(
