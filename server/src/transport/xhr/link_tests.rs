@@ -41,7 +41,10 @@ async fn a_send_to_a_full_inbox_waits_then_is_refused_busy() {
 #[tokio::test(start_paused = true)]
 async fn the_inbox_is_bounded_in_bytes_too() {
     let shared = session();
-    assert!(shared.send(1, messages(2, MAX_INBOX_BYTES / 2)).await.is_ok());
+    assert!(shared
+        .send(1, messages(2, MAX_INBOX_BYTES / 2))
+        .await
+        .is_ok());
     assert!(matches!(
         shared.send(2, messages(1, 10)).await,
         Err(SendRefused::Busy)
