@@ -82,7 +82,7 @@ fn test_id<'a>(body: &'a str, id: &str) -> &'a str {
 }
 
 #[tokio::test]
-async fn the_getting_started_snippets_set_the_http_fallbacks_host_and_port_and_leave_them_enabled() {
+async fn getting_started_snippets_set_the_fallbacks_host_and_port_and_leave_them_on() {
     let app = spawn_dashboard().await;
     let browser = Browser::new(&app);
     let s = browser.sign_in(OPERATOR, OPERATOR_PASSWORD).await;
@@ -99,16 +99,19 @@ async fn the_getting_started_snippets_set_the_http_fallbacks_host_and_port_and_l
     // Both client snippets (pusher-js and Laravel Echo) point WebSocket and the HTTP fallbacks at
     // this server, plain HTTP here (no TLS in front of the test server).
     for line in [
-        format!("wsHost: &quot;{host}&quot;,"),
-        format!("wsPort: {port},"),
-        format!("httpHost: &quot;{host}&quot;,"),
-        format!("httpPort: {port},"),
-        format!("httpsPort: {port},"),
-        "forceTLS: false,".to_owned(),
+        format!("\n  wsHost: \"{host}\",\n"),
+        format!("\n  wsPort: {port},\n"),
+        format!("\n  httpHost: \"{host}\",\n"),
+        format!("\n  httpPort: {port},\n"),
+        format!("\n  httpsPort: {port},\n"),
+        "\n  forceTLS: false,\n".to_owned(),
     ] {
-        let shown = page.body.matches(&line).count()
-            + page.body.matches(&line.replace("&quot;", "\"")).count();
-        assert_eq!(shown, 2, "{line} in both pusher-js snippets: {}", page.body);
+        let shown = page.body.matches(&line).count();
+        assert_eq!(
+            shown, 2,
+            "{line:?} in both pusher-js snippets: {}",
+            page.body
+        );
     }
     // And they do not limit pusher-js to WebSocket: it falls back by itself.
     assert!(
