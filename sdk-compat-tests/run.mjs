@@ -13,11 +13,12 @@
 //   node run.mjs --only presence          run the scenarios whose name contains "presence"
 //                                         (repeatable: those whose name contains any of them)
 //   node run.mjs --transport xhr_streaming
-//   node run.mjs --transport xhr_polling  pusher-js in Node limited to that HTTP fallback
-//                                         (`enabledTransports`, with httpHost/httpPort set): by
-//                                         default its channel, presence, client-event, signin and
-//                                         encryption scenarios (the `node:` ones but the restart
-//                                         and the REST ones); with --cluster too (behind nginx's
+//   node run.mjs --transport xhr_polling  pusher-js in Node and in Chromium limited to that HTTP
+//                                         fallback (`enabledTransports`, with httpHost/httpPort
+//                                         set): by default its channel, presence, client-event,
+//                                         signin and encryption scenarios (the `node:` and
+//                                         `browser:` ones but the restarts, the REST ones and
+//                                         pusher:ping); with --cluster too (behind nginx's
 //                                         round robin, a session's requests land on both nodes)
 //
 // Output: `ok - NAME`, `not ok - NAME: WHY` or `skip - NAME: WHY` per scenario, then
@@ -58,12 +59,16 @@ if (unmatched.length > 0) {
   process.exit(2);
 }
 
-// pusher-js's HTTP fallbacks: which scenarios run over them by default, and which never do (a
-// restart, whose reconnect is about WebSocket; the REST ones, which test pusher-http-node).
+// pusher-js's HTTP fallbacks: which scenarios run over them by default (pusher-js in Node and
+// in Chromium), and which never do (a restart, whose reconnect is about WebSocket; the REST ones,
+// which test pusher-http-node; pusher:ping / pusher:pong, which the HTTP transports replace with
+// `[]` and `h`).
 const FALLBACKS = ['xhr_streaming', 'xhr_polling'];
-const FALLBACK_SCENARIOS = ['node: '];
+const FALLBACK_SCENARIOS = ['node: ', 'browser: '];
 const FALLBACK_EXCEPT = [
   'restarts',
+  'server restart',
+  'pusher:ping',
   'node: trigger with info',
   'node: triggerBatch',
   'node: GET /channels',

@@ -221,9 +221,14 @@ async function sharedBrowser(ctx) {
 
 /**
  * Opens index.html in a fresh browser context (own cookies and storage), closed after the
- * scenario. `build` is the pusher-js build the page loads; `echo: true` also loads laravel-echo.
+ * scenario. `build` is the pusher-js build the page loads; `echo: true` also loads laravel-echo;
+ * `blockWebSocket: true` removes window.WebSocket before pusher-js loads.
+ *
+ * The page's connections are recorded as `sockets` (URLs) and `wire` (frames): a WebSocket as
+ * Chromium reports it, an HTTP fallback session (contract 7.2) as the page's XMLHttpRequest
+ * listeners report it (see browser/index.html), one entry in `sockets` per session.
  */
-export async function openPage(ctx, { build = 'pusher.min.js', echo = false } = {}) {
+export async function openPage(ctx, { build = 'pusher.min.js', echo = false, blockWebSocket = false } = {}) {
   const { app, browser } = await sharedBrowser(ctx);
   const context = await browser.newContext();
   ctx.defer(() => context.close());
@@ -233,18 +238,34 @@ export async function openPage(ctx, { build = 'pusher.min.js', echo = false } = 
   page.on('pageerror', (error) => log.push(`[pageerror] ${error.message}`));
   page.on('requestfailed', (request) => log.push(`[requestfailed] ${request.url()} ${request.failure()?.errorText}`));
   const sockets = [];
+  const websockets = [];
   const wire = [];
+  const lines = [];
   page.on('websocket', (socket) => {
+    websockets.push(socket.url());
     const index = sockets.push(socket.url()) - 1;
     socket.on('framereceived', ({ payload }) => wire.push({ socket: index, direction: 'in', payload: String(payload) }));
     socket.on('framesent', ({ payload }) => wire.push({ socket: index, direction: 'out', payload: String(payload) }));
   });
+  // The fallback sessions, reported by the page in the order it saw them.
+  const sessions = new Map();
+  await page.exposeFunction('heraldWire', (entry) => {
+    if (entry.type === 'open') {
+      if (!sessions.has(entry.session)) sessions.set(entry.session, sockets.push(entry.url) - 1);
+      return;
+    }
+    const socket = sessions.get(entry.session);
+    if (socket === undefined) return;
+    if (entry.type === 'frame') wire.push({ socket, direction: entry.direction, payload: entry.payload });
+    else lines.push({ socket, direction: entry.direction, line: entry.line, error: entry.error });
+  });
   const query = new URLSearchParams({ build });
   if (echo) query.set('echo', '1');
+  if (blockWebSocket) query.set('websocket', 'blocked');
   await page.goto(`${app.url}/?${query}`, { waitUntil: 'load', timeout: STEP_TIMEOUT_MS });
   const loaded = await page.evaluate(() => (window.harness ? window.harness.loaded() : { error: 'no window.harness' }));
   if (loaded.error) throw new Error(`the page could not load ${build}: ${loaded.error}`);
-  return new BrowserPage(page, app, ctx, log, sockets, wire);
+  return new BrowserPage(page, app, ctx, log, { sockets, websockets, wire, lines });
 }
 
 /**
@@ -278,16 +299,34 @@ export async function openTab(ctx, { viewport = { width: 1280, height: 800 } } =
  * is what pusher-js in the page observed (recorded by browser/index.html).
  */
 export class BrowserPage {
-  constructor(page, app, ctx, log, sockets, wire) {
+  constructor(page, app, ctx, log, { sockets, websockets, wire, lines }) {
     this.page = page;
     this.app = app;
     this.ctx = ctx;
     this.target = ctx.target;
     this.log = log;
-    /** URLs of the WebSockets the page opened, in order (seen by Chromium, not by pusher-js). */
+    /**
+     * The transports this page's clients are limited to unless a scenario says otherwise: the
+     * run's `--transport` (an HTTP fallback), else WebSocket.
+     */
+    this.transports = ctx.transport ? [ctx.transport] : ['ws'];
+    /** The transport list each client was created with (null: pusher-js's own choice). */
+    this.limits = new Map();
+    /**
+     * URLs of the connections the page opened, in order: each WebSocket (seen by Chromium, not by
+     * pusher-js) and each HTTP fallback session (the URL of its first receive request).
+     */
     this.sockets = sockets;
-    /** WebSocket frames as Chromium sent and received them: {socket, direction, payload}. */
+    /** URLs of the WebSockets alone. */
+    this.websockets = websockets;
+    /**
+     * Pusher messages as they went over the page's connections, {socket, direction, payload}:
+     * WebSocket frames, and the messages in a fallback session's `a[...]` lines and `xhr_send`
+     * bodies.
+     */
     this.wire = wire;
+    /** A fallback session's other lines: `o`, `h`, `c[...]` received, `[]` heartbeats sent. */
+    this.lines = lines;
   }
 
   /** Incoming WebSocket frames parsed as JSON (the Pusher envelope), optionally one socket's only. */
@@ -298,7 +337,7 @@ export class BrowserPage {
   }
 
   /**
-   * The index (in `sockets` / `wire`) of the WebSocket that carries client `id`'s current
+   * The index (in `sockets` / `wire`) of the connection that carries client `id`'s current
    * connection, found by the socket id in its pusher:connection_established frame.
    */
   async socketOf(id) {
@@ -309,11 +348,14 @@ export class BrowserPage {
       const data = typeof frame.data === 'string' ? JSON.parse(frame.data) : frame.data;
       return data.socket_id === socketId;
     });
-    if (index < 0) throw new Error(`no WebSocket frame established socket ${socketId} of client ${id}`);
+    if (index < 0) throw new Error(`no frame on the page's connections established socket ${socketId} of client ${id}`);
     return this.wire[index].socket;
   }
 
-  /** How the page's WebSockets opened and closed, as the page recorded them (close code, reason). */
+  /**
+   * How the page's connections opened and closed, as the page recorded them (close code, reason):
+   * WebSockets, and fallback sessions (`transport`, closed by a `c[code,"reason"]` line).
+   */
   socketLog() {
     return this.call('socketLog');
   }
@@ -344,11 +386,11 @@ export class BrowserPage {
       `client ${id} to receive the fence event on ${recordedOn}`,
       ms,
     );
-    // Chromium reports frames to playwright on its own path: wait for this one too, so that every
-    // earlier frame of the socket is in `wire`.
+    // Chromium reports frames to playwright on its own path (and the page its fallback lines):
+    // wait for this one too, so that every earlier frame of the socket is in `wire`.
     await this.until(
       () => this.wire.some((f) => f.socket === socket && f.direction === 'in' && f.payload.includes(`"${marker}"`)),
-      `the fence frame on WebSocket ${socket}`,
+      `the fence frame on connection ${socket}`,
       ms,
     );
     return marker;
@@ -380,8 +422,11 @@ export class BrowserPage {
   /**
    * Creates a pusher-js client in the page. `presence` is the channel_data the web app signs for
    * presence channels, `user` the signin user_data; `options` are merged into pusher-js's options.
+   * `transports` is pusher-js's `enabledTransports` (null: none given, pusher-js chooses); the
+   * page also sets `httpHost`/`httpPort` to the target, as the README's snippet does.
    */
-  client(id, { presence, user, transports = ['ws'], key = this.target.key, options = {} } = {}) {
+  client(id, { presence, user, transports = this.transports, key = this.target.key, options = {} } = {}) {
+    this.limits.set(id, transports);
     return this.call('create', id, {
       key,
       host: this.target.host,
@@ -407,6 +452,18 @@ export class BrowserPage {
 
   async waitForState(id, state, ms = STEP_TIMEOUT_MS) {
     await this.until(async () => (await this.state(id)) === state, `client ${id} to be ${state}`, ms);
+    // Limited to one transport, pusher-js has no other way in, but say it: a fallback run must
+    // really run over the fallback. (Echo clients are created with the page's list.)
+    const limit = this.limits.has(id) ? this.limits.get(id) : this.transports;
+    if (state === 'connected' && limit && limit.length === 1) {
+      const used = await this.call('transportOf', id);
+      if (used !== limit[0]) throw new AssertionError(`client ${id} connected over ${used}, not ${limit[0]}`);
+    }
+  }
+
+  /** The transport client `id` is connected with, as pusher-js reports it. */
+  transportOf(id) {
+    return this.call('transportOf', id);
   }
 
   subscribe(id, channel) {

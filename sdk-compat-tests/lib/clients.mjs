@@ -59,6 +59,9 @@ export function makeContext(target, { transport } = {}) {
   const ctx = {
     target,
 
+    /** The HTTP fallback every client is limited to, or null (WebSocket). */
+    transport: transport ?? null,
+
     /** pusher-http-node configured for the target. */
     backend(overrides = {}) {
       return new PusherServer({

@@ -26,19 +26,33 @@ async function twoPagesOn(ctx, channel) {
   return [pageA, pageB];
 }
 
-scenario('browser: pusher.min.js 8.6.0 connects over ws and gets a socket id of the form 123.456', async (ctx) => {
+scenario('browser: pusher.min.js 8.6.0 connects over its transport and gets a socket id of the form 123.456', async (ctx) => {
   const page = await openPage(ctx);
   const socketId = await page.connected('a');
   assert(/^\d+\.\d+$/.test(socketId), `socket_id ${socketId}`);
-  // The URL is pusher-js's own (contract §1.1), as Chromium opened it.
-  assertEqual(
-    page.sockets,
-    [`${ctx.target.tls ? 'wss' : 'ws'}://${ctx.target.host}:${ctx.target.port}/app/${ctx.target.key}?protocol=7&client=js&version=8.6.0&flash=false`],
-    'WebSocket URLs opened by the page',
-  );
+  const { host, port, key } = ctx.target;
+  const transport = ctx.transport ?? 'ws';
+  assertEqual(await page.transportOf('a'), transport, "pusher-js's transport");
+  // The URL is pusher-js's own (contract §1.1, and §7.2 for a fallback), as the page opened it.
+  if (transport === 'ws') {
+    assertEqual(
+      page.sockets,
+      [`${ctx.target.tls ? 'wss' : 'ws'}://${host}:${port}/app/${key}?protocol=7&client=js&version=8.6.0&flash=false`],
+      'WebSocket URLs opened by the page',
+    );
+  } else {
+    const op = transport === 'xhr_polling' ? 'xhr' : 'xhr_streaming';
+    const base = `${ctx.target.tls ? 'https' : 'http'}://${host}:${port}/pusher/app/${key}`;
+    assertEqual(page.sockets.length, 1, `fallback sessions opened by the page: ${JSON.stringify(page.sockets)}`);
+    assertEqual(page.websockets, [], 'WebSockets opened by the page');
+    const url = new RegExp(`^${base.replace(/[.?]/g, '\\$&')}/\\d{1,3}/[0-9a-v]{8}/${op}\\?protocol=7&client=js&version=8\\.6\\.0&t=\\d+&n=\\d+$`);
+    assert(url.test(page.sockets[0]), `the first ${op} request's URL ${page.sockets[0]}`);
+    // The session opened with `o` before its first message (§7.2).
+    assertEqual(page.lines.find((l) => l.direction === 'in')?.line, 'o', 'the first line received');
+  }
   // pusher-js starts connecting in its constructor, before the page could bind state_change.
   assertEqual(await page.call('statesOf', 'a'), ['connecting', 'connected'], 'connection states');
-  // The first frame is pusher:connection_established with the same socket id (contract §1.3).
+  // The first message is pusher:connection_established with the same socket id (contract §1.3).
   const [first] = page.received(0);
   assertEqual(first.event, 'pusher:connection_established', 'first frame');
   const data = typeof first.data === 'string' ? JSON.parse(first.data) : first.data;
@@ -91,7 +105,7 @@ scenario('browser: a 403 from /pusher/auth gives pusher:subscription_error with 
   await page.fence('a', allowed);
   assertEqual(await page.call('isSubscribed', 'a', refused), false, 'refused channel subscribed');
   assertEqual(await page.frames('a', { channel: refused }), [], 'frames for the refused channel');
-  assertEqual(page.wire.filter((f) => f.payload.includes(refused)), [], 'WebSocket frames naming the refused channel');
+  assertEqual(page.wire.filter((f) => f.payload.includes(refused)), [], 'frames on the connection naming the refused channel');
   assertEqual(await page.state('a'), 'connected', 'connection state');
 });
 
@@ -307,7 +321,7 @@ scenario('browser: after unsubscribe the page receives nothing more on that chan
   assertEqual((await page.frames('a', { channel, event: 'tick' })).map((f) => f.data), [{ n: 1 }], 'tick frames received');
   const socket = await page.socketOf('a');
   const ticks = page.received(socket).filter((f) => f.channel === channel && f.event === 'tick');
-  assertEqual(ticks.length, 1, "tick frames on a's WebSocket");
+  assertEqual(ticks.length, 1, "tick frames on a's connection");
 });
 
 scenario('browser: a user connected twice is one presence member (one member_added, one member_removed)', async (ctx) => {

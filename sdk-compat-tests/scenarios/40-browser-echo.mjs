@@ -12,7 +12,7 @@ function echoClient(page, id, settings = {}) {
     host: page.target.host,
     port: page.target.port,
     tls: Boolean(page.target.tls),
-    transports: ['ws'],
+    transports: page.transports,
     ...settings,
   });
 }

@@ -9,7 +9,7 @@ scenario('browser: pusher-with-encryption.min.js decrypts an event on a private-
   const channel = uniqueName('private-encrypted-browser-vault');
   const page = await openPage(ctx, { build: 'pusher-with-encryption.min.js' });
   await page.connected('a');
-  assert(/[?&]version=8\.6\.0&/.test(page.sockets[0]), `WebSocket URL ${page.sockets[0]}`);
+  assert(/[?&]version=8\.6\.0&/.test(page.sockets[0]), `connection URL ${page.sockets[0]}`);
   await page.subscribed('a', channel);
   const [auth] = page.app.requestsFor(channel);
   assert(auth && auth.status === 200 && typeof auth.body.shared_secret === 'string', `auth reply ${JSON.stringify(auth)}`);

@@ -72,6 +72,55 @@ async fn creating_an_app_lands_on_its_getting_started_page_with_its_key() {
     assert!(list.body.contains("Acme live"));
 }
 
+/// The text of the element marked `data-testid="{id}"` (the getting-started page's values).
+fn test_id<'a>(body: &'a str, id: &str) -> &'a str {
+    let marker = format!("data-testid=\"{id}\">");
+    body.split_once(&marker)
+        .and_then(|(_, rest)| rest.split_once('<'))
+        .map(|(text, _)| text)
+        .unwrap_or_else(|| panic!("no data-testid={id} in {body}"))
+}
+
+#[tokio::test]
+async fn getting_started_snippets_set_the_fallbacks_host_and_port_and_leave_them_on() {
+    let app = spawn_dashboard().await;
+    let browser = Browser::new(&app);
+    let s = browser.sign_in(OPERATOR, OPERATOR_PASSWORD).await;
+    let page = browser
+        .get(
+            Some(&s.cookie),
+            &format!("/dashboard/apps/{APP_ID}/getting-started"),
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let (host, port) = (test_id(&page.body, "host"), test_id(&page.body, "port"));
+    assert_eq!(host, "127.0.0.1");
+    assert!(port.parse::<u16>().is_ok_and(|p| p > 0), "port {port}");
+    // Both client snippets (pusher-js and Laravel Echo) point WebSocket and the HTTP fallbacks at
+    // this server, plain HTTP here (no TLS in front of the test server).
+    for line in [
+        format!("\n  wsHost: \"{host}\",\n"),
+        format!("\n  wsPort: {port},\n"),
+        format!("\n  httpHost: \"{host}\",\n"),
+        format!("\n  httpPort: {port},\n"),
+        format!("\n  httpsPort: {port},\n"),
+        "\n  forceTLS: false,\n".to_owned(),
+    ] {
+        let shown = page.body.matches(&line).count();
+        assert_eq!(
+            shown, 2,
+            "{line:?} in both pusher-js snippets: {}",
+            page.body
+        );
+    }
+    // And they do not limit pusher-js to WebSocket: it falls back by itself.
+    assert!(
+        !page.body.contains("enabledTransports: ["),
+        "a transport list in a snippet: {}",
+        page.body
+    );
+}
+
 #[tokio::test]
 async fn secrets_are_shown_only_in_answer_to_a_post_that_is_not_cached() {
     let app = spawn_dashboard().await;

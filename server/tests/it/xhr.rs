@@ -808,3 +808,71 @@ async fn a_closed_session_holds_its_node_slot_while_it_lingers() {
     // Then it is gone, and its slot with it.
     assert!(wait_for(|| async { poll(&app, &other).await[0] == "o" }).await);
 }
+
+/// pusher-js's `MAX_BUFFER_LENGTH`: past this many UTF-16 code units read from a stream, with no
+/// partial line left, it aborts the stream and opens a new one for the same session.
+const PUSHER_JS_BUFFER: usize = 256 * 1024;
+
+#[tokio::test]
+async fn a_stream_stops_where_pusher_js_reopens_it_so_the_reopen_loses_nothing() {
+    let app = spawn_app().await;
+    let url = base(&app, KEY, "bigbuf01");
+    let mut stream = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    // What pusher-js has read of the stream, in its units (`responseText.length`).
+    let mut units = 0;
+    fn read(line: String, units: &mut usize) -> String {
+        *units += line.encode_utf16().count() + 1;
+        line
+    }
+    assert_eq!(read(stream.line().await, &mut units), "o");
+    read(stream.line().await, &mut units);
+    send_event(
+        &app,
+        &url,
+        json!({"event":"pusher:subscribe","data":{"channel":"news"}}),
+    )
+    .await;
+    loop {
+        let line = read(stream.line().await, &mut units);
+        if events_of(&line)
+            .iter()
+            .any(|e| e["event"] == "pusher_internal:subscription_succeeded")
+        {
+            break;
+        }
+    }
+    // 100 events of 4,000 two-byte characters each, all queued before the client reads on: far
+    // more than one stream may carry, counted in characters (UTF-16), not bytes.
+    const EVENTS: usize = 100;
+    for n in 0..EVENTS {
+        trigger(&app, "news", &format!("{n:03}{}", "é".repeat(4000))).await;
+    }
+    let number = |event: &Value| -> usize { event["data"].as_str().unwrap()[..3].parse().unwrap() };
+    let mut received = Vec::new();
+    // Read as pusher-js does, then abort the stream as it does.
+    loop {
+        let line = read(stream.line().await, &mut units);
+        if line != "h" {
+            received.extend(events_of(&line).iter().map(number));
+        }
+        if units > PUSHER_JS_BUFFER && stream.buffer.is_empty() {
+            break;
+        }
+    }
+    assert!(received.len() < EVENTS, "one stream carried them all");
+    drop(stream);
+    let mut reopened = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    while received.len() < EVENTS {
+        let line = reopened.line().await;
+        assert_ne!(line, "o", "no second open frame");
+        assert!(!line.starts_with('c'), "the session closed: {line}");
+        if line != "h" {
+            received.extend(events_of(&line).iter().map(number));
+        }
+    }
+    assert_eq!(
+        received,
+        (0..EVENTS).collect::<Vec<_>>(),
+        "every event, in order"
+    );
+}

@@ -47,6 +47,11 @@ const LINES_IN_FLIGHT: usize = 2;
 /// next poll or line).
 const LINE_BYTES: usize = 64 * 1024;
 const POLL_BYTES: usize = 256 * 1024;
+/// pusher-js reopens its stream once it has read more than this many UTF-16 code units of it
+/// (`MAX_BUFFER_LENGTH` in its `http_request.ts`, checked when no partial line is left) by
+/// aborting the request, and whatever was written after that point is lost with it. So a stream
+/// past it gets nothing more (not even `h`): its frames wait in the outbox for the reopened one.
+const STREAM_UNITS: usize = 256 * 1024;
 /// How long a closed session waits for a stream or poll to hear its `c` line (its node slot is
 /// held meanwhile).
 const LINGER: Duration = Duration::from_secs(1);
@@ -494,6 +499,17 @@ fn take_frames(frames: &mut Receiver<Connection>, budget: usize) -> Vec<Bytes> {
     taken
 }
 
+/// The length of UTF-8 text in UTF-16 code units, as a browser's `responseText.length` counts it.
+fn utf16_units(text: &[u8]) -> usize {
+    text.iter()
+        .map(|&b| match b {
+            0x80..=0xbf => 0,
+            0xf0..=0xff => 2,
+            _ => 1,
+        })
+        .sum()
+}
+
 /// `c[code,"reason"]`.
 pub(super) fn close_line(code: u16, reason: &str) -> Bytes {
     let reason = serde_json::to_string(reason).unwrap_or_else(|_| "\"\"".to_owned());
@@ -514,6 +530,8 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
     let mut last_seen = Instant::now();
     // When the reader was attached or last written to, or when the last one went away.
     let mut since = Instant::now();
+    // What the current reader, if a stream, has been written: see STREAM_UNITS.
+    let mut written = 0;
     let timer = tokio::time::sleep_until(since + timers.expiry);
     tokio::pin!(timer);
     let close = loop {
@@ -531,6 +549,7 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
             // Attached only once the earlier reader has gone.
             reader = Some(new);
             since = now;
+            written = 0;
         }
         if !inbox.is_empty() {
             for (handled, (_, text)) in inbox.iter().enumerate() {
@@ -557,7 +576,7 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
         }
         let mut answered = false;
         if let Some(current) = &reader {
-            if outbox.backlog() > 0 || !opened {
+            if (outbox.backlog() > 0 || !opened) && !full(current, written) {
                 if let Ok(permit) = current.tx.try_reserve() {
                     let mut line = BytesMut::new();
                     if !opened {
@@ -582,6 +601,9 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
                                 push_batch(&mut line, &batch);
                             }
                         }
+                    }
+                    if current.kind == Kind::Stream {
+                        written += utf16_units(&line);
                     }
                     permit.send(line.freeze());
                     since = Instant::now();
@@ -608,9 +630,14 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
                     Kind::Poll => timers.poll_wait,
                 };
                 if now >= since + interval {
-                    // A stream whose client reads nothing skips the beat (its outbox fills).
-                    let sent = current.tx.try_send(Bytes::from_static(b"h\n")).is_ok();
+                    // A stream whose client reads nothing skips the beat (its outbox fills), as
+                    // does a full one (its client is reopening it).
+                    let sent = !full(current, written)
+                        && current.tx.try_send(Bytes::from_static(b"h\n")).is_ok();
                     since = now;
+                    if sent && current.kind == Kind::Stream {
+                        written += 2;
+                    }
                     if sent && current.kind == Kind::Poll {
                         reader = None;
                     }
@@ -645,7 +672,9 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
             }
             if let Some(current) = &reader {
                 if current.tx.is_closed()
-                    || ((outbox.backlog() > 0 || !opened) && current.tx.capacity() > 0)
+                    || ((outbox.backlog() > 0 || !opened)
+                        && current.tx.capacity() > 0
+                        && !full(current, written))
                 {
                     return Poll::Ready(());
                 }
@@ -671,10 +700,17 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
     outbox.finish();
     session.finish();
     let attach = shared.link.lock_or_recover().attach.take();
+    // A full stream is being reopened: the close line goes to the new one.
+    let reader = reader.filter(|current| !full(current, written));
     Exit {
         close: Some(text.freeze()),
         reader: attach.or(reader),
     }
+}
+
+/// Whether `reader` is a stream past what pusher-js reads of one (STREAM_UNITS).
+fn full(reader: &Reader, written: usize) -> bool {
+    reader.kind == Kind::Stream && written > STREAM_UNITS
 }
 
 #[cfg(test)]
