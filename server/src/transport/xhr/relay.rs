@@ -11,7 +11,7 @@
 //! local request takes ([`super::handle`], never forwarding again): the same binding to the
 //! session's address and origin, one reader at a time, the same limits.
 //!
-//! Bounds: [`MAX_FORWARDS`] requests forwarded from a node at once and as many served for other
+//! Bounds: [`max_forwards`] requests forwarded from a node at once and as many served for other
 //! nodes (503 beyond); [`REPLY_BUFFER`] parts buffered per forwarded request, and
 //! [`REPLY_BYTES`] for all of a node's (past either, or on a gap in the numbering, the answer
 //! ends and the holder is told to stop); an answer's head
@@ -43,8 +43,9 @@ use crate::cluster::Cluster;
 use crate::locks::MutexExt;
 use crate::node::SharedNode;
 
-/// Requests a node forwards at once, and requests it serves for other nodes at once.
-pub(super) const MAX_FORWARDS: usize = 1_024;
+/// Requests a node forwards at once, and requests it serves for other nodes at once, when the
+/// node has no `HERALD_MAX_CONNECTIONS` (see [`max_forwards`]).
+const DEFAULT_MAX_FORWARDS: usize = 16_384;
 /// Parts of one forwarded answer received and not yet written to its client.
 const REPLY_BUFFER: usize = 64;
 /// The bytes of all forwarded answers' parts received on a node and not yet written to their
@@ -58,6 +59,20 @@ const BEAT: Duration = Duration::from_secs(3);
 /// How long a forwarded answer may stay silent (no part, no beat) before it ends: the holder
 /// died or cannot publish.
 const IDLE: Duration = Duration::from_secs(10);
+
+/// Requests a node forwards at once, and as many it serves for other nodes at once: twice its
+/// `max_connections` (each session may have a stream or poll in flight through another node,
+/// and be served here for one) and half as much again for `xhr_send`s, or
+/// [`DEFAULT_MAX_FORWARDS`] without a capacity. A forwarded request in flight holds a map
+/// entry and a channel of [`REPLY_BUFFER`] parts (allocated as parts arrive: a few hundred
+/// bytes while it waits), besides its HTTP connection.
+pub(super) fn max_forwards(node: &SharedNode) -> usize {
+    node.settings
+        .max_connections
+        .map_or(DEFAULT_MAX_FORWARDS, |max| {
+            max.saturating_mul(5).saturating_div(2).saturating_add(8)
+        })
+}
 
 /// What nodes publish to each other's mailboxes.
 #[derive(Debug, Serialize, Deserialize)]
@@ -295,7 +310,7 @@ pub(super) async fn forward(
     let (tx, rx) = mpsc::channel(REPLY_BUFFER);
     {
         let mut forwarded = state.forwarded.lock_or_recover();
-        if forwarded.len() >= MAX_FORWARDS {
+        if forwarded.len() >= max_forwards(node) {
             return busy("Server busy: too many forwarded requests, retry shortly\n");
         }
         forwarded.insert(id, tx);
@@ -412,7 +427,7 @@ async fn serve(node: SharedNode, sessions: Sessions, wire: Wire) {
     let token = CancellationToken::new();
     let registered = {
         let mut served = sessions.relay.served.lock_or_recover();
-        if served.len() >= MAX_FORWARDS {
+        if served.len() >= max_forwards(&node) {
             false
         } else {
             served.insert((from.clone(), id), token.clone());
