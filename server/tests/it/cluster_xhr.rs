@@ -349,3 +349,54 @@ async fn a_client_hanging_up_on_the_forwarding_node_frees_the_session_on_its_hol
     trigger_news(&http, &a.base(), "private-room", "back").await;
     assert_eq!(again.expect_event("news").await["data"], "back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_readers_of_one_session_through_a_node_do_not_take_its_forwarding_pool() {
+    // A pool of 58 forwarded requests per node (2.5 x 20 + 8).
+    let database = Database::create().await;
+    let redis = Redis::start().await;
+    let env = [
+        ("HERALD_TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("HERALD_MAX_CONNECTIONS", "20"),
+    ];
+    let a = start_node_with("a", &redis, &database, &env).await;
+    let b = start_node_with("b", &redis, &database, &env).await;
+    let (attacked, other) = (new_session(), new_session());
+    let (_socket, _stream) = open_stream(&session_url(&a, &attacked)).await;
+    let (_other_socket, _other_stream) = open_stream(&session_url(&a, &other)).await;
+    wait_for_hold(&redis, &attacked, &a).await;
+    wait_for_hold(&redis, &other, &a).await;
+
+    // 120 streams for the attacked session through B at once, while its stream on A is open.
+    let url = format!("{}/xhr_streaming{Q}", session_url(&b, &attacked));
+    let http = reqwest::Client::new();
+    let readers: Vec<_> = (0..120)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                let response = http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("origin", ORIGIN)
+                    .send()
+                    .await
+                    .expect("request is sent");
+                let status = response.status().as_u16();
+                (status, response.text().await.unwrap_or_default())
+            })
+        })
+        .collect();
+    pause(Duration::from_millis(300)).await;
+    // Meanwhile another session's send through B is forwarded.
+    let ping = json!({"event":"pusher:ping","data":{}});
+    assert_eq!(
+        xhr_send_from(&session_url(&b, &other), ORIGIN, &[ping]).await,
+        204,
+        "another session's request is forwarded while one session's readers crowd B"
+    );
+    for reader in readers {
+        let (status, text) = reader.await.expect("the reader's task");
+        assert_eq!(status, 200, "{text}");
+        assert!(text.starts_with("c[2010,"), "{text}");
+    }
+}

@@ -52,7 +52,7 @@ const POLL_BYTES: usize = 256 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
 /// How long a stream or poll waits for the session's live reader to go away (pusher-js reopens a
 /// stream by aborting the old request, then opening a new one) before it is refused 2010.
-const REOPEN_WAIT: Duration = Duration::from_secs(1);
+pub(super) const REOPEN_WAIT: Duration = Duration::from_secs(1);
 /// `xhr_send` requests of one session being read or waiting for room; past it, 503 at once.
 pub(super) const MAX_SENDS: usize = 16;
 /// Client messages handled before the task yields.

@@ -12,7 +12,12 @@
 //! session's address and origin, one reader at a time, the same limits.
 //!
 //! Bounds: [`max_forwards`] requests forwarded from a node at once and as many served for other
-//! nodes (503 beyond); [`REPLY_BUFFER`] parts buffered per forwarded request, and
+//! nodes (503 beyond); of them, an app's `HERALD_MAX_APP_SHARE` percent each way (503
+//! beyond), and per session one stream or poll and [`MAX_SENDS`] sends forwarded from a node
+//! at once (a second reader waits up to [`REOPEN_WAIT`] on the forwarding node, holding no
+//! place in the pool, then hears 2010 there; a send beyond gets 503): a client cannot fill the
+//! pool through one session, and the holder waits for at most one reader per session per
+//! other node; [`REPLY_BUFFER`] parts buffered per forwarded request, and
 //! [`REPLY_BYTES`] for all of a node's (past either, or on a gap in the numbering, the answer
 //! ends and the holder is told to stop); an answer's head
 //! within [`HEAD_WAIT`]; then [`IDLE`] without a part or a beat (the holder beats every
@@ -37,8 +42,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::link::{Kind, Owner, Sessions};
-use super::{busy, handle, Asked, Op, Payload, Route, Via};
+use super::link::{close_line, Kind, Owner, Sessions, MAX_SENDS, REOPEN_WAIT};
+use super::{busy, handle, lines_response, Asked, Op, Payload, Route, Via};
 use crate::cluster::Cluster;
 use crate::locks::MutexExt;
 use crate::node::SharedNode;
@@ -72,6 +77,12 @@ pub(super) fn max_forwards(node: &SharedNode) -> usize {
         .map_or(DEFAULT_MAX_FORWARDS, |max| {
             max.saturating_mul(5).saturating_div(2).saturating_add(8)
         })
+}
+
+/// Of [`max_forwards`], how many one app's requests may take (its `HERALD_MAX_APP_SHARE`
+/// percent, at least one).
+fn app_share(node: &SharedNode) -> usize {
+    (max_forwards(node).saturating_mul(usize::from(node.settings.max_app_share)) / 100).max(1)
 }
 
 /// What nodes publish to each other's mailboxes.
@@ -130,6 +141,142 @@ pub(super) struct State {
     forwarded: Mutex<HashMap<u64, mpsc::Sender<Reply>>>,
     /// Requests served here for other nodes, by (node, id).
     served: Mutex<HashMap<(String, u64), CancellationToken>>,
+    /// Forwarded and served requests in flight, per session and per app.
+    load: Mutex<Load>,
+    /// Told when a forwarded request's slot is given back (a reader waiting for its session's).
+    freed: tokio::sync::Notify,
+}
+
+/// Requests in flight, counted per session and per app.
+#[derive(Debug, Default)]
+struct Load {
+    /// Requests forwarded from here, per session: (streams and polls, `xhr_send`s).
+    sessions: HashMap<String, (usize, usize)>,
+    /// Requests forwarded from here, per app key.
+    forwarded_apps: HashMap<String, usize>,
+    /// Requests served here for other nodes, per app key.
+    served_apps: HashMap<String, usize>,
+}
+
+/// Why a forwarded request gets no slot.
+enum Full {
+    /// Its session already has a reader (or [`MAX_SENDS`] sends) forwarded from here.
+    Session,
+    /// Its app holds its share of the node's forwarding pool.
+    App,
+}
+
+fn count_down(map: &mut HashMap<String, usize>, key: &str) {
+    if let Some(count) = map.get_mut(key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+/// A forwarded request's place in its session's and app's counts, given back when dropped.
+struct Slot {
+    sessions: Sessions,
+    session: String,
+    app: String,
+    reader: bool,
+}
+
+impl Slot {
+    /// Takes a slot for a request of session `session` of app `app` (a stream or poll when
+    /// `reader`), within the app's share `share`.
+    fn take(
+        sessions: &Sessions,
+        session: &str,
+        app: &str,
+        reader: bool,
+        share: usize,
+    ) -> Result<Slot, Full> {
+        let mut load = sessions.relay.load.lock_or_recover();
+        let app_count = load.forwarded_apps.get(app).copied().unwrap_or(0);
+        let (readers, sends) = load.sessions.get(session).copied().unwrap_or((0, 0));
+        if (reader && readers >= 1) || (!reader && sends >= MAX_SENDS) {
+            return Err(Full::Session);
+        }
+        if app_count >= share {
+            return Err(Full::App);
+        }
+        let entry = load.sessions.entry(session.to_owned()).or_default();
+        if reader {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+        *load.forwarded_apps.entry(app.to_owned()).or_default() += 1;
+        Ok(Slot {
+            sessions: sessions.clone(),
+            session: session.to_owned(),
+            app: app.to_owned(),
+            reader,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let state = &self.sessions.relay;
+        {
+            let mut load = state.load.lock_or_recover();
+            if let Some(entry) = load.sessions.get_mut(&self.session) {
+                if self.reader {
+                    entry.0 = entry.0.saturating_sub(1);
+                } else {
+                    entry.1 = entry.1.saturating_sub(1);
+                }
+                if *entry == (0, 0) {
+                    load.sessions.remove(&self.session);
+                }
+            }
+            count_down(&mut load.forwarded_apps, &self.app);
+        }
+        state.freed.notify_waiters();
+    }
+}
+
+/// A slot for a request forwarded from here, or the answer it gets at once: a reader whose
+/// session has one forwarded from here waits up to [`REOPEN_WAIT`] for it to end (as the holder
+/// would), then hears 2010 from this node, never taking a place in the pool meanwhile; a send
+/// past [`MAX_SENDS`] for its session, or any request past its app's share, gets 503.
+async fn take_slot(
+    node: &SharedNode,
+    sessions: &Sessions,
+    route: &Route<'_>,
+) -> Result<Slot, Response> {
+    let reader = !matches!(route.op, Op::Send);
+    let (session, share) = (route.name(), app_share(node));
+    let deadline = tokio::time::Instant::now() + REOPEN_WAIT;
+    loop {
+        let freed = sessions.relay.freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        match Slot::take(sessions, &session, route.key, reader, share) {
+            Ok(slot) => return Ok(slot),
+            Err(Full::App) => {
+                return Err(busy(
+                    "Server busy: too many forwarded requests for this app, retry shortly\n",
+                ))
+            }
+            Err(Full::Session) if !reader => {
+                return Err(busy(
+                    "Too many requests in flight for this session, retry shortly\n",
+                ))
+            }
+            Err(Full::Session) => {
+                if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                    return Err(lines_response(Body::from(close_line(
+                        2010,
+                        "Another connection still open",
+                    ))));
+                }
+            }
+        }
+    }
 }
 
 /// Starts this node's relay (cluster mode only): reads its mailbox and refreshes its sessions'
@@ -241,6 +388,8 @@ struct Forwarded {
     /// Where the answer arrives.
     rx: mpsc::Receiver<Reply>,
     done: bool,
+    /// Its place in its session's and app's counts.
+    _slot: Slot,
 }
 
 impl Forwarded {
@@ -306,6 +455,11 @@ pub(super) async fn forward(
         return busy("Not in a cluster\n");
     };
     let state = &sessions.relay;
+    let route = asked.route;
+    let slot = match take_slot(node, sessions, route).await {
+        Ok(slot) => slot,
+        Err(answer) => return answer,
+    };
     let id = state.next.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel(REPLY_BUFFER);
     {
@@ -322,8 +476,8 @@ pub(super) async fn forward(
         id,
         rx,
         done: false,
+        _slot: slot,
     };
-    let route = asked.route;
     let ask = Wire::Ask {
         id,
         from: cluster.node_id().to_owned(),
@@ -394,11 +548,17 @@ fn passed_on(name: &HeaderName) -> bool {
 struct Served<'a> {
     state: &'a super::relay::State,
     key: (String, u64),
+    /// Its app's key (its count of requests served here).
+    app: String,
 }
 
 impl Drop for Served<'_> {
     fn drop(&mut self) {
         self.state.served.lock_or_recover().remove(&self.key);
+        count_down(
+            &mut self.state.load.lock_or_recover().served_apps,
+            &self.app,
+        );
     }
 }
 
@@ -427,16 +587,20 @@ async fn serve(node: SharedNode, sessions: Sessions, wire: Wire) {
     let token = CancellationToken::new();
     let registered = {
         let mut served = sessions.relay.served.lock_or_recover();
-        if served.len() >= max_forwards(&node) {
+        let mut load = sessions.relay.load.lock_or_recover();
+        let app_count = load.served_apps.get(&key).copied().unwrap_or(0);
+        if served.len() >= max_forwards(&node) || app_count >= app_share(&node) {
             false
         } else {
             served.insert((from.clone(), id), token.clone());
+            *load.served_apps.entry(key.clone()).or_default() += 1;
             true
         }
     };
     let _served = registered.then(|| Served {
         state: &sessions.relay,
         key: (from.clone(), id),
+        app: key.clone(),
     });
     let path = format!("/app/{key}/{server}/{session}/{op}");
     let response = match Route::parse(&path) {
