@@ -673,6 +673,8 @@ async fn serve(node: SharedNode, sessions: Sessions, wire: Wire) {
             // The forwarding node is gone (or Redis is): the request is dropped as a hang-up.
             return;
         }
+        // A part says as much as a beat.
+        beat.reset();
         seq += 1;
     }
     post(&cluster, &from, &Wire::End { id, seq }).await;
