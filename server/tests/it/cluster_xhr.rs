@@ -400,3 +400,34 @@ async fn many_readers_of_one_session_through_a_node_do_not_take_its_forwarding_p
         assert!(text.starts_with("c[2010,"), "{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_sessions_leave_no_hold_in_redis() {
+    let database = Database::create().await;
+    let redis = Redis::start().await;
+    let env = [
+        ("HERALD_TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("HERALD_MAX_CONNECTIONS", "1"),
+    ];
+    let a = start_node_with("a", &redis, &database, &env).await;
+    // The node's one connection.
+    let kept = new_session();
+    let (_socket, _stream) = open_stream(&session_url(&a, &kept)).await;
+    wait_for_hold(&redis, &kept, &a).await;
+    // Further sessions are refused (node full): none keeps a hold.
+    for _ in 0..5 {
+        let session = new_session();
+        let mut refused = Lines::open(
+            format!("{}/xhr_streaming{Q}", session_url(&a, &session)),
+            ORIGIN,
+        )
+        .await;
+        let line = refused.line().await;
+        assert!(line.starts_with("c[4100,"), "{line}");
+        assert!(
+            !redis.exists(&hold_key(&redis, &session)).await,
+            "a refused session's hold is given back"
+        );
+    }
+    assert!(redis.exists(&hold_key(&redis, &kept)).await);
+}
