@@ -431,3 +431,35 @@ async fn refused_sessions_leave_no_hold_in_redis() {
     }
     assert!(redis.exists(&hold_key(&redis, &kept)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_answer_cut_short_closes_its_session_as_a_slow_consumer() {
+    let (redis, _database, a, b) = two_nodes().await;
+    let session = new_session();
+    let (on_a, on_b) = (session_url(&a, &session), session_url(&b, &session));
+    let (socket_id, mut stream) = open_stream(&on_a).await;
+    wait_for_hold(&redis, &session, &a).await;
+    assert_eq!(
+        xhr_send_from(&on_b, ORIGIN, &[subscribe(&socket_id, "private-flood")]).await,
+        204
+    );
+    stream
+        .expect_event("pusher_internal:subscription_succeeded")
+        .await;
+    drop(stream);
+    // The stream reopened through B by a client that reads nothing.
+    let stalled = Lines::open(format!("{on_b}/xhr_streaming{Q}"), ORIGIN).await;
+    // More than B buffers for it (64 parts, besides the sockets' buffers): the answer is cut.
+    let http = reqwest::Client::new();
+    let big = "x".repeat(9_000);
+    for _ in 0..1_000 {
+        trigger_news(&http, &a.base(), "private-flood", &big).await;
+    }
+    pause(Duration::from_millis(500)).await;
+    // The lines A took for B are lost: the session is closed (4100) rather than going on with a
+    // gap (the next reader hears the close, or opens a new session once it is gone).
+    let mut next = Lines::open(format!("{on_a}/xhr_streaming{Q}"), ORIGIN).await;
+    let line = next.line().await;
+    assert!(line.starts_with("c[4100,") || line == "o", "{line}");
+    drop(stalled);
+}

@@ -245,6 +245,14 @@ impl Shared {
         })
     }
 
+    /// Closes the session as a slow consumer (4100, its backlog dropped): lines taken from it
+    /// were lost on their way to the client.
+    pub(super) fn close_slow(&self) {
+        self.conn
+            .outbox()
+            .request_close(crate::protocol::CloseCode::OverCapacity, false);
+    }
+
     /// Whether a request from `owner` may reach this session.
     pub(super) fn owned_by(&self, owner: &Owner) -> bool {
         self.owner == *owner

@@ -24,6 +24,10 @@
 //! [`BEAT`] while it serves the request) ends it (the holder died). A client that hangs up on the
 //! forwarding node: the holder is told ([`Wire::Cancel`]) and drops the request as it would a
 //! local hang-up; a holder whose publishes nobody hears (the forwarding node died) does too.
+//! An answer cut short (its client too slow, the node's byte budget spent, a part lost in the
+//! mailbox, or the holder's publish of a part failing) lost lines the holder took from the
+//! session: the holder closes the session as a slow consumer (4100), as on one node, so the
+//! client reconnects knowing it (told by a [`Wire::Cancel`] marked `cut`).
 //! Every line forwarded crosses Redis once more than on the holder.
 
 use std::collections::HashMap;
@@ -108,8 +112,14 @@ enum Wire {
         n: u64,
         messages: Option<Vec<String>>,
     },
-    /// The forwarding node's client went away.
-    Cancel { id: u64, from: String },
+    /// The forwarding node's client went away, or (`cut`) the answer was cut short there:
+    /// lines taken from the session were lost, so the holder closes the session (4100).
+    Cancel {
+        id: u64,
+        from: String,
+        #[serde(default)]
+        cut: bool,
+    },
     /// The answer's status and headers.
     Head {
         id: u64,
@@ -142,9 +152,9 @@ pub(super) struct State {
     buffered: AtomicUsize,
     // std locks: map lookups only.
     /// Requests forwarded from here, by id: where their answer goes.
-    forwarded: Mutex<HashMap<u64, mpsc::Sender<Reply>>>,
-    /// Requests served here for other nodes, by (node, id).
-    served: Mutex<HashMap<(String, u64), CancellationToken>>,
+    forwarded: Mutex<HashMap<u64, (mpsc::Sender<Reply>, String)>>,
+    /// Requests served here for other nodes, by (node, id): their token and session.
+    served: Mutex<HashMap<(String, u64), (CancellationToken, String)>>,
     /// Forwarded and served requests in flight, per session and per app.
     load: Mutex<Load>,
     /// Told when a forwarded request's slot is given back (a reader waiting for its session's).
@@ -320,9 +330,13 @@ fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
             tokio::spawn(async move { serve(node, sessions, wire).await });
             return;
         }
-        Wire::Cancel { id, from } => {
-            if let Some(token) = state.served.lock_or_recover().get(&(from, id)) {
+        Wire::Cancel { id, from, cut } => {
+            let served = state.served.lock_or_recover().get(&(from, id)).cloned();
+            if let Some((token, session)) = served {
                 token.cancel();
+                if cut {
+                    close_cut(sessions, &session);
+                }
             }
             return;
         }
@@ -342,6 +356,7 @@ fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
                 let cancel = Wire::Cancel {
                     id,
                     from: cluster.node_id().to_owned(),
+                    cut: false,
                 };
                 tokio::spawn(async move { post(&cluster, &from, &cancel).await });
                 return;
@@ -354,15 +369,40 @@ fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
         _ => 0,
     };
     let mut forwarded = state.forwarded.lock_or_recover();
-    let Some(tx) = forwarded.get(&id) else {
+    let Some((tx, holder)) = forwarded.get(&id) else {
         return;
     };
     let before = state.buffered.fetch_add(size, Ordering::AcqRel);
     if before + size > REPLY_BYTES || tx.try_send(reply).is_err() {
         // Its client reads too slowly (or is gone), or the node holds too much: the answer
-        // ends, the holder is told.
+        // ends, and the holder is told it was cut (the lines it took are lost).
         state.buffered.fetch_sub(size, Ordering::AcqRel);
+        let holder = holder.clone();
         forwarded.remove(&id);
+        drop(forwarded);
+        cut_short(node, holder, id);
+    }
+}
+
+/// Tells `holder` that the answer to forwarded request `id` was cut short here.
+fn cut_short(node: &SharedNode, holder: String, id: u64) {
+    let Some(cluster) = node.cluster.clone() else {
+        return;
+    };
+    let cancel = Wire::Cancel {
+        id,
+        from: cluster.node_id().to_owned(),
+        cut: true,
+    };
+    tokio::spawn(async move { post(&cluster, &holder, &cancel).await });
+}
+
+/// Closes session `session` served here because a forwarded answer lost lines taken from it: as
+/// a slow consumer on one node (4100), so the client reconnects and knows it.
+fn close_cut(sessions: &Sessions, session: &str) {
+    if let Some(shared) = sessions.get(session) {
+        tracing::debug!("a forwarded fallback answer was cut short: its session closes (4100)");
+        shared.close_slow();
     }
 }
 
@@ -392,6 +432,8 @@ struct Forwarded {
     /// Where the answer arrives.
     rx: mpsc::Receiver<Reply>,
     done: bool,
+    /// A part went missing: the holder is told the answer was cut.
+    cut: bool,
     /// Its place in its session's and app's counts.
     _slot: Slot,
 }
@@ -400,6 +442,11 @@ impl Forwarded {
     /// The answer ended: nothing to cancel.
     fn finish(&mut self) {
         self.done = true;
+    }
+
+    /// A part went missing: the holder is to be told the answer was cut.
+    fn mark_cut(&mut self) {
+        self.cut = true;
     }
 
     /// The next part of the answer, within `limit`.
@@ -435,6 +482,7 @@ impl Drop for Forwarded {
         let cancel = Wire::Cancel {
             id: self.id,
             from: cluster.node_id().to_owned(),
+            cut: self.cut,
         };
         let holder = std::mem::take(&mut self.holder);
         // Dropped outside a runtime (it is shutting down): the holder's beat finds nobody.
@@ -471,7 +519,7 @@ pub(super) async fn forward(
         if forwarded.len() >= max_forwards(node) {
             return busy("Server busy: too many forwarded requests, retry shortly\n");
         }
-        forwarded.insert(id, tx);
+        forwarded.insert(id, (tx, holder.to_owned()));
     }
     let mut registration = Forwarded {
         node: node.clone(),
@@ -480,6 +528,7 @@ pub(super) async fn forward(
         id,
         rx,
         done: false,
+        cut: false,
         _slot: slot,
     };
     let ask = Wire::Ask {
@@ -520,6 +569,11 @@ pub(super) async fn forward(
                     }
                     Some(Reply::End(got)) if got == seq => {
                         registration.finish();
+                        return None;
+                    }
+                    // A part went missing (the mailbox dropped it): the lines it held are lost.
+                    Some(Reply::Part(..) | Reply::End(_)) => {
+                        registration.mark_cut();
                         return None;
                     }
                     // A gap, a second head, silence, or the answer dropped as too slow.
@@ -596,7 +650,8 @@ async fn serve(node: SharedNode, sessions: Sessions, wire: Wire) {
         if served.len() >= max_forwards(&node) || app_count >= app_share(&node) {
             false
         } else {
-            served.insert((from.clone(), id), token.clone());
+            let name = format!("{key}/{server}/{session}");
+            served.insert((from.clone(), id), (token.clone(), name));
             *load.served_apps.entry(key.clone()).or_default() += 1;
             true
         }
@@ -670,7 +725,9 @@ async fn serve(node: SharedNode, sessions: Sessions, wire: Wire) {
             text: String::from_utf8_lossy(&chunk).into_owned(),
         };
         if !post(&cluster, &from, &part).await {
-            // The forwarding node is gone (or Redis is): the request is dropped as a hang-up.
+            // The forwarding node is gone (or Redis is): the lines this part took from the
+            // session are lost, so the session closes as a slow consumer's would (4100).
+            close_cut(&sessions, &format!("{key}/{server}/{session}"));
             return;
         }
         // A part says as much as a beat.
