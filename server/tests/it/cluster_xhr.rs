@@ -463,3 +463,31 @@ async fn a_forwarded_answer_cut_short_closes_its_session_as_a_slow_consumer() {
     assert!(line.starts_with("c[4100,") || line == "o", "{line}");
     drop(stalled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarding_node_shutting_down_ends_its_forwarded_streams_with_4200() {
+    let (redis, _database, a, mut b) = two_nodes().await;
+    let session = new_session();
+    let (on_a, on_b) = (session_url(&a, &session), session_url(&b, &session));
+    let (_socket_id, stream) = open_stream(&on_a).await;
+    wait_for_hold(&redis, &session, &a).await;
+    drop(stream);
+    let mut through_b = Lines::open(format!("{on_b}/xhr_streaming{Q}"), ORIGIN).await;
+    // B gets SIGTERM: the forwarded stream hears 4200 at once (not after the drain's wait).
+    let terminated = tokio::spawn(async move { b.terminate().await });
+    let started = tokio::time::Instant::now();
+    let line = loop {
+        match through_b.next_within(Duration::from_secs(10)).await {
+            Some(line) if line == "h" => continue,
+            other => break other,
+        }
+    };
+    let line = line.expect("a close line, not a cut");
+    assert!(line.starts_with("c[4200,"), "{line}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "after {:?}",
+        started.elapsed()
+    );
+    terminated.await.expect("B exits");
+}

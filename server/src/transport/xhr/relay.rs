@@ -27,7 +27,9 @@
 //! An answer cut short (its client too slow, the node's byte budget spent, a part lost in the
 //! mailbox, or the holder's publish of a part failing) lost lines the holder took from the
 //! session: the holder closes the session as a slow consumer (4100), as on one node, so the
-//! client reconnects knowing it (told by a [`Wire::Cancel`] marked `cut`).
+//! client reconnects knowing it (told by a [`Wire::Cancel`] marked `cut`). A forwarding node
+//! shutting down ends its forwarded answers at once with `c[4200,...]` (as its own sessions'
+//! readers hear) and tells their holders to stop.
 //! Every line forwarded crosses Redis once more than on the holder.
 
 use std::collections::HashMap;
@@ -51,6 +53,7 @@ use super::{busy, handle, lines_response, Asked, Op, Payload, Route, Via};
 use crate::cluster::Cluster;
 use crate::locks::MutexExt;
 use crate::node::SharedNode;
+use crate::protocol::CloseCode;
 
 /// Requests a node forwards at once, and requests it serves for other nodes at once, when the
 /// node has no `HERALD_MAX_CONNECTIONS` (see [`max_forwards`]).
@@ -556,31 +559,51 @@ pub(super) async fn forward(
     let Some(Reply::Head(status, headers)) = registration.next(HEAD_WAIT).await else {
         return busy("The session's node did not answer, retry shortly\n");
     };
-    let body =
-        futures_util::stream::unfold((registration, 0u64), |(mut registration, seq)| async move {
-            loop {
-                match registration.next(IDLE).await {
-                    Some(Reply::Beat) => {}
-                    Some(Reply::Part(got, text)) if got == seq => {
-                        return Some((
-                            Ok::<_, Infallible>(Bytes::from(text)),
-                            (registration, seq + 1),
-                        ));
+    let shutdown = node.shutdown.clone();
+    let body = futures_util::stream::unfold(
+        (registration, 0u64, false),
+        move |(mut registration, seq, ended)| {
+            let shutdown = shutdown.clone();
+            async move {
+                if ended {
+                    return None;
+                }
+                loop {
+                    let reply = tokio::select! {
+                        reply = registration.next(IDLE) => reply,
+                        // This node shuts down: its client hears 4200 (as a local session's
+                        // reader would) and the holder is told to stop (the registration ends).
+                        () = shutdown.cancelled() => {
+                            let code = CloseCode::ReconnectNow;
+                            let line = close_line(code.code(), code.reason());
+                            return Some((Ok(line), (registration, seq, true)));
+                        }
+                    };
+                    match reply {
+                        Some(Reply::Beat) => {}
+                        Some(Reply::Part(got, text)) if got == seq => {
+                            return Some((
+                                Ok::<_, Infallible>(Bytes::from(text)),
+                                (registration, seq + 1, false),
+                            ));
+                        }
+                        Some(Reply::End(got)) if got == seq => {
+                            registration.finish();
+                            return None;
+                        }
+                        // A part went missing (the mailbox dropped it): the lines it held are
+                        // lost.
+                        Some(Reply::Part(..) | Reply::End(_)) => {
+                            registration.mark_cut();
+                            return None;
+                        }
+                        // A second head, silence, or the answer dropped as too slow.
+                        _ => return None,
                     }
-                    Some(Reply::End(got)) if got == seq => {
-                        registration.finish();
-                        return None;
-                    }
-                    // A part went missing (the mailbox dropped it): the lines it held are lost.
-                    Some(Reply::Part(..) | Reply::End(_)) => {
-                        registration.mark_cut();
-                        return None;
-                    }
-                    // A gap, a second head, silence, or the answer dropped as too slow.
-                    _ => return None,
                 }
             }
-        });
+        },
+    );
     let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     for (name, value) in headers {
