@@ -150,6 +150,7 @@ enum Reply {
 /// The requests in flight between this node and others.
 #[derive(Debug, Default)]
 pub(super) struct State {
+    /// The next forwarded request's id (from a random start, [`start`]).
     next: AtomicU64,
     /// The bytes of the parts buffered in `forwarded`'s channels.
     buffered: AtomicUsize,
@@ -305,6 +306,12 @@ pub fn start(node: SharedNode, sessions: Sessions) {
     let Some(mut mailbox) = cluster.take_mailbox() else {
         return;
     };
+    // Ids start at random: after a quick restart under the same node id, a holder still
+    // answering one of the previous process's requests does not publish into a new one's.
+    sessions
+        .relay
+        .next
+        .store(rand::random::<u64>() >> 1, Ordering::Relaxed);
     let names = sessions.clone();
     let refresh = crate::cluster::relay::refresh_loop(cluster, move || names.names());
     let stop = node.shutdown.clone();
@@ -670,7 +677,10 @@ async fn serve(node: SharedNode, sessions: Sessions, wire: Wire) {
         let mut served = sessions.relay.served.lock_or_recover();
         let mut load = sessions.relay.load.lock_or_recover();
         let app_count = load.served_apps.get(&key).copied().unwrap_or(0);
-        if served.len() >= max_forwards(&node) || app_count >= app_share(&node) {
+        let taken = served.contains_key(&(from.clone(), id));
+        // An id already served (a node restarted under the same id reusing it): refused, the
+        // request in progress keeps its entry.
+        if taken || served.len() >= max_forwards(&node) || app_count >= app_share(&node) {
             false
         } else {
             let name = format!("{key}/{server}/{session}");
