@@ -335,9 +335,18 @@ pub fn start(node: SharedNode, sessions: Sessions) {
 fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
     let state = &sessions.relay;
     let (id, reply) = match wire {
-        Wire::Ask { .. } => {
+        Wire::Ask {
+            id,
+            ref from,
+            ref key,
+            ref server,
+            ref session,
+            ..
+        } => {
+            // Registered before its task runs: a Cancel right behind it finds it.
+            let token = register(node, state, (from.clone(), id), key, server, session);
             let (node, sessions) = (node.clone(), sessions.clone());
-            tokio::spawn(async move { serve(node, sessions, wire).await });
+            tokio::spawn(async move { serve(node, sessions, wire, token).await });
             return;
         }
         Wire::Cancel { id, from, cut } => {
@@ -632,6 +641,33 @@ fn passed_on(name: &HeaderName) -> bool {
     )
 }
 
+/// Registers a request served here for another node (`served`: its node and id): its token, or
+/// `None` when it is refused (the pool or its app's share is full, or the id is already served:
+/// a node restarted under the same id reusing it, the request in progress keeps its entry).
+fn register(
+    node: &SharedNode,
+    state: &State,
+    served_key: (String, u64),
+    key: &str,
+    server: &str,
+    session: &str,
+) -> Option<CancellationToken> {
+    let mut served = state.served.lock_or_recover();
+    let mut load = state.load.lock_or_recover();
+    let app_count = load.served_apps.get(key).copied().unwrap_or(0);
+    if served.contains_key(&served_key)
+        || served.len() >= max_forwards(node)
+        || app_count >= app_share(node)
+    {
+        return None;
+    }
+    let token = CancellationToken::new();
+    let name = format!("{key}/{server}/{session}");
+    served.insert(served_key, (token.clone(), name));
+    *load.served_apps.entry(key.to_owned()).or_default() += 1;
+    Some(token)
+}
+
 /// Removes a request served for another node from the registry when it ends.
 struct Served<'a> {
     state: &'a super::relay::State,
@@ -652,7 +688,7 @@ impl Drop for Served<'_> {
 
 /// Serves a request another node forwarded (`wire` is an [`Wire::Ask`]), publishing the answer
 /// to its mailbox until it ends, the other node cancels it, or nobody hears it.
-async fn serve(node: SharedNode, sessions: Sessions, wire: Wire) {
+async fn serve(node: SharedNode, sessions: Sessions, wire: Wire, token: Option<CancellationToken>) {
     let Wire::Ask {
         id,
         from,
@@ -669,31 +705,16 @@ async fn serve(node: SharedNode, sessions: Sessions, wire: Wire) {
     else {
         return;
     };
-    let Some(cluster) = node.cluster.clone() else {
-        return;
-    };
-    let token = CancellationToken::new();
-    let registered = {
-        let mut served = sessions.relay.served.lock_or_recover();
-        let mut load = sessions.relay.load.lock_or_recover();
-        let app_count = load.served_apps.get(&key).copied().unwrap_or(0);
-        let taken = served.contains_key(&(from.clone(), id));
-        // An id already served (a node restarted under the same id reusing it): refused, the
-        // request in progress keeps its entry.
-        if taken || served.len() >= max_forwards(&node) || app_count >= app_share(&node) {
-            false
-        } else {
-            let name = format!("{key}/{server}/{session}");
-            served.insert((from.clone(), id), (token.clone(), name));
-            *load.served_apps.entry(key.clone()).or_default() += 1;
-            true
-        }
-    };
-    let _served = registered.then(|| Served {
+    let _served = token.is_some().then(|| Served {
         state: &sessions.relay,
         key: (from.clone(), id),
         app: key.clone(),
     });
+    let Some(cluster) = node.cluster.clone() else {
+        return;
+    };
+    let registered = token.is_some();
+    let token = token.unwrap_or_default();
     let path = format!("/app/{key}/{server}/{session}/{op}");
     let response = match Route::parse(&path) {
         _ if !registered => busy("Server busy: too many forwarded requests, retry shortly\n"),
