@@ -15,6 +15,7 @@
 //! Every call is bounded by the cluster's command timeout; Redis unreachable is an error the
 //! caller maps (the transport answers 503 or serves the request on its own node).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,10 +33,17 @@ pub const HOLD_TTL: Duration = Duration::from_secs(60);
 /// How often a node refreshes the holds of its sessions.
 pub const HOLD_REFRESH: Duration = Duration::from_secs(20);
 
-/// Messages received on this node's mailbox and not yet taken by the transport; past it they
-/// are dropped (a forwarded answer that loses a part is ended by its reader, which notices the
-/// gap).
+/// Messages received on this node's mailbox and not yet taken by the transport, and their bytes;
+/// past either they are dropped (a forwarded answer that loses a part is ended by its reader,
+/// which notices the gap, and its session closed), except small ones (see
+/// [`MAILBOX_SMALL_BYTES`]).
 const MAILBOX_QUEUE: usize = 1_024;
+const MAILBOX_BYTES: usize = 16 * 1024 * 1024;
+/// A message at most this long (an answer's end, a cancel, a beat, a head) is queued past
+/// [`MAILBOX_QUEUE`] and [`MAILBOX_BYTES`], up to [`MAILBOX_SMALL_QUEUE`] messages: losing one
+/// would leave a request hanging or served for nobody until a timeout.
+const MAILBOX_SMALL_BYTES: usize = 512;
+const MAILBOX_SMALL_QUEUE: usize = 8 * MAILBOX_QUEUE;
 
 /// How often the mailbox's pub/sub connection is pinged (a silently dead one is re-made).
 const PING_EVERY: Duration = Duration::from_secs(3);
@@ -90,19 +98,83 @@ pub(super) struct Shared {
     /// Its own connection: a tenant's large publishes queued on the publishing one cannot push a
     /// forwarded answer past its bounds.
     pub(super) conn: super::conn::Conn,
-    tx: mpsc::Sender<Bytes>,
+    inbox: Inbox,
     // A std lock: taken once, to hand the receiver over.
-    rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
+    rx: Mutex<Option<Mailbox>>,
+}
+
+/// The messages and bytes in a mailbox.
+#[derive(Debug, Default)]
+struct Queued {
+    messages: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+/// A node's mailbox: what other nodes published to it, in order.
+#[derive(Debug)]
+pub struct Mailbox {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    queued: Arc<Queued>,
+}
+
+impl Mailbox {
+    /// The next message (`None` once the node stopped listening).
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        let payload = self.rx.recv().await?;
+        self.queued.messages.fetch_sub(1, Ordering::AcqRel);
+        self.queued.bytes.fetch_sub(payload.len(), Ordering::AcqRel);
+        Some(payload)
+    }
+}
+
+/// The sending side of a mailbox.
+#[derive(Debug)]
+struct Inbox {
+    tx: mpsc::UnboundedSender<Bytes>,
+    /// What the mailbox holds (bounded as [`MAILBOX_QUEUE`] and [`MAILBOX_BYTES`] say).
+    queued: Arc<Queued>,
+}
+
+fn mailbox() -> (Inbox, Mailbox) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(Queued::default());
+    (
+        Inbox {
+            tx,
+            queued: queued.clone(),
+        },
+        Mailbox { rx, queued },
+    )
 }
 
 impl Shared {
     pub(super) fn new(conn: super::conn::Conn) -> Shared {
-        let (tx, rx) = mpsc::channel(MAILBOX_QUEUE);
+        let (inbox, mailbox) = mailbox();
         Shared {
             conn,
-            tx,
-            rx: Mutex::new(Some(rx)),
+            inbox,
+            rx: Mutex::new(Some(mailbox)),
         }
+    }
+}
+
+impl Inbox {
+    /// Queues `payload` in the mailbox, if it has room: whether it was queued.
+    fn queue(&self, payload: Bytes) -> bool {
+        let len = payload.len();
+        let messages = self.queued.messages.fetch_add(1, Ordering::AcqRel);
+        let bytes = self.queued.bytes.fetch_add(len, Ordering::AcqRel);
+        let room = if len <= MAILBOX_SMALL_BYTES {
+            messages < MAILBOX_SMALL_QUEUE
+        } else {
+            messages < MAILBOX_QUEUE && bytes + len <= MAILBOX_BYTES
+        };
+        if room && self.tx.send(payload).is_ok() {
+            return true;
+        }
+        self.queued.messages.fetch_sub(1, Ordering::AcqRel);
+        self.queued.bytes.fetch_sub(len, Ordering::AcqRel);
+        false
     }
 }
 
@@ -127,7 +199,7 @@ async fn bounded<T>(
 
 impl Cluster {
     /// What arrives in this node's mailbox (taken once, by the transport layer).
-    pub fn take_mailbox(&self) -> Option<mpsc::Receiver<Bytes>> {
+    pub fn take_mailbox(&self) -> Option<Mailbox> {
         self.inner.relay.rx.lock_or_recover().take()
     }
 
@@ -222,7 +294,7 @@ pub(super) async fn mailbox_loop(inner: Arc<Inner>) {
                 received = stream.next() => {
                     let Some(msg) = received else { break };
                     let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
-                    if inner.relay.tx.try_send(payload).is_err() {
+                    if !inner.relay.inbox.queue(payload) {
                         dropped += 1;
                         if dropped.is_power_of_two() {
                             tracing::warn!(dropped, "fallback relay mailbox full: messages dropped");
@@ -261,6 +333,26 @@ pub async fn refresh_loop(cluster: Cluster, sessions: impl Fn() -> Vec<String>) 
 mod tests {
     use super::super::test_redis::redis_server;
     use super::*;
+
+    #[tokio::test]
+    async fn a_full_mailbox_drops_large_messages_but_queues_small_ones() {
+        let (inbox, mut mailbox) = mailbox();
+        let part = Bytes::from(vec![b'x'; 64 * 1024]);
+        let mut queued = 0;
+        while inbox.queue(part.clone()) {
+            queued += 1;
+        }
+        // Bounded in bytes (16 MiB of 64 KiB parts: 256) before the count (1,024).
+        assert_eq!(queued, MAILBOX_BYTES / part.len());
+        let end = Bytes::from_static(br#"{"t":"end","id":1,"seq":3}"#);
+        assert!(inbox.queue(end.clone()), "a small message still goes in");
+        for _ in 0..queued {
+            assert_eq!(mailbox.recv().await.expect("a part").len(), part.len());
+        }
+        assert_eq!(mailbox.recv().await, Some(end));
+        // Taken messages give their room back.
+        assert!(inbox.queue(part));
+    }
     use crate::clock::Clock;
     use crate::config::ClusterSettings;
 

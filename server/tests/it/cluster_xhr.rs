@@ -260,19 +260,14 @@ async fn polls_alternating_between_nodes_see_every_message_once_in_order() {
         "{answer:?}"
     );
 
+    // One event per poll, the polls alternating between B (forwarded) and A: each poll gets
+    // the event triggered before it, and nothing else.
     let http = reqwest::Client::new();
-    let sent: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
-    for data in &sent {
-        trigger_news(&http, &b.base(), "private-feed", data).await;
-    }
-    let mut heard = Vec::new();
-    let mut through_b = true;
-    for _ in 0..40 {
-        if heard.len() >= sent.len() {
-            break;
-        }
-        let url = if through_b { &on_b } else { &on_a };
-        through_b = !through_b;
+    for i in 0..6 {
+        let data = format!("m{i}");
+        let (url, via) = if i % 2 == 0 { (&on_b, &a) } else { (&on_a, &b) };
+        trigger_news(&http, &via.base(), "private-feed", &data).await;
+        let mut heard = Vec::new();
         for line in poll(url).await {
             assert_ne!(line, "o", "no second open frame");
             if line.starts_with('a') {
@@ -285,8 +280,8 @@ async fn polls_alternating_between_nodes_see_every_message_once_in_order() {
                 assert_eq!(line, "h", "only heartbeats besides the events");
             }
         }
+        assert_eq!(heard, [data], "poll {i} got its event, once");
     }
-    assert_eq!(heard, sent, "every message once, in order");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,23 +325,169 @@ async fn a_client_hanging_up_on_the_forwarding_node_frees_the_session_on_its_hol
     let (redis, _database, a, b) = two_nodes().await;
     let session = new_session();
     let (on_a, on_b) = (session_url(&a, &session), session_url(&b, &session));
-    let (socket_id, stream) = open_stream(&on_a).await;
+    let (socket_id, mut stream) = open_stream(&on_a).await;
     wait_for_hold(&redis, &session, &a).await;
     assert_eq!(
         xhr_send_from(&on_b, ORIGIN, &[subscribe(&socket_id, "private-room")]).await,
         204
     );
-    drop(stream);
-    // The stream reopened through B, then dropped there: A hears of it and lets a new reader in
-    // (else it would wait for the forwarded one and answer 2010).
-    let mut through_b = Lines::open(format!("{on_b}/xhr_streaming{Q}"), ORIGIN).await;
-    through_b
+    // Read on A's stream before it is dropped (else it may land on the dropped stream).
+    stream
         .expect_event("pusher_internal:subscription_succeeded")
         .await;
+    drop(stream);
+    // The stream reopened through B (its head arrives once it is the session's reader), then
+    // dropped there: A hears of it and lets a new reader in (else it would wait for the
+    // forwarded one and answer 2010).
+    let mut through_b = Lines::open(format!("{on_b}/xhr_streaming{Q}"), ORIGIN).await;
+    let http = reqwest::Client::new();
+    trigger_news(&http, &a.base(), "private-room", "via-b").await;
+    assert_eq!(through_b.expect_event("news").await["data"], "via-b");
     drop(through_b);
     pause(Duration::from_millis(300)).await;
     let mut again = Lines::open(format!("{on_a}/xhr_streaming{Q}"), ORIGIN).await;
-    let http = reqwest::Client::new();
     trigger_news(&http, &a.base(), "private-room", "back").await;
     assert_eq!(again.expect_event("news").await["data"], "back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_readers_of_one_session_through_a_node_do_not_take_its_forwarding_pool() {
+    // A pool of 58 forwarded requests per node (2.5 x 20 + 8).
+    let database = Database::create().await;
+    let redis = Redis::start().await;
+    let env = [
+        ("HERALD_TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("HERALD_MAX_CONNECTIONS", "20"),
+    ];
+    let a = start_node_with("a", &redis, &database, &env).await;
+    let b = start_node_with("b", &redis, &database, &env).await;
+    let (attacked, other) = (new_session(), new_session());
+    let (_socket, _stream) = open_stream(&session_url(&a, &attacked)).await;
+    let (_other_socket, _other_stream) = open_stream(&session_url(&a, &other)).await;
+    wait_for_hold(&redis, &attacked, &a).await;
+    wait_for_hold(&redis, &other, &a).await;
+
+    // 120 streams for the attacked session through B at once, while its stream on A is open.
+    let url = format!("{}/xhr_streaming{Q}", session_url(&b, &attacked));
+    let http = reqwest::Client::new();
+    let readers: Vec<_> = (0..120)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                let response = http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("origin", ORIGIN)
+                    .send()
+                    .await
+                    .expect("request is sent");
+                let status = response.status().as_u16();
+                (status, response.text().await.unwrap_or_default())
+            })
+        })
+        .collect();
+    pause(Duration::from_millis(300)).await;
+    // Meanwhile another session's send through B is forwarded.
+    let ping = json!({"event":"pusher:ping","data":{}});
+    assert_eq!(
+        xhr_send_from(&session_url(&b, &other), ORIGIN, &[ping]).await,
+        204,
+        "another session's request is forwarded while one session's readers crowd B"
+    );
+    for reader in readers {
+        let (status, text) = reader.await.expect("the reader's task");
+        assert_eq!(status, 200, "{text}");
+        assert!(text.starts_with("c[2010,"), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_sessions_leave_no_hold_in_redis() {
+    let database = Database::create().await;
+    let redis = Redis::start().await;
+    let env = [
+        ("HERALD_TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("HERALD_MAX_CONNECTIONS", "1"),
+    ];
+    let a = start_node_with("a", &redis, &database, &env).await;
+    // The node's one connection.
+    let kept = new_session();
+    let (_socket, _stream) = open_stream(&session_url(&a, &kept)).await;
+    wait_for_hold(&redis, &kept, &a).await;
+    // Further sessions are refused (node full): none keeps a hold.
+    for _ in 0..5 {
+        let session = new_session();
+        let mut refused = Lines::open(
+            format!("{}/xhr_streaming{Q}", session_url(&a, &session)),
+            ORIGIN,
+        )
+        .await;
+        let line = refused.line().await;
+        assert!(line.starts_with("c[4100,"), "{line}");
+        assert!(
+            !redis.exists(&hold_key(&redis, &session)).await,
+            "a refused session's hold is given back"
+        );
+    }
+    assert!(redis.exists(&hold_key(&redis, &kept)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_answer_cut_short_closes_its_session_as_a_slow_consumer() {
+    let (redis, _database, a, b) = two_nodes().await;
+    let session = new_session();
+    let (on_a, on_b) = (session_url(&a, &session), session_url(&b, &session));
+    let (socket_id, mut stream) = open_stream(&on_a).await;
+    wait_for_hold(&redis, &session, &a).await;
+    assert_eq!(
+        xhr_send_from(&on_b, ORIGIN, &[subscribe(&socket_id, "private-flood")]).await,
+        204
+    );
+    stream
+        .expect_event("pusher_internal:subscription_succeeded")
+        .await;
+    drop(stream);
+    // The stream reopened through B by a client that reads nothing.
+    let stalled = Lines::open(format!("{on_b}/xhr_streaming{Q}"), ORIGIN).await;
+    // More than B buffers for it (64 parts, besides the sockets' buffers): the answer is cut.
+    let http = reqwest::Client::new();
+    let big = "x".repeat(9_000);
+    for _ in 0..1_000 {
+        trigger_news(&http, &a.base(), "private-flood", &big).await;
+    }
+    pause(Duration::from_millis(500)).await;
+    // The lines A took for B are lost: the session is closed (4100) rather than going on with a
+    // gap (the next reader hears the close, or opens a new session once it is gone).
+    let mut next = Lines::open(format!("{on_a}/xhr_streaming{Q}"), ORIGIN).await;
+    let line = next.line().await;
+    assert!(line.starts_with("c[4100,") || line == "o", "{line}");
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarding_node_shutting_down_ends_its_forwarded_streams_with_4200() {
+    let (redis, _database, a, mut b) = two_nodes().await;
+    let session = new_session();
+    let (on_a, on_b) = (session_url(&a, &session), session_url(&b, &session));
+    let (_socket_id, stream) = open_stream(&on_a).await;
+    wait_for_hold(&redis, &session, &a).await;
+    drop(stream);
+    let mut through_b = Lines::open(format!("{on_b}/xhr_streaming{Q}"), ORIGIN).await;
+    // B gets SIGTERM: the forwarded stream hears 4200 at once (not after the drain's wait).
+    let terminated = tokio::spawn(async move { b.terminate().await });
+    let started = tokio::time::Instant::now();
+    let line = loop {
+        match through_b.next_within(Duration::from_secs(10)).await {
+            Some(line) if line == "h" => continue,
+            other => break other,
+        }
+    };
+    let line = line.expect("a close line, not a cut");
+    assert!(line.starts_with("c[4200,"), "{line}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "after {:?}",
+        started.elapsed()
+    );
+    terminated.await.expect("B exits");
 }

@@ -57,7 +57,7 @@ const STREAM_UNITS: usize = 256 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
 /// How long a stream or poll waits for the session's live reader to go away (pusher-js reopens a
 /// stream by aborting the old request, then opening a new one) before it is refused 2010.
-const REOPEN_WAIT: Duration = Duration::from_secs(1);
+pub(super) const REOPEN_WAIT: Duration = Duration::from_secs(1);
 /// `xhr_send` requests of one session being read or waiting for room; past it, 503 at once.
 pub(super) const MAX_SENDS: usize = 16;
 /// Client messages handled before the task yields.
@@ -248,6 +248,14 @@ impl Shared {
             waker: AtomicWaker::new(),
             room: Notify::new(),
         })
+    }
+
+    /// Closes the session as a slow consumer (4100, its backlog dropped): lines taken from it
+    /// were lost on their way to the client.
+    pub(super) fn close_slow(&self) {
+        self.conn
+            .outbox()
+            .request_close(crate::protocol::CloseCode::OverCapacity, false);
     }
 
     /// Whether a request from `owner` may reach this session.

@@ -19,7 +19,8 @@
 //! session. One stream or poll reads it at a time: another, while the first is still open, hears
 //! `c[2010,"Another connection still open"]`. A session's own task is in [`link`].
 //!
-//! In a cluster, a session lives on the node that opened it, which holds it in Redis; a request
+//! In a cluster, a session lives on the node that opened it, which holds it in Redis (the hold
+//! is taken before admission, and given back when the admission is refused); a request
 //! for it that lands on another node (a non-sticky load balancer) is forwarded to the holder
 //! through Redis and answered there by [`handle`], as a local request ([`relay`]). Every line of
 //! a forwarded answer crosses Redis once more than a local one.
@@ -301,6 +302,8 @@ async fn receive(
     if let Some(shared) = sessions.get(&name) {
         return attach(&shared, &owner, kind).await;
     }
+    // Whether this request took the session's hold in Redis (given back if it is refused).
+    let mut claimed = false;
     if let (Some(cluster), Via::Client) = (&node.cluster, via) {
         // Held by another live node: forwarded there. Else this node takes the hold and opens
         // it (Redis unreachable: opened here, as on one node).
@@ -308,7 +311,7 @@ async fn receive(
             Ok(Some(holder)) if holder != cluster.node_id() => {
                 return relay::forward(node, sessions, &holder, asked, None).await;
             }
-            Ok(_) => {}
+            Ok(_) => claimed = true,
             Err(error) => tracing::debug!(%error, "fallback session hold not taken"),
         }
     }
@@ -324,6 +327,7 @@ async fn receive(
         owner,
         kind,
         app,
+        claimed,
     };
     tokio::spawn(node.connections.track_future(async move {
         let _ = answer.send(opening.open().await);
@@ -364,10 +368,34 @@ struct Opening {
     owner: Owner,
     kind: Kind,
     app: crate::tenants::AppRef,
+    /// Whether the request took the session's hold in Redis.
+    claimed: bool,
 }
 
 impl Opening {
+    /// Opens the session, or refuses it: a hold this request took is then given back (unless a
+    /// simultaneous request opened the session here meanwhile), so refused requests leave no
+    /// key in Redis.
     async fn open(self) -> Response {
+        let (node, sessions, name) = (self.node.clone(), self.sessions.clone(), self.name.clone());
+        let claimed = self.claimed;
+        match self.admit().await {
+            Ok(response) => response,
+            Err(refused) => {
+                if let Some(cluster) = node.cluster.as_ref().filter(|_| claimed) {
+                    if sessions.get(&name).is_none() {
+                        if let Err(error) = cluster.release_hold(&name).await {
+                            tracing::debug!(%error, "a refused fallback session's hold not released");
+                        }
+                    }
+                }
+                refused
+            }
+        }
+    }
+
+    /// The session's first answer, or its refusal (`Err`).
+    async fn admit(self) -> Result<Response, Response> {
         let Opening {
             node,
             sessions,
@@ -377,17 +405,18 @@ impl Opening {
             owner,
             kind,
             app,
+            claimed: _,
         } = self;
         if node.shutdown.is_cancelled() {
-            return refusal(CloseCode::ReconnectNow);
+            return Err(refusal(CloseCode::ReconnectNow));
         }
         if !node.hub.reserve_connection(node.settings.max_connections) {
-            return refusal(CloseCode::OverCapacity);
+            return Err(refusal(CloseCode::OverCapacity));
         }
         let outbox = Outbox::detached(node.settings.outbox_capacity);
         let admitted = match admit(&node, &app, &key, origin.as_deref(), outbox).await {
             Ok(admitted) => admitted,
-            Err(code) => return refusal(code),
+            Err(code) => return Err(refusal(code)),
         };
         let shared = Shared::new(admitted.conn.clone(), owner.clone());
         if let Err(existing) = sessions.insert_new(&name, shared.clone()) {
@@ -402,11 +431,11 @@ impl Opening {
             )
             .finish();
             admitted.end(&node);
-            return attach(&existing, &owner, kind).await;
+            return Ok(attach(&existing, &owner, kind).await);
         }
         let Ok(lines) = shared.try_attach(kind) else {
             // A new session is never gone nor read: nothing to serve if it were.
-            return refusal(CloseCode::ReconnectNow);
+            return Ok(refusal(CloseCode::ReconnectNow));
         };
         let task = link::run(
             node.clone(),
@@ -416,7 +445,7 @@ impl Opening {
             admitted,
         );
         tokio::spawn(node.connections.track_future(task));
-        lines_response(Body::from_stream(lines))
+        Ok(lines_response(Body::from_stream(lines)))
     }
 }
 

@@ -11,14 +11,25 @@
 //! local request takes ([`super::handle`], never forwarding again): the same binding to the
 //! session's address and origin, one reader at a time, the same limits.
 //!
-//! Bounds: [`MAX_FORWARDS`] requests forwarded from a node at once and as many served for other
-//! nodes (503 beyond); [`REPLY_BUFFER`] parts buffered per forwarded request, and
+//! Bounds: [`max_forwards`] requests forwarded from a node at once and as many served for other
+//! nodes (503 beyond); of them, an app's `HERALD_MAX_APP_SHARE` percent each way (503
+//! beyond), and per session one stream or poll and [`MAX_SENDS`] sends forwarded from a node
+//! at once (a second reader waits up to [`REOPEN_WAIT`] on the forwarding node, holding no
+//! place in the pool, then hears 2010 there; a send beyond gets 503): a client cannot fill the
+//! pool through one session, and the holder waits for at most one reader per session per
+//! other node; [`REPLY_BUFFER`] parts buffered per forwarded request, and
 //! [`REPLY_BYTES`] for all of a node's (past either, or on a gap in the numbering, the answer
 //! ends and the holder is told to stop); an answer's head
 //! within [`HEAD_WAIT`]; then [`IDLE`] without a part or a beat (the holder beats every
 //! [`BEAT`] while it serves the request) ends it (the holder died). A client that hangs up on the
 //! forwarding node: the holder is told ([`Wire::Cancel`]) and drops the request as it would a
 //! local hang-up; a holder whose publishes nobody hears (the forwarding node died) does too.
+//! An answer cut short (its client too slow, the node's byte budget spent, a part lost in the
+//! mailbox, or the holder's publish of a part failing) lost lines the holder took from the
+//! session: the holder closes the session as a slow consumer (4100), as on one node, so the
+//! client reconnects knowing it (told by a [`Wire::Cancel`] marked `cut`). A forwarding node
+//! shutting down ends its forwarded answers at once with `c[4200,...]` (as its own sessions'
+//! readers hear) and tells their holders to stop.
 //! Every line forwarded crosses Redis once more than on the holder.
 
 use std::collections::HashMap;
@@ -37,14 +48,16 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::link::{Kind, Owner, Sessions};
-use super::{busy, handle, Asked, Op, Payload, Route, Via};
+use super::link::{close_line, Kind, Owner, Sessions, MAX_SENDS, REOPEN_WAIT};
+use super::{busy, handle, lines_response, Asked, Op, Payload, Route, Via};
 use crate::cluster::Cluster;
 use crate::locks::MutexExt;
 use crate::node::SharedNode;
+use crate::protocol::CloseCode;
 
-/// Requests a node forwards at once, and requests it serves for other nodes at once.
-pub(super) const MAX_FORWARDS: usize = 1_024;
+/// Requests a node forwards at once, and requests it serves for other nodes at once, when the
+/// node has no `HERALD_MAX_CONNECTIONS` (see [`max_forwards`]).
+const DEFAULT_MAX_FORWARDS: usize = 16_384;
 /// Parts of one forwarded answer received and not yet written to its client.
 const REPLY_BUFFER: usize = 64;
 /// The bytes of all forwarded answers' parts received on a node and not yet written to their
@@ -53,11 +66,35 @@ const REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// How long a forwarding node waits for the holder's first answer.
 const HEAD_WAIT: Duration = Duration::from_secs(10);
 /// How often the holder tells a forwarding node that a forwarded request it serves is still
-/// open (and learns whether that node still listens).
-const BEAT: Duration = Duration::from_secs(3);
+/// open (and learns whether that node still listens), when no part went for as long.
+const BEAT: Duration = Duration::from_secs(1);
 /// How long a forwarded answer may stay silent (no part, no beat) before it ends: the holder
-/// died or cannot publish.
-const IDLE: Duration = Duration::from_secs(10);
+/// died or cannot publish, or the answer's end was lost. Below a session's expiry (5 s by
+/// default): a poll whose end was lost ends on its forwarding node, and pusher-js polls again,
+/// before its session on the holder, left without a reader, expires. The cost: one publish a
+/// second per forwarded request that has nothing to say (10,000 idle forwarded streams: 10,000
+/// small publishes a second on Redis).
+const IDLE: Duration = Duration::from_millis(3_500);
+
+/// Requests a node forwards at once, and as many it serves for other nodes at once: twice its
+/// `max_connections` (each session may have a stream or poll in flight through another node,
+/// and be served here for one) and half as much again for `xhr_send`s, or
+/// [`DEFAULT_MAX_FORWARDS`] without a capacity. A forwarded request in flight holds a map
+/// entry and a channel of [`REPLY_BUFFER`] parts (allocated as parts arrive: a few hundred
+/// bytes while it waits), besides its HTTP connection.
+pub(super) fn max_forwards(node: &SharedNode) -> usize {
+    node.settings
+        .max_connections
+        .map_or(DEFAULT_MAX_FORWARDS, |max| {
+            max.saturating_mul(5).saturating_div(2).saturating_add(8)
+        })
+}
+
+/// Of [`max_forwards`], how many one app's requests may take (its `HERALD_MAX_APP_SHARE`
+/// percent, at least one).
+fn app_share(node: &SharedNode) -> usize {
+    (max_forwards(node).saturating_mul(usize::from(node.settings.max_app_share)) / 100).max(1)
+}
 
 /// What nodes publish to each other's mailboxes.
 #[derive(Debug, Serialize, Deserialize)]
@@ -78,8 +115,14 @@ enum Wire {
         n: u64,
         messages: Option<Vec<String>>,
     },
-    /// The forwarding node's client went away.
-    Cancel { id: u64, from: String },
+    /// The forwarding node's client went away, or (`cut`) the answer was cut short there:
+    /// lines taken from the session were lost, so the holder closes the session (4100).
+    Cancel {
+        id: u64,
+        from: String,
+        #[serde(default)]
+        cut: bool,
+    },
     /// The answer's status and headers.
     Head {
         id: u64,
@@ -107,14 +150,151 @@ enum Reply {
 /// The requests in flight between this node and others.
 #[derive(Debug, Default)]
 pub(super) struct State {
+    /// The next forwarded request's id (from a random start, [`start`]).
     next: AtomicU64,
     /// The bytes of the parts buffered in `forwarded`'s channels.
     buffered: AtomicUsize,
     // std locks: map lookups only.
     /// Requests forwarded from here, by id: where their answer goes.
-    forwarded: Mutex<HashMap<u64, mpsc::Sender<Reply>>>,
-    /// Requests served here for other nodes, by (node, id).
-    served: Mutex<HashMap<(String, u64), CancellationToken>>,
+    forwarded: Mutex<HashMap<u64, (mpsc::Sender<Reply>, String)>>,
+    /// Requests served here for other nodes, by (node, id): their token and session.
+    served: Mutex<HashMap<(String, u64), (CancellationToken, String)>>,
+    /// Forwarded and served requests in flight, per session and per app.
+    load: Mutex<Load>,
+    /// Told when a forwarded request's slot is given back (a reader waiting for its session's).
+    freed: tokio::sync::Notify,
+}
+
+/// Requests in flight, counted per session and per app.
+#[derive(Debug, Default)]
+struct Load {
+    /// Requests forwarded from here, per session: (streams and polls, `xhr_send`s).
+    sessions: HashMap<String, (usize, usize)>,
+    /// Requests forwarded from here, per app key.
+    forwarded_apps: HashMap<String, usize>,
+    /// Requests served here for other nodes, per app key.
+    served_apps: HashMap<String, usize>,
+}
+
+/// Why a forwarded request gets no slot.
+enum Full {
+    /// Its session already has a reader (or [`MAX_SENDS`] sends) forwarded from here.
+    Session,
+    /// Its app holds its share of the node's forwarding pool.
+    App,
+}
+
+fn count_down(map: &mut HashMap<String, usize>, key: &str) {
+    if let Some(count) = map.get_mut(key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+/// A forwarded request's place in its session's and app's counts, given back when dropped.
+struct Slot {
+    sessions: Sessions,
+    session: String,
+    app: String,
+    reader: bool,
+}
+
+impl Slot {
+    /// Takes a slot for a request of session `session` of app `app` (a stream or poll when
+    /// `reader`), within the app's share `share`.
+    fn take(
+        sessions: &Sessions,
+        session: &str,
+        app: &str,
+        reader: bool,
+        share: usize,
+    ) -> Result<Slot, Full> {
+        let mut load = sessions.relay.load.lock_or_recover();
+        let app_count = load.forwarded_apps.get(app).copied().unwrap_or(0);
+        let (readers, sends) = load.sessions.get(session).copied().unwrap_or((0, 0));
+        if (reader && readers >= 1) || (!reader && sends >= MAX_SENDS) {
+            return Err(Full::Session);
+        }
+        if app_count >= share {
+            return Err(Full::App);
+        }
+        let entry = load.sessions.entry(session.to_owned()).or_default();
+        if reader {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+        *load.forwarded_apps.entry(app.to_owned()).or_default() += 1;
+        Ok(Slot {
+            sessions: sessions.clone(),
+            session: session.to_owned(),
+            app: app.to_owned(),
+            reader,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let state = &self.sessions.relay;
+        {
+            let mut load = state.load.lock_or_recover();
+            if let Some(entry) = load.sessions.get_mut(&self.session) {
+                if self.reader {
+                    entry.0 = entry.0.saturating_sub(1);
+                } else {
+                    entry.1 = entry.1.saturating_sub(1);
+                }
+                if *entry == (0, 0) {
+                    load.sessions.remove(&self.session);
+                }
+            }
+            count_down(&mut load.forwarded_apps, &self.app);
+        }
+        state.freed.notify_waiters();
+    }
+}
+
+/// A slot for a request forwarded from here, or the answer it gets at once: a reader whose
+/// session has one forwarded from here waits up to [`REOPEN_WAIT`] for it to end (as the holder
+/// would), then hears 2010 from this node, never taking a place in the pool meanwhile; a send
+/// past [`MAX_SENDS`] for its session, or any request past its app's share, gets 503.
+async fn take_slot(
+    node: &SharedNode,
+    sessions: &Sessions,
+    route: &Route<'_>,
+) -> Result<Slot, Response> {
+    let reader = !matches!(route.op, Op::Send);
+    let (session, share) = (route.name(), app_share(node));
+    let deadline = tokio::time::Instant::now() + REOPEN_WAIT;
+    loop {
+        let freed = sessions.relay.freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        match Slot::take(sessions, &session, route.key, reader, share) {
+            Ok(slot) => return Ok(slot),
+            Err(Full::App) => {
+                return Err(busy(
+                    "Server busy: too many forwarded requests for this app, retry shortly\n",
+                ))
+            }
+            Err(Full::Session) if !reader => {
+                return Err(busy(
+                    "Too many requests in flight for this session, retry shortly\n",
+                ))
+            }
+            Err(Full::Session) => {
+                if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                    return Err(lines_response(Body::from(close_line(
+                        2010,
+                        "Another connection still open",
+                    ))));
+                }
+            }
+        }
+    }
 }
 
 /// Starts this node's relay (cluster mode only): reads its mailbox and refreshes its sessions'
@@ -126,6 +306,12 @@ pub fn start(node: SharedNode, sessions: Sessions) {
     let Some(mut mailbox) = cluster.take_mailbox() else {
         return;
     };
+    // Ids start at random: after a quick restart under the same node id, a holder still
+    // answering one of the previous process's requests does not publish into a new one's.
+    sessions
+        .relay
+        .next
+        .store(rand::random::<u64>() >> 1, Ordering::Relaxed);
     let names = sessions.clone();
     let refresh = crate::cluster::relay::refresh_loop(cluster, move || names.names());
     let stop = node.shutdown.clone();
@@ -149,14 +335,27 @@ pub fn start(node: SharedNode, sessions: Sessions) {
 fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
     let state = &sessions.relay;
     let (id, reply) = match wire {
-        Wire::Ask { .. } => {
+        Wire::Ask {
+            id,
+            ref from,
+            ref key,
+            ref server,
+            ref session,
+            ..
+        } => {
+            // Registered before its task runs: a Cancel right behind it finds it.
+            let token = register(node, state, (from.clone(), id), key, server, session);
             let (node, sessions) = (node.clone(), sessions.clone());
-            tokio::spawn(async move { serve(node, sessions, wire).await });
+            tokio::spawn(async move { serve(node, sessions, wire, token).await });
             return;
         }
-        Wire::Cancel { id, from } => {
-            if let Some(token) = state.served.lock_or_recover().get(&(from, id)) {
+        Wire::Cancel { id, from, cut } => {
+            let served = state.served.lock_or_recover().get(&(from, id)).cloned();
+            if let Some((token, session)) = served {
                 token.cancel();
+                if cut {
+                    close_cut(sessions, &session);
+                }
             }
             return;
         }
@@ -176,6 +375,7 @@ fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
                 let cancel = Wire::Cancel {
                     id,
                     from: cluster.node_id().to_owned(),
+                    cut: false,
                 };
                 tokio::spawn(async move { post(&cluster, &from, &cancel).await });
                 return;
@@ -188,15 +388,40 @@ fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
         _ => 0,
     };
     let mut forwarded = state.forwarded.lock_or_recover();
-    let Some(tx) = forwarded.get(&id) else {
+    let Some((tx, holder)) = forwarded.get(&id) else {
         return;
     };
     let before = state.buffered.fetch_add(size, Ordering::AcqRel);
     if before + size > REPLY_BYTES || tx.try_send(reply).is_err() {
         // Its client reads too slowly (or is gone), or the node holds too much: the answer
-        // ends, the holder is told.
+        // ends, and the holder is told it was cut (the lines it took are lost).
         state.buffered.fetch_sub(size, Ordering::AcqRel);
+        let holder = holder.clone();
         forwarded.remove(&id);
+        drop(forwarded);
+        cut_short(node, holder, id);
+    }
+}
+
+/// Tells `holder` that the answer to forwarded request `id` was cut short here.
+fn cut_short(node: &SharedNode, holder: String, id: u64) {
+    let Some(cluster) = node.cluster.clone() else {
+        return;
+    };
+    let cancel = Wire::Cancel {
+        id,
+        from: cluster.node_id().to_owned(),
+        cut: true,
+    };
+    tokio::spawn(async move { post(&cluster, &holder, &cancel).await });
+}
+
+/// Closes session `session` served here because a forwarded answer lost lines taken from it: as
+/// a slow consumer on one node (4100), so the client reconnects and knows it.
+fn close_cut(sessions: &Sessions, session: &str) {
+    if let Some(shared) = sessions.get(session) {
+        tracing::debug!("a forwarded fallback answer was cut short: its session closes (4100)");
+        shared.close_slow();
     }
 }
 
@@ -226,12 +451,21 @@ struct Forwarded {
     /// Where the answer arrives.
     rx: mpsc::Receiver<Reply>,
     done: bool,
+    /// A part went missing: the holder is told the answer was cut.
+    cut: bool,
+    /// Its place in its session's and app's counts.
+    _slot: Slot,
 }
 
 impl Forwarded {
     /// The answer ended: nothing to cancel.
     fn finish(&mut self) {
         self.done = true;
+    }
+
+    /// A part went missing: the holder is to be told the answer was cut.
+    fn mark_cut(&mut self) {
+        self.cut = true;
     }
 
     /// The next part of the answer, within `limit`.
@@ -267,6 +501,7 @@ impl Drop for Forwarded {
         let cancel = Wire::Cancel {
             id: self.id,
             from: cluster.node_id().to_owned(),
+            cut: self.cut,
         };
         let holder = std::mem::take(&mut self.holder);
         // Dropped outside a runtime (it is shutting down): the holder's beat finds nobody.
@@ -291,14 +526,19 @@ pub(super) async fn forward(
         return busy("Not in a cluster\n");
     };
     let state = &sessions.relay;
+    let route = asked.route;
+    let slot = match take_slot(node, sessions, route).await {
+        Ok(slot) => slot,
+        Err(answer) => return answer,
+    };
     let id = state.next.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel(REPLY_BUFFER);
     {
         let mut forwarded = state.forwarded.lock_or_recover();
-        if forwarded.len() >= MAX_FORWARDS {
+        if forwarded.len() >= max_forwards(node) {
             return busy("Server busy: too many forwarded requests, retry shortly\n");
         }
-        forwarded.insert(id, tx);
+        forwarded.insert(id, (tx, holder.to_owned()));
     }
     let mut registration = Forwarded {
         node: node.clone(),
@@ -307,8 +547,9 @@ pub(super) async fn forward(
         id,
         rx,
         done: false,
+        cut: false,
+        _slot: slot,
     };
-    let route = asked.route;
     let ask = Wire::Ask {
         id,
         from: cluster.node_id().to_owned(),
@@ -334,26 +575,51 @@ pub(super) async fn forward(
     let Some(Reply::Head(status, headers)) = registration.next(HEAD_WAIT).await else {
         return busy("The session's node did not answer, retry shortly\n");
     };
-    let body =
-        futures_util::stream::unfold((registration, 0u64), |(mut registration, seq)| async move {
-            loop {
-                match registration.next(IDLE).await {
-                    Some(Reply::Beat) => {}
-                    Some(Reply::Part(got, text)) if got == seq => {
-                        return Some((
-                            Ok::<_, Infallible>(Bytes::from(text)),
-                            (registration, seq + 1),
-                        ));
+    let shutdown = node.shutdown.clone();
+    let body = futures_util::stream::unfold(
+        (registration, 0u64, false),
+        move |(mut registration, seq, ended)| {
+            let shutdown = shutdown.clone();
+            async move {
+                if ended {
+                    return None;
+                }
+                loop {
+                    let reply = tokio::select! {
+                        reply = registration.next(IDLE) => reply,
+                        // This node shuts down: its client hears 4200 (as a local session's
+                        // reader would) and the holder is told to stop (the registration ends).
+                        () = shutdown.cancelled() => {
+                            let code = CloseCode::ReconnectNow;
+                            let line = close_line(code.code(), code.reason());
+                            return Some((Ok(line), (registration, seq, true)));
+                        }
+                    };
+                    match reply {
+                        Some(Reply::Beat) => {}
+                        Some(Reply::Part(got, text)) if got == seq => {
+                            return Some((
+                                Ok::<_, Infallible>(Bytes::from(text)),
+                                (registration, seq + 1, false),
+                            ));
+                        }
+                        Some(Reply::End(got)) if got == seq => {
+                            registration.finish();
+                            return None;
+                        }
+                        // A part went missing (the mailbox dropped it): the lines it held are
+                        // lost.
+                        Some(Reply::Part(..) | Reply::End(_)) => {
+                            registration.mark_cut();
+                            return None;
+                        }
+                        // A second head, silence, or the answer dropped as too slow.
+                        _ => return None,
                     }
-                    Some(Reply::End(got)) if got == seq => {
-                        registration.finish();
-                        return None;
-                    }
-                    // A gap, a second head, silence, or the answer dropped as too slow.
-                    _ => return None,
                 }
             }
-        });
+        },
+    );
     let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     for (name, value) in headers {
@@ -375,21 +641,54 @@ fn passed_on(name: &HeaderName) -> bool {
     )
 }
 
+/// Registers a request served here for another node (`served`: its node and id): its token, or
+/// `None` when it is refused (the pool or its app's share is full, or the id is already served:
+/// a node restarted under the same id reusing it, the request in progress keeps its entry).
+fn register(
+    node: &SharedNode,
+    state: &State,
+    served_key: (String, u64),
+    key: &str,
+    server: &str,
+    session: &str,
+) -> Option<CancellationToken> {
+    let mut served = state.served.lock_or_recover();
+    let mut load = state.load.lock_or_recover();
+    let app_count = load.served_apps.get(key).copied().unwrap_or(0);
+    if served.contains_key(&served_key)
+        || served.len() >= max_forwards(node)
+        || app_count >= app_share(node)
+    {
+        return None;
+    }
+    let token = CancellationToken::new();
+    let name = format!("{key}/{server}/{session}");
+    served.insert(served_key, (token.clone(), name));
+    *load.served_apps.entry(key.to_owned()).or_default() += 1;
+    Some(token)
+}
+
 /// Removes a request served for another node from the registry when it ends.
 struct Served<'a> {
     state: &'a super::relay::State,
     key: (String, u64),
+    /// Its app's key (its count of requests served here).
+    app: String,
 }
 
 impl Drop for Served<'_> {
     fn drop(&mut self) {
         self.state.served.lock_or_recover().remove(&self.key);
+        count_down(
+            &mut self.state.load.lock_or_recover().served_apps,
+            &self.app,
+        );
     }
 }
 
 /// Serves a request another node forwarded (`wire` is an [`Wire::Ask`]), publishing the answer
 /// to its mailbox until it ends, the other node cancels it, or nobody hears it.
-async fn serve(node: SharedNode, sessions: Sessions, wire: Wire) {
+async fn serve(node: SharedNode, sessions: Sessions, wire: Wire, token: Option<CancellationToken>) {
     let Wire::Ask {
         id,
         from,
@@ -406,23 +705,16 @@ async fn serve(node: SharedNode, sessions: Sessions, wire: Wire) {
     else {
         return;
     };
+    let _served = token.is_some().then(|| Served {
+        state: &sessions.relay,
+        key: (from.clone(), id),
+        app: key.clone(),
+    });
     let Some(cluster) = node.cluster.clone() else {
         return;
     };
-    let token = CancellationToken::new();
-    let registered = {
-        let mut served = sessions.relay.served.lock_or_recover();
-        if served.len() >= MAX_FORWARDS {
-            false
-        } else {
-            served.insert((from.clone(), id), token.clone());
-            true
-        }
-    };
-    let _served = registered.then(|| Served {
-        state: &sessions.relay,
-        key: (from.clone(), id),
-    });
+    let registered = token.is_some();
+    let token = token.unwrap_or_default();
     let path = format!("/app/{key}/{server}/{session}/{op}");
     let response = match Route::parse(&path) {
         _ if !registered => busy("Server busy: too many forwarded requests, retry shortly\n"),
@@ -487,10 +779,26 @@ async fn serve(node: SharedNode, sessions: Sessions, wire: Wire) {
             text: String::from_utf8_lossy(&chunk).into_owned(),
         };
         if !post(&cluster, &from, &part).await {
-            // The forwarding node is gone (or Redis is): the request is dropped as a hang-up.
+            // The forwarding node is gone (or Redis is): the lines this part took from the
+            // session are lost, so the session closes as a slow consumer's would (4100).
+            close_cut(&sessions, &format!("{key}/{server}/{session}"));
             return;
         }
+        // A part says as much as a beat.
+        beat.reset();
         seq += 1;
     }
     post(&cluster, &from, &Wire::End { id, seq }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_silent_answer_ends_before_its_session_expires_and_survives_two_lost_beats() {
+        let expiry = crate::config::FallbackSettings::default().expiry;
+        assert!(IDLE < expiry, "{IDLE:?} against {expiry:?}");
+        assert!(IDLE > BEAT * 3, "{IDLE:?} against {BEAT:?}");
+    }
 }
