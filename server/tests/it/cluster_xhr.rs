@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::cluster_helpers::*;
 use crate::helpers::*;
+use crate::xhr_lines::{events_of, Lines};
 
 const Q: &str = "?protocol=7&client=js&version=8.4.0";
 const ORIGIN: &str = "https://site.example";
@@ -37,83 +38,47 @@ fn hold_key(redis: &Redis, session: &str) -> String {
     format!("{}:xs:{KEY}/123/{session}", redis.cluster)
 }
 
-/// An open stream (or poll) response, read line by line.
-struct Lines {
-    response: reqwest::Response,
-    buffer: Vec<u8>,
-}
-
-impl Lines {
-    async fn open(url: String, origin: &str) -> Lines {
-        let response = reqwest::Client::new()
-            .post(url)
-            .header("content-type", "application/json")
-            .header("origin", origin)
-            .send()
-            .await
-            .expect("request is sent");
-        assert_eq!(response.status(), 200);
-        Lines {
-            response,
-            buffer: Vec::new(),
-        }
-    }
-
-    /// The next line within `limit`, `None` once the response ended.
-    async fn next_within(&mut self, limit: Duration) -> Option<String> {
-        loop {
-            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buffer.drain(..=end).collect();
-                return Some(String::from_utf8(line[..end].to_vec()).expect("UTF-8"));
-            }
-            let chunk = tokio::time::timeout(limit, self.response.chunk())
-                .await
-                .expect("a line (or the end) arrives in time");
-            match chunk {
-                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
-                // Ended (cut short counts as ended).
-                Ok(None) | Err(_) => return None,
-            }
-        }
-    }
-
-    async fn line(&mut self) -> String {
-        self.next_within(WAIT).await.expect("a line, not the end")
-    }
-
-    /// Reads lines until an event named `event`; `h` lines are skipped.
-    async fn expect_event(&mut self, event: &str) -> Value {
-        loop {
-            let line = self.line().await;
-            if line == "h" {
-                continue;
-            }
-            if let Some(found) = events_of(&line).into_iter().find(|e| e["event"] == event) {
-                return found;
-            }
-        }
-    }
-}
-
-/// The Pusher events in an `a[...]` line.
-fn events_of(line: &str) -> Vec<Value> {
-    let array = line
-        .strip_prefix('a')
-        .unwrap_or_else(|| panic!("an a line: {line}"));
-    let strings: Vec<String> = serde_json::from_str(array).expect("a JSON array of strings");
-    strings
-        .iter()
-        .map(|s| serde_json::from_str(s).expect("each element is a Pusher event"))
-        .collect()
-}
-
 /// Opens a session with a stream on `url`: its socket id, and the stream.
+/// A stream request for the session at `url` (from [`ORIGIN`]).
+async fn stream_at(url: &str) -> Lines {
+    Lines::open(
+        &reqwest::Client::new(),
+        format!("{url}/xhr_streaming{Q}"),
+        Some(ORIGIN),
+    )
+    .await
+}
+
 async fn open_stream(url: &str) -> (String, Lines) {
-    let mut lines = Lines::open(format!("{url}/xhr_streaming{Q}"), ORIGIN).await;
+    let mut lines = stream_at(url).await;
     assert_eq!(lines.line().await, "o");
     let established = lines.expect_event("pusher:connection_established").await;
     let data: Value = serde_json::from_str(established["data"].as_str().unwrap()).unwrap();
     (data["socket_id"].as_str().unwrap().to_owned(), lines)
+}
+
+/// A session opened by a stream on A and subscribed to `channel` by a send through B; the
+/// subscription's answer is read on A's stream (else it could land on a dropped stream), which
+/// is then dropped. The session's URLs on A and on B.
+async fn subscribed_through_b(
+    redis: &Redis,
+    a: &Node,
+    b: &Node,
+    channel: &str,
+) -> (String, String) {
+    let session = new_session();
+    let (on_a, on_b) = (session_url(a, &session), session_url(b, &session));
+    let (socket_id, mut stream) = open_stream(&on_a).await;
+    wait_for_hold(redis, &session, a).await;
+    assert_eq!(
+        xhr_send_from(&on_b, ORIGIN, &[subscribe(&socket_id, channel)]).await,
+        204
+    );
+    stream
+        .expect_event("pusher_internal:subscription_succeeded")
+        .await;
+    drop(stream);
+    (on_a, on_b)
 }
 
 async fn xhr_send_from(url: &str, origin: &str, events: &[Value]) -> u16 {
@@ -221,7 +186,7 @@ async fn a_stream_on_one_node_takes_sends_and_events_through_the_other() {
     assert_eq!(xhr_send_from(&on_b, ORIGIN, &[ping]).await, 204);
 
     // A second reader through B while A's stream is open hears 2010.
-    let mut second = Lines::open(format!("{on_b}/xhr_streaming{Q}"), ORIGIN).await;
+    let mut second = stream_at(&on_b).await;
     let line = second.line().await;
     assert!(line.starts_with("c[2010,"), "{line}");
     // A's stream is unharmed.
@@ -293,7 +258,7 @@ async fn a_forwarded_stream_ends_within_the_bound_when_the_holder_is_killed() {
     wait_for_hold(&redis, &session, &a).await;
     // The client reopens its stream through B (pusher-js aborts the old one first).
     drop(stream);
-    let mut through_b = Lines::open(format!("{on_b}/xhr_streaming{Q}"), ORIGIN).await;
+    let mut through_b = stream_at(&on_b).await;
     // The holder dies: the forwarded stream ends (its beats stop) within the bound.
     pause(Duration::from_millis(500)).await;
     a.kill().await;
@@ -323,29 +288,17 @@ async fn a_forwarded_stream_ends_within_the_bound_when_the_holder_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_hanging_up_on_the_forwarding_node_frees_the_session_on_its_holder() {
     let (redis, _database, a, b) = two_nodes().await;
-    let session = new_session();
-    let (on_a, on_b) = (session_url(&a, &session), session_url(&b, &session));
-    let (socket_id, mut stream) = open_stream(&on_a).await;
-    wait_for_hold(&redis, &session, &a).await;
-    assert_eq!(
-        xhr_send_from(&on_b, ORIGIN, &[subscribe(&socket_id, "private-room")]).await,
-        204
-    );
-    // Read on A's stream before it is dropped (else it may land on the dropped stream).
-    stream
-        .expect_event("pusher_internal:subscription_succeeded")
-        .await;
-    drop(stream);
+    let (on_a, on_b) = subscribed_through_b(&redis, &a, &b, "private-room").await;
     // The stream reopened through B (its head arrives once it is the session's reader), then
     // dropped there: A hears of it and lets a new reader in (else it would wait for the
     // forwarded one and answer 2010).
-    let mut through_b = Lines::open(format!("{on_b}/xhr_streaming{Q}"), ORIGIN).await;
+    let mut through_b = stream_at(&on_b).await;
     let http = reqwest::Client::new();
     trigger_news(&http, &a.base(), "private-room", "via-b").await;
     assert_eq!(through_b.expect_event("news").await["data"], "via-b");
     drop(through_b);
     pause(Duration::from_millis(300)).await;
-    let mut again = Lines::open(format!("{on_a}/xhr_streaming{Q}"), ORIGIN).await;
+    let mut again = stream_at(&on_a).await;
     trigger_news(&http, &a.base(), "private-room", "back").await;
     assert_eq!(again.expect_event("news").await["data"], "back");
 }
@@ -418,8 +371,9 @@ async fn refused_sessions_leave_no_hold_in_redis() {
     for _ in 0..5 {
         let session = new_session();
         let mut refused = Lines::open(
+            &reqwest::Client::new(),
             format!("{}/xhr_streaming{Q}", session_url(&a, &session)),
-            ORIGIN,
+            Some(ORIGIN),
         )
         .await;
         let line = refused.line().await;
@@ -435,20 +389,9 @@ async fn refused_sessions_leave_no_hold_in_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_answer_cut_short_closes_its_session_as_a_slow_consumer() {
     let (redis, _database, a, b) = two_nodes().await;
-    let session = new_session();
-    let (on_a, on_b) = (session_url(&a, &session), session_url(&b, &session));
-    let (socket_id, mut stream) = open_stream(&on_a).await;
-    wait_for_hold(&redis, &session, &a).await;
-    assert_eq!(
-        xhr_send_from(&on_b, ORIGIN, &[subscribe(&socket_id, "private-flood")]).await,
-        204
-    );
-    stream
-        .expect_event("pusher_internal:subscription_succeeded")
-        .await;
-    drop(stream);
+    let (on_a, on_b) = subscribed_through_b(&redis, &a, &b, "private-flood").await;
     // The stream reopened through B by a client that reads nothing.
-    let stalled = Lines::open(format!("{on_b}/xhr_streaming{Q}"), ORIGIN).await;
+    let stalled = stream_at(&on_b).await;
     // More than B buffers for it (64 parts, besides the sockets' buffers): the answer is cut.
     let http = reqwest::Client::new();
     let big = "x".repeat(9_000);
@@ -458,7 +401,7 @@ async fn a_forwarded_answer_cut_short_closes_its_session_as_a_slow_consumer() {
     pause(Duration::from_millis(500)).await;
     // The lines A took for B are lost: the session is closed (4100) rather than going on with a
     // gap (the next reader hears the close, or opens a new session once it is gone).
-    let mut next = Lines::open(format!("{on_a}/xhr_streaming{Q}"), ORIGIN).await;
+    let mut next = stream_at(&on_a).await;
     let line = next.line().await;
     assert!(line.starts_with("c[4100,") || line == "o", "{line}");
     drop(stalled);
@@ -472,7 +415,7 @@ async fn a_forwarding_node_shutting_down_ends_its_forwarded_streams_with_4200() 
     let (_socket_id, stream) = open_stream(&on_a).await;
     wait_for_hold(&redis, &session, &a).await;
     drop(stream);
-    let mut through_b = Lines::open(format!("{on_b}/xhr_streaming{Q}"), ORIGIN).await;
+    let mut through_b = stream_at(&on_b).await;
     // B gets SIGTERM: the forwarded stream hears 4200 at once (not after the drain's wait).
     let terminated = tokio::spawn(async move { b.terminate().await });
     let started = tokio::time::Instant::now();

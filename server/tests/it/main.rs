@@ -55,3 +55,4 @@ mod webhooks;
 mod webhooks_cluster;
 mod wire;
 mod xhr;
+mod xhr_lines;

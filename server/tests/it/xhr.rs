@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use herald::tenants::{AppPatch, LimitsPatch};
 
 use crate::helpers::*;
+use crate::xhr_lines::{events_of, Lines};
 
 const Q: &str = "?protocol=7&client=js&version=8.4.0";
 
@@ -20,86 +21,6 @@ fn short_timers(settings: &mut herald::config::Settings) {
 
 fn base(app: &TestApp, key: &str, session: &str) -> String {
     app.url(&format!("/pusher/app/{key}/123/{session}"))
-}
-
-/// An open `xhr_streaming` response, read line by line.
-struct Lines {
-    response: reqwest::Response,
-    buffer: Vec<u8>,
-}
-
-impl Lines {
-    async fn open(app: &TestApp, url: String, origin: Option<&str>) -> Lines {
-        let mut request = app
-            .http
-            .post(url)
-            .header("content-type", "application/json");
-        if let Some(origin) = origin {
-            request = request.header("origin", origin);
-        }
-        let response = request.send().await.expect("request is sent");
-        assert_eq!(response.status(), 200);
-        Lines {
-            response,
-            buffer: Vec::new(),
-        }
-    }
-
-    /// The next line, `None` once the response ended.
-    async fn next(&mut self) -> Option<String> {
-        loop {
-            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buffer.drain(..=end).collect();
-                return Some(String::from_utf8(line[..end].to_vec()).expect("UTF-8"));
-            }
-            let chunk = tokio::time::timeout(WAIT, self.response.chunk())
-                .await
-                .expect("a line arrives in time")
-                .expect("the body is read");
-            match chunk {
-                Some(chunk) => self.buffer.extend_from_slice(&chunk),
-                None => {
-                    assert!(self.buffer.is_empty(), "an unfinished line");
-                    return None;
-                }
-            }
-        }
-    }
-
-    async fn line(&mut self) -> String {
-        self.next().await.expect("a line, not the end")
-    }
-
-    /// The Pusher events of the next line, which must be an `a` line.
-    async fn events(&mut self) -> Vec<Value> {
-        let line = self.line().await;
-        events_of(&line)
-    }
-
-    /// Reads lines until an event named `event`; `h` lines are skipped.
-    async fn expect_event(&mut self, event: &str) -> Value {
-        loop {
-            let line = self.line().await;
-            if line == "h" {
-                continue;
-            }
-            if let Some(found) = events_of(&line).into_iter().find(|e| e["event"] == event) {
-                return found;
-            }
-        }
-    }
-}
-
-/// The Pusher events in an `a[...]` line.
-fn events_of(line: &str) -> Vec<Value> {
-    let array = line
-        .strip_prefix('a')
-        .unwrap_or_else(|| panic!("an a line: {line}"));
-    let strings: Vec<String> = serde_json::from_str(array).expect("a JSON array of strings");
-    strings
-        .iter()
-        .map(|s| serde_json::from_str(s).expect("each element is a Pusher event"))
-        .collect()
 }
 
 /// One poll's whole answer, as lines.
@@ -152,7 +73,7 @@ async fn trigger(app: &TestApp, channel: &str, data: &str) {
 async fn a_stream_opens_once_carries_events_both_ways_and_beats() {
     let app = spawn_app_with(short_timers).await;
     let url = base(&app, KEY, "stream01");
-    let mut stream = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    let mut stream = Lines::open(&app.http, format!("{url}/xhr_streaming{Q}"), None).await;
     assert_eq!(stream.line().await, "o");
     let first = stream.events().await;
     assert_eq!(first[0]["event"], "pusher:connection_established");
@@ -177,7 +98,7 @@ async fn a_stream_opens_once_carries_events_both_ways_and_beats() {
     assert_eq!(xhr_send(&app, &url, "[]").await, 204);
     // pusher-js reopens its stream (buffer over 256 KiB): the session goes on, with no `o`.
     drop(stream);
-    let mut reopened = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    let mut reopened = Lines::open(&app.http, format!("{url}/xhr_streaming{Q}"), None).await;
     trigger(&app, "news", "two").await;
     let line = reopened.line().await;
     assert_ne!(line, "o", "no second open frame");
@@ -333,7 +254,7 @@ async fn refusals_are_close_lines_with_the_websocket_codes() {
     assert!(close_of(poll(&app, &unknown).await).starts_with("c[4001,"));
     let url = base(&app, KEY, "origin01");
     let mut refused = Lines::open(
-        &app,
+        &app.http,
         format!("{url}/xhr_streaming{Q}"),
         Some("https://evil.example.com"),
     )
@@ -351,7 +272,7 @@ async fn refusals_are_close_lines_with_the_websocket_codes() {
         .unwrap();
     assert!(no_protocol.starts_with("c[4008,"), "{no_protocol}");
     let mut allowed = Lines::open(
-        &app,
+        &app.http,
         format!("{url}/xhr_streaming{Q}"),
         Some("https://app.example.com"),
     )
@@ -371,7 +292,7 @@ async fn bad_sends_get_clear_statuses_and_harm_nothing() {
         404
     );
     let url = base(&app, KEY, "badsend1");
-    let mut stream = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    let mut stream = Lines::open(&app.http, format!("{url}/xhr_streaming{Q}"), None).await;
     assert_eq!(stream.line().await, "o");
     stream.events().await;
     for malformed in ["", "{}", "[1]", "[\"x\"", "not json"] {
@@ -451,7 +372,7 @@ async fn the_cors_preflight_follows_the_allowed_origins() {
 async fn terminating_a_user_closes_their_fallback_session() {
     let app = spawn_app().await;
     let url = base(&app, KEY, "signin01");
-    let mut stream = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    let mut stream = Lines::open(&app.http, format!("{url}/xhr_streaming{Q}"), None).await;
     assert_eq!(stream.line().await, "o");
     let established = stream.events().await;
     let data: Value = serde_json::from_str(established[0]["data"].as_str().unwrap()).unwrap();
@@ -489,7 +410,7 @@ async fn a_session_whose_client_drops_its_stream_ends_after_the_expiry() {
     })
     .await;
     let url = base(&app, KEY, "dropped1");
-    let mut stream = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    let mut stream = Lines::open(&app.http, format!("{url}/xhr_streaming{Q}"), None).await;
     assert_eq!(stream.line().await, "o");
     stream.events().await;
     send_event(
@@ -561,12 +482,12 @@ async fn stream_with(app: &TestApp, url: &str, headers: &[(&str, &str)]) -> (u16
 async fn a_second_reader_is_refused_while_the_first_is_open() {
     let app = spawn_app().await;
     let url = base(&app, KEY, "second01");
-    let mut first = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    let mut first = Lines::open(&app.http, format!("{url}/xhr_streaming{Q}"), None).await;
     assert_eq!(first.line().await, "o");
     first.events().await;
     // A second stream, or a poll, while the first is open: refused as SockJS does, not a
     // take-over (the first client keeps its session).
-    let mut second = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    let mut second = Lines::open(&app.http, format!("{url}/xhr_streaming{Q}"), None).await;
     assert_eq!(
         second.line().await,
         "c[2010,\"Another connection still open\"]"
@@ -662,7 +583,7 @@ async fn concurrent_sends_are_handled_in_their_request_order() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app().await;
     let url = base(&app, KEY, "ordered1");
-    let mut stream = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    let mut stream = Lines::open(&app.http, format!("{url}/xhr_streaming{Q}"), None).await;
     assert_eq!(stream.line().await, "o");
     stream.events().await;
     // Request 2 arrives before request 1 (pipelined on one connection, so both arrive within
@@ -715,7 +636,7 @@ async fn sends_past_the_per_session_bound_are_answered_503_at_once() {
     use tokio::io::AsyncWriteExt;
     let app = spawn_app().await;
     let url = base(&app, KEY, "busy0001");
-    let mut stream = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    let mut stream = Lines::open(&app.http, format!("{url}/xhr_streaming{Q}"), None).await;
     assert_eq!(stream.line().await, "o");
     stream.events().await;
     // Sends whose bodies are still arriving hold their place.
@@ -817,7 +738,7 @@ const PUSHER_JS_BUFFER: usize = 256 * 1024;
 async fn a_stream_stops_where_pusher_js_reopens_it_so_the_reopen_loses_nothing() {
     let app = spawn_app().await;
     let url = base(&app, KEY, "bigbuf01");
-    let mut stream = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    let mut stream = Lines::open(&app.http, format!("{url}/xhr_streaming{Q}"), None).await;
     // What pusher-js has read of the stream, in its units (`responseText.length`).
     let mut units = 0;
     fn read(line: String, units: &mut usize) -> String {
@@ -861,7 +782,7 @@ async fn a_stream_stops_where_pusher_js_reopens_it_so_the_reopen_loses_nothing()
     }
     assert!(received.len() < EVENTS, "one stream carried them all");
     drop(stream);
-    let mut reopened = Lines::open(&app, format!("{url}/xhr_streaming{Q}"), None).await;
+    let mut reopened = Lines::open(&app.http, format!("{url}/xhr_streaming{Q}"), None).await;
     while received.len() < EVENTS {
         let line = reopened.line().await;
         assert_ne!(line, "o", "no second open frame");
