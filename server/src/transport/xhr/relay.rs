@@ -17,7 +17,8 @@
 //! at once (a second reader waits up to [`REOPEN_WAIT`] on the forwarding node, holding no
 //! place in the pool, then hears 2010 there; a send beyond gets 503): a client cannot fill the
 //! pool through one session, and the holder waits for at most one reader per session per
-//! other node; [`REPLY_BUFFER`] parts buffered per forwarded request, and
+//! other node; [`REPLY_BUFFER`] parts buffered per forwarded request (a beat finding them
+//! full is dropped: the parts prove the holder alive; one place more is kept for the end), and
 //! [`REPLY_BYTES`] for all of a node's (past either, or on a gap in the numbering, the answer
 //! ends and the holder is told to stop); an answer's head
 //! within [`HEAD_WAIT`]; then [`IDLE`] without a part or a beat (the holder beats every
@@ -392,7 +393,7 @@ fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
         return;
     };
     let before = state.buffered.fetch_add(size, Ordering::AcqRel);
-    if before + size > REPLY_BYTES || tx.try_send(reply).is_err() {
+    if before + size > REPLY_BYTES || !deliver(tx, reply) {
         // Its client reads too slowly (or is gone), or the node holds too much: the answer
         // ends, and the holder is told it was cut (the lines it took are lost).
         state.buffered.fetch_sub(size, Ordering::AcqRel);
@@ -400,6 +401,24 @@ fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
         forwarded.remove(&id);
         drop(forwarded);
         cut_short(node, holder, id);
+    }
+}
+
+/// A forwarded answer's channel: [`REPLY_BUFFER`] parts and beats, and one place more kept for
+/// its end (or head).
+fn reply_channel() -> (mpsc::Sender<Reply>, mpsc::Receiver<Reply>) {
+    mpsc::channel(REPLY_BUFFER + 1)
+}
+
+/// Hands `reply` to its forwarded answer's channel: false when the answer is cut (a part finds
+/// [`REPLY_BUFFER`] parts and beats waiting: its client reads too slowly; or the client is
+/// gone). A beat finding the channel full is dropped, not a cut: parts waiting prove the holder
+/// alive, and nothing was lost. The last place is kept for the end, which always fits.
+fn deliver(tx: &mpsc::Sender<Reply>, reply: Reply) -> bool {
+    match reply {
+        Reply::Beat if tx.capacity() <= 1 => !tx.is_closed(),
+        Reply::Part(..) if tx.capacity() <= 1 => false,
+        reply => tx.try_send(reply).is_ok(),
     }
 }
 
@@ -532,7 +551,7 @@ pub(super) async fn forward(
         Err(answer) => return answer,
     };
     let id = state.next.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = mpsc::channel(REPLY_BUFFER);
+    let (tx, rx) = reply_channel();
     {
         let mut forwarded = state.forwarded.lock_or_recover();
         if forwarded.len() >= max_forwards(node) {
@@ -800,5 +819,30 @@ mod tests {
         let expiry = crate::config::FallbackSettings::default().expiry;
         assert!(IDLE < expiry, "{IDLE:?} against {expiry:?}");
         assert!(IDLE > BEAT * 3, "{IDLE:?} against {BEAT:?}");
+    }
+
+    #[test]
+    fn a_full_answer_drops_beats_and_keeps_room_for_its_end() {
+        let (tx, mut rx) = reply_channel();
+        assert!(deliver(&tx, Reply::Head(200, Vec::new())));
+        for seq in 0..REPLY_BUFFER as u64 - 1 {
+            assert!(deliver(&tx, Reply::Part(seq, "a".to_owned())), "part {seq}");
+        }
+        // Full of parts: a beat is dropped (the holder is alive), the answer goes on.
+        assert!(deliver(&tx, Reply::Beat));
+        // A part more is a cut: its client reads too slowly.
+        assert!(!deliver(&tx, Reply::Part(99, "b".to_owned())));
+        // The end still fits.
+        assert!(deliver(&tx, Reply::End(REPLY_BUFFER as u64 - 1)));
+        let mut parts = 0;
+        while let Ok(reply) = rx.try_recv() {
+            match reply {
+                Reply::Part(..) => parts += 1,
+                Reply::Beat => panic!("a beat was queued in a full channel"),
+                Reply::End(seq) => assert_eq!(seq, REPLY_BUFFER as u64 - 1),
+                Reply::Head(..) => {}
+            }
+        }
+        assert_eq!(parts, REPLY_BUFFER - 1);
     }
 }
