@@ -28,7 +28,9 @@
 //! An answer cut short (its client too slow, the node's byte budget spent, a part lost in the
 //! mailbox, or the holder's publish of a part failing) lost lines the holder took from the
 //! session: the holder closes the session as a slow consumer (4100), as on one node, so the
-//! client reconnects knowing it (told by a [`Wire::Cancel`] marked `cut`). A forwarding node
+//! client reconnects knowing it (told by a [`Wire::Cancel`] marked `cut`, naming the session:
+//! a poll's part lost behind its end is noticed after the holder forgot the request, and the
+//! session, if still held there, closes all the same). A forwarding node
 //! shutting down ends its forwarded answers at once with `c[4200,...]` (as its own sessions'
 //! readers hear) and tells their holders to stop.
 //! Every line forwarded crosses Redis once more than on the holder.
@@ -123,6 +125,10 @@ enum Wire {
         from: String,
         #[serde(default)]
         cut: bool,
+        /// With `cut`: the session's name, closed by name if the holder already finished the
+        /// request (a poll's last part lost behind its end).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
     },
     /// The answer's status and headers.
     Head {
@@ -156,8 +162,8 @@ pub(super) struct State {
     /// The bytes of the parts buffered in `forwarded`'s channels.
     buffered: AtomicUsize,
     // std locks: map lookups only.
-    /// Requests forwarded from here, by id: where their answer goes.
-    forwarded: Mutex<HashMap<u64, (mpsc::Sender<Reply>, String)>>,
+    /// Requests forwarded from here, by id: where their answer goes, their holder and session.
+    forwarded: Mutex<HashMap<u64, (mpsc::Sender<Reply>, String, String)>>,
     /// Requests served here for other nodes, by (node, id): their token and session.
     served: Mutex<HashMap<(String, u64), (CancellationToken, String)>>,
     /// Forwarded and served requests in flight, per session and per app.
@@ -350,13 +356,22 @@ fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
             tokio::spawn(async move { serve(node, sessions, wire, token).await });
             return;
         }
-        Wire::Cancel { id, from, cut } => {
+        Wire::Cancel {
+            id,
+            from,
+            cut,
+            session,
+        } => {
             let served = state.served.lock_or_recover().get(&(from, id)).cloned();
-            if let Some((token, session)) = served {
+            if let Some((token, served_session)) = served {
                 token.cancel();
                 if cut {
-                    close_cut(sessions, &session);
+                    close_cut(sessions, &served_session);
                 }
+            } else if let (true, Some(session)) = (cut, session) {
+                // The request already ended here (its end posted before the cut was noticed):
+                // the session, if still held here, lost lines all the same.
+                close_cut(sessions, &session);
             }
             return;
         }
@@ -377,6 +392,7 @@ fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
                     id,
                     from: cluster.node_id().to_owned(),
                     cut: false,
+                    session: None,
                 };
                 tokio::spawn(async move { post(&cluster, &from, &cancel).await });
                 return;
@@ -389,7 +405,7 @@ fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
         _ => 0,
     };
     let mut forwarded = state.forwarded.lock_or_recover();
-    let Some((tx, holder)) = forwarded.get(&id) else {
+    let Some((tx, holder, session)) = forwarded.get(&id) else {
         return;
     };
     let before = state.buffered.fetch_add(size, Ordering::AcqRel);
@@ -397,10 +413,10 @@ fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
         // Its client reads too slowly (or is gone), or the node holds too much: the answer
         // ends, and the holder is told it was cut (the lines it took are lost).
         state.buffered.fetch_sub(size, Ordering::AcqRel);
-        let holder = holder.clone();
+        let (holder, session) = (holder.clone(), session.clone());
         forwarded.remove(&id);
         drop(forwarded);
-        cut_short(node, holder, id);
+        cut_short(node, holder, id, session);
     }
 }
 
@@ -422,8 +438,9 @@ fn deliver(tx: &mpsc::Sender<Reply>, reply: Reply) -> bool {
     }
 }
 
-/// Tells `holder` that the answer to forwarded request `id` was cut short here.
-fn cut_short(node: &SharedNode, holder: String, id: u64) {
+/// Tells `holder` that the answer to forwarded request `id` for session `session` was cut
+/// short here.
+fn cut_short(node: &SharedNode, holder: String, id: u64, session: String) {
     let Some(cluster) = node.cluster.clone() else {
         return;
     };
@@ -431,6 +448,7 @@ fn cut_short(node: &SharedNode, holder: String, id: u64) {
         id,
         from: cluster.node_id().to_owned(),
         cut: true,
+        session: Some(session),
     };
     tokio::spawn(async move { post(&cluster, &holder, &cancel).await });
 }
@@ -467,6 +485,8 @@ struct Forwarded {
     sessions: Sessions,
     holder: String,
     id: u64,
+    /// The session's name (told to the holder with a cut).
+    session: String,
     /// Where the answer arrives.
     rx: mpsc::Receiver<Reply>,
     done: bool,
@@ -521,6 +541,7 @@ impl Drop for Forwarded {
             id: self.id,
             from: cluster.node_id().to_owned(),
             cut: self.cut,
+            session: self.cut.then(|| std::mem::take(&mut self.session)),
         };
         let holder = std::mem::take(&mut self.holder);
         // Dropped outside a runtime (it is shutting down): the holder's beat finds nobody.
@@ -557,13 +578,14 @@ pub(super) async fn forward(
         if forwarded.len() >= max_forwards(node) {
             return busy("Server busy: too many forwarded requests, retry shortly\n");
         }
-        forwarded.insert(id, (tx, holder.to_owned()));
+        forwarded.insert(id, (tx, holder.to_owned(), route.name()));
     }
     let mut registration = Forwarded {
         node: node.clone(),
         sessions: sessions.clone(),
         holder: holder.to_owned(),
         id,
+        session: route.name(),
         rx,
         done: false,
         cut: false,
