@@ -462,3 +462,35 @@ async fn a_cut_told_after_its_request_ended_still_closes_the_session_on_its_hold
         .expect("a close line");
     assert!(line.starts_with("c[4100,"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_stream_outlasts_a_few_seconds_of_silence_from_its_holder() {
+    let (redis, _database, a, b) = two_nodes().await;
+    let (_on_a, on_b) = subscribed_through_b(&redis, &a, &b, "private-quiet").await;
+    let mut through_b = stream_at(&on_b).await;
+    pause(Duration::from_millis(300)).await;
+    // The holder says nothing for 5 s (stopped, as in a pub/sub hiccup): longer than a poll
+    // waits, shorter than a stream does.
+    let pid = a.child.id().expect("pid").to_string();
+    let signal = |signal: &str| {
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    };
+    signal("-STOP");
+    for _ in 0..5 {
+        pause(Duration::from_secs(1)).await;
+    }
+    signal("-CONT");
+    trigger_news(
+        &reqwest::Client::new(),
+        &a.base(),
+        "private-quiet",
+        "still here",
+    )
+    .await;
+    let event = through_b.expect_event("news").await;
+    assert_eq!(event["channel"], "private-quiet");
+}

@@ -21,8 +21,9 @@
 //! full is dropped: the parts prove the holder alive; one place more is kept for the end), and
 //! [`REPLY_BYTES`] for all of a node's (past either, or on a gap in the numbering, the answer
 //! ends and the holder is told to stop); an answer's head
-//! within [`HEAD_WAIT`]; then [`IDLE`] without a part or a beat (the holder beats every
-//! [`BEAT`] while it serves the request) ends it (the holder died). A client that hangs up on the
+//! within [`HEAD_WAIT`]; then [`POLL_IDLE`] ([`STREAM_IDLE`] for a stream) without a part or a
+//! beat (the holder beats every [`POLL_BEAT`], [`STREAM_BEAT`], while it serves the request;
+//! the kind travels in the [`Wire::Ask`]) ends it (the holder died). A client that hangs up on the
 //! forwarding node: the holder is told ([`Wire::Cancel`]) and drops the request as it would a
 //! local hang-up; a holder whose publishes nobody hears (the forwarding node died) does too.
 //! An answer cut short (its client too slow, the node's byte budget spent, a part lost in the
@@ -68,16 +69,30 @@ const REPLY_BUFFER: usize = 64;
 const REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// How long a forwarding node waits for the holder's first answer.
 const HEAD_WAIT: Duration = Duration::from_secs(10);
-/// How often the holder tells a forwarding node that a forwarded request it serves is still
-/// open (and learns whether that node still listens), when no part went for as long.
-const BEAT: Duration = Duration::from_secs(1);
-/// How long a forwarded answer may stay silent (no part, no beat) before it ends: the holder
-/// died or cannot publish, or the answer's end was lost. Below a session's expiry (5 s by
-/// default): a poll whose end was lost ends on its forwarding node, and pusher-js polls again,
-/// before its session on the holder, left without a reader, expires. The cost: one publish a
-/// second per forwarded request that has nothing to say (10,000 idle forwarded streams: 10,000
-/// small publishes a second on Redis).
-const IDLE: Duration = Duration::from_millis(3_500);
+/// How often the holder tells a forwarding node that a forwarded poll (or `xhr_send`) it
+/// serves is still open (and learns whether that node still listens), when no part went for as
+/// long.
+const POLL_BEAT: Duration = Duration::from_secs(1);
+/// How long a forwarded poll's answer may stay silent (no part, no beat) before it ends: the
+/// holder died or cannot publish, or the answer's end was lost. Below a session's expiry (5 s
+/// by default): a poll whose end was lost ends on its forwarding node, and pusher-js polls
+/// again, before its session on the holder, left without a reader, expires.
+const POLL_IDLE: Duration = Duration::from_millis(3_500);
+/// [`POLL_BEAT`] for a forwarded stream: a stream ended early buys nothing (pusher-js opens a
+/// new session after it), so its beats are rarer (a third of the publishes), and a pub/sub
+/// hiccup of a few seconds does not end every forwarded stream at once.
+const STREAM_BEAT: Duration = Duration::from_secs(3);
+/// [`POLL_IDLE`] for a forwarded stream.
+const STREAM_IDLE: Duration = Duration::from_secs(10);
+
+/// How often the holder beats, and how long the forwarding node waits in silence, for a
+/// request of kind `op`.
+fn pace(op: Op) -> (Duration, Duration) {
+    match op {
+        Op::Receive(Kind::Stream) => (STREAM_BEAT, STREAM_IDLE),
+        Op::Receive(Kind::Poll) | Op::Send => (POLL_BEAT, POLL_IDLE),
+    }
+}
 
 /// Requests a node forwards at once, and as many it serves for other nodes at once: twice its
 /// `max_connections` (each session may have a stream or poll in flight through another node,
@@ -617,6 +632,7 @@ pub(super) async fn forward(
         return busy("The session's node did not answer, retry shortly\n");
     };
     let shutdown = node.shutdown.clone();
+    let (_, idle) = pace(route.op);
     let body = futures_util::stream::unfold(
         (registration, 0u64, false),
         move |(mut registration, seq, ended)| {
@@ -627,7 +643,7 @@ pub(super) async fn forward(
                 }
                 loop {
                     let reply = tokio::select! {
-                        reply = registration.next(IDLE) => reply,
+                        reply = registration.next(idle) => reply,
                         // This node shuts down: its client hears 4200 (as a local session's
                         // reader would) and the holder is told to stop (the registration ends).
                         () = shutdown.cancelled() => {
@@ -757,6 +773,7 @@ async fn serve(node: SharedNode, sessions: Sessions, wire: Wire, token: Option<C
     let registered = token.is_some();
     let token = token.unwrap_or_default();
     let path = format!("/app/{key}/{server}/{session}/{op}");
+    let (every, _) = Route::parse(&path).map_or(pace(Op::Send), |route| pace(route.op));
     let response = match Route::parse(&path) {
         _ if !registered => busy("Server busy: too many forwarded requests, retry shortly\n"),
         None => (StatusCode::NOT_FOUND, "Not found\n").into_response(),
@@ -799,7 +816,7 @@ async fn serve(node: SharedNode, sessions: Sessions, wire: Wire, token: Option<C
     }
     let mut body = response.into_body().into_data_stream();
     let mut seq = 0;
-    let mut beat = tokio::time::interval(BEAT);
+    let mut beat = tokio::time::interval(every);
     beat.reset();
     loop {
         let chunk = tokio::select! {
@@ -839,8 +856,19 @@ mod tests {
     #[test]
     fn a_silent_answer_ends_before_its_session_expires_and_survives_two_lost_beats() {
         let expiry = crate::config::FallbackSettings::default().expiry;
-        assert!(IDLE < expiry, "{IDLE:?} against {expiry:?}");
-        assert!(IDLE > BEAT * 3, "{IDLE:?} against {BEAT:?}");
+        let (beat, idle) = pace(Op::Receive(Kind::Poll));
+        assert!(idle < expiry, "{idle:?} against {expiry:?}");
+        assert!(idle > beat * 3, "{idle:?} against {beat:?}");
+        assert_eq!(pace(Op::Send), (beat, idle));
+    }
+
+    #[test]
+    fn a_forwarded_stream_beats_less_often_and_waits_longer_than_a_poll() {
+        let (poll_beat, poll_idle) = pace(Op::Receive(Kind::Poll));
+        let (beat, idle) = pace(Op::Receive(Kind::Stream));
+        assert!(beat >= poll_beat * 3, "{beat:?} against {poll_beat:?}");
+        assert!(idle > poll_idle, "{idle:?} against {poll_idle:?}");
+        assert!(idle > beat * 3, "{idle:?} against {beat:?}");
     }
 
     #[test]
