@@ -485,12 +485,15 @@ fn op_name(op: Op) -> &'static str {
     }
 }
 
-/// Publishes `wire` to node `to`'s mailbox: whether it was heard.
+/// Publishes `wire` to node `to`'s mailbox: whether it was heard. Its control messages (head,
+/// end, cancel, beat: small, and their loss would leave a request hanging) are urgent, queued
+/// past the mailbox's bounds for requests and parts.
 async fn post(cluster: &Cluster, to: &str, wire: &Wire) -> bool {
     let Ok(payload) = serde_json::to_vec(wire) else {
         return false;
     };
-    matches!(cluster.post(to, &payload).await, Ok(true))
+    let urgent = !matches!(wire, Wire::Ask { .. } | Wire::Part { .. });
+    matches!(cluster.post(to, &payload, urgent).await, Ok(true))
 }
 
 /// A forwarded request's registration on its forwarding node: removed when dropped, and the
