@@ -169,6 +169,9 @@ enum Reply {
     Beat,
 }
 
+/// A request forwarded from here: where its answer goes, its holder and its session.
+type Waiting = (mpsc::Sender<Reply>, String, String);
+
 /// The requests in flight between this node and others.
 #[derive(Debug, Default)]
 pub(super) struct State {
@@ -177,8 +180,8 @@ pub(super) struct State {
     /// The bytes of the parts buffered in `forwarded`'s channels.
     buffered: AtomicUsize,
     // std locks: map lookups only.
-    /// Requests forwarded from here, by id: where their answer goes, their holder and session.
-    forwarded: Mutex<HashMap<u64, (mpsc::Sender<Reply>, String, String)>>,
+    /// Requests forwarded from here, by id.
+    forwarded: Mutex<HashMap<u64, Waiting>>,
     /// Requests served here for other nodes, by (node, id): their token and session.
     served: Mutex<HashMap<(String, u64), (CancellationToken, String)>>,
     /// Forwarded and served requests in flight, per session and per app.
