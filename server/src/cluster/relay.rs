@@ -47,9 +47,10 @@ const MAILBOX_BYTES: usize = 16 * 1024 * 1024;
 const MAILBOX_URGENT_QUEUE: usize = 8 * MAILBOX_QUEUE;
 /// The longest urgent message queued past the bulk bounds (a longer one is queued as bulk).
 const MAILBOX_URGENT_BYTES: usize = 4 * 1024;
-/// The first byte of a message published to a mailbox: how the receiving node queues it.
-const MARK_URGENT: u8 = b'!';
-const MARK_BULK: u8 = b'.';
+/// The first byte of an urgent message published to a mailbox (a bulk one is published as it
+/// is). A space: a node of an older version, which reads its mailbox's messages as JSON without
+/// this mark, reads a marked message all the same.
+const MARK_URGENT: u8 = b' ';
 
 /// How often the mailbox's pub/sub connection is pinged (a silently dead one is re-made).
 const PING_EVERY: Duration = Duration::from_secs(3);
@@ -185,20 +186,21 @@ impl Inbox {
     }
 }
 
-/// A message as published: its mark, then `payload`.
+/// A message as published: `payload`, after the urgent mark if `urgent`.
 fn marked(payload: &[u8], urgent: bool) -> Vec<u8> {
     let mut message = Vec::with_capacity(payload.len() + 1);
-    message.push(if urgent { MARK_URGENT } else { MARK_BULK });
+    if urgent {
+        message.push(MARK_URGENT);
+    }
     message.extend_from_slice(payload);
     message
 }
 
-/// A published message's payload and whether it is urgent (one without a mark, from a node
-/// older than the marks, is bulk, whole).
+/// A published message's payload and whether it is urgent (one without the mark, bulk or from
+/// a node older than the mark, is bulk).
 fn unmarked(message: &[u8]) -> (Bytes, bool) {
     match message.split_first() {
         Some((&MARK_URGENT, payload)) => (Bytes::copy_from_slice(payload), true),
-        Some((&MARK_BULK, payload)) => (Bytes::copy_from_slice(payload), false),
         _ => (Bytes::copy_from_slice(message), false),
     }
 }
@@ -414,7 +416,10 @@ mod tests {
             unmarked(&marked(b"{}", false)),
             (Bytes::from_static(b"{}"), false)
         );
-        assert_eq!(unmarked(b"{}"), (Bytes::from_static(b"{}"), false));
+        // A JSON reader without the mark (an older node) reads an urgent message too.
+        let old: serde_json::Value =
+            serde_json::from_slice(&marked(br#"{"t":1}"#, true)).expect("JSON");
+        assert_eq!(old["t"], 1);
     }
     use crate::clock::Clock;
     use crate::config::ClusterSettings;
