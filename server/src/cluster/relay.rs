@@ -35,15 +35,22 @@ pub const HOLD_REFRESH: Duration = Duration::from_secs(20);
 
 /// Messages received on this node's mailbox and not yet taken by the transport, and their bytes;
 /// past either they are dropped (a forwarded answer that loses a part is ended by its reader,
-/// which notices the gap, and its session closed), except small ones (see
-/// [`MAILBOX_SMALL_BYTES`]).
+/// which notices the gap, and its session closed), except urgent ones (see
+/// [`MAILBOX_URGENT_QUEUE`]).
 const MAILBOX_QUEUE: usize = 1_024;
 const MAILBOX_BYTES: usize = 16 * 1024 * 1024;
-/// A message at most this long (an answer's end, a cancel, a beat, a head) is queued past
-/// [`MAILBOX_QUEUE`] and [`MAILBOX_BYTES`], up to [`MAILBOX_SMALL_QUEUE`] messages: losing one
-/// would leave a request hanging or served for nobody until a timeout.
-const MAILBOX_SMALL_BYTES: usize = 512;
-const MAILBOX_SMALL_QUEUE: usize = 8 * MAILBOX_QUEUE;
+/// A message its sender marked urgent (the transport's small control messages: an answer's
+/// head and end, a cancel, a beat), at most [`MAILBOX_URGENT_BYTES`] long, is queued past
+/// [`MAILBOX_QUEUE`] and [`MAILBOX_BYTES`], up to this many messages: losing one would leave a
+/// request hanging or served for nobody until a timeout. Decided by the sender's mark, not by
+/// size: small bulk messages (short answer parts) cannot use up these places.
+const MAILBOX_URGENT_QUEUE: usize = 8 * MAILBOX_QUEUE;
+/// The longest urgent message queued past the bulk bounds (a longer one is queued as bulk).
+const MAILBOX_URGENT_BYTES: usize = 4 * 1024;
+/// The first byte of an urgent message published to a mailbox (a bulk one is published as it
+/// is). A space: a node of an older version, which reads its mailbox's messages as JSON without
+/// this mark, reads a marked message all the same.
+const MARK_URGENT: u8 = b' ';
 
 /// How often the mailbox's pub/sub connection is pinged (a silently dead one is re-made).
 const PING_EVERY: Duration = Duration::from_secs(3);
@@ -159,13 +166,14 @@ impl Shared {
 }
 
 impl Inbox {
-    /// Queues `payload` in the mailbox, if it has room: whether it was queued.
-    fn queue(&self, payload: Bytes) -> bool {
+    /// Queues `payload` (`urgent` as its sender marked it) in the mailbox, if it has room:
+    /// whether it was queued.
+    fn queue(&self, payload: Bytes, urgent: bool) -> bool {
         let len = payload.len();
         let messages = self.queued.messages.fetch_add(1, Ordering::AcqRel);
         let bytes = self.queued.bytes.fetch_add(len, Ordering::AcqRel);
-        let room = if len <= MAILBOX_SMALL_BYTES {
-            messages < MAILBOX_SMALL_QUEUE
+        let room = if urgent && len <= MAILBOX_URGENT_BYTES {
+            messages < MAILBOX_URGENT_QUEUE
         } else {
             messages < MAILBOX_QUEUE && bytes + len <= MAILBOX_BYTES
         };
@@ -175,6 +183,25 @@ impl Inbox {
         self.queued.messages.fetch_sub(1, Ordering::AcqRel);
         self.queued.bytes.fetch_sub(len, Ordering::AcqRel);
         false
+    }
+}
+
+/// A message as published: `payload`, after the urgent mark if `urgent`.
+fn marked(payload: &[u8], urgent: bool) -> Vec<u8> {
+    let mut message = Vec::with_capacity(payload.len() + 1);
+    if urgent {
+        message.push(MARK_URGENT);
+    }
+    message.extend_from_slice(payload);
+    message
+}
+
+/// A published message's payload and whether it is urgent (one without the mark, bulk or from
+/// a node older than the mark, is bulk).
+fn unmarked(message: &[u8]) -> (Bytes, bool) {
+    match message.split_first() {
+        Some((&MARK_URGENT, payload)) => (Bytes::copy_from_slice(payload), true),
+        _ => (Bytes::copy_from_slice(message), false),
     }
 }
 
@@ -251,12 +278,19 @@ impl Cluster {
         bounded(invocation.invoke_async::<()>(&mut conn)).await
     }
 
-    /// Publishes `payload` to node `node_id`'s mailbox: whether a node listened to it.
-    pub async fn post(&self, node_id: &str, payload: &[u8]) -> Result<bool, RelayError> {
+    /// Publishes `payload` to node `node_id`'s mailbox (`urgent`: queued there past the bulk
+    /// bounds, for small control messages whose loss would leave a request hanging): whether a
+    /// node listened to it.
+    pub async fn post(
+        &self,
+        node_id: &str,
+        payload: &[u8],
+        urgent: bool,
+    ) -> Result<bool, RelayError> {
         let channel = mailbox_channel(&self.inner.settings.name, node_id);
         let mut conn = self.inner.relay.conn.get();
         let mut command = redis::cmd("PUBLISH");
-        command.arg(channel).arg(payload);
+        command.arg(channel).arg(marked(payload, urgent));
         let heard = bounded(command.query_async::<i64>(&mut conn)).await?;
         Ok(heard > 0)
     }
@@ -293,8 +327,8 @@ pub(super) async fn mailbox_loop(inner: Arc<Inner>) {
             tokio::select! {
                 received = stream.next() => {
                     let Some(msg) = received else { break };
-                    let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
-                    if !inner.relay.inbox.queue(payload) {
+                    let (payload, urgent) = unmarked(msg.get_payload_bytes());
+                    if !inner.relay.inbox.queue(payload, urgent) {
                         dropped += 1;
                         if dropped.is_power_of_two() {
                             tracing::warn!(dropped, "fallback relay mailbox full: messages dropped");
@@ -335,23 +369,57 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_full_mailbox_drops_large_messages_but_queues_small_ones() {
+    async fn a_full_mailbox_drops_bulk_messages_but_queues_urgent_ones() {
         let (inbox, mut mailbox) = mailbox();
         let part = Bytes::from(vec![b'x'; 64 * 1024]);
         let mut queued = 0;
-        while inbox.queue(part.clone()) {
+        while inbox.queue(part.clone(), false) {
             queued += 1;
         }
         // Bounded in bytes (16 MiB of 64 KiB parts: 256) before the count (1,024).
         assert_eq!(queued, MAILBOX_BYTES / part.len());
         let end = Bytes::from_static(br#"{"t":"end","id":1,"seq":3}"#);
-        assert!(inbox.queue(end.clone()), "a small message still goes in");
+        assert!(
+            inbox.queue(end.clone(), true),
+            "an urgent message still goes in"
+        );
         for _ in 0..queued {
             assert_eq!(mailbox.recv().await.expect("a part").len(), part.len());
         }
         assert_eq!(mailbox.recv().await, Some(end));
         // Taken messages give their room back.
-        assert!(inbox.queue(part));
+        assert!(inbox.queue(part, false));
+    }
+
+    #[test]
+    fn small_bulk_messages_do_not_use_up_the_urgent_places() {
+        let (inbox, _mailbox) = mailbox();
+        let part = Bytes::from_static(br#"{"t":"part","id":1,"seq":0,"text":"h\n"}"#);
+        let mut queued = 0;
+        while inbox.queue(part.clone(), false) {
+            queued += 1;
+        }
+        assert_eq!(queued, MAILBOX_QUEUE, "small parts are bounded as bulk");
+        for _ in 0..MAILBOX_URGENT_QUEUE - MAILBOX_QUEUE {
+            assert!(inbox.queue(Bytes::from_static(b"{}"), true));
+        }
+        assert!(!inbox.queue(Bytes::from_static(b"{}"), true), "bounded too");
+    }
+
+    #[test]
+    fn a_mark_travels_before_the_payload_and_an_unmarked_message_is_bulk() {
+        assert_eq!(
+            unmarked(&marked(b"{}", true)),
+            (Bytes::from_static(b"{}"), true)
+        );
+        assert_eq!(
+            unmarked(&marked(b"{}", false)),
+            (Bytes::from_static(b"{}"), false)
+        );
+        // A JSON reader without the mark (an older node) reads an urgent message too.
+        let old: serde_json::Value =
+            serde_json::from_slice(&marked(br#"{"t":1}"#, true)).expect("JSON");
+        assert_eq!(old["t"], 1);
     }
     use crate::clock::Clock;
     use crate::config::ClusterSettings;
@@ -414,6 +482,6 @@ mod tests {
             .unwrap();
         assert!(ttl > 0 && ttl <= HOLD_TTL.as_secs() as i64, "{ttl}");
         // Nobody listens to a mailbox yet: a post says so.
-        assert!(!a.post(&b_id, b"x").await.unwrap());
+        assert!(!a.post(&b_id, b"x", false).await.unwrap());
     }
 }

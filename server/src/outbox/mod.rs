@@ -143,6 +143,22 @@ impl<T: AsRef<Outbox>> Receiver<T> {
         .await
     }
 
+    /// The frame waiting first, if any and if `take` accepts it (else it stays first).
+    pub fn try_recv_if(&mut self, take: impl FnOnce(&Bytes) -> bool) -> Option<Bytes> {
+        let accepted = self
+            .outbox()
+            .lock()
+            .frames
+            .front()
+            .is_some_and(|frame| take(&frame.payload));
+        // Only this receiver takes frames: the first one is still the one judged.
+        if accepted {
+            self.try_recv()
+        } else {
+            None
+        }
+    }
+
     /// A frame already waiting, if any.
     pub fn try_recv(&mut self) -> Option<Bytes> {
         let mut state = self.outbox().lock();

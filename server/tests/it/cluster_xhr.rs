@@ -434,3 +434,63 @@ async fn a_forwarding_node_shutting_down_ends_its_forwarded_streams_with_4200() 
     );
     terminated.await.expect("B exits");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_told_after_its_request_ended_still_closes_the_session_on_its_holder() {
+    let (redis, _database, a, b) = two_nodes().await;
+    let session = new_session();
+    let on_a = session_url(&a, &session);
+    let (_socket_id, mut stream) = open_stream(&on_a).await;
+    wait_for_hold(&redis, &session, &a).await;
+    // What B sends when a forwarded poll's part is lost behind its end: A served the poll and
+    // forgot the request, so only the session's name tells it which session lost lines.
+    let cancel = json!({
+        "t": "cancel", "id": 12_345, "from": b.id, "cut": true,
+        "session": format!("{KEY}/123/{session}"),
+    });
+    let mut conn = redis.connection().await;
+    let heard: i64 = redis::cmd("PUBLISH")
+        .arg(format!("{}:xhr:{}", redis.cluster, a.id))
+        .arg(cancel.to_string())
+        .query_async(&mut conn)
+        .await
+        .expect("PUBLISH");
+    assert_eq!(heard, 1);
+    let line = stream
+        .next_within(Duration::from_secs(5))
+        .await
+        .expect("a close line");
+    assert!(line.starts_with("c[4100,"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_stream_outlasts_a_few_seconds_of_silence_from_its_holder() {
+    let (redis, _database, a, b) = two_nodes().await;
+    let (_on_a, on_b) = subscribed_through_b(&redis, &a, &b, "private-quiet").await;
+    let mut through_b = stream_at(&on_b).await;
+    pause(Duration::from_millis(300)).await;
+    // The holder says nothing for 5 s (stopped, as in a pub/sub hiccup): longer than a poll
+    // waits, shorter than a stream does.
+    let pid = a.child.id().expect("pid").to_string();
+    let signal = |signal: &str| {
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    };
+    signal("-STOP");
+    for _ in 0..5 {
+        pause(Duration::from_secs(1)).await;
+    }
+    signal("-CONT");
+    trigger_news(
+        &reqwest::Client::new(),
+        &a.base(),
+        "private-quiet",
+        "still here",
+    )
+    .await;
+    let event = through_b.expect_event("news").await;
+    assert_eq!(event["channel"], "private-quiet");
+}

@@ -43,10 +43,12 @@ const SETTLE: Duration = Duration::from_millis(15);
 const SEND_WAIT: Duration = Duration::from_secs(5);
 /// Lines handed to a request's response and not yet taken by it.
 const LINES_IN_FLIGHT: usize = 2;
-/// The largest `a[...]` line on a stream, and the most a poll answers with (more waits for the
-/// next poll or line).
+/// The largest `a[...]` line (more waits for the next line or poll).
 const LINE_BYTES: usize = 64 * 1024;
-const POLL_BYTES: usize = 256 * 1024;
+/// The most a poll answers with, in UTF-16 code units as written (JSON-escaped): pusher-js's
+/// buffer limit ([`STREAM_UNITS`]) applies to a poll's answer too. Frames past it wait for the
+/// next poll (the first frame of an answer goes whatever its length, or it would wait forever).
+const POLL_UNITS: usize = STREAM_UNITS;
 /// pusher-js reopens its stream once it has read more than this many UTF-16 code units of it
 /// (`MAX_BUFFER_LENGTH` in its `http_request.ts`, checked when no partial line is left) by
 /// aborting the request, and whatever was written after that point is lost with it. So a stream
@@ -507,6 +509,67 @@ fn take_frames(frames: &mut Receiver<Connection>, budget: usize) -> Vec<Bytes> {
     taken
 }
 
+/// Writes a poll's answer to `line` (which may hold `o` already): `a[...]` lines of the queued
+/// frames, within [`POLL_UNITS`] as written.
+fn poll_answer(frames: &mut Receiver<Connection>, line: &mut BytesMut) {
+    let mut left = POLL_UNITS.saturating_sub(utf16_units(line));
+    let mut first = true;
+    loop {
+        let batch = take_poll_frames(frames, &mut left, first);
+        if batch.is_empty() {
+            break;
+        }
+        first = false;
+        push_batch(line, &batch);
+    }
+}
+
+/// Takes queued frames for one `a[...]` line of a poll's answer: up to [`LINE_BYTES`], and
+/// within `left` UTF-16 code units as [`push_batch`] writes them, which it lowers; the first
+/// frame of the answer (`first`) whatever its length.
+fn take_poll_frames(
+    frames: &mut Receiver<Connection>,
+    left: &mut usize,
+    first: bool,
+) -> Vec<Bytes> {
+    // `a[` and `]\n`.
+    const BRACKETS: usize = 4;
+    let mut taken: Vec<Bytes> = Vec::new();
+    let (mut bytes, mut units) = (0, BRACKETS);
+    while bytes < LINE_BYTES {
+        let any = first && taken.is_empty();
+        let room = left.saturating_sub(units);
+        let mut cost = 0;
+        let frame = frames.try_recv_if(|frame| {
+            // The frame as a JSON string, and its comma.
+            cost = escaped_units(frame) + 1;
+            any || cost <= room
+        });
+        let Some(frame) = frame else { break };
+        bytes += frame.len();
+        units += cost;
+        taken.push(frame);
+    }
+    if !taken.is_empty() {
+        *left = left.saturating_sub(units);
+    }
+    taken
+}
+
+/// The length in UTF-16 code units of UTF-8 text `text` written as a JSON string (quotes
+/// included), as [`push_batch`] writes it.
+fn escaped_units(text: &[u8]) -> usize {
+    let escapes: usize = text
+        .iter()
+        .map(|&b| match b {
+            b'"' | b'\\' | 0x08 | 0x09 | 0x0a | 0x0c | 0x0d => 1,
+            0x00..=0x1f => 5,
+            _ => 0,
+        })
+        .sum();
+    utf16_units(text) + escapes + 2
+}
+
 /// The length of UTF-8 text in UTF-16 code units, as a browser's `responseText.length` counts it.
 fn utf16_units(text: &[u8]) -> usize {
     text.iter()
@@ -598,17 +661,7 @@ async fn serve(node: &Node, shared: &Shared, mut session: Session) -> Exit {
                                 push_batch(&mut line, &batch);
                             }
                         }
-                        Kind::Poll => {
-                            let mut left = POLL_BYTES;
-                            while left > 0 {
-                                let batch = take_frames(&mut frames, left.min(LINE_BYTES));
-                                if batch.is_empty() {
-                                    break;
-                                }
-                                left = left.saturating_sub(batch.iter().map(Bytes::len).sum());
-                                push_batch(&mut line, &batch);
-                            }
-                        }
+                        Kind::Poll => poll_answer(&mut frames, &mut line),
                     }
                     if current.kind == Kind::Stream {
                         written += utf16_units(&line);

@@ -78,3 +78,52 @@ async fn a_send_to_a_closing_session_is_gone() {
         Err(SendRefused::Gone)
     ));
 }
+
+#[test]
+fn escaped_units_count_a_frame_as_push_batch_writes_it() {
+    for text in [
+        "",
+        "plain",
+        r#"{"event":"news","data":"{\"a\":\"b\\c\"}"}"#,
+        "tab\tnew\nline\r\u{1}\u{1f}\u{8}\u{c}",
+        "é, 漢字 and 😀",
+    ] {
+        let written = serde_json::to_string(text).unwrap();
+        assert_eq!(
+            escaped_units(text.as_bytes()),
+            written.encode_utf16().count(),
+            "{text:?}"
+        );
+    }
+}
+
+#[test]
+fn a_poll_answer_stays_within_pusher_js_buffer_after_escaping() {
+    let shared = session();
+    // Frames full of escaped quotes: each doubles when written as a JSON string.
+    let data = "\\\"".repeat(10_000);
+    let frame = Bytes::from(format!(r#"{{"event":"news","data":"{data}"}}"#));
+    for _ in 0..16 {
+        assert!(!matches!(
+            shared.conn.outbox().enqueue(&frame),
+            crate::outbox::Queued::No
+        ));
+    }
+    let mut frames = Receiver::new(shared.conn.clone());
+    let mut answered = 0;
+    let mut polls = 0;
+    while answered < 16 {
+        let mut line = BytesMut::new();
+        poll_answer(&mut frames, &mut line);
+        let units = utf16_units(&line);
+        assert!(units <= POLL_UNITS, "{units} units");
+        let text = std::str::from_utf8(&line).unwrap();
+        for batch in text.lines() {
+            let batch: Vec<String> = serde_json::from_str(&batch[1..]).unwrap();
+            answered += batch.len();
+        }
+        polls += 1;
+        assert!(polls < 16, "every poll answers something");
+    }
+    assert!(polls > 1, "one poll took them all");
+}

@@ -17,17 +17,21 @@
 //! at once (a second reader waits up to [`REOPEN_WAIT`] on the forwarding node, holding no
 //! place in the pool, then hears 2010 there; a send beyond gets 503): a client cannot fill the
 //! pool through one session, and the holder waits for at most one reader per session per
-//! other node; [`REPLY_BUFFER`] parts buffered per forwarded request, and
+//! other node; [`REPLY_BUFFER`] parts buffered per forwarded request (a beat finding them
+//! full is dropped: the parts prove the holder alive; one place more is kept for the end), and
 //! [`REPLY_BYTES`] for all of a node's (past either, or on a gap in the numbering, the answer
 //! ends and the holder is told to stop); an answer's head
-//! within [`HEAD_WAIT`]; then [`IDLE`] without a part or a beat (the holder beats every
-//! [`BEAT`] while it serves the request) ends it (the holder died). A client that hangs up on the
+//! within [`HEAD_WAIT`]; then [`POLL_IDLE`] ([`STREAM_IDLE`] for a stream) without a part or a
+//! beat (the holder beats every [`POLL_BEAT`], [`STREAM_BEAT`], while it serves the request;
+//! the kind travels in the [`Wire::Ask`]) ends it (the holder died). A client that hangs up on the
 //! forwarding node: the holder is told ([`Wire::Cancel`]) and drops the request as it would a
 //! local hang-up; a holder whose publishes nobody hears (the forwarding node died) does too.
 //! An answer cut short (its client too slow, the node's byte budget spent, a part lost in the
 //! mailbox, or the holder's publish of a part failing) lost lines the holder took from the
 //! session: the holder closes the session as a slow consumer (4100), as on one node, so the
-//! client reconnects knowing it (told by a [`Wire::Cancel`] marked `cut`). A forwarding node
+//! client reconnects knowing it (told by a [`Wire::Cancel`] marked `cut`, naming the session:
+//! a poll's part lost behind its end is noticed after the holder forgot the request, and the
+//! session, if still held there, closes all the same). A forwarding node
 //! shutting down ends its forwarded answers at once with `c[4200,...]` (as its own sessions'
 //! readers hear) and tells their holders to stop.
 //! Every line forwarded crosses Redis once more than on the holder.
@@ -65,16 +69,30 @@ const REPLY_BUFFER: usize = 64;
 const REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// How long a forwarding node waits for the holder's first answer.
 const HEAD_WAIT: Duration = Duration::from_secs(10);
-/// How often the holder tells a forwarding node that a forwarded request it serves is still
-/// open (and learns whether that node still listens), when no part went for as long.
-const BEAT: Duration = Duration::from_secs(1);
-/// How long a forwarded answer may stay silent (no part, no beat) before it ends: the holder
-/// died or cannot publish, or the answer's end was lost. Below a session's expiry (5 s by
-/// default): a poll whose end was lost ends on its forwarding node, and pusher-js polls again,
-/// before its session on the holder, left without a reader, expires. The cost: one publish a
-/// second per forwarded request that has nothing to say (10,000 idle forwarded streams: 10,000
-/// small publishes a second on Redis).
-const IDLE: Duration = Duration::from_millis(3_500);
+/// How often the holder tells a forwarding node that a forwarded poll (or `xhr_send`) it
+/// serves is still open (and learns whether that node still listens), when no part went for as
+/// long.
+const POLL_BEAT: Duration = Duration::from_secs(1);
+/// How long a forwarded poll's answer may stay silent (no part, no beat) before it ends: the
+/// holder died or cannot publish, or the answer's end was lost. Below a session's expiry (5 s
+/// by default): a poll whose end was lost ends on its forwarding node, and pusher-js polls
+/// again, before its session on the holder, left without a reader, expires.
+const POLL_IDLE: Duration = Duration::from_millis(3_500);
+/// [`POLL_BEAT`] for a forwarded stream: a stream ended early buys nothing (pusher-js opens a
+/// new session after it), so its beats are rarer (a third of the publishes), and a pub/sub
+/// hiccup of a few seconds does not end every forwarded stream at once.
+const STREAM_BEAT: Duration = Duration::from_secs(3);
+/// [`POLL_IDLE`] for a forwarded stream.
+const STREAM_IDLE: Duration = Duration::from_secs(10);
+
+/// How often the holder beats, and how long the forwarding node waits in silence, for a
+/// request of kind `op`.
+fn pace(op: Op) -> (Duration, Duration) {
+    match op {
+        Op::Receive(Kind::Stream) => (STREAM_BEAT, STREAM_IDLE),
+        Op::Receive(Kind::Poll) | Op::Send => (POLL_BEAT, POLL_IDLE),
+    }
+}
 
 /// Requests a node forwards at once, and as many it serves for other nodes at once: twice its
 /// `max_connections` (each session may have a stream or poll in flight through another node,
@@ -122,6 +140,10 @@ enum Wire {
         from: String,
         #[serde(default)]
         cut: bool,
+        /// With `cut`: the session's name, closed by name if the holder already finished the
+        /// request (a poll's last part lost behind its end).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
     },
     /// The answer's status and headers.
     Head {
@@ -147,6 +169,9 @@ enum Reply {
     Beat,
 }
 
+/// A request forwarded from here: where its answer goes, its holder and its session.
+type Waiting = (mpsc::Sender<Reply>, String, String);
+
 /// The requests in flight between this node and others.
 #[derive(Debug, Default)]
 pub(super) struct State {
@@ -155,8 +180,8 @@ pub(super) struct State {
     /// The bytes of the parts buffered in `forwarded`'s channels.
     buffered: AtomicUsize,
     // std locks: map lookups only.
-    /// Requests forwarded from here, by id: where their answer goes.
-    forwarded: Mutex<HashMap<u64, (mpsc::Sender<Reply>, String)>>,
+    /// Requests forwarded from here, by id.
+    forwarded: Mutex<HashMap<u64, Waiting>>,
     /// Requests served here for other nodes, by (node, id): their token and session.
     served: Mutex<HashMap<(String, u64), (CancellationToken, String)>>,
     /// Forwarded and served requests in flight, per session and per app.
@@ -349,13 +374,22 @@ fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
             tokio::spawn(async move { serve(node, sessions, wire, token).await });
             return;
         }
-        Wire::Cancel { id, from, cut } => {
+        Wire::Cancel {
+            id,
+            from,
+            cut,
+            session,
+        } => {
             let served = state.served.lock_or_recover().get(&(from, id)).cloned();
-            if let Some((token, session)) = served {
+            if let Some((token, served_session)) = served {
                 token.cancel();
                 if cut {
-                    close_cut(sessions, &session);
+                    close_cut(sessions, &served_session);
                 }
+            } else if let (true, Some(session)) = (cut, session) {
+                // The request already ended here (its end posted before the cut was noticed):
+                // the session, if still held here, lost lines all the same.
+                close_cut(sessions, &session);
             }
             return;
         }
@@ -376,6 +410,7 @@ fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
                     id,
                     from: cluster.node_id().to_owned(),
                     cut: false,
+                    session: None,
                 };
                 tokio::spawn(async move { post(&cluster, &from, &cancel).await });
                 return;
@@ -388,23 +423,42 @@ fn dispatch(node: &SharedNode, sessions: &Sessions, wire: Wire) {
         _ => 0,
     };
     let mut forwarded = state.forwarded.lock_or_recover();
-    let Some((tx, holder)) = forwarded.get(&id) else {
+    let Some((tx, holder, session)) = forwarded.get(&id) else {
         return;
     };
     let before = state.buffered.fetch_add(size, Ordering::AcqRel);
-    if before + size > REPLY_BYTES || tx.try_send(reply).is_err() {
+    if before + size > REPLY_BYTES || !deliver(tx, reply) {
         // Its client reads too slowly (or is gone), or the node holds too much: the answer
         // ends, and the holder is told it was cut (the lines it took are lost).
         state.buffered.fetch_sub(size, Ordering::AcqRel);
-        let holder = holder.clone();
+        let (holder, session) = (holder.clone(), session.clone());
         forwarded.remove(&id);
         drop(forwarded);
-        cut_short(node, holder, id);
+        cut_short(node, holder, id, session);
     }
 }
 
-/// Tells `holder` that the answer to forwarded request `id` was cut short here.
-fn cut_short(node: &SharedNode, holder: String, id: u64) {
+/// A forwarded answer's channel: [`REPLY_BUFFER`] parts and beats, and one place more kept for
+/// its end (or head).
+fn reply_channel() -> (mpsc::Sender<Reply>, mpsc::Receiver<Reply>) {
+    mpsc::channel(REPLY_BUFFER + 1)
+}
+
+/// Hands `reply` to its forwarded answer's channel: false when the answer is cut (a part finds
+/// [`REPLY_BUFFER`] parts and beats waiting: its client reads too slowly; or the client is
+/// gone). A beat finding the channel full is dropped, not a cut: parts waiting prove the holder
+/// alive, and nothing was lost. The last place is kept for the end, which always fits.
+fn deliver(tx: &mpsc::Sender<Reply>, reply: Reply) -> bool {
+    match reply {
+        Reply::Beat if tx.capacity() <= 1 => !tx.is_closed(),
+        Reply::Part(..) if tx.capacity() <= 1 => false,
+        reply => tx.try_send(reply).is_ok(),
+    }
+}
+
+/// Tells `holder` that the answer to forwarded request `id` for session `session` was cut
+/// short here.
+fn cut_short(node: &SharedNode, holder: String, id: u64, session: String) {
     let Some(cluster) = node.cluster.clone() else {
         return;
     };
@@ -412,6 +466,7 @@ fn cut_short(node: &SharedNode, holder: String, id: u64) {
         id,
         from: cluster.node_id().to_owned(),
         cut: true,
+        session: Some(session),
     };
     tokio::spawn(async move { post(&cluster, &holder, &cancel).await });
 }
@@ -433,12 +488,15 @@ fn op_name(op: Op) -> &'static str {
     }
 }
 
-/// Publishes `wire` to node `to`'s mailbox: whether it was heard.
+/// Publishes `wire` to node `to`'s mailbox: whether it was heard. Its control messages (head,
+/// end, cancel, beat: small, and their loss would leave a request hanging) are urgent, queued
+/// past the mailbox's bounds for requests and parts.
 async fn post(cluster: &Cluster, to: &str, wire: &Wire) -> bool {
     let Ok(payload) = serde_json::to_vec(wire) else {
         return false;
     };
-    matches!(cluster.post(to, &payload).await, Ok(true))
+    let urgent = !matches!(wire, Wire::Ask { .. } | Wire::Part { .. });
+    matches!(cluster.post(to, &payload, urgent).await, Ok(true))
 }
 
 /// A forwarded request's registration on its forwarding node: removed when dropped, and the
@@ -448,6 +506,8 @@ struct Forwarded {
     sessions: Sessions,
     holder: String,
     id: u64,
+    /// The session's name (told to the holder with a cut).
+    session: String,
     /// Where the answer arrives.
     rx: mpsc::Receiver<Reply>,
     done: bool,
@@ -502,6 +562,7 @@ impl Drop for Forwarded {
             id: self.id,
             from: cluster.node_id().to_owned(),
             cut: self.cut,
+            session: self.cut.then(|| std::mem::take(&mut self.session)),
         };
         let holder = std::mem::take(&mut self.holder);
         // Dropped outside a runtime (it is shutting down): the holder's beat finds nobody.
@@ -532,19 +593,20 @@ pub(super) async fn forward(
         Err(answer) => return answer,
     };
     let id = state.next.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = mpsc::channel(REPLY_BUFFER);
+    let (tx, rx) = reply_channel();
     {
         let mut forwarded = state.forwarded.lock_or_recover();
         if forwarded.len() >= max_forwards(node) {
             return busy("Server busy: too many forwarded requests, retry shortly\n");
         }
-        forwarded.insert(id, (tx, holder.to_owned()));
+        forwarded.insert(id, (tx, holder.to_owned(), route.name()));
     }
     let mut registration = Forwarded {
         node: node.clone(),
         sessions: sessions.clone(),
         holder: holder.to_owned(),
         id,
+        session: route.name(),
         rx,
         done: false,
         cut: false,
@@ -576,6 +638,7 @@ pub(super) async fn forward(
         return busy("The session's node did not answer, retry shortly\n");
     };
     let shutdown = node.shutdown.clone();
+    let (_, idle) = pace(route.op);
     let body = futures_util::stream::unfold(
         (registration, 0u64, false),
         move |(mut registration, seq, ended)| {
@@ -586,7 +649,7 @@ pub(super) async fn forward(
                 }
                 loop {
                     let reply = tokio::select! {
-                        reply = registration.next(IDLE) => reply,
+                        reply = registration.next(idle) => reply,
                         // This node shuts down: its client hears 4200 (as a local session's
                         // reader would) and the holder is told to stop (the registration ends).
                         () = shutdown.cancelled() => {
@@ -716,6 +779,7 @@ async fn serve(node: SharedNode, sessions: Sessions, wire: Wire, token: Option<C
     let registered = token.is_some();
     let token = token.unwrap_or_default();
     let path = format!("/app/{key}/{server}/{session}/{op}");
+    let (every, _) = Route::parse(&path).map_or(pace(Op::Send), |route| pace(route.op));
     let response = match Route::parse(&path) {
         _ if !registered => busy("Server busy: too many forwarded requests, retry shortly\n"),
         None => (StatusCode::NOT_FOUND, "Not found\n").into_response(),
@@ -758,7 +822,7 @@ async fn serve(node: SharedNode, sessions: Sessions, wire: Wire, token: Option<C
     }
     let mut body = response.into_body().into_data_stream();
     let mut seq = 0;
-    let mut beat = tokio::time::interval(BEAT);
+    let mut beat = tokio::time::interval(every);
     beat.reset();
     loop {
         let chunk = tokio::select! {
@@ -798,7 +862,43 @@ mod tests {
     #[test]
     fn a_silent_answer_ends_before_its_session_expires_and_survives_two_lost_beats() {
         let expiry = crate::config::FallbackSettings::default().expiry;
-        assert!(IDLE < expiry, "{IDLE:?} against {expiry:?}");
-        assert!(IDLE > BEAT * 3, "{IDLE:?} against {BEAT:?}");
+        let (beat, idle) = pace(Op::Receive(Kind::Poll));
+        assert!(idle < expiry, "{idle:?} against {expiry:?}");
+        assert!(idle > beat * 3, "{idle:?} against {beat:?}");
+        assert_eq!(pace(Op::Send), (beat, idle));
+    }
+
+    #[test]
+    fn a_forwarded_stream_beats_less_often_and_waits_longer_than_a_poll() {
+        let (poll_beat, poll_idle) = pace(Op::Receive(Kind::Poll));
+        let (beat, idle) = pace(Op::Receive(Kind::Stream));
+        assert!(beat >= poll_beat * 3, "{beat:?} against {poll_beat:?}");
+        assert!(idle > poll_idle, "{idle:?} against {poll_idle:?}");
+        assert!(idle > beat * 3, "{idle:?} against {beat:?}");
+    }
+
+    #[test]
+    fn a_full_answer_drops_beats_and_keeps_room_for_its_end() {
+        let (tx, mut rx) = reply_channel();
+        assert!(deliver(&tx, Reply::Head(200, Vec::new())));
+        for seq in 0..REPLY_BUFFER as u64 - 1 {
+            assert!(deliver(&tx, Reply::Part(seq, "a".to_owned())), "part {seq}");
+        }
+        // Full of parts: a beat is dropped (the holder is alive), the answer goes on.
+        assert!(deliver(&tx, Reply::Beat));
+        // A part more is a cut: its client reads too slowly.
+        assert!(!deliver(&tx, Reply::Part(99, "b".to_owned())));
+        // The end still fits.
+        assert!(deliver(&tx, Reply::End(REPLY_BUFFER as u64 - 1)));
+        let mut parts = 0;
+        while let Ok(reply) = rx.try_recv() {
+            match reply {
+                Reply::Part(..) => parts += 1,
+                Reply::Beat => panic!("a beat was queued in a full channel"),
+                Reply::End(seq) => assert_eq!(seq, REPLY_BUFFER as u64 - 1),
+                Reply::Head(..) => {}
+            }
+        }
+        assert_eq!(parts, REPLY_BUFFER - 1);
     }
 }
