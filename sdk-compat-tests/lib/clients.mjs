@@ -3,14 +3,13 @@
 // the auth callbacks sign with the SDK's own authorizeChannel / authenticateUser, as a customer's
 // backend would.
 
-import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import PusherClient from 'pusher-js';
 import PusherServer from 'pusher';
 
-import { once, eventually, unique, withTimeout, STEP_TIMEOUT_MS } from './harness.mjs';
+import { once, eventually, unique, runSdkDriver, withTimeout, STEP_TIMEOUT_MS } from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const SUITE_DIR = path.resolve(here, '..');
@@ -202,25 +201,7 @@ export function makeContext(target, { transport } = {}) {
     python(op, args = {}) {
       const python = pythonBinary();
       const config = pythonConfig(target);
-      return withTimeout(
-        new Promise((resolve, reject) => {
-          execFile(
-            python,
-            [path.join(SUITE_DIR, 'py', 'ops.py'), op, JSON.stringify({ config, ...args })],
-            { timeout: STEP_TIMEOUT_MS },
-            (error, stdout, stderr) => {
-              if (error) return reject(new Error(`python ${op} failed: ${stderr || error.message}`));
-              try {
-                resolve(JSON.parse(stdout));
-              } catch {
-                reject(new Error(`python ${op} printed no JSON: ${stdout} ${stderr}`));
-              }
-            },
-          );
-        }),
-        STEP_TIMEOUT_MS,
-        `python ${op}`,
-      );
+      return runSdkDriver(python, path.join(SUITE_DIR, 'py', 'ops.py'), op, { config, ...args });
     },
 
     /** Registers something to undo after the scenario. */

@@ -1,6 +1,9 @@
 // The scenario runner: registration, one line per scenario, the closing `N passed, M failed`.
 // Scenarios talk to Herald only through official client libraries; nothing here knows Herald.
 
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+
 export const STEP_TIMEOUT_MS = 10_000;
 
 /** The default limit for one scenario. */
@@ -263,5 +266,32 @@ export function reachState(connection, state, ms = STEP_TIMEOUT_MS) {
     }),
     ms,
     `the connection to become ${state} (it is ${connection.state})`,
+  );
+}
+
+/**
+ * Runs a server SDK's driver script, `BINARY SCRIPT OP ARGS_JSON` (one SDK call per process), and
+ * resolves with the JSON it prints. `env` replaces the environment when given; with
+ * `jsonOnFailure`, a failing exit that still printed its answer resolves with it (a driver that
+ * reports the SDK's exception as JSON and exits non-zero).
+ */
+export function runSdkDriver(binary, script, op, args, { env, jsonOnFailure = false } = {}) {
+  const what = `${path.basename(binary)} ${op}`;
+  return withTimeout(
+    new Promise((resolve, reject) => {
+      const options = { env, timeout: STEP_TIMEOUT_MS };
+      execFile(binary, [script, op, JSON.stringify(args)], options, (error, stdout, stderr) => {
+        if (error && !(jsonOnFailure && stdout)) {
+          return reject(new Error(`${what} failed: ${stderr || error.message}`));
+        }
+        try {
+          resolve(JSON.parse(stdout));
+        } catch {
+          reject(new Error(`${what} printed no JSON: ${stdout} ${stderr}`));
+        }
+      });
+    }),
+    STEP_TIMEOUT_MS,
+    what,
   );
 }

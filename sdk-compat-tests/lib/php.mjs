@@ -18,7 +18,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
-import { eventually, requirement, withTimeout, STEP_TIMEOUT_MS } from './harness.mjs';
+import { eventually, requirement, runSdkDriver, STEP_TIMEOUT_MS } from './harness.mjs';
 import { SUITE_DIR } from './clients.mjs';
 
 const REPO_ROOT = path.resolve(SUITE_DIR, '..');
@@ -75,32 +75,15 @@ export function phpConfig(target) {
  * of a PHP application would); resolves with its JSON answer (see ops.php).
  */
 export function runPhp(target, op, args = {}) {
-  return withTimeout(
-    new Promise((resolve, reject) => {
-      let env;
-      try {
-        env = phpEnv();
-      } catch (error) {
-        reject(error);
-        return;
-      }
-      execFile(
-        phpBinary(),
-        [path.join(PHP_DIR, 'ops.php'), op, JSON.stringify({ config: phpConfig(target), ...args })],
-        { env, timeout: STEP_TIMEOUT_MS },
-        (error, stdout, stderr) => {
-          if (error && !stdout) return reject(new Error(`php ${op} failed: ${stderr || error.message}`));
-          try {
-            resolve(JSON.parse(stdout));
-          } catch {
-            reject(new Error(`php ${op} printed no JSON: ${stdout} ${stderr}`));
-          }
-        },
-      );
-    }),
-    STEP_TIMEOUT_MS,
-    `php ${op}`,
-  );
+  let env;
+  try {
+    env = phpEnv();
+  } catch (error) {
+    return Promise.reject(error);
+  }
+  const script = path.join(PHP_DIR, 'ops.php');
+  const payload = { config: phpConfig(target), ...args };
+  return runSdkDriver(phpBinary(), script, op, payload, { env, jsonOnFailure: true });
 }
 
 // The preflight of every scenario that `requires: ['php']`: PHP runs, the SDK is found and loads
