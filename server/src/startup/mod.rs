@@ -83,36 +83,6 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Startu
 /// Rewrites `/prefix/apps/...` to `/apps/...` and `/prefix/app/{key}` to `/app/{key}`, so the
 /// API and the socket work behind a proxy path or pusher-http-php's `path` option. The signed path
 /// is the path from `/apps/` on, which is what the rewritten request carries.
-/// The listen backlog asked for (the kernel caps it at `net.core.somaxconn`): `TcpListener::bind`
-/// asks for 128, which a reconnect storm (every client of a restarted node at once) or a burst
-/// of fallback sessions overflows, and each dropped attempt waits the client's 1 s SYN retry.
-const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds `address` (the first of its resolved addresses that binds) with [`LISTEN_BACKLOG`].
-async fn bind_listener(address: &str) -> std::io::Result<TcpListener> {
-    let mut last = None;
-    for addr in tokio::net::lookup_host(address).await? {
-        let socket = match addr {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
-        socket.set_reuseaddr(true)?;
-        match socket
-            .bind(addr)
-            .and_then(|()| socket.listen(LISTEN_BACKLOG))
-        {
-            Ok(listener) => return Ok(listener),
-            Err(error) => last = Some(error),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "the address resolves to nothing",
-        )
-    }))
-}
-
 fn strip_mount_prefix(mut request: Request) -> Request {
     let path = request.uri().path();
     if path.starts_with("/apps/") || path.starts_with("/app/") || path.starts_with("/dashboard") {
@@ -192,7 +162,7 @@ impl Application {
         drop(first_start);
         crate::tenants::warm_up_password_checks().await;
         let usage = Usage::load(&store, settings.clock.clone()).await?;
-        let listener = bind_listener(&settings.bind)
+        let listener = TcpListener::bind(&settings.bind)
             .await
             .map_err(io_error(format!("cannot bind {}", settings.bind)))?;
         let address = listener
@@ -277,7 +247,7 @@ impl Application {
                 None
             }
             Some(bind) => {
-                let listener = bind_listener(bind)
+                let listener = TcpListener::bind(bind)
                     .await
                     .map_err(io_error(format!("cannot bind HERALD_ADMIN_BIND {bind}")))?;
                 Some((listener, dashboard))

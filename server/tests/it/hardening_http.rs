@@ -458,31 +458,3 @@ async fn a_trickled_body_is_cut_off_by_the_minimum_rate_long_before_the_body_tim
         String::from_utf8_lossy(&response)
     );
 }
-
-#[tokio::test]
-async fn the_listener_asks_for_a_deep_accept_queue() {
-    // A restarted node's clients reconnect at once: with the 128 that `TcpListener::bind` asks
-    // for, the kernel drops the overflow and each dropped client waits its 1 s SYN retry.
-    let app = spawn_app().await;
-    let port = app.address.port();
-    let output = std::process::Command::new("ss")
-        .args(["-Hltn", &format!("sport = :{port}")])
-        .output()
-        .expect("ss (iproute2) runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    // `State Recv-Q Send-Q Local Peer`: a listener's Send-Q is its backlog.
-    let backlog: u32 = text
-        .split_whitespace()
-        .nth(2)
-        .and_then(|field| field.parse().ok())
-        .unwrap_or_else(|| panic!("a listener on port {port} in: {text:?}"));
-    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(4096);
-    assert_eq!(
-        backlog,
-        somaxconn.min(4096),
-        "the backlog is 4096 or the kernel's cap"
-    );
-}
