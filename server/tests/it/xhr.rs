@@ -54,6 +54,16 @@ async fn xhr_send(app: &TestApp, url: &str, body: &str) -> u16 {
 }
 
 /// Sends one Pusher message.
+/// Subscribes the session at `url` to the public channel `news`.
+async fn subscribe_news(app: &TestApp, url: &str) {
+    send_event(
+        app,
+        url,
+        json!({"event":"pusher:subscribe","data":{"channel":"news"}}),
+    )
+    .await;
+}
+
 async fn send_event(app: &TestApp, url: &str, event: Value) {
     let body = serde_json::to_string(&[event.to_string()]).unwrap();
     assert_eq!(xhr_send(app, url, &body).await, 204);
@@ -79,12 +89,7 @@ async fn a_stream_opens_once_carries_events_both_ways_and_beats() {
     assert_eq!(first[0]["event"], "pusher:connection_established");
     let data: Value = serde_json::from_str(first[0]["data"].as_str().unwrap()).unwrap();
     assert!(data["socket_id"].as_str().is_some_and(|s| s.contains('.')));
-    send_event(
-        &app,
-        &url,
-        json!({"event":"pusher:subscribe","data":{"channel":"news"}}),
-    )
-    .await;
+    subscribe_news(&app, &url).await;
     stream
         .expect_event("pusher_internal:subscription_succeeded")
         .await;
@@ -120,12 +125,7 @@ async fn polls_answer_what_is_queued_at_once_or_a_heartbeat_after_the_wait() {
         events_of(&first[1])[0]["event"],
         "pusher:connection_established"
     );
-    send_event(
-        &app,
-        &url,
-        json!({"event":"pusher:subscribe","data":{"channel":"news"}}),
-    )
-    .await;
+    subscribe_news(&app, &url).await;
     let second = poll(&app, &url).await;
     assert!(!second.iter().any(|l| l == "o"), "no second o: {second:?}");
     assert_eq!(
@@ -180,12 +180,7 @@ async fn an_abandoned_session_expires_and_gives_back_its_quota_slot() {
     .await;
     let url = base(&app, KEY, "first001");
     assert_eq!(poll(&app, &url).await[0], "o");
-    send_event(
-        &app,
-        &url,
-        json!({"event":"pusher:subscribe","data":{"channel":"news"}}),
-    )
-    .await;
+    subscribe_news(&app, &url).await;
     // The session holds the app's one connection: another is refused as over quota.
     let other = base(&app, KEY, "second01");
     let refused = poll(&app, &other).await;
@@ -222,12 +217,7 @@ async fn a_session_that_falls_behind_is_closed_as_a_slow_consumer() {
     .await;
     let url = base(&app, KEY, "slow0001");
     assert_eq!(poll(&app, &url).await[0], "o");
-    send_event(
-        &app,
-        &url,
-        json!({"event":"pusher:subscribe","data":{"channel":"news"}}),
-    )
-    .await;
+    subscribe_news(&app, &url).await;
     assert!(poll(&app, &url).await[0].contains("subscription_succeeded"));
     for i in 0..6 {
         trigger(&app, "news", &i.to_string()).await;
@@ -413,12 +403,7 @@ async fn a_session_whose_client_drops_its_stream_ends_after_the_expiry() {
     let mut stream = Lines::open(&app.http, format!("{url}/xhr_streaming{Q}"), None).await;
     assert_eq!(stream.line().await, "o");
     stream.events().await;
-    send_event(
-        &app,
-        &url,
-        json!({"event":"pusher:subscribe","data":{"channel":"news"}}),
-    )
-    .await;
+    subscribe_news(&app, &url).await;
     stream
         .expect_event("pusher_internal:subscription_succeeded")
         .await;
@@ -709,12 +694,7 @@ async fn a_closed_session_holds_its_node_slot_while_it_lingers() {
     .await;
     let url = base(&app, KEY, "linger01");
     assert_eq!(poll(&app, &url).await[0], "o");
-    send_event(
-        &app,
-        &url,
-        json!({"event":"pusher:subscribe","data":{"channel":"news"}}),
-    )
-    .await;
+    subscribe_news(&app, &url).await;
     assert!(poll(&app, &url).await[0].contains("subscription_succeeded"));
     // No poll open: the session closes as a slow consumer and waits for one to hear it.
     for i in 0..6 {
@@ -747,12 +727,7 @@ async fn a_stream_stops_where_pusher_js_reopens_it_so_the_reopen_loses_nothing()
     }
     assert_eq!(read(stream.line().await, &mut units), "o");
     read(stream.line().await, &mut units);
-    send_event(
-        &app,
-        &url,
-        json!({"event":"pusher:subscribe","data":{"channel":"news"}}),
-    )
-    .await;
+    subscribe_news(&app, &url).await;
     loop {
         let line = read(stream.line().await, &mut units);
         if events_of(&line)
