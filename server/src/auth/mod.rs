@@ -3,6 +3,7 @@
 //! Pure functions. The current time is always an argument and every comparison of a signature is
 //! constant-time (through `Hmac::verify_slice`).
 
+pub mod mercure;
 mod secret;
 
 pub use secret::Secret;

@@ -7,6 +7,7 @@
 mod channel;
 mod frames;
 mod limits;
+pub mod mercure;
 mod query;
 mod rest;
 mod socket_id;

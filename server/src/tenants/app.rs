@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rand::distr::{Alphanumeric, SampleString};
 use serde::Serialize;
 
-use super::{Plan, Secret, StoreError};
+use super::{MercureSettings, Plan, Secret, StoreError};
 use crate::protocol::{
     Limits, PROTOCOL_CHANNEL_NAME_CEILING, SUBSCRIPTIONS_PER_CONNECTION_CEILING,
 };
@@ -42,6 +42,8 @@ pub struct App {
     pub allowed_origins: Vec<String>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
+    /// The app's Mercure hub settings.
+    pub mercure: MercureSettings,
 }
 
 /// The key pair a rotation replaced: it keeps working until revoked or until `expires_at`.
@@ -357,6 +359,7 @@ impl NewApp {
             previous_key: None,
             allowed_origins: checked.allowed_origins,
             created_at: now,
+            mercure: MercureSettings::default(),
         }
     }
 }

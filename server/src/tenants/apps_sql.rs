@@ -80,6 +80,7 @@ fn app_from_row(row: &AnyRow) -> Result<App, sqlx::Error> {
             .map(str::to_owned)
             .collect(),
         created_at: row.try_get("created_at")?,
+        mercure: super::MercureSettings::default(),
     })
 }
 

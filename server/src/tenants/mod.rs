@@ -21,6 +21,7 @@ mod claims;
 mod endpoints;
 mod error;
 mod health;
+mod mercure;
 mod plans;
 mod policy;
 mod sessions;
@@ -38,6 +39,7 @@ pub use endpoints::{
 };
 pub use error::{AppPart, Conflict, StoreError};
 pub use health::{Dependency, DependencyState, StoreHealth};
+pub use mercure::{MercureKey, MercureSettings, DEFAULT_HISTORY_SECONDS, DEFAULT_HISTORY_SIZE};
 pub use plans::{Plan, PLANS};
 pub use policy::TenantPatch;
 pub use sessions::{session_key, SessionTerms, StoredSession, SESSION_TOUCH_EVERY};
