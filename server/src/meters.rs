@@ -73,7 +73,7 @@ pub struct Meters {
     pub handshake_refusals: Family<Label, Counter>,
     /// Quota and limit refusals, by `kind`.
     pub refusals: Family<Label, Counter>,
-    /// Webhook requests, by `outcome` (`delivered`, `failed`, `retry`).
+    /// Webhook requests, by `outcome` (`delivered`, `failed`, `gone`).
     pub webhook_deliveries: Family<Label, Counter>,
     /// Webhook request latency, in seconds.
     pub webhook_seconds: Histogram,
@@ -89,6 +89,12 @@ pub struct Meters {
 
 impl Default for Meters {
     fn default() -> Meters {
+        Meters::new()
+    }
+}
+
+impl Meters {
+    fn empty() -> Meters {
         Meters {
             bytes_out: Arc::default(),
             live: Default::default(),
@@ -104,7 +110,50 @@ impl Default for Meters {
     }
 }
 
+/// The close codes a handshake is refused with (their series exist from the start, at 0).
+const HANDSHAKE_CODES: [u16; 9] = [4001, 4003, 4004, 4005, 4006, 4007, 4008, 4100, 4200];
+
+/// The kinds of quota and limit refusals.
+pub const REFUSAL_KINDS: [&str; 8] = [
+    "daily_quota",
+    "connection_quota",
+    "app_share_of_node",
+    "node_capacity",
+    "client_event_rate",
+    "subscribe_rate",
+    "rest_events_rate",
+    "rest_reads_rate",
+];
+
+/// A webhook request's outcomes: answered 2xx, failed (to be retried or kept as failed), or
+/// dropped because its endpoint or app is gone.
+const WEBHOOK_OUTCOMES: [&str; 3] = ["delivered", "failed", "gone"];
+
 impl Meters {
+    /// Meters whose fixed label sets already have their series (at 0), so a dashboard's
+    /// `rate()` has a start and the exported names are there from the first scrape.
+    pub fn new() -> Meters {
+        let meters = Meters::empty();
+        for code in HANDSHAKE_CODES {
+            drop(
+                meters
+                    .handshake_refusals
+                    .get_or_create(&[("code", code.to_string())]),
+            );
+        }
+        for kind in REFUSAL_KINDS {
+            drop(meters.refusals.get_or_create(&[("kind", kind.to_owned())]));
+        }
+        for outcome in WEBHOOK_OUTCOMES {
+            drop(
+                meters
+                    .webhook_deliveries
+                    .get_or_create(&[("outcome", outcome.to_owned())]),
+            );
+        }
+        meters
+    }
+
     /// Counts a refused handshake with close code `code`.
     pub fn handshake_refused(&self, code: u16) {
         self.handshake_refusals
@@ -114,7 +163,9 @@ impl Meters {
 
     /// Counts a quota or limit refusal of `kind`.
     pub fn refused(&self, kind: &'static str) {
-        self.refusals.get_or_create(&[("kind", kind.to_owned())]).inc();
+        self.refusals
+            .get_or_create(&[("kind", kind.to_owned())])
+            .inc();
     }
 
     /// A live connection over `transport`, counted until the returned guard drops.

@@ -176,11 +176,11 @@ where
         let labels = [(label, value_label.as_str())];
         let mut family = descriptor.encode_family(&labels)?;
         match kind {
-            MetricType::Counter => family.encode_counter::<
-                prometheus_client::encoding::NoLabelSet,
-                u64,
-                u64,
-            >(&(*value).into(), None)?,
+            MetricType::Counter => family
+                .encode_counter::<prometheus_client::encoding::NoLabelSet, u64, u64>(
+                    &(*value).into(),
+                    None,
+                )?,
             _ => family.encode_gauge(value)?,
         }
     }
@@ -316,7 +316,10 @@ impl prometheus_client::collector::Collector for NodeCollector {
         });
         ranked.truncate(node.settings.metrics_top_apps);
         let per_app = |f: fn(&AppFigures) -> u64| -> Vec<(String, u64)> {
-            ranked.iter().map(|(id, a)| (id.to_string(), f(a))).collect()
+            ranked
+                .iter()
+                .map(|(id, a)| (id.to_string(), f(a)))
+                .collect()
         };
         let series: [(&str, &str, MetricType, fn(&AppFigures) -> u64); 6] = [
             (

@@ -211,7 +211,7 @@ impl Application {
             taps: Arc::new(taps),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
-            meters: Arc::default(),
+            meters: Arc::new(crate::meters::Meters::new()),
         });
         node.refresh_apps().await?;
         let dashboard = herald_dashboard::router(
@@ -239,10 +239,12 @@ impl Application {
             .route("/app/{key}", get(transport::ws::app_socket))
             .route("/health", get(health))
             .route("/ready", get(ready))
-            .merge(api::router().route_layer(axum::middleware::from_fn_with_state(
-                node.clone(),
-                crate::metrics::track_rest,
-            )))
+            .merge(
+                api::router().route_layer(axum::middleware::from_fn_with_state(
+                    node.clone(),
+                    crate::metrics::track_rest,
+                )),
+            )
             .fallback(move |State(node): State<SharedNode>, request: Request| {
                 transport::xhr::fallback(node, fallback_sessions.clone(), request)
             })

@@ -427,8 +427,7 @@ impl Opening {
             Kind::Stream => crate::meters::Transport::XhrStreaming,
             Kind::Poll => crate::meters::Transport::XhrPolling,
         };
-        let admitted = match admit(&node, &app, &key, origin.as_deref(), outbox, transport).await
-        {
+        let admitted = match admit(&node, &app, &key, origin.as_deref(), outbox, transport).await {
             Ok(admitted) => admitted,
             Err(code) => return refuse(code),
         };
