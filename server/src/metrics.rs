@@ -121,6 +121,14 @@ pub async fn track_rest(State(node): State<SharedNode>, request: Request, next: 
     response
 }
 
+/// A per-app series: name, help, type and how to read it from an app's figures.
+type PerApp = (
+    &'static str,
+    &'static str,
+    MetricType,
+    fn(&AppFigures) -> u64,
+);
+
 /// What one app shows in the per-app series.
 #[derive(Debug, Default, Clone, Copy)]
 struct AppFigures {
@@ -321,7 +329,7 @@ impl prometheus_client::collector::Collector for NodeCollector {
                 .map(|(id, a)| (id.to_string(), f(a)))
                 .collect()
         };
-        let series: [(&str, &str, MetricType, fn(&AppFigures) -> u64); 6] = [
+        let series: [PerApp; 6] = [
             (
                 "herald_app_connections",
                 "Open connections of one of the busiest apps",

@@ -411,16 +411,16 @@ impl Opening {
             app,
             claimed: _,
         } = self;
-        let refuse = |code: CloseCode| {
+        let refuse = |code: CloseCode| -> Response {
             node.meters.handshake_refused(code.code());
-            Err(refusal(code))
+            refusal(code)
         };
         if node.shutdown.is_cancelled() {
-            return refuse(CloseCode::ReconnectNow);
+            return Err(refuse(CloseCode::ReconnectNow));
         }
         if !node.hub.reserve_connection(node.settings.max_connections) {
             node.meters.refused("node_capacity");
-            return refuse(CloseCode::OverCapacity);
+            return Err(refuse(CloseCode::OverCapacity));
         }
         let outbox = Outbox::detached(node.settings.outbox_capacity);
         let transport = match kind {
@@ -429,7 +429,7 @@ impl Opening {
         };
         let admitted = match admit(&node, &app, &key, origin.as_deref(), outbox, transport).await {
             Ok(admitted) => admitted,
-            Err(code) => return refuse(code),
+            Err(code) => return Err(refuse(code)),
         };
         let shared = Shared::new(admitted.conn.clone(), owner.clone());
         if let Err(existing) = sessions.insert_new(&name, shared.clone()) {
