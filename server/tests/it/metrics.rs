@@ -421,3 +421,66 @@ async fn a_thousand_sockets_connected_and_closed_leave_every_gauge_at_zero() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn in_a_cluster_each_node_names_itself_and_times_redis_round_trips() {
+    use crate::cluster_helpers::{eventually, start_node_with, Database, Redis};
+    let redis = Redis::start().await;
+    let database = Database::create().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let node = start_node_with(
+        "metrics",
+        &redis,
+        &database,
+        &[("HERALD_METRICS_BIND", &bind)],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let public = http
+        .get(format!("{}/metrics", node.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 404, "never on the public listener");
+    let url = format!("http://{bind}/metrics");
+    let read = || async {
+        let text = http.get(&url).send().await.unwrap().text().await.unwrap();
+        Scrape::parse(&text)
+    };
+    eventually(
+        "the watchdog's PINGs are timed",
+        Duration::from_secs(10),
+        || async {
+            read()
+                .await
+                .value("herald_redis_roundtrip_seconds_count", &[])
+                >= 1.0
+        },
+    )
+    .await;
+    let scraped = read().await;
+    assert_eq!(
+        scraped.value(
+            "herald_node_info",
+            &[
+                ("node_id", node.id.as_str()),
+                ("cluster", redis.cluster.as_str())
+            ]
+        ),
+        1.0
+    );
+    let committed: BTreeSet<String> = herald::metrics::EXPORTED_NAMES
+        .lines()
+        .filter_map(|line| line.split(' ').next())
+        .map(str::to_owned)
+        .filter(|name| !name.starts_with("herald_rest_"))
+        .collect();
+    assert_eq!(
+        scraped.types, committed,
+        "the cluster series are exported too"
+    );
+}
