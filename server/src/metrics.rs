@@ -10,6 +10,10 @@
 //! busiest apps (by messages today, then connections), labelled by app id; REST series by the
 //! route's pattern (`/apps/{app_id}/events`), never the path; codes, kinds and outcomes are
 //! fixed sets.
+//!
+//! The exported names are listed in `infra/grafana/metric-names.txt` (`tests/it/metrics.rs`
+//! compares it with a real scrape; `infra/validate/check_grafana.py` checks the dashboard's
+//! queries against it): a new series goes there too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -28,11 +32,6 @@ use prometheus_client::registry::Registry;
 
 use crate::meters::Transport;
 use crate::node::{Node, SharedNode};
-
-/// The exported metric names (as `# TYPE` lines name them), one a line; names only exported
-/// in cluster mode end with ` cluster`. `tests/it/metrics.rs` compares it with a real scrape
-/// and `infra/validate` checks the Grafana dashboard's queries against it.
-pub const EXPORTED_NAMES: &str = include_str!("../../infra/grafana/metric-names.txt");
 
 /// The `/metrics` router for the metrics listener: the registry is built once, the node's live
 /// figures are read on each scrape.
