@@ -88,8 +88,8 @@ impl Scrape {
 /// `infra/grafana/metric-names.txt`: the exported names, one a line; ` cluster` marks the ones
 /// only a cluster node exports.
 fn exported_names() -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../infra/grafana/metric-names.txt");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/grafana/metric-names.txt");
     std::fs::read_to_string(path).expect("the committed list of metric names")
 }
 
