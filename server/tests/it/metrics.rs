@@ -492,3 +492,49 @@ async fn in_a_cluster_each_node_names_itself_and_times_redis_round_trips() {
         "the cluster series are exported too"
     );
 }
+
+#[tokio::test]
+async fn webhook_requests_are_counted_by_outcome_and_timed() {
+    use crate::webhooks::Receiver;
+    use std::sync::atomic::Ordering;
+    let app = spawn_app_with(|settings| {
+        with_metrics(settings);
+        settings.webhooks.backoff_base = Duration::from_millis(100);
+        settings.webhooks.backoff_cap = Duration::from_millis(300);
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.status.store(503, Ordering::SeqCst);
+    app.node
+        .store
+        .create_webhook(herald::tenants::NewWebhook {
+            app_id: APP_ID.into(),
+            url: receiver.url.clone(),
+            events: vec!["channel_occupied".into()],
+            channel_prefix: None,
+            headers: Vec::new(),
+        })
+        .await
+        .expect("webhook is added");
+    herald::startup::refresh_apps(&app.node).await.unwrap();
+    let mut client = app.connect().await;
+    client.subscribe("hooked").await;
+    let failed = ("outcome", "failed");
+    let delivered = ("outcome", "delivered");
+    scrape_until(&app, "a failed request is counted", |s| {
+        s.value("herald_webhook_requests_total", &[failed]) >= 1.0
+    })
+    .await;
+    receiver.status.store(200, Ordering::SeqCst);
+    let done = scrape_until(&app, "the retry is counted as delivered", |s| {
+        s.value("herald_webhook_requests_total", &[delivered]) == 1.0
+    })
+    .await;
+    let attempts = done.value("herald_webhook_requests_total", &[failed]) + 1.0;
+    assert_eq!(
+        done.value("herald_webhook_request_duration_seconds_count", &[]),
+        attempts,
+        "every attempt is timed"
+    );
+    assert_eq!(receiver.requests().len() as f64, attempts);
+}
