@@ -538,3 +538,27 @@ async fn webhook_requests_are_counted_by_outcome_and_timed() {
     );
     assert_eq!(receiver.requests().len() as f64, attempts);
 }
+
+#[tokio::test]
+async fn a_top_apps_count_out_of_range_or_a_taken_metrics_address_stops_the_start_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .env("HERALD_DATA_DIR", dir.path())
+        .env("HERALD_BIND", "127.0.0.1:0")
+        .env("HERALD_METRICS_TOP_APPS", "5000")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("HERALD_METRICS_TOP_APPS"), "{text}");
+    // The metrics address already taken: the node does not start without its metrics.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut settings = test_settings(dir.path().to_path_buf());
+    settings.metrics_bind = Some(taken.local_addr().unwrap().to_string());
+    let error = herald::startup::Application::build(settings)
+        .await
+        .expect_err("the metrics address is taken");
+    assert!(error.to_string().contains("HERALD_METRICS_BIND"), "{error}");
+}
