@@ -128,6 +128,11 @@ pub struct Settings {
     pub bind: String,
     /// Serve the dashboard on this address instead of `bind` (`HERALD_ADMIN_BIND`).
     pub admin_bind: Option<String>,
+    /// Serve Prometheus `/metrics` on this address, never on `bind` (`HERALD_METRICS_BIND`).
+    pub metrics_bind: Option<String>,
+    /// Per-app series only for this many of the busiest apps (`HERALD_METRICS_TOP_APPS`,
+    /// default 20, at most 1,000).
+    pub metrics_top_apps: usize,
     /// Where the SQLite file and the first-run file live (`HERALD_DATA_DIR`).
     pub data_dir: PathBuf,
     /// The store (`HERALD_DATABASE_URL`, default SQLite in the data dir).
@@ -360,8 +365,20 @@ impl Settings {
                 })
             }
         };
+        let metrics_top_apps = match number::<usize>("HERALD_METRICS_TOP_APPS")? {
+            None => 20,
+            Some(n @ 0..=1000) => n,
+            Some(other) => {
+                return Err(ConfigError {
+                    name: "HERALD_METRICS_TOP_APPS",
+                    problem: format!("a number from 0 to 1000, got {other}"),
+                })
+            }
+        };
         let cluster = cluster_settings()?;
         let settings = Settings {
+            metrics_bind: var("HERALD_METRICS_BIND"),
+            metrics_top_apps,
             cluster,
             max_app_share,
             bind: var("HERALD_BIND").unwrap_or_else(|| "127.0.0.1:6001".into()),
@@ -417,6 +434,8 @@ impl Settings {
         Settings {
             bind: "127.0.0.1:6001".into(),
             admin_bind: None,
+            metrics_bind: None,
+            metrics_top_apps: 20,
             data_dir: PathBuf::from("./herald-data"),
             database_url: sqlite_url(std::path::Path::new("./herald-data")),
             default_app: DefaultApp::default(),

@@ -12,6 +12,8 @@ pub mod cluster;
 pub mod config;
 pub mod hub;
 pub mod locks;
+pub mod meters;
+pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod protocol;

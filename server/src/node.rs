@@ -42,6 +42,8 @@ pub struct Node {
     pub connections: TaskTracker,
     /// This node's membership in a cluster (`HERALD_REDIS_URL`); `None` on a single node.
     pub cluster: Option<Cluster>,
+    /// The counters `/metrics` exports beside what it reads from the hub and the usage.
+    pub meters: Arc<crate::meters::Meters>,
 }
 
 impl crate::cluster::Local for Node {
@@ -59,6 +61,10 @@ impl crate::cluster::Local for Node {
 
     fn rates(&self) -> &RateLimits {
         &self.rates
+    }
+
+    fn meters(&self) -> &crate::meters::Meters {
+        &self.meters
     }
 
     fn daily_quota(&self, app_id: &str) -> Option<u64> {
@@ -90,6 +96,7 @@ impl Node {
                 ..self.settings.webhooks.clone()
             },
             clock: self.settings.clock.clone(),
+            meters: self.meters.clone(),
         }
     }
 }

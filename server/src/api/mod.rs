@@ -227,6 +227,10 @@ fn rate_limit(
     node.rates
         .check(&app.id, budget, rate, cost)
         .map_err(|wait| {
+            node.meters.refused(match budget {
+                Budget::BackendEvents => "rest_events_rate",
+                Budget::Reads => "rest_reads_rate",
+            });
             node.taps.emit(&app.id, "error", None, None, || {
                 format!("REST request refused: over {what} rate limit (429)")
             });
@@ -275,6 +279,7 @@ async fn admit(node: &SharedNode, app: &AppRef, events: &[Publish]) -> Result<()
     if admitted {
         Ok(())
     } else {
+        node.meters.refused("daily_quota");
         node.taps.emit(&app.id, "error", None, None, || {
             format!("REST publish refused: {OVER_DAILY_QUOTA}")
         });

@@ -236,13 +236,17 @@ impl Conn {
     }
 
     /// Pings the current manager; a PING that times out counts as a timeout (two in a row
-    /// replace it).
-    async fn check(&self) {
+    /// replace it). The round trip of a PING answered.
+    async fn check(&self) -> Option<std::time::Duration> {
         let (mut conn, on) = self.get_tracked();
         let command = redis::cmd("PING");
         let ping = command.query_async::<()>(&mut conn);
+        let sent = Instant::now();
         match tokio::time::timeout(COMMAND_TIMEOUT, ping).await {
-            Ok(Ok(())) => self.succeeded(on),
+            Ok(Ok(())) => {
+                self.succeeded(on);
+                return Some(sent.elapsed());
+            }
             // Counted with the heartbeat's timeouts: one slow answer (a long script, a fork)
             // does not replace every connection at once; two in a row do.
             Ok(Err(error)) if error.is_timeout() => self.timed_out(on),
@@ -250,24 +254,30 @@ impl Conn {
             Ok(Err(_)) => {}
             Err(_) => self.timed_out(on),
         }
+        None
     }
 }
 
 /// Pings each of the node's connections every [`WATCH_EVERY`] until aborted, replacing the
 /// ones that time out (so a silently dead connection is gone within a few seconds, before the
 /// heartbeat key expires).
-pub(super) async fn watch_loop(inner: Arc<Inner>) {
+/// Each PING answered is a Redis round trip in `/metrics`.
+pub(super) async fn watch_loop(inner: Arc<Inner>, local: Arc<dyn super::Local>) {
     let mut interval = tokio::time::interval(WATCH_EVERY);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        tokio::join!(
+        let answered = tokio::join!(
             inner.manager.check(),
             inner.ops.check(),
             inner.slots.manager.check(),
             inner.users.manager.check(),
             inner.relay.conn.check(),
         );
+        let answered = [answered.0, answered.1, answered.2, answered.3, answered.4];
+        for rtt in answered.into_iter().flatten() {
+            local.meters().redis_seconds.observe(rtt.as_secs_f64());
+        }
     }
 }
 

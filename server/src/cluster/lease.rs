@@ -370,7 +370,7 @@ impl Cluster {
         refill_when_short: bool,
     ) -> Daily {
         let Some(quota) = quota else {
-            usage.count(channels);
+            usage.count_published(channels);
             return Daily::Admitted;
         };
         let leases = &self.inner.leases;

@@ -123,6 +123,8 @@ pub trait Local: Send + Sync + 'static {
     fn taps(&self) -> &Taps;
     /// The node's REST rate limits (shared by the live nodes, [`lease`]).
     fn rates(&self) -> &RateLimits;
+    /// The node's meters (Redis round trips, for `/metrics`).
+    fn meters(&self) -> &crate::meters::Meters;
     /// App `app_id`'s daily message quota, if it has one (its deliveries here are reported to
     /// the cluster-wide count, [`lease`]).
     fn daily_quota(&self, app_id: &str) -> Option<u64>;
@@ -514,7 +516,7 @@ impl Cluster {
         ));
         let slots = tokio::spawn(slots::slot_loop(self.inner.clone()));
         let heartbeat = tokio::spawn(registry::heartbeat_loop(self.inner.clone()));
-        let watchdog = tokio::spawn(conn::watch_loop(self.inner.clone()));
+        let watchdog = tokio::spawn(conn::watch_loop(self.inner.clone(), local.clone()));
         let mailbox = tokio::spawn(relay::mailbox_loop(self.inner.clone()));
         let stats = tokio::spawn(stats::stats_loop(self.inner.clone(), local.clone()));
         let unflushed = tokio::spawn(unflushed::unflushed_loop(self.inner.clone(), local.clone()));

@@ -52,6 +52,14 @@ impl AppHub {
         }
     }
 
+    /// Connections, occupied channels and subscriptions (a connection on a channel) of this
+    /// app on this node, read from the live state (`/metrics`' gauges cannot drift).
+    pub fn gauges(&self) -> (usize, usize, usize) {
+        let state = lock(&self.state);
+        let subscriptions = state.channels.values().map(|c| c.subscribers.len()).sum();
+        (state.connections.len(), state.channels.len(), subscriptions)
+    }
+
     /// Connections open for this app on this node.
     pub fn connection_count(&self) -> usize {
         lock(&self.state).connections.len()

@@ -67,6 +67,8 @@ struct State {
     sealed: bool,
     /// Bytes written to the sink so far (progress of a slow reader).
     sent: u64,
+    /// The node's bytes-out counter (`meters::Meters::bytes_out`), added to once per `sendmsg`.
+    bytes_out: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// The outcome of [`Outbox::enqueue`].
@@ -184,6 +186,18 @@ impl Outbox {
     /// An outbox of `capacity` frames written to `socket`.
     pub fn socket(socket: Arc<TcpStream>, capacity: usize) -> Outbox {
         Outbox::new(Sink::Socket(socket), capacity)
+    }
+
+    /// [`Outbox::socket`] whose writes are also added to `bytes_out` (one relaxed add per
+    /// `sendmsg`).
+    pub fn socket_metered(
+        socket: Arc<TcpStream>,
+        capacity: usize,
+        bytes_out: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Outbox {
+        let outbox = Outbox::socket(socket, capacity);
+        outbox.lock().bytes_out = Some(bytes_out);
+        outbox
     }
 
     /// An outbox of `capacity` frames read through a [`Receiver`].

@@ -81,6 +81,9 @@ pub(super) fn write_queued(socket: &TcpStream, state: &mut State) -> io::Result<
             Err(error) => return Err(error),
         };
         state.sent += wrote as u64;
+        if let Some(bytes_out) = &state.bytes_out {
+            bytes_out.fetch_add(wrote as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         // Drop the frames written in full; remember how far into the next one we got.
         while let Some(front) = state.frames.front() {
             let total = server_header_len(front.payload.len()) + front.payload.len();

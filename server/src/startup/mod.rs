@@ -65,6 +65,8 @@ pub struct Application {
     occupancy: Option<crate::hub::OccupancyReceiver>,
     /// The dashboard's own listener, when `HERALD_ADMIN_BIND` is set.
     admin: Option<(TcpListener, Router)>,
+    /// The Prometheus listener, when `HERALD_METRICS_BIND` is set.
+    metrics: Option<(TcpListener, Router)>,
 }
 
 impl std::fmt::Debug for Application {
@@ -209,6 +211,7 @@ impl Application {
             taps: Arc::new(taps),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
+            meters: Arc::new(crate::meters::Meters::new()),
         });
         node.refresh_apps().await?;
         let dashboard = herald_dashboard::router(
@@ -236,7 +239,12 @@ impl Application {
             .route("/app/{key}", get(transport::ws::app_socket))
             .route("/health", get(health))
             .route("/ready", get(ready))
-            .merge(api::router())
+            .merge(
+                api::router().route_layer(axum::middleware::from_fn_with_state(
+                    node.clone(),
+                    crate::metrics::track_rest,
+                )),
+            )
             .fallback(move |State(node): State<SharedNode>, request: Request| {
                 transport::xhr::fallback(node, fallback_sessions.clone(), request)
             })
@@ -253,6 +261,16 @@ impl Application {
                 Some((listener, dashboard))
             }
         };
+        // `/metrics` on its own listener only: the public one answers 404 there.
+        let metrics = match &node.settings.metrics_bind {
+            None => None,
+            Some(bind) => {
+                let listener = TcpListener::bind(bind)
+                    .await
+                    .map_err(io_error(format!("cannot bind HERALD_METRICS_BIND {bind}")))?;
+                Some((listener, crate::metrics::router(&node)))
+            }
+        };
         Ok(Application {
             listener,
             address,
@@ -261,6 +279,7 @@ impl Application {
             hub_events,
             occupancy,
             admin,
+            metrics,
         })
     }
 
@@ -272,6 +291,11 @@ impl Application {
     /// The dashboard listener's bound address, when `HERALD_ADMIN_BIND` is set.
     pub fn admin_address(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// The metrics listener's bound address, when `HERALD_METRICS_BIND` is set.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The bound port.
@@ -300,6 +324,7 @@ impl Application {
             hub_events,
             occupancy,
             admin,
+            metrics,
         } = self;
         let limits = crate::serve::Limits::from_settings(&node.settings);
         let token = node.shutdown.clone();
@@ -316,6 +341,18 @@ impl Application {
                 token.clone().cancelled_owned(),
             ))
         });
+        // Scrapes are short: the metrics listener stops with the others and is not waited for.
+        if let Some((listener, metrics)) = metrics {
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!("metrics listening on http://{address}/metrics");
+            }
+            tokio::spawn(crate::serve::serve(
+                listener,
+                metrics,
+                limits,
+                token.clone().cancelled_owned(),
+            ));
+        }
         let webhooks = crate::webhooks::start(node.webhook_context(), hub_events);
         let poller = tokio::spawn(node.clone().poll_revision());
         let flusher = tokio::spawn(node.clone().flush_usage());

@@ -56,6 +56,12 @@ struct Counter {
     /// Cluster mode, apps with a daily quota: this node's part of the quota (`None` otherwise,
     /// so a single node only pays an `Option` check per count).
     allowance: Option<Allowance>,
+    /// Messages published (one per target channel) since the process started, for `/metrics`
+    /// (never reset: a counter).
+    published: u64,
+    /// Everything else counted since the process started (copies delivered, member events,
+    /// webhook requests), for `/metrics`.
+    delivered: u64,
     /// Earlier days' allowances, still to be given back (or their debts reported), oldest
     /// first: a day may roll again before Redis took the last one (at most
     /// [`STALE_ALLOWANCES_KEPT`], past which the oldest is dropped: its day's key in Redis
@@ -208,15 +214,37 @@ impl AppUsage {
         }
         state.pending = state.pending.saturating_add(channels);
         state.minute_messages = state.minute_messages.saturating_add(channels);
+        state.published = state.published.saturating_add(channels);
         true
+    }
+
+    /// Messages published and messages delivered (everything else counted) since the process
+    /// started.
+    pub fn totals(&self) -> (u64, u64) {
+        let state = self.state.lock_or_recover();
+        (state.published, state.delivered)
+    }
+
+    /// [`AppUsage::count`] for a publish's target channels (admitted without a quota).
+    pub fn count_published(&self, channels: u64) {
+        self.add(channels, true);
     }
 
     /// Counts `messages` toward today's total.
     pub fn count(&self, messages: u64) {
+        self.add(messages, false);
+    }
+
+    fn add(&self, messages: u64, published: bool) {
         if messages == 0 {
             return;
         }
         let mut state = self.lock();
+        if published {
+            state.published = state.published.saturating_add(messages);
+        } else {
+            state.delivered = state.delivered.saturating_add(messages);
+        }
         state.pending = state.pending.saturating_add(messages);
         state.minute_messages = state.minute_messages.saturating_add(messages);
         if let Some(allowance) = state.allowance.as_mut() {
@@ -242,6 +270,7 @@ impl AppUsage {
         }
         allowance.balance -= channels_signed;
         let balance = allowance.balance;
+        state.published = state.published.saturating_add(channels);
         state.pending = state.pending.saturating_add(channels);
         state.minute_messages = state.minute_messages.saturating_add(channels);
         Some(balance)
@@ -457,6 +486,8 @@ pub struct Usage {
     apps: Mutex<HashMap<Arc<str>, Arc<AppUsage>>>,
     /// The minute of the last pruning of old per-minute rows (at most once a minute).
     last_prune: std::sync::atomic::AtomicI64,
+    /// Forgotten apps' [`AppUsage::totals`].
+    retired: Mutex<(u64, u64)>,
 }
 
 impl Usage {
@@ -480,6 +511,7 @@ impl Usage {
             clock,
             apps: Mutex::new(apps),
             last_prune: std::sync::atomic::AtomicI64::new(i64::MIN),
+            retired: Mutex::new((0, 0)),
         })
     }
 
@@ -611,10 +643,33 @@ impl Usage {
         self.apps.lock_or_recover().contains_key(app_id)
     }
 
-    /// Forgets a deleted app's counters.
+    /// Forgets a deleted app's counters (its totals stay in [`Usage::totals`]).
     pub fn forget(&self, app_id: &str) {
         let mut apps = self.apps.lock_or_recover();
-        apps.remove(app_id);
+        if let Some(gone) = apps.remove(app_id) {
+            let (published, delivered) = gone.totals();
+            let mut retired = self.retired.lock_or_recover();
+            retired.0 = retired.0.saturating_add(published);
+            retired.1 = retired.1.saturating_add(delivered);
+        }
+    }
+
+    /// Every app's counters here, for `/metrics`.
+    pub fn apps(&self) -> Vec<(Arc<str>, Arc<AppUsage>)> {
+        let apps = self.apps.lock_or_recover();
+        apps.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Messages published and delivered since the process started, node-wide (forgotten apps'
+    /// included, so the counters never go down).
+    pub fn totals(&self) -> (u64, u64) {
+        let (mut published, mut delivered) = *self.retired.lock_or_recover();
+        for (_, app) in self.apps() {
+            let (p, d) = app.totals();
+            published = published.saturating_add(p);
+            delivered = delivered.saturating_add(d);
+        }
+        (published, delivered)
     }
 }
 

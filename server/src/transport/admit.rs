@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::cluster::Slot;
 use crate::hub::{AppHub, ConnectRefusal, Connection};
+use crate::meters::{Live, Transport};
 use crate::node::SharedNode;
 use crate::outbox::Outbox;
 use crate::protocol::ws::opcode;
@@ -23,6 +24,8 @@ pub(super) struct Admitted {
     socket_id: String,
     /// The cluster-wide quota slot, given back when dropped.
     _slot: Option<Slot>,
+    /// The connection in `/metrics`' count by transport, given back when dropped.
+    _live: Live,
 }
 
 /// Registers a connection whose frames go to `outbox` with `app`; on a refusal the node slot is
@@ -33,6 +36,7 @@ pub(super) async fn admit(
     key: &str,
     origin: Option<&str>,
     outbox: Outbox,
+    transport: Transport,
 ) -> Result<Admitted, CloseCode> {
     let app_hub = node.hub.app(&app.id);
     let conn = Arc::new(Connection::with_outbox(
@@ -48,6 +52,7 @@ pub(super) async fn admit(
             Ok(slot) => slot,
             Err(crate::cluster::OverQuota) => {
                 node.hub.release_connection();
+                node.meters.refused("connection_quota");
                 return Err(CloseCode::OverConnectionQuota);
             }
         },
@@ -56,6 +61,10 @@ pub(super) async fn admit(
     let share = node.settings.app_share_of_node();
     if let Err(refusal) = app_hub.connect_within(&conn, quota, share) {
         node.hub.release_connection();
+        node.meters.refused(match refusal {
+            ConnectRefusal::Quota => "connection_quota",
+            ConnectRefusal::NodeShare => "app_share_of_node",
+        });
         // Over the app's own quota: 4004. Over its share of the node (so one app's public key
         // cannot take every slot from the other tenants): 4100, as for a full node.
         return Err(match refusal {
@@ -105,6 +114,7 @@ pub(super) async fn admit(
         usage,
         socket_id,
         _slot: slot,
+        _live: node.meters.live(transport),
     })
 }
 

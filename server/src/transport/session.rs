@@ -378,6 +378,7 @@ impl Session {
             }
         };
         limiter.check().map_err(|_| {
+            self.node.meters.refused("subscribe_rate");
             Refusal::rate(format!(
                 "Subscription rejected due to rate limit ({rate} per second after a burst of {burst})"
             ))
@@ -782,6 +783,7 @@ impl Session {
                 }
             };
             if limiter.check().is_err() {
+                self.node.meters.refused("client_event_rate");
                 return self.send_error(
                     Some(error_code::CLIENT_EVENT_RATE_LIMIT),
                     &format!("Client event rejected due to rate limit ({rate} per second)"),
@@ -813,6 +815,7 @@ impl Session {
     }
 
     fn refuse_client_event_over_quota(&mut self) {
+        self.node.meters.refused("daily_quota");
         self.send_error(
             None,
             "Over daily message quota: client event rejected (usage resets at 00:00 UTC)",

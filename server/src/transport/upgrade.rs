@@ -162,6 +162,7 @@ fn refuse_with(
     code: CloseCode,
     message: &'static str,
 ) -> Response {
+    node.meters.handshake_refused(code.code());
     upgrade.accept(
         node,
         || {},
@@ -205,6 +206,7 @@ pub async fn app_socket(
     }
     let origin = origin.map(str::to_owned);
     if !node.hub.reserve_connection(node.settings.max_connections) {
+        node.meters.refused("node_capacity");
         return refuse(&node, upgrade, CloseCode::OverCapacity);
     }
     let released = node.clone();

@@ -117,12 +117,26 @@ pub(super) async fn open(
     origin: Option<String>,
     socket: Socket,
 ) {
-    let outbox = Outbox::socket(socket.stream.clone(), node.settings.outbox_capacity);
+    let outbox = Outbox::socket_metered(
+        socket.stream.clone(),
+        node.settings.outbox_capacity,
+        node.meters.bytes_out.clone(),
+    );
     // Boxed: this task lives as long as the connection, and the admission's inline Redis call
     // would size it for that call from the first byte to the last.
-    let admitted = match Box::pin(admit(&node, &app, &key, origin.as_deref(), outbox)).await {
+    let admitted = match Box::pin(admit(
+        &node,
+        &app,
+        &key,
+        origin.as_deref(),
+        outbox,
+        crate::meters::Transport::Ws,
+    ))
+    .await
+    {
         Ok(admitted) => admitted,
         Err(code) => {
+            node.meters.handshake_refused(code.code());
             send_refusal(&socket.stream, code, code.reason()).await;
             return;
         }

@@ -160,6 +160,8 @@ pub struct Context {
     pub settings: WebhookSettings,
     /// The wall clock (delivery ids, due times, `time_ms`).
     pub clock: Clock,
+    /// Requests by outcome and their latency, for `/metrics`.
+    pub meters: Arc<crate::meters::Meters>,
 }
 
 /// The context the writer and the worker share.

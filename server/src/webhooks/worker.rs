@@ -395,6 +395,19 @@ impl Worker {
             });
         let delivery = &mut entry.delivery;
         let attempts = delivery.attempts + 1;
+        let outcome = match &done.outcome {
+            Outcome::Delivered { .. } => "delivered",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Gone => "gone",
+        };
+        let meters = &self.context.meters;
+        meters
+            .webhook_deliveries
+            .get_or_create(&[("outcome", outcome.to_owned())])
+            .inc();
+        meters
+            .webhook_seconds
+            .observe(done.latency_ms as f64 / 1000.0);
         let record = match &done.outcome {
             Outcome::Gone => None,
             Outcome::Delivered { status } => Some(Attempt {

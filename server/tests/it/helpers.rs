@@ -40,6 +40,8 @@ pub struct TestApp {
     stop: Option<oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     pub http: reqwest::Client,
+    /// The metrics listener's address, when `Settings::metrics_bind` is set.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 pub fn test_settings(dir: PathBuf) -> Settings {
@@ -68,6 +70,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 pub async fn spawn_in(data_dir: tempfile::TempDir, settings: Settings) -> TestApp {
     let application = Application::build(settings).await.expect("server builds");
     let address = application.address();
+    let metrics = application.metrics_address();
     let node = application.node();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(application.run_until_stopped(async move {
@@ -80,6 +83,7 @@ pub async fn spawn_in(data_dir: tempfile::TempDir, settings: Settings) -> TestAp
         stop: Some(stop),
         server: Some(server),
         http: reqwest::Client::new(),
+        metrics,
     }
 }
 

@@ -37,6 +37,8 @@ const LEVELS: &[(&str, u32)] = &[
     ("transport", 7),
     ("api", 7),
     ("admin", 7),
+    // `/metrics`: reads the node at scrape time.
+    ("metrics", 7),
     ("serve", 8),
     ("startup", 8),
     ("cli", 9),

@@ -36,6 +36,7 @@ mod hardening_tenancy;
 mod hardening_webhooks;
 mod layers;
 mod limits;
+mod metrics;
 mod php;
 mod process;
 mod proxy;

@@ -284,12 +284,16 @@ async fn receive(
         query_value(&params, "protocol"),
         query_value(&params, "version"),
     ) {
+        node.meters.handshake_refused(code.code());
         return refusal(code);
     }
     let Some(app) = app else {
+        node.meters
+            .handshake_refused(CloseCode::AppDoesNotExist.code());
         return refusal(CloseCode::AppDoesNotExist);
     };
     if !app.enabled {
+        node.meters.handshake_refused(CloseCode::AppDisabled.code());
         return refusal(CloseCode::AppDisabled);
     }
     if !app.allows_origin(origin) {
@@ -407,16 +411,25 @@ impl Opening {
             app,
             claimed: _,
         } = self;
+        let refuse = |code: CloseCode| -> Response {
+            node.meters.handshake_refused(code.code());
+            refusal(code)
+        };
         if node.shutdown.is_cancelled() {
-            return Err(refusal(CloseCode::ReconnectNow));
+            return Err(refuse(CloseCode::ReconnectNow));
         }
         if !node.hub.reserve_connection(node.settings.max_connections) {
-            return Err(refusal(CloseCode::OverCapacity));
+            node.meters.refused("node_capacity");
+            return Err(refuse(CloseCode::OverCapacity));
         }
         let outbox = Outbox::detached(node.settings.outbox_capacity);
-        let admitted = match admit(&node, &app, &key, origin.as_deref(), outbox).await {
+        let transport = match kind {
+            Kind::Stream => crate::meters::Transport::XhrStreaming,
+            Kind::Poll => crate::meters::Transport::XhrPolling,
+        };
+        let admitted = match admit(&node, &app, &key, origin.as_deref(), outbox, transport).await {
             Ok(admitted) => admitted,
-            Err(code) => return Err(refusal(code)),
+            Err(code) => return Err(refuse(code)),
         };
         let shared = Shared::new(admitted.conn.clone(), owner.clone());
         if let Err(existing) = sessions.insert_new(&name, shared.clone()) {
