@@ -13,11 +13,14 @@
 //! were queued.
 //!
 //! The sink is an enum, not a trait object: a delivery costs no dynamic dispatch. Today there
-//! is the socket and the detached outbox (read through a [`Receiver`]: the pusher-js HTTP
+//! is the socket, the TLS socket (encrypted per connection, see `tls.rs`) and the detached outbox (read through a [`Receiver`]: the pusher-js HTTP
 //! fallback sessions, whose task takes the frames for each stream or poll, benchmarks and
 //! tests); the SSE stream may plug in here as another kind of [`Sink`].
 
 mod socket;
+mod tls;
+
+pub use tls::TlsSocket;
 
 use crate::locks::MutexExt;
 use std::collections::VecDeque;
@@ -87,6 +90,9 @@ pub enum Queued {
 pub enum Sink {
     /// A WebSocket over TCP: frames are written with their headers by whoever flushes.
     Socket(Arc<TcpStream>),
+    /// A WebSocket over TLS: frames are sealed into the connection's own TLS records by whoever
+    /// flushes, then written the same way.
+    Tls(Arc<TlsSocket>),
     /// Nothing: the frames wait until a [`Receiver`] takes them (benchmarks and unit tests).
     Detached,
 }
@@ -284,6 +290,23 @@ impl Outbox {
                     }
                 }
             }
+            Sink::Tls(socket) => {
+                let mut state = self.lock();
+                match tls::write_queued(socket, &mut state) {
+                    Ok(true) => true,
+                    Ok(false) => {
+                        drop(state);
+                        self.waker.wake();
+                        false
+                    }
+                    Err(_) => {
+                        state.broken = true;
+                        drop(state);
+                        self.waker.wake();
+                        false
+                    }
+                }
+            }
             Sink::Detached => {
                 self.waker.wake();
                 true
@@ -296,6 +319,7 @@ impl Outbox {
     pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &self.sink {
             Sink::Socket(socket) => socket::poll_flush(self, socket, cx),
+            Sink::Tls(socket) => tls::poll_flush(self, socket, cx),
             Sink::Detached => Poll::Ready(Ok(())),
         }
     }
