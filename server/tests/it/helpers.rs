@@ -85,7 +85,12 @@ pub async fn spawn_in(data_dir: tempfile::TempDir, settings: Settings) -> TestAp
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.address, path)
+        let scheme = if self.node.settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}{}", self.address, path)
     }
 
     /// Stops the server the way SIGTERM does and waits for it.
