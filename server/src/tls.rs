@@ -10,7 +10,7 @@
 //! A leaf module: it knows files and rustls, not the node.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -32,7 +32,7 @@ pub struct CertStore {
     key_path: PathBuf,
     current: ArcSwap<CertifiedKey>,
     /// The files' modification times and lengths when last loaded.
-    stamp: Mutex<Option<Stamp>>,
+    stamp: ArcSwap<Stamp>,
 }
 
 type Stamp = [(Option<SystemTime>, u64); 2];
@@ -79,10 +79,7 @@ pub fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| format!("{CERT_VAR}: {} is not PEM: {error}", cert.display()))?;
     if chain.is_empty() {
-        return Err(format!(
-            "{CERT_VAR}: no CERTIFICATE in {}",
-            cert.display()
-        ));
+        return Err(format!("{CERT_VAR}: no CERTIFICATE in {}", cert.display()));
     }
     let pem = std::fs::read(key)
         .map_err(|error| format!("{KEY_VAR}: cannot read {}: {error}", key.display()))?;
@@ -115,7 +112,7 @@ impl Tls {
             cert_path: cert.to_owned(),
             key_path: key.to_owned(),
             current: ArcSwap::from_pointee(certified),
-            stamp: Mutex::new(Some(before)),
+            stamp: ArcSwap::from_pointee(before),
         });
         let config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -139,10 +136,7 @@ impl Tls {
         let store = &self.store;
         let now = stamp(&store.cert_path, &store.key_path);
         // Recorded even when the load fails, so a bad pair is reported once, not every poll.
-        *store
-            .stamp
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now);
+        store.stamp.store(Arc::new(now));
         let certified = load(&store.cert_path, &store.key_path)?;
         store.current.store(Arc::new(certified));
         Ok(())
@@ -163,12 +157,7 @@ impl Tls {
     /// Whether either file changed since the last load.
     fn changed(&self) -> bool {
         let now = stamp(&self.store.cert_path, &self.store.key_path);
-        let last = self
-            .store
-            .stamp
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *last != Some(now)
+        **self.store.stamp.load() != now
     }
 
     /// Reloads on SIGHUP and whenever a file changes (checked every `poll`), until `stop`.

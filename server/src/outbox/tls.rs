@@ -41,8 +41,9 @@ impl Read for Tcp<'_> {
 
 impl Write for Tcp<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .try_io(Interest::WRITABLE, || socket2::SockRef::from(self.0).send(buf))
+        self.0.try_io(Interest::WRITABLE, || {
+            socket2::SockRef::from(self.0).send(buf)
+        })
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {

@@ -162,7 +162,9 @@ impl Application {
         settings.check_cluster().map_err(StartupError::Cluster)?;
         // Before anything else: a bad pair is refused without touching the store.
         let tls = match &settings.tls {
-            Some(tls) => Some(crate::tls::Tls::new(&tls.cert, &tls.key).map_err(StartupError::Tls)?),
+            Some(tls) => {
+                Some(crate::tls::Tls::new(&tls.cert, &tls.key).map_err(StartupError::Tls)?)
+            }
             None => None,
         };
         let store = open_store(&settings).await?;

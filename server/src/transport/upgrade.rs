@@ -17,8 +17,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use crate::node::SharedNode;
-use crate::protocol::{check_handshake_version, query_pairs, query_value, CloseCode};
 use crate::outbox::TlsSocket;
+use crate::protocol::{check_handshake_version, query_pairs, query_value, CloseCode};
 use crate::transport::ws::{open, send_refusal, Socket, Stream};
 
 /// A WebSocket upgrade request (RFC 6455 §4.2.1), accepted or refused by the handler.

@@ -53,7 +53,10 @@ fn https_client() -> reqwest::Client {
 /// is configured with).
 fn install(dir: &Path, name: &str) {
     // Written to the side and renamed, as a certificate tool does: never half a file.
-    for (from, to) in [(format!("{name}.pem"), "cert.pem"), (format!("{name}.key"), "key.pem")] {
+    for (from, to) in [
+        (format!("{name}.pem"), "cert.pem"),
+        (format!("{name}.key"), "key.pem"),
+    ] {
         let temporary = dir.join(format!("{to}.new"));
         std::fs::copy(fixture(&from), &temporary).unwrap();
         std::fs::rename(&temporary, dir.join(to)).unwrap();
@@ -183,7 +186,10 @@ async fn a_pair_that_does_not_load_on_reload_is_refused_and_the_old_one_kept() {
     // Leaf b's certificate with leaf a's key.
     std::fs::copy(fixture("b.pem"), &cert).unwrap();
     let error = tls.reload().unwrap_err();
-    assert!(error.contains("HERALD_TLS_KEY") && error.contains("does not match"), "{error}");
+    assert!(
+        error.contains("HERALD_TLS_KEY") && error.contains("does not match"),
+        "{error}"
+    );
     // Handshakes still get leaf a.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -319,7 +325,11 @@ async fn a_slow_tls_reader_is_closed_with_4100_without_slowing_others() {
         }
     }
     assert_eq!(slow_reader.await.unwrap(), Some(4100));
-    assert_eq!(fast_reader.await.unwrap(), 2000, "the fast reader got every event");
+    assert_eq!(
+        fast_reader.await.unwrap(),
+        2000,
+        "the fast reader got every event"
+    );
 }
 
 /// Reads until the server closes the connection (EOF or reset); panics if it stays open.
@@ -381,14 +391,22 @@ fn header(response: &reqwest::Response, name: &str) -> Vec<String> {
 #[tokio::test]
 async fn the_dashboard_over_tls_sends_hsts_and_secure_cookies() {
     let TlsApp { app, certs: _certs } = spawn_tls(|_| {}).await;
-    let response = app.http.get(app.url("/dashboard/login")).send().await.unwrap();
+    let response = app
+        .http
+        .get(app.url("/dashboard/login"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
         header(&response, "strict-transport-security"),
         ["max-age=31536000"]
     );
     let cookies = header(&response, "set-cookie");
-    assert!(!cookies.is_empty() && cookies.iter().all(|c| c.contains("; Secure")), "{cookies:?}");
+    assert!(
+        !cookies.is_empty() && cookies.iter().all(|c| c.contains("; Secure")),
+        "{cookies:?}"
+    );
 }
 
 #[tokio::test]
@@ -400,7 +418,9 @@ async fn the_dashboard_over_plain_http_sends_hsts_only_when_a_trusted_proxy_says
     let login = app.url("/dashboard/login");
     let plain = app.http.get(&login).send().await.unwrap();
     assert!(header(&plain, "strict-transport-security").is_empty());
-    assert!(header(&plain, "set-cookie").iter().all(|c| !c.contains("Secure")));
+    assert!(header(&plain, "set-cookie")
+        .iter()
+        .all(|c| !c.contains("Secure")));
     let proxied = app
         .http
         .get(&login)
@@ -412,7 +432,9 @@ async fn the_dashboard_over_plain_http_sends_hsts_only_when_a_trusted_proxy_says
         header(&proxied, "strict-transport-security"),
         ["max-age=31536000"]
     );
-    assert!(header(&proxied, "set-cookie").iter().all(|c| c.contains("; Secure")));
+    assert!(header(&proxied, "set-cookie")
+        .iter()
+        .all(|c| c.contains("; Secure")));
     // From a peer that is not a trusted proxy, the header is not believed.
     let untrusted = spawn_app().await;
     let response = untrusted
