@@ -4,14 +4,14 @@
 //! The current certificate and key sit in an [`ArcSwap`]: a handshake takes the pair in force
 //! when it starts, and a reload swaps in a new one without touching connections already made
 //! (their keys were agreed at their handshake). A reload happens on SIGHUP or when either file's
-//! modification time or length changes (polled); a pair that does not load (unreadable, not
-//! PEM, key not matching the certificate) is logged and the old one kept.
+//! inode, modification time or length changes (polled); a pair that does not load (unreadable,
+//! not PEM, key not matching the certificate) is logged and the old one kept.
 //!
 //! A leaf module: it knows files and rustls, not the node.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -35,7 +35,8 @@ pub struct CertStore {
     stamp: ArcSwap<Stamp>,
 }
 
-type Stamp = [(Option<SystemTime>, u64); 2];
+/// Per file: inode, modification time (s, ns) and length; all zero when it cannot be read.
+type Stamp = [(u64, i64, i64, u64); 2];
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
@@ -62,11 +63,18 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The files' stamps (a file that cannot be read has none: it is reported by the load).
+/// The files' stamps (a file that cannot be read is reported by the load). A file replaced by a
+/// rename has a new inode, even with the same time and length.
 fn stamp(cert: &Path, key: &Path) -> Stamp {
     [cert, key].map(|path| match std::fs::metadata(path) {
-        Ok(meta) => (meta.modified().ok(), meta.len()),
-        Err(_) => (None, 0),
+        #[cfg(unix)]
+        Ok(meta) => {
+            use std::os::unix::fs::MetadataExt;
+            (meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.len())
+        }
+        #[cfg(not(unix))]
+        Ok(meta) => (0, 0, 0, meta.len()),
+        Err(_) => (0, 0, 0, 0),
     })
 }
 
