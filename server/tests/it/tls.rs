@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::SinkExt;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
@@ -445,4 +446,39 @@ async fn the_dashboard_over_plain_http_sends_hsts_only_when_a_trusted_proxy_says
         .await
         .unwrap();
     assert!(header(&response, "strict-transport-security").is_empty());
+}
+
+#[tokio::test]
+async fn many_pipelined_messages_are_read_through_the_session() {
+    let TlsApp { app, certs: _certs } = spawn_tls(|_| {}).await;
+    let (mut client, _) = connect_wss(&app).await;
+    // 90 subscribes (under the burst of 100) and 300 padded pings sent back to back: about
+    // 300 KiB, many TLS records and reads; every answer comes, in order.
+    let padding = "p".repeat(1000);
+    let mut expected = Vec::new();
+    for i in 0..390 {
+        let message = if i < 90 {
+            expected.push(format!("pipe-{i}"));
+            json!({"event": "pusher:subscribe", "data": {"channel": format!("pipe-{i}")}})
+        } else {
+            expected.push("pong".into());
+            json!({"event": "pusher:ping", "data": {"padding": padding}})
+        };
+        client
+            .socket
+            .feed(tokio_tungstenite::tungstenite::Message::Text(
+                message.to_string().into(),
+            ))
+            .await
+            .unwrap();
+    }
+    client.socket.flush().await.unwrap();
+    for want in expected {
+        let frame = client.next_json().await;
+        if want == "pong" {
+            assert_eq!(frame["event"], "pusher:pong", "{frame}");
+        } else {
+            assert_eq!(frame["channel"], want, "{frame}");
+        }
+    }
 }
