@@ -74,6 +74,8 @@ const FALLBACK_EXCEPT = [
   'node: GET /channels',
   'node: refusals surface',
   'node: a channel leaves /channels',
+  // Its own TLS server, over WebSocket whatever the run's transport.
+  'node: pusher-js with forceTLS',
 ];
 let only = values.only;
 let except = [];

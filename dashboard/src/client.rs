@@ -7,13 +7,18 @@ use std::net::{IpAddr, SocketAddr};
 use axum::http::{header, HeaderMap};
 use ipnet::IpNet;
 
-/// The proxies whose forwarding headers are believed.
+/// The proxies whose forwarding headers are believed, and whether our own listener is TLS.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct TrustedProxies(Vec<IpNet>);
+pub(crate) struct TrustedProxies(Vec<IpNet>, bool);
 
 impl TrustedProxies {
     pub(crate) fn new(nets: Vec<IpNet>) -> TrustedProxies {
-        TrustedProxies(nets)
+        TrustedProxies(nets, false)
+    }
+
+    /// Says every request came over TLS when `tls` (the listener itself is TLS).
+    pub(crate) fn with_tls_listener(self, tls: bool) -> TrustedProxies {
+        TrustedProxies(self.0, tls)
     }
 
     /// Whether the direct peer is a trusted proxy.
@@ -53,9 +58,12 @@ impl TrustedProxies {
         Some(client)
     }
 
-    /// Whether the browser reached us over TLS, as a trusted proxy in front says
-    /// (`X-Forwarded-Proto: https` or `Forwarded: proto=https`, the last value of either).
+    /// Whether the browser reached us over TLS: our listener is TLS, or a trusted proxy in front
+    /// says so (`X-Forwarded-Proto: https` or `Forwarded: proto=https`, the last value of either).
     pub(crate) fn over_tls(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> bool {
+        if self.1 {
+            return true;
+        }
         if !self.trusts_peer(peer) {
             return false;
         }

@@ -43,6 +43,9 @@ pub struct Config {
     /// Sign-in budgets shared by every node of a cluster (`None` on a single node: the
     /// in-memory budgets are all there is).
     pub shared_budgets: Option<Arc<dyn SharedBudgets>>,
+    /// The server's own listener is TLS (`HERALD_TLS_CERT`): every request came over TLS, so
+    /// cookies are `Secure` and responses carry HSTS.
+    pub tls_listener: bool,
 }
 
 /// Largest request body a dashboard form may send; larger ones get 413 before they are read.
@@ -86,14 +89,42 @@ async fn hardening_headers(mut response: Response) -> Response {
     response
 }
 
+/// `Strict-Transport-Security` on every response to a request that came over TLS (the
+/// listener's own, or a trusted proxy's): browsers then never use plain HTTP for this host.
+async fn strict_transport(
+    proxies: client::TrustedProxies,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let over_tls = proxies.over_tls(peer, request.headers());
+    let mut response = next.run(request).await;
+    if over_tls {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    response
+}
+
 /// The dashboard's routes, under `/dashboard`.
 pub fn router<P: AdminPort>(port: Arc<P>, config: Config) -> Router {
+    let proxies = client::TrustedProxies::new(config.trusted_proxies.clone())
+        .with_tls_listener(config.tls_listener);
     pages::routes(Arc::new(Dash {
         port,
         sign_in: session::SignInLimits::new(config.shared_budgets, config.session_key.clone()),
         cookies: session::CookieSeal::new(config.session_key),
-        proxies: client::TrustedProxies::new(config.trusted_proxies),
+        proxies: client::TrustedProxies::new(config.trusted_proxies)
+            .with_tls_listener(config.tls_listener),
     }))
     .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
     .layer(axum::middleware::map_response(hardening_headers))
+    .layer(axum::middleware::from_fn(move |request, next| {
+        strict_transport(proxies.clone(), request, next)
+    }))
 }

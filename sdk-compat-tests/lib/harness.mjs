@@ -36,6 +36,10 @@ const NEEDS = {
     available: (target) => Boolean(target.canAdminister),
     why: "needs a server this suite started (it configures webhooks with the herald CLI on the server's store)",
   },
+  binary: {
+    available: (target) => Boolean(target.binary),
+    why: 'needs the herald binary (it starts a server of its own)',
+  },
   dashboard: {
     available: (target) => Boolean(target.operator),
     why: "needs a server this suite started (it signs in to the dashboard as the operator, whose password only that server's environment sets)",

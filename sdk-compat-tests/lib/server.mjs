@@ -109,7 +109,8 @@ export function spawnHerald(owner, { binary, env, log, prefix = '', name = 'hera
   const listening = new Promise((resolve, reject) => {
     readline.createInterface({ input: child.stdout }).on('line', (line) => {
       log.push(`${prefix}${line}`);
-      const match = /listening on http:\/\/([^\s]+)/.exec(line);
+      // `https://` when the server serves TLS (HERALD_TLS_CERT / HERALD_TLS_KEY).
+      const match = /listening on https?:\/\/([^\s]+)/.exec(line);
       if (match) resolve(match[1]);
     });
     readline.createInterface({ input: child.stderr }).on('line', (line) => log.push(`${prefix}[stderr] ${line}`));

@@ -180,6 +180,52 @@ pub struct Settings {
     pub cluster: Option<ClusterSettings>,
     /// The pusher-js HTTP fallback sessions' timers (fixed; tests shorten them).
     pub fallback: FallbackSettings,
+    /// TLS on both listeners, when `HERALD_TLS_CERT` and `HERALD_TLS_KEY` are set.
+    pub tls: Option<TlsSettings>,
+}
+
+/// TLS on both listeners (`HERALD_TLS_CERT`, `HERALD_TLS_KEY`: PEM files).
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// `HERALD_TLS_CERT`: the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// `HERALD_TLS_KEY`: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// How often the files are checked for a change (2 s; tests shorten it).
+    pub reload_poll: Duration,
+    /// How long a client may take over its TLS handshake (10 s).
+    pub handshake_timeout: Duration,
+    /// TLS handshakes in progress per listener; a connection beyond it is closed at once (1,024).
+    pub max_handshakes: usize,
+}
+
+impl TlsSettings {
+    /// TLS with `cert` and `key` and the default timers and bound.
+    pub fn new(cert: PathBuf, key: PathBuf) -> TlsSettings {
+        TlsSettings {
+            cert,
+            key,
+            reload_poll: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 1024,
+        }
+    }
+}
+
+fn tls_settings() -> Result<Option<TlsSettings>, ConfigError> {
+    match (var("HERALD_TLS_CERT"), var("HERALD_TLS_KEY")) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsSettings::new(cert.into(), key.into()))),
+        (Some(_), None) => Err(ConfigError {
+            name: "HERALD_TLS_KEY",
+            problem: "must be set too when HERALD_TLS_CERT is (the certificate's private key)"
+                .into(),
+        }),
+        (None, Some(_)) => Err(ConfigError {
+            name: "HERALD_TLS_CERT",
+            problem: "must be set too when HERALD_TLS_KEY is (the certificate chain)".into(),
+        }),
+    }
 }
 
 /// The timers of pusher-js's HTTP fallback sessions (`transport::xhr`).
@@ -379,6 +425,7 @@ impl Settings {
         let settings = Settings {
             metrics_bind: var("HERALD_METRICS_BIND"),
             metrics_top_apps,
+            tls: tls_settings()?,
             cluster,
             max_app_share,
             bind: var("HERALD_BIND").unwrap_or_else(|| "127.0.0.1:6001".into()),
@@ -457,6 +504,7 @@ impl Settings {
             body_buffer_bytes: 32 * 1024 * 1024,
             cluster: None,
             fallback: FallbackSettings::default(),
+            tls: None,
         }
     }
 

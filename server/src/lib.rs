@@ -22,5 +22,6 @@ pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
 pub mod tenants;
+pub mod tls;
 pub mod transport;
 pub mod webhooks;

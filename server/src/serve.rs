@@ -8,11 +8,17 @@
 //! Both listeners (the public one and `HERALD_ADMIN_BIND`'s) run this loop, so both get the same
 //! slow-client protections: a header read timeout, and a [`GuardedBody`] around every request
 //! body that fails the body (and so ends the connection) when it does not arrive in time.
+//!
+//! With TLS (`HERALD_TLS_CERT`), every connection first completes its handshake, within a
+//! timeout and with a bounded number in progress per listener ([`Handshakes`]); hyper then
+//! serves the `TlsStream` as it serves a plain one, and the upgrade hands the transport the TCP
+//! stream with its rustls state.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -23,6 +29,7 @@ use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -36,6 +43,7 @@ pub async fn serve<S>(
     listener: TcpListener,
     service: S,
     limits: Limits,
+    tls: Option<Handshakes>,
     shutdown: impl Future<Output = ()>,
 ) where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
@@ -60,6 +68,18 @@ pub async fn serve<S>(
             },
             () = &mut shutdown => break,
         };
+        // A TLS handshake holds the connection's TLS state before any timeout of hyper's
+        // applies: at most `max` of them at once, each within its timeout.
+        let handshake = match &tls {
+            None => None,
+            Some(tls) => match tls.permits.clone().try_acquire_owned() {
+                Ok(permit) => Some((tls.clone(), permit)),
+                Err(_) => {
+                    tracing::debug!(%remote, "too many TLS handshakes in progress: connection closed");
+                    continue;
+                }
+            },
+        };
         let _ = stream.set_nodelay(true);
         let service = service
             .clone()
@@ -75,29 +95,24 @@ pub async fn serve<S>(
                 request.extensions_mut().insert(ConnectInfo(remote));
                 request
             });
-        let connection = hyper::server::conn::http1::Builder::new()
-            // A client gets this long to send a request's headers (slow-loris protection).
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            // hyper's read buffer grows to this (default about 400 KiB): it bounds a request
-            // head, and what each connection holds besides the body it is reading.
-            .max_buf_size(READ_BUFFER_BYTES)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-            .with_upgrades();
+        let service = TowerToHyperService::new(service);
         let stopping = stopping.clone();
         connections.spawn(async move {
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "HTTP connection ended with an error");
-                    }
-                    return;
+            let Some((tls, permit)) = handshake else {
+                return run_connection(TokioIo::new(stream), service, limits, stopping).await;
+            };
+            let accepted = tokio::select! {
+                accepted = tokio::time::timeout(tls.timeout, tls.acceptor.accept(stream)) => accepted,
+                () = stopping.cancelled() => return,
+            };
+            drop(permit);
+            match accepted {
+                Ok(Ok(stream)) => {
+                    run_connection(TokioIo::new(stream), service, limits, stopping).await;
                 }
-                () = stopping.cancelled() => {}
+                Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
             }
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
         });
     }
     drop(listener);
@@ -108,6 +123,57 @@ pub async fn serve<S>(
         .is_err()
     {
         tracing::warn!("some HTTP requests were still in flight when shutdown went on");
+    }
+}
+
+/// Serves one connection's requests (and its upgrade) until it ends or `stopping` is
+/// cancelled; then lets the request in flight finish.
+async fn run_connection<I, S>(io: I, service: S, limits: Limits, stopping: CancellationToken)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Body> + Send,
+    S::Future: Send,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        // A client gets this long to send a request's headers (slow-loris protection).
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        // hyper's read buffer grows to this (default about 400 KiB): it bounds a request
+        // head, and what each connection holds besides the body it is reading.
+        .max_buf_size(READ_BUFFER_BYTES)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "HTTP connection ended with an error");
+            }
+            return;
+        }
+        () = stopping.cancelled() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
+}
+
+/// TLS on a listener: the acceptor, and the bounds on handshakes in progress.
+#[derive(Clone)]
+pub struct Handshakes {
+    acceptor: tokio_rustls::TlsAcceptor,
+    timeout: Duration,
+    permits: Arc<Semaphore>,
+}
+
+impl Handshakes {
+    /// Handshakes through `tls`'s acceptor, each within `settings.handshake_timeout`, at most
+    /// `settings.max_handshakes` at once.
+    pub fn new(tls: &crate::tls::Tls, settings: &crate::config::TlsSettings) -> Handshakes {
+        Handshakes {
+            acceptor: tls.acceptor().clone(),
+            timeout: settings.handshake_timeout,
+            permits: Arc::new(Semaphore::new(settings.max_handshakes.max(1))),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! Tracing setup: `RUST_LOG` (default `info`), human-readable lines on stdout, where scripts
-//! read the `listening on http://ADDR` line.
+//! read the `listening on http://ADDR` line (`https://ADDR` with TLS).
 
 use std::io::IsTerminal;
 

@@ -47,7 +47,21 @@ impl Deliveries {
         sorted
     }
 
-    fn hand_over(&self, mine: &mut Vec<u64>) {
+    /// Counts `message` if it is a stamped event (its latency into `mine`); whether it was.
+    pub(crate) fn count(&self, message: &[u8], mine: &mut Vec<u64>) -> bool {
+        let mut tally = Tally {
+            now: micros_since(self.start),
+            mine,
+            received: &self.received,
+        };
+        let counted = tally.message(message);
+        if mine.len() >= 256 {
+            self.hand_over(mine);
+        }
+        counted
+    }
+
+    pub(crate) fn hand_over(&self, mine: &mut Vec<u64>) {
         self.latencies
             .lock()
             .unwrap_or_else(|p| p.into_inner())

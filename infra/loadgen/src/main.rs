@@ -13,6 +13,9 @@
 //! streaming fallback (one `xhr_streaming` response per session, `xhr_send` for its messages;
 //! see [`xhr`]); "connection" then means a session.
 //!
+//! With `--tls-ca PATH` (the CA that signed the server's certificate), WebSocket subscribers
+//! connect with `wss://` and triggers go over `https://`.
+//!
 //! Source addresses are spread over 127.0.0.0/8 (20,000 connections per address) so the
 //! ephemeral-port range never limits the connection count.
 #![allow(
@@ -86,6 +89,30 @@ struct Target {
     /// How the subscribers of `idle` and `fanout` connect.
     #[arg(long, value_enum, default_value_t = Transport::Websocket)]
     transport: Transport,
+    /// Speak TLS (`wss://`, `https://`), trusting the CA certificate in this PEM file.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+}
+
+impl Target {
+    /// The TLS client setup, with `--tls-ca`.
+    fn tls(&self) -> Result<Option<tokio_rustls::TlsConnector>> {
+        use rustls_pki_types::pem::PemObject;
+        let Some(path) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_file_iter(path)? {
+            roots.add(cert?)?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Some(tokio_rustls::TlsConnector::from(Arc::new(config))))
+    }
 }
 
 /// A subscriber's transport.
@@ -287,12 +314,16 @@ async fn source_stream(target: &Target, index: usize) -> Result<tokio::net::TcpS
 /// One simulated client, subscribed.
 enum Subscriber {
     WebSocket(ws::Socket),
+    Tls(Box<ws::TlsSocket>),
     Stream(xhr::Stream),
 }
 
 impl Subscriber {
     async fn open(target: &Target, index: usize, channel: &str) -> Result<Subscriber> {
         Ok(match target.transport {
+            Transport::Websocket if target.tls_ca.is_some() => Subscriber::Tls(Box::new(
+                ws::open_subscribed_tls(target, index, channel).await?,
+            )),
             Transport::Websocket => {
                 Subscriber::WebSocket(ws::open_subscribed(target, index, channel).await?)
             }
@@ -308,6 +339,7 @@ impl Subscriber {
             Subscriber::WebSocket(socket) => {
                 read_deliveries(socket.into_inner(), ws::Frames, deliveries, stop).await;
             }
+            Subscriber::Tls(socket) => ws::read_tls_deliveries(*socket, deliveries, stop).await,
             Subscriber::Stream(stream) => {
                 let (stream, frames) = stream.into_reader();
                 read_deliveries(stream, frames, deliveries, stop).await;
@@ -319,6 +351,7 @@ impl Subscriber {
     async fn hold(self) {
         match self {
             Subscriber::WebSocket(socket) => ws::hold(socket).await,
+            Subscriber::Tls(socket) => ws::hold(*socket).await,
             stream => {
                 let (_never, stop) = watch::channel(false);
                 stream.read(Deliveries::new(Instant::now()), stop).await;
@@ -423,11 +456,15 @@ struct Publisher {
 
 impl Publisher {
     fn new(target: &Target) -> Result<Publisher> {
+        let mut client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true);
+        if let Some(ca) = &target.tls_ca {
+            client =
+                client.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?);
+        }
         Ok(Publisher {
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(256)
-                .tcp_nodelay(true)
-                .build()?,
+            client: client.build()?,
             target: target.clone(),
         })
     }
@@ -446,8 +483,13 @@ impl Publisher {
         let mut mac = Hmac::<Sha256>::new_from_slice(self.target.secret.as_bytes())?;
         mac.update(format!("POST\n{path}\n{query}").as_bytes());
         let signature = hex::encode(mac.finalize().into_bytes());
+        let scheme = if self.target.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let url = format!(
-            "http://{}{path}?{query}&auth_signature={signature}",
+            "{scheme}://{}{path}?{query}&auth_signature={signature}",
             self.target
                 .publish_addr
                 .as_ref()

@@ -3,18 +3,25 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
-use crate::deliveries::{Framing, Tally};
+use crate::deliveries::{Deliveries, Framing, Tally};
 use crate::{source_stream, Target};
 
 pub(crate) type Socket = tokio_tungstenite::WebSocketStream<TcpStream>;
+/// A `wss://` connection (`--tls-ca`): frames are read through tungstenite, after rustls.
+pub(crate) type TlsSocket =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
-async fn next_json(socket: &mut Socket) -> Result<Value> {
+async fn next_json<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut WebSocketStream<S>,
+) -> Result<Value> {
     loop {
         match tokio::time::timeout(Duration::from_secs(20), socket.next()).await {
             Err(_) => bail!("timed out waiting for a frame"),
@@ -36,13 +43,69 @@ async fn connect(target: &Target, index: usize) -> Result<Socket> {
     Ok(socket)
 }
 
+/// A `wss://` connection subscribed to `channel` (the certificate must name `localhost` or
+/// the address's IP).
+pub(crate) async fn open_subscribed_tls(
+    target: &Target,
+    index: usize,
+    channel: &str,
+) -> Result<TlsSocket> {
+    let connector = target.tls()?.context("--tls-ca is needed for TLS")?;
+    let stream = source_stream(target, index).await?;
+    let host = target
+        .addr
+        .rsplit_once(':')
+        .map_or(&*target.addr, |(h, _)| h);
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned())?;
+    let stream = connector.connect(name, stream).await?;
+    let url = format!(
+        "wss://{}/app/{}?protocol=7&client=js&version=8.6.0&flash=false",
+        target.addr, target.key
+    );
+    let (socket, _) = tokio_tungstenite::client_async(url, stream).await?;
+    subscribed(socket, channel).await
+}
+
+/// Counts a `wss://` subscriber's deliveries until `stop`, answering pings.
+pub(crate) async fn read_tls_deliveries(
+    mut socket: TlsSocket,
+    deliveries: Deliveries,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut mine = Vec::new();
+    loop {
+        let message = tokio::select! {
+            message = socket.next() => message,
+            _ = stop.changed() => break,
+        };
+        let Some(Ok(message)) = message else { break };
+        if let Message::Text(text) = message {
+            if !deliveries.count(text.as_bytes(), &mut mine) && text.contains("\"pusher:ping\"") {
+                let pong = r#"{"event":"pusher:pong","data":{}}"#;
+                if socket.send(Message::Text(pong.into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    deliveries.hand_over(&mut mine);
+}
+
 /// A connection subscribed to `channel`.
 pub(crate) async fn open_subscribed(
     target: &Target,
     index: usize,
     channel: &str,
 ) -> Result<Socket> {
-    let mut socket = connect(target, index).await?;
+    let socket = connect(target, index).await?;
+    subscribed(socket, channel).await
+}
+
+/// `socket` once subscribed to `channel`.
+async fn subscribed<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: WebSocketStream<S>,
+    channel: &str,
+) -> Result<WebSocketStream<S>> {
     let first = next_json(&mut socket).await?;
     if first["event"] != "pusher:connection_established" {
         bail!("handshake refused: {first}");
@@ -60,7 +123,7 @@ pub(crate) async fn open_subscribed(
 }
 
 /// Keeps a connection alive: answers the server's pings, ignores everything else.
-pub(crate) async fn hold(mut socket: Socket) {
+pub(crate) async fn hold<S: AsyncRead + AsyncWrite + Unpin>(mut socket: WebSocketStream<S>) {
     while let Some(Ok(message)) = socket.next().await {
         if let Message::Text(text) = message {
             if text.contains("\"pusher:ping\"") {

@@ -13,11 +13,14 @@
 //! were queued.
 //!
 //! The sink is an enum, not a trait object: a delivery costs no dynamic dispatch. Today there
-//! is the socket and the detached outbox (read through a [`Receiver`]: the pusher-js HTTP
+//! is the socket, the TLS socket (encrypted per connection, see `tls.rs`) and the detached outbox (read through a [`Receiver`]: the pusher-js HTTP
 //! fallback sessions, whose task takes the frames for each stream or poll, benchmarks and
 //! tests); the SSE stream may plug in here as another kind of [`Sink`].
 
 mod socket;
+mod tls;
+
+pub use tls::TlsSocket;
 
 use crate::locks::MutexExt;
 use std::collections::VecDeque;
@@ -89,6 +92,9 @@ pub enum Queued {
 pub enum Sink {
     /// A WebSocket over TCP: frames are written with their headers by whoever flushes.
     Socket(Arc<TcpStream>),
+    /// A WebSocket over TLS: frames are sealed into the connection's own TLS records by whoever
+    /// flushes, then written the same way.
+    Tls(Arc<TlsSocket>),
     /// Nothing: the frames wait until a [`Receiver`] takes them (benchmarks and unit tests).
     Detached,
 }
@@ -195,9 +201,14 @@ impl Outbox {
         capacity: usize,
         bytes_out: Arc<std::sync::atomic::AtomicU64>,
     ) -> Outbox {
-        let outbox = Outbox::socket(socket, capacity);
-        outbox.lock().bytes_out = Some(bytes_out);
-        outbox
+        Outbox::socket(socket, capacity).metered(bytes_out)
+    }
+
+    /// This outbox with its writes also added to `bytes_out` (one relaxed add per write call:
+    /// a `sendmsg`, or a batch sealed into TLS records, counted as the frames' bytes).
+    pub fn metered(self, bytes_out: Arc<std::sync::atomic::AtomicU64>) -> Outbox {
+        self.lock().bytes_out = Some(bytes_out);
+        self
     }
 
     /// An outbox of `capacity` frames read through a [`Receiver`].
@@ -298,6 +309,23 @@ impl Outbox {
                     }
                 }
             }
+            Sink::Tls(socket) => {
+                let mut state = self.lock();
+                match tls::write_queued(socket, &mut state) {
+                    Ok(true) => true,
+                    Ok(false) => {
+                        drop(state);
+                        self.waker.wake();
+                        false
+                    }
+                    Err(_) => {
+                        state.broken = true;
+                        drop(state);
+                        self.waker.wake();
+                        false
+                    }
+                }
+            }
             Sink::Detached => {
                 self.waker.wake();
                 true
@@ -310,6 +338,7 @@ impl Outbox {
     pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &self.sink {
             Sink::Socket(socket) => socket::poll_flush(self, socket, cx),
+            Sink::Tls(socket) => tls::poll_flush(self, socket, cx),
             Sink::Detached => Poll::Ready(Ok(())),
         }
     }

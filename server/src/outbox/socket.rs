@@ -11,7 +11,53 @@ use super::{Outbox, State, KEEP_SLOTS};
 use crate::protocol::ws::{server_header, server_header_len, MAX_SERVER_HEADER};
 
 /// Frames gathered into one `sendmsg`.
-const FRAMES_PER_WRITE: usize = 64;
+pub(super) const FRAMES_PER_WRITE: usize = 64;
+
+/// Up to [`FRAMES_PER_WRITE`] queued frames as slices (header, payload) into `slices`, the first
+/// frame from where the last write stopped; returns how many slices are used.
+pub(super) fn gather<'a>(
+    state: &'a State,
+    headers: &'a mut [[u8; MAX_SERVER_HEADER]; FRAMES_PER_WRITE],
+    slices: &mut [IoSlice<'a>; FRAMES_PER_WRITE * 2],
+) -> usize {
+    let mut used = 0;
+    let mut skip = state.written;
+    for (frame, header) in state.frames.iter().zip(headers.iter_mut()) {
+        let header_len = server_header(frame.op, frame.payload.len(), header);
+        let header = &header[..header_len];
+        if skip < header.len() {
+            slices[used] = IoSlice::new(&header[skip..]);
+            slices[used + 1] = IoSlice::new(&frame.payload);
+        } else {
+            slices[used] = IoSlice::new(&[]);
+            slices[used + 1] = IoSlice::new(&frame.payload[skip - header.len()..]);
+        }
+        skip = 0;
+        used += 2;
+    }
+    used
+}
+
+/// Counts `wrote` bytes as sent: drops the frames written in full and remembers how far into
+/// the next one the write got.
+pub(super) fn advance(state: &mut State, mut wrote: usize) {
+    state.sent += wrote as u64;
+    if let Some(bytes_out) = &state.bytes_out {
+        bytes_out.fetch_add(wrote as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    while let Some(front) = state.frames.front() {
+        let total = server_header_len(front.payload.len()) + front.payload.len();
+        let left = total - state.written;
+        if wrote >= left {
+            wrote -= left;
+            state.written = 0;
+            state.frames.pop_front();
+        } else {
+            state.written += wrote;
+            break;
+        }
+    }
+}
 
 /// For the connection's task: writes what is queued, waiting for the socket to take it.
 pub(super) fn poll_flush(
@@ -53,50 +99,20 @@ pub(super) fn write_queued(socket: &TcpStream, state: &mut State) -> io::Result<
         let mut headers = [[0u8; MAX_SERVER_HEADER]; FRAMES_PER_WRITE];
         let mut slices: [IoSlice<'_>; FRAMES_PER_WRITE * 2] =
             std::array::from_fn(|_| IoSlice::new(&[]));
-        let mut used = 0;
-        let mut skip = state.written;
-        for (frame, header) in state.frames.iter().zip(headers.iter_mut()) {
-            let header_len = server_header(frame.op, frame.payload.len(), header);
-            let header = &header[..header_len];
-            if skip < header.len() {
-                slices[used] = IoSlice::new(&header[skip..]);
-                slices[used + 1] = IoSlice::new(&frame.payload);
-            } else {
-                slices[used] = IoSlice::new(&[]);
-                slices[used + 1] = IoSlice::new(&frame.payload[skip - header.len()..]);
-            }
-            skip = 0;
-            used += 2;
-        }
+        let used = gather(state, &mut headers, &mut slices);
         // sendmsg rather than writev: the socket layer directly, without the file layer's
         // position lock and checks (about a tenth of a delivery's kernel time).
         let sent = socket.try_io(Interest::WRITABLE, || {
             socket2::SockRef::from(socket).send_vectored(&slices[..used])
         });
-        let mut wrote = match sent {
+        let wrote = match sent {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => n,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(error),
         };
-        state.sent += wrote as u64;
-        if let Some(bytes_out) = &state.bytes_out {
-            bytes_out.fetch_add(wrote as u64, std::sync::atomic::Ordering::Relaxed);
-        }
-        // Drop the frames written in full; remember how far into the next one we got.
-        while let Some(front) = state.frames.front() {
-            let total = server_header_len(front.payload.len()) + front.payload.len();
-            let left = total - state.written;
-            if wrote >= left {
-                wrote -= left;
-                state.written = 0;
-                state.frames.pop_front();
-            } else {
-                state.written += wrote;
-                break;
-            }
-        }
+        advance(state, wrote);
         if state.written > 0 {
             // The socket took part of a frame: it is full.
             return Ok(false);

@@ -44,6 +44,9 @@ pub enum StartupError {
     /// Cluster mode on a store other nodes cannot share, or a Redis URL that cannot be used.
     #[error("{0}")]
     Cluster(String),
+    /// `HERALD_TLS_CERT` / `HERALD_TLS_KEY` cannot be used (the message names which).
+    #[error("{0}")]
+    Tls(String),
     /// The address could not be bound, or the data dir written.
     #[error("{context}: {source}")]
     Io {
@@ -67,6 +70,8 @@ pub struct Application {
     admin: Option<(TcpListener, Router)>,
     /// The Prometheus listener, when `HERALD_METRICS_BIND` is set.
     metrics: Option<(TcpListener, Router)>,
+    /// Both listeners' TLS, when `HERALD_TLS_CERT` / `HERALD_TLS_KEY` are set.
+    tls: Option<crate::tls::Tls>,
 }
 
 impl std::fmt::Debug for Application {
@@ -157,6 +162,13 @@ impl Application {
     /// binds `settings.bind`.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         settings.check_cluster().map_err(StartupError::Cluster)?;
+        // Before anything else: a bad pair is refused without touching the store.
+        let tls = match &settings.tls {
+            Some(tls) => {
+                Some(crate::tls::Tls::new(&tls.cert, &tls.key).map_err(StartupError::Tls)?)
+            }
+            None => None,
+        };
         let store = open_store(&settings).await?;
         // Nodes starting together on one empty store create the demo app and the operator once.
         let first_start = store.first_start_lock().await?;
@@ -229,6 +241,7 @@ impl Application {
                     Arc::new(crate::cluster::signin::SharedSignIn::new(cluster))
                         as Arc<dyn herald_dashboard::SharedBudgets>
                 }),
+                tls_listener: tls.is_some(),
             },
         );
         // pusher-js's HTTP fallback sessions, served by the router's fallback (any path prefix).
@@ -280,6 +293,7 @@ impl Application {
             occupancy,
             admin,
             metrics,
+            tls,
         })
     }
 
@@ -325,19 +339,36 @@ impl Application {
             occupancy,
             admin,
             metrics,
+            tls,
         } = self;
         let limits = crate::serve::Limits::from_settings(&node.settings);
         let token = node.shutdown.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let handshakes = |tls: &crate::tls::Tls| {
+            node.settings
+                .tls
+                .as_ref()
+                .map(|settings| crate::serve::Handshakes::new(tls, settings))
+        };
+        let (public_tls, admin_tls) = match &tls {
+            Some(tls) => (handshakes(tls), handshakes(tls)),
+            None => (None, None),
+        };
+        if let (Some(tls), Some(settings)) = (&tls, &node.settings.tls) {
+            // SIGHUP or a changed file: new handshakes get the new pair, sockets keep theirs.
+            tokio::spawn(tls.clone().watch(settings.reload_poll, token.clone()));
+        }
         // Both listeners run the same accept loop (header and body timeouts) until the node's
         // shutdown token is cancelled.
         let admin_server = admin.map(|(listener, dashboard)| {
             if let Ok(address) = listener.local_addr() {
-                tracing::info!("dashboard listening on http://{address}/dashboard");
+                tracing::info!("dashboard listening on {scheme}://{address}/dashboard");
             }
             tokio::spawn(crate::serve::serve(
                 listener,
                 dashboard,
                 limits,
+                admin_tls,
                 token.clone().cancelled_owned(),
             ))
         });
@@ -346,10 +377,12 @@ impl Application {
             if let Ok(address) = listener.local_addr() {
                 tracing::info!("metrics listening on http://{address}/metrics");
             }
+            // Plain HTTP even when the public listeners serve TLS: bind it to a private address.
             tokio::spawn(crate::serve::serve(
                 listener,
                 metrics,
                 limits,
+                None,
                 token.clone().cancelled_owned(),
             ));
         }
@@ -361,11 +394,12 @@ impl Application {
             _ => None,
         };
         let service = tower::util::MapRequestLayer::new(strip_mount_prefix).layer(router);
-        tracing::info!("listening on http://{address}");
+        tracing::info!("listening on {scheme}://{address}");
         let public_server = tokio::spawn(crate::serve::serve(
             listener,
             service,
             limits,
+            public_tls,
             token.clone().cancelled_owned(),
         ));
         tokio::select! {

@@ -14,10 +14,12 @@ use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 use crate::node::SharedNode;
+use crate::outbox::TlsSocket;
 use crate::protocol::{check_handshake_version, query_pairs, query_value, CloseCode};
-use crate::transport::ws::{open, send_refusal, Socket};
+use crate::transport::ws::{open, send_refusal, Socket, Stream};
 
 /// A WebSocket upgrade request (RFC 6455 §4.2.1), accepted or refused by the handler.
 pub struct WsUpgrade {
@@ -122,14 +124,24 @@ impl WsUpgrade {
                         // Frames are whole messages: send each at once.
                         let _ = stream.set_nodelay(true);
                         Some(Socket {
-                            stream: Arc::new(stream),
+                            stream: Stream::Plain(Arc::new(stream)),
                             early: parts.read_buf,
                         })
                     }
-                    Err(_) => {
-                        tracing::error!("WebSocket upgrade on a connection that is not plain TCP");
-                        None
-                    }
+                    Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+                        Ok(parts) => {
+                            let (stream, session) = parts.io.into_inner().into_inner();
+                            let _ = stream.set_nodelay(true);
+                            Some(Socket {
+                                stream: Stream::Tls(Arc::new(TlsSocket::new(stream, session))),
+                                early: parts.read_buf,
+                            })
+                        }
+                        Err(_) => {
+                            tracing::error!("WebSocket upgrade on a connection that is not TCP");
+                            None
+                        }
+                    },
                 },
                 Err(error) => {
                     tracing::debug!(%error, "WebSocket upgrade failed");

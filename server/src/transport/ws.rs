@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::node::{Node, SharedNode};
-use crate::outbox::{CloseRequest, Outbox};
+use crate::outbox::{CloseRequest, Outbox, Sink, TlsSocket};
 use crate::protocol::ws::{self, opcode, Message, Reader};
 use crate::protocol::{server, CloseCode};
 use crate::transport::admit::admit;
@@ -51,13 +51,63 @@ thread_local! {
 /// The socket once the 101 answer went out, with any bytes the client sent right behind its
 /// handshake.
 pub(super) struct Socket {
-    pub(super) stream: Arc<TcpStream>,
+    pub(super) stream: Stream,
     pub(super) early: Bytes,
+}
+
+/// A WebSocket's stream: plain TCP, or TCP with its TLS session (`HERALD_TLS_CERT`).
+#[derive(Clone)]
+pub(super) enum Stream {
+    Plain(Arc<TcpStream>),
+    Tls(Arc<TlsSocket>),
+}
+
+impl Stream {
+    /// The TCP stream underneath.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(stream) => stream,
+            Stream::Tls(socket) => socket.tcp(),
+        }
+    }
+
+    /// Reads what the client sent (decrypted), without waiting.
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(stream) => stream.try_read(buf),
+            Stream::Tls(socket) => socket.read_plain(buf),
+        }
+    }
+
+    /// An outbox of `capacity` frames writing to this stream.
+    fn outbox(&self, capacity: usize) -> Outbox {
+        match self {
+            Stream::Plain(stream) => Outbox::socket(stream.clone(), capacity),
+            Stream::Tls(socket) => Outbox::new(Sink::Tls(socket.clone()), capacity),
+        }
+    }
 }
 
 /// `pusher:error` with `code`, then the close frame with it, then a graceful TCP close (all
 /// bounded by the close budget).
-pub(super) async fn send_refusal(stream: &TcpStream, code: CloseCode, message: &str) {
+pub(super) async fn send_refusal(stream: &Stream, code: CloseCode, message: &str) {
+    let stream = match stream {
+        Stream::Plain(stream) => stream,
+        Stream::Tls(socket) => {
+            // Sealed per connection: through an outbox of its own, like a connection's frames.
+            let outbox = stream.outbox(2);
+            outbox.force_push(opcode::TEXT, server::error(Some(code.code()), message));
+            outbox.force_push(
+                opcode::CLOSE,
+                ws::close_payload(code.code(), code.reason()).into(),
+            );
+            let deadline = Instant::now() + CLOSE_BUDGET;
+            let _ = tokio::time::timeout_at(deadline, poll_fn(|cx| outbox.poll_flush(cx))).await;
+            socket.close_notify();
+            close_tcp(socket.tcp(), deadline).await;
+            return;
+        }
+    };
     let mut bytes = ws::server_frame(opcode::TEXT, &server::error(Some(code.code()), message));
     bytes.extend(ws::server_frame(
         opcode::CLOSE,
@@ -117,11 +167,10 @@ pub(super) async fn open(
     origin: Option<String>,
     socket: Socket,
 ) {
-    let outbox = Outbox::socket_metered(
-        socket.stream.clone(),
-        node.settings.outbox_capacity,
-        node.meters.bytes_out.clone(),
-    );
+    let outbox = socket
+        .stream
+        .outbox(node.settings.outbox_capacity)
+        .metered(node.meters.bytes_out.clone());
     // Boxed: this task lives as long as the connection, and the admission's inline Redis call
     // would size it for that call from the first byte to the last.
     let admitted = match Box::pin(admit(
@@ -214,6 +263,8 @@ enum Wake {
 async fn run(node: &Node, socket: Socket, mut session: Session, outbox: &Outbox) {
     let Socket { stream, early } = socket;
     let settings = &node.settings;
+    // hyper's reads may have left decrypted bytes in a TLS session: look before waiting.
+    let mut look_first = matches!(&stream, Stream::Tls(tls) if tls.has_plaintext());
     let mut reader = Reader::default();
     let mut last_activity = Instant::now();
     // When the pong to our ping is due (any frame counts as one).
@@ -272,7 +323,10 @@ async fn run(node: &Node, socket: Socket, mut session: Session, outbox: &Outbox)
                 _ => {}
             }
             if !blocked {
-                match stream.poll_read_ready(cx) {
+                if std::mem::take(&mut look_first) {
+                    return Poll::Ready(Wake::Readable);
+                }
+                match stream.tcp().poll_read_ready(cx) {
                     Poll::Ready(Ok(())) => return Poll::Ready(Wake::Readable),
                     Poll::Ready(Err(_)) => return Poll::Ready(Wake::Broken),
                     Poll::Pending => {}
@@ -387,7 +441,10 @@ async fn run(node: &Node, socket: Socket, mut session: Session, outbox: &Outbox)
     outbox.finish();
     session.finish();
     if closing {
-        close_tcp(&stream, deadline).await;
+        if let Stream::Tls(socket) = &stream {
+            socket.close_notify();
+        }
+        close_tcp(stream.tcp(), deadline).await;
     }
 }
 

@@ -89,7 +89,12 @@ pub async fn spawn_in(data_dir: tempfile::TempDir, settings: Settings) -> TestAp
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.address, path)
+        let scheme = if self.node.settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}{}", self.address, path)
     }
 
     /// Stops the server the way SIGTERM does and waits for it.
@@ -526,8 +531,9 @@ pub fn herald_binary(data_dir: &std::path::Path) -> tokio::process::Command {
     command
 }
 
-/// Starts `command` (from [`herald_binary`]) and waits for its `listening on http://ADDR` line;
-/// returns the child and ADDR. The rest of its stdout is read in the background.
+/// Starts `command` (from [`herald_binary`]) and waits for its `listening on http://ADDR` line
+/// (`https://` with TLS); returns the child and ADDR. The rest of its stdout is read in the
+/// background.
 pub async fn start_listening(
     mut command: tokio::process::Command,
 ) -> (tokio::process::Child, String) {
@@ -537,7 +543,11 @@ pub async fn start_listening(
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let address = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.expect("log line") {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
+            let rest = line
+                .split("listening on http://")
+                .nth(1)
+                .or_else(|| line.split("listening on https://").nth(1));
+            if let Some(rest) = rest {
                 return rest
                     .split_whitespace()
                     .next()

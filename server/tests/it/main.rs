@@ -51,6 +51,7 @@ mod socket;
 mod source_rules;
 mod store;
 mod store_sessions;
+mod tls;
 mod webhook_receiver;
 mod webhooks;
 mod webhooks_cluster;

@@ -9,7 +9,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Starts the binary on port 0 in `dir` and returns it with the address from its
-/// `listening on http://ADDR` line and the log lines read so far.
+/// `listening on http://ADDR` (or `https://ADDR`) line and the log lines read so far.
 async fn start(
     dir: &std::path::Path,
     extra_env: &[(&str, &str)],
@@ -35,7 +35,12 @@ async fn start(
     let address = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(line) = lines.next_line().await.expect("log line") {
             seen.push(line.clone());
-            if let Some(rest) = line.split("listening on http://").nth(1) {
+            // `https://` when the server serves TLS (HERALD_TLS_CERT).
+            let rest = line
+                .split("listening on http://")
+                .nth(1)
+                .or_else(|| line.split("listening on https://").nth(1));
+            if let Some(rest) = rest {
                 return rest
                     .split_whitespace()
                     .next()
@@ -205,4 +210,43 @@ async fn a_bad_environment_value_stops_the_start_with_a_clear_error() {
     let text = String::from_utf8_lossy(&output.stdout).to_string()
         + &String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("HERALD_MAX_CONNECTIONS"), "{text}");
+}
+
+#[tokio::test]
+async fn with_tls_the_binary_listens_on_https_and_reloads_its_certificate_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let (cert, key) = (fixtures.join("a.pem"), fixtures.join("a.key"));
+    let (mut child, address, log, mut more) = start(
+        dir.path(),
+        &[
+            ("HERALD_TLS_CERT", cert.to_str().unwrap()),
+            ("HERALD_TLS_KEY", key.to_str().unwrap()),
+        ],
+    )
+    .await;
+    assert!(
+        log.iter()
+            .any(|line| line.contains(&format!("listening on https://{address}"))),
+        "{log:?}"
+    );
+    let pid = child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = more.recv().await {
+            if line.contains("TLS certificate reloaded") && line.contains("SIGHUP") {
+                return;
+            }
+        }
+        panic!("herald exited without reloading");
+    })
+    .await
+    .expect("the reload is logged in time");
+    sigterm(&child);
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "{status:?}");
 }
