@@ -79,17 +79,35 @@ impl Pattern {
         if markers > MAX_PATTERN_GROUPS * 2 + 2 {
             return Err(too_many_groups());
         }
+        // The crate's constructor-string parser underflows on a `]` before its `[` (found by
+        // `random_selectors_never_panic`): refused here, and any other panic is caught below.
+        let mut depth = 0usize;
+        for b in raw.bytes() {
+            match b {
+                b'[' => depth += 1,
+                b']' if depth == 0 => {
+                    return Err(SelectorError::Invalid("unbalanced ']'".into()));
+                }
+                b']' => depth -= 1,
+                _ => {}
+            }
+        }
         let base = Url::parse(base)
             .map_err(|_| SelectorError::Invalid("the hub URL is not an absolute URL".into()))?;
-        let init =
-            UrlPatternInit::parse_constructor_string::<BoundedRegex>(raw, Some(base.clone()))
-                .map_err(|e| SelectorError::Invalid(format!("not a URL pattern: {e}")))?;
-        let options = UrlPatternOptions {
-            ignore_case: false,
-            ..UrlPatternOptions::default()
+        let parsed = std::panic::catch_unwind(|| {
+            let init =
+                UrlPatternInit::parse_constructor_string::<BoundedRegex>(raw, Some(base.clone()))?;
+            let options = UrlPatternOptions {
+                ignore_case: false,
+                ..UrlPatternOptions::default()
+            };
+            UrlPattern::<BoundedRegex>::parse(init, options)
+        });
+        let pattern = match parsed {
+            Ok(Ok(pattern)) => pattern,
+            Ok(Err(e)) => return Err(SelectorError::Invalid(format!("not a URL pattern: {e}"))),
+            Err(_) => return Err(SelectorError::Invalid("not a URL pattern".into())),
         };
-        let pattern = UrlPattern::<BoundedRegex>::parse(init, options)
-            .map_err(|e| SelectorError::Invalid(format!("not a URL pattern: {e}")))?;
         // A component left out of the pattern is the wildcard `*` (one group, matching
         // anything): those are not counted.
         let groups = [
@@ -118,8 +136,9 @@ impl Pattern {
         let Ok(url) = Url::options().base_url(Some(&self.base)).parse(topic) else {
             return false;
         };
-        self.pattern
-            .test(UrlPatternMatchInput::Url(url))
+        std::panic::catch_unwind(|| self.pattern.test(UrlPatternMatchInput::Url(url)))
+            .ok()
+            .and_then(Result::ok)
             .unwrap_or(false)
     }
 }
