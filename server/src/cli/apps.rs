@@ -134,8 +134,13 @@ pub struct SwitchArgs {
 pub struct MercureArgs {
     /// HS256 key Mercure tokens are signed with (at least 32 bytes; empty: back to the app's
     /// current secret, the default).
-    #[arg(long, value_name = "KEY", conflicts_with = "mercure_jwt_key_file")]
-    mercure_jwt_key: Option<String>,
+    #[arg(
+        long,
+        value_name = "KEY",
+        conflicts_with = "mercure_jwt_key_file",
+        value_parser = secret_arg
+    )]
+    mercure_jwt_key: Option<Secret>,
     /// A PEM public key (RSA or P-256) that verifies RS256 / ES256 Mercure tokens instead.
     #[arg(long, value_name = "PATH")]
     mercure_jwt_key_file: Option<std::path::PathBuf>,
@@ -157,11 +162,16 @@ pub struct MercureArgs {
     mercure_history_seconds: Option<u64>,
 }
 
+/// A secret flag value, kept in a [`Secret`] so a `{:?}` of the command cannot show it.
+fn secret_arg(value: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(value.to_owned()))
+}
+
 impl MercureArgs {
     /// The patch these flags make; reads the key file.
     async fn patch(self) -> Result<MercurePatch, CliError> {
         let jwt_key = match (self.mercure_jwt_key, self.mercure_jwt_key_file) {
-            (Some(key), _) => Some(MercureKey::Hmac(Secret::new(key))),
+            (Some(key), _) => Some(MercureKey::Hmac(key)),
             (None, Some(path)) => {
                 let pem = tokio::fs::read_to_string(&path).await.map_err(|e| {
                     StoreError::Invalid(format!("--mercure-jwt-key-file {}: {e}", path.display()))
@@ -465,5 +475,42 @@ pub(super) async fn run(cx: Context, command: AppsCommand) -> Outcome {
         AppsCommand::RevokeKey { app_id, key, json } => {
             print_app(&store.revoke_key(&app_id, &key).await?, json)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::super::Cli;
+
+    #[test]
+    fn the_mercure_key_flag_never_shows_in_debug() {
+        let key = "a Mercure HS256 key of at least 32 bytes!";
+        let cli = Cli::try_parse_from([
+            "herald",
+            "apps",
+            "update",
+            "7",
+            "--mercure-jwt-key",
+            key,
+            "--mercure-anonymous",
+            "true",
+        ])
+        .expect("the flags parse");
+        let debug = format!("{cli:?}");
+        assert!(debug.contains("mercure_anonymous: Some(true)"), "{debug}");
+        assert!(!debug.contains(key), "{debug}");
+        assert!(Cli::try_parse_from([
+            "herald",
+            "apps",
+            "update",
+            "7",
+            "--mercure-jwt-key",
+            key,
+            "--mercure-jwt-key-file",
+            "/tmp/k.pem",
+        ])
+        .is_err());
     }
 }
