@@ -36,6 +36,7 @@ mod hardening_tenancy;
 mod hardening_webhooks;
 mod layers;
 mod limits;
+mod mercure_settings;
 mod metrics;
 mod php;
 mod process;
