@@ -175,6 +175,30 @@ pub struct Settings {
     pub cluster: Option<ClusterSettings>,
     /// The pusher-js HTTP fallback sessions' timers (fixed; tests shorten them).
     pub fallback: FallbackSettings,
+    /// The Mercure hub's node-wide settings.
+    pub mercure: MercureHubSettings,
+}
+
+/// The Mercure hub's node-wide settings (`transport::mercure`).
+#[derive(Debug, Clone)]
+pub struct MercureHubSettings {
+    /// The app also served at `/.well-known/mercure` (`HERALD_MERCURE_ROOT_APP`, an app id).
+    pub root_app: Option<String>,
+    /// How often an idle SSE stream gets a `:` comment (20 s; tests shorten it).
+    pub heartbeat: Duration,
+    /// Bytes of Mercure history kept node-wide, all apps together (64 MiB); past it the
+    /// oldest updates of the app publishing leave first.
+    pub history_bytes: usize,
+}
+
+impl Default for MercureHubSettings {
+    fn default() -> MercureHubSettings {
+        MercureHubSettings {
+            root_app: None,
+            heartbeat: Duration::from_secs(20),
+            history_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 /// The timers of pusher-js's HTTP fallback sessions (`transport::xhr`).
@@ -394,6 +418,10 @@ impl Settings {
                     .unwrap_or(10)
                     .clamp(1, 600),
             ),
+            mercure: MercureHubSettings {
+                root_app: var("HERALD_MERCURE_ROOT_APP"),
+                ..MercureHubSettings::default()
+            },
             ..Settings::defaults()
         };
         settings.check_cluster().map_err(|problem| ConfigError {
@@ -438,6 +466,7 @@ impl Settings {
             body_buffer_bytes: 32 * 1024 * 1024,
             cluster: None,
             fallback: FallbackSettings::default(),
+            mercure: MercureHubSettings::default(),
         }
     }
 

@@ -49,6 +49,6 @@ impl AppHub {
             .map_or(0, |c| enqueue_all(c, frame, except, &mut to_flush));
         drop(state);
         flush_all(to_flush);
-        delivered
+        delivered + self.bridge.deliver(channel, frame)
     }
 }

@@ -237,6 +237,9 @@ impl Application {
             .route("/health", get(health))
             .route("/ready", get(ready))
             .merge(api::router())
+            .merge(transport::mercure::router(transport::mercure::Hubs::new(
+                node.settings.mercure.history_bytes,
+            )))
             .fallback(move |State(node): State<SharedNode>, request: Request| {
                 transport::xhr::fallback(node, fallback_sessions.clone(), request)
             })
