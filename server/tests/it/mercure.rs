@@ -1,0 +1,243 @@
+//! The Mercure hub over raw HTTP: publish and subscribe in both drafts, private updates, every
+//! refusal, history replay with each `Last-Event-ID` form.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{now, spawn_app, spawn_app_with, APP_ID, SECRET};
+use crate::mercure_helpers::*;
+
+#[tokio::test]
+async fn a_draft07_subscriber_gets_an_update_with_its_fields_and_multi_line_data_split() {
+    let app = spawn_app().await;
+    let mut sse = subscribe(&app, "topic=https%3A%2F%2Fex.com%2Fbooks%2F1").await;
+    assert!(sse.headers["link"]
+        .to_str()
+        .unwrap()
+        .contains("/.well-known/mercure>; rel=\"mercure\""));
+    let (status, headers, id) = publish_full(
+        &app,
+        &hub(),
+        Some(&publisher()),
+        &[
+            ("topic", "https://ex.com/books/1"),
+            ("data", "line one\nline two\r\ndata: forged\rid: forged"),
+            ("type", "book-updated"),
+            ("retry", "2500"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(id.starts_with("urn:uuid:"), "{id}");
+    let event = sse.next().await;
+    assert_eq!(event.id, id);
+    assert_eq!(event.event, "book-updated");
+    assert_eq!(event.retry, Some(2500));
+    assert_eq!(event.data, "line one\nline two\ndata: forged\nid: forged");
+    // Another topic does not reach it.
+    publish(&app, &[("topic", "https://ex.com/books/2"), ("data", "no")]).await;
+    let mine = publish(&app, &[("topic", "https://ex.com/books/1"), ("id", "mine")]).await;
+    assert_eq!(mine, "mine");
+    assert_eq!(sse.next().await.id, "mine");
+}
+
+#[tokio::test]
+async fn draft08_match_parameters_select_topics_and_alternate_topics_match() {
+    let app = spawn_app().await;
+    let mut exact = subscribe(&app, "match_exact=a&match=b").await;
+    let mut any = subscribe(&app, "match=*").await;
+    publish(&app, &[("topic", "c"), ("topic", "b"), ("data", "1")]).await;
+    publish(&app, &[("topic", "z"), ("data", "2")]).await;
+    publish(&app, &[("topic", "a"), ("data", "3")]).await;
+    assert_eq!(exact.data(2).await, ["1", "3"]);
+    assert_eq!(any.data(3).await, ["1", "2", "3"]);
+}
+
+#[tokio::test]
+async fn private_updates_reach_only_subscribers_whose_token_reads_a_topic() {
+    let app = spawn_app().await;
+    let mut reader = subscribe_with(&app, "topic=*", Some(&token07(&["secret"], &[])), &[]).await;
+    let mut outsider =
+        subscribe_with(&app, "topic=*", Some(&token07(&["other"], &[])), &[]).await;
+    publish(&app, &[("topic", "secret"), ("data", "p"), ("private", "on")]).await;
+    publish(&app, &[("topic", "x"), ("topic", "secret"), ("data", "alt"), ("private", "")]).await;
+    publish(&app, &[("topic", "open"), ("data", "public")]).await;
+    assert_eq!(reader.data(3).await, ["p", "alt", "public"]);
+    assert_eq!(outsider.data(1).await, ["public"]);
+}
+
+#[tokio::test]
+async fn refusals_carry_their_status_and_www_authenticate() {
+    let app = spawn_app().await;
+    // Publishing: no token, a bad signature, an expired token, a topic not granted.
+    let (status, headers, _) = publish_full(&app, &hub(), None, &[("topic", "a")]).await;
+    assert_eq!(status, 401);
+    assert!(headers["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    let forged = token_with("not-the-secret", json!({"mercure": {"publish": ["*"]}}));
+    let (status, headers, _) = publish_full(&app, &hub(), Some(&forged), &[("topic", "a")]).await;
+    assert_eq!(status, 401);
+    assert!(headers["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+    let expired = token_with(SECRET, json!({"mercure": {"publish": ["*"]}, "exp": now() - 120}));
+    assert_eq!(publish_as(&app, Some(&expired), &[("topic", "a")]).await.0, 401);
+    let narrow = token07(&[], &["a"]);
+    let (status, headers, _) =
+        publish_full(&app, &hub(), Some(&narrow), &[("topic", "a"), ("topic", "b")]).await;
+    assert_eq!(status, 403);
+    assert!(headers.contains_key("www-authenticate"));
+    assert_eq!(publish_as(&app, Some(&narrow), &[("topic", "a")]).await.0, 200);
+    // Reserved topics, `*`, bad fields, sizes.
+    for form in [
+        vec![("topic", "*")],
+        vec![("topic", "/.well-known/mercure/subscriptions/x/y")],
+        vec![("topic", "https://h.example/.well-known/%6Dercure")],
+        vec![("topic", "a"), ("type", "mercure")],
+        vec![("topic", "a"), ("id", "#1")],
+        vec![("topic", "a"), ("retry", "soon")],
+        vec![("data", "no topic")],
+    ] {
+        assert_eq!(publish_as(&app, Some(&publisher()), &form).await.0, 400, "{form:?}");
+    }
+    let big = "x".repeat(10 * 1024 + 1);
+    assert_eq!(
+        publish_as(&app, Some(&publisher()), &[("topic", "a"), ("data", &big)]).await.0,
+        413
+    );
+    let topics: Vec<(&str, &str)> = (0..33).map(|_| ("topic", "a")).collect();
+    assert_eq!(publish_as(&app, Some(&publisher()), &topics).await.0, 413);
+    // Subscribing: anonymous (not allowed by default), bad token, bad selectors.
+    let response = subscribe_raw(&app, "topic=a", None, &[]).await;
+    assert_eq!(response.status().as_u16(), 401);
+    assert!(response.headers().contains_key("www-authenticate"));
+    assert_eq!(
+        subscribe_raw(&app, "topic=a", Some(&forged), &[]).await.status().as_u16(),
+        401
+    );
+    let token = token07(&["*"], &[]);
+    let many: String = (0..33).map(|i| format!("match=t{i}&")).collect();
+    for query in ["", "match_regex=a", "x=1", many.as_str(), "topic=a%00b"] {
+        let status = subscribe_raw(&app, query, Some(&token), &[]).await.status();
+        assert_eq!(status.as_u16(), 400, "{query}");
+    }
+    // An unknown app.
+    let status = app
+        .http
+        .get(app.url("/apps/999/.well-known/mercure?topic=a"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 404);
+}
+
+#[tokio::test]
+async fn a_reconnecting_subscriber_gets_exactly_what_it_missed_in_every_form() {
+    let app = spawn_app().await;
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for (topic, data) in [("a", "1"), ("b", "2"), ("a", "3"), ("a", "4")] {
+            ids.push(publish(&app, &[("topic", topic), ("data", data)]).await);
+        }
+        ids
+    };
+    let token = token07(&["*"], &[]);
+    // The header (what EventSource sends), draft-07 response header.
+    let mut sse =
+        subscribe_with(&app, "topic=a", Some(&token), &[("last-event-id", &ids[0])]).await;
+    assert_eq!(sse.headers["last-event-id"].to_str().unwrap(), ids[0]);
+    assert_eq!(sse.data(2).await, ["3", "4"]);
+    // Live updates follow with no gap.
+    publish(&app, &[("topic", "a"), ("data", "5")]).await;
+    assert_eq!(sse.data(1).await, ["5"]);
+    // draft-07 query.
+    let mut sse = subscribe_with(&app, &format!("topic=a&lastEventID={}", ids[2]), Some(&token), &[])
+        .await;
+    assert_eq!(sse.data(2).await, ["4", "5"]);
+    // draft-08 query, its own response header; the header wins over the query.
+    let mut sse = subscribe_with(
+        &app,
+        &format!("match=a&last_event_id={}", ids[0]),
+        Some(&token),
+        &[("last-event-id", &ids[2])],
+    )
+    .await;
+    assert_eq!(sse.headers["mercure-last-event-id"].to_str().unwrap(), ids[2]);
+    assert_eq!(sse.data(2).await, ["4", "5"]);
+    // earliest.
+    let mut sse = subscribe_with(&app, "match=*&last_event_id=earliest", Some(&token), &[]).await;
+    assert_eq!(sse.headers["mercure-last-event-id"].to_str().unwrap(), "earliest");
+    assert_eq!(sse.data(5).await, ["1", "2", "3", "4", "5"]);
+    // An id no longer (or never) in history: everything kept, announced as `earliest`.
+    let mut sse =
+        subscribe_with(&app, "match=a", Some(&token), &[("last-event-id", "gone")]).await;
+    assert_eq!(sse.headers["mercure-last-event-id"].to_str().unwrap(), "earliest");
+    assert_eq!(sse.data(4).await, ["1", "3", "4", "5"]);
+    // No id: live only.
+    let mut sse = subscribe_with(&app, "topic=a", Some(&token), &[]).await;
+    assert!(!sse.headers.contains_key("last-event-id"));
+    sse.expect_silence(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn the_replay_respects_private_updates_and_a_long_one_is_cut_then_resumed() {
+    let app = spawn_app().await;
+    let first = publish(&app, &[("topic", "s"), ("data", "secret"), ("private", "on")]).await;
+    for i in 0..herald::transport::mercure::MAX_REPLAY + 10 {
+        publish(&app, &[("topic", "a"), ("data", &i.to_string())]).await;
+    }
+    // A token that does not read `s` replays the public ones only: exactly MAX_REPLAY, then
+    // the stream ends; resumed from the last id, it gets the rest, then live ones.
+    let token = token07(&["a"], &[]);
+    let mut sse =
+        subscribe_with(&app, "topic=*", Some(&token), &[("last-event-id", &first)]).await;
+    let mut last = String::new();
+    for i in 0..herald::transport::mercure::MAX_REPLAY {
+        let event = sse.next().await;
+        assert_eq!(event.data, i.to_string());
+        last = event.id;
+    }
+    sse.expect_end().await;
+    let mut sse = subscribe_with(&app, "topic=*", Some(&token), &[("last-event-id", &last)]).await;
+    let rest: Vec<String> = (herald::transport::mercure::MAX_REPLAY..herald::transport::mercure::MAX_REPLAY + 10)
+        .map(|i| i.to_string())
+        .collect();
+    assert_eq!(sse.data(10).await, rest);
+}
+
+#[tokio::test]
+async fn the_root_hub_serves_the_named_app_and_is_absent_otherwise() {
+    let app = spawn_app().await;
+    let status = app
+        .http
+        .get(app.url("/.well-known/mercure?topic=a"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 404);
+    let app = spawn_app_with(|s| s.mercure.root_app = Some(APP_ID.into())).await;
+    let (status, _, id) =
+        publish_full(&app, "/.well-known/mercure", Some(&publisher()), &[("topic", "r")]).await;
+    assert_eq!(status, 200);
+    let token = token07(&["*"], &[]);
+    let mut sse = subscribe_with(&app, "topic=r&lastEventID=earliest", Some(&token), &[]).await;
+    assert_eq!(sse.next().await.id, id);
+}
+
+#[tokio::test]
+async fn heartbeats_keep_an_idle_stream_alive_and_the_stream_ends_when_the_token_expires() {
+    let app = spawn_app_with(|s| s.mercure.heartbeat = Duration::from_millis(100)).await;
+    let token = token_with(
+        SECRET,
+        json!({"mercure": {"subscribe": ["*"]}, "exp": now() + 2}),
+    );
+    let mut sse = subscribe_with(&app, "topic=a", Some(&token), &[]).await;
+    let chunk = tokio::time::timeout(crate::helpers::WAIT, sse.response.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&chunk[..], b":\n");
+    sse.expect_end().await;
+}
