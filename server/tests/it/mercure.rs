@@ -241,3 +241,55 @@ async fn heartbeats_keep_an_idle_stream_alive_and_the_stream_ends_when_the_token
     assert_eq!(&chunk[..], b":\n");
     sse.expect_end().await;
 }
+
+#[tokio::test]
+async fn subscription_events_and_the_subscriptions_api_follow_subscribers_within_the_token_s_rights() {
+    let app = spawn_app().await;
+    let namespace = format!("/apps/{APP_ID}/.well-known/mercure/subscriptions");
+    let watch = format!("topic={namespace}/{{topic}}/{{subscriber}}");
+    let watch = watch.replace('{', "%7B").replace('}', "%7D");
+    let mut watcher = subscribe_with(&app, &watch, Some(&token07(&["*"], &[])), &[]).await;
+    let member = token_with(
+        SECRET,
+        json!({"mercure": {"subscribe": ["books"], "payload": {"user": "u1"}}, "exp": now() + 60}),
+    );
+    let sse = subscribe_with(&app, "topic=books", Some(&member), &[]).await;
+    let event = watcher.next().await;
+    let doc: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+    assert_eq!(doc["type"], "Subscription");
+    assert_eq!(doc["topic"], "books");
+    assert_eq!(doc["active"], true);
+    assert_eq!(doc["payload"], json!({"user": "u1"}));
+    let id = doc["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with(&format!("{namespace}/books/urn%3Auuid%3A")), "{id}");
+    // The API: the collection, one subscription, and the refusals.
+    let get = |path: String, token: Option<String>| {
+        let mut request = app.http.get(app.url(&path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let all = get(namespace.clone(), Some(token07(&["*"], &[]))).await.unwrap();
+    assert_eq!(all.status().as_u16(), 200);
+    assert!(all.headers()["link"].to_str().unwrap().contains("last-event-id="));
+    let all: serde_json::Value = all.json().await.unwrap();
+    assert_eq!(all["type"], "Subscriptions");
+    assert!(all["subscriptions"].as_array().unwrap().iter().any(|d| d["id"] == id.as_str()));
+    let one: serde_json::Value = get(id.clone(), Some(token07(&[&id], &[])))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["subscriber"], doc["subscriber"]);
+    assert_eq!(get(namespace.clone(), None).await.unwrap().status().as_u16(), 401);
+    let narrow = token07(&["books"], &[]);
+    assert_eq!(get(namespace.clone(), Some(narrow)).await.unwrap().status().as_u16(), 403);
+    // Leaving: an inactive event.
+    drop(sse);
+    let event = watcher.next().await;
+    let doc: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+    assert_eq!(doc["active"], false);
+    assert_eq!(doc["id"], id.as_str());
+}

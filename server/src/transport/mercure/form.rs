@@ -190,7 +190,9 @@ pub fn parse_publish_form(body: &[u8]) -> Result<PublishForm, FormError> {
                 form.event_type = Some(value.into_owned()).filter(|t| !t.is_empty());
             }
             "retry" => {
-                if value.is_empty() || value.len() > 10 || !value.bytes().all(|b| b.is_ascii_digit())
+                if value.is_empty()
+                    || value.len() > 10
+                    || !value.bytes().all(|b| b.is_ascii_digit())
                 {
                     return Err(FormError::Invalid("retry", "not a number of milliseconds"));
                 }
@@ -345,13 +347,34 @@ mod tests {
             );
         }
         assert!(parse_publish_form(b"topic=/.well-known/mercurex").is_ok());
-        assert!(matches!(refused("topic=a&id=%23x"), FormError::Invalid("id", _)));
-        assert!(matches!(refused("topic=a&id=earliest"), FormError::Invalid("id", _)));
-        assert!(matches!(refused("topic=a&id=a%0Ab"), FormError::Invalid("id", _)));
-        assert!(matches!(refused("topic=a&type=mercure"), FormError::Invalid("type", _)));
-        assert!(matches!(refused("topic=a&type=a%0Ddata"), FormError::Invalid("type", _)));
-        assert!(matches!(refused("topic=a%E2%80%8Bb"), FormError::Invalid("topic", _)));
-        assert!(matches!(refused("topic=a&retry=-1"), FormError::Invalid("retry", _)));
+        assert!(matches!(
+            refused("topic=a&id=%23x"),
+            FormError::Invalid("id", _)
+        ));
+        assert!(matches!(
+            refused("topic=a&id=earliest"),
+            FormError::Invalid("id", _)
+        ));
+        assert!(matches!(
+            refused("topic=a&id=a%0Ab"),
+            FormError::Invalid("id", _)
+        ));
+        assert!(matches!(
+            refused("topic=a&type=mercure"),
+            FormError::Invalid("type", _)
+        ));
+        assert!(matches!(
+            refused("topic=a&type=a%0Ddata"),
+            FormError::Invalid("type", _)
+        ));
+        assert!(matches!(
+            refused("topic=a%E2%80%8Bb"),
+            FormError::Invalid("topic", _)
+        ));
+        assert!(matches!(
+            refused("topic=a&retry=-1"),
+            FormError::Invalid("retry", _)
+        ));
         let many = "topic=a&".repeat(MAX_TOPICS + 1);
         assert_eq!(refused(&many), FormError::TooManyTopics);
         assert!(refused(&format!("topic=a&id={}", "x".repeat(MAX_ID_BYTES + 1))).too_large());
@@ -372,8 +395,8 @@ mod tests {
         assert_eq!(q.selectors.len(), 2);
         assert_eq!(q.last_event_id.as_deref(), Some("x"));
         assert_eq!(q.authorization.as_deref(), Some("t"));
-        let q = parse_subscribe_query("match=a&match_exact=b&last_event_id=y&lastEventID=z")
-            .unwrap();
+        let q =
+            parse_subscribe_query("match=a&match_exact=b&last_event_id=y&lastEventID=z").unwrap();
         assert_eq!(q.draft(), Draft::Draft08);
         assert_eq!(q.last_event_id.as_deref(), Some("y"));
         assert_eq!(
@@ -384,7 +407,10 @@ mod tests {
             parse_subscribe_query("MATCHES=a").unwrap_err(),
             QueryError::UnknownMatcher("MATCHES".into())
         );
-        assert_eq!(parse_subscribe_query("x=1").unwrap_err(), QueryError::NoSelector);
+        assert_eq!(
+            parse_subscribe_query("x=1").unwrap_err(),
+            QueryError::NoSelector
+        );
         let many = "topic=a&".repeat(MAX_SELECTORS + 1);
         assert_eq!(
             parse_subscribe_query(&many).unwrap_err(),

@@ -11,6 +11,7 @@
 pub mod form;
 mod registry;
 mod stream;
+mod subscriptions;
 
 #[doc(hidden)]
 pub use form::{
@@ -39,14 +40,24 @@ pub fn router(hubs: Hubs) -> Router<SharedNode> {
     Router::new()
         .route(
             "/apps/{app_id}/.well-known/mercure",
-            get(app_subscribe)
-                .post(app_publish)
-                .options(app_preflight),
+            get(app_subscribe).post(app_publish).options(app_preflight),
         )
         .route(
             "/.well-known/mercure",
-            get(root_subscribe).post(root_publish).options(root_preflight),
+            get(root_subscribe)
+                .post(root_publish)
+                .options(root_preflight),
         )
+        .route(
+            "/apps/{app_id}/.well-known/mercure/subscriptions",
+            get(app_api),
+        )
+        .route(
+            "/apps/{app_id}/.well-known/mercure/subscriptions/{*rest}",
+            get(app_api),
+        )
+        .route("/.well-known/mercure/subscriptions", get(root_api))
+        .route("/.well-known/mercure/subscriptions/{*rest}", get(root_api))
         .layer(Extension(hubs))
 }
 
@@ -79,7 +90,9 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response {
 fn unauthorized(status: StatusCode, challenge: String, message: &str) -> Response {
     let mut response = text(status, message);
     if let Ok(value) = HeaderValue::from_str(&challenge) {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
     }
     response
 }
@@ -88,8 +101,11 @@ fn unauthorized(status: StatusCode, challenge: String, message: &str) -> Respons
 fn decorate(response: &mut Response, app: &AppRef, request: &HeaderMap) {
     let link = format!("<{}>; rel=\"mercure\"", hub_path(&app.id));
     let headers = response.headers_mut();
-    if let Ok(link) = HeaderValue::from_str(&link) {
-        headers.append(header::LINK, link);
+    if let (false, Ok(link)) = (
+        headers.contains_key(header::LINK),
+        HeaderValue::from_str(&link),
+    ) {
+        headers.insert(header::LINK, link);
     }
     let origin = request.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     if let Some(origin) = origin.filter(|o| app.allows_origin(Some(o))) {
@@ -156,7 +172,11 @@ fn grants(
     query_authorization: Option<&str>,
     draft: Draft,
 ) -> Result<Option<Grants>, Response> {
-    let header_value = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let header_value = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     let Some((_, token)) = find_token(
         header_value(header::AUTHORIZATION),
         header_value(header::COOKIE),
@@ -246,7 +266,10 @@ fn preflight(node: &SharedNode, app_id: &str, headers: &HeaderMap) -> Response {
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("Authorization, Content-Type, Last-Event-ID, Cache-Control"),
     );
-    out.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    out.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
     response
 }
 
@@ -301,7 +324,10 @@ async fn publish_inner(
         Err(_) => {
             return text(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the publish body is larger than {} bytes", form::MAX_FORM_BYTES),
+                format!(
+                    "the publish body is larger than {} bytes",
+                    form::MAX_FORM_BYTES
+                ),
             )
         }
     };
@@ -328,7 +354,11 @@ async fn publish_inner(
     if !allowed {
         return unauthorized(
             StatusCode::FORBIDDEN,
-            www_authenticate(draft, None).replacen("Bearer", "Bearer error=\"insufficient_scope\"", 1),
+            www_authenticate(draft, None).replacen(
+                "Bearer",
+                "Bearer error=\"insufficient_scope\"",
+                1,
+            ),
             "the token may not publish to every topic of this update",
         );
     }
@@ -376,9 +406,13 @@ async fn publish_inner(
         }
     }
     usage.count(delivered as u64);
-    node.taps.emit(&app.id, "publish", form.topics.first().map(String::as_str), None, || {
-        format!("Mercure update {id} (to {delivered})")
-    });
+    node.taps.emit(
+        &app.id,
+        "publish",
+        form.topics.first().map(String::as_str),
+        None,
+        || format!("Mercure update {id} (to {delivered})"),
+    );
     // The answer is the id alone.
     (
         StatusCode::OK,
@@ -417,14 +451,23 @@ async fn subscribe_inner(
 ) -> Response {
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     if origin.is_some() && !app.allows_origin(origin) {
-        return text(StatusCode::FORBIDDEN, "this origin is not allowed for the app");
+        return text(
+            StatusCode::FORBIDDEN,
+            "this origin is not allowed for the app",
+        );
     }
     let parsed = match parse_subscribe_query(&query) {
         Ok(parsed) => parsed,
         Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()),
     };
     let draft = parsed.draft();
-    let grants = match grants(&node, &app, &headers, parsed.authorization.as_deref(), draft) {
+    let grants = match grants(
+        &node,
+        &app,
+        &headers,
+        parsed.authorization.as_deref(),
+        draft,
+    ) {
         Ok(grants) => grants,
         Err(response) => return response,
     };
@@ -455,31 +498,41 @@ async fn subscribe_inner(
     tokio::spawn(node.connections.track_future(async move {
         let node = task_node;
         let capacity = node.settings.outbox_capacity.max(MAX_REPLAY + 64);
-        let admitted = match stream::admit(&node, &app, origin_owned(&headers).as_deref(), capacity)
-            .await
-        {
-            Ok(admitted) => admitted,
-            Err(stream::Refusal::Quota) => {
-                let _ = answer.send(Err(text(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "the app's connection quota is reached",
-                )));
-                return;
-            }
-            Err(stream::Refusal::Node) => {
-                let _ = answer.send(Err(text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the node is full or stopping",
-                )));
-                return;
-            }
-        };
+        let admitted =
+            match stream::admit(&node, &app, origin_owned(&headers).as_deref(), capacity).await {
+                Ok(admitted) => admitted,
+                Err(stream::Refusal::Quota) => {
+                    let _ = answer.send(Err(text(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "the app's connection quota is reached",
+                    )));
+                    return;
+                }
+                Err(stream::Refusal::Node) => {
+                    let _ = answer.send(Err(text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the node is full or stopping",
+                    )));
+                    return;
+                }
+            };
         let app_hub = node.hub.app(&app.id);
         let mercure = hubs.app(&app.id, &app_hub);
         mercure.set_limits(history_limits(&app));
-        let selectors = parsed.selectors.into_iter().map(|(_, _, s)| s).collect();
-        let readable = grants.map(|g| g.subscribe).unwrap_or_default();
-        let subscribed = mercure.subscribe(&admitted.conn, selectors, readable, &resume);
+        let mut selectors = Vec::with_capacity(parsed.selectors.len());
+        let mut described = Vec::with_capacity(parsed.selectors.len());
+        for (kind, raw, selector) in parsed.selectors {
+            selectors.push(selector);
+            described.push(subscriptions::Described { kind, raw });
+        }
+        let (readable, payload) = grants.map(|g| (g.subscribe, g.payload)).unwrap_or_default();
+        let subscriber = subscriptions::Subscriber {
+            id: registry::new_id(),
+            payload,
+            selectors: described,
+        };
+        let subscribed =
+            mercure.subscribe(&admitted.conn, selectors, readable, subscriber, &resume);
         admitted.usage().count(subscribed.replayed as u64);
         if answer.send(Ok(subscribed.resume_point)).is_err() {
             if let Some(id) = subscribed.id {
@@ -527,4 +580,85 @@ fn origin_owned(headers: &HeaderMap) -> Option<String> {
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())
         .map(str::to_owned)
+}
+
+async fn app_api(
+    State(node): State<SharedNode>,
+    Extension(hubs): Extension<Hubs>,
+    Path(params): Path<Vec<(String, String)>>,
+    request: Request,
+) -> Response {
+    let app_id = params
+        .iter()
+        .find(|(name, _)| name == "app_id")
+        .map(|(_, value)| value.clone())
+        .unwrap_or_default();
+    let path = request.uri().path().to_owned();
+    subscriptions_api(node, hubs, app_id, path, request.headers()).await
+}
+
+async fn root_api(
+    State(node): State<SharedNode>,
+    Extension(hubs): Extension<Hubs>,
+    request: Request,
+) -> Response {
+    let app_id = match root_app(&node) {
+        Ok(app_id) => app_id,
+        Err(response) => return response,
+    };
+    // Documents name the app's own hub path.
+    let path = format!("/apps/{app_id}{}", request.uri().path());
+    subscriptions_api(node, hubs, app_id, path, request.headers()).await
+}
+
+/// `GET .../subscriptions[/...]`: the active subscriptions the token may see.
+async fn subscriptions_api(
+    node: SharedNode,
+    hubs: Hubs,
+    app_id: String,
+    path: String,
+    headers: &HeaderMap,
+) -> Response {
+    let app = match find_app(&node, &app_id) {
+        Ok(app) => app,
+        Err(response) => return response,
+    };
+    let mut response = match grants(&node, &app, headers, None, Draft::Draft07) {
+        Err(response) => response,
+        Ok(None) => unauthorized(
+            StatusCode::UNAUTHORIZED,
+            www_authenticate(Draft::Draft07, None),
+            "the subscriptions API needs a token",
+        ),
+        Ok(Some(grants)) if !grants.subscribe.iter().any(|s| s.matches(&path)) => unauthorized(
+            StatusCode::FORBIDDEN,
+            www_authenticate(grants.draft.unwrap_or(Draft::Draft07), None),
+            "the token may not read these subscriptions",
+        ),
+        Ok(Some(grants)) => {
+            let (docs, last) = match hubs.existing(&app.id) {
+                Some(mercure) => mercure.documents(),
+                None => (Vec::new(), "earliest".to_owned()),
+            };
+            let draft07 = grants.draft != Some(Draft::Draft08);
+            let body = subscriptions::answer(&path, docs, draft07, &last);
+            let content_type = if draft07 {
+                "application/ld+json"
+            } else {
+                "application/json"
+            };
+            let mut response =
+                ([(header::CONTENT_TYPE, content_type)], body.to_string()).into_response();
+            let link = format!(
+                "<{}>; rel=\"mercure\"; last-event-id=\"{last}\"; type=\"mercure\"; content-type=\"application/json\"",
+                hub_path(&app.id)
+            );
+            if let Ok(link) = HeaderValue::from_str(&link) {
+                response.headers_mut().insert(header::LINK, link);
+            }
+            response
+        }
+    };
+    decorate(&mut response, &app, headers);
+    response
 }

@@ -21,6 +21,7 @@ use crate::protocol::mercure::{any_matches, Selector};
 use crate::protocol::{ChannelKind, ChannelName};
 
 use super::form::is_forbidden_char;
+use super::subscriptions::{self, Subscriber};
 
 /// The most history updates one subscribe replays; past it the stream ends after them, and the
 /// client reconnects from the last one it got (no gap, and no unbounded replay).
@@ -130,6 +131,7 @@ impl Hubs {
         apps.entry(app_id.into())
             .or_insert_with(|| {
                 let app = Arc::new(AppMercure {
+                    hub_path: format!("/apps/{app_id}/.well-known/mercure"),
                     state: Mutex::default(),
                     app_hub: Arc::downgrade(app_hub),
                     history_bytes: self.history_bytes.clone(),
@@ -178,6 +180,10 @@ struct Subscription {
     selectors: Vec<Selector>,
     /// The topics its token lets it read privately.
     readable: Vec<Selector>,
+    /// Who it is, for the subscription documents.
+    subscriber: Subscriber,
+    /// Whether it selects the subscriptions namespace by name.
+    watches: bool,
 }
 
 impl Subscription {
@@ -228,7 +234,13 @@ impl History {
         true
     }
 
-    fn push(&mut self, update: Arc<Update>, limits: HistoryLimits, shared: &AtomicUsize, max: usize) {
+    fn push(
+        &mut self,
+        update: Arc<Update>,
+        limits: HistoryLimits,
+        shared: &AtomicUsize,
+        max: usize,
+    ) {
         let cost = update.cost();
         // The node-wide bound: this app's oldest go first; if others hold it all, not kept.
         while shared.load(Ordering::Relaxed) + cost > max {
@@ -250,7 +262,10 @@ impl History {
     fn since(&self, resume: &Resume) -> (Vec<Arc<Update>>, Option<String>) {
         match resume {
             Resume::Live => (Vec::new(), None),
-            Resume::Earliest => (self.updates.iter().cloned().collect(), Some("earliest".into())),
+            Resume::Earliest => (
+                self.updates.iter().cloned().collect(),
+                Some("earliest".into()),
+            ),
             Resume::After(id) => match self.updates.iter().position(|u| &u.id == id) {
                 Some(at) => (
                     self.updates.iter().skip(at + 1).cloned().collect(),
@@ -258,7 +273,10 @@ impl History {
                 ),
                 // Too old (or never seen): everything still here, announced as `earliest` so
                 // the subscriber can tell updates may be missing.
-                None => (self.updates.iter().cloned().collect(), Some("earliest".into())),
+                None => (
+                    self.updates.iter().cloned().collect(),
+                    Some("earliest".into()),
+                ),
             },
         }
     }
@@ -272,12 +290,17 @@ struct State {
     exact: HashMap<Box<str>, Vec<u64>>,
     /// Subscriptions with a selector that is not an exact topic.
     others: Vec<u64>,
+    /// Subscriptions that select the subscriptions namespace by name (subscription events are
+    /// made only while there are some).
+    watchers: usize,
     history: History,
 }
 
 /// One app's Mercure state.
 #[derive(Debug)]
 pub struct AppMercure {
+    /// The app's hub path (the subscriptions namespace is under it).
+    hub_path: String,
     state: Mutex<State>,
     app_hub: std::sync::Weak<AppHub>,
     history_bytes: Arc<AtomicUsize>,
@@ -287,14 +310,14 @@ pub struct AppMercure {
 
 /// What a subscribe got.
 #[derive(Debug)]
-pub struct Subscribed {
+pub(super) struct Subscribed {
     /// Its registration (`None`: the replay was cut at [`MAX_REPLAY`], the stream ends after
     /// it).
-    pub id: Option<u64>,
+    pub(super) id: Option<u64>,
     /// Updates replayed (queued before any live one).
-    pub replayed: usize,
+    pub(super) replayed: usize,
     /// The resume point to announce, when a `Last-Event-ID` was given.
-    pub resume_point: Option<String>,
+    pub(super) resume_point: Option<String>,
 }
 
 impl AppMercure {
@@ -318,11 +341,12 @@ impl AppMercure {
 
     /// Registers `conn` for `selectors` (reading private updates of `readable`) and queues in its
     /// outbox the history after `resume` it may see, all under the app's lock.
-    pub fn subscribe(
+    pub(super) fn subscribe(
         &self,
         conn: &Arc<Connection>,
         selectors: Vec<Selector>,
         readable: Vec<Selector>,
+        subscriber: Subscriber,
         resume: &Resume,
     ) -> Subscribed {
         let limits = self.limits();
@@ -331,10 +355,15 @@ impl AppMercure {
             .history
             .trim(limits, Instant::now(), &self.history_bytes);
         let (missed, resume_point) = state.history.since(resume);
+        let watches = selectors
+            .iter()
+            .any(|s| subscriptions::watches(&self.hub_path, s));
         let subscription = Subscription {
             conn: conn.clone(),
             selectors,
             readable,
+            subscriber,
+            watches,
         };
         let mut replayed = 0;
         let mut cut = false;
@@ -372,10 +401,15 @@ impl AppMercure {
         if !exact_only {
             state.others.push(id);
         }
+        state.watchers += usize::from(watches);
+        let events = (state.watchers > 0).then(|| self.events(&subscription.subscriber, true));
         state.subscriptions.insert(id, subscription);
         drop(state);
         if let Some(app_hub) = self.app_hub.upgrade() {
             app_hub.set_bridge_active(true);
+        }
+        for event in events.into_iter().flatten() {
+            self.publish(event);
         }
         Subscribed {
             id: Some(id),
@@ -401,6 +435,8 @@ impl AppMercure {
             }
         }
         state.others.retain(|other| *other != id);
+        state.watchers -= usize::from(subscription.watches);
+        let events = (state.watchers > 0).then(|| self.events(&subscription.subscriber, false));
         let empty = state.subscriptions.is_empty();
         drop(state);
         if empty {
@@ -408,6 +444,55 @@ impl AppMercure {
                 app_hub.set_bridge_active(false);
             }
         }
+        for event in events.into_iter().flatten() {
+            self.publish(event);
+        }
+    }
+
+    /// The subscription events of `subscriber` (one per selector): private, type `mercure`.
+    fn events(&self, subscriber: &Subscriber, active: bool) -> Vec<Update> {
+        subscriber
+            .selectors
+            .iter()
+            .map(|selector| {
+                let doc = subscriptions::document(&self.hub_path, subscriber, selector, active);
+                let event_type = (selector.kind != crate::protocol::mercure::SelectorKind::Draft07)
+                    .then_some("mercure");
+                Update::new(
+                    new_id(),
+                    vec![subscriptions::topic(
+                        &self.hub_path,
+                        &subscriber.id,
+                        selector,
+                    )],
+                    true,
+                    event_type,
+                    None,
+                    &doc.to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Every active subscription's documents, and the id of the last update in history
+    /// (`earliest` when none).
+    pub(super) fn documents(&self) -> (Vec<serde_json::Value>, String) {
+        let state = self.lock();
+        let docs = state
+            .subscriptions
+            .values()
+            .flat_map(|s| {
+                s.subscriber.selectors.iter().map(|selector| {
+                    subscriptions::document(&self.hub_path, &s.subscriber, selector, true)
+                })
+            })
+            .collect();
+        let last = state
+            .history
+            .updates
+            .back()
+            .map_or_else(|| "earliest".to_owned(), |u| u.id.clone());
+        (docs, last)
     }
 
     /// Keeps `update` in the history and queues it for every subscription it matches; returns
@@ -502,6 +587,14 @@ mod tests {
         Selector::Exact(topic.into())
     }
 
+    fn nobody() -> Subscriber {
+        Subscriber {
+            id: "urn:uuid:0".into(),
+            payload: None,
+            selectors: Vec::new(),
+        }
+    }
+
     fn update(id: &str, topic: &str, private: bool) -> Update {
         Update::new(id.into(), vec![topic.into()], private, None, None, id)
     }
@@ -522,8 +615,14 @@ mod tests {
         let app = hubs.app("1", &app_hub);
         let (public, mut public_rx) = Connection::new(SocketId::new(1, 1), 64);
         let (reader, mut reader_rx) = Connection::new(SocketId::new(2, 1), 64);
-        app.subscribe(&public, vec![exact("a")], vec![], &Resume::Live);
-        app.subscribe(&reader, vec![Selector::Any], vec![exact("a")], &Resume::Live);
+        app.subscribe(&public, vec![exact("a")], vec![], nobody(), &Resume::Live);
+        app.subscribe(
+            &reader,
+            vec![Selector::Any],
+            vec![exact("a")],
+            nobody(),
+            &Resume::Live,
+        );
         assert_eq!(app.publish(update("1", "a", false)), 2);
         assert_eq!(app.publish(update("2", "a", true)), 1);
         assert_eq!(app.publish(update("3", "b", true)), 0);
@@ -531,20 +630,33 @@ mod tests {
         assert!(public_rx.try_recv().unwrap().starts_with(b"id: 1\n"));
         assert!(public_rx.try_recv().is_none());
         for id in ["1", "2", "4"] {
-            assert!(reader_rx.try_recv().unwrap().starts_with(format!("id: {id}\n").as_bytes()));
+            assert!(reader_rx
+                .try_recv()
+                .unwrap()
+                .starts_with(format!("id: {id}\n").as_bytes()));
         }
         let (late, mut late_rx) = Connection::new(SocketId::new(3, 1), 64);
         let subscribed = app.subscribe(
             &late,
             vec![Selector::Any],
             vec![],
+            nobody(),
             &Resume::After("1".into()),
         );
-        assert_eq!(subscribed.replayed, 1, "private 2 and 3 skipped, 4 replayed");
+        assert_eq!(
+            subscribed.replayed, 1,
+            "private 2 and 3 skipped, 4 replayed"
+        );
         assert_eq!(subscribed.resume_point.as_deref(), Some("1"));
         assert!(late_rx.try_recv().unwrap().starts_with(b"id: 4\n"));
         let (gone, _rx) = Connection::new(SocketId::new(4, 1), 64);
-        let too_old = app.subscribe(&gone, vec![Selector::Any], vec![], &Resume::After("x".into()));
+        let too_old = app.subscribe(
+            &gone,
+            vec![Selector::Any],
+            vec![],
+            nobody(),
+            &Resume::After("x".into()),
+        );
         assert_eq!(too_old.resume_point.as_deref(), Some("earliest"));
         assert_eq!(too_old.replayed, 2);
     }
@@ -564,7 +676,14 @@ mod tests {
         assert_eq!(app.lock().history.updates.len(), 3);
         let big = "x".repeat(900);
         for i in 0..10 {
-            app.publish(Update::new(i.to_string(), vec!["a".into()], false, None, None, &big));
+            app.publish(Update::new(
+                i.to_string(),
+                vec!["a".into()],
+                false,
+                None,
+                None,
+                &big,
+            ));
         }
         assert!(hubs.history_bytes() <= 2_000, "{}", hubs.history_bytes());
         assert_eq!(hubs.history_bytes(), app.lock().history.bytes);
@@ -579,7 +698,8 @@ mod tests {
             app.publish(update(&i.to_string(), "a", false));
         }
         let (conn, _rx) = Connection::new(SocketId::new(1, 1), MAX_REPLAY + 64);
-        let subscribed = app.subscribe(&conn, vec![exact("a")], vec![], &Resume::Earliest);
+        let subscribed =
+            app.subscribe(&conn, vec![exact("a")], vec![], nobody(), &Resume::Earliest);
         assert_eq!(subscribed.replayed, MAX_REPLAY);
         assert!(subscribed.id.is_none());
         assert_eq!(app.subscribers(), 0);

@@ -81,8 +81,7 @@ pub(super) async fn admit(
     origin: Option<&str>,
     capacity: usize,
 ) -> Result<Admitted, Refusal> {
-    if node.shutdown.is_cancelled() || !node.hub.reserve_connection(node.settings.max_connections)
-    {
+    if node.shutdown.is_cancelled() || !node.hub.reserve_connection(node.settings.max_connections) {
         return Err(Refusal::Node);
     }
     let app_hub = node.hub.app(&app.id);
@@ -112,11 +111,16 @@ pub(super) async fn admit(
     let usage = node.usage.app(&app.id);
     usage.connected();
     let socket_id = conn.socket_id().to_string();
-    node.taps
-        .emit(&app.id, "connection", None, Some(&socket_id), || match origin {
+    node.taps.emit(
+        &app.id,
+        "connection",
+        None,
+        Some(&socket_id),
+        || match origin {
             Some(origin) => format!("Mercure subscriber connected from origin {origin}"),
             None => "Mercure subscriber connected (no Origin header)".to_owned(),
-        });
+        },
+    );
     let admitted = Admitted {
         conn,
         app_hub,
