@@ -244,7 +244,8 @@ async fn heartbeats_keep_an_idle_stream_alive_and_the_stream_ends_when_the_token
 
 #[tokio::test]
 async fn subscription_events_and_the_subscriptions_api_follow_subscribers_within_the_token_s_rights() {
-    let app = spawn_app().await;
+    // Short heartbeats: a write is how a server learns a dropped stream's client is gone.
+    let app = spawn_app_with(|s| s.mercure.heartbeat = Duration::from_millis(50)).await;
     let namespace = format!("/apps/{APP_ID}/.well-known/mercure/subscriptions");
     let watch = format!("topic={namespace}/{{topic}}/{{subscriber}}");
     let watch = watch.replace('{', "%7B").replace('}', "%7D");

@@ -117,7 +117,7 @@ async fn the_daily_quota_gates_mercure_publishes_with_429() {
 
 #[tokio::test]
 async fn subscribers_count_in_the_connection_quota_and_give_it_back() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.mercure.heartbeat = Duration::from_millis(50)).await;
     app.update_app(AppPatch {
         limits: LimitsPatch {
             max_connections: Some(2),
