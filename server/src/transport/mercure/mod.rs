@@ -403,6 +403,11 @@ async fn publish_inner(
             }
             let frame = crate::protocol::server::channel_event(event, topic, data);
             delivered += app_hub.publish_unbridged(&channel, &frame, data);
+            // Other nodes deliver it as a Pusher event: to their pusher-js subscribers and,
+            // through their bridge, to their Mercure subscribers of the topic.
+            if let Some(cluster) = &node.cluster {
+                cluster.forward(&app.id, topic, &frame, None, false);
+            }
         }
     }
     usage.count(delivered as u64);
