@@ -76,6 +76,9 @@ fn hub_url(headers: &HeaderMap, app_id: &str) -> String {
     format!("http://{host}{}", hub_path(app_id))
 }
 
+/// A refusal, boxed (a `Response` is large).
+type Refused = Box<Response>;
+
 fn text(status: StatusCode, message: impl Into<String>) -> Response {
     let mut message = message.into();
     message.push('\n');
@@ -127,24 +130,24 @@ fn decorate(response: &mut Response, app: &AppRef, request: &HeaderMap) {
     }
 }
 
-fn find_app(node: &SharedNode, app_id: &str) -> Result<AppRef, Response> {
+fn find_app(node: &SharedNode, app_id: &str) -> Result<AppRef, Refused> {
     match node.apps.by_id(app_id) {
         Some(app) if app.enabled => Ok(app),
-        Some(_) => Err(text(StatusCode::FORBIDDEN, "the app is disabled")),
-        None => Err(text(StatusCode::NOT_FOUND, "no such app")),
+        Some(_) => Err(Box::new(text(StatusCode::FORBIDDEN, "the app is disabled"))),
+        None => Err(Box::new(text(StatusCode::NOT_FOUND, "no such app"))),
     }
 }
 
-fn root_app(node: &SharedNode) -> Result<String, Response> {
+fn root_app(node: &SharedNode) -> Result<String, Refused> {
     node.settings
         .mercure
         .root_app
         .clone()
-        .ok_or_else(|| text(StatusCode::NOT_FOUND, "no Mercure hub at this path"))
+        .ok_or_else(|| Box::new(text(StatusCode::NOT_FOUND, "no Mercure hub at this path")))
 }
 
 /// The verifier of `app`'s tokens.
-fn verifier(app: &AppRef, headers: &HeaderMap) -> Result<Verifier, Response> {
+fn verifier(app: &AppRef, headers: &HeaderMap) -> Result<Verifier, Refused> {
     let key = match &app.mercure.jwt_key {
         MercureKey::AppSecret => KeyMaterial::Hmac(app.secret.expose().as_bytes()),
         MercureKey::Hmac(secret) => KeyMaterial::Hmac(secret.expose().as_bytes()),
@@ -157,10 +160,10 @@ fn verifier(app: &AppRef, headers: &HeaderMap) -> Result<Verifier, Response> {
         .unwrap_or_else(|| hub_url(headers, &app.id));
     Verifier::new(key, &audience, app.mercure.issuer.as_deref()).map_err(|error| {
         tracing::warn!(app = %app.id, %error, "the app's Mercure key is unusable");
-        text(
+        Box::new(text(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the app's Mercure key is unusable",
-        )
+        ))
     })
 }
 
@@ -171,7 +174,7 @@ fn grants(
     headers: &HeaderMap,
     query_authorization: Option<&str>,
     draft: Draft,
-) -> Result<Option<Grants>, Response> {
+) -> Result<Option<Grants>, Refused> {
     let header_value = |name| {
         headers
             .get(name)
@@ -187,11 +190,11 @@ fn grants(
     let verifier = verifier(app, headers)?;
     match verifier.verify(token, node.settings.clock.now_seconds()) {
         Ok(grants) => Ok(Some(grants)),
-        Err(error) => Err(unauthorized(
+        Err(error) => Err(Box::new(unauthorized(
             StatusCode::UNAUTHORIZED,
             www_authenticate(draft, Some(&error)),
             &format!("{error}"),
-        )),
+        ))),
     }
 }
 
@@ -211,7 +214,7 @@ async fn root_publish(
 ) -> Response {
     match root_app(&node) {
         Ok(app_id) => publish(node, hubs, app_id, request).await,
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 
@@ -231,7 +234,7 @@ async fn root_subscribe(
 ) -> Response {
     match root_app(&node) {
         Ok(app_id) => subscribe(node, hubs, app_id, request).await,
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 
@@ -246,14 +249,14 @@ async fn app_preflight(
 async fn root_preflight(State(node): State<SharedNode>, headers: HeaderMap) -> Response {
     match root_app(&node) {
         Ok(app_id) => preflight(&node, &app_id, &headers),
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 
 fn preflight(node: &SharedNode, app_id: &str, headers: &HeaderMap) -> Response {
     let app = match find_app(node, app_id) {
         Ok(app) => app,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut response = StatusCode::NO_CONTENT.into_response();
     decorate(&mut response, &app, headers);
@@ -277,7 +280,7 @@ fn preflight(node: &SharedNode, app_id: &str, headers: &HeaderMap) -> Response {
 async fn publish(node: SharedNode, hubs: Hubs, app_id: String, request: Request) -> Response {
     let app = match find_app(&node, &app_id) {
         Ok(app) => app,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let headers = request.headers().clone();
     let mut response = publish_inner(&node, &hubs, &app, &headers, request).await;
@@ -316,7 +319,7 @@ async fn publish_inner(
                 "publishing needs a token",
             )
         }
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let draft = grants.draft.unwrap_or(draft);
     let body = match axum::body::to_bytes(request.into_body(), form::MAX_FORM_BYTES).await {
@@ -438,7 +441,7 @@ fn history_limits(app: &AppRef) -> HistoryLimits {
 async fn subscribe(node: SharedNode, hubs: Hubs, app_id: String, request: Request) -> Response {
     let app = match find_app(&node, &app_id) {
         Ok(app) => app,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let headers = request.headers().clone();
     let query = request.uri().query().unwrap_or("").to_owned();
@@ -474,7 +477,7 @@ async fn subscribe_inner(
         draft,
     ) {
         Ok(grants) => grants,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if grants.is_none() && !app.mercure.anonymous {
         return unauthorized(
@@ -609,7 +612,7 @@ async fn root_api(
 ) -> Response {
     let app_id = match root_app(&node) {
         Ok(app_id) => app_id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     // Documents name the app's own hub path.
     let path = format!("/apps/{app_id}{}", request.uri().path());
@@ -626,10 +629,10 @@ async fn subscriptions_api(
 ) -> Response {
     let app = match find_app(&node, &app_id) {
         Ok(app) => app,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut response = match grants(&node, &app, headers, None, Draft::Draft07) {
-        Err(response) => response,
+        Err(response) => *response,
         Ok(None) => unauthorized(
             StatusCode::UNAUTHORIZED,
             www_authenticate(Draft::Draft07, None),
