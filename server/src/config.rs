@@ -128,6 +128,9 @@ pub struct Settings {
     pub bind: String,
     /// Serve the dashboard on this address instead of `bind` (`HERALD_ADMIN_BIND`).
     pub admin_bind: Option<String>,
+    /// The URL users reach the server at (`HERALD_PUBLIC_URL`, an absolute `http(s)` URL without
+    /// a trailing `/`); `None`: `http://` and the bound address ([`Settings::public_url_or`]).
+    pub public_url: Option<String>,
     /// Where the SQLite file and the first-run file live (`HERALD_DATA_DIR`).
     pub data_dir: PathBuf,
     /// The store (`HERALD_DATABASE_URL`, default SQLite in the data dir).
@@ -250,6 +253,23 @@ fn number<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, ConfigE
 /// Environment variable `name` as a list of CIDR blocks (see [`parse_named_cidr_list`]).
 fn cidr_list(name: &'static str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     var(name).map_or(Ok(Vec::new()), |list| parse_named_cidr_list(name, &list))
+}
+
+/// `HERALD_PUBLIC_URL`: an absolute `http://` or `https://` URL with a host and no query or
+/// fragment; answered without a trailing `/`.
+fn parse_public_url(raw: &str) -> Result<String, ConfigError> {
+    let problem = |problem: &str| ConfigError {
+        name: "HERALD_PUBLIC_URL",
+        problem: format!("{problem}, got {raw:?}"),
+    };
+    let url = url::Url::parse(raw.trim()).map_err(|_| problem("expected an absolute URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(problem("expected an http:// or https:// URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(problem("expected a URL without query or fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// A list of CIDR blocks separated by commas or spaces (a bare address is its /32 or /128,
@@ -385,7 +405,11 @@ impl Settings {
             }
         };
         let cluster = cluster_settings()?;
+        let public_url = var("HERALD_PUBLIC_URL")
+            .map(|url| parse_public_url(&url))
+            .transpose()?;
         let settings = Settings {
+            public_url,
             cluster,
             max_app_share,
             bind: var("HERALD_BIND").unwrap_or_else(|| "127.0.0.1:6001".into()),
@@ -445,6 +469,7 @@ impl Settings {
         Settings {
             bind: "127.0.0.1:6001".into(),
             admin_bind: None,
+            public_url: None,
             data_dir: PathBuf::from("./herald-data"),
             database_url: sqlite_url(std::path::Path::new("./herald-data")),
             default_app: DefaultApp::default(),
@@ -475,6 +500,14 @@ impl Settings {
     pub fn app_share_of_node(&self) -> Option<usize> {
         self.max_connections
             .map(|max| (max.saturating_mul(usize::from(self.max_app_share)) / 100).max(1))
+    }
+
+    /// The URL users reach the server at: `HERALD_PUBLIC_URL`, else `http://` and `bound`, the
+    /// address the listener got (`HERALD_BIND`'s, with the real port when it asked for 0).
+    pub fn public_url_or(&self, bound: std::net::SocketAddr) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
     }
 
     /// Settings for a node on `127.0.0.1:0` with its store in `data_dir`.
@@ -514,6 +547,33 @@ mod tests {
             .unwrap();
         assert_eq!(id.len(), 12);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    }
+
+    #[test]
+    fn the_public_url_is_checked_and_defaults_to_the_bound_address() {
+        assert_eq!(
+            parse_public_url("https://push.example.com/").unwrap(),
+            "https://push.example.com"
+        );
+        assert_eq!(
+            parse_public_url("http://10.0.0.1:8080/herald").unwrap(),
+            "http://10.0.0.1:8080/herald"
+        );
+        for bad in [
+            "push.example.com",
+            "ftp://x",
+            "https://x/?a=1",
+            "https://x/#f",
+            "/path",
+        ] {
+            let error = parse_public_url(bad).unwrap_err().to_string();
+            assert!(error.starts_with("HERALD_PUBLIC_URL"), "{error}");
+        }
+        let mut settings = Settings::for_tests(PathBuf::from("/tmp/unused"));
+        let bound: std::net::SocketAddr = "127.0.0.1:4321".parse().unwrap();
+        assert_eq!(settings.public_url_or(bound), "http://127.0.0.1:4321");
+        settings.public_url = Some("https://push.example.com".into());
+        assert_eq!(settings.public_url_or(bound), "https://push.example.com");
     }
 
     #[test]

@@ -1,0 +1,332 @@
+use std::time::Duration;
+
+use super::*;
+
+fn d07(raw: &str) -> Selector {
+    Selector::parse(SelectorKind::Draft07, raw).expect(raw)
+}
+
+fn pattern(raw: &str) -> Selector {
+    Selector::parse_in(
+        SelectorKind::MatchUrlPattern,
+        raw,
+        "https://hub.example.com/.well-known/mercure",
+    )
+    .expect(raw)
+}
+
+#[test]
+fn the_wildcard_matches_everything_whatever_the_kind() {
+    for kind in [
+        SelectorKind::Draft07,
+        SelectorKind::Match,
+        SelectorKind::MatchExact,
+        SelectorKind::MatchUrlPattern,
+    ] {
+        let any = Selector::parse(kind, "*").unwrap();
+        assert_eq!(any, Selector::Any, "{kind:?}");
+        assert!(any.matches("https://example.com/anything"));
+        assert!(any.matches("not a url"));
+    }
+}
+
+#[test]
+fn draft07_spec_examples() {
+    // The draft's book example and its alternate-topic authorization example.
+    let books = d07("https://example.com/books/{id}");
+    assert!(matches!(books, Selector::Template(_)));
+    assert!(books.matches("https://example.com/books/1"));
+    assert!(books.matches("https://example.com/books/foo-bar"));
+    assert!(!books.matches("https://example.com/authors/1"));
+    assert!(!books.matches("https://example.com/books/1/chapters/2"));
+    // A selector matches its own text (comparing a template with another one).
+    assert!(books.matches("https://example.com/books/{id}"));
+
+    let user = d07("https://example.com/users/foo/{?topic}");
+    assert!(
+        user.matches("https://example.com/users/foo/?topic=https%3A%2F%2Fexample.com%2Fbooks%2F1")
+    );
+    assert!(user.matches("https://example.com/users/foo/"));
+    assert!(!user.matches("https://example.com/users/bar/?topic=x"));
+    assert!(!user.matches("https://example.com/users/foo/?topic=https://example.com/books/1"));
+
+    let exact = d07("https://example.com/books/1");
+    assert_eq!(exact, Selector::Exact("https://example.com/books/1".into()));
+    assert!(exact.matches("https://example.com/books/1"));
+    assert!(!exact.matches("https://example.com/books/10"));
+}
+
+#[test]
+fn draft07_templates_up_to_level_four() {
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        (
+            "/a/{x}",
+            &["/a/", "/a/b", "/a/b,c", "/a/%20"],
+            &["/a/b/c", "/a/b?c"],
+        ),
+        (
+            "{+path}/here",
+            &["/foo/bar/here", "/here", "/a?b#c/here"],
+            &["/foo/bar", "here"],
+        ),
+        ("/x{#frag}", &["/x", "/x#a/b,c"], &["/x#a b"]),
+        ("/file{.ext}", &["/file", "/file.json"], &["/file/json"]),
+        (
+            "/list{/segments*}",
+            &["/list", "/list/a", "/list/a/b/c"],
+            &["/list?x"],
+        ),
+        (
+            "/m{;x,y}",
+            &["/m;x=1;y=2", "/m;x=1", "/m"],
+            &["/m;x=1;y=2;z=3"],
+        ),
+        (
+            "/q{?x,y}",
+            &["/q?x=1&y=2", "/q?x=1", "/q"],
+            &["/q?x=1&y=2&z=3", "/q&x=1"],
+        ),
+        ("/q{?list*}", &["/q?a=1&b=2&c=3"], &["/q?a=1#f"]),
+        (
+            "/q?fixed=1{&x}",
+            &["/q?fixed=1&x=2", "/q?fixed=1"],
+            &["/q?fixed=1?x=2"],
+        ),
+        ("/p/{var:3}", &["/p/abc", "/p/abcdef"], &["/p/a/b"]),
+        ("/u/{x,y}", &["/u/1,2", "/u/1", "/u/1,2,3"], &["/u/1/2"]),
+    ];
+    for (template, yes, no) in cases {
+        let selector = d07(template);
+        assert!(matches!(selector, Selector::Template(_)), "{template}");
+        for topic in *yes {
+            assert!(selector.matches(topic), "{template} should match {topic}");
+        }
+        for topic in *no {
+            assert!(
+                !selector.matches(topic),
+                "{template} should not match {topic}"
+            );
+        }
+    }
+}
+
+#[test]
+fn draft07_strings_that_are_not_templates_match_by_equality() {
+    for raw in [
+        "https://example.com/{unclosed",
+        "https://example.com/{bad name}",
+        "https://example.com/{=reserved}",
+        "with space {x}",
+        "bad%zz{x}",
+        "{x:0}",
+        "{x:12345}",
+        "{}",
+        "}{",
+    ] {
+        let selector = d07(raw);
+        assert_eq!(selector, Selector::Exact(raw.into()), "{raw}");
+        assert!(selector.matches(raw));
+    }
+}
+
+#[test]
+fn selectors_are_bounded() {
+    let long = "a".repeat(MAX_SELECTOR_BYTES + 1);
+    for kind in [
+        SelectorKind::Draft07,
+        SelectorKind::Match,
+        SelectorKind::MatchExact,
+        SelectorKind::MatchUrlPattern,
+    ] {
+        assert_eq!(Selector::parse(kind, &long), Err(SelectorError::TooLong));
+    }
+    let many = "{a}".repeat(MAX_TEMPLATE_EXPRESSIONS + 1);
+    assert!(matches!(
+        Selector::parse(SelectorKind::Draft07, &many),
+        Err(SelectorError::TooComplex(_))
+    ));
+    let vars = format!("{{{}}}", vec!["v"; MAX_TEMPLATE_VARIABLES + 1].join(","));
+    assert!(matches!(
+        Selector::parse(SelectorKind::Draft07, &vars),
+        Err(SelectorError::TooComplex(_))
+    ));
+    // At the bounds it compiles.
+    d07(&"{a}".repeat(MAX_TEMPLATE_EXPRESSIONS));
+    d07(&"/{+a*}{?b*}{#c*}".repeat(MAX_TEMPLATE_EXPRESSIONS / 3));
+
+    let groups = |n: usize| {
+        let path: String = (0..n).map(|i| format!("/:p{i}")).collect();
+        format!("https://example.com{path}")
+    };
+    assert!(matches!(
+        Selector::parse(
+            SelectorKind::MatchUrlPattern,
+            &groups(MAX_PATTERN_GROUPS + 1)
+        ),
+        Err(SelectorError::TooComplex(_))
+    ));
+    assert!(pattern(&groups(MAX_PATTERN_GROUPS)).matches(&format!(
+        "https://example.com{}",
+        "/x".repeat(MAX_PATTERN_GROUPS)
+    )));
+    // The cheap bound before compiling: many group markers of any kind.
+    let markers = format!("https://example.com/{}", "*".repeat(100));
+    assert!(matches!(
+        Selector::parse(SelectorKind::MatchUrlPattern, &markers),
+        Err(SelectorError::TooComplex(_))
+    ));
+
+    let list: Vec<String> = (0..=MAX_SELECTORS).map(|i| format!("t{i}")).collect();
+    let refused = parse_list(
+        SelectorKind::Match,
+        list.iter().map(String::as_str),
+        DEFAULT_HUB_URL,
+    );
+    assert!(matches!(refused, Err(SelectorError::TooComplex(_))));
+    let accepted = parse_list(
+        SelectorKind::Match,
+        list[..MAX_SELECTORS].iter().map(String::as_str),
+        DEFAULT_HUB_URL,
+    )
+    .unwrap();
+    assert_eq!(accepted.len(), MAX_SELECTORS);
+}
+
+#[test]
+fn adversarial_inputs_compile_and_match_in_bounded_time() {
+    let started = tokio::time::Instant::now();
+    // The largest template allowed, every expression exploded, against a long topic that almost
+    // matches: the regex crate is linear, a backtracking engine would not finish.
+    let template = d07(&"{/a*}".repeat(MAX_TEMPLATE_EXPRESSIONS));
+    let topic = format!("{}!", "/aaaaaaaa".repeat(8_000));
+    assert!(!template.matches(&topic));
+    // A classic catastrophic pattern inside a URL pattern's regexp group.
+    let evil = pattern("https://example.com/:x((?:a+)+b)");
+    assert!(!evil.matches(&format!("https://example.com/{}", "a".repeat(50_000))));
+    assert!(evil.matches("https://example.com/aaab"));
+    // A pattern whose program would be huge is refused instead of compiled.
+    let huge = Selector::parse(
+        SelectorKind::MatchUrlPattern,
+        "https://example.com/:x((?:(?:a{100}){100}){100})",
+    );
+    assert!(huge.is_err(), "{huge:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn draft08_exact_matchers_compare_bytes() {
+    for kind in [SelectorKind::Match, SelectorKind::MatchExact] {
+        let exact = Selector::parse(kind, "https://example.com/books/{id}").unwrap();
+        assert_eq!(
+            exact,
+            Selector::Exact("https://example.com/books/{id}".into())
+        );
+        assert!(!exact.matches("https://example.com/books/1"));
+        assert!(exact.matches("https://example.com/books/{id}"));
+        let case = Selector::parse(kind, "https://example.com/Foo").unwrap();
+        assert!(!case.matches("https://example.com/foo"));
+        assert!(!case.matches("https://EXAMPLE.com/Foo"));
+        assert!(Selector::parse(kind, "").unwrap().matches(""));
+    }
+}
+
+#[test]
+fn draft08_url_patterns_per_the_spec_examples() {
+    let books = pattern("https://example.com/books/:id");
+    assert!(books.matches("https://example.com/books/1"));
+    assert!(books.matches("https://example.com/books/abc"));
+    assert!(!books.matches("https://example.com/books/1/2"));
+    assert!(!books.matches("https://example.com/authors/1"));
+    assert!(!books.matches("http://example.com/books/1"));
+    // The host is case-insensitive (URL canonicalization), the path is not.
+    assert!(books.matches("https://EXAMPLE.com/books/1"));
+    assert!(!books.matches("https://example.com/Books/1"));
+
+    let namespace = pattern("https://example.com/users/42/*");
+    assert!(namespace.matches("https://example.com/users/42/books/1"));
+    assert!(!namespace.matches("https://example.com/users/43/books/1"));
+
+    // Relative patterns and topics resolve against the hub's URL.
+    let events = pattern("/.well-known/mercure/subscriptions/:topic/:subscriber");
+    assert!(events.matches("/.well-known/mercure/subscriptions/t/s"));
+    assert!(events.matches("https://hub.example.com/.well-known/mercure/subscriptions/t/s"));
+    assert!(!events.matches("https://other.example.com/.well-known/mercure/subscriptions/t/s"));
+    // A topic that is not a URL reference matches no pattern.
+    assert!(!pattern("https://example.com/*").matches("http://[::1"));
+    assert!(!books.matches("bar"));
+}
+
+#[test]
+fn draft08_values_are_refused_with_a_reason() {
+    for kind in [
+        SelectorKind::Match,
+        SelectorKind::MatchExact,
+        SelectorKind::MatchUrlPattern,
+    ] {
+        for bad in [
+            "https://example.com/\u{0}",
+            "a\nb",
+            "a\rb",
+            "del\u{7f}",
+            "c1\u{85}",
+            "zero\u{200b}width",
+            "bom\u{feff}",
+        ] {
+            assert!(
+                matches!(Selector::parse(kind, bad), Err(SelectorError::Invalid(_))),
+                "{kind:?} {bad:?}"
+            );
+        }
+    }
+    for bad in [
+        "https://example.com/:",
+        "https://example.com/(",
+        "https://example.com/:x((?=a))",
+    ] {
+        assert!(
+            matches!(
+                Selector::parse(SelectorKind::MatchUrlPattern, bad),
+                Err(SelectorError::Invalid(_)) | Err(SelectorError::TooComplex(_))
+            ),
+            "{bad}"
+        );
+    }
+    // draft-07 selectors are any string.
+    assert!(Selector::parse(SelectorKind::Draft07, "a\u{200b}b").is_ok());
+}
+
+#[test]
+fn draft08_parameter_names() {
+    assert_eq!(SelectorKind::from_param("match"), Some(SelectorKind::Match));
+    assert_eq!(
+        SelectorKind::from_param("match_exact"),
+        Some(SelectorKind::MatchExact)
+    );
+    assert_eq!(
+        SelectorKind::from_param("match_urlpattern"),
+        Some(SelectorKind::MatchUrlPattern)
+    );
+    assert_eq!(SelectorKind::from_param("match_regex"), None);
+    assert!(SelectorKind::is_reserved_param("match_regex"));
+    assert!(SelectorKind::is_reserved_param("MATCHES"));
+    assert!(!SelectorKind::is_reserved_param("topic"));
+    assert!(!SelectorKind::is_reserved_param("mat"));
+}
+
+#[test]
+fn an_update_matches_when_any_topic_is_selected_and_publishing_needs_every_topic() {
+    let selectors = vec![d07("https://example.com/users/foo/{?topic}")];
+    let topics = vec![
+        "https://example.com/books/1".to_owned(),
+        "https://example.com/users/foo/?topic=https%3A%2F%2Fexample.com%2Fbooks%2F1".to_owned(),
+    ];
+    assert!(any_matches(&selectors, &topics));
+    assert!(!all_covered(&selectors, &topics));
+    assert!(all_covered(&[Selector::Any], &topics));
+    assert!(!all_covered(&[Selector::Any], &[]));
+    assert!(!any_matches(&[], &topics));
+}
