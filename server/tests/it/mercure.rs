@@ -29,7 +29,10 @@ async fn a_draft07_subscriber_gets_an_update_with_its_fields_and_multi_line_data
     )
     .await;
     assert_eq!(status, 200);
-    assert!(headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     assert!(id.starts_with("urn:uuid:"), "{id}");
     let event = sse.next().await;
     assert_eq!(event.id, id);
@@ -59,10 +62,22 @@ async fn draft08_match_parameters_select_topics_and_alternate_topics_match() {
 async fn private_updates_reach_only_subscribers_whose_token_reads_a_topic() {
     let app = spawn_app().await;
     let mut reader = subscribe_with(&app, "topic=*", Some(&token07(&["secret"], &[])), &[]).await;
-    let mut outsider =
-        subscribe_with(&app, "topic=*", Some(&token07(&["other"], &[])), &[]).await;
-    publish(&app, &[("topic", "secret"), ("data", "p"), ("private", "on")]).await;
-    publish(&app, &[("topic", "x"), ("topic", "secret"), ("data", "alt"), ("private", "")]).await;
+    let mut outsider = subscribe_with(&app, "topic=*", Some(&token07(&["other"], &[])), &[]).await;
+    publish(
+        &app,
+        &[("topic", "secret"), ("data", "p"), ("private", "on")],
+    )
+    .await;
+    publish(
+        &app,
+        &[
+            ("topic", "x"),
+            ("topic", "secret"),
+            ("data", "alt"),
+            ("private", ""),
+        ],
+    )
+    .await;
     publish(&app, &[("topic", "open"), ("data", "public")]).await;
     assert_eq!(reader.data(3).await, ["p", "alt", "public"]);
     assert_eq!(outsider.data(1).await, ["public"]);
@@ -74,19 +89,39 @@ async fn refusals_carry_their_status_and_www_authenticate() {
     // Publishing: no token, a bad signature, an expired token, a topic not granted.
     let (status, headers, _) = publish_full(&app, &hub(), None, &[("topic", "a")]).await;
     assert_eq!(status, 401);
-    assert!(headers["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    assert!(headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
     let forged = token_with("not-the-secret", json!({"mercure": {"publish": ["*"]}}));
     let (status, headers, _) = publish_full(&app, &hub(), Some(&forged), &[("topic", "a")]).await;
     assert_eq!(status, 401);
-    assert!(headers["www-authenticate"].to_str().unwrap().contains("invalid_token"));
-    let expired = token_with(SECRET, json!({"mercure": {"publish": ["*"]}, "exp": now() - 120}));
-    assert_eq!(publish_as(&app, Some(&expired), &[("topic", "a")]).await.0, 401);
+    assert!(headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+    let expired = token_with(
+        SECRET,
+        json!({"mercure": {"publish": ["*"]}, "exp": now() - 120}),
+    );
+    assert_eq!(
+        publish_as(&app, Some(&expired), &[("topic", "a")]).await.0,
+        401
+    );
     let narrow = token07(&[], &["a"]);
-    let (status, headers, _) =
-        publish_full(&app, &hub(), Some(&narrow), &[("topic", "a"), ("topic", "b")]).await;
+    let (status, headers, _) = publish_full(
+        &app,
+        &hub(),
+        Some(&narrow),
+        &[("topic", "a"), ("topic", "b")],
+    )
+    .await;
     assert_eq!(status, 403);
     assert!(headers.contains_key("www-authenticate"));
-    assert_eq!(publish_as(&app, Some(&narrow), &[("topic", "a")]).await.0, 200);
+    assert_eq!(
+        publish_as(&app, Some(&narrow), &[("topic", "a")]).await.0,
+        200
+    );
     // Reserved topics, `*`, bad fields, sizes.
     for form in [
         vec![("topic", "*")],
@@ -97,11 +132,17 @@ async fn refusals_carry_their_status_and_www_authenticate() {
         vec![("topic", "a"), ("retry", "soon")],
         vec![("data", "no topic")],
     ] {
-        assert_eq!(publish_as(&app, Some(&publisher()), &form).await.0, 400, "{form:?}");
+        assert_eq!(
+            publish_as(&app, Some(&publisher()), &form).await.0,
+            400,
+            "{form:?}"
+        );
     }
     let big = "x".repeat(10 * 1024 + 1);
     assert_eq!(
-        publish_as(&app, Some(&publisher()), &[("topic", "a"), ("data", &big)]).await.0,
+        publish_as(&app, Some(&publisher()), &[("topic", "a"), ("data", &big)])
+            .await
+            .0,
         413
     );
     let topics: Vec<(&str, &str)> = (0..33).map(|_| ("topic", "a")).collect();
@@ -111,7 +152,10 @@ async fn refusals_carry_their_status_and_www_authenticate() {
     assert_eq!(response.status().as_u16(), 401);
     assert!(response.headers().contains_key("www-authenticate"));
     assert_eq!(
-        subscribe_raw(&app, "topic=a", Some(&forged), &[]).await.status().as_u16(),
+        subscribe_raw(&app, "topic=a", Some(&forged), &[])
+            .await
+            .status()
+            .as_u16(),
         401
     );
     let token = token07(&["*"], &[]);
@@ -151,8 +195,13 @@ async fn a_reconnecting_subscriber_gets_exactly_what_it_missed_in_every_form() {
     publish(&app, &[("topic", "a"), ("data", "5")]).await;
     assert_eq!(sse.data(1).await, ["5"]);
     // draft-07 query.
-    let mut sse = subscribe_with(&app, &format!("topic=a&lastEventID={}", ids[2]), Some(&token), &[])
-        .await;
+    let mut sse = subscribe_with(
+        &app,
+        &format!("topic=a&lastEventID={}", ids[2]),
+        Some(&token),
+        &[],
+    )
+    .await;
     assert_eq!(sse.data(2).await, ["4", "5"]);
     // draft-08 query, its own response header; the header wins over the query.
     let mut sse = subscribe_with(
@@ -162,16 +211,24 @@ async fn a_reconnecting_subscriber_gets_exactly_what_it_missed_in_every_form() {
         &[("last-event-id", &ids[2])],
     )
     .await;
-    assert_eq!(sse.headers["mercure-last-event-id"].to_str().unwrap(), ids[2]);
+    assert_eq!(
+        sse.headers["mercure-last-event-id"].to_str().unwrap(),
+        ids[2]
+    );
     assert_eq!(sse.data(2).await, ["4", "5"]);
     // earliest.
     let mut sse = subscribe_with(&app, "match=*&last_event_id=earliest", Some(&token), &[]).await;
-    assert_eq!(sse.headers["mercure-last-event-id"].to_str().unwrap(), "earliest");
+    assert_eq!(
+        sse.headers["mercure-last-event-id"].to_str().unwrap(),
+        "earliest"
+    );
     assert_eq!(sse.data(5).await, ["1", "2", "3", "4", "5"]);
     // An id no longer (or never) in history: everything kept, announced as `earliest`.
-    let mut sse =
-        subscribe_with(&app, "match=a", Some(&token), &[("last-event-id", "gone")]).await;
-    assert_eq!(sse.headers["mercure-last-event-id"].to_str().unwrap(), "earliest");
+    let mut sse = subscribe_with(&app, "match=a", Some(&token), &[("last-event-id", "gone")]).await;
+    assert_eq!(
+        sse.headers["mercure-last-event-id"].to_str().unwrap(),
+        "earliest"
+    );
     assert_eq!(sse.data(4).await, ["1", "3", "4", "5"]);
     // No id: live only.
     let mut sse = subscribe_with(&app, "topic=a", Some(&token), &[]).await;
@@ -182,15 +239,18 @@ async fn a_reconnecting_subscriber_gets_exactly_what_it_missed_in_every_form() {
 #[tokio::test]
 async fn the_replay_respects_private_updates_and_a_long_one_is_cut_then_resumed() {
     let app = spawn_app().await;
-    let first = publish(&app, &[("topic", "s"), ("data", "secret"), ("private", "on")]).await;
+    let first = publish(
+        &app,
+        &[("topic", "s"), ("data", "secret"), ("private", "on")],
+    )
+    .await;
     for i in 0..herald::transport::mercure::MAX_REPLAY + 10 {
         publish(&app, &[("topic", "a"), ("data", &i.to_string())]).await;
     }
     // A token that does not read `s` replays the public ones only: exactly MAX_REPLAY, then
     // the stream ends; resumed from the last id, it gets the rest, then live ones.
     let token = token07(&["a"], &[]);
-    let mut sse =
-        subscribe_with(&app, "topic=*", Some(&token), &[("last-event-id", &first)]).await;
+    let mut sse = subscribe_with(&app, "topic=*", Some(&token), &[("last-event-id", &first)]).await;
     let mut last = String::new();
     for i in 0..herald::transport::mercure::MAX_REPLAY {
         let event = sse.next().await;
@@ -199,7 +259,8 @@ async fn the_replay_respects_private_updates_and_a_long_one_is_cut_then_resumed(
     }
     sse.expect_end().await;
     let mut sse = subscribe_with(&app, "topic=*", Some(&token), &[("last-event-id", &last)]).await;
-    let rest: Vec<String> = (herald::transport::mercure::MAX_REPLAY..herald::transport::mercure::MAX_REPLAY + 10)
+    let rest: Vec<String> = (herald::transport::mercure::MAX_REPLAY
+        ..herald::transport::mercure::MAX_REPLAY + 10)
         .map(|i| i.to_string())
         .collect();
     assert_eq!(sse.data(10).await, rest);
@@ -217,8 +278,13 @@ async fn the_root_hub_serves_the_named_app_and_is_absent_otherwise() {
         .status();
     assert_eq!(status.as_u16(), 404);
     let app = spawn_app_with(|s| s.mercure.root_app = Some(APP_ID.into())).await;
-    let (status, _, id) =
-        publish_full(&app, "/.well-known/mercure", Some(&publisher()), &[("topic", "r")]).await;
+    let (status, _, id) = publish_full(
+        &app,
+        "/.well-known/mercure",
+        Some(&publisher()),
+        &[("topic", "r")],
+    )
+    .await;
     assert_eq!(status, 200);
     let token = token07(&["*"], &[]);
     let mut sse = subscribe_with(&app, "topic=r&lastEventID=earliest", Some(&token), &[]).await;
@@ -243,7 +309,8 @@ async fn heartbeats_keep_an_idle_stream_alive_and_the_stream_ends_when_the_token
 }
 
 #[tokio::test]
-async fn subscription_events_and_the_subscriptions_api_follow_subscribers_within_the_token_s_rights() {
+async fn subscription_events_and_the_subscriptions_api_follow_subscribers_within_the_token_s_rights(
+) {
     // Short heartbeats: a write is how a server learns a dropped stream's client is gone.
     let app = spawn_app_with(|s| s.mercure.heartbeat = Duration::from_millis(50)).await;
     let namespace = format!("/apps/{APP_ID}/.well-known/mercure/subscriptions");
@@ -262,7 +329,10 @@ async fn subscription_events_and_the_subscriptions_api_follow_subscribers_within
     assert_eq!(doc["active"], true);
     assert_eq!(doc["payload"], json!({"user": "u1"}));
     let id = doc["id"].as_str().unwrap().to_owned();
-    assert!(id.starts_with(&format!("{namespace}/books/urn%3Auuid%3A")), "{id}");
+    assert!(
+        id.starts_with(&format!("{namespace}/books/urn%3Auuid%3A")),
+        "{id}"
+    );
     // The API: the collection, one subscription, and the refusals.
     let get = |path: String, token: Option<String>| {
         let mut request = app.http.get(app.url(&path));
@@ -271,12 +341,21 @@ async fn subscription_events_and_the_subscriptions_api_follow_subscribers_within
         }
         request.send()
     };
-    let all = get(namespace.clone(), Some(token07(&["*"], &[]))).await.unwrap();
+    let all = get(namespace.clone(), Some(token07(&["*"], &[])))
+        .await
+        .unwrap();
     assert_eq!(all.status().as_u16(), 200);
-    assert!(all.headers()["link"].to_str().unwrap().contains("last-event-id="));
+    assert!(all.headers()["link"]
+        .to_str()
+        .unwrap()
+        .contains("last-event-id="));
     let all: serde_json::Value = all.json().await.unwrap();
     assert_eq!(all["type"], "Subscriptions");
-    assert!(all["subscriptions"].as_array().unwrap().iter().any(|d| d["id"] == id.as_str()));
+    assert!(all["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["id"] == id.as_str()));
     let one: serde_json::Value = get(id.clone(), Some(token07(&[&id], &[])))
         .await
         .unwrap()
@@ -284,9 +363,23 @@ async fn subscription_events_and_the_subscriptions_api_follow_subscribers_within
         .await
         .unwrap();
     assert_eq!(one["subscriber"], doc["subscriber"]);
-    assert_eq!(get(namespace.clone(), None).await.unwrap().status().as_u16(), 401);
+    assert_eq!(
+        get(namespace.clone(), None)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
     let narrow = token07(&["books"], &[]);
-    assert_eq!(get(namespace.clone(), Some(narrow)).await.unwrap().status().as_u16(), 403);
+    assert_eq!(
+        get(namespace.clone(), Some(narrow))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        403
+    );
     // Leaving: an inactive event.
     drop(sse);
     let event = watcher.next().await;

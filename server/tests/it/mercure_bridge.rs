@@ -57,15 +57,23 @@ async fn a_rest_trigger_reaches_mercure_subscribers_public_and_private_as_privat
     )
     .await;
     assert_eq!(anyone.data(1).await, ["last"], "no private event before it");
-    assert_eq!(reader.data(1).await, ["last"], "not the encrypted one either");
+    assert_eq!(
+        reader.data(1).await,
+        ["last"],
+        "not the encrypted one either"
+    );
 }
 
 #[tokio::test]
 async fn a_client_event_reaches_mercure_subscribers_as_a_private_update() {
     let app = spawn_app().await;
-    let mut reader =
-        subscribe_with(&app, "topic=private-chat", Some(&token07(&["private-chat"], &[])), &[])
-            .await;
+    let mut reader = subscribe_with(
+        &app,
+        "topic=private-chat",
+        Some(&token07(&["private-chat"], &[])),
+        &[],
+    )
+    .await;
     let mut sender = app.connect().await;
     sender.subscribe("private-chat").await;
     sender
@@ -83,7 +91,15 @@ async fn a_public_mercure_update_reaches_pusher_subscribers_and_a_private_one_ne
     pusher.subscribe("prices").await;
     let mut sse = subscribe(&app, "topic=prices").await;
     let before = messages_today(&app);
-    publish(&app, &[("topic", "prices"), ("data", "{\"eur\":1}"), ("type", "tick")]).await;
+    publish(
+        &app,
+        &[
+            ("topic", "prices"),
+            ("data", "{\"eur\":1}"),
+            ("type", "tick"),
+        ],
+    )
+    .await;
     let frame = pusher.expect_next("tick").await;
     assert_eq!(frame["channel"], "prices");
     assert_eq!(frame["data"], "{\"eur\":1}");
@@ -91,10 +107,17 @@ async fn a_public_mercure_update_reaches_pusher_subscribers_and_a_private_one_ne
     // One per topic, one per copy (the SSE subscriber and the pusher-js one), no echo.
     assert_eq!(messages_today(&app) - before, 3);
     sse.expect_silence(Duration::from_millis(100)).await;
-    publish(&app, &[("topic", "prices"), ("data", "hidden"), ("private", "on")]).await;
+    publish(
+        &app,
+        &[("topic", "prices"), ("data", "hidden"), ("private", "on")],
+    )
+    .await;
     publish(&app, &[("topic", "prices"), ("data", "plain")]).await;
     let frame = pusher.expect_next("message").await;
-    assert_eq!(frame["data"], "plain", "the private update never reached the channel");
+    assert_eq!(
+        frame["data"], "plain",
+        "the private update never reached the channel"
+    );
 }
 
 #[tokio::test]

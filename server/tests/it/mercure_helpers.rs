@@ -36,7 +36,11 @@ pub fn publisher() -> String {
 }
 
 /// Publishes `form` (already encoded pairs) with `token`; answers status and body.
-pub async fn publish_as(app: &TestApp, token: Option<&str>, form: &[(&str, &str)]) -> (u16, String) {
+pub async fn publish_as(
+    app: &TestApp,
+    token: Option<&str>,
+    form: &[(&str, &str)],
+) -> (u16, String) {
     let (status, _, body) = publish_full(app, &hub(), token, form).await;
     (status, body)
 }
@@ -147,13 +151,16 @@ impl Sse {
             .await
             .expect("a chunk in time")
             .ok()??;
-        self.buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        self.buffer
+            .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
         Some(())
     }
 
     /// The next event (comments skipped).
     pub async fn next(&mut self) -> Event {
-        self.try_next().await.expect("an event before the stream ends")
+        self.try_next()
+            .await
+            .expect("an event before the stream ends")
     }
 
     /// The next event, or `None` when the stream ends first.

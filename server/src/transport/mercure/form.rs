@@ -254,8 +254,8 @@ pub enum QueryError {
     Selector(#[from] SelectorError),
 }
 
-/// Parses a subscribe request's query string.
-pub fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, QueryError> {
+/// Parses a subscribe request's query string; relative URL patterns resolve against `hub_url`.
+pub fn parse_subscribe_query(query: &str, hub_url: &str) -> Result<SubscribeQuery, QueryError> {
     if query.len() > MAX_QUERY_BYTES {
         return Err(QueryError::TooLong);
     }
@@ -268,7 +268,7 @@ pub fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, QueryError> 
             "match" => Some(SelectorKind::Match),
             "match_exact" => Some(SelectorKind::MatchExact),
             "match_urlpattern" => Some(SelectorKind::MatchUrlPattern),
-            other if other.len() >= 5 && other[..5].eq_ignore_ascii_case("match") => {
+            other if SelectorKind::is_reserved_param(other) => {
                 return Err(QueryError::UnknownMatcher(other.to_owned()));
             }
             "last_event_id" => {
@@ -296,7 +296,7 @@ pub fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, QueryError> 
         if !clean(&value) {
             return Err(QueryError::BadCharacters);
         }
-        let selector = Selector::parse(kind, &value)?;
+        let selector = Selector::parse_in(kind, &value, hub_url)?;
         parsed.selectors.push((kind, value.into_owned(), selector));
     }
     if parsed.selectors.is_empty() {
@@ -388,36 +388,39 @@ mod tests {
         ));
     }
 
+    const HUB: &str = "https://hub.example/apps/1/.well-known/mercure";
+
     #[test]
     fn subscribe_queries_tell_the_drafts_apart() {
-        let q = parse_subscribe_query("topic=a&topic=*&lastEventID=x&authorization=t").unwrap();
+        let q =
+            parse_subscribe_query("topic=a&topic=*&lastEventID=x&authorization=t", HUB).unwrap();
         assert_eq!(q.draft(), Draft::Draft07);
         assert_eq!(q.selectors.len(), 2);
         assert_eq!(q.last_event_id.as_deref(), Some("x"));
         assert_eq!(q.authorization.as_deref(), Some("t"));
-        let q =
-            parse_subscribe_query("match=a&match_exact=b&last_event_id=y&lastEventID=z").unwrap();
+        let q = parse_subscribe_query("match=a&match_exact=b&last_event_id=y&lastEventID=z", HUB)
+            .unwrap();
         assert_eq!(q.draft(), Draft::Draft08);
         assert_eq!(q.last_event_id.as_deref(), Some("y"));
         assert_eq!(
-            parse_subscribe_query("match_regex=a").unwrap_err(),
+            parse_subscribe_query("match_regex=a", HUB).unwrap_err(),
             QueryError::UnknownMatcher("match_regex".into())
         );
         assert_eq!(
-            parse_subscribe_query("MATCHES=a").unwrap_err(),
+            parse_subscribe_query("MATCHES=a", HUB).unwrap_err(),
             QueryError::UnknownMatcher("MATCHES".into())
         );
         assert_eq!(
-            parse_subscribe_query("x=1").unwrap_err(),
+            parse_subscribe_query("x=1", HUB).unwrap_err(),
             QueryError::NoSelector
         );
         let many = "topic=a&".repeat(MAX_SELECTORS + 1);
         assert_eq!(
-            parse_subscribe_query(&many).unwrap_err(),
+            parse_subscribe_query(&many, HUB).unwrap_err(),
             QueryError::TooManySelectors
         );
         assert_eq!(
-            parse_subscribe_query("topic=a%00").unwrap_err(),
+            parse_subscribe_query("topic=a%00", HUB).unwrap_err(),
             QueryError::BadCharacters
         );
     }

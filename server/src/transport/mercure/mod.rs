@@ -28,12 +28,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 
-use crate::auth::mercure::{find_token, www_authenticate, Draft, Grants, KeyMaterial, Verifier};
+use crate::auth::mercure::{
+    locate_token, www_authenticate, www_authenticate_insufficient_scope,
+    www_authenticate_invalid_request, Draft, Grants,
+};
 use crate::node::SharedNode;
 use crate::protocol::{ChannelKind, ChannelName};
-use crate::tenants::{AppRef, MercureKey};
+use crate::tenants::AppRef;
 
-use registry::Update;
+use registry::{AppMercure, Update};
 
 /// The hub routes (state: the node; the apps' Mercure state travels as an extension).
 pub fn router(hubs: Hubs) -> Router<SharedNode> {
@@ -66,14 +69,20 @@ fn hub_path(app_id: &str) -> String {
     format!("/apps/{app_id}/.well-known/mercure")
 }
 
-/// The hub's URL as the client reached it (the `Host` header; scheme http unless a trusted
-/// proxy's `X-Forwarded-Proto` is believed upstream).
-fn hub_url(headers: &HeaderMap, app_id: &str) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    format!("http://{host}{}", hub_path(app_id))
+/// The server's public URL: `HERALD_PUBLIC_URL`, else as the client reached it (`Host`, http).
+fn public_url(node: &SharedNode, headers: &HeaderMap) -> String {
+    node.settings.public_url.clone().unwrap_or_else(|| {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        format!("http://{host}")
+    })
+}
+
+/// App `app_id`'s hub URL (relative selectors and topics resolve against it).
+fn hub_url(node: &SharedNode, headers: &HeaderMap, app_id: &str) -> String {
+    crate::tenants::MercureSettings::hub_url(app_id, &public_url(node, headers))
 }
 
 /// A refusal, boxed (a `Response` is large).
@@ -146,49 +155,45 @@ fn root_app(node: &SharedNode) -> Result<String, Refused> {
         .ok_or_else(|| Box::new(text(StatusCode::NOT_FOUND, "no Mercure hub at this path")))
 }
 
-/// The verifier of `app`'s tokens.
-fn verifier(app: &AppRef, headers: &HeaderMap) -> Result<Verifier, Refused> {
-    let key = match &app.mercure.jwt_key {
-        MercureKey::AppSecret => KeyMaterial::Hmac(app.secret.expose().as_bytes()),
-        MercureKey::Hmac(secret) => KeyMaterial::Hmac(secret.expose().as_bytes()),
-        MercureKey::PublicPem(pem) => KeyMaterial::PublicPem(pem),
+/// The grants of the request's token (`Ok(None)`: no token), or the 400 / 401 to answer.
+fn grants(
+    node: &SharedNode,
+    app: &AppRef,
+    mercure: &AppMercure,
+    headers: &HeaderMap,
+    query_authorization: Option<&str>,
+    draft: Draft,
+) -> Result<Option<Grants>, Refused> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let cookies: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let cookie = (!cookies.is_empty()).then(|| cookies.join("; "));
+    let token = match locate_token(draft, authorization, cookie.as_deref(), query_authorization) {
+        Ok(Some((_, token))) => token,
+        Ok(None) => return Ok(None),
+        Err(error) => {
+            return Err(Box::new(unauthorized(
+                StatusCode::BAD_REQUEST,
+                www_authenticate_invalid_request(draft),
+                &error.to_string(),
+            )))
+        }
     };
-    let audience = app
-        .mercure
-        .audience
-        .clone()
-        .unwrap_or_else(|| hub_url(headers, &app.id));
-    Verifier::new(key, &audience, app.mercure.issuer.as_deref()).map_err(|error| {
+    let public_url = public_url(node, headers);
+    let verifier = mercure.verifier(app, &public_url).map_err(|error| {
         tracing::warn!(app = %app.id, %error, "the app's Mercure key is unusable");
         Box::new(text(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the app's Mercure key is unusable",
         ))
-    })
-}
-
-/// The grants of the request's token (`Ok(None)`: no token), or the 401 to answer.
-fn grants(
-    node: &SharedNode,
-    app: &AppRef,
-    headers: &HeaderMap,
-    query_authorization: Option<&str>,
-    draft: Draft,
-) -> Result<Option<Grants>, Refused> {
-    let header_value = |name| {
-        headers
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    let Some((_, token)) = find_token(
-        header_value(header::AUTHORIZATION),
-        header_value(header::COOKIE),
-        query_authorization,
-    ) else {
-        return Ok(None);
-    };
-    let verifier = verifier(app, headers)?;
-    match verifier.verify(token, node.settings.clock.now_seconds()) {
+    })?;
+    let hub_url = crate::tenants::MercureSettings::hub_url(&app.id, &public_url);
+    match verifier.verify_in(token, node.settings.clock.now_seconds(), &hub_url) {
         Ok(grants) => Ok(Some(grants)),
         Err(error) => Err(Box::new(unauthorized(
             StatusCode::UNAUTHORIZED,
@@ -309,8 +314,10 @@ async fn publish_inner(
         );
     }
     let draft = Draft::Draft07;
+    let app_hub = node.hub.app(&app.id);
+    let mercure = hubs.app(&app.id, &app_hub);
     // The token first: no body is read for an anonymous publisher.
-    let grants = match grants(node, app, headers, None, draft) {
+    let grants = match grants(node, app, &mercure, headers, None, draft) {
         Ok(Some(grants)) => grants,
         Ok(None) => {
             return unauthorized(
@@ -350,18 +357,10 @@ async fn publish_inner(
             );
         }
     }
-    let allowed = form
-        .topics
-        .iter()
-        .all(|topic| grants.publish.iter().any(|s| s.matches(topic)));
-    if !allowed {
+    if !grants.may_publish(&form.topics) {
         return unauthorized(
             StatusCode::FORBIDDEN,
-            www_authenticate(draft, None).replacen(
-                "Bearer",
-                "Bearer error=\"insufficient_scope\"",
-                1,
-            ),
+            www_authenticate_insufficient_scope(draft),
             "the token may not publish to every topic of this update",
         );
     }
@@ -383,8 +382,6 @@ async fn publish_inner(
         );
     }
     let id = form.id.clone().unwrap_or_else(registry::new_id);
-    let app_hub = node.hub.app(&app.id);
-    let mercure = hubs.app(&app.id, &app_hub);
     mercure.set_limits(history_limits(app));
     let mut delivered = mercure.publish(Update::new(
         id.clone(),
@@ -464,14 +461,18 @@ async fn subscribe_inner(
             "this origin is not allowed for the app",
         );
     }
-    let parsed = match parse_subscribe_query(&query) {
+    let hub_url = hub_url(&node, &headers, &app.id);
+    let parsed = match parse_subscribe_query(&query, &hub_url) {
         Ok(parsed) => parsed,
         Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()),
     };
     let draft = parsed.draft();
+    let app_hub = node.hub.app(&app.id);
+    let mercure = hubs.app(&app.id, &app_hub);
     let grants = match grants(
         &node,
         &app,
+        &mercure,
         &headers,
         parsed.authorization.as_deref(),
         draft,
@@ -524,19 +525,17 @@ async fn subscribe_inner(
                     return;
                 }
             };
-        let app_hub = node.hub.app(&app.id);
-        let mercure = hubs.app(&app.id, &app_hub);
         mercure.set_limits(history_limits(&app));
         let mut selectors = Vec::with_capacity(parsed.selectors.len());
         let mut described = Vec::with_capacity(parsed.selectors.len());
         for (kind, raw, selector) in parsed.selectors {
+            let payload = grants.as_ref().and_then(|g| g.payload_for(&raw)).cloned();
             selectors.push(selector);
-            described.push(subscriptions::Described { kind, raw });
+            described.push(subscriptions::Described { kind, raw, payload });
         }
-        let (readable, payload) = grants.map(|g| (g.subscribe, g.payload)).unwrap_or_default();
+        let readable = grants.map(|g| g.subscribe).unwrap_or_default();
         let subscriber = subscriptions::Subscriber {
             id: registry::new_id(),
-            payload,
             selectors: described,
         };
         let subscribed =
@@ -631,7 +630,8 @@ async fn subscriptions_api(
         Ok(app) => app,
         Err(response) => return *response,
     };
-    let mut response = match grants(&node, &app, headers, None, Draft::Draft07) {
+    let mercure = hubs.app(&app.id, &node.hub.app(&app.id));
+    let mut response = match grants(&node, &app, &mercure, headers, None, Draft::Draft07) {
         Err(response) => *response,
         Ok(None) => unauthorized(
             StatusCode::UNAUTHORIZED,
@@ -644,10 +644,7 @@ async fn subscriptions_api(
             "the token may not read these subscriptions",
         ),
         Ok(Some(grants)) => {
-            let (docs, last) = match hubs.existing(&app.id) {
-                Some(mercure) => mercure.documents(),
-                None => (Vec::new(), "earliest".to_owned()),
-            };
+            let (docs, last) = mercure.documents();
             let draft07 = grants.draft != Some(Draft::Draft08);
             let body = subscriptions::answer(&path, docs, draft07, &last);
             let content_type = if draft07 {

@@ -15,10 +15,12 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 
+use crate::auth::mercure::{KeyError, Verifier};
 use crate::hub::{AppHub, Connection, PusherBridge, Queued};
 use crate::locks::MutexExt;
 use crate::protocol::mercure::{any_matches, Selector};
 use crate::protocol::{ChannelKind, ChannelName};
+use crate::tenants::AppRef;
 
 use super::form::is_forbidden_char;
 use super::subscriptions::{self, Subscriber};
@@ -137,6 +139,7 @@ impl Hubs {
                     history_bytes: self.history_bytes.clone(),
                     max_history_bytes: self.max_history_bytes,
                     limits: Mutex::new(HistoryLimits::default()),
+                    verifier: Mutex::new(None),
                 });
                 app_hub.attach_bridge(app.clone());
                 app
@@ -306,6 +309,8 @@ pub struct AppMercure {
     history_bytes: Arc<AtomicUsize>,
     max_history_bytes: usize,
     limits: Mutex<HistoryLimits>,
+    /// The app's token verifier, kept for the app version and public URL it was built for.
+    verifier: Mutex<Option<(AppRef, String, Verifier)>>,
 }
 
 /// What a subscribe got.
@@ -323,6 +328,20 @@ pub(super) struct Subscribed {
 impl AppMercure {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock_or_recover()
+    }
+
+    /// The verifier of `app`'s tokens under `public_url`, built once per app version (the app
+    /// cache makes a new `App` on every change) and kept.
+    pub(super) fn verifier(&self, app: &AppRef, public_url: &str) -> Result<Verifier, KeyError> {
+        let mut kept = self.verifier.lock_or_recover();
+        if let Some((version, url, verifier)) = &*kept {
+            if Arc::ptr_eq(version, app) && url == public_url {
+                return Ok(verifier.clone());
+            }
+        }
+        let verifier = app.mercure_verifier(public_url)?;
+        *kept = Some((app.clone(), public_url.to_owned(), verifier.clone()));
+        Ok(verifier)
     }
 
     /// Sets what the history keeps (the app's settings).
@@ -590,7 +609,6 @@ mod tests {
     fn nobody() -> Subscriber {
         Subscriber {
             id: "urn:uuid:0".into(),
-            payload: None,
             selectors: Vec::new(),
         }
     }

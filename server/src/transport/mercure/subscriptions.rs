@@ -31,6 +31,8 @@ pub(super) fn namespace(hub_path: &str) -> String {
 pub(super) struct Described {
     pub(super) kind: SelectorKind,
     pub(super) raw: String,
+    /// The token's payload for it.
+    pub(super) payload: Option<Value>,
 }
 
 /// Who subscribed, for its documents.
@@ -38,8 +40,6 @@ pub(super) struct Described {
 pub(super) struct Subscriber {
     /// `urn:uuid:` made per connection.
     pub(super) id: String,
-    /// The token's payload.
-    pub(super) payload: Option<Value>,
     /// Its selectors as given.
     pub(super) selectors: Vec<Described>,
 }
@@ -96,7 +96,7 @@ pub(super) fn document(
             "active": active,
         }),
     };
-    if let (Some(payload), Some(map)) = (&subscriber.payload, doc.as_object_mut()) {
+    if let (Some(payload), Some(map)) = (&selector.payload, doc.as_object_mut()) {
         map.insert("payload".into(), payload.clone());
     }
     doc
@@ -108,7 +108,6 @@ pub(super) fn watches(hub_path: &str, selector: &Selector) -> bool {
     match selector {
         Selector::Any => false,
         Selector::Exact(topic) => topic.starts_with(&namespace(hub_path)),
-        #[allow(unreachable_patterns)]
         _ => true,
     }
 }
@@ -149,12 +148,12 @@ mod tests {
     fn topics_encode_each_variable_once_in_each_draft_shape() {
         let subscriber = Subscriber {
             id: "urn:uuid:1".into(),
-            payload: Some(json!({"u": 1})),
             selectors: Vec::new(),
         };
         let d07 = Described {
             kind: SelectorKind::Draft07,
             raw: "https://ex.com/{id}".into(),
+            payload: Some(json!({"u": 1})),
         };
         assert_eq!(
             topic("/h", "urn:uuid:1", &d07),
@@ -166,6 +165,7 @@ mod tests {
         let d08 = Described {
             kind: SelectorKind::MatchUrlPattern,
             raw: "https://ex.com/:id%".into(),
+            payload: None,
         };
         assert_eq!(
             topic("/h", "urn:uuid:1", &d08),
