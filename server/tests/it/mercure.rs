@@ -321,6 +321,10 @@ async fn subscription_events_and_the_subscriptions_api_follow_subscribers_within
         SECRET,
         json!({"mercure": {"subscribe": ["books"], "payload": {"user": "u1"}}, "exp": now() + 60}),
     );
+    // The watcher's own subscription is announced first (its template selects it too).
+    let own: serde_json::Value = serde_json::from_str(&watcher.next().await.data).unwrap();
+    assert_eq!(own["active"], true);
+    assert!(own["topic"].as_str().unwrap().ends_with("/{topic}/{subscriber}"));
     let sse = subscribe_with(&app, "topic=books", Some(&member), &[]).await;
     let event = watcher.next().await;
     let doc: serde_json::Value = serde_json::from_str(&event.data).unwrap();
