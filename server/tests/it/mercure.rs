@@ -324,7 +324,10 @@ async fn subscription_events_and_the_subscriptions_api_follow_subscribers_within
     // The watcher's own subscription is announced first (its template selects it too).
     let own: serde_json::Value = serde_json::from_str(&watcher.next().await.data).unwrap();
     assert_eq!(own["active"], true);
-    assert!(own["topic"].as_str().unwrap().ends_with("/{topic}/{subscriber}"));
+    assert!(own["topic"]
+        .as_str()
+        .unwrap()
+        .ends_with("/{topic}/{subscriber}"));
     let sse = subscribe_with(&app, "topic=books", Some(&member), &[]).await;
     let event = watcher.next().await;
     let doc: serde_json::Value = serde_json::from_str(&event.data).unwrap();
@@ -390,4 +393,82 @@ async fn subscription_events_and_the_subscriptions_api_follow_subscribers_within
     let doc: serde_json::Value = serde_json::from_str(&event.data).unwrap();
     assert_eq!(doc["active"], false);
     assert_eq!(doc["id"], id.as_str());
+}
+
+/// A draft-08 access token (`at+jwt`) for `aud`, granting `actions` on `matchers`.
+fn token08(aud: &str, actions: &[&str], matchers: serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.typ = Some("at+jwt".into());
+    jsonwebtoken::encode(
+        &header,
+        &json!({
+            "aud": aud,
+            "sub": "s1",
+            "exp": now() + 300,
+            "authorization_details": [{
+                "type": "https://mercure.rocks/authorization-detail",
+                "actions": actions,
+                "topics": matchers,
+            }],
+        }),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn draft08_access_tokens_with_url_patterns_read_private_updates_and_are_checked() {
+    let app = spawn_app().await;
+    let aud = format!("http://{}{}", app.address, hub());
+    let books = json!([{"match": "https://ex.com/books/:id", "match_type": "urlpattern"}]);
+    let reader = token08(&aud, &["subscribe"], books.clone());
+    let query = "match_urlpattern=https%3A%2F%2Fex.com%2Fbooks%2F%3Aid";
+    // In the header, and in the draft-08 cookie.
+    let mut by_header = subscribe_with(&app, query, Some(&reader), &[]).await;
+    let cookie = format!("__Secure-mercure_access_token={reader}");
+    let mut by_cookie = subscribe_with(&app, query, None, &[("cookie", &cookie)]).await;
+    let writer = token08(&aud, &["publish"], books);
+    let (status, body) = publish_as(
+        &app,
+        Some(&writer),
+        &[
+            ("topic", "https://ex.com/books/7"),
+            ("data", "p"),
+            ("private", "on"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        publish_as(
+            &app,
+            Some(&writer),
+            &[("topic", "https://ex.com/authors/7")]
+        )
+        .await
+        .0,
+        403
+    );
+    publish_as(
+        &app,
+        Some(&writer),
+        &[("topic", "https://ex.com/books/8"), ("data", "q")],
+    )
+    .await;
+    assert_eq!(by_header.data(2).await, ["p", "q"]);
+    assert_eq!(by_cookie.data(2).await, ["p", "q"]);
+    // Another hub's audience, and a header that is not `Bearer <token>`.
+    let elsewhere = token08(
+        "https://other.example/.well-known/mercure",
+        &["subscribe"],
+        json!([{"match": "*"}]),
+    );
+    let response = subscribe_raw(&app, query, Some(&elsewhere), &[]).await;
+    assert_eq!(response.status().as_u16(), 401);
+    assert!(response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+    let response = subscribe_raw(&app, query, None, &[("authorization", "Basic abc")]).await;
+    assert_eq!(response.status().as_u16(), 400);
 }
