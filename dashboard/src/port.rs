@@ -206,6 +206,57 @@ pub struct AppDetail {
     pub per_node: Vec<NodeConnections>,
     /// Messages counted today.
     pub messages_today: u64,
+    /// The app's Mercure hub settings.
+    pub mercure: MercureView,
+}
+
+/// An app's Mercure hub settings as the settings page shows them (the HS256 key is not shown).
+#[derive(Debug, Clone, Default)]
+pub struct MercureView {
+    /// The hub's URL (`{public URL}/apps/{id}/.well-known/mercure`).
+    pub hub_url: String,
+    /// `app_secret`, `hs256` or `public_key`.
+    pub key_mode: String,
+    /// The PEM public key, when `key_mode` is `public_key`.
+    pub public_key: String,
+    /// The audience set (empty: the hub URL).
+    pub audience: String,
+    /// The issuer set (empty: not checked).
+    pub issuer: String,
+    /// Subscribers without a token get public updates.
+    pub anonymous: bool,
+    /// Updates kept in the history.
+    pub history_size: u64,
+    /// Seconds an update stays in the history.
+    pub history_seconds: u64,
+}
+
+/// A new Mercure key for an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MercureKeyChange {
+    /// Back to the app's current secret.
+    AppSecret,
+    /// This HS256 key.
+    Hmac(String),
+    /// This PEM public key.
+    PublicPem(String),
+}
+
+/// Changes to an app's Mercure settings; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct MercureChanges {
+    /// A new key.
+    pub key: Option<MercureKeyChange>,
+    /// A new audience (empty: the default).
+    pub audience: Option<String>,
+    /// A new issuer (empty: none).
+    pub issuer: Option<String>,
+    /// Anonymous subscribers.
+    pub anonymous: Option<bool>,
+    /// History size.
+    pub history_size: Option<u64>,
+    /// History age, seconds.
+    pub history_seconds: Option<u64>,
 }
 
 /// A new app.
@@ -234,6 +285,8 @@ pub struct AppChanges {
     pub allowed_origins: Option<Vec<String>>,
     /// New limit values by field name.
     pub limits: Vec<(String, u64)>,
+    /// Mercure settings to change.
+    pub mercure: MercureChanges,
 }
 
 /// One day of usage.

@@ -5,17 +5,18 @@
 
 use herald_dashboard::{
     Admin, AdminPort, AppChanges, AppDetail, AppSummary, ChannelRow, CreateApp, DayPoint,
-    DebugEvent, DeliveryRow, KeyPair, LimitRow, MinutePoint, NewSession, NewUser, NodeConnections,
-    PlanRow, PortError, PortResult, SessionInfo, TenantRow, UsageView, UserRow, WebhookForm,
-    WebhookRow, WebhooksView,
+    DebugEvent, DeliveryRow, KeyPair, LimitRow, MercureChanges, MercureKeyChange, MercureView,
+    MinutePoint, NewSession, NewUser, NodeConnections, PlanRow, PortError, PortResult, SessionInfo,
+    TenantRow, UsageView, UserRow, WebhookForm, WebhookRow, WebhooksView,
 };
 use tokio::sync::broadcast;
 
 use crate::node::SharedNode;
 use crate::protocol::WEBHOOK_KINDS;
 use crate::tenants::{
-    limit_values, Actor, App, AppPatch, Delivery, DeliveryStatus, LimitsPatch, NewApp, NewDelivery,
-    NewWebhook, SessionTerms, StoreError, TenantPatch, User, UserRole, PLANS,
+    limit_values, Actor, App, AppPatch, Delivery, DeliveryStatus, LimitsPatch, MercureKey,
+    MercurePatch, MercureSettings, NewApp, NewDelivery, NewWebhook, SessionTerms, StoreError,
+    TenantPatch, User, UserRole, PLANS,
 };
 
 /// The taps moved into the hub (below every emitter); kept here for old import paths.
@@ -180,7 +181,15 @@ impl AdminApi {
                 expires_at: previous.expires_at,
             });
         }
+        // Set at startup (HERALD_PUBLIC_URL, else the bound address).
+        let public_url = self
+            .node
+            .settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.node.settings.bind));
         AppDetail {
+            mercure: mercure_view(&app, &public_url),
             connections: self.connections(&app.id),
             per_node: Vec::new(),
             messages_today: self.node.usage.app(&app.id).messages_today(),
@@ -638,6 +647,7 @@ impl AdminPort for AdminApi {
                             subscription_count: changes.subscription_count,
                             limits,
                             allowed_origins: changes.allowed_origins,
+                            mercure: mercure_patch(changes.mercure),
                         },
                     )
                     .await,
@@ -887,5 +897,40 @@ impl AdminPort for AdminApi {
             Some(cluster) if !admin.operator => cluster.node_label(node_id),
             _ => node_id.to_owned(),
         }
+    }
+}
+
+/// The settings page's view of an app's Mercure settings (the HS256 key stays out of it).
+fn mercure_view(app: &App, public_url: &str) -> MercureView {
+    let m = &app.mercure;
+    let (key_mode, public_key) = match &m.jwt_key {
+        MercureKey::AppSecret => ("app_secret", String::new()),
+        MercureKey::Hmac(_) => ("hs256", String::new()),
+        MercureKey::PublicPem(pem) => ("public_key", pem.clone()),
+    };
+    MercureView {
+        hub_url: MercureSettings::hub_url(&app.id, public_url),
+        key_mode: key_mode.to_owned(),
+        public_key,
+        audience: m.audience.clone().unwrap_or_default(),
+        issuer: m.issuer.clone().unwrap_or_default(),
+        anonymous: m.anonymous,
+        history_size: u64::from(m.history_size),
+        history_seconds: u64::from(m.history_seconds),
+    }
+}
+
+fn mercure_patch(changes: MercureChanges) -> MercurePatch {
+    MercurePatch {
+        jwt_key: changes.key.map(|key| match key {
+            MercureKeyChange::AppSecret => MercureKey::AppSecret,
+            MercureKeyChange::Hmac(key) => MercureKey::Hmac(crate::auth::Secret::new(key)),
+            MercureKeyChange::PublicPem(pem) => MercureKey::PublicPem(pem),
+        }),
+        audience: changes.audience,
+        issuer: changes.issuer,
+        anonymous: changes.anonymous,
+        history_size: changes.history_size,
+        history_seconds: changes.history_seconds,
     }
 }

@@ -150,7 +150,12 @@ pub(super) async fn update_app<P: AdminPort>(
             }
         }
     }
+    let mercure = match mercure_changes(&form, &current.mercure) {
+        Ok(mercure) => mercure,
+        Err(message) => return Ok(back(&format!("/dashboard/apps/{id}"), Err(message))),
+    };
     let changes = AppChanges {
+        mercure,
         name: field(&form, "name").map(str::to_owned),
         enabled: switch(&form, "enabled"),
         client_events: switch(&form, "client_events"),
@@ -169,6 +174,53 @@ pub(super) async fn update_app<P: AdminPort>(
         &format!("/dashboard/apps/{id}"),
         outcome(result, |_| "Saved.".into())?,
     ))
+}
+
+/// The Mercure part of the settings form: only what differs from `current` is changed. The
+/// HS256 key field is a password field left empty to keep the key set.
+fn mercure_changes(form: &FormData, current: &MercureView) -> Result<MercureChanges, String> {
+    let mut changes = MercureChanges::default();
+    let Some(mode) = field(form, "mercure_key_mode") else {
+        return Ok(changes);
+    };
+    let hmac = field(form, "mercure_jwt_key").unwrap_or("");
+    let pem = field(form, "mercure_public_key").unwrap_or("").trim();
+    changes.key = match mode {
+        "app_secret" if current.key_mode != "app_secret" => Some(MercureKeyChange::AppSecret),
+        "app_secret" => None,
+        "hs256" if !hmac.is_empty() => Some(MercureKeyChange::Hmac(hmac.to_owned())),
+        "hs256" if current.key_mode == "hs256" => None,
+        "hs256" => return Err("Mercure: enter the HS256 key.".into()),
+        "public_key" if pem.is_empty() => return Err("Mercure: paste the PEM public key.".into()),
+        "public_key" if pem == current.public_key.trim() => None,
+        "public_key" => Some(MercureKeyChange::PublicPem(pem.to_owned())),
+        _ => return Err("Mercure: unknown key choice.".into()),
+    };
+    let text = |name: &str, now: &str| {
+        field(form, name)
+            .map(str::trim)
+            .filter(|v| *v != now)
+            .map(str::to_owned)
+    };
+    changes.audience = text("mercure_audience", &current.audience);
+    changes.issuer = text("mercure_issuer", &current.issuer);
+    changes.anonymous = switch(form, "mercure_anonymous").filter(|v| *v != current.anonymous);
+    let number = |name: &str, label: &str, now: u64| -> Result<Option<u64>, String> {
+        match field(form, name).map(str::trim) {
+            None => Ok(None),
+            Some(raw) => match raw.parse::<u64>() {
+                Ok(value) => Ok(Some(value).filter(|v| *v != now)),
+                Err(_) => Err(format!("Mercure {label}: expected a whole number")),
+            },
+        }
+    };
+    changes.history_size = number("mercure_history_size", "history size", current.history_size)?;
+    changes.history_seconds = number(
+        "mercure_history_seconds",
+        "history seconds",
+        current.history_seconds,
+    )?;
+    Ok(changes)
 }
 
 #[derive(Template)]

@@ -4,8 +4,10 @@
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::{to_json, Context, Outcome};
-use crate::tenants::{App, AppPatch, LimitsPatch, NewApp, UsageReport};
+use super::{to_json, CliError, Context, Outcome};
+use crate::tenants::{
+    App, AppPatch, LimitsPatch, MercureKey, MercurePatch, NewApp, Secret, StoreError, UsageReport,
+};
 
 /// `herald apps ...`.
 #[derive(Debug, Subcommand)]
@@ -30,11 +32,13 @@ pub enum AppsCommand {
         allowed_origins: Option<String>,
         #[command(flatten)]
         switches: SwitchArgs,
+        #[command(flatten)]
+        mercure: MercureArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Change an app's name, switches or limits.
+    /// Change an app's name, switches, limits or Mercure settings.
     Update {
         /// The app's id.
         app_id: String,
@@ -48,6 +52,8 @@ pub enum AppsCommand {
         allowed_origins: Option<String>,
         #[command(flatten)]
         switches: SwitchArgs,
+        #[command(flatten)]
+        mercure: MercureArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -121,6 +127,58 @@ pub struct SwitchArgs {
     /// Whether pusher_internal:subscription_count events are sent.
     #[arg(long, value_name = "true|false")]
     subscription_count: Option<bool>,
+}
+
+/// The Mercure hub's settings (`interfaces.md`).
+#[derive(Debug, Args)]
+pub struct MercureArgs {
+    /// HS256 key Mercure tokens are signed with (at least 32 bytes; empty: back to the app's
+    /// current secret, the default).
+    #[arg(long, value_name = "KEY", conflicts_with = "mercure_jwt_key_file")]
+    mercure_jwt_key: Option<String>,
+    /// A PEM public key (RSA or P-256) that verifies RS256 / ES256 Mercure tokens instead.
+    #[arg(long, value_name = "PATH")]
+    mercure_jwt_key_file: Option<std::path::PathBuf>,
+    /// The audience draft-08 tokens must name (empty: the app's hub URL under
+    /// HERALD_PUBLIC_URL, the default).
+    #[arg(long, value_name = "URL")]
+    mercure_audience: Option<String>,
+    /// The issuer every token must name (empty: not checked, the default).
+    #[arg(long, value_name = "URL")]
+    mercure_issuer: Option<String>,
+    /// Whether subscribers without a token get public updates (default false).
+    #[arg(long, value_name = "true|false")]
+    mercure_anonymous: Option<bool>,
+    /// Updates kept for reconnecting subscribers (default 1000, at most 100000; 0: none).
+    #[arg(long, value_name = "N")]
+    mercure_history_size: Option<u64>,
+    /// Seconds an update stays in the history (default 3600, at most 604800).
+    #[arg(long, value_name = "S")]
+    mercure_history_seconds: Option<u64>,
+}
+
+impl MercureArgs {
+    /// The patch these flags make; reads the key file.
+    async fn patch(self) -> Result<MercurePatch, CliError> {
+        let jwt_key = match (self.mercure_jwt_key, self.mercure_jwt_key_file) {
+            (Some(key), _) => Some(MercureKey::Hmac(Secret::new(key))),
+            (None, Some(path)) => {
+                let pem = tokio::fs::read_to_string(&path).await.map_err(|e| {
+                    StoreError::Invalid(format!("--mercure-jwt-key-file {}: {e}", path.display()))
+                })?;
+                Some(MercureKey::PublicPem(pem))
+            }
+            (None, None) => None,
+        };
+        Ok(MercurePatch {
+            jwt_key,
+            audience: self.mercure_audience,
+            issuer: self.mercure_issuer,
+            anonymous: self.mercure_anonymous,
+            history_size: self.mercure_history_size,
+            history_seconds: self.mercure_history_seconds,
+        })
+    }
 }
 
 /// The limit flags; each a number, 0 meaning unlimited.
@@ -251,6 +309,20 @@ fn describe(app: &App) -> String {
             text.push_str(&format!("{name}: {value}\n"));
         }
     }
+    let mercure = &app.mercure;
+    text.push_str(&format!(
+        "mercure_jwt_key:    {}\nmercure_audience:   {}\nmercure_issuer:     {}\nmercure_anonymous:  {}\nmercure_history:    {} updates, {} s\n",
+        match &mercure.jwt_key {
+            MercureKey::AppSecret => "the app's secret (HS256)".to_owned(),
+            MercureKey::Hmac(key) => format!("{} (HS256)", key.expose()),
+            MercureKey::PublicPem(_) => "a PEM public key (RS256 / ES256)".to_owned(),
+        },
+        mercure.audience.as_deref().unwrap_or("the hub's URL (default)"),
+        mercure.issuer.as_deref().unwrap_or("not checked"),
+        mercure.anonymous,
+        mercure.history_size,
+        mercure.history_seconds,
+    ));
     text
 }
 
@@ -307,9 +379,11 @@ pub(super) async fn run(cx: Context, command: AppsCommand) -> Outcome {
             limits,
             allowed_origins,
             switches,
+            mercure,
             json,
         } => {
             let new = NewApp {
+                mercure: mercure.patch().await?,
                 name,
                 tenant_id: tenant,
                 plan,
@@ -328,9 +402,11 @@ pub(super) async fn run(cx: Context, command: AppsCommand) -> Outcome {
             limits,
             allowed_origins,
             switches,
+            mercure,
             json,
         } => {
             let patch = AppPatch {
+                mercure: mercure.patch().await?,
                 name,
                 enabled: switches.enabled,
                 client_events: switches.client_events,

@@ -168,6 +168,9 @@ impl Application {
         let address = listener
             .local_addr()
             .map_err(io_error("cannot read the bound address"))?;
+        // A node always knows its public URL: HERALD_PUBLIC_URL, else the bound address.
+        let mut settings = settings;
+        settings.public_url = Some(settings.public_url_or(address));
         let (events, hub_events) = crate::webhooks::event_channel(settings.webhooks.event_queue);
         let webhooks = crate::webhooks::Webhooks::default();
         webhooks.seed_ids(store.max_delivery_id().await?);

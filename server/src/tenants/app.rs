@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rand::distr::{Alphanumeric, SampleString};
 use serde::Serialize;
 
-use super::{MercureSettings, Plan, Secret, StoreError};
+use super::{MercurePatch, MercureSettings, Plan, Secret, StoreError};
 use crate::protocol::{
     Limits, PROTOCOL_CHANNEL_NAME_CEILING, SUBSCRIPTIONS_PER_CONNECTION_CEILING,
 };
@@ -197,6 +197,8 @@ pub struct NewApp {
     pub limits: LimitsPatch,
     /// Allowed origins (`None` or empty: any).
     pub allowed_origins: Option<Vec<String>>,
+    /// Mercure settings other than the defaults.
+    pub mercure: MercurePatch,
 }
 
 /// Changes to an app; `None` leaves a field as it is.
@@ -214,6 +216,8 @@ pub struct AppPatch {
     pub limits: LimitsPatch,
     /// New allowed origins (an empty list allows any origin).
     pub allowed_origins: Option<Vec<String>>,
+    /// Mercure settings to change.
+    pub mercure: MercurePatch,
 }
 
 macro_rules! limits_patch {
@@ -294,6 +298,8 @@ pub(super) struct CheckedNewApp {
     pub plan: String,
     /// The normalised allowed origins.
     pub allowed_origins: Vec<String>,
+    /// The Mercure settings (the defaults with the patch applied).
+    pub mercure: MercureSettings,
 }
 
 impl NewApp {
@@ -326,10 +332,13 @@ impl NewApp {
         if let Some(secret) = &self.secret {
             validate_credential("app secret", secret.expose())?;
         }
+        let mut mercure = MercureSettings::default();
+        self.mercure.apply_to(&mut mercure)?;
         Ok(CheckedNewApp {
             limits,
             plan,
             allowed_origins,
+            mercure,
         })
     }
 
@@ -359,7 +368,7 @@ impl NewApp {
             previous_key: None,
             allowed_origins: checked.allowed_origins,
             created_at: now,
-            mercure: MercureSettings::default(),
+            mercure: checked.mercure,
         }
     }
 }
@@ -383,6 +392,7 @@ impl AppPatch {
         if let Some(origins) = &self.allowed_origins {
             app.allowed_origins = parse_origins(origins)?;
         }
+        self.mercure.apply_to(&mut app.mercure)?;
         self.limits.apply(&mut app.limits);
         validate_limits(&app.limits)
     }

@@ -5,6 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::app::{limit_values, random_token, LIMIT_NAMES};
+use super::mercure::{self as mercure_row, MERCURE_COLUMNS, MERCURE_COLUMN_COUNT};
 use super::{
     bump_revision, fresh_id, policy, App, AppPart, AppPatch, Conflict, NewApp, PreviousKey, Secret,
     Store, StoreError,
@@ -50,6 +51,14 @@ const APP_COLUMNS: &str = "id, app_key, secret, name, tenant_id, enabled, client
      prev_key, prev_secret, prev_expires_at, allowed_origins, plan, max_channels, \
      max_cache_channels, max_subscriptions_per_connection, max_subscribes_per_second";
 
+/// How many columns [`APP_COLUMNS`] names.
+const APP_COLUMN_COUNT: usize = 30;
+
+/// Every column an app row is read from and written to: [`APP_COLUMNS`], then the Mercure ones.
+fn all_columns() -> String {
+    format!("{APP_COLUMNS}, {MERCURE_COLUMNS}")
+}
+
 fn app_from_row(row: &AnyRow) -> Result<App, sqlx::Error> {
     Ok(App {
         id: row.try_get("id")?,
@@ -80,7 +89,7 @@ fn app_from_row(row: &AnyRow) -> Result<App, sqlx::Error> {
             .map(str::to_owned)
             .collect(),
         created_at: row.try_get("created_at")?,
-        mercure: super::MercureSettings::default(),
+        mercure: mercure_row::from_row(row)?,
     })
 }
 
@@ -90,7 +99,8 @@ impl Store {
         let rows = match tenant_id {
             Some(tenant) => {
                 sqlx::query(&format!(
-                    "SELECT {APP_COLUMNS} FROM apps WHERE tenant_id = $1 ORDER BY created_at, id"
+                    "SELECT {} FROM apps WHERE tenant_id = $1 ORDER BY created_at, id",
+                    all_columns()
                 ))
                 .bind(tenant.to_owned())
                 .fetch_all(&self.pool)
@@ -98,7 +108,8 @@ impl Store {
             }
             None => {
                 sqlx::query(&format!(
-                    "SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, id"
+                    "SELECT {} FROM apps ORDER BY created_at, id",
+                    all_columns()
                 ))
                 .fetch_all(&self.pool)
                 .await?
@@ -117,7 +128,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?
             .try_get("revision")?;
-        let rows = sqlx::query(&format!("SELECT {APP_COLUMNS} FROM apps"))
+        let rows = sqlx::query(&format!("SELECT {} FROM apps", all_columns()))
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -130,7 +141,7 @@ impl Store {
 
     /// One app by id.
     pub async fn get_app(&self, id: &str) -> Result<App, StoreError> {
-        let row = sqlx::query(&format!("SELECT {APP_COLUMNS} FROM apps WHERE id = $1"))
+        let row = sqlx::query(&format!("SELECT {} FROM apps WHERE id = $1", all_columns()))
             .bind(id.to_owned())
             .fetch_optional(&self.pool)
             .await?
@@ -182,9 +193,12 @@ impl Store {
         if clash.is_some() || key_taken(&mut tx, &app.key).await? {
             return Err(Conflict::AppIdOrKeyTaken.into());
         }
-        let placeholders: Vec<String> = (1..=30).map(|i| format!("${i}")).collect();
+        let placeholders: Vec<String> = (1..=APP_COLUMN_COUNT + MERCURE_COLUMN_COUNT)
+            .map(|i| format!("${i}"))
+            .collect();
         let sql = format!(
-            "INSERT INTO apps ({APP_COLUMNS}) VALUES ({})",
+            "INSERT INTO apps ({}) VALUES ({})",
+            all_columns(),
             placeholders.join(", ")
         );
         let mut query = sqlx::query(&sql)
@@ -212,6 +226,7 @@ impl Store {
         for value in later {
             query = query.bind(*value);
         }
+        query = mercure_row::bind_columns(query, &app.mercure);
         query.execute(&mut *tx).await?;
         bump_revision(&mut tx).await?;
         tx.commit().await?;
@@ -222,18 +237,22 @@ impl Store {
     pub async fn update_app(&self, id: &str, patch: AppPatch) -> Result<App, StoreError> {
         let mut app = self.get_app(id).await?;
         patch.apply_to(&mut app)?;
-        let sets: Vec<String> = [
+        let columns: Vec<&str> = [
             "name",
             "enabled",
             "client_events",
             "subscription_count",
             "allowed_origins",
         ]
-        .iter()
-        .chain(LIMIT_NAMES.iter())
-        .enumerate()
-        .map(|(i, column)| format!("{column} = ${}", i + 1))
+        .into_iter()
+        .chain(LIMIT_NAMES.iter().copied())
+        .chain(MERCURE_COLUMNS.split(',').map(str::trim))
         .collect();
+        let sets: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| format!("{column} = ${}", i + 1))
+            .collect();
         let sql = format!(
             "UPDATE apps SET {} WHERE id = ${}",
             sets.join(", "),
@@ -249,6 +268,7 @@ impl Store {
         for value in limits_values(&app.limits) {
             query = query.bind(value);
         }
+        query = mercure_row::bind_columns(query, &app.mercure);
         let done = query.bind(id.to_owned()).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::AppNotFound(id.to_owned()));

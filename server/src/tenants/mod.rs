@@ -39,7 +39,11 @@ pub use endpoints::{
 };
 pub use error::{AppPart, Conflict, StoreError};
 pub use health::{Dependency, DependencyState, StoreHealth};
-pub use mercure::{MercureKey, MercureSettings, DEFAULT_HISTORY_SECONDS, DEFAULT_HISTORY_SIZE};
+pub use mercure::{
+    MercureKey, MercurePatch, MercureSettings, DEFAULT_HISTORY_SECONDS, DEFAULT_HISTORY_SIZE,
+    MAX_HISTORY_SECONDS, MAX_HISTORY_SIZE, MAX_HMAC_KEY_BYTES, MAX_IDENTIFIER_BYTES, MAX_PEM_BYTES,
+    MIN_HMAC_KEY_BYTES,
+};
 pub use plans::{Plan, PLANS};
 pub use policy::TenantPatch;
 pub use sessions::{session_key, SessionTerms, StoredSession, SESSION_TOUCH_EVERY};
