@@ -201,3 +201,31 @@ async fn shutdown_ends_the_streams() {
     };
     tokio::join!(stopping, ended);
 }
+
+#[tokio::test]
+async fn anonymous_subscribers_get_public_updates_only_when_the_app_allows_them() {
+    let app = spawn_app().await;
+    let refused = subscribe_raw(&app, "topic=a", None, &[]).await;
+    assert_eq!(refused.status().as_u16(), 401);
+    app.update_app(AppPatch {
+        mercure: herald::tenants::MercurePatch {
+            anonymous: Some(true),
+            history_size: Some(2),
+            ..Default::default()
+        },
+        ..AppPatch::default()
+    })
+    .await;
+    for data in ["1", "2", "3"] {
+        publish(&app, &[("topic", "a"), ("data", data)]).await;
+    }
+    publish(&app, &[("topic", "a"), ("data", "hidden"), ("private", "on")]).await;
+    publish(&app, &[("topic", "a"), ("data", "4")]).await;
+    // The history keeps the app's last 2: the private one (not for an anonymous subscriber)
+    // and "4"; the stream then goes on live.
+    let mut anonymous = subscribe_with(&app, "topic=a&lastEventID=earliest", None, &[]).await;
+    assert_eq!(anonymous.data(1).await, ["4"]);
+    publish(&app, &[("topic", "a"), ("data", "no"), ("private", "on")]).await;
+    publish(&app, &[("topic", "a"), ("data", "5")]).await;
+    assert_eq!(anonymous.data(1).await, ["5"]);
+}
