@@ -219,7 +219,11 @@ async fn anonymous_subscribers_get_public_updates_only_when_the_app_allows_them(
     for data in ["1", "2", "3"] {
         publish(&app, &[("topic", "a"), ("data", data)]).await;
     }
-    publish(&app, &[("topic", "a"), ("data", "hidden"), ("private", "on")]).await;
+    publish(
+        &app,
+        &[("topic", "a"), ("data", "hidden"), ("private", "on")],
+    )
+    .await;
     publish(&app, &[("topic", "a"), ("data", "4")]).await;
     // The history keeps the app's last 2: the private one (not for an anonymous subscriber)
     // and "4"; the stream then goes on live.
