@@ -233,3 +233,81 @@ async fn anonymous_subscribers_get_public_updates_only_when_the_app_allows_them(
     publish(&app, &[("topic", "a"), ("data", "5")]).await;
     assert_eq!(anonymous.data(1).await, ["5"]);
 }
+
+#[tokio::test]
+async fn a_history_replay_counts_once_per_connection_and_update() {
+    let app = spawn_app().await;
+    for data in ["1", "2", "3"] {
+        publish(&app, &[("topic", "a"), ("data", data)]).await;
+    }
+    let before = messages_today(&app);
+    let mut sse = subscribe(&app, "topic=a&lastEventID=earliest").await;
+    assert_eq!(sse.data(3).await, ["1", "2", "3"]);
+    assert_eq!(messages_today(&app) - before, 3);
+}
+
+#[tokio::test]
+async fn browsers_get_cors_headers_for_allowed_origins_and_credentials_only_for_listed_ones() {
+    let app = spawn_app().await;
+    let token = token07(&["*"], &[]);
+    let sse = subscribe_with(
+        &app,
+        "topic=a",
+        Some(&token),
+        &[("origin", "https://any.example")],
+    )
+    .await;
+    assert_eq!(
+        sse.headers["access-control-allow-origin"].to_str().unwrap(),
+        "https://any.example"
+    );
+    assert!(!sse.headers.contains_key("access-control-allow-credentials"));
+    app.update_app(AppPatch {
+        allowed_origins: Some(vec!["https://app.example".into()]),
+        ..AppPatch::default()
+    })
+    .await;
+    let sse = subscribe_with(
+        &app,
+        "topic=a",
+        Some(&token),
+        &[("origin", "https://app.example")],
+    )
+    .await;
+    assert_eq!(
+        sse.headers["access-control-allow-credentials"]
+            .to_str()
+            .unwrap(),
+        "true"
+    );
+    let refused = subscribe_raw(
+        &app,
+        "topic=a",
+        Some(&token),
+        &[("origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(refused.status().as_u16(), 403);
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url(&hub()))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status().as_u16(), 204);
+    assert!(preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("Last-Event-ID"));
+}
+
+#[tokio::test]
+async fn a_full_node_refuses_subscribers_with_503() {
+    let app = spawn_app_with(|s| s.max_connections = Some(1)).await;
+    let _first = subscribe(&app, "topic=a").await;
+    let token = token07(&["*"], &[]);
+    let refused = subscribe_raw(&app, "topic=a", Some(&token), &[]).await;
+    assert_eq!(refused.status().as_u16(), 503);
+}
