@@ -491,7 +491,10 @@ async fn subscribe_inner(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let resume = match header_last_id.or(parsed.last_event_id.clone()) {
+    let resume = match header_last_id
+        .or(parsed.last_event_id.clone())
+        .filter(|id| !id.is_empty())
+    {
         None => Resume::Live,
         Some(id) if id == "earliest" => Resume::Earliest,
         Some(id) => Resume::After(id),
