@@ -64,11 +64,6 @@ pub fn router(hubs: Hubs) -> Router<SharedNode> {
         .layer(Extension(hubs))
 }
 
-/// The hub's path for app `app_id`.
-fn hub_path(app_id: &str) -> String {
-    format!("/apps/{app_id}/.well-known/mercure")
-}
-
 /// The server's public URL: `HERALD_PUBLIC_URL`, else as the client reached it (`Host`, http).
 fn public_url(node: &SharedNode, headers: &HeaderMap) -> String {
     node.settings.public_url.clone().unwrap_or_else(|| {
@@ -110,8 +105,8 @@ fn unauthorized(status: StatusCode, challenge: String, message: &str) -> Respons
 }
 
 /// Adds the discovery link and, for an allowed browser origin, the CORS headers.
-fn decorate(response: &mut Response, app: &AppRef, request: &HeaderMap) {
-    let link = format!("<{}>; rel=\"mercure\"", hub_path(&app.id));
+fn decorate(node: &SharedNode, response: &mut Response, app: &AppRef, request: &HeaderMap) {
+    let link = format!("<{}>; rel=\"mercure\"", hub_url(node, request, &app.id));
     let headers = response.headers_mut();
     if let (false, Ok(link)) = (
         headers.contains_key(header::LINK),
@@ -264,7 +259,7 @@ fn preflight(node: &SharedNode, app_id: &str, headers: &HeaderMap) -> Response {
         Err(response) => return *response,
     };
     let mut response = StatusCode::NO_CONTENT.into_response();
-    decorate(&mut response, &app, headers);
+    decorate(node, &mut response, &app, headers);
     let out = response.headers_mut();
     out.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
@@ -289,7 +284,7 @@ async fn publish(node: SharedNode, hubs: Hubs, app_id: String, request: Request)
     };
     let headers = request.headers().clone();
     let mut response = publish_inner(&node, &hubs, &app, &headers, request).await;
-    decorate(&mut response, &app, &headers);
+    decorate(&node, &mut response, &app, &headers);
     response
 }
 
@@ -442,8 +437,9 @@ async fn subscribe(node: SharedNode, hubs: Hubs, app_id: String, request: Reques
     };
     let headers = request.headers().clone();
     let query = request.uri().query().unwrap_or("").to_owned();
-    let mut response = subscribe_inner(node, hubs, app.clone(), headers.clone(), query).await;
-    decorate(&mut response, &app, &headers);
+    let mut response =
+        subscribe_inner(node.clone(), hubs, app.clone(), headers.clone(), query).await;
+    decorate(&node, &mut response, &app, &headers);
     response
 }
 
@@ -659,7 +655,7 @@ async fn subscriptions_api(
                 ([(header::CONTENT_TYPE, content_type)], body.to_string()).into_response();
             let link = format!(
                 "<{}>; rel=\"mercure\"; last-event-id=\"{last}\"; type=\"mercure\"; content-type=\"application/json\"",
-                hub_path(&app.id)
+                hub_url(&node, headers, &app.id)
             );
             if let Ok(link) = HeaderValue::from_str(&link) {
                 response.headers_mut().insert(header::LINK, link);
@@ -667,6 +663,6 @@ async fn subscriptions_api(
             response
         }
     };
-    decorate(&mut response, &app, headers);
+    decorate(&node, &mut response, &app, headers);
     response
 }
