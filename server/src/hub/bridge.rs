@@ -50,3 +50,51 @@ impl AppHub {
         self.bridge.active.store(active, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::hub::Connection;
+    use crate::protocol::{ChannelName, SocketId};
+
+    #[derive(Debug, Default)]
+    struct Counting(AtomicUsize);
+
+    impl PusherBridge for Counting {
+        fn pusher_event(&self, _channel: &str, _frame: &Bytes) -> usize {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            1
+        }
+    }
+
+    #[test]
+    fn the_bridge_hears_publishes_and_relays_only_while_active_and_its_copies_count() {
+        let app = AppHub::new("1", None);
+        let channel = ChannelName::parse("news", 200).unwrap();
+        let (conn, _rx) = Connection::new(SocketId::new(1, 1), 8);
+        app.subscribe(&conn, &channel, None, Default::default())
+            .unwrap();
+        let bridge = Arc::new(Counting::default());
+        app.attach_bridge(bridge.clone());
+        assert_eq!(app.publish(&channel, "e", "d", None), 1);
+        assert_eq!(bridge.0.load(Ordering::Relaxed), 0, "inactive: not called");
+        app.set_bridge_active(true);
+        assert_eq!(app.publish(&channel, "e", "d", None), 2);
+        assert_eq!(
+            app.relay("news", Bytes::from_static(b"{}"), SocketId::new(9, 9)),
+            2
+        );
+        let frame = crate::protocol::server::channel_event("e", "news", "d");
+        assert_eq!(app.publish_unbridged(&channel, &frame, "d"), 1);
+        assert_eq!(
+            bridge.0.load(Ordering::Relaxed),
+            2,
+            "not for an unbridged publish"
+        );
+        app.set_bridge_active(false);
+        app.publish(&channel, "e", "d", None);
+        assert_eq!(bridge.0.load(Ordering::Relaxed), 2);
+    }
+}
