@@ -45,9 +45,19 @@ impl AppHub {
         let _ = self.bridge.sink.set(bridge);
     }
 
-    /// Whether the attached bridge has subscribers (publishes skip it while it has none).
+    /// Whether the attached bridge has subscribers (publishes skip it while it has none). A
+    /// change is reported like an occupancy change: in a cluster the node then listens to the
+    /// app's publishes from other nodes for its Mercure subscribers too
+    /// ([`AppHub::is_occupied`]).
     pub fn set_bridge_active(&self, active: bool) {
-        self.bridge.active.store(active, Ordering::Relaxed);
+        if self.bridge.active.swap(active, Ordering::Relaxed) != active {
+            self.hooks.occupancy_changed();
+        }
+    }
+
+    /// Whether the attached bridge has subscribers.
+    pub(super) fn bridge_active(&self) -> bool {
+        self.bridge.active.load(Ordering::Relaxed)
     }
 }
 

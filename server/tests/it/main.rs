@@ -38,6 +38,7 @@ mod layers;
 mod limits;
 mod mercure;
 mod mercure_bridge;
+mod mercure_cluster;
 mod mercure_helpers;
 mod mercure_settings;
 mod php;

@@ -139,6 +139,22 @@ pub async fn subscribe(app: &TestApp, query: &str) -> Sse {
 }
 
 impl Sse {
+    /// Subscribes at `url` (a node run as a process) with `token`; panics unless 200.
+    pub async fn open(http: &reqwest::Client, url: &str, token: &str) -> Sse {
+        let response = tokio::time::timeout(WAIT, http.get(url).bearer_auth(token).send())
+            .await
+            .expect("subscribe answers in time")
+            .expect("subscribe request");
+        assert_eq!(response.status().as_u16(), 200, "subscribe refused");
+        let mut sse = Sse {
+            headers: response.headers().clone(),
+            response,
+            buffer: String::new(),
+        };
+        sse.await_open().await;
+        sse
+    }
+
     /// Reads until the opening comment (the subscription is registered once it is sent).
     async fn await_open(&mut self) {
         while !self.buffer.contains("\n\n") {
