@@ -311,3 +311,25 @@ async fn a_full_node_refuses_subscribers_with_503() {
     let refused = subscribe_raw(&app, "topic=a", Some(&token), &[]).await;
     assert_eq!(refused.status().as_u16(), 503);
 }
+
+#[tokio::test]
+async fn mercure_publishes_draw_from_the_app_s_rest_event_rate_limit() {
+    let app = spawn_app().await;
+    app.update_app(AppPatch {
+        limits: LimitsPatch {
+            max_backend_events_per_second: Some(2),
+            ..LimitsPatch::default()
+        },
+        ..AppPatch::default()
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            publish_as(&app, Some(&publisher()), &[("topic", "a")])
+                .await
+                .0,
+        );
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+}

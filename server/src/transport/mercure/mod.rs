@@ -359,6 +359,28 @@ async fn publish_inner(
             "the token may not publish to every topic of this update",
         );
     }
+    // The REST publish rate limit: one event per update, from the same budget.
+    let rate = app.limits.backend_events_per_second();
+    if let Err(wait) = node
+        .rates
+        .check(&app.id, crate::hub::Budget::BackendEvents, rate, 1)
+    {
+        node.taps.emit(&app.id, "error", None, None, || {
+            "Mercure publish refused: over the events rate limit (429)".to_owned()
+        });
+        let mut response = text(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Rate limit exceeded: at most {} events per second for this app",
+                rate.unwrap_or_default()
+            ),
+        );
+        let retry = wait.map_or(1, |w| w.as_secs_f64().ceil().max(1.0) as u64);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+        return response;
+    }
     // The daily quota: one message per topic.
     let usage = node.usage.app(&app.id);
     let quota = app.limits.daily_messages();
