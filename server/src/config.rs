@@ -185,6 +185,8 @@ pub struct Settings {
     pub fallback: FallbackSettings,
     /// TLS on both listeners, when `HERALD_TLS_CERT` and `HERALD_TLS_KEY` are set.
     pub tls: Option<TlsSettings>,
+    /// The Mercure hub's node-wide settings.
+    pub mercure: MercureHubSettings,
 }
 
 /// TLS on both listeners (`HERALD_TLS_CERT`, `HERALD_TLS_KEY`: PEM files).
@@ -228,6 +230,28 @@ fn tls_settings() -> Result<Option<TlsSettings>, ConfigError> {
             name: "HERALD_TLS_CERT",
             problem: "must be set too when HERALD_TLS_KEY is (the certificate chain)".into(),
         }),
+    }
+}
+
+/// The Mercure hub's node-wide settings (`transport::mercure`).
+#[derive(Debug, Clone)]
+pub struct MercureHubSettings {
+    /// The app also served at `/.well-known/mercure` (`HERALD_MERCURE_ROOT_APP`, an app id).
+    pub root_app: Option<String>,
+    /// How often an idle SSE stream gets a `:` comment (20 s; tests shorten it).
+    pub heartbeat: Duration,
+    /// Bytes of Mercure history kept node-wide, all apps together (64 MiB); past it the
+    /// oldest updates of the app publishing leave first.
+    pub history_bytes: usize,
+}
+
+impl Default for MercureHubSettings {
+    fn default() -> MercureHubSettings {
+        MercureHubSettings {
+            root_app: None,
+            heartbeat: Duration::from_secs(20),
+            history_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -482,6 +506,10 @@ impl Settings {
                     .unwrap_or(10)
                     .clamp(1, 600),
             ),
+            mercure: MercureHubSettings {
+                root_app: var("HERALD_MERCURE_ROOT_APP"),
+                ..MercureHubSettings::default()
+            },
             ..Settings::defaults()
         };
         settings.check_cluster().map_err(|problem| ConfigError {
@@ -530,6 +558,7 @@ impl Settings {
             cluster: None,
             fallback: FallbackSettings::default(),
             tls: None,
+            mercure: MercureHubSettings::default(),
         }
     }
 

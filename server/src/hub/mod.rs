@@ -6,6 +6,7 @@
 //! them once the app's lock is released. Each app has its own state behind one lock, held only
 //! for in-memory work (never across an await), so apps never contend with each other.
 
+mod bridge;
 mod cache;
 mod connection;
 mod counts;
@@ -17,6 +18,7 @@ mod shared_users;
 mod stats;
 mod taps;
 
+pub use bridge::PusherBridge;
 pub use cache::CACHE_TTL;
 pub use connection::{Connection, DetachedOutbox};
 pub use events::{
@@ -342,6 +344,8 @@ pub struct AppHub {
     shared_users: bool,
     /// Cluster mode: cache channels' last events are kept in Redis (see `cache.rs`).
     shared_cache: bool,
+    /// The app's Mercure subscribers of Pusher channels (see `bridge.rs`).
+    bridge: bridge::Bridge,
 }
 
 /// Options of a subscribe that come from the app's settings.
@@ -545,6 +549,7 @@ impl AppHub {
             cache_refused: AtomicU64::new(0),
             shared_users: false,
             shared_cache: false,
+            bridge: bridge::Bridge::default(),
         }
     }
 
@@ -794,6 +799,26 @@ impl AppHub {
             .map_or(0, |c| enqueue_all(c, frame, except, &mut to_flush));
         drop(state);
         flush_all(to_flush);
+        delivered + self.bridge.deliver(channel.as_str(), frame)
+    }
+
+    /// Publishes `frame` to `channel`'s Pusher subscribers only, like
+    /// [`AppHub::publish_frame`] but not to the bridge (a Mercure publish reaching pusher-js
+    /// subscribers: its Mercure subscribers already have it).
+    pub fn publish_unbridged(&self, channel: &ChannelName, frame: &Bytes, data: &str) -> usize {
+        let mut to_flush = Vec::new();
+        let mut state = lock(&self.state);
+        if channel.is_cache() {
+            let confirmed =
+                !self.shared_cache || !state.channels.is_empty() || !state.users.is_empty();
+            self.keep(&mut state, channel.as_str(), data, frame, confirmed);
+        }
+        let delivered = state
+            .channels
+            .get(channel.as_str())
+            .map_or(0, |c| enqueue_all(c, frame, None, &mut to_flush));
+        drop(state);
+        flush_all(to_flush);
         delivered
     }
 
@@ -807,7 +832,7 @@ impl AppHub {
             .map_or(0, |c| enqueue_all(c, &frame, Some(sender), &mut to_flush));
         drop(state);
         flush_all(to_flush);
-        delivered
+        delivered + self.bridge.deliver(channel, &frame)
     }
 
     /// Records a signin and registers the watchlist. The initial statuses of the watched ids are

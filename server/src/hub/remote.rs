@@ -15,8 +15,11 @@ impl AppHub {
     /// Whether any channel of the app has a subscriber on this node, or any connection of it is
     /// signed in (what the cluster's subscription to the app's Redis channel follows: a
     /// signed-in socket need not subscribe to anything, and a `terminate_connections` from
-    /// another node must still reach it).
+    /// another node must still reach it), or it has Mercure subscribers (the bridge).
     pub fn is_occupied(&self) -> bool {
+        if self.bridge_active() {
+            return true;
+        }
         let state = lock(&self.state);
         !state.channels.is_empty() || !state.users.is_empty()
     }
@@ -49,6 +52,6 @@ impl AppHub {
             .map_or(0, |c| enqueue_all(c, frame, except, &mut to_flush));
         drop(state);
         flush_all(to_flush);
-        delivered
+        delivered + self.bridge.deliver(channel, frame)
     }
 }

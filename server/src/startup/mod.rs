@@ -261,6 +261,9 @@ impl Application {
                     crate::metrics::track_rest,
                 )),
             )
+            .merge(transport::mercure::router(transport::mercure::Hubs::new(
+                node.settings.mercure.history_bytes,
+            )))
             .fallback(move |State(node): State<SharedNode>, request: Request| {
                 transport::xhr::fallback(node, fallback_sessions.clone(), request)
             })

@@ -1,9 +1,11 @@
 //! Transports: the WebSocket upgrade and its refusals (`upgrade.rs`), the per-connection loop
 //! (`ws.rs`), pusher-js's HTTP fallbacks (`xhr/`), the admission both share (`admit.rs`) and the
-//! protocol logic they feed (`session.rs`). SSE comes later beside them, reusing the session.
+//! protocol logic they feed (`session.rs`). The Mercure hub's SSE
+//! subscribers and publishes are in `mercure/`.
 
 mod admit;
 pub mod deferral;
+pub mod mercure;
 pub mod session;
 pub mod upgrade;
 pub mod ws;

@@ -63,6 +63,11 @@ async fn creating_an_app_lands_on_its_getting_started_page_with_its_key() {
     assert!(start
         .body
         .contains(&format!("new Pusher(\"{}\"", created.key)));
+    // The Mercure hub's EventSource snippet names the app's hub.
+    assert!(start
+        .body
+        .contains(&format!("/apps/{}/.well-known/mercure", created.id)));
+    assert!(start.body.contains("new EventSource(url)"));
     assert!(start
         .body
         .contains(&format!("data-testid=\"app-id\">{id}<")));

@@ -1,0 +1,110 @@
+//! The seam a Mercure hub plugs into (design.md, "Mercure"): a Pusher event published on a
+//! channel of an app also reaches that app's Mercure subscribers of the same topic.
+//!
+//! The hub does not know Mercure: the transport attaches a [`PusherBridge`] to an app's
+//! [`AppHub`] once and says whether it has subscribers. A publish of an app with none pays one
+//! relaxed atomic load.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+use super::AppHub;
+
+/// Where an app's Pusher events go besides its Pusher subscribers.
+pub trait PusherBridge: Send + Sync + std::fmt::Debug {
+    /// An event published (or relayed: a client event) on `channel`, as the frame serialized for
+    /// the channel's Pusher subscribers; returns the copies delivered.
+    fn pusher_event(&self, channel: &str, frame: &Bytes) -> usize;
+}
+
+/// An app's bridge, when one is attached, and whether it has anyone to deliver to.
+#[derive(Debug, Default)]
+pub(super) struct Bridge {
+    active: AtomicBool,
+    sink: OnceLock<Arc<dyn PusherBridge>>,
+}
+
+impl Bridge {
+    /// Hands `frame` to the bridge when it has subscribers; the copies it delivered.
+    #[inline]
+    pub(super) fn deliver(&self, channel: &str, frame: &Bytes) -> usize {
+        if !self.active.load(Ordering::Relaxed) {
+            return 0;
+        }
+        self.sink
+            .get()
+            .map_or(0, |sink| sink.pusher_event(channel, frame))
+    }
+}
+
+impl AppHub {
+    /// Attaches `bridge` to this app (the first attached stays).
+    pub fn attach_bridge(&self, bridge: Arc<dyn PusherBridge>) {
+        let _ = self.bridge.sink.set(bridge);
+    }
+
+    /// Whether the attached bridge has subscribers (publishes skip it while it has none). A
+    /// change is reported like an occupancy change: in a cluster the node then listens to the
+    /// app's publishes from other nodes for its Mercure subscribers too
+    /// ([`AppHub::is_occupied`]).
+    pub fn set_bridge_active(&self, active: bool) {
+        if self.bridge.active.swap(active, Ordering::Relaxed) != active {
+            self.hooks.occupancy_changed();
+        }
+    }
+
+    /// Whether the attached bridge has subscribers.
+    pub(super) fn bridge_active(&self) -> bool {
+        self.bridge.active.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::hub::Connection;
+    use crate::protocol::{ChannelName, SocketId};
+
+    #[derive(Debug, Default)]
+    struct Counting(AtomicUsize);
+
+    impl PusherBridge for Counting {
+        fn pusher_event(&self, _channel: &str, _frame: &Bytes) -> usize {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            1
+        }
+    }
+
+    #[test]
+    fn the_bridge_hears_publishes_and_relays_only_while_active_and_its_copies_count() {
+        let app = AppHub::new("1", None);
+        let channel = ChannelName::parse("news", 200).unwrap();
+        let (conn, _rx) = Connection::new(SocketId::new(1, 1), 8);
+        app.subscribe(&conn, &channel, None, Default::default())
+            .unwrap();
+        let bridge = Arc::new(Counting::default());
+        app.attach_bridge(bridge.clone());
+        assert_eq!(app.publish(&channel, "e", "d", None), 1);
+        assert_eq!(bridge.0.load(Ordering::Relaxed), 0, "inactive: not called");
+        app.set_bridge_active(true);
+        assert_eq!(app.publish(&channel, "e", "d", None), 2);
+        assert_eq!(
+            app.relay("news", Bytes::from_static(b"{}"), SocketId::new(9, 9)),
+            2
+        );
+        let frame = crate::protocol::server::channel_event("e", "news", "d");
+        assert_eq!(app.publish_unbridged(&channel, &frame, "d"), 1);
+        assert_eq!(
+            bridge.0.load(Ordering::Relaxed),
+            2,
+            "not for an unbridged publish"
+        );
+        app.set_bridge_active(false);
+        app.publish(&channel, "e", "d", None);
+        assert_eq!(bridge.0.load(Ordering::Relaxed), 2);
+    }
+}

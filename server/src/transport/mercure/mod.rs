@@ -1,0 +1,690 @@
+//! The Mercure hub (design.md, "Mercure"): each app is a hub at
+//! `/apps/{app_id}/.well-known/mercure`, and the app named by `HERALD_MERCURE_ROOT_APP` also at
+//! `/.well-known/mercure`. `POST` publishes an update (`form.rs` parses it), `GET` subscribes
+//! with Server-Sent Events (`stream.rs`), both drafts told apart by their parameters;
+//! `registry.rs` holds each app's subscriptions and history, and bridges its Pusher channels.
+//!
+//! Every response names the hub in a `Link: <...>; rel="mercure"` header. Browsers on the app's
+//! allowed origins get CORS headers (with credentials only for an explicit list of origins).
+
+#[doc(hidden)]
+pub mod form;
+mod registry;
+mod stream;
+mod subscriptions;
+
+#[doc(hidden)]
+pub use form::{
+    is_reserved_topic, parse_publish_form, parse_subscribe_query, FormError, PublishForm,
+    QueryError, SubscribeQuery,
+};
+pub use registry::{format_event, HistoryLimits, Hubs, Resume, MAX_REPLAY};
+
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+
+use crate::auth::mercure::{
+    locate_token, www_authenticate, www_authenticate_insufficient_scope,
+    www_authenticate_invalid_request, Draft, Grants,
+};
+use crate::node::SharedNode;
+use crate::protocol::{ChannelKind, ChannelName};
+use crate::tenants::AppRef;
+
+use registry::{AppMercure, Update};
+
+/// The hub routes (state: the node; the apps' Mercure state travels as an extension).
+pub fn router(hubs: Hubs) -> Router<SharedNode> {
+    Router::new()
+        .route(
+            "/apps/{app_id}/.well-known/mercure",
+            get(app_subscribe).post(app_publish).options(app_preflight),
+        )
+        .route(
+            "/.well-known/mercure",
+            get(root_subscribe)
+                .post(root_publish)
+                .options(root_preflight),
+        )
+        .route(
+            "/apps/{app_id}/.well-known/mercure/subscriptions",
+            get(app_api),
+        )
+        .route(
+            "/apps/{app_id}/.well-known/mercure/subscriptions/{*rest}",
+            get(app_api),
+        )
+        .route("/.well-known/mercure/subscriptions", get(root_api))
+        .route("/.well-known/mercure/subscriptions/{*rest}", get(root_api))
+        .layer(Extension(hubs))
+}
+
+/// The server's public URL: `HERALD_PUBLIC_URL`, else as the client reached it (`Host`, http).
+fn public_url(node: &SharedNode, headers: &HeaderMap) -> String {
+    node.settings.public_url.clone().unwrap_or_else(|| {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        format!("http://{host}")
+    })
+}
+
+/// App `app_id`'s hub URL (relative selectors and topics resolve against it).
+fn hub_url(node: &SharedNode, headers: &HeaderMap, app_id: &str) -> String {
+    crate::tenants::MercureSettings::hub_url(app_id, &public_url(node, headers))
+}
+
+/// A refusal, boxed (a `Response` is large).
+type Refused = Box<Response>;
+
+fn text(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut message = message.into();
+    message.push('\n');
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message,
+    )
+        .into_response()
+}
+
+fn unauthorized(status: StatusCode, challenge: String, message: &str) -> Response {
+    let mut response = text(status, message);
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// Adds the discovery link and, for an allowed browser origin, the CORS headers.
+fn decorate(node: &SharedNode, response: &mut Response, app: &AppRef, request: &HeaderMap) {
+    let link = format!("<{}>; rel=\"mercure\"", hub_url(node, request, &app.id));
+    let headers = response.headers_mut();
+    if let (false, Ok(link)) = (
+        headers.contains_key(header::LINK),
+        HeaderValue::from_str(&link),
+    ) {
+        headers.insert(header::LINK, link);
+    }
+    let origin = request.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    if let Some(origin) = origin.filter(|o| app.allows_origin(Some(o))) {
+        if let Ok(value) = HeaderValue::from_str(origin) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+            // Cookies only for origins the app lists by name, never for "any origin".
+            if !app.allowed_origins.is_empty() {
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
+            }
+            headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("Link, Last-Event-ID, Mercure-Last-Event-ID"),
+            );
+        }
+    }
+}
+
+fn find_app(node: &SharedNode, app_id: &str) -> Result<AppRef, Refused> {
+    match node.apps.by_id(app_id) {
+        Some(app) if app.enabled => Ok(app),
+        Some(_) => Err(Box::new(text(StatusCode::FORBIDDEN, "the app is disabled"))),
+        None => Err(Box::new(text(StatusCode::NOT_FOUND, "no such app"))),
+    }
+}
+
+fn root_app(node: &SharedNode) -> Result<String, Refused> {
+    node.settings
+        .mercure
+        .root_app
+        .clone()
+        .ok_or_else(|| Box::new(text(StatusCode::NOT_FOUND, "no Mercure hub at this path")))
+}
+
+/// The grants of the request's token (`Ok(None)`: no token), or the 400 / 401 to answer.
+fn grants(
+    node: &SharedNode,
+    app: &AppRef,
+    mercure: &AppMercure,
+    headers: &HeaderMap,
+    query_authorization: Option<&str>,
+    draft: Draft,
+) -> Result<Option<Grants>, Refused> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let cookies: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let cookie = (!cookies.is_empty()).then(|| cookies.join("; "));
+    let token = match locate_token(draft, authorization, cookie.as_deref(), query_authorization) {
+        Ok(Some((_, token))) => token,
+        Ok(None) => return Ok(None),
+        Err(error) => {
+            return Err(Box::new(unauthorized(
+                StatusCode::BAD_REQUEST,
+                www_authenticate_invalid_request(draft),
+                &error.to_string(),
+            )))
+        }
+    };
+    let public_url = public_url(node, headers);
+    let verifier = mercure.verifier(app, &public_url).map_err(|error| {
+        tracing::warn!(app = %app.id, %error, "the app's Mercure key is unusable");
+        Box::new(text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the app's Mercure key is unusable",
+        ))
+    })?;
+    let hub_url = crate::tenants::MercureSettings::hub_url(&app.id, &public_url);
+    match verifier.verify_in(token, node.settings.clock.now_seconds(), &hub_url) {
+        Ok(grants) => Ok(Some(grants)),
+        Err(error) => Err(Box::new(unauthorized(
+            StatusCode::UNAUTHORIZED,
+            www_authenticate(draft, Some(&error)),
+            &format!("{error}"),
+        ))),
+    }
+}
+
+async fn app_publish(
+    State(node): State<SharedNode>,
+    Extension(hubs): Extension<Hubs>,
+    Path(app_id): Path<String>,
+    request: Request,
+) -> Response {
+    publish(node, hubs, app_id, request).await
+}
+
+async fn root_publish(
+    State(node): State<SharedNode>,
+    Extension(hubs): Extension<Hubs>,
+    request: Request,
+) -> Response {
+    match root_app(&node) {
+        Ok(app_id) => publish(node, hubs, app_id, request).await,
+        Err(response) => *response,
+    }
+}
+
+async fn app_subscribe(
+    State(node): State<SharedNode>,
+    Extension(hubs): Extension<Hubs>,
+    Path(app_id): Path<String>,
+    request: Request,
+) -> Response {
+    subscribe(node, hubs, app_id, request).await
+}
+
+async fn root_subscribe(
+    State(node): State<SharedNode>,
+    Extension(hubs): Extension<Hubs>,
+    request: Request,
+) -> Response {
+    match root_app(&node) {
+        Ok(app_id) => subscribe(node, hubs, app_id, request).await,
+        Err(response) => *response,
+    }
+}
+
+async fn app_preflight(
+    State(node): State<SharedNode>,
+    Path(app_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    preflight(&node, &app_id, &headers)
+}
+
+async fn root_preflight(State(node): State<SharedNode>, headers: HeaderMap) -> Response {
+    match root_app(&node) {
+        Ok(app_id) => preflight(&node, &app_id, &headers),
+        Err(response) => *response,
+    }
+}
+
+fn preflight(node: &SharedNode, app_id: &str, headers: &HeaderMap) -> Response {
+    let app = match find_app(node, app_id) {
+        Ok(app) => app,
+        Err(response) => return *response,
+    };
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    decorate(node, &mut response, &app, headers);
+    let out = response.headers_mut();
+    out.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    out.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, Last-Event-ID, Cache-Control"),
+    );
+    out.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    response
+}
+
+/// `POST`: publishes one update.
+async fn publish(node: SharedNode, hubs: Hubs, app_id: String, request: Request) -> Response {
+    let app = match find_app(&node, &app_id) {
+        Ok(app) => app,
+        Err(response) => return *response,
+    };
+    let headers = request.headers().clone();
+    let mut response = publish_inner(&node, &hubs, &app, &headers, request).await;
+    decorate(&node, &mut response, &app, &headers);
+    response
+}
+
+async fn publish_inner(
+    node: &SharedNode,
+    hubs: &Hubs,
+    app: &AppRef,
+    headers: &HeaderMap,
+    request: Request,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a publish is application/x-www-form-urlencoded",
+        );
+    }
+    let draft = Draft::Draft07;
+    let app_hub = node.hub.app(&app.id);
+    let mercure = hubs.app(&app.id, &app_hub);
+    // The token first: no body is read for an anonymous publisher.
+    let grants = match grants(node, app, &mercure, headers, None, draft) {
+        Ok(Some(grants)) => grants,
+        Ok(None) => {
+            return unauthorized(
+                StatusCode::UNAUTHORIZED,
+                www_authenticate(draft, None),
+                "publishing needs a token",
+            )
+        }
+        Err(response) => return *response,
+    };
+    let draft = grants.draft.unwrap_or(draft);
+    let body = match axum::body::to_bytes(request.into_body(), form::MAX_FORM_BYTES).await {
+        Ok(body) => body,
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the publish body is larger than {} bytes",
+                    form::MAX_FORM_BYTES
+                ),
+            )
+        }
+    };
+    let form = match parse_publish_form(&body) {
+        Ok(form) => form,
+        Err(error) if error.too_large() => {
+            return text(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
+        }
+        Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    let data = form.data.as_deref().unwrap_or("");
+    if let Some(max) = app.limits.event_payload_bytes() {
+        if data.len() > max {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the update's data is larger than the app's limit of {max} bytes"),
+            );
+        }
+    }
+    if !grants.may_publish(&form.topics) {
+        return unauthorized(
+            StatusCode::FORBIDDEN,
+            www_authenticate_insufficient_scope(draft),
+            "the token may not publish to every topic of this update",
+        );
+    }
+    // The REST publish rate limit: one event per update, from the same budget.
+    let rate = app.limits.backend_events_per_second();
+    if let Err(wait) = node
+        .rates
+        .check(&app.id, crate::hub::Budget::BackendEvents, rate, 1)
+    {
+        node.taps.emit(&app.id, "error", None, None, || {
+            "Mercure publish refused: over the events rate limit (429)".to_owned()
+        });
+        let mut response = text(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Rate limit exceeded: at most {} events per second for this app",
+                rate.unwrap_or_default()
+            ),
+        );
+        let retry = wait.map_or(1, |w| w.as_secs_f64().ceil().max(1.0) as u64);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+        return response;
+    }
+    // The daily quota: one message per topic.
+    let usage = node.usage.app(&app.id);
+    let quota = app.limits.daily_messages();
+    let topics = form.topics.len() as u64;
+    let admitted = match &node.cluster {
+        None => usage.try_publish(quota, topics),
+        Some(cluster) => cluster.admit_daily(&app.id, &usage, quota, topics).await,
+    };
+    if !admitted {
+        node.taps.emit(&app.id, "error", None, None, || {
+            "Mercure publish refused: over the daily message quota".to_owned()
+        });
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "over the app's daily message quota",
+        );
+    }
+    let id = form.id.clone().unwrap_or_else(registry::new_id);
+    mercure.set_limits(history_limits(app));
+    let mut delivered = mercure.publish(Update::new(
+        id.clone(),
+        form.topics.clone(),
+        form.private,
+        form.event_type.as_deref(),
+        form.retry,
+        data,
+    ));
+    // A public update on a public channel's name reaches its pusher-js subscribers too.
+    if !form.private {
+        let event = form.event_type.as_deref().unwrap_or("message");
+        for topic in &form.topics {
+            let Ok(channel) = ChannelName::parse(topic, app.limits.channel_name_length()) else {
+                continue;
+            };
+            if channel.kind() != ChannelKind::Public {
+                continue;
+            }
+            let frame = crate::protocol::server::channel_event(event, topic, data);
+            delivered += app_hub.publish_unbridged(&channel, &frame, data);
+            // Other nodes deliver it as a Pusher event: to their pusher-js subscribers and,
+            // through their bridge, to their Mercure subscribers of the topic.
+            if let Some(cluster) = &node.cluster {
+                cluster.forward(&app.id, topic, &frame, None, false);
+            }
+        }
+    }
+    usage.count(delivered as u64);
+    node.taps.emit(
+        &app.id,
+        "publish",
+        form.topics.first().map(String::as_str),
+        None,
+        || format!("Mercure update {id} (to {delivered})"),
+    );
+    // The answer is the id alone.
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        id,
+    )
+        .into_response()
+}
+
+fn history_limits(app: &AppRef) -> HistoryLimits {
+    HistoryLimits {
+        size: app.mercure.history_size as usize,
+        age: Duration::from_secs(u64::from(app.mercure.history_seconds)),
+    }
+}
+
+/// `GET`: an SSE stream of the updates the query selects.
+async fn subscribe(node: SharedNode, hubs: Hubs, app_id: String, request: Request) -> Response {
+    let app = match find_app(&node, &app_id) {
+        Ok(app) => app,
+        Err(response) => return *response,
+    };
+    let headers = request.headers().clone();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let mut response =
+        subscribe_inner(node.clone(), hubs, app.clone(), headers.clone(), query).await;
+    decorate(&node, &mut response, &app, &headers);
+    response
+}
+
+async fn subscribe_inner(
+    node: SharedNode,
+    hubs: Hubs,
+    app: AppRef,
+    headers: HeaderMap,
+    query: String,
+) -> Response {
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    if origin.is_some() && !app.allows_origin(origin) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "this origin is not allowed for the app",
+        );
+    }
+    let hub_url = hub_url(&node, &headers, &app.id);
+    let parsed = match parse_subscribe_query(&query, &hub_url) {
+        Ok(parsed) => parsed,
+        Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    let draft = parsed.draft();
+    let app_hub = node.hub.app(&app.id);
+    let mercure = hubs.app(&app.id, &app_hub);
+    let grants = match grants(
+        &node,
+        &app,
+        &mercure,
+        &headers,
+        parsed.authorization.as_deref(),
+        draft,
+    ) {
+        Ok(grants) => grants,
+        Err(response) => return *response,
+    };
+    if grants.is_none() && !app.mercure.anonymous {
+        return unauthorized(
+            StatusCode::UNAUTHORIZED,
+            www_authenticate(draft, None),
+            "subscribing to this hub needs a token",
+        );
+    }
+    let header_last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let resume = match header_last_id
+        .or(parsed.last_event_id.clone())
+        .filter(|id| !id.is_empty())
+    {
+        None => Resume::Live,
+        Some(id) if id == "earliest" => Resume::Earliest,
+        Some(id) => Resume::After(id),
+    };
+    let now = node.settings.clock.now_seconds();
+    let expires = grants.as_ref().and_then(|g| g.expires_at).map(|exp| {
+        tokio::time::Instant::now() + Duration::from_secs(u64::try_from(exp - now).unwrap_or(0))
+    });
+    let (tx, body) = stream::channel();
+    let (answer, answered) = tokio::sync::oneshot::channel::<Result<Option<String>, Response>>();
+    let task_node = node.clone();
+    // Admission and the task in a task of their own: a client hanging up meanwhile leaks no slot.
+    tokio::spawn(node.connections.track_future(async move {
+        let node = task_node;
+        let capacity = node.settings.outbox_capacity.max(MAX_REPLAY + 64);
+        let admitted =
+            match stream::admit(&node, &app, origin_owned(&headers).as_deref(), capacity).await {
+                Ok(admitted) => admitted,
+                Err(stream::Refusal::Quota) => {
+                    let _ = answer.send(Err(text(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "the app's connection quota is reached",
+                    )));
+                    return;
+                }
+                Err(stream::Refusal::Node) => {
+                    let _ = answer.send(Err(text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the node is full or stopping",
+                    )));
+                    return;
+                }
+            };
+        mercure.set_limits(history_limits(&app));
+        let mut selectors = Vec::with_capacity(parsed.selectors.len());
+        let mut described = Vec::with_capacity(parsed.selectors.len());
+        for (kind, raw, selector) in parsed.selectors {
+            let payload = grants.as_ref().and_then(|g| g.payload_for(&raw)).cloned();
+            selectors.push(selector);
+            described.push(subscriptions::Described { kind, raw, payload });
+        }
+        let readable = grants.map(|g| g.subscribe).unwrap_or_default();
+        let subscriber = subscriptions::Subscriber {
+            id: registry::new_id(),
+            selectors: described,
+        };
+        let subscribed =
+            mercure.subscribe(&admitted.conn, selectors, readable, subscriber, &resume);
+        admitted.usage().count(subscribed.replayed as u64);
+        if answer.send(Ok(subscribed.resume_point)).is_err() {
+            if let Some(id) = subscribed.id {
+                mercure.unsubscribe(id);
+            }
+            return;
+        }
+        stream::run(
+            stream::Run {
+                admitted,
+                app: mercure,
+                subscription: subscribed.id,
+                heartbeat: node.settings.mercure.heartbeat,
+                expires,
+            },
+            tx,
+        )
+        .await;
+    }));
+    let resume_point = match answered.await {
+        Ok(Ok(resume_point)) => resume_point,
+        Ok(Err(response)) => return response,
+        Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
+    };
+    let mut response = Response::new(body);
+    let out = response.headers_mut();
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    out.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Some(point) = resume_point.and_then(|p| HeaderValue::from_str(&p).ok()) {
+        let name = match draft {
+            Draft::Draft07 => "last-event-id",
+            Draft::Draft08 => "mercure-last-event-id",
+        };
+        out.insert(name, point);
+    }
+    response
+}
+
+fn origin_owned(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn app_api(
+    State(node): State<SharedNode>,
+    Extension(hubs): Extension<Hubs>,
+    Path(params): Path<Vec<(String, String)>>,
+    request: Request,
+) -> Response {
+    let app_id = params
+        .iter()
+        .find(|(name, _)| name == "app_id")
+        .map(|(_, value)| value.clone())
+        .unwrap_or_default();
+    let path = request.uri().path().to_owned();
+    subscriptions_api(node, hubs, app_id, path, request.headers()).await
+}
+
+async fn root_api(
+    State(node): State<SharedNode>,
+    Extension(hubs): Extension<Hubs>,
+    request: Request,
+) -> Response {
+    let app_id = match root_app(&node) {
+        Ok(app_id) => app_id,
+        Err(response) => return *response,
+    };
+    // Documents name the app's own hub path.
+    let path = format!("/apps/{app_id}{}", request.uri().path());
+    subscriptions_api(node, hubs, app_id, path, request.headers()).await
+}
+
+/// `GET .../subscriptions[/...]`: the active subscriptions the token may see.
+async fn subscriptions_api(
+    node: SharedNode,
+    hubs: Hubs,
+    app_id: String,
+    path: String,
+    headers: &HeaderMap,
+) -> Response {
+    let app = match find_app(&node, &app_id) {
+        Ok(app) => app,
+        Err(response) => return *response,
+    };
+    let mercure = hubs.app(&app.id, &node.hub.app(&app.id));
+    let mut response = match grants(&node, &app, &mercure, headers, None, Draft::Draft07) {
+        Err(response) => *response,
+        Ok(None) => unauthorized(
+            StatusCode::UNAUTHORIZED,
+            www_authenticate(Draft::Draft07, None),
+            "the subscriptions API needs a token",
+        ),
+        Ok(Some(grants)) if !grants.subscribe.iter().any(|s| s.matches(&path)) => unauthorized(
+            StatusCode::FORBIDDEN,
+            www_authenticate(grants.draft.unwrap_or(Draft::Draft07), None),
+            "the token may not read these subscriptions",
+        ),
+        Ok(Some(grants)) => {
+            let (docs, last) = mercure.documents();
+            let draft07 = grants.draft != Some(Draft::Draft08);
+            let body = subscriptions::answer(&path, docs, draft07, &last);
+            let content_type = if draft07 {
+                "application/ld+json"
+            } else {
+                "application/json"
+            };
+            let mut response =
+                ([(header::CONTENT_TYPE, content_type)], body.to_string()).into_response();
+            let link = format!(
+                "<{}>; rel=\"mercure\"; last-event-id=\"{last}\"; type=\"mercure\"; content-type=\"application/json\"",
+                hub_url(&node, headers, &app.id)
+            );
+            if let Ok(link) = HeaderValue::from_str(&link) {
+                response.headers_mut().insert(header::LINK, link);
+            }
+            response
+        }
+    };
+    decorate(&node, &mut response, &app, headers);
+    response
+}

@@ -1,0 +1,49 @@
+//! The Mercure hub in a cluster: what crosses Redis (the Pusher bridge's traffic).
+
+use serde_json::json;
+
+use crate::cluster_helpers::{trigger_except, TestCluster};
+use crate::helpers::{post_signed, APP_ID};
+use crate::mercure_helpers::{publisher, token07, Sse};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_through_one_node_reach_mercure_subscribers_on_another() {
+    let cluster = TestCluster::start().await;
+    let [a, b, _] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/apps/{APP_ID}/.well-known/mercure?topic=orders",
+        b.base()
+    );
+    let mut sse = Sse::open(&http, &url, &token07(&["*"], &[])).await;
+    // B has no Pusher subscriber of the app: its Mercure subscriber alone makes it listen.
+    cluster.redis.wait_for_listeners(1).await;
+    trigger_except(&http, &a.base(), "orders", "created", "{\"id\":1}", None).await;
+    let event = sse.next().await;
+    assert_eq!(event.event, "created");
+    assert_eq!(event.data, "{\"id\":1}");
+    // A public Mercure update on a channel-named topic, published through A.
+    let body = "topic=orders&type=shipped&data=2";
+    let response = http
+        .post(format!("{}/apps/{APP_ID}/.well-known/mercure", a.base()))
+        .bearer_auth(publisher())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let event = sse.next().await;
+    assert_eq!(
+        (event.event.as_str(), event.data.as_str()),
+        ("shipped", "2")
+    );
+    // A batch too.
+    let batch = json!({"batch": [{"name": "b1", "channel": "orders", "data": "3"}]});
+    let path = format!("/apps/{APP_ID}/batch_events");
+    let response = post_signed(&http, &a.base(), &path, batch.to_string()).await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(sse.next().await.data, "3");
+}
