@@ -8,6 +8,7 @@
 #   --seconds N   N seconds per target;
 #   target...     some of the targets (default: all of them, listed in fuzz/Cargo.toml).
 #
+# The targets run side by side, as many at a time as there are cores (FUZZ_JOBS overrides it).
 # Each target starts from its committed seeds (fuzz/corpus/<target>/) plus what earlier runs
 # found (fuzz/target/corpus/<target>/, not committed), with its dictionary when there is one
 # (fuzz/dict/<target>.dict). Prints, per target, the executions, executions per second and the
@@ -76,14 +77,14 @@ for target in "${TARGETS[@]}"; do
 done
 cargo build --locked --release --target "$HOST" --target-dir "$TARGET_DIR" "${build_args[@]}"
 
-failed=()
-printf '\n%-14s %8s %12s %10s %8s  %s\n' target seconds executions exec/s corpus result
-for target in "${TARGETS[@]}"; do
-    corpus="$TARGET_DIR/corpus/$target"
-    artifacts="$FUZZ_DIR/artifacts/$target"
-    log="$TARGET_DIR/logs/$target.log"
+# Runs one target; writes "status seconds" to its .status file next to its log.
+run_target() {
+    local target="$1"
+    local corpus="$TARGET_DIR/corpus/$target"
+    local artifacts="$FUZZ_DIR/artifacts/$target"
+    local log="$TARGET_DIR/logs/$target.log"
     mkdir -p "$corpus" "$artifacts" "$(dirname "$log")" "corpus/$target"
-    args=(
+    local args=(
         -max_total_time="$SECONDS_EACH"
         -print_final_stats=1
         -timeout=10
@@ -91,11 +92,34 @@ for target in "${TARGETS[@]}"; do
         -artifact_prefix="$artifacts/"
     )
     [[ -f "dict/$target.dict" ]] && args+=(-dict="dict/$target.dict")
-    started=$SECONDS
-    status=0
+    local started=$SECONDS status=0
     "$TARGET_DIR/$HOST/release/$target" "${args[@]}" "$corpus" "corpus/$target" >"$log" 2>&1 ||
         status=$?
-    took=$((SECONDS - started))
+    echo "$status $((SECONDS - started))" >"$TARGET_DIR/logs/$target.status"
+}
+
+# The targets run side by side, one per core (each libFuzzer process uses one).
+JOBS="${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}"
+echo "running ${#TARGETS[@]} targets for ${SECONDS_EACH} s each, $JOBS at a time"
+mkdir -p "$TARGET_DIR/logs"
+running=0
+for target in "${TARGETS[@]}"; do
+    rm -f "$TARGET_DIR/logs/$target.status"
+    if ((running >= JOBS)); then
+        wait -n || true
+        running=$((running - 1))
+    fi
+    run_target "$target" &
+    running=$((running + 1))
+done
+wait || true
+
+failed=()
+printf '\n%-14s %8s %12s %10s %8s  %s\n' target seconds executions exec/s corpus result
+for target in "${TARGETS[@]}"; do
+    log="$TARGET_DIR/logs/$target.log"
+    artifacts="$FUZZ_DIR/artifacts/$target"
+    read -r status took <"$TARGET_DIR/logs/$target.status" || { status=1 took=0; }
     executions="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
     corpus_size="$(grep -o 'corp: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2 || true)"
     executions="${executions:-0}"
@@ -109,7 +133,9 @@ for target in "${TARGETS[@]}"; do
     printf '%-14s %8d %12d %10d %8s  %s\n' "$target" "$took" "$executions" "$rate" \
         "${corpus_size:-?}" "$result"
     if [[ $status -ne 0 ]]; then
-        tail -n 40 "$log" | sed 's/^/    /'
+        # The panic's message, then libFuzzer's report (the backtrace between is in the log).
+        { grep -m 1 -A 3 'panicked at' "$log" || true; sed -n '/ERROR: libFuzzer/,$p' "$log"; } |
+            head -n 40 | sed 's/^/    /'
         ls "$artifacts" | sed "s|^|    input: $artifacts/|"
     fi
 done
