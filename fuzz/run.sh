@@ -41,7 +41,7 @@ while (($#)); do
     shift
 done
 
-ALL_TARGETS=($(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -vx herald-fuzz))
+mapfile -t ALL_TARGETS < <(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -vx herald-fuzz)
 if ((${#TARGETS[@]} == 0)); then
     TARGETS=("${ALL_TARGETS[@]}")
 fi
