@@ -10,6 +10,8 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod locks;
 pub mod meters;

@@ -595,26 +595,7 @@ impl Session {
         app: &AppRef,
         data: &str,
     ) -> Result<PresenceMember, Refusal> {
-        let parsed: ChannelData = serde_json::from_str(data).map_err(|_| {
-            Refusal::auth("Invalid channel_data: expected a JSON object with user_id")
-        })?;
-        let user_id = parsed
-            .user_id
-            .as_deref()
-            .and_then(user_id_of)
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| {
-                Refusal::auth("Invalid channel_data: user_id must be a non-empty string or number")
-            })?;
-        if user_id.chars().count() > MAX_USER_ID_CHARS {
-            return Err(Refusal::limit(format!(
-                "Presence user id is longer than {MAX_USER_ID_CHARS} characters"
-            )));
-        }
-        let member = PresenceMember {
-            user_id,
-            user_info: parsed.user_info,
-        };
+        let member = member_of_channel_data(data)?;
         check_member_size(app, &member)?;
         Ok(member)
     }
@@ -895,6 +876,34 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.leave();
     }
+}
+
+/// The member a presence `channel_data` names (the caller checks its size against the app's).
+fn member_of_channel_data(data: &str) -> Result<PresenceMember, Refusal> {
+    let parsed: ChannelData = serde_json::from_str(data)
+        .map_err(|_| Refusal::auth("Invalid channel_data: expected a JSON object with user_id"))?;
+    let user_id = parsed
+        .user_id
+        .as_deref()
+        .and_then(user_id_of)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| {
+            Refusal::auth("Invalid channel_data: user_id must be a non-empty string or number")
+        })?;
+    if user_id.chars().count() > MAX_USER_ID_CHARS {
+        return Err(Refusal::limit(format!(
+            "Presence user id is longer than {MAX_USER_ID_CHARS} characters"
+        )));
+    }
+    Ok(PresenceMember {
+        user_id,
+        user_info: parsed.user_info,
+    })
+}
+
+/// [`member_of_channel_data`] for `crate::fuzzing`: the member, or the refusal's message.
+pub(crate) fn presence_member_of(data: &str) -> Result<PresenceMember, String> {
+    member_of_channel_data(data).map_err(|refusal| refusal.message)
 }
 
 fn check_member_size(app: &AppRef, member: &PresenceMember) -> Result<(), Refusal> {

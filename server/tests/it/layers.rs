@@ -41,6 +41,8 @@ const LEVELS: &[(&str, u32)] = &[
     ("metrics", 7),
     ("serve", 8),
     ("startup", 8),
+    // Entry points for the fuzz targets (fuzz/), forwarding to internal functions.
+    ("fuzzing", 8),
     ("cli", 9),
     // The binary's crate root (`herald::...` paths).
     ("main", 10),

@@ -480,7 +480,7 @@ async fn deliver_close(shared: &Shared, mut reader: Option<Reader>, text: Bytes,
 }
 
 /// `a[...]`: the frames as JSON strings.
-fn push_batch(line: &mut BytesMut, frames: &[Bytes]) {
+pub(crate) fn push_batch(line: &mut BytesMut, frames: &[Bytes]) {
     line.put_slice(b"a[");
     for (i, frame) in frames.iter().enumerate() {
         if i > 0 {
@@ -558,7 +558,7 @@ fn take_poll_frames(
 
 /// The length in UTF-16 code units of UTF-8 text `text` written as a JSON string (quotes
 /// included), as [`push_batch`] writes it.
-fn escaped_units(text: &[u8]) -> usize {
+pub(crate) fn escaped_units(text: &[u8]) -> usize {
     let escapes: usize = text
         .iter()
         .map(|&b| match b {
@@ -571,7 +571,7 @@ fn escaped_units(text: &[u8]) -> usize {
 }
 
 /// The length of UTF-8 text in UTF-16 code units, as a browser's `responseText.length` counts it.
-fn utf16_units(text: &[u8]) -> usize {
+pub(crate) fn utf16_units(text: &[u8]) -> usize {
     text.iter()
         .map(|&b| match b {
             0x80..=0xbf => 0,
@@ -582,7 +582,7 @@ fn utf16_units(text: &[u8]) -> usize {
 }
 
 /// `c[code,"reason"]`.
-pub(super) fn close_line(code: u16, reason: &str) -> Bytes {
+pub(crate) fn close_line(code: u16, reason: &str) -> Bytes {
     let reason = serde_json::to_string(reason).unwrap_or_else(|_| "\"\"".to_owned());
     Bytes::from(format!("c[{code},{reason}]\n"))
 }

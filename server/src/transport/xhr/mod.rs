@@ -43,7 +43,8 @@ use crate::transport::admit::admit;
 use crate::transport::upgrade::{not_found, WsUpgrade};
 
 pub use link::Sessions;
-use link::{close_line, AttachRefused, Kind, Owner, SendRefused, Shared};
+pub(crate) use link::{close_line, escaped_units, push_batch, utf16_units};
+use link::{AttachRefused, Kind, Owner, SendRefused, Shared};
 pub use relay::start as start_relay;
 
 /// The longest `{server}` and `{session}` path segments (pusher-js sends up to 3 and 8).
@@ -103,6 +104,24 @@ impl<'a> Route<'a> {
     fn name(&self) -> String {
         format!("{}/{}/{}", self.key, self.server, self.session)
     }
+}
+
+/// For `crate::fuzzing`: the session name and the operation (the path's last segment) of a
+/// fallback path, as the router reads it.
+pub(crate) fn route_of(path: &str) -> Option<(String, &'static str)> {
+    let route = Route::parse(path)?;
+    let op = match route.op {
+        Op::Receive(Kind::Stream) => "xhr_streaming",
+        Op::Receive(Kind::Poll) => "xhr",
+        Op::Send => "xhr_send",
+    };
+    Some((route.name(), op))
+}
+
+/// The messages of an `xhr_send` body: a JSON array of strings (the limits on their number and
+/// sizes are checked after).
+pub(crate) fn send_body(bytes: &[u8]) -> Option<Vec<String>> {
+    serde_json::from_slice(bytes).ok()
 }
 
 /// The router's fallback: the fallback routes, else the WebSocket 4005 or a 404.
@@ -561,7 +580,7 @@ async fn read_messages(
                 }
                 bytes.extend_from_slice(&chunk);
             }
-            let Ok(messages) = serde_json::from_slice::<Vec<String>>(&bytes) else {
+            let Some(messages) = send_body(&bytes) else {
                 return Err((
                     StatusCode::BAD_REQUEST,
                     "The body must be a JSON array of strings\n",
