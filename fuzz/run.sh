@@ -75,7 +75,11 @@ build_args=()
 for target in "${TARGETS[@]}"; do
     build_args+=(--bin "$target")
 done
-cargo build --locked --release --target "$HOST" --target-dir "$TARGET_DIR" "${build_args[@]}"
+# The server's dependencies at exactly the workspace's versions: the package's lockfile is the
+# workspace's, copied afresh (not committed, so it cannot drift when a dependency changes); cargo
+# only adds libfuzzer-sys and what it needs.
+cp "$FUZZ_DIR/../Cargo.lock" "$FUZZ_DIR/Cargo.lock"
+cargo build --release --target "$HOST" --target-dir "$TARGET_DIR" "${build_args[@]}"
 
 # Runs one target; writes "status seconds" to its .status file next to its log.
 run_target() {
