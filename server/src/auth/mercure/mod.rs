@@ -19,7 +19,7 @@ mod claims;
 
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, Validation};
 
-use crate::protocol::mercure::Selector;
+use crate::protocol::mercure::{with_budget, Selector};
 
 pub use claims::{MAX_DETAILS, MERCURE_DETAIL_TYPE};
 
@@ -290,7 +290,10 @@ impl Verifier {
             ));
         };
         let at_jwt = header.typ.as_deref().is_some_and(|typ| {
-            let typ = typ.strip_prefix("application/").unwrap_or(typ);
+            let typ = match typ.get(..12) {
+                Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
+                _ => typ,
+            };
             typ.eq_ignore_ascii_case("at+jwt")
         });
         let expires_at = claims::time_claim(&claims, "exp")?;
@@ -312,7 +315,7 @@ impl Verifier {
             if !claims::audience_names(&claims, &self.audience) {
                 return Err(TokenError::WrongAudience);
             }
-            let mut grants = claims::draft08_grants(&claims, hub_url)?;
+            let mut grants = with_budget(|| claims::draft08_grants(&claims, hub_url))?;
             grants.expires_at = expires_at;
             return Ok(grants);
         }
@@ -320,7 +323,7 @@ impl Verifier {
             // A draft-08 token without its type: it could be an ID token or another kind.
             return Err(TokenError::WrongType);
         }
-        let mut grants = claims::draft07_grants(&claims, hub_url)?;
+        let mut grants = with_budget(|| claims::draft07_grants(&claims, hub_url))?;
         grants.expires_at = expires_at;
         Ok(grants)
     }

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::cluster::Slot;
 use crate::hub::{AppHub, ConnectRefusal, Connection};
+use crate::meters::{Live, Transport};
 use crate::node::SharedNode;
 use crate::outbox::{Outbox, Receiver};
 use crate::tenants::{AppRef, AppUsage};
@@ -49,6 +50,8 @@ pub(super) struct Admitted {
     socket_id: String,
     node: SharedNode,
     _slot: Option<Slot>,
+    /// The subscriber in `/metrics`' count by transport (`sse`), given back when dropped.
+    _live: Live,
 }
 
 impl Admitted {
@@ -81,7 +84,11 @@ pub(super) async fn admit(
     origin: Option<&str>,
     capacity: usize,
 ) -> Result<Admitted, Refusal> {
-    if node.shutdown.is_cancelled() || !node.hub.reserve_connection(node.settings.max_connections) {
+    if node.shutdown.is_cancelled() {
+        return Err(Refusal::Node);
+    }
+    if !node.hub.reserve_connection(node.settings.max_connections) {
+        node.meters.refused("node_capacity");
         return Err(Refusal::Node);
     }
     let app_hub = node.hub.app(&app.id);
@@ -96,6 +103,7 @@ pub(super) async fn admit(
             Ok(slot) => slot,
             Err(crate::cluster::OverQuota) => {
                 node.hub.release_connection();
+                node.meters.refused("connection_quota");
                 return Err(Refusal::Quota);
             }
         },
@@ -103,6 +111,10 @@ pub(super) async fn admit(
     };
     if let Err(refusal) = app_hub.connect_within(&conn, quota, node.settings.app_share_of_node()) {
         node.hub.release_connection();
+        node.meters.refused(match refusal {
+            ConnectRefusal::Quota => "connection_quota",
+            ConnectRefusal::NodeShare => "app_share_of_node",
+        });
         return Err(match refusal {
             ConnectRefusal::Quota => Refusal::Quota,
             ConnectRefusal::NodeShare => Refusal::Node,
@@ -129,6 +141,7 @@ pub(super) async fn admit(
         socket_id,
         node: node.clone(),
         _slot: slot,
+        _live: node.meters.live(Transport::Sse),
     };
     // Shutdown may have begun meanwhile, after the sweep that closes connections.
     if node.shutdown.is_cancelled() {
