@@ -402,6 +402,7 @@ fn token08(aud: &str, actions: &[&str], matchers: serde_json::Value) -> String {
     jsonwebtoken::encode(
         &header,
         &json!({
+            "iss": "https://auth.example.com",
             "aud": aud,
             "sub": "s1",
             "exp": now() + 300,
@@ -471,4 +472,20 @@ async fn draft08_access_tokens_with_url_patterns_read_private_updates_and_are_ch
         .contains("invalid_token"));
     let response = subscribe_raw(&app, query, None, &[("authorization", "Basic abc")]).await;
     assert_eq!(response.status().as_u16(), 400);
+    // A draft-08 request takes no draft-07 token (which skips the exp / aud / iss checks),
+    // however wide its rights; the same token still serves a draft-07 request.
+    let draft07 = token07(&["*"], &[]);
+    let response = subscribe_raw(&app, query, Some(&draft07), &[]).await;
+    assert_eq!(response.status().as_u16(), 401);
+    assert!(response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+    subscribe_with(
+        &app,
+        "topic=https%3A%2F%2Fex.com%2Fbooks%2F7",
+        Some(&draft07),
+        &[],
+    )
+    .await;
 }

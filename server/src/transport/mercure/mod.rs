@@ -189,6 +189,16 @@ fn grants(
     })?;
     let hub_url = crate::tenants::MercureSettings::hub_url(&app.id, &public_url);
     match verifier.verify_in(token, node.settings.clock.now_seconds(), &hub_url) {
+        // A draft-08 request (`match*`, `last_event_id`) takes only draft-08 access tokens: a
+        // draft-07 token skips the `exp`, `aud` and `iss` checks draft-08 requires.
+        Ok(grants) if draft == Draft::Draft08 && grants.draft != Some(Draft::Draft08) => {
+            let error = crate::auth::mercure::TokenError::WrongType;
+            Err(Box::new(unauthorized(
+                StatusCode::UNAUTHORIZED,
+                www_authenticate(draft, Some(&error)),
+                &format!("{error}"),
+            )))
+        }
         Ok(grants) => Ok(Some(grants)),
         Err(error) => Err(Box::new(unauthorized(
             StatusCode::UNAUTHORIZED,
