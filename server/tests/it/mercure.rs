@@ -186,6 +186,7 @@ async fn a_reconnecting_subscriber_gets_exactly_what_it_missed_in_every_form() {
         ids
     };
     let token = token07(&["*"], &[]);
+    let token08 = token08_reader(&app);
     // The header (what EventSource sends), draft-07 response header.
     let mut sse =
         subscribe_with(&app, "topic=a", Some(&token), &[("last-event-id", &ids[0])]).await;
@@ -207,7 +208,7 @@ async fn a_reconnecting_subscriber_gets_exactly_what_it_missed_in_every_form() {
     let mut sse = subscribe_with(
         &app,
         &format!("match=a&last_event_id={}", ids[0]),
-        Some(&token),
+        Some(&token08),
         &[("last-event-id", &ids[2])],
     )
     .await;
@@ -217,14 +218,20 @@ async fn a_reconnecting_subscriber_gets_exactly_what_it_missed_in_every_form() {
     );
     assert_eq!(sse.data(2).await, ["4", "5"]);
     // earliest.
-    let mut sse = subscribe_with(&app, "match=*&last_event_id=earliest", Some(&token), &[]).await;
+    let mut sse = subscribe_with(&app, "match=*&last_event_id=earliest", Some(&token08), &[]).await;
     assert_eq!(
         sse.headers["mercure-last-event-id"].to_str().unwrap(),
         "earliest"
     );
     assert_eq!(sse.data(5).await, ["1", "2", "3", "4", "5"]);
     // An id no longer (or never) in history: everything kept, announced as `earliest`.
-    let mut sse = subscribe_with(&app, "match=a", Some(&token), &[("last-event-id", "gone")]).await;
+    let mut sse = subscribe_with(
+        &app,
+        "match=a",
+        Some(&token08),
+        &[("last-event-id", "gone")],
+    )
+    .await;
     assert_eq!(
         sse.headers["mercure-last-event-id"].to_str().unwrap(),
         "earliest"
