@@ -323,11 +323,8 @@ impl Verifier {
             }
             // draft-08: the hub checks that `iss` is present (and, when the app names an
             // issuer, that it is that one: above).
-            if !claims
-                .get("iss")
-                .and_then(|v| v.as_str())
-                .is_some_and(|iss| !iss.is_empty())
-            {
+            let iss = claims.get("iss").and_then(|v| v.as_str());
+            if iss.is_none_or(str::is_empty) {
                 return Err(TokenError::WrongIssuer);
             }
             if !claims::audience_names(&claims, &self.audience) {
