@@ -231,8 +231,8 @@ pub struct MercureView {
     pub history_seconds: u64,
 }
 
-/// A new Mercure key for an app.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A new Mercure key for an app (its `Debug`, and so its changes', never shows an HS256 key).
+#[derive(Clone, PartialEq, Eq)]
 pub enum MercureKeyChange {
     /// Back to the app's current secret.
     AppSecret,
@@ -240,6 +240,16 @@ pub enum MercureKeyChange {
     Hmac(String),
     /// This PEM public key.
     PublicPem(String),
+}
+
+impl std::fmt::Debug for MercureKeyChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MercureKeyChange::AppSecret => f.write_str("AppSecret"),
+            MercureKeyChange::Hmac(_) => f.write_str("Hmac(<redacted>)"),
+            MercureKeyChange::PublicPem(pem) => f.debug_tuple("PublicPem").field(pem).finish(),
+        }
+    }
 }
 
 /// Changes to an app's Mercure settings; `None` leaves a field alone.

@@ -126,6 +126,20 @@ pub struct MercurePatch {
 }
 
 impl MercurePatch {
+    /// The setting this patch raises beyond what a tenant admin may set: a history larger or
+    /// longer than both the default and `current`'s (the operator's to grant, as quotas are).
+    pub fn loosens(&self, current: &MercureSettings) -> Option<&'static str> {
+        let size_cap = u64::from(current.history_size.max(DEFAULT_HISTORY_SIZE));
+        let seconds_cap = u64::from(current.history_seconds.max(DEFAULT_HISTORY_SECONDS));
+        if self.history_size.is_some_and(|size| size > size_cap) {
+            return Some("mercure history size");
+        }
+        if self.history_seconds.is_some_and(|s| s > seconds_cap) {
+            return Some("mercure history seconds");
+        }
+        None
+    }
+
     /// Whether the patch changes nothing.
     pub fn is_empty(&self) -> bool {
         self.jwt_key.is_none()

@@ -507,7 +507,9 @@ impl Scoped<'_> {
                 // the tenant's app cap, and may only tighten its limits.
                 let policy = self.store.get_tenant(tenant).await?;
                 let plan = policy.plan_for_admin(new.plan.as_deref())?;
-                if let Some(limit) = new.limits.loosens(&plan.limits) {
+                let loosened = new.limits.loosens(&plan.limits);
+                let defaults = super::MercureSettings::default();
+                if let Some(limit) = loosened.or_else(|| new.mercure.loosens(&defaults)) {
                     return Err(StoreError::Forbidden(format!(
                         "{limit} may not exceed the {} plan's value",
                         plan.name
@@ -527,7 +529,8 @@ impl Scoped<'_> {
     pub async fn update_app(&self, id: &str, patch: AppPatch) -> Result<App, StoreError> {
         let app = self.get_app(id).await?;
         if let Actor::TenantAdmin(_) = &self.actor {
-            if let Some(limit) = patch.limits.loosens(&app.limits) {
+            let loosened = patch.limits.loosens(&app.limits);
+            if let Some(limit) = loosened.or_else(|| patch.mercure.loosens(&app.mercure)) {
                 return Err(StoreError::Forbidden(format!(
                     "{limit} can only be raised by the platform operator"
                 )));

@@ -8,7 +8,10 @@ use tokio::time::Instant;
 
 use serde_json::{json, Value};
 
-use herald::tenants::{Actor, AppPatch, LimitsPatch, NewApp, Secret, StoreError, TenantPatch};
+use herald::tenants::{
+    Actor, AppPatch, LimitsPatch, MercurePatch, NewApp, Secret, StoreError, TenantPatch,
+    DEFAULT_HISTORY_SECONDS, DEFAULT_HISTORY_SIZE,
+};
 
 use crate::helpers::*;
 
@@ -475,6 +478,48 @@ async fn a_tenant_admin_creates_only_what_the_operator_allows() {
         matches!(raised, Err(StoreError::Forbidden(_))),
         "{raised:?}"
     );
+    // So is the Mercure history (held in the node's memory): a tenant admin may shorten it and
+    // bring it back up to the default, no further.
+    let history = |size: Option<u64>, seconds: Option<u64>| AppPatch {
+        mercure: MercurePatch {
+            history_size: size,
+            history_seconds: seconds,
+            ..MercurePatch::default()
+        },
+        ..AppPatch::default()
+    };
+    for patch in [
+        history(Some(u64::from(DEFAULT_HISTORY_SIZE) + 1), None),
+        history(None, Some(u64::from(DEFAULT_HISTORY_SECONDS) + 1)),
+    ] {
+        let raised = admin.update_app(&created.id, patch).await;
+        match raised {
+            Err(StoreError::Forbidden(message)) => {
+                assert!(message.contains("mercure history"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let shorter = admin
+        .update_app(&created.id, history(Some(10), Some(60)))
+        .await
+        .unwrap();
+    assert_eq!(shorter.mercure.history_size, 10);
+    admin
+        .update_app(
+            &created.id,
+            history(
+                Some(u64::from(DEFAULT_HISTORY_SIZE)),
+                Some(u64::from(DEFAULT_HISTORY_SECONDS)),
+            ),
+        )
+        .await
+        .unwrap();
+    // The operator may grant more.
+    operator
+        .update_app(&created.id, history(Some(50_000), None))
+        .await
+        .unwrap();
 }
 
 /// Runs `herald ARGS` on `dir`'s store, without the rest of Herald's environment.

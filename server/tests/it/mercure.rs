@@ -186,6 +186,7 @@ async fn a_reconnecting_subscriber_gets_exactly_what_it_missed_in_every_form() {
         ids
     };
     let token = token07(&["*"], &[]);
+    let token08 = token08_reader(&app);
     // The header (what EventSource sends), draft-07 response header.
     let mut sse =
         subscribe_with(&app, "topic=a", Some(&token), &[("last-event-id", &ids[0])]).await;
@@ -207,7 +208,7 @@ async fn a_reconnecting_subscriber_gets_exactly_what_it_missed_in_every_form() {
     let mut sse = subscribe_with(
         &app,
         &format!("match=a&last_event_id={}", ids[0]),
-        Some(&token),
+        Some(&token08),
         &[("last-event-id", &ids[2])],
     )
     .await;
@@ -217,14 +218,20 @@ async fn a_reconnecting_subscriber_gets_exactly_what_it_missed_in_every_form() {
     );
     assert_eq!(sse.data(2).await, ["4", "5"]);
     // earliest.
-    let mut sse = subscribe_with(&app, "match=*&last_event_id=earliest", Some(&token), &[]).await;
+    let mut sse = subscribe_with(&app, "match=*&last_event_id=earliest", Some(&token08), &[]).await;
     assert_eq!(
         sse.headers["mercure-last-event-id"].to_str().unwrap(),
         "earliest"
     );
     assert_eq!(sse.data(5).await, ["1", "2", "3", "4", "5"]);
     // An id no longer (or never) in history: everything kept, announced as `earliest`.
-    let mut sse = subscribe_with(&app, "match=a", Some(&token), &[("last-event-id", "gone")]).await;
+    let mut sse = subscribe_with(
+        &app,
+        "match=a",
+        Some(&token08),
+        &[("last-event-id", "gone")],
+    )
+    .await;
     assert_eq!(
         sse.headers["mercure-last-event-id"].to_str().unwrap(),
         "earliest"
@@ -402,6 +409,7 @@ fn token08(aud: &str, actions: &[&str], matchers: serde_json::Value) -> String {
     jsonwebtoken::encode(
         &header,
         &json!({
+            "iss": "https://auth.example.com",
             "aud": aud,
             "sub": "s1",
             "exp": now() + 300,
@@ -471,4 +479,20 @@ async fn draft08_access_tokens_with_url_patterns_read_private_updates_and_are_ch
         .contains("invalid_token"));
     let response = subscribe_raw(&app, query, None, &[("authorization", "Basic abc")]).await;
     assert_eq!(response.status().as_u16(), 400);
+    // A draft-08 request takes no draft-07 token (which skips the exp / aud / iss checks),
+    // however wide its rights; the same token still serves a draft-07 request.
+    let draft07 = token07(&["*"], &[]);
+    let response = subscribe_raw(&app, query, Some(&draft07), &[]).await;
+    assert_eq!(response.status().as_u16(), 401);
+    assert!(response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+    subscribe_with(
+        &app,
+        "topic=https%3A%2F%2Fex.com%2Fbooks%2F7",
+        Some(&draft07),
+        &[],
+    )
+    .await;
 }

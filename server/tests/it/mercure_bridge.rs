@@ -333,3 +333,51 @@ async fn mercure_publishes_draw_from_the_app_s_rest_event_rate_limit() {
     }
     assert!(statuses.contains(&429), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn a_cookie_authorized_publish_needs_an_origin_the_app_lists() {
+    let app = spawn_app().await;
+    let cookie = format!("mercureAuthorization={}", publisher());
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut request = app
+            .http
+            .post(app.url(&hub()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", cookie.clone())
+            .body("topic=a&data=x");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // A form on any site: no Origin, or an Origin the app does not list (it allows any origin).
+    assert_eq!(post(vec![]).await, 403);
+    assert_eq!(
+        post(vec![("origin", "https://evil.example".into())]).await,
+        403
+    );
+    app.update_app(AppPatch {
+        allowed_origins: Some(vec!["https://app.example".into()]),
+        ..AppPatch::default()
+    })
+    .await;
+    assert_eq!(
+        post(vec![("origin", "https://evil.example".into())]).await,
+        403
+    );
+    assert_eq!(
+        post(vec![("referer", "https://evil.example/page".into())]).await,
+        403
+    );
+    assert_eq!(
+        post(vec![("origin", "https://app.example".into())]).await,
+        200
+    );
+    assert_eq!(
+        post(vec![("referer", "https://app.example/page?x=1".into())]).await,
+        200
+    );
+    // A token in the Authorization header needs no origin.
+    let (status, body) = publish_as(&app, Some(&publisher()), &[("topic", "a")]).await;
+    assert_eq!(status, 200, "{body}");
+}

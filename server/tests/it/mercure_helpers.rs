@@ -30,6 +30,27 @@ pub fn token07(subscribe: &[&str], publish: &[&str]) -> String {
     )
 }
 
+/// A draft-08 access token (`at+jwt`) for `app`'s hub that reads every topic.
+pub fn token08_reader(app: &TestApp) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.typ = Some("at+jwt".into());
+    jsonwebtoken::encode(
+        &header,
+        &json!({
+            "iss": "https://auth.example.com",
+            "aud": format!("http://{}{}", app.address, hub()),
+            "exp": now() + 3600,
+            "authorization_details": [{
+                "type": "https://mercure.rocks/authorization-detail",
+                "actions": ["subscribe"],
+                "topics": [{"match": "*"}],
+            }],
+        }),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("token encodes")
+}
+
 /// A publisher's token for every topic.
 pub fn publisher() -> String {
     token07(&[], &["*"])
@@ -134,8 +155,17 @@ pub async fn subscribe_with(
 }
 
 /// Subscribes with a token that reads every topic.
+/// (A draft-08 query, with `match*` or `last_event_id`, gets a draft-08 token.)
 pub async fn subscribe(app: &TestApp, query: &str) -> Sse {
-    subscribe_with(app, query, Some(&token07(&["*"], &[])), &[]).await
+    let draft08 = query
+        .split('&')
+        .any(|pair| pair.starts_with("match") || pair.starts_with("last_event_id"));
+    let token = if draft08 {
+        token08_reader(app)
+    } else {
+        token07(&["*"], &[])
+    };
+    subscribe_with(app, query, Some(&token), &[]).await
 }
 
 impl Sse {

@@ -562,3 +562,57 @@ async fn a_top_apps_count_out_of_range_or_a_taken_metrics_address_stops_the_star
         .expect_err("the metrics address is taken");
     assert!(error.to_string().contains("HERALD_METRICS_BIND"), "{error}");
 }
+
+#[tokio::test]
+async fn sse_subscribers_count_by_transport_their_refusals_are_counted_and_the_gauge_drains() {
+    use crate::mercure_helpers::{subscribe, subscribe_raw, token07};
+    let app = spawn_app_with(|settings| {
+        with_metrics(settings);
+        settings.max_connections = Some(2);
+        settings.max_app_share = 100;
+    })
+    .await;
+    let first = subscribe(&app, "topic=a").await;
+    let second = subscribe(&app, "topic=b").await;
+    let open = scrape(&app).await;
+    assert_eq!(
+        open.value("herald_connections", &[("transport", "sse")]),
+        2.0
+    );
+
+    // The node is full: 503, counted as a node_capacity refusal.
+    let token = token07(&["*"], &[]);
+    let refused = subscribe_raw(&app, "topic=a", Some(&token), &[]).await;
+    assert_eq!(refused.status().as_u16(), 503);
+    // Over the app's quota: 429, counted as a connection_quota refusal.
+    app.update_app(AppPatch {
+        limits: LimitsPatch {
+            max_connections: Some(1),
+            ..LimitsPatch::default()
+        },
+        ..AppPatch::default()
+    })
+    .await;
+    drop(first);
+    scrape_until(&app, "one SSE subscriber left", |s| {
+        s.value("herald_connections", &[("transport", "sse")]) == 1.0
+    })
+    .await;
+    let refused = subscribe_raw(&app, "topic=a", Some(&token), &[]).await;
+    assert_eq!(refused.status().as_u16(), 429);
+    let after = scrape(&app).await;
+    assert_eq!(
+        after.value("herald_refusals_total", &[("kind", "node_capacity")]),
+        1.0
+    );
+    assert_eq!(
+        after.value("herald_refusals_total", &[("kind", "connection_quota")]),
+        1.0
+    );
+
+    drop(second);
+    scrape_until(&app, "the SSE gauge is back at zero", |s| {
+        s.value("herald_connections", &[("transport", "sse")]) == 0.0
+    })
+    .await;
+}

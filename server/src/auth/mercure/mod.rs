@@ -19,7 +19,7 @@ mod claims;
 
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, Validation};
 
-use crate::protocol::mercure::Selector;
+use crate::protocol::mercure::{with_budget, Selector};
 
 pub use claims::{MAX_DETAILS, MERCURE_DETAIL_TYPE};
 
@@ -164,13 +164,22 @@ pub enum KeyError {
     EmptyHmac,
 }
 
-/// The key material a [`Verifier`] is built from.
-#[derive(Debug, Clone, Copy)]
+/// The key material a [`Verifier`] is built from (its `Debug` never shows an HS256 key).
+#[derive(Clone, Copy)]
 pub enum KeyMaterial<'a> {
     /// An HS256 shared key.
     Hmac(&'a [u8]),
     /// An RS256 or ES256 PEM public key.
     PublicPem(&'a str),
+}
+
+impl std::fmt::Debug for KeyMaterial<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyMaterial::Hmac(key) => write!(f, "Hmac(<{} bytes redacted>)", key.len()),
+            KeyMaterial::PublicPem(pem) => f.debug_tuple("PublicPem").field(pem).finish(),
+        }
+    }
 }
 
 /// Checks that `pem` is an RSA (2048 to 4096 bits) or P-256 public key; answers the algorithms
@@ -290,7 +299,10 @@ impl Verifier {
             ));
         };
         let at_jwt = header.typ.as_deref().is_some_and(|typ| {
-            let typ = typ.strip_prefix("application/").unwrap_or(typ);
+            let typ = match typ.get(..12) {
+                Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
+                _ => typ,
+            };
             typ.eq_ignore_ascii_case("at+jwt")
         });
         let expires_at = claims::time_claim(&claims, "exp")?;
@@ -309,18 +321,29 @@ impl Verifier {
             if expires_at.is_none() {
                 return Err(TokenError::Malformed("an at+jwt token needs exp".into()));
             }
+            // draft-08: the hub checks that `iss` is present (and, when the app names an
+            // issuer, that it is that one: above).
+            let iss = claims.get("iss").and_then(|v| v.as_str());
+            if iss.is_none_or(str::is_empty) {
+                return Err(TokenError::WrongIssuer);
+            }
             if !claims::audience_names(&claims, &self.audience) {
                 return Err(TokenError::WrongAudience);
             }
-            let mut grants = claims::draft08_grants(&claims, hub_url)?;
+            let mut grants = with_budget(|| claims::draft08_grants(&claims, hub_url))?;
             grants.expires_at = expires_at;
             return Ok(grants);
+        }
+        // A draft-07 token needs no `aud`, but one that names an audience must name this hub:
+        // a token minted for another hub is not valid here.
+        if claims.contains_key("aud") && !claims::audience_names(&claims, &self.audience) {
+            return Err(TokenError::WrongAudience);
         }
         if claims.contains_key("authorization_details") && !claims.contains_key("mercure") {
             // A draft-08 token without its type: it could be an ID token or another kind.
             return Err(TokenError::WrongType);
         }
-        let mut grants = claims::draft07_grants(&claims, hub_url)?;
+        let mut grants = with_budget(|| claims::draft07_grants(&claims, hub_url))?;
         grants.expires_at = expires_at;
         Ok(grants)
     }

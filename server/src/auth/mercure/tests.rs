@@ -138,6 +138,48 @@ fn a_draft08_token_grants_its_authorization_details() {
     header.typ = Some("application/AT+JWT".into());
     let token = mint(header, &claims, &EncodingKey::from_secret(SECRET));
     assert!(hs_verifier().verify(&token, NOW).is_ok());
+    // The media type's `application/` prefix is case-insensitive too.
+    let mut header = at_jwt(Algorithm::HS256);
+    header.typ = Some("Application/at+jwt".into());
+    let token = mint(header, &claims, &EncodingKey::from_secret(SECRET));
+    assert_eq!(
+        hs_verifier().verify(&token, NOW).unwrap().draft,
+        Some(Draft::Draft08)
+    );
+}
+
+#[test]
+fn an_access_token_needs_an_issuer_and_any_audience_must_name_this_hub() {
+    let key = EncodingKey::from_secret(SECRET);
+    let good = draft08_claims(json!([detail(&["subscribe"], json!([{"match": "*"}]))]));
+    // draft-08: `iss` must be present even when the app names no issuer.
+    for iss in [None, Some(json!("")), Some(json!(7))] {
+        let mut claims = good.clone();
+        match iss {
+            None => claims.as_object_mut().unwrap().remove("iss"),
+            Some(value) => claims.as_object_mut().unwrap().insert("iss".into(), value),
+        };
+        let token = mint(at_jwt(Algorithm::HS256), &claims, &key);
+        assert_eq!(
+            hs_verifier().verify(&token, NOW).unwrap_err(),
+            TokenError::WrongIssuer,
+            "{claims}"
+        );
+    }
+    // A draft-07 token naming another hub as its audience is refused; naming this one, or
+    // none, is fine.
+    let other = hs256(
+        &json!({"mercure": {"subscribe": ["*"]}, "aud": "https://other.example/.well-known/mercure"}),
+    );
+    assert_eq!(
+        hs_verifier().verify(&other, NOW).unwrap_err(),
+        TokenError::WrongAudience
+    );
+    let listed = hs256(&json!({"mercure": {"subscribe": ["*"]}, "aud": ["x", HUB]}));
+    assert!(hs_verifier().verify(&listed, NOW).is_ok());
+    assert!(hs_verifier()
+        .verify(&hs256(&json!({"mercure": {"subscribe": ["*"]}})), NOW)
+        .is_ok());
 }
 
 #[test]
@@ -585,4 +627,11 @@ fn challenges_follow_rfc_6750() {
         value.ends_with("error_description=\"malformed token: abcd\""),
         "{value}"
     );
+}
+
+#[test]
+fn key_material_debug_never_shows_an_hmac_key() {
+    let shown = format!("{:?}", KeyMaterial::Hmac(b"very-secret-hmac-key"));
+    assert!(!shown.contains("very-secret"), "{shown}");
+    assert!(!shown.contains("118"), "no byte values either: {shown}");
 }

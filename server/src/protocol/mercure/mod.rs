@@ -9,7 +9,8 @@
 //!
 //! Bounded: [`MAX_SELECTOR_BYTES`] per selector, [`MAX_SELECTORS`] per subscription or token
 //! right ([`parse_list`]), [`MAX_TEMPLATE_EXPRESSIONS`] expressions per template,
-//! [`MAX_PATTERN_GROUPS`] groups per URL pattern, and every compiled program under a size limit;
+//! [`MAX_PATTERN_GROUPS`] groups per URL pattern, every compiled program under a size limit and
+//! the URL patterns of one list under a shared compile budget ([`COMPILE_BUDGET`]);
 //! matching runs on the regex crate (linear time, no backtracking).
 //!
 //! Pure: no I/O, no clock.
@@ -21,7 +22,10 @@ use std::sync::Arc;
 
 use regex::Regex;
 
-pub use pattern::{DEFAULT_HUB_URL, MAX_PATTERN_GROUPS};
+pub use pattern::{
+    take_compiled_bytes, with_budget, COMPILE_BUDGET, DEFAULT_HUB_URL, MAX_PATTERN_GROUPS,
+    PATTERN_REGEX_SIZE_LIMIT,
+};
 pub use template::{MAX_TEMPLATE_EXPRESSIONS, MAX_TEMPLATE_VARIABLES};
 
 /// The most selectors one subscription (or one token right) may name.
@@ -183,8 +187,17 @@ impl Selector {
     }
 }
 
-/// Parses every value of one kind, refusing more than [`MAX_SELECTORS`] of them.
+/// Parses every value of one kind, refusing more than [`MAX_SELECTORS`] of them; their URL
+/// patterns share one compile budget ([`with_budget`]).
 pub fn parse_list<'a>(
+    kind: SelectorKind,
+    raws: impl IntoIterator<Item = &'a str>,
+    hub_url: &str,
+) -> Result<Vec<Selector>, SelectorError> {
+    with_budget(|| parse_each(kind, raws, hub_url))
+}
+
+fn parse_each<'a>(
     kind: SelectorKind,
     raws: impl IntoIterator<Item = &'a str>,
     hub_url: &str,

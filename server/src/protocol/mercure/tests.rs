@@ -368,3 +368,58 @@ fn random_selectors_never_panic() {
         }
     }
 }
+
+/// The review's request: 32 URL patterns of 8 `\w` groups each. With Unicode classes each
+/// pattern compiled to megabytes; ASCII-only programs keep the whole list small.
+#[test]
+fn thirty_two_word_class_patterns_compile_small() {
+    let raw = r"(\w)://(\w)\:(\w)@(\w).com/:p(\w)?(\w)#(\w)";
+    take_compiled_bytes();
+    let list = parse_list(
+        SelectorKind::MatchUrlPattern,
+        std::iter::repeat_n(raw, MAX_SELECTORS),
+        DEFAULT_HUB_URL,
+    );
+    let compiled = take_compiled_bytes();
+    eprintln!(
+        "32 word-class patterns: {compiled} bytes, {:?}",
+        list.as_ref().map(Vec::len)
+    );
+    assert!(list.is_ok(), "{list:?}");
+    assert!(compiled <= COMPILE_BUDGET, "{compiled} bytes");
+    // Unicode classes made each of these patterns several megabytes.
+    assert!(compiled / MAX_SELECTORS < 64 * 1024, "{compiled} bytes");
+    // `\w` and `\d` are ASCII classes, as in JavaScript.
+    let word = pattern(r"https://example.com/:x(\w+)");
+    assert!(word.matches("https://example.com/abc_9"));
+    assert!(!word.matches("https://example.com/%C3%A9"));
+}
+
+/// Patterns each near the per-component limit: the list's budget runs out and the rest are
+/// refused before compiling, so the heap held stays under the budget plus one program.
+#[test]
+fn a_list_of_heavy_url_patterns_runs_out_of_its_compile_budget() {
+    let heavy = "https://example.com/:x([a-z]{200})/:y([a-z]{200})";
+    take_compiled_bytes();
+    let one = Selector::parse(SelectorKind::MatchUrlPattern, heavy);
+    let single = take_compiled_bytes();
+    eprintln!("one heavy pattern: {single} bytes, {one:?}");
+    assert!(one.is_ok(), "one heavy pattern alone compiles");
+    let list = parse_list(
+        SelectorKind::MatchUrlPattern,
+        std::iter::repeat_n(heavy, MAX_SELECTORS),
+        DEFAULT_HUB_URL,
+    );
+    let compiled = take_compiled_bytes();
+    eprintln!("32 heavy patterns: {compiled} bytes");
+    match list {
+        Err(SelectorError::TooComplex(why)) => assert!(why.contains("compile"), "{why}"),
+        other => panic!("expected the budget to run out: {other:?}"),
+    }
+    assert!(
+        compiled <= COMPILE_BUDGET + PATTERN_REGEX_SIZE_LIMIT,
+        "{compiled} bytes"
+    );
+    // A fresh list gets a fresh budget.
+    assert!(parse_list(SelectorKind::MatchUrlPattern, [heavy], DEFAULT_HUB_URL).is_ok());
+}

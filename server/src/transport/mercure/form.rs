@@ -255,7 +255,12 @@ pub enum QueryError {
 }
 
 /// Parses a subscribe request's query string; relative URL patterns resolve against `hub_url`.
+/// The URL patterns of one request share one compile budget.
 pub fn parse_subscribe_query(query: &str, hub_url: &str) -> Result<SubscribeQuery, QueryError> {
+    crate::protocol::mercure::with_budget(|| parse_query(query, hub_url))
+}
+
+fn parse_query(query: &str, hub_url: &str) -> Result<SubscribeQuery, QueryError> {
     if query.len() > MAX_QUERY_BYTES {
         return Err(QueryError::TooLong);
     }

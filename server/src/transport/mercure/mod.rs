@@ -30,7 +30,7 @@ use axum::{Extension, Router};
 
 use crate::auth::mercure::{
     locate_token, www_authenticate, www_authenticate_insufficient_scope,
-    www_authenticate_invalid_request, Draft, Grants,
+    www_authenticate_invalid_request, Draft, Grants, TokenSource,
 };
 use crate::node::SharedNode;
 use crate::protocol::{ChannelKind, ChannelName};
@@ -189,12 +189,57 @@ fn grants(
     })?;
     let hub_url = crate::tenants::MercureSettings::hub_url(&app.id, &public_url);
     match verifier.verify_in(token, node.settings.clock.now_seconds(), &hub_url) {
+        // A draft-08 request (`match*`, `last_event_id`) takes only draft-08 access tokens: a
+        // draft-07 token skips the `exp`, `aud` and `iss` checks draft-08 requires.
+        Ok(grants) if draft == Draft::Draft08 && grants.draft != Some(Draft::Draft08) => {
+            let error = crate::auth::mercure::TokenError::WrongType;
+            Err(Box::new(unauthorized(
+                StatusCode::UNAUTHORIZED,
+                www_authenticate(draft, Some(&error)),
+                &format!("{error}"),
+            )))
+        }
         Ok(grants) => Ok(Some(grants)),
         Err(error) => Err(Box::new(unauthorized(
             StatusCode::UNAUTHORIZED,
             www_authenticate(draft, Some(&error)),
             &format!("{error}"),
         ))),
+    }
+}
+
+/// Cross-site request forgery: a form on any site can POST a publish, and the browser adds the
+/// hub's cookie. A publish whose token comes from a cookie is taken only from an origin (the
+/// `Origin` header, else the `Referer`'s) that the app lists by name; an app that allows every
+/// origin takes cookie publishes from none. Tokens in the `Authorization` header are unaffected.
+fn cookie_publish_allowed(app: &AppRef, headers: &HeaderMap) -> bool {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let cookies: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let cookie = (!cookies.is_empty()).then(|| cookies.join("; "));
+    let from_cookie = matches!(
+        locate_token(Draft::Draft07, authorization, cookie.as_deref(), None),
+        Ok(Some((TokenSource::Cookie, _)))
+    );
+    if !from_cookie {
+        return true;
+    }
+    let origin = match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        Some(origin) => Some(origin.to_owned()),
+        None => headers
+            .get(header::REFERER)
+            .and_then(|r| r.to_str().ok())
+            .and_then(|r| url::Url::parse(r).ok())
+            .map(|url| url.origin().ascii_serialization()),
+    };
+    match origin {
+        Some(origin) => !app.allowed_origins.is_empty() && app.allows_origin(Some(&origin)),
+        None => false,
     }
 }
 
@@ -309,6 +354,12 @@ async fn publish_inner(
         );
     }
     let draft = Draft::Draft07;
+    if !cookie_publish_allowed(app, headers) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "a publish authorized by a cookie needs an Origin (or Referer) the app lists",
+        );
+    }
     let app_hub = node.hub.app(&app.id);
     let mercure = hubs.app(&app.id, &app_hub);
     // The token first: no body is read for an anonymous publisher.

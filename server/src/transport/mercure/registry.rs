@@ -196,6 +196,9 @@ impl Subscription {
     }
 }
 
+/// One app's history holds at most this fraction of the node-wide bytes bound.
+pub(super) const HISTORY_SHARES: usize = 8;
+
 /// An app's history: the last updates, oldest first, bounded by count, age and (node-wide)
 /// bytes. The cluster's history (Redis Streams) would replace this struct behind the same
 /// three calls (`push`, `since`, `trim`).
@@ -245,6 +248,13 @@ impl History {
         max: usize,
     ) {
         let cost = update.cost();
+        // One app's share of the node-wide bound: its own oldest go first, so one tenant
+        // cannot take every other app's history.
+        while self.bytes + cost > max / HISTORY_SHARES {
+            if !self.pop(shared) {
+                return;
+            }
+        }
         // The node-wide bound: this app's oldest go first; if others hold it all, not kept.
         while shared.load(Ordering::Relaxed) + cost > max {
             if !self.pop(shared) {
@@ -428,7 +438,7 @@ impl AppMercure {
             app_hub.set_bridge_active(true);
         }
         for event in events.into_iter().flatten() {
-            self.publish(event);
+            self.announce(event);
         }
         Subscribed {
             id: Some(id),
@@ -464,7 +474,7 @@ impl AppMercure {
             }
         }
         for event in events.into_iter().flatten() {
-            self.publish(event);
+            self.announce(event);
         }
     }
 
@@ -517,16 +527,29 @@ impl AppMercure {
     /// Keeps `update` in the history and queues it for every subscription it matches; returns
     /// the copies delivered.
     pub fn publish(&self, update: Update) -> usize {
+        self.deliver(update, true)
+    }
+
+    /// Queues a subscription event for the subscriptions it matches, without keeping it in the
+    /// history: connecting and disconnecting in a loop must not flush the app's real updates
+    /// (nor take node-wide history bytes).
+    fn announce(&self, event: Update) {
+        self.deliver(event, false);
+    }
+
+    fn deliver(&self, update: Update, keep: bool) -> usize {
         let update = Arc::new(update);
         let limits = self.limits();
         let mut to_wake: Vec<Arc<Connection>> = Vec::new();
         let mut state = self.lock();
-        state.history.push(
-            update.clone(),
-            limits,
-            &self.history_bytes,
-            self.max_history_bytes,
-        );
+        if keep {
+            state.history.push(
+                update.clone(),
+                limits,
+                &self.history_bytes,
+                self.max_history_bytes,
+            );
+        }
         let mut candidates: Vec<u64> = Vec::new();
         for topic in &update.topics {
             if let Some(ids) = state.exact.get(topic.as_str()) {
@@ -682,7 +705,7 @@ mod tests {
     #[test]
     fn history_is_bounded_by_count_and_node_wide_bytes() {
         let app_hub = Arc::new(AppHub::new("1", None));
-        let hubs = Hubs::new(2_000);
+        let hubs = Hubs::new(2_000 * HISTORY_SHARES);
         let app = hubs.app("1", &app_hub);
         app.set_limits(HistoryLimits {
             size: 3,
@@ -705,6 +728,71 @@ mod tests {
         }
         assert!(hubs.history_bytes() <= 2_000, "{}", hubs.history_bytes());
         assert_eq!(hubs.history_bytes(), app.lock().history.bytes);
+    }
+
+    #[test]
+    fn one_app_cannot_take_every_other_app_s_history() {
+        let app_hub = Arc::new(AppHub::new("1", None));
+        let other_hub = Arc::new(AppHub::new("2", None));
+        let hubs = Hubs::new(64 * 1024);
+        let hostile = hubs.app("1", &app_hub);
+        let quiet = hubs.app("2", &other_hub);
+        for i in 0..1_000 {
+            hostile.publish(update(&format!("h{i}"), "a", false));
+        }
+        assert!(hostile.lock().history.bytes <= 64 * 1024 / HISTORY_SHARES);
+        for i in 0..50 {
+            quiet.publish(update(&format!("q{i}"), "a", false));
+        }
+        assert_eq!(quiet.lock().history.updates.len(), 50);
+        assert_eq!(
+            hubs.history_bytes(),
+            hostile.lock().history.bytes + quiet.lock().history.bytes
+        );
+    }
+
+    #[test]
+    fn subscription_events_stay_out_of_the_history() {
+        let app_hub = Arc::new(AppHub::new("1", None));
+        let hubs = Hubs::new(1 << 24);
+        let app = hubs.app("1", &app_hub);
+        for i in 0..100 {
+            app.publish(update(&i.to_string(), "a", false));
+        }
+        let bytes = hubs.history_bytes();
+        // A watcher of the subscriptions namespace: events are made for every (un)subscribe.
+        let (watcher, _watcher_rx) = Connection::new(SocketId::new(1, 1), 64);
+        let namespace = format!("{}/subscriptions", app.hub_path);
+        app.subscribe(
+            &watcher,
+            vec![exact(&namespace)],
+            vec![],
+            nobody(),
+            &Resume::Live,
+        );
+        assert_eq!(app.lock().watchers, 1);
+        let many = Subscriber {
+            id: "urn:uuid:1".into(),
+            selectors: (0..32)
+                .map(|i| subscriptions::Described {
+                    kind: crate::protocol::mercure::SelectorKind::Draft07,
+                    raw: format!("t{i}"),
+                    payload: None,
+                })
+                .collect(),
+        };
+        for round in 0..20 {
+            let (conn, _rx) = Connection::new(SocketId::new(2, round), 64);
+            let selectors = (0..32).map(|i| exact(&format!("t{i}"))).collect();
+            let id = app
+                .subscribe(&conn, selectors, vec![], many.clone(), &Resume::Live)
+                .id
+                .unwrap();
+            app.unsubscribe(id);
+        }
+        assert_eq!(app.lock().history.updates.len(), 100);
+        assert_eq!(app.lock().history.updates.back().unwrap().id, "99");
+        assert_eq!(hubs.history_bytes(), bytes);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::cluster::Slot;
 use crate::hub::{AppHub, ConnectRefusal, Connection};
+use crate::meters::{Live, Transport};
 use crate::node::SharedNode;
 use crate::outbox::{Outbox, Receiver};
 use crate::tenants::{AppRef, AppUsage};
@@ -27,9 +28,11 @@ use crate::tenants::{AppRef, AppUsage};
 use super::registry::AppMercure;
 
 /// Chunks handed to the response body and not yet taken by it.
-const CHUNKS_IN_FLIGHT: usize = 2;
-/// The most bytes of updates gathered into one chunk.
-const CHUNK_BYTES: usize = 64 * 1024;
+const CHUNKS_IN_FLIGHT: usize = 1;
+/// The most bytes of updates gathered into one chunk (a lone update goes as it is, shared
+/// with every other subscriber's outbox, not copied): a subscriber that does not read holds
+/// about three chunks of its own (the task's, the channel's, hyper's) besides its outbox.
+const CHUNK_BYTES: usize = 16 * 1024;
 
 /// Why a subscriber was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,8 @@ pub(super) struct Admitted {
     socket_id: String,
     node: SharedNode,
     _slot: Option<Slot>,
+    /// The subscriber in `/metrics`' count by transport (`sse`), given back when dropped.
+    _live: Live,
 }
 
 impl Admitted {
@@ -81,7 +86,11 @@ pub(super) async fn admit(
     origin: Option<&str>,
     capacity: usize,
 ) -> Result<Admitted, Refusal> {
-    if node.shutdown.is_cancelled() || !node.hub.reserve_connection(node.settings.max_connections) {
+    if node.shutdown.is_cancelled() {
+        return Err(Refusal::Node);
+    }
+    if !node.hub.reserve_connection(node.settings.max_connections) {
+        node.meters.refused("node_capacity");
         return Err(Refusal::Node);
     }
     let app_hub = node.hub.app(&app.id);
@@ -96,6 +105,7 @@ pub(super) async fn admit(
             Ok(slot) => slot,
             Err(crate::cluster::OverQuota) => {
                 node.hub.release_connection();
+                node.meters.refused("connection_quota");
                 return Err(Refusal::Quota);
             }
         },
@@ -103,6 +113,10 @@ pub(super) async fn admit(
     };
     if let Err(refusal) = app_hub.connect_within(&conn, quota, node.settings.app_share_of_node()) {
         node.hub.release_connection();
+        node.meters.refused(match refusal {
+            ConnectRefusal::Quota => "connection_quota",
+            ConnectRefusal::NodeShare => "app_share_of_node",
+        });
         return Err(match refusal {
             ConnectRefusal::Quota => Refusal::Quota,
             ConnectRefusal::NodeShare => Refusal::Node,
@@ -129,6 +143,7 @@ pub(super) async fn admit(
         socket_id,
         node: node.clone(),
         _slot: slot,
+        _live: node.meters.live(Transport::Sse),
     };
     // Shutdown may have begun meanwhile, after the sweep that closes connections.
     if node.shutdown.is_cancelled() {
@@ -175,7 +190,15 @@ async fn next(frames: &mut Receiver<Connection>, conn: &Connection) -> Next {
         let Some(first) = frames.try_recv() else {
             return Poll::Pending;
         };
-        let mut chunk = BytesMut::from(&first[..]);
+        if first.len() >= CHUNK_BYTES {
+            return Poll::Ready(Next::Chunk(first));
+        }
+        let Some(second) = frames.try_recv() else {
+            return Poll::Ready(Next::Chunk(first));
+        };
+        let mut chunk = BytesMut::with_capacity(CHUNK_BYTES.min(first.len() + second.len()));
+        chunk.extend_from_slice(&first);
+        chunk.extend_from_slice(&second);
         while chunk.len() < CHUNK_BYTES {
             match frames.try_recv() {
                 Some(more) => chunk.extend_from_slice(&more),
@@ -200,12 +223,19 @@ async fn closing(conn: &Connection) {
     .await
 }
 
-/// Sends `chunk` to the body unless a close comes first; whether the stream goes on.
-async fn send(tx: &mpsc::Sender<Bytes>, conn: &Connection, chunk: Bytes) -> bool {
+/// Sends `chunk` to the body unless a close or the token's expiry comes first (a client that
+/// does not read blocks here); whether the stream goes on.
+async fn send(
+    tx: &mpsc::Sender<Bytes>,
+    conn: &Connection,
+    chunk: Bytes,
+    expiry: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> bool {
     tokio::select! {
         biased;
         sent = tx.send(chunk) => sent.is_ok(),
         () = closing(conn) => false,
+        () = expiry => false,
     }
 }
 
@@ -220,11 +250,6 @@ pub(super) async fn run(run: Run, tx: mpsc::Sender<Bytes>) {
     } = run;
     let conn = admitted.conn.clone();
     let mut frames = Receiver::new(conn.clone());
-    // The first bytes open the stream for the client at once (headers and all).
-    if !send(&tx, &conn, Bytes::from_static(b":\n\n")).await {
-        finish(&app, subscription, admitted);
-        return;
-    }
     let expiry = async {
         match expires {
             Some(at) => tokio::time::sleep_until(at).await,
@@ -232,6 +257,11 @@ pub(super) async fn run(run: Run, tx: mpsc::Sender<Bytes>) {
         }
     };
     tokio::pin!(expiry);
+    // The first bytes open the stream for the client at once (headers and all).
+    if !send(&tx, &conn, Bytes::from_static(b":\n\n"), &mut expiry).await {
+        finish(&app, subscription, admitted);
+        return;
+    }
     let mut beat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -246,10 +276,10 @@ pub(super) async fn run(run: Run, tx: mpsc::Sender<Bytes>) {
         };
         if subscription.is_none() && conn.outbox().backlog() == 0 {
             // A cut replay: what it queued goes out, then the stream ends.
-            let _ = send(&tx, &conn, chunk).await;
+            let _ = send(&tx, &conn, chunk, &mut expiry).await;
             break;
         }
-        if !send(&tx, &conn, chunk).await {
+        if !send(&tx, &conn, chunk, &mut expiry).await {
             break;
         }
         beat.reset();
