@@ -198,10 +198,16 @@ pub struct TlsSettings {
     pub key: PathBuf,
     /// How often the files are checked for a change (2 s; tests shorten it).
     pub reload_poll: Duration,
-    /// How long a client may take over its TLS handshake (10 s).
+    /// How long a client may take to send its ClientHello, from the accept (3 s).
+    pub hello_timeout: Duration,
+    /// How long a client may take over its whole TLS handshake, from the accept (10 s).
     pub handshake_timeout: Duration,
-    /// TLS handshakes in progress per listener; a connection beyond it is closed at once (1,024).
+    /// TLS handshakes in progress per listener (1,024); when all are taken, a new connection
+    /// evicts the oldest handshake in progress.
     pub max_handshakes: usize,
+    /// TLS handshakes in progress per client address and listener (16); a connection beyond it
+    /// is closed at once. Peers in `HERALD_TRUSTED_PROXIES` are bound by `max_handshakes` only.
+    pub max_handshakes_per_ip: usize,
 }
 
 impl TlsSettings {
@@ -211,8 +217,10 @@ impl TlsSettings {
             cert,
             key,
             reload_poll: Duration::from_secs(2),
+            hello_timeout: Duration::from_secs(3),
             handshake_timeout: Duration::from_secs(10),
             max_handshakes: 1024,
+            max_handshakes_per_ip: 16,
         }
     }
 }

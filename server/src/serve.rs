@@ -9,16 +9,20 @@
 //! slow-client protections: a header read timeout, and a [`GuardedBody`] around every request
 //! body that fails the body (and so ends the connection) when it does not arrive in time.
 //!
-//! With TLS (`HERALD_TLS_CERT`), every connection first completes its handshake, within a
-//! timeout and with a bounded number in progress per listener ([`Handshakes`]); hyper then
+//! With TLS (`HERALD_TLS_CERT`), every connection first completes its handshake ([`Handshakes`]):
+//! its ClientHello within a short deadline and the whole within a longer one, with a bounded
+//! number in progress per client address and per listener; when the listener's bound is
+//! reached, a new connection evicts the oldest handshake in progress, so a flood of silent
+//! connections cannot lock fresh clients out. hyper then
 //! serves the `TlsStream` as it serves a plain one, and the upgrade hands the transport the TCP
 //! stream with its rustls state.
 
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -29,11 +33,12 @@ use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
+
+use crate::locks::MutexExt;
 
 /// Serves `service` until `shutdown` resolves; then stops accepting, lets requests in flight
 /// finish (idle keep-alive connections are closed) and returns once every HTTP connection is
@@ -69,13 +74,13 @@ pub async fn serve<S>(
             () = &mut shutdown => break,
         };
         // A TLS handshake holds the connection's TLS state before any timeout of hyper's
-        // applies: at most `max` of them at once, each within its timeout.
+        // applies: a bounded number of them at once, each within its deadlines.
         let handshake = match &tls {
             None => None,
-            Some(tls) => match tls.permits.clone().try_acquire_owned() {
-                Ok(permit) => Some((tls.clone(), permit)),
-                Err(_) => {
-                    tracing::debug!(%remote, "too many TLS handshakes in progress: connection closed");
+            Some(tls) => match tls.admit(remote.ip()) {
+                Some(slot) => Some((tls.clone(), slot)),
+                None => {
+                    tracing::debug!(%remote, "too many TLS handshakes in progress from this address: connection closed");
                     continue;
                 }
             },
@@ -98,19 +103,23 @@ pub async fn serve<S>(
         let service = TowerToHyperService::new(service);
         let stopping = stopping.clone();
         connections.spawn(async move {
-            let Some((tls, permit)) = handshake else {
+            let Some((tls, slot)) = handshake else {
                 return run_connection(TokioIo::new(stream), service, limits, stopping).await;
             };
             let accepted = tokio::select! {
-                accepted = tokio::time::timeout(tls.timeout, tls.acceptor.accept(stream)) => accepted,
+                accepted = tokio::time::timeout(tls.timeout, tls.handshake(stream)) => accepted,
+                () = slot.evicted.cancelled() => {
+                    tracing::debug!("TLS handshake evicted by a newer connection");
+                    return;
+                }
                 () = stopping.cancelled() => return,
             };
-            drop(permit);
+            drop(slot);
             match accepted {
-                Ok(Ok(stream)) => {
+                Ok(Some(stream)) => {
                     run_connection(TokioIo::new(stream), service, limits, stopping).await;
                 }
-                Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                Ok(None) => {}
                 Err(_) => tracing::debug!("TLS handshake timed out"),
             }
         });
@@ -157,22 +166,145 @@ where
     let _ = connection.await;
 }
 
-/// TLS on a listener: the acceptor, and the bounds on handshakes in progress.
+/// TLS on a listener: the server configuration, and the bounds on handshakes in progress.
 #[derive(Clone)]
 pub struct Handshakes {
-    acceptor: tokio_rustls::TlsAcceptor,
+    config: Arc<rustls::ServerConfig>,
+    hello_timeout: Duration,
     timeout: Duration,
-    permits: Arc<Semaphore>,
+    max: usize,
+    per_ip: usize,
+    trusted: Arc<[ipnet::IpNet]>,
+    pending: Arc<Mutex<Pending>>,
 }
 
+/// The handshakes in progress on a listener.
+#[derive(Default)]
+struct Pending {
+    next: u64,
+    /// Oldest first: each handshake's address key and the token that evicts it.
+    by_age: BTreeMap<u64, (IpAddr, CancellationToken)>,
+    /// How many handshakes each address key has in progress.
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl Pending {
+    fn remove(&mut self, id: u64) -> Option<CancellationToken> {
+        let (ip, evict) = self.by_age.remove(&id)?;
+        if let Some(count) = self.per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+        Some(evict)
+    }
+}
+
+/// A handshake's place among those in progress, given back when dropped.
+struct Slot {
+    pending: Arc<Mutex<Pending>>,
+    id: u64,
+    /// Cancelled when a newer connection takes this place.
+    evicted: CancellationToken,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.pending.lock_or_recover().remove(self.id);
+    }
+}
+
+/// The key a client's handshakes are counted under: its IPv4 address, or its IPv6 /64 (one
+/// host usually holds a whole /64).
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
+}
+
+/// The most sealed TLS records a connection keeps waiting for its socket (rustls's default is
+/// 64 KiB); frames beyond it wait in the outbox, under its slow-consumer bound.
+pub const TLS_SEND_BUFFER_BYTES: usize = 16 * 1024;
+
 impl Handshakes {
-    /// Handshakes through `tls`'s acceptor, each within `settings.handshake_timeout`, at most
-    /// `settings.max_handshakes` at once.
-    pub fn new(tls: &crate::tls::Tls, settings: &crate::config::TlsSettings) -> Handshakes {
+    /// Handshakes with `tls`'s configuration, under `settings`'s deadlines and bounds; peers in
+    /// `trusted` (the proxies) are bound by the listener's bound only, not the per-address one.
+    pub fn new(
+        tls: &crate::tls::Tls,
+        settings: &crate::config::TlsSettings,
+        trusted: &[ipnet::IpNet],
+    ) -> Handshakes {
         Handshakes {
-            acceptor: tls.acceptor().clone(),
+            config: tls.acceptor().config().clone(),
+            hello_timeout: settings.hello_timeout,
             timeout: settings.handshake_timeout,
-            permits: Arc::new(Semaphore::new(settings.max_handshakes.max(1))),
+            max: settings.max_handshakes.max(1),
+            per_ip: settings.max_handshakes_per_ip.max(1),
+            trusted: trusted.into(),
+            pending: Arc::default(),
+        }
+    }
+
+    /// A place for a handshake from `ip`: `None` when the address has its share in progress.
+    /// When the listener's bound is reached, the oldest handshake in progress is evicted.
+    fn admit(&self, ip: IpAddr) -> Option<Slot> {
+        let ip = ip.to_canonical();
+        let key = address_key(ip);
+        let mut pending = self.pending.lock_or_recover();
+        let trusted = self.trusted.iter().any(|net| net.contains(&ip));
+        if !trusted && pending.per_ip.get(&key).copied().unwrap_or(0) >= self.per_ip {
+            return None;
+        }
+        while pending.by_age.len() >= self.max {
+            let Some((&oldest, _)) = pending.by_age.first_key_value() else {
+                break;
+            };
+            if let Some(evict) = pending.remove(oldest) {
+                evict.cancel();
+            }
+        }
+        let id = pending.next;
+        pending.next += 1;
+        let evicted = CancellationToken::new();
+        pending.by_age.insert(id, (key, evicted.clone()));
+        *pending.per_ip.entry(key).or_default() += 1;
+        Some(Slot {
+            pending: self.pending.clone(),
+            id,
+            evicted,
+        })
+    }
+
+    /// The handshake on `stream`: its ClientHello within the hello deadline (the caller bounds
+    /// the whole). `None` when it fails (logged).
+    async fn handshake(
+        &self,
+        stream: tokio::net::TcpStream,
+    ) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+        let hello =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+        let start = match tokio::time::timeout(self.hello_timeout, hello).await {
+            Ok(Ok(start)) => start,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "TLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!("no TLS ClientHello in time");
+                return None;
+            }
+        };
+        let accept = start.into_stream_with(self.config.clone(), |conn| {
+            conn.set_buffer_limit(Some(TLS_SEND_BUFFER_BYTES));
+        });
+        match accept.await {
+            Ok(stream) => Some(stream),
+            Err(error) => {
+                tracing::debug!(%error, "TLS handshake failed");
+                None
+            }
         }
     }
 }

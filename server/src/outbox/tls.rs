@@ -2,7 +2,8 @@
 //! subscribers, so this sink gives up the socket sink's shared bytes: whoever flushes gathers the
 //! queued frames (header + shared payload) into one vectored write through the connection's
 //! rustls writer, which seals them into records, then writes the records with non-blocking
-//! `send`s. rustls keeps at most its buffer limit (64 KiB) of sealed records per connection;
+//! `send`s. rustls keeps at most its buffer limit (`serve::TLS_SEND_BUFFER_BYTES`, 16 KiB, set at
+//! the handshake) of sealed records per connection;
 //! what does not fit waits in the outbox as frames, under the same slow-consumer bound as a
 //! plain socket's.
 //!

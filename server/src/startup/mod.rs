@@ -351,10 +351,9 @@ impl Application {
         let token = node.shutdown.clone();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let handshakes = |tls: &crate::tls::Tls| {
-            node.settings
-                .tls
-                .as_ref()
-                .map(|settings| crate::serve::Handshakes::new(tls, settings))
+            node.settings.tls.as_ref().map(|settings| {
+                crate::serve::Handshakes::new(tls, settings, &node.settings.trusted_proxies)
+            })
         };
         let (public_tls, admin_tls) = match &tls {
             Some(tls) => (handshakes(tls), handshakes(tls)),

@@ -342,37 +342,99 @@ async fn expect_dropped(tcp: &mut TcpStream) {
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
 
+/// A TCP connection to the node from the loopback address `from` (e.g. 127.0.0.2).
+async fn connect_from(app: &TestApp, from: [u8; 4]) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    socket.connect(app.address).await.unwrap()
+}
+
+/// Whether a TLS handshake over `tcp` completes.
+async fn completes_handshake(tcp: TcpStream) -> bool {
+    tokio::time::timeout(
+        WAIT,
+        tokio_rustls::TlsConnector::from(client_config())
+            .connect(ServerName::try_from("localhost").unwrap(), tcp),
+    )
+    .await
+    .expect("the handshake ends in time")
+    .is_ok()
+}
+
 #[tokio::test]
-async fn handshakes_in_progress_are_bounded_in_number() {
+async fn a_flood_of_silent_connections_evicts_the_oldest_rather_than_refusing_a_new_client() {
     let TlsApp { app, certs: _certs } = spawn_tls(|tls| {
-        tls.max_handshakes = 2;
+        tls.max_handshakes = 4;
+        tls.max_handshakes_per_ip = 100;
+        tls.hello_timeout = Duration::from_secs(60);
         tls.handshake_timeout = Duration::from_secs(60);
     })
     .await;
-    // Two connections that never say hello hold both handshake slots.
-    let idle_one = TcpStream::connect(app.address).await.unwrap();
-    let _idle_two = TcpStream::connect(app.address).await.unwrap();
-    let mut third = TcpStream::connect(app.address).await.unwrap();
+    // Many more connections that never say hello than the listener's bound.
+    let mut silent = Vec::new();
+    for _ in 0..12 {
+        silent.push(connect_from(&app, [127, 0, 0, 2]).await);
+    }
+    // A real client still gets its handshake, at once.
+    let tcp = TcpStream::connect(app.address).await.unwrap();
+    assert!(completes_handshake(tcp).await, "the new client was refused");
+    // The oldest silent connections were the ones dropped.
+    expect_dropped(&mut silent[0]).await;
+    expect_dropped(&mut silent[1]).await;
+}
+
+#[tokio::test]
+async fn handshakes_in_progress_are_bounded_per_address() {
+    let TlsApp { app, certs: _certs } = spawn_tls(|tls| {
+        tls.max_handshakes_per_ip = 2;
+        tls.hello_timeout = Duration::from_secs(60);
+        tls.handshake_timeout = Duration::from_secs(60);
+    })
+    .await;
+    // Two silent connections from 127.0.0.2 hold its share; its third is closed at once.
+    let idle_one = connect_from(&app, [127, 0, 0, 2]).await;
+    let _idle_two = connect_from(&app, [127, 0, 0, 2]).await;
+    let mut third = connect_from(&app, [127, 0, 0, 2]).await;
     expect_dropped(&mut third).await;
-    // A slot given back (the client went away) takes a handshake again.
+    // Another address is not held back.
+    let tcp = TcpStream::connect(app.address).await.unwrap();
+    assert!(
+        completes_handshake(tcp).await,
+        "another address was refused"
+    );
+    // A place given back (the client went away) takes a handshake from that address again.
     drop(idle_one);
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let tcp = TcpStream::connect(app.address).await.unwrap();
-        let done = tokio_rustls::TlsConnector::from(client_config())
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await;
-        if done.is_ok() {
+        if completes_handshake(connect_from(&app, [127, 0, 0, 2]).await).await {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no slot came back");
+        assert!(tokio::time::Instant::now() < deadline, "no place came back");
         pause(Duration::from_millis(20)).await;
     }
 }
 
 #[tokio::test]
+async fn a_connection_without_a_client_hello_in_time_is_dropped() {
+    let TlsApp { app, certs: _certs } = spawn_tls(|tls| {
+        tls.hello_timeout = Duration::from_millis(200);
+        tls.handshake_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    let mut idle = TcpStream::connect(app.address).await.unwrap();
+    expect_dropped(&mut idle).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn a_handshake_that_does_not_finish_in_time_is_dropped() {
     let TlsApp { app, certs: _certs } = spawn_tls(|tls| {
+        tls.hello_timeout = Duration::from_secs(60);
         tls.handshake_timeout = Duration::from_millis(200);
     })
     .await;
