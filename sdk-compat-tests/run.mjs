@@ -76,6 +76,8 @@ const FALLBACK_EXCEPT = [
   'node: a channel leaves /channels',
   // Its own TLS server, over WebSocket whatever the run's transport.
   'node: pusher-js with forceTLS',
+  // No pusher-js at all: the browser's EventSource against the Mercure hub.
+  'browser: Mercure EventSource',
 ];
 let only = values.only;
 let except = [];

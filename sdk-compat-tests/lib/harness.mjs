@@ -40,6 +40,10 @@ const NEEDS = {
     available: (target) => Boolean(target.binary),
     why: 'needs the herald binary (it starts a server of its own)',
   },
+  oneNode: {
+    available: (target) => !(target.nodeCount > 1),
+    why: "needs one node (Mercure publishes and history stay on the node that has them; a balancer's round robin splits publisher and subscriber)",
+  },
   dashboard: {
     available: (target) => Boolean(target.operator),
     why: "needs a server this suite started (it signs in to the dashboard as the operator, whose password only that server's environment sets)",

@@ -83,9 +83,14 @@ impl Tally<'_> {
         let Some(sent) = sent_at(message) else {
             return false;
         };
+        self.stamped(sent);
+        true
+    }
+
+    /// Counts one delivery sent at `sent` (µs since the start).
+    pub(crate) fn stamped(&mut self, sent: u64) {
         self.mine.push(self.now.saturating_sub(sent));
         self.received.fetch_add(1, Ordering::Relaxed);
-        true
     }
 }
 
@@ -95,7 +100,15 @@ pub(crate) fn micros_since(start: Instant) -> u64 {
 
 /// The send stamp (`"t":MICROS` inside the event's JSON-encoded data) of a delivered message.
 pub(crate) fn sent_at(text: &[u8]) -> Option<u64> {
-    let pattern = b"t\\\":";
+    stamp_after(text, b"t\\\":")
+}
+
+/// The send stamp (`"t":MICROS`) of the event's data as such (an SSE `data:` line).
+pub(crate) fn sent_at_in(data: &[u8]) -> Option<u64> {
+    stamp_after(data, b"\"t\":")
+}
+
+fn stamp_after(text: &[u8], pattern: &[u8]) -> Option<u64> {
     let at = text.windows(pattern.len()).position(|w| w == pattern)? + pattern.len();
     let digits = text[at..].iter().take_while(|b| b.is_ascii_digit());
     let mut value: u64 = 0;

@@ -11,7 +11,9 @@
 //!
 //! `idle` and `fanout` speak WebSocket, or with `--transport xhr_streaming` pusher-js's HTTP
 //! streaming fallback (one `xhr_streaming` response per session, `xhr_send` for its messages;
-//! see [`xhr`]); "connection" then means a session.
+//! see [`xhr`]); "connection" then means a session. With `--transport sse` the subscribers
+//! are Mercure `EventSource`s of the app's hub on the topic named as the channel (see [`sse`]),
+//! which the REST triggers reach through the hub's Pusher bridge.
 //!
 //! With `--tls-ca PATH` (the CA that signed the server's certificate), WebSocket subscribers
 //! connect with `wss://` and triggers go over `https://`.
@@ -24,6 +26,7 @@
 )]
 
 mod deliveries;
+mod sse;
 mod ws;
 mod xhr;
 
@@ -123,6 +126,9 @@ enum Transport {
     Websocket,
     /// pusher-js's HTTP streaming fallback: `POST /pusher/app/{key}/{server}/{session}/xhr_streaming`.
     XhrStreaming,
+    /// A Mercure subscriber (`EventSource`): `GET /apps/{app_id}/.well-known/mercure?topic=`,
+    /// with a subscriber JWT signed with `--secret`.
+    Sse,
 }
 
 impl Transport {
@@ -130,6 +136,7 @@ impl Transport {
         match self {
             Transport::Websocket => "websocket",
             Transport::XhrStreaming => "xhr_streaming",
+            Transport::Sse => "sse",
         }
     }
 }
@@ -316,6 +323,7 @@ enum Subscriber {
     WebSocket(ws::Socket),
     Tls(Box<ws::TlsSocket>),
     Stream(xhr::Stream),
+    EventStream(sse::Stream),
 }
 
 impl Subscriber {
@@ -330,6 +338,10 @@ impl Subscriber {
             Transport::XhrStreaming => {
                 Subscriber::Stream(xhr::open_subscribed(target, index, channel).await?)
             }
+            Transport::Sse => {
+                let token = sse::token(target)?;
+                Subscriber::EventStream(sse::open_subscribed(target, index, channel, &token).await?)
+            }
         })
     }
 
@@ -341,6 +353,10 @@ impl Subscriber {
             }
             Subscriber::Tls(socket) => ws::read_tls_deliveries(*socket, deliveries, stop).await,
             Subscriber::Stream(stream) => {
+                let (stream, frames) = stream.into_reader();
+                read_deliveries(stream, frames, deliveries, stop).await;
+            }
+            Subscriber::EventStream(stream) => {
                 let (stream, frames) = stream.into_reader();
                 read_deliveries(stream, frames, deliveries, stop).await;
             }
@@ -752,5 +768,24 @@ mod tests {
         };
         assert_eq!(target.transport, Transport::XhrStreaming);
         assert_eq!(target.transport.name(), "xhr_streaming");
+    }
+
+    #[test]
+    fn the_sse_transport_is_named_sse() {
+        let cli = Cli::parse_from([
+            "herald-loadgen",
+            "fanout",
+            "--addr",
+            "127.0.0.1:1",
+            "--key",
+            "k",
+            "--transport",
+            "sse",
+        ]);
+        let Mode::Fanout { target, .. } = cli.mode else {
+            panic!("not fanout");
+        };
+        assert_eq!(target.transport, Transport::Sse);
+        assert_eq!(target.transport.name(), "sse");
     }
 }

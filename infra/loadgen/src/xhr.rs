@@ -233,13 +233,13 @@ fn post(target: &Target, path: &str, body: &str, close: bool) -> String {
 
 /// What matters of a response head.
 #[derive(Debug, PartialEq, Eq)]
-struct Head {
-    status: u16,
-    chunked: bool,
+pub(crate) struct Head {
+    pub(crate) status: u16,
+    pub(crate) chunked: bool,
 }
 
 /// Reads a response head; returns it and the body bytes read with it.
-async fn read_head(stream: &mut TcpStream) -> Result<(Head, Vec<u8>)> {
+pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<(Head, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -279,7 +279,7 @@ fn parse_head(head: &[u8]) -> Result<Head> {
 
 /// A chunked response body decoded into lines.
 #[derive(Debug, Default)]
-struct Lines {
+pub(crate) struct Lines {
     state: Chunk,
     /// An incomplete chunk-size line or `\r\n`, read last.
     carry: Vec<u8>,
@@ -303,7 +303,7 @@ enum Chunk {
 impl Lines {
     /// Decodes `bytes`, calling `on_line` with each complete line (without its `\n`); an
     /// incomplete chunk-size line or `\r\n` at the end is kept for the next call.
-    fn feed(&mut self, bytes: &[u8], mut on_line: impl FnMut(&[u8])) -> Result<()> {
+    pub(crate) fn feed(&mut self, bytes: &[u8], mut on_line: impl FnMut(&[u8])) -> Result<()> {
         if self.carry.is_empty() {
             let consumed = self.decode(bytes, &mut on_line)?;
             self.carry.extend_from_slice(&bytes[consumed..]);
@@ -384,7 +384,7 @@ impl Lines {
     }
 
     /// Whether the response ended (its last chunk came).
-    fn ended(&self) -> bool {
+    pub(crate) fn ended(&self) -> bool {
         self.state == Chunk::Done
     }
 }
