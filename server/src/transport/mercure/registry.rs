@@ -29,6 +29,62 @@ use super::subscriptions::{self, Subscriber};
 /// client reconnects from the last one it got (no gap, and no unbounded replay).
 pub const MAX_REPLAY: usize = 256;
 
+/// History updates one app's subscribers may get replayed per second, all together (each counts
+/// against the app's daily message quota, so an anonymous loop of `Last-Event-ID: earliest`
+/// requests may not burn it at will). A subscribe past the budget replays what is left of it
+/// and its stream ends after them, as at [`MAX_REPLAY`]: the client reconnects from the last
+/// update it got, a retry later.
+pub(super) const REPLAYS_PER_SECOND: usize = 2 * MAX_REPLAY;
+
+/// Subscription events one app may emit per second; past it they are dropped (they are
+/// ephemeral: never kept in the history, and only sent to subscribers of the namespace).
+pub(super) const SUBSCRIPTION_EVENTS_PER_SECOND: usize = 256;
+
+/// The node-wide history bytes are shared by the apps holding some: with `n` of them, one app
+/// may hold at most `1 / min(n, 8)` of the bound (all of it when alone, an eighth at least).
+/// When the node-wide bound is reached, the app holding the most gives up its oldest first.
+pub(super) const HISTORY_SHARES: usize = 8;
+
+/// A budget of `per_second` units, refilled each second.
+#[derive(Debug)]
+struct Budget {
+    window: Instant,
+    used: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Budget {
+        Budget {
+            window: Instant::now(),
+            used: 0,
+        }
+    }
+}
+
+impl Budget {
+    /// Units left in this second's window.
+    fn left(&mut self, per_second: usize) -> usize {
+        let now = Instant::now();
+        if now.saturating_duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.used = 0;
+        }
+        per_second.saturating_sub(self.used)
+    }
+
+    fn spend(&mut self, units: usize) {
+        self.used += units;
+    }
+}
+
+/// The bytes every app's history holds together, and how many apps hold some.
+#[derive(Debug)]
+struct Pool {
+    bytes: AtomicUsize,
+    holders: AtomicUsize,
+    max: usize,
+}
+
 /// One update, formatted once for every subscriber.
 #[derive(Debug)]
 pub struct Update {
@@ -112,18 +168,22 @@ pub fn format_event(id: &str, event_type: Option<&str>, retry: Option<u64>, data
 /// Every app's Mercure state on this node, and the bytes their histories hold together.
 #[derive(Debug, Clone)]
 pub struct Hubs {
-    apps: Arc<Mutex<HashMap<Box<str>, Arc<AppMercure>>>>,
-    history_bytes: Arc<AtomicUsize>,
-    max_history_bytes: usize,
+    apps: Apps,
+    pool: Arc<Pool>,
 }
+
+type Apps = Arc<Mutex<HashMap<Box<str>, Arc<AppMercure>>>>;
 
 impl Hubs {
     /// No app yet; histories hold at most `max_history_bytes` together.
     pub fn new(max_history_bytes: usize) -> Hubs {
         Hubs {
             apps: Arc::default(),
-            history_bytes: Arc::default(),
-            max_history_bytes,
+            pool: Arc::new(Pool {
+                bytes: AtomicUsize::new(0),
+                holders: AtomicUsize::new(0),
+                max: max_history_bytes,
+            }),
         }
     }
 
@@ -136,9 +196,11 @@ impl Hubs {
                     hub_path: format!("/apps/{app_id}/.well-known/mercure"),
                     state: Mutex::default(),
                     app_hub: Arc::downgrade(app_hub),
-                    history_bytes: self.history_bytes.clone(),
-                    max_history_bytes: self.max_history_bytes,
+                    pool: self.pool.clone(),
+                    peers: Arc::downgrade(&self.apps),
                     limits: Mutex::new(HistoryLimits::default()),
+                    events: Mutex::default(),
+                    replays: Mutex::default(),
                     verifier: Mutex::new(None),
                 });
                 app_hub.attach_bridge(app.clone());
@@ -154,7 +216,48 @@ impl Hubs {
 
     /// Bytes the histories hold, all apps together.
     pub fn history_bytes(&self) -> usize {
-        self.history_bytes.load(Ordering::Relaxed)
+        self.pool.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Trims every app's history by age (idle apps release their bytes too) and drops the
+    /// whole history of the apps `keep` refuses (deleted or disabled).
+    pub fn sweep(&self, keep: impl Fn(&str) -> bool) {
+        let apps: Vec<(Box<str>, Arc<AppMercure>)> = self
+            .apps
+            .lock_or_recover()
+            .iter()
+            .map(|(id, app)| (id.clone(), app.clone()))
+            .collect();
+        let now = Instant::now();
+        for (id, app) in apps {
+            let limits = if keep(&id) {
+                app.limits()
+            } else {
+                HistoryLimits {
+                    size: 0,
+                    age: Duration::ZERO,
+                }
+            };
+            app.lock().history.trim(limits, now, &self.pool);
+        }
+    }
+
+    /// Sweeps every `every` while the runtime runs (see [`Hubs::sweep`]).
+    pub fn start_sweeper(
+        &self,
+        every: Duration,
+        keep: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) {
+        let hubs = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                hubs.sweep(&keep);
+            }
+        });
     }
 }
 
@@ -217,47 +320,59 @@ pub enum Resume {
 }
 
 impl History {
-    fn trim(&mut self, limits: HistoryLimits, now: Instant, shared: &AtomicUsize) {
+    fn trim(&mut self, limits: HistoryLimits, now: Instant, pool: &Pool) {
         while let Some(oldest) = self.updates.front() {
             let old = now.saturating_duration_since(oldest.at) > limits.age;
             if self.updates.len() <= limits.size && !old {
                 break;
             }
-            self.pop(shared);
+            self.pop(pool);
         }
     }
 
-    fn pop(&mut self, shared: &AtomicUsize) -> bool {
+    fn pop(&mut self, pool: &Pool) -> bool {
         let Some(oldest) = self.updates.pop_front() else {
             return false;
         };
         let cost = oldest.cost();
         self.bytes -= cost;
-        shared.fetch_sub(cost, Ordering::Relaxed);
+        pool.bytes.fetch_sub(cost, Ordering::Relaxed);
+        if self.bytes == 0 {
+            pool.holders.fetch_sub(1, Ordering::Relaxed);
+        }
         true
     }
 
-    fn push(
-        &mut self,
-        update: Arc<Update>,
-        limits: HistoryLimits,
-        shared: &AtomicUsize,
-        max: usize,
-    ) {
+    fn push(&mut self, update: Arc<Update>, limits: HistoryLimits, pool: &Pool) {
         let cost = update.cost();
-        // The node-wide bound: this app's oldest go first; if others hold it all, not kept.
-        while shared.load(Ordering::Relaxed) + cost > max {
-            if !self.pop(shared) {
+        if limits.size == 0 || cost > pool.max {
+            return;
+        }
+        // This app's share of the node-wide bound (see HISTORY_SHARES).
+        let holders = pool.holders.load(Ordering::Relaxed) + usize::from(self.bytes == 0);
+        let share = pool.max / holders.clamp(1, HISTORY_SHARES);
+        while self.bytes + cost > share {
+            if !self.pop(pool) {
+                break;
+            }
+        }
+        if self.bytes + cost > share {
+            return;
+        }
+        // The node-wide bound: the largest app gave up its oldest before (make_room); what
+        // is still missing comes from this app's own oldest, else the update is not kept.
+        while pool.bytes.load(Ordering::Relaxed) + cost > pool.max {
+            if !self.pop(pool) {
                 return;
             }
         }
-        if limits.size == 0 {
-            return;
+        if self.bytes == 0 {
+            pool.holders.fetch_add(1, Ordering::Relaxed);
         }
         self.bytes += cost;
-        shared.fetch_add(cost, Ordering::Relaxed);
+        pool.bytes.fetch_add(cost, Ordering::Relaxed);
         self.updates.push_back(update);
-        self.trim(limits, Instant::now(), shared);
+        self.trim(limits, Instant::now(), pool);
     }
 
     /// The updates after `resume`, and the resume point to announce (the id found, or
@@ -306,9 +421,14 @@ pub struct AppMercure {
     hub_path: String,
     state: Mutex<State>,
     app_hub: std::sync::Weak<AppHub>,
-    history_bytes: Arc<AtomicUsize>,
-    max_history_bytes: usize,
+    pool: Arc<Pool>,
+    /// Every app (to take room from the largest when the node-wide bound is reached).
+    peers: std::sync::Weak<Mutex<HashMap<Box<str>, Arc<AppMercure>>>>,
     limits: Mutex<HistoryLimits>,
+    /// This second's subscription events.
+    events: Mutex<Budget>,
+    /// This second's replayed updates.
+    replays: Mutex<Budget>,
     /// The app's token verifier, kept for the app version and public URL it was built for.
     verifier: Mutex<Option<(AppRef, String, Verifier)>>,
 }
@@ -372,7 +492,7 @@ impl AppMercure {
         let mut state = self.lock();
         state
             .history
-            .trim(limits, Instant::now(), &self.history_bytes);
+            .trim(limits, Instant::now(), &self.pool);
         let (missed, resume_point) = state.history.since(resume);
         let watches = selectors
             .iter()
@@ -386,8 +506,10 @@ impl AppMercure {
         };
         let mut replayed = 0;
         let mut cut = false;
+        let mut replays = self.replays.lock_or_recover();
+        let allowed = MAX_REPLAY.min(replays.left(REPLAYS_PER_SECOND));
         for update in missed.iter().filter(|u| subscription.wants(u)) {
-            if replayed == MAX_REPLAY {
+            if replayed == allowed {
                 cut = true;
                 break;
             }
@@ -396,6 +518,8 @@ impl AppMercure {
             }
             replayed += 1;
         }
+        replays.spend(replayed);
+        drop(replays);
         if cut {
             return Subscribed {
                 id: None,
@@ -428,7 +552,7 @@ impl AppMercure {
             app_hub.set_bridge_active(true);
         }
         for event in events.into_iter().flatten() {
-            self.publish(event);
+            self.deliver(event, false);
         }
         Subscribed {
             id: Some(id),
@@ -464,12 +588,20 @@ impl AppMercure {
             }
         }
         for event in events.into_iter().flatten() {
-            self.publish(event);
+            self.deliver(event, false);
         }
     }
 
     /// The subscription events of `subscriber` (one per selector): private, type `mercure`.
+    /// Past [`SUBSCRIPTION_EVENTS_PER_SECOND`] for the app, none.
     fn events(&self, subscriber: &Subscriber, active: bool) -> Vec<Update> {
+        let mut budget = self.events.lock_or_recover();
+        let allowed = budget.left(SUBSCRIPTION_EVENTS_PER_SECOND);
+        if allowed < subscriber.selectors.len() {
+            return Vec::new();
+        }
+        budget.spend(subscriber.selectors.len());
+        drop(budget);
         subscriber
             .selectors
             .iter()
@@ -495,38 +627,90 @@ impl AppMercure {
 
     /// Every active subscription's documents, and the id of the last update in history
     /// (`earliest` when none).
-    pub(super) fn documents(&self) -> (Vec<serde_json::Value>, String) {
+    ///
+    /// Only the documents whose id is `path` or under it, at most
+    /// [`subscriptions::MAX_DOCUMENTS`] of them; the documents are built after the app's lock
+    /// is released.
+    pub(super) fn documents(&self, path: &str) -> (Vec<serde_json::Value>, String) {
+        let prefix = format!("{}/", path.trim_end_matches('/'));
+        let mut found: Vec<(Subscriber, usize)> = Vec::new();
         let state = self.lock();
-        let docs = state
-            .subscriptions
-            .values()
-            .flat_map(|s| {
-                s.subscriber.selectors.iter().map(|selector| {
-                    subscriptions::document(&self.hub_path, &s.subscriber, selector, true)
-                })
-            })
-            .collect();
+        'all: for s in state.subscriptions.values() {
+            for (at, selector) in s.subscriber.selectors.iter().enumerate() {
+                let id = subscriptions::topic(&self.hub_path, &s.subscriber.id, selector);
+                if id == path || id.starts_with(&prefix) {
+                    if found.len() == subscriptions::MAX_DOCUMENTS {
+                        break 'all;
+                    }
+                    let one = Subscriber {
+                        id: s.subscriber.id.clone(),
+                        selectors: vec![selector.clone()],
+                    };
+                    found.push((one, at));
+                }
+            }
+        }
         let last = state
             .history
             .updates
             .back()
             .map_or_else(|| "earliest".to_owned(), |u| u.id.clone());
+        drop(state);
+        let docs = found
+            .iter()
+            .map(|(one, _)| subscriptions::document(&self.hub_path, one, &one.selectors[0], true))
+            .collect();
         (docs, last)
     }
 
     /// Keeps `update` in the history and queues it for every subscription it matches; returns
     /// the copies delivered.
     pub fn publish(&self, update: Update) -> usize {
+        self.deliver(update, true)
+    }
+
+    /// Takes room for `cost` more history bytes from the app holding the most (when the
+    /// node-wide bound is reached), one app's lock at a time. When this app holds the most,
+    /// its own push makes the room.
+    fn make_room(&self, cost: usize) {
+        if self.pool.bytes.load(Ordering::Relaxed) + cost <= self.pool.max {
+            return;
+        }
+        let Some(peers) = self.peers.upgrade() else {
+            return;
+        };
+        let apps: Vec<Arc<AppMercure>> = peers.lock_or_recover().values().cloned().collect();
+        drop(peers);
+        let largest = apps
+            .iter()
+            .map(|app| (app.lock().history.bytes, app))
+            .max_by_key(|(bytes, _)| *bytes);
+        if let Some((_, largest)) = largest {
+            if std::ptr::eq(Arc::as_ptr(largest), self) {
+                return;
+            }
+            let mut state = largest.lock();
+            while self.pool.bytes.load(Ordering::Relaxed) + cost > self.pool.max {
+                if !state.history.pop(&self.pool) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Queues `update` for every subscription it matches, keeping it in the history when
+    /// `keep` (subscription events are not kept).
+    fn deliver(&self, update: Update, keep: bool) -> usize {
         let update = Arc::new(update);
         let limits = self.limits();
+        if keep {
+            self.make_room(update.cost());
+        }
         let mut to_wake: Vec<Arc<Connection>> = Vec::new();
         let mut state = self.lock();
-        state.history.push(
-            update.clone(),
-            limits,
-            &self.history_bytes,
-            self.max_history_bytes,
-        );
+        if keep {
+            state.history.push(update.clone(), limits, &self.pool);
+        }
         let mut candidates: Vec<u64> = Vec::new();
         for topic in &update.topics {
             if let Some(ids) = state.exact.get(topic.as_str()) {
@@ -721,5 +905,151 @@ mod tests {
         assert_eq!(subscribed.replayed, MAX_REPLAY);
         assert!(subscribed.id.is_none());
         assert_eq!(app.subscribers(), 0);
+    }
+
+    fn described(raw: &str) -> subscriptions::Described {
+        subscriptions::Described {
+            kind: crate::protocol::mercure::SelectorKind::MatchExact,
+            raw: raw.into(),
+            payload: None,
+        }
+    }
+
+    #[test]
+    fn subscription_events_leave_the_history_alone_and_are_bounded() {
+        let app_hub = Arc::new(AppHub::new("1", None));
+        let hubs = Hubs::new(1 << 24);
+        let app = hubs.app("1", &app_hub);
+        for i in 0..1_000 {
+            app.publish(update(&i.to_string(), "a", false));
+        }
+        let ns = subscriptions::namespace("/apps/1/.well-known/mercure");
+        assert!(!subscriptions::watches(
+            "/apps/1/.well-known/mercure",
+            &Selector::parse(
+                crate::protocol::mercure::SelectorKind::Draft07,
+                "https://ex.com/books/{id}"
+            )
+            .unwrap()
+        ));
+        let (watcher, mut watcher_rx) = Connection::new(SocketId::new(1, 1), 100_000);
+        app.subscribe(
+            &watcher,
+            vec![exact(&format!("{ns}/x"))],
+            vec![Selector::Any],
+            nobody(),
+            &Resume::Live,
+        );
+        let mut events = 0;
+        for cycle in 0..16 {
+            let (conn, _rx) = Connection::new(SocketId::new(2 + cycle, 1), 64);
+            let raws: Vec<String> = (0..32).map(|n| format!("https://ex.com/{n}")).collect();
+            let subscriber = Subscriber {
+                id: new_id(),
+                selectors: raws.iter().map(|r| described(r)).collect(),
+            };
+            let id = app
+                .subscribe(
+                    &conn,
+                    raws.iter().map(|r| exact(r)).collect(),
+                    vec![],
+                    subscriber,
+                    &Resume::Live,
+                )
+                .id
+                .unwrap();
+            app.unsubscribe(id);
+        }
+        while watcher_rx.try_recv().is_some() {
+            events += 1;
+        }
+        // Watched (`{ns}/x` is in the namespace), but not kept, and bounded per second.
+        assert!(events > 0 && events <= SUBSCRIPTION_EVENTS_PER_SECOND, "{events}");
+        let state = app.lock();
+        assert_eq!(state.history.updates.len(), 1_000);
+        assert_eq!(state.history.updates[0].id, "0");
+    }
+
+    #[test]
+    fn an_idle_app_holding_the_node_history_does_not_starve_another() {
+        let hubs = Hubs::new(64 << 10);
+        let a_hub = Arc::new(AppHub::new("a", None));
+        let b_hub = Arc::new(AppHub::new("b", None));
+        let a = hubs.app("a", &a_hub);
+        let b = hubs.app("b", &b_hub);
+        for app in [&a, &b] {
+            app.set_limits(HistoryLimits {
+                size: 100_000,
+                age: Duration::from_secs(600),
+            });
+        }
+        for i in 0..1_000 {
+            a.publish(update(&format!("a{i}"), "t", false));
+        }
+        assert!(hubs.history_bytes() <= 64 << 10);
+        for i in 0..50 {
+            b.publish(update(&format!("b{i}"), "t", false));
+        }
+        assert_eq!(b.lock().history.updates.len(), 50);
+        assert!(hubs.history_bytes() <= 64 << 10);
+        // A publishes again: it keeps to its share (half, two apps hold some).
+        for i in 0..1_000 {
+            a.publish(update(&format!("a2{i}"), "t", false));
+        }
+        assert_eq!(b.lock().history.updates.len(), 50);
+        assert!(a.lock().history.bytes <= 32 << 10);
+        // A is deleted: the sweep drops its history.
+        hubs.sweep(|id| id != "a");
+        assert_eq!(a.lock().history.updates.len(), 0);
+        assert_eq!(hubs.history_bytes(), b.lock().history.bytes);
+    }
+
+    #[test]
+    fn replays_are_budgeted_per_app_per_second() {
+        let app_hub = Arc::new(AppHub::new("1", None));
+        let hubs = Hubs::new(1 << 24);
+        let app = hubs.app("1", &app_hub);
+        for i in 0..200 {
+            app.publish(update(&i.to_string(), "a", false));
+        }
+        let mut total = 0;
+        for n in 0..10 {
+            let (conn, _rx) = Connection::new(SocketId::new(n + 1, 1), MAX_REPLAY + 64);
+            let subscribed =
+                app.subscribe(&conn, vec![exact("a")], vec![], nobody(), &Resume::Earliest);
+            if subscribed.replayed < 200 {
+                assert!(subscribed.id.is_none(), "a cut replay ends the stream");
+            }
+            total += subscribed.replayed;
+        }
+        assert_eq!(total, REPLAYS_PER_SECOND);
+    }
+
+    #[test]
+    fn the_subscriptions_api_answer_is_capped_and_filtered() {
+        let app_hub = Arc::new(AppHub::new("1", None));
+        let hubs = Hubs::new(1 << 20);
+        let app = hubs.app("1", &app_hub);
+        let mut conns = Vec::new();
+        for n in 0..(subscriptions::MAX_DOCUMENTS as u64 / 2 + 10) {
+            let (conn, rx) = Connection::new(SocketId::new(n + 1, 1), 64);
+            let subscriber = Subscriber {
+                id: new_id(),
+                selectors: vec![described("https://ex.com/a"), described("https://ex.com/b")],
+            };
+            app.subscribe(
+                &conn,
+                vec![exact("https://ex.com/a"), exact("https://ex.com/b")],
+                vec![],
+                subscriber,
+                &Resume::Live,
+            );
+            conns.push((conn, rx));
+        }
+        let ns = subscriptions::namespace("/apps/1/.well-known/mercure");
+        let (docs, _) = app.documents(&ns);
+        assert_eq!(docs.len(), subscriptions::MAX_DOCUMENTS);
+        let (docs, _) = app.documents(&format!("{ns}/exact/https%3A%2F%2Fex.com%2Fa"));
+        assert_eq!(docs.len(), subscriptions::MAX_DOCUMENTS / 2 + 10);
     }
 }
