@@ -261,9 +261,7 @@ impl Application {
                     crate::metrics::track_rest,
                 )),
             )
-            .merge(transport::mercure::router(transport::mercure::Hubs::new(
-                node.settings.mercure.history_bytes,
-            )))
+            .merge(transport::mercure::router(mercure_hubs(&node)))
             .fallback(move |State(node): State<SharedNode>, request: Request| {
                 transport::xhr::fallback(node, fallback_sessions.clone(), request)
             })
@@ -499,4 +497,17 @@ impl Application {
             )))
         }
     }
+}
+
+/// The Mercure hubs, their histories swept every 10 s (by age; a deleted or disabled app's
+/// dropped).
+fn mercure_hubs(node: &SharedNode) -> transport::mercure::Hubs {
+    let hubs = transport::mercure::Hubs::new(node.settings.mercure.history_bytes);
+    let node = Arc::downgrade(node);
+    hubs.start_sweeper(std::time::Duration::from_secs(10), move |app_id| {
+        node.upgrade()
+            .and_then(|node| node.apps.by_id(app_id))
+            .is_some_and(|app| app.enabled)
+    });
+    hubs
 }

@@ -716,7 +716,7 @@ async fn subscriptions_api(
             "the token may not read these subscriptions",
         ),
         Ok(Some(grants)) => {
-            let (docs, last) = mercure.documents();
+            let (docs, last) = mercure.documents(&path);
             let draft07 = grants.draft != Some(Draft::Draft08);
             let body = subscriptions::answer(&path, docs, draft07, &last);
             let content_type = if draft07 {

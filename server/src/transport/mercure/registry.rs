@@ -29,6 +29,62 @@ use super::subscriptions::{self, Subscriber};
 /// client reconnects from the last one it got (no gap, and no unbounded replay).
 pub const MAX_REPLAY: usize = 256;
 
+/// History updates one app's subscribers may get replayed per second, all together (each counts
+/// against the app's daily message quota, so an anonymous loop of `Last-Event-ID: earliest`
+/// requests may not burn it at will). A subscribe past the budget replays what is left of it
+/// and its stream ends after them, as at [`MAX_REPLAY`]: the client reconnects from the last
+/// update it got, a retry later.
+pub(super) const REPLAYS_PER_SECOND: usize = 2 * MAX_REPLAY;
+
+/// Subscription events one app may emit per second; past it they are dropped (they are
+/// ephemeral: never kept in the history, and only sent to subscribers of the namespace).
+pub(super) const SUBSCRIPTION_EVENTS_PER_SECOND: usize = 256;
+
+/// The node-wide history bytes are shared by the apps holding some: with `n` of them, one app
+/// may hold at most `1 / min(n, 8)` of the bound (all of it when alone, an eighth at least).
+/// When the node-wide bound is reached, the app holding the most gives up its oldest first.
+pub(super) const HISTORY_SHARES: usize = 8;
+
+/// A budget of `per_second` units, refilled each second.
+#[derive(Debug)]
+struct Budget {
+    window: Instant,
+    used: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Budget {
+        Budget {
+            window: Instant::now(),
+            used: 0,
+        }
+    }
+}
+
+impl Budget {
+    /// Units left in this second's window.
+    fn left(&mut self, per_second: usize) -> usize {
+        let now = Instant::now();
+        if now.saturating_duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.used = 0;
+        }
+        per_second.saturating_sub(self.used)
+    }
+
+    fn spend(&mut self, units: usize) {
+        self.used += units;
+    }
+}
+
+/// The bytes every app's history holds together, and how many apps hold some.
+#[derive(Debug)]
+struct Pool {
+    bytes: AtomicUsize,
+    holders: AtomicUsize,
+    max: usize,
+}
+
 /// One update, formatted once for every subscriber.
 #[derive(Debug)]
 pub struct Update {
@@ -112,18 +168,22 @@ pub fn format_event(id: &str, event_type: Option<&str>, retry: Option<u64>, data
 /// Every app's Mercure state on this node, and the bytes their histories hold together.
 #[derive(Debug, Clone)]
 pub struct Hubs {
-    apps: Arc<Mutex<HashMap<Box<str>, Arc<AppMercure>>>>,
-    history_bytes: Arc<AtomicUsize>,
-    max_history_bytes: usize,
+    apps: Apps,
+    pool: Arc<Pool>,
 }
+
+type Apps = Arc<Mutex<HashMap<Box<str>, Arc<AppMercure>>>>;
 
 impl Hubs {
     /// No app yet; histories hold at most `max_history_bytes` together.
     pub fn new(max_history_bytes: usize) -> Hubs {
         Hubs {
             apps: Arc::default(),
-            history_bytes: Arc::default(),
-            max_history_bytes,
+            pool: Arc::new(Pool {
+                bytes: AtomicUsize::new(0),
+                holders: AtomicUsize::new(0),
+                max: max_history_bytes,
+            }),
         }
     }
 
@@ -136,9 +196,11 @@ impl Hubs {
                     hub_path: format!("/apps/{app_id}/.well-known/mercure"),
                     state: Mutex::default(),
                     app_hub: Arc::downgrade(app_hub),
-                    history_bytes: self.history_bytes.clone(),
-                    max_history_bytes: self.max_history_bytes,
+                    pool: self.pool.clone(),
+                    peers: Arc::downgrade(&self.apps),
                     limits: Mutex::new(HistoryLimits::default()),
+                    events: Mutex::default(),
+                    replays: Mutex::default(),
                     verifier: Mutex::new(None),
                 });
                 app_hub.attach_bridge(app.clone());
@@ -154,7 +216,48 @@ impl Hubs {
 
     /// Bytes the histories hold, all apps together.
     pub fn history_bytes(&self) -> usize {
-        self.history_bytes.load(Ordering::Relaxed)
+        self.pool.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Trims every app's history by age (idle apps release their bytes too) and drops the
+    /// whole history of the apps `keep` refuses (deleted or disabled).
+    pub fn sweep(&self, keep: impl Fn(&str) -> bool) {
+        let apps: Vec<(Box<str>, Arc<AppMercure>)> = self
+            .apps
+            .lock_or_recover()
+            .iter()
+            .map(|(id, app)| (id.clone(), app.clone()))
+            .collect();
+        let now = Instant::now();
+        for (id, app) in apps {
+            let limits = if keep(&id) {
+                app.limits()
+            } else {
+                HistoryLimits {
+                    size: 0,
+                    age: Duration::ZERO,
+                }
+            };
+            app.lock().history.trim(limits, now, &self.pool);
+        }
+    }
+
+    /// Sweeps every `every` while the runtime runs (see [`Hubs::sweep`]).
+    pub fn start_sweeper(
+        &self,
+        every: Duration,
+        keep: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) {
+        let hubs = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                hubs.sweep(&keep);
+            }
+        });
     }
 }
 
@@ -196,9 +299,6 @@ impl Subscription {
     }
 }
 
-/// One app's history holds at most this fraction of the node-wide bytes bound.
-pub(super) const HISTORY_SHARES: usize = 8;
-
 /// An app's history: the last updates, oldest first, bounded by count, age and (node-wide)
 /// bytes. The cluster's history (Redis Streams) would replace this struct behind the same
 /// three calls (`push`, `since`, `trim`).
@@ -220,54 +320,59 @@ pub enum Resume {
 }
 
 impl History {
-    fn trim(&mut self, limits: HistoryLimits, now: Instant, shared: &AtomicUsize) {
+    fn trim(&mut self, limits: HistoryLimits, now: Instant, pool: &Pool) {
         while let Some(oldest) = self.updates.front() {
             let old = now.saturating_duration_since(oldest.at) > limits.age;
             if self.updates.len() <= limits.size && !old {
                 break;
             }
-            self.pop(shared);
+            self.pop(pool);
         }
     }
 
-    fn pop(&mut self, shared: &AtomicUsize) -> bool {
+    fn pop(&mut self, pool: &Pool) -> bool {
         let Some(oldest) = self.updates.pop_front() else {
             return false;
         };
         let cost = oldest.cost();
         self.bytes -= cost;
-        shared.fetch_sub(cost, Ordering::Relaxed);
+        pool.bytes.fetch_sub(cost, Ordering::Relaxed);
+        if self.bytes == 0 {
+            pool.holders.fetch_sub(1, Ordering::Relaxed);
+        }
         true
     }
 
-    fn push(
-        &mut self,
-        update: Arc<Update>,
-        limits: HistoryLimits,
-        shared: &AtomicUsize,
-        max: usize,
-    ) {
+    fn push(&mut self, update: Arc<Update>, limits: HistoryLimits, pool: &Pool) {
         let cost = update.cost();
-        // One app's share of the node-wide bound: its own oldest go first, so one tenant
-        // cannot take every other app's history.
-        while self.bytes + cost > max / HISTORY_SHARES {
-            if !self.pop(shared) {
-                return;
-            }
-        }
-        // The node-wide bound: this app's oldest go first; if others hold it all, not kept.
-        while shared.load(Ordering::Relaxed) + cost > max {
-            if !self.pop(shared) {
-                return;
-            }
-        }
-        if limits.size == 0 {
+        if limits.size == 0 || cost > pool.max {
             return;
         }
+        // This app's share of the node-wide bound (see HISTORY_SHARES).
+        let holders = pool.holders.load(Ordering::Relaxed) + usize::from(self.bytes == 0);
+        let share = pool.max / holders.clamp(1, HISTORY_SHARES);
+        while self.bytes + cost > share {
+            if !self.pop(pool) {
+                break;
+            }
+        }
+        if self.bytes + cost > share {
+            return;
+        }
+        // The node-wide bound: the largest app gave up its oldest before (make_room); what
+        // is still missing comes from this app's own oldest, else the update is not kept.
+        while pool.bytes.load(Ordering::Relaxed) + cost > pool.max {
+            if !self.pop(pool) {
+                return;
+            }
+        }
+        if self.bytes == 0 {
+            pool.holders.fetch_add(1, Ordering::Relaxed);
+        }
         self.bytes += cost;
-        shared.fetch_add(cost, Ordering::Relaxed);
+        pool.bytes.fetch_add(cost, Ordering::Relaxed);
         self.updates.push_back(update);
-        self.trim(limits, Instant::now(), shared);
+        self.trim(limits, Instant::now(), pool);
     }
 
     /// The updates after `resume`, and the resume point to announce (the id found, or
@@ -316,9 +421,14 @@ pub struct AppMercure {
     hub_path: String,
     state: Mutex<State>,
     app_hub: std::sync::Weak<AppHub>,
-    history_bytes: Arc<AtomicUsize>,
-    max_history_bytes: usize,
+    pool: Arc<Pool>,
+    /// Every app (to take room from the largest when the node-wide bound is reached).
+    peers: std::sync::Weak<Mutex<HashMap<Box<str>, Arc<AppMercure>>>>,
     limits: Mutex<HistoryLimits>,
+    /// This second's subscription events.
+    events: Mutex<Budget>,
+    /// This second's replayed updates.
+    replays: Mutex<Budget>,
     /// The app's token verifier, kept for the app version and public URL it was built for.
     verifier: Mutex<Option<(AppRef, String, Verifier)>>,
 }
@@ -380,9 +490,7 @@ impl AppMercure {
     ) -> Subscribed {
         let limits = self.limits();
         let mut state = self.lock();
-        state
-            .history
-            .trim(limits, Instant::now(), &self.history_bytes);
+        state.history.trim(limits, Instant::now(), &self.pool);
         let (missed, resume_point) = state.history.since(resume);
         let watches = selectors
             .iter()
@@ -396,8 +504,10 @@ impl AppMercure {
         };
         let mut replayed = 0;
         let mut cut = false;
+        let mut replays = self.replays.lock_or_recover();
+        let allowed = MAX_REPLAY.min(replays.left(REPLAYS_PER_SECOND));
         for update in missed.iter().filter(|u| subscription.wants(u)) {
-            if replayed == MAX_REPLAY {
+            if replayed == allowed {
                 cut = true;
                 break;
             }
@@ -406,6 +516,8 @@ impl AppMercure {
             }
             replayed += 1;
         }
+        replays.spend(replayed);
+        drop(replays);
         if cut {
             return Subscribed {
                 id: None,
@@ -438,7 +550,7 @@ impl AppMercure {
             app_hub.set_bridge_active(true);
         }
         for event in events.into_iter().flatten() {
-            self.announce(event);
+            self.deliver(event, false);
         }
         Subscribed {
             id: Some(id),
@@ -474,12 +586,20 @@ impl AppMercure {
             }
         }
         for event in events.into_iter().flatten() {
-            self.announce(event);
+            self.deliver(event, false);
         }
     }
 
     /// The subscription events of `subscriber` (one per selector): private, type `mercure`.
+    /// Past [`SUBSCRIPTION_EVENTS_PER_SECOND`] for the app, none.
     fn events(&self, subscriber: &Subscriber, active: bool) -> Vec<Update> {
+        let mut budget = self.events.lock_or_recover();
+        let allowed = budget.left(SUBSCRIPTION_EVENTS_PER_SECOND);
+        if allowed < subscriber.selectors.len() {
+            return Vec::new();
+        }
+        budget.spend(subscriber.selectors.len());
+        drop(budget);
         subscriber
             .selectors
             .iter()
@@ -505,22 +625,39 @@ impl AppMercure {
 
     /// Every active subscription's documents, and the id of the last update in history
     /// (`earliest` when none).
-    pub(super) fn documents(&self) -> (Vec<serde_json::Value>, String) {
+    ///
+    /// Only the documents whose id is `path` or under it, at most
+    /// [`subscriptions::MAX_DOCUMENTS`] of them; the documents are built after the app's lock
+    /// is released.
+    pub(super) fn documents(&self, path: &str) -> (Vec<serde_json::Value>, String) {
+        let prefix = format!("{}/", path.trim_end_matches('/'));
+        let mut found: Vec<(Subscriber, usize)> = Vec::new();
         let state = self.lock();
-        let docs = state
-            .subscriptions
-            .values()
-            .flat_map(|s| {
-                s.subscriber.selectors.iter().map(|selector| {
-                    subscriptions::document(&self.hub_path, &s.subscriber, selector, true)
-                })
-            })
-            .collect();
+        'all: for s in state.subscriptions.values() {
+            for (at, selector) in s.subscriber.selectors.iter().enumerate() {
+                let id = subscriptions::topic(&self.hub_path, &s.subscriber.id, selector);
+                if id == path || id.starts_with(&prefix) {
+                    if found.len() == subscriptions::MAX_DOCUMENTS {
+                        break 'all;
+                    }
+                    let one = Subscriber {
+                        id: s.subscriber.id.clone(),
+                        selectors: vec![selector.clone()],
+                    };
+                    found.push((one, at));
+                }
+            }
+        }
         let last = state
             .history
             .updates
             .back()
             .map_or_else(|| "earliest".to_owned(), |u| u.id.clone());
+        drop(state);
+        let docs = found
+            .iter()
+            .map(|(one, _)| subscriptions::document(&self.hub_path, one, &one.selectors[0], true))
+            .collect();
         (docs, last)
     }
 
@@ -530,25 +667,47 @@ impl AppMercure {
         self.deliver(update, true)
     }
 
-    /// Queues a subscription event for the subscriptions it matches, without keeping it in the
-    /// history: connecting and disconnecting in a loop must not flush the app's real updates
-    /// (nor take node-wide history bytes).
-    fn announce(&self, event: Update) {
-        self.deliver(event, false);
+    /// Takes room for `cost` more history bytes from the app holding the most (when the
+    /// node-wide bound is reached), one app's lock at a time. When this app holds the most,
+    /// its own push makes the room.
+    fn make_room(&self, cost: usize) {
+        if self.pool.bytes.load(Ordering::Relaxed) + cost <= self.pool.max {
+            return;
+        }
+        let Some(peers) = self.peers.upgrade() else {
+            return;
+        };
+        let apps: Vec<Arc<AppMercure>> = peers.lock_or_recover().values().cloned().collect();
+        drop(peers);
+        let largest = apps
+            .iter()
+            .map(|app| (app.lock().history.bytes, app))
+            .max_by_key(|(bytes, _)| *bytes);
+        if let Some((_, largest)) = largest {
+            if std::ptr::eq(Arc::as_ptr(largest), self) {
+                return;
+            }
+            let mut state = largest.lock();
+            while self.pool.bytes.load(Ordering::Relaxed) + cost > self.pool.max {
+                if !state.history.pop(&self.pool) {
+                    break;
+                }
+            }
+        }
     }
 
+    /// Queues `update` for every subscription it matches, keeping it in the history when
+    /// `keep` (subscription events are not kept).
     fn deliver(&self, update: Update, keep: bool) -> usize {
         let update = Arc::new(update);
         let limits = self.limits();
+        if keep {
+            self.make_room(update.cost());
+        }
         let mut to_wake: Vec<Arc<Connection>> = Vec::new();
         let mut state = self.lock();
         if keep {
-            state.history.push(
-                update.clone(),
-                limits,
-                &self.history_bytes,
-                self.max_history_bytes,
-            );
+            state.history.push(update.clone(), limits, &self.pool);
         }
         let mut candidates: Vec<u64> = Vec::new();
         for topic in &update.topics {
@@ -621,193 +780,4 @@ impl PusherBridge for AppMercure {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::SocketId;
-
-    fn exact(topic: &str) -> Selector {
-        Selector::Exact(topic.into())
-    }
-
-    fn nobody() -> Subscriber {
-        Subscriber {
-            id: "urn:uuid:0".into(),
-            selectors: Vec::new(),
-        }
-    }
-
-    fn update(id: &str, topic: &str, private: bool) -> Update {
-        Update::new(id.into(), vec![topic.into()], private, None, None, id)
-    }
-
-    #[test]
-    fn events_split_data_lines_and_cannot_inject_fields() {
-        let event = format_event("u1", Some("up\ndata: x"), Some(10), "a\r\nb\rc\nid: evil");
-        assert_eq!(
-            &event[..],
-            b"id: u1\nevent: updata: x\nretry: 10\ndata: a\ndata: b\ndata: c\ndata: id: evil\n\n"
-        );
-    }
-
-    #[test]
-    fn matching_filters_private_updates_and_history_replays_after_an_id() {
-        let app_hub = Arc::new(AppHub::new("1", None));
-        let hubs = Hubs::new(1 << 20);
-        let app = hubs.app("1", &app_hub);
-        let (public, mut public_rx) = Connection::new(SocketId::new(1, 1), 64);
-        let (reader, mut reader_rx) = Connection::new(SocketId::new(2, 1), 64);
-        app.subscribe(&public, vec![exact("a")], vec![], nobody(), &Resume::Live);
-        app.subscribe(
-            &reader,
-            vec![Selector::Any],
-            vec![exact("a")],
-            nobody(),
-            &Resume::Live,
-        );
-        assert_eq!(app.publish(update("1", "a", false)), 2);
-        assert_eq!(app.publish(update("2", "a", true)), 1);
-        assert_eq!(app.publish(update("3", "b", true)), 0);
-        assert_eq!(app.publish(update("4", "b", false)), 1);
-        assert!(public_rx.try_recv().unwrap().starts_with(b"id: 1\n"));
-        assert!(public_rx.try_recv().is_none());
-        for id in ["1", "2", "4"] {
-            assert!(reader_rx
-                .try_recv()
-                .unwrap()
-                .starts_with(format!("id: {id}\n").as_bytes()));
-        }
-        let (late, mut late_rx) = Connection::new(SocketId::new(3, 1), 64);
-        let subscribed = app.subscribe(
-            &late,
-            vec![Selector::Any],
-            vec![],
-            nobody(),
-            &Resume::After("1".into()),
-        );
-        assert_eq!(
-            subscribed.replayed, 1,
-            "private 2 and 3 skipped, 4 replayed"
-        );
-        assert_eq!(subscribed.resume_point.as_deref(), Some("1"));
-        assert!(late_rx.try_recv().unwrap().starts_with(b"id: 4\n"));
-        let (gone, _rx) = Connection::new(SocketId::new(4, 1), 64);
-        let too_old = app.subscribe(
-            &gone,
-            vec![Selector::Any],
-            vec![],
-            nobody(),
-            &Resume::After("x".into()),
-        );
-        assert_eq!(too_old.resume_point.as_deref(), Some("earliest"));
-        assert_eq!(too_old.replayed, 2);
-    }
-
-    #[test]
-    fn history_is_bounded_by_count_and_node_wide_bytes() {
-        let app_hub = Arc::new(AppHub::new("1", None));
-        let hubs = Hubs::new(2_000 * HISTORY_SHARES);
-        let app = hubs.app("1", &app_hub);
-        app.set_limits(HistoryLimits {
-            size: 3,
-            age: Duration::from_secs(60),
-        });
-        for i in 0..10 {
-            app.publish(update(&i.to_string(), "a", false));
-        }
-        assert_eq!(app.lock().history.updates.len(), 3);
-        let big = "x".repeat(900);
-        for i in 0..10 {
-            app.publish(Update::new(
-                i.to_string(),
-                vec!["a".into()],
-                false,
-                None,
-                None,
-                &big,
-            ));
-        }
-        assert!(hubs.history_bytes() <= 2_000, "{}", hubs.history_bytes());
-        assert_eq!(hubs.history_bytes(), app.lock().history.bytes);
-    }
-
-    #[test]
-    fn one_app_cannot_take_every_other_app_s_history() {
-        let app_hub = Arc::new(AppHub::new("1", None));
-        let other_hub = Arc::new(AppHub::new("2", None));
-        let hubs = Hubs::new(64 * 1024);
-        let hostile = hubs.app("1", &app_hub);
-        let quiet = hubs.app("2", &other_hub);
-        for i in 0..1_000 {
-            hostile.publish(update(&format!("h{i}"), "a", false));
-        }
-        assert!(hostile.lock().history.bytes <= 64 * 1024 / HISTORY_SHARES);
-        for i in 0..50 {
-            quiet.publish(update(&format!("q{i}"), "a", false));
-        }
-        assert_eq!(quiet.lock().history.updates.len(), 50);
-        assert_eq!(
-            hubs.history_bytes(),
-            hostile.lock().history.bytes + quiet.lock().history.bytes
-        );
-    }
-
-    #[test]
-    fn subscription_events_stay_out_of_the_history() {
-        let app_hub = Arc::new(AppHub::new("1", None));
-        let hubs = Hubs::new(1 << 24);
-        let app = hubs.app("1", &app_hub);
-        for i in 0..100 {
-            app.publish(update(&i.to_string(), "a", false));
-        }
-        let bytes = hubs.history_bytes();
-        // A watcher of the subscriptions namespace: events are made for every (un)subscribe.
-        let (watcher, _watcher_rx) = Connection::new(SocketId::new(1, 1), 64);
-        let namespace = format!("{}/subscriptions", app.hub_path);
-        app.subscribe(
-            &watcher,
-            vec![exact(&namespace)],
-            vec![],
-            nobody(),
-            &Resume::Live,
-        );
-        assert_eq!(app.lock().watchers, 1);
-        let many = Subscriber {
-            id: "urn:uuid:1".into(),
-            selectors: (0..32)
-                .map(|i| subscriptions::Described {
-                    kind: crate::protocol::mercure::SelectorKind::Draft07,
-                    raw: format!("t{i}"),
-                    payload: None,
-                })
-                .collect(),
-        };
-        for round in 0..20 {
-            let (conn, _rx) = Connection::new(SocketId::new(2, round), 64);
-            let selectors = (0..32).map(|i| exact(&format!("t{i}"))).collect();
-            let id = app
-                .subscribe(&conn, selectors, vec![], many.clone(), &Resume::Live)
-                .id
-                .unwrap();
-            app.unsubscribe(id);
-        }
-        assert_eq!(app.lock().history.updates.len(), 100);
-        assert_eq!(app.lock().history.updates.back().unwrap().id, "99");
-        assert_eq!(hubs.history_bytes(), bytes);
-    }
-
-    #[test]
-    fn a_replay_past_its_bound_ends_the_stream_instead_of_registering() {
-        let app_hub = Arc::new(AppHub::new("1", None));
-        let hubs = Hubs::new(1 << 24);
-        let app = hubs.app("1", &app_hub);
-        for i in 0..MAX_REPLAY + 5 {
-            app.publish(update(&i.to_string(), "a", false));
-        }
-        let (conn, _rx) = Connection::new(SocketId::new(1, 1), MAX_REPLAY + 64);
-        let subscribed =
-            app.subscribe(&conn, vec![exact("a")], vec![], nobody(), &Resume::Earliest);
-        assert_eq!(subscribed.replayed, MAX_REPLAY);
-        assert!(subscribed.id.is_none());
-        assert_eq!(app.subscribers(), 0);
-    }
-}
+mod tests;

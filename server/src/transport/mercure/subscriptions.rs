@@ -1,9 +1,10 @@
 //! Active subscriptions: the documents that describe a subscription, the topics of their events,
 //! and the web API that lists them (draft-07 and draft-08 shapes).
 //!
-//! Subscription events are generated only while some subscription of the app selects the
-//! subscriptions namespace by name (an exact topic under it, or a template or pattern): an app
-//! nobody watches that way pays nothing per subscribe and keeps no such events in its history.
+//! Subscription events are generated only while some subscription of the app can select the
+//! subscriptions namespace (an exact topic under it, or a template or pattern matching a topic
+//! of its shape; `*` alone does not count), at most `SUBSCRIPTION_EVENTS_PER_SECOND` per app, and
+//! are never kept in the history (they are ephemeral: an app's real updates stay replayable).
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
@@ -105,12 +106,26 @@ pub(super) fn document(
 /// Whether `selector` names the subscriptions namespace of the hub at `hub_path` (a template
 /// or pattern might: only `*` alone does not count).
 pub(super) fn watches(hub_path: &str, selector: &Selector) -> bool {
+    let namespace = namespace(hub_path);
     match selector {
         Selector::Any => false,
-        Selector::Exact(topic) => topic.starts_with(&namespace(hub_path)),
-        _ => true,
+        Selector::Exact(topic) => topic.starts_with(&namespace),
+        // A template or pattern watches when it matches a topic of the namespace's shapes
+        // (draft-07 `{ns}/{selector}/{subscriber}`, draft-08 `{ns}/{type}/{selector}/
+        // {subscriber}`): `https://ex.com/books/{id}` does not.
+        other => [
+            format!("{namespace}/a/b"),
+            format!("{namespace}/exact/a/b"),
+            format!("{namespace}/urlpattern/a/b"),
+        ]
+        .iter()
+        .any(|probe| other.matches(probe)),
     }
 }
+
+/// The most subscription documents one answer of the subscriptions API lists (past it, the
+/// collection holds the first ones found).
+pub(super) const MAX_DOCUMENTS: usize = 1_000;
 
 /// The API's answer for `path` (under the namespace), from every active subscription's
 /// documents: the one whose id is `path`, else the collection of those under it.
