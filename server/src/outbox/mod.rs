@@ -294,43 +294,33 @@ impl Outbox {
         match &self.sink {
             Sink::Socket(socket) => {
                 let mut state = self.lock();
-                match socket::write_queued(socket, &mut state) {
-                    Ok(true) => true,
-                    Ok(false) => {
-                        drop(state);
-                        self.waker.wake();
-                        false
-                    }
-                    Err(_) => {
-                        state.broken = true;
-                        drop(state);
-                        self.waker.wake();
-                        false
-                    }
-                }
+                let written = socket::write_queued(socket, &mut state);
+                self.flushed(state, written)
             }
             Sink::Tls(socket) => {
                 let mut state = self.lock();
-                match tls::write_queued(socket, &mut state) {
-                    Ok(true) => true,
-                    Ok(false) => {
-                        drop(state);
-                        self.waker.wake();
-                        false
-                    }
-                    Err(_) => {
-                        state.broken = true;
-                        drop(state);
-                        self.waker.wake();
-                        false
-                    }
-                }
+                let written = tls::write_queued(socket, &mut state);
+                self.flushed(state, written)
             }
             Sink::Detached => {
                 self.waker.wake();
                 true
             }
         }
+    }
+
+    /// [`Outbox::flush`]'s end: whether the write emptied the outbox; if not (the sink is full
+    /// or failed, then marked broken), the connection's task is woken once the lock is given
+    /// back.
+    fn flushed(&self, mut state: MutexGuard<'_, State>, written: io::Result<bool>) -> bool {
+        match written {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(_) => state.broken = true,
+        }
+        drop(state);
+        self.waker.wake();
+        false
     }
 
     /// For the connection's task: writes what is queued, waiting for the sink to take it.
