@@ -784,6 +784,25 @@ impl AppHub {
         data: &str,
         except: Option<SocketId>,
     ) -> usize {
+        self.publish_local(channel, frame, data, except)
+            + self.bridge.deliver(channel.as_str(), frame)
+    }
+
+    /// Publishes `frame` to `channel`'s Pusher subscribers only, like
+    /// [`AppHub::publish_frame`] but not to the bridge (a Mercure publish reaching pusher-js
+    /// subscribers: its Mercure subscribers already have it).
+    pub fn publish_unbridged(&self, channel: &ChannelName, frame: &Bytes, data: &str) -> usize {
+        self.publish_local(channel, frame, data, None)
+    }
+
+    /// [`AppHub::publish_frame`]'s delivery to this node's Pusher subscribers (and the cache).
+    fn publish_local(
+        &self,
+        channel: &ChannelName,
+        frame: &Bytes,
+        data: &str,
+        except: Option<SocketId>,
+    ) -> usize {
         let mut to_flush = Vec::new();
         let mut state = lock(&self.state);
         if channel.is_cache() {
@@ -797,26 +816,6 @@ impl AppHub {
             .channels
             .get(channel.as_str())
             .map_or(0, |c| enqueue_all(c, frame, except, &mut to_flush));
-        drop(state);
-        flush_all(to_flush);
-        delivered + self.bridge.deliver(channel.as_str(), frame)
-    }
-
-    /// Publishes `frame` to `channel`'s Pusher subscribers only, like
-    /// [`AppHub::publish_frame`] but not to the bridge (a Mercure publish reaching pusher-js
-    /// subscribers: its Mercure subscribers already have it).
-    pub fn publish_unbridged(&self, channel: &ChannelName, frame: &Bytes, data: &str) -> usize {
-        let mut to_flush = Vec::new();
-        let mut state = lock(&self.state);
-        if channel.is_cache() {
-            let confirmed =
-                !self.shared_cache || !state.channels.is_empty() || !state.users.is_empty();
-            self.keep(&mut state, channel.as_str(), data, frame, confirmed);
-        }
-        let delivered = state
-            .channels
-            .get(channel.as_str())
-            .map_or(0, |c| enqueue_all(c, frame, None, &mut to_flush));
         drop(state);
         flush_all(to_flush);
         delivered

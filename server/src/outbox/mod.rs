@@ -294,37 +294,13 @@ impl Outbox {
         match &self.sink {
             Sink::Socket(socket) => {
                 let mut state = self.lock();
-                match socket::write_queued(socket, &mut state) {
-                    Ok(true) => true,
-                    Ok(false) => {
-                        drop(state);
-                        self.waker.wake();
-                        false
-                    }
-                    Err(_) => {
-                        state.broken = true;
-                        drop(state);
-                        self.waker.wake();
-                        false
-                    }
-                }
+                let written = socket::write_queued(socket, &mut state);
+                self.flushed(state, written)
             }
             Sink::Tls(socket) => {
                 let mut state = self.lock();
-                match tls::write_queued(socket, &mut state) {
-                    Ok(true) => true,
-                    Ok(false) => {
-                        drop(state);
-                        self.waker.wake();
-                        false
-                    }
-                    Err(_) => {
-                        state.broken = true;
-                        drop(state);
-                        self.waker.wake();
-                        false
-                    }
-                }
+                let written = tls::write_queued(socket, &mut state);
+                self.flushed(state, written)
             }
             Sink::Detached => {
                 self.waker.wake();
@@ -333,13 +309,67 @@ impl Outbox {
         }
     }
 
+    /// [`Outbox::flush`]'s end: whether the write emptied the outbox; if not (the sink is full
+    /// or failed, then marked broken), the connection's task is woken once the lock is given
+    /// back.
+    fn flushed(&self, mut state: MutexGuard<'_, State>, written: io::Result<bool>) -> bool {
+        match written {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(_) => state.broken = true,
+        }
+        drop(state);
+        self.waker.wake();
+        false
+    }
+
     /// For the connection's task: writes what is queued, waiting for the sink to take it.
     /// Ready(Ok) once the outbox is empty; Ready(Err) when the sink failed.
     pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &self.sink {
-            Sink::Socket(socket) => socket::poll_flush(self, socket, cx),
-            Sink::Tls(socket) => tls::poll_flush(self, socket, cx),
+            Sink::Socket(socket) => self.poll_write(
+                cx,
+                |state| socket::write_queued(socket, state),
+                |cx| socket.poll_write_ready(cx),
+            ),
+            Sink::Tls(socket) => self.poll_write(
+                cx,
+                |state| tls::write_queued(socket, state),
+                |cx| socket.tcp().poll_write_ready(cx),
+            ),
             Sink::Detached => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// [`Outbox::poll_flush`] for a sink: `write` writes what is queued (`Ok(true)` once all is
+    /// out), `ready` registers for the sink's writability.
+    fn poll_write(
+        &self,
+        cx: &mut Context<'_>,
+        mut write: impl FnMut(&mut State) -> io::Result<bool>,
+        mut ready: impl FnMut(&mut Context<'_>) -> Poll<io::Result<()>>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            {
+                let mut state = self.lock();
+                if state.broken {
+                    return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+                }
+                match write(&mut state) {
+                    Ok(true) => return Poll::Ready(Ok(())),
+                    Ok(false) => {}
+                    Err(error) => {
+                        state.broken = true;
+                        return Poll::Ready(Err(error));
+                    }
+                }
+            }
+            // Registers for writability; loops when the sink became writable meanwhile.
+            match ready(cx) {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 

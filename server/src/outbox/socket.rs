@@ -2,12 +2,11 @@
 //! frame header built at send time, many frames gathered into one `sendmsg`.
 
 use std::io::{self, IoSlice};
-use std::task::{Context, Poll};
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::{Outbox, State, KEEP_SLOTS};
+use super::{State, KEEP_SLOTS};
 use crate::protocol::ws::{server_header, server_header_len, MAX_SERVER_HEADER};
 
 /// Frames gathered into one `sendmsg`.
@@ -55,36 +54,6 @@ pub(super) fn advance(state: &mut State, mut wrote: usize) {
         } else {
             state.written += wrote;
             break;
-        }
-    }
-}
-
-/// For the connection's task: writes what is queued, waiting for the socket to take it.
-pub(super) fn poll_flush(
-    outbox: &Outbox,
-    socket: &TcpStream,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<()>> {
-    loop {
-        {
-            let mut state = outbox.lock();
-            if state.broken {
-                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-            }
-            match write_queued(socket, &mut state) {
-                Ok(true) => return Poll::Ready(Ok(())),
-                Ok(false) => {}
-                Err(error) => {
-                    state.broken = true;
-                    return Poll::Ready(Err(error));
-                }
-            }
-        }
-        // Registers for writability; loops when the socket became writable meanwhile.
-        match socket.poll_write_ready(cx) {
-            Poll::Ready(Ok(())) => continue,
-            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-            Poll::Pending => return Poll::Pending,
         }
     }
 }

@@ -13,14 +13,13 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::sync::{Mutex, MutexGuard};
-use std::task::{Context, Poll};
 
 use rustls::ServerConnection;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::socket::{advance, gather, FRAMES_PER_WRITE};
-use super::{Outbox, State, KEEP_SLOTS};
+use super::{State, KEEP_SLOTS};
 use crate::locks::MutexExt;
 use crate::protocol::ws::MAX_SERVER_HEADER;
 
@@ -112,35 +111,6 @@ impl TlsSocket {
                 Ok(n) if n > 0 => {}
                 _ => return,
             }
-        }
-    }
-}
-
-/// For the connection's task: writes what is queued, waiting for the socket to take it.
-pub(super) fn poll_flush(
-    outbox: &Outbox,
-    socket: &TlsSocket,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<()>> {
-    loop {
-        {
-            let mut state = outbox.lock();
-            if state.broken {
-                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-            }
-            match write_queued(socket, &mut state) {
-                Ok(true) => return Poll::Ready(Ok(())),
-                Ok(false) => {}
-                Err(error) => {
-                    state.broken = true;
-                    return Poll::Ready(Err(error));
-                }
-            }
-        }
-        match socket.stream.poll_write_ready(cx) {
-            Poll::Ready(Ok(())) => continue,
-            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-            Poll::Pending => return Poll::Pending,
         }
     }
 }

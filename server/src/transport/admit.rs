@@ -44,34 +44,13 @@ pub(super) async fn admit(
         key,
         outbox,
     ));
-    // In a cluster the app's quota holds cluster-wide: a slot is taken in Redis first (no
-    // round trip for an app without a quota), and given back when `_slot` drops.
-    let quota = app.limits.connections();
-    let slot = match &node.cluster {
-        Some(cluster) => match cluster.admit(&app.id, quota).await {
-            Ok(slot) => slot,
-            Err(crate::cluster::OverQuota) => {
-                node.hub.release_connection();
-                node.meters.refused("connection_quota");
-                return Err(CloseCode::OverConnectionQuota);
-            }
-        },
-        None => None,
-    };
-    let share = node.settings.app_share_of_node();
-    if let Err(refusal) = app_hub.connect_within(&conn, quota, share) {
-        node.hub.release_connection();
-        node.meters.refused(match refusal {
-            ConnectRefusal::Quota => "connection_quota",
-            ConnectRefusal::NodeShare => "app_share_of_node",
-        });
+    let slot = match take_quota(node, app, &app_hub, &conn).await {
+        Ok(slot) => slot,
         // Over the app's own quota: 4004. Over its share of the node (so one app's public key
         // cannot take every slot from the other tenants): 4100, as for a full node.
-        return Err(match refusal {
-            ConnectRefusal::Quota => CloseCode::OverConnectionQuota,
-            ConnectRefusal::NodeShare => CloseCode::OverCapacity,
-        });
-    }
+        Err(ConnectRefusal::Quota) => return Err(CloseCode::OverConnectionQuota),
+        Err(ConnectRefusal::NodeShare) => return Err(CloseCode::OverCapacity),
+    };
     let usage = node.usage.app(&app.id);
     usage.connected();
     let socket_id = conn.socket_id().to_string();
@@ -116,6 +95,40 @@ pub(super) async fn admit(
         _slot: slot,
         _live: node.meters.live(transport),
     })
+}
+
+/// Registers `conn` with `app_hub` within the app's connection quota (cluster-wide in a cluster:
+/// a slot is taken in Redis first, no round trip for an app without a quota, and given back when
+/// the returned slot drops) and its share of the node. On a refusal the node slot is given back
+/// and the refusal counted.
+pub(super) async fn take_quota(
+    node: &SharedNode,
+    app: &AppRef,
+    app_hub: &AppHub,
+    conn: &Arc<Connection>,
+) -> Result<Option<Slot>, ConnectRefusal> {
+    let quota = app.limits.connections();
+    let slot = match &node.cluster {
+        Some(cluster) => match cluster.admit(&app.id, quota).await {
+            Ok(slot) => slot,
+            Err(crate::cluster::OverQuota) => {
+                node.hub.release_connection();
+                node.meters.refused("connection_quota");
+                return Err(ConnectRefusal::Quota);
+            }
+        },
+        None => None,
+    };
+    let share = node.settings.app_share_of_node();
+    if let Err(refusal) = app_hub.connect_within(conn, quota, share) {
+        node.hub.release_connection();
+        node.meters.refused(match refusal {
+            ConnectRefusal::Quota => "connection_quota",
+            ConnectRefusal::NodeShare => "app_share_of_node",
+        });
+        return Err(refusal);
+    }
+    Ok(slot)
 }
 
 impl Admitted {

@@ -434,6 +434,51 @@ pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Publishes 2,000 events of 10 KiB on "firehose", to which `slow` and `fast` are subscribed,
+/// while `slow` reads far slower than they come (about 20 MB/s: publishing never waits on a
+/// subscriber) and `fast` reads them all; asserts `slow` is closed with 4100 and `fast` got
+/// every event.
+pub async fn assert_slow_reader_closed_fast_served(
+    app: &TestApp,
+    mut slow: Client,
+    mut fast: Client,
+) {
+    let slow_reader = tokio::spawn(async move {
+        loop {
+            pause(Duration::from_millis(2)).await;
+            if let Received::Closed(code) = slow.next().await {
+                return code;
+            }
+        }
+    });
+    let fast_reader = tokio::spawn(async move {
+        let mut received = 0;
+        while received < 2000 {
+            match fast.next().await {
+                Received::Json(frame) if frame["event"] == "big" => received += 1,
+                Received::Json(_) => {}
+                Received::Closed(code) => panic!("the fast reader was closed ({code:?})"),
+            }
+        }
+        received
+    });
+    let channel = herald::protocol::ChannelName::parse("firehose", 200).unwrap();
+    let data = "x".repeat(10 * 1024);
+    let hub = app.node.hub.app(APP_ID);
+    for i in 0..2000 {
+        hub.publish(&channel, "big", &data, None);
+        if i % 2 == 0 {
+            pause(Duration::from_millis(1)).await;
+        }
+    }
+    assert_eq!(slow_reader.await.unwrap(), Some(4100));
+    assert_eq!(
+        fast_reader.await.unwrap(),
+        2000,
+        "the fast reader got every event"
+    );
+}
+
 /// The longest real-time wait a test takes in one step through [`pause`].
 pub const MAX_PAUSE: Duration = Duration::from_secs(1);
 

@@ -26,6 +26,7 @@ use crate::outbox::{Outbox, Receiver};
 use crate::tenants::{AppRef, AppUsage};
 
 use super::registry::AppMercure;
+use crate::transport::admit::take_quota;
 
 /// Chunks handed to the response body and not yet taken by it.
 const CHUNKS_IN_FLIGHT: usize = 1;
@@ -99,29 +100,11 @@ pub(super) async fn admit(
         "",
         Outbox::detached(capacity),
     ));
-    let quota = app.limits.connections();
-    let slot = match &node.cluster {
-        Some(cluster) => match cluster.admit(&app.id, quota).await {
-            Ok(slot) => slot,
-            Err(crate::cluster::OverQuota) => {
-                node.hub.release_connection();
-                node.meters.refused("connection_quota");
-                return Err(Refusal::Quota);
-            }
-        },
-        None => None,
+    let slot = match take_quota(node, app, &app_hub, &conn).await {
+        Ok(slot) => slot,
+        Err(ConnectRefusal::Quota) => return Err(Refusal::Quota),
+        Err(ConnectRefusal::NodeShare) => return Err(Refusal::Node),
     };
-    if let Err(refusal) = app_hub.connect_within(&conn, quota, node.settings.app_share_of_node()) {
-        node.hub.release_connection();
-        node.meters.refused(match refusal {
-            ConnectRefusal::Quota => "connection_quota",
-            ConnectRefusal::NodeShare => "app_share_of_node",
-        });
-        return Err(match refusal {
-            ConnectRefusal::Quota => Refusal::Quota,
-            ConnectRefusal::NodeShare => Refusal::Node,
-        });
-    }
     let usage = node.usage.app(&app.id);
     usage.connected();
     let socket_id = conn.socket_id().to_string();
