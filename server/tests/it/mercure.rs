@@ -176,6 +176,27 @@ async fn refusals_carry_their_status_and_www_authenticate() {
 }
 
 #[tokio::test]
+async fn a_subscription_holds_at_most_8_kib_of_selectors() {
+    let app = spawn_app().await;
+    let token = token07(&["*"], &[]);
+    // Each selector under the 1,024-byte bound, 32 of them allowed, but 9 KB together.
+    let topic = |i: usize| format!("https://example.com/{i}/{}", "x".repeat(970));
+    let query = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("topic={}", topic(i)))
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let refused = subscribe_raw(&app, &query(9), Some(&token), &[]).await;
+    assert_eq!(refused.status().as_u16(), 400);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("at most 8192 bytes together"), "{body}");
+    let mut sse = subscribe_with(&app, &query(8), Some(&token), &[]).await;
+    publish(&app, &[("topic", &topic(7)), ("data", "fits")]).await;
+    assert_eq!(sse.next().await.data, "fits");
+}
+
+#[tokio::test]
 async fn a_reconnecting_subscriber_gets_exactly_what_it_missed_in_every_form() {
     let app = spawn_app().await;
     let ids: Vec<String> = {

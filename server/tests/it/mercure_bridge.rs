@@ -121,6 +121,54 @@ async fn a_public_mercure_update_reaches_pusher_subscribers_and_a_private_one_ne
 }
 
 #[tokio::test]
+async fn a_mercure_update_never_reaches_pusher_js_as_a_protocol_event_or_over_the_name_limit() {
+    let app = spawn_app().await;
+    app.update_app(AppPatch {
+        limits: LimitsPatch {
+            max_event_name_length: Some(12),
+            ..LimitsPatch::default()
+        },
+        ..AppPatch::default()
+    })
+    .await;
+    let mut pusher = app.connect().await;
+    pusher.subscribe("prices").await;
+    let mut sse = subscribe(&app, "topic=prices").await;
+    let types = [
+        "pusher:subscription_succeeded",
+        "pusher_internal:member_added",
+        "pusher:error",
+        "thirteen-char",
+    ];
+    for kind in types {
+        publish(&app, &[("topic", "prices"), ("data", kind), ("type", kind)]).await;
+    }
+    for kind in types {
+        let event = sse.next().await;
+        assert_eq!(
+            (event.event.as_str(), event.data.as_str()),
+            (kind, kind),
+            "still a Mercure update"
+        );
+    }
+    publish(
+        &app,
+        &[
+            ("topic", "prices"),
+            ("data", "last"),
+            ("type", "twelve-chars"),
+        ],
+    )
+    .await;
+    let frame = pusher.expect_next("twelve-chars").await;
+    assert_eq!(
+        frame["data"], "last",
+        "none of the others reached pusher-js"
+    );
+    assert_eq!(sse.next().await.data, "last");
+}
+
+#[tokio::test]
 async fn the_daily_quota_gates_mercure_publishes_with_429() {
     let app = spawn_app().await;
     app.update_app(AppPatch {

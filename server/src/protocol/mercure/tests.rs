@@ -110,6 +110,42 @@ fn draft07_templates_up_to_level_four() {
     }
 }
 
+/// The reference hub (dunglas/mercure) matches a template with yosida95/uritemplate's
+/// `Template::Regexp()`, which writes each value as an unbounded run and ignores `:N` (its
+/// `Match()`, which bounds the prefix, is not what the hub calls). So `{id:3}` matches `12345`
+/// there, and here too: a prefix modifier never narrows what a selector grants.
+#[test]
+fn draft07_prefix_modifiers_do_not_bound_the_match_as_in_the_reference_hub() {
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        (
+            "{id:3}",
+            &["12345", "", "123", "12,345", "%41%42%43%44"],
+            &["12/345"],
+        ),
+        (
+            "https://example.com/books/{id:1}",
+            &["https://example.com/books/12345"],
+            &["https://example.com/books/1/2"],
+        ),
+        ("/a{/seg:2}", &["/a/abcdef"], &["/a/ab/cd"]),
+        ("/q{?x:1}", &["/q?x=longer"], &["/q?x=a&y=b"]),
+        ("/r/{+path:2}", &["/r/a/b/c/d"], &["/r/a b"]),
+    ];
+    for (template, yes, no) in cases {
+        let selector = d07(template);
+        assert!(matches!(selector, Selector::Template(_)), "{template}");
+        for topic in *yes {
+            assert!(selector.matches(topic), "{template} should match {topic}");
+        }
+        for topic in *no {
+            assert!(
+                !selector.matches(topic),
+                "{template} should not match {topic}"
+            );
+        }
+    }
+}
+
 #[test]
 fn draft07_strings_that_are_not_templates_match_by_equality() {
     for raw in [

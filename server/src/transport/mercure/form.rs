@@ -17,6 +17,9 @@ pub const MAX_ID_BYTES: usize = 256;
 pub const MAX_TYPE_BYTES: usize = 200;
 /// The longest subscribe query string, in bytes.
 pub const MAX_QUERY_BYTES: usize = 64 * 1024;
+/// The most selector text one subscription may hold, summed over its selectors (decoded), in
+/// bytes: each selector's text is kept while its subscriber lives.
+pub const MAX_SELECTORS_BYTES: usize = 8 * 1024;
 
 /// The path every Mercure hub keeps for what it generates itself.
 pub const RESERVED_PATH: &str = "/.well-known/mercure";
@@ -243,6 +246,11 @@ pub enum QueryError {
     /// More than [`MAX_SELECTORS`].
     #[error("at most {MAX_SELECTORS} selectors per subscription")]
     TooManySelectors,
+    /// Selectors longer than [`MAX_SELECTORS_BYTES`] together.
+    #[error(
+        "the selectors of one subscription may hold at most {MAX_SELECTORS_BYTES} bytes together"
+    )]
+    SelectorsTooLong,
     /// A `match...` parameter of no supported matcher type.
     #[error("unsupported matcher parameter {0:?}")]
     UnknownMatcher(String),
@@ -267,6 +275,7 @@ fn parse_query(query: &str, hub_url: &str) -> Result<SubscribeQuery, QueryError>
     let mut parsed = SubscribeQuery::default();
     let mut query_last_id = None;
     let mut legacy_last_id = None;
+    let mut selector_bytes = 0usize;
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         let kind = match &*name {
             "topic" => Some(SelectorKind::Draft07),
@@ -297,6 +306,10 @@ fn parse_query(query: &str, hub_url: &str) -> Result<SubscribeQuery, QueryError>
         }
         if parsed.selectors.len() >= MAX_SELECTORS {
             return Err(QueryError::TooManySelectors);
+        }
+        selector_bytes += value.len();
+        if selector_bytes > MAX_SELECTORS_BYTES {
+            return Err(QueryError::SelectorsTooLong);
         }
         if !clean(&value) {
             return Err(QueryError::BadCharacters);
@@ -418,6 +431,19 @@ mod tests {
         assert_eq!(
             parse_subscribe_query("x=1", HUB).unwrap_err(),
             QueryError::NoSelector
+        );
+        let selector = "a".repeat(MAX_SELECTORS_BYTES / 8);
+        let at_bound = format!("topic={selector}&").repeat(8);
+        assert_eq!(
+            parse_subscribe_query(&at_bound, HUB)
+                .unwrap()
+                .selectors
+                .len(),
+            8
+        );
+        assert_eq!(
+            parse_subscribe_query(&format!("{at_bound}match=b"), HUB).unwrap_err(),
+            QueryError::SelectorsTooLong
         );
         let many = "topic=a&".repeat(MAX_SELECTORS + 1);
         assert_eq!(

@@ -459,9 +459,10 @@ async fn publish_inner(
         form.retry,
         data,
     ));
-    // A public update on a public channel's name reaches its pusher-js subscribers too.
-    if !form.private {
-        let event = form.event_type.as_deref().unwrap_or("message");
+    // A public update on a public channel's name reaches its pusher-js subscribers too, under
+    // an event name pusher-js takes as an event.
+    let bridged = pusher_event_name(form.event_type.as_deref(), app.limits.event_name_length());
+    if let (false, Some(event)) = (form.private, bridged) {
         for topic in &form.topics {
             let Ok(channel) = ChannelName::parse(topic, app.limits.channel_name_length()) else {
                 continue;
@@ -493,6 +494,18 @@ async fn publish_inner(
         id,
     )
         .into_response()
+}
+
+/// The Pusher event name a public update of type `event_type` reaches pusher-js subscribers
+/// under (`message` without a type), or `None` when it must stay a Mercure update: pusher-js
+/// handles `pusher:` and `pusher_internal:` events as protocol messages (a publisher could
+/// forge a subscription or member event), and a name over the app's event-name limit (in
+/// characters, as a REST trigger's) is one a trigger could not send.
+fn pusher_event_name(event_type: Option<&str>, max_length: Option<usize>) -> Option<&str> {
+    let name = event_type.unwrap_or("message");
+    let protocol = name.starts_with("pusher:") || name.starts_with("pusher_internal:");
+    let too_long = max_length.is_some_and(|max| name.chars().count() > max);
+    (!protocol && !too_long).then_some(name)
 }
 
 fn history_limits(app: &AppRef) -> HistoryLimits {
