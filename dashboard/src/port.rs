@@ -14,8 +14,11 @@ use tokio::sync::broadcast;
 pub enum PortError {
     /// No such thing in the admin's scope (404).
     NotFound,
-    /// The admin may not do this (403), with the reason.
+    /// The admin may not do this (a limit above the plan's: shown on the form), with the reason.
     Forbidden(String),
+    /// The user's role does not allow this at all (403 page, whatever the form), with the
+    /// reason.
+    Denied(String),
     /// The input is not acceptable (shown on the form).
     Invalid(String),
     /// The server failed (500; the detail is logged by the server).
@@ -29,6 +32,77 @@ pub enum PortError {
 /// The result of a port call.
 pub type PortResult<T> = Result<T, PortError>;
 
+/// A signed-in user's role. The server enforces what each role may do (every port call checks
+/// it); the dashboard asks these methods only to leave out buttons a role cannot use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// The platform operator: every tenant.
+    Operator,
+    /// A tenant's owner: everything in it.
+    Owner,
+    /// A tenant's admin: everything but owners.
+    #[default]
+    Admin,
+    /// Apps and webhooks; sees keys; no deleting apps, rotating or revoking keys, members.
+    Developer,
+    /// Read-only, secrets hidden.
+    Viewer,
+}
+
+impl Role {
+    /// The role's name (`operator`, `owner`, `admin`, `developer`, `viewer`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Developer => "developer",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    /// The tenant role named `name`.
+    pub fn parse(name: &str) -> Option<Role> {
+        [Role::Owner, Role::Admin, Role::Developer, Role::Viewer]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
+
+    fn full(self) -> bool {
+        matches!(self, Role::Operator | Role::Owner | Role::Admin)
+    }
+
+    /// Creates and changes apps.
+    pub fn writes_apps(self) -> bool {
+        self != Role::Viewer
+    }
+
+    /// Deletes apps.
+    pub fn deletes_apps(self) -> bool {
+        self.full()
+    }
+
+    /// Sees key secrets.
+    pub fn reveals_secrets(self) -> bool {
+        self != Role::Viewer
+    }
+
+    /// Rotates and revokes keys.
+    pub fn manages_keys(self) -> bool {
+        self.full()
+    }
+
+    /// Changes webhooks.
+    pub fn writes_webhooks(self) -> bool {
+        self != Role::Viewer
+    }
+
+    /// Invites, removes and changes members.
+    pub fn manages_members(self) -> bool {
+        self.full()
+    }
+}
+
 /// A signed-in admin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admin {
@@ -36,9 +110,11 @@ pub struct Admin {
     pub id: String,
     /// Email.
     pub email: String,
-    /// The platform operator (every tenant) or a tenant admin.
+    /// The platform operator (every tenant) or a tenant member.
     pub operator: bool,
-    /// The tenant of a tenant admin.
+    /// The operator's or the member's role (read from the store on every request).
+    pub role: Role,
+    /// The tenant of a tenant member.
     pub tenant_id: Option<String>,
     /// The user's credential generation: it changes with the password, and a session begun at
     /// another generation is over.
@@ -97,7 +173,7 @@ pub struct UserRow {
     pub id: String,
     /// Email.
     pub email: String,
-    /// "operator" or "admin of {tenant}".
+    /// "platform operator" or "{role} of tenant {tenant}".
     pub role: String,
 }
 
@@ -108,8 +184,10 @@ pub struct NewUser {
     pub email: String,
     /// Initial password.
     pub password: String,
-    /// The tenant of an admin; `None` creates an operator.
+    /// The tenant of a member; `None` creates an operator.
     pub tenant_id: Option<String>,
+    /// The member's role (`owner`, `admin`, `developer`, `viewer`; empty: admin).
+    pub role: String,
 }
 
 /// A plan preset.
@@ -169,7 +247,7 @@ pub struct AppSummary {
 pub struct KeyPair {
     /// The key.
     pub key: String,
-    /// The secret.
+    /// The secret: empty, but in the answer to [`AdminPort::reveal_keys`].
     pub secret: String,
     /// Whether it is the current pair (the other is the previous one, during a rotation).
     pub current: bool,
@@ -518,6 +596,12 @@ pub trait AdminPort: Send + Sync + 'static {
     ) -> impl Future<Output = PortResult<AppDetail>> + Send;
     /// Deletes an app.
     fn delete_app(&self, admin: &Admin, id: &str) -> impl Future<Output = PortResult<()>> + Send;
+    /// The app with its key secrets (refused to roles that may not see them).
+    fn reveal_keys(
+        &self,
+        admin: &Admin,
+        id: &str,
+    ) -> impl Future<Output = PortResult<AppDetail>> + Send;
     /// Adds a key pair; the current one keeps working for `grace_seconds` (0: until revoked).
     fn rotate_key(
         &self,

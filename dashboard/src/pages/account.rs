@@ -228,7 +228,8 @@ pub(super) async fn account(ctx: Ctx, Query(flash): Query<Flash>) -> Response {
         "platform operator".to_owned()
     } else {
         format!(
-            "admin of tenant {}",
+            "{} of tenant {}",
+            ctx.admin.role.as_str(),
             ctx.admin.tenant_id.clone().unwrap_or_default()
         )
     };

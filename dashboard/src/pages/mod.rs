@@ -211,9 +211,9 @@ impl From<PortError> for Refusal {
     fn from(error: PortError) -> Self {
         match error {
             PortError::NotFound => Refusal::NotFound,
-            PortError::Forbidden(message) | PortError::Invalid(message) => {
-                Refusal::Forbidden(message)
-            }
+            PortError::Forbidden(message)
+            | PortError::Invalid(message)
+            | PortError::Denied(message) => Refusal::Forbidden(message),
             PortError::Internal => Refusal::Internal,
             PortError::Busy => Refusal::Busy,
             PortError::Unavailable(reason) => Refusal::Unavailable(reason),
@@ -351,6 +351,7 @@ pub(crate) struct Flash {
 pub(crate) struct Chrome {
     email: String,
     operator: bool,
+    role: Role,
     csrf: String,
     notice: String,
     error: String,
@@ -362,6 +363,7 @@ impl Chrome {
         Chrome {
             email: ctx.admin.email.clone(),
             operator: ctx.admin.operator,
+            role: ctx.admin.role,
             csrf: ctx.session.csrf.clone(),
             notice: flash.notice.unwrap_or_default(),
             error: flash.error.unwrap_or_default(),

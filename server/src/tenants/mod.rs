@@ -24,6 +24,7 @@ mod health;
 mod mercure;
 mod plans;
 mod policy;
+mod roles;
 mod sessions;
 mod usage;
 mod users;
@@ -52,7 +53,7 @@ pub use usage::{
     MINUTES_KEPT,
 };
 pub use users::{
-    check_new_user, warm_up_password_checks, Actor, Scoped, Tenant, User, UserRole,
+    check_new_user, warm_up_password_checks, Actor, Permission, Scoped, Tenant, User, UserRole,
     MIN_PASSWORD_CHARS, TENANT_DEFAULT_PLAN,
 };
 

@@ -28,6 +28,7 @@ mod dashboard_access;
 mod dashboard_cluster;
 mod dashboard_helpers;
 mod dashboard_pages;
+mod dashboard_roles;
 mod dashboard_signin;
 mod hardening_http;
 mod hardening_signin;

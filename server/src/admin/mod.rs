@@ -3,21 +3,24 @@
 //! hub's live figures and usage counters. The live debug console's events come from the hub's
 //! [`Taps`].
 
+mod convert;
+
 use herald_dashboard::{
     Admin, AdminPort, AppChanges, AppDetail, AppSummary, ChannelRow, CreateApp, DayPoint,
-    DebugEvent, DeliveryRow, KeyPair, LimitRow, MercureChanges, MercureKeyChange, MercureView,
-    MinutePoint, NewSession, NewUser, NodeConnections, PlanRow, PortError, PortResult, SessionInfo,
-    TenantRow, UsageView, UserRow, WebhookForm, WebhookRow, WebhooksView,
+    DebugEvent, KeyPair, LimitRow, MinutePoint, NewSession, NewUser, NodeConnections, PlanRow,
+    PortError, PortResult, Role, SessionInfo, TenantRow, UsageView, UserRow, WebhookForm,
+    WebhookRow, WebhooksView,
 };
 use tokio::sync::broadcast;
 
 use crate::node::SharedNode;
 use crate::protocol::WEBHOOK_KINDS;
 use crate::tenants::{
-    limit_values, Actor, App, AppPatch, Delivery, DeliveryStatus, LimitsPatch, MercureKey,
-    MercurePatch, MercureSettings, NewApp, NewDelivery, NewWebhook, SessionTerms, StoreError,
-    TenantPatch, User, UserRole, PLANS,
+    limit_values, Actor, App, AppPatch, DeliveryStatus, LimitsPatch, NewApp, NewDelivery,
+    Permission, SessionTerms, StoreError, TenantPatch, User, UserRole, PLANS,
 };
+
+use self::convert::{delivery_row, limit_label, mercure_patch, mercure_view, webhook_input};
 
 /// The taps moved into the hub (below every emitter); kept here for old import paths.
 pub use crate::hub::{clip, Taps};
@@ -38,7 +41,10 @@ impl AdminApi {
         if admin.operator {
             Actor::Operator
         } else {
-            Actor::TenantAdmin(admin.tenant_id.clone().unwrap_or_default())
+            Actor::Member {
+                tenant: admin.tenant_id.clone().unwrap_or_default(),
+                role: user_role(admin.role),
+            }
         }
     }
 
@@ -165,10 +171,22 @@ impl AdminApi {
         detail
     }
 
+    /// The app as its pages show it; key secrets only when `reveal` (after the role was checked).
     fn detail(&self, app: App) -> AppDetail {
+        self.detail_with(app, false)
+    }
+
+    fn detail_with(&self, app: App, reveal: bool) -> AppDetail {
+        let secret = |s: &crate::tenants::Secret| {
+            if reveal {
+                s.expose().to_owned()
+            } else {
+                String::new()
+            }
+        };
         let mut keys = vec![KeyPair {
             key: app.key.clone(),
-            secret: app.secret.expose().to_owned(),
+            secret: secret(&app.secret),
             current: true,
             expires_at: 0,
         }];
@@ -176,7 +194,7 @@ impl AdminApi {
         if let Some(previous) = app.previous_key.as_ref().filter(|p| p.active_at(now)) {
             keys.push(KeyPair {
                 key: previous.key.clone(),
-                secret: previous.secret.expose().to_owned(),
+                secret: secret(&previous.secret),
                 current: false,
                 expires_at: previous.expires_at,
             });
@@ -227,34 +245,16 @@ impl AdminApi {
     }
 
     async fn scoped_app(&self, admin: &Admin, id: &str) -> PortResult<App> {
-        self.node
-            .store
-            .scoped(Self::actor(admin))
-            .get_app(id)
+        self.scope(admin).get_app(id).await.map_err(port_error)
+    }
+
+    /// An app in `admin`'s scope, if their role allows `permission` (another tenant's app is
+    /// "not found" first, whatever the role).
+    async fn app_for(&self, admin: &Admin, id: &str, permission: Permission) -> PortResult<App> {
+        self.scope(admin)
+            .app_for(id, permission)
             .await
             .map_err(port_error)
-    }
-}
-
-fn limit_label(name: &str) -> &'static str {
-    match name {
-        "max_connections" => "Concurrent connections",
-        "max_daily_messages" => "Messages per UTC day",
-        "max_client_events_per_second" => "Client events per second per connection",
-        "max_backend_events_per_second" => "REST events per second",
-        "max_read_requests_per_second" => "REST reads per second",
-        "max_presence_members" => "Members per presence channel",
-        "max_presence_member_bytes" => "Bytes of presence user_info",
-        "max_channel_name_length" => "Channel name length (at most 200)",
-        "max_event_name_length" => "Event name length",
-        "max_event_payload_bytes" => "Bytes of event data",
-        "max_channels_per_trigger" => "Channels per trigger",
-        "max_batch_size" => "Events per batch",
-        "max_channels" => "Occupied channels (per node)",
-        "max_cache_channels" => "Cache channels (per node)",
-        "max_subscriptions_per_connection" => "Subscriptions per connection (at most 1000)",
-        "max_subscribes_per_second" => "Subscribes per second per connection",
-        _ => "Limit",
     }
 }
 
@@ -262,6 +262,7 @@ fn port_error(error: StoreError) -> PortError {
     match error {
         StoreError::AppNotFound(_) => PortError::NotFound,
         StoreError::Forbidden(message) => PortError::Forbidden(message),
+        StoreError::RoleDenied(message) => PortError::Denied(message),
         StoreError::Invalid(message) => PortError::Invalid(message),
         error @ (StoreError::Conflict(_) | StoreError::NotInApp { .. }) => {
             PortError::Invalid(error.to_string())
@@ -282,80 +283,45 @@ fn port_error(error: StoreError) -> PortError {
     }
 }
 
+/// The port's name for a store role.
+fn port_role(role: UserRole) -> Role {
+    match role {
+        UserRole::Operator => Role::Operator,
+        UserRole::Owner => Role::Owner,
+        UserRole::Admin => Role::Admin,
+        UserRole::Developer => Role::Developer,
+        UserRole::Viewer => Role::Viewer,
+    }
+}
+
+/// The store's name for a port role.
+fn user_role(role: Role) -> UserRole {
+    match role {
+        Role::Operator => UserRole::Operator,
+        Role::Owner => UserRole::Owner,
+        Role::Admin => UserRole::Admin,
+        Role::Developer => UserRole::Developer,
+        Role::Viewer => UserRole::Viewer,
+    }
+}
+
+/// How the users page and the CLI name a user's role.
+pub(crate) fn describe_role(user: &User) -> String {
+    match (user.role, &user.tenant_id) {
+        (UserRole::Operator, _) => "platform operator".to_owned(),
+        (role, Some(t)) => format!("{role} of tenant {t}"),
+        (role, None) => role.to_string(),
+    }
+}
+
 fn admin_of(user: User) -> Admin {
     Admin {
         operator: user.role == UserRole::Operator,
+        role: port_role(user.role),
         id: user.id,
         email: user.email,
         tenant_id: user.tenant_id,
         generation: user.credential_generation,
-    }
-}
-
-fn delivery_row(d: Delivery) -> DeliveryRow {
-    let names: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&d.events)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|e| e["name"].as_str().map(str::to_owned))
-        .collect();
-    let events = if names.is_empty() {
-        "test request".to_owned()
-    } else {
-        let mut counts: Vec<(String, usize)> = Vec::new();
-        for name in names {
-            match counts.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, c)) => *c += 1,
-                None => counts.push((name, 1)),
-            }
-        }
-        counts
-            .iter()
-            .map(|(n, c)| {
-                if *c > 1 {
-                    format!("{n} ×{c}")
-                } else {
-                    n.clone()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    DeliveryRow {
-        id: d.id,
-        webhook_id: d.webhook_id,
-        status: match d.status {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Failed => "failed",
-        }
-        .to_owned(),
-        attempts: d.attempts,
-        // Tenants see a coarse outcome only (no status code, no kind of connection failure):
-        // the operator's log has the detail.
-        last_status: 0,
-        last_error: match d.status {
-            DeliveryStatus::Delivered => "delivered".to_owned(),
-            _ if d.attempts == 0 => String::new(),
-            _ => crate::webhooks::coarse_outcome(d.last_status),
-        },
-        // How long a failure took tells a closed port from a filtered one: delivered only.
-        latency_ms: if d.status == DeliveryStatus::Delivered {
-            d.latency_ms
-        } else {
-            0
-        },
-        events,
-        created_at_ms: d.created_at,
-    }
-}
-
-fn webhook_input(app_id: &str, form: WebhookForm) -> NewWebhook {
-    NewWebhook {
-        app_id: app_id.to_owned(),
-        url: form.url,
-        events: form.events,
-        channel_prefix: Some(form.prefix),
-        headers: form.headers,
     }
 }
 
@@ -521,11 +487,7 @@ impl AdminPort for AdminApi {
         Ok(users
             .into_iter()
             .map(|u| UserRow {
-                role: match (&u.role, &u.tenant_id) {
-                    (UserRole::Operator, _) => "platform operator".to_owned(),
-                    (UserRole::Admin, Some(t)) => format!("admin of tenant {t}"),
-                    (UserRole::Admin, None) => "admin".to_owned(),
-                },
+                role: describe_role(&u),
                 id: u.id,
                 email: u.email,
             })
@@ -534,10 +496,12 @@ impl AdminPort for AdminApi {
 
     async fn create_user(&self, admin: &Admin, user: NewUser) -> PortResult<UserRow> {
         Self::operator_only(admin)?;
-        let role = if user.tenant_id.is_some() {
-            UserRole::Admin
-        } else {
-            UserRole::Operator
+        let role = match (&user.tenant_id, user.role.trim()) {
+            (None, _) => UserRole::Operator,
+            (Some(_), "") => UserRole::Admin,
+            (Some(_), name) => UserRole::parse(name)
+                .filter(|r| r.is_tenant_role())
+                .ok_or_else(|| PortError::Invalid(format!("no tenant role named {name:?}")))?,
         };
         let created = self
             .node
@@ -546,10 +510,7 @@ impl AdminPort for AdminApi {
             .await
             .map_err(port_error)?;
         Ok(UserRow {
-            role: match &created.tenant_id {
-                Some(t) => format!("admin of tenant {t}"),
-                None => "platform operator".to_owned(),
-            },
+            role: describe_role(&created),
             id: created.id,
             email: created.email,
         })
@@ -660,6 +621,13 @@ impl AdminPort for AdminApi {
         self.changed(self.scope(admin).delete_app(id).await).await
     }
 
+    async fn reveal_keys(&self, admin: &Admin, id: &str) -> PortResult<AppDetail> {
+        let app = self.app_for(admin, id, Permission::RevealSecrets).await?;
+        let mut detail = self.detail_live(admin, app.clone()).await;
+        detail.keys = self.detail_with(app, true).keys;
+        Ok(detail)
+    }
+
     async fn rotate_key(
         &self,
         admin: &Admin,
@@ -761,6 +729,8 @@ impl AdminPort for AdminApi {
 
     async fn webhooks(&self, admin: &Admin, id: &str) -> PortResult<WebhooksView> {
         self.scoped_app(admin, id).await?;
+        // Header values may be credentials of the receiver: secrets, hidden from viewers.
+        let secrets = self.scope(admin).require(Permission::RevealSecrets).is_ok();
         let store = &self.node.store;
         let endpoints = store.list_webhooks(Some(id)).await.map_err(port_error)?;
         let recent = store.deliveries(id, None, 50).await.map_err(port_error)?;
@@ -773,7 +743,17 @@ impl AdminPort for AdminApi {
                 .into_iter()
                 .map(|h| WebhookRow {
                     events: h.events.iter().map(|k| k.as_str().to_owned()).collect(),
-                    headers: h.headers.iter().map(|(n, v)| format!("{n}: {v}")).collect(),
+                    headers: h
+                        .headers
+                        .iter()
+                        .map(|(n, v)| {
+                            if secrets {
+                                format!("{n}: {v}")
+                            } else {
+                                format!("{n}: (hidden)")
+                            }
+                        })
+                        .collect(),
                     id: h.id,
                     url: h.url,
                     prefix: h.channel_prefix,
@@ -789,7 +769,7 @@ impl AdminPort for AdminApi {
     }
 
     async fn add_webhook(&self, admin: &Admin, id: &str, form: WebhookForm) -> PortResult<()> {
-        self.scoped_app(admin, id).await?;
+        self.app_for(admin, id, Permission::WriteWebhooks).await?;
         let input = webhook_input(id, form);
         let checked = match crate::webhooks::check_destination(
             &self.node.settings.webhooks,
@@ -810,7 +790,7 @@ impl AdminPort for AdminApi {
         webhook_id: &str,
         form: WebhookForm,
     ) -> PortResult<()> {
-        self.scoped_app(admin, id).await?;
+        self.app_for(admin, id, Permission::WriteWebhooks).await?;
         let input = webhook_input(id, form);
         let checked = match crate::webhooks::check_destination(
             &self.node.settings.webhooks,
@@ -830,7 +810,7 @@ impl AdminPort for AdminApi {
     }
 
     async fn remove_webhook(&self, admin: &Admin, id: &str, webhook_id: &str) -> PortResult<()> {
-        self.scoped_app(admin, id).await?;
+        self.app_for(admin, id, Permission::WriteWebhooks).await?;
         self.changed(
             self.node
                 .store
@@ -842,7 +822,7 @@ impl AdminPort for AdminApi {
     }
 
     async fn test_webhook(&self, admin: &Admin, id: &str, webhook_id: &str) -> PortResult<()> {
-        self.scoped_app(admin, id).await?;
+        self.app_for(admin, id, Permission::WriteWebhooks).await?;
         if self.node.webhooks.endpoint(id, webhook_id).is_none() {
             return Err(PortError::NotFound);
         }
@@ -870,7 +850,7 @@ impl AdminPort for AdminApi {
         id: &str,
         delivery_id: Option<i64>,
     ) -> PortResult<u64> {
-        self.scoped_app(admin, id).await?;
+        self.app_for(admin, id, Permission::WriteWebhooks).await?;
         let queued = self
             .node
             .store
@@ -897,40 +877,5 @@ impl AdminPort for AdminApi {
             Some(cluster) if !admin.operator => cluster.node_label(node_id),
             _ => node_id.to_owned(),
         }
-    }
-}
-
-/// The settings page's view of an app's Mercure settings (the HS256 key stays out of it).
-fn mercure_view(app: &App, public_url: &str) -> MercureView {
-    let m = &app.mercure;
-    let (key_mode, public_key) = match &m.jwt_key {
-        MercureKey::AppSecret => ("app_secret", String::new()),
-        MercureKey::Hmac(_) => ("hs256", String::new()),
-        MercureKey::PublicPem(pem) => ("public_key", pem.clone()),
-    };
-    MercureView {
-        hub_url: MercureSettings::hub_url(&app.id, public_url),
-        key_mode: key_mode.to_owned(),
-        public_key,
-        audience: m.audience.clone().unwrap_or_default(),
-        issuer: m.issuer.clone().unwrap_or_default(),
-        anonymous: m.anonymous,
-        history_size: u64::from(m.history_size),
-        history_seconds: u64::from(m.history_seconds),
-    }
-}
-
-fn mercure_patch(changes: MercureChanges) -> MercurePatch {
-    MercurePatch {
-        jwt_key: changes.key.map(|key| match key {
-            MercureKeyChange::AppSecret => MercureKey::AppSecret,
-            MercureKeyChange::Hmac(key) => MercureKey::Hmac(crate::auth::Secret::new(key)),
-            MercureKeyChange::PublicPem(pem) => MercureKey::PublicPem(pem),
-        }),
-        audience: changes.audience,
-        issuer: changes.issuer,
-        anonymous: changes.anonymous,
-        history_size: changes.history_size,
-        history_seconds: changes.history_seconds,
     }
 }
