@@ -177,6 +177,19 @@ pub struct UserRow {
     pub role: String,
 }
 
+/// A member of the signed-in user's tenant.
+#[derive(Debug, Clone)]
+pub struct MemberRow {
+    /// User id.
+    pub id: String,
+    /// Email.
+    pub email: String,
+    /// Their role.
+    pub role: Role,
+    /// When they joined, Unix seconds.
+    pub created_at: i64,
+}
+
 /// A user to create.
 #[derive(Debug, Clone, Default)]
 pub struct NewUser {
@@ -575,6 +588,16 @@ pub trait AdminPort: Send + Sync + 'static {
         email: &str,
         password: &str,
     ) -> impl Future<Output = PortResult<()>> + Send;
+    /// The members of the admin's tenant (owners and admins only).
+    fn members(&self, admin: &Admin) -> impl Future<Output = PortResult<Vec<MemberRow>>> + Send;
+    /// Gives a member of the admin's tenant a new role (`Some`) or removes them (`None`); their
+    /// sessions end when the role goes down or they go. Returns the member as they were.
+    fn change_member(
+        &self,
+        admin: &Admin,
+        user_id: &str,
+        role: Option<Role>,
+    ) -> impl Future<Output = PortResult<MemberRow>> + Send;
     /// The plan presets.
     fn plans(&self) -> Vec<PlanRow>;
     /// Apps in the admin's scope, with live figures.

@@ -7,6 +7,7 @@ mod apps;
 mod getting_started;
 mod keys;
 mod live;
+mod members;
 mod operator;
 mod usage;
 mod webhooks;
@@ -28,6 +29,7 @@ use self::apps::{app, apps, create_app, delete_app, delete_page, update_app};
 use self::getting_started::getting_started;
 use self::keys::{keys, reveal_keys, revoke_key, rotate_key};
 use self::live::{live, live_events};
+use self::members::{change_role, members, remove_member};
 use self::operator::{create_tenant, create_user, reset_password, tenants, update_tenant, users};
 use self::usage::usage;
 use self::webhooks::{
@@ -57,6 +59,9 @@ pub(crate) fn routes<P: AdminPort>(dash: Shared<P>) -> Router {
         .route("/dashboard/tenants/{id}", post(update_tenant::<P>))
         .route("/dashboard/users", get(users::<P>).post(create_user::<P>))
         .route("/dashboard/users/password", post(reset_password::<P>))
+        .route("/dashboard/members", get(members::<P>))
+        .route("/dashboard/members/{id}/role", post(change_role::<P>))
+        .route("/dashboard/members/{id}/remove", post(remove_member::<P>))
         .route("/dashboard/apps", get(apps::<P>).post(create_app::<P>))
         .route("/dashboard/apps/{id}", get(app::<P>).post(update_app::<P>))
         .route("/dashboard/apps/{id}/keys", get(keys::<P>))

@@ -7,8 +7,8 @@ mod convert;
 
 use herald_dashboard::{
     Admin, AdminPort, AppChanges, AppDetail, AppSummary, ChannelRow, CreateApp, DayPoint,
-    DebugEvent, KeyPair, LimitRow, MinutePoint, NewSession, NewUser, NodeConnections, PlanRow,
-    PortError, PortResult, Role, SessionInfo, TenantRow, UsageView, UserRow, WebhookForm,
+    DebugEvent, KeyPair, LimitRow, MemberRow, MinutePoint, NewSession, NewUser, NodeConnections,
+    PlanRow, PortError, PortResult, Role, SessionInfo, TenantRow, UsageView, UserRow, WebhookForm,
     WebhookRow, WebhooksView,
 };
 use tokio::sync::broadcast;
@@ -268,6 +268,7 @@ fn port_error(error: StoreError) -> PortError {
             PortError::Invalid(error.to_string())
         }
         StoreError::TenantNotFound(id) => PortError::Invalid(format!("no tenant with id {id}")),
+        StoreError::UserNotFound(who) if who.starts_with("member ") => PortError::NotFound,
         StoreError::UserNotFound(email) => {
             PortError::Invalid(format!("no user with email {email}"))
         }
@@ -311,6 +312,23 @@ pub(crate) fn describe_role(user: &User) -> String {
         (UserRole::Operator, _) => "platform operator".to_owned(),
         (role, Some(t)) => format!("{role} of tenant {t}"),
         (role, None) => role.to_string(),
+    }
+}
+
+/// The tenant whose members `admin` manages (the operator has none: the users page is theirs).
+fn member_tenant(admin: &Admin) -> PortResult<String> {
+    match (&admin.tenant_id, admin.operator) {
+        (Some(tenant), false) => Ok(tenant.clone()),
+        _ => Err(PortError::NotFound),
+    }
+}
+
+fn member_row(user: User) -> MemberRow {
+    MemberRow {
+        role: port_role(user.role),
+        id: user.id,
+        email: user.email,
+        created_at: user.created_at,
     }
 }
 
@@ -523,6 +541,31 @@ impl AdminPort for AdminApi {
             .set_password(email, password)
             .await
             .map_err(port_error)
+    }
+
+    async fn members(&self, admin: &Admin) -> PortResult<Vec<MemberRow>> {
+        let tenant = member_tenant(admin)?;
+        let members = self
+            .scope(admin)
+            .list_members(&tenant)
+            .await
+            .map_err(port_error)?;
+        Ok(members.into_iter().map(member_row).collect())
+    }
+
+    async fn change_member(
+        &self,
+        admin: &Admin,
+        user_id: &str,
+        role: Option<Role>,
+    ) -> PortResult<MemberRow> {
+        let tenant = member_tenant(admin)?;
+        let before = self
+            .scope(admin)
+            .change_member(&tenant, user_id, role.map(user_role))
+            .await
+            .map_err(port_error)?;
+        Ok(member_row(before))
     }
 
     fn plans(&self) -> Vec<PlanRow> {

@@ -21,6 +21,7 @@ mod claims;
 mod endpoints;
 mod error;
 mod health;
+mod members;
 mod mercure;
 mod plans;
 mod policy;

@@ -70,7 +70,7 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant, sqlx::Error> {
 
 const TENANT_COLUMNS: &str = "id, name, created_at, max_apps, plans";
 
-fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
+pub(super) fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
     let role: String = row.try_get("role")?;
     Ok(User {
         id: row.try_get("id")?,
@@ -83,7 +83,8 @@ fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
     })
 }
 
-const USER_COLUMNS: &str = "id, email, role, tenant_id, created_at, credential_generation";
+pub(super) const USER_COLUMNS: &str =
+    "id, email, role, tenant_id, created_at, credential_generation";
 
 /// The shortest password accepted.
 pub const MIN_PASSWORD_CHARS: usize = 8;
@@ -401,8 +402,8 @@ impl Store {
 /// of another tenant answers [`StoreError::AppNotFound`], as if it did not exist.
 #[derive(Debug, Clone)]
 pub struct Scoped<'a> {
-    store: &'a Store,
-    actor: Actor,
+    pub(super) store: &'a Store,
+    pub(super) actor: Actor,
 }
 
 impl Scoped<'_> {

@@ -27,6 +27,7 @@ mod cluster_xhr;
 mod dashboard_access;
 mod dashboard_cluster;
 mod dashboard_helpers;
+mod dashboard_members;
 mod dashboard_pages;
 mod dashboard_roles;
 mod dashboard_signin;
