@@ -119,6 +119,9 @@ pub struct Admin {
     /// The user's credential generation: it changes with the password, and a session begun at
     /// another generation is over.
     pub generation: i64,
+    /// The client address of the request acting (set by the dashboard for the audit log; empty
+    /// when unknown).
+    pub address: String,
 }
 
 /// A session to start for a signed-in admin: the cookie's token and the CSRF token (chosen by
@@ -188,6 +191,44 @@ pub struct MemberRow {
     pub role: Role,
     /// When they joined, Unix seconds.
     pub created_at: i64,
+}
+
+/// Which audit entries to show, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only this tenant's (the operator's filter; a member always sees their own tenant's).
+    pub tenant_id: Option<String>,
+    /// Only this action, or a family (`app.`).
+    pub action: Option<String>,
+    /// Only this actor (email or `cli`).
+    pub actor: Option<String>,
+    /// Only entries at or after this time, Unix milliseconds.
+    pub since_ms: Option<i64>,
+    /// Only entries older than this id (the next page).
+    pub before_id: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// An audit entry as the page shows it.
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    /// Id (pages go back by it).
+    pub id: i64,
+    /// Tenant (empty: platform).
+    pub tenant_id: String,
+    /// Email at the time, or `cli`.
+    pub actor: String,
+    /// What was done.
+    pub action: String,
+    /// What it was done to.
+    pub target: String,
+    /// More about it, as compact JSON.
+    pub details: String,
+    /// The client's address.
+    pub address: String,
+    /// When, Unix milliseconds.
+    pub at_ms: i64,
 }
 
 /// A user to create.
@@ -523,11 +564,13 @@ pub struct DebugEvent {
 
 /// What the dashboard needs from the server.
 pub trait AdminPort: Send + Sync + 'static {
-    /// The admin with this email and password, if they match.
+    /// The admin with this email and password, if they match (`address`: the client's, for the
+    /// audit log's sign-in entries).
     fn authenticate(
         &self,
         email: &str,
         password: &str,
+        address: &str,
     ) -> impl Future<Output = PortResult<Option<Admin>>> + Send;
     /// The admin with this user id (a session's user), if it still exists.
     fn admin(&self, user_id: &str) -> impl Future<Output = PortResult<Option<Admin>>> + Send;
@@ -598,6 +641,12 @@ pub trait AdminPort: Send + Sync + 'static {
         user_id: &str,
         role: Option<Role>,
     ) -> impl Future<Output = PortResult<MemberRow>> + Send;
+    /// Audit entries of the admin's tenant (the operator: every tenant's, or one's).
+    fn audit(
+        &self,
+        admin: &Admin,
+        query: AuditQuery,
+    ) -> impl Future<Output = PortResult<Vec<AuditRow>>> + Send;
     /// The plan presets.
     fn plans(&self) -> Vec<PlanRow>;
     /// Apps in the admin's scope, with live figures.

@@ -135,7 +135,8 @@ pub(super) async fn login<P: AdminPort>(
     if let Err(refused) = dash.sign_in.allow_email(client, email).await {
         return too_many(refused.retry_after, Some((&next, email)));
     }
-    match dash.port.authenticate(email, password).await {
+    let address = client.map(|ip| ip.to_string()).unwrap_or_default();
+    match dash.port.authenticate(email, password, &address).await {
         Ok(Some(admin)) => {
             let session = new_session();
             let token = session.token.clone();

@@ -4,6 +4,7 @@
 
 mod account;
 mod apps;
+mod audit;
 mod getting_started;
 mod keys;
 mod live;
@@ -26,6 +27,7 @@ use serde::Deserialize;
 
 use self::account::{account, change_password, login, login_page, logout};
 use self::apps::{app, apps, create_app, delete_app, delete_page, update_app};
+use self::audit::audit;
 use self::getting_started::getting_started;
 use self::keys::{keys, reveal_keys, revoke_key, rotate_key};
 use self::live::{live, live_events};
@@ -59,6 +61,7 @@ pub(crate) fn routes<P: AdminPort>(dash: Shared<P>) -> Router {
         .route("/dashboard/tenants/{id}", post(update_tenant::<P>))
         .route("/dashboard/users", get(users::<P>).post(create_user::<P>))
         .route("/dashboard/users/password", post(reset_password::<P>))
+        .route("/dashboard/audit", get(audit::<P>))
         .route("/dashboard/members", get(members::<P>))
         .route("/dashboard/members/{id}/role", post(change_role::<P>))
         .route("/dashboard/members/{id}/remove", post(remove_member::<P>))
@@ -256,7 +259,7 @@ impl<P: AdminPort> FromRequestParts<Shared<P>> for Ctx {
             .await
             .map_err(Refusal::from)?
             .ok_or_else(|| Refusal::SignIn(next.clone()))?;
-        let admin = match dash.port.admin(&session.user_id).await? {
+        let mut admin = match dash.port.admin(&session.user_id).await? {
             // The password changed since this session began (here, on another node or in the
             // CLI): the session is over.
             Some(admin) if admin.generation == session.generation => admin,
@@ -266,6 +269,11 @@ impl<P: AdminPort> FromRequestParts<Shared<P>> for Ctx {
             }
         };
         let peer = peer(parts);
+        admin.address = dash
+            .proxies
+            .client(peer, &parts.headers)
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
         Ok(Ctx {
             admin,
             session,

@@ -3,13 +3,15 @@
 //! hub's live figures and usage counters. The live debug console's events come from the hub's
 //! [`Taps`].
 
+pub(crate) mod audit;
 mod convert;
+mod live;
 
 use herald_dashboard::{
-    Admin, AdminPort, AppChanges, AppDetail, AppSummary, ChannelRow, CreateApp, DayPoint,
-    DebugEvent, KeyPair, LimitRow, MemberRow, MinutePoint, NewSession, NewUser, NodeConnections,
-    PlanRow, PortError, PortResult, Role, SessionInfo, TenantRow, UsageView, UserRow, WebhookForm,
-    WebhookRow, WebhooksView,
+    Admin, AdminPort, AppChanges, AppDetail, AppSummary, AuditQuery, AuditRow, ChannelRow,
+    CreateApp, DayPoint, DebugEvent, KeyPair, LimitRow, MemberRow, MinutePoint, NewSession,
+    NewUser, PlanRow, PortError, PortResult, Role, SessionInfo, TenantRow, UsageView, UserRow,
+    WebhookForm, WebhookRow, WebhooksView,
 };
 use tokio::sync::broadcast;
 
@@ -20,6 +22,9 @@ use crate::tenants::{
     Permission, SessionTerms, StoreError, TenantPatch, User, UserRole, PLANS,
 };
 
+use serde_json::json;
+
+use self::audit::webhook_details;
 use self::convert::{delivery_row, limit_label, mercure_patch, mercure_view, webhook_input};
 
 /// The taps moved into the hub (below every emitter); kept here for old import paths.
@@ -37,7 +42,7 @@ impl AdminApi {
         AdminApi { node }
     }
 
-    fn actor(admin: &Admin) -> Actor {
+    pub(super) fn actor(admin: &Admin) -> Actor {
         if admin.operator {
             Actor::Operator
         } else {
@@ -56,98 +61,11 @@ impl AdminApi {
         }
     }
 
-    fn connections(&self, app_id: &str) -> u64 {
+    pub(super) fn connections(&self, app_id: &str) -> u64 {
         self.node
             .hub
             .existing_app(app_id)
             .map_or(0, |h| h.connection_count() as u64)
-    }
-
-    /// Each app's open connections and, in a cluster, every node's share (this node's live,
-    /// the others' as of their last heartbeat; this node's alone when Redis does not answer).
-    /// Node ids are the operator's: a tenant admin sees "node 1", "node 2", …
-    async fn cluster_connections(
-        &self,
-        admin: &Admin,
-        app_ids: &[&str],
-    ) -> Vec<(u64, Vec<NodeConnections>)> {
-        let local: Vec<u64> = app_ids.iter().map(|id| self.connections(id)).collect();
-        let Some(cluster) = &self.node.cluster else {
-            return local.into_iter().map(|n| (n, Vec::new())).collect();
-        };
-        let mut by_node = cluster
-            .connections_by_node(app_ids)
-            .await
-            .unwrap_or_else(|| vec![Vec::new(); app_ids.len()]);
-        by_node.resize(app_ids.len(), Vec::new());
-        local
-            .into_iter()
-            .zip(by_node)
-            .map(|(mine, nodes)| {
-                let mut per_node: Vec<NodeConnections> = nodes
-                    .into_iter()
-                    .filter(|n| n.node_id != cluster.node_id() && n.connections > 0)
-                    .map(|n| NodeConnections {
-                        node_id: n.node_id,
-                        connections: n.connections,
-                    })
-                    .collect();
-                if mine > 0 {
-                    per_node.push(NodeConnections {
-                        node_id: cluster.node_id().to_owned(),
-                        connections: mine,
-                    });
-                }
-                per_node.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-                if !admin.operator {
-                    for node in &mut per_node {
-                        node.node_id = cluster.node_label(&node.node_id);
-                    }
-                }
-                (per_node.iter().map(|n| n.connections).sum(), per_node)
-            })
-            .collect()
-    }
-
-    /// Today's messages of each of `app_ids` (in that order). On a single node: its counter
-    /// (the store's total as of the last flush and what it counted since). In a cluster: the
-    /// store's total (`stored`, or read now), plus the other nodes' unflushed counts from Redis,
-    /// plus this node's own, live, in that order ([`crate::cluster::unflushed`] says why
-    /// nothing is counted twice); the store's total and this node's alone when Redis does not
-    /// answer in 500 ms. Never below this node's own counter.
-    async fn messages_today(&self, app_ids: &[&str], stored: Option<Vec<u64>>) -> Vec<u64> {
-        let usage = &self.node.usage;
-        let own = |id: &str| usage.app(id).messages_today();
-        let Some(cluster) = &self.node.cluster else {
-            return app_ids.iter().map(|id| own(id)).collect();
-        };
-        let day = usage.clock().day();
-        let stored = match stored {
-            Some(stored) => stored,
-            None => match self.node.store.day_messages(day, app_ids).await {
-                Ok(stored) => stored,
-                Err(error) => {
-                    tracing::warn!(%error, "could not read today's stored message counts: the dashboard shows this node's");
-                    return app_ids.iter().map(|id| own(id)).collect();
-                }
-            },
-        };
-        let elsewhere = cluster.unflushed_elsewhere(day, app_ids).await;
-        app_ids
-            .iter()
-            .enumerate()
-            .map(|(n, id)| {
-                let counter = usage.app(id);
-                let others = elsewhere.as_ref().and_then(|e| e.get(n)).copied();
-                stored
-                    .get(n)
-                    .copied()
-                    .unwrap_or(0)
-                    .saturating_add(others.unwrap_or(0))
-                    .saturating_add(counter.unflushed())
-                    .max(counter.messages_today())
-            })
-            .collect()
     }
 
     /// [`Self::detail`] with the cluster's connection figures and today's messages.
@@ -199,13 +117,7 @@ impl AdminApi {
                 expires_at: previous.expires_at,
             });
         }
-        // Set at startup (HERALD_PUBLIC_URL, else the bound address).
-        let public_url = self
-            .node
-            .settings
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.node.settings.bind));
+        let public_url = self.public_url();
         AppDetail {
             mercure: mercure_view(&app, &public_url),
             connections: self.connections(&app.id),
@@ -229,6 +141,15 @@ impl AdminApi {
             subscription_count: app.subscription_count,
             allowed_origins: app.allowed_origins,
         }
+    }
+
+    /// The URL users reach: set at startup (HERALD_PUBLIC_URL, else the bound address).
+    fn public_url(&self) -> String {
+        self.node
+            .settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.node.settings.bind))
     }
 
     /// The store as `admin` may see it.
@@ -340,19 +261,47 @@ fn admin_of(user: User) -> Admin {
         email: user.email,
         tenant_id: user.tenant_id,
         generation: user.credential_generation,
+        address: String::new(),
     }
 }
 
 impl AdminPort for AdminApi {
-    async fn authenticate(&self, email: &str, password: &str) -> PortResult<Option<Admin>> {
-        let user = self
-            .node
-            .store
+    async fn authenticate(
+        &self,
+        email: &str,
+        password: &str,
+        address: &str,
+    ) -> PortResult<Option<Admin>> {
+        let store = &self.node.store;
+        let user = store
             .authenticate(email, password)
             .await
             .map_err(port_error)?;
         if user.is_none() {
             tracing::info!("a dashboard sign-in failed");
+        }
+        // Audited where the tenant is known: a failure for an existing user (bounded by the
+        // per-email sign-in budget), every success.
+        let known = match &user {
+            Some(user) => Some(user.clone()),
+            None => store.user_by_email(email).await.ok().flatten(),
+        };
+        if let Some(who) = known {
+            let mut admin = admin_of(who.clone());
+            admin.address = address.to_owned();
+            let action = if user.is_some() {
+                "sign_in.succeeded"
+            } else {
+                "sign_in.failed"
+            };
+            self.audit(
+                &admin,
+                who.tenant_id.as_deref(),
+                action,
+                &who.email,
+                json!({}),
+            )
+            .await;
         }
         Ok(user.map(admin_of))
     }
@@ -425,7 +374,11 @@ impl AdminPort for AdminApi {
         store
             .set_password(&admin.email, new)
             .await
-            .map_err(port_error)
+            .map_err(port_error)?;
+        let tenant = admin.tenant_id.as_deref();
+        self.audit(admin, tenant, "password.changed", &admin.email, json!({}))
+            .await;
+        Ok(())
     }
 
     async fn tenants(&self, admin: &Admin) -> PortResult<Vec<TenantRow>> {
@@ -469,6 +422,15 @@ impl AdminPort for AdminApi {
             )
             .await
             .map_err(port_error)?;
+        let details = json!({ "max_apps": tenant.max_apps, "plans": tenant.plans });
+        self.audit(
+            admin,
+            Some(&tenant.id),
+            "tenant.updated",
+            &tenant.id,
+            details,
+        )
+        .await;
         let apps = store
             .list_apps(Some(&tenant.id))
             .await
@@ -490,6 +452,15 @@ impl AdminPort for AdminApi {
             .create_tenant(name)
             .await
             .map_err(port_error)?;
+        let details = json!({ "name": tenant.name });
+        self.audit(
+            admin,
+            Some(&tenant.id),
+            "tenant.created",
+            &tenant.id,
+            details,
+        )
+        .await;
         Ok(TenantRow {
             id: tenant.id,
             name: tenant.name,
@@ -527,6 +498,10 @@ impl AdminPort for AdminApi {
             .create_user(&user.email, &user.password, role, user.tenant_id.as_deref())
             .await
             .map_err(port_error)?;
+        let tenant = created.tenant_id.as_deref();
+        let details = json!({ "role": created.role });
+        self.audit(admin, tenant, "member.created", &created.email, details)
+            .await;
         Ok(UserRow {
             role: describe_role(&created),
             id: created.id,
@@ -536,11 +511,17 @@ impl AdminPort for AdminApi {
 
     async fn reset_password(&self, admin: &Admin, email: &str, password: &str) -> PortResult<()> {
         Self::operator_only(admin)?;
-        self.node
-            .store
+        let store = &self.node.store;
+        store
             .set_password(email, password)
             .await
-            .map_err(port_error)
+            .map_err(port_error)?;
+        let user = store.user_by_email(email).await.ok().flatten();
+        let tenant = user.as_ref().and_then(|u| u.tenant_id.as_deref());
+        let target = user.as_ref().map_or(email, |u| u.email.as_str());
+        self.audit(admin, tenant, "password.reset", target, json!({}))
+            .await;
+        Ok(())
     }
 
     async fn members(&self, admin: &Admin) -> PortResult<Vec<MemberRow>> {
@@ -565,7 +546,20 @@ impl AdminPort for AdminApi {
             .change_member(&tenant, user_id, role.map(user_role))
             .await
             .map_err(port_error)?;
+        let (action, details) = match role {
+            Some(new) => (
+                "member.role_changed",
+                json!({ "from": before.role, "to": new.as_str() }),
+            ),
+            None => ("member.removed", json!({ "role": before.role })),
+        };
+        self.audit(admin, Some(&tenant), action, &before.email, details)
+            .await;
         Ok(member_row(before))
+    }
+
+    async fn audit(&self, admin: &Admin, query: AuditQuery) -> PortResult<Vec<AuditRow>> {
+        self.audit_rows(admin, query).await.map_err(port_error)
     }
 
     fn plans(&self) -> Vec<PlanRow> {
@@ -624,6 +618,15 @@ impl AdminPort for AdminApi {
                     .await,
             )
             .await?;
+        let details = json!({ "name": created.name, "plan": created.plan });
+        self.audit(
+            admin,
+            Some(&created.tenant_id),
+            "app.created",
+            &created.id,
+            details,
+        )
+        .await;
         Ok(self.detail(created))
     }
 
@@ -639,6 +642,7 @@ impl AdminPort for AdminApi {
                 return Err(PortError::Invalid(format!("unknown limit {name}")));
             }
         }
+        let before = self.scoped_app(admin, id).await?;
         let updated = self
             .changed(
                 self.scope(admin)
@@ -657,16 +661,27 @@ impl AdminPort for AdminApi {
                     .await,
             )
             .await?;
+        self.audit_update(admin, &before, &updated).await;
         Ok(self.detail(updated))
     }
 
     async fn delete_app(&self, admin: &Admin, id: &str) -> PortResult<()> {
-        self.changed(self.scope(admin).delete_app(id).await).await
+        let app = self.scoped_app(admin, id).await?;
+        self.changed(self.scope(admin).delete_app(id).await).await?;
+        let details = json!({ "name": app.name });
+        self.audit(admin, Some(&app.tenant_id), "app.deleted", id, details)
+            .await;
+        Ok(())
     }
 
     async fn reveal_keys(&self, admin: &Admin, id: &str) -> PortResult<AppDetail> {
         let app = self.app_for(admin, id, Permission::RevealSecrets).await?;
         let mut detail = self.detail_live(admin, app.clone()).await;
+        let mut keys = vec![app.key.clone()];
+        keys.extend(app.previous_key.as_ref().map(|p| p.key.clone()));
+        let details = json!({ "keys": keys });
+        self.audit(admin, Some(&app.tenant_id), "key.revealed", id, details)
+            .await;
         detail.keys = self.detail_with(app, true).keys;
         Ok(detail)
     }
@@ -680,6 +695,9 @@ impl AdminPort for AdminApi {
         let app = self
             .changed(self.scope(admin).rotate_key(id, grace_seconds).await)
             .await?;
+        let details = json!({ "new_key": app.key, "grace_seconds": grace_seconds });
+        self.audit(admin, Some(&app.tenant_id), "key.rotated", id, details)
+            .await;
         Ok(self.detail(app))
     }
 
@@ -687,6 +705,9 @@ impl AdminPort for AdminApi {
         let app = self
             .changed(self.scope(admin).revoke_key(id, key).await)
             .await?;
+        let details = json!({ "key": key });
+        self.audit(admin, Some(&app.tenant_id), "key.revoked", id, details)
+            .await;
         Ok(self.detail(app))
     }
 
@@ -812,7 +833,8 @@ impl AdminPort for AdminApi {
     }
 
     async fn add_webhook(&self, admin: &Admin, id: &str, form: WebhookForm) -> PortResult<()> {
-        self.app_for(admin, id, Permission::WriteWebhooks).await?;
+        let app = self.app_for(admin, id, Permission::WriteWebhooks).await?;
+        let details = webhook_details(&form);
         let input = webhook_input(id, form);
         let checked = match crate::webhooks::check_destination(
             &self.node.settings.webhooks,
@@ -820,10 +842,20 @@ impl AdminPort for AdminApi {
         )
         .await
         {
-            Ok(()) => self.node.store.create_webhook(input).await.map(drop),
+            Ok(()) => self.node.store.create_webhook(input).await,
             Err(refused) => Err(refused),
         };
-        self.changed(checked).await
+        let hook = self.changed(checked).await?;
+        let target = format!("{id}/{}", hook.id);
+        self.audit(
+            admin,
+            Some(&app.tenant_id),
+            "webhook.created",
+            &target,
+            details,
+        )
+        .await;
+        Ok(())
     }
 
     async fn update_webhook(
@@ -833,7 +865,8 @@ impl AdminPort for AdminApi {
         webhook_id: &str,
         form: WebhookForm,
     ) -> PortResult<()> {
-        self.app_for(admin, id, Permission::WriteWebhooks).await?;
+        let app = self.app_for(admin, id, Permission::WriteWebhooks).await?;
+        let details = webhook_details(&form);
         let input = webhook_input(id, form);
         let checked = match crate::webhooks::check_destination(
             &self.node.settings.webhooks,
@@ -849,11 +882,21 @@ impl AdminPort for AdminApi {
                 .map(drop),
             Err(refused) => Err(refused),
         };
-        self.changed(checked).await
+        self.changed(checked).await?;
+        let target = format!("{id}/{webhook_id}");
+        self.audit(
+            admin,
+            Some(&app.tenant_id),
+            "webhook.updated",
+            &target,
+            details,
+        )
+        .await;
+        Ok(())
     }
 
     async fn remove_webhook(&self, admin: &Admin, id: &str, webhook_id: &str) -> PortResult<()> {
-        self.app_for(admin, id, Permission::WriteWebhooks).await?;
+        let app = self.app_for(admin, id, Permission::WriteWebhooks).await?;
         self.changed(
             self.node
                 .store
@@ -861,7 +904,17 @@ impl AdminPort for AdminApi {
                 .await
                 .map(drop),
         )
-        .await
+        .await?;
+        let target = format!("{id}/{webhook_id}");
+        self.audit(
+            admin,
+            Some(&app.tenant_id),
+            "webhook.deleted",
+            &target,
+            json!({}),
+        )
+        .await;
+        Ok(())
     }
 
     async fn test_webhook(&self, admin: &Admin, id: &str, webhook_id: &str) -> PortResult<()> {

@@ -142,11 +142,7 @@ impl Scoped<'_> {
     }
 
     /// Refuses unless the actor is in `tenant_id` (or the operator) with `permission`.
-    pub(super) fn member_scope(
-        &self,
-        tenant_id: &str,
-        permission: Permission,
-    ) -> Result<(), StoreError> {
+    pub fn member_scope(&self, tenant_id: &str, permission: Permission) -> Result<(), StoreError> {
         match &self.actor {
             Actor::Operator => Ok(()),
             Actor::Member { .. } if self.actor.can_access(tenant_id) => self.require(permission),

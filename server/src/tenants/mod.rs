@@ -16,6 +16,7 @@
 
 mod app;
 mod apps_sql;
+mod audit;
 mod cache;
 mod claims;
 mod endpoints;
@@ -34,6 +35,7 @@ pub use app::{
     limit_values, parse_origins, random_password, App, AppPatch, AppRef, LimitsPatch, NewApp,
     PreviousKey,
 };
+pub use audit::{AuditEntry, AuditFilter, NewAuditEntry, CLI_ACTOR, MAX_AUDIT_PAGE};
 pub use cache::{AppCache, AppChange};
 pub use claims::Lease;
 pub use endpoints::{

@@ -335,6 +335,20 @@ impl Store {
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
+    /// One user by email (any case), if there is one.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let Ok(email) = normalise_email(email) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+        ))
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
     /// Whether any user exists (the first start creates the operator when none does).
     pub async fn has_users(&self) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM users")

@@ -6,6 +6,7 @@
 
 mod helpers;
 
+mod audit;
 mod cli;
 mod cli_webhooks;
 mod cluster;
