@@ -193,6 +193,21 @@ pub struct MemberRow {
     pub created_at: i64,
 }
 
+/// A pending invitation (never its token).
+#[derive(Debug, Clone)]
+pub struct InvitationRow {
+    /// Id.
+    pub id: String,
+    /// Who is invited.
+    pub email: String,
+    /// The role they get.
+    pub role: Role,
+    /// Who invited them.
+    pub invited_by: String,
+    /// When it stops working, Unix seconds.
+    pub expires_at: i64,
+}
+
 /// Which audit entries to show, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
@@ -641,6 +656,37 @@ pub trait AdminPort: Send + Sync + 'static {
         user_id: &str,
         role: Option<Role>,
     ) -> impl Future<Output = PortResult<MemberRow>> + Send;
+    /// The pending invitations of the admin's tenant (owners and admins).
+    fn invitations(
+        &self,
+        admin: &Admin,
+    ) -> impl Future<Output = PortResult<Vec<InvitationRow>>> + Send;
+    /// Invites `email` as `role` (again: a new link, the old one stops working); the server
+    /// sends the link.
+    fn invite(
+        &self,
+        admin: &Admin,
+        email: &str,
+        role: Role,
+    ) -> impl Future<Output = PortResult<InvitationRow>> + Send;
+    /// Revokes a pending invitation.
+    fn revoke_invitation(
+        &self,
+        admin: &Admin,
+        id: &str,
+    ) -> impl Future<Output = PortResult<InvitationRow>> + Send;
+    /// The live invitation of a link's token, for the page that accepts it.
+    fn invitation(
+        &self,
+        token: &str,
+    ) -> impl Future<Output = PortResult<Option<InvitationRow>>> + Send;
+    /// Accepts an invitation: the new member with `password`, signed in next.
+    fn accept_invitation(
+        &self,
+        token: &str,
+        password: &str,
+        address: &str,
+    ) -> impl Future<Output = PortResult<Admin>> + Send;
     /// Audit entries of the admin's tenant (the operator: every tenant's, or one's).
     fn audit(
         &self,

@@ -46,7 +46,7 @@ pub(super) fn safe_next(next: Option<&str>) -> String {
 }
 
 /// The direct peer's address (`ConnectInfo`).
-pub(crate) struct Peer(Option<IpAddr>);
+pub(crate) struct Peer(pub(super) Option<IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = Infallible;

@@ -22,11 +22,20 @@ pub(crate) struct MemberLine {
     choices: Vec<(&'static str, bool)>,
 }
 
+/// A pending invitation as the page lists it.
+pub(crate) struct InvitationLine {
+    row: InvitationRow,
+    expires: String,
+}
+
 #[derive(Template)]
 #[template(path = "members.html")]
 struct MembersPage {
     chrome: Chrome,
     members: Vec<MemberLine>,
+    invitations: Vec<InvitationLine>,
+    /// The roles this user may invite as.
+    roles: Vec<&'static str>,
 }
 
 pub(super) async fn members<P: AdminPort>(
@@ -50,9 +59,25 @@ pub(super) async fn members<P: AdminPort>(
             row,
         })
         .collect();
+    let invitations = dash
+        .port
+        .invitations(&ctx.admin)
+        .await?
+        .into_iter()
+        .map(|row| InvitationLine {
+            expires: day_label(row.expires_at.div_euclid(86_400)),
+            row,
+        })
+        .collect();
     Ok(render(&MembersPage {
         chrome: Chrome::new(&ctx, flash, "members"),
         members,
+        invitations,
+        roles: [Role::Owner, Role::Admin, Role::Developer, Role::Viewer]
+            .into_iter()
+            .filter(|r| offered(*r))
+            .map(Role::as_str)
+            .collect(),
     }))
 }
 
@@ -99,6 +124,68 @@ pub(super) async fn remove_member<P: AdminPort>(
         "/dashboard/members",
         outcome(result, |before| {
             format!("{} was removed and signed out.", before.email)
+        })?,
+    ))
+}
+
+pub(super) async fn invite<P: AdminPort>(
+    State(dash): State<Shared<P>>,
+    ctx: Ctx,
+    Form(form): Form<FormData>,
+) -> Result<Response, Refusal> {
+    check_csrf(&ctx, &form)?;
+    let name = field(&form, "role").unwrap_or("");
+    let Some(role) = Role::parse(name) else {
+        return Ok(back(
+            "/dashboard/members",
+            Err(format!("There is no role named {name:?}.")),
+        ));
+    };
+    let email = field(&form, "email").unwrap_or("");
+    let result = dash.port.invite(&ctx.admin, email, role).await;
+    Ok(back(
+        "/dashboard/members",
+        outcome(result, |i| {
+            format!("Invitation sent to {} (as {}).", i.email, i.role.as_str())
+        })?,
+    ))
+}
+
+pub(super) async fn resend_invitation<P: AdminPort>(
+    State(dash): State<Shared<P>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Form<FormData>,
+) -> Result<Response, Refusal> {
+    check_csrf(&ctx, &form)?;
+    let pending = dash.port.invitations(&ctx.admin).await?;
+    let Some(found) = pending.into_iter().find(|i| i.id == id) else {
+        return Err(Refusal::NotFound);
+    };
+    let result = dash.port.invite(&ctx.admin, &found.email, found.role).await;
+    Ok(back(
+        "/dashboard/members",
+        outcome(result, |i| {
+            format!(
+                "Invitation sent to {} again; the earlier link no longer works.",
+                i.email
+            )
+        })?,
+    ))
+}
+
+pub(super) async fn revoke_invitation<P: AdminPort>(
+    State(dash): State<Shared<P>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Form<FormData>,
+) -> Result<Response, Refusal> {
+    check_csrf(&ctx, &form)?;
+    let result = dash.port.revoke_invitation(&ctx.admin, &id).await;
+    Ok(back(
+        "/dashboard/members",
+        outcome(result, |i| {
+            format!("The invitation of {} was revoked.", i.email)
         })?,
     ))
 }

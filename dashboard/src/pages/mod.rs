@@ -6,6 +6,7 @@ mod account;
 mod apps;
 mod audit;
 mod getting_started;
+mod join;
 mod keys;
 mod live;
 mod members;
@@ -29,9 +30,12 @@ use self::account::{account, change_password, login, login_page, logout};
 use self::apps::{app, apps, create_app, delete_app, delete_page, update_app};
 use self::audit::audit;
 use self::getting_started::getting_started;
+use self::join::{accept, join};
 use self::keys::{keys, reveal_keys, revoke_key, rotate_key};
 use self::live::{live, live_events};
-use self::members::{change_role, members, remove_member};
+use self::members::{
+    change_role, invite, members, remove_member, resend_invitation, revoke_invitation,
+};
 use self::operator::{create_tenant, create_user, reset_password, tenants, update_tenant, users};
 use self::usage::usage;
 use self::webhooks::{
@@ -62,7 +66,17 @@ pub(crate) fn routes<P: AdminPort>(dash: Shared<P>) -> Router {
         .route("/dashboard/users", get(users::<P>).post(create_user::<P>))
         .route("/dashboard/users/password", post(reset_password::<P>))
         .route("/dashboard/audit", get(audit::<P>))
+        .route("/dashboard/join", get(join::<P>).post(accept::<P>))
         .route("/dashboard/members", get(members::<P>))
+        .route("/dashboard/invitations", post(invite::<P>))
+        .route(
+            "/dashboard/invitations/{id}/resend",
+            post(resend_invitation::<P>),
+        )
+        .route(
+            "/dashboard/invitations/{id}/revoke",
+            post(revoke_invitation::<P>),
+        )
         .route("/dashboard/members/{id}/role", post(change_role::<P>))
         .route("/dashboard/members/{id}/remove", post(remove_member::<P>))
         .route("/dashboard/apps", get(apps::<P>).post(create_app::<P>))

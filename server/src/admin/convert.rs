@@ -1,9 +1,13 @@
 //! Conversions between the store's types and the dashboard port's plain data.
 
-use herald_dashboard::{DeliveryRow, MercureChanges, MercureKeyChange, MercureView, WebhookForm};
+use herald_dashboard::{
+    Admin, DeliveryRow, MemberRow, MercureChanges, MercureKeyChange, MercureView, PortError,
+    PortResult, Role, WebhookForm,
+};
 
 use crate::tenants::{
-    App, Delivery, DeliveryStatus, MercureKey, MercurePatch, MercureSettings, NewWebhook,
+    App, Delivery, DeliveryStatus, MercureKey, MercurePatch, MercureSettings, NewWebhook, User,
+    UserRole,
 };
 
 pub(super) fn limit_label(name: &str) -> &'static str {
@@ -127,5 +131,53 @@ pub(super) fn mercure_patch(changes: MercureChanges) -> MercurePatch {
         anonymous: changes.anonymous,
         history_size: changes.history_size,
         history_seconds: changes.history_seconds,
+    }
+}
+
+/// The port's name for a store role.
+pub(super) fn port_role(role: UserRole) -> Role {
+    match role {
+        UserRole::Operator => Role::Operator,
+        UserRole::Owner => Role::Owner,
+        UserRole::Admin => Role::Admin,
+        UserRole::Developer => Role::Developer,
+        UserRole::Viewer => Role::Viewer,
+    }
+}
+
+/// The store's name for a port role.
+pub(super) fn user_role(role: Role) -> UserRole {
+    match role {
+        Role::Operator => UserRole::Operator,
+        Role::Owner => UserRole::Owner,
+        Role::Admin => UserRole::Admin,
+        Role::Developer => UserRole::Developer,
+        Role::Viewer => UserRole::Viewer,
+    }
+}
+
+/// How the users page and the CLI name a user's role.
+pub(crate) fn describe_role(user: &User) -> String {
+    match (user.role, &user.tenant_id) {
+        (UserRole::Operator, _) => "platform operator".to_owned(),
+        (role, Some(t)) => format!("{role} of tenant {t}"),
+        (role, None) => role.to_string(),
+    }
+}
+
+/// The tenant whose members `admin` manages (the operator has none: the users page is theirs).
+pub(super) fn member_tenant(admin: &Admin) -> PortResult<String> {
+    match (&admin.tenant_id, admin.operator) {
+        (Some(tenant), false) => Ok(tenant.clone()),
+        _ => Err(PortError::NotFound),
+    }
+}
+
+pub(super) fn member_row(user: User) -> MemberRow {
+    MemberRow {
+        role: port_role(user.role),
+        id: user.id,
+        email: user.email,
+        created_at: user.created_at,
     }
 }

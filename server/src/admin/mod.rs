@@ -5,13 +5,14 @@
 
 pub(crate) mod audit;
 mod convert;
+mod invites;
 mod live;
 
 use herald_dashboard::{
     Admin, AdminPort, AppChanges, AppDetail, AppSummary, AuditQuery, AuditRow, ChannelRow,
-    CreateApp, DayPoint, DebugEvent, KeyPair, LimitRow, MemberRow, MinutePoint, NewSession,
-    NewUser, PlanRow, PortError, PortResult, Role, SessionInfo, TenantRow, UsageView, UserRow,
-    WebhookForm, WebhookRow, WebhooksView,
+    CreateApp, DayPoint, DebugEvent, InvitationRow, KeyPair, LimitRow, MemberRow, MinutePoint,
+    NewSession, NewUser, PlanRow, PortError, PortResult, Role, SessionInfo, TenantRow, UsageView,
+    UserRow, WebhookForm, WebhookRow, WebhooksView,
 };
 use tokio::sync::broadcast;
 
@@ -25,7 +26,10 @@ use crate::tenants::{
 use serde_json::json;
 
 use self::audit::webhook_details;
-use self::convert::{delivery_row, limit_label, mercure_patch, mercure_view, webhook_input};
+use self::convert::{
+    delivery_row, describe_role, limit_label, member_row, member_tenant, mercure_patch,
+    mercure_view, port_role, user_role, webhook_input,
+};
 
 /// The taps moved into the hub (below every emitter); kept here for old import paths.
 pub use crate::hub::{clip, Taps};
@@ -202,54 +206,6 @@ fn port_error(error: StoreError) -> PortError {
             tracing::error!(error = %other, "a dashboard request failed in the store");
             PortError::Internal
         }
-    }
-}
-
-/// The port's name for a store role.
-fn port_role(role: UserRole) -> Role {
-    match role {
-        UserRole::Operator => Role::Operator,
-        UserRole::Owner => Role::Owner,
-        UserRole::Admin => Role::Admin,
-        UserRole::Developer => Role::Developer,
-        UserRole::Viewer => Role::Viewer,
-    }
-}
-
-/// The store's name for a port role.
-fn user_role(role: Role) -> UserRole {
-    match role {
-        Role::Operator => UserRole::Operator,
-        Role::Owner => UserRole::Owner,
-        Role::Admin => UserRole::Admin,
-        Role::Developer => UserRole::Developer,
-        Role::Viewer => UserRole::Viewer,
-    }
-}
-
-/// How the users page and the CLI name a user's role.
-pub(crate) fn describe_role(user: &User) -> String {
-    match (user.role, &user.tenant_id) {
-        (UserRole::Operator, _) => "platform operator".to_owned(),
-        (role, Some(t)) => format!("{role} of tenant {t}"),
-        (role, None) => role.to_string(),
-    }
-}
-
-/// The tenant whose members `admin` manages (the operator has none: the users page is theirs).
-fn member_tenant(admin: &Admin) -> PortResult<String> {
-    match (&admin.tenant_id, admin.operator) {
-        (Some(tenant), false) => Ok(tenant.clone()),
-        _ => Err(PortError::NotFound),
-    }
-}
-
-fn member_row(user: User) -> MemberRow {
-    MemberRow {
-        role: port_role(user.role),
-        id: user.id,
-        email: user.email,
-        created_at: user.created_at,
     }
 }
 
@@ -556,6 +512,31 @@ impl AdminPort for AdminApi {
         self.audit(admin, Some(&tenant), action, &before.email, details)
             .await;
         Ok(member_row(before))
+    }
+
+    async fn invitations(&self, admin: &Admin) -> PortResult<Vec<InvitationRow>> {
+        self.list_invitations(admin).await
+    }
+
+    async fn invite(&self, admin: &Admin, email: &str, role: Role) -> PortResult<InvitationRow> {
+        self.send_invitation(admin, email, role).await
+    }
+
+    async fn revoke_invitation(&self, admin: &Admin, id: &str) -> PortResult<InvitationRow> {
+        self.cancel_invitation(admin, id).await
+    }
+
+    async fn invitation(&self, token: &str) -> PortResult<Option<InvitationRow>> {
+        self.find_invitation(token).await
+    }
+
+    async fn accept_invitation(
+        &self,
+        token: &str,
+        password: &str,
+        address: &str,
+    ) -> PortResult<Admin> {
+        self.join(token, password, address).await
     }
 
     async fn audit(&self, admin: &Admin, query: AuditQuery) -> PortResult<Vec<AuditRow>> {

@@ -22,6 +22,7 @@ mod claims;
 mod endpoints;
 mod error;
 mod health;
+mod invitations;
 mod members;
 mod mercure;
 mod plans;
@@ -43,6 +44,9 @@ pub use endpoints::{
 };
 pub use error::{AppPart, Conflict, StoreError};
 pub use health::{Dependency, DependencyState, StoreHealth};
+pub use invitations::{
+    Invitation, INVITATION_TTL_SECONDS, MAX_INVITATIONS_PER_HOUR, MAX_PENDING_INVITATIONS,
+};
 pub use mercure::{
     MercureKey, MercurePatch, MercureSettings, DEFAULT_HISTORY_SECONDS, DEFAULT_HISTORY_SIZE,
     MAX_HISTORY_SECONDS, MAX_HISTORY_SIZE, MAX_HMAC_KEY_BYTES, MAX_IDENTIFIER_BYTES, MAX_PEM_BYTES,

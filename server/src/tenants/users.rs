@@ -89,7 +89,7 @@ pub(super) const USER_COLUMNS: &str =
 /// The shortest password accepted.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 
-fn normalise_email(email: &str) -> Result<String, StoreError> {
+pub(super) fn normalise_email(email: &str) -> Result<String, StoreError> {
     let email = email.trim().to_ascii_lowercase();
     let valid = email.len() <= 254
         && email
@@ -105,7 +105,7 @@ fn normalise_email(email: &str) -> Result<String, StoreError> {
     }
 }
 
-fn check_password(password: &str) -> Result<(), StoreError> {
+pub(super) fn check_password(password: &str) -> Result<(), StoreError> {
     let chars = password.chars().count();
     if !(MIN_PASSWORD_CHARS..=1024).contains(&chars) {
         return Err(StoreError::Invalid(format!(
@@ -139,7 +139,7 @@ fn argon2_permits() -> Arc<Semaphore> {
 
 /// Hashes `password` with argon2id (default parameters), off the async runtime. Waits for an
 /// argon2 permit as long as it takes: hashing is for authenticated admins and the CLI only.
-async fn hash_password(password: &str) -> Result<String, StoreError> {
+pub(super) async fn hash_password(password: &str) -> Result<String, StoreError> {
     let password = password.to_owned();
     let permit = argon2_permits()
         .acquire_owned()

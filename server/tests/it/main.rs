@@ -28,6 +28,7 @@ mod cluster_xhr;
 mod dashboard_access;
 mod dashboard_cluster;
 mod dashboard_helpers;
+mod dashboard_invitations;
 mod dashboard_members;
 mod dashboard_pages;
 mod dashboard_roles;
