@@ -14,8 +14,11 @@ use tokio::sync::broadcast;
 pub enum PortError {
     /// No such thing in the admin's scope (404).
     NotFound,
-    /// The admin may not do this (403), with the reason.
+    /// The admin may not do this (a limit above the plan's: shown on the form), with the reason.
     Forbidden(String),
+    /// The user's role does not allow this at all (403 page, whatever the form), with the
+    /// reason.
+    Denied(String),
     /// The input is not acceptable (shown on the form).
     Invalid(String),
     /// The server failed (500; the detail is logged by the server).
@@ -29,6 +32,77 @@ pub enum PortError {
 /// The result of a port call.
 pub type PortResult<T> = Result<T, PortError>;
 
+/// A signed-in user's role. The server enforces what each role may do (every port call checks
+/// it); the dashboard asks these methods only to leave out buttons a role cannot use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// The platform operator: every tenant.
+    Operator,
+    /// A tenant's owner: everything in it.
+    Owner,
+    /// A tenant's admin: everything but owners.
+    #[default]
+    Admin,
+    /// Apps and webhooks; sees keys; no deleting apps, rotating or revoking keys, members.
+    Developer,
+    /// Read-only, secrets hidden.
+    Viewer,
+}
+
+impl Role {
+    /// The role's name (`operator`, `owner`, `admin`, `developer`, `viewer`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Developer => "developer",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    /// The tenant role named `name`.
+    pub fn parse(name: &str) -> Option<Role> {
+        [Role::Owner, Role::Admin, Role::Developer, Role::Viewer]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
+
+    fn full(self) -> bool {
+        matches!(self, Role::Operator | Role::Owner | Role::Admin)
+    }
+
+    /// Creates and changes apps.
+    pub fn writes_apps(self) -> bool {
+        self != Role::Viewer
+    }
+
+    /// Deletes apps.
+    pub fn deletes_apps(self) -> bool {
+        self.full()
+    }
+
+    /// Sees key secrets.
+    pub fn reveals_secrets(self) -> bool {
+        self != Role::Viewer
+    }
+
+    /// Rotates and revokes keys.
+    pub fn manages_keys(self) -> bool {
+        self.full()
+    }
+
+    /// Changes webhooks.
+    pub fn writes_webhooks(self) -> bool {
+        self != Role::Viewer
+    }
+
+    /// Invites, removes and changes members.
+    pub fn manages_members(self) -> bool {
+        self.full()
+    }
+}
+
 /// A signed-in admin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admin {
@@ -36,13 +110,18 @@ pub struct Admin {
     pub id: String,
     /// Email.
     pub email: String,
-    /// The platform operator (every tenant) or a tenant admin.
+    /// The platform operator (every tenant) or a tenant member.
     pub operator: bool,
-    /// The tenant of a tenant admin.
+    /// The operator's or the member's role (read from the store on every request).
+    pub role: Role,
+    /// The tenant of a tenant member.
     pub tenant_id: Option<String>,
     /// The user's credential generation: it changes with the password, and a session begun at
     /// another generation is over.
     pub generation: i64,
+    /// The client address of the request acting (set by the dashboard for the audit log; empty
+    /// when unknown).
+    pub address: String,
 }
 
 /// A session to start for a signed-in admin: the cookie's token and the CSRF token (chosen by
@@ -97,8 +176,74 @@ pub struct UserRow {
     pub id: String,
     /// Email.
     pub email: String,
-    /// "operator" or "admin of {tenant}".
+    /// "platform operator" or "{role} of tenant {tenant}".
     pub role: String,
+}
+
+/// A member of the signed-in user's tenant.
+#[derive(Debug, Clone)]
+pub struct MemberRow {
+    /// User id.
+    pub id: String,
+    /// Email.
+    pub email: String,
+    /// Their role.
+    pub role: Role,
+    /// When they joined, Unix seconds.
+    pub created_at: i64,
+}
+
+/// A pending invitation (never its token).
+#[derive(Debug, Clone)]
+pub struct InvitationRow {
+    /// Id.
+    pub id: String,
+    /// Who is invited.
+    pub email: String,
+    /// The role they get.
+    pub role: Role,
+    /// Who invited them.
+    pub invited_by: String,
+    /// When it stops working, Unix seconds.
+    pub expires_at: i64,
+}
+
+/// Which audit entries to show, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only this tenant's (the operator's filter; a member always sees their own tenant's).
+    pub tenant_id: Option<String>,
+    /// Only this action, or a family (`app.`).
+    pub action: Option<String>,
+    /// Only this actor (email or `cli`).
+    pub actor: Option<String>,
+    /// Only entries at or after this time, Unix milliseconds.
+    pub since_ms: Option<i64>,
+    /// Only entries older than this id (the next page).
+    pub before_id: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// An audit entry as the page shows it.
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    /// Id (pages go back by it).
+    pub id: i64,
+    /// Tenant (empty: platform).
+    pub tenant_id: String,
+    /// Email at the time, or `cli`.
+    pub actor: String,
+    /// What was done.
+    pub action: String,
+    /// What it was done to.
+    pub target: String,
+    /// More about it, as compact JSON.
+    pub details: String,
+    /// The client's address.
+    pub address: String,
+    /// When, Unix milliseconds.
+    pub at_ms: i64,
 }
 
 /// A user to create.
@@ -108,8 +253,10 @@ pub struct NewUser {
     pub email: String,
     /// Initial password.
     pub password: String,
-    /// The tenant of an admin; `None` creates an operator.
+    /// The tenant of a member; `None` creates an operator.
     pub tenant_id: Option<String>,
+    /// The member's role (`owner`, `admin`, `developer`, `viewer`; empty: admin).
+    pub role: String,
 }
 
 /// A plan preset.
@@ -169,7 +316,7 @@ pub struct AppSummary {
 pub struct KeyPair {
     /// The key.
     pub key: String,
-    /// The secret.
+    /// The secret: empty, but in the answer to [`AdminPort::reveal_keys`].
     pub secret: String,
     /// Whether it is the current pair (the other is the previous one, during a rotation).
     pub current: bool,
@@ -432,11 +579,13 @@ pub struct DebugEvent {
 
 /// What the dashboard needs from the server.
 pub trait AdminPort: Send + Sync + 'static {
-    /// The admin with this email and password, if they match.
+    /// The admin with this email and password, if they match (`address`: the client's, for the
+    /// audit log's sign-in entries).
     fn authenticate(
         &self,
         email: &str,
         password: &str,
+        address: &str,
     ) -> impl Future<Output = PortResult<Option<Admin>>> + Send;
     /// The admin with this user id (a session's user), if it still exists.
     fn admin(&self, user_id: &str) -> impl Future<Output = PortResult<Option<Admin>>> + Send;
@@ -497,6 +646,53 @@ pub trait AdminPort: Send + Sync + 'static {
         email: &str,
         password: &str,
     ) -> impl Future<Output = PortResult<()>> + Send;
+    /// The members of the admin's tenant (owners and admins only).
+    fn members(&self, admin: &Admin) -> impl Future<Output = PortResult<Vec<MemberRow>>> + Send;
+    /// Gives a member of the admin's tenant a new role (`Some`) or removes them (`None`); their
+    /// sessions end when the role goes down or they go. Returns the member as they were.
+    fn change_member(
+        &self,
+        admin: &Admin,
+        user_id: &str,
+        role: Option<Role>,
+    ) -> impl Future<Output = PortResult<MemberRow>> + Send;
+    /// The pending invitations of the admin's tenant (owners and admins).
+    fn invitations(
+        &self,
+        admin: &Admin,
+    ) -> impl Future<Output = PortResult<Vec<InvitationRow>>> + Send;
+    /// Invites `email` as `role` (again: a new link, the old one stops working); the server
+    /// sends the link.
+    fn invite(
+        &self,
+        admin: &Admin,
+        email: &str,
+        role: Role,
+    ) -> impl Future<Output = PortResult<InvitationRow>> + Send;
+    /// Revokes a pending invitation.
+    fn revoke_invitation(
+        &self,
+        admin: &Admin,
+        id: &str,
+    ) -> impl Future<Output = PortResult<InvitationRow>> + Send;
+    /// The live invitation of a link's token, for the page that accepts it.
+    fn invitation(
+        &self,
+        token: &str,
+    ) -> impl Future<Output = PortResult<Option<InvitationRow>>> + Send;
+    /// Accepts an invitation: the new member with `password`, signed in next.
+    fn accept_invitation(
+        &self,
+        token: &str,
+        password: &str,
+        address: &str,
+    ) -> impl Future<Output = PortResult<Admin>> + Send;
+    /// Audit entries of the admin's tenant (the operator: every tenant's, or one's).
+    fn audit(
+        &self,
+        admin: &Admin,
+        query: AuditQuery,
+    ) -> impl Future<Output = PortResult<Vec<AuditRow>>> + Send;
     /// The plan presets.
     fn plans(&self) -> Vec<PlanRow>;
     /// Apps in the admin's scope, with live figures.
@@ -518,6 +714,12 @@ pub trait AdminPort: Send + Sync + 'static {
     ) -> impl Future<Output = PortResult<AppDetail>> + Send;
     /// Deletes an app.
     fn delete_app(&self, admin: &Admin, id: &str) -> impl Future<Output = PortResult<()>> + Send;
+    /// The app with its key secrets (refused to roles that may not see them).
+    fn reveal_keys(
+        &self,
+        admin: &Admin,
+        id: &str,
+    ) -> impl Future<Output = PortResult<AppDetail>> + Send;
     /// Adds a key pair; the current one keeps working for `grace_seconds` (0: until revoked).
     fn rotate_key(
         &self,

@@ -46,7 +46,7 @@ pub(super) fn safe_next(next: Option<&str>) -> String {
 }
 
 /// The direct peer's address (`ConnectInfo`).
-pub(crate) struct Peer(Option<IpAddr>);
+pub(crate) struct Peer(pub(super) Option<IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = Infallible;
@@ -135,7 +135,8 @@ pub(super) async fn login<P: AdminPort>(
     if let Err(refused) = dash.sign_in.allow_email(client, email).await {
         return too_many(refused.retry_after, Some((&next, email)));
     }
-    match dash.port.authenticate(email, password).await {
+    let address = client.map(|ip| ip.to_string()).unwrap_or_default();
+    match dash.port.authenticate(email, password, &address).await {
         Ok(Some(admin)) => {
             let session = new_session();
             let token = session.token.clone();
@@ -228,7 +229,8 @@ pub(super) async fn account(ctx: Ctx, Query(flash): Query<Flash>) -> Response {
         "platform operator".to_owned()
     } else {
         format!(
-            "admin of tenant {}",
+            "{} of tenant {}",
+            ctx.admin.role.as_str(),
             ctx.admin.tenant_id.clone().unwrap_or_default()
         )
     };

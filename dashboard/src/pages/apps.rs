@@ -237,6 +237,12 @@ pub(super) async fn delete_page<P: AdminPort>(
     Query(flash): Query<Flash>,
 ) -> Result<Response, Refusal> {
     let app = dash.port.app(&ctx.admin, &id).await?;
+    if !ctx.admin.role.deletes_apps() {
+        return Err(Refusal::Forbidden(format!(
+            "Your role ({}) may not delete apps.",
+            ctx.admin.role.as_str()
+        )));
+    }
     Ok(render(&DeletePage {
         chrome: Chrome::new(&ctx, flash, "apps"),
         nav: nav(&app, "settings"),

@@ -28,7 +28,12 @@ async fn keys_page<P: AdminPort>(
     flash: Flash,
     reveal: bool,
 ) -> Result<Response, Refusal> {
-    let app = dash.port.app(&ctx.admin, id).await?;
+    // Secrets come only from the port's reveal, which checks the role.
+    let app = if reveal {
+        dash.port.reveal_keys(&ctx.admin, id).await?
+    } else {
+        dash.port.app(&ctx.admin, id).await?
+    };
     Ok(render(&KeysPage {
         chrome: Chrome::new(ctx, flash, "apps"),
         nav: nav(&app, "keys"),

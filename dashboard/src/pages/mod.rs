@@ -4,9 +4,12 @@
 
 mod account;
 mod apps;
+mod audit;
 mod getting_started;
+mod join;
 mod keys;
 mod live;
+mod members;
 mod operator;
 mod usage;
 mod webhooks;
@@ -25,9 +28,14 @@ use serde::Deserialize;
 
 use self::account::{account, change_password, login, login_page, logout};
 use self::apps::{app, apps, create_app, delete_app, delete_page, update_app};
+use self::audit::audit;
 use self::getting_started::getting_started;
+use self::join::{accept, join};
 use self::keys::{keys, reveal_keys, revoke_key, rotate_key};
 use self::live::{live, live_events};
+use self::members::{
+    change_role, invite, members, remove_member, resend_invitation, revoke_invitation,
+};
 use self::operator::{create_tenant, create_user, reset_password, tenants, update_tenant, users};
 use self::usage::usage;
 use self::webhooks::{
@@ -57,6 +65,20 @@ pub(crate) fn routes<P: AdminPort>(dash: Shared<P>) -> Router {
         .route("/dashboard/tenants/{id}", post(update_tenant::<P>))
         .route("/dashboard/users", get(users::<P>).post(create_user::<P>))
         .route("/dashboard/users/password", post(reset_password::<P>))
+        .route("/dashboard/audit", get(audit::<P>))
+        .route("/dashboard/join", get(join::<P>).post(accept::<P>))
+        .route("/dashboard/members", get(members::<P>))
+        .route("/dashboard/invitations", post(invite::<P>))
+        .route(
+            "/dashboard/invitations/{id}/resend",
+            post(resend_invitation::<P>),
+        )
+        .route(
+            "/dashboard/invitations/{id}/revoke",
+            post(revoke_invitation::<P>),
+        )
+        .route("/dashboard/members/{id}/role", post(change_role::<P>))
+        .route("/dashboard/members/{id}/remove", post(remove_member::<P>))
         .route("/dashboard/apps", get(apps::<P>).post(create_app::<P>))
         .route("/dashboard/apps/{id}", get(app::<P>).post(update_app::<P>))
         .route("/dashboard/apps/{id}/keys", get(keys::<P>))
@@ -211,9 +233,9 @@ impl From<PortError> for Refusal {
     fn from(error: PortError) -> Self {
         match error {
             PortError::NotFound => Refusal::NotFound,
-            PortError::Forbidden(message) | PortError::Invalid(message) => {
-                Refusal::Forbidden(message)
-            }
+            PortError::Forbidden(message)
+            | PortError::Invalid(message)
+            | PortError::Denied(message) => Refusal::Forbidden(message),
             PortError::Internal => Refusal::Internal,
             PortError::Busy => Refusal::Busy,
             PortError::Unavailable(reason) => Refusal::Unavailable(reason),
@@ -251,7 +273,7 @@ impl<P: AdminPort> FromRequestParts<Shared<P>> for Ctx {
             .await
             .map_err(Refusal::from)?
             .ok_or_else(|| Refusal::SignIn(next.clone()))?;
-        let admin = match dash.port.admin(&session.user_id).await? {
+        let mut admin = match dash.port.admin(&session.user_id).await? {
             // The password changed since this session began (here, on another node or in the
             // CLI): the session is over.
             Some(admin) if admin.generation == session.generation => admin,
@@ -261,6 +283,11 @@ impl<P: AdminPort> FromRequestParts<Shared<P>> for Ctx {
             }
         };
         let peer = peer(parts);
+        admin.address = dash
+            .proxies
+            .client(peer, &parts.headers)
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
         Ok(Ctx {
             admin,
             session,
@@ -351,6 +378,7 @@ pub(crate) struct Flash {
 pub(crate) struct Chrome {
     email: String,
     operator: bool,
+    role: Role,
     csrf: String,
     notice: String,
     error: String,
@@ -362,6 +390,7 @@ impl Chrome {
         Chrome {
             email: ctx.admin.email.clone(),
             operator: ctx.admin.operator,
+            role: ctx.admin.role,
             csrf: ctx.session.csrf.clone(),
             notice: flash.notice.unwrap_or_default(),
             error: flash.error.unwrap_or_default(),

@@ -125,6 +125,7 @@ pub(super) async fn create_user<P: AdminPort>(
         email: field(&form, "email").unwrap_or("").to_owned(),
         password: field(&form, "password").unwrap_or("").to_owned(),
         tenant_id: (tenant != "operator" && !tenant.is_empty()).then(|| tenant.to_owned()),
+        role: field(&form, "role").unwrap_or("").to_owned(),
     };
     let result = dash.port.create_user(&ctx.admin, user).await;
     Ok(back(

@@ -4,7 +4,7 @@
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::{to_json, CliError, Context, Outcome};
+use super::{audit, to_json, CliError, Context, Outcome};
 use crate::tenants::{
     App, AppPatch, LimitsPatch, MercureKey, MercurePatch, NewApp, Secret, StoreError, UsageReport,
 };
@@ -404,7 +404,10 @@ pub(super) async fn run(cx: Context, command: AppsCommand) -> Outcome {
                 allowed_origins: split_origins(allowed_origins),
                 ..NewApp::default()
             };
-            print_app(&store.create_app(new).await?, json)
+            let app = store.create_app(new).await?;
+            let details = json!({ "name": app.name, "plan": app.plan });
+            audit::record(store, Some(&app.tenant_id), "app.created", &app.id, details).await?;
+            print_app(&app, json)
         }
         AppsCommand::Update {
             app_id,
@@ -424,9 +427,27 @@ pub(super) async fn run(cx: Context, command: AppsCommand) -> Outcome {
                 limits: limits.patch(),
                 allowed_origins: split_origins(allowed_origins),
             };
-            print_app(&store.update_app(&app_id, patch).await?, json)
+            let before = store.get_app(&app_id).await?;
+            let after = store.update_app(&app_id, patch).await?;
+            for (action, details) in crate::admin::audit::update_entries(&before, &after) {
+                audit::record(store, Some(&after.tenant_id), action, &app_id, details).await?;
+            }
+            print_app(&after, json)
         }
-        AppsCommand::Show { app_id, json } => print_app(&store.get_app(&app_id).await?, json),
+        AppsCommand::Show { app_id, json } => {
+            let app = store.get_app(&app_id).await?;
+            // The secret is printed: as revealing as the dashboard's reveal.
+            let details = json!({ "keys": [app.key] });
+            audit::record(
+                store,
+                Some(&app.tenant_id),
+                "key.revealed",
+                &app_id,
+                details,
+            )
+            .await?;
+            print_app(&app, json)
+        }
         AppsCommand::List { tenant, json } => {
             let apps = store.list_apps(tenant.as_deref()).await?;
             if json {
@@ -448,7 +469,10 @@ pub(super) async fn run(cx: Context, command: AppsCommand) -> Outcome {
                 .join("\n"))
         }
         AppsCommand::Delete { app_id, json } => {
+            let app = store.get_app(&app_id).await?;
             store.delete_app(&app_id).await?;
+            let details = json!({ "name": app.name });
+            audit::record(store, Some(&app.tenant_id), "app.deleted", &app_id, details).await?;
             if json {
                 Ok(json!({ "deleted": app_id }).to_string())
             } else {
@@ -471,9 +495,17 @@ pub(super) async fn run(cx: Context, command: AppsCommand) -> Outcome {
             app_id,
             grace_period,
             json,
-        } => print_app(&store.rotate_key(&app_id, grace_period).await?, json),
+        } => {
+            let app = store.rotate_key(&app_id, grace_period).await?;
+            let details = json!({ "new_key": app.key, "grace_seconds": grace_period });
+            audit::record(store, Some(&app.tenant_id), "key.rotated", &app_id, details).await?;
+            print_app(&app, json)
+        }
         AppsCommand::RevokeKey { app_id, key, json } => {
-            print_app(&store.revoke_key(&app_id, &key).await?, json)
+            let app = store.revoke_key(&app_id, &key).await?;
+            let details = json!({ "key": key });
+            audit::record(store, Some(&app.tenant_id), "key.revoked", &app_id, details).await?;
+            print_app(&app, json)
         }
     }
 }

@@ -8,11 +8,13 @@
 //! `{"error": "..."}` with `--json`) with exit code 1.
 
 mod apps;
+mod audit;
 mod tenants;
 mod users;
 mod webhooks;
 
 pub use apps::{AppsCommand, LimitArgs, SwitchArgs};
+pub use audit::AuditCommand;
 pub use tenants::TenantsCommand;
 pub use users::UsersCommand;
 pub use webhooks::WebhooksCommand;
@@ -50,6 +52,8 @@ pub enum Command {
     /// Manage webhook endpoints and failed deliveries.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Print a tenant's audit log (JSON lines with --json).
+    Audit(AuditCommand),
 }
 
 /// Why a store command failed. Its `Display` is what the command prints after `error: ` (or as
@@ -143,6 +147,12 @@ pub async fn run_tenants(command: TenantsCommand) -> i32 {
 pub async fn run_users(command: UsersCommand) -> i32 {
     let json = command.json();
     finish(with_store(|cx| users::run(cx, command)).await, json)
+}
+
+/// Runs `herald audit` and returns the process exit code.
+pub async fn run_audit(command: AuditCommand) -> i32 {
+    let json = command.json;
+    finish(with_store(|cx| audit::run(cx, command)).await, json)
 }
 
 /// Runs a `webhooks` command and returns the process exit code.

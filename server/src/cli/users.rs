@@ -3,13 +3,14 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use super::{to_json, Context, Outcome};
+use super::{audit, to_json, Context, Outcome};
 use crate::tenants::{User, UserRole};
 
 /// `herald users ...`.
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
-    /// Create a user: the operator (`--operator`) or an admin of one tenant (`--tenant`).
+    /// Create a user: the operator (`--operator`) or a member of one tenant (`--tenant`, with
+    /// `--role`, admin by default).
     Create {
         /// Sign-in email.
         #[arg(long)]
@@ -20,9 +21,12 @@ pub enum UsersCommand {
         /// A platform operator (every tenant).
         #[arg(long, conflicts_with = "tenant", required_unless_present = "tenant")]
         operator: bool,
-        /// The tenant this admin manages.
+        /// The tenant this user is a member of.
         #[arg(long = "tenant")]
         tenant: Option<String>,
+        /// The member's role in the tenant: owner, admin (the default), developer or viewer.
+        #[arg(long, requires = "tenant", conflicts_with = "operator", value_parser = parse_tenant_role)]
+        role: Option<UserRole>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -67,16 +71,20 @@ pub(super) async fn run(cx: Context, command: UsersCommand) -> Outcome {
             password,
             operator,
             tenant,
+            role,
             json,
         } => {
             let role = if operator {
                 UserRole::Operator
             } else {
-                UserRole::Admin
+                role.unwrap_or(UserRole::Admin)
             };
             let user = store
                 .create_user(&email, &password, role, tenant.as_deref())
                 .await?;
+            let details = json!({ "role": user.role });
+            let tenant = user.tenant_id.as_deref();
+            audit::record(store, tenant, "member.created", &user.email, details).await?;
             if json {
                 to_json(&user)
             } else {
@@ -105,6 +113,10 @@ pub(super) async fn run(cx: Context, command: UsersCommand) -> Outcome {
             json,
         } => {
             store.set_password(&email, &password).await?;
+            if let Some(user) = store.user_by_email(&email).await? {
+                let tenant = user.tenant_id.as_deref();
+                audit::record(store, tenant, "password.reset", &user.email, json!({})).await?;
+            }
             if json {
                 Ok(
                     json!({ "email": email.trim().to_ascii_lowercase(), "password_changed": true })
@@ -117,10 +129,16 @@ pub(super) async fn run(cx: Context, command: UsersCommand) -> Outcome {
     }
 }
 
+fn parse_tenant_role(name: &str) -> Result<UserRole, String> {
+    UserRole::parse(name)
+        .filter(|role| role.is_tenant_role())
+        .ok_or_else(|| format!("{name:?} is not a tenant role: owner, admin, developer or viewer"))
+}
+
 fn describe_role(user: &User) -> String {
-    match (&user.role, &user.tenant_id) {
+    match (user.role, &user.tenant_id) {
         (UserRole::Operator, _) => "operator".into(),
-        (UserRole::Admin, Some(tenant)) => format!("admin of tenant {tenant}"),
-        (UserRole::Admin, None) => "admin".into(),
+        (role, Some(tenant)) => format!("{role} of tenant {tenant}"),
+        (role, None) => role.to_string(),
     }
 }

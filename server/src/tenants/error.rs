@@ -42,6 +42,10 @@ pub enum StoreError {
     /// The actor may not do this (a tenant admin raising a limit the operator set).
     #[error("{0}")]
     Forbidden(String),
+    /// The actor's role does not allow this (a viewer changing an app, a developer deleting
+    /// one): the message names the role and what it may not do.
+    #[error("{0}")]
+    RoleDenied(String),
     /// Too many password checks at once (argon2 is capped per core): try again shortly.
     #[error("too many password checks at once; try again shortly")]
     Busy,

@@ -16,14 +16,18 @@
 
 mod app;
 mod apps_sql;
+mod audit;
 mod cache;
 mod claims;
 mod endpoints;
 mod error;
 mod health;
+mod invitations;
+mod members;
 mod mercure;
 mod plans;
 mod policy;
+mod roles;
 mod sessions;
 mod usage;
 mod users;
@@ -32,6 +36,7 @@ pub use app::{
     limit_values, parse_origins, random_password, App, AppPatch, AppRef, LimitsPatch, NewApp,
     PreviousKey,
 };
+pub use audit::{AuditEntry, AuditFilter, NewAuditEntry, CLI_ACTOR, MAX_AUDIT_PAGE};
 pub use cache::{AppCache, AppChange};
 pub use claims::Lease;
 pub use endpoints::{
@@ -39,6 +44,9 @@ pub use endpoints::{
 };
 pub use error::{AppPart, Conflict, StoreError};
 pub use health::{Dependency, DependencyState, StoreHealth};
+pub use invitations::{
+    Invitation, INVITATION_TTL_SECONDS, MAX_INVITATIONS_PER_HOUR, MAX_PENDING_INVITATIONS,
+};
 pub use mercure::{
     MercureKey, MercurePatch, MercureSettings, DEFAULT_HISTORY_SECONDS, DEFAULT_HISTORY_SIZE,
     MAX_HISTORY_SECONDS, MAX_HISTORY_SIZE, MAX_HMAC_KEY_BYTES, MAX_IDENTIFIER_BYTES, MAX_PEM_BYTES,
@@ -52,7 +60,7 @@ pub use usage::{
     MINUTES_KEPT,
 };
 pub use users::{
-    check_new_user, warm_up_password_checks, Actor, Scoped, Tenant, User, UserRole,
+    check_new_user, warm_up_password_checks, Actor, Permission, Scoped, Tenant, User, UserRole,
     MIN_PASSWORD_CHARS, TENANT_DEFAULT_PLAN,
 };
 

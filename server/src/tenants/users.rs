@@ -12,6 +12,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use tokio::sync::Semaphore;
 
+pub use super::roles::{Actor, Permission, UserRole};
 use super::{
     bump_revision, fresh_id, App, AppPatch, Conflict, NewApp, Store, StoreError, UsageReport,
 };
@@ -39,25 +40,6 @@ pub struct Tenant {
     pub plans: Vec<String>,
 }
 
-/// What a user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UserRole {
-    /// The platform operator: every tenant and app.
-    Operator,
-    /// An admin of one tenant.
-    Admin,
-}
-
-impl UserRole {
-    fn as_str(self) -> &'static str {
-        match self {
-            UserRole::Operator => "operator",
-            UserRole::Admin => "admin",
-        }
-    }
-}
-
 /// An admin user (the password hash never leaves the store).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct User {
@@ -65,43 +47,15 @@ pub struct User {
     pub id: String,
     /// Sign-in email, lowercase.
     pub email: String,
-    /// Operator or tenant admin.
+    /// The operator, or the user's role in their tenant.
     pub role: UserRole,
-    /// The tenant of an admin; `None` for the operator.
+    /// The tenant of a member; `None` for the operator.
     pub tenant_id: Option<String>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
     /// Bumped by every password change; dashboard sessions of an older generation are over.
     #[serde(skip)]
     pub credential_generation: i64,
-}
-
-/// Who is acting, for access checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Actor {
-    /// The platform operator (also the CLI, which has the store's credentials anyway).
-    Operator,
-    /// An admin of this tenant.
-    TenantAdmin(String),
-}
-
-impl Actor {
-    /// The actor a signed-in user is.
-    pub fn of(user: &User) -> Actor {
-        match (user.role, &user.tenant_id) {
-            (UserRole::Admin, Some(tenant)) => Actor::TenantAdmin(tenant.clone()),
-            (UserRole::Admin, None) => Actor::TenantAdmin(String::new()),
-            (UserRole::Operator, _) => Actor::Operator,
-        }
-    }
-
-    /// Whether the actor may see and change `tenant_id`'s apps.
-    pub fn can_access(&self, tenant_id: &str) -> bool {
-        match self {
-            Actor::Operator => true,
-            Actor::TenantAdmin(own) => !own.is_empty() && own == tenant_id,
-        }
-    }
 }
 
 fn tenant_from_row(row: &AnyRow) -> Result<Tenant, sqlx::Error> {
@@ -116,28 +70,26 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant, sqlx::Error> {
 
 const TENANT_COLUMNS: &str = "id, name, created_at, max_apps, plans";
 
-fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
+pub(super) fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
     let role: String = row.try_get("role")?;
     Ok(User {
         id: row.try_get("id")?,
         email: row.try_get("email")?,
-        role: if role == "operator" {
-            UserRole::Operator
-        } else {
-            UserRole::Admin
-        },
+        // A role this build does not know gets the least: read-only.
+        role: UserRole::parse(&role).unwrap_or(UserRole::Viewer),
         tenant_id: row.try_get("tenant_id")?,
         created_at: row.try_get("created_at")?,
         credential_generation: row.try_get("credential_generation")?,
     })
 }
 
-const USER_COLUMNS: &str = "id, email, role, tenant_id, created_at, credential_generation";
+pub(super) const USER_COLUMNS: &str =
+    "id, email, role, tenant_id, created_at, credential_generation";
 
 /// The shortest password accepted.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 
-fn normalise_email(email: &str) -> Result<String, StoreError> {
+pub(super) fn normalise_email(email: &str) -> Result<String, StoreError> {
     let email = email.trim().to_ascii_lowercase();
     let valid = email.len() <= 254
         && email
@@ -153,7 +105,7 @@ fn normalise_email(email: &str) -> Result<String, StoreError> {
     }
 }
 
-fn check_password(password: &str) -> Result<(), StoreError> {
+pub(super) fn check_password(password: &str) -> Result<(), StoreError> {
     let chars = password.chars().count();
     if !(MIN_PASSWORD_CHARS..=1024).contains(&chars) {
         return Err(StoreError::Invalid(format!(
@@ -187,7 +139,7 @@ fn argon2_permits() -> Arc<Semaphore> {
 
 /// Hashes `password` with argon2id (default parameters), off the async runtime. Waits for an
 /// argon2 permit as long as it takes: hashing is for authenticated admins and the CLI only.
-async fn hash_password(password: &str) -> Result<String, StoreError> {
+pub(super) async fn hash_password(password: &str) -> Result<String, StoreError> {
     let password = password.to_owned();
     let permit = argon2_permits()
         .acquire_owned()
@@ -308,7 +260,7 @@ impl Store {
         Ok(tenant_from_row(&row)?)
     }
 
-    /// Creates a user: the operator (`tenant_id` `None`) or an admin of `tenant_id`.
+    /// Creates a user: the operator (`tenant_id` `None`) or a member of `tenant_id` with `role`.
     pub async fn create_user(
         &self,
         email: &str,
@@ -320,11 +272,11 @@ impl Store {
         check_password(password)?;
         let tenant_id = match (role, tenant_id) {
             (UserRole::Operator, _) => None,
-            (UserRole::Admin, Some(tenant)) => Some(self.get_tenant(tenant).await?.id),
-            (UserRole::Admin, None) => {
-                return Err(StoreError::Invalid(
-                    "a tenant admin needs a tenant (--tenant ID)".into(),
-                ))
+            (_, Some(tenant)) => Some(self.get_tenant(tenant).await?.id),
+            (_, None) => {
+                return Err(StoreError::Invalid(format!(
+                    "a tenant {role} needs a tenant (--tenant ID)"
+                )))
             }
         };
         let hash = hash_password(password).await?;
@@ -380,6 +332,20 @@ impl Store {
             .bind(id.to_owned())
             .fetch_optional(&self.pool)
             .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    /// One user by email (any case), if there is one.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let Ok(email) = normalise_email(email) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+        ))
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
@@ -450,8 +416,8 @@ impl Store {
 /// of another tenant answers [`StoreError::AppNotFound`], as if it did not exist.
 #[derive(Debug, Clone)]
 pub struct Scoped<'a> {
-    store: &'a Store,
-    actor: Actor,
+    pub(super) store: &'a Store,
+    pub(super) actor: Actor,
 }
 
 impl Scoped<'_> {
@@ -460,11 +426,32 @@ impl Scoped<'_> {
         &self.actor
     }
 
+    /// Refuses with [`StoreError::RoleDenied`] unless the actor's role allows `permission`.
+    pub fn require(&self, permission: Permission) -> Result<(), StoreError> {
+        if self.actor.allows(permission) {
+            Ok(())
+        } else {
+            Err(StoreError::RoleDenied(format!(
+                "Your role ({}) may not {}.",
+                self.actor.role(),
+                permission.describe()
+            )))
+        }
+    }
+
+    /// One app the actor may see, if their role also allows `permission`. The scope is checked
+    /// first: another tenant's app is "not found" whatever the role.
+    pub async fn app_for(&self, id: &str, permission: Permission) -> Result<App, StoreError> {
+        let app = self.get_app(id).await?;
+        self.require(permission)?;
+        Ok(app)
+    }
+
     /// The apps the actor may see.
     pub async fn list_apps(&self) -> Result<Vec<App>, StoreError> {
         match &self.actor {
             Actor::Operator => self.store.list_apps(None).await,
-            Actor::TenantAdmin(tenant) => self.store.list_apps(Some(tenant)).await,
+            Actor::Member { tenant, .. } => self.store.list_apps(Some(tenant)).await,
         }
     }
 
@@ -487,11 +474,12 @@ impl Scoped<'_> {
         }
     }
 
-    /// Creates an app; a tenant admin always creates in its own tenant.
+    /// Creates an app; a member always creates in its own tenant.
     pub async fn create_app(&self, mut new: NewApp) -> Result<App, StoreError> {
+        self.require(Permission::WriteApps)?;
         match &self.actor {
             Actor::Operator => {}
-            Actor::TenantAdmin(tenant) => {
+            Actor::Member { tenant, .. } => {
                 if new.tenant_id.as_deref().is_some_and(|t| t != tenant) {
                     return Err(StoreError::TenantNotFound(
                         new.tenant_id.unwrap_or_default(),
@@ -520,15 +508,15 @@ impl Scoped<'_> {
         }
         match &self.actor {
             Actor::Operator => self.store.create_app(new).await,
-            Actor::TenantAdmin(tenant) => self.store.create_app_capped(new, tenant).await,
+            Actor::Member { tenant, .. } => self.store.create_app_capped(new, tenant).await,
         }
     }
 
     /// Changes an app the actor may see.
-    /// A tenant admin may lower limits but not raise them (nor lift one with 0).
+    /// A tenant member may lower limits but not raise them (nor lift one with 0).
     pub async fn update_app(&self, id: &str, patch: AppPatch) -> Result<App, StoreError> {
-        let app = self.get_app(id).await?;
-        if let Actor::TenantAdmin(_) = &self.actor {
+        let app = self.app_for(id, Permission::WriteApps).await?;
+        if let Actor::Member { .. } = &self.actor {
             let loosened = patch.limits.loosens(&app.limits);
             if let Some(limit) = loosened.or_else(|| patch.mercure.loosens(&app.mercure)) {
                 return Err(StoreError::Forbidden(format!(
@@ -541,19 +529,19 @@ impl Scoped<'_> {
 
     /// Deletes an app the actor may see.
     pub async fn delete_app(&self, id: &str) -> Result<(), StoreError> {
-        self.get_app(id).await?;
+        self.app_for(id, Permission::DeleteApps).await?;
         self.store.delete_app(id).await
     }
 
     /// Rotates the key pair of an app the actor may see.
     pub async fn rotate_key(&self, id: &str, grace_seconds: u64) -> Result<App, StoreError> {
-        self.get_app(id).await?;
+        self.app_for(id, Permission::RotateKeys).await?;
         self.store.rotate_key(id, grace_seconds).await
     }
 
     /// Revokes a key pair of an app the actor may see.
     pub async fn revoke_key(&self, id: &str, key: &str) -> Result<App, StoreError> {
-        self.get_app(id).await?;
+        self.app_for(id, Permission::RevokeKeys).await?;
         self.store.revoke_key(id, key).await
     }
 
@@ -564,7 +552,7 @@ impl Scoped<'_> {
         today: i64,
         this_minute: i64,
     ) -> Result<UsageReport, StoreError> {
-        self.get_app(id).await?;
+        self.app_for(id, Permission::ReadApps).await?;
         self.store.usage_report(id, today, this_minute).await
     }
 }

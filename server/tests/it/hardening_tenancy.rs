@@ -422,7 +422,7 @@ async fn a_tenant_admin_creates_only_what_the_operator_allows() {
         .await
         .unwrap();
     assert_eq!(updated.plans, vec!["startup", "pro"]);
-    let admin = store.scoped(Actor::TenantAdmin(tenant.id.clone()));
+    let admin = store.scoped(Actor::tenant_admin(tenant.id.clone()));
     let new = |plan: Option<&str>| NewApp {
         name: "mine".into(),
         plan: plan.map(str::to_owned),
@@ -636,7 +636,7 @@ async fn exercise_policy(url: &str) {
         (read.max_apps, read.plans.clone()),
         (1, vec!["pro".to_owned()])
     );
-    let admin = store.scoped(Actor::TenantAdmin(tenant.id.clone()));
+    let admin = store.scoped(Actor::tenant_admin(tenant.id.clone()));
     let app = admin
         .create_app(NewApp {
             name: "one".into(),

@@ -6,6 +6,7 @@
 
 mod helpers;
 
+mod audit;
 mod cli;
 mod cli_webhooks;
 mod cluster;
@@ -27,7 +28,10 @@ mod cluster_xhr;
 mod dashboard_access;
 mod dashboard_cluster;
 mod dashboard_helpers;
+mod dashboard_invitations;
+mod dashboard_members;
 mod dashboard_pages;
+mod dashboard_roles;
 mod dashboard_signin;
 mod hardening_http;
 mod hardening_signin;

@@ -426,7 +426,7 @@ async fn a_tenant_admin_cannot_read_or_change_another_tenants_app_through_the_st
         .await
         .unwrap();
     let scope = store.scoped(Actor::of(&admin));
-    assert_eq!(scope.actor(), &Actor::TenantAdmin(acme.id.clone()));
+    assert_eq!(scope.actor(), &Actor::tenant_admin(acme.id.clone()));
 
     let not_found = |result: Result<_, StoreError>| matches!(result, Err(StoreError::AppNotFound(id)) if id == theirs.id);
     assert!(not_found(scope.get_app(&theirs.id).await.map(|_| ())));

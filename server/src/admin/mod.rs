@@ -3,20 +3,32 @@
 //! hub's live figures and usage counters. The live debug console's events come from the hub's
 //! [`Taps`].
 
+pub(crate) mod audit;
+mod convert;
+mod invites;
+mod live;
+
 use herald_dashboard::{
-    Admin, AdminPort, AppChanges, AppDetail, AppSummary, ChannelRow, CreateApp, DayPoint,
-    DebugEvent, DeliveryRow, KeyPair, LimitRow, MercureChanges, MercureKeyChange, MercureView,
-    MinutePoint, NewSession, NewUser, NodeConnections, PlanRow, PortError, PortResult, SessionInfo,
-    TenantRow, UsageView, UserRow, WebhookForm, WebhookRow, WebhooksView,
+    Admin, AdminPort, AppChanges, AppDetail, AppSummary, AuditQuery, AuditRow, ChannelRow,
+    CreateApp, DayPoint, DebugEvent, InvitationRow, KeyPair, LimitRow, MemberRow, MinutePoint,
+    NewSession, NewUser, PlanRow, PortError, PortResult, Role, SessionInfo, TenantRow, UsageView,
+    UserRow, WebhookForm, WebhookRow, WebhooksView,
 };
 use tokio::sync::broadcast;
 
 use crate::node::SharedNode;
 use crate::protocol::WEBHOOK_KINDS;
 use crate::tenants::{
-    limit_values, Actor, App, AppPatch, Delivery, DeliveryStatus, LimitsPatch, MercureKey,
-    MercurePatch, MercureSettings, NewApp, NewDelivery, NewWebhook, SessionTerms, StoreError,
-    TenantPatch, User, UserRole, PLANS,
+    limit_values, Actor, App, AppPatch, DeliveryStatus, LimitsPatch, NewApp, NewDelivery,
+    Permission, SessionTerms, StoreError, TenantPatch, User, UserRole, PLANS,
+};
+
+use serde_json::json;
+
+use self::audit::webhook_details;
+use self::convert::{
+    delivery_row, describe_role, limit_label, member_row, member_tenant, mercure_patch,
+    mercure_view, port_role, user_role, webhook_input,
 };
 
 /// The taps moved into the hub (below every emitter); kept here for old import paths.
@@ -34,11 +46,14 @@ impl AdminApi {
         AdminApi { node }
     }
 
-    fn actor(admin: &Admin) -> Actor {
+    pub(super) fn actor(admin: &Admin) -> Actor {
         if admin.operator {
             Actor::Operator
         } else {
-            Actor::TenantAdmin(admin.tenant_id.clone().unwrap_or_default())
+            Actor::Member {
+                tenant: admin.tenant_id.clone().unwrap_or_default(),
+                role: user_role(admin.role),
+            }
         }
     }
 
@@ -50,98 +65,11 @@ impl AdminApi {
         }
     }
 
-    fn connections(&self, app_id: &str) -> u64 {
+    pub(super) fn connections(&self, app_id: &str) -> u64 {
         self.node
             .hub
             .existing_app(app_id)
             .map_or(0, |h| h.connection_count() as u64)
-    }
-
-    /// Each app's open connections and, in a cluster, every node's share (this node's live,
-    /// the others' as of their last heartbeat; this node's alone when Redis does not answer).
-    /// Node ids are the operator's: a tenant admin sees "node 1", "node 2", …
-    async fn cluster_connections(
-        &self,
-        admin: &Admin,
-        app_ids: &[&str],
-    ) -> Vec<(u64, Vec<NodeConnections>)> {
-        let local: Vec<u64> = app_ids.iter().map(|id| self.connections(id)).collect();
-        let Some(cluster) = &self.node.cluster else {
-            return local.into_iter().map(|n| (n, Vec::new())).collect();
-        };
-        let mut by_node = cluster
-            .connections_by_node(app_ids)
-            .await
-            .unwrap_or_else(|| vec![Vec::new(); app_ids.len()]);
-        by_node.resize(app_ids.len(), Vec::new());
-        local
-            .into_iter()
-            .zip(by_node)
-            .map(|(mine, nodes)| {
-                let mut per_node: Vec<NodeConnections> = nodes
-                    .into_iter()
-                    .filter(|n| n.node_id != cluster.node_id() && n.connections > 0)
-                    .map(|n| NodeConnections {
-                        node_id: n.node_id,
-                        connections: n.connections,
-                    })
-                    .collect();
-                if mine > 0 {
-                    per_node.push(NodeConnections {
-                        node_id: cluster.node_id().to_owned(),
-                        connections: mine,
-                    });
-                }
-                per_node.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-                if !admin.operator {
-                    for node in &mut per_node {
-                        node.node_id = cluster.node_label(&node.node_id);
-                    }
-                }
-                (per_node.iter().map(|n| n.connections).sum(), per_node)
-            })
-            .collect()
-    }
-
-    /// Today's messages of each of `app_ids` (in that order). On a single node: its counter
-    /// (the store's total as of the last flush and what it counted since). In a cluster: the
-    /// store's total (`stored`, or read now), plus the other nodes' unflushed counts from Redis,
-    /// plus this node's own, live, in that order ([`crate::cluster::unflushed`] says why
-    /// nothing is counted twice); the store's total and this node's alone when Redis does not
-    /// answer in 500 ms. Never below this node's own counter.
-    async fn messages_today(&self, app_ids: &[&str], stored: Option<Vec<u64>>) -> Vec<u64> {
-        let usage = &self.node.usage;
-        let own = |id: &str| usage.app(id).messages_today();
-        let Some(cluster) = &self.node.cluster else {
-            return app_ids.iter().map(|id| own(id)).collect();
-        };
-        let day = usage.clock().day();
-        let stored = match stored {
-            Some(stored) => stored,
-            None => match self.node.store.day_messages(day, app_ids).await {
-                Ok(stored) => stored,
-                Err(error) => {
-                    tracing::warn!(%error, "could not read today's stored message counts: the dashboard shows this node's");
-                    return app_ids.iter().map(|id| own(id)).collect();
-                }
-            },
-        };
-        let elsewhere = cluster.unflushed_elsewhere(day, app_ids).await;
-        app_ids
-            .iter()
-            .enumerate()
-            .map(|(n, id)| {
-                let counter = usage.app(id);
-                let others = elsewhere.as_ref().and_then(|e| e.get(n)).copied();
-                stored
-                    .get(n)
-                    .copied()
-                    .unwrap_or(0)
-                    .saturating_add(others.unwrap_or(0))
-                    .saturating_add(counter.unflushed())
-                    .max(counter.messages_today())
-            })
-            .collect()
     }
 
     /// [`Self::detail`] with the cluster's connection figures and today's messages.
@@ -165,10 +93,22 @@ impl AdminApi {
         detail
     }
 
+    /// The app as its pages show it; key secrets only when `reveal` (after the role was checked).
     fn detail(&self, app: App) -> AppDetail {
+        self.detail_with(app, false)
+    }
+
+    fn detail_with(&self, app: App, reveal: bool) -> AppDetail {
+        let secret = |s: &crate::tenants::Secret| {
+            if reveal {
+                s.expose().to_owned()
+            } else {
+                String::new()
+            }
+        };
         let mut keys = vec![KeyPair {
             key: app.key.clone(),
-            secret: app.secret.expose().to_owned(),
+            secret: secret(&app.secret),
             current: true,
             expires_at: 0,
         }];
@@ -176,18 +116,12 @@ impl AdminApi {
         if let Some(previous) = app.previous_key.as_ref().filter(|p| p.active_at(now)) {
             keys.push(KeyPair {
                 key: previous.key.clone(),
-                secret: previous.secret.expose().to_owned(),
+                secret: secret(&previous.secret),
                 current: false,
                 expires_at: previous.expires_at,
             });
         }
-        // Set at startup (HERALD_PUBLIC_URL, else the bound address).
-        let public_url = self
-            .node
-            .settings
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.node.settings.bind));
+        let public_url = self.public_url();
         AppDetail {
             mercure: mercure_view(&app, &public_url),
             connections: self.connections(&app.id),
@@ -213,6 +147,15 @@ impl AdminApi {
         }
     }
 
+    /// The URL users reach: set at startup (HERALD_PUBLIC_URL, else the bound address).
+    fn public_url(&self) -> String {
+        self.node
+            .settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.node.settings.bind))
+    }
+
     /// The store as `admin` may see it.
     fn scope(&self, admin: &Admin) -> crate::tenants::Scoped<'_> {
         self.node.store.scoped(Self::actor(admin))
@@ -227,34 +170,16 @@ impl AdminApi {
     }
 
     async fn scoped_app(&self, admin: &Admin, id: &str) -> PortResult<App> {
-        self.node
-            .store
-            .scoped(Self::actor(admin))
-            .get_app(id)
+        self.scope(admin).get_app(id).await.map_err(port_error)
+    }
+
+    /// An app in `admin`'s scope, if their role allows `permission` (another tenant's app is
+    /// "not found" first, whatever the role).
+    async fn app_for(&self, admin: &Admin, id: &str, permission: Permission) -> PortResult<App> {
+        self.scope(admin)
+            .app_for(id, permission)
             .await
             .map_err(port_error)
-    }
-}
-
-fn limit_label(name: &str) -> &'static str {
-    match name {
-        "max_connections" => "Concurrent connections",
-        "max_daily_messages" => "Messages per UTC day",
-        "max_client_events_per_second" => "Client events per second per connection",
-        "max_backend_events_per_second" => "REST events per second",
-        "max_read_requests_per_second" => "REST reads per second",
-        "max_presence_members" => "Members per presence channel",
-        "max_presence_member_bytes" => "Bytes of presence user_info",
-        "max_channel_name_length" => "Channel name length (at most 200)",
-        "max_event_name_length" => "Event name length",
-        "max_event_payload_bytes" => "Bytes of event data",
-        "max_channels_per_trigger" => "Channels per trigger",
-        "max_batch_size" => "Events per batch",
-        "max_channels" => "Occupied channels (per node)",
-        "max_cache_channels" => "Cache channels (per node)",
-        "max_subscriptions_per_connection" => "Subscriptions per connection (at most 1000)",
-        "max_subscribes_per_second" => "Subscribes per second per connection",
-        _ => "Limit",
     }
 }
 
@@ -262,11 +187,13 @@ fn port_error(error: StoreError) -> PortError {
     match error {
         StoreError::AppNotFound(_) => PortError::NotFound,
         StoreError::Forbidden(message) => PortError::Forbidden(message),
+        StoreError::RoleDenied(message) => PortError::Denied(message),
         StoreError::Invalid(message) => PortError::Invalid(message),
         error @ (StoreError::Conflict(_) | StoreError::NotInApp { .. }) => {
             PortError::Invalid(error.to_string())
         }
         StoreError::TenantNotFound(id) => PortError::Invalid(format!("no tenant with id {id}")),
+        StoreError::UserNotFound(who) if who.starts_with("member ") => PortError::NotFound,
         StoreError::UserNotFound(email) => {
             PortError::Invalid(format!("no user with email {email}"))
         }
@@ -285,90 +212,52 @@ fn port_error(error: StoreError) -> PortError {
 fn admin_of(user: User) -> Admin {
     Admin {
         operator: user.role == UserRole::Operator,
+        role: port_role(user.role),
         id: user.id,
         email: user.email,
         tenant_id: user.tenant_id,
         generation: user.credential_generation,
-    }
-}
-
-fn delivery_row(d: Delivery) -> DeliveryRow {
-    let names: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&d.events)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|e| e["name"].as_str().map(str::to_owned))
-        .collect();
-    let events = if names.is_empty() {
-        "test request".to_owned()
-    } else {
-        let mut counts: Vec<(String, usize)> = Vec::new();
-        for name in names {
-            match counts.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, c)) => *c += 1,
-                None => counts.push((name, 1)),
-            }
-        }
-        counts
-            .iter()
-            .map(|(n, c)| {
-                if *c > 1 {
-                    format!("{n} ×{c}")
-                } else {
-                    n.clone()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    DeliveryRow {
-        id: d.id,
-        webhook_id: d.webhook_id,
-        status: match d.status {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Failed => "failed",
-        }
-        .to_owned(),
-        attempts: d.attempts,
-        // Tenants see a coarse outcome only (no status code, no kind of connection failure):
-        // the operator's log has the detail.
-        last_status: 0,
-        last_error: match d.status {
-            DeliveryStatus::Delivered => "delivered".to_owned(),
-            _ if d.attempts == 0 => String::new(),
-            _ => crate::webhooks::coarse_outcome(d.last_status),
-        },
-        // How long a failure took tells a closed port from a filtered one: delivered only.
-        latency_ms: if d.status == DeliveryStatus::Delivered {
-            d.latency_ms
-        } else {
-            0
-        },
-        events,
-        created_at_ms: d.created_at,
-    }
-}
-
-fn webhook_input(app_id: &str, form: WebhookForm) -> NewWebhook {
-    NewWebhook {
-        app_id: app_id.to_owned(),
-        url: form.url,
-        events: form.events,
-        channel_prefix: Some(form.prefix),
-        headers: form.headers,
+        address: String::new(),
     }
 }
 
 impl AdminPort for AdminApi {
-    async fn authenticate(&self, email: &str, password: &str) -> PortResult<Option<Admin>> {
-        let user = self
-            .node
-            .store
+    async fn authenticate(
+        &self,
+        email: &str,
+        password: &str,
+        address: &str,
+    ) -> PortResult<Option<Admin>> {
+        let store = &self.node.store;
+        let user = store
             .authenticate(email, password)
             .await
             .map_err(port_error)?;
         if user.is_none() {
             tracing::info!("a dashboard sign-in failed");
+        }
+        // Audited where the tenant is known: a failure for an existing user (bounded by the
+        // per-email sign-in budget), every success.
+        let known = match &user {
+            Some(user) => Some(user.clone()),
+            None => store.user_by_email(email).await.ok().flatten(),
+        };
+        if let Some(who) = known {
+            let mut admin = admin_of(who.clone());
+            admin.address = address.to_owned();
+            let action = if user.is_some() {
+                "sign_in.succeeded"
+            } else {
+                "sign_in.failed"
+            };
+            self.audit(
+                &admin,
+                who.tenant_id.as_deref(),
+                action,
+                &who.email,
+                json!({}),
+            )
+            .await;
         }
         Ok(user.map(admin_of))
     }
@@ -441,7 +330,11 @@ impl AdminPort for AdminApi {
         store
             .set_password(&admin.email, new)
             .await
-            .map_err(port_error)
+            .map_err(port_error)?;
+        let tenant = admin.tenant_id.as_deref();
+        self.audit(admin, tenant, "password.changed", &admin.email, json!({}))
+            .await;
+        Ok(())
     }
 
     async fn tenants(&self, admin: &Admin) -> PortResult<Vec<TenantRow>> {
@@ -485,6 +378,15 @@ impl AdminPort for AdminApi {
             )
             .await
             .map_err(port_error)?;
+        let details = json!({ "max_apps": tenant.max_apps, "plans": tenant.plans });
+        self.audit(
+            admin,
+            Some(&tenant.id),
+            "tenant.updated",
+            &tenant.id,
+            details,
+        )
+        .await;
         let apps = store
             .list_apps(Some(&tenant.id))
             .await
@@ -506,6 +408,15 @@ impl AdminPort for AdminApi {
             .create_tenant(name)
             .await
             .map_err(port_error)?;
+        let details = json!({ "name": tenant.name });
+        self.audit(
+            admin,
+            Some(&tenant.id),
+            "tenant.created",
+            &tenant.id,
+            details,
+        )
+        .await;
         Ok(TenantRow {
             id: tenant.id,
             name: tenant.name,
@@ -521,11 +432,7 @@ impl AdminPort for AdminApi {
         Ok(users
             .into_iter()
             .map(|u| UserRow {
-                role: match (&u.role, &u.tenant_id) {
-                    (UserRole::Operator, _) => "platform operator".to_owned(),
-                    (UserRole::Admin, Some(t)) => format!("admin of tenant {t}"),
-                    (UserRole::Admin, None) => "admin".to_owned(),
-                },
+                role: describe_role(&u),
                 id: u.id,
                 email: u.email,
             })
@@ -534,10 +441,12 @@ impl AdminPort for AdminApi {
 
     async fn create_user(&self, admin: &Admin, user: NewUser) -> PortResult<UserRow> {
         Self::operator_only(admin)?;
-        let role = if user.tenant_id.is_some() {
-            UserRole::Admin
-        } else {
-            UserRole::Operator
+        let role = match (&user.tenant_id, user.role.trim()) {
+            (None, _) => UserRole::Operator,
+            (Some(_), "") => UserRole::Admin,
+            (Some(_), name) => UserRole::parse(name)
+                .filter(|r| r.is_tenant_role())
+                .ok_or_else(|| PortError::Invalid(format!("no tenant role named {name:?}")))?,
         };
         let created = self
             .node
@@ -545,11 +454,12 @@ impl AdminPort for AdminApi {
             .create_user(&user.email, &user.password, role, user.tenant_id.as_deref())
             .await
             .map_err(port_error)?;
+        let tenant = created.tenant_id.as_deref();
+        let details = json!({ "role": created.role });
+        self.audit(admin, tenant, "member.created", &created.email, details)
+            .await;
         Ok(UserRow {
-            role: match &created.tenant_id {
-                Some(t) => format!("admin of tenant {t}"),
-                None => "platform operator".to_owned(),
-            },
+            role: describe_role(&created),
             id: created.id,
             email: created.email,
         })
@@ -557,11 +467,80 @@ impl AdminPort for AdminApi {
 
     async fn reset_password(&self, admin: &Admin, email: &str, password: &str) -> PortResult<()> {
         Self::operator_only(admin)?;
-        self.node
-            .store
+        let store = &self.node.store;
+        store
             .set_password(email, password)
             .await
-            .map_err(port_error)
+            .map_err(port_error)?;
+        let user = store.user_by_email(email).await.ok().flatten();
+        let tenant = user.as_ref().and_then(|u| u.tenant_id.as_deref());
+        let target = user.as_ref().map_or(email, |u| u.email.as_str());
+        self.audit(admin, tenant, "password.reset", target, json!({}))
+            .await;
+        Ok(())
+    }
+
+    async fn members(&self, admin: &Admin) -> PortResult<Vec<MemberRow>> {
+        let tenant = member_tenant(admin)?;
+        let members = self
+            .scope(admin)
+            .list_members(&tenant)
+            .await
+            .map_err(port_error)?;
+        Ok(members.into_iter().map(member_row).collect())
+    }
+
+    async fn change_member(
+        &self,
+        admin: &Admin,
+        user_id: &str,
+        role: Option<Role>,
+    ) -> PortResult<MemberRow> {
+        let tenant = member_tenant(admin)?;
+        let before = self
+            .scope(admin)
+            .change_member(&tenant, user_id, role.map(user_role))
+            .await
+            .map_err(port_error)?;
+        let (action, details) = match role {
+            Some(new) => (
+                "member.role_changed",
+                json!({ "from": before.role, "to": new.as_str() }),
+            ),
+            None => ("member.removed", json!({ "role": before.role })),
+        };
+        self.audit(admin, Some(&tenant), action, &before.email, details)
+            .await;
+        Ok(member_row(before))
+    }
+
+    async fn invitations(&self, admin: &Admin) -> PortResult<Vec<InvitationRow>> {
+        self.list_invitations(admin).await
+    }
+
+    async fn invite(&self, admin: &Admin, email: &str, role: Role) -> PortResult<InvitationRow> {
+        self.send_invitation(admin, email, role).await
+    }
+
+    async fn revoke_invitation(&self, admin: &Admin, id: &str) -> PortResult<InvitationRow> {
+        self.cancel_invitation(admin, id).await
+    }
+
+    async fn invitation(&self, token: &str) -> PortResult<Option<InvitationRow>> {
+        self.find_invitation(token).await
+    }
+
+    async fn accept_invitation(
+        &self,
+        token: &str,
+        password: &str,
+        address: &str,
+    ) -> PortResult<Admin> {
+        self.join(token, password, address).await
+    }
+
+    async fn audit(&self, admin: &Admin, query: AuditQuery) -> PortResult<Vec<AuditRow>> {
+        self.audit_rows(admin, query).await.map_err(port_error)
     }
 
     fn plans(&self) -> Vec<PlanRow> {
@@ -620,6 +599,15 @@ impl AdminPort for AdminApi {
                     .await,
             )
             .await?;
+        let details = json!({ "name": created.name, "plan": created.plan });
+        self.audit(
+            admin,
+            Some(&created.tenant_id),
+            "app.created",
+            &created.id,
+            details,
+        )
+        .await;
         Ok(self.detail(created))
     }
 
@@ -635,6 +623,7 @@ impl AdminPort for AdminApi {
                 return Err(PortError::Invalid(format!("unknown limit {name}")));
             }
         }
+        let before = self.scoped_app(admin, id).await?;
         let updated = self
             .changed(
                 self.scope(admin)
@@ -653,11 +642,29 @@ impl AdminPort for AdminApi {
                     .await,
             )
             .await?;
+        self.audit_update(admin, &before, &updated).await;
         Ok(self.detail(updated))
     }
 
     async fn delete_app(&self, admin: &Admin, id: &str) -> PortResult<()> {
-        self.changed(self.scope(admin).delete_app(id).await).await
+        let app = self.scoped_app(admin, id).await?;
+        self.changed(self.scope(admin).delete_app(id).await).await?;
+        let details = json!({ "name": app.name });
+        self.audit(admin, Some(&app.tenant_id), "app.deleted", id, details)
+            .await;
+        Ok(())
+    }
+
+    async fn reveal_keys(&self, admin: &Admin, id: &str) -> PortResult<AppDetail> {
+        let app = self.app_for(admin, id, Permission::RevealSecrets).await?;
+        let mut detail = self.detail_live(admin, app.clone()).await;
+        let mut keys = vec![app.key.clone()];
+        keys.extend(app.previous_key.as_ref().map(|p| p.key.clone()));
+        let details = json!({ "keys": keys });
+        self.audit(admin, Some(&app.tenant_id), "key.revealed", id, details)
+            .await;
+        detail.keys = self.detail_with(app, true).keys;
+        Ok(detail)
     }
 
     async fn rotate_key(
@@ -669,6 +676,9 @@ impl AdminPort for AdminApi {
         let app = self
             .changed(self.scope(admin).rotate_key(id, grace_seconds).await)
             .await?;
+        let details = json!({ "new_key": app.key, "grace_seconds": grace_seconds });
+        self.audit(admin, Some(&app.tenant_id), "key.rotated", id, details)
+            .await;
         Ok(self.detail(app))
     }
 
@@ -676,6 +686,9 @@ impl AdminPort for AdminApi {
         let app = self
             .changed(self.scope(admin).revoke_key(id, key).await)
             .await?;
+        let details = json!({ "key": key });
+        self.audit(admin, Some(&app.tenant_id), "key.revoked", id, details)
+            .await;
         Ok(self.detail(app))
     }
 
@@ -761,6 +774,8 @@ impl AdminPort for AdminApi {
 
     async fn webhooks(&self, admin: &Admin, id: &str) -> PortResult<WebhooksView> {
         self.scoped_app(admin, id).await?;
+        // Header values may be credentials of the receiver: secrets, hidden from viewers.
+        let secrets = self.scope(admin).require(Permission::RevealSecrets).is_ok();
         let store = &self.node.store;
         let endpoints = store.list_webhooks(Some(id)).await.map_err(port_error)?;
         let recent = store.deliveries(id, None, 50).await.map_err(port_error)?;
@@ -773,7 +788,17 @@ impl AdminPort for AdminApi {
                 .into_iter()
                 .map(|h| WebhookRow {
                     events: h.events.iter().map(|k| k.as_str().to_owned()).collect(),
-                    headers: h.headers.iter().map(|(n, v)| format!("{n}: {v}")).collect(),
+                    headers: h
+                        .headers
+                        .iter()
+                        .map(|(n, v)| {
+                            if secrets {
+                                format!("{n}: {v}")
+                            } else {
+                                format!("{n}: (hidden)")
+                            }
+                        })
+                        .collect(),
                     id: h.id,
                     url: h.url,
                     prefix: h.channel_prefix,
@@ -789,7 +814,8 @@ impl AdminPort for AdminApi {
     }
 
     async fn add_webhook(&self, admin: &Admin, id: &str, form: WebhookForm) -> PortResult<()> {
-        self.scoped_app(admin, id).await?;
+        let app = self.app_for(admin, id, Permission::WriteWebhooks).await?;
+        let details = webhook_details(&form);
         let input = webhook_input(id, form);
         let checked = match crate::webhooks::check_destination(
             &self.node.settings.webhooks,
@@ -797,10 +823,20 @@ impl AdminPort for AdminApi {
         )
         .await
         {
-            Ok(()) => self.node.store.create_webhook(input).await.map(drop),
+            Ok(()) => self.node.store.create_webhook(input).await,
             Err(refused) => Err(refused),
         };
-        self.changed(checked).await
+        let hook = self.changed(checked).await?;
+        let target = format!("{id}/{}", hook.id);
+        self.audit(
+            admin,
+            Some(&app.tenant_id),
+            "webhook.created",
+            &target,
+            details,
+        )
+        .await;
+        Ok(())
     }
 
     async fn update_webhook(
@@ -810,7 +846,8 @@ impl AdminPort for AdminApi {
         webhook_id: &str,
         form: WebhookForm,
     ) -> PortResult<()> {
-        self.scoped_app(admin, id).await?;
+        let app = self.app_for(admin, id, Permission::WriteWebhooks).await?;
+        let details = webhook_details(&form);
         let input = webhook_input(id, form);
         let checked = match crate::webhooks::check_destination(
             &self.node.settings.webhooks,
@@ -826,11 +863,21 @@ impl AdminPort for AdminApi {
                 .map(drop),
             Err(refused) => Err(refused),
         };
-        self.changed(checked).await
+        self.changed(checked).await?;
+        let target = format!("{id}/{webhook_id}");
+        self.audit(
+            admin,
+            Some(&app.tenant_id),
+            "webhook.updated",
+            &target,
+            details,
+        )
+        .await;
+        Ok(())
     }
 
     async fn remove_webhook(&self, admin: &Admin, id: &str, webhook_id: &str) -> PortResult<()> {
-        self.scoped_app(admin, id).await?;
+        let app = self.app_for(admin, id, Permission::WriteWebhooks).await?;
         self.changed(
             self.node
                 .store
@@ -838,11 +885,21 @@ impl AdminPort for AdminApi {
                 .await
                 .map(drop),
         )
-        .await
+        .await?;
+        let target = format!("{id}/{webhook_id}");
+        self.audit(
+            admin,
+            Some(&app.tenant_id),
+            "webhook.deleted",
+            &target,
+            json!({}),
+        )
+        .await;
+        Ok(())
     }
 
     async fn test_webhook(&self, admin: &Admin, id: &str, webhook_id: &str) -> PortResult<()> {
-        self.scoped_app(admin, id).await?;
+        self.app_for(admin, id, Permission::WriteWebhooks).await?;
         if self.node.webhooks.endpoint(id, webhook_id).is_none() {
             return Err(PortError::NotFound);
         }
@@ -870,7 +927,7 @@ impl AdminPort for AdminApi {
         id: &str,
         delivery_id: Option<i64>,
     ) -> PortResult<u64> {
-        self.scoped_app(admin, id).await?;
+        self.app_for(admin, id, Permission::WriteWebhooks).await?;
         let queued = self
             .node
             .store
@@ -897,40 +954,5 @@ impl AdminPort for AdminApi {
             Some(cluster) if !admin.operator => cluster.node_label(node_id),
             _ => node_id.to_owned(),
         }
-    }
-}
-
-/// The settings page's view of an app's Mercure settings (the HS256 key stays out of it).
-fn mercure_view(app: &App, public_url: &str) -> MercureView {
-    let m = &app.mercure;
-    let (key_mode, public_key) = match &m.jwt_key {
-        MercureKey::AppSecret => ("app_secret", String::new()),
-        MercureKey::Hmac(_) => ("hs256", String::new()),
-        MercureKey::PublicPem(pem) => ("public_key", pem.clone()),
-    };
-    MercureView {
-        hub_url: MercureSettings::hub_url(&app.id, public_url),
-        key_mode: key_mode.to_owned(),
-        public_key,
-        audience: m.audience.clone().unwrap_or_default(),
-        issuer: m.issuer.clone().unwrap_or_default(),
-        anonymous: m.anonymous,
-        history_size: u64::from(m.history_size),
-        history_seconds: u64::from(m.history_seconds),
-    }
-}
-
-fn mercure_patch(changes: MercureChanges) -> MercurePatch {
-    MercurePatch {
-        jwt_key: changes.key.map(|key| match key {
-            MercureKeyChange::AppSecret => MercureKey::AppSecret,
-            MercureKeyChange::Hmac(key) => MercureKey::Hmac(crate::auth::Secret::new(key)),
-            MercureKeyChange::PublicPem(pem) => MercureKey::PublicPem(pem),
-        }),
-        audience: changes.audience,
-        issuer: changes.issuer,
-        anonymous: changes.anonymous,
-        history_size: changes.history_size,
-        history_seconds: changes.history_seconds,
     }
 }

@@ -1,0 +1,124 @@
+//! Invitations: the port's calls over the store's, the link they send, and their audit entries.
+
+use herald_dashboard::{Admin, InvitationRow, PortResult, Role};
+use serde_json::json;
+
+use super::convert::{member_tenant, port_role, user_role};
+use super::{admin_of, port_error, AdminApi};
+use crate::tenants::Invitation;
+
+/// Hands an invitation's link to the mailer. Until the mailer is merged: logged at info level,
+/// the documented no-SMTP fallback (the token appears in this line and nowhere else).
+pub(super) fn deliver_invitation(email: &str, link: &str) {
+    tracing::info!(%email, %link, "invitation to join a tenant (no mailer configured: follow the link to accept)");
+}
+
+fn row(invitation: Invitation) -> InvitationRow {
+    InvitationRow {
+        role: port_role(invitation.role),
+        id: invitation.id,
+        email: invitation.email,
+        invited_by: invitation.invited_by,
+        expires_at: invitation.expires_at,
+    }
+}
+
+impl AdminApi {
+    pub(super) async fn list_invitations(&self, admin: &Admin) -> PortResult<Vec<InvitationRow>> {
+        let tenant = member_tenant(admin)?;
+        let list = self
+            .scope(admin)
+            .invitations(&tenant)
+            .await
+            .map_err(port_error)?;
+        Ok(list.into_iter().map(row).collect())
+    }
+
+    pub(super) async fn send_invitation(
+        &self,
+        admin: &Admin,
+        email: &str,
+        role: Role,
+    ) -> PortResult<InvitationRow> {
+        let tenant = member_tenant(admin)?;
+        let (invitation, token) = self
+            .scope(admin)
+            .invite(&tenant, email, user_role(role), &admin.email)
+            .await
+            .map_err(port_error)?;
+        let link = format!(
+            "{}/dashboard/join?token={token}",
+            self.public_url().trim_end_matches('/')
+        );
+        deliver_invitation(&invitation.email, &link);
+        let details = json!({ "role": invitation.role, "expires_at": invitation.expires_at });
+        self.audit(
+            admin,
+            Some(&tenant),
+            "member.invited",
+            &invitation.email,
+            details,
+        )
+        .await;
+        Ok(row(invitation))
+    }
+
+    pub(super) async fn cancel_invitation(
+        &self,
+        admin: &Admin,
+        id: &str,
+    ) -> PortResult<InvitationRow> {
+        let tenant = member_tenant(admin)?;
+        let invitation = self
+            .scope(admin)
+            .revoke_invitation(&tenant, id)
+            .await
+            .map_err(port_error)?;
+        let details = json!({ "role": invitation.role });
+        self.audit(
+            admin,
+            Some(&tenant),
+            "invitation.revoked",
+            &invitation.email,
+            details,
+        )
+        .await;
+        Ok(row(invitation))
+    }
+
+    pub(super) async fn find_invitation(&self, token: &str) -> PortResult<Option<InvitationRow>> {
+        let found = self
+            .node
+            .store
+            .invitation(token)
+            .await
+            .map_err(port_error)?;
+        Ok(found.map(row))
+    }
+
+    pub(super) async fn join(
+        &self,
+        token: &str,
+        password: &str,
+        address: &str,
+    ) -> PortResult<Admin> {
+        let (invitation, user) = self
+            .node
+            .store
+            .accept_invitation(token, password)
+            .await
+            .map_err(port_error)?;
+        let mut admin = admin_of(user);
+        admin.address = address.to_owned();
+        let details = json!({ "role": invitation.role, "invited_by": invitation.invited_by });
+        self.audit(
+            &admin,
+            Some(&invitation.tenant_id),
+            "member.joined",
+            &admin.email,
+            details,
+        )
+        .await;
+        Ok(admin)
+    }
+}

@@ -1,0 +1,294 @@
+//! Invitations to join a tenant with a role: a random 32-byte token (sent in a link, stored only
+//! as its SHA-256), single-use, expiring after [`INVITATION_TTL_SECONDS`]. A tenant has at most
+//! [`MAX_PENDING_INVITATIONS`] pending and may send [`MAX_INVITATIONS_PER_HOUR`] an hour;
+//! expired ones are swept whenever a tenant's invitations are read or written.
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::sessions::session_key;
+use super::users::{check_password, hash_password, normalise_email, user_from_row, USER_COLUMNS};
+use super::{fresh_id, Conflict, Permission, Scoped, Store, StoreError, User, UserRole};
+
+/// How long an invitation may be accepted: 7 days.
+pub const INVITATION_TTL_SECONDS: i64 = 7 * 86_400;
+/// Pending invitations a tenant may have.
+pub const MAX_PENDING_INVITATIONS: i64 = 100;
+/// Invitations a tenant may send (or resend) in an hour.
+pub const MAX_INVITATIONS_PER_HOUR: i64 = 30;
+
+/// A pending invitation (the token is not in it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Invitation {
+    /// Id.
+    pub id: String,
+    /// The tenant.
+    pub tenant_id: String,
+    /// Who is invited (lowercase).
+    pub email: String,
+    /// The role they get.
+    pub role: UserRole,
+    /// The inviter's email.
+    pub invited_by: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+fn invitation_from_row(row: &AnyRow) -> Result<Invitation, sqlx::Error> {
+    let role: String = row.try_get("role")?;
+    Ok(Invitation {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        email: row.try_get("email")?,
+        role: UserRole::parse(&role).unwrap_or(UserRole::Viewer),
+        invited_by: row.try_get("invited_by")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+const COLUMNS: &str = "id, tenant_id, email, role, invited_by, created_at, expires_at";
+
+impl Store {
+    /// Invites `email` to `tenant_id` as `role`, replacing a pending invitation of the same
+    /// email (a resend: the old link stops working). Returns it and the token for the link.
+    pub async fn create_invitation(
+        &self,
+        tenant_id: &str,
+        email: &str,
+        role: UserRole,
+        invited_by: &str,
+    ) -> Result<(Invitation, String), StoreError> {
+        let email = normalise_email(email)?;
+        if !role.is_tenant_role() {
+            return Err(StoreError::Invalid(
+                "invite as owner, admin, developer or viewer".into(),
+            ));
+        }
+        let now = self.clock.now_seconds();
+        let mut tx = self.write_tx().await?;
+        let locked = sqlx::query("UPDATE tenants SET name = name WHERE id = $1")
+            .bind(tenant_id.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        if locked.rows_affected() == 0 {
+            return Err(StoreError::TenantNotFound(tenant_id.to_owned()));
+        }
+        sqlx::query("DELETE FROM invitations WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let taken = sqlx::query("SELECT id FROM users WHERE email = $1")
+            .bind(email.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(Conflict::EmailTaken(email).into());
+        }
+        sqlx::query("DELETE FROM invitations WHERE tenant_id = $1 AND email = $2")
+            .bind(tenant_id.to_owned())
+            .bind(email.clone())
+            .execute(&mut *tx)
+            .await?;
+        let counts = sqlx::query(
+            "SELECT COUNT(*) AS pending, \
+             COALESCE(SUM(CASE WHEN created_at > $2 THEN 1 ELSE 0 END), 0) AS recent \
+             FROM invitations WHERE tenant_id = $1",
+        )
+        .bind(tenant_id.to_owned())
+        .bind(now - 3600)
+        .fetch_one(&mut *tx)
+        .await?;
+        if counts.try_get::<i64, _>("pending")? >= MAX_PENDING_INVITATIONS {
+            return Err(StoreError::Invalid(format!(
+                "a tenant may have at most {MAX_PENDING_INVITATIONS} pending invitations: revoke some first"
+            )));
+        }
+        if counts.try_get::<i64, _>("recent")? >= MAX_INVITATIONS_PER_HOUR {
+            return Err(StoreError::Invalid(format!(
+                "at most {MAX_INVITATIONS_PER_HOUR} invitations an hour: try again later"
+            )));
+        }
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        let token = hex::encode(bytes);
+        let id = fresh_id(&mut tx, "invitations", 10_000..100_000_000).await?;
+        let invitation = Invitation {
+            id,
+            tenant_id: tenant_id.to_owned(),
+            email,
+            role,
+            invited_by: invited_by.to_owned(),
+            created_at: now,
+            expires_at: now + INVITATION_TTL_SECONDS,
+        };
+        sqlx::query(
+            "INSERT INTO invitations \
+             (id, tenant_id, email, role, token_hash, invited_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(invitation.id.clone())
+        .bind(invitation.tenant_id.clone())
+        .bind(invitation.email.clone())
+        .bind(role.as_str())
+        .bind(session_key(&token))
+        .bind(invitation.invited_by.clone())
+        .bind(invitation.created_at)
+        .bind(invitation.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((invitation, token))
+    }
+
+    /// A tenant's pending invitations, newest first (expired ones are swept first).
+    pub async fn list_invitations(&self, tenant_id: &str) -> Result<Vec<Invitation>, StoreError> {
+        self.sweep_invitations().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM invitations WHERE tenant_id = $1 ORDER BY created_at DESC, id"
+        ))
+        .bind(tenant_id.to_owned())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(invitation_from_row)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Deletes expired invitations; returns how many.
+    pub async fn sweep_invitations(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM invitations WHERE expires_at <= $1")
+            .bind(self.clock.now_seconds())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Revokes a pending invitation of `tenant_id`; returns it.
+    pub async fn revoke_invitation(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Invitation, StoreError> {
+        let found = self
+            .list_invitations(tenant_id)
+            .await?
+            .into_iter()
+            .find(|i| i.id == id)
+            .ok_or_else(|| StoreError::UserNotFound(format!("member invitation {id}")))?;
+        sqlx::query("DELETE FROM invitations WHERE id = $1 AND tenant_id = $2")
+            .bind(id.to_owned())
+            .bind(tenant_id.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(found)
+    }
+
+    /// The live invitation of `token`, if any (nothing is hashed with argon2 for a bad token).
+    pub async fn invitation(&self, token: &str) -> Result<Option<Invitation>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM invitations WHERE token_hash = $1 AND expires_at > $2"
+        ))
+        .bind(session_key(token))
+        .bind(self.clock.now_seconds())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(invitation_from_row).transpose()?)
+    }
+
+    /// Accepts the invitation of `token`: creates its user with `password` (the rules of
+    /// [`super::check_new_user`]) and the invited role, and consumes the invitation.
+    pub async fn accept_invitation(
+        &self,
+        token: &str,
+        password: &str,
+    ) -> Result<(Invitation, User), StoreError> {
+        let invitation = self.invitation(token).await?.ok_or_else(|| {
+            StoreError::Invalid("this invitation is unknown, used or expired".into())
+        })?;
+        check_password(password)?;
+        let hash = hash_password(password).await?;
+        let mut tx = self.write_tx().await?;
+        // Single use: whoever deletes the row first creates the user.
+        let consumed =
+            sqlx::query("DELETE FROM invitations WHERE token_hash = $1 AND expires_at > $2")
+                .bind(session_key(token))
+                .bind(self.clock.now_seconds())
+                .execute(&mut *tx)
+                .await?;
+        if consumed.rows_affected() == 0 {
+            return Err(StoreError::Invalid(
+                "this invitation is unknown, used or expired".into(),
+            ));
+        }
+        let taken = sqlx::query("SELECT id FROM users WHERE email = $1")
+            .bind(invitation.email.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(Conflict::EmailTaken(invitation.email.clone()).into());
+        }
+        let id = fresh_id(&mut tx, "users", 10_000..100_000_000).await?;
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, role, tenant_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id.clone())
+        .bind(invitation.email.clone())
+        .bind(hash)
+        .bind(invitation.role.as_str())
+        .bind(invitation.tenant_id.clone())
+        .bind(self.clock.now_seconds())
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let user = user_from_row(&row)?;
+        tx.commit().await?;
+        Ok((invitation, user))
+    }
+}
+
+impl Scoped<'_> {
+    /// Invites `email` as `role` (owners and admins; only an owner invites an owner).
+    pub async fn invite(
+        &self,
+        tenant_id: &str,
+        email: &str,
+        role: UserRole,
+        invited_by: &str,
+    ) -> Result<(Invitation, String), StoreError> {
+        self.member_scope(tenant_id, Permission::ManageMembers)?;
+        let mine = self.actor().role();
+        if !mine.may_assign(role) {
+            return Err(StoreError::RoleDenied(format!(
+                "Your role ({mine}) may not invite an {role}."
+            )));
+        }
+        self.store
+            .create_invitation(tenant_id, email, role, invited_by)
+            .await
+    }
+
+    /// The tenant's pending invitations.
+    pub async fn invitations(&self, tenant_id: &str) -> Result<Vec<Invitation>, StoreError> {
+        self.member_scope(tenant_id, Permission::ManageMembers)?;
+        self.store.list_invitations(tenant_id).await
+    }
+
+    /// Revokes one.
+    pub async fn revoke_invitation(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Invitation, StoreError> {
+        self.member_scope(tenant_id, Permission::ManageMembers)?;
+        self.store.revoke_invitation(tenant_id, id).await
+    }
+}

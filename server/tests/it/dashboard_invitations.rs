@@ -1,0 +1,232 @@
+//! Invitations: owners and admins invite by email with a role (only an owner invites an owner;
+//! developers and viewers get 403), resend (the old link stops working) and revoke; the link's
+//! page accepts a password with the sign-up rules and signs the member in with the invited role;
+//! a link works once and not after expiry; each step is audited; the bounds hold.
+
+use herald::tenants::{AuditFilter, UserRole, MAX_PENDING_INVITATIONS};
+
+use crate::dashboard_helpers::*;
+
+const PASSWORD: &str = "member password 1";
+
+#[tokio::test]
+async fn an_invited_member_joins_once_with_the_invited_role() {
+    let app = spawn_dashboard().await;
+    let browser = Browser::new(&app);
+    let store = &app.node.store;
+    let acme = store.create_tenant("Acme").await.unwrap();
+    let t = acme.id.clone();
+    for role in UserRole::TENANT_ROLES {
+        store
+            .create_user(&format!("{role}@acme.test"), PASSWORD, role, Some(&t))
+            .await
+            .unwrap();
+    }
+    let admin = browser.sign_in("admin@acme.test", PASSWORD).await;
+    let post = |s: &Session, path: &str, form: Form| {
+        let form = with_csrf(&form, &s.csrf);
+        let (cookie, path, browser) = (s.cookie.clone(), path.to_owned(), &browser);
+        async move { browser.post(Some(&cookie), &path, &form).await }
+    };
+    let invite =
+        |email: &str, role: &str| vec![("email", email.to_owned()), ("role", role.to_owned())];
+
+    // Developers and viewers may not invite; an admin may not invite an owner.
+    for role in [UserRole::Developer, UserRole::Viewer] {
+        let s = browser
+            .sign_in(&format!("{role}@acme.test"), PASSWORD)
+            .await;
+        let page = post(
+            &s,
+            "/dashboard/invitations",
+            invite("x@acme.test", "viewer"),
+        )
+        .await;
+        assert_eq!(page.status, 403, "{role}: {}", page.body);
+    }
+    let page = post(
+        &admin,
+        "/dashboard/invitations",
+        invite("x@acme.test", "owner"),
+    )
+    .await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    // An existing user's email: an error on the form.
+    let page = post(
+        &admin,
+        "/dashboard/invitations",
+        invite("viewer@acme.test", "viewer"),
+    )
+    .await;
+    assert!(page.location().contains("?error="), "{}", page.location());
+    assert!(store.list_invitations(&t).await.unwrap().is_empty());
+
+    post(
+        &admin,
+        "/dashboard/invitations",
+        invite("New@Acme.test", "developer"),
+    )
+    .await
+    .assert_done("invite");
+    let pending = store.list_invitations(&t).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].email, "new@acme.test");
+    assert_eq!(pending[0].role, UserRole::Developer);
+    let members = browser.get(Some(&admin.cookie), "/dashboard/members").await;
+    assert!(members.body.contains("new@acme.test"), "{}", members.body);
+
+    // Resend replaces it (the dashboard's link is logged; take a fresh token from the store to
+    // follow one here), revoke removes it.
+    let id = pending[0].id.clone();
+    post(
+        &admin,
+        &format!("/dashboard/invitations/{id}/resend"),
+        vec![],
+    )
+    .await
+    .assert_done("resend");
+    let pending = store.list_invitations(&t).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_ne!(pending[0].id, id);
+    post(
+        &admin,
+        &format!("/dashboard/invitations/{}/revoke", pending[0].id),
+        vec![],
+    )
+    .await
+    .assert_done("revoke");
+    assert!(store.list_invitations(&t).await.unwrap().is_empty());
+
+    let (_, old_token) = store
+        .create_invitation(&t, "new@acme.test", UserRole::Developer, "admin@acme.test")
+        .await
+        .unwrap();
+    let (_, token) = store
+        .create_invitation(&t, "new@acme.test", UserRole::Developer, "admin@acme.test")
+        .await
+        .unwrap();
+    assert_eq!(token.len(), 64, "32 random bytes, hex");
+    // The replaced link is gone; an unknown one too.
+    for bad in [old_token.as_str(), &"ab".repeat(32), "short"] {
+        let page = browser
+            .get(None, &format!("/dashboard/join?token={bad}"))
+            .await;
+        assert_eq!(page.status, 404, "{}", page.body);
+    }
+    let page = browser
+        .get(None, &format!("/dashboard/join?token={token}"))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("new@acme.test") && page.body.contains("developer"));
+    // The password rules of sign-up: too short, or differing confirmation, is refused.
+    let join = |password: &str, confirm: &str| {
+        vec![
+            ("token", token.clone()),
+            ("password", password.to_owned()),
+            ("confirm", confirm.to_owned()),
+        ]
+    };
+    let page = browser
+        .post(None, "/dashboard/join", &join("short", "short"))
+        .await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    let page = browser
+        .post(
+            None,
+            "/dashboard/join",
+            &join("long enough 1", "long enough 2"),
+        )
+        .await;
+    assert_eq!(page.status, 400);
+    assert!(store
+        .user_by_email("new@acme.test")
+        .await
+        .unwrap()
+        .is_none());
+    // Accepted: signed in, with the invited role, on the apps page.
+    let page = browser
+        .post(
+            None,
+            "/dashboard/join",
+            &join("long enough 1", "long enough 1"),
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert_eq!(page.location(), "/dashboard/apps");
+    let cookie = format!("herald_session={}", page.cookie("herald_session").unwrap());
+    let account = browser.get(Some(&cookie), "/dashboard/account").await;
+    assert!(
+        account.body.contains("developer of tenant"),
+        "{}",
+        account.body
+    );
+    let user = store.user_by_email("new@acme.test").await.unwrap().unwrap();
+    assert_eq!(
+        (user.role, user.tenant_id.as_deref()),
+        (UserRole::Developer, Some(t.as_str()))
+    );
+    assert!(password_works(&app, "new@acme.test", "long enough 1").await);
+    // Single use.
+    let again = browser
+        .post(
+            None,
+            "/dashboard/join",
+            &join("another one 1", "another one 1"),
+        )
+        .await;
+    assert_eq!(again.status, 404);
+    assert!(password_works(&app, "new@acme.test", "long enough 1").await);
+
+    // Audited: invited (by the dashboard, three times), revoked, joined; no token anywhere.
+    let entries = store
+        .audit_entries(&AuditFilter {
+            tenant_id: Some(t.clone()),
+            action: Some("member.".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["member.joined", "member.invited", "member.invited"]
+    );
+    assert_eq!(entries[0].actor, "new@acme.test");
+    let all = serde_json::to_string(
+        &store
+            .audit_entries(&AuditFilter {
+                tenant_id: Some(t.clone()),
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(all.contains("invitation.revoked"));
+    assert!(!all.contains(&token) && !all.contains(&old_token));
+}
+
+#[tokio::test]
+async fn invitations_are_bounded_per_tenant() {
+    let app = spawn_dashboard().await;
+    let store = &app.node.store;
+    let acme = store.create_tenant("Acme").await.unwrap();
+    let mut refused = None;
+    for n in 0..=MAX_PENDING_INVITATIONS {
+        match store
+            .create_invitation(&acme.id, &format!("u{n}@acme.test"), UserRole::Viewer, "a")
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some((n, e.to_string()));
+                break;
+            }
+        }
+    }
+    // The hourly limit (30) comes first.
+    let (n, message) = refused.expect("a limit");
+    assert_eq!(n, 30, "{message}");
+    assert!(message.contains("an hour"), "{message}");
+    assert_eq!(store.list_invitations(&acme.id).await.unwrap().len(), 30);
+}

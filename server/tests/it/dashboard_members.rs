@@ -1,0 +1,244 @@
+//! The members page: owners and admins list members, change roles and remove members; the
+//! others get 403 (a forged form changes nothing), another tenant's member is "not found", only
+//! an owner touches owners, a tenant keeps one owner or admin, and lowering a role or removing a
+//! member ends their sessions at once.
+
+use herald::tenants::UserRole;
+
+use crate::dashboard_helpers::*;
+
+const PASSWORD: &str = "member password 1";
+
+#[tokio::test]
+async fn owners_and_admins_manage_members_and_lowered_or_removed_members_are_signed_out() {
+    let app = spawn_dashboard().await;
+    let browser = Browser::new(&app);
+    let store = &app.node.store;
+    let acme = store.create_tenant("Acme").await.unwrap();
+    let globex = store.create_tenant("Globex").await.unwrap();
+    let mut ids = std::collections::HashMap::new();
+    for role in UserRole::TENANT_ROLES {
+        let user = store
+            .create_user(&format!("{role}@acme.test"), PASSWORD, role, Some(&acme.id))
+            .await
+            .unwrap();
+        ids.insert(role, user.id);
+    }
+    store
+        .create_user(
+            "admin@globex.test",
+            PASSWORD,
+            UserRole::Admin,
+            Some(&globex.id),
+        )
+        .await
+        .unwrap();
+    let mut sessions = std::collections::HashMap::new();
+    for role in UserRole::TENANT_ROLES {
+        sessions.insert(
+            role,
+            browser
+                .sign_in(&format!("{role}@acme.test"), PASSWORD)
+                .await,
+        );
+    }
+    let globex_admin = browser.sign_in("admin@globex.test", PASSWORD).await;
+    let operator = browser.sign_in(OPERATOR, OPERATOR_PASSWORD).await;
+    let get = |s: &Session| {
+        let cookie = s.cookie.clone();
+        let browser = &browser;
+        async move { browser.get(Some(&cookie), "/dashboard/members").await }
+    };
+
+    // Who sees the page.
+    for role in [UserRole::Owner, UserRole::Admin] {
+        let page = get(&sessions[&role]).await;
+        assert_eq!(page.status, 200, "{role}: {}", page.body);
+        for other in UserRole::TENANT_ROLES {
+            assert!(page.body.contains(&format!("{other}@acme.test")), "{role}");
+        }
+        assert!(!page.body.contains("globex"), "{role}");
+        // Only an owner is offered "owner".
+        assert_eq!(
+            page.body.contains(r#"<option value="owner">"#),
+            role == UserRole::Owner,
+            "{role}: {}",
+            page.body
+        );
+    }
+    for role in [UserRole::Developer, UserRole::Viewer] {
+        let page = get(&sessions[&role]).await;
+        assert_eq!(page.status, 403, "{role}: {}", page.body);
+        assert!(!page.body.contains("owner@acme.test"));
+    }
+    get(&operator)
+        .await
+        .assert_not_found("the operator has the users page");
+    let home = browser
+        .get(Some(&sessions[&UserRole::Admin].cookie), "/dashboard/apps")
+        .await;
+    assert!(home.body.contains("/dashboard/members"));
+    let home = browser
+        .get(
+            Some(&sessions[&UserRole::Developer].cookie),
+            "/dashboard/apps",
+        )
+        .await;
+    assert!(!home.body.contains("/dashboard/members"));
+
+    let before = snapshot(&app).await;
+    let post = |s: &Session, path: String, form: Form| {
+        let form = with_csrf(&form, &s.csrf);
+        let cookie = s.cookie.clone();
+        let browser = &browser;
+        async move { browser.post(Some(&cookie), &path, &form).await }
+    };
+    let role_form = |role: &str| vec![("role", role.to_owned())];
+    let dev = ids[&UserRole::Developer].clone();
+    let owner = ids[&UserRole::Owner].clone();
+    // Developers and viewers: 403 for every members form, even with a valid session and token.
+    for role in [UserRole::Developer, UserRole::Viewer] {
+        let s = &sessions[&role];
+        for (path, form) in [
+            (format!("/dashboard/members/{dev}/role"), role_form("admin")),
+            (format!("/dashboard/members/{owner}/remove"), vec![]),
+        ] {
+            let page = post(s, path.clone(), form).await;
+            assert_eq!(page.status, 403, "{role}: POST {path}: {}", page.body);
+        }
+    }
+    // An admin may not touch an owner, nor make one.
+    let admin = &sessions[&UserRole::Admin];
+    for (path, form) in [
+        (format!("/dashboard/members/{dev}/role"), role_form("owner")),
+        (
+            format!("/dashboard/members/{owner}/role"),
+            role_form("viewer"),
+        ),
+        (format!("/dashboard/members/{owner}/remove"), vec![]),
+    ] {
+        let page = post(admin, path.clone(), form).await;
+        assert_eq!(page.status, 403, "admin: POST {path}: {}", page.body);
+        assert!(page.body.contains("owner"), "{}", page.body);
+    }
+    // Another tenant's admin: not found. An unknown role: an error on the form.
+    for (path, form) in [
+        (
+            format!("/dashboard/members/{dev}/role"),
+            role_form("viewer"),
+        ),
+        (format!("/dashboard/members/{dev}/remove"), vec![]),
+    ] {
+        post(&globex_admin, path.clone(), form)
+            .await
+            .assert_not_found(&format!("globex: POST {path}"));
+    }
+    let page = post(
+        admin,
+        format!("/dashboard/members/{dev}/role"),
+        role_form("operator"),
+    )
+    .await;
+    assert!(page.location().contains("?error="), "{}", page.location());
+    assert_eq!(snapshot(&app).await, before, "nothing changed");
+    for s in sessions.values() {
+        assert_eq!(
+            browser.get(Some(&s.cookie), "/dashboard/apps").await.status,
+            200
+        );
+    }
+
+    // The admin lowers the developer to viewer: the developer is signed out at once.
+    let page = post(
+        admin,
+        format!("/dashboard/members/{dev}/role"),
+        role_form("viewer"),
+    )
+    .await;
+    page.assert_done("lower the developer");
+    let user = store.get_user(&dev).await.unwrap().unwrap();
+    assert_eq!(user.role, UserRole::Viewer);
+    assert_eq!(store.session_count(&dev).await.unwrap(), 0);
+    browser
+        .get(
+            Some(&sessions[&UserRole::Developer].cookie),
+            "/dashboard/apps",
+        )
+        .await
+        .assert_sign_in_redirect("/dashboard/apps", "a lowered member's cookie");
+    // Raising a role keeps the member signed in.
+    let again = browser.sign_in("developer@acme.test", PASSWORD).await;
+    post(
+        admin,
+        format!("/dashboard/members/{dev}/role"),
+        role_form("developer"),
+    )
+    .await
+    .assert_done("raise back");
+    assert_eq!(
+        browser
+            .get(Some(&again.cookie), "/dashboard/apps")
+            .await
+            .status,
+        200
+    );
+
+    // The admin removes the viewer: gone, and their cookie is refused at once.
+    let viewer = ids[&UserRole::Viewer].clone();
+    post(admin, format!("/dashboard/members/{viewer}/remove"), vec![])
+        .await
+        .assert_done("remove the viewer");
+    assert!(store.get_user(&viewer).await.unwrap().is_none());
+    assert_eq!(store.session_count(&viewer).await.unwrap(), 0);
+    browser
+        .get(Some(&sessions[&UserRole::Viewer].cookie), "/dashboard/apps")
+        .await
+        .assert_sign_in_redirect("/dashboard/apps", "a removed member's cookie");
+
+    // The owner removes the admin, then cannot step down: the tenant keeps a manager.
+    let owner_s = &sessions[&UserRole::Owner];
+    let admin_id = ids[&UserRole::Admin].clone();
+    post(
+        owner_s,
+        format!("/dashboard/members/{admin_id}/remove"),
+        vec![],
+    )
+    .await
+    .assert_done("the owner removes the admin");
+    for (path, form) in [
+        (
+            format!("/dashboard/members/{owner}/role"),
+            role_form("developer"),
+        ),
+        (format!("/dashboard/members/{owner}/remove"), vec![]),
+    ] {
+        let page = post(owner_s, path.clone(), form).await;
+        assert_eq!(page.status, 303, "{path}");
+        assert!(
+            page.location().contains("?error="),
+            "{path}: {}",
+            page.location()
+        );
+    }
+    let user = store.get_user(&owner).await.unwrap().unwrap();
+    assert_eq!(user.role, UserRole::Owner);
+    // The owner may make another owner, who may then let the first step down.
+    post(
+        owner_s,
+        format!("/dashboard/members/{dev}/role"),
+        role_form("owner"),
+    )
+    .await
+    .assert_done("a second owner");
+    post(
+        owner_s,
+        format!("/dashboard/members/{owner}/role"),
+        role_form("viewer"),
+    )
+    .await
+    .assert_done("the first owner steps down");
+    assert_eq!(
+        store.get_user(&owner).await.unwrap().unwrap().role,
+        UserRole::Viewer
+    );
+}
