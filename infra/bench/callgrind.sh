@@ -15,15 +15,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-mode="${1:-rest}"; bin="${2:-target/release/herald}"
+mode="${1:-rest}"; bin="${2:-target/release/herald}"; null=0
 [ "$bin" = null ] && bin=target/release/herald-null-server
+[[ "$(basename "$bin")" == *null-server* ]] && null=1
 loadgen=target/release/herald-loadgen
 KEY=bench-key-0123456789; SECRET=bench-secret-0123456789; APP=1
 out="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 ulimit -n 20000 2>/dev/null || true
 
-if [[ "$bin" == *null-server ]]; then
+if [ "$null" = 1 ]; then
   valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" "$bin" "127.0.0.1:$port" \
     >"$out/log" 2>&1 &
 else

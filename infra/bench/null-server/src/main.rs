@@ -166,6 +166,10 @@ async fn websocket(stream: Arc<TcpStream>, mut buf: Vec<u8>, channels: Channels)
             }
             buf.drain(..used);
         }
+        if buf.is_empty() {
+            // An idle subscriber holds no buffer while it waits (the memory row's floor).
+            buf = Vec::new();
+        }
         if buf.len() > MAX_BYTES || !fill(&stream, &mut buf).await {
             break;
         }
