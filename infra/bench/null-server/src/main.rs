@@ -12,7 +12,8 @@
 //!
 //! A send that does not take the whole frame (a full socket buffer) shuts that socket down: a
 //! half-written frame would corrupt the stream, and the load generator then counts the loss.
-//! No keepalives, no limits beyond a cap on request and frame sizes, no logging, no metrics.
+//! No keepalives, no limits beyond a cap on request and frame sizes, no logging, no metrics;
+//! Herald's allocator (mimalloc), so the rows compare servers rather than allocators.
 //!
 //! Usage: `herald-null-server [ADDR]` (default `127.0.0.1:6001`); it runs until killed.
 
@@ -22,6 +23,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+// Herald's allocator (see server/src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The subscribers of each channel.
 type Channels = Arc<Mutex<HashMap<Vec<u8>, Vec<Arc<TcpStream>>>>>;
