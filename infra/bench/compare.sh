@@ -3,6 +3,12 @@
 # settings; prints a markdown table with the ratios (and writes it to infra/benchmarks.md with
 # --write). Not part of the test command: it takes minutes and installs sockudo.
 #
+# Every single-node run starts with the floor: the null server (infra/bench/null-server, the
+# least a server can do for the load generator: no signature check, no JSON validation, one
+# non-blocking send per subscriber) measured like the others, so each Herald figure is also
+# reported as a fraction of what this machine allows ("Herald / floor"; issue 19). Its REST
+# figure is the null endpoint's (the triggers are signed but not checked).
+#
 #   infra/bench/compare.sh [--quick] [--write] [--runs N] [--baseline BIN] [--no-sockudo] [--cluster|--fallback]
 #
 # --cluster measures the cluster rows instead: 2 Herald nodes (a scratch PostgreSQL database on
@@ -50,7 +56,7 @@ done
 if [ "$write" = 1 ] && [ "$with_sockudo" = 0 ] && [ "$fallback" = 0 ]; then echo "--write keeps the sockudo table: drop --no-sockudo" >&2; exit 2; fi
 [ -n "$baseline" ] && baseline="$(cd "$(dirname "$baseline")" && pwd)/$(basename "$baseline")"
 
-IDLE=10000; IDLE_WARMUP=1000; FANOUT=5000; FANOUT_RATE=10; LATENCY_SUBS=1000; LATENCY_RATE=10; SECONDS_EACH=10
+IDLE=10000; IDLE_WARMUP=1000; FANOUT=5000; FANOUT_RATE=20; LATENCY_SUBS=1000; LATENCY_RATE=10; SECONDS_EACH=10
 FALLBACK_IDLE=2000; FALLBACK_WARMUP=500; FALLBACK_SUBS=1000; FALLBACK_RATE=10
 if [ "$quick" = 1 ]; then IDLE=2000; IDLE_WARMUP=200; FANOUT=1000; LATENCY_SUBS=200; SECONDS_EACH=4; FALLBACK_IDLE=500; FALLBACK_SUBS=200; fi
 
@@ -66,7 +72,7 @@ if [ "$with_sockudo" = 1 ] && [ ! -x "$sockudo" ]; then
 fi
 
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-cargo build --release -q -p herald-server -p herald-loadgen
+cargo build --release -q -p herald-server -p herald-loadgen -p herald-null-server
 loadgen=target/release/herald-loadgen
 KEY=bench-key-0123456789; SECRET=bench-secret-0123456789; APP=1
 results="$(mktemp)"
@@ -122,6 +128,14 @@ JSON
     SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS=1000000 SOCKUDO_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SECOND=1000000 \
     SOCKUDO_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SECOND=1000000 SOCKUDO_DEFAULT_APP_MAX_READ_REQUESTS_PER_SECOND=1000000 \
     "$sockudo" --config "$dir/config.json" >"$dir/log" 2>&1) &
+}
+
+# The floor (see the top of this file): it answers on its port at once.
+start_null() {
+  port="$(free_port)"
+  target/release/herald-null-server "127.0.0.1:$port" &
+  pid=$!
+  wait_port "$port" || { echo "the null server did not start" >&2; exit 1; }
 }
 
 start_sockudo() {
@@ -262,6 +276,7 @@ done
 for run in $(seq "$runs"); do
   [ "$cluster" = 1 ] || [ "$fallback" = 1 ] && break
   [ "$runs" -gt 1 ] && echo "run $run of $runs" >&2
+  start_null; measure floor; stop
   start_herald; measure herald; stop
   if [ -n "$baseline" ]; then start_herald "$baseline"; measure baseline; stop; fi
   if [ "$with_sockudo" = 1 ]; then start_sockudo; measure sockudo; stop; fi
@@ -316,22 +331,24 @@ print("\n".join(lines))
 PY
 )"
 else
-table="$(python3 - "$results" "$IDLE" "$FANOUT" "$LATENCY_SUBS" "$runs" "$cluster" "$IDLE_WARMUP" <<'PY'
+table="$(python3 - "$results" "$IDLE" "$FANOUT" "$LATENCY_SUBS" "$runs" "$cluster" "$IDLE_WARMUP" "$FANOUT_RATE" "$LATENCY_RATE" <<'PY'
 import json, statistics, sys
 cluster = sys.argv[6] == "1"
+fanout_rate, latency_rate = int(sys.argv[8]), int(sys.argv[9])
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-labels = [l for l in ("herald", "baseline", "sockudo") if any(r.get("label") == l for r in rows)]
+labels = [l for l in ("floor", "herald", "baseline", "sockudo") if any(r.get("label") == l for r in rows)]
 def get(label, mode, key):
     values = [r.get(key) for r in rows if r.get("label") == label and r.get("mode") == mode]
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
 def fmt(v, digits=1):
     return "n/a" if v is None else (f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}")
-names = {"herald": "Herald", "baseline": "previous Herald", "sockudo": "sockudo 5.2.0"}
+names = {"floor": "floor (null server)", "herald": "Herald", "baseline": "previous Herald",
+         "sockudo": "sockudo 5.2.0"}
 others = [l for l in labels if l != "herald"]
 median = " (median of %s runs)" % sys.argv[5] if int(sys.argv[5]) > 1 else ""
 lines = ["| measure%s | %s | %s | target |" % (median, " | ".join(names[l] for l in labels),
-         " | ".join(f"Herald vs {names[l]}" for l in others)),
+         " | ".join("Herald / floor" if l == "floor" else f"Herald vs {names[l]}" for l in others)),
          "|---|" + "---|" * (len(labels) + len(others) + 1)]
 def row(name, mode, key, target, lower_is_better=False, digits=1):
     h = get("herald", mode, key)
@@ -339,7 +356,10 @@ def row(name, mode, key, target, lower_is_better=False, digits=1):
     for l in others:
         o, ratio = get(l, mode, key), "n/a"
         if h and o:
-            if l == "baseline":
+            if l == "floor":
+                # A fraction of the floor: of its throughput, or a multiple of its cost.
+                ratio = f"{h / o:.2f}x" if lower_is_better else f"{h / o * 100:.0f}%"
+            elif l == "baseline":
                 change = (h - o) / o * 100
                 worse = change > 5 if lower_is_better else change < -5
                 ratio = f"{change:+.1f}%" + (" (worse)" if worse else "")
@@ -361,14 +381,15 @@ if cluster:
     sys.exit(0)
 row(f"RSS per idle subscribed connection at {int(sys.argv[2]):,}, after {int(sys.argv[7]):,} held (KiB)", "idle", "kib_per_connection", "<= 4 KiB", True, 2)
 row("connections opened per second", "idle", "connections_per_second", "")
-row(f"fan-out deliveries per second ({int(sys.argv[3]):,} subscribers)", "fanout", "deliveries_per_second", "")
-row("fan-out deliveries per server CPU second", "fanout", "deliveries_per_cpu_second", ">= 5x sockudo")
+row(f"fan-out deliveries per second ({int(sys.argv[3]):,} subscribers, {fanout_rate} events/s)", "fanout", "deliveries_per_second", "")
+row("fan-out deliveries per server CPU second", "fanout", "deliveries_per_cpu_second", ">= 5x sockudo; >= 90% of the floor")
 row("fan-out messages lost", "fanout", "lost", "0", digits=0)
-row(f"latency p50 ms ({int(sys.argv[4]):,} subscribers, 10 events/s)", "latency", "latency_ms_p50", "", True, 2)
-row("latency p99 ms", "latency", "latency_ms_p99", "< 5 ms", True, 2)
+row(f"fan-out deliveries per server CPU second ({int(sys.argv[4]):,} subscribers, {latency_rate} events/s)", "latency", "deliveries_per_cpu_second", ">= 90% of the floor")
+row(f"latency p50 ms ({int(sys.argv[4]):,} subscribers, {latency_rate} events/s)", "latency", "latency_ms_p50", "", True, 2)
+row("latency p99 ms", "latency", "latency_ms_p99", "< 5 ms; <= 1.2x the floor", True, 2)
 row("latency max ms", "latency", "latency_ms_max", "", True, 2)
-row("signed REST triggers per second", "rest", "triggers_per_second", "")
-row("signed REST triggers per server CPU second", "rest", "triggers_per_cpu_second", ">= 3x sockudo")
+row("signed REST triggers per second (the floor: not checked)", "rest", "triggers_per_second", "")
+row("signed REST triggers per server CPU second (the floor: the null endpoint)", "rest", "triggers_per_cpu_second", ">= 3x sockudo; >= 50,000")
 print("\n".join(lines))
 PY
 )"

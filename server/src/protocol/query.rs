@@ -3,13 +3,21 @@
 
 /// Every `key=value` pair of `query`, percent-decoded, in order.
 pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    // Without a `%` there is nothing to decode (the signed REST parameters the SDKs send): a
+    // byte search and a copy instead of percent_decode's per-byte iterator and UTF-8 re-check
+    // (8,400 of the 86,000 instructions of a signed trigger under callgrind, issue 19).
+    let query = query.unwrap_or("");
+    let escaped = query.contains('%');
     let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8_lossy()
-            .into_owned()
+        if escaped && s.contains('%') {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        } else {
+            s.to_owned()
+        }
     };
     query
-        .unwrap_or("")
         .split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
