@@ -1,7 +1,7 @@
 //! The `sse` transport: a Mercure subscriber as the browser's `EventSource` is one, over raw
 //! HTTP/1.1: `GET /apps/{app_id}/.well-known/mercure?topic={channel}` with a draft-07 JWT
 //! (HS256 with the app's secret, `mercure.subscribe: ["*"]`) in `Authorization: Bearer`, then
-//! a chunked `text/event-stream` that stays open. The topic is the channel's name, so the
+//! a `text/event-stream` that stays open (close-delimited, or chunked). The topic is the channel's name, so the
 //! fan-out's REST triggers reach it through the hub's Pusher bridge (`event:` the event name,
 //! `data:` the event's data string, stamped as for WebSocket).
 
@@ -51,10 +51,14 @@ pub(crate) async fn open_subscribed(
     if head.status != 200 {
         bail!("the hub answered {}", head.status);
     }
-    if !head.chunked {
-        bail!("the event stream is not chunked");
-    }
-    let mut frames = Frames::default();
+    // Chunked (a subscribe served by hyper), or close-delimited (Herald's direct path).
+    let mut frames = Frames {
+        lines: if head.chunked {
+            Lines::default()
+        } else {
+            Lines::unchunked()
+        },
+    };
     frames.lines.feed(&rest, |_| {})?;
     Ok(Stream { stream, frames })
 }

@@ -80,12 +80,12 @@ impl Drop for Admitted {
     }
 }
 
-/// Admits an SSE subscriber of `app` whose outbox holds `capacity` updates.
+/// Admits an SSE subscriber of `app` whose updates go to `outbox`.
 pub(super) async fn admit(
     node: &SharedNode,
     app: &AppRef,
     origin: Option<&str>,
-    capacity: usize,
+    outbox: Outbox,
 ) -> Result<Admitted, Refusal> {
     if node.shutdown.is_cancelled() {
         return Err(Refusal::Node);
@@ -98,7 +98,7 @@ pub(super) async fn admit(
     let conn = Arc::new(Connection::with_outbox(
         node.hub.next_socket_id(),
         "",
-        Outbox::detached(capacity),
+        outbox,
     ));
     let slot = match take_quota(node, app, &app_hub, &conn).await {
         Ok(slot) => slot,
@@ -270,7 +270,7 @@ pub(super) async fn run(run: Run, tx: mpsc::Sender<Bytes>) {
     finish(&app, subscription, admitted);
 }
 
-fn finish(app: &AppMercure, subscription: Option<u64>, admitted: Admitted) {
+pub(super) fn finish(app: &AppMercure, subscription: Option<u64>, admitted: Admitted) {
     if let Some(id) = subscription {
         app.unsubscribe(id);
     }
