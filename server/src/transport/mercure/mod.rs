@@ -379,6 +379,29 @@ async fn publish_inner(
         Err(response) => return *response,
     };
     let draft = grants.draft.unwrap_or(draft);
+    // The REST publish rate limit (one event per update, from the same budget), before the
+    // body is read: a publisher over its rate costs no body.
+    let rate = app.limits.backend_events_per_second();
+    if let Err(wait) = node
+        .rates
+        .check(&app.id, crate::hub::Budget::BackendEvents, rate, 1)
+    {
+        node.taps.emit(&app.id, "error", None, None, || {
+            "Mercure publish refused: over the events rate limit (429)".to_owned()
+        });
+        let mut response = text(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Rate limit exceeded: at most {} events per second for this app",
+                rate.unwrap_or_default()
+            ),
+        );
+        let retry = wait.map_or(1, |w| w.as_secs_f64().ceil().max(1.0) as u64);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+        return response;
+    }
     let body = match axum::body::to_bytes(request.into_body(), form::MAX_FORM_BYTES).await {
         Ok(body) => body,
         Err(_) => {
@@ -414,27 +437,28 @@ async fn publish_inner(
             "the token may not publish to every topic of this update",
         );
     }
-    // The REST publish rate limit: one event per update, from the same budget.
-    let rate = app.limits.backend_events_per_second();
-    if let Err(wait) = node
-        .rates
-        .check(&app.id, crate::hub::Budget::BackendEvents, rate, 1)
-    {
-        node.taps.emit(&app.id, "error", None, None, || {
-            "Mercure publish refused: over the events rate limit (429)".to_owned()
-        });
-        let mut response = text(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "Rate limit exceeded: at most {} events per second for this app",
-                rate.unwrap_or_default()
-            ),
-        );
-        let retry = wait.map_or(1, |w| w.as_secs_f64().ceil().max(1.0) as u64);
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(retry));
-        return response;
+    // The Pusher channels a public update reaches: at most as many as a trigger may name.
+    let bridged = pusher_event_name(form.event_type.as_deref(), app.limits.event_name_length());
+    let channels: Vec<ChannelName> = match (form.private, bridged) {
+        (false, Some(_)) => form
+            .topics
+            .iter()
+            .filter_map(|topic| ChannelName::parse(topic, app.limits.channel_name_length()).ok())
+            .filter(|channel| channel.kind() == ChannelKind::Public)
+            .collect(),
+        _ => Vec::new(),
+    };
+    if let Some(max) = app.limits.channels_per_trigger() {
+        if channels.len() > max {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Too many channels: the update's topics name {} public channels, at most {max} \
+                     (the app's channels per trigger)",
+                    channels.len()
+                ),
+            );
+        }
     }
     // The daily quota: one message per topic.
     let usage = node.usage.app(&app.id);
@@ -465,17 +489,11 @@ async fn publish_inner(
     ));
     // A public update on a public channel's name reaches its pusher-js subscribers too, under
     // an event name pusher-js takes as an event.
-    let bridged = pusher_event_name(form.event_type.as_deref(), app.limits.event_name_length());
-    if let (false, Some(event)) = (form.private, bridged) {
-        for topic in &form.topics {
-            let Ok(channel) = ChannelName::parse(topic, app.limits.channel_name_length()) else {
-                continue;
-            };
-            if channel.kind() != ChannelKind::Public {
-                continue;
-            }
+    if let Some(event) = bridged {
+        for channel in &channels {
+            let topic = channel.as_str();
             let frame = crate::protocol::server::channel_event(event, topic, data);
-            delivered += app_hub.publish_unbridged(&channel, &frame, data);
+            delivered += app_hub.publish_unbridged(channel, &frame, data);
             // Other nodes deliver it as a Pusher event: to their pusher-js subscribers and,
             // through their bridge, to their Mercure subscribers of the topic.
             if let Some(cluster) = &node.cluster {
@@ -657,6 +675,11 @@ async fn open(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the node is full or stopping",
             )))
+        }
+        Err(stream::Refusal::App) => {
+            return Err(find_app(node, &app.id)
+                .err()
+                .unwrap_or_else(|| Box::new(text(StatusCode::FORBIDDEN, "the app is disabled"))))
         }
     };
     mercure.set_limits(history_limits(&app));

@@ -42,6 +42,8 @@ pub(super) enum Refusal {
     Node,
     /// The app's connection quota (429).
     Quota,
+    /// The app was disabled or deleted meanwhile (403 / 404).
+    App,
 }
 
 /// A subscriber registered with its app (as a connection: quota, shutdown, live view).
@@ -131,6 +133,11 @@ pub(super) async fn admit(
     // Shutdown may have begun meanwhile, after the sweep that closes connections.
     if node.shutdown.is_cancelled() {
         return Err(Refusal::Node);
+    }
+    // So may the app have been disabled or deleted (the sweep that closes its connections
+    // may have run before this one registered).
+    if !node.apps.by_id(&app.id).is_some_and(|app| app.enabled) {
+        return Err(Refusal::App);
     }
     Ok(admitted)
 }
