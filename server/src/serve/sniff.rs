@@ -182,7 +182,7 @@ async fn serve_head(stream: Stream, direct: &Direct, deadline: Instant) {
     drop(buf);
     match parsed {
         Ok((path, query, headers)) => direct.serve(stream, &path, &query, headers).await,
-        Err((status, message)) => direct_refuse_head(&stream, status, message).await,
+        Err((status, message)) => direct_refuse_head(direct, &stream, status, message).await,
     }
 }
 

@@ -230,7 +230,7 @@ async fn a_head_over_the_bound_is_refused_with_431_and_a_slow_one_is_closed() {
     );
     // Half a head, then nothing: closed at the header timeout, no subscriber admitted.
     let mut stream = TcpStream::connect(app.address).await.unwrap();
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     stream
         .write_all(format!("GET {}?topic=a HTTP/1.1\r\nHost: x\r\n", hub()).as_bytes())
         .await
@@ -310,4 +310,37 @@ async fn a_slow_direct_reader_is_cut_while_a_fast_one_is_served() {
     reader.await.unwrap();
     assert_eq!(app.node.meters.live_count(Transport::Sse), 1);
     drop(slow);
+}
+
+#[tokio::test]
+async fn a_change_of_the_app_s_mercure_authorization_ends_its_streams() {
+    use herald::tenants::{AppPatch, MercurePatch};
+    let app = spawn_app().await;
+    let (mut stream, _, _) = open_raw(&app, "topic=a").await;
+    // The history's bounds authorize nothing: the stream stays.
+    app.update_app(AppPatch {
+        mercure: MercurePatch {
+            history_size: Some(5),
+            ..MercurePatch::default()
+        },
+        ..AppPatch::default()
+    })
+    .await;
+    let id = publish(&app, &[("topic", "a"), ("data", "still")]).await;
+    let mut buf = Vec::new();
+    read_until(&mut stream, &mut buf, format!("id: {id}\n").as_bytes()).await;
+    // Anonymous subscribers allowed: every stream of the app ends (its client resubscribes).
+    app.update_app(AppPatch {
+        mercure: MercurePatch {
+            anonymous: Some(true),
+            ..MercurePatch::default()
+        },
+        ..AppPatch::default()
+    })
+    .await;
+    read_to_close(&mut stream).await;
+    wait_until("the subscriber is gone", || {
+        app.node.meters.live_count(Transport::Sse) == 0
+    })
+    .await;
 }

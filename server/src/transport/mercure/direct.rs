@@ -17,7 +17,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
@@ -91,13 +91,13 @@ impl Direct {
         };
         let app = match app_id.and_then(|id| find_app(node, &id)) {
             Ok(app) => app,
-            Err(response) => return answer_and_close(&stream, *response).await,
+            Err(response) => return answer_and_close(&stream, *response, now(node)).await,
         };
         let plan = match plan(node, &self.hubs, app.clone(), &headers, query) {
             Ok(plan) => plan,
             Err(mut response) => {
                 decorate(node, &mut response, &app, &headers);
-                return answer_and_close(&stream, *response).await;
+                return answer_and_close(&stream, *response, now(node)).await;
             }
         };
         let draft = plan.draft;
@@ -111,7 +111,7 @@ impl Direct {
             Ok(opened) => opened,
             Err(mut response) => {
                 decorate(node, &mut response, &app, &headers);
-                return answer_and_close(&stream, *response).await;
+                return answer_and_close(&stream, *response, now(node)).await;
             }
         };
         let mut response = Response::new(axum::body::Body::empty());
@@ -119,7 +119,7 @@ impl Direct {
         decorate(node, &mut response, &app, &headers);
         // The head, then a comment that opens the stream for the client at once, then the
         // replay already queued.
-        let mut head = head_bytes(&response, None);
+        let mut head = head_bytes(&response, None, now(node));
         head.put_slice(b":\n\n");
         let outbox = opened.admitted.conn.outbox();
         outbox.release(head.freeze());
@@ -137,7 +137,7 @@ impl Direct {
 
 /// An HTTP/1.1 response head for `response`, which closes the connection after it: the body
 /// is `content_length` bytes long, or (`None`) runs until the close.
-fn head_bytes(response: &Response, content_length: Option<usize>) -> BytesMut {
+fn head_bytes(response: &Response, content_length: Option<usize>, now: SystemTime) -> BytesMut {
     let status = response.status();
     let mut head = BytesMut::with_capacity(512);
     head.put_slice(b"HTTP/1.1 ");
@@ -155,13 +155,13 @@ fn head_bytes(response: &Response, content_length: Option<usize>) -> BytesMut {
         head.put_slice(format!("content-length: {length}\r\n").as_bytes());
     }
     head.put_slice(b"connection: close\r\ndate: ");
-    head.put_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    head.put_slice(httpdate::fmt_http_date(now).as_bytes());
     head.put_slice(b"\r\n\r\n");
     head
 }
 
 /// Writes `response` with its body and closes the connection (within [`ANSWER_BUDGET`]).
-async fn answer_and_close(stream: &Stream, response: Response) {
+async fn answer_and_close(stream: &Stream, response: Response, now: SystemTime) {
     let deadline = Instant::now() + ANSWER_BUDGET;
     let (parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, MAX_ANSWER_BODY)
@@ -171,6 +171,7 @@ async fn answer_and_close(stream: &Stream, response: Response) {
     let mut bytes = head_bytes(
         &response.map(|()| axum::body::Body::empty()),
         Some(body.len()),
+        now,
     );
     bytes.put_slice(&body);
     let outbox = stream.outbox(1).raw();
@@ -187,15 +188,21 @@ async fn close(stream: &Stream, deadline: Instant) {
     close_tcp(stream.tcp(), deadline).await;
 }
 
+/// The wall clock, as the node reads it (the `Date` header).
+fn now(node: &SharedNode) -> SystemTime {
+    let millis = node.settings.clock.now_millis();
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+}
+
 /// A refusal of the head itself (too large, malformed), answered before any hub code runs.
-pub async fn refuse_head(stream: &Stream, status: StatusCode, message: &str) {
+pub async fn refuse_head(direct: &Direct, stream: &Stream, status: StatusCode, message: &str) {
     let mut response = Response::new(axum::body::Body::from(format!("{message}\n")));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    answer_and_close(stream, response).await;
+    answer_and_close(stream, response, now(&direct.node)).await;
 }
 
 /// An accepted subscriber's task.
