@@ -17,7 +17,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
@@ -137,7 +137,7 @@ impl Direct {
 
 /// An HTTP/1.1 response head for `response`, which closes the connection after it: the body
 /// is `content_length` bytes long, or (`None`) runs until the close.
-fn head_bytes(response: &Response, content_length: Option<usize>, now: SystemTime) -> BytesMut {
+fn head_bytes(response: &Response, content_length: Option<usize>, now: String) -> BytesMut {
     let status = response.status();
     let mut head = BytesMut::with_capacity(512);
     head.put_slice(b"HTTP/1.1 ");
@@ -155,13 +155,13 @@ fn head_bytes(response: &Response, content_length: Option<usize>, now: SystemTim
         head.put_slice(format!("content-length: {length}\r\n").as_bytes());
     }
     head.put_slice(b"connection: close\r\ndate: ");
-    head.put_slice(httpdate::fmt_http_date(now).as_bytes());
+    head.put_slice(now.as_bytes());
     head.put_slice(b"\r\n\r\n");
     head
 }
 
 /// Writes `response` with its body and closes the connection (within [`ANSWER_BUDGET`]).
-async fn answer_and_close(stream: &Stream, response: Response, now: SystemTime) {
+async fn answer_and_close(stream: &Stream, response: Response, now: String) {
     let deadline = Instant::now() + ANSWER_BUDGET;
     let (parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, MAX_ANSWER_BODY)
@@ -188,10 +188,9 @@ async fn close(stream: &Stream, deadline: Instant) {
     close_tcp(stream.tcp(), deadline).await;
 }
 
-/// The wall clock, as the node reads it (the `Date` header).
-fn now(node: &SharedNode) -> SystemTime {
-    let millis = node.settings.clock.now_millis();
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+/// The `Date` header's value, from the node's clock.
+fn now(node: &SharedNode) -> String {
+    node.settings.clock.http_date()
 }
 
 /// A refusal of the head itself (too large, malformed), answered before any hub code runs.
