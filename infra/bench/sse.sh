@@ -8,6 +8,10 @@
 # Loopback only; stops by itself; prints the loadgen JSON lines and a markdown table.
 #
 #   infra/bench/sse.sh [--quick]
+#
+# SSE_AB=1 adds a third column: SSE subscribers whose connection first serves a keep-alive
+# `GET /health`, so that hyper serves the subscribe (the path every subscribe took before the
+# direct path): an A/B in one binary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -46,7 +50,7 @@ start_herald() {
 stop() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
 trap 'kill -TERM "${pid:-0}" 2>/dev/null || true' EXIT
 
-for transport in websocket sse; do
+for transport in websocket sse ${SSE_AB:+sse_after_request}; do
   common=(--app-id $APP --key $KEY --secret $SECRET --label "$transport" --transport "$transport")
   start_herald MIMALLOC_PURGE_DELAY=0
   $loadgen idle --addr "127.0.0.1:$port" --server-pid "$pid" "${common[@]}" \
@@ -63,11 +67,15 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 get = lambda label, mode, key: next((r.get(key) for r in rows if r["label"] == label and r["mode"] == mode), None)
 fmt = lambda v: "n/a" if v is None else f"{v:,.2f}"
+labels = [("websocket", "WebSocket"), ("sse", "Mercure SSE")]
+if any(r["label"] == "sse_after_request" for r in rows):
+    labels.append(("sse_after_request", "SSE after a keep-alive request (hyper)"))
+row = lambda name, cell: print(f"| {name} | " + " | ".join(cell(l) for l, _ in labels) + " |")
 print()
-print("| measure | WebSocket | Mercure SSE |")
-print("|---|---|---|")
-print(f"| RSS per idle subscriber at {int(sys.argv[2]):,} (KiB) | {fmt(get('websocket','idle','kib_per_connection'))} | {fmt(get('sse','idle','kib_per_connection'))} |")
-print(f"| fan-out deliveries per server CPU second ({int(sys.argv[3]):,} subscribers x {sys.argv[4]} events/s) | {fmt(get('websocket','fanout','deliveries_per_cpu_second'))} | {fmt(get('sse','fanout','deliveries_per_cpu_second'))} |")
-print(f"| fan-out latency p50 / p99 (ms) | {fmt(get('websocket','fanout','latency_ms_p50'))} / {fmt(get('websocket','fanout','latency_ms_p99'))} | {fmt(get('sse','fanout','latency_ms_p50'))} / {fmt(get('sse','fanout','latency_ms_p99'))} |")
-print(f"| fan-out messages lost | {get('websocket','fanout','lost')} | {get('sse','fanout','lost')} |")
+print("| measure | " + " | ".join(title for _, title in labels) + " |")
+print("|---|" + "---|" * len(labels))
+row(f"RSS per idle subscriber at {int(sys.argv[2]):,} (KiB)", lambda l: fmt(get(l, 'idle', 'kib_per_connection')))
+row(f"fan-out deliveries per server CPU second ({int(sys.argv[3]):,} subscribers x {sys.argv[4]} events/s)", lambda l: fmt(get(l, 'fanout', 'deliveries_per_cpu_second')))
+row("fan-out latency p50 / p99 (ms)", lambda l: f"{fmt(get(l, 'fanout', 'latency_ms_p50'))} / {fmt(get(l, 'fanout', 'latency_ms_p99'))}")
+row("fan-out messages lost", lambda l: str(get(l, 'fanout', 'lost')))
 PY

@@ -98,6 +98,12 @@ impl Clock {
         }
     }
 
+    /// The current time as an HTTP `Date` header value (IMF-fixdate).
+    pub fn http_date(&self) -> String {
+        let millis = u64::try_from(self.now_millis()).unwrap_or(0);
+        httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_millis(millis))
+    }
+
     /// Seconds since the Unix epoch.
     pub fn now_seconds(&self) -> i64 {
         self.now_millis().div_euclid(1000)

@@ -9,6 +9,9 @@
 //! slow-client protections: a header read timeout, and a [`GuardedBody`] around every request
 //! body that fails the body (and so ends the connection) when it does not arrive in time.
 //!
+//! On the public listener, a connection whose first request is a Mercure subscribe leaves hyper
+//! before hyper sees it (see [`sniff`]), so that its SSE stream costs what a WebSocket costs.
+//!
 //! With TLS (`HERALD_TLS_CERT`), every connection first completes its handshake ([`Handshakes`]):
 //! its ClientHello within a short deadline and the whole within a longer one, with a bounded
 //! number in progress per client address and per listener; when the listener's bound is
@@ -39,6 +42,9 @@ use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 
 use crate::locks::MutexExt;
+use crate::transport::mercure::Direct;
+
+mod sniff;
 
 /// Serves `service` until `shutdown` resolves; then stops accepting, lets requests in flight
 /// finish (idle keep-alive connections are closed) and returns once every HTTP connection is
@@ -49,6 +55,7 @@ pub async fn serve<S>(
     service: S,
     limits: Limits,
     tls: Option<Handshakes>,
+    direct: Option<Direct>,
     shutdown: impl Future<Output = ()>,
 ) where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
@@ -102,8 +109,23 @@ pub async fn serve<S>(
             });
         let service = TowerToHyperService::new(service);
         let stopping = stopping.clone();
+        let direct = direct.clone();
         connections.spawn(async move {
             let Some((tls, slot)) = handshake else {
+                // A Mercure subscribe as the first request leaves hyper (see `sniff.rs`).
+                let stream = match &direct {
+                    None => stream,
+                    Some(direct) => {
+                        let sniffed = tokio::select! {
+                            sniffed = sniff::plain(stream, direct, limits.header_timeout) => sniffed,
+                            () = stopping.cancelled() => return,
+                        };
+                        match sniffed {
+                            Some(stream) => stream,
+                            None => return,
+                        }
+                    }
+                };
                 return run_connection(TokioIo::new(stream), service, limits, stopping).await;
             };
             let accepted = tokio::select! {
@@ -117,6 +139,19 @@ pub async fn serve<S>(
             drop(slot);
             match accepted {
                 Ok(Some(stream)) => {
+                    let stream = match &direct {
+                        None => stream,
+                        Some(direct) => {
+                            let sniffed = tokio::select! {
+                                sniffed = sniff::tls(stream, direct, limits.header_timeout) => sniffed,
+                                () = stopping.cancelled() => return,
+                            };
+                            match sniffed {
+                                Some(stream) => stream,
+                                None => return,
+                            }
+                        }
+                    };
                     run_connection(TokioIo::new(stream), service, limits, stopping).await;
                 }
                 Ok(None) => {}

@@ -129,6 +129,9 @@ enum Transport {
     /// A Mercure subscriber (`EventSource`): `GET /apps/{app_id}/.well-known/mercure?topic=`,
     /// with a subscriber JWT signed with `--secret`.
     Sse,
+    /// `sse` whose connection first serves a keep-alive `GET /health`: the subscribe is then
+    /// served by hyper, as every subscribe was before the direct path (an A/B of the two).
+    SseAfterRequest,
 }
 
 impl Transport {
@@ -137,6 +140,7 @@ impl Transport {
             Transport::Websocket => "websocket",
             Transport::XhrStreaming => "xhr_streaming",
             Transport::Sse => "sse",
+            Transport::SseAfterRequest => "sse_after_request",
         }
     }
 }
@@ -338,9 +342,12 @@ impl Subscriber {
             Transport::XhrStreaming => {
                 Subscriber::Stream(xhr::open_subscribed(target, index, channel).await?)
             }
-            Transport::Sse => {
+            Transport::Sse | Transport::SseAfterRequest => {
                 let token = sse::token(target)?;
-                Subscriber::EventStream(sse::open_subscribed(target, index, channel, &token).await?)
+                let warm = target.transport == Transport::SseAfterRequest;
+                Subscriber::EventStream(
+                    sse::open_subscribed(target, index, channel, &token, warm).await?,
+                )
             }
         })
     }

@@ -1,7 +1,7 @@
 //! The `sse` transport: a Mercure subscriber as the browser's `EventSource` is one, over raw
 //! HTTP/1.1: `GET /apps/{app_id}/.well-known/mercure?topic={channel}` with a draft-07 JWT
 //! (HS256 with the app's secret, `mercure.subscribe: ["*"]`) in `Authorization: Bearer`, then
-//! a chunked `text/event-stream` that stays open. The topic is the channel's name, so the
+//! a `text/event-stream` that stays open (close-delimited, or chunked). The topic is the channel's name, so the
 //! fan-out's REST triggers reach it through the hub's Pusher bridge (`event:` the event name,
 //! `data:` the event's data string, stamped as for WebSocket).
 
@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::deliveries::{sent_at_in, Framing, Tally};
@@ -33,14 +33,33 @@ pub(crate) fn token(target: &Target) -> Result<String> {
     )?)
 }
 
-/// Subscribes from the source address of `index` to the topic `channel`.
+/// Subscribes from the source address of `index` to the topic `channel` (`warm`: after a
+/// `GET /health` on the same connection).
 pub(crate) async fn open_subscribed(
     target: &Target,
     index: usize,
     channel: &str,
     token: &str,
+    warm: bool,
 ) -> Result<Stream> {
     let mut stream = source_stream(target, index).await?;
+    if warm {
+        let health = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", target.addr);
+        stream.write_all(health.as_bytes()).await?;
+        let (head, mut body) = read_head(&mut stream).await?;
+        if head.status != 200 {
+            bail!("/health answered {}", head.status);
+        }
+        // The body is `ok\n`.
+        while body.len() < 3 {
+            let mut more = [0u8; 16];
+            let n = stream.read(&mut more).await?;
+            if n == 0 {
+                bail!("the connection closed after /health");
+            }
+            body.extend_from_slice(&more[..n]);
+        }
+    }
     let request = format!(
         "GET /apps/{}/.well-known/mercure?topic={channel} HTTP/1.1\r\nHost: {}\r\n\
          Accept: text/event-stream\r\nAuthorization: Bearer {token}\r\n\r\n",
@@ -51,10 +70,14 @@ pub(crate) async fn open_subscribed(
     if head.status != 200 {
         bail!("the hub answered {}", head.status);
     }
-    if !head.chunked {
-        bail!("the event stream is not chunked");
-    }
-    let mut frames = Frames::default();
+    // Chunked (a subscribe served by hyper), or close-delimited (Herald's direct path).
+    let mut frames = Frames {
+        lines: if head.chunked {
+            Lines::default()
+        } else {
+            Lines::unchunked()
+        },
+    };
     frames.lines.feed(&rest, |_| {})?;
     Ok(Stream { stream, frames })
 }

@@ -301,6 +301,14 @@ enum Chunk {
 }
 
 impl Lines {
+    /// Lines of a body that is not chunked: it runs until the connection closes.
+    pub(crate) fn unchunked() -> Lines {
+        Lines {
+            state: Chunk::Data(usize::MAX),
+            ..Lines::default()
+        }
+    }
+
     /// Decodes `bytes`, calling `on_line` with each complete line (without its `\n`); an
     /// incomplete chunk-size line or `\r\n` at the end is kept for the next call.
     pub(crate) fn feed(&mut self, bytes: &[u8], mut on_line: impl FnMut(&[u8])) -> Result<()> {

@@ -52,6 +52,14 @@ impl Node {
                     }
                     continue;
                 }
+                AppChange::MercureAuthChanged(id) => {
+                    // The Mercure subscribers are the app's connections without a Pusher key.
+                    if let Some(app_hub) = self.hub.existing_app(id) {
+                        let closed = app_hub.close_key("");
+                        tracing::info!(app_id = %id, closed, "ended the Mercure streams: the app's Mercure authorization changed");
+                    }
+                    continue;
+                }
             };
             tracing::info!(app_id = %app_id, ?change, "closing the app's connections");
             if matches!(change, AppChange::Deleted(_)) {

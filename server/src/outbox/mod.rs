@@ -13,9 +13,11 @@
 //! were queued.
 //!
 //! The sink is an enum, not a trait object: a delivery costs no dynamic dispatch. Today there
-//! is the socket, the TLS socket (encrypted per connection, see `tls.rs`) and the detached outbox (read through a [`Receiver`]: the pusher-js HTTP
-//! fallback sessions, whose task takes the frames for each stream or poll, benchmarks and
-//! tests); the SSE stream may plug in here as another kind of [`Sink`].
+//! is the socket, the TLS socket (encrypted per connection, see `tls.rs`) and the detached
+//! outbox (read through a [`Receiver`]: the pusher-js HTTP fallback sessions, whose task takes
+//! the frames for each stream or poll, benchmarks and tests). A raw outbox ([`Outbox::raw`])
+//! writes its frames' bytes with no WebSocket header: a Mercure SSE stream on a socket or TLS
+//! socket, whose events are written straight to the socket like WebSocket frames.
 
 mod socket;
 mod tls;
@@ -72,6 +74,22 @@ struct State {
     sent: u64,
     /// The node's bytes-out counter (`meters::Meters::bytes_out`), added to once per `sendmsg`.
     bytes_out: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Nothing is written yet: the frames wait for [`Outbox::release`] (an SSE stream whose
+    /// response head is not known until its replay is queued).
+    held: bool,
+}
+
+/// The pseudo-opcode of a frame written as it is, with no WebSocket header (an SSE stream's
+/// bytes, see [`Outbox::raw`]).
+pub(crate) const RAW: u8 = 0xFF;
+
+/// The header bytes written before a frame of `op` whose payload is `len` bytes long.
+pub(crate) fn header_len(op: u8, len: usize) -> usize {
+    if op == RAW {
+        0
+    } else {
+        crate::protocol::ws::server_header_len(len)
+    }
 }
 
 /// The outcome of [`Outbox::enqueue`].
@@ -110,6 +128,9 @@ pub struct Outbox {
     /// frame for its receiver.
     waker: AtomicWaker,
     capacity: usize,
+    /// Every frame is written as it is ([`RAW`]), whatever its opcode: a Server-Sent Events
+    /// stream on a raw socket.
+    raw: bool,
 }
 
 /// Above this many slots, an emptied queue gives its memory back.
@@ -186,7 +207,25 @@ impl Outbox {
             state: Mutex::new(State::default()),
             waker: AtomicWaker::new(),
             capacity: capacity.max(1),
+            raw: false,
         }
+    }
+
+    /// This outbox writing its frames' bytes as they are, with no WebSocket framing (an SSE
+    /// stream on a raw socket), and holding them until [`Outbox::release`].
+    pub fn raw(mut self) -> Outbox {
+        self.raw = true;
+        self.lock().held = true;
+        self
+    }
+
+    /// Puts `head` before every frame queued so far and lets them all be written (call
+    /// [`Outbox::flush`] then). For an outbox made with [`Outbox::raw`].
+    pub fn release(&self, head: Bytes) {
+        let mut state = self.lock();
+        let op = if self.raw { RAW } else { opcode::TEXT };
+        state.frames.push_front(Frame { op, payload: head });
+        state.held = false;
     }
 
     /// An outbox of `capacity` frames written to `socket`.
@@ -227,6 +266,7 @@ impl Outbox {
     }
 
     fn enqueue_op(&self, op: u8, payload: Bytes) -> Queued {
+        let op = if self.raw { RAW } else { op };
         let mut state = self.lock();
         if state.finished || state.broken || state.sealed || state.close.is_some() {
             return Queued::No;

@@ -6,8 +6,8 @@ use std::io::{self, IoSlice};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::{State, KEEP_SLOTS};
-use crate::protocol::ws::{server_header, server_header_len, MAX_SERVER_HEADER};
+use super::{header_len, State, KEEP_SLOTS, RAW};
+use crate::protocol::ws::{server_header, MAX_SERVER_HEADER};
 
 /// Frames gathered into one `sendmsg`.
 pub(super) const FRAMES_PER_WRITE: usize = 64;
@@ -22,7 +22,11 @@ pub(super) fn gather<'a>(
     let mut used = 0;
     let mut skip = state.written;
     for (frame, header) in state.frames.iter().zip(headers.iter_mut()) {
-        let header_len = server_header(frame.op, frame.payload.len(), header);
+        let header_len = if frame.op == RAW {
+            0
+        } else {
+            server_header(frame.op, frame.payload.len(), header)
+        };
         let header = &header[..header_len];
         if skip < header.len() {
             slices[used] = IoSlice::new(&header[skip..]);
@@ -60,7 +64,7 @@ pub(super) fn advance(state: &mut State, mut wrote: usize) {
         bytes_out.fetch_add(wrote as u64, std::sync::atomic::Ordering::Relaxed);
     }
     while let Some(front) = state.frames.front() {
-        let total = server_header_len(front.payload.len()) + front.payload.len();
+        let total = header_len(front.op, front.payload.len()) + front.payload.len();
         let left = total - state.written;
         if wrote >= left {
             wrote -= left;
@@ -78,6 +82,9 @@ pub(super) fn advance(state: &mut State, mut wrote: usize) {
 pub(super) fn write_queued(socket: &TcpStream, state: &mut State) -> io::Result<bool> {
     if state.broken {
         return Ok(true);
+    }
+    if state.held {
+        return Ok(false);
     }
     while !state.frames.is_empty() {
         // A fan-out at a steady rate finds one frame queued: room for one, not for 64 (clearing

@@ -121,6 +121,9 @@ pub(super) fn write_queued(socket: &TlsSocket, state: &mut State) -> io::Result<
     if state.broken {
         return Ok(true);
     }
+    if state.held {
+        return Ok(false);
+    }
     let mut conn = socket.conn();
     loop {
         // Records already sealed go first: they hold the earlier frames.

@@ -72,6 +72,8 @@ pub struct Application {
     metrics: Option<(TcpListener, Router)>,
     /// Both listeners' TLS, when `HERALD_TLS_CERT` / `HERALD_TLS_KEY` are set.
     tls: Option<crate::tls::Tls>,
+    /// The Mercure subscribes that leave hyper on the public listener.
+    direct: transport::mercure::Direct,
 }
 
 impl std::fmt::Debug for Application {
@@ -251,6 +253,9 @@ impl Application {
         let fallback_sessions = transport::xhr::Sessions::default();
         // In a cluster: requests for sessions held elsewhere are forwarded through Redis.
         transport::xhr::start_relay(node.clone(), fallback_sessions.clone());
+        // The apps' Mercure state: the router's, and the direct path's (`serve.rs`).
+        let hubs = mercure_hubs(&node);
+        let direct = transport::mercure::Direct::new(node.clone(), hubs.clone());
         let mut router = Router::new()
             .route("/app/{key}", get(transport::ws::app_socket))
             .route("/health", get(health))
@@ -261,7 +266,7 @@ impl Application {
                     crate::metrics::track_rest,
                 )),
             )
-            .merge(transport::mercure::router(mercure_hubs(&node)))
+            .merge(transport::mercure::router(hubs.clone()))
             .fallback(move |State(node): State<SharedNode>, request: Request| {
                 transport::xhr::fallback(node, fallback_sessions.clone(), request)
             })
@@ -298,6 +303,7 @@ impl Application {
             admin,
             metrics,
             tls,
+            direct,
         })
     }
 
@@ -344,6 +350,7 @@ impl Application {
             admin,
             metrics,
             tls,
+            direct,
         } = self;
         let limits = crate::serve::Limits::from_settings(&node.settings);
         let token = node.shutdown.clone();
@@ -372,6 +379,7 @@ impl Application {
                 dashboard,
                 limits,
                 admin_tls,
+                None,
                 token.clone().cancelled_owned(),
             ))
         });
@@ -385,6 +393,7 @@ impl Application {
                 listener,
                 metrics,
                 limits,
+                None,
                 None,
                 token.clone().cancelled_owned(),
             ));
@@ -403,6 +412,7 @@ impl Application {
             service,
             limits,
             public_tls,
+            Some(direct),
             token.clone().cancelled_owned(),
         ));
         tokio::select! {

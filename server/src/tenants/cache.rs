@@ -16,6 +16,22 @@ pub enum AppChange {
     Deleted(String),
     /// Keys of the app were revoked: close the sockets opened with them (4009).
     KeysRevoked(String, Vec<String>),
+    /// What authorizes the app's Mercure subscribers changed (the key that verifies their
+    /// tokens, the app's secret when that is the key, the audience, the issuer, anonymous
+    /// access, the allowed origins): end its SSE streams, whose clients resubscribe under the
+    /// new settings (with `Last-Event-ID`, so nothing is lost).
+    MercureAuthChanged(String),
+}
+
+/// Whether `old` and `new` authorize Mercure subscribers differently.
+fn mercure_auth_changed(old: &App, new: &App) -> bool {
+    let (a, b) = (&old.mercure, &new.mercure);
+    a.jwt_key != b.jwt_key
+        || a.audience != b.audience
+        || a.issuer != b.issuer
+        || a.anonymous != b.anonymous
+        || old.allowed_origins != new.allowed_origins
+        || (a.jwt_key == super::MercureKey::AppSecret && old.secret != new.secret)
 }
 
 #[derive(Default)]
@@ -101,6 +117,9 @@ impl AppCache {
                         .collect();
                     if !revoked.is_empty() {
                         changes.push(AppChange::KeysRevoked(id.clone(), revoked));
+                    }
+                    if mercure_auth_changed(old, new) {
+                        changes.push(AppChange::MercureAuthChanged(id.clone()));
                     }
                 }
             }

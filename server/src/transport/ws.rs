@@ -57,14 +57,14 @@ pub(super) struct Socket {
 
 /// A WebSocket's stream: plain TCP, or TCP with its TLS session (`HERALD_TLS_CERT`).
 #[derive(Clone)]
-pub(super) enum Stream {
+pub enum Stream {
     Plain(Arc<TcpStream>),
     Tls(Arc<TlsSocket>),
 }
 
 impl Stream {
     /// The TCP stream underneath.
-    fn tcp(&self) -> &TcpStream {
+    pub(crate) fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Plain(stream) => stream,
             Stream::Tls(socket) => socket.tcp(),
@@ -72,7 +72,7 @@ impl Stream {
     }
 
     /// Reads what the client sent (decrypted), without waiting.
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(stream) => stream.try_read(buf),
             Stream::Tls(socket) => socket.read_plain(buf),
@@ -80,7 +80,7 @@ impl Stream {
     }
 
     /// An outbox of `capacity` frames writing to this stream.
-    fn outbox(&self, capacity: usize) -> Outbox {
+    pub(crate) fn outbox(&self, capacity: usize) -> Outbox {
         match self {
             Stream::Plain(stream) => Outbox::socket(stream.clone(), capacity),
             Stream::Tls(socket) => Outbox::new(Sink::Tls(socket.clone()), capacity),
@@ -133,7 +133,7 @@ pub(super) async fn send_refusal(stream: &Stream, code: CloseCode, message: &str
 /// Ends the TCP connection gracefully: no more writes, then the peer's remaining bytes (its
 /// close frame) are read and dropped until it closes too or `deadline` passes, so the kernel
 /// never answers unread data with a reset that could destroy frames still in flight.
-async fn close_tcp(stream: &TcpStream, deadline: Instant) {
+pub(crate) async fn close_tcp(stream: &TcpStream, deadline: Instant) {
     let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Write);
     let _ = tokio::time::timeout_at(deadline, async {
         loop {

@@ -429,3 +429,93 @@ async fn a_cookie_authorized_publish_needs_an_origin_the_app_lists() {
     let (status, body) = publish_as(&app, Some(&publisher()), &[("topic", "a")]).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn a_publish_over_the_rate_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|s| s.body_timeout = Duration::from_secs(20)).await;
+    app.update_app(AppPatch {
+        limits: LimitsPatch {
+            max_backend_events_per_second: Some(1),
+            ..LimitsPatch::default()
+        },
+        ..AppPatch::default()
+    })
+    .await;
+    let mut refused = false;
+    for _ in 0..10 {
+        if publish_as(&app, Some(&publisher()), &[("topic", "a")])
+            .await
+            .0
+            == 429
+        {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the rate limit applies");
+    // Over the rate: the head announces a large body, and only its start is sent.
+    let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 60000\r\n\r\n\
+         topic=a&data=",
+        hub(),
+        publisher()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut answer))
+        .await
+        .expect("answered before the body was sent")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_publish_naming_more_public_channels_than_a_trigger_may_is_refused() {
+    let app = spawn_app().await;
+    app.update_app(AppPatch {
+        limits: LimitsPatch {
+            max_channels_per_trigger: Some(2),
+            ..LimitsPatch::default()
+        },
+        ..AppPatch::default()
+    })
+    .await;
+    let mut pusher = app.connect().await;
+    pusher.subscribe("a").await;
+    let (status, body) = publish_as(
+        &app,
+        Some(&publisher()),
+        &[
+            ("topic", "a"),
+            ("topic", "b"),
+            ("topic", "c"),
+            ("data", "x"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("at most 2"), "{body}");
+    // Topics that are no channel names, and private updates, do not count.
+    for form in [
+        vec![
+            ("topic", "a"),
+            ("topic", "b"),
+            ("topic", "https://example.com/c"),
+            ("data", "x"),
+        ],
+        vec![
+            ("topic", "c"),
+            ("topic", "d"),
+            ("topic", "e"),
+            ("private", "on"),
+        ],
+    ] {
+        let (status, body) = publish_as(&app, Some(&publisher()), &form).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(pusher.expect_event("message").await["data"], "x");
+}

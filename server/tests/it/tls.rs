@@ -265,6 +265,58 @@ async fn one_tls_variable_without_the_other_stops_the_binary() {
     }
 }
 
+/// Reads from a TLS stream until `buf` holds `needle`.
+async fn tls_read_until(
+    tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    buf: &mut Vec<u8>,
+    needle: &[u8],
+) {
+    while !buf.windows(needle.len()).any(|w| w == needle) {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = tokio::time::timeout(WAIT, tls.read(&mut chunk))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_mercure_subscriber_gets_its_stream_on_the_direct_path() {
+    let TlsApp { app, certs: _certs } = spawn_tls(|_| {}).await;
+    let (mut tls, _) = handshake(&app).await;
+    let token = crate::mercure_helpers::token07(&["*"], &[]);
+    let request = format!(
+        "GET /apps/{APP_ID}/.well-known/mercure?topic=a HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut tls, request.as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tls_read_until(&mut tls, &mut buf, b"\r\n\r\n:\n\n").await;
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(head.contains("connection: close\r\n"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    // Small and large updates (together more than a TLS record), in order.
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let data = format!("{i}:{}", "y".repeat(if i % 3 == 0 { 9_000 } else { 10 }));
+        ids.push(crate::mercure_helpers::publish(&app, &[("topic", "a"), ("data", &data)]).await);
+    }
+    tls_read_until(&mut tls, &mut buf, format!("id: {}\n", ids[5]).as_bytes()).await;
+    tls_read_until(&mut tls, &mut buf, b"data: 5:yyyyyyyyyy\n\n").await;
+    let text = String::from_utf8_lossy(&buf);
+    let mut at = 0;
+    for id in &ids {
+        at += text[at..]
+            .find(id.as_str())
+            .expect("every update, in order");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_fans_out_to_many_tls_subscribers_in_order() {
     let TlsApp { app, certs: _certs } = spawn_tls(|_| {}).await;

@@ -7,12 +7,14 @@
 //! Every response names the hub in a `Link: <...>; rel="mercure"` header. Browsers on the app's
 //! allowed origins get CORS headers (with credentials only for an explicit list of origins).
 
+mod direct;
 #[doc(hidden)]
 pub mod form;
 mod registry;
 mod stream;
 mod subscriptions;
 
+pub use direct::{is_hub_path, refuse_head as direct_refuse_head, Direct};
 #[doc(hidden)]
 pub use form::{
     is_reserved_topic, parse_publish_form, parse_subscribe_query, FormError, PublishForm,
@@ -20,6 +22,7 @@ pub use form::{
 };
 pub use registry::{format_event, HistoryLimits, Hubs, Resume, MAX_REPLAY};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
@@ -33,6 +36,7 @@ use crate::auth::mercure::{
     www_authenticate_invalid_request, Draft, Grants, TokenSource,
 };
 use crate::node::SharedNode;
+use crate::protocol::mercure::{Selector, SelectorKind};
 use crate::protocol::{ChannelKind, ChannelName};
 use crate::tenants::AppRef;
 
@@ -375,6 +379,29 @@ async fn publish_inner(
         Err(response) => return *response,
     };
     let draft = grants.draft.unwrap_or(draft);
+    // The REST publish rate limit (one event per update, from the same budget), before the
+    // body is read: a publisher over its rate costs no body.
+    let rate = app.limits.backend_events_per_second();
+    if let Err(wait) = node
+        .rates
+        .check(&app.id, crate::hub::Budget::BackendEvents, rate, 1)
+    {
+        node.taps.emit(&app.id, "error", None, None, || {
+            "Mercure publish refused: over the events rate limit (429)".to_owned()
+        });
+        let mut response = text(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Rate limit exceeded: at most {} events per second for this app",
+                rate.unwrap_or_default()
+            ),
+        );
+        let retry = wait.map_or(1, |w| w.as_secs_f64().ceil().max(1.0) as u64);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+        return response;
+    }
     let body = match axum::body::to_bytes(request.into_body(), form::MAX_FORM_BYTES).await {
         Ok(body) => body,
         Err(_) => {
@@ -410,27 +437,28 @@ async fn publish_inner(
             "the token may not publish to every topic of this update",
         );
     }
-    // The REST publish rate limit: one event per update, from the same budget.
-    let rate = app.limits.backend_events_per_second();
-    if let Err(wait) = node
-        .rates
-        .check(&app.id, crate::hub::Budget::BackendEvents, rate, 1)
-    {
-        node.taps.emit(&app.id, "error", None, None, || {
-            "Mercure publish refused: over the events rate limit (429)".to_owned()
-        });
-        let mut response = text(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "Rate limit exceeded: at most {} events per second for this app",
-                rate.unwrap_or_default()
-            ),
-        );
-        let retry = wait.map_or(1, |w| w.as_secs_f64().ceil().max(1.0) as u64);
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(retry));
-        return response;
+    // The Pusher channels a public update reaches: at most as many as a trigger may name.
+    let bridged = pusher_event_name(form.event_type.as_deref(), app.limits.event_name_length());
+    let channels: Vec<ChannelName> = match (form.private, bridged) {
+        (false, Some(_)) => form
+            .topics
+            .iter()
+            .filter_map(|topic| ChannelName::parse(topic, app.limits.channel_name_length()).ok())
+            .filter(|channel| channel.kind() == ChannelKind::Public)
+            .collect(),
+        _ => Vec::new(),
+    };
+    if let Some(max) = app.limits.channels_per_trigger() {
+        if channels.len() > max {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Too many channels: the update's topics name {} public channels, at most {max} \
+                     (the app's channels per trigger)",
+                    channels.len()
+                ),
+            );
+        }
     }
     // The daily quota: one message per topic.
     let usage = node.usage.app(&app.id);
@@ -461,17 +489,11 @@ async fn publish_inner(
     ));
     // A public update on a public channel's name reaches its pusher-js subscribers too, under
     // an event name pusher-js takes as an event.
-    let bridged = pusher_event_name(form.event_type.as_deref(), app.limits.event_name_length());
-    if let (false, Some(event)) = (form.private, bridged) {
-        for topic in &form.topics {
-            let Ok(channel) = ChannelName::parse(topic, app.limits.channel_name_length()) else {
-                continue;
-            };
-            if channel.kind() != ChannelKind::Public {
-                continue;
-            }
+    if let Some(event) = bridged {
+        for channel in &channels {
+            let topic = channel.as_str();
             let frame = crate::protocol::server::channel_event(event, topic, data);
-            delivered += app_hub.publish_unbridged(&channel, &frame, data);
+            delivered += app_hub.publish_unbridged(channel, &frame, data);
             // Other nodes deliver it as a Pusher event: to their pusher-js subscribers and,
             // through their bridge, to their Mercure subscribers of the topic.
             if let Some(cluster) = &node.cluster {
@@ -515,7 +537,8 @@ fn history_limits(app: &AppRef) -> HistoryLimits {
     }
 }
 
-/// `GET`: an SSE stream of the updates the query selects.
+/// `GET`: an SSE stream of the updates the query selects (served by hyper: a subscribe that
+/// is not its connection's first request; the others take the direct path, `direct.rs`).
 async fn subscribe(node: SharedNode, hubs: Hubs, app_id: String, request: Request) -> Response {
     let app = match find_app(&node, &app_id) {
         Ok(app) => app,
@@ -523,51 +546,64 @@ async fn subscribe(node: SharedNode, hubs: Hubs, app_id: String, request: Reques
     };
     let headers = request.headers().clone();
     let query = request.uri().query().unwrap_or("").to_owned();
-    let mut response =
-        subscribe_inner(node.clone(), hubs, app.clone(), headers.clone(), query).await;
+    let mut response = match plan(&node, &hubs, app.clone(), &headers, &query) {
+        Ok(plan) => subscribe_through_hyper(node.clone(), plan).await,
+        Err(response) => *response,
+    };
     decorate(&node, &mut response, &app, &headers);
     response
 }
 
-async fn subscribe_inner(
-    node: SharedNode,
-    hubs: Hubs,
+/// A subscribe request, checked (origin, query, token) and not yet admitted.
+struct Plan {
     app: AppRef,
-    headers: HeaderMap,
-    query: String,
-) -> Response {
+    mercure: Arc<AppMercure>,
+    draft: Draft,
+    selectors: Vec<(SelectorKind, String, Selector)>,
+    grants: Option<Grants>,
+    resume: Resume,
+    /// When the token expires (monotonic).
+    expires: Option<tokio::time::Instant>,
+    origin: Option<String>,
+}
+
+/// Checks a subscribe request: the plan, or the refusal to answer.
+fn plan(
+    node: &SharedNode,
+    hubs: &Hubs,
+    app: AppRef,
+    headers: &HeaderMap,
+    query: &str,
+) -> Result<Plan, Refused> {
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     if origin.is_some() && !app.allows_origin(origin) {
-        return text(
+        return Err(Box::new(text(
             StatusCode::FORBIDDEN,
             "this origin is not allowed for the app",
-        );
+        )));
     }
-    let hub_url = hub_url(&node, &headers, &app.id);
-    let parsed = match parse_subscribe_query(&query, &hub_url) {
+    let hub_url = hub_url(node, headers, &app.id);
+    let parsed = match parse_subscribe_query(query, &hub_url) {
         Ok(parsed) => parsed,
-        Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()),
+        Err(error) => return Err(Box::new(text(StatusCode::BAD_REQUEST, error.to_string()))),
     };
     let draft = parsed.draft();
     let app_hub = node.hub.app(&app.id);
     let mercure = hubs.app(&app.id, &app_hub);
-    let grants = match grants(
-        &node,
+    let grants = grants(
+        node,
         &app,
         &mercure,
-        &headers,
+        headers,
         parsed.authorization.as_deref(),
         draft,
-    ) {
-        Ok(grants) => grants,
-        Err(response) => return *response,
-    };
+    )?;
     if grants.is_none() && !app.mercure.anonymous {
-        return unauthorized(
+        return Err(Box::new(unauthorized(
             StatusCode::UNAUTHORIZED,
             www_authenticate(draft, None),
             "subscribing to this hub needs a token",
-        );
+        )));
     }
     let header_last_id = headers
         .get("last-event-id")
@@ -585,72 +621,91 @@ async fn subscribe_inner(
     let expires = grants.as_ref().and_then(|g| g.expires_at).map(|exp| {
         tokio::time::Instant::now() + Duration::from_secs(u64::try_from(exp - now).unwrap_or(0))
     });
-    let (tx, body) = stream::channel();
-    let (answer, answered) = tokio::sync::oneshot::channel::<Result<Option<String>, Response>>();
-    let task_node = node.clone();
-    // Admission and the task in a task of their own: a client hanging up meanwhile leaks no slot.
-    tokio::spawn(node.connections.track_future(async move {
-        let node = task_node;
-        let capacity = node.settings.outbox_capacity.max(MAX_REPLAY + 64);
-        let admitted =
-            match stream::admit(&node, &app, origin_owned(&headers).as_deref(), capacity).await {
-                Ok(admitted) => admitted,
-                Err(stream::Refusal::Quota) => {
-                    let _ = answer.send(Err(text(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "the app's connection quota is reached",
-                    )));
-                    return;
-                }
-                Err(stream::Refusal::Node) => {
-                    let _ = answer.send(Err(text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the node is full or stopping",
-                    )));
-                    return;
-                }
-            };
-        mercure.set_limits(history_limits(&app));
-        let mut selectors = Vec::with_capacity(parsed.selectors.len());
-        let mut described = Vec::with_capacity(parsed.selectors.len());
-        for (kind, raw, selector) in parsed.selectors {
-            let payload = grants.as_ref().and_then(|g| g.payload_for(&raw)).cloned();
-            selectors.push(selector);
-            described.push(subscriptions::Described { kind, raw, payload });
+    Ok(Plan {
+        origin: origin_owned(headers),
+        app,
+        mercure,
+        draft,
+        selectors: parsed.selectors,
+        grants,
+        resume,
+        expires,
+    })
+}
+
+/// A subscriber admitted and registered, its replay queued in its outbox.
+struct Opened {
+    admitted: stream::Admitted,
+    subscription: Option<u64>,
+    resume_point: Option<String>,
+}
+
+/// How many updates a subscriber's outbox holds: the node's outbox bound, and at least a whole
+/// replay.
+fn stream_capacity(node: &SharedNode) -> usize {
+    node.settings.outbox_capacity.max(MAX_REPLAY + 64)
+}
+
+/// Admits `plan`'s subscriber with `outbox` and registers it (its replay queued there): the
+/// subscriber, or the 429 / 503 to answer.
+async fn open(
+    node: &SharedNode,
+    plan: Plan,
+    outbox: crate::outbox::Outbox,
+) -> Result<Opened, Refused> {
+    let Plan {
+        app,
+        mercure,
+        selectors: parsed,
+        grants,
+        resume,
+        origin,
+        ..
+    } = plan;
+    let admitted = match stream::admit(node, &app, origin.as_deref(), outbox).await {
+        Ok(admitted) => admitted,
+        Err(stream::Refusal::Quota) => {
+            return Err(Box::new(text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "the app's connection quota is reached",
+            )))
         }
-        let readable = grants.map(|g| g.subscribe).unwrap_or_default();
-        let subscriber = subscriptions::Subscriber {
-            id: registry::new_id(),
-            selectors: described,
-        };
-        let subscribed =
-            mercure.subscribe(&admitted.conn, selectors, readable, subscriber, &resume);
-        admitted.usage().count(subscribed.replayed as u64);
-        if answer.send(Ok(subscribed.resume_point)).is_err() {
-            if let Some(id) = subscribed.id {
-                mercure.unsubscribe(id);
-            }
-            return;
+        Err(stream::Refusal::Node) => {
+            return Err(Box::new(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the node is full or stopping",
+            )))
         }
-        stream::run(
-            stream::Run {
-                admitted,
-                app: mercure,
-                subscription: subscribed.id,
-                heartbeat: node.settings.mercure.heartbeat,
-                expires,
-            },
-            tx,
-        )
-        .await;
-    }));
-    let resume_point = match answered.await {
-        Ok(Ok(resume_point)) => resume_point,
-        Ok(Err(response)) => return response,
-        Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
+        Err(stream::Refusal::App) => {
+            return Err(find_app(node, &app.id)
+                .err()
+                .unwrap_or_else(|| Box::new(text(StatusCode::FORBIDDEN, "the app is disabled"))))
+        }
     };
-    let mut response = Response::new(body);
-    let out = response.headers_mut();
+    mercure.set_limits(history_limits(&app));
+    let mut selectors = Vec::with_capacity(parsed.len());
+    let mut described = Vec::with_capacity(parsed.len());
+    for (kind, raw, selector) in parsed {
+        let payload = grants.as_ref().and_then(|g| g.payload_for(&raw)).cloned();
+        selectors.push(selector);
+        described.push(subscriptions::Described { kind, raw, payload });
+    }
+    let readable = grants.map(|g| g.subscribe).unwrap_or_default();
+    let subscriber = subscriptions::Subscriber {
+        id: registry::new_id(),
+        selectors: described,
+    };
+    let subscribed = mercure.subscribe(&admitted.conn, selectors, readable, subscriber, &resume);
+    admitted.usage().count(subscribed.replayed as u64);
+    Ok(Opened {
+        admitted,
+        subscription: subscribed.id,
+        resume_point: subscribed.resume_point,
+    })
+}
+
+/// The 200 answer's headers (before [`decorate`]): the event stream, and its resume point.
+fn stream_headers(out: &mut HeaderMap, draft: Draft, resume_point: Option<String>) {
     out.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
@@ -664,6 +719,52 @@ async fn subscribe_inner(
         };
         out.insert(name, point);
     }
+}
+
+/// Serves `plan` as a hyper response whose body a task feeds from a detached outbox.
+async fn subscribe_through_hyper(node: SharedNode, plan: Plan) -> Response {
+    let draft = plan.draft;
+    let expires = plan.expires;
+    let mercure = plan.mercure.clone();
+    let (tx, body) = stream::channel();
+    let (answer, answered) = tokio::sync::oneshot::channel::<Result<Option<String>, Response>>();
+    let task_node = node.clone();
+    // Admission and the task in a task of their own: a client hanging up meanwhile leaks no slot.
+    tokio::spawn(node.connections.track_future(async move {
+        let node = task_node;
+        let outbox = crate::outbox::Outbox::detached(stream_capacity(&node));
+        let opened = match open(&node, plan, outbox).await {
+            Ok(opened) => opened,
+            Err(response) => {
+                let _ = answer.send(Err(*response));
+                return;
+            }
+        };
+        if answer.send(Ok(opened.resume_point)).is_err() {
+            if let Some(id) = opened.subscription {
+                mercure.unsubscribe(id);
+            }
+            return;
+        }
+        stream::run(
+            stream::Run {
+                admitted: opened.admitted,
+                app: mercure,
+                subscription: opened.subscription,
+                heartbeat: node.settings.mercure.heartbeat,
+                expires,
+            },
+            tx,
+        )
+        .await;
+    }));
+    let resume_point = match answered.await {
+        Ok(Ok(resume_point)) => resume_point,
+        Ok(Err(response)) => return response,
+        Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
+    };
+    let mut response = Response::new(body);
+    stream_headers(response.headers_mut(), draft, resume_point);
     response
 }
 

@@ -42,6 +42,8 @@ pub(super) enum Refusal {
     Node,
     /// The app's connection quota (429).
     Quota,
+    /// The app was disabled or deleted meanwhile (403 / 404).
+    App,
 }
 
 /// A subscriber registered with its app (as a connection: quota, shutdown, live view).
@@ -80,12 +82,12 @@ impl Drop for Admitted {
     }
 }
 
-/// Admits an SSE subscriber of `app` whose outbox holds `capacity` updates.
+/// Admits an SSE subscriber of `app` whose updates go to `outbox`.
 pub(super) async fn admit(
     node: &SharedNode,
     app: &AppRef,
     origin: Option<&str>,
-    capacity: usize,
+    outbox: Outbox,
 ) -> Result<Admitted, Refusal> {
     if node.shutdown.is_cancelled() {
         return Err(Refusal::Node);
@@ -98,7 +100,7 @@ pub(super) async fn admit(
     let conn = Arc::new(Connection::with_outbox(
         node.hub.next_socket_id(),
         "",
-        Outbox::detached(capacity),
+        outbox,
     ));
     let slot = match take_quota(node, app, &app_hub, &conn).await {
         Ok(slot) => slot,
@@ -131,6 +133,11 @@ pub(super) async fn admit(
     // Shutdown may have begun meanwhile, after the sweep that closes connections.
     if node.shutdown.is_cancelled() {
         return Err(Refusal::Node);
+    }
+    // So may the app have been disabled or deleted (the sweep that closes its connections
+    // may have run before this one registered).
+    if !node.apps.by_id(&app.id).is_some_and(|app| app.enabled) {
+        return Err(Refusal::App);
     }
     Ok(admitted)
 }
@@ -270,7 +277,7 @@ pub(super) async fn run(run: Run, tx: mpsc::Sender<Bytes>) {
     finish(&app, subscription, admitted);
 }
 
-fn finish(app: &AppMercure, subscription: Option<u64>, admitted: Admitted) {
+pub(super) fn finish(app: &AppMercure, subscription: Option<u64>, admitted: Admitted) {
     if let Some(id) = subscription {
         app.unsubscribe(id);
     }
