@@ -565,6 +565,17 @@ fn deliver(inner: &Inner, local: &dyn Local, app_id: &str, payload: &[u8]) {
         }
         return;
     }
+    // Published by the Mercure history script: every node, the origin included, delivers it.
+    if payload.get(..2) == Some(&[b'H', message::MERCURE_UPDATE][..]) {
+        inner.received.fetch_add(1, Ordering::Relaxed);
+        if let Some(app) = local.hub().existing_app(app_id) {
+            let delivered = app.deliver_mercure(payload);
+            if delivered > 0 {
+                super::lease::count_delivered(inner, local, app_id, delivered as u64);
+            }
+        }
+        return;
+    }
     if let Some(terminate) = message::decode_terminate(payload) {
         if terminate.origin != inner.instance {
             if let Some(app) = local.hub().existing_app(app_id) {
@@ -600,7 +611,13 @@ fn deliver(inner: &Inner, local: &dyn Local, app_id: &str, payload: &[u8]) {
         return;
     };
     let frame = Bytes::copy_from_slice(message.frame);
-    let delivered = app.deliver_serialized(message.channel, &frame, message.except, message.keep);
+    let delivered = app.deliver_serialized_to(
+        message.channel,
+        &frame,
+        message.except,
+        message.keep,
+        !message.unbridged,
+    );
     if !echo {
         inner.received.fetch_add(1, Ordering::Relaxed);
     }

@@ -44,6 +44,7 @@ mod conn;
 pub mod console;
 pub mod health;
 pub mod lease;
+pub mod mercure;
 pub mod message;
 mod misses;
 mod order;

@@ -17,6 +17,12 @@ pub trait PusherBridge: Send + Sync + std::fmt::Debug {
     /// An event published (or relayed: a client event) on `channel`, as the frame serialized for
     /// the channel's Pusher subscribers; returns the copies delivered.
     fn pusher_event(&self, channel: &str, frame: &Bytes) -> usize;
+
+    /// A Mercure update heard from the cluster's bus (kind 6, `cluster/message.rs`), as
+    /// received; returns the copies delivered.
+    fn mercure_update(&self, _message: &[u8]) -> usize {
+        0
+    }
 }
 
 /// An app's bridge, when one is attached, and whether it has anyone to deliver to.
@@ -53,6 +59,18 @@ impl AppHub {
         if self.bridge.active.swap(active, Ordering::Relaxed) != active {
             self.hooks.occupancy_changed();
         }
+    }
+
+    /// Hands a Mercure update heard from the cluster's bus to the attached bridge, when it has
+    /// subscribers; the copies it delivered.
+    pub fn deliver_mercure(&self, message: &[u8]) -> usize {
+        if !self.bridge.active.load(Ordering::Relaxed) {
+            return 0;
+        }
+        self.bridge
+            .sink
+            .get()
+            .map_or(0, |sink| sink.mercure_update(message))
     }
 
     /// Whether the attached bridge has subscribers.

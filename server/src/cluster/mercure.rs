@@ -1,0 +1,506 @@
+//! The Mercure hub's history and fan-out in a cluster.
+//!
+//! Every Mercure update enters Redis once, through [`APPEND_SCRIPT`]: it appends the update to
+//! the app's history stream (`{cluster}:mercure:{app_id}:log`, a Redis Stream) and `PUBLISH`es
+//! it as a kind-6 bus message ([`super::message`]) on the app's channel, in one step, so the
+//! stream's order is the order every node delivers in, and any node can replay it.
+//!
+//! The stream is bounded like a node's history: by the app's history size and age, and by
+//! bytes (a per-app counter, `{...}:bytes`; the bound is the node-wide history bytes divided
+//! by 8, the share one app gets when the node pool is contended). The script removes the
+//! oldest entries while over any bound (their index entries too) and sets the three keys to
+//! expire `history_seconds` after the last write, so an idle app's history leaves Redis by
+//! itself. An index (`{...}:idx`, a hash from update id to entry id) finds a `Last-Event-ID`
+//! without scanning; a publisher-given id that repeats points at its latest entry.
+//!
+//! [`READ_SCRIPT`] reads a page of the stream after a resume point (an update id looked up in
+//! the index, an entry id, or the start), dropping entries past the age bound first.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{Cluster, Part, COMMAND_TIMEOUT};
+
+/// Appends an update to the app's history stream (unless `keep` is 0 or the size bound is 0)
+/// and publishes it as a kind-6 message; returns the entry id (empty when not kept).
+///
+/// KEYS: the stream, the index, the byte counter. ARGV: the app's Redis channel, the update id,
+/// the update's body, keep (1/0), max entries, max age (ms), max bytes, the keys' TTL (ms).
+pub const APPEND_SCRIPT: &str = r"
+local keep = ARGV[4] == '1' and tonumber(ARGV[5]) > 0
+local entry = ''
+if keep then
+  local max_count = tonumber(ARGV[5])
+  local max_age = tonumber(ARGV[6])
+  local max_bytes = tonumber(ARGV[7])
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  entry = redis.call('XADD', KEYS[1], '*', 'i', ARGV[2], 'u', ARGV[3])
+  redis.call('HSET', KEYS[2], ARGV[2], entry)
+  local bytes = redis.call('INCRBY', KEYS[3], #ARGV[2] + #ARGV[3] + 64)
+  local count = redis.call('XLEN', KEYS[1])
+  while count > 0 do
+    local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+    if oldest == nil then break end
+    local ms = tonumber(string.match(oldest[1], '^(%d+)'))
+    if count > max_count or bytes > max_bytes or ms < now - max_age then
+      local id, body = oldest[2][2], oldest[2][4]
+      redis.call('XDEL', KEYS[1], oldest[1])
+      if redis.call('HGET', KEYS[2], id) == oldest[1] then
+        redis.call('HDEL', KEYS[2], id)
+      end
+      bytes = redis.call('DECRBY', KEYS[3], #id + #body + 64)
+      count = count - 1
+    else
+      break
+    end
+  end
+  local ttl = tonumber(ARGV[8])
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
+redis.call('PUBLISH', ARGV[1], 'H' .. string.char(6) .. string.char(#entry) .. entry .. ARGV[3])
+return entry
+";
+
+/// Reads up to `count` entries after a resume point, oldest first, after dropping the entries
+/// past the age bound. Returns `{found, start, entry, body, entry, body, ...}`: `found` is 1
+/// when the resume point was found (0: an update id not in the index, read from the start),
+/// `start` the entry id read after (`0-0`: from the start).
+///
+/// KEYS: the stream, the index, the byte counter. ARGV: mode (`e` from the start, `i` after
+/// update id ARGV[2], `x` after entry id ARGV[2]), ARGV[2], count, max age (ms).
+pub const READ_SCRIPT: &str = r"
+local max_age = tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+while true do
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  if oldest == nil then break end
+  local ms = tonumber(string.match(oldest[1], '^(%d+)'))
+  if ms >= now - max_age then break end
+  local id, body = oldest[2][2], oldest[2][4]
+  redis.call('XDEL', KEYS[1], oldest[1])
+  if redis.call('HGET', KEYS[2], id) == oldest[1] then
+    redis.call('HDEL', KEYS[2], id)
+  end
+  redis.call('DECRBY', KEYS[3], #id + #body + 64)
+end
+local found = 1
+local start = '0-0'
+if ARGV[1] == 'i' then
+  local at = redis.call('HGET', KEYS[2], ARGV[2])
+  if at then start = at else found = 0 end
+elseif ARGV[1] == 'x' then
+  start = ARGV[2]
+end
+local out = {found, start}
+local entries = redis.call('XRANGE', KEYS[1], '(' .. start, '+', 'COUNT', tonumber(ARGV[3]))
+for _, e in ipairs(entries) do
+  out[#out + 1] = e[1]
+  out[#out + 1] = e[2][4]
+end
+return out
+";
+
+/// A stream entry id (`<ms>-<seq>`), ordered as Redis orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntryId(pub u64, pub u64);
+
+impl EntryId {
+    /// Parses `<ms>-<seq>`.
+    pub fn parse(text: &str) -> Option<EntryId> {
+        let (ms, seq) = text.split_once('-')?;
+        Some(EntryId(ms.parse().ok()?, seq.parse().ok()?))
+    }
+}
+
+impl std::fmt::Display for EntryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
+/// What bounds an app's history in Redis.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryBounds {
+    /// Entries kept (0: none).
+    pub size: usize,
+    /// Age past which an entry leaves (also the keys' TTL after the last write).
+    pub age: Duration,
+    /// Bytes kept.
+    pub bytes: usize,
+}
+
+/// Where a history read starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// From the stream's start.
+    Start,
+    /// After the entry of this update id (from the start when the index lacks it).
+    AfterId(String),
+    /// After this entry (the next page).
+    AfterEntry(EntryId),
+}
+
+/// One page of a history read.
+#[derive(Debug)]
+pub struct Page {
+    /// Whether the resume point was found (an update id the index lacks reads from the start).
+    pub found: bool,
+    /// The entry read after.
+    pub start: EntryId,
+    /// The entries, oldest first: their ids and bodies ([`super::message::decode_mercure_body`]).
+    pub entries: Vec<(EntryId, Bytes)>,
+}
+
+/// Redis is unreachable (or answered something unreadable): the caller falls back to the
+/// node's own history.
+#[derive(Debug, thiserror::Error)]
+#[error("the Mercure history in Redis is unreachable: {0}")]
+pub struct Unavailable(String);
+
+static APPEND: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(APPEND_SCRIPT));
+static READ: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(READ_SCRIPT));
+
+/// The three keys of app `app_id`'s history.
+fn keys(cluster: &str, app_id: &str) -> [String; 3] {
+    let base = format!("{cluster}:mercure:{app_id}");
+    [
+        format!("{base}:log"),
+        format!("{base}:idx"),
+        format!("{base}:bytes"),
+    ]
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Runs [`APPEND_SCRIPT`] on `conn`.
+pub(super) async fn append(
+    conn: &mut impl redis::aio::ConnectionLike,
+    cluster: &str,
+    app_id: &str,
+    id: &str,
+    body: &[u8],
+    keep: bool,
+    bounds: HistoryBounds,
+) -> Result<Option<EntryId>, Unavailable> {
+    let keys = keys(cluster, app_id);
+    let mut invocation = APPEND.prepare_invoke();
+    invocation
+        .key(&keys[0])
+        .key(&keys[1])
+        .key(&keys[2])
+        .arg(Cluster::app_channel(cluster, app_id))
+        .arg(id)
+        .arg(body)
+        .arg(u8::from(keep))
+        .arg(bounds.size)
+        .arg(millis(bounds.age))
+        .arg(bounds.bytes)
+        .arg(millis(bounds.age));
+    let answer = tokio::time::timeout(COMMAND_TIMEOUT, invocation.invoke_async::<String>(conn))
+        .await
+        .map_err(|_| Unavailable("timed out".into()))?
+        .map_err(|e| Unavailable(e.to_string()))?;
+    Ok(EntryId::parse(&answer))
+}
+
+/// Runs [`READ_SCRIPT`] on `conn`.
+pub(super) async fn read(
+    conn: &mut impl redis::aio::ConnectionLike,
+    cluster: &str,
+    app_id: &str,
+    from: &ReadFrom,
+    count: usize,
+    age: Duration,
+) -> Result<Page, Unavailable> {
+    let keys = keys(cluster, app_id);
+    let (mode, arg) = match from {
+        ReadFrom::Start => ("e", String::new()),
+        ReadFrom::AfterId(id) => ("i", id.clone()),
+        ReadFrom::AfterEntry(entry) => ("x", entry.to_string()),
+    };
+    let mut invocation = READ.prepare_invoke();
+    invocation
+        .key(&keys[0])
+        .key(&keys[1])
+        .key(&keys[2])
+        .arg(mode)
+        .arg(arg)
+        .arg(count.max(1))
+        .arg(millis(age));
+    let answer = tokio::time::timeout(
+        COMMAND_TIMEOUT,
+        invocation.invoke_async::<Vec<redis::Value>>(conn),
+    )
+    .await
+    .map_err(|_| Unavailable("timed out".into()))?
+    .map_err(|e| Unavailable(e.to_string()))?;
+    let unreadable = || Unavailable("an unreadable answer".into());
+    let mut values = answer.into_iter();
+    let found: i64 =
+        redis::from_redis_value(values.next().ok_or_else(unreadable)?).map_err(|_| unreadable())?;
+    let start: String =
+        redis::from_redis_value(values.next().ok_or_else(unreadable)?).map_err(|_| unreadable())?;
+    let start = EntryId::parse(&start).ok_or_else(unreadable)?;
+    let mut entries = Vec::new();
+    while let (Some(entry), Some(body)) = (values.next(), values.next()) {
+        let entry: String = redis::from_redis_value(entry).map_err(|_| unreadable())?;
+        let body: Vec<u8> = redis::from_redis_value(body).map_err(|_| unreadable())?;
+        entries.push((
+            EntryId::parse(&entry).ok_or_else(unreadable)?,
+            Bytes::from(body),
+        ));
+    }
+    Ok(Page {
+        found: found == 1,
+        start,
+        entries,
+    })
+}
+
+impl Cluster {
+    /// Sends a Mercure update to every node, this one included (each delivers it when it hears
+    /// it, in the history stream's order), appending it to the app's history in Redis when
+    /// `keep`. Returns its entry id (`None` when not kept); `Err` when Redis did not take it
+    /// (then the caller delivers it here alone).
+    pub async fn mercure_publish(
+        &self,
+        app_id: &str,
+        id: &str,
+        body: &[u8],
+        keep: bool,
+        bounds: HistoryBounds,
+    ) -> Result<Option<EntryId>, Unavailable> {
+        let inner = &self.inner;
+        let mut conn = inner.manager.get();
+        let outcome = append(
+            &mut conn,
+            &inner.settings.name,
+            app_id,
+            id,
+            body,
+            keep,
+            bounds,
+        )
+        .await;
+        inner.health.record(
+            Part::Publish,
+            outcome.as_ref().map(|_| ()).map_err(|e| e.0.clone()),
+        );
+        outcome
+    }
+
+    /// One page of app `app_id`'s history in Redis after `from` (see [`READ_SCRIPT`]).
+    pub async fn mercure_history(
+        &self,
+        app_id: &str,
+        from: &ReadFrom,
+        count: usize,
+        age: Duration,
+    ) -> Result<Page, Unavailable> {
+        let inner = &self.inner;
+        let mut conn = inner.manager.get();
+        read(&mut conn, &inner.settings.name, app_id, from, count, age).await
+    }
+
+    /// Whether this node hears app `app_id`'s Redis channel on a live pub/sub connection (so
+    /// a Mercure update sent through Redis comes back here).
+    pub fn hears(&self, app_id: &str) -> bool {
+        self.inner.listening.acked(app_id)
+    }
+
+    /// Sends the Pusher side of a Mercure update to the other nodes (their Pusher subscribers
+    /// only: their Mercure subscribers get the update itself).
+    pub fn forward_unbridged(&self, app_id: &str, channel: &str, frame: &[u8]) {
+        let payload = super::message::encode_unbridged(&self.inner.instance, channel, frame);
+        self.enqueue(app_id, payload);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::message;
+    use super::super::test_redis::redis_server;
+    use super::*;
+
+    const BOUNDS: HistoryBounds = HistoryBounds {
+        size: 3,
+        age: Duration::from_secs(60),
+        bytes: 1 << 20,
+    };
+
+    fn body(id: &str) -> Bytes {
+        message::encode_mercure_body(false, &["t".to_owned()], id, b"data: x\n\n")
+    }
+
+    async fn ids(
+        conn: &mut redis::aio::MultiplexedConnection,
+        from: ReadFrom,
+    ) -> (bool, Vec<String>) {
+        let page = read(conn, "c", "1", &from, 100, BOUNDS.age).await.unwrap();
+        let ids = page
+            .entries
+            .iter()
+            .map(|(_, body)| message::decode_mercure_body(body).unwrap().id.to_owned())
+            .collect();
+        (page.found, ids)
+    }
+
+    #[tokio::test]
+    async fn appends_publish_in_stream_order_and_reads_resume_after_an_id() {
+        let server = redis_server().await;
+        let (client, mut conn) = server.connect().await;
+        let mut pubsub = client.get_async_pubsub().await.unwrap();
+        pubsub.subscribe("c:app:1").await.unwrap();
+        let mut heard = pubsub.into_on_message();
+        let mut entries = Vec::new();
+        for id in ["a", "b", "c", "d"] {
+            let entry = append(&mut conn, "c", "1", id, &body(id), true, BOUNDS)
+                .await
+                .unwrap();
+            entries.push(entry.expect("kept"));
+        }
+        use futures_util::StreamExt;
+        for (id, entry) in ["a", "b", "c", "d"].iter().zip(&entries) {
+            let msg = heard.next().await.unwrap();
+            let payload: Vec<u8> = msg.get_payload().unwrap();
+            let update = message::decode_mercure(&payload).unwrap();
+            assert_eq!(update.id, *id);
+            assert_eq!(update.entry, Some(entry.to_string().as_str()));
+        }
+        assert!(entries.windows(2).all(|w| w[0] < w[1]), "ordered");
+        // Size 3: `a` was trimmed, and its index entry with it.
+        assert_eq!(
+            ids(&mut conn, ReadFrom::Start).await,
+            (true, vec!["b".into(), "c".into(), "d".into()])
+        );
+        assert_eq!(
+            ids(&mut conn, ReadFrom::AfterId("c".into())).await,
+            (true, vec!["d".into()])
+        );
+        assert_eq!(
+            ids(&mut conn, ReadFrom::AfterId("d".into())).await,
+            (true, vec![])
+        );
+        assert_eq!(
+            ids(&mut conn, ReadFrom::AfterId("a".into())).await,
+            (false, vec!["b".into(), "c".into(), "d".into()]),
+            "too old: everything still there"
+        );
+        assert_eq!(
+            ids(&mut conn, ReadFrom::AfterEntry(entries[2])).await,
+            (true, vec!["d".into()])
+        );
+        let indexed: usize = redis::cmd("HLEN")
+            .arg("c:mercure:1:idx")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(indexed, 3);
+        // A repeated id: the latest wins, and trimming the older entry keeps the index.
+        append(&mut conn, "c", "1", "b", &body("b"), true, BOUNDS)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&mut conn, ReadFrom::AfterId("b".into())).await,
+            (true, vec![])
+        );
+        append(&mut conn, "c", "1", "e", &body("e"), true, BOUNDS)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&mut conn, ReadFrom::AfterId("b".into())).await,
+            (true, vec!["e".into()])
+        );
+        // Not kept: published, not appended.
+        let entry = append(&mut conn, "c", "1", "s", &body("s"), false, BOUNDS)
+            .await
+            .unwrap();
+        assert_eq!(entry, None);
+        assert_eq!(ids(&mut conn, ReadFrom::Start).await.1.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_stream_is_bounded_by_bytes_and_age_and_expires() {
+        let server = redis_server().await;
+        let (_client, mut conn) = server.connect().await;
+        let one = (body("x0").len() + 2 + 64) as usize;
+        let bounds = HistoryBounds {
+            size: 100,
+            age: Duration::from_millis(800),
+            bytes: one * 2,
+        };
+        for n in 0..5 {
+            let id = format!("x{n}");
+            append(&mut conn, "c", "1", &id, &body(&id), true, bounds)
+                .await
+                .unwrap();
+        }
+        let page = read(&mut conn, "c", "1", &ReadFrom::Start, 100, bounds.age)
+            .await
+            .unwrap();
+        assert_eq!(page.entries.len(), 2, "two fit the byte bound");
+        let bytes: usize = redis::cmd("GET")
+            .arg("c:mercure:1:bytes")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(bytes, one * 2, "the counter follows the trims");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg("c:mercure:1:log")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0 && ttl <= 800, "expires with the age bound: {ttl}");
+        // Past the age, a read finds nothing (and removes them), then the keys expire.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let page = read(
+            &mut conn,
+            "c",
+            "1",
+            &ReadFrom::Start,
+            100,
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
+        assert!(page.entries.is_empty(), "older than the age bound");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let exists: usize = redis::cmd("EXISTS")
+            .arg("c:mercure:1:log")
+            .arg("c:mercure:1:idx")
+            .arg("c:mercure:1:bytes")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(exists, 0, "an idle app's history leaves Redis");
+        // A history of size 0 keeps nothing.
+        let none = HistoryBounds { size: 0, ..bounds };
+        assert_eq!(
+            append(&mut conn, "c", "1", "z", &body("z"), true, none)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn entry_ids_parse_and_order_numerically() {
+        let a = EntryId::parse("9-5").unwrap();
+        let b = EntryId::parse("10-0").unwrap();
+        assert!(a < b);
+        assert_eq!(b.to_string(), "10-0");
+        assert_eq!(EntryId::parse("x-1"), None);
+        assert_eq!(EntryId::parse("1"), None);
+    }
+}
