@@ -39,6 +39,7 @@ mod limits;
 mod mercure;
 mod mercure_bridge;
 mod mercure_cluster;
+mod mercure_cluster_history;
 mod mercure_helpers;
 mod mercure_settings;
 mod metrics;

@@ -7,6 +7,7 @@
 //! Every response names the hub in a `Link: <...>; rel="mercure"` header. Browsers on the app's
 //! allowed origins get CORS headers (with credentials only for an explicit list of origins).
 
+mod cluster;
 #[doc(hidden)]
 pub mod form;
 mod registry;
@@ -451,14 +452,17 @@ async fn publish_inner(
     }
     let id = form.id.clone().unwrap_or_else(registry::new_id);
     mercure.set_limits(history_limits(app));
-    let mut delivered = mercure.publish(Update::new(
+    let update = Update::new(
         id.clone(),
         form.topics.clone(),
         form.private,
         form.event_type.as_deref(),
         form.retry,
         data,
-    ));
+    );
+    // In a cluster, through Redis: every node delivers it (this one included, when it hears
+    // it), and any node can replay it.
+    let mut delivered = cluster::publish(node.cluster.as_ref(), &mercure, &app.id, update).await;
     // A public update on a public channel's name reaches its pusher-js subscribers too, under
     // an event name pusher-js takes as an event.
     let bridged = pusher_event_name(form.event_type.as_deref(), app.limits.event_name_length());
@@ -472,10 +476,10 @@ async fn publish_inner(
             }
             let frame = crate::protocol::server::channel_event(event, topic, data);
             delivered += app_hub.publish_unbridged(&channel, &frame, data);
-            // Other nodes deliver it as a Pusher event: to their pusher-js subscribers and,
-            // through their bridge, to their Mercure subscribers of the topic.
+            // Other nodes deliver it to their pusher-js subscribers only: their Mercure
+            // subscribers get the update itself.
             if let Some(cluster) = &node.cluster {
-                cluster.forward(&app.id, topic, &frame, None, false);
+                cluster.forward_unbridged(&app.id, topic, &frame);
             }
         }
     }
@@ -623,8 +627,22 @@ async fn subscribe_inner(
             id: registry::new_id(),
             selectors: described,
         };
-        let subscribed =
-            mercure.subscribe(&admitted.conn, selectors, readable, subscriber, &resume);
+        let subscribed = match &node.cluster {
+            Some(cluster) => {
+                mercure
+                    .subscribe_in_cluster(
+                        cluster,
+                        &app.id,
+                        &admitted.conn,
+                        selectors,
+                        readable,
+                        subscriber,
+                        &resume,
+                    )
+                    .await
+            }
+            None => mercure.subscribe(&admitted.conn, selectors, readable, subscriber, &resume),
+        };
         admitted.usage().count(subscribed.replayed as u64);
         if answer.send(Ok(subscribed.resume_point)).is_err() {
             if let Some(id) = subscribed.id {

@@ -16,6 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 
 use crate::auth::mercure::{KeyError, Verifier};
+use crate::cluster::mercure::EntryId;
 use crate::hub::{AppHub, Connection, PusherBridge, Queued};
 use crate::locks::MutexExt;
 use crate::protocol::mercure::{any_matches, Selector};
@@ -47,7 +48,7 @@ pub(super) const HISTORY_SHARES: usize = 8;
 
 /// A budget of `per_second` units, refilled each second.
 #[derive(Debug)]
-struct Budget {
+pub(super) struct Budget {
     window: Instant,
     used: usize,
 }
@@ -63,7 +64,7 @@ impl Default for Budget {
 
 impl Budget {
     /// Units left in this second's window.
-    fn left(&mut self, per_second: usize) -> usize {
+    pub(super) fn left(&mut self, per_second: usize) -> usize {
         let now = Instant::now();
         if now.saturating_duration_since(self.window) >= Duration::from_secs(1) {
             self.window = now;
@@ -72,7 +73,7 @@ impl Budget {
         per_second.saturating_sub(self.used)
     }
 
-    fn spend(&mut self, units: usize) {
+    pub(super) fn spend(&mut self, units: usize) {
         self.used += units;
     }
 }
@@ -111,6 +112,23 @@ impl Update {
         data: &str,
     ) -> Update {
         let event = format_event(&id, event_type, retry, data);
+        Update {
+            id,
+            topics,
+            private,
+            event,
+            at: Instant::now(),
+        }
+    }
+
+    /// An update as another node formatted it (heard from the cluster's bus or read from the
+    /// history in Redis).
+    pub(super) fn formatted(
+        id: String,
+        topics: Vec<String>,
+        private: bool,
+        event: Bytes,
+    ) -> Update {
         Update {
             id,
             topics,
@@ -281,8 +299,8 @@ impl Default for HistoryLimits {
 
 /// One subscriber's registration.
 #[derive(Debug)]
-struct Subscription {
-    conn: Arc<Connection>,
+pub(super) struct Subscription {
+    pub(super) conn: Arc<Connection>,
     selectors: Vec<Selector>,
     /// The topics its token lets it read privately.
     readable: Vec<Selector>,
@@ -290,20 +308,41 @@ struct Subscription {
     subscriber: Subscriber,
     /// Whether it selects the subscriptions namespace by name.
     watches: bool,
+    /// While a cluster subscribe reads the history from Redis: the live updates it wants,
+    /// held until the replay is queued (`cluster.rs`).
+    pub(super) pending: Option<Pending>,
 }
 
+/// The live updates a subscription registered in a cluster gets while its replay is read.
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    /// With their stream entry ids (`None`: delivered here only, Redis being unreachable).
+    pub(super) buffered: Vec<(Option<EntryId>, Arc<Update>)>,
+    /// More than [`PENDING_MAX`] came: the stream ends after the replay.
+    pub(super) overflowed: bool,
+}
+
+/// Live updates one pending subscription holds at most (past it, its stream ends after the
+/// replay and the client reconnects from the last update it got).
+pub(super) const PENDING_MAX: usize = 1_024;
+
 impl Subscription {
-    fn wants(&self, update: &Update) -> bool {
-        any_matches(&self.selectors, &update.topics)
-            && (!update.private || any_matches(&self.readable, &update.topics))
+    pub(super) fn wants(&self, update: &Update) -> bool {
+        wants(&self.selectors, &self.readable, update)
     }
+}
+
+/// Whether a subscriber of `selectors` (reading private updates of `readable`) gets `update`.
+pub(super) fn wants(selectors: &[Selector], readable: &[Selector], update: &Update) -> bool {
+    any_matches(selectors, &update.topics)
+        && (!update.private || any_matches(readable, &update.topics))
 }
 
 /// An app's history: the last updates, oldest first, bounded by count, age and (node-wide)
 /// bytes. The cluster's history (Redis Streams) would replace this struct behind the same
 /// three calls (`push`, `since`, `trim`).
 #[derive(Debug, Default)]
-struct History {
+pub(super) struct History {
     updates: VecDeque<Arc<Update>>,
     bytes: usize,
 }
@@ -377,7 +416,7 @@ impl History {
 
     /// The updates after `resume`, and the resume point to announce (the id found, or
     /// `earliest` when the history is read from its start).
-    fn since(&self, resume: &Resume) -> (Vec<Arc<Update>>, Option<String>) {
+    pub(super) fn since(&self, resume: &Resume) -> (Vec<Arc<Update>>, Option<String>) {
         match resume {
             Resume::Live => (Vec::new(), None),
             Resume::Earliest => (
@@ -401,9 +440,9 @@ impl History {
 }
 
 #[derive(Debug, Default)]
-struct State {
+pub(super) struct State {
     next: u64,
-    subscriptions: HashMap<u64, Subscription>,
+    pub(super) subscriptions: HashMap<u64, Subscription>,
     /// Subscriptions by the exact topics they select.
     exact: HashMap<Box<str>, Vec<u64>>,
     /// Subscriptions with a selector that is not an exact topic.
@@ -411,7 +450,7 @@ struct State {
     /// Subscriptions that select the subscriptions namespace by name (subscription events are
     /// made only while there are some).
     watchers: usize,
-    history: History,
+    pub(super) history: History,
 }
 
 /// One app's Mercure state.
@@ -428,7 +467,7 @@ pub struct AppMercure {
     /// This second's subscription events.
     events: Mutex<Budget>,
     /// This second's replayed updates.
-    replays: Mutex<Budget>,
+    pub(super) replays: Mutex<Budget>,
     /// The app's token verifier, kept for the app version and public URL it was built for.
     verifier: Mutex<Option<(AppRef, String, Verifier)>>,
 }
@@ -446,7 +485,7 @@ pub(super) struct Subscribed {
 }
 
 impl AppMercure {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock_or_recover()
     }
 
@@ -469,7 +508,7 @@ impl AppMercure {
         *self.limits.lock_or_recover() = limits;
     }
 
-    fn limits(&self) -> HistoryLimits {
+    pub(super) fn limits(&self) -> HistoryLimits {
         *self.limits.lock_or_recover()
     }
 
@@ -492,16 +531,7 @@ impl AppMercure {
         let mut state = self.lock();
         state.history.trim(limits, Instant::now(), &self.pool);
         let (missed, resume_point) = state.history.since(resume);
-        let watches = selectors
-            .iter()
-            .any(|s| subscriptions::watches(&self.hub_path, s));
-        let subscription = Subscription {
-            conn: conn.clone(),
-            selectors,
-            readable,
-            subscriber,
-            watches,
-        };
+        let subscription = self.subscription(conn, selectors, readable, subscriber, false);
         let mut replayed = 0;
         let mut cut = false;
         let mut replays = self.replays.lock_or_recover();
@@ -525,6 +555,60 @@ impl AppMercure {
                 resume_point,
             };
         }
+        let id = self.register(state, subscription);
+        Subscribed {
+            id: Some(id),
+            replayed,
+            resume_point,
+        }
+    }
+
+    /// This node's history after `resume` (trimmed first), and the resume point to announce.
+    pub(super) fn local_since(
+        &self,
+        state: &mut State,
+        limits: HistoryLimits,
+        resume: &Resume,
+    ) -> (Vec<Arc<Update>>, Option<String>) {
+        state.history.trim(limits, Instant::now(), &self.pool);
+        state.history.since(resume)
+    }
+
+    /// A subscription of `conn` (pending: its live updates held until [`Pending`] is taken).
+    pub(super) fn subscription(
+        &self,
+        conn: &Arc<Connection>,
+        selectors: Vec<Selector>,
+        readable: Vec<Selector>,
+        subscriber: Subscriber,
+        pending: bool,
+    ) -> Subscription {
+        let watches = selectors
+            .iter()
+            .any(|s| subscriptions::watches(&self.hub_path, s));
+        Subscription {
+            conn: conn.clone(),
+            selectors,
+            readable,
+            subscriber,
+            watches,
+            pending: pending.then(Pending::default),
+        }
+    }
+
+    /// The history bytes one app keeps in Redis: the share of the node-wide bound one app gets
+    /// when the node's pool is contended.
+    pub(super) fn history_share(&self) -> usize {
+        self.pool.max / HISTORY_SHARES
+    }
+
+    /// Registers `subscription` (its lock held by `state`, released here), marks the app's
+    /// bridge active and sends its subscription events; its id.
+    pub(super) fn register(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        subscription: Subscription,
+    ) -> u64 {
         state.next += 1;
         let id = state.next;
         let mut exact_only = true;
@@ -542,7 +626,7 @@ impl AppMercure {
         if !exact_only {
             state.others.push(id);
         }
-        state.watchers += usize::from(watches);
+        state.watchers += usize::from(subscription.watches);
         let events = (state.watchers > 0).then(|| self.events(&subscription.subscriber, true));
         state.subscriptions.insert(id, subscription);
         drop(state);
@@ -552,11 +636,7 @@ impl AppMercure {
         for event in events.into_iter().flatten() {
             self.deliver(event, false);
         }
-        Subscribed {
-            id: Some(id),
-            replayed,
-            resume_point,
-        }
+        id
     }
 
     /// Removes subscription `id`.
@@ -699,7 +779,17 @@ impl AppMercure {
     /// Queues `update` for every subscription it matches, keeping it in the history when
     /// `keep` (subscription events are not kept).
     fn deliver(&self, update: Update, keep: bool) -> usize {
-        let update = Arc::new(update);
+        self.deliver_entry(Arc::new(update), keep, None)
+    }
+
+    /// [`AppMercure::deliver`] of an update with its stream entry id, if any (a pending
+    /// subscription holds it with its entry id).
+    pub(super) fn deliver_entry(
+        &self,
+        update: Arc<Update>,
+        keep: bool,
+        entry: Option<EntryId>,
+    ) -> usize {
         let limits = self.limits();
         if keep {
             self.make_room(update.cost());
@@ -722,10 +812,18 @@ impl AppMercure {
         }
         let mut delivered = 0;
         for id in candidates {
-            let Some(subscription) = state.subscriptions.get(&id) else {
+            let Some(subscription) = state.subscriptions.get_mut(&id) else {
                 continue;
             };
             if !subscription.wants(&update) {
+                continue;
+            }
+            if let Some(pending) = &mut subscription.pending {
+                if pending.buffered.len() < PENDING_MAX {
+                    pending.buffered.push((entry, update.clone()));
+                } else {
+                    pending.overflowed = true;
+                }
                 continue;
             }
             match subscription.conn.outbox().enqueue(&update.event) {
@@ -754,6 +852,10 @@ struct PusherFrame<'a> {
 }
 
 impl PusherBridge for AppMercure {
+    fn mercure_update(&self, message: &[u8]) -> usize {
+        self.heard(message)
+    }
+
     fn pusher_event(&self, channel: &str, frame: &Bytes) -> usize {
         let Ok(parsed) = serde_json::from_slice::<PusherFrame<'_>>(frame) else {
             return 0;
