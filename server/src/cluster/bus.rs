@@ -243,12 +243,33 @@ async fn send(
         return false;
     }
     let mut pipe = redis::pipe();
+    let app_prefix = Cluster::app_channel(&inner.settings.name, "");
+    // The Pusher publishes a Mercure subscriber somewhere may want ([`super::mercure`]).
+    let bridged: Vec<Option<(usize, String)>> = batch
+        .iter()
+        .map(|outgoing| {
+            let message = message::decode(&outgoing.payload)?;
+            (!message.unbridged && super::mercure::bridgeable(message.frame)).then(|| {
+                (
+                    outgoing.payload.len() - message.frame.len(),
+                    message.channel.to_owned(),
+                )
+            })
+        })
+        .collect();
+    if bridged.iter().any(Option::is_some) {
+        super::mercure::load_bridge(&mut pipe);
+    }
     if batch.iter().any(|outgoing| outgoing.cache.is_some()) {
         // Loaded once per pipeline that needs it (cheap when loaded): a restarted Redis has
         // forgotten it, and a NOSCRIPT would fail the whole pipeline.
         pipe.cmd("SCRIPT").arg("LOAD").arg(KEEP.0).ignore();
     }
-    for outgoing in batch.iter() {
+    for (outgoing, bridged) in batch.iter().zip(&bridged) {
+        let app_id = outgoing
+            .redis_channel
+            .strip_prefix(app_prefix.as_str())
+            .unwrap_or_default();
         match &outgoing.cache {
             // Stored (within the app's caps) and published in one step; cached again, the
             // channel's next miss is reported again (`misses.rs`).
@@ -258,11 +279,27 @@ async fn send(
                 {
                     pipe.del(missed).ignore();
                 }
+                if let Some((at, channel)) = bridged {
+                    let (cluster, payload) = (&inner.settings.name, outgoing.payload.as_ref());
+                    let to = &outgoing.redis_channel;
+                    super::mercure::bridge(
+                        &mut pipe, cluster, app_id, to, payload, *at, channel, false,
+                    );
+                }
             }
-            None => {
-                pipe.publish(&outgoing.redis_channel, outgoing.payload.as_ref())
-                    .ignore();
-            }
+            None => match bridged {
+                Some((at, channel)) => {
+                    let (cluster, payload) = (&inner.settings.name, outgoing.payload.as_ref());
+                    let to = &outgoing.redis_channel;
+                    super::mercure::bridge(
+                        &mut pipe, cluster, app_id, to, payload, *at, channel, true,
+                    );
+                }
+                None => {
+                    pipe.publish(&outgoing.redis_channel, outgoing.payload.as_ref())
+                        .ignore();
+                }
+            },
         }
     }
     let acks: Vec<_> = batch

@@ -22,48 +22,90 @@ use bytes::Bytes;
 
 use super::{Cluster, Part, COMMAND_TIMEOUT};
 
-/// Appends an update to the app's history stream (unless `keep` is 0 or the size bound is 0)
-/// and publishes it as a kind-6 message; returns the entry id (empty when not kept).
-///
-/// KEYS: the stream, the index, the byte counter. ARGV: the app's Redis channel, the update id,
-/// the update's body, keep (1/0), max entries, max age (ms), max bytes, the keys' TTL (ms).
-pub const APPEND_SCRIPT: &str = r"
-local keep = ARGV[4] == '1' and tonumber(ARGV[5]) > 0
-local entry = ''
-if keep then
-  local max_count = tonumber(ARGV[5])
-  local max_age = tonumber(ARGV[6])
-  local max_bytes = tonumber(ARGV[7])
+/// The Lua function both append scripts share: appends `body` (update id `id`, empty for a
+/// bridged Pusher event) to the stream, indexes it, trims the oldest entries while over a bound
+/// (count, age in ms against Redis's clock, bytes), sets the keys' TTL; returns the entry id.
+macro_rules! append_fn {
+    () => {
+        r"
+local function append(id, body, max_count, max_age, max_bytes, ttl)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  entry = redis.call('XADD', KEYS[1], '*', 'i', ARGV[2], 'u', ARGV[3])
-  redis.call('HSET', KEYS[2], ARGV[2], entry)
-  local bytes = redis.call('INCRBY', KEYS[3], #ARGV[2] + #ARGV[3] + 64)
+  local entry = redis.call('XADD', KEYS[1], '*', 'i', id, 'u', body)
+  if id ~= '' then
+    redis.call('HSET', KEYS[2], id, entry)
+  end
+  local bytes = redis.call('INCRBY', KEYS[3], #id + #body + 64)
   local count = redis.call('XLEN', KEYS[1])
   while count > 0 do
     local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
     if oldest == nil then break end
     local ms = tonumber(string.match(oldest[1], '^(%d+)'))
     if count > max_count or bytes > max_bytes or ms < now - max_age then
-      local id, body = oldest[2][2], oldest[2][4]
+      local old_id, old_body = oldest[2][2], oldest[2][4]
       redis.call('XDEL', KEYS[1], oldest[1])
-      if redis.call('HGET', KEYS[2], id) == oldest[1] then
-        redis.call('HDEL', KEYS[2], id)
+      if old_id ~= '' and redis.call('HGET', KEYS[2], old_id) == oldest[1] then
+        redis.call('HDEL', KEYS[2], old_id)
       end
-      bytes = redis.call('DECRBY', KEYS[3], #id + #body + 64)
+      bytes = redis.call('DECRBY', KEYS[3], #old_id + #old_body + 64)
       count = count - 1
     else
       break
     end
   end
-  local ttl = tonumber(ARGV[8])
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PEXPIRE', KEYS[3], ttl)
+  return entry
+end
+"
+    };
+}
+
+/// Appends an update to the app's history stream (unless `keep` is 0 or the size bound is 0)
+/// and publishes it as a kind-6 message; returns the entry id (empty when not kept).
+///
+/// KEYS: the stream, the index, the byte counter. ARGV: the app's Redis channel, the update id,
+/// the update's body, keep (1/0), max entries, max age (ms), max bytes, the keys' TTL (ms).
+pub const APPEND_SCRIPT: &str = concat!(
+    append_fn!(),
+    r"
+local entry = ''
+if ARGV[4] == '1' and tonumber(ARGV[5]) > 0 then
+  entry = append(ARGV[2], ARGV[3], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
+    tonumber(ARGV[8]))
 end
 redis.call('PUBLISH', ARGV[1], 'H' .. string.char(6) .. string.char(#entry) .. entry .. ARGV[3])
 return entry
-";
+"
+);
+
+/// A Pusher publish forwarded by its origin (replacing its plain `PUBLISH`, or after the cache
+/// script that published it): publishes it (when ARGV[3] is 1), then, when the app has Mercure
+/// subscribers somewhere (its live key, whose value is `size:age_ms:bytes`, the history's
+/// bounds), appends it to the history as a bridged event (body: flags 2, the channel, the
+/// frame) and publishes it as a kind-6 message. Returns the entry id, or an empty string.
+///
+/// KEYS: the stream, the index, the byte counter, the live key. ARGV: the app's Redis channel,
+/// the bus message, publish (1/0), the frame's offset in the message, the Pusher channel.
+pub const BRIDGE_SCRIPT: &str = concat!(
+    append_fn!(),
+    r"
+if ARGV[3] == '1' then
+  redis.call('PUBLISH', ARGV[1], ARGV[2])
+end
+local live = redis.call('GET', KEYS[4])
+if not live then return '' end
+local size, age, max_bytes = string.match(live, '^(%d+):(%d+):(%d+)$')
+if not size then return '' end
+local channel = ARGV[5]
+local body = string.char(2, math.floor(#channel / 256) % 256, #channel % 256) .. channel
+  .. string.sub(ARGV[2], tonumber(ARGV[4]) + 1)
+local entry = append('', body, tonumber(size), tonumber(age), tonumber(max_bytes), tonumber(age))
+redis.call('PUBLISH', ARGV[1], 'H' .. string.char(6) .. string.char(#entry) .. entry .. body)
+return entry
+"
+);
 
 /// Reads up to `count` entries after a resume point, oldest first, after dropping the entries
 /// past the age bound. Returns `{found, start, entry, body, entry, body, ...}`: `found` is 1
@@ -71,7 +113,8 @@ return entry
 /// `start` the entry id read after (`0-0`: from the start).
 ///
 /// KEYS: the stream, the index, the byte counter. ARGV: mode (`e` from the start, `i` after
-/// update id ARGV[2], `x` after entry id ARGV[2]), ARGV[2], count, max age (ms).
+/// update id ARGV[2], `x` after entry id ARGV[2], `y` after entry id ARGV[2] if the stream
+/// still holds it, else from the start), ARGV[2], count, max age (ms).
 pub const READ_SCRIPT: &str = r"
 local max_age = tonumber(ARGV[4])
 local t = redis.call('TIME')
@@ -95,6 +138,8 @@ if ARGV[1] == 'i' then
   if at then start = at else found = 0 end
 elseif ARGV[1] == 'x' then
   start = ARGV[2]
+elseif ARGV[1] == 'y' then
+  if #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) > 0 then start = ARGV[2] else found = 0 end
 end
 local out = {found, start}
 local entries = redis.call('XRANGE', KEYS[1], '(' .. start, '+', 'COUNT', tonumber(ARGV[3]))
@@ -143,6 +188,9 @@ pub enum ReadFrom {
     AfterId(String),
     /// After this entry (the next page).
     AfterEntry(EntryId),
+    /// After this entry if the stream still holds it (a bridged event's id), else from the
+    /// start.
+    AfterHeldEntry(EntryId),
 }
 
 /// One page of a history read.
@@ -175,6 +223,99 @@ fn keys(cluster: &str, app_id: &str) -> [String; 3] {
         format!("{base}:idx"),
         format!("{base}:bytes"),
     ]
+}
+
+static BRIDGE: std::sync::LazyLock<(&str, String)> = std::sync::LazyLock::new(|| {
+    let script = redis::Script::new(BRIDGE_SCRIPT);
+    (BRIDGE_SCRIPT, script.get_hash().to_owned())
+});
+
+/// How long an app's live key lasts without a refresh (nodes with Mercure subscribers of the
+/// app refresh it every [`LIVE_REFRESH`]).
+pub const LIVE_TTL: Duration = Duration::from_secs(30);
+
+/// How often a node refreshes the live keys of the apps it has Mercure subscribers of.
+pub const LIVE_REFRESH: Duration = Duration::from_secs(10);
+
+/// App `app_id`'s live key: set while some node has Mercure subscribers of the app (then its
+/// Pusher events are bridged into the history, [`BRIDGE_SCRIPT`]).
+fn live_key(cluster: &str, app_id: &str) -> String {
+    format!("{cluster}:mercure:{app_id}:live")
+}
+
+/// Whether a forwarded Pusher frame may become a Mercure update (protocol events never do:
+/// frames are serialized with `event` first).
+pub(super) fn bridgeable(frame: &[u8]) -> bool {
+    !frame.starts_with(b"{\"event\":\"pusher:")
+        && !frame.starts_with(b"{\"event\":\"pusher_internal:")
+}
+
+/// Adds [`BRIDGE_SCRIPT`] for a forwarded Pusher publish (`payload`, its frame at `at`) of
+/// app `app_id` on `channel` to `pipe`; `publish`: the script also publishes it.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn bridge(
+    pipe: &mut redis::Pipeline,
+    cluster: &str,
+    app_id: &str,
+    redis_channel: &str,
+    payload: &[u8],
+    at: usize,
+    channel: &str,
+    publish: bool,
+) {
+    let keys = keys(cluster, app_id);
+    pipe.cmd("EVALSHA")
+        .arg(&BRIDGE.1)
+        .arg(4)
+        .arg(&keys[0])
+        .arg(&keys[1])
+        .arg(&keys[2])
+        .arg(live_key(cluster, app_id))
+        .arg(redis_channel)
+        .arg(payload)
+        .arg(u8::from(publish))
+        .arg(at)
+        .arg(channel)
+        .ignore();
+}
+
+/// Loads [`BRIDGE_SCRIPT`] in `pipe` (a restarted Redis forgot it).
+pub(super) fn load_bridge(pipe: &mut redis::Pipeline) {
+    pipe.cmd("SCRIPT").arg("LOAD").arg(BRIDGE.0).ignore();
+}
+
+/// The id of a bridged Pusher event kept as stream entry `entry`: the same on every node, a
+/// `urn:uuid:` (version 8) holding the entry's two numbers (the milliseconds, 48 bits, and the
+/// sequence, 62 bits), with a marker (`0x4d5`) telling it apart.
+pub fn bridged_id(entry: EntryId) -> String {
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&entry.0.to_be_bytes()[2..]);
+    bytes[6..8].copy_from_slice(&0x04d5u16.to_be_bytes());
+    bytes[8..].copy_from_slice(&(entry.1 & ((1 << 62) - 1)).to_be_bytes());
+    // Version 8 (custom), RFC 4122 variant.
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    format!("urn:uuid:{}", uuid::Uuid::from_bytes(bytes))
+}
+
+/// The stream entry a [`bridged_id`] names, if it is one.
+pub fn entry_of_bridged_id(id: &str) -> Option<EntryId> {
+    let uuid = uuid::Uuid::parse_str(id.strip_prefix("urn:uuid:")?).ok()?;
+    if uuid.get_version_num() != 8 {
+        return None;
+    }
+    let bytes = uuid.as_bytes();
+    if u16::from_be_bytes([bytes[6], bytes[7]]) & 0x0fff != 0x04d5 {
+        return None;
+    }
+    let mut ms = [0u8; 8];
+    ms[2..].copy_from_slice(&bytes[..6]);
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&bytes[8..]);
+    Some(EntryId(
+        u64::from_be_bytes(ms),
+        u64::from_be_bytes(seq) & ((1 << 62) - 1),
+    ))
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -228,6 +369,7 @@ pub(super) async fn read(
         ReadFrom::Start => ("e", String::new()),
         ReadFrom::AfterId(id) => ("i", id.clone()),
         ReadFrom::AfterEntry(entry) => ("x", entry.to_string()),
+        ReadFrom::AfterHeldEntry(entry) => ("y", entry.to_string()),
     };
     let mut invocation = READ.prepare_invoke();
     invocation
@@ -313,6 +455,31 @@ impl Cluster {
         read(&mut conn, &inner.settings.name, app_id, from, count, age).await
     }
 
+    /// Sets app `app_id`'s live key for [`LIVE_TTL`] with the history's `bounds`: some node
+    /// has Mercure subscribers of the app, so its Pusher events are bridged into the history.
+    pub async fn mercure_live(&self, app_id: &str, bounds: HistoryBounds) {
+        let inner = &self.inner;
+        let mut conn = inner.manager.get();
+        let value = format!("{}:{}:{}", bounds.size, millis(bounds.age), bounds.bytes);
+        let mut command = redis::cmd("SET");
+        let set = command
+            .arg(live_key(&inner.settings.name, app_id))
+            .arg(value)
+            .arg("PX")
+            .arg(millis(LIVE_TTL))
+            .query_async::<()>(&mut conn);
+        match tokio::time::timeout(COMMAND_TIMEOUT, set).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::debug!(app_id, %error, "the Mercure live key was not set"),
+            Err(_) => tracing::debug!(app_id, "the Mercure live key was not set (timed out)"),
+        }
+    }
+
+    /// Whether Redis is reachable as far as this node knows (`/ready`'s `redis: ok`).
+    pub fn redis_ok(&self) -> bool {
+        self.inner.health.state().status == "ok"
+    }
+
     /// Whether this node hears app `app_id`'s Redis channel on a live pub/sub connection (so
     /// a Mercure update sent through Redis comes back here).
     pub fn hears(&self, app_id: &str) -> bool {
@@ -374,9 +541,9 @@ mod tests {
         for (id, entry) in ["a", "b", "c", "d"].iter().zip(&entries) {
             let msg = heard.next().await.unwrap();
             let payload: Vec<u8> = msg.get_payload().unwrap();
-            let update = message::decode_mercure(&payload).unwrap();
-            assert_eq!(update.id, *id);
-            assert_eq!(update.entry, Some(entry.to_string().as_str()));
+            let (got, body) = message::decode_mercure(&payload).unwrap();
+            assert_eq!(message::decode_mercure_body(body).unwrap().id, *id);
+            assert_eq!(got, Some(entry.to_string().as_str()));
         }
         assert!(entries.windows(2).all(|w| w[0] < w[1]), "ordered");
         // Size 3: `a` was trimmed, and its index entry with it.
@@ -492,6 +659,43 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn bridged_ids_name_their_entry_and_nothing_else() {
+        for entry in [
+            EntryId(1_700_000_000_123, 0),
+            EntryId(1, 7),
+            EntryId((1 << 48) - 1, (1 << 62) - 1),
+        ] {
+            let id = bridged_id(entry);
+            assert!(id.starts_with("urn:uuid:"), "{id}");
+            assert_eq!(
+                uuid::Uuid::parse_str(&id[9..]).unwrap().get_version_num(),
+                8
+            );
+            assert_eq!(entry_of_bridged_id(&id), Some(entry), "{id}");
+        }
+        assert_ne!(bridged_id(EntryId(5, 1)), bridged_id(EntryId(5, 2)));
+        assert_eq!(
+            entry_of_bridged_id(&format!("urn:uuid:{}", uuid::Uuid::new_v4())),
+            None
+        );
+        assert_eq!(entry_of_bridged_id("urn:uuid:not-a-uuid"), None);
+        assert_eq!(entry_of_bridged_id("p-1"), None);
+    }
+
+    #[test]
+    fn protocol_frames_are_not_bridgeable() {
+        assert!(bridgeable(
+            br#"{"event":"created","channel":"c","data":"{}"}"#
+        ));
+        assert!(!bridgeable(
+            br#"{"event":"pusher_internal:member_added","channel":"c"}"#
+        ));
+        assert!(!bridgeable(
+            br#"{"event":"pusher:subscription_count","channel":"c"}"#
+        ));
     }
 
     #[test]

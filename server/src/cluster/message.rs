@@ -60,6 +60,8 @@ const KEEP: u8 = 2;
 const ECHO: u8 = 4;
 const UNBRIDGED: u8 = 8;
 const PRIVATE: u8 = 1;
+/// An update body's flag: a bridged Pusher event (built by the bridge script).
+const BRIDGED: u8 = 2;
 
 /// A decoded bus message, borrowing from the received bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -292,17 +294,37 @@ pub fn encode_mercure(entry: &str, body: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-/// Decodes a kind-6 message; `None` for anything that is not one.
-pub fn decode_mercure(bytes: &[u8]) -> Option<MercureUpdate<'_>> {
+/// Decodes a kind-6 message into its entry id (`None`: not kept) and its body (an update,
+/// [`decode_mercure_body`], or a bridged Pusher event, [`decode_bridged_body`]); `None` for
+/// anything that is not one.
+pub fn decode_mercure(bytes: &[u8]) -> Option<(Option<&str>, &[u8])> {
     let (&[MAGIC, MERCURE_UPDATE], rest) = bytes.split_first_chunk::<2>()? else {
         return None;
     };
     let (&entry_len, rest) = rest.split_first()?;
     let (entry, body) = rest.split_at_checked(usize::from(entry_len))?;
     let entry = std::str::from_utf8(entry).ok()?;
-    let mut update = decode_mercure_body(body)?;
-    update.entry = (!entry.is_empty()).then_some(entry);
-    Some(update)
+    Some(((!entry.is_empty()).then_some(entry), body))
+}
+
+/// A bridged Pusher event's body (flags 2, the channel as a u16 length + bytes, the frame as
+/// the origin serialized it), as the bridge script builds it.
+pub fn encode_bridged_body(channel: &str, frame: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(3 + channel.len() + frame.len());
+    out.push(BRIDGED);
+    let len = u16::try_from(channel.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&channel.as_bytes()[..usize::from(len)]);
+    out.extend_from_slice(frame);
+    Bytes::from(out)
+}
+
+/// A bridged Pusher event's channel and frame; `None` for anything else.
+pub fn decode_bridged_body(body: &[u8]) -> Option<(&str, &[u8])> {
+    let (&BRIDGED, rest) = body.split_first()? else {
+        return None;
+    };
+    take_str(rest)
 }
 
 /// A u16-length-prefixed UTF-8 string, and what follows it.
@@ -448,8 +470,9 @@ mod tests {
         let topics = vec!["https://example.com/books/1".to_owned(), "b".to_owned()];
         let body = encode_mercure_body(true, &topics, "urn:uuid:1", b"id: x\ndata: y\n\n");
         let bytes = encode_mercure("1700000000000-3", &body);
-        let update = decode_mercure(&bytes).expect("decodes");
-        assert_eq!(update.entry, Some("1700000000000-3"));
+        let (entry, got) = decode_mercure(&bytes).expect("decodes");
+        assert_eq!(entry, Some("1700000000000-3"));
+        let update = decode_mercure_body(got).expect("an update");
         assert!(update.private);
         assert_eq!(update.topics, vec!["https://example.com/books/1", "b"]);
         assert_eq!(update.id, "urn:uuid:1");
@@ -459,18 +482,31 @@ mod tests {
         assert_eq!(decode_terminate(&bytes), None);
         // Not kept: no entry id.
         let bytes = encode_mercure("", &encode_mercure_body(false, &topics, "i", b""));
-        let update = decode_mercure(&bytes).expect("decodes");
-        assert_eq!((update.entry, update.private), (None, false));
+        let (entry, got) = decode_mercure(&bytes).expect("decodes");
+        assert_eq!(
+            (entry, decode_mercure_body(got).unwrap().private),
+            (None, false)
+        );
         // Truncated anywhere before the event: refused.
-        let bytes = encode_mercure("1-1", &encode_mercure_body(false, &topics, "id", b""));
-        for cut in 0..bytes.len() {
-            assert_eq!(decode_mercure(&bytes[..cut]), None, "cut at {cut}");
+        let body = encode_mercure_body(false, &topics, "id", b"");
+        for cut in 0..body.len() {
+            assert_eq!(decode_mercure_body(&body[..cut]), None, "cut at {cut}");
         }
         assert_eq!(
-            decode_mercure(b"H\x06\x00\x02\x00\x00\x00\x00"),
+            decode_mercure(b"H\x06\x09ab"),
+            None,
+            "an entry longer than the rest"
+        );
+        assert_eq!(
+            decode_mercure_body(b"\x04\x00\x00\x00\x00"),
             None,
             "bad flags"
         );
+        // A bridged Pusher event's body is told apart.
+        let bridged = encode_bridged_body("orders", b"{}");
+        assert_eq!(decode_bridged_body(&bridged), Some(("orders", &b"{}"[..])));
+        assert_eq!(decode_mercure_body(&bridged), None);
+        assert_eq!(decode_bridged_body(&body), None);
     }
 
     #[test]

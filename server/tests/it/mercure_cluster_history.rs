@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::cluster_helpers::{start_cluster_with_limits, Node, TestCluster};
-use crate::helpers::{now, APP_ID, SECRET};
+use crate::cluster_helpers::{start_cluster_with_limits, trigger_except, Node, TestCluster};
+use crate::helpers::{now, post_signed, APP_ID, SECRET};
 use crate::mercure_helpers::{publisher, token07, Event, Sse};
 
 /// Publishes `form` through `node`; panics unless 200; answers the id.
@@ -246,13 +246,31 @@ async fn no_gap_and_no_duplicate_while_publishing_during_a_resumed_subscribe() {
     .await;
     let published = publishing.await.expect("the loop ends");
     let expected: Vec<String> = published[6..].to_vec();
-    for sse in [&mut on_c, &mut on_a] {
+    // The stream holds each once, in the publishing order.
+    let mut redis = cluster.redis.connection().await;
+    let log = format!("{}:mercure:{APP_ID}:log", cluster.redis.cluster);
+    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+        .arg(&log)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let kept: Vec<String> = entries
+        .iter()
+        .map(|(_, fields)| String::from_utf8(fields[0].1.clone()).unwrap())
+        .collect();
+    assert_eq!(kept, published, "the stream");
+    for (name, sse) in [("C", &mut on_c), ("A", &mut on_a)] {
         assert_eq!(
             sse.headers["last-event-id"], "p-5",
             "the resume point was found"
         );
         let got = ids(sse, expected.len()).await;
-        assert_eq!(got, expected, "every update after p-5, in order, once");
+        assert_eq!(
+            got, expected,
+            "on {name}: every update after p-5, in order, once"
+        );
         sse.expect_silence(Duration::from_millis(300)).await;
     }
 }
@@ -331,4 +349,52 @@ async fn with_redis_down_a_node_publishes_and_replays_on_its_own() {
     let mut again = open_on(&http, a, "topic=d", &token, &[("last-event-id", &before)]).await;
     assert_eq!(again.headers["last-event-id"], before.as_str());
     assert_eq!(again.next().await.id, during);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridged_trigger_has_one_id_everywhere_and_is_replayed_by_any_node() {
+    let cluster = TestCluster::start().await;
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let http = reqwest::Client::new();
+    let token = token07(&["*"], &[]);
+    let mut on_b = open_on(&http, b, "topic=orders", &token, &[]).await;
+    let mut on_c = open_on(&http, c, "topic=orders", &token, &[]).await;
+    trigger_except(&http, &a.base(), "orders", "created", "{\"n\":1}", None).await;
+    let first = on_b.next().await;
+    assert_eq!(
+        (first.event.as_str(), first.data.as_str()),
+        ("created", "{\"n\":1}")
+    );
+    assert_eq!(on_c.next().await, first, "the same update, the same id");
+    assert!(first.id.starts_with("urn:uuid:"), "{}", first.id);
+    // A batch and a second trigger through another node: once each, in order.
+    let batch = json!({"batch": [{"name": "b", "channel": "orders", "data": "2"}]});
+    let path = format!("/apps/{APP_ID}/batch_events");
+    let response = post_signed(&http, &b.base(), &path, batch.to_string()).await;
+    assert_eq!(response.status().as_u16(), 200);
+    trigger_except(&http, &c.base(), "orders", "created", "3", None).await;
+    let rest_b = [on_b.next().await, on_b.next().await];
+    let rest_c = [on_c.next().await, on_c.next().await];
+    assert_eq!(rest_b, rest_c);
+    assert_eq!(
+        [rest_b[0].data.as_str(), rest_b[1].data.as_str()],
+        ["2", "3"]
+    );
+    on_b.expect_silence(Duration::from_millis(400)).await;
+    on_c.expect_silence(Duration::from_millis(100)).await;
+    // Replayed by a node that had no subscriber then, from the bridged id.
+    let mut on_a = open_on(
+        &http,
+        a,
+        "topic=orders",
+        &token,
+        &[("last-event-id", &first.id)],
+    )
+    .await;
+    assert_eq!(on_a.headers["last-event-id"], first.id.as_str());
+    assert_eq!(on_a.next().await, rest_b[0]);
+    assert_eq!(on_a.next().await, rest_b[1]);
+    on_a.expect_silence(Duration::from_millis(300)).await;
 }

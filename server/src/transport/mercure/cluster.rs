@@ -19,15 +19,21 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::cluster::mercure::{EntryId, HistoryBounds, Page, ReadFrom, Unavailable};
-use crate::cluster::message::{decode_mercure, decode_mercure_body, encode_mercure_body};
+use crate::cluster::mercure::{
+    bridged_id, entry_of_bridged_id, EntryId, HistoryBounds, Page, ReadFrom, Unavailable,
+    LIVE_REFRESH,
+};
+use crate::cluster::message::{
+    decode_bridged_body, decode_mercure, decode_mercure_body, encode_mercure_body,
+};
 use crate::cluster::Cluster;
 use crate::hub::{Connection, Queued};
 use crate::locks::MutexExt;
 use crate::protocol::mercure::Selector;
 
 use super::registry::{
-    wants, AppMercure, Resume, Subscribed, Update, MAX_REPLAY, REPLAYS_PER_SECOND,
+    pusher_update, wants, AppMercure, Hubs, Resume, Subscribed, Update, MAX_REPLAY,
+    REPLAYS_PER_SECOND,
 };
 use super::subscriptions::Subscriber;
 
@@ -45,8 +51,12 @@ struct Missed {
     updates: Vec<Arc<Update>>,
 }
 
-/// An update as a history entry's body holds it.
-fn update_of(body: &[u8]) -> Option<Update> {
+/// An update as a history entry's body holds it (a bridged Pusher event gets the id its entry
+/// names, the same on every node).
+fn update_of(entry: Option<EntryId>, body: &[u8]) -> Option<Update> {
+    if let Some((channel, frame)) = decode_bridged_body(body) {
+        return pusher_update(channel, frame, bridged_id(entry?));
+    }
     let decoded = decode_mercure_body(body)?;
     Some(Update::formatted(
         decoded.id.to_owned(),
@@ -69,14 +79,8 @@ pub(super) async fn publish(
         return mercure.publish(update);
     };
     let body = encode_mercure_body(update.private, &update.topics, &update.id, &update.event);
-    let limits = mercure.limits();
-    let bounds = HistoryBounds {
-        size: limits.size,
-        age: limits.age,
-        bytes: mercure.history_share(),
-    };
     match cluster
-        .mercure_publish(app_id, &update.id, &body, true, bounds)
+        .mercure_publish(app_id, &update.id, &body, true, mercure.bounds())
         .await
     {
         Ok(_) => 0,
@@ -102,7 +106,10 @@ async fn read_missed(
     readable: &[Selector],
 ) -> Result<Missed, Unavailable> {
     let mut from = match resume {
-        Resume::After(id) => ReadFrom::AfterId(id.clone()),
+        Resume::After(id) => match entry_of_bridged_id(id) {
+            Some(entry) => ReadFrom::AfterHeldEntry(entry),
+            None => ReadFrom::AfterId(id.clone()),
+        },
         _ => ReadFrom::Start,
     };
     let mut missed: Option<Missed> = None;
@@ -120,7 +127,7 @@ async fn read_missed(
         let full = entries.len() == PAGE;
         for (entry, body) in entries {
             missed.last = entry;
-            let Some(update) = update_of(&body) else {
+            let Some(update) = update_of(Some(entry), &body) else {
                 continue;
             };
             if wants(selectors, readable, &update) {
@@ -149,22 +156,63 @@ async fn read_missed(
     }))
 }
 
+/// Refreshes, every [`LIVE_REFRESH`], the live keys of the apps with Mercure subscribers here
+/// (while the runtime runs).
+pub(super) fn start_live_refresher(hubs: &Hubs) {
+    let hubs = hubs.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LIVE_REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(cluster) = hubs.cluster.get() else {
+                continue;
+            };
+            for app in hubs.all() {
+                if app.subscribers() == 0 {
+                    continue;
+                }
+                if let Some(app_id) = app.app_id() {
+                    cluster.mercure_live(&app_id, app.bounds()).await;
+                }
+            }
+        }
+    });
+}
+
 impl AppMercure {
+    /// What bounds the app's history in Redis.
+    pub(super) fn bounds(&self) -> HistoryBounds {
+        let limits = self.limits();
+        HistoryBounds {
+            size: limits.size,
+            age: limits.age,
+            bytes: self.history_share(),
+        }
+    }
+
+    /// Whether the cluster bridges this app's Pusher events to its Mercure subscribers here
+    /// (in cluster mode, while this node hears the app's channel and Redis is reachable).
+    pub(super) fn bridged_by_cluster(&self) -> bool {
+        let Some(cluster) = self.cluster.get() else {
+            return false;
+        };
+        self.app_id()
+            .is_some_and(|app_id| cluster.hears(&app_id) && cluster.redis_ok())
+    }
+
     /// A Mercure update heard on the cluster's bus (kind 6): delivered to the subscriptions it
     /// matches (held by the pending ones) and, when the stream keeps it, kept in this node's
     /// history too. Returns the copies delivered.
     pub(super) fn heard(&self, message: &[u8]) -> usize {
-        let Some(heard) = decode_mercure(message) else {
+        let heard = decode_mercure(message).and_then(|(entry, body)| {
+            let entry = entry.and_then(EntryId::parse);
+            Some((entry, update_of(entry, body)?))
+        });
+        let Some((entry, update)) = heard else {
             tracing::debug!("an unreadable Mercure update on the app's Redis channel");
             return 0;
         };
-        let entry = heard.entry.and_then(EntryId::parse);
-        let update = Update::formatted(
-            heard.id.to_owned(),
-            heard.topics.iter().map(|t| (*t).to_owned()).collect(),
-            heard.private,
-            Bytes::copy_from_slice(heard.event),
-        );
         self.deliver_entry(Arc::new(update), entry.is_some(), entry)
     }
 
@@ -184,6 +232,8 @@ impl AppMercure {
         let read_with = (resume != &Resume::Live).then(|| (selectors.clone(), readable.clone()));
         let subscription = self.subscription(conn, selectors, readable, subscriber, true);
         let id = self.register(self.lock(), subscription);
+        // The app's Pusher events are bridged into the history from now on.
+        cluster.mercure_live(app_id, self.bounds()).await;
         // Updates published from now on reach this node (or the wait timed out: as for a
         // Pusher subscriber, one published in the gap may be missed here).
         cluster.listen(app_id).await;
@@ -239,6 +289,8 @@ impl AppMercure {
             };
         };
         let pending = subscription.pending.take().unwrap_or_default();
+        // Updates up to the last entry read may still be on their way on the bus.
+        subscription.seen = after;
         let conn = subscription.conn.clone();
         let mut replays = self.replays.lock_or_recover();
         let allowed = MAX_REPLAY.min(replays.left(REPLAYS_PER_SECOND));
@@ -281,5 +333,103 @@ impl AppMercure {
             replayed: replayed + live,
             resume_point,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::AppHub;
+    use crate::protocol::SocketId;
+
+    fn update(id: &str) -> Arc<Update> {
+        Arc::new(Update::new(
+            id.into(),
+            vec!["t".into()],
+            false,
+            None,
+            None,
+            id,
+        ))
+    }
+
+    fn received(rx: &mut crate::hub::DetachedOutbox) -> Vec<String> {
+        let mut ids = Vec::new();
+        while let Some(event) = rx.try_recv() {
+            let text = String::from_utf8_lossy(&event).into_owned();
+            ids.push(
+                text.lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("id: ")
+                    .to_owned(),
+            );
+        }
+        ids
+    }
+
+    #[test]
+    fn going_live_replays_then_the_held_updates_past_the_read_and_skips_late_echoes() {
+        let app_hub = Arc::new(AppHub::new("1", None));
+        let hubs = Hubs::new(1 << 20);
+        let app = hubs.app("1", &app_hub);
+        let (conn, mut rx) = Connection::new(SocketId::new(1, 1), 64);
+        let subscriber = Subscriber {
+            id: "urn:uuid:0".into(),
+            selectors: Vec::new(),
+        };
+        let selectors = vec![Selector::Exact("t".into())];
+        let subscription = app.subscription(&conn, selectors, Vec::new(), subscriber, true);
+        let id = app.register(app.lock(), subscription);
+        // Heard while pending: entries 2 and 3 (2 the read also saw), held, not sent.
+        assert_eq!(
+            app.deliver_entry(update("u2"), true, Some(EntryId(2, 0))),
+            0
+        );
+        assert_eq!(
+            app.deliver_entry(update("u3"), true, Some(EntryId(3, 0))),
+            0
+        );
+        assert!(received(&mut rx).is_empty(), "held while pending");
+        // The read saw entries 1 and 2.
+        let missed = Missed {
+            found: true,
+            last: EntryId(2, 0),
+            updates: vec![update("u1"), update("u2")],
+        };
+        let resume = Resume::After("u0".into());
+        let subscribed = app.go_live(id, &resume, Some(Ok(missed)));
+        assert_eq!(subscribed.id, Some(id));
+        assert_eq!(subscribed.resume_point.as_deref(), Some("u0"));
+        assert_eq!(
+            received(&mut rx),
+            ["u1", "u2", "u3"],
+            "no gap, no duplicate"
+        );
+        // An update the read overtook on the bus arrives late: skipped; newer ones are live.
+        app.deliver_entry(update("u2"), true, Some(EntryId(2, 0)));
+        app.deliver_entry(update("u4"), true, Some(EntryId(4, 0)));
+        assert_eq!(received(&mut rx), ["u4"]);
+    }
+
+    #[test]
+    fn a_pending_subscription_past_its_bound_ends_after_its_replay() {
+        let app_hub = Arc::new(AppHub::new("1", None));
+        let hubs = Hubs::new(1 << 24);
+        let app = hubs.app("1", &app_hub);
+        let (conn, _rx) = Connection::new(SocketId::new(1, 1), 4096);
+        let subscriber = Subscriber {
+            id: "urn:uuid:0".into(),
+            selectors: Vec::new(),
+        };
+        let selectors = vec![Selector::Exact("t".into())];
+        let subscription = app.subscription(&conn, selectors, Vec::new(), subscriber, true);
+        let id = app.register(app.lock(), subscription);
+        for n in 0..=super::super::registry::PENDING_MAX as u64 {
+            app.deliver_entry(update(&format!("u{n}")), false, Some(EntryId(n + 1, 0)));
+        }
+        let subscribed = app.go_live(id, &Resume::Live, None);
+        assert_eq!(subscribed.id, None, "the stream ends: the client resumes");
+        assert_eq!(app.subscribers(), 0);
     }
 }

@@ -21,6 +21,16 @@ pub use form::{
 };
 pub use registry::{format_event, HistoryLimits, Hubs, Resume, MAX_REPLAY};
 
+impl Hubs {
+    /// Cluster mode: updates cross Redis, the history lives there, and the live keys of the
+    /// apps with subscribers here are kept fresh (`cluster.rs`). Set once, before serving.
+    pub fn join_cluster(&self, cluster: crate::cluster::Cluster) {
+        if self.cluster.set(cluster).is_ok() {
+            cluster::start_live_refresher(self);
+        }
+    }
+}
+
 use std::time::Duration;
 
 use axum::extract::{Path, Request, State};

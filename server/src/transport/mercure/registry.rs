@@ -188,6 +188,8 @@ pub fn format_event(id: &str, event_type: Option<&str>, retry: Option<u64>, data
 pub struct Hubs {
     apps: Apps,
     pool: Arc<Pool>,
+    /// The node's cluster membership, in cluster mode (set once at startup).
+    pub(super) cluster: Arc<std::sync::OnceLock<crate::cluster::Cluster>>,
 }
 
 type Apps = Arc<Mutex<HashMap<Box<str>, Arc<AppMercure>>>>;
@@ -202,6 +204,7 @@ impl Hubs {
                 holders: AtomicUsize::new(0),
                 max: max_history_bytes,
             }),
+            cluster: Arc::default(),
         }
     }
 
@@ -220,11 +223,17 @@ impl Hubs {
                     events: Mutex::default(),
                     replays: Mutex::default(),
                     verifier: Mutex::new(None),
+                    cluster: self.cluster.clone(),
                 });
                 app_hub.attach_bridge(app.clone());
                 app
             })
             .clone()
+    }
+
+    /// Every app's state here.
+    pub(super) fn all(&self) -> Vec<Arc<AppMercure>> {
+        self.apps.lock_or_recover().values().cloned().collect()
     }
 
     /// App `app_id`'s state, if it has any here.
@@ -311,6 +320,9 @@ pub(super) struct Subscription {
     /// While a cluster subscribe reads the history from Redis: the live updates it wants,
     /// held until the replay is queued (`cluster.rs`).
     pub(super) pending: Option<Pending>,
+    /// The last stream entry its replay read: an update heard later with an entry up to it
+    /// was replayed already (the read can overtake the update's message on the bus).
+    pub(super) seen: Option<EntryId>,
 }
 
 /// The live updates a subscription registered in a cluster gets while its replay is read.
@@ -470,6 +482,8 @@ pub struct AppMercure {
     pub(super) replays: Mutex<Budget>,
     /// The app's token verifier, kept for the app version and public URL it was built for.
     verifier: Mutex<Option<(AppRef, String, Verifier)>>,
+    /// The node's cluster membership, in cluster mode.
+    pub(super) cluster: Arc<std::sync::OnceLock<crate::cluster::Cluster>>,
 }
 
 /// What a subscribe got.
@@ -593,7 +607,13 @@ impl AppMercure {
             subscriber,
             watches,
             pending: pending.then(Pending::default),
+            seen: None,
         }
+    }
+
+    /// The app's id (`None` once its hub is gone).
+    pub(super) fn app_id(&self) -> Option<Arc<str>> {
+        self.app_hub.upgrade().map(|app_hub| app_hub.id())
     }
 
     /// The history bytes one app keeps in Redis: the share of the node-wide bound one app gets
@@ -818,6 +838,12 @@ impl AppMercure {
             if !subscription.wants(&update) {
                 continue;
             }
+            if let (Some(seen), Some(entry)) = (subscription.seen, entry) {
+                if entry <= seen {
+                    continue;
+                }
+                subscription.seen = None;
+            }
             if let Some(pending) = &mut subscription.pending {
                 if pending.buffered.len() < PENDING_MAX {
                     pending.buffered.push((entry, update.clone()));
@@ -857,28 +883,37 @@ impl PusherBridge for AppMercure {
     }
 
     fn pusher_event(&self, channel: &str, frame: &Bytes) -> usize {
-        let Ok(parsed) = serde_json::from_slice::<PusherFrame<'_>>(frame) else {
-            return 0;
-        };
-        // Protocol frames (member events, counts) stay Pusher's.
-        if parsed.event.starts_with("pusher:") || parsed.event.starts_with("pusher_internal:") {
+        // In a cluster the bridge script brings it (kind 6, one id everywhere), unless this
+        // node cannot hear it (Redis unreachable: degraded mode, delivered here alone).
+        if self.bridged_by_cluster() {
             return 0;
         }
-        // A REST event's data is a JSON string (delivered as its text); a client event's may be
-        // any JSON (delivered as written).
-        let raw = parsed.data.get();
-        let data = serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_owned());
-        let private = ChannelName::parse(channel, usize::MAX)
-            .map_or(true, |name| name.kind() != ChannelKind::Public);
-        self.publish(Update::new(
-            new_id(),
-            vec![channel.to_owned()],
-            private,
-            Some(&parsed.event),
-            None,
-            &data,
-        ))
+        pusher_update(channel, frame, new_id()).map_or(0, |update| self.publish(update))
     }
+}
+
+/// The Mercure update a Pusher event `frame` on `channel` makes, with id `id` (`None` for a
+/// protocol event or an unreadable frame).
+pub(super) fn pusher_update(channel: &str, frame: &[u8], id: String) -> Option<Update> {
+    let parsed = serde_json::from_slice::<PusherFrame<'_>>(frame).ok()?;
+    // Protocol frames (member events, counts) stay Pusher's.
+    if parsed.event.starts_with("pusher:") || parsed.event.starts_with("pusher_internal:") {
+        return None;
+    }
+    // A REST event's data is a JSON string (delivered as its text); a client event's may be
+    // any JSON (delivered as written).
+    let raw = parsed.data.get();
+    let data = serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_owned());
+    let private = ChannelName::parse(channel, usize::MAX)
+        .map_or(true, |name| name.kind() != ChannelKind::Public);
+    Some(Update::new(
+        id,
+        vec![channel.to_owned()],
+        private,
+        Some(&parsed.event),
+        None,
+        &data,
+    ))
 }
 
 #[cfg(test)]
