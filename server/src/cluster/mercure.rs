@@ -601,7 +601,7 @@ mod tests {
     async fn the_stream_is_bounded_by_bytes_and_age_and_expires() {
         let server = redis_server().await;
         let (_client, mut conn) = server.connect().await;
-        let one = (body("x0").len() + 2 + 64) as usize;
+        let one = body("x0").len() + 2 + 64;
         let bounds = HistoryBounds {
             size: 100,
             age: Duration::from_millis(800),

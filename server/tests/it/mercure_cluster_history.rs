@@ -9,6 +9,9 @@ use crate::cluster_helpers::{start_cluster_with_limits, trigger_except, Node, Te
 use crate::helpers::{now, post_signed, APP_ID, SECRET};
 use crate::mercure_helpers::{publisher, token07, Event, Sse};
 
+/// A stream entry as `XRANGE` answers it: its id and its fields.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 /// Publishes `form` through `node`; panics unless 200; answers the id.
 async fn publish_on(http: &reqwest::Client, node: &Node, form: &[(&str, &str)]) -> String {
     let body: String = form_urlencoded::Serializer::new(String::new())
@@ -249,7 +252,7 @@ async fn no_gap_and_no_duplicate_while_publishing_during_a_resumed_subscribe() {
     // The stream holds each once, in the publishing order.
     let mut redis = cluster.redis.connection().await;
     let log = format!("{}:mercure:{APP_ID}:log", cluster.redis.cluster);
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
         .arg(&log)
         .arg("-")
         .arg("+")
