@@ -37,6 +37,9 @@ use super::registry::{
 };
 use super::subscriptions::Subscriber;
 
+/// Mercure publishes delivered on this node only since the start (Redis did not take them).
+static DEGRADED_PUBLISHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// History entries read from Redis per round trip.
 const PAGE: usize = 512;
 
@@ -85,11 +88,16 @@ pub(super) async fn publish(
     {
         Ok(_) => 0,
         Err(error) => {
-            tracing::warn!(
-                app_id,
-                %error,
-                "a Mercure update delivered on this node only (degraded mode)"
-            );
+            // Logged at the first and every 1,000th, not per publish while Redis is down.
+            let count = DEGRADED_PUBLISHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if count == 1 || count % 1_000 == 0 {
+                tracing::warn!(
+                    app_id,
+                    %error,
+                    degraded_publishes = count,
+                    "a Mercure update delivered on this node only (degraded mode)"
+                );
+            }
             mercure.publish(update)
         }
     }
