@@ -270,47 +270,60 @@ async fn send(
             .redis_channel
             .strip_prefix(app_prefix.as_str())
             .unwrap_or_default();
-        match &outgoing.cache {
+        let (cluster, payload) = (&inner.settings.name, outgoing.payload.as_ref());
+        let to = &outgoing.redis_channel;
+        match (&outgoing.cache, bridged) {
             // Stored (within the app's caps) and published in one step; cached again, the
-            // channel's next miss is reported again (`misses.rs`).
-            Some(keep) => {
-                keep_and_publish(&mut pipe, outgoing, keep);
+            // channel's next miss is reported again (`misses.rs`). A bridgeable one is
+            // published by the bridge script that follows (flagged when it is in the Mercure
+            // history), right after it is stored.
+            (Some(keep), _) => {
+                keep_and_publish(&mut pipe, outgoing, keep, bridged.is_none());
                 if let Some(missed) = super::misses::missed_key_of(&inner.settings.name, &keep.key)
                 {
                     pipe.del(missed).ignore();
                 }
                 if let Some((at, channel)) = bridged {
-                    let (cluster, payload) = (&inner.settings.name, outgoing.payload.as_ref());
-                    let to = &outgoing.redis_channel;
-                    super::mercure::bridge(
-                        &mut pipe, cluster, app_id, to, payload, *at, channel, false,
-                    );
+                    super::mercure::bridge(&mut pipe, cluster, app_id, to, payload, *at, channel);
                 }
             }
-            None => match bridged {
-                Some((at, channel)) => {
-                    let (cluster, payload) = (&inner.settings.name, outgoing.payload.as_ref());
-                    let to = &outgoing.redis_channel;
-                    super::mercure::bridge(
-                        &mut pipe, cluster, app_id, to, payload, *at, channel, true,
-                    );
-                }
-                None => {
-                    pipe.publish(&outgoing.redis_channel, outgoing.payload.as_ref())
-                        .ignore();
-                }
-            },
+            (None, Some((at, channel))) => {
+                super::mercure::bridge(&mut pipe, cluster, app_id, to, payload, *at, channel);
+            }
+            (None, None) => {
+                pipe.publish(to, payload).ignore();
+            }
         }
     }
     let acks: Vec<_> = batch
         .drain(..)
         .filter_map(|outgoing| outgoing.ack)
         .collect();
-    let outcome = match tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(conn)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err("publishing timed out".to_owned()),
-    };
+    // Errors are per command: one app's failing script (its Mercure history append refused,
+    // out of memory, say) neither fails the others' publishes nor pauses the queue. Only a
+    // connection failure or a timeout does.
+    pipe.ignore_errors();
+    let outcome =
+        match tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<Vec<redis::Value>>(conn))
+            .await
+        {
+            Ok(Ok(replies)) => {
+                let failed = replies
+                    .iter()
+                    .filter(|reply| matches!(reply, redis::Value::ServerError(_)))
+                    .count();
+                if failed > 0 {
+                    let first = replies.iter().find_map(|reply| match reply {
+                        redis::Value::ServerError(error) => Some(format!("{error:?}")),
+                        _ => None,
+                    });
+                    script_errors(inner, failed as u64, first.as_deref().unwrap_or(""));
+                }
+                Ok(())
+            }
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("publishing timed out".to_owned()),
+        };
     let sent = outcome.is_ok();
     if !sent {
         inner.dropped.add(count, "redis is unreachable");
@@ -323,6 +336,21 @@ async fn send(
     sent
 }
 
+/// Counts `failed` script error replies of one pipeline (the publishes themselves ran) and
+/// logs them at the first and every 1,000th.
+fn script_errors(inner: &Inner, failed: u64, first: &str) {
+    let before = inner.script_errors.fetch_add(failed, Ordering::Relaxed);
+    if before == 0 || before / 1_000 != (before + failed) / 1_000 {
+        tracing::warn!(
+            failed,
+            total = before + failed,
+            error = first,
+            "a forward's script failed in Redis (its publish was sent; the Mercure history \
+             or the cache did not keep it)"
+        );
+    }
+}
+
 /// [`super::cache::KEEP_SCRIPT`] and its SHA1.
 static KEEP: std::sync::LazyLock<(&str, String)> = std::sync::LazyLock::new(|| {
     let script = redis::Script::new(super::cache::KEEP_SCRIPT);
@@ -331,7 +359,13 @@ static KEEP: std::sync::LazyLock<(&str, String)> = std::sync::LazyLock::new(|| {
 
 /// Adds a kept publish to a cache channel to `pipe`: one `EVALSHA` of
 /// [`super::cache::KEEP_SCRIPT`].
-fn keep_and_publish(pipe: &mut redis::Pipeline, outgoing: &Outgoing, keep: &super::cache::Keep) {
+/// `publish`: the script publishes it too (else the bridge script that follows does).
+fn keep_and_publish(
+    pipe: &mut redis::Pipeline,
+    outgoing: &Outgoing,
+    keep: &super::cache::Keep,
+    publish: bool,
+) {
     pipe.cmd("EVALSHA")
         .arg(&KEEP.1)
         .arg(2)
@@ -343,10 +377,13 @@ fn keep_and_publish(pipe: &mut redis::Pipeline, outgoing: &Outgoing, keep: &supe
         .arg(keep.max_channels)
         .arg(keep.max_bytes)
         .arg(keep.key.strip_suffix(keep.channel.as_str()).unwrap_or(""))
-        .arg(&outgoing.redis_channel)
+        .arg(if publish {
+            outgoing.redis_channel.as_str()
+        } else {
+            ""
+        })
         .arg(outgoing.payload.as_ref())
-        .arg(keep.at)
-        .ignore();
+        .arg(keep.at);
 }
 
 /// Keeps one pub/sub connection subscribed to the Redis channel of every app this node has
@@ -381,6 +418,11 @@ pub(super) async fn subscribe_loop(
         inner.listening.connected(true);
         let reason = serve(&inner, &*local, pubsub, &mut occupancy).await;
         inner.listening.connected(false);
+        // What other nodes published meanwhile was not heard here: the Mercure streams end, and
+        // their clients resume with `Last-Event-ID` from the history in Redis (nothing lost).
+        for app in local.hub().all_apps() {
+            app.cluster_bus_lost();
+        }
         inner.health.record(Part::Subscribe, Err(reason));
     }
 }
@@ -648,12 +690,14 @@ fn deliver(inner: &Inner, local: &dyn Local, app_id: &str, payload: &[u8]) {
         return;
     };
     let frame = Bytes::copy_from_slice(message.frame);
+    // Bridged by this node only when the bridge script did not put it in the Mercure history
+    // (decided per message: then no kind-6 follows it).
     let delivered = app.deliver_serialized_to(
         message.channel,
         &frame,
         message.except,
         message.keep,
-        !message.unbridged,
+        !message.unbridged && !message.in_history,
     );
     if !echo {
         inner.received.fetch_add(1, Ordering::Relaxed);

@@ -81,27 +81,48 @@ return entry
 );
 
 /// A Pusher publish forwarded by its origin (replacing its plain `PUBLISH`, or after the cache
-/// script that published it): publishes it (when ARGV[3] is 1), then, when the app has Mercure
-/// subscribers somewhere (its live key, whose value is `size:age_ms:bytes`, the history's
-/// bounds), appends it to the history as a bridged event (body: flags 2, the channel, the
-/// frame) and publishes it as a kind-6 message. Returns the entry id, or an empty string.
+/// script that stored it without publishing): when the app has Mercure subscribers somewhere
+/// (its live key, whose value is `size:age_ms:bytes`, the history's bounds), appends it to the
+/// history as a bridged event (body: flags 2, the channel, the frame); then publishes the
+/// Pusher message (when ARGV[3] is 1), flagged `IN_HISTORY` (16, byte 3) when the append
+/// succeeded, so every node decides per message whether its own bridge must make the Mercure
+/// update (`cluster/message.rs`); then publishes the kept event as a kind-6 message. A failing
+/// append (Redis out of memory, say) does not stop the Pusher publish: it runs under `pcall`,
+/// and the script then answers an error reply the pipeline counts (`bus.rs`). Returns the entry
+/// id, or an empty string.
 ///
 /// KEYS: the stream, the index, the byte counter, the live key. ARGV: the app's Redis channel,
 /// the bus message, publish (1/0), the frame's offset in the message, the Pusher channel.
 pub const BRIDGE_SCRIPT: &str = concat!(
     append_fn!(),
     r"
-if ARGV[3] == '1' then
-  redis.call('PUBLISH', ARGV[1], ARGV[2])
-end
+local entry, body, failed = nil, nil, nil
 local live = redis.call('GET', KEYS[4])
-if not live then return '' end
-local size, age, max_bytes = string.match(live, '^(%d+):(%d+):(%d+)$')
-if not size then return '' end
-local channel = ARGV[5]
-local body = string.char(2, math.floor(#channel / 256) % 256, #channel % 256) .. channel
-  .. string.sub(ARGV[2], tonumber(ARGV[4]) + 1)
-local entry = append('', body, tonumber(size), tonumber(age), tonumber(max_bytes), tonumber(age))
+if live then
+  local size, age, max_bytes = string.match(live, '^(%d+):(%d+):(%d+)$')
+  if size then
+    local channel = ARGV[5]
+    body = string.char(2, math.floor(#channel / 256) % 256, #channel % 256) .. channel
+      .. string.sub(ARGV[2], tonumber(ARGV[4]) + 1)
+    local ok, result = pcall(append, '', body, tonumber(size), tonumber(age),
+      tonumber(max_bytes), tonumber(age))
+    if ok then entry = result else failed = result end
+  end
+end
+if ARGV[3] == '1' then
+  local message = ARGV[2]
+  if entry then
+    message = string.sub(message, 1, 2) .. string.char(bit.bor(string.byte(message, 3), 16))
+      .. string.sub(message, 4)
+  end
+  redis.call('PUBLISH', ARGV[1], message)
+end
+if failed then
+  local reason = failed
+  if type(failed) == 'table' then reason = failed.err end
+  return redis.error_reply('ERR mercure history: ' .. tostring(reason))
+end
+if not entry then return '' end
 redis.call('PUBLISH', ARGV[1], 'H' .. string.char(6) .. string.char(#entry) .. entry .. body)
 return entry
 "
@@ -208,7 +229,26 @@ pub struct Page {
 /// node's own history.
 #[derive(Debug, thiserror::Error)]
 #[error("the Mercure history in Redis is unreachable: {0}")]
-pub struct Unavailable(String);
+pub struct Unavailable(String, bool);
+
+impl Unavailable {
+    fn definite(reason: impl Into<String>) -> Unavailable {
+        Unavailable(reason.into(), false)
+    }
+
+    /// A Redis error: an I/O failure other than a refused connection (a timeout, a connection
+    /// lost while waiting) may have let the script run (ambiguous); an error reply did not.
+    fn of(error: &redis::RedisError) -> Unavailable {
+        let definite = error.is_connection_refusal() || !error.is_io_error();
+        Unavailable(error.to_string(), !definite)
+    }
+
+    /// Whether the script may have run although its answer never came (a timeout, a
+    /// connection lost while waiting): its effects (a publish) may still arrive.
+    pub fn may_have_run(&self) -> bool {
+        self.1
+    }
+}
 
 static APPEND: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(APPEND_SCRIPT));
@@ -251,8 +291,8 @@ pub(super) fn bridgeable(frame: &[u8]) -> bool {
 }
 
 /// Adds [`BRIDGE_SCRIPT`] for a forwarded Pusher publish (`payload`, its frame at `at`) of
-/// app `app_id` on `channel` to `pipe`; `publish`: the script also publishes it.
-#[allow(clippy::too_many_arguments)]
+/// app `app_id` on `channel` to `pipe` (the script publishes it too). Its reply is
+/// not ignored: the caller counts the error replies of a failed append (`bus.rs`).
 pub(super) fn bridge(
     pipe: &mut redis::Pipeline,
     cluster: &str,
@@ -261,7 +301,6 @@ pub(super) fn bridge(
     payload: &[u8],
     at: usize,
     channel: &str,
-    publish: bool,
 ) {
     let keys = keys(cluster, app_id);
     pipe.cmd("EVALSHA")
@@ -273,10 +312,9 @@ pub(super) fn bridge(
         .arg(live_key(cluster, app_id))
         .arg(redis_channel)
         .arg(payload)
-        .arg(u8::from(publish))
+        .arg(1)
         .arg(at)
-        .arg(channel)
-        .ignore();
+        .arg(channel);
 }
 
 /// Loads [`BRIDGE_SCRIPT`] in `pipe` (a restarted Redis forgot it).
@@ -350,8 +388,8 @@ pub(super) async fn append(
         .arg(millis(bounds.age));
     let answer = tokio::time::timeout(COMMAND_TIMEOUT, invocation.invoke_async::<String>(conn))
         .await
-        .map_err(|_| Unavailable("timed out".into()))?
-        .map_err(|e| Unavailable(e.to_string()))?;
+        .map_err(|_| Unavailable("timed out".into(), true))?
+        .map_err(|e| Unavailable::of(&e))?;
     Ok(EntryId::parse(&answer))
 }
 
@@ -385,9 +423,9 @@ pub(super) async fn read(
         invocation.invoke_async::<Vec<redis::Value>>(conn),
     )
     .await
-    .map_err(|_| Unavailable("timed out".into()))?
-    .map_err(|e| Unavailable(e.to_string()))?;
-    let unreadable = || Unavailable("an unreadable answer".into());
+    .map_err(|_| Unavailable::definite("timed out"))?
+    .map_err(|e| Unavailable::definite(e.to_string()))?;
+    let unreadable = || Unavailable::definite("an unreadable answer");
     let mut values = answer.into_iter();
     let found: i64 =
         redis::from_redis_value(values.next().ok_or_else(unreadable)?).map_err(|_| unreadable())?;
@@ -706,5 +744,134 @@ mod tests {
         assert_eq!(b.to_string(), "10-0");
         assert_eq!(EntryId::parse("x-1"), None);
         assert_eq!(EntryId::parse("1"), None);
+    }
+
+    /// H3 and H1 of the review: app 1's history append fails (its stream key holds a string),
+    /// app 2's works. In one pipeline (as `bus.rs` sends them, errors per command), app 1's
+    /// Pusher message is still published, unflagged (nodes bridge it themselves) and with no
+    /// kind-6 message, its reply alone is an error, and app 2's is flagged and followed by its
+    /// kind-6 message. Without a live key nothing is flagged either.
+    #[tokio::test]
+    async fn a_failing_append_fails_only_its_reply_and_the_message_says_what_was_kept() {
+        use futures_util::StreamExt;
+        let server = redis_server().await;
+        let (client, mut conn) = server.connect().await;
+        let mut pubsub = client.get_async_pubsub().await.unwrap();
+        pubsub
+            .subscribe(&["c:app:1", "c:app:2", "c:app:3"])
+            .await
+            .unwrap();
+        let mut heard = pubsub.into_on_message();
+        let _: () = redis::cmd("SET")
+            .arg("c:mercure:1:log")
+            .arg("not a stream")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for app in ["1", "2"] {
+            let _: () = redis::cmd("SET")
+                .arg(live_key("c", app))
+                .arg("10:60000:100000")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        let frame = br#"{"event":"created","channel":"orders","data":"{}"}"#;
+        let payload = message::encode("node-a", "orders", None, false, frame);
+        let at = payload.len() - frame.len();
+        let mut pipe = redis::pipe();
+        load_bridge(&mut pipe);
+        for app in ["1", "2", "3"] {
+            let to = format!("c:app:{app}");
+            bridge(&mut pipe, "c", app, &to, &payload, at, "orders");
+        }
+        pipe.ignore_errors();
+        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await.expect("not failed");
+        assert_eq!(replies.len(), 3, "{replies:?}");
+        assert!(
+            matches!(&replies[0], redis::Value::ServerError(e) if format!("{e:?}").contains("mercure history: WRONGTYPE")),
+            "{replies:?}"
+        );
+        assert!(matches!(&replies[1], redis::Value::BulkString(b) if !b.is_empty()));
+        assert!(matches!(&replies[2], redis::Value::BulkString(b) if b.is_empty()));
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let msg = tokio::time::timeout(Duration::from_secs(2), heard.next())
+                .await
+                .expect("a message")
+                .unwrap();
+            let bytes: Vec<u8> = msg.get_payload().unwrap();
+            got.push((msg.get_channel_name().to_owned(), bytes));
+        }
+        let in_history = |bytes: &[u8]| message::decode(bytes).map(|m| m.in_history);
+        assert_eq!(got[0].0, "c:app:1");
+        assert_eq!(
+            in_history(&got[0].1),
+            Some(false),
+            "app 1: not kept, not flagged"
+        );
+        assert_eq!(got[1].0, "c:app:2");
+        assert_eq!(in_history(&got[1].1), Some(true), "app 2: kept, flagged");
+        let decoded = message::decode(&got[1].1).unwrap();
+        assert_eq!((decoded.channel, decoded.frame), ("orders", &frame[..]));
+        assert_eq!(got[2].0, "c:app:2");
+        assert!(
+            message::decode_mercure(&got[2].1).is_some(),
+            "app 2's kind 6"
+        );
+        assert_eq!(got[3].0, "c:app:3");
+        assert_eq!(in_history(&got[3].1), Some(false), "app 3: no live key");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), heard.next())
+                .await
+                .is_err(),
+            "no kind 6 for app 1 or 3"
+        );
+    }
+
+    /// H4 of the review: an append whose answer does not come in time (Redis paused past the
+    /// command timeout) may still run: it says so, and its kind-6 message does arrive later. An
+    /// error reply is a definite failure.
+    #[tokio::test]
+    async fn an_append_that_timed_out_may_have_run_and_an_error_reply_did_not() {
+        use futures_util::StreamExt;
+        let server = redis_server().await;
+        let (client, mut conn) = server.connect().await;
+        let (_, mut admin) = server.connect().await;
+        let mut pubsub = client.get_async_pubsub().await.unwrap();
+        pubsub.subscribe("c:app:1").await.unwrap();
+        let mut heard = pubsub.into_on_message();
+        // The script is loaded (else the paused EVALSHA would find none and not run).
+        append(&mut conn, "c", "3", "z", &body("z"), true, BOUNDS)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(COMMAND_TIMEOUT.as_millis() as u64 + 1_000)
+            .arg("WRITE")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let error = append(&mut conn, "c", "1", "a", &body("a"), true, BOUNDS)
+            .await
+            .expect_err("timed out");
+        assert!(error.may_have_run(), "{error}");
+        let msg = tokio::time::timeout(Duration::from_secs(3), heard.next())
+            .await
+            .expect("the script ran after all")
+            .unwrap();
+        let payload: Vec<u8> = msg.get_payload().unwrap();
+        let (_, body_heard) = message::decode_mercure(&payload).unwrap();
+        assert_eq!(message::decode_mercure_body(body_heard).unwrap().id, "a");
+        let _: () = redis::cmd("SET")
+            .arg("c:mercure:2:log")
+            .arg("not a stream")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let error = append(&mut conn, "c", "2", "b", &body("b"), true, BOUNDS)
+            .await
+            .expect_err("an error reply");
+        assert!(!error.may_have_run(), "{error}");
     }
 }

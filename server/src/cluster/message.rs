@@ -43,6 +43,10 @@
 //!
 //! A publish flagged `UNBRIDGED` (8) is the Pusher side of a Mercure update (its Mercure
 //! subscribers got the update as kind 6): nodes deliver it to their Pusher subscribers only.
+//! A publish flagged `IN_HISTORY` (16, set by the Mercure bridge script when it appended the
+//! event to the app's Mercure history) reaches the Mercure subscribers as the kind-6 message
+//! that follows it (one id everywhere), so nodes do not bridge it themselves; an unflagged one
+//! (no subscriber anywhere at the time, or the append failed) each node bridges on its own.
 
 use bytes::Bytes;
 
@@ -59,6 +63,8 @@ const EXCEPT: u8 = 1;
 const KEEP: u8 = 2;
 const ECHO: u8 = 4;
 const UNBRIDGED: u8 = 8;
+/// Set by the bridge script ([`super::mercure::BRIDGE_SCRIPT`]) only.
+const IN_HISTORY: u8 = 16;
 const PRIVATE: u8 = 1;
 /// An update body's flag: a bridged Pusher event (built by the bridge script).
 const BRIDGED: u8 = 2;
@@ -80,6 +86,9 @@ pub struct Message<'a> {
     pub echo: Option<u64>,
     /// The Pusher side of a Mercure update: not handed to the Mercure bridge.
     pub unbridged: bool,
+    /// Appended to the app's Mercure history by the bridge script, which publishes it as a
+    /// kind-6 message too: not handed to this node's Mercure bridge.
+    pub in_history: bool,
     /// The serialized frame.
     pub frame: &'a [u8],
 }
@@ -167,6 +176,7 @@ pub fn decode(bytes: &[u8]) -> Option<Message<'_>> {
         keep: flags & KEEP != 0,
         echo,
         unbridged: flags & UNBRIDGED != 0,
+        in_history: flags & IN_HISTORY != 0,
         frame,
     })
 }
@@ -376,6 +386,7 @@ mod tests {
                 keep: true,
                 echo: None,
                 unbridged: false,
+                in_history: false,
                 frame,
             })
         );

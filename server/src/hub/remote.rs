@@ -39,7 +39,8 @@ impl AppHub {
     }
 
     /// [`AppHub::deliver_serialized`], handed to the Mercure bridge only when `bridged` (the
-    /// Pusher side of a Mercure update is not: its Mercure subscribers get the update itself).
+    /// Pusher side of a Mercure update is not: its Mercure subscribers get the update itself;
+    /// nor is an event the cluster put in the Mercure history: its kind-6 message follows).
     pub fn deliver_serialized_to(
         &self,
         channel: &str,
@@ -68,6 +69,6 @@ impl AppHub {
         if !bridged {
             return delivered;
         }
-        delivered + self.bridge.deliver(channel, frame)
+        delivered + self.bridge.deliver_heard(channel, frame)
     }
 }

@@ -70,23 +70,27 @@ fn update_of(entry: Option<EntryId>, body: &[u8]) -> Option<Update> {
 }
 
 /// Publishes `update` of app `app_id`: through Redis in a cluster (0 copies here: every node
-/// delivers it when it hears it), else (or when Redis does not take it) on this node; returns
-/// the copies delivered here.
+/// delivers it when it hears it), else (or when Redis did not take it: a definite failure) on
+/// this node; returns the copies delivered here. `Err` when Redis's answer never came (a
+/// timeout, a connection lost while waiting): the script may have run and its kind-6 message
+/// may still arrive, so the update is not delivered here too (that would be a second copy under
+/// the same id); the publisher is answered 503 and retries with its id.
 pub(super) async fn publish(
     cluster: Option<&Cluster>,
     mercure: &AppMercure,
     app_id: &str,
     update: Update,
-) -> usize {
+) -> Result<usize, Unavailable> {
     let Some(cluster) = cluster else {
-        return mercure.publish(update);
+        return Ok(mercure.publish(update));
     };
     let body = encode_mercure_body(update.private, &update.topics, &update.id, &update.event);
     match cluster
         .mercure_publish(app_id, &update.id, &body, true, mercure.bounds())
         .await
     {
-        Ok(_) => 0,
+        Ok(_) => Ok(0),
+        Err(error) if error.may_have_run() => Err(error),
         Err(error) => {
             // Logged at the first and every 1,000th, not per publish while Redis is down.
             let count = DEGRADED_PUBLISHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -98,7 +102,7 @@ pub(super) async fn publish(
                     "a Mercure update delivered on this node only (degraded mode)"
                 );
             }
-            mercure.publish(update)
+            Ok(mercure.publish(update))
         }
     }
 }
@@ -224,6 +228,29 @@ impl AppMercure {
         self.deliver_entry(Arc::new(update), entry.is_some(), entry)
     }
 
+    /// Ends every subscription's stream here (the node's pub/sub connection was lost, so
+    /// updates may have been missed): EventSource clients reconnect with `Last-Event-ID` and
+    /// get what they missed from the history in Redis. Returns how many.
+    pub(super) fn end_streams(&self) -> usize {
+        let state = self.lock();
+        for subscription in state.subscriptions.values() {
+            subscription
+                .conn
+                .outbox()
+                .request_close(crate::protocol::CloseCode::ReconnectNow, true);
+        }
+        let ended = state.subscriptions.len();
+        drop(state);
+        if ended > 0 {
+            tracing::info!(
+                app_id = self.app_id().as_deref().unwrap_or(""),
+                ended,
+                "Mercure streams ended: the cluster's pub/sub connection was lost (they resume)"
+            );
+        }
+        ended
+    }
+
     /// Subscribes in a cluster (see the module doc): the replay comes from the history in
     /// Redis, whichever node kept it.
     #[allow(clippy::too_many_arguments)]
@@ -245,6 +272,10 @@ impl AppMercure {
         // Updates published from now on reach this node (or the wait timed out: as for a
         // Pusher subscriber, one published in the gap may be missed here).
         cluster.listen(app_id).await;
+        // Not heard yet although a pub/sub connection is up (the wait gave up): updates after
+        // the read may be missed, so the stream ends after the replay and the client resumes
+        // (a bus lost meanwhile ends it too: `end_streams`).
+        let deaf = !cluster.is_listening(app_id);
         let read = match &read_with {
             None => None,
             Some((selectors, readable)) => Some(
@@ -259,7 +290,7 @@ impl AppMercure {
                 .await,
             ),
         };
-        self.go_live(id, resume, read)
+        self.go_live(id, resume, read, deaf)
     }
 
     /// Queues subscription `id`'s replay (`read` from Redis; this node's history when Redis
@@ -270,6 +301,7 @@ impl AppMercure {
         id: u64,
         resume: &Resume,
         read: Option<Result<Missed, Unavailable>>,
+        deaf: bool,
     ) -> Subscribed {
         let limits = self.limits();
         let mut state = self.lock();
@@ -303,7 +335,7 @@ impl AppMercure {
         let mut replays = self.replays.lock_or_recover();
         let allowed = MAX_REPLAY.min(replays.left(REPLAYS_PER_SECOND));
         let mut replayed = 0;
-        let mut cut = pending.overflowed;
+        let mut cut = pending.overflowed || deaf;
         for update in replay.iter().filter(|u| subscription.wants(u)) {
             if replayed == allowed {
                 cut = true;
@@ -406,7 +438,7 @@ mod tests {
             updates: vec![update("u1"), update("u2")],
         };
         let resume = Resume::After("u0".into());
-        let subscribed = app.go_live(id, &resume, Some(Ok(missed)));
+        let subscribed = app.go_live(id, &resume, Some(Ok(missed)), false);
         assert_eq!(subscribed.id, Some(id));
         assert_eq!(subscribed.resume_point.as_deref(), Some("u0"));
         assert_eq!(
@@ -436,8 +468,62 @@ mod tests {
         for n in 0..=super::super::registry::PENDING_MAX as u64 {
             app.deliver_entry(update(&format!("u{n}")), false, Some(EntryId(n + 1, 0)));
         }
-        let subscribed = app.go_live(id, &Resume::Live, None);
+        let subscribed = app.go_live(id, &Resume::Live, None, false);
         assert_eq!(subscribed.id, None, "the stream ends: the client resumes");
+        assert_eq!(app.subscribers(), 0);
+    }
+
+    /// H2 of the review: when the node's pub/sub connection is lost, every Mercure stream of
+    /// the app ends (the client resumes from Redis), through the hub's bridge as the bus calls
+    /// it.
+    #[test]
+    fn a_lost_bus_ends_every_stream_of_the_app() {
+        let app_hub = Arc::new(AppHub::new("1", None));
+        let hubs = Hubs::new(1 << 20);
+        let app = hubs.app("1", &app_hub);
+        app_hub.attach_bridge(app.clone());
+        let mut conns = Vec::new();
+        for n in 1..=2 {
+            let (conn, _rx) = Connection::new(SocketId::new(1, n), 64);
+            let subscriber = Subscriber {
+                id: format!("urn:uuid:{n}"),
+                selectors: Vec::new(),
+            };
+            let selectors = vec![Selector::Exact("t".into())];
+            let subscription = app.subscription(&conn, selectors, Vec::new(), subscriber, false);
+            app.register(app.lock(), subscription);
+            assert!(conn.outbox().close_request().is_none());
+            conns.push((conn, _rx));
+        }
+        app_hub.cluster_bus_lost();
+        for (conn, _) in &conns {
+            assert!(conn.outbox().close_request().is_some(), "ended");
+        }
+    }
+
+    /// H2: a subscribe whose node did not hear the app's channel in time ends after its replay
+    /// (it would miss what is published before the channel is heard).
+    #[test]
+    fn a_subscribe_not_heard_in_time_ends_after_its_replay() {
+        let app_hub = Arc::new(AppHub::new("1", None));
+        let hubs = Hubs::new(1 << 20);
+        let app = hubs.app("1", &app_hub);
+        let (conn, mut rx) = Connection::new(SocketId::new(1, 1), 64);
+        let subscriber = Subscriber {
+            id: "urn:uuid:0".into(),
+            selectors: Vec::new(),
+        };
+        let selectors = vec![Selector::Exact("t".into())];
+        let subscription = app.subscription(&conn, selectors, Vec::new(), subscriber, true);
+        let id = app.register(app.lock(), subscription);
+        let missed = Missed {
+            found: true,
+            last: EntryId(1, 0),
+            updates: vec![update("u1")],
+        };
+        let subscribed = app.go_live(id, &Resume::After("u0".into()), Some(Ok(missed)), true);
+        assert_eq!(subscribed.id, None, "the stream ends after the replay");
+        assert_eq!(received(&mut rx), ["u1"]);
         assert_eq!(app.subscribers(), 0);
     }
 }

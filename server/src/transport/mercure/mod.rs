@@ -472,7 +472,25 @@ async fn publish_inner(
     );
     // In a cluster, through Redis: every node delivers it (this one included, when it hears
     // it), and any node can replay it.
-    let mut delivered = cluster::publish(node.cluster.as_ref(), &mercure, &app.id, update).await;
+    let mut delivered = match cluster::publish(node.cluster.as_ref(), &mercure, &app.id, update)
+        .await
+    {
+        Ok(delivered) => delivered,
+        Err(error) => {
+            // Redis's answer never came: the update may be delivered (under this id) or not.
+            // Not delivered here too; the publisher retries with the same id.
+            tracing::warn!(app_id = %app.id, %error, "a Mercure publish's outcome is unknown (503)");
+            let mut response = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the cluster did not confirm the update in time: it may or may not have been \
+                 delivered; retry with the same id",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1));
+            return response;
+        }
+    };
     // A public update on a public channel's name reaches its pusher-js subscribers too, under
     // an event name pusher-js takes as an event.
     let bridged = pusher_event_name(form.event_type.as_deref(), app.limits.event_name_length());

@@ -882,12 +882,23 @@ impl PusherBridge for AppMercure {
         self.heard(message)
     }
 
+    fn cluster_bus_lost(&self) {
+        self.end_streams();
+    }
+
     fn pusher_event(&self, channel: &str, frame: &Bytes) -> usize {
-        // In a cluster the bridge script brings it (kind 6, one id everywhere), unless this
-        // node cannot hear it (Redis unreachable: degraded mode, delivered here alone).
+        // This node's own publish: in a cluster the bridge script brings it (kind 6, one id
+        // everywhere), unless this node cannot hear it (Redis unreachable: degraded mode,
+        // delivered here alone).
         if self.bridged_by_cluster() {
             return 0;
         }
+        self.pusher_event_heard(channel, frame)
+    }
+
+    fn pusher_event_heard(&self, channel: &str, frame: &Bytes) -> usize {
+        // The cluster did not put it in the history (no Mercure subscriber anywhere when it
+        // was forwarded, or the append failed): bridged here, under this node's own id.
         pusher_update(channel, frame, new_id()).map_or(0, |update| self.publish(update))
     }
 }
