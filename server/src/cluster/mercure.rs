@@ -37,7 +37,10 @@ local function append(id, body, max_count, max_age, max_bytes, ttl)
   end
   local bytes = redis.call('INCRBY', KEYS[3], #id + #body + 64)
   local count = redis.call('XLEN', KEYS[1])
-  while count > 0 do
+  -- At most TRIM_MAX deletions per call (Redis is not blocked by a large backlog: each append
+  -- deletes more than it adds, so the stream still converges).
+  local trimmed = 0
+  while count > 0 and trimmed < 128 do
     local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
     if oldest == nil then break end
     local ms = tonumber(string.match(oldest[1], '^(%d+)'))
@@ -49,6 +52,7 @@ local function append(id, body, max_count, max_age, max_bytes, ttl)
       end
       bytes = redis.call('DECRBY', KEYS[3], #old_id + #old_body + 64)
       count = count - 1
+      trimmed = trimmed + 1
     else
       break
     end
@@ -140,7 +144,8 @@ pub const READ_SCRIPT: &str = r"
 local max_age = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-while true do
+-- At most 128 deletions per call, as in the append (the read skips what is still too old).
+for _ = 1, 128 do
   local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
   if oldest == nil then break end
   local ms = tonumber(string.match(oldest[1], '^(%d+)'))
@@ -165,8 +170,14 @@ end
 local out = {found, start}
 local entries = redis.call('XRANGE', KEYS[1], '(' .. start, '+', 'COUNT', tonumber(ARGV[3]))
 for _, e in ipairs(entries) do
+  if tonumber(string.match(e[1], '^(%d+)')) < now - max_age then
+    -- Still too old (past this call's deletions): not replayed.
+    out[#out + 1] = e[1]
+    out[#out + 1] = ''
+  else
   out[#out + 1] = e[1]
   out[#out + 1] = e[2][4]
+  end
 end
 return out
 ";
@@ -873,5 +884,51 @@ mod tests {
             .await
             .expect_err("an error reply");
         assert!(!error.may_have_run(), "{error}");
+    }
+
+    /// M3 of the review: a script call deletes at most 128 entries (a lowered size does not
+    /// block Redis for every tenant); the stream still converges, as each append deletes more
+    /// than it adds.
+    #[tokio::test]
+    async fn one_append_trims_at_most_128_entries_and_the_stream_converges() {
+        let server = redis_server().await;
+        let (_, mut conn) = server.connect().await;
+        let large = HistoryBounds {
+            size: 1_000,
+            ..BOUNDS
+        };
+        for n in 0..300 {
+            let id = format!("a{n}");
+            append(&mut conn, "c", "1", &id, &body(&id), true, large)
+                .await
+                .unwrap();
+        }
+        let one = HistoryBounds { size: 1, ..BOUNDS };
+        let len = |conn: &mut redis::aio::MultiplexedConnection| {
+            let mut conn = conn.clone();
+            async move {
+                redis::cmd("XLEN")
+                    .arg("c:mercure:1:log")
+                    .query_async::<usize>(&mut conn)
+                    .await
+                    .unwrap()
+            }
+        };
+        append(&mut conn, "c", "1", "b0", &body("b0"), true, one)
+            .await
+            .unwrap();
+        assert_eq!(len(&mut conn).await, 301 - 128);
+        append(&mut conn, "c", "1", "b1", &body("b1"), true, one)
+            .await
+            .unwrap();
+        assert_eq!(len(&mut conn).await, 301 - 128 + 1 - 128);
+        append(&mut conn, "c", "1", "b2", &body("b2"), true, one)
+            .await
+            .unwrap();
+        assert_eq!(len(&mut conn).await, 1, "converged");
+        assert_eq!(
+            ids(&mut conn, ReadFrom::Start).await,
+            (true, vec!["b2".into()])
+        );
     }
 }

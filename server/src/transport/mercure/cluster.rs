@@ -265,7 +265,10 @@ impl AppMercure {
         resume: &Resume,
     ) -> Subscribed {
         let read_with = (resume != &Resume::Live).then(|| (selectors.clone(), readable.clone()));
-        let subscription = self.subscription(conn, selectors, readable, subscriber, true);
+        // A subscriber without a resume point is not held: nothing is read, so it gets what is
+        // heard from now on (review M7: a busy topic would overflow the hold and cut it).
+        let held = read_with.is_some();
+        let subscription = self.subscription(conn, selectors, readable, subscriber, held);
         let id = self.register(self.lock(), subscription);
         // The app's Pusher events are bridged into the history from now on.
         cluster.mercure_live(app_id, self.bounds()).await;
@@ -275,7 +278,8 @@ impl AppMercure {
         // Not heard yet although a pub/sub connection is up (the wait gave up): updates after
         // the read may be missed, so the stream ends after the replay and the client resumes
         // (a bus lost meanwhile ends it too: `end_streams`).
-        let deaf = !cluster.is_listening(app_id);
+        // (A subscriber without a resume point has nothing to resume from: it stays.)
+        let deaf = held && !cluster.is_listening(app_id);
         let read = match &read_with {
             None => None,
             Some((selectors, readable)) => Some(
