@@ -31,12 +31,22 @@ macro_rules! append_fn {
 local function append(id, body, max_count, max_age, max_bytes, ttl)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local cost = #id + #body + 64
+  -- Larger than the whole bound: not kept (it would wipe the app's history).
+  if cost > max_bytes then return '' end
   local entry = redis.call('XADD', KEYS[1], '*', 'i', id, 'u', body)
   if id ~= '' then
     redis.call('HSET', KEYS[2], id, entry)
   end
-  local bytes = redis.call('INCRBY', KEYS[3], #id + #body + 64)
   local count = redis.call('XLEN', KEYS[1])
+  local bytes
+  if count == 1 then
+    -- The stream was empty (or gone: evicted, deleted): the counter restarts from it.
+    bytes = cost
+    redis.call('SET', KEYS[3], cost)
+  else
+    bytes = redis.call('INCRBY', KEYS[3], cost)
+  end
   -- At most TRIM_MAX deletions per call (Redis is not blocked by a large backlog: each append
   -- deletes more than it adds, so the stream still converges).
   local trimmed = 0
@@ -110,7 +120,7 @@ if live then
       .. string.sub(ARGV[2], tonumber(ARGV[4]) + 1)
     local ok, result = pcall(append, '', body, tonumber(size), tonumber(age),
       tonumber(max_bytes), tonumber(age))
-    if ok then entry = result else failed = result end
+    if not ok then failed = result elseif result ~= '' then entry = result end
   end
 end
 if ARGV[3] == '1' then
@@ -155,7 +165,9 @@ for _ = 1, 128 do
   if redis.call('HGET', KEYS[2], id) == oldest[1] then
     redis.call('HDEL', KEYS[2], id)
   end
-  redis.call('DECRBY', KEYS[3], #id + #body + 64)
+  if redis.call('EXISTS', KEYS[3]) == 1 then
+    redis.call('DECRBY', KEYS[3], #id + #body + 64)
+  end
 end
 local found = 1
 local start = '0-0'
@@ -929,6 +941,61 @@ mod tests {
         assert_eq!(
             ids(&mut conn, ReadFrom::Start).await,
             (true, vec!["b2".into()])
+        );
+    }
+
+    /// M4 and M6 of the review: a byte counter that outlived its stream (the stream evicted or
+    /// deleted) restarts from the next append instead of emptying the history forever; an
+    /// update larger than the byte bound is published but not kept (the history stays).
+    #[tokio::test]
+    async fn the_byte_counter_heals_and_an_oversized_update_does_not_wipe_the_history() {
+        let server = redis_server().await;
+        let (_, mut conn) = server.connect().await;
+        append(&mut conn, "c", "1", "a", &body("a"), true, BOUNDS)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg("c:mercure:1:log")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("c:mercure:1:bytes")
+            .arg(BOUNDS.bytes * 4)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        append(&mut conn, "c", "1", "b", &body("b"), true, BOUNDS)
+            .await
+            .unwrap()
+            .expect("kept");
+        append(&mut conn, "c", "1", "c", &body("c"), true, BOUNDS)
+            .await
+            .unwrap()
+            .expect("kept");
+        assert_eq!(
+            ids(&mut conn, ReadFrom::Start).await,
+            (true, vec!["b".into(), "c".into()])
+        );
+        let bytes: usize = redis::cmd("GET")
+            .arg("c:mercure:1:bytes")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(bytes, 2 * (1 + body("b").len() + 64));
+        let small = HistoryBounds {
+            bytes: 300,
+            ..BOUNDS
+        };
+        let big = message::encode_mercure_body(false, &["t".to_owned()], "big", &[b'x'; 400]);
+        let entry = append(&mut conn, "c", "1", "big", &big, true, small)
+            .await
+            .unwrap();
+        assert_eq!(entry, None, "not kept");
+        assert_eq!(
+            ids(&mut conn, ReadFrom::Start).await,
+            (true, vec!["b".into(), "c".into()]),
+            "the history stays"
         );
     }
 }
