@@ -288,6 +288,9 @@ fn keys(cluster: &str, app_id: &str) -> [String; 3] {
     ]
 }
 
+/// Live keys Redis did not take since the start ([`Cluster::mercure_live`]).
+static LIVE_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 static BRIDGE: std::sync::LazyLock<(&str, String)> = std::sync::LazyLock::new(|| {
     let script = redis::Script::new(BRIDGE_SCRIPT);
     (BRIDGE_SCRIPT, script.get_hash().to_owned())
@@ -529,10 +532,16 @@ impl Cluster {
             .arg("PX")
             .arg(millis(LIVE_TTL))
             .query_async::<()>(&mut conn);
-        match tokio::time::timeout(COMMAND_TIMEOUT, set).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::debug!(app_id, %error, "the Mercure live key was not set"),
-            Err(_) => tracing::debug!(app_id, "the Mercure live key was not set (timed out)"),
+        let failed = match tokio::time::timeout(COMMAND_TIMEOUT, set).await {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        // Without the key, Pusher events are not put in the history (nodes bridge them on
+        // their own, under their own ids): worth a warning, at the first and every 100th.
+        let count = LIVE_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if count == 1 || count % 100 == 0 {
+            tracing::warn!(app_id, error = %failed, failures = count, "the Mercure live key was not set");
         }
     }
 
