@@ -243,25 +243,55 @@ async fn send(
         return false;
     }
     let mut pipe = redis::pipe();
+    let app_prefix = Cluster::app_channel(&inner.settings.name, "");
+    // The Pusher publishes a Mercure subscriber somewhere may want ([`super::mercure`]).
+    let bridged: Vec<Option<(usize, String)>> = batch
+        .iter()
+        .map(|outgoing| {
+            let message = message::decode(&outgoing.payload)?;
+            (!message.unbridged && super::mercure::bridgeable(message.frame)).then(|| {
+                (
+                    outgoing.payload.len() - message.frame.len(),
+                    message.channel.to_owned(),
+                )
+            })
+        })
+        .collect();
+    if bridged.iter().any(Option::is_some) {
+        super::mercure::load_bridge(&mut pipe);
+    }
     if batch.iter().any(|outgoing| outgoing.cache.is_some()) {
         // Loaded once per pipeline that needs it (cheap when loaded): a restarted Redis has
         // forgotten it, and a NOSCRIPT would fail the whole pipeline.
         pipe.cmd("SCRIPT").arg("LOAD").arg(KEEP.0).ignore();
     }
-    for outgoing in batch.iter() {
-        match &outgoing.cache {
+    for (outgoing, bridged) in batch.iter().zip(&bridged) {
+        let app_id = outgoing
+            .redis_channel
+            .strip_prefix(app_prefix.as_str())
+            .unwrap_or_default();
+        let (cluster, payload) = (&inner.settings.name, outgoing.payload.as_ref());
+        let to = &outgoing.redis_channel;
+        match (&outgoing.cache, bridged) {
             // Stored (within the app's caps) and published in one step; cached again, the
-            // channel's next miss is reported again (`misses.rs`).
-            Some(keep) => {
-                keep_and_publish(&mut pipe, outgoing, keep);
+            // channel's next miss is reported again (`misses.rs`). A bridgeable one is
+            // published by the bridge script that follows (flagged when it is in the Mercure
+            // history), right after it is stored.
+            (Some(keep), _) => {
+                keep_and_publish(&mut pipe, outgoing, keep, bridged.is_none());
                 if let Some(missed) = super::misses::missed_key_of(&inner.settings.name, &keep.key)
                 {
                     pipe.del(missed).ignore();
                 }
+                if let Some((at, channel)) = bridged {
+                    super::mercure::bridge(&mut pipe, cluster, app_id, to, payload, *at, channel);
+                }
             }
-            None => {
-                pipe.publish(&outgoing.redis_channel, outgoing.payload.as_ref())
-                    .ignore();
+            (None, Some((at, channel))) => {
+                super::mercure::bridge(&mut pipe, cluster, app_id, to, payload, *at, channel);
+            }
+            (None, None) => {
+                pipe.publish(to, payload).ignore();
             }
         }
     }
@@ -269,11 +299,31 @@ async fn send(
         .drain(..)
         .filter_map(|outgoing| outgoing.ack)
         .collect();
-    let outcome = match tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(conn)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err("publishing timed out".to_owned()),
-    };
+    // Errors are per command: one app's failing script (its Mercure history append refused,
+    // out of memory, say) neither fails the others' publishes nor pauses the queue. Only a
+    // connection failure or a timeout does.
+    pipe.ignore_errors();
+    let outcome =
+        match tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<Vec<redis::Value>>(conn))
+            .await
+        {
+            Ok(Ok(replies)) => {
+                let failed = replies
+                    .iter()
+                    .filter(|reply| matches!(reply, redis::Value::ServerError(_)))
+                    .count();
+                if failed > 0 {
+                    let first = replies.iter().find_map(|reply| match reply {
+                        redis::Value::ServerError(error) => Some(format!("{error:?}")),
+                        _ => None,
+                    });
+                    script_errors(inner, failed as u64, first.as_deref().unwrap_or(""));
+                }
+                Ok(())
+            }
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("publishing timed out".to_owned()),
+        };
     let sent = outcome.is_ok();
     if !sent {
         inner.dropped.add(count, "redis is unreachable");
@@ -286,6 +336,21 @@ async fn send(
     sent
 }
 
+/// Counts `failed` script error replies of one pipeline (the publishes themselves ran) and
+/// logs them at the first and every 1,000th.
+fn script_errors(inner: &Inner, failed: u64, first: &str) {
+    let before = inner.script_errors.fetch_add(failed, Ordering::Relaxed);
+    if before == 0 || before / 1_000 != (before + failed) / 1_000 {
+        tracing::warn!(
+            failed,
+            total = before + failed,
+            error = first,
+            "a forward's script failed in Redis (its publish was sent; the Mercure history \
+             or the cache did not keep it)"
+        );
+    }
+}
+
 /// [`super::cache::KEEP_SCRIPT`] and its SHA1.
 static KEEP: std::sync::LazyLock<(&str, String)> = std::sync::LazyLock::new(|| {
     let script = redis::Script::new(super::cache::KEEP_SCRIPT);
@@ -294,7 +359,13 @@ static KEEP: std::sync::LazyLock<(&str, String)> = std::sync::LazyLock::new(|| {
 
 /// Adds a kept publish to a cache channel to `pipe`: one `EVALSHA` of
 /// [`super::cache::KEEP_SCRIPT`].
-fn keep_and_publish(pipe: &mut redis::Pipeline, outgoing: &Outgoing, keep: &super::cache::Keep) {
+/// `publish`: the script publishes it too (else the bridge script that follows does).
+fn keep_and_publish(
+    pipe: &mut redis::Pipeline,
+    outgoing: &Outgoing,
+    keep: &super::cache::Keep,
+    publish: bool,
+) {
     pipe.cmd("EVALSHA")
         .arg(&KEEP.1)
         .arg(2)
@@ -306,10 +377,13 @@ fn keep_and_publish(pipe: &mut redis::Pipeline, outgoing: &Outgoing, keep: &supe
         .arg(keep.max_channels)
         .arg(keep.max_bytes)
         .arg(keep.key.strip_suffix(keep.channel.as_str()).unwrap_or(""))
-        .arg(&outgoing.redis_channel)
+        .arg(if publish {
+            outgoing.redis_channel.as_str()
+        } else {
+            ""
+        })
         .arg(outgoing.payload.as_ref())
-        .arg(keep.at)
-        .ignore();
+        .arg(keep.at);
 }
 
 /// Keeps one pub/sub connection subscribed to the Redis channel of every app this node has
@@ -344,6 +418,11 @@ pub(super) async fn subscribe_loop(
         inner.listening.connected(true);
         let reason = serve(&inner, &*local, pubsub, &mut occupancy).await;
         inner.listening.connected(false);
+        // What other nodes published meanwhile was not heard here: the Mercure streams end, and
+        // their clients resume with `Last-Event-ID` from the history in Redis (nothing lost).
+        for app in local.hub().all_apps() {
+            app.cluster_bus_lost();
+        }
         inner.health.record(Part::Subscribe, Err(reason));
     }
 }
@@ -565,6 +644,17 @@ fn deliver(inner: &Inner, local: &dyn Local, app_id: &str, payload: &[u8]) {
         }
         return;
     }
+    // Published by the Mercure history script: every node, the origin included, delivers it.
+    if payload.get(..2) == Some(&[b'H', message::MERCURE_UPDATE][..]) {
+        inner.received.fetch_add(1, Ordering::Relaxed);
+        if let Some(app) = local.hub().existing_app(app_id) {
+            let delivered = app.deliver_mercure(payload);
+            if delivered > 0 {
+                super::lease::count_delivered(inner, local, app_id, delivered as u64);
+            }
+        }
+        return;
+    }
     if let Some(terminate) = message::decode_terminate(payload) {
         if terminate.origin != inner.instance {
             if let Some(app) = local.hub().existing_app(app_id) {
@@ -600,7 +690,15 @@ fn deliver(inner: &Inner, local: &dyn Local, app_id: &str, payload: &[u8]) {
         return;
     };
     let frame = Bytes::copy_from_slice(message.frame);
-    let delivered = app.deliver_serialized(message.channel, &frame, message.except, message.keep);
+    // Bridged by this node only when the bridge script did not put it in the Mercure history
+    // (decided per message: then no kind-6 follows it).
+    let delivered = app.deliver_serialized_to(
+        message.channel,
+        &frame,
+        message.except,
+        message.keep,
+        !message.unbridged && !message.in_history,
+    );
     if !echo {
         inner.received.fetch_add(1, Ordering::Relaxed);
     }

@@ -40,7 +40,8 @@ pub struct Keep {
 /// Stores a cache channel's last event within the app's caps and publishes the message, in one
 /// atomic step. KEYS: the channel's key, the app's index. ARGV: the channel, the TTL (seconds),
 /// the cost, the caps on channels and bytes (0: none), the prefix of the app's cache keys, the
-/// Redis channel, the payload, and where the frame starts in it. Returns 1 when stored.
+/// Redis channel (empty: not published here, the Mercure bridge script that follows it publishes
+/// it), the payload, and where the frame starts in it. Returns 1 when stored.
 pub(super) const KEEP_SCRIPT: &str = r"
 local key, idx = KEYS[1], KEYS[2]
 local channel, ttl, cost = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -84,7 +85,9 @@ else
   kept = 1
 end
 redis.call('EXPIRE', idx, ttl)
-redis.call('PUBLISH', ARGV[7], payload)
+if ARGV[7] ~= '' then
+  redis.call('PUBLISH', ARGV[7], payload)
+end
 return kept
 ";
 

@@ -44,6 +44,7 @@ mod conn;
 pub mod console;
 pub mod health;
 pub mod lease;
+pub mod mercure;
 pub mod message;
 mod misses;
 mod order;
@@ -197,6 +198,8 @@ struct Inner {
     dropped: Drops,
     /// Publishes received from other nodes and delivered here.
     received: AtomicU64,
+    /// Forward scripts that answered an error (their publish ran: `bus.rs`).
+    script_errors: AtomicU64,
     /// The node-specific part of this node's socket ids.
     tag: u64,
     /// This process's random instance id: the value of its node key and the origin of its
@@ -290,6 +293,7 @@ impl Cluster {
                 health,
                 dropped: Drops::default(),
                 received: AtomicU64::new(0),
+                script_errors: AtomicU64::new(0),
                 tag,
                 instance,
                 clock,

@@ -17,6 +17,23 @@ pub trait PusherBridge: Send + Sync + std::fmt::Debug {
     /// An event published (or relayed: a client event) on `channel`, as the frame serialized for
     /// the channel's Pusher subscribers; returns the copies delivered.
     fn pusher_event(&self, channel: &str, frame: &Bytes) -> usize;
+
+    /// An event another node published, heard from the cluster's bus, that the cluster did not
+    /// bridge itself (the message says so: `cluster/message.rs`, `IN_HISTORY`); returns the
+    /// copies delivered.
+    fn pusher_event_heard(&self, channel: &str, frame: &Bytes) -> usize {
+        self.pusher_event(channel, frame)
+    }
+
+    /// The node's cluster bus (its pub/sub connection) was lost: updates may have been missed
+    /// until it is back.
+    fn cluster_bus_lost(&self) {}
+
+    /// A Mercure update heard from the cluster's bus (kind 6, `cluster/message.rs`), as
+    /// received; returns the copies delivered.
+    fn mercure_update(&self, _message: &[u8]) -> usize {
+        0
+    }
 }
 
 /// An app's bridge, when one is attached, and whether it has anyone to deliver to.
@@ -37,9 +54,28 @@ impl Bridge {
             .get()
             .map_or(0, |sink| sink.pusher_event(channel, frame))
     }
+
+    /// [`Bridge::deliver`] for an event heard from another node that the cluster did not bridge.
+    #[inline]
+    pub(super) fn deliver_heard(&self, channel: &str, frame: &Bytes) -> usize {
+        if !self.active.load(Ordering::Relaxed) {
+            return 0;
+        }
+        self.sink
+            .get()
+            .map_or(0, |sink| sink.pusher_event_heard(channel, frame))
+    }
 }
 
 impl AppHub {
+    /// Tells the attached bridge that the node's cluster bus was lost (see
+    /// [`PusherBridge::cluster_bus_lost`]).
+    pub fn cluster_bus_lost(&self) {
+        if let Some(sink) = self.bridge.sink.get() {
+            sink.cluster_bus_lost();
+        }
+    }
+
     /// Attaches `bridge` to this app (the first attached stays).
     pub fn attach_bridge(&self, bridge: Arc<dyn PusherBridge>) {
         let _ = self.bridge.sink.set(bridge);
@@ -53,6 +89,18 @@ impl AppHub {
         if self.bridge.active.swap(active, Ordering::Relaxed) != active {
             self.hooks.occupancy_changed();
         }
+    }
+
+    /// Hands a Mercure update heard from the cluster's bus to the attached bridge, when it has
+    /// subscribers; the copies it delivered.
+    pub fn deliver_mercure(&self, message: &[u8]) -> usize {
+        if !self.bridge.active.load(Ordering::Relaxed) {
+            return 0;
+        }
+        self.bridge
+            .sink
+            .get()
+            .map_or(0, |sink| sink.mercure_update(message))
     }
 
     /// Whether the attached bridge has subscribers.

@@ -35,6 +35,20 @@ impl AppHub {
         except: Option<SocketId>,
         keep: bool,
     ) -> usize {
+        self.deliver_serialized_to(channel, frame, except, keep, true)
+    }
+
+    /// [`AppHub::deliver_serialized`], handed to the Mercure bridge only when `bridged` (the
+    /// Pusher side of a Mercure update is not: its Mercure subscribers get the update itself;
+    /// nor is an event the cluster put in the Mercure history: its kind-6 message follows).
+    pub fn deliver_serialized_to(
+        &self,
+        channel: &str,
+        frame: &Bytes,
+        except: Option<SocketId>,
+        keep: bool,
+        bridged: bool,
+    ) -> usize {
         // Only a kept publish needs its data back (rare: a cache channel's REST publish).
         let cache = keep
             .then(|| ChannelName::parse(channel, usize::MAX).ok())
@@ -52,6 +66,9 @@ impl AppHub {
             .map_or(0, |c| enqueue_all(c, frame, except, &mut to_flush));
         drop(state);
         flush_all(to_flush);
-        delivered + self.bridge.deliver(channel, frame)
+        if !bridged {
+            return delivered;
+        }
+        delivered + self.bridge.deliver_heard(channel, frame)
     }
 }

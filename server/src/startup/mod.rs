@@ -513,6 +513,9 @@ impl Application {
 /// dropped).
 fn mercure_hubs(node: &SharedNode) -> transport::mercure::Hubs {
     let hubs = transport::mercure::Hubs::new(node.settings.mercure.history_bytes);
+    if let Some(cluster) = &node.cluster {
+        hubs.join_cluster(cluster.clone());
+    }
     let node = Arc::downgrade(node);
     hubs.start_sweeper(std::time::Duration::from_secs(10), move |app_id| {
         node.upgrade()

@@ -43,6 +43,7 @@ mod limits;
 mod mercure;
 mod mercure_bridge;
 mod mercure_cluster;
+mod mercure_cluster_history;
 mod mercure_direct;
 mod mercure_helpers;
 mod mercure_settings;

@@ -185,6 +185,17 @@ impl Sse {
         sse
     }
 
+    /// The stream of an accepted subscribe (200), once it is open.
+    pub async fn from_response(response: reqwest::Response) -> Sse {
+        let mut sse = Sse {
+            headers: response.headers().clone(),
+            response,
+            buffer: String::new(),
+        };
+        sse.await_open().await;
+        sse
+    }
+
     /// Reads until the opening comment (the subscription is registered once it is sent).
     async fn await_open(&mut self) {
         while !self.buffer.contains("\n\n") {

@@ -7,6 +7,7 @@
 //! Every response names the hub in a `Link: <...>; rel="mercure"` header. Browsers on the app's
 //! allowed origins get CORS headers (with credentials only for an explicit list of origins).
 
+mod cluster;
 mod direct;
 #[doc(hidden)]
 pub mod form;
@@ -21,6 +22,16 @@ pub use form::{
     QueryError, SubscribeQuery,
 };
 pub use registry::{format_event, HistoryLimits, Hubs, Resume, MAX_REPLAY};
+
+impl Hubs {
+    /// Cluster mode: updates cross Redis, the history lives there, and the live keys of the
+    /// apps with subscribers here are kept fresh (`cluster.rs`). Set once, before serving.
+    pub fn join_cluster(&self, cluster: crate::cluster::Cluster) {
+        if self.cluster.set(cluster).is_ok() {
+            cluster::start_live_refresher(self);
+        }
+    }
+}
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -479,14 +490,35 @@ async fn publish_inner(
     }
     let id = form.id.clone().unwrap_or_else(registry::new_id);
     mercure.set_limits(history_limits(app));
-    let mut delivered = mercure.publish(Update::new(
+    let update = Update::new(
         id.clone(),
         form.topics.clone(),
         form.private,
         form.event_type.as_deref(),
         form.retry,
         data,
-    ));
+    );
+    // In a cluster, through Redis: every node delivers it (this one included, when it hears
+    // it), and any node can replay it.
+    let mut delivered = match cluster::publish(node.cluster.as_ref(), &mercure, &app.id, update)
+        .await
+    {
+        Ok(delivered) => delivered,
+        Err(error) => {
+            // Redis's answer never came: the update may be delivered (under this id) or not.
+            // Not delivered here too; the publisher retries with the same id.
+            tracing::warn!(app_id = %app.id, %error, "a Mercure publish's outcome is unknown (503)");
+            let mut response = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the cluster did not confirm the update in time: it may or may not have been \
+                 delivered; retry with the same id",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1));
+            return response;
+        }
+    };
     // A public update on a public channel's name reaches its pusher-js subscribers too, under
     // an event name pusher-js takes as an event.
     if let Some(event) = bridged {
@@ -494,10 +526,10 @@ async fn publish_inner(
             let topic = channel.as_str();
             let frame = crate::protocol::server::channel_event(event, topic, data);
             delivered += app_hub.publish_unbridged(channel, &frame, data);
-            // Other nodes deliver it as a Pusher event: to their pusher-js subscribers and,
-            // through their bridge, to their Mercure subscribers of the topic.
+            // Other nodes deliver it to their pusher-js subscribers only: their Mercure
+            // subscribers get the update itself.
             if let Some(cluster) = &node.cluster {
-                cluster.forward(&app.id, topic, &frame, None, false);
+                cluster.forward_unbridged(&app.id, topic, &frame);
             }
         }
     }
@@ -695,7 +727,22 @@ async fn open(
         id: registry::new_id(),
         selectors: described,
     };
-    let subscribed = mercure.subscribe(&admitted.conn, selectors, readable, subscriber, &resume);
+    let subscribed = match &node.cluster {
+        Some(cluster) => {
+            mercure
+                .subscribe_in_cluster(
+                    cluster,
+                    &app.id,
+                    &admitted.conn,
+                    selectors,
+                    readable,
+                    subscriber,
+                    &resume,
+                )
+                .await
+        }
+        None => mercure.subscribe(&admitted.conn, selectors, readable, subscriber, &resume),
+    };
     admitted.usage().count(subscribed.replayed as u64);
     Ok(Opened {
         admitted,

@@ -16,6 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 
 use crate::auth::mercure::{KeyError, Verifier};
+use crate::cluster::mercure::EntryId;
 use crate::hub::{AppHub, Connection, PusherBridge, Queued};
 use crate::locks::MutexExt;
 use crate::protocol::mercure::{any_matches, Selector};
@@ -47,7 +48,7 @@ pub(super) const HISTORY_SHARES: usize = 8;
 
 /// A budget of `per_second` units, refilled each second.
 #[derive(Debug)]
-struct Budget {
+pub(super) struct Budget {
     window: Instant,
     used: usize,
 }
@@ -63,7 +64,7 @@ impl Default for Budget {
 
 impl Budget {
     /// Units left in this second's window.
-    fn left(&mut self, per_second: usize) -> usize {
+    pub(super) fn left(&mut self, per_second: usize) -> usize {
         let now = Instant::now();
         if now.saturating_duration_since(self.window) >= Duration::from_secs(1) {
             self.window = now;
@@ -72,7 +73,7 @@ impl Budget {
         per_second.saturating_sub(self.used)
     }
 
-    fn spend(&mut self, units: usize) {
+    pub(super) fn spend(&mut self, units: usize) {
         self.used += units;
     }
 }
@@ -111,6 +112,23 @@ impl Update {
         data: &str,
     ) -> Update {
         let event = format_event(&id, event_type, retry, data);
+        Update {
+            id,
+            topics,
+            private,
+            event,
+            at: Instant::now(),
+        }
+    }
+
+    /// An update as another node formatted it (heard from the cluster's bus or read from the
+    /// history in Redis).
+    pub(super) fn formatted(
+        id: String,
+        topics: Vec<String>,
+        private: bool,
+        event: Bytes,
+    ) -> Update {
         Update {
             id,
             topics,
@@ -170,6 +188,8 @@ pub fn format_event(id: &str, event_type: Option<&str>, retry: Option<u64>, data
 pub struct Hubs {
     apps: Apps,
     pool: Arc<Pool>,
+    /// The node's cluster membership, in cluster mode (set once at startup).
+    pub(super) cluster: Arc<std::sync::OnceLock<crate::cluster::Cluster>>,
 }
 
 type Apps = Arc<Mutex<HashMap<Box<str>, Arc<AppMercure>>>>;
@@ -184,6 +204,7 @@ impl Hubs {
                 holders: AtomicUsize::new(0),
                 max: max_history_bytes,
             }),
+            cluster: Arc::default(),
         }
     }
 
@@ -202,11 +223,17 @@ impl Hubs {
                     events: Mutex::default(),
                     replays: Mutex::default(),
                     verifier: Mutex::new(None),
+                    cluster: self.cluster.clone(),
                 });
                 app_hub.attach_bridge(app.clone());
                 app
             })
             .clone()
+    }
+
+    /// Every app's state here.
+    pub(super) fn all(&self) -> Vec<Arc<AppMercure>> {
+        self.apps.lock_or_recover().values().cloned().collect()
     }
 
     /// App `app_id`'s state, if it has any here.
@@ -281,8 +308,8 @@ impl Default for HistoryLimits {
 
 /// One subscriber's registration.
 #[derive(Debug)]
-struct Subscription {
-    conn: Arc<Connection>,
+pub(super) struct Subscription {
+    pub(super) conn: Arc<Connection>,
     selectors: Vec<Selector>,
     /// The topics its token lets it read privately.
     readable: Vec<Selector>,
@@ -290,20 +317,44 @@ struct Subscription {
     subscriber: Subscriber,
     /// Whether it selects the subscriptions namespace by name.
     watches: bool,
+    /// While a cluster subscribe reads the history from Redis: the live updates it wants,
+    /// held until the replay is queued (`cluster.rs`).
+    pub(super) pending: Option<Pending>,
+    /// The last stream entry its replay read: an update heard later with an entry up to it
+    /// was replayed already (the read can overtake the update's message on the bus).
+    pub(super) seen: Option<EntryId>,
 }
 
+/// The live updates a subscription registered in a cluster gets while its replay is read.
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    /// With their stream entry ids (`None`: delivered here only, Redis being unreachable).
+    pub(super) buffered: Vec<(Option<EntryId>, Arc<Update>)>,
+    /// More than [`PENDING_MAX`] came: the stream ends after the replay.
+    pub(super) overflowed: bool,
+}
+
+/// Live updates one pending subscription holds at most (past it, its stream ends after the
+/// replay and the client reconnects from the last update it got).
+pub(super) const PENDING_MAX: usize = 1_024;
+
 impl Subscription {
-    fn wants(&self, update: &Update) -> bool {
-        any_matches(&self.selectors, &update.topics)
-            && (!update.private || any_matches(&self.readable, &update.topics))
+    pub(super) fn wants(&self, update: &Update) -> bool {
+        wants(&self.selectors, &self.readable, update)
     }
+}
+
+/// Whether a subscriber of `selectors` (reading private updates of `readable`) gets `update`.
+pub(super) fn wants(selectors: &[Selector], readable: &[Selector], update: &Update) -> bool {
+    any_matches(selectors, &update.topics)
+        && (!update.private || any_matches(readable, &update.topics))
 }
 
 /// An app's history: the last updates, oldest first, bounded by count, age and (node-wide)
 /// bytes. The cluster's history (Redis Streams) would replace this struct behind the same
 /// three calls (`push`, `since`, `trim`).
 #[derive(Debug, Default)]
-struct History {
+pub(super) struct History {
     updates: VecDeque<Arc<Update>>,
     bytes: usize,
 }
@@ -377,7 +428,7 @@ impl History {
 
     /// The updates after `resume`, and the resume point to announce (the id found, or
     /// `earliest` when the history is read from its start).
-    fn since(&self, resume: &Resume) -> (Vec<Arc<Update>>, Option<String>) {
+    pub(super) fn since(&self, resume: &Resume) -> (Vec<Arc<Update>>, Option<String>) {
         match resume {
             Resume::Live => (Vec::new(), None),
             Resume::Earliest => (
@@ -401,9 +452,9 @@ impl History {
 }
 
 #[derive(Debug, Default)]
-struct State {
+pub(super) struct State {
     next: u64,
-    subscriptions: HashMap<u64, Subscription>,
+    pub(super) subscriptions: HashMap<u64, Subscription>,
     /// Subscriptions by the exact topics they select.
     exact: HashMap<Box<str>, Vec<u64>>,
     /// Subscriptions with a selector that is not an exact topic.
@@ -411,7 +462,7 @@ struct State {
     /// Subscriptions that select the subscriptions namespace by name (subscription events are
     /// made only while there are some).
     watchers: usize,
-    history: History,
+    pub(super) history: History,
 }
 
 /// One app's Mercure state.
@@ -428,9 +479,11 @@ pub struct AppMercure {
     /// This second's subscription events.
     events: Mutex<Budget>,
     /// This second's replayed updates.
-    replays: Mutex<Budget>,
+    pub(super) replays: Mutex<Budget>,
     /// The app's token verifier, kept for the app version and public URL it was built for.
     verifier: Mutex<Option<(AppRef, String, Verifier)>>,
+    /// The node's cluster membership, in cluster mode.
+    pub(super) cluster: Arc<std::sync::OnceLock<crate::cluster::Cluster>>,
 }
 
 /// What a subscribe got.
@@ -446,7 +499,7 @@ pub(super) struct Subscribed {
 }
 
 impl AppMercure {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock_or_recover()
     }
 
@@ -469,7 +522,7 @@ impl AppMercure {
         *self.limits.lock_or_recover() = limits;
     }
 
-    fn limits(&self) -> HistoryLimits {
+    pub(super) fn limits(&self) -> HistoryLimits {
         *self.limits.lock_or_recover()
     }
 
@@ -492,16 +545,7 @@ impl AppMercure {
         let mut state = self.lock();
         state.history.trim(limits, Instant::now(), &self.pool);
         let (missed, resume_point) = state.history.since(resume);
-        let watches = selectors
-            .iter()
-            .any(|s| subscriptions::watches(&self.hub_path, s));
-        let subscription = Subscription {
-            conn: conn.clone(),
-            selectors,
-            readable,
-            subscriber,
-            watches,
-        };
+        let subscription = self.subscription(conn, selectors, readable, subscriber, false);
         let mut replayed = 0;
         let mut cut = false;
         let mut replays = self.replays.lock_or_recover();
@@ -525,6 +569,66 @@ impl AppMercure {
                 resume_point,
             };
         }
+        let id = self.register(state, subscription);
+        Subscribed {
+            id: Some(id),
+            replayed,
+            resume_point,
+        }
+    }
+
+    /// This node's history after `resume` (trimmed first), and the resume point to announce.
+    pub(super) fn local_since(
+        &self,
+        state: &mut State,
+        limits: HistoryLimits,
+        resume: &Resume,
+    ) -> (Vec<Arc<Update>>, Option<String>) {
+        state.history.trim(limits, Instant::now(), &self.pool);
+        state.history.since(resume)
+    }
+
+    /// A subscription of `conn` (pending: its live updates held until [`Pending`] is taken).
+    pub(super) fn subscription(
+        &self,
+        conn: &Arc<Connection>,
+        selectors: Vec<Selector>,
+        readable: Vec<Selector>,
+        subscriber: Subscriber,
+        pending: bool,
+    ) -> Subscription {
+        let watches = selectors
+            .iter()
+            .any(|s| subscriptions::watches(&self.hub_path, s));
+        Subscription {
+            conn: conn.clone(),
+            selectors,
+            readable,
+            subscriber,
+            watches,
+            pending: pending.then(Pending::default),
+            seen: None,
+        }
+    }
+
+    /// The app's id (`None` once its hub is gone).
+    pub(super) fn app_id(&self) -> Option<Arc<str>> {
+        self.app_hub.upgrade().map(|app_hub| app_hub.id())
+    }
+
+    /// The history bytes one app keeps in Redis: the share of the node-wide bound one app gets
+    /// when the node's pool is contended.
+    pub(super) fn history_share(&self) -> usize {
+        self.pool.max / HISTORY_SHARES
+    }
+
+    /// Registers `subscription` (its lock held by `state`, released here), marks the app's
+    /// bridge active and sends its subscription events; its id.
+    pub(super) fn register(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        subscription: Subscription,
+    ) -> u64 {
         state.next += 1;
         let id = state.next;
         let mut exact_only = true;
@@ -542,7 +646,7 @@ impl AppMercure {
         if !exact_only {
             state.others.push(id);
         }
-        state.watchers += usize::from(watches);
+        state.watchers += usize::from(subscription.watches);
         let events = (state.watchers > 0).then(|| self.events(&subscription.subscriber, true));
         state.subscriptions.insert(id, subscription);
         drop(state);
@@ -552,11 +656,7 @@ impl AppMercure {
         for event in events.into_iter().flatten() {
             self.deliver(event, false);
         }
-        Subscribed {
-            id: Some(id),
-            replayed,
-            resume_point,
-        }
+        id
     }
 
     /// Removes subscription `id`.
@@ -699,7 +799,17 @@ impl AppMercure {
     /// Queues `update` for every subscription it matches, keeping it in the history when
     /// `keep` (subscription events are not kept).
     fn deliver(&self, update: Update, keep: bool) -> usize {
-        let update = Arc::new(update);
+        self.deliver_entry(Arc::new(update), keep, None)
+    }
+
+    /// [`AppMercure::deliver`] of an update with its stream entry id, if any (a pending
+    /// subscription holds it with its entry id).
+    pub(super) fn deliver_entry(
+        &self,
+        update: Arc<Update>,
+        keep: bool,
+        entry: Option<EntryId>,
+    ) -> usize {
         let limits = self.limits();
         if keep {
             self.make_room(update.cost());
@@ -722,10 +832,24 @@ impl AppMercure {
         }
         let mut delivered = 0;
         for id in candidates {
-            let Some(subscription) = state.subscriptions.get(&id) else {
+            let Some(subscription) = state.subscriptions.get_mut(&id) else {
                 continue;
             };
             if !subscription.wants(&update) {
+                continue;
+            }
+            if let (Some(seen), Some(entry)) = (subscription.seen, entry) {
+                if entry <= seen {
+                    continue;
+                }
+                subscription.seen = None;
+            }
+            if let Some(pending) = &mut subscription.pending {
+                if pending.buffered.len() < PENDING_MAX {
+                    pending.buffered.push((entry, update.clone()));
+                } else {
+                    pending.overflowed = true;
+                }
                 continue;
             }
             match subscription.conn.outbox().enqueue(&update.event) {
@@ -754,29 +878,53 @@ struct PusherFrame<'a> {
 }
 
 impl PusherBridge for AppMercure {
+    fn mercure_update(&self, message: &[u8]) -> usize {
+        self.heard(message)
+    }
+
+    fn cluster_bus_lost(&self) {
+        self.end_streams();
+    }
+
     fn pusher_event(&self, channel: &str, frame: &Bytes) -> usize {
-        let Ok(parsed) = serde_json::from_slice::<PusherFrame<'_>>(frame) else {
-            return 0;
-        };
-        // Protocol frames (member events, counts) stay Pusher's.
-        if parsed.event.starts_with("pusher:") || parsed.event.starts_with("pusher_internal:") {
+        // This node's own publish: in a cluster the bridge script brings it (kind 6, one id
+        // everywhere), unless this node cannot hear it (Redis unreachable: degraded mode,
+        // delivered here alone).
+        if self.bridged_by_cluster() {
             return 0;
         }
-        // A REST event's data is a JSON string (delivered as its text); a client event's may be
-        // any JSON (delivered as written).
-        let raw = parsed.data.get();
-        let data = serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_owned());
-        let private = ChannelName::parse(channel, usize::MAX)
-            .map_or(true, |name| name.kind() != ChannelKind::Public);
-        self.publish(Update::new(
-            new_id(),
-            vec![channel.to_owned()],
-            private,
-            Some(&parsed.event),
-            None,
-            &data,
-        ))
+        self.pusher_event_heard(channel, frame)
     }
+
+    fn pusher_event_heard(&self, channel: &str, frame: &Bytes) -> usize {
+        // The cluster did not put it in the history (no Mercure subscriber anywhere when it
+        // was forwarded, or the append failed): bridged here, under this node's own id.
+        pusher_update(channel, frame, new_id()).map_or(0, |update| self.publish(update))
+    }
+}
+
+/// The Mercure update a Pusher event `frame` on `channel` makes, with id `id` (`None` for a
+/// protocol event or an unreadable frame).
+pub(super) fn pusher_update(channel: &str, frame: &[u8], id: String) -> Option<Update> {
+    let parsed = serde_json::from_slice::<PusherFrame<'_>>(frame).ok()?;
+    // Protocol frames (member events, counts) stay Pusher's.
+    if parsed.event.starts_with("pusher:") || parsed.event.starts_with("pusher_internal:") {
+        return None;
+    }
+    // A REST event's data is a JSON string (delivered as its text); a client event's may be
+    // any JSON (delivered as written).
+    let raw = parsed.data.get();
+    let data = serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_owned());
+    let private = ChannelName::parse(channel, usize::MAX)
+        .map_or(true, |name| name.kind() != ChannelKind::Public);
+    Some(Update::new(
+        id,
+        vec![channel.to_owned()],
+        private,
+        Some(&parsed.event),
+        None,
+        &data,
+    ))
 }
 
 #[cfg(test)]
