@@ -230,7 +230,7 @@ async fn no_gap_and_no_duplicate_while_publishing_during_a_resumed_subscribe() {
     };
     // Subscribe (twice, on two nodes) while the loop runs, resuming from an early update.
     let token = token07(&["*"], &[]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    crate::helpers::pause(Duration::from_millis(300)).await;
     let mut on_c = open_on(
         &http,
         &cluster.nodes[2],
@@ -314,8 +314,16 @@ async fn the_history_in_redis_is_bounded_by_size_and_age_and_expires() {
         .await
         .unwrap();
     assert_eq!(length, 3);
-    // Past the age: nothing to replay, and the keys leave Redis.
-    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    // Past the age (2 s after the last write) the keys leave Redis by themselves: nothing to
+    // replay.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cluster.redis.exists(&log).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the history outlived its age"
+        );
+        crate::helpers::pause(Duration::from_millis(100)).await;
+    }
     let mut late = open_on(
         &http,
         b,
@@ -367,7 +375,7 @@ async fn with_redis_down_a_node_publishes_and_replays_on_its_own() {
                 during = response.text().await.unwrap_or_default();
                 break;
             }
-            503 => tokio::time::sleep(Duration::from_millis(250)).await,
+            503 => crate::helpers::pause(Duration::from_millis(250)).await,
             other => panic!("publish answered {other}"),
         }
     }
