@@ -42,6 +42,8 @@ pub struct Node {
     pub connections: TaskTracker,
     /// This node's membership in a cluster (`HERALD_REDIS_URL`); `None` on a single node.
     pub cluster: Option<Cluster>,
+    /// Outgoing email (`HERALD_SMTP_URL`, else the log).
+    pub mailer: crate::mail::Mailer,
     /// The counters `/metrics` exports beside what it reads from the hub and the usage.
     pub meters: Arc<crate::meters::Meters>,
 }
