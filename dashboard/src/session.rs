@@ -111,6 +111,9 @@ pub(crate) struct SignInLimits {
     /// the same on every node): the shared store holds neither, nor a hash anyone could match
     /// against a list of emails.
     names: CookieSeal,
+    /// Prefixed to every shared budget's key, so two sets of budgets with the same rules (the
+    /// sign-in's and the account forms') stay apart in the shared store.
+    scope: &'static str,
 }
 
 /// The budgets' rules: (attempts at once, per period).
@@ -154,7 +157,14 @@ impl SignInLimits {
             by_email: RateLimiter::keyed(per_email),
             slow_lane: RateLimiter::keyed(slow_lane),
             last_sweep: Mutex::new(Instant::now()),
+            scope: "",
         }
+    }
+
+    /// These budgets under their own names in the shared store (`scope` prefixes every key).
+    pub(crate) fn scoped(mut self, scope: &'static str) -> Self {
+        self.scope = scope;
+        self
     }
 }
 
@@ -336,6 +346,7 @@ impl SignInLimits {
         let Some(shared) = &self.shared else {
             return Ok(());
         };
+        let key = format!("{}{key}", self.scope);
         match shared.take(key, burst, period).await {
             Some(Err(retry_after)) => Err(TooMany {
                 retry_after: retry_after.max(1),
@@ -612,6 +623,38 @@ mod tests {
             .is_ok());
         let keys = shared.0.lock().unwrap();
         assert_eq!(keys.keys().filter(|key| key.starts_with("n:")).count(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_account_forms_budgets_are_shared_in_a_cluster_apart_from_the_sign_ins() {
+        let shared = Arc::new(Counting::default());
+        let sign_in = SignInLimits::new(Some(shared.clone()), b"key".to_vec());
+        let accounts = SignInLimits::new(Some(shared.clone()), b"key".to_vec()).scoped("acct:");
+        let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
+        let (per_email_address, _) = PER_EMAIL_ADDRESS;
+        for n in 0..per_email_address {
+            assert!(
+                accounts
+                    .allow_email(Some(ip), "a@example.test")
+                    .await
+                    .is_ok(),
+                "{n}"
+            );
+        }
+        // Another node's in-memory budgets are fresh; the shared one refuses.
+        let other_node = SignInLimits::new(Some(shared.clone()), b"key".to_vec()).scoped("acct:");
+        assert!(other_node
+            .allow_email(Some(ip), "a@example.test")
+            .await
+            .is_err());
+        // The sign-in's budgets for the same email and address are untouched.
+        assert!(sign_in
+            .allow_email(Some(ip), "a@example.test")
+            .await
+            .is_ok());
+        let keys = shared.0.lock().unwrap();
+        assert!(keys.keys().any(|k| k.starts_with("acct:ea:")), "{keys:?}");
+        assert!(keys.keys().any(|k| k.starts_with("ea:")), "{keys:?}");
     }
 
     #[tokio::test]

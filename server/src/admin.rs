@@ -11,6 +11,8 @@ use herald_dashboard::{
 };
 use tokio::sync::broadcast;
 
+mod accounts;
+
 use crate::node::SharedNode;
 use crate::protocol::WEBHOOK_KINDS;
 use crate::tenants::{
@@ -367,10 +369,22 @@ impl AdminPort for AdminApi {
             .authenticate(email, password)
             .await
             .map_err(port_error)?;
-        if user.is_none() {
+        let Some(user) = user else {
             tracing::info!("a dashboard sign-in failed");
+            return Ok(None);
+        };
+        // A signed-up owner signs in once their email is confirmed (the password was right, so
+        // saying so tells nothing to someone who does not know it).
+        if !self
+            .node
+            .store
+            .email_verified(&user.id)
+            .await
+            .map_err(port_error)?
+        {
+            return Err(PortError::Unverified);
         }
-        Ok(user.map(admin_of))
+        Ok(Some(admin_of(user)))
     }
 
     async fn start_session(&self, admin: &Admin, session: NewSession) -> PortResult<()> {
@@ -524,7 +538,8 @@ impl AdminPort for AdminApi {
                 role: match (&u.role, &u.tenant_id) {
                     (UserRole::Operator, _) => "platform operator".to_owned(),
                     (UserRole::Admin, Some(t)) => format!("admin of tenant {t}"),
-                    (UserRole::Admin, None) => "admin".to_owned(),
+                    (UserRole::Owner, Some(t)) => format!("owner of tenant {t}"),
+                    (UserRole::Admin | UserRole::Owner, None) => "admin".to_owned(),
                 },
                 id: u.id,
                 email: u.email,

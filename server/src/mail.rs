@@ -159,13 +159,14 @@ impl Mailer {
                         reason: "it must start with smtp:// or smtps://".into(),
                     });
                 }
-                let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url).map_err(
-                    |error| MailError::Url {
-                        url: shown.clone(),
-                        // lettre's errors name the URL's parts but never the credentials.
-                        reason: error.to_string(),
-                    },
-                )?;
+                let builder =
+                    AsyncSmtpTransport::<Tokio1Executor>::from_url(url).map_err(|error| {
+                        MailError::Url {
+                            url: shown.clone(),
+                            // lettre's errors name the URL's parts but never the credentials.
+                            reason: error.to_string(),
+                        }
+                    })?;
                 Transport::Smtp(builder.timeout(Some(SEND_TIMEOUT)).build())
             }
         };
@@ -213,7 +214,11 @@ impl Mailer {
         if subject.len() > MAX_SUBJECT_BYTES || body.len() > MAX_BODY_BYTES {
             return Err(MailError::Message("subject or body too long".into()));
         }
-        let body = format!("{}\n\n-- \nHerald at {}\n", body.trim_end(), self.public_url);
+        let body = format!(
+            "{}\n\n-- \nHerald at {}\n",
+            body.trim_end(),
+            self.public_url
+        );
         let message = Message::builder()
             .from(self.from.clone())
             .to(recipient)
@@ -257,7 +262,7 @@ async fn deliver(
                 tracing::info!(
                     to = %outgoing.to,
                     subject = %outgoing.subject,
-                    body = %outgoing.body,
+                    body = ?outgoing.body,
                     "email not sent (no HERALD_SMTP_URL): here it is"
                 );
             }
@@ -299,7 +304,10 @@ mod tests {
     fn the_smtp_password_is_never_shown() {
         let shown = redacted_url("smtps://mailer:s3cret-pass@smtp.example.com:465");
         assert_eq!(shown, "smtps://mailer:***@smtp.example.com:465");
-        assert_eq!(redacted_url("smtp://127.0.0.1:2525"), "smtp://127.0.0.1:2525");
+        assert_eq!(
+            redacted_url("smtp://127.0.0.1:2525"),
+            "smtp://127.0.0.1:2525"
+        );
         assert!(!redacted_url("smtps://u:p%40ss@[bad").contains("p%40ss"));
     }
 

@@ -27,13 +27,17 @@ struct LoginPage {
     csrf: String,
     next: String,
     error: String,
+    notice: String,
     email: String,
+    /// Link to the sign-up page (`HERALD_SIGNUP=open` only).
+    signup: bool,
 }
 
 #[derive(Deserialize)]
 pub(crate) struct LoginQuery {
     next: Option<String>,
     error: Option<String>,
+    notice: Option<String>,
 }
 
 pub(super) fn safe_next(next: Option<&str>) -> String {
@@ -46,7 +50,7 @@ pub(super) fn safe_next(next: Option<&str>) -> String {
 }
 
 /// The direct peer's address (`ConnectInfo`).
-pub(crate) struct Peer(Option<IpAddr>);
+pub(crate) struct Peer(pub(super) Option<IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = Infallible;
@@ -67,7 +71,9 @@ pub(super) async fn login_page<P: AdminPort>(
         csrf: csrf.clone(),
         next: safe_next(query.next.as_deref()),
         error: query.error.unwrap_or_default(),
+        notice: query.notice.unwrap_or_default(),
         email: String::new(),
+        signup: dash.signup == Signup::Open,
     });
     response.headers_mut().append(
         header::SET_COOKIE,
@@ -94,6 +100,10 @@ pub(super) async fn login<P: AdminPort>(
     let headers = request.headers().clone();
     let secure = dash.proxies.over_tls(peer, &headers);
     let client = dash.proxies.client(peer, &headers);
+    let signup = dash.signup == Signup::Open;
+    let login_retry = |status: StatusCode, error: &str, next: &str, email: &str, secure: bool| {
+        login_retry(status, error, next, email, secure, signup)
+    };
     let too_many = |retry_after: u64, form: Option<(&str, &str)>| {
         let (next, email) = form.unwrap_or(("/dashboard/apps", ""));
         let mut response = login_retry(
@@ -161,6 +171,14 @@ pub(super) async fn login<P: AdminPort>(
             email,
             secure,
         ),
+        Err(PortError::Unverified) => login_retry(
+            StatusCode::FORBIDDEN,
+            "Confirm your email first with the link we sent you. No email? Sign up again with \
+             the same address for a new link, or choose a new password (Forgot your password?).",
+            &next,
+            email,
+            secure,
+        ),
         Err(PortError::Busy) => {
             let mut response = login_retry(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -185,13 +203,22 @@ pub(super) async fn login<P: AdminPort>(
 }
 
 /// The sign-in form again, with `error` and a fresh CSRF token.
-fn login_retry(status: StatusCode, error: &str, next: &str, email: &str, secure: bool) -> Response {
+fn login_retry(
+    status: StatusCode,
+    error: &str,
+    next: &str,
+    email: &str,
+    secure: bool,
+    signup: bool,
+) -> Response {
     let csrf = random_token();
     let mut response = render(&LoginPage {
         csrf: csrf.clone(),
         next: next.to_owned(),
         error: error.to_owned(),
+        notice: String::new(),
         email: email.to_owned(),
+        signup,
     });
     *response.status_mut() = status;
     response.headers_mut().append(

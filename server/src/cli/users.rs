@@ -121,6 +121,7 @@ fn describe_role(user: &User) -> String {
     match (&user.role, &user.tenant_id) {
         (UserRole::Operator, _) => "operator".into(),
         (UserRole::Admin, Some(tenant)) => format!("admin of tenant {tenant}"),
-        (UserRole::Admin, None) => "admin".into(),
+        (UserRole::Owner, Some(tenant)) => format!("owner of tenant {tenant}"),
+        (UserRole::Admin | UserRole::Owner, None) => "admin".into(),
     }
 }

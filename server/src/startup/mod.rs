@@ -229,7 +229,13 @@ impl Application {
             settings.public_url.as_deref().unwrap_or_default(),
         )
         .map_err(|error| StartupError::Mail(error.to_string()))?;
+        let accounts = crate::node::accounts::Accounts::start(
+            store.clone(),
+            mailer.clone(),
+            settings.signup_plan.clone(),
+        );
         let node = Arc::new(Node {
+            accounts,
             mailer,
             cluster,
             settings,
@@ -262,6 +268,11 @@ impl Application {
                         as Arc<dyn herald_dashboard::SharedBudgets>
                 }),
                 tls_listener: tls.is_some(),
+                signup: match node.settings.signup {
+                    crate::config::SignupMode::Closed => herald_dashboard::Signup::Closed,
+                    crate::config::SignupMode::Invite => herald_dashboard::Signup::Invite,
+                    crate::config::SignupMode::Open => herald_dashboard::Signup::Open,
+                },
             },
         );
         // pusher-js's HTTP fallback sessions, served by the router's fallback (any path prefix).

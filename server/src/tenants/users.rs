@@ -47,6 +47,9 @@ pub enum UserRole {
     Operator,
     /// An admin of one tenant.
     Admin,
+    /// The owner of one tenant: the first user of a signed-up tenant (for now the same rights as
+    /// an admin).
+    Owner,
 }
 
 impl UserRole {
@@ -54,6 +57,7 @@ impl UserRole {
         match self {
             UserRole::Operator => "operator",
             UserRole::Admin => "admin",
+            UserRole::Owner => "owner",
         }
     }
 }
@@ -89,8 +93,8 @@ impl Actor {
     /// The actor a signed-in user is.
     pub fn of(user: &User) -> Actor {
         match (user.role, &user.tenant_id) {
-            (UserRole::Admin, Some(tenant)) => Actor::TenantAdmin(tenant.clone()),
-            (UserRole::Admin, None) => Actor::TenantAdmin(String::new()),
+            (UserRole::Admin | UserRole::Owner, Some(tenant)) => Actor::TenantAdmin(tenant.clone()),
+            (UserRole::Admin | UserRole::Owner, None) => Actor::TenantAdmin(String::new()),
             (UserRole::Operator, _) => Actor::Operator,
         }
     }
@@ -116,15 +120,15 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant, sqlx::Error> {
 
 const TENANT_COLUMNS: &str = "id, name, created_at, max_apps, plans";
 
-fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
+pub(super) fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
     let role: String = row.try_get("role")?;
     Ok(User {
         id: row.try_get("id")?,
         email: row.try_get("email")?,
-        role: if role == "operator" {
-            UserRole::Operator
-        } else {
-            UserRole::Admin
+        role: match role.as_str() {
+            "operator" => UserRole::Operator,
+            "owner" => UserRole::Owner,
+            _ => UserRole::Admin,
         },
         tenant_id: row.try_get("tenant_id")?,
         created_at: row.try_get("created_at")?,
@@ -132,12 +136,13 @@ fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
     })
 }
 
-const USER_COLUMNS: &str = "id, email, role, tenant_id, created_at, credential_generation";
+pub(super) const USER_COLUMNS: &str =
+    "id, email, role, tenant_id, created_at, credential_generation";
 
 /// The shortest password accepted.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 
-fn normalise_email(email: &str) -> Result<String, StoreError> {
+pub(super) fn normalise_email(email: &str) -> Result<String, StoreError> {
     let email = email.trim().to_ascii_lowercase();
     let valid = email.len() <= 254
         && email
@@ -153,7 +158,7 @@ fn normalise_email(email: &str) -> Result<String, StoreError> {
     }
 }
 
-fn check_password(password: &str) -> Result<(), StoreError> {
+pub(super) fn check_password(password: &str) -> Result<(), StoreError> {
     let chars = password.chars().count();
     if !(MIN_PASSWORD_CHARS..=1024).contains(&chars) {
         return Err(StoreError::Invalid(format!(
@@ -187,7 +192,7 @@ fn argon2_permits() -> Arc<Semaphore> {
 
 /// Hashes `password` with argon2id (default parameters), off the async runtime. Waits for an
 /// argon2 permit as long as it takes: hashing is for authenticated admins and the CLI only.
-async fn hash_password(password: &str) -> Result<String, StoreError> {
+pub(super) async fn hash_password(password: &str) -> Result<String, StoreError> {
     let password = password.to_owned();
     let permit = argon2_permits()
         .acquire_owned()
@@ -320,8 +325,10 @@ impl Store {
         check_password(password)?;
         let tenant_id = match (role, tenant_id) {
             (UserRole::Operator, _) => None,
-            (UserRole::Admin, Some(tenant)) => Some(self.get_tenant(tenant).await?.id),
-            (UserRole::Admin, None) => {
+            (UserRole::Admin | UserRole::Owner, Some(tenant)) => {
+                Some(self.get_tenant(tenant).await?.id)
+            }
+            (UserRole::Admin | UserRole::Owner, None) => {
                 return Err(StoreError::Invalid(
                     "a tenant admin needs a tenant (--tenant ID)".into(),
                 ))
