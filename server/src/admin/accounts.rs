@@ -5,7 +5,7 @@
 use herald_dashboard::{AccountPort, Admin, PortResult};
 
 use super::{admin_of, port_error, AdminApi};
-use crate::tenants::check_new_user;
+use crate::tenants::{check_email, check_new_user};
 
 impl AccountPort for AdminApi {
     async fn sign_up(&self, email: &str, password: &str) -> PortResult<()> {
@@ -38,7 +38,7 @@ impl AccountPort for AdminApi {
     async fn forgot_password(&self, email: &str) -> PortResult<()> {
         // Only the address's shape is checked here (that says nothing about accounts); the
         // account task looks it up after the answer.
-        check_new_user(email, "a valid password").map_err(port_error)?;
+        check_email(email).map_err(port_error)?;
         self.node.accounts.forgot_password(email);
         Ok(())
     }

@@ -57,7 +57,7 @@ pub use usage::{
     MINUTES_KEPT,
 };
 pub use users::{
-    check_new_user, warm_up_password_checks, Actor, Scoped, Tenant, User, UserRole,
+    check_email, check_new_user, warm_up_password_checks, Actor, Scoped, Tenant, User, UserRole,
     MIN_PASSWORD_CHARS, TENANT_DEFAULT_PLAN,
 };
 

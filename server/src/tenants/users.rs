@@ -168,6 +168,11 @@ pub(super) fn check_password(password: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Checks an email address's shape as [`Store::create_user`] would (nothing about accounts).
+pub fn check_email(email: &str) -> Result<(), StoreError> {
+    normalise_email(email).map(|_| ())
+}
+
 /// Checks an email and password as [`Store::create_user`] would, without writing anything.
 pub fn check_new_user(email: &str, password: &str) -> Result<(), StoreError> {
     normalise_email(email)?;
