@@ -296,7 +296,6 @@ async fn deliver(
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 
@@ -340,7 +339,7 @@ mod tests {
             mailer.send("nobody", "Hi", "body").await,
             Err(MailError::Address(_))
         ));
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let mut full = 0;
         for _ in 0..QUEUE + 5 {
             if mailer.send("a@example.test", "Hi", "body").await == Err(MailError::Full) {
