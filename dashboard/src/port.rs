@@ -24,8 +24,6 @@ pub enum PortError {
     Busy,
     /// The store cannot be reached (503, with the reason; nothing secret in it).
     Unavailable(String),
-    /// The password is right but the account's email is not confirmed yet (sign-in refused).
-    Unverified,
 }
 
 /// The result of a port call.

@@ -164,17 +164,11 @@ pub(super) async fn login<P: AdminPort>(
             );
             response
         }
+        // An unverified sign-up answers exactly this too (the store treats it as a wrong
+        // password), so a sign-in never tells whether someone's sign-up created the account.
         Ok(None) => login_retry(
             StatusCode::UNAUTHORIZED,
-            "Wrong email or password.",
-            &next,
-            email,
-            secure,
-        ),
-        Err(PortError::Unverified) => login_retry(
-            StatusCode::FORBIDDEN,
-            "Confirm your email first with the link we sent you. No email? Sign up again with \
-             the same address for a new link, or choose a new password (Forgot your password?).",
+            "Wrong email or password. Just signed up? Follow the link we emailed you first.",
             &next,
             email,
             secure,

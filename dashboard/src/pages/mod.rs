@@ -228,9 +228,6 @@ impl From<PortError> for Refusal {
             PortError::Internal => Refusal::Internal,
             PortError::Busy => Refusal::Busy,
             PortError::Unavailable(reason) => Refusal::Unavailable(reason),
-            PortError::Unverified => {
-                Refusal::Forbidden("Confirm your email first, with the link we sent you.".into())
-            }
         }
     }
 }

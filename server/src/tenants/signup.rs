@@ -175,7 +175,8 @@ impl Store {
         )
         .bind(user_id.clone())
         .bind(email.clone())
-        .bind(password_hash.to_owned())
+        // No usable password until the link is followed: it waits in the link's row.
+        .bind(String::new())
         .bind("owner")
         .bind(tenant_id.clone())
         .bind(now)

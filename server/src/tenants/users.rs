@@ -435,7 +435,7 @@ impl Store {
             return Ok(None);
         };
         let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = $1"
+            "SELECT {USER_COLUMNS}, password_hash, email_verified FROM users WHERE email = $1"
         ))
         .bind(email)
         .fetch_optional(&self.pool)
@@ -444,6 +444,14 @@ impl Store {
             verify_password(password, decoy_hash()).await?;
             return Ok(None);
         };
+        // An unverified sign-up has no usable password (it waits in the verification link's
+        // row): it answers exactly as a wrong password, after the same argon2 work, so a
+        // sign-in cannot tell whether an address was free when someone signed it up.
+        let verified: i64 = row.try_get("email_verified")?;
+        if verified == 0 {
+            verify_password(password, decoy_hash()).await?;
+            return Ok(None);
+        }
         let hash: String = row.try_get("password_hash")?;
         if verify_password(password, hash).await? {
             Ok(Some(user_from_row(&row)?))

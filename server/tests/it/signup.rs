@@ -65,6 +65,20 @@ async fn token_rows(app: &TestApp) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The `password_hash` column of the user with `email`.
+async fn stored_password_hash(app: &TestApp, email: &str) -> String {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&app.node.settings.database_url)
+        .await
+        .expect("the store opens");
+    let row = sqlx::query("SELECT password_hash FROM users WHERE email = $1")
+        .bind(email.to_owned())
+        .fetch_one(&pool)
+        .await
+        .expect("the user row");
+    row.get("password_hash")
+}
+
 fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
@@ -129,23 +143,34 @@ async fn a_new_customer_signs_up_confirms_by_email_and_creates_an_app() {
         mail.data
     );
     assert!(mail.link("/dashboard/verify").starts_with(&public));
-    // Not verified yet: the right password is refused with a way forward.
+    // Not verified yet: the right password answers exactly as a wrong one (same status and
+    // text), so a sign-in after someone's sign-up never tells whether the address was free.
     let early = browser
         .attempt_sign_in(email, PASSWORD, "/dashboard/apps", &[])
         .await;
-    assert_eq!(early.status, 403, "{}", early.body);
-    assert!(
-        early.body.contains("Confirm your email first"),
-        "{}",
-        early.body
-    );
     let wrong = browser
         .attempt_sign_in(email, "not the password", "/dashboard/apps", &[])
         .await;
+    assert_eq!(early.status, 401, "{}", early.body);
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    let page = |body: &str| -> String {
+        body.lines()
+            .filter(|line| !line.contains("name=\"csrf\""))
+            .collect()
+    };
     assert_eq!(
-        wrong.status, 401,
-        "a wrong password says nothing about verification"
+        page(&early.body),
+        page(&wrong.body),
+        "the right password of an unverified sign-up reads as a wrong one"
     );
+    assert!(
+        early.body.contains("Follow the link we emailed you first"),
+        "{}",
+        early.body
+    );
+    // The password waits in the link's row only: the user row holds no usable hash.
+    let stored = stored_password_hash(&app, email).await;
+    assert_eq!(stored, "", "an unverified sign-up keeps no password on the user row");
 
     // The link's token is stored hashed, and nowhere in the clear.
     let token = mail.link_token("/dashboard/verify");
