@@ -5,7 +5,16 @@
 use herald_dashboard::{AccountPort, Admin, PortResult};
 
 use super::{admin_of, port_error, AdminApi};
+use crate::config::SignupMode;
 use crate::tenants::{check_email, check_new_user};
+
+impl AdminApi {
+    /// Whether an unverified sign-up may still become an account: only while sign-up is open
+    /// (switching to `closed` or `invite` also stops the sign-ups made before).
+    fn activates(&self) -> bool {
+        self.node.settings.signup == SignupMode::Open
+    }
+}
 
 impl AccountPort for AdminApi {
     async fn sign_up(&self, email: &str, password: &str) -> PortResult<()> {
@@ -26,7 +35,7 @@ impl AccountPort for AdminApi {
         let user = self
             .node
             .store
-            .verify_email(token)
+            .verify_email(token, self.activates())
             .await
             .map_err(port_error)?;
         if let Some(user) = &user {
@@ -39,7 +48,7 @@ impl AccountPort for AdminApi {
         // Only the address's shape is checked here (that says nothing about accounts); the
         // account task looks it up after the answer.
         check_email(email).map_err(port_error)?;
-        self.node.accounts.forgot_password(email);
+        self.node.accounts.forgot_password(email, self.activates());
         Ok(())
     }
 
@@ -47,7 +56,7 @@ impl AccountPort for AdminApi {
         let user = self
             .node
             .store
-            .reset_password_with_link(token, password)
+            .reset_password_with_link(token, password, self.activates())
             .await
             .map_err(port_error)?;
         if let Some(user) = &user {

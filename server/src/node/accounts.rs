@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::mail::Mailer;
-use crate::tenants::{LinkPurpose, SignUp, Store, StoreError};
+use crate::tenants::{LinkPurpose, SignUp, Store, StoreError, UserRole};
 
 /// Jobs waiting at most; past it a form's job is dropped (logged; the answer is the same).
 pub const QUEUE: usize = 256;
@@ -37,6 +37,8 @@ enum Job {
     },
     Forgot {
         email: String,
+        /// Whether an unverified sign-up may get a link (sign-up open).
+        activate: bool,
     },
 }
 
@@ -79,10 +81,12 @@ impl Accounts {
         });
     }
 
-    /// Queues a forgot-password request for `email`.
-    pub fn forgot_password(&self, email: &str) {
+    /// Queues a forgot-password request for `email` (`activate`: whether an unverified
+    /// sign-up may get a reset link, which would verify it: only while sign-up is open).
+    pub fn forgot_password(&self, email: &str, activate: bool) {
         self.put(Job::Forgot {
             email: email.trim().to_owned(),
+            activate,
         });
     }
 
@@ -141,10 +145,15 @@ async fn handle(store: &Store, mailer: &Mailer, plan: &str, job: Job) -> Result<
             }
             SignUp::Unverified { token: None, .. } => return Ok(()),
         },
-        Job::Forgot { email } => {
-            let Some((user, _)) = store.user_by_email(&email).await? else {
+        Job::Forgot { email, activate } => {
+            let Some((user, verified)) = store.user_by_email(&email).await? else {
                 return Ok(());
             };
+            // The platform operator resets with `herald users set-password` only: an emailed
+            // (or, without SMTP, logged) link must never take over the operator account.
+            if user.role == UserRole::Operator || (!verified && !activate) {
+                return Ok(());
+            }
             let Some(token) = store.issue_link(&user.id, LinkPurpose::Reset, "").await? else {
                 return Ok(());
             };

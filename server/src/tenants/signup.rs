@@ -267,6 +267,18 @@ impl Store {
         if recent.try_get::<i64, _>("n")? >= MAX_LINKS_PER_HOUR {
             return Ok(None);
         }
+        if purpose == LinkPurpose::Verify {
+            // Only the newest verification link works: an older one (perhaps from someone
+            // else's sign-up, carrying their password) stops working when another is sent.
+            sqlx::query(
+                "UPDATE email_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = 'verify' \
+                 AND used_at = 0",
+            )
+            .bind(now)
+            .bind(user_id.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        }
         let token = new_token();
         sqlx::query(
             "INSERT INTO email_tokens (token_hash, purpose, user_id, password_hash, created_at, \
@@ -339,33 +351,53 @@ impl Store {
 
     /// Follows verification link `token`: the user's email is verified and their password
     /// becomes the one chosen at the sign-up that sent the link (their credential generation
-    /// moves on). `None`: no such link, or expired, or used.
-    pub async fn verify_email(&self, token: &str) -> Result<Option<User>, StoreError> {
+    /// moves on), and every other link of theirs stops working. `None`: no such link, or
+    /// expired, or used, or the account is verified already (a link never sets the password
+    /// of a verified account), or `activate` is false (sign-up is closed: an earlier sign-up
+    /// does not become an account).
+    pub async fn verify_email(
+        &self,
+        token: &str,
+        activate: bool,
+    ) -> Result<Option<User>, StoreError> {
+        if !activate {
+            return Ok(None);
+        }
         let mut tx = self.write_tx().await?;
         let Some((user_id, hash)) = self.use_link(&mut tx, token, LinkPurpose::Verify).await?
         else {
             return Ok(None);
         };
-        sqlx::query(
+        let updated = sqlx::query(
             "UPDATE users SET email_verified = 1, password_hash = $1, \
-             credential_generation = credential_generation + 1 WHERE id = $2",
+             credential_generation = credential_generation + 1 \
+             WHERE id = $2 AND email_verified = 0",
         )
         .bind(hash)
         .bind(user_id.clone())
         .execute(&mut *tx)
         .await?;
+        if updated.rows_affected() != 1 {
+            // Verified already: the link is spent, nothing else changes.
+            tx.commit().await?;
+            return Ok(None);
+        }
+        spend_links(&mut tx, &user_id, self.clock.now_millis()).await?;
         tx.commit().await?;
         self.get_user(&user_id).await
     }
 
     /// Follows reset link `token` with a new `password`: set, the email counts as verified
-    /// (the link came to it), and the credential generation moves on, which ends every session
-    /// of the user on every node. `None`: no such link, or expired, or used (nothing changed).
-    /// A password that is refused leaves the link unused.
+    /// (the link came to it), the credential generation moves on, which ends every session
+    /// of the user on every node, and every other link of the user stops working. `None`: no
+    /// such link, or expired, or used, or the user is the platform operator (who resets with
+    /// `herald users set-password`), or the account is unverified and `activate` is false
+    /// (sign-up closed): nothing changed. A password that is refused leaves the link unused.
     pub async fn reset_password_with_link(
         &self,
         token: &str,
         password: &str,
+        activate: bool,
     ) -> Result<Option<User>, StoreError> {
         check_password(password)?;
         // A made-up or spent link costs no argon2 work.
@@ -377,6 +409,19 @@ impl Store {
         let Some((user_id, _)) = self.use_link(&mut tx, token, LinkPurpose::Reset).await? else {
             return Ok(None);
         };
+        let row = sqlx::query("SELECT role, email_verified FROM users WHERE id = $1")
+            .bind(user_id.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let role: String = row.try_get("role")?;
+        let verified: i64 = row.try_get("email_verified")?;
+        if role == "operator" || (verified == 0 && !activate) {
+            tx.commit().await?;
+            return Ok(None);
+        }
         sqlx::query(
             "UPDATE users SET email_verified = 1, password_hash = $1, \
              credential_generation = credential_generation + 1 WHERE id = $2",
@@ -385,7 +430,22 @@ impl Store {
         .bind(user_id.clone())
         .execute(&mut *tx)
         .await?;
+        spend_links(&mut tx, &user_id, self.clock.now_millis()).await?;
         tx.commit().await?;
         self.get_user(&user_id).await
     }
+}
+
+/// Marks every unused link of user `user_id` (both purposes) used.
+async fn spend_links(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    user_id: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE email_tokens SET used_at = $1 WHERE user_id = $2 AND used_at = 0")
+        .bind(now_ms)
+        .bind(user_id.to_owned())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

@@ -495,3 +495,160 @@ async fn without_smtp_the_link_is_in_the_log() {
     assert!(!logged.contains(PASSWORD));
     let _ = child.kill().await;
 }
+
+#[tokio::test]
+async fn an_old_verification_link_never_sets_a_password_and_a_reset_spends_every_link() {
+    let sink = SmtpSink::start().await;
+    let app = spawn_signup(SignupMode::Open, Some(&sink)).await;
+    let browser = Browser::new(&app);
+    let victim = "victim@startup.test";
+    // An attacker signs the victim's address up first with a password of theirs, then the
+    // victim signs up: only the newest link works, so the attacker's password never applies.
+    assert_eq!(
+        sign_up(&browser, victim, "the attacker's password")
+            .await
+            .status,
+        200
+    );
+    let attackers = sink
+        .wait_for(victim, 1)
+        .await
+        .link_token("/dashboard/verify");
+    assert_eq!(sign_up(&browser, victim, PASSWORD).await.status, 200);
+    let victims = sink
+        .wait_for(victim, 2)
+        .await
+        .link_token("/dashboard/verify");
+    assert_eq!(
+        verify(&browser, &attackers).await.status,
+        400,
+        "an older link stops when another is sent"
+    );
+    assert_eq!(verify(&browser, &victims).await.status, 303);
+    browser.sign_in(victim, PASSWORD).await;
+
+    // A verify link that is live when the account is verified sets nothing.
+    let (user, verified) = app.node.store.user_by_email(victim).await.unwrap().unwrap();
+    assert!(verified);
+    let hash = app
+        .node
+        .store
+        .hash_sign_up_password("the attacker's password")
+        .await
+        .unwrap();
+    let late = app
+        .node
+        .store
+        .issue_link(&user.id, herald::tenants::LinkPurpose::Verify, &hash)
+        .await
+        .unwrap()
+        .expect("a link");
+    assert_eq!(verify(&browser, &late).await.status, 400);
+    let attacker = browser
+        .attempt_sign_in(victim, "the attacker's password", "/dashboard/apps", &[])
+        .await;
+    assert_eq!(attacker.status, 401, "the verified account's password stays");
+    browser.sign_in(victim, PASSWORD).await;
+
+    // A reset spends the user's other links (both purposes); an hour on, so the hourly cap
+    // of verify links allows another.
+    let clock = app.node.settings.clock.clone();
+    clock.set_millis(clock.now_millis() + 3600 * 1000 + 1000);
+    browser.sign_in(victim, PASSWORD).await;
+    assert_eq!(forgot(&browser, victim).await.status, 200);
+    let first = sink.wait_for(victim, 3).await.link_token("/dashboard/reset");
+    assert_eq!(forgot(&browser, victim).await.status, 200);
+    let second = sink.wait_for(victim, 4).await.link_token("/dashboard/reset");
+    let pending = app
+        .node
+        .store
+        .issue_link(&user.id, herald::tenants::LinkPurpose::Verify, &hash)
+        .await
+        .unwrap()
+        .expect("a link");
+    assert_eq!(
+        reset(&browser, &second, "the victim's new password")
+            .await
+            .status,
+        303
+    );
+    assert_eq!(
+        reset(&browser, &first, "another new password").await.status,
+        400,
+        "a reset spends the other reset links"
+    );
+    assert_eq!(verify(&browser, &pending).await.status, 400);
+    browser.sign_in(victim, "the victim's new password").await;
+}
+
+#[tokio::test]
+async fn the_operator_is_never_reset_by_email_and_closed_stops_earlier_sign_ups() {
+    let sink = SmtpSink::start().await;
+    let app = spawn_signup(SignupMode::Open, Some(&sink)).await;
+    let browser = Browser::new(&app);
+    // Forgot-password for the operator: the same answer, no email (the CLI resets it).
+    assert_eq!(forgot(&browser, OPERATOR).await.status, 200);
+    jobs_done(&app, 1).await;
+    assert!(sink.to(OPERATOR).is_empty(), "no reset link for the operator");
+    // Even a reset link made for the operator (say, before this rule) sets nothing.
+    let (operator, _) = app
+        .node
+        .store
+        .user_by_email(OPERATOR)
+        .await
+        .unwrap()
+        .unwrap();
+    let link = app
+        .node
+        .store
+        .issue_link(&operator.id, herald::tenants::LinkPurpose::Reset, "")
+        .await
+        .unwrap()
+        .expect("a link");
+    assert_eq!(
+        reset(&browser, &link, "a takeover password").await.status,
+        400
+    );
+    browser.sign_in(OPERATOR, OPERATOR_PASSWORD).await;
+
+    // Sign-up closed: a sign-up made while it was open (same store) does not activate, by
+    // its verify link, by forgot-password or by a reset link sent earlier.
+    let closed = spawn_signup(SignupMode::Closed, Some(&sink)).await;
+    let browser = Browser::new(&closed);
+    let email = "dormant@startup.test";
+    let hash = closed
+        .node
+        .store
+        .hash_sign_up_password(PASSWORD)
+        .await
+        .unwrap();
+    let herald::tenants::SignUp::Created { user, token } = closed
+        .node
+        .store
+        .sign_up(email, &hash, "sandbox")
+        .await
+        .unwrap()
+    else {
+        panic!("a new sign-up");
+    };
+    assert_eq!(verify(&browser, &token).await.status, 400);
+    assert_eq!(forgot(&browser, email).await.status, 200);
+    jobs_done(&closed, 1).await;
+    assert!(sink.to(email).is_empty(), "no reset link for a dormant sign-up");
+    let link = closed
+        .node
+        .store
+        .issue_link(&user.id, herald::tenants::LinkPurpose::Reset, "")
+        .await
+        .unwrap()
+        .expect("a link");
+    assert_eq!(reset(&browser, &link, "a new password 1").await.status, 400);
+    let (_, verified) = closed
+        .node
+        .store
+        .user_by_email(email)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!verified, "the sign-up stays unverified");
+}
