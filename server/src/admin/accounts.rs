@@ -6,7 +6,7 @@ use herald_dashboard::{AccountPort, Admin, PortResult};
 
 use super::{admin_of, port_error, AdminApi};
 use crate::config::SignupMode;
-use crate::tenants::{check_email, check_new_user};
+use crate::tenants::{check_email, check_new_user, sign_up_email};
 
 impl AdminApi {
     /// Whether an unverified sign-up may still become an account: only while sign-up is open
@@ -19,6 +19,7 @@ impl AdminApi {
 impl AccountPort for AdminApi {
     async fn sign_up(&self, email: &str, password: &str) -> PortResult<()> {
         check_new_user(email, password).map_err(port_error)?;
+        sign_up_email(email).map_err(port_error)?;
         // The one piece of work a sign-up does here, whatever the address: the password's
         // hash. The account task does the rest after the answer.
         let hash = self

@@ -112,6 +112,58 @@ fn tenant_name(email: &str) -> String {
     email.chars().take(100).collect()
 }
 
+/// Characters allowed in a signed-up address's local part besides ASCII letters and digits
+/// (RFC 5322's dot-atom; no quoted local parts).
+const LOCAL_SPECIALS: &str = "!#$%&'*+-/=?^_`{|}~.";
+
+/// Top-level domains that never receive mail (RFC 2606, RFC 6761).
+const UNDELIVERABLE_TLDS: [&str; 3] = ["invalid", "localhost", "local"];
+
+/// The canonical form of an address an anonymous visitor signs up with, or why it is refused:
+/// one bare address (no display name, comment, quoted local part or IP literal), ASCII only,
+/// lower case, a local part of at most 64 characters in dot-atom form, and a domain name of
+/// two or more labels (letters, digits, `-`) whose top level is not all digits nor one that
+/// never receives mail. Non-ASCII addresses are refused rather than folded (so `Ä@x` and
+/// `ä@x`, or a Unicode domain and its punycode, can never be two accounts for one mailbox);
+/// an internationalised domain signs up in its `xn--` form.
+pub fn sign_up_email(email: &str) -> Result<String, StoreError> {
+    let refuse = |why: &str| Err(StoreError::Invalid(format!("invalid email address: {why}")));
+    let email = normalise_email(email)?;
+    if !email.is_ascii() {
+        return refuse("use only ASCII letters, digits and punctuation (a domain in its xn-- form)");
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return refuse("no @");
+    };
+    if domain.contains('@') {
+        return refuse("one address only");
+    }
+    let local_ok = local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || LOCAL_SPECIALS.contains(c));
+    if !local_ok {
+        return refuse("the part before @ has characters a mailbox name cannot have");
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    let labels_ok = labels.len() >= 2
+        && labels.iter().all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    let tld = labels.last().copied().unwrap_or_default();
+    if !labels_ok || tld.chars().all(|c| c.is_ascii_digit()) || UNDELIVERABLE_TLDS.contains(&tld)
+    {
+        return refuse("the part after @ is not a domain that receives mail");
+    }
+    Ok(email)
+}
+
 impl Store {
     /// Password hashes made by sign-ups since this store was opened (the same for a taken
     /// address as for a free one: tests assert it).
@@ -137,7 +189,7 @@ impl Store {
         password_hash: &str,
         plan: &str,
     ) -> Result<SignUp, StoreError> {
-        let email = normalise_email(email)?;
+        let email = sign_up_email(email)?;
         if let Some((user, verified)) = self.user_by_email(&email).await? {
             if verified {
                 return Ok(SignUp::Verified { user });
@@ -448,4 +500,47 @@ async fn spend_links(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sign_up_email;
+
+    #[test]
+    fn a_sign_up_takes_one_bare_deliverable_ascii_address() {
+        for good in ["Founder@Startup.Test", "a.b+tag@mail.example.co", "x_y@xn--bcher-kva.ch"] {
+            assert_eq!(
+                sign_up_email(good).unwrap(),
+                good.to_ascii_lowercase(),
+                "{good}"
+            );
+        }
+        for bad in [
+            "a<victim@corp.com>",
+            "\"x\"<victim@corp.com>",
+            "victim@corp.com>",
+            "a@b@c.com",
+            "x@y.com,z@w.com",
+            "\"x\"@corp.com",
+            "esc\u{1b}[2J@corp.com",
+            "del\u{7f}@corp.com",
+            "bidi\u{202e}@corp.com",
+            "ä@corp.com",
+            "a@bücher.ch",
+            "a@localhost",
+            "a@host",
+            "a@x.invalid",
+            "a@[10.0.0.1]",
+            "a@10.0.0.1",
+            "a@-x.com",
+            "a@x..com",
+            ".a@x.com",
+            "a..b@x.com",
+            "a b@x.com",
+        ] {
+            assert!(sign_up_email(bad).is_err(), "{bad:?} is refused");
+        }
+        let long_local = format!("{}@x.com", "a".repeat(65));
+        assert!(sign_up_email(&long_local).is_err());
+    }
 }

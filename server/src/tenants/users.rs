@@ -144,11 +144,18 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 
 pub(super) fn normalise_email(email: &str) -> Result<String, StoreError> {
     let email = email.trim().to_ascii_lowercase();
+    // No whitespace, control (C0, C1, DEL) or bidi-override characters (they would reach
+    // terminals and pages), and no `<>`: a mailer reads `x<victim@host>` as a display name and
+    // delivers to `victim@host`, so such a string is never one bare address.
     let valid = email.len() <= 254
         && email
             .split_once('@')
             .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
-        && !email.contains(char::is_whitespace);
+        && !email.contains(|c: char| {
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '<' | '>' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        });
     if valid {
         Ok(email)
     } else {

@@ -652,3 +652,29 @@ async fn the_operator_is_never_reset_by_email_and_closed_stops_earlier_sign_ups(
         .unwrap();
     assert!(!verified, "the sign-up stays unverified");
 }
+
+#[tokio::test]
+async fn a_sign_up_refuses_display_names_controls_and_undeliverable_addresses() {
+    let sink = SmtpSink::start().await;
+    let app = spawn_signup(SignupMode::Open, Some(&sink)).await;
+    let browser = Browser::new(&app);
+    for bad in [
+        "a<victim@corp.test>",
+        "b<victim@corp.test>",
+        "esc\u{1b}]52;c;x\u{7}@corp.test",
+        "a@b@corp.test",
+        "x@[10.0.0.1]",
+        "root@localhost",
+        "ä@corp.test",
+    ] {
+        let page = sign_up(&browser, bad, PASSWORD).await;
+        assert_eq!(page.status, 400, "{bad:?}: {}", page.body);
+    }
+    let stats = app.node.accounts.stats();
+    assert_eq!(
+        stats.queued.load(Ordering::Relaxed),
+        0,
+        "nothing is created or mailed for a refused address"
+    );
+    assert!(sink.mails().is_empty());
+}
