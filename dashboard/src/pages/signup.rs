@@ -215,6 +215,9 @@ pub(super) async fn sign_up<P: AdminPort>(
     if let Err(refused) = dash.accounts.allow_email(client, email).await {
         return too_many(refused);
     }
+    if let Err(refused) = dash.accounts.allow_sign_up(client).await {
+        return too_many(refused);
+    }
     match dash.port.sign_up(email, password).await {
         Ok(()) => {
             let notice = format!(
