@@ -715,6 +715,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sign_ups_have_hourly_budgets_per_address_and_in_all_across_a_cluster() {
+        let shared = Arc::new(Counting::default());
+        let node = |_: u8| SignInLimits::new(Some(shared.clone()), b"key".to_vec()).scoped("acct:");
+        let (first, second) = (node(1), node(2));
+        let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
+        for n in 0..SIGN_UPS_PER_ADDRESS.0 {
+            assert!(first.allow_sign_up(Some(ip)).await.is_ok(), "{n}");
+        }
+        let refused = first.allow_sign_up(Some(ip)).await.expect_err("a sixth");
+        assert!(refused.retry_after > 60, "{refused:?}");
+        // Another node: its memory is fresh, the cluster's shared budget refuses.
+        assert!(second.allow_sign_up(Some(ip)).await.is_err());
+        // In all: SIGN_UPS_TOTAL an hour over both nodes, from any addresses.
+        let mut allowed = SIGN_UPS_PER_ADDRESS.0;
+        for n in 0..(2 * SIGN_UPS_TOTAL.0) {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
+            let limits = if n % 2 == 0 { &first } else { &second };
+            if limits.allow_sign_up(Some(ip)).await.is_ok() {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, SIGN_UPS_TOTAL.0, "the cluster-wide hourly total");
+        let keys = shared.0.lock().unwrap();
+        assert!(keys.contains_key("acct:su:all"), "{keys:?}");
+    }
+
+    #[tokio::test]
     async fn limiter_keys_are_capped() {
         let limits = SignInLimits::default();
         let mut refused = 0;
