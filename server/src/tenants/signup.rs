@@ -30,6 +30,9 @@ pub const RESET_LINK_TTL: Duration = Duration::from_secs(3600);
 /// goes out), so nobody can fill someone's mailbox through the forms.
 pub const MAX_LINKS_PER_HOUR: i64 = 3;
 
+/// Unverified sign-ups deleted per [`Store::sweep_unverified`] call at most.
+pub const SWEEP_BATCH: usize = 100;
+
 /// What an emailed link is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkPurpose {
@@ -190,6 +193,7 @@ impl Store {
         plan: &str,
     ) -> Result<SignUp, StoreError> {
         let email = sign_up_email(email)?;
+        self.sweep_unverified().await?;
         if let Some((user, verified)) = self.user_by_email(&email).await? {
             if verified {
                 return Ok(SignUp::Verified { user });
@@ -258,6 +262,53 @@ impl Store {
             credential_generation: 0,
         };
         Ok(SignUp::Created { user, token })
+    }
+
+    /// Deletes sign-ups never verified whose links have all expired: the owner, its links and
+    /// its tenant (when the tenant has no app and no other user), at most
+    /// [`SWEEP_BATCH`] per call. Runs before every sign-up, so the unverified accounts held
+    /// are at most the sign-ups of the last [`VERIFY_LINK_TTL`] (plus one batch). Returns how
+    /// many were deleted.
+    pub async fn sweep_unverified(&self) -> Result<usize, StoreError> {
+        let now_ms = self.clock.now_millis();
+        let born_before = self
+            .clock
+            .now_seconds()
+            .saturating_sub(i64::try_from(VERIFY_LINK_TTL.as_secs()).unwrap_or(i64::MAX));
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT id, tenant_id FROM users WHERE email_verified = 0 AND role = 'owner' \
+             AND created_at <= $1 AND NOT EXISTS (SELECT 1 FROM email_tokens t \
+             WHERE t.user_id = users.id AND t.expires_at > $2) LIMIT {SWEEP_BATCH}"
+        ))
+        .bind(born_before)
+        .bind(now_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let user_id: String = row.try_get("id")?;
+            let tenant_id: Option<String> = row.try_get("tenant_id")?;
+            sqlx::query("DELETE FROM email_tokens WHERE user_id = $1")
+                .bind(user_id.clone())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM users WHERE id = $1 AND email_verified = 0")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(tenant_id) = tenant_id {
+                sqlx::query(
+                    "DELETE FROM tenants WHERE id = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM apps WHERE tenant_id = $1) \
+                     AND NOT EXISTS (SELECT 1 FROM users WHERE tenant_id = $1)",
+                )
+                .bind(tenant_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(rows.len())
     }
 
     /// The user with `email` and whether their email is verified.

@@ -700,3 +700,44 @@ async fn sign_ups_have_an_hourly_budget_per_address_far_below_the_sign_ins() {
     // The other forms keep the sign-in's rules: forgot still answers.
     assert_eq!(forgot(&browser, "user0@startup.test").await.status, 200);
 }
+
+#[tokio::test]
+async fn an_unverified_sign_up_is_deleted_with_its_tenant_after_its_link_expires() {
+    let sink = SmtpSink::start().await;
+    let app = spawn_signup(SignupMode::Open, Some(&sink)).await;
+    let browser = Browser::new(&app);
+    let store = &app.node.store;
+    let tenants_before = store.list_tenants().await.unwrap().len();
+    assert_eq!(sign_up(&browser, "dormant@startup.test", PASSWORD).await.status, 200);
+    assert_eq!(sign_up(&browser, "kept@startup.test", PASSWORD).await.status, 200);
+    jobs_done(&app, 2).await;
+    let kept = sink
+        .wait_for("kept@startup.test", 1)
+        .await
+        .link_token("/dashboard/verify");
+    assert_eq!(verify(&browser, &kept).await.status, 303);
+    assert_eq!(store.list_tenants().await.unwrap().len(), tenants_before + 2);
+    // Within the day nothing goes; after it, the unverified sign-up and its tenant do.
+    assert_eq!(store.sweep_unverified().await.unwrap(), 0);
+    let clock = app.node.settings.clock.clone();
+    clock.set_millis(clock.now_millis() + 24 * 3600 * 1000 + 1000);
+    assert_eq!(store.sweep_unverified().await.unwrap(), 1);
+    assert!(store
+        .user_by_email("dormant@startup.test")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .user_by_email("kept@startup.test")
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(store.list_tenants().await.unwrap().len(), tenants_before + 1);
+    // The address can sign up afresh.
+    assert_eq!(sign_up(&browser, "dormant@startup.test", PASSWORD).await.status, 200);
+    let fresh = sink
+        .wait_for("dormant@startup.test", 2)
+        .await
+        .link_token("/dashboard/verify");
+    assert_eq!(verify(&browser, &fresh).await.status, 303);
+}
