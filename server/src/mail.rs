@@ -278,7 +278,18 @@ async fn deliver(
                             tracing::info!(to = %outgoing.to, subject = %outgoing.subject, "email sent");
                             break;
                         }
-                        Ok(Err(error)) => error.to_string(),
+                        Ok(Err(error)) => {
+                            let permanent = error.is_permanent();
+                            let error = error.to_string();
+                            if permanent {
+                                // A 5xx answer (no such mailbox, refused): trying again gets
+                                // the same answer and only holds up the messages behind it.
+                                stats.failed.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(to = %outgoing.to, subject = %outgoing.subject, %error, "an email was refused for good");
+                                break;
+                            }
+                            error
+                        }
                         Err(_) => format!("no answer within {}s", SEND_TIMEOUT.as_secs()),
                     };
                     if attempt >= 2 {

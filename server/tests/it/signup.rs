@@ -741,3 +741,36 @@ async fn an_unverified_sign_up_is_deleted_with_its_tenant_after_its_link_expires
         .link_token("/dashboard/verify");
     assert_eq!(verify(&browser, &fresh).await.status, 303);
 }
+
+#[tokio::test]
+async fn a_permanently_refused_email_is_not_retried_and_holds_up_nothing() {
+    let sink = SmtpSink::start().await;
+    let app = spawn_signup(SignupMode::Open, Some(&sink)).await;
+    let mailer = &app.node.mailer;
+    let started = tokio::time::Instant::now();
+    mailer
+        .send("rejected@startup.test", "Hello", "refused for good")
+        .await
+        .unwrap();
+    mailer
+        .send("next@startup.test", "Hello", "delivered")
+        .await
+        .unwrap();
+    sink.wait_for("next@startup.test", 1).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the next message waited for no retry: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        sink.rejected.load(Ordering::Relaxed),
+        1,
+        "a 5xx refusal is tried once"
+    );
+    assert_eq!(mailer.stats().failed.load(Ordering::Relaxed), 1);
+    let stats = mailer.stats();
+    wait_until("the mailer counts the delivery", || {
+        stats.sent.load(Ordering::Relaxed) == 1
+    })
+    .await;
+}

@@ -51,6 +51,8 @@ pub struct SmtpSink {
     pub url: String,
     mails: Arc<Mutex<Vec<Mail>>>,
     arrived: Arc<Notify>,
+    /// RCPT commands refused for good (`550`): addresses starting with `rejected`.
+    pub rejected: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SmtpSink {
@@ -61,6 +63,7 @@ impl SmtpSink {
             url,
             mails: Arc::default(),
             arrived: Arc::new(Notify::new()),
+            rejected: Arc::default(),
         };
         let serving = sink.clone();
         tokio::spawn(async move {
@@ -91,6 +94,12 @@ impl SmtpSink {
                 let address = line.trim_end()[8..]
                     .trim()
                     .trim_matches(|c| c == '<' || c == '>');
+                if address.starts_with("rejected") {
+                    self.rejected
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    write.write_all(b"550 no such mailbox\r\n").await?;
+                    continue;
+                }
                 to.push(address.to_owned());
                 write.write_all(b"250 OK\r\n").await?;
             } else if command == "DATA" {
