@@ -71,7 +71,7 @@ pub(super) async fn login_page<P: AdminPort>(
         csrf: csrf.clone(),
         next: safe_next(query.next.as_deref()),
         error: query.error.unwrap_or_default(),
-        notice: query.notice.unwrap_or_default(),
+        notice: login_notice(query.notice.as_deref()).to_owned(),
         email: String::new(),
         signup: dash.signup == Signup::Open,
     });
@@ -299,4 +299,13 @@ pub(super) async fn keep_own_session<P: AdminPort>(
         .end_other_sessions(&ctx.admin, &ctx.token, generation)
         .await?;
     Ok(())
+}
+
+/// The sign-in page's notice for `?notice=CODE`: fixed texts only, so a link cannot put words of
+/// its own on the real sign-in page (an unknown code shows nothing).
+fn login_notice(code: Option<&str>) -> &'static str {
+    match code {
+        Some("password-set") => "Your password is set: sign in with it.",
+        _ => "",
+    }
 }

@@ -446,10 +446,7 @@ pub(super) async fn reset<P: AdminPort>(
         return again("The new password and its confirmation differ.");
     }
     match dash.port.reset_password_with_link(token, new).await {
-        Ok(true) => {
-            let notice = encode("Your password is set: sign in with it.");
-            Redirect::to(&format!("/dashboard/login?notice={notice}")).into_response()
-        }
+        Ok(true) => Redirect::to("/dashboard/login?notice=password-set").into_response(),
         Ok(false) => message(
             StatusCode::BAD_REQUEST,
             "Choose a new password",

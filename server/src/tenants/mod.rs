@@ -50,7 +50,8 @@ pub use plans::{Plan, PLANS};
 pub use policy::TenantPatch;
 pub use sessions::{session_key, SessionTerms, StoredSession, SESSION_TOUCH_EVERY};
 pub use signup::{
-    link_key, sign_up_email, LinkPurpose, SignUp, MAX_LINKS_PER_HOUR, RESET_LINK_TTL, VERIFY_LINK_TTL,
+    link_key, sign_up_email, LinkPurpose, SignUp, MAX_LINKS_PER_HOUR, RESET_LINK_TTL, SWEEP_BATCH,
+    VERIFY_LINK_TTL,
 };
 pub use usage::{
     Allowance, AppUsage, DayUsage, MinuteUsage, Settlement, Usage, UsageReport, DAYS_REPORTED,

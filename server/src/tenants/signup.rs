@@ -133,7 +133,9 @@ pub fn sign_up_email(email: &str) -> Result<String, StoreError> {
     let refuse = |why: &str| Err(StoreError::Invalid(format!("invalid email address: {why}")));
     let email = normalise_email(email)?;
     if !email.is_ascii() {
-        return refuse("use only ASCII letters, digits and punctuation (a domain in its xn-- form)");
+        return refuse(
+            "use only ASCII letters, digits and punctuation (a domain in its xn-- form)",
+        );
     }
     let Some((local, domain)) = email.split_once('@') else {
         return refuse("no @");
@@ -160,8 +162,7 @@ pub fn sign_up_email(email: &str) -> Result<String, StoreError> {
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
     let tld = labels.last().copied().unwrap_or_default();
-    if !labels_ok || tld.chars().all(|c| c.is_ascii_digit()) || UNDELIVERABLE_TLDS.contains(&tld)
-    {
+    if !labels_ok || tld.chars().all(|c| c.is_ascii_digit()) || UNDELIVERABLE_TLDS.contains(&tld) {
         return refuse("the part after @ is not a domain that receives mail");
     }
     Ok(email)
@@ -559,7 +560,11 @@ mod tests {
 
     #[test]
     fn a_sign_up_takes_one_bare_deliverable_ascii_address() {
-        for good in ["Founder@Startup.Test", "a.b+tag@mail.example.co", "x_y@xn--bcher-kva.ch"] {
+        for good in [
+            "Founder@Startup.Test",
+            "a.b+tag@mail.example.co",
+            "x_y@xn--bcher-kva.ch",
+        ] {
             assert_eq!(
                 sign_up_email(good).unwrap(),
                 good.to_ascii_lowercase(),

@@ -170,7 +170,10 @@ async fn a_new_customer_signs_up_confirms_by_email_and_creates_an_app() {
     );
     // The password waits in the link's row only: the user row holds no usable hash.
     let stored = stored_password_hash(&app, email).await;
-    assert_eq!(stored, "", "an unverified sign-up keeps no password on the user row");
+    assert_eq!(
+        stored, "",
+        "an unverified sign-up keeps no password on the user row"
+    );
 
     // The link's token is stored hashed, and nowhere in the clear.
     let token = mail.link_token("/dashboard/verify");
@@ -282,6 +285,20 @@ async fn verification_and_reset_links_expire_and_work_once() {
     let done = reset(&browser, &reset_token, "the new password 2").await;
     assert_eq!(done.status, 303, "{}", done.body);
     assert!(done.location().starts_with("/dashboard/login"));
+    let shown = browser.get(None, &done.location()).await;
+    assert!(
+        shown
+            .body
+            .contains("Your password is set: sign in with it."),
+        "{}",
+        shown.body
+    );
+    // The sign-in page shows fixed notices only, never a link's own words.
+    let phish = browser
+        .get(None, "/dashboard/login?notice=Your+account+is+suspended")
+        .await;
+    assert_eq!(phish.status, 200);
+    assert!(!phish.body.contains("suspended"), "{}", phish.body);
     let ended = browser
         .get(Some(&session.cookie), "/dashboard/account")
         .await;
@@ -547,7 +564,10 @@ async fn an_old_verification_link_never_sets_a_password_and_a_reset_spends_every
     let attacker = browser
         .attempt_sign_in(victim, "the attacker's password", "/dashboard/apps", &[])
         .await;
-    assert_eq!(attacker.status, 401, "the verified account's password stays");
+    assert_eq!(
+        attacker.status, 401,
+        "the verified account's password stays"
+    );
     browser.sign_in(victim, PASSWORD).await;
 
     // A reset spends the user's other links (both purposes); an hour on, so the hourly cap
@@ -556,9 +576,15 @@ async fn an_old_verification_link_never_sets_a_password_and_a_reset_spends_every
     clock.set_millis(clock.now_millis() + 3600 * 1000 + 1000);
     browser.sign_in(victim, PASSWORD).await;
     assert_eq!(forgot(&browser, victim).await.status, 200);
-    let first = sink.wait_for(victim, 3).await.link_token("/dashboard/reset");
+    let first = sink
+        .wait_for(victim, 3)
+        .await
+        .link_token("/dashboard/reset");
     assert_eq!(forgot(&browser, victim).await.status, 200);
-    let second = sink.wait_for(victim, 4).await.link_token("/dashboard/reset");
+    let second = sink
+        .wait_for(victim, 4)
+        .await
+        .link_token("/dashboard/reset");
     let pending = app
         .node
         .store
@@ -589,7 +615,10 @@ async fn the_operator_is_never_reset_by_email_and_closed_stops_earlier_sign_ups(
     // Forgot-password for the operator: the same answer, no email (the CLI resets it).
     assert_eq!(forgot(&browser, OPERATOR).await.status, 200);
     jobs_done(&app, 1).await;
-    assert!(sink.to(OPERATOR).is_empty(), "no reset link for the operator");
+    assert!(
+        sink.to(OPERATOR).is_empty(),
+        "no reset link for the operator"
+    );
     // Even a reset link made for the operator (say, before this rule) sets nothing.
     let (operator, _) = app
         .node
@@ -634,7 +663,10 @@ async fn the_operator_is_never_reset_by_email_and_closed_stops_earlier_sign_ups(
     assert_eq!(verify(&browser, &token).await.status, 400);
     assert_eq!(forgot(&browser, email).await.status, 200);
     jobs_done(&closed, 1).await;
-    assert!(sink.to(email).is_empty(), "no reset link for a dormant sign-up");
+    assert!(
+        sink.to(email).is_empty(),
+        "no reset link for a dormant sign-up"
+    );
     let link = closed
         .node
         .store
@@ -708,15 +740,28 @@ async fn an_unverified_sign_up_is_deleted_with_its_tenant_after_its_link_expires
     let browser = Browser::new(&app);
     let store = &app.node.store;
     let tenants_before = store.list_tenants().await.unwrap().len();
-    assert_eq!(sign_up(&browser, "dormant@startup.test", PASSWORD).await.status, 200);
-    assert_eq!(sign_up(&browser, "kept@startup.test", PASSWORD).await.status, 200);
+    assert_eq!(
+        sign_up(&browser, "dormant@startup.test", PASSWORD)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        sign_up(&browser, "kept@startup.test", PASSWORD)
+            .await
+            .status,
+        200
+    );
     jobs_done(&app, 2).await;
     let kept = sink
         .wait_for("kept@startup.test", 1)
         .await
         .link_token("/dashboard/verify");
     assert_eq!(verify(&browser, &kept).await.status, 303);
-    assert_eq!(store.list_tenants().await.unwrap().len(), tenants_before + 2);
+    assert_eq!(
+        store.list_tenants().await.unwrap().len(),
+        tenants_before + 2
+    );
     // Within the day nothing goes; after it, the unverified sign-up and its tenant do.
     assert_eq!(store.sweep_unverified().await.unwrap(), 0);
     let clock = app.node.settings.clock.clone();
@@ -732,9 +777,17 @@ async fn an_unverified_sign_up_is_deleted_with_its_tenant_after_its_link_expires
         .await
         .unwrap()
         .is_some());
-    assert_eq!(store.list_tenants().await.unwrap().len(), tenants_before + 1);
+    assert_eq!(
+        store.list_tenants().await.unwrap().len(),
+        tenants_before + 1
+    );
     // The address can sign up afresh.
-    assert_eq!(sign_up(&browser, "dormant@startup.test", PASSWORD).await.status, 200);
+    assert_eq!(
+        sign_up(&browser, "dormant@startup.test", PASSWORD)
+            .await
+            .status,
+        200
+    );
     let fresh = sink
         .wait_for("dormant@startup.test", 2)
         .await
