@@ -285,7 +285,7 @@ async fn verification_and_reset_links_expire_and_work_once() {
     let done = reset(&browser, &reset_token, "the new password 2").await;
     assert_eq!(done.status, 303, "{}", done.body);
     assert!(done.location().starts_with("/dashboard/login"));
-    let shown = browser.get(None, &done.location()).await;
+    let shown = browser.get(None, done.location()).await;
     assert!(
         shown
             .body
