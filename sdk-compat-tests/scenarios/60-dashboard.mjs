@@ -386,12 +386,12 @@ scenario(
       assertEqual(await text(page, 'h2'), 'Check your email', 'heading after signing up');
       assert((await text(page, '.flash.notice')).includes(email), 'the notice names the address');
 
-      // --- Not confirmed yet: signing in says so. ---
+      // --- Not confirmed yet: signing in answers as a wrong password would, with a hint. ---
       await goto(page, `${base}/dashboard/login`);
       await page.fill('#email', email);
       await page.fill('#password', password);
       await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: 'Sign in' }).click()]);
-      assert((await text(page, '.flash.error')).includes('Confirm your email first'), 'sign-in before confirming');
+      assert((await text(page, '.flash.error')).includes('Follow the link we emailed you first'), 'sign-in before confirming');
 
       // --- The emailed link (from the log): its page, then its button, signs in. ---
       const link = await loggedLink(target, email, '/dashboard/verify', since);
