@@ -428,6 +428,15 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::UserNotFound(email));
         }
+        // A new password spends the user's emailed links: one kept by someone else stops.
+        sqlx::query(
+            "UPDATE email_tokens SET used_at = $1 WHERE used_at = 0 \
+             AND user_id = (SELECT id FROM users WHERE email = $2)",
+        )
+        .bind(self.clock.now_millis())
+        .bind(email)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -605,6 +605,28 @@ async fn an_old_verification_link_never_sets_a_password_and_a_reset_spends_every
     );
     assert_eq!(verify(&browser, &pending).await.status, 400);
     browser.sign_in(victim, "the victim's new password").await;
+
+    // A password change (account page or CLI: Store::set_password) spends them too (the
+    // store directly: this address's form budget for the minute is spent).
+    let kept = app
+        .node
+        .store
+        .issue_link(&user.id, herald::tenants::LinkPurpose::Reset, "")
+        .await
+        .unwrap()
+        .expect("a link");
+    app.node
+        .store
+        .set_password(victim, "changed on the account page")
+        .await
+        .unwrap();
+    let used = app
+        .node
+        .store
+        .reset_password_with_link(&kept, "a kept link's password", true)
+        .await
+        .unwrap();
+    assert!(used.is_none(), "a password change spends the reset links");
 }
 
 #[tokio::test]
