@@ -46,6 +46,8 @@ pub struct Config {
     /// The server's own listener is TLS (`HERALD_TLS_CERT`): every request came over TLS, so
     /// cookies are `Secure` and responses carry HSTS.
     pub tls_listener: bool,
+    /// Who may sign up (`HERALD_SIGNUP`).
+    pub signup: Signup,
 }
 
 /// Largest request body a dashboard form may send; larger ones get 413 before they are read.
@@ -55,6 +57,10 @@ pub const MAX_FORM_BYTES: usize = 64 * 1024;
 struct Dash<P> {
     port: Arc<P>,
     sign_in: session::SignInLimits,
+    /// The budgets of the account forms (sign-up, forgot password, the emailed links): the
+    /// sign-in's rules, budgets of their own.
+    accounts: session::SignInLimits,
+    signup: Signup,
     cookies: session::CookieSeal,
     proxies: client::TrustedProxies,
 }
@@ -117,7 +123,13 @@ pub fn router<P: AdminPort>(port: Arc<P>, config: Config) -> Router {
         .with_tls_listener(config.tls_listener);
     pages::routes(Arc::new(Dash {
         port,
-        sign_in: session::SignInLimits::new(config.shared_budgets, config.session_key.clone()),
+        sign_in: session::SignInLimits::new(
+            config.shared_budgets.clone(),
+            config.session_key.clone(),
+        ),
+        accounts: session::SignInLimits::new(config.shared_budgets, config.session_key.clone())
+            .scoped("acct:"),
+        signup: config.signup,
         cookies: session::CookieSeal::new(config.session_key),
         proxies: client::TrustedProxies::new(config.trusted_proxies)
             .with_tls_listener(config.tls_listener),

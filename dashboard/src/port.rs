@@ -577,8 +577,44 @@ pub struct DebugEvent {
     pub node: Option<String>,
 }
 
+/// Who may sign up in the dashboard (`HERALD_SIGNUP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Signup {
+    /// Nobody: no sign-up page (404) and no link to one.
+    #[default]
+    Closed,
+    /// Only people invited to a tenant: the sign-up page says so.
+    Invite,
+    /// Anyone, with an email they confirm.
+    Open,
+}
+
+/// Self-service accounts: sign-up with email verification and password resets by emailed
+/// links. The answers never tell whether an address has an account.
+pub trait AccountPort: Send + Sync + 'static {
+    /// Signs `email` up with `password`: [`PortError::Invalid`] for an address or a password
+    /// that cannot be used; otherwise `Ok`, whether the address is free or taken, after the
+    /// same work (one password hash). What follows (a new tenant and a verification link, or a
+    /// note to the account's owner) is emailed.
+    fn sign_up(&self, email: &str, password: &str) -> impl Future<Output = PortResult<()>> + Send;
+    /// Follows verification link `token`: the admin, now verified, to sign in; `None` when the
+    /// link is unknown, expired or used.
+    fn verify_email(&self, token: &str) -> impl Future<Output = PortResult<Option<Admin>>> + Send;
+    /// Emails a reset link to `email` when it has an account: the same answer and the same
+    /// work either way.
+    fn forgot_password(&self, email: &str) -> impl Future<Output = PortResult<()>> + Send;
+    /// Sets the password of reset link `token`'s user, which ends every session they have;
+    /// `false` when the link is unknown, expired or used. A refused password
+    /// ([`PortError::Invalid`]) leaves the link unused.
+    fn reset_password_with_link(
+        &self,
+        token: &str,
+        password: &str,
+    ) -> impl Future<Output = PortResult<bool>> + Send;
+}
+
 /// What the dashboard needs from the server.
-pub trait AdminPort: Send + Sync + 'static {
+pub trait AdminPort: AccountPort + Send + Sync + 'static {
     /// The admin with this email and password, if they match (`address`: the client's, for the
     /// audit log's sign-in entries).
     fn authenticate(

@@ -104,6 +104,11 @@ pub(crate) struct SignInLimits {
     by_email_address: DefaultKeyedRateLimiter<(String, IpAddr)>,
     by_email: DefaultKeyedRateLimiter<String>,
     slow_lane: DefaultKeyedRateLimiter<(String, IpAddr)>,
+    /// Sign-ups (account creation, used only by the account forms' budgets): per address or
+    /// IPv6 /64, per /48, and one budget for the whole node ([`SIGN_UPS_PER_ADDRESS`] ...).
+    sign_ups_by_address: DefaultKeyedRateLimiter<IpAddr>,
+    sign_ups_by_network: DefaultKeyedRateLimiter<IpAddr>,
+    sign_ups_total: DefaultKeyedRateLimiter<()>,
     last_sweep: Mutex<Instant>,
     /// The cluster's shared budgets (the same rules), checked after the in-memory ones.
     shared: Option<Arc<dyn crate::SharedBudgets>>,
@@ -111,6 +116,9 @@ pub(crate) struct SignInLimits {
     /// the same on every node): the shared store holds neither, nor a hash anyone could match
     /// against a list of emails.
     names: CookieSeal,
+    /// Prefixed to every shared budget's key, so two sets of budgets with the same rules (the
+    /// sign-in's and the account forms') stay apart in the shared store.
+    scope: &'static str,
 }
 
 /// The budgets' rules: (attempts at once, per period).
@@ -121,6 +129,15 @@ const PER_NETWORK: (u32, Duration) = (8 * PER_ADDRESS.0, PER_ADDRESS.1);
 const PER_EMAIL_ADDRESS: (u32, Duration) = (5, Duration::from_secs(60));
 const PER_EMAIL: (u32, Duration) = (50, Duration::from_secs(3600));
 const SLOW_LANE: (u32, Duration) = (1, Duration::from_secs(600));
+/// Sign-ups (each makes at most one tenant, one user and one email) per client address or
+/// IPv6 /64 and hour: far below the sign-in's 600, since a sign-up's email varies freely.
+pub(crate) const SIGN_UPS_PER_ADDRESS: (u32, Duration) = (5, Duration::from_secs(3600));
+/// Per IPv6 /48 and hour.
+pub(crate) const SIGN_UPS_PER_NETWORK: (u32, Duration) = (20, Duration::from_secs(3600));
+/// Per hour in all: on this node, and the same budget shared by the whole cluster when it has
+/// shared budgets, so anonymous visitors together make at most this many tenants and
+/// sign-up emails an hour.
+pub(crate) const SIGN_UPS_TOTAL: (u32, Duration) = (200, Duration::from_secs(3600));
 
 /// A governor quota of `burst` attempts per `period`.
 fn quota((burst, period): (u32, Duration)) -> Quota {
@@ -153,8 +170,18 @@ impl SignInLimits {
             by_email_address: RateLimiter::keyed(per_email_address),
             by_email: RateLimiter::keyed(per_email),
             slow_lane: RateLimiter::keyed(slow_lane),
+            sign_ups_by_address: RateLimiter::keyed(quota(SIGN_UPS_PER_ADDRESS)),
+            sign_ups_by_network: RateLimiter::keyed(quota(SIGN_UPS_PER_NETWORK)),
+            sign_ups_total: RateLimiter::keyed(quota(SIGN_UPS_TOTAL)),
             last_sweep: Mutex::new(Instant::now()),
+            scope: "",
         }
+    }
+
+    /// These budgets under their own names in the shared store (`scope` prefixes every key).
+    pub(crate) fn scoped(mut self, scope: &'static str) -> Self {
+        self.scope = scope;
+        self
     }
 }
 
@@ -225,6 +252,46 @@ impl SignInLimits {
         self.by_email.shrink_to_fit();
         self.slow_lane.retain_recent();
         self.slow_lane.shrink_to_fit();
+        self.sign_ups_by_address.retain_recent();
+        self.sign_ups_by_address.shrink_to_fit();
+        self.sign_ups_by_network.retain_recent();
+        self.sign_ups_by_network.shrink_to_fit();
+    }
+
+    /// Whether one more sign-up (a genuine form, already through [`Self::allow_email`]) may
+    /// come from `ip`: the address's (or /64's), the /48's and the total hourly sign-up
+    /// budgets, in memory and then in the cluster's shared budgets.
+    pub(crate) async fn allow_sign_up(&self, ip: Option<IpAddr>) -> Result<(), TooMany> {
+        let ip = ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let address = address_key(ip);
+        let network = network_key(ip);
+        check(
+            &self.sign_ups_by_address,
+            &address,
+            600,
+            self.cells(SIGN_UPS_PER_ADDRESS.0),
+        )?;
+        if let Some(network) = network {
+            check(
+                &self.sign_ups_by_network,
+                &network,
+                600,
+                self.cells(SIGN_UPS_PER_NETWORK.0),
+            )?;
+        }
+        check(&self.sign_ups_total, &(), 600, self.cells(SIGN_UPS_TOTAL.0))?;
+        if self.shared.is_none() {
+            return Ok(());
+        }
+        let name = self.names.name(b'a', address.to_string().as_bytes());
+        self.take_shared(format!("su:a:{name}"), SIGN_UPS_PER_ADDRESS)
+            .await?;
+        if let Some(network) = network {
+            let name = self.names.name(b'n', network.to_string().as_bytes());
+            self.take_shared(format!("su:n:{name}"), SIGN_UPS_PER_NETWORK)
+                .await?;
+        }
+        self.take_shared("su:all".to_owned(), SIGN_UPS_TOTAL).await
     }
 
     /// Whether one more attempt may come from `ip` (`None`: one shared key), in this node's
@@ -336,6 +403,7 @@ impl SignInLimits {
         let Some(shared) = &self.shared else {
             return Ok(());
         };
+        let key = format!("{}{key}", self.scope);
         match shared.take(key, burst, period).await {
             Some(Err(retry_after)) => Err(TooMany {
                 retry_after: retry_after.max(1),
@@ -612,6 +680,65 @@ mod tests {
             .is_ok());
         let keys = shared.0.lock().unwrap();
         assert_eq!(keys.keys().filter(|key| key.starts_with("n:")).count(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_account_forms_budgets_are_shared_in_a_cluster_apart_from_the_sign_ins() {
+        let shared = Arc::new(Counting::default());
+        let sign_in = SignInLimits::new(Some(shared.clone()), b"key".to_vec());
+        let accounts = SignInLimits::new(Some(shared.clone()), b"key".to_vec()).scoped("acct:");
+        let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
+        let (per_email_address, _) = PER_EMAIL_ADDRESS;
+        for n in 0..per_email_address {
+            assert!(
+                accounts
+                    .allow_email(Some(ip), "a@example.test")
+                    .await
+                    .is_ok(),
+                "{n}"
+            );
+        }
+        // Another node's in-memory budgets are fresh; the shared one refuses.
+        let other_node = SignInLimits::new(Some(shared.clone()), b"key".to_vec()).scoped("acct:");
+        assert!(other_node
+            .allow_email(Some(ip), "a@example.test")
+            .await
+            .is_err());
+        // The sign-in's budgets for the same email and address are untouched.
+        assert!(sign_in
+            .allow_email(Some(ip), "a@example.test")
+            .await
+            .is_ok());
+        let keys = shared.0.lock().unwrap();
+        assert!(keys.keys().any(|k| k.starts_with("acct:ea:")), "{keys:?}");
+        assert!(keys.keys().any(|k| k.starts_with("ea:")), "{keys:?}");
+    }
+
+    #[tokio::test]
+    async fn sign_ups_have_hourly_budgets_per_address_and_in_all_across_a_cluster() {
+        let shared = Arc::new(Counting::default());
+        let node = |_: u8| SignInLimits::new(Some(shared.clone()), b"key".to_vec()).scoped("acct:");
+        let (first, second) = (node(1), node(2));
+        let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
+        for n in 0..SIGN_UPS_PER_ADDRESS.0 {
+            assert!(first.allow_sign_up(Some(ip)).await.is_ok(), "{n}");
+        }
+        let refused = first.allow_sign_up(Some(ip)).await.expect_err("a sixth");
+        assert!(refused.retry_after > 60, "{refused:?}");
+        // Another node: its memory is fresh, the cluster's shared budget refuses.
+        assert!(second.allow_sign_up(Some(ip)).await.is_err());
+        // In all: SIGN_UPS_TOTAL an hour over both nodes, from any addresses.
+        let mut allowed = SIGN_UPS_PER_ADDRESS.0;
+        for n in 0..(2 * SIGN_UPS_TOTAL.0) {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
+            let limits = if n % 2 == 0 { &first } else { &second };
+            if limits.allow_sign_up(Some(ip)).await.is_ok() {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, SIGN_UPS_TOTAL.0, "the cluster-wide hourly total");
+        let keys = shared.0.lock().unwrap();
+        assert!(keys.contains_key("acct:su:all"), "{keys:?}");
     }
 
     #[tokio::test]

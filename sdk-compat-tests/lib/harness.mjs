@@ -48,6 +48,10 @@ const NEEDS = {
     available: (target) => Boolean(target.operator),
     why: "needs a server this suite started (it signs in to the dashboard as the operator, whose password only that server's environment sets)",
   },
+  signup: {
+    available: (target) => target.signup === 'open' && Array.isArray(target.log),
+    why: 'needs a server this suite started with HERALD_SIGNUP=open (it reads the emailed link from the server log: no HERALD_SMTP_URL)',
+  },
 };
 
 /**

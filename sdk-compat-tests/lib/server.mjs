@@ -147,6 +147,9 @@ export class OwnedServer {
     this.canAdminister = true;
     // The suite chooses the operator's password: it can sign in to the dashboard.
     this.operator = { ...OPERATOR };
+    // Anyone may sign up (HERALD_SIGNUP=open); without HERALD_SMTP_URL the emailed links are in
+    // the server's log, which the suite reads.
+    this.signup = 'open';
     Object.assign(this, DEFAULT_APP);
   }
 
@@ -168,6 +171,7 @@ export class OwnedServer {
       HERALD_DEFAULT_APP_KEY: this.key,
       HERALD_DEFAULT_APP_SECRET: this.secret,
       HERALD_ADMIN_PASSWORD: this.operator.password,
+      HERALD_SIGNUP: this.signup,
       RUST_LOG: process.env.RUST_LOG ?? 'info',
     });
     const address = await spawnHerald(this, { binary: this.binary, env, log: this.log });

@@ -343,3 +343,108 @@ scenario(
   },
   { needs: ['dashboard'], timeoutMs: 90_000 },
 );
+
+/**
+ * The emailed link to `path` (`/dashboard/verify`) for `email`, from the server's log (the server
+ * has no HERALD_SMTP_URL, so each message is logged at info level), among the log lines from
+ * index `since` on. Polls the log for up to 10 s.
+ */
+async function loggedLink(target, email, path, since) {
+  const pattern = new RegExp(`(https?://[^\\s"\\\\]+${path.replace(/\//g, '\\/')}\\?token=[0-9a-f]{64})`);
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    for (const line of target.log.slice(since)) {
+      if (!line.includes(email)) continue;
+      const match = pattern.exec(line);
+      if (match) return match[1];
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`no ${path} link for ${email} in the server log within 10 s`);
+}
+
+scenario(
+  'dashboard: a new customer signs up, follows the emailed link, creates an app and connects pusher-js with the shown key',
+  async (ctx) => {
+    const { target } = ctx;
+    const base = `http://${target.host}:${target.port}`;
+    const { page, log, failures } = await openTab(ctx);
+    const email = `founder-${process.pid}-${Date.now().toString(36)}@signup.test`;
+    const password = 'a new customer password';
+    try {
+      // --- From the sign-in page to the sign-up form. ---
+      await goto(page, `${base}/dashboard/login`);
+      await Promise.all([
+        page.waitForURL(`${base}/dashboard/signup`),
+        page.getByRole('link', { name: 'Create an account' }).click(),
+      ]);
+      await page.fill('#email', email);
+      await page.fill('#password', password);
+      await page.fill('#confirm', password);
+      const since = target.log.length;
+      await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: 'Sign up' }).click()]);
+      assertEqual(await text(page, 'h2'), 'Check your email', 'heading after signing up');
+      assert((await text(page, '.flash.notice')).includes(email), 'the notice names the address');
+
+      // --- Not confirmed yet: signing in answers as a wrong password would, with a hint. ---
+      await goto(page, `${base}/dashboard/login`);
+      await page.fill('#email', email);
+      await page.fill('#password', password);
+      await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: 'Sign in' }).click()]);
+      assert((await text(page, '.flash.error')).includes('Follow the link we emailed you first'), 'sign-in before confirming');
+
+      // --- The emailed link (from the log): its page, then its button, signs in. ---
+      const link = await loggedLink(target, email, '/dashboard/verify', since);
+      assert(link.startsWith(`${base}/dashboard/verify?token=`), `the link is under the server's URL: ${link}`);
+      await goto(page, link);
+      await Promise.all([
+        page.waitForURL(/\/dashboard\/apps(\?|$)/),
+        page.getByRole('button', { name: 'Confirm my email' }).click(),
+      ]);
+      assert((await page.locator('header.top nav').textContent()).includes(email), 'the new customer is named in the header');
+      assert((await text(page, '.flash.notice')).includes('Your email is confirmed'), 'notice after confirming');
+
+      // --- The first app, in the customer's own tenant. ---
+      const appName = `First app ${process.pid}`;
+      await page.fill('#app-name', appName);
+      await Promise.all([
+        page.waitForURL(/\/dashboard\/apps\/[^/]+\/getting-started(\?|$)/),
+        page.getByRole('button', { name: 'Create app' }).click(),
+      ]);
+      assertEqual(await text(page, '.flash.notice'), `App ${appName} created.`, 'notice after creating the app');
+      const shown = {
+        key: await text(page, '[data-testid="app-key"]'),
+        host: await text(page, '[data-testid="host"]'),
+        port: await text(page, '[data-testid="port"]'),
+      };
+      assert(shown.key.length > 0 && shown.key !== target.key, `a new key is shown: ${JSON.stringify(shown.key)}`);
+
+      // --- pusher-js (browser build) with the shown key connects and subscribes. ---
+      const subscriber = await openPage(ctx);
+      await subscriber.client('a', {
+        key: shown.key,
+        options: { cluster: 'herald', wsHost: shown.host, wsPort: Number(shown.port), forceTLS: false, enabledTransports: ['ws'] },
+      });
+      await subscriber.waitForState('a', 'connected');
+      assert(
+        subscriber.sockets[0].startsWith(`ws://${shown.host}:${shown.port}/app/${shown.key}?`),
+        `pusher-js connected to ${subscriber.sockets[0]}`,
+      );
+      await subscriber.subscribed('a', uniqueName('first-app'));
+
+      // --- The link worked once. ---
+      const again = await page.goto(link, { waitUntil: 'load' });
+      assertEqual(again.status(), 200, 'the link page still renders');
+      await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: 'Confirm my email' }).click()]);
+      assert((await text(page, '.flash.error')).includes('expired or was already used'), 'a used link');
+
+      const problems = failures.filter((f) => !f.includes('/favicon.ico') && !f.includes('/dashboard/login') && !f.includes('/dashboard/verify'));
+      assertDeepEqual(problems, [], 'JavaScript errors and HTTP errors in the dashboard');
+    } catch (error) {
+      const tail = log.slice(-5);
+      if (tail.length > 0) error.message += ` [dashboard page log: ${tail.join(' | ')}]`;
+      throw error;
+    }
+  },
+  { needs: ['signup'], timeoutMs: 90_000 },
+);

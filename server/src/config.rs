@@ -187,6 +187,64 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     /// The Mercure hub's node-wide settings.
     pub mercure: MercureHubSettings,
+    /// Self-service sign-up (`HERALD_SIGNUP`, default closed).
+    pub signup: SignupMode,
+    /// The plan a signed-up tenant creates apps from (`HERALD_SIGNUP_PLAN`, default `sandbox`).
+    pub signup_plan: String,
+    /// Outgoing email (`HERALD_SMTP_URL`; may carry a password, so it is a [`Secret`]); `None`:
+    /// messages go to the log.
+    pub smtp_url: Option<Secret>,
+    /// The sender of outgoing email (`HERALD_SMTP_FROM`); `None`: `Herald <no-reply@HOST>`.
+    pub smtp_from: Option<String>,
+}
+
+/// Who may sign up in the dashboard (`HERALD_SIGNUP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignupMode {
+    /// Nobody: no sign-up page (the default).
+    #[default]
+    Closed,
+    /// Only people invited to a tenant: the page says so.
+    Invite,
+    /// Anyone, with an email they confirm: each gets a tenant of their own.
+    Open,
+}
+
+/// `HERALD_SIGNUP`: `closed`, `invite` or `open`.
+fn signup_mode() -> Result<SignupMode, ConfigError> {
+    match var("HERALD_SIGNUP").as_deref().map(str::trim) {
+        None | Some("closed") => Ok(SignupMode::Closed),
+        Some("invite") => Ok(SignupMode::Invite),
+        Some("open") => Ok(SignupMode::Open),
+        Some(other) => Err(ConfigError {
+            name: "HERALD_SIGNUP",
+            problem: format!("closed, invite or open, got {other:?}"),
+        }),
+    }
+}
+
+/// `HERALD_SIGNUP_PLAN` (default `sandbox`; checked against the plan presets at startup).
+fn signup_plan() -> String {
+    var("HERALD_SIGNUP_PLAN")
+        .map(|plan| plan.trim().to_owned())
+        .unwrap_or_else(|| "sandbox".into())
+}
+
+/// `HERALD_SMTP_URL`: `smtp://` or `smtps://` (its password is never echoed).
+fn smtp_url() -> Result<Option<Secret>, ConfigError> {
+    match var("HERALD_SMTP_URL") {
+        None => Ok(None),
+        Some(url) if url.starts_with("smtp://") || url.starts_with("smtps://") => {
+            Ok(Some(Secret::new(url)))
+        }
+        Some(url) => Err(ConfigError {
+            name: "HERALD_SMTP_URL",
+            problem: format!(
+                "an smtp:// or smtps:// URL, got {}",
+                crate::mail::redacted_url(&url)
+            ),
+        }),
+    }
 }
 
 /// TLS on both listeners (`HERALD_TLS_CERT`, `HERALD_TLS_KEY`: PEM files).
@@ -518,6 +576,10 @@ impl Settings {
                 root_app: var("HERALD_MERCURE_ROOT_APP"),
                 ..MercureHubSettings::default()
             },
+            signup: signup_mode()?,
+            signup_plan: signup_plan(),
+            smtp_url: smtp_url()?,
+            smtp_from: var("HERALD_SMTP_FROM"),
             ..Settings::defaults()
         };
         settings.check_cluster().map_err(|problem| ConfigError {
@@ -567,6 +629,10 @@ impl Settings {
             fallback: FallbackSettings::default(),
             tls: None,
             mercure: MercureHubSettings::default(),
+            signup: SignupMode::Closed,
+            signup_plan: "sandbox".into(),
+            smtp_url: None,
+            smtp_from: None,
         }
     }
 

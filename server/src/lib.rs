@@ -14,6 +14,7 @@ pub mod config;
 pub mod fuzzing;
 pub mod hub;
 pub mod locks;
+pub mod mail;
 pub mod meters;
 pub mod metrics;
 pub mod node;

@@ -1,6 +1,7 @@
 //! `Node`: what every request handler and session of one Herald process shares, and the loops
 //! that keep its app cache and usage counters in step with the store (see [`sync`]).
 
+pub mod accounts;
 mod sync;
 
 use std::sync::Arc;
@@ -42,6 +43,10 @@ pub struct Node {
     pub connections: TaskTracker,
     /// This node's membership in a cluster (`HERALD_REDIS_URL`); `None` on a single node.
     pub cluster: Option<Cluster>,
+    /// Outgoing email (`HERALD_SMTP_URL`, else the log).
+    pub mailer: crate::mail::Mailer,
+    /// Self-service sign-ups and password resets (the dashboard's forms).
+    pub accounts: accounts::Accounts,
     /// The counters `/metrics` exports beside what it reads from the hub and the usage.
     pub meters: Arc<crate::meters::Meters>,
 }

@@ -27,13 +27,17 @@ struct LoginPage {
     csrf: String,
     next: String,
     error: String,
+    notice: String,
     email: String,
+    /// Link to the sign-up page (`HERALD_SIGNUP=open` only).
+    signup: bool,
 }
 
 #[derive(Deserialize)]
 pub(crate) struct LoginQuery {
     next: Option<String>,
     error: Option<String>,
+    notice: Option<String>,
 }
 
 pub(super) fn safe_next(next: Option<&str>) -> String {
@@ -67,7 +71,9 @@ pub(super) async fn login_page<P: AdminPort>(
         csrf: csrf.clone(),
         next: safe_next(query.next.as_deref()),
         error: query.error.unwrap_or_default(),
+        notice: login_notice(query.notice.as_deref()).to_owned(),
         email: String::new(),
+        signup: dash.signup == Signup::Open,
     });
     response.headers_mut().append(
         header::SET_COOKIE,
@@ -94,6 +100,10 @@ pub(super) async fn login<P: AdminPort>(
     let headers = request.headers().clone();
     let secure = dash.proxies.over_tls(peer, &headers);
     let client = dash.proxies.client(peer, &headers);
+    let signup = dash.signup == Signup::Open;
+    let login_retry = |status: StatusCode, error: &str, next: &str, email: &str, secure: bool| {
+        login_retry(status, error, next, email, secure, signup)
+    };
     let too_many = |retry_after: u64, form: Option<(&str, &str)>| {
         let (next, email) = form.unwrap_or(("/dashboard/apps", ""));
         let mut response = login_retry(
@@ -155,9 +165,11 @@ pub(super) async fn login<P: AdminPort>(
             );
             response
         }
+        // An unverified sign-up answers exactly this too (the store treats it as a wrong
+        // password), so a sign-in never tells whether someone's sign-up created the account.
         Ok(None) => login_retry(
             StatusCode::UNAUTHORIZED,
-            "Wrong email or password.",
+            "Wrong email or password. Just signed up? Follow the link we emailed you first.",
             &next,
             email,
             secure,
@@ -186,13 +198,22 @@ pub(super) async fn login<P: AdminPort>(
 }
 
 /// The sign-in form again, with `error` and a fresh CSRF token.
-fn login_retry(status: StatusCode, error: &str, next: &str, email: &str, secure: bool) -> Response {
+fn login_retry(
+    status: StatusCode,
+    error: &str,
+    next: &str,
+    email: &str,
+    secure: bool,
+    signup: bool,
+) -> Response {
     let csrf = random_token();
     let mut response = render(&LoginPage {
         csrf: csrf.clone(),
         next: next.to_owned(),
         error: error.to_owned(),
+        notice: String::new(),
         email: email.to_owned(),
+        signup,
     });
     *response.status_mut() = status;
     response.headers_mut().append(
@@ -280,4 +301,13 @@ pub(super) async fn keep_own_session<P: AdminPort>(
         .end_other_sessions(&ctx.admin, &ctx.token, generation)
         .await?;
     Ok(())
+}
+
+/// The sign-in page's notice for `?notice=CODE`: fixed texts only, so a link cannot put words of
+/// its own on the real sign-in page (an unknown code shows nothing).
+fn login_notice(code: Option<&str>) -> &'static str {
+    match code {
+        Some("password-set") => "Your password is set: sign in with it.",
+        _ => "",
+    }
 }

@@ -11,6 +11,7 @@ mod keys;
 mod live;
 mod members;
 mod operator;
+mod signup;
 mod usage;
 mod webhooks;
 
@@ -37,6 +38,9 @@ use self::members::{
     change_role, invite, members, remove_member, resend_invitation, revoke_invitation,
 };
 use self::operator::{create_tenant, create_user, reset_password, tenants, update_tenant, users};
+use self::signup::{
+    forgot, forgot_page, reset, reset_page, sign_up, sign_up_page, verify, verify_page,
+};
 use self::usage::usage;
 use self::webhooks::{
     add_webhook, remove_webhook, retry_deliveries, test_webhook, update_webhook, webhooks,
@@ -56,6 +60,13 @@ pub(crate) fn routes<P: AdminPort>(dash: Shared<P>) -> Router {
         .route("/dashboard/static/live.js", get(live_script))
         .route("/dashboard/login", get(login_page::<P>).post(login::<P>))
         .route("/dashboard/logout", post(logout::<P>))
+        .route(
+            "/dashboard/signup",
+            get(sign_up_page::<P>).post(sign_up::<P>),
+        )
+        .route("/dashboard/verify", get(verify_page::<P>).post(verify::<P>))
+        .route("/dashboard/forgot", get(forgot_page::<P>).post(forgot::<P>))
+        .route("/dashboard/reset", get(reset_page::<P>).post(reset::<P>))
         .route("/dashboard/account", get(account))
         .route("/dashboard/account/password", post(change_password::<P>))
         .route(

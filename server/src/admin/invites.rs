@@ -7,10 +7,23 @@ use super::convert::{member_tenant, port_role, user_role};
 use super::{admin_of, port_error, AdminApi};
 use crate::tenants::Invitation;
 
-/// Hands an invitation's link to the mailer. Until the mailer is merged: logged at info level,
-/// the documented no-SMTP fallback (the token appears in this line and nowhere else).
-pub(super) fn deliver_invitation(email: &str, link: &str) {
-    tracing::info!(%email, %link, "invitation to join a tenant (no mailer configured: follow the link to accept)");
+/// Emails an invitation's link through the mailer (which writes it to the log when
+/// `HERALD_SMTP_URL` is unset: the documented no-SMTP fallback). A message the mailer cannot
+/// queue is logged without the link; the inviter can resend.
+pub(super) async fn deliver_invitation(
+    mailer: &crate::mail::Mailer,
+    email: &str,
+    invited_by: &str,
+    link: &str,
+) {
+    let body = format!(
+        "{invited_by} invited you to join their team on Herald.\n\n\
+         Accept the invitation (the link works once, for 7 days):\n{link}\n\n\
+         If you did not expect this email, ignore it.\n"
+    );
+    if let Err(error) = mailer.send(email, "Your invitation to Herald", &body).await {
+        tracing::warn!(%error, "an invitation email could not be queued");
+    }
 }
 
 fn row(invitation: Invitation) -> InvitationRow {
@@ -50,7 +63,7 @@ impl AdminApi {
             "{}/dashboard/join?token={token}",
             self.public_url().trim_end_matches('/')
         );
-        deliver_invitation(&invitation.email, &link);
+        deliver_invitation(&self.node.mailer, &invitation.email, &admin.email, &link).await;
         let details = json!({ "role": invitation.role, "expires_at": invitation.expires_at });
         self.audit(
             admin,

@@ -16,6 +16,8 @@ use herald_dashboard::{
 };
 use tokio::sync::broadcast;
 
+mod accounts;
+
 use crate::node::SharedNode;
 use crate::protocol::WEBHOOK_KINDS;
 use crate::tenants::{

@@ -47,6 +47,10 @@ pub enum StartupError {
     /// `HERALD_TLS_CERT` / `HERALD_TLS_KEY` cannot be used (the message names which).
     #[error("{0}")]
     Tls(String),
+    /// `HERALD_SMTP_URL`, `HERALD_SMTP_FROM` or `HERALD_SIGNUP_PLAN` cannot be used (the message
+    /// names which; never the SMTP password).
+    #[error("{0}")]
+    Mail(String),
     /// The address could not be bound, or the data dir written.
     #[error("{context}: {source}")]
     Io {
@@ -164,6 +168,12 @@ impl Application {
     /// binds `settings.bind`.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         settings.check_cluster().map_err(StartupError::Cluster)?;
+        if crate::tenants::Plan::named(&settings.signup_plan).is_err() {
+            return Err(StartupError::Mail(format!(
+                "HERALD_SIGNUP_PLAN {:?} is not a plan (sandbox, startup, business, ...)",
+                settings.signup_plan
+            )));
+        }
         // Before anything else: a bad pair is refused without touching the store.
         let tls = match &settings.tls {
             Some(tls) => {
@@ -215,7 +225,20 @@ impl Application {
                 Some(cluster)
             }
         };
+        let mailer = crate::mail::Mailer::start(
+            settings.smtp_url.as_ref().map(|url| url.expose()),
+            settings.smtp_from.as_deref(),
+            settings.public_url.as_deref().unwrap_or_default(),
+        )
+        .map_err(|error| StartupError::Mail(error.to_string()))?;
+        let accounts = crate::node::accounts::Accounts::start(
+            store.clone(),
+            mailer.clone(),
+            settings.signup_plan.clone(),
+        );
         let node = Arc::new(Node {
+            accounts,
+            mailer,
             cluster,
             settings,
             apps: Arc::new(AppCache::default()),
@@ -247,6 +270,11 @@ impl Application {
                         as Arc<dyn herald_dashboard::SharedBudgets>
                 }),
                 tls_listener: tls.is_some(),
+                signup: match node.settings.signup {
+                    crate::config::SignupMode::Closed => herald_dashboard::Signup::Closed,
+                    crate::config::SignupMode::Invite => herald_dashboard::Signup::Invite,
+                    crate::config::SignupMode::Open => herald_dashboard::Signup::Open,
+                },
             },
         );
         // pusher-js's HTTP fallback sessions, served by the router's fallback (any path prefix).

@@ -11,7 +11,8 @@
 //! view, `policy.rs` what a tenant's admins may create, `endpoints.rs` webhook endpoints and the
 //! delivery outbox, `usage.rs` the usage counters and history, `cache.rs` the app cache,
 //! `health.rs` the store's health, `error.rs` [`StoreError`], `sessions.rs` the dashboard's
-//! sessions (shared by every node on the store). This file holds the [`Store`]
+//! sessions (shared by every node on the store), `signup.rs` self-service sign-up and the emailed
+//! links. This file holds the [`Store`]
 //! itself: the pool, its clock, transactions and the revision.
 
 mod app;
@@ -29,6 +30,7 @@ mod plans;
 mod policy;
 mod roles;
 mod sessions;
+mod signup;
 mod usage;
 mod users;
 
@@ -55,13 +57,17 @@ pub use mercure::{
 pub use plans::{Plan, PLANS};
 pub use policy::TenantPatch;
 pub use sessions::{session_key, SessionTerms, StoredSession, SESSION_TOUCH_EVERY};
+pub use signup::{
+    link_key, sign_up_email, LinkPurpose, SignUp, MAX_LINKS_PER_HOUR, RESET_LINK_TTL, SWEEP_BATCH,
+    VERIFY_LINK_TTL,
+};
 pub use usage::{
     Allowance, AppUsage, DayUsage, MinuteUsage, Settlement, Usage, UsageReport, DAYS_REPORTED,
     MINUTES_KEPT,
 };
 pub use users::{
-    check_new_user, warm_up_password_checks, Actor, Permission, Scoped, Tenant, User, UserRole,
-    MIN_PASSWORD_CHARS, TENANT_DEFAULT_PLAN,
+    check_email, check_new_user, warm_up_password_checks, Actor, Permission, Scoped, Tenant, User,
+    UserRole, MIN_PASSWORD_CHARS, TENANT_DEFAULT_PLAN,
 };
 
 /// The redacting secret string lives in `auth`; re-exported so `herald::tenants::Secret` works.
@@ -93,6 +99,8 @@ pub struct Store {
     sqlite: bool,
     /// Creation stamps, key expiry and health transitions read this clock.
     clock: Clock,
+    /// Password hashes made by sign-ups ([`Store::password_hashes`]).
+    password_work: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Held while a node performs the store's first start (the demo app, the operator), so nodes
@@ -159,6 +167,7 @@ impl Store {
             sqlite,
             health: Arc::new(StoreHealth::new(clock.clone())),
             clock,
+            password_work: Arc::default(),
         })
     }
 

@@ -91,11 +91,18 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 
 pub(super) fn normalise_email(email: &str) -> Result<String, StoreError> {
     let email = email.trim().to_ascii_lowercase();
+    // No whitespace, control (C0, C1, DEL) or bidi-override characters (they would reach
+    // terminals and pages), and no `<>`: a mailer reads `x<victim@host>` as a display name and
+    // delivers to `victim@host`, so such a string is never one bare address.
     let valid = email.len() <= 254
         && email
             .split_once('@')
             .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
-        && !email.contains(char::is_whitespace);
+        && !email.contains(|c: char| {
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '<' | '>' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        });
     if valid {
         Ok(email)
     } else {
@@ -113,6 +120,11 @@ pub(super) fn check_password(password: &str) -> Result<(), StoreError> {
         )));
     }
     Ok(())
+}
+
+/// Checks an email address's shape as [`Store::create_user`] would (nothing about accounts).
+pub fn check_email(email: &str) -> Result<(), StoreError> {
+    normalise_email(email).map(|_| ())
 }
 
 /// Checks an email and password as [`Store::create_user`] would, without writing anything.
@@ -375,6 +387,15 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::UserNotFound(email));
         }
+        // A new password spends the user's emailed links: one kept by someone else stops.
+        sqlx::query(
+            "UPDATE email_tokens SET used_at = $1 WHERE used_at = 0 \
+             AND user_id = (SELECT id FROM users WHERE email = $2)",
+        )
+        .bind(self.clock.now_millis())
+        .bind(email)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -389,7 +410,7 @@ impl Store {
             return Ok(None);
         };
         let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = $1"
+            "SELECT {USER_COLUMNS}, password_hash, email_verified FROM users WHERE email = $1"
         ))
         .bind(email)
         .fetch_optional(&self.pool)
@@ -398,6 +419,14 @@ impl Store {
             verify_password(password, decoy_hash()).await?;
             return Ok(None);
         };
+        // An unverified sign-up has no usable password (it waits in the verification link's
+        // row): it answers exactly as a wrong password, after the same argon2 work, so a
+        // sign-in cannot tell whether an address was free when someone signed it up.
+        let verified: i64 = row.try_get("email_verified")?;
+        if verified == 0 {
+            verify_password(password, decoy_hash()).await?;
+            return Ok(None);
+        }
         let hash: String = row.try_get("password_hash")?;
         if verify_password(password, hash).await? {
             Ok(Some(user_from_row(&row)?))

@@ -58,6 +58,8 @@ mod rest_http;
 mod rest_signing;
 mod rest_trigger;
 mod shutdown;
+mod signup;
+mod signup_helpers;
 mod socket;
 mod source_rules;
 mod store;

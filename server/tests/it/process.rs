@@ -10,7 +10,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Starts the binary on port 0 in `dir` and returns it with the address from its
 /// `listening on http://ADDR` (or `https://ADDR`) line and the log lines read so far.
-async fn start(
+pub async fn start(
     dir: &std::path::Path,
     extra_env: &[(&str, &str)],
 ) -> (Child, String, Vec<String>, UnboundedReceiver<String>) {
