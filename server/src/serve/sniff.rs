@@ -31,6 +31,9 @@ pub(super) const MAX_HEADERS: usize = 100;
 const MAX_PATH_PEEK: usize = 1024;
 /// How long to wait before peeking again at an incomplete request line.
 const PEEK_AGAIN: Duration = Duration::from_millis(5);
+/// How many times (5, 10, 15, 20 ms) a plain connection's incomplete request line is peeked at
+/// again before it is left to hyper.
+const MAX_PEEK_WAITS: u32 = 4;
 
 /// What the first bytes of a connection say.
 #[derive(Debug, PartialEq, Eq)]
@@ -78,6 +81,7 @@ pub(super) async fn plain(
 ) -> Option<TcpStream> {
     let deadline = Instant::now() + timeout;
     let mut peeked = [0u8; MAX_PATH_PEEK + 8];
+    let mut waits = 0;
     loop {
         let n = match tokio::time::timeout_at(deadline, stream.peek(&mut peeked)).await {
             Ok(Ok(n)) if n > 0 => n,
@@ -88,11 +92,16 @@ pub(super) async fn plain(
             Class::Hyper => return Some(stream),
             Class::Hub => break,
             Class::More if n == peeked.len() => return Some(stream),
+            // A request line still unfinished after a few short waits (a legitimate client
+            // sends it in one segment) is hyper's: a peek returns the same bytes at once, so
+            // waiting here for a slow client would wake this task until the deadline.
+            Class::More if waits == MAX_PEEK_WAITS => return Some(stream),
             Class::More => {
                 if Instant::now() + PEEK_AGAIN >= deadline {
                     return None;
                 }
-                tokio::time::sleep(PEEK_AGAIN).await;
+                waits += 1;
+                tokio::time::sleep(PEEK_AGAIN * waits).await;
             }
         }
     }

@@ -519,3 +519,26 @@ async fn a_publish_naming_more_public_channels_than_a_trigger_may_is_refused() {
     }
     assert_eq!(pusher.expect_event("message").await["data"], "x");
 }
+
+#[tokio::test]
+async fn a_token_without_publish_rights_spends_none_of_the_app_s_event_budget() {
+    let app = spawn_app().await;
+    app.update_app(AppPatch {
+        limits: LimitsPatch {
+            max_backend_events_per_second: Some(2),
+            ..LimitsPatch::default()
+        },
+        ..AppPatch::default()
+    })
+    .await;
+    // A subscriber's token (browsers hold them) posting in a loop: refused as a token that
+    // may not publish, never as over the rate.
+    let subscriber = token07(&["*"], &[]);
+    for _ in 0..20 {
+        let (status, _) = publish_as(&app, Some(&subscriber), &[("topic", "a")]).await;
+        assert_eq!(status, 403);
+    }
+    // The app's real publisher still has its whole budget.
+    let (status, _) = publish_as(&app, Some(&publisher()), &[("topic", "a")]).await;
+    assert_eq!(status, 200);
+}

@@ -390,6 +390,15 @@ async fn publish_inner(
         Err(response) => return *response,
     };
     let draft = grants.draft.unwrap_or(draft);
+    // A token with no publish right at all (a subscriber's, which browsers hold) is refused
+    // before it can spend the app's event budget below.
+    if grants.publish.is_empty() {
+        return unauthorized(
+            StatusCode::FORBIDDEN,
+            www_authenticate_insufficient_scope(draft),
+            "the token may not publish",
+        );
+    }
     // The REST publish rate limit (one event per update, from the same budget), before the
     // body is read: a publisher over its rate costs no body.
     let rate = app.limits.backend_events_per_second();
