@@ -56,6 +56,20 @@ struct Shown<'a> {
     token: &'a str,
 }
 
+impl<'a> Shown<'a> {
+    /// `form` under `title`, nothing filled in.
+    fn blank(title: &'static str, form: &'static str) -> Self {
+        Shown {
+            title,
+            form,
+            error: "",
+            notice: "",
+            email: "",
+            token: "",
+        }
+    }
+}
+
 fn show(status: StatusCode, page: Shown<'_>, secure: bool) -> Response {
     let csrf = random_token();
     let mut response = render(&PublicPage {
@@ -81,14 +95,40 @@ fn message(status: StatusCode, title: &'static str, error: &str, notice: &str) -
     show(
         status,
         Shown {
-            title,
-            form: "",
             error,
             notice,
-            email: "",
-            token: "",
+            ..Shown::blank(title, "")
         },
         false,
+    )
+}
+
+/// The page of a link that is malformed, expired or already used.
+fn expired(title: &'static str) -> Response {
+    message(StatusCode::BAD_REQUEST, title, LINK_EXPIRED, "")
+}
+
+/// The form an emailed link opens, with its token, or the expired page for a token that cannot
+/// be one of the server's.
+fn link_page<P: AdminPort>(
+    dash: &Shared<P>,
+    peer: Option<IpAddr>,
+    headers: &axum::http::HeaderMap,
+    token: Option<String>,
+    title: &'static str,
+    form: &'static str,
+) -> Response {
+    let token = token.unwrap_or_default();
+    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+        return expired(title);
+    }
+    show(
+        StatusCode::OK,
+        Shown {
+            token: &token,
+            ..Shown::blank(title, form)
+        },
+        dash.proxies.over_tls(peer, headers),
     )
 }
 
@@ -154,14 +194,7 @@ pub(super) async fn sign_up_page<P: AdminPort>(
         Signup::Invite => message(StatusCode::OK, "Sign up", "", INVITE_ONLY),
         Signup::Open => show(
             StatusCode::OK,
-            Shown {
-                title: "Sign up",
-                form: "signup",
-                error: "",
-                notice: "",
-                email: "",
-                token: "",
-            },
+            Shown::blank("Sign up", "signup"),
             dash.proxies.over_tls(peer, &headers),
         ),
     }
@@ -188,12 +221,9 @@ pub(super) async fn sign_up<P: AdminPort>(
         show(
             status,
             Shown {
-                title: "Sign up",
-                form: "signup",
                 error,
-                notice: "",
                 email,
-                token: "",
+                ..Shown::blank("Sign up", "signup")
             },
             secure,
         )
@@ -239,26 +269,13 @@ pub(super) async fn verify_page<P: AdminPort>(
     headers: axum::http::HeaderMap,
     Query(query): Query<TokenQuery>,
 ) -> Response {
-    let token = query.token.unwrap_or_default();
-    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Confirm your email",
-            LINK_EXPIRED,
-            "",
-        );
-    }
-    show(
-        StatusCode::OK,
-        Shown {
-            title: "Confirm your email",
-            form: "verify",
-            error: "",
-            notice: "",
-            email: "",
-            token: &token,
-        },
-        dash.proxies.over_tls(peer, &headers),
+    link_page(
+        &dash,
+        peer,
+        &headers,
+        query.token,
+        "Confirm your email",
+        "verify",
     )
 }
 
@@ -274,23 +291,11 @@ pub(super) async fn verify<P: AdminPort>(
     };
     let token = field(&form, "token").unwrap_or("");
     if token.len() > MAX_TOKEN_BYTES {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Confirm your email",
-            LINK_EXPIRED,
-            "",
-        );
+        return expired("Confirm your email");
     }
     let admin = match dash.port.verify_email(token).await {
         Ok(Some(admin)) => admin,
-        Ok(None) => {
-            return message(
-                StatusCode::BAD_REQUEST,
-                "Confirm your email",
-                LINK_EXPIRED,
-                "",
-            )
-        }
+        Ok(None) => return expired("Confirm your email"),
         Err(error) => return Refusal::from(error).into_response(),
     };
     let session = new_session();
@@ -319,14 +324,7 @@ pub(super) async fn forgot_page<P: AdminPort>(
 ) -> Response {
     show(
         StatusCode::OK,
-        Shown {
-            title: "Forgot your password?",
-            form: "forgot",
-            error: "",
-            notice: "",
-            email: "",
-            token: "",
-        },
+        Shown::blank("Forgot your password?", "forgot"),
         dash.proxies.over_tls(peer, &headers),
     )
 }
@@ -346,12 +344,8 @@ pub(super) async fn forgot<P: AdminPort>(
         show(
             status,
             Shown {
-                title: "Forgot your password?",
-                form: "forgot",
                 error,
-                notice: "",
-                email: "",
-                token: "",
+                ..Shown::blank("Forgot your password?", "forgot")
             },
             secure,
         )
@@ -381,26 +375,13 @@ pub(super) async fn reset_page<P: AdminPort>(
     headers: axum::http::HeaderMap,
     Query(query): Query<TokenQuery>,
 ) -> Response {
-    let token = query.token.unwrap_or_default();
-    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Choose a new password",
-            LINK_EXPIRED,
-            "",
-        );
-    }
-    show(
-        StatusCode::OK,
-        Shown {
-            title: "Choose a new password",
-            form: "reset",
-            error: "",
-            notice: "",
-            email: "",
-            token: &token,
-        },
-        dash.proxies.over_tls(peer, &headers),
+    link_page(
+        &dash,
+        peer,
+        &headers,
+        query.token,
+        "Choose a new password",
+        "reset",
     )
 }
 
@@ -418,23 +399,15 @@ pub(super) async fn reset<P: AdminPort>(
     let token = field(&form, "token").unwrap_or("");
     let new = field(&form, "new").unwrap_or("");
     if token.len() > MAX_TOKEN_BYTES {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Choose a new password",
-            LINK_EXPIRED,
-            "",
-        );
+        return expired("Choose a new password");
     }
     let again = |error: &str| {
         show(
             StatusCode::BAD_REQUEST,
             Shown {
-                title: "Choose a new password",
-                form: "reset",
                 error,
-                notice: "",
-                email: "",
                 token,
+                ..Shown::blank("Choose a new password", "reset")
             },
             secure,
         )
@@ -447,12 +420,7 @@ pub(super) async fn reset<P: AdminPort>(
     }
     match dash.port.reset_password_with_link(token, new).await {
         Ok(true) => Redirect::to("/dashboard/login?notice=password-set").into_response(),
-        Ok(false) => message(
-            StatusCode::BAD_REQUEST,
-            "Choose a new password",
-            LINK_EXPIRED,
-            "",
-        ),
+        Ok(false) => expired("Choose a new password"),
         Err(PortError::Invalid(reason)) => again(&reason),
         Err(PortError::Busy) => busy(),
         Err(other) => Refusal::from(other).into_response(),

@@ -34,6 +34,20 @@ async fn jobs_done(app: &TestApp, count: u64) {
     .await;
 }
 
+/// The token of the verification link in the `nth` email to `email`.
+async fn verify_link(sink: &SmtpSink, email: &str, nth: usize) -> String {
+    sink.wait_for(email, nth)
+        .await
+        .link_token("/dashboard/verify")
+}
+
+/// Signs `email` up with [`PASSWORD`] and follows the emailed link (the browser is signed in).
+async fn sign_up_and_verify(browser: &Browser<'_>, sink: &SmtpSink, email: &str) {
+    assert_eq!(sign_up(browser, email, PASSWORD).await.status, 200);
+    let link = verify_link(sink, email, 1).await;
+    assert_eq!(verify(browser, &link).await.status, 303);
+}
+
 /// Every row of `email_tokens`: (token_hash, purpose, every column as text).
 async fn token_rows(app: &TestApp) -> Vec<(String, String, String)> {
     sqlx::any::install_default_drivers();
@@ -257,19 +271,13 @@ async fn verification_and_reset_links_expire_and_work_once() {
     let browser = Browser::new(&app);
     let email = "late@startup.test";
     assert_eq!(sign_up(&browser, email, PASSWORD).await.status, 200);
-    let first = sink
-        .wait_for(email, 1)
-        .await
-        .link_token("/dashboard/verify");
+    let first = verify_link(&sink, email, 1).await;
     clock.set_millis(clock.now_millis() + 24 * 3600 * 1000 + 1000);
     let expired = verify(&browser, &first).await;
     assert_eq!(expired.status, 400, "a day later: {}", expired.body);
     // Signing up again sends a new link, which works.
     assert_eq!(sign_up(&browser, email, PASSWORD).await.status, 200);
-    let second = sink
-        .wait_for(email, 2)
-        .await
-        .link_token("/dashboard/verify");
+    let second = verify_link(&sink, email, 2).await;
     assert_ne!(first, second);
     assert_eq!(verify(&browser, &second).await.status, 303);
     let session = browser.sign_in(email, PASSWORD).await;
@@ -338,12 +346,7 @@ async fn the_forms_do_not_tell_whether_an_address_has_an_account() {
     let browser = Browser::new(&app);
     let known = "known@startup.test";
     let unknown = "unknown@startup.test";
-    assert_eq!(sign_up(&browser, known, PASSWORD).await.status, 200);
-    let link = sink
-        .wait_for(known, 1)
-        .await
-        .link_token("/dashboard/verify");
-    assert_eq!(verify(&browser, &link).await.status, 303);
+    sign_up_and_verify(&browser, &sink, known).await;
     jobs_done(&app, 1).await;
     let stats = app.node.accounts.stats();
     let store = &app.node.store;
@@ -405,12 +408,7 @@ async fn the_account_forms_have_per_address_and_per_email_budgets_and_links_per_
     let app = spawn_signup(SignupMode::Open, Some(&sink)).await;
     let browser = Browser::new(&app);
     let email = "limited@startup.test";
-    assert_eq!(sign_up(&browser, email, PASSWORD).await.status, 200);
-    let link = sink
-        .wait_for(email, 1)
-        .await
-        .link_token("/dashboard/verify");
-    assert_eq!(verify(&browser, &link).await.status, 303);
+    sign_up_and_verify(&browser, &sink, email).await;
     // Five per minute for one (email, address), the sign-up's included: the sixth is refused;
     // another email goes on.
     let mut statuses = Vec::new();
@@ -527,15 +525,9 @@ async fn an_old_verification_link_never_sets_a_password_and_a_reset_spends_every
             .status,
         200
     );
-    let attackers = sink
-        .wait_for(victim, 1)
-        .await
-        .link_token("/dashboard/verify");
+    let attackers = verify_link(&sink, victim, 1).await;
     assert_eq!(sign_up(&browser, victim, PASSWORD).await.status, 200);
-    let victims = sink
-        .wait_for(victim, 2)
-        .await
-        .link_token("/dashboard/verify");
+    let victims = verify_link(&sink, victim, 2).await;
     assert_eq!(
         verify(&browser, &attackers).await.status,
         400,
@@ -781,10 +773,7 @@ async fn an_unverified_sign_up_is_deleted_with_its_tenant_after_its_link_expires
         200
     );
     jobs_done(&app, 2).await;
-    let kept = sink
-        .wait_for("kept@startup.test", 1)
-        .await
-        .link_token("/dashboard/verify");
+    let kept = verify_link(&sink, "kept@startup.test", 1).await;
     assert_eq!(verify(&browser, &kept).await.status, 303);
     assert_eq!(
         store.list_tenants().await.unwrap().len(),
@@ -816,10 +805,7 @@ async fn an_unverified_sign_up_is_deleted_with_its_tenant_after_its_link_expires
             .status,
         200
     );
-    let fresh = sink
-        .wait_for("dormant@startup.test", 2)
-        .await
-        .link_token("/dashboard/verify");
+    let fresh = verify_link(&sink, "dormant@startup.test", 2).await;
     assert_eq!(verify(&browser, &fresh).await.status, 303);
 }
 
