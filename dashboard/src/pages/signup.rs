@@ -11,18 +11,16 @@
 use std::net::IpAddr;
 
 use askama::Template;
-use axum::extract::{FromRequest, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::Deserialize;
 
-use super::account::Peer;
-use super::{cookie, encode, error_page, field, render, set_cookie, FormData, Refusal, Shared};
+use super::account::{login_form, signed_in, Peer};
+use super::{encode, error_page, field, render, set_cookie, FormData, Refusal, Shared};
 use crate::port::*;
 use crate::session::{
-    new_session, random_token, same_token, TooMany, LOGIN_CSRF_COOKIE, MAX_EMAIL_BYTES,
-    MAX_PASSWORD_BYTES, SESSION_COOKIE,
+    random_token, TooMany, LOGIN_CSRF_COOKIE, MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES,
 };
 
 /// What the sign-up page says when sign-up is by invitation.
@@ -144,18 +142,6 @@ fn too_many(refused: TooMany) -> Response {
     response
 }
 
-fn busy() -> Response {
-    let mut response = error_page(
-        StatusCode::TOO_MANY_REQUESTS,
-        "Busy",
-        "Too many passwords are being checked right now. Try again in a moment.",
-    );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
-}
-
 /// A signed-out form, read once the address's budget allows it and checked against the login
 /// CSRF cookie: the form, the client's address, and whether the request came over TLS.
 async fn public_form<P: AdminPort>(
@@ -167,15 +153,7 @@ async fn public_form<P: AdminPort>(
     let secure = dash.proxies.over_tls(peer, &headers);
     let client = dash.proxies.client(peer, &headers);
     dash.accounts.allow_address(client).map_err(too_many)?;
-    let form = match Form::<FormData>::from_request(request, &()).await {
-        Ok(Form(form)) => form,
-        Err(rejection) => return Err(rejection.into_response()),
-    };
-    let cookie_token = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or("");
-    let form_token = field(&form, "csrf").unwrap_or("");
-    if cookie_token.is_empty() || !same_token(cookie_token, form_token) {
-        return Err(Refusal::Csrf.into_response());
-    }
+    let form = login_form(&headers, request).await?;
     Ok((form, client, secure))
 }
 
@@ -258,7 +236,7 @@ pub(super) async fn sign_up<P: AdminPort>(
             message(StatusCode::OK, "Check your email", "", &notice)
         }
         Err(PortError::Invalid(reason)) => again(StatusCode::BAD_REQUEST, &reason, email),
-        Err(PortError::Busy) => busy(),
+        Err(PortError::Busy) => Refusal::Busy.into_response(),
         Err(other) => Refusal::from(other).into_response(),
     }
 }
@@ -298,23 +276,14 @@ pub(super) async fn verify<P: AdminPort>(
         Ok(None) => return expired("Confirm your email"),
         Err(error) => return Refusal::from(error).into_response(),
     };
-    let session = new_session();
-    let token = session.token.clone();
-    if let Err(error) = dash.port.start_session(&admin, session).await {
-        return Refusal::from(error).into_response();
-    }
     let notice = encode("Your email is confirmed. Create your first app.");
-    let mut response = Redirect::to(&format!("/dashboard/apps?notice={notice}")).into_response();
-    let headers = response.headers_mut();
-    headers.append(
-        header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, &dash.cookies.seal(&token), None, secure),
-    );
-    headers.append(
-        header::SET_COOKIE,
-        set_cookie(LOGIN_CSRF_COOKIE, "", Some(0), secure),
-    );
-    response
+    signed_in(
+        &dash,
+        &admin,
+        &format!("/dashboard/apps?notice={notice}"),
+        secure,
+    )
+    .await
 }
 
 pub(super) async fn forgot_page<P: AdminPort>(
@@ -422,7 +391,7 @@ pub(super) async fn reset<P: AdminPort>(
         Ok(true) => Redirect::to("/dashboard/login?notice=password-set").into_response(),
         Ok(false) => expired("Choose a new password"),
         Err(PortError::Invalid(reason)) => again(&reason),
-        Err(PortError::Busy) => busy(),
+        Err(PortError::Busy) => Refusal::Busy.into_response(),
         Err(other) => Refusal::from(other).into_response(),
     }
 }
