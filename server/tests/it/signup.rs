@@ -41,6 +41,28 @@ async fn verify_link(sink: &SmtpSink, email: &str, nth: usize) -> String {
         .link_token("/dashboard/verify")
 }
 
+/// The token of the reset link in the `nth` email to `email`.
+async fn reset_link(sink: &SmtpSink, email: &str, nth: usize) -> String {
+    sink.wait_for(email, nth)
+        .await
+        .link_token("/dashboard/reset")
+}
+
+/// A link for `user_id` made by the store directly (`hash`: the password a verify link sets).
+async fn issue_link(
+    app: &TestApp,
+    user_id: &str,
+    purpose: herald::tenants::LinkPurpose,
+    hash: &str,
+) -> String {
+    app.node
+        .store
+        .issue_link(user_id, purpose, hash)
+        .await
+        .unwrap()
+        .expect("a link")
+}
+
 /// Signs `email` up with [`PASSWORD`] and follows the emailed link (the browser is signed in).
 async fn sign_up_and_verify(browser: &Browser<'_>, sink: &SmtpSink, email: &str) {
     assert_eq!(sign_up(browser, email, PASSWORD).await.status, 200);
@@ -284,7 +306,7 @@ async fn verification_and_reset_links_expire_and_work_once() {
 
     // Forgot password: a link that sets a new password once and ends every session.
     assert_eq!(forgot(&browser, email).await.status, 200);
-    let reset_token = sink.wait_for(email, 3).await.link_token("/dashboard/reset");
+    let reset_token = reset_link(&sink, email, 3).await;
     let refused = reset(&browser, &reset_token, "short").await;
     assert_eq!(
         refused.status, 400,
@@ -330,7 +352,7 @@ async fn verification_and_reset_links_expire_and_work_once() {
 
     // A reset link expires after an hour.
     assert_eq!(forgot(&browser, email).await.status, 200);
-    let late = sink.wait_for(email, 4).await.link_token("/dashboard/reset");
+    let late = reset_link(&sink, email, 4).await;
     clock.set_millis(clock.now_millis() + 3600 * 1000 + 1000);
     assert_eq!(
         reset(&browser, &late, "too late password").await.status,
@@ -551,13 +573,7 @@ async fn an_old_verification_link_never_sets_a_password_and_a_reset_spends_every
         .hash_sign_up_password("the attacker's password")
         .await
         .unwrap();
-    let late = app
-        .node
-        .store
-        .issue_link(&user.id, herald::tenants::LinkPurpose::Verify, &hash)
-        .await
-        .unwrap()
-        .expect("a link");
+    let late = issue_link(&app, &user.id, herald::tenants::LinkPurpose::Verify, &hash).await;
     assert_eq!(verify(&browser, &late).await.status, 400);
     let attacker = browser
         .attempt_sign_in(victim, "the attacker's password", "/dashboard/apps", &[])
@@ -574,22 +590,10 @@ async fn an_old_verification_link_never_sets_a_password_and_a_reset_spends_every
     clock.set_millis(clock.now_millis() + 3600 * 1000 + 1000);
     browser.sign_in(victim, PASSWORD).await;
     assert_eq!(forgot(&browser, victim).await.status, 200);
-    let first = sink
-        .wait_for(victim, 3)
-        .await
-        .link_token("/dashboard/reset");
+    let first = reset_link(&sink, victim, 3).await;
     assert_eq!(forgot(&browser, victim).await.status, 200);
-    let second = sink
-        .wait_for(victim, 4)
-        .await
-        .link_token("/dashboard/reset");
-    let pending = app
-        .node
-        .store
-        .issue_link(&user.id, herald::tenants::LinkPurpose::Verify, &hash)
-        .await
-        .unwrap()
-        .expect("a link");
+    let second = reset_link(&sink, victim, 4).await;
+    let pending = issue_link(&app, &user.id, herald::tenants::LinkPurpose::Verify, &hash).await;
     assert_eq!(
         reset(&browser, &second, "the victim's new password")
             .await
@@ -606,13 +610,7 @@ async fn an_old_verification_link_never_sets_a_password_and_a_reset_spends_every
 
     // A password change (account page or CLI: Store::set_password) spends them too (the
     // store directly: this address's form budget for the minute is spent).
-    let kept = app
-        .node
-        .store
-        .issue_link(&user.id, herald::tenants::LinkPurpose::Reset, "")
-        .await
-        .unwrap()
-        .expect("a link");
+    let kept = issue_link(&app, &user.id, herald::tenants::LinkPurpose::Reset, "").await;
     app.node
         .store
         .set_password(victim, "changed on the account page")
@@ -647,13 +645,7 @@ async fn the_operator_is_never_reset_by_email_and_closed_stops_earlier_sign_ups(
         .await
         .unwrap()
         .unwrap();
-    let link = app
-        .node
-        .store
-        .issue_link(&operator.id, herald::tenants::LinkPurpose::Reset, "")
-        .await
-        .unwrap()
-        .expect("a link");
+    let link = issue_link(&app, &operator.id, herald::tenants::LinkPurpose::Reset, "").await;
     assert_eq!(
         reset(&browser, &link, "a takeover password").await.status,
         400
@@ -687,13 +679,7 @@ async fn the_operator_is_never_reset_by_email_and_closed_stops_earlier_sign_ups(
         sink.to(email).is_empty(),
         "no reset link for a dormant sign-up"
     );
-    let link = closed
-        .node
-        .store
-        .issue_link(&user.id, herald::tenants::LinkPurpose::Reset, "")
-        .await
-        .unwrap()
-        .expect("a link");
+    let link = issue_link(&closed, &user.id, herald::tenants::LinkPurpose::Reset, "").await;
     assert_eq!(reset(&browser, &link, "a new password 1").await.status, 400);
     let (_, verified) = closed
         .node
