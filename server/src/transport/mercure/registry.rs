@@ -112,13 +112,7 @@ impl Update {
         data: &str,
     ) -> Update {
         let event = format_event(&id, event_type, retry, data);
-        Update {
-            id,
-            topics,
-            private,
-            event,
-            at: Instant::now(),
-        }
+        Update::formatted(id, topics, private, event)
     }
 
     /// An update as another node formatted it (heard from the cluster's bus or read from the
