@@ -236,7 +236,6 @@ pub(super) async fn sign_up<P: AdminPort>(
             message(StatusCode::OK, "Check your email", "", &notice)
         }
         Err(PortError::Invalid(reason)) => again(StatusCode::BAD_REQUEST, &reason, email),
-        Err(PortError::Busy) => Refusal::Busy.into_response(),
         Err(other) => Refusal::from(other).into_response(),
     }
 }
@@ -391,7 +390,6 @@ pub(super) async fn reset<P: AdminPort>(
         Ok(true) => Redirect::to("/dashboard/login?notice=password-set").into_response(),
         Ok(false) => expired("Choose a new password"),
         Err(PortError::Invalid(reason)) => again(&reason),
-        Err(PortError::Busy) => Refusal::Busy.into_response(),
         Err(other) => Refusal::from(other).into_response(),
     }
 }
