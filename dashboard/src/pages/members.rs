@@ -24,10 +24,10 @@ fn done<T>(result: PortResult<T>, notice: impl FnOnce(T) -> String) -> Result<Re
     Ok(back(PAGE, outcome(result, notice)?))
 }
 
-/// The role the form names, or the page with an error when there is none of that name.
-fn role_field(form: &FormData) -> Result<Role, Response> {
+/// The role the form names, or the error to show when there is none of that name.
+fn role_field(form: &FormData) -> Result<Role, String> {
     let name = field(form, "role").unwrap_or("");
-    Role::parse(name).ok_or_else(|| back(PAGE, Err(format!("There is no role named {name:?}."))))
+    Role::parse(name).ok_or_else(|| format!("There is no role named {name:?}."))
 }
 
 /// A member as the page lists them.
@@ -107,7 +107,7 @@ pub(super) async fn change_role<P: AdminPort>(
     check_csrf(&ctx, &form)?;
     let role = match role_field(&form) {
         Ok(role) => role,
-        Err(page) => return Ok(page),
+        Err(error) => return Ok(back(PAGE, Err(error))),
     };
     let result = dash
         .port
@@ -144,7 +144,7 @@ pub(super) async fn invite<P: AdminPort>(
     check_csrf(&ctx, &form)?;
     let role = match role_field(&form) {
         Ok(role) => role,
-        Err(page) => return Ok(page),
+        Err(error) => return Ok(back(PAGE, Err(error))),
     };
     let email = field(&form, "email").unwrap_or("");
     let result = dash.port.invite(&ctx.admin, email, role).await;
