@@ -92,6 +92,49 @@ pub(super) async fn login_page<P: AdminPort>(
 /// [`crate::MAX_FORM_BYTES`]), oversized emails and passwords are refused with 400, and only
 /// then do the (email, address) and email budgets take a key and argon2 run (itself capped by
 /// the server, which answers [`PortError::Busy`] past its capacity).
+/// A signed-out form, checked against the login CSRF cookie (the double submit).
+pub(super) async fn login_form(
+    headers: &HeaderMap,
+    request: Request,
+) -> Result<FormData, Response> {
+    let form = match Form::<FormData>::from_request(request, &()).await {
+        Ok(Form(form)) => form,
+        Err(rejection) => return Err(rejection.into_response()),
+    };
+    let cookie_token = cookie(headers, LOGIN_CSRF_COOKIE).unwrap_or("");
+    let form_token = field(&form, "csrf").unwrap_or("");
+    if cookie_token.is_empty() || !same_token(cookie_token, form_token) {
+        return Err(Refusal::Csrf.into_response());
+    }
+    Ok(form)
+}
+
+/// Starts a session for `admin` and sends the browser to `to` with its cookie (the login CSRF
+/// cookie is spent).
+pub(super) async fn signed_in<P: AdminPort>(
+    dash: &Shared<P>,
+    admin: &Admin,
+    to: &str,
+    secure: bool,
+) -> Response {
+    let session = new_session();
+    let token = session.token.clone();
+    if let Err(error) = dash.port.start_session(admin, session).await {
+        return Refusal::from(error).into_response();
+    }
+    let mut response = Redirect::to(to).into_response();
+    let headers = response.headers_mut();
+    headers.append(
+        header::SET_COOKIE,
+        set_cookie(SESSION_COOKIE, &dash.cookies.seal(&token), None, secure),
+    );
+    headers.append(
+        header::SET_COOKIE,
+        set_cookie(LOGIN_CSRF_COOKIE, "", Some(0), secure),
+    );
+    response
+}
+
 pub(super) async fn login<P: AdminPort>(
     State(dash): State<Shared<P>>,
     Peer(peer): Peer,
@@ -121,15 +164,10 @@ pub(super) async fn login<P: AdminPort>(
     if let Err(refused) = dash.sign_in.allow_address(client) {
         return too_many(refused.retry_after, None);
     }
-    let form = match Form::<FormData>::from_request(request, &()).await {
-        Ok(Form(form)) => form,
-        Err(rejection) => return rejection.into_response(),
+    let form = match login_form(&headers, request).await {
+        Ok(form) => form,
+        Err(response) => return response,
     };
-    let cookie_token = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or("");
-    let form_token = field(&form, "csrf").unwrap_or("");
-    if cookie_token.is_empty() || !same_token(cookie_token, form_token) {
-        return Refusal::Csrf.into_response();
-    }
     let email = field(&form, "email").unwrap_or("").trim();
     let password = field(&form, "password").unwrap_or("");
     let next = safe_next(field(&form, "next"));
@@ -147,24 +185,7 @@ pub(super) async fn login<P: AdminPort>(
     }
     let address = client.map(|ip| ip.to_string()).unwrap_or_default();
     match dash.port.authenticate(email, password, &address).await {
-        Ok(Some(admin)) => {
-            let session = new_session();
-            let token = session.token.clone();
-            if let Err(error) = dash.port.start_session(&admin, session).await {
-                return Refusal::from(error).into_response();
-            }
-            let mut response = Redirect::to(&next).into_response();
-            let headers = response.headers_mut();
-            headers.append(
-                header::SET_COOKIE,
-                set_cookie(SESSION_COOKIE, &dash.cookies.seal(&token), None, secure),
-            );
-            headers.append(
-                header::SET_COOKIE,
-                set_cookie(LOGIN_CSRF_COOKIE, "", Some(0), secure),
-            );
-            response
-        }
+        Ok(Some(admin)) => signed_in(&dash, &admin, &next, secure).await,
         // An unverified sign-up answers exactly this too (the store treats it as a wrong
         // password), so a sign-in never tells whether someone's sign-up created the account.
         Ok(None) => login_retry(

@@ -13,6 +13,23 @@ use super::{
 };
 use crate::port::*;
 
+/// Where the page's forms go back to.
+const PAGE: &str = "/dashboard/members";
+
+/// Every role a member may have, highest first.
+const ROLES: [Role; 4] = [Role::Owner, Role::Admin, Role::Developer, Role::Viewer];
+
+/// Back to the page with `result`'s notice, or its error.
+fn done<T>(result: PortResult<T>, notice: impl FnOnce(T) -> String) -> Result<Response, Refusal> {
+    Ok(back(PAGE, outcome(result, notice)?))
+}
+
+/// The role the form names, or the error to show when there is none of that name.
+fn role_field(form: &FormData) -> Result<Role, String> {
+    let name = field(form, "role").unwrap_or("");
+    Role::parse(name).ok_or_else(|| format!("There is no role named {name:?}."))
+}
+
 /// A member as the page lists them.
 pub(crate) struct MemberLine {
     row: MemberRow,
@@ -51,7 +68,7 @@ pub(super) async fn members<P: AdminPort>(
         .map(|row| MemberLine {
             joined: day_label(row.created_at.div_euclid(86_400)),
             you: row.id == ctx.admin.id,
-            choices: [Role::Owner, Role::Admin, Role::Developer, Role::Viewer]
+            choices: ROLES
                 .into_iter()
                 .filter(|r| offered(*r) || *r == row.role)
                 .map(|r| (r.as_str(), r == row.role))
@@ -73,7 +90,7 @@ pub(super) async fn members<P: AdminPort>(
         chrome: Chrome::new(&ctx, flash, "members"),
         members,
         invitations,
-        roles: [Role::Owner, Role::Admin, Role::Developer, Role::Viewer]
+        roles: ROLES
             .into_iter()
             .filter(|r| offered(*r))
             .map(Role::as_str)
@@ -88,28 +105,22 @@ pub(super) async fn change_role<P: AdminPort>(
     Form(form): Form<FormData>,
 ) -> Result<Response, Refusal> {
     check_csrf(&ctx, &form)?;
-    let name = field(&form, "role").unwrap_or("");
-    let Some(role) = Role::parse(name) else {
-        return Ok(back(
-            "/dashboard/members",
-            Err(format!("There is no role named {name:?}.")),
-        ));
+    let role = match role_field(&form) {
+        Ok(role) => role,
+        Err(error) => return Ok(back(PAGE, Err(error))),
     };
     let result = dash
         .port
         .change_member(&ctx.admin, &user_id, Some(role))
         .await;
-    Ok(back(
-        "/dashboard/members",
-        outcome(result, |before| {
-            format!(
-                "{} is now {} (was {}).",
-                before.email,
-                role.as_str(),
-                before.role.as_str()
-            )
-        })?,
-    ))
+    done(result, |before| {
+        format!(
+            "{} is now {} (was {}).",
+            before.email,
+            role.as_str(),
+            before.role.as_str()
+        )
+    })
 }
 
 pub(super) async fn remove_member<P: AdminPort>(
@@ -120,12 +131,9 @@ pub(super) async fn remove_member<P: AdminPort>(
 ) -> Result<Response, Refusal> {
     check_csrf(&ctx, &form)?;
     let result = dash.port.change_member(&ctx.admin, &user_id, None).await;
-    Ok(back(
-        "/dashboard/members",
-        outcome(result, |before| {
-            format!("{} was removed and signed out.", before.email)
-        })?,
-    ))
+    done(result, |before| {
+        format!("{} was removed and signed out.", before.email)
+    })
 }
 
 pub(super) async fn invite<P: AdminPort>(
@@ -134,21 +142,15 @@ pub(super) async fn invite<P: AdminPort>(
     Form(form): Form<FormData>,
 ) -> Result<Response, Refusal> {
     check_csrf(&ctx, &form)?;
-    let name = field(&form, "role").unwrap_or("");
-    let Some(role) = Role::parse(name) else {
-        return Ok(back(
-            "/dashboard/members",
-            Err(format!("There is no role named {name:?}.")),
-        ));
+    let role = match role_field(&form) {
+        Ok(role) => role,
+        Err(error) => return Ok(back(PAGE, Err(error))),
     };
     let email = field(&form, "email").unwrap_or("");
     let result = dash.port.invite(&ctx.admin, email, role).await;
-    Ok(back(
-        "/dashboard/members",
-        outcome(result, |i| {
-            format!("Invitation sent to {} (as {}).", i.email, i.role.as_str())
-        })?,
-    ))
+    done(result, |i| {
+        format!("Invitation sent to {} (as {}).", i.email, i.role.as_str())
+    })
 }
 
 pub(super) async fn resend_invitation<P: AdminPort>(
@@ -163,15 +165,12 @@ pub(super) async fn resend_invitation<P: AdminPort>(
         return Err(Refusal::NotFound);
     };
     let result = dash.port.invite(&ctx.admin, &found.email, found.role).await;
-    Ok(back(
-        "/dashboard/members",
-        outcome(result, |i| {
-            format!(
-                "Invitation sent to {} again; the earlier link no longer works.",
-                i.email
-            )
-        })?,
-    ))
+    done(result, |i| {
+        format!(
+            "Invitation sent to {} again; the earlier link no longer works.",
+            i.email
+        )
+    })
 }
 
 pub(super) async fn revoke_invitation<P: AdminPort>(
@@ -182,10 +181,7 @@ pub(super) async fn revoke_invitation<P: AdminPort>(
 ) -> Result<Response, Refusal> {
     check_csrf(&ctx, &form)?;
     let result = dash.port.revoke_invitation(&ctx.admin, &id).await;
-    Ok(back(
-        "/dashboard/members",
-        outcome(result, |i| {
-            format!("The invitation of {} was revoked.", i.email)
-        })?,
-    ))
+    done(result, |i| {
+        format!("The invitation of {} was revoked.", i.email)
+    })
 }

@@ -11,18 +11,16 @@
 use std::net::IpAddr;
 
 use askama::Template;
-use axum::extract::{FromRequest, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::Deserialize;
 
-use super::account::Peer;
-use super::{cookie, encode, error_page, field, render, set_cookie, FormData, Refusal, Shared};
+use super::account::{login_form, signed_in, Peer};
+use super::{encode, error_page, field, render, set_cookie, FormData, Refusal, Shared};
 use crate::port::*;
 use crate::session::{
-    new_session, random_token, same_token, TooMany, LOGIN_CSRF_COOKIE, MAX_EMAIL_BYTES,
-    MAX_PASSWORD_BYTES, SESSION_COOKIE,
+    random_token, TooMany, LOGIN_CSRF_COOKIE, MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES,
 };
 
 /// What the sign-up page says when sign-up is by invitation.
@@ -56,6 +54,20 @@ struct Shown<'a> {
     token: &'a str,
 }
 
+impl<'a> Shown<'a> {
+    /// `form` under `title`, nothing filled in.
+    fn blank(title: &'static str, form: &'static str) -> Self {
+        Shown {
+            title,
+            form,
+            error: "",
+            notice: "",
+            email: "",
+            token: "",
+        }
+    }
+}
+
 fn show(status: StatusCode, page: Shown<'_>, secure: bool) -> Response {
     let csrf = random_token();
     let mut response = render(&PublicPage {
@@ -81,14 +93,40 @@ fn message(status: StatusCode, title: &'static str, error: &str, notice: &str) -
     show(
         status,
         Shown {
-            title,
-            form: "",
             error,
             notice,
-            email: "",
-            token: "",
+            ..Shown::blank(title, "")
         },
         false,
+    )
+}
+
+/// The page of a link that is malformed, expired or already used.
+fn expired(title: &'static str) -> Response {
+    message(StatusCode::BAD_REQUEST, title, LINK_EXPIRED, "")
+}
+
+/// The form an emailed link opens, with its token, or the expired page for a token that cannot
+/// be one of the server's.
+fn link_page<P: AdminPort>(
+    dash: &Shared<P>,
+    peer: Option<IpAddr>,
+    headers: &axum::http::HeaderMap,
+    token: Option<String>,
+    title: &'static str,
+    form: &'static str,
+) -> Response {
+    let token = token.unwrap_or_default();
+    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+        return expired(title);
+    }
+    show(
+        StatusCode::OK,
+        Shown {
+            token: &token,
+            ..Shown::blank(title, form)
+        },
+        dash.proxies.over_tls(peer, headers),
     )
 }
 
@@ -104,18 +142,6 @@ fn too_many(refused: TooMany) -> Response {
     response
 }
 
-fn busy() -> Response {
-    let mut response = error_page(
-        StatusCode::TOO_MANY_REQUESTS,
-        "Busy",
-        "Too many passwords are being checked right now. Try again in a moment.",
-    );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
-}
-
 /// A signed-out form, read once the address's budget allows it and checked against the login
 /// CSRF cookie: the form, the client's address, and whether the request came over TLS.
 async fn public_form<P: AdminPort>(
@@ -127,15 +153,7 @@ async fn public_form<P: AdminPort>(
     let secure = dash.proxies.over_tls(peer, &headers);
     let client = dash.proxies.client(peer, &headers);
     dash.accounts.allow_address(client).map_err(too_many)?;
-    let form = match Form::<FormData>::from_request(request, &()).await {
-        Ok(Form(form)) => form,
-        Err(rejection) => return Err(rejection.into_response()),
-    };
-    let cookie_token = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or("");
-    let form_token = field(&form, "csrf").unwrap_or("");
-    if cookie_token.is_empty() || !same_token(cookie_token, form_token) {
-        return Err(Refusal::Csrf.into_response());
-    }
+    let form = login_form(&headers, request).await?;
     Ok((form, client, secure))
 }
 
@@ -154,14 +172,7 @@ pub(super) async fn sign_up_page<P: AdminPort>(
         Signup::Invite => message(StatusCode::OK, "Sign up", "", INVITE_ONLY),
         Signup::Open => show(
             StatusCode::OK,
-            Shown {
-                title: "Sign up",
-                form: "signup",
-                error: "",
-                notice: "",
-                email: "",
-                token: "",
-            },
+            Shown::blank("Sign up", "signup"),
             dash.proxies.over_tls(peer, &headers),
         ),
     }
@@ -188,12 +199,9 @@ pub(super) async fn sign_up<P: AdminPort>(
         show(
             status,
             Shown {
-                title: "Sign up",
-                form: "signup",
                 error,
-                notice: "",
                 email,
-                token: "",
+                ..Shown::blank("Sign up", "signup")
             },
             secure,
         )
@@ -228,7 +236,6 @@ pub(super) async fn sign_up<P: AdminPort>(
             message(StatusCode::OK, "Check your email", "", &notice)
         }
         Err(PortError::Invalid(reason)) => again(StatusCode::BAD_REQUEST, &reason, email),
-        Err(PortError::Busy) => busy(),
         Err(other) => Refusal::from(other).into_response(),
     }
 }
@@ -239,26 +246,13 @@ pub(super) async fn verify_page<P: AdminPort>(
     headers: axum::http::HeaderMap,
     Query(query): Query<TokenQuery>,
 ) -> Response {
-    let token = query.token.unwrap_or_default();
-    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Confirm your email",
-            LINK_EXPIRED,
-            "",
-        );
-    }
-    show(
-        StatusCode::OK,
-        Shown {
-            title: "Confirm your email",
-            form: "verify",
-            error: "",
-            notice: "",
-            email: "",
-            token: &token,
-        },
-        dash.proxies.over_tls(peer, &headers),
+    link_page(
+        &dash,
+        peer,
+        &headers,
+        query.token,
+        "Confirm your email",
+        "verify",
     )
 }
 
@@ -274,42 +268,21 @@ pub(super) async fn verify<P: AdminPort>(
     };
     let token = field(&form, "token").unwrap_or("");
     if token.len() > MAX_TOKEN_BYTES {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Confirm your email",
-            LINK_EXPIRED,
-            "",
-        );
+        return expired("Confirm your email");
     }
     let admin = match dash.port.verify_email(token).await {
         Ok(Some(admin)) => admin,
-        Ok(None) => {
-            return message(
-                StatusCode::BAD_REQUEST,
-                "Confirm your email",
-                LINK_EXPIRED,
-                "",
-            )
-        }
+        Ok(None) => return expired("Confirm your email"),
         Err(error) => return Refusal::from(error).into_response(),
     };
-    let session = new_session();
-    let token = session.token.clone();
-    if let Err(error) = dash.port.start_session(&admin, session).await {
-        return Refusal::from(error).into_response();
-    }
     let notice = encode("Your email is confirmed. Create your first app.");
-    let mut response = Redirect::to(&format!("/dashboard/apps?notice={notice}")).into_response();
-    let headers = response.headers_mut();
-    headers.append(
-        header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, &dash.cookies.seal(&token), None, secure),
-    );
-    headers.append(
-        header::SET_COOKIE,
-        set_cookie(LOGIN_CSRF_COOKIE, "", Some(0), secure),
-    );
-    response
+    signed_in(
+        &dash,
+        &admin,
+        &format!("/dashboard/apps?notice={notice}"),
+        secure,
+    )
+    .await
 }
 
 pub(super) async fn forgot_page<P: AdminPort>(
@@ -319,14 +292,7 @@ pub(super) async fn forgot_page<P: AdminPort>(
 ) -> Response {
     show(
         StatusCode::OK,
-        Shown {
-            title: "Forgot your password?",
-            form: "forgot",
-            error: "",
-            notice: "",
-            email: "",
-            token: "",
-        },
+        Shown::blank("Forgot your password?", "forgot"),
         dash.proxies.over_tls(peer, &headers),
     )
 }
@@ -346,12 +312,8 @@ pub(super) async fn forgot<P: AdminPort>(
         show(
             status,
             Shown {
-                title: "Forgot your password?",
-                form: "forgot",
                 error,
-                notice: "",
-                email: "",
-                token: "",
+                ..Shown::blank("Forgot your password?", "forgot")
             },
             secure,
         )
@@ -381,26 +343,13 @@ pub(super) async fn reset_page<P: AdminPort>(
     headers: axum::http::HeaderMap,
     Query(query): Query<TokenQuery>,
 ) -> Response {
-    let token = query.token.unwrap_or_default();
-    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Choose a new password",
-            LINK_EXPIRED,
-            "",
-        );
-    }
-    show(
-        StatusCode::OK,
-        Shown {
-            title: "Choose a new password",
-            form: "reset",
-            error: "",
-            notice: "",
-            email: "",
-            token: &token,
-        },
-        dash.proxies.over_tls(peer, &headers),
+    link_page(
+        &dash,
+        peer,
+        &headers,
+        query.token,
+        "Choose a new password",
+        "reset",
     )
 }
 
@@ -418,23 +367,15 @@ pub(super) async fn reset<P: AdminPort>(
     let token = field(&form, "token").unwrap_or("");
     let new = field(&form, "new").unwrap_or("");
     if token.len() > MAX_TOKEN_BYTES {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Choose a new password",
-            LINK_EXPIRED,
-            "",
-        );
+        return expired("Choose a new password");
     }
     let again = |error: &str| {
         show(
             StatusCode::BAD_REQUEST,
             Shown {
-                title: "Choose a new password",
-                form: "reset",
                 error,
-                notice: "",
-                email: "",
                 token,
+                ..Shown::blank("Choose a new password", "reset")
             },
             secure,
         )
@@ -447,14 +388,8 @@ pub(super) async fn reset<P: AdminPort>(
     }
     match dash.port.reset_password_with_link(token, new).await {
         Ok(true) => Redirect::to("/dashboard/login?notice=password-set").into_response(),
-        Ok(false) => message(
-            StatusCode::BAD_REQUEST,
-            "Choose a new password",
-            LINK_EXPIRED,
-            "",
-        ),
+        Ok(false) => expired("Choose a new password"),
         Err(PortError::Invalid(reason)) => again(&reason),
-        Err(PortError::Busy) => busy(),
         Err(other) => Refusal::from(other).into_response(),
     }
 }

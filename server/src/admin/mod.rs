@@ -22,7 +22,7 @@ use crate::node::SharedNode;
 use crate::protocol::WEBHOOK_KINDS;
 use crate::tenants::{
     limit_values, Actor, App, AppPatch, DeliveryStatus, LimitsPatch, NewApp, NewDelivery,
-    Permission, SessionTerms, StoreError, TenantPatch, User, UserRole, PLANS,
+    NewWebhook, Permission, SessionTerms, StoreError, TenantPatch, User, UserRole, PLANS,
 };
 
 use serde_json::json;
@@ -182,6 +182,21 @@ impl AdminApi {
             .app_for(id, permission)
             .await
             .map_err(port_error)
+    }
+
+    /// `form` as the store's input for app `id`, with its audit details, once the webhook's
+    /// destination passes the node's rules.
+    async fn checked_webhook(
+        &self,
+        id: &str,
+        form: WebhookForm,
+    ) -> PortResult<(NewWebhook, serde_json::Value)> {
+        let details = webhook_details(&form);
+        let input = webhook_input(id, form);
+        crate::webhooks::check_destination(&self.node.settings.webhooks, &input.url)
+            .await
+            .map_err(port_error)?;
+        Ok((input, details))
     }
 }
 
@@ -817,18 +832,10 @@ impl AdminPort for AdminApi {
 
     async fn add_webhook(&self, admin: &Admin, id: &str, form: WebhookForm) -> PortResult<()> {
         let app = self.app_for(admin, id, Permission::WriteWebhooks).await?;
-        let details = webhook_details(&form);
-        let input = webhook_input(id, form);
-        let checked = match crate::webhooks::check_destination(
-            &self.node.settings.webhooks,
-            &input.url,
-        )
-        .await
-        {
-            Ok(()) => self.node.store.create_webhook(input).await,
-            Err(refused) => Err(refused),
-        };
-        let hook = self.changed(checked).await?;
+        let (input, details) = self.checked_webhook(id, form).await?;
+        let hook = self
+            .changed(self.node.store.create_webhook(input).await)
+            .await?;
         let target = format!("{id}/{}", hook.id);
         self.audit(
             admin,
@@ -849,23 +856,15 @@ impl AdminPort for AdminApi {
         form: WebhookForm,
     ) -> PortResult<()> {
         let app = self.app_for(admin, id, Permission::WriteWebhooks).await?;
-        let details = webhook_details(&form);
-        let input = webhook_input(id, form);
-        let checked = match crate::webhooks::check_destination(
-            &self.node.settings.webhooks,
-            &input.url,
-        )
-        .await
-        {
-            Ok(()) => self
-                .node
+        let (input, details) = self.checked_webhook(id, form).await?;
+        self.changed(
+            self.node
                 .store
                 .update_webhook(webhook_id, input)
                 .await
                 .map(drop),
-            Err(refused) => Err(refused),
-        };
-        self.changed(checked).await?;
+        )
+        .await?;
         let target = format!("{id}/{webhook_id}");
         self.audit(
             admin,

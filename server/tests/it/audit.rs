@@ -342,23 +342,7 @@ async fn every_role_reads_its_tenants_log_and_the_filters_work() {
     let app = spawn_dashboard().await;
     let browser = Browser::new(&app);
     let store = &app.node.store;
-    let acme = store.create_tenant("Acme").await.unwrap();
-    let globex = store.create_tenant("Globex").await.unwrap();
-    for role in UserRole::TENANT_ROLES {
-        store
-            .create_user(&format!("{role}@acme.test"), PASSWORD, role, Some(&acme.id))
-            .await
-            .unwrap();
-    }
-    store
-        .create_user(
-            "admin@globex.test",
-            PASSWORD,
-            UserRole::Admin,
-            Some(&globex.id),
-        )
-        .await
-        .unwrap();
+    let (_, globex, _) = acme_and_globex(&app, PASSWORD).await;
     let globex_app = store
         .create_app(herald::tenants::NewApp {
             name: "Globex secret app".into(),

@@ -12,7 +12,8 @@ use reqwest::Method;
 use serde_json::json;
 
 use herald::tenants::{
-    App, Attempt, Delivery, DeliveryStatus, NewDelivery, NewWebhook, Secret, Tenant, User, Webhook,
+    App, Attempt, Delivery, DeliveryStatus, NewDelivery, NewWebhook, Secret, Tenant, User,
+    UserRole, Webhook,
 };
 
 use crate::helpers::*;
@@ -488,4 +489,34 @@ pub async fn failed_delivery(app: &TestApp, app_id: &str, hook: &str) -> i64 {
         .await
         .expect("attempt is recorded");
     id
+}
+
+/// Two tenants: Acme, with a user of every tenant role (`{role}@acme.test`), and Globex, with an
+/// admin (`admin@globex.test`), every one with `password`. Answers the tenants and Acme's user
+/// ids by role.
+pub async fn acme_and_globex(
+    app: &TestApp,
+    password: &str,
+) -> (Tenant, Tenant, std::collections::HashMap<UserRole, String>) {
+    let store = &app.node.store;
+    let acme = store.create_tenant("Acme").await.unwrap();
+    let globex = store.create_tenant("Globex").await.unwrap();
+    let mut ids = std::collections::HashMap::new();
+    for role in UserRole::TENANT_ROLES {
+        let user = store
+            .create_user(&format!("{role}@acme.test"), password, role, Some(&acme.id))
+            .await
+            .unwrap();
+        ids.insert(role, user.id);
+    }
+    store
+        .create_user(
+            "admin@globex.test",
+            password,
+            UserRole::Admin,
+            Some(&globex.id),
+        )
+        .await
+        .unwrap();
+    (acme, globex, ids)
 }

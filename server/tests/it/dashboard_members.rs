@@ -14,25 +14,7 @@ async fn owners_and_admins_manage_members_and_lowered_or_removed_members_are_sig
     let app = spawn_dashboard().await;
     let browser = Browser::new(&app);
     let store = &app.node.store;
-    let acme = store.create_tenant("Acme").await.unwrap();
-    let globex = store.create_tenant("Globex").await.unwrap();
-    let mut ids = std::collections::HashMap::new();
-    for role in UserRole::TENANT_ROLES {
-        let user = store
-            .create_user(&format!("{role}@acme.test"), PASSWORD, role, Some(&acme.id))
-            .await
-            .unwrap();
-        ids.insert(role, user.id);
-    }
-    store
-        .create_user(
-            "admin@globex.test",
-            PASSWORD,
-            UserRole::Admin,
-            Some(&globex.id),
-        )
-        .await
-        .unwrap();
+    let (_, _, ids) = acme_and_globex(&app, PASSWORD).await;
     let mut sessions = std::collections::HashMap::new();
     for role in UserRole::TENANT_ROLES {
         sessions.insert(

@@ -409,6 +409,15 @@ pub fn data_of(frame: &Value) -> Value {
 
 impl TestApp {
     /// Changes the default app in the store and reloads the server's cache at once.
+    /// Changes the app's `limits` (the others as they are) and refreshes the cache.
+    pub async fn update_limits(&self, limits: herald::tenants::LimitsPatch) {
+        self.update_app(herald::tenants::AppPatch {
+            limits,
+            ..herald::tenants::AppPatch::default()
+        })
+        .await;
+    }
+
     pub async fn update_app(&self, patch: herald::tenants::AppPatch) {
         self.node
             .store

@@ -123,12 +123,9 @@ async fn a_public_mercure_update_reaches_pusher_subscribers_and_a_private_one_ne
 #[tokio::test]
 async fn a_mercure_update_never_reaches_pusher_js_as_a_protocol_event_or_over_the_name_limit() {
     let app = spawn_app().await;
-    app.update_app(AppPatch {
-        limits: LimitsPatch {
-            max_event_name_length: Some(12),
-            ..LimitsPatch::default()
-        },
-        ..AppPatch::default()
+    app.update_limits(LimitsPatch {
+        max_event_name_length: Some(12),
+        ..LimitsPatch::default()
     })
     .await;
     let mut pusher = app.connect().await;
@@ -171,12 +168,9 @@ async fn a_mercure_update_never_reaches_pusher_js_as_a_protocol_event_or_over_th
 #[tokio::test]
 async fn the_daily_quota_gates_mercure_publishes_with_429() {
     let app = spawn_app().await;
-    app.update_app(AppPatch {
-        limits: LimitsPatch {
-            max_daily_messages: Some(3),
-            ..LimitsPatch::default()
-        },
-        ..AppPatch::default()
+    app.update_limits(LimitsPatch {
+        max_daily_messages: Some(3),
+        ..LimitsPatch::default()
     })
     .await;
     publish(&app, &[("topic", "a"), ("topic", "b")]).await;
@@ -189,12 +183,9 @@ async fn the_daily_quota_gates_mercure_publishes_with_429() {
 #[tokio::test]
 async fn subscribers_count_in_the_connection_quota_and_give_it_back() {
     let app = spawn_app_with(|s| s.mercure.heartbeat = Duration::from_millis(50)).await;
-    app.update_app(AppPatch {
-        limits: LimitsPatch {
-            max_connections: Some(2),
-            ..LimitsPatch::default()
-        },
-        ..AppPatch::default()
+    app.update_limits(LimitsPatch {
+        max_connections: Some(2),
+        ..LimitsPatch::default()
     })
     .await;
     let first = subscribe(&app, "topic=a").await;
@@ -363,12 +354,9 @@ async fn a_full_node_refuses_subscribers_with_503() {
 #[tokio::test]
 async fn mercure_publishes_draw_from_the_app_s_rest_event_rate_limit() {
     let app = spawn_app().await;
-    app.update_app(AppPatch {
-        limits: LimitsPatch {
-            max_backend_events_per_second: Some(2),
-            ..LimitsPatch::default()
-        },
-        ..AppPatch::default()
+    app.update_limits(LimitsPatch {
+        max_backend_events_per_second: Some(2),
+        ..LimitsPatch::default()
     })
     .await;
     let mut statuses = Vec::new();
@@ -434,12 +422,9 @@ async fn a_cookie_authorized_publish_needs_an_origin_the_app_lists() {
 async fn a_publish_over_the_rate_is_refused_before_its_body_is_read() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app_with(|s| s.body_timeout = Duration::from_secs(20)).await;
-    app.update_app(AppPatch {
-        limits: LimitsPatch {
-            max_backend_events_per_second: Some(1),
-            ..LimitsPatch::default()
-        },
-        ..AppPatch::default()
+    app.update_limits(LimitsPatch {
+        max_backend_events_per_second: Some(1),
+        ..LimitsPatch::default()
     })
     .await;
     let mut refused = false;
@@ -476,12 +461,9 @@ async fn a_publish_over_the_rate_is_refused_before_its_body_is_read() {
 #[tokio::test]
 async fn a_publish_naming_more_public_channels_than_a_trigger_may_is_refused() {
     let app = spawn_app().await;
-    app.update_app(AppPatch {
-        limits: LimitsPatch {
-            max_channels_per_trigger: Some(2),
-            ..LimitsPatch::default()
-        },
-        ..AppPatch::default()
+    app.update_limits(LimitsPatch {
+        max_channels_per_trigger: Some(2),
+        ..LimitsPatch::default()
     })
     .await;
     let mut pusher = app.connect().await;
@@ -523,12 +505,9 @@ async fn a_publish_naming_more_public_channels_than_a_trigger_may_is_refused() {
 #[tokio::test]
 async fn a_token_without_publish_rights_spends_none_of_the_app_s_event_budget() {
     let app = spawn_app().await;
-    app.update_app(AppPatch {
-        limits: LimitsPatch {
-            max_backend_events_per_second: Some(2),
-            ..LimitsPatch::default()
-        },
-        ..AppPatch::default()
+    app.update_limits(LimitsPatch {
+        max_backend_events_per_second: Some(2),
+        ..LimitsPatch::default()
     })
     .await;
     // A subscriber's token (browsers hold them) posting in a loop: refused as a token that

@@ -4,7 +4,8 @@ use serde_json::json;
 
 use crate::cluster_helpers::{trigger_except, TestCluster};
 use crate::helpers::{post_signed, APP_ID};
-use crate::mercure_helpers::{publisher, token07, Sse};
+use crate::mercure_cluster_history::publish_on;
+use crate::mercure_helpers::{token07, Sse};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_through_one_node_reach_mercure_subscribers_on_another() {
@@ -25,16 +26,8 @@ async fn publishes_through_one_node_reach_mercure_subscribers_on_another() {
     assert_eq!(event.event, "created");
     assert_eq!(event.data, "{\"id\":1}");
     // A public Mercure update on a channel-named topic, published through A.
-    let body = "topic=orders&type=shipped&data=2";
-    let response = http
-        .post(format!("{}/apps/{APP_ID}/.well-known/mercure", a.base()))
-        .bearer_auth(publisher())
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let form = [("topic", "orders"), ("type", "shipped"), ("data", "2")];
+    publish_on(&http, a, &form).await;
     let event = sse.next().await;
     assert_eq!(
         (event.event.as_str(), event.data.as_str()),

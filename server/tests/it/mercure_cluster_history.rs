@@ -6,25 +6,42 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::cluster_helpers::{start_cluster_with_limits, trigger_except, Node, TestCluster};
-use crate::helpers::{now, post_signed, APP_ID, SECRET};
-use crate::mercure_helpers::{publisher, token07, Event, Sse};
+use crate::helpers::{post_signed, APP_ID};
+use crate::mercure_helpers::{publisher, token07, token08_reader_for, Event, Sse};
 
 /// A stream entry as `XRANGE` answers it: its id and its fields.
 type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 
-/// Publishes `form` through `node`; panics unless 200; answers the id.
-async fn publish_on(http: &reqwest::Client, node: &Node, form: &[(&str, &str)]) -> String {
+/// `node`'s hub.
+fn hub_on(node: &Node) -> String {
+    format!("{}/apps/{APP_ID}/.well-known/mercure", node.base())
+}
+
+/// Sends a publish of `form` through `node` with the all-topics publisher token.
+async fn post_publish(
+    http: &reqwest::Client,
+    node: &Node,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
     let body: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
         .finish();
-    let response = http
-        .post(format!("{}/apps/{APP_ID}/.well-known/mercure", node.base()))
+    http.post(hub_on(node))
         .bearer_auth(publisher())
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body)
         .send()
         .await
-        .expect("publish request");
+        .expect("publish request")
+}
+
+/// Publishes `form` through `node`; panics unless 200; answers the id.
+pub(crate) async fn publish_on(
+    http: &reqwest::Client,
+    node: &Node,
+    form: &[(&str, &str)],
+) -> String {
+    let response = post_publish(http, node, form).await;
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
     assert_eq!(status, 200, "publish answered {text}");
@@ -39,7 +56,7 @@ async fn open_on(
     token: &str,
     headers: &[(&str, &str)],
 ) -> Sse {
-    let url = format!("{}/apps/{APP_ID}/.well-known/mercure?{query}", node.base());
+    let url = format!("{}?{query}", hub_on(node));
     let mut request = http.get(url).bearer_auth(token);
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -54,23 +71,7 @@ async fn open_on(
 
 /// A draft-08 access token for `node`'s hub that reads every topic.
 fn token08_on(node: &Node) -> String {
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    header.typ = Some("at+jwt".into());
-    jsonwebtoken::encode(
-        &header,
-        &json!({
-            "iss": "https://auth.example.com",
-            "aud": format!("{}/apps/{APP_ID}/.well-known/mercure", node.base()),
-            "exp": now() + 3600,
-            "authorization_details": [{
-                "type": "https://mercure.rocks/authorization-detail",
-                "actions": ["subscribe"],
-                "topics": [{"match": "*"}],
-            }],
-        }),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token encodes")
+    token08_reader_for(&hub_on(node))
 }
 
 async fn ids(sse: &mut Sse, n: usize) -> Vec<String> {
@@ -359,17 +360,7 @@ async fn with_redis_down_a_node_publishes_and_replays_on_its_own() {
     let form = [("topic", "d"), ("id", "during"), ("data", "2")];
     let mut during = String::new();
     for _ in 0..40 {
-        let body: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(&form)
-            .finish();
-        let response = http
-            .post(format!("{}/apps/{APP_ID}/.well-known/mercure", a.base()))
-            .bearer_auth(publisher())
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .expect("publish request");
+        let response = post_publish(&http, a, &form).await;
         match response.status().as_u16() {
             200 => {
                 during = response.text().await.unwrap_or_default();

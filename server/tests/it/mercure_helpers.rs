@@ -32,13 +32,18 @@ pub fn token07(subscribe: &[&str], publish: &[&str]) -> String {
 
 /// A draft-08 access token (`at+jwt`) for `app`'s hub that reads every topic.
 pub fn token08_reader(app: &TestApp) -> String {
+    token08_reader_for(&format!("http://{}{}", app.address, hub()))
+}
+
+/// A draft-08 access token (`at+jwt`) for the hub at `aud` that reads every topic.
+pub fn token08_reader_for(aud: &str) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.typ = Some("at+jwt".into());
     jsonwebtoken::encode(
         &header,
         &json!({
             "iss": "https://auth.example.com",
-            "aud": format!("http://{}{}", app.address, hub()),
+            "aud": aud,
             "exp": now() + 3600,
             "authorization_details": [{
                 "type": "https://mercure.rocks/authorization-detail",

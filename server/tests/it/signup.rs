@@ -34,6 +34,42 @@ async fn jobs_done(app: &TestApp, count: u64) {
     .await;
 }
 
+/// The token of the verification link in the `nth` email to `email`.
+async fn verify_link(sink: &SmtpSink, email: &str, nth: usize) -> String {
+    sink.wait_for(email, nth)
+        .await
+        .link_token("/dashboard/verify")
+}
+
+/// The token of the reset link in the `nth` email to `email`.
+async fn reset_link(sink: &SmtpSink, email: &str, nth: usize) -> String {
+    sink.wait_for(email, nth)
+        .await
+        .link_token("/dashboard/reset")
+}
+
+/// A link for `user_id` made by the store directly (`hash`: the password a verify link sets).
+async fn issue_link(
+    app: &TestApp,
+    user_id: &str,
+    purpose: herald::tenants::LinkPurpose,
+    hash: &str,
+) -> String {
+    app.node
+        .store
+        .issue_link(user_id, purpose, hash)
+        .await
+        .unwrap()
+        .expect("a link")
+}
+
+/// Signs `email` up with [`PASSWORD`] and follows the emailed link (the browser is signed in).
+async fn sign_up_and_verify(browser: &Browser<'_>, sink: &SmtpSink, email: &str) {
+    assert_eq!(sign_up(browser, email, PASSWORD).await.status, 200);
+    let link = verify_link(sink, email, 1).await;
+    assert_eq!(verify(browser, &link).await.status, 303);
+}
+
 /// Every row of `email_tokens`: (token_hash, purpose, every column as text).
 async fn token_rows(app: &TestApp) -> Vec<(String, String, String)> {
     sqlx::any::install_default_drivers();
@@ -257,26 +293,20 @@ async fn verification_and_reset_links_expire_and_work_once() {
     let browser = Browser::new(&app);
     let email = "late@startup.test";
     assert_eq!(sign_up(&browser, email, PASSWORD).await.status, 200);
-    let first = sink
-        .wait_for(email, 1)
-        .await
-        .link_token("/dashboard/verify");
+    let first = verify_link(&sink, email, 1).await;
     clock.set_millis(clock.now_millis() + 24 * 3600 * 1000 + 1000);
     let expired = verify(&browser, &first).await;
     assert_eq!(expired.status, 400, "a day later: {}", expired.body);
     // Signing up again sends a new link, which works.
     assert_eq!(sign_up(&browser, email, PASSWORD).await.status, 200);
-    let second = sink
-        .wait_for(email, 2)
-        .await
-        .link_token("/dashboard/verify");
+    let second = verify_link(&sink, email, 2).await;
     assert_ne!(first, second);
     assert_eq!(verify(&browser, &second).await.status, 303);
     let session = browser.sign_in(email, PASSWORD).await;
 
     // Forgot password: a link that sets a new password once and ends every session.
     assert_eq!(forgot(&browser, email).await.status, 200);
-    let reset_token = sink.wait_for(email, 3).await.link_token("/dashboard/reset");
+    let reset_token = reset_link(&sink, email, 3).await;
     let refused = reset(&browser, &reset_token, "short").await;
     assert_eq!(
         refused.status, 400,
@@ -322,7 +352,7 @@ async fn verification_and_reset_links_expire_and_work_once() {
 
     // A reset link expires after an hour.
     assert_eq!(forgot(&browser, email).await.status, 200);
-    let late = sink.wait_for(email, 4).await.link_token("/dashboard/reset");
+    let late = reset_link(&sink, email, 4).await;
     clock.set_millis(clock.now_millis() + 3600 * 1000 + 1000);
     assert_eq!(
         reset(&browser, &late, "too late password").await.status,
@@ -338,12 +368,7 @@ async fn the_forms_do_not_tell_whether_an_address_has_an_account() {
     let browser = Browser::new(&app);
     let known = "known@startup.test";
     let unknown = "unknown@startup.test";
-    assert_eq!(sign_up(&browser, known, PASSWORD).await.status, 200);
-    let link = sink
-        .wait_for(known, 1)
-        .await
-        .link_token("/dashboard/verify");
-    assert_eq!(verify(&browser, &link).await.status, 303);
+    sign_up_and_verify(&browser, &sink, known).await;
     jobs_done(&app, 1).await;
     let stats = app.node.accounts.stats();
     let store = &app.node.store;
@@ -405,12 +430,7 @@ async fn the_account_forms_have_per_address_and_per_email_budgets_and_links_per_
     let app = spawn_signup(SignupMode::Open, Some(&sink)).await;
     let browser = Browser::new(&app);
     let email = "limited@startup.test";
-    assert_eq!(sign_up(&browser, email, PASSWORD).await.status, 200);
-    let link = sink
-        .wait_for(email, 1)
-        .await
-        .link_token("/dashboard/verify");
-    assert_eq!(verify(&browser, &link).await.status, 303);
+    sign_up_and_verify(&browser, &sink, email).await;
     // Five per minute for one (email, address), the sign-up's included: the sixth is refused;
     // another email goes on.
     let mut statuses = Vec::new();
@@ -527,15 +547,9 @@ async fn an_old_verification_link_never_sets_a_password_and_a_reset_spends_every
             .status,
         200
     );
-    let attackers = sink
-        .wait_for(victim, 1)
-        .await
-        .link_token("/dashboard/verify");
+    let attackers = verify_link(&sink, victim, 1).await;
     assert_eq!(sign_up(&browser, victim, PASSWORD).await.status, 200);
-    let victims = sink
-        .wait_for(victim, 2)
-        .await
-        .link_token("/dashboard/verify");
+    let victims = verify_link(&sink, victim, 2).await;
     assert_eq!(
         verify(&browser, &attackers).await.status,
         400,
@@ -559,13 +573,7 @@ async fn an_old_verification_link_never_sets_a_password_and_a_reset_spends_every
         .hash_sign_up_password("the attacker's password")
         .await
         .unwrap();
-    let late = app
-        .node
-        .store
-        .issue_link(&user.id, herald::tenants::LinkPurpose::Verify, &hash)
-        .await
-        .unwrap()
-        .expect("a link");
+    let late = issue_link(&app, &user.id, herald::tenants::LinkPurpose::Verify, &hash).await;
     assert_eq!(verify(&browser, &late).await.status, 400);
     let attacker = browser
         .attempt_sign_in(victim, "the attacker's password", "/dashboard/apps", &[])
@@ -582,22 +590,10 @@ async fn an_old_verification_link_never_sets_a_password_and_a_reset_spends_every
     clock.set_millis(clock.now_millis() + 3600 * 1000 + 1000);
     browser.sign_in(victim, PASSWORD).await;
     assert_eq!(forgot(&browser, victim).await.status, 200);
-    let first = sink
-        .wait_for(victim, 3)
-        .await
-        .link_token("/dashboard/reset");
+    let first = reset_link(&sink, victim, 3).await;
     assert_eq!(forgot(&browser, victim).await.status, 200);
-    let second = sink
-        .wait_for(victim, 4)
-        .await
-        .link_token("/dashboard/reset");
-    let pending = app
-        .node
-        .store
-        .issue_link(&user.id, herald::tenants::LinkPurpose::Verify, &hash)
-        .await
-        .unwrap()
-        .expect("a link");
+    let second = reset_link(&sink, victim, 4).await;
+    let pending = issue_link(&app, &user.id, herald::tenants::LinkPurpose::Verify, &hash).await;
     assert_eq!(
         reset(&browser, &second, "the victim's new password")
             .await
@@ -614,13 +610,7 @@ async fn an_old_verification_link_never_sets_a_password_and_a_reset_spends_every
 
     // A password change (account page or CLI: Store::set_password) spends them too (the
     // store directly: this address's form budget for the minute is spent).
-    let kept = app
-        .node
-        .store
-        .issue_link(&user.id, herald::tenants::LinkPurpose::Reset, "")
-        .await
-        .unwrap()
-        .expect("a link");
+    let kept = issue_link(&app, &user.id, herald::tenants::LinkPurpose::Reset, "").await;
     app.node
         .store
         .set_password(victim, "changed on the account page")
@@ -655,13 +645,7 @@ async fn the_operator_is_never_reset_by_email_and_closed_stops_earlier_sign_ups(
         .await
         .unwrap()
         .unwrap();
-    let link = app
-        .node
-        .store
-        .issue_link(&operator.id, herald::tenants::LinkPurpose::Reset, "")
-        .await
-        .unwrap()
-        .expect("a link");
+    let link = issue_link(&app, &operator.id, herald::tenants::LinkPurpose::Reset, "").await;
     assert_eq!(
         reset(&browser, &link, "a takeover password").await.status,
         400
@@ -695,13 +679,7 @@ async fn the_operator_is_never_reset_by_email_and_closed_stops_earlier_sign_ups(
         sink.to(email).is_empty(),
         "no reset link for a dormant sign-up"
     );
-    let link = closed
-        .node
-        .store
-        .issue_link(&user.id, herald::tenants::LinkPurpose::Reset, "")
-        .await
-        .unwrap()
-        .expect("a link");
+    let link = issue_link(&closed, &user.id, herald::tenants::LinkPurpose::Reset, "").await;
     assert_eq!(reset(&browser, &link, "a new password 1").await.status, 400);
     let (_, verified) = closed
         .node
@@ -781,10 +759,7 @@ async fn an_unverified_sign_up_is_deleted_with_its_tenant_after_its_link_expires
         200
     );
     jobs_done(&app, 2).await;
-    let kept = sink
-        .wait_for("kept@startup.test", 1)
-        .await
-        .link_token("/dashboard/verify");
+    let kept = verify_link(&sink, "kept@startup.test", 1).await;
     assert_eq!(verify(&browser, &kept).await.status, 303);
     assert_eq!(
         store.list_tenants().await.unwrap().len(),
@@ -816,10 +791,7 @@ async fn an_unverified_sign_up_is_deleted_with_its_tenant_after_its_link_expires
             .status,
         200
     );
-    let fresh = sink
-        .wait_for("dormant@startup.test", 2)
-        .await
-        .link_token("/dashboard/verify");
+    let fresh = verify_link(&sink, "dormant@startup.test", 2).await;
     assert_eq!(verify(&browser, &fresh).await.status, 303);
 }
 

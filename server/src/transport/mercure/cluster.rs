@@ -28,12 +28,10 @@ use crate::cluster::message::{
 };
 use crate::cluster::Cluster;
 use crate::hub::{Connection, Queued};
-use crate::locks::MutexExt;
 use crate::protocol::mercure::Selector;
 
 use super::registry::{
     pusher_update, wants, AppMercure, Hubs, Resume, Subscribed, Update, MAX_REPLAY,
-    REPLAYS_PER_SECOND,
 };
 use super::subscriptions::Subscriber;
 
@@ -336,22 +334,8 @@ impl AppMercure {
         // Updates up to the last entry read may still be on their way on the bus.
         subscription.seen = after;
         let conn = subscription.conn.clone();
-        let mut replays = self.replays.lock_or_recover();
-        let allowed = MAX_REPLAY.min(replays.left(REPLAYS_PER_SECOND));
-        let mut replayed = 0;
-        let mut cut = pending.overflowed || deaf;
-        for update in replay.iter().filter(|u| subscription.wants(u)) {
-            if replayed == allowed {
-                cut = true;
-                break;
-            }
-            if conn.outbox().enqueue(&update.event) == Queued::No {
-                break;
-            }
-            replayed += 1;
-        }
-        replays.spend(replayed);
-        drop(replays);
+        let (replayed, cut_short) = self.replay(&conn, subscription, &replay);
+        let cut = pending.overflowed || deaf || cut_short;
         let mut live = 0;
         if !cut {
             for (entry, update) in pending.buffered {
@@ -397,6 +381,23 @@ mod tests {
         ))
     }
 
+    /// A pending subscription to topic `t` on `app`, of a connection with `capacity` in its
+    /// outbox: the connection, its outbox's receiver and the subscription's id.
+    fn pending(
+        app: &AppMercure,
+        capacity: usize,
+    ) -> (Arc<Connection>, crate::hub::DetachedOutbox, u64) {
+        let (conn, rx) = Connection::new(SocketId::new(1, 1), capacity);
+        let subscriber = Subscriber {
+            id: "urn:uuid:0".into(),
+            selectors: Vec::new(),
+        };
+        let selectors = vec![Selector::Exact("t".into())];
+        let subscription = app.subscription(&conn, selectors, Vec::new(), subscriber, true);
+        let id = app.register(app.lock(), subscription);
+        (conn, rx, id)
+    }
+
     fn received(rx: &mut crate::hub::DetachedOutbox) -> Vec<String> {
         let mut ids = Vec::new();
         while let Some(event) = rx.try_recv() {
@@ -417,14 +418,7 @@ mod tests {
         let app_hub = Arc::new(AppHub::new("1", None));
         let hubs = Hubs::new(1 << 20);
         let app = hubs.app("1", &app_hub);
-        let (conn, mut rx) = Connection::new(SocketId::new(1, 1), 64);
-        let subscriber = Subscriber {
-            id: "urn:uuid:0".into(),
-            selectors: Vec::new(),
-        };
-        let selectors = vec![Selector::Exact("t".into())];
-        let subscription = app.subscription(&conn, selectors, Vec::new(), subscriber, true);
-        let id = app.register(app.lock(), subscription);
+        let (_conn, mut rx, id) = pending(&app, 64);
         // Heard while pending: entries 2 and 3 (2 the read also saw), held, not sent.
         assert_eq!(
             app.deliver_entry(update("u2"), true, Some(EntryId(2, 0))),
@@ -461,14 +455,7 @@ mod tests {
         let app_hub = Arc::new(AppHub::new("1", None));
         let hubs = Hubs::new(1 << 24);
         let app = hubs.app("1", &app_hub);
-        let (conn, _rx) = Connection::new(SocketId::new(1, 1), 4096);
-        let subscriber = Subscriber {
-            id: "urn:uuid:0".into(),
-            selectors: Vec::new(),
-        };
-        let selectors = vec![Selector::Exact("t".into())];
-        let subscription = app.subscription(&conn, selectors, Vec::new(), subscriber, true);
-        let id = app.register(app.lock(), subscription);
+        let (_conn, _rx, id) = pending(&app, 4096);
         for n in 0..=super::super::registry::PENDING_MAX as u64 {
             app.deliver_entry(update(&format!("u{n}")), false, Some(EntryId(n + 1, 0)));
         }
@@ -512,14 +499,7 @@ mod tests {
         let app_hub = Arc::new(AppHub::new("1", None));
         let hubs = Hubs::new(1 << 20);
         let app = hubs.app("1", &app_hub);
-        let (conn, mut rx) = Connection::new(SocketId::new(1, 1), 64);
-        let subscriber = Subscriber {
-            id: "urn:uuid:0".into(),
-            selectors: Vec::new(),
-        };
-        let selectors = vec![Selector::Exact("t".into())];
-        let subscription = app.subscription(&conn, selectors, Vec::new(), subscriber, true);
-        let id = app.register(app.lock(), subscription);
+        let (_conn, mut rx, id) = pending(&app, 64);
         let missed = Missed {
             found: true,
             last: EntryId(1, 0),

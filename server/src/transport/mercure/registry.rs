@@ -112,13 +112,7 @@ impl Update {
         data: &str,
     ) -> Update {
         let event = format_event(&id, event_type, retry, data);
-        Update {
-            id,
-            topics,
-            private,
-            event,
-            at: Instant::now(),
-        }
+        Update::formatted(id, topics, private, event)
     }
 
     /// An update as another node formatted it (heard from the cluster's bus or read from the
@@ -546,22 +540,7 @@ impl AppMercure {
         state.history.trim(limits, Instant::now(), &self.pool);
         let (missed, resume_point) = state.history.since(resume);
         let subscription = self.subscription(conn, selectors, readable, subscriber, false);
-        let mut replayed = 0;
-        let mut cut = false;
-        let mut replays = self.replays.lock_or_recover();
-        let allowed = MAX_REPLAY.min(replays.left(REPLAYS_PER_SECOND));
-        for update in missed.iter().filter(|u| subscription.wants(u)) {
-            if replayed == allowed {
-                cut = true;
-                break;
-            }
-            if conn.outbox().enqueue(&update.event) == Queued::No {
-                break;
-            }
-            replayed += 1;
-        }
-        replays.spend(replayed);
-        drop(replays);
+        let (replayed, cut) = self.replay(conn, &subscription, &missed);
         if cut {
             return Subscribed {
                 id: None,
@@ -575,6 +554,34 @@ impl AppMercure {
             replayed,
             resume_point,
         }
+    }
+
+    /// Queues in `conn`'s outbox the updates of `missed` that `subscription` wants, within
+    /// [`MAX_REPLAY`] and the app's replay budget (spent by what is queued): how many were
+    /// queued, and whether a bound cut the replay (the stream then ends after them). A full
+    /// outbox stops the replay without a cut (the connection is being closed).
+    pub(super) fn replay(
+        &self,
+        conn: &Connection,
+        subscription: &Subscription,
+        missed: &[Arc<Update>],
+    ) -> (usize, bool) {
+        let mut replays = self.replays.lock_or_recover();
+        let allowed = MAX_REPLAY.min(replays.left(REPLAYS_PER_SECOND));
+        let mut replayed = 0;
+        let mut cut = false;
+        for update in missed.iter().filter(|u| subscription.wants(u)) {
+            if replayed == allowed {
+                cut = true;
+                break;
+            }
+            if conn.outbox().enqueue(&update.event) == Queued::No {
+                break;
+            }
+            replayed += 1;
+        }
+        replays.spend(replayed);
+        (replayed, cut)
     }
 
     /// This node's history after `resume` (trimmed first), and the resume point to announce.
