@@ -92,7 +92,7 @@ fn message(status: StatusCode, title: &'static str, error: &str, notice: &str) -
     )
 }
 
-fn too_many(refused: TooMany) -> Response {
+pub(super) fn too_many(refused: TooMany) -> Response {
     let mut response = error_page(
         StatusCode::TOO_MANY_REQUESTS,
         "Too many attempts",
@@ -104,7 +104,7 @@ fn too_many(refused: TooMany) -> Response {
     response
 }
 
-fn busy() -> Response {
+pub(super) fn busy() -> Response {
     let mut response = error_page(
         StatusCode::TOO_MANY_REQUESTS,
         "Busy",
@@ -118,7 +118,7 @@ fn busy() -> Response {
 
 /// A signed-out form, read once the address's budget allows it and checked against the login
 /// CSRF cookie: the form, the client's address, and whether the request came over TLS.
-async fn public_form<P: AdminPort>(
+pub(super) async fn public_form<P: AdminPort>(
     dash: &Shared<P>,
     peer: Option<IpAddr>,
     request: Request,

@@ -8,6 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::sessions::session_key;
+use super::signup::PUBLIC_HASH_WAIT;
 use super::users::{check_password, hash_password, normalise_email, user_from_row, USER_COLUMNS};
 use super::{fresh_id, Conflict, Permission, Scoped, Store, StoreError, User, UserRole};
 
@@ -210,8 +211,19 @@ impl Store {
         let invitation = self.invitation(token).await?.ok_or_else(|| {
             StoreError::Invalid("this invitation is unknown, used or expired".into())
         })?;
+        // An invitation whose email has become an account can never be used: delete it now,
+        // before any hash, so that its token is not a replayable argon2 lever.
+        if self.email_taken(&invitation.email).await? {
+            self.drop_invitation(token).await?;
+            return Err(StoreError::Invalid(
+                "this invitation is unknown, used or expired".into(),
+            ));
+        }
         check_password(password)?;
-        let hash = hash_password(password).await?;
+        // An anonymous form's hash: a bounded wait for a permit, shed with Busy past it.
+        let hash = tokio::time::timeout(PUBLIC_HASH_WAIT, hash_password(password))
+            .await
+            .map_err(|_| StoreError::Busy)??;
         let mut tx = self.write_tx().await?;
         // Single use: whoever deletes the row first creates the user.
         let consumed =
@@ -230,7 +242,11 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         if taken.is_some() {
-            return Err(Conflict::EmailTaken(invitation.email.clone()).into());
+            // Taken meanwhile: keep the invitation deleted (commit), it can never be used.
+            tx.commit().await?;
+            return Err(StoreError::Invalid(
+                "this invitation is unknown, used or expired".into(),
+            ));
         }
         let id = fresh_id(&mut tx, "users", 10_000..100_000_000).await?;
         sqlx::query(
@@ -252,6 +268,24 @@ impl Store {
         let user = user_from_row(&row)?;
         tx.commit().await?;
         Ok((invitation, user))
+    }
+}
+
+impl Store {
+    async fn email_taken(&self, email: &str) -> Result<bool, StoreError> {
+        let taken = sqlx::query("SELECT id FROM users WHERE email = $1")
+            .bind(email.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    async fn drop_invitation(&self, token: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM invitations WHERE token_hash = $1")
+            .bind(session_key(token))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 
