@@ -94,21 +94,26 @@ impl Store {
             .bind(email.clone())
             .execute(&mut *tx)
             .await?;
-        let counts = sqlx::query(
-            "SELECT COUNT(*) AS pending, \
-             COALESCE(SUM(CASE WHEN created_at > $2 THEN 1 ELSE 0 END), 0) AS recent \
-             FROM invitations WHERE tenant_id = $1",
-        )
-        .bind(tenant_id.to_owned())
-        .bind(now - 3600)
-        .fetch_one(&mut *tx)
-        .await?;
-        if counts.try_get::<i64, _>("pending")? >= MAX_PENDING_INVITATIONS {
+        let pending = sqlx::query("SELECT COUNT(*) AS n FROM invitations WHERE tenant_id = $1")
+            .bind(tenant_id.to_owned())
+            .fetch_one(&mut *tx)
+            .await?;
+        // The hourly cap counts every invitation created (resends, revoked and accepted ones
+        // too) from a log that deleting an invitation does not shrink.
+        sqlx::query("DELETE FROM invitation_sends WHERE sent_at <= $1")
+            .bind(now - 3600)
+            .execute(&mut *tx)
+            .await?;
+        let recent = sqlx::query("SELECT COUNT(*) AS n FROM invitation_sends WHERE tenant_id = $1")
+            .bind(tenant_id.to_owned())
+            .fetch_one(&mut *tx)
+            .await?;
+        if pending.try_get::<i64, _>("n")? >= MAX_PENDING_INVITATIONS {
             return Err(StoreError::Invalid(format!(
                 "a tenant may have at most {MAX_PENDING_INVITATIONS} pending invitations: revoke some first"
             )));
         }
-        if counts.try_get::<i64, _>("recent")? >= MAX_INVITATIONS_PER_HOUR {
+        if recent.try_get::<i64, _>("n")? >= MAX_INVITATIONS_PER_HOUR {
             return Err(StoreError::Invalid(format!(
                 "at most {MAX_INVITATIONS_PER_HOUR} invitations an hour: try again later"
             )));
@@ -141,6 +146,11 @@ impl Store {
         .bind(invitation.expires_at)
         .execute(&mut *tx)
         .await?;
+        sqlx::query("INSERT INTO invitation_sends (tenant_id, sent_at) VALUES ($1, $2)")
+            .bind(tenant_id.to_owned())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok((invitation, token))
     }

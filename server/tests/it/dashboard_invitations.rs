@@ -304,3 +304,48 @@ async fn the_join_form_is_guarded_like_the_sign_in() {
     assert!(statuses[..5].iter().all(|s| *s == 400), "{statuses:?}");
     assert_eq!(statuses[7], 429, "{statuses:?}");
 }
+
+#[tokio::test]
+async fn resends_and_revoked_invitations_count_toward_the_hourly_cap() {
+    let app = spawn_dashboard().await;
+    let store = &app.node.store;
+    let acme = store.create_tenant("Acme").await.unwrap();
+    let t = acme.id.clone();
+    // Resending one invitation again and again: each is an email, each counts.
+    let mut sent = 0;
+    let refused = loop {
+        match store
+            .create_invitation(&t, "victim@else.test", UserRole::Viewer, "a")
+            .await
+        {
+            Ok(_) => sent += 1,
+            Err(e) => break e.to_string(),
+        }
+        assert!(sent <= 30, "resends are not capped");
+    };
+    assert_eq!(sent, 30, "{refused}");
+    assert!(refused.contains("an hour"), "{refused}");
+    assert_eq!(store.list_invitations(&t).await.unwrap().len(), 1);
+
+    // Invite then revoke, on another tenant: revoked invitations still count.
+    let other = store.create_tenant("Other").await.unwrap();
+    let mut sent = 0;
+    let refused = loop {
+        match store
+            .create_invitation(&other.id, &format!("v{sent}@else.test"), UserRole::Viewer, "a")
+            .await
+        {
+            Ok((invitation, _)) => {
+                sent += 1;
+                store
+                    .revoke_invitation(&other.id, &invitation.id)
+                    .await
+                    .unwrap();
+            }
+            Err(e) => break e.to_string(),
+        }
+        assert!(sent <= 30, "invite + revoke is not capped");
+    };
+    assert_eq!(sent, 30, "{refused}");
+    assert!(store.list_invitations(&other.id).await.unwrap().is_empty());
+}
