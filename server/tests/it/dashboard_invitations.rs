@@ -119,7 +119,9 @@ async fn an_invited_member_joins_once_with_the_invited_role() {
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("new@acme.test") && page.body.contains("developer"));
     // The form carries the login CSRF double submit, like the sign-in's.
-    let csrf = page.cookie("herald_login_csrf").expect("a login CSRF cookie");
+    let csrf = page
+        .cookie("herald_login_csrf")
+        .expect("a login CSRF cookie");
     let csrf_cookie = format!("herald_login_csrf={csrf}");
     let csrf_cookie = Some(csrf_cookie.as_str());
     // The password rules of sign-up: too short, or differing confirmation, is refused.
@@ -242,7 +244,9 @@ async fn join_form(browser: &Browser<'_>, token: &str, password: &str) -> (Strin
         .get(None, &format!("/dashboard/join?token={token}"))
         .await;
     assert_eq!(page.status, 200, "{}", page.body);
-    let csrf = page.cookie("herald_login_csrf").expect("a login CSRF cookie");
+    let csrf = page
+        .cookie("herald_login_csrf")
+        .expect("a login CSRF cookie");
     let form = vec![
         ("token", token.to_owned()),
         ("csrf", csrf.clone()),
@@ -287,7 +291,11 @@ async fn the_join_form_is_guarded_like_the_sign_in() {
     assert_eq!(page.status, 404, "{}", page.body);
     assert!(store.invitation(&token).await.unwrap().is_none());
     assert!(store.list_invitations(&t).await.unwrap().is_empty());
-    let user = store.user_by_email("csrf@acme.test").await.unwrap().unwrap();
+    let user = store
+        .user_by_email("csrf@acme.test")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(user.role, UserRole::Viewer, "the account is untouched");
 
     // The (invited email, address) budget bounds the tries of one live token from one address.
@@ -299,7 +307,12 @@ async fn the_join_form_is_guarded_like_the_sign_in() {
     form[3].1 = "does not match".into();
     let mut statuses = Vec::new();
     for _ in 0..8 {
-        statuses.push(browser.post(Some(&cookie), "/dashboard/join", &form).await.status);
+        statuses.push(
+            browser
+                .post(Some(&cookie), "/dashboard/join", &form)
+                .await
+                .status,
+        );
     }
     assert!(statuses[..5].iter().all(|s| *s == 400), "{statuses:?}");
     assert_eq!(statuses[7], 429, "{statuses:?}");
@@ -332,7 +345,12 @@ async fn resends_and_revoked_invitations_count_toward_the_hourly_cap() {
     let mut sent = 0;
     let refused = loop {
         match store
-            .create_invitation(&other.id, &format!("v{sent}@else.test"), UserRole::Viewer, "a")
+            .create_invitation(
+                &other.id,
+                &format!("v{sent}@else.test"),
+                UserRole::Viewer,
+                "a",
+            )
             .await
         {
             Ok((invitation, _)) => {
