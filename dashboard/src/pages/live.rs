@@ -46,6 +46,7 @@ pub(super) async fn live_events<P: AdminPort>(
     let receiver = dash.port.tap(&ctx.admin, &id).await?;
     let port = dash.port.clone();
     let admin = ctx.admin.clone();
+    let dash = dash.clone();
     let stream = BroadcastStream::new(receiver).filter_map(move |item| {
         // Each line's node as this admin may see it.
         let item = item.map(|mut event| {
@@ -66,5 +67,33 @@ pub(super) async fn live_events<P: AdminPort>(
             }
         }
     });
+    // The stream lasts only as long as the session that opened it (and its access to the app):
+    // re-checked every few seconds, it ends once the member is signed out, removed, demoted
+    // out of the app, or their password changed.
+    let ended = session_ended(dash, ctx.token.clone(), id);
+    let stream = stream.take_until(Box::pin(ended));
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// How often an open console stream re-checks its session.
+pub(crate) const SESSION_RECHECK: Duration = Duration::from_secs(3);
+
+/// Resolves once the session of `token` no longer stands (gone, a new credential generation)
+/// or no longer reaches app `id`. A store that cannot be reached ends the stream too.
+async fn session_ended<P: AdminPort>(dash: Shared<P>, token: String, id: String) {
+    let mut every = tokio::time::interval(SESSION_RECHECK);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let Ok(Some(session)) = dash.port.session(&token).await else {
+            return;
+        };
+        let admin = match dash.port.admin(&session.user_id).await {
+            Ok(Some(admin)) if admin.generation == session.generation => admin,
+            _ => return,
+        };
+        if dash.port.app(&admin, &id).await.is_err() {
+            return;
+        }
+    }
 }

@@ -130,7 +130,7 @@ fn link_page<P: AdminPort>(
     )
 }
 
-fn too_many(refused: TooMany) -> Response {
+pub(super) fn too_many(refused: TooMany) -> Response {
     let mut response = error_page(
         StatusCode::TOO_MANY_REQUESTS,
         "Too many attempts",
@@ -144,7 +144,7 @@ fn too_many(refused: TooMany) -> Response {
 
 /// A signed-out form, read once the address's budget allows it and checked against the login
 /// CSRF cookie: the form, the client's address, and whether the request came over TLS.
-async fn public_form<P: AdminPort>(
+pub(super) async fn public_form<P: AdminPort>(
     dash: &Shared<P>,
     peer: Option<IpAddr>,
     request: Request,

@@ -151,16 +151,20 @@ pub(crate) fn update_entries(before: &App, after: &App) -> Vec<(&'static str, Va
     .collect()
 }
 
-/// A URL without what may be a credential: its user info and its query.
-pub(crate) fn without_credentials(url: &str) -> String {
+/// A URL without anything that may be a credential: its scheme and host (and port) only, the
+/// path masked (`https://hooks.example.com/…`), no user info, query or fragment. Many receivers
+/// carry their secret in the path (`/services/T../B../<secret>`, `/webhooks/<id>/<token>`).
+pub(crate) fn masked_url(url: &str) -> String {
     let url = url.split(['?', '#']).next().unwrap_or("");
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            format!("{scheme}://{host}{path}")
-        }
-        None => url.to_owned(),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "…".to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if path.trim_matches('/').is_empty() {
+        format!("{scheme}://{host}")
+    } else {
+        format!("{scheme}://{host}/…")
     }
 }
 
@@ -174,7 +178,7 @@ pub(super) fn webhook_details(form: &WebhookForm) -> Value {
         .filter(|n| !n.is_empty())
         .collect();
     json!({
-        "url": without_credentials(&form.url),
+        "url": masked_url(&form.url),
         "events": form.events,
         "prefix": form.prefix,
         "header_names": names,

@@ -817,7 +817,12 @@ impl AdminPort for AdminApi {
                         })
                         .collect(),
                     id: h.id,
-                    url: h.url,
+                    // The URL may carry the receiver's credential (user info, path, query).
+                    url: if secrets {
+                        h.url
+                    } else {
+                        audit::masked_url(&h.url)
+                    },
                     prefix: h.channel_prefix,
                 })
                 .collect(),

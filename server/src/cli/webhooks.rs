@@ -124,7 +124,7 @@ pub(super) async fn run(cx: Context, command: WebhooksCommand) -> Outcome {
                 .await?;
             let app = store.get_app(&hook.app_id).await?;
             let details = json!({
-                "url": crate::admin::audit::without_credentials(&hook.url),
+                "url": crate::admin::audit::masked_url(&hook.url),
                 "events": hook.events.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
                 "prefix": hook.channel_prefix,
                 "header_names": hook.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),

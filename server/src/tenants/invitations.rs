@@ -8,6 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::sessions::session_key;
+use super::signup::PUBLIC_HASH_WAIT;
 use super::users::{check_password, hash_password, normalise_email, user_from_row, USER_COLUMNS};
 use super::{fresh_id, Conflict, Permission, Scoped, Store, StoreError, User, UserRole};
 
@@ -93,21 +94,26 @@ impl Store {
             .bind(email.clone())
             .execute(&mut *tx)
             .await?;
-        let counts = sqlx::query(
-            "SELECT COUNT(*) AS pending, \
-             COALESCE(SUM(CASE WHEN created_at > $2 THEN 1 ELSE 0 END), 0) AS recent \
-             FROM invitations WHERE tenant_id = $1",
-        )
-        .bind(tenant_id.to_owned())
-        .bind(now - 3600)
-        .fetch_one(&mut *tx)
-        .await?;
-        if counts.try_get::<i64, _>("pending")? >= MAX_PENDING_INVITATIONS {
+        let pending = sqlx::query("SELECT COUNT(*) AS n FROM invitations WHERE tenant_id = $1")
+            .bind(tenant_id.to_owned())
+            .fetch_one(&mut *tx)
+            .await?;
+        // The hourly cap counts every invitation created (resends, revoked and accepted ones
+        // too) from a log that deleting an invitation does not shrink.
+        sqlx::query("DELETE FROM invitation_sends WHERE sent_at <= $1")
+            .bind(now - 3600)
+            .execute(&mut *tx)
+            .await?;
+        let recent = sqlx::query("SELECT COUNT(*) AS n FROM invitation_sends WHERE tenant_id = $1")
+            .bind(tenant_id.to_owned())
+            .fetch_one(&mut *tx)
+            .await?;
+        if pending.try_get::<i64, _>("n")? >= MAX_PENDING_INVITATIONS {
             return Err(StoreError::Invalid(format!(
                 "a tenant may have at most {MAX_PENDING_INVITATIONS} pending invitations: revoke some first"
             )));
         }
-        if counts.try_get::<i64, _>("recent")? >= MAX_INVITATIONS_PER_HOUR {
+        if recent.try_get::<i64, _>("n")? >= MAX_INVITATIONS_PER_HOUR {
             return Err(StoreError::Invalid(format!(
                 "at most {MAX_INVITATIONS_PER_HOUR} invitations an hour: try again later"
             )));
@@ -140,6 +146,11 @@ impl Store {
         .bind(invitation.expires_at)
         .execute(&mut *tx)
         .await?;
+        sqlx::query("INSERT INTO invitation_sends (tenant_id, sent_at) VALUES ($1, $2)")
+            .bind(tenant_id.to_owned())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok((invitation, token))
     }
@@ -210,8 +221,19 @@ impl Store {
         let invitation = self.invitation(token).await?.ok_or_else(|| {
             StoreError::Invalid("this invitation is unknown, used or expired".into())
         })?;
+        // An invitation whose email has become an account can never be used: delete it now,
+        // before any hash, so that its token is not a replayable argon2 lever.
+        if self.email_taken(&invitation.email).await? {
+            self.drop_invitation(token).await?;
+            return Err(StoreError::Invalid(
+                "this invitation is unknown, used or expired".into(),
+            ));
+        }
         check_password(password)?;
-        let hash = hash_password(password).await?;
+        // An anonymous form's hash: a bounded wait for a permit, shed with Busy past it.
+        let hash = tokio::time::timeout(PUBLIC_HASH_WAIT, hash_password(password))
+            .await
+            .map_err(|_| StoreError::Busy)??;
         let mut tx = self.write_tx().await?;
         // Single use: whoever deletes the row first creates the user.
         let consumed =
@@ -230,7 +252,11 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         if taken.is_some() {
-            return Err(Conflict::EmailTaken(invitation.email.clone()).into());
+            // Taken meanwhile: keep the invitation deleted (commit), it can never be used.
+            tx.commit().await?;
+            return Err(StoreError::Invalid(
+                "this invitation is unknown, used or expired".into(),
+            ));
         }
         let id = fresh_id(&mut tx, "users", 10_000..100_000_000).await?;
         sqlx::query(
@@ -252,6 +278,24 @@ impl Store {
         let user = user_from_row(&row)?;
         tx.commit().await?;
         Ok((invitation, user))
+    }
+}
+
+impl Store {
+    async fn email_taken(&self, email: &str) -> Result<bool, StoreError> {
+        let taken = sqlx::query("SELECT id FROM users WHERE email = $1")
+            .bind(email.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    async fn drop_invitation(&self, token: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM invitations WHERE token_hash = $1")
+            .bind(session_key(token))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

@@ -84,6 +84,21 @@ impl Store {
                 .bind(user_id.to_owned())
                 .execute(&mut *tx)
                 .await?;
+            // The invitations they sent that their new standing could not send (all of them
+            // on removal) stop working: an invitation never outlives its inviter's authority.
+            for invited in UserRole::TENANT_ROLES {
+                if role.is_some_and(|new| new.may_assign(invited)) {
+                    continue;
+                }
+                sqlx::query(
+                    "DELETE FROM invitations WHERE tenant_id = $1 AND invited_by = $2 AND role = $3",
+                )
+                .bind(tenant_id.to_owned())
+                .bind(member.email.clone())
+                .bind(invited.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         match role {
             Some(new) => {

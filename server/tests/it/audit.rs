@@ -12,6 +12,8 @@ use crate::helpers::*;
 
 const PASSWORD: &str = "member password 1";
 const HOOK_TOKEN: &str = "receiver-token-value";
+/// A receiver's credential in a webhook URL's path (Slack and Discord style).
+const HOOK_PATH_SECRET: &str = "T0001/B0002/path-secret-value";
 
 async fn entries(app: &TestApp, tenant: &str) -> Vec<AuditEntry> {
     app.node
@@ -206,11 +208,16 @@ async fn every_dashboard_action_writes_exactly_its_entry_and_no_secret() {
         vec![row(owner, "key.revoked", &id, json!({"key": created.key}))]
     );
 
-    let hook_url = "http://127.0.0.1:9/hook";
+    // Only scheme, host and a masked path are kept: no path secret, no query (user info is
+    // refused when the webhook is saved).
+    let hook_url = "http://127.0.0.1:9/…";
     post(
         format!("{base}/webhooks"),
         vec![
-            ("url", format!("http://127.0.0.1:9/hook?token={HOOK_TOKEN}")),
+            (
+                "url",
+                format!("http://127.0.0.1:9/hook/{HOOK_PATH_SECRET}?token={HOOK_TOKEN}"),
+            ),
             ("events", "channel_occupied".into()),
             ("headers", format!("X-Webhook-Token: {HOOK_TOKEN}")),
         ],
@@ -240,7 +247,7 @@ async fn every_dashboard_action_writes_exactly_its_entry_and_no_secret() {
     post(
         format!("{base}/webhooks/{hook}"),
         vec![
-            ("url", hook_url.into()),
+            ("url", format!("http://127.0.0.1:9/hook/{HOOK_PATH_SECRET}")),
             ("events", "member_added".into()),
             ("prefix", "p-".into()),
         ],
@@ -332,6 +339,7 @@ async fn every_dashboard_action_writes_exactly_its_entry_and_no_secret() {
         PASSWORD,
         "wrong password 1",
         HOOK_TOKEN,
+        "path-secret-value",
     ] {
         assert!(!all.contains(secret), "{secret} in {all}");
     }
@@ -523,4 +531,50 @@ async fn the_cli_audits_its_changes_and_prints_json_lines() {
     let plain = stdout(&plain);
     assert_eq!(plain.lines().count(), 1, "{plain}");
     assert!(plain.contains("\tcli\tkey.rotated\t"), "{plain}");
+}
+
+#[tokio::test]
+async fn viewers_see_webhook_urls_without_their_credentials() {
+    let app = spawn_dashboard().await;
+    let browser = Browser::new(&app);
+    let store = &app.node.store;
+    let acme = store.create_tenant("Acme").await.unwrap();
+    let ours = store
+        .create_app(herald::tenants::NewApp {
+            name: "Acme chat".into(),
+            tenant_id: Some(acme.id.clone()),
+            plan: Some("sandbox".into()),
+            ..herald::tenants::NewApp::default()
+        })
+        .await
+        .unwrap();
+    let url = format!("http://127.0.0.1:9/hook/{HOOK_PATH_SECRET}?token={HOOK_TOKEN}");
+    store
+        .create_webhook(NewWebhook {
+            app_id: ours.id.clone(),
+            url: url.clone(),
+            events: vec!["channel_occupied".into()],
+            channel_prefix: None,
+            headers: vec![],
+        })
+        .await
+        .unwrap();
+    for role in [UserRole::Viewer, UserRole::Developer] {
+        store
+            .create_user(&format!("{role}@acme.test"), PASSWORD, role, Some(&acme.id))
+            .await
+            .unwrap();
+    }
+    let path = format!("/dashboard/apps/{}/webhooks", ours.id);
+    let viewer = browser.sign_in("viewer@acme.test", PASSWORD).await;
+    let page = browser.get(Some(&viewer.cookie), &path).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("http://127.0.0.1:9/…"), "{}", page.body);
+    for secret in ["path-secret-value", HOOK_TOKEN] {
+        assert!(!page.body.contains(secret), "{secret} shown to a viewer");
+    }
+    // A role that may reveal secrets (and edit the endpoint) sees the whole URL.
+    let developer = browser.sign_in("developer@acme.test", PASSWORD).await;
+    let page = browser.get(Some(&developer.cookie), &path).await;
+    assert!(page.body.contains("path-secret-value"), "{}", page.body);
 }

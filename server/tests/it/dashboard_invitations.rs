@@ -118,21 +118,28 @@ async fn an_invited_member_joins_once_with_the_invited_role() {
         .await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("new@acme.test") && page.body.contains("developer"));
+    // The form carries the login CSRF double submit, like the sign-in's.
+    let csrf = page
+        .cookie("herald_login_csrf")
+        .expect("a login CSRF cookie");
+    let csrf_cookie = format!("herald_login_csrf={csrf}");
+    let csrf_cookie = Some(csrf_cookie.as_str());
     // The password rules of sign-up: too short, or differing confirmation, is refused.
     let join = |password: &str, confirm: &str| {
         vec![
             ("token", token.clone()),
+            ("csrf", csrf.clone()),
             ("password", password.to_owned()),
             ("confirm", confirm.to_owned()),
         ]
     };
     let page = browser
-        .post(None, "/dashboard/join", &join("short", "short"))
+        .post(csrf_cookie, "/dashboard/join", &join("short", "short"))
         .await;
     assert_eq!(page.status, 400, "{}", page.body);
     let page = browser
         .post(
-            None,
+            csrf_cookie,
             "/dashboard/join",
             &join("long enough 1", "long enough 2"),
         )
@@ -146,7 +153,7 @@ async fn an_invited_member_joins_once_with_the_invited_role() {
     // Accepted: signed in, with the invited role, on the apps page.
     let page = browser
         .post(
-            None,
+            csrf_cookie,
             "/dashboard/join",
             &join("long enough 1", "long enough 1"),
         )
@@ -169,7 +176,7 @@ async fn an_invited_member_joins_once_with_the_invited_role() {
     // Single use.
     let again = browser
         .post(
-            None,
+            csrf_cookie,
             "/dashboard/join",
             &join("another one 1", "another one 1"),
         )
@@ -229,4 +236,134 @@ async fn invitations_are_bounded_per_tenant() {
     assert_eq!(n, 30, "{message}");
     assert!(message.contains("an hour"), "{message}");
     assert_eq!(store.list_invitations(&acme.id).await.unwrap().len(), 30);
+}
+
+/// The join page's CSRF cookie and a form for `token` with `password`.
+async fn join_form(browser: &Browser<'_>, token: &str, password: &str) -> (String, Form) {
+    let page = browser
+        .get(None, &format!("/dashboard/join?token={token}"))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = page
+        .cookie("herald_login_csrf")
+        .expect("a login CSRF cookie");
+    let form = vec![
+        ("token", token.to_owned()),
+        ("csrf", csrf.clone()),
+        ("password", password.to_owned()),
+        ("confirm", password.to_owned()),
+    ];
+    (format!("herald_login_csrf={csrf}"), form)
+}
+
+#[tokio::test]
+async fn the_join_form_is_guarded_like_the_sign_in() {
+    let app = spawn_dashboard().await;
+    let browser = Browser::new(&app);
+    let store = &app.node.store;
+    let acme = store.create_tenant("Acme").await.unwrap();
+    let t = acme.id.clone();
+    let (_, token) = store
+        .create_invitation(&t, "csrf@acme.test", UserRole::Admin, "o@acme.test")
+        .await
+        .unwrap();
+    let (cookie, form) = join_form(&browser, &token, PASSWORD).await;
+    // Login CSRF: no cookie, or a cookie that differs from the form's token, is refused and
+    // creates nothing (an attacker's page cannot sign a visitor into the attacker's account).
+    for bad in [None, Some("herald_login_csrf=0123456789abcdef")] {
+        let page = browser.post(bad, "/dashboard/join", &form).await;
+        page.assert_csrf_refused("join without the double submit");
+    }
+    assert!(store
+        .user_by_email("csrf@acme.test")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.invitation(&token).await.unwrap().is_some());
+
+    // An invitation whose email became an account meanwhile is deleted on its first use, before
+    // any hash, and refused as used (not replayable: the next try is a lookup that finds nothing).
+    store
+        .create_user("csrf@acme.test", PASSWORD, UserRole::Viewer, Some(&t))
+        .await
+        .unwrap();
+    let page = browser.post(Some(&cookie), "/dashboard/join", &form).await;
+    assert_eq!(page.status, 404, "{}", page.body);
+    assert!(store.invitation(&token).await.unwrap().is_none());
+    assert!(store.list_invitations(&t).await.unwrap().is_empty());
+    let user = store
+        .user_by_email("csrf@acme.test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.role, UserRole::Viewer, "the account is untouched");
+
+    // The (invited email, address) budget bounds the tries of one live token from one address.
+    let (_, token) = store
+        .create_invitation(&t, "budget@acme.test", UserRole::Viewer, "o@acme.test")
+        .await
+        .unwrap();
+    let (cookie, mut form) = join_form(&browser, &token, PASSWORD).await;
+    form[3].1 = "does not match".into();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(
+            browser
+                .post(Some(&cookie), "/dashboard/join", &form)
+                .await
+                .status,
+        );
+    }
+    assert!(statuses[..5].iter().all(|s| *s == 400), "{statuses:?}");
+    assert_eq!(statuses[7], 429, "{statuses:?}");
+}
+
+#[tokio::test]
+async fn resends_and_revoked_invitations_count_toward_the_hourly_cap() {
+    let app = spawn_dashboard().await;
+    let store = &app.node.store;
+    let acme = store.create_tenant("Acme").await.unwrap();
+    let t = acme.id.clone();
+    // Resending one invitation again and again: each is an email, each counts.
+    let mut sent = 0;
+    let refused = loop {
+        match store
+            .create_invitation(&t, "victim@else.test", UserRole::Viewer, "a")
+            .await
+        {
+            Ok(_) => sent += 1,
+            Err(e) => break e.to_string(),
+        }
+        assert!(sent <= 30, "resends are not capped");
+    };
+    assert_eq!(sent, 30, "{refused}");
+    assert!(refused.contains("an hour"), "{refused}");
+    assert_eq!(store.list_invitations(&t).await.unwrap().len(), 1);
+
+    // Invite then revoke, on another tenant: revoked invitations still count.
+    let other = store.create_tenant("Other").await.unwrap();
+    let mut sent = 0;
+    let refused = loop {
+        match store
+            .create_invitation(
+                &other.id,
+                &format!("v{sent}@else.test"),
+                UserRole::Viewer,
+                "a",
+            )
+            .await
+        {
+            Ok((invitation, _)) => {
+                sent += 1;
+                store
+                    .revoke_invitation(&other.id, &invitation.id)
+                    .await
+                    .unwrap();
+            }
+            Err(e) => break e.to_string(),
+        }
+        assert!(sent <= 30, "invite + revoke is not capped");
+    };
+    assert_eq!(sent, 30, "{refused}");
+    assert!(store.list_invitations(&other.id).await.unwrap().is_empty());
 }

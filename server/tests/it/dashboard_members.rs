@@ -224,3 +224,145 @@ async fn owners_and_admins_manage_members_and_lowered_or_removed_members_are_sig
         UserRole::Viewer
     );
 }
+
+#[tokio::test]
+async fn removing_or_demoting_a_member_revokes_the_invitations_they_could_no_longer_send() {
+    let app = spawn_dashboard().await;
+    let store = &app.node.store;
+    let acme = store.create_tenant("Acme").await.unwrap();
+    let t = acme.id.clone();
+    let mut ids = std::collections::HashMap::new();
+    for name in ["boss", "owner2", "admin1", "admin2"] {
+        let role = if name.starts_with("admin") {
+            UserRole::Admin
+        } else {
+            UserRole::Owner
+        };
+        let user = store
+            .create_user(&format!("{name}@acme.test"), PASSWORD, role, Some(&t))
+            .await
+            .unwrap();
+        ids.insert(name, user.id);
+    }
+    let invite = |by: &'static str, email: &'static str, role: UserRole| {
+        let t = t.clone();
+        async move {
+            store
+                .create_invitation(&t, email, role, &format!("{by}@acme.test"))
+                .await
+                .unwrap()
+                .1
+        }
+    };
+    let boss_admin = invite("boss", "x1@else.test", UserRole::Admin).await;
+    let o2_owner = invite("owner2", "x2@else.test", UserRole::Owner).await;
+    let o2_admin = invite("owner2", "x3@else.test", UserRole::Admin).await;
+    let a1_admin = invite("admin1", "x4@else.test", UserRole::Admin).await;
+    let a1_viewer = invite("admin1", "x5@else.test", UserRole::Viewer).await;
+    let a2_viewer = invite("admin2", "x6@else.test", UserRole::Viewer).await;
+    let live = |token: String| async move { store.invitation(&token).await.unwrap().is_some() };
+
+    // An owner demoted to admin: their owner invitation goes, their admin one stays.
+    store
+        .change_member(&t, &ids["owner2"], Some(UserRole::Admin))
+        .await
+        .unwrap();
+    assert!(!live(o2_owner).await);
+    assert!(live(o2_admin.clone()).await);
+    // An admin demoted to developer may invite no one: all of theirs go.
+    store
+        .change_member(&t, &ids["admin1"], Some(UserRole::Developer))
+        .await
+        .unwrap();
+    assert!(!live(a1_admin).await && !live(a1_viewer).await);
+    // A removed member's invitations all go, even a viewer's.
+    store.change_member(&t, &ids["admin2"], None).await.unwrap();
+    assert!(!live(a2_viewer).await);
+    // Others' invitations, and a raise, leave invitations alone.
+    store
+        .change_member(&t, &ids["owner2"], Some(UserRole::Owner))
+        .await
+        .unwrap();
+    assert!(live(boss_admin).await && live(o2_admin).await);
+    assert_eq!(store.list_invitations(&t).await.unwrap().len(), 2);
+}
+
+/// Reads `stream` until it ends (true) or `wait` passes (false).
+async fn ends_within(stream: &mut reqwest::Response, wait: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.chunk()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(_) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_removed_or_demoted_members_live_console_stream_ends() {
+    use std::time::Duration;
+    let app = spawn_dashboard().await;
+    let browser = Browser::new(&app);
+    let store = &app.node.store;
+    let acme = store.create_tenant("Acme").await.unwrap();
+    let ours = store
+        .create_app(herald::tenants::NewApp {
+            name: "Acme chat".into(),
+            tenant_id: Some(acme.id.clone()),
+            plan: Some("sandbox".into()),
+            ..herald::tenants::NewApp::default()
+        })
+        .await
+        .unwrap();
+    herald::startup::refresh_apps(&app.node).await.unwrap();
+    store
+        .create_user("owner@acme.test", PASSWORD, UserRole::Owner, Some(&acme.id))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for name in ["gone", "lowered"] {
+        let user = store
+            .create_user(
+                &format!("{name}@acme.test"),
+                PASSWORD,
+                UserRole::Admin,
+                Some(&acme.id),
+            )
+            .await
+            .unwrap();
+        ids.push(user.id);
+    }
+    let open = |email: &'static str| {
+        let (browser, app, id) = (&browser, &app, ours.id.clone());
+        async move {
+            let session = browser.sign_in(email, PASSWORD).await;
+            let stream = browser
+                .http
+                .get(app.url(&format!("/dashboard/apps/{id}/live/events")))
+                .header(reqwest::header::COOKIE, session.cookie.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(stream.status(), 200);
+            stream
+        }
+    };
+    let mut gone = open("gone@acme.test").await;
+    let mut lowered = open("lowered@acme.test").await;
+    // Open streams stay open while their sessions stand (longer than a re-check).
+    assert!(!ends_within(&mut gone, Duration::from_secs(4)).await);
+    store.change_member(&acme.id, &ids[0], None).await.unwrap();
+    store
+        .change_member(&acme.id, &ids[1], Some(UserRole::Viewer))
+        .await
+        .unwrap();
+    assert!(
+        ends_within(&mut gone, Duration::from_secs(10)).await,
+        "a removed member's stream ends"
+    );
+    assert!(
+        ends_within(&mut lowered, Duration::from_secs(10)).await,
+        "a demoted member's stream ends (their session is over)"
+    );
+}
