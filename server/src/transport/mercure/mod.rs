@@ -517,10 +517,13 @@ async fn publish_inner(
             // Redis's answer never came: the update may be delivered (under this id) or not.
             // Not delivered here too; the publisher retries with the same id.
             tracing::warn!(app_id = %app.id, %error, "a Mercure publish's outcome is unknown (503)");
+            // The id is named (also a generated one), so the retry can carry it.
             let mut response = text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the cluster did not confirm the update in time: it may or may not have been \
-                 delivered; retry with the same id",
+                format!(
+                    "the cluster did not confirm the update in time: it may or may not have been \
+                     delivered; retry with the same id: {id}"
+                ),
             );
             response
                 .headers_mut()
@@ -683,8 +686,17 @@ struct Opened {
 
 /// How many updates a subscriber's outbox holds: the node's outbox bound, and at least a whole
 /// replay.
+///
+/// In a cluster, a resuming subscriber goes live with its replay and the updates held while
+/// the history was read from Redis (at most [`registry::PENDING_MAX`]) queued at once: room for
+/// both, so going live never overflows the outbox it has just been given.
 fn stream_capacity(node: &SharedNode) -> usize {
-    node.settings.outbox_capacity.max(MAX_REPLAY + 64)
+    let held = if node.cluster.is_some() {
+        registry::PENDING_MAX
+    } else {
+        0
+    };
+    node.settings.outbox_capacity.max(MAX_REPLAY + held + 64)
 }
 
 /// Admits `plan`'s subscriber with `outbox` and registers it (its replay queued there): the
