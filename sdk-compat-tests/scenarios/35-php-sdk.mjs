@@ -441,12 +441,18 @@ scenario('php: webhook() in the PHP backend accepts the webhooks Herald sends (o
   const about = async () => (await events()).filter((event) => event.channel === room);
   // Both members removed and the channel vacated (about 3 s after the leave). Behind a cluster
   // the two members' removals come from their own nodes, so no order across them is asserted.
+  // On a timeout the message lists what did arrive for the room (and every request's path and
+  // status), so a failure in CI says which webhook was missing.
+  let lastSeen = [];
   const story = await eventually(async () => {
     await noRefusals();
     const seen = await about();
+    lastSeen = seen.map((event) => `${event.name}${event.user_id ? `:${event.user_id}` : ''}`);
     const removed = seen.filter((event) => event.name === 'member_removed').length;
     return removed >= 2 && seen.some((event) => event.name === 'channel_vacated') ? seen : null;
-  }, `member_removed twice and channel_vacated for ${room} through webhook()`, 20_000);
+  }, `member_removed twice and channel_vacated for ${room} through webhook()`, 20_000).catch((error) => {
+    throw new Error(`${error.message}; seen for the room: [${lastSeen.join(', ')}]`);
+  });
   const clientEvent = story.find((event) => event.name === 'client_event');
   assertDeepEqual(
     clientEvent && { ...clientEvent, data: JSON.parse(clientEvent.data) },
