@@ -190,6 +190,8 @@ try {
     console.error(`# --- herald output (last ${tail} lines) ---`);
     for (const line of target.log.slice(-tail)) console.error(`# ${line}`);
   }
+  // The whole log, for a failure the tail does not explain.
+  if (process.env.HERALD_COMPAT_LOG_FILE) fs.writeFileSync(process.env.HERALD_COMPAT_LOG_FILE, `${target.log.join('\n')}\n`);
   await withTimeout(target.dispose(), DISPOSE_MS, 'herald to stop').catch((e) => console.error(`# ${e.message}`));
   clearTimeout(overall);
 }

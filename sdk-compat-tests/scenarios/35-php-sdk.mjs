@@ -411,18 +411,27 @@ scenario('php: webhook() in the PHP backend accepts the webhooks Herald sends (o
   };
 
   // Active once a probe channel's channel_occupied got through (the CLI's change takes up to 2 s).
-  const probe = await ctx.connected();
-  const probes = [];
+  // Behind a load balancer (the --cluster target) each node picks the change up on its own: one
+  // probe connection per node (opened one after the other, so round robin spreads them), and each
+  // must see its own probe channel reported; else the room's events on a node still behind are
+  // never reported (its interest in them was not loaded yet).
+  const probeConnections = [];
+  for (let i = 0; i < (ctx.target.nodeCount ?? 1); i += 1) probeConnections.push(await ctx.connected());
+  const pending = probeConnections.map((connection) => ({ connection, channels: [] }));
   await eventually(async () => {
     await noRefusals();
     const seen = await events();
-    if (seen.some((e) => e.name === 'channel_occupied' && probes.includes(e.channel))) return true;
-    const name = fresh('probe-');
-    probes.push(name);
-    await ctx.subscribed(probe, name);
+    const reported = (p) => seen.some((e) => e.name === 'channel_occupied' && p.channels.includes(e.channel));
+    const behind = pending.filter((p) => !reported(p));
+    if (behind.length === 0) return true;
+    for (const p of behind) {
+      const name = fresh('probe-');
+      p.channels.push(name);
+      await ctx.subscribed(p.connection, name);
+    }
     return false;
-  }, 'the PHP webhook endpoint to get a channel_occupied', 15_000);
-  probe.disconnect();
+  }, `the PHP webhook endpoint to get a channel_occupied from each of ${pending.length} probe connection(s)`, 15_000);
+  for (const connection of probeConnections) connection.disconnect();
 
   const room = fresh('presence-');
   const erin = { user_id: uid('erin'), user_info: { name: 'Erin' } };

@@ -6,7 +6,10 @@
 //! ([`Cluster::cached_event`], bounded by [`CACHE_READ_TIMEOUT`]) and replays it (keeping it
 //! locally from then on, for the rest of its TTL in Redis; a local copy not known to be the
 //! newest is replayed only when Redis has none or does not answer), so a subscriber on any node gets the last event published on any
-//! node, and `pusher:cache_miss` (and its webhook) only when the cluster has nothing.
+//! node, and `pusher:cache_miss` (and its webhook) only when the cluster has nothing. The REST
+//! API's `cache` attribute (`GET /channels/{name}?info=cache`) is read from Redis too
+//! ([`Cluster::read_cached_event`]; this node's copy only when Redis does not answer), so a
+//! trigger answered by one node is what the next query on any node sees.
 //!
 //! Bounds: the app's cache caps hold cluster-wide in Redis: the script keeps an index per app
 //! (`{cluster}:cache:idx:{app_id}`: channel -> bytes, and the total under `#b`, a name no
@@ -99,26 +102,37 @@ impl Cluster {
     /// it) and how long it has left to live, `None` when there is none or Redis did not answer
     /// within [`CACHE_READ_TIMEOUT`].
     pub async fn cached_event(&self, app_id: &str, channel: &str) -> Option<(Bytes, Duration)> {
+        self.read_cached_event(app_id, channel).await.ok().flatten()
+    }
+
+    /// Like [`Cluster::cached_event`], telling "none in Redis" (`Ok(None)`) from "Redis did not
+    /// answer" (`Err`): the REST API answers a channel's `cache` attribute from Redis, and from
+    /// this node's copy only when Redis cannot say.
+    pub async fn read_cached_event(
+        &self,
+        app_id: &str,
+        channel: &str,
+    ) -> Result<Option<(Bytes, Duration)>, ()> {
         let key = Cluster::cache_key(&self.inner.settings.name, app_id, channel);
         let mut conn = self.inner.users.manager.get();
         let mut pipe = redis::pipe();
         pipe.get(&key).pttl(&key);
         let read = pipe.query_async::<(Option<Vec<u8>>, i64)>(&mut conn);
         match tokio::time::timeout(CACHE_READ_TIMEOUT, read).await {
-            Ok(Ok((Some(value), ttl))) if ttl > 0 => Some((
+            Ok(Ok((Some(value), ttl))) if ttl > 0 => Ok(Some((
                 Bytes::from(value),
                 Duration::from_millis(ttl.unsigned_abs()),
-            )),
-            Ok(Ok(_)) => None,
+            ))),
+            Ok(Ok(_)) => Ok(None),
             Ok(Err(error)) => {
                 self.inner
                     .health
                     .record(Part::Publish, Err(error.to_string()));
-                None
+                Err(())
             }
             Err(_) => {
                 tracing::debug!(app_id, "reading a cache channel's last event timed out");
-                None
+                Err(())
             }
         }
     }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::cluster_helpers::{eventually, trigger_news as trigger, TestCluster};
-use crate::helpers::{data_of, post_signed, Client, APP_ID};
+use crate::helpers::{data_of, now, post_signed, signed_params, Client, APP_ID, KEY, SECRET};
 
 const WATCHLIST: &str = "pusher_internal:watchlist_events";
 
@@ -245,6 +245,27 @@ async fn a_cache_channels_last_event_is_replayed_on_any_node() {
     // (whose own copy is older) gets the newest.
     cluster.redis.wait_for_listeners(1).await;
     trigger(&http, &c.base(), "cache-news", "second").await;
+    // The REST API on node A (nobody subscribed there: its own copy is still "first") answers
+    // the last event from Redis, the moment the trigger through node C was answered.
+    let full = format!("/apps/{APP_ID}/channels/cache-news");
+    let query = [("info", "cache")];
+    let params = signed_params("GET", &full, &query, None, KEY, SECRET, now());
+    let info: Value = http
+        .get(format!("{}{full}", a.base()))
+        .query(&params)
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(info["cache"]["data"], "second", "{info}");
+    assert!(
+        info["cache"]["ttl"]
+            .as_u64()
+            .is_some_and(|ttl| ttl > 0 && ttl <= 1800),
+        "{info}"
+    );
     assert_eq!(on_b.expect_next("news").await["data"], "second");
     let mut on_a = a.connect().await;
     on_a.subscribe("cache-news").await;
