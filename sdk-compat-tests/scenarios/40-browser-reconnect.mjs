@@ -74,7 +74,13 @@ scenario(
     }
     await page.waitForEvents('b', presenceChannel, 'pusher:subscription_succeeded', { count: 2, ms: RECONNECT_MS });
     const auths = page.app.requestsFor(privateChannel).map((r) => [r.socketId, r.status]);
-    assertDeepEqual(auths, [[before, 200], [after, 200]], 'private channel auth requests (socket id, status)');
+    // A cluster restarts its nodes one after the other: a client that moved to a node not yet
+    // restarted is closed again when that node restarts, so it may authorize once per node in
+    // between (each accepted). One node: exactly once before and once after.
+    const between = auths.slice(1, -1);
+    assert(between.length <= (ctx.target.nodeCount ?? 1) - 1, `auth requests in between: ${JSON.stringify(auths)}`);
+    assert(between.every(([, status]) => status === 200), `auth requests in between: ${JSON.stringify(auths)}`);
+    assertDeepEqual([auths[0], auths[auths.length - 1]], [[before, 200], [after, 200]], 'private channel auth requests (socket id, status)');
     const presenceAuths = page.app.requestsFor(presenceChannel).filter((r) => r.socketId === before || r.socketId === after);
     assertDeepEqual(presenceAuths.map((r) => [r.socketId, r.status]), [[before, 200], [after, 200]], "alice's presence auth requests");
 
