@@ -344,3 +344,37 @@ async fn a_change_of_the_app_s_mercure_authorization_ends_its_streams() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_subscriber_that_keeps_uploading_is_cut_and_one_that_sends_a_little_is_kept() {
+    let app = spawn_app().await;
+    // A few bytes (say a stray CRLF) change nothing.
+    let (mut quiet, _, mut rest) = open_raw(&app, "topic=a").await;
+    quiet.write_all(b"\r\n").await.unwrap();
+    // An endless upload: the stream ends past 64 KiB, and the subscriber is given back.
+    let (mut noisy, _, _) = open_raw(&app, "topic=a").await;
+    let junk = vec![b'x'; 16 * 1024];
+    let mut cut = false;
+    for _ in 0..64 {
+        if noisy.write_all(&junk).await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if !cut {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(WAIT, noisy.read_to_end(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(_)),
+            "the uploading subscriber's stream ends"
+        );
+    }
+    wait_until("the uploading subscriber is gone", || {
+        app.node.meters.live_count(Transport::Sse) == 1
+    })
+    .await;
+    let id = publish(&app, &[("topic", "a"), ("data", "still here")]).await;
+    read_until(&mut quiet, &mut rest, b"data: still here\n\n").await;
+    assert!(String::from_utf8(rest).unwrap().contains(&id));
+}

@@ -35,6 +35,10 @@ const ANSWER_BUDGET: Duration = Duration::from_secs(1);
 /// The largest refusal body read from its response (they are one line of text).
 const MAX_ANSWER_BODY: usize = 4096;
 
+/// What a subscriber may send once its stream is open (an `EventSource` sends nothing): past
+/// it the stream ends, so a client cannot make the node read and drop an endless upload.
+const MAX_CLIENT_BYTES: usize = 64 * 1024;
+
 /// Whether a `GET` of `path` (without its query) is a hub's subscribe: `/.well-known/mercure`,
 /// or `/apps/{app_id}/.well-known/mercure` under any mount prefix (as the router sees it once
 /// the prefix is stripped). Percent-encoded paths are left to the router.
@@ -242,6 +246,7 @@ impl Run {
         // TLS: the head's record may have brought more than the head.
         let mut look_first = matches!(&stream, Stream::Tls(tls) if tls.has_plaintext());
         let mut sent_then = outbox.bytes_sent();
+        let mut uploaded = 0usize;
         let next_beat = |now: Instant| {
             let beat = now + heartbeat;
             expires.map_or(beat, |at| at.min(beat))
@@ -278,7 +283,7 @@ impl Run {
             match wake {
                 Wake::End | Wake::Written => break,
                 Wake::Readable => {
-                    if !drain_input(&stream) {
+                    if !drain_counted(&stream, &mut uploaded) || uploaded > MAX_CLIENT_BYTES {
                         break;
                     }
                     tokio::task::consume_budget().await;
@@ -307,11 +312,16 @@ impl Run {
 
 /// Reads and drops what the client sent; whether the connection is still open.
 fn drain_input(stream: &Stream) -> bool {
+    drain_counted(stream, &mut 0)
+}
+
+/// [`drain_input`], adding the bytes read to `read`.
+fn drain_counted(stream: &Stream, read: &mut usize) -> bool {
     let mut scratch = [0u8; 512];
     for _ in 0..64 {
         match stream.try_read(&mut scratch) {
             Ok(0) => return false,
-            Ok(_) => {}
+            Ok(n) => *read = read.saturating_add(n),
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => return true,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return false,
