@@ -310,12 +310,8 @@ impl Run {
     }
 }
 
-/// Reads and drops what the client sent; whether the connection is still open.
-fn drain_input(stream: &Stream) -> bool {
-    drain_counted(stream, &mut 0)
-}
-
-/// [`drain_input`], adding the bytes read to `read`.
+/// Reads and drops what the client sent, adding the bytes read to `read`; whether the
+/// connection is still open.
 fn drain_counted(stream: &Stream, read: &mut usize) -> bool {
     let mut scratch = [0u8; 512];
     for _ in 0..64 {
