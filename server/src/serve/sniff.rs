@@ -201,9 +201,10 @@ type Owned = (String, String, HeaderMap);
 fn owned(request: &httparse::Request<'_, '_>) -> Result<Owned, (StatusCode, &'static str)> {
     let malformed = (StatusCode::BAD_REQUEST, "malformed request head");
     let target = request.path.ok_or(malformed)?;
+    // The fragment, if a client sent one, is no part of the path or the query (the path as the
+    // sniff saw it: `/apps/1/.well-known/mercure#x` is app 1's hub, not the root hub).
+    let target = target.split('#').next().unwrap_or("");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    // The fragment, if a client sent one, is no part of the query.
-    let query = query.split('#').next().unwrap_or("");
     let mut headers = HeaderMap::with_capacity(request.headers.len());
     for field in request.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| malformed)?;
@@ -273,5 +274,33 @@ mod tests {
         );
         let long = [b"GET /".as_slice(), &[b'a'; MAX_PATH_PEEK]].concat();
         assert_eq!(classify(&long), Class::Hyper);
+    }
+
+    #[test]
+    fn a_fragment_is_no_part_of_the_path_or_the_query() {
+        for (target, path, query) in [
+            (
+                "/apps/1/.well-known/mercure#x",
+                "/apps/1/.well-known/mercure",
+                "",
+            ),
+            (
+                "/apps/1/.well-known/mercure?topic=a#x?y",
+                "/apps/1/.well-known/mercure",
+                "topic=a",
+            ),
+            ("/.well-known/mercure#/apps/2", "/.well-known/mercure", ""),
+        ] {
+            let head = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let mut fields = [httparse::EMPTY_HEADER; 4];
+            let mut request = httparse::Request::new(&mut fields);
+            request.parse(head.as_bytes()).expect("parses");
+            let (got_path, got_query, _) = owned(&request).expect("taken");
+            assert_eq!(
+                (got_path.as_str(), got_query.as_str()),
+                (path, query),
+                "{target}"
+            );
+        }
     }
 }
