@@ -7,12 +7,13 @@ pub(crate) mod audit;
 mod convert;
 mod invites;
 mod live;
+mod tokens;
 
 use herald_dashboard::{
-    Admin, AdminPort, AppChanges, AppDetail, AppSummary, AuditQuery, AuditRow, ChannelRow,
-    CreateApp, DayPoint, DebugEvent, InvitationRow, KeyPair, LimitRow, MemberRow, MinutePoint,
-    NewSession, NewUser, PlanRow, PortError, PortResult, Role, SessionInfo, TenantRow, UsageView,
-    UserRow, WebhookForm, WebhookRow, WebhooksView,
+    Admin, AdminPort, ApiTokenRow, AppChanges, AppDetail, AppSummary, AuditQuery, AuditRow,
+    ChannelRow, CreateApp, DayPoint, DebugEvent, InvitationRow, KeyPair, LimitRow, MemberRow,
+    MinutePoint, NewApiToken, NewSession, NewUser, PlanRow, PortError, PortResult, Role,
+    SessionInfo, TenantRow, UsageView, UserRow, WebhookForm, WebhookRow, WebhooksView,
 };
 use tokio::sync::broadcast;
 
@@ -211,6 +212,7 @@ fn port_error(error: StoreError) -> PortError {
         }
         StoreError::TenantNotFound(id) => PortError::Invalid(format!("no tenant with id {id}")),
         StoreError::UserNotFound(who) if who.starts_with("member ") => PortError::NotFound,
+        StoreError::TokenNotFound(_) => PortError::NotFound,
         StoreError::UserNotFound(email) => {
             PortError::Invalid(format!("no user with email {email}"))
         }
@@ -554,6 +556,22 @@ impl AdminPort for AdminApi {
         address: &str,
     ) -> PortResult<Admin> {
         self.join(token, password, address).await
+    }
+
+    async fn api_tokens(&self, admin: &Admin) -> PortResult<Vec<ApiTokenRow>> {
+        self.list_api_tokens(admin).await
+    }
+
+    async fn create_api_token(
+        &self,
+        admin: &Admin,
+        new: NewApiToken,
+    ) -> PortResult<(ApiTokenRow, String)> {
+        self.make_api_token(admin, new).await
+    }
+
+    async fn revoke_api_token(&self, admin: &Admin, id: &str) -> PortResult<ApiTokenRow> {
+        self.cancel_api_token(admin, id).await
     }
 
     async fn audit(&self, admin: &Admin, query: AuditQuery) -> PortResult<Vec<AuditRow>> {

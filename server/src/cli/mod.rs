@@ -3,19 +3,21 @@
 //! server; a running server picks up changes within its revision poll (1 s).
 //!
 //! This file holds the top-level grammar, the typed [`CliError`] and the dispatch: each command
-//! group (`apps.rs`, `tenants.rs`, `users.rs`, `webhooks.rs`) has its subcommands and what they
+//! group (`apps.rs`, `tenants.rs`, `tokens.rs`, `users.rs`, `webhooks.rs`) has its subcommands and what they
 //! print. A command's output goes to stdout; its error to stderr (`error: ...`, or
 //! `{"error": "..."}` with `--json`) with exit code 1.
 
 mod apps;
 mod audit;
 mod tenants;
+mod tokens;
 mod users;
 mod webhooks;
 
 pub use apps::{AppsCommand, LimitArgs, SwitchArgs};
 pub use audit::AuditCommand;
 pub use tenants::TenantsCommand;
+pub use tokens::TokensCommand;
 pub use users::UsersCommand;
 pub use webhooks::WebhooksCommand;
 
@@ -54,6 +56,9 @@ pub enum Command {
     Webhooks(WebhooksCommand),
     /// Print a tenant's audit log (JSON lines with --json).
     Audit(AuditCommand),
+    /// Manage a tenant's management API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
 }
 
 /// Why a store command failed. Its `Display` is what the command prints after `error: ` (or as
@@ -159,4 +164,10 @@ pub async fn run_audit(command: AuditCommand) -> i32 {
 pub async fn run_webhooks(command: WebhooksCommand) -> i32 {
     let json = command.json();
     finish(with_store(|cx| webhooks::run(cx, command)).await, json)
+}
+
+/// Runs a `tokens` command and returns the process exit code.
+pub async fn run_tokens(command: TokensCommand) -> i32 {
+    let json = command.json();
+    finish(with_store(|cx| tokens::run(cx, command)).await, json)
 }
