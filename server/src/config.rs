@@ -133,6 +133,9 @@ pub struct Settings {
     /// Per-app series only for this many of the busiest apps (`HERALD_METRICS_TOP_APPS`,
     /// default 20, at most 1,000).
     pub metrics_top_apps: usize,
+    /// Requests a second one management API token may make (`HERALD_API_RATE`, default 10,
+    /// 1 to 1,000; bursts of twice that).
+    pub api_rate: u32,
     /// The URL users reach the server at (`HERALD_PUBLIC_URL`, an absolute `http(s)` URL without
     /// a trailing `/`); `None`: `http://` and the bound address ([`Settings::public_url_or`]).
     pub public_url: Option<String>,
@@ -531,6 +534,16 @@ impl Settings {
                 })
             }
         };
+        let api_rate = match number::<u32>("HERALD_API_RATE")? {
+            None => 10,
+            Some(n @ 1..=1000) => n,
+            Some(other) => {
+                return Err(ConfigError {
+                    name: "HERALD_API_RATE",
+                    problem: format!("a number from 1 to 1000, got {other}"),
+                })
+            }
+        };
         let cluster = cluster_settings()?;
         let public_url = var("HERALD_PUBLIC_URL")
             .map(|url| parse_public_url(&url))
@@ -538,6 +551,7 @@ impl Settings {
         let settings = Settings {
             metrics_bind: var("HERALD_METRICS_BIND"),
             metrics_top_apps,
+            api_rate,
             tls: tls_settings()?,
             public_url,
             cluster,
@@ -605,6 +619,7 @@ impl Settings {
             admin_bind: None,
             metrics_bind: None,
             metrics_top_apps: 20,
+            api_rate: 10,
             public_url: None,
             data_dir: PathBuf::from("./herald-data"),
             database_url: sqlite_url(std::path::Path::new("./herald-data")),

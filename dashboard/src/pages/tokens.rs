@@ -121,9 +121,9 @@ pub(super) async fn create_token<P: AdminPort>(
             };
             page(&dash, &ctx, flash, text).await
         }
-        Err(PortError::Invalid(message))
-        | Err(PortError::Forbidden(message))
-        | Err(PortError::Denied(message)) => Ok(back(PAGE, Err(message))),
+        Err(PortError::Invalid(message)) | Err(PortError::Forbidden(message)) => {
+            Ok(back(PAGE, Err(message)))
+        }
         Err(other) => Err(other.into()),
     }
 }

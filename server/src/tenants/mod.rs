@@ -37,7 +37,7 @@ mod users;
 
 pub use app::{
     limit_values, parse_origins, random_password, App, AppPatch, AppRef, LimitsPatch, NewApp,
-    PreviousKey,
+    PreviousKey, LIMIT_NAMES,
 };
 pub use audit::{AuditEntry, AuditFilter, NewAuditEntry, CLI_ACTOR, MAX_AUDIT_PAGE};
 pub use cache::{AppCache, AppChange};

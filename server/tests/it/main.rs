@@ -6,6 +6,7 @@
 
 mod helpers;
 
+mod api_v1;
 mod audit;
 mod cli;
 mod cli_webhooks;

@@ -1,0 +1,306 @@
+//! What every `/api/v1` request passes before its handler: the bearer token (401 when missing,
+//! malformed, unknown, expired or revoked; refusals of a known token are audited), the token's
+//! rate limit (429), and for a body, JSON only (415) within [`MAX_BODY_BYTES`] (413). Errors are
+//! [`V1Error`]s: `{"error":{"code":"stable_snake_case","message":"..."}}` with their status.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use governor::Quota;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::clock::RateLimiter;
+use crate::locks::MutexExt as _;
+use crate::node::SharedNode;
+use crate::tenants::{ApiToken, NewAuditEntry, Scope, StoreError, TokenRefusal};
+
+/// The largest request body: an app's settings with a PEM key fit easily.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Tokens whose limiters are kept; past it the map starts over (every bucket full again), so
+/// the map is bounded whatever happens.
+const MAX_LIMITERS: usize = 10_000;
+
+/// A refused `/api/v1` request.
+#[derive(Debug)]
+pub struct V1Error {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl V1Error {
+    /// An error with its status, stable code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> V1Error {
+        V1Error {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> V1Error {
+        V1Error::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 422 `validation_failed`.
+    pub fn invalid(message: impl Into<String>) -> V1Error {
+        V1Error::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            message,
+        )
+    }
+}
+
+impl IntoResponse for V1Error {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"herald\""),
+            );
+        }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for V1Error {
+    fn from(error: StoreError) -> Self {
+        use StatusCode as S;
+        match error {
+            StoreError::AppNotFound(id) => V1Error::new(
+                S::NOT_FOUND,
+                "app_not_found",
+                format!("no app with id {id}"),
+            ),
+            error @ StoreError::NotInApp { .. } => V1Error::not_found(error.to_string()),
+            error @ StoreError::TokenNotFound(_) => V1Error::not_found(error.to_string()),
+            error @ (StoreError::TenantNotFound(_) | StoreError::UserNotFound(_)) => {
+                V1Error::not_found(error.to_string())
+            }
+            StoreError::Invalid(message) => V1Error::invalid(message),
+            error @ StoreError::Conflict(_) => {
+                V1Error::new(S::CONFLICT, "conflict", error.to_string())
+            }
+            StoreError::Forbidden(message) | StoreError::RoleDenied(message) => {
+                V1Error::new(S::FORBIDDEN, "forbidden", message)
+            }
+            StoreError::Busy => V1Error::new(S::SERVICE_UNAVAILABLE, "busy", "try again shortly"),
+            other if other.is_unreachable() => {
+                tracing::warn!(error = %other, "a management API request found the store unreachable");
+                V1Error::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the store did not answer",
+                )
+            }
+            other => {
+                tracing::error!(error = %other, "a management API request failed in the store");
+                V1Error::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal server error",
+                )
+            }
+        }
+    }
+}
+
+/// The per-token rate limiters (`HERALD_API_RATE` a second, bursts of twice that).
+#[derive(Debug, Default)]
+pub struct TokenLimits {
+    limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
+}
+
+impl TokenLimits {
+    fn admit(&self, node: &SharedNode, token_id: &str) -> bool {
+        let limiter = {
+            let mut map = self.limiters.lock_or_recover();
+            if map.len() >= MAX_LIMITERS && !map.contains_key(token_id) {
+                map.clear();
+            }
+            map.entry(token_id.to_owned())
+                .or_insert_with(|| {
+                    let rate = NonZeroU32::new(node.settings.api_rate).unwrap_or(NonZeroU32::MIN);
+                    let burst = rate.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
+                    Arc::new(
+                        node.settings
+                            .clock
+                            .rate_limiter(Quota::per_second(rate).allow_burst(burst)),
+                    )
+                })
+                .clone()
+        };
+        limiter.check().is_ok()
+    }
+}
+
+/// The actor name a token writes in the audit log.
+pub(super) fn token_actor(token: &ApiToken) -> String {
+    format!("api-token:{}", token.id)
+}
+
+/// The request's client address, for the audit log.
+fn address(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// An authenticated caller: its token, within its rate.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token.
+    pub token: ApiToken,
+    /// The client's address.
+    pub address: String,
+}
+
+impl Caller {
+    /// Refuses with 403 `insufficient_scope` (audited) unless the token has `scope`.
+    pub async fn require(&self, node: &SharedNode, scope: Scope) -> Result<(), V1Error> {
+        if self.token.allows(scope) {
+            return Ok(());
+        }
+        audit_refusal(node, &self.token, "insufficient_scope", &self.address).await;
+        Err(V1Error::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("this token lacks the {scope} scope"),
+        ))
+    }
+}
+
+async fn audit_refusal(node: &SharedNode, token: &ApiToken, reason: &str, address: &str) {
+    let entry = NewAuditEntry {
+        tenant_id: Some(token.tenant_id.clone()),
+        actor_id: None,
+        actor: token_actor(token),
+        action: "token.refused".to_owned(),
+        target: format!("token/{}", token.id),
+        details: json!({ "reason": reason, "name": token.name }),
+        address: address.to_owned(),
+    };
+    if let Err(error) = node.store.record_audit(entry).await {
+        tracing::warn!(%error, "an API token refusal could not be audited");
+    }
+}
+
+impl FromRequestParts<SharedNode> for Caller {
+    type Rejection = V1Error;
+
+    async fn from_request_parts(parts: &mut Parts, node: &SharedNode) -> Result<Self, V1Error> {
+        let unauthorized =
+            |code, message: &str| V1Error::new(StatusCode::UNAUTHORIZED, code, message.to_owned());
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(unauthorized(
+                "missing_token",
+                "send Authorization: Bearer <token>",
+            ));
+        };
+        let text = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .unwrap_or("");
+        let address = address(parts);
+        let token = match node.store.authenticate_token(text).await? {
+            Ok(token) => token,
+            Err((refusal, found)) => {
+                let (code, message, reason) = match refusal {
+                    TokenRefusal::Unknown => ("invalid_token", "the token is not valid", ""),
+                    TokenRefusal::Expired => ("token_expired", "the token has expired", "expired"),
+                    TokenRefusal::Revoked => ("token_revoked", "the token was revoked", "revoked"),
+                };
+                if let Some(token) = found {
+                    audit_refusal(node, &token, reason, &address).await;
+                }
+                return Err(unauthorized(code, message));
+            }
+        };
+        let limits = parts
+            .extensions
+            .get::<Arc<TokenLimits>>()
+            .cloned()
+            .unwrap_or_default();
+        if !limits.admit(node, &token.id) {
+            return Err(V1Error::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "more than {} requests a second with this token",
+                    node.settings.api_rate
+                ),
+            ));
+        }
+        Ok(Caller { token, address })
+    }
+}
+
+/// A JSON request body: `Content-Type: application/json` (415 otherwise), at most
+/// [`MAX_BODY_BYTES`] (413), well-formed (400 `invalid_json`) and of the expected shape (422).
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = V1Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, V1Error> {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Err(V1Error::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send a JSON body with Content-Type: application/json",
+            ));
+        }
+        let bytes: Bytes = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| {
+                V1Error::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the body is over {MAX_BODY_BYTES} bytes, or did not arrive whole"),
+                )
+            })?;
+        let _ = state;
+        match serde_json::from_slice::<T>(&bytes) {
+            Ok(value) => Ok(Body(value)),
+            Err(error) if error.classify() == serde_json::error::Category::Data => {
+                Err(V1Error::invalid(error.to_string()))
+            }
+            Err(error) => Err(V1Error::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not JSON: {error}"),
+            )),
+        }
+    }
+}
