@@ -391,7 +391,14 @@ async fn apps_are_listed_a_page_at_a_time() {
     }
     assert_eq!(pages, 3);
     assert_eq!(seen, ids);
-    for bad in ["limit=0", "limit=101", "limit=x", "cursor=zz", "cursor=00"] {
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "limit=x",
+        "cursor=zz",
+        "cursor=00",
+        "limit=1&limit=2",
+    ] {
         let (status, body) = call(
             &app,
             Method::GET,
@@ -570,6 +577,8 @@ async fn tokens_are_stored_hashed_capped_and_described_by_the_document() {
     assert!(over.is_err(), "the 51st live token is refused");
     let first = store.list_tokens(&acme.id).await.unwrap()[0].id.clone();
     store.revoke_token(Some(&acme.id), &first).await.unwrap();
+    // Revoking it again is refused; the freed place takes one more.
+    assert!(store.revoke_token(Some(&acme.id), &first).await.is_err());
     token(&app, &acme.id, &[Scope::AppsRead]).await;
 
     // The document: unauthenticated, and its paths are exactly the routes.
@@ -614,12 +623,18 @@ async fn tokens_are_stored_hashed_capped_and_described_by_the_document() {
 
 /// A token for probing every route (a revoked place was freed above).
 async fn token_for_probe(app: &TestApp, tenant: &str) -> String {
-    let first = app.node.store.list_tokens(tenant).await.unwrap()[1]
-        .id
-        .clone();
+    let live = app
+        .node
+        .store
+        .list_tokens(tenant)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.revoked_at.is_none())
+        .expect("a live token");
     app.node
         .store
-        .revoke_token(Some(tenant), &first)
+        .revoke_token(Some(tenant), &live.id)
         .await
         .unwrap();
     token(app, tenant, &Scope::ALL).await

@@ -304,3 +304,45 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
         }
     }
 }
+
+/// Path parameters, refused as a [`V1Error`] (400 `invalid_path`) rather than axum's plain text.
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Params<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = V1Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, V1Error> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Params(value)),
+            Err(rejection) => Err(V1Error::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
+/// The query's parameters by name; a repeated name is refused (400 `invalid_query`), so no
+/// parameter means two things.
+pub fn query_params(raw: Option<&str>) -> Result<HashMap<String, String>, V1Error> {
+    let mut params = HashMap::new();
+    for (name, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if params
+            .insert(name.to_string(), value.into_owned())
+            .is_some()
+        {
+            return Err(V1Error::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("the query names {name} more than once"),
+            ));
+        }
+    }
+    Ok(params)
+}

@@ -12,12 +12,12 @@
 mod guard;
 mod openapi;
 
-pub use guard::{Body, Caller, TokenLimits, V1Error, MAX_BODY_BYTES};
+pub use guard::{query_params, Body, Caller, Params, TokenLimits, V1Error, MAX_BODY_BYTES};
 pub use openapi::{document, ROUTES};
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -230,12 +230,6 @@ struct UpdateBody {
     mercure: Option<MercureInput>,
 }
 
-#[derive(Debug, Deserialize)]
-struct Page {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 /// The opaque cursor after `id` (hex of `a:` and the id, so it is not mistaken for an id).
 fn cursor_after(id: &str) -> String {
     hex::encode(format!("a:{id}"))
@@ -263,10 +257,11 @@ fn id_order(id: &str) -> (usize, &str) {
 async fn list_apps(
     State(node): State<SharedNode>,
     caller: Caller,
-    Query(page): Query<Page>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, V1Error> {
     caller.require(&node, Scope::AppsRead).await?;
-    let limit = match page.limit.as_deref() {
+    let params = query_params(query.as_deref())?;
+    let limit = match params.get("limit").map(String::as_str) {
         None => DEFAULT_PAGE,
         Some(text) => match text.parse::<usize>() {
             Ok(n @ 1..=MAX_PAGE) => n,
@@ -279,7 +274,7 @@ async fn list_apps(
             }
         },
     };
-    let after = page.cursor.as_deref().map(parse_cursor).transpose()?;
+    let after = params.get("cursor").map(|c| parse_cursor(c)).transpose()?;
     let mut apps = scoped(&node, &caller).list_apps().await?;
     apps.sort_by(|a, b| id_order(&a.id).cmp(&id_order(&b.id)));
     let rest: Vec<&App> = apps
@@ -323,7 +318,7 @@ async fn create_app(
 async fn get_app(
     State(node): State<SharedNode>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Params(app_id): Params<String>,
 ) -> Result<Json<Value>, V1Error> {
     caller.require(&node, Scope::AppsRead).await?;
     let app = scoped(&node, &caller).get_app(&app_id).await?;
@@ -333,7 +328,7 @@ async fn get_app(
 async fn update_app(
     State(node): State<SharedNode>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Params(app_id): Params<String>,
     Body(body): Body<UpdateBody>,
 ) -> Result<Json<Value>, V1Error> {
     caller.require(&node, Scope::AppsWrite).await?;
@@ -359,7 +354,7 @@ async fn update_app(
 async fn delete_app(
     State(node): State<SharedNode>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Params(app_id): Params<String>,
 ) -> Result<StatusCode, V1Error> {
     caller.require(&node, Scope::AppsWrite).await?;
     let store = scoped(&node, &caller);
@@ -387,7 +382,7 @@ struct RotateBody {
 async fn rotate_key(
     State(node): State<SharedNode>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Params(app_id): Params<String>,
     Body(body): Body<RotateBody>,
 ) -> Result<Json<Value>, V1Error> {
     caller.require(&node, Scope::KeysWrite).await?;
@@ -414,7 +409,7 @@ struct RevokeBody {
 async fn revoke_key(
     State(node): State<SharedNode>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Params(app_id): Params<String>,
     Body(body): Body<RevokeBody>,
 ) -> Result<Json<Value>, V1Error> {
     caller.require(&node, Scope::KeysWrite).await?;
@@ -436,7 +431,7 @@ async fn revoke_key(
 async fn list_webhooks(
     State(node): State<SharedNode>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Params(app_id): Params<String>,
 ) -> Result<Json<Value>, V1Error> {
     caller.require(&node, Scope::WebhooksRead).await?;
     scoped(&node, &caller).get_app(&app_id).await?;
@@ -460,7 +455,7 @@ struct WebhookBody {
 async fn add_webhook(
     State(node): State<SharedNode>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Params(app_id): Params<String>,
     Body(body): Body<WebhookBody>,
 ) -> Result<Response, V1Error> {
     caller.require(&node, Scope::WebhooksWrite).await?;
@@ -493,7 +488,7 @@ async fn add_webhook(
 async fn remove_webhook(
     State(node): State<SharedNode>,
     caller: Caller,
-    Path((app_id, webhook_id)): Path<(String, String)>,
+    Params((app_id, webhook_id)): Params<(String, String)>,
 ) -> Result<StatusCode, V1Error> {
     caller.require(&node, Scope::WebhooksWrite).await?;
     scoped(&node, &caller)
@@ -509,7 +504,7 @@ async fn remove_webhook(
 async fn usage(
     State(node): State<SharedNode>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Params(app_id): Params<String>,
 ) -> Result<Json<Value>, V1Error> {
     caller.require(&node, Scope::UsageRead).await?;
     let clock = &node.settings.clock;

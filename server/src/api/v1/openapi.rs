@@ -30,7 +30,10 @@ fn error_ref() -> Value {
 /// The error answers every authenticated operation may give, plus `extra`.
 fn errors(extra: &[&str]) -> serde_json::Map<String, Value> {
     let mut map = serde_json::Map::new();
-    for code in ["401", "403", "429", "503"].iter().chain(extra) {
+    for code in ["400", "401", "403", "429", "503"]
+        .iter()
+        .chain(extra.iter().filter(|c| **c != "400"))
+    {
         map.insert(
             (*code).to_owned(),
             json!({ "$ref": format!("#/components/responses/E{code}") }),
@@ -190,7 +193,7 @@ pub fn document() -> Value {
                 }
             },
             "responses": {
-                "E400": { "description": "Malformed request (`invalid_json`, `invalid_cursor`, `invalid_limit`).", "content": error_ref() },
+                "E400": { "description": "Malformed request (`invalid_json`, `invalid_cursor`, `invalid_limit`, `invalid_query`, `invalid_path`).", "content": error_ref() },
                 "E401": { "description": "No token, or an invalid, expired or revoked one (`missing_token`, `invalid_token`, `token_expired`, `token_revoked`).", "content": error_ref() },
                 "E403": { "description": "The token lacks the scope (`insufficient_scope`), or the tenant's plan forbids the change (`forbidden`).", "content": error_ref() },
                 "E404": { "description": "No such app (or another tenant's) or endpoint (`app_not_found`, `not_found`).", "content": error_ref() },
