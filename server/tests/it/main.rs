@@ -65,6 +65,7 @@ mod socket;
 mod source_rules;
 mod store;
 mod store_sessions;
+mod store_tokens;
 mod tls;
 mod webhook_receiver;
 mod webhooks;
