@@ -99,6 +99,19 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            // Likewise the API tokens they made, once they may no longer make tokens (owners
+            // and admins may): a token never outlives its creator's authority.
+            if !role.is_some_and(|new| new.allows(Permission::ManageMembers)) {
+                sqlx::query(
+                    "UPDATE api_tokens SET revoked_at = $1 \
+                     WHERE tenant_id = $2 AND created_by = $3 AND revoked_at = 0",
+                )
+                .bind(self.clock.now_seconds())
+                .bind(tenant_id.to_owned())
+                .bind(member.email.clone())
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         match role {
             Some(new) => {

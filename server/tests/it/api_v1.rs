@@ -644,7 +644,7 @@ async fn token_for_probe(app: &TestApp, tenant: &str) -> String {
 async fn owners_and_admins_make_tokens_in_the_dashboard_and_the_cli_makes_them_too() {
     let app = spawn_dashboard().await;
     let browser = Browser::new(&app);
-    let (acme, _, _) = acme_and_globex(&app, PASSWORD).await;
+    let (acme, _, ids) = acme_and_globex(&app, PASSWORD).await;
     let owner = browser.sign_in("owner@acme.test", PASSWORD).await;
     let developer = browser.sign_in("developer@acme.test", PASSWORD).await;
     let page = browser.get(Some(&owner.cookie), "/dashboard/tokens").await;
@@ -723,6 +723,30 @@ async fn owners_and_admins_make_tokens_in_the_dashboard_and_the_cli_makes_them_t
     for action in ["token.created", "token.revoked", "token.refused"] {
         assert!(actions.iter().any(|a| a == action), "{actions:?}");
     }
+
+    // A member lowered below admin (or removed) loses the tokens they made.
+    let (_, admins) = app
+        .node
+        .store
+        .create_token(NewToken {
+            tenant_id: acme.id.clone(),
+            name: "admin's".into(),
+            scopes: vec![Scope::AppsRead],
+            expires_in_days: None,
+            created_by: "admin@acme.test".into(),
+            creator_role: UserRole::Admin,
+        })
+        .await
+        .unwrap();
+    let (status, _) = call(&app, Method::GET, "/api/v1/apps", Some(&admins), None).await;
+    assert_eq!(status, 200);
+    app.node
+        .store
+        .change_member(&acme.id, &ids[&UserRole::Admin], Some(UserRole::Developer))
+        .await
+        .unwrap();
+    let (status, body) = call(&app, Method::GET, "/api/v1/apps", Some(&admins), None).await;
+    assert_eq!((status, code(&body)), (401, "token_revoked"));
 
     // The CLI on the same store.
     let dir = app.data_dir.path();
