@@ -479,6 +479,7 @@ async fn bad_bodies_get_typed_errors() {
     };
     let response = send_raw("text/plain", b"{}".to_vec()).await.unwrap();
     assert_eq!(response.status().as_u16(), 415);
+    assert_eq!(response.headers()["cache-control"], "no-store");
     let response = send_raw("application/json", b"{\"name\":".to_vec())
         .await
         .unwrap();

@@ -59,6 +59,16 @@ pub fn router() -> Router<SharedNode> {
         )
         .route("/api/v1/apps/{app_id}/usage", get(usage))
         .layer(Extension(Arc::new(TokenLimits::default())))
+        .layer(axum::middleware::map_response(no_store))
+}
+
+/// No answer is cached anywhere: some carry an app's secret (create, rotate).
+async fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 async fn openapi_json() -> Json<Value> {
