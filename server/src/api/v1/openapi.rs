@@ -79,6 +79,29 @@ fn json_of(schema: &str, description: &str) -> Value {
     })
 }
 
+/// The OpenAPI links from an answer holding an app to the operations on that app (clients and
+/// the contract test's stateful phase follow them).
+fn with_app_links(mut response: Value) -> Value {
+    let mut links = serde_json::Map::new();
+    for id in [
+        "getApp",
+        "updateApp",
+        "deleteApp",
+        "rotateKey",
+        "revokeKey",
+        "listWebhooks",
+        "addWebhook",
+        "getUsage",
+    ] {
+        links.insert(
+            id.to_owned(),
+            json!({ "operationId": id, "parameters": { "app_id": "$response.body#/id" } }),
+        );
+    }
+    response["links"] = Value::Object(links);
+    response
+}
+
 fn path_param(name: &str) -> Value {
     json!({
         "name": name, "in": "path", "required": true,
@@ -139,7 +162,7 @@ pub fn document() -> Value {
                     "responses": merged(errors(&["400"]), "200", json_of("AppPage", "A page of apps.")),
                 },
                 "post": operation("createApp", "Create an app (the answer holds its secret).",
-                    Scope::AppsWrite, ("201", json_of("AppWithSecret", "The new app.")),
+                    Scope::AppsWrite, ("201", with_app_links(json_of("AppWithSecret", "The new app."))),
                     &["400", "409", "413", "415", "422"], Some("NewApp")),
             },
             "/api/v1/apps/{app_id}": {
@@ -169,7 +192,17 @@ pub fn document() -> Value {
                 "get": operation("listWebhooks", "The app's webhook endpoints.", Scope::WebhooksRead,
                     ("200", json_of("WebhookList", "The endpoints.")), &["404"], None),
                 "post": operation("addWebhook", "Add a webhook endpoint.", Scope::WebhooksWrite,
-                    ("201", json_of("Webhook", "The new endpoint.")),
+                    ("201", {
+                        let mut ok = json_of("Webhook", "The new endpoint.");
+                        ok["links"] = json!({ "removeWebhook": {
+                            "operationId": "removeWebhook",
+                            "parameters": {
+                                "app_id": "$response.body#/app_id",
+                                "webhook_id": "$response.body#/id"
+                            }
+                        } });
+                        ok
+                    }),
                     &["400", "404", "409", "413", "415", "422"], Some("NewWebhook")),
             },
             "/api/v1/apps/{app_id}/webhooks/{webhook_id}": {
