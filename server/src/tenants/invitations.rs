@@ -4,9 +4,11 @@
 //! expired ones are swept whenever a tenant's invitations are read or written.
 
 use serde::Serialize;
+use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::audit::{change, AuditBy};
 use super::sessions::session_key;
 use super::signup::PUBLIC_HASH_WAIT;
 use super::users::{check_password, hash_password, normalise_email, user_from_row, USER_COLUMNS};
@@ -151,6 +153,13 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        let details = json!({ "role": role, "expires_at": invitation.expires_at });
+        let target = &invitation.email;
+        self.audit_in(
+            &mut tx,
+            change(tenant_id, "member.invited", target, details),
+        )
+        .await?;
         tx.commit().await?;
         Ok((invitation, token))
     }
@@ -191,11 +200,23 @@ impl Store {
             .into_iter()
             .find(|i| i.id == id)
             .ok_or_else(|| StoreError::UserNotFound(format!("member invitation {id}")))?;
-        sqlx::query("DELETE FROM invitations WHERE id = $1 AND tenant_id = $2")
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("DELETE FROM invitations WHERE id = $1 AND tenant_id = $2")
             .bind(id.to_owned())
             .bind(tenant_id.to_owned())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::UserNotFound(format!("member invitation {id}")));
+        }
+        let details = json!({ "role": found.role });
+        let target = &found.email;
+        self.audit_in(
+            &mut tx,
+            change(tenant_id, "invitation.revoked", target, details),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(found)
     }
 
@@ -276,6 +297,18 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let user = user_from_row(&row)?;
+        // The new member acts (from the address of the task's actor, the join form's).
+        if let Some(by) = AuditBy::current() {
+            let joined = AuditBy {
+                actor_id: Some(user.id.clone()),
+                actor: user.email.clone(),
+                address: by.address,
+            };
+            let details = json!({ "role": invitation.role, "invited_by": invitation.invited_by });
+            let target = &user.email;
+            let joined_change = change(&invitation.tenant_id, "member.joined", target, details);
+            self.audit_as(&mut tx, joined, joined_change).await?;
+        }
         tx.commit().await?;
         Ok((invitation, user))
     }

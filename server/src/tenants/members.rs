@@ -3,6 +3,9 @@
 //! are deleted and their credential generation moves on, so a cookie already in a browser is
 //! refused at its next request on every node).
 
+use serde_json::json;
+
+use super::audit::change;
 use super::users::{user_from_row, USER_COLUMNS};
 use super::{Actor, Permission, Scoped, Store, StoreError, User, UserRole};
 
@@ -119,6 +122,15 @@ impl Store {
                     .await?;
             }
         }
+        let (action, details) = match role {
+            Some(new) => (
+                "member.role_changed",
+                json!({ "from": member.role, "to": new.as_str() }),
+            ),
+            None => ("member.removed", json!({ "role": member.role })),
+        };
+        self.audit_in(&mut tx, change(tenant_id, action, &member.email, details))
+            .await?;
         tx.commit().await?;
         Ok(member)
     }

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod audit;
+mod audit_atomic;
 mod cli;
 mod cli_webhooks;
 mod cluster;
