@@ -73,6 +73,13 @@ pub const CLI_ACTOR: &str = "cli";
 /// Most entries one read returns.
 pub const MAX_AUDIT_PAGE: u32 = 500;
 
+/// Entries one delete of the retention sweep removes at most: each batch is its own short
+/// statement, so writers of new entries wait for one batch, never for the whole backlog.
+pub const AUDIT_SWEEP_BATCH: i64 = 1000;
+
+/// Batches one sweep runs at most (the rest waits for the next sweep, 10 minutes later).
+pub(super) const AUDIT_SWEEP_MAX_BATCHES: u64 = 100;
+
 /// One entry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEntry {
@@ -247,6 +254,29 @@ impl Store {
             address: by.address,
         };
         insert_entry(tx, &entry, self.clock.now_millis()).await
+    }
+
+    /// Deletes entries written before `before_ms` (Unix milliseconds), oldest first, in batches
+    /// of [`AUDIT_SWEEP_BATCH`], at most [`AUDIT_SWEEP_MAX_BATCHES`] of them; returns how many
+    /// went. The retention sweep: the only delete of the log.
+    pub async fn sweep_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for _ in 0..AUDIT_SWEEP_MAX_BATCHES {
+            let done = sqlx::query(
+                "DELETE FROM audit_log WHERE id IN \
+                 (SELECT id FROM audit_log WHERE at < $1 ORDER BY id LIMIT $2)",
+            )
+            .bind(before_ms)
+            .bind(AUDIT_SWEEP_BATCH)
+            .execute(&self.pool)
+            .await?;
+            deleted += done.rows_affected();
+            if done.rows_affected() < AUDIT_SWEEP_BATCH as u64 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        Ok(deleted)
     }
 
     /// Entries matching `filter`, newest first.
