@@ -10,8 +10,8 @@ use sqlx::Row;
 
 use super::audit::{change, AuditBy};
 use super::sessions::session_key;
-use super::signup::PUBLIC_HASH_WAIT;
-use super::users::{check_password, hash_password, normalise_email, user_from_row, USER_COLUMNS};
+use super::signup::{sign_up_email, PUBLIC_HASH_WAIT};
+use super::users::{check_password, hash_password, user_from_row, USER_COLUMNS};
 use super::{fresh_id, Conflict, Permission, Scoped, Store, StoreError, User, UserRole};
 
 /// How long an invitation may be accepted: 7 days.
@@ -65,7 +65,10 @@ impl Store {
         role: UserRole,
         invited_by: &str,
     ) -> Result<(Invitation, String), StoreError> {
-        let email = normalise_email(email)?;
+        // An invitation is mail to a stranger, as a sign-up's link is: the same one bare,
+        // deliverable, ASCII address (no `a,b` lists or quoted local parts a mailer may read
+        // otherwise, no `localhost` or IP-literal hosts, no Unicode twin of an account).
+        let email = sign_up_email(email)?;
         if !role.is_tenant_role() {
             return Err(StoreError::Invalid(
                 "invite as owner, admin, developer or viewer".into(),

@@ -238,6 +238,59 @@ async fn invitations_are_bounded_per_tenant() {
     assert_eq!(store.list_invitations(&acme.id).await.unwrap().len(), 30);
 }
 
+/// An invitation is mail to a stranger: only one bare, deliverable ASCII address, as for a
+/// sign-up (no address list, quoted local part, local or IP-literal host, Unicode twin), so an
+/// inviter cannot make the server mail several or internal recipients, or create a second
+/// account for one mailbox.
+#[tokio::test]
+async fn an_invitation_goes_to_one_deliverable_address() {
+    let app = spawn_dashboard().await;
+    let browser = Browser::new(&app);
+    let store = &app.node.store;
+    let t = store.create_tenant("Acme").await.unwrap().id;
+    store
+        .create_user("owner@acme.test", PASSWORD, UserRole::Owner, Some(&t))
+        .await
+        .unwrap();
+    let s = browser.sign_in("owner@acme.test", PASSWORD).await;
+    for bad in [
+        "x@corp.test,y@corp.test",
+        "\"x\"@corp.test",
+        "a@b@corp.test",
+        "a@localhost",
+        "a@10.0.0.1",
+        "a@[10.0.0.1]",
+        "ä@corp.test",
+    ] {
+        let form = with_csrf(
+            &[("email", bad.to_owned()), ("role", "viewer".into())],
+            &s.csrf,
+        );
+        let page = browser
+            .post(Some(&s.cookie), "/dashboard/invitations", &form)
+            .await;
+        assert!(
+            page.location().contains("?error="),
+            "{bad}: {}",
+            page.location()
+        );
+        let refused = store
+            .create_invitation(&t, bad, UserRole::Viewer, "owner@acme.test")
+            .await;
+        assert!(refused.is_err(), "{bad}");
+    }
+    assert!(store.list_invitations(&t).await.unwrap().is_empty());
+    let form = with_csrf(
+        &[("email", "new@corp.test".into()), ("role", "viewer".into())],
+        &s.csrf,
+    );
+    browser
+        .post(Some(&s.cookie), "/dashboard/invitations", &form)
+        .await
+        .assert_done("a good address");
+    assert_eq!(store.list_invitations(&t).await.unwrap().len(), 1);
+}
+
 /// The join page's CSRF cookie and a form for `token` with `password`.
 async fn join_form(browser: &Browser<'_>, token: &str, password: &str) -> (String, Form) {
     let page = browser
