@@ -87,11 +87,16 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let taken = sqlx::query("SELECT id FROM users WHERE email = $1")
+        // Already a member here: say so (the inviter sees the members list anyway). An account
+        // anywhere else, or a sign-up waiting for its link, is not the inviter's business: the
+        // invitation is made and mailed as for a free address, so the form cannot tell which
+        // addresses have accounts, and accepting it fails (the email is taken) before any hash.
+        let member = sqlx::query("SELECT id FROM users WHERE email = $1 AND tenant_id = $2")
             .bind(email.clone())
+            .bind(tenant_id.to_owned())
             .fetch_optional(&mut *tx)
             .await?;
-        if taken.is_some() {
+        if member.is_some() {
             return Err(Conflict::EmailTaken(email).into());
         }
         sqlx::query("DELETE FROM invitations WHERE tenant_id = $1 AND email = $2")
