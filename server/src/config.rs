@@ -199,6 +199,9 @@ pub struct Settings {
     pub smtp_url: Option<Secret>,
     /// The sender of outgoing email (`HERALD_SMTP_FROM`); `None`: `Herald <no-reply@HOST>`.
     pub smtp_from: Option<String>,
+    /// Days an audit entry is kept (`HERALD_AUDIT_RETENTION_DAYS`, default 365, at most
+    /// 36500); 0 keeps them forever. Older entries are deleted by the store sweep.
+    pub audit_retention_days: u64,
 }
 
 /// Who may sign up in the dashboard (`HERALD_SIGNUP`).
@@ -355,6 +358,9 @@ pub struct ConfigError {
     name: &'static str,
     problem: String,
 }
+
+/// `HERALD_AUDIT_RETENTION_DAYS`' default: a year.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u64 = 365;
 
 fn var(name: &'static str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -594,6 +600,9 @@ impl Settings {
             signup_plan: signup_plan(),
             smtp_url: smtp_url()?,
             smtp_from: var("HERALD_SMTP_FROM"),
+            audit_retention_days: number::<u64>("HERALD_AUDIT_RETENTION_DAYS")?
+                .unwrap_or(DEFAULT_AUDIT_RETENTION_DAYS)
+                .min(36_500),
             ..Settings::defaults()
         };
         settings.check_cluster().map_err(|problem| ConfigError {
@@ -648,6 +657,7 @@ impl Settings {
             signup_plan: "sandbox".into(),
             smtp_url: None,
             smtp_from: None,
+            audit_retention_days: DEFAULT_AUDIT_RETENTION_DAYS,
         }
     }
 

@@ -118,7 +118,8 @@ fn finish(outcome: Outcome, json: bool) -> i32 {
     }
 }
 
-/// Reads the settings, opens the store, runs `work` and closes the store.
+/// Reads the settings, opens the store, runs `work` and closes the store. The CLI acts as
+/// `cli`: each change it makes writes its audit entry in its own transaction.
 async fn with_store<F, Fut>(work: F) -> Outcome
 where
     F: FnOnce(Context) -> Fut,
@@ -126,11 +127,11 @@ where
 {
     let settings = Settings::from_env()?;
     let store = open_store(&settings).await?;
-    let outcome = work(Context {
+    let work = work(Context {
         settings,
         store: store.clone(),
-    })
-    .await;
+    });
+    let outcome = crate::tenants::AuditBy::cli().scope(work).await;
     store.close().await;
     outcome
 }

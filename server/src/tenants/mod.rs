@@ -39,7 +39,10 @@ pub use app::{
     limit_values, parse_origins, random_password, App, AppPatch, AppRef, LimitsPatch, NewApp,
     PreviousKey, LIMIT_NAMES,
 };
-pub use audit::{AuditEntry, AuditFilter, NewAuditEntry, CLI_ACTOR, MAX_AUDIT_PAGE};
+pub use audit::{
+    masked_url, AuditBy, AuditEntry, AuditFilter, NewAuditEntry, AUDIT_SWEEP_BATCH, CLI_ACTOR,
+    MAX_AUDIT_PAGE,
+};
 pub use cache::{AppCache, AppChange};
 pub use claims::Lease;
 pub use endpoints::{

@@ -8,6 +8,8 @@ mod helpers;
 
 mod api_v1;
 mod audit;
+mod audit_atomic;
+mod audit_retention;
 mod cli;
 mod cli_webhooks;
 mod cluster;

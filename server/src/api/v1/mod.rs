@@ -4,8 +4,9 @@
 //! store's scoped view as an admin of the token's tenant, so another tenant's app is "not
 //! found" and the tenant's plan and limits apply exactly as in the dashboard; the values are
 //! checked by the same code as the CLI's (`NewApp`, `AppPatch`, the webhook checks). Each
-//! write refreshes the app cache (other nodes follow the store's revision, as for the
-//! dashboard) and is audited with the token as actor. `guard.rs` holds authentication, scopes,
+//! write runs inside [`AuditBy::scope`] with the token as actor, so the store writes its audit
+//! entry in the change's own transaction, then refreshes the app cache (other nodes follow the
+//! store's revision, as for the dashboard). `guard.rs` holds authentication, scopes,
 //! the rate limit, the JSON body rules and the error shape; `openapi.rs` the document served
 //! at `/api/v1/openapi.json`.
 
@@ -27,8 +28,8 @@ use serde_json::{json, Map, Value};
 
 use crate::node::SharedNode;
 use crate::tenants::{
-    limit_values, Actor, App, AppPatch, LimitsPatch, MercureKey, MercurePatch, NewApp,
-    NewAuditEntry, NewWebhook, Scope, Scoped, Secret, Webhook,
+    limit_values, Actor, App, AppPatch, AuditBy, LimitsPatch, MercureKey, MercurePatch, NewApp,
+    NewWebhook, Scope, Scoped, Secret, Webhook,
 };
 
 /// Most apps one page lists.
@@ -81,25 +82,24 @@ fn scoped<'a>(node: &'a SharedNode, caller: &Caller) -> Scoped<'a> {
         .scoped(Actor::tenant_admin(caller.token.tenant_id.clone()))
 }
 
-/// Appends an audit entry with the token as actor (a failure is logged: the change was made).
-async fn audit(node: &SharedNode, caller: &Caller, action: &str, target: &str, details: Value) {
-    let entry = NewAuditEntry {
-        tenant_id: Some(caller.token.tenant_id.clone()),
+/// The token as the actor of a change: run inside [`AuditBy::scope`], the store writes the
+/// change's audit entry in the change's own transaction (no change without its entry).
+fn by(caller: &Caller) -> AuditBy {
+    AuditBy {
         actor_id: None,
         actor: guard::token_actor(&caller.token),
-        action: action.to_owned(),
-        target: target.to_owned(),
-        details,
         address: caller.address.clone(),
-    };
-    if let Err(error) = node.store.record_audit(entry).await {
-        tracing::warn!(%error, "a management API change could not be audited");
     }
 }
 
-/// After a write: the app cache follows at once on this node (others follow the revision).
-async fn refresh(node: &SharedNode) -> Result<(), V1Error> {
-    node.refresh_apps().await.map_err(V1Error::from)
+/// After a write: the app cache follows at once on this node (others follow the revision). The
+/// change is committed and audited by then, so a failed refresh is logged, not answered: an
+/// error would hide a committed change (and a new secret) from the client, and the revision
+/// poll catches the cache up.
+async fn refresh(node: &SharedNode) {
+    if let Err(error) = node.refresh_apps().await {
+        tracing::warn!(%error, "the app cache did not follow a management API change at once");
+    }
 }
 
 /// An app as the API shows it; the secrets only in the answers that made them (create,
@@ -318,10 +318,10 @@ async fn create_app(
         allowed_origins: body.allowed_origins,
         ..NewApp::default()
     };
-    let app = scoped(&node, &caller).create_app(new).await?;
-    refresh(&node).await?;
-    let details = json!({ "name": app.name, "plan": app.plan });
-    audit(&node, &caller, "app.created", &app.id, details).await;
+    let app = by(&caller)
+        .scope(scoped(&node, &caller).create_app(new))
+        .await?;
+    refresh(&node).await;
     Ok((StatusCode::CREATED, Json(view(&app, true))).into_response())
 }
 
@@ -343,7 +343,6 @@ async fn update_app(
 ) -> Result<Json<Value>, V1Error> {
     caller.require(&node, Scope::AppsWrite).await?;
     let store = scoped(&node, &caller);
-    let before = store.get_app(&app_id).await?;
     let patch = AppPatch {
         mercure: body.mercure.unwrap_or_default().patch()?,
         name: body.name,
@@ -353,11 +352,8 @@ async fn update_app(
         limits: limits_patch(body.limits)?,
         allowed_origins: body.allowed_origins,
     };
-    let after = store.update_app(&app_id, patch).await?;
-    refresh(&node).await?;
-    for (action, details) in crate::admin::audit::update_entries(&before, &after) {
-        audit(&node, &caller, action, &app_id, details).await;
-    }
+    let after = by(&caller).scope(store.update_app(&app_id, patch)).await?;
+    refresh(&node).await;
     Ok(Json(view(&after, false)))
 }
 
@@ -367,18 +363,10 @@ async fn delete_app(
     Params(app_id): Params<String>,
 ) -> Result<StatusCode, V1Error> {
     caller.require(&node, Scope::AppsWrite).await?;
-    let store = scoped(&node, &caller);
-    let app = store.get_app(&app_id).await?;
-    store.delete_app(&app_id).await?;
-    refresh(&node).await?;
-    audit(
-        &node,
-        &caller,
-        "app.deleted",
-        &app_id,
-        json!({ "name": app.name }),
-    )
-    .await;
+    by(&caller)
+        .scope(scoped(&node, &caller).delete_app(&app_id))
+        .await?;
+    refresh(&node).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -402,10 +390,10 @@ async fn rotate_key(
             "grace_seconds is at most {MAX_GRACE_SECONDS}"
         )));
     }
-    let app = scoped(&node, &caller).rotate_key(&app_id, grace).await?;
-    refresh(&node).await?;
-    let details = json!({ "new_key": app.key, "grace_seconds": grace });
-    audit(&node, &caller, "key.rotated", &app_id, details).await;
+    let app = by(&caller)
+        .scope(scoped(&node, &caller).rotate_key(&app_id, grace))
+        .await?;
+    refresh(&node).await;
     Ok(Json(view(&app, true)))
 }
 
@@ -423,18 +411,10 @@ async fn revoke_key(
     Body(body): Body<RevokeBody>,
 ) -> Result<Json<Value>, V1Error> {
     caller.require(&node, Scope::KeysWrite).await?;
-    let app = scoped(&node, &caller)
-        .revoke_key(&app_id, &body.key)
+    let app = by(&caller)
+        .scope(scoped(&node, &caller).revoke_key(&app_id, &body.key))
         .await?;
-    refresh(&node).await?;
-    audit(
-        &node,
-        &caller,
-        "key.revoked",
-        &app_id,
-        json!({ "key": body.key }),
-    )
-    .await;
+    refresh(&node).await;
     Ok(Json(view(&app, false)))
 }
 
@@ -473,25 +453,15 @@ async fn add_webhook(
         .app_for(&app_id, crate::tenants::Permission::WriteWebhooks)
         .await?;
     crate::webhooks::check_destination(&node.settings.webhooks, &body.url).await?;
-    let hook = node
-        .store
-        .create_webhook(NewWebhook {
-            app_id: app_id.clone(),
-            url: body.url,
-            events: body.events,
-            channel_prefix: body.channel_prefix,
-            headers: body.headers,
-        })
-        .await?;
-    refresh(&node).await?;
-    let details = json!({
-        "url": crate::admin::audit::masked_url(&hook.url),
-        "events": hook.events.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
-        "prefix": hook.channel_prefix,
-        "header_names": hook.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-    });
-    let target = format!("{app_id}/{}", hook.id);
-    audit(&node, &caller, "webhook.created", &target, details).await;
+    let new = NewWebhook {
+        app_id: app_id.clone(),
+        url: body.url,
+        events: body.events,
+        channel_prefix: body.channel_prefix,
+        headers: body.headers,
+    };
+    let hook = by(&caller).scope(node.store.create_webhook(new)).await?;
+    refresh(&node).await;
     Ok((StatusCode::CREATED, Json(webhook_view(&hook))).into_response())
 }
 
@@ -504,10 +474,10 @@ async fn remove_webhook(
     scoped(&node, &caller)
         .app_for(&app_id, crate::tenants::Permission::WriteWebhooks)
         .await?;
-    node.store.delete_webhook(&app_id, &webhook_id).await?;
-    refresh(&node).await?;
-    let target = format!("{app_id}/{webhook_id}");
-    audit(&node, &caller, "webhook.deleted", &target, json!({})).await;
+    by(&caller)
+        .scope(node.store.delete_webhook(&app_id, &webhook_id))
+        .await?;
+    refresh(&node).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
