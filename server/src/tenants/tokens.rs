@@ -24,6 +24,8 @@ pub const MAX_TOKEN_NAME_CHARS: usize = 100;
 pub const MAX_TOKEN_DAYS: u32 = 3650;
 /// How often `last_used_at` is written at most per token (a busy token costs no write per call).
 const TOUCH_EVERY_SECONDS: i64 = 60;
+/// How often a token's refusals are audited at most (see [`Store::note_token_refusal`]).
+const REFUSAL_AUDIT_EVERY_SECONDS: i64 = 60;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -380,6 +382,21 @@ impl Store {
             revoked_at: Some(now),
             ..found
         })
+    }
+
+    /// Whether a refusal of token `id` now should be audited: true at most once a minute per
+    /// token (a conditional stamp, so concurrent refusals on any node agree), so whoever holds
+    /// a dead token cannot flood the tenant's audit log with refusals.
+    pub async fn note_token_refusal(&self, id: &str) -> Result<bool, StoreError> {
+        let now = self.clock.now_seconds();
+        let done =
+            sqlx::query("UPDATE api_tokens SET refused_at = $1 WHERE id = $2 AND refused_at <= $3")
+                .bind(now)
+                .bind(id.to_owned())
+                .bind(now - REFUSAL_AUDIT_EVERY_SECONDS)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// The token whose text is `text`, if it works now; notes its use (at most once a minute).

@@ -795,3 +795,59 @@ async fn owners_and_admins_make_tokens_in_the_dashboard_and_the_cli_makes_them_t
     let (status, _) = call(&app, Method::GET, "/api/v1/apps", Some(&cli_token), None).await;
     assert_eq!(status, 401);
 }
+
+/// Review H1: a revoked token replayed in a loop leaves one `token.refused` entry a minute, and
+/// past its budget of 401 answers a client address is answered 429 before any token lookup
+/// (a live token from it too) until the minute is over.
+#[tokio::test]
+async fn a_replayed_dead_token_leaves_one_entry_a_minute_and_runs_out_of_401s() {
+    let clock = herald::clock::Clock::manual(now_millis());
+    let wall = clock.clone();
+    let app = spawn_app_with(move |s| {
+        s.clock = clock;
+        s.api_rate = 1000;
+    })
+    .await;
+    let store = &app.node.store;
+    let acme = store.create_tenant("Acme").await.unwrap();
+    let revoked = token(&app, &acme.id, &[Scope::AppsRead]).await;
+    let id = store.list_tokens(&acme.id).await.unwrap()[0].id.clone();
+    store.revoke_token(Some(&acme.id), &id).await.unwrap();
+    let live = token(&app, &acme.id, &[Scope::AppsRead]).await;
+    let refusals = || async {
+        store
+            .audit_entries(&herald::tenants::AuditFilter {
+                tenant_id: Some(acme.id.clone()),
+                action: Some("token.refused".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len()
+    };
+    let budget = herald::api::v1::UNAUTHORIZED_PER_MINUTE as usize;
+    for n in 0..budget + 30 {
+        let (status, body) = call(&app, Method::GET, "/api/v1/apps", Some(&revoked), None).await;
+        if n < budget {
+            assert_eq!((status, code(&body)), (401, "token_revoked"), "call {n}");
+        } else {
+            assert_eq!(
+                (status, code(&body)),
+                (429, "too_many_unauthorized"),
+                "call {n}"
+            );
+        }
+    }
+    assert_eq!(refusals().await, 1, "one entry for the minute's refusals");
+    let (status, _) = call(&app, Method::GET, "/api/v1/apps", Some(&live), None).await;
+    assert_eq!(status, 429, "the address is out of 401s for the minute");
+    // The next minute: the budget is back, and the dead token's next refusal is audited once.
+    wall.set_millis(wall.now_millis() + 61_000);
+    let (status, body) = call(&app, Method::GET, "/api/v1/apps", Some(&live), None).await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..5 {
+        let (status, _) = call(&app, Method::GET, "/api/v1/apps", Some(&revoked), None).await;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(refusals().await, 2);
+}

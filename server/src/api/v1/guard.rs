@@ -122,13 +122,78 @@ impl From<StoreError> for V1Error {
     }
 }
 
-/// The per-token rate limiters (`HERALD_API_RATE` a second, bursts of twice that).
+/// 401 answers one client address may get a minute; past it every request from the address
+/// is answered 429 before any token lookup, so guessing or replaying tokens costs the store
+/// nothing more.
+pub const UNAUTHORIZED_PER_MINUTE: u32 = 120;
+/// Client addresses whose 401 counts are kept. Past it, counts of earlier minutes are dropped;
+/// if the map is still full, new addresses share one count (so the map stays bounded and no
+/// address's count is ever reset early).
+const MAX_ADDRESSES: usize = 10_000;
+/// The shared count of addresses that found the map full.
+const OVERFLOW: &str = "";
+
+/// The per-token rate limiters (`HERALD_API_RATE` a second, bursts of twice that) and the
+/// per-address budget of 401 answers.
 #[derive(Debug, Default)]
 pub struct TokenLimits {
     limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
+    unauthorized: Mutex<AddressCounts>,
+}
+
+/// 401 answers per client address in the current minute.
+#[derive(Debug, Default)]
+struct AddressCounts {
+    /// Address -> (minute, answers in it).
+    counts: HashMap<String, (i64, u32)>,
+    /// The minute stale counts were last dropped (at most one pass a minute).
+    pruned: i64,
+}
+
+impl AddressCounts {
+    /// The key `address` counts under: its own, or the shared one when the map is full.
+    fn key<'a>(&self, address: &'a str) -> &'a str {
+        if self.counts.contains_key(address) || self.counts.len() < MAX_ADDRESSES {
+            address
+        } else {
+            OVERFLOW
+        }
+    }
+
+    fn spent(&self, address: &str, minute: i64) -> bool {
+        self.counts
+            .get(self.key(address))
+            .is_some_and(|(at, n)| *at == minute && *n >= UNAUTHORIZED_PER_MINUTE)
+    }
+
+    fn count(&mut self, address: &str, minute: i64) {
+        if !self.counts.contains_key(address)
+            && self.counts.len() >= MAX_ADDRESSES
+            && self.pruned != minute
+        {
+            self.pruned = minute;
+            self.counts.retain(|_, (at, _)| *at == minute);
+        }
+        let key = self.key(address).to_owned();
+        let entry = self.counts.entry(key).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
 }
 
 impl TokenLimits {
+    /// Whether `address` has had its minute's [`UNAUTHORIZED_PER_MINUTE`] 401 answers.
+    fn unauthorized_spent(&self, address: &str, minute: i64) -> bool {
+        self.unauthorized.lock_or_recover().spent(address, minute)
+    }
+
+    /// Counts one 401 answer to `address`.
+    fn count_unauthorized(&self, address: &str, minute: i64) {
+        self.unauthorized.lock_or_recover().count(address, minute);
+    }
+
     fn admit(&self, node: &SharedNode, token_id: &str) -> bool {
         let limiter = {
             let mut map = self.limiters.lock_or_recover();
@@ -189,7 +254,18 @@ impl Caller {
     }
 }
 
+/// Audits a refused use of a known token, at most once a minute per token
+/// ([`Store::note_token_refusal`](crate::tenants::Store::note_token_refusal)): a leaked, revoked
+/// token replayed in a loop leaves one entry a minute, not one per request.
 async fn audit_refusal(node: &SharedNode, token: &ApiToken, reason: &str, address: &str) {
+    match node.store.note_token_refusal(&token.id).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(error) => {
+            tracing::warn!(%error, "an API token refusal could not be noted");
+            return;
+        }
+    }
     let entry = NewAuditEntry {
         tenant_id: Some(token.tenant_id.clone()),
         actor_id: None,
@@ -208,55 +284,86 @@ impl FromRequestParts<SharedNode> for Caller {
     type Rejection = V1Error;
 
     async fn from_request_parts(parts: &mut Parts, node: &SharedNode) -> Result<Self, V1Error> {
-        let unauthorized =
-            |code, message: &str| V1Error::new(StatusCode::UNAUTHORIZED, code, message.to_owned());
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(unauthorized(
-                "missing_token",
-                "send Authorization: Bearer <token>",
-            ));
-        };
-        let text = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .unwrap_or("");
-        let address = address(parts);
-        let token = match node.store.authenticate_token(text).await? {
-            Ok(token) => token,
-            Err((refusal, found)) => {
-                let (code, message, reason) = match refusal {
-                    TokenRefusal::Unknown => ("invalid_token", "the token is not valid", ""),
-                    TokenRefusal::Expired => ("token_expired", "the token has expired", "expired"),
-                    TokenRefusal::Revoked => ("token_revoked", "the token was revoked", "revoked"),
-                };
-                if let Some(token) = found {
-                    audit_refusal(node, &token, reason, &address).await;
-                }
-                return Err(unauthorized(code, message));
-            }
-        };
         let limits = parts
             .extensions
             .get::<Arc<TokenLimits>>()
             .cloned()
             .unwrap_or_default();
-        if !limits.admit(node, &token.id) {
+        let address = address(parts);
+        let minute = node.settings.clock.minute();
+        if limits.unauthorized_spent(&address, minute) {
             return Err(V1Error::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                "too_many_unauthorized",
                 format!(
-                    "more than {} requests a second with this token",
-                    node.settings.api_rate
+                    "more than {UNAUTHORIZED_PER_MINUTE} requests a minute from this address \
+                     were refused for their token: wait a minute"
                 ),
             ));
         }
-        Ok(Caller { token, address })
+        let outcome = authenticate(parts, node, &limits, &address).await;
+        if outcome
+            .as_ref()
+            .is_err_and(|e| e.status == StatusCode::UNAUTHORIZED)
+        {
+            limits.count_unauthorized(&address, minute);
+        }
+        outcome
     }
+}
+
+/// The token of the request, live and within its rate.
+async fn authenticate(
+    parts: &Parts,
+    node: &SharedNode,
+    limits: &TokenLimits,
+    address: &str,
+) -> Result<Caller, V1Error> {
+    let unauthorized =
+        |code, message: &str| V1Error::new(StatusCode::UNAUTHORIZED, code, message.to_owned());
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Err(unauthorized(
+            "missing_token",
+            "send Authorization: Bearer <token>",
+        ));
+    };
+    let text = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .unwrap_or("");
+    let token = match node.store.authenticate_token(text).await? {
+        Ok(token) => token,
+        Err((refusal, found)) => {
+            let (code, message, reason) = match refusal {
+                TokenRefusal::Unknown => ("invalid_token", "the token is not valid", ""),
+                TokenRefusal::Expired => ("token_expired", "the token has expired", "expired"),
+                TokenRefusal::Revoked => ("token_revoked", "the token was revoked", "revoked"),
+            };
+            if let Some(token) = found {
+                audit_refusal(node, &token, reason, address).await;
+            }
+            return Err(unauthorized(code, message));
+        }
+    };
+    if !limits.admit(node, &token.id) {
+        return Err(V1Error::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "more than {} requests a second with this token",
+                node.settings.api_rate
+            ),
+        ));
+    }
+    Ok(Caller {
+        token,
+        address: address.to_owned(),
+    })
 }
 
 /// A JSON request body: `Content-Type: application/json` (415 otherwise), at most
@@ -345,4 +452,34 @@ pub fn query_params(raw: Option<&str>) -> Result<HashMap<String, String>, V1Erro
         }
     }
     Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Past [`MAX_ADDRESSES`] addresses, new ones share one count: the map stays bounded and
+    /// no address that is counted loses its count (so no budget starts over early).
+    #[test]
+    fn the_address_counts_stay_bounded_without_resetting_anyone() {
+        let mut counts = AddressCounts::default();
+        for n in 0..UNAUTHORIZED_PER_MINUTE {
+            counts.count("first", 7);
+            assert!(n + 1 == UNAUTHORIZED_PER_MINUTE || !counts.spent("first", 7));
+        }
+        assert!(counts.spent("first", 7));
+        for n in 0..MAX_ADDRESSES * 2 {
+            counts.count(&format!("10.0.{n}"), 7);
+        }
+        assert!(counts.counts.len() <= MAX_ADDRESSES + 1);
+        assert!(counts.spent("first", 7), "a full map resets nobody");
+        assert!(
+            counts.spent("192.0.2.1", 7),
+            "newcomers share the spent overflow count"
+        );
+        // A new minute: stale counts are dropped to make room, budgets start again.
+        counts.count("192.0.2.1", 8);
+        assert!(!counts.spent("first", 8));
+        assert!(counts.counts.len() <= 2);
+    }
 }

@@ -13,7 +13,10 @@
 mod guard;
 mod openapi;
 
-pub use guard::{query_params, Body, Caller, Params, TokenLimits, V1Error, MAX_BODY_BYTES};
+pub use guard::{
+    query_params, Body, Caller, Params, TokenLimits, V1Error, MAX_BODY_BYTES,
+    UNAUTHORIZED_PER_MINUTE,
+};
 pub use openapi::{document, ROUTES};
 
 use std::sync::Arc;
