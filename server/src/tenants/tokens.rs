@@ -36,7 +36,7 @@ pub enum Scope {
     /// Create, change and delete apps.
     #[serde(rename = "apps:write")]
     AppsWrite,
-    /// Rotate and revoke key pairs.
+    /// Rotate and revoke key pairs, and set an app's Mercure JWT key (with `apps:write`).
     #[serde(rename = "keys:write")]
     KeysWrite,
     /// List an app's webhooks.

@@ -851,3 +851,64 @@ async fn a_replayed_dead_token_leaves_one_entry_a_minute_and_runs_out_of_401s() 
     }
     assert_eq!(refusals().await, 2);
 }
+
+/// Review M2: an app's Mercure JWT key is a credential, so setting it (on create or update)
+/// needs `keys:write` as well as `apps:write`; other Mercure settings need only `apps:write`.
+#[tokio::test]
+async fn setting_a_mercure_key_needs_keys_write() {
+    let app = spawn_app_with(|s| s.api_rate = 1000).await;
+    let store = &app.node.store;
+    let acme = store.create_tenant("Acme").await.unwrap();
+    let app_id = new_app(&app, &acme.id, "hub").await;
+    let apps_only = token(&app, &acme.id, &[Scope::AppsWrite]).await;
+    let both = token(&app, &acme.id, &[Scope::AppsWrite, Scope::KeysWrite]).await;
+    let path = format!("/api/v1/apps/{app_id}");
+    let hs256 = json!({ "mercure": { "jwt_key": "a key the script knows, 32 bytes long" } });
+    let pem = json!({ "mercure": { "jwt_public_key": "-----BEGIN PUBLIC KEY-----" } });
+    for body in [&hs256, &pem] {
+        let (status, answer) = call(
+            &app,
+            Method::PATCH,
+            &path,
+            Some(&apps_only),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&answer)),
+            (403, "insufficient_scope"),
+            "{body}"
+        );
+        let mut create = body.clone();
+        create["name"] = json!("another");
+        let (status, answer) = call(
+            &app,
+            Method::POST,
+            "/api/v1/apps",
+            Some(&apps_only),
+            Some(create),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&answer)),
+            (403, "insufficient_scope"),
+            "{answer}"
+        );
+    }
+    let mercure = store.get_app(&app_id).await.unwrap().mercure;
+    assert!(matches!(
+        mercure.jwt_key,
+        herald::tenants::MercureKey::AppSecret
+    ));
+    let audience = json!({ "mercure": { "audience": "hub-users" } });
+    let (status, answer) = call(&app, Method::PATCH, &path, Some(&apps_only), Some(audience)).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = call(&app, Method::PATCH, &path, Some(&both), Some(hs256)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["mercure"]["jwt_key"], "hs256");
+    assert_eq!(
+        store.list_apps(Some(&acme.id)).await.unwrap().len(),
+        1,
+        "no app was created"
+    );
+}

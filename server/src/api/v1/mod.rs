@@ -177,6 +177,12 @@ struct MercureInput {
 }
 
 impl MercureInput {
+    /// Whether it sets the hub's JWT key: a credential (whoever knows an HS256 key mints the
+    /// hub's publish and subscribe tokens), so `keys:write` is needed as well as `apps:write`.
+    fn sets_key(input: Option<&MercureInput>) -> bool {
+        input.is_some_and(|m| m.jwt_key.is_some() || m.jwt_public_key.is_some())
+    }
+
     fn patch(self) -> Result<MercurePatch, V1Error> {
         let jwt_key = match (self.jwt_key, self.jwt_public_key) {
             (Some(_), Some(_)) => {
@@ -309,6 +315,9 @@ async fn create_app(
     Body(body): Body<CreateBody>,
 ) -> Result<Response, V1Error> {
     caller.require(&node, Scope::AppsWrite).await?;
+    if MercureInput::sets_key(body.mercure.as_ref()) {
+        caller.require(&node, Scope::KeysWrite).await?;
+    }
     let new = NewApp {
         mercure: body.mercure.unwrap_or_default().patch()?,
         name: body.name,
@@ -345,6 +354,9 @@ async fn update_app(
     Body(body): Body<UpdateBody>,
 ) -> Result<Json<Value>, V1Error> {
     caller.require(&node, Scope::AppsWrite).await?;
+    if MercureInput::sets_key(body.mercure.as_ref()) {
+        caller.require(&node, Scope::KeysWrite).await?;
+    }
     let store = scoped(&node, &caller);
     let patch = AppPatch {
         mercure: body.mercure.unwrap_or_default().patch()?,
