@@ -912,3 +912,39 @@ async fn setting_a_mercure_key_needs_keys_write() {
         "no app was created"
     );
 }
+
+/// Review M1: `webhooks:read` lists webhook URLs masked exactly as the dashboard masks them
+/// for viewers (path and query may be the receiver's credentials); a token that
+/// also has `webhooks:write` sees them whole.
+#[tokio::test]
+async fn webhooks_read_sees_urls_masked_as_viewers_do() {
+    let app = spawn_app_with(|s| s.api_rate = 1000).await;
+    let store = &app.node.store;
+    let acme = store.create_tenant("Acme").await.unwrap();
+    let app_id = new_app(&app, &acme.id, "hooks").await;
+    let url = "https://hooks.example.test/in/s3cret?key=k3y";
+    store
+        .create_webhook(herald::tenants::NewWebhook {
+            app_id: app_id.clone(),
+            url: url.into(),
+            events: vec!["channel_vacated".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let path = format!("/api/v1/apps/{app_id}/webhooks");
+    let reader = token(&app, &acme.id, &[Scope::WebhooksRead]).await;
+    let (status, body) = call(&app, Method::GET, &path, Some(&reader), None).await;
+    assert_eq!(status, 200, "{body}");
+    let shown = body["data"][0]["url"].as_str().unwrap();
+    assert_eq!(shown, herald::tenants::masked_url(url));
+    assert_eq!(shown, "https://hooks.example.test/…");
+    let text = body.to_string();
+    for secret in ["s3cret", "k3y"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let writer = token(&app, &acme.id, &[Scope::WebhooksRead, Scope::WebhooksWrite]).await;
+    let (status, body) = call(&app, Method::GET, &path, Some(&writer), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][0]["url"], url);
+}

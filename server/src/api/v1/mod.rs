@@ -148,11 +148,19 @@ fn view(app: &App, with_secret: bool) -> Value {
     value
 }
 
-fn webhook_view(hook: &Webhook) -> Value {
+/// A webhook as the API shows it. The URL may carry the receiver's credential (user info, path,
+/// query): it is whole only for a token that may change webhooks (`full_url`), otherwise masked
+/// exactly as the dashboard masks it for viewers (scheme, host and `/…`).
+fn webhook_view(hook: &Webhook, full_url: bool) -> Value {
+    let url = if full_url {
+        hook.url.clone()
+    } else {
+        crate::tenants::masked_url(&hook.url)
+    };
     json!({
         "id": hook.id,
         "app_id": hook.app_id,
-        "url": hook.url,
+        "url": url,
         "events": hook.events.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
         "channel_prefix": hook.channel_prefix,
         // Header values may be the receiver's credentials: names only.
@@ -441,7 +449,8 @@ async fn list_webhooks(
     caller.require(&node, Scope::WebhooksRead).await?;
     scoped(&node, &caller).get_app(&app_id).await?;
     let hooks = node.store.list_webhooks(Some(&app_id)).await?;
-    let data: Vec<Value> = hooks.iter().map(webhook_view).collect();
+    let full_url = caller.token.allows(Scope::WebhooksWrite);
+    let data: Vec<Value> = hooks.iter().map(|h| webhook_view(h, full_url)).collect();
     Ok(Json(json!({ "data": data })))
 }
 
@@ -477,7 +486,7 @@ async fn add_webhook(
     };
     let hook = by(&caller).scope(node.store.create_webhook(new)).await?;
     refresh(&node).await;
-    Ok((StatusCode::CREATED, Json(webhook_view(&hook))).into_response())
+    Ok((StatusCode::CREATED, Json(webhook_view(&hook, true))).into_response())
 }
 
 async fn remove_webhook(
