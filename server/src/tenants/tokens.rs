@@ -285,6 +285,30 @@ impl Store {
         if locked.rows_affected() == 0 {
             return Err(StoreError::TenantNotFound(new.tenant_id));
         }
+        // The creator's role as it is now, under the tenant lock that lowering or removing a
+        // member also takes: a member removed or lowered after the page checked their role, but
+        // before this transaction, makes no token (their revocation would miss it).
+        let mut new = new;
+        if new.creator_role != UserRole::Operator {
+            let row = sqlx::query("SELECT role FROM users WHERE tenant_id = $1 AND email = $2")
+                .bind(new.tenant_id.clone())
+                .bind(new.created_by.clone())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let role = match row {
+                Some(row) => UserRole::parse(&row.try_get::<String, _>("role")?),
+                None => None,
+            };
+            match role {
+                Some(role) if role.allows(Permission::ManageMembers) => new.creator_role = role,
+                _ => {
+                    return Err(StoreError::RoleDenied(
+                        "You are no longer an owner or admin of this tenant.".into(),
+                    ))
+                }
+            }
+            new.check()?;
+        }
         let live = sqlx::query(
             "SELECT COUNT(*) AS n FROM api_tokens WHERE tenant_id = $1 AND revoked_at = 0 \
              AND (expires_at = 0 OR expires_at > $2)",

@@ -48,8 +48,8 @@ async fn token(app: &TestApp, tenant: &str, scopes: &[Scope]) -> String {
             name: "test".into(),
             scopes: scopes.to_vec(),
             expires_in_days: Some(30),
-            created_by: "owner@acme.test".into(),
-            creator_role: UserRole::Owner,
+            created_by: "cli".into(),
+            creator_role: UserRole::Operator,
         })
         .await
         .expect("token created")

@@ -13,8 +13,8 @@ fn new_token(tenant: &str, days: Option<u32>) -> NewToken {
         name: "deploys".into(),
         scopes: vec![Scope::AppsRead, Scope::KeysWrite],
         expires_in_days: days,
-        created_by: "owner@example.com".into(),
-        creator_role: UserRole::Owner,
+        created_by: "cli".into(),
+        creator_role: UserRole::Operator,
     }
 }
 
@@ -89,7 +89,57 @@ async fn exercise_tokens(url: &str) {
     dev.scopes = vec![Scope::AppsWrite];
     assert!(store.create_token(dev).await.is_err());
     assert!(store.create_token(new_token("999999", None)).await.is_err());
+    creators_role_is_judged_at_the_creation(&store, &other.id).await;
     store.close().await;
+}
+
+/// Review M4: a member's token is judged on the member's role read inside the creating
+/// transaction (under the tenant lock their lowering or removal takes too), not on the role
+/// the page saw: a lowered or removed member, or an address that is no member, makes no token.
+async fn creators_role_is_judged_at_the_creation(store: &Store, tenant: &str) {
+    store
+        .create_user(
+            "owner@example.com",
+            "owner password 1",
+            UserRole::Owner,
+            Some(tenant),
+        )
+        .await
+        .unwrap();
+    let admin = store
+        .create_user(
+            "admin@example.com",
+            "admin password 1",
+            UserRole::Admin,
+            Some(tenant),
+        )
+        .await
+        .unwrap();
+    let as_admin = || NewToken {
+        created_by: "admin@example.com".into(),
+        creator_role: UserRole::Admin,
+        ..new_token(tenant, None)
+    };
+    store.create_token(as_admin()).await.expect("an admin may");
+    let stranger = NewToken {
+        created_by: "nobody@example.com".into(),
+        ..as_admin()
+    };
+    assert!(matches!(
+        store.create_token(stranger).await,
+        Err(herald::tenants::StoreError::RoleDenied(_))
+    ));
+    // Lowered after the page read "admin": the stale role in the request does not count.
+    store
+        .change_member(tenant, &admin.id, Some(UserRole::Developer))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_token(as_admin()).await,
+        Err(herald::tenants::StoreError::RoleDenied(_))
+    ));
+    store.change_member(tenant, &admin.id, None).await.unwrap();
+    assert!(store.create_token(as_admin()).await.is_err(), "removed");
 }
 
 #[tokio::test]
