@@ -510,7 +510,7 @@ async fn bad_bodies_get_typed_errors() {
 }
 
 #[tokio::test]
-async fn a_token_over_its_rate_is_refused_with_429() {
+async fn a_tenant_over_its_rate_is_refused_with_429() {
     let app = spawn_app_with(|s| s.api_rate = 2).await;
     let store = &app.node.store;
     let acme = store.create_tenant("Acme").await.unwrap();
@@ -531,8 +531,13 @@ async fn a_token_over_its_rate_is_refused_with_429() {
         refused >= 4,
         "a burst of twice the rate passes first: {refused}"
     );
-    // Another token has its own budget.
+    // The budget is the tenant's (review M6): its other tokens are out too, another tenant's
+    // token is not.
     let (status, _) = call(&app, Method::GET, "/api/v1/apps", Some(&other), None).await;
+    assert_eq!(status, 429);
+    let globex = store.create_tenant("Globex").await.unwrap();
+    let theirs = token(&app, &globex.id, &[Scope::AppsRead]).await;
+    let (status, _) = call(&app, Method::GET, "/api/v1/apps", Some(&theirs), None).await;
     assert_eq!(status, 200);
 }
 

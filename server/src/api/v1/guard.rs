@@ -17,15 +17,14 @@ use governor::Quota;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::clock::RateLimiter;
+use crate::clock::{Clock, RateLimiter};
 use crate::locks::MutexExt as _;
 use crate::node::SharedNode;
 use crate::tenants::{ApiToken, NewAuditEntry, Scope, StoreError, TokenRefusal};
 
 /// The largest request body: an app's settings with a PEM key fit easily.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Tokens whose limiters are kept; past it the map starts over (every bucket full again), so
-/// the map is bounded whatever happens.
+/// Tenants whose limiters are kept (see [`TokenLimits::admit`] for what happens past it).
 const MAX_LIMITERS: usize = 10_000;
 
 /// A refused `/api/v1` request.
@@ -133,13 +132,24 @@ const MAX_ADDRESSES: usize = 10_000;
 /// The shared count of addresses that found the map full.
 const OVERFLOW: &str = "";
 
-/// The per-token rate limiters (`HERALD_API_RATE` a second, bursts of twice that) and the
-/// per-address budget of 401 answers.
+/// The per-tenant rate limiters (`HERALD_API_RATE` a second, bursts of twice that, whatever
+/// the number of the tenant's tokens) and the per-address budget of 401 answers.
 #[derive(Debug, Default)]
 pub struct TokenLimits {
-    limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
+    limiters: Mutex<Limiters>,
     unauthorized: Mutex<AddressCounts>,
 }
+
+/// The tenants' limiters with when each was last used (Unix milliseconds).
+#[derive(Debug, Default)]
+struct Limiters {
+    map: HashMap<String, (Arc<RateLimiter>, i64)>,
+    /// When idle limiters were last dropped (at most one pass per [`IDLE_MS`]).
+    pruned: i64,
+}
+
+/// A limiter unused this long has refilled its burst (twice the rate, refilled in 2 s).
+const IDLE_MS: i64 = 3_000;
 
 /// 401 answers per client address in the current minute.
 #[derive(Debug, Default)]
@@ -194,23 +204,28 @@ impl TokenLimits {
         self.unauthorized.lock_or_recover().count(address, minute);
     }
 
-    fn admit(&self, node: &SharedNode, token_id: &str) -> bool {
+    /// Whether `tenant` may make one more request now (`rate` a second, bursts of twice that).
+    /// When the map is full, limiters idle for [`IDLE_MS`] are dropped (their bucket is full
+    /// again, so dropping one resets nothing); if none is, newcomers share one limiter, so no
+    /// tenant's budget ever starts over early.
+    fn admit(&self, clock: &Clock, rate: u32, tenant: &str) -> bool {
+        let now = clock.now_millis();
         let limiter = {
-            let mut map = self.limiters.lock_or_recover();
-            if map.len() >= MAX_LIMITERS && !map.contains_key(token_id) {
-                map.clear();
+            let mut limiters = self.limiters.lock_or_recover();
+            let full = |l: &Limiters| l.map.len() >= MAX_LIMITERS && !l.map.contains_key(tenant);
+            if full(&limiters) && now - limiters.pruned >= IDLE_MS {
+                limiters.pruned = now;
+                limiters.map.retain(|_, (_, seen)| now - *seen < IDLE_MS);
             }
-            map.entry(token_id.to_owned())
-                .or_insert_with(|| {
-                    let rate = NonZeroU32::new(node.settings.api_rate).unwrap_or(NonZeroU32::MIN);
-                    let burst = rate.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
-                    Arc::new(
-                        node.settings
-                            .clock
-                            .rate_limiter(Quota::per_second(rate).allow_burst(burst)),
-                    )
-                })
-                .clone()
+            let key = if full(&limiters) { OVERFLOW } else { tenant };
+            let entry = limiters.map.entry(key.to_owned()).or_insert_with(|| {
+                let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
+                let burst = rate.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
+                let quota = Quota::per_second(rate).allow_burst(burst);
+                (Arc::new(clock.rate_limiter(quota)), now)
+            });
+            entry.1 = now;
+            entry.0.clone()
         };
         limiter.check().is_ok()
     }
@@ -350,12 +365,16 @@ async fn authenticate(
             return Err(unauthorized(code, message));
         }
     };
-    if !limits.admit(node, &token.id) {
+    if !limits.admit(
+        &node.settings.clock,
+        node.settings.api_rate,
+        &token.tenant_id,
+    ) {
         return Err(V1Error::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             format!(
-                "more than {} requests a second with this token",
+                "more than {} requests a second with this tenant's tokens (on this node)",
                 node.settings.api_rate
             ),
         ));
@@ -457,6 +476,27 @@ pub fn query_params(raw: Option<&str>) -> Result<HashMap<String, String>, V1Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Past [`MAX_LIMITERS`] tenants, newcomers share one limiter while every kept tenant's
+    /// limiter stays spent (no reset); once limiters are idle they make room again.
+    #[test]
+    fn the_limiter_map_stays_bounded_without_resetting_anyone() {
+        let clock = Clock::manual(1_800_000_000_000);
+        let limits = TokenLimits::default();
+        while limits.admit(&clock, 1, "busy") {}
+        for n in 0..MAX_LIMITERS + 50 {
+            limits.admit(&clock, 1, &format!("t{n}"));
+        }
+        let kept = limits.limiters.lock_or_recover().map.len();
+        assert!(kept <= MAX_LIMITERS + 1, "{kept}");
+        assert!(
+            !limits.admit(&clock, 1, "busy"),
+            "a full map reset a budget"
+        );
+        clock.set_millis(clock.now_millis() + IDLE_MS + 1);
+        assert!(limits.admit(&clock, 1, "newcomer"));
+        assert!(limits.limiters.lock_or_recover().map.len() <= 2);
+    }
 
     /// Past [`MAX_ADDRESSES`] addresses, new ones share one count: the map stays bounded and
     /// no address that is counted loses its count (so no budget starts over early).
