@@ -133,7 +133,8 @@ pub struct Settings {
     /// Per-app series only for this many of the busiest apps (`HERALD_METRICS_TOP_APPS`,
     /// default 20, at most 1,000).
     pub metrics_top_apps: usize,
-    /// Requests a second one management API token may make (`HERALD_API_RATE`, default 10,
+    /// Management API requests a second one tenant's tokens may make together on one node
+    /// (`HERALD_API_RATE`, default 10,
     /// 1 to 1,000; bursts of twice that).
     pub api_rate: u32,
     /// The URL users reach the server at (`HERALD_PUBLIC_URL`, an absolute `http(s)` URL without

@@ -113,6 +113,9 @@ impl Node {
                     if let Err(error) = store.sweep_sessions().await {
                         tracing::debug!(%error, "could not sweep expired dashboard sessions");
                     }
+                    if let Err(error) = store.sweep_tokens().await {
+                        tracing::debug!(%error, "could not sweep dead API tokens");
+                    }
                     if retention_days > 0 {
                         let keep_ms =
                             i64::try_from(retention_days * 86_400_000).unwrap_or(i64::MAX);

@@ -66,8 +66,8 @@ pub use signup::{
     VERIFY_LINK_TTL,
 };
 pub use tokens::{
-    ApiToken, NewToken, Scope, TokenRefusal, MAX_LIVE_TOKENS, MAX_TOKEN_DAYS, MAX_TOKEN_NAME_CHARS,
-    TOKEN_PREFIX,
+    ApiToken, NewToken, Scope, TokenRefusal, DEAD_TOKEN_DAYS, MAX_LIVE_TOKENS, MAX_TOKEN_DAYS,
+    MAX_TOKEN_NAME_CHARS, TOKEN_PREFIX,
 };
 pub use usage::{
     Allowance, AppUsage, DayUsage, MinuteUsage, Settlement, Usage, UsageReport, DAYS_REPORTED,

@@ -24,6 +24,10 @@ pub const MAX_TOKEN_NAME_CHARS: usize = 100;
 pub const MAX_TOKEN_DAYS: u32 = 3650;
 /// How often `last_used_at` is written at most per token (a busy token costs no write per call).
 const TOUCH_EVERY_SECONDS: i64 = 60;
+/// Days a revoked or expired token's row is kept (listed as such) before the sweep deletes it.
+pub const DEAD_TOKEN_DAYS: i64 = 30;
+/// Dead token rows one sweep deletes at most.
+const TOKEN_SWEEP_BATCH: i64 = 10_000;
 /// How often a token's refusals are audited at most (see [`Store::note_token_refusal`]).
 const REFUSAL_AUDIT_EVERY_SECONDS: i64 = 60;
 
@@ -406,6 +410,24 @@ impl Store {
             revoked_at: Some(now),
             ..found
         })
+    }
+
+    /// Deletes tokens revoked or expired more than [`DEAD_TOKEN_DAYS`] days ago (at most
+    /// [`TOKEN_SWEEP_BATCH`] a call; the node calls it every 10 minutes), so creating and
+    /// revoking tokens in a loop cannot grow the table (or the tokens page) without bound past
+    /// what that many days of creations hold. Returns how many went.
+    pub async fn sweep_tokens(&self) -> Result<u64, StoreError> {
+        let before = self.clock.now_seconds() - DEAD_TOKEN_DAYS * 86_400;
+        let done = sqlx::query(
+            "DELETE FROM api_tokens WHERE id IN (SELECT id FROM api_tokens \
+             WHERE (revoked_at <> 0 AND revoked_at < $1) \
+                OR (expires_at <> 0 AND expires_at < $1) LIMIT $2)",
+        )
+        .bind(before)
+        .bind(TOKEN_SWEEP_BATCH)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Whether a refusal of token `id` now should be audited: true at most once a minute per

@@ -3,7 +3,9 @@
 //! reached). A manual clock runs a token past its expiry and the once-a-minute use stamp.
 
 use herald::clock::Clock;
-use herald::tenants::{NewToken, Scope, Store, TokenRefusal, UserRole, MAX_LIVE_TOKENS};
+use herald::tenants::{
+    NewToken, Scope, Store, TokenRefusal, UserRole, DEAD_TOKEN_DAYS, MAX_LIVE_TOKENS,
+};
 
 const START: i64 = 1_800_000_000_000;
 
@@ -90,6 +92,7 @@ async fn exercise_tokens(url: &str) {
     assert!(store.create_token(dev).await.is_err());
     assert!(store.create_token(new_token("999999", None)).await.is_err());
     creators_role_is_judged_at_the_creation(&store, &other.id).await;
+    dead_tokens_go_after_thirty_days(&store, &clock, &other.id).await;
     store.close().await;
 }
 
@@ -151,4 +154,42 @@ async fn tokens_work_on_sqlite() {
 #[tokio::test]
 async fn tokens_work_on_postgres() {
     crate::helpers::on_scratch_postgres(|url| async move { exercise_tokens(&url).await }).await;
+}
+
+/// Review M5: revoked and expired tokens stay listed for [`DEAD_TOKEN_DAYS`] days, then the
+/// sweep deletes their rows (a create-and-revoke loop cannot grow the table without bound);
+/// live tokens stay.
+async fn dead_tokens_go_after_thirty_days(store: &Store, clock: &Clock, tenant: &str) {
+    let (live, _) = store.create_token(new_token(tenant, None)).await.unwrap();
+    let (dead, _) = store.create_token(new_token(tenant, None)).await.unwrap();
+    store.revoke_token(Some(tenant), &dead.id).await.unwrap();
+    let listed = |t: &str| {
+        let t = t.to_owned();
+        async move {
+            store
+                .list_tokens(tenant)
+                .await
+                .unwrap()
+                .iter()
+                .any(|x| x.id == t)
+        }
+    };
+    let day_ms = 86_400_000;
+    let revoked_at = clock.now_millis();
+    clock.set_millis(revoked_at + (DEAD_TOKEN_DAYS - 1) * day_ms);
+    store.sweep_tokens().await.unwrap();
+    assert!(listed(&dead.id).await, "kept (and listed) for the days");
+    clock.set_millis(revoked_at + (DEAD_TOKEN_DAYS + 1) * day_ms);
+    assert!(store.sweep_tokens().await.unwrap() >= 1);
+    assert!(!listed(&dead.id).await, "deleted after the days");
+    assert!(listed(&live.id).await, "a live token stays");
+    let now = clock.now_millis() / 1000;
+    for token in store.list_tokens(tenant).await.unwrap() {
+        assert!(
+            token.revoked_at.is_none()
+                && token
+                    .expires_at
+                    .is_none_or(|at| at > now - DEAD_TOKEN_DAYS * 86_400)
+        );
+    }
 }
