@@ -71,9 +71,15 @@ impl IntoResponse for V1Error {
             );
         }
         if self.status == StatusCode::TOO_MANY_REQUESTS {
+            // The 401 budget is a minute's; the rate limit refills within a second.
+            let wait = if self.code == "too_many_unauthorized" {
+                "60"
+            } else {
+                "1"
+            };
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static(wait));
         }
         response
     }

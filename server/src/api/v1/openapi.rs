@@ -222,7 +222,10 @@ pub fn document() -> Value {
                     "type": "http",
                     "scheme": "bearer",
                     "description": "A management API token (`hrld_...`), scoped to one tenant and to: \
-                                    apps:read, apps:write, keys:write, webhooks:read, webhooks:write, usage:read."
+                                    apps:read, apps:write, keys:write, webhooks:read, webhooks:write, usage:read. \
+                                    Setting an app's Mercure jwt_key or jwt_public_key needs keys:write \
+                                    as well as apps:write; webhooks:read sees webhook URLs masked \
+                                    unless the token also has webhooks:write."
                 }
             },
             "responses": {
@@ -234,7 +237,7 @@ pub fn document() -> Value {
                 "E413": { "description": "The body is over 64 KiB (`body_too_large`).", "content": error_ref() },
                 "E415": { "description": "The body is not JSON (`unsupported_media_type`).", "content": error_ref() },
                 "E422": { "description": "A value is not acceptable (`validation_failed`).", "content": error_ref() },
-                "E429": { "description": "Over the token's rate (`rate_limited`); see Retry-After.", "content": error_ref() },
+                "E429": { "description": "Over the tenant's rate on this node (`rate_limited`), or the client address had 120 401 answers this minute (`too_many_unauthorized`); see Retry-After.", "content": error_ref() },
                 "E503": { "description": "The store is busy or unreachable (`busy`, `unavailable`).", "content": error_ref() },
             },
             "schemas": {
