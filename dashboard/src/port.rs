@@ -208,6 +208,38 @@ pub struct InvitationRow {
     pub expires_at: i64,
 }
 
+/// A management API token (never its text).
+#[derive(Debug, Clone)]
+pub struct ApiTokenRow {
+    /// Id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its scopes' names (`apps:read`, ...).
+    pub scopes: Vec<String>,
+    /// Who made it.
+    pub created_by: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// When it stops working, Unix seconds (`None`: never).
+    pub expires_at: Option<i64>,
+    /// Its last use, Unix seconds (`None`: never).
+    pub last_used_at: Option<i64>,
+    /// `live`, `expired` or `revoked`.
+    pub state: &'static str,
+}
+
+/// A token to create from the dashboard.
+#[derive(Debug, Clone)]
+pub struct NewApiToken {
+    /// Its name.
+    pub name: String,
+    /// The scopes' names.
+    pub scopes: Vec<String>,
+    /// Days until it expires (`None`: never).
+    pub expires_in_days: Option<u32>,
+}
+
 /// Which audit entries to show, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
@@ -723,6 +755,23 @@ pub trait AdminPort: AccountPort + Send + Sync + 'static {
         password: &str,
         address: &str,
     ) -> impl Future<Output = PortResult<Admin>> + Send;
+    /// The management API tokens of the admin's tenant (owners and admins).
+    fn api_tokens(
+        &self,
+        admin: &Admin,
+    ) -> impl Future<Output = PortResult<Vec<ApiTokenRow>>> + Send;
+    /// Creates a token (owners and admins); returns it and its text, shown once.
+    fn create_api_token(
+        &self,
+        admin: &Admin,
+        new: NewApiToken,
+    ) -> impl Future<Output = PortResult<(ApiTokenRow, String)>> + Send;
+    /// Revokes a token of the admin's tenant.
+    fn revoke_api_token(
+        &self,
+        admin: &Admin,
+        id: &str,
+    ) -> impl Future<Output = PortResult<ApiTokenRow>> + Send;
     /// Audit entries of the admin's tenant (the operator: every tenant's, or one's).
     fn audit(
         &self,

@@ -364,7 +364,7 @@ async function loggedLink(target, email, path, since) {
 }
 
 scenario(
-  'dashboard: a new customer signs up, follows the emailed link, creates an app and connects pusher-js with the shown key',
+  'dashboard: a new customer signs up, follows the emailed link, creates an app, connects pusher-js with the shown key and invites a developer who sees the keys but cannot delete the app',
   async (ctx) => {
     const { target } = ctx;
     const base = `http://${target.host}:${target.port}`;
@@ -430,7 +430,65 @@ scenario(
         subscriber.sockets[0].startsWith(`ws://${shown.host}:${shown.port}/app/${shown.key}?`),
         `pusher-js connected to ${subscriber.sockets[0]}`,
       );
-      await subscriber.subscribed('a', uniqueName('first-app'));
+      const channel = uniqueName('first-app');
+      await subscriber.subscribed('a', channel);
+      const appId = decodeURIComponent(/\/dashboard\/apps\/([^/]+)\/getting-started/.exec(new URL(page.url()).pathname)[1]);
+      const appPath = `${base}/dashboard/apps/${encodeURIComponent(appId)}`;
+
+      // --- The owner invites a developer; the emailed link (from the log) lets them join. ---
+      const developer = `developer-${process.pid}-${Date.now().toString(36)}@signup.test`;
+      const developerPassword = 'a developer password';
+      await goto(page, `${base}/dashboard/members`);
+      await page.fill('#invite-email', developer);
+      await page.selectOption('#invite-role', 'developer');
+      const invitedSince = target.log.length;
+      await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: 'Send invitation' }).click()]);
+      assert(
+        (await page.locator('[data-testid="invitation"]').allTextContents()).some((r) => r.includes(developer) && r.includes('developer')),
+        'the invitation is pending on the members page',
+      );
+      const invitation = await loggedLink(target, developer, '/dashboard/join', invitedSince);
+      assert(invitation.startsWith(`${base}/dashboard/join?token=`), `the invitation link is under the server's URL: ${invitation}`);
+      const dev = await openTab(ctx);
+      await goto(dev.page, invitation);
+      assertEqual(await text(dev.page, '[data-testid="role"]'), 'developer', 'the join page names the invited role');
+      await dev.page.fill('#password', developerPassword);
+      await dev.page.fill('#confirm', developerPassword);
+      await Promise.all([dev.page.waitForURL(/\/dashboard\/apps(\?|$)/), dev.page.getByRole('button', { name: 'Join' }).click()]);
+      assert((await dev.page.locator('header.top nav').textContent()).includes(developer), 'the developer is signed in after joining');
+
+      // --- The developer signs in again (a browser of their own) and sees the app's keys. ---
+      const { page: devPage, failures: devFailures } = await openTab(ctx);
+      await goto(devPage, `${base}/dashboard/login`);
+      await devPage.fill('#email', developer);
+      await devPage.fill('#password', developerPassword);
+      await Promise.all([devPage.waitForURL(/\/dashboard\/apps(\?|$)/), devPage.getByRole('button', { name: 'Sign in' }).click()]);
+      assert((await devPage.locator('main').textContent()).includes(appName), "the developer's app list has the owner's app");
+      await goto(devPage, `${appPath}/keys`);
+      assertEqual(await text(devPage, '[data-testid="key"]'), shown.key, 'the developer sees the key');
+      await Promise.all([devPage.waitForLoadState('load'), devPage.getByRole('button', { name: 'Reveal secrets' }).click()]);
+      const secret = await text(devPage, '[data-testid="secret"]');
+      assert(secret.length > 0, 'the developer sees the secret');
+      // The shown credentials work: pusher-http-node triggers with them, pusher-js receives it.
+      const backend = new PusherServer({ appId, key: shown.key, secret, host: shown.host, port: shown.port, useTLS: false });
+      const response = await backend.trigger(channel, 'seen-by-developer', { ok: true });
+      assertEqual(response.status, 200, 'trigger with the key and secret the developer saw');
+      await subscriber.waitForEvent('a', channel, 'seen-by-developer');
+
+      // --- No delete button for a developer, and a forged delete is refused. ---
+      await goto(devPage, appPath);
+      assertEqual(await devPage.getByRole('link', { name: /Delete this app/ }).count(), 0, 'no delete button for a developer');
+      const forged = await devPage.evaluate(async ({ url, name }) => {
+        const csrf = document.querySelector('input[name="csrf"]').value;
+        const body = new URLSearchParams({ csrf, confirm: name });
+        const answer = await fetch(url, { method: 'POST', body, redirect: 'manual' });
+        return answer.status;
+      }, { url: `${appPath}/delete`, name: appName });
+      assertEqual(forged, 403, "a developer's forged delete POST");
+      await goto(page, appPath);
+      assertEqual(await text(page, '.crumbs strong'), appName, 'the app is still there for its owner');
+      const devProblems = devFailures.filter((f) => !f.includes('/favicon.ico') && !f.includes('/delete'));
+      assertDeepEqual(devProblems, [], "HTTP and JavaScript errors in the developer's dashboard");
 
       // --- The link worked once. ---
       const again = await page.goto(link, { waitUntil: 'load' });

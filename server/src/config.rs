@@ -133,6 +133,10 @@ pub struct Settings {
     /// Per-app series only for this many of the busiest apps (`HERALD_METRICS_TOP_APPS`,
     /// default 20, at most 1,000).
     pub metrics_top_apps: usize,
+    /// Management API requests a second one tenant's tokens may make together on one node
+    /// (`HERALD_API_RATE`, default 10,
+    /// 1 to 1,000; bursts of twice that).
+    pub api_rate: u32,
     /// The URL users reach the server at (`HERALD_PUBLIC_URL`, an absolute `http(s)` URL without
     /// a trailing `/`); `None`: `http://` and the bound address ([`Settings::public_url_or`]).
     pub public_url: Option<String>,
@@ -196,6 +200,9 @@ pub struct Settings {
     pub smtp_url: Option<Secret>,
     /// The sender of outgoing email (`HERALD_SMTP_FROM`); `None`: `Herald <no-reply@HOST>`.
     pub smtp_from: Option<String>,
+    /// Days an audit entry is kept (`HERALD_AUDIT_RETENTION_DAYS`, default 365, at most
+    /// 36500); 0 keeps them forever. Older entries are deleted by the store sweep.
+    pub audit_retention_days: u64,
 }
 
 /// Who may sign up in the dashboard (`HERALD_SIGNUP`).
@@ -352,6 +359,9 @@ pub struct ConfigError {
     name: &'static str,
     problem: String,
 }
+
+/// `HERALD_AUDIT_RETENTION_DAYS`' default: a year.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u64 = 365;
 
 fn var(name: &'static str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -531,6 +541,16 @@ impl Settings {
                 })
             }
         };
+        let api_rate = match number::<u32>("HERALD_API_RATE")? {
+            None => 10,
+            Some(n @ 1..=1000) => n,
+            Some(other) => {
+                return Err(ConfigError {
+                    name: "HERALD_API_RATE",
+                    problem: format!("a number from 1 to 1000, got {other}"),
+                })
+            }
+        };
         let cluster = cluster_settings()?;
         let public_url = var("HERALD_PUBLIC_URL")
             .map(|url| parse_public_url(&url))
@@ -538,6 +558,7 @@ impl Settings {
         let settings = Settings {
             metrics_bind: var("HERALD_METRICS_BIND"),
             metrics_top_apps,
+            api_rate,
             tls: tls_settings()?,
             public_url,
             cluster,
@@ -580,6 +601,9 @@ impl Settings {
             signup_plan: signup_plan(),
             smtp_url: smtp_url()?,
             smtp_from: var("HERALD_SMTP_FROM"),
+            audit_retention_days: number::<u64>("HERALD_AUDIT_RETENTION_DAYS")?
+                .unwrap_or(DEFAULT_AUDIT_RETENTION_DAYS)
+                .min(36_500),
             ..Settings::defaults()
         };
         settings.check_cluster().map_err(|problem| ConfigError {
@@ -605,6 +629,7 @@ impl Settings {
             admin_bind: None,
             metrics_bind: None,
             metrics_top_apps: 20,
+            api_rate: 10,
             public_url: None,
             data_dir: PathBuf::from("./herald-data"),
             database_url: sqlite_url(std::path::Path::new("./herald-data")),
@@ -633,6 +658,7 @@ impl Settings {
             signup_plan: "sandbox".into(),
             smtp_url: None,
             smtp_from: None,
+            audit_retention_days: DEFAULT_AUDIT_RETENTION_DAYS,
         }
     }
 

@@ -19,6 +19,7 @@ async fn main() {
         Command::Tenants(command) => herald::cli::run_tenants(command).await,
         Command::Users(command) => herald::cli::run_users(command).await,
         Command::Webhooks(command) => herald::cli::run_webhooks(command).await,
+        Command::Tokens(command) => herald::cli::run_tokens(command).await,
         Command::Audit(command) => herald::cli::run_audit(command).await,
     };
     std::process::exit(code);

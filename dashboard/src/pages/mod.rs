@@ -12,6 +12,7 @@ mod live;
 mod members;
 mod operator;
 mod signup;
+mod tokens;
 mod usage;
 mod webhooks;
 
@@ -41,6 +42,7 @@ use self::operator::{create_tenant, create_user, reset_password, tenants, update
 use self::signup::{
     forgot, forgot_page, reset, reset_page, sign_up, sign_up_page, verify, verify_page,
 };
+use self::tokens::{create_token, revoke_token, tokens};
 use self::usage::usage;
 use self::webhooks::{
     add_webhook, remove_webhook, retry_deliveries, test_webhook, update_webhook, webhooks,
@@ -88,6 +90,11 @@ pub(crate) fn routes<P: AdminPort>(dash: Shared<P>) -> Router {
             "/dashboard/invitations/{id}/revoke",
             post(revoke_invitation::<P>),
         )
+        .route(
+            "/dashboard/tokens",
+            get(tokens::<P>).post(create_token::<P>),
+        )
+        .route("/dashboard/tokens/{id}/revoke", post(revoke_token::<P>))
         .route("/dashboard/members/{id}/role", post(change_role::<P>))
         .route("/dashboard/members/{id}/remove", post(remove_member::<P>))
         .route("/dashboard/apps", get(apps::<P>).post(create_app::<P>))

@@ -1,13 +1,16 @@
-//! What the dashboard's actions write to the audit log: one entry per change that went through
-//! (and per sign-in), with the admin's id, email and client address. Details are names, ids and
-//! settings; key secrets, passwords, Mercure HS256 keys and webhook header values never go in.
+//! The dashboard's audit log: its page's rows, and who acts. A change made from the dashboard
+//! runs inside [`acting`], so the store writes its entry (the admin's id, email and client
+//! address) in the change's own transaction; events that change nothing (a sign-in, a revealed
+//! key) are appended with [`AdminApi::audit`]. Details are names, ids and settings; key
+//! secrets, passwords, Mercure HS256 keys and webhook header values never go in.
 
-use herald_dashboard::{Admin, AuditQuery, AuditRow, WebhookForm};
-use serde_json::{json, Map, Value};
+use herald_dashboard::{Admin, AuditQuery, AuditRow};
+use serde_json::Value;
 
-use super::convert::mercure_view;
 use super::AdminApi;
-use crate::tenants::{limit_values, App, AuditFilter, NewAuditEntry, Permission, StoreError};
+use crate::tenants::{AuditBy, AuditFilter, NewAuditEntry, Permission, StoreError};
+
+pub(crate) use crate::tenants::masked_url;
 
 impl AdminApi {
     /// The audit entries `admin` may read: a member's own tenant's (every role may), the
@@ -54,8 +57,8 @@ impl AdminApi {
             .collect())
     }
 
-    /// Appends an entry for `admin`'s action; a failure to write it is logged (the action has
-    /// already happened).
+    /// Appends an entry for `admin`'s event that changed nothing in the store (a sign-in, a
+    /// revealed key); a failure to write it is logged.
     pub(super) async fn audit(
         &self,
         admin: &Admin,
@@ -77,110 +80,16 @@ impl AdminApi {
             tracing::error!(%error, action, "an audit entry could not be written");
         }
     }
+}
 
-    /// The entries for an app's settings form ([`update_entries`]).
-    pub(super) async fn audit_update(&self, admin: &Admin, before: &App, after: &App) {
-        for (action, details) in update_entries(before, after) {
-            self.audit(admin, Some(&after.tenant_id), action, &after.id, details)
-                .await;
-        }
+/// Runs `work` (a store change) with `admin` as its actor: the change writes its audit entry in
+/// its own transaction ([`AuditBy::scope`]).
+pub(super) async fn acting<F: std::future::Future>(admin: &Admin, work: F) -> F::Output {
+    AuditBy {
+        actor_id: Some(admin.id.clone()),
+        actor: admin.email.clone(),
+        address: admin.address.clone(),
     }
-}
-
-/// What an app's change writes: `app.updated` (name, switches, origins), `limits.changed` and
-/// `mercure.changed` (never the HS256 key: its mode only), each only when something in it
-/// changed, with every changed field's `from` and `to`.
-pub(crate) fn update_entries(before: &App, after: &App) -> Vec<(&'static str, Value)> {
-    let diff = |pairs: Vec<(&str, Value, Value)>| {
-        let mut changed = Map::new();
-        for (name, from, to) in pairs {
-            if from != to {
-                changed.insert(name.to_owned(), json!({ "from": from, "to": to }));
-            }
-        }
-        changed
-    };
-    let app = diff(vec![
-        ("name", json!(before.name), json!(after.name)),
-        ("enabled", json!(before.enabled), json!(after.enabled)),
-        (
-            "client_events",
-            json!(before.client_events),
-            json!(after.client_events),
-        ),
-        (
-            "subscription_count",
-            json!(before.subscription_count),
-            json!(after.subscription_count),
-        ),
-        (
-            "allowed_origins",
-            json!(before.allowed_origins),
-            json!(after.allowed_origins),
-        ),
-    ]);
-    let limits = diff(
-        limit_values(&before.limits)
-            .into_iter()
-            .zip(limit_values(&after.limits))
-            .map(|((name, from), (_, to))| (name, json!(from), json!(to)))
-            .collect(),
-    );
-    let (b, a) = (mercure_view(before, ""), mercure_view(after, ""));
-    let mercure = diff(vec![
-        ("key_mode", json!(b.key_mode), json!(a.key_mode)),
-        ("public_key", json!(b.public_key), json!(a.public_key)),
-        ("audience", json!(b.audience), json!(a.audience)),
-        ("issuer", json!(b.issuer), json!(a.issuer)),
-        ("anonymous", json!(b.anonymous), json!(a.anonymous)),
-        ("history_size", json!(b.history_size), json!(a.history_size)),
-        (
-            "history_seconds",
-            json!(b.history_seconds),
-            json!(a.history_seconds),
-        ),
-    ]);
-    [
-        ("app.updated", app),
-        ("limits.changed", limits),
-        ("mercure.changed", mercure),
-    ]
-    .into_iter()
-    .filter(|(_, changed)| !changed.is_empty())
-    .map(|(action, changed)| (action, Value::Object(changed)))
-    .collect()
-}
-
-/// A URL without anything that may be a credential: its scheme and host (and port) only, the
-/// path masked (`https://hooks.example.com/…`), no user info, query or fragment. Many receivers
-/// carry their secret in the path (`/services/T../B../<secret>`, `/webhooks/<id>/<token>`).
-pub(crate) fn masked_url(url: &str) -> String {
-    let url = url.split(['?', '#']).next().unwrap_or("");
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "…".to_owned();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if path.trim_matches('/').is_empty() {
-        format!("{scheme}://{host}")
-    } else {
-        format!("{scheme}://{host}/…")
-    }
-}
-
-/// A webhook form's details: URL, events, prefix and header names (never their values, which
-/// may be the receiver's credentials).
-pub(super) fn webhook_details(form: &WebhookForm) -> Value {
-    let names: Vec<&str> = form
-        .headers
-        .iter()
-        .map(|h| h.split_once(':').map_or(h.as_str(), |(n, _)| n).trim())
-        .filter(|n| !n.is_empty())
-        .collect();
-    json!({
-        "url": masked_url(&form.url),
-        "events": form.events,
-        "prefix": form.prefix,
-        "header_names": names,
-    })
+    .scope(work)
+    .await
 }

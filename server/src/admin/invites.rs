@@ -1,11 +1,10 @@
 //! Invitations: the port's calls over the store's, the link they send, and their audit entries.
 
-use herald_dashboard::{Admin, InvitationRow, PortResult, Role};
-use serde_json::json;
-
+use super::audit::acting;
 use super::convert::{member_tenant, port_role, user_role};
 use super::{admin_of, port_error, AdminApi};
-use crate::tenants::Invitation;
+use crate::tenants::{AuditBy, Invitation};
+use herald_dashboard::{Admin, InvitationRow, PortResult, Role};
 
 /// Emails an invitation's link through the mailer (which writes it to the log when
 /// `HERALD_SMTP_URL` is unset: the documented no-SMTP fallback). A message the mailer cannot
@@ -54,25 +53,14 @@ impl AdminApi {
         role: Role,
     ) -> PortResult<InvitationRow> {
         let tenant = member_tenant(admin)?;
-        let (invitation, token) = self
-            .scope(admin)
-            .invite(&tenant, email, user_role(role), &admin.email)
-            .await
-            .map_err(port_error)?;
+        let scope = self.scope(admin);
+        let invite = scope.invite(&tenant, email, user_role(role), &admin.email);
+        let (invitation, token) = acting(admin, invite).await.map_err(port_error)?;
         let link = format!(
             "{}/dashboard/join?token={token}",
             self.public_url().trim_end_matches('/')
         );
         deliver_invitation(&self.node.mailer, &invitation.email, &admin.email, &link).await;
-        let details = json!({ "role": invitation.role, "expires_at": invitation.expires_at });
-        self.audit(
-            admin,
-            Some(&tenant),
-            "member.invited",
-            &invitation.email,
-            details,
-        )
-        .await;
         Ok(row(invitation))
     }
 
@@ -82,20 +70,9 @@ impl AdminApi {
         id: &str,
     ) -> PortResult<InvitationRow> {
         let tenant = member_tenant(admin)?;
-        let invitation = self
-            .scope(admin)
-            .revoke_invitation(&tenant, id)
-            .await
-            .map_err(port_error)?;
-        let details = json!({ "role": invitation.role });
-        self.audit(
-            admin,
-            Some(&tenant),
-            "invitation.revoked",
-            &invitation.email,
-            details,
-        )
-        .await;
+        let scope = self.scope(admin);
+        let revoke = scope.revoke_invitation(&tenant, id);
+        let invitation = acting(admin, revoke).await.map_err(port_error)?;
         Ok(row(invitation))
     }
 
@@ -115,23 +92,15 @@ impl AdminApi {
         password: &str,
         address: &str,
     ) -> PortResult<Admin> {
-        let (invitation, user) = self
-            .node
-            .store
-            .accept_invitation(token, password)
-            .await
-            .map_err(port_error)?;
+        // The store writes `member.joined` as the new member, from this address.
+        let by = AuditBy {
+            address: address.to_owned(),
+            ..AuditBy::default()
+        };
+        let accept = self.node.store.accept_invitation(token, password);
+        let (_, user) = by.scope(accept).await.map_err(port_error)?;
         let mut admin = admin_of(user);
         admin.address = address.to_owned();
-        let details = json!({ "role": invitation.role, "invited_by": invitation.invited_by });
-        self.audit(
-            &admin,
-            Some(&invitation.tenant_id),
-            "member.joined",
-            &admin.email,
-            details,
-        )
-        .await;
         Ok(admin)
     }
 }

@@ -7,12 +7,13 @@ pub(crate) mod audit;
 mod convert;
 mod invites;
 mod live;
+mod tokens;
 
 use herald_dashboard::{
-    Admin, AdminPort, AppChanges, AppDetail, AppSummary, AuditQuery, AuditRow, ChannelRow,
-    CreateApp, DayPoint, DebugEvent, InvitationRow, KeyPair, LimitRow, MemberRow, MinutePoint,
-    NewSession, NewUser, PlanRow, PortError, PortResult, Role, SessionInfo, TenantRow, UsageView,
-    UserRow, WebhookForm, WebhookRow, WebhooksView,
+    Admin, AdminPort, ApiTokenRow, AppChanges, AppDetail, AppSummary, AuditQuery, AuditRow,
+    ChannelRow, CreateApp, DayPoint, DebugEvent, InvitationRow, KeyPair, LimitRow, MemberRow,
+    MinutePoint, NewApiToken, NewSession, NewUser, PlanRow, PortError, PortResult, Role,
+    SessionInfo, TenantRow, UsageView, UserRow, WebhookForm, WebhookRow, WebhooksView,
 };
 use tokio::sync::broadcast;
 
@@ -27,7 +28,7 @@ use crate::tenants::{
 
 use serde_json::json;
 
-use self::audit::webhook_details;
+use self::audit::acting;
 use self::convert::{
     delivery_row, describe_role, limit_label, member_row, member_tenant, mercure_patch,
     mercure_view, port_role, user_role, webhook_input,
@@ -184,19 +185,14 @@ impl AdminApi {
             .map_err(port_error)
     }
 
-    /// `form` as the store's input for app `id`, with its audit details, once the webhook's
-    /// destination passes the node's rules.
-    async fn checked_webhook(
-        &self,
-        id: &str,
-        form: WebhookForm,
-    ) -> PortResult<(NewWebhook, serde_json::Value)> {
-        let details = webhook_details(&form);
+    /// `form` as the store's input for app `id`, once the webhook's destination passes the
+    /// node's rules.
+    async fn checked_webhook(&self, id: &str, form: WebhookForm) -> PortResult<NewWebhook> {
         let input = webhook_input(id, form);
         crate::webhooks::check_destination(&self.node.settings.webhooks, &input.url)
             .await
             .map_err(port_error)?;
-        Ok((input, details))
+        Ok(input)
     }
 }
 
@@ -211,6 +207,7 @@ fn port_error(error: StoreError) -> PortError {
         }
         StoreError::TenantNotFound(id) => PortError::Invalid(format!("no tenant with id {id}")),
         StoreError::UserNotFound(who) if who.starts_with("member ") => PortError::NotFound,
+        StoreError::TokenNotFound(_) => PortError::NotFound,
         StoreError::UserNotFound(email) => {
             PortError::Invalid(format!("no user with email {email}"))
         }
@@ -344,14 +341,9 @@ impl AdminPort for AdminApi {
         if ok.is_none() {
             return Err(PortError::Invalid("The current password is wrong.".into()));
         }
-        store
-            .set_password(&admin.email, new)
+        acting(admin, store.set_password(&admin.email, new))
             .await
-            .map_err(port_error)?;
-        let tenant = admin.tenant_id.as_deref();
-        self.audit(admin, tenant, "password.changed", &admin.email, json!({}))
-            .await;
-        Ok(())
+            .map_err(port_error)
     }
 
     async fn tenants(&self, admin: &Admin) -> PortResult<Vec<TenantRow>> {
@@ -385,25 +377,13 @@ impl AdminPort for AdminApi {
             .map(str::to_owned)
             .collect();
         let store = &self.node.store;
-        let tenant = store
-            .update_tenant(
-                id,
-                TenantPatch {
-                    max_apps: Some(max_apps),
-                    plans: Some(plans),
-                },
-            )
+        let patch = TenantPatch {
+            max_apps: Some(max_apps),
+            plans: Some(plans),
+        };
+        let tenant = acting(admin, store.update_tenant(id, patch))
             .await
             .map_err(port_error)?;
-        let details = json!({ "max_apps": tenant.max_apps, "plans": tenant.plans });
-        self.audit(
-            admin,
-            Some(&tenant.id),
-            "tenant.updated",
-            &tenant.id,
-            details,
-        )
-        .await;
         let apps = store
             .list_apps(Some(&tenant.id))
             .await
@@ -419,21 +399,9 @@ impl AdminPort for AdminApi {
 
     async fn create_tenant(&self, admin: &Admin, name: &str) -> PortResult<TenantRow> {
         Self::operator_only(admin)?;
-        let tenant = self
-            .node
-            .store
-            .create_tenant(name)
+        let tenant = acting(admin, self.node.store.create_tenant(name))
             .await
             .map_err(port_error)?;
-        let details = json!({ "name": tenant.name });
-        self.audit(
-            admin,
-            Some(&tenant.id),
-            "tenant.created",
-            &tenant.id,
-            details,
-        )
-        .await;
         Ok(TenantRow {
             id: tenant.id,
             name: tenant.name,
@@ -465,16 +433,12 @@ impl AdminPort for AdminApi {
                 .filter(|r| r.is_tenant_role())
                 .ok_or_else(|| PortError::Invalid(format!("no tenant role named {name:?}")))?,
         };
-        let created = self
+        let tenant = user.tenant_id.as_deref();
+        let create = self
             .node
             .store
-            .create_user(&user.email, &user.password, role, user.tenant_id.as_deref())
-            .await
-            .map_err(port_error)?;
-        let tenant = created.tenant_id.as_deref();
-        let details = json!({ "role": created.role });
-        self.audit(admin, tenant, "member.created", &created.email, details)
-            .await;
+            .create_user(&user.email, &user.password, role, tenant);
+        let created = acting(admin, create).await.map_err(port_error)?;
         Ok(UserRow {
             role: describe_role(&created),
             id: created.id,
@@ -484,17 +448,9 @@ impl AdminPort for AdminApi {
 
     async fn reset_password(&self, admin: &Admin, email: &str, password: &str) -> PortResult<()> {
         Self::operator_only(admin)?;
-        let store = &self.node.store;
-        store
-            .set_password(email, password)
+        acting(admin, self.node.store.set_password(email, password))
             .await
-            .map_err(port_error)?;
-        let user = store.user_by_email(email).await.ok().flatten();
-        let tenant = user.as_ref().and_then(|u| u.tenant_id.as_deref());
-        let target = user.as_ref().map_or(email, |u| u.email.as_str());
-        self.audit(admin, tenant, "password.reset", target, json!({}))
-            .await;
-        Ok(())
+            .map_err(port_error)
     }
 
     async fn members(&self, admin: &Admin) -> PortResult<Vec<MemberRow>> {
@@ -514,20 +470,9 @@ impl AdminPort for AdminApi {
         role: Option<Role>,
     ) -> PortResult<MemberRow> {
         let tenant = member_tenant(admin)?;
-        let before = self
-            .scope(admin)
-            .change_member(&tenant, user_id, role.map(user_role))
-            .await
-            .map_err(port_error)?;
-        let (action, details) = match role {
-            Some(new) => (
-                "member.role_changed",
-                json!({ "from": before.role, "to": new.as_str() }),
-            ),
-            None => ("member.removed", json!({ "role": before.role })),
-        };
-        self.audit(admin, Some(&tenant), action, &before.email, details)
-            .await;
+        let scope = self.scope(admin);
+        let change = scope.change_member(&tenant, user_id, role.map(user_role));
+        let before = acting(admin, change).await.map_err(port_error)?;
         Ok(member_row(before))
     }
 
@@ -554,6 +499,22 @@ impl AdminPort for AdminApi {
         address: &str,
     ) -> PortResult<Admin> {
         self.join(token, password, address).await
+    }
+
+    async fn api_tokens(&self, admin: &Admin) -> PortResult<Vec<ApiTokenRow>> {
+        self.list_api_tokens(admin).await
+    }
+
+    async fn create_api_token(
+        &self,
+        admin: &Admin,
+        new: NewApiToken,
+    ) -> PortResult<(ApiTokenRow, String)> {
+        self.make_api_token(admin, new).await
+    }
+
+    async fn revoke_api_token(&self, admin: &Admin, id: &str) -> PortResult<ApiTokenRow> {
+        self.cancel_api_token(admin, id).await
     }
 
     async fn audit(&self, admin: &Admin, query: AuditQuery) -> PortResult<Vec<AuditRow>> {
@@ -604,27 +565,14 @@ impl AdminPort for AdminApi {
     }
 
     async fn create_app(&self, admin: &Admin, app: CreateApp) -> PortResult<AppDetail> {
-        let created = self
-            .changed(
-                self.scope(admin)
-                    .create_app(NewApp {
-                        name: app.name,
-                        plan: app.plan,
-                        tenant_id: app.tenant_id,
-                        ..NewApp::default()
-                    })
-                    .await,
-            )
-            .await?;
-        let details = json!({ "name": created.name, "plan": created.plan });
-        self.audit(
-            admin,
-            Some(&created.tenant_id),
-            "app.created",
-            &created.id,
-            details,
-        )
-        .await;
+        let scope = self.scope(admin);
+        let create = scope.create_app(NewApp {
+            name: app.name,
+            plan: app.plan,
+            tenant_id: app.tenant_id,
+            ..NewApp::default()
+        });
+        let created = self.changed(acting(admin, create).await).await?;
         Ok(self.detail(created))
     }
 
@@ -640,36 +588,27 @@ impl AdminPort for AdminApi {
                 return Err(PortError::Invalid(format!("unknown limit {name}")));
             }
         }
-        let before = self.scoped_app(admin, id).await?;
-        let updated = self
-            .changed(
-                self.scope(admin)
-                    .update_app(
-                        id,
-                        AppPatch {
-                            name: changes.name,
-                            enabled: changes.enabled,
-                            client_events: changes.client_events,
-                            subscription_count: changes.subscription_count,
-                            limits,
-                            allowed_origins: changes.allowed_origins,
-                            mercure: mercure_patch(changes.mercure),
-                        },
-                    )
-                    .await,
-            )
-            .await?;
-        self.audit_update(admin, &before, &updated).await;
+        let scope = self.scope(admin);
+        let update = scope.update_app(
+            id,
+            AppPatch {
+                name: changes.name,
+                enabled: changes.enabled,
+                client_events: changes.client_events,
+                subscription_count: changes.subscription_count,
+                limits,
+                allowed_origins: changes.allowed_origins,
+                mercure: mercure_patch(changes.mercure),
+            },
+        );
+        let updated = self.changed(acting(admin, update).await).await?;
         Ok(self.detail(updated))
     }
 
     async fn delete_app(&self, admin: &Admin, id: &str) -> PortResult<()> {
-        let app = self.scoped_app(admin, id).await?;
-        self.changed(self.scope(admin).delete_app(id).await).await?;
-        let details = json!({ "name": app.name });
-        self.audit(admin, Some(&app.tenant_id), "app.deleted", id, details)
-            .await;
-        Ok(())
+        let scope = self.scope(admin);
+        self.changed(acting(admin, scope.delete_app(id)).await)
+            .await
     }
 
     async fn reveal_keys(&self, admin: &Admin, id: &str) -> PortResult<AppDetail> {
@@ -690,22 +629,17 @@ impl AdminPort for AdminApi {
         id: &str,
         grace_seconds: u64,
     ) -> PortResult<AppDetail> {
-        let app = self
-            .changed(self.scope(admin).rotate_key(id, grace_seconds).await)
-            .await?;
-        let details = json!({ "new_key": app.key, "grace_seconds": grace_seconds });
-        self.audit(admin, Some(&app.tenant_id), "key.rotated", id, details)
-            .await;
+        let scope = self.scope(admin);
+        let rotate = scope.rotate_key(id, grace_seconds);
+        let app = self.changed(acting(admin, rotate).await).await?;
         Ok(self.detail(app))
     }
 
     async fn revoke_key(&self, admin: &Admin, id: &str, key: &str) -> PortResult<AppDetail> {
+        let scope = self.scope(admin);
         let app = self
-            .changed(self.scope(admin).revoke_key(id, key).await)
+            .changed(acting(admin, scope.revoke_key(id, key)).await)
             .await?;
-        let details = json!({ "key": key });
-        self.audit(admin, Some(&app.tenant_id), "key.revoked", id, details)
-            .await;
         Ok(self.detail(app))
     }
 
@@ -836,21 +770,10 @@ impl AdminPort for AdminApi {
     }
 
     async fn add_webhook(&self, admin: &Admin, id: &str, form: WebhookForm) -> PortResult<()> {
-        let app = self.app_for(admin, id, Permission::WriteWebhooks).await?;
-        let (input, details) = self.checked_webhook(id, form).await?;
-        let hook = self
-            .changed(self.node.store.create_webhook(input).await)
-            .await?;
-        let target = format!("{id}/{}", hook.id);
-        self.audit(
-            admin,
-            Some(&app.tenant_id),
-            "webhook.created",
-            &target,
-            details,
-        )
-        .await;
-        Ok(())
+        self.app_for(admin, id, Permission::WriteWebhooks).await?;
+        let input = self.checked_webhook(id, form).await?;
+        let create = self.node.store.create_webhook(input);
+        self.changed(acting(admin, create).await.map(drop)).await
     }
 
     async fn update_webhook(
@@ -860,48 +783,16 @@ impl AdminPort for AdminApi {
         webhook_id: &str,
         form: WebhookForm,
     ) -> PortResult<()> {
-        let app = self.app_for(admin, id, Permission::WriteWebhooks).await?;
-        let (input, details) = self.checked_webhook(id, form).await?;
-        self.changed(
-            self.node
-                .store
-                .update_webhook(webhook_id, input)
-                .await
-                .map(drop),
-        )
-        .await?;
-        let target = format!("{id}/{webhook_id}");
-        self.audit(
-            admin,
-            Some(&app.tenant_id),
-            "webhook.updated",
-            &target,
-            details,
-        )
-        .await;
-        Ok(())
+        self.app_for(admin, id, Permission::WriteWebhooks).await?;
+        let input = self.checked_webhook(id, form).await?;
+        let update = self.node.store.update_webhook(webhook_id, input);
+        self.changed(acting(admin, update).await.map(drop)).await
     }
 
     async fn remove_webhook(&self, admin: &Admin, id: &str, webhook_id: &str) -> PortResult<()> {
-        let app = self.app_for(admin, id, Permission::WriteWebhooks).await?;
-        self.changed(
-            self.node
-                .store
-                .delete_webhook(id, webhook_id)
-                .await
-                .map(drop),
-        )
-        .await?;
-        let target = format!("{id}/{webhook_id}");
-        self.audit(
-            admin,
-            Some(&app.tenant_id),
-            "webhook.deleted",
-            &target,
-            json!({}),
-        )
-        .await;
-        Ok(())
+        self.app_for(admin, id, Permission::WriteWebhooks).await?;
+        let delete = self.node.store.delete_webhook(id, webhook_id);
+        self.changed(acting(admin, delete).await).await
     }
 
     async fn test_webhook(&self, admin: &Admin, id: &str, webhook_id: &str) -> PortResult<()> {

@@ -11,6 +11,7 @@ mod signed;
 mod test_support;
 #[cfg(test)]
 mod tests;
+pub mod v1;
 
 pub use crate::budget::BodyBudget;
 pub use error::ApiError;

@@ -405,8 +405,6 @@ pub(super) async fn run(cx: Context, command: AppsCommand) -> Outcome {
                 ..NewApp::default()
             };
             let app = store.create_app(new).await?;
-            let details = json!({ "name": app.name, "plan": app.plan });
-            audit::record(store, Some(&app.tenant_id), "app.created", &app.id, details).await?;
             print_app(&app, json)
         }
         AppsCommand::Update {
@@ -427,11 +425,7 @@ pub(super) async fn run(cx: Context, command: AppsCommand) -> Outcome {
                 limits: limits.patch(),
                 allowed_origins: split_origins(allowed_origins),
             };
-            let before = store.get_app(&app_id).await?;
             let after = store.update_app(&app_id, patch).await?;
-            for (action, details) in crate::admin::audit::update_entries(&before, &after) {
-                audit::record(store, Some(&after.tenant_id), action, &app_id, details).await?;
-            }
             print_app(&after, json)
         }
         AppsCommand::Show { app_id, json } => {
@@ -469,10 +463,7 @@ pub(super) async fn run(cx: Context, command: AppsCommand) -> Outcome {
                 .join("\n"))
         }
         AppsCommand::Delete { app_id, json } => {
-            let app = store.get_app(&app_id).await?;
             store.delete_app(&app_id).await?;
-            let details = json!({ "name": app.name });
-            audit::record(store, Some(&app.tenant_id), "app.deleted", &app_id, details).await?;
             if json {
                 Ok(json!({ "deleted": app_id }).to_string())
             } else {
@@ -497,14 +488,10 @@ pub(super) async fn run(cx: Context, command: AppsCommand) -> Outcome {
             json,
         } => {
             let app = store.rotate_key(&app_id, grace_period).await?;
-            let details = json!({ "new_key": app.key, "grace_seconds": grace_period });
-            audit::record(store, Some(&app.tenant_id), "key.rotated", &app_id, details).await?;
             print_app(&app, json)
         }
         AppsCommand::RevokeKey { app_id, key, json } => {
             let app = store.revoke_key(&app_id, &key).await?;
-            let details = json!({ "key": key });
-            audit::record(store, Some(&app.tenant_id), "key.revoked", &app_id, details).await?;
             print_app(&app, json)
         }
     }

@@ -1,6 +1,8 @@
 //! `herald audit --tenant ID [--since TIME] [--action A] [--actor EMAIL] [--limit N] [--json]`:
 //! a tenant's audit log, newest first; with `--json`, one JSON object per line (JSON lines).
-//! Also the entries the CLI's own changes write (actor `cli`).
+//! The CLI's changes write their entries (actor `cli`) in their own transactions (the commands
+//! run inside `AuditBy::cli().scope`); [`record`] is for a command that changes nothing but is
+//! audited (printing an app's secret).
 
 use clap::Args;
 use serde_json::Value;
@@ -122,8 +124,8 @@ pub(super) async fn run(cx: Context, command: AuditCommand) -> Outcome {
     Ok(lines.join("\n"))
 }
 
-/// Records a change the CLI made (actor `cli`); a failure to write the entry fails the command
-/// after the change (the message says the change was made).
+/// Records an audited event of the CLI that changed nothing (actor `cli`); a failure to write
+/// the entry fails the command.
 pub(super) async fn record(
     store: &Store,
     tenant: Option<&str>,
@@ -142,7 +144,7 @@ pub(super) async fn record(
             address: String::new(),
         })
         .await
-        .map_err(|e| StoreError::Invalid(format!("done, but the audit entry failed: {e}")))
+        .map_err(|e| StoreError::Invalid(format!("the audit entry failed: {e}")))
 }
 
 #[cfg(test)]

@@ -3,19 +3,21 @@
 //! server; a running server picks up changes within its revision poll (1 s).
 //!
 //! This file holds the top-level grammar, the typed [`CliError`] and the dispatch: each command
-//! group (`apps.rs`, `tenants.rs`, `users.rs`, `webhooks.rs`) has its subcommands and what they
+//! group (`apps.rs`, `tenants.rs`, `tokens.rs`, `users.rs`, `webhooks.rs`) has its subcommands and what they
 //! print. A command's output goes to stdout; its error to stderr (`error: ...`, or
 //! `{"error": "..."}` with `--json`) with exit code 1.
 
 mod apps;
 mod audit;
 mod tenants;
+mod tokens;
 mod users;
 mod webhooks;
 
 pub use apps::{AppsCommand, LimitArgs, SwitchArgs};
 pub use audit::AuditCommand;
 pub use tenants::TenantsCommand;
+pub use tokens::TokensCommand;
 pub use users::UsersCommand;
 pub use webhooks::WebhooksCommand;
 
@@ -54,6 +56,9 @@ pub enum Command {
     Webhooks(WebhooksCommand),
     /// Print a tenant's audit log (JSON lines with --json).
     Audit(AuditCommand),
+    /// Manage a tenant's management API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
 }
 
 /// Why a store command failed. Its `Display` is what the command prints after `error: ` (or as
@@ -113,7 +118,8 @@ fn finish(outcome: Outcome, json: bool) -> i32 {
     }
 }
 
-/// Reads the settings, opens the store, runs `work` and closes the store.
+/// Reads the settings, opens the store, runs `work` and closes the store. The CLI acts as
+/// `cli`: each change it makes writes its audit entry in its own transaction.
 async fn with_store<F, Fut>(work: F) -> Outcome
 where
     F: FnOnce(Context) -> Fut,
@@ -121,11 +127,11 @@ where
 {
     let settings = Settings::from_env()?;
     let store = open_store(&settings).await?;
-    let outcome = work(Context {
+    let work = work(Context {
         settings,
         store: store.clone(),
-    })
-    .await;
+    });
+    let outcome = crate::tenants::AuditBy::cli().scope(work).await;
     store.close().await;
     outcome
 }
@@ -159,4 +165,10 @@ pub async fn run_audit(command: AuditCommand) -> i32 {
 pub async fn run_webhooks(command: WebhooksCommand) -> i32 {
     let json = command.json();
     finish(with_store(|cx| webhooks::run(cx, command)).await, json)
+}
+
+/// Runs a `tokens` command and returns the process exit code.
+pub async fn run_tokens(command: TokensCommand) -> i32 {
+    let json = command.json();
+    finish(with_store(|cx| tokens::run(cx, command)).await, json)
 }

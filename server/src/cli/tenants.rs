@@ -1,9 +1,8 @@
 //! `herald tenants ...`: create and list tenants, and change what their admins may create.
 
 use clap::Subcommand;
-use serde_json::json;
 
-use super::{audit, to_json, Context, Outcome};
+use super::{to_json, Context, Outcome};
 use crate::tenants::{Tenant, TenantPatch};
 
 /// `herald tenants ...`.
@@ -71,15 +70,6 @@ pub(super) async fn run(cx: Context, command: TenantsCommand) -> Outcome {
     match command {
         TenantsCommand::Create { name, json } => {
             let tenant = store.create_tenant(&name).await?;
-            let details = json!({ "name": tenant.name });
-            audit::record(
-                store,
-                Some(&tenant.id),
-                "tenant.created",
-                &tenant.id,
-                details,
-            )
-            .await?;
             if json {
                 to_json(&tenant)
             } else {
@@ -114,15 +104,6 @@ pub(super) async fn run(cx: Context, command: TenantsCommand) -> Outcome {
             let tenant = store
                 .update_tenant(&tenant_id, TenantPatch { max_apps, plans })
                 .await?;
-            let details = json!({ "max_apps": tenant.max_apps, "plans": tenant.plans });
-            audit::record(
-                store,
-                Some(&tenant.id),
-                "tenant.updated",
-                &tenant.id,
-                details,
-            )
-            .await?;
             if json {
                 to_json(&tenant)
             } else {

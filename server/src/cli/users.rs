@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use super::{audit, to_json, Context, Outcome};
+use super::{to_json, Context, Outcome};
 use crate::tenants::{User, UserRole};
 
 /// `herald users ...`.
@@ -82,9 +82,6 @@ pub(super) async fn run(cx: Context, command: UsersCommand) -> Outcome {
             let user = store
                 .create_user(&email, &password, role, tenant.as_deref())
                 .await?;
-            let details = json!({ "role": user.role });
-            let tenant = user.tenant_id.as_deref();
-            audit::record(store, tenant, "member.created", &user.email, details).await?;
             if json {
                 to_json(&user)
             } else {
@@ -113,10 +110,6 @@ pub(super) async fn run(cx: Context, command: UsersCommand) -> Outcome {
             json,
         } => {
             store.set_password(&email, &password).await?;
-            if let Some(user) = store.user_by_email(&email).await? {
-                let tenant = user.tenant_id.as_deref();
-                audit::record(store, tenant, "password.reset", &user.email, json!({})).await?;
-            }
             if json {
                 Ok(
                     json!({ "email": email.trim().to_ascii_lowercase(), "password_changed": true })

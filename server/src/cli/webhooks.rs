@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use super::{audit, to_json, Context, Outcome};
+use super::{to_json, Context, Outcome};
 use crate::tenants::{DeliveryStatus, NewWebhook, Webhook};
 
 /// `herald webhooks ...`.
@@ -122,22 +122,6 @@ pub(super) async fn run(cx: Context, command: WebhooksCommand) -> Outcome {
                     headers,
                 })
                 .await?;
-            let app = store.get_app(&hook.app_id).await?;
-            let details = json!({
-                "url": crate::admin::audit::masked_url(&hook.url),
-                "events": hook.events.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
-                "prefix": hook.channel_prefix,
-                "header_names": hook.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-            });
-            let target = format!("{}/{}", hook.app_id, hook.id);
-            audit::record(
-                store,
-                Some(&app.tenant_id),
-                "webhook.created",
-                &target,
-                details,
-            )
-            .await?;
             if json {
                 to_json(&hook)
             } else {
@@ -162,17 +146,7 @@ pub(super) async fn run(cx: Context, command: WebhooksCommand) -> Outcome {
             webhook_id,
             json,
         } => {
-            let owner = store.get_app(&app).await?;
             store.delete_webhook(&app, &webhook_id).await?;
-            let target = format!("{app}/{webhook_id}");
-            audit::record(
-                store,
-                Some(&owner.tenant_id),
-                "webhook.deleted",
-                &target,
-                json!({}),
-            )
-            .await?;
             if json {
                 Ok(json!({ "removed": webhook_id }).to_string())
             } else {

@@ -13,8 +13,9 @@ use crate::tenants::{AppChange, Dependency, StoreError};
 
 /// How often expired cache-channel events are dropped.
 const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-/// How often expired dashboard sessions are deleted from the store (every node does it; starting
-/// a session and finding an expired one delete them too).
+/// How often expired dashboard sessions and audit entries past their retention are deleted from
+/// the store (every node does it; starting a session and finding an expired one delete them
+/// too).
 const SESSION_SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
 /// How long the shutdown flush waits before trying again after the store refused it.
@@ -76,7 +77,8 @@ impl Node {
     /// Follows the store until shutdown, every `revision_poll`: refreshes the app cache (and
     /// records the store's read health), closes the connections of keys whose grace ended,
     /// sends throttled subscription counts, drops expired cache-channel events and (every
-    /// [`SESSION_SWEEP_INTERVAL`]) expired dashboard sessions.
+    /// [`SESSION_SWEEP_INTERVAL`]) expired dashboard sessions and audit entries older than
+    /// `HERALD_AUDIT_RETENTION_DAYS`.
     pub async fn poll_revision(self: SharedNode) {
         let mut interval = tokio::time::interval(self.settings.revision_poll);
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -106,9 +108,28 @@ impl Node {
                 last_session_sweep = Instant::now();
                 // In its own task: a slow store must not hold up the cache refresh above.
                 let store = self.store.clone();
+                let retention_days = self.settings.audit_retention_days;
                 tokio::spawn(async move {
                     if let Err(error) = store.sweep_sessions().await {
                         tracing::debug!(%error, "could not sweep expired dashboard sessions");
+                    }
+                    if let Err(error) = store.sweep_tokens().await {
+                        tracing::debug!(%error, "could not sweep dead API tokens");
+                    }
+                    if retention_days > 0 {
+                        let keep_ms =
+                            i64::try_from(retention_days * 86_400_000).unwrap_or(i64::MAX);
+                        let before = store.clock().now_millis().saturating_sub(keep_ms);
+                        match store.sweep_audit(before).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(
+                                deleted = n,
+                                "audit entries past their retention deleted"
+                            ),
+                            Err(error) => {
+                                tracing::debug!(%error, "could not sweep old audit entries")
+                            }
+                        }
                     }
                 });
             }

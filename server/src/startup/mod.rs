@@ -95,10 +95,15 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Startu
 
 /// Rewrites `/prefix/apps/...` to `/apps/...` and `/prefix/app/{key}` to `/app/{key}`, so the
 /// API and the socket work behind a proxy path or pusher-http-php's `path` option. The signed path
-/// is the path from `/apps/` on, which is what the rewritten request carries.
+/// is the path from `/apps/` on, which is what the rewritten request carries. The dashboard and
+/// the management API (`/api/v1/apps/...`) are never rewritten.
 fn strip_mount_prefix(mut request: Request) -> Request {
     let path = request.uri().path();
-    if path.starts_with("/apps/") || path.starts_with("/app/") || path.starts_with("/dashboard") {
+    if path.starts_with("/apps/")
+        || path.starts_with("/app/")
+        || path.starts_with("/dashboard")
+        || path.starts_with("/api/v1/")
+    {
         return request;
     }
     let start = path.find("/apps/").or_else(|| path.find("/app/"));
@@ -294,6 +299,7 @@ impl Application {
                     crate::metrics::track_rest,
                 )),
             )
+            .merge(api::v1::router())
             .merge(transport::mercure::router(hubs.clone()))
             .fallback(move |State(node): State<SharedNode>, request: Request| {
                 transport::xhr::fallback(node, fallback_sessions.clone(), request)

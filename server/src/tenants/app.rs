@@ -261,7 +261,7 @@ macro_rules! limits_patch {
         }
 
         /// Every limit's name, in [`Limits`]' order (also the names of the store's columns).
-        pub(super) const LIMIT_NAMES: &[&str] = &[$(stringify!($field)),*];
+        pub const LIMIT_NAMES: &[&str] = &[$(stringify!($field)),*];
 
         /// Every limit's name and value.
         pub fn limit_values(limits: &Limits) -> Vec<(&'static str, u64)> {

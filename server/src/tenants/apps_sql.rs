@@ -1,10 +1,12 @@
 //! The store's app queries: list, read, create, change, rotate and revoke keys, delete. The
 //! domain rules (validation, credentials) are in `app.rs`; this file maps apps to rows.
 
+use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::app::{limit_values, random_token, LIMIT_NAMES};
+use super::audit::{change, update_entries};
 use super::mercure::{self as mercure_row, MERCURE_COLUMNS, MERCURE_COLUMN_COUNT};
 use super::{
     bump_revision, fresh_id, policy, App, AppPart, AppPatch, Conflict, NewApp, PreviousKey, Secret,
@@ -229,6 +231,12 @@ impl Store {
         query = mercure_row::bind_columns(query, &app.mercure);
         query.execute(&mut *tx).await?;
         bump_revision(&mut tx).await?;
+        let details = json!({ "name": app.name, "plan": app.plan });
+        self.audit_in(
+            &mut tx,
+            change(&app.tenant_id, "app.created", &app.id, details),
+        )
+        .await?;
         tx.commit().await?;
         Ok(app)
     }
@@ -236,6 +244,7 @@ impl Store {
     /// Applies `patch` to app `id` and returns the result.
     pub async fn update_app(&self, id: &str, patch: AppPatch) -> Result<App, StoreError> {
         let mut app = self.get_app(id).await?;
+        let before = app.clone();
         patch.apply_to(&mut app)?;
         let columns: Vec<&str> = [
             "name",
@@ -274,6 +283,10 @@ impl Store {
             return Err(StoreError::AppNotFound(id.to_owned()));
         }
         bump_revision(&mut tx).await?;
+        for (action, details) in update_entries(&before, &app) {
+            self.audit_in(&mut tx, change(&app.tenant_id, action, id, details))
+                .await?;
+        }
         tx.commit().await?;
         Ok(app)
     }
@@ -329,6 +342,9 @@ impl Store {
             return Err(Conflict::KeysChangedMeanwhile(id.to_owned()).into());
         }
         bump_revision(&mut tx).await?;
+        let details = json!({ "new_key": app.key, "grace_seconds": grace_seconds });
+        self.audit_in(&mut tx, change(&app.tenant_id, "key.rotated", id, details))
+            .await?;
         tx.commit().await?;
         Ok(app)
     }
@@ -371,6 +387,9 @@ impl Store {
             return Err(Conflict::KeysChangedMeanwhile(id.to_owned()).into());
         }
         bump_revision(&mut tx).await?;
+        let details = json!({ "key": key });
+        self.audit_in(&mut tx, change(&app.tenant_id, "key.revoked", id, details))
+            .await?;
         tx.commit().await?;
         Ok(app)
     }
@@ -378,13 +397,17 @@ impl Store {
     /// Deletes app `id` and its usage history.
     pub async fn delete_app(&self, id: &str) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query("DELETE FROM apps WHERE id = $1")
+        let found = sqlx::query("SELECT name, tenant_id FROM apps WHERE id = $1")
+            .bind(id.to_owned())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::AppNotFound(id.to_owned()))?;
+        let (name, tenant): (String, String) =
+            (found.try_get("name")?, found.try_get("tenant_id")?);
+        sqlx::query("DELETE FROM apps WHERE id = $1")
             .bind(id.to_owned())
             .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::AppNotFound(id.to_owned()));
-        }
         for table in [
             "usage_daily",
             "usage_minutely",
@@ -397,6 +420,9 @@ impl Store {
                 .await?;
         }
         bump_revision(&mut tx).await?;
+        let details = json!({ "name": name });
+        self.audit_in(&mut tx, change(&tenant, "app.deleted", id, details))
+            .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -1,19 +1,84 @@
 //! The audit log: an append-only record of who did what in a tenant, when and from which
-//! address. Writers call [`Store::record_audit`] after an action succeeded; nothing updates or
-//! deletes a row. Details are JSON objects built by the callers from names, ids and settings,
-//! never from a secret.
+//! address. A change the store makes (an app, its limits, keys, webhooks, members,
+//! invitations, a tenant's plans, a password) writes its entry itself, inside the change's own
+//! transaction, so a crash or a failed insert cannot leave a change without its record: the
+//! entry is written only while the task runs inside [`AuditBy::scope`] (the dashboard's and
+//! the CLI's actions), which says who acts and from where. Events that change nothing (a
+//! sign-in, a revealed key) are appended on their own with [`Store::record_audit`]. Nothing
+//! updates a row; only the retention sweep ([`Store::sweep_audit`]) deletes old ones. Details
+//! are JSON objects of names, ids and settings, never a secret.
 
 use serde::Serialize;
+use serde_json::{json, Map, Value};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{limit_values, App, MercureKey, Store, StoreError, Webhook};
+
+tokio::task_local! {
+    /// Who makes the store's changes in the current task (see [`AuditBy::scope`]).
+    static ACTING: AuditBy;
+}
+
+/// Who makes the changes of a task, for the entries the store writes in those changes'
+/// transactions.
+#[derive(Debug, Clone, Default)]
+pub struct AuditBy {
+    /// The acting user's id (`None`: the CLI).
+    pub actor_id: Option<String>,
+    /// The acting user's email, or `cli`.
+    pub actor: String,
+    /// The client's address (empty for the CLI).
+    pub address: String,
+}
+
+impl AuditBy {
+    /// The command line.
+    pub fn cli() -> AuditBy {
+        AuditBy {
+            actor_id: None,
+            actor: CLI_ACTOR.to_owned(),
+            address: String::new(),
+        }
+    }
+
+    /// Runs `work` with `self` as the actor of every audited store change it makes: each such
+    /// change writes its entry in its own transaction (outside a scope, none is written: the
+    /// first start, tests' setup).
+    pub async fn scope<F: std::future::Future>(self, work: F) -> F::Output {
+        ACTING.scope(self, work).await
+    }
+
+    /// The actor of the current task, if it runs inside [`AuditBy::scope`].
+    pub fn current() -> Option<AuditBy> {
+        ACTING.try_with(Clone::clone).ok()
+    }
+}
+
+/// An entry a change writes in its transaction (see [`Store::audit_in`]).
+pub(super) struct Change<'a> {
+    /// The tenant (`None`: a platform action).
+    pub tenant: Option<&'a str>,
+    /// What was done.
+    pub action: &'a str,
+    /// What it was done to.
+    pub target: &'a str,
+    /// A JSON object (never a secret).
+    pub details: serde_json::Value,
+}
 
 /// The actor name of the command line.
 pub const CLI_ACTOR: &str = "cli";
 
 /// Most entries one read returns.
 pub const MAX_AUDIT_PAGE: u32 = 500;
+
+/// Entries one delete of the retention sweep removes at most: each batch is its own short
+/// statement, so writers of new entries wait for one batch, never for the whole backlog.
+pub const AUDIT_SWEEP_BATCH: i64 = 1000;
+
+/// Batches one sweep runs at most (the rest waits for the next sweep, 10 minutes later).
+pub(super) const AUDIT_SWEEP_MAX_BATCHES: u64 = 100;
 
 /// One entry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -94,47 +159,124 @@ fn clip(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
 }
 
+/// A tenant's change.
+pub(super) fn change<'a>(
+    tenant: &'a str,
+    action: &'a str,
+    target: &'a str,
+    details: Value,
+) -> Change<'a> {
+    Change {
+        tenant: Some(tenant),
+        action,
+        target,
+        details,
+    }
+}
+
+/// Appends `entry` inside `tx`. The id is the audit counter's next value: the counter row's
+/// update is held to the commit, so concurrent writers take ids in commit order (on SQLite the
+/// write lock already serialises them) and pages going back by id miss nothing.
+async fn insert_entry(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    entry: &NewAuditEntry,
+    at: i64,
+) -> Result<(), StoreError> {
+    let details = if entry.details.is_object() {
+        entry.details.to_string()
+    } else {
+        "{}".to_owned()
+    };
+    sqlx::query("UPDATE audit_counter SET last_id = last_id + 1 WHERE id = 1")
+        .execute(&mut **tx)
+        .await?;
+    let row = sqlx::query("SELECT last_id FROM audit_counter WHERE id = 1")
+        .fetch_one(&mut **tx)
+        .await?;
+    let id: i64 = row.try_get("last_id")?;
+    sqlx::query(
+        "INSERT INTO audit_log \
+         (id, tenant_id, actor_id, actor, action, target, details, address, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(id)
+    .bind(entry.tenant_id.clone())
+    .bind(entry.actor_id.clone())
+    .bind(clip(&entry.actor, 254))
+    .bind(clip(&entry.action, 64))
+    .bind(clip(&entry.target, 300))
+    .bind(details)
+    .bind(clip(&entry.address, 64))
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl Store {
-    /// Appends an entry (retried when two writers took the same id at once).
+    /// Appends an entry on its own: for events that change nothing in the store (a sign-in, a
+    /// revealed key). A change writes its entry in its own transaction instead
+    /// ([`AuditBy::scope`]).
     pub async fn record_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError> {
-        let details = if entry.details.is_object() {
-            entry.details.to_string()
-        } else {
-            "{}".to_owned()
+        let mut tx = self.write_tx().await?;
+        insert_entry(&mut tx, &entry, self.clock.now_millis()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes `change`'s entry inside `tx` when the task has an actor ([`AuditBy::scope`]);
+    /// an error here fails the change (the caller's transaction rolls back).
+    pub(super) async fn audit_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        change: Change<'_>,
+    ) -> Result<(), StoreError> {
+        let Some(by) = AuditBy::current() else {
+            return Ok(());
         };
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let mut tx = self.write_tx().await?;
-            let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS n FROM audit_log")
-                .fetch_one(&mut *tx)
-                .await?;
-            let id = row.try_get::<i64, _>("n")? + 1;
-            let inserted = sqlx::query(
-                "INSERT INTO audit_log \
-                 (id, tenant_id, actor_id, actor, action, target, details, address, at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        self.audit_as(tx, by, change).await
+    }
+
+    /// [`Store::audit_in`] with the actor given (a member who just joined acts as themself).
+    pub(super) async fn audit_as(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        by: AuditBy,
+        change: Change<'_>,
+    ) -> Result<(), StoreError> {
+        let entry = NewAuditEntry {
+            tenant_id: change.tenant.map(str::to_owned),
+            actor_id: by.actor_id,
+            actor: by.actor,
+            action: change.action.to_owned(),
+            target: change.target.to_owned(),
+            details: change.details,
+            address: by.address,
+        };
+        insert_entry(tx, &entry, self.clock.now_millis()).await
+    }
+
+    /// Deletes entries written before `before_ms` (Unix milliseconds), oldest first, in batches
+    /// of [`AUDIT_SWEEP_BATCH`], at most [`AUDIT_SWEEP_MAX_BATCHES`] of them; returns how many
+    /// went. The retention sweep: the only delete of the log.
+    pub async fn sweep_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for _ in 0..AUDIT_SWEEP_MAX_BATCHES {
+            let done = sqlx::query(
+                "DELETE FROM audit_log WHERE id IN \
+                 (SELECT id FROM audit_log WHERE at < $1 ORDER BY id LIMIT $2)",
             )
-            .bind(id)
-            .bind(entry.tenant_id.clone())
-            .bind(entry.actor_id.clone())
-            .bind(clip(&entry.actor, 254))
-            .bind(clip(&entry.action, 64))
-            .bind(clip(&entry.target, 300))
-            .bind(details.clone())
-            .bind(clip(&entry.address, 64))
-            .bind(self.clock.now_millis())
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Ok(_) => {
-                    tx.commit().await?;
-                    return Ok(());
-                }
-                Err(_) if attempts < 5 => continue,
-                Err(error) => return Err(error.into()),
+            .bind(before_ms)
+            .bind(AUDIT_SWEEP_BATCH)
+            .execute(&self.pool)
+            .await?;
+            deleted += done.rows_affected();
+            if done.rows_affected() < AUDIT_SWEEP_BATCH as u64 {
+                break;
             }
+            tokio::task::yield_now().await;
         }
+        Ok(deleted)
     }
 
     /// Entries matching `filter`, newest first.
@@ -199,4 +341,109 @@ impl Store {
             .map(entry_from_row)
             .collect::<Result<Vec<_>, _>>()?)
     }
+}
+
+/// What an app's change writes: `app.updated` (name, switches, origins), `limits.changed` and
+/// `mercure.changed` (never the HS256 key: its mode only), each only when something in it
+/// changed, with every changed field's `from` and `to`.
+pub(super) fn update_entries(before: &App, after: &App) -> Vec<(&'static str, Value)> {
+    let diff = |pairs: Vec<(&str, Value, Value)>| {
+        let mut changed = Map::new();
+        for (name, from, to) in pairs {
+            if from != to {
+                changed.insert(name.to_owned(), json!({ "from": from, "to": to }));
+            }
+        }
+        changed
+    };
+    let app = diff(vec![
+        ("name", json!(before.name), json!(after.name)),
+        ("enabled", json!(before.enabled), json!(after.enabled)),
+        (
+            "client_events",
+            json!(before.client_events),
+            json!(after.client_events),
+        ),
+        (
+            "subscription_count",
+            json!(before.subscription_count),
+            json!(after.subscription_count),
+        ),
+        (
+            "allowed_origins",
+            json!(before.allowed_origins),
+            json!(after.allowed_origins),
+        ),
+    ]);
+    let limits = diff(
+        limit_values(&before.limits)
+            .into_iter()
+            .zip(limit_values(&after.limits))
+            .map(|((name, from), (_, to))| (name, json!(from), json!(to)))
+            .collect(),
+    );
+    let (b, a) = (mercure_fields(before), mercure_fields(after));
+    let mercure = diff(
+        b.into_iter()
+            .zip(a)
+            .map(|((name, from), (_, to))| (name, from, to))
+            .collect(),
+    );
+    [
+        ("app.updated", app),
+        ("limits.changed", limits),
+        ("mercure.changed", mercure),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| !changed.is_empty())
+    .map(|(action, changed)| (action, Value::Object(changed)))
+    .collect()
+}
+
+/// An app's Mercure settings as the audit shows them: the key's mode (and a public key, which
+/// is public), never an HS256 key.
+fn mercure_fields(app: &App) -> Vec<(&'static str, Value)> {
+    let m = &app.mercure;
+    let (key_mode, public_key) = match &m.jwt_key {
+        MercureKey::AppSecret => ("app_secret", ""),
+        MercureKey::Hmac(_) => ("hs256", ""),
+        MercureKey::PublicPem(pem) => ("public_key", pem.as_str()),
+    };
+    vec![
+        ("key_mode", json!(key_mode)),
+        ("public_key", json!(public_key)),
+        ("audience", json!(m.audience.clone().unwrap_or_default())),
+        ("issuer", json!(m.issuer.clone().unwrap_or_default())),
+        ("anonymous", json!(m.anonymous)),
+        ("history_size", json!(m.history_size)),
+        ("history_seconds", json!(m.history_seconds)),
+    ]
+}
+
+/// A URL without anything that may be a credential: its scheme and host (and port) only, the
+/// path masked (`https://hooks.example.com/…`), no user info, query or fragment. Many receivers
+/// carry their secret in the path (`/services/T../B../<secret>`, `/webhooks/<id>/<token>`).
+pub fn masked_url(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or("");
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "…".to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if path.trim_matches('/').is_empty() {
+        format!("{scheme}://{host}")
+    } else {
+        format!("{scheme}://{host}/…")
+    }
+}
+
+/// A webhook's details: its masked URL, events, prefix and header names (never their values,
+/// which may be the receiver's credentials).
+pub(super) fn webhook_details(hook: &Webhook) -> Value {
+    json!({
+        "url": masked_url(&hook.url),
+        "events": hook.events.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+        "prefix": hook.channel_prefix,
+        "header_names": hook.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+    })
 }

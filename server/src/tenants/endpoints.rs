@@ -7,9 +7,11 @@
 //! checks it again when sending.
 
 use serde::Serialize;
+use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::audit::{change, webhook_details, AuditBy};
 use super::{bump_revision, fresh_id, AppPart, Store, StoreError};
 use crate::protocol::{WebhookKind, WEBHOOK_KINDS};
 
@@ -402,6 +404,13 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         bump_revision(&mut tx).await?;
+        self.audit_webhook(
+            &mut tx,
+            "webhook.created",
+            &webhook,
+            webhook_details(&webhook),
+        )
+        .await?;
         tx.commit().await?;
         Ok(webhook)
     }
@@ -433,13 +442,21 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         bump_revision(&mut tx).await?;
-        tx.commit().await?;
-        Ok(Webhook {
+        let updated = Webhook {
             id: existing.id,
             app_id: existing.app_id,
             created_at: existing.created_at,
             ..checked
-        })
+        };
+        self.audit_webhook(
+            &mut tx,
+            "webhook.updated",
+            &updated,
+            webhook_details(&updated),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(updated)
     }
 
     /// The endpoints of `app_id`, or of every app.
@@ -470,24 +487,53 @@ impl Store {
     /// Removes endpoint `id` of `app_id` (its pending deliveries are dropped with it).
     pub async fn delete_webhook(&self, app_id: &str, id: &str) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query("DELETE FROM webhooks WHERE id = $1 AND app_id = $2")
+        let row = sqlx::query(&format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND app_id = $2"
+        ))
+        .bind(id.to_owned())
+        .bind(app_id.to_owned())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotInApp {
+            app_id: app_id.to_owned(),
+            what: AppPart::Webhook(id.to_owned()),
+        })?;
+        let removed = webhook_from_row(&row)?;
+        sqlx::query("DELETE FROM webhooks WHERE id = $1 AND app_id = $2")
             .bind(id.to_owned())
             .bind(app_id.to_owned())
             .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotInApp {
-                app_id: app_id.to_owned(),
-                what: AppPart::Webhook(id.to_owned()),
-            });
-        }
         sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1 AND status = 'pending'")
             .bind(id.to_owned())
             .execute(&mut *tx)
             .await?;
         bump_revision(&mut tx).await?;
+        self.audit_webhook(&mut tx, "webhook.deleted", &removed, json!({}))
+            .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Writes a webhook change's entry (target `app/webhook`, in the app's tenant) in `tx`.
+    async fn audit_webhook(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        action: &str,
+        hook: &Webhook,
+        details: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        if AuditBy::current().is_none() {
+            return Ok(());
+        }
+        let row = sqlx::query("SELECT tenant_id FROM apps WHERE id = $1")
+            .bind(hook.app_id.clone())
+            .fetch_one(&mut **tx)
+            .await?;
+        let tenant: String = row.try_get("tenant_id")?;
+        let target = format!("{}/{}", hook.app_id, hook.id);
+        self.audit_in(tx, change(&tenant, action, &target, details))
+            .await
     }
 
     /// Appends deliveries in one transaction, due at once.

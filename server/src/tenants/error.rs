@@ -25,6 +25,9 @@ pub enum StoreError {
     /// No user has this email.
     #[error("no user with email {0}")]
     UserNotFound(String),
+    /// No API token of the tenant has this id.
+    #[error("no API token with id {0}")]
+    TokenNotFound(String),
     /// The app exists but has no such webhook endpoint, key or failed delivery.
     #[error("app {app_id} has no {what}")]
     NotInApp {

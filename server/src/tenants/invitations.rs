@@ -4,12 +4,14 @@
 //! expired ones are swept whenever a tenant's invitations are read or written.
 
 use serde::Serialize;
+use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::audit::{change, AuditBy};
 use super::sessions::session_key;
-use super::signup::PUBLIC_HASH_WAIT;
-use super::users::{check_password, hash_password, normalise_email, user_from_row, USER_COLUMNS};
+use super::signup::{sign_up_email, PUBLIC_HASH_WAIT};
+use super::users::{check_password, hash_password, user_from_row, USER_COLUMNS};
 use super::{fresh_id, Conflict, Permission, Scoped, Store, StoreError, User, UserRole};
 
 /// How long an invitation may be accepted: 7 days.
@@ -63,7 +65,10 @@ impl Store {
         role: UserRole,
         invited_by: &str,
     ) -> Result<(Invitation, String), StoreError> {
-        let email = normalise_email(email)?;
+        // An invitation is mail to a stranger, as a sign-up's link is: the same one bare,
+        // deliverable, ASCII address (no `a,b` lists or quoted local parts a mailer may read
+        // otherwise, no `localhost` or IP-literal hosts, no Unicode twin of an account).
+        let email = sign_up_email(email)?;
         if !role.is_tenant_role() {
             return Err(StoreError::Invalid(
                 "invite as owner, admin, developer or viewer".into(),
@@ -82,11 +87,16 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let taken = sqlx::query("SELECT id FROM users WHERE email = $1")
+        // Already a member here: say so (the inviter sees the members list anyway). An account
+        // anywhere else, or a sign-up waiting for its link, is not the inviter's business: the
+        // invitation is made and mailed as for a free address, so the form cannot tell which
+        // addresses have accounts, and accepting it fails (the email is taken) before any hash.
+        let member = sqlx::query("SELECT id FROM users WHERE email = $1 AND tenant_id = $2")
             .bind(email.clone())
+            .bind(tenant_id.to_owned())
             .fetch_optional(&mut *tx)
             .await?;
-        if taken.is_some() {
+        if member.is_some() {
             return Err(Conflict::EmailTaken(email).into());
         }
         sqlx::query("DELETE FROM invitations WHERE tenant_id = $1 AND email = $2")
@@ -151,6 +161,13 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        let details = json!({ "role": role, "expires_at": invitation.expires_at });
+        let target = &invitation.email;
+        self.audit_in(
+            &mut tx,
+            change(tenant_id, "member.invited", target, details),
+        )
+        .await?;
         tx.commit().await?;
         Ok((invitation, token))
     }
@@ -191,11 +208,23 @@ impl Store {
             .into_iter()
             .find(|i| i.id == id)
             .ok_or_else(|| StoreError::UserNotFound(format!("member invitation {id}")))?;
-        sqlx::query("DELETE FROM invitations WHERE id = $1 AND tenant_id = $2")
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("DELETE FROM invitations WHERE id = $1 AND tenant_id = $2")
             .bind(id.to_owned())
             .bind(tenant_id.to_owned())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::UserNotFound(format!("member invitation {id}")));
+        }
+        let details = json!({ "role": found.role });
+        let target = &found.email;
+        self.audit_in(
+            &mut tx,
+            change(tenant_id, "invitation.revoked", target, details),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(found)
     }
 
@@ -276,6 +305,18 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let user = user_from_row(&row)?;
+        // The new member acts (from the address of the task's actor, the join form's).
+        if let Some(by) = AuditBy::current() {
+            let joined = AuditBy {
+                actor_id: Some(user.id.clone()),
+                actor: user.email.clone(),
+                address: by.address,
+            };
+            let details = json!({ "role": invitation.role, "invited_by": invitation.invited_by });
+            let target = &user.email;
+            let joined_change = change(&invitation.tenant_id, "member.joined", target, details);
+            self.audit_as(&mut tx, joined, joined_change).await?;
+        }
         tx.commit().await?;
         Ok((invitation, user))
     }

@@ -3,8 +3,18 @@
 //! are deleted and their credential generation moves on, so a cookie already in a browser is
 //! refused at its next request on every node).
 
+use serde_json::json;
+
+use super::audit::change;
 use super::users::{user_from_row, USER_COLUMNS};
 use super::{Actor, Permission, Scoped, Store, StoreError, User, UserRole};
+
+/// The refusal of a change only an owner may make.
+fn owner_only(mine: UserRole) -> StoreError {
+    StoreError::RoleDenied(format!(
+        "Your role ({mine}) may not make, change or remove an owner."
+    ))
+}
 
 /// Roles that can manage members: a tenant always keeps one.
 const MANAGERS: [UserRole; 2] = [UserRole::Owner, UserRole::Admin];
@@ -29,6 +39,22 @@ impl Store {
     /// go. Returns the member as they were.
     pub async fn change_member(
         &self,
+        tenant_id: &str,
+        user_id: &str,
+        role: Option<UserRole>,
+    ) -> Result<User, StoreError> {
+        self.change_member_as(UserRole::Operator, tenant_id, user_id, role)
+            .await
+    }
+
+    /// [`Store::change_member`] by someone of role `by`, who may only touch a member whose role
+    /// they may assign ([`UserRole::may_assign`]: an admin never an owner). Judged on the
+    /// member's role as read inside the change's transaction, under the tenant's lock: a role
+    /// read earlier (the page, [`Scoped::change_member`]'s own check) may have changed since,
+    /// say an owner promoting the developer an admin is removing.
+    pub async fn change_member_as(
+        &self,
+        by: UserRole,
         tenant_id: &str,
         user_id: &str,
         role: Option<UserRole>,
@@ -62,6 +88,9 @@ impl Store {
         let Some(member) = members.iter().find(|m| m.id == user_id).cloned() else {
             return Err(StoreError::UserNotFound(format!("member {user_id}")));
         };
+        if !by.may_assign(member.role) || role.is_some_and(|r| !by.may_assign(r)) {
+            return Err(owner_only(by));
+        }
         let managers_after = members
             .iter()
             .filter(|m| {
@@ -99,6 +128,19 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            // Likewise the API tokens they made, once they may no longer make tokens (owners
+            // and admins may): a token never outlives its creator's authority.
+            if !role.is_some_and(|new| new.allows(Permission::ManageMembers)) {
+                sqlx::query(
+                    "UPDATE api_tokens SET revoked_at = $1 \
+                     WHERE tenant_id = $2 AND created_by = $3 AND revoked_at = 0",
+                )
+                .bind(self.clock.now_seconds())
+                .bind(tenant_id.to_owned())
+                .bind(member.email.clone())
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         match role {
             Some(new) => {
@@ -119,6 +161,15 @@ impl Store {
                     .await?;
             }
         }
+        let (action, details) = match role {
+            Some(new) => (
+                "member.role_changed",
+                json!({ "from": member.role, "to": new.as_str() }),
+            ),
+            None => ("member.removed", json!({ "role": member.role })),
+        };
+        self.audit_in(&mut tx, change(tenant_id, action, &member.email, details))
+            .await?;
         tx.commit().await?;
         Ok(member)
     }
@@ -149,11 +200,12 @@ impl Scoped<'_> {
             .ok_or_else(|| StoreError::UserNotFound(format!("member {user_id}")))?;
         let mine = self.actor.role();
         if !mine.may_assign(current.role) || role.is_some_and(|r| !mine.may_assign(r)) {
-            return Err(StoreError::RoleDenied(format!(
-                "Your role ({mine}) may not make, change or remove an owner."
-            )));
+            return Err(owner_only(mine));
         }
-        self.store.change_member(tenant_id, user_id, role).await
+        // Checked again in the change's transaction (the role may change meanwhile).
+        self.store
+            .change_member_as(mine, tenant_id, user_id, role)
+            .await
     }
 
     /// Refuses unless the actor is in `tenant_id` (or the operator) with `permission`.

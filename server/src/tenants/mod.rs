@@ -12,7 +12,7 @@
 //! delivery outbox, `usage.rs` the usage counters and history, `cache.rs` the app cache,
 //! `health.rs` the store's health, `error.rs` [`StoreError`], `sessions.rs` the dashboard's
 //! sessions (shared by every node on the store), `signup.rs` self-service sign-up and the emailed
-//! links. This file holds the [`Store`]
+//! links, `tokens.rs` the management API's tokens. This file holds the [`Store`]
 //! itself: the pool, its clock, transactions and the revision.
 
 mod app;
@@ -31,14 +31,18 @@ mod policy;
 mod roles;
 mod sessions;
 mod signup;
+mod tokens;
 mod usage;
 mod users;
 
 pub use app::{
     limit_values, parse_origins, random_password, App, AppPatch, AppRef, LimitsPatch, NewApp,
-    PreviousKey,
+    PreviousKey, LIMIT_NAMES,
 };
-pub use audit::{AuditEntry, AuditFilter, NewAuditEntry, CLI_ACTOR, MAX_AUDIT_PAGE};
+pub use audit::{
+    masked_url, AuditBy, AuditEntry, AuditFilter, NewAuditEntry, AUDIT_SWEEP_BATCH, CLI_ACTOR,
+    MAX_AUDIT_PAGE,
+};
 pub use cache::{AppCache, AppChange};
 pub use claims::Lease;
 pub use endpoints::{
@@ -60,6 +64,10 @@ pub use sessions::{session_key, SessionTerms, StoredSession, SESSION_TOUCH_EVERY
 pub use signup::{
     link_key, sign_up_email, LinkPurpose, SignUp, MAX_LINKS_PER_HOUR, RESET_LINK_TTL, SWEEP_BATCH,
     VERIFY_LINK_TTL,
+};
+pub use tokens::{
+    ApiToken, NewToken, Scope, TokenRefusal, DEAD_TOKEN_DAYS, MAX_LIVE_TOKENS, MAX_TOKEN_DAYS,
+    MAX_TOKEN_NAME_CHARS, TOKEN_PREFIX,
 };
 pub use usage::{
     Allowance, AppUsage, DayUsage, MinuteUsage, Settlement, Usage, UsageReport, DAYS_REPORTED,

@@ -1,6 +1,9 @@
 //! What a tenant's admins may create: how many apps, from which plans. The operator sets it
 //! (`herald tenants update`, the dashboard's tenants page) and is not bound by it.
 
+use serde_json::json;
+
+use super::audit::change;
 use super::{bump_revision, NewApp, Plan, Store, StoreError, Tenant, TENANT_DEFAULT_PLAN};
 use crate::tenants::App;
 
@@ -91,6 +94,9 @@ impl Store {
             return Err(StoreError::TenantNotFound(id.to_owned()));
         }
         bump_revision(&mut tx).await?;
+        let details = json!({ "max_apps": tenant.max_apps, "plans": tenant.plans });
+        self.audit_in(&mut tx, change(id, "tenant.updated", id, details))
+            .await?;
         tx.commit().await?;
         Ok(tenant)
     }

@@ -8,9 +8,12 @@ use std::time::Duration;
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
 use argon2::{Argon2, PasswordVerifier};
 use serde::Serialize;
+use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use tokio::sync::Semaphore;
+
+use super::audit::{change, AuditBy, Change};
 
 pub use super::roles::{Actor, Permission, UserRole};
 use super::{
@@ -243,6 +246,10 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         bump_revision(&mut tx).await?;
+        let details = json!({ "name": tenant.name });
+        let id = &tenant.id;
+        self.audit_in(&mut tx, change(id, "tenant.created", id, details))
+            .await?;
         tx.commit().await?;
         Ok(tenant)
     }
@@ -321,6 +328,13 @@ impl Store {
         .bind(user.created_at)
         .execute(&mut *tx)
         .await?;
+        let created = Change {
+            tenant: user.tenant_id.as_deref(),
+            action: "member.created",
+            target: &user.email,
+            details: json!({ "role": user.role }),
+        };
+        self.audit_in(&mut tx, created).await?;
         tx.commit().await?;
         Ok(user)
     }
@@ -376,26 +390,45 @@ impl Store {
         let email = normalise_email(email)?;
         check_password(password)?;
         let hash = hash_password(password).await?;
-        let done = sqlx::query(
+        let mut tx = self.write_tx().await?;
+        let found = sqlx::query("SELECT id, tenant_id FROM users WHERE email = $1")
+            .bind(email.clone())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::UserNotFound(email.clone()))?;
+        let (user_id, tenant): (String, Option<String>) =
+            (found.try_get("id")?, found.try_get("tenant_id")?);
+        sqlx::query(
             "UPDATE users SET password_hash = $1, \
-             credential_generation = credential_generation + 1 WHERE email = $2",
+             credential_generation = credential_generation + 1 WHERE id = $2",
         )
         .bind(hash)
-        .bind(email.clone())
-        .execute(&self.pool)
+        .bind(user_id.clone())
+        .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::UserNotFound(email));
-        }
         // A new password spends the user's emailed links: one kept by someone else stops.
-        sqlx::query(
-            "UPDATE email_tokens SET used_at = $1 WHERE used_at = 0 \
-             AND user_id = (SELECT id FROM users WHERE email = $2)",
-        )
-        .bind(self.clock.now_millis())
-        .bind(email)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("UPDATE email_tokens SET used_at = $1 WHERE used_at = 0 AND user_id = $2")
+            .bind(self.clock.now_millis())
+            .bind(user_id.clone())
+            .execute(&mut *tx)
+            .await?;
+        // `password.changed` when the user changed their own, `password.reset` when someone
+        // else (the operator, the CLI) set it.
+        if let Some(by) = AuditBy::current() {
+            let own = by.actor_id.as_deref() == Some(user_id.as_str());
+            let reset = Change {
+                tenant: tenant.as_deref(),
+                action: if own {
+                    "password.changed"
+                } else {
+                    "password.reset"
+                },
+                target: &email,
+                details: json!({}),
+            };
+            self.audit_as(&mut tx, by, reset).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -238,6 +238,127 @@ async fn invitations_are_bounded_per_tenant() {
     assert_eq!(store.list_invitations(&acme.id).await.unwrap().len(), 30);
 }
 
+/// An invitation is mail to a stranger: only one bare, deliverable ASCII address, as for a
+/// sign-up (no address list, quoted local part, local or IP-literal host, Unicode twin), so an
+/// inviter cannot make the server mail several or internal recipients, or create a second
+/// account for one mailbox.
+#[tokio::test]
+async fn an_invitation_goes_to_one_deliverable_address() {
+    let app = spawn_dashboard().await;
+    let browser = Browser::new(&app);
+    let store = &app.node.store;
+    let t = store.create_tenant("Acme").await.unwrap().id;
+    store
+        .create_user("owner@acme.test", PASSWORD, UserRole::Owner, Some(&t))
+        .await
+        .unwrap();
+    let s = browser.sign_in("owner@acme.test", PASSWORD).await;
+    for bad in [
+        "x@corp.test,y@corp.test",
+        "\"x\"@corp.test",
+        "a@b@corp.test",
+        "a@localhost",
+        "a@10.0.0.1",
+        "a@[10.0.0.1]",
+        "ä@corp.test",
+    ] {
+        let form = with_csrf(
+            &[("email", bad.to_owned()), ("role", "viewer".into())],
+            &s.csrf,
+        );
+        let page = browser
+            .post(Some(&s.cookie), "/dashboard/invitations", &form)
+            .await;
+        assert!(
+            page.location().contains("?error="),
+            "{bad}: {}",
+            page.location()
+        );
+        let refused = store
+            .create_invitation(&t, bad, UserRole::Viewer, "owner@acme.test")
+            .await;
+        assert!(refused.is_err(), "{bad}");
+    }
+    assert!(store.list_invitations(&t).await.unwrap().is_empty());
+    let form = with_csrf(
+        &[("email", "new@corp.test".into()), ("role", "viewer".into())],
+        &s.csrf,
+    );
+    browser
+        .post(Some(&s.cookie), "/dashboard/invitations", &form)
+        .await
+        .assert_done("a good address");
+    assert_eq!(store.list_invitations(&t).await.unwrap().len(), 1);
+}
+
+/// The invite form does not tell whether an address has an account elsewhere (the sign-up
+/// does not either): another tenant's member's email and a free one are both "sent"; only this tenant's own members are refused. The invitation to a taken address
+/// creates nothing when followed.
+#[tokio::test]
+async fn the_invite_form_does_not_tell_which_addresses_have_accounts() {
+    let app = spawn_dashboard().await;
+    let browser = Browser::new(&app);
+    let store = &app.node.store;
+    let acme = store.create_tenant("Acme").await.unwrap().id;
+    let globex = store.create_tenant("Globex").await.unwrap().id;
+    store
+        .create_user("owner@acme.test", PASSWORD, UserRole::Owner, Some(&acme))
+        .await
+        .unwrap();
+    store
+        .create_user("dev@acme.test", PASSWORD, UserRole::Developer, Some(&acme))
+        .await
+        .unwrap();
+    store
+        .create_user("boss@globex.test", PASSWORD, UserRole::Owner, Some(&globex))
+        .await
+        .unwrap();
+    let s = browser.sign_in("owner@acme.test", PASSWORD).await;
+    let invite = |email: &str| {
+        let form = with_csrf(
+            &[("email", email.to_owned()), ("role", "viewer".into())],
+            &s.csrf,
+        );
+        let (cookie, browser) = (s.cookie.clone(), &browser);
+        async move {
+            browser
+                .post(Some(&cookie), "/dashboard/invitations", &form)
+                .await
+        }
+    };
+    let taken = invite("boss@globex.test").await;
+    let free = invite("nobody@globex.test").await;
+    taken.assert_done("taken");
+    free.assert_done("free");
+    assert_eq!(
+        taken.location().replace("boss", "X"),
+        free.location().replace("nobody", "X"),
+        "the same answer"
+    );
+    // This tenant's own member: an error on the form, as before.
+    let own = invite("dev@acme.test").await;
+    assert!(own.location().contains("?error="), "{}", own.location());
+    assert_eq!(store.list_invitations(&acme).await.unwrap().len(), 2);
+    // The taken address's invitation creates nothing (its token goes on first use).
+    let (_, token) = store
+        .create_invitation(
+            &acme,
+            "boss@globex.test",
+            UserRole::Viewer,
+            "owner@acme.test",
+        )
+        .await
+        .unwrap();
+    assert!(store.accept_invitation(&token, PASSWORD).await.is_err());
+    let boss = store
+        .user_by_email("boss@globex.test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(boss.tenant_id.as_deref(), Some(globex.as_str()));
+    assert!(store.invitation(&token).await.unwrap().is_none());
+}
+
 /// The join page's CSRF cookie and a form for `token` with `password`.
 async fn join_form(browser: &Browser<'_>, token: &str, password: &str) -> (String, Form) {
     let page = browser

@@ -3,7 +3,7 @@
 //! an owner touches owners, a tenant keeps one owner or admin, and lowering a role or removing a
 //! member ends their sessions at once.
 
-use herald::tenants::UserRole;
+use herald::tenants::{StoreError, UserRole};
 
 use crate::dashboard_helpers::*;
 
@@ -365,4 +365,68 @@ async fn a_removed_or_demoted_members_live_console_stream_ends() {
         ends_within(&mut lowered, Duration::from_secs(10)).await,
         "a demoted member's stream ends (their session is over)"
     );
+}
+
+/// The owner-only rule is judged on the member's role inside the change's transaction: an
+/// admin's removal or demotion that read "developer" before an owner made that member an owner
+/// (the race `Scoped::change_member`'s early check cannot see) is refused, and changes nothing.
+#[tokio::test]
+async fn an_admins_change_is_judged_on_the_members_role_at_the_change() {
+    let app = spawn_dashboard().await;
+    let store = &app.node.store;
+    let t = store.create_tenant("Acme").await.unwrap().id;
+    for (email, role) in [
+        ("owner@acme.test", UserRole::Owner),
+        ("admin@acme.test", UserRole::Admin),
+    ] {
+        store
+            .create_user(email, "member password 1", role, Some(&t))
+            .await
+            .unwrap();
+    }
+    let dev = store
+        .create_user(
+            "dev@acme.test",
+            "member password 1",
+            UserRole::Developer,
+            Some(&t),
+        )
+        .await
+        .unwrap();
+    // The owner promotes the developer after the admin's page (and check) read "developer".
+    store
+        .change_member(&t, &dev.id, Some(UserRole::Owner))
+        .await
+        .unwrap();
+    for change in [None, Some(UserRole::Viewer)] {
+        let refused = store
+            .change_member_as(UserRole::Admin, &t, &dev.id, change)
+            .await
+            .expect_err("an admin may not remove or demote an owner");
+        assert!(
+            matches!(refused, StoreError::RoleDenied(_)),
+            "{change:?}: {refused}"
+        );
+    }
+    let now = store.list_members(&t).await.unwrap();
+    let member = now.iter().find(|m| m.id == dev.id).expect("still a member");
+    assert_eq!(member.role, UserRole::Owner);
+    // An owner's authority does it; and an admin's still does for a developer.
+    let viewer = store
+        .create_user(
+            "viewer@acme.test",
+            "member password 1",
+            UserRole::Viewer,
+            Some(&t),
+        )
+        .await
+        .unwrap();
+    store
+        .change_member_as(UserRole::Admin, &t, &viewer.id, Some(UserRole::Developer))
+        .await
+        .unwrap();
+    store
+        .change_member_as(UserRole::Owner, &t, &dev.id, Some(UserRole::Admin))
+        .await
+        .unwrap();
 }

@@ -6,7 +6,10 @@
 
 mod helpers;
 
+mod api_v1;
 mod audit;
+mod audit_atomic;
+mod audit_retention;
 mod cli;
 mod cli_webhooks;
 mod cluster;
@@ -64,6 +67,7 @@ mod socket;
 mod source_rules;
 mod store;
 mod store_sessions;
+mod store_tokens;
 mod tls;
 mod webhook_receiver;
 mod webhooks;

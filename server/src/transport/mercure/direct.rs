@@ -56,7 +56,10 @@ fn app_of(path: &str) -> Option<&str> {
     }
     let path = if path.starts_with("/apps/") {
         path
-    } else if path.starts_with("/app/") || path.starts_with("/dashboard") {
+    } else if path.starts_with("/app/")
+        || path.starts_with("/dashboard")
+        || path.starts_with("/api/v1/")
+    {
         return None;
     } else {
         match path.find("/apps/") {

@@ -1,0 +1,100 @@
+//! Audit retention (`HERALD_AUDIT_RETENTION_DAYS`): the store's sweep deletes entries older
+//! than the cut-off, oldest first in bounded batches, and nothing newer; the node runs it with
+//! its session sweep; 0 keeps every entry.
+
+use std::time::Duration;
+
+use herald::clock::Clock;
+use herald::tenants::{AuditFilter, NewAuditEntry, Store, AUDIT_SWEEP_BATCH};
+
+use crate::helpers::*;
+
+const DAY_MS: i64 = 86_400_000;
+
+fn entry(tenant: &str, action: &str) -> NewAuditEntry {
+    NewAuditEntry {
+        tenant_id: Some(tenant.to_owned()),
+        actor: "cli".into(),
+        action: action.into(),
+        target: "x".into(),
+        ..NewAuditEntry::default()
+    }
+}
+
+async fn actions(store: &Store) -> Vec<String> {
+    store
+        .audit_entries(&AuditFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_sweep_deletes_only_entries_past_the_cut_off_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = now_millis();
+    let clock = Clock::manual(start);
+    let url = herald::config::sqlite_url(dir.path());
+    let store = Store::open(&url, clock.clone()).await.unwrap();
+    // More old entries than two batches, then a few new ones 400 days later.
+    let old = 2 * AUDIT_SWEEP_BATCH + 7;
+    for _ in 0..old {
+        store.record_audit(entry("1", "old")).await.unwrap();
+    }
+    clock.set_millis(start + 400 * DAY_MS);
+    for _ in 0..3 {
+        store.record_audit(entry("1", "new")).await.unwrap();
+    }
+    // A cut-off before everything deletes nothing.
+    assert_eq!(store.sweep_audit(start).await.unwrap(), 0);
+    let cut_off = start + 400 * DAY_MS - 365 * DAY_MS;
+    assert_eq!(store.sweep_audit(cut_off).await.unwrap(), old as u64);
+    assert_eq!(actions(&store).await, ["new", "new", "new"]);
+    assert_eq!(store.sweep_audit(cut_off).await.unwrap(), 0);
+    // Ids keep growing after a sweep.
+    store.record_audit(entry("1", "newest")).await.unwrap();
+    let all = store.audit_entries(&AuditFilter::default()).await.unwrap();
+    assert_eq!(all[0].action, "newest");
+    assert!(all[0].id > all[1].id);
+    store.close().await;
+}
+
+/// Spawns a node on a manual clock with `retention_days`, records one entry, moves the wall
+/// clock 3 days on and tokio's past the sweep interval; returns the entries left.
+async fn left_after_three_days(retention_days: u64) -> Vec<String> {
+    let clock = Clock::manual(now_millis());
+    let wall = clock.clone();
+    let app = spawn_app_with(move |settings| {
+        settings.clock = clock;
+        settings.audit_retention_days = retention_days;
+    })
+    .await;
+    let store = app.node.store.clone();
+    store.record_audit(entry("1", "old")).await.unwrap();
+    // The node runs (its store poll with it) before time is paused.
+    app.connect().await.close().await;
+    let _paused = pause_time();
+    wall.set_millis(wall.now_millis() + 3 * DAY_MS);
+    store.record_audit(entry("1", "new")).await.unwrap();
+    advance_past(Duration::from_secs(600)).await;
+    // The sweep runs in its own task on the store's threads: let it finish.
+    for _ in 0..200 {
+        advance_past(Duration::from_millis(50)).await;
+        if actions(&store).await.len() < 2 {
+            break;
+        }
+    }
+    actions(&store).await
+}
+
+#[tokio::test]
+async fn the_node_sweeps_entries_past_the_retention() {
+    assert_eq!(left_after_three_days(1).await, ["new"]);
+}
+
+#[tokio::test]
+async fn zero_days_keeps_every_entry() {
+    assert_eq!(left_after_three_days(0).await, ["new", "old"]);
+}
