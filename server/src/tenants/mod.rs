@@ -62,7 +62,7 @@ pub use policy::TenantPatch;
 pub use sessions::{session_key, SessionTerms, StoredSession, SESSION_TOUCH_EVERY};
 pub use signup::{
     link_key, sign_up_email, LinkPurpose, SignUp, MAX_LINKS_PER_HOUR, RESET_LINK_TTL, SWEEP_BATCH,
-    VERIFY_LINK_TTL,
+    VERIFY_LINK_TTL, WRONG_SIGN_UP_PASSWORD,
 };
 pub use usage::{
     Allowance, AppUsage, DayUsage, MinuteUsage, Settlement, Usage, UsageReport, DAYS_REPORTED,
