@@ -174,11 +174,29 @@ pub(super) fn change<'a>(
     }
 }
 
+/// The audit counter's next id, in one statement: past both the counter and the largest id
+/// already written, so a row the counter never counted (an older binary taking the largest id
+/// plus one, a restore, a manual insert) never makes every later entry clash (which, rolled
+/// back with its change, would leave the counter stuck for good). The largest id is one step
+/// down the primary key's index. PostgreSQL's two-argument maximum is `GREATEST`, SQLite's `MAX`.
+fn next_id_sql(sqlite: bool) -> &'static str {
+    if sqlite {
+        "UPDATE audit_counter SET last_id = \
+         MAX(last_id, (SELECT COALESCE(MAX(id), 0) FROM audit_log)) + 1 \
+         WHERE id = 1 RETURNING last_id"
+    } else {
+        "UPDATE audit_counter SET last_id = \
+         GREATEST(last_id, (SELECT COALESCE(MAX(id), 0) FROM audit_log)) + 1 \
+         WHERE id = 1 RETURNING last_id"
+    }
+}
+
 /// Appends `entry` inside `tx`. The id is the audit counter's next value: the counter row's
 /// update is held to the commit, so concurrent writers take ids in commit order (on SQLite the
 /// write lock already serialises them) and pages going back by id miss nothing.
 async fn insert_entry(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sqlite: bool,
     entry: &NewAuditEntry,
     at: i64,
 ) -> Result<(), StoreError> {
@@ -187,12 +205,14 @@ async fn insert_entry(
     } else {
         "{}".to_owned()
     };
-    sqlx::query("UPDATE audit_counter SET last_id = last_id + 1 WHERE id = 1")
-        .execute(&mut **tx)
-        .await?;
-    let row = sqlx::query("SELECT last_id FROM audit_counter WHERE id = 1")
-        .fetch_one(&mut **tx)
-        .await?;
+    let Some(row) = sqlx::query(next_id_sql(sqlite))
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Err(StoreError::Invalid(
+            "the audit counter's row (audit_counter, id 1) is missing".into(),
+        ));
+    };
     let id: i64 = row.try_get("last_id")?;
     sqlx::query(
         "INSERT INTO audit_log \
@@ -219,7 +239,7 @@ impl Store {
     /// ([`AuditBy::scope`]).
     pub async fn record_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        insert_entry(&mut tx, &entry, self.clock.now_millis()).await?;
+        insert_entry(&mut tx, self.sqlite, &entry, self.clock.now_millis()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -253,7 +273,7 @@ impl Store {
             details: change.details,
             address: by.address,
         };
-        insert_entry(tx, &entry, self.clock.now_millis()).await
+        insert_entry(tx, self.sqlite, &entry, self.clock.now_millis()).await
     }
 
     /// Deletes entries written before `before_ms` (Unix milliseconds), oldest first, in batches
