@@ -284,7 +284,7 @@ impl Store {
         for _ in 0..AUDIT_SWEEP_MAX_BATCHES {
             let done = sqlx::query(
                 "DELETE FROM audit_log WHERE id IN \
-                 (SELECT id FROM audit_log WHERE at < $1 ORDER BY id LIMIT $2)",
+                 (SELECT id FROM audit_log WHERE at < $1 ORDER BY at, id LIMIT $2)",
             )
             .bind(before_ms)
             .bind(AUDIT_SWEEP_BATCH)
