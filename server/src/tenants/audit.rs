@@ -10,6 +10,7 @@
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -159,6 +160,9 @@ fn clip(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
 }
 
+/// The longest `details` (JSON text) an entry keeps; longer ones are clipped.
+pub const MAX_AUDIT_DETAILS_BYTES: usize = 4096;
+
 /// A tenant's change.
 pub(super) fn change<'a>(
     tenant: &'a str,
@@ -204,6 +208,19 @@ async fn insert_entry(
         entry.details.to_string()
     } else {
         "{}".to_owned()
+    };
+    // Details are built from what the change holds (names, origin lists, URLs), which a member
+    // can make long and repeat: past the cap they are kept as a clipped string (a quarter of
+    // the cap in characters, so at most about the cap in bytes) with the full length, so one
+    // row stays small whatever the change.
+    let details = if details.len() > MAX_AUDIT_DETAILS_BYTES {
+        json!({
+            "clipped": clip(&details, MAX_AUDIT_DETAILS_BYTES / 4),
+            "bytes": details.len(),
+        })
+        .to_string()
+    } else {
+        details
     };
     let Some(row) = sqlx::query(next_id_sql(sqlite))
         .fetch_optional(&mut **tx)
@@ -403,12 +420,22 @@ pub(super) fn update_entries(before: &App, after: &App) -> Vec<(&'static str, Va
             .collect(),
     );
     let (b, a) = (mercure_fields(before), mercure_fields(after));
-    let mercure = diff(
+    let mut mercure = diff(
         b.into_iter()
             .zip(a)
             .map(|((name, from), (_, to))| (name, from, to))
             .collect(),
     );
+    // One HS256 key replaced by another shows nothing above (the key is never written, nor a
+    // hash of it, which a short key could be guessed back from), yet whoever swaps it can sign
+    // subscriber tokens: say that it was replaced.
+    if let (MercureKey::Hmac(from), MercureKey::Hmac(to)) =
+        (&before.mercure.jwt_key, &after.mercure.jwt_key)
+    {
+        if from.expose() != to.expose() {
+            mercure.insert("hs256_key".to_owned(), json!("replaced"));
+        }
+    }
     [
         ("app.updated", app),
         ("limits.changed", limits),
@@ -420,14 +447,14 @@ pub(super) fn update_entries(before: &App, after: &App) -> Vec<(&'static str, Va
     .collect()
 }
 
-/// An app's Mercure settings as the audit shows them: the key's mode (and a public key, which
-/// is public), never an HS256 key.
+/// An app's Mercure settings as the audit shows them: the key's mode and a public key's
+/// fingerprint ([`key_fingerprint`]), never an HS256 key.
 fn mercure_fields(app: &App) -> Vec<(&'static str, Value)> {
     let m = &app.mercure;
     let (key_mode, public_key) = match &m.jwt_key {
-        MercureKey::AppSecret => ("app_secret", ""),
-        MercureKey::Hmac(_) => ("hs256", ""),
-        MercureKey::PublicPem(pem) => ("public_key", pem.as_str()),
+        MercureKey::AppSecret => ("app_secret", String::new()),
+        MercureKey::Hmac(_) => ("hs256", String::new()),
+        MercureKey::PublicPem(pem) => ("public_key", key_fingerprint(pem)),
     };
     vec![
         ("key_mode", json!(key_mode)),
@@ -438,6 +465,15 @@ fn mercure_fields(app: &App) -> Vec<(&'static str, Value)> {
         ("history_size", json!(m.history_size)),
         ("history_seconds", json!(m.history_seconds)),
     ]
+}
+
+/// A public key as the audit shows it: `sha256:` and the first 16 hex digits of its PEM's
+/// SHA-256. Enough to tell keys apart and match one against a file; the PEM itself (up to
+/// 16 KiB) would make each change of it a large row anyone who may edit the app can repeat.
+pub fn key_fingerprint(pem: &str) -> String {
+    let digest = Sha256::digest(pem.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 /// A URL without anything that may be a credential: its scheme and host (and port) only, the

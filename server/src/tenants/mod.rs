@@ -39,8 +39,8 @@ pub use app::{
     PreviousKey,
 };
 pub use audit::{
-    masked_url, AuditBy, AuditEntry, AuditFilter, NewAuditEntry, AUDIT_SWEEP_BATCH, CLI_ACTOR,
-    MAX_AUDIT_PAGE,
+    key_fingerprint, masked_url, AuditBy, AuditEntry, AuditFilter, NewAuditEntry,
+    AUDIT_SWEEP_BATCH, CLI_ACTOR, MAX_AUDIT_DETAILS_BYTES, MAX_AUDIT_PAGE,
 };
 pub use cache::{AppCache, AppChange};
 pub use claims::Lease;

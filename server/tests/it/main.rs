@@ -9,6 +9,7 @@ mod helpers;
 mod audit;
 mod audit_atomic;
 mod audit_counter;
+mod audit_details;
 mod audit_retention;
 mod cli;
 mod cli_webhooks;
