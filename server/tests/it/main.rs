@@ -10,6 +10,7 @@ mod audit;
 mod audit_atomic;
 mod audit_counter;
 mod audit_details;
+mod audit_races;
 mod audit_retention;
 mod cli;
 mod cli_webhooks;
