@@ -160,6 +160,10 @@ fn clip(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
 }
 
+/// How long an audited write waits for the audit counter's row on PostgreSQL before it fails
+/// (and its change with it).
+pub const AUDIT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The longest `details` (JSON text) an entry keeps; longer ones are clipped.
 pub const MAX_AUDIT_DETAILS_BYTES: usize = 4096;
 
@@ -222,6 +226,17 @@ async fn insert_entry(
     } else {
         details
     };
+    if !sqlite {
+        // Every audited write in the cluster takes this one row: a holder that stalls (a
+        // starved node, a half-open connection) must turn the others' waits into a clear error,
+        // not a hang. The setting ends with the transaction.
+        sqlx::query(&format!(
+            "SET LOCAL lock_timeout = '{}ms'",
+            AUDIT_LOCK_TIMEOUT.as_millis()
+        ))
+        .execute(&mut **tx)
+        .await?;
+    }
     let Some(row) = sqlx::query(next_id_sql(sqlite))
         .fetch_optional(&mut **tx)
         .await?

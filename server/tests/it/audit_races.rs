@@ -1,13 +1,16 @@
 //! Audited changes racing other writers on PostgreSQL: an app change reads the app inside its
 //! own transaction (a change committed meanwhile is kept, and the audit's `from` is what the
-//! row held).
+//! row held); a writer stuck holding the audit counter makes the others fail after
+//! `AUDIT_LOCK_TIMEOUT`, not hang.
 
 use std::time::Duration;
 
 use sqlx::Connection;
 
 use herald::clock::Clock;
-use herald::tenants::{AppPatch, AuditBy, AuditFilter, NewApp, Store};
+use herald::tenants::{
+    AppPatch, AuditBy, AuditFilter, NewApp, NewAuditEntry, Store, AUDIT_LOCK_TIMEOUT,
+};
 
 use crate::helpers::*;
 
@@ -72,6 +75,49 @@ async fn an_app_change_never_reverts_a_change_committed_while_it_waited() {
         assert_eq!(
             newest.details,
             serde_json::json!({ "name": { "from": "Chat", "to": "Renamed" } })
+        );
+        db.close().await.unwrap();
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stuck_holder_of_the_audit_counter_gives_others_a_bounded_error() {
+    on_scratch_postgres(|url| async move {
+        let store = Store::open(&url, Clock::system()).await.unwrap();
+        let entry = || NewAuditEntry {
+            tenant_id: Some("1".into()),
+            actor: "cli".into(),
+            action: "test.entry".into(),
+            target: "x".into(),
+            ..NewAuditEntry::default()
+        };
+        store.record_audit(entry()).await.unwrap();
+        // A writer that took the counter and stalls before its commit.
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        let mut stuck = db.begin().await.unwrap();
+        sqlx::query("UPDATE audit_counter SET last_id = last_id WHERE id = 1")
+            .execute(&mut *stuck)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let waited = tokio::time::timeout(AUDIT_LOCK_TIMEOUT * 3, store.record_audit(entry()))
+            .await
+            .expect("the wait is bounded");
+        let error = waited.expect_err("the entry waiting on a stuck holder fails");
+        assert!(error.to_string().contains("lock timeout"), "{error}");
+        assert!(started.elapsed() >= AUDIT_LOCK_TIMEOUT - Duration::from_millis(500));
+        // Once the holder is gone, entries go in again.
+        stuck.rollback().await.unwrap();
+        store.record_audit(entry()).await.unwrap();
+        assert_eq!(
+            store
+                .audit_entries(&AuditFilter::default())
+                .await
+                .unwrap()
+                .len(),
+            2
         );
         db.close().await.unwrap();
         store.close().await;
