@@ -101,7 +101,7 @@ async fn a_stuck_holder_of_the_audit_counter_gives_others_a_bounded_error() {
             .execute(&mut *stuck)
             .await
             .unwrap();
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let waited = tokio::time::timeout(AUDIT_LOCK_TIMEOUT * 3, store.record_audit(entry()))
             .await
             .expect("the wait is bounded");
