@@ -629,9 +629,14 @@ pub trait AccountPort: Send + Sync + 'static {
     /// same work (one password hash). What follows (a new tenant and a verification link, or a
     /// note to the account's owner) is emailed.
     fn sign_up(&self, email: &str, password: &str) -> impl Future<Output = PortResult<()>> + Send;
-    /// Follows verification link `token`: the admin, now verified, to sign in; `None` when the
-    /// link is unknown, expired or used.
-    fn verify_email(&self, token: &str) -> impl Future<Output = PortResult<Option<Admin>>> + Send;
+    /// Follows verification link `token` with `password`, the one chosen at the sign-up that
+    /// sent it: the admin, now verified, to sign in; `None` when the link is unknown, expired
+    /// or used; [`PortError::Invalid`] (the link stays unused) for another password.
+    fn verify_email(
+        &self,
+        token: &str,
+        password: &str,
+    ) -> impl Future<Output = PortResult<Option<Admin>>> + Send;
     /// Emails a reset link to `email` when it has an account: the same answer and the same
     /// work either way.
     fn forgot_password(&self, email: &str) -> impl Future<Output = PortResult<()>> + Send;

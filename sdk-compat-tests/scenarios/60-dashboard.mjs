@@ -393,10 +393,15 @@ scenario(
       await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: 'Sign in' }).click()]);
       assert((await text(page, '.flash.error')).includes('Follow the link we emailed you first'), 'sign-in before confirming');
 
-      // --- The emailed link (from the log): its page, then its button, signs in. ---
+      // --- The emailed link (from the log): its page asks for the sign-up's password (another
+      // is refused and spends nothing), then its button signs in. ---
       const link = await loggedLink(target, email, '/dashboard/verify', since);
       assert(link.startsWith(`${base}/dashboard/verify?token=`), `the link is under the server's URL: ${link}`);
       await goto(page, link);
+      await page.fill('#password', 'not the password chosen at sign-up');
+      await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: 'Confirm my email' }).click()]);
+      assert((await text(page, '.flash.error')).includes('not the password chosen'), 'a wrong password on the link');
+      await page.fill('#password', password);
       await Promise.all([
         page.waitForURL(/\/dashboard\/apps(\?|$)/),
         page.getByRole('button', { name: 'Confirm my email' }).click(),
@@ -493,6 +498,7 @@ scenario(
       // --- The link worked once. ---
       const again = await page.goto(link, { waitUntil: 'load' });
       assertEqual(again.status(), 200, 'the link page still renders');
+      await page.fill('#password', password);
       await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: 'Confirm my email' }).click()]);
       assert((await text(page, '.flash.error')).includes('expired or was already used'), 'a used link');
 

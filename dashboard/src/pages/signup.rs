@@ -256,7 +256,9 @@ pub(super) async fn verify_page<P: AdminPort>(
     )
 }
 
-/// Follows a verification link: the email is confirmed and the browser signed in.
+/// Follows a verification link with the password chosen at its sign-up: the email is confirmed
+/// and the browser signed in. Another password shows the form again and spends nothing (the
+/// link may come from someone else's sign-up of this address, with their password).
 pub(super) async fn verify<P: AdminPort>(
     State(dash): State<Shared<P>>,
     Peer(peer): Peer,
@@ -267,12 +269,28 @@ pub(super) async fn verify<P: AdminPort>(
         Err(response) => return response,
     };
     let token = field(&form, "token").unwrap_or("");
+    let password = field(&form, "password").unwrap_or("");
     if token.len() > MAX_TOKEN_BYTES {
         return expired("Confirm your email");
     }
-    let admin = match dash.port.verify_email(token).await {
+    let again = |error: &str| {
+        show(
+            StatusCode::BAD_REQUEST,
+            Shown {
+                error,
+                token,
+                ..Shown::blank("Confirm your email", "verify")
+            },
+            secure,
+        )
+    };
+    if password.len() > MAX_PASSWORD_BYTES {
+        return again("That password is too long.");
+    }
+    let admin = match dash.port.verify_email(token, password).await {
         Ok(Some(admin)) => admin,
         Ok(None) => return expired("Confirm your email"),
+        Err(PortError::Invalid(reason)) => return again(&reason),
         Err(error) => return Refusal::from(error).into_response(),
     };
     let notice = encode("Your email is confirmed. Create your first app.");

@@ -32,11 +32,11 @@ impl AccountPort for AdminApi {
         Ok(())
     }
 
-    async fn verify_email(&self, token: &str) -> PortResult<Option<Admin>> {
+    async fn verify_email(&self, token: &str, password: &str) -> PortResult<Option<Admin>> {
         let user = self
             .node
             .store
-            .verify_email(token, self.activates())
+            .verify_email(token, password, self.activates())
             .await
             .map_err(port_error)?;
         if let Some(user) = &user {

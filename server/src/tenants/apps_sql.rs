@@ -242,8 +242,23 @@ impl Store {
     }
 
     /// Applies `patch` to app `id` and returns the result.
+    ///
+    /// The app is read inside the change's transaction, its row locked (PostgreSQL: `FOR
+    /// UPDATE`; SQLite's `BEGIN IMMEDIATE` already serialises writers): every column is written
+    /// back from that read, so a change committed meanwhile is never reverted, and the audit's
+    /// `from` values are what the row held.
     pub async fn update_app(&self, id: &str, patch: AppPatch) -> Result<App, StoreError> {
-        let mut app = self.get_app(id).await?;
+        let mut tx = self.write_tx().await?;
+        let lock = if self.sqlite { "" } else { " FOR UPDATE" };
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM apps WHERE id = $1{lock}",
+            all_columns()
+        ))
+        .bind(id.to_owned())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::AppNotFound(id.to_owned()))?;
+        let mut app = app_from_row(&row)?;
         let before = app.clone();
         patch.apply_to(&mut app)?;
         let columns: Vec<&str> = [
@@ -267,7 +282,6 @@ impl Store {
             sets.join(", "),
             sets.len() + 1
         );
-        let mut tx = self.write_tx().await?;
         let mut query = sqlx::query(&sql)
             .bind(app.name.clone())
             .bind(i64::from(app.enabled))

@@ -10,6 +10,7 @@
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -159,6 +160,13 @@ fn clip(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
 }
 
+/// How long an audited write waits for the audit counter's row on PostgreSQL before it fails
+/// (and its change with it).
+pub const AUDIT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The longest `details` (JSON text) an entry keeps; longer ones are clipped.
+pub const MAX_AUDIT_DETAILS_BYTES: usize = 4096;
+
 /// A tenant's change.
 pub(super) fn change<'a>(
     tenant: &'a str,
@@ -174,11 +182,29 @@ pub(super) fn change<'a>(
     }
 }
 
+/// The audit counter's next id, in one statement: past both the counter and the largest id
+/// already written, so a row the counter never counted (an older binary taking the largest id
+/// plus one, a restore, a manual insert) never makes every later entry clash (which, rolled
+/// back with its change, would leave the counter stuck for good). The largest id is one step
+/// down the primary key's index. PostgreSQL's two-argument maximum is `GREATEST`, SQLite's `MAX`.
+fn next_id_sql(sqlite: bool) -> &'static str {
+    if sqlite {
+        "UPDATE audit_counter SET last_id = \
+         MAX(last_id, (SELECT COALESCE(MAX(id), 0) FROM audit_log)) + 1 \
+         WHERE id = 1 RETURNING last_id"
+    } else {
+        "UPDATE audit_counter SET last_id = \
+         GREATEST(last_id, (SELECT COALESCE(MAX(id), 0) FROM audit_log)) + 1 \
+         WHERE id = 1 RETURNING last_id"
+    }
+}
+
 /// Appends `entry` inside `tx`. The id is the audit counter's next value: the counter row's
 /// update is held to the commit, so concurrent writers take ids in commit order (on SQLite the
 /// write lock already serialises them) and pages going back by id miss nothing.
 async fn insert_entry(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sqlite: bool,
     entry: &NewAuditEntry,
     at: i64,
 ) -> Result<(), StoreError> {
@@ -187,12 +213,38 @@ async fn insert_entry(
     } else {
         "{}".to_owned()
     };
-    sqlx::query("UPDATE audit_counter SET last_id = last_id + 1 WHERE id = 1")
+    // Details are built from what the change holds (names, origin lists, URLs), which a member
+    // can make long and repeat: past the cap they are kept as a clipped string (a quarter of
+    // the cap in characters, so at most about the cap in bytes) with the full length, so one
+    // row stays small whatever the change.
+    let details = if details.len() > MAX_AUDIT_DETAILS_BYTES {
+        json!({
+            "clipped": clip(&details, MAX_AUDIT_DETAILS_BYTES / 4),
+            "bytes": details.len(),
+        })
+        .to_string()
+    } else {
+        details
+    };
+    if !sqlite {
+        // Every audited write in the cluster takes this one row: a holder that stalls (a
+        // starved node, a half-open connection) must turn the others' waits into a clear error,
+        // not a hang. The setting ends with the transaction.
+        sqlx::query(&format!(
+            "SET LOCAL lock_timeout = '{}ms'",
+            AUDIT_LOCK_TIMEOUT.as_millis()
+        ))
         .execute(&mut **tx)
         .await?;
-    let row = sqlx::query("SELECT last_id FROM audit_counter WHERE id = 1")
-        .fetch_one(&mut **tx)
-        .await?;
+    }
+    let Some(row) = sqlx::query(next_id_sql(sqlite))
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Err(StoreError::Invalid(
+            "the audit counter's row (audit_counter, id 1) is missing".into(),
+        ));
+    };
     let id: i64 = row.try_get("last_id")?;
     sqlx::query(
         "INSERT INTO audit_log \
@@ -219,7 +271,7 @@ impl Store {
     /// ([`AuditBy::scope`]).
     pub async fn record_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        insert_entry(&mut tx, &entry, self.clock.now_millis()).await?;
+        insert_entry(&mut tx, self.sqlite, &entry, self.clock.now_millis()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -253,7 +305,7 @@ impl Store {
             details: change.details,
             address: by.address,
         };
-        insert_entry(tx, &entry, self.clock.now_millis()).await
+        insert_entry(tx, self.sqlite, &entry, self.clock.now_millis()).await
     }
 
     /// Deletes entries written before `before_ms` (Unix milliseconds), oldest first, in batches
@@ -264,7 +316,7 @@ impl Store {
         for _ in 0..AUDIT_SWEEP_MAX_BATCHES {
             let done = sqlx::query(
                 "DELETE FROM audit_log WHERE id IN \
-                 (SELECT id FROM audit_log WHERE at < $1 ORDER BY id LIMIT $2)",
+                 (SELECT id FROM audit_log WHERE at < $1 ORDER BY at, id LIMIT $2)",
             )
             .bind(before_ms)
             .bind(AUDIT_SWEEP_BATCH)
@@ -383,12 +435,22 @@ pub(super) fn update_entries(before: &App, after: &App) -> Vec<(&'static str, Va
             .collect(),
     );
     let (b, a) = (mercure_fields(before), mercure_fields(after));
-    let mercure = diff(
+    let mut mercure = diff(
         b.into_iter()
             .zip(a)
             .map(|((name, from), (_, to))| (name, from, to))
             .collect(),
     );
+    // One HS256 key replaced by another shows nothing above (the key is never written, nor a
+    // hash of it, which a short key could be guessed back from), yet whoever swaps it can sign
+    // subscriber tokens: say that it was replaced.
+    if let (MercureKey::Hmac(from), MercureKey::Hmac(to)) =
+        (&before.mercure.jwt_key, &after.mercure.jwt_key)
+    {
+        if from.expose() != to.expose() {
+            mercure.insert("hs256_key".to_owned(), json!("replaced"));
+        }
+    }
     [
         ("app.updated", app),
         ("limits.changed", limits),
@@ -400,14 +462,14 @@ pub(super) fn update_entries(before: &App, after: &App) -> Vec<(&'static str, Va
     .collect()
 }
 
-/// An app's Mercure settings as the audit shows them: the key's mode (and a public key, which
-/// is public), never an HS256 key.
+/// An app's Mercure settings as the audit shows them: the key's mode and a public key's
+/// fingerprint ([`key_fingerprint`]), never an HS256 key.
 fn mercure_fields(app: &App) -> Vec<(&'static str, Value)> {
     let m = &app.mercure;
     let (key_mode, public_key) = match &m.jwt_key {
-        MercureKey::AppSecret => ("app_secret", ""),
-        MercureKey::Hmac(_) => ("hs256", ""),
-        MercureKey::PublicPem(pem) => ("public_key", pem.as_str()),
+        MercureKey::AppSecret => ("app_secret", String::new()),
+        MercureKey::Hmac(_) => ("hs256", String::new()),
+        MercureKey::PublicPem(pem) => ("public_key", key_fingerprint(pem)),
     };
     vec![
         ("key_mode", json!(key_mode)),
@@ -418,6 +480,15 @@ fn mercure_fields(app: &App) -> Vec<(&'static str, Value)> {
         ("history_size", json!(m.history_size)),
         ("history_seconds", json!(m.history_seconds)),
     ]
+}
+
+/// A public key as the audit shows it: `sha256:` and the first 16 hex digits of its PEM's
+/// SHA-256. Enough to tell keys apart and match one against a file; the PEM itself (up to
+/// 16 KiB) would make each change of it a large row anyone who may edit the app can repeat.
+pub fn key_fingerprint(pem: &str) -> String {
+    let digest = Sha256::digest(pem.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 /// A URL without anything that may be a credential: its scheme and host (and port) only, the

@@ -40,8 +40,8 @@ pub use app::{
     PreviousKey, LIMIT_NAMES,
 };
 pub use audit::{
-    masked_url, AuditBy, AuditEntry, AuditFilter, NewAuditEntry, AUDIT_SWEEP_BATCH, CLI_ACTOR,
-    MAX_AUDIT_PAGE,
+    key_fingerprint, masked_url, AuditBy, AuditEntry, AuditFilter, NewAuditEntry,
+    AUDIT_LOCK_TIMEOUT, AUDIT_SWEEP_BATCH, CLI_ACTOR, MAX_AUDIT_DETAILS_BYTES, MAX_AUDIT_PAGE,
 };
 pub use cache::{AppCache, AppChange};
 pub use claims::Lease;
@@ -63,7 +63,7 @@ pub use policy::TenantPatch;
 pub use sessions::{session_key, SessionTerms, StoredSession, SESSION_TOUCH_EVERY};
 pub use signup::{
     link_key, sign_up_email, LinkPurpose, SignUp, MAX_LINKS_PER_HOUR, RESET_LINK_TTL, SWEEP_BATCH,
-    VERIFY_LINK_TTL,
+    VERIFY_LINK_TTL, WRONG_SIGN_UP_PASSWORD,
 };
 pub use tokens::{
     ApiToken, NewToken, Scope, TokenRefusal, DEAD_TOKEN_DAYS, MAX_LIVE_TOKENS, MAX_TOKEN_DAYS,

@@ -2,9 +2,12 @@
 //!
 //! A link carries 32 random bytes (hex); the store keeps only their SHA-256 (`email_tokens`), so a
 //! copy of the database follows no link. A link works once, until it expires. A verification
-//! link also carries the password chosen at the sign-up that sent it: following it makes that
-//! the account's password, so whoever signs up first with someone else's address cannot keep a
-//! password on the account the address's owner later confirms with their own sign-up's link.
+//! link also carries the hash of the password chosen at the sign-up that sent it, and is
+//! followed only with that password typed again: the mailbox proves the address, the password
+//! proves whose sign-up it was. Anyone may sign someone else's address up (the mail goes to
+//! the address), but the address's owner cannot confirm that sign-up without knowing its
+//! password, so a stranger's password never becomes the password of an account its owner
+//! confirms and builds in.
 //!
 //! Sign-up hashes the password before it looks at the address, so a taken address costs the
 //! same argon2 work as a free one ([`Store::password_hashes`] counts it).
@@ -17,8 +20,8 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::users::{
-    check_password, hash_password, normalise_email, user_from_row, NEW_TENANT_MAX_APPS,
-    USER_COLUMNS,
+    check_password, hash_password, normalise_email, user_from_row, verify_password,
+    NEW_TENANT_MAX_APPS, USER_COLUMNS,
 };
 use super::{bump_revision, fresh_id, Store, StoreError, User, UserRole};
 
@@ -29,6 +32,11 @@ pub const RESET_LINK_TTL: Duration = Duration::from_secs(3600);
 /// Links of one purpose one user may be sent per hour; past it no more are made (and no email
 /// goes out), so nobody can fill someone's mailbox through the forms.
 pub const MAX_LINKS_PER_HOUR: i64 = 3;
+
+/// What following a verification link with another password than its sign-up's answers.
+pub const WRONG_SIGN_UP_PASSWORD: &str = "That is not the password chosen when this address \
+     was signed up. Type the password you chose, use the link in the newest email, or sign up \
+     again with the same address.";
 
 /// Unverified sign-ups deleted per [`Store::sweep_unverified`] call at most.
 pub const SWEEP_BATCH: usize = 100;
@@ -405,18 +413,31 @@ impl Store {
 
     /// Whether `token` is a live, unused link of `purpose` (a read; [`Store::use_link`] decides).
     async fn link_is_live(&self, token: &str, purpose: LinkPurpose) -> Result<bool, StoreError> {
+        Ok(self.live_link_hash(token, purpose).await?.is_some())
+    }
+
+    /// The password hash a live, unused link of `purpose` carries, or `None` (a read;
+    /// [`Store::use_link`] decides).
+    async fn live_link_hash(
+        &self,
+        token: &str,
+        purpose: LinkPurpose,
+    ) -> Result<Option<String>, StoreError> {
         if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(false);
+            return Ok(None);
         }
         let row = sqlx::query(
-            "SELECT used_at FROM email_tokens WHERE token_hash = $1 AND purpose = $2              AND used_at = 0 AND expires_at > $3",
+            "SELECT password_hash FROM email_tokens WHERE token_hash = $1 AND purpose = $2 \
+             AND used_at = 0 AND expires_at > $3",
         )
         .bind(link_key(&token.to_ascii_lowercase()))
         .bind(purpose.as_str())
         .bind(self.clock.now_millis())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.is_some())
+        row.map(|row| row.try_get("password_hash"))
+            .transpose()
+            .map_err(Into::into)
     }
 
     /// Uses up the link of `token` for `purpose` inside `tx`: its user id and password hash,
@@ -462,19 +483,35 @@ impl Store {
     /// expired, or used, or the account is verified already (a link never sets the password
     /// of a verified account), or `activate` is false (sign-up is closed: an earlier sign-up
     /// does not become an account).
+    ///
+    /// `password` must be the one chosen at that sign-up: otherwise [`StoreError::Invalid`]
+    /// ([`WRONG_SIGN_UP_PASSWORD`]) and the link stays unused. A link the address's owner did
+    /// not ask for (someone else signed their address up) therefore confirms nothing for them.
     pub async fn verify_email(
         &self,
         token: &str,
+        password: &str,
         activate: bool,
     ) -> Result<Option<User>, StoreError> {
         if !activate {
             return Ok(None);
+        }
+        // A made-up or spent link costs no argon2 work.
+        let Some(chosen) = self.live_link_hash(token, LinkPurpose::Verify).await? else {
+            return Ok(None);
+        };
+        if !verify_password(password, chosen.clone()).await? {
+            return Err(StoreError::Invalid(WRONG_SIGN_UP_PASSWORD.into()));
         }
         let mut tx = self.write_tx().await?;
         let Some((user_id, hash)) = self.use_link(&mut tx, token, LinkPurpose::Verify).await?
         else {
             return Ok(None);
         };
+        if hash != chosen {
+            // Not the link that was checked (cannot happen: a link's hash never changes).
+            return Ok(None);
+        }
         let updated = sqlx::query(
             "UPDATE users SET email_verified = 1, password_hash = $1, \
              credential_generation = credential_generation + 1 \

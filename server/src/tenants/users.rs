@@ -174,7 +174,7 @@ pub(super) async fn hash_password(password: &str) -> Result<String, StoreError> 
 
 /// Verifies `password` against `hash` off the async runtime, holding an argon2 permit; when
 /// none frees up within [`ARGON2_WAIT`], the check is shed with [`StoreError::Busy`] (429).
-async fn verify_password(password: &str, hash: String) -> Result<bool, StoreError> {
+pub(super) async fn verify_password(password: &str, hash: String) -> Result<bool, StoreError> {
     let permit = tokio::time::timeout(ARGON2_WAIT, argon2_permits().acquire_owned())
         .await
         .map_err(|_| StoreError::Busy)?

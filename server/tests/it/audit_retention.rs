@@ -98,3 +98,35 @@ async fn the_node_sweeps_entries_past_the_retention() {
 async fn zero_days_keeps_every_entry() {
     assert_eq!(left_after_three_days(0).await, ["new", "old"]);
 }
+
+/// The sweep's select walks an index on `at` (migration `audit_log_by_at`), not the whole
+/// table: once expired entries are gone, each node's 10-minute sweep would otherwise read every
+/// entry to find none.
+#[tokio::test]
+async fn the_sweep_reads_the_log_by_time_through_an_index() {
+    use sqlx::{Connection, Row};
+    let dir = tempfile::tempdir().unwrap();
+    let url = herald::config::sqlite_url(dir.path());
+    let store = Store::open(&url, Clock::system()).await.unwrap();
+    for _ in 0..50 {
+        store.record_audit(entry("1", "old")).await.unwrap();
+    }
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let plan = sqlx::query(
+        "EXPLAIN QUERY PLAN SELECT id FROM audit_log WHERE at < 1 ORDER BY at, id LIMIT 1000",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let details: Vec<String> = plan.iter().map(|row| row.get("detail")).collect();
+    assert!(
+        details.iter().any(|d| d.contains("audit_log_by_at")),
+        "{details:?}"
+    );
+    assert!(
+        !details.iter().any(|d| d.starts_with("SCAN")),
+        "{details:?}"
+    );
+    db.close().await.unwrap();
+    store.close().await;
+}

@@ -67,7 +67,7 @@ async fn issue_link(
 async fn sign_up_and_verify(browser: &Browser<'_>, sink: &SmtpSink, email: &str) {
     assert_eq!(sign_up(browser, email, PASSWORD).await.status, 200);
     let link = verify_link(sink, email, 1).await;
-    assert_eq!(verify(browser, &link).await.status, 303);
+    assert_eq!(verify(browser, &link, PASSWORD).await.status, 303);
 }
 
 /// Every row of `email_tokens`: (token_hash, purpose, every column as text).
@@ -225,7 +225,7 @@ async fn a_new_customer_signs_up_confirms_by_email_and_creates_an_app() {
         .get(None, &format!("/dashboard/verify?token={token}"))
         .await;
     assert_eq!(shown.status, 200);
-    let done = verify(&browser, &token).await;
+    let done = verify(&browser, &token, PASSWORD).await;
     assert_eq!(done.status, 303, "{}", done.body);
     assert!(
         done.location().starts_with("/dashboard/apps"),
@@ -280,7 +280,7 @@ async fn a_new_customer_signs_up_confirms_by_email_and_creates_an_app() {
     browser.sign_in(email, PASSWORD).await;
 
     // The link works once.
-    let again = verify(&browser, &token).await;
+    let again = verify(&browser, &token, PASSWORD).await;
     assert_eq!(again.status, 400, "{}", again.body);
     assert!(again.body.contains("expired or was already used"));
 }
@@ -295,13 +295,13 @@ async fn verification_and_reset_links_expire_and_work_once() {
     assert_eq!(sign_up(&browser, email, PASSWORD).await.status, 200);
     let first = verify_link(&sink, email, 1).await;
     clock.set_millis(clock.now_millis() + 24 * 3600 * 1000 + 1000);
-    let expired = verify(&browser, &first).await;
+    let expired = verify(&browser, &first, PASSWORD).await;
     assert_eq!(expired.status, 400, "a day later: {}", expired.body);
     // Signing up again sends a new link, which works.
     assert_eq!(sign_up(&browser, email, PASSWORD).await.status, 200);
     let second = verify_link(&sink, email, 2).await;
     assert_ne!(first, second);
-    assert_eq!(verify(&browser, &second).await.status, 303);
+    assert_eq!(verify(&browser, &second, PASSWORD).await.status, 303);
     let session = browser.sign_in(email, PASSWORD).await;
 
     // Forgot password: a link that sets a new password once and ends every session.
@@ -533,6 +533,82 @@ async fn without_smtp_the_link_is_in_the_log() {
     let _ = child.kill().await;
 }
 
+/// A stranger who signs up an unverified address again (its owner's link still unfollowed)
+/// sends its owner a link carrying the stranger's password: the owner, typing their own
+/// password on it, is refused and nothing is spent or confirmed, so the stranger's password
+/// never comes to open an account its owner builds in.
+#[tokio::test]
+async fn a_second_sign_up_of_an_unverified_address_cannot_take_the_account_over() {
+    let sink = SmtpSink::start().await;
+    let app = spawn_signup(SignupMode::Open, Some(&sink)).await;
+    let browser = Browser::new(&app);
+    let victim = "first@startup.test";
+    let attackers_password = "the attacker's password";
+    assert_eq!(sign_up(&browser, victim, PASSWORD).await.status, 200);
+    let victims = verify_link(&sink, victim, 1).await;
+    let hashes = app.node.store.password_hashes();
+    let again = sign_up(&browser, victim, attackers_password).await;
+    assert_eq!(again.status, 200);
+    assert!(again.body.contains("We sent an email to"), "{}", again.body);
+    assert_eq!(
+        app.node.store.password_hashes(),
+        hashes + 1,
+        "the repeated sign-up answers the same after the same work"
+    );
+    let newest = verify_link(&sink, victim, 2).await;
+
+    // The victim follows the newest email with their own password: refused, the form again.
+    let refused = verify(&browser, &newest, PASSWORD).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.body.contains("not the password chosen"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains(&newest), "the form keeps the link");
+    assert!(refused.cookie("herald_session").is_none());
+    let (_, verified) = app
+        .node
+        .store
+        .user_and_verified_by_email(victim)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!verified, "nothing was confirmed");
+    let attacker = browser
+        .attempt_sign_in(victim, attackers_password, "/dashboard/apps", &[])
+        .await;
+    assert_eq!(attacker.status, 401);
+    assert_eq!(
+        stored_password_hash(&app, victim).await,
+        "",
+        "no password on the account"
+    );
+
+    // The victim signs up again and confirms with their password; a wrong try first spends
+    // nothing.
+    assert_eq!(sign_up(&browser, victim, PASSWORD).await.status, 200);
+    let own = verify_link(&sink, victim, 3).await;
+    assert_eq!(
+        verify(&browser, &own, "a mistyped password").await.status,
+        400
+    );
+    assert_eq!(verify(&browser, &own, PASSWORD).await.status, 303);
+    assert_eq!(
+        verify(&browser, &victims, PASSWORD).await.status,
+        400,
+        "the first link stopped when another was sent"
+    );
+    let attacker = browser
+        .attempt_sign_in(victim, attackers_password, "/dashboard/apps", &[])
+        .await;
+    assert_eq!(
+        attacker.status, 401,
+        "the attacker's password opens nothing"
+    );
+    browser.sign_in(victim, PASSWORD).await;
+}
+
 #[tokio::test]
 async fn an_old_verification_link_never_sets_a_password_and_a_reset_spends_every_link() {
     let sink = SmtpSink::start().await;
@@ -551,11 +627,11 @@ async fn an_old_verification_link_never_sets_a_password_and_a_reset_spends_every
     assert_eq!(sign_up(&browser, victim, PASSWORD).await.status, 200);
     let victims = verify_link(&sink, victim, 2).await;
     assert_eq!(
-        verify(&browser, &attackers).await.status,
+        verify(&browser, &attackers, PASSWORD).await.status,
         400,
         "an older link stops when another is sent"
     );
-    assert_eq!(verify(&browser, &victims).await.status, 303);
+    assert_eq!(verify(&browser, &victims, PASSWORD).await.status, 303);
     browser.sign_in(victim, PASSWORD).await;
 
     // A verify link that is live when the account is verified sets nothing.
@@ -574,7 +650,12 @@ async fn an_old_verification_link_never_sets_a_password_and_a_reset_spends_every
         .await
         .unwrap();
     let late = issue_link(&app, &user.id, herald::tenants::LinkPurpose::Verify, &hash).await;
-    assert_eq!(verify(&browser, &late).await.status, 400);
+    assert_eq!(
+        verify(&browser, &late, "the attacker's password")
+            .await
+            .status,
+        400
+    );
     let attacker = browser
         .attempt_sign_in(victim, "the attacker's password", "/dashboard/apps", &[])
         .await;
@@ -605,7 +686,12 @@ async fn an_old_verification_link_never_sets_a_password_and_a_reset_spends_every
         400,
         "a reset spends the other reset links"
     );
-    assert_eq!(verify(&browser, &pending).await.status, 400);
+    assert_eq!(
+        verify(&browser, &pending, "the attacker's password")
+            .await
+            .status,
+        400
+    );
     browser.sign_in(victim, "the victim's new password").await;
 
     // A password change (account page or CLI: Store::set_password) spends them too (the
@@ -672,7 +758,7 @@ async fn the_operator_is_never_reset_by_email_and_closed_stops_earlier_sign_ups(
     else {
         panic!("a new sign-up");
     };
-    assert_eq!(verify(&browser, &token).await.status, 400);
+    assert_eq!(verify(&browser, &token, PASSWORD).await.status, 400);
     assert_eq!(forgot(&browser, email).await.status, 200);
     jobs_done(&closed, 1).await;
     assert!(
@@ -760,7 +846,7 @@ async fn an_unverified_sign_up_is_deleted_with_its_tenant_after_its_link_expires
     );
     jobs_done(&app, 2).await;
     let kept = verify_link(&sink, "kept@startup.test", 1).await;
-    assert_eq!(verify(&browser, &kept).await.status, 303);
+    assert_eq!(verify(&browser, &kept, PASSWORD).await.status, 303);
     assert_eq!(
         store.list_tenants().await.unwrap().len(),
         tenants_before + 2
@@ -792,7 +878,7 @@ async fn an_unverified_sign_up_is_deleted_with_its_tenant_after_its_link_expires
         200
     );
     let fresh = verify_link(&sink, "dormant@startup.test", 2).await;
-    assert_eq!(verify(&browser, &fresh).await.status, 303);
+    assert_eq!(verify(&browser, &fresh, PASSWORD).await.status, 303);
 }
 
 #[tokio::test]

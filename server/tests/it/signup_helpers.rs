@@ -199,10 +199,13 @@ pub async fn forgot(browser: &Browser<'_>, email: &str) -> Page {
     fill(browser, "/dashboard/forgot", "/dashboard/forgot", &form).await
 }
 
-/// Follows verification link `token` (the page, then its button).
-pub async fn verify(browser: &Browser<'_>, token: &str) -> Page {
+/// Follows verification link `token` (the page, then its button) with `password` typed.
+pub async fn verify(browser: &Browser<'_>, token: &str, password: &str) -> Page {
     let path = format!("/dashboard/verify?token={token}");
-    let form: Form = vec![("token", token.to_owned())];
+    let form: Form = vec![
+        ("token", token.to_owned()),
+        ("password", password.to_owned()),
+    ];
     fill(browser, &path, "/dashboard/verify", &form).await
 }
 
