@@ -45,6 +45,7 @@ pub mod console;
 pub mod health;
 pub mod lease;
 pub mod mercure;
+pub mod mercure_subs;
 pub mod message;
 mod misses;
 mod order;

@@ -49,7 +49,7 @@ pub(crate) async fn publish_on(
 }
 
 /// Opens a stream on `node` with `query` (and extra headers), reading every topic.
-async fn open_on(
+pub(crate) async fn open_on(
     http: &reqwest::Client,
     node: &Node,
     query: &str,

@@ -12,6 +12,7 @@ mod direct;
 #[doc(hidden)]
 pub mod form;
 mod registry;
+mod shared;
 mod stream;
 mod subscriptions;
 
@@ -29,6 +30,7 @@ impl Hubs {
     pub fn join_cluster(&self, cluster: crate::cluster::Cluster) {
         if self.cluster.set(cluster).is_ok() {
             cluster::start_live_refresher(self);
+            shared::start_sync(self);
         }
     }
 }
@@ -898,7 +900,7 @@ async fn subscriptions_api(
             "the token may not read these subscriptions",
         ),
         Ok(Some(grants)) => {
-            let (docs, last) = mercure.documents(&path);
+            let (docs, last) = all_documents(&node, &mercure, &app.id, &path).await;
             let draft07 = grants.draft != Some(Draft::Draft08);
             let body = subscriptions::answer(&path, docs, draft07, &last);
             let content_type = if draft07 {
@@ -920,4 +922,41 @@ async fn subscriptions_api(
     };
     decorate(&node, &mut response, &app, headers);
     response
+}
+
+/// The active subscriptions' documents under `path` and the history's last update id: this
+/// node's, and in a cluster the other live nodes' and the last id of the history in Redis, in
+/// one read (this node's alone, with its own history's last id, when Redis does not answer in
+/// time).
+async fn all_documents(
+    node: &SharedNode,
+    mercure: &AppMercure,
+    app_id: &str,
+    path: &str,
+) -> (Vec<serde_json::Value>, String) {
+    let (mut docs, last) = mercure.documents(path);
+    let Some(cluster) = &node.cluster else {
+        return (docs, last);
+    };
+    let room = subscriptions::MAX_DOCUMENTS.saturating_sub(docs.len());
+    match cluster.mercure_subs_read(app_id, path, room).await {
+        Ok(shared) => {
+            docs.extend(
+                shared
+                    .documents
+                    .iter()
+                    .filter_map(|doc| serde_json::from_str::<serde_json::Value>(doc).ok()),
+            );
+            let last = match shared.last {
+                Some((entry, id)) if id.is_empty() => crate::cluster::mercure::bridged_id(entry),
+                Some((_, id)) => id,
+                None => "earliest".to_owned(),
+            };
+            (docs, last)
+        }
+        Err(error) => {
+            tracing::warn!(app_id, %error, "the subscriptions API answered with this node's subscriptions only");
+            (docs, last)
+        }
+    }
 }

@@ -1,0 +1,242 @@
+//! Active subscriptions in a cluster (`cluster/mercure_subs.rs` holds the Redis side): each
+//! node keeps its own subscriptions of an app in Redis, so the subscriptions API on any node
+//! lists every node's from one read (no node asks another and waits), and the subscription
+//! events go through Redis to every node's watchers.
+//!
+//! A subscribe or an unsubscribe records its change (and its events) in the app's
+//! [`Outgoing`] and wakes the node's sync task, which sends each app's changes in one script
+//! call, in order. The task also syncs every app with subscribers here every
+//! [`LIVE_REFRESH`] (the keys' TTL, the watch key, the dead nodes' cleanup), replacing the
+//! node's entries whole when they were lost or refused (a full queue, a Redis failure, the
+//! app's cap reached, Redis restarted empty).
+//!
+//! Redis unreachable: the events are delivered on this node only (as on a single node) and the
+//! entries are replaced once Redis answers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::cluster::mercure::LIVE_REFRESH;
+use crate::cluster::mercure_subs::{SubsSync, MAX_DOCUMENT_BYTES, MAX_SHARED};
+use crate::cluster::message::encode_mercure_body;
+use crate::cluster::Cluster;
+use crate::locks::MutexExt;
+
+use super::registry::{AppMercure, Hubs, Update};
+use super::subscriptions::{self, Subscriber};
+
+/// Changes (and events) one app may queue for the sync task; past it they are dropped and the
+/// node's entries are replaced whole at the next sync.
+pub(super) const MAX_OUTGOING: usize = 4_096;
+
+/// Syncs that failed since the start (logged at the first and every 100th).
+static FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// An app's changes not yet in Redis.
+#[derive(Debug, Default)]
+pub(super) struct Outgoing {
+    /// By subscription id: its document (active here) or `None` (gone); the last change wins.
+    changes: HashMap<String, Option<String>>,
+    /// Subscription events, in order.
+    events: Vec<Update>,
+    /// The node's entries are replaced whole at the next sync.
+    replace: bool,
+}
+
+/// The apps with changes, and the sync task's wake-up.
+#[derive(Debug, Default)]
+pub(super) struct Signal {
+    dirty: std::sync::Mutex<Vec<Arc<str>>>,
+    notify: Notify,
+}
+
+/// The documents (id, JSON) of `subscriber`'s subscriptions that may be shared.
+fn documents_of(hub_path: &str, subscriber: &Subscriber) -> Vec<(String, String)> {
+    subscriber
+        .selectors
+        .iter()
+        .map(|selector| {
+            let one = Subscriber {
+                id: subscriber.id.clone(),
+                selectors: vec![selector.clone()],
+            };
+            (
+                subscriptions::topic(hub_path, &subscriber.id, selector),
+                subscriptions::document(hub_path, &one, selector, true).to_string(),
+            )
+        })
+        .filter(|(_, document)| document.len() <= MAX_DOCUMENT_BYTES)
+        .collect()
+}
+
+impl AppMercure {
+    /// Records a subscription of `subscriber` becoming active (or not) and its `events` for the
+    /// sync task.
+    pub(super) fn share(
+        self: &AppMercure,
+        subscriber: &Subscriber,
+        active: bool,
+        events: Vec<Update>,
+    ) {
+        let mut outgoing = self.shared.lock_or_recover();
+        let first = outgoing.changes.is_empty() && outgoing.events.is_empty();
+        if outgoing.changes.len() + outgoing.events.len() + subscriber.selectors.len()
+            > MAX_OUTGOING
+        {
+            outgoing.changes.clear();
+            outgoing.events.clear();
+            outgoing.replace = true;
+        } else {
+            if active {
+                for (id, document) in documents_of(&self.hub_path, subscriber) {
+                    outgoing.changes.insert(id, Some(document));
+                }
+            } else {
+                for selector in &subscriber.selectors {
+                    let id = subscriptions::topic(&self.hub_path, &subscriber.id, selector);
+                    outgoing.changes.insert(id, None);
+                }
+            }
+            outgoing.events.extend(events);
+        }
+        drop(outgoing);
+        if first {
+            self.wake_sync();
+        }
+    }
+
+    /// Puts this app in the sync task's next turn.
+    fn wake_sync(&self) {
+        let Some(app_id) = self.app_id() else {
+            return;
+        };
+        let mut dirty = self.sync.dirty.lock_or_recover();
+        if !dirty.contains(&app_id) {
+            dirty.push(app_id);
+        }
+        drop(dirty);
+        self.sync.notify.notify_one();
+    }
+
+    /// Every active subscription's shareable documents here (at most [`MAX_SHARED`]).
+    fn all_documents(&self) -> Vec<(String, String)> {
+        let subscribers: Vec<Subscriber> = self
+            .lock()
+            .subscriptions
+            .values()
+            .map(|s| s.subscriber.clone())
+            .take(MAX_SHARED)
+            .collect();
+        subscribers
+            .iter()
+            .flat_map(|s| documents_of(&self.hub_path, s))
+            .take(MAX_SHARED)
+            .collect()
+    }
+
+    /// Sends this app's changes to Redis (the whole set when `refresh` finds it short).
+    async fn sync_shared(&self, cluster: &Cluster, refresh: bool) {
+        let Some(app_id) = self.app_id() else {
+            return;
+        };
+        let (changes, events, replace) = {
+            let mut outgoing = self.shared.lock_or_recover();
+            (
+                std::mem::take(&mut outgoing.changes),
+                std::mem::take(&mut outgoing.events),
+                std::mem::take(&mut outgoing.replace),
+            )
+        };
+        let (local, watch) = {
+            let state = self.lock();
+            (
+                state
+                    .subscriptions
+                    .values()
+                    .map(|s| s.subscriber.selectors.len())
+                    .sum::<usize>(),
+                state.watchers > 0,
+            )
+        };
+        if !refresh && !replace && changes.is_empty() && events.is_empty() {
+            return;
+        }
+        let mut sync = SubsSync {
+            replace,
+            watch,
+            ..SubsSync::default()
+        };
+        if replace {
+            sync.added = self.all_documents();
+        } else {
+            for (id, change) in changes {
+                match change {
+                    Some(document) => sync.added.push((id, document)),
+                    None => sync.removed.push(id),
+                }
+            }
+        }
+        sync.events = events
+            .iter()
+            .map(|u| encode_mercure_body(u.private, &u.topics, &u.id, &u.event))
+            .collect();
+        match cluster.mercure_subs_sync(&app_id, &sync).await {
+            Ok(synced) => {
+                // Lost (Redis restarted empty) or refused (the app's cap): replaced whole in
+                // the task's next turn.
+                if refresh && !replace && synced.held < local.min(MAX_SHARED) {
+                    self.shared.lock_or_recover().replace = true;
+                    self.wake_sync();
+                }
+            }
+            Err(error) => {
+                let count = FAILURES.fetch_add(1, Ordering::Relaxed) + 1;
+                if count == 1 || count % 100 == 0 {
+                    tracing::warn!(
+                        app_id = &*app_id,
+                        %error,
+                        failures = count,
+                        "the Mercure subscriptions were not shared (their events delivered on this node)"
+                    );
+                }
+                self.shared.lock_or_recover().replace = true;
+                for event in events {
+                    self.deliver(event, false);
+                }
+            }
+        }
+    }
+}
+
+/// Runs the node's sync of shared subscriptions while the runtime runs: each woken app's
+/// changes, and every [`LIVE_REFRESH`] every app with subscribers here.
+pub(super) fn start_sync(hubs: &Hubs) {
+    let hubs = hubs.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LIVE_REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            let refresh = tokio::select! {
+                () = hubs.sync.notify.notified() => false,
+                _ = tick.tick() => true,
+            };
+            let Some(cluster) = hubs.cluster.get() else {
+                continue;
+            };
+            let dirty = std::mem::take(&mut *hubs.sync.dirty.lock_or_recover());
+            let apps: Vec<Arc<AppMercure>> = if refresh {
+                hubs.all()
+            } else {
+                dirty.iter().filter_map(|id| hubs.existing(id)).collect()
+            };
+            for app in apps {
+                let idle = app.subscribers() == 0;
+                app.sync_shared(cluster, refresh && !idle).await;
+            }
+        }
+    });
+}
