@@ -226,3 +226,39 @@ async fn an_app_s_shared_subscriptions_are_capped() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_whose_client_leaves_while_redis_is_read_leaves_no_registration() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = TestCluster::start().await;
+    let a = &cluster.nodes[0];
+    let http = reqwest::Client::new();
+    // Redis answers nothing: a resuming subscribe waits for it (2 s per step at least).
+    cluster.redis.freeze();
+    let mut client = tokio::net::TcpStream::connect(&a.address)
+        .await
+        .expect("connects");
+    let head = format!(
+        "GET /apps/{APP_ID}/.well-known/mercure?topic=leak HTTP/1.1\r\nhost: x\r\n\
+         authorization: Bearer {}\r\nlast-event-id: earliest\r\n\r\n",
+        token07(&["*"], &[])
+    );
+    client.write_all(head.as_bytes()).await.expect("head sent");
+    // Registered (pending) while the subscribe waits: listed by its node.
+    eventually(
+        "the pending subscription is listed",
+        Duration::from_secs(2),
+        || async { listed(&http, a, "leak").await.len() == 1 },
+    )
+    .await;
+    let left = tokio::time::Instant::now();
+    drop(client);
+    crate::helpers::pause(Duration::from_millis(100)).await;
+    // Gone at once, before the subscribe would have finished waiting for Redis by itself.
+    assert!(
+        listed(&http, a, "leak").await.is_empty(),
+        "the registration leaked"
+    );
+    assert!(left.elapsed() < Duration::from_secs(2));
+    cluster.redis.thaw();
+}

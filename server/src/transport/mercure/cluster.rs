@@ -190,6 +190,22 @@ pub(super) fn start_live_refresher(hubs: &Hubs) {
     });
 }
 
+/// A subscription registered by a subscribe still under way: removed when dropped unless the
+/// subscribe went on to `go_live` (which keeps it, or removes it itself).
+struct Registration<'a> {
+    app: &'a AppMercure,
+    /// `None` once `go_live` took over.
+    id: Option<u64>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.app.unsubscribe(id);
+        }
+    }
+}
+
 impl AppMercure {
     /// What bounds the app's history in Redis.
     pub(super) fn bounds(&self) -> HistoryBounds {
@@ -268,6 +284,12 @@ impl AppMercure {
         let held = read_with.is_some();
         let subscription = self.subscription(conn, selectors, readable, subscriber, held);
         let id = self.register(self.lock(), subscription);
+        // Until `go_live` decides, a subscribe dropped while it waits for Redis (the client
+        // went away, the node stops) takes its registration and its held updates with it.
+        let mut registration = Registration {
+            app: self,
+            id: Some(id),
+        };
         // The app's Pusher events are bridged into the history from now on.
         cluster.mercure_live(app_id, self.bounds()).await;
         // Updates published from now on reach this node (or the wait timed out: as for a
@@ -292,6 +314,7 @@ impl AppMercure {
                 .await,
             ),
         };
+        registration.id = None;
         self.go_live(id, resume, read, deaf)
     }
 
@@ -490,6 +513,30 @@ mod tests {
         for (conn, _) in &conns {
             assert!(conn.outbox().close_request().is_some(), "ended");
         }
+    }
+
+    /// A subscribe dropped before it went live (its client gone, the node stopping while the
+    /// history is read from Redis) leaves no registration behind; one that went live stays.
+    #[test]
+    fn a_registration_dropped_before_going_live_is_removed() {
+        let app_hub = Arc::new(AppHub::new("1", None));
+        let hubs = Hubs::new(1 << 20);
+        let app = hubs.app("1", &app_hub);
+        let (_conn, _rx, id) = pending(&app, 64);
+        drop(Registration {
+            app: &app,
+            id: Some(id),
+        });
+        assert_eq!(app.subscribers(), 0, "removed with its held updates");
+        let (_conn, _rx, id) = pending(&app, 64);
+        let mut registration = Registration {
+            app: &app,
+            id: Some(id),
+        };
+        registration.id = None;
+        drop(registration);
+        assert_eq!(app.go_live(id, &Resume::Live, None, false).id, Some(id));
+        assert_eq!(app.subscribers(), 1);
     }
 
     /// H2: a subscribe whose node did not hear the app's channel in time ends after its replay
