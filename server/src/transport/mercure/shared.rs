@@ -240,3 +240,49 @@ pub(super) fn start_sync(hubs: &Hubs) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::AppHub;
+    use crate::protocol::mercure::SelectorKind;
+
+    fn subscriber(n: usize) -> Subscriber {
+        Subscriber {
+            id: format!("urn:uuid:{n}"),
+            selectors: vec![subscriptions::Described {
+                kind: SelectorKind::Draft07,
+                raw: "books".into(),
+                payload: None,
+            }],
+        }
+    }
+
+    /// Subscribes that come faster than Redis takes them: the changes waiting for the sync task
+    /// stay within [`MAX_OUTGOING`], and the node's entries are then replaced whole.
+    #[test]
+    fn the_changes_waiting_for_redis_are_bounded() {
+        let app_hub = Arc::new(AppHub::new("1", None));
+        let hubs = Hubs::new(1 << 20);
+        let app = hubs.app("1", &app_hub);
+        for n in 0..MAX_OUTGOING + 10 {
+            app.share(&subscriber(n), true, Vec::new());
+            let outgoing = app.shared.lock_or_recover();
+            assert!(outgoing.changes.len() + outgoing.events.len() <= MAX_OUTGOING);
+        }
+        assert!(app.shared.lock_or_recover().replace, "replaced whole next");
+        assert_eq!(
+            hubs.sync.dirty.lock_or_recover().len(),
+            1,
+            "woken once per app"
+        );
+        // The last change of a subscription wins (removed, then active again: active).
+        let mut outgoing = Outgoing::default();
+        std::mem::swap(&mut outgoing, &mut app.shared.lock_or_recover());
+        app.share(&subscriber(1), false, Vec::new());
+        app.share(&subscriber(1), true, Vec::new());
+        let outgoing = app.shared.lock_or_recover();
+        assert_eq!(outgoing.changes.len(), 1);
+        assert!(outgoing.changes.values().all(Option::is_some));
+    }
+}
