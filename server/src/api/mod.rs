@@ -323,6 +323,8 @@ fn publish(
                     continue;
                 }
                 let copies = app_hub.publish_frame(channel, &frame, &event.data, event.except);
+                let usage = node.usage.app(&app.id);
+                let bridge_ack = cluster.bridge_ack_for(&app_hub, channel.as_str(), &frame, usage);
                 if let Some(stored) = cluster.forward_kept(
                     &app.id,
                     channel,
@@ -330,6 +332,7 @@ fn publish(
                     &event.data,
                     event.except,
                     &app.limits,
+                    bridge_ack,
                 ) {
                     ordered.stored.push(stored);
                 }

@@ -577,6 +577,29 @@ impl Cluster {
         self.inner.listening.acked(app_id)
     }
 
+    /// The [`super::BridgeAck`] of a Pusher publish on `channel` (`frame`) this node delivered
+    /// locally to app `app`'s Pusher subscribers: its Mercure subscribers here get it from the
+    /// bridge unless the forward's bridge script kept it in the history (its kind-6 message then
+    /// brings it), decided per publish. `None` when the app has no Mercure subscriber here or
+    /// the node does not hear the app's channel (its bridge delivered it at once).
+    pub fn bridge_ack_for(
+        &self,
+        app: &std::sync::Arc<crate::hub::AppHub>,
+        channel: &str,
+        frame: &Bytes,
+        usage: std::sync::Arc<crate::tenants::AppUsage>,
+    ) -> Option<super::BridgeAck> {
+        if !app.bridge_active() || !self.hears(&app.id()) {
+            return None;
+        }
+        let (app, channel, frame) = (app.clone(), channel.to_owned(), frame.clone());
+        Some(super::BridgeAck::new(move |outcome| {
+            if outcome != super::Bridged::Kept {
+                usage.count(app.bridge_unkept(&channel, &frame) as u64);
+            }
+        }))
+    }
+
     /// Sends the Pusher side of a Mercure update to the other nodes (their Pusher subscribers
     /// only: their Mercure subscribers get the update itself).
     pub fn forward_unbridged(&self, app_id: &str, channel: &str, frame: &[u8]) {

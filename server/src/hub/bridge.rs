@@ -104,8 +104,14 @@ impl AppHub {
     }
 
     /// Whether the attached bridge has subscribers.
-    pub(super) fn bridge_active(&self) -> bool {
+    pub fn bridge_active(&self) -> bool {
         self.bridge.active.load(Ordering::Relaxed)
+    }
+
+    /// Hands an event this node published to the attached bridge after all (in a cluster, the
+    /// history did not keep it: [`PusherBridge::pusher_event_heard`]); the copies delivered.
+    pub fn bridge_unkept(&self, channel: &str, frame: &Bytes) -> usize {
+        self.bridge.deliver_heard(channel, frame)
     }
 }
 

@@ -814,12 +814,17 @@ impl Session {
     ) {
         let frame = server::client_event(event, channel, data, presence_user);
         if let Some(cluster) = &self.node.cluster {
-            cluster.forward(
+            // While the node hears the app's channel, the local delivery's bridge leaves this
+            // node's Mercure subscribers to the forward's outcome (its history append).
+            let usage = self.node.usage.app(&self.app_id);
+            let bridge_ack = cluster.bridge_ack_for(&self.app_hub, channel, &frame, usage);
+            cluster.forward_bridged(
                 &self.app_id,
                 channel,
                 &frame,
                 Some(self.conn.socket_id()),
                 false,
+                bridge_ack,
             );
         }
         let delivered = self.app_hub.relay(channel, frame, self.conn.socket_id());

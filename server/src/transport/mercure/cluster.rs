@@ -246,14 +246,14 @@ impl AppMercure {
         }
     }
 
-    /// Whether the cluster bridges this app's Pusher events to its Mercure subscribers here
-    /// (in cluster mode, while this node hears the app's channel and Redis is reachable).
+    /// Whether the cluster bridges this node's own Pusher events to its Mercure subscribers
+    /// here (in cluster mode, while this node hears the app's channel): decided per publish by
+    /// the forward's bridge script reply (`Cluster::bridge_ack_for`).
     pub(super) fn bridged_by_cluster(&self) -> bool {
         let Some(cluster) = self.cluster.get() else {
             return false;
         };
-        self.app_id()
-            .is_some_and(|app_id| cluster.hears(&app_id) && cluster.redis_ok())
+        self.app_id().is_some_and(|app_id| cluster.hears(&app_id))
     }
 
     /// A Mercure update heard on the cluster's bus (kind 6): delivered to the subscriptions it
