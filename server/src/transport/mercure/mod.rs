@@ -955,7 +955,17 @@ async fn all_documents(
             (docs, last)
         }
         Err(error) => {
-            tracing::warn!(app_id, %error, "the subscriptions API answered with this node's subscriptions only");
+            // At the first and every 100th: not per request while Redis is down.
+            static FAILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let count = FAILED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if count == 1 || count % 100 == 0 {
+                tracing::warn!(
+                    app_id,
+                    %error,
+                    failures = count,
+                    "the subscriptions API answered with this node's subscriptions only"
+                );
+            }
             (docs, last)
         }
     }
