@@ -107,11 +107,12 @@ return {watched, own}
 ";
 
 /// The other live nodes' documents of the app whose id is `ARGV[4]` or starts with `ARGV[5]`
-/// (at most `ARGV[6]`), and the history stream's (`KEYS[2]`) last entry. Answers `{entry,
-/// update id, document, document, ...}` (`entry` empty when the stream is empty).
+/// (at most `ARGV[6]` documents and `ARGV[7]` bytes of them), and the history stream's
+/// (`KEYS[2]`) last entry. Answers `{entry, update id, id, document, id, document, ...}`
+/// (`entry` empty when the stream is empty).
 ///
 /// KEYS: the app's tag set, its history stream. ARGV: this node's tag, the tag key prefix, the
-/// hash prefix, the path, the path's prefix, the most documents.
+/// hash prefix, the path, the path's prefix, the most documents, the most bytes.
 pub const READ_SCRIPT: &str = r"
 local out = {'', ''}
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
@@ -120,6 +121,7 @@ if last then
   out[2] = last[2][2]
 end
 local max = tonumber(ARGV[6])
+local budget = tonumber(ARGV[7])
 local found = 0
 for _, t in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if t ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. t) == 1 then
@@ -128,6 +130,9 @@ for _, t in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       if found >= max then return out end
       local id = all[i]
       if id == ARGV[4] or string.sub(id, 1, #ARGV[5]) == ARGV[5] then
+        budget = budget - #all[i + 1]
+        if budget < 0 then return out end
+        out[#out + 1] = id
         out[#out + 1] = all[i + 1]
         found = found + 1
       end
@@ -171,8 +176,8 @@ pub struct SubsSynced {
 pub struct SharedSubs {
     /// The history's last entry and its update id (empty for a bridged event), if any.
     pub last: Option<(EntryId, String)>,
-    /// The other live nodes' documents (JSON text).
-    pub documents: Vec<String>,
+    /// The other live nodes' documents: their ids and JSON text.
+    pub documents: Vec<(String, String)>,
 }
 
 fn subs_keys(cluster: &str, app_id: &str) -> (String, String) {
@@ -247,13 +252,14 @@ impl Cluster {
     }
 
     /// The other live nodes' subscription documents of app `app_id` whose id is `path` or is
-    /// under it (at most `max`), and the history's last entry (see [`READ_SCRIPT`]); `Err`
-    /// when Redis did not answer within [`READ_TIMEOUT`].
+    /// under it (at most `max`, and `max_bytes` of JSON), and the history's last entry (see
+    /// [`READ_SCRIPT`]); `Err` when Redis did not answer within [`READ_TIMEOUT`].
     pub async fn mercure_subs_read(
         &self,
         app_id: &str,
         path: &str,
         max: usize,
+        max_bytes: usize,
     ) -> Result<SharedSubs, String> {
         let inner = &self.inner;
         let name = &inner.settings.name;
@@ -267,7 +273,8 @@ impl Cluster {
             .arg(&prefix)
             .arg(path)
             .arg(format!("{}/", path.trim_end_matches('/')))
-            .arg(max);
+            .arg(max)
+            .arg(max_bytes);
         let mut conn = inner.manager.get();
         let answer = tokio::time::timeout(
             READ_TIMEOUT,
@@ -279,9 +286,13 @@ impl Cluster {
         let mut values = answer.into_iter();
         let entry = values.next().unwrap_or_default();
         let id = values.next().unwrap_or_default();
+        let mut documents = Vec::new();
+        while let (Some(id), Some(document)) = (values.next(), values.next()) {
+            documents.push((id, document));
+        }
         Ok(SharedSubs {
             last: EntryId::parse(&entry).map(|entry| (entry, id)),
-            documents: values.collect(),
+            documents,
         })
     }
 }

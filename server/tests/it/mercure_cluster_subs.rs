@@ -82,9 +82,12 @@ async fn a_subscription_on_one_node_is_listed_and_announced_on_another() {
     let one = api(&http, c, doc["id"].as_str().unwrap()).await;
     assert_eq!(one["subscriber"], subscriber.as_str());
     // The API's lastEventID is the history's last id, whichever node published it.
+    // (C reads Redis at most once a second for the API: within a second.)
     let id = publish_on(&http, a, &[("topic", "other"), ("data", "x")]).await;
-    let answer = api(&http, c, &namespace()).await;
-    assert_eq!(answer["lastEventID"], id.as_str());
+    eventually("C's lastEventID", Duration::from_secs(3), || async {
+        api(&http, c, &namespace()).await["lastEventID"] == id.as_str()
+    })
+    .await;
     // Leaving: an inactive event on B, and gone from every node's API.
     drop(sse);
     let doc = loop {
@@ -157,7 +160,10 @@ async fn a_killed_node_s_subscriptions_leave_the_api_within_the_heartbeat_ttl() 
         crate::helpers::pause(Duration::from_millis(100)).await;
     }
     assert_eq!(tags.len(), 1, "only the live node's tag: {tags:?}");
-    assert_eq!(listed(&http, &cluster.nodes[1], "kept").await.len(), 1);
+    eventually("listed on B", Duration::from_secs(3), || async {
+        listed(&http, &cluster.nodes[1], "kept").await.len() == 1
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,4 +267,85 @@ async fn a_subscribe_whose_client_leaves_while_redis_is_read_leaves_no_registrat
     );
     assert!(left.elapsed() < Duration::from_secs(2));
     cluster.redis.thaw();
+}
+
+/// Fills Redis with a live fake node (tag `tag`) sharing `count` documents of about `size`
+/// bytes each under the namespace.
+async fn fake_node(cluster: &TestCluster, tag: &str, count: usize, size: usize) {
+    let name = &cluster.redis.cluster;
+    let mut redis = cluster.redis.connection().await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{name}:socket-tag:{tag}"))
+        .arg("fake")
+        .arg("EX")
+        .arg(60)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SADD")
+        .arg(format!("{name}:mercure:{APP_ID}:subs"))
+        .arg(tag)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut fill = redis::cmd("HSET");
+    fill.arg(format!("{name}:mercure:{APP_ID}:subs:{tag}"));
+    for n in 0..count {
+        let id = format!("{}/f/{n}", namespace());
+        let doc = serde_json::json!({
+            "id": id, "topic": "f", "subscriber": format!("s{n}"), "pad": "x".repeat(size),
+        });
+        fill.arg(id).arg(doc.to_string());
+    }
+    let _: () = fill.query_async(&mut redis).await.unwrap();
+}
+
+/// The subscriptions API draws on the app's REST read budget (a loop of calls gets 429, not a
+/// Redis read each), and one answer holds at most 1 MiB of documents however many are shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscriptions_api_is_rate_limited_and_its_answer_capped_in_bytes() {
+    // 3 reads per second for the app: 1 per node.
+    let cluster =
+        crate::cluster_helpers::start_cluster_with_limits(&["--max-read-requests-per-second", "3"])
+            .await;
+    let b = &cluster.nodes[1];
+    // 1,000 documents of about 2 KiB: about 2 MiB shared.
+    fake_node(&cluster, "4243", 1_000, 2_000).await;
+    let http = reqwest::Client::new();
+    let response = http
+        .get(format!("{}{}", b.base(), namespace()))
+        .bearer_auth(token07(&["*"], &[]))
+        .send()
+        .await
+        .expect("API request");
+    assert_eq!(response.status().as_u16(), 200);
+    let body = response.text().await.expect("API body");
+    let answer: Value = serde_json::from_str(&body).expect("API JSON");
+    let listed = answer["subscriptions"].as_array().unwrap().len();
+    assert!((400..1_000).contains(&listed), "{listed} documents");
+    assert!(body.len() <= (1 << 20) + 64 * 1024, "{} bytes", body.len());
+    // A burst of calls: B's share (1 per second) passes, the rest get 429.
+    let mut refused = 0;
+    let started = tokio::time::Instant::now();
+    for _ in 0..10 {
+        let response = http
+            .get(format!("{}{}/f/1", b.base(), namespace()))
+            .bearer_auth(token07(&["*"], &[]))
+            .send()
+            .await
+            .expect("API request");
+        match response.status().as_u16() {
+            200 => {}
+            429 => {
+                assert_eq!(response.headers()["retry-after"], "1");
+                refused += 1;
+            }
+            other => panic!("status {other}"),
+        }
+    }
+    assert!(
+        refused >= 5,
+        "only {refused} refused in {:?}",
+        started.elapsed()
+    );
 }

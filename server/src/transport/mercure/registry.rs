@@ -224,6 +224,7 @@ impl Hubs {
                     cluster: self.cluster.clone(),
                     shared: Mutex::default(),
                     sync: self.sync.clone(),
+                    shared_read: tokio::sync::Mutex::default(),
                 });
                 app_hub.attach_bridge(app.clone());
                 app
@@ -488,6 +489,9 @@ pub struct AppMercure {
     pub(super) shared: Mutex<Outgoing>,
     /// Wakes the node's sync task when `shared` has changes.
     pub(super) sync: Arc<Signal>,
+    /// In a cluster: the last Redis read of the other nodes' subscriptions, and when it was
+    /// made (the subscriptions API reads Redis at most once a second per app here).
+    pub(super) shared_read: tokio::sync::Mutex<Option<super::shared::SharedRead>>,
 }
 
 /// What a subscribe got.

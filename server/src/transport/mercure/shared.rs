@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::cluster::mercure::LIVE_REFRESH;
-use crate::cluster::mercure_subs::{SubsSync, MAX_DOCUMENT_BYTES, MAX_SHARED};
+use crate::cluster::mercure_subs::{SharedSubs, SubsSync, MAX_DOCUMENT_BYTES, MAX_SHARED};
 use crate::cluster::message::encode_mercure_body;
 use crate::cluster::Cluster;
 use crate::locks::MutexExt;
@@ -31,6 +31,17 @@ use super::subscriptions::{self, Subscriber};
 /// Changes (and events) one app may queue for the sync task; past it they are dropped and the
 /// node's entries are replaced whole at the next sync.
 pub(super) const MAX_OUTGOING: usize = 4_096;
+
+/// How long one Redis read of an app's shared subscriptions serves the subscriptions API on
+/// this node (every caller meanwhile, whatever path it asks, is answered from it).
+pub(super) const READ_CACHE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The most bytes of documents one subscriptions API answer lists (and one Redis read
+/// brings); past it the collection holds the first ones found.
+pub(super) const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// A Redis read of an app's shared subscriptions (or its failure), and when it was made.
+pub(super) type SharedRead = (tokio::time::Instant, Result<Arc<SharedSubs>, String>);
 
 /// Syncs that failed since the start (logged at the first and every 100th).
 static FAILURES: AtomicU64 = AtomicU64::new(0);
@@ -73,6 +84,27 @@ fn documents_of(hub_path: &str, subscriber: &Subscriber) -> Vec<(String, String)
 }
 
 impl AppMercure {
+    /// The other live nodes' subscriptions of this app (the whole namespace, within
+    /// [`MAX_SHARED`] documents and [`MAX_ANSWER_BYTES`]) and the history's last entry: one
+    /// Redis read per app per [`READ_CACHE`] on this node, however often the API is called
+    /// (callers meanwhile wait for the same read; a failure is kept as long).
+    pub(super) async fn shared_read(&self, cluster: &Cluster) -> Result<Arc<SharedSubs>, String> {
+        let mut cached = self.shared_read.lock().await;
+        if let Some((at, read)) = &*cached {
+            if at.elapsed() < READ_CACHE {
+                return read.clone();
+            }
+        }
+        let app_id = self.app_id().ok_or_else(|| "the app is gone".to_owned())?;
+        let namespace = format!("{}/subscriptions", self.hub_path);
+        let read = cluster
+            .mercure_subs_read(&app_id, &namespace, MAX_SHARED, MAX_ANSWER_BYTES)
+            .await
+            .map(Arc::new);
+        *cached = Some((tokio::time::Instant::now(), read.clone()));
+        read
+    }
+
     /// Records a subscription of `subscriber` becoming active (or not) and its `events` for the
     /// sync task.
     pub(super) fn share(
