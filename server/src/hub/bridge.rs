@@ -133,6 +133,53 @@ mod tests {
         }
     }
 
+    /// A bridge whose own-publish path says "the cluster brings it" (as `AppMercure` does while
+    /// the node hears the app's channel), counting the events bridged here.
+    #[derive(Debug, Default)]
+    struct ClusterBridged(AtomicUsize);
+
+    impl PusherBridge for ClusterBridged {
+        fn pusher_event(&self, _channel: &str, _frame: &Bytes) -> usize {
+            0
+        }
+
+        fn pusher_event_heard(&self, _channel: &str, _frame: &Bytes) -> usize {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            1
+        }
+    }
+
+    /// The caller's one decision is what happens: told to bridge here, the event is bridged
+    /// even though the bridge itself would now leave it to the cluster; told not to, it is
+    /// not (the forward's ack answers for it).
+    #[test]
+    fn a_decided_bridge_is_followed_not_decided_again() {
+        let app = AppHub::new("1", None);
+        let channel = ChannelName::parse("news", 200).unwrap();
+        let bridge = Arc::new(ClusterBridged::default());
+        app.attach_bridge(bridge.clone());
+        app.set_bridge_active(true);
+        let frame = crate::protocol::server::channel_event("e", "news", "d");
+        assert_eq!(app.publish_frame(&channel, &frame, "d", None), 0);
+        assert_eq!(bridge.0.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            app.publish_frame_bridged(&channel, &frame, "d", None, true),
+            1
+        );
+        assert_eq!(
+            app.relay_bridged("news", frame.clone(), SocketId::new(9, 9), true),
+            1
+        );
+        assert_eq!(
+            bridge.0.load(Ordering::Relaxed),
+            2,
+            "bridged here as decided"
+        );
+        app.publish_frame_bridged(&channel, &frame, "d", None, false);
+        app.relay_bridged("news", frame, SocketId::new(9, 9), false);
+        assert_eq!(bridge.0.load(Ordering::Relaxed), 2, "left to the ack");
+    }
+
     #[test]
     fn the_bridge_hears_publishes_and_relays_only_while_active_and_its_copies_count() {
         let app = AppHub::new("1", None);
