@@ -51,8 +51,9 @@ pub const READ_TIMEOUT: Duration = Duration::from_millis(500);
 /// node's changes to its hash (`KEYS[2]`: replaced whole when `ARGV[6]` is 1; removals, then
 /// additions within the app's cap, counting the live nodes' documents), refreshes the keys'
 /// TTL, sets the watch key (`KEYS[3]`) when this node has watchers, and publishes the events
-/// on the app's channel when some node watches. Answers `{watched, held}`: whether the watch
-/// key is set, and how many documents this node's hash holds.
+/// on the app's channel when some node watches. Answers `{watched, held, others}`: whether the
+/// watch key is set, how many documents this node's hash holds, and how many the other live
+/// nodes' hold.
 ///
 /// ARGV: this node's tag, the tag key prefix, the hash prefix, the cap, the TTL (ms), replace
 /// (1/0), watch (1/0), the app's Redis channel, the number of removals, of additions and of
@@ -103,7 +104,7 @@ if watched == 1 then
     at = at + 1
   end
 end
-return {watched, own}
+return {watched, own, others}
 ";
 
 /// The other live nodes' documents of the app whose id is `ARGV[4]` or starts with `ARGV[5]`
@@ -169,6 +170,8 @@ pub struct SubsSynced {
     pub watched: bool,
     /// Documents this node's hash holds.
     pub held: usize,
+    /// Documents the other live nodes' hashes hold.
+    pub others: usize,
 }
 
 /// What the subscriptions API reads from Redis.
@@ -240,7 +243,7 @@ impl Cluster {
         let mut conn = inner.manager.get();
         let answer = tokio::time::timeout(
             super::COMMAND_TIMEOUT,
-            invocation.invoke_async::<(i64, i64)>(&mut conn),
+            invocation.invoke_async::<(i64, i64, i64)>(&mut conn),
         )
         .await
         .map_err(|_| "timed out".to_owned())?
@@ -248,6 +251,7 @@ impl Cluster {
         Ok(SubsSynced {
             watched: answer.0 == 1,
             held: usize::try_from(answer.1).unwrap_or(0),
+            others: usize::try_from(answer.2).unwrap_or(0),
         })
     }
 

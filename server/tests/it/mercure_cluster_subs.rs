@@ -349,3 +349,66 @@ async fn the_subscriptions_api_is_rate_limited_and_its_answer_capped_in_bytes() 
         started.elapsed()
     );
 }
+
+/// A node whose documents are all in Redis does not rewrite its hash at the refresh (every
+/// 10 s), even when a subscribe repeats a topic: its value, changed behind its back, stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_does_not_rewrite_a_complete_hash() {
+    let cluster = TestCluster::start().await;
+    let a = &cluster.nodes[0];
+    let http = reqwest::Client::new();
+    let _sse = open_on(
+        &http,
+        a,
+        "topic=twice&topic=twice",
+        &token07(&["*"], &[]),
+        &[],
+    )
+    .await;
+    let name = &cluster.redis.cluster;
+    let mut redis = cluster.redis.connection().await;
+    let set = format!("{name}:mercure:{APP_ID}:subs");
+    let mut tags: Vec<String> = Vec::new();
+    for _ in 0..50 {
+        tags = redis::cmd("SMEMBERS")
+            .arg(&set)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if !tags.is_empty() {
+            break;
+        }
+        crate::helpers::pause(Duration::from_millis(100)).await;
+    }
+    let hash = format!("{set}:{}", tags.first().expect("A's tag"));
+    let ids: Vec<String> = redis::cmd("HKEYS")
+        .arg(&hash)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 1, "one document for a repeated topic: {ids:?}");
+    let _: () = redis::cmd("HSET")
+        .arg(&hash)
+        .arg(&ids[0])
+        .arg("marker")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // Past a refresh (10 s) and the turn after it, checked every second.
+    for _ in 0..12 {
+        crate::helpers::pause(Duration::from_secs(1)).await;
+        let value: String = redis::cmd("HGET")
+            .arg(&hash)
+            .arg(&ids[0])
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(value, "marker", "the hash was rewritten");
+    }
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&hash)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(ttl > 20_000, "refreshed ({ttl} ms left)");
+}

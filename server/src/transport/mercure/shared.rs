@@ -64,11 +64,14 @@ pub(super) struct Signal {
     notify: Notify,
 }
 
-/// The documents (id, JSON) of `subscriber`'s subscriptions that may be shared.
+/// The documents (id, JSON) of `subscriber`'s subscriptions that may be shared, one per id
+/// (a repeated topic gives one document).
 fn documents_of(hub_path: &str, subscriber: &Subscriber) -> Vec<(String, String)> {
+    let mut seen = std::collections::HashSet::new();
     subscriber
         .selectors
         .iter()
+        .filter(|selector| seen.insert(subscriptions::topic(hub_path, &subscriber.id, selector)))
         .map(|selector| {
             let one = Subscriber {
                 id: subscriber.id.clone(),
@@ -217,9 +220,17 @@ impl AppMercure {
             .collect();
         match cluster.mercure_subs_sync(&app_id, &sync).await {
             Ok(synced) => {
-                // Lost (Redis restarted empty) or refused (the app's cap): replaced whole in
-                // the task's next turn.
-                if refresh && !replace && synced.held < local.min(MAX_SHARED) {
+                // Lost (Redis restarted empty) or refused earlier (the app's cap, now with
+                // room): replaced whole in the task's next turn. Counted from the distinct
+                // shareable documents (built only when the selectors' count says some may be
+                // missing), and not while the cap leaves no room: a node whose documents are
+                // all there, or cannot be, does not rewrite its hash every refresh.
+                if refresh
+                    && !replace
+                    && synced.held < local.min(MAX_SHARED)
+                    && synced.others + synced.held < MAX_SHARED
+                    && synced.held < self.all_documents().len()
+                {
                     self.shared.lock_or_recover().replace = true;
                     self.wake_sync();
                 }
