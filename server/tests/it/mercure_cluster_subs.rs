@@ -412,3 +412,44 @@ async fn a_refresh_does_not_rewrite_a_complete_hash() {
         .unwrap();
     assert!(ttl > 20_000, "refreshed ({ttl} ms left)");
 }
+
+/// With no watcher of the namespace on any node, a subscribe's and an unsubscribe's syncs carry
+/// no event bodies to Redis (seen with `MONITOR`: the sync script's event count is 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_subscription_event_goes_to_redis_while_nobody_watches() {
+    use tokio::io::AsyncBufReadExt;
+    let cluster = TestCluster::start().await;
+    let a = &cluster.nodes[0];
+    let http = reqwest::Client::new();
+    let mut monitor = tokio::process::Command::new("redis-cli")
+        .args(["-p", &cluster.redis.port.to_string(), "monitor"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-cli runs");
+    let mut lines = tokio::io::BufReader::new(monitor.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("OK"));
+    let sse = open_on(&http, a, "topic=quiet", &token07(&["*"], &[]), &[]).await;
+    eventually("listed on A", Duration::from_secs(5), || async {
+        listed(&http, a, "quiet").await.len() == 1
+    })
+    .await;
+    drop(sse);
+    // The sync script's calls (its third key is the watch key): the add, then the removal.
+    let watch_key = format!("\"{}:mercure:{APP_ID}:watch\"", cluster.redis.cluster);
+    let mut syncs = 0;
+    while syncs < 2 {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .expect("the syncs within 5 s")
+            .unwrap()
+            .expect("monitor output");
+        if !line.contains(&watch_key) || !line.to_lowercase().contains("\"evalsha\"") {
+            continue;
+        }
+        let args: Vec<&str> = line.split("\" \"").collect();
+        // evalsha, sha, 3, 3 keys, then ARGV[1..]: ARGV[11] is the event count.
+        assert_eq!(args[16], "0", "events shipped while nobody watches: {line}");
+        syncs += 1;
+    }
+}

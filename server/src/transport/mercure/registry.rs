@@ -225,6 +225,7 @@ impl Hubs {
                     shared: Mutex::default(),
                     sync: self.sync.clone(),
                     shared_read: tokio::sync::Mutex::default(),
+                    watched_until: Mutex::default(),
                 });
                 app_hub.attach_bridge(app.clone());
                 app
@@ -492,6 +493,10 @@ pub struct AppMercure {
     /// In a cluster: the last Redis read of the other nodes' subscriptions, and when it was
     /// made (the subscriptions API reads Redis at most once a second per app here).
     pub(super) shared_read: tokio::sync::Mutex<Option<super::shared::SharedRead>>,
+    /// In a cluster: until when some node is known to watch the app's subscriptions namespace
+    /// (the last sync's answer, good for the watch key's TTL); events are shipped to Redis only
+    /// then or while this node has watchers.
+    pub(super) watched_until: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// What a subscribe got.

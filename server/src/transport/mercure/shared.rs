@@ -108,6 +108,15 @@ impl AppMercure {
         read
     }
 
+    /// Whether some node watched the app's subscriptions namespace at the last sync (within the
+    /// watch key's TTL): in a cluster, events are sent to Redis only then or while this node
+    /// has watchers, not shipped to Redis to be dropped there.
+    pub(super) fn watched_elsewhere(&self) -> bool {
+        self.watched_until
+            .lock_or_recover()
+            .is_some_and(|until| tokio::time::Instant::now() < until)
+    }
+
     /// Records a subscription of `subscriber` becoming active (or not) and its `events` for the
     /// sync task.
     pub(super) fn share(
@@ -214,12 +223,28 @@ impl AppMercure {
                 }
             }
         }
-        sync.events = events
-            .iter()
-            .map(|u| encode_mercure_body(u.private, &u.topics, &u.id, &u.event))
-            .collect();
+        // Events go to Redis only while some node watches (else the script drops them); held
+        // back, they are sent at once if this sync finds a watcher after all.
+        let ship = watch || self.watched_elsewhere();
+        if ship {
+            sync.events = events
+                .iter()
+                .map(|u| encode_mercure_body(u.private, &u.topics, &u.id, &u.event))
+                .collect();
+        }
         match cluster.mercure_subs_sync(&app_id, &sync).await {
             Ok(synced) => {
+                *self.watched_until.lock_or_recover() = synced
+                    .watched
+                    .then(|| tokio::time::Instant::now() + crate::cluster::mercure_subs::SUBS_TTL);
+                if !ship && synced.watched && !events.is_empty() {
+                    // A watch began elsewhere since the last sync: the held events go next
+                    // turn, before any newer ones.
+                    let mut outgoing = self.shared.lock_or_recover();
+                    outgoing.events.splice(0..0, events);
+                    drop(outgoing);
+                    self.wake_sync();
+                }
                 // Lost (Redis restarted empty) or refused earlier (the app's cap, now with
                 // room): replaced whole in the task's next turn. Counted from the distinct
                 // shareable documents (built only when the selectors' count says some may be
