@@ -32,6 +32,14 @@ use super::subscriptions::{self, Subscriber};
 /// node's entries are replaced whole at the next sync.
 pub(super) const MAX_OUTGOING: usize = 4_096;
 
+/// Bytes (documents and event bodies) one app may queue for the sync task; past it, as past
+/// [`MAX_OUTGOING`].
+pub(super) const MAX_OUTGOING_BYTES: usize = 1 << 20;
+
+/// Bytes every app together may queue on this node; past it, an app's queue is dropped as
+/// past [`MAX_OUTGOING`].
+pub(super) const MAX_NODE_OUTGOING_BYTES: usize = 16 << 20;
+
 /// How long one Redis read of an app's shared subscriptions serves the subscriptions API on
 /// this node (every caller meanwhile, whatever path it asks, is answered from it).
 pub(super) const READ_CACHE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -55,6 +63,13 @@ pub(super) struct Outgoing {
     events: Vec<Update>,
     /// The node's entries are replaced whole at the next sync.
     replace: bool,
+    /// The documents' and events' bytes queued (also counted in [`Signal::bytes`]).
+    bytes: usize,
+}
+
+/// The size an event takes in the queue.
+fn event_bytes(event: &Update) -> usize {
+    event.event.len() + event.id.len() + event.topics.iter().map(String::len).sum::<usize>()
 }
 
 /// The apps with changes, and the sync task's wake-up.
@@ -62,6 +77,8 @@ pub(super) struct Outgoing {
 pub(super) struct Signal {
     dirty: std::sync::Mutex<Vec<Arc<str>>>,
     notify: Notify,
+    /// Bytes queued in every app's [`Outgoing`] on this node.
+    bytes: std::sync::atomic::AtomicUsize,
 }
 
 /// The documents (id, JSON) of `subscriber`'s subscriptions that may be shared, one per id
@@ -125,26 +142,54 @@ impl AppMercure {
         active: bool,
         events: Vec<Update>,
     ) {
+        // An event over the shared documents' bound (a big token payload) is not sent through
+        // Redis: delivered to this node's watchers alone, as its document is listed here alone.
+        let (events, big): (Vec<Update>, Vec<Update>) = events
+            .into_iter()
+            .partition(|e| e.event.len() <= MAX_DOCUMENT_BYTES);
+        for event in big {
+            self.deliver(event, false);
+        }
+        let changes: Vec<(String, Option<String>)> = if active {
+            documents_of(&self.hub_path, subscriber)
+                .into_iter()
+                .map(|(id, document)| (id, Some(document)))
+                .collect()
+        } else {
+            subscriber
+                .selectors
+                .iter()
+                .map(|selector| {
+                    (
+                        subscriptions::topic(&self.hub_path, &subscriber.id, selector),
+                        None,
+                    )
+                })
+                .collect()
+        };
+        let bytes = changes
+            .iter()
+            .map(|(id, document)| id.len() + document.as_ref().map_or(0, String::len))
+            .sum::<usize>()
+            + events.iter().map(event_bytes).sum::<usize>();
         let mut outgoing = self.shared.lock_or_recover();
         let first = outgoing.changes.is_empty() && outgoing.events.is_empty();
-        if outgoing.changes.len() + outgoing.events.len() + subscriber.selectors.len()
-            > MAX_OUTGOING
+        let node_bytes = self.sync.bytes.load(Ordering::Relaxed);
+        if outgoing.changes.len() + outgoing.events.len() + changes.len() > MAX_OUTGOING
+            || outgoing.bytes + bytes > MAX_OUTGOING_BYTES
+            || node_bytes + bytes > MAX_NODE_OUTGOING_BYTES
         {
             outgoing.changes.clear();
             outgoing.events.clear();
             outgoing.replace = true;
+            self.sync
+                .bytes
+                .fetch_sub(std::mem::take(&mut outgoing.bytes), Ordering::Relaxed);
         } else {
-            if active {
-                for (id, document) in documents_of(&self.hub_path, subscriber) {
-                    outgoing.changes.insert(id, Some(document));
-                }
-            } else {
-                for selector in &subscriber.selectors {
-                    let id = subscriptions::topic(&self.hub_path, &subscriber.id, selector);
-                    outgoing.changes.insert(id, None);
-                }
-            }
+            outgoing.changes.extend(changes);
             outgoing.events.extend(events);
+            outgoing.bytes += bytes;
+            self.sync.bytes.fetch_add(bytes, Ordering::Relaxed);
         }
         drop(outgoing);
         if first {
@@ -188,6 +233,9 @@ impl AppMercure {
         };
         let (changes, events, replace) = {
             let mut outgoing = self.shared.lock_or_recover();
+            self.sync
+                .bytes
+                .fetch_sub(std::mem::take(&mut outgoing.bytes), Ordering::Relaxed);
             (
                 std::mem::take(&mut outgoing.changes),
                 std::mem::take(&mut outgoing.events),
@@ -240,7 +288,10 @@ impl AppMercure {
                 if !ship && synced.watched && !events.is_empty() {
                     // A watch began elsewhere since the last sync: the held events go next
                     // turn, before any newer ones.
+                    let bytes = events.iter().map(event_bytes).sum::<usize>();
                     let mut outgoing = self.shared.lock_or_recover();
+                    outgoing.bytes += bytes;
+                    self.sync.bytes.fetch_add(bytes, Ordering::Relaxed);
                     outgoing.events.splice(0..0, events);
                     drop(outgoing);
                     self.wake_sync();
@@ -352,5 +403,47 @@ mod tests {
         let outgoing = app.shared.lock_or_recover();
         assert_eq!(outgoing.changes.len(), 1);
         assert!(outgoing.changes.values().all(Option::is_some));
+    }
+
+    fn event(bytes: usize) -> Update {
+        Update::new(
+            "urn:uuid:e".into(),
+            vec!["t".into()],
+            true,
+            None,
+            None,
+            &"x".repeat(bytes),
+        )
+    }
+
+    /// Events that come faster than Redis takes them stay within [`MAX_OUTGOING_BYTES`] per app
+    /// and [`MAX_NODE_OUTGOING_BYTES`] per node, and an event over [`MAX_DOCUMENT_BYTES`] is not
+    /// queued for Redis at all.
+    #[test]
+    fn the_bytes_waiting_for_redis_are_bounded_per_app_and_per_node() {
+        let hubs = Hubs::new(1 << 20);
+        let app_hub = Arc::new(AppHub::new("1", None));
+        let app = hubs.app("1", &app_hub);
+        app.share(&subscriber(0), true, vec![event(MAX_DOCUMENT_BYTES + 1)]);
+        assert!(app.shared.lock_or_recover().events.is_empty(), "not queued");
+        for n in 0..(MAX_OUTGOING_BYTES / 4_000) + 10 {
+            app.share(&subscriber(n), true, vec![event(4_000)]);
+            assert!(app.shared.lock_or_recover().bytes <= MAX_OUTGOING_BYTES);
+        }
+        assert!(app.shared.lock_or_recover().replace, "replaced whole next");
+        // Many apps at once: the node's total stays bounded.
+        let apps: Vec<_> = (0..40)
+            .map(|a| {
+                let id = format!("app{a}");
+                hubs.app(&id, &Arc::new(AppHub::new(&id, None)))
+            })
+            .collect();
+        for n in 0..200 {
+            for app in &apps {
+                app.share(&subscriber(n), true, vec![event(4_000)]);
+                assert!(hubs.sync.bytes.load(Ordering::Relaxed) <= MAX_NODE_OUTGOING_BYTES);
+            }
+        }
+        assert!(apps.iter().any(|a| a.shared.lock_or_recover().replace));
     }
 }
