@@ -331,33 +331,62 @@ impl AppMercure {
 }
 
 /// Runs the node's sync of shared subscriptions while the runtime runs: each woken app's
-/// changes, and every [`LIVE_REFRESH`] every app with subscribers here.
+/// changes, and every [`LIVE_REFRESH`] every app with subscribers here. Supervised: a panic in
+/// it is logged as an error and the task restarted a second later (without it every cluster
+/// subscription event, local watchers' included, and every refresh would stop silently).
 pub(super) fn start_sync(hubs: &Hubs) {
     let hubs = hubs.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(LIVE_REFRESH);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            let refresh = tokio::select! {
-                () = hubs.sync.notify.notified() => false,
-                _ = tick.tick() => true,
-            };
-            let Some(cluster) = hubs.cluster.get() else {
-                continue;
-            };
-            let dirty = std::mem::take(&mut *hubs.sync.dirty.lock_or_recover());
-            let apps: Vec<Arc<AppMercure>> = if refresh {
-                hubs.all()
-            } else {
-                dirty.iter().filter_map(|id| hubs.existing(id)).collect()
-            };
-            for app in apps {
-                let idle = app.subscribers() == 0;
-                app.sync_shared(cluster, refresh && !idle).await;
+    tokio::spawn(supervise(move || run_sync(hubs.clone())));
+}
+
+/// Runs the task `make` makes, again a second after each panic (logged); returns when a run
+/// ends without one.
+async fn supervise<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut panics = 0u64;
+    loop {
+        match tokio::spawn(make()).await {
+            Ok(()) => return,
+            Err(error) if error.is_panic() => {
+                panics += 1;
+                tracing::error!(
+                    panics,
+                    "the Mercure subscriptions sync task panicked; restarting it in 1 s"
+                );
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
+            Err(_) => return,
         }
-    });
+    }
+}
+
+/// The sync task's loop (see [`start_sync`]).
+async fn run_sync(hubs: Hubs) {
+    let mut tick = tokio::time::interval(LIVE_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let refresh = tokio::select! {
+            () = hubs.sync.notify.notified() => false,
+            _ = tick.tick() => true,
+        };
+        let Some(cluster) = hubs.cluster.get() else {
+            continue;
+        };
+        let dirty = std::mem::take(&mut *hubs.sync.dirty.lock_or_recover());
+        let apps: Vec<Arc<AppMercure>> = if refresh {
+            hubs.all()
+        } else {
+            dirty.iter().filter_map(|id| hubs.existing(id)).collect()
+        };
+        for app in apps {
+            let idle = app.subscribers() == 0;
+            app.sync_shared(cluster, refresh && !idle).await;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -419,6 +448,21 @@ mod tests {
     /// Events that come faster than Redis takes them stay within [`MAX_OUTGOING_BYTES`] per app
     /// and [`MAX_NODE_OUTGOING_BYTES`] per node, and an event over [`MAX_DOCUMENT_BYTES`] is not
     /// queued for Redis at all.
+    /// A panicking sync task is run again (and the supervisor ends when a run ends normally).
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_sync_task_is_restarted() {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = runs.clone();
+        supervise(move || {
+            let run = counted.fetch_add(1, Ordering::Relaxed);
+            async move {
+                assert!(run >= 2, "run {run} panics");
+            }
+        })
+        .await;
+        assert_eq!(runs.load(Ordering::Relaxed), 3);
+    }
+
     #[test]
     fn the_bytes_waiting_for_redis_are_bounded_per_app_and_per_node() {
         let hubs = Hubs::new(1 << 20);
