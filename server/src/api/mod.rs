@@ -323,7 +323,16 @@ fn publish(
                     ordered.echoes.push((at, waiting));
                     continue;
                 }
-                let copies = app_hub.publish_frame(channel, &frame, &event.data, event.except);
+                // The bridge decided once: acked by the forward, or bridged here now.
+                let usage = node.usage.app(&app.id);
+                let bridge_ack = cluster.bridge_ack_for(&app_hub, channel.as_str(), &frame, usage);
+                let copies = app_hub.publish_frame_bridged(
+                    channel,
+                    &frame,
+                    &event.data,
+                    event.except,
+                    bridge_ack.is_none(),
+                );
                 if let Some(stored) = cluster.forward_kept(
                     &app.id,
                     channel,
@@ -331,6 +340,7 @@ fn publish(
                     &event.data,
                     event.except,
                     &app.limits,
+                    bridge_ack,
                 ) {
                     ordered.stored.push(stored);
                 }

@@ -265,7 +265,20 @@ async fn send(
         // forgotten it, and a NOSCRIPT would fail the whole pipeline.
         pipe.cmd("SCRIPT").arg("LOAD").arg(KEEP.0).ignore();
     }
+    // The reply index of each publish's bridge script (replies come for the commands not
+    // ignored: the keep and bridge scripts).
+    let mut replies_before = 0;
+    let mut bridge_replies: Vec<Option<usize>> = Vec::with_capacity(batch.len());
     for (outgoing, bridged) in batch.iter().zip(&bridged) {
+        if outgoing.cache.is_some() {
+            replies_before += 1;
+        }
+        if bridged.is_some() {
+            bridge_replies.push(Some(replies_before));
+            replies_before += 1;
+        } else {
+            bridge_replies.push(None);
+        }
         let app_id = outgoing
             .redis_channel
             .strip_prefix(app_prefix.as_str())
@@ -295,9 +308,19 @@ async fn send(
             }
         }
     }
+    let mut bridge_acks = Vec::new();
     let acks: Vec<_> = batch
         .drain(..)
-        .filter_map(|outgoing| outgoing.ack)
+        .zip(bridge_replies)
+        .filter_map(|(mut outgoing, reply)| {
+            match (outgoing.bridge_ack.take(), reply) {
+                // Not bridgeable: nothing goes into the history for it.
+                (Some(ack), None) => ack.tell(super::Bridged::NotKept),
+                (Some(ack), Some(at)) => bridge_acks.push((ack, at)),
+                (None, _) => {}
+            }
+            outgoing.ack
+        })
         .collect();
     // Errors are per command: one app's failing script (its Mercure history append refused,
     // out of memory, say) neither fails the others' publishes nor pauses the queue. Only a
@@ -308,6 +331,9 @@ async fn send(
             .await
         {
             Ok(Ok(replies)) => {
+                for (ack, at) in bridge_acks.drain(..) {
+                    ack.tell(bridge_outcome(replies.get(at)));
+                }
                 let failed = replies
                     .iter()
                     .filter(|reply| matches!(reply, redis::Value::ServerError(_)))
@@ -334,6 +360,19 @@ async fn send(
         let _ = ack.send(sent);
     }
     sent
+}
+
+/// What a bridge script's reply says of its append: an entry id (kept), an empty string (not
+/// kept), or an error.
+fn bridge_outcome(reply: Option<&redis::Value>) -> super::Bridged {
+    match reply {
+        Some(redis::Value::BulkString(entry)) if !entry.is_empty() => super::Bridged::Kept,
+        Some(redis::Value::SimpleString(entry)) if !entry.is_empty() => super::Bridged::Kept,
+        Some(redis::Value::BulkString(_) | redis::Value::SimpleString(_) | redis::Value::Nil) => {
+            super::Bridged::NotKept
+        }
+        _ => super::Bridged::Failed,
+    }
 }
 
 /// Counts `failed` script error replies of one pipeline (the publishes themselves ran) and

@@ -171,10 +171,34 @@ mod tests {
             max_event_payload_bytes: (frame.len() + 5) as u64,
             ..small
         };
-        cluster.forward_kept("1", &channel("cache-a"), frame, "12345", None, &unlimited);
-        cluster.forward_kept("1", &channel("plain"), frame, "12345", None, &unlimited);
-        cluster.forward_kept("1", &channel("cache-b"), frame, "12345", None, &small);
-        cluster.forward_kept("1", &channel("cache-c"), frame, "12345", None, &enough);
+        cluster.forward_kept(
+            "1",
+            &channel("cache-a"),
+            frame,
+            "12345",
+            None,
+            &unlimited,
+            None,
+        );
+        cluster.forward_kept(
+            "1",
+            &channel("plain"),
+            frame,
+            "12345",
+            None,
+            &unlimited,
+            None,
+        );
+        cluster.forward_kept("1", &channel("cache-b"), frame, "12345", None, &small, None);
+        cluster.forward_kept(
+            "1",
+            &channel("cache-c"),
+            frame,
+            "12345",
+            None,
+            &enough,
+            None,
+        );
         type Stored = Option<(String, String, Vec<u8>, usize, usize, usize)>;
         let stored: Vec<Stored> = (0..4)
             .map(|_| {

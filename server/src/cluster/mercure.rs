@@ -147,9 +147,12 @@ return entry
 /// when the resume point was found (0: an update id not in the index, read from the start),
 /// `start` the entry id read after (`0-0`: from the start).
 ///
+/// With a byte budget (ARGV[5], 0 for none), the page ends after the entry whose body takes
+/// the bodies read past it (so the caller tells a page cut by its budget from the stream's end).
+///
 /// KEYS: the stream, the index, the byte counter. ARGV: mode (`e` from the start, `i` after
 /// update id ARGV[2], `x` after entry id ARGV[2], `y` after entry id ARGV[2] if the stream
-/// still holds it, else from the start), ARGV[2], count, max age (ms).
+/// still holds it, else from the start), ARGV[2], count, max age (ms), byte budget.
 pub const READ_SCRIPT: &str = r"
 local max_age = tonumber(ARGV[4])
 local t = redis.call('TIME')
@@ -180,6 +183,8 @@ elseif ARGV[1] == 'y' then
   if #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) > 0 then start = ARGV[2] else found = 0 end
 end
 local out = {found, start}
+local budget = tonumber(ARGV[5] or '0')
+local used = 0
 local entries = redis.call('XRANGE', KEYS[1], '(' .. start, '+', 'COUNT', tonumber(ARGV[3]))
 for _, e in ipairs(entries) do
   if tonumber(string.match(e[1], '^(%d+)')) < now - max_age then
@@ -187,8 +192,10 @@ for _, e in ipairs(entries) do
     out[#out + 1] = e[1]
     out[#out + 1] = ''
   else
-  out[#out + 1] = e[1]
-  out[#out + 1] = e[2][4]
+    out[#out + 1] = e[1]
+    out[#out + 1] = e[2][4]
+    used = used + #e[2][4]
+    if budget > 0 and used > budget then break end
   end
 end
 return out
@@ -427,6 +434,7 @@ pub(super) async fn read(
     from: &ReadFrom,
     count: usize,
     age: Duration,
+    max_bytes: usize,
 ) -> Result<Page, Unavailable> {
     let keys = keys(cluster, app_id);
     let (mode, arg) = match from {
@@ -443,7 +451,8 @@ pub(super) async fn read(
         .arg(mode)
         .arg(arg)
         .arg(count.max(1))
-        .arg(millis(age));
+        .arg(millis(age))
+        .arg(max_bytes);
     let answer = tokio::time::timeout(
         COMMAND_TIMEOUT,
         invocation.invoke_async::<Vec<redis::Value>>(conn),
@@ -506,17 +515,29 @@ impl Cluster {
         outcome
     }
 
-    /// One page of app `app_id`'s history in Redis after `from` (see [`READ_SCRIPT`]).
+    /// One page of app `app_id`'s history in Redis after `from`: at most `count` entries, and
+    /// (with `max_bytes` above 0) ending after the entry whose body takes the page's bodies
+    /// past `max_bytes` (see [`READ_SCRIPT`]).
     pub async fn mercure_history(
         &self,
         app_id: &str,
         from: &ReadFrom,
         count: usize,
         age: Duration,
+        max_bytes: usize,
     ) -> Result<Page, Unavailable> {
         let inner = &self.inner;
         let mut conn = inner.manager.get();
-        read(&mut conn, &inner.settings.name, app_id, from, count, age).await
+        read(
+            &mut conn,
+            &inner.settings.name,
+            app_id,
+            from,
+            count,
+            age,
+            max_bytes,
+        )
+        .await
     }
 
     /// Sets app `app_id`'s live key for [`LIVE_TTL`] with the history's `bounds`: some node
@@ -554,6 +575,29 @@ impl Cluster {
     /// a Mercure update sent through Redis comes back here).
     pub fn hears(&self, app_id: &str) -> bool {
         self.inner.listening.acked(app_id)
+    }
+
+    /// The [`super::BridgeAck`] of a Pusher publish on `channel` (`frame`) this node delivered
+    /// locally to app `app`'s Pusher subscribers: its Mercure subscribers here get it from the
+    /// bridge unless the forward's bridge script kept it in the history (its kind-6 message then
+    /// brings it), decided per publish. `None` when the app has no Mercure subscriber here or
+    /// the node does not hear the app's channel (its bridge delivered it at once).
+    pub fn bridge_ack_for(
+        &self,
+        app: &std::sync::Arc<crate::hub::AppHub>,
+        channel: &str,
+        frame: &Bytes,
+        usage: std::sync::Arc<crate::tenants::AppUsage>,
+    ) -> Option<super::BridgeAck> {
+        if !app.bridge_active() || !self.hears(&app.id()) {
+            return None;
+        }
+        let (app, channel, frame) = (app.clone(), channel.to_owned(), frame.clone());
+        Some(super::BridgeAck::new(move |outcome| {
+            if outcome != super::Bridged::Kept {
+                usage.count(app.bridge_unkept(&channel, &frame) as u64);
+            }
+        }))
     }
 
     /// Sends the Pusher side of a Mercure update to the other nodes (their Pusher subscribers

@@ -45,6 +45,7 @@ pub mod console;
 pub mod health;
 pub mod lease;
 pub mod mercure;
+pub mod mercure_subs;
 pub mod message;
 mod misses;
 mod order;
@@ -137,6 +138,49 @@ pub trait Local: Send + Sync + 'static {
     }
 }
 
+/// What became of a forwarded Pusher publish's Mercure history append (the bridge script's
+/// reply for that forward, `mercure.rs`' `BRIDGE_SCRIPT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bridged {
+    /// Kept in the history: its kind-6 message follows on the app's channel.
+    Kept,
+    /// Not kept (no Mercure subscriber anywhere, or not bridgeable): no kind-6 follows.
+    NotKept,
+    /// The append failed, or the publish never reached Redis (dropped, refused, unanswered).
+    Failed,
+}
+
+/// Told once what became of a forward's Mercure history append; told [`Bridged::Failed`] when
+/// dropped untold (the publish was dropped, the pipeline failed, the node stopped).
+pub struct BridgeAck(Option<Box<dyn FnOnce(Bridged) + Send>>);
+
+impl BridgeAck {
+    /// An ack that calls `then` with the outcome.
+    pub fn new(then: impl FnOnce(Bridged) + Send + 'static) -> BridgeAck {
+        BridgeAck(Some(Box::new(then)))
+    }
+
+    fn tell(mut self, outcome: Bridged) {
+        if let Some(then) = self.0.take() {
+            then(outcome);
+        }
+    }
+}
+
+impl Drop for BridgeAck {
+    fn drop(&mut self) {
+        if let Some(then) = self.0.take() {
+            then(Bridged::Failed);
+        }
+    }
+}
+
+impl std::fmt::Debug for BridgeAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BridgeAck")
+    }
+}
+
 /// One publish on its way to Redis.
 #[derive(Debug)]
 struct Outgoing {
@@ -148,6 +192,9 @@ struct Outgoing {
     /// Told whether Redis took it (dropped unanswered when the publish is dropped): a REST
     /// publish delivered on its echo waits for it ([`order`]).
     ack: Option<tokio::sync::oneshot::Sender<bool>>,
+    /// Told the bridge script's reply for this publish (the origin's own Mercure subscribers
+    /// get a Pusher event it did not keep from the origin's bridge, per publish).
+    bridge_ack: Option<BridgeAck>,
 }
 
 #[derive(Debug, Default)]
@@ -379,8 +426,21 @@ impl Cluster {
         except: Option<SocketId>,
         keep: bool,
     ) {
+        self.forward_bridged(app_id, channel, frame, except, keep, None);
+    }
+
+    /// [`Cluster::forward`], telling `bridge_ack` what became of its Mercure history append.
+    pub fn forward_bridged(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: &[u8],
+        except: Option<SocketId>,
+        keep: bool,
+        bridge_ack: Option<BridgeAck>,
+    ) {
         let payload = message::encode(&self.inner.instance, channel, except, keep, frame);
-        self.enqueue(app_id, payload);
+        self.enqueue_full(app_id, payload, None, None, bridge_ack);
     }
 
     /// [`Cluster::forward`] for a REST publish (kept): to a cache channel, the frame is also
@@ -390,6 +450,7 @@ impl Cluster {
     /// in Redis; past them the event is published but not kept, [`cache::KEEP_SCRIPT`]). A
     /// frame larger than the whole byte budget is not even offered.
     /// Returns, for a stored event, what tells whether Redis took it.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward_kept(
         &self,
         app_id: &str,
@@ -398,9 +459,10 @@ impl Cluster {
         data: &str,
         except: Option<SocketId>,
         limits: &crate::protocol::Limits,
+        bridge_ack: Option<BridgeAck>,
     ) -> Option<tokio::sync::oneshot::Receiver<bool>> {
         let Some(mut keep) = self.keep_for(app_id, channel, frame.len(), data.len(), limits) else {
-            self.forward(app_id, channel.as_str(), frame, except, true);
+            self.forward_bridged(app_id, channel.as_str(), frame, except, true, bridge_ack);
             return None;
         };
         let payload = message::encode(&self.inner.instance, channel.as_str(), except, true, frame);
@@ -408,7 +470,7 @@ impl Cluster {
         // The REST answer waits for it: once a trigger is answered, a subscriber on any node
         // finds the event in Redis.
         let (ack, stored) = tokio::sync::oneshot::channel();
-        self.enqueue_full(app_id, payload, Some(keep), Some(ack));
+        self.enqueue_full(app_id, payload, Some(keep), Some(ack), bridge_ack);
         Some(stored)
     }
 
@@ -463,7 +525,7 @@ impl Cluster {
     /// Queues `payload` for the app's Redis channel without waiting, or drops and counts it when
     /// the queue is full (by count or by bytes).
     fn enqueue(&self, app_id: &str, payload: Bytes) {
-        self.enqueue_full(app_id, payload, None, None);
+        self.enqueue_full(app_id, payload, None, None, None);
     }
 
     /// Queues `payload` (with what it keeps and its ack, if any) for the app's Redis channel.
@@ -473,6 +535,7 @@ impl Cluster {
         payload: Bytes,
         cache: Option<cache::Keep>,
         ack: Option<tokio::sync::oneshot::Sender<bool>>,
+        bridge_ack: Option<BridgeAck>,
     ) {
         let inner = &self.inner;
         let size = payload.len();
@@ -487,6 +550,7 @@ impl Cluster {
             payload,
             cache,
             ack,
+            bridge_ack,
         };
         let refused = match inner.outgoing.try_send(outgoing) {
             Ok(()) => return,

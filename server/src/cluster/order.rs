@@ -101,6 +101,8 @@ pub struct Ordered {
     inner: Arc<Inner>,
     sequence: u64,
     acked: Option<oneshot::Receiver<bool>>,
+    /// The bridge script's reply for it (told before `acked`).
+    bridged: oneshot::Receiver<super::Bridged>,
     echoed: oneshot::Receiver<usize>,
     app: Arc<AppHub>,
     usage: Arc<AppUsage>,
@@ -162,11 +164,16 @@ impl Cluster {
             keep.at = payload.len() - frame.len();
             keep
         });
-        self.enqueue_full(&app_id, payload, cache, Some(ack));
+        let (bridge_tx, bridged) = oneshot::channel();
+        let bridge_ack = super::BridgeAck::new(move |outcome| {
+            let _ = bridge_tx.send(outcome);
+        });
+        self.enqueue_full(&app_id, payload, cache, Some(ack), Some(bridge_ack));
         Some(Ordered {
             inner: inner.clone(),
             sequence,
             acked: Some(acked),
+            bridged,
             echoed,
             app: app.clone(),
             usage: usage.app(&app_id),
@@ -231,9 +238,12 @@ impl Ordered {
             // The echo came in meanwhile and delivered (and counted) the copies.
             return self.echoed.try_recv().unwrap_or(0);
         }
-        let copies = self
-            .app
-            .deliver_serialized(&self.channel, &self.frame, self.except, true);
+        // Kept in the Mercure history: its kind-6 message brings it to this node's Mercure
+        // subscribers (or, the bus lost, their resume does); else bridged here.
+        let kept = matches!(self.bridged.try_recv(), Ok(super::Bridged::Kept));
+        let copies =
+            self.app
+                .deliver_serialized_to(&self.channel, &self.frame, self.except, true, !kept);
         self.usage.count(copies as u64);
         copies
     }

@@ -104,8 +104,14 @@ impl AppHub {
     }
 
     /// Whether the attached bridge has subscribers.
-    pub(super) fn bridge_active(&self) -> bool {
+    pub fn bridge_active(&self) -> bool {
         self.bridge.active.load(Ordering::Relaxed)
+    }
+
+    /// Hands an event this node published to the attached bridge after all (in a cluster, the
+    /// history did not keep it: [`PusherBridge::pusher_event_heard`]); the copies delivered.
+    pub fn bridge_unkept(&self, channel: &str, frame: &Bytes) -> usize {
+        self.bridge.deliver_heard(channel, frame)
     }
 }
 
@@ -125,6 +131,53 @@ mod tests {
             self.0.fetch_add(1, Ordering::Relaxed);
             1
         }
+    }
+
+    /// A bridge whose own-publish path says "the cluster brings it" (as `AppMercure` does while
+    /// the node hears the app's channel), counting the events bridged here.
+    #[derive(Debug, Default)]
+    struct ClusterBridged(AtomicUsize);
+
+    impl PusherBridge for ClusterBridged {
+        fn pusher_event(&self, _channel: &str, _frame: &Bytes) -> usize {
+            0
+        }
+
+        fn pusher_event_heard(&self, _channel: &str, _frame: &Bytes) -> usize {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            1
+        }
+    }
+
+    /// The caller's one decision is what happens: told to bridge here, the event is bridged
+    /// even though the bridge itself would now leave it to the cluster; told not to, it is
+    /// not (the forward's ack answers for it).
+    #[test]
+    fn a_decided_bridge_is_followed_not_decided_again() {
+        let app = AppHub::new("1", None);
+        let channel = ChannelName::parse("news", 200).unwrap();
+        let bridge = Arc::new(ClusterBridged::default());
+        app.attach_bridge(bridge.clone());
+        app.set_bridge_active(true);
+        let frame = crate::protocol::server::channel_event("e", "news", "d");
+        assert_eq!(app.publish_frame(&channel, &frame, "d", None), 0);
+        assert_eq!(bridge.0.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            app.publish_frame_bridged(&channel, &frame, "d", None, true),
+            1
+        );
+        assert_eq!(
+            app.relay_bridged("news", frame.clone(), SocketId::new(9, 9), true),
+            1
+        );
+        assert_eq!(
+            bridge.0.load(Ordering::Relaxed),
+            2,
+            "bridged here as decided"
+        );
+        app.publish_frame_bridged(&channel, &frame, "d", None, false);
+        app.relay_bridged("news", frame, SocketId::new(9, 9), false);
+        assert_eq!(bridge.0.load(Ordering::Relaxed), 2, "left to the ack");
     }
 
     #[test]

@@ -788,6 +788,26 @@ impl AppHub {
             + self.bridge.deliver(channel.as_str(), frame)
     }
 
+    /// [`AppHub::publish_frame`] with the bridge decided by the caller, once (cluster mode: the
+    /// caller took a `BridgeAck` for the forward, or not): `bridge_here` false leaves this
+    /// node's Mercure subscribers to the ack; true hands the event to the bridge now, whatever
+    /// the node hears meanwhile. Every event is thus either bridged here or acked, never neither.
+    pub fn publish_frame_bridged(
+        &self,
+        channel: &ChannelName,
+        frame: &Bytes,
+        data: &str,
+        except: Option<SocketId>,
+        bridge_here: bool,
+    ) -> usize {
+        let bridged = if bridge_here {
+            self.bridge.deliver_heard(channel.as_str(), frame)
+        } else {
+            0
+        };
+        self.publish_local(channel, frame, data, except) + bridged
+    }
+
     /// Publishes `frame` to `channel`'s Pusher subscribers only, like
     /// [`AppHub::publish_frame`] but not to the bridge (a Mercure publish reaching pusher-js
     /// subscribers: its Mercure subscribers already have it).
@@ -823,15 +843,37 @@ impl AppHub {
 
     /// Relays an already-encoded client event to everyone on `channel` but the sender.
     pub fn relay(&self, channel: &str, frame: Bytes, sender: SocketId) -> usize {
+        self.relay_local(channel, &frame, sender) + self.bridge.deliver(channel, &frame)
+    }
+
+    /// [`AppHub::relay`] with the bridge decided by the caller, once, as
+    /// [`AppHub::publish_frame_bridged`].
+    pub fn relay_bridged(
+        &self,
+        channel: &str,
+        frame: Bytes,
+        sender: SocketId,
+        bridge_here: bool,
+    ) -> usize {
+        let bridged = if bridge_here {
+            self.bridge.deliver_heard(channel, &frame)
+        } else {
+            0
+        };
+        self.relay_local(channel, &frame, sender) + bridged
+    }
+
+    /// [`AppHub::relay`]'s delivery to this node's Pusher subscribers.
+    fn relay_local(&self, channel: &str, frame: &Bytes, sender: SocketId) -> usize {
         let mut to_flush = Vec::new();
         let state = lock(&self.state);
         let delivered = state
             .channels
             .get(channel)
-            .map_or(0, |c| enqueue_all(c, &frame, Some(sender), &mut to_flush));
+            .map_or(0, |c| enqueue_all(c, frame, Some(sender), &mut to_flush));
         drop(state);
         flush_all(to_flush);
-        delivered + self.bridge.deliver(channel, &frame)
+        delivered
     }
 
     /// Records a signin and registers the watchlist. The initial statuses of the watched ids are

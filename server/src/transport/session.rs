@@ -813,16 +813,26 @@ impl Session {
         presence_user: Option<&str>,
     ) {
         let frame = server::client_event(event, channel, data, presence_user);
-        if let Some(cluster) = &self.node.cluster {
-            cluster.forward(
+        let delivered = if let Some(cluster) = &self.node.cluster {
+            // Decided once: while the node hears the app's channel, this node's Mercure
+            // subscribers are left to the forward's outcome (its history append, the ack);
+            // otherwise the local delivery bridges it now.
+            let usage = self.node.usage.app(&self.app_id);
+            let bridge_ack = cluster.bridge_ack_for(&self.app_hub, channel, &frame, usage);
+            let bridge_here = bridge_ack.is_none();
+            cluster.forward_bridged(
                 &self.app_id,
                 channel,
                 &frame,
                 Some(self.conn.socket_id()),
                 false,
+                bridge_ack,
             );
-        }
-        let delivered = self.app_hub.relay(channel, frame, self.conn.socket_id());
+            self.app_hub
+                .relay_bridged(channel, frame, self.conn.socket_id(), bridge_here)
+        } else {
+            self.app_hub.relay(channel, frame, self.conn.socket_id())
+        };
         self.usage.count(delivered as u64);
         self.node.taps.emit(
             &self.app_id,

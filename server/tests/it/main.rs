@@ -50,6 +50,7 @@ mod mercure;
 mod mercure_bridge;
 mod mercure_cluster;
 mod mercure_cluster_history;
+mod mercure_cluster_subs;
 mod mercure_direct;
 mod mercure_helpers;
 mod mercure_settings;

@@ -49,7 +49,7 @@ pub(crate) async fn publish_on(
 }
 
 /// Opens a stream on `node` with `query` (and extra headers), reading every topic.
-async fn open_on(
+pub(crate) async fn open_on(
     http: &reqwest::Client,
     node: &Node,
     query: &str,
@@ -428,4 +428,53 @@ async fn a_bridged_trigger_has_one_id_everywhere_and_is_replayed_by_any_node() {
     assert_eq!(on_a.next().await, rest_b[0]);
     assert_eq!(on_a.next().await, rest_b[1]);
     on_a.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resuming_subscribe_reads_a_bounded_part_of_the_history_and_resumes_after_it() {
+    let cluster = TestCluster::start().await;
+    let [a, b, _] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let http = reqwest::Client::new();
+    // About 1.2 MiB of updates the subscriber does not want, then one it wants: more than one
+    // subscribe reads from Redis (1 MiB).
+    let noise = "n".repeat(9_000);
+    for _ in 0..130 {
+        publish_on(&http, a, &[("topic", "noise"), ("data", &noise)]).await;
+    }
+    let wanted = publish_on(&http, a, &[("topic", "quiet"), ("data", "q")]).await;
+    let token = token07(&["*"], &[]);
+    let mut first = open_on(
+        &http,
+        b,
+        "topic=quiet",
+        &token,
+        &[("last-event-id", "earliest")],
+    )
+    .await;
+    // Nothing it wants within the budget: a resume point (an id, no data), then the end.
+    let marker = first.next().await;
+    assert!(
+        marker.data.is_empty() && marker.event.is_empty(),
+        "{marker:?}"
+    );
+    assert!(marker.id.starts_with("urn:uuid:"), "{marker:?}");
+    assert!(first.try_next().await.is_none(), "the stream ends");
+    // The reconnection reads on from there and finds the update.
+    let mut second = open_on(
+        &http,
+        b,
+        "topic=quiet",
+        &token,
+        &[("last-event-id", &marker.id)],
+    )
+    .await;
+    assert_eq!(second.headers["last-event-id"], marker.id.as_str());
+    let event = second.next().await;
+    assert_eq!(
+        (event.id.as_str(), event.data.as_str()),
+        (wanted.as_str(), "q")
+    );
+    second.expect_silence(Duration::from_millis(300)).await;
 }

@@ -14,7 +14,9 @@ fn body(id: &str) -> Bytes {
 }
 
 async fn ids(conn: &mut redis::aio::MultiplexedConnection, from: ReadFrom) -> (bool, Vec<String>) {
-    let page = read(conn, "c", "1", &from, 100, BOUNDS.age).await.unwrap();
+    let page = read(conn, "c", "1", &from, 100, BOUNDS.age, 0)
+        .await
+        .unwrap();
     let ids = page
         .entries
         .iter()
@@ -113,7 +115,7 @@ async fn the_stream_is_bounded_by_bytes_and_age_and_expires() {
             .await
             .unwrap();
     }
-    let page = read(&mut conn, "c", "1", &ReadFrom::Start, 100, bounds.age)
+    let page = read(&mut conn, "c", "1", &ReadFrom::Start, 100, bounds.age, 0)
         .await
         .unwrap();
     assert_eq!(page.entries.len(), 2, "two fit the byte bound");
@@ -138,6 +140,7 @@ async fn the_stream_is_bounded_by_bytes_and_age_and_expires() {
         &ReadFrom::Start,
         100,
         Duration::from_millis(300),
+        0,
     )
     .await
     .unwrap();
@@ -436,4 +439,40 @@ async fn the_byte_counter_heals_and_an_oversized_update_does_not_wipe_the_histor
         (true, vec!["b".into(), "c".into()]),
         "the history stays"
     );
+}
+
+#[tokio::test]
+async fn a_page_with_a_byte_budget_ends_after_the_entry_that_crosses_it() {
+    let server = redis_server().await;
+    let (_client, mut conn) = server.connect().await;
+    let bounds = HistoryBounds { size: 10, ..BOUNDS };
+    for id in ["a", "b", "c", "d"] {
+        append(&mut conn, "c", "1", id, &body(id), true, bounds)
+            .await
+            .unwrap();
+    }
+    let one = body("a").len();
+    // Two bodies fit; the third crosses the budget and ends the page.
+    let page = read(
+        &mut conn,
+        "c",
+        "1",
+        &ReadFrom::Start,
+        100,
+        bounds.age,
+        one * 2 + 1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.entries.len(), 3);
+    let read_bytes: usize = page.entries.iter().map(|(_, b)| b.len()).sum();
+    assert!(
+        read_bytes > one * 2 + 1,
+        "the caller sees the budget crossed"
+    );
+    // Without one, the whole stream.
+    let page = read(&mut conn, "c", "1", &ReadFrom::Start, 100, bounds.age, 0)
+        .await
+        .unwrap();
+    assert_eq!(page.entries.len(), 4);
 }

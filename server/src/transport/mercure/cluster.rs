@@ -41,6 +41,15 @@ static DEGRADED_PUBLISHES: std::sync::atomic::AtomicU64 = std::sync::atomic::Ato
 /// History entries read from Redis per round trip.
 const PAGE: usize = 512;
 
+/// The most history entries one subscribe reads from Redis (whether the subscriber wants them
+/// or not): past it the stream ends after the replay with a resume point at the last entry
+/// read (see [`Missed::spent`]), and the client's reconnection reads on from there.
+pub(super) const MAX_READ_ENTRIES: usize = 4 * PAGE;
+
+/// The most history bytes (entries' bodies) one subscribe reads from Redis, as
+/// [`MAX_READ_ENTRIES`] (a page ends after the entry that crosses it).
+pub(super) const MAX_READ_BYTES: usize = 1024 * 1024;
+
 /// What a subscribe read from the history in Redis.
 #[derive(Debug)]
 struct Missed {
@@ -50,6 +59,11 @@ struct Missed {
     last: EntryId,
     /// The updates the subscriber wants, oldest first (at most one past [`MAX_REPLAY`]).
     updates: Vec<Arc<Update>>,
+    /// The read stopped at its budget ([`MAX_READ_ENTRIES`], [`MAX_READ_BYTES`]) before the
+    /// stream's end: after the replay the subscriber gets an event with only an `id:` (the
+    /// bridged id of `last`: no data, so `EventSource` dispatches nothing but takes it as its
+    /// last event id) and the stream ends, so its reconnection reads on after `last`.
+    spent: bool,
 }
 
 /// An update as a history entry's body holds it (a bridged Pusher event gets the id its entry
@@ -123,18 +137,27 @@ async fn read_missed(
         _ => ReadFrom::Start,
     };
     let mut missed: Option<Missed> = None;
+    let (mut entries_left, mut bytes_left) = (MAX_READ_ENTRIES, MAX_READ_BYTES);
     loop {
+        let count = PAGE.min(entries_left);
         let Page {
             found,
             start,
             entries,
-        } = cluster.mercure_history(app_id, &from, PAGE, age).await?;
+        } = cluster
+            .mercure_history(app_id, &from, count, age, bytes_left)
+            .await?;
         let missed = missed.get_or_insert(Missed {
             found,
             last: start,
             updates: Vec::new(),
+            spent: false,
         });
-        let full = entries.len() == PAGE;
+        let read_bytes: usize = entries.iter().map(|(_, body)| body.len()).sum();
+        let cut_by_bytes = read_bytes > bytes_left;
+        let full = entries.len() == count || cut_by_bytes;
+        entries_left -= entries.len().min(entries_left);
+        bytes_left = bytes_left.saturating_sub(read_bytes);
         for (entry, body) in entries {
             missed.last = entry;
             let Some(update) = update_of(Some(entry), &body) else {
@@ -149,6 +172,7 @@ async fn read_missed(
                             found,
                             last: entry,
                             updates: Vec::new(),
+                            spent: false,
                         },
                     ));
                 }
@@ -157,12 +181,17 @@ async fn read_missed(
         if !full {
             break;
         }
+        if entries_left == 0 || bytes_left == 0 || cut_by_bytes {
+            missed.spent = true;
+            break;
+        }
         from = ReadFrom::AfterEntry(missed.last);
     }
     Ok(missed.unwrap_or(Missed {
         found: true,
         last: EntryId(0, 0),
         updates: Vec::new(),
+        spent: false,
     }))
 }
 
@@ -190,6 +219,22 @@ pub(super) fn start_live_refresher(hubs: &Hubs) {
     });
 }
 
+/// A subscription registered by a subscribe still under way: removed when dropped unless the
+/// subscribe went on to `go_live` (which keeps it, or removes it itself).
+struct Registration<'a> {
+    app: &'a AppMercure,
+    /// `None` once `go_live` took over.
+    id: Option<u64>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.app.unsubscribe(id);
+        }
+    }
+}
+
 impl AppMercure {
     /// What bounds the app's history in Redis.
     pub(super) fn bounds(&self) -> HistoryBounds {
@@ -201,14 +246,14 @@ impl AppMercure {
         }
     }
 
-    /// Whether the cluster bridges this app's Pusher events to its Mercure subscribers here
-    /// (in cluster mode, while this node hears the app's channel and Redis is reachable).
+    /// Whether the cluster bridges this node's own Pusher events to its Mercure subscribers
+    /// here (in cluster mode, while this node hears the app's channel): decided per publish by
+    /// the forward's bridge script reply (`Cluster::bridge_ack_for`).
     pub(super) fn bridged_by_cluster(&self) -> bool {
         let Some(cluster) = self.cluster.get() else {
             return false;
         };
-        self.app_id()
-            .is_some_and(|app_id| cluster.hears(&app_id) && cluster.redis_ok())
+        self.app_id().is_some_and(|app_id| cluster.hears(&app_id))
     }
 
     /// A Mercure update heard on the cluster's bus (kind 6): delivered to the subscriptions it
@@ -268,6 +313,12 @@ impl AppMercure {
         let held = read_with.is_some();
         let subscription = self.subscription(conn, selectors, readable, subscriber, held);
         let id = self.register(self.lock(), subscription);
+        // Until `go_live` decides, a subscribe dropped while it waits for Redis (the client
+        // went away, the node stops) takes its registration and its held updates with it.
+        let mut registration = Registration {
+            app: self,
+            id: Some(id),
+        };
         // The app's Pusher events are bridged into the history from now on.
         cluster.mercure_live(app_id, self.bounds()).await;
         // Updates published from now on reach this node (or the wait timed out: as for a
@@ -292,6 +343,7 @@ impl AppMercure {
                 .await,
             ),
         };
+        registration.id = None;
         self.go_live(id, resume, read, deaf)
     }
 
@@ -307,6 +359,7 @@ impl AppMercure {
     ) -> Subscribed {
         let limits = self.limits();
         let mut state = self.lock();
+        let mut spent = false;
         let (replay, after, resume_point) = match read {
             None => (Vec::new(), None, None),
             Some(Ok(missed)) => {
@@ -314,6 +367,7 @@ impl AppMercure {
                     Resume::After(id) if missed.found => id.clone(),
                     _ => "earliest".to_owned(),
                 };
+                spent = missed.spent;
                 (missed.updates, Some(missed.last), Some(point))
             }
             Some(Err(error)) => {
@@ -335,7 +389,14 @@ impl AppMercure {
         subscription.seen = after;
         let conn = subscription.conn.clone();
         let (replayed, cut_short) = self.replay(&conn, subscription, &replay);
-        let cut = pending.overflowed || deaf || cut_short;
+        if spent && !cut_short && replayed == replay.len() {
+            // The whole replay read is queued: the client resumes after the last entry read.
+            if let Some(last) = after {
+                let marker = format!("id: {}\n\n", bridged_id(last));
+                let _ = conn.outbox().enqueue(&Bytes::from(marker));
+            }
+        }
+        let cut = pending.overflowed || deaf || cut_short || spent;
         let mut live = 0;
         if !cut {
             for (entry, update) in pending.buffered {
@@ -434,6 +495,7 @@ mod tests {
             found: true,
             last: EntryId(2, 0),
             updates: vec![update("u1"), update("u2")],
+            spent: false,
         };
         let resume = Resume::After("u0".into());
         let subscribed = app.go_live(id, &resume, Some(Ok(missed)), false);
@@ -492,6 +554,51 @@ mod tests {
         }
     }
 
+    /// A subscribe dropped before it went live (its client gone, the node stopping while the
+    /// history is read from Redis) leaves no registration behind; one that went live stays.
+    #[test]
+    fn a_registration_dropped_before_going_live_is_removed() {
+        let app_hub = Arc::new(AppHub::new("1", None));
+        let hubs = Hubs::new(1 << 20);
+        let app = hubs.app("1", &app_hub);
+        let (_conn, _rx, id) = pending(&app, 64);
+        drop(Registration {
+            app: &app,
+            id: Some(id),
+        });
+        assert_eq!(app.subscribers(), 0, "removed with its held updates");
+        let (_conn, _rx, id) = pending(&app, 64);
+        let mut registration = Registration {
+            app: &app,
+            id: Some(id),
+        };
+        registration.id = None;
+        drop(registration);
+        assert_eq!(app.go_live(id, &Resume::Live, None, false).id, Some(id));
+        assert_eq!(app.subscribers(), 1);
+    }
+
+    /// A read stopped at its budget: the replay, then an event with only the id of the last
+    /// entry read (the client's resume point), and the stream ends.
+    #[test]
+    fn a_read_past_its_budget_ends_with_a_resume_point_at_the_last_entry_read() {
+        let app_hub = Arc::new(AppHub::new("1", None));
+        let hubs = Hubs::new(1 << 20);
+        let app = hubs.app("1", &app_hub);
+        let (_conn, mut rx, id) = pending(&app, 64);
+        let last = EntryId(7, 3);
+        let missed = Missed {
+            found: true,
+            last,
+            updates: vec![update("u1")],
+            spent: true,
+        };
+        let subscribed = app.go_live(id, &Resume::Earliest, Some(Ok(missed)), false);
+        assert_eq!(subscribed.id, None, "the stream ends");
+        assert_eq!(received(&mut rx), ["u1".to_owned(), bridged_id(last)]);
+        assert_eq!(app.subscribers(), 0);
+    }
+
     /// H2: a subscribe whose node did not hear the app's channel in time ends after its replay
     /// (it would miss what is published before the channel is heard).
     #[test]
@@ -504,6 +611,7 @@ mod tests {
             found: true,
             last: EntryId(1, 0),
             updates: vec![update("u1")],
+            spent: false,
         };
         let subscribed = app.go_live(id, &Resume::After("u0".into()), Some(Ok(missed)), true);
         assert_eq!(subscribed.id, None, "the stream ends after the replay");

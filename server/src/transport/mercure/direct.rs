@@ -114,7 +114,16 @@ impl Direct {
             .outbox(stream_capacity(node))
             .metered(node.meters.bytes_out.clone())
             .raw();
-        let opened = match open(node, plan, outbox).await {
+        // A client that goes away while the subscribe waits (for Redis, in a cluster) ends it
+        // there: its registration is removed as the subscribe is dropped.
+        let opened = tokio::select! {
+            opened = open(node, plan, outbox) => opened,
+            () = client_gone(&stream) => {
+                close(&stream, Instant::now() + ANSWER_BUDGET).await;
+                return;
+            }
+        };
+        let opened = match opened {
             Ok(opened) => opened,
             Err(mut response) => {
                 decorate(node, &mut response, &app, &headers);
@@ -310,6 +319,21 @@ impl Run {
         outbox.seal();
         stream::finish(&app, subscription, admitted);
         close(&stream, Instant::now() + ANSWER_BUDGET).await;
+    }
+}
+
+/// Resolves when the client closes the connection, or has sent more than
+/// [`MAX_CLIENT_BYTES`] (what it sends meanwhile is dropped).
+async fn client_gone(stream: &Stream) {
+    let mut uploaded = 0usize;
+    loop {
+        if stream.tcp().readable().await.is_err()
+            || !drain_counted(stream, &mut uploaded)
+            || uploaded > MAX_CLIENT_BYTES
+        {
+            return;
+        }
+        tokio::task::consume_budget().await;
     }
 }
 

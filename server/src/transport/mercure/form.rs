@@ -304,6 +304,14 @@ fn parse_query(query: &str, hub_url: &str) -> Result<SubscribeQuery, QueryError>
         if kind != SelectorKind::Draft07 {
             parsed.draft08 = true;
         }
+        // A repeated selector (`topic=a&topic=a`) is one subscription, one document.
+        if parsed
+            .selectors
+            .iter()
+            .any(|(k, raw, _)| *k == kind && *raw == *value)
+        {
+            continue;
+        }
         if parsed.selectors.len() >= MAX_SELECTORS {
             return Err(QueryError::TooManySelectors);
         }
@@ -432,8 +440,8 @@ mod tests {
             parse_subscribe_query("x=1", HUB).unwrap_err(),
             QueryError::NoSelector
         );
-        let selector = "a".repeat(MAX_SELECTORS_BYTES / 8);
-        let at_bound = format!("topic={selector}&").repeat(8);
+        let selector = "a".repeat(MAX_SELECTORS_BYTES / 8 - 1);
+        let at_bound: String = (0..8).map(|i| format!("topic={selector}{i}&")).collect();
         assert_eq!(
             parse_subscribe_query(&at_bound, HUB)
                 .unwrap()
@@ -445,11 +453,17 @@ mod tests {
             parse_subscribe_query(&format!("{at_bound}match=b"), HUB).unwrap_err(),
             QueryError::SelectorsTooLong
         );
-        let many = "topic=a&".repeat(MAX_SELECTORS + 1);
+        let many: String = (0..=MAX_SELECTORS)
+            .map(|i| format!("topic=a{i}&"))
+            .collect();
         assert_eq!(
             parse_subscribe_query(&many, HUB).unwrap_err(),
             QueryError::TooManySelectors
         );
+        // A repeated selector is one (and does not count against the cap again).
+        let repeated = "topic=a&".repeat(MAX_SELECTORS + 1);
+        let q = parse_subscribe_query(&format!("{repeated}match=a"), HUB).unwrap();
+        assert_eq!(q.selectors.len(), 2);
         assert_eq!(
             parse_subscribe_query("topic=a%00", HUB).unwrap_err(),
             QueryError::BadCharacters

@@ -24,6 +24,7 @@ use crate::protocol::{ChannelKind, ChannelName};
 use crate::tenants::AppRef;
 
 use super::form::is_forbidden_char;
+use super::shared::{Outgoing, Signal};
 use super::subscriptions::{self, Subscriber};
 
 /// The most history updates one subscribe replays; past it the stream ends after them, and the
@@ -184,6 +185,8 @@ pub struct Hubs {
     pool: Arc<Pool>,
     /// The node's cluster membership, in cluster mode (set once at startup).
     pub(super) cluster: Arc<std::sync::OnceLock<crate::cluster::Cluster>>,
+    /// Wakes the cluster's sync of shared subscriptions (`shared.rs`).
+    pub(super) sync: Arc<Signal>,
 }
 
 type Apps = Arc<Mutex<HashMap<Box<str>, Arc<AppMercure>>>>;
@@ -199,6 +202,7 @@ impl Hubs {
                 max: max_history_bytes,
             }),
             cluster: Arc::default(),
+            sync: Arc::default(),
         }
     }
 
@@ -218,6 +222,10 @@ impl Hubs {
                     replays: Mutex::default(),
                     verifier: Mutex::new(None),
                     cluster: self.cluster.clone(),
+                    shared: Mutex::default(),
+                    sync: self.sync.clone(),
+                    shared_read: tokio::sync::Mutex::default(),
+                    watched_until: Mutex::default(),
                 });
                 app_hub.attach_bridge(app.clone());
                 app
@@ -308,7 +316,7 @@ pub(super) struct Subscription {
     /// The topics its token lets it read privately.
     readable: Vec<Selector>,
     /// Who it is, for the subscription documents.
-    subscriber: Subscriber,
+    pub(super) subscriber: Subscriber,
     /// Whether it selects the subscriptions namespace by name.
     watches: bool,
     /// While a cluster subscribe reads the history from Redis: the live updates it wants,
@@ -454,8 +462,8 @@ pub(super) struct State {
     /// Subscriptions with a selector that is not an exact topic.
     others: Vec<u64>,
     /// Subscriptions that select the subscriptions namespace by name (subscription events are
-    /// made only while there are some).
-    watchers: usize,
+    /// made only while there are some, or in a cluster).
+    pub(super) watchers: usize,
     pub(super) history: History,
 }
 
@@ -463,7 +471,7 @@ pub(super) struct State {
 #[derive(Debug)]
 pub struct AppMercure {
     /// The app's hub path (the subscriptions namespace is under it).
-    hub_path: String,
+    pub(super) hub_path: String,
     state: Mutex<State>,
     app_hub: std::sync::Weak<AppHub>,
     pool: Arc<Pool>,
@@ -478,6 +486,17 @@ pub struct AppMercure {
     verifier: Mutex<Option<(AppRef, String, Verifier)>>,
     /// The node's cluster membership, in cluster mode.
     pub(super) cluster: Arc<std::sync::OnceLock<crate::cluster::Cluster>>,
+    /// In a cluster: the changes to this node's shared subscriptions not yet in Redis.
+    pub(super) shared: Mutex<Outgoing>,
+    /// Wakes the node's sync task when `shared` has changes.
+    pub(super) sync: Arc<Signal>,
+    /// In a cluster: the last Redis read of the other nodes' subscriptions, and when it was
+    /// made (the subscriptions API reads Redis at most once a second per app here).
+    pub(super) shared_read: tokio::sync::Mutex<Option<super::shared::SharedRead>>,
+    /// In a cluster: until when some node is known to watch the app's subscriptions namespace
+    /// (the last sync's answer, good for the watch key's TTL); events are shipped to Redis only
+    /// then or while this node has watchers.
+    pub(super) watched_until: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// What a subscribe got.
@@ -654,15 +673,16 @@ impl AppMercure {
             state.others.push(id);
         }
         state.watchers += usize::from(subscription.watches);
-        let events = (state.watchers > 0).then(|| self.events(&subscription.subscriber, true));
+        let clustered = self.cluster.get().is_some();
+        let events =
+            (state.watchers > 0 || clustered).then(|| self.events(&subscription.subscriber, true));
+        let subscriber = clustered.then(|| subscription.subscriber.clone());
         state.subscriptions.insert(id, subscription);
         drop(state);
         if let Some(app_hub) = self.app_hub.upgrade() {
             app_hub.set_bridge_active(true);
         }
-        for event in events.into_iter().flatten() {
-            self.deliver(event, false);
-        }
+        self.announce(subscriber.as_ref(), true, events.unwrap_or_default());
         id
     }
 
@@ -684,7 +704,9 @@ impl AppMercure {
         }
         state.others.retain(|other| *other != id);
         state.watchers -= usize::from(subscription.watches);
-        let events = (state.watchers > 0).then(|| self.events(&subscription.subscriber, false));
+        let clustered = self.cluster.get().is_some();
+        let events =
+            (state.watchers > 0 || clustered).then(|| self.events(&subscription.subscriber, false));
         let empty = state.subscriptions.is_empty();
         drop(state);
         if empty {
@@ -692,8 +714,20 @@ impl AppMercure {
                 app_hub.set_bridge_active(false);
             }
         }
-        for event in events.into_iter().flatten() {
-            self.deliver(event, false);
+        let subscriber = clustered.then_some(&subscription.subscriber);
+        self.announce(subscriber, false, events.unwrap_or_default());
+    }
+
+    /// Sends a subscription's events: in a cluster, with the change to this node's shared
+    /// subscriptions (`subscriber`), through Redis (`shared.rs`); else delivered here.
+    fn announce(&self, subscriber: Option<&Subscriber>, active: bool, events: Vec<Update>) {
+        match subscriber {
+            Some(subscriber) => self.share(subscriber, active, events),
+            None => {
+                for event in events {
+                    self.deliver(event, false);
+                }
+            }
         }
     }
 
@@ -805,7 +839,7 @@ impl AppMercure {
 
     /// Queues `update` for every subscription it matches, keeping it in the history when
     /// `keep` (subscription events are not kept).
-    fn deliver(&self, update: Update, keep: bool) -> usize {
+    pub(super) fn deliver(&self, update: Update, keep: bool) -> usize {
         self.deliver_entry(Arc::new(update), keep, None)
     }
 
