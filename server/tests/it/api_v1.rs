@@ -953,3 +953,36 @@ async fn webhooks_read_sees_urls_masked_as_viewers_do() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"][0]["url"], url);
 }
+
+/// Behind a trusted proxy the 401 budget is the client's, not the proxy's: one client that
+/// spends it does not lock the API for the others the proxy speaks for.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_401_budget_is_each_clients() {
+    let app = spawn_app_with(|s| {
+        s.api_rate = 1000;
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let acme = app.node.store.create_tenant("Acme").await.unwrap();
+    let live = token(&app, &acme.id, &[Scope::AppsRead]).await;
+    let from = |client: &'static str, token: &str| {
+        app.http
+            .get(app.url("/api/v1/apps"))
+            .bearer_auth(token.to_owned())
+            .header("x-forwarded-for", client)
+            .send()
+    };
+    let budget = herald::api::v1::UNAUTHORIZED_PER_MINUTE as usize;
+    for _ in 0..budget {
+        let answer = from("203.0.113.7", "hrld_not-a-token").await.unwrap();
+        assert_eq!(answer.status().as_u16(), 401);
+    }
+    let spent = from("203.0.113.7", &live).await.unwrap();
+    assert_eq!(spent.status().as_u16(), 429, "that client is out of 401s");
+    let other = from("198.51.100.9", &live).await.unwrap();
+    assert_eq!(
+        other.status().as_u16(),
+        200,
+        "another client behind the proxy is not"
+    );
+}

@@ -243,11 +243,15 @@ pub(super) fn token_actor(token: &ApiToken) -> String {
 }
 
 /// The request's client address, for the audit log.
-fn address(parts: &Parts) -> String {
-    parts
+fn address(parts: &Parts, node: &SharedNode) -> String {
+    let peer = parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip().to_string())
+        .map(|info| info.0.ip());
+    // Behind a trusted proxy, the client it speaks for (as the dashboard reads it): else every
+    // client behind the proxy would share one 401 budget and one audit address.
+    herald_dashboard::client_address(&node.settings.trusted_proxies, peer, &parts.headers)
+        .map(|ip| ip.to_string())
         .unwrap_or_default()
 }
 
@@ -310,7 +314,7 @@ impl FromRequestParts<SharedNode> for Caller {
             .get::<Arc<TokenLimits>>()
             .cloned()
             .unwrap_or_default();
-        let address = address(parts);
+        let address = address(parts, node);
         let minute = node.settings.clock.minute();
         if limits.unauthorized_spent(&address, minute) {
             return Err(V1Error::new(
