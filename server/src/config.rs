@@ -50,7 +50,9 @@ pub struct WebhookSettings {
     /// `cache_miss` events: at most this many per app per second (burst the same).
     pub cache_miss_per_second: u32,
     /// How long a node's claim on outbox rows lasts unless renewed (renewed every quarter of
-    /// it, at most every 2 s): a dead node's rows are taken over by another node after it.
+    /// it, at most every 2 s): a dead node's rows are taken over by another node after it. The
+    /// default is the cluster's heartbeat TTL (10 s): an endpoint a killed node held is free
+    /// again by the time survivors remove its members (so their webhooks keep the 15 s bound).
     pub claim_lease: Duration,
     /// `channel_vacated` / `member_removed` reach the writer already delayed (cluster mode: the
     /// delay is kept in Redis), so the writer writes them due at once and cancels nothing.
@@ -73,7 +75,7 @@ impl Default for WebhookSettings {
             event_queue: 65_536,
             cache_miss_interval: Duration::from_secs(60),
             cache_miss_per_second: 10,
-            claim_lease: Duration::from_secs(30),
+            claim_lease: Duration::from_secs(10),
             delayed_upstream: false,
         }
     }
