@@ -986,3 +986,29 @@ async fn behind_a_trusted_proxy_the_401_budget_is_each_clients() {
         "another client behind the proxy is not"
     );
 }
+
+/// The `Bearer` scheme is matched case-insensitively, as HTTP schemes are.
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let app = spawn_app_with(|s| s.api_rate = 1000).await;
+    let acme = app.node.store.create_tenant("Acme").await.unwrap();
+    let live = token(&app, &acme.id, &[Scope::AppsRead]).await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let answer = app
+            .http
+            .get(app.url("/api/v1/apps"))
+            .header("authorization", format!("{scheme} {live}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 200, "{scheme}");
+    }
+    let answer = app
+        .http
+        .get(app.url("/api/v1/apps"))
+        .header("authorization", format!("Basic {live}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 401);
+}
