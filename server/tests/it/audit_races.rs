@@ -54,7 +54,7 @@ async fn an_app_change_never_reverts_a_change_committed_while_it_waited() {
                 store.update_app(&id, patch).await
             })
         });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        crate::helpers::pause(Duration::from_millis(300)).await;
         assert!(!rename.is_finished(), "the rename waits for the row");
         other.commit().await.unwrap();
         let renamed = rename.await.unwrap().unwrap();

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod api_v1;
+mod api_v1_guard;
 mod audit;
 mod audit_atomic;
 mod audit_counter;

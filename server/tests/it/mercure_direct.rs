@@ -360,7 +360,7 @@ async fn a_subscriber_that_keeps_uploading_is_cut_and_one_that_sends_a_little_is
             cut = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        crate::helpers::pause(Duration::from_millis(5)).await;
     }
     if !cut {
         let mut buf = Vec::new();
