@@ -116,6 +116,16 @@ impl Node {
                     if let Err(error) = store.sweep_tokens().await {
                         tracing::debug!(%error, "could not sweep dead API tokens");
                     }
+                    match store.cap_audit(crate::tenants::AUDIT_MAX_PER_TENANT).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            deleted = n,
+                            "audit entries over a tenant's cap deleted (oldest first)"
+                        ),
+                        Err(error) => {
+                            tracing::debug!(%error, "could not cap the audit log per tenant")
+                        }
+                    }
                     if retention_days > 0 {
                         let keep_ms =
                             i64::try_from(retention_days * 86_400_000).unwrap_or(i64::MAX);

@@ -81,6 +81,10 @@ pub const AUDIT_SWEEP_BATCH: i64 = 1000;
 /// Batches one sweep runs at most (the rest waits for the next sweep, 10 minutes later).
 pub(super) const AUDIT_SWEEP_MAX_BATCHES: u64 = 100;
 
+/// Entries one tenant keeps at most ([`Store::cap_audit`], run with the retention sweep):
+/// past it its oldest go first.
+pub const AUDIT_MAX_PER_TENANT: i64 = 100_000;
+
 /// One entry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEntry {
@@ -262,7 +266,61 @@ async fn insert_entry(
     .bind(at)
     .execute(&mut **tx)
     .await?;
+    // The tenant's count, for the cap ([`Store::cap_audit`]).
+    sqlx::query(
+        "INSERT INTO audit_counts (tenant_id, entries) VALUES ($1, 1) \
+         ON CONFLICT (tenant_id) DO UPDATE SET entries = audit_counts.entries + 1",
+    )
+    .bind(entry.tenant_id.clone().unwrap_or_default())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
+}
+
+/// Deletes the entries `ids` (their tenants in `tenants`, `''` for platform entries) inside
+/// `tx`, and takes them off their tenants' counts. Returns how many went.
+async fn delete_entries(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    rows: &[(i64, String)],
+) -> Result<u64, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let list = (1..=rows.len())
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("DELETE FROM audit_log WHERE id IN ({list})");
+    let mut delete = sqlx::query(&sql);
+    for (id, _) in rows {
+        delete = delete.bind(*id);
+    }
+    let deleted = delete.execute(&mut **tx).await?.rows_affected();
+    let mut per_tenant: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for (_, tenant) in rows {
+        *per_tenant.entry(tenant.as_str()).or_default() += 1;
+    }
+    for (tenant, n) in per_tenant {
+        sqlx::query("UPDATE audit_counts SET entries = entries - $1 WHERE tenant_id = $2")
+            .bind(n)
+            .bind(tenant.to_owned())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(deleted)
+}
+
+/// `(id, tenant)` of the rows a sweep's select answered (`tenant_id` as `''` when NULL).
+fn id_and_tenant(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<(i64, String)>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<i64, _>("id")?,
+                row.try_get::<Option<String>, _>("tenant_id")?
+                    .unwrap_or_default(),
+            ))
+        })
+        .collect()
 }
 
 impl Store {
@@ -314,19 +372,65 @@ impl Store {
     pub async fn sweep_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
         let mut deleted = 0;
         for _ in 0..AUDIT_SWEEP_MAX_BATCHES {
-            let done = sqlx::query(
-                "DELETE FROM audit_log WHERE id IN \
-                 (SELECT id FROM audit_log WHERE at < $1 ORDER BY at, id LIMIT $2)",
+            let mut tx = self.write_tx().await?;
+            let rows = sqlx::query(
+                "SELECT id, tenant_id FROM audit_log WHERE at < $1 ORDER BY at, id LIMIT $2",
             )
             .bind(before_ms)
             .bind(AUDIT_SWEEP_BATCH)
-            .execute(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
-            deleted += done.rows_affected();
-            if done.rows_affected() < AUDIT_SWEEP_BATCH as u64 {
+            let rows = id_and_tenant(rows)?;
+            let done = delete_entries(&mut tx, &rows).await?;
+            tx.commit().await?;
+            deleted += done;
+            if rows.len() < AUDIT_SWEEP_BATCH as usize {
                 break;
             }
             tokio::task::yield_now().await;
+        }
+        Ok(deleted)
+    }
+
+    /// Trims every tenant holding more than `max_per_tenant` entries to its newest
+    /// `max_per_tenant`, oldest first, in batches of [`AUDIT_SWEEP_BATCH`] (at most
+    /// [`AUDIT_SWEEP_MAX_BATCHES`] a call; the rest at the next sweep). Retention bounds the log
+    /// in time; this bounds it in rows per tenant, whatever rate a tenant's members and tokens
+    /// write at. Platform entries are not capped. Returns how many went.
+    pub async fn cap_audit(&self, max_per_tenant: i64) -> Result<u64, StoreError> {
+        let over = sqlx::query(
+            "SELECT tenant_id, entries FROM audit_counts \
+             WHERE entries > $1 AND tenant_id <> '' ORDER BY entries DESC LIMIT 100",
+        )
+        .bind(max_per_tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut deleted = 0;
+        let mut batches = 0;
+        for row in over {
+            let tenant: String = row.try_get("tenant_id")?;
+            let mut excess = row.try_get::<i64, _>("entries")? - max_per_tenant;
+            while excess > 0 && batches < AUDIT_SWEEP_MAX_BATCHES {
+                batches += 1;
+                let mut tx = self.write_tx().await?;
+                let rows = sqlx::query(
+                    "SELECT id, tenant_id FROM audit_log WHERE tenant_id = $1 \
+                     ORDER BY id LIMIT $2",
+                )
+                .bind(tenant.clone())
+                .bind(excess.min(AUDIT_SWEEP_BATCH))
+                .fetch_all(&mut *tx)
+                .await?;
+                let rows = id_and_tenant(rows)?;
+                let done = delete_entries(&mut tx, &rows).await?;
+                tx.commit().await?;
+                deleted += done;
+                if rows.is_empty() {
+                    break;
+                }
+                excess -= rows.len() as i64;
+                tokio::task::yield_now().await;
+            }
         }
         Ok(deleted)
     }

@@ -41,7 +41,8 @@ pub use app::{
 };
 pub use audit::{
     key_fingerprint, masked_url, AuditBy, AuditEntry, AuditFilter, NewAuditEntry,
-    AUDIT_LOCK_TIMEOUT, AUDIT_SWEEP_BATCH, CLI_ACTOR, MAX_AUDIT_DETAILS_BYTES, MAX_AUDIT_PAGE,
+    AUDIT_LOCK_TIMEOUT, AUDIT_MAX_PER_TENANT, AUDIT_SWEEP_BATCH, CLI_ACTOR,
+    MAX_AUDIT_DETAILS_BYTES, MAX_AUDIT_PAGE,
 };
 pub use cache::{AppCache, AppChange};
 pub use claims::Lease;

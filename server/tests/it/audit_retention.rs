@@ -134,3 +134,83 @@ async fn the_sweep_reads_the_log_by_time_through_an_index() {
     db.close().await.unwrap();
     store.close().await;
 }
+
+/// The per-tenant cap: a tenant past it keeps its newest entries (oldest go first), another
+/// tenant and the platform's entries are untouched, and the counts the cap reads follow every
+/// insert and both sweeps (so the cap never needs to count the log).
+async fn the_cap_keeps_each_tenants_newest(store: &Store) {
+    for n in 0..30 {
+        store
+            .record_audit(entry("busy", &format!("a{n}")))
+            .await
+            .unwrap();
+    }
+    for n in 0..5 {
+        store
+            .record_audit(entry("quiet", &format!("b{n}")))
+            .await
+            .unwrap();
+    }
+    let platform = NewAuditEntry {
+        tenant_id: None,
+        ..entry("", "platform")
+    };
+    store.record_audit(platform).await.unwrap();
+    assert_eq!(store.cap_audit(10).await.unwrap(), 20);
+    let of = |tenant: &str| AuditFilter {
+        tenant_id: Some(tenant.to_owned()),
+        ..AuditFilter::default()
+    };
+    let busy: Vec<String> = store
+        .audit_entries(&of("busy"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    let newest: Vec<String> = (20..30).rev().map(|n| format!("a{n}")).collect();
+    assert_eq!(busy, newest);
+    assert_eq!(store.audit_entries(&of("quiet")).await.unwrap().len(), 5);
+    assert_eq!(actions(store).await.len(), 16, "the platform entry stays");
+    // Counted right: nothing more to cap, and the next entries count from 10.
+    assert_eq!(store.cap_audit(10).await.unwrap(), 0);
+    for n in 30..33 {
+        store
+            .record_audit(entry("busy", &format!("a{n}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.cap_audit(10).await.unwrap(), 3);
+    // The retention sweep takes its deletions off the counts too.
+    assert_eq!(store.sweep_audit(i64::MAX).await.unwrap(), 16);
+    for n in 0..10 {
+        store
+            .record_audit(entry("busy", &format!("c{n}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.cap_audit(10).await.unwrap(),
+        0,
+        "the count restarted at 0"
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_over_the_cap_keeps_its_newest_entries_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = herald::config::sqlite_url(dir.path());
+    let store = Store::open(&url, Clock::system()).await.unwrap();
+    the_cap_keeps_each_tenants_newest(&store).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_tenant_over_the_cap_keeps_its_newest_entries_on_postgres() {
+    on_scratch_postgres(|url| async move {
+        let store = Store::open(&url, Clock::system()).await.unwrap();
+        the_cap_keeps_each_tenants_newest(&store).await;
+        store.close().await;
+    })
+    .await;
+}
