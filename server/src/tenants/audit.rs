@@ -277,8 +277,9 @@ async fn insert_entry(
     Ok(())
 }
 
-/// Deletes the entries `ids` (their tenants in `tenants`, `''` for platform entries) inside
-/// `tx`, and takes them off their tenants' counts. Returns how many went.
+/// Deletes the entries `rows` names (by id) inside `tx`, and takes each one deleted off its
+/// tenant's count: counted from what the delete returns, so two nodes sweeping the same rows
+/// at once take each off once. Returns how many went.
 async fn delete_entries(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     rows: &[(i64, String)],
@@ -290,24 +291,27 @@ async fn delete_entries(
         .map(|n| format!("${n}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!("DELETE FROM audit_log WHERE id IN ({list})");
+    let sql = format!("DELETE FROM audit_log WHERE id IN ({list}) RETURNING tenant_id");
     let mut delete = sqlx::query(&sql);
     for (id, _) in rows {
         delete = delete.bind(*id);
     }
-    let deleted = delete.execute(&mut **tx).await?.rows_affected();
-    let mut per_tenant: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
-    for (_, tenant) in rows {
-        *per_tenant.entry(tenant.as_str()).or_default() += 1;
+    let gone = delete.fetch_all(&mut **tx).await?;
+    let mut per_tenant: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for row in &gone {
+        let tenant = row
+            .try_get::<Option<String>, _>("tenant_id")?
+            .unwrap_or_default();
+        *per_tenant.entry(tenant).or_default() += 1;
     }
     for (tenant, n) in per_tenant {
         sqlx::query("UPDATE audit_counts SET entries = entries - $1 WHERE tenant_id = $2")
             .bind(n)
-            .bind(tenant.to_owned())
+            .bind(tenant)
             .execute(&mut **tx)
             .await?;
     }
-    Ok(deleted)
+    Ok(gone.len() as u64)
 }
 
 /// `(id, tenant)` of the rows a sweep's select answered (`tenant_id` as `''` when NULL).
