@@ -94,6 +94,7 @@ async fn an_update_on_any_topic_reaches_every_node_once_with_one_id() {
     let mut on_a = open_on(&http, a, topic, &token, &[]).await;
     let mut on_b = open_on(&http, b, topic, &token, &[]).await;
     let mut on_c = open_on(&http, c, topic, &token, &[]).await;
+    cluster.redis.wait_for_listeners(3).await;
     let id = publish_on(
         &http,
         a,
@@ -131,6 +132,7 @@ async fn private_updates_stay_private_across_nodes() {
     let http = reqwest::Client::new();
     let mut allowed = open_on(&http, b, "topic=secret", &token07(&["secret"], &[]), &[]).await;
     let mut other = open_on(&http, b, "topic=secret", &token07(&["else"], &[]), &[]).await;
+    cluster.redis.wait_for_listeners(1).await;
     let id = publish_on(
         &http,
         a,
@@ -162,6 +164,7 @@ async fn a_replay_is_served_by_another_node() {
     let http = reqwest::Client::new();
     let token = token07(&["*"], &[]);
     let mut first = open_on(&http, a, "topic=t", &token, &[]).await;
+    cluster.redis.wait_for_listeners(1).await;
     let mut published = Vec::new();
     for n in 0..3 {
         published.push(publish_on(&http, a, &[("topic", "t"), ("data", &n.to_string())]).await);
@@ -392,6 +395,9 @@ async fn a_bridged_trigger_has_one_id_everywhere_and_is_replayed_by_any_node() {
     let token = token07(&["*"], &[]);
     let mut on_b = open_on(&http, b, "topic=orders", &token, &[]).await;
     let mut on_c = open_on(&http, c, "topic=orders", &token, &[]).await;
+    // Both nodes hear the app's channel: a subscribe answers after at most 500 ms of waiting for
+    // it, and on a loaded machine a trigger at once could fall in the gap (as for Pusher).
+    cluster.redis.wait_for_listeners(2).await;
     trigger_except(&http, &a.base(), "orders", "created", "{\"n\":1}", None).await;
     let first = on_b.next().await;
     assert_eq!(
