@@ -589,8 +589,12 @@ async fn channel(
         // stored there); this node's copy may be older, so it answers only when Redis cannot.
         if attributes.contains(&Attribute::Cache) {
             if let Ok(stored) = cluster.read_cached_event(&app.id, name.as_str()).await {
-                cache = stored
-                    .and_then(|(frame, ttl)| Some((event_data(&frame)?, ttl.as_secs().max(1))));
+                cache = stored.and_then(|(frame, ttl)| {
+                    Some((
+                        crate::protocol::server::channel_event_data(&frame)?,
+                        ttl.as_secs().max(1),
+                    ))
+                });
             }
         }
     }
@@ -608,16 +612,6 @@ async fn channel(
         }
     }
     Ok(Json(out))
-}
-
-/// The `data` string of a serialized `channel_event` frame (as a cache channel's last event is
-/// kept in Redis), `None` if it is not one.
-fn event_data(frame: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Frame {
-        data: String,
-    }
-    serde_json::from_slice::<Frame>(frame).ok().map(|f| f.data)
 }
 
 /// `GET /apps/{app_id}/channels/{channel}/users`.
