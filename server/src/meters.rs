@@ -130,6 +130,17 @@ pub const REFUSAL_KINDS: [&str; 8] = [
 const WEBHOOK_OUTCOMES: [&str; 3] = ["delivered", "failed", "gone"];
 
 impl Meters {
+    /// Counts a REST request answered on `route` (its pattern, `/apps/{app_id}/events`) with
+    /// `status`, after `seconds`.
+    pub fn rest(&self, route: &str, status: u16, seconds: f64) {
+        self.rest_seconds
+            .get_or_create(&[("route", route.to_owned())])
+            .observe(seconds);
+        self.rest_requests
+            .get_or_create(&[("route", route.to_owned()), ("status", status.to_string())])
+            .inc();
+    }
+
     /// Meters whose fixed label sets already have their series (at 0), so a dashboard's
     /// `rate()` has a start and the exported names are there from the first scrape.
     pub fn new() -> Meters {

@@ -108,15 +108,8 @@ pub async fn track_rest(State(node): State<SharedNode>, request: Request, next: 
     let started = tokio::time::Instant::now();
     let response = next.run(request).await;
     let seconds = started.elapsed().as_secs_f64();
-    let status = response.status().as_u16().to_string();
     node.meters
-        .rest_seconds
-        .get_or_create(&[("route", route.clone())])
-        .observe(seconds);
-    node.meters
-        .rest_requests
-        .get_or_create(&[("route", route), ("status", status)])
-        .inc();
+        .rest(&route, response.status().as_u16(), seconds);
     response
 }
 

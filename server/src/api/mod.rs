@@ -5,6 +5,7 @@
 //! `protocol::rest`.
 
 mod error;
+mod fast;
 mod rate;
 mod signed;
 #[cfg(test)]
@@ -15,6 +16,7 @@ pub mod v1;
 
 pub use crate::budget::BodyBudget;
 pub use error::ApiError;
+pub use fast::FastRest;
 pub use rate::{Budget, RateLimits};
 pub use signed::{Signed, SignedJson};
 
@@ -450,11 +452,20 @@ async fn channel_list(
         .unwrap_or_default()
 }
 
-/// `POST /apps/{app_id}/events`.
+/// `POST /apps/{app_id}/events` (through the router; most triggers take [`fast`]'s path).
 async fn trigger(
     State(node): State<SharedNode>,
     SignedJson { app, body: request }: SignedJson<TriggerBody>,
 ) -> Result<Json<TriggerResponse>, ApiError> {
+    trigger_event(&node, app, request).await.map(Json)
+}
+
+/// A verified trigger: validated, rate-limited, admitted under the quota, published.
+async fn trigger_event(
+    node: &SharedNode,
+    app: AppRef,
+    request: TriggerBody,
+) -> Result<TriggerResponse, ApiError> {
     let channels = match (request.channels, request.channel) {
         (Some(list), _) => list,
         (None, Some(one)) => vec![one],
@@ -474,14 +485,23 @@ async fn trigger(
     let mut channels = publish(&node, &app, &event, 0, &mut ordered);
     settle(&node, &app, std::slice::from_ref(&event), ordered).await;
     clustered_info(&node, &app, &event, &mut channels).await;
-    Ok(Json(TriggerResponse { channels }))
+    Ok(TriggerResponse { channels })
 }
 
-/// `POST /apps/{app_id}/batch_events`.
+/// `POST /apps/{app_id}/batch_events` (through the router; most batches take [`fast`]'s path).
 async fn trigger_batch(
     State(node): State<SharedNode>,
     SignedJson { app, body: request }: SignedJson<BatchBody>,
 ) -> Result<Json<BatchResponse>, ApiError> {
+    trigger_events(&node, app, request).await.map(Json)
+}
+
+/// A verified batch: every event validated before any is published.
+async fn trigger_events(
+    node: &SharedNode,
+    app: AppRef,
+    request: BatchBody,
+) -> Result<BatchResponse, ApiError> {
     if let Some(max) = app.limits.batch_size() {
         if request.batch.len() > max {
             return Err(ApiError::BadRequest(format!(
@@ -520,9 +540,9 @@ async fn trigger_batch(
             .unwrap_or_default();
         results.push(entry);
     }
-    Ok(Json(BatchResponse {
+    Ok(BatchResponse {
         batch: wants_info.then_some(results),
-    }))
+    })
 }
 
 /// `GET /apps/{app_id}/channels`.

@@ -7,6 +7,7 @@
 //! unauthenticated bodies (`Node::body_budget`), and the signature verified; the budget is
 //! released as soon as the body is verified or dropped.
 
+use std::cell::RefCell;
 use std::pin::Pin;
 
 use axum::body::{Body, Bytes};
@@ -15,9 +16,10 @@ use axum::http::{header, request::Parts};
 use bytes::BytesMut;
 use hyper::body::Body as _;
 use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
 
 use crate::api::{ApiError, MAX_BODY_BYTES};
-use crate::auth::{self, RestRequest};
+use crate::auth::{self, RestKey, RestRequest};
 use crate::budget::{BodyTooSlow, Share};
 use crate::node::SharedNode;
 use crate::protocol::{query_pairs, query_value};
@@ -77,16 +79,21 @@ impl<T: DeserializeOwned> FromRequest<SharedNode> for SignedJson<T> {
 
     async fn from_request(request: Request, node: &SharedNode) -> Result<Self, ApiError> {
         let Signed { app, body, .. } = Signed::from_request(request, node).await?;
-        let body = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))?;
+        let body = parse_json(&body)?;
         Ok(SignedJson { app, body })
     }
+}
+
+/// A verified body parsed as JSON into `T` (400 when it does not parse).
+pub(super) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
 }
 
 /// Finds the app, checks the request, reads the body and verifies the signature. With `app_id`,
 /// the app is the one in the path and `auth_key` must be one of its keys; without, the app is
 /// `auth_key`'s.
-async fn authenticate(
+pub(super) async fn authenticate(
     node: &SharedNode,
     parts: &Parts,
     app_id: Option<&str>,
@@ -125,6 +132,7 @@ async fn authenticate(
     }
     let (body, held) = read_body(node, declared, body).await?;
     let secret = app.secret_for(key, now).unwrap_or_default();
+    let keyed = keyed(secret);
     let raw_path = parts.uri.path();
     let request = RestRequest {
         method: parts.method.as_str(),
@@ -132,17 +140,17 @@ async fn authenticate(
         params: &params,
         body: &body,
     };
-    if let Err(error) = auth::verify_rest_signature(&request, secret, signature) {
+    if let Err(error) = auth::verify_rest_signature_keyed(&request, &keyed, signature) {
         // A client may have signed the decoded path while its HTTP stack encoded it.
         let decoded = percent_encoding::percent_decode_str(raw_path).decode_utf8_lossy();
         let retry = matches!(error, auth::RestAuthError::BadSignature(_)) && decoded != raw_path;
         let retried = retry
-            && auth::verify_rest_signature(
+            && auth::verify_rest_signature_keyed(
                 &RestRequest {
                     path: &decoded,
                     ..request
                 },
-                secret,
+                &keyed,
                 signature,
             )
             .is_ok();
@@ -155,6 +163,30 @@ async fn authenticate(
         app,
         query: params,
         body,
+    })
+}
+
+thread_local! {
+    /// The secret this worker thread verified a REST request with last, and its keyed HMAC
+    /// state: a backend's requests usually come one app at a time, so most requests skip the
+    /// keying (two SHA-256 compressions of the five or so a trigger costs; issue 19).
+    static LAST_KEY: RefCell<Option<(Box<str>, RestKey)>> = const { RefCell::new(None) };
+}
+
+/// `secret` keyed for HMAC-SHA256, from this thread's last key when it is the same secret
+/// (compared in constant time: the comparison must not tell how much of one app's secret
+/// another's shares).
+fn keyed(secret: &str) -> RestKey {
+    LAST_KEY.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((cached, key)) = last.as_ref() {
+            if bool::from(cached.as_bytes().ct_eq(secret.as_bytes())) {
+                return key.clone();
+            }
+        }
+        let key = RestKey::new(secret);
+        *last = Some((secret.into(), key.clone()));
+        key
     })
 }
 

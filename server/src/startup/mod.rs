@@ -439,6 +439,8 @@ impl Application {
             (Some(cluster), Some(occupancy)) => Some(cluster.start(node.clone(), occupancy)),
             _ => None,
         };
+        // The trigger routes are answered in front of the router (`api::FastRest`, issue 19).
+        let router = api::FastRest::new(router, node.clone());
         let service = tower::util::MapRequestLayer::new(strip_mount_prefix).layer(router);
         tracing::info!("listening on {scheme}://{address}");
         let public_server = tokio::spawn(crate::serve::serve(

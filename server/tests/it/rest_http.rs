@@ -164,3 +164,138 @@ async fn a_server_to_user_channel_must_be_the_only_channel_of_a_trigger() {
     .await;
     assert_eq!((status, body.as_str()), (200, "{}"));
 }
+
+/// The trigger routes are answered in front of the router (`api::fast`, issue 19) unless the app
+/// id is percent-encoded: `/apps/%34242/...` is the same app through the router. Both answer
+/// alike, status, body and the headers a client reads, for answers of every kind.
+#[tokio::test]
+async fn the_fast_trigger_path_answers_as_the_router_does() {
+    let app = spawn_app().await;
+    let mut client = app.connect().await;
+    client.subscribe("news").await;
+    let cases = [
+        (
+            "events",
+            json!({"name":"e","channels":["news"],"data":"{}"}).to_string(),
+        ),
+        (
+            "events",
+            json!({"name":"e","channel":"news","data":{"a":1},"info":"subscription_count"})
+                .to_string(),
+        ),
+        (
+            "events",
+            json!({"channels":["news"],"data":"{}"}).to_string(),
+        ),
+        (
+            "events",
+            json!({"name":"e","channels":["bad name!"],"data":"{}"}).to_string(),
+        ),
+        ("events", "{not json".to_owned()),
+        (
+            "batch_events",
+            json!({"batch":[{"name":"e","channel":"news","data":"x"}]}).to_string(),
+        ),
+        (
+            "batch_events",
+            json!({"batch":[{"name":"e","channel":"news","data":"x","info":"subscription_count"}]})
+                .to_string(),
+        ),
+        (
+            "batch_events",
+            json!({"batch":[{"channel":"news","data":"x"}]}).to_string(),
+        ),
+    ];
+    let answer = |path: String, signed: String, body: String, secret: &'static str| {
+        let app = &app;
+        async move {
+            let params = signed_params(
+                "POST",
+                &signed,
+                &[],
+                Some(&md5_hex(body.as_bytes())),
+                KEY,
+                secret,
+                now(),
+            );
+            let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let response = app
+                .http
+                .post(format!("{}?{}", app.url(&path), query.join("&")))
+                .header("Origin", "https://example.com")
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("request is sent");
+            let headers: Vec<(String, String)> = [
+                "content-type",
+                "vary",
+                "access-control-allow-origin",
+                "retry-after",
+            ]
+            .iter()
+            .map(|name| {
+                let values: Vec<&str> = response
+                    .headers()
+                    .get_all(*name)
+                    .iter()
+                    .map(|v| v.to_str().unwrap())
+                    .collect();
+                (name.to_string(), values.join(" | "))
+            })
+            .collect();
+            let status = response.status().as_u16();
+            (status, headers, response.text().await.expect("body"))
+        }
+    };
+    for (route, body) in cases {
+        let signed = format!("/apps/4242/{route}");
+        let fast = answer(signed.clone(), signed.clone(), body.clone(), SECRET).await;
+        let routed = answer(
+            format!("/apps/%34242/{route}"),
+            signed.clone(),
+            body.clone(),
+            SECRET,
+        )
+        .await;
+        assert_eq!(fast, routed, "{route} {body}");
+        assert_eq!(fast.1[2].1, "*", "{route} {body}");
+    }
+    // A wrong signature: the same refusal (its text names the path as sent, which differs).
+    let body = json!({"name":"e","channels":["news"],"data":"{}"}).to_string();
+    let fast = answer(
+        "/apps/4242/events".into(),
+        "/apps/4242/events".into(),
+        body.clone(),
+        "wrong",
+    )
+    .await;
+    let routed = answer(
+        "/apps/%34242/events".into(),
+        "/apps/4242/events".into(),
+        body,
+        "wrong",
+    )
+    .await;
+    assert_eq!((fast.0, &fast.1), (routed.0, &routed.1));
+    assert_eq!(fast.0, 401);
+    // An unknown app.
+    let body = json!({"name":"e","channels":["news"],"data":"{}"}).to_string();
+    let fast = answer(
+        "/apps/1/events".into(),
+        "/apps/1/events".into(),
+        body.clone(),
+        SECRET,
+    )
+    .await;
+    let routed = answer(
+        "/apps/%31/events".into(),
+        "/apps/1/events".into(),
+        body,
+        SECRET,
+    )
+    .await;
+    assert_eq!(fast, routed);
+    assert_eq!(fast.0, 404);
+}
