@@ -321,14 +321,14 @@ impl AppMercure {
         };
         // The app's Pusher events are bridged into the history from now on.
         cluster.mercure_live(app_id, self.bounds()).await;
-        // Updates published from now on reach this node (or the wait timed out: as for a
-        // Pusher subscriber, one published in the gap may be missed here).
-        cluster.listen(app_id).await;
-        // Not heard yet although a pub/sub connection is up (the wait gave up): updates after
-        // the read may be missed, so the stream ends after the replay and the client resumes
-        // (a bus lost meanwhile ends it too: `end_streams`).
+        // Updates published from now on reach this node (or no pub/sub connection is up, or
+        // the backstop `LISTEN_TIMEOUT` passed).
+        let listening = cluster.listen(app_id).await;
+        // Not heard yet although a pub/sub connection is up (the backstop passed): updates
+        // after the read may be missed, so the stream ends after the replay and the client
+        // resumes (a bus lost meanwhile ends it too: `end_streams`).
         // (A subscriber without a resume point has nothing to resume from: it stays.)
-        let deaf = held && !cluster.is_listening(app_id);
+        let deaf = held && !listening;
         let read = match &read_with {
             None => None,
             Some((selectors, readable)) => Some(
