@@ -158,8 +158,11 @@ pub enum Bridged {
     Kept,
     /// Not kept (no Mercure subscriber anywhere, or not bridgeable): no kind-6 follows.
     NotKept,
-    /// The append failed, or the publish never reached Redis (dropped, refused, unanswered).
+    /// The append failed, or the publish never reached Redis (dropped, refused).
     Failed,
+    /// Redis did not answer the pipeline in time (or the connection was lost while waiting):
+    /// the script may still run, and its kind-6 message still come.
+    Unknown,
 }
 
 /// Told once what became of a forward's Mercure history append; told [`Bridged::Failed`] when
