@@ -93,9 +93,14 @@ pub async fn serve<S>(
             },
         };
         let _ = stream.set_nodelay(true);
+        // Cancelled when the connection's first request head is read (by hyper): until then
+        // one header timeout bounds the sniff and hyper together (`run_connection`).
+        let headed = CancellationToken::new();
+        let first_head = headed.clone();
         let service = service
             .clone()
             .map_request(move |request: Request<Incoming>| {
+                first_head.cancel();
                 let mut request = request.map(|body| {
                     if body.is_end_stream() {
                         // No body (GET, upgrades): nothing to guard, nothing to box.
@@ -112,6 +117,7 @@ pub async fn serve<S>(
         let direct = direct.clone();
         connections.spawn(async move {
             let Some((tls, slot)) = handshake else {
+                let head = (Instant::now() + limits.header_timeout, headed);
                 // A Mercure subscribe as the first request leaves hyper (see `sniff.rs`).
                 let stream = match &direct {
                     None => stream,
@@ -126,7 +132,8 @@ pub async fn serve<S>(
                         }
                     }
                 };
-                return run_connection(TokioIo::new(stream), service, limits, stopping).await;
+                return run_connection(TokioIo::new(stream), service, limits, stopping, head)
+                    .await;
             };
             let accepted = tokio::select! {
                 accepted = tokio::time::timeout(tls.timeout, tls.handshake(stream)) => accepted,
@@ -139,6 +146,7 @@ pub async fn serve<S>(
             drop(slot);
             match accepted {
                 Ok(Some(stream)) => {
+                    let head = (Instant::now() + limits.header_timeout, headed);
                     let stream = match &direct {
                         None => stream,
                         Some(direct) => {
@@ -152,7 +160,7 @@ pub async fn serve<S>(
                             }
                         }
                     };
-                    run_connection(TokioIo::new(stream), service, limits, stopping).await;
+                    run_connection(TokioIo::new(stream), service, limits, stopping, head).await;
                 }
                 Ok(None) => {}
                 Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -172,8 +180,19 @@ pub async fn serve<S>(
 
 /// Serves one connection's requests (and its upgrade) until it ends or `stopping` is
 /// cancelled; then lets the request in flight finish.
-async fn run_connection<I, S>(io: I, service: S, limits: Limits, stopping: CancellationToken)
-where
+///
+/// `head`: the deadline of the connection's first request head (one header timeout from the
+/// connection's start, the sniff's wait included) and the token cancelled when hyper has read
+/// it. hyper's own header timer starts when hyper starts reading, so without this deadline a
+/// client trickling its request line would get the sniff's wait and then hyper's whole timeout
+/// again; past it the connection is closed, as hyper closes a slow one.
+async fn run_connection<I, S>(
+    io: I,
+    service: S,
+    limits: Limits,
+    stopping: CancellationToken,
+    head: (Instant, CancellationToken),
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<Incoming, ResBody = Body> + Send,
     S::Future: Send,
@@ -188,11 +207,22 @@ where
         .serve_connection(io, service)
         .with_upgrades();
     tokio::pin!(connection);
+    let (deadline, headed) = head;
+    let first_head_late = async {
+        tokio::select! {
+            () = headed.cancelled() => std::future::pending::<()>().await,
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    };
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
                 tracing::debug!(%error, "HTTP connection ended with an error");
             }
+            return;
+        }
+        () = first_head_late => {
+            tracing::debug!("no request head within the header timeout: connection closed");
             return;
         }
         () = stopping.cancelled() => {}

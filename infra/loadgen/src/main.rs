@@ -162,6 +162,10 @@ enum Mode {
         /// startup, which would hide what they cost.
         #[arg(long, default_value_t = 0)]
         warmup: usize,
+        /// The channels' (and Mercure topics') names: this prefix and the connection's index
+        /// modulo 100 (a long prefix measures what a subscription's selector text costs).
+        #[arg(long, default_value = "idle-")]
+        channel_prefix: String,
     },
     /// N subscribers on one channel; publish events at a steady rate; count and time deliveries.
     Fanout {
@@ -421,8 +425,14 @@ async fn open_many(
     (subscribers, failures, first_error, started.elapsed())
 }
 
-async fn idle(target: Target, connections: usize, hold_secs: u64, warmup: usize) -> Result<()> {
-    let channel = |i| format!("idle-{}", i % 100);
+async fn idle(
+    target: Target,
+    connections: usize,
+    hold_secs: u64,
+    warmup: usize,
+    prefix: &str,
+) -> Result<()> {
+    let channel = |i| format!("{prefix}{}", i % 100);
     let mut holders = Vec::new();
     if warmup > 0 {
         let (subscribers, failures, first_error, _) = open_many(&target, 0..warmup, channel).await;
@@ -732,7 +742,8 @@ async fn main() -> Result<()> {
             connections,
             hold,
             warmup,
-        } => idle(target, connections, hold, warmup).await,
+            channel_prefix,
+        } => idle(target, connections, hold, warmup, &channel_prefix).await,
         Mode::Fanout {
             target,
             subscribers,

@@ -347,8 +347,22 @@ async fn send(
                 }
                 Ok(())
             }
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err("publishing timed out".to_owned()),
+            // Refused: nothing ran (the bridge acks, dropped, say `Failed`).
+            Ok(Err(error)) if error.is_connection_refusal() => Err(error.to_string()),
+            Ok(Err(error)) => {
+                // Lost while waiting: the scripts may still run.
+                for (ack, _) in bridge_acks.drain(..) {
+                    ack.tell(super::Bridged::Unknown);
+                }
+                Err(error.to_string())
+            }
+            Err(_) => {
+                // No reply in time: the scripts may still run.
+                for (ack, _) in bridge_acks.drain(..) {
+                    ack.tell(super::Bridged::Unknown);
+                }
+                Err("publishing timed out".to_owned())
+            }
         };
     let sent = outcome.is_ok();
     if !sent {
@@ -717,7 +731,11 @@ fn deliver(inner: &Inner, local: &dyn Local, app_id: &str, payload: &[u8]) {
     let waiting = match message.echo {
         Some(sequence) if echo => match inner.echoes.take(sequence) {
             Some(waiting) => Some(waiting),
-            None => return,
+            None => {
+                // Given up on: its Mercure bridge here may still wait for this echo's word.
+                inner.echoes.settle_late(sequence, message.in_history);
+                return;
+            }
         },
         _ if echo => return,
         _ => None,

@@ -23,7 +23,9 @@
 //! skipped by [`READ_SCRIPT`] at once, and removed with its hash by the next sync of any node
 //! (its hash expires by itself otherwise). A killed node's subscriptions leave the API within
 //! the heartbeat TTL (10 s); a gracefully stopped node's at once (it deletes its tag key).
-//! No inactive event is sent for a dead node's subscriptions.
+//! The sync that removes a dead node's hash answers its documents (one script call removes it,
+//! so one node gets them, cluster-wide), and that node sends their inactive events in its next
+//! sync (`transport/mercure/shared.rs`), to every node's watchers allowed to read them.
 
 use std::time::Duration;
 
@@ -51,9 +53,10 @@ pub const READ_TIMEOUT: Duration = Duration::from_millis(500);
 /// node's changes to its hash (`KEYS[2]`: replaced whole when `ARGV[6]` is 1; removals, then
 /// additions within the app's cap, counting the live nodes' documents), refreshes the keys'
 /// TTL, sets the watch key (`KEYS[3]`) when this node has watchers, and publishes the events
-/// on the app's channel when some node watches. Answers `{watched, held, others}`: whether the
-/// watch key is set, how many documents this node's hash holds, and how many the other live
-/// nodes' hold.
+/// on the app's channel when some node watches. Answers `{watched, held, others, dead}`:
+/// whether the watch key is set, how many documents this node's hash holds, how many the other
+/// live nodes' hold, and the documents of the dead nodes' hashes this call removed (at most the
+/// app's cap of them).
 ///
 /// ARGV: this node's tag, the tag key prefix, the hash prefix, the cap, the TTL (ms), replace
 /// (1/0), watch (1/0), the app's Redis channel, the number of removals, of additions and of
@@ -62,10 +65,14 @@ pub const READ_TIMEOUT: Duration = Duration::from_millis(500);
 pub const SYNC_SCRIPT: &str = r"
 local tag = ARGV[1]
 local others = 0
+local dead = {}
 for _, t in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if t ~= tag then
     if redis.call('EXISTS', ARGV[2] .. t) == 0 then
       redis.call('SREM', KEYS[1], t)
+      for _, document in ipairs(redis.call('HVALS', ARGV[3] .. t)) do
+        if #dead < tonumber(ARGV[4]) then dead[#dead + 1] = document end
+      end
       redis.call('DEL', ARGV[3] .. t)
     else
       others = others + redis.call('HLEN', ARGV[3] .. t)
@@ -104,7 +111,7 @@ if watched == 1 then
     at = at + 1
   end
 end
-return {watched, own, others}
+return {watched, own, others, dead}
 ";
 
 /// The other live nodes' documents of the app whose id is `ARGV[4]` or starts with `ARGV[5]`
@@ -164,7 +171,7 @@ pub struct SubsSync {
 }
 
 /// What a sync answered.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SubsSynced {
     /// Some node watches the app's subscriptions namespace (the events were published).
     pub watched: bool,
@@ -172,6 +179,9 @@ pub struct SubsSynced {
     pub held: usize,
     /// Documents the other live nodes' hashes hold.
     pub others: usize,
+    /// The documents (JSON, `active: true`) of the dead nodes' subscriptions this sync
+    /// removed: their inactive events are this node's to send.
+    pub dead: Vec<String>,
 }
 
 /// What the subscriptions API reads from Redis.
@@ -243,7 +253,7 @@ impl Cluster {
         let mut conn = inner.manager.get();
         let answer = tokio::time::timeout(
             super::COMMAND_TIMEOUT,
-            invocation.invoke_async::<(i64, i64, i64)>(&mut conn),
+            invocation.invoke_async::<(i64, i64, i64, Vec<String>)>(&mut conn),
         )
         .await
         .map_err(|_| "timed out".to_owned())?
@@ -252,6 +262,7 @@ impl Cluster {
             watched: answer.0 == 1,
             held: usize::try_from(answer.1).unwrap_or(0),
             others: usize::try_from(answer.2).unwrap_or(0),
+            dead: answer.3,
         })
     }
 

@@ -101,6 +101,18 @@ pub const DEAD_SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// How long one Redis command may take before it counts as failed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a subscribe waits at most for its node to listen to the app's Redis channel
+/// ([`Cluster::listen`]). The pub/sub task turns to a newly wanted app within one turn of its
+/// loop, whose every Redis call is bounded (a `SUBSCRIBE`, an `UNSUBSCRIBE` and a `PING` by
+/// [`COMMAND_TIMEOUT`] each, a watchers' re-sync by 500 ms), then sends the app's `SUBSCRIBE`
+/// (bounded the same way); a call past its bound drops the connection, which releases every
+/// waiter (no pub/sub connection: local traffic only). So a waiter is released by the
+/// acknowledgement or by the connection's loss within 8.5 s; this bound is only reached if the
+/// task itself is stuck. (It was 500 ms, the script round trip's bound: under load a `SUBSCRIBE`
+/// acknowledged later let a publish from another node fall between the client's
+/// `subscription_succeeded` and the node's listening, and be missed on that node.)
+pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Publishes waiting for the publishing connection; past it they are dropped and counted.
 const OUTGOING_QUEUE: usize = 8_192;
 
@@ -146,8 +158,11 @@ pub enum Bridged {
     Kept,
     /// Not kept (no Mercure subscriber anywhere, or not bridgeable): no kind-6 follows.
     NotKept,
-    /// The append failed, or the publish never reached Redis (dropped, refused, unanswered).
+    /// The append failed, or the publish never reached Redis (dropped, refused).
     Failed,
+    /// Redis did not answer the pipeline in time (or the connection was lost while waiting):
+    /// the script may still run, and its kind-6 message still come.
+    Unknown,
 }
 
 /// Told once what became of a forward's Mercure history append; told [`Bridged::Failed`] when
@@ -393,15 +408,18 @@ impl Cluster {
         self.inner.listening.ready(app_id)
     }
 
-    /// Waits until this node listens to app `app_id`'s Redis channel, at most
-    /// [`slots::ADMIT_TIMEOUT`] (then the subscriber is answered anyway; a publish from another
-    /// node in the gap may be missed here, as before). Called for the app's first subscriber on
-    /// this node, so its `subscription_succeeded` promises only what the node will deliver.
-    pub async fn listen(&self, app_id: &str) {
+    /// Waits until this node listens to app `app_id`'s Redis channel, or until it has no
+    /// pub/sub connection (then it serves local traffic only, as documented for an outage).
+    /// Called for the app's first subscriber on this node, so its `subscription_succeeded`
+    /// promises only what the node will deliver: no publish from another node can fall in a gap
+    /// between the answer and the node's `SUBSCRIBE`. [`LISTEN_TIMEOUT`] is a backstop only
+    /// (see there); answers whether the node listens (or cannot).
+    pub async fn listen(&self, app_id: &str) -> bool {
         if self.is_listening(app_id) {
-            return;
+            return true;
         }
-        let _ = tokio::time::timeout(slots::ADMIT_TIMEOUT, self.inner.listening.wait(app_id)).await;
+        let _ = tokio::time::timeout(LISTEN_TIMEOUT, self.inner.listening.wait(app_id)).await;
+        self.is_listening(app_id)
     }
 
     /// The Redis key of node `node_id`'s heartbeat.

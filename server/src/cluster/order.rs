@@ -16,6 +16,16 @@
 //! sequence number, so an echo arriving later is skipped: exactly once either way. Whoever takes
 //! the number out of [`Echoes`] first (the echo or the handler giving up) delivers.
 //!
+//! The Mercure bridge of a publish given up on is decided once, by whoever learns first whether
+//! the bridge script kept it in the Mercure history (then its kind-6 message brings it to this
+//! node's Mercure subscribers, under the id every node gives it): the handler, when the
+//! pipeline's reply is in already; else the reply itself when it comes (kept: nothing to do;
+//! not kept, or never run: bridged here); else, when the pipeline timed out (the script may
+//! still run), the late echo, whose `IN_HISTORY` flag says it; else, after [`LATE_BRIDGE`]
+//! without any of them, this node bridges it itself. So a late "kept" copy never comes on top
+//! of a local one (exactly once), unless Redis runs the script more than [`LATE_BRIDGE`] after
+//! the give-up.
+//!
 //! Only REST publishes (trigger and batch) wait. Client events are delivered at once (the
 //! session never waits for them), so the order between client events and REST events is not
 //! defined, as on Pusher.
@@ -46,6 +56,10 @@ pub(super) const MAX_WAITING: usize = super::OUTGOING_QUEUE;
 /// slot of the node (the others' publishes would lose their order).
 pub(super) const MAX_WAITING_PER_APP: usize = MAX_WAITING / 8;
 
+/// How long a given-up publish whose bridge outcome is unknown (the pipeline timed out) waits
+/// for its late echo before this node bridges it to its Mercure subscribers itself.
+pub(super) const LATE_BRIDGE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The sequence numbers of this process's publishes waiting for their echo, each with the
 /// handler to tell how many copies the echo delivered here.
 #[derive(Debug, Default)]
@@ -53,6 +67,59 @@ pub(super) struct Echoes {
     next: AtomicU64,
     // A std lock: one insert or remove at a time, never held across an await.
     waiting: Mutex<Waiting>,
+    /// Publishes given up on whose Mercure bridge is not decided yet (at most
+    /// [`MAX_WAITING`]): decided by their bridge reply, their late echo or [`LATE_BRIDGE`].
+    late: Mutex<HashMap<u64, Arc<Decision>>>,
+}
+
+/// The Mercure bridge of one ordered publish on this node, decided once (see the module doc).
+#[derive(Default)]
+struct Decision(Mutex<DecisionState>);
+
+#[derive(Default)]
+struct DecisionState {
+    /// The bridge script's reply, once told.
+    told: Option<super::Bridged>,
+    /// Set by a give-up that could not decide: bridges the publish here (taken once).
+    parked: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Decision")
+    }
+}
+
+impl Decision {
+    /// The bridge script's reply: runs a parked bridge unless the history kept the publish
+    /// (an unknown outcome leaves it parked, for the late echo). True when it decided.
+    fn tell(&self, outcome: super::Bridged) -> bool {
+        let mut state = self.0.lock_or_recover();
+        state.told = Some(outcome);
+        let parked = match outcome {
+            super::Bridged::Unknown => None,
+            _ => state.parked.take(),
+        };
+        drop(state);
+        match parked {
+            Some(bridge) => {
+                if outcome != super::Bridged::Kept {
+                    bridge();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The late echo (`kept`: flagged `IN_HISTORY`), or the wait's end (`kept` false): runs the
+    /// parked bridge unless kept.
+    fn settle(&self, kept: bool) {
+        let parked = self.0.lock_or_recover().parked.take();
+        if let (Some(bridge), false) = (parked, kept) {
+            bridge();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +159,36 @@ impl Echoes {
         }
         Some(tx)
     }
+
+    /// Parks `decision` under `sequence` until its late echo, its bridge reply or
+    /// [`LATE_BRIDGE`]; false when [`MAX_WAITING`] are parked already (the caller bridges).
+    fn park(inner: &Arc<Inner>, sequence: u64, decision: &Arc<Decision>) -> bool {
+        let mut late = inner.echoes.late.lock_or_recover();
+        if late.len() >= MAX_WAITING {
+            return false;
+        }
+        late.insert(sequence, decision.clone());
+        drop(late);
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LATE_BRIDGE).await;
+            inner.echoes.settle_late(sequence, false);
+        });
+        true
+    }
+
+    /// The late echo of a given-up publish (`kept`: flagged `IN_HISTORY`), or its wait's end:
+    /// decides its Mercure bridge if nothing did yet.
+    pub(super) fn settle_late(&self, sequence: u64, kept: bool) {
+        let decision = self.late.lock_or_recover().remove(&sequence);
+        if let Some(decision) = decision {
+            decision.settle(kept);
+        }
+    }
+
+    fn forget_late(&self, sequence: u64) {
+        self.late.lock_or_recover().remove(&sequence);
+    }
 }
 
 /// A REST publish sent to Redis without a local delivery, to be delivered here when it comes
@@ -101,8 +198,8 @@ pub struct Ordered {
     inner: Arc<Inner>,
     sequence: u64,
     acked: Option<oneshot::Receiver<bool>>,
-    /// The bridge script's reply for it (told before `acked`).
-    bridged: oneshot::Receiver<super::Bridged>,
+    /// The bridge script's reply for it, and who bridges it here (see the module doc).
+    bridged: Arc<Decision>,
     echoed: oneshot::Receiver<usize>,
     app: Arc<AppHub>,
     usage: Arc<AppUsage>,
@@ -164,9 +261,13 @@ impl Cluster {
             keep.at = payload.len() - frame.len();
             keep
         });
-        let (bridge_tx, bridged) = oneshot::channel();
+        let bridged = Arc::new(Decision::default());
+        let told = bridged.clone();
+        let echoes = inner.clone();
         let bridge_ack = super::BridgeAck::new(move |outcome| {
-            let _ = bridge_tx.send(outcome);
+            if told.tell(outcome) {
+                echoes.echoes.forget_late(sequence);
+            }
         });
         self.enqueue_full(&app_id, payload, cache, Some(ack), Some(bridge_ack));
         Some(Ordered {
@@ -231,6 +332,29 @@ impl Ordered {
         }
     }
 
+    /// Leaves this publish's Mercure bridge here to whoever decides it later (its bridge
+    /// reply, its late echo, [`LATE_BRIDGE`]); true when the caller must bridge it now after
+    /// all (too many parked already).
+    fn park(&self) -> bool {
+        let (app, channel, frame) = (self.app.clone(), self.channel.clone(), self.frame.clone());
+        let usage = self.usage.clone();
+        let mut state = self.bridged.0.lock_or_recover();
+        match state.told {
+            Some(super::Bridged::Kept) => return false,
+            Some(super::Bridged::NotKept | super::Bridged::Failed) => return true,
+            Some(super::Bridged::Unknown) | None => {}
+        }
+        state.parked = Some(Box::new(move || {
+            usage.count(app.bridge_unkept(&channel, &frame) as u64);
+        }));
+        drop(state);
+        if Echoes::park(&self.inner, self.sequence, &self.bridged) {
+            return false;
+        }
+        // Too many parked: bridged here now, unless the reply took it meanwhile.
+        self.bridged.0.lock_or_recover().parked.take().is_some()
+    }
+
     /// Delivers locally unless the echo did (then its copies).
     fn give_up(&mut self) -> usize {
         self.settled = true;
@@ -239,11 +363,21 @@ impl Ordered {
             return self.echoed.try_recv().unwrap_or(0);
         }
         // Kept in the Mercure history: its kind-6 message brings it to this node's Mercure
-        // subscribers (or, the bus lost, their resume does); else bridged here.
-        let kept = matches!(self.bridged.try_recv(), Ok(super::Bridged::Kept));
-        let copies =
-            self.app
-                .deliver_serialized_to(&self.channel, &self.frame, self.except, true, !kept);
+        // subscribers (or, the bus lost, their resume does); not kept: bridged here. Not known
+        // yet: decided once, later (see the module doc).
+        let told = self.bridged.0.lock_or_recover().told;
+        let bridge_here = match told {
+            Some(super::Bridged::Kept) => false,
+            Some(super::Bridged::NotKept | super::Bridged::Failed) => true,
+            Some(super::Bridged::Unknown) | None => self.park(),
+        };
+        let copies = self.app.deliver_serialized_to(
+            &self.channel,
+            &self.frame,
+            self.except,
+            true,
+            bridge_here,
+        );
         self.usage.count(copies as u64);
         copies
     }

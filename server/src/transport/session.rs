@@ -224,8 +224,9 @@ impl Session {
                 };
                 // The app's first subscriber on this node: its subscription_succeeded must not
                 // go out before this node listens to the app's Redis channel, or a publish from
-                // another node in between would be missed here.
-                cluster.listen(&self.app_id).await;
+                // another node in between would be missed here (without a pub/sub connection
+                // the node serves local traffic only, as in an outage).
+                let _ = cluster.listen(&self.app_id).await;
                 // A cache channel this node has nothing for: the cluster's last event, if any,
                 // is kept here and replayed by the subscribe (else a miss).
                 let name = subscribe.name.as_str();

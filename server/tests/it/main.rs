@@ -20,6 +20,7 @@ mod cluster;
 mod cluster_conn;
 mod cluster_daily;
 mod cluster_helpers;
+mod cluster_listen;
 mod cluster_ops;
 mod cluster_ops_console;
 mod cluster_ops_signin;

@@ -77,3 +77,45 @@ async fn an_origin_s_own_client_event_the_history_did_not_keep_still_reaches_its
     sse.expect_silence(std::time::Duration::from_millis(500))
         .await;
 }
+
+/// A trigger whose bridge reply comes late (Redis frozen past the handler's 2 s wait and the
+/// pipeline's timeout, then run): the origin's Mercure subscriber gets it once, under the id
+/// the history gave it, not once bridged locally and again when the kept copy arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_whose_bridge_reply_is_late_reaches_the_origin_s_mercure_subscribers_once() {
+    use std::time::Duration;
+    let cluster = TestCluster::start().await;
+    let a = &cluster.nodes[0];
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/apps/{APP_ID}/.well-known/mercure?topic=orders",
+        a.base()
+    );
+    let mut sse = Sse::open(&http, &url, &token07(&["*"], &[])).await;
+    cluster.redis.wait_for_listeners(1).await;
+    trigger_except(&http, &a.base(), "orders", "created", "0", None).await;
+    assert_eq!(sse.next().await.data, "0");
+    cluster.redis.freeze();
+    let frozen = tokio::time::Instant::now();
+    // The handler gives up after 2 s (and answers); the pipeline's reply never comes in time.
+    trigger_except(&http, &a.base(), "orders", "created", "late", None).await;
+    while frozen.elapsed() < Duration::from_millis(3_000) {
+        crate::helpers::pause(Duration::from_millis(100)).await;
+    }
+    // Redis now runs the queued bridge script: kept, its kind-6 message follows its echo.
+    cluster.redis.thaw();
+    let late = sse.next().await;
+    assert_eq!(late.data, "late");
+    // Then the next triggers, each once (crossing Redis or, while publishes are paused after
+    // the failure, delivered and bridged here): no second copy of the late one in between.
+    for n in 0..5 {
+        trigger_except(&http, &a.base(), "orders", "probe", &n.to_string(), None).await;
+        let next = sse.next().await;
+        assert_eq!(
+            (next.event.as_str(), next.data.as_str()),
+            ("probe", n.to_string().as_str()),
+            "the late trigger came twice"
+        );
+    }
+    sse.expect_silence(Duration::from_millis(500)).await;
+}

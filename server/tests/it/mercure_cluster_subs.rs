@@ -453,3 +453,112 @@ async fn no_subscription_event_goes_to_redis_while_nobody_watches() {
         syncs += 1;
     }
 }
+
+/// The next subscription event on `watcher` (within `limit`) whose document's topic is `topic`
+/// (the watchers' own and each other's events skipped); `None` when none came in time.
+async fn next_for(
+    watcher: &mut crate::mercure_helpers::Sse,
+    topic: &str,
+    limit: Duration,
+) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let event = watcher.next_within(left).await?;
+        let doc: Value = serde_json::from_str(&event.data).expect("a document");
+        if doc["topic"] == topic {
+            return Some(doc);
+        }
+    }
+}
+
+/// The watchers' template (draft-07) as its documents name it.
+fn watch_template() -> String {
+    format!("{}/{{topic}}/{{subscriber}}", namespace())
+}
+
+/// A watcher's stream opens once its node set the watch key and hears the app's channel: its
+/// own subscription's event is its first, and a subscription made on another node right after
+/// it opened (no wait for the watch key) is announced to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_sees_its_own_subscription_and_every_later_one() {
+    let cluster = TestCluster::start().await;
+    let [a, b, _] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let http = reqwest::Client::new();
+    let mut watcher = watch(&http, b).await;
+    let own = next_for(&mut watcher, &watch_template(), Duration::from_secs(5))
+        .await
+        .expect("the watcher's own subscription event");
+    assert_eq!(own["active"], true);
+    let _sse = open_on(&http, a, "topic=books", &token07(&["*"], &[]), &[]).await;
+    let doc = next_for(&mut watcher, "books", Duration::from_secs(5))
+        .await
+        .expect("the subscription made on A right after the watcher opened");
+    assert_eq!(doc["active"], true);
+}
+
+/// A killed node's subscriptions are announced inactive to every watcher allowed to read them,
+/// once (by the one survivor that removed the node's hash), within the heartbeat TTL and a
+/// sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_subscriptions_are_announced_inactive_once() {
+    let mut cluster = TestCluster::start().await;
+    let http = reqwest::Client::new();
+    let mut on_b = watch(&http, &cluster.nodes[1]).await;
+    let mut on_c = watch(&http, &cluster.nodes[2]).await;
+    // A watcher whose token reads no subscription topic: it gets none of these private events.
+    let query = format!("topic={}", watch_template())
+        .replace('{', "%7B")
+        .replace('}', "%7D");
+    let mut blind = open_on(
+        &http,
+        &cluster.nodes[2],
+        &query,
+        &token07(&["https://example.com/nothing"], &[]),
+        &[],
+    )
+    .await;
+    let sse = open_on(
+        &http,
+        &cluster.nodes[0],
+        "topic=gone",
+        &token07(&["*"], &[]),
+        &[],
+    )
+    .await;
+    let mut subscriber = String::new();
+    for watcher in [&mut on_b, &mut on_c] {
+        let doc = next_for(watcher, "gone", Duration::from_secs(5))
+            .await
+            .expect("the active event");
+        assert_eq!(doc["active"], true);
+        subscriber = doc["subscriber"].as_str().unwrap().to_owned();
+    }
+    cluster.nodes[0].kill().await;
+    drop(sse);
+    // The tag key expires within 10 s, a survivor's refresh (every 10 s) removes the hash.
+    let killed = tokio::time::Instant::now();
+    for watcher in [&mut on_b, &mut on_c] {
+        let left = Duration::from_secs(30).saturating_sub(killed.elapsed());
+        let doc = next_for(watcher, "gone", left)
+            .await
+            .expect("the inactive event of the killed node's subscription");
+        assert_eq!(doc["active"], false);
+        assert_eq!(doc["subscriber"], subscriber.as_str());
+        assert!(doc["id"].as_str().unwrap().starts_with(&namespace()));
+    }
+    // Once: not again at the other survivor's next refresh (10 s later at most).
+    let (again_b, again_c) = tokio::join!(
+        next_for(&mut on_b, "gone", Duration::from_secs(11)),
+        next_for(&mut on_c, "gone", Duration::from_secs(11)),
+    );
+    assert!(again_b.is_none() && again_c.is_none(), "announced twice");
+    assert!(
+        next_for(&mut blind, "gone", Duration::from_millis(100))
+            .await
+            .is_none(),
+        "a watcher without the right got it"
+    );
+}

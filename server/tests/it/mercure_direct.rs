@@ -245,6 +245,40 @@ async fn a_head_over_the_bound_is_refused_with_431_and_a_slow_one_is_closed() {
     assert_eq!(app.node.usage.app(APP_ID).connections(), 0);
 }
 
+/// A client that waits almost the whole header timeout before its first byte, then trickles
+/// its request line: the sniff hands it to hyper, and the connection is still closed one header
+/// timeout after it opened (not the sniff's wait plus hyper's whole timeout).
+#[tokio::test]
+async fn a_trickled_request_line_gets_one_header_timeout_in_all() {
+    let app = spawn_app_with(|s| s.header_timeout = Duration::from_secs(2)).await;
+    let mut stream = TcpStream::connect(app.address).await.unwrap();
+    let opened = tokio::time::Instant::now();
+    crate::helpers::pause(Duration::from_millis(900)).await;
+    crate::helpers::pause(Duration::from_millis(900)).await;
+    // A request line that is no hub path's (hyper's), one byte every 100 ms.
+    let line =
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut closed = false;
+    for byte in line.iter() {
+        if stream.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "still open after the whole line");
+    let waited = opened.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1_900) && waited < Duration::from_millis(2_700),
+        "closed after {waited:?} (header timeout 2 s)"
+    );
+}
+
 #[tokio::test]
 async fn a_subscribe_after_a_keep_alive_request_is_served_by_hyper_as_before() {
     let app = spawn_app().await;

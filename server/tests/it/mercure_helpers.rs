@@ -228,33 +228,58 @@ impl Sse {
     /// The next event, or `None` when the stream ends first.
     pub async fn try_next(&mut self) -> Option<Event> {
         loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut event = Event::default();
-                let mut data = Vec::new();
-                let mut any = false;
-                for line in block.lines() {
-                    let Some((name, value)) = line.split_once(':') else {
-                        continue;
-                    };
-                    let value = value.strip_prefix(' ').unwrap_or(value);
-                    match name {
-                        "" => continue,
-                        "id" => event.id = value.to_owned(),
-                        "event" => event.event = value.to_owned(),
-                        "data" => data.push(value.to_owned()),
-                        "retry" => event.retry = value.parse().ok(),
-                        other => panic!("unknown SSE field {other}"),
-                    }
-                    any = true;
-                }
-                if any {
-                    event.data = data.join("\n");
-                    return Some(event);
-                }
+            if let Some(event) = self.buffered() {
+                return Some(event);
             }
             self.read().await?;
         }
+    }
+
+    /// The next event within `limit` (which may be longer than [`WAIT`]: heartbeats are 20 s
+    /// apart), or `None` when none came in time or the stream ended.
+    pub async fn next_within(&mut self, limit: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(event) = self.buffered() {
+                return Some(event);
+            }
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Ok(Ok(Some(chunk))) => self
+                    .buffer
+                    .push_str(std::str::from_utf8(&chunk).expect("UTF-8")),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The first whole event in the buffer, taken out (comments skipped).
+    fn buffered(&mut self) -> Option<Event> {
+        while let Some(end) = self.buffer.find("\n\n") {
+            let block: String = self.buffer.drain(..end + 2).collect();
+            let mut event = Event::default();
+            let mut data = Vec::new();
+            let mut any = false;
+            for line in block.lines() {
+                let Some((name, value)) = line.split_once(':') else {
+                    continue;
+                };
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                match name {
+                    "" => continue,
+                    "id" => event.id = value.to_owned(),
+                    "event" => event.event = value.to_owned(),
+                    "data" => data.push(value.to_owned()),
+                    "retry" => event.retry = value.parse().ok(),
+                    other => panic!("unknown SSE field {other}"),
+                }
+                any = true;
+            }
+            if any {
+                event.data = data.join("\n");
+                return Some(event);
+            }
+        }
+        None
     }
 
     /// The data of the next `n` events.

@@ -185,3 +185,68 @@ impl StallProxy {
         }
     }
 }
+
+/// A TCP proxy to a Redis that can hold back what clients send (in order, nothing dropped)
+/// until released: Redis then answers late, as a loaded or distant Redis does, without any
+/// connection failing.
+pub struct HoldProxy {
+    pub port: u16,
+    held: tokio::sync::watch::Sender<bool>,
+}
+
+impl HoldProxy {
+    pub async fn to_redis(redis: &Redis) -> Arc<HoldProxy> {
+        let upstream = format!("127.0.0.1:{}", redis.port);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (held, _) = tokio::sync::watch::channel(false);
+        let proxy = Arc::new(HoldProxy {
+            port: listener.local_addr().unwrap().port(),
+            held,
+        });
+        let shared = proxy.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let mut held = shared.held.subscribe();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buffer = vec![0u8; 16 * 1024];
+                    loop {
+                        let Ok(read) = client_read.read(&mut buffer).await else {
+                            return;
+                        };
+                        if read == 0 || held.wait_for(|held| !*held).await.is_err() {
+                            return;
+                        }
+                        if server_write.write_all(&buffer[..read]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                });
+            }
+        });
+        proxy
+    }
+
+    /// The Redis URL through this proxy.
+    pub fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// From now on, what clients send waits in the proxy.
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Forwards what waited, and everything after it.
+    pub fn release(&self) {
+        self.held.send_replace(false);
+    }
+}

@@ -86,8 +86,9 @@ pub enum SelectorError {
 pub enum Selector {
     /// `*`: every topic.
     Any,
-    /// Exactly this topic.
-    Exact(String),
+    /// Exactly this topic (shared: a subscription's index and its documents hold the same
+    /// text, [`Selector::shared_text`]).
+    Exact(Arc<str>),
     /// A draft-07 RFC 6570 URI template (which also matches its own text exactly).
     Template(Template),
     /// A draft-08 URL pattern.
@@ -147,13 +148,13 @@ impl Selector {
             return Ok(Selector::Any);
         }
         match kind {
-            SelectorKind::Match | SelectorKind::MatchExact => Ok(Selector::Exact(raw.to_owned())),
+            SelectorKind::Match | SelectorKind::MatchExact => Ok(Selector::Exact(raw.into())),
             SelectorKind::Draft07 => Ok(match template::compile(raw)? {
                 Some(regex) => Selector::Template(Template {
                     raw: raw.into(),
                     regex,
                 }),
-                None => Selector::Exact(raw.to_owned()),
+                None => Selector::Exact(raw.into()),
             }),
             SelectorKind::MatchUrlPattern => {
                 let compiled = pattern::Pattern::compile(raw, hub_url)?;
@@ -170,7 +171,7 @@ impl Selector {
     pub fn matches(&self, topic: &str) -> bool {
         match self {
             Selector::Any => true,
-            Selector::Exact(exact) => exact == topic,
+            Selector::Exact(exact) => &**exact == topic,
             Selector::Template(t) => &*t.raw == topic || t.regex.is_match(topic),
             Selector::UrlPattern(p) => p.pattern.matches(topic),
         }
@@ -183,6 +184,18 @@ impl Selector {
             Selector::Exact(exact) => exact,
             Selector::Template(t) => &t.raw,
             Selector::UrlPattern(p) => &p.raw,
+        }
+    }
+
+    /// The selector's text as given, shared with the selector (no copy; `*` for
+    /// [`Selector::Any`]).
+    pub fn shared_text(&self) -> Arc<str> {
+        static ANY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("*"));
+        match self {
+            Selector::Any => ANY.clone(),
+            Selector::Exact(exact) => exact.clone(),
+            Selector::Template(t) => t.raw.clone(),
+            Selector::UrlPattern(p) => p.raw.clone(),
         }
     }
 }

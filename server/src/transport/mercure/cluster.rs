@@ -312,7 +312,15 @@ impl AppMercure {
         // heard from now on (review M7: a busy topic would overflow the hold and cut it).
         let held = read_with.is_some();
         let subscription = self.subscription(conn, selectors, readable, subscriber, held);
-        let id = self.register(self.lock(), subscription);
+        let watches = subscription.watches;
+        let (id, announcement) = self.register_unannounced(self.lock(), subscription);
+        // A watcher's own events wait until this node hears the app's channel (below).
+        let mut announcement = Some(announcement);
+        if !watches {
+            if let Some(announcement) = announcement.take() {
+                announcement.send(self, false);
+            }
+        }
         // Until `go_live` decides, a subscribe dropped while it waits for Redis (the client
         // went away, the node stops) takes its registration and its held updates with it.
         let mut registration = Registration {
@@ -321,10 +329,20 @@ impl AppMercure {
         };
         // The app's Pusher events are bridged into the history from now on.
         cluster.mercure_live(app_id, self.bounds()).await;
-        // Updates published from now on reach this node (or the wait timed out: as for a
-        // Pusher subscriber, one published in the gap may be missed here).
-        cluster.listen(app_id).await;
-        // Not heard yet although a pub/sub connection is up (the wait gave up): updates after
+        // Updates published from now on reach this node (or no pub/sub connection is up, or
+        // the backstop `LISTEN_TIMEOUT` passed).
+        let _ = cluster.listen(app_id).await;
+        // A watcher (of the subscriptions namespace): its stream opens once a sync after this
+        // point is done, which set the watch key (so every node's later subscription events
+        // go through Redis, which this node now hears) and sent its own subscription's
+        // events (which come back here, to it among others). See ARCHITECTURE.md, "What a
+        // watcher sees".
+        if let Some(announcement) = announcement {
+            if let Some(ticket) = announcement.send(self, true) {
+                self.wait_synced(ticket).await;
+            }
+        }
+        // Not heard yet although a pub/sub connection is up (the backstop passed): updates after
         // the read may be missed, so the stream ends after the replay and the client resumes
         // (a bus lost meanwhile ends it too: `end_streams`).
         // (A subscriber without a resume point has nothing to resume from: it stays.)

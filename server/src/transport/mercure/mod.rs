@@ -744,7 +744,10 @@ async fn open(
     mercure.set_limits(history_limits(&app));
     let mut selectors = Vec::with_capacity(parsed.len());
     let mut described = Vec::with_capacity(parsed.len());
-    for (kind, raw, selector) in parsed {
+    for (kind, _, selector) in parsed {
+        // One copy of the selector's text: the selector's own (the index and the documents
+        // share it).
+        let raw = selector.shared_text();
         let payload = grants.as_ref().and_then(|g| g.payload_for(&raw)).cloned();
         selectors.push(selector);
         described.push(subscriptions::Described { kind, raw, payload });

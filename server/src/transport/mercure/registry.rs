@@ -24,7 +24,7 @@ use crate::protocol::{ChannelKind, ChannelName};
 use crate::tenants::AppRef;
 
 use super::form::is_forbidden_char;
-use super::shared::{Outgoing, Signal};
+use super::shared::{Announcement, Outgoing, Signal};
 use super::subscriptions::{self, Subscriber};
 
 /// The most history updates one subscribe replays; past it the stream ends after them, and the
@@ -226,6 +226,7 @@ impl Hubs {
                     sync: self.sync.clone(),
                     shared_read: tokio::sync::Mutex::default(),
                     watched_until: Mutex::default(),
+                    synced: tokio::sync::watch::Sender::new(0),
                 });
                 app_hub.attach_bridge(app.clone());
                 app
@@ -318,7 +319,7 @@ pub(super) struct Subscription {
     /// Who it is, for the subscription documents.
     pub(super) subscriber: Subscriber,
     /// Whether it selects the subscriptions namespace by name.
-    watches: bool,
+    pub(super) watches: bool,
     /// While a cluster subscribe reads the history from Redis: the live updates it wants,
     /// held until the replay is queued (`cluster.rs`).
     pub(super) pending: Option<Pending>,
@@ -457,8 +458,8 @@ impl History {
 pub(super) struct State {
     next: u64,
     pub(super) subscriptions: HashMap<u64, Subscription>,
-    /// Subscriptions by the exact topics they select.
-    exact: HashMap<Box<str>, Vec<u64>>,
+    /// Subscriptions by the exact topics they select (keyed by the selectors' own text).
+    exact: HashMap<Arc<str>, Vec<u64>>,
     /// Subscriptions with a selector that is not an exact topic.
     others: Vec<u64>,
     /// Subscriptions that select the subscriptions namespace by name (subscription events are
@@ -497,6 +498,9 @@ pub struct AppMercure {
     /// (the last sync's answer, good for the watch key's TTL); events are shipped to Redis only
     /// then or while this node has watchers.
     pub(super) watched_until: Mutex<Option<tokio::time::Instant>>,
+    /// In a cluster: the number of the last sync of this app's shared subscriptions done (see
+    /// `Outgoing::taken`).
+    pub(super) synced: tokio::sync::watch::Sender<u64>,
 }
 
 /// What a subscribe got.
@@ -650,18 +654,26 @@ impl AppMercure {
 
     /// Registers `subscription` (its lock held by `state`, released here), marks the app's
     /// bridge active and sends its subscription events; its id.
-    pub(super) fn register(
+    pub(super) fn register(&self, state: MutexGuard<'_, State>, subscription: Subscription) -> u64 {
+        let (id, announcement) = self.register_unannounced(state, subscription);
+        announcement.send(self, false);
+        id
+    }
+
+    /// [`AppMercure::register`] without sending the subscription's events: the caller sends
+    /// them (a cluster watcher's once its node hears the app's channel, `cluster.rs`).
+    pub(super) fn register_unannounced(
         &self,
         mut state: MutexGuard<'_, State>,
         subscription: Subscription,
-    ) -> u64 {
+    ) -> (u64, Announcement) {
         state.next += 1;
         let id = state.next;
         let mut exact_only = true;
         for selector in &subscription.selectors {
             match selector {
                 Selector::Exact(topic) => {
-                    let ids = state.exact.entry(topic.as_str().into()).or_default();
+                    let ids = state.exact.entry(topic.clone()).or_default();
                     if !ids.contains(&id) {
                         ids.push(id);
                     }
@@ -682,8 +694,12 @@ impl AppMercure {
         if let Some(app_hub) = self.app_hub.upgrade() {
             app_hub.set_bridge_active(true);
         }
-        self.announce(subscriber.as_ref(), true, events.unwrap_or_default());
-        id
+        let announcement = Announcement {
+            subscriber,
+            active: true,
+            events: events.unwrap_or_default(),
+        };
+        (id, announcement)
     }
 
     /// Removes subscription `id`.
@@ -694,10 +710,10 @@ impl AppMercure {
         };
         for selector in &subscription.selectors {
             if let Selector::Exact(topic) = selector {
-                if let Some(ids) = state.exact.get_mut(topic.as_str()) {
+                if let Some(ids) = state.exact.get_mut(&**topic) {
                     ids.retain(|other| *other != id);
                     if ids.is_empty() {
-                        state.exact.remove(topic.as_str());
+                        state.exact.remove(&**topic);
                     }
                 }
             }
@@ -715,18 +731,26 @@ impl AppMercure {
             }
         }
         let subscriber = clustered.then_some(&subscription.subscriber);
-        self.announce(subscriber, false, events.unwrap_or_default());
+        self.announce(subscriber, false, events.unwrap_or_default(), false);
     }
 
     /// Sends a subscription's events: in a cluster, with the change to this node's shared
-    /// subscriptions (`subscriber`), through Redis (`shared.rs`); else delivered here.
-    fn announce(&self, subscriber: Option<&Subscriber>, active: bool, events: Vec<Update>) {
+    /// subscriptions (`subscriber`), through Redis (`shared.rs`: the number of the sync that
+    /// takes them); else delivered here.
+    pub(super) fn announce(
+        &self,
+        subscriber: Option<&Subscriber>,
+        active: bool,
+        events: Vec<Update>,
+        force: bool,
+    ) -> Option<u64> {
         match subscriber {
-            Some(subscriber) => self.share(subscriber, active, events),
+            Some(subscriber) => Some(self.share(subscriber, active, events, force)),
             None => {
                 for event in events {
                     self.deliver(event, false);
                 }
+                None
             }
         }
     }

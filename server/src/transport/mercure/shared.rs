@@ -54,6 +54,30 @@ pub(super) type SharedRead = (tokio::time::Instant, Result<Arc<SharedSubs>, Stri
 /// Syncs that failed since the start (logged at the first and every 100th).
 static FAILURES: AtomicU64 = AtomicU64::new(0);
 
+/// How long a new watcher's subscribe waits for the sync that sets the watch key (and sends its
+/// own subscription's events) before its stream opens anyway.
+pub(super) const WATCH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The inactive event of a dead node's subscription, from its shared document (`None` for an
+/// unreadable one): as the node would have sent it, with a new id.
+fn inactive_event(document: &str) -> Option<Update> {
+    let mut document: serde_json::Value = serde_json::from_str(document).ok()?;
+    let topic = document.get("id")?.as_str()?.to_owned();
+    // Draft-08 documents name their match type; their events have the type `mercure`.
+    let event_type = document.get("match_type").is_some().then_some("mercure");
+    document
+        .as_object_mut()?
+        .insert("active".into(), serde_json::Value::Bool(false));
+    Some(Update::new(
+        super::registry::new_id(),
+        vec![topic],
+        true,
+        event_type,
+        None,
+        &document.to_string(),
+    ))
+}
+
 /// An app's changes not yet in Redis.
 #[derive(Debug, Default)]
 pub(super) struct Outgoing {
@@ -65,12 +89,37 @@ pub(super) struct Outgoing {
     replace: bool,
     /// The documents' and events' bytes queued (also counted in [`Signal::bytes`]).
     bytes: usize,
+    /// The next sync runs even with nothing else to send (a new watcher waits for it to set
+    /// the watch key).
+    force: bool,
+    /// The syncs that took this app's changes so far (a change queued now goes with the next).
+    taken: u64,
 }
 
 /// The size an event takes in the queue.
 fn event_bytes(event: &Update) -> usize {
     event.event.len() + event.id.len() + event.topics.iter().map(String::len).sum::<usize>()
 }
+
+/// A subscription's events (and, in a cluster, its change to the shared subscriptions) not
+/// sent yet: [`Announcement::send`] sends them.
+#[must_use]
+pub(super) struct Announcement {
+    pub(super) subscriber: Option<Subscriber>,
+    pub(super) active: bool,
+    pub(super) events: Vec<Update>,
+}
+
+impl Announcement {
+    /// Sends them (see [`AppMercure::announce`]); in a cluster, the number of the sync that
+    /// takes them. `force`: that sync runs (and sets the watch key) even with nothing to send.
+    pub(super) fn send(self, app: &AppMercure, force: bool) -> Option<u64> {
+        app.announce(self.subscriber.as_ref(), self.active, self.events, force)
+    }
+}
+
+/// What a sync took from an app's [`Outgoing`]: the changes, the events, replace, force.
+type Taken = (HashMap<String, Option<String>>, Vec<Update>, bool, bool);
 
 /// The apps with changes, and the sync task's wake-up.
 #[derive(Debug, Default)]
@@ -135,13 +184,14 @@ impl AppMercure {
     }
 
     /// Records a subscription of `subscriber` becoming active (or not) and its `events` for the
-    /// sync task.
+    /// sync task; the number of the sync that takes them ([`AppMercure::wait_synced`]).
     pub(super) fn share(
         self: &AppMercure,
         subscriber: &Subscriber,
         active: bool,
         events: Vec<Update>,
-    ) {
+        force: bool,
+    ) -> u64 {
         // An event over the shared documents' bound (a big token payload) is not sent through
         // Redis: delivered to this node's watchers alone, as its document is listed here alone.
         let (events, big): (Vec<Update>, Vec<Update>) = events
@@ -173,7 +223,9 @@ impl AppMercure {
             .sum::<usize>()
             + events.iter().map(event_bytes).sum::<usize>();
         let mut outgoing = self.shared.lock_or_recover();
-        let first = outgoing.changes.is_empty() && outgoing.events.is_empty();
+        let first = outgoing.changes.is_empty() && outgoing.events.is_empty() && !outgoing.force;
+        outgoing.force |= force;
+        let ticket = outgoing.taken + 1;
         let node_bytes = self.sync.bytes.load(Ordering::Relaxed);
         if outgoing.changes.len() + outgoing.events.len() + changes.len() > MAX_OUTGOING
             || outgoing.bytes + bytes > MAX_OUTGOING_BYTES
@@ -195,6 +247,46 @@ impl AppMercure {
         if first {
             self.wake_sync();
         }
+        ticket
+    }
+
+    /// Queues the inactive events of a dead node's subscriptions (their shared `documents`)
+    /// for the next sync, within the queue's bounds (past them the rest are dropped, logged).
+    fn announce_dead(&self, documents: &[String]) {
+        let events = documents
+            .iter()
+            .map(String::as_str)
+            .filter_map(inactive_event);
+        let mut outgoing = self.shared.lock_or_recover();
+        let mut dropped = 0;
+        for event in events {
+            let bytes = event_bytes(&event);
+            if outgoing.changes.len() + outgoing.events.len() >= MAX_OUTGOING
+                || outgoing.bytes + bytes > MAX_OUTGOING_BYTES
+                || self.sync.bytes.load(Ordering::Relaxed) + bytes > MAX_NODE_OUTGOING_BYTES
+            {
+                dropped += 1;
+                continue;
+            }
+            outgoing.bytes += bytes;
+            self.sync.bytes.fetch_add(bytes, Ordering::Relaxed);
+            outgoing.events.push(event);
+        }
+        drop(outgoing);
+        if dropped > 0 {
+            tracing::warn!(
+                app_id = self.app_id().as_deref().unwrap_or(""),
+                dropped,
+                "inactive events of a dead node's subscriptions dropped (the queue is full)"
+            );
+        }
+        self.wake_sync();
+    }
+
+    /// Waits (at most [`WATCH_WAIT`]) until the sync numbered `ticket` (or a later one) is done.
+    pub(super) async fn wait_synced(&self, ticket: u64) {
+        let mut synced = self.synced.subscribe();
+        let _ = tokio::time::timeout(WATCH_WAIT, synced.wait_for(|done| *done >= ticket)).await;
     }
 
     /// Puts this app in the sync task's next turn.
@@ -231,17 +323,33 @@ impl AppMercure {
         let Some(app_id) = self.app_id() else {
             return;
         };
-        let (changes, events, replace) = {
+        let (changes, events, replace, force, taken) = {
             let mut outgoing = self.shared.lock_or_recover();
             self.sync
                 .bytes
                 .fetch_sub(std::mem::take(&mut outgoing.bytes), Ordering::Relaxed);
+            outgoing.taken += 1;
             (
                 std::mem::take(&mut outgoing.changes),
                 std::mem::take(&mut outgoing.events),
                 std::mem::take(&mut outgoing.replace),
+                std::mem::take(&mut outgoing.force),
+                outgoing.taken,
             )
         };
+        self.sync_taken(cluster, &app_id, refresh, (changes, events, replace, force))
+            .await;
+        self.synced.send_replace(taken);
+    }
+
+    /// [`AppMercure::sync_shared`] of the changes it took.
+    async fn sync_taken(
+        &self,
+        cluster: &Cluster,
+        app_id: &str,
+        refresh: bool,
+        (changes, events, replace, force): Taken,
+    ) {
         let (local, watch) = {
             let state = self.lock();
             (
@@ -253,7 +361,7 @@ impl AppMercure {
                 state.watchers > 0,
             )
         };
-        if !refresh && !replace && changes.is_empty() && events.is_empty() {
+        if !refresh && !replace && !force && changes.is_empty() && events.is_empty() {
             return;
         }
         let mut sync = SubsSync {
@@ -280,8 +388,13 @@ impl AppMercure {
                 .map(|u| encode_mercure_body(u.private, &u.topics, &u.id, &u.event))
                 .collect();
         }
-        match cluster.mercure_subs_sync(&app_id, &sync).await {
+        match cluster.mercure_subs_sync(app_id, &sync).await {
             Ok(synced) => {
+                // The dead nodes' subscriptions this sync removed: their inactive events are
+                // this node's to send (nobody else got their documents), while someone watches.
+                if synced.watched && !synced.dead.is_empty() {
+                    self.announce_dead(&synced.dead);
+                }
                 *self.watched_until.lock_or_recover() = synced
                     .watched
                     .then(|| tokio::time::Instant::now() + crate::cluster::mercure_subs::SUBS_TTL);
@@ -315,7 +428,7 @@ impl AppMercure {
                 let count = FAILURES.fetch_add(1, Ordering::Relaxed) + 1;
                 if count == 1 || count % 100 == 0 {
                     tracing::warn!(
-                        app_id = &*app_id,
+                        app_id,
                         %error,
                         failures = count,
                         "the Mercure subscriptions were not shared (their events delivered on this node)"
@@ -414,7 +527,7 @@ mod tests {
         let hubs = Hubs::new(1 << 20);
         let app = hubs.app("1", &app_hub);
         for n in 0..MAX_OUTGOING + 10 {
-            app.share(&subscriber(n), true, Vec::new());
+            app.share(&subscriber(n), true, Vec::new(), false);
             let outgoing = app.shared.lock_or_recover();
             assert!(outgoing.changes.len() + outgoing.events.len() <= MAX_OUTGOING);
         }
@@ -427,8 +540,8 @@ mod tests {
         // The last change of a subscription wins (removed, then active again: active).
         let mut outgoing = Outgoing::default();
         std::mem::swap(&mut outgoing, &mut app.shared.lock_or_recover());
-        app.share(&subscriber(1), false, Vec::new());
-        app.share(&subscriber(1), true, Vec::new());
+        app.share(&subscriber(1), false, Vec::new(), false);
+        app.share(&subscriber(1), true, Vec::new(), false);
         let outgoing = app.shared.lock_or_recover();
         assert_eq!(outgoing.changes.len(), 1);
         assert!(outgoing.changes.values().all(Option::is_some));
@@ -468,10 +581,15 @@ mod tests {
         let hubs = Hubs::new(1 << 20);
         let app_hub = Arc::new(AppHub::new("1", None));
         let app = hubs.app("1", &app_hub);
-        app.share(&subscriber(0), true, vec![event(MAX_DOCUMENT_BYTES + 1)]);
+        app.share(
+            &subscriber(0),
+            true,
+            vec![event(MAX_DOCUMENT_BYTES + 1)],
+            false,
+        );
         assert!(app.shared.lock_or_recover().events.is_empty(), "not queued");
         for n in 0..(MAX_OUTGOING_BYTES / 4_000) + 10 {
-            app.share(&subscriber(n), true, vec![event(4_000)]);
+            app.share(&subscriber(n), true, vec![event(4_000)], false);
             assert!(app.shared.lock_or_recover().bytes <= MAX_OUTGOING_BYTES);
         }
         assert!(app.shared.lock_or_recover().replace, "replaced whole next");
@@ -484,7 +602,7 @@ mod tests {
             .collect();
         for n in 0..200 {
             for app in &apps {
-                app.share(&subscriber(n), true, vec![event(4_000)]);
+                app.share(&subscriber(n), true, vec![event(4_000)], false);
                 assert!(hubs.sync.bytes.load(Ordering::Relaxed) <= MAX_NODE_OUTGOING_BYTES);
             }
         }

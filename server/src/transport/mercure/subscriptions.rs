@@ -31,7 +31,8 @@ pub(super) fn namespace(hub_path: &str) -> String {
 #[derive(Debug, Clone)]
 pub(super) struct Described {
     pub(super) kind: SelectorKind,
-    pub(super) raw: String,
+    /// The selector's text, shared with the parsed selector ([`Selector::shared_text`]).
+    pub(super) raw: std::sync::Arc<str>,
     /// The token's payload for it.
     pub(super) payload: Option<Value>,
 }
@@ -84,7 +85,7 @@ pub(super) fn document(
             "@context": "https://mercure.rocks/",
             "id": id,
             "type": "Subscription",
-            "topic": selector.raw,
+            "topic": &*selector.raw,
             "subscriber": subscriber.id,
             "active": active,
         }),
@@ -92,7 +93,7 @@ pub(super) fn document(
             "id": id,
             "type": "subscription",
             "match_type": match_type(kind),
-            "match": selector.raw,
+            "match": &*selector.raw,
             "subscriber": subscriber.id,
             "active": active,
         }),
