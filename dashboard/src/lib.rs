@@ -136,7 +136,10 @@ pub fn router<P: AdminPort>(port: Arc<P>, config: Config) -> Router {
             config.shared_budgets.clone(),
             config.session_key.clone(),
         ),
-        accounts: session::SignInLimits::new(config.shared_budgets, config.session_key.clone())
+        accounts: session::SignInLimits::new(
+            config.shared_budgets.clone(),
+            config.session_key.clone(),
+        )
             .scoped("acct:"),
         signup: config.signup,
         writes: writes::WriteBudget::new(

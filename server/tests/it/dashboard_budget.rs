@@ -122,12 +122,10 @@ async fn the_tokens_page_pages_the_dead_tokens() {
     assert_eq!(first.status, 200);
     assert_eq!(count(&first.body, "data-testid=\"token\""), 3, "live ones");
     assert_eq!(count(&first.body, "data-testid=\"dead-token\""), 50);
-    let marker = "href=\"/dashboard/tokens?before=";
-    let start = first.body.find(marker).expect("an older page") + "href=\"".len();
+    let marker = "tokens?before=";
+    let start = first.body.find(marker).expect("an older page") + marker.len();
     let end = start + first.body[start..].find('"').unwrap();
-    let older = first.body[start..end]
-        .replace("&#x2e;", ".")
-        .replace("&amp;", "&");
+    let older = format!("/dashboard/tokens?before={}", &first.body[start..end]);
     let second = browser.get(Some(&admin.cookie), &older).await;
     assert_eq!(second.status, 200, "{older}");
     assert_eq!(count(&second.body, "data-testid=\"token\""), 3);
