@@ -140,7 +140,7 @@ pub fn router<P: AdminPort>(port: Arc<P>, config: Config) -> Router {
             config.shared_budgets.clone(),
             config.session_key.clone(),
         )
-            .scoped("acct:"),
+        .scoped("acct:"),
         signup: config.signup,
         writes: writes::WriteBudget::new(
             config.writes_per_minute,
