@@ -11,6 +11,7 @@ mod client;
 mod pages;
 pub mod port;
 mod session;
+mod writes;
 
 use std::sync::Arc;
 
@@ -48,7 +49,13 @@ pub struct Config {
     pub tls_listener: bool,
     /// Who may sign up (`HERALD_SIGNUP`).
     pub signup: Signup,
+    /// State-changing forms (every signed-in POST but sign-out) one member may send a minute
+    /// (`HERALD_DASHBOARD_RATE`; 0: [`DEFAULT_WRITES_PER_MINUTE`]); past it, 429.
+    pub writes_per_minute: u32,
 }
+
+/// [`Config::writes_per_minute`]'s default.
+pub const DEFAULT_WRITES_PER_MINUTE: u32 = 60;
 
 /// Largest request body a dashboard form may send; larger ones get 413 before they are read.
 pub const MAX_FORM_BYTES: usize = 64 * 1024;
@@ -61,6 +68,8 @@ struct Dash<P> {
     /// sign-in's rules, budgets of their own.
     accounts: session::SignInLimits,
     signup: Signup,
+    /// The members' budgets of state-changing forms.
+    writes: writes::WriteBudget,
     cookies: session::CookieSeal,
     proxies: client::TrustedProxies,
 }
@@ -127,9 +136,17 @@ pub fn router<P: AdminPort>(port: Arc<P>, config: Config) -> Router {
             config.shared_budgets.clone(),
             config.session_key.clone(),
         ),
-        accounts: session::SignInLimits::new(config.shared_budgets, config.session_key.clone())
-            .scoped("acct:"),
+        accounts: session::SignInLimits::new(
+            config.shared_budgets.clone(),
+            config.session_key.clone(),
+        )
+        .scoped("acct:"),
         signup: config.signup,
+        writes: writes::WriteBudget::new(
+            config.writes_per_minute,
+            config.shared_budgets.clone(),
+            config.session_key.clone(),
+        ),
         cookies: session::CookieSeal::new(config.session_key),
         proxies: client::TrustedProxies::new(config.trusted_proxies)
             .with_tls_listener(config.tls_listener),

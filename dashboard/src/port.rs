@@ -229,6 +229,20 @@ pub struct ApiTokenRow {
     pub state: &'static str,
 }
 
+/// The tokens page: the live tokens (at most the tenant's cap) and a page of the dead ones.
+#[derive(Debug, Clone, Default)]
+pub struct ApiTokenPage {
+    /// Every live token, newest first.
+    pub live: Vec<ApiTokenRow>,
+    /// Revoked and expired ones, newest first, at most [`DEAD_TOKENS_PER_PAGE`].
+    pub dead: Vec<ApiTokenRow>,
+    /// The cursor of the next page of dead ones (`None`: this is the last).
+    pub older: Option<String>,
+}
+
+/// Dead tokens a page of the tokens page lists.
+pub const DEAD_TOKENS_PER_PAGE: u32 = 50;
+
 /// A token to create from the dashboard.
 #[derive(Debug, Clone)]
 pub struct NewApiToken {
@@ -760,11 +774,13 @@ pub trait AdminPort: AccountPort + Send + Sync + 'static {
         password: &str,
         address: &str,
     ) -> impl Future<Output = PortResult<Admin>> + Send;
-    /// The management API tokens of the admin's tenant (owners and admins).
+    /// The management API tokens of the admin's tenant (owners and admins): every live one, and
+    /// a page of the dead ones older than `before` (a cursor a page gave).
     fn api_tokens(
         &self,
         admin: &Admin,
-    ) -> impl Future<Output = PortResult<Vec<ApiTokenRow>>> + Send;
+        before: Option<&str>,
+    ) -> impl Future<Output = PortResult<ApiTokenPage>> + Send;
     /// Creates a token (owners and admins); returns it and its text, shown once.
     fn create_api_token(
         &self,

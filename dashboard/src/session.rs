@@ -140,7 +140,7 @@ pub(crate) const SIGN_UPS_PER_NETWORK: (u32, Duration) = (20, Duration::from_sec
 pub(crate) const SIGN_UPS_TOTAL: (u32, Duration) = (200, Duration::from_secs(3600));
 
 /// A governor quota of `burst` attempts per `period`.
-fn quota((burst, period): (u32, Duration)) -> Quota {
+pub(crate) fn quota((burst, period): (u32, Duration)) -> Quota {
     let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
     Quota::with_period(period / burst.get())
         .unwrap_or_else(|| Quota::per_hour(NonZeroU32::MIN))
@@ -188,7 +188,7 @@ impl SignInLimits {
 /// One check of a keyed limiter that holds at most [`MAX_KEYS`] keys, taking `cells` of its
 /// budget (1, or more while the cluster's shared budgets are out of reach: see
 /// [`SignInLimits::cells`]; never more than the burst, so an attempt is always possible).
-fn check<K>(
+pub(crate) fn check<K>(
     limiter: &DefaultKeyedRateLimiter<K>,
     key: &K,
     full_wait: u64,

@@ -139,6 +139,10 @@ pub struct Settings {
     /// (`HERALD_API_RATE`, default 10,
     /// 1 to 1,000; bursts of twice that).
     pub api_rate: u32,
+    /// State-changing dashboard forms (POSTs but sign-out) one signed-in member may send a
+    /// minute, cluster-wide in cluster mode (`HERALD_DASHBOARD_RATE`, default 60, 1 to 10,000;
+    /// bursts of that many).
+    pub dashboard_rate: u32,
     /// The URL users reach the server at (`HERALD_PUBLIC_URL`, an absolute `http(s)` URL without
     /// a trailing `/`); `None`: `http://` and the bound address ([`Settings::public_url_or`]).
     pub public_url: Option<String>,
@@ -384,6 +388,10 @@ fn cidr_list(name: &'static str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     var(name).map_or(Ok(Vec::new()), |list| parse_named_cidr_list(name, &list))
 }
 
+/// `HERALD_DASHBOARD_RATE`'s default: a person clicking through forms never meets it; a
+/// script with a stolen session makes at most one store change a second.
+pub const DEFAULT_DASHBOARD_RATE: u32 = 60;
+
 /// `HERALD_PUBLIC_URL`: an absolute `http://` or `https://` URL with a host and no query or
 /// fragment; answered without a trailing `/`.
 fn parse_public_url(raw: &str) -> Result<String, ConfigError> {
@@ -553,6 +561,16 @@ impl Settings {
                 })
             }
         };
+        let dashboard_rate = match number::<u32>("HERALD_DASHBOARD_RATE")? {
+            None => DEFAULT_DASHBOARD_RATE,
+            Some(n @ 1..=10_000) => n,
+            Some(other) => {
+                return Err(ConfigError {
+                    name: "HERALD_DASHBOARD_RATE",
+                    problem: format!("a number from 1 to 10000, got {other}"),
+                })
+            }
+        };
         let cluster = cluster_settings()?;
         let public_url = var("HERALD_PUBLIC_URL")
             .map(|url| parse_public_url(&url))
@@ -561,6 +579,7 @@ impl Settings {
             metrics_bind: var("HERALD_METRICS_BIND"),
             metrics_top_apps,
             api_rate,
+            dashboard_rate,
             tls: tls_settings()?,
             public_url,
             cluster,
@@ -632,6 +651,7 @@ impl Settings {
             metrics_bind: None,
             metrics_top_apps: 20,
             api_rate: 10,
+            dashboard_rate: DEFAULT_DASHBOARD_RATE,
             public_url: None,
             data_dir: PathBuf::from("./herald-data"),
             database_url: sqlite_url(std::path::Path::new("./herald-data")),

@@ -200,6 +200,9 @@ pub(crate) enum Refusal {
     Busy,
     /// The store cannot be reached.
     Unavailable(String),
+    /// The member sent more state-changing forms than their budget allows: retry after this
+    /// many seconds.
+    TooManyChanges { retry_after: u64, per_minute: u32 },
 }
 
 impl IntoResponse for Refusal {
@@ -236,6 +239,23 @@ impl IntoResponse for Refusal {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+            }
+            Refusal::TooManyChanges {
+                retry_after,
+                per_minute,
+            } => {
+                let mut response = error_page(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many changes",
+                    &format!(
+                        "You have sent more than {per_minute} changes a minute. Nothing was \
+                         changed by this one: wait {retry_after} s, then send the form again."
+                    ),
+                );
+                if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
                 response
             }
             Refusal::Unavailable(reason) => error_page(
@@ -300,6 +320,17 @@ impl<P: AdminPort> FromRequestParts<Shared<P>> for Ctx {
                 return Err(Refusal::SignIn(next));
             }
         };
+        // Every state-changing form (a signed-in POST; signing out is always allowed) takes one
+        // from the member's budget before its body is read.
+        if parts.method == axum::http::Method::POST && parts.uri.path() != "/dashboard/logout" {
+            dash.writes
+                .take(&admin.id)
+                .await
+                .map_err(|refused| Refusal::TooManyChanges {
+                    retry_after: refused.retry_after,
+                    per_minute: dash.writes.per_minute(),
+                })?;
+        }
         let peer = peer(parts);
         admin.address = dash
             .proxies

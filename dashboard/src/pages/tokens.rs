@@ -1,5 +1,7 @@
-//! The management API's tokens of a tenant (owners and admins): list them, create one (its text
-//! is shown on the page that answers the creation, once, and never put in a URL), revoke one.
+//! The management API's tokens of a tenant (owners and admins): list them (every live one, at
+//! most the tenant's 50, then the revoked and expired ones 50 a page, newest first), create one
+//! (its text is shown on the page that answers the creation, once, and never put in a URL),
+//! revoke one.
 //! The server checks the role and that the scopes stay within it.
 
 use askama::Template;
@@ -7,9 +9,11 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::Form;
 
+use serde::Deserialize;
+
 use super::{
-    back, check_csrf, day_label, field, fields, outcome, render, Chrome, Ctx, Flash, FormData,
-    Refusal, Shared,
+    back, check_csrf, day_label, encode, field, fields, outcome, render, Chrome, Ctx, Flash,
+    FormData, Refusal, Shared,
 };
 use crate::port::*;
 
@@ -39,10 +43,38 @@ pub(crate) struct TokenLine {
 #[template(path = "tokens.html")]
 struct TokensPage {
     chrome: Chrome,
+    /// Every live token.
     tokens: Vec<TokenLine>,
+    /// A page of the revoked and expired ones.
+    dead: Vec<TokenLine>,
+    /// The link to the next page of dead ones ('' on the last).
+    older: String,
     scopes: Vec<(&'static str, &'static str)>,
     /// The text of the token just created (shown once).
     created: String,
+}
+
+fn line(row: ApiTokenRow) -> TokenLine {
+    TokenLine {
+        scopes: row.scopes.join(", "),
+        created: day_label(row.created_at.div_euclid(86_400)),
+        expires: row
+            .expires_at
+            .map_or("never".to_owned(), |at| day_label(at.div_euclid(86_400))),
+        last_used: row
+            .last_used_at
+            .map_or("never".to_owned(), |at| day_label(at.div_euclid(86_400))),
+        row,
+    }
+}
+
+/// The page's query string: a notice or error, and the page of dead tokens.
+#[derive(Deserialize, Default)]
+pub(crate) struct TokensQuery {
+    notice: Option<String>,
+    error: Option<String>,
+    /// The cursor of the page of dead tokens (older than the one it names).
+    before: Option<String>,
 }
 
 async fn page<P: AdminPort>(
@@ -50,27 +82,17 @@ async fn page<P: AdminPort>(
     ctx: &Ctx,
     flash: Flash,
     created: String,
+    before: Option<&str>,
 ) -> Result<Response, Refusal> {
-    let tokens = dash
-        .port
-        .api_tokens(&ctx.admin)
-        .await?
-        .into_iter()
-        .map(|row| TokenLine {
-            scopes: row.scopes.join(", "),
-            created: day_label(row.created_at.div_euclid(86_400)),
-            expires: row
-                .expires_at
-                .map_or("never".to_owned(), |at| day_label(at.div_euclid(86_400))),
-            last_used: row
-                .last_used_at
-                .map_or("never".to_owned(), |at| day_label(at.div_euclid(86_400))),
-            row,
-        })
-        .collect();
+    let page = dash.port.api_tokens(&ctx.admin, before).await?;
     Ok(render(&TokensPage {
         chrome: Chrome::new(ctx, flash, "tokens"),
-        tokens,
+        tokens: page.live.into_iter().map(line).collect(),
+        dead: page.dead.into_iter().map(line).collect(),
+        older: page
+            .older
+            .map(|cursor| format!("{PAGE}?before={}", encode(&cursor)))
+            .unwrap_or_default(),
         scopes: SCOPES.to_vec(),
         created,
     }))
@@ -79,9 +101,13 @@ async fn page<P: AdminPort>(
 pub(super) async fn tokens<P: AdminPort>(
     State(dash): State<Shared<P>>,
     ctx: Ctx,
-    Query(flash): Query<Flash>,
+    Query(query): Query<TokensQuery>,
 ) -> Result<Response, Refusal> {
-    page(&dash, &ctx, flash, String::new()).await
+    let flash = Flash {
+        notice: query.notice,
+        error: query.error,
+    };
+    page(&dash, &ctx, flash, String::new(), query.before.as_deref()).await
 }
 
 pub(super) async fn create_token<P: AdminPort>(
@@ -119,7 +145,7 @@ pub(super) async fn create_token<P: AdminPort>(
                 )),
                 error: None,
             };
-            page(&dash, &ctx, flash, text).await
+            page(&dash, &ctx, flash, text, None).await
         }
         Err(PortError::Invalid(message)) | Err(PortError::Forbidden(message)) => {
             Ok(back(PAGE, Err(message)))

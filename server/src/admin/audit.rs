@@ -14,7 +14,9 @@ pub(crate) use crate::tenants::masked_url;
 
 impl AdminApi {
     /// The audit entries `admin` may read: a member's own tenant's (every role may), the
-    /// operator's every tenant's or the one asked for.
+    /// operator's every tenant's or the one asked for. Client addresses (members' sign-in
+    /// addresses among them: personal data) only for the operator and the roles that manage
+    /// members (owners, admins); developers and viewers get them blank.
     pub(super) async fn audit_rows(
         &self,
         admin: &Admin,
@@ -42,6 +44,7 @@ impl AdminApi {
                 limit: query.limit,
             })
             .await?;
+        let addresses = admin.operator || admin.role.manages_members();
         Ok(entries
             .into_iter()
             .map(|e| AuditRow {
@@ -51,7 +54,7 @@ impl AdminApi {
                 action: e.action,
                 target: e.target,
                 details: e.details.to_string(),
-                address: e.address,
+                address: if addresses { e.address } else { String::new() },
                 at_ms: e.at,
             })
             .collect())

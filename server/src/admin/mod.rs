@@ -501,8 +501,12 @@ impl AdminPort for AdminApi {
         self.join(token, password, address).await
     }
 
-    async fn api_tokens(&self, admin: &Admin) -> PortResult<Vec<ApiTokenRow>> {
-        self.list_api_tokens(admin).await
+    async fn api_tokens(
+        &self,
+        admin: &Admin,
+        before: Option<&str>,
+    ) -> PortResult<herald_dashboard::ApiTokenPage> {
+        self.list_api_tokens(admin, before).await
     }
 
     async fn create_api_token(

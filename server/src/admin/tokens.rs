@@ -2,7 +2,9 @@
 //! members) list, create and revoke them, within their own tenant; every creation and
 //! revocation is audited with the token's name and scopes, never its text.
 
-use herald_dashboard::{Admin, ApiTokenRow, NewApiToken, PortResult};
+use herald_dashboard::{
+    Admin, ApiTokenPage, ApiTokenRow, NewApiToken, PortResult, DEAD_TOKENS_PER_PAGE,
+};
 
 use super::convert::{member_tenant, user_role};
 use super::{port_error, AdminApi};
@@ -38,16 +40,36 @@ impl AdminApi {
         Ok(tenant)
     }
 
-    pub(super) async fn list_api_tokens(&self, admin: &Admin) -> PortResult<Vec<ApiTokenRow>> {
+    /// The tenant's live tokens and a page of its dead ones older than the cursor `before`
+    /// (`created_at.id` of the last one shown; a malformed one starts from the newest).
+    pub(super) async fn list_api_tokens(
+        &self,
+        admin: &Admin,
+        before: Option<&str>,
+    ) -> PortResult<ApiTokenPage> {
         let tenant = self.token_tenant(admin)?;
-        let tokens = self
-            .node
-            .store
-            .list_tokens(&tenant)
+        let store = &self.node.store;
+        let live = store.live_tokens(&tenant).await.map_err(port_error)?;
+        let before = before.and_then(|cursor| {
+            let (at, id) = cursor.split_once('.')?;
+            Some((at.parse::<i64>().ok()?, id.to_owned()))
+        });
+        let mut dead = store
+            .dead_tokens(&tenant, before, DEAD_TOKENS_PER_PAGE + 1)
             .await
             .map_err(port_error)?;
+        let older = (dead.len() > DEAD_TOKENS_PER_PAGE as usize).then(|| {
+            dead.truncate(DEAD_TOKENS_PER_PAGE as usize);
+            dead.last()
+                .map(|t| format!("{}.{}", t.created_at, t.id))
+                .unwrap_or_default()
+        });
         let now = self.node.settings.clock.now_seconds();
-        Ok(tokens.into_iter().map(|t| row(t, now)).collect())
+        Ok(ApiTokenPage {
+            live: live.into_iter().map(|t| row(t, now)).collect(),
+            dead: dead.into_iter().map(|t| row(t, now)).collect(),
+            older,
+        })
     }
 
     pub(super) async fn make_api_token(

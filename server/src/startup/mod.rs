@@ -93,10 +93,13 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Startu
     move |source| StartupError::Io { context, source }
 }
 
-/// Rewrites `/prefix/apps/...` to `/apps/...` and `/prefix/app/{key}` to `/app/{key}`, so the
-/// API and the socket work behind a proxy path or pusher-http-php's `path` option. The signed path
-/// is the path from `/apps/` on, which is what the rewritten request carries. The dashboard and
-/// the management API (`/api/v1/apps/...`) are never rewritten.
+/// Rewrites `/prefix/apps/...` to `/apps/...`, `/prefix/app/{key}` to `/app/{key}` and
+/// `/prefix/api/v1/...` to `/api/v1/...`, so the REST API, the socket and the management API
+/// work behind a proxy path that is not stripped (or pusher-http-php's `path` option). The
+/// signed path is the path from `/apps/` on, which is what the rewritten request carries. The
+/// first marker in the path wins (`/p/api/v1/apps/1` is the management API's). The prefix
+/// taken off goes with the request ([`api::v1::MountPrefix`]: the OpenAPI document names it).
+/// The dashboard (`/dashboard...`) is never rewritten.
 fn strip_mount_prefix(mut request: Request) -> Request {
     let path = request.uri().path();
     if path.starts_with("/apps/")
@@ -106,8 +109,12 @@ fn strip_mount_prefix(mut request: Request) -> Request {
     {
         return request;
     }
-    let start = path.find("/apps/").or_else(|| path.find("/app/"));
+    let start = ["/api/v1/", "/apps/", "/app/"]
+        .iter()
+        .filter_map(|marker| path.find(marker))
+        .min();
     if let Some(start) = start {
+        let prefix = path[..start].to_owned();
         let mut rewritten = path[start..].to_owned();
         if let Some(query) = request.uri().query() {
             rewritten.push('?');
@@ -115,6 +122,9 @@ fn strip_mount_prefix(mut request: Request) -> Request {
         }
         if let Ok(uri) = rewritten.parse::<Uri>() {
             *request.uri_mut() = uri;
+            request
+                .extensions_mut()
+                .insert(api::v1::MountPrefix(prefix));
         }
     }
     request
@@ -200,6 +210,7 @@ impl Application {
             .local_addr()
             .map_err(io_error("cannot read the bound address"))?;
         // A node always knows its public URL: HERALD_PUBLIC_URL, else the bound address.
+        let configured_public_url = settings.public_url.clone();
         let mut settings = settings;
         settings.public_url = Some(settings.public_url_or(address));
         let (events, hub_events) = crate::webhooks::event_channel(settings.webhooks.event_queue);
@@ -280,6 +291,7 @@ impl Application {
                     crate::config::SignupMode::Invite => herald_dashboard::Signup::Invite,
                     crate::config::SignupMode::Open => herald_dashboard::Signup::Open,
                 },
+                writes_per_minute: node.settings.dashboard_rate,
             },
         );
         // pusher-js's HTTP fallback sessions, served by the router's fallback (any path prefix).
@@ -299,7 +311,7 @@ impl Application {
                     crate::metrics::track_rest,
                 )),
             )
-            .merge(api::v1::router())
+            .merge(api::v1::router(configured_public_url))
             .merge(transport::mercure::router(hubs.clone()))
             .fallback(move |State(node): State<SharedNode>, request: Request| {
                 transport::xhr::fallback(node, fallback_sessions.clone(), request)

@@ -376,6 +376,53 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// A tenant's live tokens (neither revoked nor expired at `now`; at most
+    /// [`MAX_LIVE_TOKENS`]), newest first.
+    pub async fn live_tokens(&self, tenant_id: &str) -> Result<Vec<ApiToken>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM api_tokens WHERE tenant_id = $1 AND revoked_at = 0 \
+             AND (expires_at = 0 OR expires_at > $2) ORDER BY created_at DESC, id DESC LIMIT $3"
+        ))
+        .bind(tenant_id.to_owned())
+        .bind(self.clock.now_seconds())
+        .bind(MAX_LIVE_TOKENS * 2)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(token_from_row)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// A page of a tenant's dead tokens (revoked, or expired at `now`, kept
+    /// [`DEAD_TOKEN_DAYS`]), newest first: at most `limit`, older than `before` (the
+    /// `(created_at, id)` of the previous page's last).
+    pub async fn dead_tokens(
+        &self,
+        tenant_id: &str,
+        before: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<ApiToken>, StoreError> {
+        let (at, id) = before.unwrap_or((i64::MAX, String::new()));
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM api_tokens WHERE tenant_id = $1 \
+             AND (revoked_at <> 0 OR (expires_at <> 0 AND expires_at <= $2)) \
+             AND (created_at < $3 OR (created_at = $3 AND id < $4)) \
+             ORDER BY created_at DESC, id DESC LIMIT $5"
+        ))
+        .bind(tenant_id.to_owned())
+        .bind(self.clock.now_seconds())
+        .bind(at)
+        .bind(id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(token_from_row)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// Revokes a token of `tenant_id` (`None`: any tenant's, the CLI); returns it. Revoking a
     /// revoked token is refused.
     pub async fn revoke_token(

@@ -138,6 +138,13 @@ fn routes(app_id: &str, key: &str, hook: &str) -> Vec<Route> {
             201,
         ),
         r(
+            Method::PATCH,
+            format!("/api/v1/apps/{app_id}/webhooks/{hook}"),
+            Scope::WebhooksWrite,
+            Some(json!({ "events": ["channel_occupied"], "channel_prefix": "p-" })),
+            200,
+        ),
+        r(
             Method::DELETE,
             format!("/api/v1/apps/{app_id}/webhooks/{hook}"),
             Scope::WebhooksWrite,
@@ -264,7 +271,7 @@ async fn every_route_checks_the_token_and_its_scope() {
     }
     // Used tokens note their use (to the minute).
     let tokens = store.list_tokens(&acme.id).await.unwrap();
-    assert!(tokens.iter().filter(|t| t.last_used_at.is_some()).count() >= 11);
+    assert!(tokens.iter().filter(|t| t.last_used_at.is_some()).count() >= 12);
     // The route table ran the app's deletion last: it is gone.
     assert!(store.get_app(&app_id).await.is_err());
     // Refusals of known tokens are in the audit log, never the token's text.
@@ -297,6 +304,7 @@ async fn every_route_checks_the_token_and_its_scope() {
         "app.updated",
         "limits.changed",
         "webhook.created",
+        "webhook.updated",
         "webhook.deleted",
         "key.rotated",
         "key.revoked",

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod api_v1;
+mod api_v1_changes;
 mod api_v1_guard;
 mod audit;
 mod audit_atomic;
@@ -34,6 +35,7 @@ mod cluster_users_bounds;
 mod cluster_webhooks_delay;
 mod cluster_xhr;
 mod dashboard_access;
+mod dashboard_budget;
 mod dashboard_cluster;
 mod dashboard_helpers;
 mod dashboard_invitations;

@@ -255,6 +255,23 @@ fn address(parts: &Parts, node: &SharedNode) -> String {
         .unwrap_or_default()
 }
 
+/// The key a client's 401 answers count under: an IPv4 address (also written IPv4-mapped) on
+/// its own, an IPv6 address by its /64 (what one subscriber holds: counting each of its 2^64
+/// addresses apart would give one holder unbounded 401s, and the store a lookup each).
+fn budget_key(address: &str) -> String {
+    match address
+        .parse::<std::net::IpAddr>()
+        .map(|ip| ip.to_canonical())
+    {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let network = u128::from(v6) & !u128::from(u64::MAX);
+            format!("{}/64", std::net::Ipv6Addr::from(network))
+        }
+        Ok(ip) => ip.to_string(),
+        Err(_) => address.to_owned(),
+    }
+}
+
 /// An authenticated caller: its token, within its rate.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -276,6 +293,53 @@ impl Caller {
             "insufficient_scope",
             format!("this token lacks the {scope} scope"),
         ))
+    }
+}
+
+/// A scope a route needs, as a type (the marker types in [`need`]), so the check runs in the
+/// route's extractors, before any body is read.
+pub trait Needs: Send + Sync + 'static {
+    /// The scope.
+    const SCOPE: Scope;
+}
+
+/// The scopes as marker types for [`Authorized`].
+pub mod need {
+    use super::{Needs, Scope};
+
+    macro_rules! needs {
+        ($($name:ident),*) => {$(
+            #[doc = concat!("Needs `Scope::", stringify!($name), "`.")]
+            #[derive(Debug)]
+            pub struct $name;
+            impl Needs for $name {
+                const SCOPE: Scope = Scope::$name;
+            }
+        )*};
+    }
+    needs!(
+        AppsRead,
+        AppsWrite,
+        KeysWrite,
+        WebhooksRead,
+        WebhooksWrite,
+        UsageRead
+    );
+}
+
+/// A caller whose token has the scope `N` names: authentication, the rate limit and the scope
+/// (403 `insufficient_scope`, audited) are all judged from the request head, so a token without
+/// the scope is refused before the server reads (or waits for) a byte of the body.
+#[derive(Debug)]
+pub struct Authorized<N>(pub Caller, pub std::marker::PhantomData<N>);
+
+impl<N: Needs> FromRequestParts<SharedNode> for Authorized<N> {
+    type Rejection = V1Error;
+
+    async fn from_request_parts(parts: &mut Parts, node: &SharedNode) -> Result<Self, V1Error> {
+        let caller = Caller::from_request_parts(parts, node).await?;
+        caller.require(node, N::SCOPE).await?;
+        Ok(Authorized(caller, std::marker::PhantomData))
     }
 }
 
@@ -315,8 +379,9 @@ impl FromRequestParts<SharedNode> for Caller {
             .cloned()
             .unwrap_or_default();
         let address = address(parts, node);
+        let key = budget_key(&address);
         let minute = node.settings.clock.minute();
-        if limits.unauthorized_spent(&address, minute) {
+        if limits.unauthorized_spent(&key, minute) {
             return Err(V1Error::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_unauthorized",
@@ -331,7 +396,7 @@ impl FromRequestParts<SharedNode> for Caller {
             .as_ref()
             .is_err_and(|e| e.status == StatusCode::UNAUTHORIZED)
         {
-            limits.count_unauthorized(&address, minute);
+            limits.count_unauthorized(&key, minute);
         }
         outcome
     }
@@ -506,6 +571,18 @@ mod tests {
         clock.set_millis(clock.now_millis() + IDLE_MS + 1);
         assert!(limits.admit(&clock, 1, "newcomer"));
         assert!(limits.limiters.lock_or_recover().map.len() <= 2);
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        assert_eq!(budget_key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+        assert_eq!(
+            budget_key("2001:db8:1:2:ffff::1"),
+            budget_key("2001:db8:1:2::9")
+        );
+        assert_ne!(budget_key("2001:db8:1:3::1"), budget_key("2001:db8:1:2::1"));
+        assert_eq!(budget_key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(budget_key("192.0.2.7"), "192.0.2.7");
     }
 
     /// Past [`MAX_ADDRESSES`] addresses, new ones share one count: the map stays bounded and

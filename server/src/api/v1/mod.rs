@@ -14,8 +14,8 @@ mod guard;
 mod openapi;
 
 pub use guard::{
-    query_params, Body, Caller, Params, TokenLimits, V1Error, MAX_BODY_BYTES,
-    UNAUTHORIZED_PER_MINUTE,
+    need, query_params, Authorized, Body, Caller, Needs, Params, TokenLimits, V1Error,
+    MAX_BODY_BYTES, UNAUTHORIZED_PER_MINUTE,
 };
 pub use openapi::{document, ROUTES};
 
@@ -42,8 +42,19 @@ const DEFAULT_PAGE: usize = 20;
 /// The longest grace period a rotation may give the old key (30 days).
 const MAX_GRACE_SECONDS: u64 = 30 * 86_400;
 
-/// The `/api/v1` routes.
-pub fn router() -> Router<SharedNode> {
+/// The base of `/api/v1` the OpenAPI document names in `servers`: `HERALD_PUBLIC_URL` when it
+/// is set (with its path: a proxy's mount prefix), else the prefix the request came through
+/// (`/realtime/api/v1/...`: `/realtime`, relative to the document's host), else `/`.
+#[derive(Debug, Clone, Default)]
+pub struct PublicBase(pub Option<String>);
+
+/// The path prefix a request came through before the mount-prefix rewrite took it off
+/// (`startup::strip_mount_prefix`), as a request extension.
+#[derive(Debug, Clone)]
+pub struct MountPrefix(pub String);
+
+/// The `/api/v1` routes; `public_url` is `HERALD_PUBLIC_URL` as configured (`None`: unset).
+pub fn router(public_url: Option<String>) -> Router<SharedNode> {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/api/v1/apps", get(list_apps).post(create_app))
@@ -59,10 +70,11 @@ pub fn router() -> Router<SharedNode> {
         )
         .route(
             "/api/v1/apps/{app_id}/webhooks/{webhook_id}",
-            delete(remove_webhook),
+            delete(remove_webhook).patch(update_webhook),
         )
         .route("/api/v1/apps/{app_id}/usage", get(usage))
         .layer(Extension(Arc::new(TokenLimits::default())))
+        .layer(Extension(PublicBase(public_url)))
         .layer(axum::middleware::map_response(no_store))
 }
 
@@ -75,8 +87,18 @@ async fn no_store(mut response: Response) -> Response {
     response
 }
 
-async fn openapi_json() -> Json<Value> {
-    Json(document())
+async fn openapi_json(
+    Extension(base): Extension<PublicBase>,
+    prefix: Option<Extension<MountPrefix>>,
+) -> Json<Value> {
+    let url = base
+        .0
+        .or_else(|| prefix.map(|Extension(MountPrefix(p))| p))
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| "/".to_owned());
+    let mut document = document();
+    document["servers"] = json!([{ "url": url }]);
+    Json(document)
 }
 
 /// The store as an admin of the caller's tenant (the scopes narrow it further).
@@ -283,10 +305,9 @@ fn id_order(id: &str) -> (usize, &str) {
 
 async fn list_apps(
     State(node): State<SharedNode>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<need::AppsRead>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, V1Error> {
-    caller.require(&node, Scope::AppsRead).await?;
     let params = query_params(query.as_deref())?;
     let limit = match params.get("limit").map(String::as_str) {
         None => DEFAULT_PAGE,
@@ -319,10 +340,9 @@ async fn list_apps(
 
 async fn create_app(
     State(node): State<SharedNode>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<need::AppsWrite>,
     Body(body): Body<CreateBody>,
 ) -> Result<Response, V1Error> {
-    caller.require(&node, Scope::AppsWrite).await?;
     if MercureInput::sets_key(body.mercure.as_ref()) {
         caller.require(&node, Scope::KeysWrite).await?;
     }
@@ -347,21 +367,19 @@ async fn create_app(
 
 async fn get_app(
     State(node): State<SharedNode>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<need::AppsRead>,
     Params(app_id): Params<String>,
 ) -> Result<Json<Value>, V1Error> {
-    caller.require(&node, Scope::AppsRead).await?;
     let app = scoped(&node, &caller).get_app(&app_id).await?;
     Ok(Json(view(&app, false)))
 }
 
 async fn update_app(
     State(node): State<SharedNode>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<need::AppsWrite>,
     Params(app_id): Params<String>,
     Body(body): Body<UpdateBody>,
 ) -> Result<Json<Value>, V1Error> {
-    caller.require(&node, Scope::AppsWrite).await?;
     if MercureInput::sets_key(body.mercure.as_ref()) {
         caller.require(&node, Scope::KeysWrite).await?;
     }
@@ -382,10 +400,9 @@ async fn update_app(
 
 async fn delete_app(
     State(node): State<SharedNode>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<need::AppsWrite>,
     Params(app_id): Params<String>,
 ) -> Result<StatusCode, V1Error> {
-    caller.require(&node, Scope::AppsWrite).await?;
     by(&caller)
         .scope(scoped(&node, &caller).delete_app(&app_id))
         .await?;
@@ -402,11 +419,10 @@ struct RotateBody {
 
 async fn rotate_key(
     State(node): State<SharedNode>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<need::KeysWrite>,
     Params(app_id): Params<String>,
     Body(body): Body<RotateBody>,
 ) -> Result<Json<Value>, V1Error> {
-    caller.require(&node, Scope::KeysWrite).await?;
     let grace = body.grace_seconds.unwrap_or(86_400);
     if grace > MAX_GRACE_SECONDS {
         return Err(V1Error::invalid(format!(
@@ -429,11 +445,10 @@ struct RevokeBody {
 
 async fn revoke_key(
     State(node): State<SharedNode>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<need::KeysWrite>,
     Params(app_id): Params<String>,
     Body(body): Body<RevokeBody>,
 ) -> Result<Json<Value>, V1Error> {
-    caller.require(&node, Scope::KeysWrite).await?;
     let app = by(&caller)
         .scope(scoped(&node, &caller).revoke_key(&app_id, &body.key))
         .await?;
@@ -443,10 +458,9 @@ async fn revoke_key(
 
 async fn list_webhooks(
     State(node): State<SharedNode>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<need::WebhooksRead>,
     Params(app_id): Params<String>,
 ) -> Result<Json<Value>, V1Error> {
-    caller.require(&node, Scope::WebhooksRead).await?;
     scoped(&node, &caller).get_app(&app_id).await?;
     let hooks = node.store.list_webhooks(Some(&app_id)).await?;
     let full_url = caller.token.allows(Scope::WebhooksWrite);
@@ -468,11 +482,10 @@ struct WebhookBody {
 
 async fn add_webhook(
     State(node): State<SharedNode>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<need::WebhooksWrite>,
     Params(app_id): Params<String>,
     Body(body): Body<WebhookBody>,
 ) -> Result<Response, V1Error> {
-    caller.require(&node, Scope::WebhooksWrite).await?;
     scoped(&node, &caller)
         .app_for(&app_id, crate::tenants::Permission::WriteWebhooks)
         .await?;
@@ -489,12 +502,68 @@ async fn add_webhook(
     Ok((StatusCode::CREATED, Json(webhook_view(&hook, true))).into_response())
 }
 
+/// Changes to a webhook endpoint: what the dashboard's form changes. Left out: unchanged (the
+/// headers too, whose values the API never shows).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookChanges {
+    url: Option<String>,
+    events: Option<Vec<String>>,
+    channel_prefix: Option<String>,
+    /// Extra request headers, `Name: value` (replaces them all; `[]`: none).
+    headers: Option<Vec<String>>,
+}
+
+async fn update_webhook(
+    State(node): State<SharedNode>,
+    Authorized(caller, _): Authorized<need::WebhooksWrite>,
+    Params((app_id, webhook_id)): Params<(String, String)>,
+    Body(body): Body<WebhookChanges>,
+) -> Result<Json<Value>, V1Error> {
+    scoped(&node, &caller)
+        .app_for(&app_id, crate::tenants::Permission::WriteWebhooks)
+        .await?;
+    let existing = node
+        .store
+        .list_webhooks(Some(&app_id))
+        .await?
+        .into_iter()
+        .find(|h| h.id == webhook_id)
+        .ok_or_else(|| V1Error::not_found(format!("no webhook {webhook_id} in app {app_id}")))?;
+    if let Some(url) = &body.url {
+        crate::webhooks::check_destination(&node.settings.webhooks, url).await?;
+    }
+    let new = NewWebhook {
+        app_id: app_id.clone(),
+        url: body.url.unwrap_or(existing.url),
+        events: body.events.unwrap_or_else(|| {
+            existing
+                .events
+                .iter()
+                .map(|k| k.as_str().to_owned())
+                .collect()
+        }),
+        channel_prefix: Some(body.channel_prefix.unwrap_or(existing.channel_prefix)),
+        headers: body.headers.unwrap_or_else(|| {
+            existing
+                .headers
+                .iter()
+                .map(|(name, value)| format!("{name}: {value}"))
+                .collect()
+        }),
+    };
+    let hook = by(&caller)
+        .scope(node.store.update_webhook(&webhook_id, new))
+        .await?;
+    refresh(&node).await;
+    Ok(Json(webhook_view(&hook, true)))
+}
+
 async fn remove_webhook(
     State(node): State<SharedNode>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<need::WebhooksWrite>,
     Params((app_id, webhook_id)): Params<(String, String)>,
 ) -> Result<StatusCode, V1Error> {
-    caller.require(&node, Scope::WebhooksWrite).await?;
     scoped(&node, &caller)
         .app_for(&app_id, crate::tenants::Permission::WriteWebhooks)
         .await?;
@@ -507,10 +576,9 @@ async fn remove_webhook(
 
 async fn usage(
     State(node): State<SharedNode>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<need::UsageRead>,
     Params(app_id): Params<String>,
 ) -> Result<Json<Value>, V1Error> {
-    caller.require(&node, Scope::UsageRead).await?;
     let clock = &node.settings.clock;
     let report = scoped(&node, &caller)
         .usage(&app_id, clock.day(), clock.minute())

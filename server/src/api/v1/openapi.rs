@@ -19,6 +19,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/apps/{app_id}/keys/revoke"),
     ("get", "/api/v1/apps/{app_id}/webhooks"),
     ("post", "/api/v1/apps/{app_id}/webhooks"),
+    ("patch", "/api/v1/apps/{app_id}/webhooks/{webhook_id}"),
     ("delete", "/api/v1/apps/{app_id}/webhooks/{webhook_id}"),
     ("get", "/api/v1/apps/{app_id}/usage"),
 ];
@@ -137,6 +138,7 @@ pub fn document() -> Value {
             "description": "Manage a tenant's apps, keys, webhooks and usage with a bearer token \
                             made in the dashboard (API tokens) or by `herald tokens create`."
         },
+        "servers": [{ "url": "/" }],
         "paths": {
             "/api/v1/openapi.json": { "get": {
                 "operationId": "openapi",
@@ -194,19 +196,23 @@ pub fn document() -> Value {
                 "post": operation("addWebhook", "Add a webhook endpoint.", Scope::WebhooksWrite,
                     ("201", {
                         let mut ok = json_of("Webhook", "The new endpoint.");
-                        ok["links"] = json!({ "removeWebhook": {
-                            "operationId": "removeWebhook",
-                            "parameters": {
-                                "app_id": "$response.body#/app_id",
-                                "webhook_id": "$response.body#/id"
-                            }
-                        } });
+                        let parameters = json!({
+                            "app_id": "$response.body#/app_id",
+                            "webhook_id": "$response.body#/id"
+                        });
+                        ok["links"] = json!({
+                            "updateWebhook": { "operationId": "updateWebhook", "parameters": parameters },
+                            "removeWebhook": { "operationId": "removeWebhook", "parameters": parameters },
+                        });
                         ok
                     }),
                     &["400", "404", "409", "413", "415", "422"], Some("NewWebhook")),
             },
             "/api/v1/apps/{app_id}/webhooks/{webhook_id}": {
                 "parameters": [app_id.clone(), path_param("webhook_id")],
+                "patch": operation("updateWebhook", "Change an endpoint's URL, events, channel prefix or headers (left out: unchanged).",
+                    Scope::WebhooksWrite, ("200", json_of("Webhook", "The endpoint after the change.")),
+                    &["400", "404", "409", "413", "415", "422"], Some("WebhookChanges")),
                 "delete": operation("removeWebhook", "Remove a webhook endpoint.", Scope::WebhooksWrite,
                     ("204", no_content), &["404"], None),
             },
@@ -389,6 +395,17 @@ pub fn document() -> Value {
                         "events": { "type": "array", "items": { "type": "string" } },
                         "channel_prefix": { "type": "string" },
                         "headers": { "type": "array", "items": { "type": "string" }, "description": "`Name: value`" }
+                    }
+                },
+                "WebhookChanges": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        "url": { "type": "string" },
+                        "events": { "type": "array", "items": { "type": "string" } },
+                        "channel_prefix": { "type": "string" },
+                        "headers": { "type": "array", "items": { "type": "string" },
+                                     "description": "`Name: value`; replaces every extra header (left out: kept)." }
                     }
                 },
                 "Day": {
