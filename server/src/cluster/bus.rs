@@ -700,6 +700,10 @@ fn deliver(inner: &Inner, local: &dyn Local, app_id: &str, payload: &[u8]) {
     // Published by the Mercure history script: every node, the origin included, delivers it.
     if payload.get(..2) == Some(&[b'H', message::MERCURE_UPDATE][..]) {
         inner.received.fetch_add(1, Ordering::Relaxed);
+        // The kept copy of a publish this node bridged itself when its echo was late.
+        if inner.echoes.skips_update(app_id, payload) {
+            return;
+        }
         if let Some(app) = local.hub().existing_app(app_id) {
             let delivered = app.deliver_mercure(payload);
             if delivered > 0 {
@@ -733,7 +737,13 @@ fn deliver(inner: &Inner, local: &dyn Local, app_id: &str, payload: &[u8]) {
             Some(waiting) => Some(waiting),
             None => {
                 // Given up on: its Mercure bridge here may still wait for this echo's word.
-                inner.echoes.settle_late(sequence, message.in_history);
+                inner.echoes.late_echo(
+                    app_id,
+                    sequence,
+                    message.in_history,
+                    message.channel,
+                    message.frame,
+                );
                 return;
             }
         },

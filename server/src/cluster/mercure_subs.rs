@@ -53,10 +53,10 @@ pub const READ_TIMEOUT: Duration = Duration::from_millis(500);
 /// node's changes to its hash (`KEYS[2]`: replaced whole when `ARGV[6]` is 1; removals, then
 /// additions within the app's cap, counting the live nodes' documents), refreshes the keys'
 /// TTL, sets the watch key (`KEYS[3]`) when this node has watchers, and publishes the events
-/// on the app's channel when some node watches. Answers `{watched, held, others, dead}`:
+/// on the app's channel when some node watches. Answers `{watched, held, others, dead, had}`:
 /// whether the watch key is set, how many documents this node's hash holds, how many the other
-/// live nodes' hold, and the documents of the dead nodes' hashes this call removed (at most the
-/// app's cap of them).
+/// live nodes' hold, the documents of the dead nodes' hashes this call removed (at most the
+/// app's cap of them; none when nobody watches), and whether this node's hash existed before this call (1/0).
 ///
 /// ARGV: this node's tag, the tag key prefix, the hash prefix, the cap, the TTL (ms), replace
 /// (1/0), watch (1/0), the app's Redis channel, the number of removals, of additions and of
@@ -66,12 +66,17 @@ pub const SYNC_SCRIPT: &str = r"
 local tag = ARGV[1]
 local others = 0
 local dead = {}
+local had = redis.call('EXISTS', KEYS[2])
+-- The dead nodes' documents are collected only for a watcher (their inactive events).
+local collect = ARGV[7] == '1' or redis.call('EXISTS', KEYS[3]) == 1
 for _, t in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if t ~= tag then
     if redis.call('EXISTS', ARGV[2] .. t) == 0 then
       redis.call('SREM', KEYS[1], t)
-      for _, document in ipairs(redis.call('HVALS', ARGV[3] .. t)) do
-        if #dead < tonumber(ARGV[4]) then dead[#dead + 1] = document end
+      if collect then
+        for _, document in ipairs(redis.call('HVALS', ARGV[3] .. t)) do
+          if #dead < tonumber(ARGV[4]) then dead[#dead + 1] = document end
+        end
       end
       redis.call('DEL', ARGV[3] .. t)
     else
@@ -111,7 +116,7 @@ if watched == 1 then
     at = at + 1
   end
 end
-return {watched, own, others, dead}
+return {watched, own, others, dead, had}
 ";
 
 /// The other live nodes' documents of the app whose id is `ARGV[4]` or starts with `ARGV[5]`
@@ -182,6 +187,9 @@ pub struct SubsSynced {
     /// The documents (JSON, `active: true`) of the dead nodes' subscriptions this sync
     /// removed: their inactive events are this node's to send.
     pub dead: Vec<String>,
+    /// This node's hash existed before this sync (gone: expired, or removed by a node that
+    /// took this one for dead and announced its subscriptions inactive).
+    pub had: bool,
 }
 
 /// What the subscriptions API reads from Redis.
@@ -253,7 +261,7 @@ impl Cluster {
         let mut conn = inner.manager.get();
         let answer = tokio::time::timeout(
             super::COMMAND_TIMEOUT,
-            invocation.invoke_async::<(i64, i64, i64, Vec<String>)>(&mut conn),
+            invocation.invoke_async::<(i64, i64, i64, Vec<String>, i64)>(&mut conn),
         )
         .await
         .map_err(|_| "timed out".to_owned())?
@@ -263,6 +271,7 @@ impl Cluster {
             held: usize::try_from(answer.1).unwrap_or(0),
             others: usize::try_from(answer.2).unwrap_or(0),
             dead: answer.3,
+            had: answer.4 == 1,
         })
     }
 

@@ -262,6 +262,9 @@ struct Inner {
     received: AtomicU64,
     /// Forward scripts that answered an error (their publish ran: `bus.rs`).
     script_errors: AtomicU64,
+    /// The heartbeats that found this node's tag key gone (other nodes may have taken it for
+    /// dead and removed its shared state meanwhile).
+    tag_losses: AtomicU64,
     /// The node-specific part of this node's socket ids.
     tag: u64,
     /// This process's random instance id: the value of its node key and the origin of its
@@ -356,6 +359,7 @@ impl Cluster {
                 dropped: Drops::default(),
                 received: AtomicU64::new(0),
                 script_errors: AtomicU64::new(0),
+                tag_losses: AtomicU64::new(0),
                 tag,
                 instance,
                 clock,
@@ -395,6 +399,12 @@ impl Cluster {
     /// Publishes not forwarded since the start (Redis unreachable, or the queue full).
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.total.load(Ordering::Relaxed)
+    }
+
+    /// How many heartbeats found this node's tag key gone (the other nodes may have taken it
+    /// for dead meanwhile).
+    pub fn tag_losses(&self) -> u64 {
+        self.inner.tag_losses.load(Ordering::Relaxed)
     }
 
     /// Publishes from other nodes delivered here since the start.

@@ -23,8 +23,12 @@
 //! not kept, or never run: bridged here); else, when the pipeline timed out (the script may
 //! still run), the late echo, whose `IN_HISTORY` flag says it; else, after [`LATE_BRIDGE`]
 //! without any of them, this node bridges it itself. So a late "kept" copy never comes on top
-//! of a local one (exactly once), unless Redis runs the script more than [`LATE_BRIDGE`] after
-//! the give-up.
+//! of a local one (exactly once). The handler takes the sequence number out and parks the
+//! undecided bridge under one lock, so an echo arriving meanwhile finds one or the other. When
+//! Redis runs the script more than [`LATE_BRIDGE`] after the give-up, the node has bridged the
+//! publish itself: it remembers that (for [`BRIDGED_MEMORY`], at most [`MAX_WAITING`]), and a
+//! late echo flagged `IN_HISTORY` then marks the kind-6 copy the same script publishes right
+//! after it on the app's channel as one to skip here ([`Echoes::skips_update`]).
 //!
 //! Only REST publishes (trigger and batch) wait. Client events are delivered at once (the
 //! session never waits for them), so the order between client events and REST events is not
@@ -60,6 +64,13 @@ pub(super) const MAX_WAITING_PER_APP: usize = MAX_WAITING / 8;
 /// for its late echo before this node bridges it to its Mercure subscribers itself.
 pub(super) const LATE_BRIDGE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long this node remembers a publish it bridged itself after [`LATE_BRIDGE`], for a
+/// still later echo (Redis stalled that long) to tell its kept copy apart.
+pub(super) const BRIDGED_MEMORY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long a kept copy to skip is looked for: the script publishes it right after the echo.
+const SKIP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The sequence numbers of this process's publishes waiting for their echo, each with the
 /// handler to tell how many copies the echo delivered here.
 #[derive(Debug, Default)]
@@ -70,6 +81,12 @@ pub(super) struct Echoes {
     /// Publishes given up on whose Mercure bridge is not decided yet (at most
     /// [`MAX_WAITING`]): decided by their bridge reply, their late echo or [`LATE_BRIDGE`].
     late: Mutex<HashMap<u64, Arc<Decision>>>,
+    /// Publishes this node bridged itself after [`LATE_BRIDGE`], and when (at most
+    /// [`MAX_WAITING`], for [`BRIDGED_MEMORY`]).
+    bridged_here: Mutex<HashMap<u64, Instant>>,
+    /// Kept copies (kind-6 bodies, per app) not to deliver here: their publish was bridged here
+    /// already (at most [`MAX_WAITING`], each looked for [`SKIP_WAIT`]).
+    skip: Mutex<Vec<(Box<str>, Bytes, Instant)>>,
 }
 
 /// The Mercure bridge of one ordered publish on this node, decided once (see the module doc).
@@ -160,30 +177,100 @@ impl Echoes {
         Some(tx)
     }
 
-    /// Parks `decision` under `sequence` until its late echo, its bridge reply or
-    /// [`LATE_BRIDGE`]; false when [`MAX_WAITING`] are parked already (the caller bridges).
-    fn park(inner: &Arc<Inner>, sequence: u64, decision: &Arc<Decision>) -> bool {
-        let mut late = inner.echoes.late.lock_or_recover();
-        if late.len() >= MAX_WAITING {
-            return false;
+    /// Takes `sequence` out (as [`Echoes::take`]) and, when it was there, runs `then` on the
+    /// parked decisions before anyone else sees them: a late echo finds the sequence waiting or
+    /// its decision parked, never neither. `None` when it was taken already.
+    fn take_then<R>(
+        &self,
+        sequence: u64,
+        then: impl FnOnce(&mut HashMap<u64, Arc<Decision>>) -> R,
+    ) -> Option<R> {
+        // Lock order: `waiting`, then `late`, then a decision's own (nobody takes them the
+        // other way round).
+        let mut waiting = self.waiting.lock_or_recover();
+        let (app_id, _tx) = waiting.by_sequence.remove(&sequence)?;
+        if let Some(count) = waiting.per_app.get_mut(&app_id) {
+            *count -= 1;
+            if *count == 0 {
+                waiting.per_app.remove(&app_id);
+            }
         }
-        late.insert(sequence, decision.clone());
-        drop(late);
-        let inner = inner.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(LATE_BRIDGE).await;
-            inner.echoes.settle_late(sequence, false);
-        });
-        true
+        let mut late = self.late.lock_or_recover();
+        Some(then(&mut late))
     }
 
-    /// The late echo of a given-up publish (`kept`: flagged `IN_HISTORY`), or its wait's end:
-    /// decides its Mercure bridge if nothing did yet.
-    pub(super) fn settle_late(&self, sequence: u64, kept: bool) {
+    /// The late echo of a given-up publish (`kept`: flagged `IN_HISTORY`; `channel` and `frame`
+    /// as published on app `app_id`'s channel): decides its Mercure bridge if nothing did yet;
+    /// when this node bridged it itself already and the history kept it too, the kept copy
+    /// that follows is skipped here.
+    pub(super) fn late_echo(
+        &self,
+        app_id: &str,
+        sequence: u64,
+        kept: bool,
+        channel: &str,
+        frame: &[u8],
+    ) {
         let decision = self.late.lock_or_recover().remove(&sequence);
         if let Some(decision) = decision {
             decision.settle(kept);
+            return;
         }
+        let now = Instant::now();
+        let bridged = self.bridged_here.lock_or_recover().remove(&sequence);
+        if !kept || bridged.is_none_or(|at| now.duration_since(at) > BRIDGED_MEMORY) {
+            return;
+        }
+        let mut skip = self.skip.lock_or_recover();
+        skip.retain(|(_, _, at)| now.duration_since(*at) <= SKIP_WAIT);
+        if skip.len() < MAX_WAITING {
+            let body = message::encode_bridged_body(channel, frame);
+            skip.push((app_id.into(), body, now));
+        }
+    }
+
+    /// The wait for a late echo ended ([`LATE_BRIDGE`]): bridged here if nothing decided yet,
+    /// and remembered so.
+    fn late_expired(&self, sequence: u64) {
+        // Remembered before `late` lets go of it: an echo arriving meanwhile finds one or the
+        // other (and the bridge, taken here, runs for sure).
+        let bridge = {
+            let mut late = self.late.lock_or_recover();
+            let Some(decision) = late.remove(&sequence) else {
+                return;
+            };
+            let Some(bridge) = decision.0.lock_or_recover().parked.take() else {
+                return;
+            };
+            let now = Instant::now();
+            let mut bridged = self.bridged_here.lock_or_recover();
+            if bridged.len() >= MAX_WAITING {
+                bridged.retain(|_, at| now.duration_since(*at) <= BRIDGED_MEMORY);
+            }
+            if bridged.len() < MAX_WAITING {
+                bridged.insert(sequence, now);
+            }
+            bridge
+        };
+        bridge();
+    }
+
+    /// Whether kind-6 message `payload` on app `app_id`'s channel is the kept copy of a publish
+    /// this node bridged itself (then it is not delivered here; looked for once).
+    pub(super) fn skips_update(&self, app_id: &str, payload: &[u8]) -> bool {
+        let mut skip = self.skip.lock_or_recover();
+        if skip.is_empty() {
+            return false;
+        }
+        let Some((Some(_), body)) = message::decode_mercure(payload) else {
+            return false;
+        };
+        let now = Instant::now();
+        skip.retain(|(_, _, at)| now.duration_since(*at) <= SKIP_WAIT);
+        let found = skip
+            .iter()
+            .position(|(app, expected, _)| &**app == app_id && expected[..] == *body);
+        found.map(|at| skip.swap_remove(at)).is_some()
     }
 
     fn forget_late(&self, sequence: u64) {
@@ -332,44 +419,48 @@ impl Ordered {
         }
     }
 
-    /// Leaves this publish's Mercure bridge here to whoever decides it later (its bridge
-    /// reply, its late echo, [`LATE_BRIDGE`]); true when the caller must bridge it now after
-    /// all (too many parked already).
-    fn park(&self) -> bool {
-        let (app, channel, frame) = (self.app.clone(), self.channel.clone(), self.frame.clone());
-        let usage = self.usage.clone();
+    /// Whether this node bridges the publish now: kept in the Mercure history, its kind-6
+    /// message brings it to this node's Mercure subscribers (or, the bus lost, their resume
+    /// does); not kept: bridged here. Not known yet: parked in `late` for whoever decides it
+    /// later (its bridge reply, its late echo, [`LATE_BRIDGE`]), unless too many are parked
+    /// already or no runtime runs the wait's timer (then bridged now).
+    fn decide(&self, late: &mut HashMap<u64, Arc<Decision>>) -> bool {
         let mut state = self.bridged.0.lock_or_recover();
         match state.told {
             Some(super::Bridged::Kept) => return false,
             Some(super::Bridged::NotKept | super::Bridged::Failed) => return true,
             Some(super::Bridged::Unknown) | None => {}
         }
+        if late.len() >= MAX_WAITING {
+            return true;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return true;
+        };
+        let (app, channel, frame) = (self.app.clone(), self.channel.clone(), self.frame.clone());
+        let usage = self.usage.clone();
         state.parked = Some(Box::new(move || {
             usage.count(app.bridge_unkept(&channel, &frame) as u64);
         }));
-        drop(state);
-        if Echoes::park(&self.inner, self.sequence, &self.bridged) {
-            return false;
-        }
-        // Too many parked: bridged here now, unless the reply took it meanwhile.
-        self.bridged.0.lock_or_recover().parked.take().is_some()
+        late.insert(self.sequence, self.bridged.clone());
+        let (inner, sequence) = (self.inner.clone(), self.sequence);
+        runtime.spawn(async move {
+            tokio::time::sleep(LATE_BRIDGE).await;
+            inner.echoes.late_expired(sequence);
+        });
+        false
     }
 
     /// Delivers locally unless the echo did (then its copies).
     fn give_up(&mut self) -> usize {
         self.settled = true;
-        if self.inner.echoes.take(self.sequence).is_none() {
+        let inner = self.inner.clone();
+        let Some(bridge_here) = inner
+            .echoes
+            .take_then(self.sequence, |late| self.decide(late))
+        else {
             // The echo came in meanwhile and delivered (and counted) the copies.
             return self.echoed.try_recv().unwrap_or(0);
-        }
-        // Kept in the Mercure history: its kind-6 message brings it to this node's Mercure
-        // subscribers (or, the bus lost, their resume does); not kept: bridged here. Not known
-        // yet: decided once, later (see the module doc).
-        let told = self.bridged.0.lock_or_recover().told;
-        let bridge_here = match told {
-            Some(super::Bridged::Kept) => false,
-            Some(super::Bridged::NotKept | super::Bridged::Failed) => true,
-            Some(super::Bridged::Unknown) | None => self.park(),
         };
         let copies = self.app.deliver_serialized_to(
             &self.channel,
@@ -425,6 +516,102 @@ mod tests {
         assert!(
             waiting.iter().all(|(sequence, _)| *sequence != again),
             "sequence numbers are not reused"
+        );
+    }
+
+    /// A decision whose parked bridge counts its runs.
+    fn parked(runs: &Arc<std::sync::atomic::AtomicUsize>) -> Arc<Decision> {
+        let decision = Arc::new(Decision::default());
+        let runs = runs.clone();
+        decision.0.lock_or_recover().parked = Some(Box::new(move || {
+            runs.fetch_add(1, Ordering::Relaxed);
+        }));
+        decision
+    }
+
+    #[test]
+    fn an_echo_arriving_while_the_handler_gives_up_finds_the_parked_bridge() {
+        let echoes = Echoes::default();
+        let app: Arc<str> = Arc::from("1");
+        let (sequence, _told) = echoes.register(&app).expect("room");
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let decision = parked(&runs);
+        let (inside, entered) = std::sync::mpsc::channel();
+        let (_hold, held) = std::sync::mpsc::channel::<()>();
+        let echo = &echoes;
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                // The echo, as `bus.rs`' `deliver` handles it, while the handler is between
+                // taking the sequence out and parking its bridge.
+                entered.recv().expect("the handler took the sequence");
+                if echo.take(sequence).is_none() {
+                    echo.late_echo("1", sequence, true, "ch", b"frame");
+                }
+            });
+            echoes.take_then(sequence, |late| {
+                inside.send(()).expect("the echo waits");
+                // Room for the echo to try now (it must wait for the park).
+                let _ = held.recv_timeout(std::time::Duration::from_millis(200));
+                late.insert(sequence, decision.clone());
+            });
+        });
+        assert!(
+            decision.0.lock_or_recover().parked.is_none(),
+            "the echo's IN_HISTORY answer decided the parked bridge"
+        );
+        assert_eq!(runs.load(Ordering::Relaxed), 0, "kept: not bridged here");
+        echoes.late_expired(sequence);
+        assert_eq!(runs.load(Ordering::Relaxed), 0, "nor after the wait");
+    }
+
+    #[test]
+    fn a_kept_copy_later_than_the_wait_is_skipped_once_where_the_node_bridged_itself() {
+        let echoes = Echoes::default();
+        let app: Arc<str> = Arc::from("1");
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let park = || {
+            let (sequence, _) = echoes.register(&app).expect("room");
+            let decision = parked(&runs);
+            echoes.take_then(sequence, |late| late.insert(sequence, decision));
+            sequence
+        };
+        let (kept, unkept) = (park(), park());
+        echoes.late_expired(kept);
+        echoes.late_expired(unkept);
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            2,
+            "both bridged here after the wait"
+        );
+        let copy = |channel: &str, frame: &[u8]| {
+            message::encode_mercure("1-0", &message::encode_bridged_body(channel, frame))
+        };
+        echoes.late_echo("1", unkept, false, "ch", b"other");
+        assert!(
+            !echoes.skips_update("1", &copy("ch", b"other")),
+            "an echo the history did not keep marks nothing"
+        );
+        echoes.late_echo("1", kept, true, "ch", b"frame");
+        assert!(
+            !echoes.skips_update("2", &copy("ch", b"frame")),
+            "another app's"
+        );
+        assert!(
+            !echoes.skips_update("1", &copy("ch", b"else")),
+            "another update"
+        );
+        assert!(
+            echoes.skips_update("1", &copy("ch", b"frame")),
+            "its kept copy"
+        );
+        assert!(
+            !echoes.skips_update("1", &copy("ch", b"frame")),
+            "skipped once: a later identical publish is delivered"
+        );
+        echoes.late_echo("1", kept, true, "ch", b"frame");
+        assert!(
+            !echoes.skips_update("1", &copy("ch", b"frame")),
+            "the memory of the local bridge is used once"
         );
     }
 }

@@ -208,6 +208,7 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
             Ok(Ok((1, had_tag))) => {
                 inner.manager.succeeded(on);
                 if had_tag == 0 && beaten {
+                    inner.tag_losses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     inner.slots.detach();
                     inner.users.lost();
                     inner.state.needs_resync();

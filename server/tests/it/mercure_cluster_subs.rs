@@ -562,3 +562,55 @@ async fn a_killed_node_s_subscriptions_are_announced_inactive_once() {
         "a watcher without the right got it"
     );
 }
+
+/// Sends `signal` (`-STOP`, `-CONT`) to `node`'s process.
+fn signal(node: &Node, signal: &str) {
+    let pid = node.child.id().expect("the node runs").to_string();
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_node_taken_for_dead_announces_its_live_subscriptions_again_once() {
+    let cluster = TestCluster::start().await;
+    let http = reqwest::Client::new();
+    let mut on_b = watch(&http, &cluster.nodes[1]).await;
+    let _sse = open_on(
+        &http,
+        &cluster.nodes[0],
+        "topic=alive",
+        &token07(&["*"], &[]),
+        &[],
+    )
+    .await;
+    let doc = next_for(&mut on_b, "alive", Duration::from_secs(5))
+        .await
+        .expect("the active event");
+    assert_eq!(doc["active"], true);
+    let subscriber = doc["subscriber"].as_str().unwrap().to_owned();
+    // A stalls past its heartbeat's TTL (its connections stay open): B takes it for dead.
+    signal(&cluster.nodes[0], "-STOP");
+    let inactive = next_for(&mut on_b, "alive", Duration::from_secs(30)).await;
+    signal(&cluster.nodes[0], "-CONT");
+    let inactive = inactive.expect("the inactive event of the stalled node's subscription");
+    assert_eq!(inactive["active"], false);
+    // A's subscription is still live: once A notices, it is announced active again.
+    let again = next_for(&mut on_b, "alive", Duration::from_secs(25))
+        .await
+        .expect("the live subscription announced active again");
+    assert_eq!(again["active"], true);
+    assert_eq!(again["subscriber"], subscriber.as_str());
+    assert!(
+        next_for(&mut on_b, "alive", Duration::from_secs(11))
+            .await
+            .is_none(),
+        "announced again twice"
+    );
+    eventually("listed on B again", Duration::from_secs(5), || async {
+        listed(&http, &cluster.nodes[1], "alive").await == [subscriber.clone()]
+    })
+    .await;
+}

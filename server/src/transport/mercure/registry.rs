@@ -757,7 +757,7 @@ impl AppMercure {
 
     /// The subscription events of `subscriber` (one per selector): private, type `mercure`.
     /// Past [`SUBSCRIPTION_EVENTS_PER_SECOND`] for the app, none.
-    fn events(&self, subscriber: &Subscriber, active: bool) -> Vec<Update> {
+    pub(super) fn events(&self, subscriber: &Subscriber, active: bool) -> Vec<Update> {
         let mut budget = self.events.lock_or_recover();
         let allowed = budget.left(SUBSCRIPTION_EVENTS_PER_SECOND);
         if allowed < subscriber.selectors.len() {

@@ -94,6 +94,13 @@ pub(super) struct Outgoing {
     force: bool,
     /// The syncs that took this app's changes so far (a change queued now goes with the next).
     taken: u64,
+    /// The cluster's tag losses ([`Cluster::tag_losses`]) this app's syncs saw so far.
+    losses_seen: u64,
+    /// This node's hash held documents after the last sync that succeeded.
+    shared_before: bool,
+    /// A tag loss seen while the hash held documents, not yet handled by a sync that
+    /// succeeded.
+    lost: bool,
 }
 
 /// The size an event takes in the queue.
@@ -118,8 +125,15 @@ impl Announcement {
     }
 }
 
-/// What a sync took from an app's [`Outgoing`]: the changes, the events, replace, force.
-type Taken = (HashMap<String, Option<String>>, Vec<Update>, bool, bool);
+/// What a sync took from an app's [`Outgoing`]: the changes, the events, replace, force,
+/// whether the node's tag was lost since its hash last held documents.
+type Taken = (
+    HashMap<String, Option<String>>,
+    Vec<Update>,
+    bool,
+    bool,
+    bool,
+);
 
 /// The apps with changes, and the sync task's wake-up.
 #[derive(Debug, Default)]
@@ -257,6 +271,36 @@ impl AppMercure {
             .iter()
             .map(String::as_str)
             .filter_map(inactive_event);
+        self.queue_events(events, "inactive events of a dead node's subscriptions");
+    }
+
+    /// Queues the active events of this node's subscriptions again, after another node took
+    /// it for dead and removed its shared documents (announcing them inactive): within the
+    /// app's events budget and the queue's bounds, shareable ones only, as when they began.
+    fn reannounce(&self) {
+        let subscribers: Vec<Subscriber> = self
+            .lock()
+            .subscriptions
+            .values()
+            .map(|s| s.subscriber.clone())
+            .take(MAX_SHARED)
+            .collect();
+        let events: Vec<Update> = subscribers
+            .iter()
+            .flat_map(|s| self.events(s, true))
+            .filter(|e| e.event.len() <= MAX_DOCUMENT_BYTES)
+            .collect();
+        tracing::info!(
+            app_id = self.app_id().as_deref().unwrap_or(""),
+            events = events.len(),
+            "this node was taken for dead: its subscriptions announced active again"
+        );
+        self.queue_events(events.into_iter(), "active events announced again");
+    }
+
+    /// Queues `events` for the next sync, within the queue's bounds (past them the rest are
+    /// dropped, logged as `what`).
+    fn queue_events(&self, events: impl Iterator<Item = Update>, what: &str) {
         let mut outgoing = self.shared.lock_or_recover();
         let mut dropped = 0;
         for event in events {
@@ -277,7 +321,7 @@ impl AppMercure {
             tracing::warn!(
                 app_id = self.app_id().as_deref().unwrap_or(""),
                 dropped,
-                "inactive events of a dead node's subscriptions dropped (the queue is full)"
+                "{what} dropped (the queue is full)"
             );
         }
         self.wake_sync();
@@ -323,8 +367,15 @@ impl AppMercure {
         let Some(app_id) = self.app_id() else {
             return;
         };
-        let (changes, events, replace, force, taken) = {
+        let losses = cluster.tag_losses();
+        let (changes, events, replace, force, lost, taken) = {
             let mut outgoing = self.shared.lock_or_recover();
+            // A heartbeat found the node's tag gone since the last sync: its hash is written
+            // whole again (and its subscriptions announced again if another node removed it).
+            outgoing.lost |= losses != outgoing.losses_seen && outgoing.shared_before;
+            outgoing.losses_seen = losses;
+            let lost = outgoing.lost;
+            outgoing.replace |= lost;
             self.sync
                 .bytes
                 .fetch_sub(std::mem::take(&mut outgoing.bytes), Ordering::Relaxed);
@@ -334,11 +385,12 @@ impl AppMercure {
                 std::mem::take(&mut outgoing.events),
                 std::mem::take(&mut outgoing.replace),
                 std::mem::take(&mut outgoing.force),
+                lost,
                 outgoing.taken,
             )
         };
-        self.sync_taken(cluster, &app_id, refresh, (changes, events, replace, force))
-            .await;
+        let took = (changes, events, replace, force, lost);
+        self.sync_taken(cluster, &app_id, refresh, took).await;
         self.synced.send_replace(taken);
     }
 
@@ -348,7 +400,7 @@ impl AppMercure {
         cluster: &Cluster,
         app_id: &str,
         refresh: bool,
-        (changes, events, replace, force): Taken,
+        (changes, events, replace, force, lost): Taken,
     ) {
         let (local, watch) = {
             let state = self.lock();
@@ -394,6 +446,21 @@ impl AppMercure {
                 // this node's to send (nobody else got their documents), while someone watches.
                 if synced.watched && !synced.dead.is_empty() {
                     self.announce_dead(&synced.dead);
+                }
+                let expected = {
+                    let mut outgoing = self.shared.lock_or_recover();
+                    outgoing.lost &= !lost;
+                    std::mem::replace(&mut outgoing.shared_before, synced.held > 0)
+                };
+                // Its hash, holding documents after the last sync, was gone before this one:
+                // another node took this one for dead and removed it (announcing its
+                // subscriptions inactive). Written whole and announced active again, once, in
+                // the next turn.
+                if expected && !synced.had {
+                    if !replace {
+                        self.shared.lock_or_recover().replace = true;
+                    }
+                    self.reannounce();
                 }
                 *self.watched_until.lock_or_recover() = synced
                     .watched
