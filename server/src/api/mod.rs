@@ -479,12 +479,12 @@ async fn trigger_event(
         request.socket_id,
         request.info,
     )?;
-    rate_limit(&node, &app, Budget::BackendEvents, 1)?;
-    admit(&node, &app, std::slice::from_ref(&event)).await?;
+    rate_limit(node, &app, Budget::BackendEvents, 1)?;
+    admit(node, &app, std::slice::from_ref(&event)).await?;
     let mut ordered = Settling::default();
-    let mut channels = publish(&node, &app, &event, 0, &mut ordered);
-    settle(&node, &app, std::slice::from_ref(&event), ordered).await;
-    clustered_info(&node, &app, &event, &mut channels).await;
+    let mut channels = publish(node, &app, &event, 0, &mut ordered);
+    settle(node, &app, std::slice::from_ref(&event), ordered).await;
+    clustered_info(node, &app, &event, &mut channels).await;
     Ok(TriggerResponse { channels })
 }
 
@@ -519,8 +519,8 @@ async fn trigger_events(
             validate_event(&app, e.name, e.data, channels, e.socket_id, e.info)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    rate_limit(&node, &app, Budget::BackendEvents, events.len())?;
-    admit(&node, &app, &events).await?;
+    rate_limit(node, &app, Budget::BackendEvents, events.len())?;
+    admit(node, &app, &events).await?;
     let wants_info = events.iter().any(|e| !e.info.is_empty());
     // Every event is queued first (in order, in the one publishing queue), then the echoes are
     // awaited together: a batch costs one round trip to Redis, not one per event.
@@ -528,12 +528,12 @@ async fn trigger_events(
     let infos: Vec<_> = events
         .iter()
         .enumerate()
-        .map(|(at, event)| publish(&node, &app, event, at, &mut ordered))
+        .map(|(at, event)| publish(node, &app, event, at, &mut ordered))
         .collect();
-    settle(&node, &app, &events, ordered).await;
+    settle(node, &app, &events, ordered).await;
     let mut results = Vec::with_capacity(events.len());
     for (event, mut info) in events.iter().zip(infos) {
-        clustered_info(&node, &app, event, &mut info).await;
+        clustered_info(node, &app, event, &mut info).await;
         // Each batch entry names one channel; its attributes go flat in the entry.
         let entry = info
             .and_then(|channels| channels.into_values().next())
