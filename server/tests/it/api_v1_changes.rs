@@ -289,3 +289,126 @@ async fn an_ipv6_clients_401_budget_is_its_64s() {
     let other = from("2001:db8:7:8::1".into(), live).await.unwrap();
     assert_eq!(other.status().as_u16(), 200, "another /64 is not");
 }
+
+/// With `HERALD_PUBLIC_URL` unset, only a clean relative prefix is named as the document's
+/// base: a request path that makes the prefix protocol-relative (`//evil.example`, or
+/// `/\evil.example` that browsers read as `//`) or otherwise odd gets `/`, so a link on this
+/// host cannot point Swagger UI or a generated client (and its bearer token) at another host.
+#[tokio::test]
+async fn a_foreign_host_in_the_path_is_not_named_as_the_base() {
+    let app = spawn_app().await;
+    for prefix in [
+        "//evil.example",
+        "/\\evil.example",
+        "/\\\\evil.example",
+        "/evil.example:443",
+        "/a/%2F%2Fevil.example",
+        "/a/../evil.example",
+        "/a//b",
+    ] {
+        let path = format!("{prefix}/api/v1/openapi.json");
+        let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
+        let head = format!("GET {path} HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        if !text.starts_with("HTTP/1.1 200") {
+            // Refused outright (not a URI the server takes): nothing is named at all.
+            assert!(text.starts_with("HTTP/1.1 4"), "{path}: {text}");
+            continue;
+        }
+        let document: Value = serde_json::from_str(body).expect("a JSON body");
+        assert_eq!(document["servers"], json!([{ "url": "/" }]), "{path}");
+    }
+    let answer = app
+        .http
+        .get(app.url("/a.b/c~d_e-f/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    let document: Value = answer.json().await.unwrap();
+    assert_eq!(document["servers"], json!([{ "url": "/a.b/c~d_e-f" }]));
+}
+
+/// A PATCH that moves an endpoint to another origin (scheme, host, port) without `headers`
+/// drops the stored header values (the receiver's credentials, never shown by the API), so a
+/// `webhooks:write` token cannot have them sent to a host of its choosing; the answer says
+/// so. Given again, they are stored; the same origin keeps them.
+#[tokio::test]
+async fn a_new_origin_does_not_take_the_stored_headers() {
+    let app = spawn_app_with(|s| s.api_rate = 1000).await;
+    let store = &app.node.store;
+    let acme = store.create_tenant("Acme").await.unwrap();
+    let app_id = new_app(&app, &acme.id).await;
+    let hook = store
+        .create_webhook(NewWebhook {
+            app_id: app_id.clone(),
+            url: "http://127.0.0.1:9/old".into(),
+            events: vec!["channel_vacated".into()],
+            channel_prefix: None,
+            headers: vec!["X-Webhook-Token: receiver-secret".into()],
+        })
+        .await
+        .unwrap();
+    let writer = token(&app, &acme.id, &[Scope::WebhooksWrite]).await;
+    let path = format!("/api/v1/apps/{app_id}/webhooks/{}", hook.id);
+    let stored = || async { store.list_webhooks(Some(&app_id)).await.unwrap()[0].clone() };
+
+    // The same origin, another path: kept.
+    let (status, body) = send(
+        &app,
+        reqwest::Method::PATCH,
+        &path,
+        &writer,
+        Some(json!({ "url": "http://127.0.0.1:9/moved" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.get("headers_dropped"), None);
+    assert_eq!(
+        stored().await.headers.len(),
+        1,
+        "the same origin keeps them"
+    );
+
+    // Another port (so another origin), headers left out: dropped, and the answer says so.
+    let (status, body) = send(
+        &app,
+        reqwest::Method::PATCH,
+        &path,
+        &writer,
+        Some(json!({ "url": "http://127.0.0.1:10/elsewhere" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["headers_dropped"], json!(true), "{body}");
+    assert_eq!(body["header_names"], json!([]));
+    let now = stored().await;
+    assert_eq!(now.url, "http://127.0.0.1:10/elsewhere");
+    assert!(
+        now.headers.is_empty(),
+        "not carried over: {:?}",
+        now.headers
+    );
+
+    // Restated with the move: stored.
+    let (status, body) = send(
+        &app,
+        reqwest::Method::PATCH,
+        &path,
+        &writer,
+        Some(json!({ "url": "https://127.0.0.1:10/x", "headers": ["X-Token: new"] })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.get("headers_dropped"), None);
+    assert_eq!(
+        stored().await.headers,
+        vec![("X-Token".to_owned(), "new".to_owned())]
+    );
+}

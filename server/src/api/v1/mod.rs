@@ -93,12 +93,37 @@ async fn openapi_json(
 ) -> Json<Value> {
     let url = base
         .0
-        .or_else(|| prefix.map(|Extension(MountPrefix(p))| p))
+        .or_else(|| {
+            prefix
+                .map(|Extension(MountPrefix(p))| p)
+                .filter(|p| is_clean_prefix(p))
+        })
         .filter(|url| !url.is_empty())
         .unwrap_or_else(|| "/".to_owned());
     let mut document = document();
     document["servers"] = json!([{ "url": url }]);
     Json(document)
+}
+
+/// The longest request prefix the OpenAPI document names as its base.
+const MAX_PREFIX: usize = 200;
+
+/// Whether a request's mount prefix may be named as the document's base: a relative path of
+/// segments of unreserved characters only (`/realtime`, `/a/b`). The prefix is whatever the
+/// request path carried, so anything else (`//evil.example`: protocol-relative, `/\evil.example`
+/// that browsers read as `//`, `%`, `:`, `..`, empty segments) would let a link on this host
+/// point a client (Swagger UI, a generated SDK) and its bearer token at another host.
+fn is_clean_prefix(prefix: &str) -> bool {
+    prefix.len() <= MAX_PREFIX
+        && prefix.starts_with('/')
+        && prefix[1..].split('/').all(|segment| {
+            !segment.is_empty()
+                && !segment.contains("..")
+                && segment != "."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        })
 }
 
 /// The store as an admin of the caller's tenant (the scopes narrow it further).
@@ -503,7 +528,9 @@ async fn add_webhook(
 }
 
 /// Changes to a webhook endpoint: what the dashboard's form changes. Left out: unchanged (the
-/// headers too, whose values the API never shows).
+/// headers too, whose values the API never shows), except that a `url` with another origin
+/// (scheme, host, port) drops the stored headers unless `headers` is given again (the answer
+/// then says `"headers_dropped": true`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WebhookChanges {
@@ -533,6 +560,19 @@ async fn update_webhook(
     if let Some(url) = &body.url {
         crate::webhooks::check_destination(&node.settings.webhooks, url).await?;
     }
+    // The stored header values (the receiver's credentials, never shown) go only where they
+    // went before: a new origin without `headers` restated gets none.
+    let headers_dropped = body.headers.is_none()
+        && !existing.headers.is_empty()
+        && body
+            .url
+            .as_deref()
+            .is_some_and(|url| !same_origin(url, &existing.url));
+    let existing_headers = if headers_dropped {
+        Vec::new()
+    } else {
+        existing.headers
+    };
     let new = NewWebhook {
         app_id: app_id.clone(),
         url: body.url.unwrap_or(existing.url),
@@ -545,8 +585,7 @@ async fn update_webhook(
         }),
         channel_prefix: Some(body.channel_prefix.unwrap_or(existing.channel_prefix)),
         headers: body.headers.unwrap_or_else(|| {
-            existing
-                .headers
+            existing_headers
                 .iter()
                 .map(|(name, value)| format!("{name}: {value}"))
                 .collect()
@@ -556,7 +595,24 @@ async fn update_webhook(
         .scope(node.store.update_webhook(&webhook_id, new))
         .await?;
     refresh(&node).await;
-    Ok(Json(webhook_view(&hook, true)))
+    let mut view = webhook_view(&hook, true);
+    if headers_dropped {
+        view["headers_dropped"] = json!(true);
+    }
+    Ok(Json(view))
+}
+
+/// Whether two URLs have the same origin (scheme, host, port); one that does not parse has
+/// none in common with anything.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => {
+            a.scheme() == b.scheme()
+                && a.host_str() == b.host_str()
+                && a.port_or_known_default() == b.port_or_known_default()
+        }
+        _ => false,
+    }
 }
 
 async fn remove_webhook(

@@ -378,6 +378,8 @@ pub fn document() -> Value {
                         "events": { "type": "array", "items": { "type": "string" } },
                         "channel_prefix": { "type": "string" },
                         "header_names": { "type": "array", "items": { "type": "string" } },
+                        "headers_dropped": { "type": "boolean",
+                                             "description": "Only after a PATCH that moved the endpoint to another origin without `headers`: the stored headers were dropped." },
                         "created_at": { "type": "integer" }
                     }
                 },
@@ -405,7 +407,7 @@ pub fn document() -> Value {
                         "events": { "type": "array", "items": { "type": "string" } },
                         "channel_prefix": { "type": "string" },
                         "headers": { "type": "array", "items": { "type": "string" },
-                                     "description": "`Name: value`; replaces every extra header (left out: kept)." }
+                                     "description": "`Name: value`; replaces every extra header (left out: kept, unless `url` names another origin (scheme, host, port): then dropped)." }
                     }
                 },
                 "Day": {
