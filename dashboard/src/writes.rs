@@ -1,5 +1,6 @@
-//! The per-member budget of state-changing forms: every signed-in POST but sign-out takes one
-//! attempt from its member's budget (by user id) before its form is read, so a member, or
+//! The per-member budget of state-changing forms: every signed-in POST but sign-out and the
+//! password change takes one attempt from its member's budget (by user id) before its form is
+//! read (a password change takes one from its session's own budget instead), so a member, or
 //! whoever holds a stolen session cookie, makes the node do at most `per_minute` store changes
 //! (and form parses, password hashes, emails) a minute. In memory on each node, and in a
 //! cluster also in the shared budgets (the same rule, so N nodes do not give N budgets).
@@ -63,6 +64,18 @@ impl WriteBudget {
         *last = Instant::now();
         self.per_member.retain_recent();
         self.per_member.shrink_to_fit();
+    }
+
+    /// The budget a password change takes from: its session's own (named by an HMAC of the
+    /// session token, never the token), not the member's, so a thief holding a stolen session
+    /// who spends the member's budget cannot keep the member from changing their password (which
+    /// signs the thief out). Each session gets `per_minute` of them; sessions are bounded by
+    /// the sign-in limits.
+    pub(crate) fn session_key(&self, session_token: &str) -> String {
+        format!(
+            "session:{}",
+            self.names.name(b's', session_token.as_bytes())
+        )
     }
 
     /// One form from `user_id`'s budget: on this node (while the cluster's shared budgets are

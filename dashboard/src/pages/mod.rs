@@ -321,10 +321,17 @@ impl<P: AdminPort> FromRequestParts<Shared<P>> for Ctx {
             }
         };
         // Every state-changing form (a signed-in POST; signing out is always allowed) takes one
-        // from the member's budget before its body is read.
+        // from the member's budget before its body is read; a password change from its
+        // session's own (a stolen session spending the member's cannot block the change that
+        // signs it out).
         if parts.method == axum::http::Method::POST && parts.uri.path() != "/dashboard/logout" {
+            let budget = if parts.uri.path() == "/dashboard/account/password" {
+                dash.writes.session_key(&token)
+            } else {
+                admin.id.clone()
+            };
             dash.writes
-                .take(&admin.id)
+                .take(&budget)
                 .await
                 .map_err(|refused| Refusal::TooManyChanges {
                     retry_after: refused.retry_after,

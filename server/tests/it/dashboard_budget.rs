@@ -183,3 +183,72 @@ async fn client_addresses_in_the_audit_log_are_for_owners_and_admins() {
         "{entries:?}"
     );
 }
+
+/// A thief holding a stolen session who spends the member's budget cannot keep the member from
+/// changing their password (which signs the thief out): a password change takes from its own
+/// session's budget, not the member's; other forms of the member's stay refused.
+#[tokio::test]
+async fn a_stolen_session_cannot_block_the_password_change() {
+    let app = spawn_app_with(|s| {
+        s.dashboard_rate = 3;
+        s.admin.password = Some(Secret::new(OPERATOR_PASSWORD.into()));
+    })
+    .await;
+    acme_and_globex(&app, PASSWORD).await;
+    let browser = Browser::new(&app);
+    let member = browser.sign_in("admin@acme.test", PASSWORD).await;
+    let thief = browser.sign_in("admin@acme.test", PASSWORD).await;
+    let token_form = |csrf: &str| {
+        with_csrf(
+            &[
+                ("name", "noise".into()),
+                ("scope", "apps:read".into()),
+                ("expires_in_days", "30".into()),
+            ],
+            csrf,
+        )
+    };
+    let mut refused = 0;
+    for _ in 0..6 {
+        let page = browser
+            .post(
+                Some(&thief.cookie),
+                "/dashboard/tokens",
+                &token_form("forged"),
+            )
+            .await;
+        if page.status == 429 {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 3, "the thief spent the member's budget");
+    let page = browser
+        .post(
+            Some(&member.cookie),
+            "/dashboard/tokens",
+            &token_form(&member.csrf),
+        )
+        .await;
+    assert_eq!(
+        page.status, 429,
+        "the member's other forms share the budget"
+    );
+    let new_password = "a brand new password";
+    let change: Form = vec![
+        ("current", PASSWORD.to_owned()),
+        ("new", new_password.to_owned()),
+        ("confirm", new_password.to_owned()),
+    ];
+    browser
+        .post(
+            Some(&member.cookie),
+            "/dashboard/account/password",
+            &with_csrf(&change, &member.csrf),
+        )
+        .await
+        .assert_done("the member's password change");
+    browser
+        .get(Some(&thief.cookie), "/dashboard/account")
+        .await
+        .assert_sign_in_redirect("/dashboard/account", "the thief is signed out");
+}
