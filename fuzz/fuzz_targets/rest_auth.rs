@@ -9,7 +9,7 @@
 #![no_main]
 
 use herald::auth::{body_md5, rest_string_to_sign, sign, verify_rest, RestAuthError, RestRequest};
-use herald::protocol::query_pairs;
+use herald::protocol::{query_pairs, QueryPair};
 use libfuzzer_sys::fuzz_target;
 
 const SECRET: &str = "7ad3773142a6692b25b8";
@@ -27,11 +27,19 @@ fn split_canonical(params: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Pairs as the API hands them to the verifier (borrowed).
+fn borrowed(params: &[(String, String)]) -> Vec<QueryPair<'_>> {
+    params
+        .iter()
+        .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+        .collect()
+}
+
 fn verify(method: &str, path: &str, params: &[(String, String)], body: &[u8]) -> bool {
     let request = RestRequest {
         method,
         path,
-        params,
+        params: &borrowed(params),
         body,
     };
     verify_rest(&request, SECRET, NOW).is_ok()
@@ -115,7 +123,7 @@ fuzz_target!(|data: &[u8]| {
         if signed.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)) {
             continue;
         }
-        signed.push((key.clone(), value.clone()));
+        signed.push((key.to_string(), value.to_string()));
     }
     signed.push(("auth_key".into(), "278d425bdf160c739803".into()));
     signed.push(("auth_timestamp".into(), NOW.to_string()));
@@ -154,7 +162,7 @@ fuzz_target!(|data: &[u8]| {
         let request = RestRequest {
             method,
             path,
-            params: &with_signature,
+            params: &borrowed(&with_signature),
             body: &other,
         };
         assert_eq!(

@@ -23,7 +23,7 @@ fn decode(c: &mut Criterion) {
 
 fn verify(c: &mut Criterion) {
     let body = br#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
-    let params: Vec<(String, String)> = [
+    let params: Vec<herald::protocol::QueryPair<'_>> = [
         ("auth_key", "278d425bdf160c739803"),
         ("auth_timestamp", "1353088179"),
         ("auth_version", "1.0"),
@@ -34,7 +34,7 @@ fn verify(c: &mut Criterion) {
         ),
     ]
     .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .map(|(k, v)| ((*k).into(), (*v).into()))
     .collect();
     c.bench_function("verify a signed REST trigger", |b| {
         b.iter(|| {

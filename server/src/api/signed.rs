@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::pin::Pin;
+use std::sync::OnceLock;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -35,16 +36,25 @@ const TOO_LARGE: &str = "Failed to buffer the request body: length limit exceede
 pub struct Signed {
     /// The app the request is for.
     pub app: AppRef,
-    /// The query parameters, percent-decoded, in order (the `auth_*` ones included).
-    pub query: Vec<(String, String)>,
+    /// The query string as received (the `auth_*` parameters included).
+    pub query: Box<str>,
     /// The body, as signed.
     pub body: Bytes,
+    /// The query's parameters, percent-decoded, once a handler asks for one (a trigger never
+    /// does: its checks read the pairs borrowed from the request).
+    params: OnceLock<Vec<(String, String)>>,
 }
 
 impl Signed {
     /// The value of query parameter `name` (the last one when repeated).
     pub fn param(&self, name: &str) -> Option<&str> {
-        query_value(&self.query, name)
+        let params = self.params.get_or_init(|| {
+            query_pairs(Some(&self.query))
+                .into_iter()
+                .map(|(key, value)| (key.into_owned(), value.into_owned()))
+                .collect()
+        });
+        query_value(params, name)
     }
 }
 
@@ -159,10 +169,12 @@ pub(super) async fn authenticate(
         }
     }
     drop(held);
+    let query = parts.uri.query().unwrap_or("").into();
     Ok(Signed {
         app,
-        query: params,
+        query,
         body,
+        params: OnceLock::new(),
     })
 }
 

@@ -123,3 +123,68 @@ async fn partial_writes_resume_exactly_where_they_stopped() {
         "the byte stream differs from the frames"
     );
 }
+
+/// Frames offered (written at once while nothing is queued, else queued behind) through a socket
+/// too small to take them: the bytes that arrive are exactly the frames, in order, and an empty
+/// socket's frame is written by the call itself, with nothing left queued.
+#[tokio::test]
+async fn offered_frames_are_written_at_once_or_queued_in_order() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    server.set_nodelay(true).unwrap();
+    let _ = socket2::SockRef::from(&server).set_send_buffer_size(8192);
+    let outbox = Outbox::socket(Arc::new(server), 100_000);
+
+    let first = bytes("first");
+    assert_eq!(outbox.offer(&first), Queued::Written);
+    assert_eq!(outbox.backlog(), 0, "written by the call, not queued");
+    assert_eq!(outbox.bytes_sent(), 2 + 5);
+
+    let payloads: Vec<Bytes> = (0..140)
+        .map(|i| {
+            let size = [3, 125, 126, 1000, 65_535, 65_536, 70_001][i % 7];
+            Bytes::from(vec![b'a' + (i % 26) as u8; size])
+        })
+        .collect();
+    let reader = tokio::spawn(async move {
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).await.unwrap();
+        received
+    });
+    let mut behind = 0;
+    for payload in &payloads {
+        match outbox.offer(payload) {
+            Queued::Written => {}
+            Queued::Behind => behind += 1,
+            other => panic!("an open outbox answered {other:?}"),
+        }
+    }
+    assert!(
+        behind > 0,
+        "the socket never filled up: the test proves nothing"
+    );
+    std::future::poll_fn(|cx| outbox.poll_flush(cx))
+        .await
+        .unwrap();
+    outbox.request_close(CloseCode::ReconnectNow, true);
+    assert_eq!(
+        outbox.offer(&first),
+        Queued::No,
+        "a closing outbox takes nothing"
+    );
+    drop(outbox);
+    let received = reader.await.unwrap();
+    let mut expected = crate::protocol::ws::server_frame(opcode::TEXT, &first);
+    for payload in &payloads {
+        expected.extend(crate::protocol::ws::server_frame(opcode::TEXT, payload));
+    }
+    assert_eq!(received.len(), expected.len());
+    assert!(
+        received == expected,
+        "the byte stream differs from the frames"
+    );
+}

@@ -20,7 +20,7 @@ pub use limits::{
     Limits, DEFAULT_SUBSCRIBES_PER_SECOND, DEFAULT_SUBSCRIPTIONS_PER_CONNECTION,
     PROTOCOL_CHANNEL_NAME_CEILING, SUBSCRIPTIONS_PER_CONNECTION_CEILING,
 };
-pub use query::{query_pairs, query_value};
+pub use query::{query_pairs, query_value, QueryPair};
 pub use rest::{
     BatchBody, BatchEvent, BatchResponse, CachedEvent, ChannelAttributes, ChannelResponse,
     ChannelsResponse, EventData, PresenceUser, TerminateResponse, TriggerBody, TriggerResponse,
