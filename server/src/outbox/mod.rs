@@ -4,11 +4,9 @@
 //! close ([`Outbox::request_close`], [`Outbox::close_with_error`]); the rest (waiting on a full
 //! socket, the closing handshake's frames, sealing) is for the connection's own task.
 //!
-//! The outbox is written by whoever fills it. A publish hands its frame to every subscriber
-//! under the app's lock: in a small channel (see `hub::enqueue_all`) the sockets it finds empty
-//! are written at once ([`Outbox::offer`]), and otherwise every subscriber gets it queued, and
-//! (lock released) it writes those subscribers' queued frames straight to their sink; for a
-//! socket that is one non-blocking `sendmsg` (see `socket.rs`), and the
+//! The outbox is written by whoever fills it. A publish queues its frame for every subscriber
+//! under the app's lock, then (lock released) writes each subscriber's queued frames straight to
+//! its sink; for a socket that is one non-blocking `sendmsg` (see `socket.rs`), and the
 //! connection's own task is not woken at all unless the socket is full. Frames queued by several
 //! publishers meanwhile go out together in that one write. Every write happens under the
 //! outbox's small mutex, so frames are never interleaved and always leave in the order they
@@ -105,9 +103,6 @@ pub enum Queued {
     /// Queued into an empty outbox: the caller must call [`Outbox::flush`] (after releasing
     /// any lock it holds).
     First,
-    /// Written at once ([`Outbox::offer`]), or what the socket did not take queued for the
-    /// connection's task: nothing for the caller to do.
-    Written,
 }
 
 /// What an outbox's frames are written to.
@@ -270,50 +265,9 @@ impl Outbox {
         self.enqueue_op(opcode::TEXT, frame.clone())
     }
 
-    /// Queues a text frame like [`Outbox::enqueue`], but into a socket with nothing queued
-    /// writes it at once with one non-blocking `sendmsg` (what the socket does not take is
-    /// queued and the connection's task woken to wait for it). A publisher calls this under the
-    /// app's lock for a bounded number of sockets (`hub::enqueue_all`): every frame is still
-    /// written or queued in the lock's order, and the socket's copy of the frame costs no
-    /// queue slot, no second lock and no later pass over the connection.
-    pub fn offer(&self, frame: &Bytes) -> Queued {
-        let Sink::Socket(socket) = &self.sink else {
-            return self.enqueue(frame);
-        };
-        let state = self.lock();
-        if self.raw || state.held || !state.frames.is_empty() {
-            return self.queue_locked(state, opcode::TEXT, frame.clone());
-        }
-        self.write_locked(state, |state| {
-            socket::write_through(socket, state, opcode::TEXT, frame)
-        })
-    }
-
-    /// [`Outbox::offer`]'s write, the outbox locked and empty.
-    fn write_locked(
-        &self,
-        mut state: MutexGuard<'_, State>,
-        write: impl FnOnce(&mut State) -> io::Result<bool>,
-    ) -> Queued {
-        if state.finished || state.broken || state.sealed || state.close.is_some() {
-            return Queued::No;
-        }
-        match write(&mut state) {
-            Ok(true) => return Queued::Written,
-            Ok(false) => {}
-            Err(_) => state.broken = true,
-        }
-        drop(state);
-        self.waker.wake();
-        Queued::Written
-    }
-
     fn enqueue_op(&self, op: u8, payload: Bytes) -> Queued {
-        self.queue_locked(self.lock(), op, payload)
-    }
-
-    fn queue_locked(&self, mut state: MutexGuard<'_, State>, op: u8, payload: Bytes) -> Queued {
         let op = if self.raw { RAW } else { op };
+        let mut state = self.lock();
         if state.finished || state.broken || state.sealed || state.close.is_some() {
             return Queued::No;
         }
@@ -348,7 +302,7 @@ impl Outbox {
     pub fn push_op(&self, op: u8, payload: Bytes) -> bool {
         match self.enqueue_op(op, payload) {
             Queued::No => false,
-            Queued::Behind | Queued::Written => true,
+            Queued::Behind => true,
             Queued::First => {
                 self.waker.wake();
                 true

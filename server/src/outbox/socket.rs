@@ -3,7 +3,6 @@
 
 use std::io::{self, IoSlice};
 
-use bytes::Bytes;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -114,52 +113,6 @@ fn write_one(socket: &TcpStream, state: &mut State) -> io::Result<bool> {
         state.frames.shrink_to(KEEP_SLOTS);
     }
     Ok(true)
-}
-
-/// Writes `payload` as a frame of `op` at once into an outbox with nothing queued: `Ok(true)`
-/// once it is all out; else what the socket did not take is queued (`Ok(false)`: the
-/// connection's task must wait for the socket). No copy of `payload` is kept unless queued.
-pub(super) fn write_through(
-    socket: &TcpStream,
-    state: &mut State,
-    op: u8,
-    payload: &Bytes,
-) -> io::Result<bool> {
-    let mut header = [0u8; MAX_SERVER_HEADER];
-    let used = if op == RAW {
-        0
-    } else {
-        server_header(op, payload.len(), &mut header)
-    };
-    let total = used + payload.len();
-    let slices = [IoSlice::new(&header[..used]), IoSlice::new(payload)];
-    loop {
-        let sent = socket.try_io(Interest::WRITABLE, || {
-            socket2::SockRef::from(socket).send_vectored(&slices)
-        });
-        let wrote = match sent {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => n,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(error) => return Err(error),
-        };
-        if wrote == total {
-            state.sent += wrote as u64;
-            if let Some(bytes_out) = &state.bytes_out {
-                bytes_out.fetch_add(wrote as u64, std::sync::atomic::Ordering::Relaxed);
-            }
-            return Ok(true);
-        }
-        state.frames.push_back(super::Frame {
-            op,
-            payload: payload.clone(),
-        });
-        if wrote > 0 {
-            advance(state, wrote);
-        }
-        return Ok(false);
-    }
 }
 
 /// Writes queued frames with one `sendmsg` per batch until the queue is empty (`Ok(true)`) or

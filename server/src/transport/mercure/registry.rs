@@ -919,7 +919,7 @@ impl AppMercure {
             }
             match subscription.conn.outbox().enqueue(&update.event) {
                 Queued::No => {}
-                Queued::Behind | Queued::Written => delivered += 1,
+                Queued::Behind => delivered += 1,
                 Queued::First => {
                     delivered += 1;
                     to_wake.push(subscription.conn.clone());
