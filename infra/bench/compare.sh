@@ -179,7 +179,8 @@ measure_fallback() {
 
 stop() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
 # Never leave a server behind, whatever fails.
-trap 'kill -TERM "${pid:-0}" 2>/dev/null || true' EXIT
+# (Never `kill 0` when no server was started: that would signal this script's own group.)
+trap 'if [ -n "${pid:-}" ]; then kill -TERM "$pid" 2>/dev/null || true; fi' EXIT
 
 
 # --- cluster mode -------------------------------------------------------------------------
