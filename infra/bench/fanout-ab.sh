@@ -15,38 +15,18 @@ base="${1:?usage: $0 BASE_BIN [NEW_BIN] [RUNS] [SUBSCRIBERS] [RATE] [SECONDS]}"
 new="${2:-target/release/herald}"; runs="${3:-3}"; subscribers="${4:-1000}"; rate="${5:-10}"
 seconds="${6:-10}"
 loadgen=target/release/herald-loadgen
-KEY=bench-key-0123456789; SECRET=bench-secret-0123456789; APP=1
 results="$(mktemp)"
 ulimit -n 20000 2>/dev/null || true
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 200); do
-    (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
+# shellcheck source=infra/bench/ab-lib.sh
+. infra/bench/ab-lib.sh
 
-pid=""
-# Never leave a server behind (and never `kill 0`: that would be this script's own group).
-trap 'if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; fi' EXIT
 run() {
-  local label="$1" bin="$2" port dir
-  port="$(free_port)"; dir="$(mktemp -d)"
-  if [ "$label" = null ]; then
-    target/release/herald-null-server "127.0.0.1:$port" >"$dir/log" 2>&1 &
-  else
-    HERALD_BIND="127.0.0.1:$port" HERALD_DATA_DIR="$dir" HERALD_DEFAULT_APP_ID=$APP \
-      HERALD_DEFAULT_APP_KEY=$KEY HERALD_DEFAULT_APP_SECRET=$SECRET \
-      HERALD_ADMIN_PASSWORD=bench-admin-pass RUST_LOG=warn "$bin" >"$dir/log" 2>&1 &
-  fi
-  pid=$!
-  wait_port "$port" || { cat "$dir/log"; exit 1; }
+  start_server "$1" "$2"
   sleep 0.5
   $loadgen fanout --addr "127.0.0.1:$port" --app-id $APP --key $KEY --secret $SECRET \
-    --server-pid "$pid" --label "$label" --subscribers "$subscribers" --rate "$rate" \
+    --server-pid "$pid" --label "$1" --subscribers "$subscribers" --rate "$rate" \
     --duration "$seconds" --payload 100 | tee -a "$results"
-  kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""
+  stop_server
 }
 
 for _ in $(seq "$runs"); do
