@@ -9,12 +9,16 @@ use crate::protocol::SocketId;
 
 /// The hub's handle on one connection. Publishing never waits on it: a full outbox asks the
 /// connection to close with 4100 instead.
+///
+/// `repr(C)`, the outbox first: a fan-out reads the `Arc`'s count and the outbox's hot fields,
+/// which then share the allocation's first cache lines (see `outbox::State`).
 #[derive(Debug)]
+#[repr(C)]
 pub struct Connection {
+    outbox: Outbox,
     socket_id: SocketId,
     /// The app key the connection was opened with (closed when that key is revoked).
     key: Box<str>,
-    outbox: Outbox,
 }
 
 /// The reading end of a detached connection's outbox (benchmarks and unit tests).

@@ -19,13 +19,14 @@
 //! writes its frames' bytes with no WebSocket header: a Mercure SSE stream on a socket or TLS
 //! socket, whose events are written straight to the socket like WebSocket frames.
 
+mod frames;
 mod socket;
 mod tls;
 
 pub use tls::TlsSocket;
 
 use crate::locks::MutexExt;
-use std::collections::VecDeque;
+use frames::{Frame, Frames};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -50,33 +51,32 @@ pub struct CloseRequest {
     pub farewell: Option<Bytes>,
 }
 
-/// One queued frame: a WebSocket opcode and its payload (the socket sink writes the header at
-/// send time).
-#[derive(Debug)]
-struct Frame {
-    op: u8,
-    payload: Bytes,
-}
-
+/// What the outbox's mutex guards. `repr(C)`, hot fields first: the flags, the write position
+/// and the first frame (inline, see `frames.rs`) follow the mutex's own word, so queuing a frame
+/// and writing it touch the same one or two cache lines; the close request, rarely read in full,
+/// comes last.
 #[derive(Debug, Default)]
+#[repr(C)]
 struct State {
-    frames: VecDeque<Frame>,
-    /// Bytes of the first frame (header included) already written.
-    written: usize,
-    close: Option<CloseRequest>,
     /// The connection's task is gone: pushes are refused.
     finished: bool,
     /// Set on a write error: nothing more will be written.
     broken: bool,
     /// The close frame is queued (or about to be): nothing may follow it.
     sealed: bool,
+    /// Nothing is written yet: the frames wait for [`Outbox::release`] (an SSE stream whose
+    /// response head is not known until its replay is queued).
+    held: bool,
+    /// A close was requested (`close` holds it).
+    closing: bool,
+    /// Bytes of the first frame (header included) already written.
+    written: usize,
+    frames: Frames,
     /// Bytes written to the sink so far (progress of a slow reader).
     sent: u64,
     /// The node's bytes-out counter (`meters::Meters::bytes_out`), added to once per `sendmsg`.
     bytes_out: Option<Arc<std::sync::atomic::AtomicU64>>,
-    /// Nothing is written yet: the frames wait for [`Outbox::release`] (an SSE stream whose
-    /// response head is not known until its replay is queued).
-    held: bool,
+    close: Option<CloseRequest>,
 }
 
 /// The pseudo-opcode of a frame written as it is, with no WebSocket header (an SSE stream's
@@ -119,22 +119,23 @@ pub enum Sink {
 
 /// One connection's bounded outbox. Publishing never waits on it: a full outbox asks the
 /// connection to close with 4100 instead.
+///
+/// `repr(C)`: what a delivery reads (the sink, the limit, the mutex and the start of its state)
+/// comes first and together, see [`State`].
 #[derive(Debug)]
+#[repr(C)]
 pub struct Outbox {
     sink: Sink,
+    capacity: u32,
+    /// Every frame is written as it is ([`RAW`]), whatever its opcode: a Server-Sent Events
+    /// stream on a raw socket.
+    raw: bool,
     // A std mutex: held to queue a frame or for one non-blocking write, never across an await.
     state: Mutex<State>,
     /// Wakes the connection's task: a close request, a socket that was full, or (detached) a
     /// frame for its receiver.
     waker: AtomicWaker,
-    capacity: usize,
-    /// Every frame is written as it is ([`RAW`]), whatever its opcode: a Server-Sent Events
-    /// stream on a raw socket.
-    raw: bool,
 }
-
-/// Above this many slots, an emptied queue gives its memory back.
-const KEEP_SLOTS: usize = 16;
 
 impl AsRef<Outbox> for Outbox {
     fn as_ref(&self) -> &Outbox {
@@ -190,12 +191,7 @@ impl<T: AsRef<Outbox>> Receiver<T> {
 
     /// A frame already waiting, if any.
     pub fn try_recv(&mut self) -> Option<Bytes> {
-        let mut state = self.outbox().lock();
-        let frame = state.frames.pop_front().map(|f| f.payload);
-        if state.frames.is_empty() && state.frames.capacity() > KEEP_SLOTS {
-            state.frames.shrink_to(KEEP_SLOTS);
-        }
-        frame
+        self.outbox().lock().frames.pop_front().map(|f| f.payload)
     }
 }
 
@@ -206,7 +202,8 @@ impl Outbox {
             sink,
             state: Mutex::new(State::default()),
             waker: AtomicWaker::new(),
-            capacity: capacity.max(1),
+            // A limit past u32::MAX frames could not be reached in memory anyway.
+            capacity: u32::try_from(capacity.max(1)).unwrap_or(u32::MAX),
             raw: false,
         }
     }
@@ -268,22 +265,21 @@ impl Outbox {
     fn enqueue_op(&self, op: u8, payload: Bytes) -> Queued {
         let op = if self.raw { RAW } else { op };
         let mut state = self.lock();
-        if state.finished || state.broken || state.sealed || state.close.is_some() {
-            return Queued::No;
-        }
-        if state.frames.len() >= self.capacity {
-            if state.close.is_none() {
-                state.close = Some(CloseRequest {
-                    code: CloseCode::OverCapacity,
-                    drain: false,
-                    farewell: None,
-                });
-                drop(state);
-                self.waker.wake();
-            }
+        if state.finished || state.broken || state.sealed || state.closing {
             return Queued::No;
         }
         let first = state.frames.is_empty();
+        if !first && state.frames.len() >= self.capacity as usize {
+            state.closing = true;
+            state.close = Some(CloseRequest {
+                code: CloseCode::OverCapacity,
+                drain: false,
+                farewell: None,
+            });
+            drop(state);
+            self.waker.wake();
+            return Queued::No;
+        }
         state.frames.push_back(Frame { op, payload });
         if first {
             Queued::First
@@ -334,7 +330,7 @@ impl Outbox {
         match &self.sink {
             Sink::Socket(socket) => {
                 let mut state = self.lock();
-                let written = socket::write_queued(socket, &mut state);
+                let written = socket::write_queued(socket, &mut state, socket::Via::Direct);
                 self.flushed(state, written)
             }
             Sink::Tls(socket) => {
@@ -369,7 +365,7 @@ impl Outbox {
         match &self.sink {
             Sink::Socket(socket) => self.poll_write(
                 cx,
-                |state| socket::write_queued(socket, state),
+                |state| socket::write_queued(socket, state, socket::Via::Readiness),
                 |cx| socket.poll_write_ready(cx),
             ),
             Sink::Tls(socket) => self.poll_write(
@@ -445,7 +441,7 @@ impl Outbox {
     pub fn finish(&self) {
         let mut state = self.lock();
         state.finished = true;
-        state.frames = VecDeque::new();
+        state.frames.clear();
         drop(state);
         self.waker.wake();
     }
@@ -471,7 +467,8 @@ impl Outbox {
 
     fn request(&self, request: CloseRequest) {
         let mut state = self.lock();
-        if state.close.is_none() {
+        if !state.closing {
+            state.closing = true;
             state.close = Some(request);
             drop(state);
             self.waker.wake();

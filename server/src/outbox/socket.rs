@@ -6,7 +6,7 @@ use std::io::{self, IoSlice};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::{header_len, State, KEEP_SLOTS, RAW};
+use super::{header_len, State, RAW};
 use crate::protocol::ws::{server_header, MAX_SERVER_HEADER};
 
 /// Frames gathered into one `sendmsg`.
@@ -42,17 +42,17 @@ pub(super) fn gather<'a>(
 }
 
 /// One `sendmsg` of up to [`FRAMES_PER_WRITE`] queued frames.
-fn send_batch(socket: &TcpStream, state: &State) -> io::Result<usize> {
+fn send_batch(socket: &TcpStream, state: &State, via: Via) -> io::Result<usize> {
     let mut headers = [[0u8; MAX_SERVER_HEADER]; FRAMES_PER_WRITE];
     let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE * 2];
     let used = gather(state, &mut headers, &mut slices);
-    send(socket, &slices[..used])
+    send(socket, &slices[..used], via)
 }
 
 /// One `sendmsg` of the one queued frame, from where the last write stopped. A fan-out at a
 /// steady rate finds one frame queued: room for one, not for 64 (clearing 64 headers and 128
 /// slices was a third of a delivery's user-space instructions), and no batch to gather.
-fn send_one(socket: &TcpStream, state: &State) -> io::Result<usize> {
+fn send_one(socket: &TcpStream, state: &State, via: Via) -> io::Result<usize> {
     let Some(frame) = state.frames.front() else {
         return Ok(0);
     };
@@ -63,6 +63,15 @@ fn send_one(socket: &TcpStream, state: &State) -> io::Result<usize> {
         server_header(frame.op, frame.payload.len(), &mut header)
     };
     let skip = state.written;
+    let whole = used + frame.payload.len();
+    if skip == 0 && whole <= CONTIGUOUS_BYTES {
+        // Header and payload side by side: one plain `send`, no vector for the kernel to copy
+        // in and walk.
+        let mut buf = [0u8; CONTIGUOUS_BYTES];
+        buf[..used].copy_from_slice(&header[..used]);
+        buf[used..whole].copy_from_slice(&frame.payload);
+        return send_contiguous(socket, &buf[..whole], via);
+    }
     let slices = if skip < used {
         [
             IoSlice::new(&header[skip..used]),
@@ -74,16 +83,44 @@ fn send_one(socket: &TcpStream, state: &State) -> io::Result<usize> {
             IoSlice::new(&frame.payload[skip - used..]),
         ]
     };
-    send(socket, &slices)
+    send(socket, &slices, via)
+}
+
+/// The largest frame (header included) [`send_one`] copies to send in one piece.
+const CONTIGUOUS_BYTES: usize = 512;
+
+/// [`send`] of one buffer: `send(2)`.
+fn send_contiguous(socket: &TcpStream, bytes: &[u8], via: Via) -> io::Result<usize> {
+    let send = || socket2::SockRef::from(socket).send(bytes);
+    match via {
+        Via::Readiness => socket.try_io(Interest::WRITABLE, send),
+        Via::Direct => send(),
+    }
+}
+
+/// How a write reaches the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Via {
+    /// Through tokio's readiness (`try_io`): a write that would block clears it, so the
+    /// connection's task, which then waits for the socket to be writable, really waits. The
+    /// task's own writes go this way.
+    Readiness,
+    /// Straight to the socket: a publisher's write. Reading the readiness word first is a cold
+    /// cache line per subscriber for nothing: the socket almost always takes the frame, and when
+    /// it does not, the task is woken and writes again through [`Via::Readiness`], whose write
+    /// clears the stale readiness before the task waits on it.
+    Direct,
 }
 
 /// One non-blocking `sendmsg` of `slices`. sendmsg rather than writev: the socket layer
 /// directly, without the file layer's position lock and checks (about a tenth of a delivery's
 /// kernel time).
-fn send(socket: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-    socket.try_io(Interest::WRITABLE, || {
-        socket2::SockRef::from(socket).send_vectored(slices)
-    })
+fn send(socket: &TcpStream, slices: &[IoSlice<'_>], via: Via) -> io::Result<usize> {
+    let sendmsg = || socket2::SockRef::from(socket).send_vectored(slices);
+    match via {
+        Via::Readiness => socket.try_io(Interest::WRITABLE, sendmsg),
+        Via::Direct => sendmsg(),
+    }
 }
 
 /// Counts `wrote` bytes as sent: drops the frames written in full and remembers how far into
@@ -109,7 +146,7 @@ pub(super) fn advance(state: &mut State, mut wrote: usize) {
 
 /// Writes queued frames with one `sendmsg` per batch until the queue is empty (`Ok(true)`) or
 /// the socket is full (`Ok(false)`).
-pub(super) fn write_queued(socket: &TcpStream, state: &mut State) -> io::Result<bool> {
+pub(super) fn write_queued(socket: &TcpStream, state: &mut State, via: Via) -> io::Result<bool> {
     if state.broken {
         return Ok(true);
     }
@@ -117,10 +154,10 @@ pub(super) fn write_queued(socket: &TcpStream, state: &mut State) -> io::Result<
         return Ok(false);
     }
     while !state.frames.is_empty() {
-        let sent = if state.frames.len() == 1 {
-            send_one(socket, state)
+        let sent = if state.frames.is_single() {
+            send_one(socket, state, via)
         } else {
-            send_batch(socket, state)
+            send_batch(socket, state, via)
         };
         let wrote = match sent {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -134,9 +171,6 @@ pub(super) fn write_queued(socket: &TcpStream, state: &mut State) -> io::Result<
             // The socket took part of a frame: it is full.
             return Ok(false);
         }
-    }
-    if state.frames.capacity() > KEEP_SLOTS {
-        state.frames.shrink_to(KEEP_SLOTS);
     }
     Ok(true)
 }

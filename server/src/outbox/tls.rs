@@ -19,7 +19,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::socket::{advance, gather, FRAMES_PER_WRITE};
-use super::{State, KEEP_SLOTS};
+use super::State;
 use crate::locks::MutexExt;
 use crate::protocol::ws::MAX_SERVER_HEADER;
 
@@ -150,9 +150,6 @@ pub(super) fn write_queued(socket: &TlsSocket, state: &mut State) -> io::Result<
             return Err(io::ErrorKind::WriteZero.into());
         }
         advance(state, sealed);
-    }
-    if state.frames.capacity() > KEEP_SLOTS {
-        state.frames.shrink_to(KEEP_SLOTS);
     }
     Ok(true)
 }
