@@ -66,15 +66,13 @@ impl Frames {
         }
     }
 
-    /// Takes the first frame; a queue that had grown and is now down to one frame or none gives
-    /// its spare memory back.
+    /// Takes the first frame; a queue that had grown gives its spare memory back once it is
+    /// empty (not before: a slow reader whose backlog swings would reallocate on every swing).
     pub(super) fn pop_front(&mut self) -> Option<Frame> {
         let first = self.head.take()?;
-        if !self.tail.is_empty() {
-            self.head = self.tail.pop_front();
-            if self.tail.is_empty() && self.tail.capacity() > KEEP_SLOTS {
-                self.tail.shrink_to(KEEP_SLOTS);
-            }
+        self.head = self.tail.pop_front();
+        if self.head.is_none() && self.tail.capacity() > KEEP_SLOTS {
+            self.tail.shrink_to(KEEP_SLOTS);
         }
         Some(first)
     }

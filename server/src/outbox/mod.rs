@@ -6,7 +6,7 @@
 //!
 //! The outbox is written by whoever fills it. A publish queues its frame for every subscriber
 //! under the app's lock, then (lock released) writes each subscriber's queued frames straight to
-//! its sink; for a socket that is one non-blocking `sendmsg` (see `socket.rs`), and the
+//! its sink; for a socket that is one non-blocking `send` or `sendmsg` (see `socket.rs`), and the
 //! connection's own task is not woken at all unless the socket is full. Frames queued by several
 //! publishers meanwhile go out together in that one write. Every write happens under the
 //! outbox's small mutex, so frames are never interleaved and always leave in the order they
@@ -74,7 +74,7 @@ struct State {
     frames: Frames,
     /// Bytes written to the sink so far (progress of a slow reader).
     sent: u64,
-    /// The node's bytes-out counter (`meters::Meters::bytes_out`), added to once per `sendmsg`.
+    /// The node's bytes-out counter (`meters::Meters::bytes_out`), added to once per write call.
     bytes_out: Option<Arc<std::sync::atomic::AtomicU64>>,
     close: Option<CloseRequest>,
 }

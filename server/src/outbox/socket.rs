@@ -49,7 +49,8 @@ fn send_batch(socket: &TcpStream, state: &State, via: Via) -> io::Result<usize> 
     send(socket, &slices[..used], via)
 }
 
-/// One `sendmsg` of the one queued frame, from where the last write stopped. A fan-out at a
+/// One write of the one queued frame, from where the last write stopped: a plain `send` of a
+/// copy when it is small and not started, else a `sendmsg` of header and payload. A fan-out at a
 /// steady rate finds one frame queued: room for one, not for 64 (clearing 64 headers and 128
 /// slices was a third of a delivery's user-space instructions), and no batch to gather.
 fn send_one(socket: &TcpStream, state: &State, via: Via) -> io::Result<usize> {
@@ -101,14 +102,15 @@ fn send_contiguous(socket: &TcpStream, bytes: &[u8], via: Via) -> io::Result<usi
 /// How a write reaches the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Via {
-    /// Through tokio's readiness (`try_io`): a write that would block clears it, so the
-    /// connection's task, which then waits for the socket to be writable, really waits. The
-    /// task's own writes go this way.
+    /// Through tokio's readiness (`try_io`): a write that would block clears it, so the wait
+    /// that follows really waits. [`super::Outbox::poll_flush`] writes this way, just before it
+    /// waits for the socket to be writable.
     Readiness,
-    /// Straight to the socket: a publisher's write. Reading the readiness word first is a cold
-    /// cache line per subscriber for nothing: the socket almost always takes the frame, and when
-    /// it does not, the task is woken and writes again through [`Via::Readiness`], whose write
-    /// clears the stale readiness before the task waits on it.
+    /// Straight to the socket: every [`super::Outbox::flush`] (a publisher's write, and the
+    /// connection task's own writes that do not wait). Reading the readiness word first would be
+    /// a cold cache line per subscriber for nothing: the socket almost always takes the frame,
+    /// and when it does not, the task is woken and its `poll_flush` writes through
+    /// [`Via::Readiness`], whose write clears the stale readiness before the task waits on it.
     Direct,
 }
 
