@@ -143,6 +143,11 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 4 } else { 8 })
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A ping before each use finds a PostgreSQL connection the server dropped (a
+            // restart, an idle timeout) before a query fails on it. An embedded SQLite
+            // connection cannot be dropped that way: its ping is a round trip to the
+            // connection's thread for nothing, on every query.
+            .test_before_acquire(!sqlite)
             // A connection still inside a transaction when it comes back is one whose write
             // failed (a COMMIT refused on a full disk leaves SQLite's transaction depth at 1 and
             // its ROLLBACK then fails too): every later `begin` on it would fail with "non-zero
