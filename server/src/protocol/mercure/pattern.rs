@@ -158,11 +158,21 @@ impl Pattern {
         if markers > MAX_PATTERN_GROUPS * 2 + 2 {
             return Err(too_many_groups());
         }
-        // The crate's constructor-string parser underflows on a `]` before its `[` (found by
-        // `random_selectors_never_panic`): refused here, and any other panic is caught below.
+        // The crate's constructor-string parser counts IPv6 brackets from where the hostname
+        // starts (after `//`, or after the `@` that ends a user name) and underflows on a `]`
+        // its count has not seen opened (found by `random_selectors_never_panic`, then by the
+        // `mercure_form` fuzz target with the `[` before an `@`): such a `]` is refused here,
+        // counting from each `/` and `@` too (outside regular-expression groups, which the
+        // crate reads as one token: `([^/]+)` stays accepted), and any other panic is caught
+        // below.
         let mut depth = 0usize;
+        let mut regex = 0usize;
         for b in raw.bytes() {
             match b {
+                b'(' => regex += 1,
+                b')' => regex = regex.saturating_sub(1),
+                _ if regex > 0 => {}
+                b'/' | b'@' => depth = 0,
                 b'[' => depth += 1,
                 b']' if depth == 0 => {
                     return Err(SelectorError::Invalid("unbalanced ']'".into()));

@@ -459,3 +459,36 @@ fn a_list_of_heavy_url_patterns_runs_out_of_its_compile_budget() {
     // A fresh list gets a fresh budget.
     assert!(parse_list(SelectorKind::MatchUrlPattern, [heavy], DEFAULT_HUB_URL).is_ok());
 }
+
+/// The `mercure_form` fuzz target's find: a `[` before the `@` that ends a user name is not
+/// counted by the crate's parser, which then underflowed on the hostname's `]`. Refused before
+/// the crate sees it, while a regular-expression group holding `/` in a class still compiles.
+#[test]
+fn a_bracket_opened_before_the_hostname_is_refused_and_regex_classes_still_compile() {
+    for raw in [
+        "http-s53A:idttps://[et3Alpattern=httpstps53@:ia:idps%Fs]+str3A%authory{/otni=x",
+        "https://a[b@host]/",
+        "ht[tp://host]/",
+    ] {
+        // Refused by the check, not by a panic caught inside the crate.
+        assert_eq!(
+            Selector::parse(SelectorKind::MatchUrlPattern, raw).err(),
+            Some(SelectorError::Invalid("unbalanced ']'".into())),
+            "{raw}"
+        );
+    }
+    for raw in [
+        "https://example.com/books/([^/]+)",
+        "https://user@example.com/books/:id([0-9]+)",
+        "https://example.com/[a]/b",
+    ] {
+        let selector = Selector::parse(SelectorKind::MatchUrlPattern, raw).expect(raw);
+        let _ = selector.matches("https://example.com/books/1");
+    }
+    assert!(Selector::parse(
+        SelectorKind::MatchUrlPattern,
+        "https://example.com/books/([^/]+)"
+    )
+    .unwrap()
+    .matches("https://example.com/books/1"));
+}
